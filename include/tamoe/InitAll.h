@@ -1,0 +1,46 @@
+//===- InitAll.h - Register everything tamoe provides -----------*- C++ -*-===//
+//
+// One entry point for a compiler that links tamoe: the tamoe dialect plus the
+// upstream dialects a tamoe program is written with.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TAMOE_INITALL_H
+#define TAMOE_INITALL_H
+
+#include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/Extensions/AllExtensions.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
+#include "mlir/Dialect/Tensor/Extensions/AllExtensions.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/DialectRegistry.h"
+
+namespace tamoe {
+
+/// Registers the tamoe dialect and the upstream dialects (with their
+/// extensions) that tamoe programs use.
+inline void registerAllDialects(mlir::DialectRegistry &registry) {
+  registry.insert<mlir::tamoe::TAMoEDialect, mlir::arith::ArithDialect,
+                  mlir::bufferization::BufferizationDialect,
+                  mlir::func::FuncDialect, mlir::linalg::LinalgDialect,
+                  mlir::math::MathDialect, mlir::memref::MemRefDialect,
+                  mlir::scf::SCFDialect, mlir::shard::ShardDialect,
+                  mlir::tensor::TensorDialect>();
+  mlir::func::registerAllExtensions(registry);
+  mlir::tensor::registerAllExtensions(registry);
+}
+
+/// Registers tamoe's passes and pipelines (none yet beyond the dialect).
+inline void registerAllPasses() {}
+
+} // namespace tamoe
+
+#endif // TAMOE_INITALL_H

@@ -1,0 +1,86 @@
+//===- Topology.h - Tree model of a cluster's interconnect ------*- C++ -*-===//
+//
+// A cluster is a tree. Ranks (GPUs or CPU processes) are the leaves; each
+// level groups `fanout` children of the level below (level 0 groups ranks
+// into nodes, level 1 groups nodes under a switch, ...). Every child is
+// attached to its parent by a link with a per-direction bandwidth and a
+// per-message latency. This library has no MLIR dependency: the dialect's
+// `#tamoe.topology` attribute and the planner both convert to and from it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TAMOE_TOPOLOGY_TOPOLOGY_H
+#define TAMOE_TOPOLOGY_TOPOLOGY_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tamoe::topology {
+
+/// Whether a level's bandwidth is available to every rank below the link
+/// (one NIC per GPU) or is shared by all ranks of the child subtree (one NIC
+/// per node, shared by its 8 GPUs).
+enum class LinkSharing { PerRank, Shared };
+
+llvm::StringRef stringifyLinkSharing(LinkSharing sharing);
+std::optional<LinkSharing> parseLinkSharing(llvm::StringRef text);
+
+/// One level of the tree. The link described here connects each child of
+/// this level to the level's switch.
+struct Level {
+  std::string name;
+  /// Children grouped under one switch of this level (>= 1).
+  int64_t fanout = 1;
+  /// Bandwidth toward the switch (child -> parent), GB/s (1e9 bytes/s).
+  double upBandwidthGBps = 0;
+  /// Bandwidth from the switch (parent -> child), GB/s.
+  double downBandwidthGBps = 0;
+  /// Latency of one message over this link, microseconds.
+  double latencyUs = 0;
+  LinkSharing sharing = LinkSharing::PerRank;
+
+  bool operator==(const Level &other) const;
+};
+
+struct Topology {
+  std::string name;
+  /// Free text: where the figures come from.
+  std::string description;
+  /// Innermost level first (levels[0] groups ranks).
+  std::vector<Level> levels;
+
+  bool operator==(const Topology &other) const;
+
+  /// Number of ranks: the product of all fanouts.
+  int64_t numRanks() const;
+  /// Ranks under one subtree of `level` (product of fanouts up to it).
+  int64_t ranksPerSubtree(size_t level) const;
+  /// Level of the lowest common ancestor of two ranks; -1 when a == b.
+  int lowestCommonLevel(int64_t a, int64_t b) const;
+};
+
+/// Checks every invariant (non-empty name and levels, unique level names,
+/// fanout >= 1, bandwidths > 0 and finite, latency >= 0 and finite). The
+/// error text names the field, e.g. "levels[1].fanout: must be >= 1".
+llvm::Error verify(const Topology &topology);
+
+/// Parses and verifies a topology from JSON text. `source` names the text in
+/// error messages ("<source>: <field>: <reason>", one line).
+llvm::Expected<Topology> parseTopologyJSON(llvm::StringRef text,
+                                           llvm::StringRef source);
+
+/// Reads and parses a topology file.
+llvm::Expected<Topology> loadTopologyFile(llvm::StringRef path);
+
+/// The JSON form, the inverse of parseTopologyJSON.
+llvm::json::Value toJSON(const Topology &topology);
+
+} // namespace tamoe::topology
+
+#endif // TAMOE_TOPOLOGY_TOPOLOGY_H

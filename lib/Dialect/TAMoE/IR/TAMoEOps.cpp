@@ -1,0 +1,331 @@
+//===- TAMoEOps.cpp - tamoe operations ------------------------------------===//
+
+#include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpImplementation.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::tamoe;
+
+#define GET_OP_CLASSES
+#include "tamoe/Dialect/TAMoE/IR/TAMoEOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+static bool isDynamic(int64_t dim) { return ShapedType::isDynamic(dim); }
+
+/// Two dimensions agree unless both are static and differ.
+static bool compatible(int64_t lhs, int64_t rhs) {
+  return isDynamic(lhs) || isDynamic(rhs) || lhs == rhs;
+}
+
+/// Prints a shape as "[16, ?]" for diagnostics.
+static std::string formatShape(ArrayRef<int64_t> shape) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << "[";
+  llvm::interleaveComma(shape, os, [&](int64_t dim) {
+    if (isDynamic(dim))
+      os << "?";
+    else
+      os << dim;
+  });
+  os << "]";
+  return text;
+}
+
+/// Checks that `type` has the 2-D shape [rows, cols] (dynamic sizes agree
+/// with anything).
+static LogicalResult verifyShape2D(Operation *op, StringRef name,
+                                   RankedTensorType type, int64_t rows,
+                                   int64_t cols, StringRef expectation) {
+  if (compatible(type.getDimSize(0), rows) &&
+      compatible(type.getDimSize(1), cols))
+    return success();
+  return op->emitOpError() << name << " must have shape " << expectation
+                           << " = " << formatShape({rows, cols}) << ", got "
+                           << formatShape(type.getShape());
+}
+
+/// A plan on an op must fit the module's topology, when the module has one.
+static LogicalResult verifyPlan(Operation *op,
+                                std::optional<DispatchPlanAttr> plan) {
+  if (!plan)
+    return success();
+  TopologyAttr topology = TopologyAttr::lookup(op);
+  if (!topology)
+    return success();
+  return plan->verifyAgainst(topology, [op] { return op->emitOpError(); });
+}
+
+//===----------------------------------------------------------------------===//
+// GateOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult GateOp::verify() {
+  RankedTensorType logits = getLogits().getType();
+  int64_t tokens = logits.getDimSize(0);
+  int64_t experts = logits.getDimSize(1);
+  int64_t k = getK();
+  if (k < 1)
+    return emitOpError() << "k must be >= 1, got " << k;
+  if (!isDynamic(experts) && k > experts)
+    return emitOpError() << "k = " << k << " exceeds the number of experts ("
+                         << experts << ")";
+  if (failed(verifyShape2D(*this, "expert_ids", getExpertIds().getType(),
+                           tokens, k, "[S, k]")) ||
+      failed(verifyShape2D(*this, "weights", getWeights().getType(), tokens,
+                           k, "[S, k]")))
+    return failure();
+  if (getWeights().getType().getElementType() != logits.getElementType())
+    return emitOpError() << "weights must have the logits' element type "
+                         << logits.getElementType();
+  if (getProbs().getType() != logits)
+    return emitOpError() << "probs must have the logits' type " << logits;
+
+  std::optional<int64_t> groups = getNumGroups();
+  std::optional<int64_t> kept = getGroupsKept();
+  if (groups.has_value() != kept.has_value())
+    return emitOpError() << "num_groups and groups_kept must be given together";
+  if (groups) {
+    if (*groups < 1)
+      return emitOpError() << "num_groups must be >= 1, got " << *groups;
+    if (*kept < 1 || *kept > *groups)
+      return emitOpError() << "groups_kept must be in [1, " << *groups
+                           << "], got " << *kept;
+    if (!isDynamic(experts)) {
+      if (experts % *groups != 0)
+        return emitOpError() << "num_groups (" << *groups
+                             << ") must divide the number of experts ("
+                             << experts << ")";
+      int64_t reachable = *kept * (experts / *groups);
+      if (k > reachable)
+        return emitOpError() << "k = " << k << " exceeds the " << reachable
+                             << " experts of the " << *kept << " kept groups";
+    }
+  }
+  return verifyPlan(*this, getPlan());
+}
+
+//===----------------------------------------------------------------------===//
+// DispatchOp
+//===----------------------------------------------------------------------===//
+
+std::optional<int64_t> DispatchOp::getCapacityFor(int64_t numTokens) {
+  if (std::optional<int64_t> capacity = getCapacity())
+    return *capacity;
+  std::optional<APFloat> factor = getCapacityFactor();
+  if (!factor)
+    return std::nullopt;
+  int64_t k = getExpertIds().getType().getDimSize(1);
+  int64_t experts = getExpertCounts().getType().getDimSize(0);
+  return static_cast<int64_t>(
+      std::ceil(factor->convertToDouble() * static_cast<double>(numTokens * k) /
+                static_cast<double>(experts)));
+}
+
+LogicalResult DispatchOp::verify() {
+  RankedTensorType tokens = getTokens().getType();
+  RankedTensorType ids = getExpertIds().getType();
+  int64_t numTokens = tokens.getDimSize(0);
+  int64_t k = ids.getDimSize(1);
+  if (!compatible(ids.getDimSize(0), numTokens))
+    return emitOpError() << "expert_ids must have one row per token: "
+                         << formatShape(ids.getShape()) << " for "
+                         << numTokens << " tokens";
+  RankedTensorType counts = getExpertCounts().getType();
+  int64_t experts = counts.getDimSize(0);
+  if (isDynamic(experts) || experts < 1)
+    return emitOpError() << "expert_counts must have a static size >= 1 (the "
+                            "number of experts)";
+  if (getPositions().getType().getShape() != ids.getShape())
+    return emitOpError() << "positions must have the shape of expert_ids "
+                         << formatShape(ids.getShape());
+  RankedTensorType dispatched = getDispatched().getType();
+  if (dispatched.getElementType() != tokens.getElementType() ||
+      !compatible(dispatched.getDimSize(1), tokens.getDimSize(1)))
+    return emitOpError() << "dispatched rows must have the tokens' row type "
+                         << formatShape({ShapedType::kDynamic,
+                                         tokens.getDimSize(1)})
+                         << " of " << tokens.getElementType();
+
+  std::optional<int64_t> capacity = getCapacity();
+  std::optional<APFloat> factor = getCapacityFactor();
+  if (capacity && factor)
+    return emitOpError()
+           << "capacity and capacity_factor are mutually exclusive";
+  if (capacity && *capacity < 0)
+    return emitOpError() << "capacity must be >= 0, got " << *capacity;
+  if (factor) {
+    double value = factor->convertToDouble();
+    if (!std::isfinite(value) || value <= 0)
+      return emitOpError() << "capacity_factor must be > 0, got " << value;
+  }
+  std::optional<DropPolicy> policy = getDropPolicy();
+  if (policy && !capacity && !factor)
+    return emitOpError() << "a drop policy needs a capacity (without one the "
+                            "layer is dropless)";
+  bool byProbability = policy == DropPolicy::Probability;
+  if (byProbability && !getWeights())
+    return emitOpError() << "'drop probability' needs the weights operand";
+  if (!byProbability && getWeights())
+    return emitOpError() << "weights are only used by 'drop probability'";
+  if (getWeights() && getWeights().getType().getShape() != ids.getShape())
+    return emitOpError() << "weights must have the shape of expert_ids "
+                         << formatShape(ids.getShape());
+
+  // The row count is a capacity: S * k dropless, min(S * k, E * C) capped.
+  int64_t rows = dispatched.getDimSize(0);
+  if (isDynamic(numTokens) || isDynamic(k)) {
+    if (!isDynamic(rows))
+      return emitOpError() << "dispatched must have a dynamic row count when "
+                              "the number of tokens or k is dynamic";
+  } else if (!isDynamic(rows)) {
+    int64_t expected = numTokens * k;
+    StringRef formula = "S * k";
+    if (std::optional<int64_t> perExpert = getCapacityFor(numTokens)) {
+      expected = std::min(expected, experts * *perExpert);
+      formula = "min(S * k, E * capacity)";
+    }
+    if (rows != expected)
+      return emitOpError() << "dispatched must have " << expected << " rows ("
+                           << formula << "), got " << rows;
+  }
+  return verifyPlan(*this, getPlan());
+}
+
+//===----------------------------------------------------------------------===//
+// AllToAllOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AllToAllOp::verify() {
+  RankedTensorType send = getSend().getType();
+  RankedTensorType received = getReceived().getType();
+  if (send.getRank() < 1)
+    return emitOpError() << "send must have at least one dimension (rows)";
+  if (received.getRank() != send.getRank() ||
+      received.getElementType() != send.getElementType() ||
+      !llvm::all_of(llvm::seq<int64_t>(1, send.getRank()), [&](int64_t dim) {
+        return compatible(send.getDimSize(dim), received.getDimSize(dim));
+      }))
+    return emitOpError() << "received rows must have the shape and element "
+                            "type of send rows";
+  RankedTensorType counts = getSendCounts().getType();
+  if (counts.getRank() < 1 || counts.getRank() > 2 ||
+      !counts.getElementType().isSignlessInteger())
+    return emitOpError() << "send_counts must be a 1-D (per peer) or 2-D (per "
+                            "peer, per expert) tensor of integers";
+  if (!counts.hasStaticShape())
+    return emitOpError() << "send_counts must have a static shape";
+  if (std::optional<ArrayRef<int16_t>> axes = getGridAxes()) {
+    llvm::SmallDenseSet<int16_t> seen;
+    for (int16_t axis : *axes)
+      if (axis < 0 || !seen.insert(axis).second)
+        return emitOpError() << "grid axes must be unique and non-negative";
+  }
+  if (std::optional<StringRef> level = getLevel())
+    if (TopologyAttr topology = TopologyAttr::lookup(*this))
+      if (llvm::none_of(topology.getLevels(), [&](TopologyLevelAttr l) {
+            return l.getName() == *level;
+          }))
+        return emitOpError() << "level '" << *level
+                             << "' is not a level of topology '"
+                             << topology.getName() << "'";
+  return success();
+}
+
+LogicalResult
+AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  shard::GridOp grid = shard::getGridOrNull(*this, getGridAttr(), symbolTable);
+  if (!grid)
+    return emitOpError() << "'@" << getGrid()
+                         << "' does not name a shard.grid";
+  ArrayRef<int64_t> shape = grid.getShape();
+  SmallVector<int16_t> axes;
+  if (std::optional<ArrayRef<int16_t>> given = getGridAxes())
+    axes.assign(given->begin(), given->end());
+  else
+    axes.append(llvm::to_vector(llvm::seq<int16_t>(0, shape.size())));
+  int64_t groupSize = 1;
+  for (int16_t axis : axes) {
+    if (axis >= static_cast<int64_t>(shape.size()))
+      return emitOpError() << "grid axis " << axis
+                           << " is out of range for grid @" << getGrid()
+                           << " of rank " << shape.size();
+    if (isDynamic(shape[axis]))
+      return success();
+    groupSize *= shape[axis];
+  }
+  int64_t peers = getSendCounts().getType().getDimSize(0);
+  if (peers != groupSize)
+    return emitOpError() << "send_counts has " << peers
+                         << " peers but the group on @" << getGrid()
+                         << " has " << groupSize << " ranks";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// CombineOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult CombineOp::verify() {
+  RankedTensorType outputs = getExpertOutputs().getType();
+  RankedTensorType positions = getPositions().getType();
+  if (!compatible(positions.getDimSize(0),
+                  getWeights().getType().getDimSize(0)) ||
+      !compatible(positions.getDimSize(1),
+                  getWeights().getType().getDimSize(1)))
+    return emitOpError() << "positions and weights must have the same shape "
+                            "[S, k], got "
+                         << formatShape(positions.getShape()) << " and "
+                         << formatShape(getWeights().getType().getShape());
+  RankedTensorType combined = getCombined().getType();
+  if (combined.getElementType() != outputs.getElementType())
+    return emitOpError() << "combined must have the expert outputs' element "
+                            "type "
+                         << outputs.getElementType();
+  return verifyShape2D(*this, "combined", combined, positions.getDimSize(0),
+                       outputs.getDimSize(1), "[S, H]");
+}
+
+//===----------------------------------------------------------------------===//
+// AuxLossOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AuxLossOp::verify() {
+  RankedTensorType probs = getProbs().getType();
+  RankedTensorType ids = getExpertIds().getType();
+  int64_t experts = probs.getDimSize(1);
+  if (!compatible(probs.getDimSize(0), ids.getDimSize(0)))
+    return emitOpError() << "probs and expert_ids must have one row per "
+                            "token, got "
+                         << formatShape(probs.getShape()) << " and "
+                         << formatShape(ids.getShape());
+  if (!isDynamic(experts) && !isDynamic(ids.getDimSize(1)) &&
+      ids.getDimSize(1) > experts)
+    return emitOpError() << "k = " << ids.getDimSize(1)
+                         << " exceeds the number of experts (" << experts
+                         << ")";
+  bool topologyAware = getKind() == AuxLossKind::Topology;
+  if (topologyAware && !getExpertWeights())
+    return emitOpError() << "'topology' loss needs the per-expert weights of "
+                            "this rank";
+  if (!topologyAware && getExpertWeights())
+    return emitOpError() << "'switch' loss takes no weights";
+  if (Value weights = getExpertWeights()) {
+    auto type = cast<RankedTensorType>(weights.getType());
+    if (!compatible(type.getDimSize(0), experts))
+      return emitOpError() << "weights must have one entry per expert ("
+                           << experts << "), got " << type.getDimSize(0);
+  }
+  if (getLoss().getType().getElementType() != probs.getElementType())
+    return emitOpError() << "loss must have the probs' element type "
+                         << probs.getElementType();
+  return success();
+}

@@ -1,0 +1,488 @@
+// RUN: tamoe-opt %s -split-input-file -verify-diagnostics
+
+// expected-error @+1 {{unknown tamoe attribute 'tamoe.topo'}}
+module attributes {tamoe.topo = 1 : i64} {}
+
+// -----
+
+// expected-error @+1 {{'tamoe.topology' must be a #tamoe.topology attribute}}
+module attributes {tamoe.topology = "dgx"} {}
+
+// -----
+
+#level = #tamoe.level<"node", fanout = 4, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>
+module {
+  // expected-error @+1 {{'tamoe.topology' belongs on a builtin.module}}
+  func.func private @f() attributes {tamoe.topology = #tamoe.topology<"t", [#level]>}
+}
+
+// -----
+
+// expected-error @+1 {{unexpected decimal integer literal for a floating point value}}
+#bad = #tamoe.level<"node", fanout = 4, up_bandwidth = 20, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// dispatch_plan
+//===----------------------------------------------------------------------===//
+
+// expected-error @+1 {{dispatch plan needs exactly one of 'shares' and 'matrix'}}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, predicted_us = 1.0>}
+
+// -----
+
+// expected-error @+1 {{dispatch plan needs exactly one of 'shares' and 'matrix'}}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = array<f64: 1.0>, matrix = array<f64: 1.0>, predicted_us = 1.0>}
+
+// -----
+
+// expected-error @+1 {{dispatch plan 'shares' is empty}}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = array<f64>, predicted_us = 1.0>}
+
+// -----
+
+// expected-error @+1 {{dispatch plan 'shares' entries must be fractions in [0, 1], got 1.5}}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<tamoe, shares = array<f64: 1.5, 0.0>, predicted_us = 1.0>}
+
+// -----
+
+// expected-error @+1 {{dispatch plan 'matrix' must hold P x P entries, got 3}}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<optimal, matrix = array<f64: 0.5, 0.5, 0.0>, predicted_us = 1.0>}
+
+// -----
+
+// expected-error @+1 {{dispatch plan 'matrix' row 1 sums to 0.9, expected 1}}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<optimal, matrix = array<f64: 0.5, 0.5, 0.4, 0.5>, predicted_us = 1.0>}
+
+// -----
+
+// expected-error @+1 {{dispatch plan 'predicted_us' must be >= 0, got -1}}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = array<f64: 1.0>, predicted_us = -1.0>}
+
+// -----
+
+#topo = #tamoe.topology<"cpu-2x4", [#tamoe.level<"node", fanout = 4, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>, #tamoe.level<"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 1.0e+01, uplink = shared>]>
+module attributes {tamoe.topology = #topo} {
+  func.func @f(%logits: tensor<16x8xf32>) {
+    // expected-error @+1 {{dispatch plan has 2 shares but topology 'cpu-2x4' has 2 levels (expected 3)}}
+    %0:3 = tamoe.gate %logits top 2 softmax {plan = #tamoe.dispatch_plan<tamoe, shares = array<f64: 0.5, 0.5>, predicted_us = 1.0>} : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+    return
+  }
+}
+
+// -----
+
+#topo = #tamoe.topology<"cpu-2x4", [#tamoe.level<"node", fanout = 4, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>, #tamoe.level<"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 1.0e+01, uplink = shared>]>
+module attributes {tamoe.topology = #topo} {
+  func.func @f(%logits: tensor<16x8xf32>) {
+    // 0.25 + 3 * 0.125 + 4 * 0.125 = 1.125
+    // expected-error @+1 {{dispatch plan row sums to 1.125 on topology 'cpu-2x4', expected 1}}
+    %0:3 = tamoe.gate %logits top 2 softmax {plan = #tamoe.dispatch_plan<tamoe, shares = array<f64: 0.25, 0.125, 0.125>, predicted_us = 1.0>} : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+    return
+  }
+}
+
+// -----
+
+#topo = #tamoe.topology<"pair", [#tamoe.level<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>]>
+module attributes {tamoe.topology = #topo} {
+  func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+    // expected-error @+1 {{dispatch plan 'matrix' has 9 entries but topology 'pair' has 2 ranks (expected 4)}}
+    %0:4 = tamoe.dispatch %tokens, %ids {plan = #tamoe.dispatch_plan<optimal, matrix = array<f64: 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0>, predicted_us = 1.0>} : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+    return
+  }
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// gate
+//===----------------------------------------------------------------------===//
+
+func.func @f(%logits: tensor<16x8x2xf32>) {
+  // expected-error @+1 {{operand #0 must be 2D tensor of floating-point values}}
+  %0:3 = tamoe.gate %logits top 2 softmax : tensor<16x8x2xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{k must be >= 1, got 0}}
+  %0:3 = tamoe.gate %logits top 0 softmax : tensor<16x8xf32> -> tensor<16x0xi32>, tensor<16x0xf32>, tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{k = 9 exceeds the number of experts (8)}}
+  %0:3 = tamoe.gate %logits top 9 softmax : tensor<16x8xf32> -> tensor<16x9xi32>, tensor<16x9xf32>, tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{expert_ids must have shape [S, k] = [16, 2], got [16, 3]}}
+  %0:3 = tamoe.gate %logits top 2 softmax : tensor<16x8xf32> -> tensor<16x3xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{weights must have shape [S, k] = [16, 2], got [8, 2]}}
+  %0:3 = tamoe.gate %logits top 2 softmax : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<8x2xf32>, tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{weights must have the logits' element type 'f32'}}
+  %0:3 = tamoe.gate %logits top 2 softmax : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf16>, tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{probs must have the logits' type 'tensor<16x8xf32>'}}
+  %0:3 = tamoe.gate %logits top 2 softmax : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{num_groups and groups_kept must be given together}}
+  %0:3 = "tamoe.gate"(%logits) {k = 2 : i64, score = 0 : i32, num_groups = 4 : i64} : (tensor<16x8xf32>) -> (tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>)
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{num_groups must be >= 1, got 0}}
+  %0:3 = tamoe.gate %logits top 2 softmax groups 0 keep 1 : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{groups_kept must be in [1, 4], got 5}}
+  %0:3 = tamoe.gate %logits top 2 softmax groups 4 keep 5 : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{num_groups (3) must divide the number of experts (8)}}
+  %0:3 = tamoe.gate %logits top 2 softmax groups 3 keep 1 : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%logits: tensor<16x8xf32>) {
+  // expected-error @+1 {{k = 3 exceeds the 2 experts of the 1 kept groups}}
+  %0:3 = tamoe.gate %logits top 3 softmax groups 4 keep 1 : tensor<16x8xf32> -> tensor<16x3xi32>, tensor<16x3xf32>, tensor<16x8xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// dispatch
+//===----------------------------------------------------------------------===//
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<8x2xi32>) {
+  // expected-error @+1 {{expert_ids must have one row per token: [8, 2] for 16 tokens}}
+  %0:4 = tamoe.dispatch %tokens, %ids : tensor<16x64xf32>, tensor<8x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<8x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{expert_counts must have a static size >= 1 (the number of experts)}}
+  %0:4 = tamoe.dispatch %tokens, %ids : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<?xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{positions must have the shape of expert_ids [16, 2]}}
+  %0:4 = tamoe.dispatch %tokens, %ids : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<2x16xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{dispatched rows must have the tokens' row type [?, 64] of 'f32'}}
+  %0:4 = tamoe.dispatch %tokens, %ids : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xbf16>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{capacity and capacity_factor are mutually exclusive}}
+  %0:4 = tamoe.dispatch %tokens, %ids capacity 4 capacity_factor 1.0 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{capacity must be >= 0, got -1}}
+  %0:4 = tamoe.dispatch %tokens, %ids capacity -1 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{capacity_factor must be > 0, got 0}}
+  %0:4 = tamoe.dispatch %tokens, %ids capacity_factor 0.0 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{a drop policy needs a capacity (without one the layer is dropless)}}
+  %0:4 = tamoe.dispatch %tokens, %ids drop position : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{'drop probability' needs the weights operand}}
+  %0:4 = tamoe.dispatch %tokens, %ids capacity 4 drop probability : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %w: tensor<16x2xf32>) {
+  // expected-error @+1 {{weights are only used by 'drop probability'}}
+  %0:4 = tamoe.dispatch %tokens, %ids weights %w capacity 4 : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %w: tensor<16x1xf32>) {
+  // expected-error @+1 {{weights must have the shape of expert_ids [16, 2]}}
+  %0:4 = tamoe.dispatch %tokens, %ids weights %w capacity 4 drop probability : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x1xf32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<?x64xf32>, %ids: tensor<?x2xi32>) {
+  // expected-error @+1 {{dispatched must have a dynamic row count when the number of tokens or k is dynamic}}
+  %0:4 = tamoe.dispatch %tokens, %ids : tensor<?x64xf32>, tensor<?x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<?x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{dispatched must have 32 rows (S * k), got 30}}
+  %0:4 = tamoe.dispatch %tokens, %ids : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<30x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // ceil(0.5 * 16 * 2 / 8) = 2 rows per expert, 8 * 2 = 16.
+  // expected-error @+1 {{dispatched must have 16 rows (min(S * k, E * capacity)), got 32}}
+  %0:4 = tamoe.dispatch %tokens, %ids capacity_factor 0.5 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// all_to_all
+//===----------------------------------------------------------------------===//
+
+shard.grid @ep(shape = 2x4)
+func.func @f(%rows: tensor<f32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{send must have at least one dimension (rows)}}
+  %0, %1 = tamoe.all_to_all %rows, %counts on @ep : tensor<f32>, tensor<8xi32> -> tensor<f32>
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 2x4)
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{received rows must have the shape and element type of send rows}}
+  %0, %1 = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x32xf32>
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 2x4)
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xf32>) {
+  // expected-error @+1 {{send_counts must be a 1-D (per peer) or 2-D (per peer, per expert) tensor of integers}}
+  %0, %1 = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8xf32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 2x4)
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<?xi32>) {
+  // expected-error @+1 {{send_counts must have a static shape}}
+  %0, %1 = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<?xi32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 2x4)
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{failed to verify that all of {send_counts, recv_counts} have same type}}
+  %0, %1 = "tamoe.all_to_all"(%rows, %counts) {grid = @ep} : (tensor<32x64xf32>, tensor<8xi32>) -> (tensor<?x64xf32>, tensor<8xi64>)
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 2x4)
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{grid axes must be unique and non-negative}}
+  %0, %1 = tamoe.all_to_all %rows, %counts on @ep axes = [1, 1] : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+#topo = #tamoe.topology<"pair", [#tamoe.level<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>]>
+module attributes {tamoe.topology = #topo} {
+  shard.grid @ep(shape = 2)
+  func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<2xi32>) {
+    // expected-error @+1 {{level 'rack' is not a level of topology 'pair'}}
+    %0, %1 = tamoe.all_to_all %rows, %counts on @ep level "rack" : tensor<32x64xf32>, tensor<2xi32> -> tensor<?x64xf32>
+    return
+  }
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{'@nope' does not name a shard.grid}}
+  %0, %1 = tamoe.all_to_all %rows, %counts on @nope : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 2x4)
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{grid axis 2 is out of range for grid @ep of rank 2}}
+  %0, %1 = tamoe.all_to_all %rows, %counts on @ep axes = [2] : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 2x4)
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<4xi32>) {
+  // expected-error @+1 {{send_counts has 4 peers but the group on @ep has 8 ranks}}
+  %0, %1 = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<4xi32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// combine
+//===----------------------------------------------------------------------===//
+
+func.func @f(%rows: tensor<32x64xf32>, %positions: tensor<16x2xi32>, %w: tensor<16x1xf32>) {
+  // expected-error @+1 {{positions and weights must have the same shape [S, k], got [16, 2] and [16, 1]}}
+  %0 = tamoe.combine %rows, %positions, %w : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x1xf32> -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %positions: tensor<16x2xi32>, %w: tensor<16x2xf32>) {
+  // expected-error @+1 {{combined must have the expert outputs' element type 'f32'}}
+  %0 = tamoe.combine %rows, %positions, %w : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<16x64xbf16>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %positions: tensor<16x2xi32>, %w: tensor<16x2xf32>) {
+  // expected-error @+1 {{combined must have shape [S, H] = [16, 64], got [16, 32]}}
+  %0 = tamoe.combine %rows, %positions, %w : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<16x32xf32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// aux_loss
+//===----------------------------------------------------------------------===//
+
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<8x2xi32>) {
+  // expected-error @+1 {{probs and expert_ids must have one row per token, got [16, 8] and [8, 2]}}
+  %0 = tamoe.aux_loss switch %probs, %ids : tensor<16x8xf32>, tensor<8x2xi32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x9xi32>) {
+  // expected-error @+1 {{k = 9 exceeds the number of experts (8)}}
+  %0 = tamoe.aux_loss switch %probs, %ids : tensor<16x8xf32>, tensor<16x9xi32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{'topology' loss needs the per-expert weights of this rank}}
+  %0 = tamoe.aux_loss topology %probs, %ids : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %w: tensor<8xf32>) {
+  // expected-error @+1 {{'switch' loss takes no weights}}
+  %0 = tamoe.aux_loss switch %probs, %ids weights %w : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %w: tensor<4xf32>) {
+  // expected-error @+1 {{weights must have one entry per expert (8), got 4}}
+  %0 = tamoe.aux_loss topology %probs, %ids weights %w : tensor<16x8xf32>, tensor<16x2xi32>, tensor<4xf32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{loss must have the probs' element type 'f32'}}
+  %0 = tamoe.aux_loss switch %probs, %ids : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<f64>
+  return
+}

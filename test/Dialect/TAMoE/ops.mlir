@@ -1,0 +1,77 @@
+// RUN: tamoe-opt %s | FileCheck %s
+// Round trip through the generic form must reproduce the custom form.
+// RUN: tamoe-opt %s --mlir-print-op-generic | tamoe-opt | FileCheck %s
+// Bytecode round trip.
+// RUN: tamoe-opt %s --emit-bytecode | tamoe-opt | FileCheck %s
+
+// CHECK: module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [#tamoe.level<"node", fanout = 4, up_bandwidth = 2.000000e+01, down_bandwidth = 2.500000e+01, latency = 1.000000e+00, uplink = per_rank>, #tamoe.level<"cluster", fanout = 2, up_bandwidth = 5.000000e+00, down_bandwidth = 5.000000e+00, latency = 1.000000e+01, uplink = shared>]>}
+module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
+    #tamoe.level<"node", fanout = 4, up_bandwidth = 2.000000e+01,
+                 down_bandwidth = 2.500000e+01, latency = 1.000000e+00,
+                 uplink = per_rank>,
+    #tamoe.level<"cluster", fanout = 2, up_bandwidth = 5.000000e+00,
+                 down_bandwidth = 5.000000e+00, latency = 1.000000e+01,
+                 uplink = shared>]>} {
+  shard.grid @ep(shape = 2x4)
+  shard.grid @dyn(shape = ?x4)
+
+  // CHECK-LABEL: func.func @gate
+  func.func @gate(%logits: tensor<16x8xf32>, %dyn: tensor<?x8xbf16>) {
+    // CHECK: %{{.*}}:3 = tamoe.gate %{{.*}} top 2 softmax renormalize : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+    %0:3 = tamoe.gate %logits top 2 softmax renormalize : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+    // CHECK: tamoe.gate %{{.*}} top 1 sigmoid : tensor<16x8xf32> -> tensor<16x1xi64>, tensor<16x1xf32>, tensor<16x8xf32>
+    %1:3 = tamoe.gate %logits top 1 sigmoid : tensor<16x8xf32> -> tensor<16x1xi64>, tensor<16x1xf32>, tensor<16x8xf32>
+    // k = E is allowed.
+    // CHECK: tamoe.gate %{{.*}} top 8 softmax :
+    %2:3 = tamoe.gate %logits top 8 softmax : tensor<16x8xf32> -> tensor<16x8xi32>, tensor<16x8xf32>, tensor<16x8xf32>
+    // CHECK: tamoe.gate %{{.*}} top 2 sigmoid renormalize groups 4 keep 2 : tensor<?x8xbf16> -> tensor<?x2xi32>, tensor<?x2xbf16>, tensor<?x8xbf16>
+    %3:3 = tamoe.gate %dyn top 2 sigmoid renormalize groups 4 keep 2 : tensor<?x8xbf16> -> tensor<?x2xi32>, tensor<?x2xbf16>, tensor<?x8xbf16>
+    // CHECK: tamoe.gate %{{.*}} top 2 softmax {plan = #tamoe.dispatch_plan<tamoe, shares = array<f64: 2.500000e-01, 1.250000e-01, 6.250000e-02>, predicted_us = 4.120000e+02>}
+    %4:3 = tamoe.gate %logits top 2 softmax {plan = #tamoe.dispatch_plan<tamoe, shares = array<f64: 0.25, 0.125, 0.0625>, predicted_us = 412.0>} : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+    return
+  }
+
+  // CHECK-LABEL: func.func @dispatch
+  func.func @dispatch(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %weights: tensor<16x2xf32>, %dyn_tokens: tensor<?x64xbf16>, %dyn_ids: tensor<?x2xi32>) {
+    // CHECK: tamoe.dispatch %{{.*}}, %{{.*}} : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+    %0:4 = tamoe.dispatch %tokens, %ids : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+    // ceil(1.25 * 16 * 2 / 8) = 5 rows per expert, 8 * 5 = 40 > 32.
+    // CHECK: tamoe.dispatch %{{.*}}, %{{.*}} capacity_factor 1.250000e+00 : {{.*}} -> tensor<32x64xf32>
+    %1:4 = tamoe.dispatch %tokens, %ids capacity_factor 1.25 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+    // CHECK: tamoe.dispatch %{{.*}}, %{{.*}} capacity 3 drop position : {{.*}} -> tensor<24x64xf32>
+    %2:4 = tamoe.dispatch %tokens, %ids capacity 3 drop position : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<24x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+    // CHECK: tamoe.dispatch %{{.*}}, %{{.*}} weights %{{.*}} capacity 3 drop probability : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<24x64xf32>, tensor<8xi64>, tensor<16x2xi64>, tensor<i64>
+    %3:4 = tamoe.dispatch %tokens, %ids weights %weights capacity 3 drop probability : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<24x64xf32>, tensor<8xi64>, tensor<16x2xi64>, tensor<i64>
+    // Capacity 0 drops everything.
+    // CHECK: capacity 0 : {{.*}} -> tensor<0x64xf32>
+    %4:4 = tamoe.dispatch %tokens, %ids capacity 0 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<0x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+    // CHECK: tamoe.dispatch %{{.*}}, %{{.*}} : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x64xbf16>, tensor<8xi32>, tensor<?x2xi32>, tensor<i64>
+    %5:4 = tamoe.dispatch %dyn_tokens, %dyn_ids : tensor<?x64xbf16>, tensor<?x2xi32> -> tensor<?x64xbf16>, tensor<8xi32>, tensor<?x2xi32>, tensor<i64>
+    return
+  }
+
+  // CHECK-LABEL: func.func @all_to_all
+  func.func @all_to_all(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>, %per_expert: tensor<8x2xi64>, %node_counts: tensor<4xi32>, %dyn_counts: tensor<3xi32>) {
+    // CHECK: %{{.*}}, %{{.*}} = tamoe.all_to_all %{{.*}}, %{{.*}} on @ep : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+    %0, %1 = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+    // CHECK: tamoe.all_to_all %{{.*}}, %{{.*}} on @ep axes = [0, 1] : tensor<32x64xf32>, tensor<8x2xi64> -> tensor<64x64xf32>
+    %2, %3 = tamoe.all_to_all %rows, %per_expert on @ep axes = [0, 1] : tensor<32x64xf32>, tensor<8x2xi64> -> tensor<64x64xf32>
+    // CHECK: tamoe.all_to_all %{{.*}}, %{{.*}} on @ep axes = [1] level "node" : tensor<32x64xf32>, tensor<4xi32> -> tensor<?x64xf32>
+    %4, %5 = tamoe.all_to_all %rows, %node_counts on @ep axes = [1] level "node" : tensor<32x64xf32>, tensor<4xi32> -> tensor<?x64xf32>
+    // A grid with a dynamic axis: the group size is known at run time only.
+    // CHECK: tamoe.all_to_all %{{.*}}, %{{.*}} on @dyn : tensor<32x64xf32>, tensor<3xi32> -> tensor<?x64xf32>
+    %6, %7 = tamoe.all_to_all %rows, %dyn_counts on @dyn : tensor<32x64xf32>, tensor<3xi32> -> tensor<?x64xf32>
+    return
+  }
+
+  // CHECK-LABEL: func.func @combine_and_loss
+  func.func @combine_and_loss(%rows: tensor<32x64xf32>, %positions: tensor<16x2xi32>, %weights: tensor<16x2xf32>, %probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %expert_weights: tensor<8xf32>) {
+    // CHECK: tamoe.combine %{{.*}}, %{{.*}}, %{{.*}} : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<16x64xf32>
+    %0 = tamoe.combine %rows, %positions, %weights : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<16x64xf32>
+    // CHECK: tamoe.aux_loss switch %{{.*}}, %{{.*}} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<f32>
+    %1 = tamoe.aux_loss switch %probs, %ids : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<f32>
+    // CHECK: tamoe.aux_loss topology %{{.*}}, %{{.*}} weights %{{.*}} : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf32> -> tensor<f32>
+    %2 = tamoe.aux_loss topology %probs, %ids weights %expert_weights : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf32> -> tensor<f32>
+    return
+  }
+}
