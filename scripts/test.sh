@@ -11,7 +11,8 @@ status=0
 LIT_OPTS="-sv" cmake --build "$build" --target check-tamoe 2>&1 | tee "$log" ||
   status=$?
 # One closing line with the counts, whatever lit's own summary looks like.
-passed=$(grep -oE '^ *Passed *: *[0-9]+' "$log" | grep -oE '[0-9]+' | tail -1)
-failed=$(grep -oE '^ *Failed *: *[0-9]+' "$log" | grep -oE '[0-9]+' | tail -1)
+count() { grep -oE "^ *$1 *: *[0-9]+" "$log" | grep -oE '[0-9]+' | tail -1 || true; }
+passed=$(count Passed)
+failed=$(count Failed)
 echo "tests: ${passed:-0} passed, ${failed:-0} failed"
 exit "$status"

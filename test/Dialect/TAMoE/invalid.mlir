@@ -18,7 +18,10 @@ module {
 
 // -----
 
-// expected-error @+1 {{unexpected decimal integer literal for a floating point value}}
+// Bandwidths are float literals: "20" must be written "20.0".
+// expected-error @+3 {{unexpected decimal integer literal for a floating point value}}
+// expected-note @+2 {{add a trailing dot to make the literal a float}}
+// expected-error @+1 {{failed to parse TAMoE_TopologyLevelAttr parameter 'up_bandwidth'}}
 #bad = #tamoe.level<"node", fanout = 4, up_bandwidth = 20, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>
 
 // -----
@@ -33,32 +36,32 @@ func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, predicted_u
 // -----
 
 // expected-error @+1 {{dispatch plan needs exactly one of 'shares' and 'matrix'}}
-func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = array<f64: 1.0>, matrix = array<f64: 1.0>, predicted_us = 1.0>}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = [1.0], matrix = [1.0], predicted_us = 1.0>}
 
 // -----
 
 // expected-error @+1 {{dispatch plan 'shares' is empty}}
-func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = array<f64>, predicted_us = 1.0>}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = [], predicted_us = 1.0>}
 
 // -----
 
 // expected-error @+1 {{dispatch plan 'shares' entries must be fractions in [0, 1], got 1.5}}
-func.func private @f() attributes {p = #tamoe.dispatch_plan<tamoe, shares = array<f64: 1.5, 0.0>, predicted_us = 1.0>}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<tamoe, shares = [1.5, 0.0], predicted_us = 1.0>}
 
 // -----
 
 // expected-error @+1 {{dispatch plan 'matrix' must hold P x P entries, got 3}}
-func.func private @f() attributes {p = #tamoe.dispatch_plan<optimal, matrix = array<f64: 0.5, 0.5, 0.0>, predicted_us = 1.0>}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<optimal, matrix = [0.5, 0.5, 0.0], predicted_us = 1.0>}
 
 // -----
 
 // expected-error @+1 {{dispatch plan 'matrix' row 1 sums to 0.9, expected 1}}
-func.func private @f() attributes {p = #tamoe.dispatch_plan<optimal, matrix = array<f64: 0.5, 0.5, 0.4, 0.5>, predicted_us = 1.0>}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<optimal, matrix = [0.5, 0.5, 0.4, 0.5], predicted_us = 1.0>}
 
 // -----
 
 // expected-error @+1 {{dispatch plan 'predicted_us' must be >= 0, got -1}}
-func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = array<f64: 1.0>, predicted_us = -1.0>}
+func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = [1.0], predicted_us = -1.0>}
 
 // -----
 
@@ -66,7 +69,7 @@ func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = ar
 module attributes {tamoe.topology = #topo} {
   func.func @f(%logits: tensor<16x8xf32>) {
     // expected-error @+1 {{dispatch plan has 2 shares but topology 'cpu-2x4' has 2 levels (expected 3)}}
-    %0:3 = tamoe.gate %logits top 2 softmax {plan = #tamoe.dispatch_plan<tamoe, shares = array<f64: 0.5, 0.5>, predicted_us = 1.0>} : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+    %0:3 = tamoe.gate %logits top 2 softmax {plan = #tamoe.dispatch_plan<tamoe, shares = [0.5, 0.5], predicted_us = 1.0>} : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
     return
   }
 }
@@ -78,7 +81,7 @@ module attributes {tamoe.topology = #topo} {
   func.func @f(%logits: tensor<16x8xf32>) {
     // 0.25 + 3 * 0.125 + 4 * 0.125 = 1.125
     // expected-error @+1 {{dispatch plan row sums to 1.125 on topology 'cpu-2x4', expected 1}}
-    %0:3 = tamoe.gate %logits top 2 softmax {plan = #tamoe.dispatch_plan<tamoe, shares = array<f64: 0.25, 0.125, 0.125>, predicted_us = 1.0>} : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+    %0:3 = tamoe.gate %logits top 2 softmax {plan = #tamoe.dispatch_plan<tamoe, shares = [0.25, 0.125, 0.125], predicted_us = 1.0>} : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
     return
   }
 }
@@ -89,7 +92,7 @@ module attributes {tamoe.topology = #topo} {
 module attributes {tamoe.topology = #topo} {
   func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
     // expected-error @+1 {{dispatch plan 'matrix' has 9 entries but topology 'pair' has 2 ranks (expected 4)}}
-    %0:4 = tamoe.dispatch %tokens, %ids {plan = #tamoe.dispatch_plan<optimal, matrix = array<f64: 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0>, predicted_us = 1.0>} : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+    %0:4 = tamoe.dispatch %tokens, %ids {plan = #tamoe.dispatch_plan<optimal, matrix = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], predicted_us = 1.0>} : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
     return
   }
 }

@@ -4,6 +4,7 @@
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/Format.h"
 
 #include <cmath>
 
@@ -107,6 +108,12 @@ TopologyAttr TopologyAttr::lookup(Operation *op) {
 /// Rows of a plan sum to 1 up to this tolerance (the planner's arithmetic).
 static constexpr double kRowSumTolerance = 1e-6;
 
+std::string mlir::tamoe::formatNumber(double value) {
+  std::string text;
+  llvm::raw_string_ostream(text) << llvm::format("%g", value);
+  return text;
+}
+
 LogicalResult
 DispatchPlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                          PlanPolicy policy, DenseF64ArrayAttr shares,
@@ -122,7 +129,7 @@ DispatchPlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     if (!std::isfinite(value) || value < 0 || value > 1)
       return emitError() << "dispatch plan '" << field
                          << "' entries must be fractions in [0, 1], got "
-                         << value;
+                         << formatNumber(value);
   if (matrix) {
     auto size = static_cast<int64_t>(matrix.size());
     auto ranks = static_cast<int64_t>(std::llround(std::sqrt(size)));
@@ -137,13 +144,13 @@ DispatchPlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
         sum += value;
       if (std::abs(sum - 1) > kRowSumTolerance)
         return emitError() << "dispatch plan 'matrix' row " << row
-                           << " sums to " << sum << ", expected 1";
+                           << " sums to " << formatNumber(sum) << ", expected 1";
     }
   }
   double predicted = predictedUs.convertToDouble();
   if (!std::isfinite(predicted) || predicted < 0)
     return emitError() << "dispatch plan 'predicted_us' must be >= 0, got "
-                       << predicted;
+                       << formatNumber(predicted);
   return success();
 }
 
@@ -176,7 +183,7 @@ LogicalResult DispatchPlanAttr::verifyAgainst(
     inner = outer;
   }
   if (std::abs(sum - 1) > kRowSumTolerance)
-    return emitError() << "dispatch plan row sums to " << sum
+    return emitError() << "dispatch plan row sums to " << formatNumber(sum)
                        << " on topology '" << topology.getName()
                        << "', expected 1";
   return success();

@@ -165,7 +165,8 @@ LogicalResult DispatchOp::verify() {
   if (factor) {
     double value = factor->convertToDouble();
     if (!std::isfinite(value) || value <= 0)
-      return emitOpError() << "capacity_factor must be > 0, got " << value;
+      return emitOpError() << "capacity_factor must be > 0, got "
+                           << formatNumber(value);
   }
   std::optional<DropPolicy> policy = getDropPolicy();
   if (policy && !capacity && !factor)

@@ -65,12 +65,12 @@ def TAMoE_TopologyAttr : TAMoE_Attr<"Topology", "topology"> {
 
     ```mlir
     module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
-        #tamoe.level<"node", fanout = 4, up_bandwidth = 2.000000e+01,
-                     down_bandwidth = 2.000000e+01, latency = 1.000000e+00,
-                     uplink = per_rank>,
-        #tamoe.level<"cluster", fanout = 2, up_bandwidth = 5.000000e+00,
-                     down_bandwidth = 5.000000e+00, latency = 1.000000e+01,
-                     uplink = shared>]>} {}
+        <"node", fanout = 4, up_bandwidth = 2.000000e+01,
+         down_bandwidth = 2.000000e+01, latency = 1.000000e+00,
+         uplink = per_rank>,
+        <"cluster", fanout = 2, up_bandwidth = 5.000000e+00,
+         down_bandwidth = 5.000000e+00, latency = 1.000000e+01,
+         uplink = shared>]>} {}
     ```
   }];
   let parameters = (ins
@@ -110,7 +110,7 @@ def TAMoE_DispatchPlanAttr : TAMoE_Attr<"DispatchPlan", "dispatch_plan"> {
     pattern, in microseconds; `policy` names the policy that made it.
 
     ```mlir
-    #tamoe.dispatch_plan<tamoe, shares = array<f64: 0.25, 0.125, 0.0625>,
+    #tamoe.dispatch_plan<tamoe, shares = [0.25, 0.125, 0.0625],
                          predicted_us = 4.120000e+02>
     ```
   }];
