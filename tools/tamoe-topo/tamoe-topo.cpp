@@ -13,6 +13,7 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/SourceMgr.h"
@@ -42,11 +43,12 @@ static void printSummary(const topo::Topology &topology) {
   outs() << topology.name << ": " << topology.numRanks() << " ranks, "
          << topology.levels.size() << " levels\n";
   for (auto [index, level] : llvm::enumerate(topology.levels))
-    outs() << formatv("  level {0} '{1}': fanout {2}, up {3} GB/s, down {4} "
-                      "GB/s, latency {5} us, {6}\n",
-                      index, level.name, level.fanout, level.upBandwidthGBps,
-                      level.downBandwidthGBps, level.latencyUs,
-                      topo::stringifyLinkSharing(level.sharing));
+    outs() << formatv("  level {0} '{1}': fanout {2}, ", index, level.name,
+                      level.fanout)
+           << format("up %g GB/s, down %g GB/s, latency %g us, ",
+                     level.upBandwidthGBps, level.downBandwidthGBps,
+                     level.latencyUs)
+           << topo::stringifyLinkSharing(level.sharing) << "\n";
 }
 
 static int printAsJSON(mlir::MLIRContext &context) {
@@ -70,6 +72,9 @@ int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
   cl::ParseCommandLineOptions(argc, argv, "tamoe topology tool\n");
 
+  if (!checkCommand && !toAttrCommand && !toJSONCommand)
+    return fail("expected a subcommand: check, to-attr or to-json (see "
+                "--help)");
   mlir::MLIRContext context;
   context.loadDialect<mlir::tamoe::TAMoEDialect>();
   if (toJSONCommand)
@@ -78,10 +83,6 @@ int main(int argc, char **argv) {
   Expected<topo::Topology> topology = topo::loadTopologyFile(inputPath);
   if (!topology)
     return fail(toString(topology.takeError()));
-  if (checkCommand) {
-    printSummary(*topology);
-    return 0;
-  }
   if (toAttrCommand) {
     mlir::OwningOpRef<mlir::ModuleOp> module =
         mlir::ModuleOp::create(mlir::UnknownLoc::get(&context));
@@ -91,5 +92,6 @@ int main(int argc, char **argv) {
     outs() << "\n";
     return 0;
   }
-  return fail("expected a subcommand: check, to-attr or to-json");
+  printSummary(*topology);
+  return 0;
 }

@@ -26,6 +26,30 @@ module {
 
 // -----
 
+// The attribute obeys the rules of topology files (one verifier for both).
+// expected-error @+1 {{invalid topology: levels[0].fanout: expected an integer in [1, 1048576], got 0}}
+module attributes {tamoe.topology = #tamoe.topology<"t", [<"node", fanout = 0, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>]>} {}
+
+// -----
+
+// expected-error @+1 {{invalid topology: levels[1].name: duplicate level name 'node'}}
+module attributes {tamoe.topology = #tamoe.topology<"t", [<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>, <"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = shared>]>} {}
+
+// -----
+
+// A topology without levels does not even parse (files say "levels: expected
+// at least one level").
+// expected-error @+2 {{expected '<'}}
+// expected-error @+1 {{failed to parse TAMoE_TopologyAttr parameter 'levels'}}
+module attributes {tamoe.topology = #tamoe.topology<"t", []>} {}
+
+// -----
+
+// expected-error @+1 {{invalid topology: levels[0].latency_us: expected a number >= 0, got -1}}
+module attributes {tamoe.topology = #tamoe.topology<"t", [<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = -1.0, uplink = per_rank>]>} {}
+
+// -----
+
 //===----------------------------------------------------------------------===//
 // dispatch_plan
 //===----------------------------------------------------------------------===//
