@@ -157,8 +157,8 @@ public:
       return std::string();
     if (std::optional<StringRef> text = (*value)->getAsString())
       return text->str();
-    return fieldError(field(key), formatv("expected a string, got {0}",
-                                          **value));
+    return fieldError(field(key),
+                      formatv("expected a string, got {0}", **value));
   }
 
   Expected<double> getNumber(StringRef key) {
@@ -231,8 +231,8 @@ static Expected<Level> parseLevel(const json::Value &value,
   std::optional<LinkSharing> sharing = parseLinkSharing(*uplink);
   if (!sharing)
     return fieldError(reader.field("uplink"),
-                      "expected \"per-rank\" or \"shared\", got \"" +
-                          *uplink + "\"");
+                      "expected \"per-rank\" or \"shared\", got \"" + *uplink +
+                          "\"");
   level.sharing = *sharing;
   if (Error error = reader.rejectUnknownFields())
     return std::move(error);
@@ -278,9 +278,9 @@ Expected<Topology> tamoe::topology::parseTopologyJSON(StringRef text,
                                                       StringRef source) {
   Expected<json::Value> root = json::parse(text);
   if (!root)
-    return createStringError(inconvertibleErrorCode(),
-                             source + ": invalid JSON: " +
-                                 toString(root.takeError()));
+    return createStringError(
+        inconvertibleErrorCode(),
+        source + ": invalid JSON: " + toString(root.takeError()));
   Expected<Topology> topology = parseTopology(*root);
   if (!topology)
     return createStringError(inconvertibleErrorCode(),
@@ -292,8 +292,9 @@ Expected<Topology> tamoe::topology::loadTopologyFile(StringRef path) {
   ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
       MemoryBuffer::getFile(path, /*IsText=*/true);
   if (!buffer)
-    return createStringError(buffer.getError(), path + ": cannot read file: " +
-                                                    buffer.getError().message());
+    return createStringError(
+        buffer.getError(),
+        path + ": cannot read file: " + buffer.getError().message());
   return parseTopologyJSON((*buffer)->getBuffer(), path);
 }
 

@@ -24,8 +24,9 @@ namespace topo = tamoe::topology;
 
 static cl::SubCommand checkCommand("check",
                                    "Validate a topology file and summarise it");
-static cl::SubCommand toAttrCommand(
-    "to-attr", "Print a topology file as a module's #tamoe.topology");
+static cl::SubCommand
+    toAttrCommand("to-attr",
+                  "Print a topology file as a module's #tamoe.topology");
 static cl::SubCommand toJSONCommand(
     "to-json", "Print the tamoe.topology attribute of an MLIR module as JSON");
 static cl::opt<std::string> inputPath(cl::Positional, cl::Required,

@@ -60,22 +60,22 @@ TEST_P(ReferenceClusterTest, ParsesAndRoundTrips) {
   EXPECT_EQ(*again, *topology);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Clusters, ReferenceClusterTest,
-    testing::Values(ClusterCase{"dgx1-v100", 32, 2},
-                    ClusterCase{"dgx-a100", 32, 2},
-                    ClusterCase{"dgx-h100", 32, 2},
-                    ClusterCase{"h800-deepseek", 32, 2},
-                    ClusterCase{"pcie-ethernet", 16, 2},
-                    ClusterCase{"two-tier-oversubscribed", 128, 3},
-                    ClusterCase{"gb200-nvl72", 144, 2}),
-    [](const testing::TestParamInfo<ClusterCase> &info) {
-      std::string name = info.param.name;
-      for (char &c : name)
-        if (!isalnum(static_cast<unsigned char>(c)))
-          c = '_';
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Clusters, ReferenceClusterTest,
+                         testing::Values(ClusterCase{"dgx1-v100", 32, 2},
+                                         ClusterCase{"dgx-a100", 32, 2},
+                                         ClusterCase{"dgx-h100", 32, 2},
+                                         ClusterCase{"h800-deepseek", 32, 2},
+                                         ClusterCase{"pcie-ethernet", 16, 2},
+                                         ClusterCase{"two-tier-oversubscribed",
+                                                     128, 3},
+                                         ClusterCase{"gb200-nvl72", 144, 2}),
+                         [](const testing::TestParamInfo<ClusterCase> &info) {
+                           std::string name = info.param.name;
+                           for (char &c : name)
+                             if (!isalnum(static_cast<unsigned char>(c)))
+                               c = '_';
+                           return name;
+                         });
 
 TEST(TopologyTest, ClusterFigures) {
   llvm::Expected<Topology> v100 = loadTopologyFile(clusterPath("dgx1-v100"));
@@ -89,19 +89,20 @@ TEST(TopologyTest, ClusterFigures) {
   EXPECT_EQ(a100->levels[1].sharing, LinkSharing::PerRank);
   EXPECT_EQ(a100->levels[1].downBandwidthGBps, 25);
 
-  llvm::Expected<Topology> pcie = loadTopologyFile(clusterPath("pcie-ethernet"));
+  llvm::Expected<Topology> pcie =
+      loadTopologyFile(clusterPath("pcie-ethernet"));
   ASSERT_TRUE(static_cast<bool>(pcie)) << llvm::toString(pcie.takeError());
   EXPECT_EQ(pcie->levels[1].upBandwidthGBps, 12.5);
   EXPECT_EQ(pcie->levels[1].latencyUs, 30);
 }
 
 TEST(TopologyTest, ParsesEveryField) {
-  llvm::Expected<Topology> topology = parseTopologyJSON(
-      R"({"name": "t", "description": "d", "levels": [)" +
-          std::string(kGoodLevel) +
-          R"(, {"name": "cluster", "fanout": 2, "up_GBps": 5,
+  llvm::Expected<Topology> topology =
+      parseTopologyJSON(R"({"name": "t", "description": "d", "levels": [)" +
+                            std::string(kGoodLevel) +
+                            R"(, {"name": "cluster", "fanout": 2, "up_GBps": 5,
                 "down_GBps": 6, "latency_us": 0, "uplink": "shared"}]})",
-      "t.json");
+                        "t.json");
   ASSERT_TRUE(static_cast<bool>(topology))
       << llvm::toString(topology.takeError());
   EXPECT_EQ(topology->description, "d");
@@ -122,9 +123,8 @@ TEST(TopologyTest, TreeArithmetic) {
   // 4 ranks per node, 2 nodes per leaf, 3 leaves: 24 ranks.
   Topology topology;
   topology.name = "t";
-  for (auto [name, fanout] : {std::pair<const char *, int64_t>{"node", 4},
-                              {"leaf", 2},
-                              {"spine", 3}})
+  for (auto [name, fanout] :
+       {std::pair<const char *, int64_t>{"node", 4}, {"leaf", 2}, {"spine", 3}})
     topology.levels.push_back(
         Level{name, fanout, 10, 10, 1, LinkSharing::PerRank});
   ASSERT_FALSE(static_cast<bool>(verify(topology)));
@@ -150,7 +150,7 @@ TEST(TopologyTest, JSONErrors) {
       {"[]", "t.json: (root): expected an object"},
       {"{}", "t.json: name: missing"},
       {R"({"name": 3, "levels": []})", "t.json: name: expected a string, "
-                                        "got 3"},
+                                       "got 3"},
       {R"({"name": "", "levels": [)" + std::string(kGoodLevel) + "]}",
        "t.json: name: must not be empty"},
       {R"({"name": "t"})", "t.json: levels: missing"},

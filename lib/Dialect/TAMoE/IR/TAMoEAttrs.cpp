@@ -64,10 +64,10 @@ static topo::Topology toLibrary(StringRef name,
   return topology;
 }
 
-LogicalResult
-TopologyAttr::verify(function_ref<InFlightDiagnostic()> emitError,
-                     StringRef name, ArrayRef<TopologyLevelAttr> levels,
-                     StringRef description) {
+LogicalResult TopologyAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                   StringRef name,
+                                   ArrayRef<TopologyLevelAttr> levels,
+                                   StringRef description) {
   // One set of rules for files and IR: the library's.
   if (llvm::Error error = topo::verify(toLibrary(name, levels, description)))
     return emitError() << "invalid topology: "
@@ -80,8 +80,7 @@ TopologyAttr TopologyAttr::get(MLIRContext *context,
   SmallVector<TopologyLevelAttr> levels;
   for (const topo::Level &level : topology.levels)
     levels.push_back(TopologyLevelAttr::get(
-        context, level.name, level.fanout,
-        llvm::APFloat(level.upBandwidthGBps),
+        context, level.name, level.fanout, llvm::APFloat(level.upBandwidthGBps),
         llvm::APFloat(level.downBandwidthGBps), llvm::APFloat(level.latencyUs),
         fromLibrary(level.sharing)));
   return TopologyAttr::get(context, topology.name, levels,
@@ -93,8 +92,8 @@ topo::Topology TopologyAttr::toTopology() const {
 }
 
 TopologyAttr TopologyAttr::lookup(Operation *op) {
-  ModuleOp module = isa<ModuleOp>(op) ? cast<ModuleOp>(op)
-                                      : op->getParentOfType<ModuleOp>();
+  ModuleOp module =
+      isa<ModuleOp>(op) ? cast<ModuleOp>(op) : op->getParentOfType<ModuleOp>();
   if (!module)
     return {};
   return module->getAttrOfType<TopologyAttr>(
@@ -144,7 +143,8 @@ DispatchPlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
         sum += value;
       if (std::abs(sum - 1) > kRowSumTolerance)
         return emitError() << "dispatch plan 'matrix' row " << row
-                           << " sums to " << formatNumber(sum) << ", expected 1";
+                           << " sums to " << formatNumber(sum)
+                           << ", expected 1";
     }
   }
   double predicted = predictedUs.convertToDouble();
@@ -170,9 +170,8 @@ LogicalResult DispatchPlanAttr::verifyAgainst(
   if (shares.size() != tree.levels.size() + 1)
     return emitError() << "dispatch plan has " << shares.size()
                        << " shares but topology '" << topology.getName()
-                       << "' has " << tree.levels.size()
-                       << " levels (expected " << tree.levels.size() + 1
-                       << ")";
+                       << "' has " << tree.levels.size() << " levels (expected "
+                       << tree.levels.size() + 1 << ")";
   // A sender reaches ranksPerSubtree(l) - ranksPerSubtree(l - 1) ranks whose
   // lowest common ancestor with it is level l, each with shares[l + 1].
   double sum = shares[0];

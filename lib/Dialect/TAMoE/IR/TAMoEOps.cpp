@@ -80,8 +80,8 @@ LogicalResult GateOp::verify() {
                          << experts << ")";
   if (failed(verifyShape2D(*this, "expert_ids", getExpertIds().getType(),
                            tokens, k, "[S, k]")) ||
-      failed(verifyShape2D(*this, "weights", getWeights().getType(), tokens,
-                           k, "[S, k]")))
+      failed(verifyShape2D(*this, "weights", getWeights().getType(), tokens, k,
+                           "[S, k]")))
     return failure();
   if (getWeights().getType().getElementType() != logits.getElementType())
     return emitOpError() << "weights must have the logits' element type "
@@ -101,9 +101,9 @@ LogicalResult GateOp::verify() {
                            << "], got " << *kept;
     if (!isDynamic(experts)) {
       if (experts % *groups != 0)
-        return emitOpError() << "num_groups (" << *groups
-                             << ") must divide the number of experts ("
-                             << experts << ")";
+        return emitOpError()
+               << "num_groups (" << *groups
+               << ") must divide the number of experts (" << experts << ")";
       int64_t reachable = *kept * (experts / *groups);
       if (k > reachable)
         return emitOpError() << "k = " << k << " exceeds the " << reachable
@@ -137,8 +137,8 @@ LogicalResult DispatchOp::verify() {
   int64_t k = ids.getDimSize(1);
   if (!compatible(ids.getDimSize(0), numTokens))
     return emitOpError() << "expert_ids must have one row per token: "
-                         << formatShape(ids.getShape()) << " for "
-                         << numTokens << " tokens";
+                         << formatShape(ids.getShape()) << " for " << numTokens
+                         << " tokens";
   RankedTensorType counts = getExpertCounts().getType();
   int64_t experts = counts.getDimSize(0);
   if (isDynamic(experts) || experts < 1)
@@ -151,8 +151,8 @@ LogicalResult DispatchOp::verify() {
   if (dispatched.getElementType() != tokens.getElementType() ||
       !compatible(dispatched.getDimSize(1), tokens.getDimSize(1)))
     return emitOpError() << "dispatched rows must have the tokens' row type "
-                         << formatShape({ShapedType::kDynamic,
-                                         tokens.getDimSize(1)})
+                         << formatShape(
+                                {ShapedType::kDynamic, tokens.getDimSize(1)})
                          << " of " << tokens.getElementType();
 
   std::optional<int64_t> capacity = getCapacity();
@@ -235,18 +235,16 @@ LogicalResult AllToAllOp::verify() {
       if (llvm::none_of(topology.getLevels(), [&](TopologyLevelAttr l) {
             return l.getName() == *level;
           }))
-        return emitOpError() << "level '" << *level
-                             << "' is not a level of topology '"
-                             << topology.getName() << "'";
+        return emitOpError()
+               << "level '" << *level << "' is not a level of topology '"
+               << topology.getName() << "'";
   return success();
 }
 
-LogicalResult
-AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+LogicalResult AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   shard::GridOp grid = shard::getGridOrNull(*this, getGridAttr(), symbolTable);
   if (!grid)
-    return emitOpError() << "'@" << getGrid()
-                         << "' does not name a shard.grid";
+    return emitOpError() << "'@" << getGrid() << "' does not name a shard.grid";
   ArrayRef<int64_t> shape = grid.getShape();
   SmallVector<int16_t> axes;
   if (std::optional<ArrayRef<int16_t>> given = getGridAxes())
@@ -266,8 +264,8 @@ AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   int64_t peers = getSendCounts().getType().getDimSize(0);
   if (peers != groupSize)
     return emitOpError() << "send_counts has " << peers
-                         << " peers but the group on @" << getGrid()
-                         << " has " << groupSize << " ranks";
+                         << " peers but the group on @" << getGrid() << " has "
+                         << groupSize << " ranks";
   return success();
 }
 
