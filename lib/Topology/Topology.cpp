@@ -17,9 +17,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Topology/Topology.h"
+#include "tamoe/Support/Format.h"
 
 #include "llvm/ADT/StringSet.h"
-#include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
 
@@ -31,13 +31,6 @@ using namespace tamoe::topology;
 /// Bounds that keep rank arithmetic far from int64 overflow.
 static constexpr int64_t kMaxFanout = int64_t(1) << 20;
 static constexpr int64_t kMaxRanks = int64_t(1) << 24;
-
-/// Numbers in messages read as written in the file ("12.5", "0").
-static std::string formatNumber(double value) {
-  std::string text;
-  raw_string_ostream(text) << format("%g", value);
-  return text;
-}
 
 static Error fieldError(const Twine &field, const Twine &reason) {
   return createStringError(inconvertibleErrorCode(), field + ": " + reason);
@@ -114,8 +107,8 @@ Error tamoe::topology::verify(const Topology &topology) {
     auto checkBandwidth = [&](StringRef key, double value) -> Error {
       if (std::isfinite(value) && value > 0)
         return Error::success();
-      return fieldError(field + "." + key,
-                        "expected a number > 0, got " + formatNumber(value));
+      return fieldError(field + "." + key, "expected a number > 0, got " +
+                                               tamoe::formatNumber(value));
     };
     if (Error error = checkBandwidth("up_GBps", level.upBandwidthGBps))
       return error;
@@ -124,7 +117,7 @@ Error tamoe::topology::verify(const Topology &topology) {
     if (!std::isfinite(level.latencyUs) || level.latencyUs < 0)
       return fieldError(field + ".latency_us",
                         "expected a number >= 0, got " +
-                            formatNumber(level.latencyUs));
+                            tamoe::formatNumber(level.latencyUs));
   }
   return Error::success();
 }

@@ -1,10 +1,10 @@
 //===- TAMoEAttrs.cpp - tamoe attributes ----------------------------------===//
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+#include "tamoe/Support/Format.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/TypeSwitch.h"
-#include "llvm/Support/Format.h"
 
 #include <cmath>
 
@@ -107,12 +107,6 @@ TopologyAttr TopologyAttr::lookup(Operation *op) {
 /// Rows of a plan sum to 1 up to this tolerance (the planner's arithmetic).
 static constexpr double kRowSumTolerance = 1e-6;
 
-std::string mlir::tamoe::formatNumber(double value) {
-  std::string text;
-  llvm::raw_string_ostream(text) << llvm::format("%g", value);
-  return text;
-}
-
 LogicalResult
 DispatchPlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                          PlanPolicy policy, DenseF64ArrayAttr shares,
@@ -128,7 +122,7 @@ DispatchPlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     if (!std::isfinite(value) || value < 0 || value > 1)
       return emitError() << "dispatch plan '" << field
                          << "' entries must be fractions in [0, 1], got "
-                         << formatNumber(value);
+                         << ::tamoe::formatNumber(value);
   if (matrix) {
     auto size = static_cast<int64_t>(matrix.size());
     auto ranks = static_cast<int64_t>(std::llround(std::sqrt(size)));
@@ -143,14 +137,14 @@ DispatchPlanAttr::verify(function_ref<InFlightDiagnostic()> emitError,
         sum += value;
       if (std::abs(sum - 1) > kRowSumTolerance)
         return emitError() << "dispatch plan 'matrix' row " << row
-                           << " sums to " << formatNumber(sum)
+                           << " sums to " << ::tamoe::formatNumber(sum)
                            << ", expected 1";
     }
   }
   double predicted = predictedUs.convertToDouble();
   if (!std::isfinite(predicted) || predicted < 0)
     return emitError() << "dispatch plan 'predicted_us' must be >= 0, got "
-                       << formatNumber(predicted);
+                       << ::tamoe::formatNumber(predicted);
   return success();
 }
 
@@ -182,8 +176,8 @@ LogicalResult DispatchPlanAttr::verifyAgainst(
     inner = outer;
   }
   if (std::abs(sum - 1) > kRowSumTolerance)
-    return emitError() << "dispatch plan row sums to " << formatNumber(sum)
-                       << " on topology '" << topology.getName()
-                       << "', expected 1";
+    return emitError() << "dispatch plan row sums to "
+                       << ::tamoe::formatNumber(sum) << " on topology '"
+                       << topology.getName() << "', expected 1";
   return success();
 }

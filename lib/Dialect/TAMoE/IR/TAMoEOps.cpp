@@ -1,6 +1,7 @@
 //===- TAMoEOps.cpp - tamoe operations ------------------------------------===//
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+#include "tamoe/Support/Format.h"
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/BuiltinTypes.h"
@@ -166,7 +167,7 @@ LogicalResult DispatchOp::verify() {
     double value = factor->convertToDouble();
     if (!std::isfinite(value) || value <= 0)
       return emitOpError() << "capacity_factor must be > 0, got "
-                           << formatNumber(value);
+                           << ::tamoe::formatNumber(value);
   }
   std::optional<DropPolicy> policy = getDropPolicy();
   if (policy && !capacity && !factor)

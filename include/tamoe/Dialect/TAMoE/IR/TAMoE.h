@@ -17,8 +17,6 @@
 namespace mlir::tamoe {
 /// Parses an attribute parameter written as a float literal.
 FailureOr<llvm::APFloat> parseF64Parameter(AsmParser &parser);
-/// Formats a number for diagnostics as "0.9", not MLIR's "9.000000e-01".
-std::string formatNumber(double value);
 } // namespace mlir::tamoe
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoEEnums.h.inc"

@@ -1,0 +1,93 @@
+//===- Policies.h - Target dispatch patterns --------------------*- C++ -*-===//
+//
+// The dispatch policies that tamoe compares: each turns a topology into a
+// target pattern p̂ (see CostModel.h), and `makePlan` adds the pattern's
+// deviation from uniform and its predicted time under every schedule.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TAMOE_PLANNER_POLICIES_H
+#define TAMOE_PLANNER_POLICIES_H
+
+#include "tamoe/Planner/CostModel.h"
+
+namespace tamoe::planner {
+
+enum class Policy {
+  /// 1/P everywhere: what GShard / DeepSpeed-MoE balancing drives toward.
+  Uniform,
+  /// TA-MoE's approximate pattern: shares proportional to the bandwidth a
+  /// sender has toward each destination's level.
+  TAMoE,
+  /// Least predicted flat all-to-all time within the routing-freedom bounds
+  /// rho / P <= p̂ <= beta / P, solved exactly on the tree.
+  Optimal,
+  /// FasterMoE's hir gate: at most `crossNodeCap` of the assignments leave
+  /// the node.
+  FasterMoE,
+  /// DeepSeek-V3: each token reaches at most `maxNodes` nodes.
+  NodeLimited,
+};
+
+llvm::StringRef stringifyPolicy(Policy policy);
+std::optional<Policy> parsePolicy(llvm::StringRef text);
+/// Every policy, in the order reports list them.
+llvm::ArrayRef<Policy> allPolicies();
+
+struct PolicyOptions {
+  /// Every destination keeps at least rho of its uniform share (optimal).
+  double rho = 0.25;
+  /// No destination gets more than beta times its uniform share (optimal).
+  double beta = 4.0;
+  /// Largest fraction of assignments leaving the node (fastermoe).
+  double crossNodeCap = 0.14;
+  /// Nodes a token may reach (node-limited).
+  int64_t maxNodes = 4;
+};
+
+/// Checks the options ("rho: expected a number in [0, 1], got 1.5").
+llvm::Error verify(const PolicyOptions &options);
+
+/// The target pattern of a policy on a topology.
+llvm::Expected<Pattern> makePattern(const Topology &topology, Policy policy,
+                                    const PolicyOptions &options);
+
+/// How far a pattern is from uniform: KL divergence sum_j p_j ln(P p_j),
+/// and the smallest and largest ratio P * p_j.
+struct Deviation {
+  double kl = 0;
+  double minRatio = 1;
+  double maxRatio = 1;
+};
+Deviation deviation(const Topology &topology, const Pattern &pattern);
+
+/// The optimal pattern at the freedom another pattern uses: bounds
+/// rho = its smallest ratio, beta = its largest.
+PolicyOptions sameFreedomAs(const Deviation &deviation, PolicyOptions base);
+
+struct Plan {
+  Policy policy = Policy::Uniform;
+  Pattern pattern;
+  Deviation deviation;
+  Cost flat, hierarchical, dedup;
+  /// The schedule with the least predicted time.
+  Schedule best = Schedule::Flat;
+  const Cost &cost(Schedule schedule) const;
+};
+
+llvm::Expected<Plan> makePlan(const Topology &topology, Policy policy,
+                              const PolicyOptions &options,
+                              const Workload &workload);
+
+/// Tokens per rank at which `schedule` and the flat one take equal time
+/// (both are affine in the tokens per rank for a fixed pattern); std::nullopt
+/// when one is faster at every size. `schedule` is faster below it when its
+/// fixed (latency) part is smaller.
+std::optional<double> crossoverTokens(const Topology &topology,
+                                      const Pattern &pattern,
+                                      const Workload &workload,
+                                      Schedule schedule);
+
+} // namespace tamoe::planner
+
+#endif // TAMOE_PLANNER_POLICIES_H

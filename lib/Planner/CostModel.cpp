@@ -1,0 +1,504 @@
+//===- CostModel.cpp - All-to-all cost on a tree topology -----------------===//
+//
+// Two evaluators share one model (docs/cost-model.md): a closed form for the
+// symmetric patterns the planner produces, whose cost does not grow with the
+// number of ranks, and a router of explicit traffic that serves any pattern
+// (and checks the closed form in the tests).
+//
+//===----------------------------------------------------------------------===//
+
+#include "tamoe/Planner/CostModel.h"
+
+#include "tamoe/Support/Format.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace llvm;
+using namespace tamoe::planner;
+
+/// Row sums of a pattern are 1 up to this tolerance.
+static constexpr double kRowSumTolerance = 1e-9;
+
+static Error fieldError(const Twine &field, const Twine &reason) {
+  return createStringError(inconvertibleErrorCode(), field + ": " + reason);
+}
+
+Error tamoe::planner::verify(const Workload &workload) {
+  for (auto [name, value] :
+       {std::pair<StringRef, int64_t>{"tokensPerRank", workload.tokensPerRank},
+        {"hidden", workload.hidden},
+        {"bytesPerElement", workload.bytesPerElement},
+        {"topK", workload.topK}})
+    if (value < 1)
+      return fieldError(name, formatv("expected >= 1, got {0}", value));
+  return Error::success();
+}
+
+/// Ranks under one subtree of `level`; 1 for level -1 (a rank).
+static int64_t subtreeRanks(const Topology &topology, int level) {
+  return level < 0 ? 1 : topology.ranksPerSubtree(level);
+}
+
+int64_t tamoe::planner::ranksAtDistance(const Topology &topology, int level) {
+  if (level < 0)
+    return 1;
+  return subtreeRanks(topology, level) - subtreeRanks(topology, level - 1);
+}
+
+double Pattern::at(const Topology &topology, int64_t i, int64_t j) const {
+  return shares[topology.lowestCommonLevel(i, j) + 1];
+}
+
+double Pattern::rowSum(const Topology &topology) const {
+  double sum = 0;
+  for (auto [index, share] : enumerate(shares))
+    sum +=
+        share * static_cast<double>(ranksAtDistance(topology, int(index) - 1));
+  return sum;
+}
+
+Error tamoe::planner::verify(const Topology &topology, const Pattern &pattern) {
+  if (pattern.shares.size() != topology.levels.size() + 1)
+    return fieldError(
+        "shares", formatv("expected {0} (one per level and one for the "
+                          "sender), got {1}",
+                          topology.levels.size() + 1, pattern.shares.size()));
+  for (auto [index, share] : enumerate(pattern.shares))
+    if (!std::isfinite(share) || share < 0 || share > 1)
+      return fieldError(formatv("shares[{0}]", index),
+                        "expected a fraction in [0, 1], got " +
+                            tamoe::formatNumber(share));
+  double sum = pattern.rowSum(topology);
+  if (std::abs(sum - 1) > kRowSumTolerance)
+    return fieldError("shares", "rows sum to " + tamoe::formatNumber(sum) +
+                                    ", expected 1");
+  if (pattern.maxNodesPerToken && *pattern.maxNodesPerToken < 1)
+    return fieldError("maxNodesPerToken", formatv("expected >= 1, got {0}",
+                                                  *pattern.maxNodesPerToken));
+  return Error::success();
+}
+
+StringRef tamoe::planner::stringifySchedule(Schedule schedule) {
+  switch (schedule) {
+  case Schedule::Flat:
+    return "flat";
+  case Schedule::Hierarchical:
+    return "hierarchical";
+  case Schedule::HierarchicalDedup:
+    return "hierarchical+dedup";
+  }
+  llvm_unreachable("unknown schedule");
+}
+
+double Cost::totalUs() const {
+  double total = 0;
+  for (const StageCost &stage : stages)
+    total += stage.totalUs();
+  return total;
+}
+
+const StageCost &Cost::slowestStage() const {
+  return *std::max_element(stages.begin(), stages.end(),
+                           [](const StageCost &a, const StageCost &b) {
+                             return a.totalUs() < b.totalUs();
+                           });
+}
+
+//===----------------------------------------------------------------------===//
+// Shared pieces
+//===----------------------------------------------------------------------===//
+
+/// Bandwidth of one level-`level` link (the link of one child subtree), GB/s.
+static double linkGBps(const Topology &topology, size_t level, bool up) {
+  const tamoe::topology::Level &info = topology.levels[level];
+  double perRank = up ? info.upBandwidthGBps : info.downBandwidthGBps;
+  if (info.sharing == tamoe::topology::LinkSharing::Shared)
+    return perRank;
+  return perRank * static_cast<double>(subtreeRanks(topology, int(level) - 1));
+}
+
+/// Probability that a token reaches one given node, when a fraction `q` of
+/// its assignments goes there and each of its k choices is independent. With
+/// node-limited routing the token first picks `maxNodes` of the `nodes`
+/// nodes, uniformly; q then concentrates on the picked ones.
+static double touchProbability(double q, int64_t k, int64_t nodes,
+                               std::optional<int64_t> maxNodes) {
+  if (maxNodes && *maxNodes < nodes) {
+    double picked = static_cast<double>(*maxNodes) / static_cast<double>(nodes);
+    double conditional = std::min(1.0, q / picked);
+    return picked * (1 - std::pow(1 - conditional, static_cast<double>(k)));
+  }
+  return 1 - std::pow(1 - q, static_cast<double>(k));
+}
+
+/// Time of `bytes` over a link of `gbps` GB/s, in microseconds.
+static double transferUs(double bytes, double gbps) {
+  return bytes / (gbps * 1e3);
+}
+
+namespace {
+/// Collects a stage's busiest link per level and direction.
+class StageBuilder {
+public:
+  StageBuilder(const Topology &topology, StringRef name) : topology(topology) {
+    stage.name = name.str();
+    for (size_t level = 0; level < topology.levels.size(); ++level)
+      for (bool up : {true, false}) {
+        LinkLoad load;
+        load.level = level;
+        load.up = up;
+        load.linkGBps = linkGBps(topology, level, up);
+        stage.levels.push_back(load);
+      }
+  }
+
+  /// Records `bytes` on link `subtree` of `level`, keeping the busiest.
+  void addLoad(size_t level, bool up, int64_t subtree, double bytes) {
+    LinkLoad &load = stage.levels[2 * level + (up ? 0 : 1)];
+    if (bytes <= load.bytes)
+      return;
+    load.bytes = bytes;
+    load.subtree = subtree;
+    load.microseconds = transferUs(bytes, load.linkGBps);
+  }
+
+  /// Sets the messages and latency of the busiest sender.
+  void setLatency(int64_t messages, double latencyUs) {
+    stage.messages = messages;
+    stage.latencyUs = latencyUs;
+  }
+
+  StageCost finish() {
+    stage.bottleneck =
+        *std::max_element(stage.levels.begin(), stage.levels.end(),
+                          [](const LinkLoad &a, const LinkLoad &b) {
+                            return a.microseconds < b.microseconds;
+                          });
+    stage.bandwidthUs = stage.bottleneck.microseconds;
+    return stage;
+  }
+
+private:
+  const Topology &topology;
+  StageCost stage;
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Closed form (symmetric patterns)
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// The quantities of docs/cost-model.md for one symmetric pattern.
+class SymmetricModel {
+public:
+  SymmetricModel(const Topology &topology, const Pattern &pattern,
+                 const Workload &workload)
+      : topology(topology), pattern(pattern), workload(workload),
+        levels(topology.levels.size()), ranksPerNode(topology.levels[0].fanout),
+        nodes(topology.numRanks() / topology.levels[0].fanout) {}
+
+  /// Fraction of a rank's assignments that leave its level-(l-1) subtree.
+  double tail(size_t level) const {
+    double sum = 0;
+    for (size_t m = level; m < levels; ++m)
+      sum += count(m) * pattern.shares[m + 1];
+    return sum;
+  }
+
+  /// Ranks at distance `level` from a rank.
+  double count(size_t level) const {
+    return static_cast<double>(ranksAtDistance(topology, int(level)));
+  }
+
+  /// Nodes at distance `level` >= 1 from a rank's node.
+  double nodesAt(size_t level) const {
+    return count(level) / static_cast<double>(ranksPerNode);
+  }
+
+  /// Distinct tokens a rank sends to one node at distance `level` >= 1.
+  double uniqueTokensTo(size_t level) const {
+    double q = static_cast<double>(ranksPerNode) * pattern.shares[level + 1];
+    return static_cast<double>(workload.tokensPerRank) *
+           touchProbability(q, workload.topK, nodes, pattern.maxNodesPerToken);
+  }
+
+  /// Bytes a level-l link carries when every rank sends `perRank(m)` bytes
+  /// to each node (or rank) at distance m.
+  double subtreeBytes(size_t level, double outgoingPerRank) const {
+    return static_cast<double>(subtreeRanks(topology, int(level) - 1)) *
+           outgoingPerRank;
+  }
+
+  StageCost flat() const {
+    StageBuilder stage(topology, "flat");
+    double bytes = workload.assignmentsPerRank() * workload.rowBytes();
+    for (size_t level = 0; level < levels; ++level)
+      addBoth(stage, level, subtreeBytes(level, bytes * tail(level)));
+    latency(stage, 0, [&](size_t m) { return count(m); });
+    return stage.finish();
+  }
+
+  /// Intra-node stage of the hierarchical schedule: rank (n, a) hands the
+  /// rows for every rank (m, b), b != a, to (n, b).
+  StageCost hierarchicalIntra() const {
+    StageBuilder stage(topology, "intra-node");
+    double remote = tail(1);
+    double perPeer = pattern.shares[1] + remote / double(ranksPerNode);
+    double bytes = workload.assignmentsPerRank() * workload.rowBytes() *
+                   (1 - pattern.shares[0] - remote / double(ranksPerNode));
+    addBoth(stage, 0, bytes);
+    intraLatency(stage, perPeer);
+    return stage.finish();
+  }
+
+  /// Inter-node stage: (n, b) sends node n's rows for (m, b) to (m, b).
+  StageCost hierarchicalInter() const {
+    StageBuilder stage(topology, "inter-node");
+    double bytes = workload.assignmentsPerRank() * workload.rowBytes();
+    addBoth(stage, 0, bytes * tail(1));
+    for (size_t level = 1; level < levels; ++level)
+      addBoth(stage, level, subtreeBytes(level, bytes * tail(level)));
+    latency(stage, 1, [&](size_t m) { return nodesAt(m); });
+    return stage.finish();
+  }
+
+  /// De-duplicated inter-node stage: (n, a) sends each token once to
+  /// (m, a) for every node m it has an expert on.
+  StageCost dedupInter() const {
+    StageBuilder stage(topology, "inter-node (dedup)");
+    auto outgoing = [&](size_t from) {
+      double rows = 0;
+      for (size_t m = from; m < levels; ++m)
+        rows += nodesAt(m) * uniqueTokensTo(m);
+      return rows * workload.rowBytes();
+    };
+    addBoth(stage, 0, outgoing(1));
+    for (size_t level = 1; level < levels; ++level)
+      addBoth(stage, level, subtreeBytes(level, outgoing(level)));
+    latency(stage, 1, [&](size_t m) { return nodesAt(m); });
+    return stage.finish();
+  }
+
+  /// Scatter within the node: (m, a) forwards what it received for (m, b)
+  /// and sends its own rows for its node.
+  StageCost dedupScatter() const {
+    StageBuilder stage(topology, "intra-node scatter");
+    double remote = tail(1);
+    double perPeer = pattern.shares[1] + remote / double(ranksPerNode);
+    double bytes = workload.assignmentsPerRank() * workload.rowBytes() *
+                   (count(0) * pattern.shares[1] +
+                    remote * double(ranksPerNode - 1) / double(ranksPerNode));
+    addBoth(stage, 0, bytes);
+    intraLatency(stage, perPeer);
+    return stage.finish();
+  }
+
+private:
+  /// Symmetric patterns load a link equally in both directions.
+  static void addBoth(StageBuilder &stage, size_t level, double bytes) {
+    stage.addLoad(level, /*up=*/true, 0, bytes);
+    stage.addLoad(level, /*up=*/false, 0, bytes);
+  }
+
+  /// A sender posts `destinations(m)` messages at distance m >= `from`, each
+  /// with the latency of level m, when the pattern sends anything there.
+  template <typename Destinations>
+  void latency(StageBuilder &stage, size_t from,
+               Destinations destinations) const {
+    double messages = 0, microseconds = 0;
+    for (size_t m = from; m < levels; ++m) {
+      if (pattern.shares[m + 1] <= 0)
+        continue;
+      messages += destinations(m);
+      microseconds += destinations(m) * topology.levels[m].latencyUs;
+    }
+    stage.setLatency(std::llround(messages), microseconds);
+  }
+
+  void intraLatency(StageBuilder &stage, double perPeer) const {
+    if (perPeer <= 0 || ranksPerNode < 2)
+      return;
+    stage.setLatency(ranksPerNode - 1,
+                     double(ranksPerNode - 1) * topology.levels[0].latencyUs);
+  }
+
+  const Topology &topology;
+  const Pattern &pattern;
+  const Workload &workload;
+  size_t levels;
+  int64_t ranksPerNode;
+  int64_t nodes;
+};
+} // namespace
+
+Cost tamoe::planner::evaluate(const Topology &topology, const Pattern &pattern,
+                              const Workload &workload, Schedule schedule) {
+  SymmetricModel model(topology, pattern, workload);
+  Cost cost;
+  cost.schedule = schedule;
+  if (schedule == Schedule::Flat || topology.levels.size() < 2) {
+    cost.stages.push_back(model.flat());
+    return cost;
+  }
+  if (schedule == Schedule::Hierarchical) {
+    cost.stages.push_back(model.hierarchicalIntra());
+    cost.stages.push_back(model.hierarchicalInter());
+  } else {
+    cost.stages.push_back(model.dedupInter());
+    cost.stages.push_back(model.dedupScatter());
+  }
+  return cost;
+}
+
+//===----------------------------------------------------------------------===//
+// Explicit traffic
+//===----------------------------------------------------------------------===//
+
+Traffic tamoe::planner::expectedTraffic(const Topology &topology,
+                                        const Pattern &pattern,
+                                        const Workload &workload) {
+  Traffic traffic;
+  traffic.ranks = topology.numRanks();
+  int64_t ranksPerNode = topology.levels[0].fanout;
+  traffic.nodes = traffic.ranks / ranksPerNode;
+  traffic.assignments.resize(traffic.ranks * traffic.ranks);
+  traffic.uniqueTokens.resize(traffic.ranks * traffic.nodes);
+  for (int64_t i = 0; i < traffic.ranks; ++i)
+    for (int64_t j = 0; j < traffic.ranks; ++j) {
+      double share = pattern.at(topology, i, j);
+      traffic.assignments[i * traffic.ranks + j] =
+          workload.assignmentsPerRank() * share;
+      // Accumulate q, the share of node j / ranksPerNode, then convert.
+      traffic.uniqueTokens[i * traffic.nodes + j / ranksPerNode] += share;
+    }
+  for (double &value : traffic.uniqueTokens)
+    value = static_cast<double>(workload.tokensPerRank) *
+            touchProbability(value, workload.topK, traffic.nodes,
+                             pattern.maxNodesPerToken);
+  return traffic;
+}
+
+namespace {
+/// Routes messages over the tree and accumulates every link's load.
+class Router {
+public:
+  Router(const Topology &topology, StringRef name)
+      : topology(topology), name(name.str()), ranks(topology.numRanks()),
+        latencyUs(ranks, 0), messages(ranks, 0) {
+    for (size_t level = 0; level < topology.levels.size(); ++level) {
+      int64_t links = ranks / subtreeRanks(topology, int(level) - 1);
+      up.emplace_back(links, 0);
+      down.emplace_back(links, 0);
+    }
+  }
+
+  void send(int64_t from, int64_t to, double bytes) {
+    if (bytes <= 0 || from == to)
+      return;
+    int lca = topology.lowestCommonLevel(from, to);
+    for (int level = 0; level <= lca; ++level) {
+      int64_t below = subtreeRanks(topology, level - 1);
+      up[level][from / below] += bytes;
+      down[level][to / below] += bytes;
+    }
+    messages[from] += 1;
+    latencyUs[from] += topology.levels[lca].latencyUs;
+  }
+
+  StageCost finish() const {
+    StageBuilder stage(topology, name);
+    for (size_t level = 0; level < up.size(); ++level)
+      for (size_t link = 0; link < up[level].size(); ++link) {
+        stage.addLoad(level, true, int64_t(link), up[level][link]);
+        stage.addLoad(level, false, int64_t(link), down[level][link]);
+      }
+    auto busiest = std::max_element(latencyUs.begin(), latencyUs.end());
+    stage.setLatency(messages[busiest - latencyUs.begin()], *busiest);
+    return stage.finish();
+  }
+
+private:
+  const Topology &topology;
+  std::string name;
+  int64_t ranks;
+  std::vector<std::vector<double>> up, down;
+  std::vector<double> latencyUs;
+  std::vector<int64_t> messages;
+};
+} // namespace
+
+Cost tamoe::planner::evaluate(const Topology &topology, const Traffic &traffic,
+                              const Workload &workload, Schedule schedule) {
+  const int64_t ranks = traffic.ranks;
+  const int64_t ranksPerNode = topology.levels[0].fanout;
+  const int64_t nodes = traffic.nodes;
+  const double rowBytes = workload.rowBytes();
+  auto rows = [&](int64_t i, int64_t j) {
+    return traffic.assignments[i * ranks + j];
+  };
+  auto rank = [&](int64_t node, int64_t index) {
+    return node * ranksPerNode + index;
+  };
+  Cost cost;
+  cost.schedule = schedule;
+  if (schedule == Schedule::Flat || topology.levels.size() < 2) {
+    Router flat(topology, "flat");
+    for (int64_t i = 0; i < ranks; ++i)
+      for (int64_t j = 0; j < ranks; ++j)
+        flat.send(i, j, rows(i, j) * rowBytes);
+    cost.stages.push_back(flat.finish());
+    return cost;
+  }
+  if (schedule == Schedule::Hierarchical) {
+    Router intra(topology, "intra-node"), inter(topology, "inter-node");
+    for (int64_t n = 0; n < nodes; ++n)
+      for (int64_t a = 0; a < ranksPerNode; ++a)
+        for (int64_t b = 0; b < ranksPerNode; ++b) {
+          // Stage 1: (n, a) hands (n, b) every row bound for index b.
+          double toIndex = 0;
+          for (int64_t m = 0; m < nodes; ++m)
+            toIndex += rows(rank(n, a), rank(m, b));
+          intra.send(rank(n, a), rank(n, b), toIndex * rowBytes);
+        }
+    for (int64_t n = 0; n < nodes; ++n)
+      for (int64_t b = 0; b < ranksPerNode; ++b)
+        for (int64_t m = 0; m < nodes; ++m) {
+          if (m == n)
+            continue;
+          // Stage 2: (n, b) forwards node n's rows for (m, b).
+          double fromNode = 0;
+          for (int64_t a = 0; a < ranksPerNode; ++a)
+            fromNode += rows(rank(n, a), rank(m, b));
+          inter.send(rank(n, b), rank(m, b), fromNode * rowBytes);
+        }
+    cost.stages.push_back(intra.finish());
+    cost.stages.push_back(inter.finish());
+    return cost;
+  }
+  Router inter(topology, "inter-node (dedup)"),
+      scatter(topology, "intra-node scatter");
+  for (int64_t n = 0; n < nodes; ++n)
+    for (int64_t a = 0; a < ranksPerNode; ++a)
+      for (int64_t m = 0; m < nodes; ++m)
+        if (m != n)
+          inter.send(rank(n, a), rank(m, a),
+                     traffic.uniqueTokens[rank(n, a) * nodes + m] * rowBytes);
+  for (int64_t m = 0; m < nodes; ++m)
+    for (int64_t a = 0; a < ranksPerNode; ++a)
+      for (int64_t b = 0; b < ranksPerNode; ++b) {
+        // (m, a) delivers what index a of every node sent to (m, b).
+        double delivered = 0;
+        for (int64_t n = 0; n < nodes; ++n)
+          delivered += rows(rank(n, a), rank(m, b));
+        scatter.send(rank(m, a), rank(m, b), delivered * rowBytes);
+      }
+  cost.stages.push_back(inter.finish());
+  cost.stages.push_back(scatter.finish());
+  return cost;
+}

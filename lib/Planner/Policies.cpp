@@ -1,0 +1,248 @@
+//===- Policies.cpp - Target dispatch patterns ----------------------------===//
+
+#include "tamoe/Planner/Policies.h"
+
+#include "tamoe/Support/Format.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace llvm;
+using namespace tamoe::planner;
+
+static Error optionError(const Twine &field, const Twine &reason) {
+  return createStringError(inconvertibleErrorCode(), field + ": " + reason);
+}
+
+StringRef tamoe::planner::stringifyPolicy(Policy policy) {
+  switch (policy) {
+  case Policy::Uniform:
+    return "uniform";
+  case Policy::TAMoE:
+    return "tamoe";
+  case Policy::Optimal:
+    return "optimal";
+  case Policy::FasterMoE:
+    return "fastermoe";
+  case Policy::NodeLimited:
+    return "node-limited";
+  }
+  llvm_unreachable("unknown policy");
+}
+
+ArrayRef<Policy> tamoe::planner::allPolicies() {
+  static const Policy policies[] = {Policy::Uniform, Policy::TAMoE,
+                                    Policy::Optimal, Policy::FasterMoE,
+                                    Policy::NodeLimited};
+  return policies;
+}
+
+std::optional<Policy> tamoe::planner::parsePolicy(StringRef text) {
+  for (Policy policy : allPolicies())
+    if (stringifyPolicy(policy) == text)
+      return policy;
+  return std::nullopt;
+}
+
+Error tamoe::planner::verify(const PolicyOptions &options) {
+  if (!(options.rho >= 0 && options.rho <= 1))
+    return optionError("rho", "expected a number in [0, 1], got " +
+                                  tamoe::formatNumber(options.rho));
+  if (!(options.beta >= 1) || !std::isfinite(options.beta))
+    return optionError("beta", "expected a finite number >= 1, got " +
+                                   tamoe::formatNumber(options.beta));
+  if (!(options.crossNodeCap >= 0 && options.crossNodeCap <= 1))
+    return optionError("cross-node-cap",
+                       "expected a number in [0, 1], got " +
+                           tamoe::formatNumber(options.crossNodeCap));
+  if (options.maxNodes < 1)
+    return optionError("max-nodes",
+                       formatv("expected >= 1, got {0}", options.maxNodes));
+  return Error::success();
+}
+
+/// Destinations at each distance: [0] the sender, [l + 1] level l.
+static std::vector<double> destinationCounts(const Topology &topology) {
+  std::vector<double> counts;
+  for (int level = -1; level < int(topology.levels.size()); ++level)
+    counts.push_back(double(ranksAtDistance(topology, level)));
+  return counts;
+}
+
+/// The bandwidth one rank has over a level's link: the whole bandwidth when
+/// it is per rank, its part of it when the subtree below shares it.
+static double perRankGBps(const Topology &topology, size_t level) {
+  const tamoe::topology::Level &info = topology.levels[level];
+  double gbps = std::min(info.upBandwidthGBps, info.downBandwidthGBps);
+  if (info.sharing == tamoe::topology::LinkSharing::PerRank || level == 0)
+    return gbps;
+  return gbps / double(topology.ranksPerSubtree(level - 1));
+}
+
+static Pattern uniformPattern(const Topology &topology) {
+  return Pattern{std::vector<double>(topology.levels.size() + 1,
+                                     1.0 / double(topology.numRanks())),
+                 std::nullopt};
+}
+
+/// Share of each destination proportional to the slowest link on the path
+/// to it; the sender counts as a destination of the innermost level.
+static Pattern bandwidthProportional(const Topology &topology) {
+  std::vector<double> weights{perRankGBps(topology, 0)};
+  for (size_t level = 0; level < topology.levels.size(); ++level)
+    weights.push_back(std::min(level == 0 ? weights[0] : weights.back(),
+                               perRankGBps(topology, level)));
+  std::vector<double> counts = destinationCounts(topology);
+  double total = 0;
+  for (auto [weight, count] : zip(weights, counts))
+    total += weight * count;
+  for (double &weight : weights)
+    weight /= total;
+  return Pattern{weights, std::nullopt};
+}
+
+/// Every destination starts at rho / P; the rest of the row goes to the
+/// nearest destinations first, each up to beta / P. Moving a share inward
+/// lowers the traffic on every link it no longer crosses and raises none, so
+/// this fill minimises every link's load at once, hence the flat time
+/// (docs/cost-model.md).
+static Pattern optimalPattern(const Topology &topology,
+                              const PolicyOptions &options) {
+  double ranks = double(topology.numRanks());
+  double lower = options.rho / ranks, upper = options.beta / ranks;
+  std::vector<double> counts = destinationCounts(topology);
+  std::vector<double> shares(counts.size(), lower);
+  double remaining = 1 - lower * ranks;
+  for (auto [share, count] : zip(shares, counts)) {
+    double extra = std::min(remaining / count, upper - lower);
+    share += extra;
+    remaining -= extra * count;
+  }
+  return Pattern{shares, std::nullopt};
+}
+
+/// FasterMoE caps the fraction of assignments that leave the node; inside
+/// and outside it routing stays uniform.
+static Pattern crossNodeCapped(const Topology &topology, double cap) {
+  Pattern pattern = uniformPattern(topology);
+  double ranks = double(topology.numRanks());
+  double perNode = double(topology.levels[0].fanout);
+  if (topology.levels.size() < 2 || (ranks - perNode) / ranks <= cap)
+    return pattern;
+  pattern.shares[0] = pattern.shares[1] = (1 - cap) / perNode;
+  for (size_t index = 2; index < pattern.shares.size(); ++index)
+    pattern.shares[index] = cap / (ranks - perNode);
+  return pattern;
+}
+
+Expected<Pattern> tamoe::planner::makePattern(const Topology &topology,
+                                              Policy policy,
+                                              const PolicyOptions &options) {
+  if (Error error = tamoe::topology::verify(topology))
+    return std::move(error);
+  if (Error error = verify(options))
+    return std::move(error);
+  switch (policy) {
+  case Policy::Uniform:
+    return uniformPattern(topology);
+  case Policy::TAMoE:
+    return bandwidthProportional(topology);
+  case Policy::Optimal:
+    return optimalPattern(topology, options);
+  case Policy::FasterMoE:
+    return crossNodeCapped(topology, options.crossNodeCap);
+  case Policy::NodeLimited: {
+    // Affinity picks the nodes, so on average the pattern stays uniform; the
+    // limit shows in how few nodes each token's copies reach.
+    Pattern pattern = uniformPattern(topology);
+    pattern.maxNodesPerToken = options.maxNodes;
+    return pattern;
+  }
+  }
+  llvm_unreachable("unknown policy");
+}
+
+Deviation tamoe::planner::deviation(const Topology &topology,
+                                    const Pattern &pattern) {
+  double ranks = double(topology.numRanks());
+  Deviation result{0, INFINITY, 0};
+  for (auto [share, count] : zip(pattern.shares, destinationCounts(topology))) {
+    if (count == 0)
+      continue;
+    double ratio = ranks * share;
+    if (share > 0)
+      result.kl += count * share * std::log(ratio);
+    result.minRatio = std::min(result.minRatio, ratio);
+    result.maxRatio = std::max(result.maxRatio, ratio);
+  }
+  return result;
+}
+
+PolicyOptions tamoe::planner::sameFreedomAs(const Deviation &deviation,
+                                            PolicyOptions base) {
+  base.rho = std::clamp(deviation.minRatio, 0.0, 1.0);
+  base.beta = std::max(deviation.maxRatio, 1.0);
+  return base;
+}
+
+const Cost &Plan::cost(Schedule schedule) const {
+  switch (schedule) {
+  case Schedule::Flat:
+    return flat;
+  case Schedule::Hierarchical:
+    return hierarchical;
+  case Schedule::HierarchicalDedup:
+    return dedup;
+  }
+  llvm_unreachable("unknown schedule");
+}
+
+Expected<Plan> tamoe::planner::makePlan(const Topology &topology, Policy policy,
+                                        const PolicyOptions &options,
+                                        const Workload &workload) {
+  if (Error error = verify(workload))
+    return std::move(error);
+  Expected<Pattern> pattern = makePattern(topology, policy, options);
+  if (!pattern)
+    return pattern.takeError();
+  Plan plan;
+  plan.policy = policy;
+  plan.pattern = std::move(*pattern);
+  plan.deviation = deviation(topology, plan.pattern);
+  plan.flat = evaluate(topology, plan.pattern, workload, Schedule::Flat);
+  plan.hierarchical =
+      evaluate(topology, plan.pattern, workload, Schedule::Hierarchical);
+  plan.dedup =
+      evaluate(topology, plan.pattern, workload, Schedule::HierarchicalDedup);
+  for (Schedule schedule :
+       {Schedule::Hierarchical, Schedule::HierarchicalDedup})
+    if (plan.cost(schedule).totalUs() < plan.cost(plan.best).totalUs())
+      plan.best = schedule;
+  return plan;
+}
+
+std::optional<double> tamoe::planner::crossoverTokens(const Topology &topology,
+                                                      const Pattern &pattern,
+                                                      const Workload &workload,
+                                                      Schedule schedule) {
+  // Both times are a + b * S: two evaluations give a and b exactly.
+  auto line = [&](Schedule which) {
+    Workload one = workload, two = workload;
+    one.tokensPerRank = 1;
+    two.tokensPerRank = 2;
+    double t1 = evaluate(topology, pattern, one, which).totalUs();
+    double t2 = evaluate(topology, pattern, two, which).totalUs();
+    return std::pair<double, double>{t1 - (t2 - t1), t2 - t1};
+  };
+  auto [flatFixed, flatSlope] = line(Schedule::Flat);
+  auto [fixed, slope] = line(schedule);
+  if (slope == flatSlope)
+    return std::nullopt;
+  double tokens = (flatFixed - fixed) / (slope - flatSlope);
+  if (!(tokens > 0) || !std::isfinite(tokens))
+    return std::nullopt;
+  return tokens;
+}

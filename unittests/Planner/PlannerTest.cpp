@@ -1,0 +1,369 @@
+//===- PlannerTest.cpp - Cost model and dispatch policies -----------------===//
+
+#include "tamoe/Planner/Policies.h"
+
+#include "llvm/Support/Path.h"
+#include "gtest/gtest.h"
+
+#include <cmath>
+
+using namespace tamoe::planner;
+using tamoe::topology::Level;
+using tamoe::topology::LinkSharing;
+
+namespace {
+
+Topology makeTree(std::vector<Level> levels) {
+  Topology topology;
+  topology.name = "test";
+  topology.levels = std::move(levels);
+  return topology;
+}
+
+/// 2 nodes x 2 ranks: 100 GB/s, 1 us inside a node; 10 GB/s per rank,
+/// 10 us between nodes.
+Topology twoByTwo() {
+  return makeTree({{"node", 2, 100, 100, 1, LinkSharing::PerRank},
+                   {"cluster", 2, 10, 10, 10, LinkSharing::PerRank}});
+}
+
+/// 1000 tokens of 1000 bytes, top-2: 2 MB of assignments per rank.
+Workload smallWorkload() { return Workload{1000, 500, 2, 2}; }
+
+Pattern uniform(const Topology &topology) {
+  return llvm::cantFail(
+      makePattern(topology, Policy::Uniform, PolicyOptions()));
+}
+
+Topology loadCluster(llvm::StringRef name) {
+  llvm::SmallString<128> path(TAMOE_SOURCE_DIR);
+  llvm::sys::path::append(path, "configs", "clusters", name + ".json");
+  return llvm::cantFail(tamoe::topology::loadTopologyFile(path));
+}
+
+const char *const kClusters[] = {"dgx1-v100",     "dgx-a100",
+                                 "dgx-h100",      "h800-deepseek",
+                                 "pcie-ethernet", "two-tier-oversubscribed",
+                                 "gb200-nvl72"};
+
+// Hand-computed: docs/cost-model.md works the same example.
+TEST(CostModelTest, TwoByTwoUniform) {
+  Topology topology = twoByTwo();
+  Pattern pattern = uniform(topology);
+  Workload workload = smallWorkload();
+
+  Cost flat = evaluate(topology, pattern, workload, Schedule::Flat);
+  ASSERT_EQ(flat.stages.size(), 1u);
+  const StageCost &stage = flat.stages[0];
+  // Level 0: 3/4 of 2 MB leaves each rank at 100 GB/s.
+  EXPECT_DOUBLE_EQ(stage.levels[0].bytes, 1.5e6);
+  EXPECT_DOUBLE_EQ(stage.levels[0].microseconds, 15);
+  // Level 1: half of 2 MB from each of 2 ranks over 2 x 10 GB/s.
+  EXPECT_DOUBLE_EQ(stage.levels[2].bytes, 2e6);
+  EXPECT_DOUBLE_EQ(stage.levels[2].linkGBps, 20);
+  EXPECT_DOUBLE_EQ(stage.levels[2].microseconds, 100);
+  EXPECT_EQ(stage.bottleneck.level, 1u);
+  EXPECT_EQ(stage.messages, 3);
+  EXPECT_DOUBLE_EQ(stage.latencyUs, 21);
+  EXPECT_DOUBLE_EQ(flat.totalUs(), 121);
+
+  Cost hierarchical =
+      evaluate(topology, pattern, workload, Schedule::Hierarchical);
+  ASSERT_EQ(hierarchical.stages.size(), 2u);
+  EXPECT_DOUBLE_EQ(hierarchical.stages[0].levels[0].bytes, 1e6);
+  EXPECT_DOUBLE_EQ(hierarchical.stages[0].totalUs(), 11);
+  EXPECT_DOUBLE_EQ(hierarchical.stages[1].levels[0].bytes, 1e6);
+  EXPECT_DOUBLE_EQ(hierarchical.stages[1].levels[2].bytes, 2e6);
+  EXPECT_EQ(hierarchical.stages[1].messages, 1);
+  EXPECT_DOUBLE_EQ(hierarchical.stages[1].totalUs(), 110);
+  EXPECT_DOUBLE_EQ(hierarchical.totalUs(), 121);
+
+  // A token reaches the other node with probability 1 - (1/2)^2 = 3/4.
+  Cost dedup =
+      evaluate(topology, pattern, workload, Schedule::HierarchicalDedup);
+  EXPECT_DOUBLE_EQ(dedup.stages[0].levels[0].bytes, 7.5e5);
+  EXPECT_DOUBLE_EQ(dedup.stages[0].levels[2].bytes, 1.5e6);
+  EXPECT_DOUBLE_EQ(dedup.stages[0].totalUs(), 85);
+  EXPECT_DOUBLE_EQ(dedup.stages[1].levels[0].bytes, 1e6);
+  EXPECT_DOUBLE_EQ(dedup.stages[1].totalUs(), 11);
+  EXPECT_DOUBLE_EQ(dedup.totalUs(), 96);
+}
+
+TEST(CostModelTest, SingleNode) {
+  Topology topology =
+      makeTree({{"node", 4, 100, 100, 1, LinkSharing::PerRank}});
+  Pattern pattern = uniform(topology);
+  for (Schedule schedule :
+       {Schedule::Flat, Schedule::Hierarchical, Schedule::HierarchicalDedup}) {
+    Cost cost = evaluate(topology, pattern, smallWorkload(), schedule);
+    ASSERT_EQ(cost.stages.size(), 1u);
+    EXPECT_DOUBLE_EQ(cost.stages[0].levels[0].bytes, 1.5e6);
+    EXPECT_DOUBLE_EQ(cost.totalUs(), 15 + 3);
+  }
+}
+
+// PCIe servers of 4 GPUs behind one shared 12.5 GB/s NIC.
+TEST(CostModelTest, SharedNic) {
+  Topology topology =
+      makeTree({{"node", 4, 25, 25, 5, LinkSharing::PerRank},
+                {"cluster", 2, 12.5, 12.5, 30, LinkSharing::Shared}});
+  Cost flat =
+      evaluate(topology, uniform(topology), smallWorkload(), Schedule::Flat);
+  EXPECT_DOUBLE_EQ(flat.stages[0].levels[0].microseconds, 70);
+  EXPECT_DOUBLE_EQ(flat.stages[0].levels[2].linkGBps, 12.5);
+  EXPECT_DOUBLE_EQ(flat.stages[0].levels[2].bytes, 4e6);
+  EXPECT_DOUBLE_EQ(flat.stages[0].levels[2].microseconds, 320);
+  EXPECT_DOUBLE_EQ(flat.stages[0].latencyUs, 3 * 5 + 4 * 30);
+  EXPECT_DOUBLE_EQ(flat.totalUs(), 455);
+
+  // TA-MoE: 25 GB/s to a local rank, 12.5 / 4 to a remote one.
+  Pattern tamoe =
+      llvm::cantFail(makePattern(topology, Policy::TAMoE, PolicyOptions()));
+  EXPECT_DOUBLE_EQ(tamoe.shares[0], 25 / 112.5);
+  EXPECT_DOUBLE_EQ(tamoe.shares[1], 25 / 112.5);
+  EXPECT_DOUBLE_EQ(tamoe.shares[2], 3.125 / 112.5);
+  Cost planned = evaluate(topology, tamoe, smallWorkload(), Schedule::Flat);
+  EXPECT_NEAR(planned.stages[0].levels[2].microseconds, 4 * 2e6 / 9 / 12.5e3,
+              1e-9);
+  EXPECT_NEAR(planned.totalUs(), 4 * 2e6 / 9 / 12.5e3 + 135, 1e-9);
+}
+
+TEST(CostModelTest, ClosedFormMatchesRouting) {
+  Workload workload{512, 1024, 2, 2};
+  for (const char *name : kClusters) {
+    Topology topology = loadCluster(name);
+    for (Policy policy : allPolicies()) {
+      Pattern pattern =
+          llvm::cantFail(makePattern(topology, policy, PolicyOptions()));
+      Traffic traffic = expectedTraffic(topology, pattern, workload);
+      for (Schedule schedule : {Schedule::Flat, Schedule::Hierarchical,
+                                Schedule::HierarchicalDedup}) {
+        Cost closed = evaluate(topology, pattern, workload, schedule);
+        Cost routed = evaluate(topology, traffic, workload, schedule);
+        ASSERT_EQ(closed.stages.size(), routed.stages.size());
+        for (auto [a, b] : llvm::zip(closed.stages, routed.stages)) {
+          for (auto [la, lb] : llvm::zip(a.levels, b.levels))
+            EXPECT_NEAR(la.bytes, lb.bytes, 1e-6 * (1 + la.bytes))
+                << name << " " << stringifyPolicy(policy).str() << " "
+                << stringifySchedule(schedule).str() << " " << a.name
+                << " level " << la.level;
+          EXPECT_EQ(a.messages, b.messages) << name << " " << a.name;
+          EXPECT_NEAR(a.latencyUs, b.latencyUs, 1e-9 * (1 + a.latencyUs));
+        }
+        EXPECT_NEAR(closed.totalUs(), routed.totalUs(),
+                    1e-9 * closed.totalUs());
+      }
+    }
+  }
+}
+
+TEST(PolicyTest, PatternsAreValidOnEveryCluster) {
+  for (const char *name : kClusters) {
+    Topology topology = loadCluster(name);
+    double ranks = double(topology.numRanks());
+    for (Policy policy : allPolicies()) {
+      PolicyOptions options;
+      Pattern pattern = llvm::cantFail(makePattern(topology, policy, options));
+      EXPECT_FALSE(static_cast<bool>(verify(topology, pattern)))
+          << name << " " << stringifyPolicy(policy).str();
+      EXPECT_NEAR(pattern.rowSum(topology), 1, 1e-12);
+      for (double share : pattern.shares)
+        EXPECT_GE(share, 0);
+      if (policy == Policy::Uniform || policy == Policy::NodeLimited) {
+        for (double share : pattern.shares)
+          EXPECT_DOUBLE_EQ(share, 1 / ranks);
+      }
+      if (policy == Policy::Optimal) {
+        for (double share : pattern.shares) {
+          EXPECT_GE(share, options.rho / ranks - 1e-15);
+          EXPECT_LE(share, options.beta / ranks + 1e-15);
+        }
+      }
+    }
+  }
+}
+
+TEST(PolicyTest, OptimalIsNeverSlowerAtEqualFreedom) {
+  Workload workload;
+  for (const char *name : kClusters) {
+    Topology topology = loadCluster(name);
+    for (Policy policy : allPolicies()) {
+      Pattern pattern =
+          llvm::cantFail(makePattern(topology, policy, PolicyOptions()));
+      PolicyOptions same =
+          sameFreedomAs(deviation(topology, pattern), PolicyOptions());
+      Pattern optimal =
+          llvm::cantFail(makePattern(topology, Policy::Optimal, same));
+      double bound = evaluate(topology, pattern, workload, Schedule::Flat)
+                         .stages[0]
+                         .bandwidthUs;
+      EXPECT_LE(evaluate(topology, optimal, workload, Schedule::Flat)
+                    .stages[0]
+                    .bandwidthUs,
+                bound * (1 + 1e-12))
+          << name << " vs " << stringifyPolicy(policy).str();
+    }
+  }
+}
+
+TEST(PolicyTest, TAMoEAndOptimalBeatUniformWhereInterNodeIsSlower) {
+  Workload workload;
+  for (const char *name : kClusters) {
+    Topology topology = loadCluster(name);
+    double uniformUs = llvm::cantFail(makePlan(topology, Policy::Uniform,
+                                               PolicyOptions(), workload))
+                           .flat.totalUs();
+    for (Policy policy : {Policy::TAMoE, Policy::Optimal})
+      EXPECT_LT(
+          llvm::cantFail(makePlan(topology, policy, PolicyOptions(), workload))
+              .flat.totalUs(),
+          uniformUs)
+          << name << " " << stringifyPolicy(policy).str();
+  }
+}
+
+// Brute force over a grid of patterns on small trees: nothing within the
+// bounds has a smaller flat bandwidth time than the optimal pattern.
+TEST(PolicyTest, OptimalMatchesBruteForce) {
+  std::vector<Topology> trees = {
+      twoByTwo(), makeTree({{"node", 2, 100, 100, 1, LinkSharing::PerRank},
+                            {"leaf", 2, 20, 20, 5, LinkSharing::Shared},
+                            {"spine", 2, 5, 5, 10, LinkSharing::PerRank}})};
+  PolicyOptions options;
+  options.rho = 0.5;
+  options.beta = 2.5;
+  Workload workload = smallWorkload();
+  for (const Topology &topology : trees) {
+    double ranks = double(topology.numRanks());
+    Pattern optimal =
+        llvm::cantFail(makePattern(topology, Policy::Optimal, options));
+    double best = evaluate(topology, optimal, workload, Schedule::Flat)
+                      .stages[0]
+                      .bandwidthUs;
+    // Enumerate the shares of all but the outermost distance on a grid;
+    // the outermost share completes the row.
+    size_t free = topology.levels.size();
+    const int steps = 40;
+    std::vector<int> grid(free, 0);
+    int checked = 0;
+    while (true) {
+      Pattern pattern;
+      double used = 0;
+      for (size_t index = 0; index < free; ++index) {
+        double share =
+            (options.rho + (options.beta - options.rho) * grid[index] / steps) /
+            ranks;
+        pattern.shares.push_back(share);
+        used += share * double(ranksAtDistance(topology, int(index) - 1));
+      }
+      double last =
+          (1 - used) / double(ranksAtDistance(topology, int(free) - 1));
+      if (last >= options.rho / ranks - 1e-12 &&
+          last <= options.beta / ranks + 1e-12) {
+        pattern.shares.push_back(last);
+        ++checked;
+        EXPECT_GE(evaluate(topology, pattern, workload, Schedule::Flat)
+                      .stages[0]
+                      .bandwidthUs,
+                  best * (1 - 1e-12));
+      }
+      size_t digit = 0;
+      while (digit < free && ++grid[digit] > steps)
+        grid[digit++] = 0;
+      if (digit == free)
+        break;
+    }
+    EXPECT_GT(checked, 10);
+  }
+}
+
+TEST(PolicyTest, FasterMoECapsCrossNodeTraffic) {
+  Topology topology = loadCluster("dgx-a100");
+  Pattern pattern =
+      llvm::cantFail(makePattern(topology, Policy::FasterMoE, PolicyOptions()));
+  EXPECT_NEAR(24 * pattern.shares[2], 0.14, 1e-15);
+  EXPECT_NEAR(8 * pattern.shares[1], 0.86, 1e-15);
+}
+
+TEST(PolicyTest, NodeLimitedShrinksDedupTraffic) {
+  Topology topology = loadCluster("dgx-h100");
+  Workload workload;
+  workload.topK = 8;
+  PolicyOptions options;
+  options.maxNodes = 2;
+  Plan uniformPlan =
+      llvm::cantFail(makePlan(topology, Policy::Uniform, options, workload));
+  Plan limited = llvm::cantFail(
+      makePlan(topology, Policy::NodeLimited, options, workload));
+  // 4 nodes, top-8: a token reaches 4 * (1 - (3/4)^8) nodes when free and
+  // 2 * (1 - (1/2)^8) when limited to 2, its own included.
+  double free = 4 * (1 - std::pow(0.75, 8)) * 3 / 4;
+  double capped = 2 * (1 - std::pow(0.5, 8)) * 3 / 4;
+  double ratio = limited.dedup.stages[0].levels[2].bytes /
+                 uniformPlan.dedup.stages[0].levels[2].bytes;
+  EXPECT_NEAR(ratio, capped / free, 1e-12);
+  EXPECT_DOUBLE_EQ(limited.flat.totalUs(), uniformPlan.flat.totalUs());
+}
+
+TEST(PolicyTest, CrossoverSplitsTheSchedules) {
+  Topology topology = loadCluster("dgx-a100");
+  Pattern pattern = uniform(topology);
+  Workload workload;
+  std::optional<double> tokens =
+      crossoverTokens(topology, pattern, workload, Schedule::Hierarchical);
+  ASSERT_TRUE(tokens.has_value());
+  Workload below = workload, above = workload;
+  below.tokensPerRank = int64_t(std::floor(*tokens * 0.5));
+  above.tokensPerRank = int64_t(std::ceil(*tokens * 2));
+  auto faster = [&](const Workload &at) {
+    return evaluate(topology, pattern, at, Schedule::Hierarchical).totalUs() <
+           evaluate(topology, pattern, at, Schedule::Flat).totalUs();
+  };
+  EXPECT_NE(faster(below), faster(above));
+}
+
+TEST(PolicyTest, Errors) {
+  Topology topology = twoByTwo();
+  auto message = [](llvm::Error error) {
+    return llvm::toString(std::move(error));
+  };
+  PolicyOptions options;
+  options.rho = 1.5;
+  EXPECT_EQ(
+      message(makePattern(topology, Policy::Optimal, options).takeError()),
+      "rho: expected a number in [0, 1], got 1.5");
+  options = PolicyOptions();
+  options.beta = 0.5;
+  EXPECT_EQ(message(verify(options)),
+            "beta: expected a finite number >= 1, got 0.5");
+  options = PolicyOptions();
+  options.crossNodeCap = -0.1;
+  EXPECT_EQ(message(verify(options)),
+            "cross-node-cap: expected a number in [0, 1], got -0.1");
+  options = PolicyOptions();
+  options.maxNodes = 0;
+  EXPECT_EQ(message(verify(options)), "max-nodes: expected >= 1, got 0");
+
+  Topology broken = twoByTwo();
+  broken.levels[1].upBandwidthGBps = 0;
+  EXPECT_EQ(
+      message(makePattern(broken, Policy::TAMoE, PolicyOptions()).takeError()),
+      "levels[1].up_GBps: expected a number > 0, got 0");
+
+  Workload workload = smallWorkload();
+  workload.topK = 0;
+  EXPECT_EQ(
+      message(makePlan(topology, Policy::Uniform, PolicyOptions(), workload)
+                  .takeError()),
+      "topK: expected >= 1, got 0");
+
+  EXPECT_EQ(message(verify(topology, Pattern{{0.5, 0.5}, std::nullopt})),
+            "shares: expected 3 (one per level and one for the sender), got "
+            "2");
+  EXPECT_EQ(message(verify(topology, Pattern{{0.5, 0.5, 0.5}, std::nullopt})),
+            "shares: rows sum to 2, expected 1");
+  EXPECT_EQ(message(verify(topology, Pattern{{-0.5, 1, 0.25}, std::nullopt})),
+            "shares[0]: expected a fraction in [0, 1], got -0.5");
+}
+
+} // namespace
