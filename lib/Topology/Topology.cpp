@@ -1,39 +1,118 @@
 //===- Topology.cpp - Tree model of a cluster's interconnect --------------===//
 //
-// JSON form (docs/topology.md):
+// The JSON form of a topology (docs/topology.md):
 //
+// clang-format off
 //   {
 //     "name": "dgx-a100",
-//     "description": "optional free text",
+//     "description": "8 x A100 per node, NVSwitch; one HDR 200 Gb/s NIC per GPU",
 //     "levels": [
-//       {"name": "node", "fanout": 8, "up_GBps": 300, "down_GBps": 300,
-//        "latency_us": 3, "uplink": "per-rank"},
-//       ...
+//       {"name": "node",    "fanout": 8, "up_GBps": 300, "down_GBps": 300, "latency_us": 3, "uplink": "per-rank"},
+//       {"name": "cluster", "fanout": 4, "up_GBps": 25,  "down_GBps": 25,  "latency_us": 7, "uplink": "per-rank"}
 //     ]
 //   }
+// clang-format on
 //
-// Every error is one line, "<source>: <field>: <reason>".
+// - `levels` lists the levels innermost first; level l groups `fanout`
+//   children of level l - 1 (level 0 groups ranks). The link of level l
+//   connects each child to the level's switch.
+// - `uplink` is "per-rank" (the bandwidth is there for every rank below the
+//   link) or "shared" (the whole child subtree shares it).
+// - `description` is optional (default empty); every other field is
+//   required, and unknown keys anywhere are errors.
+// - `name` and level names are non-empty, level names unique; there is at
+//   least one level; `fanout` is an integer in [1, 2^20] and the product of
+//   fanouts is at most 2^24; `up_GBps` and `down_GBps` are finite and > 0;
+//   `latency_us` is finite and >= 0.
+//
+// Every error is one line, "<source>: <field path>: <reason>", for example
+// "bad.json: levels[1].fanout: expected an integer >= 1, got 0".
 //
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Topology/Topology.h"
-#include "tamoe/Support/Format.h"
 
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <cassert>
 #include <cmath>
+#include <cstdlib>
 
 using namespace llvm;
 using namespace tamoe::topology;
 
-/// Bounds that keep rank arithmetic far from int64 overflow.
+/// Bounds that keep rank arithmetic (products of fanouts) far from int64
+/// overflow.
 static constexpr int64_t kMaxFanout = int64_t(1) << 20;
 static constexpr int64_t kMaxRanks = int64_t(1) << 24;
 
+/// Deeper JSON is rejected before llvm::json::parse sees it: the parser
+/// recurses once per nesting level and overflows the stack near 50000 levels,
+/// while a topology file nests 3 deep.
+static constexpr int kMaxJSONDepth = 64;
+
+/// Longest quoted value in a message, so that one line stays readable.
+static constexpr size_t kMaxQuotedBytes = 40;
+
+/// What the numeric fields accept; parsing and verify() word it the same.
+static constexpr StringLiteral kBandwidthRule = "expected a number > 0";
+static constexpr StringLiteral kLatencyRule = "expected a number >= 0";
+
 static Error fieldError(const Twine &field, const Twine &reason) {
   return createStringError(inconvertibleErrorCode(), field + ": " + reason);
+}
+
+/// The shortest text that reads back as `value`, so that messages quote "0.1"
+/// as written rather than "0.10000000000000001".
+static std::string formatNumber(double value) {
+  std::string text;
+  for (int precision = 1; precision <= 17; ++precision) {
+    text = formatv("{0}", format("%.*g", precision, value)).str();
+    if (std::strtod(text.c_str(), nullptr) == value)
+      break;
+  }
+  return text;
+}
+
+/// A JSON value as quoted in a message: compact, escaped (so it stays on one
+/// line) and cut after kMaxQuotedBytes.
+static std::string describe(const json::Value &value) {
+  std::string text = formatv("{0}", value).str();
+  // llvm::json prints doubles with 17 digits; anything but an integer is one.
+  if (value.kind() == json::Value::Number &&
+      text.find_first_not_of("-0123456789") != std::string::npos)
+    text = formatNumber(*value.getAsNumber());
+  if (text.size() <= kMaxQuotedBytes)
+    return text;
+  // Cut on a UTF-8 character boundary.
+  size_t cut = kMaxQuotedBytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80)
+    --cut;
+  return text.substr(0, cut) + "...";
+}
+
+/// A name (valid UTF-8) quoted in a message: 'name', escaped so that it stays
+/// on one line.
+static std::string quoteName(StringRef name) {
+  std::string escaped = describe(json::Value(name.str()));
+  // describe() wraps strings in double quotes; names read better in single.
+  if (escaped.back() == '"')
+    escaped.pop_back();
+  return "'" + escaped.substr(1) + "'";
+}
+
+/// Why `value` is not a valid fanout, or "" when it is one. Takes a double so
+/// that parsing can check numbers that do not fit in int64 before narrowing.
+static std::string fanoutProblem(double value) {
+  if (!std::isfinite(value) || std::trunc(value) != value || value < 1)
+    return "expected an integer >= 1";
+  if (value > static_cast<double>(kMaxFanout))
+    return "expected an integer <= " + std::to_string(kMaxFanout);
+  return "";
 }
 
 StringRef tamoe::topology::stringifyLinkSharing(LinkSharing sharing) {
@@ -72,52 +151,60 @@ int64_t Topology::ranksPerSubtree(size_t level) const {
 }
 
 int Topology::lowestCommonLevel(int64_t a, int64_t b) const {
+  assert(a >= 0 && a < numRanks() && b >= 0 && b < numRanks() &&
+         "rank outside the tree");
   if (a == b)
     return -1;
-  for (size_t level = 0; level + 1 < levels.size(); ++level) {
-    int64_t subtree = ranksPerSubtree(level);
+  int64_t subtree = 1;
+  for (auto [index, level] : enumerate(levels)) {
+    subtree *= level.fanout;
     if (a / subtree == b / subtree)
-      return static_cast<int>(level);
+      return static_cast<int>(index);
   }
+  // Unreachable for ranks inside the tree: the root holds all of them.
   return static_cast<int>(levels.size()) - 1;
 }
 
 Error tamoe::topology::verify(const Topology &topology) {
   if (topology.name.empty())
     return fieldError("name", "must not be empty");
+  // toJSON() builds json::Values from the strings, which must be UTF-8.
+  if (!json::isUTF8(topology.name))
+    return fieldError("name", "must be valid UTF-8");
+  if (!json::isUTF8(topology.description))
+    return fieldError("description", "must be valid UTF-8");
   if (topology.levels.empty())
     return fieldError("levels", "expected at least one level");
   StringSet<> names;
   int64_t ranks = 1;
-  for (const auto &[index, level] : enumerate(topology.levels)) {
-    std::string field = formatv("levels[{0}]", index);
+  for (auto [index, level] : enumerate(topology.levels)) {
+    std::string field = formatv("levels[{0}]", index).str();
     if (level.name.empty())
       return fieldError(field + ".name", "must not be empty");
+    if (!json::isUTF8(level.name))
+      return fieldError(field + ".name", "must be valid UTF-8");
     if (!names.insert(level.name).second)
       return fieldError(field + ".name",
-                        "duplicate level name '" + level.name + "'");
-    if (level.fanout < 1 || level.fanout > kMaxFanout)
+                        "duplicate level name " + quoteName(level.name));
+    std::string problem = fanoutProblem(static_cast<double>(level.fanout));
+    if (!problem.empty())
       return fieldError(field + ".fanout",
-                        formatv("expected an integer in [1, {0}], got {1}",
-                                kMaxFanout, level.fanout));
+                        problem + ", got " + Twine(level.fanout));
+    // Both factors are bounded, so the product cannot overflow.
     ranks *= level.fanout;
     if (ranks > kMaxRanks)
       return fieldError(field + ".fanout",
                         formatv("the tree has more than {0} ranks", kMaxRanks));
-    auto checkBandwidth = [&](StringRef key, double value) -> Error {
-      if (std::isfinite(value) && value > 0)
-        return Error::success();
-      return fieldError(field + "." + key, "expected a number > 0, got " +
-                                               tamoe::formatNumber(value));
-    };
-    if (Error error = checkBandwidth("up_GBps", level.upBandwidthGBps))
-      return error;
-    if (Error error = checkBandwidth("down_GBps", level.downBandwidthGBps))
-      return error;
+    for (auto [key, value] :
+         {std::pair<StringRef, double>{"up_GBps", level.upBandwidthGBps},
+          {"down_GBps", level.downBandwidthGBps}})
+      if (!std::isfinite(value) || value <= 0)
+        return fieldError(field + "." + key,
+                          kBandwidthRule + ", got " + formatNumber(value));
     if (!std::isfinite(level.latencyUs) || level.latencyUs < 0)
       return fieldError(field + ".latency_us",
-                        "expected a number >= 0, got " +
-                            tamoe::formatNumber(level.latencyUs));
+                        kLatencyRule + ", got " +
+                            formatNumber(level.latencyUs));
   }
   return Error::success();
 }
@@ -127,70 +214,126 @@ Error tamoe::topology::verify(const Topology &topology) {
 //===----------------------------------------------------------------------===//
 
 namespace {
-/// Reads the fields of one JSON object, reporting errors with their path and
-/// rejecting keys that nothing read.
-class ObjectReader {
+/// Reads the fields of one JSON object into a Topology or Level. Keeps the
+/// first failure and ignores later reads, so that a parser reads every field
+/// in a row and checks once.
+class FieldReader {
 public:
-  ObjectReader(const json::Object &object, std::string path)
+  FieldReader(const json::Object &object, std::string path)
       : object(object), path(std::move(path)) {}
 
-  Expected<const json::Value *> get(StringRef key, bool required = true) {
-    seen.insert(key);
-    const json::Value *value = object.get(key);
-    if (!value && required)
-      return fieldError(field(key), "missing");
-    return value;
+  /// Checks keys before any value so that a misspelt key is reported as such
+  /// rather than as its correctly spelt twin being missing. The first unknown
+  /// key in sorted order is reported, which keeps the message deterministic.
+  void rejectUnknownFields(ArrayRef<StringRef> known) {
+    if (failed())
+      return;
+    for (const json::Object::value_type *entry : json::sortedElements(object))
+      if (!is_contained(known, StringRef(entry->first))) {
+        fail(path.empty() ? "(root)" : path,
+             "unknown field " + quoteName(entry->first));
+        return;
+      }
   }
 
-  Expected<std::string> getString(StringRef key, bool required = true) {
-    Expected<const json::Value *> value = get(key, required);
+  void readString(StringRef key, std::string &out, bool required = true) {
+    const json::Value *value = lookup(key, required);
     if (!value)
-      return value.takeError();
-    if (!*value)
-      return std::string();
-    if (std::optional<StringRef> text = (*value)->getAsString())
-      return text->str();
-    return fieldError(field(key),
-                      formatv("expected a string, got {0}", **value));
+      return;
+    if (std::optional<StringRef> text = value->getAsString())
+      out = text->str();
+    else
+      fail(field(key), "expected a string, got " + describe(*value));
   }
 
-  Expected<double> getNumber(StringRef key) {
-    Expected<const json::Value *> value = get(key);
+  void readNumber(StringRef key, StringRef rule, double &out) {
+    const json::Value *value = lookup(key);
     if (!value)
-      return value.takeError();
-    if (std::optional<double> number = (*value)->getAsNumber())
-      return *number;
-    return fieldError(field(key),
-                      formatv("expected a number, got {0}", **value));
+      return;
+    if (std::optional<double> number = value->getAsNumber())
+      out = *number;
+    else
+      fail(field(key), rule + ", got " + describe(*value));
   }
 
-  Expected<int64_t> getInteger(StringRef key) {
-    Expected<const json::Value *> value = get(key);
+  void readFanout(StringRef key, int64_t &out) {
+    const json::Value *value = lookup(key);
     if (!value)
-      return value.takeError();
-    if (std::optional<int64_t> number = (*value)->getAsInteger())
-      return *number;
-    return fieldError(field(key),
-                      formatv("expected an integer, got {0}", **value));
+      return;
+    // Range-check as a double: the value may not fit in int64 at all.
+    std::optional<double> number = value->getAsNumber();
+    std::string problem =
+        number ? fanoutProblem(*number) : "expected an integer >= 1";
+    if (problem.empty())
+      out = static_cast<int64_t>(*number);
+    else
+      fail(field(key), problem + ", got " + describe(*value));
   }
 
-  /// Call after reading every known field.
-  Error rejectUnknownFields() {
-    for (const auto &entry : object)
-      if (!seen.contains(entry.first))
-        return fieldError(path.empty() ? "(root)" : path,
-                          "unknown field '" + entry.first.str() + "'");
-    return Error::success();
+  void readSharing(StringRef key, LinkSharing &out) {
+    const json::Value *value = lookup(key);
+    if (!value)
+      return;
+    std::optional<StringRef> text = value->getAsString();
+    std::optional<LinkSharing> sharing =
+        text ? parseLinkSharing(*text) : std::nullopt;
+    if (sharing)
+      out = *sharing;
+    else
+      fail(field(key),
+           "expected \"per-rank\" or \"shared\", got " + describe(*value));
   }
 
+  const json::Array *readArray(StringRef key) {
+    const json::Value *value = lookup(key);
+    if (!value)
+      return nullptr;
+    if (const json::Array *array = value->getAsArray())
+      return array;
+    fail(field(key), "expected an array, got " + describe(*value));
+    return nullptr;
+  }
+
+  bool failed() const { return error.has_value(); }
+
+  /// Records a failure found outside the reader (in a nested object).
+  void fail(Error nested) {
+    if (!failed())
+      error = toString(std::move(nested));
+    else
+      consumeError(std::move(nested));
+  }
+
+  Error takeError() {
+    if (!failed())
+      return Error::success();
+    return createStringError(inconvertibleErrorCode(), *error);
+  }
+
+private:
   std::string field(StringRef key) const {
     return path.empty() ? key.str() : path + "." + key.str();
   }
 
-private:
+  void fail(const Twine &field, const Twine &reason) {
+    if (!failed())
+      error = (field + ": " + reason).str();
+  }
+
+  /// The field's value; null when absent (an error if required) or when an
+  /// earlier read failed.
+  const json::Value *lookup(StringRef key, bool required = true) {
+    if (failed())
+      return nullptr;
+    const json::Value *value = object.get(key);
+    if (!value && required)
+      fail(field(key), "missing");
+    return value;
+  }
+
   const json::Object &object;
   std::string path;
-  StringSet<> seen;
+  std::optional<std::string> error;
 };
 } // namespace
 
@@ -198,36 +341,18 @@ static Expected<Level> parseLevel(const json::Value &value,
                                   const std::string &path) {
   const json::Object *object = value.getAsObject();
   if (!object)
-    return fieldError(path, formatv("expected an object, got {0}", value));
-  ObjectReader reader(*object, path);
+    return fieldError(path, "expected an object, got " + describe(value));
+  FieldReader reader(*object, path);
+  reader.rejectUnknownFields(
+      {"name", "fanout", "up_GBps", "down_GBps", "latency_us", "uplink"});
   Level level;
-  Expected<std::string> name = reader.getString("name");
-  if (!name)
-    return name.takeError();
-  level.name = *name;
-  Expected<int64_t> fanout = reader.getInteger("fanout");
-  if (!fanout)
-    return fanout.takeError();
-  level.fanout = *fanout;
-  for (auto [key, slot] :
-       {std::pair<StringRef, double *>{"up_GBps", &level.upBandwidthGBps},
-        {"down_GBps", &level.downBandwidthGBps},
-        {"latency_us", &level.latencyUs}}) {
-    Expected<double> number = reader.getNumber(key);
-    if (!number)
-      return number.takeError();
-    *slot = *number;
-  }
-  Expected<std::string> uplink = reader.getString("uplink");
-  if (!uplink)
-    return uplink.takeError();
-  std::optional<LinkSharing> sharing = parseLinkSharing(*uplink);
-  if (!sharing)
-    return fieldError(reader.field("uplink"),
-                      "expected \"per-rank\" or \"shared\", got \"" + *uplink +
-                          "\"");
-  level.sharing = *sharing;
-  if (Error error = reader.rejectUnknownFields())
+  reader.readString("name", level.name);
+  reader.readFanout("fanout", level.fanout);
+  reader.readNumber("up_GBps", kBandwidthRule, level.upBandwidthGBps);
+  reader.readNumber("down_GBps", kBandwidthRule, level.downBandwidthGBps);
+  reader.readNumber("latency_us", kLatencyRule, level.latencyUs);
+  reader.readSharing("uplink", level.sharing);
+  if (Error error = reader.takeError())
     return std::move(error);
   return level;
 }
@@ -235,40 +360,60 @@ static Expected<Level> parseLevel(const json::Value &value,
 static Expected<Topology> parseTopology(const json::Value &root) {
   const json::Object *object = root.getAsObject();
   if (!object)
-    return fieldError("(root)", "expected an object");
-  ObjectReader reader(*object, "");
+    return fieldError("(root)", "expected an object, got " + describe(root));
+  FieldReader reader(*object, "");
+  reader.rejectUnknownFields({"name", "description", "levels"});
   Topology topology;
-  Expected<std::string> name = reader.getString("name");
-  if (!name)
-    return name.takeError();
-  topology.name = *name;
-  Expected<std::string> description =
-      reader.getString("description", /*required=*/false);
-  if (!description)
-    return description.takeError();
-  topology.description = *description;
-  Expected<const json::Value *> levels = reader.get("levels");
-  if (!levels)
-    return levels.takeError();
-  const json::Array *array = (*levels)->getAsArray();
-  if (!array)
-    return fieldError("levels",
-                      formatv("expected an array, got {0}", **levels));
-  for (const auto &[index, value] : enumerate(*array)) {
-    Expected<Level> level = parseLevel(value, formatv("levels[{0}]", index));
-    if (!level)
-      return level.takeError();
-    topology.levels.push_back(std::move(*level));
+  reader.readString("name", topology.name);
+  reader.readString("description", topology.description, /*required=*/false);
+  if (const json::Array *levels = reader.readArray("levels")) {
+    for (auto [index, value] : enumerate(*levels)) {
+      Expected<Level> level =
+          parseLevel(value, formatv("levels[{0}]", index).str());
+      if (!level) {
+        reader.fail(level.takeError());
+        break;
+      }
+      topology.levels.push_back(std::move(*level));
+    }
   }
-  if (Error error = reader.rejectUnknownFields())
+  if (Error error = reader.takeError())
     return std::move(error);
   if (Error error = verify(topology))
     return std::move(error);
   return topology;
 }
 
+/// Whether brackets outside strings nest deeper than `limit`. Malformed text
+/// is left for the JSON parser to diagnose.
+static bool nestsDeeperThan(StringRef text, int limit) {
+  int depth = 0;
+  bool inString = false;
+  for (size_t index = 0; index < text.size(); ++index) {
+    char c = text[index];
+    if (inString) {
+      if (c == '\\')
+        ++index;
+      else if (c == '"')
+        inString = false;
+    } else if (c == '"') {
+      inString = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit)
+        return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
 Expected<Topology> tamoe::topology::parseTopologyJSON(StringRef text,
                                                       StringRef source) {
+  if (nestsDeeperThan(text, kMaxJSONDepth))
+    return createStringError(inconvertibleErrorCode(),
+                             source + ": invalid JSON: nested deeper than " +
+                                 Twine(kMaxJSONDepth) + " levels");
   Expected<json::Value> root = json::parse(text);
   if (!root)
     return createStringError(

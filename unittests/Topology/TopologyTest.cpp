@@ -2,11 +2,17 @@
 
 #include "tamoe/Topology/Topology.h"
 
-#include "llvm/Support/FileSystem.h"
+#include "llvm/ADT/SmallString.h"
 #include "llvm/Support/Path.h"
+#include "llvm/Support/raw_ostream.h"
 #include "gtest/gtest.h"
 
+#include <cctype>
+#include <cmath>
+#include <limits>
+#include <ostream>
 #include <string>
+#include <vector>
 
 using namespace tamoe::topology;
 
@@ -18,204 +24,487 @@ std::string clusterPath(llvm::StringRef name) {
   return std::string(path);
 }
 
+Topology loadCluster(llvm::StringRef name) {
+  llvm::Expected<Topology> topology = loadTopologyFile(clusterPath(name));
+  if (!topology) {
+    ADD_FAILURE() << llvm::toString(topology.takeError());
+    return Topology();
+  }
+  return std::move(*topology);
+}
+
 /// The message of a failed parse ("" if it succeeded).
 std::string parseError(llvm::StringRef text) {
-  llvm::Expected<Topology> topology = parseTopologyJSON(text, "t.json");
+  llvm::Expected<Topology> topology = parseTopologyJSON(text, "bad.json");
   if (topology)
     return "";
   return llvm::toString(topology.takeError());
 }
 
-std::string withLevel(llvm::StringRef level) {
-  return (R"({"name": "t", "levels": [)" + level + "]}").str();
+/// The message of verify() ("" if the topology is valid).
+std::string verifyError(const Topology &topology) {
+  return llvm::toString(verify(topology));
 }
 
-constexpr const char *kGoodLevel =
-    R"({"name": "node", "fanout": 4, "up_GBps": 20, "down_GBps": 25,
-        "latency_us": 1.5, "uplink": "per-rank"})";
+std::string printJSON(const Topology &topology) {
+  std::string text;
+  llvm::raw_string_ostream(text) << toJSON(topology);
+  return text;
+}
+
+/// A topology with one level whose fields are `fields` (JSON members).
+std::string withLevelFields(llvm::StringRef fields) {
+  return (R"({"name": "t", "levels": [{)" + fields + "}]}").str();
+}
+
+/// A complete level with `field` replaced by `value` (or left out when
+/// `value` is empty).
+std::string levelWith(llvm::StringRef field, llvm::StringRef value) {
+  const std::pair<const char *, const char *> fields[] = {
+      {"name", R"("node")"}, {"fanout", "4"},       {"up_GBps", "20"},
+      {"down_GBps", "25"},   {"latency_us", "1.5"}, {"uplink", R"("shared")"}};
+  std::string text;
+  for (auto [key, defaultValue] : fields) {
+    llvm::StringRef chosen = key == field ? value : defaultValue;
+    if (chosen.empty())
+      continue;
+    if (!text.empty())
+      text += ", ";
+    text += "\"" + std::string(key) + "\": " + chosen.str();
+  }
+  return withLevelFields(text);
+}
+
+Level makeLevel(const char *name, int64_t fanout) {
+  return Level{name, fanout, 10, 10, 1, LinkSharing::PerRank};
+}
+
+//===----------------------------------------------------------------------===//
+// Reference clusters
+//===----------------------------------------------------------------------===//
 
 struct ClusterCase {
   const char *name;
   int64_t ranks;
-  size_t levels;
+  std::vector<int64_t> fanouts;
 };
 
 class ReferenceClusterTest : public testing::TestWithParam<ClusterCase> {};
 
 TEST_P(ReferenceClusterTest, ParsesAndRoundTrips) {
   const ClusterCase &expected = GetParam();
-  llvm::Expected<Topology> topology =
-      loadTopologyFile(clusterPath(expected.name));
-  ASSERT_TRUE(static_cast<bool>(topology))
-      << llvm::toString(topology.takeError());
-  EXPECT_EQ(topology->name, expected.name);
-  EXPECT_EQ(topology->numRanks(), expected.ranks);
-  EXPECT_EQ(topology->levels.size(), expected.levels);
-  EXPECT_FALSE(topology->description.empty());
+  Topology topology = loadCluster(expected.name);
+  EXPECT_EQ(topology.name, expected.name);
+  EXPECT_FALSE(topology.description.empty());
+  EXPECT_EQ(topology.numRanks(), expected.ranks);
+  ASSERT_EQ(topology.levels.size(), expected.fanouts.size());
+  for (size_t level = 0; level < expected.fanouts.size(); ++level)
+    EXPECT_EQ(topology.levels[level].fanout, expected.fanouts[level]) << level;
 
-  std::string text;
-  llvm::raw_string_ostream(text) << toJSON(*topology);
+  // JSON -> Topology -> JSON -> Topology -> JSON.
+  std::string text = printJSON(topology);
   llvm::Expected<Topology> again = parseTopologyJSON(text, "round-trip");
   ASSERT_TRUE(static_cast<bool>(again)) << llvm::toString(again.takeError());
-  EXPECT_EQ(*again, *topology);
+  EXPECT_EQ(*again, topology);
+  EXPECT_EQ(printJSON(*again), text);
 }
 
-INSTANTIATE_TEST_SUITE_P(Clusters, ReferenceClusterTest,
-                         testing::Values(ClusterCase{"dgx1-v100", 32, 2},
-                                         ClusterCase{"dgx-a100", 32, 2},
-                                         ClusterCase{"dgx-h100", 32, 2},
-                                         ClusterCase{"h800-deepseek", 32, 2},
-                                         ClusterCase{"pcie-ethernet", 16, 2},
-                                         ClusterCase{"two-tier-oversubscribed",
-                                                     128, 3},
-                                         ClusterCase{"gb200-nvl72", 144, 2}),
-                         [](const testing::TestParamInfo<ClusterCase> &info) {
-                           std::string name = info.param.name;
-                           for (char &c : name)
-                             if (!isalnum(static_cast<unsigned char>(c)))
-                               c = '_';
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Clusters, ReferenceClusterTest,
+    testing::Values(ClusterCase{"dgx1-v100", 32, {8, 4}},
+                    ClusterCase{"dgx-a100", 32, {8, 4}},
+                    ClusterCase{"dgx-h100", 32, {8, 4}},
+                    ClusterCase{"h800-deepseek", 32, {8, 4}},
+                    ClusterCase{"pcie-ethernet", 16, {4, 4}},
+                    ClusterCase{"two-tier-oversubscribed", 128, {8, 4, 4}},
+                    ClusterCase{"gb200-nvl72", 144, {72, 2}}),
+    [](const testing::TestParamInfo<ClusterCase> &info) {
+      std::string name = info.param.name;
+      for (char &c : name)
+        if (!std::isalnum(static_cast<unsigned char>(c)))
+          c = '_';
+      return name;
+    });
 
-TEST(TopologyTest, ClusterFigures) {
-  llvm::Expected<Topology> v100 = loadTopologyFile(clusterPath("dgx1-v100"));
-  ASSERT_TRUE(static_cast<bool>(v100)) << llvm::toString(v100.takeError());
-  EXPECT_EQ(v100->levels[0].upBandwidthGBps, 150);
-  EXPECT_EQ(v100->levels[1].sharing, LinkSharing::Shared);
-  EXPECT_EQ(v100->levels[1].upBandwidthGBps, 50);
-
-  llvm::Expected<Topology> a100 = loadTopologyFile(clusterPath("dgx-a100"));
-  ASSERT_TRUE(static_cast<bool>(a100)) << llvm::toString(a100.takeError());
-  EXPECT_EQ(a100->levels[1].sharing, LinkSharing::PerRank);
-  EXPECT_EQ(a100->levels[1].downBandwidthGBps, 25);
-
-  llvm::Expected<Topology> pcie =
-      loadTopologyFile(clusterPath("pcie-ethernet"));
-  ASSERT_TRUE(static_cast<bool>(pcie)) << llvm::toString(pcie.takeError());
-  EXPECT_EQ(pcie->levels[1].upBandwidthGBps, 12.5);
-  EXPECT_EQ(pcie->levels[1].latencyUs, 30);
+/// The figures of clusters.md that each file must carry.
+TEST(ClusterFiguresTest, Bandwidths) {
+  struct Figure {
+    const char *cluster;
+    size_t level;
+    double gbps;
+    LinkSharing sharing;
+  };
+  const Figure figures[] = {
+      {"dgx1-v100", 0, 150, LinkSharing::PerRank},
+      {"dgx1-v100", 1, 50, LinkSharing::Shared},
+      {"dgx-a100", 0, 300, LinkSharing::PerRank},
+      {"dgx-a100", 1, 25, LinkSharing::PerRank},
+      {"dgx-h100", 0, 450, LinkSharing::PerRank},
+      {"dgx-h100", 1, 50, LinkSharing::PerRank},
+      {"h800-deepseek", 0, 160, LinkSharing::PerRank},
+      {"h800-deepseek", 1, 50, LinkSharing::PerRank},
+      {"pcie-ethernet", 0, 25, LinkSharing::PerRank},
+      {"pcie-ethernet", 1, 12.5, LinkSharing::Shared},
+      {"two-tier-oversubscribed", 0, 300, LinkSharing::PerRank},
+      {"two-tier-oversubscribed", 1, 25, LinkSharing::PerRank},
+      {"two-tier-oversubscribed", 2, 12.5, LinkSharing::PerRank},
+      {"gb200-nvl72", 0, 900, LinkSharing::PerRank},
+      {"gb200-nvl72", 1, 100, LinkSharing::PerRank},
+  };
+  for (const Figure &figure : figures) {
+    Topology topology = loadCluster(figure.cluster);
+    ASSERT_LT(figure.level, topology.levels.size()) << figure.cluster;
+    const Level &level = topology.levels[figure.level];
+    EXPECT_EQ(level.upBandwidthGBps, figure.gbps)
+        << figure.cluster << " level " << figure.level;
+    EXPECT_EQ(level.downBandwidthGBps, figure.gbps)
+        << figure.cluster << " level " << figure.level;
+    EXPECT_EQ(level.sharing, figure.sharing)
+        << figure.cluster << " level " << figure.level;
+  }
 }
 
-TEST(TopologyTest, ParsesEveryField) {
-  llvm::Expected<Topology> topology =
-      parseTopologyJSON(R"({"name": "t", "description": "d", "levels": [)" +
-                            std::string(kGoodLevel) +
-                            R"(, {"name": "cluster", "fanout": 2, "up_GBps": 5,
-                "down_GBps": 6, "latency_us": 0, "uplink": "shared"}]})",
-                        "t.json");
+TEST(ClusterFiguresTest, NamesAndLatencies) {
+  Topology a100 = loadCluster("dgx-a100");
+  ASSERT_EQ(a100.levels.size(), 2u);
+  EXPECT_EQ(a100.levels[0].name, "node");
+  EXPECT_EQ(a100.levels[0].latencyUs, 3);
+  EXPECT_EQ(a100.levels[1].name, "cluster");
+  EXPECT_EQ(a100.levels[1].latencyUs, 7);
+
+  Topology pcie = loadCluster("pcie-ethernet");
+  ASSERT_EQ(pcie.levels.size(), 2u);
+  EXPECT_EQ(pcie.levels[1].latencyUs, 30);
+
+  Topology twoTier = loadCluster("two-tier-oversubscribed");
+  ASSERT_EQ(twoTier.levels.size(), 3u);
+  EXPECT_EQ(twoTier.levels[0].name, "node");
+  EXPECT_EQ(twoTier.levels[1].name, "leaf");
+  EXPECT_EQ(twoTier.levels[2].name, "spine");
+
+  Topology nvl72 = loadCluster("gb200-nvl72");
+  ASSERT_EQ(nvl72.levels.size(), 2u);
+  EXPECT_EQ(nvl72.levels[0].name, "rack");
+}
+
+//===----------------------------------------------------------------------===//
+// Parsing and printing
+//===----------------------------------------------------------------------===//
+
+TEST(TopologyJSONTest, ParsesEveryField) {
+  llvm::Expected<Topology> topology = parseTopologyJSON(
+      R"({"name": "t", "description": "d", "levels": [
+            {"name": "node", "fanout": 4, "up_GBps": 20, "down_GBps": 25,
+             "latency_us": 1.5, "uplink": "per-rank"},
+            {"name": "cluster", "fanout": 2, "up_GBps": 5.25,
+             "down_GBps": 6, "latency_us": 0, "uplink": "shared"}]})",
+      "t.json");
   ASSERT_TRUE(static_cast<bool>(topology))
       << llvm::toString(topology.takeError());
-  EXPECT_EQ(topology->description, "d");
-  ASSERT_EQ(topology->levels.size(), 2u);
-  const Level &node = topology->levels[0];
-  EXPECT_EQ(node.name, "node");
-  EXPECT_EQ(node.fanout, 4);
-  EXPECT_EQ(node.upBandwidthGBps, 20);
-  EXPECT_EQ(node.downBandwidthGBps, 25);
-  EXPECT_EQ(node.latencyUs, 1.5);
-  EXPECT_EQ(node.sharing, LinkSharing::PerRank);
-  EXPECT_EQ(topology->levels[1].sharing, LinkSharing::Shared);
-  EXPECT_EQ(topology->levels[1].latencyUs, 0);
+  Topology expected;
+  expected.name = "t";
+  expected.description = "d";
+  expected.levels = {Level{"node", 4, 20, 25, 1.5, LinkSharing::PerRank},
+                     Level{"cluster", 2, 5.25, 6, 0, LinkSharing::Shared}};
+  EXPECT_EQ(*topology, expected);
   EXPECT_EQ(topology->numRanks(), 8);
 }
 
-TEST(TopologyTest, TreeArithmetic) {
+/// The example of Topology.cpp and docs/topology.md, verbatim.
+TEST(TopologyJSONTest, DocumentedExample) {
+  llvm::Expected<Topology> topology = parseTopologyJSON(R"({
+  "name": "dgx-a100",
+  "description": "8 x A100 per node, NVSwitch; one HDR 200 Gb/s NIC per GPU",
+  "levels": [
+    {"name": "node",    "fanout": 8, "up_GBps": 300, "down_GBps": 300, "latency_us": 3, "uplink": "per-rank"},
+    {"name": "cluster", "fanout": 4, "up_GBps": 25,  "down_GBps": 25,  "latency_us": 7, "uplink": "per-rank"}
+  ]
+})",
+                                                        "example.json");
+  ASSERT_TRUE(static_cast<bool>(topology))
+      << llvm::toString(topology.takeError());
+  Topology expected;
+  expected.name = "dgx-a100";
+  expected.description =
+      "8 x A100 per node, NVSwitch; one HDR 200 Gb/s NIC per GPU";
+  expected.levels = {Level{"node", 8, 300, 300, 3, LinkSharing::PerRank},
+                     Level{"cluster", 4, 25, 25, 7, LinkSharing::PerRank}};
+  EXPECT_EQ(*topology, expected);
+  EXPECT_EQ(topology->numRanks(), 32);
+}
+
+TEST(TopologyJSONTest, DescriptionIsOptional) {
+  llvm::Expected<Topology> topology = parseTopologyJSON(levelWith("", ""), "");
+  ASSERT_TRUE(static_cast<bool>(topology))
+      << llvm::toString(topology.takeError());
+  EXPECT_EQ(topology->description, "");
+  // An empty description is left out of the JSON form.
+  EXPECT_EQ(printJSON(*topology),
+            R"({"levels":[{"down_GBps":25,"fanout":4,"latency_us":1.5,)"
+            R"("name":"node","up_GBps":20,"uplink":"shared"}],"name":"t"})");
+}
+
+TEST(TopologyJSONTest, IntegralFanoutWrittenAsFloat) {
+  llvm::Expected<Topology> topology =
+      parseTopologyJSON(levelWith("fanout", "8.0"), "t.json");
+  ASSERT_TRUE(static_cast<bool>(topology))
+      << llvm::toString(topology.takeError());
+  EXPECT_EQ(topology->levels[0].fanout, 8);
+}
+
+TEST(TopologyJSONTest, RoundTripsAwkwardValues) {
+  Topology topology;
+  topology.name = "quote\" and\nnewline";
+  topology.description = "µs, \t tab";
+  topology.levels = {
+      Level{"a", 1, 0.1, 1e-300, 0, LinkSharing::Shared},
+      Level{"b", 1 << 20, 1.7976931348623157e308, 1.0 / 3, 123456.789,
+            LinkSharing::PerRank},
+  };
+  ASSERT_EQ(verifyError(topology), "");
+  llvm::Expected<Topology> again =
+      parseTopologyJSON(printJSON(topology), "round-trip");
+  ASSERT_TRUE(static_cast<bool>(again)) << llvm::toString(again.takeError());
+  EXPECT_EQ(*again, topology);
+}
+
+TEST(TopologyJSONTest, LinkSharingNames) {
+  EXPECT_EQ(stringifyLinkSharing(LinkSharing::PerRank), "per-rank");
+  EXPECT_EQ(stringifyLinkSharing(LinkSharing::Shared), "shared");
+  EXPECT_EQ(parseLinkSharing("per-rank"), LinkSharing::PerRank);
+  EXPECT_EQ(parseLinkSharing("shared"), LinkSharing::Shared);
+  EXPECT_EQ(parseLinkSharing("per_rank"), std::nullopt);
+  EXPECT_EQ(parseLinkSharing(""), std::nullopt);
+}
+
+//===----------------------------------------------------------------------===//
+// Tree arithmetic
+//===----------------------------------------------------------------------===//
+
+TEST(TopologyTreeTest, ThreeLevels) {
   // 4 ranks per node, 2 nodes per leaf, 3 leaves: 24 ranks.
   Topology topology;
   topology.name = "t";
-  for (auto [name, fanout] :
-       {std::pair<const char *, int64_t>{"node", 4}, {"leaf", 2}, {"spine", 3}})
-    topology.levels.push_back(
-        Level{name, fanout, 10, 10, 1, LinkSharing::PerRank});
-  ASSERT_FALSE(static_cast<bool>(verify(topology)));
+  topology.levels = {makeLevel("node", 4), makeLevel("leaf", 2),
+                     makeLevel("spine", 3)};
+  ASSERT_EQ(verifyError(topology), "");
   EXPECT_EQ(topology.numRanks(), 24);
   EXPECT_EQ(topology.ranksPerSubtree(0), 4);
   EXPECT_EQ(topology.ranksPerSubtree(1), 8);
   EXPECT_EQ(topology.ranksPerSubtree(2), 24);
+  EXPECT_EQ(topology.ranksPerSubtree(3), 24);
   EXPECT_EQ(topology.lowestCommonLevel(5, 5), -1);
+  EXPECT_EQ(topology.lowestCommonLevel(0, 3), 0);
   EXPECT_EQ(topology.lowestCommonLevel(4, 7), 0);
   EXPECT_EQ(topology.lowestCommonLevel(3, 4), 1);
   EXPECT_EQ(topology.lowestCommonLevel(0, 7), 1);
   EXPECT_EQ(topology.lowestCommonLevel(7, 8), 2);
+  EXPECT_EQ(topology.lowestCommonLevel(16, 15), 2);
   EXPECT_EQ(topology.lowestCommonLevel(23, 0), 2);
+  EXPECT_EQ(topology.lowestCommonLevel(22, 23), 0);
 }
 
-TEST(TopologyTest, JSONErrors) {
-  struct Case {
-    std::string text;
-    const char *message;
-  };
-  const Case cases[] = {
-      {"{", "t.json: invalid JSON: [1:1, byte=1]: Expected object key"},
-      {"[]", "t.json: (root): expected an object"},
-      {"{}", "t.json: name: missing"},
-      {R"({"name": 3, "levels": []})", "t.json: name: expected a string, "
-                                       "got 3"},
-      {R"({"name": "", "levels": [)" + std::string(kGoodLevel) + "]}",
-       "t.json: name: must not be empty"},
-      {R"({"name": "t"})", "t.json: levels: missing"},
-      {R"({"name": "t", "levels": {}})",
-       "t.json: levels: expected an array, got {}"},
-      {R"({"name": "t", "levels": []})",
-       "t.json: levels: expected at least one level"},
-      {R"({"name": "t", "levels": [], "nmae": 1})",
-       "t.json: (root): unknown field 'nmae'"},
-      {R"({"name": "t", "description": null, "levels": []})",
-       "t.json: description: expected a string, got null"},
-      {withLevel("7"), "t.json: levels[0]: expected an object, got 7"},
-      {withLevel(R"({"fanout": 4})"), "t.json: levels[0].name: missing"},
-      {withLevel(R"({"name": "n", "fanout": 2.5})"),
-       "t.json: levels[0].fanout: expected an integer, got 2.5"},
-      {withLevel(R"({"name": "n", "fanout": "8"})"),
-       "t.json: levels[0].fanout: expected an integer, got \"8\""},
-      {withLevel(R"({"name": "n", "fanout": 4})"),
-       "t.json: levels[0].up_GBps: missing"},
-      {withLevel(R"({"name": "n", "fanout": 4, "up_GBps": "fast"})"),
-       "t.json: levels[0].up_GBps: expected a number, got \"fast\""},
-      {withLevel(R"({"name": "n", "fanout": 4, "up_GBps": 1, "down_GBps": 1,
-                     "latency_us": 1, "uplink": "dedicated"})"),
-       "t.json: levels[0].uplink: expected \"per-rank\" or \"shared\", got "
-       "\"dedicated\""},
-      {withLevel(R"({"name": "n", "fanot": 4, "fanout": 4, "up_GBps": 1,
-                     "down_GBps": 1, "latency_us": 1, "uplink": "shared"})"),
-       "t.json: levels[0]: unknown field 'fanot'"},
-      {withLevel(R"({"name": "n", "fanout": 0, "up_GBps": 1, "down_GBps": 1,
-                     "latency_us": 1, "uplink": "shared"})"),
-       "t.json: levels[0].fanout: expected an integer in [1, 1048576], got "
-       "0"},
-      {withLevel(R"({"name": "n", "fanout": 4, "up_GBps": 0, "down_GBps": 1,
-                     "latency_us": 1, "uplink": "shared"})"),
-       "t.json: levels[0].up_GBps: expected a number > 0, got 0"},
-      {withLevel(R"({"name": "n", "fanout": 4, "up_GBps": 1, "down_GBps": -2,
-                     "latency_us": 1, "uplink": "shared"})"),
-       "t.json: levels[0].down_GBps: expected a number > 0, got -2"},
-      {withLevel(R"({"name": "n", "fanout": 4, "up_GBps": 1, "down_GBps": 1,
-                     "latency_us": -1, "uplink": "shared"})"),
-       "t.json: levels[0].latency_us: expected a number >= 0, got -1"},
-      {withLevel(std::string(kGoodLevel) + ", " + kGoodLevel),
-       "t.json: levels[1].name: duplicate level name 'node'"},
-      {withLevel(R"({"name": "", "fanout": 4, "up_GBps": 1, "down_GBps": 1,
-                     "latency_us": 1, "uplink": "shared"})"),
-       "t.json: levels[0].name: must not be empty"},
-      {withLevel(R"({"name": "a", "fanout": 4096, "up_GBps": 1, "down_GBps": 1,
-                     "latency_us": 1, "uplink": "shared"},
-                    {"name": "b", "fanout": 8192, "up_GBps": 1, "down_GBps": 1,
-                     "latency_us": 1, "uplink": "shared"})"),
-       "t.json: levels[1].fanout: the tree has more than 16777216 ranks"},
-  };
-  for (const Case &c : cases)
-    EXPECT_EQ(parseError(c.text), c.message) << "input: " << c.text;
+TEST(TopologyTreeTest, MatchesDefinitionOnEveryPair) {
+  Topology topology;
+  topology.name = "t";
+  topology.levels = {makeLevel("node", 3), makeLevel("leaf", 2),
+                     makeLevel("spine", 2)};
+  for (int64_t a = 0; a < topology.numRanks(); ++a)
+    for (int64_t b = 0; b < topology.numRanks(); ++b) {
+      int expected = -1;
+      if (a != b)
+        for (int level = 0; level < 3 && expected < 0; ++level)
+          if (a / topology.ranksPerSubtree(level) ==
+              b / topology.ranksPerSubtree(level))
+            expected = level;
+      EXPECT_EQ(topology.lowestCommonLevel(a, b), expected) << a << ", " << b;
+    }
 }
 
-TEST(TopologyTest, ErrorsAreOneLine) {
-  for (const char *text : {"{", "{\n\"name\": \n}", "[1,\n2"}) {
-    std::string message = parseError(text);
-    EXPECT_FALSE(message.empty());
-    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-  }
+TEST(TopologyTreeTest, OneLevel) {
+  Topology topology;
+  topology.name = "t";
+  topology.levels = {makeLevel("node", 1)};
+  EXPECT_EQ(verifyError(topology), "");
+  EXPECT_EQ(topology.numRanks(), 1);
+  EXPECT_EQ(topology.lowestCommonLevel(0, 0), -1);
+  EXPECT_EQ(Topology().numRanks(), 0);
 }
 
-TEST(TopologyTest, MissingFile) {
+//===----------------------------------------------------------------------===//
+// Errors
+//===----------------------------------------------------------------------===//
+
+struct ErrorCase {
+  std::string text;
+  std::string message;
+};
+
+/// Names a failing case by its input rather than by its bytes.
+void PrintTo(const ErrorCase &errorCase, std::ostream *os) {
+  *os << errorCase.text.substr(0, 200);
+}
+
+class TopologyErrorTest : public testing::TestWithParam<ErrorCase> {};
+
+TEST_P(TopologyErrorTest, ExactMessage) {
+  std::string message = parseError(GetParam().text);
+  EXPECT_EQ(message, GetParam().message) << "input: " << GetParam().text;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+}
+
+const ErrorCase kErrorCases[] = {
+    // Malformed JSON.
+    {"{", "bad.json: invalid JSON: [1:1, byte=1]: Expected object key"},
+    {"", "bad.json: invalid JSON: [1:0, byte=0]: Unexpected EOF"},
+    {"{\n\"name\": \n}",
+     "bad.json: invalid JSON: [3:1, byte=12]: Invalid JSON value"},
+    {"{\"name\": \"\xff\"}",
+     "bad.json: invalid JSON: [1:10, byte=10]: Invalid UTF-8 sequence"},
+    {std::string(100000, '[') + std::string(100000, ']'),
+     "bad.json: invalid JSON: nested deeper than 64 levels"},
+    {R"({"name": "t", "levels": [")" + std::string(100000, '[') + R"("]})",
+     "bad.json: levels[0]: expected an object, got \"[[[[[[[[[[[[[[[[[[[[[[["
+     "[[[[[[[[[[[[[[[[..."},
+    // The root.
+    {"[]", "bad.json: (root): expected an object, got []"},
+    {"null", "bad.json: (root): expected an object, got null"},
+    {"{}", "bad.json: name: missing"},
+    {R"({"name": "t", "levels": [], "nmae": 1})",
+     "bad.json: (root): unknown field 'nmae'"},
+    // Unknown fields are reported before missing ones, the first in sorted
+    // order.
+    {R"({"zz": 1, "nmae": "t", "levels": []})",
+     "bad.json: (root): unknown field 'nmae'"},
+    {R"({"name": "t", "levels": [], "a\nb": 1})",
+     "bad.json: (root): unknown field 'a\\nb'"},
+    // name and description.
+    {R"({"name": 3, "levels": []})",
+     "bad.json: name: expected a string, got 3"},
+    {R"({"name": null, "levels": []})",
+     "bad.json: name: expected a string, got null"},
+    {R"({"name": "", "levels": [{"name": "node", "fanout": 4, "up_GBps": 1,
+         "down_GBps": 1, "latency_us": 1, "uplink": "shared"}]})",
+     "bad.json: name: must not be empty"},
+    {R"({"name": "t", "description": null, "levels": []})",
+     "bad.json: description: expected a string, got null"},
+    {R"({"name": "t", "description": ["d"], "levels": []})",
+     "bad.json: description: expected a string, got [\"d\"]"},
+    // levels.
+    {R"({"name": "t"})", "bad.json: levels: missing"},
+    {R"({"name": "t", "levels": {}})",
+     "bad.json: levels: expected an array, got {}"},
+    {R"({"name": "t", "levels": "node"})",
+     "bad.json: levels: expected an array, got \"node\""},
+    {R"({"name": "t", "levels": []})",
+     "bad.json: levels: expected at least one level"},
+    {R"({"name": "t", "levels": [7]})",
+     "bad.json: levels[0]: expected an object, got 7"},
+    {R"({"name": "t", "levels": [[]]})",
+     "bad.json: levels[0]: expected an object, got []"},
+    {withLevelFields(R"("name": "n", "fanot": 4, "up_GBps": 1, "down_GBps": 1,
+                        "latency_us": 1, "uplink": "shared")"),
+     "bad.json: levels[0]: unknown field 'fanot'"},
+    {withLevelFields(R"("name": "n", "fanout": 4, "fanot": 4, "up_GBps": 1,
+                        "down_GBps": 1, "latency_us": 1, "uplink": "shared")"),
+     "bad.json: levels[0]: unknown field 'fanot'"},
+    {withLevelFields(""), "bad.json: levels[0].name: missing"},
+    {levelWith("name", ""), "bad.json: levels[0].name: missing"},
+    {levelWith("name", "1"),
+     "bad.json: levels[0].name: expected a string, got 1"},
+    {levelWith("name", R"("")"), "bad.json: levels[0].name: must not be empty"},
+    {R"({"name": "t", "levels": [
+        {"name": "node", "fanout": 4, "up_GBps": 1, "down_GBps": 1,
+         "latency_us": 1, "uplink": "shared"},
+        {"name": "node", "fanout": 4, "up_GBps": 1, "down_GBps": 1,
+         "latency_us": 1, "uplink": "shared"}]})",
+     "bad.json: levels[1].name: duplicate level name 'node'"},
+    // The first bad level is reported.
+    {R"({"name": "t", "levels": [
+        {"name": "node", "fanout": 4, "up_GBps": 1, "down_GBps": 1,
+         "latency_us": 1, "uplink": "shared"},
+        {"name": "x", "fanout": 0},
+        {"name": "y"}]})",
+     "bad.json: levels[1].fanout: expected an integer >= 1, got 0"},
+    // fanout.
+    {levelWith("fanout", ""), "bad.json: levels[0].fanout: missing"},
+    {levelWith("fanout", "0"),
+     "bad.json: levels[0].fanout: expected an integer >= 1, got 0"},
+    {levelWith("fanout", "-3"),
+     "bad.json: levels[0].fanout: expected an integer >= 1, got -3"},
+    {levelWith("fanout", "2.5"),
+     "bad.json: levels[0].fanout: expected an integer >= 1, got 2.5"},
+    {levelWith("fanout", "0.1"),
+     "bad.json: levels[0].fanout: expected an integer >= 1, got 0.1"},
+    {levelWith("fanout", R"("8")"),
+     "bad.json: levels[0].fanout: expected an integer >= 1, got \"8\""},
+    {levelWith("fanout", "null"),
+     "bad.json: levels[0].fanout: expected an integer >= 1, got null"},
+    {levelWith("fanout", "true"),
+     "bad.json: levels[0].fanout: expected an integer >= 1, got true"},
+    {levelWith("fanout", "1e999"),
+     "bad.json: levels[0].fanout: expected an integer >= 1, got inf"},
+    {levelWith("fanout", "1048577"),
+     "bad.json: levels[0].fanout: expected an integer <= 1048576, got 1048577"},
+    {levelWith("fanout", "1e300"),
+     "bad.json: levels[0].fanout: expected an integer <= 1048576, got 1e+300"},
+    {levelWith("fanout", "9223372036854775808"),
+     "bad.json: levels[0].fanout: expected an integer <= 1048576, got "
+     "9223372036854775808"},
+    {levelWith("fanout", "18446744073709551615"),
+     "bad.json: levels[0].fanout: expected an integer <= 1048576, got "
+     "18446744073709551615"},
+    {levelWith("fanout", "99999999999999999999999"),
+     "bad.json: levels[0].fanout: expected an integer <= 1048576, got 1e+23"},
+    {R"({"name": "t", "levels": [
+        {"name": "a", "fanout": 4096, "up_GBps": 1, "down_GBps": 1,
+         "latency_us": 1, "uplink": "shared"},
+        {"name": "b", "fanout": 4097, "up_GBps": 1, "down_GBps": 1,
+         "latency_us": 1, "uplink": "shared"}]})",
+     "bad.json: levels[1].fanout: the tree has more than 16777216 ranks"},
+    // Bandwidths.
+    {levelWith("up_GBps", ""), "bad.json: levels[0].up_GBps: missing"},
+    {levelWith("down_GBps", ""), "bad.json: levels[0].down_GBps: missing"},
+    {levelWith("up_GBps", "0"),
+     "bad.json: levels[0].up_GBps: expected a number > 0, got 0"},
+    {levelWith("up_GBps", "-0.0"),
+     "bad.json: levels[0].up_GBps: expected a number > 0, got -0"},
+    {levelWith("down_GBps", "-2"),
+     "bad.json: levels[0].down_GBps: expected a number > 0, got -2"},
+    {levelWith("up_GBps", R"("fast")"),
+     "bad.json: levels[0].up_GBps: expected a number > 0, got \"fast\""},
+    {levelWith("down_GBps", "{}"),
+     "bad.json: levels[0].down_GBps: expected a number > 0, got {}"},
+    {levelWith("up_GBps", "1e999"),
+     "bad.json: levels[0].up_GBps: expected a number > 0, got inf"},
+    {levelWith("down_GBps", "-1e999"),
+     "bad.json: levels[0].down_GBps: expected a number > 0, got -inf"},
+    // Latency.
+    {levelWith("latency_us", ""), "bad.json: levels[0].latency_us: missing"},
+    {levelWith("latency_us", "-1"),
+     "bad.json: levels[0].latency_us: expected a number >= 0, got -1"},
+    {levelWith("latency_us", "-0.25"),
+     "bad.json: levels[0].latency_us: expected a number >= 0, got -0.25"},
+    {levelWith("latency_us", "1e999"),
+     "bad.json: levels[0].latency_us: expected a number >= 0, got inf"},
+    {levelWith("latency_us", "false"),
+     "bad.json: levels[0].latency_us: expected a number >= 0, got false"},
+    // uplink.
+    {levelWith("uplink", ""), "bad.json: levels[0].uplink: missing"},
+    {levelWith("uplink", R"("dedicated")"),
+     "bad.json: levels[0].uplink: expected \"per-rank\" or \"shared\", got "
+     "\"dedicated\""},
+    {levelWith("uplink", "1"),
+     "bad.json: levels[0].uplink: expected \"per-rank\" or \"shared\", got 1"},
+    {levelWith("uplink", R"("per_rank\nshared")"),
+     "bad.json: levels[0].uplink: expected \"per-rank\" or \"shared\", got "
+     "\"per_rank\\nshared\""},
+};
+
+INSTANTIATE_TEST_SUITE_P(Messages, TopologyErrorTest,
+                         testing::ValuesIn(kErrorCases));
+
+TEST(TopologyFileTest, MissingFile) {
   llvm::Expected<Topology> topology =
       loadTopologyFile("/nonexistent/cluster.json");
   ASSERT_FALSE(static_cast<bool>(topology));
@@ -224,22 +513,85 @@ TEST(TopologyTest, MissingFile) {
             "directory");
 }
 
-TEST(TopologyTest, VerifyRejectsNonFinite) {
-  Topology topology;
-  topology.name = "t";
-  topology.levels.push_back(
-      Level{"node", 2, std::nan(""), 1, 0, LinkSharing::PerRank});
-  llvm::Error error = verify(topology);
-  ASSERT_TRUE(static_cast<bool>(error));
-  EXPECT_EQ(llvm::toString(std::move(error)),
-            "levels[0].up_GBps: expected a number > 0, got nan");
+TEST(TopologyFileTest, DirectoryIsNotAFile) {
+  // A directory reads as a file that cannot be read.
+  llvm::Expected<Topology> topology = loadTopologyFile(TAMOE_SOURCE_DIR);
+  ASSERT_FALSE(static_cast<bool>(topology));
+  EXPECT_EQ(llvm::toString(topology.takeError()),
+            std::string(TAMOE_SOURCE_DIR) +
+                ": cannot read file: Is a directory");
 }
 
-TEST(TopologyTest, LinkSharingNames) {
-  EXPECT_EQ(stringifyLinkSharing(LinkSharing::PerRank), "per-rank");
-  EXPECT_EQ(stringifyLinkSharing(LinkSharing::Shared), "shared");
-  EXPECT_EQ(parseLinkSharing("shared"), LinkSharing::Shared);
-  EXPECT_EQ(parseLinkSharing("per_rank"), std::nullopt);
+TEST(TopologyVerifyTest, MessagesHaveNoSource) {
+  Topology topology;
+  EXPECT_EQ(verifyError(topology), "name: must not be empty");
+  topology.name = "t";
+  EXPECT_EQ(verifyError(topology), "levels: expected at least one level");
+
+  topology.levels = {makeLevel("node", 0)};
+  EXPECT_EQ(verifyError(topology),
+            "levels[0].fanout: expected an integer >= 1, got 0");
+  topology.levels = {makeLevel("node", std::numeric_limits<int64_t>::max())};
+  EXPECT_EQ(verifyError(topology),
+            "levels[0].fanout: expected an integer <= 1048576, got "
+            "9223372036854775807");
+  topology.levels = {makeLevel("node", 1 << 20), makeLevel("rack", 17)};
+  EXPECT_EQ(verifyError(topology),
+            "levels[1].fanout: the tree has more than 16777216 ranks");
+  topology.levels = {makeLevel("node", 1 << 20), makeLevel("rack", 16)};
+  EXPECT_EQ(verifyError(topology), "");
+
+  topology.levels = {makeLevel("node", 2), makeLevel("", 2)};
+  EXPECT_EQ(verifyError(topology), "levels[1].name: must not be empty");
+  topology.levels = {makeLevel("a\nb", 2), makeLevel("a\nb", 2)};
+  EXPECT_EQ(verifyError(topology),
+            "levels[1].name: duplicate level name 'a\\nb'");
+}
+
+TEST(TopologyVerifyTest, RejectsNonFiniteNumbers) {
+  Topology topology;
+  topology.name = "t";
+  topology.levels = {makeLevel("node", 2)};
+  topology.levels[0].upBandwidthGBps = std::nan("");
+  EXPECT_EQ(verifyError(topology),
+            "levels[0].up_GBps: expected a number > 0, got nan");
+  topology.levels[0].upBandwidthGBps = 1;
+  topology.levels[0].downBandwidthGBps = HUGE_VAL;
+  EXPECT_EQ(verifyError(topology),
+            "levels[0].down_GBps: expected a number > 0, got inf");
+  topology.levels[0].downBandwidthGBps = 1;
+  topology.levels[0].latencyUs = std::nan("");
+  EXPECT_EQ(verifyError(topology),
+            "levels[0].latency_us: expected a number >= 0, got nan");
+}
+
+TEST(TopologyVerifyTest, RejectsInvalidUTF8) {
+  Topology topology;
+  topology.name = "\xff";
+  topology.levels = {makeLevel("node", 2)};
+  EXPECT_EQ(verifyError(topology), "name: must be valid UTF-8");
+  topology.name = "t";
+  topology.description = "\xc3";
+  EXPECT_EQ(verifyError(topology), "description: must be valid UTF-8");
+  topology.description = "";
+  topology.levels = {makeLevel("\xe2\x82", 2)};
+  EXPECT_EQ(verifyError(topology), "levels[0].name: must be valid UTF-8");
+}
+
+TEST(TopologyMessageTest, LongValuesAreCut) {
+  std::string name(100, 'x');
+  EXPECT_EQ(parseError(levelWith("uplink", "\"" + name + "\"")),
+            "bad.json: levels[0].uplink: expected \"per-rank\" or \"shared\", "
+            "got \"" +
+                std::string(39, 'x') + "...");
+  // Cuts fall between UTF-8 characters ("é" is 2 bytes).
+  std::string accents;
+  for (int i = 0; i < 30; ++i)
+    accents += "\xc3\xa9";
+  EXPECT_EQ(parseError(levelWith("uplink", "\"" + accents + "\"")),
+            "bad.json: levels[0].uplink: expected \"per-rank\" or \"shared\", "
+            "got \"" +
+                accents.substr(0, 38) + "...");
 }
 
 } // namespace

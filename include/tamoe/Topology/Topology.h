@@ -57,28 +57,38 @@ struct Topology {
 
   bool operator==(const Topology &other) const;
 
-  /// Number of ranks: the product of all fanouts.
+  /// Number of ranks: the product of all fanouts (0 without levels).
   int64_t numRanks() const;
-  /// Ranks under one subtree of `level` (product of fanouts up to it).
+  /// Ranks under one subtree of `level`: the product of the fanouts of levels
+  /// 0..level (all of them when `level` is past the top).
   int64_t ranksPerSubtree(size_t level) const;
-  /// Level of the lowest common ancestor of two ranks; -1 when a == b.
+  /// Level of the lowest common ancestor of ranks `a` and `b` in
+  /// [0, numRanks()), numbered so that rank = node * levels[0].fanout + local:
+  /// the smallest l with a / ranksPerSubtree(l) == b / ranksPerSubtree(l);
+  /// -1 when a == b.
   int lowestCommonLevel(int64_t a, int64_t b) const;
 };
 
-/// Checks every invariant (non-empty name and levels, unique level names,
-/// fanout >= 1, bandwidths > 0 and finite, latency >= 0 and finite). The
-/// error text names the field, e.g. "levels[1].fanout: must be >= 1".
+/// Checks every invariant (non-empty UTF-8 names, at least one level, unique
+/// level names, integral fanout in [1, 2^20] with at most 2^24 ranks in all,
+/// bandwidths > 0 and finite, latency >= 0 and finite). The error is one line
+/// that names the field, e.g. "levels[1].fanout: expected an integer >= 1,
+/// got 0".
 llvm::Error verify(const Topology &topology);
 
-/// Parses and verifies a topology from JSON text. `source` names the text in
-/// error messages ("<source>: <field>: <reason>", one line).
+/// Parses and verifies a topology from JSON text (the format is documented in
+/// Topology.cpp and docs/topology.md). `source` names the text in error
+/// messages ("<source>: <field>: <reason>", one line). Unknown fields are
+/// errors.
 llvm::Expected<Topology> parseTopologyJSON(llvm::StringRef text,
                                            llvm::StringRef source);
 
-/// Reads and parses a topology file.
+/// Reads and parses a topology file; a file that cannot be read gives
+/// "<path>: cannot read file: <reason>".
 llvm::Expected<Topology> loadTopologyFile(llvm::StringRef path);
 
-/// The JSON form, the inverse of parseTopologyJSON.
+/// The JSON form of a verified topology, the inverse of parseTopologyJSON.
+/// "description" is left out when empty.
 llvm::json::Value toJSON(const Topology &topology);
 
 } // namespace tamoe::topology

@@ -27,7 +27,7 @@ module {
 // -----
 
 // The attribute obeys the rules of topology files (one verifier for both).
-// expected-error @+1 {{invalid topology: levels[0].fanout: expected an integer in [1, 1048576], got 0}}
+// expected-error @+1 {{invalid topology: levels[0].fanout: expected an integer >= 1, got 0}}
 module attributes {tamoe.topology = #tamoe.topology<"t", [<"node", fanout = 0, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>]>} {}
 
 // -----
