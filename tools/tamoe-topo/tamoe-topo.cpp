@@ -1,25 +1,35 @@
-//===- tamoe-topo.cpp - Inspect and convert cluster topologies ------------===//
+//===- tamoe-topo.cpp - Topologies, cost model and dispatch plans ---------===//
 //
-// tamoe-topo check FILE.json     validate a topology file, print a summary
-// tamoe-topo to-attr FILE.json   print it as a module's #tamoe.topology
-// tamoe-topo to-json FILE.mlir   print a module's tamoe.topology as JSON
+// tamoe-topo check FILE.json       validate a topology file, summarise it
+// tamoe-topo to-attr FILE.json     print it as a module's #tamoe.topology
+// tamoe-topo to-json FILE.mlir     print a module's tamoe.topology as JSON
+// tamoe-topo plan FILE.json        every policy's pattern and predicted times
+// tamoe-topo compare FILE.json...  policies x clusters, ratio to uniform
+// tamoe-topo explain FILE.json     per-link loads and the bottleneck
 //
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+#include "tamoe/Planner/Policies.h"
 #include "tamoe/Topology/Topology.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
+#include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
+#include <cmath>
+
 using namespace llvm;
+using namespace tamoe::planner;
 namespace topo = tamoe::topology;
 
 static cl::SubCommand checkCommand("check",
@@ -29,28 +39,433 @@ static cl::SubCommand
                   "Print a topology file as a module's #tamoe.topology");
 static cl::SubCommand toJSONCommand(
     "to-json", "Print the tamoe.topology attribute of an MLIR module as JSON");
-static cl::opt<std::string> inputPath(cl::Positional, cl::Required,
-                                      cl::desc("<input file>"),
-                                      cl::sub(checkCommand),
-                                      cl::sub(toAttrCommand),
-                                      cl::sub(toJSONCommand));
+static cl::SubCommand
+    planCommand("plan", "Print every policy's target pattern, deviation and "
+                        "predicted all-to-all time");
+static cl::SubCommand compareCommand("compare",
+                                     "Table of policies x clusters: predicted "
+                                     "all-to-all time and ratio to uniform");
+static cl::SubCommand
+    explainCommand("explain", "Per-link loads of one policy and schedule, "
+                              "and which link is the bottleneck");
+
+static cl::opt<std::string>
+    inputPath(cl::Positional, cl::Required, cl::desc("<input file>"),
+              cl::sub(checkCommand), cl::sub(toAttrCommand),
+              cl::sub(toJSONCommand), cl::sub(planCommand),
+              cl::sub(explainCommand));
+static cl::list<std::string> clusterPaths(cl::Positional, cl::OneOrMore,
+                                          cl::desc("<topology files>"),
+                                          cl::sub(compareCommand));
+
+// Workload and policy options, shared by plan, compare and explain.
+static cl::OptionCategory plannerOptions("Workload and policy options");
+#define PLANNER_SUBCOMMANDS                                                    \
+  cl::sub(planCommand), cl::sub(compareCommand), cl::sub(explainCommand),      \
+      cl::cat(plannerOptions)
+static cl::opt<int64_t> tokens("tokens", cl::desc("Tokens per rank"),
+                               cl::init(4096), PLANNER_SUBCOMMANDS);
+static cl::opt<int64_t> hidden("hidden", cl::desc("Hidden size"),
+                               cl::init(4096), PLANNER_SUBCOMMANDS);
+static cl::opt<std::string>
+    dtype("dtype",
+          cl::desc("Element type of a token row: fp8, bf16, fp16, "
+                   "fp32"),
+          cl::init("bf16"), PLANNER_SUBCOMMANDS);
+static cl::opt<int64_t> topK("topk", cl::desc("Experts per token"), cl::init(2),
+                             PLANNER_SUBCOMMANDS);
+static cl::opt<double> rho("rho",
+                           cl::desc("optimal: least fraction of the uniform "
+                                    "share kept for every destination"),
+                           cl::init(PolicyOptions().rho), PLANNER_SUBCOMMANDS);
+static cl::opt<double> beta("beta",
+                            cl::desc("optimal: largest multiple of the uniform "
+                                     "share for any destination"),
+                            cl::init(PolicyOptions().beta),
+                            PLANNER_SUBCOMMANDS);
+static cl::opt<double>
+    crossNodeCap("cross-node-cap",
+                 cl::desc("fastermoe: largest fraction leaving the node"),
+                 cl::init(PolicyOptions().crossNodeCap), PLANNER_SUBCOMMANDS);
+static cl::opt<int64_t> maxNodes("max-nodes",
+                                 cl::desc("node-limited: nodes per token"),
+                                 cl::init(PolicyOptions().maxNodes),
+                                 PLANNER_SUBCOMMANDS);
+static cl::opt<int64_t>
+    topFanout("top-fanout",
+              cl::desc("Replace the outermost level's fanout (scale the "
+                       "cluster out or in)"),
+              cl::init(0), PLANNER_SUBCOMMANDS);
+static cl::opt<std::string>
+    policyName("policy", cl::desc("explain, --svg: the policy"),
+               cl::init("tamoe"), cl::sub(explainCommand), cl::sub(planCommand),
+               cl::cat(plannerOptions));
+static cl::opt<std::string>
+    scheduleName("schedule",
+                 cl::desc("explain: flat, hierarchical or hierarchical+dedup "
+                          "(default: the fastest)"),
+                 cl::init(""), cl::sub(explainCommand),
+                 cl::cat(plannerOptions));
+static cl::opt<std::string>
+    svgPath("svg", cl::desc("plan: draw the --policy pattern as a heat map"),
+            cl::value_desc("file"), cl::sub(planCommand),
+            cl::cat(plannerOptions));
 
 static int fail(const Twine &message) {
   WithColor::error(errs(), "tamoe-topo") << message << "\n";
   return 1;
 }
 
-static void printSummary(const topo::Topology &topology) {
+//===----------------------------------------------------------------------===//
+// Inputs
+//===----------------------------------------------------------------------===//
+
+static Expected<topo::Topology> loadTopology(StringRef path) {
+  Expected<topo::Topology> topology = topo::loadTopologyFile(path);
+  if (!topology || topFanout.getNumOccurrences() == 0)
+    return topology;
+  topology->levels.back().fanout = topFanout;
+  if (Error error = topo::verify(*topology))
+    return createStringError(inconvertibleErrorCode(),
+                             "--top-fanout: " + toString(std::move(error)));
+  return topology;
+}
+
+static Expected<Workload> workloadFromOptions() {
+  std::optional<int64_t> bytes = StringSwitch<std::optional<int64_t>>(dtype)
+                                     .Case("fp8", 1)
+                                     .Cases("bf16", "fp16", 2)
+                                     .Case("fp32", 4)
+                                     .Default(std::nullopt);
+  if (!bytes)
+    return createStringError(
+        inconvertibleErrorCode(),
+        "--dtype: expected fp8, bf16, fp16 or fp32, got '" + dtype + "'");
+  Workload workload{tokens, hidden, *bytes, topK};
+  if (Error error = verify(workload))
+    return createStringError(inconvertibleErrorCode(),
+                             "workload: " + toString(std::move(error)));
+  return workload;
+}
+
+static Expected<PolicyOptions> policyOptionsFromFlags() {
+  PolicyOptions options{rho, beta, crossNodeCap, maxNodes};
+  if (Error error = verify(options))
+    return createStringError(inconvertibleErrorCode(),
+                             "--" + toString(std::move(error)));
+  return options;
+}
+
+static Expected<Policy> policyFromFlag() {
+  if (std::optional<Policy> policy = parsePolicy(policyName))
+    return *policy;
+  return createStringError(inconvertibleErrorCode(),
+                           "--policy: unknown policy '" + policyName +
+                               "' (uniform, tamoe, optimal, fastermoe, "
+                               "node-limited)");
+}
+
+//===----------------------------------------------------------------------===//
+// Reports
+//===----------------------------------------------------------------------===//
+
+static std::string describeTree(const topo::Topology &topology) {
+  std::string text = formatv("{0} ranks (", topology.numRanks());
+  for (auto [index, level] : enumerate(topology.levels))
+    text += formatv("{0}{1} x{2}", index ? ", " : "", level.name, level.fanout);
+  return text + ")";
+}
+
+static void printWorkload(const Workload &workload) {
+  outs() << formatv("workload: {0} tokens x {1} hidden x {2} B, top-{3} per "
+                    "rank: {4} MiB of assignments\n",
+                    workload.tokensPerRank, workload.hidden,
+                    workload.bytesPerElement, workload.topK,
+                    format("%.1f", workload.assignmentsPerRank() *
+                                       workload.rowBytes() / (1 << 20)));
+}
+
+static StringRef scheduleLetter(Schedule schedule) {
+  switch (schedule) {
+  case Schedule::Flat:
+    return "F";
+  case Schedule::Hierarchical:
+    return "H";
+  case Schedule::HierarchicalDedup:
+    return "D";
+  }
+  llvm_unreachable("unknown schedule");
+}
+
+static int printSummary(const topo::Topology &topology) {
   outs() << topology.name << ": " << topology.numRanks() << " ranks, "
          << topology.levels.size() << " levels\n";
-  for (auto [index, level] : llvm::enumerate(topology.levels))
+  for (auto [index, level] : enumerate(topology.levels))
     outs() << formatv("  level {0} '{1}': fanout {2}, ", index, level.name,
                       level.fanout)
            << format("up %g GB/s, down %g GB/s, latency %g us, ",
                      level.upBandwidthGBps, level.downBandwidthGBps,
                      level.latencyUs)
            << topo::stringifyLinkSharing(level.sharing) << "\n";
+  return 0;
 }
+
+/// Draws p̂ as a P x P heat map (log colour scale), with the node and
+/// higher-level blocks outlined.
+static Error writeSVG(StringRef path, const topo::Topology &topology,
+                      const Plan &plan) {
+  int64_t ranks = topology.numRanks();
+  if (ranks > 1024)
+    return createStringError(inconvertibleErrorCode(),
+                             formatv("--svg: {0} ranks are too many to draw "
+                                     "(at most 1024)",
+                                     ranks));
+  std::error_code ec;
+  ToolOutputFile file(path, ec, sys::fs::OF_Text);
+  if (ec)
+    return createStringError(ec, "--svg: cannot write " + path + ": " +
+                                     ec.message());
+  raw_ostream &os = file.os();
+  const double cell = std::max(1.0, 640.0 / double(ranks));
+  const double size = cell * double(ranks), margin = 40;
+  double lo = INFINITY, hi = 0;
+  for (double share : plan.pattern.shares)
+    if (share > 0) {
+      lo = std::min(lo, share);
+      hi = std::max(hi, share);
+    }
+  auto colour = [&](double share) {
+    double t = (share <= 0 || hi == lo)
+                   ? (share > 0 ? 1.0 : 0.0)
+                   : std::log(share / lo) / std::log(hi / lo);
+    // White (low) to dark blue (high).
+    int r = int(255 * (1 - t) + 8 * t), g = int(255 * (1 - t) + 48 * t),
+        b = int(255 * (1 - t) + 107 * t);
+    return formatv("rgb({0},{1},{2})", r, g, b).str();
+  };
+  os << formatv("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" "
+                "height=\"{1}\" font-family=\"sans-serif\" font-size=\"12\">\n",
+                size + 2 * margin, size + 2 * margin + 20);
+  os << formatv("<text x=\"{0}\" y=\"20\">{1}: {2} target pattern (row: "
+                "sender, column: destination), {3}</text>\n",
+                margin, topology.name, stringifyPolicy(plan.policy),
+                format("share %.3g .. %.3g", lo, hi));
+  for (int64_t i = 0; i < ranks; ++i)
+    for (int64_t j = 0; j < ranks; ++j)
+      os << formatv("<rect x=\"{0}\" y=\"{1}\" width=\"{2}\" height=\"{2}\" "
+                    "fill=\"{3}\"/>\n",
+                    margin + cell * double(j), margin + cell * double(i), cell,
+                    colour(plan.pattern.at(topology, i, j)));
+  for (size_t level = 0; level + 1 < topology.levels.size(); ++level) {
+    double block = cell * double(topology.ranksPerSubtree(level));
+    for (int64_t k = 0; k * topology.ranksPerSubtree(level) < ranks; ++k)
+      os << formatv("<rect x=\"{0}\" y=\"{0}\" width=\"{1}\" height=\"{1}\" "
+                    "fill=\"none\" stroke=\"{2}\" stroke-width=\"{3}\"/>\n",
+                    margin + block * double(k), block,
+                    level == 0 ? "orange" : "red", level + 1);
+  }
+  os << "</svg>\n";
+  file.keep();
+  return Error::success();
+}
+
+static int plan(const topo::Topology &topology, const Workload &workload,
+                const PolicyOptions &options) {
+  outs() << topology.name << ": " << describeTree(topology) << "\n";
+  printWorkload(workload);
+  outs() << formatv("optimal bounds: rho = {0}, beta = {1}; fastermoe cap "
+                    "{2}; node-limited to {3} nodes\n\n",
+                    options.rho, options.beta, options.crossNodeCap,
+                    options.maxNodes);
+  outs() << "share of each destination (x P: times its uniform share)\n";
+  outs() << formatv("{0,-14}{1,10}", "policy", "self");
+  for (const topo::Level &level : topology.levels)
+    outs() << formatv("{0,10}", level.name);
+  outs() << formatv("{0,8}{1,14}\n", "KL", "ratio range");
+  std::vector<Plan> plans;
+  for (Policy policy : allPolicies()) {
+    Expected<Plan> result = makePlan(topology, policy, options, workload);
+    if (!result)
+      return fail(toString(result.takeError()));
+    plans.push_back(std::move(*result));
+    const Plan &p = plans.back();
+    outs() << formatv("{0,-14}", stringifyPolicy(policy));
+    for (double share : p.pattern.shares)
+      outs() << format("%10.4f", share * double(topology.numRanks()));
+    outs() << format("%8.3f   %5.2f .. %-5.2f\n", p.deviation.kl,
+                     p.deviation.minRatio, p.deviation.maxRatio);
+  }
+  outs() << "\npredicted all-to-all time, us (dispatch; combine is the "
+            "reverse)\n";
+  outs() << formatv("{0,-14}{1,10}{2,14}{3,20}{4,22}{5,12}{6,16}\n", "policy",
+                    "flat", "hierarchical", "hierarchical+dedup", "best",
+                    "vs uniform", "optimal, same");
+  double uniformBest = plans.front().cost(plans.front().best).totalUs();
+  for (const Plan &p : plans) {
+    double best = p.cost(p.best).totalUs();
+    // The optimal pattern within this policy's own deviation from uniform:
+    // comparing patterns means comparing them at equal routing freedom.
+    Expected<Pattern> optimal = makePattern(
+        topology, Policy::Optimal, sameFreedomAs(p.deviation, options));
+    if (!optimal)
+      return fail(toString(optimal.takeError()));
+    outs() << formatv("{0,-14}", stringifyPolicy(p.policy))
+           << format("%10.1f%14.1f%20.1f", p.flat.totalUs(),
+                     p.hierarchical.totalUs(), p.dedup.totalUs())
+           << formatv("{0,22}", stringifySchedule(p.best))
+           << format("%11.2fx%16.1f\n", uniformBest / best,
+                     evaluate(topology, *optimal, workload, Schedule::Flat)
+                         .totalUs());
+  }
+  outs() << "(optimal, same: flat time of the optimal pattern within the "
+            "policy's ratio range)\n";
+  outs() << "\nflat or hierarchical (uniform pattern):\n";
+  for (Schedule schedule :
+       {Schedule::Hierarchical, Schedule::HierarchicalDedup}) {
+    std::optional<double> crossover =
+        crossoverTokens(topology, plans.front().pattern, workload, schedule);
+    double difference =
+        plans.front().cost(schedule).totalUs() - plans.front().flat.totalUs();
+    StringRef verdict =
+        std::abs(difference) < 1e-9 * plans.front().flat.totalUs()
+            ? "as fast as"
+            : (difference < 0 ? "faster than" : "slower than");
+    outs() << formatv("  {0}: {1} flat at {2} tokens per rank",
+                      stringifySchedule(schedule), verdict,
+                      workload.tokensPerRank);
+    if (crossover)
+      outs() << formatv("; the two cross at {0} tokens per rank",
+                        format("%.0f", *crossover));
+    else
+      outs() << "; at every size";
+    outs() << "\n";
+  }
+  if (!svgPath.empty()) {
+    Expected<Policy> policy = policyFromFlag();
+    if (!policy)
+      return fail(toString(policy.takeError()));
+    const Plan &drawn =
+        plans[std::find(allPolicies().begin(), allPolicies().end(), *policy) -
+              allPolicies().begin()];
+    if (Error error = writeSVG(svgPath, topology, drawn))
+      return fail(toString(std::move(error)));
+    outs() << "wrote " << svgPath << "\n";
+  }
+  return 0;
+}
+
+static int compare(const Workload &workload, const PolicyOptions &options) {
+  printWorkload(workload);
+  outs() << "\nPredicted dispatch all-to-all time in us with the fastest "
+            "schedule (F flat, H hierarchical, D hierarchical+dedup), and "
+            "speed-up over uniform.\n\n";
+  outs() << "| cluster | ranks |";
+  for (Policy policy : allPolicies())
+    outs() << " " << stringifyPolicy(policy) << " |";
+  outs() << "\n|---|---:|";
+  for (size_t i = 0; i < allPolicies().size(); ++i)
+    outs() << "---:|";
+  outs() << "\n";
+  for (const std::string &path : clusterPaths) {
+    Expected<topo::Topology> topology = loadTopology(path);
+    if (!topology)
+      return fail(toString(topology.takeError()));
+    outs() << "| " << topology->name << " | " << topology->numRanks() << " |";
+    double uniformUs = 0;
+    for (Policy policy : allPolicies()) {
+      Expected<Plan> result = makePlan(*topology, policy, options, workload);
+      if (!result)
+        return fail(toString(result.takeError()));
+      double us = result->cost(result->best).totalUs();
+      if (policy == Policy::Uniform)
+        uniformUs = us;
+      outs() << format(" %.0f %s", us, scheduleLetter(result->best).data());
+      if (policy != Policy::Uniform)
+        outs() << format(" (%.2fx)", uniformUs / us);
+      outs() << " |";
+    }
+    outs() << "\n";
+  }
+  return 0;
+}
+
+static int explain(const topo::Topology &topology, const Workload &workload,
+                   const PolicyOptions &options) {
+  Expected<Policy> policy = policyFromFlag();
+  if (!policy)
+    return fail(toString(policy.takeError()));
+  Expected<Plan> result = makePlan(topology, *policy, options, workload);
+  if (!result)
+    return fail(toString(result.takeError()));
+  Schedule schedule = result->best;
+  if (!scheduleName.empty()) {
+    std::optional<Schedule> named;
+    for (Schedule s :
+         {Schedule::Flat, Schedule::Hierarchical, Schedule::HierarchicalDedup})
+      if (stringifySchedule(s) == scheduleName)
+        named = s;
+    if (!named)
+      return fail("--schedule: expected flat, hierarchical or "
+                  "hierarchical+dedup, got '" +
+                  scheduleName + "'");
+    schedule = *named;
+  }
+  const Cost &cost = result->cost(schedule);
+  outs() << topology.name << ": " << describeTree(topology) << "\n";
+  printWorkload(workload);
+  outs() << formatv("policy {0}, schedule {1}: {2} us\n",
+                    stringifyPolicy(*policy), stringifySchedule(schedule),
+                    format("%.1f", cost.totalUs()));
+  for (const StageCost &stage : cost.stages) {
+    outs() << formatv("\nstage '{0}': {1} us = {2} us on the busiest link + "
+                      "{3} us latency ({4} messages from the busiest "
+                      "sender)\n",
+                      stage.name, format("%.1f", stage.totalUs()),
+                      format("%.1f", stage.bandwidthUs),
+                      format("%.1f", stage.latencyUs), stage.messages);
+    outs() << formatv("  {0,-10}{1,-6}{2,12}{3,12}{4,12}\n", "level", "dir",
+                      "MiB", "link GB/s", "us");
+    for (const LinkLoad &load : stage.levels)
+      outs() << formatv("  {0,-10}{1,-6}", topology.levels[load.level].name,
+                        load.up ? "up" : "down")
+             << format("%12.3f%12.1f%12.1f", load.bytes / (1 << 20),
+                       load.linkGBps, load.microseconds)
+             << (load.microseconds == stage.bottleneck.microseconds &&
+                         load.microseconds > 0
+                     ? "  <- bottleneck"
+                     : "")
+             << "\n";
+  }
+  const StageCost &slowest = cost.slowestStage();
+  const LinkLoad &neck = slowest.bottleneck;
+  const topo::Level &level = topology.levels[neck.level];
+  outs() << formatv(
+      "\nwhy: the slowest stage is '{0}'. Its busiest link is "
+      "a '{1}' {2}-link, {3} GB/s ({4}), carrying {5} MiB: "
+      "every byte that leaves a level-{6} subtree crosses "
+      "it.",
+      slowest.name, level.name, neck.up ? "up" : "down",
+      format("%g", neck.linkGBps),
+      level.sharing == topo::LinkSharing::Shared
+          ? "shared by the ranks below it"
+          : formatv("{0} GB/s for each of {1} ranks below it",
+                    format("%g", level.upBandwidthGBps),
+                    neck.level == 0 ? 1
+                                    : topology.ranksPerSubtree(neck.level - 1))
+                .str(),
+      format("%.3f", neck.bytes / (1 << 20)), neck.level);
+  if (slowest.latencyUs > slowest.bandwidthUs)
+    outs() << formatv(" Latency dominates: {0} messages cost more than the "
+                      "bytes; a hierarchical schedule sends fewer, larger "
+                      "ones.",
+                      slowest.messages);
+  outs() << "\n";
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
+// Conversions
+//===----------------------------------------------------------------------===//
 
 static int printAsJSON(mlir::MLIRContext &context) {
   SourceMgr sourceMgr;
@@ -69,30 +484,52 @@ static int printAsJSON(mlir::MLIRContext &context) {
   return 0;
 }
 
+static int printAsAttribute(mlir::MLIRContext &context,
+                            const topo::Topology &topology) {
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      mlir::ModuleOp::create(mlir::UnknownLoc::get(&context));
+  (*module)->setAttr(mlir::tamoe::TAMoEDialect::getTopologyAttrName(),
+                     mlir::tamoe::TopologyAttr::get(&context, topology));
+  module->print(outs());
+  outs() << "\n";
+  return 0;
+}
+
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
   cl::ParseCommandLineOptions(argc, argv, "tamoe topology tool\n");
 
-  if (!checkCommand && !toAttrCommand && !toJSONCommand)
-    return fail("expected a subcommand: check, to-attr or to-json (see "
-                "--help)");
-  mlir::MLIRContext context;
-  context.loadDialect<mlir::tamoe::TAMoEDialect>();
-  if (toJSONCommand)
-    return printAsJSON(context);
-
-  Expected<topo::Topology> topology = topo::loadTopologyFile(inputPath);
+  if (toJSONCommand || toAttrCommand) {
+    mlir::MLIRContext context;
+    context.loadDialect<mlir::tamoe::TAMoEDialect>();
+    if (toJSONCommand)
+      return printAsJSON(context);
+    Expected<topo::Topology> topology = loadTopology(inputPath);
+    if (!topology)
+      return fail(toString(topology.takeError()));
+    return printAsAttribute(context, *topology);
+  }
+  if (checkCommand) {
+    Expected<topo::Topology> topology = loadTopology(inputPath);
+    if (!topology)
+      return fail(toString(topology.takeError()));
+    return printSummary(*topology);
+  }
+  if (!planCommand && !compareCommand && !explainCommand)
+    return fail("expected a subcommand: check, to-attr, to-json, plan, "
+                "compare or explain (see --help)");
+  Expected<Workload> workload = workloadFromOptions();
+  if (!workload)
+    return fail(toString(workload.takeError()));
+  Expected<PolicyOptions> options = policyOptionsFromFlags();
+  if (!options)
+    return fail(toString(options.takeError()));
+  if (compareCommand)
+    return compare(*workload, *options);
+  Expected<topo::Topology> topology = loadTopology(inputPath);
   if (!topology)
     return fail(toString(topology.takeError()));
-  if (toAttrCommand) {
-    mlir::OwningOpRef<mlir::ModuleOp> module =
-        mlir::ModuleOp::create(mlir::UnknownLoc::get(&context));
-    (*module)->setAttr(mlir::tamoe::TAMoEDialect::getTopologyAttrName(),
-                       mlir::tamoe::TopologyAttr::get(&context, *topology));
-    module->print(outs());
-    outs() << "\n";
-    return 0;
-  }
-  printSummary(*topology);
-  return 0;
+  if (planCommand)
+    return plan(*topology, *workload, *options);
+  return explain(*topology, *workload, *options);
 }
