@@ -21,6 +21,7 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.tamoe_tools_dir, config.llvm_tools_dir]
-tools = ["tamoe-opt", "tamoe-topo", "mlir-opt", "mlir-tblgen"]
+tools = ["tamoe-opt", "tamoe-topo", "tamoe-planner-bench", "mlir-opt",
+         "mlir-tblgen"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)

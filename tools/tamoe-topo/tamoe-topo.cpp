@@ -235,10 +235,12 @@ static Error writeSVG(StringRef path, const topo::Topology &topology,
       hi = std::max(hi, share);
     }
   auto colour = [&](double share) {
-    double t = (share <= 0 || hi == lo)
-                   ? (share > 0 ? 1.0 : 0.0)
-                   : std::log(share / lo) / std::log(hi / lo);
-    // White (low) to dark blue (high).
+    // Zero is white; positive shares run from light to dark blue on a log
+    // scale, so the smallest share stays visible.
+    double t = 0;
+    if (share > 0)
+      t = hi == lo ? 1.0
+                   : 0.15 + 0.85 * std::log(share / lo) / std::log(hi / lo);
     int r = int(255 * (1 - t) + 8 * t), g = int(255 * (1 - t) + 48 * t),
         b = int(255 * (1 - t) + 107 * t);
     return formatv("rgb({0},{1},{2})", r, g, b).str();
