@@ -9,7 +9,7 @@
 
 #include "tamoe/Planner/CostModel.h"
 
-#include "tamoe/Support/Format.h"
+#include "tamoe/Support/Messages.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/Format.h"
@@ -20,13 +20,10 @@
 
 using namespace llvm;
 using namespace tamoe::planner;
+using tamoe::fieldError;
 
 /// Row sums of a pattern are 1 up to this tolerance.
 static constexpr double kRowSumTolerance = 1e-9;
-
-static Error fieldError(const Twine &field, const Twine &reason) {
-  return createStringError(inconvertibleErrorCode(), field + ": " + reason);
-}
 
 Error tamoe::planner::verify(const Workload &workload) {
   for (auto [name, value] :
@@ -244,10 +241,13 @@ public:
     return stage.finish();
   }
 
-  /// Intra-node stage of the hierarchical schedule: rank (n, a) hands the
-  /// rows for every rank (m, b), b != a, to (n, b).
-  StageCost hierarchicalIntra() const {
-    StageBuilder stage(topology, "intra-node");
+  /// The intra-node stage of both hierarchical schedules. Hierarchical:
+  /// rank (n, a) hands (n, b) the rows for every rank (m, b), b != a.
+  /// De-duplicated: relay (m, a) forwards what it received for (m, b), b != a,
+  /// and sends its own rows for its node. Both move, per rank, everything
+  /// but its own rows and the remote rows of its own index.
+  StageCost intraNode(StringRef name) const {
+    StageBuilder stage(topology, name);
     double remote = tail(1);
     double perPeer = pattern.shares[1] + remote / double(ranksPerNode);
     double bytes = workload.assignmentsPerRank() * workload.rowBytes() *
@@ -282,20 +282,6 @@ public:
     for (size_t level = 1; level < levels; ++level)
       addBoth(stage, level, subtreeBytes(level, outgoing(level)));
     latency(stage, 1, [&](size_t m) { return nodesAt(m); });
-    return stage.finish();
-  }
-
-  /// Scatter within the node: (m, a) forwards what it received for (m, b)
-  /// and sends its own rows for its node.
-  StageCost dedupScatter() const {
-    StageBuilder stage(topology, "intra-node scatter");
-    double remote = tail(1);
-    double perPeer = pattern.shares[1] + remote / double(ranksPerNode);
-    double bytes = workload.assignmentsPerRank() * workload.rowBytes() *
-                   (count(0) * pattern.shares[1] +
-                    remote * double(ranksPerNode - 1) / double(ranksPerNode));
-    addBoth(stage, 0, bytes);
-    intraLatency(stage, perPeer);
     return stage.finish();
   }
 
@@ -347,11 +333,11 @@ Cost tamoe::planner::evaluate(const Topology &topology, const Pattern &pattern,
     return cost;
   }
   if (schedule == Schedule::Hierarchical) {
-    cost.stages.push_back(model.hierarchicalIntra());
+    cost.stages.push_back(model.intraNode("intra-node"));
     cost.stages.push_back(model.hierarchicalInter());
   } else {
     cost.stages.push_back(model.dedupInter());
-    cost.stages.push_back(model.dedupScatter());
+    cost.stages.push_back(model.intraNode("intra-node scatter"));
   }
   return cost;
 }

@@ -2,7 +2,7 @@
 
 #include "tamoe/Planner/Policies.h"
 
-#include "tamoe/Support/Format.h"
+#include "tamoe/Support/Messages.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -12,10 +12,7 @@
 
 using namespace llvm;
 using namespace tamoe::planner;
-
-static Error optionError(const Twine &field, const Twine &reason) {
-  return createStringError(inconvertibleErrorCode(), field + ": " + reason);
-}
+using tamoe::fieldError;
 
 StringRef tamoe::planner::stringifyPolicy(Policy policy) {
   switch (policy) {
@@ -49,18 +46,18 @@ std::optional<Policy> tamoe::planner::parsePolicy(StringRef text) {
 
 Error tamoe::planner::verify(const PolicyOptions &options) {
   if (!(options.rho >= 0 && options.rho <= 1))
-    return optionError("rho", "expected a number in [0, 1], got " +
-                                  tamoe::formatNumber(options.rho));
+    return fieldError("rho", "expected a number in [0, 1], got " +
+                                 tamoe::formatNumber(options.rho));
   if (!(options.beta >= 1) || !std::isfinite(options.beta))
-    return optionError("beta", "expected a finite number >= 1, got " +
-                                   tamoe::formatNumber(options.beta));
+    return fieldError("beta", "expected a finite number >= 1, got " +
+                                  tamoe::formatNumber(options.beta));
   if (!(options.crossNodeCap >= 0 && options.crossNodeCap <= 1))
-    return optionError("cross-node-cap",
-                       "expected a number in [0, 1], got " +
-                           tamoe::formatNumber(options.crossNodeCap));
+    return fieldError("cross-node-cap",
+                      "expected a number in [0, 1], got " +
+                          tamoe::formatNumber(options.crossNodeCap));
   if (options.maxNodes < 1)
-    return optionError("max-nodes",
-                       formatv("expected >= 1, got {0}", options.maxNodes));
+    return fieldError("max-nodes",
+                      formatv("expected >= 1, got {0}", options.maxNodes));
   return Error::success();
 }
 

@@ -31,6 +31,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Topology/Topology.h"
+#include "tamoe/Support/Messages.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
@@ -43,6 +44,8 @@
 #include <cstdlib>
 
 using namespace llvm;
+using tamoe::fieldError;
+using tamoe::formatNumber;
 using namespace tamoe::topology;
 
 /// Bounds that keep rank arithmetic (products of fanouts) far from int64
@@ -61,22 +64,6 @@ static constexpr size_t kMaxQuotedBytes = 40;
 /// What the numeric fields accept; parsing and verify() word it the same.
 static constexpr StringLiteral kBandwidthRule = "expected a number > 0";
 static constexpr StringLiteral kLatencyRule = "expected a number >= 0";
-
-static Error fieldError(const Twine &field, const Twine &reason) {
-  return createStringError(inconvertibleErrorCode(), field + ": " + reason);
-}
-
-/// The shortest text that reads back as `value`, so that messages quote "0.1"
-/// as written rather than "0.10000000000000001".
-static std::string formatNumber(double value) {
-  std::string text;
-  for (int precision = 1; precision <= 17; ++precision) {
-    text = formatv("{0}", format("%.*g", precision, value)).str();
-    if (std::strtod(text.c_str(), nullptr) == value)
-      break;
-  }
-  return text;
-}
 
 /// A JSON value as quoted in a message: compact, escaped (so it stays on one
 /// line) and cut after kMaxQuotedBytes.

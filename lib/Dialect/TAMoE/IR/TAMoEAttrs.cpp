@@ -1,7 +1,7 @@
 //===- TAMoEAttrs.cpp - tamoe attributes ----------------------------------===//
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
-#include "tamoe/Support/Format.h"
+#include "tamoe/Support/Messages.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/TypeSwitch.h"

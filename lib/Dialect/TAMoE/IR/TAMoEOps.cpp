@@ -1,7 +1,7 @@
 //===- TAMoEOps.cpp - tamoe operations ------------------------------------===//
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
-#include "tamoe/Support/Format.h"
+#include "tamoe/Support/Messages.h"
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/BuiltinTypes.h"
