@@ -9,6 +9,7 @@
 #define TAMOE_INITALL_H
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+#include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
@@ -38,8 +39,8 @@ inline void registerAllDialects(mlir::DialectRegistry &registry) {
   mlir::tensor::registerAllExtensions(registry);
 }
 
-/// Registers tamoe's passes and pipelines (none yet beyond the dialect).
-inline void registerAllPasses() {}
+/// Registers tamoe's passes and the `tamoe-pipeline`.
+inline void registerAllPasses() { mlir::tamoe::registerPasses(); }
 
 } // namespace tamoe
 

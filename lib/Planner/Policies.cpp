@@ -216,7 +216,8 @@ Expected<Plan> tamoe::planner::makePlan(const Topology &topology, Policy policy,
       evaluate(topology, plan.pattern, workload, Schedule::HierarchicalDedup);
   for (Schedule schedule :
        {Schedule::Hierarchical, Schedule::HierarchicalDedup})
-    if (plan.cost(schedule).totalUs() < plan.cost(plan.best).totalUs())
+    if (fasterThan(plan.cost(schedule).totalUs(),
+                   plan.cost(plan.best).totalUs()))
       plan.best = schedule;
   return plan;
 }

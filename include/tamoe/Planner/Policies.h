@@ -65,6 +65,12 @@ Deviation deviation(const Topology &topology, const Pattern &pattern);
 /// rho = its smallest ratio, beta = its largest.
 PolicyOptions sameFreedomAs(const Deviation &deviation, PolicyOptions base);
 
+/// Whether a time is shorter than another by more than rounding; ties go to
+/// the simpler (flat) schedule.
+inline bool fasterThan(double us, double otherUs) {
+  return us < otherUs * (1 - 1e-9);
+}
+
 struct Plan {
   Policy policy = Policy::Uniform;
   Pattern pattern;

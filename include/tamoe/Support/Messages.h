@@ -26,6 +26,13 @@ inline std::string formatNumber(double value) {
   return text;
 }
 
+/// `value` with a fixed number of decimals ("412.5" for one), for times.
+inline std::string formatFixed(double value, int decimals) {
+  std::string text;
+  llvm::raw_string_ostream(text) << llvm::format("%.*f", decimals, value);
+  return text;
+}
+
 /// An error about one field of an input: "<field>: <reason>", one line.
 inline llvm::Error fieldError(const llvm::Twine &field,
                               const llvm::Twine &reason) {

@@ -513,3 +513,39 @@ func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>) {
   %0 = tamoe.aux_loss switch %probs, %ids : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<f64>
   return
 }
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// regroup
+//===----------------------------------------------------------------------===//
+
+func.func @f(%rows: tensor<f32>, %counts: tensor<2x4xi32>) {
+  // expected-error @+1 {{rows must have at least one dimension}}
+  %0, %1 = tamoe.regroup %rows, %counts : tensor<f32>, tensor<2x4xi32> -> tensor<f32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<2x4xi32>) {
+  // expected-error @+1 {{regrouped must have the type of rows}}
+  %0, %1 = tamoe.regroup %rows, %counts : tensor<32x64xf32>, tensor<2x4xi32> -> tensor<32x32xf32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<?x4xi32>) {
+  // expected-error @+1 {{counts must have a static shape}}
+  %0, %1 = tamoe.regroup %rows, %counts : tensor<32x64xf32>, tensor<?x4xi32> -> tensor<32x64xf32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<2x4xi32>) {
+  // expected-error @+1 {{regrouped_counts must be counts transposed: [4, 2] of 'i32'}}
+  %0, %1 = tamoe.regroup %rows, %counts : tensor<32x64xf32>, tensor<2x4xi32> -> tensor<32x64xf32>, tensor<2x4xi32>
+  return
+}

@@ -65,6 +65,13 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
     return
   }
 
+  // CHECK-LABEL: func.func @regroup
+  func.func @regroup(%rows: tensor<32x64xf32>, %counts: tensor<2x4xi32>) {
+    // CHECK: tamoe.regroup %{{.*}}, %{{.*}} : tensor<32x64xf32>, tensor<2x4xi32> -> tensor<?x64xf32>, tensor<4x2xi32>
+    %0, %1 = tamoe.regroup %rows, %counts : tensor<32x64xf32>, tensor<2x4xi32> -> tensor<?x64xf32>, tensor<4x2xi32>
+    return
+  }
+
   // CHECK-LABEL: func.func @combine_and_loss
   func.func @combine_and_loss(%rows: tensor<32x64xf32>, %positions: tensor<16x2xi32>, %weights: tensor<16x2xf32>, %probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %expert_weights: tensor<8xf32>) {
     // CHECK: tamoe.combine %{{.*}}, %{{.*}}, %{{.*}} : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<16x64xf32>

@@ -271,6 +271,35 @@ LogicalResult AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
 }
 
 //===----------------------------------------------------------------------===//
+// RegroupOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RegroupOp::verify() {
+  RankedTensorType rows = getRows().getType();
+  RankedTensorType regrouped = getRegrouped().getType();
+  if (rows.getRank() < 1)
+    return emitOpError() << "rows must have at least one dimension";
+  if (regrouped.getRank() != rows.getRank() ||
+      regrouped.getElementType() != rows.getElementType() ||
+      !llvm::all_of(llvm::seq<int64_t>(0, rows.getRank()), [&](int64_t dim) {
+        return compatible(rows.getDimSize(dim), regrouped.getDimSize(dim));
+      }))
+    return emitOpError() << "regrouped must have the type of rows";
+  RankedTensorType counts = getCounts().getType();
+  RankedTensorType transposed = getRegroupedCounts().getType();
+  if (!counts.hasStaticShape())
+    return emitOpError() << "counts must have a static shape";
+  if (transposed.getElementType() != counts.getElementType() ||
+      transposed.getShape() !=
+          ArrayRef<int64_t>{counts.getDimSize(1), counts.getDimSize(0)})
+    return emitOpError() << "regrouped_counts must be counts transposed: "
+                         << formatShape({counts.getDimSize(1),
+                                         counts.getDimSize(0)})
+                         << " of " << counts.getElementType();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // CombineOp
 //===----------------------------------------------------------------------===//
 

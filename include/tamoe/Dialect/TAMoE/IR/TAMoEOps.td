@@ -173,6 +173,38 @@ def TAMoE_AllToAllOp : TAMoE_Op<"all_to_all", [
   let hasVerifier = 1;
 }
 
+def TAMoE_RegroupOp : TAMoE_Op<"regroup", [Pure]> {
+  let summary = "Reorder chunks of rows by transposing their grid";
+  let description = [{
+    `rows` holds chunks of rows in the row-major order of `counts` `[A, B]`:
+    chunk (a, b) has `counts[a, b]` rows. The result holds the same chunks in
+    the row-major order of the transposed grid `[B, A]`, each chunk's rows
+    in their original order, and `regrouped_counts` is `counts` transposed.
+    The first dimension is a row capacity, as for `tamoe.all_to_all`.
+
+    The hierarchical all-to-all uses it between its stages: rows grouped by
+    destination (node, index) become grouped by (index, node).
+
+    ```mlir
+    %r, %c = tamoe.regroup %rows, %counts
+        : tensor<32x64xf32>, tensor<2x4xi32> -> tensor<32x64xf32>, tensor<4x2xi32>
+    ```
+  }];
+  let arguments = (ins
+    AnyRankedTensor:$rows,
+    2DTensorOf<[AnySignlessInteger]>:$counts
+  );
+  let results = (outs
+    AnyRankedTensor:$regrouped,
+    2DTensorOf<[AnySignlessInteger]>:$regrouped_counts
+  );
+  let assemblyFormat = [{
+    $rows `,` $counts attr-dict `:` type($rows) `,` type($counts) `->`
+    type($regrouped) `,` type($regrouped_counts)
+  }];
+  let hasVerifier = 1;
+}
+
 def TAMoE_CombineOp : TAMoE_Op<"combine", [Pure]> {
   let summary = "Weighted un-permutation of expert outputs into token order";
   let description = [{

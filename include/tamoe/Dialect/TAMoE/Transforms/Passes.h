@@ -1,0 +1,52 @@
+//===- Passes.h - tamoe passes ----------------------------------*- C++ -*-===//
+
+#ifndef TAMOE_DIALECT_TAMOE_TRANSFORMS_PASSES_H
+#define TAMOE_DIALECT_TAMOE_TRANSFORMS_PASSES_H
+
+#include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/Pass.h"
+
+namespace mlir::tamoe {
+
+#define GEN_PASS_DECL
+#include "tamoe/Dialect/TAMoE/Transforms/Passes.h.inc"
+
+/// Options of the tamoe pipeline: those of its passes.
+struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
+  Option<std::string> topology{*this, "topology",
+                               llvm::cl::desc("Topology JSON file")};
+  Option<std::string> policy{*this, "policy", llvm::cl::desc("Policy"),
+                             llvm::cl::init("tamoe")};
+  Option<double> rho{*this, "rho", llvm::cl::desc("optimal: rho"),
+                     llvm::cl::init(0.25)};
+  Option<double> beta{*this, "beta", llvm::cl::desc("optimal: beta"),
+                      llvm::cl::init(4.0)};
+  Option<double> crossNodeCap{*this, "cross-node-cap",
+                              llvm::cl::desc("fastermoe: cap"),
+                              llvm::cl::init(0.14)};
+  Option<int64_t> maxNodes{*this, "max-nodes",
+                           llvm::cl::desc("node-limited: nodes per token"),
+                           llvm::cl::init(4)};
+  Option<double> coefficient{*this, "coefficient",
+                             llvm::cl::desc("Weight of an inserted loss"),
+                             llvm::cl::init(0.01)};
+  Option<std::string> mode{*this, "mode",
+                           llvm::cl::desc("auto, flat or hierarchical"),
+                           llvm::cl::init("auto")};
+};
+
+/// plan-dispatch, inject-topology-aux-loss, hierarchical-all-to-all.
+void buildPipeline(OpPassManager &pm, const PipelineOptions &options);
+
+/// Registers the passes and the `tamoe-pipeline`.
+void registerPasses();
+
+} // namespace mlir::tamoe
+
+#endif // TAMOE_DIALECT_TAMOE_TRANSFORMS_PASSES_H

@@ -1,0 +1,106 @@
+//===- Passes.td - tamoe passes ----------------------------*- tablegen -*-===//
+
+#ifndef TAMOE_DIALECT_TAMOE_TRANSFORMS_PASSES_TD
+#define TAMOE_DIALECT_TAMOE_TRANSFORMS_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def TAMoEPlanDispatchPass : Pass<"tamoe-plan-dispatch", "mlir::ModuleOp"> {
+  let summary = "Plan each MoE layer's dispatch pattern for the topology";
+  let description = [{
+    Reads the cluster from the `topology` file (which then becomes the
+    module's `tamoe.topology`) or from the module's `tamoe.topology`, and the
+    sizes of each layer from its `tamoe.dispatch` (tokens, hidden size,
+    element type, k). Runs the planner (`docs/cost-model.md`) with the chosen
+    policy and attaches the resulting `#tamoe.dispatch_plan` to the dispatch
+    and to the `tamoe.gate` that produced its expert ids. A remark gives the
+    predicted all-to-all time against uniform routing.
+
+    The layer's expert-parallel group (the grid of the `tamoe.all_to_all`
+    that sends its rows) must have as many ranks as the topology.
+  }];
+  let options = [
+    Option<"topologyFile", "topology", "std::string", /*default=*/"\"\"",
+           "Topology JSON file (default: the module's tamoe.topology)">,
+    Option<"policy", "policy", "std::string", /*default=*/"\"tamoe\"",
+           "uniform, tamoe, optimal, fastermoe or node-limited">,
+    Option<"rho", "rho", "double", /*default=*/"0.25",
+           "optimal: least fraction of the uniform share per destination">,
+    Option<"beta", "beta", "double", /*default=*/"4.0",
+           "optimal: largest multiple of the uniform share per destination">,
+    Option<"crossNodeCap", "cross-node-cap", "double", /*default=*/"0.14",
+           "fastermoe: largest fraction of assignments leaving the node">,
+    Option<"maxNodes", "max-nodes", "int64_t", /*default=*/"4",
+           "node-limited: nodes a token may reach">
+  ];
+  let statistics = [
+    Statistic<"numPlanned", "planned-layers", "MoE layers planned">
+  ];
+}
+
+def TAMoEInjectTopologyAuxLossPass
+    : Pass<"tamoe-inject-topology-aux-loss", "mlir::ModuleOp"> {
+  let summary = "Make each layer's load-balancing loss topology-aware";
+  let description = [{
+    For each planned layer, computes this rank's expert weights
+    w_e = 1 / (E * q_e), q_e = p̂[rank][owner(e)] / (E / P), at run time
+    from `shard.process_linear_index` (the program is SPMD: every rank
+    selects its own row of the plan), and turns the layer's `switch`
+    `tamoe.aux_loss` into a `topology` one with these weights. With a uniform
+    plan every weight is 1 and the loss is the `switch` loss exactly.
+
+    The loss counts the assignments that were dispatched: when the dispatch
+    has a capacity, the expert ids of dropped assignments (position -1) are
+    replaced by -1, which `tamoe.aux_loss` ignores.
+
+    A layer without a loss gets one, scaled by `coefficient` and added to
+    the function's scalar loss result (a 0-d float tensor result), or
+    returned as a new result when the function has none.
+  }];
+  let options = [
+    Option<"coefficient", "coefficient", "double", /*default=*/"0.01",
+           "Weight of an inserted loss in the function's loss">
+  ];
+  let statistics = [
+    Statistic<"numRewritten", "rewritten-losses",
+              "switch losses made topology-aware">,
+    Statistic<"numInserted", "inserted-losses", "losses inserted">
+  ];
+  let dependentDialects = [
+    "mlir::arith::ArithDialect", "mlir::linalg::LinalgDialect",
+    "mlir::shard::ShardDialect", "mlir::tensor::TensorDialect"
+  ];
+}
+
+def TAMoEHierarchicalAllToAllPass
+    : Pass<"tamoe-hierarchical-all-to-all", "mlir::ModuleOp"> {
+  let summary = "Rewrite flat all-to-alls into intra- and inter-node stages";
+  let description = [{
+    For each flat `tamoe.all_to_all` over a whole grid whose last axis is the
+    topology's node (level 0), predicts the time of the flat exchange and of
+    the hierarchical one with the layer's plan (uniform without one) and the
+    layer's sizes, and rewrites where the hierarchical one is faster:
+
+    1. `tamoe.regroup` orders the rows by destination index within the node;
+    2. an all-to-all over the node axis hands each rank the rows bound for its
+       index on every node (`level` = the node level);
+    3. `tamoe.regroup` orders them by destination node;
+    4. an all-to-all over the other axes delivers them between same-index
+       ranks (`level` = the outermost level).
+
+    Rows arrive in the flat exchange's order (by source rank), so the result
+    and its counts replace the flat ones unchanged. A remark says which form
+    was kept and why. `mode=flat|hierarchical` forces the choice.
+  }];
+  let options = [
+    Option<"mode", "mode", "std::string", /*default=*/"\"auto\"",
+           "auto (cost model), flat or hierarchical">
+  ];
+  let statistics = [
+    Statistic<"numRewritten", "rewritten", "all-to-alls made hierarchical">,
+    Statistic<"numKeptFlat", "kept-flat", "all-to-alls left flat">
+  ];
+  let dependentDialects = ["mlir::tensor::TensorDialect"];
+}
+
+#endif // TAMOE_DIALECT_TAMOE_TRANSFORMS_PASSES_TD

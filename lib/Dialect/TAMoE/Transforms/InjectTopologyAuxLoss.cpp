@@ -1,0 +1,232 @@
+//===- InjectTopologyAuxLoss.cpp - Topology-aware load-balancing loss -----===//
+
+#include "Layer.h"
+#include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+
+namespace mlir::tamoe {
+#define GEN_PASS_DEF_TAMOEINJECTTOPOLOGYAUXLOSSPASS
+#include "tamoe/Dialect/TAMoE/Transforms/Passes.h.inc"
+} // namespace mlir::tamoe
+
+using namespace mlir;
+using namespace mlir::tamoe;
+namespace topo = ::tamoe::topology;
+
+namespace {
+struct InjectTopologyAuxLossPass
+    : public mlir::tamoe::impl::TAMoEInjectTopologyAuxLossPassBase<
+          InjectTopologyAuxLossPass> {
+  using Base::Base;
+
+  void runOnOperation() override;
+
+private:
+  LogicalResult inject(DispatchOp dispatch);
+  /// Adds `coefficient * loss` to the function's scalar loss result, or
+  /// returns it as a new result.
+  LogicalResult addToFunctionLoss(DispatchOp dispatch, Value loss);
+};
+} // namespace
+
+/// This rank's weight for every expert, w_e = 1 / (E q_e), computed at run
+/// time: expert e lives on rank e / (E / P), and the plan's share for that
+/// rank depends only on the level of its lowest common ancestor with this
+/// rank, so the IR holds one weight per level, not a row per rank.
+static Value buildExpertWeights(OpBuilder &builder, Location loc,
+                                const topo::Topology &tree,
+                                ArrayRef<double> shares, int64_t experts,
+                                FloatType floatType, Value rank) {
+  int64_t perRank = experts / tree.numRanks();
+  SmallVector<Attribute> table;
+  for (double share : shares)
+    table.push_back(builder.getFloatAttr(
+        floatType, double(perRank) / (double(experts) * share)));
+  auto tableType = RankedTensorType::get({int64_t(shares.size())}, floatType);
+  Value weightsByDistance = arith::ConstantOp::create(
+      builder, loc, DenseElementsAttr::get(tableType, table));
+  auto weightsType = RankedTensorType::get({experts}, floatType);
+  Value init =
+      tensor::EmptyOp::create(builder, loc, weightsType.getShape(), floatType);
+  AffineMap identity = builder.getMultiDimIdentityMap(1);
+  auto generic = linalg::GenericOp::create(
+      builder, loc, TypeRange{weightsType}, ValueRange{}, ValueRange{init},
+      ArrayRef<AffineMap>{identity},
+      ArrayRef<utils::IteratorType>{utils::IteratorType::parallel},
+      [&](OpBuilder &b, Location l, ValueRange) {
+        auto index = [&](int64_t value) -> Value {
+          return arith::ConstantIndexOp::create(b, l, value);
+        };
+        Value expert = linalg::IndexOp::create(b, l, 0);
+        Value owner =
+            perRank == 1
+                ? expert
+                : Value(arith::DivUIOp::create(b, l, expert, index(perRank)));
+        // Distance L (the top level) unless a lower level holds both ranks.
+        Value distance = index(int64_t(tree.levels.size()));
+        for (int level = int(tree.levels.size()) - 2; level >= 0; --level) {
+          Value subtree = index(tree.ranksPerSubtree(level));
+          Value same = arith::CmpIOp::create(
+              b, l, arith::CmpIPredicate::eq,
+              arith::DivUIOp::create(b, l, owner, subtree),
+              arith::DivUIOp::create(b, l, rank, subtree));
+          distance =
+              arith::SelectOp::create(b, l, same, index(level + 1), distance);
+        }
+        Value self =
+            arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, owner, rank);
+        distance = arith::SelectOp::create(b, l, self, index(0), distance);
+        Value weight = tensor::ExtractOp::create(b, l, weightsByDistance,
+                                                 ValueRange{distance});
+        linalg::YieldOp::create(b, l, weight);
+      });
+  return generic.getResult(0);
+}
+
+/// The expert ids with dropped assignments (position -1) replaced by -1, so
+/// the loss counts what was dispatched.
+static Value maskDropped(OpBuilder &builder, Location loc,
+                         DispatchOp dispatch) {
+  Value ids = dispatch.getExpertIds();
+  auto idsType = cast<RankedTensorType>(ids.getType());
+  Value init = tensor::EmptyOp::create(builder, loc, idsType.getShape(),
+                                       idsType.getElementType());
+  AffineMap identity = builder.getMultiDimIdentityMap(2);
+  auto generic = linalg::GenericOp::create(
+      builder, loc, TypeRange{idsType},
+      ValueRange{ids, dispatch.getPositions()}, ValueRange{init},
+      ArrayRef<AffineMap>{identity, identity, identity},
+      ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
+                                    utils::IteratorType::parallel},
+      [&](OpBuilder &b, Location l, ValueRange args) {
+        Value zero = arith::ConstantOp::create(
+            b, l, b.getIntegerAttr(args[1].getType(), 0));
+        Value dropped = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt,
+                                              args[1], zero);
+        Value none = arith::ConstantOp::create(
+            b, l, b.getIntegerAttr(args[0].getType(), -1));
+        linalg::YieldOp::create(
+            b, l, Value(arith::SelectOp::create(b, l, dropped, none, args[0])));
+      });
+  return generic.getResult(0);
+}
+
+LogicalResult InjectTopologyAuxLossPass::inject(DispatchOp dispatch) {
+  DispatchPlanAttr plan = dispatch.getPlanAttr();
+  if (!plan)
+    return success();
+  if (!plan.getShares())
+    return dispatch.emitError() << "the topology loss needs a plan with a "
+                                   "share per level; dense plans are not "
+                                   "supported";
+  auto gate = dispatch.getExpertIds().getDefiningOp<GateOp>();
+  if (!gate)
+    return dispatch.emitError() << "the topology loss needs the tamoe.gate "
+                                   "that chose the experts (for the router "
+                                   "probabilities)";
+  TypedValue<RankedTensorType> probs = gate.getProbs();
+  SmallVector<AuxLossOp> losses;
+  for (Operation *user : probs.getUsers())
+    if (auto loss = dyn_cast<AuxLossOp>(user))
+      losses.push_back(loss);
+  // A topology loss means an earlier run got here: nothing left to do.
+  if (llvm::any_of(losses, [](AuxLossOp loss) {
+        return loss.getKind() == AuxLossKind::Topology;
+      }))
+    return success();
+
+  AllToAllOp exchange = findSendingAllToAll(dispatch);
+  if (!exchange)
+    return dispatch.emitError() << "cannot tell this rank: the layer's "
+                                   "counts feed no tamoe.all_to_all";
+  TopologyAttr topology = TopologyAttr::lookup(dispatch);
+  if (!topology)
+    return dispatch.emitError() << "the module has no tamoe.topology";
+  topo::Topology tree = topology.toTopology();
+  ArrayRef<double> shares = plan.getShares().asArrayRef();
+  int64_t experts = dispatch.getExpertCounts().getType().getDimSize(0);
+  if (shares.size() != tree.levels.size() + 1 || experts % tree.numRanks() != 0)
+    return dispatch.emitError()
+           << "the plan does not fit topology '" << tree.name << "' and "
+           << experts << " experts (run tamoe-plan-dispatch)";
+  if (llvm::is_contained(shares, 0.0))
+    return dispatch.emitError()
+           << "the plan gives some ranks no share; the topology loss weighs "
+              "experts by 1 / share";
+
+  OpBuilder builder(dispatch->getContext());
+  builder.setInsertionPointAfter(dispatch);
+  Location loc = dispatch.getLoc();
+  auto floatType = cast<FloatType>(probs.getType().getElementType());
+  Value rank = shard::ProcessLinearIndexOp::create(
+      builder, loc, builder.getIndexType(), exchange.getGridAttr());
+  Value weights =
+      buildExpertWeights(builder, loc, tree, shares, experts, floatType, rank);
+  bool mayDrop = dispatch.getCapacity() || dispatch.getCapacityFactor();
+  Value ids =
+      mayDrop ? maskDropped(builder, loc, dispatch) : dispatch.getExpertIds();
+
+  for (AuxLossOp loss : losses) {
+    // The loss moves after the weights it now needs.
+    loss->moveAfter(weights.getDefiningOp());
+    loss.setKind(AuxLossKind::Topology);
+    loss.getExpertIdsMutable().assign(ids);
+    loss.getExpertWeightsMutable().assign(weights);
+    ++numRewritten;
+  }
+  if (!losses.empty())
+    return success();
+
+  auto lossType = RankedTensorType::get({}, floatType);
+  Value loss = AuxLossOp::create(builder, loc, lossType, AuxLossKind::Topology,
+                                 probs, ids, weights);
+  ++numInserted;
+  return addToFunctionLoss(dispatch, loss);
+}
+
+LogicalResult InjectTopologyAuxLossPass::addToFunctionLoss(DispatchOp dispatch,
+                                                           Value loss) {
+  auto function = dispatch->getParentOfType<func::FuncOp>();
+  if (!function || dispatch->getBlock() != &function.getBody().front() ||
+      !function.getBody().hasOneBlock())
+    return dispatch.emitError() << "an inserted loss needs the layer in the "
+                                   "single block of a func.func";
+  auto ret = cast<func::ReturnOp>(function.getBody().front().getTerminator());
+  OpBuilder builder(ret);
+  Location loc = dispatch.getLoc();
+  auto lossType = cast<RankedTensorType>(loss.getType());
+  Value coefficientValue = arith::ConstantOp::create(
+      builder, loc,
+      DenseElementsAttr::get(lossType,
+                             builder.getFloatAttr(lossType.getElementType(),
+                                                  double(coefficient))));
+  Value scaled = arith::MulFOp::create(builder, loc, loss, coefficientValue);
+  for (OpOperand &operand : ret->getOpOperands())
+    if (operand.get().getType() == lossType) {
+      operand.set(arith::AddFOp::create(builder, loc, operand.get(), scaled));
+      dispatch.emitRemark()
+          << "inserted a topology loss, scaled by " << double(coefficient)
+          << ", into result #" << operand.getOperandNumber();
+      return success();
+    }
+  ret->insertOperands(ret->getNumOperands(), scaled);
+  SmallVector<Type> results(function.getResultTypes());
+  results.push_back(lossType);
+  function.setType(FunctionType::get(function.getContext(),
+                                     function.getArgumentTypes(), results));
+  dispatch.emitRemark() << "inserted a topology loss, scaled by "
+                        << double(coefficient) << ", as new result #"
+                        << results.size() - 1;
+  return success();
+}
+
+void InjectTopologyAuxLossPass::runOnOperation() {
+  WalkResult result = getOperation().walk([&](DispatchOp dispatch) {
+    return failed(inject(dispatch)) ? WalkResult::interrupt()
+                                    : WalkResult::advance();
+  });
+  if (result.wasInterrupted())
+    signalPassFailure();
+}

@@ -1,0 +1,92 @@
+//===- Layer.cpp - Finding the parts of an MoE layer ----------------------===//
+
+#include "Layer.h"
+
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+
+using namespace mlir;
+using namespace mlir::tamoe;
+
+AllToAllOp mlir::tamoe::findSendingAllToAll(DispatchOp dispatch) {
+  for (Operation *user : dispatch.getExpertCounts().getUsers())
+    if (auto exchange = dyn_cast<AllToAllOp>(user))
+      if (exchange.getSendCounts() == dispatch.getExpertCounts())
+        return exchange;
+  return {};
+}
+
+DispatchOp mlir::tamoe::findLayerDispatch(AllToAllOp exchange) {
+  Value counts = exchange.getSendCounts();
+  while (Operation *producer = counts.getDefiningOp()) {
+    if (auto dispatch = dyn_cast<DispatchOp>(producer))
+      return dispatch;
+    auto earlier = dyn_cast<AllToAllOp>(producer);
+    if (!earlier || counts != earlier.getRecvCounts())
+      return {};
+    counts = earlier.getSendCounts();
+  }
+  return {};
+}
+
+std::optional<int64_t> mlir::tamoe::groupSize(AllToAllOp exchange,
+                                              SymbolTableCollection &symbols) {
+  shard::GridOp grid =
+      shard::getGridOrNull(exchange, exchange.getGridAttr(), symbols);
+  if (!grid)
+    return std::nullopt;
+  ArrayRef<int64_t> shape = grid.getShape();
+  int64_t size = 1;
+  auto multiply = [&](int64_t axis) {
+    if (axis < 0 || axis >= int64_t(shape.size()) ||
+        ShapedType::isDynamic(shape[axis]))
+      return false;
+    size *= shape[axis];
+    return true;
+  };
+  if (std::optional<ArrayRef<int16_t>> axes = exchange.getGridAxes()) {
+    for (int16_t axis : *axes)
+      if (!multiply(axis))
+        return std::nullopt;
+  } else {
+    for (int64_t axis = 0; axis < int64_t(shape.size()); ++axis)
+      if (!multiply(axis))
+        return std::nullopt;
+  }
+  return size;
+}
+
+std::optional<int64_t> mlir::tamoe::elementBytes(Type type) {
+  if (!type.isIntOrFloat())
+    return std::nullopt;
+  return (int64_t(type.getIntOrFloatBitWidth()) + 7) / 8;
+}
+
+planner::Pattern
+mlir::tamoe::patternOf(DispatchPlanAttr plan,
+                       const ::tamoe::topology::Topology &topology) {
+  if (plan && plan.getShares()) {
+    ArrayRef<double> shares = plan.getShares().asArrayRef();
+    return planner::Pattern{std::vector<double>(shares.begin(), shares.end()),
+                            std::nullopt};
+  }
+  return planner::Pattern{
+      std::vector<double>(topology.levels.size() + 1,
+                          1.0 / double(topology.numRanks())),
+      std::nullopt};
+}
+
+PlanPolicy mlir::tamoe::toPlanPolicy(planner::Policy policy) {
+  switch (policy) {
+  case planner::Policy::Uniform:
+    return PlanPolicy::Uniform;
+  case planner::Policy::TAMoE:
+    return PlanPolicy::TAMoE;
+  case planner::Policy::Optimal:
+    return PlanPolicy::Optimal;
+  case planner::Policy::FasterMoE:
+    return PlanPolicy::FasterMoE;
+  case planner::Policy::NodeLimited:
+    return PlanPolicy::NodeLimited;
+  }
+  llvm_unreachable("unknown policy");
+}

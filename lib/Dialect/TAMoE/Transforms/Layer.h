@@ -1,0 +1,45 @@
+//===- Layer.h - Finding the parts of an MoE layer --------------*- C++ -*-===//
+//
+// The passes look at an MoE layer as the ops around its tamoe.dispatch: the
+// gate that chose the experts, the all-to-all that sends the rows, and the
+// all-to-all that brings them back. These helpers find them.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TAMOE_LIB_DIALECT_TAMOE_TRANSFORMS_LAYER_H
+#define TAMOE_LIB_DIALECT_TAMOE_TRANSFORMS_LAYER_H
+
+#include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+#include "tamoe/Planner/Policies.h"
+
+#include "mlir/IR/SymbolTable.h"
+
+namespace mlir::tamoe {
+
+namespace planner = ::tamoe::planner;
+
+/// The all-to-all that sends the dispatch's rows with its counts, or null.
+AllToAllOp findSendingAllToAll(DispatchOp dispatch);
+
+/// The dispatch whose counts drive `exchange`: directly, or through the
+/// counts an earlier all-to-all received (the return trip). Null if none.
+DispatchOp findLayerDispatch(AllToAllOp exchange);
+
+/// Ranks in the group of `exchange` (the product of its grid axes); nullopt
+/// when the grid is missing or has a dynamic axis.
+std::optional<int64_t> groupSize(AllToAllOp exchange,
+                                 SymbolTableCollection &symbols);
+
+/// Bytes of one element; nullopt for types without a bit width.
+std::optional<int64_t> elementBytes(Type type);
+
+/// The planner's pattern for a plan with per-level shares (uniform when the
+/// plan is null).
+planner::Pattern patternOf(DispatchPlanAttr plan,
+                           const ::tamoe::topology::Topology &topology);
+
+PlanPolicy toPlanPolicy(planner::Policy policy);
+
+} // namespace mlir::tamoe
+
+#endif // TAMOE_LIB_DIALECT_TAMOE_TRANSFORMS_LAYER_H

@@ -1,0 +1,151 @@
+//===- PlanDispatch.cpp - Plan each layer's dispatch pattern --------------===//
+
+#include "Layer.h"
+#include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
+#include "tamoe/Support/Messages.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace mlir::tamoe {
+#define GEN_PASS_DEF_TAMOEPLANDISPATCHPASS
+#include "tamoe/Dialect/TAMoE/Transforms/Passes.h.inc"
+} // namespace mlir::tamoe
+
+using namespace mlir;
+using namespace mlir::tamoe;
+namespace topo = ::tamoe::topology;
+
+namespace {
+struct PlanDispatchPass
+    : public mlir::tamoe::impl::TAMoEPlanDispatchPassBase<PlanDispatchPass> {
+  using Base::Base;
+
+  void runOnOperation() override;
+
+private:
+  /// The topology: from the `topology` file (recorded on the module) or the
+  /// module's attribute.
+  FailureOr<TopologyAttr> resolveTopology();
+  LogicalResult plan(DispatchOp dispatch, const topo::Topology &tree,
+                     planner::Policy policy,
+                     const planner::PolicyOptions &options,
+                     SymbolTableCollection &symbols);
+};
+} // namespace
+
+FailureOr<TopologyAttr> PlanDispatchPass::resolveTopology() {
+  ModuleOp module = getOperation();
+  if (topologyFile.empty()) {
+    if (TopologyAttr attr = TopologyAttr::lookup(module))
+      return attr;
+    return module.emitError()
+           << "tamoe-plan-dispatch: no topology: give the pass topology=FILE "
+              "or the module a 'tamoe.topology' attribute";
+  }
+  llvm::Expected<topo::Topology> tree = topo::loadTopologyFile(topologyFile);
+  if (!tree)
+    return module.emitError()
+           << "tamoe-plan-dispatch: " << llvm::toString(tree.takeError());
+  auto attr = TopologyAttr::get(module.getContext(), *tree);
+  module->setAttr(TAMoEDialect::getTopologyAttrName(), attr);
+  return attr;
+}
+
+LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
+                                     const topo::Topology &tree,
+                                     planner::Policy policy,
+                                     const planner::PolicyOptions &options,
+                                     SymbolTableCollection &symbols) {
+  int64_t ranks = tree.numRanks();
+  if (AllToAllOp exchange = findSendingAllToAll(dispatch)) {
+    std::optional<int64_t> group = groupSize(exchange, symbols);
+    if (group && *group != ranks)
+      return dispatch.emitError()
+             << "expert-parallel group @" << exchange.getGrid() << " has "
+             << *group << " ranks but topology '" << tree.name << "' has "
+             << ranks;
+  }
+  int64_t experts = dispatch.getExpertCounts().getType().getDimSize(0);
+  if (experts % ranks != 0)
+    return dispatch.emitError() << experts << " experts do not divide evenly "
+                                << "over the " << ranks
+                                << " ranks of topology '" << tree.name << "'";
+  RankedTensorType tokens = dispatch.getTokens().getType();
+  int64_t k = dispatch.getExpertIds().getType().getDimSize(1);
+  if (!tokens.hasStaticShape() || ShapedType::isDynamic(k))
+    return dispatch.emitError() << "needs static token, hidden and k sizes "
+                                   "to predict the all-to-all time";
+  std::optional<int64_t> bytes = elementBytes(tokens.getElementType());
+  if (!bytes)
+    return dispatch.emitError()
+           << "cannot size token rows of " << tokens.getElementType();
+  planner::Workload workload{tokens.getDimSize(0), tokens.getDimSize(1), *bytes,
+                             k};
+  llvm::Expected<planner::Plan> planned =
+      planner::makePlan(tree, policy, options, workload);
+  if (!planned)
+    return dispatch.emitError() << llvm::toString(planned.takeError());
+  // The same inputs just passed every check.
+  planner::Plan uniform = llvm::cantFail(
+      planner::makePlan(tree, planner::Policy::Uniform, options, workload));
+  // The compiler emits flat and hierarchical exchanges (not yet the
+  // de-duplicated one), so the prediction is the faster of those two.
+  auto fastest = [](const planner::Plan &plan) {
+    return std::min(plan.flat.totalUs(), plan.hierarchical.totalUs());
+  };
+  // Tenths of a microsecond are all a model of this kind can claim.
+  double predicted = std::round(fastest(*planned) * 10) / 10;
+  double baseline = fastest(uniform);
+  planner::Schedule schedule =
+      planner::fasterThan(planned->hierarchical.totalUs(),
+                          planned->flat.totalUs())
+          ? planner::Schedule::Hierarchical
+          : planner::Schedule::Flat;
+  MLIRContext *context = dispatch.getContext();
+  auto attr = DispatchPlanAttr::get(
+      context, toPlanPolicy(policy),
+      DenseF64ArrayAttr::get(context, planned->pattern.shares),
+      DenseF64ArrayAttr(), llvm::APFloat(predicted));
+  dispatch.setPlanAttr(attr);
+  if (auto gate = dispatch.getExpertIds().getDefiningOp<GateOp>())
+    gate.setPlanAttr(attr);
+  dispatch.emitRemark() << "planned '" << planner::stringifyPolicy(policy)
+                        << "' dispatch on '" << tree.name
+                        << "': " << ::tamoe::formatFixed(predicted, 1)
+                        << " us (" << planner::stringifySchedule(schedule)
+                        << ") vs " << ::tamoe::formatFixed(baseline, 1)
+                        << " us with uniform routing ("
+                        << ::tamoe::formatFixed(baseline / predicted, 2)
+                        << "x)";
+  ++numPlanned;
+  return success();
+}
+
+void PlanDispatchPass::runOnOperation() {
+  FailureOr<TopologyAttr> topology = resolveTopology();
+  if (failed(topology))
+    return signalPassFailure();
+  std::optional<planner::Policy> policyKind = planner::parsePolicy(policy);
+  if (!policyKind) {
+    getOperation().emitError()
+        << "tamoe-plan-dispatch: unknown policy '" << policy
+        << "' (uniform, tamoe, optimal, fastermoe, node-limited)";
+    return signalPassFailure();
+  }
+  planner::PolicyOptions options{rho, beta, crossNodeCap, maxNodes};
+  if (llvm::Error error = planner::verify(options)) {
+    getOperation().emitError()
+        << "tamoe-plan-dispatch: " << llvm::toString(std::move(error));
+    return signalPassFailure();
+  }
+  topo::Topology tree = topology->toTopology();
+  SymbolTableCollection symbols;
+  WalkResult result = getOperation().walk([&](DispatchOp dispatch) {
+    return failed(plan(dispatch, tree, *policyKind, options, symbols))
+               ? WalkResult::interrupt()
+               : WalkResult::advance();
+  });
+  if (result.wasInterrupted())
+    signalPassFailure();
+}
