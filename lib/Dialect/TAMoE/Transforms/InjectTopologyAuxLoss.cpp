@@ -2,6 +2,7 @@
 
 #include "Layer.h"
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
+#include "tamoe/Support/Messages.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
@@ -137,10 +138,6 @@ LogicalResult InjectTopologyAuxLossPass::inject(DispatchOp dispatch) {
       }))
     return success();
 
-  AllToAllOp exchange = findSendingAllToAll(dispatch);
-  if (!exchange)
-    return dispatch.emitError() << "cannot tell this rank: the layer's "
-                                   "counts feed no tamoe.all_to_all";
   TopologyAttr topology = TopologyAttr::lookup(dispatch);
   if (!topology)
     return dispatch.emitError() << "the module has no tamoe.topology";
@@ -155,6 +152,11 @@ LogicalResult InjectTopologyAuxLossPass::inject(DispatchOp dispatch) {
     return dispatch.emitError()
            << "the plan gives some ranks no share; the topology loss weighs "
               "experts by 1 / share";
+
+  AllToAllOp exchange = findSendingAllToAll(dispatch);
+  if (!exchange)
+    return dispatch.emitError() << "cannot tell this rank: the layer's "
+                                   "counts feed no tamoe.all_to_all";
 
   OpBuilder builder(dispatch->getContext());
   builder.setInsertionPointAfter(dispatch);
@@ -206,9 +208,9 @@ LogicalResult InjectTopologyAuxLossPass::addToFunctionLoss(DispatchOp dispatch,
   for (OpOperand &operand : ret->getOpOperands())
     if (operand.get().getType() == lossType) {
       operand.set(arith::AddFOp::create(builder, loc, operand.get(), scaled));
-      dispatch.emitRemark()
-          << "inserted a topology loss, scaled by " << double(coefficient)
-          << ", into result #" << operand.getOperandNumber();
+      dispatch.emitRemark() << "inserted a topology loss, scaled by "
+                            << ::tamoe::formatNumber(coefficient)
+                            << ", into result #" << operand.getOperandNumber();
       return success();
     }
   ret->insertOperands(ret->getNumOperands(), scaled);
@@ -217,8 +219,8 @@ LogicalResult InjectTopologyAuxLossPass::addToFunctionLoss(DispatchOp dispatch,
   function.setType(FunctionType::get(function.getContext(),
                                      function.getArgumentTypes(), results));
   dispatch.emitRemark() << "inserted a topology loss, scaled by "
-                        << double(coefficient) << ", as new result #"
-                        << results.size() - 1;
+                        << ::tamoe::formatNumber(coefficient)
+                        << ", as new result #" << results.size() - 1;
   return success();
 }
 

@@ -3,27 +3,42 @@
 #include "Layer.h"
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 
 using namespace mlir;
 using namespace mlir::tamoe;
 
+/// Counts per expert reach an all-to-all as they are (one expert per rank) or
+/// reshaped to [ranks, experts per rank].
+static Value throughExpandShape(Value counts) {
+  if (auto expand = counts.getDefiningOp<tensor::ExpandShapeOp>())
+    return expand.getSrc();
+  return counts;
+}
+
 AllToAllOp mlir::tamoe::findSendingAllToAll(DispatchOp dispatch) {
-  for (Operation *user : dispatch.getExpertCounts().getUsers())
+  Value counts = dispatch.getExpertCounts();
+  for (Operation *user : counts.getUsers()) {
+    if (auto expand = dyn_cast<tensor::ExpandShapeOp>(user))
+      for (Operation *reshapedUser : expand.getResult().getUsers())
+        if (auto exchange = dyn_cast<AllToAllOp>(reshapedUser))
+          return exchange;
     if (auto exchange = dyn_cast<AllToAllOp>(user))
-      if (exchange.getSendCounts() == dispatch.getExpertCounts())
+      if (exchange.getSendCounts() == counts)
         return exchange;
+  }
   return {};
 }
 
 DispatchOp mlir::tamoe::findLayerDispatch(AllToAllOp exchange) {
-  Value counts = exchange.getSendCounts();
+  Value counts = throughExpandShape(exchange.getSendCounts());
   while (Operation *producer = counts.getDefiningOp()) {
     if (auto dispatch = dyn_cast<DispatchOp>(producer))
       return dispatch;
     auto earlier = dyn_cast<AllToAllOp>(producer);
     if (!earlier || counts != earlier.getRecvCounts())
       return {};
-    counts = earlier.getSendCounts();
+    counts = throughExpandShape(earlier.getSendCounts());
   }
   return {};
 }

@@ -1,0 +1,76 @@
+// RUN: tamoe-opt %s -split-input-file --tamoe-inject-topology-aux-loss -verify-diagnostics
+
+#dense = #tamoe.dispatch_plan<optimal, matrix = [1.0, 0.0, 0.0, 1.0], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+  func.func @f(%tokens: tensor<16x8xf32>, %ids: tensor<16x1xi32>) {
+    // expected-error @+1 {{the topology loss needs a plan with a share per level; dense plans are not supported}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #dense} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
+    return
+  }
+}
+
+// -----
+
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+  func.func @f(%tokens: tensor<16x8xf32>, %ids: tensor<16x1xi32>) {
+    // expected-error @+1 {{the topology loss needs the tamoe.gate that chose the experts (for the router probabilities)}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
+    return
+  }
+}
+
+// -----
+
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
+    // expected-error @+1 {{cannot tell this rank: the layer's counts feed no tamoe.all_to_all}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
+    return
+  }
+}
+
+// -----
+
+#plan = #tamoe.dispatch_plan<optimal, shares = [1.0, 0.0], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2)
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
+    // expected-error @+1 {{the plan gives some ranks no share; the topology loss weighs experts by 1 / share}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x8xf32>, tensor<2xi32> -> tensor<?x8xf32>
+    return
+  }
+}
+
+// -----
+
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2)
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x3xf32>) {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x3xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x3xf32>
+    // expected-error @+1 {{the plan does not fit topology 'pair' and 3 experts (run tamoe-plan-dispatch)}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<3xi32>, tensor<16x1xi32>, tensor<i64>
+    return
+  }
+}
+
+// -----
+
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2)
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>, %c: i1) {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
+    scf.if %c {
+      // expected-error @+1 {{an inserted loss needs the layer in the single block of a func.func}}
+      %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
+      %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x8xf32>, tensor<2xi32> -> tensor<?x8xf32>
+    }
+    return
+  }
+}
