@@ -16,12 +16,14 @@ config.test_exec_root = os.path.join(config.tamoe_obj_root, "test")
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%tamoe_src_root", config.tamoe_src_root))
 config.substitutions.append(("%tamoe_obj_root", config.tamoe_obj_root))
+config.substitutions.append(("%mlir_lib_dir", config.mlir_lib_dir))
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.tamoe_tools_dir, config.llvm_tools_dir]
 tools = ["tamoe-opt", "tamoe-topo", "tamoe-planner-bench", "mlir-opt",
+         "mlir-runner",
          "mlir-tblgen"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)

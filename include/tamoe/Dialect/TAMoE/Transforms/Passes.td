@@ -103,4 +103,22 @@ def TAMoEHierarchicalAllToAllPass
   let dependentDialects = ["mlir::tensor::TensorDialect"];
 }
 
+def TAMoEExpandGatePass : Pass<"tamoe-expand-gate", "mlir::ModuleOp"> {
+  let summary = "Lower tamoe.gate and tamoe.aux_loss to linalg, tensor, arith "
+                "and math";
+  let description = [{
+    For compilers without the tamoe runtime: `tamoe.gate` becomes the
+    softmax (max-subtracted) or sigmoid of the logits, group-limited routing
+    (each group scored by the sum of its two best scores, the best groups
+    kept) and k rounds of arg-max with masking (ties go to the lower expert
+    id), then the optional renormalisation; `tamoe.aux_loss` becomes the
+    per-expert counts of the ids (negative ids skipped), the mean router
+    probabilities and the weighted sum E * sum_e w_e f_e P_e.
+  }];
+  let dependentDialects = [
+    "mlir::arith::ArithDialect", "mlir::linalg::LinalgDialect",
+    "mlir::math::MathDialect", "mlir::tensor::TensorDialect"
+  ];
+}
+
 #endif // TAMOE_DIALECT_TAMOE_TRANSFORMS_PASSES_TD

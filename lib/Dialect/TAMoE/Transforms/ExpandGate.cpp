@@ -1,0 +1,433 @@
+//===- ExpandGate.cpp - tamoe.gate and tamoe.aux_loss in linalg -----------===//
+
+#include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
+
+#include <limits>
+
+namespace mlir::tamoe {
+#define GEN_PASS_DEF_TAMOEEXPANDGATEPASS
+#include "tamoe/Dialect/TAMoE/Transforms/Passes.h.inc"
+} // namespace mlir::tamoe
+
+using namespace mlir;
+using namespace mlir::tamoe;
+
+namespace {
+/// Builds linalg.generic ops over tensors whose leading dimensions are the
+/// tokens (and which may be dynamic).
+class Builder {
+public:
+  Builder(OpBuilder &builder, Location loc) : b(builder), loc(loc) {}
+
+  Value constantFloat(Type type, double value) {
+    return arith::ConstantOp::create(b, loc, b.getFloatAttr(type, value));
+  }
+  Value constantIndex(int64_t value) {
+    return arith::ConstantIndexOp::create(b, loc, value);
+  }
+
+  /// An empty tensor of `shape` (kDynamic entries take `dynamicSizes` in
+  /// order).
+  Value empty(ArrayRef<int64_t> shape, Type element, ValueRange dynamicSizes) {
+    return tensor::EmptyOp::create(b, loc, shape, element, dynamicSizes);
+  }
+  /// `empty` filled with `value`.
+  Value filled(ArrayRef<int64_t> shape, Type element, ValueRange dynamicSizes,
+               Value value) {
+    return linalg::FillOp::create(b, loc, value,
+                                  empty(shape, element, dynamicSizes))
+        .getResult(0);
+  }
+
+  /// A linalg.generic with identity-like maps given as dimension lists.
+  SmallVector<Value>
+  generic(unsigned rank, ArrayRef<SmallVector<unsigned>> inputDims,
+          ArrayRef<Value> inputs, ArrayRef<SmallVector<unsigned>> outputDims,
+          ArrayRef<Value> outputs, ArrayRef<utils::IteratorType> iterators,
+          function_ref<void(OpBuilder &, Location, ValueRange)> body) {
+    SmallVector<AffineMap> maps;
+    auto mapOf = [&](ArrayRef<unsigned> dims) {
+      SmallVector<AffineExpr> exprs;
+      for (unsigned dim : dims)
+        exprs.push_back(b.getAffineDimExpr(dim));
+      return AffineMap::get(rank, 0, exprs, b.getContext());
+    };
+    for (ArrayRef<unsigned> dims : inputDims)
+      maps.push_back(mapOf(dims));
+    for (ArrayRef<unsigned> dims : outputDims)
+      maps.push_back(mapOf(dims));
+    SmallVector<Type> types;
+    for (Value output : outputs)
+      types.push_back(output.getType());
+    auto op = linalg::GenericOp::create(b, loc, types, inputs, outputs, maps,
+                                        iterators, body);
+    return SmallVector<Value>(op.getResults());
+  }
+
+  OpBuilder &b;
+  Location loc;
+};
+
+constexpr auto kParallel = utils::IteratorType::parallel;
+constexpr auto kReduction = utils::IteratorType::reduction;
+
+Value negativeInfinity(OpBuilder &b, Location loc, Type type) {
+  return arith::ConstantOp::create(
+      b, loc, b.getFloatAttr(type, -std::numeric_limits<double>::infinity()));
+}
+
+/// Router scores: softmax over the experts, or the element-wise sigmoid.
+Value scores(Builder &g, Value logits, ScoreFunction function, Value tokens) {
+  auto type = cast<RankedTensorType>(logits.getType());
+  Type element = type.getElementType();
+  ArrayRef<int64_t> shape = type.getShape();
+  SmallVector<Value> dynamic;
+  if (ShapedType::isDynamic(shape[0]))
+    dynamic.push_back(tokens);
+  if (function == ScoreFunction::Sigmoid)
+    return g.generic(
+        2, {{0, 1}}, {logits}, {{0, 1}}, {g.empty(shape, element, dynamic)},
+        {kParallel, kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
+          Value one =
+              arith::ConstantOp::create(b, l, b.getFloatAttr(element, 1.0));
+          Value e =
+              math::ExpOp::create(b, l, arith::NegFOp::create(b, l, args[0]));
+          linalg::YieldOp::create(
+              b, l,
+              Value(arith::DivFOp::create(
+                  b, l, one, arith::AddFOp::create(b, l, one, e))));
+        })[0];
+  // Softmax, with the row maximum subtracted so exp cannot overflow.
+  SmallVector<int64_t> rowShape{shape[0]};
+  Value rowMax = g.generic(
+      2, {{0, 1}}, {logits}, {{0}},
+      {g.filled(rowShape, element, dynamic,
+                negativeInfinity(g.b, g.loc, element))},
+      {kParallel, kReduction}, [&](OpBuilder &b, Location l, ValueRange args) {
+        linalg::YieldOp::create(
+            b, l, Value(arith::MaximumFOp::create(b, l, args[0], args[1])));
+      })[0];
+  Value exps = g.generic(
+      2, {{0, 1}, {0}}, {logits, rowMax}, {{0, 1}},
+      {g.empty(shape, element, dynamic)}, {kParallel, kParallel},
+      [&](OpBuilder &b, Location l, ValueRange args) {
+        linalg::YieldOp::create(
+            b, l,
+            Value(math::ExpOp::create(
+                b, l, arith::SubFOp::create(b, l, args[0], args[1]))));
+      })[0];
+  Value rowSum = g.generic(
+      2, {{0, 1}}, {exps}, {{0}},
+      {g.filled(rowShape, element, dynamic, g.constantFloat(element, 0))},
+      {kParallel, kReduction}, [&](OpBuilder &b, Location l, ValueRange args) {
+        linalg::YieldOp::create(
+            b, l, Value(arith::AddFOp::create(b, l, args[0], args[1])));
+      })[0];
+  return g.generic(2, {{0, 1}, {0}}, {exps, rowSum}, {{0, 1}},
+                   {g.empty(shape, element, dynamic)}, {kParallel, kParallel},
+                   [&](OpBuilder &b, Location l, ValueRange args) {
+                     linalg::YieldOp::create(
+                         b, l,
+                         Value(arith::DivFOp::create(b, l, args[0], args[1])));
+                   })[0];
+}
+
+/// Along the last of `rank` dimensions: the largest value and its index
+/// (the first on ties). Results have the leading dimensions.
+std::pair<Value, Value> argMax(Builder &g, Value values, unsigned rank,
+                               ArrayRef<int64_t> leadingShape,
+                               ValueRange dynamic) {
+  Type element = cast<RankedTensorType>(values.getType()).getElementType();
+  SmallVector<unsigned> all, leading;
+  for (unsigned dim = 0; dim < rank; ++dim) {
+    all.push_back(dim);
+    if (dim + 1 < rank)
+      leading.push_back(dim);
+  }
+  SmallVector<utils::IteratorType> iterators(rank - 1, kParallel);
+  iterators.push_back(kReduction);
+  SmallVector<Value> results = g.generic(
+      rank, {all}, {values}, {leading, leading},
+      {g.filled(leadingShape, element, dynamic,
+                negativeInfinity(g.b, g.loc, element)),
+       g.filled(leadingShape, g.b.getIndexType(), dynamic, g.constantIndex(0))},
+      iterators, [&](OpBuilder &b, Location l, ValueRange args) {
+        Value index = linalg::IndexOp::create(b, l, rank - 1);
+        Value better = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT,
+                                             args[0], args[1]);
+        linalg::YieldOp::create(
+            b, l,
+            ValueRange{arith::SelectOp::create(b, l, better, args[0], args[1]),
+                       arith::SelectOp::create(b, l, better, index, args[2])});
+      });
+  return {results[0], results[1]};
+}
+
+/// `values` with entry [s, chosen[s]] of the last dimension set to -inf.
+Value maskChosen(Builder &g, Value values, Value chosen, unsigned rank,
+                 ValueRange dynamic) {
+  auto type = cast<RankedTensorType>(values.getType());
+  SmallVector<unsigned> all, leading;
+  for (unsigned dim = 0; dim < rank; ++dim) {
+    all.push_back(dim);
+    if (dim + 1 < rank)
+      leading.push_back(dim);
+  }
+  return g.generic(
+      rank, {all, leading}, {values, chosen}, {all},
+      {g.empty(type.getShape(), type.getElementType(), dynamic)},
+      SmallVector<utils::IteratorType>(rank, kParallel),
+      [&](OpBuilder &b, Location l, ValueRange args) {
+        Value index = linalg::IndexOp::create(b, l, rank - 1);
+        Value hit = arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, index,
+                                          args[1]);
+        linalg::YieldOp::create(
+            b, l,
+            Value(arith::SelectOp::create(
+                b, l, hit, negativeInfinity(b, l, args[0].getType()),
+                args[0])));
+      })[0];
+}
+
+/// The scores with every expert outside the token's `kept` best groups set
+/// to -inf. A group scores the sum of its two best experts (its best when it
+/// has one), as in DeepSeek-V3.
+Value limitGroups(Builder &g, Value probs, int64_t groups, int64_t kept,
+                  ValueRange dynamic) {
+  auto type = cast<RankedTensorType>(probs.getType());
+  Type element = type.getElementType();
+  int64_t tokens = type.getDimSize(0), experts = type.getDimSize(1);
+  int64_t perGroup = experts / groups;
+  SmallVector<ReassociationIndices> split{{0}, {1, 2}};
+  SmallVector<OpFoldResult> outputShape;
+  if (ShapedType::isDynamic(tokens))
+    outputShape.push_back(dynamic[0]);
+  else
+    outputShape.push_back(g.b.getIndexAttr(tokens));
+  outputShape.push_back(g.b.getIndexAttr(groups));
+  outputShape.push_back(g.b.getIndexAttr(perGroup));
+  Value grouped = tensor::ExpandShapeOp::create(
+      g.b, g.loc, RankedTensorType::get({tokens, groups, perGroup}, element),
+      probs, split, outputShape);
+  SmallVector<int64_t> groupShape{tokens, groups};
+  Value minusInf = negativeInfinity(g.b, g.loc, element);
+  SmallVector<Value> best = g.generic(
+      3, {{0, 1, 2}}, {grouped}, {{0, 1}, {0, 1}},
+      {g.filled(groupShape, element, dynamic, minusInf),
+       g.filled(groupShape, element, dynamic, minusInf)},
+      {kParallel, kParallel, kReduction},
+      [&](OpBuilder &b, Location l, ValueRange args) {
+        // Running first and second largest.
+        Value first = arith::MaximumFOp::create(b, l, args[0], args[1]);
+        Value above = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT,
+                                            args[0], args[1]);
+        Value second = arith::SelectOp::create(
+            b, l, above, args[1],
+            arith::MaximumFOp::create(b, l, args[0], args[2]));
+        linalg::YieldOp::create(b, l, ValueRange{first, second});
+      });
+  Value groupScores = best[0];
+  if (perGroup > 1)
+    groupScores = g.generic(
+        2, {{0, 1}, {0, 1}}, {best[0], best[1]}, {{0, 1}},
+        {g.empty(groupShape, element, dynamic)}, {kParallel, kParallel},
+        [&](OpBuilder &b, Location l, ValueRange args) {
+          linalg::YieldOp::create(
+              b, l, Value(arith::AddFOp::create(b, l, args[0], args[1])));
+        })[0];
+  // Choose the kept groups one at a time; chosen ones score -inf.
+  SmallVector<int64_t> tokenShape{tokens};
+  Value chosenGroups = groupScores;
+  for (int64_t round = 0; round < kept; ++round) {
+    Value pick = argMax(g, chosenGroups, 2, tokenShape, dynamic).second;
+    chosenGroups = maskChosen(g, chosenGroups, pick, 2, dynamic);
+  }
+  // A group is kept when a round turned its score into -inf (scores are
+  // probabilities, never -inf themselves).
+  return g.generic(
+      2, {{0, 1}}, {probs}, {{0, 1}},
+      {g.empty(type.getShape(), element, dynamic)}, {kParallel, kParallel},
+      [&](OpBuilder &b, Location l, ValueRange args) {
+        Value token = linalg::IndexOp::create(b, l, 0);
+        Value expert = linalg::IndexOp::create(b, l, 1);
+        Value group = arith::DivUIOp::create(
+            b, l, expert, arith::ConstantIndexOp::create(b, l, perGroup));
+        Value mark = tensor::ExtractOp::create(b, l, chosenGroups,
+                                               ValueRange{token, group});
+        Value isKept =
+            arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mark,
+                                  negativeInfinity(b, l, element));
+        linalg::YieldOp::create(
+            b, l,
+            Value(arith::SelectOp::create(b, l, isKept, args[0],
+                                          negativeInfinity(b, l, element))));
+      })[0];
+}
+
+/// tamoe.gate: scores, optional group limit, k rounds of arg-max, weights.
+void expandGate(GateOp gate) {
+  OpBuilder builder(gate);
+  Builder g(builder, gate.getLoc());
+  Value logits = gate.getLogits();
+  auto type = cast<RankedTensorType>(logits.getType());
+  Type element = type.getElementType();
+  int64_t k = gate.getK();
+  SmallVector<Value> dynamic;
+  Value tokens;
+  if (type.isDynamicDim(0)) {
+    tokens = tensor::DimOp::create(builder, g.loc, logits, 0);
+    dynamic.push_back(tokens);
+  }
+  Value probs = scores(g, logits, gate.getScore(), tokens);
+  Value candidates = probs;
+  if (std::optional<int64_t> groups = gate.getNumGroups())
+    candidates = limitGroups(g, probs, *groups, *gate.getGroupsKept(), dynamic);
+
+  auto idsType = gate.getExpertIds().getType();
+  auto weightsType = gate.getWeights().getType();
+  SmallVector<int64_t> tokenShape{type.getDimSize(0)};
+  Value ids = g.empty(idsType.getShape(), idsType.getElementType(), dynamic);
+  Value weights = g.empty(weightsType.getShape(), element, dynamic);
+  OpFoldResult rows =
+      tokens ? OpFoldResult(tokens)
+             : OpFoldResult(builder.getIndexAttr(type.getDimSize(0)));
+  for (int64_t round = 0; round < k; ++round) {
+    auto [value, index] = argMax(g, candidates, 2, tokenShape, dynamic);
+    candidates = maskChosen(g, candidates, index, 2, dynamic);
+    Value id =
+        g.generic(1, {{0}}, {index}, {{0}},
+                  {g.empty(tokenShape, idsType.getElementType(), dynamic)},
+                  {kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
+                    linalg::YieldOp::create(
+                        b, l,
+                        Value(arith::IndexCastOp::create(
+                            b, l, idsType.getElementType(), args[0])));
+                  })[0];
+    // Column `round` of the [S, k] results.
+    SmallVector<OpFoldResult> offsets{builder.getIndexAttr(0),
+                                      builder.getIndexAttr(round)};
+    SmallVector<OpFoldResult> sizes{rows, builder.getIndexAttr(1)};
+    SmallVector<OpFoldResult> strides(2, builder.getIndexAttr(1));
+    ids = tensor::InsertSliceOp::create(builder, g.loc, id, ids, offsets, sizes,
+                                        strides);
+    weights = tensor::InsertSliceOp::create(builder, g.loc, value, weights,
+                                            offsets, sizes, strides);
+  }
+  if (gate.getRenormalize()) {
+    Value sum = g.generic(
+        2, {{0, 1}}, {weights}, {{0}},
+        {g.filled(tokenShape, element, dynamic, g.constantFloat(element, 0))},
+        {kParallel, kReduction},
+        [&](OpBuilder &b, Location l, ValueRange args) {
+          linalg::YieldOp::create(
+              b, l, Value(arith::AddFOp::create(b, l, args[0], args[1])));
+        })[0];
+    weights = g.generic(
+        2, {{0, 1}, {0}}, {weights, sum}, {{0, 1}},
+        {g.empty(weightsType.getShape(), element, dynamic)},
+        {kParallel, kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
+          linalg::YieldOp::create(
+              b, l, Value(arith::DivFOp::create(b, l, args[0], args[1])));
+        })[0];
+  }
+  gate.replaceAllUsesWith(ValueRange{ids, weights, probs});
+  gate.erase();
+}
+
+/// tamoe.aux_loss: E * sum_e w_e f_e P_e, with f_e = count_e / (k S) and
+/// P_e = sum_s probs[s, e] / S.
+void expandAuxLoss(AuxLossOp loss) {
+  OpBuilder builder(loss);
+  Builder g(builder, loss.getLoc());
+  Value probs = loss.getProbs();
+  auto type = cast<RankedTensorType>(probs.getType());
+  Type element = type.getElementType();
+  Value ids = loss.getExpertIds();
+  int64_t k = loss.getExpertIds().getType().getDimSize(1);
+  SmallVector<Value> dynamicExperts;
+  if (type.isDynamicDim(1))
+    dynamicExperts.push_back(tensor::DimOp::create(builder, g.loc, probs, 1));
+  SmallVector<int64_t> expertShape{type.getDimSize(1)};
+  Value zero = g.constantFloat(element, 0);
+  Value counts = g.generic(
+      3, {{0, 1}}, {ids}, {{2}},
+      {g.filled(expertShape, element, dynamicExperts, zero)},
+      {kReduction, kReduction, kParallel},
+      [&](OpBuilder &b, Location l, ValueRange args) {
+        Value expert = arith::IndexCastOp::create(
+            b, l, args[0].getType(), linalg::IndexOp::create(b, l, 2));
+        Value match = arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq,
+                                            args[0], expert);
+        Value one = arith::ConstantOp::create(
+            b, l, b.getFloatAttr(args[1].getType(), 1.0));
+        linalg::YieldOp::create(
+            b, l,
+            Value(arith::SelectOp::create(
+                b, l, match, arith::AddFOp::create(b, l, args[1], one),
+                args[1])));
+      })[0];
+  Value probSums = g.generic(
+      2, {{0, 1}}, {probs}, {{1}},
+      {g.filled(expertShape, element, dynamicExperts, zero)},
+      {kReduction, kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
+        linalg::YieldOp::create(
+            b, l, Value(arith::AddFOp::create(b, l, args[0], args[1])));
+      })[0];
+  // E / (k S^2): f and P are both per-token averages.
+  auto asFloat = [&](Value index) -> Value {
+    return arith::UIToFPOp::create(
+        builder, g.loc, element,
+        arith::IndexCastOp::create(builder, g.loc, builder.getI64Type(),
+                                   index));
+  };
+  Value tokens = asFloat(tensor::DimOp::create(builder, g.loc, probs, 0));
+  Value experts = asFloat(tensor::DimOp::create(builder, g.loc, probs, 1));
+  Value scale = arith::DivFOp::create(
+      builder, g.loc, experts,
+      arith::MulFOp::create(
+          builder, g.loc, g.constantFloat(element, double(k)),
+          arith::MulFOp::create(builder, g.loc, tokens, tokens)));
+  SmallVector<Value> inputs{counts, probSums};
+  if (Value weights = loss.getExpertWeights())
+    inputs.push_back(weights);
+  SmallVector<SmallVector<unsigned>> inputDims(inputs.size(), {0});
+  Value total = g.generic(
+      1, inputDims, inputs, {{}}, {g.filled({}, element, {}, zero)},
+      {kReduction}, [&](OpBuilder &b, Location l, ValueRange args) {
+        Value term = arith::MulFOp::create(b, l, args[0], args[1]);
+        if (args.size() == 4)
+          term = arith::MulFOp::create(b, l, term, args[2]);
+        linalg::YieldOp::create(
+            b, l, Value(arith::AddFOp::create(b, l, args.back(), term)));
+      })[0];
+  Value scaled =
+      g.generic(0, {{}}, {total}, {{}}, {g.empty({}, element, {})}, {},
+                [&](OpBuilder &b, Location l, ValueRange args) {
+                  linalg::YieldOp::create(
+                      b, l, Value(arith::MulFOp::create(b, l, args[0], scale)));
+                })[0];
+  loss.replaceAllUsesWith(scaled);
+  loss.erase();
+}
+
+struct ExpandGatePass
+    : public mlir::tamoe::impl::TAMoEExpandGatePassBase<ExpandGatePass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    SmallVector<GateOp> gates;
+    SmallVector<AuxLossOp> losses;
+    getOperation().walk([&](Operation *op) {
+      if (auto gate = dyn_cast<GateOp>(op))
+        gates.push_back(gate);
+      else if (auto loss = dyn_cast<AuxLossOp>(op))
+        losses.push_back(loss);
+    });
+    // Losses first: they use the gates' results.
+    for (AuxLossOp loss : losses)
+      expandAuxLoss(loss);
+    for (GateOp gate : gates)
+      expandGate(gate);
+  }
+};
+} // namespace

@@ -1,0 +1,43 @@
+// RUN: tamoe-opt %s --tamoe-expand-gate | FileCheck %s
+// Idempotent: nothing is left to expand.
+// RUN: tamoe-opt %s --tamoe-expand-gate > %t.once
+// RUN: tamoe-opt %t.once --tamoe-expand-gate | diff %t.once -
+// The numbers are checked by running the result: test/Integration/expand-gate.mlir.
+
+// CHECK-LABEL: func.func @softmax_top2
+// CHECK-NOT: tamoe.
+// Softmax: row maximum, exp of the difference, row sum, division.
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+// CHECK:   arith.maximumf
+// CHECK: linalg.generic
+// CHECK:   math.exp
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+// CHECK:   arith.addf
+// CHECK: linalg.generic
+// CHECK:   arith.divf
+// Two rounds of arg-max (value and index), each masking its pick.
+// CHECK-COUNT-2: arith.cmpf ogt
+// CHECK: tensor.insert_slice {{.*}}[0, 1] [16, 1] [1, 1] : tensor<16xi32> into tensor<16x2xi32>
+// Counts, mean probabilities and the weighted sum of the loss.
+// CHECK: linalg.generic {{.*}}iterator_types = ["reduction", "reduction", "parallel"]
+// CHECK: linalg.generic {{.*}}iterator_types = ["reduction", "parallel"]
+// CHECK: linalg.generic {{.*}}iterator_types = ["reduction"]
+// CHECK-NOT: tamoe.
+// CHECK: return
+func.func @softmax_top2(%logits: tensor<16x8xf32>, %w: tensor<8xf32>) -> (tensor<16x2xi32>, tensor<16x2xf32>, tensor<f32>) {
+  %ids, %weights, %probs = tamoe.gate %logits top 2 softmax renormalize : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+  %loss = tamoe.aux_loss topology %probs, %ids weights %w : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf32> -> tensor<f32>
+  return %ids, %weights, %loss : tensor<16x2xi32>, tensor<16x2xf32>, tensor<f32>
+}
+
+// Sigmoid, group-limited, dynamic token count.
+// CHECK-LABEL: func.func @grouped
+// CHECK: %[[TOKENS:.*]] = tensor.dim %{{.*}}, %{{.*}} : tensor<?x8xbf16>
+// CHECK: math.exp
+// CHECK: tensor.expand_shape %{{.*}} {{\[\[}}0], [1, 2]] output_shape [%[[TOKENS]], 4, 2] : tensor<?x8xbf16> into tensor<?x4x2xbf16>
+// CHECK-NOT: tamoe.
+// CHECK: return
+func.func @grouped(%logits: tensor<?x8xbf16>) -> tensor<?x2xi64> {
+  %ids, %weights, %probs = tamoe.gate %logits top 2 sigmoid groups 4 keep 2 : tensor<?x8xbf16> -> tensor<?x2xi64>, tensor<?x2xbf16>, tensor<?x8xbf16>
+  return %ids : tensor<?x2xi64>
+}

@@ -1,0 +1,74 @@
+// tamoe-expand-gate computes the gate and the losses correctly: lowered to
+// LLVM with upstream passes and run with mlir-runner.
+// RUN: tamoe-opt %s --tamoe-expand-gate --one-shot-bufferize=bufferize-function-boundaries \
+// RUN:   --convert-linalg-to-loops --convert-scf-to-cf --expand-strided-metadata \
+// RUN:   --lower-affine --convert-to-llvm --reconcile-unrealized-casts \
+// RUN: | mlir-runner -e main -entry-point-result=void \
+// RUN:   -shared-libs=%mlir_lib_dir/libmlir_runner_utils.so,%mlir_lib_dir/libmlir_c_runner_utils.so \
+// RUN: | FileCheck %s
+
+func.func private @printMemrefI32(memref<*xi32>)
+func.func private @printMemrefF32(memref<*xf32>)
+
+func.func @main() {
+  %logits = arith.constant dense<[[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [0.0, 0.0, 5.0, 0.0]]> : tensor<3x4xf32>
+
+  // Softmax top-2, renormalised. softmax([1, 2, 3, 4]) =
+  // [0.0320586, 0.0871443, 0.236883, 0.643914]; the top two, renormalised:
+  // 0.731059 and 0.268941. In the third row the runner-up ties three ways
+  // and goes to the lowest id.
+  %ids, %weights, %probs = tamoe.gate %logits top 2 softmax renormalize : tensor<3x4xf32> -> tensor<3x2xi32>, tensor<3x2xf32>, tensor<3x4xf32>
+  %ids_m = bufferization.to_buffer %ids : tensor<3x2xi32> to memref<3x2xi32>
+  %ids_u = memref.cast %ids_m : memref<3x2xi32> to memref<*xi32>
+  call @printMemrefI32(%ids_u) : (memref<*xi32>) -> ()
+  // CHECK: {{\[\[}}3,   2]
+  // CHECK-NEXT: [0,   1]
+  // CHECK-NEXT: [2,   0]
+  %weights_m = bufferization.to_buffer %weights : tensor<3x2xf32> to memref<3x2xf32>
+  %weights_u = memref.cast %weights_m : memref<3x2xf32> to memref<*xf32>
+  call @printMemrefF32(%weights_u) : (memref<*xf32>) -> ()
+  // CHECK: [0.731059,   0.268941]
+  // CHECK-NEXT: [0.731059,   0.268941]
+  // CHECK-NEXT: [0.993307,   0.00669285]
+  %probs_m = bufferization.to_buffer %probs : tensor<3x4xf32> to memref<3x4xf32>
+  %probs_u = memref.cast %probs_m : memref<3x4xf32> to memref<*xf32>
+  call @printMemrefF32(%probs_u) : (memref<*xf32>) -> ()
+  // CHECK: [0.0320586,   0.0871443,   0.236883,   0.643914]
+
+  // Switch loss: counts [2, 1, 2, 1] of the k S = 6 assignments and the
+  // mean probabilities over the three rows: E sum_e f_e P_e = 1.10818.
+  %switch = tamoe.aux_loss switch %probs, %ids : tensor<3x4xf32>, tensor<3x2xi32> -> tensor<f32>
+  // With unit weights the topology loss is the switch loss exactly.
+  %ones = arith.constant dense<1.0> : tensor<4xf32>
+  %same = tamoe.aux_loss topology %probs, %ids weights %ones : tensor<3x4xf32>, tensor<3x2xi32>, tensor<4xf32> -> tensor<f32>
+  // Dropped assignments (id -1) are not counted: 0.818351.
+  %dropped = arith.constant dense<[[3, -1], [0, 1], [2, 0]]> : tensor<3x2xi32>
+  %partial = tamoe.aux_loss switch %probs, %dropped : tensor<3x4xf32>, tensor<3x2xi32> -> tensor<f32>
+  // Weights [2, 1, 1, 0.5] (a plan that favours expert 0): 1.3357.
+  %w = arith.constant dense<[2.0, 1.0, 1.0, 0.5]> : tensor<4xf32>
+  %weighted = tamoe.aux_loss topology %probs, %ids weights %w : tensor<3x4xf32>, tensor<3x2xi32>, tensor<4xf32> -> tensor<f32>
+  %l0 = tensor.extract %switch[] : tensor<f32>
+  %l1 = tensor.extract %same[] : tensor<f32>
+  %l2 = tensor.extract %partial[] : tensor<f32>
+  %l3 = tensor.extract %weighted[] : tensor<f32>
+  %losses = tensor.from_elements %l0, %l1, %l2, %l3 : tensor<4xf32>
+  %losses_m = bufferization.to_buffer %losses : tensor<4xf32> to memref<4xf32>
+  %losses_u = memref.cast %losses_m : memref<4xf32> to memref<*xf32>
+  call @printMemrefF32(%losses_u) : (memref<*xf32>) -> ()
+  // CHECK: [1.10818,  1.10818,  0.818351,  1.3357]
+
+  // Sigmoid scores, 2 groups of 2 experts, keep 1: the best group of row 0
+  // is {2, 3} (0.952574 + 0.982014), so both picks come from it.
+  %gids, %gw, %gp = tamoe.gate %logits top 2 sigmoid groups 2 keep 1 : tensor<3x4xf32> -> tensor<3x2xi32>, tensor<3x2xf32>, tensor<3x4xf32>
+  %gids_m = bufferization.to_buffer %gids : tensor<3x2xi32> to memref<3x2xi32>
+  %gids_u = memref.cast %gids_m : memref<3x2xi32> to memref<*xi32>
+  call @printMemrefI32(%gids_u) : (memref<*xi32>) -> ()
+  // CHECK: {{\[\[}}3,   2]
+  // CHECK-NEXT: [0,   1]
+  // CHECK-NEXT: [2,   3]
+  %gw_m = bufferization.to_buffer %gw : tensor<3x2xf32> to memref<3x2xf32>
+  %gw_u = memref.cast %gw_m : memref<3x2xf32> to memref<*xf32>
+  call @printMemrefF32(%gw_u) : (memref<*xf32>) -> ()
+  // CHECK: [0.982014,   0.952574]
+  return
+}
