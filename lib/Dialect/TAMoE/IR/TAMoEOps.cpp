@@ -293,8 +293,8 @@ LogicalResult RegroupOp::verify() {
       transposed.getShape() !=
           ArrayRef<int64_t>{counts.getDimSize(1), counts.getDimSize(0)})
     return emitOpError() << "regrouped_counts must be counts transposed: "
-                         << formatShape({counts.getDimSize(1),
-                                         counts.getDimSize(0)})
+                         << formatShape(
+                                {counts.getDimSize(1), counts.getDimSize(0)})
                          << " of " << counts.getElementType();
   return success();
 }
