@@ -25,7 +25,7 @@ struct InjectTopologyAuxLossPass
   void runOnOperation() override;
 
 private:
-  LogicalResult inject(DispatchOp dispatch);
+  LogicalResult inject(DispatchOp dispatch, SymbolTableCollection &symbols);
   /// Adds `coefficient * loss` to the function's scalar loss result, or
   /// returns it as a new result.
   LogicalResult addToFunctionLoss(DispatchOp dispatch, Value loss);
@@ -86,6 +86,37 @@ static Value buildExpertWeights(OpBuilder &builder, Location loc,
   return generic.getResult(0);
 }
 
+/// This rank's index in the exchange's group: the linear index over the
+/// grid axes the exchange spans (all of them when it names none).
+static FailureOr<Value> groupRank(OpBuilder &builder, Location loc,
+                                  AllToAllOp exchange,
+                                  SymbolTableCollection &symbols) {
+  shard::GridOp grid =
+      shard::getGridOrNull(exchange, exchange.getGridAttr(), symbols);
+  if (!grid)
+    return exchange.emitError()
+           << "'@" << exchange.getGrid() << "' does not name a shard.grid";
+  SmallVector<int16_t> axes;
+  if (std::optional<ArrayRef<int16_t>> given = exchange.getGridAxes())
+    axes.assign(given->begin(), given->end());
+  else
+    axes = llvm::to_vector(llvm::seq<int16_t>(0, grid.getRank()));
+  SmallVector<Type> indexTypes(axes.size(), builder.getIndexType());
+  auto multi = shard::ProcessMultiIndexOp::create(
+      builder, loc, TypeRange(indexTypes), exchange.getGridAttr(),
+      builder.getDenseI16ArrayAttr(axes));
+  // Row-major over the chosen axes, as the exchange orders its peers.
+  Value rank = multi->getResult(0);
+  for (auto [axis, index] :
+       llvm::drop_begin(llvm::zip(axes, multi->getResults()))) {
+    Value size =
+        arith::ConstantIndexOp::create(builder, loc, grid.getShape()[axis]);
+    rank = arith::AddIOp::create(
+        builder, loc, arith::MulIOp::create(builder, loc, rank, size), index);
+  }
+  return rank;
+}
+
 /// The expert ids with dropped assignments (position -1) replaced by -1, so
 /// the loss counts what was dispatched.
 static Value maskDropped(OpBuilder &builder, Location loc,
@@ -114,7 +145,9 @@ static Value maskDropped(OpBuilder &builder, Location loc,
   return generic.getResult(0);
 }
 
-LogicalResult InjectTopologyAuxLossPass::inject(DispatchOp dispatch) {
+LogicalResult
+InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
+                                  SymbolTableCollection &symbols) {
   DispatchPlanAttr plan = dispatch.getPlanAttr();
   if (!plan)
     return success();
@@ -158,21 +191,31 @@ LogicalResult InjectTopologyAuxLossPass::inject(DispatchOp dispatch) {
     return dispatch.emitError() << "cannot tell this rank: the layer's "
                                    "counts feed no tamoe.all_to_all";
 
+  bool mayDrop = dispatch.getCapacity() || dispatch.getCapacityFactor();
+  for (AuxLossOp loss : losses)
+    if (mayDrop && loss->getBlock() == dispatch->getBlock() &&
+        loss->isBeforeInBlock(dispatch))
+      return loss.emitError() << "the loss must follow the layer's "
+                                 "tamoe.dispatch: with a capacity it may "
+                                 "count only the dispatched assignments";
+
+  // The weights depend on the rank only: right after the gate they dominate
+  // the dispatch and every loss of the gate's probabilities.
   OpBuilder builder(dispatch->getContext());
-  builder.setInsertionPointAfter(dispatch);
+  builder.setInsertionPointAfter(gate);
   Location loc = dispatch.getLoc();
   auto floatType = cast<FloatType>(probs.getType().getElementType());
-  Value rank = shard::ProcessLinearIndexOp::create(
-      builder, loc, builder.getIndexType(), exchange.getGridAttr());
+  FailureOr<Value> rank = groupRank(builder, loc, exchange, symbols);
+  if (failed(rank))
+    return failure();
   Value weights =
-      buildExpertWeights(builder, loc, tree, shares, experts, floatType, rank);
-  bool mayDrop = dispatch.getCapacity() || dispatch.getCapacityFactor();
+      buildExpertWeights(builder, loc, tree, shares, experts, floatType, *rank);
+  // Right after the dispatch, so every loss after it sees them.
+  builder.setInsertionPointAfter(dispatch);
   Value ids =
       mayDrop ? maskDropped(builder, loc, dispatch) : dispatch.getExpertIds();
 
   for (AuxLossOp loss : losses) {
-    // The loss moves after the weights it now needs.
-    loss->moveAfter(weights.getDefiningOp());
     loss.setKind(AuxLossKind::Topology);
     loss.getExpertIdsMutable().assign(ids);
     loss.getExpertWeightsMutable().assign(weights);
@@ -225,9 +268,10 @@ LogicalResult InjectTopologyAuxLossPass::addToFunctionLoss(DispatchOp dispatch,
 }
 
 void InjectTopologyAuxLossPass::runOnOperation() {
+  SymbolTableCollection symbols;
   WalkResult result = getOperation().walk([&](DispatchOp dispatch) {
-    return failed(inject(dispatch)) ? WalkResult::interrupt()
-                                    : WalkResult::advance();
+    return failed(inject(dispatch, symbols)) ? WalkResult::interrupt()
+                                             : WalkResult::advance();
   });
   if (result.wasInterrupted())
     signalPassFailure();

@@ -74,3 +74,18 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
     return
   }
 }
+
+// -----
+
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2)
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) -> tensor<f32> {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
+    // expected-error @+1 {{the loss must follow the layer's tamoe.dispatch: with a capacity it may count only the dispatched assignments}}
+    %loss = tamoe.aux_loss switch %p, %ids : tensor<16x2xf32>, tensor<16x1xi32> -> tensor<f32>
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity 4 {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<8x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<8x8xf32>, tensor<2xi32> -> tensor<?x8xf32>
+    return %loss : tensor<f32>
+  }
+}

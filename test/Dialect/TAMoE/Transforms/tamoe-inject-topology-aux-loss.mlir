@@ -14,10 +14,11 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
   func.func @rewrite_switch_loss(%tokens: tensor<16x8xf32>, %logits: tensor<16x8xf32>) -> (tensor<?x8xf32>, tensor<f32>) {
     // CHECK: %[[IDS:.*]], %{{.*}}, %[[PROBS:.*]] = tamoe.gate
     %ids, %w, %p = tamoe.gate %logits top 2 softmax {plan = #plan} : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
-    // CHECK: tamoe.dispatch
-    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<32x8xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
-    // The SPMD program selects this rank's weights at run time.
-    // CHECK: %[[RANK:.*]] = shard.process_linear_index on @ep : index
+    // The SPMD program selects this rank's weights at run time: its index in
+    // the group, row-major over the exchange's grid axes.
+    // CHECK: %[[INDEX:.*]]:2 = shard.process_multi_index on @ep axes = [0, 1] : index, index
+    // CHECK: %[[SCALED:.*]] = arith.muli %[[INDEX]]#0, %{{.*}} : index
+    // CHECK: %[[RANK:.*]] = arith.addi %[[SCALED]], %[[INDEX]]#1 : index
     // w = 1 / (E q) with q = share / 2 experts per rank: 0.55 near, 5.5 remote.
     // CHECK: %[[TABLE:.*]] = arith.constant dense<[5.500000e-01, 5.500000e-01, 5.500000e+00]> : tensor<3xf32>
     // CHECK: %[[WEIGHTS:.*]] = linalg.generic {{.*}} outs(%{{.*}} : tensor<8xf32>)
@@ -28,6 +29,8 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
     // CHECK:   %[[DISTANCE:.*]] = arith.select %[[SELF]]
     // CHECK:   %[[W:.*]] = tensor.extract %[[TABLE]][%[[DISTANCE]]] : tensor<3xf32>
     // CHECK:   linalg.yield %[[W]] : f32
+    // CHECK: tamoe.dispatch
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<32x8xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
     // CHECK: %[[LOSS:.*]] = tamoe.aux_loss topology %[[PROBS]], %[[IDS]] weights %[[WEIGHTS]]
     %per_rank = tensor.expand_shape %counts [[0, 1]] output_shape [4, 2] : tensor<8xi32> into tensor<4x2xi32>
     %recv, %recv_counts = tamoe.all_to_all %rows, %per_rank on @ep : tensor<32x8xf32>, tensor<4x2xi32> -> tensor<?x8xf32>
@@ -68,6 +71,7 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
   func.func @insert_into_loss(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>, %task_loss: tensor<f32>) -> (tensor<?x8xf32>, tensor<f32>) {
     %ids, %w, %p = tamoe.gate %logits top 2 softmax {plan = #plan} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x4xf32>
     // CHECK: %[[IDS:.*]], %{{.*}}, %[[PROBS:.*]] = tamoe.gate
+    // CHECK: %[[WEIGHTS:.*]] = linalg.generic
     // CHECK: %{{.*}}, %{{.*}}, %[[POS:.*]], %{{.*}} = tamoe.dispatch
     // expected-remark @+1 {{inserted a topology loss, scaled by 0.01, into result #1}}
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity 3 {plan = #plan} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<12x8xf32>, tensor<4xi32>, tensor<16x2xi32>, tensor<i64>
@@ -101,5 +105,45 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
     // CHECK: %[[SCALED:.*]] = arith.mulf %[[LOSS]]
     // CHECK: return %{{.*}}, %[[SCALED]] : tensor<?x8xf32>, tensor<f32>
     return %recv : tensor<?x8xf32>
+  }
+}
+
+// -----
+
+// A switch loss after a dispatch with a capacity: it now counts only the
+// dispatched assignments.
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.25, 0.25, 0.25], predicted_us = 121.0>
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2x2)
+  // CHECK-LABEL: func.func @existing_loss_with_capacity
+  func.func @existing_loss_with_capacity(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
+    %ids, %w, %p = tamoe.gate %logits top 2 softmax {plan = #plan} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x4xf32>
+    // CHECK: %[[WEIGHTS:.*]] = linalg.generic
+    // CHECK: tamoe.dispatch
+    // CHECK: %[[MASKED:.*]] = linalg.generic
+    // CHECK: tamoe.aux_loss topology %{{.*}}, %[[MASKED]] weights %[[WEIGHTS]]
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity_factor 1.0 {plan = #plan} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<32x8xf32>, tensor<4xi32>, tensor<16x2xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x8xf32>, tensor<4xi32> -> tensor<?x8xf32>
+    %loss = tamoe.aux_loss switch %p, %ids : tensor<16x4xf32>, tensor<16x2xi32> -> tensor<f32>
+    return %loss : tensor<f32>
+  }
+}
+
+// -----
+
+// The expert-parallel group is one axis of a bigger grid (data x expert
+// parallel): the rank is the index along that axis.
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.25, 0.25, 0.25], predicted_us = 121.0>
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, uplink = per_rank>]>} {
+  shard.grid @dp_ep(shape = 2x4)
+  // CHECK-LABEL: func.func @partial_axes
+  func.func @partial_axes(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
+    // CHECK: %[[RANK:.*]] = shard.process_multi_index on @dp_ep axes = [1] : index
+    // CHECK: arith.cmpi eq, %{{.*}}, %[[RANK]] : index
+    %ids, %w, %p = tamoe.gate %logits top 2 softmax {plan = #plan} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x4xf32>
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<32x8xf32>, tensor<4xi32>, tensor<16x2xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @dp_ep axes = [1] : tensor<32x8xf32>, tensor<4xi32> -> tensor<?x8xf32>
+    %loss = tamoe.aux_loss switch %p, %ids : tensor<16x4xf32>, tensor<16x2xi32> -> tensor<f32>
+    return %loss : tensor<f32>
   }
 }

@@ -44,8 +44,9 @@ def TAMoEInjectTopologyAuxLossPass
   let description = [{
     For each planned layer, computes this rank's expert weights
     w_e = 1 / (E * q_e), q_e = p̂[rank][owner(e)] / (E / P), at run time
-    from `shard.process_linear_index` (the program is SPMD: every rank
-    selects its own row of the plan), and turns the layer's `switch`
+    from `shard.process_multi_index` over the grid axes of the layer's
+    all-to-all (the program is SPMD: every rank selects its own row of the
+    plan, and the expert-parallel group may be part of a larger grid), and turns the layer's `switch`
     `tamoe.aux_loss` into a `topology` one with these weights. With a uniform
     plan every weight is 1 and the loss is the `switch` loss exactly.
 
