@@ -114,6 +114,9 @@ static Pattern optimalPattern(const Topology &topology,
   std::vector<double> shares(counts.size(), lower);
   double remaining = 1 - lower * ranks;
   for (auto [share, count] : zip(shares, counts)) {
+    // A level of fanout 1 adds no destinations.
+    if (count == 0)
+      continue;
     double extra = std::min(remaining / count, upper - lower);
     share += extra;
     remaining -= extra * count;

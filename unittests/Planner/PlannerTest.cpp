@@ -277,6 +277,26 @@ TEST(PolicyTest, OptimalMatchesBruteForce) {
   }
 }
 
+// A level of fanout 1 adds no destinations at its distance; every policy
+// still gives a valid, finite pattern and time.
+TEST(PolicyTest, FanoutOneLevels) {
+  std::vector<Topology> trees = {
+      makeTree({{"gpu", 1, 100, 100, 1, LinkSharing::PerRank},
+                {"cluster", 4, 10, 10, 10, LinkSharing::PerRank}}),
+      makeTree({{"gpu", 1, 100, 100, 1, LinkSharing::PerRank}})};
+  for (const Topology &topology : trees)
+    for (Policy policy : allPolicies()) {
+      llvm::Expected<Plan> plan =
+          makePlan(topology, policy, PolicyOptions(), smallWorkload());
+      ASSERT_TRUE(static_cast<bool>(plan)) << llvm::toString(plan.takeError());
+      EXPECT_FALSE(static_cast<bool>(verify(topology, plan->pattern)))
+          << stringifyPolicy(policy).str();
+      for (double share : plan->pattern.shares)
+        EXPECT_TRUE(std::isfinite(share)) << stringifyPolicy(policy).str();
+      EXPECT_TRUE(std::isfinite(plan->cost(plan->best).totalUs()));
+    }
+}
+
 TEST(PolicyTest, FasterMoECapsCrossNodeTraffic) {
   Topology topology = loadCluster("dgx-a100");
   Pattern pattern =

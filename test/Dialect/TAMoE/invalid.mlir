@@ -207,6 +207,14 @@ func.func @f(%logits: tensor<16x8xf32>) {
 
 // -----
 
+func.func @f(%logits: tensor<16x?xf32>) {
+  // expected-error @+1 {{group-limited routing needs a static number of experts}}
+  %0:3 = tamoe.gate %logits top 2 softmax groups 2 keep 1 : tensor<16x?xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x?xf32>
+  return
+}
+
+// -----
+
 func.func @f(%logits: tensor<16x8xf32>) {
   // expected-error @+1 {{num_groups (3) must divide the number of experts (8)}}
   %0:3 = tamoe.gate %logits top 2 softmax groups 3 keep 1 : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>

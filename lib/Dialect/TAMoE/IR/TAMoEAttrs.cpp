@@ -175,7 +175,7 @@ LogicalResult DispatchPlanAttr::verifyAgainst(
     sum += shares[level + 1] * static_cast<double>(outer - inner);
     inner = outer;
   }
-  if (std::abs(sum - 1) > kRowSumTolerance)
+  if (!std::isfinite(sum) || std::abs(sum - 1) > kRowSumTolerance)
     return emitError() << "dispatch plan row sums to "
                        << ::tamoe::formatNumber(sum) << " on topology '"
                        << topology.getName() << "', expected 1";

@@ -100,16 +100,17 @@ LogicalResult GateOp::verify() {
     if (*kept < 1 || *kept > *groups)
       return emitOpError() << "groups_kept must be in [1, " << *groups
                            << "], got " << *kept;
-    if (!isDynamic(experts)) {
-      if (experts % *groups != 0)
-        return emitOpError()
-               << "num_groups (" << *groups
-               << ") must divide the number of experts (" << experts << ")";
-      int64_t reachable = *kept * (experts / *groups);
-      if (k > reachable)
-        return emitOpError() << "k = " << k << " exceeds the " << reachable
-                             << " experts of the " << *kept << " kept groups";
-    }
+    if (isDynamic(experts))
+      return emitOpError() << "group-limited routing needs a static number "
+                              "of experts";
+    if (experts % *groups != 0)
+      return emitOpError() << "num_groups (" << *groups
+                           << ") must divide the number of experts (" << experts
+                           << ")";
+    int64_t reachable = *kept * (experts / *groups);
+    if (k > reachable)
+      return emitOpError() << "k = " << k << " exceeds the " << reachable
+                           << " experts of the " << *kept << " kept groups";
   }
   return verifyPlan(*this, getPlan());
 }

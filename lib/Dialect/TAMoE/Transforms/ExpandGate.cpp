@@ -77,16 +77,14 @@ Value negativeInfinity(OpBuilder &b, Location loc, Type type) {
 }
 
 /// Router scores: softmax over the experts, or the element-wise sigmoid.
-Value scores(Builder &g, Value logits, ScoreFunction function, Value tokens) {
+Value scores(Builder &g, Value logits, ScoreFunction function,
+             ValueRange rowDynamic, ValueRange fullDynamic) {
   auto type = cast<RankedTensorType>(logits.getType());
   Type element = type.getElementType();
   ArrayRef<int64_t> shape = type.getShape();
-  SmallVector<Value> dynamic;
-  if (ShapedType::isDynamic(shape[0]))
-    dynamic.push_back(tokens);
   if (function == ScoreFunction::Sigmoid)
     return g.generic(
-        2, {{0, 1}}, {logits}, {{0, 1}}, {g.empty(shape, element, dynamic)},
+        2, {{0, 1}}, {logits}, {{0, 1}}, {g.empty(shape, element, fullDynamic)},
         {kParallel, kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
           Value one =
               arith::ConstantOp::create(b, l, b.getFloatAttr(element, 1.0));
@@ -101,7 +99,7 @@ Value scores(Builder &g, Value logits, ScoreFunction function, Value tokens) {
   SmallVector<int64_t> rowShape{shape[0]};
   Value rowMax = g.generic(
       2, {{0, 1}}, {logits}, {{0}},
-      {g.filled(rowShape, element, dynamic,
+      {g.filled(rowShape, element, rowDynamic,
                 negativeInfinity(g.b, g.loc, element))},
       {kParallel, kReduction}, [&](OpBuilder &b, Location l, ValueRange args) {
         linalg::YieldOp::create(
@@ -109,7 +107,7 @@ Value scores(Builder &g, Value logits, ScoreFunction function, Value tokens) {
       })[0];
   Value exps = g.generic(
       2, {{0, 1}, {0}}, {logits, rowMax}, {{0, 1}},
-      {g.empty(shape, element, dynamic)}, {kParallel, kParallel},
+      {g.empty(shape, element, fullDynamic)}, {kParallel, kParallel},
       [&](OpBuilder &b, Location l, ValueRange args) {
         linalg::YieldOp::create(
             b, l,
@@ -118,18 +116,18 @@ Value scores(Builder &g, Value logits, ScoreFunction function, Value tokens) {
       })[0];
   Value rowSum = g.generic(
       2, {{0, 1}}, {exps}, {{0}},
-      {g.filled(rowShape, element, dynamic, g.constantFloat(element, 0))},
+      {g.filled(rowShape, element, rowDynamic, g.constantFloat(element, 0))},
       {kParallel, kReduction}, [&](OpBuilder &b, Location l, ValueRange args) {
         linalg::YieldOp::create(
             b, l, Value(arith::AddFOp::create(b, l, args[0], args[1])));
       })[0];
-  return g.generic(2, {{0, 1}, {0}}, {exps, rowSum}, {{0, 1}},
-                   {g.empty(shape, element, dynamic)}, {kParallel, kParallel},
-                   [&](OpBuilder &b, Location l, ValueRange args) {
-                     linalg::YieldOp::create(
-                         b, l,
-                         Value(arith::DivFOp::create(b, l, args[0], args[1])));
-                   })[0];
+  return g.generic(
+      2, {{0, 1}, {0}}, {exps, rowSum}, {{0, 1}},
+      {g.empty(shape, element, fullDynamic)}, {kParallel, kParallel},
+      [&](OpBuilder &b, Location l, ValueRange args) {
+        linalg::YieldOp::create(
+            b, l, Value(arith::DivFOp::create(b, l, args[0], args[1])));
+      })[0];
 }
 
 /// Along the last of `rank` dimensions: the largest value and its index
@@ -272,13 +270,25 @@ void expandGate(GateOp gate) {
   auto type = cast<RankedTensorType>(logits.getType());
   Type element = type.getElementType();
   int64_t k = gate.getK();
-  SmallVector<Value> dynamic;
-  Value tokens;
-  if (type.isDynamicDim(0)) {
-    tokens = tensor::DimOp::create(builder, g.loc, logits, 0);
+  // Dynamic sizes of the [S] and [S, E] tensors built below, and the value
+  // of each dimension for the [S, k] results.
+  Value tokens = tensor::DimOp::create(builder, g.loc, logits, 0);
+  Value experts = tensor::DimOp::create(builder, g.loc, logits, 1);
+  SmallVector<Value> dynamic, fullDynamic;
+  if (type.isDynamicDim(0))
     dynamic.push_back(tokens);
-  }
-  Value probs = scores(g, logits, gate.getScore(), tokens);
+  fullDynamic = dynamic;
+  if (type.isDynamicDim(1))
+    fullDynamic.push_back(experts);
+  auto resultDynamic = [&](RankedTensorType result) {
+    SmallVector<Value> sizes;
+    if (result.isDynamicDim(0))
+      sizes.push_back(tokens);
+    if (result.isDynamicDim(1))
+      sizes.push_back(g.constantIndex(k));
+    return sizes;
+  };
+  Value probs = scores(g, logits, gate.getScore(), dynamic, fullDynamic);
   Value candidates = probs;
   if (std::optional<int64_t> groups = gate.getNumGroups())
     candidates = limitGroups(g, probs, *groups, *gate.getGroupsKept(), dynamic);
@@ -286,14 +296,17 @@ void expandGate(GateOp gate) {
   auto idsType = gate.getExpertIds().getType();
   auto weightsType = gate.getWeights().getType();
   SmallVector<int64_t> tokenShape{type.getDimSize(0)};
-  Value ids = g.empty(idsType.getShape(), idsType.getElementType(), dynamic);
-  Value weights = g.empty(weightsType.getShape(), element, dynamic);
+  Value ids = g.empty(idsType.getShape(), idsType.getElementType(),
+                      resultDynamic(idsType));
+  Value weights =
+      g.empty(weightsType.getShape(), element, resultDynamic(weightsType));
   OpFoldResult rows =
-      tokens ? OpFoldResult(tokens)
-             : OpFoldResult(builder.getIndexAttr(type.getDimSize(0)));
+      type.isDynamicDim(0)
+          ? OpFoldResult(tokens)
+          : OpFoldResult(builder.getIndexAttr(type.getDimSize(0)));
   for (int64_t round = 0; round < k; ++round) {
     auto [value, index] = argMax(g, candidates, 2, tokenShape, dynamic);
-    candidates = maskChosen(g, candidates, index, 2, dynamic);
+    candidates = maskChosen(g, candidates, index, 2, fullDynamic);
     Value id =
         g.generic(1, {{0}}, {index}, {{0}},
                   {g.empty(tokenShape, idsType.getElementType(), dynamic)},
@@ -324,7 +337,7 @@ void expandGate(GateOp gate) {
         })[0];
     weights = g.generic(
         2, {{0, 1}, {0}}, {weights, sum}, {{0, 1}},
-        {g.empty(weightsType.getShape(), element, dynamic)},
+        {g.empty(weightsType.getShape(), element, resultDynamic(weightsType))},
         {kParallel, kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
           linalg::YieldOp::create(
               b, l, Value(arith::DivFOp::create(b, l, args[0], args[1])));
@@ -343,7 +356,6 @@ void expandAuxLoss(AuxLossOp loss) {
   auto type = cast<RankedTensorType>(probs.getType());
   Type element = type.getElementType();
   Value ids = loss.getExpertIds();
-  int64_t k = loss.getExpertIds().getType().getDimSize(1);
   SmallVector<Value> dynamicExperts;
   if (type.isDynamicDim(1))
     dynamicExperts.push_back(tensor::DimOp::create(builder, g.loc, probs, 1));
@@ -385,7 +397,8 @@ void expandAuxLoss(AuxLossOp loss) {
   Value scale = arith::DivFOp::create(
       builder, g.loc, experts,
       arith::MulFOp::create(
-          builder, g.loc, g.constantFloat(element, double(k)),
+          builder, g.loc,
+          asFloat(tensor::DimOp::create(builder, g.loc, ids, 1)),
           arith::MulFOp::create(builder, g.loc, tokens, tokens)));
   SmallVector<Value> inputs{counts, probSums};
   if (Value weights = loss.getExpertWeights())

@@ -80,8 +80,10 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
   if (!bytes)
     return dispatch.emitError()
            << "cannot size token rows of " << tokens.getElementType();
-  planner::Workload workload{tokens.getDimSize(0), tokens.getDimSize(1), *bytes,
-                             k};
+  // The rows the exchange moves: all k * S assignments, or fewer when a
+  // capacity caps them (the hierarchical rewrite sizes them the same way).
+  planner::Workload workload{dispatch.getDispatched().getType().getDimSize(0),
+                             tokens.getDimSize(1), *bytes, 1};
   llvm::Expected<planner::Plan> planned =
       planner::makePlan(tree, policy, options, workload);
   if (!planned)
@@ -116,7 +118,8 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
                         << " us (" << planner::stringifySchedule(schedule)
                         << ") vs " << ::tamoe::formatFixed(baseline, 1)
                         << " us with uniform routing ("
-                        << ::tamoe::formatFixed(baseline / predicted, 2)
+                        << ::tamoe::formatFixed(
+                               predicted > 0 ? baseline / predicted : 1.0, 2)
                         << "x)";
   ++numPlanned;
   return success();

@@ -1,4 +1,4 @@
-// RUN: tamoe-opt %s --tamoe-expand-gate | FileCheck %s
+// RUN: tamoe-opt %s --tamoe-expand-gate --verify-each | FileCheck %s
 // Idempotent: nothing is left to expand.
 // RUN: tamoe-opt %s --tamoe-expand-gate > %t.once
 // RUN: tamoe-opt %t.once --tamoe-expand-gate | diff %t.once -
@@ -40,4 +40,18 @@ func.func @softmax_top2(%logits: tensor<16x8xf32>, %w: tensor<8xf32>) -> (tensor
 func.func @grouped(%logits: tensor<?x8xbf16>) -> tensor<?x2xi64> {
   %ids, %weights, %probs = tamoe.gate %logits top 2 sigmoid groups 4 keep 2 : tensor<?x8xbf16> -> tensor<?x2xi64>, tensor<?x2xbf16>, tensor<?x8xbf16>
   return %ids : tensor<?x2xi64>
+}
+
+// Dynamic experts, result sizes that differ from the logits' in which
+// dimensions are static, and a dynamic k in the loss: the expansion is valid
+// IR (every tensor.empty gets its sizes) and k is read at run time.
+// CHECK-LABEL: func.func @dynamic_sizes
+// CHECK-NOT: tamoe.
+// CHECK: %[[K:.*]] = tensor.dim %{{.*}}, %{{.*}} : tensor<4x?xi32>
+// CHECK: arith.index_cast %[[K]]
+// CHECK: return
+func.func @dynamic_sizes(%logits: tensor<?x?xf32>, %ids: tensor<4x?xi32>) -> (tensor<4x2xi32>, tensor<?x?xf32>, tensor<f32>) {
+  %i, %w, %p = tamoe.gate %logits top 2 sigmoid renormalize : tensor<?x?xf32> -> tensor<4x2xi32>, tensor<?x?xf32>, tensor<?x?xf32>
+  %l = tamoe.aux_loss switch %p, %ids : tensor<?x?xf32>, tensor<4x?xi32> -> tensor<f32>
+  return %i, %w, %l : tensor<4x2xi32>, tensor<?x?xf32>, tensor<f32>
 }
