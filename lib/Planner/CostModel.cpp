@@ -26,9 +26,12 @@ using tamoe::fieldError;
 static constexpr double kRowSumTolerance = 1e-9;
 
 Error tamoe::planner::verify(const Workload &workload) {
+  // A rank may have no tokens (or a capacity of 0); rows need a size.
+  if (workload.tokensPerRank < 0)
+    return fieldError("tokensPerRank", formatv("expected >= 0, got {0}",
+                                               workload.tokensPerRank));
   for (auto [name, value] :
-       {std::pair<StringRef, int64_t>{"tokensPerRank", workload.tokensPerRank},
-        {"hidden", workload.hidden},
+       {std::pair<StringRef, int64_t>{"hidden", workload.hidden},
         {"bytesPerElement", workload.bytesPerElement},
         {"topK", workload.topK}})
     if (value < 1)

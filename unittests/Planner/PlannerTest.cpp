@@ -377,6 +377,16 @@ TEST(PolicyTest, Errors) {
                   .takeError()),
       "topK: expected >= 1, got 0");
 
+  workload = smallWorkload();
+  workload.tokensPerRank = -1;
+  EXPECT_EQ(message(verify(workload)), "tokensPerRank: expected >= 0, got -1");
+  // No tokens (or a capacity of 0) is valid: only latency is left.
+  workload.tokensPerRank = 0;
+  Plan empty = llvm::cantFail(
+      makePlan(topology, Policy::Uniform, PolicyOptions(), workload));
+  EXPECT_DOUBLE_EQ(empty.flat.stages[0].bandwidthUs, 0);
+  EXPECT_DOUBLE_EQ(empty.flat.totalUs(), 21);
+
   EXPECT_EQ(message(verify(topology, Pattern{{0.5, 0.5}, std::nullopt})),
             "shares: expected 3 (one per level and one for the sender), got "
             "2");
