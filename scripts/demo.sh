@@ -12,3 +12,5 @@ echo "== tamoe-opt $example"
 echo "== round trip: printed form parses, verifies and prints identically"
 "$build/bin/tamoe-opt" "$build/moe_layer.out.mlir" |
   diff -u "$build/moe_layer.out.mlir" - && echo "identical"
+echo "== tamoe-opt --tamoe-pipeline: plan for the module's cluster, topology-aware loss, hierarchical exchanges"
+"$build/bin/tamoe-opt" "$example" --tamoe-pipeline -mlir-print-op-on-diagnostic=false
