@@ -243,18 +243,19 @@ LogicalResult AllToAllOp::verify() {
   return success();
 }
 
+SmallVector<int16_t> AllToAllOp::getGroupAxes(int64_t gridRank) {
+  if (std::optional<ArrayRef<int16_t>> axes = getGridAxes())
+    return SmallVector<int16_t>(*axes);
+  return llvm::to_vector(llvm::seq<int16_t>(0, gridRank));
+}
+
 LogicalResult AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   shard::GridOp grid = shard::getGridOrNull(*this, getGridAttr(), symbolTable);
   if (!grid)
     return emitOpError() << "'@" << getGrid() << "' does not name a shard.grid";
   ArrayRef<int64_t> shape = grid.getShape();
-  SmallVector<int16_t> axes;
-  if (std::optional<ArrayRef<int16_t>> given = getGridAxes())
-    axes.assign(given->begin(), given->end());
-  else
-    axes.append(llvm::to_vector(llvm::seq<int16_t>(0, shape.size())));
   int64_t groupSize = 1;
-  for (int16_t axis : axes) {
+  for (int16_t axis : getGroupAxes(shape.size())) {
     if (axis >= static_cast<int64_t>(shape.size()))
       return emitOpError() << "grid axis " << axis
                            << " is out of range for grid @" << getGrid()

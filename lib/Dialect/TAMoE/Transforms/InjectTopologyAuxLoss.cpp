@@ -96,11 +96,7 @@ static FailureOr<Value> groupRank(OpBuilder &builder, Location loc,
   if (!grid)
     return exchange.emitError()
            << "'@" << exchange.getGrid() << "' does not name a shard.grid";
-  SmallVector<int16_t> axes;
-  if (std::optional<ArrayRef<int16_t>> given = exchange.getGridAxes())
-    axes.assign(given->begin(), given->end());
-  else
-    axes = llvm::to_vector(llvm::seq<int16_t>(0, grid.getRank()));
+  SmallVector<int16_t> axes = exchange.getGroupAxes(grid.getRank());
   SmallVector<Type> indexTypes(axes.size(), builder.getIndexType());
   auto multi = shard::ProcessMultiIndexOp::create(
       builder, loc, TypeRange(indexTypes), exchange.getGridAttr(),

@@ -51,21 +51,11 @@ std::optional<int64_t> mlir::tamoe::groupSize(AllToAllOp exchange,
     return std::nullopt;
   ArrayRef<int64_t> shape = grid.getShape();
   int64_t size = 1;
-  auto multiply = [&](int64_t axis) {
+  for (int16_t axis : exchange.getGroupAxes(shape.size())) {
     if (axis < 0 || axis >= int64_t(shape.size()) ||
         ShapedType::isDynamic(shape[axis]))
-      return false;
+      return std::nullopt;
     size *= shape[axis];
-    return true;
-  };
-  if (std::optional<ArrayRef<int16_t>> axes = exchange.getGridAxes()) {
-    for (int16_t axis : *axes)
-      if (!multiply(axis))
-        return std::nullopt;
-  } else {
-    for (int64_t axis = 0; axis < int64_t(shape.size()); ++axis)
-      if (!multiply(axis))
-        return std::nullopt;
   }
   return size;
 }
@@ -84,10 +74,10 @@ mlir::tamoe::patternOf(DispatchPlanAttr plan,
     return planner::Pattern{std::vector<double>(shares.begin(), shares.end()),
                             std::nullopt};
   }
-  return planner::Pattern{
-      std::vector<double>(topology.levels.size() + 1,
-                          1.0 / double(topology.numRanks())),
-      std::nullopt};
+  // The topology comes from a verified attribute: the uniform policy cannot
+  // fail on it.
+  return llvm::cantFail(planner::makePattern(topology, planner::Policy::Uniform,
+                                             planner::PolicyOptions()));
 }
 
 PlanPolicy mlir::tamoe::toPlanPolicy(planner::Policy policy) {

@@ -171,6 +171,11 @@ def TAMoE_AllToAllOp : TAMoE_Op<"all_to_all", [
     `:` type($send) `,` type($send_counts) `->` type($received)
   }];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The grid axes of the group: `axes`, or every axis of a grid of
+    /// `gridRank` axes when the op names none.
+    ::llvm::SmallVector<int16_t> getGroupAxes(int64_t gridRank);
+  }];
 }
 
 def TAMoE_RegroupOp : TAMoE_Op<"regroup", [Pure]> {
