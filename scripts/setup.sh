@@ -6,7 +6,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${TAMOE_BUILD_DIR:-$root/build}"
 
 packages=(cmake ninja-build g++ llvm-22-dev llvm-22-tools libmlir-22-dev
-          mlir-22-tools libgtest-dev libbenchmark-dev)
+          mlir-22-tools libgtest-dev libbenchmark-dev libopenmpi-dev
+          openmpi-bin)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null |

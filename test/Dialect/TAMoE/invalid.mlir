@@ -372,7 +372,7 @@ func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {
 
 shard.grid @ep(shape = 2x4)
 func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xf32>) {
-  // expected-error @+1 {{send_counts must be a 1-D (per peer) or 2-D (per peer, per expert) tensor of integers}}
+  // expected-error @+1 {{send_counts must be a tensor of integers with one row per peer ([P] or [P, ...])}}
   %0, %1 = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8xf32> -> tensor<?x64xf32>
   return
 }
@@ -553,7 +553,127 @@ func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<?x4xi32>) {
 // -----
 
 func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<2x4xi32>) {
-  // expected-error @+1 {{regrouped_counts must be counts transposed: [4, 2] of 'i32'}}
+  // expected-error @+1 {{regrouped_counts must be counts with its first two dimensions transposed: [4, 2] of 'i32'}}
   %0, %1 = tamoe.regroup %rows, %counts : tensor<32x64xf32>, tensor<2x4xi32> -> tensor<32x64xf32>, tensor<2x4xi32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{counts must have a static shape [A, B, ...]}}
+  %0, %1 = tamoe.regroup %rows, %counts : tensor<32x64xf32>, tensor<8xi32> -> tensor<32x64xf32>, tensor<8xi32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<2x4x3xi32>) {
+  // expected-error @+1 {{regrouped_counts must be counts with its first two dimensions transposed: [4, 2, 3] of 'i32'}}
+  %0, %1 = tamoe.regroup %rows, %counts : tensor<32x64xf32>, tensor<2x4x3xi32> -> tensor<32x64xf32>, tensor<4x3x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%t: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %pos: tensor<16x2xi32>) {
+  // expected-error @+1 {{experts_per_node must be >= 1, got 0}}
+  %0, %1, %2 = tamoe.dedup_pack %t, %ids, %pos experts_per_node 0 : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<32x2xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%t: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %pos: tensor<16x3xi32>) {
+  // expected-error @+1 {{positions must have shape [S, k] (the shape of expert_ids) = [16, 2], got [16, 3]}}
+  %0, %1, %2 = tamoe.dedup_pack %t, %ids, %pos experts_per_node 4 : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x3xi32> -> tensor<32x64xf32>, tensor<32x2xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%t: tensor<8x64xf32>, %ids: tensor<16x2xi32>, %pos: tensor<16x2xi32>) {
+  // expected-error @+1 {{expert_ids must have shape [S, k] = [8, 2], got [16, 2]}}
+  %0, %1, %2 = tamoe.dedup_pack %t, %ids, %pos experts_per_node 4 : tensor<8x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<32x2xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%t: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %pos: tensor<16x2xi32>) {
+  // expected-error @+1 {{unique must have the rows of tokens: [?, 64] of 'f32'}}
+  %0, %1, %2 = tamoe.dedup_pack %t, %ids, %pos experts_per_node 4 : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<32x64xf16>, tensor<32x2xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%t: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %pos: tensor<16x2xi32>) {
+  // expected-error @+1 {{routes must have the element type of expert_ids 'i32'}}
+  %0, %1, %2 = tamoe.dedup_pack %t, %ids, %pos experts_per_node 4 : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<32x2xi64>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%t: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %pos: tensor<16x2xi32>) {
+  // expected-error @+1 {{routes must have shape [R, k] (one row per unique row) = [32, 2], got [30, 2]}}
+  %0, %1, %2 = tamoe.dedup_pack %t, %ids, %pos experts_per_node 4 : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<30x2xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%t: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %pos: tensor<16x2xi32>) {
+  // expected-error @+1 {{node_counts must have a static size >= 1 (the number of nodes)}}
+  %0, %1, %2 = tamoe.dedup_pack %t, %ids, %pos experts_per_node 4 : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<32x2xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%t: tensor<16x64xf32>, %ids: tensor<16x4xi32>, %pos: tensor<16x4xi32>) {
+  // expected-error @+1 {{unique must have 32 rows (S * min(k, nodes)), got 64}}
+  %0, %1, %2 = tamoe.dedup_pack %t, %ids, %pos experts_per_node 4 : tensor<16x64xf32>, tensor<16x4xi32>, tensor<16x4xi32> -> tensor<64x64xf32>, tensor<64x4xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%u: tensor<?x64xf32>, %r: tensor<?x2xi32>, %c: tensor<2xi32>) {
+  // expected-error @+1 {{experts_per_rank must be >= 1, got 0}}
+  %0, %1 = tamoe.dedup_expand %u, %r, %c experts_per_rank 0 : tensor<?x64xf32>, tensor<?x2xi32>, tensor<2xi32> -> tensor<?x64xf32>, tensor<4x2x1xi32>
+  return
+}
+
+// -----
+
+func.func @f(%u: tensor<8x64xf32>, %r: tensor<6x2xi32>, %c: tensor<2xi32>) {
+  // expected-error @+1 {{routes must have one row per unique row, got [6, 2] for [8, 64]}}
+  %0, %1 = tamoe.dedup_expand %u, %r, %c experts_per_rank 1 : tensor<8x64xf32>, tensor<6x2xi32>, tensor<2xi32> -> tensor<?x64xf32>, tensor<4x2x1xi32>
+  return
+}
+
+// -----
+
+func.func @f(%u: tensor<?x64xf32>, %r: tensor<?x2xi32>, %c: tensor<2xi32>) {
+  // expected-error @+1 {{expanded must have the rows of unique: [?, 64] of 'f32'}}
+  %0, %1 = tamoe.dedup_expand %u, %r, %c experts_per_rank 1 : tensor<?x64xf32>, tensor<?x2xi32>, tensor<2xi32> -> tensor<?x32xf32>, tensor<4x2x1xi32>
+  return
+}
+
+// -----
+
+func.func @f(%u: tensor<?x64xf32>, %r: tensor<?x2xi32>, %c: tensor<?xi32>) {
+  // expected-error @+1 {{counts must have a static size (the number of nodes)}}
+  %0, %1 = tamoe.dedup_expand %u, %r, %c experts_per_rank 1 : tensor<?x64xf32>, tensor<?x2xi32>, tensor<?xi32> -> tensor<?x64xf32>, tensor<4x2x1xi32>
+  return
+}
+
+// -----
+
+func.func @f(%u: tensor<?x64xf32>, %r: tensor<?x2xi32>, %c: tensor<2xi32>) {
+  // expected-error @+1 {{expanded_counts must be [ranks per node, 2, 2] of 'i32', got 'tensor<4x2x1xi32>'}}
+  %0, %1 = tamoe.dedup_expand %u, %r, %c experts_per_rank 2 : tensor<?x64xf32>, tensor<?x2xi32>, tensor<2xi32> -> tensor<?x64xf32>, tensor<4x2x1xi32>
   return
 }

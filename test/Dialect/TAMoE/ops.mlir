@@ -66,9 +66,21 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
   }
 
   // CHECK-LABEL: func.func @regroup
-  func.func @regroup(%rows: tensor<32x64xf32>, %counts: tensor<2x4xi32>) {
+  func.func @regroup(%rows: tensor<32x64xf32>, %counts: tensor<2x4xi32>, %counts3: tensor<2x4x2xi32>) {
     // CHECK: tamoe.regroup %{{.*}}, %{{.*}} : tensor<32x64xf32>, tensor<2x4xi32> -> tensor<?x64xf32>, tensor<4x2xi32>
     %0, %1 = tamoe.regroup %rows, %counts : tensor<32x64xf32>, tensor<2x4xi32> -> tensor<?x64xf32>, tensor<4x2xi32>
+    // Chunks split further (per expert) keep their split.
+    // CHECK: tamoe.regroup %{{.*}}, %{{.*}} : tensor<32x64xf32>, tensor<2x4x2xi32> -> tensor<32x64xf32>, tensor<4x2x2xi32>
+    %2, %3 = tamoe.regroup %rows, %counts3 : tensor<32x64xf32>, tensor<2x4x2xi32> -> tensor<32x64xf32>, tensor<4x2x2xi32>
+    return
+  }
+
+  // CHECK-LABEL: func.func @dedup
+  func.func @dedup(%tokens: tensor<16x64xbf16>, %ids: tensor<16x2xi32>, %positions: tensor<16x2xi32>, %unique: tensor<?x64xbf16>, %routes: tensor<?x2xi32>, %node_counts: tensor<2xi32>) {
+    // CHECK: tamoe.dedup_pack %{{.*}}, %{{.*}}, %{{.*}} experts_per_node 8 : tensor<16x64xbf16>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<32x64xbf16>, tensor<32x2xi32>, tensor<2xi32>
+    %0, %1, %2 = tamoe.dedup_pack %tokens, %ids, %positions experts_per_node 8 : tensor<16x64xbf16>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<32x64xbf16>, tensor<32x2xi32>, tensor<2xi32>
+    // CHECK: tamoe.dedup_expand %{{.*}}, %{{.*}}, %{{.*}} experts_per_rank 2 : tensor<?x64xbf16>, tensor<?x2xi32>, tensor<2xi32> -> tensor<?x64xbf16>, tensor<4x2x2xi32>
+    %3, %4 = tamoe.dedup_expand %unique, %routes, %node_counts experts_per_rank 2 : tensor<?x64xbf16>, tensor<?x2xi32>, tensor<2xi32> -> tensor<?x64xbf16>, tensor<4x2x2xi32>
     return
   }
 

@@ -220,10 +220,9 @@ LogicalResult AllToAllOp::verify() {
     return emitOpError() << "received rows must have the shape and element "
                             "type of send rows";
   RankedTensorType counts = getSendCounts().getType();
-  if (counts.getRank() < 1 || counts.getRank() > 2 ||
-      !counts.getElementType().isSignlessInteger())
-    return emitOpError() << "send_counts must be a 1-D (per peer) or 2-D (per "
-                            "peer, per expert) tensor of integers";
+  if (counts.getRank() < 1 || !counts.getElementType().isSignlessInteger())
+    return emitOpError() << "send_counts must be a tensor of integers with "
+                            "one row per peer ([P] or [P, ...])";
   if (!counts.hasStaticShape())
     return emitOpError() << "send_counts must have a static shape";
   if (std::optional<ArrayRef<int16_t>> axes = getGridAxes()) {
@@ -289,15 +288,104 @@ LogicalResult RegroupOp::verify() {
     return emitOpError() << "regrouped must have the type of rows";
   RankedTensorType counts = getCounts().getType();
   RankedTensorType transposed = getRegroupedCounts().getType();
-  if (!counts.hasStaticShape())
-    return emitOpError() << "counts must have a static shape";
+  if (counts.getRank() < 2 || !counts.hasStaticShape())
+    return emitOpError() << "counts must have a static shape [A, B, ...]";
+  SmallVector<int64_t> expected(counts.getShape());
+  std::swap(expected[0], expected[1]);
   if (transposed.getElementType() != counts.getElementType() ||
-      transposed.getShape() !=
-          ArrayRef<int64_t>{counts.getDimSize(1), counts.getDimSize(0)})
-    return emitOpError() << "regrouped_counts must be counts transposed: "
-                         << formatShape(
-                                {counts.getDimSize(1), counts.getDimSize(0)})
-                         << " of " << counts.getElementType();
+      transposed.getShape() != ArrayRef<int64_t>(expected))
+    return emitOpError() << "regrouped_counts must be counts with its first "
+                            "two dimensions transposed: "
+                         << formatShape(expected) << " of "
+                         << counts.getElementType();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// DedupPackOp
+//===----------------------------------------------------------------------===//
+
+/// Rows of `result` have the row shape and element type of `source`.
+static LogicalResult verifySameRows(Operation *op, StringRef resultName,
+                                    RankedTensorType result,
+                                    StringRef sourceName,
+                                    RankedTensorType source) {
+  if (result.getElementType() == source.getElementType() &&
+      compatible(result.getDimSize(1), source.getDimSize(1)))
+    return success();
+  return op->emitOpError() << resultName << " must have the rows of "
+                           << sourceName << ": "
+                           << formatShape({ShapedType::kDynamic,
+                                           source.getDimSize(1)})
+                           << " of " << source.getElementType();
+}
+
+LogicalResult DedupPackOp::verify() {
+  int64_t perNode = getExpertsPerNode();
+  if (perNode < 1)
+    return emitOpError() << "experts_per_node must be >= 1, got " << perNode;
+  RankedTensorType ids = getExpertIds().getType();
+  RankedTensorType positions = getPositions().getType();
+  int64_t tokens = ids.getDimSize(0);
+  int64_t k = ids.getDimSize(1);
+  if (failed(verifyShape2D(*this, "positions", positions, tokens, k,
+                           "[S, k] (the shape of expert_ids)")) ||
+      failed(verifyShape2D(*this, "expert_ids", ids,
+                           getTokens().getType().getDimSize(0), k, "[S, k]")))
+    return failure();
+  RankedTensorType unique = getUnique().getType();
+  if (failed(verifySameRows(*this, "unique", unique, "tokens",
+                            getTokens().getType())))
+    return failure();
+  RankedTensorType routes = getRoutes().getType();
+  if (routes.getElementType() != ids.getElementType())
+    return emitOpError() << "routes must have the element type of expert_ids "
+                         << ids.getElementType();
+  if (failed(verifyShape2D(*this, "routes", routes, unique.getDimSize(0), k,
+                           "[R, k] (one row per unique row)")))
+    return failure();
+  RankedTensorType nodeCounts = getNodeCounts().getType();
+  int64_t nodes = nodeCounts.getDimSize(0);
+  if (isDynamic(nodes) || nodes < 1)
+    return emitOpError() << "node_counts must have a static size >= 1 (the "
+                            "number of nodes)";
+  if (!isDynamic(tokens) && !isDynamic(k) &&
+      !isDynamic(unique.getDimSize(0)) &&
+      unique.getDimSize(0) != tokens * std::min(k, nodes))
+    return emitOpError() << "unique must have " << tokens * std::min(k, nodes)
+                         << " rows (S * min(k, nodes)), got "
+                         << unique.getDimSize(0);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// DedupExpandOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult DedupExpandOp::verify() {
+  int64_t perRank = getExpertsPerRank();
+  if (perRank < 1)
+    return emitOpError() << "experts_per_rank must be >= 1, got " << perRank;
+  RankedTensorType unique = getUnique().getType();
+  if (!compatible(getRoutes().getType().getDimSize(0), unique.getDimSize(0)))
+    return emitOpError() << "routes must have one row per unique row, got "
+                         << formatShape(getRoutes().getType().getShape())
+                         << " for " << formatShape(unique.getShape());
+  if (failed(verifySameRows(*this, "expanded", getExpanded().getType(),
+                            "unique", unique)))
+    return failure();
+  int64_t nodes = getCounts().getType().getDimSize(0);
+  if (isDynamic(nodes))
+    return emitOpError() << "counts must have a static size (the number of "
+                            "nodes)";
+  RankedTensorType expanded = getExpandedCounts().getType();
+  if (!expanded.hasStaticShape() || expanded.getDimSize(1) != nodes ||
+      expanded.getDimSize(2) != perRank ||
+      expanded.getElementType() != getCounts().getType().getElementType())
+    return emitOpError() << "expanded_counts must be [ranks per node, " << nodes
+                         << ", " << perRank << "] of "
+                         << getCounts().getType().getElementType()
+                         << ", got " << expanded;
   return success();
 }
 

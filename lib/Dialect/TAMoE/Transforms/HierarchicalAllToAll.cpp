@@ -16,12 +16,18 @@ using namespace mlir::tamoe;
 namespace topo = ::tamoe::topology;
 
 namespace {
+enum class Form { Flat, Hierarchical, Deduplicated };
+
 /// What the rewrite needs to know about one flat all-to-all.
 struct Candidate {
   AllToAllOp exchange;
   topo::Topology tree;
   /// Grid shape; the last axis is the node.
   SmallVector<int64_t> shape;
+  /// The dispatch whose rows the exchange sends, when the de-duplicated
+  /// schedule may replace it.
+  DispatchOp dedupSource;
+  Form form = Form::Flat;
 };
 
 struct HierarchicalAllToAllPass
@@ -35,11 +41,31 @@ private:
   /// Why `exchange` cannot be rewritten, or the candidate.
   FailureOr<Candidate> analyse(AllToAllOp exchange,
                                SymbolTableCollection &symbols);
-  /// Whether the cost model prefers the hierarchical form; says why.
-  bool prefersHierarchical(const Candidate &candidate);
-  void rewrite(const Candidate &candidate);
+  /// The dispatch whose rows `exchange` sends, if `dedup` is on and the
+  /// de-duplicated schedule can replace the exchange.
+  DispatchOp findDedupSource(AllToAllOp exchange);
+  /// The form the cost model (or `mode`) chooses; a remark says why.
+  Form choose(const Candidate &candidate);
+  void rewriteHierarchical(const Candidate &candidate);
+  void rewriteDeduplicated(const Candidate &candidate);
 };
 } // namespace
+
+/// Reassociation that merges the first two of `rank` dimensions.
+static SmallVector<ReassociationIndices> mergeFirstTwo(int64_t rank) {
+  SmallVector<ReassociationIndices> groups{{0, 1}};
+  for (int64_t dim = 2; dim < rank; ++dim)
+    groups.push_back({dim});
+  return groups;
+}
+
+/// `shape` with its first dimension replaced by `head`.
+static SmallVector<int64_t> withHead(ArrayRef<int64_t> head,
+                                     ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> result(head);
+  llvm::append_range(result, shape.drop_front());
+  return result;
+}
 
 FailureOr<Candidate>
 HierarchicalAllToAllPass::analyse(AllToAllOp exchange,
@@ -77,20 +103,46 @@ HierarchicalAllToAllPass::analyse(AllToAllOp exchange,
     return keepFlat("grid @" + exchange.getGrid().str() +
                     " does not have the " + std::to_string(tree.numRanks()) +
                     " ranks of topology '" + tree.name + "'");
-  if (exchange.getSendCounts().getType().getRank() != 1)
-    return keepFlat("counts split per expert are not rewritten");
+  candidate.dedupSource = findDedupSource(exchange);
   return candidate;
 }
 
-bool HierarchicalAllToAllPass::prefersHierarchical(const Candidate &candidate) {
+DispatchOp HierarchicalAllToAllPass::findDedupSource(AllToAllOp exchange) {
+  if (!dedup)
+    return {};
+  auto dispatch = exchange.getSend().getDefiningOp<DispatchOp>();
+  if (!dispatch || exchange.getSend() != dispatch.getDispatched())
+    return {};
+  // Counts per expert, as they are (one expert per rank) or as
+  // [ranks, experts per rank].
+  Value counts = exchange.getSendCounts();
+  if (auto expand = counts.getDefiningOp<tensor::ExpandShapeOp>())
+    counts = expand.getSrc();
+  if (counts != dispatch.getExpertCounts() ||
+      exchange.getSendCounts().getType().getRank() > 2)
+    return {};
+  // One expert per token has nothing to de-duplicate.
+  int64_t k = dispatch.getExpertIds().getType().getDimSize(1);
+  if (ShapedType::isDynamic(k) || k < 2)
+    return {};
+  return dispatch;
+}
+
+Form HierarchicalAllToAllPass::choose(const Candidate &candidate) {
   AllToAllOp exchange = candidate.exchange;
+  DispatchOp source = candidate.dedupSource;
   if (mode == "flat") {
     exchange.emitRemark() << "kept flat: mode=flat";
-    return false;
+    return Form::Flat;
   }
   if (mode == "hierarchical") {
+    if (source) {
+      exchange.emitRemark() << "made hierarchical with per-node "
+                               "de-duplication: mode=hierarchical, dedup";
+      return Form::Deduplicated;
+    }
     exchange.emitRemark() << "made hierarchical: mode=hierarchical";
-    return true;
+    return Form::Hierarchical;
   }
   // The layer's dispatch gives the row capacity and the plan; the return
   // trip moves the same rows back.
@@ -106,28 +158,55 @@ bool HierarchicalAllToAllPass::prefersHierarchical(const Candidate &candidate) {
   if (ShapedType::isDynamic(rows) || rowElements < 0 || !bytes) {
     exchange.emitRemark() << "kept flat: its size is unknown at compile time "
                              "(mode=hierarchical forces the rewrite)";
-    return false;
+    return Form::Flat;
   }
-  planner::Workload workload{rows, rowElements, *bytes, 1};
   planner::Pattern pattern = patternOf(
       dispatch ? dispatch.getPlanAttr() : DispatchPlanAttr(), candidate.tree);
-  double flat = planner::evaluate(candidate.tree, pattern, workload,
-                                  planner::Schedule::Flat)
-                    .totalUs();
-  double hierarchical = planner::evaluate(candidate.tree, pattern, workload,
-                                          planner::Schedule::Hierarchical)
-                            .totalUs();
-  bool better = planner::fasterThan(hierarchical, flat);
-  exchange.emitRemark() << (better ? "made hierarchical: " : "kept flat: ")
+  auto predict = [&](const planner::Workload &workload,
+                     planner::Schedule schedule) {
+    return planner::evaluate(candidate.tree, pattern, workload, schedule)
+        .totalUs();
+  };
+  planner::Workload perRow{rows, rowElements, *bytes, 1};
+  double flat = predict(perRow, planner::Schedule::Flat);
+  double hierarchical = predict(perRow, planner::Schedule::Hierarchical);
+  Form best = planner::fasterThan(hierarchical, flat) ? Form::Hierarchical
+                                                      : Form::Flat;
+  int64_t tokens = source ? source.getTokens().getType().getDimSize(0)
+                          : ShapedType::kDynamic;
+  if (ShapedType::isDynamic(tokens)) {
+    exchange.emitRemark() << (best == Form::Hierarchical ? "made hierarchical: "
+                                                         : "kept flat: ")
+                          << ::tamoe::formatFixed(hierarchical, 1)
+                          << " us predicted hierarchical vs "
+                          << ::tamoe::formatFixed(flat, 1) << " us flat for "
+                          << rows << " rows of " << rowElements * *bytes
+                          << " bytes";
+    return best;
+  }
+  // De-duplication sends each token to a node once, whatever its k experts
+  // there: the cost model needs the tokens and k rather than the rows.
+  int64_t k = source.getExpertIds().getType().getDimSize(1);
+  double deduplicated = predict(
+      planner::Workload{tokens, rowElements, *bytes, k},
+      planner::Schedule::HierarchicalDedup);
+  if (planner::fasterThan(deduplicated, std::min(flat, hierarchical)))
+    best = Form::Deduplicated;
+  StringRef verdict[] = {"kept flat", "made hierarchical",
+                         "made hierarchical with per-node de-duplication"};
+  exchange.emitRemark() << verdict[static_cast<int>(best)] << ": "
+                        << ::tamoe::formatFixed(deduplicated, 1)
+                        << " us predicted de-duplicated vs "
                         << ::tamoe::formatFixed(hierarchical, 1)
-                        << " us predicted hierarchical vs "
+                        << " us hierarchical vs "
                         << ::tamoe::formatFixed(flat, 1) << " us flat for "
-                        << rows << " rows of " << rowElements * *bytes
-                        << " bytes";
-  return better;
+                        << tokens << " tokens (top-" << k << ") of "
+                        << rowElements * *bytes << " bytes";
+  return best;
 }
 
-void HierarchicalAllToAllPass::rewrite(const Candidate &candidate) {
+void HierarchicalAllToAllPass::rewriteHierarchical(
+    const Candidate &candidate) {
   AllToAllOp exchange = candidate.exchange;
   OpBuilder builder(exchange);
   Location loc = exchange.getLoc();
@@ -135,23 +214,26 @@ void HierarchicalAllToAllPass::rewrite(const Candidate &candidate) {
   int64_t nodeSize = candidate.shape.back();
   int64_t nodes = candidate.tree.numRanks() / nodeSize;
   RankedTensorType countsType = exchange.getSendCounts().getType();
-  Type countType = countsType.getElementType();
+  // Counts [P, ...] become [nodes, nodeSize, ...] and back; any split of a
+  // peer's rows (per expert) travels along unchanged.
   auto counts = [&](int64_t a, int64_t b) {
-    return RankedTensorType::get({a, b}, countType);
+    return RankedTensorType::get(withHead({a, b}, countsType.getShape()),
+                                 countsType.getElementType());
   };
+  SmallVector<ReassociationIndices> merged =
+      mergeFirstTwo(countsType.getRank() + 1);
   RankedTensorType sendType = exchange.getSend().getType();
-  SmallVector<int64_t> rowsShape(sendType.getShape());
-  rowsShape[0] = ShapedType::kDynamic;
-  auto rowsType = RankedTensorType::get(rowsShape, sendType.getElementType());
+  auto rowsType = RankedTensorType::get(
+      withHead({ShapedType::kDynamic}, sendType.getShape()),
+      sendType.getElementType());
   int16_t nodeAxis = int16_t(candidate.shape.size() - 1);
   auto outerAxes = llvm::to_vector(llvm::seq<int16_t>(0, nodeAxis));
-  SmallVector<ReassociationIndices> bothDims{{0, 1}};
 
   // Rows for rank (node, index) become rows for (index, node): stage 1
   // hands each local index its rows for every node.
   Value byDestination =
       tensor::ExpandShapeOp::create(builder, loc, counts(nodes, nodeSize),
-                                    exchange.getSendCounts(), bothDims);
+                                    exchange.getSendCounts(), merged);
   auto byIndex =
       RegroupOp::create(builder, loc, sendType, counts(nodeSize, nodes),
                         exchange.getSend(), byDestination);
@@ -173,11 +255,89 @@ void HierarchicalAllToAllPass::rewrite(const Candidate &candidate) {
   // Rows arrive by source (node, index), i.e. by source rank, as the flat
   // exchange delivers them.
   Value received = tensor::CollapseShapeOp::create(
-      builder, loc, countsType, inter.getRecvCounts(), bothDims);
+      builder, loc, countsType, inter.getRecvCounts(), merged);
   exchange.getReceived().replaceAllUsesWith(inter.getReceived());
   exchange.getRecvCounts().replaceAllUsesWith(received);
   exchange.erase();
   ++numRewritten;
+}
+
+void HierarchicalAllToAllPass::rewriteDeduplicated(
+    const Candidate &candidate) {
+  AllToAllOp exchange = candidate.exchange;
+  DispatchOp dispatch = candidate.dedupSource;
+  OpBuilder builder(exchange);
+  Location loc = exchange.getLoc();
+  MLIRContext *context = builder.getContext();
+  int64_t nodeSize = candidate.shape.back();
+  int64_t ranks = candidate.tree.numRanks();
+  int64_t nodes = ranks / nodeSize;
+  int64_t experts = dispatch.getExpertCounts().getType().getDimSize(0);
+  int64_t expertsPerRank = experts / ranks;
+  RankedTensorType countsType = exchange.getSendCounts().getType();
+  Type countType = countsType.getElementType();
+  RankedTensorType tokensType = dispatch.getTokens().getType();
+  RankedTensorType idsType = dispatch.getExpertIds().getType();
+  int64_t tokens = tokensType.getDimSize(0);
+  int64_t k = idsType.getDimSize(1);
+  int64_t uniqueRows = ShapedType::isDynamic(tokens)
+                           ? ShapedType::kDynamic
+                           : tokens * std::min(k, nodes);
+  auto rows = [&](int64_t count, RankedTensorType like) {
+    return RankedTensorType::get({count, like.getDimSize(1)},
+                                 like.getElementType());
+  };
+  auto nodeCountsType = RankedTensorType::get({nodes}, countType);
+  auto countsOf = [&](int64_t a, int64_t b) {
+    return RankedTensorType::get({a, b, expertsPerRank}, countType);
+  };
+  int16_t nodeAxis = int16_t(candidate.shape.size() - 1);
+  auto outerAxes = DenseI16ArrayAttr::get(
+      context, llvm::to_vector(llvm::seq<int16_t>(0, nodeAxis)));
+  StringAttr outerLevel =
+      builder.getStringAttr(candidate.tree.levels.back().name);
+
+  // Each token once per node it needs, with the experts it needs there.
+  auto pack = DedupPackOp::create(
+      builder, loc, rows(uniqueRows, tokensType), rows(uniqueRows, idsType),
+      nodeCountsType, dispatch.getTokens(), dispatch.getExpertIds(),
+      dispatch.getPositions(), builder.getI64IntegerAttr(experts / nodes));
+  // Across nodes to the rank with the sender's local index.
+  auto interRows = AllToAllOp::create(
+      builder, loc, rows(ShapedType::kDynamic, tokensType), nodeCountsType,
+      pack.getUnique(), pack.getNodeCounts(), exchange.getGridAttr(),
+      outerAxes, outerLevel);
+  auto interRoutes = AllToAllOp::create(
+      builder, loc, rows(ShapedType::kDynamic, idsType), nodeCountsType,
+      pack.getRoutes(), pack.getNodeCounts(), exchange.getGridAttr(),
+      outerAxes, outerLevel);
+  // The relay expands them per expert and hands them out within the node.
+  auto expand = DedupExpandOp::create(
+      builder, loc, rows(ShapedType::kDynamic, tokensType),
+      countsOf(nodeSize, nodes), interRows.getReceived(),
+      interRoutes.getReceived(), interRows.getRecvCounts(),
+      builder.getI64IntegerAttr(expertsPerRank));
+  auto intra = AllToAllOp::create(
+      builder, loc, rows(ShapedType::kDynamic, tokensType),
+      countsOf(nodeSize, nodes), expand.getExpanded(),
+      expand.getExpandedCounts(), exchange.getGridAttr(),
+      DenseI16ArrayAttr::get(context, {nodeAxis}),
+      builder.getStringAttr(candidate.tree.levels.front().name));
+  // Received by (relay index, source node): by source rank once regrouped,
+  // each source's rows by expert then token, as the flat exchange delivers.
+  auto bySource = RegroupOp::create(
+      builder, loc, exchange.getReceived().getType(), countsOf(nodes, nodeSize),
+      intra.getReceived(), intra.getRecvCounts());
+  SmallVector<ReassociationIndices> toFlat =
+      countsType.getRank() == 1 ? SmallVector<ReassociationIndices>{{0, 1, 2}}
+                                : mergeFirstTwo(3);
+  Value received = tensor::CollapseShapeOp::create(
+      builder, loc, countsType, bySource.getRegroupedCounts(), toFlat);
+  exchange.getReceived().replaceAllUsesWith(bySource.getRegrouped());
+  exchange.getRecvCounts().replaceAllUsesWith(received);
+  exchange.erase();
+  ++numRewritten;
+  ++numDeduplicated;
 }
 
 void HierarchicalAllToAllPass::runOnOperation() {
@@ -201,11 +361,16 @@ void HierarchicalAllToAllPass::runOnOperation() {
     FailureOr<Candidate> candidate = analyse(exchange, symbols);
     if (failed(candidate))
       continue;
-    if (prefersHierarchical(*candidate))
-      chosen.push_back(std::move(*candidate));
-    else
+    candidate->form = choose(*candidate);
+    if (candidate->form == Form::Flat)
       ++numKeptFlat;
+    else
+      chosen.push_back(std::move(*candidate));
   }
-  for (const Candidate &candidate : chosen)
-    rewrite(candidate);
+  for (const Candidate &candidate : chosen) {
+    if (candidate.form == Form::Deduplicated)
+      rewriteDeduplicated(candidate);
+    else
+      rewriteHierarchical(candidate);
+  }
 }

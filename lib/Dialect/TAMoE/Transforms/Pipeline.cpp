@@ -28,6 +28,7 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
   pm.addPass(createTAMoEInjectTopologyAuxLossPass(loss));
   TAMoEHierarchicalAllToAllPassOptions hierarchical;
   hierarchical.mode = options.mode;
+  hierarchical.dedup = options.dedup;
   pm.addPass(createTAMoEHierarchicalAllToAllPass(hierarchical));
 }
 

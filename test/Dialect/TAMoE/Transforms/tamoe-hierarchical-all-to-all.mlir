@@ -69,18 +69,37 @@ module attributes {tamoe.topology = #topology} {
   shard.grid @flat8(shape = 8)
   shard.grid @ep(shape = 2x4)
   shard.grid @wrong(shape = 4x2)
-  func.func @not_rewritten(%rows: tensor<32x64xf32>, %c8: tensor<8xi32>, %c4: tensor<4xi32>, %c2: tensor<8x2xi32>, %dyn: tensor<?x64xf32>) {
+  func.func @not_rewritten(%rows: tensor<32x64xf32>, %c8: tensor<8xi32>, %c4: tensor<4xi32>, %dyn: tensor<?x64xf32>) {
     // expected-remark @+1 {{kept flat: the last axis of grid @flat8 is not the 4 ranks of a 'node' of topology 'cpu-2x4'}}
     %0, %1 = tamoe.all_to_all %rows, %c8 on @flat8 : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
     // expected-remark @+1 {{kept flat: the last axis of grid @wrong is not the 4 ranks of a 'node' of topology 'cpu-2x4'}}
     %2, %3 = tamoe.all_to_all %rows, %c8 on @wrong : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
     // expected-remark @+1 {{kept flat: it runs over part of grid @ep}}
     %4, %5 = tamoe.all_to_all %rows, %c4 on @ep axes = [1] : tensor<32x64xf32>, tensor<4xi32> -> tensor<?x64xf32>
-    // expected-remark @+1 {{kept flat: counts split per expert are not rewritten}}
-    %6, %7 = tamoe.all_to_all %rows, %c2 on @ep axes = [0, 1] : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
     // expected-remark @+1 {{kept flat: its size is unknown at compile time (mode=hierarchical forces the rewrite)}}
     %8, %9 = tamoe.all_to_all %dyn, %c8 on @ep : tensor<?x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
     return
+  }
+}
+
+// -----
+
+// Two experts per rank: counts [ranks, experts per rank] keep their split
+// through both stages.
+module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, uplink = shared>]>} {
+  shard.grid @ep(shape = 2x4)
+  // CHECK-LABEL: func.func @per_expert
+  func.func @per_expert(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>) -> (tensor<?x64xf32>, tensor<8x2xi32>) {
+    // CHECK: %[[BY_DEST:.*]] = tensor.expand_shape %{{.*}} {{\[\[}}0, 1], [2]] output_shape [2, 4, 2] : tensor<8x2xi32> into tensor<2x4x2xi32>
+    // CHECK: tamoe.regroup %{{.*}}, %[[BY_DEST]] : tensor<32x64xf32>, tensor<2x4x2xi32> -> tensor<32x64xf32>, tensor<4x2x2xi32>
+    // CHECK: tamoe.all_to_all {{.*}} axes = [1] level "node" : tensor<32x64xf32>, tensor<4x2x2xi32> -> tensor<?x64xf32>
+    // CHECK: tamoe.regroup {{.*}} -> tensor<?x64xf32>, tensor<2x4x2xi32>
+    // CHECK: %[[S2:.*]], %[[S2C:.*]] = tamoe.all_to_all {{.*}} axes = [0] level "cluster" : tensor<?x64xf32>, tensor<2x4x2xi32> -> tensor<?x64xf32>
+    // CHECK: %[[C:.*]] = tensor.collapse_shape %[[S2C]] {{\[\[}}0, 1], [2]] : tensor<2x4x2xi32> into tensor<8x2xi32>
+    // CHECK: return %[[S2]], %[[C]]
+    // expected-remark @+1 {{made hierarchical: 16.6 us predicted hierarchical vs 46.3 us flat for 32 rows of 256 bytes}}
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
+    return %recv, %recv_counts : tensor<?x64xf32>, tensor<8x2xi32>
   }
 }
 

@@ -130,8 +130,9 @@ def TAMoE_AllToAllOp : TAMoE_Op<"all_to_all", [
   let description = [{
     Every rank of the group sends `send_counts[j]` rows of `send` to rank j
     (rows for rank 0 first, then rank 1, ...) and receives `recv_counts[i]`
-    rows from rank i into `received`, in the same order. Counts may be split
-    per local expert (`[P, n]`: rows for each of peer j's n experts); the
+    rows from rank i into `received`, in the same order. Counts may split
+    each peer's rows further, in row-major order (`[P, n]`: rows for each of
+    peer j's n experts; `[P, N, n]` in the de-duplicated dispatch); the
     received counts then have the same split, by source rank.
 
     The group is the set of ranks of the `shard.grid` named by `on`, over
@@ -181,11 +182,13 @@ def TAMoE_AllToAllOp : TAMoE_Op<"all_to_all", [
 def TAMoE_RegroupOp : TAMoE_Op<"regroup", [Pure]> {
   let summary = "Reorder chunks of rows by transposing their grid";
   let description = [{
-    `rows` holds chunks of rows in the row-major order of `counts` `[A, B]`:
-    chunk (a, b) has `counts[a, b]` rows. The result holds the same chunks in
-    the row-major order of the transposed grid `[B, A]`, each chunk's rows
-    in their original order, and `regrouped_counts` is `counts` transposed.
-    The first dimension is a row capacity, as for `tamoe.all_to_all`.
+    `rows` holds chunks of rows in the row-major order of `counts`
+    `[A, B, ...]`: chunk (a, b) holds the sub-chunks `counts[a, b, ...]` in
+    row-major order. The result holds the same chunks in the row-major order
+    of `[B, A, ...]` (the first two dimensions transposed), each chunk's rows
+    in their original order, and `regrouped_counts` is `counts` with its
+    first two dimensions transposed. The first dimension of the rows is a
+    row capacity, as for `tamoe.all_to_all`.
 
     The hierarchical all-to-all uses it between its stages: rows grouped by
     destination (node, index) become grouped by (index, node).
@@ -197,15 +200,96 @@ def TAMoE_RegroupOp : TAMoE_Op<"regroup", [Pure]> {
   }];
   let arguments = (ins
     AnyRankedTensor:$rows,
-    2DTensorOf<[AnySignlessInteger]>:$counts
+    RankedTensorOf<[AnySignlessInteger]>:$counts
   );
   let results = (outs
     AnyRankedTensor:$regrouped,
-    2DTensorOf<[AnySignlessInteger]>:$regrouped_counts
+    RankedTensorOf<[AnySignlessInteger]>:$regrouped_counts
   );
   let assemblyFormat = [{
     $rows `,` $counts attr-dict `:` type($rows) `,` type($counts) `->`
     type($regrouped) `,` type($regrouped_counts)
+  }];
+  let hasVerifier = 1;
+}
+
+def TAMoE_DedupPackOp : TAMoE_Op<"dedup_pack", [Pure]> {
+  let summary = "One row per token and destination node";
+  let description = [{
+    The first step of the de-duplicated dispatch (as in DeepEP): a token
+    routed to several experts on one node crosses to that node once. For
+    each node m in order and each token t in order, `unique` gets one copy
+    of row t of `tokens` `[S, H]` when at least one of t's dispatched
+    assignments (`positions[t, j]` >= 0, as `tamoe.dispatch` returned them)
+    goes to an expert on node m. Row i of `routes` `[R, k]` lists those
+    experts (global ids, in t's top-k order, then -1). `node_counts` `[N]`
+    counts the rows for each node. Experts are numbered node-major: expert
+    e lives on node e / `experts_per_node`.
+
+    The row capacity R is S * min(k, N) (valid rows first).
+
+    ```mlir
+    %unique, %routes, %node_counts = tamoe.dedup_pack %tokens, %ids,
+        %positions experts_per_node 4
+        : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xi32>
+        -> tensor<32x64xf32>, tensor<32x2xi32>, tensor<2xi32>
+    ```
+  }];
+  let arguments = (ins
+    2DTensorOf<[AnyType]>:$tokens,
+    2DTensorOf<[AnySignlessInteger]>:$expert_ids,
+    2DTensorOf<[AnySignlessInteger]>:$positions,
+    I64Attr:$experts_per_node
+  );
+  let results = (outs
+    2DTensorOf<[AnyType]>:$unique,
+    2DTensorOf<[AnySignlessInteger]>:$routes,
+    1DTensorOf<[AnySignlessInteger]>:$node_counts
+  );
+  let assemblyFormat = [{
+    $tokens `,` $expert_ids `,` $positions `experts_per_node`
+    $experts_per_node attr-dict `:` type($tokens) `,` type($expert_ids) `,`
+    type($positions) `->` type($unique) `,` type($routes) `,`
+    type($node_counts)
+  }];
+  let hasVerifier = 1;
+}
+
+def TAMoE_DedupExpandOp : TAMoE_Op<"dedup_expand", [Pure]> {
+  let summary = "Expand de-duplicated rows into one row per expert at a relay";
+  let description = [{
+    Runs on the relay rank of a node after the inter-node stage of the
+    de-duplicated dispatch: `unique` rows and their `routes` arrived from
+    each node (`counts` `[N]` rows per source node, in node order). The
+    result has one row per listed expert, ordered by the expert's local
+    index d on this node, then source node s, then expert id, then arrival
+    order; `expanded_counts[d, s, e mod n]` `[L, N, n]` counts them (L ranks
+    per node, n = `experts_per_rank`; expert e lives on local index
+    (e / n) mod L). The intra-node all-to-all that follows hands every
+    rank its rows; regrouped by source rank they are exactly the rows that a
+    flat exchange of `tamoe.dispatch`'s layout delivers.
+
+    ```mlir
+    %rows, %counts = tamoe.dedup_expand %unique, %routes, %node_counts
+        experts_per_rank 1
+        : tensor<?x64xf32>, tensor<?x2xi32>, tensor<2xi32>
+        -> tensor<?x64xf32>, tensor<4x2x1xi32>
+    ```
+  }];
+  let arguments = (ins
+    2DTensorOf<[AnyType]>:$unique,
+    2DTensorOf<[AnySignlessInteger]>:$routes,
+    1DTensorOf<[AnySignlessInteger]>:$counts,
+    I64Attr:$experts_per_rank
+  );
+  let results = (outs
+    2DTensorOf<[AnyType]>:$expanded,
+    3DTensorOf<[AnySignlessInteger]>:$expanded_counts
+  );
+  let assemblyFormat = [{
+    $unique `,` $routes `,` $counts `experts_per_rank` $experts_per_rank
+    attr-dict `:` type($unique) `,` type($routes) `,` type($counts) `->`
+    type($expanded) `,` type($expanded_counts)
   }];
   let hasVerifier = 1;
 }

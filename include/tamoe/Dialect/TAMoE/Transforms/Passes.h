@@ -40,6 +40,10 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
   Option<std::string> mode{*this, "mode",
                            llvm::cl::desc("auto, flat or hierarchical"),
                            llvm::cl::init("auto")};
+  Option<bool> dedup{*this, "dedup",
+                     llvm::cl::desc("Consider per-node de-duplication of "
+                                    "top-k tokens"),
+                     llvm::cl::init(false)};
 };
 
 /// plan-dispatch, inject-topology-aux-loss, hierarchical-all-to-all.

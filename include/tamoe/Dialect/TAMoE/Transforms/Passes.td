@@ -92,13 +92,28 @@ def TAMoEHierarchicalAllToAllPass
     Rows arrive in the flat exchange's order (by source rank), so the result
     and its counts replace the flat ones unchanged. A remark says which form
     was kept and why. `mode=flat|hierarchical` forces the choice.
+
+    With `dedup`, the exchange that sends a `tamoe.dispatch`'s rows (top-k
+    with k > 1) may instead take the de-duplicated schedule, which the cost
+    model then weighs too: a token crosses to each node it needs once
+    (`tamoe.dedup_pack`, then the inter-node stage for the rows and their
+    routes), the relay of that node expands it into one row per expert
+    (`tamoe.dedup_expand`) and the intra-node stage delivers them; a
+    `tamoe.regroup` restores the flat exchange's order. The return trip
+    stays per expert (hierarchical or flat), since the combine weights are
+    applied where the tokens live.
   }];
   let options = [
     Option<"mode", "mode", "std::string", /*default=*/"\"auto\"",
-           "auto (cost model), flat or hierarchical">
+           "auto (cost model), flat or hierarchical">,
+    Option<"dedup", "dedup", "bool", /*default=*/"false",
+           "Consider per-node de-duplication of top-k tokens for the "
+           "dispatch exchange">
   ];
   let statistics = [
     Statistic<"numRewritten", "rewritten", "all-to-alls made hierarchical">,
+    Statistic<"numDeduplicated", "deduplicated",
+              "dispatch all-to-alls given per-node de-duplication">,
     Statistic<"numKeptFlat", "kept-flat", "all-to-alls left flat">
   ];
   let dependentDialects = ["mlir::tensor::TensorDialect"];
