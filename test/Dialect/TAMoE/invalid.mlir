@@ -677,3 +677,43 @@ func.func @f(%u: tensor<?x64xf32>, %r: tensor<?x2xi32>, %c: tensor<2xi32>) {
   %0, %1 = tamoe.dedup_expand %u, %r, %c experts_per_rank 2 : tensor<?x64xf32>, tensor<?x2xi32>, tensor<2xi32> -> tensor<?x64xf32>, tensor<4x2x1xi32>
   return
 }
+
+// -----
+
+func.func @f(%rows: tensor<?x32xf32>, %counts: tensor<?x2xi32>, %w: tensor<2x32x64xf32>) {
+  // expected-error @+1 {{counts must have a static shape ([n] or [P, n])}}
+  %0 = tamoe.grouped_matmul %rows, %counts, %w : tensor<?x32xf32>, tensor<?x2xi32>, tensor<2x32x64xf32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<?x32xf32>, %counts: tensor<8x2xi32>, %w: tensor<3x32x64xf32>) {
+  // expected-error @+1 {{weights must hold one matrix per local expert: 2 (the last dimension of counts), got 3}}
+  %0 = tamoe.grouped_matmul %rows, %counts, %w : tensor<?x32xf32>, tensor<8x2xi32>, tensor<3x32x64xf32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<?x32xf32>, %counts: tensor<8x2xi32>, %w: tensor<2x16x64xf32>) {
+  // expected-error @+1 {{weights must be [n, H, F] with H = 32 (the row size), got [2, 16, 64]}}
+  %0 = tamoe.grouped_matmul %rows, %counts, %w : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x16x64xf32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<?x32xf32>, %counts: tensor<8x2xi32>, %w: tensor<2x32x64xf16>) {
+  // expected-error @+1 {{rows, weights and result must have one element type, got 'f32', 'f16' and 'f32'}}
+  %0 = tamoe.grouped_matmul %rows, %counts, %w : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x32x64xf16> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<?x32xf32>, %counts: tensor<8x2xi32>, %w: tensor<2x32x64xf32>) {
+  // expected-error @+1 {{result must have shape [R, F] = [?, 64], got [?, 32]}}
+  %0 = tamoe.grouped_matmul %rows, %counts, %w : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x32x64xf32> -> tensor<?x32xf32>
+  return
+}

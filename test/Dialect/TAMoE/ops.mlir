@@ -84,6 +84,13 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
     return
   }
 
+  // CHECK-LABEL: func.func @grouped_matmul
+  func.func @grouped_matmul(%rows: tensor<?x32xf32>, %counts: tensor<8x2xi32>, %w: tensor<2x32x64xf32>) -> tensor<?x64xf32> {
+    // CHECK: tamoe.grouped_matmul %{{.*}}, %{{.*}}, %{{.*}} : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x32x64xf32> -> tensor<?x64xf32>
+    %0 = tamoe.grouped_matmul %rows, %counts, %w : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x32x64xf32> -> tensor<?x64xf32>
+    return %0 : tensor<?x64xf32>
+  }
+
   // CHECK-LABEL: func.func @combine_and_loss
   func.func @combine_and_loss(%rows: tensor<32x64xf32>, %positions: tensor<16x2xi32>, %weights: tensor<16x2xf32>, %probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %expert_weights: tensor<8xf32>) {
     // CHECK: tamoe.combine %{{.*}}, %{{.*}}, %{{.*}} : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<16x64xf32>

@@ -390,6 +390,37 @@ LogicalResult DedupExpandOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// GroupedMatmulOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult GroupedMatmulOp::verify() {
+  RankedTensorType rows = getRows().getType();
+  RankedTensorType weights = getWeights().getType();
+  RankedTensorType counts = getCounts().getType();
+  RankedTensorType result = getResult().getType();
+  if (counts.getRank() < 1 || !counts.hasStaticShape())
+    return emitOpError() << "counts must have a static shape ([n] or [P, n])";
+  int64_t experts = counts.getShape().back();
+  if (!compatible(weights.getDimSize(0), experts))
+    return emitOpError() << "weights must hold one matrix per local expert: "
+                         << experts << " (the last dimension of counts), got "
+                         << weights.getDimSize(0);
+  if (!compatible(weights.getDimSize(1), rows.getDimSize(1)))
+    return emitOpError() << "weights must be [n, H, F] with H = "
+                         << rows.getDimSize(1) << " (the row size), got "
+                         << formatShape(weights.getShape());
+  if (rows.getElementType() != weights.getElementType() ||
+      result.getElementType() != rows.getElementType())
+    return emitOpError() << "rows, weights and result must have one element "
+                            "type, got "
+                         << rows.getElementType() << ", "
+                         << weights.getElementType() << " and "
+                         << result.getElementType();
+  return verifyShape2D(*this, "result", result, rows.getDimSize(0),
+                       weights.getDimSize(2), "[R, F]");
+}
+
+//===----------------------------------------------------------------------===//
 // CombineOp
 //===----------------------------------------------------------------------===//
 

@@ -294,6 +294,37 @@ def TAMoE_DedupExpandOp : TAMoE_Op<"dedup_expand", [Pure]> {
   let hasVerifier = 1;
 }
 
+def TAMoE_GroupedMatmulOp : TAMoE_Op<"grouped_matmul", [Pure]> {
+  let summary = "Each chunk of rows times its expert's weight matrix";
+  let description = [{
+    The experts of a rank applied to the rows it received: `rows` `[R, H]`
+    holds chunks in the row-major order of `counts` (`[P, n]` after an
+    all-to-all with counts per peer and local expert, or `[n]`), and a
+    chunk of local expert l is multiplied by `weights[l]` `[H, F]`. The
+    result `[R, F]` keeps the row order; rows past the counts' sum (the
+    capacity's padding) are zero. One op rather than a loop of matmuls so
+    that a runtime can run it as one grouped GEMM, on the device that holds
+    the rows.
+
+    ```mlir
+    %h = tamoe.grouped_matmul %recv, %recv_counts, %w1
+        : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x32x64xf32>
+        -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    2DTensorOf<[AnyFloat]>:$rows,
+    RankedTensorOf<[AnySignlessInteger]>:$counts,
+    3DTensorOf<[AnyFloat]>:$weights
+  );
+  let results = (outs 2DTensorOf<[AnyFloat]>:$result);
+  let assemblyFormat = [{
+    $rows `,` $counts `,` $weights attr-dict `:` type($rows) `,`
+    type($counts) `,` type($weights) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 def TAMoE_CombineOp : TAMoE_Op<"combine", [Pure]> {
   let summary = "Weighted un-permutation of expert outputs into token order";
   let description = [{

@@ -5,7 +5,12 @@
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
 
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
@@ -48,6 +53,10 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
 
 /// plan-dispatch, inject-topology-aux-loss, hierarchical-all-to-all.
 void buildPipeline(OpPassManager &pm, const PipelineOptions &options);
+
+/// Adds `tamoe-to-llvm`: convert-tamoe-to-runtime, then upstream passes down
+/// to the LLVM dialect (docs/lowering.md).
+LogicalResult buildLowering(OpPassManager &pm);
 
 /// Registers the passes and the `tamoe-pipeline`.
 void registerPasses();

@@ -137,4 +137,35 @@ def TAMoEExpandGatePass : Pass<"tamoe-expand-gate", "mlir::ModuleOp"> {
   ];
 }
 
+def TAMoEConvertToRuntimePass
+    : Pass<"convert-tamoe-to-runtime", "mlir::ModuleOp"> {
+  let summary = "Lower tamoe ops to calls of the tamoe runtime's C ABI";
+  let description = [{
+    Replaces every tamoe op by a call of the runtime function of the same
+    name (`runtime/include/tamoe_rt/tamoe_rt.h`) on the aligned pointers of
+    its buffers: tensor operands become read-only buffers
+    (`bufferization.to_buffer`), results fresh `memref.alloc`s handed back as
+    tensors (`bufferization.to_tensor restrict writable`), so that One-Shot
+    Bufferize lowers the rest of the program around the calls. An
+    all-to-all first exchanges its counts (`tamoe_rt_all_to_all_counts`) to
+    size its receive buffer; its grid axes select the runtime's group (the
+    whole grid, the last axis = the node, or the axes before it).
+    `shard.process_linear_index` / `process_multi_index` become this rank's
+    index from the runtime, and the `shard.grid`s are erased.
+
+    Calls go through the process-wide context of
+    `tamoe_rt_program_context()`, and every status through
+    `tamoe_rt_program_check`, which ends the program on every rank with the
+    runtime's message when a call fails (`runtime/include/tamoe_rt/program.h`).
+    The runtime computes in f32 and takes ids, positions and counts as i32;
+    other element types are rejected with an error.
+  }];
+  let dependentDialects = [
+    "mlir::affine::AffineDialect", "mlir::arith::ArithDialect",
+    "mlir::bufferization::BufferizationDialect", "mlir::func::FuncDialect",
+    "mlir::LLVM::LLVMDialect", "mlir::memref::MemRefDialect",
+    "mlir::tensor::TensorDialect"
+  ];
+}
+
 #endif // TAMOE_DIALECT_TAMOE_TRANSFORMS_PASSES_TD

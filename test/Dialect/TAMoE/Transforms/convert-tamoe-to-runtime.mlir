@@ -1,0 +1,112 @@
+// RUN: tamoe-opt %s -split-input-file --convert-tamoe-to-runtime --canonicalize -verify-diagnostics | FileCheck %s
+
+// Every op becomes its runtime call on the buffers' pointers; results are
+// fresh buffers handed back as tensors. The all-to-all sizes its receive
+// buffer with the counts exchange first.
+module {
+  // CHECK-NOT: shard.grid
+  shard.grid @ep(shape = 2x4)
+  // CHECK-LABEL: func.func @layer
+  func.func @layer(%logits: tensor<16x8xf32>, %tokens: tensor<16x64xf32>) -> (tensor<?x64xf32>, tensor<8xi32>, tensor<f32>) {
+    // CHECK-DAG: %[[C16:.*]] = arith.constant 16 : index
+    // CHECK-DAG: %[[C8:.*]] = arith.constant 8 : index
+    // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
+    // CHECK-DAG: %[[C3:.*]] = arith.constant 3 : index
+    // CHECK-DAG: %[[C24:.*]] = arith.constant 24 : index
+    // CHECK-DAG: %[[ROW:.*]] = arith.constant 256 : index
+    // CHECK-DAG: %[[SOFTMAX:.*]] = arith.constant 0 : i32
+    // CHECK-DAG: %[[RENORM:.*]] = arith.constant 1 : i32
+    // CHECK-DAG: %[[NULL:.*]] = llvm.mlir.zero : !llvm.ptr
+    // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context()
+    // CHECK: %[[IDS:.*]] = memref.alloc() : memref<16x2xi32>
+    // CHECK: %[[STATUS:.*]] = call @tamoe_rt_gate(%[[CTX]], %{{.*}}, %[[C16]], %[[C8]], %[[C2]], %[[SOFTMAX]], %[[RENORM]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})
+    // CHECK: call @tamoe_rt_program_check(%[[STATUS]])
+    %ids, %weights, %probs = tamoe.gate %logits top 2 softmax renormalize : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
+    // Capacity 3 per expert, dropped by position, no weights (null).
+    // CHECK: call @tamoe_rt_dispatch(%{{.*}}, %{{.*}}, %[[C16]], %[[ROW]], %{{.*}}, %[[C2]], %[[C8]], %[[NULL]], %[[C3]], %[[SOFTMAX]], %{{.*}}, %[[C24]], %{{.*}}, %{{.*}}, %{{.*}})
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity 3 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<24x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+    // World group (0), 8 peers, no split; the total sizes the buffer.
+    // CHECK: %[[TOTAL:.*]] = memref.alloca() : memref<index>
+    // CHECK: call @tamoe_rt_all_to_all_counts(%{{.*}}, %{{.*}}, %{{.*}}, %[[C8]], %{{.*}}, %{{.*}}, %{{.*}})
+    // CHECK: %[[ROWS:.*]] = memref.load %[[TOTAL]][] : memref<index>
+    // CHECK: %[[RECV:.*]] = memref.alloc(%[[ROWS]]) : memref<?x64xf32>
+    // CHECK: call @tamoe_rt_all_to_all(%{{.*}}, %{{.*}}, %{{.*}}, %[[C24]], %[[ROW]], %{{.*}}, %[[C8]], %{{.*}}, %{{.*}}, %[[ROWS]], %{{.*}})
+    // CHECK: bufferization.to_tensor %[[RECV]] restrict writable
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<24x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+    // CHECK: call @tamoe_rt_aux_loss(%{{.*}}, %{{.*}}, %{{.*}}, %[[C16]], %[[C8]], %[[C2]], %[[NULL]], %{{.*}})
+    %loss = tamoe.aux_loss switch %probs, %ids : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<f32>
+    return %recv, %recv_counts, %loss : tensor<?x64xf32>, tensor<8xi32>, tensor<f32>
+  }
+  // CHECK-DAG: func.func private @tamoe_rt_gate(!llvm.ptr, !llvm.ptr, index, index, index, i32, i32, index, index, !llvm.ptr, !llvm.ptr, !llvm.ptr) -> i32
+  // CHECK-DAG: func.func private @tamoe_rt_all_to_all(!llvm.ptr, i32, !llvm.ptr, index, index, !llvm.ptr, index, index, !llvm.ptr, index, !llvm.ptr) -> i32
+}
+
+// -----
+
+// Stages of the hierarchical rewrite map to the runtime's node (1) and peers
+// (2) groups; regroup, grouped matmul and this rank's grid index too.
+module {
+  shard.grid @ep(shape = 2x4)
+  // CHECK-LABEL: func.func @stages
+  func.func @stages(%rows: tensor<32x64xf32>, %counts: tensor<4x2x2xi32>, %w: tensor<2x64x16xf32>) -> (tensor<?x16xf32>, index, index) {
+    // CHECK-DAG: %[[NODE:.*]] = arith.constant 1 : i32
+    // CHECK-DAG: %[[PEERS:.*]] = arith.constant 2 : i32
+    // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+    // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
+    // CHECK: call @tamoe_rt_all_to_all_counts(%{{.*}}, %[[NODE]], %{{.*}}, %[[C4]], %[[C4]],
+    %s1, %c1 = tamoe.all_to_all %rows, %counts on @ep axes = [1] level "node" : tensor<32x64xf32>, tensor<4x2x2xi32> -> tensor<?x64xf32>
+    // CHECK: call @tamoe_rt_regroup(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C4]], %[[C2]], %[[C2]],
+    %r, %rc = tamoe.regroup %s1, %c1 : tensor<?x64xf32>, tensor<4x2x2xi32> -> tensor<?x64xf32>, tensor<2x4x2xi32>
+    // CHECK: call @tamoe_rt_all_to_all_counts(%{{.*}}, %[[PEERS]], %{{.*}}, %[[C2]],
+    %s2, %c2 = tamoe.all_to_all %r, %rc on @ep axes = [0] level "cluster" : tensor<?x64xf32>, tensor<2x4x2xi32> -> tensor<?x64xf32>
+    // 16 chunks of 2 local experts.
+    // CHECK: call @tamoe_rt_grouped_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C2]], %{{.*}}, %{{.*}}, %{{.*}})
+    %h = tamoe.grouped_matmul %s2, %c2, %w : tensor<?x64xf32>, tensor<2x4x2xi32>, tensor<2x64x16xf32> -> tensor<?x16xf32>
+    // CHECK: %[[RANK:.*]] = call @tamoe_rt_program_rank() : () -> index
+    // CHECK: affine.delinearize_index %[[RANK]] into (2, 4)
+    %i:2 = shard.process_multi_index on @ep : index, index
+    return %h, %i#0, %i#1 : tensor<?x16xf32>, index, index
+  }
+}
+
+// -----
+
+module {
+  func.func @bf16(%logits: tensor<16x8xbf16>) {
+    // expected-error @+1 {{'tamoe.gate' op cannot be lowered to the runtime: it computes in f32, got 'tensor<16x8xbf16>'}}
+    %ids, %weights, %probs = tamoe.gate %logits top 2 softmax : tensor<16x8xbf16> -> tensor<16x2xi32>, tensor<16x2xbf16>, tensor<16x8xbf16>
+    return
+  }
+}
+
+// -----
+
+module {
+  func.func @i64_ids(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi64>) {
+    // expected-error @+1 {{'tamoe.dispatch' op cannot be lowered to the runtime: ids, positions and counts must be i32, got 'tensor<16x2xi64>'}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<16x64xf32>, tensor<16x2xi64> -> tensor<32x64xf32>, tensor<8xi64>, tensor<16x2xi64>, tensor<i64>
+    return
+  }
+}
+
+// -----
+
+module {
+  shard.grid @g(shape = 2x2x2)
+  func.func @middle_axis(%rows: tensor<32x64xf32>, %counts: tensor<2xi32>) {
+    // expected-error @+1 {{'tamoe.all_to_all' op cannot be lowered to the runtime: its groups are the whole grid, its last axis (a node) or the axes before it}}
+    %0, %1 = tamoe.all_to_all %rows, %counts on @g axes = [1] : tensor<32x64xf32>, tensor<2xi32> -> tensor<?x64xf32>
+    return
+  }
+}
+
+// -----
+
+module {
+  shard.grid @dyn(shape = 2x?)
+  func.func @dynamic_grid() -> index {
+    // expected-error @+1 {{'shard.process_multi_index' op cannot be lowered to the runtime: it needs a grid of static shape}}
+    %i:2 = shard.process_multi_index on @dyn : index, index
+    return %i#1 : index
+  }
+}
