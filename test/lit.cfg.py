@@ -1,5 +1,6 @@
 # -*- Python -*-
 import os
+import shutil
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -27,3 +28,22 @@ tools = ["tamoe-opt", "tamoe-topo", "tamoe-planner-bench", "mlir-opt",
          "mlir-tblgen"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+
+# The runtime (runtime/): its test programs, their sanitized build, and
+# mpirun for the multi-rank tests (8 ranks, however many cores there are).
+if config.tamoe_build_runtime:
+    config.available_features.add("tamoe-runtime")
+    config.substitutions.append(("%tamoe_rt_bin", config.tamoe_rt_bin_dir))
+    # The cuda backend builds wherever nvcc is (it runs only on a GPU).
+    if os.path.exists(os.path.join(config.tamoe_rt_bin_dir, "..", "lib",
+                                   "libtamoe_rt_cuda.so")):
+        config.available_features.add("tamoe-runtime-cuda")
+    if config.tamoe_rt_asan_bin_dir:
+        config.available_features.add("tamoe-runtime-asan")
+        config.substitutions.append(
+            ("%tamoe_rt_asan_bin", config.tamoe_rt_asan_bin_dir))
+mpirun = shutil.which("mpirun", path=config.environment["PATH"])
+if mpirun:
+    config.available_features.add("mpirun")
+    config.substitutions.append(
+        ("%mpirun", mpirun + " --allow-run-as-root --oversubscribe"))

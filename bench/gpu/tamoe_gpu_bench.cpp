@@ -1,0 +1,1633 @@
+//===- tamoe_gpu_bench.cpp - Checks and times the cuda backend ------------===//
+//
+//   tamoe_gpu_bench check [--engines cpu,cuda]
+//       Runs every operation on random data on each engine and compares it
+//       with the serial reference of runtime/test/Reference.h (and so the
+//       engines with each other): one PASS/FAIL line per case. Under mpirun
+//       the exchanges run over all ranks.
+//   tamoe_gpu_bench bench --csv FILE [--quick]
+//       Medians (CUDA events) of gate, dispatch (permute) and combine
+//       (un-permute + weighted sum) on the cuda engine at a few shapes, and of
+//       a device-to-device cudaMemcpy moving the same bytes (read + write).
+//   tamoe_gpu_bench exchange --csv FILE
+//       Under mpirun on several GPUs: times the flat and hierarchical
+//       all_to_all and dispatch_dedup (after `check` has verified them).
+//
+// Engines: "cpu" and "cuda" are contexts of libtamoe_rt.so (the public C
+// API). Built with -DTAMOE_GPU_BENCH_DIRECT the program instead loads
+// libtamoe_rt_cuda.so alone (dlopen, the internal Backend.h, one rank, no
+// MPI) as engine "cuda-direct": for GPU machines where the core cannot be
+// built; the composed schedules (hierarchical, dispatch_dedup) need the core
+// and are skipped there.
+//
+// Exit status: 0 when every case passed, 1 otherwise, 2 on usage errors or
+// when an engine cannot be created (no GPU).
+//
+//===----------------------------------------------------------------------===//
+
+#include "tamoe_rt/tamoe_rt.h"
+
+#include "Reference.h" // runtime/test: the serial semantics
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef TAMOE_GPU_BENCH_DIRECT
+#include "Backend.h" // runtime/lib
+#include <dlfcn.h>
+#endif
+
+namespace {
+
+using reference::Bytes;
+
+//===----------------------------------------------------------------------===//
+// Engines
+//===----------------------------------------------------------------------===//
+
+/// The names of tamoe_rt_status_t (the direct build has no core library).
+const char *statusName(int code) {
+  static const char *const names[] = {"TAMOE_RT_SUCCESS",
+                                      "TAMOE_RT_ERROR_INVALID_ARGUMENT",
+                                      "TAMOE_RT_ERROR_BACKEND_UNAVAILABLE",
+                                      "TAMOE_RT_ERROR_MISMATCH",
+                                      "TAMOE_RT_ERROR_CAPACITY_EXCEEDED",
+                                      "TAMOE_RT_ERROR_TIMEOUT",
+                                      "TAMOE_RT_ERROR_COMMUNICATION",
+                                      "TAMOE_RT_ERROR_OUT_OF_MEMORY",
+                                      "TAMOE_RT_ERROR_INTERNAL"};
+  return code >= 0 && code <= 8 ? names[code] : "unknown status";
+}
+
+struct Result {
+  int code = 0;
+  std::string message;
+  bool ok() const { return code == 0; }
+};
+
+/// The operations of tamoe_rt.h on one backend, pointer for pointer.
+class Engine {
+public:
+  virtual ~Engine() = default;
+  virtual std::string name() const = 0;
+  virtual bool onDevice() const = 0;
+  virtual int64_t rank() const { return 0; }
+  virtual int64_t numRanks() const { return 1; }
+  virtual int64_t ranksPerNode() const { return 1; }
+  virtual bool hasSchedules() const { return false; }
+
+  virtual Result alloc(int64_t bytes, void **pointer) = 0;
+  virtual Result free(void *pointer) = 0;
+  virtual Result toBackend(void *dst, const void *src, int64_t bytes) = 0;
+  virtual Result toHost(void *dst, const void *src, int64_t bytes) = 0;
+  virtual Result synchronize() = 0;
+  virtual Result gate(const float *logits, int64_t tokens, int64_t experts,
+                      int64_t k, bool sigmoid, bool renormalize, int64_t groups,
+                      int64_t kept, int32_t *ids, float *weights,
+                      float *probs) = 0;
+  virtual Result dispatch(const void *tokens, int64_t numTokens,
+                          int64_t rowBytes, const int32_t *ids, int64_t k,
+                          int64_t experts, const float *weights,
+                          int64_t capacity, bool byProbability,
+                          void *dispatched, int64_t dispatchedCapacity,
+                          int32_t *counts, int32_t *positions,
+                          int64_t *dropped) = 0;
+  virtual Result combine(const float *outputs, int64_t rows, int64_t hidden,
+                         const int32_t *positions, const float *weights,
+                         int64_t tokens, int64_t k, float *combined) = 0;
+  virtual Result auxLoss(const float *probs, const int32_t *ids, int64_t tokens,
+                         int64_t experts, int64_t k, const float *expertWeights,
+                         float *loss) = 0;
+  virtual Result regroup(const void *rows, int64_t rowsCapacity,
+                         int64_t rowBytes, const int32_t *counts, int64_t a,
+                         int64_t b, int64_t inner, void *regrouped,
+                         int32_t *regroupedCounts) = 0;
+  virtual Result dedupPack(const void *tokens, int64_t numTokens,
+                           int64_t rowBytes, const int32_t *ids,
+                           const int32_t *positions, int64_t k,
+                           int64_t expertsPerNode, int64_t nodes, void *unique,
+                           int32_t *routes, int64_t uniqueCapacity,
+                           int32_t *nodeCounts) = 0;
+  virtual Result dedupExpand(const void *unique, const int32_t *routes,
+                             int64_t uniqueCapacity, int64_t rowBytes,
+                             int64_t k, const int32_t *recvCounts,
+                             int64_t nodes, int64_t ranksPerNode,
+                             int64_t expertsPerRank, void *expanded,
+                             int64_t expandedCapacity,
+                             int32_t *expandedCounts) = 0;
+  virtual Result groupedMatmul(const float *rows, int64_t rowsCapacity,
+                               int64_t hidden, const int32_t *counts,
+                               int64_t numCounts, int64_t experts,
+                               const float *weights, int64_t outFeatures,
+                               float *result) = 0;
+  /// `peers`: the group's size (the public API checks it).
+  virtual Result allToAll(tamoe_rt_group_t group, const void *send,
+                          int64_t sendCapacity, int64_t rowBytes,
+                          const int32_t *sendCounts, int64_t peers,
+                          int64_t split, void *received, int64_t recvCapacity,
+                          int32_t *recvCounts) = 0;
+  virtual Result allToAllCounts(tamoe_rt_group_t, const int32_t *, int64_t,
+                                int64_t, int32_t *, int64_t *) {
+    return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE, "needs the core"};
+  }
+  virtual Result hierarchical(const void *, int64_t, int64_t, const int32_t *,
+                              int64_t, void *, int64_t, int32_t *) {
+    return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE, "needs the core"};
+  }
+  virtual Result dispatchDedup(const void *, int64_t, int64_t, const int32_t *,
+                               const int32_t *, int64_t, int64_t, void *,
+                               int64_t, int32_t *) {
+    return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE, "needs the core"};
+  }
+  virtual Result traffic(int64_t &intra, int64_t &inter) = 0;
+  virtual Result resetTraffic() = 0;
+};
+
+#ifndef TAMOE_GPU_BENCH_DIRECT
+/// A context of libtamoe_rt.so.
+class ApiEngine final : public Engine {
+public:
+  static std::unique_ptr<Engine> create(tamoe_rt_backend_t backend,
+                                        std::string &error) {
+    tamoe_rt_options_t options = tamoe_rt_default_options();
+    options.backend = backend;
+    tamoe_rt_context_t *context = nullptr;
+    tamoe_rt_status_t status = tamoe_rt_init(&options, &context);
+    if (status != TAMOE_RT_SUCCESS) {
+      error =
+          std::string(statusName(status)) + ": " + tamoe_rt_last_error(nullptr);
+      return nullptr;
+    }
+    return std::unique_ptr<Engine>(new ApiEngine(context, backend));
+  }
+  ~ApiEngine() override { tamoe_rt_finalize(context_); }
+
+  std::string name() const override {
+    return backend_ == TAMOE_RT_BACKEND_CUDA ? "cuda" : "cpu";
+  }
+  bool onDevice() const override { return backend_ == TAMOE_RT_BACKEND_CUDA; }
+  int64_t rank() const override { return tamoe_rt_rank(context_); }
+  int64_t numRanks() const override { return tamoe_rt_num_ranks(context_); }
+  int64_t ranksPerNode() const override {
+    return tamoe_rt_ranks_per_node(context_);
+  }
+  bool hasSchedules() const override { return true; }
+
+  Result alloc(int64_t bytes, void **pointer) override {
+    return wrap(tamoe_rt_alloc(context_, bytes, pointer));
+  }
+  Result free(void *pointer) override {
+    return wrap(tamoe_rt_free(context_, pointer));
+  }
+  Result toBackend(void *dst, const void *src, int64_t bytes) override {
+    return wrap(tamoe_rt_copy_to_backend(context_, dst, src, bytes));
+  }
+  Result toHost(void *dst, const void *src, int64_t bytes) override {
+    return wrap(tamoe_rt_copy_to_host(context_, dst, src, bytes));
+  }
+  Result synchronize() override { return wrap(tamoe_rt_synchronize(context_)); }
+  Result gate(const float *logits, int64_t tokens, int64_t experts, int64_t k,
+              bool sigmoid, bool renormalize, int64_t groups, int64_t kept,
+              int32_t *ids, float *weights, float *probs) override {
+    return wrap(
+        tamoe_rt_gate(context_, logits, tokens, experts, k,
+                      sigmoid ? TAMOE_RT_SCORE_SIGMOID : TAMOE_RT_SCORE_SOFTMAX,
+                      renormalize, groups, kept, ids, weights, probs));
+  }
+  Result dispatch(const void *tokens, int64_t numTokens, int64_t rowBytes,
+                  const int32_t *ids, int64_t k, int64_t experts,
+                  const float *weights, int64_t capacity, bool byProbability,
+                  void *dispatched, int64_t dispatchedCapacity, int32_t *counts,
+                  int32_t *positions, int64_t *dropped) override {
+    return wrap(tamoe_rt_dispatch(
+        context_, tokens, numTokens, rowBytes, ids, k, experts, weights,
+        capacity,
+        byProbability ? TAMOE_RT_DROP_PROBABILITY : TAMOE_RT_DROP_POSITION,
+        dispatched, dispatchedCapacity, counts, positions, dropped));
+  }
+  Result combine(const float *outputs, int64_t rows, int64_t hidden,
+                 const int32_t *positions, const float *weights, int64_t tokens,
+                 int64_t k, float *combined) override {
+    return wrap(tamoe_rt_combine(context_, outputs, rows, hidden, positions,
+                                 weights, tokens, k, combined));
+  }
+  Result auxLoss(const float *probs, const int32_t *ids, int64_t tokens,
+                 int64_t experts, int64_t k, const float *expertWeights,
+                 float *loss) override {
+    return wrap(tamoe_rt_aux_loss(context_, probs, ids, tokens, experts, k,
+                                  expertWeights, loss));
+  }
+  Result regroup(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
+                 const int32_t *counts, int64_t a, int64_t b, int64_t inner,
+                 void *regrouped, int32_t *regroupedCounts) override {
+    return wrap(tamoe_rt_regroup(context_, rows, rowsCapacity, rowBytes, counts,
+                                 a, b, inner, regrouped, regroupedCounts));
+  }
+  Result dedupPack(const void *tokens, int64_t numTokens, int64_t rowBytes,
+                   const int32_t *ids, const int32_t *positions, int64_t k,
+                   int64_t expertsPerNode, int64_t nodes, void *unique,
+                   int32_t *routes, int64_t uniqueCapacity,
+                   int32_t *nodeCounts) override {
+    return wrap(tamoe_rt_dedup_pack(context_, tokens, numTokens, rowBytes, ids,
+                                    positions, k, expertsPerNode, nodes, unique,
+                                    routes, uniqueCapacity, nodeCounts));
+  }
+  Result dedupExpand(const void *unique, const int32_t *routes,
+                     int64_t uniqueCapacity, int64_t rowBytes, int64_t k,
+                     const int32_t *recvCounts, int64_t nodes,
+                     int64_t ranksPerNode, int64_t expertsPerRank,
+                     void *expanded, int64_t expandedCapacity,
+                     int32_t *expandedCounts) override {
+    return wrap(tamoe_rt_dedup_expand(context_, unique, routes, uniqueCapacity,
+                                      rowBytes, k, recvCounts, nodes,
+                                      ranksPerNode, expertsPerRank, expanded,
+                                      expandedCapacity, expandedCounts));
+  }
+  Result groupedMatmul(const float *rows, int64_t rowsCapacity, int64_t hidden,
+                       const int32_t *counts, int64_t numCounts,
+                       int64_t experts, const float *weights,
+                       int64_t outFeatures, float *result) override {
+    return wrap(tamoe_rt_grouped_matmul(context_, rows, rowsCapacity, hidden,
+                                        counts, numCounts, experts, weights,
+                                        outFeatures, result));
+  }
+  Result allToAll(tamoe_rt_group_t group, const void *send,
+                  int64_t sendCapacity, int64_t rowBytes,
+                  const int32_t *sendCounts, int64_t peers, int64_t split,
+                  void *received, int64_t recvCapacity,
+                  int32_t *recvCounts) override {
+    return wrap(tamoe_rt_all_to_all(context_, group, send, sendCapacity,
+                                    rowBytes, sendCounts, peers, split,
+                                    received, recvCapacity, recvCounts));
+  }
+  Result allToAllCounts(tamoe_rt_group_t group, const int32_t *sendCounts,
+                        int64_t peers, int64_t split, int32_t *recvCounts,
+                        int64_t *total) override {
+    intptr_t sum = 0;
+    Result r = wrap(tamoe_rt_all_to_all_counts(context_, group, sendCounts,
+                                               peers, split, recvCounts, &sum));
+    *total = sum;
+    return r;
+  }
+  Result hierarchical(const void *send, int64_t sendCapacity, int64_t rowBytes,
+                      const int32_t *sendCounts, int64_t split, void *received,
+                      int64_t recvCapacity, int32_t *recvCounts) override {
+    return wrap(tamoe_rt_all_to_all_hierarchical(
+        context_, send, sendCapacity, rowBytes, sendCounts, split, received,
+        recvCapacity, recvCounts));
+  }
+  Result dispatchDedup(const void *tokens, int64_t numTokens, int64_t rowBytes,
+                       const int32_t *ids, const int32_t *positions, int64_t k,
+                       int64_t experts, void *received, int64_t recvCapacity,
+                       int32_t *recvCounts) override {
+    return wrap(tamoe_rt_dispatch_dedup(context_, tokens, numTokens, rowBytes,
+                                        ids, positions, k, experts, received,
+                                        recvCapacity, recvCounts));
+  }
+  Result traffic(int64_t &intra, int64_t &inter) override {
+    tamoe_rt_traffic_t t{};
+    Result r = wrap(tamoe_rt_traffic(context_, &t));
+    intra = t.intra_node_bytes;
+    inter = t.inter_node_bytes;
+    return r;
+  }
+  Result resetTraffic() override {
+    return wrap(tamoe_rt_reset_traffic(context_));
+  }
+
+private:
+  ApiEngine(tamoe_rt_context_t *context, tamoe_rt_backend_t backend)
+      : context_(context), backend_(backend) {}
+  Result wrap(tamoe_rt_status_t status) {
+    if (status == TAMOE_RT_SUCCESS)
+      return {};
+    return {int(status), tamoe_rt_last_error(context_)};
+  }
+  tamoe_rt_context_t *context_;
+  tamoe_rt_backend_t backend_;
+};
+
+#else // TAMOE_GPU_BENCH_DIRECT
+
+/// One rank without MPI.
+class SingleRankLauncher final : public tamoe_rt::Launcher {
+public:
+  int64_t rank() const override { return 0; }
+  int64_t numRanks() const override { return 1; }
+  int64_t ranksPerNode() const override { return 1; }
+  double timeoutSeconds() const override { return 60.0; }
+  tamoe_rt::Status broadcast(tamoe_rt_group_t, void *, size_t) override {
+    return tamoe_rt::Status::success();
+  }
+  tamoe_rt::Status agree(tamoe_rt_group_t, tamoe_rt::Status local) override {
+    return local;
+  }
+};
+
+/// libtamoe_rt_cuda.so's backend, called directly.
+class DirectEngine final : public Engine {
+public:
+  static std::unique_ptr<Engine> create(const std::string &library,
+                                        std::string &error) {
+    void *handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+      error = std::string("dlopen: ") + dlerror();
+      return nullptr;
+    }
+    using Factory =
+        tamoe_rt::Backend *(*)(tamoe_rt::Launcher *, tamoe_rt::Status *);
+    auto factory = reinterpret_cast<Factory>(
+        dlsym(handle, "tamoe_rt_create_cuda_backend"));
+    if (!factory) {
+      error = "no tamoe_rt_create_cuda_backend in " + library;
+      return nullptr;
+    }
+    auto engine = std::unique_ptr<DirectEngine>(new DirectEngine());
+    tamoe_rt::Status status;
+    engine->backend_.reset(factory(&engine->launcher_, &status));
+    if (!engine->backend_) {
+      error = status.message;
+      return nullptr;
+    }
+    return engine;
+  }
+  std::string name() const override { return "cuda-direct"; }
+  bool onDevice() const override { return true; }
+
+  Result alloc(int64_t bytes, void **pointer) override {
+    if (bytes == 0) {
+      *pointer = nullptr;
+      return {};
+    }
+    return wrap(backend_->alloc(bytes, pointer));
+  }
+  Result free(void *pointer) override { return wrap(backend_->free(pointer)); }
+  Result toBackend(void *dst, const void *src, int64_t bytes) override {
+    return wrap(backend_->copyToBackend(dst, src, bytes));
+  }
+  Result toHost(void *dst, const void *src, int64_t bytes) override {
+    return wrap(backend_->copyToHost(dst, src, bytes));
+  }
+  Result synchronize() override { return wrap(backend_->synchronize()); }
+  Result gate(const float *logits, int64_t tokens, int64_t experts, int64_t k,
+              bool sigmoid, bool renormalize, int64_t groups, int64_t kept,
+              int32_t *ids, float *weights, float *probs) override {
+    return wrap(backend_->gate(logits, tokens, experts, k,
+                               sigmoid ? TAMOE_RT_SCORE_SIGMOID
+                                       : TAMOE_RT_SCORE_SOFTMAX,
+                               renormalize, groups, kept, ids, weights, probs));
+  }
+  Result dispatch(const void *tokens, int64_t numTokens, int64_t rowBytes,
+                  const int32_t *ids, int64_t k, int64_t experts,
+                  const float *weights, int64_t capacity, bool byProbability,
+                  void *dispatched, int64_t dispatchedCapacity, int32_t *counts,
+                  int32_t *positions, int64_t *dropped) override {
+    return wrap(backend_->dispatch(
+        tokens, numTokens, rowBytes, ids, k, experts, weights, capacity,
+        byProbability ? TAMOE_RT_DROP_PROBABILITY : TAMOE_RT_DROP_POSITION,
+        dispatched, dispatchedCapacity, counts, positions, dropped));
+  }
+  Result combine(const float *outputs, int64_t rows, int64_t hidden,
+                 const int32_t *positions, const float *weights, int64_t tokens,
+                 int64_t k, float *combined) override {
+    return wrap(backend_->combine(outputs, rows, hidden, positions, weights,
+                                  tokens, k, combined));
+  }
+  Result auxLoss(const float *probs, const int32_t *ids, int64_t tokens,
+                 int64_t experts, int64_t k, const float *expertWeights,
+                 float *loss) override {
+    return wrap(
+        backend_->auxLoss(probs, ids, tokens, experts, k, expertWeights, loss));
+  }
+  Result regroup(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
+                 const int32_t *counts, int64_t a, int64_t b, int64_t inner,
+                 void *regrouped, int32_t *regroupedCounts) override {
+    return wrap(backend_->regroup(rows, rowsCapacity, rowBytes, counts, a, b,
+                                  inner, regrouped, regroupedCounts));
+  }
+  Result dedupPack(const void *tokens, int64_t numTokens, int64_t rowBytes,
+                   const int32_t *ids, const int32_t *positions, int64_t k,
+                   int64_t expertsPerNode, int64_t nodes, void *unique,
+                   int32_t *routes, int64_t uniqueCapacity,
+                   int32_t *nodeCounts) override {
+    return wrap(backend_->dedupPack(tokens, numTokens, rowBytes, ids, positions,
+                                    k, expertsPerNode, nodes, unique, routes,
+                                    uniqueCapacity, nodeCounts));
+  }
+  Result dedupExpand(const void *unique, const int32_t *routes,
+                     int64_t uniqueCapacity, int64_t rowBytes, int64_t k,
+                     const int32_t *recvCounts, int64_t nodes,
+                     int64_t ranksPerNode, int64_t expertsPerRank,
+                     void *expanded, int64_t expandedCapacity,
+                     int32_t *expandedCounts) override {
+    return wrap(backend_->dedupExpand(unique, routes, uniqueCapacity, rowBytes,
+                                      k, recvCounts, nodes, ranksPerNode,
+                                      expertsPerRank, expanded,
+                                      expandedCapacity, expandedCounts));
+  }
+  Result groupedMatmul(const float *rows, int64_t rowsCapacity, int64_t hidden,
+                       const int32_t *counts, int64_t numCounts,
+                       int64_t experts, const float *weights,
+                       int64_t outFeatures, float *result) override {
+    return wrap(backend_->groupedMatmul(rows, rowsCapacity, hidden, counts,
+                                        numCounts, experts, weights,
+                                        outFeatures, result));
+  }
+  Result allToAll(tamoe_rt_group_t group, const void *send,
+                  int64_t sendCapacity, int64_t rowBytes,
+                  const int32_t *sendCounts, int64_t /*peers*/, int64_t split,
+                  void *received, int64_t recvCapacity,
+                  int32_t *recvCounts) override {
+    return wrap(backend_->allToAll(group, send, sendCapacity, rowBytes,
+                                   sendCounts, split, received, recvCapacity,
+                                   recvCounts, traffic_));
+  }
+  Result traffic(int64_t &intra, int64_t &inter) override {
+    intra = traffic_.intraNodeBytes;
+    inter = traffic_.interNodeBytes;
+    return {};
+  }
+  Result resetTraffic() override {
+    traffic_ = tamoe_rt::Traffic();
+    return {};
+  }
+
+private:
+  static Result wrap(const tamoe_rt::Status &status) {
+    return {int(status.code), status.message};
+  }
+  SingleRankLauncher launcher_;
+  std::unique_ptr<tamoe_rt::Backend> backend_;
+  tamoe_rt::Traffic traffic_;
+};
+#endif
+
+//===----------------------------------------------------------------------===//
+// Buffers and cases
+//===----------------------------------------------------------------------===//
+
+struct Failure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+void require(const Result &r, const std::string &what) {
+  if (!r.ok())
+    throw Failure(what + " failed: " + statusName(r.code) + ": " + r.message);
+}
+
+/// Allocations on one engine, freed when the scope ends.
+class Scope {
+public:
+  /// `fill`: pattern-fill new buffers (checks); timing skips it, its
+  /// buffers are gigabytes.
+  explicit Scope(Engine &engine, bool fill = true)
+      : engine_(engine), fill_(fill) {}
+  ~Scope() {
+    for (void *pointer : pointers_)
+      engine_.free(pointer);
+  }
+  /// `bytes` of backend memory, filled with 0xEE so that a value nobody
+  /// wrote shows.
+  void *raw(int64_t bytes) {
+    void *pointer = nullptr;
+    require(engine_.alloc(bytes, &pointer),
+            engine_.name() + " alloc(" + std::to_string(bytes) + ")");
+    if (pointer)
+      pointers_.push_back(pointer);
+    if (pointer && fill_) {
+      std::vector<unsigned char> pattern(size_t(bytes), 0xEE);
+      require(engine_.toBackend(pointer, pattern.data(), bytes),
+              engine_.name() + " copy_to_backend");
+    }
+    return pointer;
+  }
+  template <typename T> T *make(int64_t count) {
+    return static_cast<T *>(raw(count * int64_t(sizeof(T))));
+  }
+  template <typename T> T *put(const std::vector<T> &host) {
+    T *pointer = make<T>(int64_t(host.size()));
+    if (!host.empty())
+      require(engine_.toBackend(pointer, host.data(),
+                                int64_t(host.size() * sizeof(T))),
+              engine_.name() + " copy_to_backend");
+    return pointer;
+  }
+  template <typename T> std::vector<T> get(const T *pointer, int64_t count) {
+    std::vector<T> host(size_t(std::max<int64_t>(count, 0)));
+    if (count > 0)
+      require(engine_.toHost(host.data(), pointer, count * int64_t(sizeof(T))),
+              engine_.name() + " copy_to_host");
+    return host;
+  }
+  Engine &engine() { return engine_; }
+
+private:
+  Engine &engine_;
+  bool fill_;
+  std::vector<void *> pointers_;
+};
+
+int passes = 0, failures = 0;
+int64_t worldRank = 0;
+
+/// Runs one case: `body` returns "" when it passed, else what went wrong.
+void runCase(const std::string &name,
+             const std::function<std::string()> &body) {
+  std::string problem;
+  try {
+    problem = body();
+  } catch (const std::exception &e) {
+    problem = e.what();
+  }
+  if (problem.empty()) {
+    ++passes;
+    std::printf("[rank %lld] PASS %s\n", (long long)worldRank, name.c_str());
+  } else {
+    ++failures;
+    std::printf("[rank %lld] FAIL %s: %s\n", (long long)worldRank, name.c_str(),
+                problem.c_str());
+  }
+  std::fflush(stdout);
+}
+
+bool close(float a, float b, float rtol, float atol) {
+  if (std::isnan(a) || std::isnan(b))
+    return std::isnan(a) && std::isnan(b);
+  return std::fabs(a - b) <= atol + rtol * std::fabs(b);
+}
+
+template <typename T>
+std::string firstDifference(const std::vector<T> &got,
+                            const std::vector<T> &want, const char *what) {
+  if (got.size() != want.size())
+    return std::string(what) + ": size " + std::to_string(got.size()) +
+           ", want " + std::to_string(want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(got[i] == want[i])) {
+      std::ostringstream s;
+      s << what << "[" << i << "] = " << +got[i] << ", want " << +want[i];
+      return s.str();
+    }
+  return "";
+}
+
+std::string floatsDiffer(const std::vector<float> &got,
+                         const std::vector<float> &want, const char *what,
+                         float rtol, float atol) {
+  if (got.size() != want.size())
+    return std::string(what) + ": size differs";
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!close(got[i], want[i], rtol, atol)) {
+      std::ostringstream s;
+      s.precision(9);
+      s << what << "[" << i << "] = " << got[i] << ", want " << want[i];
+      return s.str();
+    }
+  return "";
+}
+
+std::string bytesDiffer(const Bytes &got, const Bytes &want, int64_t rowBytes,
+                        const char *what) {
+  if (got.size() != want.size())
+    return std::string(what) + ": " + std::to_string(got.size()) +
+           " bytes, want " + std::to_string(want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != want[i])
+      return std::string(what) + ": first difference in row " +
+             std::to_string(rowBytes ? int64_t(i) / rowBytes : 0);
+  return "";
+}
+
+std::vector<Engine *> engines;
+
+//===----------------------------------------------------------------------===//
+// Local operations
+//===----------------------------------------------------------------------===//
+
+void checkGate(int64_t tokens, int64_t experts, int64_t k, bool sigmoid,
+               bool renormalize, int64_t groups, int64_t kept, uint64_t seed) {
+  std::string name =
+      std::string("gate ") + (sigmoid ? "sigmoid" : "softmax") +
+      (renormalize ? "+renorm" : "") + " T=" + std::to_string(tokens) +
+      " E=" + std::to_string(experts) + " k=" + std::to_string(k) +
+      (groups ? " groups=" + std::to_string(groups) + "/" + std::to_string(kept)
+              : "");
+  reference::Random random(seed);
+  std::vector<float> logits = random.floats(size_t(tokens * experts), -4, 4);
+  reference::Gate want = reference::gate(logits, tokens, experts, k, sigmoid,
+                                         renormalize, groups, kept);
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dLogits = s.put(logits);
+      int32_t *dIds = s.make<int32_t>(tokens * k);
+      float *dWeights = s.make<float>(tokens * k);
+      float *dProbs = s.make<float>(tokens * experts);
+      require(engine->gate(dLogits, tokens, experts, k, sigmoid, renormalize,
+                           groups, kept, dIds, dWeights, dProbs),
+              "gate");
+      auto ids = s.get(dIds, tokens * k);
+      auto weights = s.get(dWeights, tokens * k);
+      auto probs = s.get(dProbs, tokens * experts);
+      std::string problem =
+          floatsDiffer(probs, want.probs, "probs", 1e-5f, 1e-7f);
+      if (!problem.empty())
+        return problem;
+      // exp and the reductions may round differently on the device, which
+      // can swap two experts whose scores tie to within an ulp or two.
+      int64_t nearTies = 0;
+      for (int64_t i = 0; i < tokens * k; ++i) {
+        if (ids[i] != want.ids[i]) {
+          int64_t t = i / k;
+          if (ids[i] < 0 || ids[i] >= experts)
+            return "ids[" + std::to_string(i) +
+                   "] = " + std::to_string(ids[i]) + " out of range";
+          float a = want.probs[t * experts + ids[i]],
+                b = want.probs[t * experts + want.ids[i]];
+          if (!close(a, b, 2e-6f, 1e-9f))
+            return "ids[" + std::to_string(i) +
+                   "] = " + std::to_string(ids[i]) + ", want " +
+                   std::to_string(want.ids[i]) + " (no tie)";
+          ++nearTies;
+        }
+        if (!close(weights[i], want.weights[i], 1e-5f, 1e-7f))
+          return "weights[" + std::to_string(i) +
+                 "] = " + std::to_string(weights[i]) + ", want " +
+                 std::to_string(want.weights[i]);
+      }
+      if (nearTies > std::max<int64_t>(2, tokens * k / 1000))
+        return std::to_string(nearTies) + " near-tie swaps";
+      return "";
+    });
+}
+
+void checkDispatch(int64_t tokens, int64_t rowBytes, int64_t k, int64_t experts,
+                   int64_t capacity, bool byProbability, uint64_t seed) {
+  std::string name = "dispatch T=" + std::to_string(tokens) +
+                     " row_bytes=" + std::to_string(rowBytes) +
+                     " k=" + std::to_string(k) +
+                     " E=" + std::to_string(experts) +
+                     " capacity=" + std::to_string(capacity) +
+                     (byProbability ? " by probability" : "");
+  reference::Random random(seed);
+  Bytes rows = random.bytes(size_t(tokens * rowBytes));
+  std::vector<int32_t> ids(size_t(tokens * k));
+  std::vector<float> weights(ids.size());
+  for (size_t a = 0; a < ids.size(); ++a) {
+    ids[a] = int32_t(random.integer(0, experts - 1));
+    // Eight levels: plenty of ties, which must go to the earlier token.
+    weights[a] = float(random.integer(0, 7)) / 8.0f;
+  }
+  reference::Dispatch want = reference::dispatch(
+      rows, rowBytes, ids, k, experts, capacity, byProbability, weights);
+  int64_t outRows = int64_t(want.rows.size()) / rowBytes;
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      void *dRows = s.put(rows);
+      int32_t *dIds = s.put(ids);
+      float *dWeights = s.put(weights);
+      int64_t capacityRows = tokens * k;
+      void *dOut = s.raw(capacityRows * rowBytes);
+      int32_t *dCounts = s.make<int32_t>(experts);
+      int32_t *dPositions = s.make<int32_t>(tokens * k);
+      int64_t *dDropped = s.make<int64_t>(1);
+      require(engine->dispatch(dRows, tokens, rowBytes, dIds, k, experts,
+                               dWeights, capacity, byProbability, dOut,
+                               capacityRows, dCounts, dPositions, dDropped),
+              "dispatch");
+      auto out = s.get(static_cast<unsigned char *>(dOut), outRows * rowBytes);
+      std::string problem;
+      if (!(problem = firstDifference(s.get(dCounts, experts), want.counts,
+                                      "expert_counts"))
+               .empty() ||
+          !(problem = firstDifference(s.get(dPositions, tokens * k),
+                                      want.positions, "positions"))
+               .empty() ||
+          !(problem = bytesDiffer(out, want.rows, rowBytes, "dispatched"))
+               .empty())
+        return problem;
+      int64_t dropped = s.get(dDropped, 1)[0];
+      if (dropped != want.dropped)
+        return "num_dropped = " + std::to_string(dropped) + ", want " +
+               std::to_string(want.dropped);
+      return "";
+    });
+}
+
+void checkCombine(int64_t tokens, int64_t hidden, int64_t k, int64_t rows,
+                  uint64_t seed) {
+  std::string name =
+      "combine T=" + std::to_string(tokens) + " H=" + std::to_string(hidden) +
+      " k=" + std::to_string(k) + " rows=" + std::to_string(rows);
+  reference::Random random(seed);
+  std::vector<float> outputs = random.floats(size_t(rows * hidden));
+  std::vector<float> weights = random.floats(size_t(tokens * k), 0, 1);
+  std::vector<int32_t> positions(size_t(tokens * k));
+  for (auto &p : positions)
+    p = random.integer(0, 5) == 0 ? -1 : int32_t(random.integer(0, rows - 1));
+  // One token with every assignment dropped: a zero row.
+  if (tokens > 0)
+    std::fill(positions.begin(), positions.begin() + k, -1);
+  std::vector<float> want =
+      reference::combine(outputs, hidden, positions, weights, k);
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dOutputs = s.put(outputs);
+      int32_t *dPositions = s.put(positions);
+      float *dWeights = s.put(weights);
+      float *dCombined = s.make<float>(tokens * hidden);
+      require(engine->combine(dOutputs, rows, hidden, dPositions, dWeights,
+                              tokens, k, dCombined),
+              "combine");
+      return floatsDiffer(s.get(dCombined, tokens * hidden), want, "combined",
+                          1e-5f, 1e-5f);
+    });
+}
+
+void checkAuxLoss(int64_t tokens, int64_t experts, int64_t k, bool weighted,
+                  uint64_t seed) {
+  std::string name =
+      std::string("aux_loss ") + (weighted ? "topology" : "switch") +
+      " T=" + std::to_string(tokens) + " E=" + std::to_string(experts) +
+      " k=" + std::to_string(k);
+  reference::Random random(seed);
+  std::vector<float> logits = random.floats(size_t(tokens * experts), -3, 3);
+  reference::Gate g = reference::gate(logits, tokens, experts, k, false, false);
+  std::vector<int32_t> ids = g.ids;
+  for (auto &id : ids)
+    if (random.integer(0, 9) == 0)
+      id = -1; // dropped: not counted
+  std::vector<float> expertWeights =
+      weighted ? random.floats(size_t(experts), 0.5f, 2.0f)
+               : std::vector<float>();
+  double want = reference::auxLoss(g.probs, ids, experts, k, expertWeights);
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dProbs = s.put(g.probs);
+      int32_t *dIds = s.put(ids);
+      float *dWeights = weighted ? s.put(expertWeights) : nullptr;
+      float *dLoss = s.make<float>(1);
+      require(
+          engine->auxLoss(dProbs, dIds, tokens, experts, k, dWeights, dLoss),
+          "aux_loss");
+      float loss = s.get(dLoss, 1)[0];
+      if (!close(loss, float(want), 1e-4f, 1e-7f))
+        return "loss = " + std::to_string(loss) + ", want " +
+               std::to_string(want);
+      return "";
+    });
+}
+
+void checkGroupedMatmul(int64_t peers, int64_t experts, int64_t hidden,
+                        int64_t outFeatures, int64_t slack, uint64_t seed) {
+  std::string name = "grouped_matmul counts [" + std::to_string(peers) + ", " +
+                     std::to_string(experts) +
+                     "] hidden=" + std::to_string(hidden) +
+                     " out=" + std::to_string(outFeatures);
+  reference::Random random(seed);
+  std::vector<int32_t> counts(static_cast<size_t>(peers * experts));
+  int64_t total = 0;
+  for (auto &c : counts)
+    total += c = random.integer(0, 4) == 0 ? 0 : int32_t(random.integer(0, 90));
+  int64_t capacity = total + slack;
+  std::vector<float> rows = random.floats(size_t(capacity * hidden), -1, 1);
+  std::vector<float> weights =
+      random.floats(size_t(experts * hidden * outFeatures), -1, 1);
+  std::vector<float> want = reference::groupedMatmul(
+      rows, hidden, counts, experts, weights, outFeatures);
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dRows = s.put(rows);
+      int32_t *dCounts = s.put(counts);
+      float *dWeights = s.put(weights);
+      float *dResult = s.make<float>(capacity * outFeatures);
+      require(engine->groupedMatmul(dRows, capacity, hidden, dCounts,
+                                    peers * experts, experts, dWeights,
+                                    outFeatures, dResult),
+              "grouped_matmul");
+      // Sums of `hidden` products: FMA on the device rounds differently.
+      return floatsDiffer(s.get(dResult, capacity * outFeatures), want,
+                          "result", 1e-4f, 1e-4f * float(hidden) / 64);
+    });
+}
+
+void checkRegroup(int64_t a, int64_t b, int64_t inner, int64_t rowBytes,
+                  uint64_t seed) {
+  std::string name = "regroup [" + std::to_string(a) + ", " +
+                     std::to_string(b) + ", " + std::to_string(inner) +
+                     "] row_bytes=" + std::to_string(rowBytes);
+  reference::Random random(seed);
+  std::vector<int32_t> counts(size_t(a * b * inner));
+  int64_t total = 0;
+  for (auto &c : counts)
+    total += c = random.integer(0, 3) == 0 ? 0 : int32_t(random.integer(0, 9));
+  int64_t capacity = total + 3;
+  Bytes rows = random.bytes(size_t(capacity * rowBytes));
+  Bytes want;
+  std::vector<int32_t> wantCounts;
+  reference::regroup(rows, rowBytes, counts, a, b, inner, want, wantCounts);
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      void *dRows = s.put(rows);
+      int32_t *dCounts = s.put(counts);
+      void *dOut = s.raw(capacity * rowBytes);
+      int32_t *dOutCounts = s.make<int32_t>(a * b * inner);
+      require(engine->regroup(dRows, capacity, rowBytes, dCounts, a, b, inner,
+                              dOut, dOutCounts),
+              "regroup");
+      std::string problem = firstDifference(s.get(dOutCounts, a * b * inner),
+                                            wantCounts, "regrouped_counts");
+      if (problem.empty())
+        problem = bytesDiffer(
+            s.get(static_cast<unsigned char *>(dOut), total * rowBytes), want,
+            rowBytes, "regrouped");
+      return problem;
+    });
+}
+
+void checkDedup(int64_t tokens, int64_t rowBytes, int64_t k, int64_t nodes,
+                int64_t ranksPerNode, int64_t expertsPerRank, uint64_t seed) {
+  std::string shape = "T=" + std::to_string(tokens) +
+                      " k=" + std::to_string(k) +
+                      " nodes=" + std::to_string(nodes) +
+                      " rpn=" + std::to_string(ranksPerNode) +
+                      " epr=" + std::to_string(expertsPerRank);
+  reference::Random random(seed);
+  int64_t perNode = ranksPerNode * expertsPerRank;
+  int64_t experts = nodes * perNode;
+  Bytes rows = random.bytes(size_t(tokens * rowBytes));
+  std::vector<int32_t> ids(size_t(tokens * k)), positions(ids.size());
+  for (size_t a = 0; a < ids.size(); ++a) {
+    ids[a] = int32_t(random.integer(0, experts - 1));
+    positions[a] = random.integer(0, 4) == 0 ? -1 : int32_t(a);
+  }
+  reference::Pack pack =
+      reference::dedupPack(rows, rowBytes, ids, positions, k, perNode, nodes);
+  int64_t uniqueRows = int64_t(pack.unique.size()) / rowBytes;
+  for (Engine *engine : engines)
+    runCase("dedup_pack " + shape + " [" + engine->name() + "]",
+            [&]() -> std::string {
+              Scope s(*engine);
+              int64_t capacity = tokens * std::min(k, nodes);
+              void *dRows = s.put(rows);
+              int32_t *dIds = s.put(ids);
+              int32_t *dPositions = s.put(positions);
+              void *dUnique = s.raw(capacity * rowBytes);
+              int32_t *dRoutes = s.make<int32_t>(capacity * k);
+              int32_t *dNodeCounts = s.make<int32_t>(nodes);
+              require(engine->dedupPack(dRows, tokens, rowBytes, dIds,
+                                        dPositions, k, perNode, nodes, dUnique,
+                                        dRoutes, capacity, dNodeCounts),
+                      "dedup_pack");
+              std::string problem;
+              if (!(problem = firstDifference(s.get(dNodeCounts, nodes),
+                                              pack.nodeCounts, "node_counts"))
+                       .empty() ||
+                  !(problem = firstDifference(s.get(dRoutes, uniqueRows * k),
+                                              pack.routes, "routes"))
+                       .empty())
+                return problem;
+              return bytesDiffer(s.get(static_cast<unsigned char *>(dUnique),
+                                       uniqueRows * rowBytes),
+                                 pack.unique, rowBytes, "unique");
+            });
+
+  // The relay of node 0 receives, from every node, rows whose routes name
+  // experts of node 0 (distinct within a row, -1 padded).
+  std::vector<int32_t> recvCounts(static_cast<size_t>(nodes));
+  int64_t received = 0;
+  for (auto &c : recvCounts)
+    received += c = int32_t(random.integer(0, tokens));
+  Bytes unique = random.bytes(size_t(received * rowBytes));
+  std::vector<int32_t> routes(size_t(received * k), -1);
+  for (int64_t r = 0; r < received; ++r) {
+    std::vector<int32_t> pool(static_cast<size_t>(perNode));
+    std::iota(pool.begin(), pool.end(), 0);
+    std::shuffle(pool.begin(), pool.end(), random.engine);
+    int64_t listed = random.integer(1, std::min(k, perNode));
+    for (int64_t j = 0; j < listed; ++j)
+      routes[size_t(r * k + j)] = pool[size_t(j)];
+  }
+  reference::Expand expand = reference::dedupExpand(
+      unique, routes, rowBytes, k, recvCounts, ranksPerNode, expertsPerRank);
+  int64_t expandedRows = int64_t(expand.expanded.size()) / rowBytes;
+  for (Engine *engine : engines)
+    runCase("dedup_expand " + shape + " [" + engine->name() + "]",
+            [&]() -> std::string {
+              Scope s(*engine);
+              int64_t capacity = received * k;
+              void *dUnique = s.put(unique);
+              int32_t *dRoutes = s.put(routes);
+              int32_t *dRecv = s.put(recvCounts);
+              void *dExpanded = s.raw(capacity * rowBytes);
+              int32_t *dCounts = s.make<int32_t>(perNode * nodes);
+              require(engine->dedupExpand(dUnique, dRoutes, received, rowBytes,
+                                          k, dRecv, nodes, ranksPerNode,
+                                          expertsPerRank, dExpanded, capacity,
+                                          dCounts),
+                      "dedup_expand");
+              std::string problem =
+                  firstDifference(s.get(dCounts, perNode * nodes),
+                                  expand.counts, "expanded_counts");
+              if (problem.empty())
+                problem =
+                    bytesDiffer(s.get(static_cast<unsigned char *>(dExpanded),
+                                      expandedRows * rowBytes),
+                                expand.expanded, rowBytes, "expanded");
+              return problem;
+            });
+}
+
+/// Invalid data must come back as the same status from every engine, and
+/// leave the engine usable.
+void checkErrors(uint64_t seed) {
+  reference::Random random(seed);
+  const int64_t tokens = 64, k = 2, experts = 8, rowBytes = 16;
+  Bytes rows = random.bytes(size_t(tokens * rowBytes));
+  std::vector<int32_t> ids(size_t(tokens * k));
+  for (auto &id : ids)
+    id = int32_t(random.integer(0, experts - 1));
+  auto expectStatus = [&](const std::string &what, int wantCode,
+                          const std::function<Result(Scope &)> &call) {
+    for (Engine *engine : engines)
+      runCase("error: " + what + " [" + engine->name() + "]",
+              [&]() -> std::string {
+                Scope s(*engine);
+                Result r = call(s);
+                if (r.code != wantCode)
+                  return std::string("status ") + statusName(r.code) + " (" +
+                         r.message + "), want " + statusName(wantCode);
+                std::printf("    %s: %s\n", engine->name().c_str(),
+                            r.message.c_str());
+                return "";
+              });
+  };
+  std::vector<int32_t> badIds = ids;
+  badIds[37] = int32_t(experts);
+  auto dispatchWith = [&](Scope &s, const std::vector<int32_t> &use,
+                          int64_t outCapacity) {
+    return s.engine().dispatch(
+        s.put(rows), tokens, rowBytes, s.put(use), k, experts, nullptr, -1,
+        false, s.raw(std::max<int64_t>(outCapacity, 1) * rowBytes), outCapacity,
+        s.make<int32_t>(experts), s.make<int32_t>(tokens * k),
+        s.make<int64_t>(1));
+  };
+  expectStatus("dispatch with an expert id out of range",
+               TAMOE_RT_ERROR_INVALID_ARGUMENT,
+               [&](Scope &s) { return dispatchWith(s, badIds, tokens * k); });
+  expectStatus("dispatch into too small a buffer",
+               TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+               [&](Scope &s) { return dispatchWith(s, ids, tokens * k - 1); });
+  expectStatus("combine with a position past the rows",
+               TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+                 std::vector<int32_t> positions(size_t(tokens * k), 0);
+                 positions[5] = 100;
+                 return s.engine().combine(
+                     s.make<float>(100 * 4), 100, 4, s.put(positions),
+                     s.put(std::vector<float>(size_t(tokens * k), 1.0f)),
+                     tokens, k, s.make<float>(tokens * 4));
+               });
+  expectStatus("regroup with a negative count", TAMOE_RT_ERROR_INVALID_ARGUMENT,
+               [&](Scope &s) {
+                 std::vector<int32_t> counts{1, 2, -1, 3};
+                 return s.engine().regroup(s.raw(16 * 8), 16, 8, s.put(counts),
+                                           2, 2, 1, s.raw(16 * 8),
+                                           s.make<int32_t>(4));
+               });
+  expectStatus("dedup_expand with a route below -1",
+               TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+                 std::vector<int32_t> routes{0, -1, -2, 1};
+                 std::vector<int32_t> recv{2};
+                 return s.engine().dedupExpand(
+                     s.raw(2 * 8), s.put(routes), 2, 8, 2, s.put(recv), 1, 1, 2,
+                     s.raw(4 * 8), 4, s.make<int32_t>(2));
+               });
+  expectStatus("grouped_matmul with counts past rows_capacity",
+               TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+                 std::vector<int32_t> counts{3, 4};
+                 return s.engine().groupedMatmul(
+                     s.make<float>(6 * 8), 6, 8, s.put(counts), 2, 2,
+                     s.make<float>(2 * 8 * 4), 4, s.make<float>(6 * 4));
+               });
+  if (engines.front()->numRanks() == 1)
+    expectStatus("all_to_all receiving past recv_capacity",
+                 TAMOE_RT_ERROR_CAPACITY_EXCEEDED, [&](Scope &s) {
+                   std::vector<int32_t> counts{3};
+                   return s.engine().allToAll(
+                       TAMOE_RT_GROUP_WORLD, s.raw(3 * 8), 3, 8, s.put(counts),
+                       1, 1, s.raw(2 * 8), 2, s.make<int32_t>(1));
+                 });
+  // And the engine still works afterwards.
+  checkDispatch(tokens, rowBytes, k, experts, -1, false, seed + 1);
+}
+
+//===----------------------------------------------------------------------===//
+// Exchanges
+//===----------------------------------------------------------------------===//
+
+/// World ranks of the members of `group` of world rank `rank`.
+std::vector<int64_t> members(tamoe_rt_group_t group, int64_t rank,
+                             int64_t ranks, int64_t perNode) {
+  std::vector<int64_t> out;
+  if (group == TAMOE_RT_GROUP_WORLD)
+    for (int64_t r = 0; r < ranks; ++r)
+      out.push_back(r);
+  else if (group == TAMOE_RT_GROUP_NODE)
+    for (int64_t i = 0; i < perNode; ++i)
+      out.push_back(rank / perNode * perNode + i);
+  else
+    for (int64_t n = 0; n < ranks / perNode; ++n)
+      out.push_back(n * perNode + rank % perNode);
+  return out;
+}
+
+/// What rank `rank` sends in exchange case `seed`: counts [size, split] and
+/// rows. Every rank can regenerate every rank's data.
+void exchangeData(uint64_t seed, int64_t rank, int64_t size, int64_t split,
+                  int64_t rowBytes, std::vector<int32_t> &counts, Bytes &rows) {
+  reference::Random random(seed * 7919 + uint64_t(rank));
+  counts.resize(size_t(size * split));
+  int64_t total = 0;
+  for (auto &c : counts)
+    total += c = random.integer(0, 4) == 0 ? 0 : int32_t(random.integer(0, 6));
+  rows = random.bytes(size_t(total * rowBytes));
+}
+
+void checkAllToAll(tamoe_rt_group_t group, int64_t split, int64_t rowBytes,
+                   uint64_t seed) {
+  const char *groupName = group == TAMOE_RT_GROUP_WORLD  ? "world"
+                          : group == TAMOE_RT_GROUP_NODE ? "node"
+                                                         : "peers";
+  Engine &first = *engines.front();
+  int64_t rank = first.rank(), ranks = first.numRanks(),
+          perNode = first.ranksPerNode();
+  std::vector<int64_t> group_ = members(group, rank, ranks, perNode);
+  int64_t size = int64_t(group_.size());
+  std::vector<Bytes> sends(static_cast<size_t>(size));
+  std::vector<std::vector<int32_t>> counts(static_cast<size_t>(size));
+  int64_t me = 0;
+  for (int64_t p = 0; p < size; ++p) {
+    exchangeData(seed, group_[size_t(p)], size, split, rowBytes,
+                 counts[size_t(p)], sends[size_t(p)]);
+    if (group_[size_t(p)] == rank)
+      me = p;
+  }
+  Bytes want;
+  std::vector<int32_t> wantCounts;
+  reference::allToAll(sends, counts, rowBytes, split, me, want, wantCounts);
+  int64_t wantRows = int64_t(want.size()) / rowBytes;
+  std::string name = std::string("all_to_all ") + groupName + " (" +
+                     std::to_string(size) +
+                     " ranks) split=" + std::to_string(split) +
+                     " row_bytes=" + std::to_string(rowBytes);
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      const Bytes &mine = sends[size_t(me)];
+      int64_t sendRows = int64_t(mine.size()) / rowBytes;
+      void *dSend = s.put(mine.empty() ? Bytes(size_t(rowBytes)) : mine);
+      int32_t *dCounts = s.put(counts[size_t(me)]);
+      int64_t capacity = wantRows + 2;
+      void *dRecv = s.raw(capacity * rowBytes);
+      int32_t *dRecvCounts = s.make<int32_t>(size * split);
+      require(engine->allToAll(group, dSend, std::max<int64_t>(sendRows, 1),
+                               rowBytes, dCounts, size, split, dRecv, capacity,
+                               dRecvCounts),
+              "all_to_all");
+      std::string problem = firstDifference(s.get(dRecvCounts, size * split),
+                                            wantCounts, "recv_counts");
+      if (problem.empty())
+        problem = bytesDiffer(
+            s.get(static_cast<unsigned char *>(dRecv), wantRows * rowBytes),
+            want, rowBytes, "received");
+      return problem;
+    });
+  for (Engine *engine : engines) {
+    if (!engine->hasSchedules())
+      continue;
+    runCase("all_to_all_counts " + std::string(groupName) + " (" +
+                std::to_string(size) + " ranks) split=" +
+                std::to_string(split) + " [" + engine->name() + "]",
+            [&]() -> std::string {
+              Scope s(*engine);
+              int32_t *dCounts = s.put(counts[size_t(me)]);
+              int32_t *dRecvCounts = s.make<int32_t>(size * split);
+              int64_t total = -1;
+              require(engine->allToAllCounts(group, dCounts, size, split,
+                                             dRecvCounts, &total),
+                      "all_to_all_counts");
+              std::string problem = firstDifference(
+                  s.get(dRecvCounts, size * split), wantCounts, "recv_counts");
+              if (problem.empty() && total != wantRows)
+                problem = "total = " + std::to_string(total) + ", want " +
+                          std::to_string(wantRows);
+              return problem;
+            });
+  }
+}
+
+void checkHierarchical(int64_t split, int64_t rowBytes, uint64_t seed) {
+  Engine &first = *engines.front();
+  int64_t rank = first.rank(), ranks = first.numRanks();
+  std::vector<Bytes> sends(static_cast<size_t>(ranks));
+  std::vector<std::vector<int32_t>> counts(static_cast<size_t>(ranks));
+  for (int64_t r = 0; r < ranks; ++r)
+    exchangeData(seed, r, ranks, split, rowBytes, counts[size_t(r)],
+                 sends[size_t(r)]);
+  Bytes want;
+  std::vector<int32_t> wantCounts;
+  reference::allToAll(sends, counts, rowBytes, split, rank, want, wantCounts);
+  int64_t wantRows = int64_t(want.size()) / rowBytes;
+  for (Engine *engine : engines) {
+    if (!engine->hasSchedules())
+      continue;
+    runCase(
+        "all_to_all_hierarchical (" + std::to_string(ranks) + " ranks) split=" +
+            std::to_string(split) + " [" + engine->name() + "]",
+        [&]() -> std::string {
+          Scope s(*engine);
+          const Bytes &mine = sends[size_t(rank)];
+          int64_t sendRows = int64_t(mine.size()) / rowBytes;
+          void *dSend = s.put(mine.empty() ? Bytes(size_t(rowBytes)) : mine);
+          int32_t *dCounts = s.put(counts[size_t(rank)]);
+          int64_t capacity = wantRows + 2;
+          void *dRecv = s.raw(capacity * rowBytes);
+          int32_t *dRecvCounts = s.make<int32_t>(ranks * split);
+          require(engine->hierarchical(dSend, std::max<int64_t>(sendRows, 1),
+                                       rowBytes, dCounts, split, dRecv,
+                                       capacity, dRecvCounts),
+                  "all_to_all_hierarchical");
+          std::string problem = firstDifference(
+              s.get(dRecvCounts, ranks * split), wantCounts, "recv_counts");
+          if (problem.empty())
+            problem = bytesDiffer(
+                s.get(static_cast<unsigned char *>(dRecv), wantRows * rowBytes),
+                want, rowBytes, "received");
+          return problem;
+        });
+  }
+}
+
+/// What rank `r` routes in dispatch_dedup case `seed`.
+void dedupData(uint64_t seed, int64_t r, int64_t tokens, int64_t k,
+               int64_t experts, int64_t rowBytes, Bytes &rows,
+               std::vector<int32_t> &ids, std::vector<int32_t> &positions,
+               reference::Dispatch &dispatched) {
+  reference::Random random(seed * 104729 + uint64_t(r));
+  rows = random.bytes(size_t(tokens * rowBytes));
+  ids.assign(size_t(tokens * k), 0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::vector<int32_t> pool(static_cast<size_t>(experts));
+    std::iota(pool.begin(), pool.end(), 0);
+    std::shuffle(pool.begin(), pool.end(), random.engine);
+    for (int64_t j = 0; j < k; ++j)
+      ids[size_t(t * k + j)] = pool[size_t(j)];
+  }
+  // With a capacity, so that some assignments are dropped.
+  int64_t capacity = std::max<int64_t>(1, tokens * k / experts);
+  dispatched = reference::dispatch(rows, rowBytes, ids, k, experts, capacity);
+  positions = dispatched.positions;
+}
+
+void checkDispatchDedup(int64_t tokens, int64_t k, int64_t expertsPerRank,
+                        int64_t rowBytes, uint64_t seed) {
+  Engine &first = *engines.front();
+  int64_t rank = first.rank(), ranks = first.numRanks();
+  int64_t experts = ranks * expertsPerRank;
+  k = std::min(k, experts);
+  // The flat equivalent: dispatch, then all_to_all with split = experts
+  // per rank.
+  std::vector<Bytes> sends(static_cast<size_t>(ranks));
+  std::vector<std::vector<int32_t>> counts(static_cast<size_t>(ranks));
+  Bytes myRows;
+  std::vector<int32_t> myIds, myPositions;
+  for (int64_t r = 0; r < ranks; ++r) {
+    Bytes rows;
+    std::vector<int32_t> ids, positions;
+    reference::Dispatch d;
+    dedupData(seed, r, tokens, k, experts, rowBytes, rows, ids, positions, d);
+    sends[size_t(r)] = d.rows;
+    counts[size_t(r)] = d.counts;
+    if (r == rank) {
+      myRows = rows;
+      myIds = ids;
+      myPositions = positions;
+    }
+  }
+  Bytes want;
+  std::vector<int32_t> wantCounts;
+  reference::allToAll(sends, counts, rowBytes, expertsPerRank, rank, want,
+                      wantCounts);
+  int64_t wantRows = int64_t(want.size()) / rowBytes;
+  for (Engine *engine : engines) {
+    if (!engine->hasSchedules())
+      continue;
+    runCase("dispatch_dedup (" + std::to_string(ranks) +
+                " ranks) T=" + std::to_string(tokens) +
+                " k=" + std::to_string(k) + " [" + engine->name() + "]",
+            [&]() -> std::string {
+              Scope s(*engine);
+              int64_t capacity = wantRows + 2;
+              void *dRecv = s.raw(capacity * rowBytes);
+              int32_t *dRecvCounts = s.make<int32_t>(experts);
+              require(engine->dispatchDedup(s.put(myRows), tokens, rowBytes,
+                                            s.put(myIds), s.put(myPositions), k,
+                                            experts, dRecv, capacity,
+                                            dRecvCounts),
+                      "dispatch_dedup");
+              std::string problem = firstDifference(s.get(dRecvCounts, experts),
+                                                    wantCounts, "recv_counts");
+              if (problem.empty())
+                problem = bytesDiffer(s.get(static_cast<unsigned char *>(dRecv),
+                                            wantRows * rowBytes),
+                                      want, rowBytes, "received");
+              return problem;
+            });
+  }
+}
+
+void checkTraffic() {
+  if (engines.size() < 2)
+    return;
+  runCase("traffic counters equal on every engine", [&]() -> std::string {
+    int64_t intra0 = 0, inter0 = 0;
+    require(engines[0]->traffic(intra0, inter0), "traffic");
+    for (size_t i = 1; i < engines.size(); ++i) {
+      int64_t intra = 0, inter = 0;
+      require(engines[i]->traffic(intra, inter), "traffic");
+      if (intra != intra0 || inter != inter0)
+        return engines[i]->name() + " counted " + std::to_string(intra) +
+               " + " + std::to_string(inter) + " bytes, " + engines[0]->name() +
+               " " + std::to_string(intra0) + " + " + std::to_string(inter0);
+    }
+    std::printf("    intra-node %lld bytes, inter-node %lld bytes\n",
+                (long long)intra0, (long long)inter0);
+    return "";
+  });
+}
+
+int runChecks() {
+  for (Engine *engine : engines)
+    engine->resetTraffic();
+  uint64_t seed = 1;
+  // gate: the benchmark shapes, odd sizes, sigmoid, group-limited.
+  checkGate(4096, 64, 2, false, false, 0, 0, seed++);
+  checkGate(4096, 64, 8, false, true, 0, 0, seed++);
+  checkGate(1000, 37, 3, true, true, 0, 0, seed++);
+  checkGate(777, 256, 8, true, true, 8, 4, seed++);
+  checkGate(300, 64, 6, false, false, 16, 3, seed++);
+  checkGate(200, 64, 1, true, false, 64, 2, seed++); // groups of one
+  checkGate(50, 3000, 4, false, true, 0, 0, seed++); // workspace in global
+  checkGate(0, 64, 2, false, false, 0, 0, seed++);
+  // dispatch: row sizes for each copy width, drops both ways.
+  for (int64_t rowBytes : {8192, 6, 12, 24, 1})
+    checkDispatch(1000, rowBytes, 2, 64, -1, false, seed++);
+  checkDispatch(4096, 64, 8, 64, -1, false, seed++);
+  checkDispatch(2000, 32, 4, 16, 100, false, seed++);
+  checkDispatch(2000, 32, 4, 16, 100, true, seed++);
+  checkDispatch(513, 8, 3, 7, 0, true, seed++);
+  checkDispatch(0, 8, 2, 4, -1, false, seed++);
+  // combine: vectorised and scalar rows.
+  checkCombine(1000, 1024, 2, 1800, seed++);
+  checkCombine(333, 1001, 4, 900, seed++);
+  checkCombine(64, 3, 8, 100, seed++);
+  // aux_loss.
+  checkAuxLoss(4096, 64, 2, false, seed++);
+  checkAuxLoss(1000, 37, 4, true, seed++);
+  // grouped_matmul: partial tiles, several chunks per expert, a tail of
+  // rows past the counts (zeroed), sizes off the tile grid.
+  checkGroupedMatmul(1, 4, 64, 64, 0, seed++);
+  checkGroupedMatmul(3, 5, 100, 70, 7, seed++);
+  checkGroupedMatmul(2, 8, 256, 512, 3, seed++);
+  checkGroupedMatmul(1, 1, 1, 1, 2, seed++);
+  // regroup.
+  checkRegroup(3, 4, 2, 40, seed++);
+  checkRegroup(8, 2, 4, 8192, seed++);
+  checkRegroup(5, 1, 3, 7, seed++);
+  // dedup.
+  checkDedup(500, 24, 4, 4, 2, 8, seed++);
+  checkDedup(300, 4096, 8, 2, 4, 4, seed++);
+  checkDedup(97, 3, 2, 3, 1, 1, seed++);
+  checkErrors(seed++);
+  // Exchanges: every group, and (with the core) the composed schedules.
+  for (tamoe_rt_group_t group :
+       {TAMOE_RT_GROUP_WORLD, TAMOE_RT_GROUP_NODE, TAMOE_RT_GROUP_PEERS}) {
+    checkAllToAll(group, 1, 64, seed++);
+    checkAllToAll(group, 4, 12, seed++);
+  }
+  checkHierarchical(4, 40, seed++);
+  checkDispatchDedup(300, 4, 4, 48, seed++);
+  checkTraffic();
+  std::printf("[rank %lld] %d passed, %d failed\n", (long long)worldRank,
+              passes, failures);
+  return failures ? 1 : 0;
+}
+
+//===----------------------------------------------------------------------===//
+// Timing
+//===----------------------------------------------------------------------===//
+
+void cudaCheck(cudaError_t error, const char *what) {
+  if (error != cudaSuccess)
+    throw Failure(std::string(what) + ": " + cudaGetErrorString(error));
+}
+
+/// Median of `iterations` runs of `body`, in microseconds, measured with
+/// events on the legacy default stream (which the backend's blocking stream
+/// is ordered with, so the events bracket the backend's work).
+double medianMicros(const std::function<void()> &body, int warmup,
+                    int iterations) {
+  for (int i = 0; i < warmup; ++i)
+    body();
+  cudaCheck(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  cudaEvent_t start, stop;
+  cudaCheck(cudaEventCreate(&start), "cudaEventCreate");
+  cudaCheck(cudaEventCreate(&stop), "cudaEventCreate");
+  std::vector<double> samples;
+  for (int i = 0; i < iterations; ++i) {
+    cudaCheck(cudaEventRecord(start, 0), "cudaEventRecord");
+    body();
+    cudaCheck(cudaEventRecord(stop, 0), "cudaEventRecord");
+    cudaCheck(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0;
+    cudaCheck(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    samples.push_back(double(ms) * 1000.0);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+/// A device-to-device copy whose reads plus writes are `bytesMoved`.
+double memcpyMicros(int64_t bytesMoved, int warmup, int iterations) {
+  size_t bytes = size_t(std::max<int64_t>(bytesMoved / 2, 1));
+  void *a = nullptr, *b = nullptr;
+  cudaCheck(cudaMalloc(&a, bytes), "cudaMalloc");
+  cudaCheck(cudaMalloc(&b, bytes), "cudaMalloc");
+  cudaCheck(cudaMemset(a, 1, bytes), "cudaMemset");
+  double us = medianMicros(
+      [&] {
+        cudaCheck(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice),
+                  "cudaMemcpy");
+      },
+      warmup, iterations);
+  cudaFree(a);
+  cudaFree(b);
+  return us;
+}
+
+struct CsvWriter {
+  std::ofstream file;
+  void row(const std::string &impl, const std::string &op, int64_t tokens,
+           int64_t hidden, int64_t experts, int64_t k, double micros,
+           int64_t bytes) {
+    file << impl << "," << op << "," << tokens << "," << hidden << ","
+         << experts << "," << k << "," << micros << "," << bytes << "\n";
+    std::printf("%-10s %-18s T=%-6lld H=%-5lld E=%-4lld k=%-2lld %10.1f us "
+                "%8.1f GB/s\n",
+                impl.c_str(), op.c_str(), (long long)tokens, (long long)hidden,
+                (long long)experts, (long long)k, micros,
+                micros > 0 ? double(bytes) / micros / 1e3 : 0.0);
+    std::fflush(stdout);
+  }
+};
+
+int runBench(Engine &engine, const std::string &csvPath, bool quick) {
+  CsvWriter csv;
+  csv.file.open(csvPath);
+  if (!csv.file)
+    throw Failure("cannot write " + csvPath);
+  csv.file << "impl,op,tokens,hidden,experts,k,median_us,bytes\n";
+  const int warmup = quick ? 2 : 5, iterations = quick ? 5 : 30;
+  const int64_t hidden = 4096, experts = 64;
+  const int64_t rowBytes = hidden * 2; // bf16 tokens
+  std::vector<int64_t> tokenCounts{4096, 16384};
+  for (int64_t tokens : tokenCounts)
+    for (int64_t k : {int64_t(2), int64_t(8)}) {
+      Scope s(engine, /*fill=*/false);
+      reference::Random random(uint64_t(tokens * 31 + k));
+      float *logits = s.put(random.floats(size_t(tokens * experts), -4, 4));
+      int32_t *ids = s.make<int32_t>(tokens * k);
+      float *weights = s.make<float>(tokens * k);
+      float *probs = s.make<float>(tokens * experts);
+      auto gate = [&] {
+        require(engine.gate(logits, tokens, experts, k, false, false, 0, 0, ids,
+                            weights, probs),
+                "gate");
+      };
+      int64_t gateBytes = tokens * experts * 8 + tokens * k * 8;
+      csv.row("tamoe", "gate", tokens, hidden, experts, k,
+              medianMicros(gate, warmup, iterations), gateBytes);
+      csv.row("memcpy", "gate", tokens, hidden, experts, k,
+              memcpyMicros(gateBytes, warmup, iterations), gateBytes);
+
+      void *rows = s.raw(tokens * rowBytes);
+      void *dispatched = s.raw(tokens * k * rowBytes);
+      int32_t *counts = s.make<int32_t>(experts);
+      int32_t *positions = s.make<int32_t>(tokens * k);
+      int64_t *dropped = s.make<int64_t>(1);
+      auto permute = [&] {
+        require(engine.dispatch(rows, tokens, rowBytes, ids, k, experts,
+                                nullptr, -1, false, dispatched, tokens * k,
+                                counts, positions, dropped),
+                "dispatch");
+      };
+      int64_t permuteBytes = 2 * tokens * k * rowBytes;
+      csv.row("tamoe", "permute", tokens, hidden, experts, k,
+              medianMicros(permute, warmup, iterations), permuteBytes);
+      csv.row("memcpy", "permute", tokens, hidden, experts, k,
+              memcpyMicros(permuteBytes, warmup, iterations), permuteBytes);
+
+      float *outputs = s.make<float>(tokens * k * hidden);
+      float *combined = s.make<float>(tokens * hidden);
+      auto unpermute = [&] {
+        require(engine.combine(outputs, tokens * k, hidden, positions, weights,
+                               tokens, k, combined),
+                "combine");
+      };
+      int64_t combineBytes = tokens * k * hidden * 4 + tokens * hidden * 4;
+      csv.row("tamoe", "unpermute_combine", tokens, hidden, experts, k,
+              medianMicros(unpermute, warmup, iterations), combineBytes);
+      csv.row("memcpy", "unpermute_combine", tokens, hidden, experts, k,
+              memcpyMicros(combineBytes, warmup, iterations), combineBytes);
+    }
+  return 0;
+}
+
+/// Flat, hierarchical and de-duplicated exchange of a top-k layer's tokens.
+int runExchangeBench(Engine &engine, const std::string &csvPath) {
+  CsvWriter csv;
+  if (engine.rank() == 0) {
+    csv.file.open(csvPath);
+    csv.file << "impl,op,tokens,hidden,experts,k,median_us,bytes\n";
+  }
+  const int64_t tokens = 4096, hidden = 4096, rowBytes = hidden * 2, k = 8;
+  const int64_t ranks = engine.numRanks(), perRank = 8;
+  const int64_t experts = ranks * perRank;
+  Scope s(engine, /*fill=*/false);
+  Bytes rows;
+  std::vector<int32_t> ids, positions;
+  reference::Dispatch d;
+  dedupData(99, engine.rank(), tokens, k, experts, rowBytes, rows, ids,
+            positions, d);
+  // Dropless, for the flat and hierarchical exchanges of dispatch's rows.
+  reference::Dispatch all =
+      reference::dispatch(rows, rowBytes, ids, k, experts);
+  int64_t sendRows = tokens * k, capacity = tokens * k * ranks;
+  void *dSend = s.put(all.rows);
+  int32_t *dCounts = s.put(all.counts);
+  void *dRecv = s.raw(capacity * rowBytes);
+  int32_t *dRecvCounts = s.make<int32_t>(experts);
+  void *dTokens = s.put(rows);
+  int32_t *dIds = s.put(ids);
+  std::vector<int32_t> keepAll(size_t(tokens * k));
+  std::iota(keepAll.begin(), keepAll.end(), 0);
+  int32_t *dPositions = s.put(keepAll);
+  auto flat = [&] {
+    require(engine.allToAll(TAMOE_RT_GROUP_WORLD, dSend, sendRows, rowBytes,
+                            dCounts, ranks, perRank, dRecv, capacity,
+                            dRecvCounts),
+            "all_to_all");
+  };
+  auto hierarchical = [&] {
+    require(engine.hierarchical(dSend, sendRows, rowBytes, dCounts, perRank,
+                                dRecv, capacity, dRecvCounts),
+            "all_to_all_hierarchical");
+  };
+  auto dedup = [&] {
+    require(engine.dispatchDedup(dTokens, tokens, rowBytes, dIds, dPositions, k,
+                                 experts, dRecv, capacity, dRecvCounts),
+            "dispatch_dedup");
+  };
+  int64_t bytes = sendRows * rowBytes;
+  double tFlat = medianMicros(flat, 3, 20);
+  double tHier = medianMicros(hierarchical, 3, 20);
+  double tDedup = medianMicros(dedup, 3, 20);
+  if (engine.rank() == 0) {
+    csv.row("tamoe", "all_to_all_flat", tokens, hidden, experts, k, tFlat,
+            bytes);
+    csv.row("tamoe", "all_to_all_hier", tokens, hidden, experts, k, tHier,
+            bytes);
+    csv.row("tamoe", "dispatch_dedup", tokens, hidden, experts, k, tDedup,
+            bytes);
+  }
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
+// Main
+//===----------------------------------------------------------------------===//
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: tamoe_gpu_bench check [--engines cpu,cuda]\n"
+               "       tamoe_gpu_bench bench --csv FILE [--quick]\n"
+               "       tamoe_gpu_bench exchange --csv FILE\n"
+#ifdef TAMOE_GPU_BENCH_DIRECT
+               "       (this build: --library PATH/libtamoe_rt_cuda.so)\n"
+#endif
+  );
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 2)
+    return usage();
+  std::string mode = argv[1], csvPath, engineList = "cpu,cuda", library;
+  bool quick = false;
+  for (int i = 2; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--csv" && i + 1 < argc)
+      csvPath = argv[++i];
+    else if (arg == "--engines" && i + 1 < argc)
+      engineList = argv[++i];
+    else if (arg == "--library" && i + 1 < argc)
+      library = argv[++i];
+    else if (arg == "--quick")
+      quick = true;
+    else
+      return usage();
+  }
+  if (mode != "check" && mode != "bench" && mode != "exchange")
+    return usage();
+  if ((mode == "bench" || mode == "exchange") && csvPath.empty())
+    return usage();
+
+  std::vector<std::unique_ptr<Engine>> owned;
+  std::string error;
+#ifndef TAMOE_GPU_BENCH_DIRECT
+  std::vector<std::string> wanted;
+  if (mode == "check") {
+    std::stringstream list(engineList);
+    for (std::string item; std::getline(list, item, ',');)
+      wanted.push_back(item);
+  } else {
+    wanted = {"cuda"};
+  }
+  for (const std::string &name : wanted) {
+    if (name != "cpu" && name != "cuda")
+      return usage();
+    auto engine = ApiEngine::create(
+        name == "cuda" ? TAMOE_RT_BACKEND_CUDA : TAMOE_RT_BACKEND_CPU, error);
+    if (!engine) {
+      std::fprintf(stderr, "tamoe_gpu_bench: cannot create the %s engine: %s\n",
+                   name.c_str(), error.c_str());
+      return 2;
+    }
+    owned.push_back(std::move(engine));
+  }
+#else
+  if (library.empty())
+    return usage();
+  auto engine = DirectEngine::create(library, error);
+  if (!engine) {
+    std::fprintf(stderr,
+                 "tamoe_gpu_bench: cannot create the cuda backend: %s\n",
+                 error.c_str());
+    return 2;
+  }
+  owned.push_back(std::move(engine));
+#endif
+  for (auto &engine : owned)
+    engines.push_back(engine.get());
+  worldRank = engines.front()->rank();
+
+  try {
+    if (mode == "check")
+      return runChecks();
+    Engine *device = nullptr;
+    for (Engine *engine : engines)
+      if (engine->onDevice())
+        device = engine;
+    if (!device)
+      throw Failure("no device engine");
+    if (mode == "bench")
+      return runBench(*device, csvPath, quick);
+    return runExchangeBench(*device, csvPath);
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "tamoe_gpu_bench: %s\n", e.what());
+    return 1;
+  }
+}

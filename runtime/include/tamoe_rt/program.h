@@ -1,0 +1,74 @@
+/*===- program.h - Support for programs compiled by tamoe -------*- C -*-===*\
+ *
+ * What the code that convert-tamoe-to-runtime emits calls besides the
+ * tamoe_rt_* operations: one runtime context per process, a status check
+ * that ends the program on every rank, and the allocation functions that
+ * MLIR's memref lowering calls (finalize-memref-to-llvm with
+ * use-generic-functions), so that a compiled layer's buffers come from the
+ * runtime. Test programs also get seeded inputs and raw output files.
+ *
+\*===----------------------------------------------------------------------===*/
+
+#ifndef TAMOE_RT_PROGRAM_H
+#define TAMOE_RT_PROGRAM_H
+
+#include "tamoe_rt/tamoe_rt.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The process's context, created on first use with the default options and
+ * TAMOE_RT_BACKEND=cpu|cuda from the environment, finalised at exit. When it
+ * cannot be created the program ends with the runtime's message. */
+tamoe_rt_context_t *tamoe_rt_program_context(void);
+
+/* Ends the program when `status` is a failure: prints
+ * "tamoe_rt: rank R: <message>" to stderr and aborts every rank (a
+ * collective fails on every rank alike, so every rank prints its message). */
+void tamoe_rt_program_check(tamoe_rt_status_t status);
+
+/* This rank in the program context's world. */
+intptr_t tamoe_rt_program_rank(void);
+
+/* Fills data[0..n) with numbers uniform in [-1, 1): element i depends only on
+ * (seed, i), so a reference can regenerate any part of an input. */
+void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed);
+
+/* The memref allocation functions of MLIR's LLVM lowering. */
+void *_mlir_memref_to_llvm_alloc(size_t size);
+void *_mlir_memref_to_llvm_aligned_alloc(size_t alignment, size_t size);
+void _mlir_memref_to_llvm_free(void *pointer);
+
+/* An unranked memref as MLIR passes it to an llvm.emit_c_interface
+ * function: the rank and a pointer to the ranked descriptor
+ * {allocated, aligned, offset, sizes[rank], strides[rank]}. */
+typedef struct tamoe_rt_unranked_memref_t {
+  int64_t rank;
+  void *descriptor;
+} tamoe_rt_unranked_memref_t;
+
+/* For test programs (declare them in MLIR as
+ * `func.func private @tamoeRandomF32(memref<*xf32>, i64)
+ * attributes {llvm.emit_c_interface}`; the memrefs must be contiguous):
+ * - tamoeRandomF32 fills the memref as tamoe_rt_program_random_f32 does;
+ * - tamoeOutput{F32,I32,I64} write its elements, raw, to
+ *   $TAMOE_RT_OUTPUT_DIR/out<index>.rank<R>.bin (nothing when the variable
+ *   is not set). */
+void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t seed);
+void _mlir_ciface_tamoeOutputF32(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t index);
+void _mlir_ciface_tamoeOutputI32(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t index);
+void _mlir_ciface_tamoeOutputI64(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t index);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAMOE_RT_PROGRAM_H */

@@ -1,0 +1,286 @@
+/*===- tamoe_rt.h - The tamoe runtime's C ABI -------------------*- C -*-===*\
+ *
+ * Executes the operations of a lowered MoE layer: gate, dispatch layout,
+ * variable-count all-to-all (flat, per node, between same-index ranks),
+ * regroup, per-node de-duplication, combine and the auxiliary losses.
+ *
+ * Conventions (docs/runtime.md has the details):
+ * - Every entry point returns a tamoe_rt_status_t; on failure the context's
+ *   message (tamoe_rt_last_error) says what went wrong. Collectives fail on
+ *   every rank of the group alike, never on some ranks only.
+ * - Sizes and counts of elements are intptr_t, so lowered MLIR (index type)
+ *   can call the functions directly. Per-row counts are int32_t, as in IR.
+ * - Buffers are host memory on the cpu backend and device memory on the cuda
+ *   backend; tamoe_rt_alloc returns memory of the right kind. Every output
+ *   buffer has an explicit capacity and is never written past it.
+ * - The semantics of each function are those of the tamoe dialect op of the
+ *   same name (docs/design.md, docs/Dialects/TAMoEDialect.md).
+ *
+\*===----------------------------------------------------------------------===*/
+
+#ifndef TAMOE_RT_TAMOE_RT_H
+#define TAMOE_RT_TAMOE_RT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum tamoe_rt_status_t {
+  TAMOE_RT_SUCCESS = 0,
+  /* A null pointer, a negative size, an expert id out of range, ... */
+  TAMOE_RT_ERROR_INVALID_ARGUMENT = 1,
+  /* The backend was not built, its library is missing, or no GPU. */
+  TAMOE_RT_ERROR_BACKEND_UNAVAILABLE = 2,
+  /* Ranks of a collective disagree (row size, count shape, group). */
+  TAMOE_RT_ERROR_MISMATCH = 3,
+  /* Rows to receive or produce exceed the output buffer's capacity. */
+  TAMOE_RT_ERROR_CAPACITY_EXCEEDED = 4,
+  /* A collective did not complete within the context's timeout. */
+  TAMOE_RT_ERROR_TIMEOUT = 5,
+  /* The communication library reported an error. */
+  TAMOE_RT_ERROR_COMMUNICATION = 6,
+  TAMOE_RT_ERROR_OUT_OF_MEMORY = 7,
+  TAMOE_RT_ERROR_INTERNAL = 8,
+} tamoe_rt_status_t;
+
+/* "TAMOE_RT_ERROR_TIMEOUT", ...; never null. */
+const char *tamoe_rt_status_name(tamoe_rt_status_t status);
+
+typedef enum tamoe_rt_backend_t {
+  TAMOE_RT_BACKEND_CPU = 0,  /* host memory, MPI (one rank without mpirun) */
+  TAMOE_RT_BACKEND_CUDA = 1, /* device memory, CUDA kernels, NCCL */
+} tamoe_rt_backend_t;
+
+/* The groups a collective runs over. Ranks are numbered node-major:
+ * rank = node * ranks_per_node + local index. */
+typedef enum tamoe_rt_group_t {
+  TAMOE_RT_GROUP_WORLD = 0, /* every rank, in rank order */
+  TAMOE_RT_GROUP_NODE = 1,  /* the ranks of this node, by local index */
+  TAMOE_RT_GROUP_PEERS = 2, /* the ranks with this local index, by node */
+} tamoe_rt_group_t;
+
+typedef struct tamoe_rt_options_t {
+  tamoe_rt_backend_t backend;
+  /* Ranks per node; 0 takes TAMOE_RANKS_PER_NODE from the environment, else
+   * the launcher's local size (OMPI_COMM_WORLD_LOCAL_SIZE, LOCAL_WORLD_SIZE),
+   * else every rank on one node. Must divide the number of ranks. */
+  intptr_t ranks_per_node;
+  /* Bound on the wait of one collective, seconds; 0 takes TAMOE_RT_TIMEOUT
+   * from the environment, else 60. */
+  double timeout_seconds;
+} tamoe_rt_options_t;
+
+typedef struct tamoe_rt_context_t tamoe_rt_context_t;
+
+/* Options with every field at its default (cpu backend). */
+tamoe_rt_options_t tamoe_rt_default_options(void);
+
+/* Creates a context: initialises MPI if nobody did, and the backend. On
+ * failure *context is null and tamoe_rt_last_error(NULL) has the message. */
+tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
+                                tamoe_rt_context_t **context);
+/* Releases the context (and finalises MPI if tamoe_rt_init initialised it
+ * and no other context is alive). Null is allowed. */
+tamoe_rt_status_t tamoe_rt_finalize(tamoe_rt_context_t *context);
+
+/* The message of the last failing call on `context`, or of the last failing
+ * tamoe_rt_init on this thread when `context` is null; "" when none. */
+const char *tamoe_rt_last_error(const tamoe_rt_context_t *context);
+
+intptr_t tamoe_rt_rank(const tamoe_rt_context_t *context);
+intptr_t tamoe_rt_num_ranks(const tamoe_rt_context_t *context);
+intptr_t tamoe_rt_ranks_per_node(const tamoe_rt_context_t *context);
+tamoe_rt_backend_t tamoe_rt_backend(const tamoe_rt_context_t *context);
+
+/* Bytes this rank has sent since the context was created (or the last
+ * reset), split by whether the receiver is on this node. */
+typedef struct tamoe_rt_traffic_t {
+  int64_t intra_node_bytes;
+  int64_t inter_node_bytes;
+} tamoe_rt_traffic_t;
+tamoe_rt_status_t tamoe_rt_traffic(const tamoe_rt_context_t *context,
+                                   tamoe_rt_traffic_t *traffic);
+tamoe_rt_status_t tamoe_rt_reset_traffic(tamoe_rt_context_t *context);
+
+/*===------------------------------------------------------------------===*
+ * Memory
+ *===------------------------------------------------------------------===*/
+
+/* Memory of the backend's kind (device memory on cuda), 256-byte aligned. */
+tamoe_rt_status_t tamoe_rt_alloc(tamoe_rt_context_t *context, intptr_t bytes,
+                                 void **pointer);
+tamoe_rt_status_t tamoe_rt_free(tamoe_rt_context_t *context, void *pointer);
+/* Copies between host memory and the backend's memory. */
+tamoe_rt_status_t tamoe_rt_copy_to_backend(tamoe_rt_context_t *context,
+                                           void *destination,
+                                           const void *host_source,
+                                           intptr_t bytes);
+tamoe_rt_status_t tamoe_rt_copy_to_host(tamoe_rt_context_t *context,
+                                        void *host_destination,
+                                        const void *source, intptr_t bytes);
+/* Waits for the work queued on the context (a no-op on cpu). */
+tamoe_rt_status_t tamoe_rt_synchronize(tamoe_rt_context_t *context);
+
+/*===------------------------------------------------------------------===*
+ * Routing (local to the rank)
+ *===------------------------------------------------------------------===*/
+
+typedef enum tamoe_rt_score_t {
+  TAMOE_RT_SCORE_SOFTMAX = 0,
+  TAMOE_RT_SCORE_SIGMOID = 1,
+} tamoe_rt_score_t;
+
+/* tamoe.gate: logits [tokens, experts] -> expert_ids [tokens, k] by
+ * descending score (the lower id first on ties), weights [tokens, k] and
+ * probs [tokens, experts]. num_groups = 0 disables group-limited routing;
+ * otherwise the experts form num_groups groups and each token keeps the
+ * groups_kept groups with the highest group score (sum of the group's top-2
+ * scores, its top score for groups of one expert). */
+tamoe_rt_status_t tamoe_rt_gate(tamoe_rt_context_t *context,
+                                const float *logits, intptr_t tokens,
+                                intptr_t experts, intptr_t k,
+                                tamoe_rt_score_t score, int32_t renormalize,
+                                intptr_t num_groups, intptr_t groups_kept,
+                                int32_t *expert_ids, float *weights,
+                                float *probs);
+
+typedef enum tamoe_rt_drop_t {
+  TAMOE_RT_DROP_POSITION = 0,    /* keep each expert's earliest tokens */
+  TAMOE_RT_DROP_PROBABILITY = 1, /* keep the highest weights (then earliest) */
+} tamoe_rt_drop_t;
+
+/* tamoe.dispatch: rows of `tokens` [tokens, row_bytes] copied into
+ * `dispatched` grouped by expert id, within an expert by token index.
+ * capacity < 0 is dropless; otherwise at most `capacity` rows per expert.
+ * Dropped assignments get position -1. `weights` is required for
+ * TAMOE_RT_DROP_PROBABILITY only. dispatched_capacity bounds the rows
+ * written. Outputs: expert_counts [experts], positions [tokens, k],
+ * num_dropped (one int64). */
+tamoe_rt_status_t tamoe_rt_dispatch(
+    tamoe_rt_context_t *context, const void *tokens, intptr_t num_tokens,
+    intptr_t row_bytes, const int32_t *expert_ids, intptr_t k,
+    intptr_t experts, const float *weights, intptr_t capacity,
+    tamoe_rt_drop_t drop, void *dispatched, intptr_t dispatched_capacity,
+    int32_t *expert_counts, int32_t *positions, int64_t *num_dropped);
+
+/* tamoe.combine: combined[t] = sum_j weights[t, j] *
+ * expert_outputs[positions[t, j]] over positions >= 0 (f32 rows of
+ * `hidden`). `rows` bounds the positions. */
+tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
+                                   const float *expert_outputs, intptr_t rows,
+                                   intptr_t hidden, const int32_t *positions,
+                                   const float *weights, intptr_t tokens,
+                                   intptr_t k, float *combined);
+
+/* tamoe.aux_loss: switch when expert_weights is null, topology otherwise.
+ * Negative expert ids are not counted. `loss` is one float. */
+tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
+                                    const float *probs,
+                                    const int32_t *expert_ids,
+                                    intptr_t tokens, intptr_t experts,
+                                    intptr_t k, const float *expert_weights,
+                                    float *loss);
+
+/* tamoe.regroup: rows in chunks ordered by counts [a, b, inner] (row-major,
+ * chunk (x, y) holds the inner sub-chunks of (x, y) in order) reordered to
+ * [b, a, inner]. rows_capacity bounds both buffers. */
+tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
+                                   const void *rows, intptr_t rows_capacity,
+                                   intptr_t row_bytes, const int32_t *counts,
+                                   intptr_t a, intptr_t b, intptr_t inner,
+                                   void *regrouped, int32_t *regrouped_counts);
+
+/* tamoe.grouped_matmul: the experts of this rank on the rows it received.
+ * rows [rows_capacity, hidden] hold chunks in the order of counts
+ * [num_counts] (row-major [peers, experts] after an exchange, or
+ * [experts]); chunk c belongs to local expert c % experts and is multiplied
+ * by weights[c % experts] [hidden, out_features]. result [rows_capacity,
+ * out_features] keeps the row order; rows past the counts' sum are zero. */
+tamoe_rt_status_t tamoe_rt_grouped_matmul(
+    tamoe_rt_context_t *context, const float *rows, intptr_t rows_capacity,
+    intptr_t hidden, const int32_t *counts, intptr_t num_counts,
+    intptr_t experts, const float *weights, intptr_t out_features,
+    float *result);
+
+/*===------------------------------------------------------------------===*
+ * Per-node de-duplication of top-k tokens
+ *===------------------------------------------------------------------===*/
+
+/* tamoe.dedup_pack: for every node n and token t with at least one
+ * dispatched assignment (position >= 0) to an expert on node n, one row of
+ * t, ordered by node, then token. routes [unique_capacity, k] lists those
+ * experts (global ids, in the token's top-k order, then -1 padding).
+ * node_counts [nodes] counts the rows per node. Experts are numbered
+ * node-major: expert e lives on node e / experts_per_node. */
+tamoe_rt_status_t tamoe_rt_dedup_pack(
+    tamoe_rt_context_t *context, const void *tokens, intptr_t num_tokens,
+    intptr_t row_bytes, const int32_t *expert_ids, const int32_t *positions,
+    intptr_t k, intptr_t experts_per_node, intptr_t nodes, void *unique,
+    int32_t *routes, intptr_t unique_capacity, int32_t *node_counts);
+
+/* tamoe.dedup_expand, run by the relay: `unique` rows with their routes,
+ * received from each node (recv_counts [nodes] rows per source node), are
+ * expanded into one row per listed expert, ordered by destination local
+ * index, source node, expert, then arrival order. expanded_counts
+ * [ranks_per_node, nodes, experts_per_rank]. Expert e lives on local index
+ * (e / experts_per_rank) % ranks_per_node. */
+tamoe_rt_status_t tamoe_rt_dedup_expand(
+    tamoe_rt_context_t *context, const void *unique, const int32_t *routes,
+    intptr_t unique_capacity, intptr_t row_bytes, intptr_t k,
+    const int32_t *recv_counts, intptr_t nodes, intptr_t ranks_per_node,
+    intptr_t experts_per_rank, void *expanded, intptr_t expanded_capacity,
+    int32_t *expanded_counts);
+
+/*===------------------------------------------------------------------===*
+ * Collectives
+ *===------------------------------------------------------------------===*/
+
+/* tamoe.all_to_all over `group` (G ranks): send_counts [peers, split] rows
+ * for each peer (and its split sub-chunks), rows for peer 0 first;
+ * recv_counts [peers, split] is filled with what each peer sent here, and
+ * `received` holds those rows by source. `peers` must be G (a program
+ * compiled for another layout fails with TAMOE_RT_ERROR_MISMATCH). The
+ * capacities bound the rows read and written; a receive that would exceed
+ * recv_capacity fails on every rank before any row moves. */
+tamoe_rt_status_t tamoe_rt_all_to_all(
+    tamoe_rt_context_t *context, tamoe_rt_group_t group, const void *send,
+    intptr_t send_capacity, intptr_t row_bytes, const int32_t *send_counts,
+    intptr_t peers, intptr_t split, void *received, intptr_t recv_capacity,
+    int32_t *recv_counts);
+
+/* The counts half of tamoe_rt_all_to_all, for a caller that sizes
+ * `received` first: recv_counts [peers, split] as tamoe_rt_all_to_all would
+ * fill them, and *total (host memory) their sum. */
+tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
+                                             tamoe_rt_group_t group,
+                                             const int32_t *send_counts,
+                                             intptr_t peers, intptr_t split,
+                                             int32_t *recv_counts,
+                                             intptr_t *total);
+
+/* The same exchange as tamoe_rt_all_to_all over the world, in the
+ * hierarchical schedule: regroup, exchange within the node, regroup,
+ * exchange between same-index ranks. Identical results. */
+tamoe_rt_status_t tamoe_rt_all_to_all_hierarchical(
+    tamoe_rt_context_t *context, const void *send, intptr_t send_capacity,
+    intptr_t row_bytes, const int32_t *send_counts, intptr_t split,
+    void *received, intptr_t recv_capacity, int32_t *recv_counts);
+
+/* Dispatch and exchange with per-node de-duplication: each token crosses
+ * to a node once (dedup_pack, exchange between same-index ranks, dedup_expand,
+ * exchange within the node, regroup). `received` and recv_counts
+ * [ranks, experts_per_rank] equal what tamoe_rt_dispatch followed by a flat
+ * tamoe_rt_all_to_all (split = experts_per_rank) delivers. */
+tamoe_rt_status_t tamoe_rt_dispatch_dedup(
+    tamoe_rt_context_t *context, const void *tokens, intptr_t num_tokens,
+    intptr_t row_bytes, const int32_t *expert_ids, const int32_t *positions,
+    intptr_t k, intptr_t experts, void *received, intptr_t recv_capacity,
+    int32_t *recv_counts);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAMOE_RT_TAMOE_RT_H */

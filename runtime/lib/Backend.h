@@ -1,0 +1,152 @@
+//===- Backend.h - What a runtime backend implements ------------*- C++ -*-===//
+//
+// The C entry points (tamoe_rt.h) check their arguments, keep the context's
+// error message and traffic counters, and compose the multi-stage schedules
+// (hierarchical, de-duplicated) out of the primitives below. A backend
+// implements the primitives for one kind of memory: the cpu backend on host
+// memory over MPI, the cuda backend (a separate library, loaded on demand)
+// on device memory over NCCL.
+//
+// Pointer arguments live in the backend's memory unless named `host...`.
+// Each primitive has the semantics of the C function of the same name; the
+// core has checked the arguments it can see (pointers, sizes), the backend
+// checks the contents (ids, counts). Messages name the argument but not the
+// function ("expert_ids[3, 1] = 9 is out of range [0, 8)"): the core
+// prefixes "tamoe_rt_dispatch: ".
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TAMOE_RT_LIB_BACKEND_H
+#define TAMOE_RT_LIB_BACKEND_H
+
+#include "tamoe_rt/tamoe_rt.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+namespace tamoe_rt {
+
+/// A status code with its message ("" on success).
+struct Status {
+  tamoe_rt_status_t code = TAMOE_RT_SUCCESS;
+  std::string message;
+
+  static Status success() { return {}; }
+  static Status error(tamoe_rt_status_t code, std::string message) {
+    return {code, std::move(message)};
+  }
+  bool ok() const { return code == TAMOE_RT_SUCCESS; }
+};
+
+/// The ranks of the job as the launcher (MPI) sees them, and host-side
+/// collectives a backend uses to bootstrap its own communicators (the NCCL
+/// unique ids) and to agree on errors. Implemented by the core over MPI.
+class Launcher {
+public:
+  virtual ~Launcher() = default;
+  virtual int64_t rank() const = 0;
+  virtual int64_t numRanks() const = 0;
+  virtual int64_t ranksPerNode() const = 0;
+  /// Seconds a collective may wait before it fails with a timeout.
+  virtual double timeoutSeconds() const = 0;
+  /// Broadcasts `bytes` of host memory from the group's first rank to the
+  /// rest of `group`.
+  virtual Status broadcast(tamoe_rt_group_t group, void *hostData,
+                           size_t bytes) = 0;
+  /// Every rank of `group` learns the status of the first failing rank
+  /// (lowest in the group), with that rank's message prefixed by its world
+  /// rank ("rank 3: send is null"), identical everywhere: how collectives
+  /// fail everywhere alike. One allreduce when no rank failed.
+  virtual Status agree(tamoe_rt_group_t group, Status local) = 0;
+};
+
+/// Bytes of rows one exchange sent from this rank to other ranks, by where
+/// the receiver is. Rows a rank sends to itself cross no link and are not
+/// counted; neither are counts and agreements.
+struct Traffic {
+  int64_t intraNodeBytes = 0;
+  int64_t interNodeBytes = 0;
+};
+
+class Backend {
+public:
+  virtual ~Backend() = default;
+  virtual tamoe_rt_backend_t kind() const = 0;
+
+  virtual Status alloc(intptr_t bytes, void **pointer) = 0;
+  virtual Status free(void *pointer) = 0;
+  virtual Status copyToBackend(void *destination, const void *hostSource,
+                               intptr_t bytes) = 0;
+  virtual Status copyToHost(void *hostDestination, const void *source,
+                            intptr_t bytes) = 0;
+  virtual Status synchronize() = 0;
+
+  virtual Status gate(const float *logits, intptr_t tokens, intptr_t experts,
+                      intptr_t k, tamoe_rt_score_t score, bool renormalize,
+                      intptr_t numGroups, intptr_t groupsKept,
+                      int32_t *expertIds, float *weights, float *probs) = 0;
+  virtual Status dispatch(const void *tokens, intptr_t numTokens,
+                          intptr_t rowBytes, const int32_t *expertIds,
+                          intptr_t k, intptr_t experts, const float *weights,
+                          intptr_t capacity, tamoe_rt_drop_t drop,
+                          void *dispatched, intptr_t dispatchedCapacity,
+                          int32_t *expertCounts, int32_t *positions,
+                          int64_t *numDropped) = 0;
+  virtual Status combine(const float *expertOutputs, intptr_t rows,
+                         intptr_t hidden, const int32_t *positions,
+                         const float *weights, intptr_t tokens, intptr_t k,
+                         float *combined) = 0;
+  virtual Status auxLoss(const float *probs, const int32_t *expertIds,
+                         intptr_t tokens, intptr_t experts, intptr_t k,
+                         const float *expertWeights, float *loss) = 0;
+  virtual Status regroup(const void *rows, intptr_t rowsCapacity,
+                         intptr_t rowBytes, const int32_t *counts, intptr_t a,
+                         intptr_t b, intptr_t inner, void *regrouped,
+                         int32_t *regroupedCounts) = 0;
+  virtual Status dedupPack(const void *tokens, intptr_t numTokens,
+                           intptr_t rowBytes, const int32_t *expertIds,
+                           const int32_t *positions, intptr_t k,
+                           intptr_t expertsPerNode, intptr_t nodes,
+                           void *unique, int32_t *routes,
+                           intptr_t uniqueCapacity, int32_t *nodeCounts) = 0;
+  virtual Status dedupExpand(const void *unique, const int32_t *routes,
+                             intptr_t uniqueCapacity, intptr_t rowBytes,
+                             intptr_t k, const int32_t *recvCounts,
+                             intptr_t nodes, intptr_t ranksPerNode,
+                             intptr_t expertsPerRank, void *expanded,
+                             intptr_t expandedCapacity,
+                             int32_t *expandedCounts) = 0;
+  /// One variable-count exchange over `group`; adds what it sent to
+  /// `traffic`. Fails on every rank of the group alike. The core calls it
+  /// once every rank of the group has passed the core's argument checks and
+  /// agreed on rowBytes and split.
+  virtual Status allToAll(tamoe_rt_group_t group, const void *send,
+                          intptr_t sendCapacity, intptr_t rowBytes,
+                          const int32_t *sendCounts, intptr_t split,
+                          void *received, intptr_t recvCapacity,
+                          int32_t *recvCounts, Traffic &traffic) = 0;
+  /// tamoe_rt_grouped_matmul. Not pure, so that a backend that lacks it
+  /// still builds; it then fails with TAMOE_RT_ERROR_BACKEND_UNAVAILABLE.
+  virtual Status groupedMatmul(const float * /*rows*/,
+                               intptr_t /*rowsCapacity*/, intptr_t /*hidden*/,
+                               const int32_t * /*counts*/,
+                               intptr_t /*numCounts*/, intptr_t /*experts*/,
+                               const float * /*weights*/,
+                               intptr_t /*outFeatures*/, float * /*result*/) {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "this backend has no grouped_matmul");
+  }
+};
+
+} // namespace tamoe_rt
+
+/// The entry point of the cuda backend's library (libtamoe_rt_cuda.so),
+/// found with dlsym. Returns null and sets `error` when there is no usable
+/// GPU ("no GPU: ...").
+extern "C" tamoe_rt::Backend *
+tamoe_rt_create_cuda_backend(tamoe_rt::Launcher *launcher,
+                             tamoe_rt::Status *error);
+
+#endif // TAMOE_RT_LIB_BACKEND_H

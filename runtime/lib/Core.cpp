@@ -1,0 +1,1280 @@
+//===- Core.cpp - The C entry points of the tamoe runtime -----------------===//
+//
+// Every entry point checks its arguments (naming the argument in the
+// message), runs the backend's primitive and records a failure's message on
+// the context. Collectives first agree across their group on the arguments'
+// verdict and on the values every rank must share, so that they fail on
+// every rank alike and before any row moves; the hierarchical and
+// de-duplicated schedules are composed here out of the backend's
+// primitives.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Backend.h"
+#include "CpuBackend.h"
+#include "MpiLauncher.h"
+
+#include <dlfcn.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+using namespace tamoe_rt;
+
+struct tamoe_rt_context_t {
+  std::unique_ptr<MpiLauncher> launcher;
+  std::unique_ptr<Backend> backend;
+  std::string lastError;
+  Traffic traffic;
+  /// What tamoe_rt_alloc handed out and tamoe_rt_free has not taken back.
+  std::unordered_map<void *, intptr_t> allocations;
+  /// The composite schedules' temporary buffers (pointer, bytes), kept
+  /// between calls so that a layer's exchanges do not allocate and fault in
+  /// fresh memory every time.
+  std::vector<std::pair<void *, intptr_t>> workspace;
+};
+
+namespace {
+
+/// Guards MPI's initialisation and the count of live contexts.
+std::mutex globalMutex;
+int liveContexts = 0;
+bool mpiInitialisedHere = false;
+thread_local std::string threadError;
+
+Status invalid(std::string message) {
+  return Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT, std::move(message));
+}
+
+/// Records a failure where tamoe_rt_last_error finds it.
+tamoe_rt_status_t finish(tamoe_rt_context_t *context, const char *function,
+                         const Status &status) {
+  if (status.ok())
+    return TAMOE_RT_SUCCESS;
+  std::string message = str(function, ": ", status.message);
+  if (context)
+    context->lastError = std::move(message);
+  else
+    threadError = std::move(message);
+  return status.code;
+}
+
+/// Argument checks; the first failure wins.
+class Check {
+public:
+  template <typename Message> Check &that(bool ok, Message message) {
+    if (status.ok() && !ok)
+      status = invalid(message());
+    return *this;
+  }
+  Check &notNull(const void *pointer, const char *name, bool needed = true) {
+    return that(!needed || pointer, [&] { return str(name, " is null"); });
+  }
+  Check &atLeast(intptr_t value, intptr_t minimum, const char *name) {
+    return that(value >= minimum, [&] {
+      return str(name, " must be >= ", minimum, ", got ", value);
+    });
+  }
+  /// That `a * b` (both checked non-negative before) fits in intptr_t.
+  Check &fits(intptr_t a, intptr_t b, const char *what) {
+    intptr_t product;
+    return that(a < 0 || b < 0 || !__builtin_mul_overflow(a, b, &product),
+                [&] { return str(what, " = ", a, " * ", b, " overflows"); });
+  }
+  /// That the byte ranges of two buffers do not overlap.
+  Check &disjoint(const void *x, intptr_t xBytes, const char *xName,
+                  const void *y, intptr_t yBytes, const char *yName) {
+    auto begin = [](const void *p) { return reinterpret_cast<uintptr_t>(p); };
+    bool overlap = x && y && xBytes > 0 && yBytes > 0 &&
+                   begin(x) < begin(y) + uintptr_t(yBytes) &&
+                   begin(y) < begin(x) + uintptr_t(xBytes);
+    return that(!overlap,
+                [&] { return str(xName, " and ", yName, " overlap"); });
+  }
+  Status status;
+};
+
+/// An enum argument as the C caller passed it: C allows any int in an
+/// enum, while reading one outside the enumerators through the enum type is
+/// undefined in C++.
+template <typename Enum> int raw(const Enum &value) {
+  static_assert(sizeof(Enum) == sizeof(int), "enums of the C ABI are ints");
+  int result;
+  std::memcpy(&result, &value, sizeof(result));
+  return result;
+}
+
+bool validGroup(int group) {
+  return group == TAMOE_RT_GROUP_WORLD || group == TAMOE_RT_GROUP_NODE ||
+         group == TAMOE_RT_GROUP_PEERS;
+}
+
+/// A temporary buffer of a composite schedule: a slot of the context's
+/// workspace.
+struct Slot {
+  void *pointer = nullptr;
+  template <typename T = void> T *get() const {
+    return static_cast<T *>(pointer);
+  }
+};
+
+/// Hands out the workspace's slots in order, growing those that are too
+/// small (at least one byte each, so that every slot is a valid pointer).
+class Scratch {
+public:
+  explicit Scratch(tamoe_rt_context_t *context) : context(context) {}
+  Status take(std::initializer_list<std::pair<Slot *, intptr_t>> requests) {
+    for (auto [slot, bytes] : requests) {
+      auto &workspace = context->workspace;
+      if (next == workspace.size())
+        workspace.push_back({nullptr, 0});
+      auto &[pointer, size] = workspace[next++];
+      bytes = std::max<intptr_t>(bytes, 1);
+      if (size < bytes) {
+        if (pointer)
+          context->backend->free(pointer);
+        pointer = nullptr;
+        size = 0;
+        Status status = context->backend->alloc(bytes, &pointer);
+        if (!status.ok())
+          return status;
+        size = bytes;
+      }
+      slot->pointer = pointer;
+    }
+    return Status::success();
+  }
+
+private:
+  tamoe_rt_context_t *context;
+  size_t next = 0;
+};
+
+int64_t sum(const std::vector<int32_t> &values) {
+  int64_t total = 0;
+  for (int32_t value : values)
+    total += value;
+  return total;
+}
+
+/// Host copies of counts [groups, split] validated as send counts: "" when
+/// they are non-negative and sum to at most `capacity` (and an int).
+std::string checkSendCounts(const std::vector<int32_t> &counts, intptr_t split,
+                            intptr_t capacity, int64_t &total) {
+  total = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] < 0)
+      return split == 1
+                 ? str("send_counts[", i, "] = ", counts[i], " is negative")
+                 : str("send_counts[", i / split, ", ", i % split,
+                       "] = ", counts[i], " is negative");
+    total += counts[i];
+  }
+  if (total > capacity)
+    return str("send_counts sum to ", total, " rows but send_capacity is ",
+               capacity);
+  if (total > INT_MAX)
+    return str("send_counts sum to ", total, " rows, more than ", INT_MAX,
+               " (MPI counts are int)");
+  return "";
+}
+
+Status receiveCheck(int64_t rows, intptr_t capacity) {
+  if (rows > capacity)
+    return Status::error(
+        TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+        str(rows, " rows to receive exceed recv_capacity ", capacity));
+  if (rows > INT_MAX)
+    return invalid(str(rows, " rows to receive, more than ", INT_MAX,
+                       " (MPI counts are int)"));
+  return Status::success();
+}
+
+/// counts [a, b, inner] (host) transposed to [b, a, inner].
+std::vector<int32_t> transpose(const std::vector<int32_t> &counts, int64_t a,
+                               int64_t b, int64_t inner) {
+  std::vector<int32_t> result(counts.size());
+  for (int64_t x = 0; x < a; ++x)
+    for (int64_t y = 0; y < b; ++y)
+      for (int64_t i = 0; i < inner; ++i)
+        result[(y * a + x) * inner + i] = counts[(x * b + y) * inner + i];
+  return result;
+}
+
+//===----------------------------------------------------------------------===//
+// The cuda backend's library
+//===----------------------------------------------------------------------===//
+
+Status loadCudaBackend(MpiLauncher &launcher,
+                       std::unique_ptr<Backend> &backend) {
+  auto unavailable = [](std::string message) {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         str("cuda backend: ", message));
+  };
+  const char *name = "libtamoe_rt_cuda.so";
+  std::string path = name;
+  const char *override = std::getenv("TAMOE_RT_CUDA_LIBRARY");
+  Dl_info info;
+  if (override && *override) {
+    path = override;
+  } else if (dladdr(reinterpret_cast<void *>(&tamoe_rt_init), &info) &&
+             info.dli_fname) {
+    // Next to this library, where the build and an install put it.
+    std::string self = info.dli_fname;
+    size_t slash = self.rfind('/');
+    path = (slash == std::string::npos ? std::string(".")
+                                       : self.substr(0, slash)) +
+           "/" + name;
+  }
+  struct stat file;
+  if (stat(path.c_str(), &file) != 0)
+    return unavailable(
+        str(name, " not found (built without CUDA?): no ", path));
+  // Never closed: the backend's code must outlive every context.
+  void *library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!library)
+    return unavailable(str("cannot load ", path, ": ", dlerror()));
+  auto create = reinterpret_cast<decltype(&tamoe_rt_create_cuda_backend)>(
+      dlsym(library, "tamoe_rt_create_cuda_backend"));
+  if (!create)
+    return unavailable(str(path, " has no tamoe_rt_create_cuda_backend"));
+  Status error;
+  Backend *created = create(&launcher, &error);
+  if (!created)
+    return unavailable(error.message.empty() ? "the library returned no "
+                                               "backend"
+                                             : error.message);
+  backend.reset(created);
+  return Status::success();
+}
+
+/// Releases what a context holds. After a timeout or an MPI error, MPI may
+/// still write into the buffers of the operation that failed (the launcher's,
+/// the backend's and the program's), so a broken context leaks them.
+void destroy(tamoe_rt_context_t *context) {
+  bool broken = context->launcher && !context->launcher->broken().ok();
+  if (broken) {
+    (void)context->backend.release();
+    (void)context->launcher.release();
+  } else {
+    if (context->backend) {
+      for (auto [pointer, bytes] : context->allocations)
+        context->backend->free(pointer);
+      for (auto [pointer, bytes] : context->workspace)
+        if (pointer)
+          context->backend->free(pointer);
+    }
+    context->backend.reset();
+    context->launcher.reset();
+  }
+  delete context;
+}
+
+//===----------------------------------------------------------------------===//
+// Collective schedules
+//===----------------------------------------------------------------------===//
+
+/// That a caller's counts [peers, ...] are for this group's size.
+Status peersCheck(const MpiLauncher &launcher, tamoe_rt_group_t group,
+                  intptr_t peers) {
+  int size = launcher.groupSize(group);
+  if (peers == size)
+    return Status::success();
+  return Status::error(TAMOE_RT_ERROR_MISMATCH,
+                       str("send_counts are for ", peers, " peers but the ",
+                           MpiLauncher::groupName(group), " group has ", size,
+                           " ranks (", launcher.numRanks(), " ranks, ",
+                           launcher.ranksPerNode(), " per node)"));
+}
+
+Check allToAllArguments(const void *send, intptr_t sendCapacity,
+                        intptr_t rowBytes, const int32_t *sendCounts,
+                        intptr_t split, intptr_t groupSize,
+                        const void *received, intptr_t recvCapacity,
+                        const int32_t *recvCounts) {
+  Check check;
+  check.atLeast(sendCapacity, 0, "send_capacity")
+      .atLeast(recvCapacity, 0, "recv_capacity")
+      .that(rowBytes >= 1 && rowBytes <= INT_MAX,
+            [&] {
+              return str("row_bytes must be in [1, ", INT_MAX, "], got ",
+                         rowBytes);
+            })
+      .that(split >= 1 && split <= INT_MAX / groupSize,
+            [&] {
+              return str("split must be in [1, ", INT_MAX / groupSize,
+                         "], got ", split);
+            })
+      .fits(sendCapacity, rowBytes, "send_capacity * row_bytes")
+      .fits(recvCapacity, rowBytes, "recv_capacity * row_bytes")
+      .notNull(send, "send", sendCapacity > 0)
+      .notNull(sendCounts, "send_counts")
+      .notNull(received, "received", recvCapacity > 0)
+      .notNull(recvCounts, "recv_counts");
+  if (check.status.ok())
+    check.disjoint(send, sendCapacity * rowBytes, "send", received,
+                   recvCapacity * rowBytes, "received");
+  return check;
+}
+
+/// tamoe_rt_all_to_all_hierarchical after the argument checks (`local`).
+Status hierarchical(tamoe_rt_context_t *context, Status local, const void *send,
+                    intptr_t sendCapacity, intptr_t rowBytes,
+                    const int32_t *sendCounts, intptr_t split, void *received,
+                    intptr_t recvCapacity, int32_t *recvCounts) {
+  MpiLauncher &launcher = *context->launcher;
+  Backend &backend = *context->backend;
+  int64_t ranks = launcher.numRanks(), perNode = launcher.ranksPerNode();
+  int64_t nodes = ranks / perNode;
+
+  // Sized from `split` only once it passed its check.
+  std::vector<int32_t> counts(local.ok() ? ranks * split : 0, 0);
+  int64_t sendTotal = 0;
+  if (local.ok())
+    local = backend.copyToHost(counts.data(), sendCounts,
+                               intptr_t(counts.size() * sizeof(int32_t)));
+  if (local.ok()) {
+    std::string problem =
+        checkSendCounts(counts, split, sendCapacity, sendTotal);
+    if (!problem.empty())
+      local = invalid(problem);
+  }
+  if (!local.ok())
+    std::fill(counts.begin(), counts.end(), 0);
+  Status status = launcher.agreeOn(TAMOE_RT_GROUP_WORLD, local,
+                                   {{"row_bytes", rowBytes}, {"split", split}});
+  if (!status.ok())
+    return status;
+
+  // The counts of both stages, so that the buffers in between can be sized
+  // and the final receive checked before any row moves. Stage 1 sends to
+  // local index d the rows for (m, d) of every node m.
+  std::vector<int32_t> stage1Counts, stage2Counts;
+  status = launcher.allToAllInts(
+      TAMOE_RT_GROUP_NODE, transpose(counts, nodes, perNode, split),
+      int(nodes * split), stage1Counts, "the exchange of counts in the node");
+  if (!status.ok())
+    return status;
+  // Received [source index, destination node, split]; stage 2 sends by node.
+  status = launcher.allToAllInts(TAMOE_RT_GROUP_PEERS,
+                                 transpose(stage1Counts, perNode, nodes, split),
+                                 int(perNode * split), stage2Counts,
+                                 "the exchange of counts between nodes");
+  if (!status.ok())
+    return status;
+  int64_t stage1Rows = sum(stage1Counts);
+  local = receiveCheck(sum(stage2Counts), recvCapacity);
+  if (local.ok())
+    local = receiveCheck(stage1Rows, INT_MAX);
+  intptr_t countBytes = intptr_t(ranks * split * sizeof(int32_t));
+  Scratch scratch(context);
+  Slot byIndex, byIndexCounts, stage1, stage1CountsBuffer, byNode, byNodeCounts;
+  if (local.ok())
+    local = scratch.take({{&byIndex, sendTotal * rowBytes},
+                          {&byIndexCounts, countBytes},
+                          {&stage1, stage1Rows * rowBytes},
+                          {&stage1CountsBuffer, countBytes},
+                          {&byNode, stage1Rows * rowBytes},
+                          {&byNodeCounts, countBytes}});
+  status = launcher.agree(TAMOE_RT_GROUP_WORLD, local);
+  if (!status.ok())
+    return status;
+
+  // Rows by destination (node, index) -> by (index, node); within the node;
+  // by (source index, node) -> by (node, source index); between nodes.
+  Traffic &traffic = context->traffic;
+  status =
+      backend.regroup(send, sendTotal, rowBytes, sendCounts, nodes, perNode,
+                      split, byIndex.get(), byIndexCounts.get<int32_t>());
+  if (status.ok())
+    status = backend.allToAll(TAMOE_RT_GROUP_NODE, byIndex.get(), sendTotal,
+                              rowBytes, byIndexCounts.get<int32_t>(),
+                              nodes * split, stage1.get(), stage1Rows,
+                              stage1CountsBuffer.get<int32_t>(), traffic);
+  if (status.ok())
+    status = backend.regroup(stage1.get(), stage1Rows, rowBytes,
+                             stage1CountsBuffer.get<int32_t>(), perNode, nodes,
+                             split, byNode.get(), byNodeCounts.get<int32_t>());
+  if (status.ok())
+    status =
+        backend.allToAll(TAMOE_RT_GROUP_PEERS, byNode.get(), stage1Rows,
+                         rowBytes, byNodeCounts.get<int32_t>(), perNode * split,
+                         received, recvCapacity, recvCounts, traffic);
+  return status;
+}
+
+/// tamoe_rt_dispatch_dedup after the argument checks (`local`).
+Status dispatchDedup(tamoe_rt_context_t *context, Status local,
+                     const void *tokens, intptr_t numTokens, intptr_t rowBytes,
+                     const int32_t *expertIds, const int32_t *positions,
+                     intptr_t k, intptr_t experts, void *received,
+                     intptr_t recvCapacity, int32_t *recvCounts) {
+  MpiLauncher &launcher = *context->launcher;
+  Backend &backend = *context->backend;
+  int64_t ranks = launcher.numRanks(), perNode = launcher.ranksPerNode();
+  int64_t nodes = ranks / perNode;
+  // Sizes from arguments that failed their checks must not allocate.
+  int64_t perRank = local.ok() ? experts / ranks : 1;
+  int64_t perNodeExperts = perRank * perNode;
+  intptr_t routeBytes = k * intptr_t(sizeof(int32_t));
+
+  // Each token once per node it needs, with the experts it needs there.
+  intptr_t uniqueCapacity = numTokens * std::min<intptr_t>(k, nodes);
+  Scratch scratch(context);
+  Slot unique, routes, nodeCounts;
+  if (local.ok())
+    local = scratch.take({{&unique, uniqueCapacity * rowBytes},
+                          {&routes, uniqueCapacity * routeBytes},
+                          {&nodeCounts, nodes * intptr_t(sizeof(int32_t))}});
+  if (local.ok())
+    local = backend.dedupPack(tokens, numTokens, rowBytes, expertIds, positions,
+                              k, perNodeExperts, nodes, unique.get(),
+                              routes.get<int32_t>(), uniqueCapacity,
+                              nodeCounts.get<int32_t>());
+  std::vector<int32_t> toNodes(nodes, 0), fromNodes;
+  if (local.ok())
+    local = backend.copyToHost(toNodes.data(), nodeCounts.get(),
+                               nodes * intptr_t(sizeof(int32_t)));
+  if (!local.ok())
+    std::fill(toNodes.begin(), toNodes.end(), 0);
+  // One int per peer whatever the arguments, so this exchange is safe
+  // before the agreement, which then covers the buffers it sizes.
+  Status status =
+      launcher.allToAllInts(TAMOE_RT_GROUP_PEERS, toNodes, 1, fromNodes,
+                            "the exchange of counts between nodes");
+  if (!status.ok())
+    return status;
+  int64_t uniqueRows = sum(toNodes), arrivedRows = sum(fromNodes);
+  // Every route lists at most k experts (of this node).
+  intptr_t expandedCapacity = arrivedRows * k;
+  intptr_t expandedCountBytes =
+      intptr_t(perNode * nodes * perRank * sizeof(int32_t));
+  Slot arrived, arrivedRoutes, arrivedCounts, arrivedRouteCounts, expanded,
+      expandedCounts;
+  if (local.ok())
+    local =
+        scratch.take({{&arrived, arrivedRows * rowBytes},
+                      {&arrivedRoutes, arrivedRows * routeBytes},
+                      {&arrivedCounts, nodes * intptr_t(sizeof(int32_t))},
+                      {&arrivedRouteCounts, nodes * intptr_t(sizeof(int32_t))},
+                      {&expanded, expandedCapacity * rowBytes},
+                      {&expandedCounts, expandedCountBytes}});
+  status = launcher.agreeOn(
+      TAMOE_RT_GROUP_WORLD, local,
+      {{"row_bytes", rowBytes}, {"k", k}, {"experts", experts}});
+  if (!status.ok())
+    return status;
+
+  // Across nodes to the rank of the same local index (the relay), rows and
+  // routes alike; the relay expands them per expert.
+  Traffic &traffic = context->traffic;
+  status =
+      backend.allToAll(TAMOE_RT_GROUP_PEERS, unique.get(), uniqueRows, rowBytes,
+                       nodeCounts.get<int32_t>(), 1, arrived.get(), arrivedRows,
+                       arrivedCounts.get<int32_t>(), traffic);
+  if (status.ok())
+    status = backend.allToAll(TAMOE_RT_GROUP_PEERS, routes.get(), uniqueRows,
+                              routeBytes, nodeCounts.get<int32_t>(), 1,
+                              arrivedRoutes.get(), arrivedRows,
+                              arrivedRouteCounts.get<int32_t>(), traffic);
+  if (!status.ok())
+    return status;
+  local = backend.dedupExpand(
+      arrived.get(), arrivedRoutes.get<int32_t>(), arrivedRows, rowBytes, k,
+      arrivedCounts.get<int32_t>(), nodes, perNode, perRank, expanded.get(),
+      expandedCapacity, expandedCounts.get<int32_t>());
+  std::vector<int32_t> toIndices(perNode * nodes * perRank, 0), fromIndices;
+  if (local.ok())
+    local = backend.copyToHost(toIndices.data(), expandedCounts.get(),
+                               expandedCountBytes);
+  if (!local.ok())
+    std::fill(toIndices.begin(), toIndices.end(), 0);
+  status = launcher.allToAllInts(TAMOE_RT_GROUP_NODE, toIndices,
+                                 int(nodes * perRank), fromIndices,
+                                 "the exchange of counts in the node");
+  if (!status.ok())
+    return status;
+  int64_t expandedRows = sum(toIndices), finalRows = sum(fromIndices);
+  if (local.ok())
+    local = receiveCheck(finalRows, recvCapacity);
+  Slot bySource, bySourceCounts;
+  if (local.ok())
+    local = scratch.take(
+        {{&bySource, finalRows * rowBytes},
+         {&bySourceCounts, intptr_t(ranks * perRank * sizeof(int32_t))}});
+  status = launcher.agree(TAMOE_RT_GROUP_WORLD, local);
+  if (!status.ok())
+    return status;
+
+  // Within the node from every relay; received by (relay index, source
+  // node), i.e. by source rank once regrouped.
+  status = backend.allToAll(TAMOE_RT_GROUP_NODE, expanded.get(), expandedRows,
+                            rowBytes, expandedCounts.get<int32_t>(),
+                            nodes * perRank, bySource.get(), finalRows,
+                            bySourceCounts.get<int32_t>(), traffic);
+  if (status.ok())
+    status = backend.regroup(bySource.get(), finalRows, rowBytes,
+                             bySourceCounts.get<int32_t>(), perNode, nodes,
+                             perRank, received, recvCounts);
+  return status;
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Context
+//===----------------------------------------------------------------------===//
+
+extern "C" {
+
+const char *tamoe_rt_status_name(tamoe_rt_status_t status) {
+  switch (raw(status)) {
+  case TAMOE_RT_SUCCESS:
+    return "TAMOE_RT_SUCCESS";
+  case TAMOE_RT_ERROR_INVALID_ARGUMENT:
+    return "TAMOE_RT_ERROR_INVALID_ARGUMENT";
+  case TAMOE_RT_ERROR_BACKEND_UNAVAILABLE:
+    return "TAMOE_RT_ERROR_BACKEND_UNAVAILABLE";
+  case TAMOE_RT_ERROR_MISMATCH:
+    return "TAMOE_RT_ERROR_MISMATCH";
+  case TAMOE_RT_ERROR_CAPACITY_EXCEEDED:
+    return "TAMOE_RT_ERROR_CAPACITY_EXCEEDED";
+  case TAMOE_RT_ERROR_TIMEOUT:
+    return "TAMOE_RT_ERROR_TIMEOUT";
+  case TAMOE_RT_ERROR_COMMUNICATION:
+    return "TAMOE_RT_ERROR_COMMUNICATION";
+  case TAMOE_RT_ERROR_OUT_OF_MEMORY:
+    return "TAMOE_RT_ERROR_OUT_OF_MEMORY";
+  case TAMOE_RT_ERROR_INTERNAL:
+    return "TAMOE_RT_ERROR_INTERNAL";
+  }
+  return "TAMOE_RT_UNKNOWN_STATUS";
+}
+
+tamoe_rt_options_t tamoe_rt_default_options(void) {
+  tamoe_rt_options_t options;
+  options.backend = TAMOE_RT_BACKEND_CPU;
+  options.ranks_per_node = 0;
+  options.timeout_seconds = 0;
+  return options;
+}
+
+tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
+                                tamoe_rt_context_t **context) {
+  const char *fn = "tamoe_rt_init";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  *context = nullptr;
+  tamoe_rt_options_t chosen = options ? *options : tamoe_rt_default_options();
+  int backend = raw(chosen.backend);
+  Status local =
+      Check()
+          .that(backend == TAMOE_RT_BACKEND_CPU ||
+                    backend == TAMOE_RT_BACKEND_CUDA,
+                [&] {
+                  return str("options->backend = ", backend,
+                             " is not a tamoe_rt_backend_t");
+                })
+          .atLeast(chosen.ranks_per_node, 0, "options->ranks_per_node")
+          .that(chosen.timeout_seconds >= 0 &&
+                    std::isfinite(chosen.timeout_seconds),
+                [&] {
+                  return str("options->timeout_seconds must be >= 0 and "
+                             "finite, got ",
+                             chosen.timeout_seconds);
+                })
+          .status;
+
+  std::lock_guard<std::mutex> lock(globalMutex);
+  int initialised = 0, finalised = 0;
+  MPI_Finalized(&finalised);
+  if (finalised)
+    return finish(nullptr, fn,
+                  Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                                "MPI has been finalized (by the program, or "
+                                "by tamoe_rt_finalize of the last context) "
+                                "and cannot be initialised again"));
+  MPI_Initialized(&initialised);
+  if (!initialised) {
+    int provided = 0;
+    if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided) !=
+        MPI_SUCCESS)
+      return finish(nullptr, fn,
+                    Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                                  "MPI_Init_thread failed"));
+    mpiInitialisedHere = true;
+  }
+
+  auto *created = new tamoe_rt_context_t();
+  Status status =
+      MpiLauncher::create(local, chosen.ranks_per_node, chosen.timeout_seconds,
+                          backend, created->launcher);
+  if (status.ok()) {
+    if (backend == TAMOE_RT_BACKEND_CUDA)
+      local = loadCudaBackend(*created->launcher, created->backend);
+    else
+      created->backend = std::make_unique<CpuBackend>(*created->launcher);
+    status = created->launcher->agree(TAMOE_RT_GROUP_WORLD, local);
+  }
+  if (!status.ok()) {
+    destroy(created);
+    // As tamoe_rt_finalize would: the program cannot exit cleanly under
+    // mpirun without MPI_Finalize.
+    if (liveContexts == 0 && mpiInitialisedHere) {
+      MPI_Finalize();
+      mpiInitialisedHere = false;
+    }
+    return finish(nullptr, fn, status);
+  }
+  ++liveContexts;
+  *context = created;
+  return TAMOE_RT_SUCCESS;
+}
+
+tamoe_rt_status_t tamoe_rt_finalize(tamoe_rt_context_t *context) {
+  if (!context)
+    return TAMOE_RT_SUCCESS;
+  std::lock_guard<std::mutex> lock(globalMutex);
+  destroy(context);
+  if (--liveContexts == 0 && mpiInitialisedHere) {
+    mpiInitialisedHere = false;
+    if (MPI_Finalize() != MPI_SUCCESS)
+      return finish(
+          nullptr, "tamoe_rt_finalize",
+          Status::error(TAMOE_RT_ERROR_COMMUNICATION, "MPI_Finalize failed"));
+  }
+  return TAMOE_RT_SUCCESS;
+}
+
+const char *tamoe_rt_last_error(const tamoe_rt_context_t *context) {
+  return context ? context->lastError.c_str() : threadError.c_str();
+}
+
+intptr_t tamoe_rt_rank(const tamoe_rt_context_t *context) {
+  return context ? intptr_t(context->launcher->rank()) : -1;
+}
+
+intptr_t tamoe_rt_num_ranks(const tamoe_rt_context_t *context) {
+  return context ? intptr_t(context->launcher->numRanks()) : -1;
+}
+
+intptr_t tamoe_rt_ranks_per_node(const tamoe_rt_context_t *context) {
+  return context ? intptr_t(context->launcher->ranksPerNode()) : -1;
+}
+
+tamoe_rt_backend_t tamoe_rt_backend(const tamoe_rt_context_t *context) {
+  return context ? context->backend->kind() : TAMOE_RT_BACKEND_CPU;
+}
+
+tamoe_rt_status_t tamoe_rt_traffic(const tamoe_rt_context_t *context,
+                                   tamoe_rt_traffic_t *traffic) {
+  const char *fn = "tamoe_rt_traffic";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  if (!traffic)
+    return finish(const_cast<tamoe_rt_context_t *>(context), fn,
+                  invalid("traffic is null"));
+  traffic->intra_node_bytes = context->traffic.intraNodeBytes;
+  traffic->inter_node_bytes = context->traffic.interNodeBytes;
+  return TAMOE_RT_SUCCESS;
+}
+
+tamoe_rt_status_t tamoe_rt_reset_traffic(tamoe_rt_context_t *context) {
+  if (!context)
+    return finish(nullptr, "tamoe_rt_reset_traffic",
+                  invalid("context is null"));
+  context->traffic = Traffic();
+  return TAMOE_RT_SUCCESS;
+}
+
+//===----------------------------------------------------------------------===//
+// Memory
+//===----------------------------------------------------------------------===//
+
+tamoe_rt_status_t tamoe_rt_alloc(tamoe_rt_context_t *context, intptr_t bytes,
+                                 void **pointer) {
+  const char *fn = "tamoe_rt_alloc";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Status status =
+      Check().notNull(pointer, "pointer").atLeast(bytes, 0, "bytes").status;
+  if (!status.ok())
+    return finish(context, fn, status);
+  *pointer = nullptr;
+  if (bytes == 0)
+    return TAMOE_RT_SUCCESS;
+  status = context->backend->alloc(bytes, pointer);
+  if (status.ok() && *pointer)
+    context->allocations[*pointer] = bytes;
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_free(tamoe_rt_context_t *context, void *pointer) {
+  const char *fn = "tamoe_rt_free";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  if (!pointer)
+    return TAMOE_RT_SUCCESS;
+  auto found = context->allocations.find(pointer);
+  if (found == context->allocations.end())
+    return finish(context, fn,
+                  invalid(str("pointer ", pointer,
+                              " was not allocated by tamoe_rt_alloc on this "
+                              "context (or was freed already)")));
+  context->allocations.erase(found);
+  return finish(context, fn, context->backend->free(pointer));
+}
+
+tamoe_rt_status_t tamoe_rt_copy_to_backend(tamoe_rt_context_t *context,
+                                           void *destination,
+                                           const void *host_source,
+                                           intptr_t bytes) {
+  const char *fn = "tamoe_rt_copy_to_backend";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Status status = Check()
+                      .atLeast(bytes, 0, "bytes")
+                      .notNull(destination, "destination", bytes > 0)
+                      .notNull(host_source, "host_source", bytes > 0)
+                      .status;
+  if (status.ok())
+    status = context->backend->copyToBackend(destination, host_source, bytes);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_copy_to_host(tamoe_rt_context_t *context,
+                                        void *host_destination,
+                                        const void *source, intptr_t bytes) {
+  const char *fn = "tamoe_rt_copy_to_host";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Status status = Check()
+                      .atLeast(bytes, 0, "bytes")
+                      .notNull(host_destination, "host_destination", bytes > 0)
+                      .notNull(source, "source", bytes > 0)
+                      .status;
+  if (status.ok())
+    status = context->backend->copyToHost(host_destination, source, bytes);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_synchronize(tamoe_rt_context_t *context) {
+  const char *fn = "tamoe_rt_synchronize";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  return finish(context, fn, context->backend->synchronize());
+}
+
+//===----------------------------------------------------------------------===//
+// Routing
+//===----------------------------------------------------------------------===//
+
+tamoe_rt_status_t
+tamoe_rt_gate(tamoe_rt_context_t *context, const float *logits, intptr_t tokens,
+              intptr_t experts, intptr_t k, tamoe_rt_score_t score,
+              int32_t renormalize, intptr_t num_groups, intptr_t groups_kept,
+              int32_t *expert_ids, float *weights, float *probs) {
+  const char *fn = "tamoe_rt_gate";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Check check;
+  check.atLeast(tokens, 0, "tokens")
+      .atLeast(experts, 1, "experts")
+      .that(experts <= INT32_MAX,
+            [&] {
+              return str("experts = ", experts,
+                         " exceeds the int32 expert ids");
+            })
+      .that(k >= 1 && k <= experts,
+            [&] {
+              return str("k must be in [1, experts], got ", k, " for ", experts,
+                         " experts");
+            })
+      .that(raw(score) == TAMOE_RT_SCORE_SOFTMAX ||
+                raw(score) == TAMOE_RT_SCORE_SIGMOID,
+            [&] {
+              return str("score = ", raw(score), " is not a tamoe_rt_score_t");
+            })
+      .atLeast(num_groups, 0, "num_groups");
+  if (num_groups == 0) {
+    check.that(groups_kept == 0, [&] {
+      return str("groups_kept must be 0 without groups (num_groups = 0), got ",
+                 groups_kept);
+    });
+  } else if (num_groups > 0) {
+    check
+        .that(experts % num_groups == 0,
+              [&] {
+                return str("num_groups (", num_groups,
+                           ") must divide experts (", experts, ")");
+              })
+        .that(groups_kept >= 1 && groups_kept <= num_groups,
+              [&] {
+                return str("groups_kept must be in [1, num_groups], got ",
+                           groups_kept, " for ", num_groups, " groups");
+              })
+        .that(k <= groups_kept * (experts / std::max<intptr_t>(num_groups, 1)),
+              [&] {
+                return str("k = ", k, " exceeds the ",
+                           groups_kept * (experts / num_groups),
+                           " experts of the ", groups_kept, " kept groups");
+              });
+  }
+  check.fits(tokens, experts, "tokens * experts")
+      .notNull(logits, "logits", tokens > 0)
+      .notNull(expert_ids, "expert_ids", tokens > 0)
+      .notNull(weights, "weights", tokens > 0)
+      .notNull(probs, "probs", tokens > 0);
+  Status status = check.status;
+  if (status.ok())
+    status = context->backend->gate(logits, tokens, experts, k, score,
+                                    renormalize != 0, num_groups, groups_kept,
+                                    expert_ids, weights, probs);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_dispatch(
+    tamoe_rt_context_t *context, const void *tokens, intptr_t num_tokens,
+    intptr_t row_bytes, const int32_t *expert_ids, intptr_t k, intptr_t experts,
+    const float *weights, intptr_t capacity, tamoe_rt_drop_t drop,
+    void *dispatched, intptr_t dispatched_capacity, int32_t *expert_counts,
+    int32_t *positions, int64_t *num_dropped) {
+  const char *fn = "tamoe_rt_dispatch";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  bool byWeight = raw(drop) == TAMOE_RT_DROP_PROBABILITY && capacity >= 0;
+  Check check;
+  check.atLeast(num_tokens, 0, "num_tokens")
+      .atLeast(row_bytes, 1, "row_bytes")
+      .atLeast(experts, 1, "experts")
+      .that(experts <= INT32_MAX,
+            [&] {
+              return str("experts = ", experts,
+                         " exceeds the int32 expert ids");
+            })
+      .that(k >= 1 && k <= experts,
+            [&] {
+              return str("k must be in [1, experts], got ", k, " for ", experts,
+                         " experts");
+            })
+      .that(raw(drop) == TAMOE_RT_DROP_POSITION ||
+                raw(drop) == TAMOE_RT_DROP_PROBABILITY,
+            [&] {
+              return str("drop = ", raw(drop), " is not a tamoe_rt_drop_t");
+            })
+      .atLeast(dispatched_capacity, 0, "dispatched_capacity")
+      .fits(num_tokens, k, "num_tokens * k")
+      .that(num_tokens * k <= INT32_MAX,
+            [&] {
+              return str("num_tokens * k = ", num_tokens * k,
+                         " exceeds the int32 positions");
+            })
+      .fits(num_tokens, row_bytes, "num_tokens * row_bytes")
+      .fits(dispatched_capacity, row_bytes, "dispatched_capacity * row_bytes")
+      .notNull(tokens, "tokens", num_tokens > 0)
+      .notNull(expert_ids, "expert_ids", num_tokens > 0)
+      .that(!byWeight || num_tokens == 0 || weights,
+            [] {
+              return std::string("weights is null, but "
+                                 "TAMOE_RT_DROP_PROBABILITY needs them");
+            })
+      .notNull(dispatched, "dispatched", dispatched_capacity > 0)
+      .notNull(expert_counts, "expert_counts")
+      .notNull(positions, "positions", num_tokens > 0)
+      .notNull(num_dropped, "num_dropped");
+  Status status = check.status;
+  if (status.ok())
+    status = context->backend->dispatch(
+        tokens, num_tokens, row_bytes, expert_ids, k, experts, weights,
+        capacity, drop, dispatched, dispatched_capacity, expert_counts,
+        positions, num_dropped);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
+                                   const float *expert_outputs, intptr_t rows,
+                                   intptr_t hidden, const int32_t *positions,
+                                   const float *weights, intptr_t tokens,
+                                   intptr_t k, float *combined) {
+  const char *fn = "tamoe_rt_combine";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Status status = Check()
+                      .atLeast(rows, 0, "rows")
+                      .atLeast(hidden, 1, "hidden")
+                      .atLeast(tokens, 0, "tokens")
+                      .atLeast(k, 1, "k")
+                      .fits(rows, hidden, "rows * hidden")
+                      .fits(tokens, hidden, "tokens * hidden")
+                      .fits(tokens, k, "tokens * k")
+                      .notNull(expert_outputs, "expert_outputs", rows > 0)
+                      .notNull(positions, "positions", tokens > 0)
+                      .notNull(weights, "weights", tokens > 0)
+                      .notNull(combined, "combined", tokens > 0)
+                      .status;
+  if (status.ok())
+    status = context->backend->combine(expert_outputs, rows, hidden, positions,
+                                       weights, tokens, k, combined);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
+                                    const float *probs,
+                                    const int32_t *expert_ids, intptr_t tokens,
+                                    intptr_t experts, intptr_t k,
+                                    const float *expert_weights, float *loss) {
+  const char *fn = "tamoe_rt_aux_loss";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Status status = Check()
+                      .atLeast(tokens, 0, "tokens")
+                      .atLeast(experts, 1, "experts")
+                      .that(k >= 1 && k <= experts,
+                            [&] {
+                              return str("k must be in [1, experts], got ", k,
+                                         " for ", experts, " experts");
+                            })
+                      .fits(tokens, experts, "tokens * experts")
+                      .notNull(probs, "probs", tokens > 0)
+                      .notNull(expert_ids, "expert_ids", tokens > 0)
+                      .notNull(loss, "loss")
+                      .status;
+  if (status.ok())
+    status = context->backend->auxLoss(probs, expert_ids, tokens, experts, k,
+                                       expert_weights, loss);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t
+tamoe_rt_grouped_matmul(tamoe_rt_context_t *context, const float *rows,
+                        intptr_t rows_capacity, intptr_t hidden,
+                        const int32_t *counts, intptr_t num_counts,
+                        intptr_t experts, const float *weights,
+                        intptr_t out_features, float *result) {
+  const char *fn = "tamoe_rt_grouped_matmul";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Status status =
+      Check()
+          .atLeast(rows_capacity, 0, "rows_capacity")
+          .atLeast(hidden, 1, "hidden")
+          .atLeast(num_counts, 0, "num_counts")
+          .atLeast(experts, 1, "experts")
+          .atLeast(out_features, 1, "out_features")
+          .that(num_counts % std::max<intptr_t>(experts, 1) == 0,
+                [&] {
+                  return str("num_counts (", num_counts,
+                             ") must be a multiple of experts (", experts, ")");
+                })
+          .fits(rows_capacity, hidden, "rows_capacity * hidden")
+          .fits(rows_capacity, out_features, "rows_capacity * out_features")
+          .fits(hidden, out_features, "hidden * out_features")
+          .fits(experts, hidden * out_features,
+                "experts * hidden * out_features")
+          .notNull(rows, "rows", rows_capacity > 0)
+          .notNull(counts, "counts", num_counts > 0)
+          .notNull(weights, "weights")
+          .notNull(result, "result", rows_capacity > 0)
+          .status;
+  if (status.ok())
+    status = context->backend->groupedMatmul(rows, rows_capacity, hidden,
+                                             counts, num_counts, experts,
+                                             weights, out_features, result);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
+                                   const void *rows, intptr_t rows_capacity,
+                                   intptr_t row_bytes, const int32_t *counts,
+                                   intptr_t a, intptr_t b, intptr_t inner,
+                                   void *regrouped, int32_t *regrouped_counts) {
+  const char *fn = "tamoe_rt_regroup";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Check check;
+  check.atLeast(rows_capacity, 0, "rows_capacity")
+      .atLeast(row_bytes, 1, "row_bytes")
+      .atLeast(a, 1, "a")
+      .atLeast(b, 1, "b")
+      .atLeast(inner, 1, "inner")
+      .fits(a, b, "a * b")
+      .fits(a * b, inner, "a * b * inner")
+      .fits(rows_capacity, row_bytes, "rows_capacity * row_bytes")
+      .notNull(rows, "rows", rows_capacity > 0)
+      .notNull(counts, "counts")
+      .notNull(regrouped, "regrouped", rows_capacity > 0)
+      .notNull(regrouped_counts, "regrouped_counts");
+  if (check.status.ok()) {
+    intptr_t countBytes = a * b * inner * intptr_t(sizeof(int32_t));
+    check
+        .disjoint(rows, rows_capacity * row_bytes, "rows", regrouped,
+                  rows_capacity * row_bytes, "regrouped")
+        .disjoint(counts, countBytes, "counts", regrouped_counts, countBytes,
+                  "regrouped_counts");
+  }
+  Status status = check.status;
+  if (status.ok())
+    status =
+        context->backend->regroup(rows, rows_capacity, row_bytes, counts, a, b,
+                                  inner, regrouped, regrouped_counts);
+  return finish(context, fn, status);
+}
+
+//===----------------------------------------------------------------------===//
+// De-duplication
+//===----------------------------------------------------------------------===//
+
+tamoe_rt_status_t tamoe_rt_dedup_pack(
+    tamoe_rt_context_t *context, const void *tokens, intptr_t num_tokens,
+    intptr_t row_bytes, const int32_t *expert_ids, const int32_t *positions,
+    intptr_t k, intptr_t experts_per_node, intptr_t nodes, void *unique,
+    int32_t *routes, intptr_t unique_capacity, int32_t *node_counts) {
+  const char *fn = "tamoe_rt_dedup_pack";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Status status =
+      Check()
+          .atLeast(num_tokens, 0, "num_tokens")
+          .atLeast(row_bytes, 1, "row_bytes")
+          .atLeast(k, 1, "k")
+          .atLeast(experts_per_node, 1, "experts_per_node")
+          .atLeast(nodes, 1, "nodes")
+          .atLeast(unique_capacity, 0, "unique_capacity")
+          .fits(experts_per_node, nodes, "experts_per_node * nodes")
+          .that(experts_per_node * nodes <= INT32_MAX,
+                [&] {
+                  return str(
+                      "experts_per_node * nodes = ", experts_per_node * nodes,
+                      " exceeds the int32 expert ids");
+                })
+          .fits(num_tokens, k, "num_tokens * k")
+          .fits(num_tokens, row_bytes, "num_tokens * row_bytes")
+          .fits(unique_capacity, row_bytes, "unique_capacity * row_bytes")
+          .fits(unique_capacity, k, "unique_capacity * k")
+          .notNull(tokens, "tokens", num_tokens > 0)
+          .notNull(expert_ids, "expert_ids", num_tokens > 0)
+          .notNull(positions, "positions", num_tokens > 0)
+          .notNull(unique, "unique", unique_capacity > 0)
+          .notNull(routes, "routes", unique_capacity > 0)
+          .notNull(node_counts, "node_counts")
+          .status;
+  if (status.ok())
+    status = context->backend->dedupPack(
+        tokens, num_tokens, row_bytes, expert_ids, positions, k,
+        experts_per_node, nodes, unique, routes, unique_capacity, node_counts);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_dedup_expand(
+    tamoe_rt_context_t *context, const void *unique, const int32_t *routes,
+    intptr_t unique_capacity, intptr_t row_bytes, intptr_t k,
+    const int32_t *recv_counts, intptr_t nodes, intptr_t ranks_per_node,
+    intptr_t experts_per_rank, void *expanded, intptr_t expanded_capacity,
+    int32_t *expanded_counts) {
+  const char *fn = "tamoe_rt_dedup_expand";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Check check;
+  check.atLeast(unique_capacity, 0, "unique_capacity")
+      .atLeast(row_bytes, 1, "row_bytes")
+      .atLeast(k, 1, "k")
+      .atLeast(nodes, 1, "nodes")
+      .atLeast(ranks_per_node, 1, "ranks_per_node")
+      .atLeast(experts_per_rank, 1, "experts_per_rank")
+      .atLeast(expanded_capacity, 0, "expanded_capacity")
+      .fits(unique_capacity, row_bytes, "unique_capacity * row_bytes")
+      .fits(unique_capacity, k, "unique_capacity * k")
+      .fits(expanded_capacity, row_bytes, "expanded_capacity * row_bytes")
+      .fits(ranks_per_node, nodes, "ranks_per_node * nodes");
+  check
+      .fits(ranks_per_node * nodes, experts_per_rank,
+            "ranks_per_node * nodes * experts_per_rank")
+      .notNull(unique, "unique", unique_capacity > 0)
+      .notNull(routes, "routes", unique_capacity > 0)
+      .notNull(recv_counts, "recv_counts")
+      .notNull(expanded, "expanded", expanded_capacity > 0)
+      .notNull(expanded_counts, "expanded_counts");
+  Status status = check.status;
+  if (status.ok())
+    status = context->backend->dedupExpand(
+        unique, routes, unique_capacity, row_bytes, k, recv_counts, nodes,
+        ranks_per_node, experts_per_rank, expanded, expanded_capacity,
+        expanded_counts);
+  return finish(context, fn, status);
+}
+
+//===----------------------------------------------------------------------===//
+// Collectives
+//===----------------------------------------------------------------------===//
+
+tamoe_rt_status_t
+tamoe_rt_all_to_all(tamoe_rt_context_t *context, tamoe_rt_group_t group,
+                    const void *send, intptr_t send_capacity,
+                    intptr_t row_bytes, const int32_t *send_counts,
+                    intptr_t peers, intptr_t split, void *received,
+                    intptr_t recv_capacity, int32_t *recv_counts) {
+  const char *fn = "tamoe_rt_all_to_all";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  // Without a valid group there is nobody to agree with.
+  if (!validGroup(raw(group)))
+    return finish(
+        context, fn,
+        invalid(str("group = ", raw(group), " is not a tamoe_rt_group_t")));
+  MpiLauncher &launcher = *context->launcher;
+  Status local = peersCheck(launcher, group, peers);
+  if (local.ok())
+    local = allToAllArguments(send, send_capacity, row_bytes, send_counts,
+                              split, launcher.groupSize(group), received,
+                              recv_capacity, recv_counts)
+                .status;
+  Backend &backend = *context->backend;
+  // The cpu backend settles the arguments in its own first round; another
+  // backend gets arguments that every rank agreed on.
+  if (backend.kind() == TAMOE_RT_BACKEND_CPU)
+    return finish(context, fn,
+                  static_cast<CpuBackend &>(backend).exchange(
+                      local, group, send, send_capacity, row_bytes, send_counts,
+                      split, received, recv_capacity, recv_counts,
+                      context->traffic));
+  Status status = launcher.agreeOn(
+      group, local, {{"row_bytes", row_bytes}, {"split", split}});
+  if (status.ok())
+    status = backend.allToAll(group, send, send_capacity, row_bytes,
+                              send_counts, split, received, recv_capacity,
+                              recv_counts, context->traffic);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
+                                             tamoe_rt_group_t group,
+                                             const int32_t *send_counts,
+                                             intptr_t peers, intptr_t split,
+                                             int32_t *recv_counts,
+                                             intptr_t *total) {
+  const char *fn = "tamoe_rt_all_to_all_counts";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  if (!validGroup(raw(group)))
+    return finish(
+        context, fn,
+        invalid(str("group = ", raw(group), " is not a tamoe_rt_group_t")));
+  MpiLauncher &launcher = *context->launcher;
+  Backend &backend = *context->backend;
+  int size = launcher.groupSize(group);
+  Status local = peersCheck(launcher, group, peers);
+  if (local.ok())
+    local = Check()
+                .that(split >= 1 && split <= INT_MAX / size,
+                      [&] {
+                        return str("split must be in [1, ", INT_MAX / size,
+                                   "], got ", split);
+                      })
+                .notNull(send_counts, "send_counts")
+                .notNull(recv_counts, "recv_counts")
+                .notNull(total, "total")
+                .status;
+  std::vector<int32_t> counts;
+  if (local.ok()) {
+    counts.resize(size * split);
+    local = backend.copyToHost(counts.data(), send_counts,
+                               intptr_t(counts.size() * sizeof(int32_t)));
+  }
+  for (size_t i = 0; local.ok() && i < counts.size(); ++i)
+    if (counts[i] < 0)
+      local = invalid(
+          split == 1 ? str("send_counts[", i, "] = ", counts[i], " is negative")
+                     : str("send_counts[", i / split, ", ", i % split,
+                           "] = ", counts[i], " is negative"));
+  Status status =
+      launcher.agreeOn(group, local, {{"split", local.ok() ? split : 0}});
+  std::vector<int32_t> received;
+  if (status.ok())
+    status =
+        launcher.allToAllInts(group, counts, int(split), received,
+                              str("the exchange of counts over the ",
+                                  MpiLauncher::groupName(group), " group"));
+  if (status.ok())
+    status = backend.copyToBackend(recv_counts, received.data(),
+                                   intptr_t(received.size() * sizeof(int32_t)));
+  if (status.ok()) {
+    int64_t rows = 0;
+    for (int32_t count : received)
+      rows += count;
+    *total = intptr_t(rows);
+  }
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_all_to_all_hierarchical(
+    tamoe_rt_context_t *context, const void *send, intptr_t send_capacity,
+    intptr_t row_bytes, const int32_t *send_counts, intptr_t split,
+    void *received, intptr_t recv_capacity, int32_t *recv_counts) {
+  const char *fn = "tamoe_rt_all_to_all_hierarchical";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Status local = allToAllArguments(send, send_capacity, row_bytes, send_counts,
+                                   split, context->launcher->numRanks(),
+                                   received, recv_capacity, recv_counts)
+                     .status;
+  return finish(context, fn,
+                hierarchical(context, local, send, send_capacity, row_bytes,
+                             send_counts, split, received, recv_capacity,
+                             recv_counts));
+}
+
+tamoe_rt_status_t
+tamoe_rt_dispatch_dedup(tamoe_rt_context_t *context, const void *tokens,
+                        intptr_t num_tokens, intptr_t row_bytes,
+                        const int32_t *expert_ids, const int32_t *positions,
+                        intptr_t k, intptr_t experts, void *received,
+                        intptr_t recv_capacity, int32_t *recv_counts) {
+  const char *fn = "tamoe_rt_dispatch_dedup";
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  intptr_t ranks = context->launcher->numRanks();
+  Status local =
+      Check()
+          .atLeast(num_tokens, 0, "num_tokens")
+          .that(row_bytes >= 1 && row_bytes <= INT_MAX,
+                [&] {
+                  return str("row_bytes must be in [1, ", INT_MAX, "], got ",
+                             row_bytes);
+                })
+          .atLeast(experts, 1, "experts")
+          .that(experts % ranks == 0 && experts <= INT32_MAX,
+                [&] {
+                  return str("experts (", experts,
+                             ") must be a multiple of the ", ranks,
+                             " ranks (and fit int32)");
+                })
+          .that(k >= 1 && k <= experts,
+                [&] {
+                  return str("k must be in [1, experts], got ", k, " for ",
+                             experts, " experts");
+                })
+          .atLeast(recv_capacity, 0, "recv_capacity")
+          .fits(num_tokens, k * ranks, "num_tokens * k * ranks")
+          .fits(num_tokens, row_bytes * ranks, "num_tokens * row_bytes * ranks")
+          .fits(recv_capacity, row_bytes, "recv_capacity * row_bytes")
+          .notNull(tokens, "tokens", num_tokens > 0)
+          .notNull(expert_ids, "expert_ids", num_tokens > 0)
+          .notNull(positions, "positions", num_tokens > 0)
+          .notNull(received, "received", recv_capacity > 0)
+          .notNull(recv_counts, "recv_counts")
+          .status;
+  return finish(context, fn,
+                dispatchDedup(context, local, tokens, num_tokens, row_bytes,
+                              expert_ids, positions, k, experts, received,
+                              recv_capacity, recv_counts));
+}
+
+} // extern "C"

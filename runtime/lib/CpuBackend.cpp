@@ -1,0 +1,693 @@
+//===- CpuBackend.cpp - Host memory, plain loops and MPI ------------------===//
+//
+// Messages name the argument and the offending entry, without the function
+// name: the core prefixes it.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CpuBackend.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+using namespace tamoe_rt;
+
+namespace {
+
+constexpr size_t kAlignment = 256;
+
+Status invalid(std::string message) {
+  return Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT, std::move(message));
+}
+Status exceeded(std::string message) {
+  return Status::error(TAMOE_RT_ERROR_CAPACITY_EXCEEDED, std::move(message));
+}
+
+/// "name[i, j]" of entry `flat` of a [rows, columns] array.
+std::string entry(const char *name, intptr_t flat, intptr_t columns) {
+  return str(name, "[", flat / columns, ", ", flat % columns, "]");
+}
+
+/// A key that orders NaN below every number, so sorts stay well defined.
+float orderKey(float value) {
+  return std::isnan(value) ? -std::numeric_limits<float>::infinity() : value;
+}
+
+/// "the exchange of counts over the node group" and the like, built once:
+/// the messages of a failed wait, on every call's path.
+const std::string &stageName(int stage, tamoe_rt_group_t group) {
+  static const std::string names[2][3] = {
+      {"the exchange of counts over the world group",
+       "the exchange of counts over the node group",
+       "the exchange of counts over the peers group"},
+      {"the exchange of rows over the world group",
+       "the exchange of rows over the node group",
+       "the exchange of rows over the peers group"}};
+  return names[stage][group];
+}
+
+const char *rowOf(const void *base, intptr_t row, intptr_t rowBytes) {
+  return static_cast<const char *>(base) + row * rowBytes;
+}
+char *rowOf(void *base, intptr_t row, intptr_t rowBytes) {
+  return static_cast<char *>(base) + row * rowBytes;
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Memory
+//===----------------------------------------------------------------------===//
+
+Status CpuBackend::alloc(intptr_t bytes, void **pointer) {
+  *pointer = nullptr;
+  if (bytes == 0)
+    return Status::success();
+  // aligned_alloc wants a multiple of the alignment.
+  size_t rounded = (size_t(bytes) + kAlignment - 1) / kAlignment * kAlignment;
+  if (rounded < size_t(bytes) ||
+      !(*pointer = std::aligned_alloc(kAlignment, rounded)))
+    return Status::error(
+        TAMOE_RT_ERROR_OUT_OF_MEMORY,
+        str("cannot allocate ", bytes, " bytes of host memory"));
+  return Status::success();
+}
+
+Status CpuBackend::free(void *pointer) {
+  std::free(pointer);
+  return Status::success();
+}
+
+Status CpuBackend::copyToBackend(void *destination, const void *hostSource,
+                                 intptr_t bytes) {
+  if (bytes)
+    std::memcpy(destination, hostSource, size_t(bytes));
+  return Status::success();
+}
+
+Status CpuBackend::copyToHost(void *hostDestination, const void *source,
+                              intptr_t bytes) {
+  if (bytes)
+    std::memcpy(hostDestination, source, size_t(bytes));
+  return Status::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Routing
+//===----------------------------------------------------------------------===//
+
+Status CpuBackend::gate(const float *logits, intptr_t tokens, intptr_t experts,
+                        intptr_t k, tamoe_rt_score_t score, bool renormalize,
+                        intptr_t numGroups, intptr_t groupsKept,
+                        int32_t *expertIds, float *weights, float *probs) {
+  const float minusInf = -std::numeric_limits<float>::infinity();
+  intptr_t perGroup = numGroups > 0 ? experts / numGroups : experts;
+  std::vector<char> allowed(experts), chosen(experts);
+  std::vector<float> groupScores(std::max<intptr_t>(numGroups, 0));
+  std::vector<char> groupChosen(groupScores.size());
+  for (intptr_t t = 0; t < tokens; ++t) {
+    const float *x = logits + t * experts;
+    float *p = probs + t * experts;
+    // The order of the operations is that of tamoe-expand-gate's lowering,
+    // so both give the same floats.
+    if (score == TAMOE_RT_SCORE_SIGMOID) {
+      for (intptr_t e = 0; e < experts; ++e)
+        p[e] = 1.0f / (1.0f + std::exp(-x[e]));
+    } else {
+      float max = minusInf;
+      for (intptr_t e = 0; e < experts; ++e)
+        max = std::max(max, x[e]);
+      float sum = 0;
+      for (intptr_t e = 0; e < experts; ++e) {
+        p[e] = std::exp(x[e] - max);
+        sum += p[e];
+      }
+      for (intptr_t e = 0; e < experts; ++e)
+        p[e] /= sum;
+    }
+
+    std::fill(allowed.begin(), allowed.end(), 1);
+    if (numGroups > 0) {
+      // A group scores the sum of its two best experts (its best when it
+      // has one); the best `groupsKept` groups stay, lower group first on
+      // ties.
+      for (intptr_t g = 0; g < numGroups; ++g) {
+        float first = minusInf, second = minusInf;
+        for (intptr_t e = g * perGroup; e < (g + 1) * perGroup; ++e) {
+          if (p[e] > first) {
+            second = first;
+            first = p[e];
+          } else if (p[e] > second) {
+            second = p[e];
+          }
+        }
+        groupScores[g] = perGroup > 1 ? first + second : first;
+        groupChosen[g] = 0;
+      }
+      for (intptr_t round = 0; round < groupsKept; ++round) {
+        intptr_t best = -1;
+        for (intptr_t g = 0; g < numGroups; ++g)
+          if (!groupChosen[g] && (best < 0 || orderKey(groupScores[g]) >
+                                                  orderKey(groupScores[best])))
+            best = g;
+        groupChosen[best] = 1;
+      }
+      for (intptr_t e = 0; e < experts; ++e)
+        allowed[e] = groupChosen[e / perGroup];
+    }
+
+    // k rounds of arg-max: descending score, the lower id first on ties.
+    std::fill(chosen.begin(), chosen.end(), 0);
+    float sum = 0;
+    for (intptr_t j = 0; j < k; ++j) {
+      intptr_t best = -1;
+      for (intptr_t e = 0; e < experts; ++e)
+        if (allowed[e] && !chosen[e] &&
+            (best < 0 || orderKey(p[e]) > orderKey(p[best])))
+          best = e;
+      chosen[best] = 1;
+      expertIds[t * k + j] = int32_t(best);
+      weights[t * k + j] = p[best];
+      sum += p[best];
+    }
+    if (renormalize)
+      for (intptr_t j = 0; j < k; ++j)
+        weights[t * k + j] /= sum;
+  }
+  return Status::success();
+}
+
+Status CpuBackend::dispatch(const void *tokens, intptr_t numTokens,
+                            intptr_t rowBytes, const int32_t *expertIds,
+                            intptr_t k, intptr_t experts, const float *weights,
+                            intptr_t capacity, tamoe_rt_drop_t drop,
+                            void *dispatched, intptr_t dispatchedCapacity,
+                            int32_t *expertCounts, int32_t *positions,
+                            int64_t *numDropped) {
+  intptr_t assignments = numTokens * k;
+  for (intptr_t a = 0; a < assignments; ++a)
+    if (expertIds[a] < 0 || expertIds[a] >= experts)
+      return invalid(str(entry("expert_ids", a, k), " = ", expertIds[a],
+                         " is out of range [0, ", experts, ")"));
+
+  // Counting sort of the assignments (t * k + j) by expert: stable, so each
+  // expert's segment is in token order.
+  start.assign(experts + 1, 0);
+  order.resize(assignments);
+  for (intptr_t a = 0; a < assignments; ++a)
+    ++start[expertIds[a] + 1];
+  std::partial_sum(start.begin(), start.end(), start.begin());
+  next.assign(start.begin(), start.end() - 1);
+  for (intptr_t a = 0; a < assignments; ++a)
+    order[next[expertIds[a]]++] = a;
+
+  kept.assign(assignments, 1);
+  if (capacity >= 0) {
+    for (intptr_t e = 0; e < experts; ++e) {
+      intptr_t begin = start[e], end = start[e + 1];
+      if (end - begin <= capacity)
+        continue;
+      if (drop == TAMOE_RT_DROP_PROBABILITY) {
+        // The highest weights stay, the earlier token first on ties.
+        byWeight.assign(order.begin() + begin, order.begin() + end);
+        std::stable_sort(byWeight.begin(), byWeight.end(),
+                         [&](intptr_t x, intptr_t y) {
+                           return orderKey(weights[x]) > orderKey(weights[y]);
+                         });
+        for (size_t i = size_t(capacity); i < byWeight.size(); ++i)
+          kept[byWeight[i]] = 0;
+      } else {
+        for (intptr_t i = begin + capacity; i < end; ++i)
+          kept[order[i]] = 0;
+      }
+    }
+  }
+
+  intptr_t total = 0;
+  for (intptr_t a = 0; a < assignments; ++a)
+    total += kept[a];
+  // Fail before writing anything.
+  if (total > dispatchedCapacity)
+    return exceeded(str(total, " rows to write exceed dispatched_capacity ",
+                        dispatchedCapacity));
+
+  intptr_t row = 0;
+  for (intptr_t e = 0; e < experts; ++e) {
+    int32_t count = 0;
+    for (intptr_t i = start[e]; i < start[e + 1]; ++i) {
+      intptr_t a = order[i];
+      if (!kept[a]) {
+        positions[a] = -1;
+        continue;
+      }
+      std::memcpy(rowOf(dispatched, row, rowBytes),
+                  rowOf(tokens, a / k, rowBytes), size_t(rowBytes));
+      positions[a] = int32_t(row++);
+      ++count;
+    }
+    expertCounts[e] = count;
+  }
+  *numDropped = int64_t(assignments - total);
+  return Status::success();
+}
+
+Status CpuBackend::combine(const float *expertOutputs, intptr_t rows,
+                           intptr_t hidden, const int32_t *positions,
+                           const float *weights, intptr_t tokens, intptr_t k,
+                           float *combined) {
+  for (intptr_t a = 0; a < tokens * k; ++a)
+    if (positions[a] >= rows)
+      return invalid(str(entry("positions", a, k), " = ", positions[a],
+                         " is past the ", rows, " rows of expert_outputs"));
+  for (intptr_t t = 0; t < tokens; ++t) {
+    float *out = combined + t * hidden;
+    std::fill(out, out + hidden, 0.0f);
+    for (intptr_t j = 0; j < k; ++j) {
+      int32_t position = positions[t * k + j];
+      if (position < 0)
+        continue;
+      float weight = weights[t * k + j];
+      const float *in = expertOutputs + intptr_t(position) * hidden;
+      for (intptr_t h = 0; h < hidden; ++h)
+        out[h] += weight * in[h];
+    }
+  }
+  return Status::success();
+}
+
+Status CpuBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
+                                 intptr_t hidden, const int32_t *counts,
+                                 intptr_t numCounts, intptr_t experts,
+                                 const float *weights, intptr_t outFeatures,
+                                 float *result) {
+  intptr_t total = 0;
+  for (intptr_t c = 0; c < numCounts; ++c) {
+    if (counts[c] < 0)
+      return invalid(str("counts[", c, "] = ", counts[c], " is negative"));
+    total += counts[c];
+  }
+  if (total > rowsCapacity)
+    return invalid(str("counts sum to ", total, " rows but rows_capacity is ",
+                       rowsCapacity));
+  intptr_t row = 0;
+  for (intptr_t c = 0; c < numCounts; ++c) {
+    const float *w = weights + (c % experts) * hidden * outFeatures;
+    for (int32_t i = 0; i < counts[c]; ++i, ++row) {
+      const float *x = rows + row * hidden;
+      float *y = result + row * outFeatures;
+      std::fill(y, y + outFeatures, 0.0f);
+      for (intptr_t h = 0; h < hidden; ++h)
+        for (intptr_t f = 0; f < outFeatures; ++f)
+          y[f] += x[h] * w[h * outFeatures + f];
+    }
+  }
+  std::fill(result + row * outFeatures, result + rowsCapacity * outFeatures,
+            0.0f);
+  return Status::success();
+}
+
+Status CpuBackend::auxLoss(const float *probs, const int32_t *expertIds,
+                           intptr_t tokens, intptr_t experts, intptr_t k,
+                           const float *expertWeights, float *loss) {
+  for (intptr_t a = 0; a < tokens * k; ++a)
+    if (expertIds[a] >= experts)
+      return invalid(str(entry("expert_ids", a, k), " = ", expertIds[a],
+                         " is out of range [0, ", experts,
+                         ") (negative ids are not counted)"));
+  if (tokens == 0) {
+    // No assignments, no imbalance (the lowering would divide 0 by 0).
+    *loss = 0;
+    return Status::success();
+  }
+  // As tamoe-expand-gate lowers it: E / (k S^2) * sum_e count_e *
+  // probSum_e (* w_e), in f32 and in this order. f_e divides by all k S
+  // assignments, dropped ones included.
+  std::vector<float> counts(experts, 0.0f), probSums(experts, 0.0f);
+  for (intptr_t a = 0; a < tokens * k; ++a)
+    if (expertIds[a] >= 0)
+      counts[expertIds[a]] += 1.0f;
+  for (intptr_t t = 0; t < tokens; ++t)
+    for (intptr_t e = 0; e < experts; ++e)
+      probSums[e] += probs[t * experts + e];
+  float total = 0;
+  for (intptr_t e = 0; e < experts; ++e) {
+    float term = counts[e] * probSums[e];
+    if (expertWeights)
+      term = term * expertWeights[e];
+    total += term;
+  }
+  float s = float(tokens);
+  float scale = float(experts) / (float(k) * (s * s));
+  *loss = total * scale;
+  return Status::success();
+}
+
+Status CpuBackend::regroup(const void *rows, intptr_t rowsCapacity,
+                           intptr_t rowBytes, const int32_t *counts, intptr_t a,
+                           intptr_t b, intptr_t inner, void *regrouped,
+                           int32_t *regroupedCounts) {
+  // Rows of chunk (x, y) and where it starts in `rows`.
+  std::vector<intptr_t> chunkRows(a * b, 0), chunkStart(a * b, 0);
+  intptr_t total = 0;
+  for (intptr_t chunk = 0; chunk < a * b; ++chunk) {
+    chunkStart[chunk] = total;
+    for (intptr_t i = 0; i < inner; ++i) {
+      int32_t count = counts[chunk * inner + i];
+      if (count < 0)
+        return invalid(str("counts[", chunk / b, ", ", chunk % b, ", ", i,
+                           "] = ", count, " is negative"));
+      chunkRows[chunk] += count;
+    }
+    total += chunkRows[chunk];
+  }
+  if (total > rowsCapacity)
+    return invalid(str("counts sum to ", total, " rows but rows_capacity is ",
+                       rowsCapacity));
+  intptr_t row = 0;
+  for (intptr_t y = 0; y < b; ++y)
+    for (intptr_t x = 0; x < a; ++x) {
+      intptr_t chunk = x * b + y;
+      if (chunkRows[chunk])
+        std::memcpy(rowOf(regrouped, row, rowBytes),
+                    rowOf(rows, chunkStart[chunk], rowBytes),
+                    size_t(chunkRows[chunk] * rowBytes));
+      row += chunkRows[chunk];
+      std::memcpy(regroupedCounts + (y * a + x) * inner, counts + chunk * inner,
+                  size_t(inner) * sizeof(int32_t));
+    }
+  return Status::success();
+}
+
+//===----------------------------------------------------------------------===//
+// De-duplication
+//===----------------------------------------------------------------------===//
+
+Status CpuBackend::dedupPack(const void *tokens, intptr_t numTokens,
+                             intptr_t rowBytes, const int32_t *expertIds,
+                             const int32_t *positions, intptr_t k,
+                             intptr_t expertsPerNode, intptr_t nodes,
+                             void *unique, int32_t *routes,
+                             intptr_t uniqueCapacity, int32_t *nodeCounts) {
+  intptr_t experts = expertsPerNode * nodes;
+  for (intptr_t a = 0; a < numTokens * k; ++a)
+    if (positions[a] >= 0 && (expertIds[a] < 0 || expertIds[a] >= experts))
+      return invalid(str(entry("expert_ids", a, k), " = ", expertIds[a],
+                         " is out of range [0, ", experts, ") (",
+                         expertsPerNode, " experts on each of ", nodes,
+                         " nodes)"));
+  auto goesTo = [&](intptr_t a, intptr_t node) {
+    return positions[a] >= 0 && expertIds[a] / expertsPerNode == node;
+  };
+  auto needs = [&](intptr_t t, intptr_t node) {
+    for (intptr_t j = 0; j < k; ++j)
+      if (goesTo(t * k + j, node))
+        return true;
+    return false;
+  };
+  intptr_t total = 0;
+  for (intptr_t node = 0; node < nodes; ++node)
+    for (intptr_t t = 0; t < numTokens; ++t)
+      total += needs(t, node);
+  if (total > uniqueCapacity)
+    return exceeded(
+        str(total, " unique rows exceed unique_capacity ", uniqueCapacity));
+
+  intptr_t row = 0;
+  for (intptr_t node = 0; node < nodes; ++node) {
+    int32_t count = 0;
+    for (intptr_t t = 0; t < numTokens; ++t) {
+      if (!needs(t, node))
+        continue;
+      std::memcpy(rowOf(unique, row, rowBytes), rowOf(tokens, t, rowBytes),
+                  size_t(rowBytes));
+      int32_t *route = routes + row * k;
+      intptr_t listed = 0;
+      for (intptr_t j = 0; j < k; ++j)
+        if (goesTo(t * k + j, node))
+          route[listed++] = expertIds[t * k + j];
+      std::fill(route + listed, route + k, -1);
+      ++row;
+      ++count;
+    }
+    nodeCounts[node] = count;
+  }
+  return Status::success();
+}
+
+Status CpuBackend::dedupExpand(const void *unique, const int32_t *routes,
+                               intptr_t uniqueCapacity, intptr_t rowBytes,
+                               intptr_t k, const int32_t *recvCounts,
+                               intptr_t nodes, intptr_t ranksPerNode,
+                               intptr_t expertsPerRank, void *expanded,
+                               intptr_t expandedCapacity,
+                               int32_t *expandedCounts) {
+  intptr_t rows = 0;
+  for (intptr_t s = 0; s < nodes; ++s) {
+    if (recvCounts[s] < 0)
+      return invalid(
+          str("recv_counts[", s, "] = ", recvCounts[s], " is negative"));
+    rows += recvCounts[s];
+  }
+  if (rows > uniqueCapacity)
+    return invalid(str("recv_counts sum to ", rows,
+                       " rows but unique_capacity is ", uniqueCapacity));
+  for (intptr_t i = 0; i < rows * k; ++i)
+    if (routes[i] < -1)
+      return invalid(str(entry("routes", i, k), " = ", routes[i],
+                         " is neither an expert id nor -1"));
+
+  // One entry per listed expert, sorted by (destination index, source
+  // node, expert); the sort is stable, so arrival order breaks ties.
+  entries.clear();
+  intptr_t row = 0;
+  for (intptr_t s = 0; s < nodes; ++s)
+    for (int32_t i = 0; i < recvCounts[s]; ++i, ++row)
+      for (intptr_t j = 0; j < k; ++j) {
+        int32_t expert = routes[row * k + j];
+        if (expert >= 0)
+          entries.push_back(
+              {(expert / expertsPerRank) % ranksPerNode, s, expert, row});
+      }
+  if (intptr_t(entries.size()) > expandedCapacity)
+    return exceeded(str(entries.size(), " expanded rows exceed ",
+                        "expanded_capacity ", expandedCapacity));
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const Expansion &x, const Expansion &y) {
+                     if (x.destination != y.destination)
+                       return x.destination < y.destination;
+                     if (x.source != y.source)
+                       return x.source < y.source;
+                     return x.expert < y.expert;
+                   });
+  std::fill(expandedCounts,
+            expandedCounts + ranksPerNode * nodes * expertsPerRank, 0);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Expansion &e = entries[i];
+    std::memcpy(rowOf(expanded, intptr_t(i), rowBytes),
+                rowOf(unique, e.row, rowBytes), size_t(rowBytes));
+    ++expandedCounts[(e.destination * nodes + e.source) * expertsPerRank +
+                     e.expert % expertsPerRank];
+  }
+  return Status::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Exchange
+//===----------------------------------------------------------------------===//
+
+Status CpuBackend::exchange(Status local, tamoe_rt_group_t group,
+                            const void *send, intptr_t sendCapacity,
+                            intptr_t rowBytes, const int32_t *sendCounts,
+                            intptr_t split, void *received,
+                            intptr_t recvCapacity, int32_t *recvCounts,
+                            Traffic &traffic) {
+  if (!launcher.broken().ok())
+    return launcher.brokenStatus();
+  MPI_Comm comm = launcher.comm(group);
+  int size = launcher.groupSize(group), me = launcher.groupRank(group);
+
+  // This rank's counts: they must be non-negative and within `send`. Rows
+  // per peer add up in int64 (slots [0, size) of the reduction below).
+  reduceIn.assign(5 * size, 0);
+  reduceOut.assign(5 * size, 0);
+  int64_t sendTotal = 0;
+  for (intptr_t i = 0; local.ok() && i < size * split; ++i) {
+    if (sendCounts[i] < 0)
+      local = invalid(split == 1 ? str("send_counts[", i, "] = ", sendCounts[i],
+                                       " is negative")
+                                 : str(entry("send_counts", i, split), " = ",
+                                       sendCounts[i], " is negative"));
+    reduceIn[i / split] += sendCounts[i];
+    sendTotal += sendCounts[i];
+  }
+  if (local.ok() && sendTotal > sendCapacity)
+    local = invalid(str("send_counts sum to ", sendTotal,
+                        " rows but send_capacity is ", sendCapacity));
+  if (local.ok() && sendTotal > INT_MAX)
+    local = invalid(str("send_counts sum to ", sendTotal, " rows, more than ",
+                        INT_MAX, " (MPI counts are int)"));
+
+  // Round 1 settles everything before a row moves: every member learns
+  // each member's failure, capacity, row_bytes, split and receive total,
+  // so all of them reach the same verdict, and the rows each peer sends
+  // here. The messages have sizes independent of the arguments, so they
+  // are safe before the arguments are known to agree. In a small group one
+  // allgather of every member's row counts does it; in a large one, where
+  // that matrix would be big, a SUM reduction in which every member fills
+  // its own slots, alongside an alltoall of the row counts. Either way the
+  // results land in reduceOut as [totals | failures | capacities |
+  // row_bytes | splits] and in rowsOut.
+  rowsIn.assign(size, 0);
+  rowsOut.assign(size, 0);
+  if (local.ok())
+    for (int p = 0; p < size; ++p)
+      rowsIn[p] = int32_t(reduceIn[p]);
+  MPI_Request requests[3];
+  const std::string *what = &stageName(0, group);
+  Status status;
+  constexpr int kGatherLimit = 128, kHeader = 4;
+  if (size <= kGatherLimit) {
+    int block = kHeader + size;
+    reduceIn.assign(block, 0);
+    reduceIn[0] = local.ok() ? 0 : local.code;
+    reduceIn[1] = recvCapacity;
+    reduceIn[2] = rowBytes;
+    reduceIn[3] = split;
+    std::copy(rowsIn.begin(), rowsIn.end(), reduceIn.begin() + kHeader);
+    gathered.assign(size_t(block) * size, 0);
+    status = launcher.check(MPI_Iallgather(reduceIn.data(), block, MPI_INT64_T,
+                                           gathered.data(), block, MPI_INT64_T,
+                                           comm, &requests[0]),
+                            *what);
+    if (status.ok())
+      status = launcher.wait(requests, 1, *what);
+    if (!status.ok())
+      return status;
+    reduceOut.assign(5 * size, 0);
+    for (int p = 0; p < size; ++p) {
+      const int64_t *from = &gathered[size_t(p) * block];
+      reduceOut[size + p] = from[0];
+      reduceOut[2 * size + p] = from[1];
+      reduceOut[3 * size + p] = from[2];
+      reduceOut[4 * size + p] = from[3];
+      for (int q = 0; q < size; ++q)
+        reduceOut[q] += from[kHeader + q];
+      rowsOut[p] = int32_t(from[kHeader + me]);
+    }
+  } else {
+    if (!local.ok()) {
+      std::fill(reduceIn.begin(), reduceIn.begin() + size, 0);
+      reduceIn[size + me] = local.code;
+    }
+    reduceIn[2 * size + me] = recvCapacity;
+    reduceIn[3 * size + me] = rowBytes;
+    reduceIn[4 * size + me] = split;
+    status = launcher.check(MPI_Iallreduce(reduceIn.data(), reduceOut.data(),
+                                           5 * size, MPI_INT64_T, MPI_SUM, comm,
+                                           &requests[0]),
+                            *what);
+    if (status.ok())
+      status = launcher.check(MPI_Ialltoall(rowsIn.data(), 1, MPI_INT32_T,
+                                            rowsOut.data(), 1, MPI_INT32_T,
+                                            comm, &requests[1]),
+                              *what);
+    if (status.ok())
+      status = launcher.wait(requests, 2, *what);
+    if (!status.ok())
+      return status;
+  }
+
+  // The verdict, the same on every member: a failure (only that member
+  // knows why, so it shares its message), a disagreement, a receive that
+  // does not fit.
+  for (int p = 0; p < size; ++p)
+    if (reduceOut[size + p] != 0)
+      return launcher.shareFailure(group, p, local);
+  for (auto [slot, valueName] :
+       {std::pair<int, const char *>{3, "row_bytes"}, {4, "split"}})
+    for (int p = 1; p < size; ++p)
+      if (reduceOut[slot * size + p] != reduceOut[slot * size])
+        return Status::error(TAMOE_RT_ERROR_MISMATCH,
+                             str("ranks disagree on ", valueName, ": rank ",
+                                 launcher.worldRankOf(group, 0), " has ",
+                                 reduceOut[slot * size], ", rank ",
+                                 launcher.worldRankOf(group, p), " has ",
+                                 reduceOut[slot * size + p]));
+  for (int p = 0; p < size; ++p) {
+    int64_t rows = reduceOut[p], capacity = reduceOut[2 * size + p];
+    int64_t rank = launcher.worldRankOf(group, p);
+    if (rows > capacity)
+      return exceeded(str("rank ", rank, ": ", rows,
+                          " rows to receive exceed recv_capacity ", capacity));
+    if (rows > INT_MAX)
+      return invalid(str("rank ", rank, ": ", rows, " rows to receive, more ",
+                         "than ", INT_MAX, " (MPI counts are int)"));
+  }
+
+  // Round 2: the rows, and the counts of the split alongside them.
+  sendRows.assign(size, 0);
+  sendOffsets.assign(size, 0);
+  recvRows.assign(size, 0);
+  recvOffsets.assign(size, 0);
+  int sendOffset = 0, recvOffset = 0;
+  for (int p = 0; p < size; ++p) {
+    sendRows[p] = rowsIn[p];
+    sendOffsets[p] = sendOffset;
+    sendOffset += sendRows[p];
+    recvRows[p] = rowsOut[p];
+    recvOffsets[p] = recvOffset;
+    recvOffset += recvRows[p];
+  }
+  // With one count per peer the rows are the counts; otherwise the split
+  // travels alongside the rows.
+  bool exchangeCounts = split > 1;
+  if (exchangeCounts) {
+    countsIn.assign(sendCounts, sendCounts + size * split);
+    countsOut.assign(size * split, 0);
+  } else {
+    countsOut.assign(rowsOut.begin(), rowsOut.end());
+  }
+  // Counts and offsets in rows: a row type keeps them far from INT_MAX.
+  MPI_Datatype row;
+  what = &stageName(1, group);
+  status =
+      launcher.check(MPI_Type_contiguous(int(rowBytes), MPI_BYTE, &row), *what);
+  if (!status.ok())
+    return status;
+  MPI_Type_commit(&row);
+  status = launcher.check(MPI_Ialltoallv(send, sendRows.data(),
+                                         sendOffsets.data(), row, received,
+                                         recvRows.data(), recvOffsets.data(),
+                                         row, comm, &requests[0]),
+                          *what);
+  if (status.ok() && exchangeCounts)
+    status =
+        launcher.check(MPI_Ialltoall(countsIn.data(), int(split), MPI_INT32_T,
+                                     countsOut.data(), int(split), MPI_INT32_T,
+                                     comm, &requests[1]),
+                       *what);
+  if (status.ok())
+    status = launcher.wait(requests, exchangeCounts ? 2 : 1, *what);
+  MPI_Type_free(&row);
+  if (!status.ok())
+    return status;
+
+  std::copy(countsOut.begin(), countsOut.end(), recvCounts);
+  // Bytes a rank keeps are not traffic.
+  for (int p = 0; p < size; ++p) {
+    if (p == me)
+      continue;
+    int64_t bytes = int64_t(sendRows[p]) * rowBytes;
+    if (launcher.worldRankOf(group, p) / launcher.ranksPerNode() ==
+        launcher.node())
+      traffic.intraNodeBytes += bytes;
+    else
+      traffic.interNodeBytes += bytes;
+  }
+  return Status::success();
+}

@@ -1,0 +1,108 @@
+//===- CpuBackend.h - Host memory, plain loops and MPI ----------*- C++ -*-===//
+//
+// The cpu backend: buffers are host memory, the local operations are plain
+// serial loops (the reference the cuda backend is tested against), and the
+// exchanges are MPI_Ialltoallv on the launcher's communicators.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TAMOE_RT_LIB_CPUBACKEND_H
+#define TAMOE_RT_LIB_CPUBACKEND_H
+
+#include "Backend.h"
+#include "MpiLauncher.h"
+
+#include <vector>
+
+namespace tamoe_rt {
+
+class CpuBackend final : public Backend {
+public:
+  explicit CpuBackend(MpiLauncher &launcher) : launcher(launcher) {}
+
+  tamoe_rt_backend_t kind() const override { return TAMOE_RT_BACKEND_CPU; }
+
+  Status alloc(intptr_t bytes, void **pointer) override;
+  Status free(void *pointer) override;
+  Status copyToBackend(void *destination, const void *hostSource,
+                       intptr_t bytes) override;
+  Status copyToHost(void *hostDestination, const void *source,
+                    intptr_t bytes) override;
+  Status synchronize() override { return Status::success(); }
+
+  Status gate(const float *logits, intptr_t tokens, intptr_t experts,
+              intptr_t k, tamoe_rt_score_t score, bool renormalize,
+              intptr_t numGroups, intptr_t groupsKept, int32_t *expertIds,
+              float *weights, float *probs) override;
+  Status dispatch(const void *tokens, intptr_t numTokens, intptr_t rowBytes,
+                  const int32_t *expertIds, intptr_t k, intptr_t experts,
+                  const float *weights, intptr_t capacity, tamoe_rt_drop_t drop,
+                  void *dispatched, intptr_t dispatchedCapacity,
+                  int32_t *expertCounts, int32_t *positions,
+                  int64_t *numDropped) override;
+  Status combine(const float *expertOutputs, intptr_t rows, intptr_t hidden,
+                 const int32_t *positions, const float *weights,
+                 intptr_t tokens, intptr_t k, float *combined) override;
+  Status groupedMatmul(const float *rows, intptr_t rowsCapacity,
+                       intptr_t hidden, const int32_t *counts,
+                       intptr_t numCounts, intptr_t experts,
+                       const float *weights, intptr_t outFeatures,
+                       float *result) override;
+  Status auxLoss(const float *probs, const int32_t *expertIds, intptr_t tokens,
+                 intptr_t experts, intptr_t k, const float *expertWeights,
+                 float *loss) override;
+  Status regroup(const void *rows, intptr_t rowsCapacity, intptr_t rowBytes,
+                 const int32_t *counts, intptr_t a, intptr_t b, intptr_t inner,
+                 void *regrouped, int32_t *regroupedCounts) override;
+  Status dedupPack(const void *tokens, intptr_t numTokens, intptr_t rowBytes,
+                   const int32_t *expertIds, const int32_t *positions,
+                   intptr_t k, intptr_t expertsPerNode, intptr_t nodes,
+                   void *unique, int32_t *routes, intptr_t uniqueCapacity,
+                   int32_t *nodeCounts) override;
+  Status dedupExpand(const void *unique, const int32_t *routes,
+                     intptr_t uniqueCapacity, intptr_t rowBytes, intptr_t k,
+                     const int32_t *recvCounts, intptr_t nodes,
+                     intptr_t ranksPerNode, intptr_t expertsPerRank,
+                     void *expanded, intptr_t expandedCapacity,
+                     int32_t *expandedCounts) override;
+  Status allToAll(tamoe_rt_group_t group, const void *send,
+                  intptr_t sendCapacity, intptr_t rowBytes,
+                  const int32_t *sendCounts, intptr_t split, void *received,
+                  intptr_t recvCapacity, int32_t *recvCounts,
+                  Traffic &traffic) override {
+    return exchange(Status::success(), group, send, sendCapacity, rowBytes,
+                    sendCounts, split, received, recvCapacity, recvCounts,
+                    traffic);
+  }
+  /// allToAll that also settles the core's verdict on this rank's
+  /// arguments (`local`; the pointers are not touched when it failed) and
+  /// the agreement on row_bytes and split, in the round that exchanges the
+  /// counts: a checked exchange costs two rounds, as MPI_Alltoall +
+  /// MPI_Alltoallv do.
+  Status exchange(Status local, tamoe_rt_group_t group, const void *send,
+                  intptr_t sendCapacity, intptr_t rowBytes,
+                  const int32_t *sendCounts, intptr_t split, void *received,
+                  intptr_t recvCapacity, int32_t *recvCounts, Traffic &traffic);
+
+  /// A row of dedupExpand's output before the sort.
+  struct Expansion {
+    intptr_t destination, source, expert, row;
+  };
+
+private:
+  MpiLauncher &launcher;
+  // Scratch of the local operations, kept between calls: fresh memory of
+  // this size costs page faults on every call.
+  std::vector<intptr_t> start, next, order, byWeight;
+  std::vector<char> kept;
+  std::vector<Expansion> entries;
+  // Buffers of the exchange in flight; members for the reason given in
+  // MpiLauncher.h (a timed-out operation may still write into them).
+  std::vector<int64_t> reduceIn, reduceOut, gathered;
+  std::vector<int32_t> countsIn, countsOut, rowsIn, rowsOut;
+  std::vector<int> sendRows, sendOffsets, recvRows, recvOffsets;
+};
+
+} // namespace tamoe_rt
+
+#endif // TAMOE_RT_LIB_CPUBACKEND_H

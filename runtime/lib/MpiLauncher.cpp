@@ -1,0 +1,397 @@
+//===- MpiLauncher.cpp - A context's ranks and groups over MPI ------------===//
+
+#include "MpiLauncher.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+using namespace tamoe_rt;
+
+namespace {
+
+std::string mpiErrorString(int rc) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  if (MPI_Error_string(rc, text, &length) != MPI_SUCCESS)
+    return str("MPI error ", rc);
+  return std::string(text, length);
+}
+
+/// A whole positive integer, or nothing.
+bool parsePositive(const char *text, int64_t &value) {
+  char *end = nullptr;
+  errno = 0;
+  long long parsed = std::strtoll(text, &end, 10);
+  if (errno || end == text || *end || parsed <= 0)
+    return false;
+  value = parsed;
+  return true;
+}
+
+bool parsePositive(const char *text, double &value) {
+  char *end = nullptr;
+  errno = 0;
+  double parsed = std::strtod(text, &end);
+  if (errno || end == text || *end || !(parsed > 0) || !std::isfinite(parsed))
+    return false;
+  value = parsed;
+  return true;
+}
+
+const char *nonEmptyEnv(const char *name) {
+  const char *value = std::getenv(name);
+  return value && *value ? value : nullptr;
+}
+
+/// Ranks per node from the options, the environment or the launcher, in
+/// that order (tamoe_rt.h); "" or the failure's message.
+std::string resolveRanksPerNode(int64_t option, int64_t worldSize,
+                                int64_t &ranksPerNode) {
+  const char *source = "options->ranks_per_node";
+  ranksPerNode = option;
+  if (option <= 0) {
+    ranksPerNode = worldSize;
+    source = "the number of ranks";
+    for (const char *name :
+         {"TAMOE_RANKS_PER_NODE", "OMPI_COMM_WORLD_LOCAL_SIZE",
+          "LOCAL_WORLD_SIZE"}) {
+      const char *text = nonEmptyEnv(name);
+      if (!text)
+        continue;
+      if (!parsePositive(text, ranksPerNode))
+        return str(name, "='", text, "' is not a positive integer");
+      source = name;
+      break;
+    }
+  }
+  if (worldSize % ranksPerNode != 0)
+    return str("ranks_per_node = ", ranksPerNode, " (from ", source,
+               ") does not divide the ", worldSize, " ranks");
+  return "";
+}
+
+std::string resolveTimeout(double option, double &timeout) {
+  timeout = 60;
+  if (option > 0) {
+    timeout = option;
+    return "";
+  }
+  const char *text = nonEmptyEnv("TAMOE_RT_TIMEOUT");
+  if (text && !parsePositive(text, timeout)) {
+    timeout = 60;
+    return str("TAMOE_RT_TIMEOUT='", text,
+               "' is not a positive number of seconds");
+  }
+  return "";
+}
+
+} // namespace
+
+Status MpiLauncher::create(Status local, int64_t ranksPerNode,
+                           double timeoutSeconds, int64_t backendKind,
+                           std::unique_ptr<MpiLauncher> &launcher) {
+  std::unique_ptr<MpiLauncher> self(new MpiLauncher());
+  // A duplicate of the world, so that the program's own messages on
+  // MPI_COMM_WORLD never match ours.
+  int rc = MPI_Comm_dup(MPI_COMM_WORLD, &self->world);
+  if (rc != MPI_SUCCESS)
+    return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                         str("MPI_Comm_dup failed: ", mpiErrorString(rc)));
+  MPI_Comm_set_errhandler(self->world, MPI_ERRORS_RETURN);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(self->world, &rank);
+  MPI_Comm_size(self->world, &size);
+  self->worldRank = rank;
+  self->worldSize = size;
+
+  std::string problem = resolveTimeout(timeoutSeconds, self->timeout);
+  int64_t perNode = size;
+  std::string nodeProblem = resolveRanksPerNode(ranksPerNode, size, perNode);
+  if (problem.empty())
+    problem = nodeProblem;
+  if (nodeProblem.empty())
+    self->nodeSize = perNode;
+  if (local.ok() && !problem.empty())
+    local = Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT, problem);
+  Status agreed = self->agreeOn(
+      TAMOE_RT_GROUP_WORLD, local,
+      {{"ranks_per_node", self->nodeSize}, {"backend", backendKind}});
+  if (!agreed.ok()) {
+    // MPI may still write into a broken launcher's buffers.
+    if (!self->brokenBy.ok())
+      self.release();
+    return agreed;
+  }
+
+  int node = rank / self->nodeSize, index = rank % self->nodeSize;
+  rc = MPI_Comm_split(self->world, node, index, &self->nodeComm);
+  if (rc == MPI_SUCCESS)
+    rc = MPI_Comm_split(self->world, index, node, &self->peersComm);
+  if (rc != MPI_SUCCESS)
+    return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                         str("MPI_Comm_split failed: ", mpiErrorString(rc)));
+  MPI_Comm_set_errhandler(self->nodeComm, MPI_ERRORS_RETURN);
+  MPI_Comm_set_errhandler(self->peersComm, MPI_ERRORS_RETURN);
+  launcher = std::move(self);
+  return Status::success();
+}
+
+MpiLauncher::~MpiLauncher() {
+  // The owner never destroys a broken launcher (MPI may still write into
+  // its buffers); after MPI_Finalize there is nothing left to free.
+  int finalised = 0;
+  MPI_Finalized(&finalised);
+  if (finalised)
+    return;
+  for (MPI_Comm *comm : {&peersComm, &nodeComm, &world})
+    if (*comm != MPI_COMM_NULL)
+      MPI_Comm_free(comm);
+}
+
+const char *MpiLauncher::groupName(tamoe_rt_group_t group) {
+  switch (group) {
+  case TAMOE_RT_GROUP_NODE:
+    return "node";
+  case TAMOE_RT_GROUP_PEERS:
+    return "peers";
+  default:
+    return "world";
+  }
+}
+
+MPI_Comm MpiLauncher::comm(tamoe_rt_group_t group) const {
+  switch (group) {
+  case TAMOE_RT_GROUP_NODE:
+    return nodeComm;
+  case TAMOE_RT_GROUP_PEERS:
+    return peersComm;
+  default:
+    return world;
+  }
+}
+
+int MpiLauncher::groupSize(tamoe_rt_group_t group) const {
+  switch (group) {
+  case TAMOE_RT_GROUP_NODE:
+    return int(nodeSize);
+  case TAMOE_RT_GROUP_PEERS:
+    return int(numNodes());
+  default:
+    return int(worldSize);
+  }
+}
+
+int MpiLauncher::groupRank(tamoe_rt_group_t group) const {
+  switch (group) {
+  case TAMOE_RT_GROUP_NODE:
+    return int(localIndex());
+  case TAMOE_RT_GROUP_PEERS:
+    return int(node());
+  default:
+    return int(worldRank);
+  }
+}
+
+int64_t MpiLauncher::worldRankOf(tamoe_rt_group_t group, int64_t index) const {
+  switch (group) {
+  case TAMOE_RT_GROUP_NODE:
+    return node() * nodeSize + index;
+  case TAMOE_RT_GROUP_PEERS:
+    return index * nodeSize + localIndex();
+  default:
+    return index;
+  }
+}
+
+Status MpiLauncher::fail(tamoe_rt_status_t code, std::string text) {
+  brokenBy = Status::error(code, std::move(text));
+  return brokenBy;
+}
+
+Status MpiLauncher::brokenStatus() const {
+  return Status::error(brokenBy.code,
+                       str("the context is unusable after an earlier "
+                           "failure (",
+                           brokenBy.message, "); finalize it"));
+}
+
+Status MpiLauncher::check(int rc, const std::string &what) {
+  if (rc == MPI_SUCCESS)
+    return Status::success();
+  return fail(TAMOE_RT_ERROR_COMMUNICATION,
+              str(what, " failed: ", mpiErrorString(rc)));
+}
+
+Status MpiLauncher::wait(MPI_Request *requests, int count,
+                         const std::string &what) {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(timeout));
+  while (true) {
+    int done = 0;
+    int rc = MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS)
+      return check(rc, what);
+    if (done)
+      return Status::success();
+    if (Clock::now() > deadline)
+      return fail(TAMOE_RT_ERROR_TIMEOUT,
+                  str(what, " did not complete within ", timeout,
+                      " s (a peer died or did not call it)"));
+    // MPI only progresses inside MPI calls, so keep testing; yielding lets
+    // the peers run when ranks outnumber cores.
+    sched_yield();
+  }
+}
+
+Status MpiLauncher::shareFailure(tamoe_rt_group_t group, int root,
+                                 const Status &local) {
+  MPI_Comm c = comm(group);
+  std::string what =
+      str("sharing a failure's message over the ", groupName(group), " group");
+  bool isRoot = groupRank(group) == root;
+  reduceIn.assign(2, 0);
+  if (isRoot) {
+    reduceIn[0] = local.code;
+    reduceIn[1] = int64_t(local.message.size());
+  }
+  MPI_Request request;
+  Status status = check(
+      MPI_Ibcast(reduceIn.data(), 2, MPI_INT64_T, root, c, &request), what);
+  if (status.ok())
+    status = wait(&request, 1, what);
+  if (!status.ok())
+    return status;
+  auto code = tamoe_rt_status_t(reduceIn[0]);
+  size_t length = std::min<int64_t>(reduceIn[1], 1 << 20);
+  message = isRoot ? local.message.substr(0, length) : std::string(length, ' ');
+  status = check(
+      MPI_Ibcast(message.data(), int(length), MPI_CHAR, root, c, &request),
+      what);
+  if (status.ok())
+    status = wait(&request, 1, what);
+  if (!status.ok())
+    return status;
+  return Status::error(code,
+                       str("rank ", worldRankOf(group, root), ": ", message));
+}
+
+Status MpiLauncher::agree(tamoe_rt_group_t group, Status local) {
+  return agreeOn(group, std::move(local), {});
+}
+
+Status MpiLauncher::agreeOn(tamoe_rt_group_t group, Status local,
+                            const std::vector<Value> &values) {
+  if (!brokenBy.ok())
+    return brokenStatus();
+  MPI_Comm c = comm(group);
+  constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
+  // One MIN reduction gives the first failing member and, negated, the
+  // largest of each value.
+  size_t n = 1 + 2 * values.size();
+  reduceIn.assign(n, 0);
+  reduceOut.assign(n, 0);
+  reduceIn[0] = local.ok() ? kNone : groupRank(group);
+  for (size_t i = 0; i < values.size(); ++i) {
+    reduceIn[1 + 2 * i] = values[i].value;
+    reduceIn[2 + 2 * i] = -values[i].value;
+  }
+  std::string what = str("the agreement on arguments and status over the ",
+                         groupName(group), " group");
+  MPI_Request request;
+  Status status =
+      check(MPI_Iallreduce(reduceIn.data(), reduceOut.data(), int(n),
+                           MPI_INT64_T, MPI_MIN, c, &request),
+            what);
+  if (status.ok())
+    status = wait(&request, 1, what);
+  if (!status.ok())
+    return status;
+  if (reduceOut[0] != kNone)
+    return shareFailure(group, int(reduceOut[0]), local);
+  bool same = true;
+  for (size_t i = 0; i < values.size(); ++i)
+    same = same && reduceOut[1 + 2 * i] == -reduceOut[2 + 2 * i];
+  if (same)
+    return Status::success();
+
+  // Slow path: name the first rank that differs from the first member.
+  int size = groupSize(group);
+  reduceIn.resize(values.size());
+  for (size_t i = 0; i < values.size(); ++i)
+    reduceIn[i] = values[i].value;
+  gathered.assign(values.size() * size, 0);
+  status = check(MPI_Iallgather(reduceIn.data(), int(values.size()),
+                                MPI_INT64_T, gathered.data(),
+                                int(values.size()), MPI_INT64_T, c, &request),
+                 what);
+  if (status.ok())
+    status = wait(&request, 1, what);
+  if (!status.ok())
+    return status;
+  for (size_t i = 0; i < values.size(); ++i)
+    for (int member = 1; member < size; ++member) {
+      int64_t first = gathered[i], other = gathered[member * values.size() + i];
+      if (other != first)
+        return Status::error(TAMOE_RT_ERROR_MISMATCH,
+                             str("ranks disagree on ", values[i].name,
+                                 ": rank ", worldRankOf(group, 0), " has ",
+                                 first, ", rank ", worldRankOf(group, member),
+                                 " has ", other));
+    }
+  return Status::error(TAMOE_RT_ERROR_INTERNAL,
+                       "ranks disagree on a value that no rank differs in");
+}
+
+Status MpiLauncher::broadcast(tamoe_rt_group_t group, void *hostData,
+                              size_t bytes) {
+  if (!brokenBy.ok())
+    return brokenStatus();
+  if (bytes && !hostData)
+    return Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                         "broadcast: hostData is null");
+  // MPI counts are int: move the bytes in chunks of 1 GiB.
+  constexpr size_t kChunk = size_t(1) << 30;
+  auto *data = static_cast<char *>(hostData);
+  for (size_t offset = 0; offset < bytes; offset += kChunk) {
+    int count = int(std::min(kChunk, bytes - offset));
+    MPI_Request request;
+    std::string what = str("a broadcast over the ", groupName(group), " group");
+    Status status = check(
+        MPI_Ibcast(data + offset, count, MPI_BYTE, 0, comm(group), &request),
+        what);
+    if (status.ok())
+      status = wait(&request, 1, what);
+    if (!status.ok())
+      return status;
+  }
+  return Status::success();
+}
+
+Status MpiLauncher::allToAllInts(tamoe_rt_group_t group,
+                                 const std::vector<int32_t> &send, int perPeer,
+                                 std::vector<int32_t> &recv,
+                                 const std::string &what) {
+  if (!brokenBy.ok())
+    return brokenStatus();
+  size_t total = size_t(perPeer) * groupSize(group);
+  intsIn.assign(send.begin(), send.end());
+  intsIn.resize(total, 0);
+  intsOut.assign(total, 0);
+  MPI_Request request;
+  Status status =
+      check(MPI_Ialltoall(intsIn.data(), perPeer, MPI_INT32_T, intsOut.data(),
+                          perPeer, MPI_INT32_T, comm(group), &request),
+            what);
+  if (status.ok())
+    status = wait(&request, 1, what);
+  if (status.ok())
+    recv = intsOut;
+  return status;
+}

@@ -1,0 +1,176 @@
+//===- Program.cpp - Support for programs compiled by tamoe ---------------===//
+//
+// The process-wide context, status checks, memref allocation and test I/O
+// of tamoe_rt/program.h.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tamoe_rt/program.h"
+
+#include <mpi.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+tamoe_rt_context_t *programContext = nullptr;
+std::once_flag created;
+
+void finalizeAtExit() {
+  tamoe_rt_finalize(programContext);
+  programContext = nullptr;
+}
+
+[[noreturn]] void fail(const std::string &message) {
+  int rank = -1;
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized)
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::fprintf(stderr, "tamoe_rt: rank %d: %s\n", rank, message.c_str());
+  std::fflush(stderr);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  // Peers blocked in a collective with this rank would wait for their
+  // timeout otherwise.
+  if (initialized && !finalized)
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  std::exit(1);
+}
+
+void create() {
+  tamoe_rt_options_t options = tamoe_rt_default_options();
+  if (const char *backend = std::getenv("TAMOE_RT_BACKEND")) {
+    if (std::strcmp(backend, "cuda") == 0)
+      options.backend = TAMOE_RT_BACKEND_CUDA;
+    else if (std::strcmp(backend, "cpu") != 0)
+      fail(std::string("TAMOE_RT_BACKEND: expected cpu or cuda, got '") +
+           backend + "'");
+  }
+  if (tamoe_rt_init(&options, &programContext) != TAMOE_RT_SUCCESS)
+    fail(tamoe_rt_last_error(nullptr));
+  std::atexit(finalizeAtExit);
+}
+
+/// The ranked descriptor behind an unranked memref, checked to be
+/// contiguous (what the test programs pass).
+template <typename T>
+std::pair<T *, int64_t> contiguous(const tamoe_rt_unranked_memref_t *memref,
+                                   const char *function) {
+  // {allocated, aligned, offset, sizes[rank], strides[rank]}
+  auto *fields = static_cast<int64_t *>(memref->descriptor);
+  T *aligned = reinterpret_cast<T *>(fields[1]);
+  int64_t offset = fields[2];
+  const int64_t *sizes = fields + 3;
+  const int64_t *strides = sizes + memref->rank;
+  int64_t elements = 1;
+  for (int64_t dim = memref->rank - 1; dim >= 0; --dim) {
+    if (sizes[dim] != 1 && strides[dim] != elements)
+      fail(std::string(function) + ": the memref must be contiguous");
+    elements *= sizes[dim];
+  }
+  return {aligned + offset, elements};
+}
+
+template <typename T>
+void output(const tamoe_rt_unranked_memref_t *memref, int64_t index,
+            const char *function) {
+  const char *directory = std::getenv("TAMOE_RT_OUTPUT_DIR");
+  if (!directory)
+    return;
+  auto [data, elements] = contiguous<T>(memref, function);
+  std::vector<T> host(elements);
+  tamoe_rt_context_t *context = tamoe_rt_program_context();
+  tamoe_rt_program_check(tamoe_rt_copy_to_host(
+      context, host.data(), data, elements * intptr_t(sizeof(T))));
+  std::string path = std::string(directory) + "/out" + std::to_string(index) +
+                     ".rank" + std::to_string(tamoe_rt_rank(context)) +
+                     ".bin";
+  FILE *file = std::fopen(path.c_str(), "wb");
+  if (!file || std::fwrite(host.data(), sizeof(T), host.size(), file) !=
+                   host.size() ||
+      std::fclose(file) != 0)
+    fail(std::string(function) + ": cannot write " + path + ": " +
+         std::strerror(errno));
+}
+} // namespace
+
+extern "C" {
+
+tamoe_rt_context_t *tamoe_rt_program_context(void) {
+  std::call_once(created, create);
+  return programContext;
+}
+
+void tamoe_rt_program_check(tamoe_rt_status_t status) {
+  if (status != TAMOE_RT_SUCCESS)
+    fail(std::string(tamoe_rt_status_name(status)) + ": " +
+         tamoe_rt_last_error(programContext));
+}
+
+intptr_t tamoe_rt_program_rank(void) {
+  return tamoe_rt_rank(tamoe_rt_program_context());
+}
+
+void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed) {
+  for (intptr_t i = 0; i < n; ++i) {
+    // splitmix64 of (seed, i): independent of how the input is split.
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + uint64_t(i) + 1;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    data[i] = float(z >> 40) * (2.0f / 16777216.0f) - 1.0f;
+  }
+}
+
+void *_mlir_memref_to_llvm_alloc(size_t size) {
+  void *pointer = nullptr;
+  tamoe_rt_program_check(
+      tamoe_rt_alloc(tamoe_rt_program_context(), intptr_t(size), &pointer));
+  return pointer;
+}
+
+void *_mlir_memref_to_llvm_aligned_alloc(size_t alignment, size_t size) {
+  // The runtime aligns every allocation to 256 bytes.
+  if (alignment > 256)
+    fail("memref alignment " + std::to_string(alignment) +
+         " exceeds the runtime's 256 bytes");
+  return _mlir_memref_to_llvm_alloc(size);
+}
+
+void _mlir_memref_to_llvm_free(void *pointer) {
+  if (pointer)
+    tamoe_rt_program_check(tamoe_rt_free(tamoe_rt_program_context(), pointer));
+}
+
+void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t seed) {
+  auto [data, elements] = contiguous<float>(memref, "tamoeRandomF32");
+  std::vector<float> host(elements);
+  tamoe_rt_program_random_f32(host.data(), elements, uint64_t(seed));
+  tamoe_rt_program_check(
+      tamoe_rt_copy_to_backend(tamoe_rt_program_context(), data, host.data(),
+                               elements * intptr_t(sizeof(float))));
+}
+
+void _mlir_ciface_tamoeOutputF32(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t index) {
+  output<float>(memref, index, "tamoeOutputF32");
+}
+
+void _mlir_ciface_tamoeOutputI32(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t index) {
+  output<int32_t>(memref, index, "tamoeOutputI32");
+}
+
+void _mlir_ciface_tamoeOutputI64(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t index) {
+  output<int64_t>(memref, index, "tamoeOutputI64");
+}
+
+} // extern "C"

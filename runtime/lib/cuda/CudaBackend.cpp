@@ -1,0 +1,874 @@
+//===- CudaBackend.cpp - Device, memory and NCCL parts of the cuda backend ===//
+//
+// Everything here is host code: the factory the core finds with dlsym, device
+// selection, memory, the bracket around each local operation (clear the
+// device status, wait, report), and the all-to-all over NCCL.
+//
+// Collectives follow the contract of Backend.h: they fail on every rank of
+// the group alike (the core has already agreed on row_bytes and split).
+// Each exchange therefore (1) checks its send counts locally and agrees over
+// the launcher before NCCL moves anything, (2) exchanges the counts, (3)
+// agrees on whether the rows fit before moving them, and (4) agrees on the
+// outcome. Every wait on NCCL is bounded by the launcher's timeout; on a
+// timeout or an asynchronous NCCL error the communicator is aborted, and
+// later exchanges over it fail at step (1) on every rank.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CudaBackend.h"
+#include "Pipelines.h"
+
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace tamoe_rt {
+namespace cuda {
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Yields for the first polls (latency of a fast exchange), then sleeps
+/// briefly so a long wait does not burn a core.
+void pause(int poll) {
+  if (poll < 2000)
+    std::this_thread::yield();
+  else
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+}
+
+Status invalid(const std::string &message) {
+  return Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT, message);
+}
+
+std::string ncclMessage(ncclResult_t result, ncclComm_t comm) {
+  std::string message = ncclGetErrorString(result);
+  const char *last = ncclGetLastError(comm);
+  if (last && *last)
+    message += std::string(" (") + last + ")";
+  return message;
+}
+
+const char *groupName(tamoe_rt_group_t group) {
+  switch (group) {
+  case TAMOE_RT_GROUP_WORLD:
+    return "world";
+  case TAMOE_RT_GROUP_NODE:
+    return "node";
+  case TAMOE_RT_GROUP_PEERS:
+    return "peers";
+  }
+  return "?";
+}
+
+/// The node-local index of this process as its launcher reports it, or -1.
+/// Device selection prefers it to rank % ranks_per_node: when the job's
+/// logical nodes are smaller than the machine (ranks_per_node set to model
+/// a topology), two processes of one machine must still use two devices.
+int64_t launcherLocalRank() {
+  for (const char *name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                           "LOCAL_RANK", "SLURM_LOCALID"}) {
+    const char *value = std::getenv(name);
+    if (!value || !*value)
+      continue;
+    char *end = nullptr;
+    long long parsed = std::strtoll(value, &end, 10);
+    if (end && *end == '\0' && parsed >= 0)
+      return parsed;
+  }
+  return -1;
+}
+
+} // namespace
+
+Status cudaFailure(cudaError_t error, const std::string &what) {
+  tamoe_rt_status_t code = TAMOE_RT_ERROR_INTERNAL;
+  if (error == cudaErrorMemoryAllocation)
+    code = TAMOE_RT_ERROR_OUT_OF_MEMORY;
+  else if (error == cudaErrorInvalidValue ||
+           error == cudaErrorInvalidDevicePointer)
+    code = TAMOE_RT_ERROR_INVALID_ARGUMENT;
+  return Status::error(code, what + ": " + cudaGetErrorName(error) + " (" +
+                                 cudaGetErrorString(error) + ")");
+}
+
+DeviceScope::DeviceScope(int device) {
+  if (cudaGetDevice(&previous_) != cudaSuccess) {
+    cudaGetLastError();
+    previous_ = -1;
+  }
+  if (previous_ == device) {
+    previous_ = -1; // nothing to restore
+    return;
+  }
+  cudaError_t error = cudaSetDevice(device);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    status_ = cudaFailure(error, "selecting device " + std::to_string(device));
+    previous_ = -1;
+  }
+}
+
+DeviceScope::~DeviceScope() {
+  if (previous_ >= 0 && cudaSetDevice(previous_) != cudaSuccess)
+    cudaGetLastError();
+}
+
+//===----------------------------------------------------------------------===//
+// Creation and destruction
+//===----------------------------------------------------------------------===//
+
+Backend *CudaBackend::create(Launcher *launcher, Status *error) {
+  Status ignored;
+  if (!error)
+    error = &ignored;
+  if (!launcher) {
+    *error = invalid("the cuda backend needs a launcher");
+    return nullptr;
+  }
+  const int64_t rank = launcher->rank(), ranks = launcher->numRanks(),
+                perNode = launcher->ranksPerNode();
+  if (ranks < 1 || rank < 0 || rank >= ranks || perNode < 1 ||
+      ranks % perNode != 0 || ranks > INT_MAX) {
+    *error = invalid("cuda backend: rank " + std::to_string(rank) + " of " +
+                     std::to_string(ranks) + " with " +
+                     std::to_string(perNode) + " ranks per node");
+    return nullptr;
+  }
+
+  // Pick the device; decide together whether every rank has one, before
+  // any rank starts the collective set-up.
+  Status local;
+  int count = 0;
+  cudaError_t probe = cudaGetDeviceCount(&count);
+  if (probe != cudaSuccess) {
+    cudaGetLastError();
+    local = Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                          std::string("no GPU: ") + cudaGetErrorString(probe));
+  } else if (count < 1) {
+    local = Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                          "no GPU: no CUDA device is visible");
+  }
+  int device = 0;
+  if (local.ok()) {
+    int64_t localRank = launcherLocalRank();
+    if (localRank < 0)
+      localRank = rank % perNode;
+    device = static_cast<int>(localRank % count);
+    if (const char *forced = std::getenv("TAMOE_RT_DEVICE");
+        forced && *forced) {
+      char *end = nullptr;
+      long parsed = std::strtol(forced, &end, 10);
+      if (!end || *end != '\0' || parsed < 0 || parsed >= count)
+        local = invalid("TAMOE_RT_DEVICE=" + std::string(forced) +
+                        " is not one of the " + std::to_string(count) +
+                        " visible devices");
+      else
+        device = static_cast<int>(parsed);
+    }
+  }
+  Status agreed = launcher->agree(TAMOE_RT_GROUP_WORLD, local);
+  if (!agreed.ok()) {
+    // Our own message when we failed: the core agrees on the outcome of
+    // backend creation again and names the rank itself.
+    *error = local.ok() ? agreed : local;
+    return nullptr;
+  }
+
+  std::unique_ptr<CudaBackend> backend(new CudaBackend(launcher));
+  backend->comms_[TAMOE_RT_GROUP_WORLD].size = static_cast<int>(ranks);
+  backend->comms_[TAMOE_RT_GROUP_WORLD].index = static_cast<int>(rank);
+  backend->comms_[TAMOE_RT_GROUP_NODE].size = static_cast<int>(perNode);
+  backend->comms_[TAMOE_RT_GROUP_NODE].index = static_cast<int>(rank % perNode);
+  backend->comms_[TAMOE_RT_GROUP_PEERS].size =
+      static_cast<int>(ranks / perNode);
+  backend->comms_[TAMOE_RT_GROUP_PEERS].index =
+      static_cast<int>(rank / perNode);
+
+  Status status = backend->initDevice(device);
+  Status agreedInit = launcher->agree(TAMOE_RT_GROUP_WORLD, status);
+  if (!agreedInit.ok()) {
+    *error = status.ok() ? agreedInit : status;
+    return nullptr;
+  }
+  status = backend->initCommunicators();
+  if (!status.ok()) {
+    *error = status;
+    return nullptr;
+  }
+  *error = Status::success();
+  return backend.release();
+}
+
+Status CudaBackend::initDevice(int device) {
+  device_ = device;
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  std::string where = " on device " + std::to_string(device_);
+  cudaError_t error = cudaDeviceGetAttribute(
+      &smCount_, cudaDevAttrMultiProcessorCount, device_);
+  if (error != cudaSuccess)
+    return cudaFailure(error, "querying the device" + where);
+  int pools = 0;
+  error =
+      cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device_);
+  if (error != cudaSuccess || !pools)
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "the device has no stream-ordered memory pools" +
+                             where);
+  // A blocking stream: ordered with work on the legacy default stream.
+  error = cudaStreamCreate(&stream_);
+  if (error != cudaSuccess)
+    return cudaFailure(error, "creating a stream" + where);
+  // Temporaries come from a pool of our own that keeps its memory between
+  // operations (the default pool would return it at every synchronisation).
+  cudaMemPoolProps props;
+  std::memset(&props, 0, sizeof props);
+  props.allocType = cudaMemAllocationTypePinned;
+  props.handleTypes = cudaMemHandleTypeNone;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = device_;
+  error = cudaMemPoolCreate(&pool_, &props);
+  if (error != cudaSuccess) {
+    pool_ = nullptr;
+    return cudaFailure(error, "creating a memory pool" + where);
+  }
+  uint64_t threshold = UINT64_MAX;
+  error = cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold,
+                                  &threshold);
+  if (error != cudaSuccess)
+    return cudaFailure(error, "configuring the memory pool" + where);
+  error = cudaMalloc(reinterpret_cast<void **>(&deviceStatus_),
+                     sizeof(DeviceStatus));
+  if (error != cudaSuccess) {
+    deviceStatus_ = nullptr;
+    return cudaFailure(error, "allocating the status word" + where);
+  }
+  error = cudaMallocHost(reinterpret_cast<void **>(&hostStatus_),
+                         sizeof(DeviceStatus));
+  if (error != cudaSuccess) {
+    hostStatus_ = nullptr;
+    return cudaFailure(error, "allocating pinned memory");
+  }
+  return Status::success();
+}
+
+Status CudaBackend::initCommunicators() {
+  for (tamoe_rt_group_t group :
+       {TAMOE_RT_GROUP_WORLD, TAMOE_RT_GROUP_NODE, TAMOE_RT_GROUP_PEERS}) {
+    Status status = initCommunicator(group);
+    if (!status.ok())
+      return status;
+  }
+  return Status::success();
+}
+
+Status CudaBackend::initCommunicator(tamoe_rt_group_t group) {
+  Communicator &c = comms_[group];
+  // A group of one exchanges with itself only, by device copies: it needs
+  // no communicator (and so a single GPU does not depend on NCCL working).
+  if (c.size == 1)
+    return Status::success();
+  std::string what =
+      std::string("NCCL set-up of the ") + groupName(group) + " group";
+  DeviceScope scope(device_);
+  Status local = scope.status();
+  ncclUniqueId id;
+  std::memset(&id, 0, sizeof id);
+  if (local.ok() && c.index == 0) {
+    ncclResult_t result = ncclGetUniqueId(&id);
+    if (result != ncclSuccess)
+      local = Status::error(
+          TAMOE_RT_ERROR_COMMUNICATION,
+          what + ": ncclGetUniqueId: " + ncclGetErrorString(result));
+  }
+  Status status = launcher_->agree(group, local);
+  if (!status.ok())
+    return status;
+  status = launcher_->broadcast(group, &id, sizeof id);
+  if (!status.ok())
+    return status;
+
+  // Non-blocking, so that a peer that never arrives costs a timeout, not a
+  // hang.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  double deadline = now() + launcher_->timeoutSeconds();
+  ncclResult_t result =
+      ncclCommInitRankConfig(&c.comm, c.size, id, c.index, &config);
+  if (result != ncclSuccess && result != ncclInProgress) {
+    local = Status::error(
+        TAMOE_RT_ERROR_COMMUNICATION,
+        what + ": ncclCommInitRankConfig: " + ncclMessage(result, c.comm));
+    if (c.comm)
+      ncclCommAbort(c.comm);
+    c.comm = nullptr;
+    c.broken = local.message;
+  } else {
+    local = waitCommunicator(c, deadline, what.c_str());
+  }
+  return launcher_->agree(group, local);
+}
+
+CudaBackend::~CudaBackend() {
+  DeviceScope scope(device_);
+  if (stream_ && cudaStreamSynchronize(stream_) != cudaSuccess)
+    cudaGetLastError();
+  double timeout = launcher_ ? launcher_->timeoutSeconds() : 60.0;
+  for (Communicator &c : comms_) {
+    if (!c.comm)
+      continue;
+    // Finalize flushes outstanding work and may wait for peers: bounded,
+    // then abort (which never waits) when it does not finish.
+    double deadline = now() + timeout;
+    ncclResult_t result = ncclCommFinalize(c.comm);
+    bool finished = result == ncclSuccess || result == ncclInProgress;
+    for (int poll = 0; finished; ++poll) {
+      ncclResult_t state = ncclSuccess;
+      if (ncclCommGetAsyncError(c.comm, &state) != ncclSuccess ||
+          (state != ncclSuccess && state != ncclInProgress)) {
+        finished = false;
+        break;
+      }
+      if (state == ncclSuccess)
+        break;
+      if (now() > deadline) {
+        finished = false;
+        break;
+      }
+      pause(poll);
+    }
+    if (finished)
+      ncclCommDestroy(c.comm);
+    else
+      ncclCommAbort(c.comm);
+    c.comm = nullptr;
+  }
+  if (deviceStatus_)
+    cudaFree(deviceStatus_);
+  if (hostStatus_)
+    cudaFreeHost(hostStatus_);
+  if (pool_)
+    cudaMemPoolDestroy(pool_);
+  if (stream_)
+    cudaStreamDestroy(stream_);
+  cudaGetLastError();
+}
+
+//===----------------------------------------------------------------------===//
+// Memory
+//===----------------------------------------------------------------------===//
+
+Status CudaBackend::alloc(intptr_t bytes, void **pointer) {
+  if (!pointer)
+    return invalid("alloc: null result pointer");
+  *pointer = nullptr;
+  if (bytes < 0)
+    return invalid("alloc: negative size");
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  // cudaMalloc aligns to at least 256 bytes. Zero bytes still get a
+  // distinct, freeable pointer, as on the host.
+  cudaError_t error =
+      cudaMalloc(pointer, static_cast<size_t>(bytes > 0 ? bytes : 1));
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    *pointer = nullptr;
+    return cudaFailure(error, "alloc: " + std::to_string(bytes) +
+                                  " bytes of device memory");
+  }
+  return Status::success();
+}
+
+Status CudaBackend::free(void *pointer) {
+  if (!pointer)
+    return Status::success();
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  // cudaFree waits for the device, so queued work using the memory is done.
+  cudaError_t error = cudaFree(pointer);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, "free");
+  }
+  return Status::success();
+}
+
+Status CudaBackend::copyToBackend(void *destination, const void *hostSource,
+                                  intptr_t bytes) {
+  if (bytes < 0)
+    return invalid("copy_to_backend: negative size");
+  if (bytes == 0)
+    return Status::success();
+  if (!destination || !hostSource)
+    return invalid("copy_to_backend: null pointer");
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  Status check = checkPointer(destination, bytes, "the destination");
+  if (!check.ok())
+    return Status::error(check.code, "copy_to_backend: " + check.message);
+  cudaError_t error =
+      cudaMemcpyAsync(destination, hostSource, static_cast<size_t>(bytes),
+                      cudaMemcpyHostToDevice, stream_);
+  if (error == cudaSuccess)
+    error = cudaStreamSynchronize(stream_);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, "copy_to_backend");
+  }
+  return Status::success();
+}
+
+Status CudaBackend::copyToHost(void *hostDestination, const void *source,
+                               intptr_t bytes) {
+  if (bytes < 0)
+    return invalid("copy_to_host: negative size");
+  if (bytes == 0)
+    return Status::success();
+  if (!hostDestination || !source)
+    return invalid("copy_to_host: null pointer");
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  Status check = checkPointer(source, bytes, "the source");
+  if (!check.ok())
+    return Status::error(check.code, "copy_to_host: " + check.message);
+  cudaError_t error =
+      cudaMemcpyAsync(hostDestination, source, static_cast<size_t>(bytes),
+                      cudaMemcpyDeviceToHost, stream_);
+  if (error == cudaSuccess)
+    error = cudaStreamSynchronize(stream_);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, "copy_to_host");
+  }
+  return Status::success();
+}
+
+Status CudaBackend::synchronize() {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  cudaError_t error = cudaStreamSynchronize(stream_);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, "synchronize");
+  }
+  return Status::success();
+}
+
+Status CudaBackend::checkPointer(const void *pointer, int64_t bytes,
+                                 const char *name) const {
+  if (bytes <= 0)
+    return Status::success();
+  if (!pointer)
+    return invalid(std::string(name) + " is null");
+  // A host pointer handed to the cuda backend would fault in a kernel and
+  // poison the CUDA context for the whole process; catch it here.
+  cudaPointerAttributes attributes;
+  std::memset(&attributes, 0, sizeof attributes);
+  cudaError_t error = cudaPointerGetAttributes(&attributes, pointer);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, std::string("inspecting ") + name);
+  }
+  switch (attributes.type) {
+  case cudaMemoryTypeUnregistered:
+    return invalid(std::string(name) +
+                   " is host memory; the cuda backend works on device "
+                   "memory (tamoe_rt_alloc)");
+  case cudaMemoryTypeDevice:
+    if (attributes.device != device_)
+      return invalid(std::string(name) + " is memory of device " +
+                     std::to_string(attributes.device) +
+                     "; this context uses device " + std::to_string(device_));
+    break;
+  default: // managed, or registered host memory the device can address
+    break;
+  }
+  return Status::success();
+}
+
+Status CudaBackend::beginOperation() {
+  cudaError_t error =
+      cudaMemsetAsync(deviceStatus_, 0, sizeof(DeviceStatus), stream_);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, "clearing the status word");
+  }
+  return Status::success();
+}
+
+Status CudaBackend::endOperation(Status hostFailure, const Describe &describe) {
+  cudaError_t copy =
+      cudaMemcpyAsync(hostStatus_, deviceStatus_, sizeof(DeviceStatus),
+                      cudaMemcpyDeviceToHost, stream_);
+  cudaError_t wait = cudaStreamSynchronize(stream_);
+  cudaError_t last = cudaGetLastError();
+  if (!hostFailure.ok())
+    return hostFailure;
+  if (copy != cudaSuccess)
+    return cudaFailure(copy, "reading the status word");
+  if (wait != cudaSuccess)
+    return cudaFailure(wait, "waiting for the kernels");
+  if (last != cudaSuccess)
+    return cudaFailure(last, "running the kernels");
+  const DeviceStatus &status = *hostStatus_;
+  if (status.code == 0)
+    return Status::success();
+  std::string message = describe ? describe(status) : std::string();
+  if (message.empty())
+    message = "invalid data (error kind " + std::to_string(status.kind) + ": " +
+              std::to_string(status.a) + ", " + std::to_string(status.b) +
+              ", " + std::to_string(status.c) + ")";
+  return Status::error(static_cast<tamoe_rt_status_t>(status.code), message);
+}
+
+//===----------------------------------------------------------------------===//
+// all_to_all
+//===----------------------------------------------------------------------===//
+
+int64_t CudaBackend::globalRank(tamoe_rt_group_t group, int64_t peer) const {
+  const int64_t perNode = comms_[TAMOE_RT_GROUP_NODE].size;
+  const int64_t rank = comms_[TAMOE_RT_GROUP_WORLD].index;
+  switch (group) {
+  case TAMOE_RT_GROUP_WORLD:
+    return peer;
+  case TAMOE_RT_GROUP_NODE:
+    return rank / perNode * perNode + peer;
+  case TAMOE_RT_GROUP_PEERS:
+    return peer * perNode + rank % perNode;
+  }
+  return -1;
+}
+
+void CudaBackend::abortCommunicator(Communicator &c, const std::string &why) {
+  if (c.comm)
+    ncclCommAbort(c.comm);
+  c.comm = nullptr;
+  c.broken = why;
+}
+
+Status CudaBackend::waitCommunicator(Communicator &c, double deadline,
+                                     const char *what) {
+  for (int poll = 0;; ++poll) {
+    ncclResult_t state = ncclSuccess;
+    ncclResult_t result = ncclCommGetAsyncError(c.comm, &state);
+    if (result != ncclSuccess)
+      state = result;
+    if (state == ncclSuccess)
+      return Status::success();
+    if (state != ncclInProgress) {
+      std::string message =
+          std::string(what) + ": " + ncclMessage(state, c.comm);
+      abortCommunicator(c, message);
+      return Status::error(TAMOE_RT_ERROR_COMMUNICATION, message);
+    }
+    if (now() > deadline) {
+      std::string message = std::string(what) +
+                            ": NCCL did not finish within " +
+                            std::to_string(launcher_->timeoutSeconds()) +
+                            " s; the communicator was aborted";
+      abortCommunicator(c, message);
+      return Status::error(TAMOE_RT_ERROR_TIMEOUT, message);
+    }
+    pause(poll);
+  }
+}
+
+Status CudaBackend::waitStream(Communicator &c, double deadline,
+                               const char *what) {
+  for (int poll = 0;; ++poll) {
+    cudaError_t query = cudaStreamQuery(stream_);
+    if (query == cudaSuccess)
+      return Status::success();
+    if (query != cudaErrorNotReady) {
+      cudaGetLastError();
+      return cudaFailure(query, what);
+    }
+    if (c.comm) {
+      ncclResult_t state = ncclSuccess;
+      ncclResult_t result = ncclCommGetAsyncError(c.comm, &state);
+      if (result != ncclSuccess)
+        state = result;
+      if (state != ncclSuccess && state != ncclInProgress) {
+        std::string message =
+            std::string(what) + ": " + ncclMessage(state, c.comm);
+        abortCommunicator(c, message);
+        return Status::error(TAMOE_RT_ERROR_COMMUNICATION, message);
+      }
+    }
+    if (now() > deadline) {
+      std::string message = std::string(what) + ": did not complete within " +
+                            std::to_string(launcher_->timeoutSeconds()) + " s";
+      if (c.comm) {
+        message += "; the communicator was aborted";
+        abortCommunicator(c, message);
+      }
+      return Status::error(TAMOE_RT_ERROR_TIMEOUT, message);
+    }
+    pause(poll);
+  }
+}
+
+Status CudaBackend::exchange(Communicator &c, const char *send,
+                             const int64_t *sendOffsets,
+                             const int64_t *sendBytes, char *recv,
+                             const int64_t *recvOffsets,
+                             const int64_t *recvBytes, double deadline,
+                             const char *what) {
+  const int size = c.size, me = c.index;
+  // Our own rows: a device copy, no NCCL.
+  if (sendBytes[me] != recvBytes[me])
+    return Status::error(TAMOE_RT_ERROR_INTERNAL,
+                         std::string(what) + ": self exchange sizes differ");
+  if (sendBytes[me] > 0) {
+    cudaError_t error = cudaMemcpyAsync(
+        recv + recvOffsets[me], send + sendOffsets[me],
+        static_cast<size_t>(sendBytes[me]), cudaMemcpyDeviceToDevice, stream_);
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFailure(error, what);
+    }
+  }
+  if (size > 1 && !c.comm)
+    return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                         std::string(what) + ": no communicator");
+  // Round i sends to me + i and receives from me - i: the peer of a send
+  // posts the matching receive in the same round, so batching rounds into
+  // NCCL groups keeps every group self-contained (no cross-group waits).
+  // Messages go in chunks of at most 1 GiB, far from any 2^31 limit of the
+  // library or transport; both sides cut the same byte count the same way.
+  constexpr int kRoundsPerGroup = 128;
+  constexpr int64_t kChunk = int64_t(1) << 30;
+  for (int first = 1; first < size; first += kRoundsPerGroup) {
+    int last = first + kRoundsPerGroup < size ? first + kRoundsPerGroup : size;
+    ncclResult_t failed = ncclSuccess;
+    auto note = [&](ncclResult_t result) {
+      if (result != ncclSuccess && result != ncclInProgress &&
+          failed == ncclSuccess)
+        failed = result;
+    };
+    note(ncclGroupStart());
+    for (int i = first; i < last; ++i) {
+      int to = (me + i) % size, from = (me - i + size) % size;
+      for (int64_t done = 0; done < sendBytes[to]; done += kChunk) {
+        int64_t bytes =
+            sendBytes[to] - done < kChunk ? sendBytes[to] - done : kChunk;
+        note(ncclSend(send + sendOffsets[to] + done, static_cast<size_t>(bytes),
+                      ncclUint8, to, c.comm, stream_));
+      }
+      for (int64_t done = 0; done < recvBytes[from]; done += kChunk) {
+        int64_t bytes =
+            recvBytes[from] - done < kChunk ? recvBytes[from] - done : kChunk;
+        note(ncclRecv(recv + recvOffsets[from] + done,
+                      static_cast<size_t>(bytes), ncclUint8, from, c.comm,
+                      stream_));
+      }
+    }
+    ncclResult_t end = ncclGroupEnd();
+    note(end);
+    if (failed != ncclSuccess) {
+      std::string message =
+          std::string(what) + ": " + ncclMessage(failed, c.comm);
+      abortCommunicator(c, message);
+      return Status::error(TAMOE_RT_ERROR_COMMUNICATION, message);
+    }
+    if (end == ncclInProgress) {
+      Status status = waitCommunicator(c, deadline, what);
+      if (!status.ok())
+        return status;
+    }
+  }
+  return waitStream(c, deadline, what);
+}
+
+Status CudaBackend::allToAll(tamoe_rt_group_t group, const void *send,
+                             intptr_t sendCapacity, intptr_t rowBytes,
+                             const int32_t *sendCounts, intptr_t split,
+                             void *received, intptr_t recvCapacity,
+                             int32_t *recvCounts, Traffic &traffic) {
+  if (group != TAMOE_RT_GROUP_WORLD && group != TAMOE_RT_GROUP_NODE &&
+      group != TAMOE_RT_GROUP_PEERS)
+    return invalid("group = " + std::to_string(group) +
+                   " is not a tamoe_rt_group_t");
+  try {
+    Communicator &c = comms_[group];
+    const int size = c.size, me = c.index;
+    DeviceScope scope(device_);
+    Status local = scope.status();
+
+    // (1) Local checks: sizes, pointers, our send counts.
+    int64_t entries = 0, sendBytesTotal = 0, recvBytesTotal = 0;
+    if (local.ok() &&
+        (sendCapacity < 0 || rowBytes < 0 || split < 0 || recvCapacity < 0))
+      local = invalid("negative size");
+    if (local.ok() &&
+        (__builtin_mul_overflow(int64_t(size), int64_t(split), &entries) ||
+         entries > INT_MAX ||
+         __builtin_mul_overflow(int64_t(sendCapacity), int64_t(rowBytes),
+                                &sendBytesTotal) ||
+         __builtin_mul_overflow(int64_t(recvCapacity), int64_t(rowBytes),
+                                &recvBytesTotal)))
+      local = invalid("sizes overflow");
+    if (local.ok())
+      for (Status s : {checkPointer(sendCounts, entries * 4, "send_counts"),
+                       checkPointer(recvCounts, entries * 4, "recv_counts"),
+                       checkPointer(send, sendBytesTotal, "send"),
+                       checkPointer(received, recvBytesTotal, "received")})
+        if (!s.ok() && local.ok())
+          local = s;
+    std::vector<int32_t> hostSend(entries), hostRecv(entries);
+    std::vector<int64_t> sendRows(size, 0), recvRows(size, 0);
+    if (local.ok() && entries > 0) {
+      cudaError_t error =
+          cudaMemcpyAsync(hostSend.data(), sendCounts, entries * 4,
+                          cudaMemcpyDeviceToHost, stream_);
+      if (error == cudaSuccess)
+        error = cudaStreamSynchronize(stream_);
+      if (error != cudaSuccess) {
+        cudaGetLastError();
+        local = cudaFailure(error, "reading send_counts");
+      }
+    }
+    int64_t sendTotal = 0;
+    for (int64_t i = 0; local.ok() && i < entries; ++i) {
+      if (hostSend[i] < 0) {
+        local =
+            invalid((split == 1 ? "send_counts[" + std::to_string(i) + "]"
+                                : "send_counts[" + std::to_string(i / split) +
+                                      ", " + std::to_string(i % split) + "]") +
+                    " = " + std::to_string(hostSend[i]) + " is negative");
+        break;
+      }
+      sendRows[i / split] += hostSend[i];
+      sendTotal += hostSend[i];
+    }
+    if (local.ok() && sendTotal > sendCapacity)
+      local =
+          invalid("send_counts sum to " + std::to_string(sendTotal) +
+                  " rows but send_capacity is " + std::to_string(sendCapacity));
+    if (local.ok() && !c.broken.empty())
+      local = Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                            std::string("the ") + groupName(group) +
+                                " communicator is unusable after an earlier "
+                                "failure: " +
+                                c.broken);
+
+    // Agree before NCCL moves anything.
+    Status status = launcher_->agree(group, local);
+    if (!status.ok())
+      return status;
+
+    double deadline = now() + launcher_->timeoutSeconds();
+    std::string where = std::string(" over the ") + groupName(group) + " group";
+    // (2) The counts: `split` int32 to and from every peer.
+    std::vector<int64_t> countOffsets(size), countBytes(size, split * 4);
+    for (int p = 0; p < size; ++p)
+      countOffsets[p] = int64_t(p) * split * 4;
+    if (entries > 0) {
+      local = exchange(c, reinterpret_cast<const char *>(sendCounts),
+                       countOffsets.data(), countBytes.data(),
+                       reinterpret_cast<char *>(recvCounts),
+                       countOffsets.data(), countBytes.data(), deadline,
+                       ("the exchange of counts" + where).c_str());
+      if (local.ok()) {
+        cudaError_t error =
+            cudaMemcpyAsync(hostRecv.data(), recvCounts, entries * 4,
+                            cudaMemcpyDeviceToHost, stream_);
+        if (error == cudaSuccess)
+          error = cudaStreamSynchronize(stream_);
+        if (error != cudaSuccess) {
+          cudaGetLastError();
+          local = cudaFailure(error, "reading recv_counts");
+        }
+      }
+    }
+    int64_t recvTotal = 0;
+    for (int64_t i = 0; local.ok() && i < entries; ++i) {
+      recvRows[i / split] += hostRecv[i];
+      recvTotal += hostRecv[i];
+    }
+    // (3) Nothing moves unless every rank's rows fit.
+    if (local.ok() && recvTotal > recvCapacity)
+      // (agree names the rank)
+      local = Status::error(TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                            std::to_string(recvTotal) +
+                                " rows to receive exceed recv_capacity " +
+                                std::to_string(recvCapacity));
+    status = launcher_->agree(group, local);
+    if (!status.ok())
+      return status;
+
+    std::vector<int64_t> sendOffsets(size), sendBytes(size), recvOffsets(size),
+        recvBytes(size);
+    int64_t sendAt = 0, recvAt = 0;
+    for (int p = 0; p < size; ++p) {
+      sendOffsets[p] = sendAt * rowBytes;
+      sendBytes[p] = sendRows[p] * rowBytes;
+      sendAt += sendRows[p];
+      recvOffsets[p] = recvAt * rowBytes;
+      recvBytes[p] = recvRows[p] * rowBytes;
+      recvAt += recvRows[p];
+    }
+    local = exchange(c, static_cast<const char *>(send), sendOffsets.data(),
+                     sendBytes.data(), static_cast<char *>(received),
+                     recvOffsets.data(), recvBytes.data(), deadline,
+                     ("the exchange of rows" + where).c_str());
+    // (4) One outcome for the group.
+    status = launcher_->agree(group, local);
+    if (!status.ok())
+      return status;
+
+    const int64_t perNode = comms_[TAMOE_RT_GROUP_NODE].size;
+    const int64_t myNode = comms_[TAMOE_RT_GROUP_WORLD].index / perNode;
+    for (int p = 0; p < size; ++p) {
+      if (p == me)
+        continue; // rows kept on this rank cross no link
+      if (globalRank(group, p) / perNode == myNode)
+        traffic.intraNodeBytes += sendBytes[p];
+      else
+        traffic.interNodeBytes += sendBytes[p];
+    }
+    return Status::success();
+  } catch (const std::bad_alloc &) {
+    return Status::error(TAMOE_RT_ERROR_OUT_OF_MEMORY, "out of host memory");
+  }
+}
+
+} // namespace cuda
+} // namespace tamoe_rt
+
+// The one exported symbol; the core finds it with dlsym.
+#pragma GCC visibility push(default)
+extern "C" tamoe_rt::Backend *
+tamoe_rt_create_cuda_backend(tamoe_rt::Launcher *launcher,
+                             tamoe_rt::Status *error) {
+  try {
+    return tamoe_rt::cuda::CudaBackend::create(launcher, error);
+  } catch (const std::bad_alloc &) {
+    if (error)
+      *error = tamoe_rt::Status::error(TAMOE_RT_ERROR_OUT_OF_MEMORY,
+                                       "cuda backend: out of host memory");
+  } catch (const std::exception &e) {
+    if (error)
+      *error = tamoe_rt::Status::error(
+          TAMOE_RT_ERROR_INTERNAL, std::string("cuda backend: ") + e.what());
+  }
+  return nullptr;
+}
+#pragma GCC visibility pop

@@ -1,0 +1,172 @@
+//===- CudaBackend.h - The cuda backend of the tamoe runtime ------*- C++
+//-*-===//
+//
+// Device memory, CUDA kernels and NCCL. One backend owns one device (the
+// rank's local index modulo the devices it sees), one stream, a stream-ordered
+// memory pool for temporaries, and a communicator for each group of
+// tamoe_rt_group_t.
+//
+// Every operation runs on the backend's stream. Operations that validate
+// their data on the device (all but gate) wait for the stream at the end so
+// that they can return the error they found as a Status; gate returns as soon
+// as its kernel is queued. The stream is a blocking stream, so work that a
+// caller queues on the legacy default stream (plain cudaMemcpy, events
+// recorded on stream 0) is ordered with the backend's work.
+//
+// The implementation is split by what needs nvcc: Kernels.cu has the local
+// operations, CudaBackend.cpp the device, memory and communication parts.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TAMOE_RT_LIB_CUDA_CUDABACKEND_H
+#define TAMOE_RT_LIB_CUDA_CUDABACKEND_H
+
+#include "../Backend.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <functional>
+#include <string>
+
+namespace tamoe_rt {
+namespace cuda {
+
+struct DeviceStatus;
+
+/// A Status for a failed CUDA call: what was attempted, the CUDA error.
+Status cudaFailure(cudaError_t error, const std::string &what);
+
+/// Makes the backend's device current for a scope and restores the caller's.
+class DeviceScope {
+public:
+  explicit DeviceScope(int device);
+  ~DeviceScope();
+  const Status &status() const { return status_; }
+
+private:
+  int previous_ = -1;
+  Status status_;
+};
+
+/// One NCCL communicator and where this rank sits in its group.
+struct Communicator {
+  ncclComm_t comm = nullptr;
+  int size = 1;
+  int index = 0;
+  /// Why the communicator is unusable (it was aborted), "" while usable.
+  std::string broken;
+};
+
+class CudaBackend final : public Backend {
+public:
+  /// Selects the device and builds the stream, pool and communicators; the
+  /// collective parts run over every rank, so all ranks call it together.
+  static Backend *create(Launcher *launcher, Status *error);
+  ~CudaBackend() override;
+
+  tamoe_rt_backend_t kind() const override { return TAMOE_RT_BACKEND_CUDA; }
+
+  Status alloc(intptr_t bytes, void **pointer) override;
+  Status free(void *pointer) override;
+  Status copyToBackend(void *destination, const void *hostSource,
+                       intptr_t bytes) override;
+  Status copyToHost(void *hostDestination, const void *source,
+                    intptr_t bytes) override;
+  Status synchronize() override;
+
+  Status gate(const float *logits, intptr_t tokens, intptr_t experts,
+              intptr_t k, tamoe_rt_score_t score, bool renormalize,
+              intptr_t numGroups, intptr_t groupsKept, int32_t *expertIds,
+              float *weights, float *probs) override;
+  Status dispatch(const void *tokens, intptr_t numTokens, intptr_t rowBytes,
+                  const int32_t *expertIds, intptr_t k, intptr_t experts,
+                  const float *weights, intptr_t capacity, tamoe_rt_drop_t drop,
+                  void *dispatched, intptr_t dispatchedCapacity,
+                  int32_t *expertCounts, int32_t *positions,
+                  int64_t *numDropped) override;
+  Status combine(const float *expertOutputs, intptr_t rows, intptr_t hidden,
+                 const int32_t *positions, const float *weights,
+                 intptr_t tokens, intptr_t k, float *combined) override;
+  Status auxLoss(const float *probs, const int32_t *expertIds, intptr_t tokens,
+                 intptr_t experts, intptr_t k, const float *expertWeights,
+                 float *loss) override;
+  Status regroup(const void *rows, intptr_t rowsCapacity, intptr_t rowBytes,
+                 const int32_t *counts, intptr_t a, intptr_t b, intptr_t inner,
+                 void *regrouped, int32_t *regroupedCounts) override;
+  Status dedupPack(const void *tokens, intptr_t numTokens, intptr_t rowBytes,
+                   const int32_t *expertIds, const int32_t *positions,
+                   intptr_t k, intptr_t expertsPerNode, intptr_t nodes,
+                   void *unique, int32_t *routes, intptr_t uniqueCapacity,
+                   int32_t *nodeCounts) override;
+  Status dedupExpand(const void *unique, const int32_t *routes,
+                     intptr_t uniqueCapacity, intptr_t rowBytes, intptr_t k,
+                     const int32_t *recvCounts, intptr_t nodes,
+                     intptr_t ranksPerNode, intptr_t expertsPerRank,
+                     void *expanded, intptr_t expandedCapacity,
+                     int32_t *expandedCounts) override;
+  Status groupedMatmul(const float *rows, intptr_t rowsCapacity,
+                       intptr_t hidden, const int32_t *counts,
+                       intptr_t numCounts, intptr_t experts,
+                       const float *weights, intptr_t outFeatures,
+                       float *result) override;
+  Status allToAll(tamoe_rt_group_t group, const void *send,
+                  intptr_t sendCapacity, intptr_t rowBytes,
+                  const int32_t *sendCounts, intptr_t split, void *received,
+                  intptr_t recvCapacity, int32_t *recvCounts,
+                  Traffic &traffic) override;
+
+  // Used by the executor of Kernels.cu.
+  cudaStream_t stream() const { return stream_; }
+  cudaMemPool_t pool() const { return pool_; }
+  int smCount() const { return smCount_; }
+
+private:
+  explicit CudaBackend(Launcher *launcher) : launcher_(launcher) {}
+
+  Status initDevice(int device);
+  Status initCommunicators();
+  Status initCommunicator(tamoe_rt_group_t group);
+
+  /// Fails unless `pointer` (of `bytes`, null allowed when 0) is memory the
+  /// device can address.
+  Status checkPointer(const void *pointer, int64_t bytes,
+                      const char *name) const;
+  /// Clears the device status before an operation.
+  Status beginOperation();
+  /// Waits for the operation's work and turns a host-side failure, a CUDA
+  /// error or the device status (through `describe`) into its Status.
+  using Describe = std::function<std::string(const DeviceStatus &)>;
+  Status endOperation(Status hostFailure, const Describe &describe);
+
+  /// The global rank of the `peer`-th rank of `group` (this rank's groups).
+  int64_t globalRank(tamoe_rt_group_t group, int64_t peer) const;
+  /// Waits for the stream's work, at most until `deadline` (steady clock,
+  /// seconds), watching the communicator for asynchronous errors; aborts it
+  /// on an error or the timeout.
+  Status waitStream(Communicator &c, double deadline, const char *what);
+  /// Waits until a non-blocking NCCL call on `c` has been processed.
+  Status waitCommunicator(Communicator &c, double deadline, const char *what);
+  /// Aborts the communicator after a failure; later calls fail at once.
+  void abortCommunicator(Communicator &c, const std::string &why);
+  /// One pairwise exchange: sendBytes[p] bytes at sendOffsets[p] of `send`
+  /// to peer p, recvBytes[p] bytes into `recv` at recvOffsets[p] from p.
+  Status exchange(Communicator &c, const char *send, const int64_t *sendOffsets,
+                  const int64_t *sendBytes, char *recv,
+                  const int64_t *recvOffsets, const int64_t *recvBytes,
+                  double deadline, const char *what);
+
+  Launcher *launcher_;
+  int device_ = -1;
+  int smCount_ = 1;
+  cudaStream_t stream_ = nullptr;
+  cudaMemPool_t pool_ = nullptr;
+  DeviceStatus *deviceStatus_ = nullptr;
+  DeviceStatus *hostStatus_ = nullptr; // pinned
+  Communicator comms_[3];
+};
+
+} // namespace cuda
+} // namespace tamoe_rt
+
+#endif // TAMOE_RT_LIB_CUDA_CUDABACKEND_H

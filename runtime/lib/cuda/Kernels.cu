@@ -1,0 +1,1222 @@
+//===- Kernels.cu - Local operations of the cuda backend ------------------===//
+//
+// gate, combine and aux_loss have kernels of their own; dispatch, regroup,
+// dedup_pack and dedup_expand run the pipelines of Pipelines.h on CudaExec,
+// which maps them onto grid-stride kernels, CUB sorts and scans, and a
+// vectorised row copy.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CudaBackend.h"
+#include "Pipelines.h"
+
+#include <cub/cub.cuh>
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tamoe_rt {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+Status invalid(const std::string &message) {
+  return Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT, message);
+}
+
+std::string num(int64_t value) { return std::to_string(value); }
+
+/// "name[i, j]" of entry `flat` of a [rows, columns] array, as the cpu
+/// backend names entries.
+std::string entry(const char *name, int64_t flat, int64_t columns) {
+  if (columns <= 0)
+    columns = 1;
+  return std::string(name) + "[" + num(flat / columns) + ", " +
+         num(flat % columns) + "]";
+}
+
+/// a * b, or false when it overflows int64 (sizes come from the caller).
+bool multiply(int64_t a, int64_t b, int64_t &result) {
+  return !__builtin_mul_overflow(a, b, &result);
+}
+
+bool overlap(const void *a, int64_t aBytes, const void *b, int64_t bBytes) {
+  if (!a || !b || aBytes <= 0 || bBytes <= 0)
+    return false;
+  auto x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return x < y + static_cast<uint64_t>(bBytes) &&
+         y < x + static_cast<uint64_t>(aBytes);
+}
+
+//===----------------------------------------------------------------------===//
+// The executor of the pipelines
+//===----------------------------------------------------------------------===//
+
+template <typename F>
+__global__ void __launch_bounds__(kThreads) forEachKernel(int64_t n, F f) {
+  int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride)
+    f(i);
+}
+
+/// dst row r = src row srcRows[r] for r < min(*numRows, bound), in units of
+/// V (the widest type the row size and both pointers are aligned to). A
+/// block copies a row; four loads are in flight per thread before the stores.
+template <typename V>
+__global__ void copyRowsKernel(V *__restrict__ dst, const V *__restrict__ src,
+                               int64_t vectorsPerRow,
+                               const int64_t *__restrict__ srcRows,
+                               const int64_t *numRowsPointer, int64_t bound,
+                               const DeviceStatus *status) {
+  if (hasFailed(status))
+    return;
+  int64_t numRows = *numRowsPointer;
+  if (numRows > bound)
+    numRows = bound;
+  const int64_t step = blockDim.x;
+  for (int64_t r = blockIdx.x; r < numRows; r += gridDim.x) {
+    const V *in = src + srcRows[r] * vectorsPerRow;
+    V *out = dst + r * vectorsPerRow;
+    int64_t c = threadIdx.x;
+    for (; c + 3 * step < vectorsPerRow; c += 4 * step) {
+      V v0 = in[c], v1 = in[c + step], v2 = in[c + 2 * step],
+        v3 = in[c + 3 * step];
+      out[c] = v0;
+      out[c + step] = v1;
+      out[c + 2 * step] = v2;
+      out[c + 3 * step] = v3;
+    }
+    for (; c < vectorsPerRow; c += step)
+      out[c] = in[c];
+  }
+}
+
+class CudaExec {
+public:
+  CudaExec(const CudaBackend &backend, DeviceStatus *status)
+      : stream_(backend.stream()), pool_(backend.pool()),
+        smCount_(backend.smCount()), status_(status) {}
+  CudaExec(const CudaExec &) = delete;
+  CudaExec &operator=(const CudaExec &) = delete;
+  ~CudaExec() { release(); }
+
+  bool ok() const { return failure_.ok(); }
+  const Status &failure() const { return failure_; }
+  /// Records a failure found by the caller (the first one wins).
+  void fail(const Status &status) {
+    if (ok())
+      failure_ = status;
+  }
+  DeviceStatus *status() const { return status_; }
+
+  /// Returns the temporaries to the pool, in stream order (after the work
+  /// that uses them).
+  void release() {
+    for (void *pointer : allocations_)
+      cudaFreeAsync(pointer, stream_);
+    allocations_.clear();
+  }
+
+  template <typename T> T *scratch(int64_t count) {
+    if (!ok())
+      return nullptr;
+    if (count < 1)
+      count = 1;
+    if (static_cast<uint64_t>(count) > SIZE_MAX / sizeof(T)) {
+      failure_ = Status::error(TAMOE_RT_ERROR_OUT_OF_MEMORY,
+                               "temporary buffer size overflows");
+      return nullptr;
+    }
+    size_t bytes = static_cast<size_t>(count) * sizeof(T);
+    void *pointer = nullptr;
+    cudaError_t error =
+        cudaMallocFromPoolAsync(&pointer, bytes, pool_, stream_);
+    if (error != cudaSuccess) {
+      fail(error, "allocating " + std::to_string(bytes) +
+                      " bytes of temporary device memory");
+      return nullptr;
+    }
+    allocations_.push_back(pointer);
+    return static_cast<T *>(pointer);
+  }
+
+  void zero(void *pointer, int64_t bytes) {
+    if (ok() && bytes > 0)
+      check(cudaMemsetAsync(pointer, 0, static_cast<size_t>(bytes), stream_),
+            "cudaMemsetAsync");
+  }
+
+  template <typename F> void forEach(int64_t n, const F &f) {
+    if (!ok() || n <= 0)
+      return;
+    int64_t blocks = (n + kThreads - 1) / kThreads;
+    int64_t most = int64_t(smCount_) * 8;
+    forEachKernel<<<static_cast<unsigned>(blocks < most ? blocks : most),
+                    kThreads, 0, stream_>>>(n, f);
+    check(cudaGetLastError(), "launching a kernel");
+  }
+
+  void sortPairs(const uint32_t *keysIn, uint32_t *keysOut,
+                 const int32_t *valuesIn, int32_t *valuesOut, int64_t n,
+                 int bits) {
+    if (!ok() || n <= 0 || !fitsInt(n))
+      return;
+    size_t bytes = 0;
+    if (!check(cub::DeviceRadixSort::SortPairs(
+                   nullptr, bytes, keysIn, keysOut, valuesIn, valuesOut,
+                   static_cast<int>(n), 0, bits, stream_),
+               "cub::DeviceRadixSort::SortPairs"))
+      return;
+    void *temp = scratch<char>(static_cast<int64_t>(bytes));
+    if (!temp)
+      return;
+    check(cub::DeviceRadixSort::SortPairs(
+              temp, bytes, keysIn, keysOut, valuesIn, valuesOut,
+              static_cast<int>(n), 0, bits, stream_),
+          "cub::DeviceRadixSort::SortPairs");
+  }
+
+  void sortPairsDescending(const float *keysIn, float *keysOut,
+                           const int32_t *valuesIn, int32_t *valuesOut,
+                           int64_t n) {
+    if (!ok() || n <= 0 || !fitsInt(n))
+      return;
+    size_t bytes = 0;
+    if (!check(cub::DeviceRadixSort::SortPairsDescending(
+                   nullptr, bytes, keysIn, keysOut, valuesIn, valuesOut,
+                   static_cast<int>(n), 0, 32, stream_),
+               "cub::DeviceRadixSort::SortPairsDescending"))
+      return;
+    void *temp = scratch<char>(static_cast<int64_t>(bytes));
+    if (!temp)
+      return;
+    check(cub::DeviceRadixSort::SortPairsDescending(
+              temp, bytes, keysIn, keysOut, valuesIn, valuesOut,
+              static_cast<int>(n), 0, 32, stream_),
+          "cub::DeviceRadixSort::SortPairsDescending");
+  }
+
+  template <typename T> void exclusiveSum(const T *in, T *out, int64_t n) {
+    if (!ok() || n <= 0 || !fitsInt(n))
+      return;
+    size_t bytes = 0;
+    if (!check(cub::DeviceScan::ExclusiveSum(nullptr, bytes, in, out,
+                                             static_cast<int>(n), stream_),
+               "cub::DeviceScan::ExclusiveSum"))
+      return;
+    void *temp = scratch<char>(static_cast<int64_t>(bytes));
+    if (!temp)
+      return;
+    check(cub::DeviceScan::ExclusiveSum(temp, bytes, in, out,
+                                        static_cast<int>(n), stream_),
+          "cub::DeviceScan::ExclusiveSum");
+  }
+
+  void copyRows(void *dst, const void *src, int64_t rowBytes,
+                const int64_t *srcRows, const int64_t *numRows, int64_t bound) {
+    if (!ok() || bound <= 0 || rowBytes <= 0)
+      return;
+    uintptr_t alignment = reinterpret_cast<uintptr_t>(dst) |
+                          reinterpret_cast<uintptr_t>(src) |
+                          static_cast<uintptr_t>(rowBytes);
+    if (alignment % 16 == 0)
+      launchCopy<uint4>(dst, src, rowBytes / 16, srcRows, numRows, bound);
+    else if (alignment % 8 == 0)
+      launchCopy<uint2>(dst, src, rowBytes / 8, srcRows, numRows, bound);
+    else if (alignment % 4 == 0)
+      launchCopy<uint32_t>(dst, src, rowBytes / 4, srcRows, numRows, bound);
+    else
+      launchCopy<uint8_t>(dst, src, rowBytes, srcRows, numRows, bound);
+  }
+
+private:
+  template <typename V>
+  void launchCopy(void *dst, const void *src, int64_t vectors,
+                  const int64_t *srcRows, const int64_t *numRows,
+                  int64_t bound) {
+    // Enough threads for four vectors each, in whole warps, at most 256.
+    int64_t threads = ((vectors + 3) / 4 + 31) / 32 * 32;
+    if (threads > 256)
+      threads = 256;
+    if (threads < 32)
+      threads = 32;
+    int64_t most = int64_t(smCount_) * (2048 / threads);
+    int64_t blocks = bound < most ? bound : most;
+    copyRowsKernel<V>
+        <<<static_cast<unsigned>(blocks), static_cast<unsigned>(threads), 0,
+           stream_>>>(static_cast<V *>(dst), static_cast<const V *>(src),
+                      vectors, srcRows, numRows, bound, status_);
+    check(cudaGetLastError(), "launching the row copy");
+  }
+
+  bool fitsInt(int64_t n) {
+    if (n <= INT_MAX)
+      return true;
+    failure_ = invalid(std::to_string(n) +
+                       " elements exceed what one device sort or scan takes");
+    return false;
+  }
+
+  bool check(cudaError_t error, const char *what) {
+    if (error == cudaSuccess)
+      return true;
+    fail(error, what);
+    return false;
+  }
+
+  void fail(cudaError_t error, const std::string &what) {
+    // Clears the error so that the operation reports it once, as here.
+    cudaGetLastError();
+    if (ok())
+      failure_ = cudaFailure(error, what);
+  }
+
+  cudaStream_t stream_;
+  cudaMemPool_t pool_;
+  int smCount_;
+  DeviceStatus *status_;
+  Status failure_;
+  std::vector<void *> allocations_;
+};
+
+//===----------------------------------------------------------------------===//
+// gate
+//===----------------------------------------------------------------------===//
+
+struct GateParams {
+  const float *logits;
+  int64_t tokens;
+  int experts;
+  int k;
+  tamoe_rt_score_t score;
+  bool renormalize;
+  int groups; // 0: no group limit
+  int groupsKept;
+  int32_t *ids;
+  float *weights;
+  float *probs;
+};
+
+constexpr int kGateWarps = 4;
+
+/// Whether (v, i) beats the best so far (bv, bi): the higher score, the
+/// lower index on ties; bi < 0 means nothing yet. NaN never wins.
+__device__ inline bool beats(float v, int i, float bv, int bi) {
+  if (v != v)
+    return false;
+  return bi < 0 || v > bv || (v == bv && i < bi);
+}
+
+/// Every lane ends with the warp's best (value, index).
+__device__ inline void warpArgMax(float &value, int &index) {
+  for (int offset = 16; offset > 0; offset /= 2) {
+    float otherValue = __shfl_xor_sync(0xffffffffu, value, offset);
+    int otherIndex = __shfl_xor_sync(0xffffffffu, index, offset);
+    if (otherIndex >= 0 && beats(otherValue, otherIndex, value, index)) {
+      value = otherValue;
+      index = otherIndex;
+    }
+  }
+}
+
+__device__ inline float warpMax(float value) {
+  for (int offset = 16; offset > 0; offset /= 2)
+    value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
+  return value;
+}
+
+__device__ inline float warpSum(float value) {
+  for (int offset = 16; offset > 0; offset /= 2)
+    value += __shfl_xor_sync(0xffffffffu, value, offset);
+  return value;
+}
+
+/// One warp per token. The token's scores, group scores and "taken" flags
+/// live in a per-warp workspace (shared memory, or global memory when the
+/// experts do not fit): scores [experts] floats, group scores [groups]
+/// floats, then experts + groups flag bytes.
+__global__ void __launch_bounds__(kGateWarps * 32)
+    gateKernel(GateParams p, float *globalWorkspace, int64_t workspaceFloats) {
+  extern __shared__ float sharedWorkspace[];
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int64_t slot = int64_t(blockIdx.x) * kGateWarps + warp;
+  float *scores = globalWorkspace
+                      ? globalWorkspace + slot * workspaceFloats
+                      : sharedWorkspace + int64_t(warp) * workspaceFloats;
+  const int E = p.experts, G = p.groups;
+  float *groupScores = scores + E;
+  unsigned char *taken = reinterpret_cast<unsigned char *>(groupScores + G);
+
+  for (int64_t t = slot; t < p.tokens; t += int64_t(gridDim.x) * kGateWarps) {
+    const float *logits = p.logits + t * E;
+    float *probs = p.probs + t * E;
+    if (p.score == TAMOE_RT_SCORE_SOFTMAX) {
+      // Subtract the row maximum so exp cannot overflow.
+      float maximum = -INFINITY;
+      for (int e = lane; e < E; e += 32)
+        maximum = fmaxf(maximum, logits[e]);
+      maximum = warpMax(maximum);
+      float sum = 0.0f;
+      for (int e = lane; e < E; e += 32) {
+        float x = expf(logits[e] - maximum);
+        scores[e] = x;
+        sum += x;
+      }
+      sum = warpSum(sum);
+      for (int e = lane; e < E; e += 32) {
+        float prob = scores[e] / sum;
+        scores[e] = prob;
+        probs[e] = prob;
+      }
+    } else {
+      for (int e = lane; e < E; e += 32) {
+        float prob = 1.0f / (1.0f + expf(-logits[e]));
+        scores[e] = prob;
+        probs[e] = prob;
+      }
+    }
+    for (int e = lane; e < E + G; e += 32)
+      taken[e] = 0;
+    __syncwarp();
+
+    if (G > 0) {
+      // Group score: the sum of the group's two best scores (its best for
+      // groups of one), as in DeepSeek-V3.
+      const int perGroup = E / G;
+      for (int g = lane; g < G; g += 32) {
+        float first = -INFINITY, second = -INFINITY;
+        for (int i = 0; i < perGroup; ++i) {
+          float v = scores[g * perGroup + i];
+          if (v > first) {
+            second = first;
+            first = v;
+          } else if (v > second) {
+            second = v;
+          }
+        }
+        groupScores[g] = perGroup > 1 ? first + second : first;
+      }
+      __syncwarp();
+      for (int round = 0; round < p.groupsKept; ++round) {
+        float best = -INFINITY;
+        int bestIndex = -1;
+        for (int g = lane; g < G; g += 32)
+          if (!taken[E + g] && beats(groupScores[g], g, best, bestIndex)) {
+            best = groupScores[g];
+            bestIndex = g;
+          }
+        warpArgMax(best, bestIndex);
+        if (lane == 0 && bestIndex >= 0)
+          taken[E + bestIndex] = 1;
+        __syncwarp();
+      }
+      // Experts of the groups not kept cannot be chosen.
+      for (int e = lane; e < E; e += 32)
+        if (!taken[E + e / perGroup])
+          scores[e] = -INFINITY;
+      __syncwarp();
+    }
+
+    int32_t *ids = p.ids + t * p.k;
+    float *weights = p.weights + t * p.k;
+    for (int j = 0; j < p.k; ++j) {
+      float best = -INFINITY;
+      int bestIndex = -1;
+      for (int e = lane; e < E; e += 32)
+        if (!taken[e] && beats(scores[e], e, best, bestIndex)) {
+          best = scores[e];
+          bestIndex = e;
+        }
+      warpArgMax(best, bestIndex);
+      if (lane == 0) {
+        // No candidate only when every score is NaN.
+        ids[j] = bestIndex;
+        weights[j] = bestIndex >= 0 ? best : 0.0f;
+        if (bestIndex >= 0)
+          taken[bestIndex] = 1;
+      }
+      __syncwarp();
+    }
+    if (p.renormalize && lane == 0) {
+      // In slot order, as the host does.
+      float sum = 0.0f;
+      for (int j = 0; j < p.k; ++j)
+        sum += weights[j];
+      for (int j = 0; j < p.k; ++j)
+        weights[j] = weights[j] / sum;
+    }
+    __syncwarp();
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// combine
+//===----------------------------------------------------------------------===//
+
+/// A block per token (grid-stride); threads across the hidden dimension,
+/// four floats at a time when rows are 16-byte aligned. Sums in slot order.
+template <bool Vectorized>
+__global__ void __launch_bounds__(kThreads)
+    combineKernel(const float *__restrict__ outputs, int64_t rows,
+                  int64_t hidden, const int32_t *__restrict__ positions,
+                  const float *__restrict__ weights, int64_t tokens, int64_t k,
+                  float *__restrict__ combined, DeviceStatus *status) {
+  const int64_t columns = Vectorized ? hidden / 4 : hidden;
+  for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+    const int32_t *tokenPositions = positions + t * k;
+    const float *tokenWeights = weights + t * k;
+    for (int64_t c = threadIdx.x; c < columns; c += blockDim.x) {
+      if constexpr (Vectorized) {
+        float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int64_t j = 0; j < k; ++j) {
+          int32_t position = tokenPositions[j];
+          if (position < 0)
+            continue;
+          if (position >= rows) {
+            reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                        kPositionOutOfRange, t * k + j, position, rows);
+            continue;
+          }
+          float w = tokenWeights[j];
+          float4 v = reinterpret_cast<const float4 *>(
+              outputs + int64_t(position) * hidden)[c];
+          sum.x += w * v.x;
+          sum.y += w * v.y;
+          sum.z += w * v.z;
+          sum.w += w * v.w;
+        }
+        reinterpret_cast<float4 *>(combined + t * hidden)[c] = sum;
+      } else {
+        float sum = 0.0f;
+        for (int64_t j = 0; j < k; ++j) {
+          int32_t position = tokenPositions[j];
+          if (position < 0)
+            continue;
+          if (position >= rows) {
+            reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                        kPositionOutOfRange, t * k + j, position, rows);
+            continue;
+          }
+          sum += tokenWeights[j] * outputs[int64_t(position) * hidden + c];
+        }
+        combined[t * hidden + c] = sum;
+      }
+    }
+    // Tokens whose every assignment was dropped still get their zero row
+    // above; a block with no columns has nothing to write.
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// aux_loss
+//===----------------------------------------------------------------------===//
+
+constexpr int kAuxRows = 8;
+
+/// partial[chunk, e] = sum of probs[t, e] over the chunk's tokens, in a
+/// fixed order (so the loss is deterministic).
+__global__ void auxColumnSumsKernel(const float *__restrict__ probs,
+                                    int64_t tokens, int64_t experts,
+                                    int64_t rowsPerChunk,
+                                    float *__restrict__ partial) {
+  __shared__ float sums[kAuxRows][33];
+  const int64_t e = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  const int64_t begin = int64_t(blockIdx.y) * rowsPerChunk;
+  int64_t end = begin + rowsPerChunk;
+  if (end > tokens)
+    end = tokens;
+  float sum = 0.0f;
+  if (e < experts)
+    for (int64_t t = begin + threadIdx.y; t < end; t += kAuxRows)
+      sum += probs[t * experts + e];
+  sums[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y == 0 && e < experts) {
+    float total = 0.0f;
+    for (int y = 0; y < kAuxRows; ++y)
+      total += sums[y][threadIdx.x];
+    partial[int64_t(blockIdx.y) * experts + e] = total;
+  }
+}
+
+__global__ void auxCountsKernel(const int32_t *__restrict__ ids, int64_t n,
+                                int64_t experts, int32_t *counts,
+                                DeviceStatus *status) {
+  int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    int32_t expert = ids[i];
+    if (expert < 0)
+      continue; // dropped: not counted
+    if (expert >= experts) {
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kExpertOutOfRange, i,
+                  expert, experts);
+      continue;
+    }
+    atomicAdd(counts + expert, 1);
+  }
+}
+
+/// loss = scale * sum_e count_e * P_e (* w_e), scale = E / (k S^2), the
+/// formula and operation order of the compiler's expansion (ExpandGate.cpp).
+__global__ void __launch_bounds__(kThreads)
+    auxFinishKernel(const float *__restrict__ partial, int64_t chunks,
+                    const int32_t *__restrict__ counts,
+                    const float *__restrict__ expertWeights, int64_t experts,
+                    float scale, float *loss, const DeviceStatus *status) {
+  using Reduce = cub::BlockReduce<float, kThreads>;
+  __shared__ typename Reduce::TempStorage storage;
+  float local = 0.0f;
+  for (int64_t e = threadIdx.x; e < experts; e += kThreads) {
+    float probSum = 0.0f;
+    for (int64_t c = 0; c < chunks; ++c)
+      probSum += partial[c * experts + e];
+    float term = static_cast<float>(counts[e]) * probSum;
+    if (expertWeights)
+      term *= expertWeights[e];
+    local += term;
+  }
+  float total = Reduce(storage).Sum(local);
+  if (threadIdx.x == 0 && !hasFailed(status))
+    *loss = total * scale;
+}
+
+__global__ void storeFloatKernel(float *target, float value,
+                                 const DeviceStatus *status) {
+  if (!hasFailed(status))
+    *target = value;
+}
+
+//===----------------------------------------------------------------------===//
+// grouped_matmul
+//===----------------------------------------------------------------------===//
+
+constexpr int kTileRows = 64, kTileColumns = 64, kTileDepth = 16;
+
+/// tiles[c] = row tiles of chunk c (kTileRows rows each, never spanning
+/// two chunks, so a tile has one expert); tiles[numCounts] = 0.
+struct ChunkTiles {
+  const int64_t *chunkRows;
+  int64_t numCounts;
+  int64_t *tiles;
+  __host__ __device__ void operator()(int64_t c) const {
+    tiles[c] = c == numCounts ? 0 : (chunkRows[c] + kTileRows - 1) / kTileRows;
+  }
+};
+
+/// result rows past the counts' sum are zero.
+struct ZeroTail {
+  const int64_t *total;
+  int64_t outFeatures;
+  float *result;
+  const DeviceStatus *status;
+  __device__ void operator()(int64_t i) const {
+    if (!hasFailed(status) && i / outFeatures >= *total)
+      result[i] = 0.0f;
+  }
+};
+
+/// One block per (row tile, 64 output features): 256 threads, 4 x 4
+/// outputs each, over the hidden dimension in slices of 16 staged in shared
+/// memory. Each output sums over h in increasing order, as the host does.
+__global__ void __launch_bounds__(256)
+    groupedMatmulKernel(const float *__restrict__ rows, int64_t hidden,
+                        const int64_t *__restrict__ chunkStart,
+                        const int64_t *__restrict__ tileStart,
+                        int64_t numCounts, int64_t experts,
+                        const float *__restrict__ weights, int64_t outFeatures,
+                        float *__restrict__ result,
+                        const DeviceStatus *status) {
+  __shared__ float a[kTileDepth][kTileRows + 4];
+  __shared__ float b[kTileDepth][kTileColumns];
+  if (hasFailed(status))
+    return;
+  const int64_t tiles = tileStart[numCounts];
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int64_t column0 = int64_t(blockIdx.y) * kTileColumns;
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    int64_t chunk = upperBound(tileStart, numCounts + 1, tile) - 1;
+    int64_t row0 = chunkStart[chunk] + (tile - tileStart[chunk]) * kTileRows;
+    int64_t rowEnd = chunkStart[chunk + 1];
+    const float *w = weights + (chunk % experts) * hidden * outFeatures;
+    float sum[4][4] = {};
+    for (int64_t h0 = 0; h0 < hidden; h0 += kTileDepth) {
+      // Stage rows [row0, +64) x [h0, +16) transposed, and W [h0, +16) x
+      // [column0, +64); zeros outside the chunk and the matrices.
+      for (int i = tid; i < kTileRows * kTileDepth; i += 256) {
+        int r = i / kTileDepth, d = i % kTileDepth;
+        int64_t row = row0 + r, h = h0 + d;
+        a[d][r] = row < rowEnd && h < hidden ? rows[row * hidden + h] : 0.0f;
+      }
+      for (int i = tid; i < kTileDepth * kTileColumns; i += 256) {
+        int d = i / kTileColumns, f = i % kTileColumns;
+        int64_t h = h0 + d, column = column0 + f;
+        b[d][f] = h < hidden && column < outFeatures
+                      ? w[h * outFeatures + column]
+                      : 0.0f;
+      }
+      __syncthreads();
+      for (int d = 0; d < kTileDepth; ++d) {
+        float x[4], y[4];
+        for (int i = 0; i < 4; ++i) {
+          x[i] = a[d][ty * 4 + i];
+          y[i] = b[d][tx * 4 + i];
+        }
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j)
+            sum[i][j] += x[i] * y[j];
+      }
+      __syncthreads();
+    }
+    for (int i = 0; i < 4; ++i) {
+      int64_t row = row0 + ty * 4 + i;
+      if (row >= rowEnd)
+        continue;
+      for (int j = 0; j < 4; ++j) {
+        int64_t column = column0 + tx * 4 + j;
+        if (column < outFeatures)
+          result[row * outFeatures + column] = sum[i][j];
+      }
+    }
+  }
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Backend methods
+//===----------------------------------------------------------------------===//
+
+Status CudaBackend::gate(const float *logits, intptr_t tokens, intptr_t experts,
+                         intptr_t k, tamoe_rt_score_t score, bool renormalize,
+                         intptr_t numGroups, intptr_t groupsKept,
+                         int32_t *expertIds, float *weights, float *probs) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (tokens < 0 || experts < 0 || k < 0 || numGroups < 0 || groupsKept < 0)
+    return invalid("negative size");
+  if (score != TAMOE_RT_SCORE_SOFTMAX && score != TAMOE_RT_SCORE_SIGMOID)
+    return invalid("unknown score function " + std::to_string(score));
+  if (experts > INT_MAX / 8)
+    return invalid("too many experts (" + std::to_string(experts) + ")");
+  if (k > experts)
+    return invalid("k = " + std::to_string(k) + " exceeds the " +
+                   std::to_string(experts) + " experts");
+  if (numGroups > 0) {
+    if (experts % numGroups != 0)
+      return invalid(std::to_string(experts) + " experts do not form " +
+                     std::to_string(numGroups) + " equal groups");
+    if (groupsKept < 1 || groupsKept > numGroups)
+      return invalid("groups_kept = " + std::to_string(groupsKept) +
+                     " must be in [1, " + std::to_string(numGroups) + "]");
+    if (k > groupsKept * (experts / numGroups))
+      return invalid("k = " + std::to_string(k) +
+                     " exceeds the experts of the " +
+                     std::to_string(groupsKept) + " kept groups");
+  }
+  if (tokens == 0 || experts == 0)
+    return Status::success();
+  int64_t cells, picks;
+  if (!multiply(tokens, experts, cells) || !multiply(tokens, k, picks) ||
+      !multiply(cells, 4, cells) || !multiply(picks, 4, picks))
+    return invalid("sizes overflow");
+  for (Status s : {checkPointer(logits, cells, "logits"),
+                   checkPointer(probs, cells, "probs"),
+                   checkPointer(expertIds, picks, "expert_ids"),
+                   checkPointer(weights, picks, "weights")})
+    if (!s.ok())
+      return s;
+
+  GateParams params{logits,
+                    tokens,
+                    static_cast<int>(experts),
+                    static_cast<int>(k),
+                    score,
+                    renormalize,
+                    static_cast<int>(numGroups),
+                    static_cast<int>(groupsKept),
+                    expertIds,
+                    weights,
+                    probs};
+  // Workspace per warp: E + G floats and E + G flag bytes, in 16-byte units.
+  int64_t workspaceBytes = (experts + numGroups) * 5;
+  int64_t workspaceFloats = (workspaceBytes + 15) / 16 * 4;
+  int64_t sharedBytes = workspaceFloats * 4 * kGateWarps;
+  int64_t blocks = (tokens + kGateWarps - 1) / kGateWarps;
+  int64_t most = int64_t(smCount_) * 16;
+  if (blocks > most)
+    blocks = most;
+  float *globalWorkspace = nullptr;
+  if (sharedBytes > 48 * 1024) {
+    // Too many experts for shared memory: each warp slot of the grid gets
+    // its workspace in global memory instead (still L2-resident).
+    cudaError_t error = cudaMallocFromPoolAsync(
+        reinterpret_cast<void **>(&globalWorkspace),
+        static_cast<size_t>(blocks * kGateWarps * workspaceFloats * 4), pool_,
+        stream_);
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFailure(error, "allocating the workspace");
+    }
+    sharedBytes = 0;
+  }
+  gateKernel<<<static_cast<unsigned>(blocks), kGateWarps * 32,
+               static_cast<size_t>(sharedBytes), stream_>>>(
+      params, globalWorkspace, workspaceFloats);
+  cudaError_t launch = cudaGetLastError();
+  if (globalWorkspace)
+    cudaFreeAsync(globalWorkspace, stream_);
+  if (launch != cudaSuccess)
+    return cudaFailure(launch, "launching the kernel");
+  return Status::success();
+}
+
+Status CudaBackend::dispatch(const void *tokens, intptr_t numTokens,
+                             intptr_t rowBytes, const int32_t *expertIds,
+                             intptr_t k, intptr_t experts, const float *weights,
+                             intptr_t capacity, tamoe_rt_drop_t drop,
+                             void *dispatched, intptr_t dispatchedCapacity,
+                             int32_t *expertCounts, int32_t *positions,
+                             int64_t *numDropped) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (numTokens < 0 || rowBytes < 0 || k < 0 || experts < 0 ||
+      dispatchedCapacity < 0)
+    return invalid("negative size");
+  if (drop != TAMOE_RT_DROP_POSITION && drop != TAMOE_RT_DROP_PROBABILITY)
+    return invalid("unknown drop policy " + std::to_string(drop));
+  int64_t n;
+  if (!multiply(numTokens, k, n) || n > INT_MAX - 1)
+    return invalid("tokens * k exceeds 2^31 - 2 assignments");
+  if (experts > INT_MAX - 1)
+    return invalid("too many experts");
+  bool byWeight = capacity >= 0 && drop == TAMOE_RT_DROP_PROBABILITY;
+  if (byWeight && n > 0 && !weights)
+    return invalid("dropping by probability needs the weights");
+  int64_t tokenBytes, dispatchedBytes;
+  if (!multiply(numTokens, rowBytes, tokenBytes) ||
+      !multiply(dispatchedCapacity, rowBytes, dispatchedBytes))
+    return invalid("sizes overflow");
+  for (Status s : {checkPointer(tokens, tokenBytes, "tokens"),
+                   checkPointer(expertIds, n * 4, "expert_ids"),
+                   checkPointer(byWeight ? weights : nullptr,
+                                byWeight ? n * 4 : 0, "weights"),
+                   checkPointer(dispatched, dispatchedBytes, "dispatched"),
+                   checkPointer(expertCounts, experts * 4, "expert_counts"),
+                   checkPointer(positions, n * 4, "positions"),
+                   checkPointer(numDropped, 8, "num_dropped")})
+    if (!s.ok())
+      return s;
+  if (overlap(tokens, tokenBytes, dispatched, dispatchedBytes))
+    return invalid("tokens and dispatched overlap");
+
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runDispatch(x, DispatchParams{tokens, numTokens, rowBytes, expertIds, k,
+                                experts, weights, capacity, drop, dispatched,
+                                dispatchedCapacity, expertCounts, positions,
+                                numDropped});
+  x.release();
+  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+    if (e.kind == kExpertOutOfRange)
+      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+             " is out of range [0, " + num(e.c) + ")";
+    if (e.kind == kRowsExceedCapacity)
+      return num(e.a) + " rows to write exceed dispatched_capacity " + num(e.b);
+    return std::string();
+  });
+}
+
+Status CudaBackend::combine(const float *expertOutputs, intptr_t rows,
+                            intptr_t hidden, const int32_t *positions,
+                            const float *weights, intptr_t tokens, intptr_t k,
+                            float *combined) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (rows < 0 || hidden < 0 || tokens < 0 || k < 0)
+    return invalid("negative size");
+  int64_t outputBytes, combinedBytes, picks;
+  if (!multiply(rows, hidden, outputBytes) ||
+      !multiply(outputBytes, 4, outputBytes) ||
+      !multiply(tokens, hidden, combinedBytes) ||
+      !multiply(combinedBytes, 4, combinedBytes) ||
+      !multiply(tokens, k, picks) || !multiply(picks, 4, picks))
+    return invalid("sizes overflow");
+  for (Status s : {checkPointer(expertOutputs, outputBytes, "expert_outputs"),
+                   checkPointer(positions, picks, "positions"),
+                   checkPointer(weights, picks, "weights"),
+                   checkPointer(combined, combinedBytes, "combined")})
+    if (!s.ok())
+      return s;
+  if (overlap(expertOutputs, outputBytes, combined, combinedBytes))
+    return invalid("expert_outputs and combined overlap");
+  if (tokens == 0 || hidden == 0)
+    return Status::success();
+
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  bool vectorized = hidden % 4 == 0 &&
+                    reinterpret_cast<uintptr_t>(expertOutputs) % 16 == 0 &&
+                    reinterpret_cast<uintptr_t>(combined) % 16 == 0;
+  int64_t columns = vectorized ? hidden / 4 : hidden;
+  int64_t threads = (columns + 31) / 32 * 32;
+  if (threads > kThreads)
+    threads = kThreads;
+  int64_t most = int64_t(smCount_) * (2048 / threads);
+  int64_t blocks = tokens < most ? tokens : most;
+  if (vectorized)
+    combineKernel<true>
+        <<<static_cast<unsigned>(blocks), static_cast<unsigned>(threads), 0,
+           stream_>>>(expertOutputs, rows, hidden, positions, weights, tokens,
+                      k, combined, deviceStatus_);
+  else
+    combineKernel<false>
+        <<<static_cast<unsigned>(blocks), static_cast<unsigned>(threads), 0,
+           stream_>>>(expertOutputs, rows, hidden, positions, weights, tokens,
+                      k, combined, deviceStatus_);
+  Status failure;
+  if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+    failure = cudaFailure(error, "launching the kernel");
+  return endOperation(failure, [&](const DeviceStatus &e) {
+    if (e.kind == kPositionOutOfRange)
+      return entry("positions", e.a, k) + " = " + num(e.b) + " is past the " +
+             num(e.c) + " rows of expert_outputs";
+    return std::string();
+  });
+}
+
+Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
+                            intptr_t tokens, intptr_t experts, intptr_t k,
+                            const float *expertWeights, float *loss) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (tokens < 0 || experts < 0 || k < 0)
+    return invalid("negative size");
+  int64_t probBytes, idBytes;
+  if (!multiply(tokens, experts, probBytes) ||
+      !multiply(probBytes, 4, probBytes) || !multiply(tokens, k, idBytes) ||
+      !multiply(idBytes, 4, idBytes) || experts > INT_MAX)
+    return invalid("sizes overflow");
+  for (Status s : {checkPointer(probs, probBytes, "probs"),
+                   checkPointer(expertIds, idBytes, "expert_ids"),
+                   checkPointer(expertWeights, expertWeights ? experts * 4 : 0,
+                                "expert_weights"),
+                   checkPointer(loss, 4, "loss")})
+    if (!s.ok())
+      return s;
+
+  auto describe = [&](const DeviceStatus &e) {
+    if (e.kind == kExpertOutOfRange)
+      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+             " is out of range [0, " + num(e.c) +
+             ") (negative ids are not counted)";
+    return std::string();
+  };
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  // The compiler computes E / (k * (S * S)) in f32; so do we (and so does
+  // the cpu backend): k = 0 gives 0 * inf = NaN there too.
+  float tokensF = static_cast<float>(tokens);
+  float scale = static_cast<float>(experts) /
+                (static_cast<float>(k) * (tokensF * tokensF));
+  if (tokens == 0 || experts == 0) {
+    // No tokens: no imbalance (the formula would be 0 / 0). No experts: an
+    // empty sum.
+    storeFloatKernel<<<1, 1, 0, stream_>>>(loss, 0.0f, deviceStatus_);
+    Status failure;
+    if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+      failure = cudaFailure(error, "launching a kernel");
+    return endOperation(failure, describe);
+  }
+  // Chunks of tokens per column block: enough blocks to fill the device,
+  // few enough partial sums for the final single-block reduction.
+  int64_t columnBlocks = (experts + 31) / 32;
+  int64_t chunks = (int64_t(smCount_) * 4 + columnBlocks - 1) / columnBlocks;
+  int64_t byRows = (tokens + 255) / 256;
+  if (chunks > byRows)
+    chunks = byRows;
+  if (chunks > 65535)
+    chunks = 65535;
+  if (chunks < 1)
+    chunks = 1;
+  int64_t rowsPerChunk = (tokens + chunks - 1) / chunks;
+  chunks = (tokens + rowsPerChunk - 1) / rowsPerChunk;
+  float *partial = x.scratch<float>(chunks * experts);
+  int32_t *counts = x.scratch<int32_t>(experts);
+  x.zero(counts, experts * 4);
+  if (x.ok()) {
+    auxColumnSumsKernel<<<dim3(static_cast<unsigned>(columnBlocks),
+                               static_cast<unsigned>(chunks)),
+                          dim3(32, kAuxRows), 0, stream_>>>(
+        probs, tokens, experts, rowsPerChunk, partial);
+    int64_t n = tokens * k;
+    int64_t blocks = (n + kThreads - 1) / kThreads;
+    int64_t most = int64_t(smCount_) * 8;
+    if (n > 0)
+      auxCountsKernel<<<static_cast<unsigned>(blocks < most ? blocks : most),
+                        kThreads, 0, stream_>>>(expertIds, n, experts, counts,
+                                                deviceStatus_);
+    auxFinishKernel<<<1, kThreads, 0, stream_>>>(partial, chunks, counts,
+                                                 expertWeights, experts, scale,
+                                                 loss, deviceStatus_);
+  }
+  Status failure = x.failure();
+  if (cudaError_t error = cudaGetLastError();
+      error != cudaSuccess && failure.ok())
+    failure = cudaFailure(error, "launching a kernel");
+  x.release();
+  return endOperation(failure, describe);
+}
+
+Status CudaBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
+                                  intptr_t hidden, const int32_t *counts,
+                                  intptr_t numCounts, intptr_t experts,
+                                  const float *weights, intptr_t outFeatures,
+                                  float *result) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (rowsCapacity < 0 || hidden < 1 || numCounts < 0 || experts < 1 ||
+      outFeatures < 1)
+    return invalid("rows_capacity and num_counts must be >= 0; hidden, "
+                   "experts and out_features >= 1");
+  int64_t rowBytes, resultBytes, weightBytes;
+  if (numCounts > INT_MAX - 1 ||
+      !multiply(rowsCapacity, hidden * 4, rowBytes) ||
+      !multiply(rowsCapacity, outFeatures * 4, resultBytes) ||
+      !multiply(hidden, outFeatures, weightBytes) ||
+      !multiply(weightBytes, experts * 4, weightBytes))
+    return invalid("sizes overflow");
+  for (Status s : {checkPointer(rows, rowBytes, "rows"),
+                   checkPointer(counts, numCounts * 4, "counts"),
+                   checkPointer(weights, weightBytes, "weights"),
+                   checkPointer(result, resultBytes, "result")})
+    if (!s.ok())
+      return s;
+  if (overlap(rows, rowBytes, result, resultBytes))
+    return invalid("rows and result overlap");
+
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  DeviceStatus *status = deviceStatus_;
+  int64_t *chunkRows = x.scratch<int64_t>(numCounts + 1);
+  int64_t *chunkStart = x.scratch<int64_t>(numCounts + 1);
+  int64_t *tiles = x.scratch<int64_t>(numCounts + 1);
+  int64_t *tileStart = x.scratch<int64_t>(numCounts + 1);
+  int64_t *total = x.scratch<int64_t>(1);
+  if (x.ok()) {
+    x.forEach(numCounts + 1,
+              SourceCounts{counts, numCounts, chunkRows, status});
+    x.exclusiveSum(chunkRows, chunkStart, numCounts + 1);
+    x.forEach(1, RowsCheck{chunkStart + numCounts, rowsCapacity,
+                           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                           kInputRowsExceedCapacity, total, status});
+    x.forEach(numCounts + 1, ChunkTiles{chunkRows, numCounts, tiles});
+    x.exclusiveSum(tiles, tileStart, numCounts + 1);
+  }
+  // At most one partial tile per chunk beyond the full ones.
+  int64_t mostTiles = (rowsCapacity + kTileRows - 1) / kTileRows + numCounts;
+  int64_t columnTiles = (outFeatures + kTileColumns - 1) / kTileColumns;
+  if (x.ok() && mostTiles > 0) {
+    // Row tiles in a grid-stride loop: the bound can far exceed the tiles
+    // the counts make.
+    int64_t blocks =
+        mostTiles < int64_t(smCount_) * 16 ? mostTiles : int64_t(smCount_) * 16;
+    if (columnTiles > 65535)
+      x.fail(invalid("out_features above " +
+                     std::to_string(65535 * kTileColumns)));
+    else
+      groupedMatmulKernel<<<dim3(static_cast<unsigned>(blocks),
+                                 static_cast<unsigned>(columnTiles)),
+                            256, 0, stream_>>>(
+          rows, hidden, chunkStart, tileStart, numCounts, experts, weights,
+          outFeatures, result, status);
+    if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+      x.fail(cudaFailure(error, "launching the grouped matmul"));
+  }
+  x.forEach(rowsCapacity * outFeatures,
+            ZeroTail{total, outFeatures, result, status});
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, [&](const DeviceStatus &e) {
+    if (e.kind == kNegativeCount)
+      return "counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
+    if (e.kind == kInputRowsExceedCapacity)
+      return "counts sum to " + num(e.a) + " rows but rows_capacity is " +
+             num(e.b);
+    return std::string();
+  });
+}
+
+Status CudaBackend::regroup(const void *rows, intptr_t rowsCapacity,
+                            intptr_t rowBytes, const int32_t *counts,
+                            intptr_t a, intptr_t b, intptr_t inner,
+                            void *regrouped, int32_t *regroupedCounts) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (rowsCapacity < 0 || rowBytes < 0 || a < 0 || b < 0 || inner < 0)
+    return invalid("negative size");
+  int64_t n, rowsBytes;
+  if (!multiply(a, b, n) || !multiply(n, inner, n) || n > INT_MAX - 1)
+    return invalid("the count grid has more than 2^31 - 2 entries");
+  if (!multiply(rowsCapacity, rowBytes, rowsBytes))
+    return invalid("sizes overflow");
+  for (Status s : {checkPointer(rows, rowsBytes, "rows"),
+                   checkPointer(counts, n * 4, "counts"),
+                   checkPointer(regrouped, rowsBytes, "regrouped"),
+                   checkPointer(regroupedCounts, n * 4, "regrouped_counts")})
+    if (!s.ok())
+      return s;
+  if (overlap(rows, rowsBytes, regrouped, rowsBytes))
+    return invalid("rows and regrouped overlap");
+
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runRegroup(x, RegroupParams{rows, rowsCapacity, rowBytes, counts, a, b, inner,
+                              regrouped, regroupedCounts});
+  x.release();
+  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+    if (e.kind == kNegativeCount)
+      return "counts[" + num(e.a / (b * inner)) + ", " + num(e.a / inner % b) +
+             ", " + num(e.a % inner) + "] = " + num(e.b) + " is negative";
+    if (e.kind == kInputRowsExceedCapacity)
+      return "counts sum to " + num(e.a) + " rows but rows_capacity is " +
+             num(e.b);
+    return std::string();
+  });
+}
+
+Status CudaBackend::dedupPack(const void *tokens, intptr_t numTokens,
+                              intptr_t rowBytes, const int32_t *expertIds,
+                              const int32_t *positions, intptr_t k,
+                              intptr_t expertsPerNode, intptr_t nodes,
+                              void *unique, int32_t *routes,
+                              intptr_t uniqueCapacity, int32_t *nodeCounts) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (numTokens < 0 || rowBytes < 0 || k < 0 || expertsPerNode < 0 ||
+      nodes < 0 || uniqueCapacity < 0)
+    return invalid("negative size");
+  if (nodes > 0 && expertsPerNode < 1)
+    return invalid("experts_per_node must be positive");
+  int64_t n, cells, experts, tokenBytes, uniqueBytes, routeEntries;
+  if (!multiply(numTokens, k, n) || n > INT_MAX - 1 ||
+      !multiply(nodes, numTokens, cells) || cells > INT_MAX - 1 ||
+      !multiply(expertsPerNode, nodes, experts) || experts > INT_MAX ||
+      !multiply(numTokens, rowBytes, tokenBytes) ||
+      !multiply(uniqueCapacity, rowBytes, uniqueBytes) ||
+      !multiply(uniqueCapacity, k, routeEntries) ||
+      routeEntries > INT64_MAX / 4)
+    return invalid("sizes exceed what the cuda backend takes "
+                   "(tokens * k and nodes * tokens below 2^31 - 1)");
+  for (Status s : {checkPointer(tokens, tokenBytes, "tokens"),
+                   checkPointer(expertIds, n * 4, "expert_ids"),
+                   checkPointer(positions, n * 4, "positions"),
+                   checkPointer(unique, uniqueBytes, "unique"),
+                   checkPointer(routes, routeEntries * 4, "routes"),
+                   checkPointer(nodeCounts, nodes * 4, "node_counts")})
+    if (!s.ok())
+      return s;
+  if (overlap(tokens, tokenBytes, unique, uniqueBytes))
+    return invalid("tokens and unique overlap");
+
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runDedupPack(x, DedupPackParams{tokens, numTokens, rowBytes, expertIds,
+                                  positions, k, expertsPerNode, nodes, unique,
+                                  routes, uniqueCapacity, nodeCounts});
+  x.release();
+  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+    if (e.kind == kExpertOutOfRange)
+      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+             " is out of range [0, " + num(e.c) + ") (" + num(expertsPerNode) +
+             " experts on each of " + num(nodes) + " nodes)";
+    if (e.kind == kRowsExceedCapacity)
+      return num(e.a) + " unique rows exceed unique_capacity " + num(e.b);
+    return std::string();
+  });
+}
+
+Status CudaBackend::dedupExpand(const void *unique, const int32_t *routes,
+                                intptr_t uniqueCapacity, intptr_t rowBytes,
+                                intptr_t k, const int32_t *recvCounts,
+                                intptr_t nodes, intptr_t ranksPerNode,
+                                intptr_t expertsPerRank, void *expanded,
+                                intptr_t expandedCapacity,
+                                int32_t *expandedCounts) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (uniqueCapacity < 0 || rowBytes < 0 || k < 0 || nodes < 0 ||
+      ranksPerNode < 0 || expertsPerRank < 0 || expandedCapacity < 0)
+    return invalid("negative size");
+  if (ranksPerNode < 1 || expertsPerRank < 1)
+    return invalid("ranks_per_node and experts_per_rank must "
+                   "be positive");
+  int64_t m, keys, uniqueBytes, expandedBytes;
+  if (!multiply(uniqueCapacity, k, m) || m > INT_MAX - 1 ||
+      !multiply(ranksPerNode, nodes, keys) ||
+      !multiply(keys, expertsPerRank, keys) || keys > INT_MAX - 1 ||
+      !multiply(uniqueCapacity, rowBytes, uniqueBytes) ||
+      !multiply(expandedCapacity, rowBytes, expandedBytes))
+    return invalid("sizes exceed what the cuda backend takes "
+                   "(unique_capacity * k and the experts below 2^31 - 1)");
+  for (Status s : {checkPointer(unique, uniqueBytes, "unique"),
+                   checkPointer(routes, m * 4, "routes"),
+                   checkPointer(recvCounts, nodes * 4, "recv_counts"),
+                   checkPointer(expanded, expandedBytes, "expanded"),
+                   checkPointer(expandedCounts, keys * 4, "expanded_counts")})
+    if (!s.ok())
+      return s;
+  if (overlap(unique, uniqueBytes, expanded, expandedBytes))
+    return invalid("unique and expanded overlap");
+
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runDedupExpand(x, DedupExpandParams{unique, routes, uniqueCapacity, rowBytes,
+                                      k, recvCounts, nodes, ranksPerNode,
+                                      expertsPerRank, expanded,
+                                      expandedCapacity, expandedCounts});
+  x.release();
+  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+    if (e.kind == kNegativeCount)
+      return "recv_counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
+    if (e.kind == kInputRowsExceedCapacity)
+      return "recv_counts sum to " + num(e.a) +
+             " rows but unique_capacity is " + num(e.b);
+    if (e.kind == kRouteInvalid)
+      return entry("routes", e.a, k) + " = " + num(e.b) +
+             " is neither an expert id nor -1";
+    if (e.kind == kRowsExceedCapacity)
+      return num(e.a) + " expanded rows exceed expanded_capacity " + num(e.b);
+    return std::string();
+  });
+}
+
+} // namespace cuda
+} // namespace tamoe_rt

@@ -1,0 +1,790 @@
+//===- Pipelines.h - Index pipelines of the cuda backend ----------*- C++
+//-*-===//
+//
+// dispatch, regroup, dedup_pack and dedup_expand are, on the GPU, a few
+// data-parallel steps (element-wise maps, stable radix sorts on small integer
+// keys, exclusive scans) followed by one row copy. This header writes each
+// operation once as such a sequence over an abstract executor:
+//
+//   Exec::scratch<T>(n)         n elements of temporary memory (never null
+//                               unless the executor has failed)
+//   Exec::zero(p, bytes)
+//   Exec::forEach(n, f)         f(i) for every i in [0, n), in any order
+//   Exec::sortPairs(...)        stable sort of (uint32 key, int32 value)
+//   Exec::sortPairsDescending   stable sort of (float key, int32 value), desc
+//   Exec::exclusiveSum(in, out, n)  int32 or int64
+//   Exec::copyRows(...)         dst row r = src row srcRows[r], r < *numRows
+//   Exec::status()              the DeviceStatus the element functions report
+//   to Exec::ok()                  false once a host-side step failed
+//
+// The cuda backend runs it with kernels and CUB; a host test
+// (test/PipelineTest.cpp) runs the very same code with loops and std
+// algorithms and compares it with a direct implementation of the semantics,
+// so the index logic is tested on machines without a GPU.
+//
+// Errors found in the data are reported to a DeviceStatus (first error wins)
+// and every step that writes an output checks it first: an invalid input
+// never causes a write out of bounds, and outputs stay untouched where
+// possible.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TAMOE_RT_LIB_CUDA_PIPELINES_H
+#define TAMOE_RT_LIB_CUDA_PIPELINES_H
+
+#include "tamoe_rt/tamoe_rt.h"
+
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define TAMOE_HD __host__ __device__
+#else
+#define TAMOE_HD
+#endif
+
+namespace tamoe_rt {
+namespace cuda {
+
+/// What went wrong, for the host to turn into a message.
+enum ErrorKind : int32_t {
+  kNoError = 0,
+  kExpertOutOfRange,        // a = assignment, b = expert id, c = bound
+  kRowsExceedCapacity,      // a = rows, b = capacity
+  kNegativeCount,           // a = index, b = count
+  kPositionOutOfRange,      // a = assignment, b = position, c = rows
+  kRouteInvalid,            // a = route entry, b = value (below -1)
+  kInputRowsExceedCapacity, // a = rows the counts describe, b = capacity
+};
+
+/// The first error an operation found in its data. Lives in device memory;
+/// the host reads it once the operation's work has finished.
+struct DeviceStatus {
+  int32_t code; // a tamoe_rt_status_t, 0 while fine
+  int32_t kind; // an ErrorKind
+  int64_t a, b, c;
+};
+
+TAMOE_HD inline void reportError(DeviceStatus *status, int32_t code,
+                                 int32_t kind, int64_t a, int64_t b,
+                                 int64_t c) {
+#ifdef __CUDA_ARCH__
+  // Only the first reporter writes the details, so they stay consistent.
+  if (atomicCAS(reinterpret_cast<int *>(&status->code), 0, code) != 0)
+    return;
+#else
+  if (status->code != 0)
+    return;
+  status->code = code;
+#endif
+  status->kind = kind;
+  status->a = a;
+  status->b = b;
+  status->c = c;
+}
+
+TAMOE_HD inline bool hasFailed(const DeviceStatus *status) {
+  return *static_cast<const volatile int32_t *>(&status->code) != 0;
+}
+
+/// First index in sorted a[0, n) whose value is not below v.
+template <typename T>
+TAMOE_HD inline int64_t lowerBound(const T *a, int64_t n, T v) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (a[mid] < v)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/// First index in sorted a[0, n) whose value is above v.
+template <typename T>
+TAMOE_HD inline int64_t upperBound(const T *a, int64_t n, T v) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (a[mid] <= v)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/// Bits a radix sort needs for keys in [0, maxKey].
+inline int keyBits(int64_t maxKey) {
+  int bits = 1;
+  while (bits < 32 && (int64_t(1) << bits) <= maxKey)
+    ++bits;
+  return bits;
+}
+
+inline int64_t minOf(int64_t a, int64_t b) { return a < b ? a : b; }
+
+//===----------------------------------------------------------------------===//
+// Element functions shared by the pipelines
+//===----------------------------------------------------------------------===//
+
+/// start[key] = first position of `key` in the sorted keys, for every key in
+/// [0, numKeys]; with the sentinel numKeys sorted last, start[numKeys] is the
+/// number of real keys and start[key + 1] - start[key] the count of key.
+struct SegmentStarts {
+  const uint32_t *sortedKeys;
+  int64_t n;
+  int32_t *start;
+  TAMOE_HD void operator()(int64_t key) const {
+    start[key] = static_cast<int32_t>(
+        lowerBound(sortedKeys, n, static_cast<uint32_t>(key)));
+  }
+};
+
+/// Checks that `*rows` fits `capacity` and publishes the rows to copy.
+struct RowsCheck {
+  const int64_t *rows;
+  int64_t capacity;
+  int32_t code;
+  int32_t kind;
+  int64_t *numRows;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t) const {
+    *numRows = 0;
+    if (hasFailed(status))
+      return;
+    int64_t value = *rows;
+    if (value > capacity) {
+      reportError(status, code, kind, value, capacity, 0);
+      return;
+    }
+    *numRows = value;
+  }
+};
+
+/// The same for an int32 total.
+struct RowsCheck32 {
+  const int32_t *rows;
+  int64_t capacity;
+  int32_t code;
+  int32_t kind;
+  int64_t *numRows;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t) const {
+    *numRows = 0;
+    if (hasFailed(status))
+      return;
+    int64_t value = *rows;
+    if (value > capacity) {
+      reportError(status, code, kind, value, capacity, 0);
+      return;
+    }
+    *numRows = value;
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// dispatch
+//===----------------------------------------------------------------------===//
+
+struct DispatchParams {
+  const void *tokens;
+  int64_t numTokens;
+  int64_t rowBytes;
+  const int32_t *expertIds;
+  int64_t k;
+  int64_t experts;
+  const float *weights;
+  int64_t capacity; // < 0: dropless
+  tamoe_rt_drop_t drop;
+  void *dispatched;
+  int64_t dispatchedCapacity;
+  int32_t *expertCounts;
+  int32_t *positions;
+  int64_t *numDropped;
+};
+
+/// keys[i] = expert of assignment i (the sentinel `experts` when invalid),
+/// values[i] = i.
+struct DispatchKeys {
+  const int32_t *ids;
+  int64_t experts;
+  uint32_t *keys;
+  int32_t *values;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    int32_t expert = ids[i];
+    values[i] = static_cast<int32_t>(i);
+    if (expert < 0 || expert >= experts) {
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kExpertOutOfRange, i,
+                  expert, experts);
+      keys[i] = static_cast<uint32_t>(experts);
+      return;
+    }
+    keys[i] = static_cast<uint32_t>(expert);
+  }
+};
+
+/// kept[e]: the rows expert e keeps (all when dropless); kept[experts] = 0
+/// so that an exclusive sum over experts + 1 entries ends with the total.
+struct KeptCounts {
+  const int32_t *start;
+  int64_t experts;
+  int64_t capacity;
+  int32_t *kept;
+  TAMOE_HD void operator()(int64_t e) const {
+    if (e == experts) {
+      kept[e] = 0;
+      return;
+    }
+    int64_t count = start[e + 1] - start[e];
+    kept[e] = static_cast<int32_t>(
+        capacity < 0 ? count : (count < capacity ? count : capacity));
+  }
+};
+
+/// Keep flags in expert-then-assignment order when the earliest assignments
+/// of each expert stay (dropless: all). flags[n] = 0 ends the scan input.
+struct KeptByPosition {
+  const uint32_t *sortedKeys;
+  const int32_t *start;
+  int64_t experts;
+  int64_t capacity;
+  int64_t n;
+  int32_t *flags;
+  TAMOE_HD void operator()(int64_t p) const {
+    if (p == n) {
+      flags[p] = 0;
+      return;
+    }
+    uint32_t expert = sortedKeys[p];
+    if (expert >= experts) {
+      flags[p] = 0;
+      return;
+    }
+    flags[p] = capacity < 0 || p - start[expert] < capacity;
+  }
+};
+
+/// Sort keys for "highest weight first": -0 and +0 compare equal, as on the
+/// host, so they must not differ in the radix sort either.
+struct WeightKeys {
+  const float *weights;
+  float *keys;
+  int32_t *values;
+  TAMOE_HD void operator()(int64_t i) const {
+    float w = weights[i];
+    keys[i] = w == 0.0f ? 0.0f : w;
+    values[i] = static_cast<int32_t>(i);
+  }
+};
+
+struct GatherKeys {
+  const uint32_t *keys;
+  const int32_t *order;
+  uint32_t *out;
+  TAMOE_HD void operator()(int64_t p) const { out[p] = keys[order[p]]; }
+};
+
+/// In an order that is expert, then weight descending, then assignment:
+/// an assignment is kept when it is among its expert's first `capacity`.
+struct KeptByRank {
+  const uint32_t *sortedKeys;
+  const int32_t *sequence;
+  const int32_t *start;
+  int64_t experts;
+  int64_t capacity;
+  int32_t *keptByAssignment;
+  TAMOE_HD void operator()(int64_t p) const {
+    uint32_t expert = sortedKeys[p];
+    keptByAssignment[sequence[p]] =
+        expert < experts && p - start[expert] < capacity;
+  }
+};
+
+struct GatherFlags {
+  const int32_t *keptByAssignment;
+  const int32_t *sortedAssignments;
+  int64_t n;
+  int32_t *flags;
+  TAMOE_HD void operator()(int64_t p) const {
+    flags[p] = p == n ? 0 : keptByAssignment[sortedAssignments[p]];
+  }
+};
+
+struct DispatchFinish {
+  const int32_t *keptStart; // [experts + 1]
+  int64_t experts;
+  int64_t n;
+  int64_t dispatchedCapacity;
+  int64_t *numRows;
+  int64_t *numDropped;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t) const {
+    *numRows = 0;
+    if (hasFailed(status))
+      return;
+    int64_t total = keptStart[experts];
+    if (total > dispatchedCapacity) {
+      reportError(status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED, kRowsExceedCapacity,
+                  total, dispatchedCapacity, 0);
+      return;
+    }
+    *numRows = total;
+    *numDropped = n - total;
+  }
+};
+
+struct CopyCounts {
+  const int32_t *source;
+  int32_t *destination;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (!hasFailed(status))
+      destination[i] = source[i];
+  }
+};
+
+/// positions of every assignment, and the source token of each output row.
+struct DispatchScatter {
+  const int32_t *sortedAssignments;
+  const int32_t *flags;
+  const int32_t *outRow;
+  int64_t k;
+  int64_t bound;
+  int32_t *positions;
+  int64_t *srcRows;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t p) const {
+    if (hasFailed(status))
+      return;
+    int32_t assignment = sortedAssignments[p];
+    if (!flags[p]) {
+      positions[assignment] = -1;
+      return;
+    }
+    int32_t row = outRow[p];
+    if (row >= bound)
+      return; // unreachable: DispatchFinish checked the total
+    positions[assignment] = row;
+    srcRows[row] = assignment / k;
+  }
+};
+
+template <typename Exec> void runDispatch(Exec &x, const DispatchParams &p) {
+  DeviceStatus *status = x.status();
+  const int64_t n = p.numTokens * p.k;
+  const int64_t experts = p.experts;
+  const int bits = keyBits(experts);
+
+  uint32_t *keys = x.template scratch<uint32_t>(n);
+  int32_t *values = x.template scratch<int32_t>(n);
+  uint32_t *sortedKeys = x.template scratch<uint32_t>(n);
+  int32_t *sortedAssignments = x.template scratch<int32_t>(n);
+  int32_t *start = x.template scratch<int32_t>(experts + 1);
+  int32_t *kept = x.template scratch<int32_t>(experts + 1);
+  int32_t *keptStart = x.template scratch<int32_t>(experts + 1);
+  int32_t *flags = x.template scratch<int32_t>(n + 1);
+  int32_t *outRow = x.template scratch<int32_t>(n + 1);
+  int64_t *numRows = x.template scratch<int64_t>(1);
+  const int64_t bound = minOf(n, p.dispatchedCapacity);
+  int64_t *srcRows = x.template scratch<int64_t>(bound);
+  if (!x.ok())
+    return;
+
+  // Stable by expert, so within an expert by token, then slot.
+  x.forEach(n, DispatchKeys{p.expertIds, experts, keys, values, status});
+  x.sortPairs(keys, sortedKeys, values, sortedAssignments, n, bits);
+  x.forEach(experts + 1, SegmentStarts{sortedKeys, n, start});
+  x.forEach(experts + 1, KeptCounts{start, experts, p.capacity, kept});
+  x.exclusiveSum(kept, keptStart, experts + 1);
+
+  if (p.capacity >= 0 && p.drop == TAMOE_RT_DROP_PROBABILITY) {
+    // Rank each expert's assignments by weight (descending), ties by
+    // assignment: a stable sort by weight of the assignments in order, then
+    // a stable sort of that sequence by expert.
+    float *weightKeys = x.template scratch<float>(n);
+    float *sortedWeights = x.template scratch<float>(n);
+    int32_t *iota = x.template scratch<int32_t>(n);
+    int32_t *byWeight = x.template scratch<int32_t>(n);
+    uint32_t *expertsByWeight = x.template scratch<uint32_t>(n);
+    uint32_t *rankedKeys = x.template scratch<uint32_t>(n);
+    int32_t *ranked = x.template scratch<int32_t>(n);
+    int32_t *keptByAssignment = x.template scratch<int32_t>(n);
+    if (!x.ok())
+      return;
+    x.forEach(n, WeightKeys{p.weights, weightKeys, iota});
+    x.sortPairsDescending(weightKeys, sortedWeights, iota, byWeight, n);
+    x.forEach(n, GatherKeys{keys, byWeight, expertsByWeight});
+    x.sortPairs(expertsByWeight, rankedKeys, byWeight, ranked, n, bits);
+    x.forEach(n, KeptByRank{rankedKeys, ranked, start, experts, p.capacity,
+                            keptByAssignment});
+    x.forEach(n + 1,
+              GatherFlags{keptByAssignment, sortedAssignments, n, flags});
+  } else {
+    x.forEach(n + 1,
+              KeptByPosition{sortedKeys, start, experts, p.capacity, n, flags});
+  }
+  // Kept rows stay in expert-then-token order: the output row of a kept
+  // assignment is the number of kept assignments before it.
+  x.exclusiveSum(flags, outRow, n + 1);
+  x.forEach(1, DispatchFinish{keptStart, experts, n, p.dispatchedCapacity,
+                              numRows, p.numDropped, status});
+  x.forEach(experts, CopyCounts{kept, p.expertCounts, status});
+  x.forEach(n, DispatchScatter{sortedAssignments, flags, outRow, p.k, bound,
+                               p.positions, srcRows, status});
+  x.copyRows(p.dispatched, p.tokens, p.rowBytes, srcRows, numRows, bound);
+}
+
+//===----------------------------------------------------------------------===//
+// regroup
+//===----------------------------------------------------------------------===//
+
+struct RegroupParams {
+  const void *rows;
+  int64_t rowsCapacity;
+  int64_t rowBytes;
+  const int32_t *counts;
+  int64_t a, b, inner;
+  void *regrouped;
+  int32_t *regroupedCounts;
+};
+
+/// The index of chunk (x, y, s) of an [a, b, inner] grid in the [b, a, inner]
+/// grid, and back.
+TAMOE_HD inline int64_t transposedIndex(int64_t i, int64_t a, int64_t b,
+                                        int64_t inner) {
+  int64_t x = i / (b * inner), y = (i / inner) % b, s = i % inner;
+  return (y * a + x) * inner + s;
+}
+
+struct RegroupCounts {
+  const int32_t *counts;
+  int64_t a, b, inner, n;
+  int64_t *inCounts;
+  int64_t *outCounts;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (i == n) {
+      inCounts[n] = 0;
+      outCounts[n] = 0;
+      return;
+    }
+    int64_t count = counts[i];
+    if (count < 0) {
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kNegativeCount, i,
+                  count, 0);
+      count = 0;
+    }
+    inCounts[i] = count;
+    outCounts[transposedIndex(i, a, b, inner)] = count;
+  }
+};
+
+struct RegroupWriteCounts {
+  const int32_t *counts;
+  int64_t a, b, inner;
+  int32_t *out;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (!hasFailed(status))
+      out[transposedIndex(i, a, b, inner)] = counts[i];
+  }
+};
+
+struct RegroupSources {
+  const int64_t *inOffsets;  // [n + 1], input order
+  const int64_t *outOffsets; // [n + 1], output order
+  int64_t a, b, inner, n;
+  const int64_t *numRows;
+  int64_t *srcRows;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t r) const {
+    if (hasFailed(status) || r >= *numRows)
+      return;
+    // The output chunk holding row r: the last one starting at or before r
+    // (empty chunks start where the next begins, so it is never empty).
+    int64_t o = upperBound(outOffsets, n + 1, r) - 1;
+    // Output chunk o = (y, x, s) of the [b, a, inner] grid.
+    int64_t y = o / (a * inner), x = (o / inner) % a, s = o % inner;
+    int64_t i = (x * b + y) * inner + s;
+    srcRows[r] = inOffsets[i] + (r - outOffsets[o]);
+  }
+};
+
+template <typename Exec> void runRegroup(Exec &x, const RegroupParams &p) {
+  DeviceStatus *status = x.status();
+  const int64_t n = p.a * p.b * p.inner;
+  int64_t *inCounts = x.template scratch<int64_t>(n + 1);
+  int64_t *outCounts = x.template scratch<int64_t>(n + 1);
+  int64_t *inOffsets = x.template scratch<int64_t>(n + 1);
+  int64_t *outOffsets = x.template scratch<int64_t>(n + 1);
+  int64_t *numRows = x.template scratch<int64_t>(1);
+  int64_t *srcRows = x.template scratch<int64_t>(p.rowsCapacity);
+  if (!x.ok())
+    return;
+  x.forEach(n + 1, RegroupCounts{p.counts, p.a, p.b, p.inner, n, inCounts,
+                                 outCounts, status});
+  x.exclusiveSum(inCounts, inOffsets, n + 1);
+  x.exclusiveSum(outCounts, outOffsets, n + 1);
+  // Counts beyond the rows there are: bad input, not a full output.
+  x.forEach(1, RowsCheck{inOffsets + n, p.rowsCapacity,
+                         TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                         kInputRowsExceedCapacity, numRows, status});
+  x.forEach(n, RegroupWriteCounts{p.counts, p.a, p.b, p.inner,
+                                  p.regroupedCounts, status});
+  x.forEach(p.rowsCapacity,
+            RegroupSources{inOffsets, outOffsets, p.a, p.b, p.inner, n, numRows,
+                           srcRows, status});
+  x.copyRows(p.regrouped, p.rows, p.rowBytes, srcRows, numRows, p.rowsCapacity);
+}
+
+//===----------------------------------------------------------------------===//
+// dedup_pack
+//===----------------------------------------------------------------------===//
+
+struct DedupPackParams {
+  const void *tokens;
+  int64_t numTokens;
+  int64_t rowBytes;
+  const int32_t *expertIds;
+  const int32_t *positions;
+  int64_t k;
+  int64_t expertsPerNode;
+  int64_t nodes;
+  void *unique;
+  int32_t *routes;
+  int64_t uniqueCapacity;
+  int32_t *nodeCounts;
+};
+
+/// flags[node * tokens + token] = 1 when the token has a dispatched
+/// assignment to an expert of the node.
+struct PackMark {
+  const int32_t *ids;
+  const int32_t *positions;
+  int64_t k, tokens, expertsPerNode, nodes;
+  int32_t *flags;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (positions[i] < 0)
+      return;
+    int32_t expert = ids[i];
+    int64_t bound = expertsPerNode * nodes;
+    if (expert < 0 || expert >= bound) {
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kExpertOutOfRange, i,
+                  expert, bound);
+      return;
+    }
+    flags[(expert / expertsPerNode) * tokens + i / k] = 1;
+  }
+};
+
+struct PackNodeCounts {
+  const int32_t *offsets;
+  int64_t tokens;
+  int32_t *nodeCounts;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t node) const {
+    if (!hasFailed(status))
+      nodeCounts[node] = offsets[(node + 1) * tokens] - offsets[node * tokens];
+  }
+};
+
+struct PackEmit {
+  const int32_t *flags;
+  const int32_t *offsets;
+  const int32_t *ids;
+  const int32_t *positions;
+  int64_t k, tokens, expertsPerNode, bound;
+  int32_t *routes;
+  int64_t *srcRows;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t q) const {
+    if (hasFailed(status) || !flags[q])
+      return;
+    int64_t row = offsets[q];
+    if (row >= bound)
+      return; // unreachable: the total was checked
+    int64_t node = q / tokens, token = q % tokens;
+    srcRows[row] = token;
+    int32_t *route = routes + row * k;
+    int64_t slot = 0;
+    // ids are valid wherever the position is: PackMark checked them.
+    for (int64_t j = 0; j < k; ++j) {
+      int64_t a = token * k + j;
+      if (positions[a] >= 0 && ids[a] / expertsPerNode == node)
+        route[slot++] = ids[a];
+    }
+    for (; slot < k; ++slot)
+      route[slot] = -1;
+  }
+};
+
+template <typename Exec> void runDedupPack(Exec &x, const DedupPackParams &p) {
+  DeviceStatus *status = x.status();
+  const int64_t n = p.numTokens * p.k;
+  const int64_t cells = p.nodes * p.numTokens;
+  const int64_t bound = minOf(cells, p.uniqueCapacity);
+  int32_t *flags = x.template scratch<int32_t>(cells + 1);
+  int32_t *offsets = x.template scratch<int32_t>(cells + 1);
+  int64_t *numRows = x.template scratch<int64_t>(1);
+  int64_t *srcRows = x.template scratch<int64_t>(bound);
+  if (!x.ok())
+    return;
+  x.zero(flags, (cells + 1) * sizeof(int32_t));
+  x.forEach(n, PackMark{p.expertIds, p.positions, p.k, p.numTokens,
+                        p.expertsPerNode, p.nodes, flags, status});
+  // Rows in node-then-token order: a row's index is the flags before it.
+  x.exclusiveSum(flags, offsets, cells + 1);
+  x.forEach(1, RowsCheck32{offsets + cells, p.uniqueCapacity,
+                           TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                           kRowsExceedCapacity, numRows, status});
+  x.forEach(p.nodes,
+            PackNodeCounts{offsets, p.numTokens, p.nodeCounts, status});
+  x.forEach(cells,
+            PackEmit{flags, offsets, p.expertIds, p.positions, p.k, p.numTokens,
+                     p.expertsPerNode, bound, p.routes, srcRows, status});
+  x.copyRows(p.unique, p.tokens, p.rowBytes, srcRows, numRows, bound);
+}
+
+//===----------------------------------------------------------------------===//
+// dedup_expand
+//===----------------------------------------------------------------------===//
+
+struct DedupExpandParams {
+  const void *unique;
+  const int32_t *routes;
+  int64_t uniqueCapacity;
+  int64_t rowBytes;
+  int64_t k;
+  const int32_t *recvCounts;
+  int64_t nodes;
+  int64_t ranksPerNode;
+  int64_t expertsPerRank;
+  void *expanded;
+  int64_t expandedCapacity;
+  int32_t *expandedCounts;
+};
+
+struct SourceCounts {
+  const int32_t *counts;
+  int64_t n;
+  int64_t *out;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (i == n) {
+      out[n] = 0;
+      return;
+    }
+    int64_t count = counts[i];
+    if (count < 0) {
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kNegativeCount, i,
+                  count, 0);
+      count = 0;
+    }
+    out[i] = count;
+  }
+};
+
+/// key of route entry q = (row, slot): (destination local index, source
+/// node, expert within its rank); the sentinel for -1 padding and rows past
+/// the received ones. values keep the entry, so a stable sort orders equal
+/// keys by arrival. As on the cpu, any expert id >= 0 is taken (the key
+/// stays in range whatever its node); below -1 is an error.
+struct ExpandKeys {
+  const int32_t *routes;
+  const int64_t *sourceOffsets; // [nodes + 1]
+  int64_t k, nodes, ranksPerNode, expertsPerRank;
+  uint32_t sentinel;
+  uint32_t *keys;
+  int32_t *values;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t q) const {
+    values[q] = static_cast<int32_t>(q);
+    keys[q] = sentinel;
+    if (hasFailed(status))
+      return;
+    int64_t row = q / k;
+    if (row >= sourceOffsets[nodes])
+      return;
+    int32_t expert = routes[q];
+    if (expert < -1) {
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kRouteInvalid, q,
+                  expert, 0);
+      return;
+    }
+    if (expert < 0)
+      return;
+    int64_t source = upperBound(sourceOffsets, nodes + 1, row) - 1;
+    int64_t local = (expert / expertsPerRank) % ranksPerNode;
+    keys[q] = static_cast<uint32_t>((local * nodes + source) * expertsPerRank +
+                                    expert % expertsPerRank);
+  }
+};
+
+/// counts[key] = entries with that key, from SegmentStarts.
+struct SegmentCounts {
+  const int32_t *start;
+  int32_t *counts;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t key) const {
+    if (!hasFailed(status))
+      counts[key] = start[key + 1] - start[key];
+  }
+};
+
+struct ExpandSources {
+  const int32_t *sortedValues;
+  int64_t k;
+  const int64_t *numRows;
+  int64_t *srcRows;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t p) const {
+    if (hasFailed(status) || p >= *numRows)
+      return;
+    srcRows[p] = sortedValues[p] / k;
+  }
+};
+
+template <typename Exec>
+void runDedupExpand(Exec &x, const DedupExpandParams &p) {
+  DeviceStatus *status = x.status();
+  const int64_t m = p.uniqueCapacity * p.k;
+  const int64_t numKeys = p.ranksPerNode * p.nodes * p.expertsPerRank;
+  const int64_t bound = minOf(m, p.expandedCapacity);
+  int64_t *sourceCounts = x.template scratch<int64_t>(p.nodes + 1);
+  int64_t *sourceOffsets = x.template scratch<int64_t>(p.nodes + 1);
+  int64_t *receivedRows = x.template scratch<int64_t>(1);
+  uint32_t *keys = x.template scratch<uint32_t>(m);
+  int32_t *values = x.template scratch<int32_t>(m);
+  uint32_t *sortedKeys = x.template scratch<uint32_t>(m);
+  int32_t *sortedValues = x.template scratch<int32_t>(m);
+  int32_t *start = x.template scratch<int32_t>(numKeys + 1);
+  int64_t *numRows = x.template scratch<int64_t>(1);
+  int64_t *srcRows = x.template scratch<int64_t>(bound);
+  if (!x.ok())
+    return;
+  x.forEach(p.nodes + 1,
+            SourceCounts{p.recvCounts, p.nodes, sourceCounts, status});
+  x.exclusiveSum(sourceCounts, sourceOffsets, p.nodes + 1);
+  x.forEach(1, RowsCheck{sourceOffsets + p.nodes, p.uniqueCapacity,
+                         TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                         kInputRowsExceedCapacity, receivedRows, status});
+  x.forEach(m, ExpandKeys{p.routes, sourceOffsets, p.k, p.nodes, p.ranksPerNode,
+                          p.expertsPerRank, static_cast<uint32_t>(numKeys),
+                          keys, values, status});
+  x.sortPairs(keys, sortedKeys, values, sortedValues, m, keyBits(numKeys));
+  x.forEach(numKeys + 1, SegmentStarts{sortedKeys, m, start});
+  x.forEach(1, RowsCheck32{start + numKeys, p.expandedCapacity,
+                           TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                           kRowsExceedCapacity, numRows, status});
+  x.forEach(numKeys, SegmentCounts{start, p.expandedCounts, status});
+  x.forEach(bound, ExpandSources{sortedValues, p.k, numRows, srcRows, status});
+  x.copyRows(p.expanded, p.unique, p.rowBytes, srcRows, numRows, bound);
+}
+
+} // namespace cuda
+} // namespace tamoe_rt
+
+#endif // TAMOE_RT_LIB_CUDA_PIPELINES_H

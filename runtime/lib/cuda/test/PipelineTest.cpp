@@ -1,0 +1,731 @@
+//===- PipelineTest.cpp - The cuda backend's index pipelines on the host --===//
+//
+// Runs runDispatch, runRegroup, runDedupPack and runDedupExpand (the code the
+// cuda backend runs with kernels and CUB) on a host executor, and compares
+// them with direct implementations of the semantics in tamoe_rt.h on random
+// inputs, including ties, duplicates, drops, empty sizes and invalid data.
+// The host executor visits elements in a shuffled order, so a step that
+// depended on the order of a parallel loop would show.
+//
+// Needs no GPU and no CUDA: build with any C++17 compiler,
+//   c++ -std=c++17 -O2 -I runtime/include -I runtime/lib/cuda
+//       runtime/lib/cuda/test/PipelineTest.cpp -o PipelineTest
+// and run without arguments (exit status 0 on success).
+//
+//===----------------------------------------------------------------------===//
+
+#include "Pipelines.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace tamoe_rt::cuda;
+
+namespace {
+
+std::mt19937_64 rng(12345);
+
+int64_t uniform(int64_t lo, int64_t hi) { // inclusive
+  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+}
+
+/// Runs the pipelines sequentially, in a shuffled element order.
+class HostExec {
+public:
+  HostExec() { std::memset(&status_, 0, sizeof status_); }
+  bool ok() const { return true; }
+  DeviceStatus *status() { return &status_; }
+
+  template <typename T> T *scratch(int64_t count) {
+    if (count < 1)
+      count = 1;
+    size_t bytes = static_cast<size_t>(count) * sizeof(T);
+    blocks_.emplace_back(new unsigned char[bytes]);
+    // Garbage, so that reading what no step wrote shows up.
+    std::memset(blocks_.back().get(), 0xA5, bytes);
+    return reinterpret_cast<T *>(blocks_.back().get());
+  }
+  void zero(void *pointer, int64_t bytes) {
+    std::memset(pointer, 0, static_cast<size_t>(bytes));
+  }
+  template <typename F> void forEach(int64_t n, const F &f) {
+    std::vector<int64_t> order(static_cast<size_t>(n > 0 ? n : 0));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int64_t i : order)
+      f(i);
+  }
+  void sortPairs(const uint32_t *keysIn, uint32_t *keysOut,
+                 const int32_t *valuesIn, int32_t *valuesOut, int64_t n,
+                 int bits) {
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    for (int64_t i = 0; i < n; ++i)
+      if (bits < 32 && keysIn[i] >> bits)
+        fail("sort key " + std::to_string(keysIn[i]) + " needs more than " +
+             std::to_string(bits) + " bits");
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return keysIn[a] < keysIn[b];
+    });
+    for (int64_t i = 0; i < n; ++i) {
+      keysOut[i] = keysIn[order[i]];
+      valuesOut[i] = valuesIn[order[i]];
+    }
+  }
+  void sortPairsDescending(const float *keysIn, float *keysOut,
+                           const int32_t *valuesIn, int32_t *valuesOut,
+                           int64_t n) {
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return keysIn[a] > keysIn[b];
+    });
+    for (int64_t i = 0; i < n; ++i) {
+      keysOut[i] = keysIn[order[i]];
+      valuesOut[i] = valuesIn[order[i]];
+    }
+  }
+  template <typename T> void exclusiveSum(const T *in, T *out, int64_t n) {
+    T sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      T value = in[i];
+      out[i] = sum;
+      sum += value;
+    }
+  }
+  void copyRows(void *dst, const void *src, int64_t rowBytes,
+                const int64_t *srcRows, const int64_t *numRows, int64_t bound) {
+    if (hasFailed(&status_) || bound <= 0 || rowBytes <= 0)
+      return;
+    int64_t rows = std::min(*numRows, bound);
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(static_cast<char *>(dst) + r * rowBytes,
+                  static_cast<const char *>(src) + srcRows[r] * rowBytes,
+                  static_cast<size_t>(rowBytes));
+  }
+
+  static void fail(const std::string &message);
+
+private:
+  DeviceStatus status_;
+  std::vector<std::unique_ptr<unsigned char[]>> blocks_;
+};
+
+int failures = 0;
+int checks = 0;
+std::string currentCase;
+
+void HostExec::fail(const std::string &message) {
+  ++failures;
+  std::printf("FAIL [%s]: %s\n", currentCase.c_str(), message.c_str());
+}
+
+void expect(bool condition, const std::string &what) {
+  ++checks;
+  if (!condition)
+    HostExec::fail(what);
+}
+
+std::vector<unsigned char> randomRows(int64_t rows, int64_t rowBytes) {
+  std::vector<unsigned char> data(static_cast<size_t>(rows * rowBytes));
+  for (auto &byte : data)
+    byte = static_cast<unsigned char>(uniform(0, 255));
+  return data;
+}
+
+//===----------------------------------------------------------------------===//
+// dispatch
+//===----------------------------------------------------------------------===//
+
+struct DispatchResult {
+  int32_t code = 0;
+  std::vector<unsigned char> dispatched;
+  std::vector<int32_t> counts, positions;
+  int64_t dropped = -7;
+};
+
+DispatchResult referenceDispatch(const std::vector<unsigned char> &tokens,
+                                 int64_t numTokens, int64_t rowBytes,
+                                 const std::vector<int32_t> &ids, int64_t k,
+                                 int64_t experts,
+                                 const std::vector<float> &weights,
+                                 int64_t capacity, tamoe_rt_drop_t drop,
+                                 int64_t dispatchedCapacity) {
+  DispatchResult r;
+  int64_t n = numTokens * k;
+  for (int64_t a = 0; a < n; ++a)
+    if (ids[a] < 0 || ids[a] >= experts) {
+      r.code = TAMOE_RT_ERROR_INVALID_ARGUMENT;
+      return r;
+    }
+  std::vector<std::vector<int64_t>> byExpert(experts);
+  for (int64_t a = 0; a < n; ++a)
+    byExpert[ids[a]].push_back(a); // token order, then slot
+  std::vector<char> kept(n, 1);
+  if (capacity >= 0)
+    for (auto &list : byExpert) {
+      std::vector<int64_t> ranked = list;
+      if (drop == TAMOE_RT_DROP_PROBABILITY)
+        std::stable_sort(
+            ranked.begin(), ranked.end(),
+            [&](int64_t a, int64_t b) { return weights[a] > weights[b]; });
+      for (size_t i = static_cast<size_t>(capacity); i < ranked.size(); ++i)
+        kept[ranked[i]] = 0;
+    }
+  r.positions.assign(n, -1);
+  r.counts.assign(experts, 0);
+  int64_t row = 0;
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t a : byExpert[e])
+      if (kept[a]) {
+        r.positions[a] = static_cast<int32_t>(row++);
+        ++r.counts[e];
+      }
+  if (row > dispatchedCapacity) {
+    r.code = TAMOE_RT_ERROR_CAPACITY_EXCEEDED;
+    return r;
+  }
+  r.dropped = n - row;
+  r.dispatched.resize(static_cast<size_t>(row * rowBytes));
+  for (int64_t a = 0; a < n && rowBytes > 0; ++a)
+    if (r.positions[a] >= 0)
+      std::memcpy(&r.dispatched[r.positions[a] * rowBytes],
+                  &tokens[(a / k) * rowBytes], static_cast<size_t>(rowBytes));
+  return r;
+}
+
+void testDispatch(int64_t numTokens, int64_t rowBytes, int64_t k,
+                  int64_t experts, int64_t capacity, tamoe_rt_drop_t drop,
+                  int64_t dispatchedCapacity, int weightLevels,
+                  bool injectBadId) {
+  currentCase = "dispatch T=" + std::to_string(numTokens) +
+                " rb=" + std::to_string(rowBytes) + " k=" + std::to_string(k) +
+                " E=" + std::to_string(experts) +
+                " C=" + std::to_string(capacity) +
+                " drop=" + std::to_string(drop) +
+                " cap=" + std::to_string(dispatchedCapacity) +
+                (injectBadId ? " bad-id" : "");
+  int64_t n = numTokens * k;
+  auto tokens = randomRows(numTokens, rowBytes);
+  std::vector<int32_t> ids(n);
+  std::vector<float> weights(n);
+  for (int64_t a = 0; a < n; ++a) {
+    ids[a] = static_cast<int32_t>(uniform(0, experts - 1));
+    // Few distinct weights: many ties, which must go to the earlier token.
+    weights[a] =
+        weightLevels > 0
+            ? static_cast<float>(uniform(0, weightLevels - 1)) / weightLevels
+            : static_cast<float>(uniform(0, 1 << 20)) / (1 << 20);
+    if (weights[a] == 0.0f && uniform(0, 1))
+      weights[a] = -0.0f; // equal to +0 for the ranking
+  }
+  if (injectBadId && n > 0)
+    ids[uniform(0, n - 1)] = uniform(0, 1) ? -1 : static_cast<int32_t>(experts);
+
+  DispatchResult want =
+      referenceDispatch(tokens, numTokens, rowBytes, ids, k, experts, weights,
+                        capacity, drop, dispatchedCapacity);
+
+  const unsigned char kUntouched = 0xEE;
+  std::vector<unsigned char> dispatched(
+      static_cast<size_t>(std::max<int64_t>(dispatchedCapacity, 0) * rowBytes),
+      kUntouched);
+  std::vector<int32_t> counts(experts, -99), positions(n, -99);
+  int64_t dropped = -7;
+  HostExec x;
+  runDispatch(x, DispatchParams{tokens.data(), numTokens, rowBytes, ids.data(),
+                                k, experts, weights.data(), capacity, drop,
+                                dispatched.data(), dispatchedCapacity,
+                                counts.data(), positions.data(), &dropped});
+  int32_t code = x.status()->code;
+  expect(code == want.code, "status " + std::to_string(code) + ", want " +
+                                std::to_string(want.code));
+  if (code != 0) {
+    // Nothing written on failure.
+    expect(std::all_of(dispatched.begin(), dispatched.end(),
+                       [&](unsigned char c) { return c == kUntouched; }),
+           "dispatched written on failure");
+    expect(std::all_of(counts.begin(), counts.end(),
+                       [](int32_t c) { return c == -99; }),
+           "counts written on failure");
+    expect(std::all_of(positions.begin(), positions.end(),
+                       [](int32_t c) { return c == -99; }),
+           "positions written on failure");
+    expect(dropped == -7, "num_dropped written on failure");
+    return;
+  }
+  if (want.code != 0)
+    return;
+  expect(counts == want.counts, "expert counts differ");
+  expect(positions == want.positions, "positions differ");
+  expect(dropped == want.dropped, "num_dropped " + std::to_string(dropped) +
+                                      ", want " + std::to_string(want.dropped));
+  expect(std::equal(want.dispatched.begin(), want.dispatched.end(),
+                    dispatched.begin()),
+         "dispatched rows differ");
+  expect(std::all_of(dispatched.begin() + want.dispatched.size(),
+                     dispatched.end(),
+                     [&](unsigned char c) { return c == kUntouched; }),
+         "padding rows written");
+}
+
+//===----------------------------------------------------------------------===//
+// regroup
+//===----------------------------------------------------------------------===//
+
+void testRegroup(int64_t a, int64_t b, int64_t inner, int64_t maxCount,
+                 int64_t rowBytes, int64_t slack, bool negative) {
+  currentCase = "regroup " + std::to_string(a) + "x" + std::to_string(b) + "x" +
+                std::to_string(inner) + " rb=" + std::to_string(rowBytes) +
+                " slack=" + std::to_string(slack) +
+                (negative ? " negative" : "");
+  int64_t n = a * b * inner;
+  std::vector<int32_t> counts(n);
+  int64_t total = 0;
+  for (auto &c : counts) {
+    c = static_cast<int32_t>(uniform(0, 3) == 0 ? 0 : uniform(0, maxCount));
+    total += c;
+  }
+  if (negative && n > 0)
+    counts[uniform(0, n - 1)] = -2;
+  int64_t capacity = std::max<int64_t>(total + slack, 0);
+  auto rows = randomRows(capacity, rowBytes);
+
+  // Reference.
+  int32_t wantCode = 0;
+  std::vector<unsigned char> want;
+  std::vector<int32_t> wantCounts(n);
+  if (negative && n > 0)
+    wantCode = TAMOE_RT_ERROR_INVALID_ARGUMENT;
+  else if (total > capacity)
+    wantCode = TAMOE_RT_ERROR_INVALID_ARGUMENT;
+  else {
+    std::vector<int64_t> offsets(n + 1, 0);
+    for (int64_t i = 0; i < n; ++i)
+      offsets[i + 1] = offsets[i] + counts[i];
+    for (int64_t y = 0; y < b; ++y)
+      for (int64_t x = 0; x < a; ++x)
+        for (int64_t s = 0; s < inner; ++s) {
+          int64_t i = (x * b + y) * inner + s;
+          wantCounts[(y * a + x) * inner + s] = counts[i];
+          want.insert(want.end(), rows.begin() + offsets[i] * rowBytes,
+                      rows.begin() + offsets[i + 1] * rowBytes);
+        }
+  }
+
+  const unsigned char kUntouched = 0xEE;
+  std::vector<unsigned char> regrouped(rows.size(), kUntouched);
+  std::vector<int32_t> regroupedCounts(n, -99);
+  HostExec x;
+  runRegroup(x,
+             RegroupParams{rows.data(), capacity, rowBytes, counts.data(), a, b,
+                           inner, regrouped.data(), regroupedCounts.data()});
+  int32_t code = x.status()->code;
+  expect(code == wantCode, "status " + std::to_string(code) + ", want " +
+                               std::to_string(wantCode));
+  if (code != 0 || wantCode != 0) {
+    expect(std::all_of(regrouped.begin(), regrouped.end(),
+                       [&](unsigned char c) { return c == kUntouched; }),
+           "rows written on failure");
+    return;
+  }
+  expect(regroupedCounts == wantCounts, "regrouped counts differ");
+  expect(std::equal(want.begin(), want.end(), regrouped.begin()),
+         "regrouped rows differ");
+}
+
+//===----------------------------------------------------------------------===//
+// dedup_pack and dedup_expand
+//===----------------------------------------------------------------------===//
+
+struct PackResult {
+  int32_t code = 0;
+  std::vector<unsigned char> unique;
+  std::vector<int32_t> routes, nodeCounts;
+};
+
+PackResult referencePack(const std::vector<unsigned char> &tokens,
+                         int64_t numTokens, int64_t rowBytes,
+                         const std::vector<int32_t> &ids,
+                         const std::vector<int32_t> &positions, int64_t k,
+                         int64_t expertsPerNode, int64_t nodes,
+                         int64_t uniqueCapacity) {
+  PackResult r;
+  for (int64_t a = 0; a < numTokens * k; ++a)
+    if (positions[a] >= 0 && (ids[a] < 0 || ids[a] >= expertsPerNode * nodes)) {
+      r.code = TAMOE_RT_ERROR_INVALID_ARGUMENT;
+      return r;
+    }
+  r.nodeCounts.assign(nodes, 0);
+  for (int64_t node = 0; node < nodes; ++node)
+    for (int64_t t = 0; t < numTokens; ++t) {
+      std::vector<int32_t> route;
+      for (int64_t j = 0; j < k; ++j) {
+        int64_t a = t * k + j;
+        if (positions[a] >= 0 && ids[a] / expertsPerNode == node)
+          route.push_back(ids[a]);
+      }
+      if (route.empty())
+        continue;
+      route.resize(k, -1);
+      r.routes.insert(r.routes.end(), route.begin(), route.end());
+      r.unique.insert(r.unique.end(), tokens.begin() + t * rowBytes,
+                      tokens.begin() + (t + 1) * rowBytes);
+      ++r.nodeCounts[node];
+    }
+  int64_t rows =
+      std::accumulate(r.nodeCounts.begin(), r.nodeCounts.end(), int64_t(0));
+  if (rows > uniqueCapacity)
+    r.code = TAMOE_RT_ERROR_CAPACITY_EXCEEDED;
+  return r;
+}
+
+void testDedupPack(int64_t numTokens, int64_t rowBytes, int64_t k,
+                   int64_t expertsPerNode, int64_t nodes, int64_t slack,
+                   bool injectBad) {
+  currentCase =
+      "dedup_pack T=" + std::to_string(numTokens) + " k=" + std::to_string(k) +
+      " epn=" + std::to_string(expertsPerNode) +
+      " nodes=" + std::to_string(nodes) + " slack=" + std::to_string(slack) +
+      (injectBad ? " bad-id" : "");
+  int64_t n = numTokens * k;
+  auto tokens = randomRows(numTokens, rowBytes);
+  std::vector<int32_t> ids(n), positions(n);
+  for (int64_t a = 0; a < n; ++a) {
+    ids[a] = static_cast<int32_t>(uniform(0, expertsPerNode * nodes - 1));
+    positions[a] = uniform(0, 4) == 0 ? -1 : static_cast<int32_t>(a);
+    if (positions[a] < 0 && uniform(0, 1))
+      ids[a] = -1; // ids of dropped assignments do not matter
+  }
+  if (injectBad && n > 0) {
+    int64_t a = uniform(0, n - 1);
+    positions[a] = 0;
+    ids[a] = static_cast<int32_t>(expertsPerNode * nodes);
+  }
+  // Capacity: the rows needed plus slack (negative slack: too small).
+  PackResult sizing = referencePack(tokens, numTokens, rowBytes, ids, positions,
+                                    k, expertsPerNode, nodes, INT64_MAX);
+  int64_t needed =
+      static_cast<int64_t>(sizing.routes.size()) / std::max<int64_t>(k, 1);
+  int64_t uniqueCapacity = std::max<int64_t>(needed + slack, 0);
+  PackResult want = referencePack(tokens, numTokens, rowBytes, ids, positions,
+                                  k, expertsPerNode, nodes, uniqueCapacity);
+
+  const unsigned char kUntouched = 0xEE;
+  std::vector<unsigned char> unique(
+      static_cast<size_t>(uniqueCapacity * rowBytes), kUntouched);
+  std::vector<int32_t> routes(uniqueCapacity * k, -99), nodeCounts(nodes, -99);
+  HostExec x;
+  runDedupPack(x, DedupPackParams{
+                      tokens.data(), numTokens, rowBytes, ids.data(),
+                      positions.data(), k, expertsPerNode, nodes, unique.data(),
+                      routes.data(), uniqueCapacity, nodeCounts.data()});
+  int32_t code = x.status()->code;
+  expect(code == want.code, "status " + std::to_string(code) + ", want " +
+                                std::to_string(want.code));
+  if (code != 0 || want.code != 0) {
+    expect(std::all_of(unique.begin(), unique.end(),
+                       [&](unsigned char c) { return c == kUntouched; }),
+           "rows written on failure");
+    expect(std::all_of(routes.begin(), routes.end(),
+                       [](int32_t c) { return c == -99; }),
+           "routes written on failure");
+    return;
+  }
+  expect(nodeCounts == want.nodeCounts, "node counts differ");
+  expect(std::equal(want.routes.begin(), want.routes.end(), routes.begin()),
+         "routes differ");
+  expect(std::equal(want.unique.begin(), want.unique.end(), unique.begin()),
+         "unique rows differ");
+}
+
+struct ExpandResult {
+  int32_t code = 0;
+  std::vector<unsigned char> expanded;
+  std::vector<int32_t> counts;
+};
+
+ExpandResult referenceExpand(const std::vector<unsigned char> &unique,
+                             const std::vector<int32_t> &routes,
+                             int64_t uniqueCapacity, int64_t rowBytes,
+                             int64_t k, const std::vector<int32_t> &recvCounts,
+                             int64_t nodes, int64_t ranksPerNode,
+                             int64_t expertsPerRank, int64_t expandedCapacity) {
+  ExpandResult r;
+  int64_t rows = 0;
+  for (int32_t c : recvCounts) {
+    if (c < 0) {
+      r.code = TAMOE_RT_ERROR_INVALID_ARGUMENT;
+      return r;
+    }
+    rows += c;
+  }
+  if (rows > uniqueCapacity) {
+    r.code = TAMOE_RT_ERROR_INVALID_ARGUMENT;
+    return r;
+  }
+  struct Entry {
+    int64_t local, source, expert, row, slot;
+  };
+  std::vector<Entry> entries;
+  int64_t row = 0;
+  for (int64_t s = 0; s < nodes; ++s)
+    for (int32_t i = 0; i < recvCounts[s]; ++i, ++row)
+      for (int64_t j = 0; j < k; ++j) {
+        int32_t e = routes[row * k + j];
+        if (e < -1) {
+          r.code = TAMOE_RT_ERROR_INVALID_ARGUMENT;
+          return r;
+        }
+        if (e < 0)
+          continue;
+        entries.push_back({(e / expertsPerRank) % ranksPerNode, s, e, row, j});
+      }
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const Entry &a, const Entry &b) {
+                     if (a.local != b.local)
+                       return a.local < b.local;
+                     if (a.source != b.source)
+                       return a.source < b.source;
+                     return a.expert < b.expert;
+                   });
+  if (static_cast<int64_t>(entries.size()) > expandedCapacity) {
+    r.code = TAMOE_RT_ERROR_CAPACITY_EXCEEDED;
+    return r;
+  }
+  r.counts.assign(ranksPerNode * nodes * expertsPerRank, 0);
+  for (const Entry &entry : entries) {
+    ++r.counts[(entry.local * nodes + entry.source) * expertsPerRank +
+               entry.expert % expertsPerRank];
+    r.expanded.insert(r.expanded.end(), unique.begin() + entry.row * rowBytes,
+                      unique.begin() + (entry.row + 1) * rowBytes);
+  }
+  return r;
+}
+
+void testDedupExpand(int64_t nodes, int64_t ranksPerNode,
+                     int64_t expertsPerRank, int64_t k, int64_t maxRows,
+                     int64_t rowBytes, int64_t slack, int injectError) {
+  currentCase = "dedup_expand nodes=" + std::to_string(nodes) +
+                " rpn=" + std::to_string(ranksPerNode) +
+                " epr=" + std::to_string(expertsPerRank) +
+                " k=" + std::to_string(k) + " slack=" + std::to_string(slack) +
+                " error=" + std::to_string(injectError);
+  std::vector<int32_t> recvCounts(nodes);
+  int64_t rows = 0;
+  for (auto &c : recvCounts) {
+    c = static_cast<int32_t>(uniform(0, maxRows));
+    rows += c;
+  }
+  int64_t uniqueCapacity = rows + uniform(0, 3);
+  // This relay's node: routes name experts of it (as dedup_pack makes them),
+  // distinct within a row, then -1 padding.
+  int64_t relayNode = nodes > 0 ? uniform(0, nodes - 1) : 0;
+  int64_t perNode = ranksPerNode * expertsPerRank;
+  std::vector<int32_t> routes(uniqueCapacity * k, -1);
+  for (int64_t r = 0; r < uniqueCapacity; ++r) {
+    int64_t listed = uniform(1, std::min<int64_t>(k, perNode));
+    std::vector<int32_t> pool(perNode);
+    std::iota(pool.begin(), pool.end(),
+              static_cast<int32_t>(relayNode * perNode));
+    std::shuffle(pool.begin(), pool.end(), rng);
+    for (int64_t j = 0; j < listed; ++j)
+      routes[r * k + j] = pool[j];
+  }
+  if (injectError == 1 && nodes > 0)
+    recvCounts[uniform(0, nodes - 1)] = -1;
+  if (injectError == 2)
+    uniqueCapacity = std::max<int64_t>(rows - 1, 0),
+    routes.resize(uniqueCapacity * k);
+  if (injectError == 3 && rows > 0)
+    routes[uniform(0, rows - 1) * k] = -2;
+
+  auto unique = randomRows(uniqueCapacity, rowBytes);
+
+  ExpandResult sizing =
+      referenceExpand(unique, routes, uniqueCapacity, rowBytes, k, recvCounts,
+                      nodes, ranksPerNode, expertsPerRank, INT64_MAX);
+  int64_t needed =
+      rowBytes ? static_cast<int64_t>(sizing.expanded.size()) / rowBytes : 0;
+  int64_t expandedCapacity = std::max<int64_t>(needed + slack, 0);
+  ExpandResult want =
+      referenceExpand(unique, routes, uniqueCapacity, rowBytes, k, recvCounts,
+                      nodes, ranksPerNode, expertsPerRank, expandedCapacity);
+
+  const unsigned char kUntouched = 0xEE;
+  std::vector<unsigned char> expanded(
+      static_cast<size_t>(expandedCapacity * rowBytes), kUntouched);
+  std::vector<int32_t> counts(ranksPerNode * nodes * expertsPerRank, -99);
+  HostExec x;
+  runDedupExpand(x, DedupExpandParams{unique.data(), routes.data(),
+                                      uniqueCapacity, rowBytes, k,
+                                      recvCounts.data(), nodes, ranksPerNode,
+                                      expertsPerRank, expanded.data(),
+                                      expandedCapacity, counts.data()});
+  int32_t code = x.status()->code;
+  expect(code == want.code, "status " + std::to_string(code) + ", want " +
+                                std::to_string(want.code));
+  if (code != 0 || want.code != 0) {
+    expect(std::all_of(expanded.begin(), expanded.end(),
+                       [&](unsigned char c) { return c == kUntouched; }),
+           "rows written on failure");
+    expect(std::all_of(counts.begin(), counts.end(),
+                       [](int32_t c) { return c == -99; }),
+           "counts written on failure");
+    return;
+  }
+  expect(counts == want.counts, "expanded counts differ");
+  expect(
+      std::equal(want.expanded.begin(), want.expanded.end(), expanded.begin()),
+      "expanded rows differ");
+}
+
+/// dedup_pack, then (on one relay) dedup_expand of what a node receives,
+/// equals dispatch's rows for that node's experts regrouped by rank: the
+/// property tamoe_rt_dispatch_dedup relies on.
+void testPackExpandRoundTrip(int64_t numTokens, int64_t k, int64_t nodes,
+                             int64_t ranksPerNode, int64_t expertsPerRank) {
+  currentCase = "pack+expand round trip T=" + std::to_string(numTokens) +
+                " k=" + std::to_string(k) + " nodes=" + std::to_string(nodes);
+  const int64_t rowBytes = 12;
+  int64_t perNode = ranksPerNode * expertsPerRank;
+  int64_t experts = nodes * perNode;
+  k = std::min(k, experts); // distinct experts per token
+  int64_t n = numTokens * k;
+  auto tokens = randomRows(numTokens, rowBytes);
+  std::vector<int32_t> ids(n);
+  for (int64_t t = 0; t < numTokens; ++t) {
+    std::vector<int32_t> pool(experts);
+    std::iota(pool.begin(), pool.end(), 0);
+    std::shuffle(pool.begin(), pool.end(), rng);
+    for (int64_t j = 0; j < k; ++j)
+      ids[t * k + j] = pool[j];
+  }
+  std::vector<float> weights(n, 1.0f);
+  // Dispatch with a capacity, so some assignments are dropped.
+  int64_t capacity = std::max<int64_t>(1, n / experts);
+  std::vector<unsigned char> dispatched(n * rowBytes);
+  std::vector<int32_t> expertCounts(experts), positions(n);
+  int64_t dropped = 0;
+  {
+    HostExec x;
+    runDispatch(x, DispatchParams{tokens.data(), numTokens, rowBytes,
+                                  ids.data(), k, experts, weights.data(),
+                                  capacity, TAMOE_RT_DROP_POSITION,
+                                  dispatched.data(), n, expertCounts.data(),
+                                  positions.data(), &dropped});
+    expect(x.status()->code == 0, "dispatch failed");
+  }
+  std::vector<unsigned char> unique(nodes * numTokens * rowBytes);
+  std::vector<int32_t> routes(nodes * numTokens * k), nodeCounts(nodes);
+  {
+    HostExec x;
+    runDedupPack(x, DedupPackParams{tokens.data(), numTokens, rowBytes,
+                                    ids.data(), positions.data(), k, perNode,
+                                    nodes, unique.data(), routes.data(),
+                                    nodes * numTokens, nodeCounts.data()});
+    expect(x.status()->code == 0, "dedup_pack failed");
+  }
+  // Each node's rows, as the relay of that node receives them from this
+  // single sender (recv_counts: this node is source 0 of 1).
+  int64_t rowAt = 0, dispatchedAt = 0;
+  for (int64_t node = 0; node < nodes; ++node) {
+    std::vector<unsigned char> part(unique.begin() + rowAt * rowBytes,
+                                    unique.begin() +
+                                        (rowAt + nodeCounts[node]) * rowBytes);
+    std::vector<int32_t> partRoutes(routes.begin() + rowAt * k,
+                                    routes.begin() +
+                                        (rowAt + nodeCounts[node]) * k);
+    // The relay sees global expert ids of its node; with one source node the
+    // key space is [ranks_per_node, 1, experts_per_rank].
+    std::vector<int32_t> recv{nodeCounts[node]};
+    for (auto &e : partRoutes)
+      if (e >= 0)
+        e = static_cast<int32_t>(e - node * perNode);
+    std::vector<unsigned char> expanded(n * rowBytes);
+    std::vector<int32_t> counts(perNode);
+    HostExec x;
+    runDedupExpand(x, DedupExpandParams{
+                          part.data(), partRoutes.data(), nodeCounts[node],
+                          rowBytes, k, recv.data(), 1, ranksPerNode,
+                          expertsPerRank, expanded.data(), n, counts.data()});
+    expect(x.status()->code == 0, "dedup_expand failed");
+    int64_t total = 0;
+    for (int64_t e = 0; e < perNode; ++e) {
+      expect(counts[e] == expertCounts[node * perNode + e],
+             "expanded count of expert " + std::to_string(node * perNode + e));
+      total += counts[e];
+    }
+    expect(std::equal(expanded.begin(), expanded.begin() + total * rowBytes,
+                      dispatched.begin() + dispatchedAt * rowBytes),
+           "expanded rows of node " + std::to_string(node) +
+               " differ from dispatch");
+    dispatchedAt += total;
+    rowAt += nodeCounts[node];
+  }
+}
+
+} // namespace
+
+int main() {
+  // dispatch: dropless, position, probability; odd row sizes; ties.
+  const tamoe_rt_drop_t drops[] = {TAMOE_RT_DROP_POSITION,
+                                   TAMOE_RT_DROP_PROBABILITY};
+  for (int round = 0; round < 60; ++round) {
+    int64_t tokens = uniform(0, 3) == 0 ? uniform(0, 3) : uniform(1, 300);
+    int64_t k = uniform(1, 4), experts = uniform(1, 40);
+    int64_t rowBytes = uniform(0, 4) == 0 ? uniform(0, 3) : uniform(1, 40);
+    for (tamoe_rt_drop_t drop : drops)
+      for (int64_t capacity :
+           {int64_t(-1), int64_t(0), uniform(1, 8), tokens * k}) {
+        int64_t n = tokens * k;
+        testDispatch(tokens, rowBytes, k, experts, capacity, drop, n,
+                     uniform(0, 2) ? 4 : 0, false);
+      }
+    testDispatch(tokens, rowBytes, k, experts, uniform(0, 8), drops[round % 2],
+                 tokens * k, 3, true);
+    // A dispatched buffer one row too small (when anything is kept).
+    int64_t n = tokens * k;
+    testDispatch(tokens, rowBytes, k, experts, -1, TAMOE_RT_DROP_POSITION,
+                 std::max<int64_t>(n - 1, 0), 0, false);
+  }
+  // regroup, including empty chunks and grids.
+  for (int round = 0; round < 80; ++round) {
+    int64_t a = uniform(0, 5), b = uniform(0, 5), inner = uniform(1, 4);
+    int64_t rowBytes = uniform(1, 24);
+    testRegroup(a, b, inner, uniform(0, 6), rowBytes, uniform(0, 3), false);
+    testRegroup(a, b, inner, uniform(1, 6), rowBytes, -uniform(1, 3), false);
+    testRegroup(a, b, inner, uniform(0, 6), rowBytes, 0, true);
+  }
+  // dedup_pack.
+  for (int round = 0; round < 60; ++round) {
+    int64_t tokens = uniform(0, 120), k = uniform(1, 6);
+    int64_t nodes = uniform(1, 5), perNode = uniform(1, 8);
+    int64_t rowBytes = uniform(1, 20);
+    testDedupPack(tokens, rowBytes, k, perNode, nodes, uniform(0, 3), false);
+    testDedupPack(tokens, rowBytes, k, perNode, nodes, -1, false);
+    testDedupPack(tokens, rowBytes, k, perNode, nodes, 0, true);
+  }
+  // dedup_expand.
+  for (int round = 0; round < 60; ++round) {
+    int64_t nodes = uniform(1, 4), rpn = uniform(1, 4), epr = uniform(1, 4);
+    int64_t k = uniform(1, 6), rowBytes = uniform(1, 20);
+    for (int error = 0; error <= 3; ++error)
+      testDedupExpand(nodes, rpn, epr, k, uniform(0, 20), rowBytes,
+                      uniform(0, 2), error);
+    testDedupExpand(nodes, rpn, epr, k, uniform(1, 20), rowBytes, -1, 0);
+  }
+  for (int round = 0; round < 20; ++round)
+    testPackExpandRoundTrip(uniform(1, 80), uniform(1, 4), uniform(1, 3),
+                            uniform(1, 3), uniform(2, 4));
+
+  std::printf("%d checks, %d failures\n", checks, failures);
+  std::printf(failures ? "FAIL\n" : "PASS\n");
+  return failures ? 1 : 0;
+}

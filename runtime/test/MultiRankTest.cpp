@@ -1,0 +1,913 @@
+//===- MultiRankTest.cpp - The runtime's collectives on many ranks --------===//
+//
+// Run under mpirun (test/Runtime/*.test: 8 ranks as 2 nodes x 4 and as 4
+// nodes x 2, from TAMOE_RANKS_PER_NODE):
+//
+//   tamoe-rt-mpi-test [exchange] [dedup] [layer] [errors] [timeout]
+//
+// Every rank generates every rank's inputs from seed + rank, so each can
+// compute the whole job serially (Reference.h) and check what it got,
+// including the bytes it sent within and between nodes. Rank 0 prints one
+// PASS or FAIL line per scenario; the exit status is 1 when any check
+// failed on any rank.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Reference.h"
+#include "tamoe_rt/tamoe_rt.h"
+
+#include <mpi.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using reference::Bytes;
+using reference::Random;
+
+namespace {
+
+template <typename... Args> std::string str(const Args &...args) {
+  std::ostringstream stream;
+  (stream << ... << args);
+  return stream.str();
+}
+
+/// Counts the checks and failures of this rank; rank 0 reports per
+/// scenario.
+struct Tester {
+  int rank = 0, ranks = 1;
+  int64_t checks = 0, failures = 0, scenarioFailures = 0;
+
+  void check(bool ok, int line, const std::string &what) {
+    ++checks;
+    if (ok)
+      return;
+    ++failures;
+    std::fprintf(stderr, "rank %d: FAIL line %d: %s\n", rank, line,
+                 what.c_str());
+  }
+  /// Rank 0 prints the scenario's verdict once every rank is done.
+  void end(const std::string &name, const std::string &summary) {
+    int64_t local = failures - scenarioFailures, total = 0;
+    scenarioFailures = failures;
+    MPI_Allreduce(&local, &total, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0) {
+      if (total == 0)
+        std::printf("PASS %s: %s\n", name.c_str(), summary.c_str());
+      else
+        std::printf("FAIL %s: %lld failed checks\n", name.c_str(),
+                    (long long)total);
+      std::fflush(stdout);
+    }
+  }
+};
+
+Tester tester;
+
+#define EXPECT(condition, ...)                                                 \
+  tester.check((condition), __LINE__, str(#condition, ": ", __VA_ARGS__))
+#define EXPECT_OK(call, ctx)                                                   \
+  do {                                                                         \
+    tamoe_rt_status_t status_ = (call);                                        \
+    EXPECT(status_ == TAMOE_RT_SUCCESS, tamoe_rt_status_name(status_), " ",    \
+           tamoe_rt_last_error(ctx));                                          \
+  } while (0)
+
+struct World {
+  tamoe_rt_context_t *ctx;
+  int64_t me, ranks, perNode, nodes;
+  int64_t node(int64_t rank) const { return rank / perNode; }
+  int64_t index(int64_t rank) const { return rank % perNode; }
+};
+
+tamoe_rt_traffic_t traffic(tamoe_rt_context_t *ctx) {
+  tamoe_rt_traffic_t t;
+  tamoe_rt_traffic(ctx, &t);
+  return t;
+}
+
+tamoe_rt_traffic_t operator-(tamoe_rt_traffic_t a, tamoe_rt_traffic_t b) {
+  return {a.intra_node_bytes - b.intra_node_bytes,
+          a.inter_node_bytes - b.inter_node_bytes};
+}
+
+int64_t sumOver(int64_t value) {
+  int64_t total = 0;
+  MPI_Allreduce(&value, &total, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  return total;
+}
+
+//===----------------------------------------------------------------------===//
+// exchange: flat and hierarchical deliver the same bytes
+//===----------------------------------------------------------------------===//
+
+/// Every rank's send counts [ranks, split] and rows for one configuration.
+struct Exchange {
+  std::vector<std::vector<int32_t>> counts;
+  std::vector<Bytes> rows;
+};
+
+Exchange makeExchange(const World &w, uint64_t seed, int64_t rowBytes,
+                      int64_t split, int64_t groupSize) {
+  Exchange x;
+  for (int64_t r = 0; r < w.ranks; ++r) {
+    Random random(seed * 1000 + r);
+    std::vector<int32_t> counts(groupSize * split);
+    int64_t rows = 0;
+    for (int32_t &count : counts)
+      rows += (count = int32_t(random.integer(0, 5)));
+    // A rank that sends nothing, and one that nobody sends to.
+    if (r == 1) {
+      std::fill(counts.begin(), counts.end(), 0);
+      rows = 0;
+    }
+    if (groupSize > 2)
+      for (int64_t i = 0; i < split; ++i) {
+        rows -= counts[2 * split + i];
+        counts[2 * split + i] = 0;
+      }
+    x.counts.push_back(counts);
+    x.rows.push_back(random.bytes(rows * rowBytes));
+  }
+  return x;
+}
+
+void exchangeScenario(const World &w) {
+  int64_t flatInterTotal = 0, hierInterTotal = 0;
+  for (auto [rowBytes, split] :
+       {std::pair<int64_t, int64_t>{1, 1}, {24, 3}, {100, 1}, {8, 2}}) {
+    uint64_t seed = rowBytes * 10 + split;
+    Exchange x = makeExchange(w, seed, rowBytes, split, w.ranks);
+    Bytes want;
+    std::vector<int32_t> wantCounts;
+    reference::allToAll(x.rows, x.counts, rowBytes, split, w.me, want,
+                        wantCounts);
+    int64_t rows = int64_t(want.size()) / rowBytes;
+    const Bytes &send = x.rows[w.me];
+    int64_t sendRows = int64_t(send.size()) / rowBytes;
+
+    // Flat.
+    Bytes flat((rows + 1) * rowBytes, 0xAA);
+    std::vector<int32_t> flatCounts(w.ranks * split, -1);
+    tamoe_rt_traffic_t before = traffic(w.ctx);
+    EXPECT_OK(tamoe_rt_all_to_all(w.ctx, TAMOE_RT_GROUP_WORLD, send.data(),
+                                  sendRows, rowBytes, x.counts[w.me].data(),
+                                  w.ranks, split, flat.data(), rows + 1,
+                                  flatCounts.data()),
+              w.ctx);
+    tamoe_rt_traffic_t flatTraffic = traffic(w.ctx) - before;
+    EXPECT(flatCounts == wantCounts, "flat counts, row_bytes ", rowBytes);
+    // The counts alone, as a caller that sizes `received` first gets them.
+    std::vector<int32_t> countsOnly(w.ranks * split, -1);
+    intptr_t total = -1;
+    EXPECT_OK(tamoe_rt_all_to_all_counts(w.ctx, TAMOE_RT_GROUP_WORLD,
+                                         x.counts[w.me].data(), w.ranks, split,
+                                         countsOnly.data(), &total),
+              w.ctx);
+    EXPECT(countsOnly == wantCounts && total == rows, "all_to_all_counts");
+    EXPECT(Bytes(flat.begin(), flat.begin() + rows * rowBytes) == want,
+           "flat rows, row_bytes ", rowBytes);
+    EXPECT(flat[rows * rowBytes] == 0xAA, "flat wrote past the rows");
+
+    // Hierarchical: byte-identical.
+    Bytes hier((rows + 1) * rowBytes, 0xBB);
+    std::vector<int32_t> hierCounts(w.ranks * split, -1);
+    before = traffic(w.ctx);
+    EXPECT_OK(tamoe_rt_all_to_all_hierarchical(
+                  w.ctx, send.data(), sendRows, rowBytes, x.counts[w.me].data(),
+                  split, hier.data(), rows, hierCounts.data()),
+              w.ctx);
+    tamoe_rt_traffic_t hierTraffic = traffic(w.ctx) - before;
+    EXPECT(hierCounts == flatCounts, "hierarchical counts differ");
+    EXPECT(Bytes(hier.begin(), hier.begin() + rows * rowBytes) ==
+               Bytes(flat.begin(), flat.begin() + rows * rowBytes),
+           "hierarchical rows differ, row_bytes ", rowBytes);
+    EXPECT(hier[rows * rowBytes] == 0xBB, "hierarchical wrote past the rows");
+
+    // The bytes each schedule sends, from the counts of every rank.
+    auto rowsTo = [&](int64_t from, int64_t to) {
+      int64_t n = 0;
+      for (int64_t i = 0; i < split; ++i)
+        n += x.counts[from][to * split + i];
+      return n;
+    };
+    int64_t flatIntra = 0, flatInter = 0, stage1 = 0, stage2 = 0;
+    for (int64_t p = 0; p < w.ranks; ++p) {
+      if (p == w.me)
+        continue;
+      (w.node(p) == w.node(w.me) ? flatIntra : flatInter) +=
+          rowsTo(w.me, p) * rowBytes;
+    }
+    // Stage 1: to each other local index d, the rows for (m, d), any m.
+    // Stage 2: to each other node m, what the node's ranks sent here for
+    // (m, my index).
+    for (int64_t m = 0; m < w.nodes; ++m)
+      for (int64_t d = 0; d < w.perNode; ++d) {
+        if (d != w.index(w.me))
+          stage1 += rowsTo(w.me, m * w.perNode + d) * rowBytes;
+        if (m != w.node(w.me))
+          stage2 += rowsTo(w.node(w.me) * w.perNode + d,
+                           m * w.perNode + w.index(w.me)) *
+                    rowBytes;
+      }
+    EXPECT(flatTraffic.intra_node_bytes == flatIntra, "flat intra ",
+           flatTraffic.intra_node_bytes, " != ", flatIntra);
+    EXPECT(flatTraffic.inter_node_bytes == flatInter, "flat inter ",
+           flatTraffic.inter_node_bytes, " != ", flatInter);
+    EXPECT(hierTraffic.intra_node_bytes == stage1, "hierarchical intra ",
+           hierTraffic.intra_node_bytes, " != ", stage1);
+    EXPECT(hierTraffic.inter_node_bytes == stage2, "hierarchical inter ",
+           hierTraffic.inter_node_bytes, " != ", stage2);
+    flatInterTotal += flatInter;
+    hierInterTotal += stage2;
+  }
+  // Both schedules move the same rows between nodes, only by other ranks.
+  flatInterTotal = sumOver(flatInterTotal);
+  hierInterTotal = sumOver(hierInterTotal);
+  EXPECT(flatInterTotal == hierInterTotal, "inter-node bytes ", flatInterTotal,
+         " vs ", hierInterTotal);
+
+  // The node and peer groups on their own.
+  for (tamoe_rt_group_t group : {TAMOE_RT_GROUP_NODE, TAMOE_RT_GROUP_PEERS}) {
+    bool byNode = group == TAMOE_RT_GROUP_NODE;
+    int64_t size = byNode ? w.perNode : w.nodes;
+    int64_t split = 2, rowBytes = 12;
+    Exchange x = makeExchange(w, 77 + group, rowBytes, split, size);
+    // Members of this rank's group, in group order.
+    std::vector<Bytes> rows;
+    std::vector<std::vector<int32_t>> counts;
+    for (int64_t i = 0; i < size; ++i) {
+      int64_t member =
+          byNode ? w.node(w.me) * w.perNode + i : i * w.perNode + w.index(w.me);
+      rows.push_back(x.rows[member]);
+      counts.push_back(x.counts[member]);
+    }
+    int64_t me = byNode ? w.index(w.me) : w.node(w.me);
+    Bytes want;
+    std::vector<int32_t> wantCounts;
+    reference::allToAll(rows, counts, rowBytes, split, me, want, wantCounts);
+    int64_t recvRows = int64_t(want.size()) / rowBytes;
+    Bytes got(std::max<int64_t>(recvRows, 1) * rowBytes);
+    std::vector<int32_t> gotCounts(size * split);
+    tamoe_rt_traffic_t before = traffic(w.ctx);
+    EXPECT_OK(tamoe_rt_all_to_all(w.ctx, group, x.rows[w.me].data(),
+                                  int64_t(x.rows[w.me].size()) / rowBytes,
+                                  rowBytes, x.counts[w.me].data(), size, split,
+                                  got.data(), recvRows, gotCounts.data()),
+              w.ctx);
+    tamoe_rt_traffic_t moved = traffic(w.ctx) - before;
+    EXPECT(gotCounts == wantCounts, "group ", group, " counts");
+    EXPECT(Bytes(got.begin(), got.begin() + recvRows * rowBytes) == want,
+           "group ", group, " rows");
+    EXPECT((byNode ? moved.inter_node_bytes : moved.intra_node_bytes) == 0,
+           "group ", group, " traffic on the wrong level");
+  }
+  tester.end("exchange", str("flat == hierarchical on ", w.ranks, " ranks (",
+                             w.nodes, " nodes x ", w.perNode,
+                             "), inter-node bytes ", flatInterTotal, " both"));
+}
+
+//===----------------------------------------------------------------------===//
+// dedup: dispatch_dedup == dispatch + flat all_to_all, with fewer bytes
+//===----------------------------------------------------------------------===//
+
+/// One rank's routed tokens.
+struct Routed {
+  int64_t tokens;
+  Bytes data;
+  reference::Gate gate;
+  reference::Dispatch layout;
+};
+
+Routed route(uint64_t seed, int64_t rank, int64_t rowBytes, int64_t experts,
+             int64_t k, int64_t capacity) {
+  Random random(seed * 1000 + rank);
+  Routed r;
+  r.tokens = rank == 2 ? 0 : 20 + 5 * rank;
+  r.data = random.bytes(r.tokens * rowBytes);
+  r.gate = reference::gate(random.floats(r.tokens * experts), r.tokens, experts,
+                           k, false, true);
+  r.layout = reference::dispatch(r.data, rowBytes, r.gate.ids, k, experts,
+                                 capacity, true, r.gate.weights);
+  return r;
+}
+
+void dedupScenario(const World &w) {
+  int64_t flatInterWorld = 0, dedupInterWorld = 0, flatInterRows = 0,
+          dedupInterRows = 0;
+  struct Config {
+    int64_t k, perRank, capacity;
+  };
+  for (Config config : {Config{4, 2, -1}, Config{2, 1, 6}, Config{8, 2, 5}}) {
+    int64_t k = config.k, perRank = config.perRank;
+    int64_t capacity = config.capacity;
+    int64_t rowBytes = 64, experts = perRank * w.ranks;
+    int64_t perNodeExperts = perRank * w.perNode;
+    uint64_t seed = 31 + k;
+    std::vector<Routed> all;
+    for (int64_t r = 0; r < w.ranks; ++r)
+      all.push_back(route(seed, r, rowBytes, experts, k, capacity));
+    const Routed &mine = all[w.me];
+
+    // The runtime's own routing of this rank's tokens.
+    std::vector<int32_t> ids(mine.tokens * k), positions(mine.tokens * k),
+        counts(experts);
+    std::vector<float> weights(mine.tokens * k), probs(mine.tokens * experts);
+    Bytes dispatched(std::max<int64_t>(mine.tokens * k, 1) * rowBytes);
+    int64_t dropped = 0;
+    // The logits that route() drew after the tokens.
+    Random random(seed * 1000 + w.me);
+    random.bytes(mine.tokens * rowBytes);
+    std::vector<float> logits = random.floats(mine.tokens * experts);
+    EXPECT_OK(tamoe_rt_gate(w.ctx, logits.data(), mine.tokens, experts, k,
+                            TAMOE_RT_SCORE_SOFTMAX, 1, 0, 0, ids.data(),
+                            weights.data(), probs.data()),
+              w.ctx);
+    EXPECT(ids == mine.gate.ids, "gate ids differ from the reference");
+    EXPECT_OK(tamoe_rt_dispatch(w.ctx, mine.data.data(), mine.tokens, rowBytes,
+                                ids.data(), k, experts, weights.data(),
+                                capacity, TAMOE_RT_DROP_PROBABILITY,
+                                dispatched.data(), mine.tokens * k,
+                                counts.data(), positions.data(), &dropped),
+              w.ctx);
+    EXPECT(positions == mine.layout.positions, "dispatch positions");
+
+    // What the flat exchange delivers here.
+    std::vector<Bytes> rows;
+    std::vector<std::vector<int32_t>> allCounts;
+    for (const Routed &r : all) {
+      rows.push_back(r.layout.rows);
+      allCounts.push_back(r.layout.counts);
+    }
+    Bytes want;
+    std::vector<int32_t> wantCounts;
+    reference::allToAll(rows, allCounts, rowBytes, perRank, w.me, want,
+                        wantCounts);
+    int64_t recvRows = int64_t(want.size()) / rowBytes;
+
+    Bytes flat(std::max<int64_t>(recvRows, 1) * rowBytes);
+    std::vector<int32_t> flatCounts(w.ranks * perRank);
+    int64_t sent = int64_t(mine.layout.rows.size()) / rowBytes;
+    tamoe_rt_traffic_t before = traffic(w.ctx);
+    EXPECT_OK(tamoe_rt_all_to_all(w.ctx, TAMOE_RT_GROUP_WORLD,
+                                  dispatched.data(), sent, rowBytes,
+                                  counts.data(), w.ranks, perRank, flat.data(),
+                                  recvRows, flatCounts.data()),
+              w.ctx);
+    tamoe_rt_traffic_t flatTraffic = traffic(w.ctx) - before;
+    Bytes deduped((recvRows + 1) * rowBytes, 0xCC);
+    std::vector<int32_t> dedupCounts(w.ranks * perRank, -1);
+    before = traffic(w.ctx);
+    EXPECT_OK(tamoe_rt_dispatch_dedup(w.ctx, mine.data.data(), mine.tokens,
+                                      rowBytes, ids.data(), positions.data(), k,
+                                      experts, deduped.data(), recvRows,
+                                      dedupCounts.data()),
+              w.ctx);
+    tamoe_rt_traffic_t dedupTraffic = traffic(w.ctx) - before;
+    EXPECT(flatCounts == wantCounts, "flat counts");
+    EXPECT(Bytes(flat.begin(), flat.begin() + recvRows * rowBytes) == want,
+           "flat rows");
+    EXPECT(dedupCounts == flatCounts, "dedup counts, k ", k);
+    EXPECT(Bytes(deduped.begin(), deduped.begin() + recvRows * rowBytes) ==
+               want,
+           "dedup rows, k ", k);
+    EXPECT(deduped[recvRows * rowBytes] == 0xCC, "dedup wrote past the rows");
+
+    // Expected bytes. Flat: every dispatched row to another rank. Dedup,
+    // between nodes: one row and one route of k ids per (token, other
+    // node); within the node: the relay's expanded rows for other indices.
+    auto nodeOf = [&](int32_t expert) { return expert / perNodeExperts; };
+    auto indexOf = [&](int32_t expert) {
+      return (expert / perRank) % w.perNode;
+    };
+    int64_t flatIntra = 0, flatInter = 0, pairs = 0, expanded = 0;
+    for (int64_t a = 0; a < mine.tokens * k; ++a) {
+      if (mine.layout.positions[a] < 0)
+        continue;
+      int64_t to = mine.gate.ids[a] / perRank;
+      if (to != w.me)
+        (w.node(to) == w.node(w.me) ? flatIntra : flatInter) += rowBytes;
+    }
+    for (int64_t t = 0; t < mine.tokens; ++t) {
+      std::set<int64_t> nodes;
+      for (int64_t j = 0; j < k; ++j)
+        if (mine.layout.positions[t * k + j] >= 0)
+          nodes.insert(nodeOf(mine.gate.ids[t * k + j]));
+      pairs += int64_t(nodes.size()) - int64_t(nodes.count(w.node(w.me)));
+    }
+    for (int64_t s = 0; s < w.nodes; ++s) {
+      const Routed &source = all[s * w.perNode + w.index(w.me)];
+      for (int64_t a = 0; a < source.tokens * k; ++a) {
+        int32_t expert = source.gate.ids[a];
+        if (source.layout.positions[a] >= 0 && nodeOf(expert) == w.node(w.me) &&
+            indexOf(expert) != w.index(w.me))
+          ++expanded;
+      }
+    }
+    int64_t dedupInter = pairs * (rowBytes + k * int64_t(sizeof(int32_t)));
+    EXPECT(flatTraffic.intra_node_bytes == flatIntra, "flat intra ",
+           flatTraffic.intra_node_bytes, " != ", flatIntra);
+    EXPECT(flatTraffic.inter_node_bytes == flatInter, "flat inter ",
+           flatTraffic.inter_node_bytes, " != ", flatInter);
+    EXPECT(dedupTraffic.inter_node_bytes == dedupInter, "dedup inter ",
+           dedupTraffic.inter_node_bytes, " != ", dedupInter, " (", pairs,
+           " (token, node) pairs)");
+    EXPECT(dedupTraffic.intra_node_bytes == expanded * rowBytes, "dedup intra ",
+           dedupTraffic.intra_node_bytes, " != ", expanded * rowBytes);
+    flatInterWorld += flatInter;
+    dedupInterWorld += dedupInter;
+    flatInterRows += flatInter / rowBytes;
+    dedupInterRows += pairs;
+  }
+  flatInterWorld = sumOver(flatInterWorld);
+  dedupInterWorld = sumOver(dedupInterWorld);
+  flatInterRows = sumOver(flatInterRows);
+  dedupInterRows = sumOver(dedupInterRows);
+  // A row crosses to a node at most once (the routes may cost more than
+  // the duplicates saved when rows are small and k large).
+  EXPECT(dedupInterRows <= flatInterRows, "dedup sent ", dedupInterRows,
+         " rows between nodes, flat ", flatInterRows);
+  tester.end("dedup",
+             str("dispatch_dedup == dispatch + all_to_all; inter-node rows ",
+                 flatInterRows, " flat, ", dedupInterRows,
+                 " dedup; inter-node bytes ", flatInterWorld, " flat, ",
+                 dedupInterWorld, " dedup (rows + routes)"));
+}
+
+//===----------------------------------------------------------------------===//
+// layer: a whole MoE layer against the serial reference
+//===----------------------------------------------------------------------===//
+
+constexpr int64_t kHidden = 16;
+
+/// Expert e's weights [kHidden, kHidden], the same on every rank.
+std::vector<float> expertWeights(int64_t expert) {
+  return Random(5000 + expert).floats(kHidden * kHidden, -0.5f, 0.5f);
+}
+
+/// y = x W with W [kHidden (in), kHidden (out)], as tamoe_rt_grouped_matmul
+/// computes it.
+void expertForward(const std::vector<float> &w, const float *x, float *y) {
+  for (int64_t o = 0; o < kHidden; ++o) {
+    float sum = 0;
+    for (int64_t i = 0; i < kHidden; ++i)
+      sum += x[i] * w[i * kHidden + o];
+    y[o] = sum;
+  }
+}
+
+Bytes asBytes(const std::vector<float> &values) {
+  Bytes bytes(values.size() * sizeof(float));
+  if (!values.empty())
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+  return bytes;
+}
+
+struct LayerInput {
+  int64_t tokens;
+  std::vector<float> x, logits;
+};
+
+LayerInput layerInput(int64_t rank, int64_t experts) {
+  Random random(900 + rank);
+  LayerInput in;
+  in.tokens = rank == 2 ? 0 : 24 + 3 * rank;
+  in.x = random.floats(in.tokens * kHidden);
+  in.logits = random.floats(in.tokens * experts, -3, 3);
+  return in;
+}
+
+void layerScenario(const World &w) {
+  int64_t perRank = 2, experts = perRank * w.ranks, k = 2;
+  int64_t rowBytes = kHidden * int64_t(sizeof(float));
+  std::vector<std::vector<float>> weightsOf;
+  for (int64_t e = 0; e < experts; ++e)
+    weightsOf.push_back(expertWeights(e));
+  // This rank's experts' weights [perRank, kHidden, kHidden].
+  std::vector<float> localWeights;
+  for (int64_t local = 0; local < perRank; ++local)
+    localWeights.insert(localWeights.end(),
+                        weightsOf[w.me * perRank + local].begin(),
+                        weightsOf[w.me * perRank + local].end());
+  LayerInput in = layerInput(w.me, experts);
+  int64_t tokens = in.tokens;
+  int64_t capacity = (5 * tokens * k / 4 + experts - 1) / experts; // f = 1.25
+
+  // The serial reference of this rank's output from its inputs; the
+  // experts that process the rows are on other ranks, but they apply the
+  // same weights.
+  reference::Gate gate =
+      reference::gate(in.logits, tokens, experts, k, false, true);
+  Bytes xBytes = asBytes(in.x);
+  reference::Dispatch layout = reference::dispatch(
+      xBytes, rowBytes, gate.ids, k, experts, capacity, true, gate.weights);
+  int64_t sent = int64_t(layout.rows.size()) / rowBytes;
+  std::vector<float> outputs(sent * kHidden);
+  for (int64_t e = 0, row = 0; e < experts; ++e)
+    for (int32_t i = 0; i < layout.counts[e]; ++i, ++row)
+      expertForward(weightsOf[e],
+                    reinterpret_cast<const float *>(layout.rows.data()) +
+                        row * kHidden,
+                    &outputs[row * kHidden]);
+  std::vector<float> want =
+      reference::combine(outputs, kHidden, layout.positions, gate.weights, k);
+  double wantLoss = reference::auxLoss(gate.probs, gate.ids, experts, k);
+
+  // What this rank's experts receive, from every rank's inputs.
+  std::vector<Bytes> allRows;
+  std::vector<std::vector<int32_t>> allCounts;
+  for (int64_t r = 0; r < w.ranks; ++r) {
+    LayerInput other = layerInput(r, experts);
+    reference::Gate g =
+        reference::gate(other.logits, other.tokens, experts, k, false, true);
+    Bytes bytes = asBytes(other.x);
+    int64_t c = (5 * other.tokens * k / 4 + experts - 1) / experts;
+    reference::Dispatch d = reference::dispatch(bytes, rowBytes, g.ids, k,
+                                                experts, c, true, g.weights);
+    allRows.push_back(d.rows);
+    allCounts.push_back(d.counts);
+  }
+  Bytes expertRows;
+  std::vector<int32_t> expertCounts;
+  reference::allToAll(allRows, allCounts, rowBytes, perRank, w.me, expertRows,
+                      expertCounts);
+  int64_t recvRows = int64_t(expertRows.size()) / rowBytes;
+
+  std::vector<std::vector<float>> results;
+  for (int schedule = 0; schedule < 3; ++schedule) {
+    const char *name[] = {"flat", "hierarchical", "dedup"};
+    std::vector<int32_t> ids(tokens * k), positions(tokens * k),
+        counts(experts);
+    std::vector<float> weights(tokens * k), probs(tokens * experts);
+    std::vector<float> dispatched(std::max<int64_t>(tokens * k, 1) * kHidden);
+    int64_t dropped = 0;
+    float loss = -1;
+    EXPECT_OK(tamoe_rt_gate(w.ctx, in.logits.data(), tokens, experts, k,
+                            TAMOE_RT_SCORE_SOFTMAX, 1, 0, 0, ids.data(),
+                            weights.data(), probs.data()),
+              w.ctx);
+    EXPECT_OK(tamoe_rt_aux_loss(w.ctx, probs.data(), ids.data(), tokens,
+                                experts, k, nullptr, &loss),
+              w.ctx);
+    EXPECT(std::fabs(loss - wantLoss) <= 1e-5 * std::max(1.0, wantLoss),
+           "aux loss ", loss, " != ", wantLoss);
+    EXPECT_OK(tamoe_rt_dispatch(w.ctx, in.x.data(), tokens, rowBytes,
+                                ids.data(), k, experts, weights.data(),
+                                capacity, TAMOE_RT_DROP_PROBABILITY,
+                                dispatched.data(), tokens * k, counts.data(),
+                                positions.data(), &dropped),
+              w.ctx);
+    EXPECT(dropped == layout.dropped, "dropped ", dropped);
+
+    // To the experts.
+    std::vector<float> received(std::max<int64_t>(recvRows, 1) * kHidden);
+    std::vector<int32_t> recvCounts(w.ranks * perRank);
+    if (schedule == 0)
+      EXPECT_OK(
+          tamoe_rt_all_to_all(w.ctx, TAMOE_RT_GROUP_WORLD, dispatched.data(),
+                              sent, rowBytes, counts.data(), w.ranks, perRank,
+                              received.data(), recvRows, recvCounts.data()),
+          w.ctx);
+    else if (schedule == 1)
+      EXPECT_OK(tamoe_rt_all_to_all_hierarchical(
+                    w.ctx, dispatched.data(), sent, rowBytes, counts.data(),
+                    perRank, received.data(), recvRows, recvCounts.data()),
+                w.ctx);
+    else
+      EXPECT_OK(tamoe_rt_dispatch_dedup(w.ctx, in.x.data(), tokens, rowBytes,
+                                        ids.data(), positions.data(), k,
+                                        experts, received.data(), recvRows,
+                                        recvCounts.data()),
+                w.ctx);
+    EXPECT(recvCounts == expertCounts, name[schedule], " expert counts");
+    EXPECT(recvRows == 0 || std::memcmp(received.data(), expertRows.data(),
+                                        expertRows.size()) == 0,
+           name[schedule], " expert rows");
+
+    // The experts of this rank, one grouped matmul over the rows by source
+    // rank, then local expert.
+    std::vector<float> processed(received.size(), -1.0f);
+    EXPECT_OK(tamoe_rt_grouped_matmul(w.ctx, received.data(), recvRows, kHidden,
+                                      recvCounts.data(), w.ranks * perRank,
+                                      perRank, localWeights.data(), kHidden,
+                                      processed.data()),
+              w.ctx);
+
+    // Back to the senders, in their dispatch order, and combined.
+    std::vector<float> back(std::max<int64_t>(sent, 1) * kHidden);
+    std::vector<int32_t> backCounts(w.ranks * perRank);
+    EXPECT_OK(tamoe_rt_all_to_all(w.ctx, TAMOE_RT_GROUP_WORLD, processed.data(),
+                                  recvRows, rowBytes, recvCounts.data(),
+                                  w.ranks, perRank, back.data(), sent,
+                                  backCounts.data()),
+              w.ctx);
+    EXPECT(backCounts == counts, name[schedule], " return counts");
+    std::vector<float> combined(tokens * kHidden, -1);
+    EXPECT_OK(tamoe_rt_combine(w.ctx, back.data(), sent, kHidden,
+                               positions.data(), weights.data(), tokens, k,
+                               combined.data()),
+              w.ctx);
+    double worst = 0;
+    for (size_t i = 0; i < combined.size(); ++i)
+      worst = std::max(worst, double(std::fabs(combined[i] - want[i])));
+    EXPECT(worst <= 1e-5, name[schedule], " output differs by ", worst);
+    results.push_back(combined);
+  }
+  EXPECT(results[0] == results[1] && results[0] == results[2],
+         "the schedules' outputs differ");
+  int64_t totalTokens = sumOver(tokens);
+  tester.end("layer", str("gate, dispatch, exchange, experts, exchange, "
+                          "combine == serial reference for ",
+                          totalTokens,
+                          " tokens; flat, hierarchical and dedup identical"));
+}
+
+//===----------------------------------------------------------------------===//
+// errors: every rank fails alike, before any row moves
+//===----------------------------------------------------------------------===//
+
+void errorsScenario(const World &w) {
+  int64_t rowBytes = 16;
+  // One row from every rank to every rank.
+  std::vector<int32_t> ones(w.ranks, 1), twos(2 * w.ranks, 1),
+      recvCounts(2 * w.ranks, -1);
+  // Room for the rank that passes twice the row size.
+  Bytes send(4 * w.ranks * rowBytes, 0x11), received(2 * w.ranks * rowBytes);
+  auto expectAll = [&](tamoe_rt_status_t got, tamoe_rt_status_t code,
+                       const std::string &message) {
+    EXPECT(got == code, tamoe_rt_status_name(got), " ",
+           tamoe_rt_last_error(w.ctx));
+    EXPECT(tamoe_rt_last_error(w.ctx) == message, "message '",
+           tamoe_rt_last_error(w.ctx), "' != '", message, "'");
+  };
+  auto untouched = [&] {
+    for (unsigned char byte : received)
+      if (byte != 0x5A)
+        return false;
+    return true;
+  };
+  auto flat = [&](intptr_t rb, const int32_t *counts, intptr_t split,
+                  const void *from, intptr_t capacity) {
+    std::fill(received.begin(), received.end(), 0x5A);
+    return tamoe_rt_all_to_all(w.ctx, TAMOE_RT_GROUP_WORLD, from, 2 * w.ranks,
+                               rb, counts, w.ranks, split, received.data(),
+                               capacity, recvCounts.data());
+  };
+  int64_t last = w.ranks - 1;
+
+  expectAll(
+      flat(w.me == 3 ? 32 : rowBytes, ones.data(), 1, send.data(), w.ranks),
+      TAMOE_RT_ERROR_MISMATCH,
+      "tamoe_rt_all_to_all: ranks disagree on row_bytes: rank 0 has 16, "
+      "rank 3 has 32");
+  expectAll(flat(rowBytes, w.me == 1 ? twos.data() : ones.data(),
+                 w.me == 1 ? 2 : 1, send.data(), w.ranks),
+            TAMOE_RT_ERROR_MISMATCH,
+            "tamoe_rt_all_to_all: ranks disagree on split: rank 0 has 1, "
+            "rank 1 has 2");
+  expectAll(flat(rowBytes, ones.data(), 1, send.data(),
+                 w.me == 5 ? w.ranks - 1 : w.ranks),
+            TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+            str("tamoe_rt_all_to_all: rank 5: ", w.ranks,
+                " rows to receive exceed recv_capacity ", w.ranks - 1));
+  EXPECT(untouched(), "rows moved despite the capacity error");
+  expectAll(flat(rowBytes, ones.data(), 1, w.me == 2 ? nullptr : send.data(),
+                 w.ranks),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT,
+            "tamoe_rt_all_to_all: rank 2: send is null");
+  std::vector<int32_t> negative = ones;
+  negative[1] = -1;
+  expectAll(flat(rowBytes, w.me == 6 ? negative.data() : ones.data(), 1,
+                 send.data(), w.ranks),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT,
+            "tamoe_rt_all_to_all: rank 6: send_counts[1] = -1 is negative");
+  EXPECT(untouched(), "rows moved despite the invalid counts");
+
+  // Within one node only: the other nodes carry on.
+  std::fill(received.begin(), received.end(), 0x5A);
+  int64_t odd = w.node(w.me) == 1 && w.index(w.me) == w.perNode - 1;
+  tamoe_rt_status_t status =
+      tamoe_rt_all_to_all(w.ctx, TAMOE_RT_GROUP_NODE, send.data(), w.perNode,
+                          odd ? 2 * rowBytes : rowBytes, ones.data(), w.perNode,
+                          1, received.data(), w.perNode, recvCounts.data());
+  if (w.node(w.me) == 1 && w.perNode > 1)
+    expectAll(status, TAMOE_RT_ERROR_MISMATCH,
+              str("tamoe_rt_all_to_all: ranks disagree on row_bytes: rank ",
+                  w.perNode, " has 16, rank ", 2 * w.perNode - 1, " has 32"));
+  else
+    EXPECT(status == TAMOE_RT_SUCCESS, tamoe_rt_last_error(w.ctx));
+
+  // Counts for a layout other than the run's: every rank of the group.
+  status = tamoe_rt_all_to_all(w.ctx, TAMOE_RT_GROUP_NODE, send.data(), w.ranks,
+                               rowBytes, ones.data(), w.ranks, 1,
+                               received.data(), w.ranks, recvCounts.data());
+  if (w.perNode != w.ranks)
+    expectAll(status, TAMOE_RT_ERROR_MISMATCH,
+              str("tamoe_rt_all_to_all: rank ", w.node(w.me) * w.perNode,
+                  ": send_counts are for ", w.ranks,
+                  " peers but the node group has ", w.perNode, " ranks (",
+                  w.ranks, " ranks, ", w.perNode, " per node)"));
+  intptr_t total = 0;
+  status =
+      tamoe_rt_all_to_all_counts(w.ctx, TAMOE_RT_GROUP_PEERS, ones.data(),
+                                 w.nodes + 1, 1, recvCounts.data(), &total);
+  expectAll(status, TAMOE_RT_ERROR_MISMATCH,
+            str("tamoe_rt_all_to_all_counts: rank ", w.index(w.me),
+                ": send_counts are for ", w.nodes + 1,
+                " peers but the peers group has ", w.nodes, " ranks (", w.ranks,
+                " ranks, ", w.perNode, " per node)"));
+
+  // The composite schedules fail alike on the whole world too.
+  std::fill(received.begin(), received.end(), 0x5A);
+  status = tamoe_rt_all_to_all_hierarchical(
+      w.ctx, send.data(), w.ranks, rowBytes, ones.data(), 1, received.data(),
+      w.me == last ? w.ranks - 2 : w.ranks, recvCounts.data());
+  expectAll(status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+            str("tamoe_rt_all_to_all_hierarchical: rank ", last, ": ", w.ranks,
+                " rows to receive exceed recv_capacity ", w.ranks - 2));
+  EXPECT(untouched(), "hierarchical moved rows despite the capacity error");
+  status = tamoe_rt_all_to_all_hierarchical(
+      w.ctx, send.data(), w.ranks, w.me == 4 ? 8 : rowBytes, ones.data(), 1,
+      received.data(), w.ranks, recvCounts.data());
+  expectAll(status, TAMOE_RT_ERROR_MISMATCH,
+            "tamoe_rt_all_to_all_hierarchical: ranks disagree on row_bytes: "
+            "rank 0 has 16, rank 4 has 8");
+
+  // Every token of every rank to expert 0 of every rank (k = ranks).
+  int64_t tokens = 3, k = w.ranks, experts = w.ranks;
+  std::vector<int32_t> ids, positions;
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t e = 0; e < experts; ++e) {
+      ids.push_back(int32_t(e));
+      positions.push_back(int32_t(e * tokens + t));
+    }
+  Bytes tokensData(tokens * rowBytes, 0x22),
+      dedupReceived(w.ranks * tokens * rowBytes);
+  std::vector<int32_t> dedupCounts(w.ranks);
+  status = tamoe_rt_dispatch_dedup(
+      w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
+      k, experts, dedupReceived.data(),
+      w.me == 4 ? w.ranks * tokens - 1 : w.ranks * tokens, dedupCounts.data());
+  expectAll(status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+            str("tamoe_rt_dispatch_dedup: rank 4: ", w.ranks * tokens,
+                " rows to receive exceed recv_capacity ",
+                w.ranks * tokens - 1));
+  status = tamoe_rt_dispatch_dedup(
+      w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
+      k, w.me == 7 ? 2 * experts : experts, dedupReceived.data(),
+      w.ranks * tokens, dedupCounts.data());
+  expectAll(status, TAMOE_RT_ERROR_MISMATCH,
+            str("tamoe_rt_dispatch_dedup: ranks disagree on experts: rank 0 "
+                "has ",
+                experts, ", rank 7 has ", 2 * experts));
+  status = tamoe_rt_dispatch_dedup(
+      w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
+      k, experts, dedupReceived.data(), w.ranks * tokens, dedupCounts.data());
+  EXPECT(status == TAMOE_RT_SUCCESS, tamoe_rt_last_error(w.ctx));
+  EXPECT(dedupCounts == std::vector<int32_t>(w.ranks, int32_t(tokens)),
+         "dedup counts after the errors");
+
+  // Still usable.
+  EXPECT(flat(rowBytes, ones.data(), 1, send.data(), w.ranks) ==
+             TAMOE_RT_SUCCESS,
+         tamoe_rt_last_error(w.ctx));
+  EXPECT(recvCounts[0] == 1 && received[0] == 0x11, "exchange after errors");
+  tester.end("errors", "mismatch, capacity, invalid arguments and negative "
+                       "counts fail on every rank alike");
+}
+
+//===----------------------------------------------------------------------===//
+// timeout: a rank that does not call the collective
+//===----------------------------------------------------------------------===//
+
+void timeoutScenario(const World &w) {
+  // TAMOE_RT_TIMEOUT from the environment (the lit test sets 2 s).
+  tamoe_rt_options_t options = tamoe_rt_default_options();
+  const char *env = std::getenv("TAMOE_RT_TIMEOUT");
+  if (!env || !*env)
+    options.timeout_seconds = 2;
+  tamoe_rt_context_t *ctx = nullptr;
+  EXPECT_OK(tamoe_rt_init(&options, &ctx), nullptr);
+  int64_t absent = w.ranks - 1, rowBytes = 8;
+  std::vector<int32_t> ones(w.ranks, 1), recvCounts(w.ranks);
+  Bytes send(w.ranks * rowBytes), received(w.ranks * rowBytes);
+  double seconds = 0;
+  if (w.me != absent) {
+    auto start = std::chrono::steady_clock::now();
+    tamoe_rt_status_t status = tamoe_rt_all_to_all(
+        ctx, TAMOE_RT_GROUP_WORLD, send.data(), w.ranks, rowBytes, ones.data(),
+        w.ranks, 1, received.data(), w.ranks, recvCounts.data());
+    seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    std::string expected =
+        "tamoe_rt_all_to_all: the exchange of counts over the world group did "
+        "not complete within 2 s (a peer died or did not call it)";
+    EXPECT(status == TAMOE_RT_ERROR_TIMEOUT, tamoe_rt_status_name(status));
+    EXPECT(tamoe_rt_last_error(ctx) == expected, "'", tamoe_rt_last_error(ctx),
+           "'");
+    EXPECT(seconds >= 2 && seconds < 30, "timed out after ", seconds, " s");
+    // The context's communicators are in an unknown state now.
+    status = tamoe_rt_all_to_all_hierarchical(
+        ctx, send.data(), w.ranks, rowBytes, ones.data(), 1, received.data(),
+        w.ranks, recvCounts.data());
+    EXPECT(status == TAMOE_RT_ERROR_TIMEOUT, tamoe_rt_status_name(status));
+    EXPECT(tamoe_rt_last_error(ctx) ==
+               "tamoe_rt_all_to_all_hierarchical: the context is unusable "
+               "after an earlier failure (" +
+                   expected.substr(std::strlen("tamoe_rt_all_to_all: ")) +
+                   "); finalize it",
+           "'", tamoe_rt_last_error(ctx), "'");
+    // Local operations still work.
+    std::vector<int32_t> counts = {1, 1}, regroupedCounts(2);
+    Bytes regrouped(2 * rowBytes);
+    EXPECT_OK(tamoe_rt_regroup(ctx, send.data(), 2, rowBytes, counts.data(), 2,
+                               1, 1, regrouped.data(), regroupedCounts.data()),
+              ctx);
+  }
+  EXPECT_OK(tamoe_rt_finalize(ctx), nullptr);
+  // The other contexts are unaffected: everyone exchanges once more.
+  EXPECT_OK(tamoe_rt_all_to_all(w.ctx, TAMOE_RT_GROUP_WORLD, send.data(),
+                                w.ranks, rowBytes, ones.data(), w.ranks, 1,
+                                received.data(), w.ranks, recvCounts.data()),
+            w.ctx);
+  tester.end("timeout", str(w.ranks - 1,
+                            " ranks got TAMOE_RT_ERROR_TIMEOUT "
+                            "when rank ",
+                            absent, " stayed away"));
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  // tamoe_rt_init initialises MPI here (and the last finalize ends it).
+  tamoe_rt_options_t options = tamoe_rt_default_options();
+  options.timeout_seconds = 120;
+  tamoe_rt_context_t *ctx = nullptr;
+  if (tamoe_rt_init(&options, &ctx) != TAMOE_RT_SUCCESS) {
+    std::fprintf(stderr, "tamoe_rt_init failed: %s\n",
+                 tamoe_rt_last_error(nullptr));
+    return 1;
+  }
+  World w{ctx, tamoe_rt_rank(ctx), tamoe_rt_num_ranks(ctx),
+          tamoe_rt_ranks_per_node(ctx), 0};
+  w.nodes = w.ranks / w.perNode;
+  tester.rank = int(w.me);
+  tester.ranks = int(w.ranks);
+  if (w.me == 0)
+    std::printf("%lld ranks, %lld nodes x %lld\n", (long long)w.ranks,
+                (long long)w.nodes, (long long)w.perNode);
+
+  std::vector<std::string> scenarios(argv + 1, argv + argc);
+  if (scenarios.empty())
+    scenarios = {"exchange", "dedup", "layer", "errors", "timeout"};
+  for (const std::string &name : scenarios) {
+    if (name == "exchange")
+      exchangeScenario(w);
+    else if (name == "dedup")
+      dedupScenario(w);
+    else if (name == "layer")
+      layerScenario(w);
+    else if (name == "errors")
+      errorsScenario(w);
+    else if (name == "timeout")
+      timeoutScenario(w);
+    else
+      tester.check(false, __LINE__, "unknown scenario " + name);
+  }
+
+  int64_t failures = 0, checks = 0;
+  MPI_Allreduce(&tester.failures, &failures, 1, MPI_INT64_T, MPI_SUM,
+                MPI_COMM_WORLD);
+  MPI_Allreduce(&tester.checks, &checks, 1, MPI_INT64_T, MPI_SUM,
+                MPI_COMM_WORLD);
+  if (w.me == 0)
+    std::printf("%s: %lld checks, %lld failed\n", failures ? "FAIL" : "PASS",
+                (long long)checks, (long long)failures);
+  tamoe_rt_finalize(ctx);
+  int finalised = 0;
+  MPI_Finalized(&finalised);
+  if (!finalised) {
+    std::fprintf(stderr, "rank %lld: MPI is still initialised\n",
+                 (long long)w.me);
+    return 1;
+  }
+  // MPI cannot come back.
+  std::string expected = "tamoe_rt_init: MPI has been finalized (by the "
+                         "program, or by tamoe_rt_finalize of the last "
+                         "context) and cannot be initialised again";
+  if (tamoe_rt_init(nullptr, &ctx) != TAMOE_RT_ERROR_COMMUNICATION || ctx ||
+      tamoe_rt_last_error(nullptr) != expected) {
+    std::fprintf(stderr, "rank %lld: init after finalize: '%s'\n",
+                 (long long)w.me, tamoe_rt_last_error(nullptr));
+    return 1;
+  }
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,1426 @@
+//===- RuntimeTest.cpp - Every entry point of tamoe_rt.h on one rank ------===//
+//
+// Each operation against the serial reference (Reference.h) on random inputs
+// with fixed seeds and on the edge cases, and every message a caller can
+// trigger on one rank. The collectives run as a world of one; the
+// multi-rank behaviour is MultiRankTest.cpp's.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Reference.h"
+#include "tamoe_rt/tamoe_rt.h"
+
+#include "gtest/gtest.h"
+#include <mpi.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using reference::Bytes;
+using reference::Random;
+
+namespace {
+
+void clearEnvironment() {
+  for (const char *name :
+       {"TAMOE_RANKS_PER_NODE", "TAMOE_RT_TIMEOUT", "TAMOE_RT_CUDA_LIBRARY"})
+    unsetenv(name);
+}
+
+class Runtime : public ::testing::Test {
+protected:
+  void SetUp() override {
+    clearEnvironment();
+    ASSERT_EQ(tamoe_rt_init(nullptr, &ctx), TAMOE_RT_SUCCESS)
+        << tamoe_rt_last_error(nullptr);
+  }
+  void TearDown() override {
+    EXPECT_EQ(tamoe_rt_finalize(ctx), TAMOE_RT_SUCCESS);
+  }
+  std::string error() const { return tamoe_rt_last_error(ctx); }
+
+  tamoe_rt_context_t *ctx = nullptr;
+};
+
+//===----------------------------------------------------------------------===//
+// Context
+//===----------------------------------------------------------------------===//
+
+TEST(Status, Names) {
+  EXPECT_STREQ(tamoe_rt_status_name(TAMOE_RT_SUCCESS), "TAMOE_RT_SUCCESS");
+  EXPECT_STREQ(tamoe_rt_status_name(TAMOE_RT_ERROR_INVALID_ARGUMENT),
+               "TAMOE_RT_ERROR_INVALID_ARGUMENT");
+  EXPECT_STREQ(tamoe_rt_status_name(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE),
+               "TAMOE_RT_ERROR_BACKEND_UNAVAILABLE");
+  EXPECT_STREQ(tamoe_rt_status_name(TAMOE_RT_ERROR_MISMATCH),
+               "TAMOE_RT_ERROR_MISMATCH");
+  EXPECT_STREQ(tamoe_rt_status_name(TAMOE_RT_ERROR_CAPACITY_EXCEEDED),
+               "TAMOE_RT_ERROR_CAPACITY_EXCEEDED");
+  EXPECT_STREQ(tamoe_rt_status_name(TAMOE_RT_ERROR_TIMEOUT),
+               "TAMOE_RT_ERROR_TIMEOUT");
+  EXPECT_STREQ(tamoe_rt_status_name(TAMOE_RT_ERROR_COMMUNICATION),
+               "TAMOE_RT_ERROR_COMMUNICATION");
+  EXPECT_STREQ(tamoe_rt_status_name(TAMOE_RT_ERROR_OUT_OF_MEMORY),
+               "TAMOE_RT_ERROR_OUT_OF_MEMORY");
+  EXPECT_STREQ(tamoe_rt_status_name(TAMOE_RT_ERROR_INTERNAL),
+               "TAMOE_RT_ERROR_INTERNAL");
+  EXPECT_STREQ(tamoe_rt_status_name(tamoe_rt_status_t(42)),
+               "TAMOE_RT_UNKNOWN_STATUS");
+}
+
+TEST(Init, DefaultsAndAccessors) {
+  clearEnvironment();
+  tamoe_rt_options_t options = tamoe_rt_default_options();
+  EXPECT_EQ(options.backend, TAMOE_RT_BACKEND_CPU);
+  EXPECT_EQ(options.ranks_per_node, 0);
+  EXPECT_EQ(options.timeout_seconds, 0);
+  tamoe_rt_context_t *ctx = nullptr;
+  ASSERT_EQ(tamoe_rt_init(&options, &ctx), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_rank(ctx), 0);
+  EXPECT_EQ(tamoe_rt_num_ranks(ctx), 1);
+  EXPECT_EQ(tamoe_rt_ranks_per_node(ctx), 1);
+  EXPECT_EQ(tamoe_rt_backend(ctx), TAMOE_RT_BACKEND_CPU);
+  EXPECT_STREQ(tamoe_rt_last_error(ctx), "");
+  EXPECT_EQ(tamoe_rt_synchronize(ctx), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_finalize(ctx), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_finalize(nullptr), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_rank(nullptr), -1);
+  EXPECT_EQ(tamoe_rt_num_ranks(nullptr), -1);
+  EXPECT_EQ(tamoe_rt_ranks_per_node(nullptr), -1);
+  // MPI stays up: the test's main initialised it, not tamoe_rt_init.
+  int finalised = 1;
+  MPI_Finalized(&finalised);
+  EXPECT_FALSE(finalised);
+}
+
+/// The message of a tamoe_rt_init that must fail with `code`.
+std::string initError(const tamoe_rt_options_t *options,
+                      tamoe_rt_status_t code) {
+  tamoe_rt_context_t *ctx = reinterpret_cast<tamoe_rt_context_t *>(1);
+  tamoe_rt_status_t status = tamoe_rt_init(options, &ctx);
+  EXPECT_EQ(status, code) << tamoe_rt_status_name(status);
+  EXPECT_EQ(ctx, nullptr);
+  if (status == TAMOE_RT_SUCCESS)
+    tamoe_rt_finalize(ctx);
+  return tamoe_rt_last_error(nullptr);
+}
+
+TEST(Init, BadOptions) {
+  clearEnvironment();
+  tamoe_rt_options_t options = tamoe_rt_default_options();
+  EXPECT_EQ(tamoe_rt_init(&options, nullptr), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_STREQ(tamoe_rt_last_error(nullptr), "tamoe_rt_init: context is null");
+
+  options.ranks_per_node = -1;
+  EXPECT_EQ(initError(&options, TAMOE_RT_ERROR_INVALID_ARGUMENT),
+            "tamoe_rt_init: rank 0: options->ranks_per_node must be >= 0, "
+            "got -1");
+  options.ranks_per_node = 2;
+  EXPECT_EQ(initError(&options, TAMOE_RT_ERROR_INVALID_ARGUMENT),
+            "tamoe_rt_init: rank 0: ranks_per_node = 2 (from "
+            "options->ranks_per_node) does not divide the 1 ranks");
+  options = tamoe_rt_default_options();
+  options.timeout_seconds = -1;
+  EXPECT_EQ(initError(&options, TAMOE_RT_ERROR_INVALID_ARGUMENT),
+            "tamoe_rt_init: rank 0: options->timeout_seconds must be >= 0 "
+            "and finite, got -1");
+  options.timeout_seconds = NAN;
+  EXPECT_EQ(initError(&options, TAMOE_RT_ERROR_INVALID_ARGUMENT),
+            "tamoe_rt_init: rank 0: options->timeout_seconds must be >= 0 "
+            "and finite, got nan");
+  options = tamoe_rt_default_options();
+  options.backend = tamoe_rt_backend_t(7);
+  EXPECT_EQ(initError(&options, TAMOE_RT_ERROR_INVALID_ARGUMENT),
+            "tamoe_rt_init: rank 0: options->backend = 7 is not a "
+            "tamoe_rt_backend_t");
+}
+
+TEST(Init, Environment) {
+  clearEnvironment();
+  setenv("TAMOE_RANKS_PER_NODE", "abc", 1);
+  EXPECT_EQ(initError(nullptr, TAMOE_RT_ERROR_INVALID_ARGUMENT),
+            "tamoe_rt_init: rank 0: TAMOE_RANKS_PER_NODE='abc' is not a "
+            "positive integer");
+  setenv("TAMOE_RANKS_PER_NODE", "3", 1);
+  EXPECT_EQ(initError(nullptr, TAMOE_RT_ERROR_INVALID_ARGUMENT),
+            "tamoe_rt_init: rank 0: ranks_per_node = 3 (from "
+            "TAMOE_RANKS_PER_NODE) does not divide the 1 ranks");
+  // The options win over the environment.
+  tamoe_rt_options_t options = tamoe_rt_default_options();
+  options.ranks_per_node = 1;
+  tamoe_rt_context_t *ctx = nullptr;
+  ASSERT_EQ(tamoe_rt_init(&options, &ctx), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_ranks_per_node(ctx), 1);
+  tamoe_rt_finalize(ctx);
+  setenv("TAMOE_RANKS_PER_NODE", "1", 1);
+  ASSERT_EQ(tamoe_rt_init(nullptr, &ctx), TAMOE_RT_SUCCESS);
+  tamoe_rt_finalize(ctx);
+  unsetenv("TAMOE_RANKS_PER_NODE");
+
+  setenv("TAMOE_RT_TIMEOUT", "-3", 1);
+  EXPECT_EQ(initError(nullptr, TAMOE_RT_ERROR_INVALID_ARGUMENT),
+            "tamoe_rt_init: rank 0: TAMOE_RT_TIMEOUT='-3' is not a positive "
+            "number of seconds");
+  setenv("TAMOE_RT_TIMEOUT", "0.5", 1);
+  ASSERT_EQ(tamoe_rt_init(nullptr, &ctx), TAMOE_RT_SUCCESS);
+  tamoe_rt_finalize(ctx);
+  clearEnvironment();
+}
+
+TEST(Init, LastErrorIsPerThread) {
+  clearEnvironment();
+  tamoe_rt_options_t options = tamoe_rt_default_options();
+  options.ranks_per_node = -5;
+  initError(&options, TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  std::string other = "unset";
+  std::thread([&] { other = tamoe_rt_last_error(nullptr); }).join();
+  EXPECT_EQ(other, "");
+  EXPECT_NE(std::string(tamoe_rt_last_error(nullptr)), "");
+}
+
+TEST(Init, CudaBackendLibrary) {
+  clearEnvironment();
+  tamoe_rt_options_t options = tamoe_rt_default_options();
+  options.backend = TAMOE_RT_BACKEND_CUDA;
+  setenv("TAMOE_RT_CUDA_LIBRARY", "/nonexistent/libtamoe_rt_cuda.so", 1);
+  EXPECT_EQ(initError(&options, TAMOE_RT_ERROR_BACKEND_UNAVAILABLE),
+            "tamoe_rt_init: rank 0: cuda backend: libtamoe_rt_cuda.so not "
+            "found (built without CUDA?): no "
+            "/nonexistent/libtamoe_rt_cuda.so");
+  setenv("TAMOE_RT_CUDA_LIBRARY", TAMOE_RT_FAKE_CUDA_NO_GPU, 1);
+  EXPECT_EQ(initError(&options, TAMOE_RT_ERROR_BACKEND_UNAVAILABLE),
+            "tamoe_rt_init: rank 0: cuda backend: no GPU: fake device for the "
+            "tests (1 ranks)");
+  setenv("TAMOE_RT_CUDA_LIBRARY", TAMOE_RT_FAKE_CUDA_NO_ENTRY, 1);
+  EXPECT_EQ(initError(&options, TAMOE_RT_ERROR_BACKEND_UNAVAILABLE),
+            std::string("tamoe_rt_init: rank 0: cuda backend: ") +
+                TAMOE_RT_FAKE_CUDA_NO_ENTRY +
+                " has no tamoe_rt_create_cuda_backend");
+  setenv("TAMOE_RT_CUDA_LIBRARY", TAMOE_RT_TEST_SOURCE, 1);
+  std::string message = initError(&options, TAMOE_RT_ERROR_BACKEND_UNAVAILABLE);
+  EXPECT_EQ(message.rfind(std::string("tamoe_rt_init: rank 0: cuda backend: "
+                                      "cannot load ") +
+                              TAMOE_RT_TEST_SOURCE + ": ",
+                          0),
+            0u)
+      << message;
+  // Next to libtamoe_rt.so: the real library when it was built (it may
+  // find a GPU or not), "not found" otherwise.
+  unsetenv("TAMOE_RT_CUDA_LIBRARY");
+  tamoe_rt_context_t *ctx = nullptr;
+  tamoe_rt_status_t status = tamoe_rt_init(&options, &ctx);
+  if (status == TAMOE_RT_SUCCESS) {
+    EXPECT_EQ(tamoe_rt_backend(ctx), TAMOE_RT_BACKEND_CUDA);
+    tamoe_rt_finalize(ctx);
+  } else {
+    EXPECT_EQ(status, TAMOE_RT_ERROR_BACKEND_UNAVAILABLE);
+    EXPECT_EQ(std::string(tamoe_rt_last_error(nullptr))
+                  .rfind("tamoe_rt_init: rank 0: cuda backend: ", 0),
+              0u)
+        << tamoe_rt_last_error(nullptr);
+  }
+}
+
+TEST_F(Runtime, LastErrorIsPerContext) {
+  tamoe_rt_context_t *other = nullptr;
+  ASSERT_EQ(tamoe_rt_init(nullptr, &other), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_alloc(ctx, -1, nullptr), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_alloc: pointer is null");
+  EXPECT_STREQ(tamoe_rt_last_error(other), "");
+  // A later success keeps the last failure's message.
+  void *pointer = nullptr;
+  EXPECT_EQ(tamoe_rt_alloc(ctx, 8, &pointer), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(error(), "tamoe_rt_alloc: pointer is null");
+  tamoe_rt_finalize(other);
+}
+
+TEST(NullContext, EveryEntryPoint) {
+  using Call = std::function<tamoe_rt_status_t()>;
+  std::vector<std::pair<const char *, Call>> calls = {
+      {"tamoe_rt_traffic",
+       [] {
+         tamoe_rt_traffic_t traffic;
+         return tamoe_rt_traffic(nullptr, &traffic);
+       }},
+      {"tamoe_rt_reset_traffic",
+       [] { return tamoe_rt_reset_traffic(nullptr); }},
+      {"tamoe_rt_alloc",
+       [] {
+         void *p;
+         return tamoe_rt_alloc(nullptr, 8, &p);
+       }},
+      {"tamoe_rt_free", [] { return tamoe_rt_free(nullptr, nullptr); }},
+      {"tamoe_rt_copy_to_backend",
+       [] { return tamoe_rt_copy_to_backend(nullptr, nullptr, nullptr, 0); }},
+      {"tamoe_rt_copy_to_host",
+       [] { return tamoe_rt_copy_to_host(nullptr, nullptr, nullptr, 0); }},
+      {"tamoe_rt_synchronize", [] { return tamoe_rt_synchronize(nullptr); }},
+      {"tamoe_rt_gate",
+       [] {
+         return tamoe_rt_gate(nullptr, nullptr, 0, 8, 2, TAMOE_RT_SCORE_SOFTMAX,
+                              0, 0, 0, nullptr, nullptr, nullptr);
+       }},
+      {"tamoe_rt_dispatch",
+       [] {
+         return tamoe_rt_dispatch(nullptr, nullptr, 0, 4, nullptr, 1, 1,
+                                  nullptr, -1, TAMOE_RT_DROP_POSITION, nullptr,
+                                  0, nullptr, nullptr, nullptr);
+       }},
+      {"tamoe_rt_combine",
+       [] {
+         return tamoe_rt_combine(nullptr, nullptr, 0, 1, nullptr, nullptr, 0, 1,
+                                 nullptr);
+       }},
+      {"tamoe_rt_aux_loss",
+       [] {
+         return tamoe_rt_aux_loss(nullptr, nullptr, nullptr, 0, 1, 1, nullptr,
+                                  nullptr);
+       }},
+      {"tamoe_rt_regroup",
+       [] {
+         return tamoe_rt_regroup(nullptr, nullptr, 0, 1, nullptr, 1, 1, 1,
+                                 nullptr, nullptr);
+       }},
+      {"tamoe_rt_dedup_pack",
+       [] {
+         return tamoe_rt_dedup_pack(nullptr, nullptr, 0, 1, nullptr, nullptr, 1,
+                                    1, 1, nullptr, nullptr, 0, nullptr);
+       }},
+      {"tamoe_rt_dedup_expand",
+       [] {
+         return tamoe_rt_dedup_expand(nullptr, nullptr, nullptr, 0, 1, 1,
+                                      nullptr, 1, 1, 1, nullptr, 0, nullptr);
+       }},
+      {"tamoe_rt_all_to_all",
+       [] {
+         return tamoe_rt_all_to_all(nullptr, TAMOE_RT_GROUP_WORLD, nullptr, 0,
+                                    1, nullptr, 1, 1, nullptr, 0, nullptr);
+       }},
+      {"tamoe_rt_all_to_all_counts",
+       [] {
+         intptr_t total;
+         return tamoe_rt_all_to_all_counts(nullptr, TAMOE_RT_GROUP_WORLD,
+                                           nullptr, 1, 1, nullptr, &total);
+       }},
+      {"tamoe_rt_grouped_matmul",
+       [] {
+         return tamoe_rt_grouped_matmul(nullptr, nullptr, 0, 1, nullptr, 0, 1,
+                                        nullptr, 1, nullptr);
+       }},
+      {"tamoe_rt_all_to_all_hierarchical",
+       [] {
+         return tamoe_rt_all_to_all_hierarchical(
+             nullptr, nullptr, 0, 1, nullptr, 1, nullptr, 0, nullptr);
+       }},
+      {"tamoe_rt_dispatch_dedup",
+       [] {
+         return tamoe_rt_dispatch_dedup(nullptr, nullptr, 0, 1, nullptr,
+                                        nullptr, 1, 1, nullptr, 0, nullptr);
+       }},
+  };
+  for (auto &[name, call] : calls) {
+    EXPECT_EQ(call(), TAMOE_RT_ERROR_INVALID_ARGUMENT) << name;
+    EXPECT_EQ(std::string(tamoe_rt_last_error(nullptr)),
+              std::string(name) + ": context is null");
+  }
+  EXPECT_EQ(tamoe_rt_backend(nullptr), TAMOE_RT_BACKEND_CPU);
+}
+
+//===----------------------------------------------------------------------===//
+// Memory
+//===----------------------------------------------------------------------===//
+
+TEST_F(Runtime, Memory) {
+  void *empty = reinterpret_cast<void *>(1);
+  ASSERT_EQ(tamoe_rt_alloc(ctx, 0, &empty), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(empty, nullptr);
+  EXPECT_EQ(tamoe_rt_free(ctx, nullptr), TAMOE_RT_SUCCESS);
+
+  void *buffer = nullptr;
+  ASSERT_EQ(tamoe_rt_alloc(ctx, 1000, &buffer), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(buffer) % 256, 0u);
+  std::vector<unsigned char> data = Random(1).bytes(1000), back(1000, 0);
+  ASSERT_EQ(tamoe_rt_copy_to_backend(ctx, buffer, data.data(), 1000),
+            TAMOE_RT_SUCCESS);
+  ASSERT_EQ(tamoe_rt_copy_to_host(ctx, back.data(), buffer, 1000),
+            TAMOE_RT_SUCCESS);
+  EXPECT_EQ(back, data);
+  EXPECT_EQ(tamoe_rt_copy_to_host(ctx, nullptr, nullptr, 0), TAMOE_RT_SUCCESS);
+
+  EXPECT_EQ(tamoe_rt_copy_to_backend(ctx, buffer, data.data(), -1),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_copy_to_backend: bytes must be >= 0, got -1");
+  EXPECT_EQ(tamoe_rt_copy_to_backend(ctx, nullptr, data.data(), 4),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_copy_to_backend: destination is null");
+  EXPECT_EQ(tamoe_rt_copy_to_host(ctx, back.data(), nullptr, 4),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_copy_to_host: source is null");
+
+  EXPECT_EQ(tamoe_rt_free(ctx, buffer), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_free(ctx, buffer), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  std::string message = error();
+  EXPECT_EQ(message.rfind("tamoe_rt_free: pointer 0x", 0), 0u) << message;
+  EXPECT_NE(message.find(" was not allocated by tamoe_rt_alloc on this "
+                         "context (or was freed already)"),
+            std::string::npos)
+      << message;
+
+  EXPECT_EQ(tamoe_rt_alloc(ctx, -4, &buffer), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_alloc: bytes must be >= 0, got -4");
+  EXPECT_EQ(tamoe_rt_alloc(ctx, intptr_t(1) << 62, &buffer),
+            TAMOE_RT_ERROR_OUT_OF_MEMORY);
+  EXPECT_EQ(error(), "tamoe_rt_alloc: cannot allocate 4611686018427387904 "
+                     "bytes of host memory");
+  // Left allocated on purpose: tamoe_rt_finalize releases it.
+  ASSERT_EQ(tamoe_rt_alloc(ctx, 64, &buffer), TAMOE_RT_SUCCESS);
+}
+
+TEST_F(Runtime, Traffic) {
+  tamoe_rt_traffic_t traffic{-1, -1};
+  ASSERT_EQ(tamoe_rt_traffic(ctx, &traffic), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(traffic.intra_node_bytes, 0);
+  EXPECT_EQ(traffic.inter_node_bytes, 0);
+  EXPECT_EQ(tamoe_rt_traffic(ctx, nullptr), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_traffic: traffic is null");
+  EXPECT_EQ(tamoe_rt_reset_traffic(ctx), TAMOE_RT_SUCCESS);
+}
+
+//===----------------------------------------------------------------------===//
+// Gate
+//===----------------------------------------------------------------------===//
+
+struct GateResult {
+  tamoe_rt_status_t status;
+  reference::Gate out;
+};
+
+GateResult runGate(tamoe_rt_context_t *ctx, const std::vector<float> &logits,
+                   int64_t tokens, int64_t experts, int64_t k, bool sigmoid,
+                   bool renormalize, int64_t groups = 0, int64_t kept = 0) {
+  GateResult result;
+  result.out.ids.assign(tokens * k, -7);
+  result.out.weights.assign(tokens * k, -7);
+  result.out.probs.assign(tokens * experts, -7);
+  result.status =
+      tamoe_rt_gate(ctx, logits.data(), tokens, experts, k,
+                    sigmoid ? TAMOE_RT_SCORE_SIGMOID : TAMOE_RT_SCORE_SOFTMAX,
+                    renormalize, groups, kept, result.out.ids.data(),
+                    result.out.weights.data(), result.out.probs.data());
+  return result;
+}
+
+void expectFloats(const std::vector<float> &actual,
+                  const std::vector<float> &expected, const char *what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  for (size_t i = 0; i < actual.size(); ++i)
+    EXPECT_FLOAT_EQ(actual[i], expected[i]) << what << "[" << i << "]";
+}
+
+TEST_F(Runtime, GateMatchesTheCompilersLowering) {
+  // test/Integration/expand-gate.mlir runs tamoe-expand-gate's lowering on
+  // these logits; the runtime must print the same numbers.
+  std::vector<float> logits = {1, 2, 3, 4, 4, 3, 2, 1, 0, 0, 5, 0};
+  GateResult softmax = runGate(ctx, logits, 3, 4, 2, false, true);
+  ASSERT_EQ(softmax.status, TAMOE_RT_SUCCESS) << error();
+  EXPECT_EQ(softmax.out.ids, (std::vector<int32_t>{3, 2, 0, 1, 2, 0}));
+  std::vector<float> weights = {0.731059f, 0.268941f, 0.731059f,
+                                0.268941f, 0.993307f, 0.00669285f};
+  for (size_t i = 0; i < weights.size(); ++i)
+    EXPECT_NEAR(softmax.out.weights[i], weights[i], 1e-6) << i;
+  std::vector<float> probs = {0.0320586f, 0.0871443f, 0.236883f, 0.643914f};
+  for (size_t i = 0; i < probs.size(); ++i)
+    EXPECT_NEAR(softmax.out.probs[i], probs[i], 1e-6) << i;
+
+  float loss = 0;
+  ASSERT_EQ(tamoe_rt_aux_loss(ctx, softmax.out.probs.data(),
+                              softmax.out.ids.data(), 3, 4, 2, nullptr, &loss),
+            TAMOE_RT_SUCCESS);
+  EXPECT_NEAR(loss, 1.10818f, 1e-5);
+  std::vector<float> ones(4, 1.0f), plan = {2, 1, 1, 0.5f};
+  float same = 0;
+  ASSERT_EQ(tamoe_rt_aux_loss(ctx, softmax.out.probs.data(),
+                              softmax.out.ids.data(), 3, 4, 2, ones.data(),
+                              &same),
+            TAMOE_RT_SUCCESS);
+  EXPECT_EQ(same, loss);
+  std::vector<int32_t> dropped = {3, -1, 0, 1, 2, 0};
+  ASSERT_EQ(tamoe_rt_aux_loss(ctx, softmax.out.probs.data(), dropped.data(), 3,
+                              4, 2, nullptr, &loss),
+            TAMOE_RT_SUCCESS);
+  EXPECT_NEAR(loss, 0.818351f, 1e-5);
+  ASSERT_EQ(tamoe_rt_aux_loss(ctx, softmax.out.probs.data(),
+                              softmax.out.ids.data(), 3, 4, 2, plan.data(),
+                              &loss),
+            TAMOE_RT_SUCCESS);
+  EXPECT_NEAR(loss, 1.3357f, 1e-4);
+
+  GateResult grouped = runGate(ctx, logits, 3, 4, 2, true, false, 2, 1);
+  ASSERT_EQ(grouped.status, TAMOE_RT_SUCCESS) << error();
+  EXPECT_EQ(grouped.out.ids, (std::vector<int32_t>{3, 2, 0, 1, 2, 3}));
+  EXPECT_NEAR(grouped.out.weights[0], 0.982014f, 1e-6);
+  EXPECT_NEAR(grouped.out.weights[1], 0.952574f, 1e-6);
+}
+
+TEST_F(Runtime, GateAgainstReference) {
+  struct Case {
+    int64_t tokens, experts, k;
+    bool sigmoid, renormalize;
+    int64_t groups, kept;
+  };
+  std::vector<Case> cases = {
+      {37, 8, 2, false, true, 0, 0},  {64, 16, 4, true, false, 4, 2},
+      {20, 6, 6, false, false, 0, 0}, {33, 5, 3, true, true, 5, 3},
+      {0, 8, 2, false, true, 0, 0},   {50, 12, 1, false, false, 3, 1},
+      {41, 32, 8, true, true, 8, 4},
+  };
+  Random random(7);
+  for (const Case &c : cases) {
+    SCOPED_TRACE(testing::Message()
+                 << c.tokens << " tokens, " << c.experts << " experts, top-"
+                 << c.k << ", groups " << c.groups << " keep " << c.kept);
+    std::vector<float> logits = random.floats(c.tokens * c.experts, -4, 4);
+    GateResult got = runGate(ctx, logits, c.tokens, c.experts, c.k, c.sigmoid,
+                             c.renormalize, c.groups, c.kept);
+    ASSERT_EQ(got.status, TAMOE_RT_SUCCESS) << error();
+    reference::Gate want =
+        reference::gate(logits, c.tokens, c.experts, c.k, c.sigmoid,
+                        c.renormalize, c.groups, c.kept);
+    EXPECT_EQ(got.out.ids, want.ids);
+    expectFloats(got.out.weights, want.weights, "weights");
+    expectFloats(got.out.probs, want.probs, "probs");
+    if (c.groups) {
+      // Every pick lies in one of the kept groups.
+      int64_t size = c.experts / c.groups;
+      for (int64_t t = 0; t < c.tokens; ++t) {
+        std::vector<int64_t> groups;
+        for (int64_t j = 0; j < c.k; ++j) {
+          int64_t g = got.out.ids[t * c.k + j] / size;
+          if (std::find(groups.begin(), groups.end(), g) == groups.end())
+            groups.push_back(g);
+        }
+        EXPECT_LE(int64_t(groups.size()), c.kept);
+      }
+    }
+  }
+}
+
+TEST_F(Runtime, GateTiesGoToTheLowerId) {
+  std::vector<float> logits(2 * 6, 0.5f);
+  GateResult got = runGate(ctx, logits, 2, 6, 3, false, true);
+  ASSERT_EQ(got.status, TAMOE_RT_SUCCESS);
+  EXPECT_EQ(got.out.ids, (std::vector<int32_t>{0, 1, 2, 0, 1, 2}));
+  for (float w : got.out.weights)
+    EXPECT_FLOAT_EQ(w, 1.0f / 3);
+  // Tied groups: the lower group.
+  got = runGate(ctx, logits, 2, 6, 2, true, false, 3, 1);
+  ASSERT_EQ(got.status, TAMOE_RT_SUCCESS);
+  EXPECT_EQ(got.out.ids, (std::vector<int32_t>{0, 1, 0, 1}));
+}
+
+TEST_F(Runtime, GateErrors) {
+  std::vector<float> logits(4 * 8, 0), weights(4 * 8), probs(4 * 8);
+  std::vector<int32_t> ids(4 * 8);
+  auto gate = [&](intptr_t tokens, intptr_t experts, intptr_t k, int score,
+                  intptr_t groups, intptr_t kept, const float *in = nullptr,
+                  float *w = nullptr) {
+    return tamoe_rt_gate(ctx, in ? in : logits.data(), tokens, experts, k,
+                         tamoe_rt_score_t(score), 1, groups, kept, ids.data(),
+                         w ? w : weights.data(), probs.data());
+  };
+  auto expect = [&](tamoe_rt_status_t status, const std::string &message) {
+    EXPECT_EQ(status, TAMOE_RT_ERROR_INVALID_ARGUMENT) << message;
+    EXPECT_EQ(error(), "tamoe_rt_gate: " + message);
+  };
+  expect(gate(4, 8, 9, 0, 0, 0), "k must be in [1, experts], got 9 for 8 "
+                                 "experts");
+  expect(gate(4, 8, 0, 0, 0, 0), "k must be in [1, experts], got 0 for 8 "
+                                 "experts");
+  expect(gate(-1, 8, 2, 0, 0, 0), "tokens must be >= 0, got -1");
+  expect(gate(4, 0, 1, 0, 0, 0), "experts must be >= 1, got 0");
+  expect(gate(4, 8, 2, 5, 0, 0), "score = 5 is not a tamoe_rt_score_t");
+  expect(gate(4, 8, 2, 0, 3, 1), "num_groups (3) must divide experts (8)");
+  expect(gate(4, 8, 2, 0, 4, 5), "groups_kept must be in [1, num_groups], got "
+                                 "5 for 4 groups");
+  expect(gate(4, 8, 2, 0, 4, 0), "groups_kept must be in [1, num_groups], got "
+                                 "0 for 4 groups");
+  expect(gate(4, 8, 3, 0, 4, 1), "k = 3 exceeds the 2 experts of the 1 kept "
+                                 "groups");
+  expect(gate(4, 8, 2, 0, 0, 2), "groups_kept must be 0 without groups "
+                                 "(num_groups = 0), got 2");
+  expect(gate(4, 8, 2, 0, -2, 0), "num_groups must be >= 0, got -2");
+  expect(tamoe_rt_gate(ctx, nullptr, 4, 8, 2, TAMOE_RT_SCORE_SOFTMAX, 0, 0, 0,
+                       ids.data(), weights.data(), probs.data()),
+         "logits is null");
+  expect(tamoe_rt_gate(ctx, logits.data(), 4, 8, 2, TAMOE_RT_SCORE_SOFTMAX, 0,
+                       0, 0, ids.data(), nullptr, probs.data()),
+         "weights is null");
+  expect(tamoe_rt_gate(ctx, logits.data(), 4, intptr_t(1) << 31, 2,
+                       TAMOE_RT_SCORE_SOFTMAX, 0, 0, 0, ids.data(),
+                       weights.data(), probs.data()),
+         "experts = 2147483648 exceeds the int32 expert ids");
+  expect(tamoe_rt_gate(ctx, logits.data(), intptr_t(1) << 40, 1 << 30, 2,
+                       TAMOE_RT_SCORE_SOFTMAX, 0, 0, 0, ids.data(),
+                       weights.data(), probs.data()),
+         "tokens * experts = 1099511627776 * 1073741824 overflows");
+  // No tokens: no buffers needed.
+  EXPECT_EQ(tamoe_rt_gate(ctx, nullptr, 0, 8, 2, TAMOE_RT_SCORE_SOFTMAX, 0, 0,
+                          0, nullptr, nullptr, nullptr),
+            TAMOE_RT_SUCCESS);
+}
+
+//===----------------------------------------------------------------------===//
+// Dispatch and combine
+//===----------------------------------------------------------------------===//
+
+struct DispatchResult {
+  tamoe_rt_status_t status;
+  reference::Dispatch out;
+};
+
+DispatchResult runDispatch(tamoe_rt_context_t *ctx, const Bytes &tokens,
+                           int64_t rowBytes, const std::vector<int32_t> &ids,
+                           int64_t k, int64_t experts, int64_t capacity,
+                           bool byProbability,
+                           const std::vector<float> &weights,
+                           int64_t dispatchedCapacity = -1) {
+  int64_t numTokens = int64_t(ids.size()) / k;
+  if (dispatchedCapacity < 0)
+    dispatchedCapacity = numTokens * k;
+  DispatchResult result;
+  // One canary row past the capacity must stay untouched.
+  result.out.rows.assign((dispatchedCapacity + 1) * rowBytes, 0xAB);
+  result.out.counts.assign(experts, -7);
+  result.out.positions.assign(numTokens * k, -7);
+  result.out.dropped = -7;
+  result.status = tamoe_rt_dispatch(
+      ctx, tokens.data(), numTokens, rowBytes, ids.data(), k, experts,
+      weights.empty() ? nullptr : weights.data(), capacity,
+      byProbability ? TAMOE_RT_DROP_PROBABILITY : TAMOE_RT_DROP_POSITION,
+      result.out.rows.data(), dispatchedCapacity, result.out.counts.data(),
+      result.out.positions.data(), &result.out.dropped);
+  for (int64_t i = dispatchedCapacity * rowBytes;
+       i < int64_t(result.out.rows.size()); ++i)
+    EXPECT_EQ(result.out.rows[i], 0xAB) << "written past the capacity";
+  int64_t rows = 0;
+  for (int32_t count : result.out.counts)
+    rows += std::max(count, 0);
+  if (result.status == TAMOE_RT_SUCCESS)
+    result.out.rows.resize(rows * rowBytes);
+  return result;
+}
+
+void expectDispatch(const DispatchResult &got,
+                    const reference::Dispatch &want) {
+  ASSERT_EQ(got.status, TAMOE_RT_SUCCESS);
+  EXPECT_EQ(got.out.counts, want.counts);
+  EXPECT_EQ(got.out.positions, want.positions);
+  EXPECT_EQ(got.out.dropped, want.dropped);
+  EXPECT_TRUE(got.out.rows == want.rows) << "dispatched rows differ";
+}
+
+TEST_F(Runtime, DispatchAgainstReference) {
+  Random random(11);
+  int64_t tokens = 50, rowBytes = 24, experts = 8, k = 2;
+  Bytes data = random.bytes(tokens * rowBytes);
+  std::vector<float> logits = random.floats(tokens * experts);
+  reference::Gate gate =
+      reference::gate(logits, tokens, experts, k, false, true);
+  for (int64_t capacity :
+       {int64_t(-1), int64_t(5), int64_t(0), int64_t(13), int64_t(100)})
+    for (bool byProbability : {false, true}) {
+      SCOPED_TRACE(testing::Message()
+                   << "capacity " << capacity
+                   << (byProbability ? " by probability" : " by position"));
+      DispatchResult got = runDispatch(
+          ctx, data, rowBytes, gate.ids, k, experts, capacity, byProbability,
+          byProbability ? gate.weights : std::vector<float>{});
+      expectDispatch(got, reference::dispatch(data, rowBytes, gate.ids, k,
+                                              experts, capacity, byProbability,
+                                              gate.weights));
+    }
+}
+
+TEST_F(Runtime, DispatchEdgeCases) {
+  Random random(12);
+  int64_t rowBytes = 8;
+  // Every token to one expert, over capacity: the earliest stay.
+  Bytes data = random.bytes(10 * rowBytes);
+  std::vector<int32_t> one(10, 3);
+  DispatchResult got =
+      runDispatch(ctx, data, rowBytes, one, 1, 4, 4, false, {}, 4);
+  expectDispatch(got, reference::dispatch(data, rowBytes, one, 1, 4, 4));
+  EXPECT_EQ(got.out.counts, (std::vector<int32_t>{0, 0, 0, 4}));
+  EXPECT_EQ(got.out.positions,
+            (std::vector<int32_t>{0, 1, 2, 3, -1, -1, -1, -1, -1, -1}));
+  EXPECT_EQ(got.out.dropped, 6);
+  // By probability: the highest weights, the earlier on ties.
+  std::vector<float> weights = {0.1f, 0.9f, 0.5f, 0.9f, 0.2f,
+                                0.7f, 0.1f, 0.5f, 0.0f, 0.3f};
+  got = runDispatch(ctx, data, rowBytes, one, 1, 4, 3, true, weights, 3);
+  EXPECT_EQ(got.out.positions,
+            (std::vector<int32_t>{-1, 0, -1, 1, -1, 2, -1, -1, -1, -1}));
+  // Capacity 0 drops everything.
+  got = runDispatch(ctx, data, rowBytes, one, 1, 4, 0, false, {}, 0);
+  ASSERT_EQ(got.status, TAMOE_RT_SUCCESS) << error();
+  EXPECT_EQ(got.out.dropped, 10);
+  EXPECT_EQ(got.out.counts, (std::vector<int32_t>{0, 0, 0, 0}));
+  // k = E: every token to every expert.
+  std::vector<int32_t> all;
+  for (int t = 0; t < 10; ++t)
+    for (int e : {2, 0, 3, 1})
+      all.push_back(e);
+  got = runDispatch(ctx, data, rowBytes, all, 4, 4, -1, false, {});
+  expectDispatch(got, reference::dispatch(data, rowBytes, all, 4, 4));
+  EXPECT_EQ(got.out.counts, (std::vector<int32_t>{10, 10, 10, 10}));
+  EXPECT_EQ(got.out.positions[0], 20); // token 0 -> expert 2: row 2 * 10
+  // No tokens.
+  int32_t counts[4] = {-1, -1, -1, -1};
+  int64_t dropped = -1;
+  ASSERT_EQ(tamoe_rt_dispatch(ctx, nullptr, 0, rowBytes, nullptr, 2, 4, nullptr,
+                              3, TAMOE_RT_DROP_PROBABILITY, nullptr, 0, counts,
+                              nullptr, &dropped),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(dropped, 0);
+  EXPECT_EQ(counts[3], 0);
+}
+
+TEST_F(Runtime, DispatchErrors) {
+  Random random(13);
+  int64_t rowBytes = 4;
+  Bytes data = random.bytes(5 * rowBytes);
+  std::vector<int32_t> ids = {0, 1, 2, 3, 4, 5, 6, 9, 1, 2};
+  DispatchResult got =
+      runDispatch(ctx, data, rowBytes, ids, 2, 8, -1, false, {});
+  EXPECT_EQ(got.status, TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(),
+            "tamoe_rt_dispatch: expert_ids[3, 1] = 9 is out of range [0, 8)");
+  ids[7] = -1;
+  got = runDispatch(ctx, data, rowBytes, ids, 2, 8, -1, false, {});
+  EXPECT_EQ(error(),
+            "tamoe_rt_dispatch: expert_ids[3, 1] = -1 is out of range [0, 8)");
+  ids[7] = 7;
+  // Nothing is written when the rows do not fit.
+  got = runDispatch(ctx, data, rowBytes, ids, 2, 8, -1, false, {}, 9);
+  EXPECT_EQ(got.status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED);
+  EXPECT_EQ(error(),
+            "tamoe_rt_dispatch: 10 rows to write exceed dispatched_capacity 9");
+  for (unsigned char byte : got.out.rows)
+    EXPECT_EQ(byte, 0xAB);
+  EXPECT_EQ(got.out.dropped, -7);
+
+  std::vector<unsigned char> out(10 * rowBytes);
+  std::vector<int32_t> counts(8), positions(10);
+  int64_t dropped;
+  auto dispatch = [&](intptr_t k, intptr_t experts, tamoe_rt_drop_t drop,
+                      const float *weights, intptr_t rb = 4,
+                      int64_t *droppedOut = nullptr) {
+    return tamoe_rt_dispatch(ctx, data.data(), 5, rb, ids.data(), k, experts,
+                             weights, 3, drop, out.data(), 10, counts.data(),
+                             positions.data(),
+                             droppedOut ? droppedOut : &dropped);
+  };
+  auto expect = [&](tamoe_rt_status_t status, const std::string &message) {
+    EXPECT_EQ(status, TAMOE_RT_ERROR_INVALID_ARGUMENT) << message;
+    EXPECT_EQ(error(), "tamoe_rt_dispatch: " + message);
+  };
+  expect(dispatch(9, 8, TAMOE_RT_DROP_POSITION, nullptr),
+         "k must be in [1, experts], got 9 for 8 experts");
+  expect(dispatch(2, 8, TAMOE_RT_DROP_PROBABILITY, nullptr),
+         "weights is null, but TAMOE_RT_DROP_PROBABILITY needs them");
+  expect(dispatch(2, 8, tamoe_rt_drop_t(7), nullptr),
+         "drop = 7 is not a tamoe_rt_drop_t");
+  expect(dispatch(2, 8, TAMOE_RT_DROP_POSITION, nullptr, 0),
+         "row_bytes must be >= 1, got 0");
+  expect(tamoe_rt_dispatch(ctx, data.data(), 5, 4, ids.data(), 2, 8, nullptr, 3,
+                           TAMOE_RT_DROP_POSITION, out.data(), 10,
+                           counts.data(), positions.data(), nullptr),
+         "num_dropped is null");
+  expect(tamoe_rt_dispatch(ctx, data.data(), 5, 4, ids.data(), 2, 8, nullptr, 3,
+                           TAMOE_RT_DROP_POSITION, nullptr, 10, counts.data(),
+                           positions.data(), &dropped),
+         "dispatched is null");
+  expect(tamoe_rt_dispatch(ctx, data.data(), 5, 4, ids.data(), 2, 8, nullptr, 3,
+                           TAMOE_RT_DROP_POSITION, out.data(), -1,
+                           counts.data(), positions.data(), &dropped),
+         "dispatched_capacity must be >= 0, got -1");
+  expect(tamoe_rt_dispatch(ctx, data.data(), intptr_t(1) << 31, 4, ids.data(),
+                           2, 8, nullptr, 3, TAMOE_RT_DROP_POSITION, out.data(),
+                           10, counts.data(), positions.data(), &dropped),
+         "num_tokens * k = 4294967296 exceeds the int32 positions");
+}
+
+TEST_F(Runtime, CombineAgainstReference) {
+  Random random(21);
+  int64_t tokens = 40, experts = 8, k = 2, hidden = 16;
+  std::vector<float> logits = random.floats(tokens * experts);
+  reference::Gate gate =
+      reference::gate(logits, tokens, experts, k, false, true);
+  // Positions of a dispatch that drops some assignments.
+  reference::Dispatch layout =
+      reference::dispatch(Bytes(tokens * 4), 4, gate.ids, k, experts, 6);
+  ASSERT_GT(layout.dropped, 0);
+  int64_t rows = int64_t(layout.rows.size()) / 4;
+  std::vector<float> outputs = random.floats(rows * hidden);
+  // A token whose every assignment was dropped.
+  layout.positions[5 * k] = layout.positions[5 * k + 1] = -1;
+  std::vector<float> combined(tokens * hidden, -7.0f);
+  ASSERT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, hidden,
+                             layout.positions.data(), gate.weights.data(),
+                             tokens, k, combined.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  expectFloats(
+      combined,
+      reference::combine(outputs, hidden, layout.positions, gate.weights, k),
+      "combined");
+  for (int64_t h = 0; h < hidden; ++h)
+    EXPECT_EQ(combined[5 * hidden + h], 0.0f);
+
+  layout.positions[2 * k] = int32_t(rows);
+  EXPECT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, hidden,
+                             layout.positions.data(), gate.weights.data(),
+                             tokens, k, combined.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_combine: positions[2, 0] = " +
+                         std::to_string(rows) + " is past the " +
+                         std::to_string(rows) + " rows of expert_outputs");
+  EXPECT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, 0,
+                             layout.positions.data(), gate.weights.data(),
+                             tokens, k, combined.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_combine: hidden must be >= 1, got 0");
+  EXPECT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, hidden,
+                             layout.positions.data(), gate.weights.data(),
+                             tokens, k, nullptr),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_combine: combined is null");
+  EXPECT_EQ(tamoe_rt_combine(ctx, nullptr, 0, hidden, nullptr, nullptr, 0, k,
+                             nullptr),
+            TAMOE_RT_SUCCESS);
+}
+
+//===----------------------------------------------------------------------===//
+// Auxiliary loss
+//===----------------------------------------------------------------------===//
+
+TEST_F(Runtime, AuxLossAgainstReference) {
+  Random random(31);
+  for (auto [tokens, experts, k] :
+       {std::tuple<int64_t, int64_t, int64_t>{64, 8, 2},
+        {17, 16, 4},
+        {5, 3, 3}}) {
+    std::vector<float> logits = random.floats(tokens * experts);
+    reference::Gate gate =
+        reference::gate(logits, tokens, experts, k, false, false);
+    // Some assignments dropped (-1), and per-expert weights.
+    for (size_t i = 0; i < gate.ids.size(); i += 3)
+      gate.ids[i] = -1;
+    std::vector<float> weights = random.floats(experts, 0.5f, 2.0f);
+    float loss = -1;
+    ASSERT_EQ(tamoe_rt_aux_loss(ctx, gate.probs.data(), gate.ids.data(), tokens,
+                                experts, k, nullptr, &loss),
+              TAMOE_RT_SUCCESS);
+    EXPECT_NEAR(loss, reference::auxLoss(gate.probs, gate.ids, experts, k),
+                1e-5);
+    ASSERT_EQ(tamoe_rt_aux_loss(ctx, gate.probs.data(), gate.ids.data(), tokens,
+                                experts, k, weights.data(), &loss),
+              TAMOE_RT_SUCCESS);
+    EXPECT_NEAR(loss,
+                reference::auxLoss(gate.probs, gate.ids, experts, k, weights),
+                1e-5);
+  }
+  // Uniform routing with uniform probabilities: exactly 1.
+  std::vector<float> probs(4 * 4, 0.25f);
+  std::vector<int32_t> ids = {0, 1, 2, 3, 0, 1, 2, 3};
+  float loss = 0;
+  ASSERT_EQ(
+      tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), 4, 4, 2, nullptr, &loss),
+      TAMOE_RT_SUCCESS);
+  EXPECT_FLOAT_EQ(loss, 1.0f);
+  // No tokens: no loss.
+  loss = -1;
+  ASSERT_EQ(tamoe_rt_aux_loss(ctx, nullptr, nullptr, 0, 4, 2, nullptr, &loss),
+            TAMOE_RT_SUCCESS);
+  EXPECT_EQ(loss, 0.0f);
+
+  ids[1] = 4;
+  EXPECT_EQ(
+      tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), 4, 4, 2, nullptr, &loss),
+      TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_aux_loss: expert_ids[0, 1] = 4 is out of range "
+                     "[0, 4) (negative ids are not counted)");
+  EXPECT_EQ(
+      tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), 4, 4, 5, nullptr, &loss),
+      TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      error(),
+      "tamoe_rt_aux_loss: k must be in [1, experts], got 5 for 4 experts");
+  EXPECT_EQ(tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), 4, 4, 2, nullptr,
+                              nullptr),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_aux_loss: loss is null");
+}
+
+//===----------------------------------------------------------------------===//
+// Regroup and de-duplication
+//===----------------------------------------------------------------------===//
+
+TEST_F(Runtime, RegroupAgainstReference) {
+  Random random(41);
+  for (auto [a, b, inner] : {std::tuple<int64_t, int64_t, int64_t>{3, 4, 2},
+                             {2, 4, 1},
+                             {1, 5, 3},
+                             {4, 1, 1}}) {
+    int64_t rowBytes = 12;
+    std::vector<int32_t> counts(a * b * inner);
+    for (int32_t &count : counts)
+      count = int32_t(random.integer(0, 4));
+    counts[0] = 0;
+    int64_t rows = std::accumulate(counts.begin(), counts.end(), int64_t(0));
+    Bytes data = random.bytes(rows * rowBytes);
+    Bytes out((rows + 2) * rowBytes, 0xCD);
+    std::vector<int32_t> outCounts(counts.size(), -1);
+    ASSERT_EQ(tamoe_rt_regroup(ctx, data.data(), rows + 2, rowBytes,
+                               counts.data(), a, b, inner, out.data(),
+                               outCounts.data()),
+              TAMOE_RT_SUCCESS)
+        << error();
+    Bytes want;
+    std::vector<int32_t> wantCounts;
+    reference::regroup(data, rowBytes, counts, a, b, inner, want, wantCounts);
+    EXPECT_EQ(outCounts, wantCounts);
+    EXPECT_TRUE(Bytes(out.begin(), out.begin() + rows * rowBytes) == want);
+    for (int64_t i = rows * rowBytes; i < int64_t(out.size()); ++i)
+      EXPECT_EQ(out[i], 0xCD);
+  }
+}
+
+TEST_F(Runtime, RegroupErrors) {
+  std::vector<int32_t> counts = {1, 2, 3, 0, 1, 2}, out(6);
+  Bytes rows(10 * 4), regrouped(10 * 4);
+  auto regroup = [&](intptr_t capacity, intptr_t a) {
+    return tamoe_rt_regroup(ctx, rows.data(), capacity, 4, counts.data(), a, 3,
+                            1, regrouped.data(), out.data());
+  };
+  EXPECT_EQ(regroup(8, 2), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(),
+            "tamoe_rt_regroup: counts sum to 9 rows but rows_capacity is 8");
+  counts[5] = -1;
+  EXPECT_EQ(regroup(10, 2), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_regroup: counts[1, 2, 0] = -1 is negative");
+  EXPECT_EQ(regroup(10, 0), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_regroup: a must be >= 1, got 0");
+  EXPECT_EQ(tamoe_rt_regroup(ctx, rows.data(), 10, 4, counts.data(), 2, 3, 1,
+                             rows.data() + 4, out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_regroup: rows and regrouped overlap");
+  EXPECT_EQ(tamoe_rt_regroup(ctx, rows.data(), 10, 4, counts.data(), 2, 3, 1,
+                             regrouped.data(), counts.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_regroup: counts and regrouped_counts overlap");
+}
+
+/// Random top-k routing of `tokens` tokens over `experts` experts with a
+/// capacity, so that some positions are -1.
+reference::Dispatch routed(Random &random, const Bytes &data, int64_t rowBytes,
+                           int64_t tokens, int64_t experts, int64_t k,
+                           int64_t capacity, std::vector<int32_t> &ids) {
+  reference::Gate gate = reference::gate(random.floats(tokens * experts),
+                                         tokens, experts, k, false, true);
+  ids = gate.ids;
+  return reference::dispatch(data, rowBytes, ids, k, experts, capacity);
+}
+
+TEST_F(Runtime, DedupPackAgainstReference) {
+  Random random(51);
+  int64_t tokens = 30, rowBytes = 20, nodes = 3, perNode = 4, k = 3;
+  Bytes data = random.bytes(tokens * rowBytes);
+  std::vector<int32_t> ids;
+  reference::Dispatch layout =
+      routed(random, data, rowBytes, tokens, nodes * perNode, k, 6, ids);
+  ASSERT_GT(layout.dropped, 0);
+  int64_t capacity = tokens * std::min(k, nodes);
+  Bytes unique(capacity * rowBytes);
+  std::vector<int32_t> routes(capacity * k, -9), counts(nodes, -9);
+  ASSERT_EQ(tamoe_rt_dedup_pack(ctx, data.data(), tokens, rowBytes, ids.data(),
+                                layout.positions.data(), k, perNode, nodes,
+                                unique.data(), routes.data(), capacity,
+                                counts.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  reference::Pack want = reference::dedupPack(
+      data, rowBytes, ids, layout.positions, k, perNode, nodes);
+  EXPECT_EQ(counts, want.nodeCounts);
+  int64_t rows = int64_t(want.unique.size()) / rowBytes;
+  EXPECT_TRUE(Bytes(unique.begin(), unique.begin() + rows * rowBytes) ==
+              want.unique);
+  EXPECT_EQ(std::vector<int32_t>(routes.begin(), routes.begin() + rows * k),
+            want.routes);
+
+  // Too small a capacity; an id out of range (only dispatched ones count).
+  EXPECT_EQ(tamoe_rt_dedup_pack(ctx, data.data(), tokens, rowBytes, ids.data(),
+                                layout.positions.data(), k, perNode, nodes,
+                                unique.data(), routes.data(), rows - 1,
+                                counts.data()),
+            TAMOE_RT_ERROR_CAPACITY_EXCEEDED);
+  EXPECT_EQ(error(), "tamoe_rt_dedup_pack: " + std::to_string(rows) +
+                         " unique rows exceed unique_capacity " +
+                         std::to_string(rows - 1));
+  std::vector<int32_t> positions = layout.positions;
+  ids[4] = 12;
+  positions[4] = 0;
+  EXPECT_EQ(tamoe_rt_dedup_pack(ctx, data.data(), tokens, rowBytes, ids.data(),
+                                positions.data(), k, perNode, nodes,
+                                unique.data(), routes.data(), capacity,
+                                counts.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_dedup_pack: expert_ids[1, 1] = 12 is out of "
+                     "range [0, 12) (4 experts on each of 3 nodes)");
+  positions[4] = -1;
+  EXPECT_EQ(tamoe_rt_dedup_pack(ctx, data.data(), tokens, rowBytes, ids.data(),
+                                positions.data(), k, perNode, nodes,
+                                unique.data(), routes.data(), capacity,
+                                counts.data()),
+            TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_dedup_pack(ctx, data.data(), tokens, rowBytes, ids.data(),
+                                positions.data(), k, 0, nodes, unique.data(),
+                                routes.data(), capacity, counts.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_dedup_pack: experts_per_node must be >= 1, "
+                     "got 0");
+}
+
+TEST_F(Runtime, DedupExpandAgainstReference) {
+  Random random(52);
+  int64_t rowBytes = 16, nodes = 3, perNode = 2, perRank = 2, k = 3;
+  int64_t experts = nodes * perNode * perRank;
+  // What relay node 1 receives: each source node's rows for node 1.
+  Bytes unique;
+  std::vector<int32_t> routes, recvCounts;
+  for (int64_t source = 0; source < nodes; ++source) {
+    int64_t tokens = 12 + source;
+    Bytes data = random.bytes(tokens * rowBytes);
+    std::vector<int32_t> ids;
+    reference::Dispatch layout =
+        routed(random, data, rowBytes, tokens, experts, k, -1, ids);
+    reference::Pack pack = reference::dedupPack(
+        data, rowBytes, ids, layout.positions, k, perNode * perRank, nodes);
+    int64_t first = pack.nodeCounts[0], rows = pack.nodeCounts[1];
+    unique.insert(unique.end(), pack.unique.begin() + first * rowBytes,
+                  pack.unique.begin() + (first + rows) * rowBytes);
+    routes.insert(routes.end(), pack.routes.begin() + first * k,
+                  pack.routes.begin() + (first + rows) * k);
+    recvCounts.push_back(int32_t(rows));
+  }
+  int64_t rows = int64_t(unique.size()) / rowBytes;
+  reference::Expand want = reference::dedupExpand(unique, routes, rowBytes, k,
+                                                  recvCounts, perNode, perRank);
+  int64_t expandedRows = int64_t(want.expanded.size()) / rowBytes;
+  ASSERT_GT(expandedRows, rows);
+  Bytes expanded((expandedRows + 1) * rowBytes, 0xEE);
+  std::vector<int32_t> counts(perNode * nodes * perRank, -1);
+  ASSERT_EQ(tamoe_rt_dedup_expand(ctx, unique.data(), routes.data(), rows,
+                                  rowBytes, k, recvCounts.data(), nodes,
+                                  perNode, perRank, expanded.data(),
+                                  expandedRows, counts.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(counts, want.counts);
+  EXPECT_TRUE(
+      Bytes(expanded.begin(), expanded.begin() + expandedRows * rowBytes) ==
+      want.expanded);
+  for (int64_t i = expandedRows * rowBytes; i < int64_t(expanded.size()); ++i)
+    EXPECT_EQ(expanded[i], 0xEE);
+
+  auto expand = [&](intptr_t uniqueCapacity, intptr_t expandedCapacity) {
+    return tamoe_rt_dedup_expand(ctx, unique.data(), routes.data(),
+                                 uniqueCapacity, rowBytes, k, recvCounts.data(),
+                                 nodes, perNode, perRank, expanded.data(),
+                                 expandedCapacity, counts.data());
+  };
+  EXPECT_EQ(expand(rows, expandedRows - 1), TAMOE_RT_ERROR_CAPACITY_EXCEEDED);
+  EXPECT_EQ(error(), "tamoe_rt_dedup_expand: " + std::to_string(expandedRows) +
+                         " expanded rows exceed expanded_capacity " +
+                         std::to_string(expandedRows - 1));
+  EXPECT_EQ(expand(rows - 1, expandedRows), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_dedup_expand: recv_counts sum to " +
+                         std::to_string(rows) +
+                         " rows but unique_capacity is " +
+                         std::to_string(rows - 1));
+  routes[4] = -2;
+  EXPECT_EQ(expand(rows, expandedRows), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_dedup_expand: routes[1, 1] = -2 is neither an "
+                     "expert id nor -1");
+  recvCounts[1] = -3;
+  EXPECT_EQ(expand(rows, expandedRows), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_dedup_expand: recv_counts[1] = -3 is negative");
+}
+
+/// The de-duplicated schedule of tamoe_rt_dispatch_dedup with the exchanges
+/// done in memory: pack on every rank, across nodes, expand at the relays,
+/// within the node, regroup. It must deliver what dispatch + a flat
+/// exchange delivers, for every rank.
+TEST_F(Runtime, DedupScheduleEqualsTheFlatExchange) {
+  Random random(53);
+  int64_t nodes = 3, perNode = 2, perRank = 2, k = 4, rowBytes = 8;
+  int64_t ranks = nodes * perNode, experts = ranks * perRank;
+  std::vector<Bytes> dispatched(ranks);
+  std::vector<std::vector<int32_t>> flatCounts(ranks);
+  std::vector<reference::Pack> packs(ranks);
+  for (int64_t r = 0; r < ranks; ++r) {
+    int64_t tokens = 10 + 3 * r;
+    Bytes data = random.bytes(tokens * rowBytes);
+    std::vector<int32_t> ids;
+    reference::Dispatch layout =
+        routed(random, data, rowBytes, tokens, experts, k, 5, ids);
+    dispatched[r] = layout.rows;
+    flatCounts[r] = layout.counts;
+    // The runtime's pack.
+    int64_t capacity = tokens * std::min(k, nodes);
+    packs[r].unique.resize(capacity * rowBytes);
+    packs[r].routes.resize(capacity * k);
+    packs[r].nodeCounts.resize(nodes);
+    ASSERT_EQ(tamoe_rt_dedup_pack(
+                  ctx, data.data(), tokens, rowBytes, ids.data(),
+                  layout.positions.data(), k, perNode * perRank, nodes,
+                  packs[r].unique.data(), packs[r].routes.data(), capacity,
+                  packs[r].nodeCounts.data()),
+              TAMOE_RT_SUCCESS)
+        << error();
+  }
+  // Across nodes: relay (n, i) gets from (s, i) its rows for node n.
+  std::vector<reference::Expand> relays(ranks);
+  for (int64_t relay = 0; relay < ranks; ++relay) {
+    int64_t n = relay / perNode, i = relay % perNode;
+    Bytes unique;
+    std::vector<int32_t> routes, counts;
+    for (int64_t s = 0; s < nodes; ++s) {
+      const reference::Pack &pack = packs[s * perNode + i];
+      int64_t first = std::accumulate(pack.nodeCounts.begin(),
+                                      pack.nodeCounts.begin() + n, int64_t(0));
+      int64_t rows = pack.nodeCounts[n];
+      unique.insert(unique.end(), pack.unique.begin() + first * rowBytes,
+                    pack.unique.begin() + (first + rows) * rowBytes);
+      routes.insert(routes.end(), pack.routes.begin() + first * k,
+                    pack.routes.begin() + (first + rows) * k);
+      counts.push_back(int32_t(rows));
+    }
+    int64_t rows = int64_t(unique.size()) / rowBytes;
+    int64_t capacity = rows * k;
+    relays[relay].expanded.resize(std::max<int64_t>(capacity, 1) * rowBytes);
+    relays[relay].counts.resize(perNode * nodes * perRank);
+    ASSERT_EQ(tamoe_rt_dedup_expand(ctx, unique.data(), routes.data(), rows,
+                                    rowBytes, k, counts.data(), nodes, perNode,
+                                    perRank, relays[relay].expanded.data(),
+                                    capacity, relays[relay].counts.data()),
+              TAMOE_RT_SUCCESS)
+        << error();
+  }
+  // Within the node, then regrouped by source rank.
+  for (int64_t r = 0; r < ranks; ++r) {
+    int64_t n = r / perNode;
+    std::vector<Bytes> send;
+    std::vector<std::vector<int32_t>> counts;
+    for (int64_t i = 0; i < perNode; ++i) {
+      send.push_back(relays[n * perNode + i].expanded);
+      counts.push_back(relays[n * perNode + i].counts);
+    }
+    Bytes bySource;
+    std::vector<int32_t> bySourceCounts;
+    reference::allToAll(send, counts, rowBytes, nodes * perRank, r % perNode,
+                        bySource, bySourceCounts);
+    int64_t rows = int64_t(bySource.size()) / rowBytes;
+    Bytes received(std::max<int64_t>(rows, 1) * rowBytes);
+    std::vector<int32_t> recvCounts(ranks * perRank);
+    ASSERT_EQ(tamoe_rt_regroup(ctx, bySource.data(), rows, rowBytes,
+                               bySourceCounts.data(), perNode, nodes, perRank,
+                               received.data(), recvCounts.data()),
+              TAMOE_RT_SUCCESS);
+    Bytes flat;
+    std::vector<int32_t> flatReceived;
+    reference::allToAll(dispatched, flatCounts, rowBytes, perRank, r, flat,
+                        flatReceived);
+    EXPECT_EQ(recvCounts, flatReceived) << "rank " << r;
+    EXPECT_TRUE(Bytes(received.begin(), received.begin() + rows * rowBytes) ==
+                flat)
+        << "rank " << r;
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Collectives on a world of one
+//===----------------------------------------------------------------------===//
+
+TEST_F(Runtime, GroupedMatmulAgainstReference) {
+  Random random(81);
+  int64_t hidden = 6, out = 5, experts = 2;
+  std::vector<int32_t> counts = {3, 0, 2, 4, 0, 1}; // [3 peers, 2 experts]
+  int64_t rows = 10, capacity = 13;
+  // Rows past the counts are padding: their results are zero.
+  std::vector<float> in = random.floats(capacity * hidden);
+  std::vector<float> weights = random.floats(experts * hidden * out);
+  std::vector<float> result(capacity * out, -7.0f);
+  ASSERT_EQ(tamoe_rt_grouped_matmul(ctx, in.data(), capacity, hidden,
+                                    counts.data(), 6, experts, weights.data(),
+                                    out, result.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  expectFloats(
+      result,
+      reference::groupedMatmul(in, hidden, counts, experts, weights, out),
+      "result");
+  for (int64_t i = rows * out; i < capacity * out; ++i)
+    EXPECT_EQ(result[i], 0.0f);
+
+  auto matmul = [&](intptr_t cap, intptr_t numCounts, intptr_t e,
+                    const float *w) {
+    return tamoe_rt_grouped_matmul(ctx, in.data(), cap, hidden, counts.data(),
+                                   numCounts, e, w, out, result.data());
+  };
+  auto expect = [&](tamoe_rt_status_t status, const std::string &message) {
+    EXPECT_EQ(status, TAMOE_RT_ERROR_INVALID_ARGUMENT) << message;
+    EXPECT_EQ(error(), "tamoe_rt_grouped_matmul: " + message);
+  };
+  expect(matmul(9, 6, experts, weights.data()),
+         "counts sum to 10 rows but rows_capacity is 9");
+  expect(matmul(capacity, 5, experts, weights.data()),
+         "num_counts (5) must be a multiple of experts (2)");
+  expect(matmul(capacity, 6, experts, nullptr), "weights is null");
+  expect(matmul(capacity, 6, 0, weights.data()), "experts must be >= 1, got 0");
+  counts[2] = -2;
+  expect(matmul(capacity, 6, experts, weights.data()),
+         "counts[2] = -2 is negative");
+}
+
+TEST_F(Runtime, AllToAllOnOneRank) {
+  Random random(61);
+  int64_t rowBytes = 40, split = 3;
+  std::vector<int32_t> counts = {4, 0, 7};
+  Bytes send = random.bytes(11 * rowBytes);
+  for (int schedule = 0; schedule < 2; ++schedule) {
+    Bytes received(12 * rowBytes, 0);
+    std::vector<int32_t> recvCounts(3, -1);
+    tamoe_rt_status_t status =
+        schedule == 0
+            ? tamoe_rt_all_to_all(ctx, TAMOE_RT_GROUP_WORLD, send.data(), 11,
+                                  rowBytes, counts.data(), 1, split,
+                                  received.data(), 12, recvCounts.data())
+            : tamoe_rt_all_to_all_hierarchical(
+                  ctx, send.data(), 11, rowBytes, counts.data(), split,
+                  received.data(), 12, recvCounts.data());
+    ASSERT_EQ(status, TAMOE_RT_SUCCESS) << error();
+    EXPECT_EQ(recvCounts, counts);
+    EXPECT_TRUE(Bytes(received.begin(), received.begin() + 11 * rowBytes) ==
+                send);
+  }
+  for (tamoe_rt_group_t group : {TAMOE_RT_GROUP_NODE, TAMOE_RT_GROUP_PEERS}) {
+    Bytes received(11 * rowBytes);
+    std::vector<int32_t> recvCounts(3);
+    ASSERT_EQ(tamoe_rt_all_to_all(ctx, group, send.data(), 11, rowBytes,
+                                  counts.data(), 1, split, received.data(), 11,
+                                  recvCounts.data()),
+              TAMOE_RT_SUCCESS)
+        << error();
+    EXPECT_TRUE(received == send);
+  }
+  // The counts alone.
+  std::vector<int32_t> countsOnly(3, -1);
+  intptr_t total = -1;
+  ASSERT_EQ(tamoe_rt_all_to_all_counts(ctx, TAMOE_RT_GROUP_WORLD, counts.data(),
+                                       1, split, countsOnly.data(), &total),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(countsOnly, counts);
+  EXPECT_EQ(total, 11);
+  // Nothing is sent to another rank.
+  tamoe_rt_traffic_t traffic;
+  tamoe_rt_traffic(ctx, &traffic);
+  EXPECT_EQ(traffic.intra_node_bytes + traffic.inter_node_bytes, 0);
+  // An empty exchange with no buffers at all.
+  std::vector<int32_t> zero = {0}, recvZero = {-1};
+  ASSERT_EQ(tamoe_rt_all_to_all(ctx, TAMOE_RT_GROUP_WORLD, nullptr, 0, 8,
+                                zero.data(), 1, 1, nullptr, 0, recvZero.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(recvZero[0], 0);
+}
+
+TEST_F(Runtime, AllToAllErrorsOnOneRank) {
+  Bytes send(10 * 8), received(10 * 8, 0x5A);
+  std::vector<int32_t> counts = {6, 4}, recvCounts(2, -1);
+  using Exchange = std::function<tamoe_rt_status_t(
+      const void *, intptr_t, intptr_t, const int32_t *, intptr_t, void *,
+      intptr_t, int32_t *)>;
+  std::vector<std::pair<std::string, Exchange>> schedules = {
+      {"tamoe_rt_all_to_all",
+       [&](const void *s, intptr_t sc, intptr_t rb, const int32_t *c,
+           intptr_t split, void *r, intptr_t rc, int32_t *rcounts) {
+         return tamoe_rt_all_to_all(ctx, TAMOE_RT_GROUP_WORLD, s, sc, rb, c, 1,
+                                    split, r, rc, rcounts);
+       }},
+      {"tamoe_rt_all_to_all_hierarchical",
+       [&](const void *s, intptr_t sc, intptr_t rb, const int32_t *c,
+           intptr_t split, void *r, intptr_t rc, int32_t *rcounts) {
+         return tamoe_rt_all_to_all_hierarchical(ctx, s, sc, rb, c, split, r,
+                                                 rc, rcounts);
+       }},
+  };
+  for (auto &[name, exchange] : schedules) {
+    SCOPED_TRACE(name);
+    std::fill(received.begin(), received.end(), 0x5A);
+    std::fill(recvCounts.begin(), recvCounts.end(), -1);
+    auto expect = [&](tamoe_rt_status_t got, tamoe_rt_status_t code,
+                      const std::string &message) {
+      EXPECT_EQ(got, code) << tamoe_rt_status_name(got);
+      EXPECT_EQ(error(), name + ": " + message);
+    };
+    expect(exchange(send.data(), 10, 8, counts.data(), 2, received.data(), 9,
+                    recvCounts.data()),
+           TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+           "rank 0: 10 rows to receive exceed recv_capacity 9");
+    for (unsigned char byte : received)
+      EXPECT_EQ(byte, 0x5A) << "a row moved";
+    EXPECT_EQ(recvCounts, (std::vector<int32_t>{-1, -1}));
+    expect(exchange(send.data(), 9, 8, counts.data(), 2, received.data(), 10,
+                    recvCounts.data()),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rank 0: send_counts sum to 10 rows but send_capacity is 9");
+    std::vector<int32_t> negative = {6, -3};
+    expect(exchange(send.data(), 10, 8, negative.data(), 2, received.data(), 10,
+                    recvCounts.data()),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rank 0: send_counts[0, 1] = -3 is negative");
+    expect(exchange(nullptr, 10, 8, counts.data(), 2, received.data(), 10,
+                    recvCounts.data()),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT, "rank 0: send is null");
+    expect(exchange(send.data(), 10, 8, counts.data(), 0, received.data(), 10,
+                    recvCounts.data()),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rank 0: split must be in [1, 2147483647], got 0");
+    for (intptr_t split : {intptr_t(-1), intptr_t(1) << 40})
+      expect(exchange(send.data(), 10, 8, counts.data(), split, received.data(),
+                      10, recvCounts.data()),
+             TAMOE_RT_ERROR_INVALID_ARGUMENT,
+             "rank 0: split must be in [1, 2147483647], got " +
+                 std::to_string(split));
+    expect(exchange(send.data(), 10, 0, counts.data(), 2, received.data(), 10,
+                    recvCounts.data()),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rank 0: row_bytes must be in [1, 2147483647], got 0");
+    expect(exchange(send.data(), 10, 8, counts.data(), 2, send.data() + 8, 10,
+                    recvCounts.data()),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rank 0: send and received overlap");
+    expect(exchange(send.data(), 10, 8, counts.data(), 2, received.data(), 10,
+                    nullptr),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT, "rank 0: recv_counts is null");
+    expect(exchange(send.data(), -1, 8, counts.data(), 2, received.data(), 10,
+                    recvCounts.data()),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rank 0: send_capacity must be >= 0, got -1");
+    // The context stays usable after every one of these.
+    ASSERT_EQ(exchange(send.data(), 10, 8, counts.data(), 2, received.data(),
+                       10, recvCounts.data()),
+              TAMOE_RT_SUCCESS);
+  }
+  EXPECT_EQ(tamoe_rt_all_to_all(ctx, tamoe_rt_group_t(5), send.data(), 10, 8,
+                                counts.data(), 1, 2, received.data(), 10,
+                                recvCounts.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all: group = 5 is not a "
+                     "tamoe_rt_group_t");
+  // Counts for a layout of another size.
+  EXPECT_EQ(tamoe_rt_all_to_all(ctx, TAMOE_RT_GROUP_WORLD, send.data(), 10, 8,
+                                counts.data(), 2, 1, received.data(), 10,
+                                recvCounts.data()),
+            TAMOE_RT_ERROR_MISMATCH);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all: rank 0: send_counts are for 2 "
+                     "peers but the world group has 1 ranks (1 ranks, 1 per "
+                     "node)");
+
+  intptr_t total = -1;
+  auto counts2 = [&](const int32_t *c, intptr_t peers, intptr_t split,
+                     intptr_t *t, int group = TAMOE_RT_GROUP_WORLD) {
+    return tamoe_rt_all_to_all_counts(ctx, tamoe_rt_group_t(group), c, peers,
+                                      split, recvCounts.data(), t);
+  };
+  EXPECT_EQ(counts2(counts.data(), 1, 2, nullptr),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_counts: rank 0: total is null");
+  std::vector<int32_t> negative = {6, -3};
+  EXPECT_EQ(counts2(negative.data(), 1, 2, &total),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_counts: rank 0: send_counts[0, 1] "
+                     "= -3 is negative");
+  EXPECT_EQ(counts2(counts.data(), 3, 2, &total), TAMOE_RT_ERROR_MISMATCH);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_counts: rank 0: send_counts are for "
+                     "3 peers but the world group has 1 ranks (1 ranks, 1 per "
+                     "node)");
+  EXPECT_EQ(counts2(counts.data(), 1, 0, &total),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_counts: rank 0: split must be in "
+                     "[1, 2147483647], got 0");
+  EXPECT_EQ(counts2(counts.data(), 1, 2, &total, 9),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_counts: group = 9 is not a "
+                     "tamoe_rt_group_t");
+  EXPECT_EQ(counts2(counts.data(), 1, 2, &total), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(total, 10);
+}
+
+TEST_F(Runtime, DispatchDedupOnOneRank) {
+  Random random(71);
+  int64_t tokens = 25, rowBytes = 12, experts = 4, k = 2;
+  Bytes data = random.bytes(tokens * rowBytes);
+  std::vector<int32_t> ids;
+  reference::Dispatch layout =
+      routed(random, data, rowBytes, tokens, experts, k, 8, ids);
+  int64_t rows = int64_t(layout.rows.size()) / rowBytes;
+  Bytes received(rows * rowBytes);
+  std::vector<int32_t> recvCounts(experts, -1);
+  ASSERT_EQ(tamoe_rt_dispatch_dedup(ctx, data.data(), tokens, rowBytes,
+                                    ids.data(), layout.positions.data(), k,
+                                    experts, received.data(), rows,
+                                    recvCounts.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(recvCounts, layout.counts);
+  EXPECT_TRUE(received == layout.rows);
+
+  auto dedup = [&](intptr_t k2, intptr_t experts2, intptr_t capacity) {
+    return tamoe_rt_dispatch_dedup(
+        ctx, data.data(), tokens, rowBytes, ids.data(), layout.positions.data(),
+        k2, experts2, received.data(), capacity, recvCounts.data());
+  };
+  EXPECT_EQ(dedup(k, experts, rows - 1), TAMOE_RT_ERROR_CAPACITY_EXCEEDED);
+  EXPECT_EQ(error(),
+            "tamoe_rt_dispatch_dedup: rank 0: " + std::to_string(rows) +
+                " rows to receive exceed recv_capacity " +
+                std::to_string(rows - 1));
+  EXPECT_EQ(dedup(5, experts, rows), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_dispatch_dedup: rank 0: k must be in [1, "
+                     "experts], got 5 for 4 experts");
+  ids[3] = 4;
+  layout.positions[3] = 0;
+  EXPECT_EQ(dedup(k, experts, rows), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_dispatch_dedup: rank 0: expert_ids[1, 1] = 4 "
+                     "is out of range [0, 4) (4 experts on each of 1 nodes)");
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  // MPI outlives every context here, so that contexts can come and go (MPI
+  // cannot be initialised twice).
+  MPI_Init(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  int result = RUN_ALL_TESTS();
+  MPI_Finalize();
+  return result;
+}
