@@ -34,6 +34,11 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 if config.tamoe_build_runtime:
     config.available_features.add("tamoe-runtime")
     config.substitutions.append(("%tamoe_rt_bin", config.tamoe_rt_bin_dir))
+    config.substitutions.append(
+        ("%tamoe_rt_lib", os.path.join(config.tamoe_rt_bin_dir, "..", "lib",
+                                       "libtamoe_rt.so")))
+    llvm_config.add_tool_substitutions(["tamoe-reference"],
+                                       [config.tamoe_tools_dir])
     # The cuda backend builds wherever nvcc is (it runs only on a GPU).
     if os.path.exists(os.path.join(config.tamoe_rt_bin_dir, "..", "lib",
                                    "libtamoe_rt_cuda.so")):

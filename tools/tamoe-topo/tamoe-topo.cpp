@@ -3,6 +3,7 @@
 // tamoe-topo check FILE.json       validate a topology file, summarise it
 // tamoe-topo to-attr FILE.json     print it as a module's #tamoe.topology
 // tamoe-topo to-json FILE.mlir     print a module's tamoe.topology as JSON
+// tamoe-topo to-json FILE.json --top-fanout N   a cluster, rescaled
 // tamoe-topo plan FILE.json        every policy's pattern and predicted times
 // tamoe-topo compare FILE.json...  policies x clusters, ratio to uniform
 // tamoe-topo explain FILE.json     per-link loads and the bottleneck
@@ -10,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+#include "tamoe/InitAll.h"
 #include "tamoe/Planner/Policies.h"
 #include "tamoe/Topology/Topology.h"
 
@@ -38,7 +40,9 @@ static cl::SubCommand
     toAttrCommand("to-attr",
                   "Print a topology file as a module's #tamoe.topology");
 static cl::SubCommand toJSONCommand(
-    "to-json", "Print the tamoe.topology attribute of an MLIR module as JSON");
+    "to-json",
+    "Print the tamoe.topology attribute of an MLIR module as JSON, or a "
+    "cluster file rescaled with --top-fanout");
 static cl::SubCommand
     planCommand("plan", "Print every policy's target pattern, deviation and "
                         "predicted all-to-all time");
@@ -95,7 +99,7 @@ static cl::opt<int64_t>
     topFanout("top-fanout",
               cl::desc("Replace the outermost level's fanout (scale the "
                        "cluster out or in)"),
-              cl::init(0), PLANNER_SUBCOMMANDS);
+              cl::init(0), cl::sub(toJSONCommand), PLANNER_SUBCOMMANDS);
 static cl::opt<std::string>
     policyName("policy", cl::desc("explain, --svg: the policy"),
                cl::init("tamoe"), cl::sub(explainCommand), cl::sub(planCommand),
@@ -470,6 +474,14 @@ static int explain(const topo::Topology &topology, const Workload &workload,
 //===----------------------------------------------------------------------===//
 
 static int printAsJSON(mlir::MLIRContext &context) {
+  // A cluster file, rescaled by --top-fanout.
+  if (StringRef(inputPath).ends_with(".json")) {
+    Expected<topo::Topology> topology = loadTopology(inputPath);
+    if (!topology)
+      return fail(toString(topology.takeError()));
+    outs() << formatv("{0:2}", topo::toJSON(*topology)) << "\n";
+    return 0;
+  }
   SourceMgr sourceMgr;
   mlir::SourceMgrDiagnosticHandler handler(sourceMgr, &context);
   mlir::OwningOpRef<mlir::ModuleOp> module =
@@ -502,7 +514,10 @@ int main(int argc, char **argv) {
   cl::ParseCommandLineOptions(argc, argv, "tamoe topology tool\n");
 
   if (toJSONCommand || toAttrCommand) {
-    mlir::MLIRContext context;
+    // A module to read the cluster from is a whole tamoe program.
+    mlir::DialectRegistry registry;
+    tamoe::registerAllDialects(registry);
+    mlir::MLIRContext context(registry);
     context.loadDialect<mlir::tamoe::TAMoEDialect>();
     if (toJSONCommand)
       return printAsJSON(context);

@@ -1,0 +1,335 @@
+//===- tamoe-reference.cpp - Serial reference for the example programs ----===//
+//
+// Recomputes, in one process and with plain loops, what the examples of
+// examples/ compute on P ranks, and compares it with the files the ranks
+// wrote (tamoeOutput*, $TAMOE_RT_OUTPUT_DIR). The inputs are regenerated
+// from the seeds the examples use (tamoe_rt_program_random_f32):
+//
+//   layer l (from 0), rank r: tokens 1000 + r (layer 0 only), router
+//   1 + 10000 l, first expert weights 2000 + r + 10000 l, second expert
+//   weights 3000 + r + 10000 l.
+//
+// Each layer: logits = x router, softmax, top-k (ties to the lower id),
+// renormalised; each rank keeps at most `capacity` assignments per expert
+// (its earliest tokens); expert e (on rank e / n, n experts per rank) computes
+// relu(x W1[e]) W2[e]; the output sums the kept assignments' weighted
+// results. With more than one layer each adds its output to its input
+// (residual). The loss is the one the tamoe pipeline leaves: the topology
+// loss E sum_e w_e f_e P_e over the dispatched assignments, with the weights
+// of the plan for --topology and --policy (all 1 without a topology: the
+// switch loss). Outputs per rank: out0 the result, out1 the summed losses,
+// out2 the rows received per source and local expert in the last layer,
+// out3 the dropped assignments of the last layer.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tamoe/Planner/Policies.h"
+#include "tamoe_rt/program.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+using namespace llvm;
+
+static cl::OptionCategory category("tamoe-reference options");
+static cl::opt<std::string> outputs("outputs", cl::Required,
+                                    cl::desc("Directory of the ranks' files"),
+                                    cl::cat(category));
+static cl::opt<int> ranks("ranks", cl::init(8), cl::desc("Ranks"),
+                          cl::cat(category));
+static cl::opt<int> ranksPerNode("ranks-per-node", cl::init(4),
+                                 cl::desc("Ranks per node (for the report)"),
+                                 cl::cat(category));
+static cl::opt<int> tokens("tokens", cl::init(16),
+                           cl::desc("Tokens per rank"), cl::cat(category));
+static cl::opt<int> hidden("hidden", cl::init(32), cl::desc("Hidden size"),
+                           cl::cat(category));
+static cl::opt<int> ffn("ffn", cl::init(64), cl::desc("Expert FFN size"),
+                        cl::cat(category));
+static cl::opt<int> experts("experts", cl::init(16), cl::desc("Experts"),
+                            cl::cat(category));
+static cl::opt<int> topK("top-k", cl::init(2), cl::desc("Experts per token"),
+                         cl::cat(category));
+static cl::opt<int> capacity("capacity", cl::init(-1),
+                             cl::desc("Rows per expert per rank (-1: none)"),
+                             cl::cat(category));
+static cl::opt<int> layers("layers", cl::init(1), cl::desc("MoE layers"),
+                           cl::cat(category));
+static cl::opt<std::string> topologyFile(
+    "topology", cl::desc("Cluster the program was planned for (JSON)"),
+    cl::cat(category));
+static cl::opt<std::string> policyName("policy", cl::init("tamoe"),
+                                       cl::desc("Policy of the plan"),
+                                       cl::cat(category));
+static cl::opt<double> tolerance("tolerance", cl::init(1e-4),
+                                 cl::desc("Largest accepted |difference|, "
+                                          "relative to the largest |value|"),
+                                 cl::cat(category));
+
+namespace {
+using Matrix = std::vector<float>;
+
+Matrix random(size_t size, uint64_t seed) {
+  Matrix values(size);
+  tamoe_rt_program_random_f32(values.data(), intptr_t(size), seed);
+  return values;
+}
+
+/// What every rank computes in one layer.
+struct LayerResult {
+  std::vector<Matrix> outputs;      // [rank] S x H
+  std::vector<float> losses;        // [rank]
+  std::vector<int64_t> dropped;     // [rank]
+  std::vector<int64_t> assignments; // [source][expert] kept rows
+};
+
+/// Loss weights w[r][e] of the plan (1 without a topology).
+std::vector<std::vector<double>> lossWeights;
+
+LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
+  int S = tokens, H = hidden, F = ffn, E = experts, k = topK;
+  int perRank = E / ranks;
+  uint64_t offset = 10000ull * layer;
+  Matrix router = random(size_t(H) * E, 1 + offset);
+  std::vector<Matrix> w1(ranks), w2(ranks);
+  for (int r = 0; r < ranks; ++r) {
+    w1[r] = random(size_t(perRank) * H * F, 2000 + r + offset);
+    w2[r] = random(size_t(perRank) * F * H, 3000 + r + offset);
+  }
+  LayerResult result;
+  result.outputs.assign(ranks, Matrix(size_t(S) * H, 0.0f));
+  result.losses.assign(ranks, 0.0f);
+  result.dropped.assign(ranks, 0);
+  result.assignments.assign(size_t(ranks) * E, 0);
+  for (int r = 0; r < ranks; ++r) {
+    const Matrix &x = inputs[r];
+    std::vector<int> kept(E, 0);
+    std::vector<double> probSums(E, 0.0), counts(E, 0.0);
+    for (int t = 0; t < S; ++t) {
+      std::vector<double> probs(E);
+      for (int e = 0; e < E; ++e) {
+        double sum = 0;
+        for (int h = 0; h < H; ++h)
+          sum += double(x[t * H + h]) * router[h * E + e];
+        probs[e] = sum;
+      }
+      double top = *std::max_element(probs.begin(), probs.end());
+      double norm = 0;
+      for (double &p : probs)
+        norm += p = std::exp(p - top);
+      for (int e = 0; e < E; ++e)
+        probSums[e] += probs[e] /= norm;
+      std::vector<int> order(E);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int a, int b) { return probs[a] > probs[b]; });
+      double chosen = 0;
+      for (int j = 0; j < k; ++j)
+        chosen += probs[order[j]];
+      for (int j = 0; j < k; ++j) {
+        int e = order[j];
+        // Tokens come in order, so the first `capacity` of an expert stay.
+        if (capacity >= 0 && kept[e] >= capacity) {
+          ++result.dropped[r];
+          continue;
+        }
+        counts[e] += 1;
+        ++kept[e];
+        ++result.assignments[size_t(r) * E + e];
+        const float *first = &w1[e / perRank][size_t(e % perRank) * H * F];
+        const float *second = &w2[e / perRank][size_t(e % perRank) * F * H];
+        std::vector<double> inner(F, 0.0);
+        for (int f = 0; f < F; ++f) {
+          for (int h = 0; h < H; ++h)
+            inner[f] += double(x[t * H + h]) * first[h * F + f];
+          inner[f] = std::max(inner[f], 0.0);
+        }
+        double weight = probs[e] / chosen;
+        for (int h = 0; h < H; ++h) {
+          double sum = 0;
+          for (int f = 0; f < F; ++f)
+            sum += inner[f] * second[f * H + h];
+          result.outputs[r][t * H + h] += float(weight * sum);
+        }
+      }
+    }
+    // f_e counts the dispatched assignments, out of k S.
+    double loss = 0;
+    for (int e = 0; e < E; ++e)
+      loss += lossWeights[r][e] * (counts[e] / (double(k) * S)) *
+              (probSums[e] / S);
+    result.losses[r] = float(E * loss);
+  }
+  return result;
+}
+
+/// Reads out<index>.rank<r>.bin with `count` elements of T.
+template <typename T>
+Expected<std::vector<T>> readOutput(int index, int rank, size_t count) {
+  std::string path = outputs + "/out" + std::to_string(index) + ".rank" +
+                     std::to_string(rank) + ".bin";
+  ErrorOr<std::unique_ptr<MemoryBuffer>> file = MemoryBuffer::getFile(path);
+  if (!file)
+    return createStringError(file.getError(),
+                             "cannot read " + path + ": " +
+                                 file.getError().message());
+  if ((*file)->getBufferSize() != count * sizeof(T))
+    return createStringError(
+        std::errc::invalid_argument,
+        "%s: expected %zu bytes, got %zu", path.c_str(), count * sizeof(T),
+        (*file)->getBufferSize());
+  std::vector<T> values(count);
+  std::memcpy(values.data(), (*file)->getBufferStart(), count * sizeof(T));
+  return values;
+}
+
+/// Prints the realised dispatch pattern: the share of each rank's rows that
+/// went to each rank, and how much crossed nodes.
+void printPattern(const std::vector<std::vector<int32_t>> &received) {
+  int perRank = experts / ranks;
+  // received[q][source * perRank + l]: rows rank q got from `source`.
+  outs() << "realised dispatch pattern (rows from rank i to rank j):\n     ";
+  for (int j = 0; j < ranks; ++j)
+    outs() << format("%5d", j);
+  outs() << "\n";
+  int64_t intra = 0, total = 0;
+  for (int i = 0; i < ranks; ++i) {
+    outs() << format("%5d", i);
+    for (int j = 0; j < ranks; ++j) {
+      int64_t rows = 0;
+      for (int l = 0; l < perRank; ++l)
+        rows += received[j][i * perRank + l];
+      outs() << format("%5lld", (long long)rows);
+      total += rows;
+      if (i / ranksPerNode == j / ranksPerNode)
+        intra += rows;
+    }
+    outs() << "\n";
+  }
+  outs() << format("rows within a node: %lld of %lld (%.1f%%), across nodes: "
+                   "%lld\n",
+                   (long long)intra, (long long)total,
+                   total ? 100.0 * double(intra) / double(total) : 0.0,
+                   (long long)(total - intra));
+}
+
+int check() {
+  if (ranks < 1 || experts % ranks != 0 || topK < 1 || topK > experts ||
+      layers < 1 || ranksPerNode < 1 || ranks % ranksPerNode != 0) {
+    errs() << "tamoe-reference: need ranks >= 1 dividing experts and "
+              "ranks-per-node dividing ranks, 1 <= top-k <= experts, "
+              "layers >= 1\n";
+    return 2;
+  }
+  int S = tokens, H = hidden, E = experts;
+  lossWeights.assign(ranks, std::vector<double>(E, 1.0));
+  if (!topologyFile.empty()) {
+    using namespace tamoe;
+    Expected<topology::Topology> tree =
+        topology::loadTopologyFile(topologyFile);
+    std::optional<planner::Policy> policy = planner::parsePolicy(policyName);
+    if (!tree || !policy || tree->numRanks() != ranks) {
+      errs() << "tamoe-reference: "
+             << (!tree ? toString(tree.takeError())
+                 : !policy
+                     ? "unknown policy '" + policyName + "'"
+                     : "topology has " + std::to_string(tree->numRanks()) +
+                           " ranks, not " + std::to_string(ranks))
+             << "\n";
+      return 2;
+    }
+    Expected<planner::Pattern> pattern =
+        planner::makePattern(*tree, *policy, planner::PolicyOptions());
+    if (!pattern) {
+      errs() << "tamoe-reference: " << toString(pattern.takeError()) << "\n";
+      return 2;
+    }
+    // w_e = 1 / (E q_e), q_e = p[r][rank of e] / (experts per rank).
+    for (int r = 0; r < ranks; ++r)
+      for (int e = 0; e < E; ++e)
+        lossWeights[r][e] = 1.0 / (double(ranks) *
+                                   pattern->at(*tree, r, e / (E / ranks)));
+  }
+  std::vector<Matrix> x(ranks);
+  for (int r = 0; r < ranks; ++r)
+    x[r] = random(size_t(S) * H, 1000 + r);
+  std::vector<float> losses(ranks, 0.0f);
+  LayerResult last;
+  for (int layer = 0; layer < layers; ++layer) {
+    last = runLayer(layer, x);
+    for (int r = 0; r < ranks; ++r) {
+      losses[r] += last.losses[r];
+      if (layers == 1)
+        x[r] = last.outputs[r];
+      else
+        for (size_t i = 0; i < x[r].size(); ++i)
+          x[r][i] += last.outputs[r][i];
+    }
+  }
+
+  bool ok = true;
+  double worst = 0, largest = 0, worstLoss = 0;
+  bool countsMatch = true, droppedMatch = true;
+  int64_t dropped = 0, droppedReference = 0;
+  std::vector<std::vector<int32_t>> received(ranks);
+  int perRank = E / ranks;
+  for (int r = 0; r < ranks; ++r) {
+    auto out = readOutput<float>(0, r, size_t(S) * H);
+    auto loss = readOutput<float>(1, r, 1);
+    auto counts = readOutput<int32_t>(2, r, size_t(ranks) * perRank);
+    auto drops = readOutput<int64_t>(3, r, 1);
+    Error error = joinErrors(
+        joinErrors(out.takeError(), loss.takeError()),
+        joinErrors(counts.takeError(), drops.takeError()));
+    if (error) {
+      errs() << "tamoe-reference: " << toString(std::move(error)) << "\n";
+      return 1;
+    }
+    for (size_t i = 0; i < out->size(); ++i) {
+      worst = std::max(worst, std::fabs(double((*out)[i]) - x[r][i]));
+      largest = std::max(largest, std::fabs(double(x[r][i])));
+    }
+    worstLoss = std::max(worstLoss, std::fabs(double((*loss)[0]) - losses[r]));
+    for (int source = 0; source < ranks; ++source)
+      for (int l = 0; l < perRank; ++l)
+        if ((*counts)[source * perRank + l] !=
+            last.assignments[size_t(source) * E + r * perRank + l])
+          countsMatch = false;
+    received[r] = std::move(*counts);
+    dropped += (*drops)[0];
+    droppedReference += last.dropped[r];
+    droppedMatch &= (*drops)[0] == last.dropped[r];
+  }
+  double bound = tolerance * std::max(largest, 1.0);
+  auto verdict = [&](bool pass) { return pass ? "PASS" : "FAIL"; };
+  outs() << format("check: output of %d ranks vs the serial reference: %s "
+                   "(max |diff| %.3g, bound %.3g)\n",
+                   int(ranks), verdict(worst <= bound), worst, bound);
+  outs() << format("check: aux loss on every rank: %s (max |diff| %.3g)\n",
+                   verdict(worstLoss <= tolerance), worstLoss);
+  outs() << "check: realised dispatch counts equal the gate's choice: "
+         << verdict(countsMatch) << "\n";
+  outs() << "check: dropped assignments " << dropped << " (reference "
+         << droppedReference << "): " << verdict(droppedMatch) << "\n";
+  ok = worst <= bound && worstLoss <= tolerance && countsMatch && droppedMatch;
+  printPattern(received);
+  return ok ? 0 : 1;
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "Checks the outputs of an example run on several ranks against a "
+      "serial reference\n");
+  return check();
+}
