@@ -9,7 +9,8 @@ from lit.llvm.subst import ToolSubst
 config.name = "TAMOE"
 config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
 config.suffixes = [".mlir", ".test"]
-config.excludes = ["Inputs", "Unit", "CMakeLists.txt", "lit.cfg.py",
+config.excludes = ["Inputs", "Unit", "CMakeLists.txt", "tamoe-capi.c",
+                   "lit.cfg.py",
                    "lit.site.cfg.py"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.tamoe_obj_root, "test")
@@ -18,12 +19,16 @@ config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%tamoe_src_root", config.tamoe_src_root))
 config.substitutions.append(("%tamoe_obj_root", config.tamoe_obj_root))
 config.substitutions.append(("%mlir_lib_dir", config.mlir_lib_dir))
+config.substitutions.append(
+    ("%tamoe_plugin", os.path.join(config.tamoe_obj_root, "lib",
+                                   "TAMoEPlugin.so")))
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.tamoe_tools_dir, config.llvm_tools_dir]
-tools = ["tamoe-opt", "tamoe-topo", "tamoe-planner-bench", "mlir-opt",
+tools = ["tamoe-opt", "tamoe-topo", "tamoe-planner-bench", "tamoe-capi-test",
+         "mlir-opt",
          "mlir-runner",
          "mlir-tblgen"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
