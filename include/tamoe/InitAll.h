@@ -39,8 +39,16 @@ inline void registerAllDialects(mlir::DialectRegistry &registry) {
   mlir::tensor::registerAllExtensions(registry);
 }
 
-/// Registers tamoe's passes and the `tamoe-pipeline`.
+/// Registers tamoe's passes and pipelines (`tamoe-pipeline`,
+/// `tamoe-to-llvm`).
 inline void registerAllPasses() { mlir::tamoe::registerPasses(); }
+
+/// The single entry point for a compiler that links tamoe: the dialects into
+/// `registry`, the passes and pipelines into the global registry.
+inline void registerAll(mlir::DialectRegistry &registry) {
+  registerAllDialects(registry);
+  registerAllPasses();
+}
 
 } // namespace tamoe
 

@@ -1,0 +1,40 @@
+# `cmake --install`: headers (with the generated .inc files and the .td
+# files), libraries, tools, the plugin and the runtime, and the package
+# TAMoEConfig.cmake for find_package(TAMoE).
+include(GNUInstallDirs)
+include(CMakePackageConfigHelpers)
+
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tamoe
+                  ${PROJECT_SOURCE_DIR}/include/tamoe-c
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+        FILES_MATCHING PATTERN "*.h" PATTERN "*.td")
+install(DIRECTORY ${PROJECT_BINARY_DIR}/include/tamoe
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+        FILES_MATCHING PATTERN "*.inc" PATTERN "CMakeFiles" EXCLUDE)
+
+set(tamoe_libraries MLIRTAMoE MLIRTAMoETransforms TAMoEPlanner TAMoETopology
+    TAMoECAPI)
+if(TAMOE_BUILD_RUNTIME)
+  list(APPEND tamoe_libraries tamoe_rt)
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/runtime/include/tamoe_rt
+          DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  if(TARGET tamoe-reference)
+    install(TARGETS tamoe-reference RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  endif()
+endif()
+install(TARGETS ${tamoe_libraries} EXPORT TAMoETargets
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(TARGETS tamoe-opt tamoe-topo RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS TAMoEPlugin LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+
+install(EXPORT TAMoETargets NAMESPACE TAMoE::
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/tamoe)
+configure_package_config_file(
+  ${PROJECT_SOURCE_DIR}/cmake/TAMoEConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/cmake/TAMoEConfig.cmake
+  INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/tamoe
+  PATH_VARS CMAKE_INSTALL_INCLUDEDIR CMAKE_INSTALL_BINDIR CMAKE_INSTALL_LIBDIR)
+install(FILES ${PROJECT_BINARY_DIR}/cmake/TAMoEConfig.cmake
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/tamoe)
