@@ -4,6 +4,7 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
+
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tamoe
                   ${PROJECT_SOURCE_DIR}/include/tamoe-c
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
@@ -27,6 +28,15 @@ install(TARGETS ${tamoe_libraries} EXPORT TAMoETargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS tamoe-opt tamoe-topo RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+
+# Installed tools and the plugin find libLLVM.so / libMLIR.so where they
+# were linked from (Debian's /usr/lib/llvm-22/lib is not in ld.so's cache).
+foreach(target tamoe-opt tamoe-topo tamoe-reference TAMoEPlugin)
+  if(TARGET ${target})
+    set_property(TARGET ${target} APPEND PROPERTY INSTALL_RPATH
+                 "${LLVM_LIBRARY_DIR}")
+  endif()
+endforeach()
 install(TARGETS TAMoEPlugin LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 
 install(EXPORT TAMoETargets NAMESPACE TAMoE::

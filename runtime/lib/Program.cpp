@@ -32,7 +32,10 @@ void finalizeAtExit() {
   MPI_Initialized(&initialized);
   if (initialized)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::fprintf(stderr, "tamoe_rt: rank %d: %s\n", rank, message.c_str());
+  if (rank >= 0)
+    std::fprintf(stderr, "tamoe_rt: rank %d: %s\n", rank, message.c_str());
+  else
+    std::fprintf(stderr, "tamoe_rt: %s\n", message.c_str());
   std::fflush(stderr);
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -46,9 +49,14 @@ void finalizeAtExit() {
 void create() {
   tamoe_rt_options_t options = tamoe_rt_default_options();
   if (const char *backend = std::getenv("TAMOE_RT_BACKEND")) {
+    // The host loops that tamoe-to-llvm leaves (router matmul, activations,
+    // the loss weights) would touch device memory: compiled programs need a
+    // device-resident lowering before they can use the cuda backend.
     if (std::strcmp(backend, "cuda") == 0)
-      options.backend = TAMOE_RT_BACKEND_CUDA;
-    else if (std::strcmp(backend, "cpu") != 0)
+      fail("TAMOE_RT_BACKEND=cuda: programs compiled with tamoe-to-llvm run "
+           "their non-tamoe ops on the host, so they run on the cpu backend "
+           "only");
+    if (std::strcmp(backend, "cpu") != 0)
       fail(std::string("TAMOE_RT_BACKEND: expected cpu or cuda, got '") +
            backend + "'");
   }

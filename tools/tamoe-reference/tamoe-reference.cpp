@@ -293,11 +293,16 @@ int check() {
       errs() << "tamoe-reference: " << toString(std::move(error)) << "\n";
       return 1;
     }
+    // A NaN difference must count as the worst: std::max would skip it.
+    auto worse = [](double &worst, double diff) {
+      if (!(diff <= worst))
+        worst = std::isnan(diff) ? INFINITY : diff;
+    };
     for (size_t i = 0; i < out->size(); ++i) {
-      worst = std::max(worst, std::fabs(double((*out)[i]) - x[r][i]));
+      worse(worst, std::fabs(double((*out)[i]) - x[r][i]));
       largest = std::max(largest, std::fabs(double(x[r][i])));
     }
-    worstLoss = std::max(worstLoss, std::fabs(double((*loss)[0]) - losses[r]));
+    worse(worstLoss, std::fabs(double((*loss)[0]) - losses[r]));
     for (int source = 0; source < ranks; ++source)
       for (int l = 0; l < perRank; ++l)
         if ((*counts)[source * perRank + l] !=

@@ -21,9 +21,10 @@
 extern "C" {
 #endif
 
-/* The process's context, created on first use with the default options and
- * TAMOE_RT_BACKEND=cpu|cuda from the environment, finalised at exit. When it
- * cannot be created the program ends with the runtime's message. */
+/* The process's context, created on first use with the default options,
+ * finalised at exit. TAMOE_RT_BACKEND may say cpu; cuda is refused until the
+ * lowering leaves no host loop in a layer (docs/lowering.md). When the
+ * context cannot be created the program ends with the runtime's message. */
 tamoe_rt_context_t *tamoe_rt_program_context(void);
 
 /* Ends the program when `status` is a failure: prints

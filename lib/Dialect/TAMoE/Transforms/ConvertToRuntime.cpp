@@ -173,6 +173,28 @@ static LogicalResult checkElements(Operation *op, ArrayRef<Value> floats,
   return success();
 }
 
+/// The runtime's buffers are rows of bytes: only the first dimension (the
+/// rows) may be dynamic, and elements are whole bytes.
+static LogicalResult checkShapes(Operation *op) {
+  for (Type type : llvm::concat<const Type>(op->getOperandTypes(),
+                                            op->getResultTypes())) {
+    auto tensor = dyn_cast<RankedTensorType>(type);
+    if (!tensor)
+      continue;
+    Type element = tensor.getElementType();
+    if (!element.isIntOrFloat() || element.getIntOrFloatBitWidth() % 8 != 0)
+      return op->emitOpError() << "cannot be lowered to the runtime: its "
+                                  "elements must be whole bytes, got "
+                               << type;
+    if (llvm::any_of(tensor.getShape().drop_front(), ShapedType::isDynamic))
+      return op->emitOpError() << "cannot be lowered to the runtime: only the "
+                                  "first dimension (the rows) may be "
+                                  "dynamic, got "
+                               << type;
+  }
+  return success();
+}
+
 /// Product of the dimensions of `type` from `first` on.
 static int64_t product(ShapedType type, int64_t first) {
   int64_t result = 1;
@@ -291,9 +313,17 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
   Value send = l.input(op.getSend());
   Value sendCounts = l.input(op.getSendCounts());
   Value recvCounts = l.output(countsType);
-  // Size the receive buffer by what the peers will send.
-  Value total = memref::AllocaOp::create(
-      l.b, l.loc, MemRefType::get({}, l.b.getIndexType()));
+  // Size the receive buffer by what the peers will send; the slot for the
+  // total lives in the function's entry block, so that an exchange in a
+  // loop does not grow the stack.
+  Value total;
+  {
+    OpBuilder::InsertionGuard guard(l.b);
+    if (auto function = op->getParentOfType<func::FuncOp>())
+      l.b.setInsertionPointToStart(&function.front());
+    total = memref::AllocaOp::create(l.b, l.loc,
+                                     MemRefType::get({}, l.b.getIndexType()));
+  }
   l.runtime("all_to_all_counts",
             {l.i32(int32_t(group)), l.pointer(sendCounts), l.index(peers),
              l.index(split), l.pointer(recvCounts), l.pointer(total)});
@@ -509,6 +539,8 @@ void ConvertToRuntimePass::runOnOperation() {
       ops.push_back(op);
   });
   for (Operation *op : ops) {
+    if (isa<TAMoEDialect>(op->getDialect()) && failed(checkShapes(op)))
+      return signalPassFailure();
     LogicalResult lowered =
         TypeSwitch<Operation *, LogicalResult>(op)
             .Case([&](AllToAllOp op) { return lower(op, symbols); })

@@ -19,6 +19,8 @@ module {
     // CHECK-DAG: %[[SOFTMAX:.*]] = arith.constant 0 : i32
     // CHECK-DAG: %[[RENORM:.*]] = arith.constant 1 : i32
     // CHECK-DAG: %[[NULL:.*]] = llvm.mlir.zero : !llvm.ptr
+    // The slot for an exchange's total is in the entry block.
+    // CHECK-DAG: %[[TOTAL:.*]] = memref.alloca() : memref<index>
     // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context()
     // CHECK: %[[IDS:.*]] = memref.alloc() : memref<16x2xi32>
     // CHECK: %[[STATUS:.*]] = call @tamoe_rt_gate(%[[CTX]], %{{.*}}, %[[C16]], %[[C8]], %[[C2]], %[[SOFTMAX]], %[[RENORM]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})
@@ -28,7 +30,6 @@ module {
     // CHECK: call @tamoe_rt_dispatch(%{{.*}}, %{{.*}}, %[[C16]], %[[ROW]], %{{.*}}, %[[C2]], %[[C8]], %[[NULL]], %[[C3]], %[[SOFTMAX]], %{{.*}}, %[[C24]], %{{.*}}, %{{.*}}, %{{.*}})
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity 3 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<24x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
     // World group (0), 8 peers, no split; the total sizes the buffer.
-    // CHECK: %[[TOTAL:.*]] = memref.alloca() : memref<index>
     // CHECK: call @tamoe_rt_all_to_all_counts(%{{.*}}, %{{.*}}, %{{.*}}, %[[C8]], %{{.*}}, %{{.*}}, %{{.*}})
     // CHECK: %[[ROWS:.*]] = memref.load %[[TOTAL]][] : memref<index>
     // CHECK: %[[RECV:.*]] = memref.alloc(%[[ROWS]]) : memref<?x64xf32>
@@ -110,5 +111,26 @@ module {
     // expected-error @+1 {{'shard.process_multi_index' op cannot be lowered to the runtime: it needs a grid of static shape}}
     %i:2 = shard.process_multi_index on @dyn : index, index
     return %i#1 : index
+  }
+}
+
+// -----
+
+module {
+  func.func @dynamic_hidden(%rows: tensor<?x?xf32>, %positions: tensor<16x2xi32>, %weights: tensor<16x2xf32>) {
+    // expected-error @+1 {{'tamoe.combine' op cannot be lowered to the runtime: only the first dimension (the rows) may be dynamic, got 'tensor<?x?xf32>'}}
+    %0 = tamoe.combine %rows, %positions, %weights : tensor<?x?xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<16x?xf32>
+    return
+  }
+}
+
+// -----
+
+module {
+  shard.grid @ep(shape = 8)
+  func.func @bits(%rows: tensor<32x64xi1>, %counts: tensor<8xi32>) {
+    // expected-error @+1 {{'tamoe.all_to_all' op cannot be lowered to the runtime: its elements must be whole bytes, got 'tensor<32x64xi1>'}}
+    %0, %1 = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xi1>, tensor<8xi32> -> tensor<?x64xi1>
+    return
   }
 }
