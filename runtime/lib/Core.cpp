@@ -89,6 +89,19 @@ public:
     return that(a < 0 || b < 0 || !__builtin_mul_overflow(a, b, &product),
                 [&] { return str(what, " = ", a, " * ", b, " overflows"); });
   }
+  /// That `experts` fit the int32 expert ids.
+  Check &expertIds(intptr_t experts) {
+    return that(experts <= INT32_MAX, [&] {
+      return str("experts = ", experts, " exceeds the int32 expert ids");
+    });
+  }
+  /// That each token picks 1 to `experts` experts.
+  Check &topK(intptr_t k, intptr_t experts) {
+    return that(k >= 1 && k <= experts, [&] {
+      return str("k must be in [1, experts], got ", k, " for ", experts,
+                 " experts");
+    });
+  }
   /// That the byte ranges of two buffers do not overlap.
   Check &disjoint(const void *x, intptr_t xBytes, const char *xName,
                   const void *y, intptr_t yBytes, const char *yName) {
@@ -788,16 +801,8 @@ tamoe_rt_gate(tamoe_rt_context_t *context, const float *logits, intptr_t tokens,
   Check check;
   check.atLeast(tokens, 0, "tokens")
       .atLeast(experts, 1, "experts")
-      .that(experts <= INT32_MAX,
-            [&] {
-              return str("experts = ", experts,
-                         " exceeds the int32 expert ids");
-            })
-      .that(k >= 1 && k <= experts,
-            [&] {
-              return str("k must be in [1, experts], got ", k, " for ", experts,
-                         " experts");
-            })
+      .expertIds(experts)
+      .topK(k, experts)
       .that(raw(score) == TAMOE_RT_SCORE_SOFTMAX ||
                 raw(score) == TAMOE_RT_SCORE_SIGMOID,
             [&] {
@@ -855,16 +860,8 @@ tamoe_rt_status_t tamoe_rt_dispatch(
   check.atLeast(num_tokens, 0, "num_tokens")
       .atLeast(row_bytes, 1, "row_bytes")
       .atLeast(experts, 1, "experts")
-      .that(experts <= INT32_MAX,
-            [&] {
-              return str("experts = ", experts,
-                         " exceeds the int32 expert ids");
-            })
-      .that(k >= 1 && k <= experts,
-            [&] {
-              return str("k must be in [1, experts], got ", k, " for ", experts,
-                         " experts");
-            })
+      .expertIds(experts)
+      .topK(k, experts)
       .that(raw(drop) == TAMOE_RT_DROP_POSITION ||
                 raw(drop) == TAMOE_RT_DROP_PROBABILITY,
             [&] {
@@ -937,11 +934,7 @@ tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
   Status status = Check()
                       .atLeast(tokens, 0, "tokens")
                       .atLeast(experts, 1, "experts")
-                      .that(k >= 1 && k <= experts,
-                            [&] {
-                              return str("k must be in [1, experts], got ", k,
-                                         " for ", experts, " experts");
-                            })
+                      .topK(k, experts)
                       .fits(tokens, experts, "tokens * experts")
                       .notNull(probs, "probs", tokens > 0)
                       .notNull(expert_ids, "expert_ids", tokens > 0)
@@ -1256,11 +1249,7 @@ tamoe_rt_dispatch_dedup(tamoe_rt_context_t *context, const void *tokens,
                              ") must be a multiple of the ", ranks,
                              " ranks (and fit int32)");
                 })
-          .that(k >= 1 && k <= experts,
-                [&] {
-                  return str("k must be in [1, experts], got ", k, " for ",
-                             experts, " experts");
-                })
+          .topK(k, experts)
           .atLeast(recv_capacity, 0, "recv_capacity")
           .fits(num_tokens, k * ranks, "num_tokens * k * ranks")
           .fits(num_tokens, row_bytes * ranks, "num_tokens * row_bytes * ranks")

@@ -81,11 +81,14 @@ public:
     return memref::AllocOp::create(b, loc, memref, sizes);
   }
 
-  /// The tensor a result buffer holds once the runtime has filled it.
-  Value result(Value buffer, Type tensorType) {
-    return bufferization::ToTensorOp::create(b, loc, tensorType, buffer,
-                                             /*restrict=*/true,
-                                             /*writable=*/true);
+  /// Replaces `op`'s results, in order, by the tensors its result buffers
+  /// hold once the runtime has filled them, and erases it.
+  void replace(Operation *op, ArrayRef<Value> buffers) {
+    for (auto [result, buffer] : llvm::zip_equal(op->getResults(), buffers))
+      result.replaceAllUsesWith(bufferization::ToTensorOp::create(
+          b, loc, result.getType(), buffer, /*restrict=*/true,
+          /*writable=*/true));
+    op->erase();
   }
 
   /// The aligned pointer of a buffer, as the C ABI takes it.
@@ -221,12 +224,7 @@ LogicalResult ConvertToRuntimePass::lower(GateOp op) {
              l.index(op.getNumGroups().value_or(0)),
              l.index(op.getGroupsKept().value_or(0)), l.pointer(ids),
              l.pointer(weights), l.pointer(probs)});
-  op.getExpertIds().replaceAllUsesWith(
-      l.result(ids, op.getExpertIds().getType()));
-  op.getWeights().replaceAllUsesWith(
-      l.result(weights, op.getWeights().getType()));
-  op.getProbs().replaceAllUsesWith(l.result(probs, op.getProbs().getType()));
-  op.erase();
+  l.replace(op, {ids, weights, probs});
   return success();
 }
 
@@ -272,14 +270,7 @@ LogicalResult ConvertToRuntimePass::lower(DispatchOp op) {
              l.index(capacity.value_or(-1)), l.i32(byProbability ? 1 : 0),
              l.pointer(dispatched), l.dim(dispatched, 0), l.pointer(counts),
              l.pointer(positions), l.pointer(dropped)});
-  op.getDispatched().replaceAllUsesWith(l.result(dispatched, rowsType));
-  op.getExpertCounts().replaceAllUsesWith(
-      l.result(counts, op.getExpertCounts().getType()));
-  op.getPositions().replaceAllUsesWith(
-      l.result(positions, op.getPositions().getType()));
-  op.getNumDropped().replaceAllUsesWith(
-      l.result(dropped, op.getNumDropped().getType()));
-  op.erase();
+  l.replace(op, {dispatched, counts, positions, dropped});
   return success();
 }
 
@@ -335,9 +326,7 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
              l.rowBytes(op.getSend().getType()), l.pointer(sendCounts),
              l.index(peers), l.index(split), l.pointer(received),
              l.dim(received, 0), l.pointer(recvCounts)});
-  op.getReceived().replaceAllUsesWith(l.result(received, receivedType));
-  op.getRecvCounts().replaceAllUsesWith(l.result(recvCounts, countsType));
-  op.erase();
+  l.replace(op, {received, recvCounts});
   return success();
 }
 
@@ -356,11 +345,7 @@ LogicalResult ConvertToRuntimePass::lower(RegroupOp op) {
                         l.index(countsType.getDimSize(1)),
                         l.index(product(countsType, 2)),
                         l.pointer(regrouped), l.pointer(regroupedCounts)});
-  op.getRegrouped().replaceAllUsesWith(
-      l.result(regrouped, op.getRegrouped().getType()));
-  op.getRegroupedCounts().replaceAllUsesWith(
-      l.result(regroupedCounts, op.getRegroupedCounts().getType()));
-  op.erase();
+  l.replace(op, {regrouped, regroupedCounts});
   return success();
 }
 
@@ -392,12 +377,7 @@ LogicalResult ConvertToRuntimePass::lower(DedupPackOp op) {
              l.index(op.getExpertsPerNode()), l.index(nodes),
              l.pointer(unique), l.pointer(routes), l.dim(unique, 0),
              l.pointer(nodeCounts)});
-  op.getUnique().replaceAllUsesWith(
-      l.result(unique, op.getUnique().getType()));
-  op.getRoutes().replaceAllUsesWith(
-      l.result(routes, op.getRoutes().getType()));
-  op.getNodeCounts().replaceAllUsesWith(l.result(nodeCounts, nodeCountsType));
-  op.erase();
+  l.replace(op, {unique, routes, nodeCounts});
   return success();
 }
 
@@ -424,11 +404,7 @@ LogicalResult ConvertToRuntimePass::lower(DedupExpandOp op) {
              l.index(countsType.getDimSize(0)),
              l.index(op.getExpertsPerRank()), l.pointer(expanded),
              l.dim(expanded, 0), l.pointer(expandedCounts)});
-  op.getExpanded().replaceAllUsesWith(
-      l.result(expanded, op.getExpanded().getType()));
-  op.getExpandedCounts().replaceAllUsesWith(
-      l.result(expandedCounts, countsType));
-  op.erase();
+  l.replace(op, {expanded, expandedCounts});
   return success();
 }
 
@@ -448,9 +424,7 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulOp op) {
              l.index(countsType.getNumElements()),
              l.index(countsType.getShape().back()), l.pointer(weights),
              l.dim(weights, 2), l.pointer(result)});
-  op.getResult().replaceAllUsesWith(
-      l.result(result, op.getResult().getType()));
-  op.erase();
+  l.replace(op, {result});
   return success();
 }
 
@@ -467,9 +441,7 @@ LogicalResult ConvertToRuntimePass::lower(CombineOp op) {
             {l.pointer(outputs), l.dim(outputs, 0), l.dim(outputs, 1),
              l.pointer(positions), l.pointer(l.input(op.getWeights())),
              tokens, l.dim(positions, 1), l.pointer(combined)});
-  op.getCombined().replaceAllUsesWith(
-      l.result(combined, op.getCombined().getType()));
-  op.erase();
+  l.replace(op, {combined});
   return success();
 }
 
@@ -490,8 +462,7 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossOp op) {
   l.runtime("aux_loss", {l.pointer(probs), l.pointer(ids), l.dim(probs, 0),
                          l.dim(probs, 1), l.dim(ids, 1), weights,
                          l.pointer(loss)});
-  op.getLoss().replaceAllUsesWith(l.result(loss, op.getLoss().getType()));
-  op.erase();
+  l.replace(op, {loss});
   return success();
 }
 
