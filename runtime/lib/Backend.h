@@ -127,6 +127,13 @@ public:
                           const int32_t *sendCounts, intptr_t split,
                           void *received, intptr_t recvCapacity,
                           int32_t *recvCounts, Traffic &traffic) = 0;
+  /// tamoe_rt_matmul and tamoe_rt_map (the core has checked sizes and
+  /// pointers; `op` is a valid tamoe_rt_map_t).
+  virtual Status matmul(const float *a, const float *b, intptr_t m,
+                        intptr_t k, intptr_t n, const float *cInit,
+                        float *c) = 0;
+  virtual Status map(tamoe_rt_map_t op, const float *a, const float *b,
+                     intptr_t n, float *out) = 0;
   /// tamoe_rt_grouped_matmul. Not pure, so that a backend that lacks it
   /// still builds; it then fails with TAMOE_RT_ERROR_BACKEND_UNAVAILABLE.
   virtual Status groupedMatmul(const float * /*rows*/,

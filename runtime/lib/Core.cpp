@@ -18,12 +18,18 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iomanip>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <numeric>
+#include <sstream>
 #include <unordered_map>
 #include <vector>
 
@@ -36,6 +42,9 @@ struct tamoe_rt_context_t {
   Traffic traffic;
   /// What tamoe_rt_alloc handed out and tamoe_rt_free has not taken back.
   std::unordered_map<void *, intptr_t> allocations;
+  /// TAMOE_RT_PROFILE: seconds of each call of each operation, in order.
+  bool profile = false;
+  std::map<std::string, std::vector<double>> samples;
   /// The composite schedules' temporary buffers (pointer, bytes), kept
   /// between calls so that a layer's exchanges do not allocate and fault in
   /// fresh memory every time.
@@ -65,6 +74,52 @@ tamoe_rt_status_t finish(tamoe_rt_context_t *context, const char *function,
   else
     threadError = std::move(message);
   return status.code;
+}
+
+/// Times an operation's call when the context profiles: from the entry to
+/// the end of the backend's work for it (the backend is synchronized, so
+/// asynchronous work is not attributed to a later call).
+class Timed {
+public:
+  Timed(tamoe_rt_context_t *context, const char *name)
+      : context(context && context->profile ? context : nullptr), name(name),
+        start(std::chrono::steady_clock::now()) {}
+  ~Timed() {
+    if (!context)
+      return;
+    (void)context->backend->synchronize();
+    context->samples[name].push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count());
+  }
+
+private:
+  tamoe_rt_context_t *context;
+  const char *name;
+  std::chrono::steady_clock::time_point start;
+};
+
+/// The profile table of TAMOE_RT_PROFILE, as markdown.
+std::string profileTable(const tamoe_rt_context_t &context) {
+  std::ostringstream table;
+  table << "tamoe_rt profile, rank " << context.launcher->rank() << " of "
+        << context.launcher->numRanks() << ", "
+        << (context.backend->kind() == TAMOE_RT_BACKEND_CUDA ? "cuda" : "cpu")
+        << " backend (each call until its work finished):\n"
+        << "| operation | calls | median us | total ms |\n"
+        << "|---|---:|---:|---:|\n";
+  for (const auto &[name, samples] : context.samples) {
+    std::vector<double> sorted = samples;
+    std::sort(sorted.begin(), sorted.end());
+    size_t n = sorted.size();
+    double median = n % 2 ? sorted[n / 2]
+                          : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    double total = std::accumulate(sorted.begin(), sorted.end(), 0.0);
+    table << "| " << name << " | " << n << " | " << std::fixed
+          << std::setprecision(1) << median * 1e6 << " | "
+          << std::setprecision(3) << total * 1e3 << " |\n";
+  }
+  return table.str();
 }
 
 /// Argument checks; the first failure wins.
@@ -627,6 +682,8 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
   }
 
   auto *created = new tamoe_rt_context_t();
+  const char *profile = std::getenv("TAMOE_RT_PROFILE");
+  created->profile = profile && *profile && std::strcmp(profile, "0") != 0;
   Status status =
       MpiLauncher::create(local, chosen.ranks_per_node, chosen.timeout_seconds,
                           backend, created->launcher);
@@ -655,6 +712,10 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
 tamoe_rt_status_t tamoe_rt_finalize(tamoe_rt_context_t *context) {
   if (!context)
     return TAMOE_RT_SUCCESS;
+  if (context->profile && context->launcher->rank() == 0) {
+    std::fputs(profileTable(*context).c_str(), stderr);
+    std::fflush(stderr);
+  }
   std::lock_guard<std::mutex> lock(globalMutex);
   destroy(context);
   if (--liveContexts == 0 && mpiInitialisedHere) {
@@ -796,6 +857,7 @@ tamoe_rt_gate(tamoe_rt_context_t *context, const float *logits, intptr_t tokens,
               int32_t renormalize, intptr_t num_groups, intptr_t groups_kept,
               int32_t *expert_ids, float *weights, float *probs) {
   const char *fn = "tamoe_rt_gate";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Check check;
@@ -853,6 +915,7 @@ tamoe_rt_status_t tamoe_rt_dispatch(
     void *dispatched, intptr_t dispatched_capacity, int32_t *expert_counts,
     int32_t *positions, int64_t *num_dropped) {
   const char *fn = "tamoe_rt_dispatch";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   bool byWeight = raw(drop) == TAMOE_RT_DROP_PROBABILITY && capacity >= 0;
@@ -902,6 +965,7 @@ tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
                                    const float *weights, intptr_t tokens,
                                    intptr_t k, float *combined) {
   const char *fn = "tamoe_rt_combine";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Status status = Check()
@@ -929,6 +993,7 @@ tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
                                     intptr_t experts, intptr_t k,
                                     const float *expert_weights, float *loss) {
   const char *fn = "tamoe_rt_aux_loss";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Status status = Check()
@@ -953,6 +1018,7 @@ tamoe_rt_grouped_matmul(tamoe_rt_context_t *context, const float *rows,
                         intptr_t experts, const float *weights,
                         intptr_t out_features, float *result) {
   const char *fn = "tamoe_rt_grouped_matmul";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Status status =
@@ -984,12 +1050,73 @@ tamoe_rt_grouped_matmul(tamoe_rt_context_t *context, const float *rows,
   return finish(context, fn, status);
 }
 
+tamoe_rt_status_t tamoe_rt_matmul(tamoe_rt_context_t *context, const float *a,
+                                  const float *b, intptr_t m, intptr_t k,
+                                  intptr_t n, const float *c_init, float *c) {
+  const char *fn = "tamoe_rt_matmul";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  // Bytes of an f32 matrix, -1 when the size overflows.
+  auto bytes = [](intptr_t rows, intptr_t columns) {
+    intptr_t elements, result;
+    if (rows < 0 || columns < 0 ||
+        __builtin_mul_overflow(rows, columns, &elements) ||
+        __builtin_mul_overflow(elements, intptr_t(4), &result))
+      return intptr_t(-1);
+    return result;
+  };
+  intptr_t aBytes = bytes(m, k), bBytes = bytes(k, n), cBytes = bytes(m, n);
+  bool any = m > 0 && n > 0;
+  Status status =
+      Check()
+          .atLeast(m, 0, "m")
+          .atLeast(k, 0, "k")
+          .atLeast(n, 0, "n")
+          .that(aBytes >= 0 && bBytes >= 0 && cBytes >= 0,
+                [&] { return str("m = ", m, ", k = ", k, ", n = ", n,
+                                 ": the matrices' bytes overflow"); })
+          .notNull(a, "a", any && k > 0)
+          .notNull(b, "b", any && k > 0)
+          .notNull(c, "c", any)
+          .disjoint(a, aBytes, "a", c, cBytes, "c")
+          .disjoint(b, bBytes, "b", c, cBytes, "c")
+          .status;
+  if (status.ok() && any)
+    status = context->backend->matmul(a, b, m, k, n, c_init, c);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
+                               const float *a, const float *b, intptr_t n,
+                               float *out) {
+  const char *fn = "tamoe_rt_map";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  int kind = raw(op);
+  bool valid = kind >= TAMOE_RT_MAP_ADD && kind <= TAMOE_RT_MAP_RELU;
+  Status status =
+      Check()
+          .that(valid, [&] { return str("op ", kind, " is not a tamoe_rt_map_t"); })
+          .atLeast(n, 0, "n")
+          .fits(n, 4, "n * 4")
+          .notNull(a, "a", n > 0)
+          .notNull(b, "b", n > 0 && kind != TAMOE_RT_MAP_RELU)
+          .notNull(out, "out", n > 0)
+          .status;
+  if (status.ok() && n > 0)
+    status = context->backend->map(op, a, b, n, out);
+  return finish(context, fn, status);
+}
+
 tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
                                    const void *rows, intptr_t rows_capacity,
                                    intptr_t row_bytes, const int32_t *counts,
                                    intptr_t a, intptr_t b, intptr_t inner,
                                    void *regrouped, int32_t *regrouped_counts) {
   const char *fn = "tamoe_rt_regroup";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Check check;
@@ -1031,6 +1158,7 @@ tamoe_rt_status_t tamoe_rt_dedup_pack(
     intptr_t k, intptr_t experts_per_node, intptr_t nodes, void *unique,
     int32_t *routes, intptr_t unique_capacity, int32_t *node_counts) {
   const char *fn = "tamoe_rt_dedup_pack";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Status status =
@@ -1073,6 +1201,7 @@ tamoe_rt_status_t tamoe_rt_dedup_expand(
     intptr_t experts_per_rank, void *expanded, intptr_t expanded_capacity,
     int32_t *expanded_counts) {
   const char *fn = "tamoe_rt_dedup_expand";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Check check;
@@ -1115,6 +1244,7 @@ tamoe_rt_all_to_all(tamoe_rt_context_t *context, tamoe_rt_group_t group,
                     intptr_t peers, intptr_t split, void *received,
                     intptr_t recv_capacity, int32_t *recv_counts) {
   const char *fn = "tamoe_rt_all_to_all";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   // Without a valid group there is nobody to agree with.
@@ -1154,6 +1284,7 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
                                              int32_t *recv_counts,
                                              intptr_t *total) {
   const char *fn = "tamoe_rt_all_to_all_counts";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   if (!validGroup(raw(group)))
@@ -1212,6 +1343,7 @@ tamoe_rt_status_t tamoe_rt_all_to_all_hierarchical(
     intptr_t row_bytes, const int32_t *send_counts, intptr_t split,
     void *received, intptr_t recv_capacity, int32_t *recv_counts) {
   const char *fn = "tamoe_rt_all_to_all_hierarchical";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Status local = allToAllArguments(send, send_capacity, row_bytes, send_counts,
@@ -1231,6 +1363,7 @@ tamoe_rt_dispatch_dedup(tamoe_rt_context_t *context, const void *tokens,
                         intptr_t k, intptr_t experts, void *received,
                         intptr_t recv_capacity, int32_t *recv_counts) {
   const char *fn = "tamoe_rt_dispatch_dedup";
+  Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   intptr_t ranks = context->launcher->numRanks();

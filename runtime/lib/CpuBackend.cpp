@@ -311,6 +311,50 @@ Status CpuBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
   return Status::success();
 }
 
+Status CpuBackend::matmul(const float *a, const float *b, intptr_t m,
+                          intptr_t k, intptr_t n, const float *cInit,
+                          float *c) {
+  // Row by row into a scratch row, so that c may alias c_init; i-k-j order
+  // streams b and the row.
+  std::vector<float> row(n);
+  for (intptr_t i = 0; i < m; ++i) {
+    if (cInit)
+      std::copy(cInit + i * n, cInit + (i + 1) * n, row.begin());
+    else
+      std::fill(row.begin(), row.end(), 0.0f);
+    for (intptr_t h = 0; h < k; ++h) {
+      float x = a[i * k + h];
+      const float *w = b + h * n;
+      for (intptr_t j = 0; j < n; ++j)
+        row[j] += x * w[j];
+    }
+    std::copy(row.begin(), row.end(), c + i * n);
+  }
+  return Status::success();
+}
+
+Status CpuBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
+                       intptr_t n, float *out) {
+  for (intptr_t i = 0; i < n; ++i) {
+    switch (op) {
+    case TAMOE_RT_MAP_ADD:
+      out[i] = a[i] + b[i];
+      break;
+    case TAMOE_RT_MAP_SUB:
+      out[i] = a[i] - b[i];
+      break;
+    case TAMOE_RT_MAP_MUL:
+      out[i] = a[i] * b[i];
+      break;
+    case TAMOE_RT_MAP_RELU:
+      // arith.maximumf: NaN propagates.
+      out[i] = std::isnan(a[i]) || a[i] > 0.0f ? a[i] : 0.0f;
+      break;
+    }
+  }
+  return Status::success();
+}
+
 Status CpuBackend::auxLoss(const float *probs, const int32_t *expertIds,
                            intptr_t tokens, intptr_t experts, intptr_t k,
                            const float *expertWeights, float *loss) {

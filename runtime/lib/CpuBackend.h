@@ -48,6 +48,10 @@ public:
                        intptr_t numCounts, intptr_t experts,
                        const float *weights, intptr_t outFeatures,
                        float *result) override;
+  Status matmul(const float *a, const float *b, intptr_t m, intptr_t k,
+                intptr_t n, const float *cInit, float *c) override;
+  Status map(tamoe_rt_map_t op, const float *a, const float *b, intptr_t n,
+             float *out) override;
   Status auxLoss(const float *probs, const int32_t *expertIds, intptr_t tokens,
                  intptr_t experts, intptr_t k, const float *expertWeights,
                  float *loss) override;

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -20,25 +21,33 @@
 namespace {
 tamoe_rt_context_t *programContext = nullptr;
 std::once_flag created;
+/// Backend copies of constant host data, by (address, bytes): a constant is
+/// uploaded on first use and kept until exit.
+std::map<std::pair<const void *, intptr_t>, void *> constants;
+std::mutex constantsMutex;
+
 
 void finalizeAtExit() {
+  for (auto &[key, copy] : constants)
+    tamoe_rt_free(programContext, copy);
+  constants.clear();
   tamoe_rt_finalize(programContext);
   programContext = nullptr;
 }
 
 [[noreturn]] void fail(const std::string &message) {
   int rank = -1;
-  int initialized = 0;
+  int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
-  if (initialized)
+  // A failed tamoe_rt_init may have finalized the MPI it started.
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (rank >= 0)
     std::fprintf(stderr, "tamoe_rt: rank %d: %s\n", rank, message.c_str());
   else
     std::fprintf(stderr, "tamoe_rt: %s\n", message.c_str());
   std::fflush(stderr);
-  int finalized = 0;
-  MPI_Finalized(&finalized);
   // Peers blocked in a collective with this rank would wait for their
   // timeout otherwise.
   if (initialized && !finalized)
@@ -46,23 +55,28 @@ void finalizeAtExit() {
   std::exit(1);
 }
 
+/// The backend TAMOE_RT_BACKEND asks for (cpu when unset).
+tamoe_rt_backend_t requestedBackend() {
+  const char *backend = std::getenv("TAMOE_RT_BACKEND");
+  if (!backend || std::strcmp(backend, "cpu") == 0)
+    return TAMOE_RT_BACKEND_CPU;
+  if (std::strcmp(backend, "cuda") == 0)
+    return TAMOE_RT_BACKEND_CUDA;
+  fail(std::string("TAMOE_RT_BACKEND: expected cpu or cuda, got '") + backend +
+       "'");
+}
+
 void create() {
   tamoe_rt_options_t options = tamoe_rt_default_options();
-  if (const char *backend = std::getenv("TAMOE_RT_BACKEND")) {
-    // The host loops that tamoe-to-llvm leaves (router matmul, activations,
-    // the loss weights) would touch device memory: compiled programs need a
-    // device-resident lowering before they can use the cuda backend.
-    if (std::strcmp(backend, "cuda") == 0)
-      fail("TAMOE_RT_BACKEND=cuda: programs compiled with tamoe-to-llvm run "
-           "their non-tamoe ops on the host, so they run on the cpu backend "
-           "only");
-    if (std::strcmp(backend, "cpu") != 0)
-      fail(std::string("TAMOE_RT_BACKEND: expected cpu or cuda, got '") +
-           backend + "'");
-  }
+  options.backend = requestedBackend();
   if (tamoe_rt_init(&options, &programContext) != TAMOE_RT_SUCCESS)
     fail(tamoe_rt_last_error(nullptr));
   std::atexit(finalizeAtExit);
+}
+
+tamoe_rt_context_t *context() {
+  std::call_once(created, create);
+  return programContext;
 }
 
 /// The ranked descriptor behind an unranked memref, checked to be
@@ -93,11 +107,11 @@ void output(const tamoe_rt_unranked_memref_t *memref, int64_t index,
     return;
   auto [data, elements] = contiguous<T>(memref, function);
   std::vector<T> host(elements);
-  tamoe_rt_context_t *context = tamoe_rt_program_context();
+  tamoe_rt_context_t *ctx = context();
   tamoe_rt_program_check(tamoe_rt_copy_to_host(
-      context, host.data(), data, elements * intptr_t(sizeof(T))));
+      ctx, host.data(), data, elements * intptr_t(sizeof(T))));
   std::string path = std::string(directory) + "/out" + std::to_string(index) +
-                     ".rank" + std::to_string(tamoe_rt_rank(context)) +
+                     ".rank" + std::to_string(tamoe_rt_rank(ctx)) +
                      ".bin";
   FILE *file = std::fopen(path.c_str(), "wb");
   if (!file || std::fwrite(host.data(), sizeof(T), host.size(), file) !=
@@ -110,9 +124,28 @@ void output(const tamoe_rt_unranked_memref_t *memref, int64_t index,
 
 extern "C" {
 
-tamoe_rt_context_t *tamoe_rt_program_context(void) {
-  std::call_once(created, create);
-  return programContext;
+tamoe_rt_context_t *tamoe_rt_program_context(int32_t host_loops) {
+  // Host loops would read and write device memory. Checked on the request,
+  // before a context exists, so that the message does not depend on
+  // whether there is a GPU.
+  if (host_loops && requestedBackend() != TAMOE_RT_BACKEND_CPU)
+    fail("TAMOE_RT_BACKEND=cuda: this program was lowered with host loops "
+         "for its non-tamoe ops; lower it with "
+         "--tamoe-to-llvm=device-resident to run it on the cuda backend");
+  return context();
+}
+
+const void *tamoe_rt_program_constant(const void *host, intptr_t bytes) {
+  tamoe_rt_context_t *ctx = context();
+  if (tamoe_rt_backend(ctx) == TAMOE_RT_BACKEND_CPU)
+    return host;
+  std::lock_guard<std::mutex> lock(constantsMutex);
+  void *&copy = constants[{host, bytes}];
+  if (!copy) {
+    tamoe_rt_program_check(tamoe_rt_alloc(ctx, bytes, &copy));
+    tamoe_rt_program_check(tamoe_rt_copy_to_backend(ctx, copy, host, bytes));
+  }
+  return copy;
 }
 
 void tamoe_rt_program_check(tamoe_rt_status_t status) {
@@ -122,7 +155,7 @@ void tamoe_rt_program_check(tamoe_rt_status_t status) {
 }
 
 intptr_t tamoe_rt_program_rank(void) {
-  return tamoe_rt_rank(tamoe_rt_program_context());
+  return tamoe_rt_rank(context());
 }
 
 void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed) {
@@ -139,7 +172,7 @@ void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed) {
 void *_mlir_memref_to_llvm_alloc(size_t size) {
   void *pointer = nullptr;
   tamoe_rt_program_check(
-      tamoe_rt_alloc(tamoe_rt_program_context(), intptr_t(size), &pointer));
+      tamoe_rt_alloc(context(), intptr_t(size), &pointer));
   return pointer;
 }
 
@@ -153,7 +186,7 @@ void *_mlir_memref_to_llvm_aligned_alloc(size_t alignment, size_t size) {
 
 void _mlir_memref_to_llvm_free(void *pointer) {
   if (pointer)
-    tamoe_rt_program_check(tamoe_rt_free(tamoe_rt_program_context(), pointer));
+    tamoe_rt_program_check(tamoe_rt_free(context(), pointer));
 }
 
 void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
@@ -162,7 +195,7 @@ void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
   std::vector<float> host(elements);
   tamoe_rt_program_random_f32(host.data(), elements, uint64_t(seed));
   tamoe_rt_program_check(
-      tamoe_rt_copy_to_backend(tamoe_rt_program_context(), data, host.data(),
+      tamoe_rt_copy_to_backend(context(), data, host.data(),
                                elements * intptr_t(sizeof(float))));
 }
 

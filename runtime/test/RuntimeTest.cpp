@@ -311,6 +311,16 @@ TEST(NullContext, EveryEntryPoint) {
          return tamoe_rt_grouped_matmul(nullptr, nullptr, 0, 1, nullptr, 0, 1,
                                         nullptr, 1, nullptr);
        }},
+      {"tamoe_rt_matmul",
+       [] {
+         return tamoe_rt_matmul(nullptr, nullptr, nullptr, 0, 0, 0, nullptr,
+                                nullptr);
+       }},
+      {"tamoe_rt_map",
+       [] {
+         return tamoe_rt_map(nullptr, TAMOE_RT_MAP_ADD, nullptr, nullptr, 0,
+                             nullptr);
+       }},
       {"tamoe_rt_all_to_all_hierarchical",
        [] {
          return tamoe_rt_all_to_all_hierarchical(
@@ -1196,6 +1206,121 @@ TEST_F(Runtime, GroupedMatmulAgainstReference) {
   counts[2] = -2;
   expect(matmul(capacity, 6, experts, weights.data()),
          "counts[2] = -2 is negative");
+}
+
+TEST_F(Runtime, MatmulAgainstReference) {
+  Random random(82);
+  int64_t m = 7, k = 9, n = 5;
+  std::vector<float> a = random.floats(m * k), b = random.floats(k * n);
+  std::vector<float> init = random.floats(m * n);
+  // C = A B is the grouped matmul of one chunk of m rows with one expert.
+  std::vector<int32_t> oneChunk = {int32_t(m)};
+  std::vector<float> product =
+      reference::groupedMatmul(a, k, oneChunk, 1, b, n);
+  std::vector<float> c(m * n, -7.0f);
+  ASSERT_EQ(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, nullptr,
+                            c.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  expectFloats(c, product, "c");
+  // With an init, accumulated into it, in place too.
+  std::vector<float> accumulated(m * n);
+  for (int64_t i = 0; i < m * n; ++i)
+    accumulated[i] = init[i] + product[i];
+  ASSERT_EQ(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, init.data(),
+                            init.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  expectFloats(init, accumulated, "c (in place)");
+  // k = 0: c is the init, or zero.
+  ASSERT_EQ(tamoe_rt_matmul(ctx, nullptr, nullptr, m, 0, n, nullptr, c.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  expectFloats(c, std::vector<float>(m * n, 0.0f), "c (k = 0)");
+
+  auto expect = [&](tamoe_rt_status_t status, const std::string &message) {
+    EXPECT_EQ(status, TAMOE_RT_ERROR_INVALID_ARGUMENT) << message;
+    EXPECT_EQ(error(), "tamoe_rt_matmul: " + message);
+  };
+  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), -1, k, n, nullptr, c.data()),
+         "m must be >= 0, got -1");
+  expect(tamoe_rt_matmul(ctx, a.data(), nullptr, m, k, n, nullptr, c.data()),
+         "b is null");
+  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, nullptr, a.data()),
+         "a and c overlap");
+  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), INTPTR_MAX / 2, 4, n,
+                         nullptr, c.data()),
+         "m = " + std::to_string(INTPTR_MAX / 2) +
+             ", k = 4, n = 5: the matrices' bytes overflow");
+}
+
+TEST(Profile, TableAtFinalize) {
+  clearEnvironment();
+  setenv("TAMOE_RT_PROFILE", "1", 1);
+  tamoe_rt_context_t *context = nullptr;
+  ASSERT_EQ(tamoe_rt_init(nullptr, &context), TAMOE_RT_SUCCESS);
+  unsetenv("TAMOE_RT_PROFILE");
+  std::vector<float> a(6, 1.0f), b(6, 2.0f), c(4);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(tamoe_rt_matmul(context, a.data(), b.data(), 2, 3, 2, nullptr,
+                              c.data()),
+              TAMOE_RT_SUCCESS);
+  ASSERT_EQ(tamoe_rt_map(context, TAMOE_RT_MAP_RELU, a.data(), nullptr, 6,
+                         a.data()),
+            TAMOE_RT_SUCCESS);
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(tamoe_rt_finalize(context), TAMOE_RT_SUCCESS);
+  std::string table = testing::internal::GetCapturedStderr();
+  EXPECT_NE(table.find("tamoe_rt profile, rank 0 of 1, cpu backend"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("| tamoe_rt_matmul | 3 | "), std::string::npos)
+      << table;
+  EXPECT_NE(table.find("| tamoe_rt_map | 1 | "), std::string::npos) << table;
+  EXPECT_EQ(table.find("tamoe_rt_gate"), std::string::npos) << table;
+}
+
+TEST_F(Runtime, MapAgainstReference) {
+  std::vector<float> a = {1.5f, -2.0f, 0.0f, -0.0f, 3.0f, NAN};
+  std::vector<float> b = {0.5f, 4.0f, -1.0f, 2.0f, -3.0f, 1.0f};
+  int64_t n = int64_t(a.size());
+  std::vector<float> out(n);
+  auto run = [&](tamoe_rt_map_t op) {
+    EXPECT_EQ(tamoe_rt_map(ctx, op, a.data(),
+                           op == TAMOE_RT_MAP_RELU ? nullptr : b.data(), n,
+                           out.data()),
+              TAMOE_RT_SUCCESS)
+        << error();
+    return out;
+  };
+  std::vector<float> add = run(TAMOE_RT_MAP_ADD), sub = run(TAMOE_RT_MAP_SUB),
+                     mul = run(TAMOE_RT_MAP_MUL), relu = run(TAMOE_RT_MAP_RELU);
+  for (int64_t i = 0; i + 1 < n; ++i) {
+    EXPECT_EQ(add[i], a[i] + b[i]) << i;
+    EXPECT_EQ(sub[i], a[i] - b[i]) << i;
+    EXPECT_EQ(mul[i], a[i] * b[i]) << i;
+    EXPECT_EQ(relu[i], a[i] > 0 ? a[i] : 0.0f) << i;
+  }
+  EXPECT_FALSE(std::signbit(relu[3])) << "relu(-0) is +0";
+  EXPECT_TRUE(std::isnan(relu[n - 1])) << "relu(NaN) is NaN";
+  // In place.
+  ASSERT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_ADD, a.data(), b.data(), n,
+                         a.data()),
+            TAMOE_RT_SUCCESS);
+  EXPECT_EQ(a[0], 2.0f);
+
+  EXPECT_EQ(tamoe_rt_map(ctx, tamoe_rt_map_t(9), a.data(), b.data(), n,
+                         out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_map: op 9 is not a tamoe_rt_map_t");
+  EXPECT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_MUL, a.data(), nullptr, n,
+                         out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_map: b is null");
+  EXPECT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_RELU, a.data(), nullptr, -3,
+                         out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_map: n must be >= 0, got -3");
 }
 
 TEST_F(Runtime, AllToAllOnOneRank) {

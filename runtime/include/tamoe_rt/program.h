@@ -22,10 +22,17 @@ extern "C" {
 #endif
 
 /* The process's context, created on first use with the default options,
- * finalised at exit. TAMOE_RT_BACKEND may say cpu; cuda is refused until the
- * lowering leaves no host loop in a layer (docs/lowering.md). When the
+ * finalised at exit; TAMOE_RT_BACKEND=cpu|cuda picks the backend. Code
+ * lowered with host loops for its non-tamoe ops (tamoe-to-llvm without
+ * device-resident) passes host_loops = 1: it reads and writes its buffers on
+ * the host, so any backend but cpu ends the program with a message. When the
  * context cannot be created the program ends with the runtime's message. */
-tamoe_rt_context_t *tamoe_rt_program_context(void);
+tamoe_rt_context_t *tamoe_rt_program_context(int32_t host_loops);
+
+/* A copy in the backend's memory of `bytes` of constant host data (a global
+ * of the program), made on first use and kept until exit; on the cpu
+ * backend, `host` itself. */
+const void *tamoe_rt_program_constant(const void *host, intptr_t bytes);
 
 /* Ends the program when `status` is a failure: prints
  * "tamoe_rt: rank R: <message>" to stderr and aborts every rank (a

@@ -204,6 +204,28 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul(
     intptr_t experts, const float *weights, intptr_t out_features,
     float *result);
 
+/* The dense compute around a layer, so that a device-resident program
+ * (tamoe-to-llvm{device-resident}) leaves no loop on the host: f32,
+ * row-major, contiguous. */
+
+/* c [m, n] = a [m, k] x b [k, n], plus c_init [m, n] when it is not null
+ * (linalg.matmul accumulates into its init). c may be c_init. */
+tamoe_rt_status_t tamoe_rt_matmul(tamoe_rt_context_t *context, const float *a,
+                                  const float *b, intptr_t m, intptr_t k,
+                                  intptr_t n, const float *c_init, float *c);
+
+typedef enum tamoe_rt_map_t {
+  TAMOE_RT_MAP_ADD = 0,  /* a + b */
+  TAMOE_RT_MAP_SUB = 1,  /* a - b */
+  TAMOE_RT_MAP_MUL = 2,  /* a * b */
+  TAMOE_RT_MAP_RELU = 3, /* max(a, 0) (NaN stays NaN); b unused */
+} tamoe_rt_map_t;
+
+/* out[i] = op(a[i], b[i]) for i < n. out may be a or b. */
+tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
+                               const float *a, const float *b, intptr_t n,
+                               float *out);
+
 /*===------------------------------------------------------------------===*
  * Per-node de-duplication of top-k tokens
  *===------------------------------------------------------------------===*/

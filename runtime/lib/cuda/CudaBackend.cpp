@@ -355,6 +355,8 @@ CudaBackend::~CudaBackend() {
       ncclCommAbort(c.comm);
     c.comm = nullptr;
   }
+  if (blas_)
+    cublasDestroy(blas_);
   if (deviceStatus_)
     cudaFree(deviceStatus_);
   if (hostStatus_)

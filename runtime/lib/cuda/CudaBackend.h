@@ -23,6 +23,7 @@
 
 #include "../Backend.h"
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -105,6 +106,10 @@ public:
                      intptr_t ranksPerNode, intptr_t expertsPerRank,
                      void *expanded, intptr_t expandedCapacity,
                      int32_t *expandedCounts) override;
+  Status matmul(const float *a, const float *b, intptr_t m, intptr_t k,
+                intptr_t n, const float *cInit, float *c) override;
+  Status map(tamoe_rt_map_t op, const float *a, const float *b, intptr_t n,
+             float *out) override;
   Status groupedMatmul(const float *rows, intptr_t rowsCapacity,
                        intptr_t hidden, const int32_t *counts,
                        intptr_t numCounts, intptr_t experts,
@@ -164,6 +169,8 @@ private:
   DeviceStatus *deviceStatus_ = nullptr;
   DeviceStatus *hostStatus_ = nullptr; // pinned
   Communicator comms_[3];
+  /// cuBLAS on stream_, created by the first matmul.
+  cublasHandle_t blas_ = nullptr;
 };
 
 } // namespace cuda

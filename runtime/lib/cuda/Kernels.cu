@@ -151,6 +151,13 @@ public:
             "cudaMemsetAsync");
   }
 
+  void copy(void *destination, const void *source, int64_t bytes) {
+    if (ok() && bytes > 0)
+      check(cudaMemcpyAsync(destination, source, static_cast<size_t>(bytes),
+                            cudaMemcpyDeviceToDevice, stream_),
+            "cudaMemcpyAsync");
+  }
+
   template <typename F> void forEach(int64_t n, const F &f) {
     if (!ok() || n <= 0)
       return;
@@ -1061,6 +1068,112 @@ Status CudaBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
     if (e.kind == kInputRowsExceedCapacity)
       return "counts sum to " + num(e.a) + " rows but rows_capacity is " +
              num(e.b);
+    return std::string();
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// matmul and map
+//===----------------------------------------------------------------------===//
+
+Status CudaBackend::matmul(const float *a, const float *b, intptr_t m,
+                           intptr_t k, intptr_t n, const float *cInit,
+                           float *c) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  // The core checked that the sizes fit; cuBLAS takes int dimensions.
+  if (m > INT_MAX || k > INT_MAX || n > INT_MAX)
+    return invalid("m, k and n must fit in int for cuBLAS");
+  int64_t cBytes = int64_t(m) * n * 4;
+  for (Status s : {checkPointer(a, int64_t(m) * k * 4, "a"),
+                   checkPointer(b, int64_t(k) * n * 4, "b"),
+                   checkPointer(cInit, cInit ? cBytes : 0, "c_init"),
+                   checkPointer(c, cBytes, "c")})
+    if (!s.ok())
+      return s;
+  if (!blas_) {
+    if (cublasStatus_t error = cublasCreate(&blas_);
+        error != CUBLAS_STATUS_SUCCESS) {
+      blas_ = nullptr;
+      return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                           std::string("cuBLAS: ") +
+                               cublasGetStatusString(error));
+    }
+    cublasSetStream(blas_, stream_);
+  }
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  if (cInit && cInit != c)
+    x.copy(c, cInit, cBytes);
+  if (k == 0) {
+    if (!cInit)
+      x.zero(c, cBytes);
+  } else if (x.ok()) {
+    // Row-major C = A B is column-major C^T = B^T A^T.
+    const float alpha = 1.0f, beta = cInit ? 1.0f : 0.0f;
+    cublasStatus_t error =
+        cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(m), int(k),
+                    &alpha, b, int(n), a, int(k), &beta, c, int(n));
+    if (error != CUBLAS_STATUS_SUCCESS)
+      x.fail(Status::error(TAMOE_RT_ERROR_INTERNAL,
+                           std::string("cublasSgemm: ") +
+                               cublasGetStatusString(error)));
+  }
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, [](const DeviceStatus &) {
+    return std::string();
+  });
+}
+
+namespace {
+struct MapElement {
+  tamoe_rt_map_t op;
+  const float *a, *b;
+  float *out;
+  __device__ void operator()(int64_t i) const {
+    float x = a[i];
+    switch (op) {
+    case TAMOE_RT_MAP_ADD:
+      out[i] = x + b[i];
+      break;
+    case TAMOE_RT_MAP_SUB:
+      out[i] = x - b[i];
+      break;
+    case TAMOE_RT_MAP_MUL:
+      out[i] = x * b[i];
+      break;
+    case TAMOE_RT_MAP_RELU:
+      out[i] = isnan(x) || x > 0.0f ? x : 0.0f;
+      break;
+    }
+  }
+};
+} // namespace
+
+Status CudaBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
+                        intptr_t n, float *out) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  int64_t bytes = int64_t(n) * 4;
+  for (Status s : {checkPointer(a, bytes, "a"),
+                   checkPointer(op == TAMOE_RT_MAP_RELU ? nullptr : b,
+                                op == TAMOE_RT_MAP_RELU ? 0 : bytes, "b"),
+                   checkPointer(out, bytes, "out")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  x.forEach(n, MapElement{op, a, b, out});
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, [](const DeviceStatus &) {
     return std::string();
   });
 }

@@ -15,8 +15,12 @@
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/Iterators.h"
 
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -32,13 +36,68 @@ namespace {
 /// The groups of tamoe_rt_group_t.
 enum class Group : int32_t { World = 0, Node = 1, Peers = 2 };
 
+/// The op kinds of tamoe_rt_map_t.
+enum class MapKind : int32_t { Add = 0, Sub = 1, Mul = 2, Relu = 3 };
+
+/// A contiguous piece of a dense constant: the constant and the index of the
+/// piece's first element in it (null for 0).
+struct ConstantPiece {
+  arith::ConstantOp constant;
+  Value offset;
+};
+
+/// `tensor` as a piece of a dense constant: the constant itself, or a
+/// unit-stride tensor.extract_slice of it that is contiguous in row-major
+/// order (unit sizes, then one dimension of any size, then whole ones).
+static std::optional<ConstantPiece> constantPiece(OpBuilder &b, Location loc,
+                                                  Value tensor) {
+  if (auto constant = tensor.getDefiningOp<arith::ConstantOp>();
+      constant && isa<DenseElementsAttr>(constant.getValue()))
+    return ConstantPiece{constant, Value()};
+  auto slice = tensor.getDefiningOp<tensor::ExtractSliceOp>();
+  if (!slice || !slice.hasUnitStride())
+    return std::nullopt;
+  auto constant = slice.getSource().getDefiningOp<arith::ConstantOp>();
+  if (!constant || !isa<DenseElementsAttr>(constant.getValue()))
+    return std::nullopt;
+  ArrayRef<int64_t> shape = slice.getSourceType().getShape();
+  ArrayRef<int64_t> sizes = slice.getStaticSizes();
+  ArrayRef<int64_t> offsets = slice.getStaticOffsets();
+  size_t first = 0;
+  while (first < sizes.size() && sizes[first] == 1)
+    ++first;
+  for (size_t dim = first + 1; dim < sizes.size(); ++dim)
+    if (sizes[dim] != shape[dim] || offsets[dim] != 0)
+      return std::nullopt;
+  if (first < sizes.size() && ShapedType::isDynamic(sizes[first]))
+    return std::nullopt;
+  // The sum of offset[d] * stride[d] over the dimensions up to `first`.
+  int64_t last = std::min<int64_t>(first, int64_t(sizes.size()) - 1);
+  int64_t stride = 1;
+  for (int64_t dim = last + 1; dim < int64_t(shape.size()); ++dim)
+    stride *= shape[dim];
+  Value offset;
+  for (int64_t dim = last; dim >= 0; stride *= shape[dim--]) {
+    Value term = getValueOrCreateConstantIndexOp(
+        b, loc, slice.getMixedOffsets()[dim]);
+    term = arith::MulIOp::create(
+        b, loc, term, arith::ConstantIndexOp::create(b, loc, stride));
+    offset = offset ? arith::AddIOp::create(b, loc, offset, term).getResult()
+                    : term;
+  }
+  return ConstantPiece{constant, offset};
+}
+
 /// Emits the calls for one op, before it.
 class Lowering {
 public:
-  Lowering(Operation *op, ModuleOp module)
+  /// `hostLoops`: the program's other compute stays host loops (see
+  /// tamoe_rt_program_context).
+  Lowering(Operation *op, ModuleOp module, bool hostLoops)
       : b(op), loc(op->getLoc()), module(module) {
     ptrType = LLVM::LLVMPointerType::get(b.getContext());
-    context = call("tamoe_rt_program_context", {}, ptrType);
+    context = call("tamoe_rt_program_context", {i32(hostLoops ? 1 : 0)},
+                   ptrType);
   }
 
   OpBuilder b;
@@ -72,13 +131,45 @@ public:
   }
 
   /// A fresh buffer for a result of `type`; `rows` gives a dynamic first
-  /// dimension (the only one a result may have).
+  /// dimension (the only one a tamoe op's result may have).
   Value output(RankedTensorType type, Value rows = {}) {
     auto memref = MemRefType::get(type.getShape(), type.getElementType());
     SmallVector<Value> sizes;
     if (type.getRank() > 0 && type.isDynamicDim(0))
       sizes.push_back(rows);
     return memref::AllocOp::create(b, loc, memref, sizes);
+  }
+
+  /// A fresh buffer for a result of `type` whose dimension i is that of
+  /// `shapes[i]` dimension `dims[i]`.
+  Value output(RankedTensorType type, ArrayRef<std::pair<Value, int64_t>> of) {
+    auto memref = MemRefType::get(type.getShape(), type.getElementType());
+    SmallVector<Value> sizes;
+    for (auto [i, source] : llvm::enumerate(of))
+      if (type.isDynamicDim(i))
+        sizes.push_back(dim(source.first, source.second));
+    return memref::AllocOp::create(b, loc, memref, sizes);
+  }
+
+  /// The pointer the runtime reads a tensor operand through: a dense
+  /// constant (or a contiguous piece of one) as the backend's copy of it,
+  /// anything else as its buffer.
+  Value data(Value tensor) {
+    std::optional<ConstantPiece> piece = constantPiece(b, loc, tensor);
+    if (!piece)
+      return pointer(input(tensor));
+    auto type = cast<RankedTensorType>(tensor.getType());
+    int64_t elementBytes = type.getElementTypeBitWidth() / 8;
+    Value host = pointer(input(piece->constant));
+    if (piece->offset) {
+      Value offset = arith::IndexCastOp::create(
+          b, loc, b.getI64Type(),
+          arith::MulIOp::create(b, loc, piece->offset, index(elementBytes)));
+      host = LLVM::GEPOp::create(b, loc, ptrType, b.getI8Type(), host,
+                                 ValueRange{offset});
+    }
+    return call("tamoe_rt_program_constant",
+                {host, index(type.getNumElements() * elementBytes)}, ptrType);
   }
 
   /// Replaces `op`'s results, in order, by the tensors its result buffers
@@ -154,9 +245,14 @@ private:
   LogicalResult lower(GroupedMatmulOp op);
   LogicalResult lower(CombineOp op);
   LogicalResult lower(AuxLossOp op);
+  LogicalResult lower(linalg::MatmulOp op);
+  LogicalResult lowerMap(Operation *op, MapKind kind, Value a, Value b);
   LogicalResult lower(shard::ProcessLinearIndexOp op);
   LogicalResult lower(shard::ProcessMultiIndexOp op,
                       SymbolTableCollection &symbols);
+  /// Lowers the tensor compute that device-resident programs run through
+  /// the runtime, then fails on any that is left.
+  LogicalResult lowerDenseCompute();
 };
 } // namespace
 
@@ -210,14 +306,14 @@ LogicalResult ConvertToRuntimePass::lower(GateOp op) {
   if (failed(checkElements(op, {op.getLogits(), op.getWeights()},
                            {op.getExpertIds()})))
     return failure();
-  Lowering l(op, getOperation());
-  Value logits = l.input(op.getLogits());
+  Lowering l(op, getOperation(), !deviceResident);
+  Value logits = op.getLogits();
   Value tokens = l.dim(logits, 0);
   Value ids = l.output(op.getExpertIds().getType(), tokens);
   Value weights = l.output(op.getWeights().getType(), tokens);
   Value probs = l.output(op.getProbs().getType(), tokens);
   l.runtime("gate",
-            {l.pointer(logits), tokens, l.dim(logits, 1),
+            {l.data(logits), tokens, l.dim(logits, 1),
              l.index(op.getK()),
              l.i32(op.getScore() == ScoreFunction::Sigmoid ? 1 : 0),
              l.i32(op.getRenormalize() ? 1 : 0),
@@ -243,9 +339,9 @@ LogicalResult ConvertToRuntimePass::lower(DispatchOp op) {
                                "capacity_factor needs a static token count";
   std::optional<int64_t> capacity =
       op.getCapacityFor(tokensType.getDimSize(0));
-  Lowering l(op, getOperation());
-  Value tokens = l.input(op.getTokens());
-  Value ids = l.input(op.getExpertIds());
+  Lowering l(op, getOperation(), !deviceResident);
+  Value tokens = op.getTokens();
+  Value ids = op.getExpertIds();
   Value numTokens = l.dim(tokens, 0);
   RankedTensorType rowsType = op.getDispatched().getType();
   // Dynamic only with a dynamic token count and no capacity: S * k rows.
@@ -258,14 +354,14 @@ LogicalResult ConvertToRuntimePass::lower(DispatchOp op) {
   Value counts = l.output(op.getExpertCounts().getType());
   Value positions = l.output(op.getPositions().getType(), numTokens);
   Value dropped = l.output(op.getNumDropped().getType());
-  Value weights = op.getWeights() ? l.pointer(l.input(op.getWeights()))
+  Value weights = op.getWeights() ? l.data(op.getWeights())
                                   : l.null();
   bool byProbability =
       op.getDropPolicy().value_or(DropPolicy::Position) ==
       DropPolicy::Probability;
   l.runtime("dispatch",
-            {l.pointer(tokens), numTokens, l.rowBytes(tokensType),
-             l.pointer(ids), l.dim(ids, 1),
+            {l.data(tokens), numTokens, l.rowBytes(tokensType),
+             l.data(ids), l.dim(ids, 1),
              l.index(op.getExpertCounts().getType().getDimSize(0)), weights,
              l.index(capacity.value_or(-1)), l.i32(byProbability ? 1 : 0),
              l.pointer(dispatched), l.dim(dispatched, 0), l.pointer(counts),
@@ -300,9 +396,9 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
   RankedTensorType countsType = op.getSendCounts().getType();
   int64_t peers = countsType.getDimSize(0);
   int64_t split = product(countsType, 1);
-  Lowering l(op, getOperation());
-  Value send = l.input(op.getSend());
-  Value sendCounts = l.input(op.getSendCounts());
+  Lowering l(op, getOperation(), !deviceResident);
+  Value send = op.getSend();
+  Value sendCounts = l.data(op.getSendCounts());
   Value recvCounts = l.output(countsType);
   // Size the receive buffer by what the peers will send; the slot for the
   // total lives in the function's entry block, so that an exchange in a
@@ -316,14 +412,14 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
                                      MemRefType::get({}, l.b.getIndexType()));
   }
   l.runtime("all_to_all_counts",
-            {l.i32(int32_t(group)), l.pointer(sendCounts), l.index(peers),
+            {l.i32(int32_t(group)), sendCounts, l.index(peers),
              l.index(split), l.pointer(recvCounts), l.pointer(total)});
   RankedTensorType receivedType = op.getReceived().getType();
   Value received =
       l.output(receivedType, memref::LoadOp::create(l.b, l.loc, total));
   l.runtime("all_to_all",
-            {l.i32(int32_t(group)), l.pointer(send), l.dim(send, 0),
-             l.rowBytes(op.getSend().getType()), l.pointer(sendCounts),
+            {l.i32(int32_t(group)), l.data(send), l.dim(send, 0),
+             l.rowBytes(op.getSend().getType()), sendCounts,
              l.index(peers), l.index(split), l.pointer(received),
              l.dim(received, 0), l.pointer(recvCounts)});
   l.replace(op, {received, recvCounts});
@@ -334,13 +430,13 @@ LogicalResult ConvertToRuntimePass::lower(RegroupOp op) {
   if (failed(checkElements(op, {}, {op.getCounts()})))
     return failure();
   RankedTensorType countsType = op.getCounts().getType();
-  Lowering l(op, getOperation());
-  Value rows = l.input(op.getRows());
-  Value counts = l.input(op.getCounts());
+  Lowering l(op, getOperation(), !deviceResident);
+  Value rows = op.getRows();
   Value regrouped = l.output(op.getRegrouped().getType(), l.dim(rows, 0));
   Value regroupedCounts = l.output(op.getRegroupedCounts().getType());
-  l.runtime("regroup", {l.pointer(rows), l.dim(rows, 0),
-                        l.rowBytes(op.getRows().getType()), l.pointer(counts),
+  l.runtime("regroup", {l.data(rows), l.dim(rows, 0),
+                        l.rowBytes(op.getRows().getType()),
+                        l.data(op.getCounts()),
                         l.index(countsType.getDimSize(0)),
                         l.index(countsType.getDimSize(1)),
                         l.index(product(countsType, 2)),
@@ -355,9 +451,9 @@ LogicalResult ConvertToRuntimePass::lower(DedupPackOp op) {
                             op.getRoutes(), op.getNodeCounts()})))
     return failure();
   RankedTensorType nodeCountsType = op.getNodeCounts().getType();
-  Lowering l(op, getOperation());
-  Value tokens = l.input(op.getTokens());
-  Value ids = l.input(op.getExpertIds());
+  Lowering l(op, getOperation(), !deviceResident);
+  Value tokens = op.getTokens();
+  Value ids = op.getExpertIds();
   Value numTokens = l.dim(tokens, 0);
   Value k = l.dim(ids, 1);
   int64_t nodes = nodeCountsType.getDimSize(0);
@@ -371,9 +467,9 @@ LogicalResult ConvertToRuntimePass::lower(DedupPackOp op) {
   Value routes = l.output(op.getRoutes().getType(), capacity);
   Value nodeCounts = l.output(nodeCountsType);
   l.runtime("dedup_pack",
-            {l.pointer(tokens), numTokens,
-             l.rowBytes(op.getTokens().getType()), l.pointer(ids),
-             l.pointer(l.input(op.getPositions())), k,
+            {l.data(tokens), numTokens,
+             l.rowBytes(op.getTokens().getType()), l.data(ids),
+             l.data(op.getPositions()), k,
              l.index(op.getExpertsPerNode()), l.index(nodes),
              l.pointer(unique), l.pointer(routes), l.dim(unique, 0),
              l.pointer(nodeCounts)});
@@ -387,9 +483,9 @@ LogicalResult ConvertToRuntimePass::lower(DedupExpandOp op) {
                             op.getExpandedCounts()})))
     return failure();
   RankedTensorType countsType = op.getExpandedCounts().getType();
-  Lowering l(op, getOperation());
-  Value unique = l.input(op.getUnique());
-  Value routes = l.input(op.getRoutes());
+  Lowering l(op, getOperation(), !deviceResident);
+  Value unique = op.getUnique();
+  Value routes = op.getRoutes();
   Value k = l.dim(routes, 1);
   // Each unique row expands to at most k rows.
   Value capacity =
@@ -397,9 +493,9 @@ LogicalResult ConvertToRuntimePass::lower(DedupExpandOp op) {
   Value expanded = l.output(op.getExpanded().getType(), capacity);
   Value expandedCounts = l.output(countsType);
   l.runtime("dedup_expand",
-            {l.pointer(unique), l.pointer(routes), l.dim(unique, 0),
+            {l.data(unique), l.data(routes), l.dim(unique, 0),
              l.rowBytes(op.getUnique().getType()), k,
-             l.pointer(l.input(op.getCounts())),
+             l.data(op.getCounts()),
              l.index(countsType.getDimSize(1)),
              l.index(countsType.getDimSize(0)),
              l.index(op.getExpertsPerRank()), l.pointer(expanded),
@@ -414,15 +510,15 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulOp op) {
     return failure();
   RankedTensorType countsType = op.getCounts().getType();
   RankedTensorType weightsType = op.getWeights().getType();
-  Lowering l(op, getOperation());
-  Value rows = l.input(op.getRows());
-  Value weights = l.input(op.getWeights());
+  Lowering l(op, getOperation(), !deviceResident);
+  Value rows = op.getRows();
+  Value weights = op.getWeights();
   Value result = l.output(op.getResult().getType(), l.dim(rows, 0));
   l.runtime("grouped_matmul",
-            {l.pointer(rows), l.dim(rows, 0), l.dim(rows, 1),
-             l.pointer(l.input(op.getCounts())),
+            {l.data(rows), l.dim(rows, 0), l.dim(rows, 1),
+             l.data(op.getCounts()),
              l.index(countsType.getNumElements()),
-             l.index(countsType.getShape().back()), l.pointer(weights),
+             l.index(countsType.getShape().back()), l.data(weights),
              l.dim(weights, 2), l.pointer(result)});
   l.replace(op, {result});
   return success();
@@ -432,14 +528,14 @@ LogicalResult ConvertToRuntimePass::lower(CombineOp op) {
   if (failed(checkElements(op, {op.getExpertOutputs(), op.getWeights()},
                            {op.getPositions()})))
     return failure();
-  Lowering l(op, getOperation());
-  Value outputs = l.input(op.getExpertOutputs());
-  Value positions = l.input(op.getPositions());
+  Lowering l(op, getOperation(), !deviceResident);
+  Value outputs = op.getExpertOutputs();
+  Value positions = op.getPositions();
   Value tokens = l.dim(positions, 0);
   Value combined = l.output(op.getCombined().getType(), tokens);
   l.runtime("combine",
-            {l.pointer(outputs), l.dim(outputs, 0), l.dim(outputs, 1),
-             l.pointer(positions), l.pointer(l.input(op.getWeights())),
+            {l.data(outputs), l.dim(outputs, 0), l.dim(outputs, 1),
+             l.data(positions), l.data(op.getWeights()),
              tokens, l.dim(positions, 1), l.pointer(combined)});
   l.replace(op, {combined});
   return success();
@@ -451,19 +547,192 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossOp op) {
     floats.push_back(op.getExpertWeights());
   if (failed(checkElements(op, floats, {op.getExpertIds()})))
     return failure();
-  Lowering l(op, getOperation());
-  Value probs = l.input(op.getProbs());
-  Value ids = l.input(op.getExpertIds());
+  Lowering l(op, getOperation(), !deviceResident);
+  Value probs = op.getProbs();
+  Value ids = op.getExpertIds();
   Value loss = l.output(op.getLoss().getType());
   bool topology = op.getKind() == AuxLossKind::Topology;
   Value weights = topology && op.getExpertWeights()
-                      ? l.pointer(l.input(op.getExpertWeights()))
+                      ? l.data(op.getExpertWeights())
                       : l.null();
-  l.runtime("aux_loss", {l.pointer(probs), l.pointer(ids), l.dim(probs, 0),
+  l.runtime("aux_loss", {l.data(probs), l.data(ids), l.dim(probs, 0),
                          l.dim(probs, 1), l.dim(ids, 1), weights,
                          l.pointer(loss)});
   l.replace(op, {loss});
   return success();
+}
+
+static bool isF32Tensor(Value value) {
+  auto type = dyn_cast<RankedTensorType>(value.getType());
+  return type && type.getElementType().isF32();
+}
+
+LogicalResult ConvertToRuntimePass::lower(linalg::MatmulOp op) {
+  if (op.hasUserDefinedMaps() || !op.hasPureTensorSemantics() ||
+      !llvm::all_of(op->getOperands(), isF32Tensor))
+    return op.emitOpError()
+           << "cannot be lowered to the runtime: it takes an f32 matmul on "
+              "tensors with the default indexing maps";
+  Value a = op.getDpsInputs()[0], b = op.getDpsInputs()[1];
+  Value init = op.getDpsInits()[0];
+  Lowering l(op, getOperation(), !deviceResident);
+  // A zero init (linalg.fill of 0.0) is what a plain product starts from.
+  Value initPointer = l.null();
+  auto fill = init.getDefiningOp<linalg::FillOp>();
+  if (!fill || !matchPattern(fill.getInputs()[0], m_AnyZeroFloat()))
+    initPointer = l.data(init);
+  auto resultType = cast<RankedTensorType>(op->getResult(0).getType());
+  Value c = l.output(resultType, {{a, 0}, {b, 1}});
+  l.runtime("matmul", {l.data(a), l.data(b), l.dim(a, 0), l.dim(a, 1),
+                       l.dim(b, 1), initPointer, l.pointer(c)});
+  l.replace(op, {c});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lowerMap(Operation *op, MapKind kind,
+                                             Value a, Value b) {
+  auto type = cast<RankedTensorType>(op->getResult(0).getType());
+  if (b && (a.getType() != b.getType() || a.getType() != type))
+    return op->emitOpError()
+           << "cannot be lowered to the runtime: an elementwise op takes "
+              "operands and a result of one type, got "
+           << a.getType() << ", " << b.getType() << " -> " << type;
+  Lowering l(op, getOperation(), !deviceResident);
+  SmallVector<std::pair<Value, int64_t>> shape;
+  Value elements = l.index(1);
+  for (int64_t dim = 0; dim < type.getRank(); ++dim) {
+    shape.push_back({a, dim});
+    elements = arith::MulIOp::create(l.b, l.loc, elements, l.dim(a, dim));
+  }
+  Value out = l.output(type, shape);
+  l.runtime("map", {l.i32(int32_t(kind)), l.data(a), b ? l.data(b) : l.null(),
+                    elements, l.pointer(out)});
+  l.replace(op, {out});
+  return success();
+}
+
+/// The runtime's map for a linalg.generic that applies one f32 op of
+/// tamoe_rt_map_t elementwise: identity maps, parallel loops, the init
+/// unread; the operands in the op's order.
+static std::optional<std::tuple<MapKind, Value, Value>>
+elementwise(linalg::GenericOp op) {
+  if (!op.hasPureTensorSemantics() || op.getNumDpsInits() != 1 ||
+      op.getNumDpsInputs() < 1 || op.getNumDpsInputs() > 2 ||
+      op.getNumLoops() != op.getNumParallelLoops() ||
+      !llvm::all_of(op.getIndexingMapsArray(),
+                    [](AffineMap map) { return map.isIdentity(); }) ||
+      !llvm::all_of(op->getOperands(), isF32Tensor))
+    return std::nullopt;
+  Block *body = op.getBlock();
+  if (!body->getArguments().back().use_empty())
+    return std::nullopt;
+  auto yield = cast<linalg::YieldOp>(body->getTerminator());
+  Operation *compute = yield.getValues()[0].getDefiningOp();
+  if (!compute || compute->getBlock() != body || compute->getNumOperands() != 2)
+    return std::nullopt;
+  // Anything else in the body would be dropped.
+  for (Operation &inner : body->without_terminator())
+    if (&inner != compute && !isa<arith::ConstantOp>(inner))
+      return std::nullopt;
+  // The input an operand of the body's op reads, or null.
+  auto input = [&](Value value) -> Value {
+    auto argument = dyn_cast<BlockArgument>(value);
+    if (!argument || argument.getOwner() != body ||
+        argument.getArgNumber() >= op.getNumDpsInputs())
+      return Value();
+    return op.getDpsInputs()[argument.getArgNumber()];
+  };
+  Value x = input(compute->getOperand(0)), y = input(compute->getOperand(1));
+  if (isa<arith::MaximumFOp>(compute) && op.getNumDpsInputs() == 1) {
+    if (x && matchPattern(compute->getOperand(1), m_AnyZeroFloat()))
+      return std::make_tuple(MapKind::Relu, x, Value());
+    if (y && matchPattern(compute->getOperand(0), m_AnyZeroFloat()))
+      return std::make_tuple(MapKind::Relu, y, Value());
+    return std::nullopt;
+  }
+  if (!x || !y)
+    return std::nullopt;
+  if (isa<arith::AddFOp>(compute))
+    return std::make_tuple(MapKind::Add, x, y);
+  if (isa<arith::SubFOp>(compute))
+    return std::make_tuple(MapKind::Sub, x, y);
+  if (isa<arith::MulFOp>(compute))
+    return std::make_tuple(MapKind::Mul, x, y);
+  return std::nullopt;
+}
+
+/// Ops that may keep tensor types in a device-resident program: they move
+/// or describe buffers, and compute nothing on the host.
+static bool keepsTensorsOffTheHost(Operation *op) {
+  if (isa<scf::SCFDialect>(op->getDialect()))
+    return true;
+  return isa<func::FuncOp, func::CallOp, func::ReturnOp, tensor::EmptyOp,
+             tensor::DimOp, tensor::CastOp, tensor::ExpandShapeOp,
+             tensor::CollapseShapeOp, bufferization::ToTensorOp,
+             bufferization::ToBufferOp>(op);
+}
+
+LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
+  ModuleOp module = getOperation();
+  SmallVector<Operation *> ops;
+  module.walk([&](Operation *op) {
+    if (isa<linalg::MatmulOp, linalg::GenericOp, linalg::AddOp, linalg::SubOp,
+            linalg::MulOp, arith::AddFOp, arith::SubFOp, arith::MulFOp>(op))
+      ops.push_back(op);
+  });
+  for (Operation *op : ops) {
+    auto named = [&](auto op, MapKind kind) -> LogicalResult {
+      if (!op.hasPureTensorSemantics() ||
+          !llvm::all_of(op->getOperands(), isF32Tensor))
+        return failure();
+      return lowerMap(op, kind, op.getDpsInputs()[0], op.getDpsInputs()[1]);
+    };
+    auto arith = [&](Operation *op, MapKind kind) -> LogicalResult {
+      if (!isF32Tensor(op->getResult(0)))
+        return success(); // scalar arithmetic stays
+      return lowerMap(op, kind, op->getOperand(0), op->getOperand(1));
+    };
+    LogicalResult lowered =
+        TypeSwitch<Operation *, LogicalResult>(op)
+            .Case([&](linalg::MatmulOp op) { return lower(op); })
+            .Case([&](linalg::GenericOp op) -> LogicalResult {
+              auto map = elementwise(op);
+              if (!map)
+                return success(); // reported below
+              auto [kind, a, b] = *map;
+              return lowerMap(op, kind, a, b);
+            })
+            .Case([&](linalg::AddOp op) { return named(op, MapKind::Add); })
+            .Case([&](linalg::SubOp op) { return named(op, MapKind::Sub); })
+            .Case([&](linalg::MulOp op) { return named(op, MapKind::Mul); })
+            .Case([&](arith::AddFOp op) { return arith(op, MapKind::Add); })
+            .Case([&](arith::SubFOp op) { return arith(op, MapKind::Sub); })
+            .Case([&](arith::MulFOp op) { return arith(op, MapKind::Mul); });
+    if (failed(lowered))
+      return failure();
+  }
+  // What fed only the lowered ops (zero fills, slices of constants) goes.
+  module.walk<WalkOrder::PostOrder, ReverseIterator>([](Operation *op) {
+    if (isOpTriviallyDead(op))
+      op->erase();
+  });
+  WalkResult left = module.walk([&](Operation *op) {
+    bool tensors = llvm::any_of(
+        llvm::concat<const Type>(op->getOperandTypes(), op->getResultTypes()),
+        [](Type type) { return isa<TensorType>(type); });
+    if (!tensors || keepsTensorsOffTheHost(op) ||
+        (isa<arith::ConstantOp>(op) &&
+         llvm::all_of(op->getUsers(), [](Operation *user) {
+           return isa<bufferization::ToBufferOp>(user);
+         })))
+      return WalkResult::advance();
+    op->emitOpError()
+        << "would run on the host: a device-resident program lowers only "
+           "tamoe ops, f32 linalg.matmul and elementwise add, sub, mul and "
+           "relu to the runtime";
+    return WalkResult::interrupt();
+  });
+  return failure(left.wasInterrupted());
 }
 
 /// This rank's index on a grid: its rank in the runtime's world, which
@@ -473,7 +742,7 @@ static Value worldRank(Lowering &l) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(shard::ProcessLinearIndexOp op) {
-  Lowering l(op, getOperation());
+  Lowering l(op, getOperation(), !deviceResident);
   op.getResult().replaceAllUsesWith(worldRank(l));
   op.erase();
   return success();
@@ -486,7 +755,7 @@ ConvertToRuntimePass::lower(shard::ProcessMultiIndexOp op,
   if (!grid || llvm::any_of(grid.getShape(), ShapedType::isDynamic))
     return op.emitOpError() << "cannot be lowered to the runtime: it needs a "
                                "grid of static shape";
-  Lowering l(op, getOperation());
+  Lowering l(op, getOperation(), !deviceResident);
   SmallVector<OpFoldResult> basis;
   for (int64_t size : grid.getShape())
     basis.push_back(l.b.getIndexAttr(size));
@@ -529,6 +798,8 @@ void ConvertToRuntimePass::runOnOperation() {
     if (failed(lowered))
       return signalPassFailure();
   }
+  if (deviceResident && failed(lowerDenseCompute()))
+    return signalPassFailure();
   // The grids only named the groups; the runtime knows them now.
   for (auto grid : llvm::make_early_inc_range(module.getOps<shard::GridOp>()))
     grid.erase();

@@ -32,58 +32,38 @@ private:
 };
 } // namespace
 
-/// This rank's weight for every expert, w_e = 1 / (E q_e), computed at run
-/// time: expert e lives on rank e / (E / P), and the plan's share for that
-/// rank depends only on the level of its lowest common ancestor with this
-/// rank, so the IR holds one weight per level, not a row per rank.
+/// This rank's weight for every expert, w_e = 1 / (E q_e): row `rank` of a
+/// [P, E] table computed here. Expert e lives on rank e / (E / P), and the
+/// plan's share for that rank depends only on the level of the lowest
+/// common ancestor of the two ranks. A constant table and a row select keep
+/// the weights out of the layer's run-time compute: a device-resident
+/// lowering uploads the table once and does no host work per step.
 static Value buildExpertWeights(OpBuilder &builder, Location loc,
                                 const topo::Topology &tree,
                                 ArrayRef<double> shares, int64_t experts,
                                 FloatType floatType, Value rank) {
-  int64_t perRank = experts / tree.numRanks();
+  int64_t ranks = tree.numRanks();
+  int64_t perRank = experts / ranks;
   SmallVector<Attribute> table;
-  for (double share : shares)
-    table.push_back(builder.getFloatAttr(
-        floatType, double(perRank) / (double(experts) * share)));
-  auto tableType = RankedTensorType::get({int64_t(shares.size())}, floatType);
-  Value weightsByDistance = arith::ConstantOp::create(
+  table.reserve(ranks * experts);
+  for (int64_t self = 0; self < ranks; ++self)
+    for (int64_t expert = 0; expert < experts; ++expert) {
+      // shares[0] is this rank's own, shares[l + 1] a rank whose lowest
+      // common ancestor with it is at level l.
+      int distance = tree.lowestCommonLevel(self, expert / perRank) + 1;
+      table.push_back(builder.getFloatAttr(
+          floatType, double(perRank) / (double(experts) * shares[distance])));
+    }
+  auto tableType = RankedTensorType::get({ranks, experts}, floatType);
+  Value weights = arith::ConstantOp::create(
       builder, loc, DenseElementsAttr::get(tableType, table));
-  auto weightsType = RankedTensorType::get({experts}, floatType);
-  Value init =
-      tensor::EmptyOp::create(builder, loc, weightsType.getShape(), floatType);
-  AffineMap identity = builder.getMultiDimIdentityMap(1);
-  auto generic = linalg::GenericOp::create(
-      builder, loc, TypeRange{weightsType}, ValueRange{}, ValueRange{init},
-      ArrayRef<AffineMap>{identity},
-      ArrayRef<utils::IteratorType>{utils::IteratorType::parallel},
-      [&](OpBuilder &b, Location l, ValueRange) {
-        auto index = [&](int64_t value) -> Value {
-          return arith::ConstantIndexOp::create(b, l, value);
-        };
-        Value expert = linalg::IndexOp::create(b, l, 0);
-        Value owner =
-            perRank == 1
-                ? expert
-                : Value(arith::DivUIOp::create(b, l, expert, index(perRank)));
-        // Distance L (the top level) unless a lower level holds both ranks.
-        Value distance = index(int64_t(tree.levels.size()));
-        for (int level = int(tree.levels.size()) - 2; level >= 0; --level) {
-          Value subtree = index(tree.ranksPerSubtree(level));
-          Value same = arith::CmpIOp::create(
-              b, l, arith::CmpIPredicate::eq,
-              arith::DivUIOp::create(b, l, owner, subtree),
-              arith::DivUIOp::create(b, l, rank, subtree));
-          distance =
-              arith::SelectOp::create(b, l, same, index(level + 1), distance);
-        }
-        Value self =
-            arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, owner, rank);
-        distance = arith::SelectOp::create(b, l, self, index(0), distance);
-        Value weight = tensor::ExtractOp::create(b, l, weightsByDistance,
-                                                 ValueRange{distance});
-        linalg::YieldOp::create(b, l, weight);
-      });
-  return generic.getResult(0);
+  auto rowType = RankedTensorType::get({experts}, floatType);
+  SmallVector<OpFoldResult> offsets{rank, builder.getIndexAttr(0)};
+  SmallVector<OpFoldResult> sizes{builder.getIndexAttr(1),
+                                  builder.getIndexAttr(experts)};
+  SmallVector<OpFoldResult> strides(2, builder.getIndexAttr(1));
+  return tensor::ExtractSliceOp::create(builder, loc, rowType, weights,
+                                        offsets, sizes, strides);
 }
 
 /// This rank's index in the exchange's group: the linear index over the

@@ -34,19 +34,24 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
 
 /// Upstream passes after convert-tamoe-to-runtime: buffers for the tensors
 /// (function results as plain memrefs, freed where ownership says), loops for
-/// the remaining linalg ops, and the LLVM dialect, with every memref
-/// allocation through the runtime (use-generic-functions).
-static constexpr llvm::StringLiteral kLowering =
-    "convert-tamoe-to-runtime,"
-    "one-shot-bufferize{bufferize-function-boundaries "
-    "function-boundary-type-conversion=identity-layout-map},"
-    "buffer-deallocation-pipeline,convert-linalg-to-loops,lower-affine,"
-    "expand-strided-metadata,convert-scf-to-cf,"
-    "finalize-memref-to-llvm{use-generic-functions},convert-to-llvm,"
-    "reconcile-unrealized-casts";
-
-LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm) {
-  return parsePassPipeline(kLowering, pm, llvm::errs());
+/// the remaining linalg ops (none when device-resident), and the LLVM
+/// dialect, with every memref allocation through the runtime
+/// (use-generic-functions).
+LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
+                                         const LoweringOptions &options) {
+  bool device = options.deviceResident;
+  std::string pipeline =
+      (llvm::Twine("convert-tamoe-to-runtime{device-resident=") +
+       (device ? "true" : "false") +
+       "},one-shot-bufferize{bufferize-function-boundaries "
+       "function-boundary-type-conversion=identity-layout-map},"
+       "buffer-deallocation-pipeline," +
+       (device ? "tamoe-finalize-device-resident," : "") +
+       "convert-linalg-to-loops,lower-affine,expand-strided-metadata,"
+       "convert-scf-to-cf,finalize-memref-to-llvm{use-generic-functions},"
+       "convert-to-llvm,reconcile-unrealized-casts")
+          .str();
+  return parsePassPipeline(pipeline, pm, llvm::errs());
 }
 
 void mlir::tamoe::registerPasses() {
@@ -62,11 +67,16 @@ void mlir::tamoe::registerPasses() {
       "tamoe-to-llvm",
       "Lower a tamoe program to the LLVM dialect: tamoe ops as runtime "
       "calls, the rest with upstream passes",
-      [](OpPassManager &pm, StringRef options,
+      [](OpPassManager &pm, StringRef text,
          function_ref<LogicalResult(const Twine &)> errorHandler) {
-        if (!options.empty())
-          return errorHandler("tamoe-to-llvm takes no options");
-        return buildLowering(pm);
+        LoweringOptions options;
+        std::string message;
+        llvm::raw_string_ostream stream(message);
+        if (failed(options.parseFromString(text, stream)))
+          return errorHandler("tamoe-to-llvm: " + message);
+        return buildLowering(pm, options);
       },
-      [](function_ref<void(const mlir::detail::PassOptions &)>) {});
+      [](function_ref<void(const mlir::detail::PassOptions &)> print) {
+        print(LoweringOptions());
+      });
 }

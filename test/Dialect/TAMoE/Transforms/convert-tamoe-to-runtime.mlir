@@ -1,6 +1,6 @@
 // RUN: tamoe-opt %s -split-input-file --convert-tamoe-to-runtime --canonicalize -verify-diagnostics | FileCheck %s
 // RUN: not tamoe-opt %s --tamoe-to-llvm="x=1" 2>&1 | FileCheck %s --check-prefix=OPTIONS
-// OPTIONS: error: tamoe-to-llvm takes no options
+// OPTIONS: error: tamoe-to-llvm: <Pass-Options-Parser>: no such option x
 
 // Every op becomes its runtime call on the buffers' pointers; results are
 // fresh buffers handed back as tensors. The all-to-all sizes its receive
@@ -17,13 +17,14 @@ module {
     // CHECK-DAG: %[[C24:.*]] = arith.constant 24 : index
     // CHECK-DAG: %[[ROW:.*]] = arith.constant 256 : index
     // CHECK-DAG: %[[SOFTMAX:.*]] = arith.constant 0 : i32
-    // CHECK-DAG: %[[RENORM:.*]] = arith.constant 1 : i32
+    // CHECK-DAG: %[[ONE:.*]] = arith.constant 1 : i32
     // CHECK-DAG: %[[NULL:.*]] = llvm.mlir.zero : !llvm.ptr
     // The slot for an exchange's total is in the entry block.
     // CHECK-DAG: %[[TOTAL:.*]] = memref.alloca() : memref<index>
-    // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context()
+    // host_loops = 1: the rest of the program runs as host loops.
+    // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context(%[[ONE]])
     // CHECK: %[[IDS:.*]] = memref.alloc() : memref<16x2xi32>
-    // CHECK: %[[STATUS:.*]] = call @tamoe_rt_gate(%[[CTX]], %{{.*}}, %[[C16]], %[[C8]], %[[C2]], %[[SOFTMAX]], %[[RENORM]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})
+    // CHECK: %[[STATUS:.*]] = call @tamoe_rt_gate(%[[CTX]], %{{.*}}, %[[C16]], %[[C8]], %[[C2]], %[[SOFTMAX]], %[[ONE]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})
     // CHECK: call @tamoe_rt_program_check(%[[STATUS]])
     %ids, %weights, %probs = tamoe.gate %logits top 2 softmax renormalize : tensor<16x8xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>
     // Capacity 3 per expert, dropped by position, no weights (null).

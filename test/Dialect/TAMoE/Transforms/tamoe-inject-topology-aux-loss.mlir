@@ -20,15 +20,10 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
     // CHECK: %[[SCALED:.*]] = arith.muli %[[INDEX]]#0, %{{.*}} : index
     // CHECK: %[[RANK:.*]] = arith.addi %[[SCALED]], %[[INDEX]]#1 : index
     // w = 1 / (E q) with q = share / 2 experts per rank: 0.55 near, 5.5 remote.
-    // CHECK: %[[TABLE:.*]] = arith.constant dense<[5.500000e-01, 5.500000e-01, 5.500000e+00]> : tensor<3xf32>
-    // CHECK: %[[WEIGHTS:.*]] = linalg.generic {{.*}} outs(%{{.*}} : tensor<8xf32>)
-    // CHECK:   %[[EXPERT:.*]] = linalg.index 0 : index
-    // CHECK:   %[[OWNER:.*]] = arith.divui %[[EXPERT]], %{{.*}} : index
-    // CHECK:   arith.divui %[[RANK]]
-    // CHECK:   %[[SELF:.*]] = arith.cmpi eq, %[[OWNER]], %[[RANK]] : index
-    // CHECK:   %[[DISTANCE:.*]] = arith.select %[[SELF]]
-    // CHECK:   %[[W:.*]] = tensor.extract %[[TABLE]][%[[DISTANCE]]] : tensor<3xf32>
-    // CHECK:   linalg.yield %[[W]] : f32
+    // Row RANK of a [ranks, experts] table: 2 / (8 * 10/22) = 0.55 for the
+    // experts of this rank and its node peer, 2 / (8 * 1/22) = 5.5 remote.
+    // CHECK: %[[TABLE:.*]] = arith.constant dense<{{\[}}[5.500000e-01, 5.500000e-01, 5.500000e-01, 5.500000e-01, 5.500000e+00, 5.500000e+00, 5.500000e+00, 5.500000e+00], [5.500000e-01, 5.500000e-01, 5.500000e-01, 5.500000e-01, 5.500000e+00, 5.500000e+00, 5.500000e+00, 5.500000e+00], [5.500000e+00, 5.500000e+00, 5.500000e+00, 5.500000e+00, 5.500000e-01, 5.500000e-01, 5.500000e-01, 5.500000e-01], [5.500000e+00, 5.500000e+00, 5.500000e+00, 5.500000e+00, 5.500000e-01, 5.500000e-01, 5.500000e-01, 5.500000e-01]]> : tensor<4x8xf32>
+    // CHECK: %[[WEIGHTS:.*]] = tensor.extract_slice %[[TABLE]][%[[RANK]], 0] [1, 8] [1, 1] : tensor<4x8xf32> to tensor<8xf32>
     // CHECK: tamoe.dispatch
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<32x8xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
     // CHECK: %[[LOSS:.*]] = tamoe.aux_loss topology %[[PROBS]], %[[IDS]] weights %[[WEIGHTS]]
@@ -50,7 +45,7 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
   func.func @uniform_plan(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
     %ids, %w, %p = tamoe.gate %logits top 2 softmax {plan = #uniform} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x4xf32>
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #uniform} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<32x8xf32>, tensor<4xi32>, tensor<16x2xi32>, tensor<i64>
-    // CHECK: arith.constant dense<1.000000e+00> : tensor<3xf32>
+    // CHECK: arith.constant dense<1.000000e+00> : tensor<4x4xf32>
     // CHECK: tamoe.aux_loss topology
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x8xf32>, tensor<4xi32> -> tensor<?x8xf32>
     %loss = tamoe.aux_loss switch %p, %ids : tensor<16x4xf32>, tensor<16x2xi32> -> tensor<f32>
@@ -71,7 +66,7 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
   func.func @insert_into_loss(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>, %task_loss: tensor<f32>) -> (tensor<?x8xf32>, tensor<f32>) {
     %ids, %w, %p = tamoe.gate %logits top 2 softmax {plan = #plan} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x4xf32>
     // CHECK: %[[IDS:.*]], %{{.*}}, %[[PROBS:.*]] = tamoe.gate
-    // CHECK: %[[WEIGHTS:.*]] = linalg.generic
+    // CHECK: %[[WEIGHTS:.*]] = tensor.extract_slice
     // CHECK: %{{.*}}, %{{.*}}, %[[POS:.*]], %{{.*}} = tamoe.dispatch
     // expected-remark @+1 {{inserted a topology loss, scaled by 0.01, into result #1}}
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity 3 {plan = #plan} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<12x8xf32>, tensor<4xi32>, tensor<16x2xi32>, tensor<i64>
@@ -118,7 +113,7 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
   // CHECK-LABEL: func.func @existing_loss_with_capacity
   func.func @existing_loss_with_capacity(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
     %ids, %w, %p = tamoe.gate %logits top 2 softmax {plan = #plan} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x4xf32>
-    // CHECK: %[[WEIGHTS:.*]] = linalg.generic
+    // CHECK: %[[WEIGHTS:.*]] = tensor.extract_slice
     // CHECK: tamoe.dispatch
     // CHECK: %[[MASKED:.*]] = linalg.generic
     // CHECK: tamoe.aux_loss topology %{{.*}}, %[[MASKED]] weights %[[WEIGHTS]]
@@ -139,7 +134,7 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
   // CHECK-LABEL: func.func @partial_axes
   func.func @partial_axes(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
     // CHECK: %[[RANK:.*]] = shard.process_multi_index on @dp_ep axes = [1] : index
-    // CHECK: arith.cmpi eq, %{{.*}}, %[[RANK]] : index
+    // CHECK: tensor.extract_slice %{{.*}}[%[[RANK]], 0] [1, 4] [1, 1] : tensor<4x4xf32> to tensor<4xf32>
     %ids, %w, %p = tamoe.gate %logits top 2 softmax {plan = #plan} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x4xf32>
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<32x8xf32>, tensor<4xi32>, tensor<16x2xi32>, tensor<i64>
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @dp_ep axes = [1] : tensor<32x8xf32>, tensor<4xi32> -> tensor<?x8xf32>

@@ -54,9 +54,20 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
 /// plan-dispatch, inject-topology-aux-loss, hierarchical-all-to-all.
 void buildPipeline(OpPassManager &pm, const PipelineOptions &options);
 
+/// Options of `tamoe-to-llvm`.
+struct LoweringOptions : public PassPipelineOptions<LoweringOptions> {
+  Option<bool> deviceResident{
+      *this, "device-resident",
+      llvm::cl::desc("Lower the layer's dense compute to runtime calls too, "
+                     "so that the program runs on the cuda backend with no "
+                     "host loop"),
+      llvm::cl::init(false)};
+};
+
 /// Adds `tamoe-to-llvm`: convert-tamoe-to-runtime, then upstream passes down
 /// to the LLVM dialect (docs/lowering.md).
-LogicalResult buildLowering(OpPassManager &pm);
+LogicalResult buildLowering(OpPassManager &pm,
+                            const LoweringOptions &options = {});
 
 /// Registers the passes and the `tamoe-pipeline`.
 void registerPasses();

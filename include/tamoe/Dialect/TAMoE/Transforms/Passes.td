@@ -154,18 +154,59 @@ def TAMoEConvertToRuntimePass
     index from the runtime, and the `shard.grid`s are erased.
 
     Calls go through the process-wide context of
-    `tamoe_rt_program_context()`, and every status through
+    `tamoe_rt_program_context(host_loops)`, and every status through
     `tamoe_rt_program_check`, which ends the program on every rank with the
     runtime's message when a call fails (`runtime/include/tamoe_rt/program.h`).
     The runtime computes in f32 and takes ids, positions and counts as i32;
-    other element types are rejected with an error.
+    other element types are rejected with an error. Constant operands (a
+    dense `arith.constant`, or a contiguous `tensor.extract_slice` of one,
+    such as the topology loss's row of weights) are passed through
+    `tamoe_rt_program_constant`, which uploads them to the backend once.
+
+    With `device-resident`, the rest of the program's tensor compute becomes
+    runtime calls too, so that a layer runs where its buffers are (device
+    memory on the cuda backend) and no loop is left on the host: f32
+    `linalg.matmul` (default maps; a zero `linalg.fill` init is dropped,
+    any other init accumulated) -> `tamoe_rt_matmul`; f32 elementwise
+    add/sub/mul (`linalg.add`/`sub`/`mul`, `arith.addf`/`subf`/`mulf` on
+    tensors, or a `linalg.generic` of one such op) and relu (a
+    `linalg.generic` of `arith.maximumf(x, 0.0)`) -> `tamoe_rt_map`. Any
+    other op that computes on tensors is an error naming it. Without it, such
+    ops stay for upstream bufferization and become host loops, which the
+    runtime refuses to run on the cuda backend.
   }];
+  let options = [
+    Option<"deviceResident", "device-resident", "bool",
+           /*default=*/"false",
+           "Lower the layer's dense compute to runtime calls as well and "
+           "reject any other tensor compute">
+  ];
   let dependentDialects = [
     "mlir::affine::AffineDialect", "mlir::arith::ArithDialect",
     "mlir::bufferization::BufferizationDialect", "mlir::func::FuncDialect",
     "mlir::LLVM::LLVMDialect", "mlir::memref::MemRefDialect",
     "mlir::tensor::TensorDialect"
   ];
+}
+
+def TAMoEFinalizeDeviceResidentPass
+    : Pass<"tamoe-finalize-device-resident", "mlir::ModuleOp"> {
+  let summary = "Keep the host's bookkeeping off backend memory after "
+                "bufferization and deallocation";
+  let description = [{
+    Runs in `tamoe-to-llvm{device-resident}` after the buffer deallocation
+    pipeline, where every `memref.alloc` becomes backend memory (device
+    memory on the cuda backend). The deallocation lowering's alias checks
+    allocate small `index` and `i1` buffers and write them on the host: they
+    move to the stack (at the function's entry, so a loop does not grow it).
+    Tensor data is never `index` or `i1` in a device-resident program (the
+    runtime takes f32, i32 and i64).
+
+    It then fails on anything that would still touch a buffer on the host: a
+    `memref.copy` (One-Shot Bufferize inserts them for conflicting writes),
+    or a `linalg` op on memrefs.
+  }];
+  let dependentDialects = ["mlir::memref::MemRefDialect"];
 }
 
 #endif // TAMOE_DIALECT_TAMOE_TRANSFORMS_PASSES_TD

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""e2e_report.py - the per-stage table of bench/gpu/e2e.sh.
+
+Reads the runtime's profile (TAMOE_RT_PROFILE=1: median microseconds per
+call of each tamoe_rt operation, and its number of calls) and, optionally,
+torch_layer.py's CSV (stage,median_us), and prints one markdown table of a
+layer forward by stage: an operation's share of a layer is its median times
+its calls per layer.
+
+  e2e_report.py --profile FILE --iterations N [--torch CSV] [--title TEXT]
+"""
+
+import argparse
+import csv
+import sys
+
+# The runtime's operations in the stages of an MoE layer.
+STAGES = [
+    ("router matmul", ["tamoe_rt_matmul"]),
+    ("gate", ["tamoe_rt_gate"]),
+    ("dispatch", ["tamoe_rt_dispatch", "tamoe_rt_dedup_pack"]),
+    ("all-to-all (both)", ["tamoe_rt_all_to_all_counts", "tamoe_rt_all_to_all",
+                           "tamoe_rt_regroup", "tamoe_rt_dedup_expand"]),
+    ("expert GEMMs + relu", ["tamoe_rt_grouped_matmul", "tamoe_rt_map"]),
+    ("combine", ["tamoe_rt_combine"]),
+    ("aux loss", ["tamoe_rt_aux_loss"]),
+]
+
+
+def read_profile(path):
+    """{operation: (calls, median_us)} from the profile's markdown rows."""
+    rows = {}
+    with open(path) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 4 and cells[0].startswith("tamoe_rt_"):
+                rows[cells[0]] = (int(cells[1]), float(cells[2]))
+    if not rows:
+        sys.exit(f"e2e_report.py: no profile rows in {path}")
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--iterations", type=int, required=True)
+    parser.add_argument("--torch")
+    parser.add_argument("--title", default="One MoE layer forward")
+    args = parser.parse_args()
+
+    profile = read_profile(args.profile)
+    torch = {}
+    if args.torch:
+        with open(args.torch) as f:
+            torch = {row["stage"]: float(row["median_us"]) for row in csv.DictReader(f)}
+
+    print(f"### {args.title}\n")
+    header = "| stage | tamoe (us per layer) |"
+    rule = "|---|---:|"
+    if torch:
+        header += " PyTorch (us) | PyTorch / tamoe |"
+        rule += "---:|---:|"
+    print(header)
+    print(rule)
+    total = torch_total = 0.0
+    for stage, operations in STAGES:
+        us = sum(profile[op][1] * profile[op][0] / args.iterations
+                 for op in operations if op in profile)
+        total += us
+        row = f"| {stage} | {us:.1f} |"
+        if torch:
+            theirs = torch.get(stage)
+            if theirs is None:
+                row += " - | - |"
+            else:
+                torch_total += theirs
+                row += f" {theirs:.1f} | {theirs / us:.2f}x |" if us > 0 else f" {theirs:.1f} | - |"
+        print(row)
+    row = f"| **layer** | **{total:.1f}** |"
+    if torch:
+        row += f" **{torch_total:.1f}** | **{torch_total / total:.2f}x** |"
+    print(row)
+    print("\nMedians per call from the runtime's profile (each call timed until "
+          "its work finished); a stage is the sum of its operations' medians "
+          "times their calls per layer.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+//===- FinalizeDeviceResident.cpp - Host bookkeeping off backend memory ---===//
+//
+// After bufferization and deallocation of a device-resident program every
+// memref.alloc is backend memory. The deallocation lowering's alias checks
+// are the host's own bookkeeping (index and i1 buffers it writes): they move
+// to the stack. Whatever else would still touch a buffer on the host is an
+// error.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+
+namespace mlir::tamoe {
+#define GEN_PASS_DEF_TAMOEFINALIZEDEVICERESIDENTPASS
+#include "tamoe/Dialect/TAMoE/Transforms/Passes.h.inc"
+} // namespace mlir::tamoe
+
+using namespace mlir;
+using namespace mlir::tamoe;
+
+namespace {
+struct FinalizeDeviceResidentPass
+    : public mlir::tamoe::impl::TAMoEFinalizeDeviceResidentPassBase<
+          FinalizeDeviceResidentPass> {
+  void runOnOperation() override;
+};
+} // namespace
+
+/// Bookkeeping the host writes: a static index or i1 buffer that is only
+/// used in its function and freed there.
+static bool isHostBookkeeping(memref::AllocOp alloc) {
+  MemRefType type = alloc.getType();
+  Type element = type.getElementType();
+  return type.hasStaticShape() && type.getLayout().isIdentity() &&
+         (element.isIndex() || element.isInteger(1)) &&
+         llvm::none_of(alloc->getUsers(), [](Operation *user) {
+           return isa<func::ReturnOp>(user);
+         });
+}
+
+void FinalizeDeviceResidentPass::runOnOperation() {
+  getOperation().walk([](func::FuncOp function) {
+    if (function.isExternal())
+      return;
+    SmallVector<memref::AllocOp> allocs;
+    function.walk([&](memref::AllocOp alloc) {
+      if (isHostBookkeeping(alloc))
+        allocs.push_back(alloc);
+    });
+    // At the entry, so that a loop does not grow the stack.
+    OpBuilder builder = OpBuilder::atBlockBegin(&function.front());
+    for (memref::AllocOp alloc : allocs) {
+      for (Operation *user : llvm::make_early_inc_range(alloc->getUsers()))
+        if (isa<memref::DeallocOp>(user))
+          user->erase();
+      auto alloca = memref::AllocaOp::create(builder, alloc.getLoc(),
+                                             alloc.getType(),
+                                             alloc.getAlignmentAttr());
+      alloc.replaceAllUsesWith(alloca.getResult());
+      alloc.erase();
+    }
+  });
+  WalkResult left = getOperation().walk([](Operation *op) {
+    if (isa<memref::CopyOp>(op))
+      op->emitOpError() << "copies a buffer on the host, which a "
+                           "device-resident program cannot do (a tensor "
+                           "written in place while still read?)";
+    else if (isa<linalg::LinalgOp>(op))
+      op->emitOpError() << "would run on the host in a device-resident "
+                           "program";
+    else
+      return WalkResult::advance();
+    return WalkResult::interrupt();
+  });
+  if (left.wasInterrupted())
+    signalPassFailure();
+}

@@ -1,0 +1,159 @@
+// RUN: tamoe-opt %s -split-input-file --convert-tamoe-to-runtime=device-resident --canonicalize -verify-diagnostics | FileCheck %s
+
+// device-resident: the dense compute around a layer becomes runtime calls
+// too, so no loop is left on the host. The context is asked for without
+// host loops (0).
+#map = affine_map<(d0, d1) -> (d0, d1)>
+module {
+  // CHECK-LABEL: func.func @dense
+  // CHECK-SAME: (%[[X:.*]]: tensor<16x32xf32>, %[[W:.*]]: tensor<32x8xf32>, %[[C:.*]]: tensor<16x8xf32>, %[[H:.*]]: tensor<?x8xf32>)
+  func.func @dense(%x: tensor<16x32xf32>, %w: tensor<32x8xf32>, %c: tensor<16x8xf32>, %h: tensor<?x8xf32>) -> (tensor<16x8xf32>, tensor<16x8xf32>, tensor<?x8xf32>, tensor<16x8xf32>, tensor<16x8xf32>) {
+    // CHECK-DAG: %[[C0:.*]] = arith.constant 0 : index
+    // CHECK-DAG: %[[C8:.*]] = arith.constant 8 : index
+    // CHECK-DAG: %[[C16:.*]] = arith.constant 16 : index
+    // CHECK-DAG: %[[C32:.*]] = arith.constant 32 : index
+    // CHECK-DAG: %[[C128:.*]] = arith.constant 128 : index
+    // CHECK-DAG: %[[ADD:.*]] = arith.constant 0 : i32
+    // CHECK-DAG: %[[SUB:.*]] = arith.constant 1 : i32
+    // CHECK-DAG: %[[MUL:.*]] = arith.constant 2 : i32
+    // CHECK-DAG: %[[RELU:.*]] = arith.constant 3 : i32
+    // CHECK-DAG: %[[NULL:.*]] = llvm.mlir.zero : !llvm.ptr
+    // CHECK-NOT: linalg.
+    // A zero fill is what a plain product starts from: no init (null).
+    // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context(%[[ADD]])
+    // CHECK: %[[P:.*]] = memref.alloc() : memref<16x8xf32>
+    // CHECK: call @tamoe_rt_matmul(%[[CTX]], %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[NULL]], %{{.*}})
+    %zero = arith.constant 0.0 : f32
+    %e = tensor.empty() : tensor<16x8xf32>
+    %f = linalg.fill ins(%zero : f32) outs(%e : tensor<16x8xf32>) -> tensor<16x8xf32>
+    %p = linalg.matmul ins(%x, %w : tensor<16x32xf32>, tensor<32x8xf32>) outs(%f : tensor<16x8xf32>) -> tensor<16x8xf32>
+    // Any other init is accumulated into.
+    // CHECK: %[[INIT:.*]] = bufferization.to_buffer %[[C]] read_only
+    // CHECK: %[[INITPTR:.*]] = memref.extract_aligned_pointer_as_index %[[INIT]]
+    // CHECK: %[[INITP:.*]] = llvm.inttoptr
+    // CHECK: %[[ACC:.*]] = memref.alloc() : memref<16x8xf32>
+    // CHECK: call @tamoe_rt_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[INITP]], %{{.*}})
+    %acc = linalg.matmul ins(%x, %w : tensor<16x32xf32>, tensor<32x8xf32>) outs(%c : tensor<16x8xf32>) -> tensor<16x8xf32>
+    // relu over a dynamic number of rows (n = rows * 8), max(0, x) too.
+    // CHECK: %[[ROWS:.*]] = tensor.dim %[[H]], %[[C0]]
+    // CHECK: %[[N:.*]] = arith.muli %[[ROWS]], %[[C8]] : index
+    // CHECK: memref.alloc(%{{.*}}) : memref<?x8xf32>
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[RELU]], %{{.*}}, %[[NULL]], %[[N]], %{{.*}})
+    %c0 = arith.constant 0 : index
+    %n = tensor.dim %h, %c0 : tensor<?x8xf32>
+    %he = tensor.empty(%n) : tensor<?x8xf32>
+    %relu = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%h : tensor<?x8xf32>) outs(%he : tensor<?x8xf32>) {
+    ^bb0(%in: f32, %out: f32):
+      %m = arith.maximumf %zero, %in : f32
+      linalg.yield %m : f32
+    } -> tensor<?x8xf32>
+    // Operands in the body's order: acc - p.
+    // CHECK: %[[ACCPTR:.*]] = memref.extract_aligned_pointer_as_index %[[ACC]]
+    // CHECK: %[[ACCP:.*]] = llvm.inttoptr
+    // CHECK: %[[PPTR:.*]] = memref.extract_aligned_pointer_as_index %[[P]]
+    // CHECK: %[[PP:.*]] = llvm.inttoptr
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[SUB]], %[[ACCP]], %[[PP]], %[[C128]], %{{.*}})
+    %sub = linalg.generic {indexing_maps = [#map, #map, #map], iterator_types = ["parallel", "parallel"]} ins(%p, %acc : tensor<16x8xf32>, tensor<16x8xf32>) outs(%e : tensor<16x8xf32>) {
+    ^bb0(%a: f32, %b: f32, %out: f32):
+      %s = arith.subf %b, %a : f32
+      linalg.yield %s : f32
+    } -> tensor<16x8xf32>
+    // Named linalg ops and arith on tensors.
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[ADD]], %{{.*}}, %{{.*}}, %[[C128]], %{{.*}})
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[MUL]], %{{.*}}, %{{.*}}, %[[C128]], %{{.*}})
+    %add = linalg.add ins(%p, %sub : tensor<16x8xf32>, tensor<16x8xf32>) outs(%e : tensor<16x8xf32>) -> tensor<16x8xf32>
+    %mul = arith.mulf %add, %c : tensor<16x8xf32>
+    // CHECK-NOT: linalg.
+    return %p, %acc, %relu, %sub, %mul : tensor<16x8xf32>, tensor<16x8xf32>, tensor<?x8xf32>, tensor<16x8xf32>, tensor<16x8xf32>
+  }
+  // CHECK-DAG: func.func private @tamoe_rt_program_context(i32) -> !llvm.ptr
+  // CHECK-DAG: func.func private @tamoe_rt_matmul(!llvm.ptr, !llvm.ptr, !llvm.ptr, index, index, index, !llvm.ptr, !llvm.ptr) -> i32
+  // CHECK-DAG: func.func private @tamoe_rt_map(!llvm.ptr, i32, !llvm.ptr, !llvm.ptr, index, !llvm.ptr) -> i32
+}
+
+// -----
+
+// A constant operand goes to the backend once (tamoe_rt_program_constant);
+// a row of a constant table is its address plus row * 4 floats * 4 bytes.
+module {
+  // CHECK-LABEL: func.func @constants
+  // CHECK-SAME: (%[[PROBS:.*]]: tensor<8x4xf32>, %[[IDS:.*]]: tensor<8x1xi32>, %[[ROW:.*]]: index)
+  func.func @constants(%probs: tensor<8x4xf32>, %ids: tensor<8x1xi32>, %row: index) -> tensor<f32> {
+    // CHECK-DAG: %[[C16:.*]] = arith.constant 16 : index
+    // CHECK-DAG: %[[TABLE:.*]] = arith.constant dense<{{.*}}> : tensor<2x4xf32>
+    // CHECK-NOT: tensor.extract_slice
+    // CHECK: bufferization.to_buffer %[[TABLE]] read_only
+    // CHECK: %[[BASE:.*]] = llvm.inttoptr
+    // CHECK: %[[BYTES:.*]] = arith.muli %[[ROW]], %[[C16]] : index
+    // CHECK: %[[OFFSET:.*]] = arith.index_cast %[[BYTES]] : index to i64
+    // CHECK: %[[HOST:.*]] = llvm.getelementptr %[[BASE]][%[[OFFSET]]] : (!llvm.ptr, i64) -> !llvm.ptr, i8
+    // CHECK: %[[DEVICE:.*]] = call @tamoe_rt_program_constant(%[[HOST]], %[[C16]])
+    // CHECK: call @tamoe_rt_aux_loss(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[DEVICE]], %{{.*}})
+    %table = arith.constant dense<[[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]> : tensor<2x4xf32>
+    %weights = tensor.extract_slice %table[%row, 0] [1, 4] [1, 1] : tensor<2x4xf32> to tensor<4xf32>
+    %loss = tamoe.aux_loss topology %probs, %ids weights %weights : tensor<8x4xf32>, tensor<8x1xi32>, tensor<4xf32> -> tensor<f32>
+    return %loss : tensor<f32>
+  }
+}
+
+// -----
+
+module {
+  func.func @not_elementwise(%x: tensor<16xf32>) -> tensor<16xf32> {
+    %e = tensor.empty() : tensor<16xf32>
+    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, f32 linalg.matmul and elementwise add, sub, mul and relu to the runtime}}
+    %y = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%x : tensor<16xf32>) outs(%e : tensor<16xf32>) {
+    ^bb0(%in: f32, %out: f32):
+      %m = math.exp %in : f32
+      linalg.yield %m : f32
+    } -> tensor<16xf32>
+    return %y : tensor<16xf32>
+  }
+}
+
+// -----
+
+module {
+  func.func @bf16_matmul(%x: tensor<4x8xbf16>, %w: tensor<8x2xbf16>, %c: tensor<4x2xbf16>) -> tensor<4x2xbf16> {
+    // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes an f32 matmul on tensors with the default indexing maps}}
+    %y = linalg.matmul ins(%x, %w : tensor<4x8xbf16>, tensor<8x2xbf16>) outs(%c : tensor<4x2xbf16>) -> tensor<4x2xbf16>
+    return %y : tensor<4x2xbf16>
+  }
+}
+
+// -----
+
+module {
+  func.func @transposed_matmul(%x: tensor<8x4xf32>, %w: tensor<8x2xf32>, %c: tensor<4x2xf32>) -> tensor<4x2xf32> {
+    // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes an f32 matmul on tensors with the default indexing maps}}
+    %y = linalg.matmul indexing_maps = [affine_map<(d0, d1, d2) -> (d2, d0)>, affine_map<(d0, d1, d2) -> (d2, d1)>, affine_map<(d0, d1, d2) -> (d0, d1)>] ins(%x, %w : tensor<8x4xf32>, tensor<8x2xf32>) outs(%c : tensor<4x2xf32>) -> tensor<4x2xf32>
+    return %y : tensor<4x2xf32>
+  }
+}
+
+// -----
+
+#map = affine_map<(d0, d1) -> (d0, d1)>
+module {
+  func.func @mixed_shapes(%a: tensor<?x4xf32>, %b: tensor<8x4xf32>) -> tensor<8x4xf32> {
+    %e = tensor.empty() : tensor<8x4xf32>
+    // expected-error @+1 {{'linalg.generic' op cannot be lowered to the runtime: an elementwise op takes operands and a result of one type, got 'tensor<?x4xf32>', 'tensor<8x4xf32>' -> 'tensor<8x4xf32>'}}
+    %y = linalg.generic {indexing_maps = [#map, #map, #map], iterator_types = ["parallel", "parallel"]} ins(%a, %b : tensor<?x4xf32>, tensor<8x4xf32>) outs(%e : tensor<8x4xf32>) {
+    ^bb0(%x: f32, %z: f32, %out: f32):
+      %s = arith.addf %x, %z : f32
+      linalg.yield %s : f32
+    } -> tensor<8x4xf32>
+    return %y : tensor<8x4xf32>
+  }
+}
+
+// -----
+
+module {
+  func.func @slice_of_a_result(%x: tensor<16x4xf32>, %y: tensor<8x4xf32>) -> tensor<8x4xf32> {
+    // expected-error @+1 {{'tensor.extract_slice' op would run on the host}}
+    %s = tensor.extract_slice %x[0, 0] [8, 4] [1, 1] : tensor<16x4xf32> to tensor<8x4xf32>
+    %z = arith.addf %s, %y : tensor<8x4xf32>
+    return %z : tensor<8x4xf32>
+  }
+}

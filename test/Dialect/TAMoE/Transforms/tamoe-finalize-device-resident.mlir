@@ -1,0 +1,53 @@
+// RUN: tamoe-opt %s -split-input-file --tamoe-finalize-device-resident -verify-diagnostics | FileCheck %s
+
+// The deallocation lowering's alias-check buffers (index, i1) are the host's
+// bookkeeping: they move to the stack at the function's entry, loops or not.
+// Data buffers stay where the runtime allocates them.
+module {
+  // CHECK-LABEL: func.func @bookkeeping
+  func.func @bookkeeping(%n: index, %p: index) -> memref<4xf32> {
+    // CHECK-DAG: %[[BASES:.*]] = memref.alloca() : memref<2xindex>
+    // CHECK-DAG: %[[CONDS:.*]] = memref.alloca() : memref<2xi1>
+    // CHECK: %[[DATA:.*]] = memref.alloc() : memref<4xf32>
+    // CHECK: scf.for
+    // CHECK:   memref.store %{{.*}}, %[[BASES]]
+    // CHECK:   memref.store %{{.*}}, %[[CONDS]]
+    // CHECK-NOT: memref.dealloc %[[BASES]]
+    // CHECK-NOT: memref.dealloc %[[CONDS]]
+    // CHECK: return %[[DATA]]
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %true = arith.constant true
+    %data = memref.alloc() : memref<4xf32>
+    scf.for %i = %c0 to %n step %c1 {
+      %bases = memref.alloc() : memref<2xindex>
+      %conds = memref.alloc() : memref<2xi1>
+      memref.store %p, %bases[%c0] : memref<2xindex>
+      memref.store %true, %conds[%c0] : memref<2xi1>
+      memref.dealloc %bases : memref<2xindex>
+      memref.dealloc %conds : memref<2xi1>
+    }
+    return %data : memref<4xf32>
+  }
+}
+
+// -----
+
+module {
+  func.func @copy(%a: memref<4xf32>, %b: memref<4xf32>) {
+    // expected-error @+1 {{'memref.copy' op copies a buffer on the host, which a device-resident program cannot do (a tensor written in place while still read?)}}
+    memref.copy %a, %b : memref<4xf32> to memref<4xf32>
+    return
+  }
+}
+
+// -----
+
+module {
+  func.func @loop(%a: memref<4xf32>) {
+    %zero = arith.constant 0.0 : f32
+    // expected-error @+1 {{'linalg.fill' op would run on the host in a device-resident program}}
+    linalg.fill ins(%zero : f32) outs(%a : memref<4xf32>)
+    return
+  }
+}
