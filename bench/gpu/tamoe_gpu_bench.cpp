@@ -228,8 +228,8 @@ public:
   Result auxLoss(const float *probs, const int32_t *ids, int64_t tokens,
                  int64_t experts, int64_t k, const float *expertWeights,
                  float *loss) override {
-    return wrap(tamoe_rt_aux_loss(context_, probs, ids, tokens, experts, k,
-                                  expertWeights, loss));
+    return wrap(tamoe_rt_aux_loss(context_, probs, ids, nullptr, tokens,
+                                  experts, k, expertWeights, loss));
   }
   Result regroup(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
                  const int32_t *counts, int64_t a, int64_t b, int64_t inner,
@@ -411,7 +411,8 @@ public:
                  int64_t experts, int64_t k, const float *expertWeights,
                  float *loss) override {
     return wrap(
-        backend_->auxLoss(probs, ids, tokens, experts, k, expertWeights, loss));
+        backend_->auxLoss(probs, ids, nullptr, tokens, experts, k,
+                          expertWeights, loss));
   }
   Result regroup(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
                  const int32_t *counts, int64_t a, int64_t b, int64_t inner,

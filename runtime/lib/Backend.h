@@ -99,6 +99,7 @@ public:
                          const float *weights, intptr_t tokens, intptr_t k,
                          float *combined) = 0;
   virtual Status auxLoss(const float *probs, const int32_t *expertIds,
+                         const int32_t *positions,
                          intptr_t tokens, intptr_t experts, intptr_t k,
                          const float *expertWeights, float *loss) = 0;
   virtual Status regroup(const void *rows, intptr_t rowsCapacity,

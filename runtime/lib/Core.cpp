@@ -989,7 +989,8 @@ tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
 
 tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
                                     const float *probs,
-                                    const int32_t *expert_ids, intptr_t tokens,
+                                    const int32_t *expert_ids,
+                                    const int32_t *positions, intptr_t tokens,
                                     intptr_t experts, intptr_t k,
                                     const float *expert_weights, float *loss) {
   const char *fn = "tamoe_rt_aux_loss";
@@ -1006,8 +1007,8 @@ tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
                       .notNull(loss, "loss")
                       .status;
   if (status.ok())
-    status = context->backend->auxLoss(probs, expert_ids, tokens, experts, k,
-                                       expert_weights, loss);
+    status = context->backend->auxLoss(probs, expert_ids, positions, tokens,
+                                       experts, k, expert_weights, loss);
   return finish(context, fn, status);
 }
 

@@ -356,7 +356,7 @@ Status CpuBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
 }
 
 Status CpuBackend::auxLoss(const float *probs, const int32_t *expertIds,
-                           intptr_t tokens, intptr_t experts, intptr_t k,
+                           const int32_t *positions, intptr_t tokens, intptr_t experts, intptr_t k,
                            const float *expertWeights, float *loss) {
   for (intptr_t a = 0; a < tokens * k; ++a)
     if (expertIds[a] >= experts)
@@ -373,7 +373,7 @@ Status CpuBackend::auxLoss(const float *probs, const int32_t *expertIds,
   // assignments, dropped ones included.
   std::vector<float> counts(experts, 0.0f), probSums(experts, 0.0f);
   for (intptr_t a = 0; a < tokens * k; ++a)
-    if (expertIds[a] >= 0)
+    if (expertIds[a] >= 0 && (!positions || positions[a] >= 0))
       counts[expertIds[a]] += 1.0f;
   for (intptr_t t = 0; t < tokens; ++t)
     for (intptr_t e = 0; e < experts; ++e)

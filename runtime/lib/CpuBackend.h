@@ -52,7 +52,8 @@ public:
                 intptr_t n, const float *cInit, float *c) override;
   Status map(tamoe_rt_map_t op, const float *a, const float *b, intptr_t n,
              float *out) override;
-  Status auxLoss(const float *probs, const int32_t *expertIds, intptr_t tokens,
+  Status auxLoss(const float *probs, const int32_t *expertIds,
+                 const int32_t *positions, intptr_t tokens,
                  intptr_t experts, intptr_t k, const float *expertWeights,
                  float *loss) override;
   Status regroup(const void *rows, intptr_t rowsCapacity, intptr_t rowBytes,

@@ -44,6 +44,9 @@ func.func @main() {
   // Dropped assignments (id -1) are not counted: 0.818351.
   %dropped = arith.constant dense<[[3, -1], [0, 1], [2, 0]]> : tensor<3x2xi32>
   %partial = tamoe.aux_loss switch %probs, %dropped : tensor<3x4xf32>, tensor<3x2xi32> -> tensor<f32>
+  // The same assignment dropped by the dispatch (position -1): 0.818351.
+  %positions = arith.constant dense<[[0, -1], [0, 0], [1, 1]]> : tensor<3x2xi32>
+  %dispatched = tamoe.aux_loss switch %probs, %ids dispatched %positions : tensor<3x4xf32>, tensor<3x2xi32>, tensor<3x2xi32> -> tensor<f32>
   // Weights [2, 1, 1, 0.5] (a plan that favours expert 0): 1.3357.
   %w = arith.constant dense<[2.0, 1.0, 1.0, 0.5]> : tensor<4xf32>
   %weighted = tamoe.aux_loss topology %probs, %ids weights %w : tensor<3x4xf32>, tensor<3x2xi32>, tensor<4xf32> -> tensor<f32>
@@ -51,11 +54,12 @@ func.func @main() {
   %l1 = tensor.extract %same[] : tensor<f32>
   %l2 = tensor.extract %partial[] : tensor<f32>
   %l3 = tensor.extract %weighted[] : tensor<f32>
-  %losses = tensor.from_elements %l0, %l1, %l2, %l3 : tensor<4xf32>
-  %losses_m = bufferization.to_buffer %losses : tensor<4xf32> to memref<4xf32>
-  %losses_u = memref.cast %losses_m : memref<4xf32> to memref<*xf32>
+  %l4 = tensor.extract %dispatched[] : tensor<f32>
+  %losses = tensor.from_elements %l0, %l1, %l2, %l3, %l4 : tensor<5xf32>
+  %losses_m = bufferization.to_buffer %losses : tensor<5xf32> to memref<5xf32>
+  %losses_u = memref.cast %losses_m : memref<5xf32> to memref<*xf32>
   call @printMemrefF32(%losses_u) : (memref<*xf32>) -> ()
-  // CHECK: [1.10818,  1.10818,  0.818351,  1.3357]
+  // CHECK: [1.10818,  1.10818,  0.818351,  1.3357,  0.818351]
 
   // Sigmoid scores, 2 groups of 2 experts, keep 1: the best group of row 0
   // is {2, 3} (0.952574 + 0.982014), so both picks come from it.

@@ -175,13 +175,15 @@ tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
                                    intptr_t k, float *combined);
 
 /* tamoe.aux_loss: switch when expert_weights is null, topology otherwise.
- * Negative expert ids are not counted. `loss` is one float. */
+ * Negative expert ids are not counted, nor, when `positions` [tokens, k]
+ * (a dispatch's) is not null, assignments at a negative position (dropped
+ * by the capacity). `loss` is one float. */
 tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
                                     const float *probs,
                                     const int32_t *expert_ids,
-                                    intptr_t tokens, intptr_t experts,
-                                    intptr_t k, const float *expert_weights,
-                                    float *loss);
+                                    const int32_t *positions, intptr_t tokens,
+                                    intptr_t experts, intptr_t k,
+                                    const float *expert_weights, float *loss);
 
 /* tamoe.regroup: rows in chunks ordered by counts [a, b, inner] (row-major,
  * chunk (x, y) holds the inner sub-chunks of (x, y) in order) reordered to

@@ -89,7 +89,8 @@ public:
   Status combine(const float *expertOutputs, intptr_t rows, intptr_t hidden,
                  const int32_t *positions, const float *weights,
                  intptr_t tokens, intptr_t k, float *combined) override;
-  Status auxLoss(const float *probs, const int32_t *expertIds, intptr_t tokens,
+  Status auxLoss(const float *probs, const int32_t *expertIds,
+                 const int32_t *positions, intptr_t tokens,
                  intptr_t experts, intptr_t k, const float *expertWeights,
                  float *loss) override;
   Status regroup(const void *rows, intptr_t rowsCapacity, intptr_t rowBytes,

@@ -552,8 +552,9 @@ __global__ void auxColumnSumsKernel(const float *__restrict__ probs,
   }
 }
 
-__global__ void auxCountsKernel(const int32_t *__restrict__ ids, int64_t n,
-                                int64_t experts, int32_t *counts,
+__global__ void auxCountsKernel(const int32_t *__restrict__ ids,
+                                const int32_t *__restrict__ positions,
+                                int64_t n, int64_t experts, int32_t *counts,
                                 DeviceStatus *status) {
   int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -566,6 +567,8 @@ __global__ void auxCountsKernel(const int32_t *__restrict__ ids, int64_t n,
                   expert, experts);
       continue;
     }
+    if (positions && positions[i] < 0)
+      continue; // dropped by the capacity
     atomicAdd(counts + expert, 1);
   }
 }
@@ -905,7 +908,7 @@ Status CudaBackend::combine(const float *expertOutputs, intptr_t rows,
 }
 
 Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
-                            intptr_t tokens, intptr_t experts, intptr_t k,
+                            const int32_t *positions, intptr_t tokens, intptr_t experts, intptr_t k,
                             const float *expertWeights, float *loss) {
   DeviceScope scope(device_);
   if (!scope.status().ok())
@@ -919,6 +922,8 @@ Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
     return invalid("sizes overflow");
   for (Status s : {checkPointer(probs, probBytes, "probs"),
                    checkPointer(expertIds, idBytes, "expert_ids"),
+                   checkPointer(positions, positions ? idBytes : 0,
+                                "positions"),
                    checkPointer(expertWeights, expertWeights ? experts * 4 : 0,
                                 "expert_weights"),
                    checkPointer(loss, 4, "loss")})
@@ -976,7 +981,8 @@ Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
     int64_t most = int64_t(smCount_) * 8;
     if (n > 0)
       auxCountsKernel<<<static_cast<unsigned>(blocks < most ? blocks : most),
-                        kThreads, 0, stream_>>>(expertIds, n, experts, counts,
+                        kThreads, 0, stream_>>>(expertIds, positions, n,
+                                                experts, counts,
                                                 deviceStatus_);
     auxFinishKernel<<<1, kThreads, 0, stream_>>>(partial, chunks, counts,
                                                  expertWeights, experts, scale,

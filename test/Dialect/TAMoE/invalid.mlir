@@ -516,6 +516,14 @@ func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %w: tensor<4xf32>
 
 // -----
 
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %pos: tensor<16x1xi32>) {
+  // expected-error @+1 {{dispatched positions must have the shape of expert_ids [16, 2], got [16, 1]}}
+  %0 = tamoe.aux_loss switch %probs, %ids dispatched %pos : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x1xi32> -> tensor<f32>
+  return
+}
+
+// -----
+
 func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>) {
   // expected-error @+1 {{loss must have the probs' element type 'f32'}}
   %0 = tamoe.aux_loss switch %probs, %ids : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<f64>

@@ -99,6 +99,10 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
     %1 = tamoe.aux_loss switch %probs, %ids : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<f32>
     // CHECK: tamoe.aux_loss topology %{{.*}}, %{{.*}} weights %{{.*}} : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf32> -> tensor<f32>
     %2 = tamoe.aux_loss topology %probs, %ids weights %expert_weights : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf32> -> tensor<f32>
+    // CHECK: tamoe.aux_loss switch %{{.*}}, %{{.*}} dispatched %{{.*}} : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<f32>
+    %3 = tamoe.aux_loss switch %probs, %ids dispatched %positions : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<f32>
+    // CHECK: tamoe.aux_loss topology %{{.*}}, %{{.*}} weights %{{.*}} dispatched %{{.*}} : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf32>, tensor<16x2xi32> -> tensor<f32>
+    %4 = tamoe.aux_loss topology %probs, %ids weights %expert_weights dispatched %positions : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf32>, tensor<16x2xi32> -> tensor<f32>
     return
   }
 

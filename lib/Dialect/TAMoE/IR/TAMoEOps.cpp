@@ -12,6 +12,29 @@
 using namespace mlir;
 using namespace mlir::tamoe;
 
+/// The types of trailing optional operands, in order, each after a comma
+/// when its operand is there: `tamoe.aux_loss`'s weights and positions,
+/// which may appear independently.
+static ParseResult parseOptionalOperandTypes(
+    OpAsmParser &parser,
+    std::optional<OpAsmParser::UnresolvedOperand> first, Type &firstType,
+    std::optional<OpAsmParser::UnresolvedOperand> second, Type &secondType) {
+  if (first && (parser.parseComma() || parser.parseType(firstType)))
+    return failure();
+  if (second && (parser.parseComma() || parser.parseType(secondType)))
+    return failure();
+  return success();
+}
+
+static void printOptionalOperandTypes(OpAsmPrinter &printer, Operation *,
+                                      Value first, Type firstType,
+                                      Value second, Type secondType) {
+  if (first)
+    printer << ", " << firstType;
+  if (second)
+    printer << ", " << secondType;
+}
+
 #define GET_OP_CLASSES
 #include "tamoe/Dialect/TAMoE/IR/TAMoEOps.cpp.inc"
 
@@ -473,6 +496,15 @@ LogicalResult AuxLossOp::verify() {
     if (!compatible(type.getDimSize(0), experts))
       return emitOpError() << "weights must have one entry per expert ("
                            << experts << "), got " << type.getDimSize(0);
+  }
+  if (Value positions = getPositions()) {
+    auto type = cast<RankedTensorType>(positions.getType());
+    if (!compatible(type.getDimSize(0), ids.getDimSize(0)) ||
+        !compatible(type.getDimSize(1), ids.getDimSize(1)))
+      return emitOpError() << "dispatched positions must have the shape of "
+                              "expert_ids "
+                           << formatShape(ids.getShape()) << ", got "
+                           << formatShape(type.getShape());
   }
   if (getLoss().getType().getElementType() != probs.getElementType())
     return emitOpError() << "loss must have the probs' element type "

@@ -545,7 +545,10 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossOp op) {
   SmallVector<Value> floats{op.getProbs(), op.getLoss()};
   if (op.getExpertWeights())
     floats.push_back(op.getExpertWeights());
-  if (failed(checkElements(op, floats, {op.getExpertIds()})))
+  SmallVector<Value> integers{op.getExpertIds()};
+  if (op.getPositions())
+    integers.push_back(op.getPositions());
+  if (failed(checkElements(op, floats, integers)))
     return failure();
   Lowering l(op, getOperation(), !deviceResident);
   Value probs = op.getProbs();
@@ -555,9 +558,11 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossOp op) {
   Value weights = topology && op.getExpertWeights()
                       ? l.data(op.getExpertWeights())
                       : l.null();
-  l.runtime("aux_loss", {l.data(probs), l.data(ids), l.dim(probs, 0),
-                         l.dim(probs, 1), l.dim(ids, 1), weights,
-                         l.pointer(loss)});
+  Value positions =
+      op.getPositions() ? l.data(op.getPositions()) : l.null();
+  l.runtime("aux_loss", {l.data(probs), l.data(ids), positions,
+                         l.dim(probs, 0), l.dim(probs, 1), l.dim(ids, 1),
+                         weights, l.pointer(loss)});
   l.replace(op, {loss});
   return success();
 }

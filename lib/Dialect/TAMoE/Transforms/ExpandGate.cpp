@@ -361,22 +361,35 @@ void expandAuxLoss(AuxLossOp loss) {
     dynamicExperts.push_back(tensor::DimOp::create(builder, g.loc, probs, 1));
   SmallVector<int64_t> expertShape{type.getDimSize(1)};
   Value zero = g.constantFloat(element, 0);
+  // Assignments to each expert, without those the dispatch dropped.
+  SmallVector<Value> countInputs{ids};
+  if (Value positions = loss.getPositions())
+    countInputs.push_back(positions);
+  SmallVector<SmallVector<unsigned>> countDims(countInputs.size(), {0, 1});
   Value counts = g.generic(
-      3, {{0, 1}}, {ids}, {{2}},
+      3, countDims, countInputs, {{2}},
       {g.filled(expertShape, element, dynamicExperts, zero)},
       {kReduction, kReduction, kParallel},
       [&](OpBuilder &b, Location l, ValueRange args) {
+        Value sum = args.back();
         Value expert = arith::IndexCastOp::create(
             b, l, args[0].getType(), linalg::IndexOp::create(b, l, 2));
         Value match = arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq,
                                             args[0], expert);
-        Value one = arith::ConstantOp::create(
-            b, l, b.getFloatAttr(args[1].getType(), 1.0));
+        if (args.size() == 3) {
+          Value none = arith::ConstantOp::create(
+              b, l, b.getIntegerAttr(args[1].getType(), 0));
+          match = arith::AndIOp::create(
+              b, l, match,
+              arith::CmpIOp::create(b, l, arith::CmpIPredicate::sge, args[1],
+                                    none));
+        }
+        Value one =
+            arith::ConstantOp::create(b, l, b.getFloatAttr(sum.getType(), 1.0));
         linalg::YieldOp::create(
             b, l,
             Value(arith::SelectOp::create(
-                b, l, match, arith::AddFOp::create(b, l, args[1], one),
-                args[1])));
+                b, l, match, arith::AddFOp::create(b, l, sum, one), sum)));
       })[0];
   Value probSums = g.generic(
       2, {{0, 1}}, {probs}, {{1}},

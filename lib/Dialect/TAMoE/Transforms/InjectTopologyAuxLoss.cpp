@@ -93,34 +93,6 @@ static FailureOr<Value> groupRank(OpBuilder &builder, Location loc,
   return rank;
 }
 
-/// The expert ids with dropped assignments (position -1) replaced by -1, so
-/// the loss counts what was dispatched.
-static Value maskDropped(OpBuilder &builder, Location loc,
-                         DispatchOp dispatch) {
-  Value ids = dispatch.getExpertIds();
-  auto idsType = cast<RankedTensorType>(ids.getType());
-  Value init = tensor::EmptyOp::create(builder, loc, idsType.getShape(),
-                                       idsType.getElementType());
-  AffineMap identity = builder.getMultiDimIdentityMap(2);
-  auto generic = linalg::GenericOp::create(
-      builder, loc, TypeRange{idsType},
-      ValueRange{ids, dispatch.getPositions()}, ValueRange{init},
-      ArrayRef<AffineMap>{identity, identity, identity},
-      ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
-                                    utils::IteratorType::parallel},
-      [&](OpBuilder &b, Location l, ValueRange args) {
-        Value zero = arith::ConstantOp::create(
-            b, l, b.getIntegerAttr(args[1].getType(), 0));
-        Value dropped = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt,
-                                              args[1], zero);
-        Value none = arith::ConstantOp::create(
-            b, l, b.getIntegerAttr(args[0].getType(), -1));
-        linalg::YieldOp::create(
-            b, l, Value(arith::SelectOp::create(b, l, dropped, none, args[0])));
-      });
-  return generic.getResult(0);
-}
-
 LogicalResult
 InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
                                   SymbolTableCollection &symbols) {
@@ -186,23 +158,24 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
     return failure();
   Value weights =
       buildExpertWeights(builder, loc, tree, shares, experts, floatType, *rank);
-  // Right after the dispatch, so every loss after it sees them.
-  builder.setInsertionPointAfter(dispatch);
-  Value ids =
-      mayDrop ? maskDropped(builder, loc, dispatch) : dispatch.getExpertIds();
-
+  // With a capacity the loss counts what was dispatched: the dispatch's
+  // positions say which assignments it dropped.
+  Value positions = mayDrop ? dispatch.getPositions() : Value();
   for (AuxLossOp loss : losses) {
     loss.setKind(AuxLossKind::Topology);
-    loss.getExpertIdsMutable().assign(ids);
     loss.getExpertWeightsMutable().assign(weights);
+    if (positions)
+      loss.getPositionsMutable().assign(positions);
     ++numRewritten;
   }
   if (!losses.empty())
     return success();
 
+  builder.setInsertionPointAfter(dispatch);
   auto lossType = RankedTensorType::get({}, floatType);
-  Value loss = AuxLossOp::create(builder, loc, lossType, AuxLossKind::Topology,
-                                 probs, ids, weights);
+  Value loss =
+      AuxLossOp::create(builder, loc, lossType, AuxLossKind::Topology, probs,
+                        dispatch.getExpertIds(), weights, positions);
   ++numInserted;
   return addToFunctionLoss(dispatch, loss);
 }

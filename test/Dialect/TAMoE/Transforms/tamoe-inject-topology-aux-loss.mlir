@@ -70,10 +70,8 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
     // CHECK: %{{.*}}, %{{.*}}, %[[POS:.*]], %{{.*}} = tamoe.dispatch
     // expected-remark @+1 {{inserted a topology loss, scaled by 0.01, into result #1}}
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity 3 {plan = #plan} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<12x8xf32>, tensor<4xi32>, tensor<16x2xi32>, tensor<i64>
-    // CHECK: %[[MASKED:.*]] = linalg.generic {{.*}} ins(%[[IDS]], %[[POS]] : tensor<16x2xi32>, tensor<16x2xi32>)
-    // CHECK:   %[[DROPPED:.*]] = arith.cmpi slt
-    // CHECK:   arith.select %[[DROPPED]], %{{.*}}, %{{.*}} : i32
-    // CHECK: %[[LOSS:.*]] = tamoe.aux_loss topology %[[PROBS]], %[[MASKED]] weights
+    // With a capacity the loss counts what was dispatched: the positions.
+    // CHECK: %[[LOSS:.*]] = tamoe.aux_loss topology %[[PROBS]], %[[IDS]] weights %[[WEIGHTS]] dispatched %[[POS]]
     // CHECK: %[[COEFFICIENT:.*]] = arith.constant dense<0.00999999977> : tensor<f32>
     // CHECK: %[[SCALED:.*]] = arith.mulf %[[LOSS]], %[[COEFFICIENT]] : tensor<f32>
     // CHECK: %[[TOTAL:.*]] = arith.addf %{{.*}}, %[[SCALED]] : tensor<f32>
@@ -114,9 +112,9 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
   func.func @existing_loss_with_capacity(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
     %ids, %w, %p = tamoe.gate %logits top 2 softmax {plan = #plan} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x4xf32>
     // CHECK: %[[WEIGHTS:.*]] = tensor.extract_slice
-    // CHECK: tamoe.dispatch
-    // CHECK: %[[MASKED:.*]] = linalg.generic
-    // CHECK: tamoe.aux_loss topology %{{.*}}, %[[MASKED]] weights %[[WEIGHTS]]
+    // CHECK: %{{.*}}, %{{.*}}, %[[POS:.*]], %{{.*}} = tamoe.dispatch
+    // CHECK-NOT: linalg.generic
+    // CHECK: tamoe.aux_loss topology %{{.*}}, %{{.*}} weights %[[WEIGHTS]] dispatched %[[POS]]
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity_factor 1.0 {plan = #plan} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<32x8xf32>, tensor<4xi32>, tensor<16x2xi32>, tensor<i64>
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x8xf32>, tensor<4xi32> -> tensor<?x8xf32>
     %loss = tamoe.aux_loss switch %p, %ids : tensor<16x4xf32>, tensor<16x2xi32> -> tensor<f32>

@@ -354,7 +354,7 @@ def TAMoE_CombineOp : TAMoE_Op<"combine", [Pure]> {
   let hasVerifier = 1;
 }
 
-def TAMoE_AuxLossOp : TAMoE_Op<"aux_loss", [Pure]> {
+def TAMoE_AuxLossOp : TAMoE_Op<"aux_loss", [Pure, AttrSizedOperandSegments]> {
   let summary = "Load-balancing auxiliary loss of a router";
   let description = [{
     With `probs` `[S, E]` and `expert_ids` `[S, k]` of this rank, f_e the
@@ -369,25 +369,33 @@ def TAMoE_AuxLossOp : TAMoE_Op<"aux_loss", [Pure]> {
       loss equals `switch` exactly; otherwise the router is stationary when
       f matches the plan (see `docs/design.md`).
 
-    Assignments whose expert id is negative (dropped) are not counted.
+    Assignments whose expert id is negative are not counted, nor, with
+    `dispatched` (a `tamoe.dispatch`'s `positions` `[S, k]`), those the
+    dispatch dropped (position -1): with a capacity the loss then sees what
+    was sent.
 
     ```mlir
     %l = tamoe.aux_loss switch %probs, %ids
         : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<f32>
-    %t = tamoe.aux_loss topology %probs, %ids weights %w
-        : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf32> -> tensor<f32>
+    %t = tamoe.aux_loss topology %probs, %ids weights %w dispatched %pos
+        : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf32>, tensor<16x2xi32>
+        -> tensor<f32>
     ```
   }];
   let arguments = (ins
     TAMoE_AuxLossKind:$kind,
     2DTensorOf<[AnyFloat]>:$probs,
     2DTensorOf<[AnySignlessInteger]>:$expert_ids,
-    Optional<1DTensorOf<[AnyFloat]>>:$expert_weights
+    Optional<1DTensorOf<[AnyFloat]>>:$expert_weights,
+    Optional<2DTensorOf<[AnySignlessInteger]>>:$positions
   );
   let results = (outs 0DTensorOf<[AnyFloat]>:$loss);
   let assemblyFormat = [{
-    $kind $probs `,` $expert_ids (`weights` $expert_weights^)? attr-dict
-    `:` type($probs) `,` type($expert_ids) (`,` type($expert_weights)^)?
+    $kind $probs `,` $expert_ids (`weights` $expert_weights^)?
+    (`dispatched` $positions^)? attr-dict
+    `:` type($probs) `,` type($expert_ids) ``
+    custom<OptionalOperandTypes>(ref($expert_weights), type($expert_weights),
+                                 ref($positions), type($positions))
     `->` type($loss)
   }];
   let hasVerifier = 1;

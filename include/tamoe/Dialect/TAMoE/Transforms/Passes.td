@@ -42,17 +42,18 @@ def TAMoEInjectTopologyAuxLossPass
     : Pass<"tamoe-inject-topology-aux-loss", "mlir::ModuleOp"> {
   let summary = "Make each layer's load-balancing loss topology-aware";
   let description = [{
-    For each planned layer, computes this rank's expert weights
-    w_e = 1 / (E * q_e), q_e = p̂[rank][owner(e)] / (E / P), at run time
-    from `shard.process_multi_index` over the grid axes of the layer's
-    all-to-all (the program is SPMD: every rank selects its own row of the
-    plan, and the expert-parallel group may be part of a larger grid), and turns the layer's `switch`
+    For each planned layer, builds every rank's expert weights
+    w_e = 1 / (E * q_e), q_e = p̂[rank][owner(e)] / (E / P), as a `[P, E]`
+    constant, selects this rank's row with a `tensor.extract_slice` at its
+    index from `shard.process_multi_index` over the grid axes of the layer's
+    all-to-all (the program is SPMD, and the expert-parallel group may be
+    part of a larger grid), and turns the layer's `switch`
     `tamoe.aux_loss` into a `topology` one with these weights. With a uniform
     plan every weight is 1 and the loss is the `switch` loss exactly.
 
     The loss counts the assignments that were dispatched: when the dispatch
-    has a capacity, the expert ids of dropped assignments (position -1) are
-    replaced by -1, which `tamoe.aux_loss` ignores.
+    has a capacity, it gets the dispatch's positions (`dispatched`), and
+    dropped assignments (position -1) do not count.
 
     A layer without a loss gets one, scaled by `coefficient` and added to
     the function's scalar loss result (a 0-d float tensor result), or
