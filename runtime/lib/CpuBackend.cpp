@@ -64,22 +64,56 @@ char *rowOf(void *base, intptr_t row, intptr_t rowBytes) {
 // Memory
 //===----------------------------------------------------------------------===//
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr size_t kCacheBytes = 0;
+#else
+constexpr size_t kCacheBytes = size_t(1) << 30;
+#endif
+
+CpuBackend::~CpuBackend() {
+  for (auto &[bytes, blocks] : cache)
+    for (void *block : blocks)
+      std::free(block);
+}
+
 Status CpuBackend::alloc(intptr_t bytes, void **pointer) {
   *pointer = nullptr;
   if (bytes == 0)
     return Status::success();
   // aligned_alloc wants a multiple of the alignment.
   size_t rounded = (size_t(bytes) + kAlignment - 1) / kAlignment * kAlignment;
-  if (rounded < size_t(bytes) ||
-      !(*pointer = std::aligned_alloc(kAlignment, rounded)))
+  if (rounded < size_t(bytes))
     return Status::error(
         TAMOE_RT_ERROR_OUT_OF_MEMORY,
         str("cannot allocate ", bytes, " bytes of host memory"));
+  if (auto found = cache.find(rounded);
+      found != cache.end() && !found->second.empty()) {
+    *pointer = found->second.back();
+    found->second.pop_back();
+    cachedBytes -= rounded;
+  } else if (!(*pointer = std::aligned_alloc(kAlignment, rounded))) {
+    return Status::error(
+        TAMOE_RT_ERROR_OUT_OF_MEMORY,
+        str("cannot allocate ", bytes, " bytes of host memory"));
+  }
+  blockBytes[*pointer] = rounded;
   return Status::success();
 }
 
 Status CpuBackend::free(void *pointer) {
-  std::free(pointer);
+  auto block = blockBytes.find(pointer);
+  if (block == blockBytes.end()) {
+    std::free(pointer);
+    return Status::success();
+  }
+  size_t bytes = block->second;
+  blockBytes.erase(block);
+  if (cachedBytes + bytes <= kCacheBytes) {
+    cache[bytes].push_back(pointer);
+    cachedBytes += bytes;
+  } else {
+    std::free(pointer);
+  }
   return Status::success();
 }
 
@@ -335,22 +369,27 @@ Status CpuBackend::matmul(const float *a, const float *b, intptr_t m,
 
 Status CpuBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
                        intptr_t n, float *out) {
-  for (intptr_t i = 0; i < n; ++i) {
-    switch (op) {
-    case TAMOE_RT_MAP_ADD:
+  // One branch-free loop per op, so that the compiler vectorises it.
+  switch (op) {
+  case TAMOE_RT_MAP_ADD:
+    for (intptr_t i = 0; i < n; ++i)
       out[i] = a[i] + b[i];
-      break;
-    case TAMOE_RT_MAP_SUB:
+    break;
+  case TAMOE_RT_MAP_SUB:
+    for (intptr_t i = 0; i < n; ++i)
       out[i] = a[i] - b[i];
-      break;
-    case TAMOE_RT_MAP_MUL:
+    break;
+  case TAMOE_RT_MAP_MUL:
+    for (intptr_t i = 0; i < n; ++i)
       out[i] = a[i] * b[i];
-      break;
-    case TAMOE_RT_MAP_RELU:
-      // arith.maximumf: NaN propagates.
-      out[i] = std::isnan(a[i]) || a[i] > 0.0f ? a[i] : 0.0f;
-      break;
+    break;
+  case TAMOE_RT_MAP_RELU:
+    // arith.maximumf(x, 0): NaN propagates, -0 becomes +0.
+    for (intptr_t i = 0; i < n; ++i) {
+      float x = a[i];
+      out[i] = (x > 0.0f || x != x) ? x : 0.0f;
     }
+    break;
   }
   return Status::success();
 }

@@ -12,6 +12,7 @@
 #include "Backend.h"
 #include "MpiLauncher.h"
 
+#include <unordered_map>
 #include <vector>
 
 namespace tamoe_rt {
@@ -19,6 +20,7 @@ namespace tamoe_rt {
 class CpuBackend final : public Backend {
 public:
   explicit CpuBackend(MpiLauncher &launcher) : launcher(launcher) {}
+  ~CpuBackend() override;
 
   tamoe_rt_backend_t kind() const override { return TAMOE_RT_BACKEND_CPU; }
 
@@ -96,6 +98,12 @@ public:
 
 private:
   MpiLauncher &launcher;
+  // Freed blocks by size, for reuse: a compiled layer allocates the same
+  // buffers at every step, and fresh pages fault on first touch. Up to
+  // kCacheBytes; not under AddressSanitizer, which must see every free.
+  std::unordered_map<size_t, std::vector<void *>> cache;
+  std::unordered_map<void *, size_t> blockBytes;
+  size_t cachedBytes = 0;
   // Scratch of the local operations, kept between calls: fresh memory of
   // this size costs page faults on every call.
   std::vector<intptr_t> start, next, order, byWeight;

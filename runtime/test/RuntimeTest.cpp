@@ -344,6 +344,24 @@ TEST(NullContext, EveryEntryPoint) {
 // Memory
 //===----------------------------------------------------------------------===//
 
+TEST_F(Runtime, FreedMemoryIsReused) {
+  // A layer's step allocates what the previous step freed: same size, same
+  // block (fresh pages would fault again). Sizes round up to 256 bytes.
+  void *first = nullptr, *second = nullptr, *other = nullptr;
+  ASSERT_EQ(tamoe_rt_alloc(ctx, 1 << 20, &first), TAMOE_RT_SUCCESS);
+  ASSERT_EQ(tamoe_rt_free(ctx, first), TAMOE_RT_SUCCESS);
+  ASSERT_EQ(tamoe_rt_alloc(ctx, 4096, &other), TAMOE_RT_SUCCESS);
+  ASSERT_EQ(tamoe_rt_alloc(ctx, (1 << 20) - 100, &second), TAMOE_RT_SUCCESS);
+#if !defined(__SANITIZE_ADDRESS__)
+  EXPECT_EQ(second, first);
+#endif
+  EXPECT_NE(other, second);
+  // A reused block is a live allocation again: freeing it twice is an error.
+  EXPECT_EQ(tamoe_rt_free(ctx, second), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_free(ctx, second), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(tamoe_rt_free(ctx, other), TAMOE_RT_SUCCESS);
+}
+
 TEST_F(Runtime, Memory) {
   void *empty = reinterpret_cast<void *>(1);
   ASSERT_EQ(tamoe_rt_alloc(ctx, 0, &empty), TAMOE_RT_SUCCESS);

@@ -108,7 +108,11 @@ tamoe_rt_status_t tamoe_rt_reset_traffic(tamoe_rt_context_t *context);
  * Memory
  *===------------------------------------------------------------------===*/
 
-/* Memory of the backend's kind (device memory on cuda), 256-byte aligned. */
+/* Memory of the backend's kind (device memory on cuda), 256-byte aligned.
+ * Both backends keep freed memory for reuse (a layer allocates the same
+ * buffers at every step). On cuda, allocation and free are ordered on the
+ * backend's stream, which is ordered with the legacy default stream; work
+ * of the caller's own non-blocking streams must be synchronised first. */
 tamoe_rt_status_t tamoe_rt_alloc(tamoe_rt_context_t *context, intptr_t bytes,
                                  void **pointer);
 tamoe_rt_status_t tamoe_rt_free(tamoe_rt_context_t *context, void *pointer);

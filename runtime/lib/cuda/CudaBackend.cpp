@@ -381,15 +381,24 @@ Status CudaBackend::alloc(intptr_t bytes, void **pointer) {
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  // cudaMalloc aligns to at least 256 bytes. Zero bytes still get a
-  // distinct, freeable pointer, as on the host.
-  cudaError_t error =
-      cudaMalloc(pointer, static_cast<size_t>(bytes > 0 ? bytes : 1));
+  // From the backend's pool, in the order of its stream: a compiled layer
+  // allocates and frees its buffers at every step, and cudaMalloc/cudaFree
+  // would synchronise the device each time; the pool keeps its memory. Zero
+  // bytes still get a distinct, freeable pointer, as on the host.
+  cudaError_t error = cudaMallocFromPoolAsync(
+      pointer, static_cast<size_t>(bytes > 0 ? bytes : 1), pool_, stream_);
   if (error != cudaSuccess) {
     cudaGetLastError();
     *pointer = nullptr;
     return cudaFailure(error, "alloc: " + std::to_string(bytes) +
                                   " bytes of device memory");
+  }
+  if (reinterpret_cast<uintptr_t>(*pointer) % 256 != 0) {
+    cudaFreeAsync(*pointer, stream_);
+    *pointer = nullptr;
+    return Status::error(TAMOE_RT_ERROR_INTERNAL,
+                         "alloc: the memory pool returned memory aligned to "
+                         "less than 256 bytes");
   }
   return Status::success();
 }
@@ -400,8 +409,9 @@ Status CudaBackend::free(void *pointer) {
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  // cudaFree waits for the device, so queued work using the memory is done.
-  cudaError_t error = cudaFree(pointer);
+  // After the work queued on the stream (and, the stream being blocking,
+  // on the legacy default stream) that may still use the memory.
+  cudaError_t error = cudaFreeAsync(pointer, stream_);
   if (error != cudaSuccess) {
     cudaGetLastError();
     return cudaFailure(error, "free");
