@@ -3,9 +3,10 @@
 #
 # Compiles the example layer (bench/gpu/moe_layer.mlir.in, the shapes below)
 # with --tamoe-pipeline and --tamoe-to-llvm=device-resident, runs it with
-# upstream mlir-runner on the cpu backend and on the cuda backend
-# (TAMOE_RT_BACKEND=cuda), checks both against the serial reference
-# (tamoe-reference), and times one layer forward per stage from the
+# upstream mlir-runner on the cpu backend (one forward: the check) and on the
+# cuda backend (TAMOE_RT_BACKEND=cuda, ITERATIONS forwards), checks both
+# against the serial reference (tamoe-reference), and times one layer
+# forward per stage from the
 # runtime's profile (TAMOE_RT_PROFILE=1) against the same layer written in
 # PyTorch (torch_layer.py) at the same shapes. Prints a markdown table (also
 # $OUT/gpu-e2e.md when OUT is set).
@@ -16,6 +17,9 @@
 # layer then runs under torchrun with NCCL all_to_all_single (when torchrun
 # is there). --backend cpu: the cpu backend only (no GPU needed; what CI
 # runs at small shapes to keep this script working).
+#
+# Needs MLIR 22 (tamoe-opt is built against it; mlir-runner) and, for
+# --ranks, mpirun.
 #
 # Environment: TAMOE_BUILD (a configured build of this repository with the
 # cuda backend; default ROOT/build, built here when missing), OUT, TOKENS
@@ -64,7 +68,9 @@ if [[ ! -x "$BUILD/bin/tamoe-opt" || ! -f "$BUILD/runtime/lib/libtamoe_rt.so" ]]
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
     -DLLVM_EXTERNAL_LIT=/usr/lib/llvm-22/bin/lit >/dev/null
-  cmake --build "$BUILD" --target tamoe-opt tamoe-reference tamoe_rt tamoe_rt_cuda
+  targets=(tamoe-opt tamoe-reference tamoe_rt)
+  [[ "$BACKEND" == cuda ]] && targets+=(tamoe_rt_cuda)
+  cmake --build "$BUILD" --target "${targets[@]}"
 fi
 RT="$BUILD/runtime/lib/libtamoe_rt.so"
 [[ -x "$RUNNER" ]] || die "no mlir-runner (set MLIR_RUNNER)"
@@ -74,9 +80,8 @@ fi
 launch=()
 if (( RANKS > 1 )); then
   command -v mpirun >/dev/null || die "--ranks $RANKS needs mpirun"
-  launch=(mpirun -np "$RANKS")
+  launch=(mpirun -np "$RANKS" --oversubscribe)
   [[ $(id -u) == 0 ]] && launch+=(--allow-run-as-root)
-  (( RANKS > $(nproc) )) && launch+=(--oversubscribe)
 fi
 
 # One node of RANKS GPUs on NVLink.
@@ -86,26 +91,36 @@ cat > "$WORK/node.json" <<JSON
 ]}
 JSON
 PER_RANK=$((EXPERTS / RANKS))
-sed -e "s/@RANKS@/$RANKS/g" -e "s/@EXPERTS_PER_RANK@/$PER_RANK/g" \
-    -e "s/@EXPERTS@/$EXPERTS/g" -e "s/@TOP_K@/$TOP_K/g" \
-    -e "s/@TOKENS@/$TOKENS/g" -e "s/@HIDDEN@/$HIDDEN/g" -e "s/@FFN@/$FFN/g" \
-    -e "s/@ROWS@/$((TOKENS * TOP_K))/g" \
-    -e "s/@ITERATIONS@/$ITERATIONS/g" -e "s/@WARM_ITERATIONS@/$((ITERATIONS - 1))/g" \
-    "$HERE/moe_layer.mlir.in" > "$WORK/layer.mlir"
 echo "== compiling: $RANKS rank(s), $TOKENS tokens x $HIDDEN per rank, $EXPERTS experts, top-$TOP_K, FFN $FFN"
-"$BUILD/bin/tamoe-opt" "$WORK/layer.mlir" --tamoe-pipeline="topology=$WORK/node.json" 2>/dev/null |
-  "$BUILD/bin/tamoe-opt" --tamoe-to-llvm=device-resident -o "$WORK/layer.llvm.mlir"
+# compile NAME FORWARDS: the layer with a main running it FORWARDS times, as
+# $WORK/NAME.llvm.mlir.
+compile() {
+  sed -e "s/@RANKS@/$RANKS/g" -e "s/@EXPERTS_PER_RANK@/$PER_RANK/g" \
+      -e "s/@EXPERTS@/$EXPERTS/g" -e "s/@TOP_K@/$TOP_K/g" \
+      -e "s/@TOKENS@/$TOKENS/g" -e "s/@HIDDEN@/$HIDDEN/g" -e "s/@FFN@/$FFN/g" \
+      -e "s/@ROWS@/$((TOKENS * TOP_K))/g" \
+      -e "s/@ITERATIONS@/$2/g" -e "s/@WARM_ITERATIONS@/$(($2 - 1))/g" \
+      "$HERE/moe_layer.mlir.in" > "$WORK/$1.mlir"
+  "$BUILD/bin/tamoe-opt" "$WORK/$1.mlir" --tamoe-pipeline="topology=$WORK/node.json" \
+      -o "$WORK/$1.planned.mlir" 2> "$WORK/$1.remarks" ||
+    { cat "$WORK/$1.remarks" >&2; die "tamoe-pipeline failed on $WORK/$1.mlir"; }
+  "$BUILD/bin/tamoe-opt" "$WORK/$1.planned.mlir" --tamoe-to-llvm=device-resident \
+      -o "$WORK/$1.llvm.mlir" || die "tamoe-to-llvm failed on $WORK/$1.planned.mlir"
+}
+# The cpu run is the check, not the benchmark (its GEMMs are plain loops):
+# one forward when the GPU is what is measured.
+compile layer "$ITERATIONS"
+[[ "$BACKEND" == cuda ]] && compile layer-once 1
 
-# Runs the compiled layer on a backend; results in $WORK/<backend>, the
-# profile in $WORK/<backend>.profile.md; then the check against the
-# serial reference.
+# run BACKEND PROGRAM FORWARDS: results in $WORK/<backend>, the profile in
+# $WORK/<backend>.profile.md; then the check against the serial reference.
 run() {
   local backend=$1
   rm -rf "$WORK/$backend" && mkdir -p "$WORK/$backend"
-  echo "== running on the $backend backend ($ITERATIONS layer forwards)"
+  echo "== running on the $backend backend ($3 layer forwards)"
   env TAMOE_RT_BACKEND="$backend" TAMOE_RT_PROFILE=1 TAMOE_RANKS_PER_NODE="$RANKS" \
       TAMOE_RT_OUTPUT_DIR="$WORK/$backend" \
-      "${launch[@]}" "$RUNNER" "$WORK/layer.llvm.mlir" -e main -entry-point-result=void \
+      "${launch[@]}" "$RUNNER" "$WORK/$2.llvm.mlir" -e main -entry-point-result=void \
       --shared-libs="$RT" 2> "$WORK/$backend.log" ||
     { cat "$WORK/$backend.log" >&2; die "the $backend run failed"; }
   grep -A100 '^tamoe_rt profile' "$WORK/$backend.log" | grep -v '^tamoe_rt profile' > "$WORK/$backend.profile.md" || true
@@ -116,8 +131,12 @@ run() {
     { cat "$WORK/$backend.check" >&2; die "the $backend results differ from the reference"; }
   grep '^check:' "$WORK/$backend.check"
 }
-run cpu
-[[ "$BACKEND" == cuda ]] && run cuda
+if [[ "$BACKEND" == cuda ]]; then
+  run cpu layer-once 1
+  run cuda layer "$ITERATIONS"
+else
+  run cpu layer "$ITERATIONS"
+fi
 
 # The same layer in PyTorch (one process per GPU), when torch is there.
 TORCH_CSV=""

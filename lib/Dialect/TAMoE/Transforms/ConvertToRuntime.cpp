@@ -687,9 +687,11 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
   });
   for (Operation *op : ops) {
     auto named = [&](auto op, MapKind kind) -> LogicalResult {
+      // Others are reported below (tensors) or by
+      // tamoe-finalize-device-resident (buffers).
       if (!op.hasPureTensorSemantics() ||
           !llvm::all_of(op->getOperands(), isF32Tensor))
-        return failure();
+        return success();
       return lowerMap(op, kind, op.getDpsInputs()[0], op.getDpsInputs()[1]);
     };
     auto arith = [&](Operation *op, MapKind kind) -> LogicalResult {
@@ -805,6 +807,12 @@ void ConvertToRuntimePass::runOnOperation() {
   }
   if (deviceResident && failed(lowerDenseCompute()))
     return signalPassFailure();
+  // With host loops, every function asks for its context first, so that a
+  // backend they cannot run on is refused before anything is allocated.
+  if (!deviceResident && !ops.empty())
+    for (auto function : module.getOps<func::FuncOp>())
+      if (!function.isExternal())
+        Lowering(&function.front().front(), module, /*hostLoops=*/true);
   // The grids only named the groups; the runtime knows them now.
   for (auto grid : llvm::make_early_inc_range(module.getOps<shard::GridOp>()))
     grid.erase();

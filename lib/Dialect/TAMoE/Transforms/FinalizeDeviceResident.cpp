@@ -10,6 +10,7 @@
 
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
 
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -30,16 +31,25 @@ struct FinalizeDeviceResidentPass
 };
 } // namespace
 
-/// Bookkeeping the host writes: a static index or i1 buffer that is only
-/// used in its function and freed there.
+/// Bookkeeping the host writes: a static index or i1 buffer that is read,
+/// written and freed where it is allocated, or passed to a call as an
+/// unranked or dynamic view (the deallocation helper). Anything that could
+/// let it outlive the call (a return, a yield) keeps it a heap buffer.
 static bool isHostBookkeeping(memref::AllocOp alloc) {
   MemRefType type = alloc.getType();
   Type element = type.getElementType();
-  return type.hasStaticShape() && type.getLayout().isIdentity() &&
-         (element.isIndex() || element.isInteger(1)) &&
-         llvm::none_of(alloc->getUsers(), [](Operation *user) {
-           return isa<func::ReturnOp>(user);
-         });
+  if (!type.hasStaticShape() || !type.getLayout().isIdentity() ||
+      !(element.isIndex() || element.isInteger(1)))
+    return false;
+  return llvm::all_of(alloc->getUsers(), [](Operation *user) {
+    if (isa<memref::LoadOp, memref::StoreOp, memref::DeallocOp,
+            memref::ExtractAlignedPointerAsIndexOp>(user))
+      return true;
+    auto cast = dyn_cast<memref::CastOp>(user);
+    return cast && llvm::all_of(cast->getUsers(), [](Operation *castUser) {
+             return isa<func::CallOp>(castUser);
+           });
+  });
 }
 
 void FinalizeDeviceResidentPass::runOnOperation() {
@@ -65,7 +75,7 @@ void FinalizeDeviceResidentPass::runOnOperation() {
     }
   });
   WalkResult left = getOperation().walk([](Operation *op) {
-    if (isa<memref::CopyOp>(op))
+    if (isa<memref::CopyOp, bufferization::CloneOp>(op))
       op->emitOpError() << "copies a buffer on the host, which a "
                            "device-resident program cannot do (a tensor "
                            "written in place while still read?)";

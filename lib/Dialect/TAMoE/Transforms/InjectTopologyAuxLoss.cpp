@@ -163,6 +163,8 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
   Value positions = mayDrop ? dispatch.getPositions() : Value();
   for (AuxLossOp loss : losses) {
     loss.setKind(AuxLossKind::Topology);
+    // The assignments the positions describe.
+    loss.getExpertIdsMutable().assign(dispatch.getExpertIds());
     loss.getExpertWeightsMutable().assign(weights);
     if (positions)
       loss.getPositionsMutable().assign(positions);

@@ -45,7 +45,7 @@ LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
        (device ? "true" : "false") +
        "},one-shot-bufferize{bufferize-function-boundaries "
        "function-boundary-type-conversion=identity-layout-map},"
-       "buffer-deallocation-pipeline," +
+       "buffer-deallocation-pipeline,convert-bufferization-to-memref," +
        (device ? "tamoe-finalize-device-resident," : "") +
        "convert-linalg-to-loops,lower-affine,expand-strided-metadata,"
        "convert-scf-to-cf,finalize-memref-to-llvm{use-generic-functions},"

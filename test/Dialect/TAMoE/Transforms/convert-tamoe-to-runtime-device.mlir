@@ -114,6 +114,17 @@ module {
 // -----
 
 module {
+  func.func @integer_add(%a: tensor<4xi32>, %b: tensor<4xi32>) -> tensor<4xi32> {
+    %e = tensor.empty() : tensor<4xi32>
+    // expected-error @+1 {{'linalg.add' op would run on the host: a device-resident program lowers only tamoe ops, f32 linalg.matmul and elementwise add, sub, mul and relu to the runtime}}
+    %c = linalg.add ins(%a, %b : tensor<4xi32>, tensor<4xi32>) outs(%e : tensor<4xi32>) -> tensor<4xi32>
+    return %c : tensor<4xi32>
+  }
+}
+
+// -----
+
+module {
   func.func @bf16_matmul(%x: tensor<4x8xbf16>, %w: tensor<8x2xbf16>, %c: tensor<4x2xbf16>) -> tensor<4x2xbf16> {
     // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes an f32 matmul on tensors with the default indexing maps}}
     %y = linalg.matmul ins(%x, %w : tensor<4x8xbf16>, tensor<8x2xbf16>) outs(%c : tensor<4x2xbf16>) -> tensor<4x2xbf16>

@@ -21,7 +21,9 @@ module {
     // CHECK-DAG: %[[NULL:.*]] = llvm.mlir.zero : !llvm.ptr
     // The slot for an exchange's total is in the entry block.
     // CHECK-DAG: %[[TOTAL:.*]] = memref.alloca() : memref<index>
-    // host_loops = 1: the rest of the program runs as host loops.
+    // host_loops = 1: the rest of the program runs as host loops. Every
+    // function asks first (before the slot above), so that a cuda backend
+    // is refused before any allocation (program-errors.test); then each op.
     // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context(%[[ONE]])
     // CHECK: %[[IDS:.*]] = memref.alloc() : memref<16x2xi32>
     // CHECK: %[[STATUS:.*]] = call @tamoe_rt_gate(%[[CTX]], %{{.*}}, %[[C16]], %[[C8]], %[[C2]], %[[SOFTMAX]], %[[ONE]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})

@@ -33,6 +33,44 @@ module {
 
 // -----
 
+// Index buffers that may outlive the function or a loop iteration (returned
+// through a cast, yielded) stay heap buffers.
+module {
+  // CHECK-LABEL: func.func @escapes
+  func.func @escapes(%n: index) -> memref<?xindex> {
+    // CHECK: %[[KEPT:.*]] = memref.alloc() : memref<2xindex>
+    // CHECK: memref.cast %[[KEPT]]
+    %kept = memref.alloc() : memref<2xindex>
+    %cast = memref.cast %kept : memref<2xindex> to memref<?xindex>
+    return %cast : memref<?xindex>
+  }
+  // CHECK-LABEL: func.func @yielded
+  func.func @yielded(%n: index) -> memref<2xi1> {
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %init = memref.alloc() : memref<2xi1>
+    // CHECK: scf.for
+    // CHECK:   memref.alloc() : memref<2xi1>
+    %last = scf.for %i = %c0 to %n step %c1 iter_args(%prev = %init) -> memref<2xi1> {
+      %next = memref.alloc() : memref<2xi1>
+      scf.yield %next : memref<2xi1>
+    }
+    return %last : memref<2xi1>
+  }
+}
+
+// -----
+
+module {
+  func.func @clone(%a: memref<4xf32>) -> memref<4xf32> {
+    // expected-error @+1 {{'bufferization.clone' op copies a buffer on the host, which a device-resident program cannot do (a tensor written in place while still read?)}}
+    %b = bufferization.clone %a : memref<4xf32> to memref<4xf32>
+    return %b : memref<4xf32>
+  }
+}
+
+// -----
+
 module {
   func.func @copy(%a: memref<4xf32>, %b: memref<4xf32>) {
     // expected-error @+1 {{'memref.copy' op copies a buffer on the host, which a device-resident program cannot do (a tensor written in place while still read?)}}

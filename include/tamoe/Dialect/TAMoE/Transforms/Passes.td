@@ -195,17 +195,22 @@ def TAMoEFinalizeDeviceResidentPass
   let summary = "Keep the host's bookkeeping off backend memory after "
                 "bufferization and deallocation";
   let description = [{
-    Runs in `tamoe-to-llvm{device-resident}` after the buffer deallocation
-    pipeline, where every `memref.alloc` becomes backend memory (device
-    memory on the cuda backend). The deallocation lowering's alias checks
-    allocate small `index` and `i1` buffers and write them on the host: they
-    move to the stack (at the function's entry, so a loop does not grow it).
-    Tensor data is never `index` or `i1` in a device-resident program (the
-    runtime takes f32, i32 and i64).
+    Runs in `tamoe-to-llvm{device-resident}` after buffer deallocation and
+    `convert-bufferization-to-memref`, where every `memref.alloc` becomes
+    backend memory (device memory on the cuda backend). The deallocation
+    lowering's alias checks allocate small `index` and `i1` buffers and
+    write them on the host: they move to the stack (at the function's
+    entry, so a loop does not grow it). Only buffers that are loaded,
+    stored, freed or passed to a call where they are allocated move; tensor
+    data is never `index` or `i1` in a device-resident program (the runtime
+    takes f32, i32 and i64).
 
-    It then fails on anything that would still touch a buffer on the host: a
-    `memref.copy` (One-Shot Bufferize inserts them for conflicting writes),
-    or a `linalg` op on memrefs.
+    It then fails on the host copies and loops that bufferization can leave
+    behind: a `memref.copy` (for a conflicting in-place write, or a
+    `bufferization.clone` of a buffer with conditional ownership) and any
+    `linalg` op on memrefs. It does not look at a program's own
+    `memref.load`/`store` or external calls (e.g. a printer of results):
+    those are the program's host code.
   }];
   let dependentDialects = ["mlir::memref::MemRefDialect"];
 }
