@@ -91,17 +91,23 @@ static std::optional<ConstantPiece> constantPiece(OpBuilder &b, Location loc,
 /// Emits the calls for one op, before it.
 class Lowering {
 public:
-  /// `hostLoops`: the program's other compute stays host loops (see
-  /// tamoe_rt_program_context).
-  Lowering(Operation *op, ModuleOp module, bool hostLoops)
+  Lowering(Operation *op, ModuleOp module)
       : b(op), loc(op->getLoc()), module(module) {
     ptrType = LLVM::LLVMPointerType::get(b.getContext());
-    context = call("tamoe_rt_program_context", {i32(hostLoops ? 1 : 0)},
-                   ptrType);
   }
 
   OpBuilder b;
   Location loc;
+  /// The context the calls go through (ConvertToRuntimePass::lowering).
+  Value context;
+
+  /// Asks for the process's context, at the insertion point. `hostLoops`:
+  /// the program's other compute stays host loops (see
+  /// tamoe_rt_program_context).
+  Value programContext(bool hostLoops) {
+    return call("tamoe_rt_program_context", {i32(hostLoops ? 1 : 0)},
+                ptrType);
+  }
 
   Value index(int64_t value) {
     return arith::ConstantIndexOp::create(b, loc, value);
@@ -226,7 +232,6 @@ public:
 private:
   ModuleOp module;
   Type ptrType;
-  Value context;
 };
 
 struct ConvertToRuntimePass
@@ -253,6 +258,12 @@ private:
   /// Lowers the tensor compute that device-resident programs run through
   /// the runtime, then fails on any that is left.
   LogicalResult lowerDenseCompute();
+  /// A Lowering before `op` whose calls use the context of `op`'s function,
+  /// asked for once at the function's entry.
+  Lowering lowering(Operation *op);
+
+  /// The context of each function that has asked for it.
+  DenseMap<Operation *, Value> contexts;
 };
 } // namespace
 
@@ -306,7 +317,7 @@ LogicalResult ConvertToRuntimePass::lower(GateOp op) {
   if (failed(checkElements(op, {op.getLogits(), op.getWeights()},
                            {op.getExpertIds()})))
     return failure();
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   Value logits = op.getLogits();
   Value tokens = l.dim(logits, 0);
   Value ids = l.output(op.getExpertIds().getType(), tokens);
@@ -339,7 +350,7 @@ LogicalResult ConvertToRuntimePass::lower(DispatchOp op) {
                                "capacity_factor needs a static token count";
   std::optional<int64_t> capacity =
       op.getCapacityFor(tokensType.getDimSize(0));
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   Value tokens = op.getTokens();
   Value ids = op.getExpertIds();
   Value numTokens = l.dim(tokens, 0);
@@ -396,7 +407,7 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
   RankedTensorType countsType = op.getSendCounts().getType();
   int64_t peers = countsType.getDimSize(0);
   int64_t split = product(countsType, 1);
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   Value send = op.getSend();
   Value sendCounts = l.data(op.getSendCounts());
   Value recvCounts = l.output(countsType);
@@ -430,7 +441,7 @@ LogicalResult ConvertToRuntimePass::lower(RegroupOp op) {
   if (failed(checkElements(op, {}, {op.getCounts()})))
     return failure();
   RankedTensorType countsType = op.getCounts().getType();
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   Value rows = op.getRows();
   Value regrouped = l.output(op.getRegrouped().getType(), l.dim(rows, 0));
   Value regroupedCounts = l.output(op.getRegroupedCounts().getType());
@@ -451,7 +462,7 @@ LogicalResult ConvertToRuntimePass::lower(DedupPackOp op) {
                             op.getRoutes(), op.getNodeCounts()})))
     return failure();
   RankedTensorType nodeCountsType = op.getNodeCounts().getType();
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   Value tokens = op.getTokens();
   Value ids = op.getExpertIds();
   Value numTokens = l.dim(tokens, 0);
@@ -483,7 +494,7 @@ LogicalResult ConvertToRuntimePass::lower(DedupExpandOp op) {
                             op.getExpandedCounts()})))
     return failure();
   RankedTensorType countsType = op.getExpandedCounts().getType();
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   Value unique = op.getUnique();
   Value routes = op.getRoutes();
   Value k = l.dim(routes, 1);
@@ -509,8 +520,7 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulOp op) {
                            {op.getCounts()})))
     return failure();
   RankedTensorType countsType = op.getCounts().getType();
-  RankedTensorType weightsType = op.getWeights().getType();
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   Value rows = op.getRows();
   Value weights = op.getWeights();
   Value result = l.output(op.getResult().getType(), l.dim(rows, 0));
@@ -528,7 +538,7 @@ LogicalResult ConvertToRuntimePass::lower(CombineOp op) {
   if (failed(checkElements(op, {op.getExpertOutputs(), op.getWeights()},
                            {op.getPositions()})))
     return failure();
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   Value outputs = op.getExpertOutputs();
   Value positions = op.getPositions();
   Value tokens = l.dim(positions, 0);
@@ -550,7 +560,7 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossOp op) {
     integers.push_back(op.getPositions());
   if (failed(checkElements(op, floats, integers)))
     return failure();
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   Value probs = op.getProbs();
   Value ids = op.getExpertIds();
   Value loss = l.output(op.getLoss().getType());
@@ -580,7 +590,7 @@ LogicalResult ConvertToRuntimePass::lower(linalg::MatmulOp op) {
               "tensors with the default indexing maps";
   Value a = op.getDpsInputs()[0], b = op.getDpsInputs()[1];
   Value init = op.getDpsInits()[0];
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   // A zero init (linalg.fill of 0.0) is what a plain product starts from.
   Value initPointer = l.null();
   auto fill = init.getDefiningOp<linalg::FillOp>();
@@ -602,7 +612,7 @@ LogicalResult ConvertToRuntimePass::lowerMap(Operation *op, MapKind kind,
            << "cannot be lowered to the runtime: an elementwise op takes "
               "operands and a result of one type, got "
            << a.getType() << ", " << b.getType() << " -> " << type;
-  Lowering l(op, getOperation(), !deviceResident);
+  Lowering l = lowering(op);
   SmallVector<std::pair<Value, int64_t>> shape;
   Value elements = l.index(1);
   for (int64_t dim = 0; dim < type.getRank(); ++dim) {
@@ -742,6 +752,23 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
   return failure(left.wasInterrupted());
 }
 
+Lowering ConvertToRuntimePass::lowering(Operation *op) {
+  Lowering l(op, getOperation());
+  auto function = op->getParentOfType<func::FuncOp>();
+  if (!function) {
+    l.context = l.programContext(!deviceResident);
+    return l;
+  }
+  Value &context = contexts[function];
+  if (!context) {
+    OpBuilder::InsertionGuard guard(l.b);
+    l.b.setInsertionPointToStart(&function.front());
+    context = l.programContext(!deviceResident);
+  }
+  l.context = context;
+  return l;
+}
+
 /// This rank's index on a grid: its rank in the runtime's world, which
 /// numbers ranks node-major as the grid's row-major order does.
 static Value worldRank(Lowering &l) {
@@ -749,7 +776,8 @@ static Value worldRank(Lowering &l) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(shard::ProcessLinearIndexOp op) {
-  Lowering l(op, getOperation(), !deviceResident);
+  // Only a rank query: no context needed.
+  Lowering l(op, getOperation());
   op.getResult().replaceAllUsesWith(worldRank(l));
   op.erase();
   return success();
@@ -762,7 +790,8 @@ ConvertToRuntimePass::lower(shard::ProcessMultiIndexOp op,
   if (!grid || llvm::any_of(grid.getShape(), ShapedType::isDynamic))
     return op.emitOpError() << "cannot be lowered to the runtime: it needs a "
                                "grid of static shape";
-  Lowering l(op, getOperation(), !deviceResident);
+  // Only a rank query: no context needed.
+  Lowering l(op, getOperation());
   SmallVector<OpFoldResult> basis;
   for (int64_t size : grid.getShape())
     basis.push_back(l.b.getIndexAttr(size));
@@ -779,6 +808,7 @@ ConvertToRuntimePass::lower(shard::ProcessMultiIndexOp op,
 void ConvertToRuntimePass::runOnOperation() {
   ModuleOp module = getOperation();
   SymbolTableCollection symbols;
+  contexts.clear();
   SmallVector<Operation *> ops;
   module.walk([&](Operation *op) {
     if (isa<TAMoEDialect>(op->getDialect()) ||
@@ -807,12 +837,12 @@ void ConvertToRuntimePass::runOnOperation() {
   }
   if (deviceResident && failed(lowerDenseCompute()))
     return signalPassFailure();
-  // With host loops, every function asks for its context first, so that a
-  // backend they cannot run on is refused before anything is allocated.
+  // With host loops, every function asks for its context on entry, so that
+  // a backend they cannot run on is refused before anything is allocated.
   if (!deviceResident && !ops.empty())
     for (auto function : module.getOps<func::FuncOp>())
       if (!function.isExternal())
-        Lowering(&function.front().front(), module, /*hostLoops=*/true);
+        (void)lowering(&function.front().front());
   // The grids only named the groups; the runtime knows them now.
   for (auto grid : llvm::make_early_inc_range(module.getOps<shard::GridOp>()))
     grid.erase();
