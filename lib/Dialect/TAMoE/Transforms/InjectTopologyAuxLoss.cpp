@@ -44,16 +44,18 @@ static Value buildExpertWeights(OpBuilder &builder, Location loc,
                                 FloatType floatType, Value rank) {
   int64_t ranks = tree.numRanks();
   int64_t perRank = experts / ranks;
+  // One weight per distance: shares[0] is this rank's own, shares[l + 1] a
+  // rank whose lowest common ancestor with it is at level l.
+  SmallVector<Attribute> byDistance;
+  for (double share : shares)
+    byDistance.push_back(builder.getFloatAttr(
+        floatType, double(perRank) / (double(experts) * share)));
   SmallVector<Attribute> table;
   table.reserve(ranks * experts);
   for (int64_t self = 0; self < ranks; ++self)
-    for (int64_t expert = 0; expert < experts; ++expert) {
-      // shares[0] is this rank's own, shares[l + 1] a rank whose lowest
-      // common ancestor with it is at level l.
-      int distance = tree.lowestCommonLevel(self, expert / perRank) + 1;
-      table.push_back(builder.getFloatAttr(
-          floatType, double(perRank) / (double(experts) * shares[distance])));
-    }
+    for (int64_t owner = 0; owner < ranks; ++owner)
+      table.append(perRank,
+                   byDistance[tree.lowestCommonLevel(self, owner) + 1]);
   auto tableType = RankedTensorType::get({ranks, experts}, floatType);
   Value weights = arith::ConstantOp::create(
       builder, loc, DenseElementsAttr::get(tableType, table));
