@@ -82,8 +82,10 @@ tamoe_rt_status_t finish(tamoe_rt_context_t *context, const char *function,
 class Timed {
 public:
   Timed(tamoe_rt_context_t *context, const char *name)
-      : context(context && context->profile ? context : nullptr), name(name),
-        start(std::chrono::steady_clock::now()) {}
+      : context(context && context->profile ? context : nullptr), name(name) {
+    if (this->context)
+      start = std::chrono::steady_clock::now();
+  }
   ~Timed() {
     if (!context)
       return;
@@ -1099,7 +1101,8 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
   bool valid = kind >= TAMOE_RT_MAP_ADD && kind <= TAMOE_RT_MAP_RELU;
   Status status =
       Check()
-          .that(valid, [&] { return str("op ", kind, " is not a tamoe_rt_map_t"); })
+          .that(valid,
+                [&] { return str("op ", kind, " is not a tamoe_rt_map_t"); })
           .atLeast(n, 0, "n")
           .fits(n, 4, "n * 4")
           .notNull(a, "a", n > 0)

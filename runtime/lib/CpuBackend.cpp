@@ -395,7 +395,8 @@ Status CpuBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
 }
 
 Status CpuBackend::auxLoss(const float *probs, const int32_t *expertIds,
-                           const int32_t *positions, intptr_t tokens, intptr_t experts, intptr_t k,
+                           const int32_t *positions, intptr_t tokens,
+                           intptr_t experts, intptr_t k,
                            const float *expertWeights, float *loss) {
   for (intptr_t a = 0; a < tokens * k; ++a)
     if (expertIds[a] >= experts)

@@ -553,8 +553,8 @@ void layerScenario(const World &w) {
                             TAMOE_RT_SCORE_SOFTMAX, 1, 0, 0, ids.data(),
                             weights.data(), probs.data()),
               w.ctx);
-    EXPECT_OK(tamoe_rt_aux_loss(w.ctx, probs.data(), ids.data(), nullptr, tokens,
-                                experts, k, nullptr, &loss),
+    EXPECT_OK(tamoe_rt_aux_loss(w.ctx, probs.data(), ids.data(), nullptr,
+                                tokens, experts, k, nullptr, &loss),
               w.ctx);
     EXPECT(std::fabs(loss - wantLoss) <= 1e-5 * std::max(1.0, wantLoss),
            "aux loss ", loss, " != ", wantLoss);

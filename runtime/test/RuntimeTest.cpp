@@ -277,8 +277,8 @@ TEST(NullContext, EveryEntryPoint) {
        }},
       {"tamoe_rt_aux_loss",
        [] {
-         return tamoe_rt_aux_loss(nullptr, nullptr, nullptr, nullptr, 0, 1, 1, nullptr,
-                                  nullptr);
+         return tamoe_rt_aux_loss(nullptr, nullptr, nullptr, nullptr, 0, 1, 1,
+                                  nullptr, nullptr);
        }},
       {"tamoe_rt_regroup",
        [] {
@@ -466,19 +466,20 @@ TEST_F(Runtime, GateMatchesTheCompilersLowering) {
 
   float loss = 0;
   ASSERT_EQ(tamoe_rt_aux_loss(ctx, softmax.out.probs.data(),
-                              softmax.out.ids.data(), nullptr, 3, 4, 2, nullptr, &loss),
+                              softmax.out.ids.data(), nullptr, 3, 4, 2, nullptr,
+                              &loss),
             TAMOE_RT_SUCCESS);
   EXPECT_NEAR(loss, 1.10818f, 1e-5);
   std::vector<float> ones(4, 1.0f), plan = {2, 1, 1, 0.5f};
   float same = 0;
   ASSERT_EQ(tamoe_rt_aux_loss(ctx, softmax.out.probs.data(),
-                              softmax.out.ids.data(), nullptr, 3, 4, 2, ones.data(),
-                              &same),
+                              softmax.out.ids.data(), nullptr, 3, 4, 2,
+                              ones.data(), &same),
             TAMOE_RT_SUCCESS);
   EXPECT_EQ(same, loss);
   std::vector<int32_t> dropped = {3, -1, 0, 1, 2, 0};
-  ASSERT_EQ(tamoe_rt_aux_loss(ctx, softmax.out.probs.data(), dropped.data(), nullptr, 3,
-                              4, 2, nullptr, &loss),
+  ASSERT_EQ(tamoe_rt_aux_loss(ctx, softmax.out.probs.data(), dropped.data(),
+                              nullptr, 3, 4, 2, nullptr, &loss),
             TAMOE_RT_SUCCESS);
   EXPECT_NEAR(loss, 0.818351f, 1e-5);
   // An assignment the dispatch dropped (position -1) counts as a negative id.
@@ -496,8 +497,8 @@ TEST_F(Runtime, GateMatchesTheCompilersLowering) {
   EXPECT_EQ(byPosition, byId);
   EXPECT_NE(byPosition, 0.0f);
   ASSERT_EQ(tamoe_rt_aux_loss(ctx, softmax.out.probs.data(),
-                              softmax.out.ids.data(), nullptr, 3, 4, 2, plan.data(),
-                              &loss),
+                              softmax.out.ids.data(), nullptr, 3, 4, 2,
+                              plan.data(), &loss),
             TAMOE_RT_SUCCESS);
   EXPECT_NEAR(loss, 1.3357f, 1e-4);
 
@@ -865,13 +866,14 @@ TEST_F(Runtime, AuxLossAgainstReference) {
       gate.ids[i] = -1;
     std::vector<float> weights = random.floats(experts, 0.5f, 2.0f);
     float loss = -1;
-    ASSERT_EQ(tamoe_rt_aux_loss(ctx, gate.probs.data(), gate.ids.data(), nullptr, tokens,
-                                experts, k, nullptr, &loss),
+    ASSERT_EQ(tamoe_rt_aux_loss(ctx, gate.probs.data(), gate.ids.data(),
+                                nullptr, tokens, experts, k, nullptr, &loss),
               TAMOE_RT_SUCCESS);
     EXPECT_NEAR(loss, reference::auxLoss(gate.probs, gate.ids, experts, k),
                 1e-5);
-    ASSERT_EQ(tamoe_rt_aux_loss(ctx, gate.probs.data(), gate.ids.data(), nullptr, tokens,
-                                experts, k, weights.data(), &loss),
+    ASSERT_EQ(tamoe_rt_aux_loss(ctx, gate.probs.data(), gate.ids.data(),
+                                nullptr, tokens, experts, k, weights.data(),
+                                &loss),
               TAMOE_RT_SUCCESS);
     EXPECT_NEAR(loss,
                 reference::auxLoss(gate.probs, gate.ids, experts, k, weights),
@@ -882,29 +884,33 @@ TEST_F(Runtime, AuxLossAgainstReference) {
   std::vector<int32_t> ids = {0, 1, 2, 3, 0, 1, 2, 3};
   float loss = 0;
   ASSERT_EQ(
-      tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), nullptr, 4, 4, 2, nullptr, &loss),
+      tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), nullptr, 4, 4, 2,
+                        nullptr, &loss),
       TAMOE_RT_SUCCESS);
   EXPECT_FLOAT_EQ(loss, 1.0f);
   // No tokens: no loss.
   loss = -1;
-  ASSERT_EQ(tamoe_rt_aux_loss(ctx, nullptr, nullptr, nullptr, 0, 4, 2, nullptr, &loss),
+  ASSERT_EQ(tamoe_rt_aux_loss(ctx, nullptr, nullptr, nullptr, 0, 4, 2, nullptr,
+                              &loss),
             TAMOE_RT_SUCCESS);
   EXPECT_EQ(loss, 0.0f);
 
   ids[1] = 4;
   EXPECT_EQ(
-      tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), nullptr, 4, 4, 2, nullptr, &loss),
+      tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), nullptr, 4, 4, 2,
+                        nullptr, &loss),
       TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_aux_loss: expert_ids[0, 1] = 4 is out of range "
                      "[0, 4) (negative ids are not counted)");
   EXPECT_EQ(
-      tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), nullptr, 4, 4, 5, nullptr, &loss),
+      tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), nullptr, 4, 4, 5,
+                        nullptr, &loss),
       TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(
       error(),
       "tamoe_rt_aux_loss: k must be in [1, experts], got 5 for 4 experts");
-  EXPECT_EQ(tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), nullptr, 4, 4, 2, nullptr,
-                              nullptr),
+  EXPECT_EQ(tamoe_rt_aux_loss(ctx, probs.data(), ids.data(), nullptr, 4, 4, 2,
+                              nullptr, nullptr),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_aux_loss: loss is null");
 }

@@ -908,7 +908,8 @@ Status CudaBackend::combine(const float *expertOutputs, intptr_t rows,
 }
 
 Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
-                            const int32_t *positions, intptr_t tokens, intptr_t experts, intptr_t k,
+                            const int32_t *positions, intptr_t tokens,
+                            intptr_t experts, intptr_t k,
                             const float *expertWeights, float *loss) {
   DeviceScope scope(device_);
   if (!scope.status().ok())
