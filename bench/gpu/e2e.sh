@@ -149,8 +149,10 @@ if [[ "$BACKEND" == cuda ]] && python3 -c "import torch; assert torch.cuda.is_av
   elif command -v torchrun >/dev/null; then
     torchrun --standalone --nproc-per-node "$RANKS" "$HERE/torch_layer.py" "${args[@]}" &&
       TORCH_CSV="$WORK/torch.csv"
+  else
+    echo "   (no torchrun: no PyTorch column for $RANKS ranks)"
   fi
-  [[ -n "$TORCH_CSV" ]] || echo "   (PyTorch run failed; see above)"
+  [[ -n "$TORCH_CSV" ]] || echo "   (no PyTorch results; see above)"
 else
   echo "== no PyTorch with CUDA here: the table has no PyTorch column"
 fi

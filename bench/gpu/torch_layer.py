@@ -18,28 +18,15 @@ torch_layer.py ARGS (NCCL all_to_all_single; rank 0 writes the CSV).
 import argparse
 import csv
 import os
-import statistics
 
 import torch
 import torch.distributed as dist
 
+from torch_reference import Timer
+
 
 def median_us(body, iterations):
-    for _ in range(3):
-        body()
-    torch.cuda.synchronize()
-    start = torch.cuda.Event(enable_timing=True)
-    stop = torch.cuda.Event(enable_timing=True)
-    samples = []
-    for _ in range(iterations):
-        if dist.is_initialized():
-            dist.barrier()
-        start.record()
-        body()
-        stop.record()
-        stop.synchronize()
-        samples.append(start.elapsed_time(stop) * 1000.0)
-    return statistics.median(samples)
+    return Timer("cuda").median_us(body, warmup=3, iterations=iterations)
 
 
 def main():

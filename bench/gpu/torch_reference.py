@@ -56,6 +56,9 @@ class Timer:
             start = torch.cuda.Event(enable_timing=True)
             stop = torch.cuda.Event(enable_timing=True)
             for _ in range(iterations):
+                # Under torchrun, every rank starts an interval together.
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    torch.distributed.barrier()
                 start.record()
                 body()
                 stop.record()
