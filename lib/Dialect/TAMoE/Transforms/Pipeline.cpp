@@ -30,6 +30,11 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
   hierarchical.mode = options.mode;
   hierarchical.dedup = options.dedup;
   pm.addPass(createTAMoEHierarchicalAllToAllPass(hierarchical));
+  // Last, so that the backward exchanges reverse the forward's stages.
+  TAMoEDifferentiatePassOptions differentiate;
+  differentiate.functions.assign(options.differentiate.begin(),
+                                 options.differentiate.end());
+  pm.addPass(createTAMoEDifferentiatePass(differentiate));
 }
 
 /// Upstream passes after convert-tamoe-to-runtime: buffers for the tensors
