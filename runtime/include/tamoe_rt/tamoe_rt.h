@@ -330,12 +330,18 @@ tamoe_rt_status_t tamoe_rt_dispatch_dedup(
  * back); that of a regroup is the reverse regroup: those reuse the forward
  * entry points. Like every output, rows past the valid rows of a row
  * capacity are zero where a gradient below says so and unspecified
- * otherwise; nothing reads them. */
+ * otherwise; nothing reads them. Where an output "may be null (not
+ * computed)", a null pointer for an empty buffer is an empty output, not a
+ * missing one (tamoe_rt_alloc returns null for 0 bytes). Sums whose order
+ * is given ("in order") keep it on every backend (within one GEMM of the
+ * cuda backend, cuBLAS's fixed order) and use no atomics: a result does not
+ * vary from run to run, though the backends may round differently. */
 
 /* tamoe.gate_grad: d_logits [tokens, experts] from the gate's results
  * probs [tokens, experts] and expert_ids [tokens, k] and the gradients of
  * its weights (d_weights [tokens, k]) and probs (d_probs [tokens, experts]);
- * either gradient may be null (zero), not both. Top-k selection and group
+ * either gradient may be null (zero), not both; expert_ids may be null
+ * without d_weights. Top-k selection and group
  * limits are piecewise constant: a weight's gradient reaches its chosen
  * score only, through the renormalisation when `renormalize` is set, then
  * through the softmax (over all experts) or the sigmoid (elementwise). */
@@ -356,7 +362,9 @@ tamoe_rt_status_t tamoe_rt_gate_grad(tamoe_rt_context_t *context,
  *   zero;
  * - d_weights [tokens, k] (null: not computed; needs weights): the dot
  *   product of d_combined[t] and expert_outputs[positions[t, j]], 0 for a
- *   dropped assignment. expert_outputs may be null when d_weights is. */
+ *   dropped assignment. expert_outputs may be null when d_weights is.
+ * Either output may be null (not computed), not both. Rows add up their
+ * assignments' terms in assignment order (t, then j). */
 tamoe_rt_status_t tamoe_rt_combine_grad(
     tamoe_rt_context_t *context, const float *expert_outputs, intptr_t rows,
     intptr_t hidden, const int32_t *positions, const float *weights,
@@ -372,7 +380,8 @@ tamoe_rt_status_t tamoe_rt_combine_grad(
  *   sum over its chunks c (c % experts == l, in order) of the transpose of
  *   chunk c of rows times chunk c of d_result; zero for an expert without
  *   rows.
- * Either output may be null (not computed), not both. */
+ * Either output may be null (not computed), not both; rows may be null
+ * without d_weights, weights without d_rows. */
 tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
     tamoe_rt_context_t *context, const float *rows, intptr_t rows_capacity,
     intptr_t hidden, const int32_t *counts, intptr_t num_counts,

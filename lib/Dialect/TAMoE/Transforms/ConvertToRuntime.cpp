@@ -598,8 +598,9 @@ LogicalResult ConvertToRuntimePass::lower(linalg::MatmulOp op) {
     initPointer = l.data(init);
   auto resultType = cast<RankedTensorType>(op->getResult(0).getType());
   Value c = l.output(resultType, {{a, 0}, {b, 1}});
-  l.runtime("matmul", {l.data(a), l.data(b), l.dim(a, 0), l.dim(a, 1),
-                       l.dim(b, 1), initPointer, l.pointer(c)});
+  l.runtime("matmul",
+            {l.data(a), l.data(b), l.dim(a, 0), l.dim(a, 1), l.dim(b, 1),
+             l.i32(0), l.i32(0), initPointer, l.pointer(c)});
   l.replace(op, {c});
   return success();
 }
