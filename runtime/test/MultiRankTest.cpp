@@ -3,7 +3,8 @@
 // Run under mpirun (test/Runtime/*.test: 8 ranks as 2 nodes x 4 and as 4
 // nodes x 2, from TAMOE_RANKS_PER_NODE):
 //
-//   tamoe-rt-mpi-test [exchange] [dedup] [layer] [errors] [timeout]
+//   tamoe-rt-mpi-test [exchange] [dedup] [layer] [errors] [all_reduce]
+//                     [timeout]
 //
 // Every rank generates every rank's inputs from seed + rank, so each can
 // compute the whole job serially (Reference.h) and check what it got,
@@ -784,6 +785,121 @@ void errorsScenario(const World &w) {
 }
 
 //===----------------------------------------------------------------------===//
+// all_reduce: every group's sum, the same floats on every member
+//===----------------------------------------------------------------------===//
+
+/// World ranks of the members of `group` of rank `me`, in group order.
+std::vector<int64_t> membersOf(const World &w, tamoe_rt_group_t group) {
+  std::vector<int64_t> members;
+  for (int64_t r = 0; r < w.ranks; ++r)
+    if (group == TAMOE_RT_GROUP_WORLD ||
+        (group == TAMOE_RT_GROUP_NODE && w.node(r) == w.node(w.me)) ||
+        (group == TAMOE_RT_GROUP_PEERS && w.index(r) == w.index(w.me)))
+      members.push_back(r);
+  return members;
+}
+
+void allReduceScenario(const World &w) {
+  const int64_t n = 1001;
+  const char *names[] = {"world", "node", "peers"};
+  tamoe_rt_traffic_t before = traffic(w.ctx);
+  for (tamoe_rt_group_t group :
+       {TAMOE_RT_GROUP_WORLD, TAMOE_RT_GROUP_NODE, TAMOE_RT_GROUP_PEERS}) {
+    std::vector<int64_t> members = membersOf(w, group);
+    double size = double(members.size());
+    for (int32_t average : {0, 1}) {
+      std::string what = str(names[group], average ? " average" : " sum");
+      // Multiples of 1/64: every order of the sum is exact, and so is the
+      // division by a group size that is a power of two.
+      auto exact = [&](int64_t rank) {
+        Random random(7000 + rank);
+        std::vector<float> data(n);
+        for (float &value : data)
+          value = float(random.integer(-4096, 4096)) / 64;
+        return data;
+      };
+      std::vector<float> data = exact(w.me), want(n, 0.0f);
+      for (int64_t r : members) {
+        std::vector<float> theirs = exact(r);
+        for (int64_t i = 0; i < n; ++i)
+          want[i] += theirs[i];
+      }
+      if (average)
+        for (float &value : want)
+          value /= float(size);
+      EXPECT_OK(tamoe_rt_all_reduce(w.ctx, group, data.data(), n, average),
+                w.ctx);
+      EXPECT(data == want, what, ": exact sums differ");
+
+      // Random floats: close to the sum in double, and the same floats on
+      // every member of the group (replicas stay identical).
+      std::vector<float> mine = Random(8000 + w.me).floats(n);
+      std::vector<double> sum(n, 0.0);
+      for (int64_t r : members) {
+        std::vector<float> theirs = Random(8000 + r).floats(n);
+        for (int64_t i = 0; i < n; ++i)
+          sum[i] += theirs[i];
+      }
+      EXPECT_OK(tamoe_rt_all_reduce(w.ctx, group, mine.data(), n, average),
+                w.ctx);
+      double worst = 0;
+      for (int64_t i = 0; i < n; ++i)
+        worst =
+            std::max(worst, std::fabs(mine[i] - sum[i] / (average ? size : 1)));
+      EXPECT(worst <= 1e-5, what, ": differs from the sum by ", worst);
+      std::vector<float> everyone(n * w.ranks);
+      MPI_Allgather(mine.data(), int(n), MPI_FLOAT, everyone.data(), int(n),
+                    MPI_FLOAT, MPI_COMM_WORLD);
+      for (int64_t r : members)
+        EXPECT(std::memcmp(everyone.data() + r * n, mine.data(), n * 4) == 0,
+               what, ": rank ", r, " got other floats");
+    }
+  }
+  tamoe_rt_traffic_t after = traffic(w.ctx) - before;
+  EXPECT(after.intra_node_bytes == 0 && after.inter_node_bytes == 0,
+         "all_reduce counted as traffic");
+
+  // Failures on every rank of the group alike, and the data untouched.
+  auto expectAll = [&](tamoe_rt_status_t got, tamoe_rt_status_t code,
+                       const std::string &message) {
+    EXPECT(got == code, tamoe_rt_status_name(got), " ",
+           tamoe_rt_last_error(w.ctx));
+    EXPECT(tamoe_rt_last_error(w.ctx) == message, "message '",
+           tamoe_rt_last_error(w.ctx), "' != '", message, "'");
+  };
+  std::vector<float> data(n, 1.0f);
+  expectAll(tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_WORLD, data.data(),
+                                w.me == 3 ? n - 1 : n, 0),
+            TAMOE_RT_ERROR_MISMATCH,
+            str("tamoe_rt_all_reduce: ranks disagree on n: rank 0 has ", n,
+                ", rank 3 has ", n - 1));
+  expectAll(tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_WORLD,
+                                w.me == 5 ? nullptr : data.data(), n, 1),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT,
+            "tamoe_rt_all_reduce: rank 5: data is null");
+  EXPECT(data == std::vector<float>(n, 1.0f), "data changed by a failure");
+  // Within one node only: the other nodes carry on.
+  bool odd = w.node(w.me) == 1 && w.index(w.me) == w.perNode - 1;
+  tamoe_rt_status_t status = tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_NODE,
+                                                 data.data(), n, odd ? 1 : 0);
+  if (w.node(w.me) == 1 && w.perNode > 1)
+    expectAll(status, TAMOE_RT_ERROR_MISMATCH,
+              str("tamoe_rt_all_reduce: ranks disagree on average: rank ",
+                  w.perNode, " has 0, rank ", 2 * w.perNode - 1, " has 1"));
+  else
+    EXPECT(status == TAMOE_RT_SUCCESS, tamoe_rt_last_error(w.ctx));
+  // Still usable.
+  data.assign(n, 1.0f);
+  EXPECT_OK(tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_WORLD, data.data(), n, 0),
+            w.ctx);
+  EXPECT(data == std::vector<float>(n, float(w.ranks)), "sum after errors");
+  tester.end("all_reduce",
+             "world, node and peers groups, summed and averaged, the same "
+             "floats on every member; a mismatched n or average fails on "
+             "every rank of the group alike");
+}
+
+//===----------------------------------------------------------------------===//
 // timeout: a rank that does not call the collective
 //===----------------------------------------------------------------------===//
 
@@ -867,7 +983,8 @@ int main(int argc, char **argv) {
 
   std::vector<std::string> scenarios(argv + 1, argv + argc);
   if (scenarios.empty())
-    scenarios = {"exchange", "dedup", "layer", "errors", "timeout"};
+    scenarios = {"exchange", "dedup",      "layer",
+                 "errors",   "all_reduce", "timeout"};
   for (const std::string &name : scenarios) {
     if (name == "exchange")
       exchangeScenario(w);
@@ -877,6 +994,8 @@ int main(int argc, char **argv) {
       layerScenario(w);
     else if (name == "errors")
       errorsScenario(w);
+    else if (name == "all_reduce")
+      allReduceScenario(w);
     else if (name == "timeout")
       timeoutScenario(w);
     else
