@@ -1001,21 +1001,41 @@ void checkAuxLoss(int64_t tokens, int64_t experts, int64_t k, bool weighted,
     });
 }
 
+/// A grouped matmul's inputs: counts [peers, experts] (some chunks empty),
+/// `slack` rows past their sum, and the experts' weights.
+struct GroupedCase {
+  std::string shape;
+  std::vector<int32_t> counts;
+  int64_t total = 0, capacity = 0;
+  std::vector<float> rows, weights;
+};
+
+GroupedCase groupedCase(reference::Random &random, int64_t peers,
+                        int64_t experts, int64_t hidden, int64_t outFeatures,
+                        int64_t slack) {
+  GroupedCase c;
+  c.shape = "counts [" + std::to_string(peers) + ", " +
+            std::to_string(experts) + "] hidden=" + std::to_string(hidden) +
+            " out=" + std::to_string(outFeatures);
+  c.counts.resize(static_cast<size_t>(peers * experts));
+  for (auto &count : c.counts)
+    c.total += count =
+        random.integer(0, 4) == 0 ? 0 : int32_t(random.integer(0, 90));
+  c.capacity = c.total + slack;
+  c.rows = random.floats(size_t(c.capacity * hidden), -1, 1);
+  c.weights = random.floats(size_t(experts * hidden * outFeatures), -1, 1);
+  return c;
+}
+
 void checkGroupedMatmul(int64_t peers, int64_t experts, int64_t hidden,
                         int64_t outFeatures, int64_t slack, uint64_t seed) {
-  std::string name = "grouped_matmul counts [" + std::to_string(peers) + ", " +
-                     std::to_string(experts) +
-                     "] hidden=" + std::to_string(hidden) +
-                     " out=" + std::to_string(outFeatures);
   reference::Random random(seed);
-  std::vector<int32_t> counts(static_cast<size_t>(peers * experts));
-  int64_t total = 0;
-  for (auto &c : counts)
-    total += c = random.integer(0, 4) == 0 ? 0 : int32_t(random.integer(0, 90));
-  int64_t capacity = total + slack;
-  std::vector<float> rows = random.floats(size_t(capacity * hidden), -1, 1);
-  std::vector<float> weights =
-      random.floats(size_t(experts * hidden * outFeatures), -1, 1);
+  GroupedCase c =
+      groupedCase(random, peers, experts, hidden, outFeatures, slack);
+  std::string name = "grouped_matmul " + c.shape;
+  const std::vector<int32_t> &counts = c.counts;
+  const std::vector<float> &rows = c.rows, &weights = c.weights;
+  int64_t capacity = c.capacity;
   std::vector<float> want = reference::groupedMatmul(
       rows, hidden, counts, experts, weights, outFeatures);
   for (Engine *engine : engines)
@@ -1334,19 +1354,13 @@ void checkCombineGrad(int64_t tokens, int64_t hidden, int64_t k,
 
 void checkGroupedMatmulGrad(int64_t peers, int64_t experts, int64_t hidden,
                             int64_t outFeatures, int64_t slack, uint64_t seed) {
-  std::string name = "grouped_matmul_grad counts [" + std::to_string(peers) +
-                     ", " + std::to_string(experts) +
-                     "] hidden=" + std::to_string(hidden) +
-                     " out=" + std::to_string(outFeatures);
   reference::Random random(seed);
-  std::vector<int32_t> counts(static_cast<size_t>(peers * experts));
-  int64_t total = 0;
-  for (auto &c : counts)
-    total += c = random.integer(0, 4) == 0 ? 0 : int32_t(random.integer(0, 90));
-  int64_t capacity = total + slack;
-  std::vector<float> rows = random.floats(size_t(capacity * hidden), -1, 1);
-  std::vector<float> weights =
-      random.floats(size_t(experts * hidden * outFeatures), -1, 1);
+  GroupedCase c =
+      groupedCase(random, peers, experts, hidden, outFeatures, slack);
+  std::string name = "grouped_matmul_grad " + c.shape;
+  const std::vector<int32_t> &counts = c.counts;
+  const std::vector<float> &rows = c.rows, &weights = c.weights;
+  int64_t capacity = c.capacity, total = c.total;
   std::vector<float> dResult =
       random.floats(size_t(capacity * outFeatures), -1, 1);
   reference::GroupedMatmulGradOf<double> want =

@@ -913,28 +913,14 @@ tamoe_rt_grouped_matmul(tamoe_rt_context_t *context, const float *rows,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
-  Status status =
-      Check()
-          .atLeast(rows_capacity, 0, "rows_capacity")
-          .atLeast(hidden, 1, "hidden")
-          .atLeast(num_counts, 0, "num_counts")
-          .atLeast(experts, 1, "experts")
-          .atLeast(out_features, 1, "out_features")
-          .that(num_counts % std::max<intptr_t>(experts, 1) == 0,
-                [&] {
-                  return str("num_counts (", num_counts,
-                             ") must be a multiple of experts (", experts, ")");
-                })
-          .fits(rows_capacity, hidden, "rows_capacity * hidden")
-          .fits(rows_capacity, out_features, "rows_capacity * out_features")
-          .fits(hidden, out_features, "hidden * out_features")
-          .fits(experts, hidden * out_features,
-                "experts * hidden * out_features")
-          .notNull(rows, "rows", rows_capacity > 0)
-          .notNull(counts, "counts", num_counts > 0)
-          .notNull(weights, "weights")
-          .notNull(result, "result", rows_capacity > 0)
-          .status;
+  Status status = Check()
+                      .groupedShape(rows_capacity, hidden, num_counts, experts,
+                                    out_features)
+                      .notNull(rows, "rows", rows_capacity > 0)
+                      .notNull(counts, "counts", num_counts > 0)
+                      .notNull(weights, "weights")
+                      .notNull(result, "result", rows_capacity > 0)
+                      .status;
   if (status.ok())
     status = context->backend->groupedMatmul(rows, rows_capacity, hidden,
                                              counts, num_counts, experts,
@@ -1060,20 +1046,14 @@ tamoe_rt_status_t tamoe_rt_dedup_pack(
     return finish(nullptr, fn, invalid("context is null"));
   Status status =
       Check()
-          .atLeast(num_tokens, 0, "num_tokens")
+          .packRouting(num_tokens, k, experts_per_node, nodes, expert_ids,
+                       positions)
           .atLeast(row_bytes, 1, "row_bytes")
-          .atLeast(k, 1, "k")
-          .atLeast(experts_per_node, 1, "experts_per_node")
-          .atLeast(nodes, 1, "nodes")
           .atLeast(unique_capacity, 0, "unique_capacity")
-          .nodeExperts(experts_per_node, nodes)
-          .fits(num_tokens, k, "num_tokens * k")
           .fits(num_tokens, row_bytes, "num_tokens * row_bytes")
           .fits(unique_capacity, row_bytes, "unique_capacity * row_bytes")
           .fits(unique_capacity, k, "unique_capacity * k")
           .notNull(tokens, "tokens", num_tokens > 0)
-          .notNull(expert_ids, "expert_ids", num_tokens > 0)
-          .notNull(positions, "positions", num_tokens > 0)
           .notNull(unique, "unique", unique_capacity > 0)
           .notNull(routes, "routes", unique_capacity > 0)
           .notNull(node_counts, "node_counts")
@@ -1095,27 +1075,18 @@ tamoe_rt_status_t tamoe_rt_dedup_expand(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
-  Check check;
-  check.atLeast(unique_capacity, 0, "unique_capacity")
-      .atLeast(row_bytes, 1, "row_bytes")
-      .atLeast(k, 1, "k")
-      .atLeast(nodes, 1, "nodes")
-      .atLeast(ranks_per_node, 1, "ranks_per_node")
-      .atLeast(experts_per_rank, 1, "experts_per_rank")
-      .atLeast(expanded_capacity, 0, "expanded_capacity")
-      .fits(unique_capacity, row_bytes, "unique_capacity * row_bytes")
-      .fits(unique_capacity, k, "unique_capacity * k")
-      .fits(expanded_capacity, row_bytes, "expanded_capacity * row_bytes")
-      .fits(ranks_per_node, nodes, "ranks_per_node * nodes");
-  check
-      .fits(ranks_per_node * nodes, experts_per_rank,
-            "ranks_per_node * nodes * experts_per_rank")
-      .notNull(unique, "unique", unique_capacity > 0)
-      .notNull(routes, "routes", unique_capacity > 0)
-      .notNull(recv_counts, "recv_counts")
-      .notNull(expanded, "expanded", expanded_capacity > 0)
-      .notNull(expanded_counts, "expanded_counts");
-  Status status = check.status;
+  Status status =
+      Check()
+          .expandRoutes(unique_capacity, k, routes, recv_counts, nodes,
+                        ranks_per_node, experts_per_rank)
+          .atLeast(row_bytes, 1, "row_bytes")
+          .atLeast(expanded_capacity, 0, "expanded_capacity")
+          .fits(unique_capacity, row_bytes, "unique_capacity * row_bytes")
+          .fits(expanded_capacity, row_bytes, "expanded_capacity * row_bytes")
+          .notNull(unique, "unique", unique_capacity > 0)
+          .notNull(expanded, "expanded", expanded_capacity > 0)
+          .notNull(expanded_counts, "expanded_counts")
+          .status;
   if (status.ok())
     status = context->backend->dedupExpand(
         unique, routes, unique_capacity, row_bytes, k, recv_counts, nodes,

@@ -14,6 +14,7 @@
 #include "Backend.h"
 #include "MpiLauncher.h"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -155,6 +156,61 @@ public:
       return str("experts_per_node * nodes = ", expertsPerNode * nodes,
                  " exceeds the int32 expert ids");
     });
+  }
+  /// dedup_pack's routing (and its gradient's): num_tokens tokens of k
+  /// assignments over experts_per_node * nodes experts.
+  Check &packRouting(intptr_t numTokens, intptr_t k, intptr_t expertsPerNode,
+                     intptr_t nodes, const int32_t *expertIds,
+                     const int32_t *positions) {
+    atLeast(numTokens, 0, "num_tokens")
+        .atLeast(k, 1, "k")
+        .atLeast(expertsPerNode, 1, "experts_per_node")
+        .atLeast(nodes, 1, "nodes")
+        .nodeExperts(expertsPerNode, nodes)
+        .fits(numTokens, k, "num_tokens * k");
+    return notNull(expertIds, "expert_ids", numTokens > 0)
+        .notNull(positions, "positions", numTokens > 0);
+  }
+  /// dedup_expand's routes (and its gradient's): unique_capacity rows of k
+  /// entries from `nodes` nodes, for ranks_per_node ranks of
+  /// experts_per_rank experts.
+  Check &expandRoutes(intptr_t uniqueCapacity, intptr_t k,
+                      const int32_t *routes, const int32_t *recvCounts,
+                      intptr_t nodes, intptr_t ranksPerNode,
+                      intptr_t expertsPerRank) {
+    atLeast(uniqueCapacity, 0, "unique_capacity")
+        .atLeast(k, 1, "k")
+        .atLeast(nodes, 1, "nodes")
+        .atLeast(ranksPerNode, 1, "ranks_per_node")
+        .atLeast(expertsPerRank, 1, "experts_per_rank")
+        .fits(uniqueCapacity, k, "unique_capacity * k")
+        .fits(ranksPerNode, nodes, "ranks_per_node * nodes")
+        .fits(product(ranksPerNode, nodes), expertsPerRank,
+              "ranks_per_node * nodes * experts_per_rank");
+    return notNull(routes, "routes", uniqueCapacity > 0)
+        .notNull(recvCounts, "recv_counts");
+  }
+  /// grouped_matmul's sizes (and its gradient's): rows_capacity rows of
+  /// `hidden` in num_counts chunks over `experts` local experts of
+  /// [hidden, out_features] weights.
+  Check &groupedShape(intptr_t rowsCapacity, intptr_t hidden,
+                      intptr_t numCounts, intptr_t experts,
+                      intptr_t outFeatures) {
+    atLeast(rowsCapacity, 0, "rows_capacity")
+        .atLeast(hidden, 1, "hidden")
+        .atLeast(numCounts, 0, "num_counts")
+        .atLeast(experts, 1, "experts")
+        .atLeast(outFeatures, 1, "out_features");
+    return that(numCounts % std::max<intptr_t>(experts, 1) == 0,
+                [&] {
+                  return str("num_counts (", numCounts,
+                             ") must be a multiple of experts (", experts, ")");
+                })
+        .floats(rowsCapacity, hidden, "rows_capacity * hidden")
+        .floats(rowsCapacity, outFeatures, "rows_capacity * out_features")
+        .fits(hidden, outFeatures, "hidden * out_features")
+        .floats(experts, product(hidden, outFeatures),
+                "experts * hidden * out_features");
   }
   /// That `experts` fit the int32 expert ids.
   Check &expertIds(intptr_t experts) {

@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CpuBackend.h"
+#include "Optimizers.h"
 
 #include <algorithm>
 #include <climits>
@@ -56,6 +57,29 @@ const char *rowOf(const void *base, intptr_t row, intptr_t rowBytes) {
 }
 char *rowOf(void *base, intptr_t row, intptr_t rowBytes) {
   return static_cast<char *>(base) + row * rowBytes;
+}
+
+/// out[h] += weight * in[h]: how combine and the gradients add up rows.
+void addRow(float *out, float weight, const float *in, intptr_t hidden) {
+  for (intptr_t h = 0; h < hidden; ++h)
+    out[h] += weight * in[h];
+}
+
+/// Row r of `out` (of `rows`) = the sum, in order, of the rows of `in`
+/// that sources[r * rowStride + j * entryStride] names for j < count (-1:
+/// none).
+void gatherRows(const float *in, intptr_t hidden,
+                const std::vector<intptr_t> &sources, intptr_t rows,
+                intptr_t count, intptr_t rowStride, intptr_t entryStride,
+                float *out) {
+  for (intptr_t r = 0; r < rows; ++r) {
+    float *row = out + r * hidden;
+    std::fill(row, row + hidden, 0.0f);
+    for (intptr_t j = 0; j < count; ++j)
+      if (intptr_t source = sources[r * rowStride + j * entryStride];
+          source >= 0)
+        addRow(row, 1.0f, in + source * hidden, hidden);
+  }
 }
 
 /// That every dispatched position (>= 0) is a row of expert_outputs.
@@ -371,10 +395,8 @@ Status CpuBackend::combine(const float *expertOutputs, intptr_t rows,
       int32_t position = positions[t * k + j];
       if (position < 0)
         continue;
-      float weight = weights ? weights[t * k + j] : 1.0f;
-      const float *in = expertOutputs + intptr_t(position) * hidden;
-      for (intptr_t h = 0; h < hidden; ++h)
-        out[h] += weight * in[h];
+      addRow(out, weights ? weights[t * k + j] : 1.0f,
+             expertOutputs + intptr_t(position) * hidden, hidden);
     }
   }
   return Status::success();
@@ -712,11 +734,8 @@ Status CpuBackend::combineGrad(const float *expertOutputs, intptr_t rows,
     for (intptr_t a = 0; a < tokens * k; ++a) {
       if (positions[a] < 0)
         continue;
-      float weight = weights ? weights[a] : 1.0f;
-      const float *in = dCombined + (a / k) * hidden;
-      float *out = dExpertOutputs + intptr_t(positions[a]) * hidden;
-      for (intptr_t h = 0; h < hidden; ++h)
-        out[h] += weight * in[h];
+      addRow(dExpertOutputs + intptr_t(positions[a]) * hidden,
+             weights ? weights[a] : 1.0f, dCombined + (a / k) * hidden, hidden);
     }
   }
   if (dWeights)
@@ -816,18 +835,9 @@ Status CpuBackend::dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
   if (total > uniqueCapacity)
     return invalid(str("expert_ids and positions make ", total,
                        " unique rows but unique_capacity is ", uniqueCapacity));
-  for (intptr_t t = 0; t < numTokens; ++t) {
-    float *out = dTokens + t * hidden;
-    std::fill(out, out + hidden, 0.0f);
-    for (intptr_t node = 0; node < nodes; ++node) {
-      intptr_t row = rowIndex[node * numTokens + t];
-      if (row < 0)
-        continue;
-      const float *in = dUnique + row * hidden;
-      for (intptr_t h = 0; h < hidden; ++h)
-        out[h] += in[h];
-    }
-  }
+  // A token's rows, node by node.
+  gatherRows(dUnique, hidden, rowIndex, numTokens, nodes, 1, numTokens,
+             dTokens);
   return Status::success();
 }
 
@@ -851,18 +861,7 @@ Status CpuBackend::dedupExpandGrad(const float *dExpanded,
   rowIndex.assign(uniqueCapacity * k, -1);
   for (size_t p = 0; p < entries.size(); ++p)
     rowIndex[entries[p].row * k + entries[p].slot] = intptr_t(p);
-  for (intptr_t i = 0; i < uniqueCapacity; ++i) {
-    float *out = dUnique + i * hidden;
-    std::fill(out, out + hidden, 0.0f);
-    for (intptr_t j = 0; j < k; ++j) {
-      intptr_t p = rowIndex[i * k + j];
-      if (p < 0)
-        continue;
-      const float *in = dExpanded + p * hidden;
-      for (intptr_t h = 0; h < hidden; ++h)
-        out[h] += in[h];
-    }
-  }
+  gatherRows(dExpanded, hidden, rowIndex, uniqueCapacity, k, k, 1, dUnique);
   return Status::success();
 }
 
@@ -901,28 +900,18 @@ Status CpuBackend::allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
 Status CpuBackend::sgd(float *params, const float *grads, float *velocity,
                        intptr_t n, float lr, float momentum,
                        float weightDecay) {
-  for (intptr_t i = 0; i < n; ++i) {
-    float g = grads[i] + weightDecay * params[i];
-    if (velocity)
-      g = velocity[i] = momentum * velocity[i] + g;
-    params[i] -= lr * g;
-  }
+  for (intptr_t i = 0; i < n; ++i)
+    sgdStep(params[i], grads[i], velocity ? velocity + i : nullptr, lr,
+            momentum, weightDecay);
   return Status::success();
 }
 
 Status CpuBackend::adam(float *params, const float *grads, float *m, float *v,
                         intptr_t n, int64_t step, float lr, float beta1,
                         float beta2, float eps, float weightDecay) {
-  // The bias corrections in double, as PyTorch computes them.
-  float correction1 = float(1.0 - std::pow(double(beta1), double(step)));
-  float correction2 = float(1.0 - std::pow(double(beta2), double(step)));
-  for (intptr_t i = 0; i < n; ++i) {
-    float g = grads[i];
-    m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-    v[i] = beta2 * v[i] + (1.0f - beta2) * (g * g);
-    float update = (m[i] / correction1) / (std::sqrt(v[i] / correction2) + eps);
-    params[i] -= lr * (weightDecay * params[i] + update);
-  }
+  AdamStep update(step, lr, beta1, beta2, eps, weightDecay);
+  for (intptr_t i = 0; i < n; ++i)
+    update(params[i], grads[i], m[i], v[i]);
   return Status::success();
 }
 

@@ -121,22 +121,8 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
-  intptr_t weightElements = product(hidden, out_features);
   Check check;
-  check.atLeast(rows_capacity, 0, "rows_capacity")
-      .atLeast(hidden, 1, "hidden")
-      .atLeast(num_counts, 0, "num_counts")
-      .atLeast(experts, 1, "experts")
-      .atLeast(out_features, 1, "out_features")
-      .that(num_counts % std::max<intptr_t>(experts, 1) == 0,
-            [&] {
-              return str("num_counts (", num_counts,
-                         ") must be a multiple of experts (", experts, ")");
-            })
-      .floats(rows_capacity, hidden, "rows_capacity * hidden")
-      .floats(rows_capacity, out_features, "rows_capacity * out_features")
-      .fits(hidden, out_features, "hidden * out_features")
-      .floats(experts, weightElements, "experts * hidden * out_features")
+  check.groupedShape(rows_capacity, hidden, num_counts, experts, out_features)
       .that(d_rows || d_weights || rows_capacity == 0,
             [] {
               return std::string(
@@ -148,7 +134,7 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
       .notNull(d_result, "d_result", rows_capacity > 0);
   intptr_t rowBytes = floatBytes(rows_capacity, hidden);
   intptr_t resultBytes = floatBytes(rows_capacity, out_features);
-  intptr_t weightBytes = floatBytes(experts, weightElements);
+  intptr_t weightBytes = floatBytes(experts, product(hidden, out_features));
   for (auto [out, outBytes, outName] :
        {std::tuple<const float *, intptr_t, const char *>{d_rows, rowBytes,
                                                           "d_rows"},
@@ -208,19 +194,14 @@ tamoe_rt_status_t tamoe_rt_dedup_pack_grad(
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Check check;
-  check.atLeast(unique_capacity, 0, "unique_capacity")
+  check
+      .packRouting(num_tokens, k, experts_per_node, nodes, expert_ids,
+                   positions)
+      .atLeast(unique_capacity, 0, "unique_capacity")
       .atLeast(hidden, 1, "hidden")
-      .atLeast(num_tokens, 0, "num_tokens")
-      .atLeast(k, 1, "k")
-      .atLeast(experts_per_node, 1, "experts_per_node")
-      .atLeast(nodes, 1, "nodes")
-      .nodeExperts(experts_per_node, nodes)
-      .fits(num_tokens, k, "num_tokens * k")
       .floats(unique_capacity, hidden, "unique_capacity * hidden")
       .floats(num_tokens, hidden, "num_tokens * hidden")
       .notNull(d_unique, "d_unique", unique_capacity > 0)
-      .notNull(expert_ids, "expert_ids", num_tokens > 0)
-      .notNull(positions, "positions", num_tokens > 0)
       .notNull(d_tokens, "d_tokens", num_tokens > 0)
       .disjoint(d_tokens, floatBytes(num_tokens, hidden), "d_tokens", d_unique,
                 floatBytes(unique_capacity, hidden), "d_unique");
@@ -244,22 +225,14 @@ tamoe_rt_dedup_expand_grad(tamoe_rt_context_t *context, const float *d_expanded,
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Check check;
-  check.atLeast(expanded_capacity, 0, "expanded_capacity")
+  check
+      .expandRoutes(unique_capacity, k, routes, recv_counts, nodes,
+                    ranks_per_node, experts_per_rank)
+      .atLeast(expanded_capacity, 0, "expanded_capacity")
       .atLeast(hidden, 1, "hidden")
-      .atLeast(unique_capacity, 0, "unique_capacity")
-      .atLeast(k, 1, "k")
-      .atLeast(nodes, 1, "nodes")
-      .atLeast(ranks_per_node, 1, "ranks_per_node")
-      .atLeast(experts_per_rank, 1, "experts_per_rank")
       .floats(expanded_capacity, hidden, "expanded_capacity * hidden")
       .floats(unique_capacity, hidden, "unique_capacity * hidden")
-      .fits(unique_capacity, k, "unique_capacity * k")
-      .fits(ranks_per_node, nodes, "ranks_per_node * nodes")
-      .fits(product(ranks_per_node, nodes), experts_per_rank,
-            "ranks_per_node * nodes * experts_per_rank")
       .notNull(d_expanded, "d_expanded", expanded_capacity > 0)
-      .notNull(routes, "routes", unique_capacity > 0)
-      .notNull(recv_counts, "recv_counts")
       .notNull(d_unique, "d_unique", unique_capacity > 0)
       .disjoint(d_unique, floatBytes(unique_capacity, hidden), "d_unique",
                 d_expanded, floatBytes(expanded_capacity, hidden),

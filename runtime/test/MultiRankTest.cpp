@@ -634,6 +634,16 @@ void layerScenario(const World &w) {
 // errors: every rank fails alike, before any row moves
 //===----------------------------------------------------------------------===//
 
+/// That a collective failed with `code` and `message`, which every rank of
+/// the group must see alike.
+void expectFailure(const World &w, tamoe_rt_status_t got,
+                   tamoe_rt_status_t code, const std::string &message) {
+  EXPECT(got == code, tamoe_rt_status_name(got), " ",
+         tamoe_rt_last_error(w.ctx));
+  EXPECT(tamoe_rt_last_error(w.ctx) == message, "message '",
+         tamoe_rt_last_error(w.ctx), "' != '", message, "'");
+}
+
 void errorsScenario(const World &w) {
   int64_t rowBytes = 16;
   // One row from every rank to every rank.
@@ -641,13 +651,6 @@ void errorsScenario(const World &w) {
       recvCounts(2 * w.ranks, -1);
   // Room for the rank that passes twice the row size.
   Bytes send(4 * w.ranks * rowBytes, 0x11), received(2 * w.ranks * rowBytes);
-  auto expectAll = [&](tamoe_rt_status_t got, tamoe_rt_status_t code,
-                       const std::string &message) {
-    EXPECT(got == code, tamoe_rt_status_name(got), " ",
-           tamoe_rt_last_error(w.ctx));
-    EXPECT(tamoe_rt_last_error(w.ctx) == message, "message '",
-           tamoe_rt_last_error(w.ctx), "' != '", message, "'");
-  };
   auto untouched = [&] {
     for (unsigned char byte : received)
       if (byte != 0x5A)
@@ -663,32 +666,36 @@ void errorsScenario(const World &w) {
   };
   int64_t last = w.ranks - 1;
 
-  expectAll(
-      flat(w.me == 3 ? 32 : rowBytes, ones.data(), 1, send.data(), w.ranks),
+  expectFailure(
+      w, flat(w.me == 3 ? 32 : rowBytes, ones.data(), 1, send.data(), w.ranks),
       TAMOE_RT_ERROR_MISMATCH,
       "tamoe_rt_all_to_all: ranks disagree on row_bytes: rank 0 has 16, "
       "rank 3 has 32");
-  expectAll(flat(rowBytes, w.me == 1 ? twos.data() : ones.data(),
-                 w.me == 1 ? 2 : 1, send.data(), w.ranks),
-            TAMOE_RT_ERROR_MISMATCH,
-            "tamoe_rt_all_to_all: ranks disagree on split: rank 0 has 1, "
-            "rank 1 has 2");
-  expectAll(flat(rowBytes, ones.data(), 1, send.data(),
-                 w.me == 5 ? w.ranks - 1 : w.ranks),
-            TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
-            str("tamoe_rt_all_to_all: rank 5: ", w.ranks,
-                " rows to receive exceed recv_capacity ", w.ranks - 1));
+  expectFailure(w,
+                flat(rowBytes, w.me == 1 ? twos.data() : ones.data(),
+                     w.me == 1 ? 2 : 1, send.data(), w.ranks),
+                TAMOE_RT_ERROR_MISMATCH,
+                "tamoe_rt_all_to_all: ranks disagree on split: rank 0 has 1, "
+                "rank 1 has 2");
+  expectFailure(w,
+                flat(rowBytes, ones.data(), 1, send.data(),
+                     w.me == 5 ? w.ranks - 1 : w.ranks),
+                TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                str("tamoe_rt_all_to_all: rank 5: ", w.ranks,
+                    " rows to receive exceed recv_capacity ", w.ranks - 1));
   EXPECT(untouched(), "rows moved despite the capacity error");
-  expectAll(flat(rowBytes, ones.data(), 1, w.me == 2 ? nullptr : send.data(),
-                 w.ranks),
-            TAMOE_RT_ERROR_INVALID_ARGUMENT,
-            "tamoe_rt_all_to_all: rank 2: send is null");
+  expectFailure(w,
+                flat(rowBytes, ones.data(), 1,
+                     w.me == 2 ? nullptr : send.data(), w.ranks),
+                TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                "tamoe_rt_all_to_all: rank 2: send is null");
   std::vector<int32_t> negative = ones;
   negative[1] = -1;
-  expectAll(flat(rowBytes, w.me == 6 ? negative.data() : ones.data(), 1,
-                 send.data(), w.ranks),
-            TAMOE_RT_ERROR_INVALID_ARGUMENT,
-            "tamoe_rt_all_to_all: rank 6: send_counts[1] = -1 is negative");
+  expectFailure(w,
+                flat(rowBytes, w.me == 6 ? negative.data() : ones.data(), 1,
+                     send.data(), w.ranks),
+                TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                "tamoe_rt_all_to_all: rank 6: send_counts[1] = -1 is negative");
   EXPECT(untouched(), "rows moved despite the invalid counts");
 
   // Within one node only: the other nodes carry on.
@@ -699,9 +706,10 @@ void errorsScenario(const World &w) {
                           odd ? 2 * rowBytes : rowBytes, ones.data(), w.perNode,
                           1, received.data(), w.perNode, recvCounts.data());
   if (w.node(w.me) == 1 && w.perNode > 1)
-    expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-              str("tamoe_rt_all_to_all: ranks disagree on row_bytes: rank ",
-                  w.perNode, " has 16, rank ", 2 * w.perNode - 1, " has 32"));
+    expectFailure(w, status, TAMOE_RT_ERROR_MISMATCH,
+                  str("tamoe_rt_all_to_all: ranks disagree on row_bytes: rank ",
+                      w.perNode, " has 16, rank ", 2 * w.perNode - 1,
+                      " has 32"));
   else
     EXPECT(status == TAMOE_RT_SUCCESS, tamoe_rt_last_error(w.ctx));
 
@@ -710,36 +718,38 @@ void errorsScenario(const World &w) {
                                rowBytes, ones.data(), w.ranks, 1,
                                received.data(), w.ranks, recvCounts.data());
   if (w.perNode != w.ranks)
-    expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-              str("tamoe_rt_all_to_all: rank ", w.node(w.me) * w.perNode,
-                  ": send_counts are for ", w.ranks,
-                  " peers but the node group has ", w.perNode, " ranks (",
-                  w.ranks, " ranks, ", w.perNode, " per node)"));
+    expectFailure(w, status, TAMOE_RT_ERROR_MISMATCH,
+                  str("tamoe_rt_all_to_all: rank ", w.node(w.me) * w.perNode,
+                      ": send_counts are for ", w.ranks,
+                      " peers but the node group has ", w.perNode, " ranks (",
+                      w.ranks, " ranks, ", w.perNode, " per node)"));
   intptr_t total = 0;
   status =
       tamoe_rt_all_to_all_counts(w.ctx, TAMOE_RT_GROUP_PEERS, ones.data(),
                                  w.nodes + 1, 1, recvCounts.data(), &total);
-  expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-            str("tamoe_rt_all_to_all_counts: rank ", w.index(w.me),
-                ": send_counts are for ", w.nodes + 1,
-                " peers but the peers group has ", w.nodes, " ranks (", w.ranks,
-                " ranks, ", w.perNode, " per node)"));
+  expectFailure(w, status, TAMOE_RT_ERROR_MISMATCH,
+                str("tamoe_rt_all_to_all_counts: rank ", w.index(w.me),
+                    ": send_counts are for ", w.nodes + 1,
+                    " peers but the peers group has ", w.nodes, " ranks (",
+                    w.ranks, " ranks, ", w.perNode, " per node)"));
 
   // The composite schedules fail alike on the whole world too.
   std::fill(received.begin(), received.end(), 0x5A);
   status = tamoe_rt_all_to_all_hierarchical(
       w.ctx, send.data(), w.ranks, rowBytes, ones.data(), 1, received.data(),
       w.me == last ? w.ranks - 2 : w.ranks, recvCounts.data());
-  expectAll(status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
-            str("tamoe_rt_all_to_all_hierarchical: rank ", last, ": ", w.ranks,
-                " rows to receive exceed recv_capacity ", w.ranks - 2));
+  expectFailure(w, status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                str("tamoe_rt_all_to_all_hierarchical: rank ", last, ": ",
+                    w.ranks, " rows to receive exceed recv_capacity ",
+                    w.ranks - 2));
   EXPECT(untouched(), "hierarchical moved rows despite the capacity error");
   status = tamoe_rt_all_to_all_hierarchical(
       w.ctx, send.data(), w.ranks, w.me == 4 ? 8 : rowBytes, ones.data(), 1,
       received.data(), w.ranks, recvCounts.data());
-  expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-            "tamoe_rt_all_to_all_hierarchical: ranks disagree on row_bytes: "
-            "rank 0 has 16, rank 4 has 8");
+  expectFailure(
+      w, status, TAMOE_RT_ERROR_MISMATCH,
+      "tamoe_rt_all_to_all_hierarchical: ranks disagree on row_bytes: "
+      "rank 0 has 16, rank 4 has 8");
 
   // Every token of every rank to expert 0 of every rank (k = ranks).
   int64_t tokens = 3, k = w.ranks, experts = w.ranks;
@@ -756,18 +766,19 @@ void errorsScenario(const World &w) {
       w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
       k, experts, dedupReceived.data(),
       w.me == 4 ? w.ranks * tokens - 1 : w.ranks * tokens, dedupCounts.data());
-  expectAll(status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
-            str("tamoe_rt_dispatch_dedup: rank 4: ", w.ranks * tokens,
-                " rows to receive exceed recv_capacity ",
-                w.ranks * tokens - 1));
+  expectFailure(w, status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                str("tamoe_rt_dispatch_dedup: rank 4: ", w.ranks * tokens,
+                    " rows to receive exceed recv_capacity ",
+                    w.ranks * tokens - 1));
   status = tamoe_rt_dispatch_dedup(
       w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
       k, w.me == 7 ? 2 * experts : experts, dedupReceived.data(),
       w.ranks * tokens, dedupCounts.data());
-  expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-            str("tamoe_rt_dispatch_dedup: ranks disagree on experts: rank 0 "
-                "has ",
-                experts, ", rank 7 has ", 2 * experts));
+  expectFailure(
+      w, status, TAMOE_RT_ERROR_MISMATCH,
+      str("tamoe_rt_dispatch_dedup: ranks disagree on experts: rank 0 "
+          "has ",
+          experts, ", rank 7 has ", 2 * experts));
   status = tamoe_rt_dispatch_dedup(
       w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
       k, experts, dedupReceived.data(), w.ranks * tokens, dedupCounts.data());
@@ -860,32 +871,27 @@ void allReduceScenario(const World &w) {
          "all_reduce counted as traffic");
 
   // Failures on every rank of the group alike, and the data untouched.
-  auto expectAll = [&](tamoe_rt_status_t got, tamoe_rt_status_t code,
-                       const std::string &message) {
-    EXPECT(got == code, tamoe_rt_status_name(got), " ",
-           tamoe_rt_last_error(w.ctx));
-    EXPECT(tamoe_rt_last_error(w.ctx) == message, "message '",
-           tamoe_rt_last_error(w.ctx), "' != '", message, "'");
-  };
   std::vector<float> data(n, 1.0f);
-  expectAll(tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_WORLD, data.data(),
-                                w.me == 3 ? n - 1 : n, 0),
-            TAMOE_RT_ERROR_MISMATCH,
-            str("tamoe_rt_all_reduce: ranks disagree on n: rank 0 has ", n,
-                ", rank 3 has ", n - 1));
-  expectAll(tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_WORLD,
-                                w.me == 5 ? nullptr : data.data(), n, 1),
-            TAMOE_RT_ERROR_INVALID_ARGUMENT,
-            "tamoe_rt_all_reduce: rank 5: data is null");
+  expectFailure(w,
+                tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_WORLD, data.data(),
+                                    w.me == 3 ? n - 1 : n, 0),
+                TAMOE_RT_ERROR_MISMATCH,
+                str("tamoe_rt_all_reduce: ranks disagree on n: rank 0 has ", n,
+                    ", rank 3 has ", n - 1));
+  expectFailure(w,
+                tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_WORLD,
+                                    w.me == 5 ? nullptr : data.data(), n, 1),
+                TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                "tamoe_rt_all_reduce: rank 5: data is null");
   EXPECT(data == std::vector<float>(n, 1.0f), "data changed by a failure");
   // Within one node only: the other nodes carry on.
   bool odd = w.node(w.me) == 1 && w.index(w.me) == w.perNode - 1;
   tamoe_rt_status_t status = tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_NODE,
                                                  data.data(), n, odd ? 1 : 0);
   if (w.node(w.me) == 1 && w.perNode > 1)
-    expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-              str("tamoe_rt_all_reduce: ranks disagree on average: rank ",
-                  w.perNode, " has 0, rank ", 2 * w.perNode - 1, " has 1"));
+    expectFailure(w, status, TAMOE_RT_ERROR_MISMATCH,
+                  str("tamoe_rt_all_reduce: ranks disagree on average: rank ",
+                      w.perNode, " has 0, rank ", 2 * w.perNode - 1, " has 1"));
   else
     EXPECT(status == TAMOE_RT_SUCCESS, tamoe_rt_last_error(w.ctx));
   // Still usable.

@@ -481,60 +481,58 @@ auxLossGrad(const std::vector<int32_t> &ids, int64_t tokens, int64_t experts,
   return dProbs;
 }
 
+/// Rows that hold their own index (int64): moved by a row-moving op, they
+/// say which input row each output row copies.
+inline Bytes indexRows(int64_t rows) {
+  Bytes bytes(rows * sizeof(int64_t));
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(&bytes[r * sizeof(int64_t)], &r, sizeof(int64_t));
+  return bytes;
+}
+
+/// The transpose of a row-moving op whose output row p copies input row
+/// sources[p] (index rows it moved): every output row's gradient back to
+/// its input row.
+template <typename T>
+std::vector<T> copiedBack(const std::vector<T> &dOutput, int64_t hidden,
+                          const Bytes &sources, int64_t inputRows) {
+  std::vector<T> dInput(inputRows * hidden, T(0));
+  for (size_t p = 0; p < sources.size() / sizeof(int64_t); ++p) {
+    int64_t source;
+    std::memcpy(&source, &sources[p * sizeof(int64_t)], sizeof(int64_t));
+    for (int64_t h = 0; h < hidden; ++h)
+      dInput[source * hidden + h] += dOutput[p * hidden + h];
+  }
+  return dInput;
+}
+
 /// tamoe_rt_dedup_pack_grad: every unique row's gradient back to the
-/// token it was made of, walking the pack as dedupPack does.
+/// token it was made of.
 template <typename T>
 std::vector<T> dedupPackGrad(const std::vector<T> &dUnique, int64_t hidden,
                              const std::vector<int32_t> &ids,
                              const std::vector<int32_t> &positions, int64_t k,
                              int64_t expertsPerNode, int64_t nodes) {
-  int64_t tokenCount = int64_t(ids.size()) / k;
-  std::vector<T> dTokens(tokenCount * hidden, T(0));
-  int64_t row = 0;
-  for (int64_t n = 0; n < nodes; ++n)
-    for (int64_t t = 0; t < tokenCount; ++t) {
-      bool sent = false;
-      for (int64_t j = 0; j < k; ++j)
-        sent = sent || (positions[t * k + j] >= 0 &&
-                        ids[t * k + j] / expertsPerNode == n);
-      if (!sent)
-        continue;
-      for (int64_t h = 0; h < hidden; ++h)
-        dTokens[t * hidden + h] += dUnique[row * hidden + h];
-      ++row;
-    }
-  return dTokens;
+  int64_t tokens = int64_t(ids.size()) / k;
+  Pack pack = dedupPack(indexRows(tokens), sizeof(int64_t), ids, positions, k,
+                        expertsPerNode, nodes);
+  return copiedBack(dUnique, hidden, pack.unique, tokens);
 }
 
 /// tamoe_rt_dedup_expand_grad: every expanded row's gradient back to the
-/// unique row it was made of, walking the expansion as dedupExpand does.
-/// `uniqueRows` rows (received ones first, then zeros).
+/// unique row it was made of; `uniqueRows` rows (received ones first, then
+/// zeros).
 template <typename T>
 std::vector<T> dedupExpandGrad(const std::vector<T> &dExpanded, int64_t hidden,
                                const std::vector<int32_t> &routes, int64_t k,
                                const std::vector<int32_t> &recvCounts,
                                int64_t ranksPerNode, int64_t expertsPerRank,
                                int64_t uniqueRows) {
-  int64_t nodes = int64_t(recvCounts.size());
-  std::vector<T> dUnique(uniqueRows * hidden, T(0));
-  int64_t maxExpert = 0;
-  for (int32_t e : routes)
-    maxExpert = std::max<int64_t>(maxExpert, e);
-  int64_t row = 0;
-  for (int64_t d = 0; d < ranksPerNode; ++d)
-    for (int64_t s = 0, first = 0; s < nodes; first += recvCounts[s++])
-      for (int64_t e = 0; e <= maxExpert; ++e) {
-        if ((e / expertsPerRank) % ranksPerNode != d)
-          continue;
-        for (int64_t r = first; r < first + recvCounts[s]; ++r)
-          for (int64_t j = 0; j < k; ++j)
-            if (routes[r * k + j] == e) {
-              for (int64_t h = 0; h < hidden; ++h)
-                dUnique[r * hidden + h] += dExpanded[row * hidden + h];
-              ++row;
-            }
-      }
-  return dUnique;
+  int64_t received = std::accumulate(recvCounts.begin(), recvCounts.end(),
+                                     int64_t(0));
+  Expand expand = dedupExpand(indexRows(received), routes, sizeof(int64_t), k,
+                              recvCounts, ranksPerNode, expertsPerRank);
+  return copiedBack(dExpanded, hidden, expand.expanded, uniqueRows);
 }
 
 //===----------------------------------------------------------------------===//

@@ -71,6 +71,17 @@ const char *groupName(tamoe_rt_group_t group) {
   return "?";
 }
 
+/// Fails once the group's communicator was aborted.
+Status usable(const Communicator &c, tamoe_rt_group_t group) {
+  if (c.broken.empty())
+    return Status::success();
+  return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                       std::string("the ") + groupName(group) +
+                           " communicator is unusable after an earlier "
+                           "failure: " +
+                           c.broken);
+}
+
 /// The node-local index of this process as its launcher reports it, or -1.
 /// Device selection prefers it to rank % ranks_per_node: when the job's
 /// logical nodes are smaller than the machine (ranks_per_node set to model
@@ -774,12 +785,8 @@ Status CudaBackend::allToAll(tamoe_rt_group_t group, const void *send,
       local =
           invalid("send_counts sum to " + std::to_string(sendTotal) +
                   " rows but send_capacity is " + std::to_string(sendCapacity));
-    if (local.ok() && !c.broken.empty())
-      local = Status::error(TAMOE_RT_ERROR_COMMUNICATION,
-                            std::string("the ") + groupName(group) +
-                                " communicator is unusable after an earlier "
-                                "failure: " +
-                                c.broken);
+    if (local.ok())
+      local = usable(c, group);
 
     // Agree before NCCL moves anything.
     Status status = launcher_->agree(group, local);
@@ -879,12 +886,8 @@ Status CudaBackend::allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
     local = invalid("negative size");
   if (local.ok())
     local = checkPointer(data, int64_t(n) * 4, "data");
-  if (local.ok() && !c.broken.empty())
-    local = Status::error(TAMOE_RT_ERROR_COMMUNICATION,
-                          std::string("the ") + groupName(group) +
-                              " communicator is unusable after an earlier "
-                              "failure: " +
-                              c.broken);
+  if (local.ok())
+    local = usable(c, group);
   // Agree before NCCL starts, so that no rank waits for one that failed.
   Status status = launcher_->agree(group, local);
   if (!status.ok())

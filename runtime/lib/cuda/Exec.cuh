@@ -54,6 +54,94 @@ inline bool overlap(const void *a, int64_t aBytes, const void *b,
          y < x + static_cast<uint64_t>(aBytes);
 }
 
+/// The bytes of aux_loss's probs [tokens, experts] and expert ids [tokens,
+/// k] (forward and gradient), after checking the sizes.
+inline Status auxBytes(int64_t tokens, int64_t experts, int64_t k,
+                       int64_t &probBytes, int64_t &idBytes) {
+  if (tokens < 0 || experts < 0 || k < 0)
+    return invalid("negative size");
+  if (!multiply(tokens, experts, probBytes) ||
+      !multiply(probBytes, 4, probBytes) || !multiply(tokens, k, idBytes) ||
+      !multiply(idBytes, 4, idBytes) || experts > INT_MAX)
+    return invalid("sizes overflow");
+  return Status::success();
+}
+
+/// The byte sizes of grouped_matmul's buffers (forward and gradient), after
+/// checking that its sizes are in range: chunks counted in int (CUB), GEMM
+/// dimensions in int (cuBLAS).
+struct GroupedBytes {
+  int64_t rows = 0, result = 0, weights = 0;
+};
+inline Status groupedBytes(int64_t rowsCapacity, int64_t hidden,
+                           int64_t numCounts, int64_t experts,
+                           int64_t outFeatures, GroupedBytes &bytes) {
+  if (rowsCapacity < 0 || hidden < 1 || numCounts < 0 || experts < 1 ||
+      outFeatures < 1)
+    return invalid("rows_capacity and num_counts must be >= 0; hidden, "
+                   "experts and out_features >= 1");
+  if (numCounts > INT_MAX - 1 || hidden > INT_MAX || outFeatures > INT_MAX ||
+      !multiply(rowsCapacity, hidden * 4, bytes.rows) ||
+      !multiply(rowsCapacity, outFeatures * 4, bytes.result) ||
+      !multiply(hidden, outFeatures, bytes.weights) ||
+      !multiply(bytes.weights, experts * 4, bytes.weights))
+    return invalid("sizes exceed what the cuda backend takes");
+  return Status::success();
+}
+
+/// That dedup_pack's index steps fit the device's int sorts and scans
+/// (forward and gradient): `n` = tokens * k assignments and nodes * tokens
+/// cells below 2^31 - 1, the experts an int.
+inline bool packFits(int64_t numTokens, int64_t k, int64_t expertsPerNode,
+                     int64_t nodes, int64_t &n) {
+  int64_t cells, experts;
+  return multiply(numTokens, k, n) && n <= INT_MAX - 1 &&
+         multiply(nodes, numTokens, cells) && cells <= INT_MAX - 1 &&
+         multiply(expertsPerNode, nodes, experts) && experts <= INT_MAX;
+}
+inline const char *packTooLarge() {
+  return "sizes exceed what the cuda backend takes (tokens * k and nodes * "
+         "tokens below 2^31 - 1)";
+}
+
+/// The same for dedup_expand: `m` = unique_capacity * k route entries and
+/// the [ranks_per_node, nodes, experts_per_rank] keys below 2^31 - 1.
+inline bool expandFits(int64_t uniqueCapacity, int64_t k, int64_t ranksPerNode,
+                       int64_t nodes, int64_t expertsPerRank, int64_t &m,
+                       int64_t &keys) {
+  return multiply(uniqueCapacity, k, m) && m <= INT_MAX - 1 &&
+         multiply(ranksPerNode, nodes, keys) &&
+         multiply(keys, expertsPerRank, keys) && keys <= INT_MAX - 1;
+}
+inline const char *expandTooLarge() {
+  return "sizes exceed what the cuda backend takes (unique_capacity * k and "
+         "the experts below 2^31 - 1)";
+}
+
+/// The message of an error that dedup_pack's index steps find (the
+/// forward op's and the gradient's alike); "" for another kind.
+inline std::string packError(const DeviceStatus &e, int64_t k,
+                             int64_t expertsPerNode, int64_t nodes) {
+  if (e.kind != kExpertOutOfRange)
+    return std::string();
+  return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+         " is out of range [0, " + num(e.c) + ") (" + num(expertsPerNode) +
+         " experts on each of " + num(nodes) + " nodes)";
+}
+
+/// The same for dedup_expand's.
+inline std::string expandError(const DeviceStatus &e, int64_t k) {
+  if (e.kind == kNegativeCount)
+    return "recv_counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
+  if (e.kind == kInputRowsExceedCapacity)
+    return "recv_counts sum to " + num(e.a) + " rows but unique_capacity is " +
+           num(e.b);
+  if (e.kind == kRouteInvalid)
+    return entry("routes", e.a, k) + " = " + num(e.b) +
+           " is neither an expert id nor -1";
+  return std::string();
+}
+
 /// Every lane ends with the warp's sum (a fixed tree: deterministic).
 __device__ inline float warpSum(float value) {
   for (int offset = 16; offset > 0; offset /= 2)

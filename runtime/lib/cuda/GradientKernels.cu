@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "Exec.cuh"
+#include "Optimizers.h"
 
 #include <cmath>
 #include <cstdint>
@@ -161,10 +162,8 @@ struct SgdElement {
   float *velocity;
   float lr, momentum, weightDecay;
   __device__ void operator()(int64_t i) const {
-    float g = grads[i] + weightDecay * params[i];
-    if (velocity)
-      g = velocity[i] = momentum * velocity[i] + g;
-    params[i] -= lr * g;
+    sgdStep(params[i], grads[i], velocity ? velocity + i : nullptr, lr,
+            momentum, weightDecay);
   }
 };
 
@@ -172,15 +171,9 @@ struct AdamElement {
   float *params;
   const float *grads;
   float *m, *v;
-  float lr, beta1, beta2, eps, weightDecay, correction1, correction2;
+  AdamStep update;
   __device__ void operator()(int64_t i) const {
-    float g = grads[i];
-    float first = beta1 * m[i] + (1.0f - beta1) * g;
-    float second = beta2 * v[i] + (1.0f - beta2) * (g * g);
-    m[i] = first;
-    v[i] = second;
-    float update = (first / correction1) / (sqrtf(second / correction2) + eps);
-    params[i] -= lr * (weightDecay * params[i] + update);
+    update(params[i], grads[i], m[i], v[i]);
   }
 };
 
@@ -307,25 +300,18 @@ Status CudaBackend::groupedMatmulGrad(const float *rows, intptr_t rowsCapacity,
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  if (rowsCapacity < 0 || hidden < 1 || numCounts < 0 || experts < 1 ||
-      outFeatures < 1)
-    return invalid("rows_capacity and num_counts must be >= 0; hidden, "
-                   "experts and out_features >= 1");
-  // cuBLAS takes int dimensions: a chunk's rows are int32 counts.
-  int64_t rowBytes, resultBytes, weightBytes;
-  if (hidden > INT_MAX || outFeatures > INT_MAX ||
-      !multiply(rowsCapacity, hidden * 4, rowBytes) ||
-      !multiply(rowsCapacity, outFeatures * 4, resultBytes) ||
-      !multiply(hidden, outFeatures, weightBytes) ||
-      !multiply(weightBytes, experts * 4, weightBytes))
-    return invalid("sizes exceed what cuBLAS takes");
+  GroupedBytes bytes;
+  if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
+                                  outFeatures, bytes);
+      !sizes.ok())
+    return sizes;
   for (Status s :
-       {checkPointer(rows, dWeights ? rowBytes : 0, "rows"),
+       {checkPointer(rows, dWeights ? bytes.rows : 0, "rows"),
         checkPointer(counts, numCounts * 4, "counts"),
-        checkPointer(weights, dRows ? weightBytes : 0, "weights"),
-        checkPointer(dResult, resultBytes, "d_result"),
-        checkPointer(dRows, dRows ? rowBytes : 0, "d_rows"),
-        checkPointer(dWeights, dWeights ? weightBytes : 0, "d_weights")})
+        checkPointer(weights, dRows ? bytes.weights : 0, "weights"),
+        checkPointer(dResult, bytes.result, "d_result"),
+        checkPointer(dRows, dRows ? bytes.rows : 0, "d_rows"),
+        checkPointer(dWeights, dWeights ? bytes.weights : 0, "d_weights")})
     if (!s.ok())
       return s;
   Status blas = blasHandle();
@@ -394,13 +380,10 @@ Status CudaBackend::auxLossGrad(const int32_t *expertIds,
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  if (tokens < 0 || experts < 1 || k < 1)
-    return invalid("tokens must be >= 0; experts and k >= 1");
   int64_t probBytes, idBytes;
-  if (!multiply(tokens, experts, probBytes) ||
-      !multiply(probBytes, 4, probBytes) || !multiply(tokens, k, idBytes) ||
-      !multiply(idBytes, 4, idBytes) || experts > INT_MAX)
-    return invalid("sizes overflow");
+  if (Status sizes = auxBytes(tokens, experts, k, probBytes, idBytes);
+      !sizes.ok())
+    return sizes;
   for (Status s :
        {checkPointer(expertIds, idBytes, "expert_ids"),
         checkPointer(positions, positions ? idBytes : 0, "positions"),
@@ -449,14 +432,11 @@ Status CudaBackend::dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
       expertsPerNode < 1 || nodes < 1)
     return invalid("unique_capacity and num_tokens must be >= 0; the other "
                    "sizes >= 1");
-  int64_t n, cells, experts, uniqueBytes, tokenBytes;
-  if (!multiply(numTokens, k, n) || n > INT_MAX - 1 ||
-      !multiply(nodes, numTokens, cells) || cells > INT_MAX - 1 ||
-      !multiply(expertsPerNode, nodes, experts) || experts > INT_MAX ||
+  int64_t n, uniqueBytes, tokenBytes;
+  if (!packFits(numTokens, k, expertsPerNode, nodes, n) ||
       !multiply(uniqueCapacity, hidden * 4, uniqueBytes) ||
       !multiply(numTokens, hidden * 4, tokenBytes))
-    return invalid("sizes exceed what the cuda backend takes "
-                   "(tokens * k and nodes * tokens below 2^31 - 1)");
+    return invalid(packTooLarge());
   for (Status s : {checkPointer(dUnique, uniqueBytes, "d_unique"),
                    checkPointer(expertIds, n * 4, "expert_ids"),
                    checkPointer(positions, n * 4, "positions"),
@@ -472,14 +452,10 @@ Status CudaBackend::dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
                                           expertsPerNode, nodes, dTokens});
   x.release();
   return endOperation(x.failure(), [&](const DeviceStatus &e) {
-    if (e.kind == kExpertOutOfRange)
-      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-             " is out of range [0, " + num(e.c) + ") (" + num(expertsPerNode) +
-             " experts on each of " + num(nodes) + " nodes)";
     if (e.kind == kGradientRowsExceed)
       return "expert_ids and positions make " + num(e.a) +
              " unique rows but unique_capacity is " + num(e.b);
-    return std::string();
+    return packError(e, k, expertsPerNode, nodes);
   });
 }
 
@@ -498,13 +474,11 @@ Status CudaBackend::dedupExpandGrad(const float *dExpanded,
     return invalid("expanded_capacity and unique_capacity must be >= 0; the "
                    "other sizes >= 1");
   int64_t m, keys, expandedBytes, uniqueBytes;
-  if (!multiply(uniqueCapacity, k, m) || m > INT_MAX - 1 ||
-      !multiply(ranksPerNode, nodes, keys) ||
-      !multiply(keys, expertsPerRank, keys) || keys > INT_MAX - 1 ||
+  if (!expandFits(uniqueCapacity, k, ranksPerNode, nodes, expertsPerRank, m,
+                  keys) ||
       !multiply(expandedCapacity, hidden * 4, expandedBytes) ||
       !multiply(uniqueCapacity, hidden * 4, uniqueBytes))
-    return invalid("sizes exceed what the cuda backend takes "
-                   "(unique_capacity * k and the experts below 2^31 - 1)");
+    return invalid(expandTooLarge());
   for (Status s : {checkPointer(dExpanded, expandedBytes, "d_expanded"),
                    checkPointer(routes, m * 4, "routes"),
                    checkPointer(recvCounts, nodes * 4, "recv_counts"),
@@ -521,18 +495,10 @@ Status CudaBackend::dedupExpandGrad(const float *dExpanded,
                                               expertsPerRank, dUnique});
   x.release();
   return endOperation(x.failure(), [&](const DeviceStatus &e) {
-    if (e.kind == kNegativeCount)
-      return "recv_counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
-    if (e.kind == kInputRowsExceedCapacity)
-      return "recv_counts sum to " + num(e.a) +
-             " rows but unique_capacity is " + num(e.b);
-    if (e.kind == kRouteInvalid)
-      return entry("routes", e.a, k) + " = " + num(e.b) +
-             " is neither an expert id nor -1";
     if (e.kind == kGradientRowsExceed)
       return "routes make " + num(e.a) +
              " expanded rows but expanded_capacity is " + num(e.b);
-    return std::string();
+    return expandError(e, k);
   });
 }
 
@@ -577,13 +543,9 @@ Status CudaBackend::adam(float *params, const float *grads, float *m, float *v,
   Status begin = beginOperation();
   if (!begin.ok())
     return begin;
-  // The bias corrections in double on the host, as the cpu backend (and
-  // PyTorch) computes them.
-  float correction1 = float(1.0 - std::pow(double(beta1), double(step)));
-  float correction2 = float(1.0 - std::pow(double(beta2), double(step)));
   CudaExec x(*this, deviceStatus_);
-  x.forEach(n, AdamElement{params, grads, m, v, lr, beta1, beta2, eps,
-                           weightDecay, correction1, correction2});
+  x.forEach(n, AdamElement{params, grads, m, v,
+                           AdamStep(step, lr, beta1, beta2, eps, weightDecay)});
   Status failure = x.failure();
   x.release();
   return endOperation(failure, noMessage);

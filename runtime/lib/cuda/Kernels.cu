@@ -617,13 +617,10 @@ Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  if (tokens < 0 || experts < 0 || k < 0)
-    return invalid("negative size");
   int64_t probBytes, idBytes;
-  if (!multiply(tokens, experts, probBytes) ||
-      !multiply(probBytes, 4, probBytes) || !multiply(tokens, k, idBytes) ||
-      !multiply(idBytes, 4, idBytes) || experts > INT_MAX)
-    return invalid("sizes overflow");
+  if (Status sizes = auxBytes(tokens, experts, k, probBytes, idBytes);
+      !sizes.ok())
+    return sizes;
   for (Status s : {checkPointer(probs, probBytes, "probs"),
                    checkPointer(expertIds, idBytes, "expert_ids"),
                    checkPointer(positions, positions ? idBytes : 0,
@@ -702,20 +699,15 @@ Status CudaBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  if (rowsCapacity < 0 || hidden < 1 || numCounts < 0 || experts < 1 ||
-      outFeatures < 1)
-    return invalid("rows_capacity and num_counts must be >= 0; hidden, "
-                   "experts and out_features >= 1");
-  int64_t rowBytes, resultBytes, weightBytes;
-  if (numCounts > INT_MAX - 1 ||
-      !multiply(rowsCapacity, hidden * 4, rowBytes) ||
-      !multiply(rowsCapacity, outFeatures * 4, resultBytes) ||
-      !multiply(hidden, outFeatures, weightBytes) ||
-      !multiply(weightBytes, experts * 4, weightBytes))
-    return invalid("sizes overflow");
+  GroupedBytes bytes;
+  if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
+                                  outFeatures, bytes);
+      !sizes.ok())
+    return sizes;
+  int64_t rowBytes = bytes.rows, resultBytes = bytes.result;
   for (Status s : {checkPointer(rows, rowBytes, "rows"),
                    checkPointer(counts, numCounts * 4, "counts"),
-                   checkPointer(weights, weightBytes, "weights"),
+                   checkPointer(weights, bytes.weights, "weights"),
                    checkPointer(result, resultBytes, "result")})
     if (!s.ok())
       return s;
@@ -962,16 +954,13 @@ Status CudaBackend::dedupPack(const void *tokens, intptr_t numTokens,
     return invalid("negative size");
   if (nodes > 0 && expertsPerNode < 1)
     return invalid("experts_per_node must be positive");
-  int64_t n, cells, experts, tokenBytes, uniqueBytes, routeEntries;
-  if (!multiply(numTokens, k, n) || n > INT_MAX - 1 ||
-      !multiply(nodes, numTokens, cells) || cells > INT_MAX - 1 ||
-      !multiply(expertsPerNode, nodes, experts) || experts > INT_MAX ||
+  int64_t n, tokenBytes, uniqueBytes, routeEntries;
+  if (!packFits(numTokens, k, expertsPerNode, nodes, n) ||
       !multiply(numTokens, rowBytes, tokenBytes) ||
       !multiply(uniqueCapacity, rowBytes, uniqueBytes) ||
       !multiply(uniqueCapacity, k, routeEntries) ||
       routeEntries > INT64_MAX / 4)
-    return invalid("sizes exceed what the cuda backend takes "
-                   "(tokens * k and nodes * tokens below 2^31 - 1)");
+    return invalid(packTooLarge());
   for (Status s : {checkPointer(tokens, tokenBytes, "tokens"),
                    checkPointer(expertIds, n * 4, "expert_ids"),
                    checkPointer(positions, n * 4, "positions"),
@@ -992,13 +981,9 @@ Status CudaBackend::dedupPack(const void *tokens, intptr_t numTokens,
                                   routes, uniqueCapacity, nodeCounts});
   x.release();
   return endOperation(x.failure(), [&](const DeviceStatus &e) {
-    if (e.kind == kExpertOutOfRange)
-      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-             " is out of range [0, " + num(e.c) + ") (" + num(expertsPerNode) +
-             " experts on each of " + num(nodes) + " nodes)";
     if (e.kind == kRowsExceedCapacity)
       return num(e.a) + " unique rows exceed unique_capacity " + num(e.b);
-    return std::string();
+    return packError(e, k, expertsPerNode, nodes);
   });
 }
 
@@ -1019,13 +1004,11 @@ Status CudaBackend::dedupExpand(const void *unique, const int32_t *routes,
     return invalid("ranks_per_node and experts_per_rank must "
                    "be positive");
   int64_t m, keys, uniqueBytes, expandedBytes;
-  if (!multiply(uniqueCapacity, k, m) || m > INT_MAX - 1 ||
-      !multiply(ranksPerNode, nodes, keys) ||
-      !multiply(keys, expertsPerRank, keys) || keys > INT_MAX - 1 ||
+  if (!expandFits(uniqueCapacity, k, ranksPerNode, nodes, expertsPerRank, m,
+                  keys) ||
       !multiply(uniqueCapacity, rowBytes, uniqueBytes) ||
       !multiply(expandedCapacity, rowBytes, expandedBytes))
-    return invalid("sizes exceed what the cuda backend takes "
-                   "(unique_capacity * k and the experts below 2^31 - 1)");
+    return invalid(expandTooLarge());
   for (Status s : {checkPointer(unique, uniqueBytes, "unique"),
                    checkPointer(routes, m * 4, "routes"),
                    checkPointer(recvCounts, nodes * 4, "recv_counts"),
@@ -1046,17 +1029,9 @@ Status CudaBackend::dedupExpand(const void *unique, const int32_t *routes,
                                       expandedCapacity, expandedCounts});
   x.release();
   return endOperation(x.failure(), [&](const DeviceStatus &e) {
-    if (e.kind == kNegativeCount)
-      return "recv_counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
-    if (e.kind == kInputRowsExceedCapacity)
-      return "recv_counts sum to " + num(e.a) +
-             " rows but unique_capacity is " + num(e.b);
-    if (e.kind == kRouteInvalid)
-      return entry("routes", e.a, k) + " = " + num(e.b) +
-             " is neither an expert id nor -1";
     if (e.kind == kRowsExceedCapacity)
       return num(e.a) + " expanded rows exceed expanded_capacity " + num(e.b);
-    return std::string();
+    return expandError(e, k);
   });
 }
 
