@@ -341,10 +341,10 @@ tamoe_rt_status_t tamoe_rt_dispatch_dedup(
  * probs [tokens, experts] and expert_ids [tokens, k] and the gradients of
  * its weights (d_weights [tokens, k]) and probs (d_probs [tokens, experts]);
  * either gradient may be null (zero), not both; expert_ids may be null
- * without d_weights. Top-k selection and group
- * limits are piecewise constant: a weight's gradient reaches its chosen
- * score only, through the renormalisation when `renormalize` is set, then
- * through the softmax (over all experts) or the sigmoid (elementwise). */
+ * without d_weights. Top-k selection and group limits are piecewise
+ * constant: a weight's gradient reaches its chosen score only, through the
+ * renormalisation when `renormalize` is set, then through the softmax (over
+ * all experts) or the sigmoid (elementwise). */
 tamoe_rt_status_t tamoe_rt_gate_grad(tamoe_rt_context_t *context,
                                      const float *probs,
                                      const int32_t *expert_ids,
