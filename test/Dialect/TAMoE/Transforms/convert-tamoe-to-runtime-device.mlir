@@ -22,7 +22,8 @@ module {
     // A zero fill is what a plain product starts from: no init (null).
     // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context(%[[ADD]])
     // CHECK: %[[P:.*]] = memref.alloc() : memref<16x8xf32>
-    // CHECK: call @tamoe_rt_matmul(%[[CTX]], %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[NULL]], %{{.*}})
+    // Neither operand transposed (0, 0).
+    // CHECK: call @tamoe_rt_matmul(%[[CTX]], %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[ADD]], %[[ADD]], %[[NULL]], %{{.*}})
     %zero = arith.constant 0.0 : f32
     %e = tensor.empty() : tensor<16x8xf32>
     %f = linalg.fill ins(%zero : f32) outs(%e : tensor<16x8xf32>) -> tensor<16x8xf32>
@@ -32,7 +33,7 @@ module {
     // CHECK: %[[INITPTR:.*]] = memref.extract_aligned_pointer_as_index %[[INIT]]
     // CHECK: %[[INITP:.*]] = llvm.inttoptr
     // CHECK: %[[ACC:.*]] = memref.alloc() : memref<16x8xf32>
-    // CHECK: call @tamoe_rt_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[INITP]], %{{.*}})
+    // CHECK: call @tamoe_rt_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[ADD]], %[[ADD]], %[[INITP]], %{{.*}})
     %acc = linalg.matmul ins(%x, %w : tensor<16x32xf32>, tensor<32x8xf32>) outs(%c : tensor<16x8xf32>) -> tensor<16x8xf32>
     // relu over a dynamic number of rows (n = rows * 8), max(0, x) too.
     // CHECK: %[[ROWS:.*]] = tensor.dim %[[H]], %[[C0]]
@@ -67,7 +68,7 @@ module {
     return %p, %acc, %relu, %sub, %mul : tensor<16x8xf32>, tensor<16x8xf32>, tensor<?x8xf32>, tensor<16x8xf32>, tensor<16x8xf32>
   }
   // CHECK-DAG: func.func private @tamoe_rt_program_context(i32) -> !llvm.ptr
-  // CHECK-DAG: func.func private @tamoe_rt_matmul(!llvm.ptr, !llvm.ptr, !llvm.ptr, index, index, index, !llvm.ptr, !llvm.ptr) -> i32
+  // CHECK-DAG: func.func private @tamoe_rt_matmul(!llvm.ptr, !llvm.ptr, !llvm.ptr, index, index, index, i32, i32, !llvm.ptr, !llvm.ptr) -> i32
   // CHECK-DAG: func.func private @tamoe_rt_map(!llvm.ptr, i32, !llvm.ptr, !llvm.ptr, index, !llvm.ptr) -> i32
 }
 
