@@ -13,7 +13,8 @@ install(DIRECTORY ${PROJECT_BINARY_DIR}/include/tamoe
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.inc" PATTERN "CMakeFiles" EXCLUDE)
 
-set(tamoe_libraries MLIRTAMoE MLIRTAMoETransforms TAMoEPlanner TAMoETopology
+set(tamoe_libraries MLIRTAMoE MLIRTAMoEAutodiff MLIRTAMoETransforms TAMoEPlanner
+    TAMoETopology
     TAMoECAPI)
 if(TAMOE_BUILD_RUNTIME)
   list(APPEND tamoe_libraries tamoe_rt)

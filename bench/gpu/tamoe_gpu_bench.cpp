@@ -1,10 +1,11 @@
 //===- tamoe_gpu_bench.cpp - Checks and times the cuda backend ------------===//
 //
 //   tamoe_gpu_bench check [--engines cpu,cuda]
-//       Runs every operation on random data on each engine and compares it
-//       with the serial reference of runtime/test/Reference.h (and so the
-//       engines with each other): one PASS/FAIL line per case. Under mpirun
-//       the exchanges run over all ranks.
+//       Runs every operation (the gradients and training steps too) on
+//       random data on each engine and compares it with the serial
+//       reference of runtime/test/Reference.h (and so the engines with each
+//       other): one PASS/FAIL line per case. Under mpirun the exchanges and
+//       all_reduce run over all ranks.
 //   tamoe_gpu_bench bench --csv FILE [--quick]
 //       Medians (CUDA events) of gate, dispatch (permute) and combine
 //       (un-permute + weighted sum) on the cuda engine at a few shapes, and of
@@ -155,6 +156,50 @@ public:
   }
   virtual Result traffic(int64_t &intra, int64_t &inter) = 0;
   virtual Result resetTraffic() = 0;
+
+  // The dense compute, the gradients and the training steps.
+  virtual Result matmul(const float *a, const float *b, int64_t m, int64_t k,
+                        int64_t n, bool transposeA, bool transposeB,
+                        const float *cInit, float *c) = 0;
+  virtual Result map(tamoe_rt_map_t op, const float *a, const float *b,
+                     int64_t n, float *out) = 0;
+  virtual Result gateGrad(const float *probs, const int32_t *ids,
+                          int64_t tokens, int64_t experts, int64_t k,
+                          bool sigmoid, bool renormalize, const float *dWeights,
+                          const float *dProbs, float *dLogits) = 0;
+  virtual Result combineGrad(const float *outputs, int64_t rows, int64_t hidden,
+                             const int32_t *positions, const float *weights,
+                             int64_t tokens, int64_t k, const float *dCombined,
+                             float *dOutputs, float *dWeights) = 0;
+  virtual Result groupedMatmulGrad(const float *rows, int64_t rowsCapacity,
+                                   int64_t hidden, const int32_t *counts,
+                                   int64_t numCounts, int64_t experts,
+                                   const float *weights, int64_t outFeatures,
+                                   const float *dResult, float *dRows,
+                                   float *dWeights) = 0;
+  virtual Result auxLossGrad(const int32_t *ids, const int32_t *positions,
+                             int64_t tokens, int64_t experts, int64_t k,
+                             const float *expertWeights, const float *dLoss,
+                             float *dProbs) = 0;
+  virtual Result dedupPackGrad(const float *dUnique, int64_t uniqueCapacity,
+                               int64_t hidden, const int32_t *ids,
+                               const int32_t *positions, int64_t numTokens,
+                               int64_t k, int64_t expertsPerNode, int64_t nodes,
+                               float *dTokens) = 0;
+  virtual Result dedupExpandGrad(const float *dExpanded,
+                                 int64_t expandedCapacity, int64_t hidden,
+                                 const int32_t *routes, int64_t uniqueCapacity,
+                                 int64_t k, const int32_t *recvCounts,
+                                 int64_t nodes, int64_t ranksPerNode,
+                                 int64_t expertsPerRank, float *dUnique) = 0;
+  virtual Result allReduce(tamoe_rt_group_t group, float *data, int64_t n,
+                           bool average) = 0;
+  virtual Result sgd(float *params, const float *grads, float *velocity,
+                     int64_t n, float lr, float momentum,
+                     float weightDecay) = 0;
+  virtual Result adam(float *params, const float *grads, float *m, float *v,
+                      int64_t n, int64_t step, float lr, float beta1,
+                      float beta2, float eps, float weightDecay) = 0;
 };
 
 #ifndef TAMOE_GPU_BENCH_DIRECT
@@ -307,6 +352,85 @@ public:
   }
   Result resetTraffic() override {
     return wrap(tamoe_rt_reset_traffic(context_));
+  }
+  Result matmul(const float *a, const float *b, int64_t m, int64_t k, int64_t n,
+                bool transposeA, bool transposeB, const float *cInit,
+                float *c) override {
+    return wrap(tamoe_rt_matmul(context_, a, b, m, k, n, transposeA, transposeB,
+                                cInit, c));
+  }
+  Result map(tamoe_rt_map_t op, const float *a, const float *b, int64_t n,
+             float *out) override {
+    return wrap(tamoe_rt_map(context_, op, a, b, n, out));
+  }
+  Result gateGrad(const float *probs, const int32_t *ids, int64_t tokens,
+                  int64_t experts, int64_t k, bool sigmoid, bool renormalize,
+                  const float *dWeights, const float *dProbs,
+                  float *dLogits) override {
+    return wrap(tamoe_rt_gate_grad(context_, probs, ids, tokens, experts, k,
+                                   sigmoid ? TAMOE_RT_SCORE_SIGMOID
+                                           : TAMOE_RT_SCORE_SOFTMAX,
+                                   renormalize, dWeights, dProbs, dLogits));
+  }
+  Result combineGrad(const float *outputs, int64_t rows, int64_t hidden,
+                     const int32_t *positions, const float *weights,
+                     int64_t tokens, int64_t k, const float *dCombined,
+                     float *dOutputs, float *dWeights) override {
+    return wrap(tamoe_rt_combine_grad(context_, outputs, rows, hidden,
+                                      positions, weights, tokens, k, dCombined,
+                                      dOutputs, dWeights));
+  }
+  Result groupedMatmulGrad(const float *rows, int64_t rowsCapacity,
+                           int64_t hidden, const int32_t *counts,
+                           int64_t numCounts, int64_t experts,
+                           const float *weights, int64_t outFeatures,
+                           const float *dResult, float *dRows,
+                           float *dWeights) override {
+    return wrap(tamoe_rt_grouped_matmul_grad(
+        context_, rows, rowsCapacity, hidden, counts, numCounts, experts,
+        weights, outFeatures, dResult, dRows, dWeights));
+  }
+  Result auxLossGrad(const int32_t *ids, const int32_t *positions,
+                     int64_t tokens, int64_t experts, int64_t k,
+                     const float *expertWeights, const float *dLoss,
+                     float *dProbs) override {
+    return wrap(tamoe_rt_aux_loss_grad(context_, ids, positions, tokens,
+                                       experts, k, expertWeights, dLoss,
+                                       dProbs));
+  }
+  Result dedupPackGrad(const float *dUnique, int64_t uniqueCapacity,
+                       int64_t hidden, const int32_t *ids,
+                       const int32_t *positions, int64_t numTokens, int64_t k,
+                       int64_t expertsPerNode, int64_t nodes,
+                       float *dTokens) override {
+    return wrap(tamoe_rt_dedup_pack_grad(context_, dUnique, uniqueCapacity,
+                                         hidden, ids, positions, numTokens, k,
+                                         expertsPerNode, nodes, dTokens));
+  }
+  Result dedupExpandGrad(const float *dExpanded, int64_t expandedCapacity,
+                         int64_t hidden, const int32_t *routes,
+                         int64_t uniqueCapacity, int64_t k,
+                         const int32_t *recvCounts, int64_t nodes,
+                         int64_t ranksPerNode, int64_t expertsPerRank,
+                         float *dUnique) override {
+    return wrap(tamoe_rt_dedup_expand_grad(
+        context_, dExpanded, expandedCapacity, hidden, routes, uniqueCapacity,
+        k, recvCounts, nodes, ranksPerNode, expertsPerRank, dUnique));
+  }
+  Result allReduce(tamoe_rt_group_t group, float *data, int64_t n,
+                   bool average) override {
+    return wrap(tamoe_rt_all_reduce(context_, group, data, n, average));
+  }
+  Result sgd(float *params, const float *grads, float *velocity, int64_t n,
+             float lr, float momentum, float weightDecay) override {
+    return wrap(tamoe_rt_sgd(context_, params, grads, velocity, n, lr, momentum,
+                             weightDecay));
+  }
+  Result adam(float *params, const float *grads, float *m, float *v, int64_t n,
+              int64_t step, float lr, float beta1, float beta2, float eps,
+              float weightDecay) override {
+    return wrap(tamoe_rt_adam(context_, params, grads, m, v, n, step, lr, beta1,
+                              beta2, eps, weightDecay));
   }
 
 private:
@@ -465,6 +589,84 @@ public:
   Result resetTraffic() override {
     traffic_ = tamoe_rt::Traffic();
     return {};
+  }
+  Result matmul(const float *a, const float *b, int64_t m, int64_t k, int64_t n,
+                bool transposeA, bool transposeB, const float *cInit,
+                float *c) override {
+    return wrap(
+        backend_->matmul(a, b, m, k, n, transposeA, transposeB, cInit, c));
+  }
+  Result map(tamoe_rt_map_t op, const float *a, const float *b, int64_t n,
+             float *out) override {
+    return wrap(backend_->map(op, a, b, n, out));
+  }
+  Result gateGrad(const float *probs, const int32_t *ids, int64_t tokens,
+                  int64_t experts, int64_t k, bool sigmoid, bool renormalize,
+                  const float *dWeights, const float *dProbs,
+                  float *dLogits) override {
+    return wrap(backend_->gateGrad(probs, ids, tokens, experts, k,
+                                   sigmoid ? TAMOE_RT_SCORE_SIGMOID
+                                           : TAMOE_RT_SCORE_SOFTMAX,
+                                   renormalize, dWeights, dProbs, dLogits));
+  }
+  Result combineGrad(const float *outputs, int64_t rows, int64_t hidden,
+                     const int32_t *positions, const float *weights,
+                     int64_t tokens, int64_t k, const float *dCombined,
+                     float *dOutputs, float *dWeights) override {
+    return wrap(backend_->combineGrad(outputs, rows, hidden, positions, weights,
+                                      tokens, k, dCombined, dOutputs,
+                                      dWeights));
+  }
+  Result groupedMatmulGrad(const float *rows, int64_t rowsCapacity,
+                           int64_t hidden, const int32_t *counts,
+                           int64_t numCounts, int64_t experts,
+                           const float *weights, int64_t outFeatures,
+                           const float *dResult, float *dRows,
+                           float *dWeights) override {
+    return wrap(backend_->groupedMatmulGrad(
+        rows, rowsCapacity, hidden, counts, numCounts, experts, weights,
+        outFeatures, dResult, dRows, dWeights));
+  }
+  Result auxLossGrad(const int32_t *ids, const int32_t *positions,
+                     int64_t tokens, int64_t experts, int64_t k,
+                     const float *expertWeights, const float *dLoss,
+                     float *dProbs) override {
+    return wrap(backend_->auxLossGrad(ids, positions, tokens, experts, k,
+                                      expertWeights, dLoss, dProbs));
+  }
+  Result dedupPackGrad(const float *dUnique, int64_t uniqueCapacity,
+                       int64_t hidden, const int32_t *ids,
+                       const int32_t *positions, int64_t numTokens, int64_t k,
+                       int64_t expertsPerNode, int64_t nodes,
+                       float *dTokens) override {
+    return wrap(backend_->dedupPackGrad(dUnique, uniqueCapacity, hidden, ids,
+                                        positions, numTokens, k, expertsPerNode,
+                                        nodes, dTokens));
+  }
+  Result dedupExpandGrad(const float *dExpanded, int64_t expandedCapacity,
+                         int64_t hidden, const int32_t *routes,
+                         int64_t uniqueCapacity, int64_t k,
+                         const int32_t *recvCounts, int64_t nodes,
+                         int64_t ranksPerNode, int64_t expertsPerRank,
+                         float *dUnique) override {
+    return wrap(backend_->dedupExpandGrad(
+        dExpanded, expandedCapacity, hidden, routes, uniqueCapacity, k,
+        recvCounts, nodes, ranksPerNode, expertsPerRank, dUnique));
+  }
+  Result allReduce(tamoe_rt_group_t group, float *data, int64_t n,
+                   bool average) override {
+    return wrap(backend_->allReduce(group, data, n, average));
+  }
+  Result sgd(float *params, const float *grads, float *velocity, int64_t n,
+             float lr, float momentum, float weightDecay) override {
+    return wrap(
+        backend_->sgd(params, grads, velocity, n, lr, momentum, weightDecay));
+  }
+  Result adam(float *params, const float *grads, float *m, float *v, int64_t n,
+              int64_t step, float lr, float beta1, float beta2, float eps,
+              float weightDecay) override {
+    return wrap(backend_->adam(params, grads, m, v, n, step, lr, beta1, beta2,
+                               eps, weightDecay));
   }
 
 private:
@@ -730,14 +932,17 @@ void checkDispatch(int64_t tokens, int64_t rowBytes, int64_t k, int64_t experts,
     });
 }
 
+/// Without weights: the plain sums that are dispatch's gradient.
 void checkCombine(int64_t tokens, int64_t hidden, int64_t k, int64_t rows,
-                  uint64_t seed) {
+                  uint64_t seed, bool weighted = true) {
   std::string name =
       "combine T=" + std::to_string(tokens) + " H=" + std::to_string(hidden) +
-      " k=" + std::to_string(k) + " rows=" + std::to_string(rows);
+      " k=" + std::to_string(k) + " rows=" + std::to_string(rows) +
+      (weighted ? "" : " without weights");
   reference::Random random(seed);
   std::vector<float> outputs = random.floats(size_t(rows * hidden));
-  std::vector<float> weights = random.floats(size_t(tokens * k), 0, 1);
+  std::vector<float> weights =
+      weighted ? random.floats(size_t(tokens * k), 0, 1) : std::vector<float>();
   std::vector<int32_t> positions(size_t(tokens * k));
   for (auto &p : positions)
     p = random.integer(0, 5) == 0 ? -1 : int32_t(random.integer(0, rows - 1));
@@ -751,7 +956,7 @@ void checkCombine(int64_t tokens, int64_t hidden, int64_t k, int64_t rows,
       Scope s(*engine);
       float *dOutputs = s.put(outputs);
       int32_t *dPositions = s.put(positions);
-      float *dWeights = s.put(weights);
+      float *dWeights = weighted ? s.put(weights) : nullptr;
       float *dCombined = s.make<float>(tokens * hidden);
       require(engine->combine(dOutputs, rows, hidden, dPositions, dWeights,
                               tokens, k, dCombined),
@@ -796,21 +1001,41 @@ void checkAuxLoss(int64_t tokens, int64_t experts, int64_t k, bool weighted,
     });
 }
 
+/// A grouped matmul's inputs: counts [peers, experts] (some chunks empty),
+/// `slack` rows past their sum, and the experts' weights.
+struct GroupedCase {
+  std::string shape;
+  std::vector<int32_t> counts;
+  int64_t total = 0, capacity = 0;
+  std::vector<float> rows, weights;
+};
+
+GroupedCase groupedCase(reference::Random &random, int64_t peers,
+                        int64_t experts, int64_t hidden, int64_t outFeatures,
+                        int64_t slack) {
+  GroupedCase c;
+  c.shape = "counts [" + std::to_string(peers) + ", " +
+            std::to_string(experts) + "] hidden=" + std::to_string(hidden) +
+            " out=" + std::to_string(outFeatures);
+  c.counts.resize(static_cast<size_t>(peers * experts));
+  for (auto &count : c.counts)
+    c.total += count =
+        random.integer(0, 4) == 0 ? 0 : int32_t(random.integer(0, 90));
+  c.capacity = c.total + slack;
+  c.rows = random.floats(size_t(c.capacity * hidden), -1, 1);
+  c.weights = random.floats(size_t(experts * hidden * outFeatures), -1, 1);
+  return c;
+}
+
 void checkGroupedMatmul(int64_t peers, int64_t experts, int64_t hidden,
                         int64_t outFeatures, int64_t slack, uint64_t seed) {
-  std::string name = "grouped_matmul counts [" + std::to_string(peers) + ", " +
-                     std::to_string(experts) +
-                     "] hidden=" + std::to_string(hidden) +
-                     " out=" + std::to_string(outFeatures);
   reference::Random random(seed);
-  std::vector<int32_t> counts(static_cast<size_t>(peers * experts));
-  int64_t total = 0;
-  for (auto &c : counts)
-    total += c = random.integer(0, 4) == 0 ? 0 : int32_t(random.integer(0, 90));
-  int64_t capacity = total + slack;
-  std::vector<float> rows = random.floats(size_t(capacity * hidden), -1, 1);
-  std::vector<float> weights =
-      random.floats(size_t(experts * hidden * outFeatures), -1, 1);
+  GroupedCase c =
+      groupedCase(random, peers, experts, hidden, outFeatures, slack);
+  std::string name = "grouped_matmul " + c.shape;
+  const std::vector<int32_t> &counts = c.counts;
+  const std::vector<float> &rows = c.rows, &weights = c.weights;
+  int64_t capacity = c.capacity;
   std::vector<float> want = reference::groupedMatmul(
       rows, hidden, counts, experts, weights, outFeatures);
   for (Engine *engine : engines)
@@ -958,6 +1183,399 @@ void checkDedup(int64_t tokens, int64_t rowBytes, int64_t k, int64_t nodes,
             });
 }
 
+//===----------------------------------------------------------------------===//
+// Dense compute, gradients and training steps, against the reference's
+// f64 gradients (which GradientTest holds to finite differences)
+//===----------------------------------------------------------------------===//
+
+std::vector<double> widen(const std::vector<float> &values) {
+  return std::vector<double>(values.begin(), values.end());
+}
+std::vector<float> narrow(const std::vector<double> &values) {
+  return std::vector<float>(values.begin(), values.end());
+}
+
+void checkMatmul(int64_t m, int64_t k, int64_t n, bool transposeA,
+                 bool transposeB, bool withInit, uint64_t seed) {
+  std::string name =
+      "matmul m=" + std::to_string(m) + " k=" + std::to_string(k) +
+      " n=" + std::to_string(n) + (transposeA ? " transpose_a" : "") +
+      (transposeB ? " transpose_b" : "") + (withInit ? " +c_init" : "");
+  reference::Random random(seed);
+  std::vector<float> a = random.floats(size_t(m * k), -1, 1),
+                     b = random.floats(size_t(k * n), -1, 1),
+                     init = random.floats(size_t(m * n), -1, 1);
+  std::vector<double> want =
+      reference::matmul(widen(a), widen(b), m, k, n, transposeA, transposeB);
+  if (withInit)
+    for (size_t i = 0; i < want.size(); ++i)
+      want[i] += init[i];
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dC = s.make<float>(m * n);
+      require(engine->matmul(s.put(a), s.put(b), m, k, n, transposeA,
+                             transposeB, withInit ? s.put(init) : nullptr, dC),
+              "matmul");
+      return floatsDiffer(s.get(dC, m * n), narrow(want), "c", 1e-4f,
+                          1e-6f * float(k));
+    });
+}
+
+/// NEG and RELU_GRAD on the values where they are subtle (signed zeros,
+/// NaN, infinities), then random ones.
+void checkMaps(uint64_t seed) {
+  reference::Random random(seed);
+  std::vector<float> a = {1.5f, -2.0f,    0.0f,      -0.0f,
+                          NAN,  INFINITY, -INFINITY, 3.0f};
+  std::vector<float> b = {0.5f, 4.0f, -1.0f, 2.0f, 1.0f, NAN, 5.0f, NAN};
+  for (float value : random.floats(10000))
+    a.push_back(value);
+  for (float value : random.floats(10000))
+    b.push_back(value);
+  int64_t n = int64_t(a.size());
+  for (tamoe_rt_map_t op : {TAMOE_RT_MAP_NEG, TAMOE_RT_MAP_RELU_GRAD}) {
+    bool neg = op == TAMOE_RT_MAP_NEG;
+    std::vector<float> want(a.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      want[i] = neg ? -a[i] : a[i] > 0.0f ? b[i] : 0.0f;
+    for (Engine *engine : engines)
+      runCase(std::string("map ") + (neg ? "NEG" : "RELU_GRAD") +
+                  " n=" + std::to_string(n) + " [" + engine->name() + "]",
+              [&]() -> std::string {
+                Scope s(*engine);
+                float *dOut = s.make<float>(n);
+                require(engine->map(op, s.put(a), neg ? nullptr : s.put(b), n,
+                                    dOut),
+                        "map");
+                std::vector<float> got = s.get(dOut, n);
+                for (size_t i = 0; i < got.size(); ++i)
+                  if (std::memcmp(&got[i], &want[i], 4) != 0 &&
+                      !(std::isnan(got[i]) && std::isnan(want[i])))
+                    return "out[" + std::to_string(i) +
+                           "] = " + std::to_string(got[i]) + ", want " +
+                           std::to_string(want[i]);
+                return std::string();
+              });
+  }
+}
+
+void checkGateGrad(int64_t tokens, int64_t experts, int64_t k, bool sigmoid,
+                   bool renormalize, int64_t groups, int64_t kept,
+                   uint64_t seed) {
+  std::string name =
+      std::string("gate_grad ") + (sigmoid ? "sigmoid" : "softmax") +
+      (renormalize ? "+renorm" : "") + " T=" + std::to_string(tokens) +
+      " E=" + std::to_string(experts) + " k=" + std::to_string(k) +
+      (groups ? " groups=" + std::to_string(groups) + "/" + std::to_string(kept)
+              : "");
+  reference::Random random(seed);
+  reference::Gate g =
+      reference::gate(random.floats(size_t(tokens * experts), -4, 4), tokens,
+                      experts, k, sigmoid, renormalize, groups, kept);
+  std::vector<float> dWeights = random.floats(size_t(tokens * k), -1, 1);
+  std::vector<float> dProbs = random.floats(size_t(tokens * experts), -1, 1);
+  std::vector<float> want =
+      narrow(reference::gateGrad(widen(g.probs), g.ids, experts, k, sigmoid,
+                                 renormalize, widen(dWeights), widen(dProbs)));
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dLogits = s.make<float>(tokens * experts);
+      require(engine->gateGrad(s.put(g.probs), s.put(g.ids), tokens, experts, k,
+                               sigmoid, renormalize, s.put(dWeights),
+                               s.put(dProbs), dLogits),
+              "gate_grad");
+      return floatsDiffer(s.get(dLogits, tokens * experts), want, "d_logits",
+                          1e-4f, 1e-6f);
+    });
+}
+
+/// The positions of a dispatch of a gate's choice with a capacity that
+/// drops some assignments, and the gate's weights.
+void routing(reference::Random &random, int64_t tokens, int64_t experts,
+             int64_t k, bool byProbability, std::vector<int32_t> &ids,
+             std::vector<float> &weights, std::vector<int32_t> &positions,
+             int64_t &rows) {
+  reference::Gate g =
+      reference::gate(random.floats(size_t(tokens * experts), -3, 3), tokens,
+                      experts, k, false, true);
+  int64_t capacity = std::max<int64_t>(1, tokens * k / experts * 3 / 4);
+  reference::Dispatch d =
+      reference::dispatch(Bytes(size_t(tokens)), 1, g.ids, k, experts, capacity,
+                          byProbability, g.weights);
+  ids = g.ids;
+  weights = g.weights;
+  positions = d.positions;
+  rows = int64_t(d.rows.size());
+}
+
+void checkCombineGrad(int64_t tokens, int64_t hidden, int64_t k,
+                      int64_t experts, bool weighted, uint64_t seed) {
+  std::string name =
+      "combine_grad T=" + std::to_string(tokens) +
+      " H=" + std::to_string(hidden) + " k=" + std::to_string(k) +
+      " E=" + std::to_string(experts) + (weighted ? "" : " without weights");
+  reference::Random random(seed);
+  std::vector<int32_t> ids, positions;
+  std::vector<float> weights;
+  int64_t dispatched = 0;
+  routing(random, tokens, experts, k, weighted, ids, weights, positions,
+          dispatched);
+  if (!weighted)
+    weights.clear();
+  // Rows past the dispatched ones: no assignment names them.
+  int64_t rows = dispatched + 3;
+  std::vector<float> outputs = random.floats(size_t(rows * hidden));
+  std::vector<float> dCombined = random.floats(size_t(tokens * hidden));
+  reference::CombineGradOf<double> want =
+      reference::combineGrad(widen(outputs), rows, hidden, positions,
+                             widen(weights), k, widen(dCombined));
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dOutputs = s.make<float>(rows * hidden);
+      float *dWeights = weighted ? s.make<float>(tokens * k) : nullptr;
+      require(engine->combineGrad(s.put(outputs), rows, hidden,
+                                  s.put(positions),
+                                  weighted ? s.put(weights) : nullptr, tokens,
+                                  k, s.put(dCombined), dOutputs, dWeights),
+              "combine_grad");
+      std::string problem =
+          floatsDiffer(s.get(dOutputs, rows * hidden), narrow(want.dOutputs),
+                       "d_expert_outputs", 1e-5f, 1e-5f);
+      if (problem.empty() && weighted)
+        problem =
+            floatsDiffer(s.get(dWeights, tokens * k), narrow(want.dWeights),
+                         "d_weights", 1e-4f, 1e-6f * float(hidden));
+      return problem;
+    });
+}
+
+void checkGroupedMatmulGrad(int64_t peers, int64_t experts, int64_t hidden,
+                            int64_t outFeatures, int64_t slack, uint64_t seed) {
+  reference::Random random(seed);
+  GroupedCase c =
+      groupedCase(random, peers, experts, hidden, outFeatures, slack);
+  std::string name = "grouped_matmul_grad " + c.shape;
+  const std::vector<int32_t> &counts = c.counts;
+  const std::vector<float> &rows = c.rows, &weights = c.weights;
+  int64_t capacity = c.capacity, total = c.total;
+  std::vector<float> dResult =
+      random.floats(size_t(capacity * outFeatures), -1, 1);
+  reference::GroupedMatmulGradOf<double> want =
+      reference::groupedMatmulGrad(widen(rows), hidden, counts, experts,
+                                   widen(weights), outFeatures, widen(dResult));
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dRows = s.make<float>(capacity * hidden);
+      float *dWeights = s.make<float>(experts * hidden * outFeatures);
+      require(engine->groupedMatmulGrad(s.put(rows), capacity, hidden,
+                                        s.put(counts), peers * experts, experts,
+                                        s.put(weights), outFeatures,
+                                        s.put(dResult), dRows, dWeights),
+              "grouped_matmul_grad");
+      // Sums of out_features (d_rows) and of up to all rows (d_weights)
+      // products: FMA on the device rounds differently.
+      std::string problem =
+          floatsDiffer(s.get(dRows, capacity * hidden), narrow(want.dRows),
+                       "d_rows", 1e-4f, 1e-6f * float(outFeatures));
+      if (problem.empty())
+        problem = floatsDiffer(s.get(dWeights, experts * hidden * outFeatures),
+                               narrow(want.dWeights), "d_weights", 1e-4f,
+                               1e-6f * float(std::max<int64_t>(total, 1)));
+      return problem;
+    });
+}
+
+void checkAuxLossGrad(int64_t tokens, int64_t experts, int64_t k, bool weighted,
+                      uint64_t seed) {
+  std::string name =
+      std::string("aux_loss_grad ") + (weighted ? "topology" : "switch") +
+      " T=" + std::to_string(tokens) + " E=" + std::to_string(experts) +
+      " k=" + std::to_string(k) + " with drops";
+  reference::Random random(seed);
+  std::vector<int32_t> ids, positions;
+  std::vector<float> gateWeights;
+  int64_t rows = 0;
+  routing(random, tokens, experts, k, true, ids, gateWeights, positions, rows);
+  std::vector<float> expertWeights =
+      weighted ? random.floats(size_t(experts), 0.5f, 2.0f)
+               : std::vector<float>();
+  float dLoss = random.uniform(0.5f, 2.0f);
+  std::vector<int32_t> counted = ids;
+  for (size_t a = 0; a < ids.size(); ++a)
+    if (positions[a] < 0)
+      counted[a] = -1;
+  std::vector<float> want = narrow(reference::auxLossGrad(
+      counted, tokens, experts, k, widen(expertWeights), dLoss));
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dProbs = s.make<float>(tokens * experts);
+      require(engine->auxLossGrad(s.put(ids), s.put(positions), tokens, experts,
+                                  k, weighted ? s.put(expertWeights) : nullptr,
+                                  s.put(std::vector<float>{dLoss}), dProbs),
+              "aux_loss_grad");
+      return floatsDiffer(s.get(dProbs, tokens * experts), want, "d_probs",
+                          1e-5f, 0.0f);
+    });
+}
+
+void checkDedupGrad(int64_t tokens, int64_t hidden, int64_t k, int64_t nodes,
+                    int64_t ranksPerNode, int64_t expertsPerRank,
+                    uint64_t seed) {
+  std::string shape =
+      "T=" + std::to_string(tokens) + " H=" + std::to_string(hidden) +
+      " k=" + std::to_string(k) + " nodes=" + std::to_string(nodes) +
+      " rpn=" + std::to_string(ranksPerNode) +
+      " epr=" + std::to_string(expertsPerRank);
+  reference::Random random(seed);
+  int64_t perNode = ranksPerNode * expertsPerRank;
+  int64_t experts = nodes * perNode;
+  std::vector<int32_t> ids(size_t(tokens * k)), positions(ids.size());
+  for (size_t a = 0; a < ids.size(); ++a) {
+    ids[a] = int32_t(random.integer(0, experts - 1));
+    positions[a] = random.integer(0, 4) == 0 ? -1 : int32_t(a);
+  }
+  int64_t uniqueRows =
+      int64_t(reference::dedupPack(Bytes(size_t(tokens)), 1, ids, positions, k,
+                                   perNode, nodes)
+                  .unique.size());
+  int64_t capacity = tokens * std::min(k, nodes);
+  std::vector<float> dUnique = random.floats(size_t(capacity * hidden));
+  std::vector<float> wantTokens = narrow(reference::dedupPackGrad(
+      std::vector<double>(dUnique.begin(),
+                          dUnique.begin() + uniqueRows * hidden),
+      hidden, ids, positions, k, perNode, nodes));
+  for (Engine *engine : engines)
+    runCase("dedup_pack_grad " + shape + " [" + engine->name() + "]",
+            [&]() -> std::string {
+              Scope s(*engine);
+              float *dTokens = s.make<float>(tokens * hidden);
+              require(engine->dedupPackGrad(s.put(dUnique), capacity, hidden,
+                                            s.put(ids), s.put(positions),
+                                            tokens, k, perNode, nodes, dTokens),
+                      "dedup_pack_grad");
+              return floatsDiffer(s.get(dTokens, tokens * hidden), wantTokens,
+                                  "d_tokens", 1e-5f, 1e-6f);
+            });
+
+  // The relay of node 0, as checkDedup builds it.
+  std::vector<int32_t> recvCounts(static_cast<size_t>(nodes));
+  int64_t received = 0;
+  for (auto &c : recvCounts)
+    received += c = int32_t(random.integer(0, tokens));
+  int64_t uniqueCapacity = received + 2;
+  std::vector<int32_t> routes(size_t(uniqueCapacity * k), -1);
+  for (int64_t r = 0; r < uniqueCapacity; ++r) {
+    std::vector<int32_t> pool(static_cast<size_t>(perNode));
+    std::iota(pool.begin(), pool.end(), 0);
+    std::shuffle(pool.begin(), pool.end(), random.engine);
+    int64_t listed = random.integer(1, std::min(k, perNode));
+    for (int64_t j = 0; j < listed; ++j)
+      routes[size_t(r * k + j)] = pool[size_t(j)];
+  }
+  std::vector<int32_t> receivedRoutes(routes.begin(),
+                                      routes.begin() + received * k);
+  int64_t expandedRows = int64_t(
+      reference::dedupExpand(Bytes(size_t(received)), receivedRoutes, 1, k,
+                             recvCounts, ranksPerNode, expertsPerRank)
+          .expanded.size());
+  int64_t expandedCapacity = expandedRows + 3;
+  std::vector<float> dExpanded =
+      random.floats(size_t(expandedCapacity * hidden));
+  std::vector<float> wantUnique = narrow(reference::dedupExpandGrad(
+      std::vector<double>(dExpanded.begin(),
+                          dExpanded.begin() + expandedRows * hidden),
+      hidden, receivedRoutes, k, recvCounts, ranksPerNode, expertsPerRank,
+      uniqueCapacity));
+  for (Engine *engine : engines)
+    runCase("dedup_expand_grad " + shape + " [" + engine->name() + "]",
+            [&]() -> std::string {
+              Scope s(*engine);
+              float *dUniqueOut = s.make<float>(uniqueCapacity * hidden);
+              require(engine->dedupExpandGrad(
+                          s.put(dExpanded), expandedCapacity, hidden,
+                          s.put(routes), uniqueCapacity, k, s.put(recvCounts),
+                          nodes, ranksPerNode, expertsPerRank, dUniqueOut),
+                      "dedup_expand_grad");
+              return floatsDiffer(s.get(dUniqueOut, uniqueCapacity * hidden),
+                                  wantUnique, "d_unique", 1e-5f, 1e-6f);
+            });
+}
+
+void checkSgd(int64_t n, float lr, float momentum, float weightDecay,
+              uint64_t seed) {
+  std::string name =
+      "sgd n=" + std::to_string(n) + " momentum=" + std::to_string(momentum) +
+      " weight_decay=" + std::to_string(weightDecay) + ", 5 steps";
+  reference::Random random(seed);
+  std::vector<float> params = random.floats(size_t(n));
+  std::vector<std::vector<float>> grads;
+  std::vector<double> want = widen(params), buffer;
+  for (int step = 0; step < 5; ++step) {
+    grads.push_back(random.floats(size_t(n)));
+    reference::sgd(want, widen(grads.back()), buffer, lr, momentum,
+                   weightDecay);
+  }
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dParams = s.put(params);
+      float *velocity =
+          momentum != 0 ? s.put(std::vector<float>(size_t(n), 0.0f)) : nullptr;
+      for (const std::vector<float> &g : grads)
+        require(engine->sgd(dParams, s.put(g), velocity, n, lr, momentum,
+                            weightDecay),
+                "sgd");
+      std::string problem =
+          floatsDiffer(s.get(dParams, n), narrow(want), "params", 1e-5f, 1e-6f);
+      if (problem.empty() && velocity)
+        problem = floatsDiffer(s.get(velocity, n), narrow(buffer), "velocity",
+                               1e-5f, 1e-6f);
+      return problem;
+    });
+}
+
+void checkAdam(int64_t n, float lr, float beta1, float beta2, float eps,
+               float weightDecay, uint64_t seed) {
+  std::string name =
+      "adam n=" + std::to_string(n) + " lr=" + std::to_string(lr) +
+      " betas=" + std::to_string(beta1) + "," + std::to_string(beta2) +
+      " weight_decay=" + std::to_string(weightDecay) + ", 6 steps";
+  reference::Random random(seed);
+  std::vector<float> params = random.floats(size_t(n));
+  std::vector<std::vector<float>> grads;
+  std::vector<double> want = widen(params), m(size_t(n), 0.0),
+                      v(size_t(n), 0.0);
+  for (int64_t step = 1; step <= 6; ++step) {
+    grads.push_back(random.floats(size_t(n)));
+    reference::adamW(want, widen(grads.back()), m, v, step, lr, beta1, beta2,
+                     eps, weightDecay);
+  }
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dParams = s.put(params);
+      float *dM = s.put(std::vector<float>(size_t(n), 0.0f));
+      float *dV = s.put(std::vector<float>(size_t(n), 0.0f));
+      for (size_t step = 0; step < grads.size(); ++step)
+        require(engine->adam(dParams, s.put(grads[step]), dM, dV, n,
+                             int64_t(step) + 1, lr, beta1, beta2, eps,
+                             weightDecay),
+                "adam");
+      std::string problem =
+          floatsDiffer(s.get(dParams, n), narrow(want), "params", 1e-5f, 1e-6f);
+      if (problem.empty())
+        problem = floatsDiffer(s.get(dM, n), narrow(m), "m", 1e-5f, 1e-6f);
+      if (problem.empty())
+        problem = floatsDiffer(s.get(dV, n), narrow(v), "v", 1e-5f, 1e-6f);
+      return problem;
+    });
+}
+
 /// Invalid data must come back as the same status from every engine, and
 /// leave the engine usable.
 void checkErrors(uint64_t seed) {
@@ -1028,6 +1646,37 @@ void checkErrors(uint64_t seed) {
                  return s.engine().groupedMatmul(
                      s.make<float>(6 * 8), 6, 8, s.put(counts), 2, 2,
                      s.make<float>(2 * 8 * 4), 4, s.make<float>(6 * 4));
+               });
+  expectStatus("combine_grad with a position past the rows",
+               TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+                 std::vector<int32_t> positions(size_t(tokens * k), 0);
+                 positions[7] = 100;
+                 return s.engine().combineGrad(
+                     s.make<float>(100 * 4), 100, 4, s.put(positions), nullptr,
+                     tokens, k, s.make<float>(tokens * 4),
+                     s.make<float>(100 * 4), nullptr);
+               });
+  expectStatus("gate_grad with an expert id out of range",
+               TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+                 return s.engine().gateGrad(
+                     s.make<float>(tokens * experts), s.put(badIds), tokens,
+                     experts, k, false, true, s.make<float>(tokens * k),
+                     nullptr, s.make<float>(tokens * experts));
+               });
+  expectStatus("grouped_matmul_grad with counts past rows_capacity",
+               TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+                 std::vector<int32_t> counts{3, 4};
+                 return s.engine().groupedMatmulGrad(
+                     s.make<float>(6 * 8), 6, 8, s.put(counts), 2, 2,
+                     s.make<float>(2 * 8 * 4), 4, s.make<float>(6 * 4),
+                     s.make<float>(6 * 8), s.make<float>(2 * 8 * 4));
+               });
+  expectStatus("dedup_expand_grad with routes past expanded_capacity",
+               TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+                 std::vector<int32_t> routes{0, 1, 1, -1}, recv{2};
+                 return s.engine().dedupExpandGrad(
+                     s.make<float>(2 * 8), 2, 8, s.put(routes), 2, 2,
+                     s.put(recv), 1, 1, 2, s.make<float>(2 * 8));
                });
   if (engines.front()->numRanks() == 1)
     expectStatus("all_to_all receiving past recv_capacity",
@@ -1144,6 +1793,43 @@ void checkAllToAll(tamoe_rt_group_t group, int64_t split, int64_t rowBytes,
               return problem;
             });
   }
+}
+
+/// Every rank's data regenerated from (seed, rank), so each can sum its
+/// group's.
+void checkAllReduce(tamoe_rt_group_t group, int64_t n, bool average,
+                    uint64_t seed) {
+  const char *groupName = group == TAMOE_RT_GROUP_WORLD  ? "world"
+                          : group == TAMOE_RT_GROUP_NODE ? "node"
+                                                         : "peers";
+  Engine &first = *engines.front();
+  std::vector<int64_t> group_ =
+      members(group, first.rank(), first.numRanks(), first.ranksPerNode());
+  auto data = [&](int64_t rank) {
+    return reference::Random(seed * 7919 + uint64_t(rank)).floats(size_t(n));
+  };
+  std::vector<double> want(size_t(n), 0.0);
+  for (int64_t rank : group_) {
+    std::vector<float> theirs = data(rank);
+    for (int64_t i = 0; i < n; ++i)
+      want[size_t(i)] += theirs[size_t(i)];
+  }
+  float size = float(group_.size());
+  if (average)
+    for (double &value : want)
+      value /= size;
+  std::string name = std::string("all_reduce ") + groupName + " (" +
+                     std::to_string(group_.size()) +
+                     " ranks) n=" + std::to_string(n) +
+                     (average ? " average" : " sum");
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      float *dData = s.put(data(first.rank()));
+      require(engine->allReduce(group, dData, n, average), "all_reduce");
+      return floatsDiffer(s.get(dData, n), narrow(want), "data", 1e-5f,
+                          1e-6f * size);
+    });
 }
 
 void checkHierarchical(int64_t split, int64_t rowBytes, uint64_t seed) {
@@ -1328,12 +2014,44 @@ int runChecks() {
   checkDedup(500, 24, 4, 4, 2, 8, seed++);
   checkDedup(300, 4096, 8, 2, 4, 4, seed++);
   checkDedup(97, 3, 2, 3, 1, 1, seed++);
+  // matmul's operand layouts (with and without an init), the maps of the
+  // backward, combine without weights.
+  for (bool transposeA : {false, true})
+    for (bool transposeB : {false, true})
+      checkMatmul(300, 257, 129, transposeA, transposeB,
+                  transposeA != transposeB, seed++);
+  checkMatmul(1, 1, 1, true, true, false, seed++);
+  checkMaps(seed++);
+  checkCombine(333, 1001, 4, 900, seed++, false);
+  // The gradients: the shapes of the forward checks.
+  checkGateGrad(4096, 64, 2, false, false, 0, 0, seed++);
+  checkGateGrad(4096, 64, 8, false, true, 0, 0, seed++);
+  checkGateGrad(1000, 37, 3, true, true, 0, 0, seed++);
+  checkGateGrad(777, 256, 8, true, true, 8, 4, seed++);
+  checkGateGrad(200, 64, 1, false, true, 64, 2, seed++);
+  checkCombineGrad(1000, 1024, 2, 64, true, seed++);
+  checkCombineGrad(333, 1001, 4, 16, true, seed++);
+  checkCombineGrad(500, 256, 8, 32, false, seed++);
+  checkGroupedMatmulGrad(1, 4, 64, 64, 0, seed++);
+  checkGroupedMatmulGrad(3, 5, 100, 70, 7, seed++);
+  checkGroupedMatmulGrad(2, 8, 256, 512, 3, seed++);
+  checkAuxLossGrad(4096, 64, 2, false, seed++);
+  checkAuxLossGrad(1000, 37, 8, true, seed++);
+  checkDedupGrad(500, 64, 4, 4, 2, 8, seed++);
+  checkDedupGrad(97, 3, 2, 3, 1, 1, seed++);
+  // The training steps.
+  checkSgd(100000, 0.05f, 0.0f, 0.0f, seed++);
+  checkSgd(100000, 0.05f, 0.9f, 0.01f, seed++);
+  checkAdam(100000, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f, seed++);
+  checkAdam(100000, 1e-3f, 0.5f, 0.9f, 1e-6f, 0.1f, seed++);
   checkErrors(seed++);
   // Exchanges: every group, and (with the core) the composed schedules.
   for (tamoe_rt_group_t group :
        {TAMOE_RT_GROUP_WORLD, TAMOE_RT_GROUP_NODE, TAMOE_RT_GROUP_PEERS}) {
     checkAllToAll(group, 1, 64, seed++);
     checkAllToAll(group, 4, 12, seed++);
+    for (bool average : {false, true})
+      checkAllReduce(group, 100001, average, seed++);
   }
   checkHierarchical(4, 40, seed++);
   checkDispatchDedup(300, 4, 4, 48, seed++);

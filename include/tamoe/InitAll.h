@@ -8,6 +8,7 @@
 #ifndef TAMOE_INITALL_H
 #define TAMOE_INITALL_H
 
+#include "tamoe/Dialect/TAMoE/Autodiff/Autodiff.h"
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
 
@@ -27,7 +28,8 @@
 namespace tamoe {
 
 /// Registers the tamoe dialect and the upstream dialects (with their
-/// extensions) that tamoe programs use.
+/// extensions) that tamoe programs use, and the gradient rules of the
+/// upstream ops.
 inline void registerAllDialects(mlir::DialectRegistry &registry) {
   registry.insert<mlir::tamoe::TAMoEDialect, mlir::arith::ArithDialect,
                   mlir::bufferization::BufferizationDialect,
@@ -37,6 +39,7 @@ inline void registerAllDialects(mlir::DialectRegistry &registry) {
                   mlir::tensor::TensorDialect>();
   mlir::func::registerAllExtensions(registry);
   mlir::tensor::registerAllExtensions(registry);
+  mlir::tamoe::registerVJPExternalModels(registry);
 }
 
 /// Registers tamoe's passes and pipelines (`tamoe-pipeline`,

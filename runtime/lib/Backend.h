@@ -130,9 +130,9 @@ public:
                           int32_t *recvCounts, Traffic &traffic) = 0;
   /// tamoe_rt_matmul and tamoe_rt_map (the core has checked sizes and
   /// pointers; `op` is a valid tamoe_rt_map_t).
-  virtual Status matmul(const float *a, const float *b, intptr_t m,
-                        intptr_t k, intptr_t n, const float *cInit,
-                        float *c) = 0;
+  virtual Status matmul(const float *a, const float *b, intptr_t m, intptr_t k,
+                        intptr_t n, bool transposeA, bool transposeB,
+                        const float *cInit, float *c) = 0;
   virtual Status map(tamoe_rt_map_t op, const float *a, const float *b,
                      intptr_t n, float *out) = 0;
   /// tamoe_rt_grouped_matmul. Not pure, so that a backend that lacks it
@@ -146,6 +146,53 @@ public:
     return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
                          "this backend has no grouped_matmul");
   }
+
+  /// The gradients of tamoe_rt.h (tamoe_rt_gate_grad, ...). A null output
+  /// is not computed; the core has checked that at least one is wanted.
+  virtual Status gateGrad(const float *probs, const int32_t *expertIds,
+                          intptr_t tokens, intptr_t experts, intptr_t k,
+                          tamoe_rt_score_t score, bool renormalize,
+                          const float *dWeights, const float *dProbs,
+                          float *dLogits) = 0;
+  virtual Status combineGrad(const float *expertOutputs, intptr_t rows,
+                             intptr_t hidden, const int32_t *positions,
+                             const float *weights, intptr_t tokens, intptr_t k,
+                             const float *dCombined, float *dExpertOutputs,
+                             float *dWeights) = 0;
+  virtual Status groupedMatmulGrad(const float *rows, intptr_t rowsCapacity,
+                                   intptr_t hidden, const int32_t *counts,
+                                   intptr_t numCounts, intptr_t experts,
+                                   const float *weights, intptr_t outFeatures,
+                                   const float *dResult, float *dRows,
+                                   float *dWeights) = 0;
+  virtual Status auxLossGrad(const int32_t *expertIds, const int32_t *positions,
+                             intptr_t tokens, intptr_t experts, intptr_t k,
+                             const float *expertWeights, const float *dLoss,
+                             float *dProbs) = 0;
+  virtual Status dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
+                               intptr_t hidden, const int32_t *expertIds,
+                               const int32_t *positions, intptr_t numTokens,
+                               intptr_t k, intptr_t expertsPerNode,
+                               intptr_t nodes, float *dTokens) = 0;
+  virtual Status dedupExpandGrad(const float *dExpanded,
+                                 intptr_t expandedCapacity, intptr_t hidden,
+                                 const int32_t *routes, intptr_t uniqueCapacity,
+                                 intptr_t k, const int32_t *recvCounts,
+                                 intptr_t nodes, intptr_t ranksPerNode,
+                                 intptr_t expertsPerRank, float *dUnique) = 0;
+
+  /// tamoe_rt_all_reduce, once every rank of the group has passed the
+  /// core's checks and agreed on n and average. Fails on every rank of the
+  /// group alike.
+  virtual Status allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
+                           bool average) = 0;
+  /// tamoe_rt_sgd and tamoe_rt_adam (the hyperparameters are checked).
+  virtual Status sgd(float *params, const float *grads, float *velocity,
+                     intptr_t n, float lr, float momentum,
+                     float weightDecay) = 0;
+  virtual Status adam(float *params, const float *grads, float *m, float *v,
+                      intptr_t n, int64_t step, float lr, float beta1,
+                      float beta2, float eps, float weightDecay) = 0;
 };
 
 } // namespace tamoe_rt

@@ -10,9 +10,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "Backend.h"
+#include "Core.h"
 #include "CpuBackend.h"
-#include "MpiLauncher.h"
 
 #include <dlfcn.h>
 #include <sys/stat.h>
@@ -35,22 +34,6 @@
 
 using namespace tamoe_rt;
 
-struct tamoe_rt_context_t {
-  std::unique_ptr<MpiLauncher> launcher;
-  std::unique_ptr<Backend> backend;
-  std::string lastError;
-  Traffic traffic;
-  /// What tamoe_rt_alloc handed out and tamoe_rt_free has not taken back.
-  std::unordered_map<void *, intptr_t> allocations;
-  /// TAMOE_RT_PROFILE: seconds of each call of each operation, in order.
-  bool profile = false;
-  std::map<std::string, std::vector<double>> samples;
-  /// The composite schedules' temporary buffers (pointer, bytes), kept
-  /// between calls so that a layer's exchanges do not allocate and fault in
-  /// fresh memory every time.
-  std::vector<std::pair<void *, intptr_t>> workspace;
-};
-
 namespace {
 
 /// Guards MPI's initialisation and the count of live contexts.
@@ -59,13 +42,10 @@ int liveContexts = 0;
 bool mpiInitialisedHere = false;
 thread_local std::string threadError;
 
-Status invalid(std::string message) {
-  return Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT, std::move(message));
-}
+} // namespace
 
-/// Records a failure where tamoe_rt_last_error finds it.
-tamoe_rt_status_t finish(tamoe_rt_context_t *context, const char *function,
-                         const Status &status) {
+tamoe_rt_status_t tamoe_rt::finish(tamoe_rt_context_t *context,
+                                   const char *function, const Status &status) {
   if (status.ok())
     return TAMOE_RT_SUCCESS;
   std::string message = str(function, ": ", status.message);
@@ -76,30 +56,7 @@ tamoe_rt_status_t finish(tamoe_rt_context_t *context, const char *function,
   return status.code;
 }
 
-/// Times an operation's call when the context profiles: from the entry to
-/// the end of the backend's work for it (the backend is synchronized, so
-/// asynchronous work is not attributed to a later call).
-class Timed {
-public:
-  Timed(tamoe_rt_context_t *context, const char *name)
-      : context(context && context->profile ? context : nullptr), name(name) {
-    if (this->context)
-      start = std::chrono::steady_clock::now();
-  }
-  ~Timed() {
-    if (!context)
-      return;
-    (void)context->backend->synchronize();
-    context->samples[name].push_back(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count());
-  }
-
-private:
-  tamoe_rt_context_t *context;
-  const char *name;
-  std::chrono::steady_clock::time_point start;
-};
+namespace {
 
 /// The profile table of TAMOE_RT_PROFILE, as markdown.
 std::string profileTable(const tamoe_rt_context_t &context) {
@@ -122,69 +79,6 @@ std::string profileTable(const tamoe_rt_context_t &context) {
           << std::setprecision(3) << total * 1e3 << " |\n";
   }
   return table.str();
-}
-
-/// Argument checks; the first failure wins.
-class Check {
-public:
-  template <typename Message> Check &that(bool ok, Message message) {
-    if (status.ok() && !ok)
-      status = invalid(message());
-    return *this;
-  }
-  Check &notNull(const void *pointer, const char *name, bool needed = true) {
-    return that(!needed || pointer, [&] { return str(name, " is null"); });
-  }
-  Check &atLeast(intptr_t value, intptr_t minimum, const char *name) {
-    return that(value >= minimum, [&] {
-      return str(name, " must be >= ", minimum, ", got ", value);
-    });
-  }
-  /// That `a * b` (both checked non-negative before) fits in intptr_t.
-  Check &fits(intptr_t a, intptr_t b, const char *what) {
-    intptr_t product;
-    return that(a < 0 || b < 0 || !__builtin_mul_overflow(a, b, &product),
-                [&] { return str(what, " = ", a, " * ", b, " overflows"); });
-  }
-  /// That `experts` fit the int32 expert ids.
-  Check &expertIds(intptr_t experts) {
-    return that(experts <= INT32_MAX, [&] {
-      return str("experts = ", experts, " exceeds the int32 expert ids");
-    });
-  }
-  /// That each token picks 1 to `experts` experts.
-  Check &topK(intptr_t k, intptr_t experts) {
-    return that(k >= 1 && k <= experts, [&] {
-      return str("k must be in [1, experts], got ", k, " for ", experts,
-                 " experts");
-    });
-  }
-  /// That the byte ranges of two buffers do not overlap.
-  Check &disjoint(const void *x, intptr_t xBytes, const char *xName,
-                  const void *y, intptr_t yBytes, const char *yName) {
-    auto begin = [](const void *p) { return reinterpret_cast<uintptr_t>(p); };
-    bool overlap = x && y && xBytes > 0 && yBytes > 0 &&
-                   begin(x) < begin(y) + uintptr_t(yBytes) &&
-                   begin(y) < begin(x) + uintptr_t(xBytes);
-    return that(!overlap,
-                [&] { return str(xName, " and ", yName, " overlap"); });
-  }
-  Status status;
-};
-
-/// An enum argument as the C caller passed it: C allows any int in an
-/// enum, while reading one outside the enumerators through the enum type is
-/// undefined in C++.
-template <typename Enum> int raw(const Enum &value) {
-  static_assert(sizeof(Enum) == sizeof(int), "enums of the C ABI are ints");
-  int result;
-  std::memcpy(&result, &value, sizeof(result));
-  return result;
-}
-
-bool validGroup(int group) {
-  return group == TAMOE_RT_GROUP_WORLD || group == TAMOE_RT_GROUP_NODE ||
-         group == TAMOE_RT_GROUP_PEERS;
 }
 
 /// A temporary buffer of a composite schedule: a slot of the context's
@@ -867,11 +761,7 @@ tamoe_rt_gate(tamoe_rt_context_t *context, const float *logits, intptr_t tokens,
       .atLeast(experts, 1, "experts")
       .expertIds(experts)
       .topK(k, experts)
-      .that(raw(score) == TAMOE_RT_SCORE_SOFTMAX ||
-                raw(score) == TAMOE_RT_SCORE_SIGMOID,
-            [&] {
-              return str("score = ", raw(score), " is not a tamoe_rt_score_t");
-            })
+      .score(score)
       .atLeast(num_groups, 0, "num_groups");
   if (num_groups == 0) {
     check.that(groups_kept == 0, [&] {
@@ -980,7 +870,6 @@ tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
                       .fits(tokens, k, "tokens * k")
                       .notNull(expert_outputs, "expert_outputs", rows > 0)
                       .notNull(positions, "positions", tokens > 0)
-                      .notNull(weights, "weights", tokens > 0)
                       .notNull(combined, "combined", tokens > 0)
                       .status;
   if (status.ok())
@@ -1024,28 +913,14 @@ tamoe_rt_grouped_matmul(tamoe_rt_context_t *context, const float *rows,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
-  Status status =
-      Check()
-          .atLeast(rows_capacity, 0, "rows_capacity")
-          .atLeast(hidden, 1, "hidden")
-          .atLeast(num_counts, 0, "num_counts")
-          .atLeast(experts, 1, "experts")
-          .atLeast(out_features, 1, "out_features")
-          .that(num_counts % std::max<intptr_t>(experts, 1) == 0,
-                [&] {
-                  return str("num_counts (", num_counts,
-                             ") must be a multiple of experts (", experts, ")");
-                })
-          .fits(rows_capacity, hidden, "rows_capacity * hidden")
-          .fits(rows_capacity, out_features, "rows_capacity * out_features")
-          .fits(hidden, out_features, "hidden * out_features")
-          .fits(experts, hidden * out_features,
-                "experts * hidden * out_features")
-          .notNull(rows, "rows", rows_capacity > 0)
-          .notNull(counts, "counts", num_counts > 0)
-          .notNull(weights, "weights")
-          .notNull(result, "result", rows_capacity > 0)
-          .status;
+  Status status = Check()
+                      .groupedShape(rows_capacity, hidden, num_counts, experts,
+                                    out_features)
+                      .notNull(rows, "rows", rows_capacity > 0)
+                      .notNull(counts, "counts", num_counts > 0)
+                      .notNull(weights, "weights")
+                      .notNull(result, "result", rows_capacity > 0)
+                      .status;
   if (status.ok())
     status = context->backend->groupedMatmul(rows, rows_capacity, hidden,
                                              counts, num_counts, experts,
@@ -1055,7 +930,9 @@ tamoe_rt_grouped_matmul(tamoe_rt_context_t *context, const float *rows,
 
 tamoe_rt_status_t tamoe_rt_matmul(tamoe_rt_context_t *context, const float *a,
                                   const float *b, intptr_t m, intptr_t k,
-                                  intptr_t n, const float *c_init, float *c) {
+                                  intptr_t n, int32_t transpose_a,
+                                  int32_t transpose_b, const float *c_init,
+                                  float *c) {
   const char *fn = "tamoe_rt_matmul";
   Timed timed(context, fn);
   if (!context)
@@ -1086,7 +963,8 @@ tamoe_rt_status_t tamoe_rt_matmul(tamoe_rt_context_t *context, const float *a,
           .disjoint(b, bBytes, "b", c, cBytes, "c")
           .status;
   if (status.ok() && any)
-    status = context->backend->matmul(a, b, m, k, n, c_init, c);
+    status = context->backend->matmul(a, b, m, k, n, transpose_a != 0,
+                                      transpose_b != 0, c_init, c);
   return finish(context, fn, status);
 }
 
@@ -1098,7 +976,8 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   int kind = raw(op);
-  bool valid = kind >= TAMOE_RT_MAP_ADD && kind <= TAMOE_RT_MAP_RELU;
+  bool valid = kind >= TAMOE_RT_MAP_ADD && kind <= TAMOE_RT_MAP_RELU_GRAD;
+  bool unary = kind == TAMOE_RT_MAP_RELU || kind == TAMOE_RT_MAP_NEG;
   Status status =
       Check()
           .that(valid,
@@ -1106,7 +985,7 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
           .atLeast(n, 0, "n")
           .fits(n, 4, "n * 4")
           .notNull(a, "a", n > 0)
-          .notNull(b, "b", n > 0 && kind != TAMOE_RT_MAP_RELU)
+          .notNull(b, "b", n > 0 && !unary)
           .notNull(out, "out", n > 0)
           .status;
   if (status.ok() && n > 0)
@@ -1167,26 +1046,14 @@ tamoe_rt_status_t tamoe_rt_dedup_pack(
     return finish(nullptr, fn, invalid("context is null"));
   Status status =
       Check()
-          .atLeast(num_tokens, 0, "num_tokens")
+          .packRouting(num_tokens, k, experts_per_node, nodes, expert_ids,
+                       positions)
           .atLeast(row_bytes, 1, "row_bytes")
-          .atLeast(k, 1, "k")
-          .atLeast(experts_per_node, 1, "experts_per_node")
-          .atLeast(nodes, 1, "nodes")
           .atLeast(unique_capacity, 0, "unique_capacity")
-          .fits(experts_per_node, nodes, "experts_per_node * nodes")
-          .that(experts_per_node * nodes <= INT32_MAX,
-                [&] {
-                  return str(
-                      "experts_per_node * nodes = ", experts_per_node * nodes,
-                      " exceeds the int32 expert ids");
-                })
-          .fits(num_tokens, k, "num_tokens * k")
           .fits(num_tokens, row_bytes, "num_tokens * row_bytes")
           .fits(unique_capacity, row_bytes, "unique_capacity * row_bytes")
           .fits(unique_capacity, k, "unique_capacity * k")
           .notNull(tokens, "tokens", num_tokens > 0)
-          .notNull(expert_ids, "expert_ids", num_tokens > 0)
-          .notNull(positions, "positions", num_tokens > 0)
           .notNull(unique, "unique", unique_capacity > 0)
           .notNull(routes, "routes", unique_capacity > 0)
           .notNull(node_counts, "node_counts")
@@ -1208,27 +1075,18 @@ tamoe_rt_status_t tamoe_rt_dedup_expand(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
-  Check check;
-  check.atLeast(unique_capacity, 0, "unique_capacity")
-      .atLeast(row_bytes, 1, "row_bytes")
-      .atLeast(k, 1, "k")
-      .atLeast(nodes, 1, "nodes")
-      .atLeast(ranks_per_node, 1, "ranks_per_node")
-      .atLeast(experts_per_rank, 1, "experts_per_rank")
-      .atLeast(expanded_capacity, 0, "expanded_capacity")
-      .fits(unique_capacity, row_bytes, "unique_capacity * row_bytes")
-      .fits(unique_capacity, k, "unique_capacity * k")
-      .fits(expanded_capacity, row_bytes, "expanded_capacity * row_bytes")
-      .fits(ranks_per_node, nodes, "ranks_per_node * nodes");
-  check
-      .fits(ranks_per_node * nodes, experts_per_rank,
-            "ranks_per_node * nodes * experts_per_rank")
-      .notNull(unique, "unique", unique_capacity > 0)
-      .notNull(routes, "routes", unique_capacity > 0)
-      .notNull(recv_counts, "recv_counts")
-      .notNull(expanded, "expanded", expanded_capacity > 0)
-      .notNull(expanded_counts, "expanded_counts");
-  Status status = check.status;
+  Status status =
+      Check()
+          .expandRoutes(unique_capacity, k, routes, recv_counts, nodes,
+                        ranks_per_node, experts_per_rank)
+          .atLeast(row_bytes, 1, "row_bytes")
+          .atLeast(expanded_capacity, 0, "expanded_capacity")
+          .fits(unique_capacity, row_bytes, "unique_capacity * row_bytes")
+          .fits(expanded_capacity, row_bytes, "expanded_capacity * row_bytes")
+          .notNull(unique, "unique", unique_capacity > 0)
+          .notNull(expanded, "expanded", expanded_capacity > 0)
+          .notNull(expanded_counts, "expanded_counts")
+          .status;
   if (status.ok())
     status = context->backend->dedupExpand(
         unique, routes, unique_capacity, row_bytes, k, recv_counts, nodes,
@@ -1251,11 +1109,8 @@ tamoe_rt_all_to_all(tamoe_rt_context_t *context, tamoe_rt_group_t group,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
-  // Without a valid group there is nobody to agree with.
-  if (!validGroup(raw(group)))
-    return finish(
-        context, fn,
-        invalid(str("group = ", raw(group), " is not a tamoe_rt_group_t")));
+  if (Status bad = groupCheck(group); !bad.ok())
+    return finish(context, fn, bad);
   MpiLauncher &launcher = *context->launcher;
   Status local = peersCheck(launcher, group, peers);
   if (local.ok())
@@ -1291,10 +1146,8 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
-  if (!validGroup(raw(group)))
-    return finish(
-        context, fn,
-        invalid(str("group = ", raw(group), " is not a tamoe_rt_group_t")));
+  if (Status bad = groupCheck(group); !bad.ok())
+    return finish(context, fn, bad);
   MpiLauncher &launcher = *context->launcher;
   Backend &backend = *context->backend;
   int size = launcher.groupSize(group);

@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CpuBackend.h"
+#include "Optimizers.h"
 
 #include <algorithm>
 #include <climits>
@@ -56,6 +57,96 @@ const char *rowOf(const void *base, intptr_t row, intptr_t rowBytes) {
 }
 char *rowOf(void *base, intptr_t row, intptr_t rowBytes) {
   return static_cast<char *>(base) + row * rowBytes;
+}
+
+/// out[h] += weight * in[h]: how combine and the gradients add up rows.
+void addRow(float *out, float weight, const float *in, intptr_t hidden) {
+  for (intptr_t h = 0; h < hidden; ++h)
+    out[h] += weight * in[h];
+}
+
+/// Row r of `out` (of `rows`) = the sum, in order, of the rows of `in`
+/// that sources[r * rowStride + j * entryStride] names for j < count (-1:
+/// none).
+void gatherRows(const float *in, intptr_t hidden,
+                const std::vector<intptr_t> &sources, intptr_t rows,
+                intptr_t count, intptr_t rowStride, intptr_t entryStride,
+                float *out) {
+  for (intptr_t r = 0; r < rows; ++r) {
+    float *row = out + r * hidden;
+    std::fill(row, row + hidden, 0.0f);
+    for (intptr_t j = 0; j < count; ++j)
+      if (intptr_t source = sources[r * rowStride + j * entryStride];
+          source >= 0)
+        addRow(row, 1.0f, in + source * hidden, hidden);
+  }
+}
+
+/// That every dispatched position (>= 0) is a row of expert_outputs.
+Status checkPositions(const int32_t *positions, intptr_t tokens, intptr_t k,
+                      intptr_t rows) {
+  for (intptr_t a = 0; a < tokens * k; ++a)
+    if (positions[a] >= rows)
+      return invalid(str(entry("positions", a, k), " = ", positions[a],
+                         " is past the ", rows, " rows of expert_outputs"));
+  return Status::success();
+}
+
+/// That the chunks' counts are non-negative and their rows fit in
+/// rows_capacity; `total` gets their sum.
+Status checkCounts(const int32_t *counts, intptr_t numCounts,
+                   intptr_t rowsCapacity, intptr_t &total) {
+  total = 0;
+  for (intptr_t c = 0; c < numCounts; ++c) {
+    if (counts[c] < 0)
+      return invalid(str("counts[", c, "] = ", counts[c], " is negative"));
+    total += counts[c];
+  }
+  if (total > rowsCapacity)
+    return invalid(str("counts sum to ", total, " rows but rows_capacity is ",
+                       rowsCapacity));
+  return Status::success();
+}
+
+/// The assignments aux_loss counts, per expert: ids >= 0 (ids past the
+/// experts are an error) that the dispatch kept.
+Status countAssignments(const int32_t *expertIds, const int32_t *positions,
+                        intptr_t tokens, intptr_t experts, intptr_t k,
+                        std::vector<float> &counts) {
+  for (intptr_t a = 0; a < tokens * k; ++a)
+    if (expertIds[a] >= experts)
+      return invalid(str(entry("expert_ids", a, k), " = ", expertIds[a],
+                         " is out of range [0, ", experts,
+                         ") (negative ids are not counted)"));
+  counts.assign(experts, 0.0f);
+  for (intptr_t a = 0; a < tokens * k; ++a)
+    if (expertIds[a] >= 0 && (!positions || positions[a] >= 0))
+      counts[expertIds[a]] += 1.0f;
+  return Status::success();
+}
+
+/// dedup_pack's layout: rows[node * tokens + t] is the row that token t
+/// makes for `node` (node, then token order), -1 when it sends the node
+/// nothing; `total` counts the rows.
+Status packRows(const int32_t *expertIds, const int32_t *positions,
+                intptr_t numTokens, intptr_t k, intptr_t expertsPerNode,
+                intptr_t nodes, std::vector<intptr_t> &rows, intptr_t &total) {
+  intptr_t experts = expertsPerNode * nodes;
+  for (intptr_t a = 0; a < numTokens * k; ++a)
+    if (positions[a] >= 0 && (expertIds[a] < 0 || expertIds[a] >= experts))
+      return invalid(str(entry("expert_ids", a, k), " = ", expertIds[a],
+                         " is out of range [0, ", experts, ") (",
+                         expertsPerNode, " experts on each of ", nodes,
+                         " nodes)"));
+  rows.assign(nodes * numTokens, -1);
+  for (intptr_t a = 0; a < numTokens * k; ++a)
+    if (positions[a] >= 0)
+      rows[expertIds[a] / expertsPerNode * numTokens + a / k] = 0;
+  total = 0;
+  for (intptr_t &row : rows)
+    if (row >= 0)
+      row = total++;
+  return Status::success();
 }
 
 } // namespace
@@ -294,10 +385,9 @@ Status CpuBackend::combine(const float *expertOutputs, intptr_t rows,
                            intptr_t hidden, const int32_t *positions,
                            const float *weights, intptr_t tokens, intptr_t k,
                            float *combined) {
-  for (intptr_t a = 0; a < tokens * k; ++a)
-    if (positions[a] >= rows)
-      return invalid(str(entry("positions", a, k), " = ", positions[a],
-                         " is past the ", rows, " rows of expert_outputs"));
+  Status status = checkPositions(positions, tokens, k, rows);
+  if (!status.ok())
+    return status;
   for (intptr_t t = 0; t < tokens; ++t) {
     float *out = combined + t * hidden;
     std::fill(out, out + hidden, 0.0f);
@@ -305,10 +395,8 @@ Status CpuBackend::combine(const float *expertOutputs, intptr_t rows,
       int32_t position = positions[t * k + j];
       if (position < 0)
         continue;
-      float weight = weights[t * k + j];
-      const float *in = expertOutputs + intptr_t(position) * hidden;
-      for (intptr_t h = 0; h < hidden; ++h)
-        out[h] += weight * in[h];
+      addRow(out, weights ? weights[t * k + j] : 1.0f,
+             expertOutputs + intptr_t(position) * hidden, hidden);
     }
   }
   return Status::success();
@@ -320,14 +408,9 @@ Status CpuBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
                                  const float *weights, intptr_t outFeatures,
                                  float *result) {
   intptr_t total = 0;
-  for (intptr_t c = 0; c < numCounts; ++c) {
-    if (counts[c] < 0)
-      return invalid(str("counts[", c, "] = ", counts[c], " is negative"));
-    total += counts[c];
-  }
-  if (total > rowsCapacity)
-    return invalid(str("counts sum to ", total, " rows but rows_capacity is ",
-                       rowsCapacity));
+  Status status = checkCounts(counts, numCounts, rowsCapacity, total);
+  if (!status.ok())
+    return status;
   intptr_t row = 0;
   for (intptr_t c = 0; c < numCounts; ++c) {
     const float *w = weights + (c % experts) * hidden * outFeatures;
@@ -346,10 +429,11 @@ Status CpuBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
 }
 
 Status CpuBackend::matmul(const float *a, const float *b, intptr_t m,
-                          intptr_t k, intptr_t n, const float *cInit,
-                          float *c) {
+                          intptr_t k, intptr_t n, bool transposeA,
+                          bool transposeB, const float *cInit, float *c) {
   // Row by row into a scratch row, so that c may alias c_init; i-k-j order
-  // streams b and the row.
+  // streams b and the row. Every output adds its products over h in
+  // increasing order, whatever the layouts.
   std::vector<float> row(n);
   for (intptr_t i = 0; i < m; ++i) {
     if (cInit)
@@ -357,7 +441,12 @@ Status CpuBackend::matmul(const float *a, const float *b, intptr_t m,
     else
       std::fill(row.begin(), row.end(), 0.0f);
     for (intptr_t h = 0; h < k; ++h) {
-      float x = a[i * k + h];
+      float x = transposeA ? a[h * m + i] : a[i * k + h];
+      if (transposeB) {
+        for (intptr_t j = 0; j < n; ++j)
+          row[j] += x * b[j * k + h];
+        continue;
+      }
       const float *w = b + h * n;
       for (intptr_t j = 0; j < n; ++j)
         row[j] += x * w[j];
@@ -390,6 +479,15 @@ Status CpuBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
       out[i] = (x > 0.0f || x != x) ? x : 0.0f;
     }
     break;
+  case TAMOE_RT_MAP_NEG:
+    for (intptr_t i = 0; i < n; ++i)
+      out[i] = -a[i];
+    break;
+  case TAMOE_RT_MAP_RELU_GRAD:
+    // NaN > 0 is false: a NaN input passes no gradient.
+    for (intptr_t i = 0; i < n; ++i)
+      out[i] = a[i] > 0.0f ? b[i] : 0.0f;
+    break;
   }
   return Status::success();
 }
@@ -398,11 +496,11 @@ Status CpuBackend::auxLoss(const float *probs, const int32_t *expertIds,
                            const int32_t *positions, intptr_t tokens,
                            intptr_t experts, intptr_t k,
                            const float *expertWeights, float *loss) {
-  for (intptr_t a = 0; a < tokens * k; ++a)
-    if (expertIds[a] >= experts)
-      return invalid(str(entry("expert_ids", a, k), " = ", expertIds[a],
-                         " is out of range [0, ", experts,
-                         ") (negative ids are not counted)"));
+  std::vector<float> counts;
+  Status status =
+      countAssignments(expertIds, positions, tokens, experts, k, counts);
+  if (!status.ok())
+    return status;
   if (tokens == 0) {
     // No assignments, no imbalance (the lowering would divide 0 by 0).
     *loss = 0;
@@ -411,10 +509,7 @@ Status CpuBackend::auxLoss(const float *probs, const int32_t *expertIds,
   // As tamoe-expand-gate lowers it: E / (k S^2) * sum_e count_e *
   // probSum_e (* w_e), in f32 and in this order. f_e divides by all k S
   // assignments, dropped ones included.
-  std::vector<float> counts(experts, 0.0f), probSums(experts, 0.0f);
-  for (intptr_t a = 0; a < tokens * k; ++a)
-    if (expertIds[a] >= 0 && (!positions || positions[a] >= 0))
-      counts[expertIds[a]] += 1.0f;
+  std::vector<float> probSums(experts, 0.0f);
   for (intptr_t t = 0; t < tokens; ++t)
     for (intptr_t e = 0; e < experts; ++e)
       probSums[e] += probs[t * experts + e];
@@ -477,45 +572,28 @@ Status CpuBackend::dedupPack(const void *tokens, intptr_t numTokens,
                              intptr_t expertsPerNode, intptr_t nodes,
                              void *unique, int32_t *routes,
                              intptr_t uniqueCapacity, int32_t *nodeCounts) {
-  intptr_t experts = expertsPerNode * nodes;
-  for (intptr_t a = 0; a < numTokens * k; ++a)
-    if (positions[a] >= 0 && (expertIds[a] < 0 || expertIds[a] >= experts))
-      return invalid(str(entry("expert_ids", a, k), " = ", expertIds[a],
-                         " is out of range [0, ", experts, ") (",
-                         expertsPerNode, " experts on each of ", nodes,
-                         " nodes)"));
-  auto goesTo = [&](intptr_t a, intptr_t node) {
-    return positions[a] >= 0 && expertIds[a] / expertsPerNode == node;
-  };
-  auto needs = [&](intptr_t t, intptr_t node) {
-    for (intptr_t j = 0; j < k; ++j)
-      if (goesTo(t * k + j, node))
-        return true;
-    return false;
-  };
   intptr_t total = 0;
-  for (intptr_t node = 0; node < nodes; ++node)
-    for (intptr_t t = 0; t < numTokens; ++t)
-      total += needs(t, node);
+  Status status = packRows(expertIds, positions, numTokens, k, expertsPerNode,
+                           nodes, rowIndex, total);
+  if (!status.ok())
+    return status;
   if (total > uniqueCapacity)
     return exceeded(
         str(total, " unique rows exceed unique_capacity ", uniqueCapacity));
-
-  intptr_t row = 0;
   for (intptr_t node = 0; node < nodes; ++node) {
     int32_t count = 0;
     for (intptr_t t = 0; t < numTokens; ++t) {
-      if (!needs(t, node))
+      intptr_t row = rowIndex[node * numTokens + t];
+      if (row < 0)
         continue;
       std::memcpy(rowOf(unique, row, rowBytes), rowOf(tokens, t, rowBytes),
                   size_t(rowBytes));
       int32_t *route = routes + row * k;
       intptr_t listed = 0;
-      for (intptr_t j = 0; j < k; ++j)
-        if (goesTo(t * k + j, node))
-          route[listed++] = expertIds[t * k + j];
+      for (intptr_t a = t * k; a < (t + 1) * k; ++a)
+        if (positions[a] >= 0 && expertIds[a] / expertsPerNode == node)
+          route[listed++] = expertIds[a];
       std::fill(route + listed, route + k, -1);
-      ++row;
       ++count;
     }
     nodeCounts[node] = count;
@@ -530,6 +608,28 @@ Status CpuBackend::dedupExpand(const void *unique, const int32_t *routes,
                                intptr_t expertsPerRank, void *expanded,
                                intptr_t expandedCapacity,
                                int32_t *expandedCounts) {
+  Status status = expand(routes, uniqueCapacity, k, recvCounts, nodes,
+                         ranksPerNode, expertsPerRank);
+  if (!status.ok())
+    return status;
+  if (intptr_t(entries.size()) > expandedCapacity)
+    return exceeded(str(entries.size(), " expanded rows exceed ",
+                        "expanded_capacity ", expandedCapacity));
+  std::fill(expandedCounts,
+            expandedCounts + ranksPerNode * nodes * expertsPerRank, 0);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Expansion &e = entries[i];
+    std::memcpy(rowOf(expanded, intptr_t(i), rowBytes),
+                rowOf(unique, e.row, rowBytes), size_t(rowBytes));
+    ++expandedCounts[(e.destination * nodes + e.source) * expertsPerRank +
+                     e.expert % expertsPerRank];
+  }
+  return Status::success();
+}
+
+Status CpuBackend::expand(const int32_t *routes, intptr_t uniqueCapacity,
+                          intptr_t k, const int32_t *recvCounts, intptr_t nodes,
+                          intptr_t ranksPerNode, intptr_t expertsPerRank) {
   intptr_t rows = 0;
   for (intptr_t s = 0; s < nodes; ++s) {
     if (recvCounts[s] < 0)
@@ -555,11 +655,8 @@ Status CpuBackend::dedupExpand(const void *unique, const int32_t *routes,
         int32_t expert = routes[row * k + j];
         if (expert >= 0)
           entries.push_back(
-              {(expert / expertsPerRank) % ranksPerNode, s, expert, row});
+              {(expert / expertsPerRank) % ranksPerNode, s, expert, row, j});
       }
-  if (intptr_t(entries.size()) > expandedCapacity)
-    return exceeded(str(entries.size(), " expanded rows exceed ",
-                        "expanded_capacity ", expandedCapacity));
   std::stable_sort(entries.begin(), entries.end(),
                    [](const Expansion &x, const Expansion &y) {
                      if (x.destination != y.destination)
@@ -568,15 +665,253 @@ Status CpuBackend::dedupExpand(const void *unique, const int32_t *routes,
                        return x.source < y.source;
                      return x.expert < y.expert;
                    });
-  std::fill(expandedCounts,
-            expandedCounts + ranksPerNode * nodes * expertsPerRank, 0);
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const Expansion &e = entries[i];
-    std::memcpy(rowOf(expanded, intptr_t(i), rowBytes),
-                rowOf(unique, e.row, rowBytes), size_t(rowBytes));
-    ++expandedCounts[(e.destination * nodes + e.source) * expertsPerRank +
-                     e.expert % expertsPerRank];
+  return Status::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+Status CpuBackend::gateGrad(const float *probs, const int32_t *expertIds,
+                            intptr_t tokens, intptr_t experts, intptr_t k,
+                            tamoe_rt_score_t score, bool renormalize,
+                            const float *dWeights, const float *dProbs,
+                            float *dLogits) {
+  if (dWeights)
+    for (intptr_t a = 0; a < tokens * k; ++a)
+      if (expertIds[a] < 0 || expertIds[a] >= experts)
+        return invalid(str(entry("expert_ids", a, k), " = ", expertIds[a],
+                           " is out of range [0, ", experts, ")"));
+  std::vector<float> g(experts);
+  for (intptr_t t = 0; t < tokens; ++t) {
+    const float *p = probs + t * experts;
+    // g: the gradient of the scores, from probs and from the chosen weights.
+    for (intptr_t e = 0; e < experts; ++e)
+      g[e] = dProbs ? dProbs[t * experts + e] : 0.0f;
+    if (dWeights) {
+      const int32_t *ids = expertIds + t * k;
+      const float *dw = dWeights + t * k;
+      if (renormalize) {
+        // w_j = p_j / s gives dp_m = (dw_m - sum_j dw_j w_j) / s.
+        float s = 0, dot = 0;
+        for (intptr_t j = 0; j < k; ++j)
+          s += p[ids[j]];
+        for (intptr_t j = 0; j < k; ++j)
+          dot += dw[j] * (p[ids[j]] / s);
+        for (intptr_t j = 0; j < k; ++j)
+          g[ids[j]] += (dw[j] - dot) / s;
+      } else {
+        for (intptr_t j = 0; j < k; ++j)
+          g[ids[j]] += dw[j];
+      }
+    }
+    float *dx = dLogits + t * experts;
+    if (score == TAMOE_RT_SCORE_SIGMOID) {
+      for (intptr_t e = 0; e < experts; ++e)
+        dx[e] = g[e] * (p[e] * (1.0f - p[e]));
+    } else {
+      float dot = 0;
+      for (intptr_t e = 0; e < experts; ++e)
+        dot += p[e] * g[e];
+      for (intptr_t e = 0; e < experts; ++e)
+        dx[e] = p[e] * (g[e] - dot);
+    }
   }
+  return Status::success();
+}
+
+Status CpuBackend::combineGrad(const float *expertOutputs, intptr_t rows,
+                               intptr_t hidden, const int32_t *positions,
+                               const float *weights, intptr_t tokens,
+                               intptr_t k, const float *dCombined,
+                               float *dExpertOutputs, float *dWeights) {
+  Status status = checkPositions(positions, tokens, k, rows);
+  if (!status.ok())
+    return status;
+  if (dExpertOutputs) {
+    // A row adds up its assignments' terms in assignment order.
+    std::fill(dExpertOutputs, dExpertOutputs + rows * hidden, 0.0f);
+    for (intptr_t a = 0; a < tokens * k; ++a) {
+      if (positions[a] < 0)
+        continue;
+      addRow(dExpertOutputs + intptr_t(positions[a]) * hidden,
+             weights ? weights[a] : 1.0f, dCombined + (a / k) * hidden, hidden);
+    }
+  }
+  if (dWeights)
+    for (intptr_t a = 0; a < tokens * k; ++a) {
+      float dot = 0;
+      if (positions[a] >= 0) {
+        const float *in = dCombined + (a / k) * hidden;
+        const float *out = expertOutputs + intptr_t(positions[a]) * hidden;
+        for (intptr_t h = 0; h < hidden; ++h)
+          dot += in[h] * out[h];
+      }
+      dWeights[a] = dot;
+    }
+  return Status::success();
+}
+
+Status CpuBackend::groupedMatmulGrad(const float *rows, intptr_t rowsCapacity,
+                                     intptr_t hidden, const int32_t *counts,
+                                     intptr_t numCounts, intptr_t experts,
+                                     const float *weights, intptr_t outFeatures,
+                                     const float *dResult, float *dRows,
+                                     float *dWeights) {
+  intptr_t total = 0;
+  Status status = checkCounts(counts, numCounts, rowsCapacity, total);
+  if (!status.ok())
+    return status;
+  if (dRows) {
+    intptr_t row = 0;
+    for (intptr_t c = 0; c < numCounts; ++c) {
+      const float *w = weights + (c % experts) * hidden * outFeatures;
+      for (int32_t i = 0; i < counts[c]; ++i, ++row) {
+        const float *dy = dResult + row * outFeatures;
+        for (intptr_t h = 0; h < hidden; ++h) {
+          float sum = 0;
+          for (intptr_t f = 0; f < outFeatures; ++f)
+            sum += dy[f] * w[h * outFeatures + f];
+          dRows[row * hidden + h] = sum;
+        }
+      }
+    }
+    std::fill(dRows + total * hidden, dRows + rowsCapacity * hidden, 0.0f);
+  }
+  if (dWeights) {
+    // Each weight adds up its expert's rows in order: chunk by chunk, row
+    // by row.
+    std::fill(dWeights, dWeights + experts * hidden * outFeatures, 0.0f);
+    intptr_t row = 0;
+    for (intptr_t c = 0; c < numCounts; ++c) {
+      float *dw = dWeights + (c % experts) * hidden * outFeatures;
+      for (int32_t i = 0; i < counts[c]; ++i, ++row) {
+        const float *x = rows + row * hidden;
+        const float *dy = dResult + row * outFeatures;
+        for (intptr_t h = 0; h < hidden; ++h)
+          for (intptr_t f = 0; f < outFeatures; ++f)
+            dw[h * outFeatures + f] += x[h] * dy[f];
+      }
+    }
+  }
+  return Status::success();
+}
+
+Status CpuBackend::auxLossGrad(const int32_t *expertIds,
+                               const int32_t *positions, intptr_t tokens,
+                               intptr_t experts, intptr_t k,
+                               const float *expertWeights, const float *dLoss,
+                               float *dProbs) {
+  std::vector<float> counts;
+  Status status =
+      countAssignments(expertIds, positions, tokens, experts, k, counts);
+  if (!status.ok() || tokens == 0)
+    return status;
+  // The loss's scale as auxLoss computes it; a weight of 1 changes nothing,
+  // so a uniform plan's gradient is the switch loss's to the bit.
+  float s = float(tokens);
+  float scale = float(experts) / (float(k) * (s * s));
+  for (intptr_t e = 0; e < experts; ++e) {
+    float g = counts[e];
+    if (expertWeights)
+      g = g * expertWeights[e];
+    dProbs[e] = g * scale * *dLoss;
+  }
+  for (intptr_t t = 1; t < tokens; ++t)
+    std::copy(dProbs, dProbs + experts, dProbs + t * experts);
+  return Status::success();
+}
+
+Status CpuBackend::dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
+                                 intptr_t hidden, const int32_t *expertIds,
+                                 const int32_t *positions, intptr_t numTokens,
+                                 intptr_t k, intptr_t expertsPerNode,
+                                 intptr_t nodes, float *dTokens) {
+  intptr_t total = 0;
+  Status status = packRows(expertIds, positions, numTokens, k, expertsPerNode,
+                           nodes, rowIndex, total);
+  if (!status.ok())
+    return status;
+  if (total > uniqueCapacity)
+    return invalid(str("expert_ids and positions make ", total,
+                       " unique rows but unique_capacity is ", uniqueCapacity));
+  // A token's rows, node by node.
+  gatherRows(dUnique, hidden, rowIndex, numTokens, nodes, 1, numTokens,
+             dTokens);
+  return Status::success();
+}
+
+Status CpuBackend::dedupExpandGrad(const float *dExpanded,
+                                   intptr_t expandedCapacity, intptr_t hidden,
+                                   const int32_t *routes,
+                                   intptr_t uniqueCapacity, intptr_t k,
+                                   const int32_t *recvCounts, intptr_t nodes,
+                                   intptr_t ranksPerNode,
+                                   intptr_t expertsPerRank, float *dUnique) {
+  Status status = expand(routes, uniqueCapacity, k, recvCounts, nodes,
+                         ranksPerNode, expertsPerRank);
+  if (!status.ok())
+    return status;
+  if (intptr_t(entries.size()) > expandedCapacity)
+    return invalid(str("routes make ", entries.size(),
+                       " expanded rows but expanded_capacity is ",
+                       expandedCapacity));
+  // The expanded row of each route entry, then each unique row gathers
+  // its entries' rows in route order.
+  rowIndex.assign(uniqueCapacity * k, -1);
+  for (size_t p = 0; p < entries.size(); ++p)
+    rowIndex[entries[p].row * k + entries[p].slot] = intptr_t(p);
+  gatherRows(dExpanded, hidden, rowIndex, uniqueCapacity, k, k, 1, dUnique);
+  return Status::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Training
+//===----------------------------------------------------------------------===//
+
+Status CpuBackend::allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
+                             bool average) {
+  if (!launcher.broken().ok())
+    return launcher.brokenStatus();
+  std::string what =
+      str("the all-reduce over the ", MpiLauncher::groupName(group), " group");
+  // MPI counts are int: in chunks of 2^30 floats.
+  constexpr intptr_t kChunk = intptr_t(1) << 30;
+  for (intptr_t offset = 0; offset < n; offset += kChunk) {
+    MPI_Request request;
+    Status status = launcher.check(
+        MPI_Iallreduce(MPI_IN_PLACE, data + offset,
+                       int(std::min(kChunk, n - offset)), MPI_FLOAT, MPI_SUM,
+                       launcher.comm(group), &request),
+        what);
+    if (status.ok())
+      status = launcher.wait(&request, 1, what);
+    if (!status.ok())
+      return status;
+  }
+  if (average) {
+    float size = float(launcher.groupSize(group));
+    for (intptr_t i = 0; i < n; ++i)
+      data[i] /= size;
+  }
+  return Status::success();
+}
+
+Status CpuBackend::sgd(float *params, const float *grads, float *velocity,
+                       intptr_t n, float lr, float momentum,
+                       float weightDecay) {
+  for (intptr_t i = 0; i < n; ++i)
+    sgdStep(params[i], grads[i], velocity ? velocity + i : nullptr, lr,
+            momentum, weightDecay);
+  return Status::success();
+}
+
+Status CpuBackend::adam(float *params, const float *grads, float *m, float *v,
+                        intptr_t n, int64_t step, float lr, float beta1,
+                        float beta2, float eps, float weightDecay) {
+  AdamStep update(step, lr, beta1, beta2, eps, weightDecay);
+  for (intptr_t i = 0; i < n; ++i)
+    update(params[i], grads[i], m[i], v[i]);
   return Status::success();
 }
 

@@ -51,7 +51,8 @@ public:
                        const float *weights, intptr_t outFeatures,
                        float *result) override;
   Status matmul(const float *a, const float *b, intptr_t m, intptr_t k,
-                intptr_t n, const float *cInit, float *c) override;
+                intptr_t n, bool transposeA, bool transposeB,
+                const float *cInit, float *c) override;
   Status map(tamoe_rt_map_t op, const float *a, const float *b, intptr_t n,
              float *out) override;
   Status auxLoss(const float *probs, const int32_t *expertIds,
@@ -81,6 +82,45 @@ public:
                     sendCounts, split, received, recvCapacity, recvCounts,
                     traffic);
   }
+  Status gateGrad(const float *probs, const int32_t *expertIds, intptr_t tokens,
+                  intptr_t experts, intptr_t k, tamoe_rt_score_t score,
+                  bool renormalize, const float *dWeights, const float *dProbs,
+                  float *dLogits) override;
+  Status combineGrad(const float *expertOutputs, intptr_t rows, intptr_t hidden,
+                     const int32_t *positions, const float *weights,
+                     intptr_t tokens, intptr_t k, const float *dCombined,
+                     float *dExpertOutputs, float *dWeights) override;
+  Status groupedMatmulGrad(const float *rows, intptr_t rowsCapacity,
+                           intptr_t hidden, const int32_t *counts,
+                           intptr_t numCounts, intptr_t experts,
+                           const float *weights, intptr_t outFeatures,
+                           const float *dResult, float *dRows,
+                           float *dWeights) override;
+  Status auxLossGrad(const int32_t *expertIds, const int32_t *positions,
+                     intptr_t tokens, intptr_t experts, intptr_t k,
+                     const float *expertWeights, const float *dLoss,
+                     float *dProbs) override;
+  Status dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
+                       intptr_t hidden, const int32_t *expertIds,
+                       const int32_t *positions, intptr_t numTokens, intptr_t k,
+                       intptr_t expertsPerNode, intptr_t nodes,
+                       float *dTokens) override;
+  Status dedupExpandGrad(const float *dExpanded, intptr_t expandedCapacity,
+                         intptr_t hidden, const int32_t *routes,
+                         intptr_t uniqueCapacity, intptr_t k,
+                         const int32_t *recvCounts, intptr_t nodes,
+                         intptr_t ranksPerNode, intptr_t expertsPerRank,
+                         float *dUnique) override;
+  /// MPI_Iallreduce in place (rank-identical sums in MPI's order), then the
+  /// division by the group's size.
+  Status allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
+                   bool average) override;
+  Status sgd(float *params, const float *grads, float *velocity, intptr_t n,
+             float lr, float momentum, float weightDecay) override;
+  Status adam(float *params, const float *grads, float *m, float *v, intptr_t n,
+              int64_t step, float lr, float beta1, float beta2, float eps,
+              float weightDecay) override;
+
   /// allToAll that also settles the core's verdict on this rank's
   /// arguments (`local`; the pointers are not touched when it failed) and
   /// the agreement on row_bytes and split, in the round that exchanges the
@@ -91,12 +131,19 @@ public:
                   const int32_t *sendCounts, intptr_t split, void *received,
                   intptr_t recvCapacity, int32_t *recvCounts, Traffic &traffic);
 
-  /// A row of dedupExpand's output before the sort.
+  /// A row of dedupExpand's output before the sort: its key, and the route
+  /// entry (unique row, slot) it comes from.
   struct Expansion {
-    intptr_t destination, source, expert, row;
+    intptr_t destination, source, expert, row, slot;
   };
 
 private:
+  /// dedup_expand's rows in their order, into `entries`, after checking
+  /// recv_counts and routes.
+  Status expand(const int32_t *routes, intptr_t uniqueCapacity, intptr_t k,
+                const int32_t *recvCounts, intptr_t nodes,
+                intptr_t ranksPerNode, intptr_t expertsPerRank);
+
   MpiLauncher &launcher;
   // Freed blocks by size, for reuse: a compiled layer allocates the same
   // buffers at every step, and fresh pages fault on first touch. Up to
@@ -107,6 +154,8 @@ private:
   // Scratch of the local operations, kept between calls: fresh memory of
   // this size costs page faults on every call.
   std::vector<intptr_t> start, next, order, byWeight;
+  // Where the de-duplication puts a (node, token) or a route entry.
+  std::vector<intptr_t> rowIndex;
   std::vector<char> kept;
   std::vector<Expansion> entries;
   // Buffers of the exchange in flight; members for the reason given in

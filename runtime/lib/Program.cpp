@@ -15,6 +15,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -99,26 +100,45 @@ std::pair<T *, int64_t> contiguous(const tamoe_rt_unranked_memref_t *memref,
   return {aligned + offset, elements};
 }
 
+/// The outputs this process has appended to: the first append truncates.
+std::mutex appendedMutex;
+std::set<int64_t> appended;
+
+/// Writes `count` elements of T to $TAMOE_RT_OUTPUT_DIR/out<index>.rank<R>.bin
+/// (nothing without the variable): replacing the file, or appending to what
+/// this process wrote there before.
 template <typename T>
-void output(const tamoe_rt_unranked_memref_t *memref, int64_t index,
-            const char *function) {
+void write(const T *host, size_t count, int64_t index, bool append,
+           const char *function) {
   const char *directory = std::getenv("TAMOE_RT_OUTPUT_DIR");
   if (!directory)
     return;
-  auto [data, elements] = contiguous<T>(memref, function);
-  std::vector<T> host(elements);
-  tamoe_rt_context_t *ctx = context();
-  tamoe_rt_program_check(tamoe_rt_copy_to_host(
-      ctx, host.data(), data, elements * intptr_t(sizeof(T))));
   std::string path = std::string(directory) + "/out" + std::to_string(index) +
-                     ".rank" + std::to_string(tamoe_rt_rank(ctx)) +
+                     ".rank" + std::to_string(tamoe_rt_rank(context())) +
                      ".bin";
-  FILE *file = std::fopen(path.c_str(), "wb");
-  if (!file || std::fwrite(host.data(), sizeof(T), host.size(), file) !=
-                   host.size() ||
+  const char *mode = "wb";
+  if (append) {
+    std::lock_guard<std::mutex> lock(appendedMutex);
+    if (!appended.insert(index).second)
+      mode = "ab";
+  }
+  FILE *file = std::fopen(path.c_str(), mode);
+  if (!file || std::fwrite(host, sizeof(T), count, file) != count ||
       std::fclose(file) != 0)
     fail(std::string(function) + ": cannot write " + path + ": " +
          std::strerror(errno));
+}
+
+template <typename T>
+void output(const tamoe_rt_unranked_memref_t *memref, int64_t index,
+            bool append, const char *function) {
+  if (!std::getenv("TAMOE_RT_OUTPUT_DIR"))
+    return;
+  auto [data, elements] = contiguous<T>(memref, function);
+  std::vector<T> host(elements);
+  tamoe_rt_program_check(tamoe_rt_copy_to_host(
+      context(), host.data(), data, elements * intptr_t(sizeof(T))));
+  write(host.data(), host.size(), index, append, function);
 }
 } // namespace
 
@@ -201,17 +221,36 @@ void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
 
 void _mlir_ciface_tamoeOutputF32(tamoe_rt_unranked_memref_t *memref,
                                  int64_t index) {
-  output<float>(memref, index, "tamoeOutputF32");
+  output<float>(memref, index, /*append=*/false, "tamoeOutputF32");
 }
 
 void _mlir_ciface_tamoeOutputI32(tamoe_rt_unranked_memref_t *memref,
                                  int64_t index) {
-  output<int32_t>(memref, index, "tamoeOutputI32");
+  output<int32_t>(memref, index, /*append=*/false, "tamoeOutputI32");
 }
 
 void _mlir_ciface_tamoeOutputI64(tamoe_rt_unranked_memref_t *memref,
                                  int64_t index) {
-  output<int64_t>(memref, index, "tamoeOutputI64");
+  output<int64_t>(memref, index, /*append=*/false, "tamoeOutputI64");
+}
+
+void _mlir_ciface_tamoeAppendF32(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t index) {
+  output<float>(memref, index, /*append=*/true, "tamoeAppendF32");
+}
+
+void _mlir_ciface_tamoeAppendI32(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t index) {
+  output<int32_t>(memref, index, /*append=*/true, "tamoeAppendI32");
+}
+
+void tamoeAppendTraffic(int64_t index) {
+  tamoe_rt_context_t *ctx = context();
+  tamoe_rt_traffic_t traffic;
+  tamoe_rt_program_check(tamoe_rt_traffic(ctx, &traffic));
+  tamoe_rt_program_check(tamoe_rt_reset_traffic(ctx));
+  int64_t bytes[2] = {traffic.intra_node_bytes, traffic.inter_node_bytes};
+  write(bytes, 2, index, /*append=*/true, "tamoeAppendTraffic");
 }
 
 } // extern "C"

@@ -3,7 +3,8 @@
 // Run under mpirun (test/Runtime/*.test: 8 ranks as 2 nodes x 4 and as 4
 // nodes x 2, from TAMOE_RANKS_PER_NODE):
 //
-//   tamoe-rt-mpi-test [exchange] [dedup] [layer] [errors] [timeout]
+//   tamoe-rt-mpi-test [exchange] [dedup] [layer] [errors] [all_reduce]
+//                     [timeout]
 //
 // Every rank generates every rank's inputs from seed + rank, so each can
 // compute the whole job serially (Reference.h) and check what it got,
@@ -633,6 +634,16 @@ void layerScenario(const World &w) {
 // errors: every rank fails alike, before any row moves
 //===----------------------------------------------------------------------===//
 
+/// That a collective failed with `code` and `message`, which every rank of
+/// the group must see alike.
+void expectFailure(const World &w, tamoe_rt_status_t got,
+                   tamoe_rt_status_t code, const std::string &message) {
+  EXPECT(got == code, tamoe_rt_status_name(got), " ",
+         tamoe_rt_last_error(w.ctx));
+  EXPECT(tamoe_rt_last_error(w.ctx) == message, "message '",
+         tamoe_rt_last_error(w.ctx), "' != '", message, "'");
+}
+
 void errorsScenario(const World &w) {
   int64_t rowBytes = 16;
   // One row from every rank to every rank.
@@ -640,13 +651,6 @@ void errorsScenario(const World &w) {
       recvCounts(2 * w.ranks, -1);
   // Room for the rank that passes twice the row size.
   Bytes send(4 * w.ranks * rowBytes, 0x11), received(2 * w.ranks * rowBytes);
-  auto expectAll = [&](tamoe_rt_status_t got, tamoe_rt_status_t code,
-                       const std::string &message) {
-    EXPECT(got == code, tamoe_rt_status_name(got), " ",
-           tamoe_rt_last_error(w.ctx));
-    EXPECT(tamoe_rt_last_error(w.ctx) == message, "message '",
-           tamoe_rt_last_error(w.ctx), "' != '", message, "'");
-  };
   auto untouched = [&] {
     for (unsigned char byte : received)
       if (byte != 0x5A)
@@ -662,32 +666,36 @@ void errorsScenario(const World &w) {
   };
   int64_t last = w.ranks - 1;
 
-  expectAll(
-      flat(w.me == 3 ? 32 : rowBytes, ones.data(), 1, send.data(), w.ranks),
+  expectFailure(
+      w, flat(w.me == 3 ? 32 : rowBytes, ones.data(), 1, send.data(), w.ranks),
       TAMOE_RT_ERROR_MISMATCH,
       "tamoe_rt_all_to_all: ranks disagree on row_bytes: rank 0 has 16, "
       "rank 3 has 32");
-  expectAll(flat(rowBytes, w.me == 1 ? twos.data() : ones.data(),
-                 w.me == 1 ? 2 : 1, send.data(), w.ranks),
-            TAMOE_RT_ERROR_MISMATCH,
-            "tamoe_rt_all_to_all: ranks disagree on split: rank 0 has 1, "
-            "rank 1 has 2");
-  expectAll(flat(rowBytes, ones.data(), 1, send.data(),
-                 w.me == 5 ? w.ranks - 1 : w.ranks),
-            TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
-            str("tamoe_rt_all_to_all: rank 5: ", w.ranks,
-                " rows to receive exceed recv_capacity ", w.ranks - 1));
+  expectFailure(w,
+                flat(rowBytes, w.me == 1 ? twos.data() : ones.data(),
+                     w.me == 1 ? 2 : 1, send.data(), w.ranks),
+                TAMOE_RT_ERROR_MISMATCH,
+                "tamoe_rt_all_to_all: ranks disagree on split: rank 0 has 1, "
+                "rank 1 has 2");
+  expectFailure(w,
+                flat(rowBytes, ones.data(), 1, send.data(),
+                     w.me == 5 ? w.ranks - 1 : w.ranks),
+                TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                str("tamoe_rt_all_to_all: rank 5: ", w.ranks,
+                    " rows to receive exceed recv_capacity ", w.ranks - 1));
   EXPECT(untouched(), "rows moved despite the capacity error");
-  expectAll(flat(rowBytes, ones.data(), 1, w.me == 2 ? nullptr : send.data(),
-                 w.ranks),
-            TAMOE_RT_ERROR_INVALID_ARGUMENT,
-            "tamoe_rt_all_to_all: rank 2: send is null");
+  expectFailure(w,
+                flat(rowBytes, ones.data(), 1,
+                     w.me == 2 ? nullptr : send.data(), w.ranks),
+                TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                "tamoe_rt_all_to_all: rank 2: send is null");
   std::vector<int32_t> negative = ones;
   negative[1] = -1;
-  expectAll(flat(rowBytes, w.me == 6 ? negative.data() : ones.data(), 1,
-                 send.data(), w.ranks),
-            TAMOE_RT_ERROR_INVALID_ARGUMENT,
-            "tamoe_rt_all_to_all: rank 6: send_counts[1] = -1 is negative");
+  expectFailure(w,
+                flat(rowBytes, w.me == 6 ? negative.data() : ones.data(), 1,
+                     send.data(), w.ranks),
+                TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                "tamoe_rt_all_to_all: rank 6: send_counts[1] = -1 is negative");
   EXPECT(untouched(), "rows moved despite the invalid counts");
 
   // Within one node only: the other nodes carry on.
@@ -698,9 +706,10 @@ void errorsScenario(const World &w) {
                           odd ? 2 * rowBytes : rowBytes, ones.data(), w.perNode,
                           1, received.data(), w.perNode, recvCounts.data());
   if (w.node(w.me) == 1 && w.perNode > 1)
-    expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-              str("tamoe_rt_all_to_all: ranks disagree on row_bytes: rank ",
-                  w.perNode, " has 16, rank ", 2 * w.perNode - 1, " has 32"));
+    expectFailure(w, status, TAMOE_RT_ERROR_MISMATCH,
+                  str("tamoe_rt_all_to_all: ranks disagree on row_bytes: rank ",
+                      w.perNode, " has 16, rank ", 2 * w.perNode - 1,
+                      " has 32"));
   else
     EXPECT(status == TAMOE_RT_SUCCESS, tamoe_rt_last_error(w.ctx));
 
@@ -709,36 +718,38 @@ void errorsScenario(const World &w) {
                                rowBytes, ones.data(), w.ranks, 1,
                                received.data(), w.ranks, recvCounts.data());
   if (w.perNode != w.ranks)
-    expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-              str("tamoe_rt_all_to_all: rank ", w.node(w.me) * w.perNode,
-                  ": send_counts are for ", w.ranks,
-                  " peers but the node group has ", w.perNode, " ranks (",
-                  w.ranks, " ranks, ", w.perNode, " per node)"));
+    expectFailure(w, status, TAMOE_RT_ERROR_MISMATCH,
+                  str("tamoe_rt_all_to_all: rank ", w.node(w.me) * w.perNode,
+                      ": send_counts are for ", w.ranks,
+                      " peers but the node group has ", w.perNode, " ranks (",
+                      w.ranks, " ranks, ", w.perNode, " per node)"));
   intptr_t total = 0;
   status =
       tamoe_rt_all_to_all_counts(w.ctx, TAMOE_RT_GROUP_PEERS, ones.data(),
                                  w.nodes + 1, 1, recvCounts.data(), &total);
-  expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-            str("tamoe_rt_all_to_all_counts: rank ", w.index(w.me),
-                ": send_counts are for ", w.nodes + 1,
-                " peers but the peers group has ", w.nodes, " ranks (", w.ranks,
-                " ranks, ", w.perNode, " per node)"));
+  expectFailure(w, status, TAMOE_RT_ERROR_MISMATCH,
+                str("tamoe_rt_all_to_all_counts: rank ", w.index(w.me),
+                    ": send_counts are for ", w.nodes + 1,
+                    " peers but the peers group has ", w.nodes, " ranks (",
+                    w.ranks, " ranks, ", w.perNode, " per node)"));
 
   // The composite schedules fail alike on the whole world too.
   std::fill(received.begin(), received.end(), 0x5A);
   status = tamoe_rt_all_to_all_hierarchical(
       w.ctx, send.data(), w.ranks, rowBytes, ones.data(), 1, received.data(),
       w.me == last ? w.ranks - 2 : w.ranks, recvCounts.data());
-  expectAll(status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
-            str("tamoe_rt_all_to_all_hierarchical: rank ", last, ": ", w.ranks,
-                " rows to receive exceed recv_capacity ", w.ranks - 2));
+  expectFailure(w, status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                str("tamoe_rt_all_to_all_hierarchical: rank ", last, ": ",
+                    w.ranks, " rows to receive exceed recv_capacity ",
+                    w.ranks - 2));
   EXPECT(untouched(), "hierarchical moved rows despite the capacity error");
   status = tamoe_rt_all_to_all_hierarchical(
       w.ctx, send.data(), w.ranks, w.me == 4 ? 8 : rowBytes, ones.data(), 1,
       received.data(), w.ranks, recvCounts.data());
-  expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-            "tamoe_rt_all_to_all_hierarchical: ranks disagree on row_bytes: "
-            "rank 0 has 16, rank 4 has 8");
+  expectFailure(
+      w, status, TAMOE_RT_ERROR_MISMATCH,
+      "tamoe_rt_all_to_all_hierarchical: ranks disagree on row_bytes: "
+      "rank 0 has 16, rank 4 has 8");
 
   // Every token of every rank to expert 0 of every rank (k = ranks).
   int64_t tokens = 3, k = w.ranks, experts = w.ranks;
@@ -755,18 +766,19 @@ void errorsScenario(const World &w) {
       w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
       k, experts, dedupReceived.data(),
       w.me == 4 ? w.ranks * tokens - 1 : w.ranks * tokens, dedupCounts.data());
-  expectAll(status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
-            str("tamoe_rt_dispatch_dedup: rank 4: ", w.ranks * tokens,
-                " rows to receive exceed recv_capacity ",
-                w.ranks * tokens - 1));
+  expectFailure(w, status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                str("tamoe_rt_dispatch_dedup: rank 4: ", w.ranks * tokens,
+                    " rows to receive exceed recv_capacity ",
+                    w.ranks * tokens - 1));
   status = tamoe_rt_dispatch_dedup(
       w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
       k, w.me == 7 ? 2 * experts : experts, dedupReceived.data(),
       w.ranks * tokens, dedupCounts.data());
-  expectAll(status, TAMOE_RT_ERROR_MISMATCH,
-            str("tamoe_rt_dispatch_dedup: ranks disagree on experts: rank 0 "
-                "has ",
-                experts, ", rank 7 has ", 2 * experts));
+  expectFailure(
+      w, status, TAMOE_RT_ERROR_MISMATCH,
+      str("tamoe_rt_dispatch_dedup: ranks disagree on experts: rank 0 "
+          "has ",
+          experts, ", rank 7 has ", 2 * experts));
   status = tamoe_rt_dispatch_dedup(
       w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
       k, experts, dedupReceived.data(), w.ranks * tokens, dedupCounts.data());
@@ -781,6 +793,116 @@ void errorsScenario(const World &w) {
   EXPECT(recvCounts[0] == 1 && received[0] == 0x11, "exchange after errors");
   tester.end("errors", "mismatch, capacity, invalid arguments and negative "
                        "counts fail on every rank alike");
+}
+
+//===----------------------------------------------------------------------===//
+// all_reduce: every group's sum, the same floats on every member
+//===----------------------------------------------------------------------===//
+
+/// World ranks of the members of `group` of rank `me`, in group order.
+std::vector<int64_t> membersOf(const World &w, tamoe_rt_group_t group) {
+  std::vector<int64_t> members;
+  for (int64_t r = 0; r < w.ranks; ++r)
+    if (group == TAMOE_RT_GROUP_WORLD ||
+        (group == TAMOE_RT_GROUP_NODE && w.node(r) == w.node(w.me)) ||
+        (group == TAMOE_RT_GROUP_PEERS && w.index(r) == w.index(w.me)))
+      members.push_back(r);
+  return members;
+}
+
+void allReduceScenario(const World &w) {
+  const int64_t n = 1001;
+  const char *names[] = {"world", "node", "peers"};
+  tamoe_rt_traffic_t before = traffic(w.ctx);
+  for (tamoe_rt_group_t group :
+       {TAMOE_RT_GROUP_WORLD, TAMOE_RT_GROUP_NODE, TAMOE_RT_GROUP_PEERS}) {
+    std::vector<int64_t> members = membersOf(w, group);
+    double size = double(members.size());
+    for (int32_t average : {0, 1}) {
+      std::string what = str(names[group], average ? " average" : " sum");
+      // Multiples of 1/64: every order of the sum is exact, and so is the
+      // division by a group size that is a power of two.
+      auto exact = [&](int64_t rank) {
+        Random random(7000 + rank);
+        std::vector<float> data(n);
+        for (float &value : data)
+          value = float(random.integer(-4096, 4096)) / 64;
+        return data;
+      };
+      std::vector<float> data = exact(w.me), want(n, 0.0f);
+      for (int64_t r : members) {
+        std::vector<float> theirs = exact(r);
+        for (int64_t i = 0; i < n; ++i)
+          want[i] += theirs[i];
+      }
+      if (average)
+        for (float &value : want)
+          value /= float(size);
+      EXPECT_OK(tamoe_rt_all_reduce(w.ctx, group, data.data(), n, average),
+                w.ctx);
+      EXPECT(data == want, what, ": exact sums differ");
+
+      // Random floats: close to the sum in double, and the same floats on
+      // every member of the group (replicas stay identical).
+      std::vector<float> mine = Random(8000 + w.me).floats(n);
+      std::vector<double> sum(n, 0.0);
+      for (int64_t r : members) {
+        std::vector<float> theirs = Random(8000 + r).floats(n);
+        for (int64_t i = 0; i < n; ++i)
+          sum[i] += theirs[i];
+      }
+      EXPECT_OK(tamoe_rt_all_reduce(w.ctx, group, mine.data(), n, average),
+                w.ctx);
+      double worst = 0;
+      for (int64_t i = 0; i < n; ++i)
+        worst =
+            std::max(worst, std::fabs(mine[i] - sum[i] / (average ? size : 1)));
+      EXPECT(worst <= 1e-5, what, ": differs from the sum by ", worst);
+      std::vector<float> everyone(n * w.ranks);
+      MPI_Allgather(mine.data(), int(n), MPI_FLOAT, everyone.data(), int(n),
+                    MPI_FLOAT, MPI_COMM_WORLD);
+      for (int64_t r : members)
+        EXPECT(std::memcmp(everyone.data() + r * n, mine.data(), n * 4) == 0,
+               what, ": rank ", r, " got other floats");
+    }
+  }
+  tamoe_rt_traffic_t after = traffic(w.ctx) - before;
+  EXPECT(after.intra_node_bytes == 0 && after.inter_node_bytes == 0,
+         "all_reduce counted as traffic");
+
+  // Failures on every rank of the group alike, and the data untouched.
+  std::vector<float> data(n, 1.0f);
+  expectFailure(w,
+                tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_WORLD, data.data(),
+                                    w.me == 3 ? n - 1 : n, 0),
+                TAMOE_RT_ERROR_MISMATCH,
+                str("tamoe_rt_all_reduce: ranks disagree on n: rank 0 has ", n,
+                    ", rank 3 has ", n - 1));
+  expectFailure(w,
+                tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_WORLD,
+                                    w.me == 5 ? nullptr : data.data(), n, 1),
+                TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                "tamoe_rt_all_reduce: rank 5: data is null");
+  EXPECT(data == std::vector<float>(n, 1.0f), "data changed by a failure");
+  // Within one node only: the other nodes carry on.
+  bool odd = w.node(w.me) == 1 && w.index(w.me) == w.perNode - 1;
+  tamoe_rt_status_t status = tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_NODE,
+                                                 data.data(), n, odd ? 1 : 0);
+  if (w.node(w.me) == 1 && w.perNode > 1)
+    expectFailure(w, status, TAMOE_RT_ERROR_MISMATCH,
+                  str("tamoe_rt_all_reduce: ranks disagree on average: rank ",
+                      w.perNode, " has 0, rank ", 2 * w.perNode - 1, " has 1"));
+  else
+    EXPECT(status == TAMOE_RT_SUCCESS, tamoe_rt_last_error(w.ctx));
+  // Still usable.
+  data.assign(n, 1.0f);
+  EXPECT_OK(tamoe_rt_all_reduce(w.ctx, TAMOE_RT_GROUP_WORLD, data.data(), n, 0),
+            w.ctx);
+  EXPECT(data == std::vector<float>(n, float(w.ranks)), "sum after errors");
+  tester.end("all_reduce",
+             "world, node and peers groups, summed and averaged, the same "
+             "floats on every member; a mismatched n or average fails on "
+             "every rank of the group alike");
 }
 
 //===----------------------------------------------------------------------===//
@@ -867,7 +989,8 @@ int main(int argc, char **argv) {
 
   std::vector<std::string> scenarios(argv + 1, argv + argc);
   if (scenarios.empty())
-    scenarios = {"exchange", "dedup", "layer", "errors", "timeout"};
+    scenarios = {"exchange", "dedup",      "layer",
+                 "errors",   "all_reduce", "timeout"};
   for (const std::string &name : scenarios) {
     if (name == "exchange")
       exchangeScenario(w);
@@ -877,6 +1000,8 @@ int main(int argc, char **argv) {
       layerScenario(w);
     else if (name == "errors")
       errorsScenario(w);
+    else if (name == "all_reduce")
+      allReduceScenario(w);
     else if (name == "timeout")
       timeoutScenario(w);
     else

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Fixture.h"
 #include "Reference.h"
 #include "tamoe_rt/tamoe_rt.h"
 
@@ -23,28 +24,10 @@
 using reference::Bytes;
 using reference::Random;
 
+using runtime_test::clearEnvironment;
+using runtime_test::Runtime;
+
 namespace {
-
-void clearEnvironment() {
-  for (const char *name :
-       {"TAMOE_RANKS_PER_NODE", "TAMOE_RT_TIMEOUT", "TAMOE_RT_CUDA_LIBRARY"})
-    unsetenv(name);
-}
-
-class Runtime : public ::testing::Test {
-protected:
-  void SetUp() override {
-    clearEnvironment();
-    ASSERT_EQ(tamoe_rt_init(nullptr, &ctx), TAMOE_RT_SUCCESS)
-        << tamoe_rt_last_error(nullptr);
-  }
-  void TearDown() override {
-    EXPECT_EQ(tamoe_rt_finalize(ctx), TAMOE_RT_SUCCESS);
-  }
-  std::string error() const { return tamoe_rt_last_error(ctx); }
-
-  tamoe_rt_context_t *ctx = nullptr;
-};
 
 //===----------------------------------------------------------------------===//
 // Context
@@ -313,8 +296,8 @@ TEST(NullContext, EveryEntryPoint) {
        }},
       {"tamoe_rt_matmul",
        [] {
-         return tamoe_rt_matmul(nullptr, nullptr, nullptr, 0, 0, 0, nullptr,
-                                nullptr);
+         return tamoe_rt_matmul(nullptr, nullptr, nullptr, 0, 0, 0, 0, 0,
+                                nullptr, nullptr);
        }},
       {"tamoe_rt_map",
        [] {
@@ -330,6 +313,52 @@ TEST(NullContext, EveryEntryPoint) {
        [] {
          return tamoe_rt_dispatch_dedup(nullptr, nullptr, 0, 1, nullptr,
                                         nullptr, 1, 1, nullptr, 0, nullptr);
+       }},
+      {"tamoe_rt_gate_grad",
+       [] {
+         return tamoe_rt_gate_grad(nullptr, nullptr, nullptr, 0, 8, 2,
+                                   TAMOE_RT_SCORE_SOFTMAX, 0, nullptr, nullptr,
+                                   nullptr);
+       }},
+      {"tamoe_rt_combine_grad",
+       [] {
+         return tamoe_rt_combine_grad(nullptr, nullptr, 0, 1, nullptr, nullptr,
+                                      0, 1, nullptr, nullptr, nullptr);
+       }},
+      {"tamoe_rt_grouped_matmul_grad",
+       [] {
+         return tamoe_rt_grouped_matmul_grad(nullptr, nullptr, 0, 1, nullptr, 0,
+                                             1, nullptr, 1, nullptr, nullptr,
+                                             nullptr);
+       }},
+      {"tamoe_rt_aux_loss_grad",
+       [] {
+         return tamoe_rt_aux_loss_grad(nullptr, nullptr, nullptr, 0, 1, 1,
+                                       nullptr, nullptr, nullptr);
+       }},
+      {"tamoe_rt_dedup_pack_grad",
+       [] {
+         return tamoe_rt_dedup_pack_grad(nullptr, nullptr, 0, 1, nullptr,
+                                         nullptr, 0, 1, 1, 1, nullptr);
+       }},
+      {"tamoe_rt_dedup_expand_grad",
+       [] {
+         return tamoe_rt_dedup_expand_grad(nullptr, nullptr, 0, 1, nullptr, 0,
+                                           1, nullptr, 1, 1, 1, nullptr);
+       }},
+      {"tamoe_rt_all_reduce",
+       [] {
+         return tamoe_rt_all_reduce(nullptr, TAMOE_RT_GROUP_WORLD, nullptr, 0,
+                                    0);
+       }},
+      {"tamoe_rt_sgd",
+       [] {
+         return tamoe_rt_sgd(nullptr, nullptr, nullptr, nullptr, 0, 0.1f, 0, 0);
+       }},
+      {"tamoe_rt_adam",
+       [] {
+         return tamoe_rt_adam(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 1,
+                              0.1f, 0.9f, 0.999f, 1e-8f, 0);
        }},
   };
   for (auto &[name, call] : calls) {
@@ -824,6 +853,16 @@ TEST_F(Runtime, CombineAgainstReference) {
       "combined");
   for (int64_t h = 0; h < hidden; ++h)
     EXPECT_EQ(combined[5 * hidden + h], 0.0f);
+  // Null weights are all 1 (dispatch's gradient): the plain sums.
+  ASSERT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, hidden,
+                             layout.positions.data(), nullptr, tokens, k,
+                             combined.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  expectFloats(combined,
+               reference::combine(outputs, hidden, layout.positions,
+                                  std::vector<float>(), k),
+               "combined (null weights)");
 
   layout.positions[2 * k] = int32_t(rows);
   EXPECT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, hidden,
@@ -1250,29 +1289,42 @@ TEST_F(Runtime, MatmulAgainstReference) {
   Random random(82);
   int64_t m = 7, k = 9, n = 5;
   std::vector<float> a = random.floats(m * k), b = random.floats(k * n);
-  std::vector<float> init = random.floats(m * n);
-  // C = A B is the grouped matmul of one chunk of m rows with one expert.
-  std::vector<int32_t> oneChunk = {int32_t(m)};
-  std::vector<float> product =
-      reference::groupedMatmul(a, k, oneChunk, 1, b, n);
   std::vector<float> c(m * n, -7.0f);
-  ASSERT_EQ(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, nullptr,
+  // Each layout of the operands: a as [m, k] or, transposed, [k, m]; b as
+  // [k, n] or [n, k] (the same buffers read the other way).
+  for (bool transposeA : {false, true})
+    for (bool transposeB : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "transpose_a " << transposeA
+                                      << ", transpose_b " << transposeB);
+      std::vector<float> product =
+          reference::matmul(a, b, m, k, n, transposeA, transposeB);
+      ASSERT_EQ(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, transposeA,
+                                transposeB, nullptr, c.data()),
+                TAMOE_RT_SUCCESS)
+          << error();
+      expectFloats(c, product, "c");
+      // With an init, accumulated into it, in place too.
+      std::vector<float> init = random.floats(m * n), accumulated(m * n);
+      for (int64_t i = 0; i < m * n; ++i)
+        accumulated[i] = init[i] + product[i];
+      ASSERT_EQ(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, transposeA,
+                                transposeB, init.data(), init.data()),
+                TAMOE_RT_SUCCESS)
+          << error();
+      // The products add up onto the init, not the init onto their sum.
+      for (int64_t i = 0; i < m * n; ++i)
+        EXPECT_NEAR(init[i], accumulated[i], 1e-5)
+            << "c (in place)[" << i << "]";
+    }
+  // Any nonzero transpose flag is "transposed".
+  ASSERT_EQ(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, 7, 0, nullptr,
                             c.data()),
-            TAMOE_RT_SUCCESS)
-      << error();
-  expectFloats(c, product, "c");
-  // With an init, accumulated into it, in place too.
-  std::vector<float> accumulated(m * n);
-  for (int64_t i = 0; i < m * n; ++i)
-    accumulated[i] = init[i] + product[i];
-  ASSERT_EQ(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, init.data(),
-                            init.data()),
-            TAMOE_RT_SUCCESS)
-      << error();
-  expectFloats(init, accumulated, "c (in place)");
+            TAMOE_RT_SUCCESS);
+  expectFloats(c, reference::matmul(a, b, m, k, n, true, false), "c (7)");
   // k = 0: c is the init, or zero.
-  ASSERT_EQ(tamoe_rt_matmul(ctx, nullptr, nullptr, m, 0, n, nullptr, c.data()),
-            TAMOE_RT_SUCCESS)
+  ASSERT_EQ(
+      tamoe_rt_matmul(ctx, nullptr, nullptr, m, 0, n, 0, 0, nullptr, c.data()),
+      TAMOE_RT_SUCCESS)
       << error();
   expectFloats(c, std::vector<float>(m * n, 0.0f), "c (k = 0)");
 
@@ -1280,13 +1332,16 @@ TEST_F(Runtime, MatmulAgainstReference) {
     EXPECT_EQ(status, TAMOE_RT_ERROR_INVALID_ARGUMENT) << message;
     EXPECT_EQ(error(), "tamoe_rt_matmul: " + message);
   };
-  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), -1, k, n, nullptr, c.data()),
+  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), -1, k, n, 0, 0, nullptr,
+                         c.data()),
          "m must be >= 0, got -1");
-  expect(tamoe_rt_matmul(ctx, a.data(), nullptr, m, k, n, nullptr, c.data()),
-         "b is null");
-  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, nullptr, a.data()),
+  expect(
+      tamoe_rt_matmul(ctx, a.data(), nullptr, m, k, n, 0, 1, nullptr, c.data()),
+      "b is null");
+  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, 1, 0, nullptr,
+                         a.data()),
          "a and c overlap");
-  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), INTPTR_MAX / 2, 4, n,
+  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), INTPTR_MAX / 2, 4, n, 0, 0,
                          nullptr, c.data()),
          "m = " + std::to_string(INTPTR_MAX / 2) +
              ", k = 4, n = 5: the matrices' bytes overflow");
@@ -1300,8 +1355,8 @@ TEST(Profile, TableAtFinalize) {
   unsetenv("TAMOE_RT_PROFILE");
   std::vector<float> a(6, 1.0f), b(6, 2.0f), c(4);
   for (int i = 0; i < 3; ++i)
-    ASSERT_EQ(tamoe_rt_matmul(context, a.data(), b.data(), 2, 3, 2, nullptr,
-                              c.data()),
+    ASSERT_EQ(tamoe_rt_matmul(context, a.data(), b.data(), 2, 3, 2, 0, 0,
+                              nullptr, c.data()),
               TAMOE_RT_SUCCESS);
   ASSERT_EQ(tamoe_rt_map(context, TAMOE_RT_MAP_RELU, a.data(), nullptr, 6,
                          a.data()),
@@ -1323,24 +1378,41 @@ TEST_F(Runtime, MapAgainstReference) {
   std::vector<float> b = {0.5f, 4.0f, -1.0f, 2.0f, -3.0f, 1.0f};
   int64_t n = int64_t(a.size());
   std::vector<float> out(n);
+  // The unary ops get no b.
   auto run = [&](tamoe_rt_map_t op) {
-    EXPECT_EQ(tamoe_rt_map(ctx, op, a.data(),
-                           op == TAMOE_RT_MAP_RELU ? nullptr : b.data(), n,
+    bool unary = op == TAMOE_RT_MAP_RELU || op == TAMOE_RT_MAP_NEG;
+    EXPECT_EQ(tamoe_rt_map(ctx, op, a.data(), unary ? nullptr : b.data(), n,
                            out.data()),
               TAMOE_RT_SUCCESS)
         << error();
     return out;
   };
   std::vector<float> add = run(TAMOE_RT_MAP_ADD), sub = run(TAMOE_RT_MAP_SUB),
-                     mul = run(TAMOE_RT_MAP_MUL), relu = run(TAMOE_RT_MAP_RELU);
+                     mul = run(TAMOE_RT_MAP_MUL), relu = run(TAMOE_RT_MAP_RELU),
+                     neg = run(TAMOE_RT_MAP_NEG),
+                     reluGrad = run(TAMOE_RT_MAP_RELU_GRAD);
   for (int64_t i = 0; i + 1 < n; ++i) {
     EXPECT_EQ(add[i], a[i] + b[i]) << i;
     EXPECT_EQ(sub[i], a[i] - b[i]) << i;
     EXPECT_EQ(mul[i], a[i] * b[i]) << i;
     EXPECT_EQ(relu[i], a[i] > 0 ? a[i] : 0.0f) << i;
+    EXPECT_EQ(neg[i], -a[i]) << i;
+    EXPECT_EQ(reluGrad[i], a[i] > 0 ? b[i] : 0.0f) << i;
   }
   EXPECT_FALSE(std::signbit(relu[3])) << "relu(-0) is +0";
   EXPECT_TRUE(std::isnan(relu[n - 1])) << "relu(NaN) is NaN";
+  EXPECT_TRUE(std::signbit(neg[2]) && !std::signbit(neg[3])) << "-(+-0)";
+  EXPECT_TRUE(std::isnan(neg[n - 1])) << "-NaN is NaN";
+  // relu's gradient: none through an input of 0 or NaN; a NaN gradient
+  // where the input is positive passes.
+  EXPECT_EQ(reluGrad[2], 0.0f);
+  EXPECT_EQ(reluGrad[n - 1], 0.0f) << "a NaN input passes no gradient";
+  std::vector<float> nanGrad = {NAN, NAN};
+  ASSERT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_RELU_GRAD, a.data(), nanGrad.data(),
+                         2, out.data()),
+            TAMOE_RT_SUCCESS);
+  EXPECT_TRUE(std::isnan(out[0]));
+  EXPECT_EQ(out[1], 0.0f);
   // In place.
   ASSERT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_ADD, a.data(), b.data(), n,
                          a.data()),
@@ -1355,6 +1427,14 @@ TEST_F(Runtime, MapAgainstReference) {
                          out.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_map: b is null");
+  EXPECT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_RELU_GRAD, a.data(), nullptr, n,
+                         out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_map: b is null");
+  EXPECT_EQ(
+      tamoe_rt_map(ctx, tamoe_rt_map_t(6), a.data(), b.data(), n, out.data()),
+      TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_map: op 6 is not a tamoe_rt_map_t");
   EXPECT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_RELU, a.data(), nullptr, -3,
                          out.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);

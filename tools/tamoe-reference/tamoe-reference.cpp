@@ -21,6 +21,11 @@
 // out2 the rows received per source and local expert in the last layer,
 // out3 the dropped assignments of the last layer.
 //
+// With --backward (examples/moe_layer_grad.mlir, one layer), also the
+// gradients for the result's gradient (seed 4000 + r) and the loss's (1):
+// out4 of the tokens, out5 of the router (this rank's part), out6 and out7
+// of this rank's expert weights (every rank's rows included).
+//
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Planner/Policies.h"
@@ -69,6 +74,9 @@ static cl::opt<std::string> topologyFile(
 static cl::opt<std::string> policyName("policy", cl::init("tamoe"),
                                        cl::desc("Policy of the plan"),
                                        cl::cat(category));
+static cl::opt<bool> backward("backward",
+                              cl::desc("Check the gradients too (out4..out7)"),
+                              cl::cat(category));
 static cl::opt<double> tolerance("tolerance", cl::init(1e-4),
                                  cl::desc("Largest accepted |difference|, "
                                           "relative to the largest |value|"),
@@ -89,10 +97,82 @@ struct LayerResult {
   std::vector<float> losses;        // [rank]
   std::vector<int64_t> dropped;     // [rank]
   std::vector<int64_t> assignments; // [source][expert] kept rows
+  /// With --backward, per rank: the gradients of the tokens (S x H), of
+  /// the router (H x E) and of the rank's experts (n x H x F, n x F x H).
+  std::vector<std::vector<double>> dTokens, dRouter, dW1, dW2;
 };
 
 /// Loss weights w[r][e] of the plan (1 without a topology).
 std::vector<std::vector<double>> lossWeights;
+
+/// The gradients through one kept assignment (token t of rank r to expert
+/// e, its j-th choice, with combine weight `weight`): into the expert's
+/// weights, the token (through the expert) and the combine weight.
+void expertBackward(LayerResult &result, int r, int t, int e, int j,
+                    double weight, const Matrix &x, const Matrix &dOut,
+                    const std::vector<double> &inner,
+                    const std::vector<double> &expertOut, const float *first,
+                    const float *second, std::vector<double> &dWeights) {
+  int H = hidden, F = ffn, perRank = experts / ranks;
+  int owner = e / perRank, local = e % perRank;
+  double *dFirst = &result.dW1[owner][size_t(local) * H * F];
+  double *dSecond = &result.dW2[owner][size_t(local) * F * H];
+  // out[t] += weight * relu(x W1) W2.
+  std::vector<double> dInner(F, 0.0);
+  for (int h = 0; h < H; ++h) {
+    double dy = weight * dOut[t * H + h];
+    dWeights[j] += dOut[t * H + h] * expertOut[h];
+    for (int f = 0; f < F; ++f) {
+      dSecond[f * H + h] += inner[f] * dy;
+      dInner[f] += second[f * H + h] * dy;
+    }
+  }
+  for (int f = 0; f < F; ++f) {
+    if (inner[f] <= 0)
+      continue; // relu
+    for (int h = 0; h < H; ++h) {
+      dFirst[h * F + f] += double(x[t * H + h]) * dInner[f];
+      result.dTokens[r][t * H + h] += first[h * F + f] * dInner[f];
+    }
+  }
+}
+
+/// The gradients through the gate of rank r: the combine weights'
+/// (renormalised top-k scores) and the loss's (gradient 1, the counts held
+/// constant) reach the logits through the softmax, then the tokens and the
+/// router.
+void routerBackward(LayerResult &result, int r, const Matrix &x,
+                    const Matrix &router,
+                    const std::vector<std::vector<double>> &scores,
+                    const std::vector<std::vector<int>> &chosenIds,
+                    const std::vector<std::vector<double>> &dWeights,
+                    const std::vector<double> &counts) {
+  int S = tokens, H = hidden, E = experts, k = topK;
+  for (int t = 0; t < S; ++t) {
+    const std::vector<double> &p = scores[t];
+    std::vector<double> dScores(E);
+    for (int e = 0; e < E; ++e)
+      dScores[e] = E * lossWeights[r][e] * counts[e] / (double(k) * S * S);
+    // w_j = p_j / Z over the chosen: dp_m += (dw_m - sum_j dw_j w_j) / Z.
+    double z = 0, weighted = 0;
+    for (int j = 0; j < k; ++j)
+      z += p[chosenIds[t][j]];
+    for (int j = 0; j < k; ++j)
+      weighted += dWeights[t][j] * p[chosenIds[t][j]] / z;
+    for (int j = 0; j < k; ++j)
+      dScores[chosenIds[t][j]] += (dWeights[t][j] - weighted) / z;
+    double dot = 0;
+    for (int e = 0; e < E; ++e)
+      dot += p[e] * dScores[e];
+    for (int e = 0; e < E; ++e) {
+      double dLogit = p[e] * (dScores[e] - dot);
+      for (int h = 0; h < H; ++h) {
+        result.dRouter[r][h * E + e] += double(x[t * H + h]) * dLogit;
+        result.dTokens[r][t * H + h] += router[h * E + e] * dLogit;
+      }
+    }
+  }
+}
 
 LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
   int S = tokens, H = hidden, F = ffn, E = experts, k = topK;
@@ -109,10 +189,22 @@ LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
   result.losses.assign(ranks, 0.0f);
   result.dropped.assign(ranks, 0);
   result.assignments.assign(size_t(ranks) * E, 0);
+  if (backward) {
+    result.dTokens.assign(ranks, std::vector<double>(size_t(S) * H, 0.0));
+    result.dRouter.assign(ranks, std::vector<double>(size_t(H) * E, 0.0));
+    result.dW1.assign(ranks, std::vector<double>(size_t(perRank) * H * F, 0.0));
+    result.dW2.assign(ranks, std::vector<double>(size_t(perRank) * F * H, 0.0));
+  }
   for (int r = 0; r < ranks; ++r) {
     const Matrix &x = inputs[r];
     std::vector<int> kept(E, 0);
     std::vector<double> probSums(E, 0.0), counts(E, 0.0);
+    // The output's gradient (as the example draws it) and, per token, the
+    // softmax scores and the weights' gradients for the router's backward.
+    Matrix dOut = backward ? random(size_t(S) * H, 4000 + r) : Matrix();
+    std::vector<std::vector<double>> scores(S);
+    std::vector<std::vector<int>> chosenIds(S);
+    std::vector<std::vector<double>> dWeights(S);
     for (int t = 0; t < S; ++t) {
       std::vector<double> probs(E);
       for (int e = 0; e < E; ++e) {
@@ -134,6 +226,9 @@ LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
       double chosen = 0;
       for (int j = 0; j < k; ++j)
         chosen += probs[order[j]];
+      scores[t] = probs;
+      chosenIds[t].assign(order.begin(), order.begin() + k);
+      dWeights[t].assign(k, 0.0);
       for (int j = 0; j < k; ++j) {
         int e = order[j];
         // Tokens come in order, so the first `capacity` of an expert stay.
@@ -153,12 +248,17 @@ LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
           inner[f] = std::max(inner[f], 0.0);
         }
         double weight = probs[e] / chosen;
+        std::vector<double> expertOut(H, 0.0);
         for (int h = 0; h < H; ++h) {
           double sum = 0;
           for (int f = 0; f < F; ++f)
             sum += inner[f] * second[f * H + h];
+          expertOut[h] = sum;
           result.outputs[r][t * H + h] += float(weight * sum);
         }
+        if (backward)
+          expertBackward(result, r, t, e, j, weight, x, dOut, inner, expertOut,
+                         first, second, dWeights[t]);
       }
     }
     // f_e counts the dispatched assignments, out of k S.
@@ -167,6 +267,8 @@ LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
       loss += lossWeights[r][e] * (counts[e] / (double(k) * S)) *
               (probSums[e] / S);
     result.losses[r] = float(E * loss);
+    if (backward)
+      routerBackward(result, r, x, router, scores, chosenIds, dWeights, counts);
   }
   return result;
 }
@@ -221,12 +323,58 @@ void printPattern(const std::vector<std::vector<int32_t>> &received) {
                    (long long)(total - intra));
 }
 
+/// Compares out4..out7 of every rank with the reference's gradients, one
+/// line per gradient, each within `tolerance` of its largest |value|.
+Expected<bool> checkGradients(const LayerResult &reference) {
+  int S = tokens, H = hidden, F = ffn, E = experts, perRank = E / ranks;
+  struct Gradient {
+    const char *name;
+    int index;
+    size_t size;
+    const std::vector<std::vector<double>> &values;
+  } gradients[] = {
+      {"tokens", 4, size_t(S) * H, reference.dTokens},
+      {"router", 5, size_t(H) * E, reference.dRouter},
+      {"first expert weights", 6, size_t(perRank) * H * F, reference.dW1},
+      {"second expert weights", 7, size_t(perRank) * F * H, reference.dW2}};
+  bool ok = true;
+  for (const Gradient &gradient : gradients) {
+    double worst = 0, largest = 0;
+    for (int r = 0; r < ranks; ++r) {
+      Expected<std::vector<float>> values =
+          readOutput<float>(gradient.index, r, gradient.size);
+      if (!values)
+        return values.takeError();
+      for (size_t i = 0; i < gradient.size; ++i) {
+        double diff = std::fabs(double((*values)[i]) - gradient.values[r][i]);
+        // A NaN difference counts as the worst.
+        if (!(diff <= worst))
+          worst = std::isnan(diff) ? INFINITY : diff;
+        largest = std::max(largest, std::fabs(gradient.values[r][i]));
+      }
+    }
+    double bound = tolerance * std::max(largest, 1.0);
+    outs() << format("check: gradient of the %s vs the serial reference: %s "
+                     "(max |diff| %.3g, bound %.3g)\n",
+                     gradient.name, worst <= bound ? "PASS" : "FAIL", worst,
+                     bound);
+    ok &= worst <= bound;
+  }
+  return ok;
+}
+
 int check() {
   if (ranks < 1 || experts % ranks != 0 || topK < 1 || topK > experts ||
       layers < 1 || ranksPerNode < 1 || ranks % ranksPerNode != 0) {
     errs() << "tamoe-reference: need ranks >= 1 dividing experts and "
               "ranks-per-node dividing ranks, 1 <= top-k <= experts, "
               "layers >= 1\n";
+    return 2;
+  }
+  if (backward && layers != 1) {
+    errs() << "tamoe-reference: --backward checks one layer "
+              "(examples/moe_layer_grad.mlir), not "
+           << layers << "\n";
     return 2;
   }
   int S = tokens, H = hidden, E = experts;
@@ -325,6 +473,14 @@ int check() {
   outs() << "check: dropped assignments " << dropped << " (reference "
          << droppedReference << "): " << verdict(droppedMatch) << "\n";
   ok = worst <= bound && worstLoss <= tolerance && countsMatch && droppedMatch;
+  if (backward) {
+    Expected<bool> gradients = checkGradients(last);
+    if (!gradients) {
+      errs() << "tamoe-reference: " << toString(gradients.takeError()) << "\n";
+      return 1;
+    }
+    ok &= *gradients;
+  }
   printPattern(received);
   return ok ? 0 : 1;
 }

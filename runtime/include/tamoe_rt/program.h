@@ -65,7 +65,9 @@ typedef struct tamoe_rt_unranked_memref_t {
  * - tamoeRandomF32 fills the memref as tamoe_rt_program_random_f32 does;
  * - tamoeOutput{F32,I32,I64} write its elements, raw, to
  *   $TAMOE_RT_OUTPUT_DIR/out<index>.rank<R>.bin (nothing when the variable
- *   is not set). */
+ *   is not set);
+ * - tamoeAppend{F32,I32} append them to that file instead (the process's
+ *   first append replaces it): one record per training step. */
 void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
                                  int64_t seed);
 void _mlir_ciface_tamoeOutputF32(tamoe_rt_unranked_memref_t *memref,
@@ -74,6 +76,16 @@ void _mlir_ciface_tamoeOutputI32(tamoe_rt_unranked_memref_t *memref,
                                  int64_t index);
 void _mlir_ciface_tamoeOutputI64(tamoe_rt_unranked_memref_t *memref,
                                  int64_t index);
+void _mlir_ciface_tamoeAppendF32(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t index);
+void _mlir_ciface_tamoeAppendI32(tamoe_rt_unranked_memref_t *memref,
+                                 int64_t index);
+
+/* Appends the bytes this rank sent within and across nodes since the last
+ * call (or the start), two int64, to out<index>.rank<R>.bin as
+ * tamoeAppend* do, and resets the counters (tamoe_rt_traffic). Declare it
+ * in MLIR as `func.func private @tamoeAppendTraffic(i64)`. */
+void tamoeAppendTraffic(int64_t index);
 
 #ifdef __cplusplus
 }

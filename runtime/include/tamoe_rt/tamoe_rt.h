@@ -171,7 +171,8 @@ tamoe_rt_status_t tamoe_rt_dispatch(
 
 /* tamoe.combine: combined[t] = sum_j weights[t, j] *
  * expert_outputs[positions[t, j]] over positions >= 0 (f32 rows of
- * `hidden`). `rows` bounds the positions. */
+ * `hidden`), in the order of j. `rows` bounds the positions. Null `weights`
+ * are all 1: the unweighted sum is the gradient of tamoe_rt_dispatch. */
 tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
                                    const float *expert_outputs, intptr_t rows,
                                    intptr_t hidden, const int32_t *positions,
@@ -214,17 +215,26 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul(
  * (tamoe-to-llvm{device-resident}) leaves no loop on the host: f32,
  * row-major, contiguous. */
 
-/* c [m, n] = a [m, k] x b [k, n], plus c_init [m, n] when it is not null
- * (linalg.matmul accumulates into its init). c may be c_init. */
+/* c [m, n] = op(a) x op(b), plus c_init [m, n] when it is not null
+ * (linalg.matmul accumulates into its init). op(a) [m, k] is a as stored
+ * ([m, k]) or, with transpose_a, the transpose of a stored as [k, m]; op(b)
+ * [k, n] likewise ([k, n], or [n, k] with transpose_b). The gradients of a
+ * matmul are matmuls with one transposed operand. c may be c_init. */
 tamoe_rt_status_t tamoe_rt_matmul(tamoe_rt_context_t *context, const float *a,
                                   const float *b, intptr_t m, intptr_t k,
-                                  intptr_t n, const float *c_init, float *c);
+                                  intptr_t n, int32_t transpose_a,
+                                  int32_t transpose_b, const float *c_init,
+                                  float *c);
 
 typedef enum tamoe_rt_map_t {
   TAMOE_RT_MAP_ADD = 0,  /* a + b */
   TAMOE_RT_MAP_SUB = 1,  /* a - b */
   TAMOE_RT_MAP_MUL = 2,  /* a * b */
   TAMOE_RT_MAP_RELU = 3, /* max(a, 0) (NaN stays NaN); b unused */
+  TAMOE_RT_MAP_NEG = 4,  /* -a; b unused */
+  /* relu's gradient: b where a > 0, else 0 (a = relu's input, b = the
+   * gradient of its output; NaN in a gives 0) */
+  TAMOE_RT_MAP_RELU_GRAD = 5,
 } tamoe_rt_map_t;
 
 /* out[i] = op(a[i], b[i]) for i < n. out may be a or b. */
@@ -306,6 +316,148 @@ tamoe_rt_status_t tamoe_rt_dispatch_dedup(
     intptr_t row_bytes, const int32_t *expert_ids, const int32_t *positions,
     intptr_t k, intptr_t experts, void *received, intptr_t recv_capacity,
     int32_t *recv_counts);
+
+/*===------------------------------------------------------------------===*
+ * Gradients (vector-Jacobian products) of the layer's ops
+ *===------------------------------------------------------------------===*/
+
+/* What tamoe-differentiate emits for a layer's backward (docs/autodiff.md).
+ * Each function takes the forward op's inputs or results that its gradient
+ * needs and the gradients of the op's results, and writes the gradients of
+ * its float operands. Gradients are f32 and accumulate in f32. The gradient
+ * of tamoe_rt_dispatch is tamoe_rt_combine with null weights; that of an
+ * all-to-all is the reverse all-to-all (the counts that were received sent
+ * back); that of a regroup is the reverse regroup: those reuse the forward
+ * entry points. Like every output, rows past the valid rows of a row
+ * capacity are zero where a gradient below says so and unspecified
+ * otherwise; nothing reads them. Where an output "may be null (not
+ * computed)", a null pointer for an empty buffer is an empty output, not a
+ * missing one (tamoe_rt_alloc returns null for 0 bytes). Sums whose order
+ * is given ("in order") keep it on every backend (within one GEMM of the
+ * cuda backend, cuBLAS's fixed order) and use no atomics: a result does not
+ * vary from run to run, though the backends may round differently. */
+
+/* tamoe.gate_grad: d_logits [tokens, experts] from the gate's results
+ * probs [tokens, experts] and expert_ids [tokens, k] and the gradients of
+ * its weights (d_weights [tokens, k]) and probs (d_probs [tokens, experts]);
+ * either gradient may be null (zero), not both; expert_ids may be null
+ * without d_weights. Top-k selection and group limits are piecewise
+ * constant: a weight's gradient reaches its chosen score only, through the
+ * renormalisation when `renormalize` is set, then through the softmax (over
+ * all experts) or the sigmoid (elementwise). */
+tamoe_rt_status_t tamoe_rt_gate_grad(tamoe_rt_context_t *context,
+                                     const float *probs,
+                                     const int32_t *expert_ids,
+                                     intptr_t tokens, intptr_t experts,
+                                     intptr_t k, tamoe_rt_score_t score,
+                                     int32_t renormalize,
+                                     const float *d_weights,
+                                     const float *d_probs, float *d_logits);
+
+/* tamoe.combine_grad, for tamoe_rt_combine(expert_outputs, positions,
+ * weights) and its result's gradient d_combined [tokens, hidden]:
+ * - d_expert_outputs [rows, hidden]: row positions[t, j] >= 0 gets
+ *   weights[t, j] * d_combined[t] (d_combined[t] when weights is null),
+ *   summed over the assignments that name it; rows no assignment names are
+ *   zero;
+ * - d_weights [tokens, k] (null: not computed; needs weights): the dot
+ *   product of d_combined[t] and expert_outputs[positions[t, j]], 0 for a
+ *   dropped assignment. expert_outputs may be null when d_weights is.
+ * Either output may be null (not computed), not both. Rows add up their
+ * assignments' terms in assignment order (t, then j). */
+tamoe_rt_status_t tamoe_rt_combine_grad(
+    tamoe_rt_context_t *context, const float *expert_outputs, intptr_t rows,
+    intptr_t hidden, const int32_t *positions, const float *weights,
+    intptr_t tokens, intptr_t k, const float *d_combined,
+    float *d_expert_outputs, float *d_weights);
+
+/* tamoe.grouped_matmul_grad, for tamoe_rt_grouped_matmul(rows, counts,
+ * weights) and its result's gradient d_result [rows_capacity,
+ * out_features] (same sizes as the forward call):
+ * - d_rows [rows_capacity, hidden]: chunk c of d_result times the
+ *   transpose of weights[c % experts]; rows past the counts' sum are zero;
+ * - d_weights [experts, hidden, out_features]: for each local expert l, the
+ *   sum over its chunks c (c % experts == l, in order) of the transpose of
+ *   chunk c of rows times chunk c of d_result; zero for an expert without
+ *   rows.
+ * Either output may be null (not computed), not both; rows may be null
+ * without d_weights, weights without d_rows. */
+tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
+    tamoe_rt_context_t *context, const float *rows, intptr_t rows_capacity,
+    intptr_t hidden, const int32_t *counts, intptr_t num_counts,
+    intptr_t experts, const float *weights, intptr_t out_features,
+    const float *d_result, float *d_rows, float *d_weights);
+
+/* tamoe.aux_loss_grad: d_probs [tokens, experts] = d_loss * the gradient of
+ * tamoe_rt_aux_loss (same expert_ids, positions and expert_weights) with
+ * respect to probs, the dispatch fractions held constant: every token's row
+ * is E / (k S^2) * count_e * w_e (w_e = 1 for the switch loss, null
+ * expert_weights), with count_e the assignments the loss counts. d_loss is
+ * one float in the backend's memory. */
+tamoe_rt_status_t tamoe_rt_aux_loss_grad(tamoe_rt_context_t *context,
+                                         const int32_t *expert_ids,
+                                         const int32_t *positions,
+                                         intptr_t tokens, intptr_t experts,
+                                         intptr_t k,
+                                         const float *expert_weights,
+                                         const float *d_loss, float *d_probs);
+
+/* tamoe.dedup_pack_grad, the transpose of tamoe_rt_dedup_pack on f32 rows
+ * of `hidden`: d_tokens [num_tokens, hidden] row t is the sum of the rows
+ * of d_unique [unique_capacity, hidden] that the pack made of token t (in
+ * node order; zero for a token it did not send). expert_ids, positions, k,
+ * experts_per_node and nodes are the forward call's. */
+tamoe_rt_status_t tamoe_rt_dedup_pack_grad(
+    tamoe_rt_context_t *context, const float *d_unique,
+    intptr_t unique_capacity, intptr_t hidden, const int32_t *expert_ids,
+    const int32_t *positions, intptr_t num_tokens, intptr_t k,
+    intptr_t experts_per_node, intptr_t nodes, float *d_tokens);
+
+/* tamoe.dedup_expand_grad, the reduction at the relay (the transpose of
+ * tamoe_rt_dedup_expand on f32 rows of `hidden`): d_unique
+ * [unique_capacity, hidden] row i is the sum of the rows of d_expanded
+ * [expanded_capacity, hidden] that the expansion made of unique row i (in
+ * its route's order); rows past the recv_counts' sum are zero. routes,
+ * recv_counts, nodes, ranks_per_node and experts_per_rank are the forward
+ * call's. */
+tamoe_rt_status_t tamoe_rt_dedup_expand_grad(
+    tamoe_rt_context_t *context, const float *d_expanded,
+    intptr_t expanded_capacity, intptr_t hidden, const int32_t *routes,
+    intptr_t unique_capacity, intptr_t k, const int32_t *recv_counts,
+    intptr_t nodes, intptr_t ranks_per_node, intptr_t experts_per_rank,
+    float *d_unique);
+
+/*===------------------------------------------------------------------===*
+ * Training: gradient reduction and optimizer steps
+ *===------------------------------------------------------------------===*/
+
+/* tamoe.all_reduce: data [n] f32 (backend memory) replaced in place by its
+ * sum over the ranks of `group`, divided by the group's size when
+ * `average` is set: how replicated (data-parallel) parameters' gradients
+ * are combined. Fails on every rank alike (n must agree). Not counted in
+ * tamoe_rt_traffic, which counts the exchanges' rows. */
+tamoe_rt_status_t tamoe_rt_all_reduce(tamoe_rt_context_t *context,
+                                      tamoe_rt_group_t group, float *data,
+                                      intptr_t n, int32_t average);
+
+/* tamoe.sgd, in place on n f32 parameters (PyTorch's SGD): g = grads +
+ * weight_decay * params; velocity = momentum * velocity + g (velocity may
+ * be null when momentum is 0: then it is g); params -= lr * velocity. */
+tamoe_rt_status_t tamoe_rt_sgd(tamoe_rt_context_t *context, float *params,
+                               const float *grads, float *velocity,
+                               intptr_t n, float lr, float momentum,
+                               float weight_decay);
+
+/* tamoe.adam, in place on n f32 parameters (Adam with bias correction,
+ * decoupled weight decay as AdamW): step >= 1 counts the updates, this one
+ * included; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
+ * params -= lr * (weight_decay * params + (m / (1 - beta1^step)) /
+ * (sqrt(v / (1 - beta2^step)) + eps)). */
+tamoe_rt_status_t tamoe_rt_adam(tamoe_rt_context_t *context, float *params,
+                                const float *grads, float *m, float *v,
+                                intptr_t n, int64_t step, float lr,
+                                float beta1, float beta2, float eps,
+                                float weight_decay);
 
 #ifdef __cplusplus
 }

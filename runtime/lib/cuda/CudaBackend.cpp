@@ -71,6 +71,17 @@ const char *groupName(tamoe_rt_group_t group) {
   return "?";
 }
 
+/// Fails once the group's communicator was aborted.
+Status usable(const Communicator &c, tamoe_rt_group_t group) {
+  if (c.broken.empty())
+    return Status::success();
+  return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                       std::string("the ") + groupName(group) +
+                           " communicator is unusable after an earlier "
+                           "failure: " +
+                           c.broken);
+}
+
 /// The node-local index of this process as its launcher reports it, or -1.
 /// Device selection prefers it to rank % ranks_per_node: when the job's
 /// logical nodes are smaller than the machine (ranks_per_node set to model
@@ -774,12 +785,8 @@ Status CudaBackend::allToAll(tamoe_rt_group_t group, const void *send,
       local =
           invalid("send_counts sum to " + std::to_string(sendTotal) +
                   " rows but send_capacity is " + std::to_string(sendCapacity));
-    if (local.ok() && !c.broken.empty())
-      local = Status::error(TAMOE_RT_ERROR_COMMUNICATION,
-                            std::string("the ") + groupName(group) +
-                                " communicator is unusable after an earlier "
-                                "failure: " +
-                                c.broken);
+    if (local.ok())
+      local = usable(c, group);
 
     // Agree before NCCL moves anything.
     Status status = launcher_->agree(group, local);
@@ -860,6 +867,58 @@ Status CudaBackend::allToAll(tamoe_rt_group_t group, const void *send,
   } catch (const std::bad_alloc &) {
     return Status::error(TAMOE_RT_ERROR_OUT_OF_MEMORY, "out of host memory");
   }
+}
+
+//===----------------------------------------------------------------------===//
+// all_reduce
+//===----------------------------------------------------------------------===//
+
+Status CudaBackend::allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
+                              bool average) {
+  if (group != TAMOE_RT_GROUP_WORLD && group != TAMOE_RT_GROUP_NODE &&
+      group != TAMOE_RT_GROUP_PEERS)
+    return invalid("group = " + std::to_string(group) +
+                   " is not a tamoe_rt_group_t");
+  Communicator &c = comms_[group];
+  DeviceScope scope(device_);
+  Status local = scope.status();
+  if (local.ok() && n < 0)
+    local = invalid("negative size");
+  if (local.ok())
+    local = checkPointer(data, int64_t(n) * 4, "data");
+  if (local.ok())
+    local = usable(c, group);
+  // Agree before NCCL starts, so that no rank waits for one that failed.
+  Status status = launcher_->agree(group, local);
+  if (!status.ok())
+    return status;
+
+  double deadline = now() + launcher_->timeoutSeconds();
+  std::string what =
+      std::string("the all-reduce over the ") + groupName(group) + " group";
+  if (c.size > 1 && n > 0) {
+    if (!c.comm) {
+      local = Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                            what + ": no communicator");
+    } else {
+      // In place; NCCL's sum is the same on every rank.
+      ncclResult_t result = ncclAllReduce(data, data, static_cast<size_t>(n),
+                                          ncclFloat, ncclSum, c.comm, stream_);
+      if (result == ncclInProgress)
+        local = waitCommunicator(c, deadline, what.c_str());
+      else if (result != ncclSuccess) {
+        std::string message = what + ": " + ncclMessage(result, c.comm);
+        abortCommunicator(c, message);
+        local = Status::error(TAMOE_RT_ERROR_COMMUNICATION, message);
+      }
+    }
+  }
+  if (local.ok() && average && n > 0)
+    local = divide(data, n, static_cast<float>(c.size));
+  if (local.ok())
+    local = waitStream(c, deadline, what.c_str());
+  // One outcome for the group.
+  return launcher_->agree(group, local);
 }
 
 } // namespace cuda

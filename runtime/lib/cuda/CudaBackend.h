@@ -108,7 +108,8 @@ public:
                      void *expanded, intptr_t expandedCapacity,
                      int32_t *expandedCounts) override;
   Status matmul(const float *a, const float *b, intptr_t m, intptr_t k,
-                intptr_t n, const float *cInit, float *c) override;
+                intptr_t n, bool transposeA, bool transposeB,
+                const float *cInit, float *c) override;
   Status map(tamoe_rt_map_t op, const float *a, const float *b, intptr_t n,
              float *out) override;
   Status groupedMatmul(const float *rows, intptr_t rowsCapacity,
@@ -121,6 +122,46 @@ public:
                   const int32_t *sendCounts, intptr_t split, void *received,
                   intptr_t recvCapacity, int32_t *recvCounts,
                   Traffic &traffic) override;
+
+  // GradientKernels.cu.
+  Status gateGrad(const float *probs, const int32_t *expertIds, intptr_t tokens,
+                  intptr_t experts, intptr_t k, tamoe_rt_score_t score,
+                  bool renormalize, const float *dWeights, const float *dProbs,
+                  float *dLogits) override;
+  Status combineGrad(const float *expertOutputs, intptr_t rows, intptr_t hidden,
+                     const int32_t *positions, const float *weights,
+                     intptr_t tokens, intptr_t k, const float *dCombined,
+                     float *dExpertOutputs, float *dWeights) override;
+  Status groupedMatmulGrad(const float *rows, intptr_t rowsCapacity,
+                           intptr_t hidden, const int32_t *counts,
+                           intptr_t numCounts, intptr_t experts,
+                           const float *weights, intptr_t outFeatures,
+                           const float *dResult, float *dRows,
+                           float *dWeights) override;
+  Status auxLossGrad(const int32_t *expertIds, const int32_t *positions,
+                     intptr_t tokens, intptr_t experts, intptr_t k,
+                     const float *expertWeights, const float *dLoss,
+                     float *dProbs) override;
+  Status dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
+                       intptr_t hidden, const int32_t *expertIds,
+                       const int32_t *positions, intptr_t numTokens, intptr_t k,
+                       intptr_t expertsPerNode, intptr_t nodes,
+                       float *dTokens) override;
+  Status dedupExpandGrad(const float *dExpanded, intptr_t expandedCapacity,
+                         intptr_t hidden, const int32_t *routes,
+                         intptr_t uniqueCapacity, intptr_t k,
+                         const int32_t *recvCounts, intptr_t nodes,
+                         intptr_t ranksPerNode, intptr_t expertsPerRank,
+                         float *dUnique) override;
+  Status sgd(float *params, const float *grads, float *velocity, intptr_t n,
+             float lr, float momentum, float weightDecay) override;
+  Status adam(float *params, const float *grads, float *m, float *v, intptr_t n,
+              int64_t step, float lr, float beta1, float beta2, float eps,
+              float weightDecay) override;
+  /// ncclAllReduce in place (the same floats on every rank, in NCCL's
+  /// order), then the division by the group's size; CudaBackend.cpp.
+  Status allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
+                   bool average) override;
 
   // Used by the executor of Kernels.cu.
   cudaStream_t stream() const { return stream_; }
@@ -144,6 +185,16 @@ private:
   /// error or the device status (through `describe`) into its Status.
   using Describe = std::function<std::string(const DeviceStatus &)>;
   Status endOperation(Status hostFailure, const Describe &describe);
+
+  /// cuBLAS on stream_, created by the first operation that needs it.
+  Status blasHandle();
+  /// Row-major c [m, n] = op(a) op(b) + beta c on stream_, where op(a) is a
+  /// stored [m, k], or with transposeA [k, m] read transposed (b likewise:
+  /// [k, n] or [n, k]). Sizes fit int and are positive.
+  Status gemm(bool transposeA, bool transposeB, int64_t m, int64_t n, int64_t k,
+              const float *a, const float *b, float beta, float *c);
+  /// data[i] /= divisor on stream_ (all_reduce's average).
+  Status divide(float *data, int64_t n, float divisor);
 
   /// The global rank of the `peer`-th rank of `group` (this rank's groups).
   int64_t globalRank(tamoe_rt_group_t group, int64_t peer) const;
@@ -170,7 +221,6 @@ private:
   DeviceStatus *deviceStatus_ = nullptr;
   DeviceStatus *hostStatus_ = nullptr; // pinned
   Communicator comms_[3];
-  /// cuBLAS on stream_, created by the first matmul.
   cublasHandle_t blas_ = nullptr;
 };
 

@@ -7,10 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "CudaBackend.h"
-#include "Pipelines.h"
-
-#include <cub/cub.cuh>
+#include "Exec.cuh"
 
 #include <climits>
 #include <cmath>
@@ -21,275 +18,6 @@
 namespace tamoe_rt {
 namespace cuda {
 namespace {
-
-constexpr int kThreads = 256;
-
-Status invalid(const std::string &message) {
-  return Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT, message);
-}
-
-std::string num(int64_t value) { return std::to_string(value); }
-
-/// "name[i, j]" of entry `flat` of a [rows, columns] array, as the cpu
-/// backend names entries.
-std::string entry(const char *name, int64_t flat, int64_t columns) {
-  if (columns <= 0)
-    columns = 1;
-  return std::string(name) + "[" + num(flat / columns) + ", " +
-         num(flat % columns) + "]";
-}
-
-/// a * b, or false when it overflows int64 (sizes come from the caller).
-bool multiply(int64_t a, int64_t b, int64_t &result) {
-  return !__builtin_mul_overflow(a, b, &result);
-}
-
-bool overlap(const void *a, int64_t aBytes, const void *b, int64_t bBytes) {
-  if (!a || !b || aBytes <= 0 || bBytes <= 0)
-    return false;
-  auto x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
-  return x < y + static_cast<uint64_t>(bBytes) &&
-         y < x + static_cast<uint64_t>(aBytes);
-}
-
-//===----------------------------------------------------------------------===//
-// The executor of the pipelines
-//===----------------------------------------------------------------------===//
-
-template <typename F>
-__global__ void __launch_bounds__(kThreads) forEachKernel(int64_t n, F f) {
-  int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride)
-    f(i);
-}
-
-/// dst row r = src row srcRows[r] for r < min(*numRows, bound), in units of
-/// V (the widest type the row size and both pointers are aligned to). A
-/// block copies a row; four loads are in flight per thread before the stores.
-template <typename V>
-__global__ void copyRowsKernel(V *__restrict__ dst, const V *__restrict__ src,
-                               int64_t vectorsPerRow,
-                               const int64_t *__restrict__ srcRows,
-                               const int64_t *numRowsPointer, int64_t bound,
-                               const DeviceStatus *status) {
-  if (hasFailed(status))
-    return;
-  int64_t numRows = *numRowsPointer;
-  if (numRows > bound)
-    numRows = bound;
-  const int64_t step = blockDim.x;
-  for (int64_t r = blockIdx.x; r < numRows; r += gridDim.x) {
-    const V *in = src + srcRows[r] * vectorsPerRow;
-    V *out = dst + r * vectorsPerRow;
-    int64_t c = threadIdx.x;
-    for (; c + 3 * step < vectorsPerRow; c += 4 * step) {
-      V v0 = in[c], v1 = in[c + step], v2 = in[c + 2 * step],
-        v3 = in[c + 3 * step];
-      out[c] = v0;
-      out[c + step] = v1;
-      out[c + 2 * step] = v2;
-      out[c + 3 * step] = v3;
-    }
-    for (; c < vectorsPerRow; c += step)
-      out[c] = in[c];
-  }
-}
-
-class CudaExec {
-public:
-  CudaExec(const CudaBackend &backend, DeviceStatus *status)
-      : stream_(backend.stream()), pool_(backend.pool()),
-        smCount_(backend.smCount()), status_(status) {}
-  CudaExec(const CudaExec &) = delete;
-  CudaExec &operator=(const CudaExec &) = delete;
-  ~CudaExec() { release(); }
-
-  bool ok() const { return failure_.ok(); }
-  const Status &failure() const { return failure_; }
-  /// Records a failure found by the caller (the first one wins).
-  void fail(const Status &status) {
-    if (ok())
-      failure_ = status;
-  }
-  DeviceStatus *status() const { return status_; }
-
-  /// Returns the temporaries to the pool, in stream order (after the work
-  /// that uses them).
-  void release() {
-    for (void *pointer : allocations_)
-      cudaFreeAsync(pointer, stream_);
-    allocations_.clear();
-  }
-
-  template <typename T> T *scratch(int64_t count) {
-    if (!ok())
-      return nullptr;
-    if (count < 1)
-      count = 1;
-    if (static_cast<uint64_t>(count) > SIZE_MAX / sizeof(T)) {
-      failure_ = Status::error(TAMOE_RT_ERROR_OUT_OF_MEMORY,
-                               "temporary buffer size overflows");
-      return nullptr;
-    }
-    size_t bytes = static_cast<size_t>(count) * sizeof(T);
-    void *pointer = nullptr;
-    cudaError_t error =
-        cudaMallocFromPoolAsync(&pointer, bytes, pool_, stream_);
-    if (error != cudaSuccess) {
-      fail(error, "allocating " + std::to_string(bytes) +
-                      " bytes of temporary device memory");
-      return nullptr;
-    }
-    allocations_.push_back(pointer);
-    return static_cast<T *>(pointer);
-  }
-
-  void zero(void *pointer, int64_t bytes) {
-    if (ok() && bytes > 0)
-      check(cudaMemsetAsync(pointer, 0, static_cast<size_t>(bytes), stream_),
-            "cudaMemsetAsync");
-  }
-
-  void copy(void *destination, const void *source, int64_t bytes) {
-    if (ok() && bytes > 0)
-      check(cudaMemcpyAsync(destination, source, static_cast<size_t>(bytes),
-                            cudaMemcpyDeviceToDevice, stream_),
-            "cudaMemcpyAsync");
-  }
-
-  template <typename F> void forEach(int64_t n, const F &f) {
-    if (!ok() || n <= 0)
-      return;
-    int64_t blocks = (n + kThreads - 1) / kThreads;
-    int64_t most = int64_t(smCount_) * 8;
-    forEachKernel<<<static_cast<unsigned>(blocks < most ? blocks : most),
-                    kThreads, 0, stream_>>>(n, f);
-    check(cudaGetLastError(), "launching a kernel");
-  }
-
-  void sortPairs(const uint32_t *keysIn, uint32_t *keysOut,
-                 const int32_t *valuesIn, int32_t *valuesOut, int64_t n,
-                 int bits) {
-    if (!ok() || n <= 0 || !fitsInt(n))
-      return;
-    size_t bytes = 0;
-    if (!check(cub::DeviceRadixSort::SortPairs(
-                   nullptr, bytes, keysIn, keysOut, valuesIn, valuesOut,
-                   static_cast<int>(n), 0, bits, stream_),
-               "cub::DeviceRadixSort::SortPairs"))
-      return;
-    void *temp = scratch<char>(static_cast<int64_t>(bytes));
-    if (!temp)
-      return;
-    check(cub::DeviceRadixSort::SortPairs(
-              temp, bytes, keysIn, keysOut, valuesIn, valuesOut,
-              static_cast<int>(n), 0, bits, stream_),
-          "cub::DeviceRadixSort::SortPairs");
-  }
-
-  void sortPairsDescending(const float *keysIn, float *keysOut,
-                           const int32_t *valuesIn, int32_t *valuesOut,
-                           int64_t n) {
-    if (!ok() || n <= 0 || !fitsInt(n))
-      return;
-    size_t bytes = 0;
-    if (!check(cub::DeviceRadixSort::SortPairsDescending(
-                   nullptr, bytes, keysIn, keysOut, valuesIn, valuesOut,
-                   static_cast<int>(n), 0, 32, stream_),
-               "cub::DeviceRadixSort::SortPairsDescending"))
-      return;
-    void *temp = scratch<char>(static_cast<int64_t>(bytes));
-    if (!temp)
-      return;
-    check(cub::DeviceRadixSort::SortPairsDescending(
-              temp, bytes, keysIn, keysOut, valuesIn, valuesOut,
-              static_cast<int>(n), 0, 32, stream_),
-          "cub::DeviceRadixSort::SortPairsDescending");
-  }
-
-  template <typename T> void exclusiveSum(const T *in, T *out, int64_t n) {
-    if (!ok() || n <= 0 || !fitsInt(n))
-      return;
-    size_t bytes = 0;
-    if (!check(cub::DeviceScan::ExclusiveSum(nullptr, bytes, in, out,
-                                             static_cast<int>(n), stream_),
-               "cub::DeviceScan::ExclusiveSum"))
-      return;
-    void *temp = scratch<char>(static_cast<int64_t>(bytes));
-    if (!temp)
-      return;
-    check(cub::DeviceScan::ExclusiveSum(temp, bytes, in, out,
-                                        static_cast<int>(n), stream_),
-          "cub::DeviceScan::ExclusiveSum");
-  }
-
-  void copyRows(void *dst, const void *src, int64_t rowBytes,
-                const int64_t *srcRows, const int64_t *numRows, int64_t bound) {
-    if (!ok() || bound <= 0 || rowBytes <= 0)
-      return;
-    uintptr_t alignment = reinterpret_cast<uintptr_t>(dst) |
-                          reinterpret_cast<uintptr_t>(src) |
-                          static_cast<uintptr_t>(rowBytes);
-    if (alignment % 16 == 0)
-      launchCopy<uint4>(dst, src, rowBytes / 16, srcRows, numRows, bound);
-    else if (alignment % 8 == 0)
-      launchCopy<uint2>(dst, src, rowBytes / 8, srcRows, numRows, bound);
-    else if (alignment % 4 == 0)
-      launchCopy<uint32_t>(dst, src, rowBytes / 4, srcRows, numRows, bound);
-    else
-      launchCopy<uint8_t>(dst, src, rowBytes, srcRows, numRows, bound);
-  }
-
-private:
-  template <typename V>
-  void launchCopy(void *dst, const void *src, int64_t vectors,
-                  const int64_t *srcRows, const int64_t *numRows,
-                  int64_t bound) {
-    // Enough threads for four vectors each, in whole warps, at most 256.
-    int64_t threads = ((vectors + 3) / 4 + 31) / 32 * 32;
-    if (threads > 256)
-      threads = 256;
-    if (threads < 32)
-      threads = 32;
-    int64_t most = int64_t(smCount_) * (2048 / threads);
-    int64_t blocks = bound < most ? bound : most;
-    copyRowsKernel<V>
-        <<<static_cast<unsigned>(blocks), static_cast<unsigned>(threads), 0,
-           stream_>>>(static_cast<V *>(dst), static_cast<const V *>(src),
-                      vectors, srcRows, numRows, bound, status_);
-    check(cudaGetLastError(), "launching the row copy");
-  }
-
-  bool fitsInt(int64_t n) {
-    if (n <= INT_MAX)
-      return true;
-    failure_ = invalid(std::to_string(n) +
-                       " elements exceed what one device sort or scan takes");
-    return false;
-  }
-
-  bool check(cudaError_t error, const char *what) {
-    if (error == cudaSuccess)
-      return true;
-    fail(error, what);
-    return false;
-  }
-
-  void fail(cudaError_t error, const std::string &what) {
-    // Clears the error so that the operation reports it once, as here.
-    cudaGetLastError();
-    if (ok())
-      failure_ = cudaFailure(error, what);
-  }
-
-  cudaStream_t stream_;
-  cudaMemPool_t pool_;
-  int smCount_;
-  DeviceStatus *status_;
-  Status failure_;
-  std::vector<void *> allocations_;
-};
 
 //===----------------------------------------------------------------------===//
 // gate
@@ -334,12 +62,6 @@ __device__ inline void warpArgMax(float &value, int &index) {
 __device__ inline float warpMax(float value) {
   for (int offset = 16; offset > 0; offset /= 2)
     value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
-  return value;
-}
-
-__device__ inline float warpSum(float value) {
-  for (int offset = 16; offset > 0; offset /= 2)
-    value += __shfl_xor_sync(0xffffffffu, value, offset);
   return value;
 }
 
@@ -468,6 +190,7 @@ __global__ void __launch_bounds__(kGateWarps * 32)
 
 /// A block per token (grid-stride); threads across the hidden dimension,
 /// four floats at a time when rows are 16-byte aligned. Sums in slot order.
+/// Null weights are all 1.
 template <bool Vectorized>
 __global__ void __launch_bounds__(kThreads)
     combineKernel(const float *__restrict__ outputs, int64_t rows,
@@ -477,7 +200,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t columns = Vectorized ? hidden / 4 : hidden;
   for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
     const int32_t *tokenPositions = positions + t * k;
-    const float *tokenWeights = weights + t * k;
+    const float *tokenWeights = weights ? weights + t * k : nullptr;
     for (int64_t c = threadIdx.x; c < columns; c += blockDim.x) {
       if constexpr (Vectorized) {
         float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -490,7 +213,7 @@ __global__ void __launch_bounds__(kThreads)
                         kPositionOutOfRange, t * k + j, position, rows);
             continue;
           }
-          float w = tokenWeights[j];
+          float w = tokenWeights ? tokenWeights[j] : 1.0f;
           float4 v = reinterpret_cast<const float4 *>(
               outputs + int64_t(position) * hidden)[c];
           sum.x += w * v.x;
@@ -510,7 +233,8 @@ __global__ void __launch_bounds__(kThreads)
                         kPositionOutOfRange, t * k + j, position, rows);
             continue;
           }
-          sum += tokenWeights[j] * outputs[int64_t(position) * hidden + c];
+          sum += (tokenWeights ? tokenWeights[j] : 1.0f) *
+                 outputs[int64_t(position) * hidden + c];
         }
         combined[t * hidden + c] = sum;
       }
@@ -549,27 +273,6 @@ __global__ void auxColumnSumsKernel(const float *__restrict__ probs,
     for (int y = 0; y < kAuxRows; ++y)
       total += sums[y][threadIdx.x];
     partial[int64_t(blockIdx.y) * experts + e] = total;
-  }
-}
-
-__global__ void auxCountsKernel(const int32_t *__restrict__ ids,
-                                const int32_t *__restrict__ positions,
-                                int64_t n, int64_t experts, int32_t *counts,
-                                DeviceStatus *status) {
-  int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride) {
-    int32_t expert = ids[i];
-    if (expert < 0)
-      continue; // dropped: not counted
-    if (expert >= experts) {
-      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kExpertOutOfRange, i,
-                  expert, experts);
-      continue;
-    }
-    if (positions && positions[i] < 0)
-      continue; // dropped by the capacity
-    atomicAdd(counts + expert, 1);
   }
 }
 
@@ -865,7 +568,7 @@ Status CudaBackend::combine(const float *expertOutputs, intptr_t rows,
     return invalid("sizes overflow");
   for (Status s : {checkPointer(expertOutputs, outputBytes, "expert_outputs"),
                    checkPointer(positions, picks, "positions"),
-                   checkPointer(weights, picks, "weights"),
+                   checkPointer(weights, weights ? picks : 0, "weights"),
                    checkPointer(combined, combinedBytes, "combined")})
     if (!s.ok())
       return s;
@@ -914,13 +617,10 @@ Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  if (tokens < 0 || experts < 0 || k < 0)
-    return invalid("negative size");
   int64_t probBytes, idBytes;
-  if (!multiply(tokens, experts, probBytes) ||
-      !multiply(probBytes, 4, probBytes) || !multiply(tokens, k, idBytes) ||
-      !multiply(idBytes, 4, idBytes) || experts > INT_MAX)
-    return invalid("sizes overflow");
+  if (Status sizes = auxBytes(tokens, experts, k, probBytes, idBytes);
+      !sizes.ok())
+    return sizes;
   for (Status s : {checkPointer(probs, probBytes, "probs"),
                    checkPointer(expertIds, idBytes, "expert_ids"),
                    checkPointer(positions, positions ? idBytes : 0,
@@ -977,14 +677,8 @@ Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
                                static_cast<unsigned>(chunks)),
                           dim3(32, kAuxRows), 0, stream_>>>(
         probs, tokens, experts, rowsPerChunk, partial);
-    int64_t n = tokens * k;
-    int64_t blocks = (n + kThreads - 1) / kThreads;
-    int64_t most = int64_t(smCount_) * 8;
-    if (n > 0)
-      auxCountsKernel<<<static_cast<unsigned>(blocks < most ? blocks : most),
-                        kThreads, 0, stream_>>>(expertIds, positions, n,
-                                                experts, counts,
-                                                deviceStatus_);
+    x.forEach(tokens * k, CountAssignments{expertIds, positions, experts,
+                                           counts, deviceStatus_});
     auxFinishKernel<<<1, kThreads, 0, stream_>>>(partial, chunks, counts,
                                                  expertWeights, experts, scale,
                                                  loss, deviceStatus_);
@@ -1005,20 +699,15 @@ Status CudaBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  if (rowsCapacity < 0 || hidden < 1 || numCounts < 0 || experts < 1 ||
-      outFeatures < 1)
-    return invalid("rows_capacity and num_counts must be >= 0; hidden, "
-                   "experts and out_features >= 1");
-  int64_t rowBytes, resultBytes, weightBytes;
-  if (numCounts > INT_MAX - 1 ||
-      !multiply(rowsCapacity, hidden * 4, rowBytes) ||
-      !multiply(rowsCapacity, outFeatures * 4, resultBytes) ||
-      !multiply(hidden, outFeatures, weightBytes) ||
-      !multiply(weightBytes, experts * 4, weightBytes))
-    return invalid("sizes overflow");
+  GroupedBytes bytes;
+  if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
+                                  outFeatures, bytes);
+      !sizes.ok())
+    return sizes;
+  int64_t rowBytes = bytes.rows, resultBytes = bytes.result;
   for (Status s : {checkPointer(rows, rowBytes, "rows"),
                    checkPointer(counts, numCounts * 4, "counts"),
-                   checkPointer(weights, weightBytes, "weights"),
+                   checkPointer(weights, bytes.weights, "weights"),
                    checkPointer(result, resultBytes, "result")})
     if (!s.ok())
       return s;
@@ -1083,9 +772,42 @@ Status CudaBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
 // matmul and map
 //===----------------------------------------------------------------------===//
 
+Status CudaBackend::blasHandle() {
+  if (blas_)
+    return Status::success();
+  if (cublasStatus_t error = cublasCreate(&blas_);
+      error != CUBLAS_STATUS_SUCCESS) {
+    blas_ = nullptr;
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         std::string("cuBLAS: ") +
+                             cublasGetStatusString(error));
+  }
+  cublasSetStream(blas_, stream_);
+  return Status::success();
+}
+
+Status CudaBackend::gemm(bool transposeA, bool transposeB, int64_t m, int64_t n,
+                         int64_t k, const float *a, const float *b, float beta,
+                         float *c) {
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a
+  // row-major matrix read column-major is its transpose: so B goes first,
+  // each operand transposed when the caller's is, with its row length as
+  // the leading dimension.
+  const float alpha = 1.0f;
+  cublasStatus_t error = cublasSgemm(
+      blas_, transposeB ? CUBLAS_OP_T : CUBLAS_OP_N,
+      transposeA ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k), &alpha, b,
+      int(transposeB ? k : n), a, int(transposeA ? m : k), &beta, c, int(n));
+  if (error != CUBLAS_STATUS_SUCCESS)
+    return Status::error(TAMOE_RT_ERROR_INTERNAL,
+                         std::string("cublasSgemm: ") +
+                             cublasGetStatusString(error));
+  return Status::success();
+}
+
 Status CudaBackend::matmul(const float *a, const float *b, intptr_t m,
-                           intptr_t k, intptr_t n, const float *cInit,
-                           float *c) {
+                           intptr_t k, intptr_t n, bool transposeA,
+                           bool transposeB, const float *cInit, float *c) {
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
@@ -1099,16 +821,9 @@ Status CudaBackend::matmul(const float *a, const float *b, intptr_t m,
                    checkPointer(c, cBytes, "c")})
     if (!s.ok())
       return s;
-  if (!blas_) {
-    if (cublasStatus_t error = cublasCreate(&blas_);
-        error != CUBLAS_STATUS_SUCCESS) {
-      blas_ = nullptr;
-      return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
-                           std::string("cuBLAS: ") +
-                               cublasGetStatusString(error));
-    }
-    cublasSetStream(blas_, stream_);
-  }
+  Status blas = blasHandle();
+  if (!blas.ok())
+    return blas;
   Status begin = beginOperation();
   if (!begin.ok())
     return begin;
@@ -1119,15 +834,7 @@ Status CudaBackend::matmul(const float *a, const float *b, intptr_t m,
     if (!cInit)
       x.zero(c, cBytes);
   } else if (x.ok()) {
-    // Row-major C = A B is column-major C^T = B^T A^T.
-    const float alpha = 1.0f, beta = cInit ? 1.0f : 0.0f;
-    cublasStatus_t error =
-        cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(m), int(k),
-                    &alpha, b, int(n), a, int(k), &beta, c, int(n));
-    if (error != CUBLAS_STATUS_SUCCESS)
-      x.fail(Status::error(TAMOE_RT_ERROR_INTERNAL,
-                           std::string("cublasSgemm: ") +
-                               cublasGetStatusString(error)));
+    x.fail(gemm(transposeA, transposeB, m, n, k, a, b, cInit ? 1.0f : 0.0f, c));
   }
   Status failure = x.failure();
   x.release();
@@ -1156,6 +863,13 @@ struct MapElement {
     case TAMOE_RT_MAP_RELU:
       out[i] = isnan(x) || x > 0.0f ? x : 0.0f;
       break;
+    case TAMOE_RT_MAP_NEG:
+      out[i] = -x;
+      break;
+    case TAMOE_RT_MAP_RELU_GRAD:
+      // NaN > 0 is false: a NaN input passes no gradient.
+      out[i] = x > 0.0f ? b[i] : 0.0f;
+      break;
     }
   }
 };
@@ -1167,9 +881,9 @@ Status CudaBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
   if (!scope.status().ok())
     return scope.status();
   int64_t bytes = int64_t(n) * 4;
+  bool unary = op == TAMOE_RT_MAP_RELU || op == TAMOE_RT_MAP_NEG;
   for (Status s : {checkPointer(a, bytes, "a"),
-                   checkPointer(op == TAMOE_RT_MAP_RELU ? nullptr : b,
-                                op == TAMOE_RT_MAP_RELU ? 0 : bytes, "b"),
+                   checkPointer(unary ? nullptr : b, unary ? 0 : bytes, "b"),
                    checkPointer(out, bytes, "out")})
     if (!s.ok())
       return s;
@@ -1240,16 +954,13 @@ Status CudaBackend::dedupPack(const void *tokens, intptr_t numTokens,
     return invalid("negative size");
   if (nodes > 0 && expertsPerNode < 1)
     return invalid("experts_per_node must be positive");
-  int64_t n, cells, experts, tokenBytes, uniqueBytes, routeEntries;
-  if (!multiply(numTokens, k, n) || n > INT_MAX - 1 ||
-      !multiply(nodes, numTokens, cells) || cells > INT_MAX - 1 ||
-      !multiply(expertsPerNode, nodes, experts) || experts > INT_MAX ||
+  int64_t n, tokenBytes, uniqueBytes, routeEntries;
+  if (!packFits(numTokens, k, expertsPerNode, nodes, n) ||
       !multiply(numTokens, rowBytes, tokenBytes) ||
       !multiply(uniqueCapacity, rowBytes, uniqueBytes) ||
       !multiply(uniqueCapacity, k, routeEntries) ||
       routeEntries > INT64_MAX / 4)
-    return invalid("sizes exceed what the cuda backend takes "
-                   "(tokens * k and nodes * tokens below 2^31 - 1)");
+    return invalid(packTooLarge());
   for (Status s : {checkPointer(tokens, tokenBytes, "tokens"),
                    checkPointer(expertIds, n * 4, "expert_ids"),
                    checkPointer(positions, n * 4, "positions"),
@@ -1270,13 +981,9 @@ Status CudaBackend::dedupPack(const void *tokens, intptr_t numTokens,
                                   routes, uniqueCapacity, nodeCounts});
   x.release();
   return endOperation(x.failure(), [&](const DeviceStatus &e) {
-    if (e.kind == kExpertOutOfRange)
-      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-             " is out of range [0, " + num(e.c) + ") (" + num(expertsPerNode) +
-             " experts on each of " + num(nodes) + " nodes)";
     if (e.kind == kRowsExceedCapacity)
       return num(e.a) + " unique rows exceed unique_capacity " + num(e.b);
-    return std::string();
+    return packError(e, k, expertsPerNode, nodes);
   });
 }
 
@@ -1297,13 +1004,11 @@ Status CudaBackend::dedupExpand(const void *unique, const int32_t *routes,
     return invalid("ranks_per_node and experts_per_rank must "
                    "be positive");
   int64_t m, keys, uniqueBytes, expandedBytes;
-  if (!multiply(uniqueCapacity, k, m) || m > INT_MAX - 1 ||
-      !multiply(ranksPerNode, nodes, keys) ||
-      !multiply(keys, expertsPerRank, keys) || keys > INT_MAX - 1 ||
+  if (!expandFits(uniqueCapacity, k, ranksPerNode, nodes, expertsPerRank, m,
+                  keys) ||
       !multiply(uniqueCapacity, rowBytes, uniqueBytes) ||
       !multiply(expandedCapacity, rowBytes, expandedBytes))
-    return invalid("sizes exceed what the cuda backend takes "
-                   "(unique_capacity * k and the experts below 2^31 - 1)");
+    return invalid(expandTooLarge());
   for (Status s : {checkPointer(unique, uniqueBytes, "unique"),
                    checkPointer(routes, m * 4, "routes"),
                    checkPointer(recvCounts, nodes * 4, "recv_counts"),
@@ -1324,17 +1029,9 @@ Status CudaBackend::dedupExpand(const void *unique, const int32_t *routes,
                                       expandedCapacity, expandedCounts});
   x.release();
   return endOperation(x.failure(), [&](const DeviceStatus &e) {
-    if (e.kind == kNegativeCount)
-      return "recv_counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
-    if (e.kind == kInputRowsExceedCapacity)
-      return "recv_counts sum to " + num(e.a) +
-             " rows but unique_capacity is " + num(e.b);
-    if (e.kind == kRouteInvalid)
-      return entry("routes", e.a, k) + " = " + num(e.b) +
-             " is neither an expert id nor -1";
     if (e.kind == kRowsExceedCapacity)
       return num(e.a) + " expanded rows exceed expanded_capacity " + num(e.b);
-    return std::string();
+    return expandError(e, k);
   });
 }
 

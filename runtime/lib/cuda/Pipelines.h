@@ -3,8 +3,11 @@
 //
 // dispatch, regroup, dedup_pack and dedup_expand are, on the GPU, a few
 // data-parallel steps (element-wise maps, stable radix sorts on small integer
-// keys, exclusive scans) followed by one row copy. This header writes each
-// operation once as such a sequence over an abstract executor:
+// keys, exclusive scans) followed by one row copy; the gradients of combine
+// (its expert rows), dedup_pack and dedup_expand are the same index steps
+// followed by a gather of f32 rows in a fixed order (no float atomics). This
+// header writes each operation once as such a sequence over an abstract
+// executor:
 //
 //   Exec::scratch<T>(n)         n elements of temporary memory (never null
 //                               unless the executor has failed)
@@ -54,6 +57,8 @@ enum ErrorKind : int32_t {
   kPositionOutOfRange,      // a = assignment, b = position, c = rows
   kRouteInvalid,            // a = route entry, b = value (below -1)
   kInputRowsExceedCapacity, // a = rows the counts describe, b = capacity
+  kGradientRowsExceed,      // a = rows the routing makes, b = the capacity
+                            // of the gradient that holds them
 };
 
 /// The first error an operation found in its data. Lives in device memory;
@@ -180,6 +185,34 @@ struct RowsCheck32 {
       return;
     }
     *numRows = value;
+  }
+};
+
+/// counts[e] += 1 for every assignment that aux_loss counts: an expert id
+/// >= 0 (one past the experts is an error) that the dispatch kept. The
+/// counts are integers, so the order of the additions does not matter.
+struct CountAssignments {
+  const int32_t *ids;
+  const int32_t *positions; // null: every assignment was kept
+  int64_t experts;
+  int32_t *counts;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    int32_t expert = ids[i];
+    if (expert < 0)
+      return;
+    if (expert >= experts) {
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kExpertOutOfRange, i,
+                  expert, experts);
+      return;
+    }
+    if (positions && positions[i] < 0)
+      return;
+#ifdef __CUDA_ARCH__
+    atomicAdd(counts + expert, 1);
+#else
+    ++counts[expert];
+#endif
   }
 };
 
@@ -621,9 +654,23 @@ struct PackEmit {
   }
 };
 
+/// The pack's layout: flags[node * tokens + t] when token t makes a row for
+/// the node, offsets[...] that row (node, then token order); offsets[cells]
+/// counts the rows. Both have nodes * tokens + 1 entries.
+template <typename Exec>
+void packLayout(Exec &x, const int32_t *expertIds, const int32_t *positions,
+                int64_t numTokens, int64_t k, int64_t expertsPerNode,
+                int64_t nodes, int32_t *flags, int32_t *offsets) {
+  const int64_t cells = nodes * numTokens;
+  x.zero(flags, (cells + 1) * sizeof(int32_t));
+  x.forEach(numTokens * k, PackMark{expertIds, positions, k, numTokens,
+                                    expertsPerNode, nodes, flags, x.status()});
+  // A row's index is the flags before it.
+  x.exclusiveSum(flags, offsets, cells + 1);
+}
+
 template <typename Exec> void runDedupPack(Exec &x, const DedupPackParams &p) {
   DeviceStatus *status = x.status();
-  const int64_t n = p.numTokens * p.k;
   const int64_t cells = p.nodes * p.numTokens;
   const int64_t bound = minOf(cells, p.uniqueCapacity);
   int32_t *flags = x.template scratch<int32_t>(cells + 1);
@@ -632,11 +679,8 @@ template <typename Exec> void runDedupPack(Exec &x, const DedupPackParams &p) {
   int64_t *srcRows = x.template scratch<int64_t>(bound);
   if (!x.ok())
     return;
-  x.zero(flags, (cells + 1) * sizeof(int32_t));
-  x.forEach(n, PackMark{p.expertIds, p.positions, p.k, p.numTokens,
-                        p.expertsPerNode, p.nodes, flags, status});
-  // Rows in node-then-token order: a row's index is the flags before it.
-  x.exclusiveSum(flags, offsets, cells + 1);
+  packLayout(x, p.expertIds, p.positions, p.numTokens, p.k, p.expertsPerNode,
+             p.nodes, flags, offsets);
   x.forEach(1, RowsCheck32{offsets + cells, p.uniqueCapacity,
                            TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
                            kRowsExceedCapacity, numRows, status});
@@ -747,41 +791,282 @@ struct ExpandSources {
   }
 };
 
+/// The expansion's order: sortedValues[p] is the route entry (row * k +
+/// slot) that expanded row p comes from; start [numKeys + 1] gives each
+/// key's first row, start[numKeys] the number of rows. Null when a
+/// temporary could not be had.
+struct ExpandOrder {
+  int32_t *sortedValues = nullptr, *start = nullptr;
+  int64_t numKeys = 0;
+};
+
 template <typename Exec>
-void runDedupExpand(Exec &x, const DedupExpandParams &p) {
+ExpandOrder expandOrder(Exec &x, const int32_t *routes, int64_t uniqueCapacity,
+                        int64_t k, const int32_t *recvCounts, int64_t nodes,
+                        int64_t ranksPerNode, int64_t expertsPerRank) {
   DeviceStatus *status = x.status();
-  const int64_t m = p.uniqueCapacity * p.k;
-  const int64_t numKeys = p.ranksPerNode * p.nodes * p.expertsPerRank;
-  const int64_t bound = minOf(m, p.expandedCapacity);
-  int64_t *sourceCounts = x.template scratch<int64_t>(p.nodes + 1);
-  int64_t *sourceOffsets = x.template scratch<int64_t>(p.nodes + 1);
+  const int64_t m = uniqueCapacity * k;
+  ExpandOrder order;
+  order.numKeys = ranksPerNode * nodes * expertsPerRank;
+  int64_t *sourceCounts = x.template scratch<int64_t>(nodes + 1);
+  int64_t *sourceOffsets = x.template scratch<int64_t>(nodes + 1);
   int64_t *receivedRows = x.template scratch<int64_t>(1);
   uint32_t *keys = x.template scratch<uint32_t>(m);
   int32_t *values = x.template scratch<int32_t>(m);
   uint32_t *sortedKeys = x.template scratch<uint32_t>(m);
   int32_t *sortedValues = x.template scratch<int32_t>(m);
-  int32_t *start = x.template scratch<int32_t>(numKeys + 1);
+  int32_t *start = x.template scratch<int32_t>(order.numKeys + 1);
+  if (!x.ok())
+    return order;
+  x.forEach(nodes + 1, SourceCounts{recvCounts, nodes, sourceCounts, status});
+  x.exclusiveSum(sourceCounts, sourceOffsets, nodes + 1);
+  x.forEach(1, RowsCheck{sourceOffsets + nodes, uniqueCapacity,
+                         TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                         kInputRowsExceedCapacity, receivedRows, status});
+  x.forEach(m, ExpandKeys{routes, sourceOffsets, k, nodes, ranksPerNode,
+                          expertsPerRank, static_cast<uint32_t>(order.numKeys),
+                          keys, values, status});
+  x.sortPairs(keys, sortedKeys, values, sortedValues, m,
+              keyBits(order.numKeys));
+  x.forEach(order.numKeys + 1, SegmentStarts{sortedKeys, m, start});
+  order.sortedValues = sortedValues;
+  order.start = start;
+  return order;
+}
+
+template <typename Exec>
+void runDedupExpand(Exec &x, const DedupExpandParams &p) {
+  DeviceStatus *status = x.status();
+  const int64_t m = p.uniqueCapacity * p.k;
+  const int64_t bound = minOf(m, p.expandedCapacity);
+  ExpandOrder order =
+      expandOrder(x, p.routes, p.uniqueCapacity, p.k, p.recvCounts, p.nodes,
+                  p.ranksPerNode, p.expertsPerRank);
   int64_t *numRows = x.template scratch<int64_t>(1);
   int64_t *srcRows = x.template scratch<int64_t>(bound);
   if (!x.ok())
     return;
-  x.forEach(p.nodes + 1,
-            SourceCounts{p.recvCounts, p.nodes, sourceCounts, status});
-  x.exclusiveSum(sourceCounts, sourceOffsets, p.nodes + 1);
-  x.forEach(1, RowsCheck{sourceOffsets + p.nodes, p.uniqueCapacity,
-                         TAMOE_RT_ERROR_INVALID_ARGUMENT,
-                         kInputRowsExceedCapacity, receivedRows, status});
-  x.forEach(m, ExpandKeys{p.routes, sourceOffsets, p.k, p.nodes, p.ranksPerNode,
-                          p.expertsPerRank, static_cast<uint32_t>(numKeys),
-                          keys, values, status});
-  x.sortPairs(keys, sortedKeys, values, sortedValues, m, keyBits(numKeys));
-  x.forEach(numKeys + 1, SegmentStarts{sortedKeys, m, start});
+  const int64_t numKeys = order.numKeys;
+  int32_t *start = order.start, *sortedValues = order.sortedValues;
   x.forEach(1, RowsCheck32{start + numKeys, p.expandedCapacity,
                            TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
                            kRowsExceedCapacity, numRows, status});
   x.forEach(numKeys, SegmentCounts{start, p.expandedCounts, status});
   x.forEach(bound, ExpandSources{sortedValues, p.k, numRows, srcRows, status});
   x.copyRows(p.expanded, p.unique, p.rowBytes, srcRows, numRows, bound);
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients: combine_grad's expert rows, dedup_pack_grad, dedup_expand_grad
+//
+// Each output element gathers its terms in the order tamoe_rt.h gives, the
+// same order as the cpu backend's loops (which add the same floats in the
+// same order, so where no product is involved the results are identical).
+//===----------------------------------------------------------------------===//
+
+struct CombineGradParams {
+  int64_t rows;
+  int64_t hidden;
+  const int32_t *positions;
+  const float *weights; // null: all 1
+  int64_t tokens;
+  int64_t k;
+  const float *dCombined;
+  float *dExpertOutputs; // null: only the positions are checked
+};
+
+/// keys[a] = the row assignment a names (the sentinel `rows` when it was
+/// dropped), values[a] = a; a position past the rows is an error.
+struct PositionKeys {
+  const int32_t *positions;
+  int64_t rows;
+  uint32_t *keys;
+  int32_t *values;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t a) const {
+    int32_t position = positions[a];
+    values[a] = static_cast<int32_t>(a);
+    keys[a] = static_cast<uint32_t>(rows);
+    if (position >= rows)
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kPositionOutOfRange,
+                  a, position, rows);
+    else if (position >= 0)
+      keys[a] = static_cast<uint32_t>(position);
+  }
+};
+
+/// d_expert_outputs[r, h]: the terms of the assignments that name row r,
+/// in assignment order (the stable sort kept it); zero for no assignment.
+struct GatherAssignments {
+  const int32_t *start;
+  const int32_t *assignments;
+  const float *weights;
+  const float *dCombined;
+  int64_t hidden, k;
+  float *out;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (hasFailed(status))
+      return;
+    int64_t r = i / hidden, h = i % hidden;
+    float sum = 0.0f;
+    for (int32_t s = start[r]; s < start[r + 1]; ++s) {
+      int32_t a = assignments[s];
+      sum += (weights ? weights[a] : 1.0f) * dCombined[a / k * hidden + h];
+    }
+    out[i] = sum;
+  }
+};
+
+template <typename Exec>
+void runCombineGrad(Exec &x, const CombineGradParams &p) {
+  DeviceStatus *status = x.status();
+  const int64_t n = p.tokens * p.k;
+  uint32_t *keys = x.template scratch<uint32_t>(n);
+  int32_t *values = x.template scratch<int32_t>(n);
+  uint32_t *sortedKeys = x.template scratch<uint32_t>(n);
+  int32_t *sortedValues = x.template scratch<int32_t>(n);
+  int32_t *start = x.template scratch<int32_t>(p.rows + 1);
+  if (!x.ok())
+    return;
+  x.forEach(n, PositionKeys{p.positions, p.rows, keys, values, status});
+  if (!p.dExpertOutputs)
+    return;
+  x.sortPairs(keys, sortedKeys, values, sortedValues, n, keyBits(p.rows));
+  x.forEach(p.rows + 1, SegmentStarts{sortedKeys, n, start});
+  x.forEach(p.rows * p.hidden,
+            GatherAssignments{start, sortedValues, p.weights, p.dCombined,
+                              p.hidden, p.k, p.dExpertOutputs, status});
+}
+
+struct DedupPackGradParams {
+  const float *dUnique;
+  int64_t uniqueCapacity;
+  int64_t hidden;
+  const int32_t *expertIds;
+  const int32_t *positions;
+  int64_t numTokens;
+  int64_t k;
+  int64_t expertsPerNode;
+  int64_t nodes;
+  float *dTokens;
+};
+
+/// d_tokens[t, h]: the rows token t made, in node order; zero for none.
+struct PackGather {
+  const int32_t *flags;
+  const int32_t *offsets;
+  const float *dUnique;
+  int64_t tokens, nodes, hidden;
+  float *dTokens;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (hasFailed(status))
+      return;
+    int64_t t = i / hidden, h = i % hidden;
+    float sum = 0.0f;
+    for (int64_t node = 0; node < nodes; ++node) {
+      int64_t q = node * tokens + t;
+      if (flags[q])
+        sum += dUnique[offsets[q] * hidden + h];
+    }
+    dTokens[i] = sum;
+  }
+};
+
+template <typename Exec>
+void runDedupPackGrad(Exec &x, const DedupPackGradParams &p) {
+  DeviceStatus *status = x.status();
+  const int64_t cells = p.nodes * p.numTokens;
+  int32_t *flags = x.template scratch<int32_t>(cells + 1);
+  int32_t *offsets = x.template scratch<int32_t>(cells + 1);
+  int64_t *numRows = x.template scratch<int64_t>(1);
+  if (!x.ok())
+    return;
+  packLayout(x, p.expertIds, p.positions, p.numTokens, p.k, p.expertsPerNode,
+             p.nodes, flags, offsets);
+  // The rows the pack made must all be in d_unique.
+  x.forEach(1, RowsCheck32{offsets + cells, p.uniqueCapacity,
+                           TAMOE_RT_ERROR_INVALID_ARGUMENT, kGradientRowsExceed,
+                           numRows, status});
+  x.forEach(p.numTokens * p.hidden,
+            PackGather{flags, offsets, p.dUnique, p.numTokens, p.nodes,
+                       p.hidden, p.dTokens, status});
+}
+
+struct DedupExpandGradParams {
+  const float *dExpanded;
+  int64_t expandedCapacity;
+  int64_t hidden;
+  const int32_t *routes;
+  int64_t uniqueCapacity;
+  int64_t k;
+  const int32_t *recvCounts;
+  int64_t nodes;
+  int64_t ranksPerNode;
+  int64_t expertsPerRank;
+  float *dUnique;
+};
+
+struct Fill32 {
+  int32_t *out;
+  int32_t value;
+  TAMOE_HD void operator()(int64_t i) const { out[i] = value; }
+};
+
+/// rowOf[entry] = the expanded row made of that route entry.
+struct ExpandedRowOf {
+  const int32_t *sortedValues;
+  const int64_t *numRows;
+  int32_t *rowOf;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t p) const {
+    if (!hasFailed(status) && p < *numRows)
+      rowOf[sortedValues[p]] = static_cast<int32_t>(p);
+  }
+};
+
+/// d_unique[u, h]: the expanded rows made of unique row u, in route order;
+/// zero past the received rows.
+struct ExpandGather {
+  const int32_t *rowOf;
+  const float *dExpanded;
+  int64_t k, hidden;
+  float *dUnique;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (hasFailed(status))
+      return;
+    int64_t u = i / hidden, h = i % hidden;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < k; ++j) {
+      int32_t row = rowOf[u * k + j];
+      if (row >= 0)
+        sum += dExpanded[int64_t(row) * hidden + h];
+    }
+    dUnique[i] = sum;
+  }
+};
+
+template <typename Exec>
+void runDedupExpandGrad(Exec &x, const DedupExpandGradParams &p) {
+  DeviceStatus *status = x.status();
+  const int64_t m = p.uniqueCapacity * p.k;
+  ExpandOrder order =
+      expandOrder(x, p.routes, p.uniqueCapacity, p.k, p.recvCounts, p.nodes,
+                  p.ranksPerNode, p.expertsPerRank);
+  int64_t *numRows = x.template scratch<int64_t>(1);
+  int32_t *rowOf = x.template scratch<int32_t>(m);
+  if (!x.ok())
+    return;
+  // The rows the routes make must all be in d_expanded.
+  x.forEach(1, RowsCheck32{order.start + order.numKeys, p.expandedCapacity,
+                           TAMOE_RT_ERROR_INVALID_ARGUMENT, kGradientRowsExceed,
+                           numRows, status});
+  x.forEach(m, Fill32{rowOf, -1});
+  x.forEach(m, ExpandedRowOf{order.sortedValues, numRows, rowOf, status});
+  x.forEach(p.uniqueCapacity * p.hidden,
+            ExpandGather{rowOf, p.dExpanded, p.k, p.hidden, p.dUnique, status});
 }
 
 } // namespace cuda

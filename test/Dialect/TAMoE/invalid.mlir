@@ -725,3 +725,337 @@ func.func @f(%rows: tensor<?x32xf32>, %counts: tensor<8x2xi32>, %w: tensor<2x32x
   %0 = tamoe.grouped_matmul %rows, %counts, %w : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x32x64xf32> -> tensor<?x32xf32>
   return
 }
+
+// -----
+
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{needs the gradient of the weights, of the probs or of both}}
+  %0 = tamoe.gate_grad %probs, %ids softmax : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<8x2xi32>, %dw: tensor<16x2xf32>) {
+  // expected-error @+1 {{probs and expert_ids must have one row per token, got [16, 8] and [8, 2]}}
+  %0 = tamoe.gate_grad %probs, %ids softmax d_weights %dw : tensor<16x8xf32>, tensor<8x2xi32>, tensor<16x2xf32> -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %dw: tensor<16x3xf32>) {
+  // expected-error @+1 {{d_weights must have the type of the weights 'tensor<16x2xf32>', got 'tensor<16x3xf32>'}}
+  %0 = tamoe.gate_grad %probs, %ids softmax d_weights %dw : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x3xf32> -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %dp: tensor<16x8xf32>) {
+  // expected-error @+1 {{d_logits must have the type of probs 'tensor<16x8xf32>', got 'tensor<16x4xf32>'}}
+  %0 = tamoe.gate_grad %probs, %ids softmax d_probs %dp : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x8xf32> -> tensor<16x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %pos: tensor<16x2xi32>, %w: tensor<16x2xf32>, %d: tensor<16x64xf32>) {
+  // expected-error @+1 {{has a d_weights result exactly when it has weights}}
+  %0 = tamoe.combine_grad %d, %rows, %pos weights %w : tensor<16x64xf32>, tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %pos: tensor<16x2xi32>, %d: tensor<16x32xf32>) {
+  // expected-error @+1 {{d_combined must have the type of the combined tokens 'tensor<16x64xf32>', got 'tensor<16x32xf32>'}}
+  %0 = tamoe.combine_grad %d, %rows, %pos : tensor<16x32xf32>, tensor<32x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %pos: tensor<16x2xi32>, %w: tensor<16x3xf32>, %d: tensor<16x64xf32>) {
+  // expected-error @+1 {{positions and weights must have the same shape [S, k], got [16, 2] and [16, 3]}}
+  %0:2 = tamoe.combine_grad %d, %rows, %pos weights %w : tensor<16x64xf32>, tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x3xf32> -> tensor<32x64xf32>, tensor<16x3xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<?xi32>, %w: tensor<2x64x32xf32>, %d: tensor<32x32xf32>) {
+  // expected-error @+1 {{counts must have a static shape ([n] or [P, n])}}
+  %0:2 = tamoe.grouped_matmul_grad %rows, %counts, %w, %d : tensor<32x64xf32>, tensor<?xi32>, tensor<2x64x32xf32>, tensor<32x32xf32> -> tensor<32x64xf32>, tensor<2x64x32xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>, %w: tensor<3x64x32xf32>, %d: tensor<32x32xf32>) {
+  // expected-error @+1 {{weights must be [n, H, F] with n = 2 and H = 64, got [3, 64, 32]}}
+  %0:2 = tamoe.grouped_matmul_grad %rows, %counts, %w, %d : tensor<32x64xf32>, tensor<8x2xi32>, tensor<3x64x32xf32>, tensor<32x32xf32> -> tensor<32x64xf32>, tensor<3x64x32xf32>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>, %w: tensor<2x64x32xf16>, %d: tensor<32x32xf32>) {
+  // expected-error @+1 {{rows and weights must have one element type, got 'f32' and 'f16'}}
+  %0:2 = tamoe.grouped_matmul_grad %rows, %counts, %w, %d : tensor<32x64xf32>, tensor<8x2xi32>, tensor<2x64x32xf16>, tensor<32x32xf32> -> tensor<32x64xf32>, tensor<2x64x32xf16>
+  return
+}
+
+// -----
+
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>, %w: tensor<2x64x32xf32>, %d: tensor<32x16xf32>) {
+  // expected-error @+1 {{d_result must have the type of the result 'tensor<32x32xf32>', got 'tensor<32x16xf32>'}}
+  %0:2 = tamoe.grouped_matmul_grad %rows, %counts, %w, %d : tensor<32x64xf32>, tensor<8x2xi32>, tensor<2x64x32xf32>, tensor<32x16xf32> -> tensor<32x64xf32>, tensor<2x64x32xf32>
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<16x2xi32>, %d: tensor<f32>) {
+  // expected-error @+1 {{d_probs and expert_ids must have one row per token, got [8, 8] and [16, 2]}}
+  %0 = tamoe.aux_loss_grad switch %ids, %d : tensor<16x2xi32>, tensor<f32> -> tensor<8x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<16x2xi32>, %d: tensor<f32>) {
+  // expected-error @+1 {{d_probs must have a static number of experts}}
+  %0 = tamoe.aux_loss_grad switch %ids, %d : tensor<16x2xi32>, tensor<f32> -> tensor<16x?xf32>
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<16x2xi32>, %d: tensor<f32>) {
+  // expected-error @+1 {{'topology' loss needs the per-expert weights of this rank}}
+  %0 = tamoe.aux_loss_grad topology %ids, %d : tensor<16x2xi32>, tensor<f32> -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<16x2xi32>, %d: tensor<f32>, %w: tensor<8xf32>) {
+  // expected-error @+1 {{'switch' loss takes no weights}}
+  %0 = tamoe.aux_loss_grad switch %ids, %d weights %w : tensor<16x2xi32>, tensor<f32>, tensor<8xf32> -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<16x2xi32>, %d: tensor<f32>, %w: tensor<4xf32>) {
+  // expected-error @+1 {{weights must have one entry per expert (8), got 4}}
+  %0 = tamoe.aux_loss_grad topology %ids, %d weights %w : tensor<16x2xi32>, tensor<f32>, tensor<4xf32> -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<16x2xi32>, %d: tensor<f32>, %pos: tensor<16x1xi32>) {
+  // expected-error @+1 {{dispatched positions must have the type of expert_ids 'tensor<16x2xi32>', got 'tensor<16x1xi32>'}}
+  %0 = tamoe.aux_loss_grad switch %ids, %d dispatched %pos : tensor<16x2xi32>, tensor<f32>, tensor<16x1xi32> -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<16x2xi32>, %d: tensor<f16>) {
+  // expected-error @+1 {{d_loss must have the d_probs' element type 'f32'}}
+  %0 = tamoe.aux_loss_grad switch %ids, %d : tensor<16x2xi32>, tensor<f16> -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<32x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{experts_per_node must be >= 1, got 0}}
+  %0 = tamoe.dedup_pack_grad %d, %ids, %ids experts_per_node 0 nodes 2 : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<32x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{nodes must be >= 1, got 0}}
+  %0 = tamoe.dedup_pack_grad %d, %ids, %ids experts_per_node 4 nodes 0 : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<32x64xf32>, %ids: tensor<16x2xi32>, %pos: tensor<8x2xi32>) {
+  // expected-error @+1 {{positions must have the type of expert_ids 'tensor<16x2xi32>', got 'tensor<8x2xi32>'}}
+  %0 = tamoe.dedup_pack_grad %d, %ids, %pos experts_per_node 4 nodes 2 : tensor<32x64xf32>, tensor<16x2xi32>, tensor<8x2xi32> -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<32x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{d_tokens must have the type of the tokens 'tensor<16x64xf32>', got 'tensor<16x32xf32>'}}
+  %0 = tamoe.dedup_pack_grad %d, %ids, %ids experts_per_node 4 nodes 2 : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<16x32xf32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x64xf32>, %routes: tensor<32x2xi32>, %counts: tensor<2xi32>) {
+  // expected-error @+1 {{experts_per_rank must be >= 1, got 0}}
+  %0 = tamoe.dedup_expand_grad %d, %routes, %counts experts_per_rank 0 ranks_per_node 4 : tensor<?x64xf32>, tensor<32x2xi32>, tensor<2xi32> -> tensor<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x64xf32>, %routes: tensor<32x2xi32>, %counts: tensor<2xi32>) {
+  // expected-error @+1 {{ranks_per_node must be >= 1, got 0}}
+  %0 = tamoe.dedup_expand_grad %d, %routes, %counts experts_per_rank 1 ranks_per_node 0 : tensor<?x64xf32>, tensor<32x2xi32>, tensor<2xi32> -> tensor<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x64xf32>, %routes: tensor<32x2xi32>, %counts: tensor<?xi32>) {
+  // expected-error @+1 {{counts must have a static size (the number of nodes)}}
+  %0 = tamoe.dedup_expand_grad %d, %routes, %counts experts_per_rank 1 ranks_per_node 4 : tensor<?x64xf32>, tensor<32x2xi32>, tensor<?xi32> -> tensor<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x64xf32>, %routes: tensor<32x2xi32>, %counts: tensor<2xi32>) {
+  // expected-error @+1 {{d_unique must have the type of the unique rows 'tensor<32x64xf32>', got 'tensor<16x64xf32>'}}
+  %0 = tamoe.dedup_expand_grad %d, %routes, %counts experts_per_rank 1 ranks_per_node 4 : tensor<?x64xf32>, tensor<32x2xi32>, tensor<2xi32> -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%g: tensor<4xf32>) {
+  // expected-error @+1 {{'@nowhere' does not name a shard.grid}}
+  %0 = tamoe.all_reduce %g on @nowhere : tensor<4xf32>
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 2x4)
+func.func @f(%g: tensor<4xf32>) {
+  // expected-error @+1 {{grid axis 2 is out of range for grid @ep of rank 2}}
+  %0 = tamoe.all_reduce %g on @ep axes = [2] : tensor<4xf32>
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 2x4)
+func.func @f(%g: tensor<4xf32>) {
+  // expected-error @+1 {{grid axes must be unique and non-negative}}
+  %0 = tamoe.all_reduce %g on @ep axes = [1, 1] : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<4xf32>, %lr: f32) {
+  // expected-error @+1 {{momentum must be in [0, 1], got 1.5}}
+  %0:2 = tamoe.sgd %p, %p, %p lr %lr momentum 1.5 : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<4xf32>, %lr: f32) {
+  // expected-error @+1 {{weight_decay must be in [0, 1], got -1}}
+  %0:2 = tamoe.sgd %p, %p, %p lr %lr weight_decay -1.0 : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<4xf32>, %lr: f32, %step: i64) {
+  // expected-error @+1 {{beta1 must be in [0, 0.999999], got 1}}
+  %0:3 = tamoe.adam %p, %p, %p, %p step %step lr %lr {beta1 = 1.0 : f32} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<4xf32>, %lr: f32, %step: i64) {
+  // expected-error @+1 {{beta2 must be in [0, 0.999999], got -0.5}}
+  %0:3 = tamoe.adam %p, %p, %p, %p step %step lr %lr {beta2 = -0.5 : f32} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<4xf32>, %lr: f32, %step: i64) {
+  // expected-error @+1 {{weight_decay must be in [0, 1], got 2}}
+  %0:3 = tamoe.adam %p, %p, %p, %p step %step lr %lr {weight_decay = 2.0 : f32} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<4xf32>, %lr: f32, %step: i64) {
+  // expected-error @+1 {{eps must be positive and finite, got 0}}
+  %0:3 = tamoe.adam %p, %p, %p, %p step %step lr %lr {eps = 0.0 : f32} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<4xf32>) {
+  // expected-error @+1 {{'nowhere' does not name a func.func}}
+  %0:2 = tamoe.vjp @nowhere(%x) cotangents(%x) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @g(%x: tensor<4xf32>, %n: index) -> (tensor<4xf32>, index) {
+  return %x, %n : tensor<4xf32>, index
+}
+func.func @f(%x: tensor<4xf32>, %n: index) {
+  // expected-error @+1 {{arguments must be (tensor<4xf32>, index) for @g, got (tensor<4xf32>)}}
+  %0:2 = tamoe.vjp @g(%x) cotangents(%x) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @g(%x: tensor<4xf32>, %n: index) -> (tensor<4xf32>, index) {
+  return %x, %n : tensor<4xf32>, index
+}
+func.func @f(%x: tensor<4xf32>, %n: index) {
+  // expected-error @+1 {{results must be (tensor<4xf32>, index) for @g, got (tensor<4xf32>)}}
+  %0:2 = tamoe.vjp @g(%x, %n) cotangents(%x) : (tensor<4xf32>, index), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @g(%x: tensor<4xf32>, %n: index) -> (tensor<4xf32>, index) {
+  return %x, %n : tensor<4xf32>, index
+}
+func.func @f(%x: tensor<4xf32>, %n: index) {
+  // expected-error @+1 {{cotangents (one per float tensor result) must be (tensor<4xf32>) for @g, got (tensor<4xf32>, index)}}
+  %0:3 = tamoe.vjp @g(%x, %n) cotangents(%x, %n) : (tensor<4xf32>, index), (tensor<4xf32>, index) -> (tensor<4xf32>, index), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @g(%x: tensor<4xf32>, %n: index) -> (tensor<4xf32>, index) {
+  return %x, %n : tensor<4xf32>, index
+}
+func.func @f(%x: tensor<4xf32>, %n: index) {
+  // expected-error @+1 {{gradients (one per float tensor argument) must be (tensor<4xf32>) for @g, got (tensor<4xf32>, tensor<4xf32>)}}
+  %0:4 = tamoe.vjp @g(%x, %n) cotangents(%x) : (tensor<4xf32>, index), (tensor<4xf32>) -> (tensor<4xf32>, index), (tensor<4xf32>, tensor<4xf32>)
+  return
+}

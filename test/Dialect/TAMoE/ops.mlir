@@ -106,6 +106,58 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
     return
   }
 
+  // Gradients.
+  // CHECK-LABEL: func.func @gradients
+  func.func @gradients(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %w: tensor<16x2xf32>, %rows: tensor<32x64xf32>, %d_out: tensor<16x64xf32>, %counts: tensor<8x2xi32>, %weights: tensor<2x64x32xf32>, %d_h: tensor<32x32xf32>, %d_loss: tensor<f32>, %ew: tensor<8xf32>, %routes: tensor<32x2xi32>, %node_counts: tensor<2xi32>) {
+    // CHECK: tamoe.gate_grad %{{.*}}, %{{.*}} softmax renormalize d_weights %{{.*}} d_probs %{{.*}} : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32> -> tensor<16x8xf32>
+    %0 = tamoe.gate_grad %probs, %ids softmax renormalize d_weights %w d_probs %probs : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32> -> tensor<16x8xf32>
+    // CHECK: tamoe.gate_grad %{{.*}}, %{{.*}} sigmoid d_probs %{{.*}} : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x8xf32> -> tensor<16x8xf32>
+    %1 = tamoe.gate_grad %probs, %ids sigmoid d_probs %probs : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x8xf32> -> tensor<16x8xf32>
+    // CHECK: tamoe.combine %{{.*}}, %{{.*}} : tensor<32x64xf32>, tensor<16x2xi32> -> tensor<16x64xf32>
+    %2 = tamoe.combine %rows, %ids : tensor<32x64xf32>, tensor<16x2xi32> -> tensor<16x64xf32>
+    // CHECK: tamoe.combine_grad %{{.*}}, %{{.*}}, %{{.*}} weights %{{.*}} : tensor<16x64xf32>, tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<32x64xf32>, tensor<16x2xf32>
+    %3:2 = tamoe.combine_grad %d_out, %rows, %ids weights %w : tensor<16x64xf32>, tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<32x64xf32>, tensor<16x2xf32>
+    // CHECK: tamoe.combine_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<16x64xf32>, tensor<32x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>
+    %4 = tamoe.combine_grad %d_out, %rows, %ids : tensor<16x64xf32>, tensor<32x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>
+    // CHECK: tamoe.grouped_matmul_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<32x64xf32>, tensor<8x2xi32>, tensor<2x64x32xf32>, tensor<32x32xf32> -> tensor<32x64xf32>, tensor<2x64x32xf32>
+    %5:2 = tamoe.grouped_matmul_grad %rows, %counts, %weights, %d_h : tensor<32x64xf32>, tensor<8x2xi32>, tensor<2x64x32xf32>, tensor<32x32xf32> -> tensor<32x64xf32>, tensor<2x64x32xf32>
+    // CHECK: tamoe.aux_loss_grad topology %{{.*}}, %{{.*}} weights %{{.*}} dispatched %{{.*}} : tensor<16x2xi32>, tensor<f32>, tensor<8xf32>, tensor<16x2xi32> -> tensor<16x8xf32>
+    %6 = tamoe.aux_loss_grad topology %ids, %d_loss weights %ew dispatched %ids : tensor<16x2xi32>, tensor<f32>, tensor<8xf32>, tensor<16x2xi32> -> tensor<16x8xf32>
+    // CHECK: tamoe.aux_loss_grad switch %{{.*}}, %{{.*}} : tensor<16x2xi32>, tensor<f32> -> tensor<16x8xf32>
+    %7 = tamoe.aux_loss_grad switch %ids, %d_loss : tensor<16x2xi32>, tensor<f32> -> tensor<16x8xf32>
+    // CHECK: tamoe.dedup_pack_grad %{{.*}}, %{{.*}}, %{{.*}} experts_per_node 4 nodes 2 : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<16x64xf32>
+    %8 = tamoe.dedup_pack_grad %rows, %ids, %ids experts_per_node 4 nodes 2 : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<16x64xf32>
+    // CHECK: tamoe.dedup_expand_grad %{{.*}}, %{{.*}}, %{{.*}} experts_per_rank 1 ranks_per_node 4 : tensor<32x64xf32>, tensor<32x2xi32>, tensor<2xi32> -> tensor<32x64xf32>
+    %9 = tamoe.dedup_expand_grad %rows, %routes, %node_counts experts_per_rank 1 ranks_per_node 4 : tensor<32x64xf32>, tensor<32x2xi32>, tensor<2xi32> -> tensor<32x64xf32>
+    return
+  }
+
+  // Training: reductions over a group, optimizer steps, and a layer's VJP.
+  // CHECK-LABEL: func.func @training
+  func.func @training(%p: tensor<2x64x32xf32>, %g: tensor<2x64x32xf32>, %m: tensor<2x64x32xf32>, %v: tensor<2x64x32xf32>, %lr: f32, %step: i64) {
+    // CHECK: tamoe.all_reduce %{{.*}} on @ep average : tensor<2x64x32xf32>
+    %0 = tamoe.all_reduce %g on @ep average : tensor<2x64x32xf32>
+    // CHECK: tamoe.all_reduce %{{.*}} on @ep axes = [1] : tensor<2x64x32xf32>
+    %1 = tamoe.all_reduce %g on @ep axes = [1] : tensor<2x64x32xf32>
+    // CHECK: tamoe.sgd %{{.*}}, %{{.*}}, %{{.*}} lr %{{.*}} momentum 0.899999976 : tensor<2x64x32xf32>
+    %2:2 = tamoe.sgd %p, %g, %m lr %lr momentum 0.9 : tensor<2x64x32xf32>
+    // CHECK: tamoe.adam %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} step %{{.*}} lr %{{.*}} : tensor<2x64x32xf32>
+    %3:3 = tamoe.adam %p, %g, %m, %v step %step lr %lr : tensor<2x64x32xf32>
+    // CHECK: tamoe.adam %{{.*}} {beta2 = 0.949999988 : f32, weight_decay = 0.00999999977 : f32} : tensor<2x64x32xf32>
+    %4:3 = tamoe.adam %p, %g, %m, %v step %step lr %lr {beta2 = 0.95 : f32, weight_decay = 0.01 : f32} : tensor<2x64x32xf32>
+    // CHECK: tamoe.vjp @scale(%{{.*}}) cotangents(%{{.*}}) : (tensor<2x64x32xf32>), (tensor<2x64x32xf32>) -> (tensor<2x64x32xf32>), (tensor<2x64x32xf32>)
+    %5:2 = tamoe.vjp @scale(%p) cotangents(%g) : (tensor<2x64x32xf32>), (tensor<2x64x32xf32>) -> (tensor<2x64x32xf32>), (tensor<2x64x32xf32>)
+    // A function without float arguments has no gradients.
+    // CHECK: tamoe.vjp @constant(%{{.*}}) cotangents(%{{.*}}) : (i64), (tensor<2x64x32xf32>) -> (tensor<2x64x32xf32>), ()
+    %6 = tamoe.vjp @constant(%step) cotangents(%g) : (i64), (tensor<2x64x32xf32>) -> (tensor<2x64x32xf32>), ()
+    return
+  }
+  func.func private @constant(i64) -> tensor<2x64x32xf32>
+  func.func @scale(%x: tensor<2x64x32xf32>) -> tensor<2x64x32xf32> {
+    %y = arith.negf %x : tensor<2x64x32xf32>
+    return %y : tensor<2x64x32xf32>
+  }
+
   // Attributes on their own: a dense plan (asymmetric patterns) and a level.
   // CHECK-LABEL: func.func private @attributes()
   // CHECK-SAME: dense = #tamoe.dispatch_plan<optimal, matrix = [7.500000e-01, 2.500000e-01, 1.000000e+00, 0.000000e+00], predicted_us = 1.500000e+01>

@@ -35,6 +35,26 @@ static void printOptionalOperandTypes(OpAsmPrinter &printer, Operation *,
     printer << ", " << secondType;
 }
 
+/// A list of types in parentheses, possibly empty: `tamoe.vjp`'s groups
+/// (a function without float arguments has no gradients).
+static ParseResult parseParenTypes(OpAsmParser &parser,
+                                   SmallVectorImpl<Type> &types) {
+  if (parser.parseLParen())
+    return failure();
+  if (succeeded(parser.parseOptionalRParen()))
+    return success();
+  if (parser.parseTypeList(types))
+    return failure();
+  return parser.parseRParen();
+}
+
+static void printParenTypes(OpAsmPrinter &printer, Operation *,
+                            TypeRange types) {
+  printer << "(";
+  llvm::interleaveComma(types, printer);
+  printer << ")";
+}
+
 #define GET_OP_CLASSES
 #include "tamoe/Dialect/TAMoE/IR/TAMoEOps.cpp.inc"
 
@@ -86,6 +106,52 @@ static LogicalResult verifyPlan(Operation *op,
   if (!topology)
     return success();
   return plan->verifyAgainst(topology, [op] { return op->emitOpError(); });
+}
+
+/// Grid axes of a collective's group must be unique and non-negative.
+static LogicalResult verifyGridAxes(Operation *op,
+                                    std::optional<ArrayRef<int16_t>> axes) {
+  if (!axes)
+    return success();
+  llvm::SmallDenseSet<int16_t> seen;
+  for (int16_t axis : *axes)
+    if (axis < 0 || !seen.insert(axis).second)
+      return op->emitOpError() << "grid axes must be unique and non-negative";
+  return success();
+}
+
+/// The grid axes of a collective's group: `axes`, or every axis of a grid of
+/// `gridRank` axes when the op names none.
+static SmallVector<int16_t> groupAxes(std::optional<ArrayRef<int16_t>> axes,
+                                      int64_t gridRank) {
+  if (axes)
+    return SmallVector<int16_t>(*axes);
+  return llvm::to_vector(llvm::seq<int16_t>(0, gridRank));
+}
+
+/// That `grid` names a shard.grid with the group's axes; the group's size
+/// (dynamic when an axis is).
+static FailureOr<int64_t>
+verifyGroup(Operation *op, FlatSymbolRefAttr gridName,
+            std::optional<ArrayRef<int16_t>> axes,
+            SymbolTableCollection &symbolTable) {
+  shard::GridOp grid = shard::getGridOrNull(op, gridName, symbolTable);
+  if (!grid)
+    return op->emitOpError()
+           << "'" << gridName << "' does not name a shard.grid";
+  ArrayRef<int64_t> shape = grid.getShape();
+  int64_t size = 1;
+  for (int16_t axis : groupAxes(axes, shape.size())) {
+    if (axis >= static_cast<int64_t>(shape.size()))
+      return op->emitOpError()
+             << "grid axis " << axis << " is out of range for grid "
+             << gridName << " of rank " << shape.size();
+    if (isDynamic(shape[axis]) || isDynamic(size))
+      size = ShapedType::kDynamic;
+    else
+      size *= shape[axis];
+  }
+  return size;
 }
 
 //===----------------------------------------------------------------------===//
@@ -248,12 +314,8 @@ LogicalResult AllToAllOp::verify() {
                             "one row per peer ([P] or [P, ...])";
   if (!counts.hasStaticShape())
     return emitOpError() << "send_counts must have a static shape";
-  if (std::optional<ArrayRef<int16_t>> axes = getGridAxes()) {
-    llvm::SmallDenseSet<int16_t> seen;
-    for (int16_t axis : *axes)
-      if (axis < 0 || !seen.insert(axis).second)
-        return emitOpError() << "grid axes must be unique and non-negative";
-  }
+  if (failed(verifyGridAxes(*this, getGridAxes())))
+    return failure();
   if (std::optional<StringRef> level = getLevel())
     if (TopologyAttr topology = TopologyAttr::lookup(*this))
       if (llvm::none_of(topology.getLevels(), [&](TopologyLevelAttr l) {
@@ -266,31 +328,21 @@ LogicalResult AllToAllOp::verify() {
 }
 
 SmallVector<int16_t> AllToAllOp::getGroupAxes(int64_t gridRank) {
-  if (std::optional<ArrayRef<int16_t>> axes = getGridAxes())
-    return SmallVector<int16_t>(*axes);
-  return llvm::to_vector(llvm::seq<int16_t>(0, gridRank));
+  return groupAxes(getGridAxes(), gridRank);
 }
 
 LogicalResult AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
-  shard::GridOp grid = shard::getGridOrNull(*this, getGridAttr(), symbolTable);
-  if (!grid)
-    return emitOpError() << "'@" << getGrid() << "' does not name a shard.grid";
-  ArrayRef<int64_t> shape = grid.getShape();
-  int64_t groupSize = 1;
-  for (int16_t axis : getGroupAxes(shape.size())) {
-    if (axis >= static_cast<int64_t>(shape.size()))
-      return emitOpError() << "grid axis " << axis
-                           << " is out of range for grid @" << getGrid()
-                           << " of rank " << shape.size();
-    if (isDynamic(shape[axis]))
-      return success();
-    groupSize *= shape[axis];
-  }
+  FailureOr<int64_t> groupSize =
+      verifyGroup(*this, getGridAttr(), getGridAxes(), symbolTable);
+  if (failed(groupSize))
+    return failure();
+  if (isDynamic(*groupSize))
+    return success();
   int64_t peers = getSendCounts().getType().getDimSize(0);
-  if (peers != groupSize)
+  if (peers != *groupSize)
     return emitOpError() << "send_counts has " << peers
                          << " peers but the group on @" << getGrid() << " has "
-                         << groupSize << " ranks";
+                         << *groupSize << " ranks";
   return success();
 }
 
@@ -447,17 +499,27 @@ LogicalResult GroupedMatmulOp::verify() {
 // CombineOp
 //===----------------------------------------------------------------------===//
 
+/// Optional `weights` of a combine must have the positions' shape [S, k].
+static LogicalResult verifyCombineWeights(Operation *op,
+                                          RankedTensorType positions,
+                                          Value weights) {
+  if (!weights)
+    return success();
+  auto type = cast<RankedTensorType>(weights.getType());
+  if (compatible(positions.getDimSize(0), type.getDimSize(0)) &&
+      compatible(positions.getDimSize(1), type.getDimSize(1)))
+    return success();
+  return op->emitOpError() << "positions and weights must have the same "
+                              "shape [S, k], got "
+                           << formatShape(positions.getShape()) << " and "
+                           << formatShape(type.getShape());
+}
+
 LogicalResult CombineOp::verify() {
   RankedTensorType outputs = getExpertOutputs().getType();
   RankedTensorType positions = getPositions().getType();
-  if (!compatible(positions.getDimSize(0),
-                  getWeights().getType().getDimSize(0)) ||
-      !compatible(positions.getDimSize(1),
-                  getWeights().getType().getDimSize(1)))
-    return emitOpError() << "positions and weights must have the same shape "
-                            "[S, k], got "
-                         << formatShape(positions.getShape()) << " and "
-                         << formatShape(getWeights().getType().getShape());
+  if (failed(verifyCombineWeights(*this, positions, getWeights())))
+    return failure();
   RankedTensorType combined = getCombined().getType();
   if (combined.getElementType() != outputs.getElementType())
     return emitOpError() << "combined must have the expert outputs' element "
@@ -509,5 +571,262 @@ LogicalResult AuxLossOp::verify() {
   if (getLoss().getType().getElementType() != probs.getElementType())
     return emitOpError() << "loss must have the probs' element type "
                          << probs.getElementType();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+/// `gradient`, when present, has the type of the forward value it is the
+/// gradient of (dynamic sizes agree with anything).
+static LogicalResult verifyGradientOf(Operation *op, StringRef name,
+                                      Value gradient, RankedTensorType of,
+                                      StringRef ofName) {
+  if (!gradient)
+    return success();
+  auto type = cast<RankedTensorType>(gradient.getType());
+  if (type.getElementType() == of.getElementType() &&
+      type.getRank() == of.getRank() &&
+      llvm::all_of(llvm::seq<int64_t>(0, type.getRank()), [&](int64_t dim) {
+        return compatible(type.getDimSize(dim), of.getDimSize(dim));
+      }))
+    return success();
+  return op->emitOpError() << name << " must have the type of " << ofName
+                           << " " << of << ", got " << type;
+}
+
+LogicalResult GateGradOp::verify() {
+  RankedTensorType probs = getProbs().getType();
+  RankedTensorType ids = getExpertIds().getType();
+  int64_t tokens = probs.getDimSize(0);
+  int64_t k = ids.getDimSize(1);
+  if (!getDWeights() && !getDProbs())
+    return emitOpError() << "needs the gradient of the weights, of the probs "
+                            "or of both";
+  if (!compatible(ids.getDimSize(0), tokens))
+    return emitOpError() << "probs and expert_ids must have one row per "
+                            "token, got "
+                         << formatShape(probs.getShape()) << " and "
+                         << formatShape(ids.getShape());
+  auto weightsType = RankedTensorType::get({tokens, k}, probs.getElementType());
+  if (failed(verifyGradientOf(*this, "d_weights", getDWeights(), weightsType,
+                              "the weights")) ||
+      failed(verifyGradientOf(*this, "d_probs", getDProbs(), probs,
+                              "probs")) ||
+      failed(verifyGradientOf(*this, "d_logits", getDLogits(), probs,
+                              "probs")))
+    return failure();
+  return success();
+}
+
+LogicalResult CombineGradOp::verify() {
+  RankedTensorType outputs = getExpertOutputs().getType();
+  RankedTensorType positions = getPositions().getType();
+  if (failed(verifyCombineWeights(*this, positions, getWeights())))
+    return failure();
+  if (bool(getWeights()) != bool(getDWeights()))
+    return emitOpError() << "has a d_weights result exactly when it has "
+                            "weights";
+  auto combined =
+      RankedTensorType::get({positions.getDimSize(0), outputs.getDimSize(1)},
+                            outputs.getElementType());
+  if (failed(verifyGradientOf(*this, "d_combined", getDCombined(), combined,
+                              "the combined tokens")) ||
+      failed(verifyGradientOf(*this, "d_expert_outputs", getDExpertOutputs(),
+                              outputs, "expert_outputs")))
+    return failure();
+  if (Value weights = getWeights())
+    return verifyGradientOf(*this, "d_weights", getDWeights(),
+                            cast<RankedTensorType>(weights.getType()),
+                            "weights");
+  return success();
+}
+
+LogicalResult GroupedMatmulGradOp::verify() {
+  RankedTensorType rows = getRows().getType();
+  RankedTensorType weights = getWeights().getType();
+  RankedTensorType counts = getCounts().getType();
+  if (counts.getRank() < 1 || !counts.hasStaticShape())
+    return emitOpError() << "counts must have a static shape ([n] or [P, n])";
+  if (!compatible(weights.getDimSize(0), counts.getShape().back()) ||
+      !compatible(weights.getDimSize(1), rows.getDimSize(1)))
+    return emitOpError() << "weights must be [n, H, F] with n = "
+                         << counts.getShape().back() << " and H = "
+                         << rows.getDimSize(1) << ", got "
+                         << formatShape(weights.getShape());
+  if (rows.getElementType() != weights.getElementType())
+    return emitOpError() << "rows and weights must have one element type, "
+                            "got "
+                         << rows.getElementType() << " and "
+                         << weights.getElementType();
+  auto result = RankedTensorType::get(
+      {rows.getDimSize(0), weights.getDimSize(2)}, rows.getElementType());
+  if (failed(verifyGradientOf(*this, "d_result", getDResult(), result,
+                              "the result")) ||
+      failed(verifyGradientOf(*this, "d_rows", getDRows(), rows, "rows")) ||
+      failed(verifyGradientOf(*this, "d_weights", getDWeights(), weights,
+                              "weights")))
+    return failure();
+  return success();
+}
+
+LogicalResult AuxLossGradOp::verify() {
+  RankedTensorType ids = getExpertIds().getType();
+  RankedTensorType probs = getDProbs().getType();
+  int64_t experts = probs.getDimSize(1);
+  if (!compatible(probs.getDimSize(0), ids.getDimSize(0)))
+    return emitOpError() << "d_probs and expert_ids must have one row per "
+                            "token, got "
+                         << formatShape(probs.getShape()) << " and "
+                         << formatShape(ids.getShape());
+  if (isDynamic(experts))
+    return emitOpError() << "d_probs must have a static number of experts";
+  bool topologyAware = getKind() == AuxLossKind::Topology;
+  if (topologyAware != bool(getExpertWeights()))
+    return emitOpError() << (topologyAware
+                                 ? "'topology' loss needs the per-expert "
+                                   "weights of this rank"
+                                 : "'switch' loss takes no weights");
+  if (Value weights = getExpertWeights()) {
+    auto type = cast<RankedTensorType>(weights.getType());
+    if (!compatible(type.getDimSize(0), experts))
+      return emitOpError() << "weights must have one entry per expert ("
+                           << experts << "), got " << type.getDimSize(0);
+  }
+  if (failed(verifyGradientOf(*this, "dispatched positions", getPositions(),
+                              ids, "expert_ids")))
+    return failure();
+  if (getDLoss().getType().getElementType() != probs.getElementType())
+    return emitOpError() << "d_loss must have the d_probs' element type "
+                         << probs.getElementType();
+  return success();
+}
+
+LogicalResult DedupPackGradOp::verify() {
+  if (getExpertsPerNode() < 1)
+    return emitOpError() << "experts_per_node must be >= 1, got "
+                         << getExpertsPerNode();
+  if (getNodes() < 1)
+    return emitOpError() << "nodes must be >= 1, got " << getNodes();
+  RankedTensorType ids = getExpertIds().getType();
+  if (failed(verifyGradientOf(*this, "positions", getPositions(), ids,
+                              "expert_ids")))
+    return failure();
+  RankedTensorType unique = getDUnique().getType();
+  auto tokens = RankedTensorType::get({ids.getDimSize(0), unique.getDimSize(1)},
+                                      unique.getElementType());
+  return verifyGradientOf(*this, "d_tokens", getDTokens(), tokens,
+                          "the tokens");
+}
+
+LogicalResult DedupExpandGradOp::verify() {
+  if (getExpertsPerRank() < 1)
+    return emitOpError() << "experts_per_rank must be >= 1, got "
+                         << getExpertsPerRank();
+  if (getRanksPerNode() < 1)
+    return emitOpError() << "ranks_per_node must be >= 1, got "
+                         << getRanksPerNode();
+  if (isDynamic(getCounts().getType().getDimSize(0)))
+    return emitOpError() << "counts must have a static size (the number of "
+                            "nodes)";
+  RankedTensorType expanded = getDExpanded().getType();
+  auto unique = RankedTensorType::get(
+      {getRoutes().getType().getDimSize(0), expanded.getDimSize(1)},
+      expanded.getElementType());
+  return verifyGradientOf(*this, "d_unique", getDUnique(), unique,
+                          "the unique rows");
+}
+
+//===----------------------------------------------------------------------===//
+// Training
+//===----------------------------------------------------------------------===//
+
+SmallVector<int16_t> AllReduceOp::getGroupAxes(int64_t gridRank) {
+  return groupAxes(getGridAxes(), gridRank);
+}
+
+LogicalResult AllReduceOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  if (failed(verifyGridAxes(*this, getGridAxes())))
+    return failure();
+  return verifyGroup(*this, getGridAttr(), getGridAxes(), symbols);
+}
+
+/// A hyperparameter that must be finite and within [low, high].
+static LogicalResult verifyInRange(Operation *op, StringRef name,
+                                   APFloat value, double low, double high) {
+  double x = value.convertToDouble();
+  if (std::isfinite(x) && x >= low && x <= high)
+    return success();
+  return op->emitOpError() << name << " must be in ["
+                           << ::tamoe::formatNumber(low) << ", "
+                           << ::tamoe::formatNumber(high) << "], got "
+                           << ::tamoe::formatNumber(x);
+}
+
+LogicalResult SGDOp::verify() {
+  if (failed(verifyInRange(*this, "momentum", getMomentum(), 0.0, 1.0)) ||
+      failed(verifyInRange(*this, "weight_decay", getWeightDecay(), 0.0, 1.0)))
+    return failure();
+  return success();
+}
+
+LogicalResult AdamOp::verify() {
+  // beta = 1 would divide by zero in the bias correction; eps = 0 would
+  // divide by zero for a parameter that never had a gradient.
+  if (failed(verifyInRange(*this, "beta1", getBeta1(), 0.0, 0.999999)) ||
+      failed(verifyInRange(*this, "beta2", getBeta2(), 0.0, 0.999999)) ||
+      failed(verifyInRange(*this, "weight_decay", getWeightDecay(), 0.0,
+                           1.0)))
+    return failure();
+  double eps = getEps().convertToDouble();
+  if (!std::isfinite(eps) || eps <= 0.0)
+    return emitOpError() << "eps must be positive and finite, got "
+                         << ::tamoe::formatNumber(eps);
+  return success();
+}
+
+/// The types of the float tensors among `types`: what a function's
+/// gradients are taken of and for.
+static SmallVector<Type> floatTensors(TypeRange types) {
+  SmallVector<Type> result;
+  for (Type type : types)
+    if (auto tensor = dyn_cast<RankedTensorType>(type);
+        tensor && isa<FloatType>(tensor.getElementType()))
+      result.push_back(type);
+  return result;
+}
+
+LogicalResult VJPOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  auto callee =
+      symbols.lookupNearestSymbolFrom<func::FuncOp>(*this, getCalleeAttr());
+  if (!callee)
+    return emitOpError() << "'" << getCallee()
+                         << "' does not name a func.func";
+  FunctionType type = callee.getFunctionType();
+  auto list = [](TypeRange types) {
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    os << "(";
+    llvm::interleaveComma(types, os);
+    os << ")";
+    return text;
+  };
+  auto mismatch = [&](StringRef what, TypeRange got, TypeRange expected) {
+    return emitOpError() << what << " must be " << list(expected) << " for @"
+                         << getCallee() << ", got " << list(got);
+  };
+  if (TypeRange(getArguments().getTypes()) != TypeRange(type.getInputs()))
+    return mismatch("arguments", getArguments().getTypes(), type.getInputs());
+  if (TypeRange(getResults().getTypes()) != TypeRange(type.getResults()))
+    return mismatch("results", getResults().getTypes(), type.getResults());
+  SmallVector<Type> cotangents = floatTensors(type.getResults());
+  if (TypeRange(getCotangents().getTypes()) != TypeRange(cotangents))
+    return mismatch("cotangents (one per float tensor result)",
+                    getCotangents().getTypes(), cotangents);
+  SmallVector<Type> gradients = floatTensors(type.getInputs());
+  if (TypeRange(getGradients().getTypes()) != TypeRange(gradients))
+    return mismatch("gradients (one per float tensor argument)",
+                    getGradients().getTypes(), gradients);
   return success();
 }

@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "tamoe/Dialect/TAMoE/Autodiff/Autodiff.h"
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
 
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
@@ -37,7 +38,32 @@ namespace {
 enum class Group : int32_t { World = 0, Node = 1, Peers = 2 };
 
 /// The op kinds of tamoe_rt_map_t.
-enum class MapKind : int32_t { Add = 0, Sub = 1, Mul = 2, Relu = 3 };
+enum class MapKind : int32_t {
+  Add = 0,
+  Sub = 1,
+  Mul = 2,
+  Relu = 3,
+  Neg = 4,
+  ReluGrad = 5
+};
+
+MapKind toMapKind(ElementwiseKind kind) {
+  switch (kind) {
+  case ElementwiseKind::Add:
+    return MapKind::Add;
+  case ElementwiseKind::Sub:
+    return MapKind::Sub;
+  case ElementwiseKind::Mul:
+    return MapKind::Mul;
+  case ElementwiseKind::Relu:
+    return MapKind::Relu;
+  case ElementwiseKind::Neg:
+    return MapKind::Neg;
+  case ElementwiseKind::ReluGrad:
+    return MapKind::ReluGrad;
+  }
+  llvm_unreachable("unknown elementwise kind");
+}
 
 /// A contiguous piece of a dense constant: the constant and the index of the
 /// piece's first element in it (null for 0).
@@ -178,13 +204,38 @@ public:
                 {host, index(type.getNumElements() * elementBytes)}, ptrType);
   }
 
+  /// data(tensor), or a null pointer for an absent optional operand.
+  Value optionalData(Value tensor) { return tensor ? data(tensor) : null(); }
+
+  /// The buffer of a tensor operand that the runtime updates in place (an
+  /// optimizer's state, a reduction): One-Shot Bufferize copies the tensor
+  /// first if its old value is still read.
+  Value inPlace(Value tensor) {
+    auto type = cast<RankedTensorType>(tensor.getType());
+    auto memref = MemRefType::get(type.getShape(), type.getElementType());
+    return bufferization::ToBufferOp::create(b, loc, memref, tensor);
+  }
+
+  /// A fresh buffer for a result that some op reads, or null (the runtime
+  /// then skips computing it) for one without uses.
+  Value outputIfUsed(Value result, Value rows = {}) {
+    if (result.use_empty())
+      return Value();
+    return output(cast<RankedTensorType>(result.getType()), rows);
+  }
+
+  /// The pointer of a buffer from outputIfUsed (null stays null).
+  Value pointerOrNull(Value buffer) { return buffer ? pointer(buffer) : null(); }
+
   /// Replaces `op`'s results, in order, by the tensors its result buffers
-  /// hold once the runtime has filled them, and erases it.
+  /// hold once the runtime has filled them, and erases it. A null buffer
+  /// stands for a result without uses.
   void replace(Operation *op, ArrayRef<Value> buffers) {
     for (auto [result, buffer] : llvm::zip_equal(op->getResults(), buffers))
-      result.replaceAllUsesWith(bufferization::ToTensorOp::create(
-          b, loc, result.getType(), buffer, /*restrict=*/true,
-          /*writable=*/true));
+      if (buffer)
+        result.replaceAllUsesWith(bufferization::ToTensorOp::create(
+            b, loc, result.getType(), buffer, /*restrict=*/true,
+            /*writable=*/true));
     op->erase();
   }
 
@@ -250,6 +301,15 @@ private:
   LogicalResult lower(GroupedMatmulOp op);
   LogicalResult lower(CombineOp op);
   LogicalResult lower(AuxLossOp op);
+  LogicalResult lower(GateGradOp op);
+  LogicalResult lower(CombineGradOp op);
+  LogicalResult lower(GroupedMatmulGradOp op);
+  LogicalResult lower(AuxLossGradOp op);
+  LogicalResult lower(DedupPackGradOp op);
+  LogicalResult lower(DedupExpandGradOp op);
+  LogicalResult lower(AllReduceOp op, SymbolTableCollection &symbols);
+  LogicalResult lower(SGDOp op);
+  LogicalResult lower(AdamOp op);
   LogicalResult lower(linalg::MatmulOp op);
   LogicalResult lowerMap(Operation *op, MapKind kind, Value a, Value b);
   LogicalResult lower(shard::ProcessLinearIndexOp op);
@@ -266,6 +326,28 @@ private:
   DenseMap<Operation *, Value> contexts;
 };
 } // namespace
+
+/// The runtime's group for a collective over `op`'s grid and axes: the
+/// whole grid, its last axis (the ranks of a node) and the other axes
+/// (same-index ranks of every node).
+template <typename OpTy>
+static FailureOr<Group> runtimeGroup(OpTy op, SymbolTableCollection &symbols) {
+  shard::GridOp grid = shard::getGridOrNull(op, op.getGridAttr(), symbols);
+  if (!grid)
+    return op.emitOpError() << "'@" << op.getGrid()
+                            << "' does not name a shard.grid";
+  int64_t rank = grid.getRank();
+  SmallVector<int16_t> axes = op.getGroupAxes(rank);
+  if (llvm::equal(axes, llvm::seq<int16_t>(0, rank)))
+    return Group::World;
+  if (rank >= 2 && axes == SmallVector<int16_t>{int16_t(rank - 1)})
+    return Group::Node;
+  if (rank >= 2 && llvm::equal(axes, llvm::seq<int16_t>(0, rank - 1)))
+    return Group::Peers;
+  return op.emitOpError()
+         << "cannot be lowered to the runtime: its groups are the whole "
+            "grid, its last axis (a node) or the axes before it";
+}
 
 /// The runtime computes in f32 and takes ids, positions and counts as i32.
 static LogicalResult checkElements(Operation *op, ArrayRef<Value> floats,
@@ -385,25 +467,9 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
                                           SymbolTableCollection &symbols) {
   if (failed(checkElements(op, {}, {op.getSendCounts()})))
     return failure();
-  shard::GridOp grid = shard::getGridOrNull(op, op.getGridAttr(), symbols);
-  if (!grid)
-    return op.emitOpError() << "'@" << op.getGrid()
-                            << "' does not name a shard.grid";
-  // The runtime's groups: the whole grid, its last axis (the ranks of a
-  // node) and the other axes (same-index ranks of every node).
-  int64_t rank = grid.getRank();
-  SmallVector<int16_t> axes = op.getGroupAxes(rank);
-  Group group;
-  if (llvm::equal(axes, llvm::seq<int16_t>(0, rank)))
-    group = Group::World;
-  else if (rank >= 2 && axes == SmallVector<int16_t>{int16_t(rank - 1)})
-    group = Group::Node;
-  else if (rank >= 2 && llvm::equal(axes, llvm::seq<int16_t>(0, rank - 1)))
-    group = Group::Peers;
-  else
-    return op.emitOpError()
-           << "cannot be lowered to the runtime: its groups are the whole "
-              "grid, its last axis (a node) or the axes before it";
+  FailureOr<Group> group = runtimeGroup(op, symbols);
+  if (failed(group))
+    return failure();
   RankedTensorType countsType = op.getSendCounts().getType();
   int64_t peers = countsType.getDimSize(0);
   int64_t split = product(countsType, 1);
@@ -423,13 +489,13 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
                                      MemRefType::get({}, l.b.getIndexType()));
   }
   l.runtime("all_to_all_counts",
-            {l.i32(int32_t(group)), sendCounts, l.index(peers),
+            {l.i32(int32_t(*group)), sendCounts, l.index(peers),
              l.index(split), l.pointer(recvCounts), l.pointer(total)});
   RankedTensorType receivedType = op.getReceived().getType();
   Value received =
       l.output(receivedType, memref::LoadOp::create(l.b, l.loc, total));
   l.runtime("all_to_all",
-            {l.i32(int32_t(group)), l.data(send), l.dim(send, 0),
+            {l.i32(int32_t(*group)), l.data(send), l.dim(send, 0),
              l.rowBytes(op.getSend().getType()), sendCounts,
              l.index(peers), l.index(split), l.pointer(received),
              l.dim(received, 0), l.pointer(recvCounts)});
@@ -535,8 +601,10 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulOp op) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(CombineOp op) {
-  if (failed(checkElements(op, {op.getExpertOutputs(), op.getWeights()},
-                           {op.getPositions()})))
+  SmallVector<Value> floats{op.getExpertOutputs()};
+  if (op.getWeights())
+    floats.push_back(op.getWeights());
+  if (failed(checkElements(op, floats, {op.getPositions()})))
     return failure();
   Lowering l = lowering(op);
   Value outputs = op.getExpertOutputs();
@@ -545,7 +613,7 @@ LogicalResult ConvertToRuntimePass::lower(CombineOp op) {
   Value combined = l.output(op.getCombined().getType(), tokens);
   l.runtime("combine",
             {l.data(outputs), l.dim(outputs, 0), l.dim(outputs, 1),
-             l.data(positions), l.data(op.getWeights()),
+             l.data(positions), l.optionalData(op.getWeights()),
              tokens, l.dim(positions, 1), l.pointer(combined)});
   l.replace(op, {combined});
   return success();
@@ -577,17 +645,231 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossOp op) {
   return success();
 }
 
+LogicalResult ConvertToRuntimePass::lower(GateGradOp op) {
+  SmallVector<Value> floats{op.getProbs(), op.getDLogits()};
+  for (Value gradient : {op.getDWeights(), op.getDProbs()})
+    if (gradient)
+      floats.push_back(gradient);
+  if (failed(checkElements(op, floats, {op.getExpertIds()})))
+    return failure();
+  Lowering l = lowering(op);
+  Value probs = op.getProbs();
+  Value tokens = l.dim(probs, 0);
+  Value dLogits = l.output(op.getDLogits().getType(), tokens);
+  l.runtime("gate_grad",
+            {l.data(probs), l.data(op.getExpertIds()), tokens,
+             l.dim(probs, 1), l.dim(op.getExpertIds(), 1),
+             l.i32(op.getScore() == ScoreFunction::Sigmoid ? 1 : 0),
+             l.i32(op.getRenormalize() ? 1 : 0),
+             l.optionalData(op.getDWeights()), l.optionalData(op.getDProbs()),
+             l.pointer(dLogits)});
+  l.replace(op, {dLogits});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(CombineGradOp op) {
+  SmallVector<Value> floats{op.getExpertOutputs(), op.getDCombined()};
+  if (op.getWeights())
+    floats.push_back(op.getWeights());
+  if (failed(checkElements(op, floats, {op.getPositions()})))
+    return failure();
+  Lowering l = lowering(op);
+  Value outputs = op.getExpertOutputs();
+  Value positions = op.getPositions();
+  Value dOutputs =
+      l.output(op.getDExpertOutputs().getType(), l.dim(outputs, 0));
+  Value dWeights = op.getDWeights()
+                       ? l.outputIfUsed(op.getDWeights(), l.dim(positions, 0))
+                       : Value();
+  l.runtime("combine_grad",
+            {l.data(outputs), l.dim(outputs, 0), l.dim(outputs, 1),
+             l.data(positions), l.optionalData(op.getWeights()),
+             l.dim(positions, 0), l.dim(positions, 1),
+             l.data(op.getDCombined()), l.pointer(dOutputs),
+             l.pointerOrNull(dWeights)});
+  SmallVector<Value> buffers{dOutputs};
+  if (op.getDWeights())
+    buffers.push_back(dWeights);
+  l.replace(op, buffers);
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(GroupedMatmulGradOp op) {
+  if (failed(checkElements(op,
+                           {op.getRows(), op.getWeights(), op.getDResult()},
+                           {op.getCounts()})))
+    return failure();
+  RankedTensorType countsType = op.getCounts().getType();
+  Lowering l = lowering(op);
+  Value rows = op.getRows();
+  Value weights = op.getWeights();
+  Value dRows = l.outputIfUsed(op.getDRows(), l.dim(rows, 0));
+  Value dWeights = l.outputIfUsed(op.getDWeights());
+  if (!dRows && !dWeights) {
+    op.erase();
+    return success();
+  }
+  l.runtime("grouped_matmul_grad",
+            {l.data(rows), l.dim(rows, 0), l.dim(rows, 1),
+             l.data(op.getCounts()), l.index(countsType.getNumElements()),
+             l.index(countsType.getShape().back()), l.data(weights),
+             l.dim(weights, 2), l.data(op.getDResult()),
+             l.pointerOrNull(dRows), l.pointerOrNull(dWeights)});
+  l.replace(op, {dRows, dWeights});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(AuxLossGradOp op) {
+  SmallVector<Value> floats{op.getDLoss(), op.getDProbs()};
+  if (op.getExpertWeights())
+    floats.push_back(op.getExpertWeights());
+  SmallVector<Value> integers{op.getExpertIds()};
+  if (op.getPositions())
+    integers.push_back(op.getPositions());
+  if (failed(checkElements(op, floats, integers)))
+    return failure();
+  Lowering l = lowering(op);
+  Value ids = op.getExpertIds();
+  Value tokens = l.dim(ids, 0);
+  Value dProbs = l.output(op.getDProbs().getType(), tokens);
+  l.runtime("aux_loss_grad",
+            {l.data(ids), l.optionalData(op.getPositions()), tokens,
+             l.dim(op.getDProbs(), 1), l.dim(ids, 1),
+             l.optionalData(op.getExpertWeights()), l.data(op.getDLoss()),
+             l.pointer(dProbs)});
+  l.replace(op, {dProbs});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(DedupPackGradOp op) {
+  if (failed(checkElements(op, {op.getDUnique(), op.getDTokens()},
+                           {op.getExpertIds(), op.getPositions()})))
+    return failure();
+  Lowering l = lowering(op);
+  Value dUnique = op.getDUnique();
+  Value ids = op.getExpertIds();
+  Value tokens = l.dim(ids, 0);
+  Value dTokens = l.output(op.getDTokens().getType(), tokens);
+  l.runtime("dedup_pack_grad",
+            {l.data(dUnique), l.dim(dUnique, 0), l.dim(dUnique, 1),
+             l.data(ids), l.data(op.getPositions()), tokens, l.dim(ids, 1),
+             l.index(op.getExpertsPerNode()), l.index(op.getNodes()),
+             l.pointer(dTokens)});
+  l.replace(op, {dTokens});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(DedupExpandGradOp op) {
+  if (failed(checkElements(op, {op.getDExpanded(), op.getDUnique()},
+                           {op.getRoutes(), op.getCounts()})))
+    return failure();
+  Lowering l = lowering(op);
+  Value dExpanded = op.getDExpanded();
+  Value routes = op.getRoutes();
+  Value dUnique = l.output(op.getDUnique().getType(), l.dim(routes, 0));
+  l.runtime("dedup_expand_grad",
+            {l.data(dExpanded), l.dim(dExpanded, 0), l.dim(dExpanded, 1),
+             l.data(routes), l.dim(routes, 0), l.dim(routes, 1),
+             l.data(op.getCounts()),
+             l.index(op.getCounts().getType().getDimSize(0)),
+             l.index(op.getRanksPerNode()), l.index(op.getExpertsPerRank()),
+             l.pointer(dUnique)});
+  l.replace(op, {dUnique});
+  return success();
+}
+
+/// Elements of a tensor (a product of its sizes, dynamic ones included).
+static Value numElements(Lowering &l, Value tensor) {
+  auto type = cast<RankedTensorType>(tensor.getType());
+  Value elements = l.index(1);
+  for (int64_t dim = 0; dim < type.getRank(); ++dim)
+    elements = arith::MulIOp::create(l.b, l.loc, elements, l.dim(tensor, dim));
+  return elements;
+}
+
+LogicalResult ConvertToRuntimePass::lower(AllReduceOp op,
+                                          SymbolTableCollection &symbols) {
+  FailureOr<Group> group = runtimeGroup(op, symbols);
+  if (failed(group))
+    return failure();
+  Lowering l = lowering(op);
+  Value input = op.getInput();
+  Value buffer = l.inPlace(input);
+  l.runtime("all_reduce", {l.i32(int32_t(*group)), l.pointer(buffer),
+                           numElements(l, input),
+                           l.i32(op.getAverage() ? 1 : 0)});
+  l.replace(op, {buffer});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(SGDOp op) {
+  Lowering l = lowering(op);
+  Value params = l.inPlace(op.getParams());
+  Value velocity = l.inPlace(op.getVelocity());
+  l.runtime("sgd",
+            {l.pointer(params), l.data(op.getGrads()), l.pointer(velocity),
+             numElements(l, op.getParams()), op.getLr(),
+             arith::ConstantOp::create(l.b, l.loc, op.getMomentumAttr()),
+             arith::ConstantOp::create(l.b, l.loc, op.getWeightDecayAttr())});
+  l.replace(op, {params, velocity});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(AdamOp op) {
+  Lowering l = lowering(op);
+  Value params = l.inPlace(op.getParams());
+  Value m = l.inPlace(op.getM());
+  Value v = l.inPlace(op.getV());
+  auto constant = [&](FloatAttr value) -> Value {
+    return arith::ConstantOp::create(l.b, l.loc, value);
+  };
+  l.runtime("adam",
+            {l.pointer(params), l.data(op.getGrads()), l.pointer(m),
+             l.pointer(v), numElements(l, op.getParams()), op.getStep(),
+             op.getLr(), constant(op.getBeta1Attr()),
+             constant(op.getBeta2Attr()), constant(op.getEpsAttr()),
+             constant(op.getWeightDecayAttr())});
+  l.replace(op, {params, m, v});
+  return success();
+}
+
 static bool isF32Tensor(Value value) {
   auto type = dyn_cast<RankedTensorType>(value.getType());
   return type && type.getElementType().isF32();
 }
 
+/// Whether a matmul reads its operands transposed: (a, b), for the default
+/// maps and for the two forms gradients take (one operand transposed).
+static std::optional<std::pair<bool, bool>>
+matmulTransposes(linalg::MatmulOp op) {
+  if (!op.hasUserDefinedMaps())
+    return std::make_pair(false, false);
+  MLIRContext *context = op.getContext();
+  AffineExpr m, n, k;
+  bindDims(context, m, n, k);
+  auto map = [&](AffineExpr row, AffineExpr col) {
+    return AffineMap::get(3, 0, {row, col}, context);
+  };
+  SmallVector<AffineMap> maps = op.getIndexingMapsArray();
+  if (maps.size() != 3 || maps[2] != map(m, n))
+    return std::nullopt;
+  if (maps[0] == map(k, m) && maps[1] == map(k, n))
+    return std::make_pair(true, false);
+  if (maps[0] == map(m, k) && maps[1] == map(n, k))
+    return std::make_pair(false, true);
+  if (maps[0] == map(m, k) && maps[1] == map(k, n))
+    return std::make_pair(false, false);
+  return std::nullopt;
+}
+
 LogicalResult ConvertToRuntimePass::lower(linalg::MatmulOp op) {
-  if (op.hasUserDefinedMaps() || !op.hasPureTensorSemantics() ||
+  std::optional<std::pair<bool, bool>> transposes = matmulTransposes(op);
+  if (!transposes || !op.hasPureTensorSemantics() ||
       !llvm::all_of(op->getOperands(), isF32Tensor))
     return op.emitOpError()
            << "cannot be lowered to the runtime: it takes an f32 matmul on "
-              "tensors with the default indexing maps";
+              "tensors with the default indexing maps or one operand "
+              "transposed";
   Value a = op.getDpsInputs()[0], b = op.getDpsInputs()[1];
   Value init = op.getDpsInits()[0];
   Lowering l = lowering(op);
@@ -597,9 +879,17 @@ LogicalResult ConvertToRuntimePass::lower(linalg::MatmulOp op) {
   if (!fill || !matchPattern(fill.getInputs()[0], m_AnyZeroFloat()))
     initPointer = l.data(init);
   auto resultType = cast<RankedTensorType>(op->getResult(0).getType());
-  Value c = l.output(resultType, {{a, 0}, {b, 1}});
-  l.runtime("matmul", {l.data(a), l.data(b), l.dim(a, 0), l.dim(a, 1),
-                       l.dim(b, 1), initPointer, l.pointer(c)});
+  auto [transposeA, transposeB] = *transposes;
+  // op(a) is [m, k] and op(b) [k, n] whichever way they are stored.
+  std::pair<Value, int64_t> m{a, transposeA ? 1 : 0};
+  std::pair<Value, int64_t> k{a, transposeA ? 0 : 1};
+  std::pair<Value, int64_t> n{b, transposeB ? 0 : 1};
+  Value c = l.output(resultType, {m, n});
+  l.runtime("matmul",
+            {l.data(a), l.data(b), l.dim(m.first, m.second),
+             l.dim(k.first, k.second), l.dim(n.first, n.second),
+             l.i32(transposeA), l.i32(transposeB), initPointer,
+             l.pointer(c)});
   l.replace(op, {c});
   return success();
 }
@@ -624,56 +914,6 @@ LogicalResult ConvertToRuntimePass::lowerMap(Operation *op, MapKind kind,
                     elements, l.pointer(out)});
   l.replace(op, {out});
   return success();
-}
-
-/// The runtime's map for a linalg.generic that applies one f32 op of
-/// tamoe_rt_map_t elementwise: identity maps, parallel loops, the init
-/// unread; the operands in the op's order.
-static std::optional<std::tuple<MapKind, Value, Value>>
-elementwise(linalg::GenericOp op) {
-  if (!op.hasPureTensorSemantics() || op.getNumDpsInits() != 1 ||
-      op.getNumDpsInputs() < 1 || op.getNumDpsInputs() > 2 ||
-      op.getNumLoops() != op.getNumParallelLoops() ||
-      !llvm::all_of(op.getIndexingMapsArray(),
-                    [](AffineMap map) { return map.isIdentity(); }) ||
-      !llvm::all_of(op->getOperands(), isF32Tensor))
-    return std::nullopt;
-  Block *body = op.getBlock();
-  if (!body->getArguments().back().use_empty())
-    return std::nullopt;
-  auto yield = cast<linalg::YieldOp>(body->getTerminator());
-  Operation *compute = yield.getValues()[0].getDefiningOp();
-  if (!compute || compute->getBlock() != body || compute->getNumOperands() != 2)
-    return std::nullopt;
-  // Anything else in the body would be dropped.
-  for (Operation &inner : body->without_terminator())
-    if (&inner != compute && !isa<arith::ConstantOp>(inner))
-      return std::nullopt;
-  // The input an operand of the body's op reads, or null.
-  auto input = [&](Value value) -> Value {
-    auto argument = dyn_cast<BlockArgument>(value);
-    if (!argument || argument.getOwner() != body ||
-        argument.getArgNumber() >= op.getNumDpsInputs())
-      return Value();
-    return op.getDpsInputs()[argument.getArgNumber()];
-  };
-  Value x = input(compute->getOperand(0)), y = input(compute->getOperand(1));
-  if (isa<arith::MaximumFOp>(compute) && op.getNumDpsInputs() == 1) {
-    if (x && matchPattern(compute->getOperand(1), m_AnyZeroFloat()))
-      return std::make_tuple(MapKind::Relu, x, Value());
-    if (y && matchPattern(compute->getOperand(0), m_AnyZeroFloat()))
-      return std::make_tuple(MapKind::Relu, y, Value());
-    return std::nullopt;
-  }
-  if (!x || !y)
-    return std::nullopt;
-  if (isa<arith::AddFOp>(compute))
-    return std::make_tuple(MapKind::Add, x, y);
-  if (isa<arith::SubFOp>(compute))
-    return std::make_tuple(MapKind::Sub, x, y);
-  if (isa<arith::MulFOp>(compute))
-    return std::make_tuple(MapKind::Mul, x, y);
-  return std::nullopt;
 }
 
 /// Ops that may keep tensor types in a device-resident program: they move
@@ -713,11 +953,10 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
         TypeSwitch<Operation *, LogicalResult>(op)
             .Case([&](linalg::MatmulOp op) { return lower(op); })
             .Case([&](linalg::GenericOp op) -> LogicalResult {
-              auto map = elementwise(op);
-              if (!map)
+              std::optional<Elementwise> map = matchElementwise(op);
+              if (!map || !llvm::all_of(op->getOperands(), isF32Tensor))
                 return success(); // reported below
-              auto [kind, a, b] = *map;
-              return lowerMap(op, kind, a, b);
+              return lowerMap(op, toMapKind(map->kind), map->a, map->b);
             })
             .Case([&](linalg::AddOp op) { return named(op, MapKind::Add); })
             .Case([&](linalg::SubOp op) { return named(op, MapKind::Sub); })
@@ -745,8 +984,8 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
       return WalkResult::advance();
     op->emitOpError()
         << "would run on the host: a device-resident program lowers only "
-           "tamoe ops, f32 linalg.matmul and elementwise add, sub, mul and "
-           "relu to the runtime";
+           "tamoe ops, f32 linalg.matmul and elementwise add, sub, mul, neg, "
+           "relu and relu's gradient to the runtime";
     return WalkResult::interrupt();
   });
   return failure(left.wasInterrupted());
@@ -824,10 +1063,18 @@ void ConvertToRuntimePass::runOnOperation() {
             .Case([&](shard::ProcessMultiIndexOp op) {
               return lower(op, symbols);
             })
+            .Case([&](AllReduceOp op) { return lower(op, symbols); })
             .Case<GateOp, DispatchOp, RegroupOp, DedupPackOp, DedupExpandOp,
-                  GroupedMatmulOp, CombineOp, AuxLossOp,
+                  GroupedMatmulOp, CombineOp, AuxLossOp, GateGradOp,
+                  CombineGradOp, GroupedMatmulGradOp, AuxLossGradOp,
+                  DedupPackGradOp, DedupExpandGradOp, SGDOp, AdamOp,
                   shard::ProcessLinearIndexOp>(
                 [&](auto op) { return lower(op); })
+            .Case([](VJPOp op) {
+              return op.emitOpError()
+                     << "has no lowering to the runtime: run "
+                        "tamoe-differentiate (or --tamoe-pipeline) first";
+            })
             .Default([](Operation *op) {
               return op->emitOpError()
                      << "has no lowering to the runtime";

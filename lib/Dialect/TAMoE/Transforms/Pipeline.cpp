@@ -30,10 +30,16 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
   hierarchical.mode = options.mode;
   hierarchical.dedup = options.dedup;
   pm.addPass(createTAMoEHierarchicalAllToAllPass(hierarchical));
+  // Last, so that the backward exchanges reverse the forward's stages.
+  TAMoEDifferentiatePassOptions differentiate;
+  differentiate.functions.assign(options.differentiate.begin(),
+                                 options.differentiate.end());
+  pm.addPass(createTAMoEDifferentiatePass(differentiate));
 }
 
 /// Upstream passes after convert-tamoe-to-runtime: buffers for the tensors
-/// (function results as plain memrefs, freed where ownership says), loops for
+/// (function results as plain memrefs, freed where ownership says; a
+/// training loop's parameters carried through scf.for), loops for
 /// the remaining linalg ops (none when device-resident), and the LLVM
 /// dialect, with every memref allocation through the runtime
 /// (use-generic-functions).
@@ -44,7 +50,8 @@ LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
       (llvm::Twine("convert-tamoe-to-runtime{device-resident=") +
        (device ? "true" : "false") +
        "},one-shot-bufferize{bufferize-function-boundaries "
-       "function-boundary-type-conversion=identity-layout-map},"
+       "function-boundary-type-conversion=identity-layout-map "
+       "allow-return-allocs-from-loops},"
        "buffer-deallocation-pipeline,convert-bufferization-to-memref," +
        (device ? "tamoe-finalize-device-resident," : "") +
        "convert-linalg-to-loops,lower-affine,expand-strided-metadata,"

@@ -58,14 +58,20 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
                                      const planner::PolicyOptions &options,
                                      SymbolTableCollection &symbols) {
   int64_t ranks = tree.numRanks();
-  if (AllToAllOp exchange = findSendingAllToAll(dispatch)) {
-    std::optional<int64_t> group = groupSize(exchange, symbols);
-    if (group && *group != ranks)
-      return dispatch.emitError()
-             << "expert-parallel group @" << exchange.getGrid() << " has "
-             << *group << " ranks but topology '" << tree.name << "' has "
-             << ranks;
+  AllToAllOp exchange = findSendingAllToAll(dispatch);
+  if (!exchange) {
+    // Every expert is on this rank (a local layer, or a teacher model):
+    // no row crosses a link, so there is nothing to plan.
+    dispatch.emitRemark() << "not planned: no tamoe.all_to_all sends its "
+                             "rows, so its experts are local";
+    return success();
   }
+  std::optional<int64_t> group = groupSize(exchange, symbols);
+  if (group && *group != ranks)
+    return dispatch.emitError()
+           << "expert-parallel group @" << exchange.getGrid() << " has "
+           << *group << " ranks but topology '" << tree.name << "' has "
+           << ranks;
   int64_t experts = dispatch.getExpertCounts().getType().getDimSize(0);
   if (experts % ranks != 0)
     return dispatch.emitError() << experts << " experts do not divide evenly "

@@ -1,9 +1,12 @@
 //===- PipelineTest.cpp - The cuda backend's index pipelines on the host --===//
 //
-// Runs runDispatch, runRegroup, runDedupPack and runDedupExpand (the code the
-// cuda backend runs with kernels and CUB) on a host executor, and compares
-// them with direct implementations of the semantics in tamoe_rt.h on random
-// inputs, including ties, duplicates, drops, empty sizes and invalid data.
+// Runs runDispatch, runRegroup, runDedupPack and runDedupExpand, and the
+// gradients' runCombineGrad, runDedupPackGrad and runDedupExpandGrad (the
+// code the cuda backend runs with kernels and CUB) on a host executor, and
+// compares them with direct implementations of the semantics in tamoe_rt.h
+// on random inputs, including ties, duplicates, drops, empty sizes and
+// invalid data. The gradients' gathers add in the order tamoe_rt.h gives,
+// so their floats must equal the direct loops' exactly.
 // The host executor visits elements in a shuffled order, so a step that
 // depended on the order of a parallel loop would show.
 //
@@ -137,6 +140,19 @@ std::vector<unsigned char> randomRows(int64_t rows, int64_t rowBytes) {
   for (auto &byte : data)
     byte = static_cast<unsigned char>(uniform(0, 255));
   return data;
+}
+
+std::vector<float> randomFloats(int64_t n) {
+  std::vector<float> values(static_cast<size_t>(n > 0 ? n : 0));
+  for (auto &value : values)
+    value = static_cast<float>(uniform(-1000, 1000)) / 337.0f;
+  return values;
+}
+
+/// `values` still all NaN (nothing written), compared bit for bit.
+bool untouched(const std::vector<float> &values) {
+  return std::all_of(values.begin(), values.end(),
+                     [](float v) { return v != v; });
 }
 
 //===----------------------------------------------------------------------===//
@@ -671,6 +687,231 @@ void testPackExpandRoundTrip(int64_t numTokens, int64_t k, int64_t nodes,
   }
 }
 
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+void testCombineGrad(int64_t tokens, int64_t k, int64_t rows, int64_t hidden,
+                     bool weighted, bool injectBad) {
+  currentCase =
+      "combine_grad T=" + std::to_string(tokens) + " k=" + std::to_string(k) +
+      " rows=" + std::to_string(rows) + " H=" + std::to_string(hidden) +
+      (weighted ? "" : " unweighted") + (injectBad ? " bad-position" : "");
+  int64_t n = tokens * k;
+  std::vector<int32_t> positions(n);
+  for (auto &p : positions) // repeats: rows named by several assignments
+    p = uniform(0, 3) == 0 || rows == 0
+            ? -1
+            : static_cast<int32_t>(uniform(0, rows - 1));
+  if (injectBad && n > 0)
+    positions[uniform(0, n - 1)] = static_cast<int32_t>(rows);
+  std::vector<float> weights = randomFloats(weighted ? n : 0);
+  std::vector<float> dCombined = randomFloats(tokens * hidden);
+  std::vector<float> want(rows * hidden, 0.0f);
+  bool bad = false;
+  for (int64_t a = 0; a < n; ++a) {
+    bad = bad || positions[a] >= rows;
+    if (positions[a] < 0 || positions[a] >= rows)
+      continue;
+    for (int64_t h = 0; h < hidden; ++h)
+      want[positions[a] * hidden + h] +=
+          (weighted ? weights[a] : 1.0f) * dCombined[a / k * hidden + h];
+  }
+  std::vector<float> got(rows * hidden, NAN);
+  HostExec x;
+  runCombineGrad(x, CombineGradParams{rows, hidden, positions.data(),
+                                      weighted ? weights.data() : nullptr,
+                                      tokens, k, dCombined.data(), got.data()});
+  int32_t code = x.status()->code;
+  expect(code == (bad ? TAMOE_RT_ERROR_INVALID_ARGUMENT : 0),
+         "status " + std::to_string(code));
+  if (bad) {
+    expect(x.status()->kind == kPositionOutOfRange, "error kind");
+    expect(untouched(got), "d_expert_outputs written on failure");
+    return;
+  }
+  expect(got.empty() ||
+             std::memcmp(got.data(), want.data(), want.size() * 4) == 0,
+         "d_expert_outputs differ");
+}
+
+void testCountAssignments(int64_t tokens, int64_t k, int64_t experts,
+                          bool withPositions) {
+  currentCase = "aux counts T=" + std::to_string(tokens) +
+                " k=" + std::to_string(k) + " E=" + std::to_string(experts);
+  int64_t n = tokens * k;
+  std::vector<int32_t> ids(n), positions(n);
+  std::vector<int32_t> want(experts, 0), got(experts, 0);
+  for (int64_t a = 0; a < n; ++a) {
+    ids[a] = static_cast<int32_t>(uniform(-1, experts - 1));
+    positions[a] = uniform(0, 3) == 0 ? -1 : 0;
+    if (ids[a] >= 0 && (!withPositions || positions[a] >= 0))
+      ++want[ids[a]];
+  }
+  HostExec x;
+  x.forEach(n, CountAssignments{ids.data(),
+                                withPositions ? positions.data() : nullptr,
+                                experts, got.data(), x.status()});
+  expect(x.status()->code == 0 && got == want, "counts differ");
+  if (n == 0)
+    return;
+  ids[uniform(0, n - 1)] = static_cast<int32_t>(experts);
+  HostExec bad;
+  bad.forEach(n, CountAssignments{ids.data(), nullptr, experts, got.data(),
+                                  bad.status()});
+  expect(bad.status()->code == TAMOE_RT_ERROR_INVALID_ARGUMENT &&
+             bad.status()->kind == kExpertOutOfRange,
+         "an id past the experts is not an error");
+}
+
+void testDedupPackGrad(int64_t numTokens, int64_t k, int64_t expertsPerNode,
+                       int64_t nodes, int64_t hidden, int64_t slack,
+                       bool injectBad) {
+  currentCase =
+      "dedup_pack_grad T=" + std::to_string(numTokens) +
+      " k=" + std::to_string(k) + " epn=" + std::to_string(expertsPerNode) +
+      " nodes=" + std::to_string(nodes) + " slack=" + std::to_string(slack) +
+      (injectBad ? " bad-id" : "");
+  int64_t n = numTokens * k, experts = expertsPerNode * nodes;
+  std::vector<int32_t> ids(n), positions(n);
+  for (int64_t a = 0; a < n; ++a) {
+    ids[a] = static_cast<int32_t>(uniform(0, experts - 1));
+    positions[a] = uniform(0, 4) == 0 ? -1 : static_cast<int32_t>(a);
+  }
+  if (injectBad && n > 0) {
+    int64_t a = uniform(0, n - 1);
+    positions[a] = 0;
+    ids[a] = static_cast<int32_t>(experts);
+  }
+  // The pack's rows: (node, token) in order.
+  std::vector<int64_t> rowOf(nodes * numTokens, -1);
+  int64_t rows = 0;
+  for (int64_t node = 0; node < nodes; ++node)
+    for (int64_t t = 0; t < numTokens; ++t)
+      for (int64_t j = 0; j < k; ++j)
+        if (positions[t * k + j] >= 0 && !injectBad &&
+            ids[t * k + j] / expertsPerNode == node &&
+            rowOf[node * numTokens + t] < 0)
+          rowOf[node * numTokens + t] = rows++;
+  int64_t capacity = std::max<int64_t>(rows + slack, 0);
+  std::vector<float> dUnique = randomFloats(capacity * hidden);
+  std::vector<float> want(numTokens * hidden, 0.0f);
+  for (int64_t t = 0; t < numTokens && rows <= capacity; ++t)
+    for (int64_t node = 0; node < nodes; ++node)
+      if (rowOf[node * numTokens + t] >= 0)
+        for (int64_t h = 0; h < hidden; ++h)
+          want[t * hidden + h] +=
+              dUnique[rowOf[node * numTokens + t] * hidden + h];
+  int32_t wantCode =
+      injectBad || rows > capacity ? TAMOE_RT_ERROR_INVALID_ARGUMENT : 0;
+  std::vector<float> got(numTokens * hidden, NAN);
+  HostExec x;
+  runDedupPackGrad(x,
+                   DedupPackGradParams{dUnique.data(), capacity, hidden,
+                                       ids.data(), positions.data(), numTokens,
+                                       k, expertsPerNode, nodes, got.data()});
+  int32_t code = x.status()->code;
+  expect(code == wantCode, "status " + std::to_string(code) + ", want " +
+                               std::to_string(wantCode));
+  if (code != 0 || wantCode != 0) {
+    expect(x.status()->kind ==
+               (injectBad ? kExpertOutOfRange : kGradientRowsExceed),
+           "error kind");
+    expect(untouched(got), "d_tokens written on failure");
+    return;
+  }
+  expect(got.empty() ||
+             std::memcmp(got.data(), want.data(), want.size() * 4) == 0,
+         "d_tokens differ");
+}
+
+void testDedupExpandGrad(int64_t nodes, int64_t ranksPerNode,
+                         int64_t expertsPerRank, int64_t k, int64_t maxRows,
+                         int64_t hidden, int64_t slack, int injectError) {
+  currentCase = "dedup_expand_grad nodes=" + std::to_string(nodes) +
+                " rpn=" + std::to_string(ranksPerNode) +
+                " epr=" + std::to_string(expertsPerRank) +
+                " k=" + std::to_string(k) + " slack=" + std::to_string(slack) +
+                " error=" + std::to_string(injectError);
+  std::vector<int32_t> recvCounts(nodes);
+  int64_t received = 0;
+  for (auto &c : recvCounts)
+    received += c = static_cast<int32_t>(uniform(0, maxRows));
+  int64_t uniqueCapacity = received + uniform(0, 3);
+  int64_t perNode = ranksPerNode * expertsPerRank;
+  std::vector<int32_t> routes(uniqueCapacity * k, -1);
+  for (int64_t r = 0; r < uniqueCapacity; ++r) {
+    std::vector<int32_t> pool(perNode);
+    std::iota(pool.begin(), pool.end(), 0);
+    std::shuffle(pool.begin(), pool.end(), rng);
+    int64_t listed = uniform(1, std::min<int64_t>(k, perNode));
+    for (int64_t j = 0; j < listed; ++j)
+      routes[r * k + j] = pool[j];
+  }
+  if (injectError == 1)
+    recvCounts[uniform(0, nodes - 1)] = -1;
+  if (injectError == 2 && received > 0)
+    uniqueCapacity = received - 1;
+  if (injectError == 3 && received > 0)
+    routes[uniform(0, received - 1) * k] = -2;
+  routes.resize(uniqueCapacity * k);
+
+  // The expansion's rows: route entries by (destination, source, expert),
+  // then arrival.
+  struct Entry {
+    int64_t local, source, expert, entry;
+  };
+  std::vector<Entry> entries;
+  for (int64_t s = 0, row = 0; s < nodes && injectError == 0; ++s)
+    for (int32_t i = 0; i < recvCounts[s]; ++i, ++row)
+      for (int64_t j = 0; j < k; ++j)
+        if (routes[row * k + j] >= 0)
+          entries.push_back(
+              {(routes[row * k + j] / expertsPerRank) % ranksPerNode, s,
+               routes[row * k + j], row * k + j});
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const Entry &a, const Entry &b) {
+                     if (a.local != b.local)
+                       return a.local < b.local;
+                     if (a.source != b.source)
+                       return a.source < b.source;
+                     return a.expert < b.expert;
+                   });
+  int64_t expandedRows = static_cast<int64_t>(entries.size());
+  int64_t expandedCapacity = std::max<int64_t>(expandedRows + slack, 0);
+  std::vector<float> dExpanded = randomFloats(expandedCapacity * hidden);
+  std::vector<int64_t> rowOf(uniqueCapacity * k, -1);
+  for (int64_t p = 0; p < std::min(expandedRows, expandedCapacity); ++p)
+    rowOf[entries[p].entry] = p;
+  std::vector<float> want(uniqueCapacity * hidden, 0.0f);
+  for (int64_t u = 0; u < uniqueCapacity; ++u)
+    for (int64_t j = 0; j < k; ++j)
+      if (rowOf[u * k + j] >= 0)
+        for (int64_t h = 0; h < hidden; ++h)
+          want[u * hidden + h] += dExpanded[rowOf[u * k + j] * hidden + h];
+  bool errorInjected = injectError != 0 && !(injectError >= 2 && received == 0);
+  int32_t wantCode = errorInjected || expandedRows > expandedCapacity
+                         ? TAMOE_RT_ERROR_INVALID_ARGUMENT
+                         : 0;
+
+  std::vector<float> got(uniqueCapacity * hidden, NAN);
+  HostExec x;
+  runDedupExpandGrad(x, DedupExpandGradParams{
+                            dExpanded.data(), expandedCapacity, hidden,
+                            routes.data(), uniqueCapacity, k, recvCounts.data(),
+                            nodes, ranksPerNode, expertsPerRank, got.data()});
+  int32_t code = x.status()->code;
+  expect(code == wantCode, "status " + std::to_string(code) + ", want " +
+                               std::to_string(wantCode));
+  if (code != 0 || wantCode != 0) {
+    expect(untouched(got), "d_unique written on failure");
+    return;
+  }
+  expect(got.empty() ||
+             std::memcmp(got.data(), want.data(), want.size() * 4) == 0,
+         "d_unique differs");
+}
+
 } // namespace
 
 int main() {
@@ -724,6 +965,32 @@ int main() {
   for (int round = 0; round < 20; ++round)
     testPackExpandRoundTrip(uniform(1, 80), uniform(1, 4), uniform(1, 3),
                             uniform(1, 3), uniform(2, 4));
+  // The gradients.
+  for (int round = 0; round < 60; ++round) {
+    int64_t tokens = uniform(0, 3) == 0 ? uniform(0, 2) : uniform(1, 80);
+    int64_t k = uniform(1, 8), rows = uniform(0, 3) == 0 ? 0 : uniform(1, 90);
+    int64_t hidden = uniform(1, 9);
+    for (bool weighted : {true, false})
+      testCombineGrad(tokens, k, rows, hidden, weighted, false);
+    testCombineGrad(tokens, k, rows, hidden, true, true);
+    testCountAssignments(tokens, k, uniform(1, 40), round % 2 == 0);
+  }
+  for (int round = 0; round < 60; ++round) {
+    int64_t tokens = uniform(0, 60), k = uniform(1, 6);
+    int64_t nodes = uniform(1, 5), perNode = uniform(1, 8);
+    int64_t hidden = uniform(1, 6);
+    testDedupPackGrad(tokens, k, perNode, nodes, hidden, uniform(0, 3), false);
+    testDedupPackGrad(tokens, k, perNode, nodes, hidden, -1, false);
+    testDedupPackGrad(tokens, k, perNode, nodes, hidden, 0, true);
+  }
+  for (int round = 0; round < 60; ++round) {
+    int64_t nodes = uniform(1, 4), rpn = uniform(1, 4), epr = uniform(1, 4);
+    int64_t k = uniform(1, 6), hidden = uniform(1, 6);
+    for (int error = 0; error <= 3; ++error)
+      testDedupExpandGrad(nodes, rpn, epr, k, uniform(0, 12), hidden,
+                          uniform(0, 2), error);
+    testDedupExpandGrad(nodes, rpn, epr, k, uniform(1, 12), hidden, -1, 0);
+  }
 
   std::printf("%d checks, %d failures\n", checks, failures);
   std::printf(failures ? "FAIL\n" : "PASS\n");

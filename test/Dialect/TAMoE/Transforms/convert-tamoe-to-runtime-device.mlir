@@ -22,7 +22,8 @@ module {
     // A zero fill is what a plain product starts from: no init (null).
     // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context(%[[ADD]])
     // CHECK: %[[P:.*]] = memref.alloc() : memref<16x8xf32>
-    // CHECK: call @tamoe_rt_matmul(%[[CTX]], %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[NULL]], %{{.*}})
+    // Neither operand transposed (0, 0).
+    // CHECK: call @tamoe_rt_matmul(%[[CTX]], %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[ADD]], %[[ADD]], %[[NULL]], %{{.*}})
     %zero = arith.constant 0.0 : f32
     %e = tensor.empty() : tensor<16x8xf32>
     %f = linalg.fill ins(%zero : f32) outs(%e : tensor<16x8xf32>) -> tensor<16x8xf32>
@@ -32,7 +33,7 @@ module {
     // CHECK: %[[INITPTR:.*]] = memref.extract_aligned_pointer_as_index %[[INIT]]
     // CHECK: %[[INITP:.*]] = llvm.inttoptr
     // CHECK: %[[ACC:.*]] = memref.alloc() : memref<16x8xf32>
-    // CHECK: call @tamoe_rt_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[INITP]], %{{.*}})
+    // CHECK: call @tamoe_rt_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[ADD]], %[[ADD]], %[[INITP]], %{{.*}})
     %acc = linalg.matmul ins(%x, %w : tensor<16x32xf32>, tensor<32x8xf32>) outs(%c : tensor<16x8xf32>) -> tensor<16x8xf32>
     // relu over a dynamic number of rows (n = rows * 8), max(0, x) too.
     // CHECK: %[[ROWS:.*]] = tensor.dim %[[H]], %[[C0]]
@@ -67,7 +68,7 @@ module {
     return %p, %acc, %relu, %sub, %mul : tensor<16x8xf32>, tensor<16x8xf32>, tensor<?x8xf32>, tensor<16x8xf32>, tensor<16x8xf32>
   }
   // CHECK-DAG: func.func private @tamoe_rt_program_context(i32) -> !llvm.ptr
-  // CHECK-DAG: func.func private @tamoe_rt_matmul(!llvm.ptr, !llvm.ptr, !llvm.ptr, index, index, index, !llvm.ptr, !llvm.ptr) -> i32
+  // CHECK-DAG: func.func private @tamoe_rt_matmul(!llvm.ptr, !llvm.ptr, !llvm.ptr, index, index, index, i32, i32, !llvm.ptr, !llvm.ptr) -> i32
   // CHECK-DAG: func.func private @tamoe_rt_map(!llvm.ptr, i32, !llvm.ptr, !llvm.ptr, index, !llvm.ptr) -> i32
 }
 
@@ -101,7 +102,7 @@ module {
 module {
   func.func @not_elementwise(%x: tensor<16xf32>) -> tensor<16xf32> {
     %e = tensor.empty() : tensor<16xf32>
-    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, f32 linalg.matmul and elementwise add, sub, mul and relu to the runtime}}
+    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, f32 linalg.matmul and elementwise add, sub, mul, neg, relu and relu's gradient to the runtime}}
     %y = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%x : tensor<16xf32>) outs(%e : tensor<16xf32>) {
     ^bb0(%in: f32, %out: f32):
       %m = math.exp %in : f32
@@ -116,7 +117,7 @@ module {
 module {
   func.func @integer_add(%a: tensor<4xi32>, %b: tensor<4xi32>) -> tensor<4xi32> {
     %e = tensor.empty() : tensor<4xi32>
-    // expected-error @+1 {{'linalg.add' op would run on the host: a device-resident program lowers only tamoe ops, f32 linalg.matmul and elementwise add, sub, mul and relu to the runtime}}
+    // expected-error @+1 {{'linalg.add' op would run on the host: a device-resident program lowers only tamoe ops, f32 linalg.matmul and elementwise add, sub, mul, neg, relu and relu's gradient to the runtime}}
     %c = linalg.add ins(%a, %b : tensor<4xi32>, tensor<4xi32>) outs(%e : tensor<4xi32>) -> tensor<4xi32>
     return %c : tensor<4xi32>
   }
@@ -126,7 +127,7 @@ module {
 
 module {
   func.func @bf16_matmul(%x: tensor<4x8xbf16>, %w: tensor<8x2xbf16>, %c: tensor<4x2xbf16>) -> tensor<4x2xbf16> {
-    // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes an f32 matmul on tensors with the default indexing maps}}
+    // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes an f32 matmul on tensors with the default indexing maps or one operand transposed}}
     %y = linalg.matmul ins(%x, %w : tensor<4x8xbf16>, tensor<8x2xbf16>) outs(%c : tensor<4x2xbf16>) -> tensor<4x2xbf16>
     return %y : tensor<4x2xbf16>
   }
@@ -135,9 +136,9 @@ module {
 // -----
 
 module {
-  func.func @transposed_matmul(%x: tensor<8x4xf32>, %w: tensor<8x2xf32>, %c: tensor<4x2xf32>) -> tensor<4x2xf32> {
-    // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes an f32 matmul on tensors with the default indexing maps}}
-    %y = linalg.matmul indexing_maps = [affine_map<(d0, d1, d2) -> (d2, d0)>, affine_map<(d0, d1, d2) -> (d2, d1)>, affine_map<(d0, d1, d2) -> (d0, d1)>] ins(%x, %w : tensor<8x4xf32>, tensor<8x2xf32>) outs(%c : tensor<4x2xf32>) -> tensor<4x2xf32>
+  func.func @both_transposed(%x: tensor<8x4xf32>, %w: tensor<2x8xf32>, %c: tensor<4x2xf32>) -> tensor<4x2xf32> {
+    // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes an f32 matmul on tensors with the default indexing maps or one operand transposed}}
+    %y = linalg.matmul indexing_maps = [affine_map<(d0, d1, d2) -> (d2, d0)>, affine_map<(d0, d1, d2) -> (d1, d2)>, affine_map<(d0, d1, d2) -> (d0, d1)>] ins(%x, %w : tensor<8x4xf32>, tensor<2x8xf32>) outs(%c : tensor<4x2xf32>) -> tensor<4x2xf32>
     return %y : tensor<4x2xf32>
   }
 }
@@ -166,5 +167,41 @@ module {
     %s = tensor.extract_slice %x[0, 0] [8, 4] [1, 1] : tensor<16x4xf32> to tensor<8x4xf32>
     %z = arith.addf %s, %y : tensor<8x4xf32>
     return %z : tensor<8x4xf32>
+  }
+}
+
+// -----
+
+// Gradients: matmuls with one operand transposed (the transpose flags),
+// neg and relu's gradient as maps.
+#map = affine_map<(d0, d1) -> (d0, d1)>
+module {
+  // CHECK-LABEL: func.func @gradients
+  // CHECK-SAME: (%[[X:.*]]: tensor<8x4xf32>, %[[W:.*]]: tensor<8x2xf32>, %[[Y:.*]]: tensor<4x2xf32>, %[[D:.*]]: tensor<4x2xf32>)
+  func.func @gradients(%x: tensor<8x4xf32>, %w: tensor<8x2xf32>, %y: tensor<4x2xf32>, %d: tensor<4x2xf32>) -> (tensor<4x2xf32>, tensor<4x2xf32>, tensor<4x2xf32>) {
+    %zero = arith.constant 0.0 : f32
+    %e = tensor.empty() : tensor<4x2xf32>
+    %z = linalg.fill ins(%zero : f32) outs(%e : tensor<4x2xf32>) -> tensor<4x2xf32>
+    // x^T w: transpose_a = 1, m = 4, k = 8, n = 2.
+    // CHECK-DAG: %[[ONE:.*]] = arith.constant 1 : i32
+    // CHECK-DAG: %[[ZERO:.*]] = arith.constant 0 : i32
+    // CHECK-DAG: %[[NEG:.*]] = arith.constant 4 : i32
+    // CHECK-DAG: %[[RELUGRAD:.*]] = arith.constant 5 : i32
+    // CHECK: call @tamoe_rt_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %[[C4:.*]], %[[C8:.*]], %[[C2:.*]], %[[ONE]], %[[ZERO]], %{{.*}}, %{{.*}})
+    %t = linalg.matmul indexing_maps = [affine_map<(d0, d1, d2) -> (d2, d0)>, affine_map<(d0, d1, d2) -> (d2, d1)>, affine_map<(d0, d1, d2) -> (d0, d1)>] ins(%x, %w : tensor<8x4xf32>, tensor<8x2xf32>) outs(%z : tensor<4x2xf32>) -> tensor<4x2xf32>
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[NEG]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})
+    %n = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%d : tensor<4x2xf32>) outs(%e : tensor<4x2xf32>) {
+    ^bb0(%in: f32, %out: f32):
+      %v = arith.negf %in : f32
+      linalg.yield %v : f32
+    } -> tensor<4x2xf32>
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[RELUGRAD]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})
+    %r = linalg.generic {indexing_maps = [#map, #map, #map], iterator_types = ["parallel", "parallel"]} ins(%y, %d : tensor<4x2xf32>, tensor<4x2xf32>) outs(%e : tensor<4x2xf32>) {
+    ^bb0(%a: f32, %b: f32, %out: f32):
+      %c = arith.cmpf ogt, %a, %zero : f32
+      %v = arith.select %c, %b, %zero : f32
+      linalg.yield %v : f32
+    } -> tensor<4x2xf32>
+    return %t, %n, %r : tensor<4x2xf32>, tensor<4x2xf32>, tensor<4x2xf32>
   }
 }

@@ -138,3 +138,66 @@ module {
     return
   }
 }
+
+// -----
+
+// The gradient ops are runtime calls too; an unread result of
+// grouped_matmul_grad (here the rows' gradient) is passed as null and never
+// allocated.
+module {
+  // CHECK-LABEL: func.func @gradients
+  func.func @gradients(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %w: tensor<16x2xf32>, %rows: tensor<32x64xf32>, %d_out: tensor<16x64xf32>, %counts: tensor<8x2xi32>, %weights: tensor<2x64x32xf32>, %d_h: tensor<32x32xf32>, %d_loss: tensor<f32>, %routes: tensor<32x2xi32>, %node_counts: tensor<2xi32>) -> (tensor<16x8xf32>, tensor<32x64xf32>, tensor<16x2xf32>, tensor<2x64x32xf32>, tensor<16x8xf32>, tensor<16x64xf32>, tensor<32x64xf32>) {
+    // CHECK-DAG: %[[NULL:.*]] = llvm.mlir.zero : !llvm.ptr
+    // CHECK-DAG: %[[C16:.*]] = arith.constant 16 : index
+    // CHECK-DAG: %[[C8:.*]] = arith.constant 8 : index
+    // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
+    // Sigmoid (1), not renormalised, no weights' gradient.
+    // CHECK: call @tamoe_rt_gate_grad(%{{.*}}, %{{.*}}, %{{.*}}, %[[C16]], %[[C8]], %[[C2]], %{{.*}}, %{{.*}}, %[[NULL]], %{{.*}}, %{{.*}})
+    %0 = tamoe.gate_grad %probs, %ids sigmoid d_probs %probs : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x8xf32> -> tensor<16x8xf32>
+    // CHECK: call @tamoe_rt_combine_grad(
+    %1:2 = tamoe.combine_grad %d_out, %rows, %ids weights %w : tensor<16x64xf32>, tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<32x64xf32>, tensor<16x2xf32>
+    // CHECK: call @tamoe_rt_grouped_matmul_grad(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C2]], %{{.*}}, %{{.*}}, %{{.*}}, %[[NULL]], %{{.*}})
+    %2:2 = tamoe.grouped_matmul_grad %rows, %counts, %weights, %d_h : tensor<32x64xf32>, tensor<8x2xi32>, tensor<2x64x32xf32>, tensor<32x32xf32> -> tensor<32x64xf32>, tensor<2x64x32xf32>
+    // CHECK: call @tamoe_rt_aux_loss_grad(%{{.*}}, %{{.*}}, %[[NULL]], %[[C16]], %[[C8]], %[[C2]], %[[NULL]], %{{.*}}, %{{.*}})
+    %3 = tamoe.aux_loss_grad switch %ids, %d_loss : tensor<16x2xi32>, tensor<f32> -> tensor<16x8xf32>
+    // CHECK: call @tamoe_rt_dedup_pack_grad(
+    %4 = tamoe.dedup_pack_grad %rows, %ids, %ids experts_per_node 4 nodes 2 : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<16x64xf32>
+    // CHECK: call @tamoe_rt_dedup_expand_grad(
+    %5 = tamoe.dedup_expand_grad %rows, %routes, %node_counts experts_per_rank 1 ranks_per_node 4 : tensor<32x64xf32>, tensor<32x2xi32>, tensor<2xi32> -> tensor<32x64xf32>
+    return %0, %1#0, %1#1, %2#1, %3, %4, %5 : tensor<16x8xf32>, tensor<32x64xf32>, tensor<16x2xf32>, tensor<2x64x32xf32>, tensor<16x8xf32>, tensor<16x64xf32>, tensor<32x64xf32>
+  }
+}
+
+// -----
+
+// Reductions and optimizer steps update their operands' buffers in place
+// (to_buffer without read_only, handed back as the results).
+module {
+  shard.grid @ep(shape = 2x4)
+  // CHECK-LABEL: func.func @training
+  func.func @training(%p: tensor<64xf32>, %g: tensor<64xf32>, %m: tensor<64xf32>, %v: tensor<64xf32>, %lr: f32, %step: i64) -> (tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>) {
+    // Node group (1), average.
+    // CHECK: %[[G:.*]] = bufferization.to_buffer %{{.*}} : tensor<64xf32> to memref<64xf32>
+    // CHECK: call @tamoe_rt_all_reduce(%{{.*}}, %[[ONE:.*]], %{{.*}}, %[[C64:.*]], %[[ONE]])
+    // CHECK: bufferization.to_tensor %[[G]] restrict writable
+    %r = tamoe.all_reduce %g on @ep axes = [1] average : tensor<64xf32>
+    // CHECK: call @tamoe_rt_sgd(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C64]], %{{.*}}, %{{.*}}, %{{.*}})
+    %s:2 = tamoe.sgd %p, %r, %m lr %lr momentum 0.9 : tensor<64xf32>
+    // CHECK: call @tamoe_rt_adam(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C64]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})
+    %a:3 = tamoe.adam %s#0, %r, %s#1, %v step %step lr %lr : tensor<64xf32>
+    return %r, %s#0, %a#0, %a#1, %a#2 : tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>, tensor<64xf32>
+  }
+  // CHECK-DAG: func.func private @tamoe_rt_sgd(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, index, f32, f32, f32) -> i32
+  // CHECK-DAG: func.func private @tamoe_rt_adam(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, index, i64, f32, f32, f32, f32, f32) -> i32
+}
+
+// -----
+
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  return %x : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>) {
+  // expected-error @+1 {{'tamoe.vjp' op has no lowering to the runtime: run tamoe-differentiate (or --tamoe-pipeline) first}}
+  %y, %d = tamoe.vjp @f(%x) cotangents(%x) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}

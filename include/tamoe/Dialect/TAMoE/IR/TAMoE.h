@@ -3,9 +3,11 @@
 #ifndef TAMOE_DIALECT_TAMOE_IR_TAMOE_H
 #define TAMOE_DIALECT_TAMOE_IR_TAMOE_H
 
+#include "tamoe/Dialect/TAMoE/IR/VJPOpInterface.h"
 #include "tamoe/Topology/Topology.h"
 
 #include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/Dialect.h"

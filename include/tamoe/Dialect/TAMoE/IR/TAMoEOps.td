@@ -5,13 +5,14 @@
 
 include "tamoe/Dialect/TAMoE/IR/TAMoEDialect.td"
 include "tamoe/Dialect/TAMoE/IR/TAMoEAttrs.td"
+include "tamoe/Dialect/TAMoE/IR/VJPOpInterface.td"
 include "mlir/IR/SymbolInterfaces.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
 class TAMoE_Op<string mnemonic, list<Trait> traits = []>
     : Op<TAMoE_Dialect, mnemonic, traits>;
 
-def TAMoE_GateOp : TAMoE_Op<"gate", [Pure]> {
+def TAMoE_GateOp : TAMoE_Op<"gate", [Pure, DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
   let summary = "Router: scores, top-k experts and combine weights per token";
   let description = [{
     Turns router logits `[S, E]` (S tokens of this rank, E experts) into
@@ -64,7 +65,7 @@ def TAMoE_GateOp : TAMoE_Op<"gate", [Pure]> {
   let hasVerifier = 1;
 }
 
-def TAMoE_DispatchOp : TAMoE_Op<"dispatch", [Pure]> {
+def TAMoE_DispatchOp : TAMoE_Op<"dispatch", [Pure, DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
   let summary = "Lay tokens out by destination expert";
   let description = [{
     Copies each (token, expert) assignment's row of `tokens` `[S, H]` into
@@ -125,7 +126,7 @@ def TAMoE_DispatchOp : TAMoE_Op<"dispatch", [Pure]> {
 
 def TAMoE_AllToAllOp : TAMoE_Op<"all_to_all", [
     Pure, AllTypesMatch<["send_counts", "recv_counts"]>,
-    DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>, DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
   let summary = "Variable-count exchange among the ranks of a group";
   let description = [{
     Every rank of the group sends `send_counts[j]` rows of `send` to rank j
@@ -179,7 +180,7 @@ def TAMoE_AllToAllOp : TAMoE_Op<"all_to_all", [
   }];
 }
 
-def TAMoE_RegroupOp : TAMoE_Op<"regroup", [Pure]> {
+def TAMoE_RegroupOp : TAMoE_Op<"regroup", [Pure, DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
   let summary = "Reorder chunks of rows by transposing their grid";
   let description = [{
     `rows` holds chunks of rows in the row-major order of `counts`
@@ -213,7 +214,7 @@ def TAMoE_RegroupOp : TAMoE_Op<"regroup", [Pure]> {
   let hasVerifier = 1;
 }
 
-def TAMoE_DedupPackOp : TAMoE_Op<"dedup_pack", [Pure]> {
+def TAMoE_DedupPackOp : TAMoE_Op<"dedup_pack", [Pure, DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
   let summary = "One row per token and destination node";
   let description = [{
     The first step of the de-duplicated dispatch (as in DeepEP): a token
@@ -255,7 +256,7 @@ def TAMoE_DedupPackOp : TAMoE_Op<"dedup_pack", [Pure]> {
   let hasVerifier = 1;
 }
 
-def TAMoE_DedupExpandOp : TAMoE_Op<"dedup_expand", [Pure]> {
+def TAMoE_DedupExpandOp : TAMoE_Op<"dedup_expand", [Pure, DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
   let summary = "Expand de-duplicated rows into one row per expert at a relay";
   let description = [{
     Runs on the relay rank of a node after the inter-node stage of the
@@ -294,7 +295,7 @@ def TAMoE_DedupExpandOp : TAMoE_Op<"dedup_expand", [Pure]> {
   let hasVerifier = 1;
 }
 
-def TAMoE_GroupedMatmulOp : TAMoE_Op<"grouped_matmul", [Pure]> {
+def TAMoE_GroupedMatmulOp : TAMoE_Op<"grouped_matmul", [Pure, DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
   let summary = "Each chunk of rows times its expert's weight matrix";
   let description = [{
     The experts of a rank applied to the rows it received: `rows` `[R, H]`
@@ -325,7 +326,7 @@ def TAMoE_GroupedMatmulOp : TAMoE_Op<"grouped_matmul", [Pure]> {
   let hasVerifier = 1;
 }
 
-def TAMoE_CombineOp : TAMoE_Op<"combine", [Pure]> {
+def TAMoE_CombineOp : TAMoE_Op<"combine", [Pure, DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
   let summary = "Weighted un-permutation of expert outputs into token order";
   let description = [{
     The inverse of `tamoe.dispatch`: row t of the result is
@@ -334,27 +335,33 @@ def TAMoE_CombineOp : TAMoE_Op<"combine", [Pure]> {
     every assignment dropped gets a zero row (the residual connection
     around the layer carries it).
 
+    Without `weights` every weight is 1: the sum of a token's rows, which
+    is the gradient of `tamoe.dispatch` (the transpose of its row gather).
+
     ```mlir
     %out = tamoe.combine %expert_rows, %positions, %weights
         : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32>
         -> tensor<16x64xf32>
+    %d_tokens = tamoe.combine %d_rows, %positions
+        : tensor<32x64xf32>, tensor<16x2xi32> -> tensor<16x64xf32>
     ```
   }];
   let arguments = (ins
     2DTensorOf<[AnyFloat]>:$expert_outputs,
     2DTensorOf<[AnySignlessInteger]>:$positions,
-    2DTensorOf<[AnyFloat]>:$weights
+    Optional<2DTensorOf<[AnyFloat]>>:$weights
   );
   let results = (outs 2DTensorOf<[AnyFloat]>:$combined);
   let assemblyFormat = [{
-    $expert_outputs `,` $positions `,` $weights attr-dict
-    `:` type($expert_outputs) `,` type($positions) `,` type($weights)
+    $expert_outputs `,` $positions (`,` $weights^)? attr-dict
+    `:` type($expert_outputs) `,` type($positions) (`,` type($weights)^)?
     `->` type($combined)
   }];
   let hasVerifier = 1;
 }
 
-def TAMoE_AuxLossOp : TAMoE_Op<"aux_loss", [Pure, AttrSizedOperandSegments]> {
+def TAMoE_AuxLossOp : TAMoE_Op<"aux_loss", [Pure, AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
   let summary = "Load-balancing auxiliary loss of a router";
   let description = [{
     With `probs` `[S, E]` and `expert_ids` `[S, k]` of this rank, f_e the
@@ -399,6 +406,387 @@ def TAMoE_AuxLossOp : TAMoE_Op<"aux_loss", [Pure, AttrSizedOperandSegments]> {
     `->` type($loss)
   }];
   let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+//
+// What the gradient rules of the ops above emit, besides forward ops (the
+// gradient of a dispatch is an unweighted combine, that of an all-to-all the
+// reverse all-to-all, that of a regroup the reverse regroup). Each takes the
+// forward values its gradient needs and the gradients of the forward op's
+// results. docs/autodiff.md derives them.
+
+def TAMoE_GateGradOp : TAMoE_Op<"gate_grad", [Pure, AttrSizedOperandSegments]> {
+  let summary = "Gradient of tamoe.gate with respect to the router logits";
+  let description = [{
+    From the gate's results `probs` `[S, E]` and `expert_ids` `[S, k]` and
+    the gradients of its `weights` (`d_weights` `[S, k]`) and `probs`
+    (`d_probs` `[S, E]`), at least one of them: the gradient of the logits.
+    Top-k selection and group limits are piecewise constant, so a weight's
+    gradient reaches its chosen score only (through the renormalisation when
+    `renormalize` is set), then the logits through the softmax (over all
+    experts) or the sigmoid (elementwise). Expert ids get no gradient.
+
+    ```mlir
+    %d_logits = tamoe.gate_grad %probs, %ids softmax renormalize
+        d_weights %d_w d_probs %d_p
+        : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x2xf32>,
+          tensor<16x8xf32> -> tensor<16x8xf32>
+    ```
+  }];
+  let arguments = (ins
+    2DTensorOf<[AnyFloat]>:$probs,
+    2DTensorOf<[AnySignlessInteger]>:$expert_ids,
+    TAMoE_ScoreFunction:$score,
+    UnitAttr:$renormalize,
+    Optional<2DTensorOf<[AnyFloat]>>:$d_weights,
+    Optional<2DTensorOf<[AnyFloat]>>:$d_probs
+  );
+  let results = (outs 2DTensorOf<[AnyFloat]>:$d_logits);
+  let assemblyFormat = [{
+    $probs `,` $expert_ids $score (`renormalize` $renormalize^)?
+    (`d_weights` $d_weights^)? (`d_probs` $d_probs^)? attr-dict
+    `:` type($probs) `,` type($expert_ids) ``
+    custom<OptionalOperandTypes>(ref($d_weights), type($d_weights),
+                                 ref($d_probs), type($d_probs))
+    `->` type($d_logits)
+  }];
+  let hasVerifier = 1;
+}
+
+def TAMoE_CombineGradOp : TAMoE_Op<"combine_grad", [Pure]> {
+  let summary = "Gradients of tamoe.combine";
+  let description = [{
+    For `tamoe.combine %expert_outputs, %positions, %weights` and the
+    gradient `d_combined` `[S, H]` of its result:
+
+    - `d_expert_outputs` `[R, H]`: row `positions[t, j]` gets
+      `weights[t, j] * d_combined[t]` (`d_combined[t]` without weights),
+      summed over the assignments naming it; other rows are zero. The
+      gradient of a combine is a dispatch of the tokens' gradients to the
+      rows they came from.
+    - `d_weights` `[S, k]` (with weights only): the dot product of
+      `d_combined[t]` and `expert_outputs[positions[t, j]]`, 0 for a dropped
+      assignment.
+
+    ```mlir
+    %d_rows, %d_w = tamoe.combine_grad %d_out, %rows, %positions
+        weights %weights
+        : tensor<16x64xf32>, tensor<32x64xf32>, tensor<16x2xi32>,
+          tensor<16x2xf32> -> tensor<32x64xf32>, tensor<16x2xf32>
+    ```
+  }];
+  let arguments = (ins
+    2DTensorOf<[AnyFloat]>:$d_combined,
+    2DTensorOf<[AnyFloat]>:$expert_outputs,
+    2DTensorOf<[AnySignlessInteger]>:$positions,
+    Optional<2DTensorOf<[AnyFloat]>>:$weights
+  );
+  let results = (outs
+    2DTensorOf<[AnyFloat]>:$d_expert_outputs,
+    Optional<2DTensorOf<[AnyFloat]>>:$d_weights
+  );
+  let assemblyFormat = [{
+    $d_combined `,` $expert_outputs `,` $positions (`weights` $weights^)?
+    attr-dict `:` type($d_combined) `,` type($expert_outputs) `,`
+    type($positions) (`,` type($weights)^)? `->` type($d_expert_outputs)
+    (`,` type($d_weights)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def TAMoE_GroupedMatmulGradOp : TAMoE_Op<"grouped_matmul_grad", [Pure]> {
+  let summary = "Gradients of tamoe.grouped_matmul";
+  let description = [{
+    For `tamoe.grouped_matmul %rows, %counts, %weights` and the gradient
+    `d_result` `[R, F]` of its result: `d_rows` `[R, H]`, each chunk of
+    `d_result` times its expert's weights transposed (padding rows zero),
+    and `d_weights` `[n, H, F]`, for each local expert the sum over its
+    chunks of the chunk's rows transposed times its gradient. A result
+    without uses is not computed by the runtime.
+
+    ```mlir
+    %d_rows, %d_w = tamoe.grouped_matmul_grad %rows, %counts, %w, %d_h
+        : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x32x64xf32>,
+          tensor<?x64xf32> -> tensor<?x32xf32>, tensor<2x32x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    2DTensorOf<[AnyFloat]>:$rows,
+    RankedTensorOf<[AnySignlessInteger]>:$counts,
+    3DTensorOf<[AnyFloat]>:$weights,
+    2DTensorOf<[AnyFloat]>:$d_result
+  );
+  let results = (outs
+    2DTensorOf<[AnyFloat]>:$d_rows,
+    3DTensorOf<[AnyFloat]>:$d_weights
+  );
+  let assemblyFormat = [{
+    $rows `,` $counts `,` $weights `,` $d_result attr-dict `:` type($rows)
+    `,` type($counts) `,` type($weights) `,` type($d_result) `->`
+    type($d_rows) `,` type($d_weights)
+  }];
+  let hasVerifier = 1;
+}
+
+def TAMoE_AuxLossGradOp : TAMoE_Op<"aux_loss_grad",
+    [Pure, AttrSizedOperandSegments]> {
+  let summary = "Gradient of tamoe.aux_loss with respect to the router "
+                "probabilities";
+  let description = [{
+    The gradient of `tamoe.aux_loss` (same kind, `expert_ids`, `weights`
+    and `dispatched` positions) times `d_loss`, with respect to `probs`
+    `[S, E]`: the dispatch fractions f are piecewise constant, so every
+    token's row is `d_loss * E / (k S^2) * count_e * w_e` (w = 1 for
+    `switch`), with `count_e` the assignments the loss counts (dispatched
+    ones only, given positions). It needs no forward probabilities.
+
+    ```mlir
+    %d_probs = tamoe.aux_loss_grad topology %ids, %d_loss weights %w
+        dispatched %pos
+        : tensor<16x2xi32>, tensor<f32>, tensor<8xf32>, tensor<16x2xi32>
+        -> tensor<16x8xf32>
+    ```
+  }];
+  let arguments = (ins
+    TAMoE_AuxLossKind:$kind,
+    2DTensorOf<[AnySignlessInteger]>:$expert_ids,
+    0DTensorOf<[AnyFloat]>:$d_loss,
+    Optional<1DTensorOf<[AnyFloat]>>:$expert_weights,
+    Optional<2DTensorOf<[AnySignlessInteger]>>:$positions
+  );
+  let results = (outs 2DTensorOf<[AnyFloat]>:$d_probs);
+  let assemblyFormat = [{
+    $kind $expert_ids `,` $d_loss (`weights` $expert_weights^)?
+    (`dispatched` $positions^)? attr-dict
+    `:` type($expert_ids) `,` type($d_loss) ``
+    custom<OptionalOperandTypes>(ref($expert_weights), type($expert_weights),
+                                 ref($positions), type($positions))
+    `->` type($d_probs)
+  }];
+  let hasVerifier = 1;
+}
+
+def TAMoE_DedupPackGradOp : TAMoE_Op<"dedup_pack_grad", [Pure]> {
+  let summary = "Gradient of tamoe.dedup_pack: the unique rows' gradients "
+                "summed onto their tokens";
+  let description = [{
+    The transpose of `tamoe.dedup_pack %tokens, %expert_ids, %positions`:
+    row t of `d_tokens` `[S, H]` is the sum of the rows of `d_unique` that
+    the pack made of token t (one per node it reached, in node order); a
+    token that was not sent gets a zero row.
+
+    `experts_per_node` and `nodes` are the forward's (its node counts'
+    size).
+
+    ```mlir
+    %d_tokens = tamoe.dedup_pack_grad %d_unique, %ids, %positions
+        experts_per_node 4 nodes 2
+        : tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xi32>
+        -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    2DTensorOf<[AnyFloat]>:$d_unique,
+    2DTensorOf<[AnySignlessInteger]>:$expert_ids,
+    2DTensorOf<[AnySignlessInteger]>:$positions,
+    I64Attr:$experts_per_node,
+    I64Attr:$nodes
+  );
+  let results = (outs 2DTensorOf<[AnyFloat]>:$d_tokens);
+  let assemblyFormat = [{
+    $d_unique `,` $expert_ids `,` $positions `experts_per_node`
+    $experts_per_node `nodes` $nodes attr-dict `:` type($d_unique) `,`
+    type($expert_ids) `,` type($positions) `->` type($d_tokens)
+  }];
+  let hasVerifier = 1;
+}
+
+def TAMoE_DedupExpandGradOp : TAMoE_Op<"dedup_expand_grad", [Pure]> {
+  let summary = "Gradient of tamoe.dedup_expand: a reduction at the relay";
+  let description = [{
+    The transpose of `tamoe.dedup_expand %unique, %routes, %counts`: row i
+    of `d_unique` is the sum of the rows of `d_expanded` that the expansion
+    made of unique row i (one per expert of its route, in route order), so
+    the relay sends one gradient row per token back across the slow level,
+    as the forward sent one token row. Rows past the counts' sum are zero.
+    `d_unique` has one row per unique row (the rows of the forward's
+    `unique` operand). `experts_per_rank` and `ranks_per_node` are the
+    forward's (the first dimension of its expanded counts).
+
+    ```mlir
+    %d_unique = tamoe.dedup_expand_grad %d_rows, %routes, %counts
+        experts_per_rank 1 ranks_per_node 4
+        : tensor<?x64xf32>, tensor<?x2xi32>, tensor<2xi32>
+        -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    2DTensorOf<[AnyFloat]>:$d_expanded,
+    2DTensorOf<[AnySignlessInteger]>:$routes,
+    1DTensorOf<[AnySignlessInteger]>:$counts,
+    I64Attr:$experts_per_rank,
+    I64Attr:$ranks_per_node
+  );
+  let results = (outs 2DTensorOf<[AnyFloat]>:$d_unique);
+  let assemblyFormat = [{
+    $d_expanded `,` $routes `,` $counts `experts_per_rank` $experts_per_rank
+    `ranks_per_node` $ranks_per_node attr-dict `:` type($d_expanded) `,`
+    type($routes) `,` type($counts) `->` type($d_unique)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Training
+//===----------------------------------------------------------------------===//
+
+def TAMoE_AllReduceOp : TAMoE_Op<"all_reduce", [
+    Pure, AllTypesMatch<["input", "result"]>,
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>,
+    DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
+  let summary = "Sum (or mean) of a tensor over the ranks of a group";
+  let description = [{
+    Every rank of the group gets the elementwise sum of `input` over the
+    group, divided by the group's size with `average`: how the gradients of
+    replicated (data-parallel) parameters are combined. The group is named
+    as for `tamoe.all_to_all`. Its gradient is the same reduction of the
+    result's gradient.
+
+    ```mlir
+    %g = tamoe.all_reduce %grad on @ep average : tensor<32x16xf32>
+    ```
+  }];
+  let arguments = (ins
+    RankedTensorOf<[F32]>:$input,
+    FlatSymbolRefAttr:$grid,
+    OptionalAttr<DenseI16ArrayAttr>:$grid_axes,
+    UnitAttr:$average
+  );
+  let results = (outs RankedTensorOf<[F32]>:$result);
+  let assemblyFormat = [{
+    $input `on` $grid (`axes` `=` $grid_axes^)? (`average` $average^)?
+    attr-dict `:` type($input)
+  }];
+  let extraClassDeclaration = [{
+    /// The grid axes of the group (see AllToAllOp::getGroupAxes).
+    ::llvm::SmallVector<int16_t> getGroupAxes(int64_t gridRank);
+  }];
+}
+
+def TAMoE_SGDOp : TAMoE_Op<"sgd", [Pure, AllTypesMatch<["params", "grads",
+    "velocity", "new_params", "new_velocity"]>]> {
+  let summary = "One step of SGD with momentum";
+  let description = [{
+    PyTorch's SGD: g = grads + weight_decay * params, velocity = momentum *
+    velocity + g, params - lr * velocity. The learning rate is an operand
+    (so a schedule can change it per step). Lowered to the runtime's
+    in-place update: the new values reuse the operands' buffers unless
+    the old values are still read.
+
+    ```mlir
+    %p, %v = tamoe.sgd %params, %grads, %velocity lr %lr momentum 0.9
+        : tensor<2x32x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    RankedTensorOf<[F32]>:$params,
+    RankedTensorOf<[F32]>:$grads,
+    RankedTensorOf<[F32]>:$velocity,
+    F32:$lr,
+    DefaultValuedAttr<F32Attr, "0.0">:$momentum,
+    DefaultValuedAttr<F32Attr, "0.0">:$weight_decay
+  );
+  let results = (outs
+    RankedTensorOf<[F32]>:$new_params,
+    RankedTensorOf<[F32]>:$new_velocity
+  );
+  let assemblyFormat = [{
+    $params `,` $grads `,` $velocity `lr` $lr (`momentum` $momentum^)?
+    (`weight_decay` $weight_decay^)? attr-dict `:` type($params)
+  }];
+  let hasVerifier = 1;
+}
+
+def TAMoE_AdamOp : TAMoE_Op<"adam", [Pure, AllTypesMatch<["params", "grads",
+    "m", "v", "new_params", "new_m", "new_v"]>]> {
+  let summary = "One step of Adam (AdamW's decoupled weight decay)";
+  let description = [{
+    m = beta1 m + (1 - beta1) g, v = beta2 v + (1 - beta2) g^2, params -
+    lr * (m / (1 - beta1^step) / (sqrt(v / (1 - beta2^step)) + eps) +
+    weight_decay * params), with `step` >= 1 the number of this update. The
+    learning rate and step are operands. Lowered to the runtime's in-place
+    update, as `tamoe.sgd`.
+
+    ```mlir
+    %p, %m2, %v2 = tamoe.adam %params, %grads, %m, %v step %step lr %lr
+        : tensor<2x32x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    RankedTensorOf<[F32]>:$params,
+    RankedTensorOf<[F32]>:$grads,
+    RankedTensorOf<[F32]>:$m,
+    RankedTensorOf<[F32]>:$v,
+    I64:$step,
+    F32:$lr,
+    DefaultValuedAttr<F32Attr, "0.9">:$beta1,
+    DefaultValuedAttr<F32Attr, "0.999">:$beta2,
+    DefaultValuedAttr<F32Attr, "1.0e-8">:$eps,
+    DefaultValuedAttr<F32Attr, "0.0">:$weight_decay
+  );
+  let results = (outs
+    RankedTensorOf<[F32]>:$new_params,
+    RankedTensorOf<[F32]>:$new_m,
+    RankedTensorOf<[F32]>:$new_v
+  );
+  let assemblyFormat = [{
+    $params `,` $grads `,` $m `,` $v `step` $step `lr` $lr attr-dict `:`
+    type($params)
+  }];
+  let hasVerifier = 1;
+}
+
+def TAMoE_VJPOp : TAMoE_Op<"vjp", [AttrSizedOperandSegments,
+    AttrSizedResultSegments,
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "Call a function and its vector-Jacobian product";
+  let description = [{
+    Calls `callee` on `arguments`, giving its `results`, and the gradients
+    of its float tensor arguments (`gradients`, in order) for the given
+    gradients of its float tensor results (`cotangents`, in order):
+    forward and backward of one training step. `tamoe-differentiate`
+    replaces it by calls of the callee's generated `_forward` and
+    `_backward` functions (docs/autodiff.md), which a host compiler can
+    also call directly.
+
+    ```mlir
+    %out, %loss, %d_x, %d_w = tamoe.vjp @layer(%x, %w)
+        cotangents(%d_out, %one)
+        : (tensor<16x32xf32>, tensor<32x32xf32>),
+          (tensor<16x32xf32>, tensor<f32>)
+        -> (tensor<16x32xf32>, tensor<f32>),
+           (tensor<16x32xf32>, tensor<32x32xf32>)
+    ```
+  }];
+  let arguments = (ins
+    FlatSymbolRefAttr:$callee,
+    Variadic<AnyType>:$arguments,
+    Variadic<AnyType>:$cotangents
+  );
+  let results = (outs
+    Variadic<AnyType>:$results,
+    Variadic<AnyType>:$gradients
+  );
+  let assemblyFormat = [{
+    $callee `(` $arguments `)` `cotangents` `(` $cotangents `)` attr-dict
+    `:` custom<ParenTypes>(type($arguments)) `,`
+    custom<ParenTypes>(type($cotangents)) `->`
+    custom<ParenTypes>(type($results)) `,`
+    custom<ParenTypes>(type($gradients))
+  }];
 }
 
 #endif // TAMOE_DIALECT_TAMOE_IR_TAMOEOPS_TD

@@ -49,9 +49,15 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
                      llvm::cl::desc("Consider per-node de-duplication of "
                                     "top-k tokens"),
                      llvm::cl::init(false)};
+  ListOption<std::string> differentiate{
+      *this, "differentiate",
+      llvm::cl::desc("Functions to differentiate besides those that "
+                     "tamoe.vjp ops name")};
 };
 
-/// plan-dispatch, inject-topology-aux-loss, hierarchical-all-to-all.
+/// plan-dispatch, inject-topology-aux-loss, hierarchical-all-to-all, then
+/// differentiate (which has nothing to do without tamoe.vjp ops or
+/// `differentiate` functions).
 void buildPipeline(OpPassManager &pm, const PipelineOptions &options);
 
 /// Options of `tamoe-to-llvm`.

@@ -120,6 +120,50 @@ def TAMoEHierarchicalAllToAllPass
   let dependentDialects = ["mlir::tensor::TensorDialect"];
 }
 
+def TAMoEDifferentiatePass : Pass<"tamoe-differentiate", "mlir::ModuleOp"> {
+  let summary = "Generate the forward and backward functions of MoE layers";
+  let description = [{
+    Reverse-mode differentiation of each function named by a `tamoe.vjp`
+    op or by the `functions` option. A function
+    `@f(args) -> (results)` of one block gets two siblings:
+
+    - `@f_forward(args) -> (results, saved...)`: `@f`, also returning the
+      values its backward reads (results marked `tamoe.saved`, with what
+      each one is);
+    - `@f_backward(saved..., d_results) -> (d_args)`: the gradients of the
+      float tensor arguments for the gradients of the float tensor results.
+
+    Each op of `@f` contributes its vector-Jacobian product through
+    `VJPOpInterface`: the tamoe ops, and through external models
+    `linalg.matmul`, elementwise add/sub/mul/neg/relu, sums
+    (`linalg.reduce`/`linalg.broadcast`), reshapes, casts and slices of
+    `tensor`, and constants. Any other op that a gradient flows through is
+    an error naming it. Backward exchanges are ordinary `tamoe.all_to_all`
+    ops (the reverse of each forward stage); a de-duplicated dispatch's
+    backward sums each token's expert gradients at the relay. Constants and
+    this rank's index are rebuilt in the backward rather than saved. A
+    remark gives what is saved and its bytes.
+
+    `tamoe.vjp` ops become a call of `_forward` and one of `_backward`. A
+    module without either is left unchanged.
+  }];
+  let options = [
+    ListOption<"functions", "functions", "std::string",
+               "Functions to differentiate besides those that tamoe.vjp ops "
+               "name">
+  ];
+  let statistics = [
+    Statistic<"numDifferentiated", "differentiated",
+              "functions differentiated">,
+    Statistic<"numSaved", "saved", "values saved for backward functions">
+  ];
+  let dependentDialects = [
+    "mlir::arith::ArithDialect", "mlir::func::FuncDialect",
+    "mlir::linalg::LinalgDialect", "mlir::tensor::TensorDialect",
+    "mlir::tamoe::TAMoEDialect"
+  ];
+}
+
 def TAMoEExpandGatePass : Pass<"tamoe-expand-gate", "mlir::ModuleOp"> {
   let summary = "Lower tamoe.gate and tamoe.aux_loss to linalg, tensor, arith "
                 "and math";

@@ -1,0 +1,343 @@
+//===- Gradients.cpp - The C entry points of the backward and training ----===//
+//
+// The gradients of the layer's ops, the all-reduce of replicated
+// parameters' gradients and the optimizer steps: argument checks in the
+// style of Core.cpp (the backend checks the contents: ids, positions,
+// counts), then the backend's primitive. tamoe_rt_all_reduce is the one
+// collective: the group agrees on the verdict and on n and average first,
+// so it fails on every rank alike.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Core.h"
+
+using namespace tamoe_rt;
+
+extern "C" {
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+tamoe_rt_status_t
+tamoe_rt_gate_grad(tamoe_rt_context_t *context, const float *probs,
+                   const int32_t *expert_ids, intptr_t tokens, intptr_t experts,
+                   intptr_t k, tamoe_rt_score_t score, int32_t renormalize,
+                   const float *d_weights, const float *d_probs,
+                   float *d_logits) {
+  const char *fn = "tamoe_rt_gate_grad";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Check check;
+  check.atLeast(tokens, 0, "tokens")
+      .atLeast(experts, 1, "experts")
+      .expertIds(experts)
+      .topK(k, experts)
+      .score(score)
+      .floats(tokens, experts, "tokens * experts")
+      .floats(tokens, k, "tokens * k")
+      .that(d_weights || d_probs || tokens == 0,
+            [] {
+              return std::string(
+                  "d_weights and d_probs are both null: no gradient to take");
+            })
+      .notNull(probs, "probs", tokens > 0)
+      .notNull(expert_ids, "expert_ids", tokens > 0 && d_weights)
+      .notNull(d_logits, "d_logits", tokens > 0);
+  intptr_t cells = floatBytes(tokens, experts), picks = floatBytes(tokens, k);
+  check.disjoint(d_logits, cells, "d_logits", probs, cells, "probs")
+      .disjoint(d_logits, cells, "d_logits", d_probs, cells, "d_probs")
+      .disjoint(d_logits, cells, "d_logits", d_weights, picks, "d_weights");
+  Status status = check.status;
+  if (status.ok())
+    status = context->backend->gateGrad(probs, expert_ids, tokens, experts, k,
+                                        score, renormalize != 0, d_weights,
+                                        d_probs, d_logits);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t
+tamoe_rt_combine_grad(tamoe_rt_context_t *context, const float *expert_outputs,
+                      intptr_t rows, intptr_t hidden, const int32_t *positions,
+                      const float *weights, intptr_t tokens, intptr_t k,
+                      const float *d_combined, float *d_expert_outputs,
+                      float *d_weights) {
+  const char *fn = "tamoe_rt_combine_grad";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Check check;
+  check.atLeast(rows, 0, "rows")
+      .atLeast(hidden, 1, "hidden")
+      .atLeast(tokens, 0, "tokens")
+      .atLeast(k, 1, "k")
+      .floats(rows, hidden, "rows * hidden")
+      .floats(tokens, hidden, "tokens * hidden")
+      .floats(tokens, k, "tokens * k")
+      .that(d_expert_outputs || d_weights || rows == 0 || tokens == 0,
+            [] {
+              return std::string("d_expert_outputs and d_weights are both "
+                                 "null: nothing to compute");
+            })
+      .that(!d_weights || weights || tokens == 0,
+            [] {
+              return std::string("d_weights needs the forward call's weights "
+                                 "(an unweighted sum has no weights to "
+                                 "differentiate), but weights is null");
+            })
+      .notNull(expert_outputs, "expert_outputs", rows > 0 && d_weights)
+      .notNull(positions, "positions", tokens > 0)
+      .notNull(d_combined, "d_combined", tokens > 0);
+  intptr_t outputBytes = floatBytes(rows, hidden);
+  intptr_t combinedBytes = floatBytes(tokens, hidden);
+  intptr_t picks = floatBytes(tokens, k);
+  for (auto [out, outBytes, outName] :
+       {std::tuple<const float *, intptr_t, const char *>{
+            d_expert_outputs, outputBytes, "d_expert_outputs"},
+        {d_weights, picks, "d_weights"}})
+    check
+        .disjoint(out, outBytes, outName, expert_outputs, outputBytes,
+                  "expert_outputs")
+        .disjoint(out, outBytes, outName, weights, picks, "weights")
+        .disjoint(out, outBytes, outName, d_combined, combinedBytes,
+                  "d_combined");
+  check.disjoint(d_expert_outputs, outputBytes, "d_expert_outputs", d_weights,
+                 picks, "d_weights");
+  Status status = check.status;
+  if (status.ok())
+    status = context->backend->combineGrad(
+        expert_outputs, rows, hidden, positions, weights, tokens, k, d_combined,
+        d_expert_outputs, d_weights);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
+    tamoe_rt_context_t *context, const float *rows, intptr_t rows_capacity,
+    intptr_t hidden, const int32_t *counts, intptr_t num_counts,
+    intptr_t experts, const float *weights, intptr_t out_features,
+    const float *d_result, float *d_rows, float *d_weights) {
+  const char *fn = "tamoe_rt_grouped_matmul_grad";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Check check;
+  check.groupedShape(rows_capacity, hidden, num_counts, experts, out_features)
+      .that(d_rows || d_weights || rows_capacity == 0,
+            [] {
+              return std::string(
+                  "d_rows and d_weights are both null: nothing to compute");
+            })
+      .notNull(rows, "rows", rows_capacity > 0 && d_weights)
+      .notNull(counts, "counts", num_counts > 0)
+      .notNull(weights, "weights", d_rows)
+      .notNull(d_result, "d_result", rows_capacity > 0);
+  intptr_t rowBytes = floatBytes(rows_capacity, hidden);
+  intptr_t resultBytes = floatBytes(rows_capacity, out_features);
+  intptr_t weightBytes = floatBytes(experts, product(hidden, out_features));
+  for (auto [out, outBytes, outName] :
+       {std::tuple<const float *, intptr_t, const char *>{d_rows, rowBytes,
+                                                          "d_rows"},
+        {d_weights, weightBytes, "d_weights"}})
+    check.disjoint(out, outBytes, outName, rows, rowBytes, "rows")
+        .disjoint(out, outBytes, outName, weights, weightBytes, "weights")
+        .disjoint(out, outBytes, outName, d_result, resultBytes, "d_result");
+  check.disjoint(d_rows, rowBytes, "d_rows", d_weights, weightBytes,
+                 "d_weights");
+  Status status = check.status;
+  if (status.ok())
+    status = context->backend->groupedMatmulGrad(
+        rows, rows_capacity, hidden, counts, num_counts, experts, weights,
+        out_features, d_result, d_rows, d_weights);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_aux_loss_grad(
+    tamoe_rt_context_t *context, const int32_t *expert_ids,
+    const int32_t *positions, intptr_t tokens, intptr_t experts, intptr_t k,
+    const float *expert_weights, const float *d_loss, float *d_probs) {
+  const char *fn = "tamoe_rt_aux_loss_grad";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Check check;
+  check.atLeast(tokens, 0, "tokens")
+      .atLeast(experts, 1, "experts")
+      .expertIds(experts)
+      .topK(k, experts)
+      .floats(tokens, experts, "tokens * experts")
+      .fits(tokens, k, "tokens * k")
+      .notNull(expert_ids, "expert_ids", tokens > 0)
+      .notNull(d_loss, "d_loss")
+      .notNull(d_probs, "d_probs", tokens > 0);
+  intptr_t probBytes = floatBytes(tokens, experts);
+  check
+      .disjoint(d_probs, probBytes, "d_probs", expert_weights,
+                floatBytes(experts, 1), "expert_weights")
+      .disjoint(d_probs, probBytes, "d_probs", d_loss, intptr_t(sizeof(float)),
+                "d_loss");
+  Status status = check.status;
+  if (status.ok())
+    status =
+        context->backend->auxLossGrad(expert_ids, positions, tokens, experts, k,
+                                      expert_weights, d_loss, d_probs);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_dedup_pack_grad(
+    tamoe_rt_context_t *context, const float *d_unique,
+    intptr_t unique_capacity, intptr_t hidden, const int32_t *expert_ids,
+    const int32_t *positions, intptr_t num_tokens, intptr_t k,
+    intptr_t experts_per_node, intptr_t nodes, float *d_tokens) {
+  const char *fn = "tamoe_rt_dedup_pack_grad";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Check check;
+  check
+      .packRouting(num_tokens, k, experts_per_node, nodes, expert_ids,
+                   positions)
+      .atLeast(unique_capacity, 0, "unique_capacity")
+      .atLeast(hidden, 1, "hidden")
+      .floats(unique_capacity, hidden, "unique_capacity * hidden")
+      .floats(num_tokens, hidden, "num_tokens * hidden")
+      .notNull(d_unique, "d_unique", unique_capacity > 0)
+      .notNull(d_tokens, "d_tokens", num_tokens > 0)
+      .disjoint(d_tokens, floatBytes(num_tokens, hidden), "d_tokens", d_unique,
+                floatBytes(unique_capacity, hidden), "d_unique");
+  Status status = check.status;
+  if (status.ok())
+    status = context->backend->dedupPackGrad(
+        d_unique, unique_capacity, hidden, expert_ids, positions, num_tokens, k,
+        experts_per_node, nodes, d_tokens);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t
+tamoe_rt_dedup_expand_grad(tamoe_rt_context_t *context, const float *d_expanded,
+                           intptr_t expanded_capacity, intptr_t hidden,
+                           const int32_t *routes, intptr_t unique_capacity,
+                           intptr_t k, const int32_t *recv_counts,
+                           intptr_t nodes, intptr_t ranks_per_node,
+                           intptr_t experts_per_rank, float *d_unique) {
+  const char *fn = "tamoe_rt_dedup_expand_grad";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Check check;
+  check
+      .expandRoutes(unique_capacity, k, routes, recv_counts, nodes,
+                    ranks_per_node, experts_per_rank)
+      .atLeast(expanded_capacity, 0, "expanded_capacity")
+      .atLeast(hidden, 1, "hidden")
+      .floats(expanded_capacity, hidden, "expanded_capacity * hidden")
+      .floats(unique_capacity, hidden, "unique_capacity * hidden")
+      .notNull(d_expanded, "d_expanded", expanded_capacity > 0)
+      .notNull(d_unique, "d_unique", unique_capacity > 0)
+      .disjoint(d_unique, floatBytes(unique_capacity, hidden), "d_unique",
+                d_expanded, floatBytes(expanded_capacity, hidden),
+                "d_expanded");
+  Status status = check.status;
+  if (status.ok())
+    status = context->backend->dedupExpandGrad(
+        d_expanded, expanded_capacity, hidden, routes, unique_capacity, k,
+        recv_counts, nodes, ranks_per_node, experts_per_rank, d_unique);
+  return finish(context, fn, status);
+}
+
+//===----------------------------------------------------------------------===//
+// Training
+//===----------------------------------------------------------------------===//
+
+tamoe_rt_status_t tamoe_rt_all_reduce(tamoe_rt_context_t *context,
+                                      tamoe_rt_group_t group, float *data,
+                                      intptr_t n, int32_t average) {
+  const char *fn = "tamoe_rt_all_reduce";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  if (Status bad = groupCheck(group); !bad.ok())
+    return finish(context, fn, bad);
+  Status local = Check()
+                     .atLeast(n, 0, "n")
+                     .fits(n, 4, "n * 4")
+                     .notNull(data, "data", n > 0)
+                     .status;
+  Status status = context->launcher->agreeOn(
+      group, local, {{"n", n}, {"average", average != 0}});
+  if (status.ok())
+    status = context->backend->allReduce(group, data, n, average != 0);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_sgd(tamoe_rt_context_t *context, float *params,
+                               const float *grads, float *velocity, intptr_t n,
+                               float lr, float momentum, float weight_decay) {
+  const char *fn = "tamoe_rt_sgd";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  intptr_t bytes = floatBytes(n, 1);
+  Status status =
+      Check()
+          .atLeast(n, 0, "n")
+          .fits(n, 4, "n * 4")
+          .nonNegative(lr, "lr")
+          .nonNegative(momentum, "momentum")
+          .nonNegative(weight_decay, "weight_decay")
+          .notNull(params, "params", n > 0)
+          .notNull(grads, "grads", n > 0)
+          .that(n == 0 || momentum == 0 || velocity,
+                [&] {
+                  return str("velocity is null, but momentum = ", momentum,
+                             " needs it");
+                })
+          .disjoint(params, bytes, "params", grads, bytes, "grads")
+          .disjoint(params, bytes, "params", velocity, bytes, "velocity")
+          .disjoint(grads, bytes, "grads", velocity, bytes, "velocity")
+          .status;
+  if (status.ok() && n > 0)
+    status = context->backend->sgd(params, grads, velocity, n, lr, momentum,
+                                   weight_decay);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_adam(tamoe_rt_context_t *context, float *params,
+                                const float *grads, float *m, float *v,
+                                intptr_t n, int64_t step, float lr, float beta1,
+                                float beta2, float eps, float weight_decay) {
+  const char *fn = "tamoe_rt_adam";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  intptr_t bytes = floatBytes(n, 1);
+  Check check;
+  check.atLeast(n, 0, "n")
+      .fits(n, 4, "n * 4")
+      .that(step >= 1,
+            [&] {
+              return str("step must be >= 1 (the updates so far, this one "
+                         "included), got ",
+                         step);
+            })
+      .nonNegative(lr, "lr")
+      .fraction(beta1, "beta1")
+      .fraction(beta2, "beta2")
+      .nonNegative(eps, "eps")
+      .nonNegative(weight_decay, "weight_decay");
+  std::pair<const float *, const char *> buffers[] = {
+      {params, "params"}, {grads, "grads"}, {m, "m"}, {v, "v"}};
+  for (auto [pointer, name] : buffers)
+    check.notNull(pointer, name, n > 0);
+  for (size_t i = 0; i < 4; ++i)
+    for (size_t j = i + 1; j < 4; ++j)
+      check.disjoint(buffers[i].first, bytes, buffers[i].second,
+                     buffers[j].first, bytes, buffers[j].second);
+  Status status = check.status;
+  if (status.ok() && n > 0)
+    status = context->backend->adam(params, grads, m, v, n, step, lr, beta1,
+                                    beta2, eps, weight_decay);
+  return finish(context, fn, status);
+}
+
+} // extern "C"

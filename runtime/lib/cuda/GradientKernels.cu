@@ -1,0 +1,561 @@
+//===- GradientKernels.cu - Backward and training ops of the cuda backend -===//
+//
+// gate_grad is a warp per token and combine_grad's weights a warp per
+// assignment; combine_grad's expert rows, dedup_pack_grad and
+// dedup_expand_grad run the pipelines of Pipelines.h (index steps, then a
+// gather in the order tamoe_rt.h gives); grouped_matmul_grad is a cuBLAS
+// GEMM per chunk; aux_loss_grad, sgd and adam are element-wise. Nothing
+// adds floats with atomics, so every result is the same from run to run.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Exec.cuh"
+#include "Optimizers.h"
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tamoe_rt {
+namespace cuda {
+namespace {
+
+constexpr int kWarps = 4;
+
+/// A grid of whole warps for `items` warps of work, a few per SM at most.
+unsigned warpBlocks(int64_t items, int smCount) {
+  int64_t blocks = (items + kWarps - 1) / kWarps;
+  int64_t most = int64_t(smCount) * 16;
+  return static_cast<unsigned>(blocks < most ? blocks : most);
+}
+
+/// An expert id in [0, experts): gate_grad's check of its ids.
+struct ExpertIdInRange {
+  const int32_t *ids;
+  int64_t experts;
+  DeviceStatus *status;
+  __device__ void operator()(int64_t a) const {
+    if (ids[a] < 0 || ids[a] >= experts)
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kExpertOutOfRange, a,
+                  ids[a], experts);
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// gate_grad
+//===----------------------------------------------------------------------===//
+
+struct GateGradParams {
+  const float *probs;
+  const int32_t *ids;
+  int64_t tokens;
+  int64_t experts, k;
+  bool sigmoid, renormalize;
+  const float *dWeights, *dProbs;
+  float *dLogits;
+};
+
+/// One warp per token: g = d_probs plus each chosen weight's term, then
+/// through the score's Jacobian. The renormalisation's sums run in slot
+/// order on every lane, as on the host.
+__global__ void __launch_bounds__(kWarps * 32)
+    gateGradKernel(GateGradParams p, const DeviceStatus *status) {
+  if (hasFailed(status))
+    return;
+  const int lane = threadIdx.x & 31;
+  const int64_t E = p.experts, k = p.k;
+  for (int64_t t = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+       t < p.tokens; t += int64_t(gridDim.x) * kWarps) {
+    const float *probs = p.probs + t * E;
+    const int32_t *ids = p.dWeights ? p.ids + t * k : nullptr;
+    const float *dw = p.dWeights ? p.dWeights + t * k : nullptr;
+    // w_j = p_j / s gives dp_m = (dw_m - sum_j dw_j w_j) / s.
+    float s = 1.0f, dot = 0.0f;
+    if (dw && p.renormalize) {
+      s = 0.0f;
+      for (int64_t j = 0; j < k; ++j)
+        s += probs[ids[j]];
+      for (int64_t j = 0; j < k; ++j)
+        dot += dw[j] * (probs[ids[j]] / s);
+    }
+    auto g = [&](int64_t e) {
+      float value = p.dProbs ? p.dProbs[t * E + e] : 0.0f;
+      if (dw)
+        for (int64_t j = 0; j < k; ++j)
+          if (ids[j] == e)
+            value += p.renormalize ? (dw[j] - dot) / s : dw[j];
+      return value;
+    };
+    float *dx = p.dLogits + t * E;
+    if (p.sigmoid) {
+      for (int64_t e = lane; e < E; e += 32)
+        dx[e] = g(e) * (probs[e] * (1.0f - probs[e]));
+      continue;
+    }
+    float partial = 0.0f;
+    for (int64_t e = lane; e < E; e += 32)
+      partial += probs[e] * g(e);
+    float total = warpSum(partial);
+    for (int64_t e = lane; e < E; e += 32)
+      dx[e] = probs[e] * (g(e) - total);
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// combine_grad's weights
+//===----------------------------------------------------------------------===//
+
+/// One warp per assignment: d_weights[a] = d_combined[t] . the row it
+/// named, 0 when it was dropped.
+__global__ void __launch_bounds__(kWarps * 32) combineWeightsGradKernel(
+    const float *__restrict__ outputs, const int32_t *__restrict__ positions,
+    const float *__restrict__ dCombined, int64_t n, int64_t k, int64_t hidden,
+    float *__restrict__ dWeights, const DeviceStatus *status) {
+  if (hasFailed(status))
+    return;
+  const int lane = threadIdx.x & 31;
+  for (int64_t a = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); a < n;
+       a += int64_t(gridDim.x) * kWarps) {
+    int32_t position = positions[a];
+    float partial = 0.0f;
+    if (position >= 0) {
+      const float *in = dCombined + a / k * hidden;
+      const float *out = outputs + int64_t(position) * hidden;
+      for (int64_t h = lane; h < hidden; h += 32)
+        partial += in[h] * out[h];
+    }
+    float sum = warpSum(partial);
+    if (lane == 0)
+      dWeights[a] = sum;
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Element-wise steps
+//===----------------------------------------------------------------------===//
+
+/// aux_loss_grad: every token's row is counts[e] (* w_e) * scale * d_loss,
+/// in the host's order of operations.
+struct AuxLossGradElement {
+  const int32_t *counts;
+  const float *expertWeights;
+  const float *dLoss;
+  float scale;
+  int64_t experts;
+  float *dProbs;
+  const DeviceStatus *status;
+  __device__ void operator()(int64_t i) const {
+    if (hasFailed(status))
+      return;
+    int64_t e = i % experts;
+    float g = static_cast<float>(counts[e]);
+    if (expertWeights)
+      g = g * expertWeights[e];
+    dProbs[i] = g * scale * *dLoss;
+  }
+};
+
+struct SgdElement {
+  float *params;
+  const float *grads;
+  float *velocity;
+  float lr, momentum, weightDecay;
+  __device__ void operator()(int64_t i) const {
+    sgdStep(params[i], grads[i], velocity ? velocity + i : nullptr, lr,
+            momentum, weightDecay);
+  }
+};
+
+struct AdamElement {
+  float *params;
+  const float *grads;
+  float *m, *v;
+  AdamStep update;
+  __device__ void operator()(int64_t i) const {
+    update(params[i], grads[i], m[i], v[i]);
+  }
+};
+
+struct DivideElement {
+  float *data;
+  float divisor;
+  __device__ void operator()(int64_t i) const { data[i] /= divisor; }
+};
+
+std::string noMessage(const DeviceStatus &) { return std::string(); }
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Backend methods
+//===----------------------------------------------------------------------===//
+
+Status CudaBackend::gateGrad(const float *probs, const int32_t *expertIds,
+                             intptr_t tokens, intptr_t experts, intptr_t k,
+                             tamoe_rt_score_t score, bool renormalize,
+                             const float *dWeights, const float *dProbs,
+                             float *dLogits) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (tokens < 0 || experts < 1 || k < 1 || k > experts)
+    return invalid("tokens must be >= 0 and k in [1, experts]");
+  int64_t cells, picks;
+  if (!multiply(tokens, experts, cells) || !multiply(tokens, k, picks) ||
+      !multiply(cells, 4, cells) || !multiply(picks, 4, picks))
+    return invalid("sizes overflow");
+  for (Status s : {checkPointer(probs, cells, "probs"),
+                   checkPointer(expertIds, dWeights ? picks : 0, "expert_ids"),
+                   checkPointer(dWeights, dWeights ? picks : 0, "d_weights"),
+                   checkPointer(dProbs, dProbs ? cells : 0, "d_probs"),
+                   checkPointer(dLogits, cells, "d_logits")})
+    if (!s.ok())
+      return s;
+  if (tokens == 0)
+    return Status::success();
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  if (dWeights)
+    x.forEach(tokens * k, ExpertIdInRange{expertIds, experts, deviceStatus_});
+  if (x.ok()) {
+    gateGradKernel<<<warpBlocks(tokens, smCount_), kWarps * 32, 0, stream_>>>(
+        GateGradParams{probs, expertIds, tokens, experts, k,
+                       score == TAMOE_RT_SCORE_SIGMOID, renormalize, dWeights,
+                       dProbs, dLogits},
+        deviceStatus_);
+    if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+      x.fail(cudaFailure(error, "launching the kernel"));
+  }
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, [&](const DeviceStatus &e) {
+    if (e.kind == kExpertOutOfRange)
+      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+             " is out of range [0, " + num(e.c) + ")";
+    return std::string();
+  });
+}
+
+Status CudaBackend::combineGrad(const float *expertOutputs, intptr_t rows,
+                                intptr_t hidden, const int32_t *positions,
+                                const float *weights, intptr_t tokens,
+                                intptr_t k, const float *dCombined,
+                                float *dExpertOutputs, float *dWeights) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (rows < 0 || hidden < 1 || tokens < 0 || k < 1)
+    return invalid("rows and tokens must be >= 0; hidden and k >= 1");
+  int64_t n, outputBytes, combinedBytes;
+  if (!multiply(tokens, k, n) || n > INT_MAX - 1 || rows > INT_MAX - 1 ||
+      !multiply(rows, hidden * 4, outputBytes) ||
+      !multiply(tokens, hidden * 4, combinedBytes))
+    return invalid("sizes exceed what the cuda backend takes (tokens * k "
+                   "and rows below 2^31 - 1)");
+  for (Status s :
+       {checkPointer(expertOutputs, dWeights ? outputBytes : 0,
+                     "expert_outputs"),
+        checkPointer(positions, n * 4, "positions"),
+        checkPointer(weights, weights ? n * 4 : 0, "weights"),
+        checkPointer(dCombined, combinedBytes, "d_combined"),
+        checkPointer(dExpertOutputs, dExpertOutputs ? outputBytes : 0,
+                     "d_expert_outputs"),
+        checkPointer(dWeights, dWeights ? n * 4 : 0, "d_weights")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runCombineGrad(x, CombineGradParams{rows, hidden, positions, weights, tokens,
+                                      k, dCombined, dExpertOutputs});
+  if (dWeights && n > 0 && x.ok()) {
+    combineWeightsGradKernel<<<warpBlocks(n, smCount_), kWarps * 32, 0,
+                               stream_>>>(expertOutputs, positions, dCombined,
+                                          n, k, hidden, dWeights,
+                                          deviceStatus_);
+    if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+      x.fail(cudaFailure(error, "launching the kernel"));
+  }
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, [&](const DeviceStatus &e) {
+    if (e.kind == kPositionOutOfRange)
+      return entry("positions", e.a, k) + " = " + num(e.b) + " is past the " +
+             num(e.c) + " rows of expert_outputs";
+    return std::string();
+  });
+}
+
+Status CudaBackend::groupedMatmulGrad(const float *rows, intptr_t rowsCapacity,
+                                      intptr_t hidden, const int32_t *counts,
+                                      intptr_t numCounts, intptr_t experts,
+                                      const float *weights,
+                                      intptr_t outFeatures,
+                                      const float *dResult, float *dRows,
+                                      float *dWeights) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  GroupedBytes bytes;
+  if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
+                                  outFeatures, bytes);
+      !sizes.ok())
+    return sizes;
+  for (Status s :
+       {checkPointer(rows, dWeights ? bytes.rows : 0, "rows"),
+        checkPointer(counts, numCounts * 4, "counts"),
+        checkPointer(weights, dRows ? bytes.weights : 0, "weights"),
+        checkPointer(dResult, bytes.result, "d_result"),
+        checkPointer(dRows, dRows ? bytes.rows : 0, "d_rows"),
+        checkPointer(dWeights, dWeights ? bytes.weights : 0, "d_weights")})
+    if (!s.ok())
+      return s;
+  Status blas = blasHandle();
+  if (!blas.ok())
+    return blas;
+
+  // Each chunk is a GEMM of its own, so its size is needed on the host.
+  std::vector<int32_t> chunkRows(static_cast<size_t>(numCounts));
+  if (numCounts > 0) {
+    cudaError_t error = cudaMemcpyAsync(chunkRows.data(), counts, numCounts * 4,
+                                        cudaMemcpyDeviceToHost, stream_);
+    if (error == cudaSuccess)
+      error = cudaStreamSynchronize(stream_);
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFailure(error, "reading counts");
+    }
+  }
+  int64_t total = 0;
+  for (int64_t c = 0; c < numCounts; ++c) {
+    if (chunkRows[c] < 0)
+      return invalid("counts[" + num(c) + "] = " + num(chunkRows[c]) +
+                     " is negative");
+    total += chunkRows[c];
+  }
+  if (total > rowsCapacity)
+    return invalid("counts sum to " + num(total) +
+                   " rows but rows_capacity is " + num(rowsCapacity));
+
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  const int64_t weightElements = hidden * outFeatures;
+  if (dRows) {
+    // Chunk c of d_rows = chunk c of d_result x weights[c % experts]^T.
+    int64_t row = 0;
+    for (int64_t c = 0; c < numCounts && x.ok(); row += chunkRows[c++])
+      if (chunkRows[c] > 0)
+        x.fail(gemm(false, true, chunkRows[c], hidden, outFeatures,
+                    dResult + row * outFeatures,
+                    weights + (c % experts) * weightElements, 0.0f,
+                    dRows + row * hidden));
+    x.zero(dRows + total * hidden, (rowsCapacity - total) * hidden * 4);
+  }
+  if (dWeights) {
+    // Each expert accumulates rows^T x d_result chunk by chunk, in order.
+    x.zero(dWeights, experts * weightElements * 4);
+    int64_t row = 0;
+    for (int64_t c = 0; c < numCounts && x.ok(); row += chunkRows[c++])
+      if (chunkRows[c] > 0)
+        x.fail(gemm(true, false, hidden, outFeatures, chunkRows[c],
+                    rows + row * hidden, dResult + row * outFeatures, 1.0f,
+                    dWeights + (c % experts) * weightElements));
+  }
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, noMessage);
+}
+
+Status CudaBackend::auxLossGrad(const int32_t *expertIds,
+                                const int32_t *positions, intptr_t tokens,
+                                intptr_t experts, intptr_t k,
+                                const float *expertWeights, const float *dLoss,
+                                float *dProbs) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  int64_t probBytes, idBytes;
+  if (Status sizes = auxBytes(tokens, experts, k, probBytes, idBytes);
+      !sizes.ok())
+    return sizes;
+  for (Status s :
+       {checkPointer(expertIds, idBytes, "expert_ids"),
+        checkPointer(positions, positions ? idBytes : 0, "positions"),
+        checkPointer(expertWeights, expertWeights ? experts * 4 : 0,
+                     "expert_weights"),
+        checkPointer(dLoss, 4, "d_loss"),
+        checkPointer(dProbs, probBytes, "d_probs")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  int32_t *counts = x.scratch<int32_t>(experts);
+  x.zero(counts, experts * 4);
+  x.forEach(tokens * k, CountAssignments{expertIds, positions, experts, counts,
+                                         deviceStatus_});
+  // The scale of aux_loss (E / (k S^2) in f32), so that the gradient is the
+  // cpu backend's to the bit.
+  float tokensF = static_cast<float>(tokens);
+  float scale = static_cast<float>(experts) /
+                (static_cast<float>(k) * (tokensF * tokensF));
+  x.forEach(tokens * experts,
+            AuxLossGradElement{counts, expertWeights, dLoss, scale, experts,
+                               dProbs, deviceStatus_});
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, [&](const DeviceStatus &e) {
+    if (e.kind == kExpertOutOfRange)
+      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+             " is out of range [0, " + num(e.c) +
+             ") (negative ids are not counted)";
+    return std::string();
+  });
+}
+
+Status CudaBackend::dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
+                                  intptr_t hidden, const int32_t *expertIds,
+                                  const int32_t *positions, intptr_t numTokens,
+                                  intptr_t k, intptr_t expertsPerNode,
+                                  intptr_t nodes, float *dTokens) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (uniqueCapacity < 0 || hidden < 1 || numTokens < 0 || k < 1 ||
+      expertsPerNode < 1 || nodes < 1)
+    return invalid("unique_capacity and num_tokens must be >= 0; the other "
+                   "sizes >= 1");
+  int64_t n, uniqueBytes, tokenBytes;
+  if (!packFits(numTokens, k, expertsPerNode, nodes, n) ||
+      !multiply(uniqueCapacity, hidden * 4, uniqueBytes) ||
+      !multiply(numTokens, hidden * 4, tokenBytes))
+    return invalid(packTooLarge());
+  for (Status s : {checkPointer(dUnique, uniqueBytes, "d_unique"),
+                   checkPointer(expertIds, n * 4, "expert_ids"),
+                   checkPointer(positions, n * 4, "positions"),
+                   checkPointer(dTokens, tokenBytes, "d_tokens")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runDedupPackGrad(x, DedupPackGradParams{dUnique, uniqueCapacity, hidden,
+                                          expertIds, positions, numTokens, k,
+                                          expertsPerNode, nodes, dTokens});
+  x.release();
+  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+    if (e.kind == kGradientRowsExceed)
+      return "expert_ids and positions make " + num(e.a) +
+             " unique rows but unique_capacity is " + num(e.b);
+    return packError(e, k, expertsPerNode, nodes);
+  });
+}
+
+Status CudaBackend::dedupExpandGrad(const float *dExpanded,
+                                    intptr_t expandedCapacity, intptr_t hidden,
+                                    const int32_t *routes,
+                                    intptr_t uniqueCapacity, intptr_t k,
+                                    const int32_t *recvCounts, intptr_t nodes,
+                                    intptr_t ranksPerNode,
+                                    intptr_t expertsPerRank, float *dUnique) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (expandedCapacity < 0 || hidden < 1 || uniqueCapacity < 0 || k < 1 ||
+      nodes < 1 || ranksPerNode < 1 || expertsPerRank < 1)
+    return invalid("expanded_capacity and unique_capacity must be >= 0; the "
+                   "other sizes >= 1");
+  int64_t m, keys, expandedBytes, uniqueBytes;
+  if (!expandFits(uniqueCapacity, k, ranksPerNode, nodes, expertsPerRank, m,
+                  keys) ||
+      !multiply(expandedCapacity, hidden * 4, expandedBytes) ||
+      !multiply(uniqueCapacity, hidden * 4, uniqueBytes))
+    return invalid(expandTooLarge());
+  for (Status s : {checkPointer(dExpanded, expandedBytes, "d_expanded"),
+                   checkPointer(routes, m * 4, "routes"),
+                   checkPointer(recvCounts, nodes * 4, "recv_counts"),
+                   checkPointer(dUnique, uniqueBytes, "d_unique")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runDedupExpandGrad(x, DedupExpandGradParams{dExpanded, expandedCapacity,
+                                              hidden, routes, uniqueCapacity, k,
+                                              recvCounts, nodes, ranksPerNode,
+                                              expertsPerRank, dUnique});
+  x.release();
+  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+    if (e.kind == kGradientRowsExceed)
+      return "routes make " + num(e.a) +
+             " expanded rows but expanded_capacity is " + num(e.b);
+    return expandError(e, k);
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Training
+//===----------------------------------------------------------------------===//
+
+Status CudaBackend::sgd(float *params, const float *grads, float *velocity,
+                        intptr_t n, float lr, float momentum,
+                        float weightDecay) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  int64_t bytes = int64_t(n) * 4;
+  for (Status s : {checkPointer(params, bytes, "params"),
+                   checkPointer(grads, bytes, "grads"),
+                   checkPointer(velocity, velocity ? bytes : 0, "velocity")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  x.forEach(n, SgdElement{params, grads, velocity, lr, momentum, weightDecay});
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, noMessage);
+}
+
+Status CudaBackend::adam(float *params, const float *grads, float *m, float *v,
+                         intptr_t n, int64_t step, float lr, float beta1,
+                         float beta2, float eps, float weightDecay) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  int64_t bytes = int64_t(n) * 4;
+  for (Status s : {checkPointer(params, bytes, "params"),
+                   checkPointer(grads, bytes, "grads"),
+                   checkPointer(m, bytes, "m"), checkPointer(v, bytes, "v")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  x.forEach(n, AdamElement{params, grads, m, v,
+                           AdamStep(step, lr, beta1, beta2, eps, weightDecay)});
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, noMessage);
+}
+
+Status CudaBackend::divide(float *data, int64_t n, float divisor) {
+  CudaExec x(*this, deviceStatus_);
+  x.forEach(n, DivideElement{data, divisor});
+  return x.failure();
+}
+
+} // namespace cuda
+} // namespace tamoe_rt

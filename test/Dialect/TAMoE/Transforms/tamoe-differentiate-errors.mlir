@@ -1,0 +1,161 @@
+// RUN: tamoe-opt %s -split-input-file --tamoe-differentiate -verify-diagnostics
+// Every error of tamoe-differentiate and of the gradient rules, each on a
+// function that a tamoe.vjp op names.
+
+// An op a gradient flows through without a rule.
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'math.exp' op has no gradient rule: tamoe-differentiate covers the tamoe ops, linalg.matmul, elementwise add, sub, mul, neg and relu, sums (linalg.reduce, linalg.broadcast), reshapes, casts, slices and constants}}
+  %e = math.exp %x : tensor<4xf32>
+  return %e : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents(%d) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+// A call: its callee would need differentiating too.
+func.func private @other(tensor<4xf32>) -> tensor<4xf32>
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'func.call' op has no gradient rule}}
+  %y = func.call @other(%x) : (tensor<4xf32>) -> tensor<4xf32>
+  return %y : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents(%d) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+// Control flow that a differentiated value enters.
+func.func @f(%x: tensor<4xf32>, %c: i1) -> tensor<4xf32> {
+  // expected-error @+1 {{'scf.if' op cannot be differentiated: tamoe-differentiate takes straight-line code (no regions, loops or branches)}}
+  %y = scf.if %c -> tensor<4xf32> {
+    scf.yield %x : tensor<4xf32>
+  } else {
+    scf.yield %x : tensor<4xf32>
+  }
+  return %y : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %c: i1, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x, %c) cotangents(%d) : (tensor<4xf32>, i1), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+// A function of several blocks.
+// expected-error @+1 {{'func.func' op cannot be differentiated: tamoe-differentiate takes a function with a body of one block}}
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  cf.br ^next
+^next:
+  return %x : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents(%d) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+// The generated names are taken.
+// expected-error @+1 {{'func.func' op cannot be differentiated: @f_forward already exists}}
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  return %x : tensor<4xf32>
+}
+func.func @f_forward(%x: tensor<4xf32>) -> tensor<4xf32> {
+  return %x : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents(%d) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+// A matmul with other indexing maps.
+#lhs = affine_map<(d0, d1, d2) -> (d2, d0)>
+#rhs = affine_map<(d0, d1, d2) -> (d2, d1)>
+#out = affine_map<(d0, d1, d2) -> (d0, d1)>
+func.func @f(%a: tensor<8x4xf32>, %b: tensor<8x6xf32>, %c: tensor<4x6xf32>) -> tensor<4x6xf32> {
+  // expected-error @+1 {{'linalg.matmul' op cannot be differentiated: tamoe differentiates linalg.matmul with the default indexing maps}}
+  %r = linalg.matmul indexing_maps = [#lhs, #rhs, #out] ins(%a, %b : tensor<8x4xf32>, tensor<8x6xf32>) outs(%c : tensor<4x6xf32>) -> tensor<4x6xf32>
+  return %r : tensor<4x6xf32>
+}
+func.func @g(%a: tensor<8x4xf32>, %b: tensor<8x6xf32>, %c: tensor<4x6xf32>, %d: tensor<4x6xf32>) {
+  %r, %da, %db, %dc = tamoe.vjp @f(%a, %b, %c) cotangents(%d) : (tensor<8x4xf32>, tensor<8x6xf32>, tensor<4x6xf32>), (tensor<4x6xf32>) -> (tensor<4x6xf32>), (tensor<8x4xf32>, tensor<8x6xf32>, tensor<4x6xf32>)
+  return
+}
+
+// -----
+
+// A generic that is not one elementwise op of the rules.
+#map = affine_map<(d0) -> (d0)>
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %e = tensor.empty() : tensor<4xf32>
+  // expected-error @+1 {{'linalg.generic' op has no gradient rule: tamoe differentiates a linalg.generic that is one elementwise add, sub, mul, neg or relu (max(x, 0)) on operands of one shape}}
+  %y = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel"]} ins(%x : tensor<4xf32>) outs(%e : tensor<4xf32>) {
+  ^bb0(%in: f32, %out: f32):
+    %s = math.sqrt %in : f32
+    linalg.yield %s : f32
+  } -> tensor<4xf32>
+  return %y : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents(%d) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+// Second derivatives: relu's gradient is not differentiated.
+#map = affine_map<(d0) -> (d0)>
+func.func @f(%x: tensor<4xf32>, %dy: tensor<4xf32>) -> tensor<4xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<4xf32>
+  // expected-error @+1 {{relu's gradient has no gradient rule: tamoe takes first derivatives only}}
+  %y = linalg.generic {indexing_maps = [#map, #map, #map], iterator_types = ["parallel"]} ins(%x, %dy : tensor<4xf32>, tensor<4xf32>) outs(%e : tensor<4xf32>) {
+  ^bb0(%a: f32, %b: f32, %out: f32):
+    %c = arith.cmpf ogt, %a, %zero : f32
+    %s = arith.select %c, %b, %zero : f32
+    linalg.yield %s : f32
+  } -> tensor<4xf32>
+  return %y : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %dy: tensor<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx, %ddy = tamoe.vjp @f(%x, %dy) cotangents(%d) : (tensor<4xf32>, tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+// A reduction that is not a sum.
+func.func @f(%x: tensor<4xf32>, %init: tensor<f32>) -> tensor<f32> {
+  // expected-error @+1 {{'linalg.reduce' op has no gradient rule: tamoe differentiates a linalg.reduce that sums one input (arith.addf)}}
+  %m = linalg.reduce ins(%x : tensor<4xf32>) outs(%init : tensor<f32>) dimensions = [0]
+    (%in: f32, %out: f32) {
+      %a = arith.maximumf %in, %out : f32
+      linalg.yield %a : f32
+    }
+  return %m : tensor<f32>
+}
+func.func @g(%x: tensor<4xf32>, %init: tensor<f32>, %d: tensor<f32>) {
+  %m, %dx, %di = tamoe.vjp @f(%x, %init) cotangents(%d) : (tensor<4xf32>, tensor<f32>), (tensor<f32>) -> (tensor<f32>), (tensor<4xf32>, tensor<f32>)
+  return
+}
+
+// -----
+
+// An elementwise linalg op whose operands differ in type.
+func.func @f(%x: tensor<4xf32>, %y: tensor<?xf32>) -> tensor<4xf32> {
+  %e = tensor.empty() : tensor<4xf32>
+  // expected-error @+1 {{'linalg.add' op cannot be differentiated: tamoe differentiates elementwise ops whose operands and result have one type}}
+  %s = linalg.add ins(%x, %y : tensor<4xf32>, tensor<?xf32>) outs(%e : tensor<4xf32>) -> tensor<4xf32>
+  return %s : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %y: tensor<?xf32>, %d: tensor<4xf32>) {
+  %s, %dx, %dy = tamoe.vjp @f(%x, %y) cotangents(%d) : (tensor<4xf32>, tensor<?xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>, tensor<?xf32>)
+  return
+}
