@@ -9,6 +9,8 @@ stayed inside a node, with the plan's target.
 Usage: training_report.py --out REPORT.md --svg PLOT.svg --target-shares
        S0,S1,S2 --ranks 8 --ranks-per-node 4 --predict CMD
        NAME=DIR [NAME=DIR ...]
+       training_report.py summary DIR [--target-shares S0,S1,S2] [--window N]
+           (one run: its first and last N steps)
 
 --target-shares are the plan's per-destination shares of each level (as in
 `#tamoe.dispatch_plan<..., shares = [...]>`); --predict is a command that,
@@ -49,12 +51,16 @@ class Run:
         self.aux = [sum(auxes[r][s][0] for r in range(ranks)) / ranks for s in range(n)]
         # levels[s] = rows kept on the sender, in its node, across nodes.
         self.levels = []
+        # matrix[s][i][j]: rows rank i sent to rank j at step s.
+        self.matrix = []
         for s in range(n):
             level = [0, 0, 0]
+            matrix = [[0] * ranks for _ in range(ranks)]
             for receiver in range(ranks):
                 row = counts[receiver][s]
                 for source in range(ranks):
                     rows = sum(row[source * experts_per_rank:(source + 1) * experts_per_rank])
+                    matrix[source][receiver] = rows
                     if source == receiver:
                         level[0] += rows
                     elif source // per_node == receiver // per_node:
@@ -62,6 +68,7 @@ class Run:
                     else:
                         level[2] += rows
             self.levels.append(level)
+            self.matrix.append(matrix)
         self.intra_bytes = [sum(traffic[r][s][0] for r in range(ranks)) for s in range(n)]
         self.inter_bytes = [sum(traffic[r][s][1] for r in range(ranks)) for s in range(n)]
 
@@ -132,7 +139,53 @@ def svg_plot(runs, target_intra, path):
         f.write("\n".join(out) + "\n")
 
 
+def summary(directory, ranks, per_node, experts_per_rank, target, window):
+    """Prints the realised pattern of the first and the last `window` steps
+    of one run, and how the task loss and the share of rows kept inside a
+    node moved between them (the demo's and the tests' view of a run)."""
+    r = Run(directory, directory, ranks, per_node, experts_per_rank)
+    n = min(window, r.steps)
+
+    def pattern(lo, hi):
+        print(f"realised dispatch pattern, steps {lo + 1}-{hi} (rows from rank "
+              f"i to rank j per step):")
+        print("     " + "".join(f"{j:6d}" for j in range(ranks)))
+        for i in range(ranks):
+            row = [sum(r.matrix[s][i][j] for s in range(lo, hi)) / (hi - lo)
+                   for j in range(ranks)]
+            print(f"{i:5d}" + "".join(f"{v:6.1f}" for v in row))
+        kept = sum(r.shares(lo, hi)[:2])
+        goal = f" (plan {target:.1%})" if target is not None else ""
+        print(f"rows kept inside a node: {kept:.1%}{goal}")
+        return kept
+
+    before = pattern(0, n)
+    after = pattern(r.steps - n, r.steps)
+    first = r.mean(r.task, 0, n)
+    last = r.mean(r.task, r.steps - n, r.steps)
+    print(f"task loss: {first:.4f} (first {n} steps) -> {last:.4f} (last {n} "
+          f"steps): {'decreased' if last < first else 'did not decrease'}")
+    print(f"rows kept inside a node: {before:.3f} -> {after:.3f}: "
+          f"{'rose' if after > before else 'did not rise'}")
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "summary":
+        parser = argparse.ArgumentParser(prog="training_report.py summary")
+        parser.add_argument("directory")
+        parser.add_argument("--ranks", type=int, default=8)
+        parser.add_argument("--ranks-per-node", type=int, default=4)
+        parser.add_argument("--experts-per-rank", type=int, default=2)
+        parser.add_argument("--target-shares")
+        parser.add_argument("--window", type=int, default=100)
+        args = parser.parse_args(sys.argv[2:])
+        target = None
+        if args.target_shares:
+            shares = [float(x) for x in args.target_shares.split(",")]
+            target = shares[0] + shares[1] * (args.ranks_per_node - 1)
+        summary(args.directory, args.ranks, args.ranks_per_node,
+                args.experts_per_rank, target, args.window)
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--svg", required=True)
