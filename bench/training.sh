@@ -9,16 +9,16 @@
 # across nodes per step and the all-to-all time the cost model predicts for
 # the realised pattern on a full-size dgx1-v100.
 #
-#   bash bench/training.sh [STEPS]     (default 2000; about 50 ms a step)
+#   bash bench/training.sh [STEPS]     (default 4000; about 50 ms a step)
 #
 # Environment: TAMOE_AUX_WEIGHT (the auxiliary loss's weight in the training
-# loss, default 0.01), TAMOE_BUILD_DIR, TAMOE_TRAINING_OUT (where the runs
-# go, default build/training; the report then stays there too).
+# loss, default 0.02), TAMOE_BUILD_DIR, TAMOE_TRAINING_OUT (where the runs
+# go, default build/training).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${TAMOE_BUILD_DIR:-$root/build}"
-steps="${1:-2000}"
-weight="${TAMOE_AUX_WEIGHT:-0.01}"
+steps="${1:-4000}"
+weight="${TAMOE_AUX_WEIGHT:-0.02}"
 work="${TAMOE_TRAINING_OUT:-$build/training}"
 "$root/scripts/setup.sh" >/dev/null
 bin="$build/bin"
