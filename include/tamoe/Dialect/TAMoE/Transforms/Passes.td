@@ -36,6 +36,8 @@ def TAMoEPlanDispatchPass : Pass<"tamoe-plan-dispatch", "mlir::ModuleOp"> {
   let statistics = [
     Statistic<"numPlanned", "planned-layers", "MoE layers planned">
   ];
+  // The module's #tamoe.topology is created even when no tamoe op was parsed.
+  let dependentDialects = ["mlir::tamoe::TAMoEDialect"];
 }
 
 def TAMoEInjectTopologyAuxLossPass
@@ -70,7 +72,8 @@ def TAMoEInjectTopologyAuxLossPass
   ];
   let dependentDialects = [
     "mlir::arith::ArithDialect", "mlir::linalg::LinalgDialect",
-    "mlir::shard::ShardDialect", "mlir::tensor::TensorDialect"
+    "mlir::shard::ShardDialect", "mlir::tamoe::TAMoEDialect",
+    "mlir::tensor::TensorDialect"
   ];
 }
 
@@ -117,7 +120,9 @@ def TAMoEHierarchicalAllToAllPass
               "dispatch all-to-alls given per-node de-duplication">,
     Statistic<"numKeptFlat", "kept-flat", "all-to-alls left flat">
   ];
-  let dependentDialects = ["mlir::tensor::TensorDialect"];
+  let dependentDialects = [
+    "mlir::tamoe::TAMoEDialect", "mlir::tensor::TensorDialect"
+  ];
 }
 
 def TAMoEExpandGatePass : Pass<"tamoe-expand-gate", "mlir::ModuleOp"> {
