@@ -45,7 +45,7 @@ module attributes {tamoe.topology = #tamoe.topology<"t", []>} {}
 
 // -----
 
-// expected-error @+1 {{invalid topology: levels[0].latency_us: expected a number >= 0, got -1}}
+// expected-error @+1 {{invalid topology: levels[0].latency_us: expected a number of microseconds in [0, 1000000], got -1}}
 module attributes {tamoe.topology = #tamoe.topology<"t", [<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = -1.0, uplink = per_rank>]>} {}
 
 // -----
