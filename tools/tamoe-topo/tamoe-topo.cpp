@@ -296,8 +296,13 @@ static int plan(const topo::Topology &topology, const Workload &workload,
     plans.push_back(std::move(*result));
     const Plan &p = plans.back();
     outs() << formatv("{0,-14}", stringifyPolicy(policy));
-    for (double share : p.pattern.shares)
-      outs() << format("%10.4f", share * double(topology.numRanks()));
+    for (auto [index, share] : enumerate(p.pattern.shares)) {
+      // A level of fanout 1 adds no destination: its share goes nowhere.
+      if (ranksAtDistance(topology, int(index) - 1) == 0)
+        outs() << formatv("{0,10}", "-");
+      else
+        outs() << format("%10.4f", share * double(topology.numRanks()));
+    }
     outs() << format("%8.3f   %5.2f .. %-5.2f\n", p.deviation.kl,
                      p.deviation.minRatio, p.deviation.maxRatio);
   }
@@ -306,9 +311,7 @@ static int plan(const topo::Topology &topology, const Workload &workload,
   outs() << formatv("{0,-14}{1,10}{2,14}{3,20}{4,22}{5,12}{6,16}\n", "policy",
                     "flat", "hierarchical", "hierarchical+dedup", "best",
                     "vs uniform", "optimal, same");
-  double uniformBest = plans.front().cost(plans.front().best).totalUs();
   for (const Plan &p : plans) {
-    double best = p.cost(p.best).totalUs();
     // The optimal pattern within this policy's own deviation from uniform:
     // comparing patterns means comparing them at equal routing freedom.
     Expected<Pattern> optimal = makePattern(
@@ -318,24 +321,27 @@ static int plan(const topo::Topology &topology, const Workload &workload,
     outs() << formatv("{0,-14}", stringifyPolicy(p.policy))
            << format("%10.1f%14.1f%20.1f", p.flat.totalUs(),
                      p.hierarchical.totalUs(), p.dedup.totalUs())
-           << formatv("{0,22}", stringifySchedule(p.best))
-           << format("%11.2fx%16.1f\n", uniformBest / best,
+           << formatv("{0,22}{1,12}", stringifySchedule(p.best),
+                      formatSpeedup(speedupOverUniform(p, plans.front(),
+                                                       defaultSchedules())))
+           << format("%16.1f\n",
                      evaluate(topology, *optimal, workload, Schedule::Flat)
                          .totalUs());
   }
-  outs() << "(optimal, same: flat time of the optimal pattern within the "
-            "policy's ratio range)\n";
+  outs() << "(vs uniform: speed-up over uniform routing, both flat or "
+            "hierarchical, whichever is faster, as tamoe-opt emits them by "
+            "default and its remark states it; optimal, same: flat time of "
+            "the optimal pattern within the policy's ratio range)\n";
   outs() << "\nflat or hierarchical (uniform pattern):\n";
   for (Schedule schedule :
        {Schedule::Hierarchical, Schedule::HierarchicalDedup}) {
     std::optional<double> crossover =
         crossoverTokens(topology, plans.front().pattern, workload, schedule);
-    double difference =
-        plans.front().cost(schedule).totalUs() - plans.front().flat.totalUs();
-    StringRef verdict =
-        std::abs(difference) < 1e-9 * plans.front().flat.totalUs()
-            ? "as fast as"
-            : (difference < 0 ? "faster than" : "slower than");
+    double us = plans.front().cost(schedule).totalUs();
+    double flatUs = plans.front().flat.totalUs();
+    StringRef verdict = fasterThan(us, flatUs)   ? "faster than"
+                        : fasterThan(flatUs, us) ? "slower than"
+                                                 : "as fast as";
     outs() << formatv("  {0}: {1} flat at {2} tokens per rank",
                       stringifySchedule(schedule), verdict,
                       workload.tokensPerRank);
@@ -364,7 +370,8 @@ static int compare(const Workload &workload, const PolicyOptions &options) {
   printWorkload(workload);
   outs() << "\nPredicted dispatch all-to-all time in us with the fastest "
             "schedule (F flat, H hierarchical, D hierarchical+dedup), and "
-            "speed-up over uniform.\n\n";
+            "speed-up over uniform routing with flat or hierarchical "
+            "schedules (as tamoe-opt emits them by default).\n\n";
   outs() << "| cluster | ranks |";
   for (Policy policy : allPolicies())
     outs() << " " << stringifyPolicy(policy) << " |";
@@ -377,17 +384,21 @@ static int compare(const Workload &workload, const PolicyOptions &options) {
     if (!topology)
       return fail(toString(topology.takeError()));
     outs() << "| " << topology->name << " | " << topology->numRanks() << " |";
-    double uniformUs = 0;
+    std::optional<Plan> uniform;
     for (Policy policy : allPolicies()) {
       Expected<Plan> result = makePlan(*topology, policy, options, workload);
       if (!result)
         return fail(toString(result.takeError()));
-      double us = result->cost(result->best).totalUs();
-      if (policy == Policy::Uniform)
-        uniformUs = us;
-      outs() << format(" %.0f %s", us, scheduleLetter(result->best).data());
+      if (!uniform)
+        uniform = *result;
+      outs() << format(" %.0f %s", result->cost(result->best).totalUs(),
+                       scheduleLetter(result->best).data());
       if (policy != Policy::Uniform)
-        outs() << format(" (%.2fx)", uniformUs / us);
+        outs() << " ("
+               << formatSpeedup(
+                      speedupOverUniform(*result, *uniform,
+                                         defaultSchedules()))
+               << ")";
       outs() << " |";
     }
     outs() << "\n";
@@ -406,8 +417,7 @@ static int explain(const topo::Topology &topology, const Workload &workload,
   Schedule schedule = result->best;
   if (!scheduleName.empty()) {
     std::optional<Schedule> named;
-    for (Schedule s :
-         {Schedule::Flat, Schedule::Hierarchical, Schedule::HierarchicalDedup})
+    for (Schedule s : allSchedules())
       if (stringifySchedule(s) == scheduleName)
         named = s;
     if (!named)
@@ -441,6 +451,11 @@ static int explain(const topo::Topology &topology, const Workload &workload,
                      ? "  <- bottleneck"
                      : "")
              << "\n";
+  }
+  if (cost.totalUs() == 0) {
+    outs() << "\nwhy: no link carries anything: every rank keeps its "
+              "assignments.\n";
+    return 0;
   }
   const StageCost &slowest = cost.slowestStage();
   const LinkLoad &neck = slowest.bottleneck;
