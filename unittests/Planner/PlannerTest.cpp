@@ -311,8 +311,8 @@ TEST(SpeedupTest, SingleRankMovesNothing) {
       EXPECT_EQ(plan.cost(schedule).totalUs(), 0);
     EXPECT_EQ(plan.best, Schedule::Flat);
     EXPECT_EQ(speedupOverUniform(plan, uniformPlan, allSchedules()), 1.0);
-    EXPECT_EQ(formatSpeedup(speedupOverUniform(plan, uniformPlan,
-                                               defaultSchedules())),
+    EXPECT_EQ(formatSpeedup(
+                  speedupOverUniform(plan, uniformPlan, defaultSchedules())),
               "1.00x");
   }
 }
@@ -343,14 +343,14 @@ TEST(SpeedupTest, OneDefinitionForEveryScheduleSet) {
       makePlan(topology, Policy::Uniform, PolicyOptions(), smallWorkload()));
   Plan tamoe = llvm::cantFail(
       makePlan(topology, Policy::TAMoE, PolicyOptions(), smallWorkload()));
-  EXPECT_EQ(formatSpeedup(
-                speedupOverUniform(tamoe, uniformPlan, defaultSchedules())),
-            "3.09x");
+  EXPECT_EQ(
+      formatSpeedup(speedupOverUniform(tamoe, uniformPlan, defaultSchedules())),
+      "3.09x");
   EXPECT_EQ(fastest(uniformPlan, defaultSchedules()), Schedule::Flat);
   EXPECT_EQ(fastest(uniformPlan, allSchedules()), Schedule::HierarchicalDedup);
-  EXPECT_EQ(formatSpeedup(
-                speedupOverUniform(tamoe, uniformPlan, allSchedules())),
-            "2.50x");
+  EXPECT_EQ(
+      formatSpeedup(speedupOverUniform(tamoe, uniformPlan, allSchedules())),
+      "2.50x");
 }
 
 TEST(SpeedupTest, UnboundedWhenOnlyUniformMoves) {

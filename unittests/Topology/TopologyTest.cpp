@@ -477,20 +477,23 @@ const ErrorCase kErrorCases[] = {
     // Bandwidths.
     {levelWith("up_GBps", ""), "bad.json: levels[0].up_GBps: missing"},
     {levelWith("down_GBps", ""), "bad.json: levels[0].down_GBps: missing"},
-    {levelWith("up_GBps", "0"),
-     "bad.json: levels[0].up_GBps: expected a number of GB/s in [0.001, 100000], got 0"},
-    {levelWith("up_GBps", "-0.0"),
-     "bad.json: levels[0].up_GBps: expected a number of GB/s in [0.001, 100000], got -0"},
-    {levelWith("down_GBps", "-2"),
-     "bad.json: levels[0].down_GBps: expected a number of GB/s in [0.001, 100000], got -2"},
+    {levelWith("up_GBps", "0"), "bad.json: levels[0].up_GBps: expected a "
+                                "number of GB/s in [0.001, 100000], got 0"},
+    {levelWith("up_GBps", "-0.0"), "bad.json: levels[0].up_GBps: expected a "
+                                   "number of GB/s in [0.001, 100000], got -0"},
+    {levelWith("down_GBps", "-2"), "bad.json: levels[0].down_GBps: expected a "
+                                   "number of GB/s in [0.001, 100000], got -2"},
     {levelWith("up_GBps", R"("fast")"),
-     "bad.json: levels[0].up_GBps: expected a number of GB/s in [0.001, 100000], got \"fast\""},
-    {levelWith("down_GBps", "{}"),
-     "bad.json: levels[0].down_GBps: expected a number of GB/s in [0.001, 100000], got {}"},
+     "bad.json: levels[0].up_GBps: expected a number of GB/s in [0.001, "
+     "100000], got \"fast\""},
+    {levelWith("down_GBps", "{}"), "bad.json: levels[0].down_GBps: expected a "
+                                   "number of GB/s in [0.001, 100000], got {}"},
     {levelWith("up_GBps", "1e999"),
-     "bad.json: levels[0].up_GBps: expected a number of GB/s in [0.001, 100000], got inf"},
+     "bad.json: levels[0].up_GBps: expected a number of GB/s in [0.001, "
+     "100000], got inf"},
     {levelWith("down_GBps", "-1e999"),
-     "bad.json: levels[0].down_GBps: expected a number of GB/s in [0.001, 100000], got -inf"},
+     "bad.json: levels[0].down_GBps: expected a number of GB/s in [0.001, "
+     "100000], got -inf"},
     // Finite but outside a physical range: the cost model's times would
     // overflow or lose every digit.
     {levelWith("up_GBps", "1e-300"),
@@ -511,13 +514,17 @@ const ErrorCase kErrorCases[] = {
     // Latency.
     {levelWith("latency_us", ""), "bad.json: levels[0].latency_us: missing"},
     {levelWith("latency_us", "-1"),
-     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, 1000000], got -1"},
+     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, "
+     "1000000], got -1"},
     {levelWith("latency_us", "-0.25"),
-     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, 1000000], got -0.25"},
+     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, "
+     "1000000], got -0.25"},
     {levelWith("latency_us", "1e999"),
-     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, 1000000], got inf"},
+     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, "
+     "1000000], got inf"},
     {levelWith("latency_us", "false"),
-     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, 1000000], got false"},
+     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, "
+     "1000000], got false"},
     // uplink.
     {levelWith("uplink", ""), "bad.json: levels[0].uplink: missing"},
     {levelWith("uplink", R"("dedicated")"),
@@ -582,16 +589,16 @@ TEST(TopologyVerifyTest, RejectsNonFiniteNumbers) {
   topology.name = "t";
   topology.levels = {makeLevel("node", 2)};
   topology.levels[0].upBandwidthGBps = std::nan("");
-  EXPECT_EQ(verifyError(topology),
-            "levels[0].up_GBps: expected a number of GB/s in [0.001, 100000], got nan");
+  EXPECT_EQ(verifyError(topology), "levels[0].up_GBps: expected a number of "
+                                   "GB/s in [0.001, 100000], got nan");
   topology.levels[0].upBandwidthGBps = 1;
   topology.levels[0].downBandwidthGBps = HUGE_VAL;
-  EXPECT_EQ(verifyError(topology),
-            "levels[0].down_GBps: expected a number of GB/s in [0.001, 100000], got inf");
+  EXPECT_EQ(verifyError(topology), "levels[0].down_GBps: expected a number of "
+                                   "GB/s in [0.001, 100000], got inf");
   topology.levels[0].downBandwidthGBps = 1;
   topology.levels[0].latencyUs = std::nan("");
-  EXPECT_EQ(verifyError(topology),
-            "levels[0].latency_us: expected a number of microseconds in [0, 1000000], got nan");
+  EXPECT_EQ(verifyError(topology), "levels[0].latency_us: expected a number of "
+                                   "microseconds in [0, 1000000], got nan");
 }
 
 TEST(TopologyVerifyTest, RejectsInvalidUTF8) {

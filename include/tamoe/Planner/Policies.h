@@ -95,8 +95,7 @@ Schedule fastest(const Plan &plan, llvm::ArrayRef<Schedule> schedules);
 /// byte (a single rank); std::nullopt when only uniform routing does (the
 /// speed-up has no bound). Every report and remark prints this definition,
 /// with formatSpeedup.
-std::optional<double> speedupOverUniform(const Plan &plan,
-                                         const Plan &uniform,
+std::optional<double> speedupOverUniform(const Plan &plan, const Plan &uniform,
                                          llvm::ArrayRef<Schedule> schedules);
 
 /// "3.09x", or "unbounded" for std::nullopt.

@@ -108,8 +108,7 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
       planner::makePlan(tree, planner::Policy::Uniform, options, workload));
   planner::Schedule schedule = planner::fastest(*planned, schedules);
   // Tenths of a microsecond are all a model of this kind can claim.
-  double predicted =
-      std::round(planned->cost(schedule).totalUs() * 10) / 10;
+  double predicted = std::round(planned->cost(schedule).totalUs() * 10) / 10;
   double baseline =
       uniform.cost(planner::fastest(uniform, schedules)).totalUs();
   // Checked, so that the module is never left with a plan it cannot read
@@ -125,9 +124,8 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
   if (auto gate = dispatch.getExpertIds().getDefiningOp<GateOp>())
     gate.setPlanAttr(attr);
   InFlightDiagnostic remark = dispatch.emitRemark();
-  remark << "planned '" << planner::stringifyPolicy(policy)
-         << "' dispatch on '" << tree.name
-         << "': " << ::tamoe::formatFixed(predicted, 1) << " us ("
+  remark << "planned '" << planner::stringifyPolicy(policy) << "' dispatch on '"
+         << tree.name << "': " << ::tamoe::formatFixed(predicted, 1) << " us ("
          << planner::stringifySchedule(schedule);
   if (whyFlatOnly)
     remark << ": " << *whyFlatOnly;
