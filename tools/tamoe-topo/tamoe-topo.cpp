@@ -13,6 +13,7 @@
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
 #include "tamoe/InitAll.h"
 #include "tamoe/Planner/Policies.h"
+#include "tamoe/Support/Version.h"
 #include "tamoe/Topology/Topology.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -67,41 +68,45 @@ static cl::OptionCategory plannerOptions("Workload and policy options");
 #define PLANNER_SUBCOMMANDS                                                    \
   cl::sub(planCommand), cl::sub(compareCommand), cl::sub(explainCommand),      \
       cl::cat(plannerOptions)
-static cl::opt<int64_t> tokens("tokens", cl::desc("Tokens per rank"),
+static cl::opt<int64_t> tokens("tokens",
+                               cl::desc("Tokens per rank (default 4096)"),
                                cl::init(4096), PLANNER_SUBCOMMANDS);
-static cl::opt<int64_t> hidden("hidden", cl::desc("Hidden size"),
+static cl::opt<int64_t> hidden("hidden", cl::desc("Hidden size (default 4096)"),
                                cl::init(4096), PLANNER_SUBCOMMANDS);
 static cl::opt<std::string>
     dtype("dtype",
-          cl::desc("Element type of a token row: fp8, bf16, fp16, "
-                   "fp32"),
+          cl::desc("Element type of a token row: fp8, bf16, fp16 or "
+                   "fp32 (default bf16)"),
           cl::init("bf16"), PLANNER_SUBCOMMANDS);
-static cl::opt<int64_t> topK("topk", cl::desc("Experts per token"), cl::init(2),
-                             PLANNER_SUBCOMMANDS);
+static cl::opt<int64_t> topK("topk", cl::desc("Experts per token (default 2)"),
+                             cl::init(2), PLANNER_SUBCOMMANDS);
 static cl::opt<double> rho("rho",
                            cl::desc("optimal: least fraction of the uniform "
-                                    "share kept for every destination"),
+                                    "share kept for every destination "
+                                    "(default 0.25)"),
                            cl::init(PolicyOptions().rho), PLANNER_SUBCOMMANDS);
 static cl::opt<double> beta("beta",
                             cl::desc("optimal: largest multiple of the uniform "
-                                     "share for any destination"),
+                                     "share for any destination (default 4)"),
                             cl::init(PolicyOptions().beta),
                             PLANNER_SUBCOMMANDS);
 static cl::opt<double>
     crossNodeCap("cross-node-cap",
-                 cl::desc("fastermoe: largest fraction leaving the node"),
+                 cl::desc("fastermoe: largest fraction leaving the node "
+                          "(default 0.14)"),
                  cl::init(PolicyOptions().crossNodeCap), PLANNER_SUBCOMMANDS);
-static cl::opt<int64_t> maxNodes("max-nodes",
-                                 cl::desc("node-limited: nodes per token"),
-                                 cl::init(PolicyOptions().maxNodes),
-                                 PLANNER_SUBCOMMANDS);
+static cl::opt<int64_t>
+    maxNodes("max-nodes", cl::desc("node-limited: nodes per token (default 4)"),
+             cl::init(PolicyOptions().maxNodes), PLANNER_SUBCOMMANDS);
 static cl::opt<int64_t>
     topFanout("top-fanout",
               cl::desc("Replace the outermost level's fanout (scale the "
-                       "cluster out or in)"),
+                       "cluster out or in; default: keep it)"),
               cl::init(0), cl::sub(toJSONCommand), PLANNER_SUBCOMMANDS);
 static cl::opt<std::string>
-    policyName("policy", cl::desc("explain, --svg: the policy"),
+    policyName("policy",
+               cl::desc("explain, --svg: the policy: uniform, tamoe, optimal, "
+                        "fastermoe or node-limited (default tamoe)"),
                cl::init("tamoe"), cl::sub(explainCommand), cl::sub(planCommand),
                cl::cat(plannerOptions));
 static cl::opt<std::string>
@@ -277,6 +282,11 @@ static Error writeSVG(StringRef path, const topo::Topology &topology,
 
 static int plan(const topo::Topology &topology, const Workload &workload,
                 const PolicyOptions &options) {
+  // --policy only picks the pattern --svg draws, but a bad one is an error
+  // with or without it.
+  Expected<Policy> drawnPolicy = policyFromFlag();
+  if (!drawnPolicy)
+    return fail(toString(drawnPolicy.takeError()));
   outs() << topology.name << ": " << describeTree(topology) << "\n";
   printWorkload(workload);
   outs() << formatv("optimal bounds: rho = {0}, beta = {1}; fastermoe cap "
@@ -353,12 +363,9 @@ static int plan(const topo::Topology &topology, const Workload &workload,
     outs() << "\n";
   }
   if (!svgPath.empty()) {
-    Expected<Policy> policy = policyFromFlag();
-    if (!policy)
-      return fail(toString(policy.takeError()));
-    const Plan &drawn =
-        plans[std::find(allPolicies().begin(), allPolicies().end(), *policy) -
-              allPolicies().begin()];
+    const Plan &drawn = plans[std::find(allPolicies().begin(),
+                                        allPolicies().end(), *drawnPolicy) -
+                              allPolicies().begin()];
     if (Error error = writeSVG(svgPath, topology, drawn))
       return fail(toString(std::move(error)));
     outs() << "wrote " << svgPath << "\n";
@@ -526,6 +533,10 @@ static int printAsAttribute(mlir::MLIRContext &context,
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  // --help shows the tool's options, not the hundreds that LLVM registers
+  // for its code generators (--help-hidden lists those).
+  cl::HideUnrelatedOptions(plannerOptions);
+  cl::AddExtraVersionPrinter(tamoe::printVersion);
   cl::ParseCommandLineOptions(argc, argv, "tamoe topology tool\n");
 
   if (toJSONCommand || toAttrCommand) {
