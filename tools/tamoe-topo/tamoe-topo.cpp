@@ -403,8 +403,7 @@ static int compare(const Workload &workload, const PolicyOptions &options) {
       if (policy != Policy::Uniform)
         outs() << " ("
                << formatSpeedup(
-                      speedupOverUniform(*result, *uniform,
-                                         defaultSchedules()))
+                      speedupOverUniform(*result, *uniform, defaultSchedules()))
                << ")";
       outs() << " |";
     }
