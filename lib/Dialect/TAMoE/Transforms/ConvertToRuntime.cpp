@@ -252,7 +252,8 @@ private:
   LogicalResult lower(AuxLossOp op);
   LogicalResult lower(linalg::MatmulOp op);
   LogicalResult lowerMap(Operation *op, MapKind kind, Value a, Value b);
-  LogicalResult lower(shard::ProcessLinearIndexOp op);
+  LogicalResult lower(shard::ProcessLinearIndexOp op,
+                      SymbolTableCollection &symbols);
   LogicalResult lower(shard::ProcessMultiIndexOp op,
                       SymbolTableCollection &symbols);
   /// Lowers the tensor compute that device-resident programs run through
@@ -381,6 +382,23 @@ LogicalResult ConvertToRuntimePass::lower(DispatchOp op) {
   return success();
 }
 
+/// Ends the program, before the op at `l` runs and on every rank, when the
+/// ranks it was launched on are not `grid`'s (tamoe_rt_program_check_grid):
+/// a message that names both, rather than a failed exchange. `nodes`: the
+/// op splits the grid at its last axis, which must then be a node.
+static void checkGrid(Lowering &l, shard::GridOp grid, bool nodes) {
+  ArrayRef<int64_t> shape = grid.getShape();
+  if (llvm::any_of(shape, ShapedType::isDynamic))
+    return;
+  auto type = RankedTensorType::get({int64_t(shape.size())}, l.b.getI64Type());
+  Value constant = arith::ConstantOp::create(
+      l.b, l.loc, DenseElementsAttr::get(type, shape));
+  l.call("tamoe_rt_program_check_grid",
+         {l.pointer(l.input(constant)), l.index(int64_t(shape.size())),
+          l.i32(nodes ? 1 : 0)},
+         {});
+}
+
 LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
                                           SymbolTableCollection &symbols) {
   if (failed(checkElements(op, {}, {op.getSendCounts()})))
@@ -408,6 +426,7 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
   int64_t peers = countsType.getDimSize(0);
   int64_t split = product(countsType, 1);
   Lowering l = lowering(op);
+  checkGrid(l, grid, /*nodes=*/group != Group::World);
   Value send = op.getSend();
   Value sendCounts = l.data(op.getSendCounts());
   Value recvCounts = l.output(countsType);
@@ -775,9 +794,12 @@ static Value worldRank(Lowering &l) {
   return l.call("tamoe_rt_program_rank", {}, l.b.getIndexType());
 }
 
-LogicalResult ConvertToRuntimePass::lower(shard::ProcessLinearIndexOp op) {
+LogicalResult ConvertToRuntimePass::lower(shard::ProcessLinearIndexOp op,
+                                          SymbolTableCollection &symbols) {
   // Only a rank query: no context needed.
   Lowering l(op, getOperation());
+  if (shard::GridOp grid = shard::getGridOrNull(op, op.getGridAttr(), symbols))
+    checkGrid(l, grid, /*nodes=*/false);
   op.getResult().replaceAllUsesWith(worldRank(l));
   op.erase();
   return success();
@@ -792,6 +814,7 @@ ConvertToRuntimePass::lower(shard::ProcessMultiIndexOp op,
                                "grid of static shape";
   // Only a rank query: no context needed.
   Lowering l(op, getOperation());
+  checkGrid(l, grid, /*nodes=*/false);
   SmallVector<OpFoldResult> basis;
   for (int64_t size : grid.getShape())
     basis.push_back(l.b.getIndexAttr(size));
@@ -821,12 +844,10 @@ void ConvertToRuntimePass::runOnOperation() {
     LogicalResult lowered =
         TypeSwitch<Operation *, LogicalResult>(op)
             .Case([&](AllToAllOp op) { return lower(op, symbols); })
-            .Case([&](shard::ProcessMultiIndexOp op) {
-              return lower(op, symbols);
-            })
+            .Case<shard::ProcessMultiIndexOp, shard::ProcessLinearIndexOp>(
+                [&](auto op) { return lower(op, symbols); })
             .Case<GateOp, DispatchOp, RegroupOp, DedupPackOp, DedupExpandOp,
-                  GroupedMatmulOp, CombineOp, AuxLossOp,
-                  shard::ProcessLinearIndexOp>(
+                  GroupedMatmulOp, CombineOp, AuxLossOp>(
                 [&](auto op) { return lower(op); })
             .Default([](Operation *op) {
               return op->emitOpError()
