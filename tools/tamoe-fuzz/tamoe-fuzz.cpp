@@ -366,7 +366,9 @@ struct IRTarget {
   }
 
   mlir::LogicalResult run(mlir::ModuleOp module, StringRef pipeline) {
-    mlir::PassManager pm(&context);
+    // Anchored on the module itself (as tamoe-opt's), not on modules nested
+    // in it.
+    mlir::PassManager pm(&context, mlir::ModuleOp::getOperationName());
     if (failed(mlir::parsePassPipeline(pipeline, pm)))
       return mlir::failure();
     return pm.run(module);
