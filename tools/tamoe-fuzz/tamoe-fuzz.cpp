@@ -366,8 +366,7 @@ struct IRTarget {
   }
 
   mlir::LogicalResult run(mlir::ModuleOp module, StringRef pipeline) {
-    // Anchored on the module itself (as tamoe-opt's), not on modules nested
-    // in it.
+    // On the module itself, as tamoe-opt's: `pipeline` lists passes on it.
     mlir::PassManager pm(&context, mlir::ModuleOp::getOperationName());
     if (failed(mlir::parsePassPipeline(pipeline, pm)))
       return mlir::failure();
@@ -391,8 +390,8 @@ struct IRTarget {
         "", "mode=hierarchical dedup=true", "policy=optimal mode=flat",
         topologyFile.empty() ? std::string("policy=fastermoe")
                              : "topology=" + topologyFile};
-    std::string pipeline = "builtin.module(tamoe-pipeline{" +
-                           options[variant % std::size(options)] + "})";
+    std::string pipeline =
+        "tamoe-pipeline{" + options[variant % std::size(options)] + "}";
     if (succeeded(run(*module, pipeline))) {
       // What tamoe-opt writes must read back.
       if (!parse(print(*module))) {
@@ -401,7 +400,7 @@ struct IRTarget {
       }
     }
     mlir::OwningOpRef<mlir::ModuleOp> lowered = parse(text);
-    if (!lowered || failed(run(*lowered, "builtin.module(tamoe-to-llvm)")))
+    if (!lowered || failed(run(*lowered, "tamoe-to-llvm")))
       return 0;
     std::string output = print(*lowered);
     if (!parse(output)) {
