@@ -30,7 +30,7 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.tamoe_tools_dir, config.llvm_tools_dir]
-tools = ["tamoe-opt", "tamoe-topo", "tamoe-planner-bench", "tamoe-capi-test",
+tools = ["tamoe-opt", "tamoe-topo", "tamoe-fuzz", "tamoe-planner-bench", "tamoe-capi-test",
          "mlir-opt",
          "mlir-runner",
          "mlir-tblgen"]

@@ -95,6 +95,16 @@ StringRef tamoe::planner::stringifySchedule(Schedule schedule) {
   llvm_unreachable("unknown schedule");
 }
 
+ArrayRef<Schedule> tamoe::planner::allSchedules() {
+  static const Schedule schedules[] = {Schedule::Flat, Schedule::Hierarchical,
+                                       Schedule::HierarchicalDedup};
+  return schedules;
+}
+
+ArrayRef<Schedule> tamoe::planner::defaultSchedules() {
+  return allSchedules().drop_back();
+}
+
 double Cost::totalUs() const {
   double total = 0;
   for (const StageCost &stage : stages)

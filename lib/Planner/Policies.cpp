@@ -217,12 +217,33 @@ Expected<Plan> tamoe::planner::makePlan(const Topology &topology, Policy policy,
       evaluate(topology, plan.pattern, workload, Schedule::Hierarchical);
   plan.dedup =
       evaluate(topology, plan.pattern, workload, Schedule::HierarchicalDedup);
-  for (Schedule schedule :
-       {Schedule::Hierarchical, Schedule::HierarchicalDedup})
-    if (fasterThan(plan.cost(schedule).totalUs(),
-                   plan.cost(plan.best).totalUs()))
-      plan.best = schedule;
+  plan.best = fastest(plan, allSchedules());
   return plan;
+}
+
+Schedule tamoe::planner::fastest(const Plan &plan,
+                                 ArrayRef<Schedule> schedules) {
+  Schedule best = Schedule::Flat;
+  for (Schedule schedule : schedules)
+    if (fasterThan(plan.cost(schedule).totalUs(), plan.cost(best).totalUs()))
+      best = schedule;
+  return best;
+}
+
+std::optional<double>
+tamoe::planner::speedupOverUniform(const Plan &plan, const Plan &uniform,
+                                   ArrayRef<Schedule> schedules) {
+  double us = plan.cost(fastest(plan, schedules)).totalUs();
+  double uniformUs = uniform.cost(fastest(uniform, schedules)).totalUs();
+  if (us > 0)
+    return uniformUs / us;
+  if (uniformUs > 0)
+    return std::nullopt;
+  return 1.0;
+}
+
+std::string tamoe::planner::formatSpeedup(std::optional<double> speedup) {
+  return speedup ? tamoe::formatFixed(*speedup, 2) + "x" : "unbounded";
 }
 
 std::optional<double> tamoe::planner::crossoverTokens(const Topology &topology,

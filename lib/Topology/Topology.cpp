@@ -22,8 +22,9 @@
 //   required, and unknown keys anywhere are errors.
 // - `name` and level names are non-empty, level names unique; there is at
 //   least one level; `fanout` is an integer in [1, 2^20] and the product of
-//   fanouts is at most 2^24; `up_GBps` and `down_GBps` are finite and > 0;
-//   `latency_us` is finite and >= 0.
+//   fanouts is at most 2^24; `up_GBps` and `down_GBps` are in
+//   [0.001, 100000]; `latency_us` is in [0, 1000000].
+// - A key appears at most once in an object.
 //
 // Every error is one line, "<source>: <field path>: <reason>", for example
 // "bad.json: levels[1].fanout: expected an integer >= 1, got 0".
@@ -56,14 +57,23 @@ static constexpr int64_t kMaxRanks = int64_t(1) << 24;
 /// Deeper JSON is rejected before llvm::json::parse sees it: the parser
 /// recurses once per nesting level and overflows the stack near 50000 levels,
 /// while a topology file nests 3 deep.
-static constexpr int kMaxJSONDepth = 64;
+static constexpr size_t kMaxJSONDepth = 64;
 
 /// Longest quoted value in a message, so that one line stays readable.
 static constexpr size_t kMaxQuotedBytes = 40;
 
+/// Physical ranges of the numeric fields: from a slow serial link to well
+/// past any interconnect, and up to a second per message. Outside them the
+/// cost model's times overflow or lose every digit that matters.
+static constexpr double kMinBandwidthGBps = 1e-3;
+static constexpr double kMaxBandwidthGBps = 1e5;
+static constexpr double kMaxLatencyUs = 1e6;
+
 /// What the numeric fields accept; parsing and verify() word it the same.
-static constexpr StringLiteral kBandwidthRule = "expected a number > 0";
-static constexpr StringLiteral kLatencyRule = "expected a number >= 0";
+static constexpr StringLiteral kBandwidthRule =
+    "expected a number of GB/s in [0.001, 100000]";
+static constexpr StringLiteral kLatencyRule =
+    "expected a number of microseconds in [0, 1000000]";
 
 /// A JSON value as quoted in a message: compact, escaped (so it stays on one
 /// line) and cut after kMaxQuotedBytes.
@@ -185,10 +195,10 @@ Error tamoe::topology::verify(const Topology &topology) {
     for (auto [key, value] :
          {std::pair<StringRef, double>{"up_GBps", level.upBandwidthGBps},
           {"down_GBps", level.downBandwidthGBps}})
-      if (!std::isfinite(value) || value <= 0)
+      if (!(value >= kMinBandwidthGBps && value <= kMaxBandwidthGBps))
         return fieldError(field + "." + key,
                           kBandwidthRule + ", got " + formatNumber(value));
-    if (!std::isfinite(level.latencyUs) || level.latencyUs < 0)
+    if (!(level.latencyUs >= 0 && level.latencyUs <= kMaxLatencyUs))
       return fieldError(field + ".latency_us",
                         kLatencyRule + ", got " +
                             formatNumber(level.latencyUs));
@@ -371,33 +381,89 @@ static Expected<Topology> parseTopology(const json::Value &root) {
   return topology;
 }
 
-/// Whether brackets outside strings nest deeper than `limit`. Malformed text
+namespace {
+/// What llvm::json::parse does not check: how deep the text nests (the
+/// parser recurses once per level and overflows the stack near 50000) and
+/// keys repeated within an object (it keeps the last, silently).
+struct JSONStructure {
+  bool tooDeep = false;
+  /// "<object's path>: duplicate key '<key>'" for the first repeated key.
+  std::optional<std::string> duplicate;
+};
+
+/// One open object or array of the scan.
+struct OpenValue {
+  bool isObject = false;
+  bool expectingKey = false;
+  StringSet<> keys;
+  /// The member being read: the last key, or the index in an array.
+  std::string key;
+  int64_t index = 0;
+};
+} // namespace
+
+/// The path of the innermost open value ("levels[1]"; "(root)" for the
+/// root), as field errors name it.
+static std::string pathOf(ArrayRef<OpenValue> open) {
+  std::string path;
+  for (const OpenValue &parent : open.drop_back()) {
+    if (!parent.isObject)
+      path += formatv("[{0}]", parent.index).str();
+    else
+      path += (path.empty() ? "" : ".") + parent.key;
+  }
+  return path.empty() ? "(root)" : path;
+}
+
+/// Scans `text` as JSON, stopping past `depthLimit` levels. Malformed text
 /// is left for the JSON parser to diagnose.
-static bool nestsDeeperThan(StringRef text, int limit) {
-  int depth = 0;
-  bool inString = false;
+static JSONStructure scanStructure(StringRef text, size_t depthLimit) {
+  JSONStructure result;
+  std::vector<OpenValue> open;
   for (size_t index = 0; index < text.size(); ++index) {
     char c = text[index];
-    if (inString) {
-      if (c == '\\')
-        ++index;
-      else if (c == '"')
-        inString = false;
-    } else if (c == '"') {
-      inString = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit)
-        return true;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
+    if (c == '"') {
+      size_t end = index + 1;
+      while (end < text.size() && text[end] != '"')
+        end += text[end] == '\\' ? 2 : 1;
+      StringRef token = text.slice(index, end + 1);
+      index = end;
+      if (open.empty() || !open.back().isObject || !open.back().expectingKey)
+        continue;
+      // Decoding the key as JSON makes "a" and "\u0061" the same key.
+      Expected<json::Value> decoded = json::parse(token);
+      std::optional<StringRef> key =
+          decoded ? decoded->getAsString() : std::nullopt;
+      if (!decoded)
+        consumeError(decoded.takeError());
+      OpenValue &object = open.back();
+      object.key = key ? key->str() : token.str();
+      object.expectingKey = false;
+      if (!object.keys.insert(object.key).second && !result.duplicate)
+        result.duplicate =
+            pathOf(open) + ": duplicate key " + quoteName(object.key);
+    } else if (c == '{' || c == '[') {
+      if (open.size() == depthLimit) {
+        result.tooDeep = true;
+        return result;
+      }
+      open.emplace_back();
+      open.back().isObject = c == '{';
+      open.back().expectingKey = c == '{';
+    } else if ((c == '}' || c == ']') && !open.empty()) {
+      open.pop_back();
+    } else if (c == ',' && !open.empty()) {
+      open.back().expectingKey = open.back().isObject;
+      ++open.back().index;
     }
   }
-  return false;
+  return result;
 }
 
 Expected<Topology> tamoe::topology::parseTopologyJSON(StringRef text,
                                                       StringRef source) {
-  if (nestsDeeperThan(text, kMaxJSONDepth))
+  JSONStructure structure = scanStructure(text, kMaxJSONDepth);
+  if (structure.tooDeep)
     return createStringError(inconvertibleErrorCode(),
                              source + ": invalid JSON: nested deeper than " +
                                  Twine(kMaxJSONDepth) + " levels");
@@ -406,6 +472,9 @@ Expected<Topology> tamoe::topology::parseTopologyJSON(StringRef text,
     return createStringError(
         inconvertibleErrorCode(),
         source + ": invalid JSON: " + toString(root.takeError()));
+  if (structure.duplicate)
+    return createStringError(inconvertibleErrorCode(),
+                             source + ": " + *structure.duplicate);
   Expected<Topology> topology = parseTopology(*root);
   if (!topology)
     return createStringError(inconvertibleErrorCode(),

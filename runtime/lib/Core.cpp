@@ -593,8 +593,10 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
   if (!status.ok()) {
     destroy(created);
     // As tamoe_rt_finalize would: the program cannot exit cleanly under
-    // mpirun without MPI_Finalize.
-    if (liveContexts == 0 && mpiInitialisedHere) {
+    // mpirun without MPI_Finalize. Not after a timeout: MPI_Finalize waits
+    // for the rank that did not answer.
+    if (liveContexts == 0 && mpiInitialisedHere &&
+        status.code != TAMOE_RT_ERROR_TIMEOUT) {
       MPI_Finalize();
       mpiInitialisedHere = false;
     }

@@ -92,24 +92,82 @@ std::string resolveTimeout(double option, double &timeout) {
 
 } // namespace
 
+Status MpiLauncher::checkIn(Clock::time_point deadline) {
+  // Zero-byte messages on MPI_COMM_WORLD under a tag of ours: nothing else
+  // can be used before every rank is there, since creating a communicator
+  // is collective. (A program receiving with MPI_ANY_TAG on MPI_COMM_WORLD
+  // while its peers start the runtime could take one of them.)
+  constexpr int kCheckInTag = 0x74616d; // "tam"
+  std::vector<MPI_Request> requests(2 * worldSize, MPI_REQUEST_NULL);
+  std::string what = "the check-in of every rank at tamoe_rt_init";
+  for (int peer = 0; peer < int(worldSize); ++peer) {
+    if (peer == worldRank)
+      continue;
+    Status status = check(MPI_Irecv(nullptr, 0, MPI_BYTE, peer, kCheckInTag,
+                                    MPI_COMM_WORLD, &requests[peer]),
+                          what);
+    if (status.ok())
+      status = check(MPI_Isend(nullptr, 0, MPI_BYTE, peer, kCheckInTag,
+                               MPI_COMM_WORLD, &requests[worldSize + peer]),
+                     what);
+    if (!status.ok())
+      return status;
+  }
+  Status status =
+      waitUntil(requests.data(), int(requests.size()), what, deadline);
+  if (status.code != TAMOE_RT_ERROR_TIMEOUT)
+    return status;
+  // The first rank not heard from (MPI_Testall leaves every request in
+  // place when one is pending; MPI_Test frees a completed one). Requests
+  // stay posted (MPI may still complete them), so the launcher is never
+  // freed.
+  for (int peer = 0; peer < int(worldSize); ++peer) {
+    int heard = 1;
+    if (peer != worldRank)
+      MPI_Test(&requests[peer], &heard, MPI_STATUS_IGNORE);
+    if (!heard)
+      return fail(TAMOE_RT_ERROR_TIMEOUT,
+                  str("rank ", peer, " did not reach tamoe_rt_init within ",
+                      timeout,
+                      " s (it stopped, died or is still busy "
+                      "before it)"));
+  }
+  return status;
+}
+
 Status MpiLauncher::create(Status local, int64_t ranksPerNode,
                            double timeoutSeconds, int64_t backendKind,
                            std::unique_ptr<MpiLauncher> &launcher) {
   std::unique_ptr<MpiLauncher> self(new MpiLauncher());
-  // A duplicate of the world, so that the program's own messages on
-  // MPI_COMM_WORLD never match ours.
-  int rc = MPI_Comm_dup(MPI_COMM_WORLD, &self->world);
-  if (rc != MPI_SUCCESS)
-    return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
-                         str("MPI_Comm_dup failed: ", mpiErrorString(rc)));
-  MPI_Comm_set_errhandler(self->world, MPI_ERRORS_RETURN);
   int rank = 0, size = 1;
-  MPI_Comm_rank(self->world, &rank);
-  MPI_Comm_size(self->world, &size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
   self->worldRank = rank;
   self->worldSize = size;
-
   std::string problem = resolveTimeout(timeoutSeconds, self->timeout);
+
+  // Every step until the agreement is bounded by one deadline: MPI's own
+  // collectives would wait for a missing rank forever. First every rank
+  // checks in with every other (naming one that does not), then the world
+  // is duplicated, so that the program's own messages on MPI_COMM_WORLD
+  // never match ours, without blocking.
+  Clock::time_point deadline = deadlineAfter(self->timeout);
+  Status status = self->checkIn(deadline);
+  MPI_Request request = MPI_REQUEST_NULL;
+  if (status.ok())
+    status = self->check(MPI_Comm_idup(MPI_COMM_WORLD, &self->world, &request),
+                         "MPI_Comm_idup of the world");
+  if (status.ok())
+    status =
+        self->waitUntil(&request, 1, "MPI_Comm_idup of the world", deadline);
+  if (!status.ok()) {
+    // MPI may still complete the requests of a broken launcher.
+    if (!self->brokenBy.ok())
+      self.release();
+    return status;
+  }
+  MPI_Comm_set_errhandler(self->world, MPI_ERRORS_RETURN);
+
   int64_t perNode = size;
   std::string nodeProblem = resolveRanksPerNode(ranksPerNode, size, perNode);
   if (problem.empty())
@@ -128,8 +186,10 @@ Status MpiLauncher::create(Status local, int64_t ranksPerNode,
     return agreed;
   }
 
+  // Every rank took part in the agreement, so the splits cannot wait for a
+  // missing one.
   int node = rank / self->nodeSize, index = rank % self->nodeSize;
-  rc = MPI_Comm_split(self->world, node, index, &self->nodeComm);
+  int rc = MPI_Comm_split(self->world, node, index, &self->nodeComm);
   if (rc == MPI_SUCCESS)
     rc = MPI_Comm_split(self->world, index, node, &self->peersComm);
   if (rc != MPI_SUCCESS)
@@ -227,12 +287,19 @@ Status MpiLauncher::check(int rc, const std::string &what) {
               str(what, " failed: ", mpiErrorString(rc)));
 }
 
+MpiLauncher::Clock::time_point MpiLauncher::deadlineAfter(double seconds) {
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                            std::chrono::duration<double>(seconds));
+}
+
 Status MpiLauncher::wait(MPI_Request *requests, int count,
                          const std::string &what) {
-  using Clock = std::chrono::steady_clock;
-  Clock::time_point deadline =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                         std::chrono::duration<double>(timeout));
+  return waitUntil(requests, count, what, deadlineAfter(timeout));
+}
+
+Status MpiLauncher::waitUntil(MPI_Request *requests, int count,
+                              const std::string &what,
+                              Clock::time_point deadline) {
   while (true) {
     int done = 0;
     int rc = MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE);

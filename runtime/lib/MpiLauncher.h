@@ -16,6 +16,7 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -81,6 +82,11 @@ public:
   /// Waits for `requests` within the timeout. `what` names the operation in
   /// the message ("the exchange of counts over the node group").
   Status wait(MPI_Request *requests, int count, const std::string &what);
+  using Clock = std::chrono::steady_clock;
+  /// `wait` until a given time.
+  Status waitUntil(MPI_Request *requests, int count, const std::string &what,
+                   Clock::time_point deadline);
+  static Clock::time_point deadlineAfter(double seconds);
   /// The status of an MPI call that starts an operation.
   Status check(int rc, const std::string &what);
 
@@ -95,6 +101,9 @@ public:
 
 private:
   MpiLauncher() = default;
+  /// Hears from every other rank of MPI_COMM_WORLD before `deadline`, or
+  /// fails with TAMOE_RT_ERROR_TIMEOUT naming the first one missing.
+  Status checkIn(Clock::time_point deadline);
   Status fail(tamoe_rt_status_t code, std::string message);
 
   MPI_Comm world = MPI_COMM_NULL, nodeComm = MPI_COMM_NULL,

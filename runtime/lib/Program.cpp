@@ -27,20 +27,48 @@ std::once_flag created;
 std::map<std::pair<const void *, intptr_t>, void *> constants;
 std::mutex constantsMutex;
 
+/// Whether create() initialised MPI (and exit finalises it).
+bool mpiInitialisedHere = false;
+/// The outputs (indices) this process wrote or was asked to write, for
+/// the summary at exit; the first append to an index replaces its file.
+std::mutex outputsMutex;
+std::set<int64_t> outputIndices;
+
+/// Rank 0 says where the outputs went, or that none were written: a run
+/// without TAMOE_RT_OUTPUT_DIR exits 0 and would leave no trace otherwise.
+void reportOutputs() {
+  size_t outputs = outputIndices.size();
+  if (!outputs || tamoe_rt_rank(programContext) != 0)
+    return;
+  if (const char *directory = std::getenv("TAMOE_RT_OUTPUT_DIR"))
+    std::fprintf(stderr,
+                 "tamoe_rt: wrote %lld outputs per rank to %s "
+                 "(out<index>.rank<rank>.bin)\n",
+                 (long long)outputs, directory);
+  else
+    std::fprintf(stderr,
+                 "tamoe_rt: %lld outputs per rank not written: no output "
+                 "was requested (set TAMOE_RT_OUTPUT_DIR to a directory)\n",
+                 (long long)outputs);
+  std::fflush(stderr);
+}
 
 void finalizeAtExit() {
+  reportOutputs();
   for (auto &[key, copy] : constants)
     tamoe_rt_free(programContext, copy);
   constants.clear();
   tamoe_rt_finalize(programContext);
   programContext = nullptr;
+  if (mpiInitialisedHere)
+    MPI_Finalize();
 }
 
 [[noreturn]] void fail(const std::string &message) {
   int rank = -1;
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
-  // A failed tamoe_rt_init may have finalized the MPI it started.
+  // MPI is finalized once the program has exited.
   MPI_Finalized(&finalized);
   if (initialized && !finalized)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -70,9 +98,22 @@ tamoe_rt_backend_t requestedBackend() {
 void create() {
   tamoe_rt_options_t options = tamoe_rt_default_options();
   options.backend = requestedBackend();
-  if (tamoe_rt_init(&options, &programContext) != TAMOE_RT_SUCCESS)
-    fail(tamoe_rt_last_error(nullptr));
+  // MPI is the program's rather than the runtime's, so that it is still up
+  // when tamoe_rt_init fails: every rank then says which it is, besides the
+  // rank that failed, and MPI_Abort ends them all.
+  int initialised = 0, provided = 0;
+  MPI_Initialized(&initialised);
+  if (!initialised) {
+    if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided) !=
+        MPI_SUCCESS)
+      fail("MPI_Init_thread failed");
+    mpiInitialisedHere = true;
+  }
   std::atexit(finalizeAtExit);
+  tamoe_rt_status_t status = tamoe_rt_init(&options, &programContext);
+  if (status != TAMOE_RT_SUCCESS)
+    fail(std::string(tamoe_rt_status_name(status)) + ": " +
+         tamoe_rt_last_error(nullptr));
 }
 
 tamoe_rt_context_t *context() {
@@ -100,29 +141,24 @@ std::pair<T *, int64_t> contiguous(const tamoe_rt_unranked_memref_t *memref,
   return {aligned + offset, elements};
 }
 
-/// The outputs this process has appended to: the first append truncates.
-std::mutex appendedMutex;
-std::set<int64_t> appended;
-
 /// Writes `count` elements of T to $TAMOE_RT_OUTPUT_DIR/out<index>.rank<R>.bin
 /// (nothing without the variable): replacing the file, or appending to what
 /// this process wrote there before.
 template <typename T>
 void write(const T *host, size_t count, int64_t index, bool append,
            const char *function) {
+  bool first;
+  {
+    std::lock_guard<std::mutex> lock(outputsMutex);
+    first = outputIndices.insert(index).second;
+  }
   const char *directory = std::getenv("TAMOE_RT_OUTPUT_DIR");
   if (!directory)
     return;
   std::string path = std::string(directory) + "/out" + std::to_string(index) +
                      ".rank" + std::to_string(tamoe_rt_rank(context())) +
                      ".bin";
-  const char *mode = "wb";
-  if (append) {
-    std::lock_guard<std::mutex> lock(appendedMutex);
-    if (!appended.insert(index).second)
-      mode = "ab";
-  }
-  FILE *file = std::fopen(path.c_str(), mode);
+  FILE *file = std::fopen(path.c_str(), append && !first ? "ab" : "wb");
   if (!file || std::fwrite(host, sizeof(T), count, file) != count ||
       std::fclose(file) != 0)
     fail(std::string(function) + ": cannot write " + path + ": " +
@@ -132,8 +168,10 @@ void write(const T *host, size_t count, int64_t index, bool append,
 template <typename T>
 void output(const tamoe_rt_unranked_memref_t *memref, int64_t index,
             bool append, const char *function) {
-  if (!std::getenv("TAMOE_RT_OUTPUT_DIR"))
+  if (!std::getenv("TAMOE_RT_OUTPUT_DIR")) {
+    write<T>(nullptr, 0, index, append, function);
     return;
+  }
   auto [data, elements] = contiguous<T>(memref, function);
   std::vector<T> host(elements);
   tamoe_rt_program_check(tamoe_rt_copy_to_host(
@@ -176,6 +214,32 @@ void tamoe_rt_program_check(tamoe_rt_status_t status) {
 
 intptr_t tamoe_rt_program_rank(void) {
   return tamoe_rt_rank(context());
+}
+
+void tamoe_rt_program_check_grid(const int64_t *shape, intptr_t rank,
+                                 int32_t nodes) {
+  tamoe_rt_context_t *ctx = context();
+  // A grid past int64 fits no world: -1 reads as a mismatch.
+  int64_t ranks = 1;
+  std::string grid;
+  for (intptr_t axis = 0; axis < rank; ++axis) {
+    if (ranks >= 0 && __builtin_mul_overflow(ranks, shape[axis], &ranks))
+      ranks = -1;
+    grid += (axis ? "x" : "") + std::to_string(shape[axis]);
+  }
+  int64_t launched = tamoe_rt_num_ranks(ctx);
+  if (ranks != launched)
+    fail("this program was compiled for " +
+         (ranks < 0 ? std::string("more") : std::to_string(ranks)) +
+         " ranks (grid " + grid + ") but was launched on " +
+         std::to_string(launched));
+  int64_t perNode = tamoe_rt_ranks_per_node(ctx);
+  if (nodes && rank >= 2 && shape[rank - 1] != perNode)
+    fail("this program was compiled for " + std::to_string(shape[rank - 1]) +
+         " ranks per node (the last axis of grid " + grid + ") but runs with " +
+         std::to_string(perNode) +
+         " per node (set TAMOE_RANKS_PER_NODE, or the launcher's ranks per "
+         "node)");
 }
 
 void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed) {

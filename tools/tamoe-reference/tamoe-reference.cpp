@@ -29,10 +29,12 @@
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Planner/Policies.h"
+#include "tamoe/Support/Version.h"
 #include "tamoe_rt/program.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -45,41 +47,58 @@
 using namespace llvm;
 
 static cl::OptionCategory category("tamoe-reference options");
-static cl::opt<std::string> outputs("outputs", cl::Required,
-                                    cl::desc("Directory of the ranks' files"),
-                                    cl::cat(category));
-static cl::opt<int> ranks("ranks", cl::init(8), cl::desc("Ranks"),
+static cl::opt<std::string>
+    outputs("outputs", cl::Required,
+            cl::desc("Directory of the ranks' files "
+                     "($TAMOE_RT_OUTPUT_DIR of the run)"),
+            cl::cat(category));
+static cl::opt<int> ranks("ranks", cl::init(8),
+                          cl::desc("Ranks (default: those of --topology, "
+                                   "else 8)"),
                           cl::cat(category));
-static cl::opt<int> ranksPerNode("ranks-per-node", cl::init(4),
-                                 cl::desc("Ranks per node (for the report)"),
-                                 cl::cat(category));
+static cl::opt<int>
+    ranksPerNode("ranks-per-node", cl::init(4),
+                 cl::desc("Ranks per node, for the report (default: the "
+                          "first level's fanout of --topology, else 4)"),
+                 cl::cat(category));
 static cl::opt<int> tokens("tokens", cl::init(16),
-                           cl::desc("Tokens per rank"), cl::cat(category));
-static cl::opt<int> hidden("hidden", cl::init(32), cl::desc("Hidden size"),
+                           cl::desc("Tokens per rank (default 16)"),
                            cl::cat(category));
-static cl::opt<int> ffn("ffn", cl::init(64), cl::desc("Expert FFN size"),
+static cl::opt<int> hidden("hidden", cl::init(32),
+                           cl::desc("Hidden size (default 32)"),
+                           cl::cat(category));
+static cl::opt<int> ffn("ffn", cl::init(64),
+                        cl::desc("Expert FFN size (default 64)"),
                         cl::cat(category));
-static cl::opt<int> experts("experts", cl::init(16), cl::desc("Experts"),
+static cl::opt<int> experts("experts", cl::init(16),
+                            cl::desc("Experts (default 16)"),
                             cl::cat(category));
-static cl::opt<int> topK("top-k", cl::init(2), cl::desc("Experts per token"),
+static cl::opt<int> topK("top-k", cl::init(2),
+                         cl::desc("Experts per token (default 2)"),
                          cl::cat(category));
-static cl::opt<int> capacity("capacity", cl::init(-1),
-                             cl::desc("Rows per expert per rank (-1: none)"),
-                             cl::cat(category));
-static cl::opt<int> layers("layers", cl::init(1), cl::desc("MoE layers"),
+static cl::opt<int>
+    capacity("capacity", cl::init(-1),
+             cl::desc("Rows per expert per rank (default -1: none)"),
+             cl::cat(category));
+static cl::opt<int> layers("layers", cl::init(1),
+                           cl::desc("MoE layers (default 1)"),
                            cl::cat(category));
 static cl::opt<std::string> topologyFile(
-    "topology", cl::desc("Cluster the program was planned for (JSON)"),
+    "topology",
+    cl::desc("Cluster the program was planned for (JSON): the "
+             "loss weights of its plan, its ranks and ranks per node"),
     cl::cat(category));
-static cl::opt<std::string> policyName("policy", cl::init("tamoe"),
-                                       cl::desc("Policy of the plan"),
-                                       cl::cat(category));
+static cl::opt<std::string>
+    policyName("policy", cl::init("tamoe"),
+               cl::desc("Policy of the plan (default tamoe)"),
+               cl::cat(category));
 static cl::opt<bool> backward("backward",
                               cl::desc("Check the gradients too (out4..out7)"),
                               cl::cat(category));
 static cl::opt<double> tolerance("tolerance", cl::init(1e-4),
                                  cl::desc("Largest accepted |difference|, "
-                                          "relative to the largest |value|"),
+                                          "relative to the largest |value| "
+                                          "(default 1e-4)"),
                                  cl::cat(category));
 
 namespace {
@@ -363,7 +382,34 @@ Expected<bool> checkGradients(const LayerResult &reference) {
   return ok;
 }
 
+/// Takes the ranks and ranks per node from the topology; a flag given as
+/// well must agree with it. "" or the problem.
+std::string takeShapeFrom(const tamoe::topology::Topology &tree) {
+  for (auto [flag, value] :
+       {std::pair<cl::opt<int> *, int64_t>{&ranks, tree.numRanks()},
+        {&ranksPerNode, tree.levels[0].fanout}}) {
+    if (flag->getNumOccurrences() && *flag != value)
+      return formatv("--{0}={1} but topology '{2}' has {3}", flag->ArgStr,
+                     int(*flag), tree.name, value)
+          .str();
+    *flag = int(value);
+  }
+  return "";
+}
+
 int check() {
+  std::optional<tamoe::topology::Topology> tree;
+  if (!topologyFile.empty()) {
+    Expected<tamoe::topology::Topology> loaded =
+        tamoe::topology::loadTopologyFile(topologyFile);
+    std::string problem =
+        loaded ? takeShapeFrom(*loaded) : toString(loaded.takeError());
+    if (!problem.empty()) {
+      errs() << "tamoe-reference: " << problem << "\n";
+      return 2;
+    }
+    tree = std::move(*loaded);
+  }
   if (ranks < 1 || experts % ranks != 0 || topK < 1 || topK > experts ||
       layers < 1 || ranksPerNode < 1 || ranks % ranksPerNode != 0) {
     errs() << "tamoe-reference: need ranks >= 1 dividing experts and "
@@ -379,19 +425,11 @@ int check() {
   }
   int S = tokens, H = hidden, E = experts;
   lossWeights.assign(ranks, std::vector<double>(E, 1.0));
-  if (!topologyFile.empty()) {
+  if (tree) {
     using namespace tamoe;
-    Expected<topology::Topology> tree =
-        topology::loadTopologyFile(topologyFile);
     std::optional<planner::Policy> policy = planner::parsePolicy(policyName);
-    if (!tree || !policy || tree->numRanks() != ranks) {
-      errs() << "tamoe-reference: "
-             << (!tree ? toString(tree.takeError())
-                 : !policy
-                     ? "unknown policy '" + policyName + "'"
-                     : "topology has " + std::to_string(tree->numRanks()) +
-                           " ranks, not " + std::to_string(ranks))
-             << "\n";
+    if (!policy) {
+      errs() << "tamoe-reference: unknown policy '" << policyName << "'\n";
       return 2;
     }
     Expected<planner::Pattern> pattern =
@@ -488,6 +526,7 @@ int check() {
 
 int main(int argc, char **argv) {
   cl::HideUnrelatedOptions(category);
+  cl::AddExtraVersionPrinter(tamoe::printVersion);
   cl::ParseCommandLineOptions(
       argc, argv,
       "Checks the outputs of an example run on several ranks against a "

@@ -13,6 +13,7 @@
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
 #include "tamoe/InitAll.h"
 #include "tamoe/Planner/Policies.h"
+#include "tamoe/Support/Version.h"
 #include "tamoe/Topology/Topology.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -67,41 +68,45 @@ static cl::OptionCategory plannerOptions("Workload and policy options");
 #define PLANNER_SUBCOMMANDS                                                    \
   cl::sub(planCommand), cl::sub(compareCommand), cl::sub(explainCommand),      \
       cl::cat(plannerOptions)
-static cl::opt<int64_t> tokens("tokens", cl::desc("Tokens per rank"),
+static cl::opt<int64_t> tokens("tokens",
+                               cl::desc("Tokens per rank (default 4096)"),
                                cl::init(4096), PLANNER_SUBCOMMANDS);
-static cl::opt<int64_t> hidden("hidden", cl::desc("Hidden size"),
+static cl::opt<int64_t> hidden("hidden", cl::desc("Hidden size (default 4096)"),
                                cl::init(4096), PLANNER_SUBCOMMANDS);
 static cl::opt<std::string>
     dtype("dtype",
-          cl::desc("Element type of a token row: fp8, bf16, fp16, "
-                   "fp32"),
+          cl::desc("Element type of a token row: fp8, bf16, fp16 or "
+                   "fp32 (default bf16)"),
           cl::init("bf16"), PLANNER_SUBCOMMANDS);
-static cl::opt<int64_t> topK("topk", cl::desc("Experts per token"), cl::init(2),
-                             PLANNER_SUBCOMMANDS);
+static cl::opt<int64_t> topK("topk", cl::desc("Experts per token (default 2)"),
+                             cl::init(2), PLANNER_SUBCOMMANDS);
 static cl::opt<double> rho("rho",
                            cl::desc("optimal: least fraction of the uniform "
-                                    "share kept for every destination"),
+                                    "share kept for every destination "
+                                    "(default 0.25)"),
                            cl::init(PolicyOptions().rho), PLANNER_SUBCOMMANDS);
 static cl::opt<double> beta("beta",
                             cl::desc("optimal: largest multiple of the uniform "
-                                     "share for any destination"),
+                                     "share for any destination (default 4)"),
                             cl::init(PolicyOptions().beta),
                             PLANNER_SUBCOMMANDS);
 static cl::opt<double>
     crossNodeCap("cross-node-cap",
-                 cl::desc("fastermoe: largest fraction leaving the node"),
+                 cl::desc("fastermoe: largest fraction leaving the node "
+                          "(default 0.14)"),
                  cl::init(PolicyOptions().crossNodeCap), PLANNER_SUBCOMMANDS);
-static cl::opt<int64_t> maxNodes("max-nodes",
-                                 cl::desc("node-limited: nodes per token"),
-                                 cl::init(PolicyOptions().maxNodes),
-                                 PLANNER_SUBCOMMANDS);
+static cl::opt<int64_t>
+    maxNodes("max-nodes", cl::desc("node-limited: nodes per token (default 4)"),
+             cl::init(PolicyOptions().maxNodes), PLANNER_SUBCOMMANDS);
 static cl::opt<int64_t>
     topFanout("top-fanout",
               cl::desc("Replace the outermost level's fanout (scale the "
-                       "cluster out or in)"),
+                       "cluster out or in; default: keep it)"),
               cl::init(0), cl::sub(toJSONCommand), PLANNER_SUBCOMMANDS);
 static cl::opt<std::string>
-    policyName("policy", cl::desc("explain, --svg: the policy"),
+    policyName("policy",
+               cl::desc("explain, --svg: the policy: uniform, tamoe, optimal, "
+                        "fastermoe or node-limited (default tamoe)"),
                cl::init("tamoe"), cl::sub(explainCommand), cl::sub(planCommand),
                cl::cat(plannerOptions));
 static cl::opt<std::string>
@@ -277,6 +282,11 @@ static Error writeSVG(StringRef path, const topo::Topology &topology,
 
 static int plan(const topo::Topology &topology, const Workload &workload,
                 const PolicyOptions &options) {
+  // --policy only picks the pattern --svg draws, but a bad one is an error
+  // with or without it.
+  Expected<Policy> drawnPolicy = policyFromFlag();
+  if (!drawnPolicy)
+    return fail(toString(drawnPolicy.takeError()));
   outs() << topology.name << ": " << describeTree(topology) << "\n";
   printWorkload(workload);
   outs() << formatv("optimal bounds: rho = {0}, beta = {1}; fastermoe cap "
@@ -296,8 +306,13 @@ static int plan(const topo::Topology &topology, const Workload &workload,
     plans.push_back(std::move(*result));
     const Plan &p = plans.back();
     outs() << formatv("{0,-14}", stringifyPolicy(policy));
-    for (double share : p.pattern.shares)
-      outs() << format("%10.4f", share * double(topology.numRanks()));
+    for (auto [index, share] : enumerate(p.pattern.shares)) {
+      // A level of fanout 1 adds no destination: its share goes nowhere.
+      if (ranksAtDistance(topology, int(index) - 1) == 0)
+        outs() << formatv("{0,10}", "-");
+      else
+        outs() << format("%10.4f", share * double(topology.numRanks()));
+    }
     outs() << format("%8.3f   %5.2f .. %-5.2f\n", p.deviation.kl,
                      p.deviation.minRatio, p.deviation.maxRatio);
   }
@@ -306,9 +321,7 @@ static int plan(const topo::Topology &topology, const Workload &workload,
   outs() << formatv("{0,-14}{1,10}{2,14}{3,20}{4,22}{5,12}{6,16}\n", "policy",
                     "flat", "hierarchical", "hierarchical+dedup", "best",
                     "vs uniform", "optimal, same");
-  double uniformBest = plans.front().cost(plans.front().best).totalUs();
   for (const Plan &p : plans) {
-    double best = p.cost(p.best).totalUs();
     // The optimal pattern within this policy's own deviation from uniform:
     // comparing patterns means comparing them at equal routing freedom.
     Expected<Pattern> optimal = makePattern(
@@ -318,24 +331,27 @@ static int plan(const topo::Topology &topology, const Workload &workload,
     outs() << formatv("{0,-14}", stringifyPolicy(p.policy))
            << format("%10.1f%14.1f%20.1f", p.flat.totalUs(),
                      p.hierarchical.totalUs(), p.dedup.totalUs())
-           << formatv("{0,22}", stringifySchedule(p.best))
-           << format("%11.2fx%16.1f\n", uniformBest / best,
+           << formatv("{0,22}{1,12}", stringifySchedule(p.best),
+                      formatSpeedup(speedupOverUniform(p, plans.front(),
+                                                       defaultSchedules())))
+           << format("%16.1f\n",
                      evaluate(topology, *optimal, workload, Schedule::Flat)
                          .totalUs());
   }
-  outs() << "(optimal, same: flat time of the optimal pattern within the "
-            "policy's ratio range)\n";
+  outs() << "(vs uniform: speed-up over uniform routing, both flat or "
+            "hierarchical, whichever is faster, as tamoe-opt emits them by "
+            "default and its remark states it; optimal, same: flat time of "
+            "the optimal pattern within the policy's ratio range)\n";
   outs() << "\nflat or hierarchical (uniform pattern):\n";
   for (Schedule schedule :
        {Schedule::Hierarchical, Schedule::HierarchicalDedup}) {
     std::optional<double> crossover =
         crossoverTokens(topology, plans.front().pattern, workload, schedule);
-    double difference =
-        plans.front().cost(schedule).totalUs() - plans.front().flat.totalUs();
-    StringRef verdict =
-        std::abs(difference) < 1e-9 * plans.front().flat.totalUs()
-            ? "as fast as"
-            : (difference < 0 ? "faster than" : "slower than");
+    double us = plans.front().cost(schedule).totalUs();
+    double flatUs = plans.front().flat.totalUs();
+    StringRef verdict = fasterThan(us, flatUs)   ? "faster than"
+                        : fasterThan(flatUs, us) ? "slower than"
+                                                 : "as fast as";
     outs() << formatv("  {0}: {1} flat at {2} tokens per rank",
                       stringifySchedule(schedule), verdict,
                       workload.tokensPerRank);
@@ -347,12 +363,9 @@ static int plan(const topo::Topology &topology, const Workload &workload,
     outs() << "\n";
   }
   if (!svgPath.empty()) {
-    Expected<Policy> policy = policyFromFlag();
-    if (!policy)
-      return fail(toString(policy.takeError()));
-    const Plan &drawn =
-        plans[std::find(allPolicies().begin(), allPolicies().end(), *policy) -
-              allPolicies().begin()];
+    const Plan &drawn = plans[std::find(allPolicies().begin(),
+                                        allPolicies().end(), *drawnPolicy) -
+                              allPolicies().begin()];
     if (Error error = writeSVG(svgPath, topology, drawn))
       return fail(toString(std::move(error)));
     outs() << "wrote " << svgPath << "\n";
@@ -364,7 +377,8 @@ static int compare(const Workload &workload, const PolicyOptions &options) {
   printWorkload(workload);
   outs() << "\nPredicted dispatch all-to-all time in us with the fastest "
             "schedule (F flat, H hierarchical, D hierarchical+dedup), and "
-            "speed-up over uniform.\n\n";
+            "speed-up over uniform routing with flat or hierarchical "
+            "schedules (as tamoe-opt emits them by default).\n\n";
   outs() << "| cluster | ranks |";
   for (Policy policy : allPolicies())
     outs() << " " << stringifyPolicy(policy) << " |";
@@ -377,17 +391,20 @@ static int compare(const Workload &workload, const PolicyOptions &options) {
     if (!topology)
       return fail(toString(topology.takeError()));
     outs() << "| " << topology->name << " | " << topology->numRanks() << " |";
-    double uniformUs = 0;
+    std::optional<Plan> uniform;
     for (Policy policy : allPolicies()) {
       Expected<Plan> result = makePlan(*topology, policy, options, workload);
       if (!result)
         return fail(toString(result.takeError()));
-      double us = result->cost(result->best).totalUs();
-      if (policy == Policy::Uniform)
-        uniformUs = us;
-      outs() << format(" %.0f %s", us, scheduleLetter(result->best).data());
+      if (!uniform)
+        uniform = *result;
+      outs() << format(" %.0f %s", result->cost(result->best).totalUs(),
+                       scheduleLetter(result->best).data());
       if (policy != Policy::Uniform)
-        outs() << format(" (%.2fx)", uniformUs / us);
+        outs() << " ("
+               << formatSpeedup(
+                      speedupOverUniform(*result, *uniform, defaultSchedules()))
+               << ")";
       outs() << " |";
     }
     outs() << "\n";
@@ -406,8 +423,7 @@ static int explain(const topo::Topology &topology, const Workload &workload,
   Schedule schedule = result->best;
   if (!scheduleName.empty()) {
     std::optional<Schedule> named;
-    for (Schedule s :
-         {Schedule::Flat, Schedule::Hierarchical, Schedule::HierarchicalDedup})
+    for (Schedule s : allSchedules())
       if (stringifySchedule(s) == scheduleName)
         named = s;
     if (!named)
@@ -441,6 +457,11 @@ static int explain(const topo::Topology &topology, const Workload &workload,
                      ? "  <- bottleneck"
                      : "")
              << "\n";
+  }
+  if (cost.totalUs() == 0) {
+    outs() << "\nwhy: no link carries anything: every rank keeps its "
+              "assignments.\n";
+    return 0;
   }
   const StageCost &slowest = cost.slowestStage();
   const LinkLoad &neck = slowest.bottleneck;
@@ -511,6 +532,10 @@ static int printAsAttribute(mlir::MLIRContext &context,
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  // --help shows the tool's options, not the hundreds that LLVM registers
+  // for its code generators (--help-hidden lists those).
+  cl::HideUnrelatedOptions(plannerOptions);
+  cl::AddExtraVersionPrinter(tamoe::printVersion);
   cl::ParseCommandLineOptions(argc, argv, "tamoe topology tool\n");
 
   if (toJSONCommand || toAttrCommand) {

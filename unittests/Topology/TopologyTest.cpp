@@ -257,9 +257,8 @@ TEST(TopologyJSONTest, RoundTripsAwkwardValues) {
   topology.name = "quote\" and\nnewline";
   topology.description = "µs, \t tab";
   topology.levels = {
-      Level{"a", 1, 0.1, 1e-300, 0, LinkSharing::Shared},
-      Level{"b", 1 << 20, 1.7976931348623157e308, 1.0 / 3, 123456.789,
-            LinkSharing::PerRank},
+      Level{"a", 1, 0.1, 1e-3, 0, LinkSharing::Shared},
+      Level{"b", 1 << 20, 1e5, 1.0 / 3, 1e6, LinkSharing::PerRank},
   };
   ASSERT_EQ(verifyError(topology), "");
   llvm::Expected<Topology> again =
@@ -366,6 +365,19 @@ const ErrorCase kErrorCases[] = {
     {R"({"name": "t", "levels": [")" + std::string(100000, '[') + R"("]})",
      "bad.json: levels[0]: expected an object, got \"[[[[[[[[[[[[[[[[[[[[[[["
      "[[[[[[[[[[[[[[[[..."},
+    // A key given twice (llvm::json keeps the last): the first repeat, by the
+    // path of its object, whatever the spelling of the key.
+    {R"({"name": "a", "name": "b", "levels": []})",
+     "bad.json: (root): duplicate key 'name'"},
+    {R"({"name": "t", "levels": [{}, {"fanout": 1, "x": {"y": 1},
+         "\u0066anout": 2}]})",
+     "bad.json: levels[1]: duplicate key 'fanout'"},
+    {R"({"name": "t", "description": "d", "levels": [{"name": "n",
+         "x": {"a": 1, "a": 2}}]})",
+     "bad.json: levels[0].x: duplicate key 'a'"},
+    // Malformed text is reported as such, repeated key or not.
+    {R"({"name": "t", "levels": [], "name": )",
+     "bad.json: invalid JSON: [1:36, byte=36]: Unexpected EOF"},
     // The root.
     {"[]", "bad.json: (root): expected an object, got []"},
     {"null", "bad.json: (root): expected an object, got null"},
@@ -465,30 +477,54 @@ const ErrorCase kErrorCases[] = {
     // Bandwidths.
     {levelWith("up_GBps", ""), "bad.json: levels[0].up_GBps: missing"},
     {levelWith("down_GBps", ""), "bad.json: levels[0].down_GBps: missing"},
-    {levelWith("up_GBps", "0"),
-     "bad.json: levels[0].up_GBps: expected a number > 0, got 0"},
-    {levelWith("up_GBps", "-0.0"),
-     "bad.json: levels[0].up_GBps: expected a number > 0, got -0"},
-    {levelWith("down_GBps", "-2"),
-     "bad.json: levels[0].down_GBps: expected a number > 0, got -2"},
+    {levelWith("up_GBps", "0"), "bad.json: levels[0].up_GBps: expected a "
+                                "number of GB/s in [0.001, 100000], got 0"},
+    {levelWith("up_GBps", "-0.0"), "bad.json: levels[0].up_GBps: expected a "
+                                   "number of GB/s in [0.001, 100000], got -0"},
+    {levelWith("down_GBps", "-2"), "bad.json: levels[0].down_GBps: expected a "
+                                   "number of GB/s in [0.001, 100000], got -2"},
     {levelWith("up_GBps", R"("fast")"),
-     "bad.json: levels[0].up_GBps: expected a number > 0, got \"fast\""},
-    {levelWith("down_GBps", "{}"),
-     "bad.json: levels[0].down_GBps: expected a number > 0, got {}"},
+     "bad.json: levels[0].up_GBps: expected a number of GB/s in [0.001, "
+     "100000], got \"fast\""},
+    {levelWith("down_GBps", "{}"), "bad.json: levels[0].down_GBps: expected a "
+                                   "number of GB/s in [0.001, 100000], got {}"},
     {levelWith("up_GBps", "1e999"),
-     "bad.json: levels[0].up_GBps: expected a number > 0, got inf"},
+     "bad.json: levels[0].up_GBps: expected a number of GB/s in [0.001, "
+     "100000], got inf"},
     {levelWith("down_GBps", "-1e999"),
-     "bad.json: levels[0].down_GBps: expected a number > 0, got -inf"},
+     "bad.json: levels[0].down_GBps: expected a number of GB/s in [0.001, "
+     "100000], got -inf"},
+    // Finite but outside a physical range: the cost model's times would
+    // overflow or lose every digit.
+    {levelWith("up_GBps", "1e-300"),
+     "bad.json: levels[0].up_GBps: expected a number of GB/s in [0.001, "
+     "100000], got 1e-300"},
+    {levelWith("down_GBps", "0.0009"),
+     "bad.json: levels[0].down_GBps: expected a number of GB/s in [0.001, "
+     "100000], got 0.0009"},
+    {levelWith("down_GBps", "100001"),
+     "bad.json: levels[0].down_GBps: expected a number of GB/s in [0.001, "
+     "100000], got 100001"},
+    {levelWith("latency_us", "1e308"),
+     "bad.json: levels[0].latency_us: expected a number of microseconds in "
+     "[0, 1000000], got 1e+308"},
+    {levelWith("latency_us", "1000000.5"),
+     "bad.json: levels[0].latency_us: expected a number of microseconds in "
+     "[0, 1000000], got 1000000.5"},
     // Latency.
     {levelWith("latency_us", ""), "bad.json: levels[0].latency_us: missing"},
     {levelWith("latency_us", "-1"),
-     "bad.json: levels[0].latency_us: expected a number >= 0, got -1"},
+     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, "
+     "1000000], got -1"},
     {levelWith("latency_us", "-0.25"),
-     "bad.json: levels[0].latency_us: expected a number >= 0, got -0.25"},
+     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, "
+     "1000000], got -0.25"},
     {levelWith("latency_us", "1e999"),
-     "bad.json: levels[0].latency_us: expected a number >= 0, got inf"},
+     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, "
+     "1000000], got inf"},
     {levelWith("latency_us", "false"),
-     "bad.json: levels[0].latency_us: expected a number >= 0, got false"},
+     "bad.json: levels[0].latency_us: expected a number of microseconds in [0, "
+     "1000000], got false"},
     // uplink.
     {levelWith("uplink", ""), "bad.json: levels[0].uplink: missing"},
     {levelWith("uplink", R"("dedicated")"),
@@ -553,16 +589,16 @@ TEST(TopologyVerifyTest, RejectsNonFiniteNumbers) {
   topology.name = "t";
   topology.levels = {makeLevel("node", 2)};
   topology.levels[0].upBandwidthGBps = std::nan("");
-  EXPECT_EQ(verifyError(topology),
-            "levels[0].up_GBps: expected a number > 0, got nan");
+  EXPECT_EQ(verifyError(topology), "levels[0].up_GBps: expected a number of "
+                                   "GB/s in [0.001, 100000], got nan");
   topology.levels[0].upBandwidthGBps = 1;
   topology.levels[0].downBandwidthGBps = HUGE_VAL;
-  EXPECT_EQ(verifyError(topology),
-            "levels[0].down_GBps: expected a number > 0, got inf");
+  EXPECT_EQ(verifyError(topology), "levels[0].down_GBps: expected a number of "
+                                   "GB/s in [0.001, 100000], got inf");
   topology.levels[0].downBandwidthGBps = 1;
   topology.levels[0].latencyUs = std::nan("");
-  EXPECT_EQ(verifyError(topology),
-            "levels[0].latency_us: expected a number >= 0, got nan");
+  EXPECT_EQ(verifyError(topology), "levels[0].latency_us: expected a number of "
+                                   "microseconds in [0, 1000000], got nan");
 }
 
 TEST(TopologyVerifyTest, RejectsInvalidUTF8) {

@@ -12,6 +12,7 @@
 
 #include "tamoe/Topology/Topology.h"
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
@@ -69,6 +70,11 @@ llvm::Error verify(const Topology &topology, const Pattern &pattern);
 
 enum class Schedule { Flat, Hierarchical, HierarchicalDedup };
 llvm::StringRef stringifySchedule(Schedule schedule);
+/// Every schedule, the simplest first.
+llvm::ArrayRef<Schedule> allSchedules();
+/// The schedules the compiler chooses from by default: flat and
+/// hierarchical (per-node de-duplication is opt-in).
+llvm::ArrayRef<Schedule> defaultSchedules();
 
 /// Traffic of one dispatch in explicit form, for any (also asymmetric)
 /// pattern: `assignments[i * P + j]` rows from rank i to rank j, and

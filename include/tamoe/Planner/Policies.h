@@ -85,6 +85,22 @@ llvm::Expected<Plan> makePlan(const Topology &topology, Policy policy,
                               const PolicyOptions &options,
                               const Workload &workload);
 
+/// The fastest of `schedules` (which include the flat one) for a plan; ties
+/// go to the earlier, simpler schedule.
+Schedule fastest(const Plan &plan, llvm::ArrayRef<Schedule> schedules);
+
+/// The predicted speed-up of `plan` over uniform routing: the time of the
+/// `uniform` plan under its fastest schedule among `schedules`, divided by
+/// that of `plan` under its fastest among the same. 1 when neither moves a
+/// byte (a single rank); std::nullopt when only uniform routing does (the
+/// speed-up has no bound). Every report and remark prints this definition,
+/// with formatSpeedup.
+std::optional<double> speedupOverUniform(const Plan &plan, const Plan &uniform,
+                                         llvm::ArrayRef<Schedule> schedules);
+
+/// "3.09x", or "unbounded" for std::nullopt.
+std::string formatSpeedup(std::optional<double> speedup);
+
 /// Tokens per rank at which `schedule` and the flat one take equal time
 /// (both are affine in the tokens per rank for a fixed pattern); std::nullopt
 /// when one is faster at every size. `schedule` is faster below it when its

@@ -71,15 +71,15 @@ struct Topology {
 
 /// Checks every invariant (non-empty UTF-8 names, at least one level, unique
 /// level names, integral fanout in [1, 2^20] with at most 2^24 ranks in all,
-/// bandwidths > 0 and finite, latency >= 0 and finite). The error is one line
-/// that names the field, e.g. "levels[1].fanout: expected an integer >= 1,
-/// got 0".
+/// bandwidths in [0.001, 100000] GB/s, latency in [0, 1000000] us). The error
+/// is one line that names the field, e.g. "levels[1].fanout: expected an
+/// integer >= 1, got 0".
 llvm::Error verify(const Topology &topology);
 
 /// Parses and verifies a topology from JSON text (the format is documented in
 /// Topology.cpp and docs/topology.md). `source` names the text in error
-/// messages ("<source>: <field>: <reason>", one line). Unknown fields are
-/// errors.
+/// messages ("<source>: <field>: <reason>", one line). Unknown fields and
+/// keys that appear twice in an object are errors.
 llvm::Expected<Topology> parseTopologyJSON(llvm::StringRef text,
                                            llvm::StringRef source);
 

@@ -42,6 +42,16 @@ void tamoe_rt_program_check(tamoe_rt_status_t status);
 /* This rank in the program context's world. */
 intptr_t tamoe_rt_program_rank(void);
 
+/* Ends the program on every rank when the world is not the grid the program
+ * was compiled for: `shape[0..rank)` must multiply to the number of ranks,
+ * and with `nodes` (the program splits the grid at its last axis) the last
+ * axis must be the ranks per node. The code convert-tamoe-to-runtime emits
+ * calls it before each exchange and rank query, so the message comes before
+ * any exchange fails: "this program was compiled for 8 ranks (grid 2x4) but
+ * was launched on 4". */
+void tamoe_rt_program_check_grid(const int64_t *shape, intptr_t rank,
+                                 int32_t nodes);
+
 /* Fills data[0..n) with numbers uniform in [-1, 1): element i depends only on
  * (seed, i), so a reference can regenerate any part of an input. */
 void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed);
@@ -67,7 +77,9 @@ typedef struct tamoe_rt_unranked_memref_t {
  *   $TAMOE_RT_OUTPUT_DIR/out<index>.rank<R>.bin (nothing when the variable
  *   is not set);
  * - tamoeAppend{F32,I32} append them to that file instead (the process's
- *   first append replaces it): one record per training step. */
+ *   first append replaces it): one record per training step.
+ * At exit rank 0 says on stderr where the outputs went, or that none were
+ * written. */
 void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
                                  int64_t seed);
 void _mlir_ciface_tamoeOutputF32(tamoe_rt_unranked_memref_t *memref,

@@ -45,7 +45,7 @@ module attributes {tamoe.topology = #tamoe.topology<"t", []>} {}
 
 // -----
 
-// expected-error @+1 {{invalid topology: levels[0].latency_us: expected a number >= 0, got -1}}
+// expected-error @+1 {{invalid topology: levels[0].latency_us: expected a number of microseconds in [0, 1000000], got -1}}
 module attributes {tamoe.topology = #tamoe.topology<"t", [<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = -1.0, uplink = per_rank>]>} {}
 
 // -----
@@ -284,8 +284,58 @@ func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
 // -----
 
 func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
-  // expected-error @+1 {{capacity_factor must be > 0, got 0}}
+  // expected-error @+1 {{capacity_factor must be a finite number > 0, got 0}}
   %0:4 = tamoe.dispatch %tokens, %ids capacity_factor 0.0 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{capacity_factor must be a finite number > 0, got nan}}
+  %0:4 = tamoe.dispatch %tokens, %ids capacity_factor 0x7FF8000000000000 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{capacity_factor must be a finite number > 0, got inf}}
+  %0:4 = tamoe.dispatch %tokens, %ids capacity_factor 0x7FF0000000000000 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<32x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+// Capacities past what E * capacity can hold in int64 cap nothing: S * k
+// rows, never a wrapped or negative count.
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{dispatched must have 32 rows (min(S * k, E * capacity)), got 16}}
+  %0:4 = tamoe.dispatch %tokens, %ids capacity 9223372036854775807 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<16x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{dispatched must have 32 rows (min(S * k, E * capacity)), got 34}}
+  %0:4 = tamoe.dispatch %tokens, %ids capacity 1152921504606846978 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<34x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
+  // expected-error @+1 {{dispatched must have 32 rows (min(S * k, E * capacity)), got 8}}
+  %0:4 = tamoe.dispatch %tokens, %ids capacity_factor 1.0e300 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<8x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  return
+}
+
+// -----
+
+func.func @f(%tokens: tensor<4611686018427387904x64xf32>, %ids: tensor<4611686018427387904x4xi32>) {
+  // expected-error @+1 {{has more assignments than int64 holds: 4611686018427387904 tokens x 4}}
+  %0:4 = tamoe.dispatch %tokens, %ids : tensor<4611686018427387904x64xf32>, tensor<4611686018427387904x4xi32> -> tensor<4x64xf32>, tensor<8xi32>, tensor<4611686018427387904x4xi32>, tensor<i64>
   return
 }
 

@@ -6,6 +6,7 @@
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpImplementation.h"
+#include "llvm/Support/CheckedArithmetic.h"
 
 #include <cmath>
 
@@ -216,9 +217,13 @@ std::optional<int64_t> DispatchOp::getCapacityFor(int64_t numTokens) {
     return std::nullopt;
   int64_t k = getExpertIds().getType().getDimSize(1);
   int64_t experts = getExpertCounts().getType().getDimSize(0);
-  return static_cast<int64_t>(
-      std::ceil(factor->convertToDouble() * static_cast<double>(numTokens * k) /
-                static_cast<double>(experts)));
+  // In doubles, so that no product overflows. An expert gets at most S * k
+  // rows, so a larger capacity means the same and S * k bounds it (and the
+  // conversion back to int64).
+  double assignments = static_cast<double>(numTokens) * static_cast<double>(k);
+  double capacity = std::ceil(factor->convertToDouble() * assignments /
+                              static_cast<double>(experts));
+  return static_cast<int64_t>(std::min(capacity, assignments));
 }
 
 LogicalResult DispatchOp::verify() {
@@ -256,7 +261,8 @@ LogicalResult DispatchOp::verify() {
   if (factor) {
     double value = factor->convertToDouble();
     if (!std::isfinite(value) || value <= 0)
-      return emitOpError() << "capacity_factor must be > 0, got "
+      return emitOpError() << "capacity_factor must be a finite number > 0, "
+                              "got "
                            << ::tamoe::formatNumber(value);
   }
   std::optional<DropPolicy> policy = getDropPolicy();
@@ -279,10 +285,16 @@ LogicalResult DispatchOp::verify() {
       return emitOpError() << "dispatched must have a dynamic row count when "
                               "the number of tokens or k is dynamic";
   } else if (!isDynamic(rows)) {
-    int64_t expected = numTokens * k;
+    std::optional<int64_t> assignments = llvm::checkedMul(numTokens, k);
+    if (!assignments)
+      return emitOpError() << "has more assignments than int64 holds: "
+                           << numTokens << " tokens x " << k;
+    int64_t expected = *assignments;
     StringRef formula = "S * k";
     if (std::optional<int64_t> perExpert = getCapacityFor(numTokens)) {
-      expected = std::min(expected, experts * *perExpert);
+      // E * capacity past int64 caps nothing.
+      std::optional<int64_t> capped = llvm::checkedMul(experts, *perExpert);
+      expected = std::min(expected, capped.value_or(expected));
       formula = "min(S * k, E * capacity)";
     }
     if (rows != expected)

@@ -312,7 +312,8 @@ private:
   LogicalResult lower(AdamOp op);
   LogicalResult lower(linalg::MatmulOp op);
   LogicalResult lowerMap(Operation *op, MapKind kind, Value a, Value b);
-  LogicalResult lower(shard::ProcessLinearIndexOp op);
+  LogicalResult lower(shard::ProcessLinearIndexOp op,
+                      SymbolTableCollection &symbols);
   LogicalResult lower(shard::ProcessMultiIndexOp op,
                       SymbolTableCollection &symbols);
   /// Lowers the tensor compute that device-resident programs run through
@@ -327,11 +328,18 @@ private:
 };
 } // namespace
 
+/// A collective's grid and the runtime's group for its axes.
+struct Collective {
+  shard::GridOp grid;
+  Group group;
+};
+
 /// The runtime's group for a collective over `op`'s grid and axes: the
 /// whole grid, its last axis (the ranks of a node) and the other axes
 /// (same-index ranks of every node).
 template <typename OpTy>
-static FailureOr<Group> runtimeGroup(OpTy op, SymbolTableCollection &symbols) {
+static FailureOr<Collective> runtimeGroup(OpTy op,
+                                          SymbolTableCollection &symbols) {
   shard::GridOp grid = shard::getGridOrNull(op, op.getGridAttr(), symbols);
   if (!grid)
     return op.emitOpError() << "'@" << op.getGrid()
@@ -339,11 +347,11 @@ static FailureOr<Group> runtimeGroup(OpTy op, SymbolTableCollection &symbols) {
   int64_t rank = grid.getRank();
   SmallVector<int16_t> axes = op.getGroupAxes(rank);
   if (llvm::equal(axes, llvm::seq<int16_t>(0, rank)))
-    return Group::World;
+    return Collective{grid, Group::World};
   if (rank >= 2 && axes == SmallVector<int16_t>{int16_t(rank - 1)})
-    return Group::Node;
+    return Collective{grid, Group::Node};
   if (rank >= 2 && llvm::equal(axes, llvm::seq<int16_t>(0, rank - 1)))
-    return Group::Peers;
+    return Collective{grid, Group::Peers};
   return op.emitOpError()
          << "cannot be lowered to the runtime: its groups are the whole "
             "grid, its last axis (a node) or the axes before it";
@@ -463,17 +471,36 @@ LogicalResult ConvertToRuntimePass::lower(DispatchOp op) {
   return success();
 }
 
+/// Ends the program, before the op at `l` runs and on every rank, when the
+/// ranks it was launched on are not `grid`'s (tamoe_rt_program_check_grid):
+/// a message that names both, rather than a failed exchange. `nodes`: the
+/// op splits the grid at its last axis, which must then be a node.
+static void checkGrid(Lowering &l, shard::GridOp grid, bool nodes) {
+  ArrayRef<int64_t> shape = grid.getShape();
+  if (llvm::any_of(shape, ShapedType::isDynamic))
+    return;
+  auto type = RankedTensorType::get({int64_t(shape.size())}, l.b.getI64Type());
+  Value constant = arith::ConstantOp::create(
+      l.b, l.loc, DenseElementsAttr::get(type, shape));
+  l.call("tamoe_rt_program_check_grid",
+         {l.pointer(l.input(constant)), l.index(int64_t(shape.size())),
+          l.i32(nodes ? 1 : 0)},
+         {});
+}
+
 LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
                                           SymbolTableCollection &symbols) {
   if (failed(checkElements(op, {}, {op.getSendCounts()})))
     return failure();
-  FailureOr<Group> group = runtimeGroup(op, symbols);
-  if (failed(group))
+  FailureOr<Collective> collective = runtimeGroup(op, symbols);
+  if (failed(collective))
     return failure();
+  Group group = collective->group;
   RankedTensorType countsType = op.getSendCounts().getType();
   int64_t peers = countsType.getDimSize(0);
   int64_t split = product(countsType, 1);
   Lowering l = lowering(op);
+  checkGrid(l, collective->grid, /*nodes=*/group != Group::World);
   Value send = op.getSend();
   Value sendCounts = l.data(op.getSendCounts());
   Value recvCounts = l.output(countsType);
@@ -489,13 +516,13 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
                                      MemRefType::get({}, l.b.getIndexType()));
   }
   l.runtime("all_to_all_counts",
-            {l.i32(int32_t(*group)), sendCounts, l.index(peers),
+            {l.i32(int32_t(group)), sendCounts, l.index(peers),
              l.index(split), l.pointer(recvCounts), l.pointer(total)});
   RankedTensorType receivedType = op.getReceived().getType();
   Value received =
       l.output(receivedType, memref::LoadOp::create(l.b, l.loc, total));
   l.runtime("all_to_all",
-            {l.i32(int32_t(*group)), l.data(send), l.dim(send, 0),
+            {l.i32(int32_t(group)), l.data(send), l.dim(send, 0),
              l.rowBytes(op.getSend().getType()), sendCounts,
              l.index(peers), l.index(split), l.pointer(received),
              l.dim(received, 0), l.pointer(recvCounts)});
@@ -789,13 +816,14 @@ static Value numElements(Lowering &l, Value tensor) {
 
 LogicalResult ConvertToRuntimePass::lower(AllReduceOp op,
                                           SymbolTableCollection &symbols) {
-  FailureOr<Group> group = runtimeGroup(op, symbols);
-  if (failed(group))
+  FailureOr<Collective> collective = runtimeGroup(op, symbols);
+  if (failed(collective))
     return failure();
   Lowering l = lowering(op);
+  checkGrid(l, collective->grid, /*nodes=*/collective->group != Group::World);
   Value input = op.getInput();
   Value buffer = l.inPlace(input);
-  l.runtime("all_reduce", {l.i32(int32_t(*group)), l.pointer(buffer),
+  l.runtime("all_reduce", {l.i32(int32_t(collective->group)), l.pointer(buffer),
                            numElements(l, input),
                            l.i32(op.getAverage() ? 1 : 0)});
   l.replace(op, {buffer});
@@ -1014,9 +1042,12 @@ static Value worldRank(Lowering &l) {
   return l.call("tamoe_rt_program_rank", {}, l.b.getIndexType());
 }
 
-LogicalResult ConvertToRuntimePass::lower(shard::ProcessLinearIndexOp op) {
+LogicalResult ConvertToRuntimePass::lower(shard::ProcessLinearIndexOp op,
+                                          SymbolTableCollection &symbols) {
   // Only a rank query: no context needed.
   Lowering l(op, getOperation());
+  if (shard::GridOp grid = shard::getGridOrNull(op, op.getGridAttr(), symbols))
+    checkGrid(l, grid, /*nodes=*/false);
   op.getResult().replaceAllUsesWith(worldRank(l));
   op.erase();
   return success();
@@ -1031,6 +1062,7 @@ ConvertToRuntimePass::lower(shard::ProcessMultiIndexOp op,
                                "grid of static shape";
   // Only a rank query: no context needed.
   Lowering l(op, getOperation());
+  checkGrid(l, grid, /*nodes=*/false);
   SmallVector<OpFoldResult> basis;
   for (int64_t size : grid.getShape())
     basis.push_back(l.b.getIndexAttr(size));
@@ -1060,15 +1092,12 @@ void ConvertToRuntimePass::runOnOperation() {
     LogicalResult lowered =
         TypeSwitch<Operation *, LogicalResult>(op)
             .Case([&](AllToAllOp op) { return lower(op, symbols); })
-            .Case([&](shard::ProcessMultiIndexOp op) {
-              return lower(op, symbols);
-            })
-            .Case([&](AllReduceOp op) { return lower(op, symbols); })
+            .Case<shard::ProcessMultiIndexOp, shard::ProcessLinearIndexOp,
+                  AllReduceOp>([&](auto op) { return lower(op, symbols); })
             .Case<GateOp, DispatchOp, RegroupOp, DedupPackOp, DedupExpandOp,
                   GroupedMatmulOp, CombineOp, AuxLossOp, GateGradOp,
                   CombineGradOp, GroupedMatmulGradOp, AuxLossGradOp,
-                  DedupPackGradOp, DedupExpandGradOp, SGDOp, AdamOp,
-                  shard::ProcessLinearIndexOp>(
+                  DedupPackGradOp, DedupExpandGradOp, SGDOp, AdamOp>(
                 [&](auto op) { return lower(op); })
             .Case([](VJPOp op) {
               return op.emitOpError()

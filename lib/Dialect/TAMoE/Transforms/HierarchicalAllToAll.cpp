@@ -79,30 +79,14 @@ HierarchicalAllToAllPass::analyse(AllToAllOp exchange,
   if (!topology)
     return keepFlat("the module has no tamoe.topology");
   Candidate candidate{exchange, topology.toTopology(), {}};
-  const topo::Topology &tree = candidate.tree;
-  if (tree.levels.size() < 2)
-    return keepFlat("topology '" + tree.name +
-                    "' has a single level, so there is no inter-node stage");
   shard::GridOp grid =
       shard::getGridOrNull(exchange, exchange.getGridAttr(), symbols);
   if (!grid)
     return failure();
+  if (std::optional<std::string> why =
+          whyFlat(exchange, grid, candidate.tree, symbols))
+    return keepFlat(*why);
   candidate.shape.assign(grid.getShape().begin(), grid.getShape().end());
-  ArrayRef<int64_t> shape = candidate.shape;
-  if (std::optional<ArrayRef<int16_t>> axes = exchange.getGridAxes())
-    if (!llvm::equal(*axes, llvm::seq<int16_t>(0, shape.size())))
-      return keepFlat("it runs over part of grid @" + exchange.getGrid().str());
-  int64_t nodeSize = tree.levels[0].fanout;
-  if (shape.size() < 2 || ShapedType::isDynamic(shape.back()) ||
-      shape.back() != nodeSize)
-    return keepFlat("the last axis of grid @" + exchange.getGrid().str() +
-                    " is not the " + std::to_string(nodeSize) +
-                    " ranks of a '" + tree.levels[0].name + "' of topology '" +
-                    tree.name + "'");
-  if (groupSize(exchange, symbols) != tree.numRanks())
-    return keepFlat("grid @" + exchange.getGrid().str() +
-                    " does not have the " + std::to_string(tree.numRanks()) +
-                    " ranks of topology '" + tree.name + "'");
   candidate.dedupSource = findDedupSource(exchange);
   return candidate;
 }

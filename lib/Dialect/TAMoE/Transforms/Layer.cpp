@@ -4,6 +4,7 @@
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "llvm/Support/CheckedArithmetic.h"
 
 using namespace mlir;
 using namespace mlir::tamoe;
@@ -50,14 +51,42 @@ std::optional<int64_t> mlir::tamoe::groupSize(AllToAllOp exchange,
   if (!grid)
     return std::nullopt;
   ArrayRef<int64_t> shape = grid.getShape();
-  int64_t size = 1;
+  std::optional<int64_t> size = 1;
   for (int16_t axis : exchange.getGroupAxes(shape.size())) {
     if (axis < 0 || axis >= int64_t(shape.size()) ||
         ShapedType::isDynamic(shape[axis]))
       return std::nullopt;
-    size *= shape[axis];
+    // A grid may be larger than any machine; no group of it exists then.
+    size = llvm::checkedMul(*size, shape[axis]);
+    if (!size)
+      return std::nullopt;
   }
   return size;
+}
+
+std::optional<std::string>
+mlir::tamoe::whyFlat(AllToAllOp exchange, shard::GridOp grid,
+                     const ::tamoe::topology::Topology &tree,
+                     SymbolTableCollection &symbols) {
+  if (tree.levels.size() < 2)
+    return "topology '" + tree.name +
+           "' has a single level, so there is no inter-node stage";
+  std::string name = exchange.getGrid().str();
+  ArrayRef<int64_t> shape = grid.getShape();
+  if (std::optional<ArrayRef<int16_t>> axes = exchange.getGridAxes())
+    if (!llvm::equal(*axes, llvm::seq<int16_t>(0, shape.size())))
+      return "it runs over part of grid @" + name;
+  int64_t nodeSize = tree.levels[0].fanout;
+  if (shape.size() < 2 || ShapedType::isDynamic(shape.back()) ||
+      shape.back() != nodeSize)
+    return "the last axis of grid @" + name + " is not the " +
+           std::to_string(nodeSize) + " ranks of a '" + tree.levels[0].name +
+           "' of topology '" + tree.name + "'";
+  if (groupSize(exchange, symbols) != tree.numRanks())
+    return "grid @" + name + " does not have the " +
+           std::to_string(tree.numRanks()) + " ranks of topology '" +
+           tree.name + "'";
+  return std::nullopt;
 }
 
 std::optional<int64_t> mlir::tamoe::elementBytes(Type type) {

@@ -12,6 +12,7 @@
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
 #include "tamoe/Planner/Policies.h"
 
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/SymbolTable.h"
 
 namespace mlir::tamoe {
@@ -29,6 +30,14 @@ DispatchOp findLayerDispatch(AllToAllOp exchange);
 /// when the grid is missing or has a dynamic axis.
 std::optional<int64_t> groupSize(AllToAllOp exchange,
                                  SymbolTableCollection &symbols);
+
+/// Why `exchange` (on `grid`) must stay flat on `tree`, or nullopt when the
+/// hierarchical schedule can replace it: that needs two levels or more, and
+/// the exchange over all of a grid whose last axis is a node of the tree and
+/// whose ranks are the tree's.
+std::optional<std::string> whyFlat(AllToAllOp exchange, shard::GridOp grid,
+                                   const ::tamoe::topology::Topology &tree,
+                                   SymbolTableCollection &symbols);
 
 /// Bytes of one element; nullopt for types without a bit width.
 std::optional<int64_t> elementBytes(Type type);

@@ -4,6 +4,8 @@
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
 #include "tamoe/Support/Messages.h"
 
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -72,6 +74,19 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
            << "expert-parallel group @" << exchange.getGrid() << " has "
            << *group << " ranks but topology '" << tree.name << "' has "
            << ranks;
+  // The schedules the compiler can emit for this layer: flat, and
+  // hierarchical unless tamoe-hierarchical-all-to-all must keep the
+  // exchange that sends its rows flat (de-duplication is that pass's
+  // choice, and its remark's). An exchange with a level is already a stage
+  // of a hierarchical one.
+  SmallVector<planner::Schedule, 2> schedules{planner::Schedule::Flat};
+  std::optional<std::string> whyFlatOnly;
+  shard::GridOp grid =
+      shard::getGridOrNull(exchange, exchange.getGridAttr(), symbols);
+  if (grid && !exchange.getLevel())
+    whyFlatOnly = whyFlat(exchange, grid, tree, symbols);
+  if (!whyFlatOnly)
+    schedules.push_back(planner::Schedule::Hierarchical);
   int64_t experts = dispatch.getExpertCounts().getType().getDimSize(0);
   if (experts % ranks != 0)
     return dispatch.emitError() << experts << " experts do not divide evenly "
@@ -97,36 +112,34 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
   // The same inputs just passed every check.
   planner::Plan uniform = llvm::cantFail(
       planner::makePlan(tree, planner::Policy::Uniform, options, workload));
-  // The compiler emits flat and hierarchical exchanges (not yet the
-  // de-duplicated one), so the prediction is the faster of those two.
-  auto fastest = [](const planner::Plan &plan) {
-    return std::min(plan.flat.totalUs(), plan.hierarchical.totalUs());
-  };
+  planner::Schedule schedule = planner::fastest(*planned, schedules);
   // Tenths of a microsecond are all a model of this kind can claim.
-  double predicted = std::round(fastest(*planned) * 10) / 10;
-  double baseline = fastest(uniform);
-  planner::Schedule schedule =
-      planner::fasterThan(planned->hierarchical.totalUs(),
-                          planned->flat.totalUs())
-          ? planner::Schedule::Hierarchical
-          : planner::Schedule::Flat;
+  double predicted = std::round(planned->cost(schedule).totalUs() * 10) / 10;
+  double baseline =
+      uniform.cost(planner::fastest(uniform, schedules)).totalUs();
+  // Checked, so that the module is never left with a plan it cannot read
+  // back.
   MLIRContext *context = dispatch.getContext();
-  auto attr = DispatchPlanAttr::get(
-      context, toPlanPolicy(policy),
+  auto attr = DispatchPlanAttr::getChecked(
+      [&] { return dispatch.emitError(); }, context, toPlanPolicy(policy),
       DenseF64ArrayAttr::get(context, planned->pattern.shares),
       DenseF64ArrayAttr(), llvm::APFloat(predicted));
+  if (!attr)
+    return failure();
   dispatch.setPlanAttr(attr);
   if (auto gate = dispatch.getExpertIds().getDefiningOp<GateOp>())
     gate.setPlanAttr(attr);
-  dispatch.emitRemark() << "planned '" << planner::stringifyPolicy(policy)
-                        << "' dispatch on '" << tree.name
-                        << "': " << ::tamoe::formatFixed(predicted, 1)
-                        << " us (" << planner::stringifySchedule(schedule)
-                        << ") vs " << ::tamoe::formatFixed(baseline, 1)
-                        << " us with uniform routing ("
-                        << ::tamoe::formatFixed(
-                               predicted > 0 ? baseline / predicted : 1.0, 2)
-                        << "x)";
+  InFlightDiagnostic remark = dispatch.emitRemark();
+  remark << "planned '" << planner::stringifyPolicy(policy) << "' dispatch on '"
+         << tree.name << "': " << ::tamoe::formatFixed(predicted, 1) << " us ("
+         << planner::stringifySchedule(schedule);
+  if (whyFlatOnly)
+    remark << ": " << *whyFlatOnly;
+  remark << ") vs " << ::tamoe::formatFixed(baseline, 1)
+         << " us with uniform routing ("
+         << planner::formatSpeedup(
+                planner::speedupOverUniform(*planned, uniform, schedules))
+         << ")";
   ++numPlanned;
   return success();
 }

@@ -32,7 +32,12 @@ module {
     // Capacity 3 per expert, dropped by position, no weights (null).
     // CHECK: call @tamoe_rt_dispatch(%{{.*}}, %{{.*}}, %[[C16]], %[[ROW]], %{{.*}}, %[[C2]], %[[C8]], %[[NULL]], %[[C3]], %[[SOFTMAX]], %{{.*}}, %[[C24]], %{{.*}}, %{{.*}}, %{{.*}})
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity 3 : tensor<16x64xf32>, tensor<16x2xi32> -> tensor<24x64xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
-    // World group (0), 8 peers, no split; the total sizes the buffer.
+    // First the world must be the grid (2x4, host constant, 2 axes, whole
+    // grid: no node split), then world group (0), 8 peers, no split; the
+    // total sizes the buffer.
+    // CHECK: %[[GRID:.*]] = bufferization.to_buffer %{{.*}} read_only : tensor<2xi64> to memref<2xi64>
+    // CHECK: memref.extract_aligned_pointer_as_index %[[GRID]]
+    // CHECK: call @tamoe_rt_program_check_grid(%{{.*}}, %[[C2]], %[[SOFTMAX]]) : (!llvm.ptr, index, i32) -> ()
     // CHECK: call @tamoe_rt_all_to_all_counts(%{{.*}}, %{{.*}}, %{{.*}}, %[[C8]], %{{.*}}, %{{.*}}, %{{.*}})
     // CHECK: %[[ROWS:.*]] = memref.load %[[TOTAL]][] : memref<index>
     // CHECK: %[[RECV:.*]] = memref.alloc(%[[ROWS]]) : memref<?x64xf32>
@@ -60,6 +65,8 @@ module {
     // CHECK-DAG: %[[PEERS:.*]] = arith.constant 2 : i32
     // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
     // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
+    // The node stage needs the grid's last axis to be a node (1).
+    // CHECK: call @tamoe_rt_program_check_grid(%{{.*}}, %[[C2]], %{{.*}})
     // CHECK: call @tamoe_rt_all_to_all_counts(%{{.*}}, %[[NODE]], %{{.*}}, %[[C4]], %[[C4]],
     %s1, %c1 = tamoe.all_to_all %rows, %counts on @ep axes = [1] level "node" : tensor<32x64xf32>, tensor<4x2x2xi32> -> tensor<?x64xf32>
     // CHECK: call @tamoe_rt_regroup(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C4]], %[[C2]], %[[C2]],
@@ -69,6 +76,7 @@ module {
     // 16 chunks of 2 local experts.
     // CHECK: call @tamoe_rt_grouped_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C2]], %{{.*}}, %{{.*}}, %{{.*}})
     %h = tamoe.grouped_matmul %s2, %c2, %w : tensor<?x64xf32>, tensor<2x4x2xi32>, tensor<2x64x16xf32> -> tensor<?x16xf32>
+    // CHECK: call @tamoe_rt_program_check_grid
     // CHECK: %[[RANK:.*]] = call @tamoe_rt_program_rank() : () -> index
     // CHECK: affine.delinearize_index %[[RANK]] into (2, 4)
     %i:2 = shard.process_multi_index on @ep : index, index

@@ -25,29 +25,38 @@ namespace mlir::tamoe {
 
 /// Options of the tamoe pipeline: those of its passes.
 struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
-  Option<std::string> topology{*this, "topology",
-                               llvm::cl::desc("Topology JSON file")};
-  Option<std::string> policy{*this, "policy", llvm::cl::desc("Policy"),
-                             llvm::cl::init("tamoe")};
-  Option<double> rho{*this, "rho", llvm::cl::desc("optimal: rho"),
+  Option<std::string> topology{
+      *this, "topology",
+      llvm::cl::desc(
+          "Topology JSON file (default: the module's tamoe.topology)")};
+  Option<std::string> policy{
+      *this, "policy",
+      llvm::cl::desc(
+          "uniform, tamoe, optimal, fastermoe or node-limited (default tamoe)"),
+      llvm::cl::init("tamoe")};
+  Option<double> rho{*this, "rho",
+                     llvm::cl::desc("optimal: rho (default 0.25)"),
                      llvm::cl::init(0.25)};
-  Option<double> beta{*this, "beta", llvm::cl::desc("optimal: beta"),
+  Option<double> beta{*this, "beta",
+                      llvm::cl::desc("optimal: beta (default 4)"),
                       llvm::cl::init(4.0)};
   Option<double> crossNodeCap{*this, "cross-node-cap",
-                              llvm::cl::desc("fastermoe: cap"),
+                              llvm::cl::desc("fastermoe: cap (default 0.14)"),
                               llvm::cl::init(0.14)};
-  Option<int64_t> maxNodes{*this, "max-nodes",
-                           llvm::cl::desc("node-limited: nodes per token"),
-                           llvm::cl::init(4)};
-  Option<double> coefficient{*this, "coefficient",
-                             llvm::cl::desc("Weight of an inserted loss"),
-                             llvm::cl::init(0.01)};
-  Option<std::string> mode{*this, "mode",
-                           llvm::cl::desc("auto, flat or hierarchical"),
-                           llvm::cl::init("auto")};
+  Option<int64_t> maxNodes{
+      *this, "max-nodes",
+      llvm::cl::desc("node-limited: nodes per token (default 4)"),
+      llvm::cl::init(4)};
+  Option<double> coefficient{
+      *this, "coefficient",
+      llvm::cl::desc("Weight of an inserted loss (default 0.01)"),
+      llvm::cl::init(0.01)};
+  Option<std::string> mode{
+      *this, "mode", llvm::cl::desc("auto (the default), flat or hierarchical"),
+      llvm::cl::init("auto")};
   Option<bool> dedup{*this, "dedup",
                      llvm::cl::desc("Consider per-node de-duplication of "
-                                    "top-k tokens"),
+                                    "top-k tokens (default false)"),
                      llvm::cl::init(false)};
   ListOption<std::string> differentiate{
       *this, "differentiate",

@@ -23,19 +23,25 @@ def TAMoEPlanDispatchPass : Pass<"tamoe-plan-dispatch", "mlir::ModuleOp"> {
     Option<"topologyFile", "topology", "std::string", /*default=*/"\"\"",
            "Topology JSON file (default: the module's tamoe.topology)">,
     Option<"policy", "policy", "std::string", /*default=*/"\"tamoe\"",
-           "uniform, tamoe, optimal, fastermoe or node-limited">,
+           "uniform, tamoe, optimal, fastermoe or node-limited (default "
+           "tamoe)">,
     Option<"rho", "rho", "double", /*default=*/"0.25",
-           "optimal: least fraction of the uniform share per destination">,
+           "optimal: least fraction of the uniform share per destination "
+           "(default 0.25)">,
     Option<"beta", "beta", "double", /*default=*/"4.0",
-           "optimal: largest multiple of the uniform share per destination">,
+           "optimal: largest multiple of the uniform share per destination "
+           "(default 4)">,
     Option<"crossNodeCap", "cross-node-cap", "double", /*default=*/"0.14",
-           "fastermoe: largest fraction of assignments leaving the node">,
+           "fastermoe: largest fraction of assignments leaving the node "
+           "(default 0.14)">,
     Option<"maxNodes", "max-nodes", "int64_t", /*default=*/"4",
-           "node-limited: nodes a token may reach">
+           "node-limited: nodes a token may reach (default 4)">
   ];
   let statistics = [
     Statistic<"numPlanned", "planned-layers", "MoE layers planned">
   ];
+  // The module's #tamoe.topology is created even when no tamoe op was parsed.
+  let dependentDialects = ["mlir::tamoe::TAMoEDialect"];
 }
 
 def TAMoEInjectTopologyAuxLossPass
@@ -61,7 +67,8 @@ def TAMoEInjectTopologyAuxLossPass
   }];
   let options = [
     Option<"coefficient", "coefficient", "double", /*default=*/"0.01",
-           "Weight of an inserted loss in the function's loss">
+           "Weight of an inserted loss in the function's loss (default "
+           "0.01)">
   ];
   let statistics = [
     Statistic<"numRewritten", "rewritten-losses",
@@ -70,7 +77,8 @@ def TAMoEInjectTopologyAuxLossPass
   ];
   let dependentDialects = [
     "mlir::arith::ArithDialect", "mlir::linalg::LinalgDialect",
-    "mlir::shard::ShardDialect", "mlir::tensor::TensorDialect"
+    "mlir::shard::ShardDialect", "mlir::tamoe::TAMoEDialect",
+    "mlir::tensor::TensorDialect"
   ];
 }
 
@@ -106,10 +114,10 @@ def TAMoEHierarchicalAllToAllPass
   }];
   let options = [
     Option<"mode", "mode", "std::string", /*default=*/"\"auto\"",
-           "auto (cost model), flat or hierarchical">,
+           "auto (cost model, the default), flat or hierarchical">,
     Option<"dedup", "dedup", "bool", /*default=*/"false",
            "Consider per-node de-duplication of top-k tokens for the "
-           "dispatch exchange">
+           "dispatch exchange (default false)">
   ];
   let statistics = [
     Statistic<"numRewritten", "rewritten", "all-to-alls made hierarchical">,
@@ -117,7 +125,9 @@ def TAMoEHierarchicalAllToAllPass
               "dispatch all-to-alls given per-node de-duplication">,
     Statistic<"numKeptFlat", "kept-flat", "all-to-alls left flat">
   ];
-  let dependentDialects = ["mlir::tensor::TensorDialect"];
+  let dependentDialects = [
+    "mlir::tamoe::TAMoEDialect", "mlir::tensor::TensorDialect"
+  ];
 }
 
 def TAMoEDifferentiatePass : Pass<"tamoe-differentiate", "mlir::ModuleOp"> {
