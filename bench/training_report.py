@@ -108,7 +108,8 @@ def svg_plot(runs, target_intra, path):
         lo, hi = min(values), max(values)
         if hi - lo < 1e-12:
             hi = lo + 1
-        lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
+        # Both panels plot non-negative values: no axis below zero.
+        lo, hi = max(0.0, lo - 0.05 * (hi - lo)), hi + 0.05 * (hi - lo)
         steps = max(len(s) for s in series)
         x = lambda i: margin + (width - 2 * margin) * i / max(steps - 1, 1)
         y = lambda v: top + (height - margin) - (height - 2 * margin) * (v - lo) / (hi - lo)
@@ -167,6 +168,32 @@ def summary(directory, ranks, per_node, experts_per_rank, target, window):
           f"steps): {'decreased' if last < first else 'did not decrease'}")
     print(f"rows kept inside a node: {before:.3f} -> {after:.3f}: "
           f"{'rose' if after > before else 'did not rise'}")
+
+
+def targets(runs, target, ranks, per_node, first, steps):
+    """The issue's three targets for (b) against (a), met or missed by how
+    much: the realised shares within 5% of the plan (L1), the task loss
+    within 2% of (a)'s, and the inter-node bytes at most (a)'s divided by
+    the plan's reduction factor (uniform routing's share across nodes over
+    the plan's), within 10%."""
+    by_name = {r.name.split()[-1]: r for r in runs}
+    if "switch" not in by_name or "topology" not in by_name:
+        return []
+    a, b = by_name["switch"], by_name["topology"]
+    l1 = sum(abs(x - y) for x, y in zip(b.shares(first, steps), target))
+    task = b.mean(b.task, first, steps) / a.mean(a.task, first, steps)
+    factor = (ranks - per_node) / ranks / target[2]
+    inter = b.mean(b.inter_bytes, first, steps) * factor / a.mean(a.inter_bytes, first, steps)
+
+    def verdict(value, bound):
+        return "met" if value <= bound else f"missed by {100 * (value / bound - 1):.2f}%"
+    return [
+        "Targets for (b) topology:", "",
+        f"- realised shares within 0.05 of the plan (L1): {l1:.3f}, {verdict(l1, 0.05)}",
+        f"- task loss at most 1.02x (a)'s: {task:.3f}x, {verdict(task, 1.02)}",
+        f"- inter-node bytes at most (a)'s / {factor:.2f} (the plan's reduction "
+        f"factor) x 1.10: (b) x {factor:.2f} / (a) = {inter:.4f}, {verdict(inter, 1.10)}",
+    ]
 
 
 def main():
@@ -239,6 +266,7 @@ def main():
             f"{r.mean(r.intra_bytes, first, steps):.0f} | {predict(s):.1f} |")
     lines.append(f"| plan target | | | | {target[0]:.3f} / {target[1]:.3f} / "
                  f"{target[2]:.3f} | 0 | | | | {predict(target):.1f} |")
+    lines += ["", *targets(runs, target, ranks, per_node, first, steps)]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     svg_plot(runs, target[0] + target[1], args.svg)
