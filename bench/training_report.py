@@ -9,6 +9,8 @@ stayed inside a node, with the plan's target.
 Usage: training_report.py --out REPORT.md --svg PLOT.svg --target-shares
        S0,S1,S2 --ranks 8 --ranks-per-node 4 --predict CMD
        NAME=DIR [NAME=DIR ...]
+       training_report.py summary DIR [--target-shares S0,S1,S2] [--window N]
+           (one run: its first and last N steps)
 
 --target-shares are the plan's per-destination shares of each level (as in
 `#tamoe.dispatch_plan<..., shares = [...]>`); --predict is a command that,
@@ -49,12 +51,16 @@ class Run:
         self.aux = [sum(auxes[r][s][0] for r in range(ranks)) / ranks for s in range(n)]
         # levels[s] = rows kept on the sender, in its node, across nodes.
         self.levels = []
+        # matrix[s][i][j]: rows rank i sent to rank j at step s.
+        self.matrix = []
         for s in range(n):
             level = [0, 0, 0]
+            matrix = [[0] * ranks for _ in range(ranks)]
             for receiver in range(ranks):
                 row = counts[receiver][s]
                 for source in range(ranks):
                     rows = sum(row[source * experts_per_rank:(source + 1) * experts_per_rank])
+                    matrix[source][receiver] = rows
                     if source == receiver:
                         level[0] += rows
                     elif source // per_node == receiver // per_node:
@@ -62,6 +68,7 @@ class Run:
                     else:
                         level[2] += rows
             self.levels.append(level)
+            self.matrix.append(matrix)
         self.intra_bytes = [sum(traffic[r][s][0] for r in range(ranks)) for s in range(n)]
         self.inter_bytes = [sum(traffic[r][s][1] for r in range(ranks)) for s in range(n)]
 
@@ -101,7 +108,8 @@ def svg_plot(runs, target_intra, path):
         lo, hi = min(values), max(values)
         if hi - lo < 1e-12:
             hi = lo + 1
-        lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
+        # Both panels plot non-negative values: no axis below zero.
+        lo, hi = max(0.0, lo - 0.05 * (hi - lo)), hi + 0.05 * (hi - lo)
         steps = max(len(s) for s in series)
         x = lambda i: margin + (width - 2 * margin) * i / max(steps - 1, 1)
         y = lambda v: top + (height - margin) - (height - 2 * margin) * (v - lo) / (hi - lo)
@@ -132,7 +140,79 @@ def svg_plot(runs, target_intra, path):
         f.write("\n".join(out) + "\n")
 
 
+def summary(directory, ranks, per_node, experts_per_rank, target, window):
+    """Prints the realised pattern of the first and the last `window` steps
+    of one run, and how the task loss and the share of rows kept inside a
+    node moved between them (the demo's and the tests' view of a run)."""
+    r = Run(directory, directory, ranks, per_node, experts_per_rank)
+    n = min(window, r.steps)
+
+    def pattern(lo, hi):
+        print(f"realised dispatch pattern, steps {lo + 1}-{hi} (rows from rank "
+              f"i to rank j per step):")
+        print("     " + "".join(f"{j:6d}" for j in range(ranks)))
+        for i in range(ranks):
+            row = [sum(r.matrix[s][i][j] for s in range(lo, hi)) / (hi - lo)
+                   for j in range(ranks)]
+            print(f"{i:5d}" + "".join(f"{v:6.1f}" for v in row))
+        kept = sum(r.shares(lo, hi)[:2])
+        goal = f" (plan {target:.1%})" if target is not None else ""
+        print(f"rows kept inside a node: {kept:.1%}{goal}")
+        return kept
+
+    before = pattern(0, n)
+    after = pattern(r.steps - n, r.steps)
+    first = r.mean(r.task, 0, n)
+    last = r.mean(r.task, r.steps - n, r.steps)
+    print(f"task loss: {first:.4f} (first {n} steps) -> {last:.4f} (last {n} "
+          f"steps): {'decreased' if last < first else 'did not decrease'}")
+    print(f"rows kept inside a node: {before:.3f} -> {after:.3f}: "
+          f"{'rose' if after > before else 'did not rise'}")
+
+
+def targets(runs, target, ranks, per_node, first, steps):
+    """The issue's three targets for (b) against (a), met or missed by how
+    much: the realised shares within 5% of the plan (L1), the task loss
+    within 2% of (a)'s, and the inter-node bytes at most (a)'s divided by
+    the plan's reduction factor (uniform routing's share across nodes over
+    the plan's), within 10%."""
+    by_name = {r.name.split()[-1]: r for r in runs}
+    if "switch" not in by_name or "topology" not in by_name:
+        return []
+    a, b = by_name["switch"], by_name["topology"]
+    l1 = sum(abs(x - y) for x, y in zip(b.shares(first, steps), target))
+    task = b.mean(b.task, first, steps) / a.mean(a.task, first, steps)
+    factor = (ranks - per_node) / ranks / target[2]
+    inter = b.mean(b.inter_bytes, first, steps) * factor / a.mean(a.inter_bytes, first, steps)
+
+    def verdict(value, bound):
+        return "met" if value <= bound else f"missed by {100 * (value / bound - 1):.2f}%"
+    return [
+        "Targets for (b) topology:", "",
+        f"- realised shares within 0.05 of the plan (L1): {l1:.3f}, {verdict(l1, 0.05)}",
+        f"- task loss at most 1.02x (a)'s: {task:.3f}x, {verdict(task, 1.02)}",
+        f"- inter-node bytes at most (a)'s / {factor:.2f} (the plan's reduction "
+        f"factor) x 1.10: (b) x {factor:.2f} / (a) = {inter:.4f}, {verdict(inter, 1.10)}",
+    ]
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "summary":
+        parser = argparse.ArgumentParser(prog="training_report.py summary")
+        parser.add_argument("directory")
+        parser.add_argument("--ranks", type=int, default=8)
+        parser.add_argument("--ranks-per-node", type=int, default=4)
+        parser.add_argument("--experts-per-rank", type=int, default=2)
+        parser.add_argument("--target-shares")
+        parser.add_argument("--window", type=int, default=100)
+        args = parser.parse_args(sys.argv[2:])
+        target = None
+        if args.target_shares:
+            shares = [float(x) for x in args.target_shares.split(",")]
+            target = shares[0] + shares[1] * (args.ranks_per_node - 1)
+        summary(args.directory, args.ranks, args.ranks_per_node,
+                args.experts_per_rank, target, args.window)
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--svg", required=True)
@@ -186,6 +266,7 @@ def main():
             f"{r.mean(r.intra_bytes, first, steps):.0f} | {predict(s):.1f} |")
     lines.append(f"| plan target | | | | {target[0]:.3f} / {target[1]:.3f} / "
                  f"{target[2]:.3f} | 0 | | | | {predict(target):.1f} |")
+    lines += ["", *targets(runs, target, ranks, per_node, first, steps)]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     svg_plot(runs, target[0] + target[1], args.svg)

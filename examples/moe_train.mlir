@@ -11,7 +11,7 @@
 // regions, so routing that stays inside a node can still learn the task.
 //
 // Student (@model): x W_in -> MoE layer (16 experts, 2 per rank, top-2,
-// dropless, relu FFN 32 -> 64 -> 32) with a residual -> W_out; the task loss
+// dropless, relu FFN 32 -> 128 -> 32) with a residual -> W_out; the task loss
 // is the mean squared error, and the layer's load-balancing loss is a
 // `switch` loss, which --tamoe-pipeline makes topology-aware.
 //
@@ -35,7 +35,7 @@ module attributes {tamoe.topology = #tamoe.topology<"dgx1-v100-2x4", [<"node", f
 
   // The student on one rank's batch: the task loss, the layer's
   // load-balancing loss and the rows this rank's experts received.
-  func.func @model(%x: tensor<64x16xf32>, %y: tensor<64x16xf32>, %w_in: tensor<16x32xf32>, %router: tensor<32x16xf32>, %w1: tensor<2x32x64xf32>, %w2: tensor<2x64x32xf32>, %w_out: tensor<32x16xf32>) -> (tensor<f32>, tensor<f32>, tensor<8x2xi32>) {
+  func.func @model(%x: tensor<64x16xf32>, %y: tensor<64x16xf32>, %w_in: tensor<16x32xf32>, %router: tensor<32x16xf32>, %w1: tensor<2x32x128xf32>, %w2: tensor<2x128x32xf32>, %w_out: tensor<32x16xf32>) -> (tensor<f32>, tensor<f32>, tensor<8x2xi32>) {
     %zero = arith.constant 0.0 : f32
     %c0 = arith.constant 0 : index
     %e_h = tensor.empty() : tensor<64x32xf32>
@@ -48,15 +48,15 @@ module attributes {tamoe.topology = #tamoe.topology<"dgx1-v100-2x4", [<"node", f
     %rows, %counts, %positions, %dropped = tamoe.dispatch %h, %ids : tensor<64x32xf32>, tensor<64x2xi32> -> tensor<128x32xf32>, tensor<16xi32>, tensor<64x2xi32>, tensor<i64>
     %split = tensor.expand_shape %counts [[0, 1]] output_shape [8, 2] : tensor<16xi32> into tensor<8x2xi32>
     %recv, %recv_counts = tamoe.all_to_all %rows, %split on @ep : tensor<128x32xf32>, tensor<8x2xi32> -> tensor<?x32xf32>
-    %a = tamoe.grouped_matmul %recv, %recv_counts, %w1 : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x32x64xf32> -> tensor<?x64xf32>
-    %n = tensor.dim %a, %c0 : tensor<?x64xf32>
-    %e_a = tensor.empty(%n) : tensor<?x64xf32>
-    %relu = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%a : tensor<?x64xf32>) outs(%e_a : tensor<?x64xf32>) {
+    %a = tamoe.grouped_matmul %recv, %recv_counts, %w1 : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x32x128xf32> -> tensor<?x128xf32>
+    %n = tensor.dim %a, %c0 : tensor<?x128xf32>
+    %e_a = tensor.empty(%n) : tensor<?x128xf32>
+    %relu = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%a : tensor<?x128xf32>) outs(%e_a : tensor<?x128xf32>) {
     ^bb0(%in: f32, %out: f32):
       %m = arith.maximumf %in, %zero : f32
       linalg.yield %m : f32
-    } -> tensor<?x64xf32>
-    %b = tamoe.grouped_matmul %relu, %recv_counts, %w2 : tensor<?x64xf32>, tensor<8x2xi32>, tensor<2x64x32xf32> -> tensor<?x32xf32>
+    } -> tensor<?x128xf32>
+    %b = tamoe.grouped_matmul %relu, %recv_counts, %w2 : tensor<?x128xf32>, tensor<8x2xi32>, tensor<2x128x32xf32> -> tensor<?x32xf32>
     %back, %back_counts = tamoe.all_to_all %b, %recv_counts on @ep : tensor<?x32xf32>, tensor<8x2xi32> -> tensor<128x32xf32>
     %moe = tamoe.combine %back, %positions, %weights : tensor<128x32xf32>, tensor<64x2xi32>, tensor<64x2xf32> -> tensor<64x32xf32>
     %res = linalg.add ins(%h, %moe : tensor<64x32xf32>, tensor<64x32xf32>) outs(%e_h : tensor<64x32xf32>) -> tensor<64x32xf32>
@@ -142,28 +142,28 @@ module attributes {tamoe.topology = #tamoe.topology<"dgx1-v100-2x4", [<"node", f
       %v = arith.mulf %in, %router_scale : f32
       linalg.yield %v : f32
     } -> tensor<32x16xf32>
-    %w1_m = memref.alloc() : memref<2x32x64xf32>
-    %w1_u = memref.cast %w1_m : memref<2x32x64xf32> to memref<*xf32>
+    %w1_m = memref.alloc() : memref<2x32x128xf32>
+    %w1_u = memref.cast %w1_m : memref<2x32x128xf32> to memref<*xf32>
     call @tamoeRandomF32(%w1_u, %s13) : (memref<*xf32>, i64) -> ()
-    %w1_raw = bufferization.to_tensor %w1_m restrict : memref<2x32x64xf32> to tensor<2x32x64xf32>
+    %w1_raw = bufferization.to_tensor %w1_m restrict : memref<2x32x128xf32> to tensor<2x32x128xf32>
     %w1_scale = arith.constant 0.3 : f32
-    %w1_e = tensor.empty() : tensor<2x32x64xf32>
-    %w1 = linalg.generic {indexing_maps = [#map3, #map3], iterator_types = ["parallel", "parallel", "parallel"]} ins(%w1_raw : tensor<2x32x64xf32>) outs(%w1_e : tensor<2x32x64xf32>) {
+    %w1_e = tensor.empty() : tensor<2x32x128xf32>
+    %w1 = linalg.generic {indexing_maps = [#map3, #map3], iterator_types = ["parallel", "parallel", "parallel"]} ins(%w1_raw : tensor<2x32x128xf32>) outs(%w1_e : tensor<2x32x128xf32>) {
     ^bb0(%in: f32, %out: f32):
       %v = arith.mulf %in, %w1_scale : f32
       linalg.yield %v : f32
-    } -> tensor<2x32x64xf32>
-    %w2_m = memref.alloc() : memref<2x64x32xf32>
-    %w2_u = memref.cast %w2_m : memref<2x64x32xf32> to memref<*xf32>
+    } -> tensor<2x32x128xf32>
+    %w2_m = memref.alloc() : memref<2x128x32xf32>
+    %w2_u = memref.cast %w2_m : memref<2x128x32xf32> to memref<*xf32>
     call @tamoeRandomF32(%w2_u, %s14) : (memref<*xf32>, i64) -> ()
-    %w2_raw = bufferization.to_tensor %w2_m restrict : memref<2x64x32xf32> to tensor<2x64x32xf32>
+    %w2_raw = bufferization.to_tensor %w2_m restrict : memref<2x128x32xf32> to tensor<2x128x32xf32>
     %w2_scale = arith.constant 0.2 : f32
-    %w2_e = tensor.empty() : tensor<2x64x32xf32>
-    %w2 = linalg.generic {indexing_maps = [#map3, #map3], iterator_types = ["parallel", "parallel", "parallel"]} ins(%w2_raw : tensor<2x64x32xf32>) outs(%w2_e : tensor<2x64x32xf32>) {
+    %w2_e = tensor.empty() : tensor<2x128x32xf32>
+    %w2 = linalg.generic {indexing_maps = [#map3, #map3], iterator_types = ["parallel", "parallel", "parallel"]} ins(%w2_raw : tensor<2x128x32xf32>) outs(%w2_e : tensor<2x128x32xf32>) {
     ^bb0(%in: f32, %out: f32):
       %v = arith.mulf %in, %w2_scale : f32
       linalg.yield %v : f32
-    } -> tensor<2x64x32xf32>
+    } -> tensor<2x128x32xf32>
     %w_out_m = memref.alloc() : memref<32x16xf32>
     %w_out_u = memref.cast %w_out_m : memref<32x16xf32> to memref<*xf32>
     call @tamoeRandomF32(%w_out_u, %c15) : (memref<*xf32>, i64) -> ()
@@ -217,14 +217,14 @@ module attributes {tamoe.topology = #tamoe.topology<"dgx1-v100-2x4", [<"node", f
     %m_router = linalg.fill ins(%zero : f32) outs(%m_router_e : tensor<32x16xf32>) -> tensor<32x16xf32>
     %v_router_e = tensor.empty() : tensor<32x16xf32>
     %v_router = linalg.fill ins(%zero : f32) outs(%v_router_e : tensor<32x16xf32>) -> tensor<32x16xf32>
-    %m_w1_e = tensor.empty() : tensor<2x32x64xf32>
-    %m_w1 = linalg.fill ins(%zero : f32) outs(%m_w1_e : tensor<2x32x64xf32>) -> tensor<2x32x64xf32>
-    %v_w1_e = tensor.empty() : tensor<2x32x64xf32>
-    %v_w1 = linalg.fill ins(%zero : f32) outs(%v_w1_e : tensor<2x32x64xf32>) -> tensor<2x32x64xf32>
-    %m_w2_e = tensor.empty() : tensor<2x64x32xf32>
-    %m_w2 = linalg.fill ins(%zero : f32) outs(%m_w2_e : tensor<2x64x32xf32>) -> tensor<2x64x32xf32>
-    %v_w2_e = tensor.empty() : tensor<2x64x32xf32>
-    %v_w2 = linalg.fill ins(%zero : f32) outs(%v_w2_e : tensor<2x64x32xf32>) -> tensor<2x64x32xf32>
+    %m_w1_e = tensor.empty() : tensor<2x32x128xf32>
+    %m_w1 = linalg.fill ins(%zero : f32) outs(%m_w1_e : tensor<2x32x128xf32>) -> tensor<2x32x128xf32>
+    %v_w1_e = tensor.empty() : tensor<2x32x128xf32>
+    %v_w1 = linalg.fill ins(%zero : f32) outs(%v_w1_e : tensor<2x32x128xf32>) -> tensor<2x32x128xf32>
+    %m_w2_e = tensor.empty() : tensor<2x128x32xf32>
+    %m_w2 = linalg.fill ins(%zero : f32) outs(%m_w2_e : tensor<2x128x32xf32>) -> tensor<2x128x32xf32>
+    %v_w2_e = tensor.empty() : tensor<2x128x32xf32>
+    %v_w2 = linalg.fill ins(%zero : f32) outs(%v_w2_e : tensor<2x128x32xf32>) -> tensor<2x128x32xf32>
     %m_w_out_e = tensor.empty() : tensor<32x16xf32>
     %m_w_out = linalg.fill ins(%zero : f32) outs(%m_w_out_e : tensor<32x16xf32>) -> tensor<32x16xf32>
     %v_w_out_e = tensor.empty() : tensor<32x16xf32>
@@ -232,18 +232,18 @@ module attributes {tamoe.topology = #tamoe.topology<"dgx1-v100-2x4", [<"node", f
     // The task loss's gradient is 1; the auxiliary loss's is its weight in
     // the training loss (bench/training.sh sets it per run).
     %d_task = arith.constant dense<1.0> : tensor<f32>
-    %d_aux = arith.constant dense<0.01> : tensor<f32>
+    %d_aux = arith.constant dense<0.02> : tensor<f32>
     %lr = arith.constant 3.0e-03 : f32
     %c0 = arith.constant 0 : index
     %c1 = arith.constant 1 : index
-    %steps = arith.constant 600 : index
+    %steps = arith.constant 2000 : index
     %c0_i64 = arith.constant 0 : i64
     %c1_i64 = arith.constant 1 : i64
     %c2_i64 = arith.constant 2 : i64
     %c3_i64 = arith.constant 3 : i64
     %c8_i64 = arith.constant 8 : i64
     %data_seed = arith.constant 100000 : i64
-    %final:15 = scf.for %step = %c0 to %steps step %c1 iter_args(%p_w_in = %w_in, %p_router = %router, %p_w1 = %w1, %p_w2 = %w2, %p_w_out = %w_out, %p_m_w_in = %m_w_in, %p_m_router = %m_router, %p_m_w1 = %m_w1, %p_m_w2 = %m_w2, %p_m_w_out = %m_w_out, %p_v_w_in = %v_w_in, %p_v_router = %v_router, %p_v_w1 = %v_w1, %p_v_w2 = %v_w2, %p_v_w_out = %v_w_out) -> (tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>, tensor<32x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>, tensor<32x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>, tensor<32x16xf32>) {
+    %final:15 = scf.for %step = %c0 to %steps step %c1 iter_args(%p_w_in = %w_in, %p_router = %router, %p_w1 = %w1, %p_w2 = %w2, %p_w_out = %w_out, %p_m_w_in = %m_w_in, %p_m_router = %m_router, %p_m_w1 = %m_w1, %p_m_w2 = %m_w2, %p_m_w_out = %m_w_out, %p_v_w_in = %v_w_in, %p_v_router = %v_router, %p_v_w1 = %v_w1, %p_v_w2 = %v_w2, %p_v_w_out = %v_w_out) -> (tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x128xf32>, tensor<2x128x32xf32>, tensor<32x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x128xf32>, tensor<2x128x32xf32>, tensor<32x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x128xf32>, tensor<2x128x32xf32>, tensor<32x16xf32>) {
       // A fresh batch for this step and rank; the teacher gives its targets.
       %step_i64 = arith.index_cast %step : index to i64
       %batch = arith.muli %step_i64, %c8_i64 : i64
@@ -254,15 +254,15 @@ module attributes {tamoe.topology = #tamoe.topology<"dgx1-v100-2x4", [<"node", f
       func.call @tamoeRandomF32(%x_u, %seed) : (memref<*xf32>, i64) -> ()
       %x = bufferization.to_tensor %x_m restrict : memref<64x16xf32> to tensor<64x16xf32>
       %y = func.call @teacher(%x, %t_router, %t_w1, %t_w2) : (tensor<64x16xf32>, tensor<16x8xf32>, tensor<8x16x32xf32>, tensor<8x32x16xf32>) -> tensor<64x16xf32>
-      %task, %aux, %counts, %d_x, %d_y, %d_w_in, %d_router, %d_w1, %d_w2, %d_w_out = tamoe.vjp @model(%x, %y, %p_w_in, %p_router, %p_w1, %p_w2, %p_w_out) cotangents(%d_task, %d_aux) : (tensor<64x16xf32>, tensor<64x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>, tensor<32x16xf32>), (tensor<f32>, tensor<f32>) -> (tensor<f32>, tensor<f32>, tensor<8x2xi32>), (tensor<64x16xf32>, tensor<64x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>, tensor<32x16xf32>)
+      %task, %aux, %counts, %d_x, %d_y, %d_w_in, %d_router, %d_w1, %d_w2, %d_w_out = tamoe.vjp @model(%x, %y, %p_w_in, %p_router, %p_w1, %p_w2, %p_w_out) cotangents(%d_task, %d_aux) : (tensor<64x16xf32>, tensor<64x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x128xf32>, tensor<2x128x32xf32>, tensor<32x16xf32>), (tensor<f32>, tensor<f32>) -> (tensor<f32>, tensor<f32>, tensor<8x2xi32>), (tensor<64x16xf32>, tensor<64x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x128xf32>, tensor<2x128x32xf32>, tensor<32x16xf32>)
       // Replicated weights: the ranks' gradients averaged.
       %g_w_in = tamoe.all_reduce %d_w_in on @ep average : tensor<16x32xf32>
       %g_w_out = tamoe.all_reduce %d_w_out on @ep average : tensor<32x16xf32>
       %t = arith.addi %step_i64, %c1_i64 : i64
       %n_w_in, %nm_w_in, %nv_w_in = tamoe.adam %p_w_in, %g_w_in, %p_m_w_in, %p_v_w_in step %t lr %lr : tensor<16x32xf32>
       %n_router, %nm_router, %nv_router = tamoe.adam %p_router, %d_router, %p_m_router, %p_v_router step %t lr %lr : tensor<32x16xf32>
-      %n_w1, %nm_w1, %nv_w1 = tamoe.adam %p_w1, %d_w1, %p_m_w1, %p_v_w1 step %t lr %lr : tensor<2x32x64xf32>
-      %n_w2, %nm_w2, %nv_w2 = tamoe.adam %p_w2, %d_w2, %p_m_w2, %p_v_w2 step %t lr %lr : tensor<2x64x32xf32>
+      %n_w1, %nm_w1, %nv_w1 = tamoe.adam %p_w1, %d_w1, %p_m_w1, %p_v_w1 step %t lr %lr : tensor<2x32x128xf32>
+      %n_w2, %nm_w2, %nv_w2 = tamoe.adam %p_w2, %d_w2, %p_m_w2, %p_v_w2 step %t lr %lr : tensor<2x128x32xf32>
       %n_w_out, %nm_w_out, %nv_w_out = tamoe.adam %p_w_out, %g_w_out, %p_m_w_out, %p_v_w_out step %t lr %lr : tensor<32x16xf32>
       %task_b = bufferization.to_buffer %task read_only : tensor<f32> to memref<f32>
       %task_u = memref.cast %task_b : memref<f32> to memref<*xf32>
@@ -274,7 +274,7 @@ module attributes {tamoe.topology = #tamoe.topology<"dgx1-v100-2x4", [<"node", f
       %counts_u = memref.cast %counts_b : memref<8x2xi32> to memref<*xi32>
       func.call @tamoeAppendI32(%counts_u, %c2_i64) : (memref<*xi32>, i64) -> ()
       func.call @tamoeAppendTraffic(%c3_i64) : (i64) -> ()
-      scf.yield %n_w_in, %n_router, %n_w1, %n_w2, %n_w_out, %nm_w_in, %nm_router, %nm_w1, %nm_w2, %nm_w_out, %nv_w_in, %nv_router, %nv_w1, %nv_w2, %nv_w_out : tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>, tensor<32x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>, tensor<32x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>, tensor<32x16xf32>
+      scf.yield %n_w_in, %n_router, %n_w1, %n_w2, %n_w_out, %nm_w_in, %nm_router, %nm_w1, %nm_w2, %nm_w_out, %nv_w_in, %nv_router, %nv_w1, %nv_w2, %nv_w_out : tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x128xf32>, tensor<2x128x32xf32>, tensor<32x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x128xf32>, tensor<2x128x32xf32>, tensor<32x16xf32>, tensor<16x32xf32>, tensor<32x16xf32>, tensor<2x32x128xf32>, tensor<2x128x32xf32>, tensor<32x16xf32>
     }
     return
   }

@@ -3,7 +3,11 @@
 # (examples/moe_layer.mlir: top-2, 16 experts, 8 ranks) for a reference
 # cluster, shows the plan and the predicted gain, runs the compiled layer on
 # 8 CPU ranks (2 nodes x 4) under mpirun and checks every rank's result
-# against a serial reference, with the dispatch pattern it measured.
+# against a serial reference, with the dispatch pattern it measured. Then it
+# trains a small MoE (examples/moe_train.mlir) with the topology-aware loss
+# on the same 8 ranks for about a minute and a half, and shows the realised
+# pattern before and after: the router learns to keep rows inside a node,
+# toward the plan's target.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${TAMOE_BUILD_DIR:-$root/build}"
@@ -41,3 +45,24 @@ TAMOE_RANKS_PER_NODE=4 TAMOE_RT_OUTPUT_DIR="$work/out" timeout 300 \
 echo "== check against the serial reference"
 "$bin/tamoe-reference" --outputs="$work/out" --topology="$work/cluster.json" \
   --policy=tamoe
+
+steps=1500
+echo "== train: examples/moe_train.mlir (teacher-student, 16 experts, top-2) with"
+echo "   the topology-aware loss, $steps steps of forward, backward and Adam"
+sed -e "s/%steps = arith.constant [0-9]* : index/%steps = arith.constant $steps : index/" \
+  "$root/examples/moe_train.mlir" > "$work/train.mlir"
+"$bin/tamoe-opt" "$work/train.mlir" --tamoe-pipeline \
+  -mlir-print-op-on-diagnostic=false -o "$work/train.tamoe.mlir" 2>&1 |
+  grep -o 'remark: .*'
+"$bin/tamoe-opt" "$work/train.tamoe.mlir" --tamoe-to-llvm -o "$work/train.llvm.mlir"
+mkdir -p "$work/train"
+TAMOE_RANKS_PER_NODE=4 TAMOE_RT_OUTPUT_DIR="$work/train" timeout 600 \
+  "${mpirun[@]}" /usr/lib/llvm-22/bin/mlir-runner "$work/train.llvm.mlir" \
+  -e main -entry-point-result=void \
+  --shared-libs="$build/runtime/lib/libtamoe_rt.so"
+shares=$(grep -o 'dispatch_plan<tamoe, shares = \[[^]]*\]' "$work/train.tamoe.mlir" |
+         head -1 | sed 's/.*\[\(.*\)\]/\1/; s/ //g')
+python3 "$root/bench/training_report.py" summary "$work/train" \
+  --target-shares "$shares" --window 100
+echo "(bench/training.sh compares this with the switch loss and with none:"
+echo " docs/results/training.md)"

@@ -1,6 +1,7 @@
 # -*- Python -*-
 import os
 import shutil
+import sys
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -19,6 +20,8 @@ config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%tamoe_src_root", config.tamoe_src_root))
 config.substitutions.append(("%tamoe_obj_root", config.tamoe_obj_root))
 config.substitutions.append(("%mlir_lib_dir", config.mlir_lib_dir))
+# The Python that runs lit, for the report scripts of bench/.
+config.substitutions.append(("%python", sys.executable))
 config.substitutions.append(
     ("%tamoe_plugin", os.path.join(config.tamoe_obj_root, "lib",
                                    "TAMoEPlugin.so")))

@@ -7,6 +7,8 @@
 // tamoe-topo plan FILE.json        every policy's pattern and predicted times
 // tamoe-topo compare FILE.json...  policies x clusters, ratio to uniform
 // tamoe-topo explain FILE.json     per-link loads and the bottleneck
+// tamoe-topo evaluate FILE.json --level-fractions F0,F1,...
+//                                  predicted time of a measured pattern
 //
 //===----------------------------------------------------------------------===//
 
@@ -54,11 +56,15 @@ static cl::SubCommand
     explainCommand("explain", "Per-link loads of one policy and schedule, "
                               "and which link is the bottleneck");
 
+static cl::SubCommand evaluateCommand(
+    "evaluate", "Predicted all-to-all time of a given pattern (a measured "
+                "one: the fraction of assignments sent to each level)");
+
 static cl::opt<std::string>
     inputPath(cl::Positional, cl::Required, cl::desc("<input file>"),
               cl::sub(checkCommand), cl::sub(toAttrCommand),
               cl::sub(toJSONCommand), cl::sub(planCommand),
-              cl::sub(explainCommand));
+              cl::sub(explainCommand), cl::sub(evaluateCommand));
 static cl::list<std::string> clusterPaths(cl::Positional, cl::OneOrMore,
                                           cl::desc("<topology files>"),
                                           cl::sub(compareCommand));
@@ -67,7 +73,7 @@ static cl::list<std::string> clusterPaths(cl::Positional, cl::OneOrMore,
 static cl::OptionCategory plannerOptions("Workload and policy options");
 #define PLANNER_SUBCOMMANDS                                                    \
   cl::sub(planCommand), cl::sub(compareCommand), cl::sub(explainCommand),      \
-      cl::cat(plannerOptions)
+      cl::sub(evaluateCommand), cl::cat(plannerOptions)
 static cl::opt<int64_t> tokens("tokens",
                                cl::desc("Tokens per rank (default 4096)"),
                                cl::init(4096), PLANNER_SUBCOMMANDS);
@@ -120,6 +126,14 @@ static cl::opt<std::string>
             cl::value_desc("file"), cl::sub(planCommand),
             cl::cat(plannerOptions));
 
+static cl::list<double> levelFractions(
+    "level-fractions",
+    cl::desc("evaluate: fraction of each rank's assignments that stays on it, "
+             "then that goes to each level (the ranks whose lowest common "
+             "ancestor with it is that level), summing to 1"),
+    cl::CommaSeparated, cl::value_desc("f0,f1,..."), cl::sub(evaluateCommand),
+    cl::cat(plannerOptions));
+
 static int fail(const Twine &message) {
   WithColor::error(errs(), "tamoe-topo") << message << "\n";
   return 1;
@@ -143,7 +157,7 @@ static Expected<topo::Topology> loadTopology(StringRef path) {
 static Expected<Workload> workloadFromOptions() {
   std::optional<int64_t> bytes = StringSwitch<std::optional<int64_t>>(dtype)
                                      .Case("fp8", 1)
-                                     .Cases("bf16", "fp16", 2)
+                                     .Cases({"bf16", "fp16"}, 2)
                                      .Case("fp32", 4)
                                      .Default(std::nullopt);
   if (!bytes)
@@ -490,6 +504,75 @@ static int explain(const topo::Topology &topology, const Workload &workload,
   return 0;
 }
 
+/// The per-destination pattern of per-level fractions: a level's fraction
+/// is spread evenly over the ranks at that distance.
+static Expected<Pattern> patternFromLevelFractions(const topo::Topology &topology) {
+  size_t expected = topology.levels.size() + 1;
+  if (levelFractions.size() != expected)
+    return createStringError(
+        inconvertibleErrorCode(),
+        formatv("--level-fractions: expected {0} fractions (the rank itself, "
+                "then one per level), got {1}",
+                expected, levelFractions.size()));
+  Pattern pattern;
+  double sum = 0;
+  for (auto [index, fraction] : enumerate(levelFractions)) {
+    if (!std::isfinite(fraction) || fraction < 0 || fraction > 1)
+      return createStringError(
+          inconvertibleErrorCode(),
+          formatv("--level-fractions: fraction {0} must be in [0, 1], got {1}",
+                  index, format("%g", fraction)));
+    int64_t destinations = ranksAtDistance(topology, int(index) - 1);
+    if (destinations == 0 && fraction > 0)
+      return createStringError(
+          inconvertibleErrorCode(),
+          formatv("--level-fractions: fraction {0} is {1}, but level '{2}' "
+                  "has fanout 1: no rank is at that distance",
+                  index, format("%g", fraction), topology.levels[index - 1].name));
+    pattern.shares.push_back(destinations ? fraction / double(destinations)
+                                          : 0.0);
+    sum += fraction;
+  }
+  if (std::abs(sum - 1) > 1e-3)
+    return createStringError(
+        inconvertibleErrorCode(),
+        formatv("--level-fractions: the fractions sum to {0}, expected 1",
+                format("%.6g", sum)));
+  // Renormalise the rounding of printed fractions away.
+  for (double &share : pattern.shares)
+    share /= sum;
+  if (Error error = verify(topology, pattern))
+    return createStringError(inconvertibleErrorCode(),
+                             "--level-fractions: " + toString(std::move(error)));
+  return pattern;
+}
+
+/// The first word printed is the predicted time in us of the fastest default
+/// schedule, so that scripts can read it.
+static int evaluatePattern(const topo::Topology &topology,
+                           const Workload &workload) {
+  Expected<Pattern> pattern = patternFromLevelFractions(topology);
+  if (!pattern)
+    return fail(toString(pattern.takeError()));
+  std::optional<std::pair<Schedule, double>> best;
+  for (Schedule schedule : defaultSchedules()) {
+    double us = evaluate(topology, *pattern, workload, schedule).totalUs();
+    if (!best || fasterThan(us, best->second))
+      best = {schedule, us};
+  }
+  outs() << format("%.1f", best->second) << " us predicted, "
+         << stringifySchedule(best->first) << " (the fastest schedule "
+         << "tamoe-opt emits by default)\n";
+  outs() << topology.name << ": " << describeTree(topology) << "\n";
+  printWorkload(workload);
+  for (Schedule schedule : allSchedules())
+    outs() << formatv("  {0,-20}", stringifySchedule(schedule))
+           << format("%10.1f us\n",
+                     evaluate(topology, *pattern, workload, schedule)
+                         .totalUs());
+  return 0;
+}
+
 //===----------------------------------------------------------------------===//
 // Conversions
 //===----------------------------------------------------------------------===//
@@ -557,9 +640,9 @@ int main(int argc, char **argv) {
       return fail(toString(topology.takeError()));
     return printSummary(*topology);
   }
-  if (!planCommand && !compareCommand && !explainCommand)
+  if (!planCommand && !compareCommand && !explainCommand && !evaluateCommand)
     return fail("expected a subcommand: check, to-attr, to-json, plan, "
-                "compare or explain (see --help)");
+                "compare, explain or evaluate (see --help)");
   Expected<Workload> workload = workloadFromOptions();
   if (!workload)
     return fail(toString(workload.takeError()));
@@ -573,5 +656,7 @@ int main(int argc, char **argv) {
     return fail(toString(topology.takeError()));
   if (planCommand)
     return plan(*topology, *workload, *options);
+  if (evaluateCommand)
+    return evaluatePattern(*topology, *workload);
   return explain(*topology, *workload, *options);
 }
