@@ -22,6 +22,8 @@ StringRef tamoe::planner::stringifyPolicy(Policy policy) {
     return "tamoe";
   case Policy::Optimal:
     return "optimal";
+  case Policy::Box:
+    return "box";
   case Policy::FasterMoE:
     return "fastermoe";
   case Policy::NodeLimited:
@@ -32,8 +34,8 @@ StringRef tamoe::planner::stringifyPolicy(Policy policy) {
 
 ArrayRef<Policy> tamoe::planner::allPolicies() {
   static const Policy policies[] = {Policy::Uniform, Policy::TAMoE,
-                                    Policy::Optimal, Policy::FasterMoE,
-                                    Policy::NodeLimited};
+                                    Policy::Optimal, Policy::Box,
+                                    Policy::FasterMoE, Policy::NodeLimited};
   return policies;
 }
 
@@ -55,6 +57,10 @@ Error tamoe::planner::verify(const PolicyOptions &options) {
     return fieldError("cross-node-cap",
                       "expected a number in [0, 1], got " +
                           tamoe::formatNumber(options.crossNodeCap));
+  if (options.klBudget &&
+      !(*options.klBudget >= 0 && std::isfinite(*options.klBudget)))
+    return fieldError("kl-budget", "expected a finite number >= 0, got " +
+                                       tamoe::formatNumber(*options.klBudget));
   if (options.maxNodes < 1)
     return fieldError("max-nodes",
                       formatv("expected >= 1, got {0}", options.maxNodes));
@@ -106,7 +112,7 @@ static Pattern bandwidthProportional(const Topology &topology) {
 /// lowers the traffic on every link it no longer crosses and raises none, so
 /// this fill minimises every link's load at once, hence the flat time
 /// (docs/cost-model.md).
-static Pattern optimalPattern(const Topology &topology,
+static Pattern boxPattern(const Topology &topology,
                               const PolicyOptions &options) {
   double ranks = double(topology.numRanks());
   double lower = options.rho / ranks, upper = options.beta / ranks;
@@ -122,6 +128,153 @@ static Pattern optimalPattern(const Topology &topology,
     remaining -= extra * count;
   }
   return Pattern{shares, std::nullopt};
+}
+
+
+/// The KL-budgeted optimal pattern (docs/cost-model.md, "The optimal
+/// policy"). A symmetric pattern is fixed by the mass m_d it sends to each
+/// distance d (the sender is d = 0, level l is d = l + 1); uniform routing
+/// sends q_d = n_d / P. The flat schedule's time is max_l T_l / g_l, where
+/// T_l = sum_{d > l} m_d is the share of a rank's assignments that leaves
+/// its level-l subtree and g_l the bandwidth one rank has there, and the
+/// freedom it takes is KL(m || q). Both are convex in m, so the least time
+/// under KL(m || q) <= budget is found exactly by bisection on the time tau:
+/// tau is reachable iff the least divergence with every T_l <= tau g_l is
+/// within the budget. That inner problem is an information projection onto
+/// nested caps; its solution is q scaled by a constant on each run of
+/// distances between caps that bind, so it is the best of the 2^levels
+/// choices of binding caps that respect every cap.
+namespace {
+class DivergenceBudgetSolver {
+public:
+  explicit DivergenceBudgetSolver(const Topology &topology)
+      : uniform(destinationCounts(topology)) {
+    double ranks = double(topology.numRanks());
+    for (double &mass : uniform)
+      mass /= ranks;
+    for (size_t level = 0; level < topology.levels.size(); ++level)
+      rankGBps.push_back(perRankGBps(topology, level));
+  }
+
+  /// Masses per distance with the least flat time within `budget`.
+  std::vector<double> solve(double budget) const {
+    double slowest = 0;
+    for (size_t level = 0; level < rankGBps.size(); ++level)
+      slowest = std::max(slowest, tail(uniform, level) / rankGBps[level]);
+    double low = 0, high = slowest;
+    std::vector<double> best = uniform;
+    if (std::optional<Candidate> all = leastDivergence(0);
+        all && all->divergence <= budget)
+      return all->masses;
+    // 200 halvings take any double interval down to adjacent values.
+    for (int step = 0; step < 200 && low < high; ++step) {
+      double middle = low + (high - low) / 2;
+      if (middle <= low || middle >= high)
+        break;
+      std::optional<Candidate> candidate = leastDivergence(middle);
+      if (candidate && candidate->divergence <= budget) {
+        high = middle;
+        best = candidate->masses;
+      } else {
+        low = middle;
+      }
+    }
+    return best;
+  }
+
+  /// Share of the assignments beyond the level-`level` subtree.
+  static double tail(const std::vector<double> &masses, size_t level) {
+    double sum = 0;
+    for (size_t distance = level + 1; distance < masses.size(); ++distance)
+      sum += masses[distance];
+    return sum;
+  }
+
+  /// KL(masses || q), with 0 ln 0 = 0.
+  double divergence(const std::vector<double> &masses) const {
+    double sum = 0;
+    for (auto [mass, reference] : zip(masses, uniform))
+      if (mass > 0)
+        sum += mass * std::log(mass / reference);
+    return sum;
+  }
+
+private:
+  struct Candidate {
+    std::vector<double> masses;
+    double divergence;
+  };
+
+  /// The least divergence from uniform with every tail T_l <= tau g_l.
+  std::optional<Candidate> leastDivergence(double tau) const {
+    size_t levels = rankGBps.size();
+    // T_l <= T_j for j < l, so a cap also bounds every tail further out.
+    std::vector<double> caps(levels);
+    for (size_t level = 0; level < levels; ++level)
+      caps[level] = std::min({1.0, tau * rankGBps[level],
+                              level ? caps[level - 1] : 1.0});
+    std::optional<Candidate> best;
+    for (uint64_t binding = 0; binding < (uint64_t(1) << levels); ++binding) {
+      std::vector<double> masses(uniform.size(), 0);
+      // Distances [first, level] share what lies between two binding caps.
+      size_t first = 0;
+      double outside = 1; // mass at distances >= first
+      bool feasible = true;
+      for (size_t level = 0; level <= levels && feasible; ++level) {
+        bool cut = level < levels && (binding >> level & 1);
+        if (!cut && level < levels)
+          continue;
+        double beyond = level < levels ? caps[level] : 0;
+        feasible = spread(masses, first, level, outside - beyond);
+        first = level + 1;
+        outside = beyond;
+      }
+      if (!feasible)
+        continue;
+      for (size_t level = 0; level < levels && feasible; ++level)
+        feasible = tail(masses, level) <= caps[level] * (1 + 1e-12) + 1e-300;
+      if (!feasible)
+        continue;
+      double value = divergence(masses);
+      if (!best || value < best->divergence)
+        best = Candidate{masses, value};
+    }
+    return best;
+  }
+
+  /// Spreads `mass` over distances [first, last] in proportion to uniform
+  /// routing; false when they have no destinations to take it.
+  bool spread(std::vector<double> &masses, size_t first, size_t last,
+              double mass) const {
+    double reference = 0;
+    for (size_t distance = first; distance <= last; ++distance)
+      reference += uniform[distance];
+    if (reference == 0)
+      return mass <= 0;
+    for (size_t distance = first; distance <= last; ++distance)
+      masses[distance] = std::max(0.0, mass) * uniform[distance] / reference;
+    return mass >= -1e-15;
+  }
+
+  std::vector<double> uniform;
+  std::vector<double> rankGBps;
+};
+} // namespace
+
+static Pattern optimalPattern(const Topology &topology,
+                              const PolicyOptions &options) {
+  double budget = options.klBudget
+                      ? *options.klBudget
+                      : deviation(topology, bandwidthProportional(topology)).kl;
+  std::vector<double> masses =
+      DivergenceBudgetSolver(topology).solve(budget);
+  std::vector<double> counts = destinationCounts(topology);
+  Pattern pattern{std::vector<double>(masses.size(), 0), std::nullopt};
+  for (size_t distance = 0; distance < masses.size(); ++distance)
+    pattern.shares[distance] =
+        counts[distance] ? masses[distance] / counts[distance]
+                         : 1.0 / double(topology.numRanks());
+  return pattern;
 }
 
 /// FasterMoE caps the fraction of assignments that leave the node; inside
@@ -152,6 +305,8 @@ Expected<Pattern> tamoe::planner::makePattern(const Topology &topology,
     return bandwidthProportional(topology);
   case Policy::Optimal:
     return optimalPattern(topology, options);
+  case Policy::Box:
+    return boxPattern(topology, options);
   case Policy::FasterMoE:
     return crossNodeCapped(topology, options.crossNodeCap);
   case Policy::NodeLimited: {
@@ -183,6 +338,7 @@ Deviation tamoe::planner::deviation(const Topology &topology,
 
 PolicyOptions tamoe::planner::sameFreedomAs(const Deviation &deviation,
                                             PolicyOptions base) {
+  base.klBudget = deviation.kl;
   base.rho = std::clamp(deviation.minRatio, 0.0, 1.0);
   base.beta = std::max(deviation.maxRatio, 1.0);
   return base;

@@ -86,13 +86,18 @@ static cl::opt<std::string>
           cl::init("bf16"), PLANNER_SUBCOMMANDS);
 static cl::opt<int64_t> topK("topk", cl::desc("Experts per token (default 2)"),
                              cl::init(2), PLANNER_SUBCOMMANDS);
+static cl::opt<double>
+    klBudget("kl-budget",
+             cl::desc("optimal: largest KL divergence from uniform routing "
+                      "(default: the tamoe pattern's)"),
+             PLANNER_SUBCOMMANDS);
 static cl::opt<double> rho("rho",
-                           cl::desc("optimal: least fraction of the uniform "
+                           cl::desc("box: least fraction of the uniform "
                                     "share kept for every destination "
                                     "(default 0.25)"),
                            cl::init(PolicyOptions().rho), PLANNER_SUBCOMMANDS);
 static cl::opt<double> beta("beta",
-                            cl::desc("optimal: largest multiple of the uniform "
+                            cl::desc("box: largest multiple of the uniform "
                                      "share for any destination (default 4)"),
                             cl::init(PolicyOptions().beta),
                             PLANNER_SUBCOMMANDS);
@@ -112,7 +117,7 @@ static cl::opt<int64_t>
 static cl::opt<std::string>
     policyName("policy",
                cl::desc("explain, --svg: the policy: uniform, tamoe, optimal, "
-                        "fastermoe or node-limited (default tamoe)"),
+                        "box, fastermoe or node-limited (default tamoe)"),
                cl::init("tamoe"), cl::sub(explainCommand), cl::sub(planCommand),
                cl::cat(plannerOptions));
 static cl::opt<std::string>
@@ -173,6 +178,8 @@ static Expected<Workload> workloadFromOptions() {
 
 static Expected<PolicyOptions> policyOptionsFromFlags() {
   PolicyOptions options{rho, beta, crossNodeCap, maxNodes};
+  if (klBudget.getNumOccurrences())
+    options.klBudget = klBudget;
   if (Error error = verify(options))
     return createStringError(inconvertibleErrorCode(),
                              "--" + toString(std::move(error)));
@@ -184,8 +191,8 @@ static Expected<Policy> policyFromFlag() {
     return *policy;
   return createStringError(inconvertibleErrorCode(),
                            "--policy: unknown policy '" + policyName +
-                               "' (uniform, tamoe, optimal, fastermoe, "
-                               "node-limited)");
+                               "' (uniform, tamoe, optimal, box, "
+                               "fastermoe, node-limited)");
 }
 
 //===----------------------------------------------------------------------===//
@@ -303,8 +310,10 @@ static int plan(const topo::Topology &topology, const Workload &workload,
     return fail(toString(drawnPolicy.takeError()));
   outs() << topology.name << ": " << describeTree(topology) << "\n";
   printWorkload(workload);
-  outs() << formatv("optimal bounds: rho = {0}, beta = {1}; fastermoe cap "
-                    "{2}; node-limited to {3} nodes\n\n",
+  outs() << formatv("optimal: KL budget {0}; box bounds: rho = {1}, beta = "
+                    "{2}; fastermoe cap {3}; node-limited to {4} nodes\n\n",
+                    options.klBudget ? formatv("{0:f4}", *options.klBudget).str()
+                                     : std::string("of the tamoe pattern"),
                     options.rho, options.beta, options.crossNodeCap,
                     options.maxNodes);
   outs() << "share of each destination (x P: times its uniform share)\n";
@@ -336,8 +345,8 @@ static int plan(const topo::Topology &topology, const Workload &workload,
                     "flat", "hierarchical", "hierarchical+dedup", "best",
                     "vs uniform", "optimal, same");
   for (const Plan &p : plans) {
-    // The optimal pattern within this policy's own deviation from uniform:
-    // comparing patterns means comparing them at equal routing freedom.
+    // The optimal pattern at this policy's own KL from uniform: comparing
+    // patterns means comparing them at equal routing freedom.
     Expected<Pattern> optimal = makePattern(
         topology, Policy::Optimal, sameFreedomAs(p.deviation, options));
     if (!optimal)
@@ -355,7 +364,7 @@ static int plan(const topo::Topology &topology, const Workload &workload,
   outs() << "(vs uniform: speed-up over uniform routing, both flat or "
             "hierarchical, whichever is faster, as tamoe-opt emits them by "
             "default and its remark states it; optimal, same: flat time of "
-            "the optimal pattern within the policy's ratio range)\n";
+            "the optimal pattern at the policy's KL)\n";
   outs() << "\nflat or hierarchical (uniform pattern):\n";
   for (Schedule schedule :
        {Schedule::Hierarchical, Schedule::HierarchicalDedup}) {
@@ -392,7 +401,9 @@ static int compare(const Workload &workload, const PolicyOptions &options) {
   outs() << "\nPredicted dispatch all-to-all time in us with the fastest "
             "schedule (F flat, H hierarchical, D hierarchical+dedup), and "
             "speed-up over uniform routing with flat or hierarchical "
-            "schedules (as tamoe-opt emits them by default).\n\n";
+            "schedules (as tamoe-opt emits them by default); KL: the "
+            "pattern's divergence from uniform routing, the freedom it takes "
+            "from the router.\n\n";
   outs() << "| cluster | ranks |";
   for (Policy policy : allPolicies())
     outs() << " " << stringifyPolicy(policy) << " |";
@@ -418,7 +429,7 @@ static int compare(const Workload &workload, const PolicyOptions &options) {
         outs() << " ("
                << formatSpeedup(
                       speedupOverUniform(*result, *uniform, defaultSchedules()))
-               << ")";
+               << format(", KL %.3f)", result->deviation.kl);
       outs() << " |";
     }
     outs() << "\n";

@@ -173,7 +173,7 @@ TEST(PolicyTest, PatternsAreValidOnEveryCluster) {
         for (double share : pattern.shares)
           EXPECT_DOUBLE_EQ(share, 1 / ranks);
       }
-      if (policy == Policy::Optimal) {
+      if (policy == Policy::Box) {
         for (double share : pattern.shares) {
           EXPECT_GE(share, options.rho / ranks - 1e-15);
           EXPECT_LE(share, options.beta / ranks + 1e-15);
@@ -223,8 +223,8 @@ TEST(PolicyTest, TAMoEAndOptimalBeatUniformWhereInterNodeIsSlower) {
 }
 
 // Brute force over a grid of patterns on small trees: nothing within the
-// bounds has a smaller flat bandwidth time than the optimal pattern.
-TEST(PolicyTest, OptimalMatchesBruteForce) {
+// bounds has a smaller flat bandwidth time than the box pattern.
+TEST(PolicyTest, BoxMatchesBruteForce) {
   std::vector<Topology> trees = {
       twoByTwo(), makeTree({{"node", 2, 100, 100, 1, LinkSharing::PerRank},
                             {"leaf", 2, 20, 20, 5, LinkSharing::Shared},
@@ -235,9 +235,8 @@ TEST(PolicyTest, OptimalMatchesBruteForce) {
   Workload workload = smallWorkload();
   for (const Topology &topology : trees) {
     double ranks = double(topology.numRanks());
-    Pattern optimal =
-        llvm::cantFail(makePattern(topology, Policy::Optimal, options));
-    double best = evaluate(topology, optimal, workload, Schedule::Flat)
+    Pattern box = llvm::cantFail(makePattern(topology, Policy::Box, options));
+    double best = evaluate(topology, box, workload, Schedule::Flat)
                       .stages[0]
                       .bandwidthUs;
     // Enumerate the shares of all but the outermost distance on a grid;
@@ -274,6 +273,128 @@ TEST(PolicyTest, OptimalMatchesBruteForce) {
         break;
     }
     EXPECT_GT(checked, 10);
+  }
+}
+
+// The trees the KL-budgeted solver is checked on: two and three levels,
+// per-rank and shared links, and a level of fanout 1.
+static std::vector<Topology> smallTrees() {
+  return {twoByTwo(),
+          makeTree({{"node", 2, 100, 100, 1, LinkSharing::PerRank},
+                    {"leaf", 2, 20, 20, 5, LinkSharing::Shared},
+                    {"spine", 2, 5, 5, 10, LinkSharing::PerRank}}),
+          makeTree({{"node", 4, 300, 300, 1, LinkSharing::PerRank},
+                    {"rack", 1, 50, 50, 2, LinkSharing::Shared},
+                    {"cluster", 3, 12, 12, 5, LinkSharing::Shared}})};
+}
+
+// Brute force over a grid of class masses (the mass a rank sends to each
+// distance) on small trees: no pattern within the KL budget has a smaller
+// flat bandwidth time than the optimal one, and the optimal one stays within
+// the budget.
+TEST(PolicyTest, OptimalMatchesBruteForceUnderKLBudget) {
+  Workload workload = smallWorkload();
+  for (const Topology &topology : smallTrees()) {
+    double ranks = double(topology.numRanks());
+    // A zero budget is OptimalBudgetExtremes' (uniform is off the grid).
+    for (double budget : {0.05, 0.2, 0.6}) {
+      PolicyOptions options;
+      options.klBudget = budget;
+      Pattern optimal =
+          llvm::cantFail(makePattern(topology, Policy::Optimal, options));
+      EXPECT_LE(deviation(topology, optimal).kl, budget + 1e-9);
+      double best = evaluate(topology, optimal, workload, Schedule::Flat)
+                        .stages[0]
+                        .bandwidthUs;
+      size_t distances = topology.levels.size() + 1;
+      std::vector<double> counts;
+      for (size_t d = 0; d < distances; ++d)
+        counts.push_back(double(ranksAtDistance(topology, int(d) - 1)));
+      // Masses of every distance but the last on a grid; the last one
+      // completes the row. Distances without destinations keep none.
+      const int steps = 60;
+      std::vector<int> grid(distances - 1, 0);
+      int checked = 0;
+      while (true) {
+        Pattern pattern;
+        double used = 0;
+        bool valid = true;
+        for (size_t d = 0; d + 1 < distances; ++d) {
+          double mass = counts[d] ? double(grid[d]) / steps : 0;
+          if (!counts[d] && grid[d])
+            valid = false;
+          used += mass;
+          pattern.shares.push_back(counts[d] ? mass / counts[d] : 1 / ranks);
+        }
+        double last = 1 - used;
+        valid = valid && last >= -1e-12 && counts.back() > 0;
+        if (valid) {
+          pattern.shares.push_back(std::max(0.0, last) / counts.back());
+          if (deviation(topology, pattern).kl <= budget) {
+            ++checked;
+            EXPECT_GE(evaluate(topology, pattern, workload, Schedule::Flat)
+                          .stages[0]
+                          .bandwidthUs,
+                      best * (1 - 1e-9))
+                << "budget " << budget;
+          }
+        }
+        size_t digit = 0;
+        while (digit < grid.size() && ++grid[digit] > steps)
+          grid[digit++] = 0;
+        if (digit == grid.size())
+          break;
+      }
+      EXPECT_GT(checked, 0) << "budget " << budget;
+    }
+  }
+}
+
+// A zero budget is uniform routing; a budget of ln P or more lets every rank
+// keep all its assignments, which moves nothing.
+TEST(PolicyTest, OptimalBudgetExtremes) {
+  for (const Topology &topology : smallTrees()) {
+    double ranks = double(topology.numRanks());
+    PolicyOptions options;
+    options.klBudget = 0;
+    Pattern none =
+        llvm::cantFail(makePattern(topology, Policy::Optimal, options));
+    for (auto [index, share] : llvm::enumerate(none.shares))
+      if (ranksAtDistance(topology, int(index) - 1))
+        EXPECT_NEAR(share, 1 / ranks, 1e-12);
+    options.klBudget = std::log(ranks);
+    Pattern all =
+        llvm::cantFail(makePattern(topology, Policy::Optimal, options));
+    EXPECT_NEAR(all.shares[0], 1, 1e-12);
+  }
+}
+
+// By default the budget is the tamoe pattern's KL, so optimal is never
+// slower than tamoe under the flat schedule, on every cluster, and both
+// take the same freedom.
+TEST(PolicyTest, OptimalDefaultBudgetIsTheTAMoEPattern) {
+  Workload workload;
+  for (const char *name : kClusters) {
+    Topology topology = loadCluster(name);
+    Plan tamoe = llvm::cantFail(
+        makePlan(topology, Policy::TAMoE, PolicyOptions(), workload));
+    Plan optimal = llvm::cantFail(
+        makePlan(topology, Policy::Optimal, PolicyOptions(), workload));
+    EXPECT_LE(optimal.deviation.kl, tamoe.deviation.kl + 1e-9) << name;
+    EXPECT_LE(optimal.flat.totalUs(), tamoe.flat.totalUs() * (1 + 1e-9))
+        << name;
+  }
+}
+
+TEST(PolicyTest, KLBudgetMustBeFiniteAndNonNegative) {
+  for (double budget : {-0.5, double(NAN), double(INFINITY)}) {
+    PolicyOptions options;
+    options.klBudget = budget;
+    llvm::Error error = verify(options);
+    ASSERT_TRUE(static_cast<bool>(error));
+    EXPECT_NE(llvm::toString(std::move(error))
+                  .find("kl-budget: expected a finite number >= 0"),
+              std::string::npos);
   }
 }
 
@@ -354,7 +475,7 @@ TEST(SpeedupTest, OneDefinitionForEveryScheduleSet) {
 }
 
 TEST(SpeedupTest, UnboundedWhenOnlyUniformMoves) {
-  // rho = 0, beta = P: the optimal pattern keeps everything on the rank.
+  // rho = 0, beta = P: the box pattern keeps everything on the rank.
   PolicyOptions options;
   options.rho = 0;
   options.beta = 4;
@@ -362,7 +483,7 @@ TEST(SpeedupTest, UnboundedWhenOnlyUniformMoves) {
   Plan uniformPlan = llvm::cantFail(
       makePlan(topology, Policy::Uniform, options, smallWorkload()));
   Plan local = llvm::cantFail(
-      makePlan(topology, Policy::Optimal, options, smallWorkload()));
+      makePlan(topology, Policy::Box, options, smallWorkload()));
   EXPECT_EQ(local.flat.totalUs(), 0);
   EXPECT_EQ(speedupOverUniform(local, uniformPlan, allSchedules()),
             std::nullopt);

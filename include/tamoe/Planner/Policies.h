@@ -19,9 +19,13 @@ enum class Policy {
   /// TA-MoE's approximate pattern: shares proportional to the bandwidth a
   /// sender has toward each destination's level.
   TAMoE,
-  /// Least predicted flat all-to-all time within the routing-freedom bounds
-  /// rho / P <= p̂ <= beta / P, solved exactly on the tree.
+  /// Least predicted flat all-to-all time among the patterns whose KL
+  /// divergence from uniform routing is at most a budget (by default the
+  /// `tamoe` pattern's own), solved exactly on the tree.
   Optimal,
+  /// Least predicted flat all-to-all time within the box of shares
+  /// rho / P <= p̂ <= beta / P, solved exactly on the tree.
+  Box,
   /// FasterMoE's hir gate: at most `crossNodeCap` of the assignments leave
   /// the node.
   FasterMoE,
@@ -35,14 +39,17 @@ std::optional<Policy> parsePolicy(llvm::StringRef text);
 llvm::ArrayRef<Policy> allPolicies();
 
 struct PolicyOptions {
-  /// Every destination keeps at least rho of its uniform share (optimal).
+  /// Every destination keeps at least rho of its uniform share (box).
   double rho = 0.25;
-  /// No destination gets more than beta times its uniform share (optimal).
+  /// No destination gets more than beta times its uniform share (box).
   double beta = 4.0;
   /// Largest fraction of assignments leaving the node (fastermoe).
   double crossNodeCap = 0.14;
   /// Nodes a token may reach (node-limited).
   int64_t maxNodes = 4;
+  /// Largest KL(p̂ || uniform) the optimal pattern may take; unset: the KL
+  /// of the `tamoe` pattern on the same topology.
+  std::optional<double> klBudget;
 };
 
 /// Checks the options ("rho: expected a number in [0, 1], got 1.5").
@@ -61,8 +68,9 @@ struct Deviation {
 };
 Deviation deviation(const Topology &topology, const Pattern &pattern);
 
-/// The optimal pattern at the freedom another pattern uses: bounds
-/// rho = its smallest ratio, beta = its largest.
+/// Options that give the optimal and box patterns the freedom another
+/// pattern uses: its KL as the budget, its smallest and largest ratio as rho
+/// and beta.
 PolicyOptions sameFreedomAs(const Deviation &deviation, PolicyOptions base);
 
 /// Whether a time is shorter than another by more than rounding; ties go to

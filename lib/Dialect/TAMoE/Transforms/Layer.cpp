@@ -117,6 +117,8 @@ PlanPolicy mlir::tamoe::toPlanPolicy(planner::Policy policy) {
     return PlanPolicy::TAMoE;
   case planner::Policy::Optimal:
     return PlanPolicy::Optimal;
+  case planner::Policy::Box:
+    return PlanPolicy::Box;
   case planner::Policy::FasterMoE:
     return PlanPolicy::FasterMoE;
   case planner::Policy::NodeLimited:

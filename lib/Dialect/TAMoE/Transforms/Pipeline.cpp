@@ -18,6 +18,7 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
   TAMoEPlanDispatchPassOptions plan;
   plan.topologyFile = options.topology;
   plan.policy = options.policy;
+  plan.klBudget = options.klBudget;
   plan.rho = options.rho;
   plan.beta = options.beta;
   plan.crossNodeCap = options.crossNodeCap;

@@ -152,10 +152,13 @@ void PlanDispatchPass::runOnOperation() {
   if (!policyKind) {
     getOperation().emitError()
         << "tamoe-plan-dispatch: unknown policy '" << policy
-        << "' (uniform, tamoe, optimal, fastermoe, node-limited)";
+        << "' (uniform, tamoe, optimal, box, fastermoe, node-limited)";
     return signalPassFailure();
   }
   planner::PolicyOptions options{rho, beta, crossNodeCap, maxNodes};
+  // -1, the option's default, stands for the tamoe pattern's KL.
+  if (klBudget != -1.0)
+    options.klBudget = klBudget;
   if (llvm::Error error = planner::verify(options)) {
     getOperation().emitError()
         << "tamoe-plan-dispatch: " << llvm::toString(std::move(error));

@@ -43,7 +43,8 @@ def TAMoE_PlanPolicy : I32EnumAttr<"PlanPolicy",
       I32EnumAttrCase<"TAMoE", 1, "tamoe">,
       I32EnumAttrCase<"Optimal", 2, "optimal">,
       I32EnumAttrCase<"FasterMoE", 3, "fastermoe">,
-      I32EnumAttrCase<"NodeLimited", 4, "node_limited">
+      I32EnumAttrCase<"NodeLimited", 4, "node_limited">,
+      I32EnumAttrCase<"Box", 5, "box">
     ]> {
   let cppNamespace = "::mlir::tamoe";
 }

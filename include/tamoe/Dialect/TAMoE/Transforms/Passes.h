@@ -32,13 +32,17 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
   Option<std::string> policy{
       *this, "policy",
       llvm::cl::desc(
-          "uniform, tamoe, optimal, fastermoe or node-limited (default tamoe)"),
+          "uniform, tamoe, optimal, box, fastermoe or node-limited (default "
+          "tamoe)"),
       llvm::cl::init("tamoe")};
-  Option<double> rho{*this, "rho",
-                     llvm::cl::desc("optimal: rho (default 0.25)"),
+  Option<double> klBudget{
+      *this, "kl-budget",
+      llvm::cl::desc("optimal: KL budget (default: the tamoe pattern's)"),
+      llvm::cl::init(-1.0)};
+  Option<double> rho{*this, "rho", llvm::cl::desc("box: rho (default 0.25)"),
                      llvm::cl::init(0.25)};
   Option<double> beta{*this, "beta",
-                      llvm::cl::desc("optimal: beta (default 4)"),
+                      llvm::cl::desc("box: beta (default 4)"),
                       llvm::cl::init(4.0)};
   Option<double> crossNodeCap{*this, "cross-node-cap",
                               llvm::cl::desc("fastermoe: cap (default 0.14)"),

@@ -23,13 +23,16 @@ def TAMoEPlanDispatchPass : Pass<"tamoe-plan-dispatch", "mlir::ModuleOp"> {
     Option<"topologyFile", "topology", "std::string", /*default=*/"\"\"",
            "Topology JSON file (default: the module's tamoe.topology)">,
     Option<"policy", "policy", "std::string", /*default=*/"\"tamoe\"",
-           "uniform, tamoe, optimal, fastermoe or node-limited (default "
-           "tamoe)">,
+           "uniform, tamoe, optimal, box, fastermoe or node-limited "
+           "(default tamoe)">,
+    Option<"klBudget", "kl-budget", "double", /*default=*/"-1.0",
+           "optimal: largest KL divergence from uniform routing (default: "
+           "the tamoe pattern's)">,
     Option<"rho", "rho", "double", /*default=*/"0.25",
-           "optimal: least fraction of the uniform share per destination "
+           "box: least fraction of the uniform share per destination "
            "(default 0.25)">,
     Option<"beta", "beta", "double", /*default=*/"4.0",
-           "optimal: largest multiple of the uniform share per destination "
+           "box: largest multiple of the uniform share per destination "
            "(default 4)">,
     Option<"crossNodeCap", "cross-node-cap", "double", /*default=*/"0.14",
            "fastermoe: largest fraction of assignments leaving the node "
