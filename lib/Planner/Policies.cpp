@@ -333,6 +333,10 @@ Deviation tamoe::planner::deviation(const Topology &topology,
     result.minRatio = std::min(result.minRatio, ratio);
     result.maxRatio = std::max(result.maxRatio, ratio);
   }
+  // KL is never negative (Gibbs' inequality); a pattern equal to uniform up to
+  // rounding sums to about -1e-18, which must read as 0, not as a budget no
+  // pattern can meet.
+  result.kl = std::max(result.kl, 0.0);
   return result;
 }
 

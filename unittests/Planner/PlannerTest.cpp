@@ -386,6 +386,25 @@ TEST(PolicyTest, OptimalDefaultBudgetIsTheTAMoEPattern) {
   }
 }
 
+// A node whose up link is slower than the links above it makes TA-MoE's
+// pattern uniform; its KL sums to about -4e-18 in floating point, and the
+// default budget of 'optimal' (that KL) must still be accepted.
+TEST(PolicyTest, TAMoEEqualToUniformGivesAZeroBudget) {
+  Topology topology =
+      makeTree({{"node", 8, 1, 300, 3, LinkSharing::PerRank},
+                {"leaf", 4, 25, 25, 7, LinkSharing::PerRank},
+                {"spine", 4, 12.5, 12.5, 10, LinkSharing::PerRank}});
+  Workload workload{4096, 4096, 2, 2};
+  Plan tamoe = llvm::cantFail(
+      makePlan(topology, Policy::TAMoE, PolicyOptions(), workload));
+  EXPECT_EQ(tamoe.deviation.kl, 0.0);
+  llvm::Expected<Plan> optimal =
+      makePlan(topology, Policy::Optimal, PolicyOptions(), workload);
+  ASSERT_TRUE(static_cast<bool>(optimal))
+      << llvm::toString(optimal.takeError());
+  EXPECT_EQ(optimal->deviation.kl, 0.0);
+}
+
 TEST(PolicyTest, KLBudgetMustBeFiniteAndNonNegative) {
   for (double budget : {-0.5, double(NAN), double(INFINITY)}) {
     PolicyOptions options;
