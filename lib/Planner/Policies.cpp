@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 using namespace llvm;
 using namespace tamoe::planner;
@@ -61,6 +62,17 @@ Error tamoe::planner::verify(const PolicyOptions &options) {
       !(*options.klBudget >= 0 && std::isfinite(*options.klBudget)))
     return fieldError("kl-budget", "expected a finite number >= 0, got " +
                                        tamoe::formatNumber(*options.klBudget));
+  if (options.placement) {
+    const ExpertPlacement &placement = *options.placement;
+    if (placement.experts < 1)
+      return fieldError("experts", formatv("expected >= 1, got {0}",
+                                           placement.experts));
+    if (placement.topK < 1 || placement.topK > placement.experts)
+      return fieldError("topk",
+                        formatv("expected 1 to the number of experts ({0}), "
+                                "got {1}",
+                                placement.experts, placement.topK));
+  }
   if (options.maxNodes < 1)
     return fieldError("max-nodes",
                       formatv("expected >= 1, got {0}", options.maxNodes));
@@ -139,17 +151,19 @@ static Pattern boxPattern(const Topology &topology,
 /// its level-l subtree and g_l the bandwidth one rank has there, and the
 /// freedom it takes is KL(m || q). Both are convex in m, so the least time
 /// under KL(m || q) <= budget is found exactly by bisection on the time tau:
-/// tau is reachable iff the least divergence with every T_l <= tau g_l is
-/// within the budget. That inner problem is an information projection onto
-/// nested caps; its solution is q scaled by a constant on each run of
-/// distances between caps that bind, so it is the best of the 2^levels
-/// choices of binding caps that respect every cap.
+/// tau is reachable iff the least divergence with every T_l <= tau g_l (and
+/// every m_d <= u_d, what the experts let routing realise) is within the
+/// budget. That inner problem is an information projection onto nested caps
+/// and a box, solved exactly by `leastDivergence`.
 namespace {
 class DivergenceBudgetSolver {
 public:
-  explicit DivergenceBudgetSolver(const Topology &topology)
+  /// `largestShare` bounds every destination's share (1: no bound).
+  DivergenceBudgetSolver(const Topology &topology, double largestShare)
       : uniform(destinationCounts(topology)) {
     double ranks = double(topology.numRanks());
+    for (double count : uniform)
+      massCaps.push_back(count * largestShare);
     for (double &mass : uniform)
       mass /= ranks;
     for (size_t level = 0; level < topology.levels.size(); ++level)
@@ -162,6 +176,7 @@ public:
     for (size_t level = 0; level < rankGBps.size(); ++level)
       slowest = std::max(slowest, tail(uniform, level) / rankGBps[level]);
     double low = 0, high = slowest;
+    // Uniform routing meets every cap (largestShare * P >= 1).
     std::vector<double> best = uniform;
     if (std::optional<Candidate> all = leastDivergence(0);
         all && all->divergence <= budget)
@@ -205,7 +220,16 @@ private:
     double divergence;
   };
 
-  /// The least divergence from uniform with every tail T_l <= tau g_l.
+  /// The least divergence from uniform with every tail T_l <= tau g_l and
+  /// every mass m_d <= u_d; nullopt when no pattern meets them.
+  ///
+  /// At the optimum m_d = min(u_d, s_d q_d), where the scale s_d does not
+  /// grow with d and changes only where a tail cap binds (the KKT
+  /// conditions). So the outermost run of distances shares the smallest
+  /// scale any tail cap allows: for every boundary b the scale at which the
+  /// distances beyond b fill their cap, and the least of them wins. Fixing
+  /// that run and repeating inward solves the problem in O(levels^2) steps,
+  /// however deep the tree (pool-adjacent-violators on a chain).
   std::optional<Candidate> leastDivergence(double tau) const {
     size_t levels = rankGBps.size();
     // T_l <= T_j for j < l, so a cap also bounds every tail further out.
@@ -213,67 +237,130 @@ private:
     for (size_t level = 0; level < levels; ++level)
       caps[level] = std::min({1.0, tau * rankGBps[level],
                               level ? caps[level - 1] : 1.0});
-    std::optional<Candidate> best;
-    for (uint64_t binding = 0; binding < (uint64_t(1) << levels); ++binding) {
-      std::vector<double> masses(uniform.size(), 0);
-      // Distances [first, level] share what lies between two binding caps.
-      size_t first = 0;
-      double outside = 1; // mass at distances >= first
-      bool feasible = true;
-      for (size_t level = 0; level <= levels && feasible; ++level) {
-        bool cut = level < levels && (binding >> level & 1);
-        if (!cut && level < levels)
-          continue;
-        double beyond = level < levels ? caps[level] : 0;
-        feasible = spread(masses, first, level, outside - beyond);
-        first = level + 1;
-        outside = beyond;
+    std::vector<double> masses(uniform.size(), 0);
+    size_t end = uniform.size(); // distances [0, end) are still open
+    double placed = 0;           // mass at distances >= end
+    while (end > 0) {
+      // Boundary b = -1 is the whole open range, which takes what is left.
+      double bestScale = INFINITY;
+      int64_t bestBoundary = -1;
+      for (int64_t boundary = -1; boundary + 1 < int64_t(end); ++boundary) {
+        double room = boundary < 0 ? 1 - placed : caps[boundary] - placed;
+        double scale = fillScale(size_t(boundary + 1), end, room);
+        if (scale < bestScale) {
+          bestScale = scale;
+          bestBoundary = boundary;
+        }
       }
-      if (!feasible)
-        continue;
-      for (size_t level = 0; level < levels && feasible; ++level)
-        feasible = tail(masses, level) <= caps[level] * (1 + 1e-12) + 1e-300;
-      if (!feasible)
-        continue;
-      double value = divergence(masses);
-      if (!best || value < best->divergence)
-        best = Candidate{masses, value};
+      size_t first = size_t(bestBoundary + 1);
+      if (bestScale == INFINITY) {
+        // Every open distance can be at its cap within the room left: the
+        // row is short of 1 unless that exactly fills it.
+        double atCaps = 0;
+        for (size_t distance = 0; distance < end; ++distance)
+          atCaps += masses[distance] = massCaps[distance];
+        if (placed + atCaps < 1 - 1e-12)
+          return std::nullopt;
+        break;
+      }
+      for (size_t distance = first; distance < end; ++distance) {
+        masses[distance] =
+            std::min(massCaps[distance], bestScale * uniform[distance]);
+        placed += masses[distance];
+      }
+      end = first;
     }
-    return best;
+    // Rounding can leave the row a few ulps off 1; it must sum to 1.
+    double total = std::accumulate(masses.begin(), masses.end(), 0.0);
+    for (double &mass : masses)
+      mass /= total;
+    for (size_t level = 0; level < levels; ++level)
+      if (tail(masses, level) > caps[level] * (1 + 1e-12) + 1e-300)
+        return std::nullopt;
+    return Candidate{masses, divergence(masses)};
   }
 
-  /// Spreads `mass` over distances [first, last] in proportion to uniform
-  /// routing; false when they have no destinations to take it.
-  bool spread(std::vector<double> &masses, size_t first, size_t last,
-              double mass) const {
-    double reference = 0;
-    for (size_t distance = first; distance <= last; ++distance)
-      reference += uniform[distance];
-    if (reference == 0)
-      return mass <= 0;
-    for (size_t distance = first; distance <= last; ++distance)
-      masses[distance] = std::max(0.0, mass) * uniform[distance] / reference;
-    return mass >= -1e-15;
+  /// The scale s at which sum over [first, end) of min(u_d, s q_d) equals
+  /// `room`; infinite when every distance there fits at its cap.
+  double fillScale(size_t first, size_t end, double room) const {
+    room = std::max(room, 0.0);
+    std::vector<size_t> byBreak;
+    double capacity = 0;
+    for (size_t distance = first; distance < end; ++distance) {
+      capacity += massCaps[distance];
+      if (uniform[distance] > 0)
+        byBreak.push_back(distance);
+    }
+    if (capacity <= room)
+      return INFINITY;
+    // Distance d reaches its cap at s = u_d / q_d: walk those in order.
+    llvm::sort(byBreak, [&](size_t a, size_t b) {
+      return massCaps[a] / uniform[a] < massCaps[b] / uniform[b];
+    });
+    double clipped = 0, slope = 0;
+    for (size_t distance : byBreak)
+      slope += uniform[distance];
+    for (size_t distance : byBreak) {
+      double breakScale = massCaps[distance] / uniform[distance];
+      if (clipped + breakScale * slope >= room)
+        return (room - clipped) / slope;
+      clipped += massCaps[distance];
+      slope -= uniform[distance];
+    }
+    return INFINITY; // unreachable: capacity > room
   }
 
   std::vector<double> uniform;
+  std::vector<double> massCaps;
   std::vector<double> rankGBps;
 };
 } // namespace
 
-static Pattern optimalPattern(const Topology &topology,
-                              const PolicyOptions &options) {
-  double budget = options.klBudget
-                      ? *options.klBudget
-                      : deviation(topology, bandwidthProportional(topology)).kl;
+static Pattern optimalPattern(const Topology &topology, double budget,
+                              double largestShare) {
   std::vector<double> masses =
-      DivergenceBudgetSolver(topology).solve(budget);
+      DivergenceBudgetSolver(topology, largestShare).solve(budget);
   std::vector<double> counts = destinationCounts(topology);
   Pattern pattern{std::vector<double>(masses.size(), 0), std::nullopt};
   for (size_t distance = 0; distance < masses.size(); ++distance)
     pattern.shares[distance] =
         counts[distance] ? masses[distance] / counts[distance]
                          : 1.0 / double(topology.numRanks());
+  return pattern;
+}
+
+Expected<double>
+tamoe::planner::largestRealisableShare(const Topology &topology,
+                                       const ExpertPlacement &placement) {
+  int64_t ranks = topology.numRanks();
+  if (placement.experts % ranks != 0)
+    return fieldError(
+        "experts",
+        formatv("{0} experts cannot be placed on {1} ranks: every rank holds "
+                "E / P experts, so E must be a multiple of the ranks "
+                "(replicate experts, or plan a smaller expert-parallel group)",
+                placement.experts, ranks));
+  int64_t perRank = placement.experts / ranks;
+  return double(std::min(placement.topK, perRank)) / double(placement.topK);
+}
+
+/// Caps every destination's share at `cap` and moves what it takes off to
+/// the next distance out: the least change that routing can realise, since
+/// the outer distances have more destinations to take it. Feasible whenever
+/// cap * P >= 1, which k <= E guarantees.
+static Pattern capShares(const Topology &topology, Pattern pattern,
+                         double cap) {
+  std::vector<double> counts = destinationCounts(topology);
+  double carried = 0; // mass moved out from nearer distances
+  for (size_t distance = 0; distance < counts.size(); ++distance) {
+    if (counts[distance] == 0)
+      continue;
+    double share = pattern.shares[distance] + carried / counts[distance];
+    pattern.shares[distance] = std::min(share, cap);
+    carried = (share - pattern.shares[distance]) * counts[distance];
+  }
+  // Rounding aside, nothing is left over: the outermost destinations can
+  // take it (cap * P >= 1).
   return pattern;
 }
 
@@ -291,24 +378,30 @@ static Pattern crossNodeCapped(const Topology &topology, double cap) {
   return pattern;
 }
 
-Expected<Pattern> tamoe::planner::makePattern(const Topology &topology,
-                                              Policy policy,
-                                              const PolicyOptions &options) {
-  if (Error error = tamoe::topology::verify(topology))
-    return std::move(error);
-  if (Error error = verify(options))
-    return std::move(error);
+/// The pattern of a policy whose shares routing can realise when no
+/// destination may take more than `largestShare`.
+static Pattern patternFor(const Topology &topology, Policy policy,
+                          const PolicyOptions &options, double largestShare) {
   switch (policy) {
   case Policy::Uniform:
     return uniformPattern(topology);
   case Policy::TAMoE:
-    return bandwidthProportional(topology);
-  case Policy::Optimal:
-    return optimalPattern(topology, options);
+    return capShares(topology, bandwidthProportional(topology), largestShare);
+  case Policy::Optimal: {
+    // Solved under the cap, so it stays the least time at its budget, and
+    // by default it takes no more freedom than the (capped) tamoe pattern.
+    double budget = options.klBudget
+                        ? *options.klBudget
+                        : deviation(topology, patternFor(topology, Policy::TAMoE,
+                                                         options, largestShare))
+                              .kl;
+    return optimalPattern(topology, budget, largestShare);
+  }
   case Policy::Box:
-    return boxPattern(topology, options);
+    return capShares(topology, boxPattern(topology, options), largestShare);
   case Policy::FasterMoE:
-    return crossNodeCapped(topology, options.crossNodeCap);
+    return capShares(topology, crossNodeCapped(topology, options.crossNodeCap),
+                     largestShare);
   case Policy::NodeLimited: {
     // Affinity picks the nodes, so on average the pattern stays uniform; the
     // limit shows in how few nodes each token's copies reach.
@@ -318,6 +411,24 @@ Expected<Pattern> tamoe::planner::makePattern(const Topology &topology,
   }
   }
   llvm_unreachable("unknown policy");
+}
+
+Expected<Pattern> tamoe::planner::makePattern(const Topology &topology,
+                                              Policy policy,
+                                              const PolicyOptions &options) {
+  if (Error error = tamoe::topology::verify(topology))
+    return std::move(error);
+  if (Error error = verify(options))
+    return std::move(error);
+  double largestShare = 1;
+  if (options.placement) {
+    Expected<double> cap =
+        largestRealisableShare(topology, *options.placement);
+    if (!cap)
+      return cap.takeError();
+    largestShare = *cap;
+  }
+  return patternFor(topology, policy, options, largestShare);
 }
 
 Deviation tamoe::planner::deviation(const Topology &topology,

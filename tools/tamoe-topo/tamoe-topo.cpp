@@ -86,6 +86,12 @@ static cl::opt<std::string>
           cl::init("bf16"), PLANNER_SUBCOMMANDS);
 static cl::opt<int64_t> topK("topk", cl::desc("Experts per token (default 2)"),
                              cl::init(2), PLANNER_SUBCOMMANDS);
+static cl::opt<int64_t>
+    experts("experts",
+            cl::desc("Experts of the layer, E / P on every rank: caps every "
+                     "share at min(k, E / P) / k, what routing can realise "
+                     "(default: not given, no cap)"),
+            PLANNER_SUBCOMMANDS);
 static cl::opt<double>
     klBudget("kl-budget",
              cl::desc("optimal: largest KL divergence from uniform routing "
@@ -180,6 +186,8 @@ static Expected<PolicyOptions> policyOptionsFromFlags() {
   PolicyOptions options{rho, beta, crossNodeCap, maxNodes};
   if (klBudget.getNumOccurrences())
     options.klBudget = klBudget;
+  if (experts.getNumOccurrences())
+    options.placement = ExpertPlacement{experts, topK};
   if (Error error = verify(options))
     return createStringError(inconvertibleErrorCode(),
                              "--" + toString(std::move(error)));
@@ -310,6 +318,18 @@ static int plan(const topo::Topology &topology, const Workload &workload,
     return fail(toString(drawnPolicy.takeError()));
   outs() << topology.name << ": " << describeTree(topology) << "\n";
   printWorkload(workload);
+  if (options.placement) {
+    Expected<double> cap =
+        largestRealisableShare(topology, *options.placement);
+    if (!cap)
+      return fail(toString(cap.takeError()));
+    outs() << formatv("experts: {0}, {1} per rank, top-{2}: no rank can take "
+                      "more than {3} of a token's assignments (x P = {4})\n",
+                      options.placement->experts,
+                      options.placement->experts / topology.numRanks(),
+                      options.placement->topK, format("%.4f", *cap),
+                      format("%.2f", *cap * double(topology.numRanks())));
+  }
   outs() << formatv("optimal: KL budget {0}; box bounds: rho = {1}, beta = "
                     "{2}; fastermoe cap {3}; node-limited to {4} nodes\n\n",
                     options.klBudget ? formatv("{0:f4}", *options.klBudget).str()

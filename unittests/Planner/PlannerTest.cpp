@@ -292,10 +292,62 @@ static std::vector<Topology> smallTrees() {
 // distance) on small trees: no pattern within the KL budget has a smaller
 // flat bandwidth time than the optimal one, and the optimal one stays within
 // the budget.
-TEST(PolicyTest, OptimalMatchesBruteForceUnderKLBudget) {
+/// Every pattern on a grid of masses per distance that stays within
+/// `budget` and gives no destination more than `largestShare` is no faster
+/// (flat) than `optimal`; returns how many grid patterns qualified.
+int expectNoGridPatternBeats(const Topology &topology, const Pattern &optimal,
+                             double budget, double largestShare) {
   Workload workload = smallWorkload();
+  double ranks = double(topology.numRanks());
+  double best = evaluate(topology, optimal, workload, Schedule::Flat)
+                    .stages[0]
+                    .bandwidthUs;
+  size_t distances = topology.levels.size() + 1;
+  std::vector<double> counts;
+  for (size_t d = 0; d < distances; ++d)
+    counts.push_back(double(ranksAtDistance(topology, int(d) - 1)));
+  // Masses of every distance but the last on a grid; the last one
+  // completes the row. Distances without destinations keep none.
+  const int steps = 60;
+  std::vector<int> grid(distances - 1, 0);
+  int checked = 0;
+  while (true) {
+    Pattern pattern;
+    double used = 0;
+    bool valid = true;
+    for (size_t d = 0; d + 1 < distances; ++d) {
+      double mass = counts[d] ? double(grid[d]) / steps : 0;
+      if (!counts[d] && grid[d])
+        valid = false;
+      used += mass;
+      pattern.shares.push_back(counts[d] ? mass / counts[d] : 1 / ranks);
+    }
+    double last = 1 - used;
+    valid = valid && last >= -1e-12 && counts.back() > 0;
+    if (valid) {
+      pattern.shares.push_back(std::max(0.0, last) / counts.back());
+      for (auto [share, count] : llvm::zip(pattern.shares, counts))
+        valid = valid && (!count || share <= largestShare + 1e-12);
+    }
+    if (valid && deviation(topology, pattern).kl <= budget) {
+      ++checked;
+      EXPECT_GE(evaluate(topology, pattern, workload, Schedule::Flat)
+                    .stages[0]
+                    .bandwidthUs,
+                best * (1 - 1e-9))
+          << "budget " << budget << ", largest share " << largestShare;
+    }
+    size_t digit = 0;
+    while (digit < grid.size() && ++grid[digit] > steps)
+      grid[digit++] = 0;
+    if (digit == grid.size())
+      break;
+  }
+  return checked;
+}
+
+TEST(PolicyTest, OptimalMatchesBruteForceUnderKLBudget) {
   for (const Topology &topology : smallTrees()) {
-    double ranks = double(topology.numRanks());
     // A zero budget is OptimalBudgetExtremes' (uniform is off the grid).
     for (double budget : {0.05, 0.2, 0.6}) {
       PolicyOptions options;
@@ -303,51 +355,60 @@ TEST(PolicyTest, OptimalMatchesBruteForceUnderKLBudget) {
       Pattern optimal =
           llvm::cantFail(makePattern(topology, Policy::Optimal, options));
       EXPECT_LE(deviation(topology, optimal).kl, budget + 1e-9);
-      double best = evaluate(topology, optimal, workload, Schedule::Flat)
-                        .stages[0]
-                        .bandwidthUs;
-      size_t distances = topology.levels.size() + 1;
-      std::vector<double> counts;
-      for (size_t d = 0; d < distances; ++d)
-        counts.push_back(double(ranksAtDistance(topology, int(d) - 1)));
-      // Masses of every distance but the last on a grid; the last one
-      // completes the row. Distances without destinations keep none.
-      const int steps = 60;
-      std::vector<int> grid(distances - 1, 0);
-      int checked = 0;
-      while (true) {
-        Pattern pattern;
-        double used = 0;
-        bool valid = true;
-        for (size_t d = 0; d + 1 < distances; ++d) {
-          double mass = counts[d] ? double(grid[d]) / steps : 0;
-          if (!counts[d] && grid[d])
-            valid = false;
-          used += mass;
-          pattern.shares.push_back(counts[d] ? mass / counts[d] : 1 / ranks);
-        }
-        double last = 1 - used;
-        valid = valid && last >= -1e-12 && counts.back() > 0;
-        if (valid) {
-          pattern.shares.push_back(std::max(0.0, last) / counts.back());
-          if (deviation(topology, pattern).kl <= budget) {
-            ++checked;
-            EXPECT_GE(evaluate(topology, pattern, workload, Schedule::Flat)
-                          .stages[0]
-                          .bandwidthUs,
-                      best * (1 - 1e-9))
-                << "budget " << budget;
-          }
-        }
-        size_t digit = 0;
-        while (digit < grid.size() && ++grid[digit] > steps)
-          grid[digit++] = 0;
-        if (digit == grid.size())
-          break;
-      }
-      EXPECT_GT(checked, 0) << "budget " << budget;
+      EXPECT_GT(expectNoGridPatternBeats(topology, optimal, budget, 1), 0)
+          << "budget " << budget;
     }
   }
+}
+
+// Under an expert cap the solver is still exact, not the free optimum cut
+// down: the caps enter the projection, so the freedom they take from the
+// sender goes where it buys most.
+TEST(PolicyTest, OptimalMatchesBruteForceUnderExpertCaps) {
+  for (const Topology &topology : smallTrees()) {
+    int64_t ranks = topology.numRanks();
+    for (int64_t topK : {2, 4}) {
+      if (topK > ranks)
+        continue;
+      // One expert per rank: a rank takes at most 1/k of a token.
+      PolicyOptions options;
+      options.placement = ExpertPlacement{ranks, topK};
+      double largestShare = 1.0 / double(topK);
+      for (double budget : {0.2, 0.6, 1.5}) {
+        options.klBudget = budget;
+        Pattern optimal =
+            llvm::cantFail(makePattern(topology, Policy::Optimal, options));
+        EXPECT_LE(deviation(topology, optimal).kl, budget + 1e-9);
+        for (double share : optimal.shares)
+          EXPECT_LE(share, largestShare * (1 + 1e-12));
+        EXPECT_NEAR(optimal.rowSum(topology), 1, 1e-12);
+        EXPECT_GT(
+            expectNoGridPatternBeats(topology, optimal, budget, largestShare),
+            0)
+            << "top-" << topK << ", budget " << budget;
+      }
+    }
+  }
+}
+
+// The solver takes O(levels^2) steps per time it tries, not one per subset
+// of levels: a tree of 24 levels of fanout 2 (the most ranks a topology may
+// have) is planned at once, and optimal is still no slower than tamoe.
+TEST(PolicyTest, OptimalOnTheDeepestTree) {
+  std::vector<tamoe::topology::Level> levels;
+  for (int level = 0; level < 24; ++level)
+    levels.push_back({"l" + std::to_string(level), 2, 400.0 / (level + 1),
+                      400.0 / (level + 1), 1, LinkSharing::PerRank});
+  Topology topology = makeTree(levels);
+  PolicyOptions options;
+  options.placement = ExpertPlacement{topology.numRanks() * 2, 8};
+  Plan tamoe = llvm::cantFail(
+      makePlan(topology, Policy::TAMoE, options, Workload()));
+  Plan optimal = llvm::cantFail(
+      makePlan(topology, Policy::Optimal, options, Workload()));
+  EXPECT_NEAR(optimal.pattern.rowSum(topology), 1, 1e-9);
+  EXPECT_LE(optimal.deviation.kl, tamoe.deviation.kl + 1e-9);
+  EXPECT_LE(optimal.flat.totalUs(), tamoe.flat.totalUs() * (1 + 1e-9));
 }
 
 // A zero budget is uniform routing; a budget of ln P or more lets every rank
@@ -359,9 +420,11 @@ TEST(PolicyTest, OptimalBudgetExtremes) {
     options.klBudget = 0;
     Pattern none =
         llvm::cantFail(makePattern(topology, Policy::Optimal, options));
-    for (auto [index, share] : llvm::enumerate(none.shares))
-      if (ranksAtDistance(topology, int(index) - 1))
+    for (auto [index, share] : llvm::enumerate(none.shares)) {
+      if (ranksAtDistance(topology, int(index) - 1)) {
         EXPECT_NEAR(share, 1 / ranks, 1e-12);
+      }
+    }
     options.klBudget = std::log(ranks);
     Pattern all =
         llvm::cantFail(makePattern(topology, Policy::Optimal, options));
@@ -415,6 +478,74 @@ TEST(PolicyTest, KLBudgetMustBeFiniteAndNonNegative) {
                   .find("kl-budget: expected a finite number >= 0"),
               std::string::npos);
   }
+}
+
+// With n = E / P experts per rank and top-k routing, a rank receives at most
+// min(k, n) / k of a token's assignments: every policy's shares respect it,
+// rows still sum to 1, and a cap that binds moves share outward only.
+TEST(PolicyTest, ExpertPlacementCapsShares) {
+  Topology topology = loadCluster("dgx1-v100"); // 32 ranks, 8 per node
+  for (auto [experts, topK] : {std::pair<int64_t, int64_t>{32, 8},
+                               {64, 8},
+                               {64, 2},
+                               {32, 1}}) {
+    PolicyOptions options;
+    options.placement = ExpertPlacement{experts, topK};
+    double cap = llvm::cantFail(
+        largestRealisableShare(topology, *options.placement));
+    EXPECT_DOUBLE_EQ(cap, double(std::min(topK, experts / 32)) / double(topK));
+    for (Policy policy : allPolicies()) {
+      Pattern capped =
+          llvm::cantFail(makePattern(topology, policy, options));
+      Pattern free =
+          llvm::cantFail(makePattern(topology, policy, PolicyOptions()));
+      EXPECT_NEAR(capped.rowSum(topology), 1, 1e-12);
+      for (double share : capped.shares)
+        EXPECT_LE(share, cap * (1 + 1e-12)) << stringifyPolicy(policy).str();
+      // Capping a fixed pattern moves share outward only: the share beyond
+      // each subtree grows. (Optimal is solved anew under the cap instead.)
+      for (size_t level = 0;
+           policy != Policy::Optimal && level < topology.levels.size();
+           ++level) {
+        auto beyond = [&](const Pattern &pattern) {
+          double sum = 0;
+          for (size_t d = level + 1; d < pattern.shares.size(); ++d)
+            sum += pattern.shares[d] * double(ranksAtDistance(topology, int(d) - 1));
+          return sum;
+        };
+        EXPECT_GE(beyond(capped), beyond(free) - 1e-12);
+      }
+    }
+  }
+  // One expert per rank and top-8: a rank gets at most 1/8 of a token's
+  // assignments, so the tamoe pattern's self share 0.111 (x P = 3.56)
+  // stays, while box's 4/P = 0.125 does too; an 8-per-rank top-2 layer
+  // lets a token send both of its assignments to one rank.
+  PolicyOptions tight;
+  tight.placement = ExpertPlacement{32, 8};
+  Pattern tamoe = llvm::cantFail(makePattern(topology, Policy::TAMoE, tight));
+  EXPECT_LE(tamoe.shares[0], 0.125);
+}
+
+TEST(PolicyTest, ExpertPlacementErrors) {
+  Topology topology = loadCluster("dgx1-v100"); // 32 ranks
+  auto message = [&](int64_t experts, int64_t topK) {
+    PolicyOptions options;
+    options.placement = ExpertPlacement{experts, topK};
+    llvm::Expected<Pattern> pattern =
+        makePattern(topology, Policy::TAMoE, options);
+    return pattern ? std::string() : llvm::toString(pattern.takeError());
+  };
+  // Mixtral's 8 experts over 32 ranks: refused, with the reason.
+  EXPECT_EQ(message(8, 2),
+            "experts: 8 experts cannot be placed on 32 ranks: every rank "
+            "holds E / P experts, so E must be a multiple of the ranks "
+            "(replicate experts, or plan a smaller expert-parallel group)");
+  EXPECT_EQ(message(48, 2).substr(0, 45),
+            "experts: 48 experts cannot be placed on 32 ra");
+  EXPECT_EQ(message(0, 2), "experts: expected >= 1, got 0");
+  EXPECT_EQ(message(32, 33),
+            "topk: expected 1 to the number of experts (32), got 33");
 }
 
 // A level of fanout 1 adds no destinations at its distance; every policy

@@ -38,6 +38,15 @@ std::optional<Policy> parsePolicy(llvm::StringRef text);
 /// Every policy, in the order reports list them.
 llvm::ArrayRef<Policy> allPolicies();
 
+/// Where a layer's experts are: E experts, E / P on every rank, each token
+/// picking k of them. A token can send at most min(k, E / P) of its k
+/// assignments to one rank, so no destination's share can exceed
+/// min(k, E / P) / k, whatever the router learns.
+struct ExpertPlacement {
+  int64_t experts = 0;
+  int64_t topK = 0;
+};
+
 struct PolicyOptions {
   /// Every destination keeps at least rho of its uniform share (box).
   double rho = 0.25;
@@ -50,12 +59,21 @@ struct PolicyOptions {
   /// Largest KL(p̂ || uniform) the optimal pattern may take; unset: the KL
   /// of the `tamoe` pattern on the same topology.
   std::optional<double> klBudget;
+  /// When given, every policy's shares are capped at what routing can
+  /// realise with these experts.
+  std::optional<ExpertPlacement> placement;
 };
 
 /// Checks the options ("rho: expected a number in [0, 1], got 1.5").
 llvm::Error verify(const PolicyOptions &options);
 
-/// The target pattern of a policy on a topology.
+/// The largest share one rank can receive under a placement on a topology,
+/// or an error when the experts do not spread evenly over its ranks.
+llvm::Expected<double> largestRealisableShare(const Topology &topology,
+                                              const ExpertPlacement &placement);
+
+/// The target pattern of a policy on a topology (capped by
+/// `options.placement` when given).
 llvm::Expected<Pattern> makePattern(const Topology &topology, Policy policy,
                                     const PolicyOptions &options);
 

@@ -105,8 +105,11 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
   // capacity caps them (the hierarchical rewrite sizes them the same way).
   planner::Workload workload{dispatch.getDispatched().getType().getDimSize(0),
                              tokens.getDimSize(1), *bytes, 1};
+  // Shares no router can realise with these experts are capped.
+  planner::PolicyOptions layerOptions = options;
+  layerOptions.placement = planner::ExpertPlacement{experts, k};
   llvm::Expected<planner::Plan> planned =
-      planner::makePlan(tree, policy, options, workload);
+      planner::makePlan(tree, policy, layerOptions, workload);
   if (!planned)
     return dispatch.emitError() << llvm::toString(planned.takeError());
   // The same inputs just passed every check.
