@@ -55,6 +55,29 @@ clusters=("$root"/configs/clusters/*.json)
     grep -E "^(Benchmark|-|plan|routed)" | grep -E "median|Benchmark|^-"
   echo '```'
   echo
+  echo "## One tamoe-topo process at 4096 ranks"
+  echo
+  echo "Wall time of a whole process (start-up included; tamoe-topo links no"
+  echo "MLIR), median of 21 runs, on dgx-h100 scaled to 512 nodes. Target:"
+  echo "under 20 ms."
+  echo
+  echo "| command | median ms |"
+  echo "|---|---:|"
+  for command in plan compare explain; do
+    python3 - "$bin/tamoe-topo" "$command" \
+      "$root/configs/clusters/dgx-h100.json" <<'PY'
+import statistics, subprocess, sys, time
+tool, command, cluster = sys.argv[1:]
+runs = []
+for _ in range(21):
+    start = time.perf_counter()
+    subprocess.run([tool, command, cluster, "--top-fanout", "512"],
+                   check=True, stdout=subprocess.DEVNULL)
+    runs.append((time.perf_counter() - start) * 1e3)
+print(f"| {command} | {statistics.median(runs):.1f} |")
+PY
+  done
+  echo
   echo "## The tamoe pattern on dgx-a100"
   echo
   echo "![tamoe target pattern on dgx-a100](dgx-a100-tamoe.svg)"

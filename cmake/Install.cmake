@@ -28,11 +28,11 @@ install(TARGETS ${tamoe_libraries} EXPORT TAMoETargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(TARGETS tamoe-opt tamoe-topo RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS tamoe-opt tamoe-topo tamoe-topo-mlir RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 
 # Installed tools and the plugin find libLLVM.so / libMLIR.so where they
 # were linked from (Debian's /usr/lib/llvm-22/lib is not in ld.so's cache).
-foreach(target tamoe-opt tamoe-topo tamoe-reference TAMoEPlugin)
+foreach(target tamoe-opt tamoe-topo-mlir tamoe-reference TAMoEPlugin)
   if(TARGET ${target})
     set_property(TARGET ${target} APPEND PROPERTY INSTALL_RPATH
                  "${LLVM_LIBRARY_DIR}")

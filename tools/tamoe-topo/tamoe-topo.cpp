@@ -10,24 +10,24 @@
 // tamoe-topo evaluate FILE.json --level-fractions F0,F1,...
 //                                  predicted time of a measured pattern
 //
+// Only to-attr and to-json of a module touch MLIR; tamoe-topo-mlir does them,
+// so that this executable links no MLIR and LLVM's support library
+// statically, and a plan answers in milliseconds.
+//
 //===----------------------------------------------------------------------===//
 
-#include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
-#include "tamoe/InitAll.h"
 #include "tamoe/Planner/Policies.h"
 #include "tamoe/Support/Version.h"
 #include "tamoe/Topology/Topology.h"
 
-#include "mlir/IR/BuiltinOps.h"
-#include "mlir/IR/MLIRContext.h"
-#include "mlir/Parser/Parser.h"
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
-#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
@@ -608,40 +608,21 @@ static int evaluatePattern(const topo::Topology &topology,
 // Conversions
 //===----------------------------------------------------------------------===//
 
-static int printAsJSON(mlir::MLIRContext &context) {
-  // A cluster file, rescaled by --top-fanout.
-  if (StringRef(inputPath).ends_with(".json")) {
-    Expected<topo::Topology> topology = loadTopology(inputPath);
-    if (!topology)
-      return fail(toString(topology.takeError()));
-    outs() << formatv("{0:2}", topo::toJSON(*topology)) << "\n";
-    return 0;
-  }
-  SourceMgr sourceMgr;
-  mlir::SourceMgrDiagnosticHandler handler(sourceMgr, &context);
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      mlir::parseSourceFile<mlir::ModuleOp>(inputPath, sourceMgr, &context);
-  if (!module)
-    return 1;
-  auto attr = (*module)->getAttrOfType<mlir::tamoe::TopologyAttr>(
-      mlir::tamoe::TAMoEDialect::getTopologyAttrName());
-  if (!attr)
-    return fail(inputPath + ": module has no '" +
-                mlir::tamoe::TAMoEDialect::getTopologyAttrName() +
-                "' attribute");
-  outs() << formatv("{0:2}", topo::toJSON(attr.toTopology())) << "\n";
-  return 0;
-}
-
-static int printAsAttribute(mlir::MLIRContext &context,
-                            const topo::Topology &topology) {
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      mlir::ModuleOp::create(mlir::UnknownLoc::get(&context));
-  (*module)->setAttr(mlir::tamoe::TAMoEDialect::getTopologyAttrName(),
-                     mlir::tamoe::TopologyAttr::get(&context, topology));
-  module->print(outs());
-  outs() << "\n";
-  return 0;
+/// to-attr, and to-json of a module: tamoe-topo-mlir, installed next to
+/// this executable, reads or writes the MLIR.
+static int runMLIRConversion(const char *argv0, StringRef command) {
+  std::string self = sys::fs::getMainExecutable(argv0, (void *)&fail);
+  SmallString<256> helper(sys::path::parent_path(self));
+  sys::path::append(helper, "tamoe-topo-mlir");
+  if (!sys::fs::can_execute(helper))
+    return fail(command + " needs " + helper +
+                " (it reads and writes MLIR for tamoe-topo): not found");
+  std::string message;
+  int status = sys::ExecuteAndWait(helper, {helper, command, inputPath},
+                                   std::nullopt, {}, 0, 0, &message);
+  if (status < 0)
+    return fail(helper + ": " + message);
+  return status;
 }
 
 int main(int argc, char **argv) {
@@ -652,18 +633,22 @@ int main(int argc, char **argv) {
   cl::AddExtraVersionPrinter(tamoe::printVersion);
   cl::ParseCommandLineOptions(argc, argv, "tamoe topology tool\n");
 
-  if (toJSONCommand || toAttrCommand) {
-    // A module to read the cluster from is a whole tamoe program.
-    mlir::DialectRegistry registry;
-    tamoe::registerAllDialects(registry);
-    mlir::MLIRContext context(registry);
-    context.loadDialect<mlir::tamoe::TAMoEDialect>();
-    if (toJSONCommand)
-      return printAsJSON(context);
+  if (toAttrCommand) {
+    // Checked here, so that a bad file reads as it does in every command.
     Expected<topo::Topology> topology = loadTopology(inputPath);
     if (!topology)
       return fail(toString(topology.takeError()));
-    return printAsAttribute(context, *topology);
+    return runMLIRConversion(argv[0], "to-attr");
+  }
+  if (toJSONCommand) {
+    if (!StringRef(inputPath).ends_with(".json"))
+      return runMLIRConversion(argv[0], "to-json");
+    // A cluster file, rescaled by --top-fanout.
+    Expected<topo::Topology> topology = loadTopology(inputPath);
+    if (!topology)
+      return fail(toString(topology.takeError()));
+    outs() << formatv("{0:2}", topo::toJSON(*topology)) << "\n";
+    return 0;
   }
   if (checkCommand) {
     Expected<topo::Topology> topology = loadTopology(inputPath);
