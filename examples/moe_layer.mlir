@@ -18,7 +18,7 @@
 //   mpirun -np 8 mlir-runner layer.llvm.mlir -e main -entry-point-result=void \
 //     --shared-libs=libtamoe_rt.so
 #map = affine_map<(d0, d1) -> (d0, d1)>
-module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 2.000000e+01, down_bandwidth = 2.000000e+01, latency = 1.000000e+00, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.000000e+00, down_bandwidth = 5.000000e+00, latency = 1.000000e+01, uplink = shared>], "two nodes of four CPU ranks">} {
+module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 2.000000e+01, down_bandwidth = 2.000000e+01, latency = 1.000000e+00, per_message = 1.000000e+00, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.000000e+00, down_bandwidth = 5.000000e+00, latency = 1.000000e+01, per_message = 1.000000e+01, uplink = shared>], "two nodes of four CPU ranks">} {
   shard.grid @ep(shape = 2x4)
   func.func @moe_layer(%tokens: tensor<16x32xf32>, %router: tensor<32x16xf32>, %w1: tensor<2x32x64xf32>, %w2: tensor<2x64x32xf32>) -> (tensor<16x32xf32>, tensor<f32>, tensor<8x2xi32>, tensor<i64>) {
     %c0 = arith.constant 0 : index

@@ -30,7 +30,7 @@
 //     --shared-libs=libtamoe_rt.so
 #map = affine_map<(d0, d1) -> (d0, d1)>
 #map3 = affine_map<(d0, d1, d2) -> (d0, d1, d2)>
-module attributes {tamoe.topology = #tamoe.topology<"dgx1-v100-2x4", [<"node", fanout = 4, up_bandwidth = 1.500000e+02, down_bandwidth = 1.500000e+02, latency = 3.000000e+00, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 2.500000e+01, down_bandwidth = 2.500000e+01, latency = 7.000000e+00, uplink = shared>], "a DGX-1 (dgx1-v100) scaled to 2 nodes of 4 GPUs: the inter-node link shared by 4 GPUs">} {
+module attributes {tamoe.topology = #tamoe.topology<"dgx1-v100-2x4", [<"node", fanout = 4, up_bandwidth = 1.500000e+02, down_bandwidth = 1.500000e+02, latency = 3.000000e+00, per_message = 3.000000e+00, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 2.500000e+01, down_bandwidth = 2.500000e+01, latency = 7.000000e+00, per_message = 7.000000e+00, uplink = shared>], "a DGX-1 (dgx1-v100) scaled to 2 nodes of 4 GPUs: the inter-node link shared by 4 GPUs">} {
   shard.grid @ep(shape = 2x4)
 
   // The student on one rank's batch: the task loss, the layer's

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 using namespace llvm;
 using namespace tamoe::planner;
@@ -199,6 +200,23 @@ private:
 };
 } // namespace
 
+/// The latency of an exchange in which a sender posts `messages[l]` messages
+/// over level l: they are issued at once, so their wire latencies overlap
+/// and the exchange pays the start-up of the farthest level it reaches once,
+/// plus the sender's overhead for every message (docs/cost-model.md,
+/// "Latency").
+static double exchangeLatencyUs(const Topology &topology,
+                                ArrayRef<double> messages) {
+  double startup = 0, overhead = 0;
+  for (auto [level, count] : enumerate(messages)) {
+    if (count <= 0)
+      continue;
+    startup = std::max(startup, topology.levels[level].latencyUs);
+    overhead += count * topology.levels[level].perMessageUs;
+  }
+  return startup + overhead;
+}
+
 //===----------------------------------------------------------------------===//
 // Closed form (symmetric patterns)
 //===----------------------------------------------------------------------===//
@@ -305,26 +323,26 @@ private:
     stage.addLoad(level, /*up=*/false, 0, bytes);
   }
 
-  /// A sender posts `destinations(m)` messages at distance m >= `from`, each
-  /// with the latency of level m, when the pattern sends anything there.
+  /// A sender posts `destinations(m)` messages at distance m >= `from` when
+  /// the pattern sends anything there.
   template <typename Destinations>
   void latency(StageBuilder &stage, size_t from,
                Destinations destinations) const {
-    double messages = 0, microseconds = 0;
-    for (size_t m = from; m < levels; ++m) {
-      if (pattern.shares[m + 1] <= 0)
-        continue;
-      messages += destinations(m);
-      microseconds += destinations(m) * topology.levels[m].latencyUs;
-    }
-    stage.setLatency(std::llround(messages), microseconds);
+    std::vector<double> messages(levels, 0);
+    for (size_t m = from; m < levels; ++m)
+      if (pattern.shares[m + 1] > 0)
+        messages[m] = destinations(m);
+    stage.setLatency(std::llround(std::accumulate(messages.begin(),
+                                                  messages.end(), 0.0)),
+                     exchangeLatencyUs(topology, messages));
   }
 
   void intraLatency(StageBuilder &stage, double perPeer) const {
     if (perPeer <= 0 || ranksPerNode < 2)
       return;
-    stage.setLatency(ranksPerNode - 1,
-                     double(ranksPerNode - 1) * topology.levels[0].latencyUs);
+    std::vector<double> messages(levels, 0);
+    messages[0] = double(ranksPerNode - 1);
+    stage.setLatency(ranksPerNode - 1, exchangeLatencyUs(topology, messages));
   }
 
   const Topology &topology;
@@ -389,7 +407,7 @@ class Router {
 public:
   Router(const Topology &topology, StringRef name)
       : topology(topology), name(name.str()), ranks(topology.numRanks()),
-        latencyUs(ranks, 0), messages(ranks, 0) {
+        messages(ranks, std::vector<double>(topology.levels.size(), 0)) {
     for (size_t level = 0; level < topology.levels.size(); ++level) {
       int64_t links = ranks / subtreeRanks(topology, int(level) - 1);
       up.emplace_back(links, 0);
@@ -406,8 +424,7 @@ public:
       up[level][from / below] += bytes;
       down[level][to / below] += bytes;
     }
-    messages[from] += 1;
-    latencyUs[from] += topology.levels[lca].latencyUs;
+    messages[from][lca] += 1;
   }
 
   StageCost finish() const {
@@ -417,8 +434,17 @@ public:
         stage.addLoad(level, true, int64_t(link), up[level][link]);
         stage.addLoad(level, false, int64_t(link), down[level][link]);
       }
-    auto busiest = std::max_element(latencyUs.begin(), latencyUs.end());
-    stage.setLatency(messages[busiest - latencyUs.begin()], *busiest);
+    // The sender whose messages take longest sets the stage's latency.
+    double slowest = -1;
+    int64_t posted = 0;
+    for (const std::vector<double> &sent : messages) {
+      double us = exchangeLatencyUs(topology, sent);
+      if (us > slowest) {
+        slowest = us;
+        posted = std::llround(std::accumulate(sent.begin(), sent.end(), 0.0));
+      }
+    }
+    stage.setLatency(posted, slowest);
     return stage.finish();
   }
 
@@ -427,8 +453,8 @@ private:
   std::string name;
   int64_t ranks;
   std::vector<std::vector<double>> up, down;
-  std::vector<double> latencyUs;
-  std::vector<int64_t> messages;
+  /// Messages each sender posts over each level.
+  std::vector<std::vector<double>> messages;
 };
 } // namespace
 

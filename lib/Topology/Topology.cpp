@@ -7,8 +7,8 @@
 //     "name": "dgx-a100",
 //     "description": "8 x A100 per node, NVSwitch; one HDR 200 Gb/s NIC per GPU",
 //     "levels": [
-//       {"name": "node",    "fanout": 8, "up_GBps": 300, "down_GBps": 300, "latency_us": 3, "uplink": "per-rank"},
-//       {"name": "cluster", "fanout": 4, "up_GBps": 25,  "down_GBps": 25,  "latency_us": 7, "uplink": "per-rank"}
+//       {"name": "node",    "fanout": 8, "up_GBps": 300, "down_GBps": 300, "latency_us": 3, "per_message_us": 0.02, "uplink": "per-rank"},
+//       {"name": "cluster", "fanout": 4, "up_GBps": 25,  "down_GBps": 25,  "latency_us": 7, "per_message_us": 0.02, "uplink": "per-rank"}
 //     ]
 //   }
 // clang-format on
@@ -18,12 +18,16 @@
 //   connects each child to the level's switch.
 // - `uplink` is "per-rank" (the bandwidth is there for every rank below the
 //   link) or "shared" (the whole child subtree shares it).
-// - `description` is optional (default empty); every other field is
-//   required, and unknown keys anywhere are errors.
+// - `latency_us` is the start-up latency of an exchange that reaches the
+//   level, `per_message_us` the sender's overhead for each message it posts
+//   over it (docs/cost-model.md, "Latency").
+// - `description` (default empty) and `per_message_us` (default 0) are
+//   optional; every other field is required, and unknown keys anywhere are
+//   errors.
 // - `name` and level names are non-empty, level names unique; there is at
 //   least one level; `fanout` is an integer in [1, 2^20] and the product of
 //   fanouts is at most 2^24; `up_GBps` and `down_GBps` are in
-//   [0.001, 100000]; `latency_us` is in [0, 1000000].
+//   [0.001, 100000]; `latency_us` and `per_message_us` are in [0, 1000000].
 // - A key appears at most once in an object.
 //
 // Every error is one line, "<source>: <field path>: <reason>", for example
@@ -128,7 +132,8 @@ bool Level::operator==(const Level &other) const {
   return name == other.name && fanout == other.fanout &&
          upBandwidthGBps == other.upBandwidthGBps &&
          downBandwidthGBps == other.downBandwidthGBps &&
-         latencyUs == other.latencyUs && sharing == other.sharing;
+         latencyUs == other.latencyUs && sharing == other.sharing &&
+         perMessageUs == other.perMessageUs;
 }
 
 bool Topology::operator==(const Topology &other) const {
@@ -198,10 +203,12 @@ Error tamoe::topology::verify(const Topology &topology) {
       if (!(value >= kMinBandwidthGBps && value <= kMaxBandwidthGBps))
         return fieldError(field + "." + key,
                           kBandwidthRule + ", got " + formatNumber(value));
-    if (!(level.latencyUs >= 0 && level.latencyUs <= kMaxLatencyUs))
-      return fieldError(field + ".latency_us",
-                        kLatencyRule + ", got " +
-                            formatNumber(level.latencyUs));
+    for (auto [key, value] :
+         {std::pair<StringRef, double>{"latency_us", level.latencyUs},
+          {"per_message_us", level.perMessageUs}})
+      if (!(value >= 0 && value <= kMaxLatencyUs))
+        return fieldError(field + "." + key,
+                          kLatencyRule + ", got " + formatNumber(value));
   }
   return Error::success();
 }
@@ -243,8 +250,9 @@ public:
       fail(field(key), "expected a string, got " + describe(*value));
   }
 
-  void readNumber(StringRef key, StringRef rule, double &out) {
-    const json::Value *value = lookup(key);
+  void readNumber(StringRef key, StringRef rule, double &out,
+                  bool required = true) {
+    const json::Value *value = lookup(key, required);
     if (!value)
       return;
     if (std::optional<double> number = value->getAsNumber())
@@ -341,13 +349,16 @@ static Expected<Level> parseLevel(const json::Value &value,
     return fieldError(path, "expected an object, got " + describe(value));
   FieldReader reader(*object, path);
   reader.rejectUnknownFields(
-      {"name", "fanout", "up_GBps", "down_GBps", "latency_us", "uplink"});
+      {"name", "fanout", "up_GBps", "down_GBps", "latency_us",
+       "per_message_us", "uplink"});
   Level level;
   reader.readString("name", level.name);
   reader.readFanout("fanout", level.fanout);
   reader.readNumber("up_GBps", kBandwidthRule, level.upBandwidthGBps);
   reader.readNumber("down_GBps", kBandwidthRule, level.downBandwidthGBps);
   reader.readNumber("latency_us", kLatencyRule, level.latencyUs);
+  reader.readNumber("per_message_us", kLatencyRule, level.perMessageUs,
+                    /*required=*/false);
   reader.readSharing("uplink", level.sharing);
   if (Error error = reader.takeError())
     return std::move(error);
@@ -501,6 +512,7 @@ json::Value tamoe::topology::toJSON(const Topology &topology) {
         {"up_GBps", level.upBandwidthGBps},
         {"down_GBps", level.downBandwidthGBps},
         {"latency_us", level.latencyUs},
+        {"per_message_us", level.perMessageUs},
         {"uplink", stringifyLinkSharing(level.sharing)},
     });
   json::Object object{{"name", topology.name}, {"levels", std::move(levels)}};

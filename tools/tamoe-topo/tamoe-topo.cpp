@@ -241,9 +241,10 @@ static int printSummary(const topo::Topology &topology) {
   for (auto [index, level] : enumerate(topology.levels))
     outs() << formatv("  level {0} '{1}': fanout {2}, ", index, level.name,
                       level.fanout)
-           << format("up %g GB/s, down %g GB/s, latency %g us, ",
+           << format("up %g GB/s, down %g GB/s, latency %g us, %g us per "
+                     "message, ",
                      level.upBandwidthGBps, level.downBandwidthGBps,
-                     level.latencyUs)
+                     level.latencyUs, level.perMessageUs)
            << topo::stringifyLinkSharing(level.sharing) << "\n";
   return 0;
 }

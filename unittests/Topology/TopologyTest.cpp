@@ -241,7 +241,8 @@ TEST(TopologyJSONTest, DescriptionIsOptional) {
   // An empty description is left out of the JSON form.
   EXPECT_EQ(printJSON(*topology),
             R"({"levels":[{"down_GBps":25,"fanout":4,"latency_us":1.5,)"
-            R"("name":"node","up_GBps":20,"uplink":"shared"}],"name":"t"})");
+            R"("name":"node","per_message_us":0,"up_GBps":20,)"
+            R"("uplink":"shared"}],"name":"t"})");
 }
 
 TEST(TopologyJSONTest, IntegralFanoutWrittenAsFloat) {
@@ -525,6 +526,22 @@ const ErrorCase kErrorCases[] = {
     {levelWith("latency_us", "false"),
      "bad.json: levels[0].latency_us: expected a number of microseconds in [0, "
      "1000000], got false"},
+    // Per-message overhead: optional, same range as the latency.
+    {withLevelFields(R"("name": "node", "fanout": 4, "up_GBps": 20, )"
+                     R"("down_GBps": 25, "latency_us": 1, )"
+                     R"("per_message_us": -1, "uplink": "shared")"),
+     "bad.json: levels[0].per_message_us: expected a number of microseconds "
+     "in [0, 1000000], got -1"},
+    {withLevelFields(R"("name": "node", "fanout": 4, "up_GBps": 20, )"
+                     R"("down_GBps": 25, "latency_us": 1, )"
+                     R"("per_message_us": "fast", "uplink": "shared")"),
+     "bad.json: levels[0].per_message_us: expected a number of microseconds "
+     "in [0, 1000000], got \"fast\""},
+    {withLevelFields(R"("name": "node", "fanout": 4, "up_GBps": 20, )"
+                     R"("down_GBps": 25, "latency_us": 1, )"
+                     R"("per_message_us": 2e6, "uplink": "shared")"),
+     "bad.json: levels[0].per_message_us: expected a number of microseconds "
+     "in [0, 1000000], got 2e+06"},
     // uplink.
     {levelWith("uplink", ""), "bad.json: levels[0].uplink: missing"},
     {levelWith("uplink", R"("dedicated")"),

@@ -41,9 +41,13 @@ struct Level {
   double upBandwidthGBps = 0;
   /// Bandwidth from the switch (parent -> child), GB/s.
   double downBandwidthGBps = 0;
-  /// Latency of one message over this link, microseconds.
+  /// Start-up latency of an exchange whose messages reach this level (the
+  /// one-way latency of its first message), microseconds.
   double latencyUs = 0;
   LinkSharing sharing = LinkSharing::PerRank;
+  /// The sender's overhead for each message it posts over this level;
+  /// messages overlap their latencies but not this, microseconds.
+  double perMessageUs = 0;
 
   bool operator==(const Level &other) const;
 };

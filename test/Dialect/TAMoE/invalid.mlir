@@ -10,7 +10,7 @@ module attributes {tamoe.topology = "dgx"} {}
 
 // -----
 
-#level = #tamoe.level<"node", fanout = 4, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>
+#level = #tamoe.level<"node", fanout = 4, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, per_message = 1.0, uplink = per_rank>
 module {
   // expected-error @+1 {{'tamoe.topology' belongs on a builtin.module}}
   func.func private @f() attributes {tamoe.topology = #tamoe.topology<"t", [#level]>}
@@ -22,18 +22,18 @@ module {
 // expected-error @+3 {{unexpected decimal integer literal for a floating point value}}
 // expected-note @+2 {{add a trailing dot to make the literal a float}}
 // expected-error @+1 {{failed to parse TAMoE_TopologyLevelAttr parameter 'up_bandwidth'}}
-#bad = #tamoe.level<"node", fanout = 4, up_bandwidth = 20, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>
+#bad = #tamoe.level<"node", fanout = 4, up_bandwidth = 20, down_bandwidth = 2.0e+01, latency = 1.0, per_message = 1.0, uplink = per_rank>
 
 // -----
 
 // The attribute obeys the rules of topology files (one verifier for both).
 // expected-error @+1 {{invalid topology: levels[0].fanout: expected an integer >= 1, got 0}}
-module attributes {tamoe.topology = #tamoe.topology<"t", [<"node", fanout = 0, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>]>} {}
+module attributes {tamoe.topology = #tamoe.topology<"t", [<"node", fanout = 0, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {}
 
 // -----
 
 // expected-error @+1 {{invalid topology: levels[1].name: duplicate level name 'node'}}
-module attributes {tamoe.topology = #tamoe.topology<"t", [<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>, <"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = shared>]>} {}
+module attributes {tamoe.topology = #tamoe.topology<"t", [<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, per_message = 1.0, uplink = shared>]>} {}
 
 // -----
 
@@ -89,7 +89,7 @@ func.func private @f() attributes {p = #tamoe.dispatch_plan<uniform, shares = [1
 
 // -----
 
-#topo = #tamoe.topology<"cpu-2x4", [#tamoe.level<"node", fanout = 4, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>, #tamoe.level<"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 1.0e+01, uplink = shared>]>
+#topo = #tamoe.topology<"cpu-2x4", [#tamoe.level<"node", fanout = 4, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, per_message = 1.0, uplink = per_rank>, #tamoe.level<"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 1.0e+01, uplink = shared>]>
 module attributes {tamoe.topology = #topo} {
   func.func @f(%logits: tensor<16x8xf32>) {
     // expected-error @+1 {{dispatch plan has 2 shares but topology 'cpu-2x4' has 2 levels (expected 3)}}
@@ -100,7 +100,7 @@ module attributes {tamoe.topology = #topo} {
 
 // -----
 
-#topo = #tamoe.topology<"cpu-2x4", [#tamoe.level<"node", fanout = 4, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>, #tamoe.level<"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 1.0e+01, uplink = shared>]>
+#topo = #tamoe.topology<"cpu-2x4", [#tamoe.level<"node", fanout = 4, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, per_message = 1.0, uplink = per_rank>, #tamoe.level<"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 1.0e+01, uplink = shared>]>
 module attributes {tamoe.topology = #topo} {
   func.func @f(%logits: tensor<16x8xf32>) {
     // 0.25 + 3 * 0.125 + 4 * 0.125 = 1.125
@@ -112,7 +112,7 @@ module attributes {tamoe.topology = #topo} {
 
 // -----
 
-#topo = #tamoe.topology<"pair", [#tamoe.level<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>]>
+#topo = #tamoe.topology<"pair", [#tamoe.level<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, per_message = 1.0, uplink = per_rank>]>
 module attributes {tamoe.topology = #topo} {
   func.func @f(%tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>) {
     // expected-error @+1 {{dispatch plan 'matrix' has 9 entries but topology 'pair' has 2 ranks (expected 4)}}
@@ -456,7 +456,7 @@ func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {
 
 // -----
 
-#topo = #tamoe.topology<"pair", [#tamoe.level<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, uplink = per_rank>]>
+#topo = #tamoe.topology<"pair", [#tamoe.level<"node", fanout = 2, up_bandwidth = 2.0e+01, down_bandwidth = 2.0e+01, latency = 1.0, per_message = 1.0, uplink = per_rank>]>
 module attributes {tamoe.topology = #topo} {
   shard.grid @ep(shape = 2)
   func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<2xi32>) {

@@ -161,10 +161,10 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
   // Attributes on their own: a dense plan (asymmetric patterns) and a level.
   // CHECK-LABEL: func.func private @attributes()
   // CHECK-SAME: dense = #tamoe.dispatch_plan<optimal, matrix = [7.500000e-01, 2.500000e-01, 1.000000e+00, 0.000000e+00], predicted_us = 1.500000e+01>
-  // CHECK-SAME: level = #tamoe.level<"rack", fanout = 72, up_bandwidth = 9.000000e+02, down_bandwidth = 9.000000e+02, latency = 3.000000e+00, uplink = shared>
+  // CHECK-SAME: level = #tamoe.level<"rack", fanout = 72, up_bandwidth = 9.000000e+02, down_bandwidth = 9.000000e+02, latency = 3.000000e+00, per_message = 3.000000e+00, uplink = shared>
   // CHECK-SAME: uniform = #tamoe.dispatch_plan<uniform, shares = [1.250000e-01, 1.250000e-01, 1.250000e-01], predicted_us = 0.000000e+00>
   func.func private @attributes() attributes {
     dense = #tamoe.dispatch_plan<optimal, matrix = [0.75, 0.25, 1.0, 0.0], predicted_us = 15.0>,
-    level = #tamoe.level<"rack", fanout = 72, up_bandwidth = 900.0, down_bandwidth = 900.0, latency = 3.0, uplink = shared>,
+    level = #tamoe.level<"rack", fanout = 72, up_bandwidth = 900.0, down_bandwidth = 900.0, latency = 3.0, per_message = 3.0, uplink = shared>,
     uniform = #tamoe.dispatch_plan<uniform, shares = [0.125, 0.125, 0.125], predicted_us = 0.0>}
 }

@@ -59,6 +59,7 @@ static topo::Topology toLibrary(StringRef name,
     out.upBandwidthGBps = level.getUpBandwidth().convertToDouble();
     out.downBandwidthGBps = level.getDownBandwidth().convertToDouble();
     out.latencyUs = level.getLatency().convertToDouble();
+    out.perMessageUs = level.getPerMessage().convertToDouble();
     out.sharing = toLibrary(level.getUplink());
   }
   return topology;
@@ -82,7 +83,7 @@ TopologyAttr TopologyAttr::get(MLIRContext *context,
     levels.push_back(TopologyLevelAttr::get(
         context, level.name, level.fanout, llvm::APFloat(level.upBandwidthGBps),
         llvm::APFloat(level.downBandwidthGBps), llvm::APFloat(level.latencyUs),
-        fromLibrary(level.sharing)));
+        llvm::APFloat(level.perMessageUs), fromLibrary(level.sharing)));
   return TopologyAttr::get(context, topology.name, levels,
                            topology.description);
 }

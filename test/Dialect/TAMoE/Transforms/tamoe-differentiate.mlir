@@ -60,7 +60,7 @@ func.func @use_dispatch(%x: tensor<8x16xf32>, %ids: tensor<8x2xi32>, %d: tensor<
 
 // all_to_all: the reverse exchange over the same group and level, sending
 // back by the counts that were received; regroup: the reverse regroup.
-module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   // CHECK-LABEL: func.func @exchange_backward
   // CHECK-SAME: %[[GC:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.regroup regrouped_counts"}, %[[RC:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.all_to_all recv_counts"}, %[[D:.*]]: tensor<24x8xf32>)

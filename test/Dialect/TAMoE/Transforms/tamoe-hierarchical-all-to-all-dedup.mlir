@@ -15,7 +15,7 @@
 
 // 2 nodes x 4 ranks, 16 experts (2 per rank), top-4: a token's experts on
 // one node cross to it once.
-module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, uplink = shared>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, per_message = 10.0, uplink = shared>]>} {
   shard.grid @ep(shape = 2x4)
   // CHECK-LABEL: func.func @layer
   // CHECK-SAME: (%[[TOKENS:.*]]: tensor<16x64xf32>, %[[IDS:.*]]: tensor<16x4xi32>)
@@ -34,14 +34,14 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout 
     // By source rank, as the flat exchange delivers.
     // CHECK: %[[RECV:.*]], %[[RC:.*]] = tamoe.regroup %[[S]], %[[SC]] : tensor<?x64xf32>, tensor<4x2x2xi32> -> tensor<?x64xf32>, tensor<2x4x2xi32>
     // CHECK: %[[RECV_COUNTS:.*]] = tensor.collapse_shape %[[RC]] {{\[\[}}0, 1], [2]] : tensor<2x4x2xi32> into tensor<8x2xi32>
-    // expected-remark @+1 {{made hierarchical with per-node de-duplication: 16.7 us predicted de-duplicated vs 20.2 us hierarchical vs 49.6 us flat for 16 tokens (top-4) of 256 bytes}}
+    // expected-remark @+1 {{made hierarchical with per-node de-duplication: 27.7 us predicted de-duplicated vs 31.2 us hierarchical vs 59.6 us flat for 16 tokens (top-4) of 256 bytes}}
     %recv, %recv_counts = tamoe.all_to_all %rows, %split on @ep : tensor<64x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
     // The return trip carries one row per expert (the combine weights them
     // where the tokens live): plain hierarchical.
     // CHECK: tensor.expand_shape %[[RECV_COUNTS]]
     // CHECK: tamoe.all_to_all {{.*}} axes = [1] level "node" : tensor<?x64xf32>, tensor<4x2x2xi32>
     // CHECK: tamoe.all_to_all {{.*}} axes = [0] level "cluster" : tensor<?x64xf32>, tensor<2x4x2xi32> -> tensor<64x64xf32>
-    // expected-remark @+1 {{made hierarchical: 20.2 us predicted hierarchical vs 49.6 us flat for 64 rows of 256 bytes}}
+    // expected-remark @+1 {{made hierarchical: 31.2 us predicted hierarchical vs 59.6 us flat for 64 rows of 256 bytes}}
     %back, %back_counts = tamoe.all_to_all %recv, %recv_counts on @ep : tensor<?x64xf32>, tensor<8x2xi32> -> tensor<64x64xf32>
     return %back, %back_counts : tensor<64x64xf32>, tensor<8x2xi32>
   }
@@ -50,14 +50,14 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout 
 // -----
 
 // Top-1: nothing to de-duplicate.
-module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, uplink = shared>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, per_message = 10.0, uplink = shared>]>} {
   shard.grid @ep(shape = 2x4)
   // CHECK-LABEL: func.func @top1
   // CHECK-NOT: tamoe.dedup_pack
   // CHECK: return
   func.func @top1(%tokens: tensor<16x64xf32>, %ids: tensor<16x1xi32>) -> tensor<?x64xf32> {
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<16x64xf32>, tensor<16x1xi32> -> tensor<16x64xf32>, tensor<8xi32>, tensor<16x1xi32>, tensor<i64>
-    // expected-remark @+1 {{made hierarchical: 14.8 us predicted hierarchical vs 44.6 us flat for 16 rows of 256 bytes}}
+    // expected-remark @+1 {{made hierarchical: 25.8 us predicted hierarchical vs 54.6 us flat for 16 rows of 256 bytes}}
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
     return %recv : tensor<?x64xf32>
   }
@@ -66,14 +66,14 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout 
 // -----
 
 // Large rows over a fast network: every staged form costs more than flat.
-module attributes {tamoe.topology = #tamoe.topology<"fast", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 50.0, down_bandwidth = 50.0, latency = 2.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"fast", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 50.0, down_bandwidth = 50.0, latency = 2.0, per_message = 2.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   // CHECK-LABEL: func.func @large
   // CHECK-NOT: tamoe.dedup_pack
   // CHECK: tamoe.all_to_all %{{.*}}, %{{.*}} on @ep : tensor<8192x4096xbf16>
   func.func @large(%tokens: tensor<4096x4096xbf16>, %ids: tensor<4096x2xi32>) -> tensor<?x4096xbf16> {
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<4096x4096xbf16>, tensor<4096x2xi32> -> tensor<8192x4096xbf16>, tensor<4xi32>, tensor<4096x2xi32>, tensor<i64>
-    // expected-remark @+1 {{kept flat: 841.9 us predicted de-duplicated vs 1009.6 us hierarchical vs 676.1 us flat for 4096 tokens (top-2) of 8192 bytes}}
+    // expected-remark @+1 {{kept flat: 844.9 us predicted de-duplicated vs 1012.6 us hierarchical vs 678.1 us flat for 4096 tokens (top-2) of 8192 bytes}}
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<8192x4096xbf16>, tensor<4xi32> -> tensor<?x4096xbf16>
     return %recv : tensor<?x4096xbf16>
   }

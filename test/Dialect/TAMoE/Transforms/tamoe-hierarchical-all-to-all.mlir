@@ -6,7 +6,7 @@
 
 // 2 nodes x 4 ranks, a slow shared link between the nodes; small messages,
 // so the latency the hierarchical form saves decides.
-module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, uplink = shared>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, per_message = 10.0, uplink = shared>]>} {
   shard.grid @ep(shape = 2x4)
   // CHECK-LABEL: func.func @layer
   // CHECK-SAME: (%[[TOKENS:.*]]: tensor<16x64xf32>, %[[IDS:.*]]: tensor<16x2xi32>)
@@ -21,7 +21,7 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout 
     // CHECK: %[[R2:.*]], %[[C2:.*]] = tamoe.regroup %[[S1]], %[[S1C]] : tensor<?x64xf32>, tensor<4x2xi32> -> tensor<?x64xf32>, tensor<2x4xi32>
     // CHECK: %[[S2:.*]], %[[S2C:.*]] = tamoe.all_to_all %[[R2]], %[[C2]] on @ep axes = [0] level "cluster" : tensor<?x64xf32>, tensor<2x4xi32> -> tensor<?x64xf32>
     // CHECK: %[[RECV_COUNTS:.*]] = tensor.collapse_shape %[[S2C]] {{\[\[}}0, 1]] : tensor<2x4xi32> into tensor<8xi32>
-    // expected-remark @+1 {{made hierarchical: 16.6 us predicted hierarchical vs 46.3 us flat for 32 rows of 256 bytes}}
+    // expected-remark @+1 {{made hierarchical: 27.6 us predicted hierarchical vs 56.3 us flat for 32 rows of 256 bytes}}
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
     // The return trip is sized by the same dispatch.
     // CHECK: tensor.expand_shape %[[RECV_COUNTS]]
@@ -29,7 +29,7 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout 
     // CHECK: %[[BACK:.*]], %[[BACK_COUNTS:.*]] = tamoe.all_to_all {{.*}} axes = [0] level "cluster" : tensor<?x64xf32>, tensor<2x4xi32> -> tensor<32x64xf32>
     // CHECK: %[[FINAL:.*]] = tensor.collapse_shape %[[BACK_COUNTS]]
     // CHECK: return %[[BACK]], %[[FINAL]]
-    // expected-remark @+1 {{made hierarchical: 16.6 us predicted hierarchical vs 46.3 us flat for 32 rows of 256 bytes}}
+    // expected-remark @+1 {{made hierarchical: 27.6 us predicted hierarchical vs 56.3 us flat for 32 rows of 256 bytes}}
     %back, %back_counts = tamoe.all_to_all %recv, %recv_counts on @ep : tensor<?x64xf32>, tensor<8xi32> -> tensor<32x64xf32>
     return %back, %back_counts : tensor<32x64xf32>, tensor<8xi32>
   }
@@ -39,12 +39,12 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout 
 
 // Large messages over a fast network between nodes: the extra intra-node
 // stage costs more than the messages it saves.
-module attributes {tamoe.topology = #tamoe.topology<"fast", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 50.0, down_bandwidth = 50.0, latency = 2.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"fast", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 50.0, down_bandwidth = 50.0, latency = 2.0, per_message = 2.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   // CHECK-LABEL: func.func @large
   func.func @large(%rows: tensor<8192x4096xbf16>, %counts: tensor<4xi32>) -> tensor<?x4096xbf16> {
     // CHECK: tamoe.all_to_all %{{.*}}, %{{.*}} on @ep : tensor<8192x4096xbf16>
-    // expected-remark @+1 {{kept flat: 1009.6 us predicted hierarchical vs 676.1 us flat for 8192 rows of 8192 bytes}}
+    // expected-remark @+1 {{kept flat: 1012.6 us predicted hierarchical vs 678.1 us flat for 8192 rows of 8192 bytes}}
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<8192x4096xbf16>, tensor<4xi32> -> tensor<?x4096xbf16>
     return %recv : tensor<?x4096xbf16>
   }
@@ -53,7 +53,7 @@ module attributes {tamoe.topology = #tamoe.topology<"fast", [<"node", fanout = 2
 // -----
 
 // A single-level topology has no inter-node stage.
-module attributes {tamoe.topology = #tamoe.topology<"one-node", [<"node", fanout = 4, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"one-node", [<"node", fanout = 4, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 4)
   func.func @single(%rows: tensor<32x64xf32>, %counts: tensor<4xi32>) -> tensor<?x64xf32> {
     // expected-remark @+1 {{kept flat: topology 'one-node' has a single level, so there is no inter-node stage}}
@@ -64,7 +64,7 @@ module attributes {tamoe.topology = #tamoe.topology<"one-node", [<"node", fanout
 
 // -----
 
-#topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, uplink = shared>]>
+#topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, per_message = 10.0, uplink = shared>]>
 module attributes {tamoe.topology = #topology} {
   shard.grid @flat8(shape = 8)
   shard.grid @ep(shape = 2x4)
@@ -86,7 +86,7 @@ module attributes {tamoe.topology = #topology} {
 
 // Two experts per rank: counts [ranks, experts per rank] keep their split
 // through both stages.
-module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, uplink = shared>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, per_message = 10.0, uplink = shared>]>} {
   shard.grid @ep(shape = 2x4)
   // CHECK-LABEL: func.func @per_expert
   func.func @per_expert(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>) -> (tensor<?x64xf32>, tensor<8x2xi32>) {
@@ -97,7 +97,7 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout 
     // CHECK: %[[S2:.*]], %[[S2C:.*]] = tamoe.all_to_all {{.*}} axes = [0] level "cluster" : tensor<?x64xf32>, tensor<2x4x2xi32> -> tensor<?x64xf32>
     // CHECK: %[[C:.*]] = tensor.collapse_shape %[[S2C]] {{\[\[}}0, 1], [2]] : tensor<2x4x2xi32> into tensor<8x2xi32>
     // CHECK: return %[[S2]], %[[C]]
-    // expected-remark @+1 {{made hierarchical: 16.6 us predicted hierarchical vs 46.3 us flat for 32 rows of 256 bytes}}
+    // expected-remark @+1 {{made hierarchical: 27.6 us predicted hierarchical vs 56.3 us flat for 32 rows of 256 bytes}}
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
     return %recv, %recv_counts : tensor<?x64xf32>, tensor<8x2xi32>
   }

@@ -1,7 +1,7 @@
 // RUN: tamoe-opt %s -split-input-file --tamoe-inject-topology-aux-loss -verify-diagnostics
 
 #dense = #tamoe.dispatch_plan<optimal, matrix = [1.0, 0.0, 0.0, 1.0], predicted_us = 1.0>
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   func.func @f(%tokens: tensor<16x8xf32>, %ids: tensor<16x1xi32>) {
     // expected-error @+1 {{the topology loss needs a plan with a share per level; dense plans are not supported}}
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #dense} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
@@ -12,7 +12,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 // -----
 
 #plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   func.func @f(%tokens: tensor<16x8xf32>, %ids: tensor<16x1xi32>) {
     // expected-error @+1 {{the topology loss needs the tamoe.gate that chose the experts (for the router probabilities)}}
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
@@ -23,7 +23,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 // -----
 
 #plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) {
     %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
     // expected-error @+1 {{cannot tell this rank: the layer's counts feed no tamoe.all_to_all}}
@@ -35,7 +35,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 // -----
 
 #plan = #tamoe.dispatch_plan<optimal, shares = [1.0, 0.0], predicted_us = 1.0>
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2)
   func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) {
     %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
@@ -49,7 +49,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 // -----
 
 #plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2)
   func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x3xf32>) {
     %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x3xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x3xf32>
@@ -62,7 +62,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 // -----
 
 #plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2)
   func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>, %c: i1) {
     %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
@@ -78,7 +78,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 // -----
 
 #plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2)
   func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) -> tensor<f32> {
     %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>

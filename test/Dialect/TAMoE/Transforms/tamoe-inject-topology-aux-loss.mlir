@@ -7,7 +7,7 @@
 // 2 nodes x 2 ranks, 8 experts (2 per rank), a TA-MoE plan: 10/22 for the
 // sender and its node peer, 1/22 for each remote rank.
 #plan = #tamoe.dispatch_plan<tamoe, shares = [0.45454545454545453, 0.45454545454545453, 0.045454545454545456], predicted_us = 39.2>
-module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   // CHECK-LABEL: func.func @rewrite_switch_loss
   // CHECK-SAME: (%[[TOKENS:.*]]: tensor<16x8xf32>, %[[LOGITS:.*]]: tensor<16x8xf32>)
@@ -39,7 +39,7 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
 
 // With a uniform plan every weight is 1: the topology loss is the switch loss.
 #uniform = #tamoe.dispatch_plan<uniform, shares = [0.25, 0.25, 0.25], predicted_us = 121.0>
-module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   // CHECK-LABEL: func.func @uniform_plan
   func.func @uniform_plan(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
@@ -59,7 +59,7 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
 // (dropped ids become -1), and a layer without a loss gets one, added to the
 // function's scalar loss result.
 #plan = #tamoe.dispatch_plan<uniform, shares = [0.25, 0.25, 0.25], predicted_us = 121.0>
-module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   // CHECK-LABEL: func.func @insert_into_loss
   // CHECK-SAME: -> (tensor<?x8xf32>, tensor<f32>)
@@ -85,7 +85,7 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
 
 // Without a scalar result the loss becomes a new one.
 #plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2)
   // CHECK-LABEL: func.func @new_result
   // CHECK-SAME: -> (tensor<?x8xf32>, tensor<f32>)
@@ -106,7 +106,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 // A switch loss after a dispatch with a capacity: it now counts only the
 // dispatched assignments.
 #plan = #tamoe.dispatch_plan<uniform, shares = [0.25, 0.25, 0.25], predicted_us = 121.0>
-module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   // CHECK-LABEL: func.func @existing_loss_with_capacity
   func.func @existing_loss_with_capacity(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
@@ -127,7 +127,7 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
 // The expert-parallel group is one axis of a bigger grid (data x expert
 // parallel): the rank is the index along that axis.
 #plan = #tamoe.dispatch_plan<uniform, shares = [0.25, 0.25, 0.25], predicted_us = 121.0>
-module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {
   shard.grid @dp_ep(shape = 2x4)
   // CHECK-LABEL: func.func @partial_axes
   func.func @partial_axes(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {

@@ -9,7 +9,7 @@ module {
 
 // -----
 
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   func.func @f(%tokens: tensor<8x16xf32>, %ids: tensor<8x2xi32>) {
     // expected-error @+1 {{expert-parallel group @ep has 4 ranks but topology 'pair' has 2}}
@@ -21,7 +21,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 
 // -----
 
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   // A group of run-time size: the experts' check is the planner's.
   shard.grid @ep(shape = ?)
   func.func @f(%tokens: tensor<8x16xf32>, %ids: tensor<8x2xi32>) {
@@ -34,7 +34,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 
 // -----
 
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2)
   func.func @f(%tokens: tensor<?x16xf32>, %ids: tensor<?x2xi32>) {
     // expected-error @+1 {{needs static token, hidden and k sizes to predict the all-to-all time}}
@@ -46,7 +46,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 
 // -----
 
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2)
   func.func @f(%tokens: tensor<8x16xcomplex<f32>>, %ids: tensor<8x2xi32>) {
     // expected-error @+1 {{cannot size token rows of 'complex<f32>'}}

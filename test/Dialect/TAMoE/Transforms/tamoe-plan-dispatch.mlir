@@ -6,14 +6,14 @@
 // The hand-computed tree of docs/cost-model.md: 2 nodes x 2 ranks, 100 GB/s
 // inside a node, 10 GB/s per rank between nodes. TA-MoE shares 10:10:1
 // (each share: 10/22 or 1/22); 1000 tokens of 1000 bytes, top-2.
-module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, uplink = per_rank>]>} {
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 0.5, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 2.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   // CHECK-LABEL: func.func @layer
   func.func @layer(%tokens: tensor<1000x500xbf16>, %logits: tensor<1000x4xf32>) -> tensor<?x500xbf16> {
-    // CHECK: tamoe.gate {{.*}} {plan = #tamoe.dispatch_plan<tamoe, shares = [4.545455e-01, 4.545455e-01, 4.545455e-02], predicted_us = 3.920000e+01>}
+    // CHECK: tamoe.gate {{.*}} {plan = #tamoe.dispatch_plan<tamoe, shares = [4.545455e-01, 4.545455e-01, 4.545455e-02], predicted_us = 3.270000e+01>}
     %ids, %w, %p = tamoe.gate %logits top 2 softmax : tensor<1000x4xf32> -> tensor<1000x2xi32>, tensor<1000x2xf32>, tensor<1000x4xf32>
-    // CHECK: tamoe.dispatch {{.*}} {plan = #tamoe.dispatch_plan<tamoe, shares = [4.545455e-01, 4.545455e-01, 4.545455e-02], predicted_us = 3.920000e+01>}
-    // expected-remark @+1 {{planned 'tamoe' dispatch on 'two-by-two': 39.2 us (flat) vs 121.0 us with uniform routing (3.09x)}}
+    // CHECK: tamoe.dispatch {{.*}} {plan = #tamoe.dispatch_plan<tamoe, shares = [4.545455e-01, 4.545455e-01, 4.545455e-02], predicted_us = 3.270000e+01>}
+    // expected-remark @+1 {{planned 'tamoe' dispatch on 'two-by-two': 32.7 us (flat) vs 114.5 us with uniform routing (3.50x)}}
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<1000x500xbf16>, tensor<1000x2xi32> -> tensor<2000x500xbf16>, tensor<4xi32>, tensor<1000x2xi32>, tensor<i64>
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<2000x500xbf16>, tensor<4xi32> -> tensor<?x500xbf16>
     return %recv : tensor<?x500xbf16>

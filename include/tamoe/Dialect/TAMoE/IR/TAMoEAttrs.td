@@ -10,9 +10,16 @@ include "mlir/IR/BuiltinAttributes.td"
 
 // An IEEE double. Printed in MLIR's round-trippable float syntax
 // (`3.000000e+02`), so an attribute reprints exactly what it holds.
-def TAMoE_F64Parameter : APFloatParameter<"IEEE double"> {
+class TAMoE_F64 : APFloatParameter<"IEEE double"> {
   let parser = "::mlir::tamoe::parseF64Parameter($_parser)";
   let printer = "$_printer.printFloat($_self)";
+}
+def TAMoE_F64Parameter : TAMoE_F64;
+
+// An IEEE double that is 0 unless written (and is not printed when 0).
+def TAMoE_F64ParameterDefaultZero : TAMoE_F64 {
+  let defaultValue = "::llvm::APFloat(0.0)";
+  let comparator = "$_lhs.bitwiseIsEqual($_rhs)";
 }
 
 class TAMoE_Attr<string name, string attrMnemonic, list<Trait> traits = []>
@@ -26,8 +33,10 @@ def TAMoE_TopologyLevelAttr : TAMoE_Attr<"TopologyLevel", "level"> {
     A level groups `fanout` children of the level below (level 0 groups
     ranks into nodes). The link of a level connects each child to the
     level's switch: `up_bandwidth` (child to switch) and `down_bandwidth`
-    (switch to child) in GB/s (1e9 bytes per second), `latency` per message
-    in microseconds. With `uplink = per_rank` the bandwidth is available to
+    (switch to child) in GB/s (1e9 bytes per second), `latency` the
+    start-up latency of an exchange that reaches the level and
+    `per_message` the sender's overhead for every message it posts over it,
+    in microseconds (`per_message` is 0 when not written). With `uplink = per_rank` the bandwidth is available to
     every rank below the link (one NIC per GPU); with `shared` it is the
     bandwidth of the child subtree as a whole (one NIC per node).
     Invariants are checked by the enclosing `#tamoe.topology`.
@@ -44,11 +53,12 @@ def TAMoE_TopologyLevelAttr : TAMoE_Attr<"TopologyLevel", "level"> {
     TAMoE_F64Parameter:$up_bandwidth,
     TAMoE_F64Parameter:$down_bandwidth,
     TAMoE_F64Parameter:$latency,
+    TAMoE_F64ParameterDefaultZero:$per_message,
     EnumParameter<TAMoE_LinkSharing>:$uplink
   );
   let assemblyFormat = [{
     `<` $name `,` struct($fanout, $up_bandwidth, $down_bandwidth, $latency,
-                         $uplink) `>`
+                         $per_message, $uplink) `>`
   }];
 }
 
