@@ -6,10 +6,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${TAMOE_BUILD_DIR:-$root/build}"
 
 # libzstd-dev: tamoe-topo links LLVM's support library statically, whose
-# CMake target names zstd.
+# CMake target names zstd. libxml2-dev: NCCL's topology dumps are XML.
 packages=(cmake ninja-build g++ llvm-22-dev llvm-22-tools libmlir-22-dev
           mlir-22-tools libgtest-dev libbenchmark-dev libopenmpi-dev
-          openmpi-bin libzstd-dev)
+          openmpi-bin libzstd-dev libxml2-dev)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null |

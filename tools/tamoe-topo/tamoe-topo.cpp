@@ -9,6 +9,8 @@
 // tamoe-topo explain FILE.json     per-link loads and the bottleneck
 // tamoe-topo evaluate FILE.json --level-fractions F0,F1,...
 //                                  predicted time of a measured pattern
+// tamoe-topo import-nccl DUMP.xml --nodes N
+//                                  a topology file from NCCL's topology dump
 //
 // Only to-attr and to-json of a module touch MLIR; tamoe-topo-mlir does them,
 // so that this executable links no MLIR and LLVM's support library
@@ -17,6 +19,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Planner/Policies.h"
+#include "tamoe/Topology/NCCLImport.h"
 #include "tamoe/Support/Version.h"
 #include "tamoe/Topology/Topology.h"
 
@@ -26,6 +29,7 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -60,11 +64,28 @@ static cl::SubCommand evaluateCommand(
     "evaluate", "Predicted all-to-all time of a given pattern (a measured "
                 "one: the fraction of assignments sent to each level)");
 
+static cl::SubCommand importNCCLCommand(
+    "import-nccl", "Print a topology file for N nodes like the one of an "
+                   "NCCL topology dump (NCCL_TOPO_DUMP_FILE)");
+
 static cl::opt<std::string>
     inputPath(cl::Positional, cl::Required, cl::desc("<input file>"),
               cl::sub(checkCommand), cl::sub(toAttrCommand),
               cl::sub(toJSONCommand), cl::sub(planCommand),
-              cl::sub(explainCommand), cl::sub(evaluateCommand));
+              cl::sub(explainCommand), cl::sub(evaluateCommand),
+              cl::sub(importNCCLCommand));
+static cl::OptionCategory importOptions("import-nccl options");
+static cl::opt<int64_t>
+    importNodes("nodes",
+                cl::desc("import-nccl: nodes of the cluster (default 1)"),
+                cl::init(1), cl::sub(importNCCLCommand),
+                cl::cat(importOptions));
+static cl::opt<std::string>
+    importName("name",
+               cl::desc("import-nccl: the cluster's name (default "
+                        "nccl-node)"),
+               cl::init("nccl-node"), cl::sub(importNCCLCommand),
+               cl::cat(importOptions));
 static cl::list<std::string> clusterPaths(cl::Positional, cl::OneOrMore,
                                           cl::desc("<topology files>"),
                                           cl::sub(compareCommand));
@@ -630,7 +651,7 @@ int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
   // --help shows the tool's options, not the hundreds that LLVM registers
   // for its code generators (--help-hidden lists those).
-  cl::HideUnrelatedOptions(plannerOptions);
+  cl::HideUnrelatedOptions({&plannerOptions, &importOptions});
   cl::AddExtraVersionPrinter(tamoe::printVersion);
   cl::ParseCommandLineOptions(argc, argv, "tamoe topology tool\n");
 
@@ -651,6 +672,21 @@ int main(int argc, char **argv) {
     outs() << formatv("{0:2}", topo::toJSON(*topology)) << "\n";
     return 0;
   }
+  if (importNCCLCommand) {
+    if (importNodes < 1)
+      return fail(formatv("--nodes: expected >= 1, got {0}", importNodes));
+    ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
+        MemoryBuffer::getFileOrSTDIN(inputPath);
+    if (!buffer)
+      return fail(inputPath + ": cannot read file: " +
+                  buffer.getError().message());
+    Expected<topo::Topology> topology = topo::importNCCLTopology(
+        (*buffer)->getBuffer(), inputPath, importNodes, importName);
+    if (!topology)
+      return fail(toString(topology.takeError()));
+    outs() << formatv("{0:2}", topo::toJSON(*topology)) << "\n";
+    return 0;
+  }
   if (checkCommand) {
     Expected<topo::Topology> topology = loadTopology(inputPath);
     if (!topology)
@@ -659,7 +695,7 @@ int main(int argc, char **argv) {
   }
   if (!planCommand && !compareCommand && !explainCommand && !evaluateCommand)
     return fail("expected a subcommand: check, to-attr, to-json, plan, "
-                "compare, explain or evaluate (see --help)");
+                "compare, explain, evaluate or import-nccl (see --help)");
   Expected<Workload> workload = workloadFromOptions();
   if (!workload)
     return fail(toString(workload.takeError()));
