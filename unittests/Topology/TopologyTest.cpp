@@ -75,6 +75,15 @@ std::string levelWith(llvm::StringRef field, llvm::StringRef value) {
   return withLevelFields(text);
 }
 
+/// A complete level with the optional `per_message_us` set to `value`.
+std::string levelWithPerMessage(llvm::StringRef value) {
+  return withLevelFields((R"("name": "node", "fanout": 4, "up_GBps": 20, )"
+                          R"("down_GBps": 25, "latency_us": 1, )"
+                          R"("uplink": "shared", "per_message_us": )" +
+                          value)
+                             .str());
+}
+
 Level makeLevel(const char *name, int64_t fanout) {
   return Level{name, fanout, 10, 10, 1, LinkSharing::PerRank};
 }
@@ -527,19 +536,13 @@ const ErrorCase kErrorCases[] = {
      "bad.json: levels[0].latency_us: expected a number of microseconds in [0, "
      "1000000], got false"},
     // Per-message overhead: optional, same range as the latency.
-    {withLevelFields(R"("name": "node", "fanout": 4, "up_GBps": 20, )"
-                     R"("down_GBps": 25, "latency_us": 1, )"
-                     R"("per_message_us": -1, "uplink": "shared")"),
+    {levelWithPerMessage("-1"),
      "bad.json: levels[0].per_message_us: expected a number of microseconds "
      "in [0, 1000000], got -1"},
-    {withLevelFields(R"("name": "node", "fanout": 4, "up_GBps": 20, )"
-                     R"("down_GBps": 25, "latency_us": 1, )"
-                     R"("per_message_us": "fast", "uplink": "shared")"),
+    {levelWithPerMessage(R"("fast")"),
      "bad.json: levels[0].per_message_us: expected a number of microseconds "
      "in [0, 1000000], got \"fast\""},
-    {withLevelFields(R"("name": "node", "fanout": 4, "up_GBps": 20, )"
-                     R"("down_GBps": 25, "latency_us": 1, )"
-                     R"("per_message_us": 2e6, "uplink": "shared")"),
+    {levelWithPerMessage("2e6"),
      "bad.json: levels[0].per_message_us: expected a number of microseconds "
      "in [0, 1000000], got 2e+06"},
     // uplink.
