@@ -307,7 +307,7 @@ public:
       double rows = 0;
       for (size_t m = from; m < levels; ++m)
         rows += nodesAt(m) * uniqueTokensTo(m);
-      return rows * workload.rowBytes();
+      return rows * (workload.rowBytes() + workload.routeBytes());
     };
     addBoth(stage, 0, outgoing(1));
     for (size_t level = 1; level < levels; ++level)
@@ -513,7 +513,8 @@ Cost tamoe::planner::evaluate(const Topology &topology, const Traffic &traffic,
       for (int64_t m = 0; m < nodes; ++m)
         if (m != n)
           inter.send(rank(n, a), rank(m, a),
-                     traffic.uniqueTokens[rank(n, a) * nodes + m] * rowBytes);
+                     traffic.uniqueTokens[rank(n, a) * nodes + m] *
+                         (rowBytes + workload.routeBytes()));
   for (int64_t m = 0; m < nodes; ++m)
     for (int64_t a = 0; a < ranksPerNode; ++a)
       for (int64_t b = 0; b < ranksPerNode; ++b) {

@@ -36,6 +36,11 @@ struct Workload {
   double rowBytes() const {
     return static_cast<double>(hidden) * static_cast<double>(bytesPerElement);
   }
+  /// Bytes of the route a de-duplicated token carries across nodes: its k
+  /// expert ids as int32, which the relay needs to expand it per expert.
+  double routeBytes() const {
+    return 4.0 * static_cast<double>(topK);
+  }
   /// (token, expert) assignments a rank dispatches.
   double assignmentsPerRank() const {
     return static_cast<double>(tokensPerRank) * static_cast<double>(topK);
