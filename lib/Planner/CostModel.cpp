@@ -407,7 +407,8 @@ class Router {
 public:
   Router(const Topology &topology, StringRef name)
       : topology(topology), name(name.str()), ranks(topology.numRanks()),
-        messages(ranks, std::vector<double>(topology.levels.size(), 0)) {
+        messages(ranks, std::vector<double>(topology.levels.size(), 0)),
+        withinNode(ranks, 0), acrossNodes(ranks, 0) {
     for (size_t level = 0; level < topology.levels.size(); ++level) {
       int64_t links = ranks / subtreeRanks(topology, int(level) - 1);
       up.emplace_back(links, 0);
@@ -425,6 +426,7 @@ public:
       down[level][to / below] += bytes;
     }
     messages[from][lca] += 1;
+    (lca == 0 ? withinNode : acrossNodes)[from] += bytes;
   }
 
   StageCost finish() const {
@@ -445,7 +447,10 @@ public:
       }
     }
     stage.setLatency(posted, slowest);
-    return stage.finish();
+    StageCost cost = stage.finish();
+    cost.sentWithinNode = withinNode;
+    cost.sentAcrossNodes = acrossNodes;
+    return cost;
   }
 
 private:
@@ -455,6 +460,8 @@ private:
   std::vector<std::vector<double>> up, down;
   /// Messages each sender posts over each level.
   std::vector<std::vector<double>> messages;
+  /// Bytes each sender sends inside its node and out of it.
+  std::vector<double> withinNode, acrossNodes;
 };
 } // namespace
 

@@ -300,6 +300,70 @@ Routed route(uint64_t seed, int64_t rank, int64_t rowBytes, int64_t experts,
   return r;
 }
 
+/// With TAMOE_TEST_TRAFFIC_JSON set, rank 0 writes there what every rank
+/// dispatched (kept assignments per destination rank, tokens per destination
+/// node) and the traffic counters each rank measured, for `tamoe-topo
+/// evaluate --traffic` to predict the same bytes from the counts
+/// (test/Runtime/traffic-vs-model.test).
+void writeTraffic(const World &w, const std::vector<Routed> &all,
+                  int64_t rowBytes, int64_t k, int64_t perRank,
+                  tamoe_rt_traffic_t flat, tamoe_rt_traffic_t dedup) {
+  const char *path = std::getenv("TAMOE_TEST_TRAFFIC_JSON");
+  int64_t mine[4] = {flat.intra_node_bytes, flat.inter_node_bytes,
+                     dedup.intra_node_bytes, dedup.inter_node_bytes};
+  std::vector<int64_t> measured(4 * w.ranks);
+  MPI_Gather(mine, 4, MPI_INT64_T, measured.data(), 4, MPI_INT64_T, 0,
+             MPI_COMM_WORLD);
+  if (!path || w.me != 0)
+    return;
+  std::FILE *file = std::fopen(path, "w");
+  EXPECT(file != nullptr, "cannot write ", path);
+  if (!file)
+    return;
+  int64_t perNodeExperts = perRank * w.perNode;
+  std::fprintf(file, "{\"row_bytes\": %lld, \"topk\": %lld,\n",
+               (long long)rowBytes, (long long)k);
+  std::fprintf(file, " \"assignments\": [");
+  for (int64_t i = 0; i < w.ranks; ++i) {
+    std::vector<int64_t> toRank(w.ranks, 0);
+    for (int64_t a = 0; a < all[i].tokens * k; ++a)
+      if (all[i].layout.positions[a] >= 0)
+        ++toRank[all[i].gate.ids[a] / perRank];
+    for (int64_t j = 0; j < w.ranks; ++j)
+      std::fprintf(file, "%s%s%lld%s", j ? "" : (i ? ",\n  [" : "\n  ["),
+                   j ? ", " : "", (long long)toRank[j],
+                   j + 1 == w.ranks ? "]" : "");
+  }
+  std::fprintf(file, "],\n \"unique_tokens\": [");
+  for (int64_t i = 0; i < w.ranks; ++i) {
+    std::vector<int64_t> toNode(w.nodes, 0);
+    for (int64_t t = 0; t < all[i].tokens; ++t) {
+      std::set<int64_t> nodes;
+      for (int64_t j = 0; j < k; ++j)
+        if (all[i].layout.positions[t * k + j] >= 0)
+          nodes.insert(all[i].gate.ids[t * k + j] / perNodeExperts);
+      for (int64_t node : nodes)
+        ++toNode[node];
+    }
+    for (int64_t n = 0; n < w.nodes; ++n)
+      std::fprintf(file, "%s%s%lld%s", n ? "" : (i ? ",\n  [" : "\n  ["),
+                   n ? ", " : "", (long long)toNode[n],
+                   n + 1 == w.nodes ? "]" : "");
+  }
+  std::fprintf(file, "],\n \"measured\": {");
+  const char *schedules[2] = {"flat", "hierarchical+dedup"};
+  for (int s = 0; s < 2; ++s) {
+    std::fprintf(file, "%s\"%s\": [", s ? ",\n  " : "\n  ", schedules[s]);
+    for (int64_t r = 0; r < w.ranks; ++r)
+      std::fprintf(file, "%s[%lld, %lld]", r ? ", " : "",
+                   (long long)measured[4 * r + 2 * s],
+                   (long long)measured[4 * r + 2 * s + 1]);
+    std::fprintf(file, "]");
+  }
+  std::fprintf(file, "}}\n");
+  std::fclose(file);
+}
+
 void dedupScenario(const World &w) {
   int64_t flatInterWorld = 0, dedupInterWorld = 0, flatInterRows = 0,
           dedupInterRows = 0;
@@ -422,6 +486,8 @@ void dedupScenario(const World &w) {
            " (token, node) pairs)");
     EXPECT(dedupTraffic.intra_node_bytes == expanded * rowBytes, "dedup intra ",
            dedupTraffic.intra_node_bytes, " != ", expanded * rowBytes);
+    if (config.k == 4)
+      writeTraffic(w, all, rowBytes, k, perRank, flatTraffic, dedupTraffic);
     flatInterWorld += flatInter;
     dedupInterWorld += dedupInter;
     flatInterRows += flatInter / rowBytes;

@@ -29,6 +29,7 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
@@ -165,6 +166,15 @@ static cl::list<double> levelFractions(
              "ancestor with it is that level), summing to 1"),
     cl::CommaSeparated, cl::value_desc("f0,f1,..."), cl::sub(evaluateCommand),
     cl::cat(plannerOptions));
+
+static cl::opt<std::string> trafficPath(
+    "traffic",
+    cl::desc("evaluate: a JSON file of measured dispatch counts (row_bytes, "
+             "topk, assignments [P][P], unique_tokens [P][nodes], and "
+             "optionally the runtime's counters per schedule, measured): "
+             "prints the bytes each rank sends within and across nodes, "
+             "and fails where they differ from the counters"),
+    cl::value_desc("file"), cl::sub(evaluateCommand), cl::cat(plannerOptions));
 
 static int fail(const Twine &message) {
   WithColor::error(errs(), "tamoe-topo") << message << "\n";
@@ -626,6 +636,167 @@ static int evaluatePattern(const topo::Topology &topology,
   return 0;
 }
 
+namespace {
+/// A --traffic file: counts the runtime dispatched, and the bytes it
+/// measured for some schedules.
+struct MeasuredTraffic {
+  Workload workload;
+  Traffic traffic;
+  /// Per schedule: [rank] -> {within its node, across nodes}.
+  std::vector<std::pair<Schedule, std::vector<std::pair<double, double>>>>
+      measured;
+};
+} // namespace
+
+/// A P x `columns` matrix of numbers >= 0 from field `key`, row-major.
+static Expected<std::vector<double>> readMatrix(const json::Object &object,
+                                                StringRef key, int64_t rows,
+                                                int64_t columns,
+                                                StringRef path) {
+  auto problem = [&] {
+    return createStringError(
+        inconvertibleErrorCode(),
+        formatv("{0}: {1}: expected {2} rows (one per source rank) of {3} "
+                "numbers >= 0",
+                path, key, rows, columns));
+  };
+  const json::Array *array = object.getArray(key);
+  if (!array || int64_t(array->size()) != rows)
+    return problem();
+  std::vector<double> values;
+  for (const json::Value &row : *array) {
+    const json::Array *cells = row.getAsArray();
+    if (!cells || int64_t(cells->size()) != columns)
+      return problem();
+    for (const json::Value &cell : *cells) {
+      std::optional<double> number = cell.getAsNumber();
+      if (!number || !(*number >= 0) || !std::isfinite(*number))
+        return problem();
+      values.push_back(*number);
+    }
+  }
+  return values;
+}
+
+static Expected<MeasuredTraffic> readTraffic(const topo::Topology &topology,
+                                             StringRef path) {
+  auto error = [&](const Twine &message) {
+    return createStringError(inconvertibleErrorCode(), path + ": " + message);
+  };
+  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer = MemoryBuffer::getFile(path);
+  if (!buffer)
+    return error("cannot read file: " + buffer.getError().message());
+  Expected<json::Value> root = json::parse((*buffer)->getBuffer());
+  if (!root)
+    return error("invalid JSON: " + toString(root.takeError()));
+  const json::Object *object = root->getAsObject();
+  if (!object)
+    return error("expected an object");
+  MeasuredTraffic result;
+  for (auto [key, out] : {std::pair<StringRef, int64_t *>{
+                              "row_bytes", &result.workload.hidden},
+                          {"topk", &result.workload.topK}}) {
+    std::optional<int64_t> value = object->getInteger(key);
+    if (!value || *value < 1)
+      return error(key + ": expected an integer >= 1");
+    *out = *value;
+  }
+  result.workload.bytesPerElement = 1;
+  int64_t ranks = topology.numRanks();
+  int64_t nodes = ranks / topology.levels[0].fanout;
+  result.traffic.ranks = ranks;
+  result.traffic.nodes = nodes;
+  Expected<std::vector<double>> assignments =
+      readMatrix(*object, "assignments", ranks, ranks, path);
+  if (!assignments)
+    return assignments.takeError();
+  result.traffic.assignments = std::move(*assignments);
+  Expected<std::vector<double>> unique =
+      readMatrix(*object, "unique_tokens", ranks, nodes, path);
+  if (!unique)
+    return unique.takeError();
+  result.traffic.uniqueTokens = std::move(*unique);
+  if (const json::Object *measured = object->getObject("measured")) {
+    for (const json::Object::value_type *entry : json::sortedElements(*measured))
+      if (none_of(allSchedules(), [&](Schedule s) {
+            return stringifySchedule(s) == StringRef(entry->first);
+          }))
+        return error("measured: unknown schedule '" + entry->first.str() +
+                     "' (flat, hierarchical, hierarchical+dedup)");
+    // In the order reports list the schedules.
+    for (Schedule schedule : allSchedules()) {
+      StringRef name = stringifySchedule(schedule);
+      if (!measured->get(name))
+        continue;
+      std::string where = (path + ": measured").str();
+      Expected<std::vector<double>> pairs =
+          readMatrix(*measured, name, ranks, 2, where);
+      if (!pairs)
+        return pairs.takeError();
+      std::vector<std::pair<double, double>> perRank;
+      for (int64_t rank = 0; rank < ranks; ++rank)
+        perRank.push_back({(*pairs)[2 * rank], (*pairs)[2 * rank + 1]});
+      result.measured.push_back({schedule, std::move(perRank)});
+    }
+  }
+  return result;
+}
+
+/// --traffic: the bytes every rank sends, as the routed evaluator predicts
+/// them from measured counts, next to the runtime's counters.
+static int evaluateTraffic(const topo::Topology &topology) {
+  if (!levelFractions.empty())
+    return fail("--traffic and --level-fractions: give one of them");
+  Expected<MeasuredTraffic> input = readTraffic(topology, trafficPath);
+  if (!input)
+    return fail(toString(input.takeError()));
+  std::vector<Schedule> schedules;
+  for (const auto &entry : input->measured)
+    schedules.push_back(entry.first);
+  if (schedules.empty())
+    schedules.assign(allSchedules().begin(), allSchedules().end());
+  int failures = 0;
+  for (Schedule schedule : schedules) {
+    Cost cost = evaluate(topology, input->traffic, input->workload, schedule);
+    const std::vector<std::pair<double, double>> *measured = nullptr;
+    for (const auto &entry : input->measured)
+      if (entry.first == schedule)
+        measured = &entry.second;
+    outs() << stringifySchedule(schedule)
+           << ": bytes each rank sends within its node and across nodes\n";
+    int64_t matching = 0, ranks = input->traffic.ranks;
+    for (int64_t rank = 0; rank < ranks; ++rank) {
+      double within = 0, across = 0;
+      for (const StageCost &stage : cost.stages) {
+        within += stage.sentWithinNode[rank];
+        across += stage.sentAcrossNodes[rank];
+      }
+      outs() << formatv("  rank {0}: {1} within, {2} across", rank,
+                        format("%.0f", within), format("%.0f", across));
+      if (measured) {
+        auto [measuredWithin, measuredAcross] = (*measured)[rank];
+        bool same = within == measuredWithin && across == measuredAcross;
+        matching += same;
+        outs() << formatv("; measured {0} within, {1} across{2}",
+                          format("%.0f", measuredWithin),
+                          format("%.0f", measuredAcross),
+                          same ? "" : "  <- differs");
+      }
+      outs() << "\n";
+    }
+    if (measured) {
+      outs() << formatv("{0}: the prediction equals the measured counters "
+                        "on {1} of {2} ranks\n",
+                        stringifySchedule(schedule), matching, ranks);
+      failures += matching != ranks;
+    }
+  }
+  outs().flush();
+  return failures ? fail("the prediction differs from the measured "
+                         "counters (above)")
+                  : 0;
+}
+
 //===----------------------------------------------------------------------===//
 // Conversions
 //===----------------------------------------------------------------------===//
@@ -710,6 +881,7 @@ int main(int argc, char **argv) {
   if (planCommand)
     return plan(*topology, *workload, *options);
   if (evaluateCommand)
-    return evaluatePattern(*topology, *workload);
+    return trafficPath.empty() ? evaluatePattern(*topology, *workload)
+                               : evaluateTraffic(*topology);
   return explain(*topology, *workload, *options);
 }

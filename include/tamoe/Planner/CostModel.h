@@ -123,6 +123,10 @@ struct StageCost {
   double latencyUs = 0;
   /// Messages the busiest sender posts.
   int64_t messages = 0;
+  /// Bytes each rank sends to the other ranks of its node and to other
+  /// nodes: what the runtime's traffic counters measure. Only the routed
+  /// evaluator fills them.
+  std::vector<double> sentWithinNode, sentAcrossNodes;
   double totalUs() const { return bandwidthUs + latencyUs; }
 };
 
