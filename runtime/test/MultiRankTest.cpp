@@ -300,6 +300,16 @@ Routed route(uint64_t seed, int64_t rank, int64_t rowBytes, int64_t experts,
   return r;
 }
 
+/// The nodes that token `t` of `r` has a kept (undropped) assignment on.
+std::set<int64_t> nodesOfToken(const Routed &r, int64_t t, int64_t k,
+                               int64_t perNodeExperts) {
+  std::set<int64_t> nodes;
+  for (int64_t j = 0; j < k; ++j)
+    if (r.layout.positions[t * k + j] >= 0)
+      nodes.insert(r.gate.ids[t * k + j] / perNodeExperts);
+  return nodes;
+}
+
 /// With TAMOE_TEST_TRAFFIC_JSON set, rank 0 writes there what every rank
 /// dispatched (kept assignments per destination rank, tokens per destination
 /// node) and the traffic counters each rank measured, for `tamoe-topo
@@ -337,14 +347,9 @@ void writeTraffic(const World &w, const std::vector<Routed> &all,
   std::fprintf(file, "],\n \"unique_tokens\": [");
   for (int64_t i = 0; i < w.ranks; ++i) {
     std::vector<int64_t> toNode(w.nodes, 0);
-    for (int64_t t = 0; t < all[i].tokens; ++t) {
-      std::set<int64_t> nodes;
-      for (int64_t j = 0; j < k; ++j)
-        if (all[i].layout.positions[t * k + j] >= 0)
-          nodes.insert(all[i].gate.ids[t * k + j] / perNodeExperts);
-      for (int64_t node : nodes)
+    for (int64_t t = 0; t < all[i].tokens; ++t)
+      for (int64_t node : nodesOfToken(all[i], t, k, perNodeExperts))
         ++toNode[node];
-    }
     for (int64_t n = 0; n < w.nodes; ++n)
       std::fprintf(file, "%s%s%lld%s", n ? "" : (i ? ",\n  [" : "\n  ["),
                    n ? ", " : "", (long long)toNode[n],
@@ -461,10 +466,7 @@ void dedupScenario(const World &w) {
         (w.node(to) == w.node(w.me) ? flatIntra : flatInter) += rowBytes;
     }
     for (int64_t t = 0; t < mine.tokens; ++t) {
-      std::set<int64_t> nodes;
-      for (int64_t j = 0; j < k; ++j)
-        if (mine.layout.positions[t * k + j] >= 0)
-          nodes.insert(nodeOf(mine.gate.ids[t * k + j]));
+      std::set<int64_t> nodes = nodesOfToken(mine, t, k, perNodeExperts);
       pairs += int64_t(nodes.size()) - int64_t(nodes.count(w.node(w.me)));
     }
     for (int64_t s = 0; s < w.nodes; ++s) {
