@@ -162,6 +162,7 @@ Expected<Topology> tamoe::topology::importNCCLTopology(StringRef text,
       if (isElement(child, "nvlink"))
         links.push_back(child);
     double gbps;
+    std::string how;
     if (!links.empty()) {
       std::optional<int64_t> sm = reader.integer(
           gpu, "sm", where, 60, " (compute capability x 10, NVLink needs 60)");
@@ -174,8 +175,8 @@ Expected<Topology> tamoe::topology::importNCCLTopology(StringRef text,
       if (reader.error)
         return fail(*reader.error);
       gbps = double(count) * nvlinkGBps(*sm);
-      intraHow = formatv("{0} NVLinks x {1} GB/s (sm {2})", count,
-                         tamoe::formatNumber(nvlinkGBps(*sm)), *sm);
+      how = formatv("{0} NVLinks x {1} GB/s (sm {2})", count,
+                    tamoe::formatNumber(nvlinkGBps(*sm)), *sm);
     } else {
       allNVLink = false;
       xmlNode *pci = gpu->parent;
@@ -200,12 +201,16 @@ Expected<Topology> tamoe::topology::importNCCLTopology(StringRef text,
       // 8b/10b coding up to 5 GT/s (PCIe 1 and 2), 128b/130b above.
       double coding = rate <= 5 ? 0.8 : 128.0 / 130.0;
       gbps = rate * double(lanes) * coding / 8;
-      intraHow = formatv("PCIe {0} GT/s x{1}{2}: {3} GB/s",
-                         tamoe::formatNumber(rate), lanes,
-                         *width ? "" : " (width 0 reported, x16 assumed)",
-                         formatv("{0:f1}", gbps));
+      how = formatv("PCIe {0} GT/s x{1}{2}: {3} GB/s",
+                    tamoe::formatNumber(rate), lanes,
+                    *width ? "" : " (width 0 reported, x16 assumed)",
+                    formatv("{0:f1}", gbps));
     }
-    intraGBps = std::min(intraGBps, gbps);
+    // The description names the GPU whose bandwidth the level takes.
+    if (gbps < intraGBps) {
+      intraGBps = gbps;
+      intraHow = how;
+    }
   }
 
   Topology topology;

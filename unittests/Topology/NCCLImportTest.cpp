@@ -84,6 +84,21 @@ TEST(NCCLImportTest, RealSingleGPUDump) {
   EXPECT_NE(topology.description.find("x16 assumed"), std::string::npos);
 }
 
+// GPUs that differ: the slowest sets the level, and the description names
+// it rather than whichever GPU came last.
+TEST(NCCLImportTest, SlowestGPUSetsTheNode) {
+  Topology topology = importOrDie(
+      R"(<system version="1"><cpu>)"
+      R"(<gpu sm="90"><nvlink count="12"/></gpu>)"
+      R"(<gpu sm="90"><nvlink count="18"/></gpu>)"
+      R"(</cpu></system>)",
+      1);
+  EXPECT_DOUBLE_EQ(topology.levels[0].upBandwidthGBps, 12 * 20.6);
+  EXPECT_NE(topology.description.find("12 NVLinks x 20.6 GB/s"),
+            std::string::npos)
+      << topology.description;
+}
+
 TEST(NCCLImportTest, Errors) {
   const std::string gpuOnPCIe =
       R"(<pci link_speed="16.0 GT/s PCIe" link_width="16"><gpu sm="80"/></pci>)";
