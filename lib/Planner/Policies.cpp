@@ -390,11 +390,12 @@ static Pattern patternFor(const Topology &topology, Policy policy,
   case Policy::Optimal: {
     // Solved under the cap, so it stays the least time at its budget, and
     // by default it takes no more freedom than the (capped) tamoe pattern.
-    double budget = options.klBudget
-                        ? *options.klBudget
-                        : deviation(topology, patternFor(topology, Policy::TAMoE,
-                                                         options, largestShare))
-                              .kl;
+    double budget =
+        options.klBudget
+            ? *options.klBudget
+            : deviation(topology, patternFor(topology, Policy::TAMoE, options,
+                                             largestShare))
+                  .kl;
     return optimalPattern(topology, budget, largestShare);
   }
   case Policy::Box:

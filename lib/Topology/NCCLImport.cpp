@@ -68,8 +68,9 @@ void collect(xmlNode *root, StringRef name, SmallVectorImpl<xmlNode *> &out) {
 
 /// A value quoted in a message, cut so that the line stays readable.
 std::string quoted(StringRef text) {
-  return "'" + (text.size() > 40 ? text.take_front(40).str() + "..." : text.str()) +
-         "'";
+  std::string shown =
+      text.size() > 40 ? text.take_front(40).str() + "..." : text.str();
+  return "'" + shown + "'";
 }
 
 /// NCCL's bandwidth of one NVLink, GB/s per direction, by compute capability
@@ -180,7 +181,8 @@ Expected<Topology> tamoe::topology::importNCCLTopology(StringRef text,
     } else {
       allNVLink = false;
       xmlNode *pci = gpu->parent;
-      if (!pci || !isElement(pci, "pci") || attribute(pci, "link_speed").empty())
+      if (!pci || !isElement(pci, "pci") ||
+          attribute(pci, "link_speed").empty())
         return fail(source + ": " + where +
                     ": no <nvlink> and no enclosing <pci> element with a "
                     "link_speed: cannot tell its bandwidth");

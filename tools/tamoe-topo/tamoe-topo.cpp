@@ -640,11 +640,11 @@ namespace {
 /// A --traffic file: counts the runtime dispatched, and the bytes it
 /// measured for some schedules.
 struct MeasuredTraffic {
+  /// [rank] -> bytes {within its node, across nodes}.
+  using Counters = std::vector<std::pair<double, double>>;
   Workload workload;
   Traffic traffic;
-  /// Per schedule: [rank] -> {within its node, across nodes}.
-  std::vector<std::pair<Schedule, std::vector<std::pair<double, double>>>>
-      measured;
+  std::vector<std::pair<Schedule, Counters>> measured;
 };
 } // namespace
 
@@ -717,7 +717,8 @@ static Expected<MeasuredTraffic> readTraffic(const topo::Topology &topology,
     return unique.takeError();
   result.traffic.uniqueTokens = std::move(*unique);
   if (const json::Object *measured = object->getObject("measured")) {
-    for (const json::Object::value_type *entry : json::sortedElements(*measured))
+    for (const json::Object::value_type *entry :
+         json::sortedElements(*measured))
       if (none_of(allSchedules(), [&](Schedule s) {
             return stringifySchedule(s) == StringRef(entry->first);
           }))
@@ -733,7 +734,7 @@ static Expected<MeasuredTraffic> readTraffic(const topo::Topology &topology,
           readMatrix(*measured, name, ranks, 2, where);
       if (!pairs)
         return pairs.takeError();
-      std::vector<std::pair<double, double>> perRank;
+      MeasuredTraffic::Counters perRank;
       for (int64_t rank = 0; rank < ranks; ++rank)
         perRank.push_back({(*pairs)[2 * rank], (*pairs)[2 * rank + 1]});
       result.measured.push_back({schedule, std::move(perRank)});
@@ -750,18 +751,16 @@ static int evaluateTraffic(const topo::Topology &topology) {
   Expected<MeasuredTraffic> input = readTraffic(topology, trafficPath);
   if (!input)
     return fail(toString(input.takeError()));
-  std::vector<Schedule> schedules;
-  for (const auto &entry : input->measured)
-    schedules.push_back(entry.first);
-  if (schedules.empty())
-    schedules.assign(allSchedules().begin(), allSchedules().end());
+  // The measured schedules, or every schedule with nothing to compare.
+  std::vector<std::pair<Schedule, const MeasuredTraffic::Counters *>> reports;
+  for (const auto &[schedule, counters] : input->measured)
+    reports.push_back({schedule, &counters});
+  if (reports.empty())
+    for (Schedule schedule : allSchedules())
+      reports.push_back({schedule, nullptr});
   int failures = 0;
-  for (Schedule schedule : schedules) {
+  for (auto [schedule, measured] : reports) {
     Cost cost = evaluate(topology, input->traffic, input->workload, schedule);
-    const std::vector<std::pair<double, double>> *measured = nullptr;
-    for (const auto &entry : input->measured)
-      if (entry.first == schedule)
-        measured = &entry.second;
     outs() << stringifySchedule(schedule)
            << ": bytes each rank sends within its node and across nodes\n";
     int64_t matching = 0, ranks = input->traffic.ranks;
