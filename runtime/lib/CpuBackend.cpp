@@ -646,25 +646,51 @@ Status CpuBackend::expand(const int32_t *routes, intptr_t uniqueCapacity,
                          " is neither an expert id nor -1"));
 
   // One entry per listed expert, sorted by (destination index, source
-  // node, expert); the sort is stable, so arrival order breaks ties.
-  entries.clear();
+  // node, expert), arrival order breaking ties.
+  arrivals.clear();
   intptr_t row = 0;
+  bool oneNode = true; // every listed expert on the same node
+  intptr_t expertsPerNode = expertsPerRank * ranksPerNode, expertNode = -1;
   for (intptr_t s = 0; s < nodes; ++s)
     for (int32_t i = 0; i < recvCounts[s]; ++i, ++row)
       for (intptr_t j = 0; j < k; ++j) {
         int32_t expert = routes[row * k + j];
-        if (expert >= 0)
-          entries.push_back(
-              {(expert / expertsPerRank) % ranksPerNode, s, expert, row, j});
+        if (expert < 0)
+          continue;
+        arrivals.push_back(
+            {(expert / expertsPerRank) % ranksPerNode, s, expert, row, j});
+        if (expertNode < 0)
+          expertNode = expert / expertsPerNode;
+        oneNode &= expert / expertsPerNode == expertNode;
       }
-  std::stable_sort(entries.begin(), entries.end(),
-                   [](const Expansion &x, const Expansion &y) {
-                     if (x.destination != y.destination)
-                       return x.destination < y.destination;
-                     if (x.source != y.source)
-                       return x.source < y.source;
-                     return x.expert < y.expert;
-                   });
+  if (!oneNode) {
+    // Only a hand-made call lists other nodes' experts (a relay receives
+    // routes to its own): a comparison sort keeps the documented order.
+    entries = arrivals;
+    std::stable_sort(entries.begin(), entries.end(),
+                     [](const Expansion &x, const Expansion &y) {
+                       if (x.destination != y.destination)
+                         return x.destination < y.destination;
+                       if (x.source != y.source)
+                         return x.source < y.source;
+                       return x.expert < y.expert;
+                     });
+    return Status::success();
+  }
+  // On one node the expert's index on its rank orders the experts of a
+  // destination, so a counting sort over (destination, source, index),
+  // the slots of expanded_counts, gives the order in linear time.
+  auto slot = [&](const Expansion &e) {
+    return (e.destination * nodes + e.source) * expertsPerRank +
+           e.expert % expertsPerRank;
+  };
+  start.assign(ranksPerNode * nodes * expertsPerRank + 1, 0);
+  for (const Expansion &e : arrivals)
+    ++start[slot(e) + 1];
+  std::partial_sum(start.begin(), start.end(), start.begin());
+  entries.resize(arrivals.size());
+  for (const Expansion &e : arrivals)
+    entries[start[slot(e)]++] = e;
   return Status::success();
 }
 

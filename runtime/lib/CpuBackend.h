@@ -157,7 +157,7 @@ private:
   // Where the de-duplication puts a (node, token) or a route entry.
   std::vector<intptr_t> rowIndex;
   std::vector<char> kept;
-  std::vector<Expansion> entries;
+  std::vector<Expansion> arrivals, entries;
   // Buffers of the exchange in flight; members for the reason given in
   // MpiLauncher.h (a timed-out operation may still write into them).
   std::vector<int64_t> reduceIn, reduceOut, gathered;
