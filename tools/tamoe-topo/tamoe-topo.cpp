@@ -11,10 +11,15 @@
 //                                  predicted time of a measured pattern
 // tamoe-topo import-nccl DUMP.xml --nodes N
 //                                  a topology file from NCCL's topology dump
+// mpirun -np P tamoe-topo calibrate -o FILE.json
+//                                  fit a topology to measured exchanges
+// mpirun -np P tamoe-topo validate FILE.json
+//                                  predicted / measured over a size sweep
 //
 // Only to-attr and to-json of a module touch MLIR; tamoe-topo-mlir does them,
 // so that this executable links no MLIR and LLVM's support library
-// statically, and a plan answers in milliseconds.
+// statically, and a plan answers in milliseconds. Likewise calibrate and
+// validate, which need the runtime and MPI, are tamoe-topo-measure's.
 //
 //===----------------------------------------------------------------------===//
 
@@ -37,6 +42,8 @@
 #include "llvm/Support/WithColor.h"
 
 #include <cmath>
+#include <cstring>
+#include <unistd.h>
 
 using namespace llvm;
 using namespace tamoe::planner;
@@ -68,6 +75,16 @@ static cl::SubCommand evaluateCommand(
 static cl::SubCommand importNCCLCommand(
     "import-nccl", "Print a topology file for N nodes like the one of an "
                    "NCCL topology dump (NCCL_TOPO_DUMP_FILE)");
+
+// Listed in --help; tamoe-topo-measure parses their options.
+static cl::SubCommand
+    calibrateCommand("calibrate",
+                     "Fit a topology to exchanges timed on the launched "
+                     "ranks (mpirun; tamoe-topo-measure)");
+static cl::SubCommand
+    validateCommand("validate", "Predicted against measured dispatch times "
+                                "over a sweep of sizes (mpirun; "
+                                "tamoe-topo-measure)");
 
 static cl::opt<std::string>
     inputPath(cl::Positional, cl::Required, cl::desc("<input file>"),
@@ -817,7 +834,26 @@ static int runMLIRConversion(const char *argv0, StringRef command) {
   return status;
 }
 
+/// calibrate and validate: tamoe-topo-measure, installed next to this
+/// executable, takes over the process (the launcher's rank stays this
+/// process) with the same arguments.
+static int runMeasurement(const char *argv0, char **argv) {
+  std::string self = sys::fs::getMainExecutable(argv0, (void *)&fail);
+  SmallString<256> helper(sys::path::parent_path(self));
+  sys::path::append(helper, "tamoe-topo-measure");
+  if (!sys::fs::can_execute(helper))
+    return fail(Twine(argv[1]) + " needs " + helper +
+                " (it times exchanges through the runtime; it is built with "
+                "TAMOE_BUILD_RUNTIME): not found");
+  argv[0] = helper.data();
+  execv(helper.c_str(), argv);
+  return fail(helper + ": " + std::strerror(errno));
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && (StringRef(argv[1]) == "calibrate" ||
+                   StringRef(argv[1]) == "validate"))
+    return runMeasurement(argv[0], argv);
   InitLLVM init(argc, argv);
   // --help shows the tool's options, not the hundreds that LLVM registers
   // for its code generators (--help-hidden lists those).
@@ -865,7 +901,8 @@ int main(int argc, char **argv) {
   }
   if (!planCommand && !compareCommand && !explainCommand && !evaluateCommand)
     return fail("expected a subcommand: check, to-attr, to-json, plan, "
-                "compare, explain, evaluate or import-nccl (see --help)");
+                "compare, explain, evaluate, import-nccl, calibrate or "
+                "validate (see --help)");
   Expected<Workload> workload = workloadFromOptions();
   if (!workload)
     return fail(toString(workload.takeError()));
