@@ -817,37 +817,48 @@ static int evaluateTraffic(const topo::Topology &topology) {
 // Conversions
 //===----------------------------------------------------------------------===//
 
-/// to-attr, and to-json of a module: tamoe-topo-mlir, installed next to
-/// this executable, reads or writes the MLIR.
-static int runMLIRConversion(const char *argv0, StringRef command) {
+/// The helper executable `name`, installed next to this one, or a message
+/// that `command` needs it (`why`) and it is not there.
+static Expected<std::string> findHelper(const char *argv0, StringRef name,
+                                        StringRef command, StringRef why) {
   std::string self = sys::fs::getMainExecutable(argv0, (void *)&fail);
   SmallString<256> helper(sys::path::parent_path(self));
-  sys::path::append(helper, "tamoe-topo-mlir");
+  sys::path::append(helper, name);
   if (!sys::fs::can_execute(helper))
-    return fail(command + " needs " + helper +
-                " (it reads and writes MLIR for tamoe-topo): not found");
+    return createStringError(inconvertibleErrorCode(),
+                             command + " needs " + helper + " (" + why +
+                                 "): not found");
+  return std::string(helper);
+}
+
+/// to-attr, and to-json of a module: tamoe-topo-mlir reads or writes the
+/// MLIR.
+static int runMLIRConversion(const char *argv0, StringRef command) {
+  Expected<std::string> helper =
+      findHelper(argv0, "tamoe-topo-mlir", command,
+                 "it reads and writes MLIR for tamoe-topo");
+  if (!helper)
+    return fail(toString(helper.takeError()));
   std::string message;
-  int status = sys::ExecuteAndWait(helper, {helper, command, inputPath},
+  int status = sys::ExecuteAndWait(*helper, {*helper, command, inputPath},
                                    std::nullopt, {}, 0, 0, &message);
   if (status < 0)
-    return fail(helper + ": " + message);
+    return fail(*helper + ": " + message);
   return status;
 }
 
-/// calibrate and validate: tamoe-topo-measure, installed next to this
-/// executable, takes over the process (the launcher's rank stays this
-/// process) with the same arguments.
+/// calibrate and validate: tamoe-topo-measure takes over the process (the
+/// launcher's rank stays this process) with the same arguments.
 static int runMeasurement(const char *argv0, char **argv) {
-  std::string self = sys::fs::getMainExecutable(argv0, (void *)&fail);
-  SmallString<256> helper(sys::path::parent_path(self));
-  sys::path::append(helper, "tamoe-topo-measure");
-  if (!sys::fs::can_execute(helper))
-    return fail(Twine(argv[1]) + " needs " + helper +
-                " (it times exchanges through the runtime; it is built with "
-                "TAMOE_BUILD_RUNTIME): not found");
-  argv[0] = helper.data();
-  execv(helper.c_str(), argv);
-  return fail(helper + ": " + std::strerror(errno));
+  Expected<std::string> helper =
+      findHelper(argv0, "tamoe-topo-measure", argv[1],
+                 "it times exchanges through the runtime; it is built with "
+                 "TAMOE_BUILD_RUNTIME");
+  if (!helper)
+    return fail(toString(helper.takeError()));
+  argv[0] = helper->data();
+  execv(helper->c_str(), argv);
+  return fail(*helper + ": " + std::strerror(errno));
 }
 
 int main(int argc, char **argv) {
