@@ -218,16 +218,17 @@ tamoe::planner::calibrationMessageCounts(const Topology &shape, size_t level) {
   return std::vector<int64_t>(counts.begin(), counts.end());
 }
 
-Expected<Topology> tamoe::planner::calibrate(const Topology &shape,
-                                             ArrayRef<ExchangeSample> samples,
-                                             StringRef how) {
-  Topology result = shape;
+Expected<Calibration>
+tamoe::planner::calibrate(const Topology &shape,
+                          ArrayRef<ExchangeSample> samples, StringRef how) {
+  Calibration result{shape, {}};
   std::string fits;
   for (size_t l = 0; l < shape.levels.size(); ++l) {
     Expected<LevelFit> fit = fitLevel(shape, samples, l);
     if (!fit)
       return fit.takeError();
-    constexpr double kLeast = 0.001, kMost = 100000; // Topology's range
+    constexpr double kLeast = topology::kMinBandwidthGBps;
+    constexpr double kMost = topology::kMaxBandwidthGBps;
     if (fit->bandwidthGBps < kLeast || fit->bandwidthGBps > kMost)
       return createStringError(
           inconvertibleErrorCode(),
@@ -235,7 +236,7 @@ Expected<Topology> tamoe::planner::calibrate(const Topology &shape,
               formatFixed(fit->bandwidthGBps, 3) + " GB/s, is outside [" +
               formatNumber(kLeast) + ", " + formatFixed(kMost, 0) +
               "]: times barely grow with the bytes; sweep larger sizes");
-    topology::Level &out = result.levels[l];
+    topology::Level &out = result.topology.levels[l];
     out.latencyUs = fit->latencyUs;
     out.perMessageUs = fit->perMessageUs;
     out.upBandwidthGBps = out.downBandwidthGBps = fit->bandwidthGBps;
@@ -243,11 +244,12 @@ Expected<Topology> tamoe::planner::calibrate(const Topology &shape,
     fits += formatv("{0}{1} within {2}%", l ? ", " : "", out.name,
                     formatFixed(100 * fit->worstRelativeError, 0))
                 .str();
+    result.fits.push_back(*fit);
   }
-  result.description =
+  result.topology.description =
       (how + "; fit to the samples: " + fits + " (worst relative error)")
           .str();
-  if (Error error = topology::verify(result))
+  if (Error error = topology::verify(result.topology))
     return std::move(error);
   return result;
 }

@@ -66,11 +66,7 @@ static constexpr size_t kMaxJSONDepth = 64;
 /// Longest quoted value in a message, so that one line stays readable.
 static constexpr size_t kMaxQuotedBytes = 40;
 
-/// Physical ranges of the numeric fields: from a slow serial link to well
-/// past any interconnect, and up to a second per message. Outside them the
-/// cost model's times overflow or lose every digit that matters.
-static constexpr double kMinBandwidthGBps = 1e-3;
-static constexpr double kMaxBandwidthGBps = 1e5;
+/// Up to a second per message (the bandwidth range is in Topology.h).
 static constexpr double kMaxLatencyUs = 1e6;
 
 /// What the numeric fields accept; parsing and verify() word it the same.

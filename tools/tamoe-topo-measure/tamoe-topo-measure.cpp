@@ -359,35 +359,34 @@ Error calibrateCluster(const Run &run) {
   std::string how = formatv("calibrated by tamoe-topo calibrate on {0} {1} "
                             "ranks, {2} to {3} bytes per rank",
                             run.ranks, backendName, minBytes, maxBytes);
-  Expected<Topology> fitted = calibrate(*shape, samples, how);
-  if (!fitted)
-    return fitted.takeError();
+  Expected<Calibration> calibration = calibrate(*shape, samples, how);
+  if (!calibration)
+    return calibration.takeError();
+  const Topology &fitted = calibration->topology;
   std::error_code ec;
   raw_fd_ostream file(outputPath, ec);
   if (ec)
     return tamoe::fieldError(outputPath, "cannot write file: " + ec.message());
-  file << formatv("{0:2}", topo::toJSON(*fitted)) << "\n";
+  file << formatv("{0:2}", topo::toJSON(fitted)) << "\n";
 
   raw_ostream &os = outs();
-  os << formatv("Calibrated {0} ({1} ranks) -> {2}\n\n", fitted->name,
+  os << formatv("Calibrated {0} ({1} ranks) -> {2}\n\n", fitted.name,
                 run.ranks, outputPath);
   os << "| level | latency us | per message us | GB/s per rank | worst "
         "error |\n|---|---:|---:|---:|---:|\n";
-  for (auto [l, level] : llvm::enumerate(fitted->levels)) {
-    Expected<LevelFit> fit = fitLevel(*shape, samples, l);
+  for (auto [level, fit] : llvm::zip_equal(fitted.levels, calibration->fits))
     os << formatv("| {0} | {1} | {2} | {3} | {4}% |\n", level.name,
-                  formatFixed(level.latencyUs, 2),
-                  formatFixed(level.perMessageUs, 2),
-                  formatFixed(level.upBandwidthGBps, 3),
-                  formatFixed(100 * fit->worstRelativeError, 0));
-  }
+                  formatFixed(fit.latencyUs, 2),
+                  formatFixed(fit.perMessageUs, 2),
+                  formatFixed(fit.bandwidthGBps, 3),
+                  formatFixed(100 * fit.worstRelativeError, 0));
   os << "\n| level | messages | bytes per rank | measured us | fitted us | "
         "fitted / measured |\n|---|---:|---:|---:|---:|---:|\n";
   for (const ExchangeSample &s : samples) {
-    const topo::Level &level = fitted->levels[s.level];
-    LevelFit fit{level.latencyUs, level.perMessageUs, level.upBandwidthGBps};
-    double predicted = fit.predictUs(s.messages, s.bytesPerRank);
-    os << formatv("| {0} | {1} | {2} | {3} | {4} | {5} |\n", level.name,
+    double predicted =
+        calibration->fits[s.level].predictUs(s.messages, s.bytesPerRank);
+    os << formatv("| {0} | {1} | {2} | {3} | {4} | {5} |\n",
+                  fitted.levels[s.level].name,
                   s.messages, int64_t(s.bytesPerRank),
                   formatFixed(s.microseconds, 1), formatFixed(predicted, 1),
                   formatFixed(predicted / s.microseconds, 2));
@@ -524,6 +523,11 @@ Error validateCluster(const Run &run) {
             "tamoe_rt_dispatch"))
       return error;
 
+    Workload workload;
+    workload.tokensPerRank = d.tokens;
+    workload.hidden = rowBytes;
+    workload.bytesPerElement = 1;
+    workload.topK = topK;
     Row row{assignments * rowBytes, {}, {}};
     for (Schedule schedule : schedules) {
       auto exchange = [&]() -> Error {
@@ -557,11 +561,6 @@ Error validateCluster(const Run &run) {
       Expected<double> us = timer.time(exchange, row.bytes);
       if (!us)
         return us.takeError();
-      Workload workload;
-      workload.tokensPerRank = d.tokens;
-      workload.hidden = rowBytes;
-      workload.bytesPerElement = 1;
-      workload.topK = topK;
       row.measured.push_back(*us);
       row.predicted.push_back(
           evaluate(*topology, d.traffic, workload, schedule).totalUs());

@@ -116,15 +116,21 @@ TEST(CalibrationTest, OneMessageCountPutsOverheadInStartup) {
 
 TEST(CalibrationTest, CalibrateWritesAVerifiedTopology) {
   Topology truth = truthTree(0.5);
-  Topology fitted = llvm::cantFail(calibrate(twoByFour(), sweep(truth),
-                                             "8 ranks on a test machine"));
+  Calibration calibration = llvm::cantFail(
+      calibrate(twoByFour(), sweep(truth), "8 ranks on a test machine"));
+  const Topology &fitted = calibration.topology;
   ASSERT_EQ(fitted.levels.size(), 2u);
+  ASSERT_EQ(calibration.fits.size(), 2u);
   for (size_t level = 0; level < 2; ++level) {
     EXPECT_EQ(fitted.levels[level].name, truth.levels[level].name);
     EXPECT_EQ(fitted.levels[level].fanout, truth.levels[level].fanout);
     EXPECT_NEAR(fitted.levels[level].upBandwidthGBps,
                 truth.levels[level].upBandwidthGBps, 1e-6);
     EXPECT_EQ(fitted.levels[level].downBandwidthGBps,
+              fitted.levels[level].upBandwidthGBps);
+    // The fits reported beside the file are the file's parameters.
+    EXPECT_EQ(calibration.fits[level].latencyUs, fitted.levels[level].latencyUs);
+    EXPECT_EQ(calibration.fits[level].bandwidthGBps,
               fitted.levels[level].upBandwidthGBps);
   }
   EXPECT_EQ(fitted.description,

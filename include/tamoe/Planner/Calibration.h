@@ -74,13 +74,19 @@ std::vector<int64_t> calibrationPeers(const Topology &shape, int64_t rank,
 std::vector<int64_t> calibrationMessageCounts(const Topology &shape,
                                               size_t level);
 
+/// A calibrated topology and the fit of each of its levels.
+struct Calibration {
+  Topology topology;
+  std::vector<LevelFit> fits; // one per level
+};
+
 /// `shape` (its names and fanouts) with every level's parameters fitted,
 /// per-rank bandwidth in both directions, and a description of the fit.
 /// The result is verified: a fitted value outside the topology's ranges
 /// fails with the field's message.
-llvm::Expected<Topology> calibrate(const Topology &shape,
-                                   llvm::ArrayRef<ExchangeSample> samples,
-                                   llvm::StringRef how);
+llvm::Expected<Calibration> calibrate(const Topology &shape,
+                                      llvm::ArrayRef<ExchangeSample> samples,
+                                      llvm::StringRef how);
 
 } // namespace tamoe::planner
 

@@ -23,6 +23,12 @@
 
 namespace tamoe::topology {
 
+/// The bandwidths a topology accepts, GB/s: from a slow serial link to well
+/// past any interconnect. Outside them the cost model's times overflow or
+/// lose every digit that matters.
+constexpr double kMinBandwidthGBps = 1e-3;
+constexpr double kMaxBandwidthGBps = 1e5;
+
 /// Whether a level's bandwidth is available to every rank below the link
 /// (one NIC per GPU) or is shared by all ranks of the child subtree (one NIC
 /// per node, shared by its 8 GPUs).
