@@ -267,8 +267,8 @@ public:
   Result combine(const float *outputs, int64_t rows, int64_t hidden,
                  const int32_t *positions, const float *weights, int64_t tokens,
                  int64_t k, float *combined) override {
-    return wrap(tamoe_rt_combine(context_, outputs, rows, hidden, positions,
-                                 weights, tokens, k, combined));
+    return wrap(tamoe_rt_combine(context_, TAMOE_RT_F32, outputs, rows, hidden,
+                                 positions, weights, tokens, k, combined));
   }
   Result auxLoss(const float *probs, const int32_t *ids, int64_t tokens,
                  int64_t experts, int64_t k, const float *expertWeights,
@@ -306,9 +306,9 @@ public:
                        const int32_t *counts, int64_t numCounts,
                        int64_t experts, const float *weights,
                        int64_t outFeatures, float *result) override {
-    return wrap(tamoe_rt_grouped_matmul(context_, rows, rowsCapacity, hidden,
-                                        counts, numCounts, experts, weights,
-                                        outFeatures, result));
+    return wrap(tamoe_rt_grouped_matmul(context_, TAMOE_RT_F32, rows,
+                                        rowsCapacity, hidden, counts, numCounts,
+                                        experts, weights, outFeatures, result));
   }
   Result allToAll(tamoe_rt_group_t group, const void *send,
                   int64_t sendCapacity, int64_t rowBytes,
@@ -356,12 +356,13 @@ public:
   Result matmul(const float *a, const float *b, int64_t m, int64_t k, int64_t n,
                 bool transposeA, bool transposeB, const float *cInit,
                 float *c) override {
-    return wrap(tamoe_rt_matmul(context_, a, b, m, k, n, transposeA, transposeB,
-                                cInit, c));
+    return wrap(tamoe_rt_matmul(context_, TAMOE_RT_F32, TAMOE_RT_F32,
+                                TAMOE_RT_F32, a, b, m, k, n, transposeA,
+                                transposeB, cInit, c));
   }
   Result map(tamoe_rt_map_t op, const float *a, const float *b, int64_t n,
              float *out) override {
-    return wrap(tamoe_rt_map(context_, op, a, b, n, out));
+    return wrap(tamoe_rt_map(context_, op, TAMOE_RT_F32, a, b, n, out));
   }
   Result gateGrad(const float *probs, const int32_t *ids, int64_t tokens,
                   int64_t experts, int64_t k, bool sigmoid, bool renormalize,
@@ -376,9 +377,9 @@ public:
                      const int32_t *positions, const float *weights,
                      int64_t tokens, int64_t k, const float *dCombined,
                      float *dOutputs, float *dWeights) override {
-    return wrap(tamoe_rt_combine_grad(context_, outputs, rows, hidden,
-                                      positions, weights, tokens, k, dCombined,
-                                      dOutputs, dWeights));
+    return wrap(tamoe_rt_combine_grad(context_, TAMOE_RT_F32, outputs, rows,
+                                      hidden, positions, weights, tokens, k,
+                                      dCombined, dOutputs, dWeights));
   }
   Result groupedMatmulGrad(const float *rows, int64_t rowsCapacity,
                            int64_t hidden, const int32_t *counts,
@@ -387,8 +388,8 @@ public:
                            const float *dResult, float *dRows,
                            float *dWeights) override {
     return wrap(tamoe_rt_grouped_matmul_grad(
-        context_, rows, rowsCapacity, hidden, counts, numCounts, experts,
-        weights, outFeatures, dResult, dRows, dWeights));
+        context_, TAMOE_RT_F32, rows, rowsCapacity, hidden, counts, numCounts,
+        experts, weights, outFeatures, dResult, dRows, dWeights));
   }
   Result auxLossGrad(const int32_t *ids, const int32_t *positions,
                      int64_t tokens, int64_t experts, int64_t k,
@@ -403,9 +404,9 @@ public:
                        const int32_t *positions, int64_t numTokens, int64_t k,
                        int64_t expertsPerNode, int64_t nodes,
                        float *dTokens) override {
-    return wrap(tamoe_rt_dedup_pack_grad(context_, dUnique, uniqueCapacity,
-                                         hidden, ids, positions, numTokens, k,
-                                         expertsPerNode, nodes, dTokens));
+    return wrap(tamoe_rt_dedup_pack_grad(
+        context_, TAMOE_RT_F32, dUnique, uniqueCapacity, hidden, ids, positions,
+        numTokens, k, expertsPerNode, nodes, dTokens));
   }
   Result dedupExpandGrad(const float *dExpanded, int64_t expandedCapacity,
                          int64_t hidden, const int32_t *routes,
@@ -414,8 +415,9 @@ public:
                          int64_t ranksPerNode, int64_t expertsPerRank,
                          float *dUnique) override {
     return wrap(tamoe_rt_dedup_expand_grad(
-        context_, dExpanded, expandedCapacity, hidden, routes, uniqueCapacity,
-        k, recvCounts, nodes, ranksPerNode, expertsPerRank, dUnique));
+        context_, TAMOE_RT_F32, dExpanded, expandedCapacity, hidden, routes,
+        uniqueCapacity, k, recvCounts, nodes, ranksPerNode, expertsPerRank,
+        dUnique));
   }
   Result allReduce(tamoe_rt_group_t group, float *data, int64_t n,
                    bool average) override {

@@ -82,6 +82,9 @@ public:
   virtual Status copyToHost(void *hostDestination, const void *source,
                             intptr_t bytes) = 0;
   virtual Status synchronize() = 0;
+  /// tamoe_rt_convert (the core has checked the types, sizes and overlap).
+  virtual Status convert(tamoe_rt_dtype_t srcType, const void *src,
+                         tamoe_rt_dtype_t dstType, void *dst, intptr_t n) = 0;
 
   virtual Status gate(const float *logits, intptr_t tokens, intptr_t experts,
                       intptr_t k, tamoe_rt_score_t score, bool renormalize,

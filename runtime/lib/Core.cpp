@@ -854,29 +854,37 @@ tamoe_rt_status_t tamoe_rt_dispatch(
 }
 
 tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
-                                   const float *expert_outputs, intptr_t rows,
+                                   tamoe_rt_dtype_t dtype,
+                                   const void *expert_outputs, intptr_t rows,
                                    intptr_t hidden, const int32_t *positions,
                                    const float *weights, intptr_t tokens,
-                                   intptr_t k, float *combined) {
+                                   intptr_t k, void *combined) {
   const char *fn = "tamoe_rt_combine";
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Status status = Check()
+                      .dtype(dtype, "dtype")
                       .atLeast(rows, 0, "rows")
                       .atLeast(hidden, 1, "hidden")
                       .atLeast(tokens, 0, "tokens")
                       .atLeast(k, 1, "k")
-                      .fits(rows, hidden, "rows * hidden")
-                      .fits(tokens, hidden, "tokens * hidden")
+                      .floats(rows, hidden, "rows * hidden")
+                      .floats(tokens, hidden, "tokens * hidden")
                       .fits(tokens, k, "tokens * k")
                       .notNull(expert_outputs, "expert_outputs", rows > 0)
                       .notNull(positions, "positions", tokens > 0)
                       .notNull(combined, "combined", tokens > 0)
                       .status;
-  if (status.ok())
-    status = context->backend->combine(expert_outputs, rows, hidden, positions,
-                                       weights, tokens, k, combined);
+  if (status.ok()) {
+    F32Staging f32(*context->backend);
+    const float *outputs = f32.in(dtype, expert_outputs, rows * hidden);
+    float *result = f32.out(dtype, combined, tokens * hidden);
+    status = f32.run([&] {
+      return context->backend->combine(outputs, rows, hidden, positions,
+                                       weights, tokens, k, result);
+    });
+  }
   return finish(context, fn, status);
 }
 
@@ -905,17 +913,17 @@ tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
   return finish(context, fn, status);
 }
 
-tamoe_rt_status_t
-tamoe_rt_grouped_matmul(tamoe_rt_context_t *context, const float *rows,
-                        intptr_t rows_capacity, intptr_t hidden,
-                        const int32_t *counts, intptr_t num_counts,
-                        intptr_t experts, const float *weights,
-                        intptr_t out_features, float *result) {
+tamoe_rt_status_t tamoe_rt_grouped_matmul(
+    tamoe_rt_context_t *context, tamoe_rt_dtype_t dtype, const void *rows,
+    intptr_t rows_capacity, intptr_t hidden, const int32_t *counts,
+    intptr_t num_counts, intptr_t experts, const void *weights,
+    intptr_t out_features, void *result) {
   const char *fn = "tamoe_rt_grouped_matmul";
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Status status = Check()
+                      .dtype(dtype, "dtype")
                       .groupedShape(rows_capacity, hidden, num_counts, experts,
                                     out_features)
                       .notNull(rows, "rows", rows_capacity > 0)
@@ -923,56 +931,75 @@ tamoe_rt_grouped_matmul(tamoe_rt_context_t *context, const float *rows,
                       .notNull(weights, "weights")
                       .notNull(result, "result", rows_capacity > 0)
                       .status;
-  if (status.ok())
-    status = context->backend->groupedMatmul(rows, rows_capacity, hidden,
-                                             counts, num_counts, experts,
-                                             weights, out_features, result);
+  if (status.ok()) {
+    F32Staging f32(*context->backend);
+    const float *x = f32.in(dtype, rows, rows_capacity * hidden);
+    const float *w = f32.in(dtype, weights, experts * hidden * out_features);
+    float *y = f32.out(dtype, result, rows_capacity * out_features);
+    status = f32.run([&] {
+      return context->backend->groupedMatmul(x, rows_capacity, hidden, counts,
+                                             num_counts, experts, w,
+                                             out_features, y);
+    });
+  }
   return finish(context, fn, status);
 }
 
-tamoe_rt_status_t tamoe_rt_matmul(tamoe_rt_context_t *context, const float *a,
-                                  const float *b, intptr_t m, intptr_t k,
-                                  intptr_t n, int32_t transpose_a,
-                                  int32_t transpose_b, const float *c_init,
-                                  float *c) {
+tamoe_rt_status_t
+tamoe_rt_matmul(tamoe_rt_context_t *context, tamoe_rt_dtype_t a_type,
+                tamoe_rt_dtype_t b_type, tamoe_rt_dtype_t c_type, const void *a,
+                const void *b, intptr_t m, intptr_t k, intptr_t n,
+                int32_t transpose_a, int32_t transpose_b, const void *c_init,
+                void *c) {
   const char *fn = "tamoe_rt_matmul";
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
-  // Bytes of an f32 matrix, -1 when the size overflows.
-  auto bytes = [](intptr_t rows, intptr_t columns) {
-    intptr_t elements, result;
-    if (rows < 0 || columns < 0 ||
-        __builtin_mul_overflow(rows, columns, &elements) ||
-        __builtin_mul_overflow(elements, intptr_t(4), &result))
-      return intptr_t(-1);
-    return result;
-  };
-  intptr_t aBytes = bytes(m, k), bBytes = bytes(k, n), cBytes = bytes(m, n);
+  // Bytes of the matrices as f32 (what staging allocates, at least their
+  // own bytes), -1 when the size overflows.
+  intptr_t aBytes = floatBytes(m, k), bBytes = floatBytes(k, n),
+           cBytes = floatBytes(m, n);
   bool any = m > 0 && n > 0;
-  Status status =
-      Check()
-          .atLeast(m, 0, "m")
-          .atLeast(k, 0, "k")
-          .atLeast(n, 0, "n")
-          .that(aBytes >= 0 && bBytes >= 0 && cBytes >= 0,
-                [&] { return str("m = ", m, ", k = ", k, ", n = ", n,
-                                 ": the matrices' bytes overflow"); })
-          .notNull(a, "a", any && k > 0)
-          .notNull(b, "b", any && k > 0)
-          .notNull(c, "c", any)
-          .disjoint(a, aBytes, "a", c, cBytes, "c")
-          .disjoint(b, bBytes, "b", c, cBytes, "c")
-          .status;
-  if (status.ok() && any)
-    status = context->backend->matmul(a, b, m, k, n, transpose_a != 0,
-                                      transpose_b != 0, c_init, c);
+  Status status = Check()
+                      .dtype(a_type, "a_type")
+                      .dtype(b_type, "b_type")
+                      .dtype(c_type, "c_type")
+                      .atLeast(m, 0, "m")
+                      .atLeast(k, 0, "k")
+                      .atLeast(n, 0, "n")
+                      .that(aBytes >= 0 && bBytes >= 0 && cBytes >= 0,
+                            [&] {
+                              return str("m = ", m, ", k = ", k, ", n = ", n,
+                                         ": the matrices' bytes overflow");
+                            })
+                      .notNull(a, "a", any && k > 0)
+                      .notNull(b, "b", any && k > 0)
+                      .notNull(c, "c", any)
+                      .status;
+  if (status.ok())
+    status = Check()
+                 .disjoint(a, typedBytes(a_type, m, k), "a", c,
+                           typedBytes(c_type, m, n), "c")
+                 .disjoint(b, typedBytes(b_type, k, n), "b", c,
+                           typedBytes(c_type, m, n), "c")
+                 .status;
+  if (status.ok() && any) {
+    F32Staging f32(*context->backend);
+    const float *x = f32.in(a_type, a, m * k);
+    const float *w = f32.in(b_type, b, k * n);
+    const float *init = f32.in(c_type, c_init, m * n);
+    float *y = f32.out(c_type, c, m * n);
+    status = f32.run([&] {
+      return context->backend->matmul(x, w, m, k, n, transpose_a != 0,
+                                      transpose_b != 0, init, y);
+    });
+  }
   return finish(context, fn, status);
 }
 
 tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
-                               const float *a, const float *b, intptr_t n,
-                               float *out) {
+                               tamoe_rt_dtype_t dtype, const void *a,
+                               const void *b, intptr_t n, void *out) {
   const char *fn = "tamoe_rt_map";
   Timed timed(context, fn);
   if (!context)
@@ -984,14 +1011,50 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
       Check()
           .that(valid,
                 [&] { return str("op ", kind, " is not a tamoe_rt_map_t"); })
+          .dtype(dtype, "dtype")
           .atLeast(n, 0, "n")
           .fits(n, 4, "n * 4")
           .notNull(a, "a", n > 0)
           .notNull(b, "b", n > 0 && !unary)
           .notNull(out, "out", n > 0)
           .status;
+  if (status.ok() && n > 0) {
+    F32Staging f32(*context->backend);
+    const float *x = f32.in(dtype, a, n);
+    const float *y = f32.in(dtype, b, n);
+    float *result = f32.out(dtype, out, n);
+    status =
+        f32.run([&] { return context->backend->map(op, x, y, n, result); });
+  }
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_convert(tamoe_rt_context_t *context,
+                                   tamoe_rt_dtype_t src_type, const void *src,
+                                   tamoe_rt_dtype_t dst_type, void *dst,
+                                   intptr_t n) {
+  const char *fn = "tamoe_rt_convert";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  Status status = Check()
+                      .dtype(src_type, "src_type")
+                      .dtype(dst_type, "dst_type")
+                      .atLeast(n, 0, "n")
+                      .fits(n, 4, "n * 4")
+                      .notNull(src, "src", n > 0)
+                      .notNull(dst, "dst", n > 0)
+                      .status;
+  // Elements are read before their slot is written, so one buffer may be
+  // both when the types have the same size; otherwise they must not overlap.
+  if (status.ok() &&
+      !(src == dst && dtypeBytes(raw(src_type)) == dtypeBytes(raw(dst_type))))
+    status = Check()
+                 .disjoint(src, typedBytes(src_type, n, 1), "src", dst,
+                           typedBytes(dst_type, n, 1), "dst")
+                 .status;
   if (status.ok() && n > 0)
-    status = context->backend->map(op, a, b, n, out);
+    status = context->backend->convert(src_type, src, dst_type, dst, n);
   return finish(context, fn, status);
 }
 

@@ -13,6 +13,7 @@
 
 #include "Backend.h"
 #include "MpiLauncher.h"
+#include "Precision.h"
 
 #include <algorithm>
 #include <chrono>
@@ -101,6 +102,13 @@ inline intptr_t floatBytes(intptr_t a, intptr_t b) {
   return product(product(a, b), intptr_t(sizeof(float)));
 }
 
+/// Bytes of `a * b` elements of `type` (a valid tamoe_rt_dtype_t), -1 as
+/// `product`.
+inline intptr_t typedBytes(const tamoe_rt_dtype_t &type, intptr_t a,
+                           intptr_t b) {
+  return product(product(a, b), dtypeBytes(raw(type)));
+}
+
 /// Argument checks; the first failure wins.
 class Check {
 public:
@@ -128,6 +136,12 @@ public:
   Check &floats(intptr_t a, intptr_t b, const char *what) {
     return that(a < 0 || b < 0 || floatBytes(a, b) >= 0, [&] {
       return str(what, " * 4 = ", a, " * ", b, " * 4 overflows");
+    });
+  }
+  /// That `type` is a tamoe_rt_dtype_t.
+  Check &dtype(const tamoe_rt_dtype_t &type, const char *name) {
+    return that(dtypeBytes(raw(type)) > 0, [&] {
+      return str(name, " = ", raw(type), " is not a tamoe_rt_dtype_t");
     });
   }
   /// That a hyperparameter is a number >= 0.

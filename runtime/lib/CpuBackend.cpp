@@ -7,6 +7,7 @@
 
 #include "CpuBackend.h"
 #include "Optimizers.h"
+#include "Precision.h"
 
 #include <algorithm>
 #include <climits>
@@ -219,6 +220,32 @@ Status CpuBackend::copyToHost(void *hostDestination, const void *source,
                               intptr_t bytes) {
   if (bytes)
     std::memcpy(hostDestination, source, size_t(bytes));
+  return Status::success();
+}
+
+Status CpuBackend::convert(tamoe_rt_dtype_t srcType, const void *src,
+                           tamoe_rt_dtype_t dstType, void *dst, intptr_t n) {
+  if (srcType == dstType) {
+    std::memmove(dst, src, size_t(n * dtypeBytes(srcType)));
+    return Status::success();
+  }
+  // Element by element through f32 (exact for bf16 and f16), reading each
+  // element before writing its slot, so that same-sized types convert in
+  // place.
+  auto load = [&](intptr_t i) {
+    if (srcType == TAMOE_RT_F32)
+      return static_cast<const float *>(src)[i];
+    uint16_t bits = static_cast<const uint16_t *>(src)[i];
+    return srcType == TAMOE_RT_BF16 ? bf16ToFloat(bits) : f16ToFloat(bits);
+  };
+  for (intptr_t i = 0; i < n; ++i) {
+    float value = load(i);
+    if (dstType == TAMOE_RT_F32)
+      static_cast<float *>(dst)[i] = value;
+    else
+      static_cast<uint16_t *>(dst)[i] =
+          dstType == TAMOE_RT_BF16 ? floatToBf16(value) : floatToF16(value);
+  }
   return Status::success();
 }
 

@@ -57,18 +57,18 @@ tamoe_rt_gate_grad(tamoe_rt_context_t *context, const float *probs,
   return finish(context, fn, status);
 }
 
-tamoe_rt_status_t
-tamoe_rt_combine_grad(tamoe_rt_context_t *context, const float *expert_outputs,
-                      intptr_t rows, intptr_t hidden, const int32_t *positions,
-                      const float *weights, intptr_t tokens, intptr_t k,
-                      const float *d_combined, float *d_expert_outputs,
-                      float *d_weights) {
+tamoe_rt_status_t tamoe_rt_combine_grad(
+    tamoe_rt_context_t *context, tamoe_rt_dtype_t dtype,
+    const void *expert_outputs, intptr_t rows, intptr_t hidden,
+    const int32_t *positions, const float *weights, intptr_t tokens, intptr_t k,
+    const void *d_combined, void *d_expert_outputs, float *d_weights) {
   const char *fn = "tamoe_rt_combine_grad";
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Check check;
-  check.atLeast(rows, 0, "rows")
+  check.dtype(dtype, "dtype")
+      .atLeast(rows, 0, "rows")
       .atLeast(hidden, 1, "hidden")
       .atLeast(tokens, 0, "tokens")
       .atLeast(k, 1, "k")
@@ -89,11 +89,11 @@ tamoe_rt_combine_grad(tamoe_rt_context_t *context, const float *expert_outputs,
       .notNull(expert_outputs, "expert_outputs", rows > 0 && d_weights)
       .notNull(positions, "positions", tokens > 0)
       .notNull(d_combined, "d_combined", tokens > 0);
-  intptr_t outputBytes = floatBytes(rows, hidden);
-  intptr_t combinedBytes = floatBytes(tokens, hidden);
+  intptr_t outputBytes = typedBytes(dtype, rows, hidden);
+  intptr_t combinedBytes = typedBytes(dtype, tokens, hidden);
   intptr_t picks = floatBytes(tokens, k);
   for (auto [out, outBytes, outName] :
-       {std::tuple<const float *, intptr_t, const char *>{
+       {std::tuple<const void *, intptr_t, const char *>{
             d_expert_outputs, outputBytes, "d_expert_outputs"},
         {d_weights, picks, "d_weights"}})
     check
@@ -105,24 +105,33 @@ tamoe_rt_combine_grad(tamoe_rt_context_t *context, const float *expert_outputs,
   check.disjoint(d_expert_outputs, outputBytes, "d_expert_outputs", d_weights,
                  picks, "d_weights");
   Status status = check.status;
-  if (status.ok())
-    status = context->backend->combineGrad(
-        expert_outputs, rows, hidden, positions, weights, tokens, k, d_combined,
-        d_expert_outputs, d_weights);
+  if (status.ok()) {
+    F32Staging f32(*context->backend);
+    const float *outputs = f32.in(dtype, expert_outputs, rows * hidden);
+    const float *dIn = f32.in(dtype, d_combined, tokens * hidden);
+    float *dOutputs = f32.out(dtype, d_expert_outputs, rows * hidden);
+    status = f32.run([&] {
+      return context->backend->combineGrad(outputs, rows, hidden, positions,
+                                           weights, tokens, k, dIn, dOutputs,
+                                           d_weights);
+    });
+  }
   return finish(context, fn, status);
 }
 
 tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
-    tamoe_rt_context_t *context, const float *rows, intptr_t rows_capacity,
-    intptr_t hidden, const int32_t *counts, intptr_t num_counts,
-    intptr_t experts, const float *weights, intptr_t out_features,
-    const float *d_result, float *d_rows, float *d_weights) {
+    tamoe_rt_context_t *context, tamoe_rt_dtype_t dtype, const void *rows,
+    intptr_t rows_capacity, intptr_t hidden, const int32_t *counts,
+    intptr_t num_counts, intptr_t experts, const void *weights,
+    intptr_t out_features, const void *d_result, void *d_rows,
+    void *d_weights) {
   const char *fn = "tamoe_rt_grouped_matmul_grad";
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Check check;
-  check.groupedShape(rows_capacity, hidden, num_counts, experts, out_features)
+  check.dtype(dtype, "dtype")
+      .groupedShape(rows_capacity, hidden, num_counts, experts, out_features)
       .that(d_rows || d_weights || rows_capacity == 0,
             [] {
               return std::string(
@@ -132,12 +141,13 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
       .notNull(counts, "counts", num_counts > 0)
       .notNull(weights, "weights", d_rows)
       .notNull(d_result, "d_result", rows_capacity > 0);
-  intptr_t rowBytes = floatBytes(rows_capacity, hidden);
-  intptr_t resultBytes = floatBytes(rows_capacity, out_features);
-  intptr_t weightBytes = floatBytes(experts, product(hidden, out_features));
+  intptr_t rowBytes = typedBytes(dtype, rows_capacity, hidden);
+  intptr_t resultBytes = typedBytes(dtype, rows_capacity, out_features);
+  intptr_t weightBytes =
+      typedBytes(dtype, experts, product(hidden, out_features));
   for (auto [out, outBytes, outName] :
-       {std::tuple<const float *, intptr_t, const char *>{d_rows, rowBytes,
-                                                          "d_rows"},
+       {std::tuple<const void *, intptr_t, const char *>{d_rows, rowBytes,
+                                                         "d_rows"},
         {d_weights, weightBytes, "d_weights"}})
     check.disjoint(out, outBytes, outName, rows, rowBytes, "rows")
         .disjoint(out, outBytes, outName, weights, weightBytes, "weights")
@@ -145,10 +155,20 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
   check.disjoint(d_rows, rowBytes, "d_rows", d_weights, weightBytes,
                  "d_weights");
   Status status = check.status;
-  if (status.ok())
-    status = context->backend->groupedMatmulGrad(
-        rows, rows_capacity, hidden, counts, num_counts, experts, weights,
-        out_features, d_result, d_rows, d_weights);
+  if (status.ok()) {
+    intptr_t weightElements = experts * hidden * out_features;
+    F32Staging f32(*context->backend);
+    const float *x = f32.in(dtype, rows, rows_capacity * hidden);
+    const float *w = f32.in(dtype, weights, weightElements);
+    const float *dy = f32.in(dtype, d_result, rows_capacity * out_features);
+    float *dx = f32.out(dtype, d_rows, rows_capacity * hidden);
+    float *dw = f32.out(dtype, d_weights, weightElements);
+    status = f32.run([&] {
+      return context->backend->groupedMatmulGrad(x, rows_capacity, hidden,
+                                                 counts, num_counts, experts, w,
+                                                 out_features, dy, dx, dw);
+    });
+  }
   return finish(context, fn, status);
 }
 
@@ -185,16 +205,16 @@ tamoe_rt_status_t tamoe_rt_aux_loss_grad(
 }
 
 tamoe_rt_status_t tamoe_rt_dedup_pack_grad(
-    tamoe_rt_context_t *context, const float *d_unique,
+    tamoe_rt_context_t *context, tamoe_rt_dtype_t dtype, const void *d_unique,
     intptr_t unique_capacity, intptr_t hidden, const int32_t *expert_ids,
     const int32_t *positions, intptr_t num_tokens, intptr_t k,
-    intptr_t experts_per_node, intptr_t nodes, float *d_tokens) {
+    intptr_t experts_per_node, intptr_t nodes, void *d_tokens) {
   const char *fn = "tamoe_rt_dedup_pack_grad";
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Check check;
-  check
+  check.dtype(dtype, "dtype")
       .packRouting(num_tokens, k, experts_per_node, nodes, expert_ids,
                    positions)
       .atLeast(unique_capacity, 0, "unique_capacity")
@@ -203,29 +223,35 @@ tamoe_rt_status_t tamoe_rt_dedup_pack_grad(
       .floats(num_tokens, hidden, "num_tokens * hidden")
       .notNull(d_unique, "d_unique", unique_capacity > 0)
       .notNull(d_tokens, "d_tokens", num_tokens > 0)
-      .disjoint(d_tokens, floatBytes(num_tokens, hidden), "d_tokens", d_unique,
-                floatBytes(unique_capacity, hidden), "d_unique");
+      .disjoint(d_tokens, typedBytes(dtype, num_tokens, hidden), "d_tokens",
+                d_unique, typedBytes(dtype, unique_capacity, hidden),
+                "d_unique");
   Status status = check.status;
-  if (status.ok())
-    status = context->backend->dedupPackGrad(
-        d_unique, unique_capacity, hidden, expert_ids, positions, num_tokens, k,
-        experts_per_node, nodes, d_tokens);
+  if (status.ok()) {
+    F32Staging f32(*context->backend);
+    const float *dUnique = f32.in(dtype, d_unique, unique_capacity * hidden);
+    float *dTokens = f32.out(dtype, d_tokens, num_tokens * hidden);
+    status = f32.run([&] {
+      return context->backend->dedupPackGrad(
+          dUnique, unique_capacity, hidden, expert_ids, positions, num_tokens,
+          k, experts_per_node, nodes, dTokens);
+    });
+  }
   return finish(context, fn, status);
 }
 
-tamoe_rt_status_t
-tamoe_rt_dedup_expand_grad(tamoe_rt_context_t *context, const float *d_expanded,
-                           intptr_t expanded_capacity, intptr_t hidden,
-                           const int32_t *routes, intptr_t unique_capacity,
-                           intptr_t k, const int32_t *recv_counts,
-                           intptr_t nodes, intptr_t ranks_per_node,
-                           intptr_t experts_per_rank, float *d_unique) {
+tamoe_rt_status_t tamoe_rt_dedup_expand_grad(
+    tamoe_rt_context_t *context, tamoe_rt_dtype_t dtype, const void *d_expanded,
+    intptr_t expanded_capacity, intptr_t hidden, const int32_t *routes,
+    intptr_t unique_capacity, intptr_t k, const int32_t *recv_counts,
+    intptr_t nodes, intptr_t ranks_per_node, intptr_t experts_per_rank,
+    void *d_unique) {
   const char *fn = "tamoe_rt_dedup_expand_grad";
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   Check check;
-  check
+  check.dtype(dtype, "dtype")
       .expandRoutes(unique_capacity, k, routes, recv_counts, nodes,
                     ranks_per_node, experts_per_rank)
       .atLeast(expanded_capacity, 0, "expanded_capacity")
@@ -234,14 +260,21 @@ tamoe_rt_dedup_expand_grad(tamoe_rt_context_t *context, const float *d_expanded,
       .floats(unique_capacity, hidden, "unique_capacity * hidden")
       .notNull(d_expanded, "d_expanded", expanded_capacity > 0)
       .notNull(d_unique, "d_unique", unique_capacity > 0)
-      .disjoint(d_unique, floatBytes(unique_capacity, hidden), "d_unique",
-                d_expanded, floatBytes(expanded_capacity, hidden),
-                "d_expanded");
+      .disjoint(d_unique, typedBytes(dtype, unique_capacity, hidden),
+                "d_unique", d_expanded,
+                typedBytes(dtype, expanded_capacity, hidden), "d_expanded");
   Status status = check.status;
-  if (status.ok())
-    status = context->backend->dedupExpandGrad(
-        d_expanded, expanded_capacity, hidden, routes, unique_capacity, k,
-        recv_counts, nodes, ranks_per_node, experts_per_rank, d_unique);
+  if (status.ok()) {
+    F32Staging f32(*context->backend);
+    const float *dExpanded =
+        f32.in(dtype, d_expanded, expanded_capacity * hidden);
+    float *dUnique = f32.out(dtype, d_unique, unique_capacity * hidden);
+    status = f32.run([&] {
+      return context->backend->dedupExpandGrad(
+          dExpanded, expanded_capacity, hidden, routes, unique_capacity, k,
+          recv_counts, nodes, ranks_per_node, experts_per_rank, dUnique);
+    });
+  }
   return finish(context, fn, status);
 }
 

@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "tamoe_rt/program.h"
+#include "Precision.h"
 
 #include <mpi.h>
 
@@ -250,6 +251,16 @@ void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed) {
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z ^= z >> 31;
     data[i] = float(z >> 40) * (2.0f / 16777216.0f) - 1.0f;
+  }
+}
+
+void tamoe_rt_program_round_f32(float *data, intptr_t n,
+                                tamoe_rt_dtype_t type) {
+  for (intptr_t i = 0; i < n; ++i) {
+    if (type == TAMOE_RT_BF16)
+      data[i] = tamoe_rt::bf16ToFloat(tamoe_rt::floatToBf16(data[i]));
+    else if (type == TAMOE_RT_F16)
+      data[i] = tamoe_rt::f16ToFloat(tamoe_rt::floatToF16(data[i]));
   }
 }
 

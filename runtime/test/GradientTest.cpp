@@ -364,9 +364,9 @@ TEST_F(Runtime, CombineGradMatchesFiniteDifferences) {
               weighted ? r.weights : std::vector<float>();
           std::vector<float> dOutputs(rows * H, NAN), dWeights(T * k, NAN);
           ASSERT_EQ(tamoe_rt_combine_grad(
-                        ctx, outputs.data(), rows, H, r.positions.data(),
-                        weighted ? weights.data() : nullptr, T, k,
-                        dCombined.data(), dOutputs.data(),
+                        ctx, TAMOE_RT_F32, outputs.data(), rows, H,
+                        r.positions.data(), weighted ? weights.data() : nullptr,
+                        T, k, dCombined.data(), dOutputs.data(),
                         weighted ? dWeights.data() : nullptr),
                     TAMOE_RT_SUCCESS)
               << error();
@@ -419,8 +419,8 @@ TEST_F(Runtime, DispatchGradIsCombineWithoutWeights) {
         std::vector<double> tokens = widen(random.floats(T * H));
         std::vector<float> dDispatched = random.floats(r.rows * H, -1, 1);
         std::vector<float> dTokens(T * H, NAN);
-        ASSERT_EQ(tamoe_rt_combine(ctx, dDispatched.data(), r.rows, H,
-                                   r.positions.data(), nullptr, T, k,
+        ASSERT_EQ(tamoe_rt_combine(ctx, TAMOE_RT_F32, dDispatched.data(),
+                                   r.rows, H, r.positions.data(), nullptr, T, k,
                                    dTokens.data()),
                   TAMOE_RT_SUCCESS)
             << error();
@@ -458,10 +458,10 @@ TEST_F(Runtime, GroupedMatmulGradMatchesFiniteDifferences) {
     std::vector<float> weights = random.floats(E * H * O);
     std::vector<float> dResult = random.floats(capacity * O, -1, 1);
     std::vector<float> dRows(capacity * H, NAN), dWeights(E * H * O, NAN);
-    ASSERT_EQ(tamoe_rt_grouped_matmul_grad(ctx, rows.data(), capacity, H,
-                                           counts.data(), peers * E, E,
-                                           weights.data(), O, dResult.data(),
-                                           dRows.data(), dWeights.data()),
+    ASSERT_EQ(tamoe_rt_grouped_matmul_grad(
+                  ctx, TAMOE_RT_F32, rows.data(), capacity, H, counts.data(),
+                  peers * E, E, weights.data(), O, dResult.data(), dRows.data(),
+                  dWeights.data()),
               TAMOE_RT_SUCCESS)
         << error();
     std::vector<double> rows64 = widen(rows), weights64 = widen(weights),
@@ -485,17 +485,19 @@ TEST_F(Runtime, GroupedMatmulGradMatchesFiniteDifferences) {
       EXPECT_EQ(dRows[i], 0.0f) << "a row past the counts";
     // Either gradient alone is the same.
     std::vector<float> alone(capacity * H, NAN);
-    ASSERT_EQ(tamoe_rt_grouped_matmul_grad(
-                  ctx, nullptr, capacity, H, counts.data(), peers * E, E,
-                  weights.data(), O, dResult.data(), alone.data(), nullptr),
+    ASSERT_EQ(tamoe_rt_grouped_matmul_grad(ctx, TAMOE_RT_F32, nullptr, capacity,
+                                           H, counts.data(), peers * E, E,
+                                           weights.data(), O, dResult.data(),
+                                           alone.data(), nullptr),
               TAMOE_RT_SUCCESS)
         << error();
     EXPECT_EQ(alone, dRows);
     alone.assign(E * H * O, NAN);
-    ASSERT_EQ(tamoe_rt_grouped_matmul_grad(
-                  ctx, rows.data(), capacity, H, counts.data(), peers * E, E,
-                  nullptr, O, dResult.data(), nullptr, alone.data()),
-              TAMOE_RT_SUCCESS)
+    ASSERT_EQ(
+        tamoe_rt_grouped_matmul_grad(ctx, TAMOE_RT_F32, rows.data(), capacity,
+                                     H, counts.data(), peers * E, E, nullptr, O,
+                                     dResult.data(), nullptr, alone.data()),
+        TAMOE_RT_SUCCESS)
         << error();
     EXPECT_EQ(alone, dWeights);
   }
@@ -602,9 +604,10 @@ TEST_F(Runtime, DedupPackGradMatchesFiniteDifferences) {
         int64_t capacity = uniqueRows + random.integer(0, 2);
         std::vector<float> dUnique = random.floats(capacity * H, -1, 1);
         std::vector<float> dTokens(T * H, NAN);
-        ASSERT_EQ(tamoe_rt_dedup_pack_grad(ctx, dUnique.data(), capacity, H,
-                                           r.ids.data(), r.positions.data(), T,
-                                           k, perNode, nodes, dTokens.data()),
+        ASSERT_EQ(tamoe_rt_dedup_pack_grad(ctx, TAMOE_RT_F32, dUnique.data(),
+                                           capacity, H, r.ids.data(),
+                                           r.positions.data(), T, k, perNode,
+                                           nodes, dTokens.data()),
                   TAMOE_RT_SUCCESS)
             << error();
         std::vector<double> y(dUnique.begin(),
@@ -662,9 +665,9 @@ TEST_F(Runtime, DedupExpandGradMatchesFiniteDifferences) {
     std::vector<float> dExpanded = random.floats(expandedCapacity * H, -1, 1);
     std::vector<float> dUnique(uniqueCapacity * H, NAN);
     ASSERT_EQ(tamoe_rt_dedup_expand_grad(
-                  ctx, dExpanded.data(), expandedCapacity, H, routes.data(),
-                  uniqueCapacity, k, recvCounts.data(), nodes, perNode, perRank,
-                  dUnique.data()),
+                  ctx, TAMOE_RT_F32, dExpanded.data(), expandedCapacity, H,
+                  routes.data(), uniqueCapacity, k, recvCounts.data(), nodes,
+                  perNode, perRank, dUnique.data()),
               TAMOE_RT_SUCCESS)
         << error();
     std::vector<double> y(dExpanded.begin(),
@@ -851,8 +854,8 @@ TEST_F(Runtime, CombineGradErrors) {
   std::vector<int32_t> positions = {0, 1, 2, -1, 3, 4, 5, -1};
   auto grad = [&](const float *out, intptr_t rows, const float *w,
                   const float *dC, float *dO, float *dW) {
-    return tamoe_rt_combine_grad(ctx, out, rows, 4, positions.data(), w, 4, 2,
-                                 dC, dO, dW);
+    return tamoe_rt_combine_grad(ctx, TAMOE_RT_F32, out, rows, 4,
+                                 positions.data(), w, 4, 2, dC, dO, dW);
   };
   Expect expect(ctx, "tamoe_rt_combine_grad");
   expect(grad(outputs.data(), -1, weights.data(), dCombined.data(),
@@ -896,8 +899,8 @@ TEST_F(Runtime, GroupedMatmulGradErrors) {
       dRows(13 * 6), dWeights(2 * 6 * 5);
   auto grad = [&](intptr_t capacity, intptr_t numCounts, intptr_t experts,
                   const float *in, const float *w, float *dR, float *dW) {
-    return tamoe_rt_grouped_matmul_grad(ctx, in, capacity, 6, counts.data(),
-                                        numCounts, experts, w, 5,
+    return tamoe_rt_grouped_matmul_grad(ctx, TAMOE_RT_F32, in, capacity, 6,
+                                        counts.data(), numCounts, experts, w, 5,
                                         dResult.data(), dR, dW);
   };
   Expect expect(ctx, "tamoe_rt_grouped_matmul_grad");
@@ -960,9 +963,9 @@ TEST_F(Runtime, DedupGradErrors) {
   std::vector<float> dUnique(8 * 3), dTokens(4 * 3);
   auto pack = [&](intptr_t capacity, intptr_t perNode, intptr_t nodes,
                   float *out) {
-    return tamoe_rt_dedup_pack_grad(ctx, dUnique.data(), capacity, 3,
-                                    ids.data(), positions.data(), 4, 2, perNode,
-                                    nodes, out);
+    return tamoe_rt_dedup_pack_grad(ctx, TAMOE_RT_F32, dUnique.data(), capacity,
+                                    3, ids.data(), positions.data(), 4, 2,
+                                    perNode, nodes, out);
   };
   Expect expectPack(ctx, "tamoe_rt_dedup_pack_grad");
   // Token 0 and 3 to both nodes, 1 and 2 to one: 6 rows.
@@ -987,9 +990,9 @@ TEST_F(Runtime, DedupGradErrors) {
   std::vector<float> dExpanded(5 * 3), dOut(3 * 3);
   auto expand = [&](intptr_t expandedCapacity, intptr_t uniqueCapacity,
                     float *out) {
-    return tamoe_rt_dedup_expand_grad(ctx, dExpanded.data(), expandedCapacity,
-                                      3, routes.data(), uniqueCapacity, 2,
-                                      recvCounts.data(), 2, 2, 2, out);
+    return tamoe_rt_dedup_expand_grad(
+        ctx, TAMOE_RT_F32, dExpanded.data(), expandedCapacity, 3, routes.data(),
+        uniqueCapacity, 2, recvCounts.data(), 2, 2, 2, out);
   };
   Expect expectExpand(ctx, "tamoe_rt_dedup_expand_grad");
   expectExpand(expand(4, 3, dOut.data()),

@@ -663,10 +663,10 @@ void layerScenario(const World &w) {
     // The experts of this rank, one grouped matmul over the rows by source
     // rank, then local expert.
     std::vector<float> processed(received.size(), -1.0f);
-    EXPECT_OK(tamoe_rt_grouped_matmul(w.ctx, received.data(), recvRows, kHidden,
-                                      recvCounts.data(), w.ranks * perRank,
-                                      perRank, localWeights.data(), kHidden,
-                                      processed.data()),
+    EXPECT_OK(tamoe_rt_grouped_matmul(
+                  w.ctx, TAMOE_RT_F32, received.data(), recvRows, kHidden,
+                  recvCounts.data(), w.ranks * perRank, perRank,
+                  localWeights.data(), kHidden, processed.data()),
               w.ctx);
 
     // Back to the senders, in their dispatch order, and combined.
@@ -679,7 +679,7 @@ void layerScenario(const World &w) {
               w.ctx);
     EXPECT(backCounts == counts, name[schedule], " return counts");
     std::vector<float> combined(tokens * kHidden, -1);
-    EXPECT_OK(tamoe_rt_combine(w.ctx, back.data(), sent, kHidden,
+    EXPECT_OK(tamoe_rt_combine(w.ctx, TAMOE_RT_F32, back.data(), sent, kHidden,
                                positions.data(), weights.data(), tokens, k,
                                combined.data()),
               w.ctx);

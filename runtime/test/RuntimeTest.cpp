@@ -255,8 +255,8 @@ TEST(NullContext, EveryEntryPoint) {
        }},
       {"tamoe_rt_combine",
        [] {
-         return tamoe_rt_combine(nullptr, nullptr, 0, 1, nullptr, nullptr, 0, 1,
-                                 nullptr);
+         return tamoe_rt_combine(nullptr, TAMOE_RT_F32, nullptr, 0, 1, nullptr,
+                                 nullptr, 0, 1, nullptr);
        }},
       {"tamoe_rt_aux_loss",
        [] {
@@ -291,18 +291,24 @@ TEST(NullContext, EveryEntryPoint) {
        }},
       {"tamoe_rt_grouped_matmul",
        [] {
-         return tamoe_rt_grouped_matmul(nullptr, nullptr, 0, 1, nullptr, 0, 1,
-                                        nullptr, 1, nullptr);
+         return tamoe_rt_grouped_matmul(nullptr, TAMOE_RT_F32, nullptr, 0, 1,
+                                        nullptr, 0, 1, nullptr, 1, nullptr);
        }},
       {"tamoe_rt_matmul",
        [] {
-         return tamoe_rt_matmul(nullptr, nullptr, nullptr, 0, 0, 0, 0, 0,
+         return tamoe_rt_matmul(nullptr, TAMOE_RT_F32, TAMOE_RT_F32,
+                                TAMOE_RT_F32, nullptr, nullptr, 0, 0, 0, 0, 0,
                                 nullptr, nullptr);
+       }},
+      {"tamoe_rt_convert",
+       [] {
+         return tamoe_rt_convert(nullptr, TAMOE_RT_F32, nullptr, TAMOE_RT_BF16,
+                                 nullptr, 0);
        }},
       {"tamoe_rt_map",
        [] {
-         return tamoe_rt_map(nullptr, TAMOE_RT_MAP_ADD, nullptr, nullptr, 0,
-                             nullptr);
+         return tamoe_rt_map(nullptr, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, nullptr,
+                             nullptr, 0, nullptr);
        }},
       {"tamoe_rt_all_to_all_hierarchical",
        [] {
@@ -322,14 +328,15 @@ TEST(NullContext, EveryEntryPoint) {
        }},
       {"tamoe_rt_combine_grad",
        [] {
-         return tamoe_rt_combine_grad(nullptr, nullptr, 0, 1, nullptr, nullptr,
-                                      0, 1, nullptr, nullptr, nullptr);
+         return tamoe_rt_combine_grad(nullptr, TAMOE_RT_F32, nullptr, 0, 1,
+                                      nullptr, nullptr, 0, 1, nullptr, nullptr,
+                                      nullptr);
        }},
       {"tamoe_rt_grouped_matmul_grad",
        [] {
-         return tamoe_rt_grouped_matmul_grad(nullptr, nullptr, 0, 1, nullptr, 0,
-                                             1, nullptr, 1, nullptr, nullptr,
-                                             nullptr);
+         return tamoe_rt_grouped_matmul_grad(nullptr, TAMOE_RT_F32, nullptr, 0,
+                                             1, nullptr, 0, 1, nullptr, 1,
+                                             nullptr, nullptr, nullptr);
        }},
       {"tamoe_rt_aux_loss_grad",
        [] {
@@ -338,13 +345,14 @@ TEST(NullContext, EveryEntryPoint) {
        }},
       {"tamoe_rt_dedup_pack_grad",
        [] {
-         return tamoe_rt_dedup_pack_grad(nullptr, nullptr, 0, 1, nullptr,
-                                         nullptr, 0, 1, 1, 1, nullptr);
+         return tamoe_rt_dedup_pack_grad(nullptr, TAMOE_RT_F32, nullptr, 0, 1,
+                                         nullptr, nullptr, 0, 1, 1, 1, nullptr);
        }},
       {"tamoe_rt_dedup_expand_grad",
        [] {
-         return tamoe_rt_dedup_expand_grad(nullptr, nullptr, 0, 1, nullptr, 0,
-                                           1, nullptr, 1, 1, 1, nullptr);
+         return tamoe_rt_dedup_expand_grad(nullptr, TAMOE_RT_F32, nullptr, 0, 1,
+                                           nullptr, 0, 1, nullptr, 1, 1, 1,
+                                           nullptr);
        }},
       {"tamoe_rt_all_reduce",
        [] {
@@ -842,7 +850,7 @@ TEST_F(Runtime, CombineAgainstReference) {
   // A token whose every assignment was dropped.
   layout.positions[5 * k] = layout.positions[5 * k + 1] = -1;
   std::vector<float> combined(tokens * hidden, -7.0f);
-  ASSERT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, hidden,
+  ASSERT_EQ(tamoe_rt_combine(ctx, TAMOE_RT_F32, outputs.data(), rows, hidden,
                              layout.positions.data(), gate.weights.data(),
                              tokens, k, combined.data()),
             TAMOE_RT_SUCCESS)
@@ -854,7 +862,7 @@ TEST_F(Runtime, CombineAgainstReference) {
   for (int64_t h = 0; h < hidden; ++h)
     EXPECT_EQ(combined[5 * hidden + h], 0.0f);
   // Null weights are all 1 (dispatch's gradient): the plain sums.
-  ASSERT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, hidden,
+  ASSERT_EQ(tamoe_rt_combine(ctx, TAMOE_RT_F32, outputs.data(), rows, hidden,
                              layout.positions.data(), nullptr, tokens, k,
                              combined.data()),
             TAMOE_RT_SUCCESS)
@@ -865,25 +873,25 @@ TEST_F(Runtime, CombineAgainstReference) {
                "combined (null weights)");
 
   layout.positions[2 * k] = int32_t(rows);
-  EXPECT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, hidden,
+  EXPECT_EQ(tamoe_rt_combine(ctx, TAMOE_RT_F32, outputs.data(), rows, hidden,
                              layout.positions.data(), gate.weights.data(),
                              tokens, k, combined.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_combine: positions[2, 0] = " +
                          std::to_string(rows) + " is past the " +
                          std::to_string(rows) + " rows of expert_outputs");
-  EXPECT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, 0,
+  EXPECT_EQ(tamoe_rt_combine(ctx, TAMOE_RT_F32, outputs.data(), rows, 0,
                              layout.positions.data(), gate.weights.data(),
                              tokens, k, combined.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_combine: hidden must be >= 1, got 0");
-  EXPECT_EQ(tamoe_rt_combine(ctx, outputs.data(), rows, hidden,
+  EXPECT_EQ(tamoe_rt_combine(ctx, TAMOE_RT_F32, outputs.data(), rows, hidden,
                              layout.positions.data(), gate.weights.data(),
                              tokens, k, nullptr),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_combine: combined is null");
-  EXPECT_EQ(tamoe_rt_combine(ctx, nullptr, 0, hidden, nullptr, nullptr, 0, k,
-                             nullptr),
+  EXPECT_EQ(tamoe_rt_combine(ctx, TAMOE_RT_F32, nullptr, 0, hidden, nullptr,
+                             nullptr, 0, k, nullptr),
             TAMOE_RT_SUCCESS);
 }
 
@@ -1253,9 +1261,9 @@ TEST_F(Runtime, GroupedMatmulAgainstReference) {
   std::vector<float> in = random.floats(capacity * hidden);
   std::vector<float> weights = random.floats(experts * hidden * out);
   std::vector<float> result(capacity * out, -7.0f);
-  ASSERT_EQ(tamoe_rt_grouped_matmul(ctx, in.data(), capacity, hidden,
-                                    counts.data(), 6, experts, weights.data(),
-                                    out, result.data()),
+  ASSERT_EQ(tamoe_rt_grouped_matmul(ctx, TAMOE_RT_F32, in.data(), capacity,
+                                    hidden, counts.data(), 6, experts,
+                                    weights.data(), out, result.data()),
             TAMOE_RT_SUCCESS)
       << error();
   expectFloats(
@@ -1267,8 +1275,9 @@ TEST_F(Runtime, GroupedMatmulAgainstReference) {
 
   auto matmul = [&](intptr_t cap, intptr_t numCounts, intptr_t e,
                     const float *w) {
-    return tamoe_rt_grouped_matmul(ctx, in.data(), cap, hidden, counts.data(),
-                                   numCounts, e, w, out, result.data());
+    return tamoe_rt_grouped_matmul(ctx, TAMOE_RT_F32, in.data(), cap, hidden,
+                                   counts.data(), numCounts, e, w, out,
+                                   result.data());
   };
   auto expect = [&](tamoe_rt_status_t status, const std::string &message) {
     EXPECT_EQ(status, TAMOE_RT_ERROR_INVALID_ARGUMENT) << message;
@@ -1298,7 +1307,8 @@ TEST_F(Runtime, MatmulAgainstReference) {
                                       << ", transpose_b " << transposeB);
       std::vector<float> product =
           reference::matmul(a, b, m, k, n, transposeA, transposeB);
-      ASSERT_EQ(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, transposeA,
+      ASSERT_EQ(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                                a.data(), b.data(), m, k, n, transposeA,
                                 transposeB, nullptr, c.data()),
                 TAMOE_RT_SUCCESS)
           << error();
@@ -1307,7 +1317,8 @@ TEST_F(Runtime, MatmulAgainstReference) {
       std::vector<float> init = random.floats(m * n), accumulated(m * n);
       for (int64_t i = 0; i < m * n; ++i)
         accumulated[i] = init[i] + product[i];
-      ASSERT_EQ(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, transposeA,
+      ASSERT_EQ(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                                a.data(), b.data(), m, k, n, transposeA,
                                 transposeB, init.data(), init.data()),
                 TAMOE_RT_SUCCESS)
           << error();
@@ -1317,14 +1328,15 @@ TEST_F(Runtime, MatmulAgainstReference) {
             << "c (in place)[" << i << "]";
     }
   // Any nonzero transpose flag is "transposed".
-  ASSERT_EQ(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, 7, 0, nullptr,
+  ASSERT_EQ(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                            a.data(), b.data(), m, k, n, 7, 0, nullptr,
                             c.data()),
             TAMOE_RT_SUCCESS);
   expectFloats(c, reference::matmul(a, b, m, k, n, true, false), "c (7)");
   // k = 0: c is the init, or zero.
-  ASSERT_EQ(
-      tamoe_rt_matmul(ctx, nullptr, nullptr, m, 0, n, 0, 0, nullptr, c.data()),
-      TAMOE_RT_SUCCESS)
+  ASSERT_EQ(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                            nullptr, nullptr, m, 0, n, 0, 0, nullptr, c.data()),
+            TAMOE_RT_SUCCESS)
       << error();
   expectFloats(c, std::vector<float>(m * n, 0.0f), "c (k = 0)");
 
@@ -1332,16 +1344,17 @@ TEST_F(Runtime, MatmulAgainstReference) {
     EXPECT_EQ(status, TAMOE_RT_ERROR_INVALID_ARGUMENT) << message;
     EXPECT_EQ(error(), "tamoe_rt_matmul: " + message);
   };
-  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), -1, k, n, 0, 0, nullptr,
-                         c.data()),
+  expect(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                         a.data(), b.data(), -1, k, n, 0, 0, nullptr, c.data()),
          "m must be >= 0, got -1");
-  expect(
-      tamoe_rt_matmul(ctx, a.data(), nullptr, m, k, n, 0, 1, nullptr, c.data()),
-      "b is null");
-  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), m, k, n, 1, 0, nullptr,
-                         a.data()),
+  expect(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                         a.data(), nullptr, m, k, n, 0, 1, nullptr, c.data()),
+         "b is null");
+  expect(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                         a.data(), b.data(), m, k, n, 1, 0, nullptr, a.data()),
          "a and c overlap");
-  expect(tamoe_rt_matmul(ctx, a.data(), b.data(), INTPTR_MAX / 2, 4, n, 0, 0,
+  expect(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                         a.data(), b.data(), INTPTR_MAX / 2, 4, n, 0, 0,
                          nullptr, c.data()),
          "m = " + std::to_string(INTPTR_MAX / 2) +
              ", k = 4, n = 5: the matrices' bytes overflow");
@@ -1355,11 +1368,12 @@ TEST(Profile, TableAtFinalize) {
   unsetenv("TAMOE_RT_PROFILE");
   std::vector<float> a(6, 1.0f), b(6, 2.0f), c(4);
   for (int i = 0; i < 3; ++i)
-    ASSERT_EQ(tamoe_rt_matmul(context, a.data(), b.data(), 2, 3, 2, 0, 0,
-                              nullptr, c.data()),
+    ASSERT_EQ(tamoe_rt_matmul(context, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                              a.data(), b.data(), 2, 3, 2, 0, 0, nullptr,
+                              c.data()),
               TAMOE_RT_SUCCESS);
-  ASSERT_EQ(tamoe_rt_map(context, TAMOE_RT_MAP_RELU, a.data(), nullptr, 6,
-                         a.data()),
+  ASSERT_EQ(tamoe_rt_map(context, TAMOE_RT_MAP_RELU, TAMOE_RT_F32, a.data(),
+                         nullptr, 6, a.data()),
             TAMOE_RT_SUCCESS);
   testing::internal::CaptureStderr();
   EXPECT_EQ(tamoe_rt_finalize(context), TAMOE_RT_SUCCESS);
@@ -1381,8 +1395,8 @@ TEST_F(Runtime, MapAgainstReference) {
   // The unary ops get no b.
   auto run = [&](tamoe_rt_map_t op) {
     bool unary = op == TAMOE_RT_MAP_RELU || op == TAMOE_RT_MAP_NEG;
-    EXPECT_EQ(tamoe_rt_map(ctx, op, a.data(), unary ? nullptr : b.data(), n,
-                           out.data()),
+    EXPECT_EQ(tamoe_rt_map(ctx, op, TAMOE_RT_F32, a.data(),
+                           unary ? nullptr : b.data(), n, out.data()),
               TAMOE_RT_SUCCESS)
         << error();
     return out;
@@ -1408,35 +1422,35 @@ TEST_F(Runtime, MapAgainstReference) {
   EXPECT_EQ(reluGrad[2], 0.0f);
   EXPECT_EQ(reluGrad[n - 1], 0.0f) << "a NaN input passes no gradient";
   std::vector<float> nanGrad = {NAN, NAN};
-  ASSERT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_RELU_GRAD, a.data(), nanGrad.data(),
-                         2, out.data()),
+  ASSERT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_RELU_GRAD, TAMOE_RT_F32, a.data(),
+                         nanGrad.data(), 2, out.data()),
             TAMOE_RT_SUCCESS);
   EXPECT_TRUE(std::isnan(out[0]));
   EXPECT_EQ(out[1], 0.0f);
   // In place.
-  ASSERT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_ADD, a.data(), b.data(), n,
-                         a.data()),
+  ASSERT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, a.data(),
+                         b.data(), n, a.data()),
             TAMOE_RT_SUCCESS);
   EXPECT_EQ(a[0], 2.0f);
 
-  EXPECT_EQ(tamoe_rt_map(ctx, tamoe_rt_map_t(9), a.data(), b.data(), n,
-                         out.data()),
+  EXPECT_EQ(tamoe_rt_map(ctx, tamoe_rt_map_t(9), TAMOE_RT_F32, a.data(),
+                         b.data(), n, out.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_map: op 9 is not a tamoe_rt_map_t");
-  EXPECT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_MUL, a.data(), nullptr, n,
-                         out.data()),
+  EXPECT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_MUL, TAMOE_RT_F32, a.data(), nullptr,
+                         n, out.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_map: b is null");
-  EXPECT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_RELU_GRAD, a.data(), nullptr, n,
-                         out.data()),
+  EXPECT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_RELU_GRAD, TAMOE_RT_F32, a.data(),
+                         nullptr, n, out.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_map: b is null");
-  EXPECT_EQ(
-      tamoe_rt_map(ctx, tamoe_rt_map_t(6), a.data(), b.data(), n, out.data()),
-      TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(tamoe_rt_map(ctx, tamoe_rt_map_t(6), TAMOE_RT_F32, a.data(),
+                         b.data(), n, out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_map: op 6 is not a tamoe_rt_map_t");
-  EXPECT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_RELU, a.data(), nullptr, -3,
-                         out.data()),
+  EXPECT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_RELU, TAMOE_RT_F32, a.data(),
+                         nullptr, -3, out.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_map: n must be >= 0, got -3");
 }

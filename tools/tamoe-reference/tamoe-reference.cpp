@@ -95,6 +95,14 @@ static cl::opt<std::string>
 static cl::opt<bool> backward("backward",
                               cl::desc("Check the gradients too (out4..out7)"),
                               cl::cat(category));
+static cl::opt<tamoe_rt_dtype_t> rowType(
+    "dtype", cl::init(TAMOE_RT_F32),
+    cl::desc("Element type of the program's rows (tokens, expert weights "
+             "and activations); the reference rounds where the runtime does"),
+    cl::values(clEnumValN(TAMOE_RT_F32, "f32", "f32 (default)"),
+               clEnumValN(TAMOE_RT_BF16, "bf16", "bfloat16"),
+               clEnumValN(TAMOE_RT_F16, "f16", "IEEE half")),
+    cl::cat(category));
 static cl::opt<double> tolerance("tolerance", cl::init(1e-4),
                                  cl::desc("Largest accepted |difference|, "
                                           "relative to the largest |value| "
@@ -104,9 +112,19 @@ static cl::opt<double> tolerance("tolerance", cl::init(1e-4),
 namespace {
 using Matrix = std::vector<float>;
 
+/// A value of the rows' type (--dtype), as the runtime rounds an f32 result
+/// into a row.
+float rounded(double value) {
+  float result = float(value);
+  tamoe_rt_program_round_f32(&result, 1, rowType);
+  return result;
+}
+
+/// A row input: uniform numbers, rounded to the rows' type.
 Matrix random(size_t size, uint64_t seed) {
   Matrix values(size);
   tamoe_rt_program_random_f32(values.data(), intptr_t(size), seed);
+  tamoe_rt_program_round_f32(values.data(), intptr_t(size), rowType);
   return values;
 }
 
@@ -264,7 +282,7 @@ LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
         for (int f = 0; f < F; ++f) {
           for (int h = 0; h < H; ++h)
             inner[f] += double(x[t * H + h]) * first[h * F + f];
-          inner[f] = std::max(inner[f], 0.0);
+          inner[f] = std::max(double(rounded(inner[f])), 0.0);
         }
         double weight = probs[e] / chosen;
         std::vector<double> expertOut(H, 0.0);
@@ -272,7 +290,7 @@ LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
           double sum = 0;
           for (int f = 0; f < F; ++f)
             sum += inner[f] * second[f * H + h];
-          expertOut[h] = sum;
+          expertOut[h] = sum = rounded(sum);
           result.outputs[r][t * H + h] += float(weight * sum);
         }
         if (backward)
@@ -280,6 +298,8 @@ LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
                          first, second, dWeights[t]);
       }
     }
+    for (float &value : result.outputs[r])
+      value = rounded(value);
     // f_e counts the dispatched assignments, out of k S.
     double loss = 0;
     for (int e = 0; e < E; ++e)
@@ -415,6 +435,11 @@ int check() {
     errs() << "tamoe-reference: need ranks >= 1 dividing experts and "
               "ranks-per-node dividing ranks, 1 <= top-k <= experts, "
               "layers >= 1\n";
+    return 2;
+  }
+  if (rowType != TAMOE_RT_F32 && (backward || layers != 1)) {
+    errs() << "tamoe-reference: --dtype other than f32 checks the forward "
+              "of one layer\n";
     return 2;
   }
   if (backward && layers != 1) {

@@ -56,6 +56,11 @@ void tamoe_rt_program_check_grid(const int64_t *shape, intptr_t rank,
  * (seed, i), so a reference can regenerate any part of an input. */
 void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed);
 
+/* Rounds data[0..n) in place to the nearest values of `type` (to nearest
+ * even, as tamoe_rt_convert), kept as f32: what a reference computes with to
+ * follow a program whose rows are bf16 or f16. */
+void tamoe_rt_program_round_f32(float *data, intptr_t n, tamoe_rt_dtype_t type);
+
 /* The memref allocation functions of MLIR's LLVM lowering. */
 void *_mlir_memref_to_llvm_alloc(size_t size);
 void *_mlir_memref_to_llvm_aligned_alloc(size_t alignment, size_t size);

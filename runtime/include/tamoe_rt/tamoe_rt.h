@@ -128,6 +128,32 @@ tamoe_rt_status_t tamoe_rt_copy_to_host(tamoe_rt_context_t *context,
 tamoe_rt_status_t tamoe_rt_synchronize(tamoe_rt_context_t *context);
 
 /*===------------------------------------------------------------------===*
+ * Element types
+ *===------------------------------------------------------------------===*/
+
+/* The element type of the rows that an operation computes on (tokens,
+ * expert inputs and outputs, expert weights, their gradients). Routing
+ * stays f32: logits, probabilities, combine weights, losses and optimizer
+ * state. Every backend accumulates in f32 and rounds once per output
+ * element (to nearest, ties to even); bf16 and f16 are IEEE 754-style
+ * (8 and 5 exponent bits). */
+typedef enum tamoe_rt_dtype_t {
+  TAMOE_RT_F32 = 0,
+  TAMOE_RT_BF16 = 1,
+  TAMOE_RT_F16 = 2,
+} tamoe_rt_dtype_t;
+
+/* dst[i] = src[i] converted from src_type to dst_type, for i < n (what
+ * arith.extf and arith.truncf do elementwise): exact when widening; when
+ * narrowing, rounded to nearest even, NaN stays NaN and a finite value past
+ * the largest finite one becomes infinity of its sign, as IEEE 754 rounds.
+ * dst may be src when the types have the same size. */
+tamoe_rt_status_t tamoe_rt_convert(tamoe_rt_context_t *context,
+                                   tamoe_rt_dtype_t src_type, const void *src,
+                                   tamoe_rt_dtype_t dst_type, void *dst,
+                                   intptr_t n);
+
+/*===------------------------------------------------------------------===*
  * Routing (local to the rank)
  *===------------------------------------------------------------------===*/
 
@@ -170,14 +196,16 @@ tamoe_rt_status_t tamoe_rt_dispatch(
     int32_t *expert_counts, int32_t *positions, int64_t *num_dropped);
 
 /* tamoe.combine: combined[t] = sum_j weights[t, j] *
- * expert_outputs[positions[t, j]] over positions >= 0 (f32 rows of
- * `hidden`), in the order of j. `rows` bounds the positions. Null `weights`
- * are all 1: the unweighted sum is the gradient of tamoe_rt_dispatch. */
+ * expert_outputs[positions[t, j]] over positions >= 0 (rows of `hidden`
+ * elements of `dtype`, weights f32), in the order of j. `rows` bounds the
+ * positions. Null `weights` are all 1: the unweighted sum is the gradient
+ * of tamoe_rt_dispatch. */
 tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
-                                   const float *expert_outputs, intptr_t rows,
+                                   tamoe_rt_dtype_t dtype,
+                                   const void *expert_outputs, intptr_t rows,
                                    intptr_t hidden, const int32_t *positions,
                                    const float *weights, intptr_t tokens,
-                                   intptr_t k, float *combined);
+                                   intptr_t k, void *combined);
 
 /* tamoe.aux_loss: switch when expert_weights is null, topology otherwise.
  * Negative expert ids are not counted, nor, when `positions` [tokens, k]
@@ -204,27 +232,31 @@ tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
  * [num_counts] (row-major [peers, experts] after an exchange, or
  * [experts]); chunk c belongs to local expert c % experts and is multiplied
  * by weights[c % experts] [hidden, out_features]. result [rows_capacity,
- * out_features] keeps the row order; rows past the counts' sum are zero. */
+ * out_features] keeps the row order; rows past the counts' sum are zero.
+ * rows, weights and result are of `dtype`. */
 tamoe_rt_status_t tamoe_rt_grouped_matmul(
-    tamoe_rt_context_t *context, const float *rows, intptr_t rows_capacity,
-    intptr_t hidden, const int32_t *counts, intptr_t num_counts,
-    intptr_t experts, const float *weights, intptr_t out_features,
-    float *result);
+    tamoe_rt_context_t *context, tamoe_rt_dtype_t dtype, const void *rows,
+    intptr_t rows_capacity, intptr_t hidden, const int32_t *counts,
+    intptr_t num_counts, intptr_t experts, const void *weights,
+    intptr_t out_features, void *result);
 
 /* The dense compute around a layer, so that a device-resident program
- * (tamoe-to-llvm{device-resident}) leaves no loop on the host: f32,
- * row-major, contiguous. */
+ * (tamoe-to-llvm{device-resident}) leaves no loop on the host: row-major,
+ * contiguous, of the element types given. */
 
 /* c [m, n] = op(a) x op(b), plus c_init [m, n] when it is not null
  * (linalg.matmul accumulates into its init). op(a) [m, k] is a as stored
  * ([m, k]) or, with transpose_a, the transpose of a stored as [k, m]; op(b)
  * [k, n] likewise ([k, n], or [n, k] with transpose_b). The gradients of a
- * matmul are matmuls with one transposed operand. c may be c_init. */
-tamoe_rt_status_t tamoe_rt_matmul(tamoe_rt_context_t *context, const float *a,
-                                  const float *b, intptr_t m, intptr_t k,
-                                  intptr_t n, int32_t transpose_a,
-                                  int32_t transpose_b, const float *c_init,
-                                  float *c);
+ * matmul are matmuls with one transposed operand. c may be c_init. a, b
+ * and c (with c_init) have their own element types, as in linalg.matmul:
+ * bf16 tokens times a bf16 router give f32 logits. */
+tamoe_rt_status_t
+tamoe_rt_matmul(tamoe_rt_context_t *context, tamoe_rt_dtype_t a_type,
+                tamoe_rt_dtype_t b_type, tamoe_rt_dtype_t c_type, const void *a,
+                const void *b, intptr_t m, intptr_t k, intptr_t n,
+                int32_t transpose_a, int32_t transpose_b, const void *c_init,
+                void *c);
 
 typedef enum tamoe_rt_map_t {
   TAMOE_RT_MAP_ADD = 0,  /* a + b */
@@ -237,10 +269,11 @@ typedef enum tamoe_rt_map_t {
   TAMOE_RT_MAP_RELU_GRAD = 5,
 } tamoe_rt_map_t;
 
-/* out[i] = op(a[i], b[i]) for i < n. out may be a or b. */
+/* out[i] = op(a[i], b[i]) for i < n, a, b and out of `dtype`. out may be
+ * a or b. */
 tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
-                               const float *a, const float *b, intptr_t n,
-                               float *out);
+                               tamoe_rt_dtype_t dtype, const void *a,
+                               const void *b, intptr_t n, void *out);
 
 /*===------------------------------------------------------------------===*
  * Per-node de-duplication of top-k tokens
@@ -324,7 +357,8 @@ tamoe_rt_status_t tamoe_rt_dispatch_dedup(
 /* What tamoe-differentiate emits for a layer's backward (docs/autodiff.md).
  * Each function takes the forward op's inputs or results that its gradient
  * needs and the gradients of the op's results, and writes the gradients of
- * its float operands. Gradients are f32 and accumulate in f32. The gradient
+ * its float operands. A gradient has its operand's element type (routing's
+ * are f32) and accumulates in f32. The gradient
  * of tamoe_rt_dispatch is tamoe_rt_combine with null weights; that of an
  * all-to-all is the reverse all-to-all (the counts that were received sent
  * back); that of a regroup is the reverse regroup: those reuse the forward
@@ -364,12 +398,14 @@ tamoe_rt_status_t tamoe_rt_gate_grad(tamoe_rt_context_t *context,
  *   product of d_combined[t] and expert_outputs[positions[t, j]], 0 for a
  *   dropped assignment. expert_outputs may be null when d_weights is.
  * Either output may be null (not computed), not both. Rows add up their
- * assignments' terms in assignment order (t, then j). */
+ * assignments' terms in assignment order (t, then j). expert_outputs,
+ * d_combined and d_expert_outputs are of `dtype`; weights and d_weights
+ * f32. */
 tamoe_rt_status_t tamoe_rt_combine_grad(
-    tamoe_rt_context_t *context, const float *expert_outputs, intptr_t rows,
-    intptr_t hidden, const int32_t *positions, const float *weights,
-    intptr_t tokens, intptr_t k, const float *d_combined,
-    float *d_expert_outputs, float *d_weights);
+    tamoe_rt_context_t *context, tamoe_rt_dtype_t dtype,
+    const void *expert_outputs, intptr_t rows, intptr_t hidden,
+    const int32_t *positions, const float *weights, intptr_t tokens, intptr_t k,
+    const void *d_combined, void *d_expert_outputs, float *d_weights);
 
 /* tamoe.grouped_matmul_grad, for tamoe_rt_grouped_matmul(rows, counts,
  * weights) and its result's gradient d_result [rows_capacity,
@@ -381,12 +417,12 @@ tamoe_rt_status_t tamoe_rt_combine_grad(
  *   chunk c of rows times chunk c of d_result; zero for an expert without
  *   rows.
  * Either output may be null (not computed), not both; rows may be null
- * without d_weights, weights without d_rows. */
+ * without d_weights, weights without d_rows. Every buffer is of `dtype`. */
 tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
-    tamoe_rt_context_t *context, const float *rows, intptr_t rows_capacity,
-    intptr_t hidden, const int32_t *counts, intptr_t num_counts,
-    intptr_t experts, const float *weights, intptr_t out_features,
-    const float *d_result, float *d_rows, float *d_weights);
+    tamoe_rt_context_t *context, tamoe_rt_dtype_t dtype, const void *rows,
+    intptr_t rows_capacity, intptr_t hidden, const int32_t *counts,
+    intptr_t num_counts, intptr_t experts, const void *weights,
+    intptr_t out_features, const void *d_result, void *d_rows, void *d_weights);
 
 /* tamoe.aux_loss_grad: d_probs [tokens, experts] = d_loss * the gradient of
  * tamoe_rt_aux_loss (same expert_ids, positions and expert_weights) with
@@ -402,30 +438,30 @@ tamoe_rt_status_t tamoe_rt_aux_loss_grad(tamoe_rt_context_t *context,
                                          const float *expert_weights,
                                          const float *d_loss, float *d_probs);
 
-/* tamoe.dedup_pack_grad, the transpose of tamoe_rt_dedup_pack on f32 rows
- * of `hidden`: d_tokens [num_tokens, hidden] row t is the sum of the rows
- * of d_unique [unique_capacity, hidden] that the pack made of token t (in
- * node order; zero for a token it did not send). expert_ids, positions, k,
- * experts_per_node and nodes are the forward call's. */
+/* tamoe.dedup_pack_grad, the transpose of tamoe_rt_dedup_pack on rows of
+ * `hidden` elements of `dtype`: d_tokens [num_tokens, hidden] row t is the sum
+ * of the rows of d_unique [unique_capacity, hidden] that the pack made of token
+ * t (in node order; zero for a token it did not send). expert_ids, positions,
+ * k, experts_per_node and nodes are the forward call's. */
 tamoe_rt_status_t tamoe_rt_dedup_pack_grad(
-    tamoe_rt_context_t *context, const float *d_unique,
+    tamoe_rt_context_t *context, tamoe_rt_dtype_t dtype, const void *d_unique,
     intptr_t unique_capacity, intptr_t hidden, const int32_t *expert_ids,
     const int32_t *positions, intptr_t num_tokens, intptr_t k,
-    intptr_t experts_per_node, intptr_t nodes, float *d_tokens);
+    intptr_t experts_per_node, intptr_t nodes, void *d_tokens);
 
 /* tamoe.dedup_expand_grad, the reduction at the relay (the transpose of
- * tamoe_rt_dedup_expand on f32 rows of `hidden`): d_unique
+ * tamoe_rt_dedup_expand on rows of `hidden` elements of `dtype`): d_unique
  * [unique_capacity, hidden] row i is the sum of the rows of d_expanded
  * [expanded_capacity, hidden] that the expansion made of unique row i (in
  * its route's order); rows past the recv_counts' sum are zero. routes,
  * recv_counts, nodes, ranks_per_node and experts_per_rank are the forward
  * call's. */
 tamoe_rt_status_t tamoe_rt_dedup_expand_grad(
-    tamoe_rt_context_t *context, const float *d_expanded,
+    tamoe_rt_context_t *context, tamoe_rt_dtype_t dtype, const void *d_expanded,
     intptr_t expanded_capacity, intptr_t hidden, const int32_t *routes,
     intptr_t unique_capacity, intptr_t k, const int32_t *recv_counts,
     intptr_t nodes, intptr_t ranks_per_node, intptr_t experts_per_rank,
-    float *d_unique);
+    void *d_unique);
 
 /*===------------------------------------------------------------------===*
  * Training: gradient reduction and optimizer steps

@@ -75,6 +75,8 @@ public:
   Status copyToHost(void *hostDestination, const void *source,
                     intptr_t bytes) override;
   Status synchronize() override;
+  Status convert(tamoe_rt_dtype_t srcType, const void *src,
+                 tamoe_rt_dtype_t dstType, void *dst, intptr_t n) override;
 
   Status gate(const float *logits, intptr_t tokens, intptr_t experts,
               intptr_t k, tamoe_rt_score_t score, bool renormalize,

@@ -9,6 +9,9 @@
 
 #include "Exec.cuh"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -892,6 +895,62 @@ Status CudaBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
     return begin;
   CudaExec x(*this, deviceStatus_);
   x.forEach(n, MapElement{op, a, b, out});
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, [](const DeviceStatus &) {
+    return std::string();
+  });
+}
+
+namespace {
+/// One element through f32 (exact for bf16 and f16), rounded to nearest
+/// even when narrowed; read before written, so same-sized types convert in
+/// place.
+struct ConvertElement {
+  tamoe_rt_dtype_t from, to;
+  const void *src;
+  void *dst;
+  __device__ void operator()(int64_t i) const {
+    float value;
+    if (from == TAMOE_RT_F32)
+      value = static_cast<const float *>(src)[i];
+    else if (from == TAMOE_RT_BF16)
+      value = __bfloat162float(static_cast<const __nv_bfloat16 *>(src)[i]);
+    else
+      value = __half2float(static_cast<const __half *>(src)[i]);
+    if (to == TAMOE_RT_F32)
+      static_cast<float *>(dst)[i] = value;
+    else if (to == TAMOE_RT_BF16)
+      static_cast<__nv_bfloat16 *>(dst)[i] = __float2bfloat16_rn(value);
+    else
+      static_cast<__half *>(dst)[i] = __float2half_rn(value);
+  }
+};
+
+int64_t elementBytes(tamoe_rt_dtype_t type) {
+  return type == TAMOE_RT_F32 ? 4 : 2;
+}
+} // namespace
+
+Status CudaBackend::convert(tamoe_rt_dtype_t srcType, const void *src,
+                            tamoe_rt_dtype_t dstType, void *dst, intptr_t n) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  int64_t srcBytes = int64_t(n) * elementBytes(srcType);
+  int64_t dstBytes = int64_t(n) * elementBytes(dstType);
+  for (Status s : {checkPointer(src, srcBytes, "src"),
+                   checkPointer(dst, dstBytes, "dst")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  if (srcType != dstType)
+    x.forEach(n, ConvertElement{srcType, dstType, src, dst});
+  else if (src != dst)
+    x.copy(dst, src, srcBytes);
   Status failure = x.failure();
   x.release();
   return endOperation(failure, [](const DeviceStatus &) {

@@ -114,6 +114,18 @@ static std::optional<ConstantPiece> constantPiece(OpBuilder &b, Location loc,
   return ConstantPiece{constant, offset};
 }
 
+/// The runtime's code of a row element type (tamoe_rt_dtype_t), if it has
+/// one.
+static std::optional<int32_t> runtimeDtype(Type element) {
+  if (element.isF32())
+    return 0;
+  if (element.isBF16())
+    return 1;
+  if (element.isF16())
+    return 2;
+  return std::nullopt;
+}
+
 /// Emits the calls for one op, before it.
 class Lowering {
 public:
@@ -142,6 +154,11 @@ public:
     return arith::ConstantIntOp::create(b, loc, value, 32);
   }
   Value null() { return LLVM::ZeroOp::create(b, loc, ptrType); }
+  /// The tamoe_rt_dtype_t of a tensor's elements (checkElements has
+  /// checked that it has one).
+  Value dtype(Value tensor) {
+    return i32(*runtimeDtype(getElementTypeOrSelf(tensor.getType())));
+  }
 
   /// Size of dimension `dim` of a tensor or memref.
   Value dim(Value shaped, int64_t dim) {
@@ -312,6 +329,8 @@ private:
   LogicalResult lower(AdamOp op);
   LogicalResult lower(linalg::MatmulOp op);
   LogicalResult lowerMap(Operation *op, MapKind kind, Value a, Value b);
+  /// A conversion between row types (matchConversion) as tamoe_rt_convert.
+  LogicalResult lowerConversion(linalg::GenericOp op, Value input);
   LogicalResult lower(shard::ProcessLinearIndexOp op,
                       SymbolTableCollection &symbols);
   LogicalResult lower(shard::ProcessMultiIndexOp op,
@@ -357,13 +376,22 @@ static FailureOr<Collective> runtimeGroup(OpTy op,
             "grid, its last axis (a node) or the axes before it";
 }
 
-/// The runtime computes in f32 and takes ids, positions and counts as i32.
-static LogicalResult checkElements(Operation *op, ArrayRef<Value> floats,
+/// The runtime takes rows (tokens, expert activations and weights, their
+/// gradients) of f32, bf16 or f16; routing (logits, probabilities, combine
+/// weights, losses) in f32; ids, positions and counts as i32.
+static LogicalResult checkElements(Operation *op, ArrayRef<Value> rows,
+                                   ArrayRef<Value> floats,
                                    ArrayRef<Value> integers) {
+  for (Value value : rows)
+    if (!runtimeDtype(getElementTypeOrSelf(value.getType())))
+      return op->emitOpError() << "cannot be lowered to the runtime: rows "
+                                  "are f32, bf16 or f16, got "
+                               << value.getType();
   for (Value value : floats)
     if (!getElementTypeOrSelf(value.getType()).isF32())
       return op->emitOpError()
-             << "cannot be lowered to the runtime: it computes in f32, got "
+             << "cannot be lowered to the runtime: routing (logits, "
+                "probabilities, weights, losses) is f32, got "
              << value.getType();
   for (Value value : integers)
     if (!getElementTypeOrSelf(value.getType()).isInteger(32))
@@ -404,7 +432,7 @@ static int64_t product(ShapedType type, int64_t first) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(GateOp op) {
-  if (failed(checkElements(op, {op.getLogits(), op.getWeights()},
+  if (failed(checkElements(op, {}, {op.getLogits(), op.getWeights()},
                            {op.getExpertIds()})))
     return failure();
   Lowering l = lowering(op);
@@ -430,7 +458,7 @@ LogicalResult ConvertToRuntimePass::lower(DispatchOp op) {
   if (op.getWeights())
     floats.push_back(op.getWeights());
   if (failed(checkElements(
-          op, floats,
+          op, {}, floats,
           {op.getExpertIds(), op.getExpertCounts(), op.getPositions()})))
     return failure();
   RankedTensorType tokensType = op.getTokens().getType();
@@ -490,7 +518,7 @@ static void checkGrid(Lowering &l, shard::GridOp grid, bool nodes) {
 
 LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
                                           SymbolTableCollection &symbols) {
-  if (failed(checkElements(op, {}, {op.getSendCounts()})))
+  if (failed(checkElements(op, {}, {}, {op.getSendCounts()})))
     return failure();
   FailureOr<Collective> collective = runtimeGroup(op, symbols);
   if (failed(collective))
@@ -531,7 +559,7 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
 }
 
 LogicalResult ConvertToRuntimePass::lower(RegroupOp op) {
-  if (failed(checkElements(op, {}, {op.getCounts()})))
+  if (failed(checkElements(op, {}, {}, {op.getCounts()})))
     return failure();
   RankedTensorType countsType = op.getCounts().getType();
   Lowering l = lowering(op);
@@ -550,7 +578,7 @@ LogicalResult ConvertToRuntimePass::lower(RegroupOp op) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(DedupPackOp op) {
-  if (failed(checkElements(op, {},
+  if (failed(checkElements(op, {}, {},
                            {op.getExpertIds(), op.getPositions(),
                             op.getRoutes(), op.getNodeCounts()})))
     return failure();
@@ -582,9 +610,9 @@ LogicalResult ConvertToRuntimePass::lower(DedupPackOp op) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(DedupExpandOp op) {
-  if (failed(checkElements(op, {},
-                           {op.getRoutes(), op.getCounts(),
-                            op.getExpandedCounts()})))
+  if (failed(checkElements(
+          op, {}, {},
+          {op.getRoutes(), op.getCounts(), op.getExpandedCounts()})))
     return failure();
   RankedTensorType countsType = op.getExpandedCounts().getType();
   Lowering l = lowering(op);
@@ -609,7 +637,7 @@ LogicalResult ConvertToRuntimePass::lower(DedupExpandOp op) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(GroupedMatmulOp op) {
-  if (failed(checkElements(op, {op.getRows(), op.getWeights()},
+  if (failed(checkElements(op, {op.getRows(), op.getWeights()}, {},
                            {op.getCounts()})))
     return failure();
   RankedTensorType countsType = op.getCounts().getType();
@@ -618,9 +646,8 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulOp op) {
   Value weights = op.getWeights();
   Value result = l.output(op.getResult().getType(), l.dim(rows, 0));
   l.runtime("grouped_matmul",
-            {l.data(rows), l.dim(rows, 0), l.dim(rows, 1),
-             l.data(op.getCounts()),
-             l.index(countsType.getNumElements()),
+            {l.dtype(rows), l.data(rows), l.dim(rows, 0), l.dim(rows, 1),
+             l.data(op.getCounts()), l.index(countsType.getNumElements()),
              l.index(countsType.getShape().back()), l.data(weights),
              l.dim(weights, 2), l.pointer(result)});
   l.replace(op, {result});
@@ -628,20 +655,21 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulOp op) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(CombineOp op) {
-  SmallVector<Value> floats{op.getExpertOutputs()};
+  SmallVector<Value> floats;
   if (op.getWeights())
     floats.push_back(op.getWeights());
-  if (failed(checkElements(op, floats, {op.getPositions()})))
+  if (failed(checkElements(op, {op.getExpertOutputs()}, floats,
+                           {op.getPositions()})))
     return failure();
   Lowering l = lowering(op);
   Value outputs = op.getExpertOutputs();
   Value positions = op.getPositions();
   Value tokens = l.dim(positions, 0);
   Value combined = l.output(op.getCombined().getType(), tokens);
-  l.runtime("combine",
-            {l.data(outputs), l.dim(outputs, 0), l.dim(outputs, 1),
-             l.data(positions), l.optionalData(op.getWeights()),
-             tokens, l.dim(positions, 1), l.pointer(combined)});
+  l.runtime("combine", {l.dtype(outputs), l.data(outputs), l.dim(outputs, 0),
+                        l.dim(outputs, 1), l.data(positions),
+                        l.optionalData(op.getWeights()), tokens,
+                        l.dim(positions, 1), l.pointer(combined)});
   l.replace(op, {combined});
   return success();
 }
@@ -653,7 +681,7 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossOp op) {
   SmallVector<Value> integers{op.getExpertIds()};
   if (op.getPositions())
     integers.push_back(op.getPositions());
-  if (failed(checkElements(op, floats, integers)))
+  if (failed(checkElements(op, {}, floats, integers)))
     return failure();
   Lowering l = lowering(op);
   Value probs = op.getProbs();
@@ -677,7 +705,7 @@ LogicalResult ConvertToRuntimePass::lower(GateGradOp op) {
   for (Value gradient : {op.getDWeights(), op.getDProbs()})
     if (gradient)
       floats.push_back(gradient);
-  if (failed(checkElements(op, floats, {op.getExpertIds()})))
+  if (failed(checkElements(op, {}, floats, {op.getExpertIds()})))
     return failure();
   Lowering l = lowering(op);
   Value probs = op.getProbs();
@@ -695,10 +723,11 @@ LogicalResult ConvertToRuntimePass::lower(GateGradOp op) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(CombineGradOp op) {
-  SmallVector<Value> floats{op.getExpertOutputs(), op.getDCombined()};
+  SmallVector<Value> floats;
   if (op.getWeights())
     floats.push_back(op.getWeights());
-  if (failed(checkElements(op, floats, {op.getPositions()})))
+  if (failed(checkElements(op, {op.getExpertOutputs(), op.getDCombined()},
+                           floats, {op.getPositions()})))
     return failure();
   Lowering l = lowering(op);
   Value outputs = op.getExpertOutputs();
@@ -709,11 +738,11 @@ LogicalResult ConvertToRuntimePass::lower(CombineGradOp op) {
                        ? l.outputIfUsed(op.getDWeights(), l.dim(positions, 0))
                        : Value();
   l.runtime("combine_grad",
-            {l.data(outputs), l.dim(outputs, 0), l.dim(outputs, 1),
-             l.data(positions), l.optionalData(op.getWeights()),
-             l.dim(positions, 0), l.dim(positions, 1),
-             l.data(op.getDCombined()), l.pointer(dOutputs),
-             l.pointerOrNull(dWeights)});
+            {l.dtype(outputs), l.data(outputs), l.dim(outputs, 0),
+             l.dim(outputs, 1), l.data(positions),
+             l.optionalData(op.getWeights()), l.dim(positions, 0),
+             l.dim(positions, 1), l.data(op.getDCombined()),
+             l.pointer(dOutputs), l.pointerOrNull(dWeights)});
   SmallVector<Value> buffers{dOutputs};
   if (op.getDWeights())
     buffers.push_back(dWeights);
@@ -722,9 +751,8 @@ LogicalResult ConvertToRuntimePass::lower(CombineGradOp op) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(GroupedMatmulGradOp op) {
-  if (failed(checkElements(op,
-                           {op.getRows(), op.getWeights(), op.getDResult()},
-                           {op.getCounts()})))
+  if (failed(checkElements(op, {op.getRows(), op.getWeights(), op.getDResult()},
+                           {}, {op.getCounts()})))
     return failure();
   RankedTensorType countsType = op.getCounts().getType();
   Lowering l = lowering(op);
@@ -737,11 +765,11 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulGradOp op) {
     return success();
   }
   l.runtime("grouped_matmul_grad",
-            {l.data(rows), l.dim(rows, 0), l.dim(rows, 1),
+            {l.dtype(rows), l.data(rows), l.dim(rows, 0), l.dim(rows, 1),
              l.data(op.getCounts()), l.index(countsType.getNumElements()),
              l.index(countsType.getShape().back()), l.data(weights),
-             l.dim(weights, 2), l.data(op.getDResult()),
-             l.pointerOrNull(dRows), l.pointerOrNull(dWeights)});
+             l.dim(weights, 2), l.data(op.getDResult()), l.pointerOrNull(dRows),
+             l.pointerOrNull(dWeights)});
   l.replace(op, {dRows, dWeights});
   return success();
 }
@@ -753,7 +781,7 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossGradOp op) {
   SmallVector<Value> integers{op.getExpertIds()};
   if (op.getPositions())
     integers.push_back(op.getPositions());
-  if (failed(checkElements(op, floats, integers)))
+  if (failed(checkElements(op, {}, floats, integers)))
     return failure();
   Lowering l = lowering(op);
   Value ids = op.getExpertIds();
@@ -769,7 +797,7 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossGradOp op) {
 }
 
 LogicalResult ConvertToRuntimePass::lower(DedupPackGradOp op) {
-  if (failed(checkElements(op, {op.getDUnique(), op.getDTokens()},
+  if (failed(checkElements(op, {op.getDUnique(), op.getDTokens()}, {},
                            {op.getExpertIds(), op.getPositions()})))
     return failure();
   Lowering l = lowering(op);
@@ -778,16 +806,16 @@ LogicalResult ConvertToRuntimePass::lower(DedupPackGradOp op) {
   Value tokens = l.dim(ids, 0);
   Value dTokens = l.output(op.getDTokens().getType(), tokens);
   l.runtime("dedup_pack_grad",
-            {l.data(dUnique), l.dim(dUnique, 0), l.dim(dUnique, 1),
-             l.data(ids), l.data(op.getPositions()), tokens, l.dim(ids, 1),
-             l.index(op.getExpertsPerNode()), l.index(op.getNodes()),
-             l.pointer(dTokens)});
+            {l.dtype(dUnique), l.data(dUnique), l.dim(dUnique, 0),
+             l.dim(dUnique, 1), l.data(ids), l.data(op.getPositions()), tokens,
+             l.dim(ids, 1), l.index(op.getExpertsPerNode()),
+             l.index(op.getNodes()), l.pointer(dTokens)});
   l.replace(op, {dTokens});
   return success();
 }
 
 LogicalResult ConvertToRuntimePass::lower(DedupExpandGradOp op) {
-  if (failed(checkElements(op, {op.getDExpanded(), op.getDUnique()},
+  if (failed(checkElements(op, {op.getDExpanded(), op.getDUnique()}, {},
                            {op.getRoutes(), op.getCounts()})))
     return failure();
   Lowering l = lowering(op);
@@ -795,9 +823,9 @@ LogicalResult ConvertToRuntimePass::lower(DedupExpandGradOp op) {
   Value routes = op.getRoutes();
   Value dUnique = l.output(op.getDUnique().getType(), l.dim(routes, 0));
   l.runtime("dedup_expand_grad",
-            {l.data(dExpanded), l.dim(dExpanded, 0), l.dim(dExpanded, 1),
-             l.data(routes), l.dim(routes, 0), l.dim(routes, 1),
-             l.data(op.getCounts()),
+            {l.dtype(dExpanded), l.data(dExpanded), l.dim(dExpanded, 0),
+             l.dim(dExpanded, 1), l.data(routes), l.dim(routes, 0),
+             l.dim(routes, 1), l.data(op.getCounts()),
              l.index(op.getCounts().getType().getDimSize(0)),
              l.index(op.getRanksPerNode()), l.index(op.getExpertsPerRank()),
              l.pointer(dUnique)});
@@ -805,9 +833,19 @@ LogicalResult ConvertToRuntimePass::lower(DedupExpandGradOp op) {
   return success();
 }
 
-/// Elements of a tensor (a product of its sizes, dynamic ones included).
+/// The dimensions of a tensor, as Lowering::output takes a shape like it.
+static SmallVector<std::pair<Value, int64_t>> dimsOf(Value tensor) {
+  SmallVector<std::pair<Value, int64_t>> dims;
+  for (int64_t dim = 0; dim < cast<ShapedType>(tensor.getType()).getRank();
+       ++dim)
+    dims.push_back({tensor, dim});
+  return dims;
+}
+
+/// Elements of a tensor or memref (a product of its sizes, dynamic ones
+/// included).
 static Value numElements(Lowering &l, Value tensor) {
-  auto type = cast<RankedTensorType>(tensor.getType());
+  auto type = cast<ShapedType>(tensor.getType());
   Value elements = l.index(1);
   for (int64_t dim = 0; dim < type.getRank(); ++dim)
     elements = arith::MulIOp::create(l.b, l.loc, elements, l.dim(tensor, dim));
@@ -861,9 +899,38 @@ LogicalResult ConvertToRuntimePass::lower(AdamOp op) {
   return success();
 }
 
-static bool isF32Tensor(Value value) {
+/// A tensor of rows the runtime computes on: f32, bf16 or f16.
+static bool isRowTensor(Value value) {
   auto type = dyn_cast<RankedTensorType>(value.getType());
-  return type && type.getElementType().isF32();
+  return type && runtimeDtype(type.getElementType());
+}
+
+/// A conversion between row element types (arith.extf or arith.truncf in a
+/// linalg.generic of identity maps, as a host compiler writes a cast): its
+/// input.
+static Value matchConversion(linalg::GenericOp op) {
+  if (!op.hasPureTensorSemantics() || op.getNumDpsInputs() != 1 ||
+      op.getNumDpsInits() != 1 ||
+      op.getNumLoops() != op.getNumParallelLoops() ||
+      !llvm::all_of(op.getIndexingMapsArray(),
+                    [](AffineMap map) { return map.isIdentity(); }))
+    return Value();
+  Block *body = op.getBlock();
+  auto yield = cast<linalg::YieldOp>(body->getTerminator());
+  Operation *cast = yield.getValues()[0].getDefiningOp();
+  if (!cast || !isa<arith::ExtFOp, arith::TruncFOp>(cast) ||
+      body->getOperations().size() != 2 ||
+      cast->getOperand(0) != body->getArgument(0))
+    return Value();
+  // truncf's rounding mode or fast-math flags would ask for more than the
+  // runtime's rounding to nearest even.
+  if (auto trunc = dyn_cast<arith::TruncFOp>(cast);
+      trunc && trunc.getRoundingmodeAttr())
+    return Value();
+  Value input = op.getDpsInputs()[0];
+  if (!isRowTensor(input) || !isRowTensor(op->getResult(0)))
+    return Value();
+  return input;
 }
 
 /// Whether a matmul reads its operands transposed: (a, b), for the default
@@ -893,11 +960,11 @@ matmulTransposes(linalg::MatmulOp op) {
 LogicalResult ConvertToRuntimePass::lower(linalg::MatmulOp op) {
   std::optional<std::pair<bool, bool>> transposes = matmulTransposes(op);
   if (!transposes || !op.hasPureTensorSemantics() ||
-      !llvm::all_of(op->getOperands(), isF32Tensor))
+      !llvm::all_of(op->getOperands(), isRowTensor))
     return op.emitOpError()
-           << "cannot be lowered to the runtime: it takes an f32 matmul on "
-              "tensors with the default indexing maps or one operand "
-              "transposed";
+           << "cannot be lowered to the runtime: it takes a matmul of f32, "
+              "bf16 or f16 tensors with the default indexing maps or one "
+              "operand transposed";
   Value a = op.getDpsInputs()[0], b = op.getDpsInputs()[1];
   Value init = op.getDpsInits()[0];
   Lowering l = lowering(op);
@@ -914,10 +981,10 @@ LogicalResult ConvertToRuntimePass::lower(linalg::MatmulOp op) {
   std::pair<Value, int64_t> n{b, transposeB ? 0 : 1};
   Value c = l.output(resultType, {m, n});
   l.runtime("matmul",
-            {l.data(a), l.data(b), l.dim(m.first, m.second),
-             l.dim(k.first, k.second), l.dim(n.first, n.second),
-             l.i32(transposeA), l.i32(transposeB), initPointer,
-             l.pointer(c)});
+            {l.dtype(a), l.dtype(b), l.dtype(init), l.data(a), l.data(b),
+             l.dim(m.first, m.second), l.dim(k.first, k.second),
+             l.dim(n.first, n.second), l.i32(transposeA), l.i32(transposeB),
+             initPointer, l.pointer(c)});
   l.replace(op, {c});
   return success();
 }
@@ -931,15 +998,21 @@ LogicalResult ConvertToRuntimePass::lowerMap(Operation *op, MapKind kind,
               "operands and a result of one type, got "
            << a.getType() << ", " << b.getType() << " -> " << type;
   Lowering l = lowering(op);
-  SmallVector<std::pair<Value, int64_t>> shape;
-  Value elements = l.index(1);
-  for (int64_t dim = 0; dim < type.getRank(); ++dim) {
-    shape.push_back({a, dim});
-    elements = arith::MulIOp::create(l.b, l.loc, elements, l.dim(a, dim));
-  }
-  Value out = l.output(type, shape);
-  l.runtime("map", {l.i32(int32_t(kind)), l.data(a), b ? l.data(b) : l.null(),
-                    elements, l.pointer(out)});
+  Value out = l.output(type, dimsOf(a));
+  l.runtime("map",
+            {l.i32(int32_t(kind)), l.dtype(a), l.data(a),
+             b ? l.data(b) : l.null(), numElements(l, out), l.pointer(out)});
+  l.replace(op, {out});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lowerConversion(linalg::GenericOp op,
+                                                    Value input) {
+  auto type = cast<RankedTensorType>(op->getResult(0).getType());
+  Lowering l = lowering(op);
+  Value out = l.output(type, dimsOf(input));
+  l.runtime("convert", {l.dtype(input), l.data(input), l.dtype(out),
+                        l.pointer(out), numElements(l, out)});
   l.replace(op, {out});
   return success();
 }
@@ -968,12 +1041,12 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
       // Others are reported below (tensors) or by
       // tamoe-finalize-device-resident (buffers).
       if (!op.hasPureTensorSemantics() ||
-          !llvm::all_of(op->getOperands(), isF32Tensor))
+          !llvm::all_of(op->getOperands(), isRowTensor))
         return success();
       return lowerMap(op, kind, op.getDpsInputs()[0], op.getDpsInputs()[1]);
     };
     auto arith = [&](Operation *op, MapKind kind) -> LogicalResult {
-      if (!isF32Tensor(op->getResult(0)))
+      if (!isRowTensor(op->getResult(0)))
         return success(); // scalar arithmetic stays
       return lowerMap(op, kind, op->getOperand(0), op->getOperand(1));
     };
@@ -981,8 +1054,10 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
         TypeSwitch<Operation *, LogicalResult>(op)
             .Case([&](linalg::MatmulOp op) { return lower(op); })
             .Case([&](linalg::GenericOp op) -> LogicalResult {
+              if (Value input = matchConversion(op))
+                return lowerConversion(op, input);
               std::optional<Elementwise> map = matchElementwise(op);
-              if (!map || !llvm::all_of(op->getOperands(), isF32Tensor))
+              if (!map || !llvm::all_of(op->getOperands(), isRowTensor))
                 return success(); // reported below
               return lowerMap(op, toMapKind(map->kind), map->a, map->b);
             })
@@ -1012,8 +1087,9 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
       return WalkResult::advance();
     op->emitOpError()
         << "would run on the host: a device-resident program lowers only "
-           "tamoe ops, f32 linalg.matmul and elementwise add, sub, mul, neg, "
-           "relu and relu's gradient to the runtime";
+           "tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu "
+           "and relu's gradient, and extf/truncf, on f32, bf16 or f16 "
+           "tensors to the runtime";
     return WalkResult::interrupt();
   });
   return failure(left.wasInterrupted());

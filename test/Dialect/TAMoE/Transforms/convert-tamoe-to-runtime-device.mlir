@@ -23,7 +23,8 @@ module {
     // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context(%[[ADD]])
     // CHECK: %[[P:.*]] = memref.alloc() : memref<16x8xf32>
     // Neither operand transposed (0, 0).
-    // CHECK: call @tamoe_rt_matmul(%[[CTX]], %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[ADD]], %[[ADD]], %[[NULL]], %{{.*}})
+    // Every operand f32 (0, the code of ADD too).
+    // CHECK: call @tamoe_rt_matmul(%[[CTX]], %[[ADD]], %[[ADD]], %[[ADD]], %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[ADD]], %[[ADD]], %[[NULL]], %{{.*}})
     %zero = arith.constant 0.0 : f32
     %e = tensor.empty() : tensor<16x8xf32>
     %f = linalg.fill ins(%zero : f32) outs(%e : tensor<16x8xf32>) -> tensor<16x8xf32>
@@ -33,13 +34,13 @@ module {
     // CHECK: %[[INITPTR:.*]] = memref.extract_aligned_pointer_as_index %[[INIT]]
     // CHECK: %[[INITP:.*]] = llvm.inttoptr
     // CHECK: %[[ACC:.*]] = memref.alloc() : memref<16x8xf32>
-    // CHECK: call @tamoe_rt_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[ADD]], %[[ADD]], %[[INITP]], %{{.*}})
+    // CHECK: call @tamoe_rt_matmul(%{{.*}}, %[[ADD]], %[[ADD]], %[[ADD]], %{{.*}}, %{{.*}}, %[[C16]], %[[C32]], %[[C8]], %[[ADD]], %[[ADD]], %[[INITP]], %{{.*}})
     %acc = linalg.matmul ins(%x, %w : tensor<16x32xf32>, tensor<32x8xf32>) outs(%c : tensor<16x8xf32>) -> tensor<16x8xf32>
     // relu over a dynamic number of rows (n = rows * 8), max(0, x) too.
     // CHECK: %[[ROWS:.*]] = tensor.dim %[[H]], %[[C0]]
+    // CHECK: memref.alloc(%[[ROWS]]) : memref<?x8xf32>
     // CHECK: %[[N:.*]] = arith.muli %[[ROWS]], %[[C8]] : index
-    // CHECK: memref.alloc(%{{.*}}) : memref<?x8xf32>
-    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[RELU]], %{{.*}}, %[[NULL]], %[[N]], %{{.*}})
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[RELU]], %[[ADD]], %{{.*}}, %[[NULL]], %[[N]], %{{.*}})
     %c0 = arith.constant 0 : index
     %n = tensor.dim %h, %c0 : tensor<?x8xf32>
     %he = tensor.empty(%n) : tensor<?x8xf32>
@@ -53,23 +54,23 @@ module {
     // CHECK: %[[ACCP:.*]] = llvm.inttoptr
     // CHECK: %[[PPTR:.*]] = memref.extract_aligned_pointer_as_index %[[P]]
     // CHECK: %[[PP:.*]] = llvm.inttoptr
-    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[SUB]], %[[ACCP]], %[[PP]], %[[C128]], %{{.*}})
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[SUB]], %[[ADD]], %[[ACCP]], %[[PP]], %[[C128]], %{{.*}})
     %sub = linalg.generic {indexing_maps = [#map, #map, #map], iterator_types = ["parallel", "parallel"]} ins(%p, %acc : tensor<16x8xf32>, tensor<16x8xf32>) outs(%e : tensor<16x8xf32>) {
     ^bb0(%a: f32, %b: f32, %out: f32):
       %s = arith.subf %b, %a : f32
       linalg.yield %s : f32
     } -> tensor<16x8xf32>
     // Named linalg ops and arith on tensors.
-    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[ADD]], %{{.*}}, %{{.*}}, %[[C128]], %{{.*}})
-    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[MUL]], %{{.*}}, %{{.*}}, %[[C128]], %{{.*}})
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[ADD]], %[[ADD]], %{{.*}}, %{{.*}}, %[[C128]], %{{.*}})
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[MUL]], %[[ADD]], %{{.*}}, %{{.*}}, %[[C128]], %{{.*}})
     %add = linalg.add ins(%p, %sub : tensor<16x8xf32>, tensor<16x8xf32>) outs(%e : tensor<16x8xf32>) -> tensor<16x8xf32>
     %mul = arith.mulf %add, %c : tensor<16x8xf32>
     // CHECK-NOT: linalg.
     return %p, %acc, %relu, %sub, %mul : tensor<16x8xf32>, tensor<16x8xf32>, tensor<?x8xf32>, tensor<16x8xf32>, tensor<16x8xf32>
   }
   // CHECK-DAG: func.func private @tamoe_rt_program_context(i32) -> !llvm.ptr
-  // CHECK-DAG: func.func private @tamoe_rt_matmul(!llvm.ptr, !llvm.ptr, !llvm.ptr, index, index, index, i32, i32, !llvm.ptr, !llvm.ptr) -> i32
-  // CHECK-DAG: func.func private @tamoe_rt_map(!llvm.ptr, i32, !llvm.ptr, !llvm.ptr, index, !llvm.ptr) -> i32
+  // CHECK-DAG: func.func private @tamoe_rt_matmul(!llvm.ptr, i32, i32, i32, !llvm.ptr, !llvm.ptr, index, index, index, i32, i32, !llvm.ptr, !llvm.ptr) -> i32
+  // CHECK-DAG: func.func private @tamoe_rt_map(!llvm.ptr, i32, i32, !llvm.ptr, !llvm.ptr, index, !llvm.ptr) -> i32
 }
 
 // -----
@@ -102,7 +103,7 @@ module {
 module {
   func.func @not_elementwise(%x: tensor<16xf32>) -> tensor<16xf32> {
     %e = tensor.empty() : tensor<16xf32>
-    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, f32 linalg.matmul and elementwise add, sub, mul, neg, relu and relu's gradient to the runtime}}
+    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu and relu's gradient, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
     %y = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%x : tensor<16xf32>) outs(%e : tensor<16xf32>) {
     ^bb0(%in: f32, %out: f32):
       %m = math.exp %in : f32
@@ -117,7 +118,7 @@ module {
 module {
   func.func @integer_add(%a: tensor<4xi32>, %b: tensor<4xi32>) -> tensor<4xi32> {
     %e = tensor.empty() : tensor<4xi32>
-    // expected-error @+1 {{'linalg.add' op would run on the host: a device-resident program lowers only tamoe ops, f32 linalg.matmul and elementwise add, sub, mul, neg, relu and relu's gradient to the runtime}}
+    // expected-error @+1 {{'linalg.add' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu and relu's gradient, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
     %c = linalg.add ins(%a, %b : tensor<4xi32>, tensor<4xi32>) outs(%e : tensor<4xi32>) -> tensor<4xi32>
     return %c : tensor<4xi32>
   }
@@ -125,11 +126,73 @@ module {
 
 // -----
 
+// Rows of bf16 and f16: each operand's tamoe_rt_dtype_t (f32 0, bf16 1,
+// f16 2) goes with it, as in mixed-precision programs (bf16 tokens times a
+// bf16 router into f32 logits); conversions are tamoe_rt_convert.
+#map = affine_map<(d0, d1) -> (d0, d1)>
 module {
-  func.func @bf16_matmul(%x: tensor<4x8xbf16>, %w: tensor<8x2xbf16>, %c: tensor<4x2xbf16>) -> tensor<4x2xbf16> {
-    // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes an f32 matmul on tensors with the default indexing maps or one operand transposed}}
-    %y = linalg.matmul ins(%x, %w : tensor<4x8xbf16>, tensor<8x2xbf16>) outs(%c : tensor<4x2xbf16>) -> tensor<4x2xbf16>
-    return %y : tensor<4x2xbf16>
+  // CHECK-LABEL: func.func @half_precision
+  func.func @half_precision(%x: tensor<4x8xbf16>, %w: tensor<8x2xbf16>, %h: tensor<4x2xf16>) -> (tensor<4x2xf32>, tensor<4x2xbf16>, tensor<4x2xf32>, tensor<4x2xf16>) {
+    // CHECK-DAG: %[[F32:.*]] = arith.constant 0 : i32
+    // CHECK-DAG: %[[BF16:.*]] = arith.constant 1 : i32
+    // CHECK-DAG: %[[F16:.*]] = arith.constant 2 : i32
+    // CHECK-DAG: %[[RELU:.*]] = arith.constant 3 : i32
+    // CHECK-DAG: %[[C8:.*]] = arith.constant 8 : index
+    // CHECK: call @tamoe_rt_matmul(%{{.*}}, %[[BF16]], %[[BF16]], %[[F32]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[F32]], %[[F32]], %{{.*}}, %{{.*}})
+    %zero = arith.constant 0.0 : f32
+    %e = tensor.empty() : tensor<4x2xf32>
+    %f = linalg.fill ins(%zero : f32) outs(%e : tensor<4x2xf32>) -> tensor<4x2xf32>
+    %logits = linalg.matmul ins(%x, %w : tensor<4x8xbf16>, tensor<8x2xbf16>) outs(%f : tensor<4x2xf32>) -> tensor<4x2xf32>
+    // CHECK: call @tamoe_rt_convert(%{{.*}}, %[[F32]], %{{.*}}, %[[BF16]], %{{.*}}, %[[C8]])
+    %eb = tensor.empty() : tensor<4x2xbf16>
+    %narrow = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%logits : tensor<4x2xf32>) outs(%eb : tensor<4x2xbf16>) {
+    ^bb0(%in: f32, %out: bf16):
+      %t = arith.truncf %in : f32 to bf16
+      linalg.yield %t : bf16
+    } -> tensor<4x2xbf16>
+    // CHECK: call @tamoe_rt_convert(%{{.*}}, %[[F16]], %{{.*}}, %[[F32]], %{{.*}}, %[[C8]])
+    %wide = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%h : tensor<4x2xf16>) outs(%e : tensor<4x2xf32>) {
+    ^bb0(%in: f16, %out: f32):
+      %t = arith.extf %in : f16 to f32
+      linalg.yield %t : f32
+    } -> tensor<4x2xf32>
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[RELU]], %[[F16]], %{{.*}}, %{{.*}}, %[[C8]], %{{.*}})
+    %zh = arith.constant 0.0 : f16
+    %eh = tensor.empty() : tensor<4x2xf16>
+    %relu = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%h : tensor<4x2xf16>) outs(%eh : tensor<4x2xf16>) {
+    ^bb0(%in: f16, %out: f16):
+      %m = arith.maximumf %in, %zh : f16
+      linalg.yield %m : f16
+    } -> tensor<4x2xf16>
+    // CHECK-NOT: linalg.
+    return %logits, %narrow, %wide, %relu : tensor<4x2xf32>, tensor<4x2xbf16>, tensor<4x2xf32>, tensor<4x2xf16>
+  }
+  // CHECK-DAG: func.func private @tamoe_rt_convert(!llvm.ptr, i32, !llvm.ptr, i32, !llvm.ptr, index) -> i32
+}
+
+// -----
+
+module {
+  func.func @f64_matmul(%x: tensor<4x8xf64>, %w: tensor<8x2xf64>, %c: tensor<4x2xf64>) -> tensor<4x2xf64> {
+    // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes a matmul of f32, bf16 or f16 tensors with the default indexing maps or one operand transposed}}
+    %y = linalg.matmul ins(%x, %w : tensor<4x8xf64>, tensor<8x2xf64>) outs(%c : tensor<4x2xf64>) -> tensor<4x2xf64>
+    return %y : tensor<4x2xf64>
+  }
+}
+
+// -----
+
+#map = affine_map<(d0, d1) -> (d0, d1)>
+module {
+  func.func @f64_conversion(%x: tensor<4x2xf32>) -> tensor<4x2xf64> {
+    %e = tensor.empty() : tensor<4x2xf64>
+    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu and relu's gradient, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
+    %y = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<4x2xf32>) outs(%e : tensor<4x2xf64>) {
+    ^bb0(%in: f32, %out: f64):
+      %t = arith.extf %in : f32 to f64
+      linalg.yield %t : f64
+    } -> tensor<4x2xf64>
+    return %y : tensor<4x2xf64>
   }
 }
 
@@ -137,7 +200,7 @@ module {
 
 module {
   func.func @both_transposed(%x: tensor<8x4xf32>, %w: tensor<2x8xf32>, %c: tensor<4x2xf32>) -> tensor<4x2xf32> {
-    // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes an f32 matmul on tensors with the default indexing maps or one operand transposed}}
+    // expected-error @+1 {{'linalg.matmul' op cannot be lowered to the runtime: it takes a matmul of f32, bf16 or f16 tensors with the default indexing maps or one operand transposed}}
     %y = linalg.matmul indexing_maps = [affine_map<(d0, d1, d2) -> (d2, d0)>, affine_map<(d0, d1, d2) -> (d1, d2)>, affine_map<(d0, d1, d2) -> (d0, d1)>] ins(%x, %w : tensor<8x4xf32>, tensor<2x8xf32>) outs(%c : tensor<4x2xf32>) -> tensor<4x2xf32>
     return %y : tensor<4x2xf32>
   }

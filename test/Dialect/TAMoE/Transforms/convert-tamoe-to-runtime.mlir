@@ -74,7 +74,7 @@ module {
     // CHECK: call @tamoe_rt_all_to_all_counts(%{{.*}}, %[[PEERS]], %{{.*}}, %[[C2]],
     %s2, %c2 = tamoe.all_to_all %r, %rc on @ep axes = [0] level "cluster" : tensor<?x64xf32>, tensor<2x4x2xi32> -> tensor<?x64xf32>
     // 16 chunks of 2 local experts.
-    // CHECK: call @tamoe_rt_grouped_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C2]], %{{.*}}, %{{.*}}, %{{.*}})
+    // CHECK: call @tamoe_rt_grouped_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C2]], %{{.*}}, %{{.*}}, %{{.*}})
     %h = tamoe.grouped_matmul %s2, %c2, %w : tensor<?x64xf32>, tensor<2x4x2xi32>, tensor<2x64x16xf32> -> tensor<?x16xf32>
     // CHECK: call @tamoe_rt_program_check_grid
     // CHECK: %[[RANK:.*]] = call @tamoe_rt_program_rank() : () -> index
@@ -86,9 +86,43 @@ module {
 
 // -----
 
+// Rows may be bf16 or f16: each row op passes its tamoe_rt_dtype_t (bf16 1,
+// f16 2) first; routing (the combine weights, the gate's outputs) stays f32.
+module {
+  shard.grid @ep(shape = 8)
+  // CHECK-LABEL: func.func @half_rows
+  func.func @half_rows(%rows: tensor<32x64xbf16>, %counts: tensor<8x2xi32>, %w: tensor<2x64x16xbf16>, %back: tensor<32x16xf16>, %positions: tensor<16x2xi32>, %weights: tensor<16x2xf32>, %d: tensor<16x16xf16>) -> (tensor<?x64xbf16>, tensor<32x16xbf16>, tensor<16x16xf16>, tensor<32x16xf16>, tensor<16x2xf32>) {
+    // CHECK-DAG: %[[BF16:.*]] = arith.constant 1 : i32
+    // CHECK-DAG: %[[F16:.*]] = arith.constant 2 : i32
+    // Rows are bytes to an exchange: 64 bf16 are 128 of them.
+    // CHECK-DAG: %[[ROW:.*]] = arith.constant 128 : index
+    // CHECK: call @tamoe_rt_all_to_all(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[ROW]],
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xbf16>, tensor<8x2xi32> -> tensor<?x64xbf16>
+    // CHECK: call @tamoe_rt_grouped_matmul(%{{.*}}, %[[BF16]],
+    %h = tamoe.grouped_matmul %rows, %counts, %w : tensor<32x64xbf16>, tensor<8x2xi32>, tensor<2x64x16xbf16> -> tensor<32x16xbf16>
+    // CHECK: call @tamoe_rt_combine(%{{.*}}, %[[F16]],
+    %out = tamoe.combine %back, %positions, %weights : tensor<32x16xf16>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<16x16xf16>
+    // CHECK: call @tamoe_rt_combine_grad(%{{.*}}, %[[F16]],
+    %g:2 = tamoe.combine_grad %d, %back, %positions weights %weights : tensor<16x16xf16>, tensor<32x16xf16>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<32x16xf16>, tensor<16x2xf32>
+    return %recv, %h, %out, %g#0, %g#1 : tensor<?x64xbf16>, tensor<32x16xbf16>, tensor<16x16xf16>, tensor<32x16xf16>, tensor<16x2xf32>
+  }
+}
+
+// -----
+
+module {
+  func.func @f64_rows(%rows: tensor<32x64xf64>, %counts: tensor<8xi32>, %w: tensor<8x64x16xf64>) {
+    // expected-error @+1 {{'tamoe.grouped_matmul' op cannot be lowered to the runtime: rows are f32, bf16 or f16, got 'tensor<32x64xf64>'}}
+    %h = tamoe.grouped_matmul %rows, %counts, %w : tensor<32x64xf64>, tensor<8xi32>, tensor<8x64x16xf64> -> tensor<32x16xf64>
+    return
+  }
+}
+
+// -----
+
 module {
   func.func @bf16(%logits: tensor<16x8xbf16>) {
-    // expected-error @+1 {{'tamoe.gate' op cannot be lowered to the runtime: it computes in f32, got 'tensor<16x8xbf16>'}}
+    // expected-error @+1 {{'tamoe.gate' op cannot be lowered to the runtime: routing (logits, probabilities, weights, losses) is f32, got 'tensor<16x8xbf16>'}}
     %ids, %weights, %probs = tamoe.gate %logits top 2 softmax : tensor<16x8xbf16> -> tensor<16x2xi32>, tensor<16x2xbf16>, tensor<16x8xbf16>
     return
   }
@@ -164,7 +198,7 @@ module {
     %0 = tamoe.gate_grad %probs, %ids sigmoid d_probs %probs : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x8xf32> -> tensor<16x8xf32>
     // CHECK: call @tamoe_rt_combine_grad(
     %1:2 = tamoe.combine_grad %d_out, %rows, %ids weights %w : tensor<16x64xf32>, tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32> -> tensor<32x64xf32>, tensor<16x2xf32>
-    // CHECK: call @tamoe_rt_grouped_matmul_grad(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C2]], %{{.*}}, %{{.*}}, %{{.*}}, %[[NULL]], %{{.*}})
+    // CHECK: call @tamoe_rt_grouped_matmul_grad(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C2]], %{{.*}}, %{{.*}}, %{{.*}}, %[[NULL]], %{{.*}})
     %2:2 = tamoe.grouped_matmul_grad %rows, %counts, %weights, %d_h : tensor<32x64xf32>, tensor<8x2xi32>, tensor<2x64x32xf32>, tensor<32x32xf32> -> tensor<32x64xf32>, tensor<2x64x32xf32>
     // CHECK: call @tamoe_rt_aux_loss_grad(%{{.*}}, %{{.*}}, %[[NULL]], %[[C16]], %[[C8]], %[[C2]], %[[NULL]], %{{.*}}, %{{.*}})
     %3 = tamoe.aux_loss_grad switch %ids, %d_loss : tensor<16x2xi32>, tensor<f32> -> tensor<16x8xf32>

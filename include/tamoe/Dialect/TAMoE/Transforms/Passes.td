@@ -223,13 +223,15 @@ def TAMoEConvertToRuntimePass
 
     With `device-resident`, the rest of the program's tensor compute becomes
     runtime calls too, so that a layer runs where its buffers are (device
-    memory on the cuda backend) and no loop is left on the host: f32
+    memory on the cuda backend) and no loop is left on the host. On f32,
+    bf16 or f16 tensors (each operand's type passed along):
     `linalg.matmul` (default maps; a zero `linalg.fill` init is dropped,
-    any other init accumulated) -> `tamoe_rt_matmul`; f32 elementwise
+    any other init accumulated) -> `tamoe_rt_matmul`; elementwise
     add/sub/mul (`linalg.add`/`sub`/`mul`, `arith.addf`/`subf`/`mulf` on
     tensors, or a `linalg.generic` of one such op) and relu (a
-    `linalg.generic` of `arith.maximumf(x, 0.0)`) -> `tamoe_rt_map`. Any
-    other op that computes on tensors is an error naming it. Without it, such
+    `linalg.generic` of `arith.maximumf(x, 0.0)`) -> `tamoe_rt_map`; a
+    `linalg.generic` of one `arith.extf` or `arith.truncf` ->
+    `tamoe_rt_convert`. Any other op that computes on tensors is an error naming it. Without it, such
     ops stay for upstream bufferization and become host loops, which the
     runtime refuses to run on the cuda backend.
   }];
