@@ -55,6 +55,10 @@ if config.tamoe_build_runtime:
         config.available_features.add("tamoe-runtime-asan")
         config.substitutions.append(
             ("%tamoe_rt_asan_bin", config.tamoe_rt_asan_bin_dir))
+    if config.tamoe_rt_nompi_bin_dir:
+        config.available_features.add("tamoe-runtime-nompi")
+        config.substitutions.append(
+            ("%tamoe_rt_nompi_bin", config.tamoe_rt_nompi_bin_dir))
 mpirun = shutil.which("mpirun", path=config.environment["PATH"])
 if mpirun:
     config.available_features.add("mpirun")

@@ -48,7 +48,8 @@
 #include <vector>
 
 #ifdef TAMOE_GPU_BENCH_DIRECT
-#include "Backend.h" // runtime/lib
+#include "Backend.h"            // runtime/lib
+#include "SingleRankLauncher.h" // runtime/lib
 #include <dlfcn.h>
 #endif
 
@@ -449,21 +450,6 @@ private:
 
 #else // TAMOE_GPU_BENCH_DIRECT
 
-/// One rank without MPI.
-class SingleRankLauncher final : public tamoe_rt::Launcher {
-public:
-  int64_t rank() const override { return 0; }
-  int64_t numRanks() const override { return 1; }
-  int64_t ranksPerNode() const override { return 1; }
-  double timeoutSeconds() const override { return 60.0; }
-  tamoe_rt::Status broadcast(tamoe_rt_group_t, void *, size_t) override {
-    return tamoe_rt::Status::success();
-  }
-  tamoe_rt::Status agree(tamoe_rt_group_t, tamoe_rt::Status local) override {
-    return local;
-  }
-};
-
 /// libtamoe_rt_cuda.so's backend, called directly.
 class DirectEngine final : public Engine {
 public:
@@ -675,7 +661,7 @@ private:
   static Result wrap(const tamoe_rt::Status &status) {
     return {int(status.code), status.message};
   }
-  SingleRankLauncher launcher_;
+  tamoe_rt::SingleRankLauncher launcher_;
   std::unique_ptr<tamoe_rt::Backend> backend_;
   tamoe_rt::Traffic traffic_;
 };

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace tamoe_rt {
 
@@ -40,11 +41,22 @@ struct Status {
   bool ok() const { return code == TAMOE_RT_SUCCESS; }
 };
 
-/// The ranks of the job as the launcher (MPI) sees them, and host-side
+/// The ranks of the job as the launcher sees them, and host-side
 /// collectives a backend uses to bootstrap its own communicators (the NCCL
-/// unique ids) and to agree on errors. Implemented by the core over MPI.
+/// unique ids) and to agree on errors. Implemented over MPI (MpiLauncher,
+/// under mpirun) and over TCP (TcpLauncher, under torchrun). Ranks are
+/// numbered node-major; the groups are tamoe_rt_group_t's. Every wait is
+/// bounded by timeoutSeconds(); a timeout or a communication error leaves
+/// the launcher broken (a collective is half done), and every later
+/// collective fails with that first failure (brokenStatus).
 class Launcher {
 public:
+  /// A value every rank of a group must pass alike (agreeOn).
+  struct Value {
+    const char *name;
+    int64_t value;
+  };
+
   virtual ~Launcher() = default;
   virtual int64_t rank() const = 0;
   virtual int64_t numRanks() const = 0;
@@ -58,8 +70,86 @@ public:
   /// Every rank of `group` learns the status of the first failing rank
   /// (lowest in the group), with that rank's message prefixed by its world
   /// rank ("rank 3: send is null"), identical everywhere: how collectives
-  /// fail everywhere alike. One allreduce when no rank failed.
-  virtual Status agree(tamoe_rt_group_t group, Status local) = 0;
+  /// fail everywhere alike. Then, when every rank is in order, that every
+  /// rank has the same `values`: MISMATCH naming the first rank that
+  /// differs from the group's first (disagreement()).
+  virtual Status agreeOn(tamoe_rt_group_t group, Status local,
+                         const std::vector<Value> &values) = 0;
+  Status agree(tamoe_rt_group_t group, Status local) {
+    return agreeOn(group, std::move(local), {});
+  }
+  /// Exchanges `perPeer` int32 with every member of `group` (host memory):
+  /// recv[i * perPeer ...] is what member i sent here. `what` names the
+  /// operation in a failure's message.
+  virtual Status allToAllInts(tamoe_rt_group_t group,
+                              const std::vector<int32_t> &send, int perPeer,
+                              std::vector<int32_t> &recv,
+                              const std::string &what) = 0;
+  /// The failure that broke the launcher (success while it is usable).
+  virtual const Status &broken() const = 0;
+
+  int64_t numNodes() const { return numRanks() / ranksPerNode(); }
+  int64_t node() const { return rank() / ranksPerNode(); }
+  int64_t localIndex() const { return rank() % ranksPerNode(); }
+  int groupSize(tamoe_rt_group_t group) const {
+    switch (group) {
+    case TAMOE_RT_GROUP_NODE:
+      return int(ranksPerNode());
+    case TAMOE_RT_GROUP_PEERS:
+      return int(numNodes());
+    default:
+      return int(numRanks());
+    }
+  }
+  /// This rank's index in `group`.
+  int groupRank(tamoe_rt_group_t group) const {
+    switch (group) {
+    case TAMOE_RT_GROUP_NODE:
+      return int(localIndex());
+    case TAMOE_RT_GROUP_PEERS:
+      return int(node());
+    default:
+      return int(rank());
+    }
+  }
+  /// The world rank of member `index` of this rank's `group`.
+  int64_t worldRankOf(tamoe_rt_group_t group, int64_t index) const {
+    switch (group) {
+    case TAMOE_RT_GROUP_NODE:
+      return node() * ranksPerNode() + index;
+    case TAMOE_RT_GROUP_PEERS:
+      return index * ranksPerNode() + localIndex();
+    default:
+      return index;
+    }
+  }
+  /// "world", "node" or "peers", for messages.
+  static const char *groupName(tamoe_rt_group_t group) {
+    switch (group) {
+    case TAMOE_RT_GROUP_NODE:
+      return "node";
+    case TAMOE_RT_GROUP_PEERS:
+      return "peers";
+    default:
+      return "world";
+    }
+  }
+  /// What agreeOn returns when member ranks disagree on a value.
+  static Status disagreement(const char *name, int64_t firstRank, int64_t first,
+                             int64_t otherRank, int64_t other) {
+    return Status::error(TAMOE_RT_ERROR_MISMATCH,
+                         "ranks disagree on " + std::string(name) + ": rank " +
+                             std::to_string(firstRank) + " has " +
+                             std::to_string(first) + ", rank " +
+                             std::to_string(otherRank) + " has " +
+                             std::to_string(other));
+  }
+  /// What a collective returns on a broken launcher.
+  Status brokenStatus() const {
+    return Status::error(broken().code,
+                         "the context is unusable after an earlier failure (" +
+                             broken().message + "); finalize it");
+  }
 };
 
 /// Bytes of rows one exchange sent from this rank to other ranks, by where

@@ -11,7 +11,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "Core.h"
+#include "TcpLauncher.h"
+#if TAMOE_RT_HAVE_MPI
 #include "CpuBackend.h"
+#include "MpiLauncher.h"
+#endif
 
 #include <dlfcn.h>
 #include <sys/stat.h>
@@ -174,11 +178,91 @@ std::vector<int32_t> transpose(const std::vector<int32_t> &counts, int64_t a,
 }
 
 //===----------------------------------------------------------------------===//
+// Launchers
+//===----------------------------------------------------------------------===//
+
+#if TAMOE_RT_HAVE_MPI
+constexpr bool kHaveMpi = true;
+#else
+constexpr bool kHaveMpi = false;
+#endif
+const char *const kCpuNeedsMpiLauncher =
+    "the cpu backend exchanges rows over MPI, but this process was started "
+    "with torchrun's variables and no MPI launcher, so ranks meet over TCP: "
+    "start the ranks with mpirun (or set TAMOE_RT_LAUNCHER=mpi), or use the "
+    "cuda backend";
+const char *const kCpuNeedsMpiBuild =
+    "the cpu backend exchanges rows over MPI, and this runtime was built "
+    "without MPI (TAMOE_RUNTIME_MPI=OFF): use the cuda backend, or build the "
+    "runtime with MPI";
+
+/// Whether ranks meet over TCP (TcpLauncher) rather than MPI: as the
+/// environment asks (requestedLauncher), except that a process that has
+/// initialised MPI itself stays on MPI unless TAMOE_RT_LAUNCHER says tcp,
+/// and a runtime without MPI meets over TCP unless it says mpi.
+Status chooseLauncher(bool &overTcp) {
+  LauncherKind kind;
+  bool forced = false;
+  std::string problem = requestedLauncher(kind, forced);
+  if (!problem.empty())
+    return invalid(problem);
+  overTcp = kind == LauncherKind::Tcp;
+  if (!kHaveMpi && !overTcp && forced)
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "TAMOE_RT_LAUNCHER=mpi, but this runtime was built "
+                         "without MPI (TAMOE_RUNTIME_MPI=OFF)");
+  if (!kHaveMpi)
+    overTcp = true;
+#if TAMOE_RT_HAVE_MPI
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (initialised && !forced)
+    overTcp = false;
+#endif
+  return Status::success();
+}
+
+#if TAMOE_RT_HAVE_MPI
+/// Initialises MPI unless someone did; it cannot be initialised again once
+/// finalised.
+Status initialiseMpi() {
+  int initialised = 0, finalised = 0;
+  MPI_Finalized(&finalised);
+  if (finalised)
+    return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                         "MPI has been finalized (by the program, or by "
+                         "tamoe_rt_finalize of the last context) and cannot "
+                         "be initialised again");
+  MPI_Initialized(&initialised);
+  if (initialised)
+    return Status::success();
+  int provided = 0;
+  if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided) !=
+      MPI_SUCCESS)
+    return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
+                         "MPI_Init_thread failed");
+  mpiInitialisedHere = true;
+  return Status::success();
+}
+#endif
+
+/// Finalises MPI when tamoe_rt_init initialised it and no context is left.
+Status finaliseMpiIfLast() {
+#if TAMOE_RT_HAVE_MPI
+  if (liveContexts == 0 && mpiInitialisedHere) {
+    mpiInitialisedHere = false;
+    if (MPI_Finalize() != MPI_SUCCESS)
+      return Status::error(TAMOE_RT_ERROR_COMMUNICATION, "MPI_Finalize failed");
+  }
+#endif
+  return Status::success();
+}
+
+//===----------------------------------------------------------------------===//
 // The cuda backend's library
 //===----------------------------------------------------------------------===//
 
-Status loadCudaBackend(MpiLauncher &launcher,
-                       std::unique_ptr<Backend> &backend) {
+Status loadCudaBackend(Launcher &launcher, std::unique_ptr<Backend> &backend) {
   auto unavailable = [](std::string message) {
     return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
                          str("cuda backend: ", message));
@@ -247,14 +331,14 @@ void destroy(tamoe_rt_context_t *context) {
 //===----------------------------------------------------------------------===//
 
 /// That a caller's counts [peers, ...] are for this group's size.
-Status peersCheck(const MpiLauncher &launcher, tamoe_rt_group_t group,
+Status peersCheck(const Launcher &launcher, tamoe_rt_group_t group,
                   intptr_t peers) {
   int size = launcher.groupSize(group);
   if (peers == size)
     return Status::success();
   return Status::error(TAMOE_RT_ERROR_MISMATCH,
                        str("send_counts are for ", peers, " peers but the ",
-                           MpiLauncher::groupName(group), " group has ", size,
+                           Launcher::groupName(group), " group has ", size,
                            " ranks (", launcher.numRanks(), " ranks, ",
                            launcher.ranksPerNode(), " per node)"));
 }
@@ -294,7 +378,7 @@ Status hierarchical(tamoe_rt_context_t *context, Status local, const void *send,
                     intptr_t sendCapacity, intptr_t rowBytes,
                     const int32_t *sendCounts, intptr_t split, void *received,
                     intptr_t recvCapacity, int32_t *recvCounts) {
-  MpiLauncher &launcher = *context->launcher;
+  Launcher &launcher = *context->launcher;
   Backend &backend = *context->backend;
   int64_t ranks = launcher.numRanks(), perNode = launcher.ranksPerNode();
   int64_t nodes = ranks / perNode;
@@ -381,7 +465,7 @@ Status dispatchDedup(tamoe_rt_context_t *context, Status local,
                      const int32_t *expertIds, const int32_t *positions,
                      intptr_t k, intptr_t experts, void *received,
                      intptr_t recvCapacity, int32_t *recvCounts) {
-  MpiLauncher &launcher = *context->launcher;
+  Launcher &launcher = *context->launcher;
   Backend &backend = *context->backend;
   int64_t ranks = launcher.numRanks(), perNode = launcher.ranksPerNode();
   int64_t nodes = ranks / perNode;
@@ -558,36 +642,40 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
           .status;
 
   std::lock_guard<std::mutex> lock(globalMutex);
-  int initialised = 0, finalised = 0;
-  MPI_Finalized(&finalised);
-  if (finalised)
-    return finish(nullptr, fn,
-                  Status::error(TAMOE_RT_ERROR_COMMUNICATION,
-                                "MPI has been finalized (by the program, or "
-                                "by tamoe_rt_finalize of the last context) "
-                                "and cannot be initialised again"));
-  MPI_Initialized(&initialised);
-  if (!initialised) {
-    int provided = 0;
-    if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided) !=
-        MPI_SUCCESS)
-      return finish(nullptr, fn,
-                    Status::error(TAMOE_RT_ERROR_COMMUNICATION,
-                                  "MPI_Init_thread failed"));
-    mpiInitialisedHere = true;
-  }
+  bool overTcp = false;
+  Status launcherChoice = chooseLauncher(overTcp);
+  if (!launcherChoice.ok())
+    return finish(nullptr, fn, launcherChoice);
 
   auto *created = new tamoe_rt_context_t();
   const char *profile = std::getenv("TAMOE_RT_PROFILE");
   created->profile = profile && *profile && std::strcmp(profile, "0") != 0;
-  Status status =
-      MpiLauncher::create(local, chosen.ranks_per_node, chosen.timeout_seconds,
-                          backend, created->launcher);
+  Status status;
+  if (overTcp) {
+    // The cpu backend's exchanges are MPI's: every rank learns why not.
+    if (local.ok() && backend == TAMOE_RT_BACKEND_CPU)
+      local =
+          Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                        kHaveMpi ? kCpuNeedsMpiLauncher : kCpuNeedsMpiBuild);
+    std::unique_ptr<TcpLauncher> tcp;
+    status = TcpLauncher::create(local, chosen.ranks_per_node,
+                                 chosen.timeout_seconds, backend, tcp);
+    created->launcher = std::move(tcp);
+  } else {
+#if TAMOE_RT_HAVE_MPI
+    status = initialiseMpi();
+    std::unique_ptr<MpiLauncher> mpi;
+    if (status.ok())
+      status = MpiLauncher::create(local, chosen.ranks_per_node,
+                                   chosen.timeout_seconds, backend, mpi);
+    if (status.ok() && backend == TAMOE_RT_BACKEND_CPU)
+      created->backend = std::make_unique<CpuBackend>(*mpi);
+    created->launcher = std::move(mpi);
+#endif
+  }
   if (status.ok()) {
     if (backend == TAMOE_RT_BACKEND_CUDA)
       local = loadCudaBackend(*created->launcher, created->backend);
-    else
-      created->backend = std::make_unique<CpuBackend>(*created->launcher);
     status = created->launcher->agree(TAMOE_RT_GROUP_WORLD, local);
   }
   if (!status.ok()) {
@@ -595,11 +683,8 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
     // As tamoe_rt_finalize would: the program cannot exit cleanly under
     // mpirun without MPI_Finalize. Not after a timeout: MPI_Finalize waits
     // for the rank that did not answer.
-    if (liveContexts == 0 && mpiInitialisedHere &&
-        status.code != TAMOE_RT_ERROR_TIMEOUT) {
-      MPI_Finalize();
-      mpiInitialisedHere = false;
-    }
+    if (status.code != TAMOE_RT_ERROR_TIMEOUT)
+      finaliseMpiIfLast();
     return finish(nullptr, fn, status);
   }
   ++liveContexts;
@@ -616,14 +701,8 @@ tamoe_rt_status_t tamoe_rt_finalize(tamoe_rt_context_t *context) {
   }
   std::lock_guard<std::mutex> lock(globalMutex);
   destroy(context);
-  if (--liveContexts == 0 && mpiInitialisedHere) {
-    mpiInitialisedHere = false;
-    if (MPI_Finalize() != MPI_SUCCESS)
-      return finish(
-          nullptr, "tamoe_rt_finalize",
-          Status::error(TAMOE_RT_ERROR_COMMUNICATION, "MPI_Finalize failed"));
-  }
-  return TAMOE_RT_SUCCESS;
+  --liveContexts;
+  return finish(nullptr, "tamoe_rt_finalize", finaliseMpiIfLast());
 }
 
 const char *tamoe_rt_last_error(const tamoe_rt_context_t *context) {
@@ -1176,7 +1255,7 @@ tamoe_rt_all_to_all(tamoe_rt_context_t *context, tamoe_rt_group_t group,
     return finish(nullptr, fn, invalid("context is null"));
   if (Status bad = groupCheck(group); !bad.ok())
     return finish(context, fn, bad);
-  MpiLauncher &launcher = *context->launcher;
+  Launcher &launcher = *context->launcher;
   Status local = peersCheck(launcher, group, peers);
   if (local.ok())
     local = allToAllArguments(send, send_capacity, row_bytes, send_counts,
@@ -1186,12 +1265,14 @@ tamoe_rt_all_to_all(tamoe_rt_context_t *context, tamoe_rt_group_t group,
   Backend &backend = *context->backend;
   // The cpu backend settles the arguments in its own first round; another
   // backend gets arguments that every rank agreed on.
+#if TAMOE_RT_HAVE_MPI
   if (backend.kind() == TAMOE_RT_BACKEND_CPU)
     return finish(context, fn,
                   static_cast<CpuBackend &>(backend).exchange(
                       local, group, send, send_capacity, row_bytes, send_counts,
                       split, received, recv_capacity, recv_counts,
                       context->traffic));
+#endif
   Status status = launcher.agreeOn(
       group, local, {{"row_bytes", row_bytes}, {"split", split}});
   if (status.ok())
@@ -1213,7 +1294,7 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
     return finish(nullptr, fn, invalid("context is null"));
   if (Status bad = groupCheck(group); !bad.ok())
     return finish(context, fn, bad);
-  MpiLauncher &launcher = *context->launcher;
+  Launcher &launcher = *context->launcher;
   Backend &backend = *context->backend;
   int size = launcher.groupSize(group);
   Status local = peersCheck(launcher, group, peers);
@@ -1244,10 +1325,9 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
       launcher.agreeOn(group, local, {{"split", local.ok() ? split : 0}});
   std::vector<int32_t> received;
   if (status.ok())
-    status =
-        launcher.allToAllInts(group, counts, int(split), received,
-                              str("the exchange of counts over the ",
-                                  MpiLauncher::groupName(group), " group"));
+    status = launcher.allToAllInts(group, counts, int(split), received,
+                                   str("the exchange of counts over the ",
+                                       Launcher::groupName(group), " group"));
   if (status.ok())
     status = backend.copyToBackend(recv_counts, received.data(),
                                    intptr_t(received.size() * sizeof(int32_t)));

@@ -12,7 +12,7 @@
 #define TAMOE_RT_LIB_CORE_H
 
 #include "Backend.h"
-#include "MpiLauncher.h"
+#include "LaunchOptions.h"
 #include "Precision.h"
 
 #include <algorithm>
@@ -28,7 +28,7 @@
 #include <vector>
 
 struct tamoe_rt_context_t {
-  std::unique_ptr<tamoe_rt::MpiLauncher> launcher;
+  std::unique_ptr<tamoe_rt::Launcher> launcher;
   std::unique_ptr<tamoe_rt::Backend> backend;
   std::string lastError;
   tamoe_rt::Traffic traffic;

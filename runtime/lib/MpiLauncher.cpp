@@ -22,74 +22,6 @@ std::string mpiErrorString(int rc) {
   return std::string(text, length);
 }
 
-/// A whole positive integer, or nothing.
-bool parsePositive(const char *text, int64_t &value) {
-  char *end = nullptr;
-  errno = 0;
-  long long parsed = std::strtoll(text, &end, 10);
-  if (errno || end == text || *end || parsed <= 0)
-    return false;
-  value = parsed;
-  return true;
-}
-
-bool parsePositive(const char *text, double &value) {
-  char *end = nullptr;
-  errno = 0;
-  double parsed = std::strtod(text, &end);
-  if (errno || end == text || *end || !(parsed > 0) || !std::isfinite(parsed))
-    return false;
-  value = parsed;
-  return true;
-}
-
-const char *nonEmptyEnv(const char *name) {
-  const char *value = std::getenv(name);
-  return value && *value ? value : nullptr;
-}
-
-/// Ranks per node from the options, the environment or the launcher, in
-/// that order (tamoe_rt.h); "" or the failure's message.
-std::string resolveRanksPerNode(int64_t option, int64_t worldSize,
-                                int64_t &ranksPerNode) {
-  const char *source = "options->ranks_per_node";
-  ranksPerNode = option;
-  if (option <= 0) {
-    ranksPerNode = worldSize;
-    source = "the number of ranks";
-    for (const char *name :
-         {"TAMOE_RANKS_PER_NODE", "OMPI_COMM_WORLD_LOCAL_SIZE",
-          "LOCAL_WORLD_SIZE"}) {
-      const char *text = nonEmptyEnv(name);
-      if (!text)
-        continue;
-      if (!parsePositive(text, ranksPerNode))
-        return str(name, "='", text, "' is not a positive integer");
-      source = name;
-      break;
-    }
-  }
-  if (worldSize % ranksPerNode != 0)
-    return str("ranks_per_node = ", ranksPerNode, " (from ", source,
-               ") does not divide the ", worldSize, " ranks");
-  return "";
-}
-
-std::string resolveTimeout(double option, double &timeout) {
-  timeout = 60;
-  if (option > 0) {
-    timeout = option;
-    return "";
-  }
-  const char *text = nonEmptyEnv("TAMOE_RT_TIMEOUT");
-  if (text && !parsePositive(text, timeout)) {
-    timeout = 60;
-    return str("TAMOE_RT_TIMEOUT='", text,
-               "' is not a positive number of seconds");
-  }
-  return "";
-}
-
 } // namespace
 
 Status MpiLauncher::checkIn(Clock::time_point deadline) {
@@ -213,17 +145,6 @@ MpiLauncher::~MpiLauncher() {
       MPI_Comm_free(comm);
 }
 
-const char *MpiLauncher::groupName(tamoe_rt_group_t group) {
-  switch (group) {
-  case TAMOE_RT_GROUP_NODE:
-    return "node";
-  case TAMOE_RT_GROUP_PEERS:
-    return "peers";
-  default:
-    return "world";
-  }
-}
-
 MPI_Comm MpiLauncher::comm(tamoe_rt_group_t group) const {
   switch (group) {
   case TAMOE_RT_GROUP_NODE:
@@ -235,49 +156,9 @@ MPI_Comm MpiLauncher::comm(tamoe_rt_group_t group) const {
   }
 }
 
-int MpiLauncher::groupSize(tamoe_rt_group_t group) const {
-  switch (group) {
-  case TAMOE_RT_GROUP_NODE:
-    return int(nodeSize);
-  case TAMOE_RT_GROUP_PEERS:
-    return int(numNodes());
-  default:
-    return int(worldSize);
-  }
-}
-
-int MpiLauncher::groupRank(tamoe_rt_group_t group) const {
-  switch (group) {
-  case TAMOE_RT_GROUP_NODE:
-    return int(localIndex());
-  case TAMOE_RT_GROUP_PEERS:
-    return int(node());
-  default:
-    return int(worldRank);
-  }
-}
-
-int64_t MpiLauncher::worldRankOf(tamoe_rt_group_t group, int64_t index) const {
-  switch (group) {
-  case TAMOE_RT_GROUP_NODE:
-    return node() * nodeSize + index;
-  case TAMOE_RT_GROUP_PEERS:
-    return index * nodeSize + localIndex();
-  default:
-    return index;
-  }
-}
-
 Status MpiLauncher::fail(tamoe_rt_status_t code, std::string text) {
   brokenBy = Status::error(code, std::move(text));
   return brokenBy;
-}
-
-Status MpiLauncher::brokenStatus() const {
-  return Status::error(brokenBy.code,
-                       str("the context is unusable after an earlier "
-                           "failure (",
-                           brokenBy.message, "); finalize it"));
 }
 
 Status MpiLauncher::check(int rc, const std::string &what) {
@@ -285,11 +166,6 @@ Status MpiLauncher::check(int rc, const std::string &what) {
     return Status::success();
   return fail(TAMOE_RT_ERROR_COMMUNICATION,
               str(what, " failed: ", mpiErrorString(rc)));
-}
-
-MpiLauncher::Clock::time_point MpiLauncher::deadlineAfter(double seconds) {
-  return Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                            std::chrono::duration<double>(seconds));
 }
 
 Status MpiLauncher::wait(MPI_Request *requests, int count,
@@ -349,10 +225,6 @@ Status MpiLauncher::shareFailure(tamoe_rt_group_t group, int root,
                        str("rank ", worldRankOf(group, root), ": ", message));
 }
 
-Status MpiLauncher::agree(tamoe_rt_group_t group, Status local) {
-  return agreeOn(group, std::move(local), {});
-}
-
 Status MpiLauncher::agreeOn(tamoe_rt_group_t group, Status local,
                             const std::vector<Value> &values) {
   if (!brokenBy.ok())
@@ -406,11 +278,8 @@ Status MpiLauncher::agreeOn(tamoe_rt_group_t group, Status local,
     for (int member = 1; member < size; ++member) {
       int64_t first = gathered[i], other = gathered[member * values.size() + i];
       if (other != first)
-        return Status::error(TAMOE_RT_ERROR_MISMATCH,
-                             str("ranks disagree on ", values[i].name,
-                                 ": rank ", worldRankOf(group, 0), " has ",
-                                 first, ", rank ", worldRankOf(group, member),
-                                 " has ", other));
+        return disagreement(values[i].name, worldRankOf(group, 0), first,
+                            worldRankOf(group, member), other);
     }
   return Status::error(TAMOE_RT_ERROR_INTERNAL,
                        "ranks disagree on a value that no rank differs in");

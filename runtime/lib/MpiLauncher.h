@@ -13,6 +13,7 @@
 #define TAMOE_RT_LIB_MPILAUNCHER_H
 
 #include "Backend.h"
+#include "LaunchOptions.h"
 
 #include <mpi.h>
 
@@ -23,13 +24,6 @@
 #include <vector>
 
 namespace tamoe_rt {
-
-/// Concatenates the arguments as an ostream would print them.
-template <typename... Args> std::string str(const Args &...args) {
-  std::ostringstream stream;
-  (stream << ... << args);
-  return stream.str();
-}
 
 class MpiLauncher final : public Launcher {
 public:
@@ -49,51 +43,24 @@ public:
   double timeoutSeconds() const override { return timeout; }
   Status broadcast(tamoe_rt_group_t group, void *hostData,
                    size_t bytes) override;
-  Status agree(tamoe_rt_group_t group, Status local) override;
-
-  /// A value every rank of a group must pass alike.
-  struct Value {
-    const char *name;
-    int64_t value;
-  };
-  /// `agree`, and then that every rank has the same `values`: MISMATCH
-  /// naming the first rank that differs from the group's first otherwise.
   /// One allreduce when everything is in order.
   Status agreeOn(tamoe_rt_group_t group, Status local,
-                 const std::vector<Value> &values);
-
-  /// "world", "node" or "peers", for messages.
-  static const char *groupName(tamoe_rt_group_t group);
-  MPI_Comm comm(tamoe_rt_group_t group) const;
-  int groupSize(tamoe_rt_group_t group) const;
-  int groupRank(tamoe_rt_group_t group) const;
-  /// The world rank of member `index` of this rank's `group`.
-  int64_t worldRankOf(tamoe_rt_group_t group, int64_t index) const;
-  int64_t numNodes() const { return worldSize / nodeSize; }
-  int64_t node() const { return worldRank / nodeSize; }
-  int64_t localIndex() const { return worldRank % nodeSize; }
-
-  /// Exchanges `perPeer` int32 with every member of `group` (host memory):
-  /// recv[i * perPeer ...] is what member i sent here.
+                 const std::vector<Value> &values) override;
   Status allToAllInts(tamoe_rt_group_t group, const std::vector<int32_t> &send,
                       int perPeer, std::vector<int32_t> &recv,
-                      const std::string &what);
+                      const std::string &what) override;
+  const Status &broken() const override { return brokenBy; }
+
+  MPI_Comm comm(tamoe_rt_group_t group) const;
 
   /// Waits for `requests` within the timeout. `what` names the operation in
   /// the message ("the exchange of counts over the node group").
   Status wait(MPI_Request *requests, int count, const std::string &what);
-  using Clock = std::chrono::steady_clock;
   /// `wait` until a given time.
   Status waitUntil(MPI_Request *requests, int count, const std::string &what,
                    Clock::time_point deadline);
-  static Clock::time_point deadlineAfter(double seconds);
   /// The status of an MPI call that starts an operation.
   Status check(int rc, const std::string &what);
-
-  /// The failure that broke the launcher (success while it is usable).
-  const Status &broken() const { return brokenBy; }
-  /// What a collective returns on a broken launcher.
-  Status brokenStatus() const;
 
   /// Every member learns member `root`'s failure (`local` there), its
   /// message prefixed with "rank R: ", as agree reports it.

@@ -8,7 +8,11 @@
 #include "tamoe_rt/program.h"
 #include "Precision.h"
 
+#include "LaunchOptions.h"
+
+#if TAMOE_RT_HAVE_MPI
 #include <mpi.h>
+#endif
 
 #include <cerrno>
 #include <cstdio>
@@ -61,27 +65,38 @@ void finalizeAtExit() {
   constants.clear();
   tamoe_rt_finalize(programContext);
   programContext = nullptr;
+#if TAMOE_RT_HAVE_MPI
   if (mpiInitialisedHere)
     MPI_Finalize();
+#endif
 }
 
 [[noreturn]] void fail(const std::string &message) {
-  int rank = -1;
+  int64_t rank = programContext ? tamoe_rt_rank(programContext) : -1;
   int initialized = 0, finalized = 0;
+#if TAMOE_RT_HAVE_MPI
   MPI_Initialized(&initialized);
   // MPI is finalized once the program has exited.
   MPI_Finalized(&finalized);
-  if (initialized && !finalized)
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (initialized && !finalized) {
+    int mpiRank = -1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &mpiRank);
+    rank = mpiRank;
+  }
+#endif
   if (rank >= 0)
-    std::fprintf(stderr, "tamoe_rt: rank %d: %s\n", rank, message.c_str());
+    std::fprintf(stderr, "tamoe_rt: rank %lld: %s\n", (long long)rank,
+                 message.c_str());
   else
     std::fprintf(stderr, "tamoe_rt: %s\n", message.c_str());
   std::fflush(stderr);
   // Peers blocked in a collective with this rank would wait for their
-  // timeout otherwise.
+  // timeout otherwise. (Over TCP, exiting closes this rank's sockets, which
+  // fails the peers' next collective.)
+#if TAMOE_RT_HAVE_MPI
   if (initialized && !finalized)
     MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
   std::exit(1);
 }
 
@@ -101,15 +116,21 @@ void create() {
   options.backend = requestedBackend();
   // MPI is the program's rather than the runtime's, so that it is still up
   // when tamoe_rt_init fails: every rank then says which it is, besides the
-  // rank that failed, and MPI_Abort ends them all.
+  // rank that failed, and MPI_Abort ends them all. Not when the ranks meet
+  // over TCP (torchrun).
+#if TAMOE_RT_HAVE_MPI
+  tamoe_rt::LauncherKind kind;
+  bool forced;
   int initialised = 0, provided = 0;
   MPI_Initialized(&initialised);
-  if (!initialised) {
+  if (!initialised && tamoe_rt::requestedLauncher(kind, forced).empty() &&
+      kind == tamoe_rt::LauncherKind::Mpi) {
     if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided) !=
         MPI_SUCCESS)
       fail("MPI_Init_thread failed");
     mpiInitialisedHere = true;
   }
+#endif
   std::atexit(finalizeAtExit);
   tamoe_rt_status_t status = tamoe_rt_init(&options, &programContext);
   if (status != TAMOE_RT_SUCCESS)

@@ -77,8 +77,15 @@ typedef struct tamoe_rt_context_t tamoe_rt_context_t;
 /* Options with every field at its default (cpu backend). */
 tamoe_rt_options_t tamoe_rt_default_options(void);
 
-/* Creates a context: initialises MPI if nobody did, and the backend. On
- * failure *context is null and tamoe_rt_last_error(NULL) has the message. */
+/* Creates a context: meets the other ranks, then creates the backend. The
+ * ranks meet over MPI (initialised here if nobody did; under mpirun) or,
+ * when the process carries torchrun's variables (RANK, WORLD_SIZE,
+ * MASTER_ADDR, MASTER_PORT, LOCAL_RANK, LOCAL_WORLD_SIZE) and no MPI
+ * launcher's, or TAMOE_RT_LAUNCHER=tcp, or the runtime was built without
+ * MPI, over TCP (rank 0 listens on MASTER_PORT; docs/runtime.md). The cpu
+ * backend needs MPI; the cuda backend runs with either. On failure
+ * *context is null and tamoe_rt_last_error(NULL) has the message, the same
+ * on every rank. */
 tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
                                 tamoe_rt_context_t **context);
 /* Releases the context (and finalises MPI if tamoe_rt_init initialised it

@@ -14,6 +14,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "Backend.h"
+#include "SingleRankLauncher.h"
 
 #include <dlfcn.h>
 
@@ -23,22 +24,6 @@
 #include <vector>
 
 namespace {
-
-/// One rank, no peers: broadcasts are no-ops and agreement is the local
-/// status.
-class SingleRankLauncher final : public tamoe_rt::Launcher {
-public:
-  int64_t rank() const override { return 0; }
-  int64_t numRanks() const override { return 1; }
-  int64_t ranksPerNode() const override { return 1; }
-  double timeoutSeconds() const override { return 30.0; }
-  tamoe_rt::Status broadcast(tamoe_rt_group_t, void *, size_t) override {
-    return tamoe_rt::Status::success();
-  }
-  tamoe_rt::Status agree(tamoe_rt_group_t, tamoe_rt::Status local) override {
-    return local;
-  }
-};
 
 using Factory = tamoe_rt::Backend *(*)(tamoe_rt::Launcher *,
                                        tamoe_rt::Status *);
@@ -103,7 +88,7 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  SingleRankLauncher launcher;
+  tamoe_rt::SingleRankLauncher launcher(30);
   tamoe_rt::Status error;
   tamoe_rt::Backend *backend = factory(&launcher, &error);
   if (!backend) {

@@ -1,0 +1,547 @@
+//===- TcpLauncherTest.cpp - Ranks that meet over TCP ---------------------===//
+//
+// Several processes on this machine, forked with torchrun's variables, meet
+// through TcpLauncher: the collectives over every group, a rank that exits
+// or never starts (the others fail with a message, in bounded time), bad
+// variables, and a peer (played by the test) that sends malformed,
+// truncated or oversized messages at the rendezvous and afterwards. Last,
+// tamoe_rt_init itself over TCP: every rank fails alike, with the cpu
+// backend (which needs MPI) and with a cuda backend that finds no GPU.
+//
+//===----------------------------------------------------------------------===//
+
+#include "TcpLauncher.h"
+#include "tamoe_rt/tamoe_rt.h"
+
+#include "gtest/gtest.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace tamoe_rt;
+
+namespace {
+
+/// A port nobody listens on now (the kernel's pick for port 0).
+int freePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr *>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+void clearLaunchEnvironment() {
+  for (const char *name :
+       {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+        "MASTER_PORT", "TAMOE_RANKS_PER_NODE", "TAMOE_RT_TIMEOUT",
+        "TAMOE_RT_LAUNCHER", "TAMOE_RT_CUDA_LIBRARY", "OMPI_COMM_WORLD_SIZE",
+        "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_SIZE", "PMIX_RANK"})
+    unsetenv(name);
+}
+
+/// torchrun's variables for `rank` of `world` (`perNode` per node).
+void setLaunchEnvironment(int rank, int world, int perNode, int port) {
+  clearLaunchEnvironment();
+  setenv("RANK", std::to_string(rank).c_str(), 1);
+  setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+  setenv("LOCAL_RANK", std::to_string(rank % perNode).c_str(), 1);
+  setenv("LOCAL_WORLD_SIZE", std::to_string(perNode).c_str(), 1);
+  setenv("MASTER_ADDR", "127.0.0.1", 1);
+  setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+}
+
+struct Outcome {
+  int exitCode = -1;
+  std::string text;
+  double seconds = 0;
+};
+
+/// Runs body(rank, text) in a forked process per rank in `ranks` with
+/// torchrun's variables; each process's text and exit code, and how long it
+/// ran. A process still running after `limit` seconds is killed (exit code
+/// -1): a hang fails the test instead of stalling it.
+std::vector<Outcome>
+runRanks(const std::vector<int> &ranks, int world, int perNode, int port,
+         const std::function<int(int, std::string &)> &body,
+         double limit = 20) {
+  struct Child {
+    pid_t pid;
+    int pipe;
+  };
+  std::vector<Child> children;
+  auto start = std::chrono::steady_clock::now();
+  for (int rank : ranks) {
+    int fds[2];
+    if (pipe(fds) != 0)
+      return {};
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(fds[0]);
+      setLaunchEnvironment(rank, world, perNode, port);
+      std::string text;
+      int code = body(rank, text);
+      (void)!write(fds[1], text.data(), text.size());
+      close(fds[1]);
+      _exit(code);
+    }
+    close(fds[1]);
+    children.push_back({pid, fds[0]});
+  }
+  std::vector<Outcome> outcomes(children.size());
+  for (size_t i = 0; i < children.size(); ++i) {
+    int status = 0;
+    while (waitpid(children[i].pid, &status, WNOHANG) == 0) {
+      double elapsed = std::chrono::duration<double>(
+                           std::chrono::steady_clock::now() - start)
+                           .count();
+      if (elapsed > limit) {
+        kill(children[i].pid, SIGKILL);
+        waitpid(children[i].pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    outcomes[i].seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    outcomes[i].exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    char buffer[4096];
+    for (ssize_t n; (n = read(children[i].pipe, buffer, sizeof buffer)) > 0;)
+      outcomes[i].text.append(buffer, size_t(n));
+    close(children[i].pipe);
+  }
+  return outcomes;
+}
+
+std::string describe(const Status &status) {
+  return std::string(tamoe_rt_status_name(status.code)) + ": " + status.message;
+}
+
+/// Creates a launcher as tamoe_rt_init does (backend kind 1).
+Status create(std::unique_ptr<TcpLauncher> &launcher, double timeout) {
+  return TcpLauncher::create(Status::success(), 0, timeout, 1, launcher);
+}
+
+/// A connection to the launcher listening on `port` (the test as a peer).
+int connectToPort(int port) {
+  for (int attempt = 0; attempt < 500; ++attempt) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(uint16_t(port));
+    if (connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) ==
+        0)
+      return fd;
+    close(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return -1;
+}
+
+void sendBytes(int fd, const std::string &bytes) {
+  ASSERT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+            ssize_t(bytes.size()));
+}
+
+/// Reads what the launcher sends until it closes or `seconds` pass.
+std::string receiveAll(int fd, double seconds) {
+  std::string bytes;
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd waiting{fd, POLLIN, 0};
+    if (poll(&waiting, 1, 50) <= 0)
+      continue;
+    char buffer[4096];
+    ssize_t n = recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0)
+      break;
+    bytes.append(buffer, size_t(n));
+  }
+  return bytes;
+}
+
+std::string u32(uint32_t value) {
+  std::string out;
+  for (int i = 0; i < 4; ++i)
+    out.push_back(char((value >> (8 * i)) & 0xff));
+  return out;
+}
+
+/// Rank 0 of a world of two creating its launcher, while the test plays
+/// rank 1 with `peer` (given the connected socket); rank 0's outcome.
+Outcome rankZeroAgainst(const std::function<void(int)> &peer,
+                        double timeout = 3) {
+  int port = freePort();
+  std::thread fake([&] {
+    int fd = connectToPort(port);
+    ASSERT_GE(fd, 0);
+    peer(fd);
+    close(fd);
+  });
+  std::vector<Outcome> outcomes =
+      runRanks({0}, 2, 2, port, [&](int, std::string &text) {
+        std::unique_ptr<TcpLauncher> launcher;
+        text = describe(create(launcher, timeout));
+        return 0;
+      });
+  fake.join();
+  return outcomes.at(0);
+}
+
+/// The valid start of rank 1: its hello, then rank 0's table read.
+void joinAsRankOne(int fd) {
+  sendBytes(fd, tcp::encodeHello(1, 2, 9));
+  std::string table = receiveAll(fd, 0.5);
+  ASSERT_GE(table.size(), tcp::kHeaderBytes) << "no table from rank 0";
+}
+
+} // namespace
+
+TEST(TcpLauncher, CollectivesOverEveryGroup) {
+  // 4 ranks as 2 nodes of 2.
+  int port = freePort();
+  std::vector<Outcome> outcomes =
+      runRanks({0, 1, 2, 3}, 4, 2, port, [](int rank, std::string &text) {
+        std::unique_ptr<TcpLauncher> launcher;
+        Status status = create(launcher, 10);
+        if (!status.ok()) {
+          text = describe(status);
+          return 1;
+        }
+        text +=
+            describe(launcher->agree(TAMOE_RT_GROUP_WORLD, Status::success())) +
+            "\n";
+        // Node 1 (ranks 2, 3) learns rank 2's failure; node 0 does not.
+        Status local =
+            rank == 2 ? Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT, "boom")
+                      : Status::success();
+        text += describe(launcher->agree(TAMOE_RT_GROUP_NODE, local)) + "\n";
+        text +=
+            describe(launcher->agreeOn(TAMOE_RT_GROUP_WORLD, Status::success(),
+                                       {{"split", rank == 3 ? 5 : 4}})) +
+            "\n";
+        // The peers group of local index i is ranks {i, i + 2}: rank i's
+        // value reaches rank i + 2.
+        int value = rank * 100 + 7;
+        Status broadcast =
+            launcher->broadcast(TAMOE_RT_GROUP_PEERS, &value, sizeof value);
+        text += describe(broadcast) + " " + std::to_string(value) + "\n";
+        std::vector<int32_t> send(4), recv;
+        for (int m = 0; m < 4; ++m)
+          send[m] = rank * 10 + m;
+        text += describe(launcher->allToAllInts(TAMOE_RT_GROUP_WORLD, send, 1,
+                                                recv, "counts"));
+        for (int32_t v : recv)
+          text += " " + std::to_string(v);
+        return 0;
+      });
+  ASSERT_EQ(outcomes.size(), 4u);
+  for (int rank = 0; rank < 4; ++rank) {
+    SCOPED_TRACE("rank " + std::to_string(rank));
+    EXPECT_EQ(outcomes[rank].exitCode, 0) << outcomes[rank].text;
+    std::string node = rank >= 2
+                           ? "TAMOE_RT_ERROR_INVALID_ARGUMENT: rank 2: boom"
+                           : "TAMOE_RT_SUCCESS: ";
+    std::string all;
+    for (int m = 0; m < 4; ++m)
+      all += " " + std::to_string(m * 10 + rank);
+    EXPECT_EQ(outcomes[rank].text,
+              "TAMOE_RT_SUCCESS: \n" + node +
+                  "\nTAMOE_RT_ERROR_MISMATCH: ranks disagree on split: rank 0 "
+                  "has 4, rank 3 has 5\nTAMOE_RT_SUCCESS:  " +
+                  std::to_string((rank % 2) * 100 + 7) +
+                  "\nTAMOE_RT_SUCCESS: " + all);
+  }
+}
+
+TEST(TcpLauncher, ARankThatExitsFailsTheOthersAtOnce) {
+  // Rank 2 leaves after the rendezvous; the others' next agreement fails
+  // when its sockets close, long before their 30 s timeout.
+  int port = freePort();
+  std::vector<Outcome> outcomes =
+      runRanks({0, 1, 2}, 3, 3, port, [](int rank, std::string &text) {
+        std::unique_ptr<TcpLauncher> launcher;
+        Status status = create(launcher, 30);
+        if (!status.ok() || rank == 2) {
+          text = describe(status);
+          return 0;
+        }
+        auto start = std::chrono::steady_clock::now();
+        text =
+            describe(launcher->agree(TAMOE_RT_GROUP_WORLD, Status::success()));
+        // A broken launcher refuses what follows.
+        int value = 0;
+        text += "\n" + describe(launcher->broadcast(TAMOE_RT_GROUP_WORLD,
+                                                    &value, sizeof value));
+        double seconds = std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - start)
+                             .count();
+        return seconds < 5 ? 0 : 2;
+      });
+  ASSERT_EQ(outcomes.size(), 3u);
+  for (int rank = 0; rank < 2; ++rank) {
+    SCOPED_TRACE("rank " + std::to_string(rank));
+    EXPECT_EQ(outcomes[rank].exitCode, 0) << "took 5 s or more";
+    std::string failure =
+        "the agreement on arguments and status over the world group: rank 2 "
+        "closed its connection (it exited or failed)";
+    EXPECT_EQ(outcomes[rank].text,
+              "TAMOE_RT_ERROR_COMMUNICATION: " + failure +
+                  "\nTAMOE_RT_ERROR_COMMUNICATION: the context is unusable "
+                  "after an earlier failure (" +
+                  failure + "); finalize it");
+  }
+}
+
+TEST(TcpLauncher, AMissingRankTimesOutEverywhere) {
+  // Rank 2 of 3 never starts: rank 0 names it after the timeout (1 s) and
+  // tells rank 1, which fails with the same message.
+  int port = freePort();
+  std::vector<Outcome> outcomes =
+      runRanks({0, 1}, 3, 3, port, [](int, std::string &text) {
+        std::unique_ptr<TcpLauncher> launcher;
+        text = describe(create(launcher, 1));
+        return 0;
+      });
+  ASSERT_EQ(outcomes.size(), 2u);
+  std::string expected =
+      "TAMOE_RT_ERROR_TIMEOUT: rank(s) 2 did not join the rendezvous at "
+      "127.0.0.1:" +
+      std::to_string(port) +
+      " within 1 s (not started, crashed, or a wrong MASTER_ADDR/MASTER_PORT)";
+  EXPECT_EQ(outcomes[0].text, expected);
+  EXPECT_EQ(outcomes[1].text, expected);
+  EXPECT_LT(outcomes[1].seconds, 10);
+
+  // Rank 0 never starts: rank 1 says it could not reach it.
+  outcomes = runRanks({1}, 2, 2, port, [](int, std::string &text) {
+    std::unique_ptr<TcpLauncher> launcher;
+    text = describe(create(launcher, 1));
+    return 0;
+  });
+  ASSERT_EQ(outcomes.size(), 1u);
+  EXPECT_EQ(outcomes[0].text.rfind("TAMOE_RT_ERROR_TIMEOUT: could not reach "
+                                   "rank 0 at 127.0.0.1:" +
+                                       std::to_string(port) + " within 1 s (",
+                                   0),
+            0u)
+      << outcomes[0].text;
+}
+
+TEST(TcpLauncher, BadVariables) {
+  auto attempt =
+      [](const std::vector<std::pair<const char *, const char *>> &variables) {
+        clearLaunchEnvironment();
+        for (auto [name, value] : variables)
+          setenv(name, value, 1);
+        std::unique_ptr<TcpLauncher> launcher;
+        std::string text = describe(create(launcher, 1));
+        clearLaunchEnvironment();
+        return text;
+      };
+  std::string needs = " is not set: the tcp launcher needs torchrun's RANK, "
+                      "WORLD_SIZE, MASTER_ADDR and MASTER_PORT";
+  EXPECT_EQ(attempt({{"WORLD_SIZE", "two"}}),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: WORLD_SIZE='two' is not a "
+            "positive integer");
+  EXPECT_EQ(attempt({{"WORLD_SIZE", "4"}}),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: RANK" + needs);
+  EXPECT_EQ(attempt({{"WORLD_SIZE", "4"}, {"RANK", "4"}}),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: RANK='4' is not a rank in [0, "
+            "WORLD_SIZE=4)");
+  EXPECT_EQ(attempt({{"WORLD_SIZE", "4"}, {"RANK", "1"}}),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: MASTER_ADDR" + needs);
+  EXPECT_EQ(attempt({{"WORLD_SIZE", "4"},
+                     {"RANK", "1"},
+                     {"MASTER_ADDR", "127.0.0.1"},
+                     {"MASTER_PORT", "70000"}}),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: MASTER_PORT='70000' is not a "
+            "port in [1, 65535]");
+  // A world of one needs no rendezvous; its variables are still checked.
+  EXPECT_EQ(attempt({}), "TAMOE_RT_SUCCESS: ");
+  EXPECT_EQ(attempt({{"LOCAL_RANK", "1"}}),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: rank 0: LOCAL_RANK=1 does not "
+            "go with RANK=0 and 1 ranks per node: tamoe numbers ranks "
+            "node-major (RANK = node * ranks per node + LOCAL_RANK), as "
+            "torchrun does");
+  EXPECT_EQ(attempt({{"LOCAL_WORLD_SIZE", "0"}}),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: rank 0: LOCAL_WORLD_SIZE='0' is "
+            "not a positive integer");
+}
+
+TEST(TcpLauncher, MalformedHellosAreIgnoredAndNamed) {
+  std::string timedOut = "TAMOE_RT_ERROR_TIMEOUT: rank(s) 1 did not join the "
+                         "rendezvous at 127.0.0.1:";
+  // Not tamoe's protocol at all.
+  Outcome outcome = rankZeroAgainst(
+      [](int fd) { sendBytes(fd, "GET / HTTP/1.0\r\n\r\nxx"); }, 1);
+  EXPECT_NE(outcome.text.find(timedOut), std::string::npos) << outcome.text;
+  EXPECT_NE(outcome.text.find("; ignored 1 connection(s) that did not speak "
+                              "tamoe's protocol (first 127.0.0.1: not a "
+                              "tamoe hello (magic 0x20544547))"),
+            std::string::npos)
+      << outcome.text;
+  // A hello cut short.
+  outcome = rankZeroAgainst(
+      [](int fd) { sendBytes(fd, tcp::encodeHello(1, 2, 9).substr(0, 7)); }, 1);
+  EXPECT_NE(outcome.text.find("(first 127.0.0.1: closed after 7 of 20 bytes "
+                              "of its hello)"),
+            std::string::npos)
+      << outcome.text;
+}
+
+TEST(TcpLauncher, WrongHellosFailTheRendezvous) {
+  std::string answer;
+  Outcome outcome = rankZeroAgainst([&](int fd) {
+    sendBytes(fd, tcp::encodeHello(1, 3, 9));
+    answer = receiveAll(fd, 2);
+  });
+  std::string failure = "rendezvous at 127.0.0.1:";
+  EXPECT_NE(outcome.text.find("TAMOE_RT_ERROR_MISMATCH: rendezvous at "),
+            std::string::npos)
+      << outcome.text;
+  EXPECT_NE(outcome.text.find(": rank 1 at 127.0.0.1 has WORLD_SIZE=3, rank "
+                              "0 has 2"),
+            std::string::npos)
+      << outcome.text;
+  // The peer is told why (the table carries the failure).
+  EXPECT_NE(answer.find("has WORLD_SIZE=3, rank 0 has 2"), std::string::npos);
+  EXPECT_EQ(answer.substr(tcp::kHeaderBytes, 4), u32(TAMOE_RT_ERROR_MISMATCH));
+
+  outcome =
+      rankZeroAgainst([](int fd) { sendBytes(fd, tcp::encodeHello(5, 2, 9)); });
+  EXPECT_NE(
+      outcome.text.find(": a process at 127.0.0.1 says RANK=5, outside [1, "
+                        "WORLD_SIZE=2)"),
+      std::string::npos)
+      << outcome.text;
+
+  std::string hello = tcp::encodeHello(1, 2, 9);
+  hello.replace(4, 4, u32(7));
+  outcome = rankZeroAgainst([&](int fd) { sendBytes(fd, hello); });
+  EXPECT_NE(outcome.text.find(": a rank at 127.0.0.1 speaks protocol "
+                              "version 7, rank 0 version 1"),
+            std::string::npos)
+      << outcome.text;
+}
+
+TEST(TcpLauncher, MalformedMessagesAfterTheRendezvous) {
+  // Rank 1 joins properly, then answers rank 0's first agreement (the one
+  // in create) with a bad message.
+  std::string agreement = "the agreement on arguments and status over the "
+                          "world group: rank 1 ";
+  auto answer = [&](const std::string &bytes) {
+    return rankZeroAgainst([&](int fd) {
+             joinAsRankOne(fd);
+             sendBytes(fd, bytes);
+             receiveAll(fd, 1);
+           })
+        .text;
+  };
+  uint32_t agree = tcp::kAgree << 8 | TAMOE_RT_GROUP_WORLD;
+  // Larger than any agreement: refused before anything is allocated.
+  std::string header = u32(tcp::kMagic) + u32(agree) + u32(0x80000000u);
+  EXPECT_EQ(answer(header),
+            "TAMOE_RT_ERROR_COMMUNICATION: " + agreement +
+                "sent a message of 2147483648 bytes where at most 4124 were "
+                "expected");
+  EXPECT_EQ(answer(u32(0xdeadbeef) + u32(agree) + u32(4)),
+            "TAMOE_RT_ERROR_COMMUNICATION: " + agreement +
+                "sent bytes that are not a tamoe message (magic 0xdeadbeef)");
+  EXPECT_EQ(answer(u32(tcp::kMagic) + u32(tcp::kBroadcast << 8) + u32(4)),
+            "TAMOE_RT_ERROR_MISMATCH: " + agreement +
+                "is in another collective (op 1024, this rank's 768): the "
+                "ranks called different operations");
+  // Cut in the middle of the body.
+  EXPECT_EQ(answer(u32(tcp::kMagic) + u32(agree) + u32(40) + "abc"),
+            "TAMOE_RT_ERROR_COMMUNICATION: " + agreement +
+                "closed its connection in the middle of a message (it exited "
+                "or failed)");
+  // Well framed, but one value where rank 0 agrees on two.
+  std::string body = u32(0) + u32(1) + std::string(8, '\0') + u32(0);
+  EXPECT_EQ(
+      answer(tcp::encodeFrame(agree, body)),
+      "TAMOE_RT_ERROR_MISMATCH: " + agreement.substr(0, agreement.size() - 7) +
+          "rank 1 sent a malformed agreement (20 bytes, 1 values where "
+          "2 were expected)");
+  // A status code that is none of tamoe_rt_status_t's.
+  body = u32(99) + u32(2) + std::string(16, '\0') + u32(0);
+  EXPECT_EQ(
+      answer(tcp::encodeFrame(agree, body)),
+      "TAMOE_RT_ERROR_MISMATCH: " + agreement.substr(0, agreement.size() - 7) +
+          "rank 1 sent a malformed agreement (28 bytes, 2 values where "
+          "2 were expected)");
+}
+
+TEST(TcpLauncher, InitOverTcpFailsEveryRankAlike) {
+  // tamoe_rt_init under torchrun's variables meets over TCP: the cpu
+  // backend is refused on every rank with one message, and so is a cuda
+  // backend that finds no GPU (its library's verdict, agreed over TCP).
+  int port = freePort();
+  auto init = [](tamoe_rt_backend_t backend) {
+    return [backend](int, std::string &text) {
+      tamoe_rt_options_t options = tamoe_rt_default_options();
+      options.backend = backend;
+      options.timeout_seconds = 10;
+      if (backend == TAMOE_RT_BACKEND_CUDA)
+        setenv("TAMOE_RT_CUDA_LIBRARY", TAMOE_RT_FAKE_CUDA_NO_GPU, 1);
+      tamoe_rt_context_t *context = nullptr;
+      tamoe_rt_status_t status = tamoe_rt_init(&options, &context);
+      text = std::string(tamoe_rt_status_name(status)) + ": " +
+             tamoe_rt_last_error(nullptr);
+      tamoe_rt_finalize(context);
+      return 0;
+    };
+  };
+  std::vector<Outcome> outcomes =
+      runRanks({0, 1}, 2, 1, port, init(TAMOE_RT_BACKEND_CPU));
+  ASSERT_EQ(outcomes.size(), 2u);
+  for (const Outcome &outcome : outcomes)
+    EXPECT_EQ(outcome.text,
+              std::string("TAMOE_RT_ERROR_BACKEND_UNAVAILABLE: tamoe_rt_init: "
+                          "rank 0: the cpu backend exchanges rows over MPI, ") +
+                  (TAMOE_RT_HAVE_MPI
+                       ? "but this process was started with torchrun's "
+                         "variables and no MPI launcher, so ranks meet over "
+                         "TCP: start the ranks with mpirun (or set "
+                         "TAMOE_RT_LAUNCHER=mpi), or use the cuda backend"
+                       : "and this runtime was built without MPI "
+                         "(TAMOE_RUNTIME_MPI=OFF): use the cuda backend, or "
+                         "build the runtime with MPI"));
+  port = freePort();
+  outcomes = runRanks({0, 1}, 2, 1, port, init(TAMOE_RT_BACKEND_CUDA));
+  ASSERT_EQ(outcomes.size(), 2u);
+  for (const Outcome &outcome : outcomes)
+    EXPECT_EQ(outcome.text,
+              "TAMOE_RT_ERROR_BACKEND_UNAVAILABLE: tamoe_rt_init: rank 0: "
+              "cuda backend: no GPU: fake device for the tests (2 ranks)");
+
+  clearLaunchEnvironment();
+  setenv("TAMOE_RT_LAUNCHER", "carrier-pigeon", 1);
+  tamoe_rt_context_t *context = nullptr;
+  EXPECT_EQ(tamoe_rt_init(nullptr, &context), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_STREQ(tamoe_rt_last_error(nullptr),
+               "tamoe_rt_init: TAMOE_RT_LAUNCHER='carrier-pigeon' is not mpi "
+               "or tcp");
+  clearLaunchEnvironment();
+}
