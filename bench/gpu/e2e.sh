@@ -11,12 +11,14 @@
 # PyTorch (torch_layer.py) at the same shapes. Prints a markdown table (also
 # $OUT/gpu-e2e.md when OUT is set).
 #
-#   bash bench/gpu/e2e.sh [--ranks N] [--backend cuda|cpu]
+#   bash bench/gpu/e2e.sh [--ranks N] [--backend cuda|cpu] [--dtype f32|bf16]
 #
 # --ranks N: N processes (one per GPU) under mpirun, one node; the PyTorch
 # layer then runs under torchrun with NCCL all_to_all_single (when torchrun
 # is there). --backend cpu: the cpu backend only (no GPU needed; what CI
-# runs at small shapes to keep this script working).
+# runs at small shapes to keep this script working). --dtype bf16: the rows
+# (tokens, weights, activations) in bf16, logits and gate weights in f32, as
+# mixed-precision training runs it; the PyTorch layer likewise.
 #
 # Needs MLIR 22 (tamoe-opt is built against it; mlir-runner) and, for
 # --ranks, mpirun.
@@ -36,13 +38,24 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/bench/gpu"
 RANKS=1
 BACKEND=cuda
+DTYPE=f32
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --ranks) RANKS=$2; shift 2 ;;
     --backend) BACKEND=$2; shift 2 ;;
-    *) echo "e2e.sh: unknown argument '$1' (expected --ranks N, --backend cuda|cpu)" >&2; exit 2 ;;
+    --dtype) DTYPE=$2; shift 2 ;;
+    *) echo "e2e.sh: unknown argument '$1' (expected --ranks N, --backend cuda|cpu, --dtype f32|bf16)" >&2; exit 2 ;;
   esac
 done
+[[ "$DTYPE" == f32 || "$DTYPE" == bf16 ]] ||
+  { echo "e2e.sh: --dtype must be f32 or bf16, got '$DTYPE'" >&2; exit 2; }
+# The program's helpers for rows of that type (tamoe_rt/program.h).
+ROWS_NAME=F32
+ROWS_DECLS=""
+if [[ "$DTYPE" == bf16 ]]; then
+  ROWS_NAME=BF16
+  ROWS_DECLS='  func.func private @tamoeRandomBF16(memref<*xbf16>, i64) attributes {llvm.emit_c_interface}\n  func.func private @tamoeOutputBF16(memref<*xbf16>, i64) attributes {llvm.emit_c_interface}'
+fi
 [[ "$BACKEND" == cuda || "$BACKEND" == cpu ]] ||
   { echo "e2e.sh: --backend must be cuda or cpu, got '$BACKEND'" >&2; exit 2; }
 [[ "$RANKS" =~ ^[1-9][0-9]*$ ]] ||
@@ -91,7 +104,7 @@ cat > "$WORK/node.json" <<JSON
 ]}
 JSON
 PER_RANK=$((EXPERTS / RANKS))
-echo "== compiling: $RANKS rank(s), $TOKENS tokens x $HIDDEN per rank, $EXPERTS experts, top-$TOP_K, FFN $FFN"
+echo "== compiling: $RANKS rank(s), $TOKENS tokens x $HIDDEN per rank ($DTYPE), $EXPERTS experts, top-$TOP_K, FFN $FFN"
 # compile NAME FORWARDS: the layer with a main running it FORWARDS times, as
 # $WORK/NAME.llvm.mlir.
 compile() {
@@ -100,6 +113,8 @@ compile() {
       -e "s/@TOKENS@/$TOKENS/g" -e "s/@HIDDEN@/$HIDDEN/g" -e "s/@FFN@/$FFN/g" \
       -e "s/@ROWS@/$((TOKENS * TOP_K))/g" \
       -e "s/@ITERATIONS@/$2/g" -e "s/@WARM_ITERATIONS@/$(($2 - 1))/g" \
+      -e "s/@DTYPE@/$DTYPE/g" -e "s/@ROWS_NAME@/$ROWS_NAME/g" \
+      -e "s|@ROWS_DECLS@|$ROWS_DECLS|" \
       "$HERE/moe_layer.mlir.in" > "$WORK/$1.mlir"
   "$BUILD/bin/tamoe-opt" "$WORK/$1.mlir" --tamoe-pipeline="topology=$WORK/node.json" \
       -o "$WORK/$1.planned.mlir" 2> "$WORK/$1.remarks" ||
@@ -127,7 +142,7 @@ run() {
   "$BUILD/bin/tamoe-reference" --outputs="$WORK/$backend" --topology="$WORK/node.json" \
       --policy=tamoe --ranks="$RANKS" --ranks-per-node="$RANKS" --tokens="$TOKENS" \
       --hidden="$HIDDEN" --ffn="$FFN" --experts="$EXPERTS" --top-k="$TOP_K" \
-      > "$WORK/$backend.check" ||
+      --dtype="$DTYPE" > "$WORK/$backend.check" ||
     { cat "$WORK/$backend.check" >&2; die "the $backend results differ from the reference"; }
   grep '^check:' "$WORK/$backend.check"
 }
@@ -143,7 +158,8 @@ TORCH_CSV=""
 if [[ "$BACKEND" == cuda ]] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   echo "== the same layer in PyTorch"
   args=(--tokens "$TOKENS" --hidden "$HIDDEN" --ffn "$FFN" --experts "$EXPERTS"
-        --top-k "$TOP_K" --iterations "$ITERATIONS" --csv "$WORK/torch.csv")
+        --top-k "$TOP_K" --iterations "$ITERATIONS" --dtype "$DTYPE"
+        --csv "$WORK/torch.csv")
   if (( RANKS == 1 )); then
     python3 "$HERE/torch_layer.py" "${args[@]}" && TORCH_CSV="$WORK/torch.csv"
   elif command -v torchrun >/dev/null; then
@@ -159,5 +175,5 @@ fi
 
 python3 "$HERE/e2e_report.py" --profile "$WORK/$BACKEND.profile.md" \
     --iterations "$ITERATIONS" ${TORCH_CSV:+--torch "$TORCH_CSV"} \
-    --title "One MoE layer forward on $RANKS rank(s), $BACKEND backend: $TOKENS tokens x $HIDDEN (f32) per rank, $EXPERTS experts, top-$TOP_K, FFN $FFN" \
+    --title "One MoE layer forward on $RANKS rank(s), $BACKEND backend: $TOKENS tokens x $HIDDEN ($DTYPE) per rank, $EXPERTS experts, top-$TOP_K, FFN $FFN" \
     | tee "$WORK/gpu-e2e.md"

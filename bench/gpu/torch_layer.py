@@ -3,8 +3,9 @@
 
 The layer of bench/gpu/moe_layer.mlir.in (router matmul, softmax top-k gate
 with renormalized weights, dispatch, all-to-all, expert FFNs with relu,
-all-to-all back, weighted combine, switch load-balancing loss), in f32 as
-the compiled program computes it, the way Megatron-Core writes it: permute
+all-to-all back, weighted combine, switch load-balancing loss), with rows
+of --dtype (f32, or bf16 with f32 logits and gate weights, as the compiled
+program computes them), the way Megatron-Core writes it: permute
 by a stable argsort of the expert ids + index_select, per-expert matmuls
 over the rows each expert received (SequentialMLP), un-permute with
 index_copy and a weighted sum over the k slots. Each stage is timed on its
@@ -33,6 +34,7 @@ def main():
     parser = argparse.ArgumentParser()
     for name in ("tokens", "hidden", "ffn", "experts", "top-k", "iterations"):
         parser.add_argument("--" + name, type=int, required=True)
+    parser.add_argument("--dtype", choices=("f32", "bf16"), default="f32")
     parser.add_argument("--csv", required=True)
     args = parser.parse_args()
 
@@ -46,8 +48,10 @@ def main():
     local = E // world
     gen = torch.Generator(device=device).manual_seed(1234 + rank)
 
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+
     def uniform(*shape):
-        return torch.rand(*shape, generator=gen, device=device) * 2 - 1
+        return (torch.rand(*shape, generator=gen, device=device) * 2 - 1).to(dtype)
 
     x = uniform(S, H)
     router = uniform(H, E)
@@ -56,7 +60,8 @@ def main():
 
     # --- the stages -----------------------------------------------------------
     def router_matmul():
-        return x @ router
+        # Routing is f32 whatever the rows are.
+        return (x @ router).float()
 
     def gate(logits):
         scores = torch.softmax(logits, dim=-1)
@@ -103,7 +108,8 @@ def main():
     def combine(back, order, probs):
         unpermuted = torch.empty_like(back)
         unpermuted.index_copy_(0, order, back)
-        return (unpermuted.view(S, k, H) * probs.unsqueeze(-1)).sum(dim=1)
+        weights = probs.unsqueeze(-1).to(dtype)
+        return (unpermuted.view(S, k, H) * weights).sum(dim=1)
 
     def aux_loss(scores, counts):
         return E * torch.sum(scores.mean(dim=0) * counts.float() / (S * k))

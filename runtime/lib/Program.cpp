@@ -315,6 +315,35 @@ void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
                                elements * intptr_t(sizeof(float))));
 }
 
+void _mlir_ciface_tamoeRandomBF16(tamoe_rt_unranked_memref_t *memref,
+                                  int64_t seed) {
+  auto [data, elements] = contiguous<uint16_t>(memref, "tamoeRandomBF16");
+  std::vector<float> values(elements);
+  tamoe_rt_program_random_f32(values.data(), elements, uint64_t(seed));
+  std::vector<uint16_t> host(elements);
+  for (int64_t i = 0; i < elements; ++i)
+    host[i] = tamoe_rt::floatToBf16(values[i]);
+  tamoe_rt_program_check(tamoe_rt_copy_to_backend(
+      context(), data, host.data(), elements * intptr_t(sizeof(uint16_t))));
+}
+
+void _mlir_ciface_tamoeOutputBF16(tamoe_rt_unranked_memref_t *memref,
+                                  int64_t index) {
+  const char *function = "tamoeOutputBF16";
+  if (!std::getenv("TAMOE_RT_OUTPUT_DIR")) {
+    write<float>(nullptr, 0, index, /*append=*/false, function);
+    return;
+  }
+  auto [data, elements] = contiguous<uint16_t>(memref, function);
+  std::vector<uint16_t> host(elements);
+  tamoe_rt_program_check(tamoe_rt_copy_to_host(
+      context(), host.data(), data, elements * intptr_t(sizeof(uint16_t))));
+  std::vector<float> widened(elements);
+  for (int64_t i = 0; i < elements; ++i)
+    widened[i] = tamoe_rt::bf16ToFloat(host[i]);
+  write(widened.data(), widened.size(), index, /*append=*/false, function);
+}
+
 void _mlir_ciface_tamoeOutputF32(tamoe_rt_unranked_memref_t *memref,
                                  int64_t index) {
   output<float>(memref, index, /*append=*/false, "tamoeOutputF32");

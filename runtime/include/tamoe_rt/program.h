@@ -77,18 +77,24 @@ typedef struct tamoe_rt_unranked_memref_t {
 /* For test programs (declare them in MLIR as
  * `func.func private @tamoeRandomF32(memref<*xf32>, i64)
  * attributes {llvm.emit_c_interface}`; the memrefs must be contiguous):
- * - tamoeRandomF32 fills the memref as tamoe_rt_program_random_f32 does;
+ * - tamoeRandomF32 fills the memref as tamoe_rt_program_random_f32 does,
+ *   tamoeRandomBF16 a bf16 memref with those numbers rounded to bf16;
  * - tamoeOutput{F32,I32,I64} write its elements, raw, to
  *   $TAMOE_RT_OUTPUT_DIR/out<index>.rank<R>.bin (nothing when the variable
- *   is not set);
+ *   is not set); tamoeOutputBF16 writes a bf16 memref's elements widened
+ *   to f32, so that a reference reads every output as f32;
  * - tamoeAppend{F32,I32} append them to that file instead (the process's
  *   first append replaces it): one record per training step.
  * At exit rank 0 says on stderr where the outputs went, or that none were
  * written. */
 void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
                                  int64_t seed);
+void _mlir_ciface_tamoeRandomBF16(tamoe_rt_unranked_memref_t *memref,
+                                  int64_t seed);
 void _mlir_ciface_tamoeOutputF32(tamoe_rt_unranked_memref_t *memref,
                                  int64_t index);
+void _mlir_ciface_tamoeOutputBF16(tamoe_rt_unranked_memref_t *memref,
+                                  int64_t index);
 void _mlir_ciface_tamoeOutputI32(tamoe_rt_unranked_memref_t *memref,
                                  int64_t index);
 void _mlir_ciface_tamoeOutputI64(tamoe_rt_unranked_memref_t *memref,
