@@ -1211,7 +1211,7 @@ void checkMatmul(int64_t m, int64_t k, int64_t n, bool transposeA,
 }
 
 /// NEG and RELU_GRAD on the values where they are subtle (signed zeros,
-/// NaN, infinities), then random ones.
+/// NaN, infinities), then random ones; SILU and SILU_GRAD.
 void checkMaps(uint64_t seed) {
   reference::Random random(seed);
   std::vector<float> a = {1.5f, -2.0f,    0.0f,      -0.0f,
@@ -1244,6 +1244,33 @@ void checkMaps(uint64_t seed) {
                            "] = " + std::to_string(got[i]) + ", want " +
                            std::to_string(want[i]);
                 return std::string();
+              });
+  }
+  // silu and its gradient against a double computation (the device's expf
+  // may differ from the host's in the last bits); finite everywhere.
+  for (tamoe_rt_map_t op : {TAMOE_RT_MAP_SILU, TAMOE_RT_MAP_SILU_GRAD}) {
+    bool grad = op == TAMOE_RT_MAP_SILU_GRAD;
+    std::vector<float> x = {-120.0f, -3.0f, -0.0f, 0.0f, 2.5f, 120.0f};
+    for (float value : random.floats(10000, -8, 8))
+      x.push_back(value);
+    std::vector<float> g(b.begin() + 8, b.begin() + 8 + x.size());
+    std::vector<double> want(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      double sig = 1.0 / (1.0 + std::exp(-double(x[i])));
+      want[i] = grad ? g[i] * sig * (1 + x[i] * (1 - sig)) : x[i] * sig;
+    }
+    int64_t count = int64_t(x.size());
+    for (Engine *engine : engines)
+      runCase(std::string("map ") + (grad ? "SILU_GRAD" : "SILU") +
+                  " n=" + std::to_string(count) + " [" + engine->name() + "]",
+              [&]() -> std::string {
+                Scope s(*engine);
+                float *dOut = s.make<float>(count);
+                require(engine->map(op, s.put(x), grad ? s.put(g) : nullptr,
+                                    count, dOut),
+                        "map");
+                return floatsDiffer(s.get(dOut, count), narrow(want), "out",
+                                    1e-5f, 1e-6f);
               });
   }
 }

@@ -1084,8 +1084,9 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   int kind = raw(op);
-  bool valid = kind >= TAMOE_RT_MAP_ADD && kind <= TAMOE_RT_MAP_RELU_GRAD;
-  bool unary = kind == TAMOE_RT_MAP_RELU || kind == TAMOE_RT_MAP_NEG;
+  bool valid = kind >= TAMOE_RT_MAP_ADD && kind <= TAMOE_RT_MAP_SILU_GRAD;
+  bool unary = kind == TAMOE_RT_MAP_RELU || kind == TAMOE_RT_MAP_NEG ||
+               kind == TAMOE_RT_MAP_SILU;
   Status status =
       Check()
           .that(valid,

@@ -515,6 +515,17 @@ Status CpuBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
     for (intptr_t i = 0; i < n; ++i)
       out[i] = a[i] > 0.0f ? b[i] : 0.0f;
     break;
+  case TAMOE_RT_MAP_SILU:
+    // exp(-a) overflows to infinity for a < -88: the quotient is then -0.
+    for (intptr_t i = 0; i < n; ++i)
+      out[i] = a[i] / (1.0f + std::exp(-a[i]));
+    break;
+  case TAMOE_RT_MAP_SILU_GRAD:
+    for (intptr_t i = 0; i < n; ++i) {
+      float s = 1.0f / (1.0f + std::exp(-a[i]));
+      out[i] = b[i] * (s * (1.0f + a[i] * (1.0f - s)));
+    }
+    break;
   }
   return Status::success();
 }

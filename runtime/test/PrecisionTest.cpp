@@ -319,7 +319,8 @@ TEST_F(Precision, MapIsTheRoundedF32Map) {
   for (tamoe_rt_dtype_t type : kHalfTypes)
     for (tamoe_rt_map_t op :
          {TAMOE_RT_MAP_ADD, TAMOE_RT_MAP_SUB, TAMOE_RT_MAP_MUL,
-          TAMOE_RT_MAP_RELU, TAMOE_RT_MAP_NEG, TAMOE_RT_MAP_RELU_GRAD}) {
+          TAMOE_RT_MAP_RELU, TAMOE_RT_MAP_NEG, TAMOE_RT_MAP_RELU_GRAD,
+          TAMOE_RT_MAP_SILU, TAMOE_RT_MAP_SILU_GRAD}) {
       SCOPED_TRACE(testing::Message() << "dtype " << type << ", op " << op);
       std::vector<float> f32 = rounded(type, a), y = rounded(type, b);
       ASSERT_EQ(tamoe_rt_map(ctx, op, TAMOE_RT_F32, f32.data(), y.data(), n,

@@ -103,6 +103,16 @@ static cl::opt<tamoe_rt_dtype_t> rowType(
                clEnumValN(TAMOE_RT_BF16, "bf16", "bfloat16"),
                clEnumValN(TAMOE_RT_F16, "f16", "IEEE half")),
     cl::cat(category));
+enum class Activation { Relu, SwiGlu };
+static cl::opt<Activation> activation(
+    "activation", cl::init(Activation::Relu),
+    cl::desc("The experts' hidden activation"),
+    cl::values(clEnumValN(Activation::Relu, "relu",
+                          "relu(x W1) W2 (default, examples/moe_layer.mlir)"),
+               clEnumValN(Activation::SwiGlu, "swiglu",
+                          "silu(x W1) * (x W3) W2, W3 from seeds 5000 + rank "
+                          "(examples/moe_layer_swiglu.mlir)")),
+    cl::cat(category));
 static cl::opt<double> tolerance("tolerance", cl::init(1e-4),
                                  cl::desc("Largest accepted |difference|, "
                                           "relative to the largest |value| "
@@ -216,10 +226,12 @@ LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
   int perRank = E / ranks;
   uint64_t offset = 10000ull * layer;
   Matrix router = random(size_t(H) * E, 1 + offset);
-  std::vector<Matrix> w1(ranks), w2(ranks);
+  std::vector<Matrix> w1(ranks), w2(ranks), w3(ranks);
   for (int r = 0; r < ranks; ++r) {
     w1[r] = random(size_t(perRank) * H * F, 2000 + r + offset);
     w2[r] = random(size_t(perRank) * F * H, 3000 + r + offset);
+    if (activation == Activation::SwiGlu)
+      w3[r] = random(size_t(perRank) * H * F, 5000 + r + offset);
   }
   LayerResult result;
   result.outputs.assign(ranks, Matrix(size_t(S) * H, 0.0f));
@@ -282,7 +294,18 @@ LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
         for (int f = 0; f < F; ++f) {
           for (int h = 0; h < H; ++h)
             inner[f] += double(x[t * H + h]) * first[h * F + f];
-          inner[f] = std::max(double(rounded(inner[f])), 0.0);
+          double gate = rounded(inner[f]);
+          if (activation == Activation::Relu) {
+            inner[f] = std::max(gate, 0.0);
+            continue;
+          }
+          // silu(x W1) * (x W3), each op's result rounded to the rows' type.
+          const float *third = &w3[e / perRank][size_t(e % perRank) * H * F];
+          double up = 0;
+          for (int h = 0; h < H; ++h)
+            up += double(x[t * H + h]) * third[h * F + f];
+          double silu = rounded(gate / (1 + std::exp(-gate)));
+          inner[f] = rounded(silu * double(rounded(up)));
         }
         double weight = probs[e] / chosen;
         std::vector<double> expertOut(H, 0.0);
@@ -435,6 +458,11 @@ int check() {
     errs() << "tamoe-reference: need ranks >= 1 dividing experts and "
               "ranks-per-node dividing ranks, 1 <= top-k <= experts, "
               "layers >= 1\n";
+    return 2;
+  }
+  if (activation == Activation::SwiGlu && backward) {
+    errs() << "tamoe-reference: --backward checks relu experts "
+              "(examples/moe_layer_grad.mlir), not swiglu\n";
     return 2;
   }
   if (rowType != TAMOE_RT_F32 && (backward || layers != 1)) {

@@ -274,6 +274,12 @@ typedef enum tamoe_rt_map_t {
   /* relu's gradient: b where a > 0, else 0 (a = relu's input, b = the
    * gradient of its output; NaN in a gives 0) */
   TAMOE_RT_MAP_RELU_GRAD = 5,
+  /* silu (swish), a / (1 + exp(-a)): the gate of SwiGLU experts, whose
+   * hidden activation is silu(x W1) * (x W3); b unused */
+  TAMOE_RT_MAP_SILU = 6,
+  /* silu's gradient: b * s * (1 + a * (1 - s)) with s = 1 / (1 + exp(-a))
+   * (a = silu's input, b = the gradient of its output) */
+  TAMOE_RT_MAP_SILU_GRAD = 7,
 } tamoe_rt_map_t;
 
 /* out[i] = op(a[i], b[i]) for i < n, a, b and out of `dtype`. out may be

@@ -873,6 +873,14 @@ struct MapElement {
       // NaN > 0 is false: a NaN input passes no gradient.
       out[i] = x > 0.0f ? b[i] : 0.0f;
       break;
+    case TAMOE_RT_MAP_SILU:
+      out[i] = x / (1.0f + expf(-x));
+      break;
+    case TAMOE_RT_MAP_SILU_GRAD: {
+      float s = 1.0f / (1.0f + expf(-x));
+      out[i] = b[i] * (s * (1.0f + x * (1.0f - s)));
+      break;
+    }
     }
   }
 };
@@ -884,7 +892,8 @@ Status CudaBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
   if (!scope.status().ok())
     return scope.status();
   int64_t bytes = int64_t(n) * 4;
-  bool unary = op == TAMOE_RT_MAP_RELU || op == TAMOE_RT_MAP_NEG;
+  bool unary = op == TAMOE_RT_MAP_RELU || op == TAMOE_RT_MAP_NEG ||
+               op == TAMOE_RT_MAP_SILU;
   for (Status s : {checkPointer(a, bytes, "a"),
                    checkPointer(unary ? nullptr : b, unary ? 0 : bytes, "b"),
                    checkPointer(out, bytes, "out")})

@@ -3,6 +3,7 @@
 #include "tamoe/Dialect/TAMoE/Autodiff/Autodiff.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Matchers.h"
 
@@ -35,12 +36,82 @@ std::optional<Elementwise> mlir::tamoe::matchElementwise(linalg::GenericOp op) {
     return matchPattern(value, m_AnyZeroFloat());
   };
   // Anything in the body besides `ops` and constants would be dropped.
-  auto only = [&](std::initializer_list<Operation *> ops) {
+  auto only = [&](ArrayRef<Operation *> ops) {
     return llvm::all_of(body->without_terminator(), [&](Operation &inner) {
       return llvm::is_contained(ops, &inner) || isa<arith::ConstantOp>(inner);
     });
   };
   unsigned inputs = op.getNumDpsInputs();
+  auto one = [](Value value) { return matchPattern(value, m_OneFloat()); };
+  // The ops of the body that a pattern used, for `only`.
+  SmallVector<Operation *> used;
+  // `value` = op(lhs, rhs) of OpTy, either operand order when `commutes`:
+  // the operands, lhs first (as matched).
+  auto binary = [&](auto tag, Value value, bool commutes, auto lhs,
+                    auto rhs) -> bool {
+    using OpTy = decltype(tag);
+    auto op = value.getDefiningOp<OpTy>();
+    if (!op || op->getBlock() != body)
+      return false;
+    used.push_back(op);
+    if (lhs(op.getLhs()) && rhs(op.getRhs()))
+      return true;
+    return commutes && lhs(op.getRhs()) && rhs(op.getLhs());
+  };
+  // 1 / (1 + exp(-x)) (the sigmoid), binding its x.
+  Value sigmoidOf;
+  auto exponent = [&](Value value) {
+    auto exp = value.getDefiningOp<math::ExpOp>();
+    auto neg = exp ? exp.getOperand().getDefiningOp<arith::NegFOp>() : nullptr;
+    if (!neg || exp->getBlock() != body || neg->getBlock() != body)
+      return false;
+    used.append({exp, neg});
+    sigmoidOf = neg.getOperand();
+    return true;
+  };
+  auto denominator = [&](Value value) {
+    return binary(arith::AddFOp(), value, true, exponent, one);
+  };
+  auto sigmoid = [&](Value value) {
+    return binary(arith::DivFOp(), value, false, one, denominator);
+  };
+  Value yielded = yield.getValues()[0];
+
+  // silu: x / (1 + exp(-x)), as buildElementwise writes it.
+  Value silu;
+  if (binary(
+          arith::DivFOp(), yielded, false,
+          [&](Value v) { return (silu = v), true; }, denominator) &&
+      silu == sigmoidOf && input(silu) && inputs == 1 && only(used))
+    return Elementwise{ElementwiseKind::Silu, input(silu), Value()};
+  used.clear();
+  // silu's gradient: b * (s * (1 + x * (1 - s))), s the sigmoid of x.
+  Value gradient, s, again;
+  auto oneMinusS = [&](Value v) {
+    return binary(arith::SubFOp(), v, false, one,
+                  [&](Value w) { return w == s; });
+  };
+  auto xTimes = [&](Value v) {
+    return binary(
+        arith::MulFOp(), v, true, [&](Value w) { return (again = w), true; },
+        oneMinusS);
+  };
+  auto onePlus = [&](Value v) {
+    return binary(arith::AddFOp(), v, true, one, xTimes);
+  };
+  auto derivative = [&](Value v) {
+    return binary(
+        arith::MulFOp(), v, true,
+        [&](Value w) { return sigmoid(w) && (s = w); }, onePlus);
+  };
+  if (inputs == 2 &&
+      binary(
+          arith::MulFOp(), yielded, true,
+          [&](Value v) { return (gradient = v), true; }, derivative) &&
+      again == sigmoidOf && input(again) && input(gradient) && only(used))
+    return Elementwise{ElementwiseKind::SiluGrad, input(again),
+                       input(gradient)};
+  used.clear();
 
   // relu's gradient: select(a > 0, b, 0).
   if (auto select = dyn_cast<arith::SelectOp>(compute)) {
@@ -139,6 +210,8 @@ Value mlir::tamoe::buildElementwise(OpBuilder &builder, Location loc,
   case ElementwiseKind::Relu:
   case ElementwiseKind::Neg:
   case ElementwiseKind::ReluGrad:
+  case ElementwiseKind::Silu:
+  case ElementwiseKind::SiluGrad:
     break;
   }
   auto type = cast<RankedTensorType>(a.getType());
@@ -156,6 +229,36 @@ Value mlir::tamoe::buildElementwise(OpBuilder &builder, Location loc,
           linalg::YieldOp::create(body, loc,
                                   Value(arith::NegFOp::create(body, loc,
                                                               args[0])));
+          return;
+        }
+        Type element = type.getElementType();
+        auto one = [&] {
+          return arith::ConstantOp::create(body, loc,
+                                           body.getFloatAttr(element, 1.0));
+        };
+        // 1 + exp(-x) and the sigmoid 1 / (1 + exp(-x)).
+        auto denominator = [&](Value x) {
+          Value e = math::ExpOp::create(body, loc,
+                                        arith::NegFOp::create(body, loc, x));
+          return arith::AddFOp::create(body, loc, e, one()).getResult();
+        };
+        if (kind == ElementwiseKind::Silu) {
+          linalg::YieldOp::create(
+              body, loc,
+              Value(arith::DivFOp::create(body, loc, args[0],
+                                          denominator(args[0]))));
+          return;
+        }
+        if (kind == ElementwiseKind::SiluGrad) {
+          Value x = args[0];
+          Value s = arith::DivFOp::create(body, loc, one(), denominator(x));
+          Value oneMinusS = arith::SubFOp::create(body, loc, one(), s);
+          Value inner = arith::AddFOp::create(
+              body, loc, one(), arith::MulFOp::create(body, loc, x, oneMinusS));
+          Value derivative = arith::MulFOp::create(body, loc, s, inner);
+          linalg::YieldOp::create(
+              body, loc,
+              Value(arith::MulFOp::create(body, loc, args[1], derivative)));
           return;
         }
         Value zero = arith::ConstantOp::create(
@@ -205,10 +308,15 @@ LogicalResult mlir::tamoe::addElementwiseVJP(OpBuilder &b, Location loc,
     context.addCotangent(x, buildElementwise(b, loc, ElementwiseKind::ReluGrad,
                                              context.primal(result), d));
     return success();
+  case ElementwiseKind::Silu:
+    context.addCotangent(x, buildElementwise(b, loc, ElementwiseKind::SiluGrad,
+                                             context.primal(x), d));
+    return success();
   case ElementwiseKind::ReluGrad:
+  case ElementwiseKind::SiluGrad:
     break;
   }
-  return emitError(loc) << "relu's gradient has no gradient rule: tamoe "
-                           "takes first derivatives only";
+  return emitError(loc) << "an activation's gradient has no gradient rule: "
+                           "tamoe takes first derivatives only";
 }
 

@@ -115,8 +115,9 @@ struct GenericVJP
     if (!match)
       return op->emitOpError()
              << "has no gradient rule: tamoe differentiates a linalg.generic "
-                "that is one elementwise add, sub, mul, neg or relu "
-                "(max(x, 0)) on operands of one shape";
+                "that is one elementwise add, sub, mul, neg, relu "
+                "(max(x, 0)) or silu (x / (1 + exp(-x))) on operands of one "
+                "shape";
     return addElementwiseVJP(b, op->getLoc(), context, match->kind, match->a,
                              match->b, op->getResult(0), d);
   }

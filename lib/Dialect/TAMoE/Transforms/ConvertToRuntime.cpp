@@ -44,7 +44,9 @@ enum class MapKind : int32_t {
   Mul = 2,
   Relu = 3,
   Neg = 4,
-  ReluGrad = 5
+  ReluGrad = 5,
+  Silu = 6,
+  SiluGrad = 7
 };
 
 MapKind toMapKind(ElementwiseKind kind) {
@@ -61,6 +63,10 @@ MapKind toMapKind(ElementwiseKind kind) {
     return MapKind::Neg;
   case ElementwiseKind::ReluGrad:
     return MapKind::ReluGrad;
+  case ElementwiseKind::Silu:
+    return MapKind::Silu;
+  case ElementwiseKind::SiluGrad:
+    return MapKind::SiluGrad;
   }
   llvm_unreachable("unknown elementwise kind");
 }
@@ -1087,8 +1093,8 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
       return WalkResult::advance();
     op->emitOpError()
         << "would run on the host: a device-resident program lowers only "
-           "tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu "
-           "and relu's gradient, and extf/truncf, on f32, bf16 or f16 "
+           "tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, "
+           "silu and their gradients, and extf/truncf, on f32, bf16 or f16 "
            "tensors to the runtime";
     return WalkResult::interrupt();
   });

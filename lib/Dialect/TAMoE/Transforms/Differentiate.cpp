@@ -274,7 +274,8 @@ DifferentiatePass::differentiate(func::FuncOp function) {
     if (!rule) {
       op.emitOpError()
           << "has no gradient rule: tamoe-differentiate covers the tamoe "
-             "ops, linalg.matmul, elementwise add, sub, mul, neg and relu, "
+             "ops, linalg.matmul, elementwise add, sub, mul, neg, relu and "
+             "silu, "
              "sums (linalg.reduce, linalg.broadcast), reshapes, casts, "
              "slices and constants";
       return fail();

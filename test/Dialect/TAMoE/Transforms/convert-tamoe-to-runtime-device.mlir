@@ -103,7 +103,7 @@ module {
 module {
   func.func @not_elementwise(%x: tensor<16xf32>) -> tensor<16xf32> {
     %e = tensor.empty() : tensor<16xf32>
-    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu and relu's gradient, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
+    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, silu and their gradients, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
     %y = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%x : tensor<16xf32>) outs(%e : tensor<16xf32>) {
     ^bb0(%in: f32, %out: f32):
       %m = math.exp %in : f32
@@ -118,7 +118,7 @@ module {
 module {
   func.func @integer_add(%a: tensor<4xi32>, %b: tensor<4xi32>) -> tensor<4xi32> {
     %e = tensor.empty() : tensor<4xi32>
-    // expected-error @+1 {{'linalg.add' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu and relu's gradient, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
+    // expected-error @+1 {{'linalg.add' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, silu and their gradients, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
     %c = linalg.add ins(%a, %b : tensor<4xi32>, tensor<4xi32>) outs(%e : tensor<4xi32>) -> tensor<4xi32>
     return %c : tensor<4xi32>
   }
@@ -186,7 +186,7 @@ module {
 module {
   func.func @f64_conversion(%x: tensor<4x2xf32>) -> tensor<4x2xf64> {
     %e = tensor.empty() : tensor<4x2xf64>
-    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu and relu's gradient, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
+    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, silu and their gradients, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
     %y = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<4x2xf32>) outs(%e : tensor<4x2xf64>) {
     ^bb0(%in: f32, %out: f64):
       %t = arith.extf %in : f32 to f64
@@ -266,5 +266,65 @@ module {
       linalg.yield %v : f32
     } -> tensor<4x2xf32>
     return %t, %n, %r : tensor<4x2xf32>, tensor<4x2xf32>, tensor<4x2xf32>
+  }
+}
+
+// -----
+
+// silu (x / (1 + exp(-x)), either order of the sum) and its gradient as
+// tamoe-differentiate writes it are maps SILU (6) and SILU_GRAD (7); a body
+// that is almost silu (exp(x) in place of exp(-x)) is not.
+#map = affine_map<(d0, d1) -> (d0, d1)>
+module {
+  // CHECK-LABEL: func.func @silu
+  func.func @silu(%x: tensor<4x8xf32>, %d: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xf32>) {
+    // CHECK-DAG: %[[SILU:.*]] = arith.constant 6 : i32
+    // CHECK-DAG: %[[GRAD:.*]] = arith.constant 7 : i32
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[SILU]],
+    // CHECK: call @tamoe_rt_map(%{{.*}}, %[[GRAD]],
+    // CHECK-NOT: linalg.generic
+    %one = arith.constant 1.0 : f32
+    %e = tensor.empty() : tensor<4x8xf32>
+    %s = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+    ^bb0(%in: f32, %out: f32):
+      %n = arith.negf %in : f32
+      %p = math.exp %n : f32
+      %den = arith.addf %one, %p : f32
+      %r = arith.divf %in, %den : f32
+      linalg.yield %r : f32
+    } -> tensor<4x8xf32>
+    %g = linalg.generic {indexing_maps = [#map, #map, #map], iterator_types = ["parallel", "parallel"]} ins(%x, %d : tensor<4x8xf32>, tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+    ^bb0(%in: f32, %dd: f32, %out: f32):
+      %n = arith.negf %in : f32
+      %p = math.exp %n : f32
+      %den = arith.addf %p, %one : f32
+      %sig = arith.divf %one, %den : f32
+      %t = arith.subf %one, %sig : f32
+      %u = arith.mulf %in, %t : f32
+      %v = arith.addf %one, %u : f32
+      %w = arith.mulf %sig, %v : f32
+      %r = arith.mulf %dd, %w : f32
+      linalg.yield %r : f32
+    } -> tensor<4x8xf32>
+    return %s, %g : tensor<4x8xf32>, tensor<4x8xf32>
+  }
+}
+
+// -----
+
+#map = affine_map<(d0, d1) -> (d0, d1)>
+module {
+  func.func @not_silu(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
+    %one = arith.constant 1.0 : f32
+    %e = tensor.empty() : tensor<4x8xf32>
+    // expected-error @+1 {{'linalg.generic' op would run on the host}}
+    %s = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+    ^bb0(%in: f32, %out: f32):
+      %p = math.exp %in : f32
+      %den = arith.addf %one, %p : f32
+      %r = arith.divf %in, %den : f32
+      linalg.yield %r : f32
+    } -> tensor<4x8xf32>
+    return %s : tensor<4x8xf32>
   }
 }

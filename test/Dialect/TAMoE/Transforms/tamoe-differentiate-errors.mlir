@@ -4,7 +4,7 @@
 
 // An op a gradient flows through without a rule.
 func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
-  // expected-error @+1 {{'math.exp' op has no gradient rule: tamoe-differentiate covers the tamoe ops, linalg.matmul, elementwise add, sub, mul, neg and relu, sums (linalg.reduce, linalg.broadcast), reshapes, casts, slices and constants}}
+  // expected-error @+1 {{'math.exp' op has no gradient rule: tamoe-differentiate covers the tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu and silu, sums (linalg.reduce, linalg.broadcast), reshapes, casts, slices and constants}}
   %e = math.exp %x : tensor<4xf32>
   return %e : tensor<4xf32>
 }
@@ -95,7 +95,7 @@ func.func @g(%a: tensor<8x4xf32>, %b: tensor<8x6xf32>, %c: tensor<4x6xf32>, %d: 
 #map = affine_map<(d0) -> (d0)>
 func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
   %e = tensor.empty() : tensor<4xf32>
-  // expected-error @+1 {{'linalg.generic' op has no gradient rule: tamoe differentiates a linalg.generic that is one elementwise add, sub, mul, neg or relu (max(x, 0)) on operands of one shape}}
+  // expected-error @+1 {{'linalg.generic' op has no gradient rule: tamoe differentiates a linalg.generic that is one elementwise add, sub, mul, neg, relu (max(x, 0)) or silu (x / (1 + exp(-x))) on operands of one shape}}
   %y = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel"]} ins(%x : tensor<4xf32>) outs(%e : tensor<4xf32>) {
   ^bb0(%in: f32, %out: f32):
     %s = math.sqrt %in : f32
@@ -115,7 +115,7 @@ func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
 func.func @f(%x: tensor<4xf32>, %dy: tensor<4xf32>) -> tensor<4xf32> {
   %zero = arith.constant 0.0 : f32
   %e = tensor.empty() : tensor<4xf32>
-  // expected-error @+1 {{relu's gradient has no gradient rule: tamoe takes first derivatives only}}
+  // expected-error @+1 {{an activation's gradient has no gradient rule: tamoe takes first derivatives only}}
   %y = linalg.generic {indexing_maps = [#map, #map, #map], iterator_types = ["parallel"]} ins(%x, %dy : tensor<4xf32>, tensor<4xf32>) outs(%e : tensor<4xf32>) {
   ^bb0(%a: f32, %b: f32, %out: f32):
     %c = arith.cmpf ogt, %a, %zero : f32

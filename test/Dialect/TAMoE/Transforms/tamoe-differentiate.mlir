@@ -271,3 +271,40 @@ func.func @use_loss(%x: tensor<2x8xf32>, %aux: tensor<f32>, %u: tensor<4xf32>, %
   return
 }
 
+
+// -----
+
+// silu, x / (1 + exp(-x)) (SwiGLU's gate): its gradient is
+// d * s * (1 + x * (1 - s)) with s the sigmoid of the (saved) input, one
+// linalg.generic that the device-resident lowering runs as SILU_GRAD.
+#map = affine_map<(d0, d1) -> (d0, d1)>
+// CHECK-LABEL: func.func @silu_backward
+// CHECK-SAME: (%[[X:[^:]*]]: tensor<4x8xf32>, %[[D:.*]]: tensor<4x8xf32>)
+// CHECK: linalg.generic {{.*}} ins(%[[X]], %[[D]] : tensor<4x8xf32>, tensor<4x8xf32>)
+// CHECK: ^bb0(%[[IN:.*]]: f32, %[[G:.*]]: f32, %{{.*}}: f32):
+// CHECK: %[[NEG:.*]] = arith.negf %[[IN]]
+// CHECK: %[[EXP:.*]] = math.exp %[[NEG]]
+// CHECK: %[[DEN:.*]] = arith.addf %[[EXP]], %{{.*}}
+// CHECK: %[[S:.*]] = arith.divf %{{.*}}, %[[DEN]]
+// CHECK: %[[T:.*]] = arith.subf %{{.*}}, %[[S]]
+// CHECK: %[[U:.*]] = arith.mulf %[[IN]], %[[T]]
+// CHECK: %[[V:.*]] = arith.addf %{{.*}}, %[[U]]
+// CHECK: %[[W:.*]] = arith.mulf %[[S]], %[[V]]
+// CHECK: arith.mulf %[[G]], %[[W]]
+func.func @silu(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %one = arith.constant 1.0 : f32
+  %e = tensor.empty() : tensor<4x8xf32>
+  %r = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%in: f32, %out: f32):
+    %n = arith.negf %in : f32
+    %p = math.exp %n : f32
+    %d = arith.addf %one, %p : f32
+    %s = arith.divf %in, %d : f32
+    linalg.yield %s : f32
+  } -> tensor<4x8xf32>
+  return %r : tensor<4x8xf32>
+}
+func.func @use_silu(%x: tensor<4x8xf32>, %d: tensor<4x8xf32>) {
+  %r, %dx = tamoe.vjp @silu(%x) cotangents(%d) : (tensor<4x8xf32>), (tensor<4x8xf32>) -> (tensor<4x8xf32>), (tensor<4x8xf32>)
+  return
+}

@@ -30,12 +30,15 @@ void registerTensorVJPExternalModels(DialectRegistry &registry);
 /// The elementwise computations that gradients are built from and that the
 /// device-resident lowering runs as tamoe_rt_map.
 enum class ElementwiseKind {
-  Add,     // a + b
-  Sub,     // a - b
-  Mul,     // a * b
-  Relu,    // max(a, 0)
-  Neg,     // -a
-  ReluGrad // b where a > 0, else 0 (a: relu's input or output, b: gradient)
+  Add,      // a + b
+  Sub,      // a - b
+  Mul,      // a * b
+  Relu,     // max(a, 0)
+  Neg,      // -a
+  ReluGrad, // b where a > 0, else 0 (a: relu's input or output, b: gradient)
+  Silu,     // a / (1 + exp(-a)), SwiGLU's gate
+  SiluGrad  // b * s * (1 + a * (1 - s)), s = 1 / (1 + exp(-a)) (a: silu's
+            // input, b: gradient)
 };
 
 /// One elementwise computation of a linalg.generic: its kind and its
