@@ -33,6 +33,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -164,6 +165,8 @@ public:
                         const float *cInit, float *c) = 0;
   virtual Result map(tamoe_rt_map_t op, const float *a, const float *b,
                      int64_t n, float *out) = 0;
+  virtual Result convert(tamoe_rt_dtype_t from, const void *src,
+                         tamoe_rt_dtype_t to, void *dst, int64_t n) = 0;
   virtual Result gateGrad(const float *probs, const int32_t *ids,
                           int64_t tokens, int64_t experts, int64_t k,
                           bool sigmoid, bool renormalize, const float *dWeights,
@@ -364,6 +367,10 @@ public:
   Result map(tamoe_rt_map_t op, const float *a, const float *b, int64_t n,
              float *out) override {
     return wrap(tamoe_rt_map(context_, op, TAMOE_RT_F32, a, b, n, out));
+  }
+  Result convert(tamoe_rt_dtype_t from, const void *src, tamoe_rt_dtype_t to,
+                 void *dst, int64_t n) override {
+    return wrap(tamoe_rt_convert(context_, from, src, to, dst, n));
   }
   Result gateGrad(const float *probs, const int32_t *ids, int64_t tokens,
                   int64_t experts, int64_t k, bool sigmoid, bool renormalize,
@@ -587,6 +594,10 @@ public:
   Result map(tamoe_rt_map_t op, const float *a, const float *b, int64_t n,
              float *out) override {
     return wrap(backend_->map(op, a, b, n, out));
+  }
+  Result convert(tamoe_rt_dtype_t from, const void *src, tamoe_rt_dtype_t to,
+                 void *dst, int64_t n) override {
+    return wrap(backend_->convert(from, src, to, dst, n));
   }
   Result gateGrad(const float *probs, const int32_t *ids, int64_t tokens,
                   int64_t experts, int64_t k, bool sigmoid, bool renormalize,
@@ -1273,6 +1284,74 @@ void checkMaps(uint64_t seed) {
                                     1e-5f, 1e-6f);
               });
   }
+}
+
+/// f32 -> bf16 and f16 against hand-computed bits (ties to even, overflow
+/// to infinity, subnormals), and round trips of random values: narrowing
+/// what was widened is exact, widening what was narrowed is within half an
+/// ulp. What the core's staging of bf16 rows runs on (docs/runtime.md).
+void checkConvert(uint64_t seed) {
+  struct Case {
+    tamoe_rt_dtype_t type;
+    const char *name;
+    std::vector<float> values;
+    std::vector<uint16_t> bits;
+    float halfUlp;
+  };
+  std::vector<Case> cases = {
+      {TAMOE_RT_BF16,
+       "bf16",
+       {1.0f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f,
+        -2.5f, FLT_MAX, 0.0f, -0.0f},
+       {0x3f80, 0x3f80, 0x3f82, 0x3f81, 0xc020, 0x7f80, 0x0000, 0x8000},
+       0x1p-8f},
+      {TAMOE_RT_F16,
+       "f16",
+       {1.0f, 1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65504.0f, 65520.0f,
+        0x1p-24f, 0x1p-25f, 0.1f},
+       {0x3c00, 0x3c00, 0x3c02, 0x7bff, 0x7c00, 0x0001, 0x0000, 0x2e66},
+       0x1p-11f},
+  };
+  reference::Random random(seed);
+  std::vector<float> values = random.floats(100000, -4, 4);
+  int64_t n = int64_t(values.size());
+  for (const Case &c : cases)
+    for (Engine *engine : engines)
+      runCase(std::string("convert f32 <-> ") + c.name + " [" + engine->name() +
+                  "]",
+              [&]() -> std::string {
+                Scope s(*engine);
+                int64_t count = int64_t(c.values.size());
+                uint16_t *bits = s.make<uint16_t>(count);
+                require(engine->convert(TAMOE_RT_F32, s.put(c.values), c.type,
+                                        bits, count),
+                        "convert");
+                std::vector<uint16_t> got = s.get(bits, count);
+                for (size_t i = 0; i < got.size(); ++i)
+                  if (got[i] != c.bits[i])
+                    return "value " + std::to_string(c.values[i]) + " gave " +
+                           std::to_string(got[i]) + ", want " +
+                           std::to_string(c.bits[i]);
+                uint16_t *narrow = s.make<uint16_t>(n),
+                         *again = s.make<uint16_t>(n);
+                float *wide = s.make<float>(n);
+                require(engine->convert(TAMOE_RT_F32, s.put(values), c.type,
+                                        narrow, n),
+                        "convert");
+                require(engine->convert(c.type, narrow, TAMOE_RT_F32, wide, n),
+                        "convert");
+                require(engine->convert(TAMOE_RT_F32, wide, c.type, again, n),
+                        "convert");
+                std::vector<float> back = s.get(wide, n);
+                if (s.get(narrow, n) != s.get(again, n))
+                  return std::string("narrowing a widened value changed it");
+                for (int64_t i = 0; i < n; ++i)
+                  if (std::fabs(back[i] - values[i]) >
+                      c.halfUlp * std::fabs(values[i]) + 0x1p-24f)
+                    return "value " + std::to_string(values[i]) +
+                           " came back as " + std::to_string(back[i]);
+                return std::string();
+              });
 }
 
 void checkGateGrad(int64_t tokens, int64_t experts, int64_t k, bool sigmoid,
@@ -2037,6 +2116,7 @@ int runChecks() {
                   transposeA != transposeB, seed++);
   checkMatmul(1, 1, 1, true, true, false, seed++);
   checkMaps(seed++);
+  checkConvert(seed++);
   checkCombine(333, 1001, 4, 900, seed++, false);
   // The gradients: the shapes of the forward checks.
   checkGateGrad(4096, 64, 2, false, false, 0, 0, seed++);
