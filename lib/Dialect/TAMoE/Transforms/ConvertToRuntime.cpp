@@ -538,23 +538,31 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
   Value send = op.getSend();
   Value sendCounts = l.data(op.getSendCounts());
   Value recvCounts = l.output(countsType);
-  // Size the receive buffer by what the peers will send; the slot for the
-  // total lives in the function's entry block, so that an exchange in a
-  // loop does not grow the stack.
-  Value total;
-  {
-    OpBuilder::InsertionGuard guard(l.b);
-    if (auto function = op->getParentOfType<func::FuncOp>())
-      l.b.setInsertionPointToStart(&function.front());
-    total = memref::AllocaOp::create(l.b, l.loc,
-                                     MemRefType::get({}, l.b.getIndexType()));
-  }
-  l.runtime("all_to_all_counts",
-            {l.i32(int32_t(group)), sendCounts, l.index(peers),
-             l.index(split), l.pointer(recvCounts), l.pointer(total)});
   RankedTensorType receivedType = op.getReceived().getType();
-  Value received =
-      l.output(receivedType, memref::LoadOp::create(l.b, l.loc, total));
+  Value received;
+  if (receivedType.hasStaticShape()) {
+    // The buffer's size is known: the exchange sends the counts once, and
+    // fails on every rank if more rows would arrive than it holds.
+    received = l.output(receivedType);
+  } else {
+    // Size the receive buffer by what the peers will send (the counts
+    // first, their total read on the host); the slot for the total lives in
+    // the function's entry block, so that an exchange in a loop does not
+    // grow the stack.
+    Value total;
+    {
+      OpBuilder::InsertionGuard guard(l.b);
+      if (auto function = op->getParentOfType<func::FuncOp>())
+        l.b.setInsertionPointToStart(&function.front());
+      total = memref::AllocaOp::create(l.b, l.loc,
+                                       MemRefType::get({}, l.b.getIndexType()));
+    }
+    l.runtime("all_to_all_counts",
+              {l.i32(int32_t(group)), sendCounts, l.index(peers),
+               l.index(split), l.pointer(recvCounts), l.pointer(total)});
+    received =
+        l.output(receivedType, memref::LoadOp::create(l.b, l.loc, total));
+  }
   l.runtime("all_to_all",
             {l.i32(int32_t(group)), l.data(send), l.dim(send, 0),
              l.rowBytes(op.getSend().getType()), sendCounts,

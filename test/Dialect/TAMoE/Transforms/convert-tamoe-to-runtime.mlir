@@ -243,3 +243,22 @@ func.func @g(%x: tensor<4xf32>) {
   %y, %d = tamoe.vjp @f(%x) cotangents(%x) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
   return
 }
+
+// -----
+
+// A received buffer of static size (the exchange back to the tokens) needs
+// no counts first: the exchange sends them once, and its capacity bounds
+// what may arrive.
+module {
+  shard.grid @ep(shape = 8)
+  // CHECK-LABEL: func.func @static_receive
+  func.func @static_receive(%rows: tensor<?x64xf32>, %counts: tensor<8x2xi32>) -> tensor<32x64xf32> {
+    // CHECK-DAG: %[[C32:.*]] = arith.constant 32 : index
+    // CHECK-NOT: tamoe_rt_all_to_all_counts
+    // CHECK: %[[RECV:.*]] = memref.alloc() : memref<32x64xf32>
+    // CHECK-NOT: tamoe_rt_all_to_all_counts
+    // CHECK: call @tamoe_rt_all_to_all({{.*}}, %[[C32]], %{{.*}})
+    %back, %back_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<?x64xf32>, tensor<8x2xi32> -> tensor<32x64xf32>
+    return %back : tensor<32x64xf32>
+  }
+}
