@@ -319,6 +319,10 @@ private:
   LogicalResult lower(DispatchOp op);
   LogicalResult lower(AllToAllOp op, SymbolTableCollection &symbols);
   LogicalResult lower(RegroupOp op);
+  /// static-capacity: the rows one counts entry of each exchange stands for
+  /// at most (rowsPerCountsEntry), found before the ops it traces through
+  /// are lowered.
+  DenseMap<Operation *, int64_t> rowsPerEntry;
   LogicalResult lower(DedupPackOp op);
   LogicalResult lower(DedupExpandOp op);
   LogicalResult lower(GroupedMatmulOp op);
@@ -522,6 +526,37 @@ static void checkGrid(Lowering &l, shard::GridOp grid, bool nodes) {
          {});
 }
 
+/// The most rows one entry of an exchange's counts can stand for: the
+/// capacity of the dispatch the entries come from, through reshapes,
+/// regroups and earlier exchanges (which move entries, never merge them);
+/// none when they are not bounded so. Every rank runs the same program, so
+/// a peer's entries have the same bound; and were one larger, the exchange
+/// would fail on every rank with CAPACITY_EXCEEDED, never overrun a buffer.
+static std::optional<int64_t> rowsPerCountsEntry(Value counts) {
+  while (Operation *def = counts.getDefiningOp()) {
+    if (auto dispatch = dyn_cast<DispatchOp>(def))
+      return counts == dispatch.getExpertCounts()
+                 ? dispatch.getCapacityFor(
+                       dispatch.getTokens().getType().getDimSize(0))
+                 : std::nullopt;
+    if (auto expand = dyn_cast<tensor::ExpandShapeOp>(def))
+      counts = expand.getSrc();
+    else if (auto collapse = dyn_cast<tensor::CollapseShapeOp>(def))
+      counts = collapse.getSrc();
+    else if (auto cast = dyn_cast<tensor::CastOp>(def))
+      counts = cast.getSource();
+    else if (auto regroup = dyn_cast<RegroupOp>(def);
+             regroup && counts == regroup.getRegroupedCounts())
+      counts = regroup.getCounts();
+    else if (auto exchange = dyn_cast<AllToAllOp>(def);
+             exchange && counts == exchange.getRecvCounts())
+      counts = exchange.getSendCounts();
+    else
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
                                           SymbolTableCollection &symbols) {
   if (failed(checkElements(op, {}, {}, {op.getSendCounts()})))
@@ -539,11 +574,19 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
   Value sendCounts = l.data(op.getSendCounts());
   Value recvCounts = l.output(countsType);
   RankedTensorType receivedType = op.getReceived().getType();
+  std::optional<int64_t> perEntry;
+  if (auto found = rowsPerEntry.find(op); found != rowsPerEntry.end())
+    perEntry = found->second;
   Value received;
   if (receivedType.hasStaticShape()) {
     // The buffer's size is known: the exchange sends the counts once, and
     // fails on every rank if more rows would arrive than it holds.
     received = l.output(receivedType);
+  } else if (int64_t rows; perEntry && *perEntry >= 0 &&
+                           !__builtin_mul_overflow(countsType.getNumElements(),
+                                                   *perEntry, &rows)) {
+    // static-capacity: as many rows as the counts' entries can stand for.
+    received = l.output(receivedType, l.index(rows));
   } else {
     // Size the receive buffer by what the peers will send (the counts
     // first, their total read on the host); the slot for the total lives in
@@ -1176,6 +1219,13 @@ void ConvertToRuntimePass::runOnOperation() {
         isa<shard::ProcessLinearIndexOp, shard::ProcessMultiIndexOp>(op))
       ops.push_back(op);
   });
+  rowsPerEntry.clear();
+  if (staticCapacity)
+    for (Operation *op : ops)
+      if (auto exchange = dyn_cast<AllToAllOp>(op))
+        if (std::optional<int64_t> rows =
+                rowsPerCountsEntry(exchange.getSendCounts()))
+          rowsPerEntry[op] = *rows;
   for (Operation *op : ops) {
     if (isa<TAMoEDialect>(op->getDialect()) && failed(checkShapes(op)))
       return signalPassFailure();

@@ -50,6 +50,7 @@ LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
   std::string pipeline =
       (llvm::Twine("convert-tamoe-to-runtime{device-resident=") +
        (device ? "true" : "false") +
+       " static-capacity=" + (options.staticCapacity ? "true" : "false") +
        "},one-shot-bufferize{bufferize-function-boundaries "
        "function-boundary-type-conversion=identity-layout-map "
        "allow-return-allocs-from-loops},"

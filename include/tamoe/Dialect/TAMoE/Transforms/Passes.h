@@ -81,6 +81,12 @@ struct LoweringOptions : public PassPipelineOptions<LoweringOptions> {
                      "so that the program runs on the cuda backend with no "
                      "host loop"),
       llvm::cl::init(false)};
+  Option<bool> staticCapacity{
+      *this, "static-capacity",
+      llvm::cl::desc("Size the receive buffers of capacity-limited exchanges "
+                     "by the capacity: no counts round and no host wait for "
+                     "totals (convert-tamoe-to-runtime{static-capacity})"),
+      llvm::cl::init(false)};
 };
 
 /// Adds `tamoe-to-llvm`: convert-tamoe-to-runtime, then upstream passes down

@@ -239,7 +239,15 @@ def TAMoEConvertToRuntimePass
     Option<"deviceResident", "device-resident", "bool",
            /*default=*/"false",
            "Lower the layer's dense compute to runtime calls as well and "
-           "reject any other tensor compute">
+           "reject any other tensor compute">,
+    Option<"staticCapacity", "static-capacity", "bool",
+           /*default=*/"false",
+           "Size an exchange's receive buffer by the capacity of the "
+           "dispatch its counts come from (entries x capacity rows) instead "
+           "of exchanging the counts first: they travel once and the host "
+           "waits for no total, so a step can be captured as a CUDA graph. "
+           "The received tensor then has that many rows, those past the "
+           "counts unspecified">
   ];
   let dependentDialects = [
     "mlir::affine::AffineDialect", "mlir::arith::ArithDialect",
