@@ -40,6 +40,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -88,6 +89,11 @@ static cl::opt<unsigned> inputTimeout("input-timeout",
                                                "before it counts as a hang "
                                                "(30)"),
                                       cl::init(30), BOTH);
+static cl::opt<std::string>
+    replayFile("replay",
+               cl::desc("Run one saved input in this process (as the "
+                        "campaign would), instead of a campaign"),
+               cl::init(""), BOTH);
 static cl::opt<std::string> crashesDir("crashes",
                                        cl::desc("Where failing inputs are "
                                                 "saved (default: none)"),
@@ -119,6 +125,10 @@ static cl::opt<unsigned> toolEvery("tool-every",
 
 /// A child's exit status when an input broke an invariant.
 static constexpr int kInvariantBroken = 3;
+/// What an evaluation returns when the child must not go on: MLIR 22's
+/// parser may have corrupted the heap (below), so the next input runs in a
+/// fresh child.
+static constexpr int kRestart = 4;
 
 namespace {
 /// What the children count, in memory shared with the parent.
@@ -181,7 +191,7 @@ public:
       text = bases[pick(bases.size())];
       for (size_t count = pick(2) ? 1 : 2 + pick(2); count > 0; --count)
         mutate(text);
-    } while (hasMalformedDimensions(text));
+    } while (hasMalformedDimensions(text) || hasRepeatedBlockLabel(text));
     return text;
   }
 
@@ -270,6 +280,33 @@ private:
          at = text.find("dimensions", at + 1))
       if (!wellFormed.match(text.substr(at)))
         return true;
+    return false;
+  }
+
+  /// Whether a block label is defined twice with no region boundary (a line
+  /// with a brace) between them: when a region's block is defined again,
+  /// MLIR 22's parser frees the region's operations while they are still
+  /// in use and corrupts the heap (valgrind: an invalid write in
+  /// Operation::dropAllReferences after linalg.generic's parse fails), so
+  /// a later input crashes somewhere unrelated: an upstream bug, so such
+  /// inputs are not generated.
+  static bool hasRepeatedBlockLabel(StringRef text) {
+    llvm::StringSet<> labels;
+    for (StringRef line : split(text, '\n')) {
+      line = line.trim();
+      if (line.starts_with("//"))
+        continue;
+      if (line.contains('{') || line.contains('}')) {
+        labels.clear();
+        continue;
+      }
+      if (!line.starts_with("^"))
+        continue;
+      StringRef label = line.take_until(
+          [](char c) { return c == '(' || c == ':' || c == ' '; });
+      if (!labels.insert(label).second)
+        return true;
+    }
     return false;
   }
 
@@ -402,8 +439,15 @@ struct IRTarget {
   /// 0, or kInvariantBroken. `variant` picks the pipeline's options.
   int evaluate(StringRef text, uint64_t variant, uint64_t index) {
     mlir::OwningOpRef<mlir::ModuleOp> module = parse(text);
+    // When the parse of an op with a region fails (linalg.generic: a block
+    // defined twice, a value used before a definition that then fails),
+    // MLIR 22's parser frees the region's operations while they are still
+    // in use (valgrind: an invalid write in Operation::dropAllReferences),
+    // and a later input in the same process crashes somewhere unrelated: an
+    // upstream bug, so the child ends there and the next input runs in a
+    // fresh one.
     if (!module)
-      return 0;
+      return text.contains("^bb") ? kRestart : 0;
     ++shared->accepted;
     std::string options[] = {
         "", "mode=hierarchical dedup=true", "policy=optimal mode=flat",
@@ -646,6 +690,10 @@ static Counts campaign(Mutator &mutator, StringRef extension,
       if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         break;
       size_t culprit = *current;
+      if (WIFEXITED(status) && WEXITSTATUS(status) == kRestart) {
+        next = culprit + 1;
+        continue;
+      }
       if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
         ++counts.hangs;
         report("hang", batch[culprit], extension);
@@ -706,6 +754,22 @@ int main(int argc, char **argv) {
     mlir::registerAllDialects(registry);
     mlir::registerAllExtensions(registry);
     IRTarget target(registry);
+    if (!replayFile.empty()) {
+      ErrorOr<std::unique_ptr<MemoryBuffer>> file =
+          MemoryBuffer::getFile(replayFile);
+      if (!file) {
+        errs() << "tamoe-fuzz: cannot read " << replayFile << "\n";
+        return 2;
+      }
+      StringRef input = (*file)->getBuffer();
+      Shared counts{};
+      shared = &counts;
+      int verdict = target.evaluate(input, xxh3_64bits(input), 0);
+      bool broken = verdict == kInvariantBroken;
+      outs() << "tamoe-fuzz: replayed " << replayFile << ": "
+             << (broken ? "invariant broken" : "no failure") << "\n";
+      return broken ? 1 : 0;
+    }
     Mutator mutator(seed, bases([&](StringRef text) {
                       return static_cast<bool>(target.parse(text));
                     }),

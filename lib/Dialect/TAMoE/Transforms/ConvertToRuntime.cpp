@@ -1209,8 +1209,38 @@ ConvertToRuntimePass::lower(shard::ProcessMultiIndexOp op,
   return success();
 }
 
+/// A dimension index that is a constant outside [0, rank): undefined
+/// behaviour that MLIR 22's own rewrites crash on (a negative index), so
+/// the lowering refuses it first.
+static LogicalResult checkDimIndices(ModuleOp module) {
+  WalkResult walk = module.walk([](Operation *op) {
+    Value source, index;
+    if (auto dim = dyn_cast<tensor::DimOp>(op))
+      source = dim.getSource(), index = dim.getIndex();
+    else if (auto dim = dyn_cast<memref::DimOp>(op))
+      source = dim.getSource(), index = dim.getIndex();
+    else
+      return WalkResult::advance();
+    auto shaped = dyn_cast<ShapedType>(source.getType());
+    APInt value;
+    if (!shaped || !shaped.hasRank() ||
+        !matchPattern(index, m_ConstantInt(&value)))
+      return WalkResult::advance();
+    int64_t at = value.getSExtValue();
+    if (at >= 0 && at < shaped.getRank())
+      return WalkResult::advance();
+    op->emitOpError() << "cannot be lowered: its index " << at
+                      << " is not a dimension of its rank-" << shaped.getRank()
+                      << " operand";
+    return WalkResult::interrupt();
+  });
+  return failure(walk.wasInterrupted());
+}
+
 void ConvertToRuntimePass::runOnOperation() {
   ModuleOp module = getOperation();
+  if (failed(checkDimIndices(module)))
+    return signalPassFailure();
   SymbolTableCollection symbols;
   contexts.clear();
   SmallVector<Operation *> ops;
