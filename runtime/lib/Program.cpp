@@ -187,6 +187,16 @@ void write(const T *host, size_t count, int64_t index, bool append,
          std::strerror(errno));
 }
 
+/// `elements` of T in backend memory, written as `write` does.
+template <typename T>
+void writeFromBackend(const T *data, int64_t elements, int64_t index,
+                      bool append, const char *function) {
+  std::vector<T> host(elements);
+  tamoe_rt_program_check(tamoe_rt_copy_to_host(context(), host.data(), data,
+                                               elements * intptr_t(sizeof(T))));
+  write(host.data(), host.size(), index, append, function);
+}
+
 template <typename T>
 void output(const tamoe_rt_unranked_memref_t *memref, int64_t index,
             bool append, const char *function) {
@@ -195,11 +205,27 @@ void output(const tamoe_rt_unranked_memref_t *memref, int64_t index,
     return;
   }
   auto [data, elements] = contiguous<T>(memref, function);
-  std::vector<T> host(elements);
-  tamoe_rt_program_check(tamoe_rt_copy_to_host(
-      context(), host.data(), data, elements * intptr_t(sizeof(T))));
-  write(host.data(), host.size(), index, append, function);
+  writeFromBackend(data, elements, index, append, function);
 }
+
+/// f32 scratch memory of the backend for `elements`, freed with the object:
+/// where rows of another type are converted by the backend itself
+/// (tamoe_rt_convert), with the runtime's one rounding.
+class F32Scratch {
+public:
+  explicit F32Scratch(int64_t elements) {
+    tamoe_rt_program_check(tamoe_rt_alloc(
+        context(), elements * intptr_t(sizeof(float)), &pointer));
+  }
+  ~F32Scratch() {
+    if (pointer)
+      tamoe_rt_free(context(), pointer);
+  }
+  float *data() const { return static_cast<float *>(pointer); }
+
+private:
+  void *pointer = nullptr;
+};
 } // namespace
 
 extern "C" {
@@ -318,13 +344,14 @@ void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
 void _mlir_ciface_tamoeRandomBF16(tamoe_rt_unranked_memref_t *memref,
                                   int64_t seed) {
   auto [data, elements] = contiguous<uint16_t>(memref, "tamoeRandomBF16");
-  std::vector<float> values(elements);
-  tamoe_rt_program_random_f32(values.data(), elements, uint64_t(seed));
-  std::vector<uint16_t> host(elements);
-  for (int64_t i = 0; i < elements; ++i)
-    host[i] = tamoe_rt::floatToBf16(values[i]);
-  tamoe_rt_program_check(tamoe_rt_copy_to_backend(
-      context(), data, host.data(), elements * intptr_t(sizeof(uint16_t))));
+  std::vector<float> host(elements);
+  tamoe_rt_program_random_f32(host.data(), elements, uint64_t(seed));
+  F32Scratch values(elements);
+  tamoe_rt_program_check(
+      tamoe_rt_copy_to_backend(context(), values.data(), host.data(),
+                               elements * intptr_t(sizeof(float))));
+  tamoe_rt_program_check(tamoe_rt_convert(
+      context(), TAMOE_RT_F32, values.data(), TAMOE_RT_BF16, data, elements));
 }
 
 void _mlir_ciface_tamoeOutputBF16(tamoe_rt_unranked_memref_t *memref,
@@ -335,13 +362,10 @@ void _mlir_ciface_tamoeOutputBF16(tamoe_rt_unranked_memref_t *memref,
     return;
   }
   auto [data, elements] = contiguous<uint16_t>(memref, function);
-  std::vector<uint16_t> host(elements);
-  tamoe_rt_program_check(tamoe_rt_copy_to_host(
-      context(), host.data(), data, elements * intptr_t(sizeof(uint16_t))));
-  std::vector<float> widened(elements);
-  for (int64_t i = 0; i < elements; ++i)
-    widened[i] = tamoe_rt::bf16ToFloat(host[i]);
-  write(widened.data(), widened.size(), index, /*append=*/false, function);
+  F32Scratch widened(elements);
+  tamoe_rt_program_check(tamoe_rt_convert(
+      context(), TAMOE_RT_BF16, data, TAMOE_RT_F32, widened.data(), elements));
+  writeFromBackend(widened.data(), elements, index, /*append=*/false, function);
 }
 
 void _mlir_ciface_tamoeOutputF32(tamoe_rt_unranked_memref_t *memref,

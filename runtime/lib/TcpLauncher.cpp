@@ -246,6 +246,29 @@ std::string readExact(int fd, size_t length, std::string &bytes,
   return "";
 }
 
+/// A frame's header (tcp::kHeaderBytes of them), its fields not checked.
+struct Header {
+  uint32_t magic = 0, op = 0, length = 0;
+};
+Header decodeHeader(const std::string &bytes) {
+  Header header;
+  Reader reader(bytes);
+  reader.u32(header.magic);
+  reader.u32(header.op);
+  reader.u32(header.length);
+  return header;
+}
+
+/// The ranks in [from, to) without a socket yet, as "2, 5".
+std::string unconnected(const std::vector<int> &sockets, int64_t from,
+                        int64_t to) {
+  std::string list;
+  for (int64_t r = from; r < to; ++r)
+    if (sockets[r] < 0)
+      list += (list.empty() ? "" : ", ") + std::to_string(r);
+  return list;
+}
+
 /// Reads one frame of `op` whose payload is at most `maxBytes`; "" or what
 /// was wrong with it.
 std::string readFrame(int fd, uint32_t op, size_t maxBytes,
@@ -254,19 +277,15 @@ std::string readFrame(int fd, uint32_t op, size_t maxBytes,
   std::string problem = readExact(fd, tcp::kHeaderBytes, header, deadline);
   if (!problem.empty())
     return problem;
-  Reader reader(header);
-  uint32_t magic = 0, gotOp = 0, length = 0;
-  reader.u32(magic);
-  reader.u32(gotOp);
-  reader.u32(length);
-  if (magic != tcp::kMagic)
-    return str("it is not a tamoe message (magic 0x", std::hex, magic, ")");
-  if (gotOp != op)
-    return str("it is message ", gotOp, " where ", op, " was expected");
-  if (length > maxBytes)
-    return str("it announces ", length, " bytes where at most ", maxBytes,
+  Header got = decodeHeader(header);
+  if (got.magic != tcp::kMagic)
+    return str("it is not a tamoe message (magic 0x", std::hex, got.magic, ")");
+  if (got.op != op)
+    return str("it is message ", got.op, " where ", op, " was expected");
+  if (got.length > maxBytes)
+    return str("it announces ", got.length, " bytes where at most ", maxBytes,
                " were expected");
-  return readExact(fd, length, payload, deadline);
+  return readExact(fd, got.length, payload, deadline);
 }
 
 //===----------------------------------------------------------------------===//
@@ -421,10 +440,7 @@ Status TcpLauncher::rendezvousAsRoot(int listener, const std::string &where,
     status = Status::error(TAMOE_RT_ERROR_MISMATCH,
                            "rendezvous at " + where + ": " + fatal);
   } else if (joined < worldSize) {
-    std::string missing;
-    for (int64_t r = 1; r < worldSize; ++r)
-      if (sockets[r] < 0)
-        missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    std::string missing = unconnected(sockets, 1, worldSize);
     std::string note =
         ignored ? str("; ignored ", ignored,
                       " connection(s) that did not speak tamoe's protocol "
@@ -564,10 +580,7 @@ Status TcpLauncher::rendezvousAsWorker(const std::string &address,
     }
   }
   if (expected > 0) {
-    std::string missing;
-    for (int64_t r = worldRank + 1; r < worldSize; ++r)
-      if (sockets[r] < 0)
-        missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    std::string missing = unconnected(sockets, worldRank + 1, worldSize);
     return timedOut(str("rank(s) ", missing, " did not connect to rank ",
                         worldRank, " within ", timeout, " s"));
   }
@@ -758,28 +771,24 @@ Status TcpLauncher::exchange(tamoe_rt_group_t group, uint32_t kind,
       target.append(buffer, size_t(n));
       if (!inHeader || peer.header.size() < tcp::kHeaderBytes)
         continue;
-      Reader reader(peer.header);
-      uint32_t magic = 0, gotOp = 0, length = 0;
-      reader.u32(magic);
-      reader.u32(gotOp);
-      reader.u32(length);
-      if (magic != tcp::kMagic)
+      Header got = decodeHeader(peer.header);
+      if (got.magic != tcp::kMagic)
         return fail(TAMOE_RT_ERROR_COMMUNICATION,
                     str(what, ": ", name(peer),
                         " sent bytes that are not a tamoe message (magic 0x",
-                        std::hex, magic, ")"));
-      if (gotOp != op)
+                        std::hex, got.magic, ")"));
+      if (got.op != op)
         return fail(TAMOE_RT_ERROR_MISMATCH,
                     str(what, ": ", name(peer),
-                        " is in another collective "
-                        "(op ",
-                        gotOp, ", this rank's ", op,
+                        " is in another collective (op ", got.op,
+                        ", this rank's ", op,
                         "): the ranks called different operations"));
-      if (length > maxBytes)
+      if (got.length > maxBytes)
         return fail(TAMOE_RT_ERROR_COMMUNICATION,
-                    str(what, ": ", name(peer), " sent a message of ", length,
-                        " bytes where at most ", maxBytes, " were expected"));
-      peer.bodyBytes = length;
+                    str(what, ": ", name(peer), " sent a message of ",
+                        got.length, " bytes where at most ", maxBytes,
+                        " were expected"));
+      peer.bodyBytes = got.length;
     }
   }
   for (int member : receiveFrom)

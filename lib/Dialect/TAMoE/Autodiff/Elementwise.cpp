@@ -111,7 +111,6 @@ std::optional<Elementwise> mlir::tamoe::matchElementwise(linalg::GenericOp op) {
       again == sigmoidOf && input(again) && input(gradient) && only(used))
     return Elementwise{ElementwiseKind::SiluGrad, input(again),
                        input(gradient)};
-  used.clear();
 
   // relu's gradient: select(a > 0, b, 0).
   if (auto select = dyn_cast<arith::SelectOp>(compute)) {
