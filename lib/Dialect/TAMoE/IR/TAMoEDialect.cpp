@@ -4,10 +4,15 @@
 
 #include "mlir/IR/BuiltinOps.h"
 
+#include "llvm/ADT/TypeSwitch.h"
+
 using namespace mlir;
 using namespace mlir::tamoe;
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoEOpsDialect.cpp.inc"
+
+#define GET_TYPEDEF_CLASSES
+#include "tamoe/Dialect/TAMoE/IR/TAMoEOpsTypes.cpp.inc"
 
 void TAMoEDialect::initialize() {
   addOperations<
@@ -15,6 +20,10 @@ void TAMoEDialect::initialize() {
 #include "tamoe/Dialect/TAMoE/IR/TAMoEOps.cpp.inc"
       >();
   registerAttributes();
+  addTypes<
+#define GET_TYPEDEF_LIST
+#include "tamoe/Dialect/TAMoE/IR/TAMoEOpsTypes.cpp.inc"
+      >();
 }
 
 LogicalResult TAMoEDialect::verifyOperationAttribute(Operation *op,

@@ -308,35 +308,69 @@ LogicalResult DispatchOp::verify() {
 // AllToAllOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult AllToAllOp::verify() {
-  RankedTensorType send = getSend().getType();
-  RankedTensorType received = getReceived().getType();
-  if (send.getRank() < 1)
-    return emitOpError() << "send must have at least one dimension (rows)";
+/// Received rows have the row shape and element type of the sent ones.
+static LogicalResult verifyReceivedRows(Operation *op, RankedTensorType send,
+                                        RankedTensorType received) {
   if (received.getRank() != send.getRank() ||
       received.getElementType() != send.getElementType() ||
       !llvm::all_of(llvm::seq<int64_t>(1, send.getRank()), [&](int64_t dim) {
         return compatible(send.getDimSize(dim), received.getDimSize(dim));
       }))
-    return emitOpError() << "received rows must have the shape and element "
-                            "type of send rows";
-  RankedTensorType counts = getSendCounts().getType();
+    return op->emitOpError() << "received rows must have the shape and "
+                                "element type of send rows";
+  return success();
+}
+
+/// What an exchange (tamoe.all_to_all or its start) needs of its operands
+/// and attributes.
+template <typename ExchangeOp>
+static LogicalResult verifyExchange(ExchangeOp op) {
+  if (op.getSend().getType().getRank() < 1)
+    return op.emitOpError() << "send must have at least one dimension (rows)";
+  RankedTensorType counts = op.getSendCounts().getType();
   if (counts.getRank() < 1 || !counts.getElementType().isSignlessInteger())
-    return emitOpError() << "send_counts must be a tensor of integers with "
-                            "one row per peer ([P] or [P, ...])";
+    return op.emitOpError() << "send_counts must be a tensor of integers with "
+                               "one row per peer ([P] or [P, ...])";
   if (!counts.hasStaticShape())
-    return emitOpError() << "send_counts must have a static shape";
-  if (failed(verifyGridAxes(*this, getGridAxes())))
+    return op.emitOpError() << "send_counts must have a static shape";
+  if (failed(verifyGridAxes(op, op.getGridAxes())))
     return failure();
-  if (std::optional<StringRef> level = getLevel())
-    if (TopologyAttr topology = TopologyAttr::lookup(*this))
+  if (std::optional<StringRef> level = op.getLevel())
+    if (TopologyAttr topology = TopologyAttr::lookup(op))
       if (llvm::none_of(topology.getLevels(), [&](TopologyLevelAttr l) {
             return l.getName() == *level;
           }))
-        return emitOpError()
+        return op.emitOpError()
                << "level '" << *level << "' is not a level of topology '"
                << topology.getName() << "'";
   return success();
+}
+
+/// An exchange's group must exist and have one rank per send_counts row.
+template <typename ExchangeOp>
+static LogicalResult verifyExchangeGroup(ExchangeOp op,
+                                         SymbolTableCollection &symbolTable) {
+  FailureOr<int64_t> groupSize =
+      verifyGroup(op, op.getGridAttr(), op.getGridAxes(), symbolTable);
+  if (failed(groupSize))
+    return failure();
+  if (isDynamic(*groupSize))
+    return success();
+  int64_t peers = op.getSendCounts().getType().getDimSize(0);
+  if (peers != *groupSize)
+    return op.emitOpError() << "send_counts has " << peers
+                            << " peers but the group on @" << op.getGrid()
+                            << " has " << *groupSize << " ranks";
+  return success();
+}
+
+LogicalResult AllToAllOp::verify() {
+  if (getSend().getType().getRank() < 1)
+    return emitOpError() << "send must have at least one dimension (rows)";
+  if (failed(verifyReceivedRows(*this, getSend().getType(),
+                                getReceived().getType())))
+    return failure();
+  return verifyExchange(*this);
 }
 
 SmallVector<int16_t> AllToAllOp::getGroupAxes(int64_t gridRank) {
@@ -344,18 +378,7 @@ SmallVector<int16_t> AllToAllOp::getGroupAxes(int64_t gridRank) {
 }
 
 LogicalResult AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
-  FailureOr<int64_t> groupSize =
-      verifyGroup(*this, getGridAttr(), getGridAxes(), symbolTable);
-  if (failed(groupSize))
-    return failure();
-  if (isDynamic(*groupSize))
-    return success();
-  int64_t peers = getSendCounts().getType().getDimSize(0);
-  if (peers != *groupSize)
-    return emitOpError() << "send_counts has " << peers
-                         << " peers but the group on @" << getGrid() << " has "
-                         << *groupSize << " ranks";
-  return success();
+  return verifyExchangeGroup(*this, symbolTable);
 }
 
 //===----------------------------------------------------------------------===//
@@ -748,6 +771,124 @@ LogicalResult DedupExpandGradOp::verify() {
       expanded.getElementType());
   return verifyGradientOf(*this, "d_unique", getDUnique(), unique,
                           "the unique rows");
+}
+
+//===----------------------------------------------------------------------===//
+// Scheduling
+//===----------------------------------------------------------------------===//
+
+LogicalResult AllToAllStartOp::verify() {
+  if (failed(verifyExchange(*this)))
+    return failure();
+  // Buffers in flight must be waited for exactly once, where the start's
+  // block still runs: a second wait would complete nothing, a missing one
+  // would leave the runtime moving rows into memory that is freed.
+  Value exchange = getExchange();
+  if (!exchange.hasOneUse())
+    return emitOpError() << "must be waited on exactly once, by one "
+                            "tamoe.all_to_all_wait; it has "
+                         << llvm::range_size(exchange.getUses()) << " uses";
+  Operation *user = *exchange.getUsers().begin();
+  if (!isa<AllToAllWaitOp>(user))
+    return emitOpError() << "its exchange may only be used by "
+                            "tamoe.all_to_all_wait, not by '"
+                         << user->getName() << "'";
+  if (user->getBlock() != (*this)->getBlock())
+    return emitOpError()
+           << "must be waited on in its own block (not in a nested region)";
+  return success();
+}
+
+SmallVector<int16_t> AllToAllStartOp::getGroupAxes(int64_t gridRank) {
+  return groupAxes(getGridAxes(), gridRank);
+}
+
+AllToAllWaitOp AllToAllStartOp::getWait() {
+  return cast<AllToAllWaitOp>(*getExchange().getUsers().begin());
+}
+
+LogicalResult
+AllToAllStartOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  return verifyExchangeGroup(*this, symbolTable);
+}
+
+AllToAllStartOp AllToAllWaitOp::getStart() {
+  return getExchange().getDefiningOp<AllToAllStartOp>();
+}
+
+LogicalResult AllToAllWaitOp::verify() {
+  AllToAllStartOp start = getStart();
+  if (!start)
+    return emitOpError()
+           << "waits on an exchange that no tamoe.all_to_all_start returns";
+  if (failed(verifyReceivedRows(*this, start.getSend().getType(),
+                                getReceived().getType())))
+    return failure();
+  if (getRecvCounts().getType() != start.getSendCounts().getType())
+    return emitOpError() << "recv_counts must have the type of the start's "
+                            "send_counts, "
+                         << start.getSendCounts().getType();
+  return success();
+}
+
+/// Rows of `result` have the row shape and element type of `source` (any
+/// row capacity).
+static LogicalResult verifySameRowType(Operation *op, StringRef resultName,
+                                       RankedTensorType result,
+                                       StringRef sourceName,
+                                       RankedTensorType source) {
+  if (result.getRank() == source.getRank() &&
+      result.getElementType() == source.getElementType() &&
+      llvm::all_of(llvm::seq<int64_t>(1, source.getRank()), [&](int64_t dim) {
+        return compatible(result.getDimSize(dim), source.getDimSize(dim));
+      }))
+    return success();
+  SmallVector<int64_t> shape(source.getShape());
+  shape[0] = ShapedType::kDynamic;
+  return op->emitOpError() << resultName << " must have the rows of "
+                           << sourceName << ": " << formatShape(shape)
+                           << " of " << source.getElementType();
+}
+
+/// Counts of blocks of rows: integers of a static shape.
+static LogicalResult verifyBlockCounts(Operation *op,
+                                       RankedTensorType counts) {
+  if (counts.getRank() < 1 || !counts.hasStaticShape())
+    return op->emitOpError() << "counts must have a static shape";
+  return success();
+}
+
+LogicalResult ChunkOp::verify() {
+  RankedTensorType rows = getRows().getType();
+  if (rows.getRank() < 1)
+    return emitOpError() << "rows must have at least one dimension";
+  // I64Attr reads back unsigned: negative values are large.
+  auto chunk = int64_t(getChunk()), chunks = int64_t(getChunks());
+  if (chunks < 1)
+    return emitOpError() << "chunks must be at least 1, got " << chunks;
+  if (chunk < 0 || chunk >= chunks)
+    return emitOpError() << "chunk must be in [0, " << chunks << "), got "
+                         << chunk;
+  if (failed(verifyBlockCounts(*this, getCounts().getType())))
+    return failure();
+  return verifySameRowType(*this, "chunk_rows", getChunkRows().getType(),
+                           "rows", rows);
+}
+
+LogicalResult UnchunkOp::verify() {
+  RankedTensorType rows = getRows().getType();
+  if (rows.getRank() < 1)
+    return emitOpError() << "rows must have at least one dimension";
+  if (getParts().empty())
+    return emitOpError() << "needs at least one part";
+  if (failed(verifyBlockCounts(*this, getCounts().getType())))
+    return failure();
+  for (auto [i, part] : llvm::enumerate(getParts()))
+    if (failed(verifySameRowType(*this, ("part " + Twine(i)).str(),
+                                 cast<RankedTensorType>(part.getType()),
+                                 "rows", rows)))
+      return failure();
+  return success();
 }
 
 //===----------------------------------------------------------------------===//

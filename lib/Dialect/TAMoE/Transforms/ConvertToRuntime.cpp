@@ -318,6 +318,22 @@ private:
   LogicalResult lower(GateOp op);
   LogicalResult lower(DispatchOp op);
   LogicalResult lower(AllToAllOp op, SymbolTableCollection &symbols);
+  /// An exchange's operands and result buffers, and the first arguments of
+  /// tamoe_rt_all_to_all and tamoe_rt_all_to_all_start.
+  struct Exchange {
+    Value send, recvCounts, received;
+    SmallVector<Value> arguments;
+    /// The slot that holds a started exchange's runtime handle.
+    Value handle;
+  };
+  FailureOr<Exchange> prepareExchange(Lowering &l, Operation *op,
+                                      SymbolTableCollection &symbols);
+  LogicalResult lower(AllToAllStartOp op, SymbolTableCollection &symbols);
+  LogicalResult lower(AllToAllWaitOp op);
+  /// The exchanges started and not yet waited for.
+  DenseMap<Operation *, Exchange> started;
+  LogicalResult lower(ChunkOp op);
+  LogicalResult lower(UnchunkOp op);
   LogicalResult lower(RegroupOp op);
   /// static-capacity: the rows one counts entry of each exchange stands for
   /// at most (rowsPerCountsEntry), found before the ops it traces through
@@ -528,7 +544,8 @@ static void checkGrid(Lowering &l, shard::GridOp grid, bool nodes) {
 
 /// The most rows one entry of an exchange's counts can stand for: the
 /// capacity of the dispatch the entries come from, through reshapes,
-/// regroups and earlier exchanges (which move entries, never merge them);
+/// regroups, earlier exchanges and chunks (which move entries or take a part
+/// of them, never merge them);
 /// none when they are not bounded so. Every rank runs the same program, so
 /// a peer's entries have the same bound; and were one larger, the exchange
 /// would fail on every rank with CAPACITY_EXCEEDED, never overrun a buffer.
@@ -551,29 +568,52 @@ static std::optional<int64_t> rowsPerCountsEntry(Value counts) {
     else if (auto exchange = dyn_cast<AllToAllOp>(def);
              exchange && counts == exchange.getRecvCounts())
       counts = exchange.getSendCounts();
+    else if (auto wait = dyn_cast<AllToAllWaitOp>(def);
+             wait && counts == wait.getRecvCounts() && wait.getStart())
+      counts = wait.getStart().getSendCounts();
+    else if (auto chunk = dyn_cast<ChunkOp>(def);
+             chunk && counts == chunk.getChunkCounts())
+      counts = chunk.getCounts(); // a part of an entry is no larger
     else
       return std::nullopt;
   }
   return std::nullopt;
 }
 
-LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
-                                          SymbolTableCollection &symbols) {
-  if (failed(checkElements(op, {}, {}, {op.getSendCounts()})))
+/// A slot in the entry block of `op`'s function (so that an op in a loop
+/// does not grow the stack) for one value the runtime writes back.
+static Value entrySlot(Lowering &l, Operation *op, Type type) {
+  OpBuilder::InsertionGuard guard(l.b);
+  if (auto function = op->getParentOfType<func::FuncOp>())
+    l.b.setInsertionPointToStart(&function.front());
+  return memref::AllocaOp::create(l.b, l.loc, MemRefType::get({}, type));
+}
+
+FailureOr<ConvertToRuntimePass::Exchange>
+ConvertToRuntimePass::prepareExchange(Lowering &l, Operation *op,
+                                      SymbolTableCollection &symbols) {
+  auto send = cast<TypedValue<RankedTensorType>>(op->getOperand(0));
+  auto sendCountsTensor = cast<TypedValue<RankedTensorType>>(op->getOperand(1));
+  if (failed(checkElements(op, {}, {}, {sendCountsTensor})))
     return failure();
-  FailureOr<Collective> collective = runtimeGroup(op, symbols);
+  FailureOr<Collective> collective =
+      isa<AllToAllOp>(op) ? runtimeGroup(cast<AllToAllOp>(op), symbols)
+                          : runtimeGroup(cast<AllToAllStartOp>(op), symbols);
   if (failed(collective))
     return failure();
   Group group = collective->group;
-  RankedTensorType countsType = op.getSendCounts().getType();
+  RankedTensorType countsType = sendCountsTensor.getType();
   int64_t peers = countsType.getDimSize(0);
   int64_t split = product(countsType, 1);
-  Lowering l = lowering(op);
   checkGrid(l, collective->grid, /*nodes=*/group != Group::World);
-  Value send = op.getSend();
-  Value sendCounts = l.data(op.getSendCounts());
+  Value sendCounts = l.data(sendCountsTensor);
   Value recvCounts = l.output(countsType);
-  RankedTensorType receivedType = op.getReceived().getType();
+  RankedTensorType receivedType =
+      isa<AllToAllOp>(op) ? cast<AllToAllOp>(op).getReceived().getType()
+                          : cast<AllToAllStartOp>(op)
+                                .getWait()
+                                .getReceived()
+                                .getType();
   std::optional<int64_t> perEntry;
   if (auto found = rowsPerEntry.find(op); found != rowsPerEntry.end())
     perEntry = found->second;
@@ -589,29 +629,109 @@ LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
     received = l.output(receivedType, l.index(rows));
   } else {
     // Size the receive buffer by what the peers will send (the counts
-    // first, their total read on the host); the slot for the total lives in
-    // the function's entry block, so that an exchange in a loop does not
-    // grow the stack.
-    Value total;
-    {
-      OpBuilder::InsertionGuard guard(l.b);
-      if (auto function = op->getParentOfType<func::FuncOp>())
-        l.b.setInsertionPointToStart(&function.front());
-      total = memref::AllocaOp::create(l.b, l.loc,
-                                       MemRefType::get({}, l.b.getIndexType()));
-    }
+    // first, their total read on the host).
+    Value total = entrySlot(l, op, l.b.getIndexType());
     l.runtime("all_to_all_counts",
               {l.i32(int32_t(group)), sendCounts, l.index(peers),
                l.index(split), l.pointer(recvCounts), l.pointer(total)});
     received =
         l.output(receivedType, memref::LoadOp::create(l.b, l.loc, total));
   }
-  l.runtime("all_to_all",
-            {l.i32(int32_t(group)), l.data(send), l.dim(send, 0),
-             l.rowBytes(op.getSend().getType()), sendCounts,
-             l.index(peers), l.index(split), l.pointer(received),
-             l.dim(received, 0), l.pointer(recvCounts)});
-  l.replace(op, {received, recvCounts});
+  Value sendData = l.data(send);
+  Exchange exchange{send, recvCounts, received, {}};
+  exchange.arguments = {l.i32(int32_t(group)), sendData, l.dim(send, 0),
+                        l.rowBytes(send.getType()), sendCounts,
+                        l.index(peers), l.index(split), l.pointer(received),
+                        l.dim(received, 0), l.pointer(recvCounts)};
+  return exchange;
+}
+
+LogicalResult ConvertToRuntimePass::lower(AllToAllOp op,
+                                          SymbolTableCollection &symbols) {
+  Lowering l = lowering(op);
+  FailureOr<Exchange> exchange = prepareExchange(l, op, symbols);
+  if (failed(exchange))
+    return failure();
+  l.runtime("all_to_all", exchange->arguments);
+  l.replace(op, {exchange->received, exchange->recvCounts});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(AllToAllStartOp op,
+                                          SymbolTableCollection &symbols) {
+  Lowering l = lowering(op);
+  FailureOr<Exchange> exchange = prepareExchange(l, op, symbols);
+  if (failed(exchange))
+    return failure();
+  // The runtime's handle for the exchange in flight, read back at the wait.
+  Value handle = entrySlot(l, op, l.b.getI64Type());
+  SmallVector<Value> arguments(exchange->arguments);
+  arguments.push_back(l.pointer(handle));
+  l.runtime("all_to_all_start", arguments);
+  exchange->handle = handle;
+  started[op] = *exchange;
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(AllToAllWaitOp op) {
+  AllToAllStartOp start = op.getStart();
+  auto found = started.find(start);
+  if (found == started.end())
+    return op.emitOpError() << "cannot be lowered before its start";
+  Exchange exchange = found->second;
+  started.erase(found);
+  Lowering l = lowering(op);
+  Value handle = LLVM::IntToPtrOp::create(
+      l.b, l.loc, LLVM::LLVMPointerType::get(l.b.getContext()),
+      memref::LoadOp::create(l.b, l.loc, exchange.handle).getResult());
+  // Reading `send` here as well keeps its buffer alive and unchanged until
+  // the rows have left: bufferization sees a read at the wait.
+  l.runtime("all_to_all_wait", {handle, l.data(exchange.send)});
+  l.replace(op, {exchange.received, exchange.recvCounts});
+  start.erase();
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(ChunkOp op) {
+  if (failed(checkElements(op, {}, {}, {op.getCounts()})))
+    return failure();
+  Lowering l = lowering(op);
+  Value rows = op.getRows();
+  // A part holds at most all the rows.
+  Value part = l.output(op.getChunkRows().getType(), l.dim(rows, 0));
+  Value partCounts = l.output(op.getChunkCounts().getType());
+  l.runtime("chunk",
+            {l.data(rows), l.dim(rows, 0), l.rowBytes(op.getRows().getType()),
+             l.data(op.getCounts()),
+             l.index(op.getCounts().getType().getNumElements()),
+             l.index(op.getChunk()), l.index(op.getChunks()),
+             l.pointer(part), l.dim(part, 0), l.pointer(partCounts)});
+  l.replace(op, {part, partCounts});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(UnchunkOp op) {
+  if (failed(checkElements(op, {}, {}, {op.getCounts()})))
+    return failure();
+  Lowering l = lowering(op);
+  // The parts' rows add up to the whole's.
+  Value capacity;
+  for (Value part : op.getParts()) {
+    Value rows = l.dim(part, 0);
+    capacity = capacity ? arith::AddIOp::create(l.b, l.loc, capacity, rows)
+                              .getResult()
+                        : rows;
+  }
+  Value whole = l.output(op.getRows().getType(), capacity);
+  Value counts = l.data(op.getCounts());
+  Value numCounts = l.index(op.getCounts().getType().getNumElements());
+  Value rowBytes = l.rowBytes(op.getRows().getType());
+  int64_t chunks = op.getParts().size();
+  for (auto [chunk, part] : llvm::enumerate(op.getParts()))
+    l.runtime("unchunk", {l.data(part), l.dim(part, 0), rowBytes, counts,
+                          numCounts, l.index(chunk), l.index(chunks),
+                          l.pointer(whole), l.dim(whole, 0)});
+  l.replace(op, {whole});
   return success();
 }
 
@@ -1252,19 +1372,21 @@ void ConvertToRuntimePass::runOnOperation() {
   rowsPerEntry.clear();
   if (staticCapacity)
     for (Operation *op : ops)
-      if (auto exchange = dyn_cast<AllToAllOp>(op))
-        if (std::optional<int64_t> rows =
-                rowsPerCountsEntry(exchange.getSendCounts()))
+      if (isa<AllToAllOp, AllToAllStartOp>(op))
+        if (std::optional<int64_t> rows = rowsPerCountsEntry(op->getOperand(1)))
           rowsPerEntry[op] = *rows;
+  started.clear();
   for (Operation *op : ops) {
     if (isa<TAMoEDialect>(op->getDialect()) && failed(checkShapes(op)))
       return signalPassFailure();
     LogicalResult lowered =
         TypeSwitch<Operation *, LogicalResult>(op)
-            .Case([&](AllToAllOp op) { return lower(op, symbols); })
+            .Case<AllToAllOp, AllToAllStartOp>(
+                [&](auto op) { return lower(op, symbols); })
             .Case<shard::ProcessMultiIndexOp, shard::ProcessLinearIndexOp,
                   AllReduceOp>([&](auto op) { return lower(op, symbols); })
-            .Case<GateOp, DispatchOp, RegroupOp, DedupPackOp, DedupExpandOp,
+            .Case<GateOp, DispatchOp, RegroupOp, ChunkOp, UnchunkOp,
+                  AllToAllWaitOp, DedupPackOp, DedupExpandOp,
                   GroupedMatmulOp, CombineOp, AuxLossOp, GateGradOp,
                   CombineGradOp, GroupedMatmulGradOp, AuxLossGradOp,
                   DedupPackGradOp, DedupExpandGradOp, SGDOp, AdamOp>(

@@ -36,6 +36,11 @@ DispatchOp mlir::tamoe::findLayerDispatch(AllToAllOp exchange) {
   while (Operation *producer = counts.getDefiningOp()) {
     if (auto dispatch = dyn_cast<DispatchOp>(producer))
       return dispatch;
+    // A chunk of the layer (tamoe-overlap) sends part of its rows.
+    if (auto chunk = dyn_cast<ChunkOp>(producer)) {
+      counts = throughExpandShape(chunk.getCounts());
+      continue;
+    }
     auto earlier = dyn_cast<AllToAllOp>(producer);
     if (!earlier || counts != earlier.getRecvCounts())
       return {};

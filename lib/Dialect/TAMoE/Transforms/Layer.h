@@ -22,8 +22,9 @@ namespace planner = ::tamoe::planner;
 /// The all-to-all that sends the dispatch's rows with its counts, or null.
 AllToAllOp findSendingAllToAll(DispatchOp dispatch);
 
-/// The dispatch whose counts drive `exchange`: directly, or through the
-/// counts an earlier all-to-all received (the return trip). Null if none.
+/// The dispatch whose counts drive `exchange`: directly, through the counts
+/// an earlier all-to-all received (the return trip) or through a chunk of
+/// them (tamoe-overlap). Null if none.
 DispatchOp findLayerDispatch(AllToAllOp exchange);
 
 /// Ranks in the group of `exchange` (the product of its grid axes); nullopt

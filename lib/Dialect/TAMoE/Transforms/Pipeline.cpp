@@ -27,6 +27,17 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
   TAMoEInjectTopologyAuxLossPassOptions loss;
   loss.coefficient = options.coefficient;
   pm.addPass(createTAMoEInjectTopologyAuxLossPass(loss));
+  // Chunks before the hierarchical rewrite, which then rewrites each
+  // chunk's exchanges.
+  bool overlap = options.chunks != 1;
+  if (overlap) {
+    TAMoEOverlapPassOptions chunking;
+    chunking.chunks = options.chunks;
+    chunking.maxChunks = options.maxChunks;
+    chunking.deviceGflops = options.deviceGflops;
+    chunking.chunkOverheadUs = options.chunkOverheadUs;
+    pm.addPass(createTAMoEOverlapPass(chunking));
+  }
   TAMoEHierarchicalAllToAllPassOptions hierarchical;
   hierarchical.mode = options.mode;
   hierarchical.dedup = options.dedup;
@@ -36,6 +47,9 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
   differentiate.functions.assign(options.differentiate.begin(),
                                  options.differentiate.end());
   pm.addPass(createTAMoEDifferentiatePass(differentiate));
+  // Every exchange, the backward's too, as a start and a wait.
+  if (overlap)
+    pm.addPass(createTAMoEScheduleExchangesPass());
 }
 
 /// Upstream passes after convert-tamoe-to-runtime: buffers for the tensors

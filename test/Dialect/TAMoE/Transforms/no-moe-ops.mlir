@@ -8,6 +8,8 @@
 // RUN: tamoe-opt %s --tamoe-expand-gate | FileCheck %s --check-prefixes=CHECK,NOTOPO
 // RUN: tamoe-opt %s --convert-tamoe-to-runtime | FileCheck %s --check-prefixes=CHECK,NOTOPO
 // RUN: tamoe-opt %s --tamoe-finalize-device-resident | FileCheck %s --check-prefixes=CHECK,NOTOPO
+// RUN: tamoe-opt %s --tamoe-overlap=chunks=4 --tamoe-schedule-exchanges | FileCheck %s --check-prefixes=CHECK,NOTOPO
+// RUN: tamoe-opt %s --tamoe-pipeline="topology=%tamoe_src_root/configs/clusters/dgx1-v100.json chunks=0 device-gflops=100" | FileCheck %s --check-prefixes=CHECK,TOPO
 // An empty module and a file of comments only.
 // RUN: echo 'module {}' | tamoe-opt --tamoe-pipeline=topology=%tamoe_src_root/configs/clusters/dgx1-v100.json | FileCheck %s --check-prefix=EMPTY
 // RUN: echo '// nothing here' | tamoe-opt --tamoe-pipeline=topology=%tamoe_src_root/configs/clusters/dgx1-v100.json | FileCheck %s --check-prefix=EMPTY

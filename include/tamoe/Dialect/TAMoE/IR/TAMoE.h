@@ -28,6 +28,9 @@ FailureOr<llvm::APFloat> parseF64Parameter(AsmParser &parser);
 #define GET_ATTRDEF_CLASSES
 #include "tamoe/Dialect/TAMoE/IR/TAMoEAttrs.h.inc"
 
+#define GET_TYPEDEF_CLASSES
+#include "tamoe/Dialect/TAMoE/IR/TAMoEOpsTypes.h.inc"
+
 #define GET_OP_CLASSES
 #include "tamoe/Dialect/TAMoE/IR/TAMoEOps.h.inc"
 

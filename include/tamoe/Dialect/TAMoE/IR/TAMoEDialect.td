@@ -24,6 +24,7 @@ def TAMoE_Dialect : Dialect {
     planner chose for a layer.
   }];
   let useDefaultAttributePrinterParser = 1;
+  let useDefaultTypePrinterParser = 1;
   let hasOperationAttrVerify = 1;
   let extraClassDeclaration = [{
     /// Name of the module attribute that holds the `#tamoe.topology`.

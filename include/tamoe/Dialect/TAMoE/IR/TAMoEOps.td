@@ -640,6 +640,153 @@ def TAMoE_DedupExpandGradOp : TAMoE_Op<"dedup_expand_grad", [Pure]> {
 }
 
 //===----------------------------------------------------------------------===//
+// Scheduling: chunked and asynchronous exchanges (tamoe-overlap)
+//===----------------------------------------------------------------------===//
+
+def TAMoE_ExchangeType : TypeDef<TAMoE_Dialect, "Exchange"> {
+  let mnemonic = "exchange";
+  let summary = "An all-to-all in flight";
+  let description = [{
+    What `tamoe.all_to_all_start` returns and `tamoe.all_to_all_wait`
+    completes. A value of this type stands for buffers the runtime is still
+    moving, so it has exactly one use, the wait.
+  }];
+}
+
+def TAMoE_AllToAllStartOp : TAMoE_Op<"all_to_all_start", [
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "Start a tamoe.all_to_all and return at once";
+  let description = [{
+    The first half of `tamoe.all_to_all` (same operands, same group): the
+    exchange starts and the program goes on; `tamoe.all_to_all_wait` on the
+    returned `!tamoe.exchange` yields what `tamoe.all_to_all` would have
+    returned. Ops between the two run while the rows travel. Every start is
+    waited on exactly once, later in the same block.
+
+    Not `Pure`: it is a collective that every rank of the group runs in the
+    same order, and its buffers are in use until the wait, so it must not be
+    moved, merged or dropped by generic rewrites (tamoe-schedule-exchanges
+    places it).
+
+    ```mlir
+    %x = tamoe.all_to_all_start %rows, %counts on @ep
+        : tensor<32x64xf32>, tensor<8x2xi32>
+    // ... compute that does not need the exchange ...
+    %recv, %recv_counts = tamoe.all_to_all_wait %x
+        : tensor<?x64xf32>, tensor<8x2xi32>
+    ```
+  }];
+  let arguments = (ins
+    AnyRankedTensor:$send,
+    AnyRankedTensor:$send_counts,
+    FlatSymbolRefAttr:$grid,
+    OptionalAttr<DenseI16ArrayAttr>:$grid_axes,
+    OptionalAttr<StrAttr>:$level
+  );
+  let results = (outs TAMoE_ExchangeType:$exchange);
+  let assemblyFormat = [{
+    $send `,` $send_counts `on` $grid (`axes` `=` $grid_axes^)?
+    (`level` $level^)? attr-dict `:` type($send) `,` type($send_counts)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The grid axes of the group (see AllToAllOp::getGroupAxes).
+    ::llvm::SmallVector<int16_t> getGroupAxes(int64_t gridRank);
+    /// The wait that completes this exchange (the verifier checks there is
+    /// exactly one).
+    AllToAllWaitOp getWait();
+  }];
+}
+
+def TAMoE_AllToAllWaitOp : TAMoE_Op<"all_to_all_wait"> {
+  let summary = "Wait for a started all-to-all and yield what it received";
+  let description = [{
+    Completes the exchange of a `tamoe.all_to_all_start` and yields its
+    `received` rows and `recv_counts`, as `tamoe.all_to_all` defines them.
+    The types follow the start's: rows of `send`'s row shape and element
+    type, counts of `send_counts`' type.
+  }];
+  let arguments = (ins TAMoE_ExchangeType:$exchange);
+  let results = (outs
+    AnyRankedTensor:$received,
+    AnyRankedTensor:$recv_counts
+  );
+  let assemblyFormat = [{
+    $exchange attr-dict `:` type($received) `,` type($recv_counts)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The start this wait completes, or null when the exchange does not
+    /// come from one (the verifier rejects that).
+    AllToAllStartOp getStart();
+  }];
+}
+
+def TAMoE_ChunkOp : TAMoE_Op<"chunk", [Pure,
+    AllTypesMatch<["counts", "chunk_counts"]>]> {
+  let summary = "One part of every counts entry's rows";
+  let description = [{
+    `rows` holds blocks of rows in the row-major order of `counts` (entry i
+    has `counts[i]` rows; the first dimension is a row capacity, as for
+    `tamoe.all_to_all`). Every entry's block is cut into `chunks` parts, part
+    c of an entry of n rows being its rows [floor(c n / chunks),
+    floor((c + 1) n / chunks)). The result holds part `chunk` of every entry,
+    in entry order, and `chunk_counts` their sizes. Parts may be empty.
+
+    tamoe-overlap uses it to cut a layer's exchange along its tokens (each
+    block holds the rows of one expert, in token order), so that one part's
+    rows travel while another's are computed. The dispatch layout, and so
+    which assignments a capacity drops, is the same for every chunk count.
+
+    ```mlir
+    %part, %part_counts = tamoe.chunk %rows, %counts chunk 1 of 4
+        : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<32x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    AnyRankedTensor:$rows,
+    RankedTensorOf<[AnySignlessInteger]>:$counts,
+    I64Attr:$chunk,
+    I64Attr:$chunks
+  );
+  let results = (outs
+    AnyRankedTensor:$chunk_rows,
+    RankedTensorOf<[AnySignlessInteger]>:$chunk_counts
+  );
+  let assemblyFormat = [{
+    $rows `,` $counts `chunk` $chunk `of` $chunks attr-dict `:` type($rows)
+    `,` type($counts) `->` type($chunk_rows)
+  }];
+  let hasVerifier = 1;
+}
+
+def TAMoE_UnchunkOp : TAMoE_Op<"unchunk", [Pure]> {
+  let summary = "Put the parts of every counts entry's rows back together";
+  let description = [{
+    The inverse of `tamoe.chunk`: `parts` are the C results of `tamoe.chunk`
+    for chunk 0, ..., C - 1 of `counts` (or rows laid out like them, such as
+    what an exchange brings back for each part), and the result holds every
+    entry's block whole, in the order of `counts`.
+
+    ```mlir
+    %rows = tamoe.unchunk %p0, %p1 counts %counts
+        : (tensor<32x64xf32>, tensor<32x64xf32>), tensor<8x2xi32>
+        -> tensor<32x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    Variadic<AnyRankedTensor>:$parts,
+    RankedTensorOf<[AnySignlessInteger]>:$counts
+  );
+  let results = (outs AnyRankedTensor:$rows);
+  let assemblyFormat = [{
+    $parts `counts` $counts attr-dict `:` `(` type($parts) `)` `,`
+    type($counts) `->` type($rows)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // Training
 //===----------------------------------------------------------------------===//
 

@@ -62,15 +62,35 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
                      llvm::cl::desc("Consider per-node de-duplication of "
                                     "top-k tokens (default false)"),
                      llvm::cl::init(false)};
+  Option<int64_t> chunks{
+      *this, "chunks",
+      llvm::cl::desc("Chunks per layer whose exchanges overlap the experts' "
+                     "compute: 1 keeps layers whole (the default), 0 lets "
+                     "the cost model choose (with device-gflops)"),
+      llvm::cl::init(1)};
+  Option<int64_t> maxChunks{
+      *this, "max-chunks",
+      llvm::cl::desc("Most chunks the cost model considers (default 8)"),
+      llvm::cl::init(8)};
+  Option<double> deviceGflops{
+      *this, "device-gflops",
+      llvm::cl::desc("GFLOP/s of one rank's expert GEMMs, for the overlap's "
+                     "prediction (default 0: unknown)"),
+      llvm::cl::init(0.0)};
+  Option<double> chunkOverheadUs{
+      *this, "chunk-overhead-us",
+      llvm::cl::desc("Microseconds each chunk of compute adds (default 10)"),
+      llvm::cl::init(10.0)};
   ListOption<std::string> differentiate{
       *this, "differentiate",
       llvm::cl::desc("Functions to differentiate besides those that "
                      "tamoe.vjp ops name")};
 };
 
-/// plan-dispatch, inject-topology-aux-loss, hierarchical-all-to-all, then
-/// differentiate (which has nothing to do without tamoe.vjp ops or
-/// `differentiate` functions).
+/// plan-dispatch, inject-topology-aux-loss, overlap (unless chunks=1),
+/// hierarchical-all-to-all, differentiate (which has nothing to do without
+/// tamoe.vjp ops or `differentiate` functions), then schedule-exchanges
+/// (unless chunks=1).
 void buildPipeline(OpPassManager &pm, const PipelineOptions &options);
 
 /// Options of `tamoe-to-llvm`.

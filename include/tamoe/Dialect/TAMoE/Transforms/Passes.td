@@ -133,6 +133,77 @@ def TAMoEHierarchicalAllToAllPass
   ];
 }
 
+def TAMoEOverlapPass : Pass<"tamoe-overlap", "mlir::ModuleOp"> {
+  let summary = "Cut each MoE layer into chunks whose exchanges overlap "
+                "the experts' compute";
+  let description = [{
+    Finds each layer's chain: the `tamoe.all_to_all` that sends a
+    `tamoe.dispatch`'s rows, the expert computation on what it received
+    (`tamoe.grouped_matmul`, elementwise `linalg.generic`, the
+    `tensor.dim`/`tensor.empty` that size them) and the `tamoe.all_to_all`
+    that brings the results back. It rewrites the chain into C chunks along
+    the tokens: `tamoe.chunk` takes part c of every (peer, expert) block of
+    the dispatched rows (the rows of one expert are in token order), each
+    part has its own exchange out, expert computation and exchange back,
+    and `tamoe.unchunk` puts the returned parts back in the dispatch's
+    layout. Cutting along tokens rather than along local experts works with
+    one expert per rank too, and the dispatch (with its capacity drops) is
+    computed once for the whole batch, so every chunk count gives the same
+    bytes and drops the same assignments.
+
+    C is `chunks`, or with `chunks=0` what the cost model predicts fastest
+    in [1, max-chunks]: the exchanges' times (docs/cost-model.md) split into
+    a part that shrinks with the chunk and a start-up that every chunk pays
+    again, the experts' GEMM FLOPs at `device-gflops`, and
+    `chunk-overhead-us` per chunk of compute, as a pipeline of the links
+    and the compute. A remark gives the prediction for one chunk and for C.
+
+    The chunks overlap once `tamoe-schedule-exchanges` splits every
+    exchange into a start and a wait.
+  }];
+  let options = [
+    Option<"chunks", "chunks", "int64_t", /*default=*/"0",
+           "Chunks per layer; 0 lets the cost model choose (default 0)">,
+    Option<"maxChunks", "max-chunks", "int64_t", /*default=*/"8",
+           "Most chunks the cost model considers (default 8)">,
+    Option<"deviceGflops", "device-gflops", "double", /*default=*/"0.0",
+           "GFLOP/s of one rank's expert GEMMs; 0: unknown, which the cost "
+           "model cannot weigh (default 0)">,
+    Option<"chunkOverheadUs", "chunk-overhead-us", "double",
+           /*default=*/"10.0",
+           "Microseconds each chunk of compute adds (default 10)">
+  ];
+  let statistics = [
+    Statistic<"numChunked", "chunked-layers", "layers cut into chunks">,
+    Statistic<"numKept", "kept-layers", "layers left in one chunk">
+  ];
+  let dependentDialects = [
+    "mlir::linalg::LinalgDialect", "mlir::tamoe::TAMoEDialect",
+    "mlir::tensor::TensorDialect"
+  ];
+}
+
+def TAMoEScheduleExchangesPass
+    : Pass<"tamoe-schedule-exchanges", "mlir::ModuleOp"> {
+  let summary = "Start each all-to-all as early and wait for it as late as "
+                "its data allow";
+  let description = [{
+    Splits every `tamoe.all_to_all` into `tamoe.all_to_all_start` and
+    `tamoe.all_to_all_wait`. The start goes right after the ops that define
+    its operands (never before an earlier exchange's start, so that every
+    rank starts the group's collectives in the program's order); the wait
+    goes right before the first op that uses what it yields. Ops in between
+    run while the rows travel: in a chunked layer (`tamoe-overlap`), chunk
+    i's experts compute while chunk i + 1's rows arrive and chunk i - 1's
+    results return.
+  }];
+  let statistics = [
+    Statistic<"numSplit", "split-exchanges", "all-to-alls split into start "
+              "and wait">
+  ];
+  let dependentDialects = ["mlir::tamoe::TAMoEDialect"];
+}
+
 def TAMoEDifferentiatePass : Pass<"tamoe-differentiate", "mlir::ModuleOp"> {
   let summary = "Generate the forward and backward functions of MoE layers";
   let description = [{
