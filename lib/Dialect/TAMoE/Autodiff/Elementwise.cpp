@@ -191,6 +191,7 @@ void mlir::tamoe::registerVJPExternalModels(DialectRegistry &registry) {
   registerArithVJPExternalModels(registry);
   registerLinalgVJPExternalModels(registry);
   registerTensorVJPExternalModels(registry);
+  registerSchedulingVJPExternalModels(registry);
 }
 
 Value mlir::tamoe::buildElementwise(OpBuilder &builder, Location loc,

@@ -21,11 +21,13 @@ namespace mlir::tamoe {
 
 /// Gives linalg.matmul, the elementwise linalg and arith ops, linalg.reduce
 /// and linalg.broadcast (sums), and tensor reshapes, slices and casts their
-/// gradient rules (tamoe::registerAllDialects calls it).
+/// gradient rules, and tamoe.chunk and tamoe.unchunk theirs (tamoe::
+/// registerAllDialects calls it).
 void registerVJPExternalModels(DialectRegistry &registry);
 void registerArithVJPExternalModels(DialectRegistry &registry);
 void registerLinalgVJPExternalModels(DialectRegistry &registry);
 void registerTensorVJPExternalModels(DialectRegistry &registry);
+void registerSchedulingVJPExternalModels(DialectRegistry &registry);
 
 /// The elementwise computations that gradients are built from and that the
 /// device-resident lowering runs as tamoe_rt_map.

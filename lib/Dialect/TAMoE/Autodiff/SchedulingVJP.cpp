@@ -1,0 +1,67 @@
+//===- SchedulingVJP.cpp - Gradients of tamoe.chunk and tamoe.unchunk -----===//
+//
+// Both only move rows, so their gradients move the rows' gradients back:
+// a part of the whole's gradient for each part, and a part's gradient put in
+// its place among zeros for the whole. A chunked layer's backward is then
+// chunked too, and tamoe-schedule-exchanges overlaps its exchanges.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tamoe/Dialect/TAMoE/Autodiff/Autodiff.h"
+#include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+
+using namespace mlir;
+using namespace mlir::tamoe;
+
+namespace {
+struct ChunkVJP : public VJPOpInterface::ExternalModel<ChunkVJP, ChunkOp> {
+  LogicalResult buildVJP(Operation *op, OpBuilder &b,
+                         VJPContext &context) const {
+    auto chunk = cast<ChunkOp>(op);
+    Value d = context.cotangent(chunk.getChunkRows());
+    if (!d || !context.needsCotangent(chunk.getRows()))
+      return success();
+    // This part's gradient in its place, the other parts' zero.
+    SmallVector<Value> parts;
+    for (int64_t part = 0; part < int64_t(chunk.getChunks()); ++part)
+      parts.push_back(part == int64_t(chunk.getChunk())
+                          ? d
+                          : buildZerosLike(b, op->getLoc(), d));
+    Value dRows = UnchunkOp::create(b, op->getLoc(), chunk.getRows().getType(),
+                                    parts, context.primal(chunk.getCounts()));
+    context.addCotangent(chunk.getRows(), dRows);
+    return success();
+  }
+};
+
+struct UnchunkVJP
+    : public VJPOpInterface::ExternalModel<UnchunkVJP, UnchunkOp> {
+  LogicalResult buildVJP(Operation *op, OpBuilder &b,
+                         VJPContext &context) const {
+    auto unchunk = cast<UnchunkOp>(op);
+    Value d = context.cotangent(unchunk.getRows());
+    if (!d)
+      return success();
+    Value counts = context.primal(unchunk.getCounts());
+    int64_t chunks = unchunk.getParts().size();
+    for (auto [index, part] : llvm::enumerate(unchunk.getParts())) {
+      if (!context.needsCotangent(part))
+        continue;
+      auto dPart = ChunkOp::create(b, op->getLoc(), part.getType(),
+                                   counts.getType(), d, counts,
+                                   b.getI64IntegerAttr(index),
+                                   b.getI64IntegerAttr(chunks));
+      context.addCotangent(part, dPart.getChunkRows());
+    }
+    return success();
+  }
+};
+} // namespace
+
+void mlir::tamoe::registerSchedulingVJPExternalModels(
+    DialectRegistry &registry) {
+  registry.addExtension(+[](MLIRContext *context, TAMoEDialect *) {
+    ChunkOp::attachInterface<ChunkVJP>(*context);
+    UnchunkOp::attachInterface<UnchunkVJP>(*context);
+  });
+}
