@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -160,6 +161,23 @@ struct Traffic {
   int64_t interNodeBytes = 0;
 };
 
+/// Where part `index` of `parts` of a block of `rows` rows begins (and part
+/// index - 1 ends): floor(index * rows / parts), in int64 (index <= parts
+/// and rows are int32, so the product fits).
+inline int64_t partBegin(int64_t rows, int64_t index, int64_t parts) {
+  return index * rows / parts;
+}
+
+/// An exchange between Backend::allToAllStart and allToAllWait. A backend
+/// that overlaps the rows' transfer keeps its requests and the buffers they
+/// use in a subclass.
+struct PendingExchange {
+  virtual ~PendingExchange() = default;
+  /// What the exchange sends, added to the context's counters when it
+  /// completes.
+  Traffic traffic;
+};
+
 class Backend {
 public:
   virtual ~Backend() = default;
@@ -221,6 +239,64 @@ public:
                           const int32_t *sendCounts, intptr_t split,
                           void *received, intptr_t recvCapacity,
                           int32_t *recvCounts, Traffic &traffic) = 0;
+  /// tamoe_rt_all_to_all_start: settles the core's verdict on this rank's
+  /// arguments (`local`; the pointers are not touched when it failed) and
+  /// the agreement on rowBytes and split with the group, as one collective
+  /// that fails on every rank alike, then starts moving the rows; `pending`
+  /// gets what allToAllWait needs. This default has no overlap: it does
+  /// the whole exchange here, and the wait only counts its traffic.
+  virtual Status allToAllStart(Launcher &launcher, Status local,
+                               tamoe_rt_group_t group, const void *send,
+                               intptr_t sendCapacity, intptr_t rowBytes,
+                               const int32_t *sendCounts, intptr_t split,
+                               void *received, intptr_t recvCapacity,
+                               int32_t *recvCounts,
+                               std::unique_ptr<PendingExchange> &pending) {
+    Status status = launcher.agreeOn(
+        group, std::move(local), {{"row_bytes", rowBytes}, {"split", split}});
+    auto done = std::make_unique<PendingExchange>();
+    if (status.ok())
+      status = allToAll(group, send, sendCapacity, rowBytes, sendCounts, split,
+                        received, recvCapacity, recvCounts, done->traffic);
+    if (status.ok())
+      pending = std::move(done);
+    return status;
+  }
+  /// Completes `pending` (bounded by the launcher's timeout), fills its
+  /// recvCounts, adds its traffic to `traffic` and releases it (or, when MPI
+  /// may still write into its buffers after a failure, leaks it).
+  virtual Status allToAllWait(std::unique_ptr<PendingExchange> pending,
+                              Traffic &traffic) {
+    traffic.intraNodeBytes += pending->traffic.intraNodeBytes;
+    traffic.interNodeBytes += pending->traffic.interNodeBytes;
+    return Status::success();
+  }
+  /// Lets the exchanges in flight move. The core calls it at the entry of
+  /// every operation that computes, and a backend whose transfers progress
+  /// only inside its communication library's calls (MPI) calls it inside
+  /// long computations too; a no-op where transfers progress by themselves
+  /// or nothing is in flight.
+  virtual void progress() {}
+
+  /// tamoe_rt_chunk and tamoe_rt_unchunk (the core has checked the sizes,
+  /// pointers and overlaps; the backend checks the counts). Not pure, as
+  /// groupedMatmul.
+  virtual Status chunk(const void * /*rows*/, intptr_t /*rowsCapacity*/,
+                       intptr_t /*rowBytes*/, const int32_t * /*counts*/,
+                       intptr_t /*numCounts*/, intptr_t /*index*/,
+                       intptr_t /*chunks*/, void * /*chunkRows*/,
+                       intptr_t /*chunkCapacity*/, int32_t * /*chunkCounts*/) {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "this backend has no chunk");
+  }
+  virtual Status unchunk(const void * /*chunkRows*/, intptr_t /*chunkCapacity*/,
+                         intptr_t /*rowBytes*/, const int32_t * /*counts*/,
+                         intptr_t /*numCounts*/, intptr_t /*index*/,
+                         intptr_t /*chunks*/, void * /*rows*/,
+                         intptr_t /*rowsCapacity*/) {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "this backend has no unchunk");
+  }
   /// tamoe_rt_matmul and tamoe_rt_map (the core has checked sizes and
   /// pointers; `op` is a valid tamoe_rt_map_t).
   virtual Status matmul(const float *a, const float *b, intptr_t m, intptr_t k,

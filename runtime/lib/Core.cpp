@@ -304,10 +304,18 @@ Status loadCudaBackend(Launcher &launcher, std::unique_ptr<Backend> &backend) {
   return Status::success();
 }
 
-/// Releases what a context holds. After a timeout or an MPI error, MPI may
-/// still write into the buffers of the operation that failed (the launcher's,
-/// the backend's and the program's), so a broken context leaks them.
+/// Releases what a context holds. Exchanges still in flight are completed
+/// first, in start order and each bounded by the timeout, rather than
+/// dropped: MPI can neither cancel a nonblocking collective nor free its
+/// request, and the peers of an SPMD program complete theirs as they
+/// finalize too. After a timeout or an MPI error, MPI may still write into
+/// the buffers of the operation that failed (the launcher's, the backend's,
+/// the exchanges' and the program's), so a broken context leaks them.
 void destroy(tamoe_rt_context_t *context) {
+  for (auto &exchange : context->exchanges)
+    (void)context->backend->allToAllWait(std::move(exchange->pending),
+                                         context->traffic);
+  context->exchanges.clear();
   bool broken = context->launcher && !context->launcher->broken().ok();
   if (broken) {
     (void)context->backend.release();
@@ -370,6 +378,66 @@ Check allToAllArguments(const void *send, intptr_t sendCapacity,
   if (check.status.ok())
     check.disjoint(send, sendCapacity * rowBytes, "send", received,
                    recvCapacity * rowBytes, "received");
+  return check;
+}
+
+/// tamoe_rt_all_to_all_start without the handle, which tamoe_rt_all_to_all
+/// shares (start, then wait at once): this rank's argument checks (after the
+/// entry point's own, `local`), then the backend settles them with the
+/// group and starts the rows.
+Status startExchange(tamoe_rt_context_t *context, Status local,
+                     tamoe_rt_group_t group, const void *send,
+                     intptr_t sendCapacity, intptr_t rowBytes,
+                     const int32_t *sendCounts, intptr_t peers, intptr_t split,
+                     void *received, intptr_t recvCapacity, int32_t *recvCounts,
+                     std::unique_ptr<PendingExchange> &pending) {
+  if (Status bad = groupCheck(group); !bad.ok())
+    return bad;
+  Launcher &launcher = *context->launcher;
+  if (local.ok())
+    local = peersCheck(launcher, group, peers);
+  if (local.ok())
+    local = allToAllArguments(send, sendCapacity, rowBytes, sendCounts, split,
+                              launcher.groupSize(group), received, recvCapacity,
+                              recvCounts)
+                .status;
+  return context->backend->allToAllStart(
+      launcher, std::move(local), group, send, sendCapacity, rowBytes,
+      sendCounts, split, received, recvCapacity, recvCounts, pending);
+}
+
+/// The checks of tamoe_rt_chunk and tamoe_rt_unchunk: `rows` in blocks by
+/// counts, `chunkRows` part `chunk` of `chunks` of them.
+Check chunkArguments(const void *rows, intptr_t rowsCapacity, intptr_t rowBytes,
+                     const int32_t *counts, intptr_t numCounts, intptr_t chunk,
+                     intptr_t chunks, const void *chunkRows,
+                     intptr_t chunkCapacity) {
+  Check check;
+  // chunks and the counts are ints, so chunk * count fits in int64.
+  check
+      .that(chunks >= 1 && chunks <= INT32_MAX,
+            [&] {
+              return str("chunks must be in [1, ", INT32_MAX, "], got ",
+                         chunks);
+            })
+      .that(chunk >= 0 && chunk < chunks,
+            [&] {
+              return str("chunk must be in [0, chunks), got ", chunk, " for ",
+                         chunks, " chunks");
+            })
+      .atLeast(rowBytes, 1, "row_bytes")
+      .atLeast(numCounts, 1, "num_counts")
+      .atLeast(rowsCapacity, 0, "rows_capacity")
+      .atLeast(chunkCapacity, 0, "chunk_capacity")
+      .fits(rowsCapacity, rowBytes, "rows_capacity * row_bytes")
+      .fits(chunkCapacity, rowBytes, "chunk_capacity * row_bytes")
+      .fits(numCounts, intptr_t(sizeof(int32_t)), "num_counts * 4")
+      .notNull(rows, "rows", rowsCapacity > 0)
+      .notNull(counts, "counts")
+      .notNull(chunkRows, "chunk_rows", chunkCapacity > 0);
+  if (check.status.ok())
+    check.disjoint(rows, rowsCapacity * rowBytes, "rows", chunkRows,
+                   chunkCapacity * rowBytes, "chunk_rows");
   return check;
 }
 
@@ -837,6 +905,7 @@ tamoe_rt_gate(tamoe_rt_context_t *context, const float *logits, intptr_t tokens,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Check check;
   check.atLeast(tokens, 0, "tokens")
       .atLeast(experts, 1, "experts")
@@ -891,6 +960,7 @@ tamoe_rt_status_t tamoe_rt_dispatch(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   bool byWeight = raw(drop) == TAMOE_RT_DROP_PROBABILITY && capacity >= 0;
   Check check;
   check.atLeast(num_tokens, 0, "num_tokens")
@@ -942,6 +1012,7 @@ tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Status status = Check()
                       .dtype(dtype, "dtype")
                       .atLeast(rows, 0, "rows")
@@ -977,6 +1048,7 @@ tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Status status = Check()
                       .atLeast(tokens, 0, "tokens")
                       .atLeast(experts, 1, "experts")
@@ -1001,6 +1073,7 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Status status = Check()
                       .dtype(dtype, "dtype")
                       .groupedShape(rows_capacity, hidden, num_counts, experts,
@@ -1034,6 +1107,7 @@ tamoe_rt_matmul(tamoe_rt_context_t *context, tamoe_rt_dtype_t a_type,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   // Bytes of the matrices as f32 (what staging allocates, at least their
   // own bytes), -1 when the size overflows.
   intptr_t aBytes = floatBytes(m, k), bBytes = floatBytes(k, n),
@@ -1083,6 +1157,7 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   int kind = raw(op);
   bool valid = kind >= TAMOE_RT_MAP_ADD && kind <= TAMOE_RT_MAP_SILU_GRAD;
   bool unary = kind == TAMOE_RT_MAP_RELU || kind == TAMOE_RT_MAP_NEG ||
@@ -1117,6 +1192,7 @@ tamoe_rt_status_t tamoe_rt_convert(tamoe_rt_context_t *context,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Status status = Check()
                       .dtype(src_type, "src_type")
                       .dtype(dst_type, "dst_type")
@@ -1147,6 +1223,7 @@ tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Check check;
   check.atLeast(rows_capacity, 0, "rows_capacity")
       .atLeast(row_bytes, 1, "row_bytes")
@@ -1176,6 +1253,56 @@ tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
   return finish(context, fn, status);
 }
 
+tamoe_rt_status_t tamoe_rt_chunk(tamoe_rt_context_t *context, const void *rows,
+                                 intptr_t rows_capacity, intptr_t row_bytes,
+                                 const int32_t *counts, intptr_t num_counts,
+                                 intptr_t chunk, intptr_t chunks,
+                                 void *chunk_rows, intptr_t chunk_capacity,
+                                 int32_t *chunk_counts) {
+  const char *fn = "tamoe_rt_chunk";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
+  Check check =
+      chunkArguments(rows, rows_capacity, row_bytes, counts, num_counts, chunk,
+                     chunks, chunk_rows, chunk_capacity);
+  check.notNull(chunk_counts, "chunk_counts");
+  if (check.status.ok()) {
+    intptr_t countBytes = num_counts * intptr_t(sizeof(int32_t));
+    check.disjoint(counts, countBytes, "counts", chunk_counts, countBytes,
+                   "chunk_counts");
+  }
+  Status status = check.status;
+  if (status.ok())
+    status = context->backend->chunk(rows, rows_capacity, row_bytes, counts,
+                                     num_counts, chunk, chunks, chunk_rows,
+                                     chunk_capacity, chunk_counts);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_unchunk(tamoe_rt_context_t *context,
+                                   const void *chunk_rows,
+                                   intptr_t chunk_capacity, intptr_t row_bytes,
+                                   const int32_t *counts, intptr_t num_counts,
+                                   intptr_t chunk, intptr_t chunks, void *rows,
+                                   intptr_t rows_capacity) {
+  const char *fn = "tamoe_rt_unchunk";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
+  Status status =
+      chunkArguments(rows, rows_capacity, row_bytes, counts, num_counts, chunk,
+                     chunks, chunk_rows, chunk_capacity)
+          .status;
+  if (status.ok())
+    status = context->backend->unchunk(chunk_rows, chunk_capacity, row_bytes,
+                                       counts, num_counts, chunk, chunks, rows,
+                                       rows_capacity);
+  return finish(context, fn, status);
+}
+
 //===----------------------------------------------------------------------===//
 // De-duplication
 //===----------------------------------------------------------------------===//
@@ -1189,6 +1316,7 @@ tamoe_rt_status_t tamoe_rt_dedup_pack(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Status status =
       Check()
           .packRouting(num_tokens, k, experts_per_node, nodes, expert_ids,
@@ -1220,6 +1348,7 @@ tamoe_rt_status_t tamoe_rt_dedup_expand(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Status status =
       Check()
           .expandRoutes(unique_capacity, k, routes, recv_counts, nodes,
@@ -1254,33 +1383,78 @@ tamoe_rt_all_to_all(tamoe_rt_context_t *context, tamoe_rt_group_t group,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
-  if (Status bad = groupCheck(group); !bad.ok())
-    return finish(context, fn, bad);
-  Launcher &launcher = *context->launcher;
-  Status local = peersCheck(launcher, group, peers);
-  if (local.ok())
-    local = allToAllArguments(send, send_capacity, row_bytes, send_counts,
-                              split, launcher.groupSize(group), received,
-                              recv_capacity, recv_counts)
-                .status;
-  Backend &backend = *context->backend;
-  // The cpu backend settles the arguments in its own first round; another
-  // backend gets arguments that every rank agreed on.
-#if TAMOE_RT_HAVE_MPI
-  if (backend.kind() == TAMOE_RT_BACKEND_CPU)
-    return finish(context, fn,
-                  static_cast<CpuBackend &>(backend).exchange(
-                      local, group, send, send_capacity, row_bytes, send_counts,
-                      split, received, recv_capacity, recv_counts,
-                      context->traffic));
-#endif
-  Status status = launcher.agreeOn(
-      group, local, {{"row_bytes", row_bytes}, {"split", split}});
+  // The halves of tamoe_rt_all_to_all_start and _wait, back to back: one
+  // code path for both.
+  std::unique_ptr<PendingExchange> pending;
+  Status status = startExchange(
+      context, Status::success(), group, send, send_capacity, row_bytes,
+      send_counts, peers, split, received, recv_capacity, recv_counts, pending);
   if (status.ok())
-    status = backend.allToAll(group, send, send_capacity, row_bytes,
-                              send_counts, split, received, recv_capacity,
-                              recv_counts, context->traffic);
+    status =
+        context->backend->allToAllWait(std::move(pending), context->traffic);
   return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_all_to_all_start(
+    tamoe_rt_context_t *context, tamoe_rt_group_t group, const void *send,
+    intptr_t send_capacity, intptr_t row_bytes, const int32_t *send_counts,
+    intptr_t peers, intptr_t split, void *received, intptr_t recv_capacity,
+    int32_t *recv_counts, tamoe_rt_exchange_t **exchange) {
+  const char *fn = "tamoe_rt_all_to_all_start";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  if (exchange)
+    *exchange = nullptr;
+  context->backend->progress();
+  // A missing handle fails with the other arguments, on every rank alike.
+  std::unique_ptr<PendingExchange> pending;
+  Status status = startExchange(
+      context, exchange ? Status::success() : invalid("exchange is null"),
+      group, send, send_capacity, row_bytes, send_counts, peers, split,
+      received, recv_capacity, recv_counts, pending);
+  if (status.ok()) {
+    auto handle = std::make_unique<tamoe_rt_exchange_t>();
+    handle->pending = std::move(pending);
+    handle->send = send;
+    *exchange = handle.get();
+    context->exchanges.push_back(std::move(handle));
+  }
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_all_to_all_wait(tamoe_rt_context_t *context,
+                                           tamoe_rt_exchange_t *exchange,
+                                           const void *send) {
+  const char *fn = "tamoe_rt_all_to_all_wait";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  if (!exchange)
+    return finish(context, fn, invalid("exchange is null"));
+  // Looked up before it is touched: a handle waited already, or another
+  // context's, is freed or not ours.
+  auto &exchanges = context->exchanges;
+  auto found =
+      std::find_if(exchanges.begin(), exchanges.end(),
+                   [&](const std::unique_ptr<tamoe_rt_exchange_t> &pending) {
+                     return pending.get() == exchange;
+                   });
+  if (found == exchanges.end())
+    return finish(context, fn,
+                  invalid(str("exchange ", static_cast<const void *>(exchange),
+                              " is not a pending exchange of this context "
+                              "(waited twice?)")));
+  if ((*found)->send != send)
+    return finish(context, fn,
+                  invalid(str("send = ", send,
+                              " is not the buffer the exchange started with (",
+                              (*found)->send, ")")));
+  std::unique_ptr<tamoe_rt_exchange_t> handle = std::move(*found);
+  exchanges.erase(found);
+  return finish(context, fn,
+                context->backend->allToAllWait(std::move(handle->pending),
+                                               context->traffic));
 }
 
 tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,

@@ -27,6 +27,13 @@
 #include <utility>
 #include <vector>
 
+/// The handle of tamoe_rt_all_to_all_start: the backend's exchange in
+/// flight and the send buffer the wait must be given back.
+struct tamoe_rt_exchange {
+  std::unique_ptr<tamoe_rt::PendingExchange> pending;
+  const void *send = nullptr;
+};
+
 struct tamoe_rt_context_t {
   std::unique_ptr<tamoe_rt::Launcher> launcher;
   std::unique_ptr<tamoe_rt::Backend> backend;
@@ -41,6 +48,10 @@ struct tamoe_rt_context_t {
   /// between calls so that a layer's exchanges do not allocate and fault in
   /// fresh memory every time.
   std::vector<std::pair<void *, intptr_t>> workspace;
+  /// The exchanges started and not yet waited, in start order. The wait
+  /// finds its handle here before it touches it, so a stale or foreign
+  /// handle is an error, not a use after free.
+  std::vector<std::unique_ptr<tamoe_rt_exchange_t>> exchanges;
 };
 
 namespace tamoe_rt {

@@ -438,10 +438,17 @@ Status CpuBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
   Status status = checkCounts(counts, numCounts, rowsCapacity, total);
   if (!status.ok())
     return status;
+  // The exchanges in flight move only while this rank calls MPI, so the
+  // experts' work, what they overlap with, lets them progress between
+  // chunks and every kProgressRows rows of a long one.
+  constexpr int32_t kProgressRows = 256;
   intptr_t row = 0;
   for (intptr_t c = 0; c < numCounts; ++c) {
     const float *w = weights + (c % experts) * hidden * outFeatures;
+    progress();
     for (int32_t i = 0; i < counts[c]; ++i, ++row) {
+      if (i % kProgressRows == kProgressRows - 1)
+        progress();
       const float *x = rows + row * hidden;
       float *y = result + row * outFeatures;
       std::fill(y, y + outFeatures, 0.0f);
@@ -597,6 +604,83 @@ Status CpuBackend::regroup(const void *rows, intptr_t rowsCapacity,
       std::memcpy(regroupedCounts + (y * a + x) * inner, counts + chunk * inner,
                   size_t(inner) * sizeof(int32_t));
     }
+  return Status::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Chunks
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// Calls copy(entry, block row, chunk row, rows) for part `index` of
+/// `chunks` of every entry of counts, in entry order: its first row among
+/// the blocks and in the packed part, and its rows. Returns the part's rows.
+template <typename Copy>
+intptr_t forEachPart(const int32_t *counts, intptr_t numCounts, intptr_t index,
+                     intptr_t chunks, Copy copy) {
+  intptr_t block = 0, packed = 0;
+  for (intptr_t i = 0; i < numCounts; ++i) {
+    int64_t begin = partBegin(counts[i], index, chunks);
+    int64_t rows = partBegin(counts[i], index + 1, chunks) - begin;
+    copy(i, block + begin, packed, rows);
+    block += counts[i];
+    packed += rows;
+  }
+  return packed;
+}
+
+} // namespace
+
+Status CpuBackend::chunk(const void *rows, intptr_t rowsCapacity,
+                         intptr_t rowBytes, const int32_t *counts,
+                         intptr_t numCounts, intptr_t index, intptr_t chunks,
+                         void *chunkRows, intptr_t chunkCapacity,
+                         int32_t *chunkCounts) {
+  intptr_t total = 0;
+  Status status = checkCounts(counts, numCounts, rowsCapacity, total);
+  if (!status.ok())
+    return status;
+  // Fail before writing anything.
+  intptr_t partRows =
+      forEachPart(counts, numCounts, index, chunks,
+                  [](intptr_t, intptr_t, intptr_t, intptr_t) {});
+  if (partRows > chunkCapacity)
+    return exceeded(str(partRows, " rows of chunk ", index, " of ", chunks,
+                        " exceed chunk_capacity ", chunkCapacity));
+  forEachPart(counts, numCounts, index, chunks,
+              [&](intptr_t i, intptr_t from, intptr_t to, intptr_t n) {
+                if (n)
+                  std::memcpy(rowOf(chunkRows, to, rowBytes),
+                              rowOf(rows, from, rowBytes),
+                              size_t(n * rowBytes));
+                chunkCounts[i] = int32_t(n);
+              });
+  return Status::success();
+}
+
+Status CpuBackend::unchunk(const void *chunkRows, intptr_t chunkCapacity,
+                           intptr_t rowBytes, const int32_t *counts,
+                           intptr_t numCounts, intptr_t index, intptr_t chunks,
+                           void *rows, intptr_t rowsCapacity) {
+  intptr_t total = 0;
+  Status status = checkCounts(counts, numCounts, rowsCapacity, total);
+  if (!status.ok())
+    return status;
+  intptr_t partRows =
+      forEachPart(counts, numCounts, index, chunks,
+                  [](intptr_t, intptr_t, intptr_t, intptr_t) {});
+  if (partRows > chunkCapacity)
+    return invalid(str("counts make ", partRows, " rows in chunk ", index,
+                       " of ", chunks, " but chunk_capacity is ",
+                       chunkCapacity));
+  forEachPart(counts, numCounts, index, chunks,
+              [&](intptr_t, intptr_t to, intptr_t from, intptr_t n) {
+                if (n)
+                  std::memcpy(rowOf(rows, to, rowBytes),
+                              rowOf(chunkRows, from, rowBytes),
+                              size_t(n * rowBytes));
+              });
   return Status::success();
 }
 
@@ -983,12 +1067,27 @@ Status CpuBackend::adam(float *params, const float *grads, float *m, float *v,
 // Exchange
 //===----------------------------------------------------------------------===//
 
-Status CpuBackend::exchange(Status local, tamoe_rt_group_t group,
-                            const void *send, intptr_t sendCapacity,
-                            intptr_t rowBytes, const int32_t *sendCounts,
-                            intptr_t split, void *received,
-                            intptr_t recvCapacity, int32_t *recvCounts,
-                            Traffic &traffic) {
+Status CpuBackend::allToAll(tamoe_rt_group_t group, const void *send,
+                            intptr_t sendCapacity, intptr_t rowBytes,
+                            const int32_t *sendCounts, intptr_t split,
+                            void *received, intptr_t recvCapacity,
+                            int32_t *recvCounts, Traffic &traffic) {
+  std::unique_ptr<PendingExchange> pending;
+  Status status = allToAllStart(launcher, Status::success(), group, send,
+                                sendCapacity, rowBytes, sendCounts, split,
+                                received, recvCapacity, recvCounts, pending);
+  if (status.ok())
+    status = allToAllWait(std::move(pending), traffic);
+  return status;
+}
+
+Status CpuBackend::allToAllStart(Launcher & /*launcher*/, Status local,
+                                 tamoe_rt_group_t group, const void *send,
+                                 intptr_t sendCapacity, intptr_t rowBytes,
+                                 const int32_t *sendCounts, intptr_t split,
+                                 void *received, intptr_t recvCapacity,
+                                 int32_t *recvCounts,
+                                 std::unique_ptr<PendingExchange> &pending) {
   if (!launcher.broken().ok())
     return launcher.brokenStatus();
   MPI_Comm comm = launcher.comm(group);
@@ -1112,65 +1211,112 @@ Status CpuBackend::exchange(Status local, tamoe_rt_group_t group,
                          "than ", INT_MAX, " (MPI counts are int)"));
   }
 
-  // Round 2: the rows, and the counts of the split alongside them.
-  sendRows.assign(size, 0);
-  sendOffsets.assign(size, 0);
-  recvRows.assign(size, 0);
-  recvOffsets.assign(size, 0);
+  // Round 2: the rows, and the counts of the split alongside them, posted
+  // here and completed by allToAllWait; what they use is the exchange's.
+  auto exchange = std::make_unique<CpuExchange>();
+  CpuExchange &x = *exchange;
+  x.group = group;
+  x.recvCounts = recvCounts;
+  x.sendRows.assign(size, 0);
+  x.sendOffsets.assign(size, 0);
+  x.recvRows.assign(size, 0);
+  x.recvOffsets.assign(size, 0);
   int sendOffset = 0, recvOffset = 0;
   for (int p = 0; p < size; ++p) {
-    sendRows[p] = rowsIn[p];
-    sendOffsets[p] = sendOffset;
-    sendOffset += sendRows[p];
-    recvRows[p] = rowsOut[p];
-    recvOffsets[p] = recvOffset;
-    recvOffset += recvRows[p];
+    x.sendRows[p] = rowsIn[p];
+    x.sendOffsets[p] = sendOffset;
+    sendOffset += x.sendRows[p];
+    x.recvRows[p] = rowsOut[p];
+    x.recvOffsets[p] = recvOffset;
+    recvOffset += x.recvRows[p];
   }
   // With one count per peer the rows are the counts; otherwise the split
   // travels alongside the rows.
   bool exchangeCounts = split > 1;
   if (exchangeCounts) {
-    countsIn.assign(sendCounts, sendCounts + size * split);
-    countsOut.assign(size * split, 0);
+    x.countsIn.assign(sendCounts, sendCounts + size * split);
+    x.countsOut.assign(size * split, 0);
   } else {
-    countsOut.assign(rowsOut.begin(), rowsOut.end());
+    x.countsOut.assign(rowsOut.begin(), rowsOut.end());
   }
   // Counts and offsets in rows: a row type keeps them far from INT_MAX.
-  MPI_Datatype row;
   what = &stageName(1, group);
-  status =
-      launcher.check(MPI_Type_contiguous(int(rowBytes), MPI_BYTE, &row), *what);
-  if (!status.ok())
-    return status;
-  MPI_Type_commit(&row);
-  status = launcher.check(MPI_Ialltoallv(send, sendRows.data(),
-                                         sendOffsets.data(), row, received,
-                                         recvRows.data(), recvOffsets.data(),
-                                         row, comm, &requests[0]),
+  status = launcher.check(MPI_Type_contiguous(int(rowBytes), MPI_BYTE, &x.row),
                           *what);
+  if (status.ok()) {
+    MPI_Type_commit(&x.row);
+    status = launcher.check(
+        MPI_Ialltoallv(send, x.sendRows.data(), x.sendOffsets.data(), x.row,
+                       received, x.recvRows.data(), x.recvOffsets.data(), x.row,
+                       comm, &x.requests[0]),
+        *what);
+  }
+  if (status.ok())
+    x.posted = 1;
   if (status.ok() && exchangeCounts)
     status =
-        launcher.check(MPI_Ialltoall(countsIn.data(), int(split), MPI_INT32_T,
-                                     countsOut.data(), int(split), MPI_INT32_T,
-                                     comm, &requests[1]),
+        launcher.check(MPI_Ialltoall(x.countsIn.data(), int(split), MPI_INT32_T,
+                                     x.countsOut.data(), int(split),
+                                     MPI_INT32_T, comm, &x.requests[1]),
                        *what);
-  if (status.ok())
-    status = launcher.wait(requests, exchangeCounts ? 2 : 1, *what);
-  MPI_Type_free(&row);
-  if (!status.ok())
+  if (!status.ok()) {
+    // The launcher is broken; MPI may still complete a posted request into
+    // the exchange's buffers.
+    (void)exchange.release();
     return status;
+  }
+  if (exchangeCounts)
+    x.posted = 2;
 
-  std::copy(countsOut.begin(), countsOut.end(), recvCounts);
   // Bytes a rank keeps are not traffic.
   for (int p = 0; p < size; ++p) {
     if (p == me)
       continue;
-    int64_t bytes = int64_t(sendRows[p]) * rowBytes;
+    int64_t bytes = int64_t(x.sendRows[p]) * rowBytes;
     if (launcher.worldRankOf(group, p) / launcher.ranksPerNode() ==
         launcher.node())
-      traffic.intraNodeBytes += bytes;
+      x.traffic.intraNodeBytes += bytes;
     else
-      traffic.interNodeBytes += bytes;
+      x.traffic.interNodeBytes += bytes;
   }
+  inFlight.push_back(&x);
+  pending = std::move(exchange);
   return Status::success();
+}
+
+Status CpuBackend::allToAllWait(std::unique_ptr<PendingExchange> pending,
+                                Traffic &traffic) {
+  auto &x = static_cast<CpuExchange &>(*pending);
+  inFlight.erase(std::find(inFlight.begin(), inFlight.end(), &x));
+  const std::string &what = stageName(1, x.group);
+  Status status =
+      launcher.broken().ok() ? Status::success() : launcher.brokenStatus();
+  if (status.ok() && x.error != MPI_SUCCESS)
+    status = launcher.check(x.error, what);
+  if (status.ok())
+    status = launcher.wait(x.requests, x.posted, what);
+  if (!status.ok()) {
+    // MPI may still write into the exchange's buffers (and the program's):
+    // leaked, as a broken launcher's are.
+    (void)pending.release();
+    return status;
+  }
+  std::copy(x.countsOut.begin(), x.countsOut.end(), x.recvCounts);
+  traffic.intraNodeBytes += x.traffic.intraNodeBytes;
+  traffic.interNodeBytes += x.traffic.interNodeBytes;
+  return Status::success();
+}
+
+void CpuBackend::progress() {
+  // MPI moves a nonblocking collective's messages only inside MPI calls (no
+  // progress thread by default), so an exchange in flight advances only
+  // when this rank calls in: each test runs MPI's progress engine once.
+  if (!launcher.broken().ok())
+    return;
+  for (CpuExchange *x : inFlight) {
+    if (x->error != MPI_SUCCESS)
+      continue;
+    int done = 0;
+    x->error = MPI_Testall(x->posted, x->requests, &done, MPI_STATUSES_IGNORE);
+  }
 }

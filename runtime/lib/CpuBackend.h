@@ -12,10 +12,35 @@
 #include "Backend.h"
 #include "MpiLauncher.h"
 
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
 namespace tamoe_rt {
+
+/// An exchange whose rows are in flight: the requests of its second round
+/// and everything they use, which must outlive them (several exchanges may
+/// be in flight, so none of it can be the backend's).
+struct CpuExchange final : PendingExchange {
+  ~CpuExchange() override {
+    if (row != MPI_DATATYPE_NULL)
+      MPI_Type_free(&row);
+  }
+  tamoe_rt_group_t group = TAMOE_RT_GROUP_WORLD;
+  /// The rows' MPI_Ialltoallv, then the split counts' MPI_Ialltoall when
+  /// split > 1; `posted` of them were started.
+  MPI_Request requests[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  int posted = 0;
+  /// The row type, kept until the requests complete (some MPI versions
+  /// mishandle a type freed under a pending nonblocking collective).
+  MPI_Datatype row = MPI_DATATYPE_NULL;
+  std::vector<int> sendRows, sendOffsets, recvRows, recvOffsets;
+  std::vector<int32_t> countsIn, countsOut;
+  /// Where countsOut goes once the rows are in.
+  int32_t *recvCounts = nullptr;
+  /// An error that progress() met, reported by the wait.
+  int error = MPI_SUCCESS;
+};
 
 class CpuBackend final : public Backend {
 public:
@@ -75,15 +100,36 @@ public:
                      intptr_t ranksPerNode, intptr_t expertsPerRank,
                      void *expanded, intptr_t expandedCapacity,
                      int32_t *expandedCounts) override;
+  /// allToAllStart on arguments that every rank agreed on, then the wait.
   Status allToAll(tamoe_rt_group_t group, const void *send,
                   intptr_t sendCapacity, intptr_t rowBytes,
                   const int32_t *sendCounts, intptr_t split, void *received,
                   intptr_t recvCapacity, int32_t *recvCounts,
-                  Traffic &traffic) override {
-    return exchange(Status::success(), group, send, sendCapacity, rowBytes,
-                    sendCounts, split, received, recvCapacity, recvCounts,
-                    traffic);
-  }
+                  Traffic &traffic) override;
+  /// Settles the core's verdict on this rank's arguments (`local`; the
+  /// pointers are not touched when it failed) and the agreement on
+  /// row_bytes and split in the round that exchanges the counts (blocking),
+  /// then posts the second round, the rows: a checked exchange costs two
+  /// rounds, as MPI_Alltoall + MPI_Alltoallv do. `launcher` is this
+  /// backend's.
+  Status allToAllStart(Launcher &launcher, Status local, tamoe_rt_group_t group,
+                       const void *send, intptr_t sendCapacity,
+                       intptr_t rowBytes, const int32_t *sendCounts,
+                       intptr_t split, void *received, intptr_t recvCapacity,
+                       int32_t *recvCounts,
+                       std::unique_ptr<PendingExchange> &pending) override;
+  Status allToAllWait(std::unique_ptr<PendingExchange> pending,
+                      Traffic &traffic) override;
+  /// MPI_Testall on the requests of every exchange in flight.
+  void progress() override;
+  Status chunk(const void *rows, intptr_t rowsCapacity, intptr_t rowBytes,
+               const int32_t *counts, intptr_t numCounts, intptr_t index,
+               intptr_t chunks, void *chunkRows, intptr_t chunkCapacity,
+               int32_t *chunkCounts) override;
+  Status unchunk(const void *chunkRows, intptr_t chunkCapacity,
+                 intptr_t rowBytes, const int32_t *counts, intptr_t numCounts,
+                 intptr_t index, intptr_t chunks, void *rows,
+                 intptr_t rowsCapacity) override;
   Status gateGrad(const float *probs, const int32_t *expertIds, intptr_t tokens,
                   intptr_t experts, intptr_t k, tamoe_rt_score_t score,
                   bool renormalize, const float *dWeights, const float *dProbs,
@@ -123,16 +169,6 @@ public:
               int64_t step, float lr, float beta1, float beta2, float eps,
               float weightDecay) override;
 
-  /// allToAll that also settles the core's verdict on this rank's
-  /// arguments (`local`; the pointers are not touched when it failed) and
-  /// the agreement on row_bytes and split, in the round that exchanges the
-  /// counts: a checked exchange costs two rounds, as MPI_Alltoall +
-  /// MPI_Alltoallv do.
-  Status exchange(Status local, tamoe_rt_group_t group, const void *send,
-                  intptr_t sendCapacity, intptr_t rowBytes,
-                  const int32_t *sendCounts, intptr_t split, void *received,
-                  intptr_t recvCapacity, int32_t *recvCounts, Traffic &traffic);
-
   /// A row of dedupExpand's output before the sort: its key, and the route
   /// entry (unique row, slot) it comes from.
   struct Expansion {
@@ -160,11 +196,14 @@ private:
   std::vector<intptr_t> rowIndex;
   std::vector<char> kept;
   std::vector<Expansion> arrivals, entries;
-  // Buffers of the exchange in flight; members for the reason given in
-  // MpiLauncher.h (a timed-out operation may still write into them).
+  // Buffers of an exchange's first round; members for the reason given in
+  // MpiLauncher.h (a timed-out operation may still write into them). The
+  // second round's are its CpuExchange's.
   std::vector<int64_t> reduceIn, reduceOut, gathered;
-  std::vector<int32_t> countsIn, countsOut, rowsIn, rowsOut;
-  std::vector<int> sendRows, sendOffsets, recvRows, recvOffsets;
+  std::vector<int32_t> rowsIn, rowsOut;
+  // The exchanges started and not yet waited (owned by their handles),
+  // which progress() tests.
+  std::vector<CpuExchange *> inFlight;
 };
 
 } // namespace tamoe_rt

@@ -29,6 +29,7 @@ tamoe_rt_gate_grad(tamoe_rt_context_t *context, const float *probs,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Check check;
   check.atLeast(tokens, 0, "tokens")
       .atLeast(experts, 1, "experts")
@@ -66,6 +67,7 @@ tamoe_rt_status_t tamoe_rt_combine_grad(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Check check;
   check.dtype(dtype, "dtype")
       .atLeast(rows, 0, "rows")
@@ -129,6 +131,7 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Check check;
   check.dtype(dtype, "dtype")
       .groupedShape(rows_capacity, hidden, num_counts, experts, out_features)
@@ -180,6 +183,7 @@ tamoe_rt_status_t tamoe_rt_aux_loss_grad(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Check check;
   check.atLeast(tokens, 0, "tokens")
       .atLeast(experts, 1, "experts")
@@ -213,6 +217,7 @@ tamoe_rt_status_t tamoe_rt_dedup_pack_grad(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Check check;
   check.dtype(dtype, "dtype")
       .packRouting(num_tokens, k, experts_per_node, nodes, expert_ids,
@@ -250,6 +255,7 @@ tamoe_rt_status_t tamoe_rt_dedup_expand_grad(
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   Check check;
   check.dtype(dtype, "dtype")
       .expandRoutes(unique_capacity, k, routes, recv_counts, nodes,
@@ -310,6 +316,7 @@ tamoe_rt_status_t tamoe_rt_sgd(tamoe_rt_context_t *context, float *params,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   intptr_t bytes = floatBytes(n, 1);
   Status status =
       Check()
@@ -343,6 +350,7 @@ tamoe_rt_status_t tamoe_rt_adam(tamoe_rt_context_t *context, float *params,
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
   intptr_t bytes = floatBytes(n, 1);
   Check check;
   check.atLeast(n, 0, "n")

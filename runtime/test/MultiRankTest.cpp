@@ -4,7 +4,9 @@
 // nodes x 2, from TAMOE_RANKS_PER_NODE):
 //
 //   tamoe-rt-mpi-test [exchange] [dedup] [layer] [errors] [all_reduce]
-//                     [timeout]
+//                     [timeout] [async]
+//
+// (exchange includes async, the checks of all_to_all_start and _wait.)
 //
 // Every rank generates every rank's inputs from seed + rank, so each can
 // compute the whole job serially (Reference.h) and check what it got,
@@ -140,6 +142,232 @@ Exchange makeExchange(const World &w, uint64_t seed, int64_t rowBytes,
   return x;
 }
 
+//===----------------------------------------------------------------------===//
+// async: all_to_all_start + all_to_all_wait == all_to_all (part of exchange)
+//===----------------------------------------------------------------------===//
+
+/// World ranks of the members of this rank's `group` in group order, and
+/// this rank's index among them.
+std::vector<int64_t> groupOf(const World &w, tamoe_rt_group_t group,
+                             int64_t &me) {
+  std::vector<int64_t> members;
+  for (int64_t r = 0; r < w.ranks; ++r)
+    if (group == TAMOE_RT_GROUP_WORLD ||
+        (group == TAMOE_RT_GROUP_NODE && w.node(r) == w.node(w.me)) ||
+        (group == TAMOE_RT_GROUP_PEERS && w.index(r) == w.index(w.me))) {
+      if (r == w.me)
+        me = int64_t(members.size());
+      members.push_back(r);
+    }
+  return members;
+}
+
+/// An exchange over `group`, its buffers (which must live until its wait)
+/// and what it must deliver here.
+struct InFlight {
+  std::string name;
+  tamoe_rt_group_t group;
+  int64_t rowBytes, split, peers, recvRows;
+  std::vector<int64_t> members;
+  Exchange x;
+  Bytes want, received;
+  std::vector<int32_t> wantCounts, recvCounts;
+  tamoe_rt_exchange_t *handle = nullptr;
+
+  const Bytes &send(const World &w) const { return x.rows[w.me]; }
+  int64_t sendRows(const World &w) const {
+    return int64_t(send(w).size()) / rowBytes;
+  }
+};
+
+InFlight inFlight(const World &w, tamoe_rt_group_t group, int64_t rowBytes,
+                  int64_t split, uint64_t seed) {
+  const char *groups[] = {"world", "node", "peers"};
+  InFlight e;
+  e.name = str(groups[group], " split ", split, " row_bytes ", rowBytes);
+  e.group = group;
+  e.rowBytes = rowBytes;
+  e.split = split;
+  int64_t me = 0;
+  e.members = groupOf(w, group, me);
+  e.peers = int64_t(e.members.size());
+  e.x = makeExchange(w, seed, rowBytes, split, e.peers);
+  std::vector<Bytes> rows;
+  std::vector<std::vector<int32_t>> counts;
+  for (int64_t member : e.members) {
+    rows.push_back(e.x.rows[member]);
+    counts.push_back(e.x.counts[member]);
+  }
+  reference::allToAll(rows, counts, rowBytes, split, me, e.want, e.wantCounts);
+  e.recvRows = int64_t(e.want.size()) / rowBytes;
+  e.received.assign((e.recvRows + 1) * rowBytes, 0xAA);
+  e.recvCounts.assign(e.peers * split, -1);
+  return e;
+}
+
+tamoe_rt_status_t startInFlight(const World &w, InFlight &e) {
+  return tamoe_rt_all_to_all_start(
+      w.ctx, e.group, e.send(w).data(), e.sendRows(w), e.rowBytes,
+      e.x.counts[w.me].data(), e.peers, e.split, e.received.data(), e.recvRows,
+      e.recvCounts.data(), &e.handle);
+}
+
+/// Waits for `e` and checks what arrived and the bytes it counted.
+void waitAndCheck(const World &w, InFlight &e) {
+  tamoe_rt_traffic_t before = traffic(w.ctx);
+  EXPECT_OK(tamoe_rt_all_to_all_wait(w.ctx, e.handle, e.send(w).data()), w.ctx);
+  tamoe_rt_traffic_t moved = traffic(w.ctx) - before;
+  EXPECT(e.recvCounts == e.wantCounts, e.name, ": counts");
+  EXPECT(Bytes(e.received.begin(),
+               e.received.begin() + e.recvRows * e.rowBytes) == e.want,
+         e.name, ": rows");
+  EXPECT(e.received[e.recvRows * e.rowBytes] == 0xAA, e.name,
+         ": wrote past the rows");
+  int64_t intra = 0, inter = 0;
+  for (size_t p = 0; p < e.members.size(); ++p) {
+    if (e.members[p] == w.me)
+      continue;
+    int64_t rows = 0;
+    for (int64_t i = 0; i < e.split; ++i)
+      rows += e.x.counts[w.me][p * e.split + i];
+    (w.node(e.members[p]) == w.node(w.me) ? intra : inter) += rows * e.rowBytes;
+  }
+  EXPECT(moved.intra_node_bytes == intra && moved.inter_node_bytes == inter,
+         e.name, ": traffic ", moved.intra_node_bytes, " + ",
+         moved.inter_node_bytes, " != ", intra, " + ", inter);
+}
+
+/// Compute while exchanges are in flight: a grouped matmul long enough to
+/// progress them from inside (every 256 rows), then a map.
+void computeWhileInFlight(const World &w) {
+  int64_t rows = 600, hidden = 4;
+  std::vector<float> x(rows * hidden, 1.0f), weights(hidden * hidden, 0.5f),
+      y(rows * hidden);
+  std::vector<int32_t> counts = {int32_t(rows)};
+  EXPECT_OK(tamoe_rt_grouped_matmul(w.ctx, TAMOE_RT_F32, x.data(), rows, hidden,
+                                    counts.data(), 1, 1, weights.data(), hidden,
+                                    y.data()),
+            w.ctx);
+  EXPECT(y == std::vector<float>(rows * hidden, 2.0f), "grouped_matmul");
+  EXPECT_OK(tamoe_rt_map(w.ctx, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, x.data(),
+                         y.data(), rows * hidden, y.data()),
+            w.ctx);
+  EXPECT(y == std::vector<float>(rows * hidden, 3.0f), "map");
+}
+
+void expectFailure(const World &w, tamoe_rt_status_t got,
+                   tamoe_rt_status_t code, const std::string &message);
+
+void asyncChecks(const World &w) {
+  // Every group, split 1 and 2: what tamoe_rt_all_to_all delivers.
+  for (tamoe_rt_group_t group :
+       {TAMOE_RT_GROUP_WORLD, TAMOE_RT_GROUP_NODE, TAMOE_RT_GROUP_PEERS})
+    for (int64_t split : {1, 2}) {
+      int64_t rowBytes = split == 1 ? 16 : 12;
+      InFlight e =
+          inFlight(w, group, rowBytes, split, 500 + 10 * group + split);
+      Bytes blocking(e.received.size(), 0xAA);
+      std::vector<int32_t> blockingCounts(e.recvCounts.size(), -1);
+      EXPECT_OK(tamoe_rt_all_to_all(
+                    w.ctx, group, e.send(w).data(), e.sendRows(w), rowBytes,
+                    e.x.counts[w.me].data(), e.peers, split, blocking.data(),
+                    e.recvRows, blockingCounts.data()),
+                w.ctx);
+      EXPECT_OK(startInFlight(w, e), w.ctx);
+      EXPECT(e.handle != nullptr, e.name, ": no handle");
+      computeWhileInFlight(w);
+      waitAndCheck(w, e);
+      EXPECT(e.received == blocking && e.recvCounts == blockingCounts, e.name,
+             ": start/wait and all_to_all differ");
+    }
+
+  // Three in flight at once over different groups, a blocking exchange and
+  // compute among them, waited in start order.
+  std::vector<InFlight> started;
+  started.push_back(inFlight(w, TAMOE_RT_GROUP_WORLD, 24, 2, 601));
+  started.push_back(inFlight(w, TAMOE_RT_GROUP_NODE, 8, 1, 602));
+  started.push_back(inFlight(w, TAMOE_RT_GROUP_PEERS, 40, 3, 603));
+  InFlight between = inFlight(w, TAMOE_RT_GROUP_WORLD, 4, 1, 604);
+  EXPECT_OK(startInFlight(w, started[0]), w.ctx);
+  EXPECT_OK(startInFlight(w, started[1]), w.ctx);
+  EXPECT_OK(tamoe_rt_all_to_all(w.ctx, between.group, between.send(w).data(),
+                                between.sendRows(w), between.rowBytes,
+                                between.x.counts[w.me].data(), between.peers, 1,
+                                between.received.data(), between.recvRows,
+                                between.recvCounts.data()),
+            w.ctx);
+  EXPECT(between.recvCounts == between.wantCounts &&
+             Bytes(between.received.begin(),
+                   between.received.begin() + between.recvRows * 4) ==
+                 between.want,
+         "the blocking exchange among those in flight");
+  computeWhileInFlight(w);
+  EXPECT_OK(startInFlight(w, started[2]), w.ctx);
+  computeWhileInFlight(w);
+  for (InFlight &e : started)
+    waitAndCheck(w, e);
+
+  // A start that fails on one rank fails on every rank, with that rank's
+  // message, and moves nothing.
+  int64_t rowBytes = 16;
+  std::vector<int32_t> ones(w.ranks, 1), recvCounts(w.ranks, -1);
+  Bytes send(2 * w.ranks * rowBytes, 0x11), received(w.ranks * rowBytes);
+  auto failing = [&](const void *from, intptr_t rb, intptr_t capacity) {
+    std::fill(received.begin(), received.end(), 0x5A);
+    tamoe_rt_exchange_t *handle = reinterpret_cast<tamoe_rt_exchange_t *>(1);
+    tamoe_rt_status_t status = tamoe_rt_all_to_all_start(
+        w.ctx, TAMOE_RT_GROUP_WORLD, from, w.ranks, rb, ones.data(), w.ranks, 1,
+        received.data(), capacity, recvCounts.data(), &handle);
+    EXPECT(handle == nullptr, "a failed start returned a handle");
+    return status;
+  };
+  auto untouched = [&] {
+    for (unsigned char byte : received)
+      if (byte != 0x5A)
+        return false;
+    return recvCounts == std::vector<int32_t>(w.ranks, -1);
+  };
+  expectFailure(w,
+                failing(w.me == 3 ? nullptr : send.data(), rowBytes, w.ranks),
+                TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                "tamoe_rt_all_to_all_start: rank 3: send is null");
+  expectFailure(
+      w, failing(send.data(), rowBytes, w.me == 5 ? w.ranks - 1 : w.ranks),
+      TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+      str("tamoe_rt_all_to_all_start: rank 5: ", w.ranks,
+          " rows to receive exceed recv_capacity ", w.ranks - 1));
+  expectFailure(w, failing(send.data(), w.me == 3 ? 32 : rowBytes, w.ranks),
+                TAMOE_RT_ERROR_MISMATCH,
+                "tamoe_rt_all_to_all_start: ranks disagree on row_bytes: rank "
+                "0 has 16, rank 3 has 32");
+  EXPECT(untouched(), "rows moved despite a failed start");
+
+  // Bad waits name the problem and leave the exchange pending; the right
+  // wait completes it; a second wait finds no handle.
+  InFlight e = inFlight(w, TAMOE_RT_GROUP_WORLD, 8, 1, 605);
+  EXPECT_OK(startInFlight(w, e), w.ctx);
+  expectFailure(w, tamoe_rt_all_to_all_wait(w.ctx, e.handle, send.data()),
+                TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                str("tamoe_rt_all_to_all_wait: send = ",
+                    static_cast<const void *>(send.data()),
+                    " is not the buffer the exchange started with (",
+                    static_cast<const void *>(e.send(w).data()), ")"));
+  waitAndCheck(w, e);
+  expectFailure(w, tamoe_rt_all_to_all_wait(w.ctx, e.handle, e.send(w).data()),
+                TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                str("tamoe_rt_all_to_all_wait: exchange ",
+                    static_cast<const void *>(e.handle),
+                    " is not a pending exchange of this context (waited "
+                    "twice?)"));
+}
+
+/// asyncChecks on their own (exchange runs them too).
+void asyncScenario(const World &w) {
+  asyncChecks(w);
+  tester.end("async", "all_to_all_start + wait == all_to_all, 3 in flight at "
+                      "once; failed starts and bad waits");
+}
+
 void exchangeScenario(const World &w) {
   int64_t flatInterTotal = 0, hierInterTotal = 0;
   for (auto [rowBytes, split] :
@@ -270,9 +498,12 @@ void exchangeScenario(const World &w) {
     EXPECT((byNode ? moved.inter_node_bytes : moved.intra_node_bytes) == 0,
            "group ", group, " traffic on the wrong level");
   }
-  tester.end("exchange", str("flat == hierarchical on ", w.ranks, " ranks (",
-                             w.nodes, " nodes x ", w.perNode,
-                             "), inter-node bytes ", flatInterTotal, " both"));
+  asyncChecks(w);
+  tester.end("exchange",
+             str("flat == hierarchical on ", w.ranks, " ranks (", w.nodes,
+                 " nodes x ", w.perNode, "), inter-node bytes ", flatInterTotal,
+                 " both; all_to_all_start + wait == all_to_all, "
+                 "3 in flight at once"));
 }
 
 //===----------------------------------------------------------------------===//
@@ -1072,6 +1303,8 @@ int main(int argc, char **argv) {
       allReduceScenario(w);
     else if (name == "timeout")
       timeoutScenario(w);
+    else if (name == "async")
+      asyncScenario(w);
     else
       tester.check(false, __LINE__, "unknown scenario " + name);
   }

@@ -238,6 +238,27 @@ inline void regroup(const Bytes &rows, int64_t rowBytes,
     }
 }
 
+/// tamoe.chunk: part c of `chunks` of every entry of counts, row by row:
+/// row j of an entry of n rows is in part c when c n / chunks <= j <
+/// (c + 1) n / chunks (floor division).
+inline void chunk(const Bytes &rows, int64_t rowBytes,
+                  const std::vector<int32_t> &counts, int64_t c, int64_t chunks,
+                  Bytes &part, std::vector<int32_t> &partCounts) {
+  part.clear();
+  partCounts.assign(counts.size(), 0);
+  int64_t start = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    int64_t n = counts[i];
+    for (int64_t j = 0; j < n; ++j)
+      if (c * n / chunks <= j && j < (c + 1) * n / chunks) {
+        part.insert(part.end(), rows.begin() + (start + j) * rowBytes,
+                    rows.begin() + (start + j + 1) * rowBytes);
+        ++partCounts[i];
+      }
+    start += n;
+  }
+}
+
 struct Pack {
   Bytes unique;
   std::vector<int32_t> routes, nodeCounts;

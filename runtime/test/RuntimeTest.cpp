@@ -17,6 +17,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <numeric>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -268,6 +270,16 @@ TEST(NullContext, EveryEntryPoint) {
          return tamoe_rt_regroup(nullptr, nullptr, 0, 1, nullptr, 1, 1, 1,
                                  nullptr, nullptr);
        }},
+      {"tamoe_rt_chunk",
+       [] {
+         return tamoe_rt_chunk(nullptr, nullptr, 0, 1, nullptr, 1, 0, 1,
+                               nullptr, 0, nullptr);
+       }},
+      {"tamoe_rt_unchunk",
+       [] {
+         return tamoe_rt_unchunk(nullptr, nullptr, 0, 1, nullptr, 1, 0, 1,
+                                 nullptr, 0);
+       }},
       {"tamoe_rt_dedup_pack",
        [] {
          return tamoe_rt_dedup_pack(nullptr, nullptr, 0, 1, nullptr, nullptr, 1,
@@ -283,6 +295,15 @@ TEST(NullContext, EveryEntryPoint) {
          return tamoe_rt_all_to_all(nullptr, TAMOE_RT_GROUP_WORLD, nullptr, 0,
                                     1, nullptr, 1, 1, nullptr, 0, nullptr);
        }},
+      {"tamoe_rt_all_to_all_start",
+       [] {
+         tamoe_rt_exchange_t *exchange;
+         return tamoe_rt_all_to_all_start(nullptr, TAMOE_RT_GROUP_WORLD,
+                                          nullptr, 0, 1, nullptr, 1, 1, nullptr,
+                                          0, nullptr, &exchange);
+       }},
+      {"tamoe_rt_all_to_all_wait",
+       [] { return tamoe_rt_all_to_all_wait(nullptr, nullptr, nullptr); }},
       {"tamoe_rt_all_to_all_counts",
        [] {
          intptr_t total;
@@ -1021,6 +1042,247 @@ TEST_F(Runtime, RegroupErrors) {
   EXPECT_EQ(error(), "tamoe_rt_regroup: counts and regrouped_counts overlap");
 }
 
+//===----------------------------------------------------------------------===//
+// Chunks
+//===----------------------------------------------------------------------===//
+
+TEST_F(Runtime, ChunkPartsFollowTheFloorFormula) {
+  // Rows 0..7 in blocks of 5, 0 and 3 rows; part c of an entry of n rows is
+  // its rows [c n / 2, (c + 1) n / 2).
+  std::vector<int32_t> counts = {5, 0, 3};
+  Bytes rows = {0, 1, 2, 3, 4, 5, 6, 7};
+  std::vector<Bytes> wantRows = {{0, 1, 5}, {2, 3, 4, 6, 7}};
+  std::vector<std::vector<int32_t>> wantCounts = {{2, 0, 1}, {3, 0, 2}};
+  Bytes back(8, 0xEE);
+  for (int64_t c = 0; c < 2; ++c) {
+    Bytes part(6, 0xCD);
+    std::vector<int32_t> partCounts(3, -1);
+    ASSERT_EQ(tamoe_rt_chunk(ctx, rows.data(), 8, 1, counts.data(), 3, c, 2,
+                             part.data(), 6, partCounts.data()),
+              TAMOE_RT_SUCCESS)
+        << error();
+    EXPECT_EQ(partCounts, wantCounts[c]);
+    EXPECT_TRUE(Bytes(part.begin(), part.begin() + wantRows[c].size()) ==
+                wantRows[c]);
+    for (size_t i = wantRows[c].size(); i < part.size(); ++i)
+      EXPECT_EQ(part[i], 0xCD) << "chunk wrote past its rows";
+    // Each part goes back to its rows only.
+    ASSERT_EQ(tamoe_rt_unchunk(ctx, part.data(), 6, 1, counts.data(), 3, c, 2,
+                               back.data(), 8),
+              TAMOE_RT_SUCCESS)
+        << error();
+  }
+  EXPECT_TRUE(back == rows);
+
+  // More chunks than rows: empty parts. n = 1 in 3: {0, 0, 1}; n = 2: {0,
+  // 1, 1}.
+  counts = {1, 2};
+  std::vector<std::vector<int32_t>> sizes = {{0, 0}, {0, 1}, {1, 1}};
+  for (int64_t c = 0; c < 3; ++c) {
+    Bytes part(3, 0xCD);
+    std::vector<int32_t> partCounts(2, -1);
+    ASSERT_EQ(tamoe_rt_chunk(ctx, rows.data(), 3, 1, counts.data(), 2, c, 3,
+                             part.data(), 3, partCounts.data()),
+              TAMOE_RT_SUCCESS)
+        << error();
+    EXPECT_EQ(partCounts, sizes[c]) << "chunk " << c;
+  }
+  // An empty part needs no buffer.
+  std::vector<int32_t> partCounts(2, -1);
+  ASSERT_EQ(tamoe_rt_chunk(ctx, rows.data(), 3, 1, counts.data(), 2, 0, 3,
+                           nullptr, 0, partCounts.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(partCounts, (std::vector<int32_t>{0, 0}));
+  ASSERT_EQ(tamoe_rt_unchunk(ctx, nullptr, 0, 1, counts.data(), 2, 0, 3,
+                             rows.data(), 3),
+            TAMOE_RT_SUCCESS)
+      << error();
+}
+
+TEST_F(Runtime, ChunkRoundTrip) {
+  Random random(43);
+  for (int64_t rowBytes : {1, 12, 40})
+    for (int64_t chunks : {1, 2, 3, 7, 50}) {
+      SCOPED_TRACE(testing::Message()
+                   << "row_bytes " << rowBytes << ", chunks " << chunks);
+      // Entries with no rows among them, and 2 spare rows past the counts.
+      std::vector<int32_t> counts(9);
+      for (int32_t &count : counts)
+        count = int32_t(random.integer(0, 1) ? random.integer(0, 30) : 0);
+      counts[0] = 0;
+      counts[3] = 17;
+      int64_t rows = std::accumulate(counts.begin(), counts.end(), int64_t(0));
+      Bytes data = random.bytes((rows + 2) * rowBytes);
+      Bytes back((rows + 2) * rowBytes, 0xEE);
+      std::vector<int32_t> total(counts.size(), 0);
+      for (int64_t c = 0; c < chunks; ++c) {
+        Bytes want;
+        std::vector<int32_t> wantCounts;
+        reference::chunk(data, rowBytes, counts, c, chunks, want, wantCounts);
+        int64_t partRows = int64_t(want.size()) / rowBytes;
+        Bytes part((partRows + 1) * rowBytes, 0xCD);
+        std::vector<int32_t> partCounts(counts.size(), -1);
+        ASSERT_EQ(tamoe_rt_chunk(ctx, data.data(), rows + 2, rowBytes,
+                                 counts.data(), intptr_t(counts.size()), c,
+                                 chunks, part.data(), partRows,
+                                 partCounts.data()),
+                  TAMOE_RT_SUCCESS)
+            << error();
+        EXPECT_EQ(partCounts, wantCounts) << "chunk " << c;
+        EXPECT_TRUE(Bytes(part.begin(), part.begin() + partRows * rowBytes) ==
+                    want)
+            << "chunk " << c;
+        for (int64_t i = partRows * rowBytes; i < int64_t(part.size()); ++i)
+          EXPECT_EQ(part[i], 0xCD) << "chunk wrote past its rows";
+        for (size_t i = 0; i < counts.size(); ++i) {
+          // Near-equal: within one row of n / chunks.
+          EXPECT_LE(std::abs(partCounts[i] * chunks - counts[i]), chunks);
+          total[i] += partCounts[i];
+        }
+
+        // Only this part's rows change in `back`.
+        Bytes before = back;
+        ASSERT_EQ(tamoe_rt_unchunk(ctx, part.data(), partRows, rowBytes,
+                                   counts.data(), intptr_t(counts.size()), c,
+                                   chunks, back.data(), rows + 2),
+                  TAMOE_RT_SUCCESS)
+            << error();
+        Bytes alone((rows + 2) * rowBytes, 0xEE), mine;
+        std::vector<int32_t> mineCounts;
+        ASSERT_EQ(tamoe_rt_unchunk(ctx, part.data(), partRows, rowBytes,
+                                   counts.data(), intptr_t(counts.size()), c,
+                                   chunks, alone.data(), rows + 2),
+                  TAMOE_RT_SUCCESS)
+            << error();
+        for (int64_t i = 0; i < int64_t(alone.size()); ++i)
+          EXPECT_TRUE(alone[i] == 0xEE || alone[i] == data[i]) << "byte " << i;
+        reference::chunk(alone, rowBytes, counts, c, chunks, mine, mineCounts);
+        EXPECT_TRUE(mine == want) << "unchunk put chunk " << c << " elsewhere";
+        for (int64_t i = 0; i < int64_t(back.size()); ++i)
+          EXPECT_TRUE(back[i] == before[i] || back[i] == alone[i])
+              << "unchunk touched another part at byte " << i;
+      }
+      EXPECT_EQ(total, counts);
+      // Every part back: the rows exactly, the spare rows untouched.
+      EXPECT_TRUE(Bytes(back.begin(), back.begin() + rows * rowBytes) ==
+                  Bytes(data.begin(), data.begin() + rows * rowBytes));
+      for (int64_t i = rows * rowBytes; i < int64_t(back.size()); ++i)
+        EXPECT_EQ(back[i], 0xEE) << "unchunk wrote past the counts";
+    }
+}
+
+TEST_F(Runtime, ChunkErrors) {
+  std::vector<int32_t> counts = {5, 0, 3}, partCounts(3);
+  Bytes rows(10 * 4), part(10 * 4);
+  auto chunk = [&](intptr_t index, intptr_t chunks, intptr_t capacity,
+                   intptr_t partCapacity, intptr_t rowBytes = 4,
+                   intptr_t numCounts = 3) {
+    return tamoe_rt_chunk(ctx, rows.data(), capacity, rowBytes, counts.data(),
+                          numCounts, index, chunks, part.data(), partCapacity,
+                          partCounts.data());
+  };
+  auto unchunk = [&](intptr_t index, intptr_t chunks, intptr_t capacity,
+                     intptr_t partCapacity, intptr_t rowBytes = 4,
+                     intptr_t numCounts = 3) {
+    return tamoe_rt_unchunk(ctx, part.data(), partCapacity, rowBytes,
+                            counts.data(), numCounts, index, chunks,
+                            rows.data(), capacity);
+  };
+  for (bool forward : {true, false}) {
+    std::string fn = forward ? "tamoe_rt_chunk: " : "tamoe_rt_unchunk: ";
+    SCOPED_TRACE(fn);
+    auto call = forward ? std::function(chunk) : std::function(unchunk);
+    auto expect = [&](tamoe_rt_status_t got, tamoe_rt_status_t code,
+                      const std::string &message) {
+      EXPECT_EQ(got, code) << tamoe_rt_status_name(got);
+      EXPECT_EQ(error(), fn + message);
+    };
+    expect(call(0, 0, 10, 10, 4, 3), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "chunks must be in [1, 2147483647], got 0");
+    expect(call(0, intptr_t(1) << 31, 10, 10, 4, 3),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "chunks must be in [1, 2147483647], got 2147483648");
+    expect(call(2, 2, 10, 10, 4, 3), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "chunk must be in [0, chunks), got 2 for 2 chunks");
+    expect(call(-1, 2, 10, 10, 4, 3), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "chunk must be in [0, chunks), got -1 for 2 chunks");
+    expect(call(0, 2, 10, 10, 0, 3), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "row_bytes must be >= 1, got 0");
+    expect(call(0, 2, 10, 10, 4, 0), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "num_counts must be >= 1, got 0");
+    expect(call(0, 2, -1, 10, 4, 3), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rows_capacity must be >= 0, got -1");
+    expect(call(0, 2, 10, -1, 4, 3), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "chunk_capacity must be >= 0, got -1");
+    expect(call(0, 2, 7, 10, 4, 3), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "counts sum to 8 rows but rows_capacity is 7");
+    counts[2] = -1;
+    expect(call(0, 2, 10, 10, 4, 3), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "counts[2] = -1 is negative");
+    counts[2] = 3;
+    // Part 1 of {5, 0, 3} has 3 + 2 rows.
+    if (forward)
+      expect(call(1, 2, 10, 4, 4, 3), TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+             "5 rows of chunk 1 of 2 exceed chunk_capacity 4");
+    else
+      expect(call(1, 2, 10, 4, 4, 3), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+             "counts make 5 rows in chunk 1 of 2 but chunk_capacity is 4");
+  }
+  // Null buffers, allowed only when empty.
+  auto nullChunk = [&](const void *from, const int32_t *c, void *to,
+                       int32_t *toCounts, intptr_t capacity = 10) {
+    return tamoe_rt_chunk(ctx, from, capacity, 4, c, 3, 0, 2, to, capacity,
+                          toCounts);
+  };
+  std::vector<int32_t> zeros = {0, 0, 0};
+  EXPECT_EQ(nullChunk(nullptr, counts.data(), part.data(), partCounts.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk: rows is null");
+  EXPECT_EQ(nullChunk(rows.data(), nullptr, part.data(), partCounts.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk: counts is null");
+  EXPECT_EQ(nullChunk(rows.data(), counts.data(), nullptr, partCounts.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk: chunk_rows is null");
+  EXPECT_EQ(nullChunk(rows.data(), counts.data(), part.data(), nullptr),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk: chunk_counts is null");
+  EXPECT_EQ(nullChunk(nullptr, zeros.data(), nullptr, partCounts.data(), 0),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(tamoe_rt_unchunk(ctx, nullptr, 10, 4, counts.data(), 3, 0, 2,
+                             rows.data(), 10),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_unchunk: chunk_rows is null");
+  EXPECT_EQ(tamoe_rt_unchunk(ctx, part.data(), 10, 4, nullptr, 3, 0, 2,
+                             rows.data(), 10),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_unchunk: counts is null");
+  EXPECT_EQ(tamoe_rt_unchunk(ctx, part.data(), 10, 4, counts.data(), 3, 0, 2,
+                             nullptr, 10),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_unchunk: rows is null");
+  // Overlaps.
+  EXPECT_EQ(tamoe_rt_chunk(ctx, rows.data(), 10, 4, counts.data(), 3, 0, 2,
+                           rows.data() + 4, 4, partCounts.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk: rows and chunk_rows overlap");
+  EXPECT_EQ(tamoe_rt_chunk(ctx, rows.data(), 10, 4, counts.data(), 3, 0, 2,
+                           part.data(), 10, counts.data() + 2),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk: counts and chunk_counts overlap");
+  EXPECT_EQ(tamoe_rt_unchunk(ctx, rows.data() + 36, 1, 4, counts.data(), 3, 0,
+                             2, rows.data(), 10),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_unchunk: rows and chunk_rows overlap");
+  // Adjacent buffers do not overlap.
+  EXPECT_EQ(tamoe_rt_unchunk(ctx, rows.data() + 32, 2, 4, zeros.data(), 3, 0, 2,
+                             rows.data(), 8),
+            TAMOE_RT_SUCCESS)
+      << error();
+}
+
 /// Random top-k routing of `tokens` tokens over `experts` experts with a
 /// capacity, so that some positions are -1.
 reference::Dispatch routed(Random &random, const Bytes &data, int64_t rowBytes,
@@ -1684,6 +1946,152 @@ TEST_F(Runtime, AllToAllErrorsOnOneRank) {
                      "tamoe_rt_group_t");
   EXPECT_EQ(counts2(counts.data(), 1, 2, &total), TAMOE_RT_SUCCESS);
   EXPECT_EQ(total, 10);
+}
+
+TEST_F(Runtime, AllToAllStartAndWaitOnOneRank) {
+  Random random(67);
+  int64_t rowBytes = 24;
+  std::vector<int32_t> counts = {4, 0, 7};
+  // Three in flight at once, waited in start order, each with its own
+  // buffers: what tamoe_rt_all_to_all delivers.
+  std::vector<Bytes> sends, receiveds;
+  std::vector<std::vector<int32_t>> recvCounts;
+  std::vector<tamoe_rt_exchange_t *> exchanges;
+  for (int i = 0; i < 3; ++i) {
+    sends.push_back(random.bytes(11 * rowBytes));
+    receiveds.push_back(Bytes(12 * rowBytes, 0xAB));
+    recvCounts.push_back(std::vector<int32_t>(3, -1));
+  }
+  for (int i = 0; i < 3; ++i) {
+    tamoe_rt_exchange_t *exchange = nullptr;
+    ASSERT_EQ(tamoe_rt_all_to_all_start(
+                  ctx, TAMOE_RT_GROUP_WORLD, sends[i].data(), 11, rowBytes,
+                  counts.data(), 1, 3, receiveds[i].data(), 12,
+                  recvCounts[i].data(), &exchange),
+              TAMOE_RT_SUCCESS)
+        << error();
+    ASSERT_NE(exchange, nullptr);
+    exchanges.push_back(exchange);
+  }
+  // Compute while they are in flight.
+  std::vector<float> a(64, 1.0f), b(64, 2.0f), out(64);
+  ASSERT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, a.data(),
+                         b.data(), 64, out.data()),
+            TAMOE_RT_SUCCESS);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(tamoe_rt_all_to_all_wait(ctx, exchanges[i], sends[i].data()),
+              TAMOE_RT_SUCCESS)
+        << error();
+    EXPECT_EQ(recvCounts[i], counts);
+    EXPECT_TRUE(Bytes(receiveds[i].begin(),
+                      receiveds[i].begin() + 11 * rowBytes) == sends[i]);
+    for (int64_t j = 11 * rowBytes; j < 12 * rowBytes; ++j)
+      EXPECT_EQ(receiveds[i][j], 0xAB) << "wrote past the rows";
+  }
+  // The node and peers groups, split 1.
+  for (tamoe_rt_group_t group : {TAMOE_RT_GROUP_NODE, TAMOE_RT_GROUP_PEERS}) {
+    std::vector<int32_t> one = {11}, oneBack = {-1};
+    Bytes received(11 * rowBytes);
+    tamoe_rt_exchange_t *exchange = nullptr;
+    ASSERT_EQ(tamoe_rt_all_to_all_start(
+                  ctx, group, sends[0].data(), 11, rowBytes, one.data(), 1, 1,
+                  received.data(), 11, oneBack.data(), &exchange),
+              TAMOE_RT_SUCCESS)
+        << error();
+    ASSERT_EQ(tamoe_rt_all_to_all_wait(ctx, exchange, sends[0].data()),
+              TAMOE_RT_SUCCESS)
+        << error();
+    EXPECT_EQ(oneBack, one);
+    EXPECT_TRUE(received == sends[0]);
+  }
+  tamoe_rt_traffic_t traffic;
+  tamoe_rt_traffic(ctx, &traffic);
+  EXPECT_EQ(traffic.intra_node_bytes + traffic.inter_node_bytes, 0);
+}
+
+TEST_F(Runtime, AllToAllStartAndWaitErrors) {
+  int64_t rowBytes = 8;
+  Bytes send(10 * rowBytes, 0x11), other(10 * rowBytes),
+      received(10 * rowBytes, 0x5A);
+  std::vector<int32_t> counts = {6, 4}, recvCounts(2, -1);
+  auto start = [&](const void *from, intptr_t capacity,
+                   tamoe_rt_exchange_t **exchange) {
+    return tamoe_rt_all_to_all_start(
+        ctx, TAMOE_RT_GROUP_WORLD, from, 10, rowBytes, counts.data(), 1, 2,
+        received.data(), capacity, recvCounts.data(), exchange);
+  };
+  // A failed start: the same message as tamoe_rt_all_to_all's, no handle,
+  // nothing moved.
+  tamoe_rt_exchange_t *exchange = reinterpret_cast<tamoe_rt_exchange_t *>(1);
+  EXPECT_EQ(start(send.data(), 9, &exchange), TAMOE_RT_ERROR_CAPACITY_EXCEEDED);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_start: rank 0: 10 rows to receive "
+                     "exceed recv_capacity 9");
+  EXPECT_EQ(exchange, nullptr);
+  EXPECT_EQ(start(nullptr, 10, &exchange), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_start: rank 0: send is null");
+  EXPECT_EQ(start(send.data(), 10, nullptr), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_start: rank 0: exchange is null");
+  EXPECT_EQ(tamoe_rt_all_to_all_start(ctx, tamoe_rt_group_t(5), send.data(), 10,
+                                      rowBytes, counts.data(), 1, 2,
+                                      received.data(), 10, recvCounts.data(),
+                                      &exchange),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_start: group = 5 is not a "
+                     "tamoe_rt_group_t");
+  EXPECT_EQ(exchange, nullptr);
+  for (unsigned char byte : received)
+    EXPECT_EQ(byte, 0x5A) << "a row moved";
+  EXPECT_EQ(recvCounts, (std::vector<int32_t>{-1, -1}));
+
+  // Bad waits leave the exchange pending; the right one completes it.
+  ASSERT_EQ(start(send.data(), 10, &exchange), TAMOE_RT_SUCCESS) << error();
+  EXPECT_EQ(tamoe_rt_all_to_all_wait(ctx, nullptr, send.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_wait: exchange is null");
+  std::ostringstream message;
+  message << "tamoe_rt_all_to_all_wait: send = "
+          << static_cast<const void *>(other.data())
+          << " is not the buffer the exchange started with ("
+          << static_cast<const void *>(send.data()) << ")";
+  EXPECT_EQ(tamoe_rt_all_to_all_wait(ctx, exchange, other.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), message.str());
+  // Another context does not know the handle.
+  tamoe_rt_context_t *second = nullptr;
+  ASSERT_EQ(tamoe_rt_init(nullptr, &second), TAMOE_RT_SUCCESS);
+  std::ostringstream foreign;
+  foreign << "tamoe_rt_all_to_all_wait: exchange "
+          << static_cast<const void *>(exchange)
+          << " is not a pending exchange of this context (waited twice?)";
+  EXPECT_EQ(tamoe_rt_all_to_all_wait(second, exchange, send.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(tamoe_rt_last_error(second)), foreign.str());
+  ASSERT_EQ(tamoe_rt_all_to_all_wait(ctx, exchange, send.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(recvCounts, counts);
+  EXPECT_TRUE(received == send);
+  // Waited twice: the handle is gone, and is not touched.
+  std::ostringstream twice;
+  twice << "tamoe_rt_all_to_all_wait: exchange "
+        << static_cast<const void *>(exchange)
+        << " is not a pending exchange of this context (waited twice?)";
+  EXPECT_EQ(tamoe_rt_all_to_all_wait(ctx, exchange, send.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), twice.str());
+
+  // Finalizing with an exchange in flight completes it.
+  std::fill(received.begin(), received.end(), 0x5A);
+  std::fill(recvCounts.begin(), recvCounts.end(), -1);
+  ASSERT_EQ(tamoe_rt_all_to_all_start(second, TAMOE_RT_GROUP_WORLD, send.data(),
+                                      10, rowBytes, counts.data(), 1, 2,
+                                      received.data(), 10, recvCounts.data(),
+                                      &exchange),
+            TAMOE_RT_SUCCESS)
+      << tamoe_rt_last_error(second);
+  EXPECT_EQ(tamoe_rt_finalize(second), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(recvCounts, counts);
+  EXPECT_TRUE(received == send);
 }
 
 TEST_F(Runtime, DispatchDedupOnOneRank) {

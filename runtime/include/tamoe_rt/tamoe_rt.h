@@ -234,6 +234,33 @@ tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
                                    intptr_t a, intptr_t b, intptr_t inner,
                                    void *regrouped, int32_t *regrouped_counts);
 
+/* Rows in blocks, one per counts entry (entry i has counts[i] rows; blocks
+ * in entry order, packed at the front of `rows` [rows_capacity, row_bytes]),
+ * split into `chunks` parts so that a schedule can exchange part c while it
+ * computes on part c - 1: part c of an entry of n rows is its rows
+ * [floor(c n / chunks), floor((c + 1) n / chunks)), so parts differ by at
+ * most one row and a part is empty when n < chunks.
+ * tamoe_rt_chunk: part `chunk` (0 <= chunk < chunks) of every entry, packed
+ * at the front of chunk_rows in entry order; chunk_counts [num_counts] its
+ * rows of each entry. counts live in the backend's memory. */
+tamoe_rt_status_t tamoe_rt_chunk(tamoe_rt_context_t *context, const void *rows,
+                                 intptr_t rows_capacity, intptr_t row_bytes,
+                                 const int32_t *counts, intptr_t num_counts,
+                                 intptr_t chunk, intptr_t chunks,
+                                 void *chunk_rows, intptr_t chunk_capacity,
+                                 int32_t *chunk_counts);
+
+/* The inverse for one part: chunk_rows holds part `chunk` of every entry (as
+ * tamoe_rt_chunk lays it out, for the same counts); each goes back to its
+ * place in `rows`. Rows of other parts are left as they are, so calling it for
+ * every chunk fills `rows`. */
+tamoe_rt_status_t tamoe_rt_unchunk(tamoe_rt_context_t *context,
+                                   const void *chunk_rows,
+                                   intptr_t chunk_capacity, intptr_t row_bytes,
+                                   const int32_t *counts, intptr_t num_counts,
+                                   intptr_t chunk, intptr_t chunks, void *rows,
+                                   intptr_t rows_capacity);
+
 /* tamoe.grouped_matmul: the experts of this rank on the rows it received.
  * rows [rows_capacity, hidden] hold chunks in the order of counts
  * [num_counts] (row-major [peers, experts] after an exchange, or
@@ -333,6 +360,41 @@ tamoe_rt_status_t tamoe_rt_all_to_all(
     intptr_t send_capacity, intptr_t row_bytes, const int32_t *send_counts,
     intptr_t peers, intptr_t split, void *received, intptr_t recv_capacity,
     int32_t *recv_counts);
+
+/* An exchange in flight between tamoe_rt_all_to_all_start and
+ * tamoe_rt_all_to_all_wait. */
+typedef struct tamoe_rt_exchange tamoe_rt_exchange_t;
+
+/* tamoe_rt_all_to_all in two halves, so that a rank computes while its rows
+ * travel. start takes the same arguments, settles them collectively exactly
+ * as tamoe_rt_all_to_all does (same checks, same verdict on every rank, same
+ * messages; this first round is blocking: it is small), posts the transfer
+ * of the rows and returns at once with *exchange set (NULL on failure).
+ * Until the wait, `send` must not change and `received` / `recv_counts` must
+ * not be read. Several exchanges may be in flight on a context; every rank
+ * of a group must start its exchanges (and call the other collectives) in
+ * the same order, as an SPMD program does: MPI matches a communicator's
+ * collectives by that order. The rows move while the rank is inside the
+ * runtime: each entry point that computes (grouped_matmul, matmul, map,
+ * chunk, ...) first lets the exchanges in flight progress (docs/runtime.md,
+ * "How progress is made"). On the cuda backend start does the whole
+ * exchange (no overlap yet). */
+tamoe_rt_status_t tamoe_rt_all_to_all_start(
+    tamoe_rt_context_t *context, tamoe_rt_group_t group, const void *send,
+    intptr_t send_capacity, intptr_t row_bytes, const int32_t *send_counts,
+    intptr_t peers, intptr_t split, void *received, intptr_t recv_capacity,
+    int32_t *recv_counts, tamoe_rt_exchange_t **exchange);
+
+/* Completes an exchange (bounded by the context's timeout, failing like
+ * tamoe_rt_all_to_all does), fills recv_counts and frees the handle: each
+ * started exchange is waited exactly once. `send` must be the pointer it
+ * started with (the program passes it to keep that buffer alive until
+ * here). A handle that is not pending on `context`, or another `send`,
+ * fails with TAMOE_RT_ERROR_INVALID_ARGUMENT and leaves the exchanges as
+ * they are. tamoe_rt_finalize completes the exchanges still in flight. */
+tamoe_rt_status_t tamoe_rt_all_to_all_wait(tamoe_rt_context_t *context,
+                                           tamoe_rt_exchange_t *exchange,
+                                           const void *send);
 
 /* The counts half of tamoe_rt_all_to_all, for a caller that sizes
  * `received` first: recv_counts [peers, split] as tamoe_rt_all_to_all would
