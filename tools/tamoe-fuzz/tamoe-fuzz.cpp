@@ -452,7 +452,8 @@ struct IRTarget {
     std::string options[] = {
         "", "mode=hierarchical dedup=true", "policy=optimal mode=flat",
         topologyFile.empty() ? std::string("policy=fastermoe")
-                             : "topology=" + topologyFile};
+                             : "topology=" + topologyFile,
+        "mode=flat chunks=2", "chunks=0 device-gflops=1000"};
     std::string pipeline =
         "tamoe-pipeline{" + options[variant % std::size(options)] + "}";
     if (succeeded(run(*module, pipeline))) {
