@@ -6,6 +6,8 @@
 // tamoe-topo to-json FILE.json --top-fanout N   a cluster, rescaled
 // tamoe-topo plan FILE.json        every policy's pattern and predicted times
 // tamoe-topo compare FILE.json...  policies x clusters, ratio to uniform
+// tamoe-topo overlap FILE.json...  one MoE layer's exchanges and experts, in
+//                                  one chunk and cut into overlapped chunks
 // tamoe-topo explain FILE.json     per-link loads and the bottleneck
 // tamoe-topo evaluate FILE.json --level-fractions F0,F1,...
 //                                  predicted time of a measured pattern
@@ -23,6 +25,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "tamoe/Planner/Overlap.h"
 #include "tamoe/Planner/Policies.h"
 #include "tamoe/Topology/NCCLImport.h"
 #include "tamoe/Support/Version.h"
@@ -65,6 +68,11 @@ static cl::SubCommand compareCommand("compare",
                                      "Table of policies x clusters: predicted "
                                      "all-to-all time and ratio to uniform");
 static cl::SubCommand
+    overlapCommand("overlap",
+                   "Table of clusters: predicted time of one MoE layer's "
+                   "exchanges and experts in one chunk and cut into the "
+                   "overlapped chunks the model picks (tamoe pattern)");
+static cl::SubCommand
     explainCommand("explain", "Per-link loads of one policy and schedule, "
                               "and which link is the bottleneck");
 
@@ -106,13 +114,15 @@ static cl::opt<std::string>
                cl::cat(importOptions));
 static cl::list<std::string> clusterPaths(cl::Positional, cl::OneOrMore,
                                           cl::desc("<topology files>"),
-                                          cl::sub(compareCommand));
+                                          cl::sub(compareCommand),
+                                          cl::sub(overlapCommand));
 
-// Workload and policy options, shared by plan, compare and explain.
+// Workload and policy options, shared by plan, compare, overlap and explain.
 static cl::OptionCategory plannerOptions("Workload and policy options");
 #define PLANNER_SUBCOMMANDS                                                    \
-  cl::sub(planCommand), cl::sub(compareCommand), cl::sub(explainCommand),      \
-      cl::sub(evaluateCommand), cl::cat(plannerOptions)
+  cl::sub(planCommand), cl::sub(compareCommand), cl::sub(overlapCommand),      \
+      cl::sub(explainCommand), cl::sub(evaluateCommand),                       \
+      cl::cat(plannerOptions)
 static cl::opt<int64_t> tokens("tokens",
                                cl::desc("Tokens per rank (default 4096)"),
                                cl::init(4096), PLANNER_SUBCOMMANDS);
@@ -175,6 +185,28 @@ static cl::opt<std::string>
     svgPath("svg", cl::desc("plan: draw the --policy pattern as a heat map"),
             cl::value_desc("file"), cl::sub(planCommand),
             cl::cat(plannerOptions));
+
+static cl::opt<int64_t>
+    ffn("ffn",
+        cl::desc("overlap: width of an expert's FFN, hidden -> ffn -> hidden "
+                 "(default 4 x --hidden)"),
+        cl::sub(overlapCommand), cl::cat(plannerOptions));
+static cl::opt<double> deviceTFLOPs(
+    "device-tflops",
+    cl::desc("overlap: TFLOP/s one rank achieves on the experts' GEMMs, for "
+             "every cluster (default: a figure for each reference cluster, "
+             "60% of its GPU's dense bf16 peak)"),
+    cl::sub(overlapCommand), cl::cat(plannerOptions));
+static cl::opt<double> chunkOverheadUs(
+    "chunk-overhead-us",
+    cl::desc("overlap: what each chunk of compute adds, us (default 10, "
+             "tamoe-overlap's)"),
+    cl::init(10), cl::sub(overlapCommand), cl::cat(plannerOptions));
+static cl::opt<int64_t>
+    maxChunks("max-chunks",
+              cl::desc("overlap: most chunks the model may pick (default 8, "
+                       "tamoe-overlap's)"),
+              cl::init(8), cl::sub(overlapCommand), cl::cat(plannerOptions));
 
 static cl::list<double> levelFractions(
     "level-fractions",
@@ -262,13 +294,15 @@ static std::string describeTree(const topo::Topology &topology) {
   return text + ")";
 }
 
-static void printWorkload(const Workload &workload) {
+/// The workload on one line; `more` goes before its end.
+static void printWorkload(const Workload &workload, StringRef more = "") {
   outs() << formatv("workload: {0} tokens x {1} hidden x {2} B, top-{3} per "
-                    "rank: {4} MiB of assignments\n",
+                    "rank: {4} MiB of assignments{5}\n",
                     workload.tokensPerRank, workload.hidden,
                     workload.bytesPerElement, workload.topK,
                     format("%.1f", workload.assignmentsPerRank() *
-                                       workload.rowBytes() / (1 << 20)));
+                                       workload.rowBytes() / (1 << 20)),
+                    more);
 }
 
 static StringRef scheduleLetter(Schedule schedule) {
@@ -503,6 +537,165 @@ static int compare(const Workload &workload, const PolicyOptions &options) {
     }
     outs() << "\n";
   }
+  return 0;
+}
+
+namespace {
+/// The expert throughput overlap assumes for a reference cluster when
+/// --device-tflops is not given: `achievedFraction` of its GPU's dense
+/// bf16 peak (fp16 on V100, which has no bf16), what large GEMMs reach.
+struct DeviceRate {
+  StringRef cluster;
+  StringRef gpu;
+  double peakTFLOPs;
+  /// The cluster file's description names no GPU: the figure is assumed.
+  bool assumed;
+};
+} // namespace
+
+static constexpr double achievedFraction = 0.6;
+static const DeviceRate deviceRates[] = {
+    {"dgx-a100", "A100", 312, false},
+    {"dgx-h100", "H100", 989, false},
+    {"h800-deepseek", "H800", 989, false},
+    {"dgx1-v100", "V100, fp16", 125, false},
+    {"gb200-nvl72", "B200", 2500, false},
+    // Their descriptions name no GPU (two-tier-oversubscribed's nodes of 8
+    // on NVSwitch at 300 GB/s per GPU read like A100's, but do not say so).
+    {"pcie-ethernet", "A100", 312, true},
+    {"two-tier-oversubscribed", "A100", 312, true},
+};
+
+/// One MoE layer per cluster: its dispatch exchange, experts and return
+/// exchange in one chunk and cut into the chunks the overlap model picks,
+/// predicted as tamoe-overlap predicts them for the tamoe pattern.
+static int overlap(const Workload &workload, const PolicyOptions &options) {
+  if (ffn.getNumOccurrences() && ffn < 1)
+    return fail(formatv("--ffn: expected >= 1, got {0}", ffn));
+  if (maxChunks < 1)
+    return fail(formatv("--max-chunks: expected >= 1, got {0}", maxChunks));
+  if (!std::isfinite(chunkOverheadUs) || chunkOverheadUs < 0)
+    return fail(formatv("--chunk-overhead-us: expected a finite number >= 0, "
+                        "got {0}",
+                        format("%g", double(chunkOverheadUs))));
+  bool given = deviceTFLOPs.getNumOccurrences();
+  if (given && (!std::isfinite(deviceTFLOPs) || deviceTFLOPs <= 0))
+    return fail(formatv("--device-tflops: expected a finite number > 0, got "
+                        "{0}",
+                        format("%g", double(deviceTFLOPs))));
+  int64_t width = ffn.getNumOccurrences() ? int64_t(ffn) : 4 * workload.hidden;
+  // Dropless: every assignment is a row, and on average a rank's experts
+  // receive as many rows as it sends. Two GEMMs, hidden -> ffn -> hidden.
+  int64_t rows = workload.tokensPerRank * workload.topK;
+  // No more chunks than rows, as the pass.
+  int64_t limit = std::min<int64_t>(maxChunks, std::max<int64_t>(rows, 1));
+  double flops =
+      2 * 2.0 * double(rows) * double(workload.hidden) * double(width);
+
+  // Every file and its throughput first, so that an error prints no table.
+  struct Cluster {
+    topo::Topology topology;
+    double tflops;
+    std::string figure;
+  };
+  std::vector<Cluster> clusters;
+  bool anyAssumed = false;
+  for (const std::string &path : clusterPaths) {
+    Expected<topo::Topology> topology = loadTopology(path);
+    if (!topology)
+      return fail(toString(topology.takeError()));
+    if (given) {
+      clusters.push_back(
+          {std::move(*topology), deviceTFLOPs,
+           formatv("{0} (--device-tflops)", format("%g", double(deviceTFLOPs)))
+               .str()});
+      continue;
+    }
+    const DeviceRate *rate = find_if(deviceRates, [&](const DeviceRate &r) {
+      return r.cluster == topology->name;
+    });
+    if (rate == std::end(deviceRates)) {
+      std::string known;
+      for (const DeviceRate &r : deviceRates)
+        known += (known.empty() ? "" : ", ") + r.cluster.str();
+      return fail(path + ": no built-in device throughput for cluster '" +
+                  topology->name + "' (only for " + known +
+                  "): give --device-tflops");
+    }
+    double tflops = std::round(achievedFraction * rate->peakTFLOPs);
+    anyAssumed |= rate->assumed;
+    clusters.push_back({std::move(*topology), tflops,
+                        formatv("{0} ({1}{2})", format("%g", tflops), rate->gpu,
+                                rate->assumed ? ", assumed" : "")
+                            .str()});
+  }
+
+  printWorkload(workload,
+                formatv("; experts {0} -> {1} -> {0}: {2} GFLOP per rank",
+                        workload.hidden, width, format("%.1f", flops / 1e9))
+                    .str());
+  outs() << formatv(
+      "\nPredicted time in us of one MoE layer on a rank. exchange out: the "
+      "tamoe pattern's dispatch all-to-all with the faster of the flat (F) "
+      "and hierarchical (H) schedules; the exchange back takes as long. "
+      "experts: their two GEMMs at the device's TFLOP/s ({0}). one chunk: "
+      "exchange out, experts and exchange back in sequence, plus {1} us. "
+      "overlapped: cut along the tokens into the chosen chunks (the count "
+      "in 1-{2} with the least predicted time), one chunk's exchanges "
+      "overlapping another's experts, each chunk adding {1} us. gain: one "
+      "chunk / overlapped.\n\n",
+      given ? "--device-tflops"
+            : formatv("{0}% of the named GPU's dense bf16 peak, fp16 on "
+                      "V100",
+                      format("%.0f", achievedFraction * 100))
+                  .str(),
+      format("%g", double(chunkOverheadUs)), limit);
+  outs() << "| cluster | ranks | device TFLOP/s | exchange out (us) | "
+            "experts (us) | one chunk (us) | chosen chunks | overlapped (us) "
+            "| gain |\n";
+  outs() << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const Cluster &cluster : clusters) {
+    const topo::Topology &topology = cluster.topology;
+    Expected<Pattern> pattern = makePattern(topology, Policy::TAMoE, options);
+    if (!pattern)
+      return fail(toString(pattern.takeError()));
+    // As tamoe-overlap: the fastest default schedule for the layer's rows,
+    // its bandwidth and start-up parts, the exchange back the same.
+    Workload perRow{rows, workload.hidden, workload.bytesPerElement, 1};
+    std::optional<Cost> best;
+    for (Schedule schedule : defaultSchedules()) {
+      Cost cost = evaluate(topology, *pattern, perRow, schedule);
+      if (!best || fasterThan(cost.totalUs(), best->totalUs()))
+        best = std::move(cost);
+    }
+    LayerTimes times;
+    for (const StageCost &stage : best->stages) {
+      times.dispatchBandwidthUs += stage.bandwidthUs;
+      times.dispatchLatencyUs += stage.latencyUs;
+    }
+    times.returnBandwidthUs = times.dispatchBandwidthUs;
+    times.returnLatencyUs = times.dispatchLatencyUs;
+    times.computeUs = computeUs(flops, cluster.tflops * 1e3);
+    times.chunkOverheadUs = chunkOverheadUs;
+    if (Error error = verify(times))
+      return fail(topology.name + ": cannot predict the overlap: " +
+                  toString(std::move(error)));
+    int64_t chosen = bestChunkCount(times, limit);
+    double one = chunkedLayerUs(times, 1);
+    double cut = chunkedLayerUs(times, chosen);
+    outs() << formatv("| {0} | {1} | {2} | ", topology.name,
+                      topology.numRanks(), cluster.figure)
+           << format("%.1f %s | %.1f | %.1f | ", best->totalUs(),
+                     scheduleLetter(best->schedule).data(), times.computeUs,
+                     one)
+           << chosen << format(" | %.1f | ", cut)
+           << formatSpeedup(cut > 0 ? std::optional<double>(one / cut)
+                                    : std::nullopt)
+           << " |\n";
+  }
+  if (anyAssumed)
+    outs() << "\nassumed: the cluster file's description names no GPU; "
+              "the A100's figure stands in.\n";
   return 0;
 }
 
@@ -910,10 +1103,11 @@ int main(int argc, char **argv) {
       return fail(toString(topology.takeError()));
     return printSummary(*topology);
   }
-  if (!planCommand && !compareCommand && !explainCommand && !evaluateCommand)
+  if (!planCommand && !compareCommand && !overlapCommand && !explainCommand &&
+      !evaluateCommand)
     return fail("expected a subcommand: check, to-attr, to-json, plan, "
-                "compare, explain, evaluate, import-nccl, calibrate or "
-                "validate (see --help)");
+                "compare, overlap, explain, evaluate, import-nccl, calibrate "
+                "or validate (see --help)");
   Expected<Workload> workload = workloadFromOptions();
   if (!workload)
     return fail(toString(workload.takeError()));
@@ -922,6 +1116,8 @@ int main(int argc, char **argv) {
     return fail(toString(options.takeError()));
   if (compareCommand)
     return compare(*workload, *options);
+  if (overlapCommand)
+    return overlap(*workload, *options);
   Expected<topo::Topology> topology = loadTopology(inputPath);
   if (!topology)
     return fail(toString(topology.takeError()));
