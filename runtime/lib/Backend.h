@@ -176,6 +176,9 @@ struct PendingExchange {
   /// What the exchange sends, added to the context's counters when it
   /// completes.
   Traffic traffic;
+  /// Completed at teardown, never waited for: the program's recv_counts
+  /// may be freed already, so the wait must not write them.
+  bool abandoned = false;
 };
 
 class Backend {

@@ -310,11 +310,15 @@ Status loadCudaBackend(Launcher &launcher, std::unique_ptr<Backend> &backend) {
 /// request, and the peers of an SPMD program complete theirs as they
 /// finalize too. After a timeout or an MPI error, MPI may still write into
 /// the buffers of the operation that failed (the launcher's, the backend's,
-/// the exchanges' and the program's), so a broken context leaks them.
+/// the exchanges' and the program's), so a broken context leaks them. An
+/// exchange completed here does not write its recv_counts: the program that
+/// never waited for it may have freed them.
 void destroy(tamoe_rt_context_t *context) {
-  for (auto &exchange : context->exchanges)
+  for (auto &exchange : context->exchanges) {
+    exchange->pending->abandoned = true;
     (void)context->backend->allToAllWait(std::move(exchange->pending),
                                          context->traffic);
+  }
   context->exchanges.clear();
   bool broken = context->launcher && !context->launcher->broken().ok();
   if (broken) {
@@ -1270,8 +1274,13 @@ tamoe_rt_status_t tamoe_rt_chunk(tamoe_rt_context_t *context, const void *rows,
   check.notNull(chunk_counts, "chunk_counts");
   if (check.status.ok()) {
     intptr_t countBytes = num_counts * intptr_t(sizeof(int32_t));
-    check.disjoint(counts, countBytes, "counts", chunk_counts, countBytes,
-                   "chunk_counts");
+    check
+        .disjoint(counts, countBytes, "counts", chunk_counts, countBytes,
+                  "chunk_counts")
+        .disjoint(counts, countBytes, "counts", chunk_rows,
+                  chunk_capacity * row_bytes, "chunk_rows")
+        .disjoint(chunk_counts, countBytes, "chunk_counts", chunk_rows,
+                  chunk_capacity * row_bytes, "chunk_rows");
   }
   Status status = check.status;
   if (status.ok())
@@ -1292,10 +1301,13 @@ tamoe_rt_status_t tamoe_rt_unchunk(tamoe_rt_context_t *context,
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
-  Status status =
-      chunkArguments(rows, rows_capacity, row_bytes, counts, num_counts, chunk,
-                     chunks, chunk_rows, chunk_capacity)
-          .status;
+  Check check = chunkArguments(rows, rows_capacity, row_bytes, counts,
+                               num_counts, chunk, chunks, chunk_rows,
+                               chunk_capacity);
+  if (check.status.ok())
+    check.disjoint(counts, num_counts * intptr_t(sizeof(int32_t)), "counts",
+                   rows, rows_capacity * row_bytes, "rows");
+  Status status = check.status;
   if (status.ok())
     status = context->backend->unchunk(chunk_rows, chunk_capacity, row_bytes,
                                        counts, num_counts, chunk, chunks, rows,

@@ -1301,7 +1301,8 @@ Status CpuBackend::allToAllWait(std::unique_ptr<PendingExchange> pending,
     (void)pending.release();
     return status;
   }
-  std::copy(x.countsOut.begin(), x.countsOut.end(), x.recvCounts);
+  if (!x.abandoned)
+    std::copy(x.countsOut.begin(), x.countsOut.end(), x.recvCounts);
   traffic.intraNodeBytes += x.traffic.intraNodeBytes;
   traffic.interNodeBytes += x.traffic.interNodeBytes;
   return Status::success();

@@ -33,7 +33,7 @@ func.func @escapes(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {
 
 shard.grid @ep(shape = 8)
 func.func @nested(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>, %flag: i1) {
-  // expected-error @+1 {{must be waited on in its own block (not in a nested region)}}
+  // expected-error @+1 {{must be waited on in its own block}}
   %x = tamoe.all_to_all_start %rows, %counts on @ep : tensor<32x64xf32>, tensor<8xi32>
   scf.if %flag {
     %a, %ac = tamoe.all_to_all_wait %x : tensor<?x64xf32>, tensor<8xi32>
@@ -124,5 +124,25 @@ func.func @unchunk_rows(%a: tensor<32x64xf32>, %b: tensor<32x32xf32>, %counts: t
 func.func @unchunk_nothing(%counts: tensor<8xi32>) {
   // expected-error @+1 {{needs at least one part}}
   %r = "tamoe.unchunk"(%counts) : (tensor<8xi32>) -> tensor<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @scalar_counts(%rows: tensor<32x64xf32>, %counts: tensor<i32>) {
+  // expected-error @+1 {{counts must have at least one dimension}}
+  %p, %c = tamoe.chunk %rows, %counts chunk 0 of 2 : tensor<32x64xf32>, tensor<i32> -> tensor<32x64xf32>
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 8)
+func.func @sibling_block(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{must be waited on in its own block}}
+  %x = tamoe.all_to_all_start %rows, %counts on @ep : tensor<32x64xf32>, tensor<8xi32>
+  cf.br ^next
+^next:
+  %a, %ac = tamoe.all_to_all_wait %x : tensor<?x64xf32>, tensor<8xi32>
   return
 }

@@ -794,8 +794,7 @@ LogicalResult AllToAllStartOp::verify() {
                             "tamoe.all_to_all_wait, not by '"
                          << user->getName() << "'";
   if (user->getBlock() != (*this)->getBlock())
-    return emitOpError()
-           << "must be waited on in its own block (not in a nested region)";
+    return emitOpError() << "must be waited on in its own block";
   return success();
 }
 
@@ -853,7 +852,9 @@ static LogicalResult verifySameRowType(Operation *op, StringRef resultName,
 /// Counts of blocks of rows: integers of a static shape.
 static LogicalResult verifyBlockCounts(Operation *op,
                                        RankedTensorType counts) {
-  if (counts.getRank() < 1 || !counts.hasStaticShape())
+  if (counts.getRank() < 1)
+    return op->emitOpError() << "counts must have at least one dimension";
+  if (!counts.hasStaticShape())
     return op->emitOpError() << "counts must have a static shape";
   return success();
 }

@@ -550,12 +550,19 @@ static void checkGrid(Lowering &l, shard::GridOp grid, bool nodes) {
 /// a peer's entries have the same bound; and were one larger, the exchange
 /// would fail on every rank with CAPACITY_EXCEEDED, never overrun a buffer.
 static std::optional<int64_t> rowsPerCountsEntry(Value counts) {
+  // A chunk's part of an entry of n rows has at most ceil(n / chunks); parts
+  // of parts, ceil(n / (the product)).
+  int64_t parts = 1;
   while (Operation *def = counts.getDefiningOp()) {
-    if (auto dispatch = dyn_cast<DispatchOp>(def))
-      return counts == dispatch.getExpertCounts()
-                 ? dispatch.getCapacityFor(
-                       dispatch.getTokens().getType().getDimSize(0))
-                 : std::nullopt;
+    if (auto dispatch = dyn_cast<DispatchOp>(def)) {
+      if (counts != dispatch.getExpertCounts())
+        return std::nullopt;
+      std::optional<int64_t> capacity =
+          dispatch.getCapacityFor(dispatch.getTokens().getType().getDimSize(0));
+      if (!capacity || *capacity < 0)
+        return capacity;
+      return (*capacity + parts - 1) / parts;
+    }
     if (auto expand = dyn_cast<tensor::ExpandShapeOp>(def))
       counts = expand.getSrc();
     else if (auto collapse = dyn_cast<tensor::CollapseShapeOp>(def))
@@ -572,9 +579,11 @@ static std::optional<int64_t> rowsPerCountsEntry(Value counts) {
              wait && counts == wait.getRecvCounts() && wait.getStart())
       counts = wait.getStart().getSendCounts();
     else if (auto chunk = dyn_cast<ChunkOp>(def);
-             chunk && counts == chunk.getChunkCounts())
-      counts = chunk.getCounts(); // a part of an entry is no larger
-    else
+             chunk && counts == chunk.getChunkCounts()) {
+      counts = chunk.getCounts();
+      if (__builtin_mul_overflow(parts, int64_t(chunk.getChunks()), &parts))
+        return std::nullopt;
+    } else
       return std::nullopt;
   }
   return std::nullopt;

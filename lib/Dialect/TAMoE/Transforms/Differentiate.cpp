@@ -212,6 +212,14 @@ DifferentiatePass::differentiate(func::FuncOp function) {
                                     << " already exists";
   Block &body = function.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
+  // An exchange in flight carries its rows through a token that has no
+  // gradient, so activity would stop at it and gradients would silently be
+  // lost: the exchanges are split after differentiation.
+  for (Operation &op : body)
+    if (isa<AllToAllStartOp, AllToAllWaitOp>(op))
+      return op.emitOpError()
+             << "cannot be differentiated: run tamoe-schedule-exchanges "
+                "after tamoe-differentiate (as --tamoe-pipeline does)";
 
   // Which values depend on a differentiated argument.
   DenseSet<Value> active;

@@ -103,28 +103,14 @@ FailureOr<Chain> OverlapPass::analyse(AllToAllOp out) {
       if (user == back.getOperation())
         continue; // the counts
       Operation *ancestor = out->getBlock()->findAncestorOpInBlock(*user);
-      bool between = ancestor && out->isBeforeInBlock(ancestor) &&
-                     ancestor->isBeforeInBlock(back);
+      // Only ops of the exchanges' block are cloned per chunk: one in a
+      // nested region keeps the layer whole.
+      bool between = ancestor == user && out->isBeforeInBlock(user) &&
+                     user->isBeforeInBlock(back);
       bool rowwise =
-          TypeSwitch<Operation *, bool>(user)
-              .Case([&](GroupedMatmulOp matmul) {
-                return matmul.getCounts() == recvCounts &&
-                       !inChain.contains(matmul.getWeights());
-              })
-              .Case([&](linalg::GenericOp generic) {
-                if (!isRowwiseGeneric(generic))
-                  return false;
-                for (Value input : generic.getDpsInputs())
-                  if (!inChain.contains(input))
-                    return false;
-                for (Value init : generic.getDpsInits())
-                  if (!inChain.contains(init) &&
-                      !init.getDefiningOp<tensor::EmptyOp>())
-                    return false;
-                return true;
-              })
-              .Case<tensor::DimOp, tensor::EmptyOp>([](auto) { return true; })
-              .Default([](Operation *) { return false; });
+          isa<GroupedMatmulOp, tensor::DimOp, tensor::EmptyOp>(user) ||
+          (isa<linalg::GenericOp>(user) &&
+           isRowwiseGeneric(cast<linalg::GenericOp>(user)));
       if (value == recvCounts && !isa<GroupedMatmulOp>(user)) {
         // Counts read after the exchange back get the chunks' sum.
         if (!ancestor || !back->isBeforeInBlock(ancestor))
@@ -144,6 +130,27 @@ FailureOr<Chain> OverlapPass::analyse(AllToAllOp out) {
       for (Value result : user->getResults())
         if (inChain.insert(result).second)
           worklist.push_back(result);
+    }
+  }
+  // Once the whole chain is known: each step reads only the received rows
+  // (and, for a GEMM, weights from outside).
+  auto notRowwise = [&](Operation *op) {
+    return keep(Twine("'") + op->getName().getStringRef() +
+                "' reads rows that did not arrive with the exchange");
+  };
+  for (Operation *op : members) {
+    if (auto matmul = dyn_cast<GroupedMatmulOp>(op);
+        matmul && (matmul.getCounts() != recvCounts ||
+                   !inChain.contains(matmul.getRows()) ||
+                   inChain.contains(matmul.getWeights())))
+      return notRowwise(op);
+    if (auto generic = dyn_cast<linalg::GenericOp>(op)) {
+      for (Value input : generic.getDpsInputs())
+        if (!inChain.contains(input))
+          return notRowwise(op);
+      for (Value init : generic.getDpsInits())
+        if (!inChain.contains(init) && !init.getDefiningOp<tensor::EmptyOp>())
+          return notRowwise(op);
     }
   }
   if (!inChain.contains(back.getSend()))

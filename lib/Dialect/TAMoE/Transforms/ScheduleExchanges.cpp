@@ -1,12 +1,15 @@
 //===- ScheduleExchanges.cpp - Start early, wait late ---------------------===//
 //
 // Every tamoe.all_to_all becomes a start, placed as early as its operands
-// allow, and a wait, placed as late as its users allow, so that the ops in
-// between run while the rows travel.
+// allow, and a wait, placed as late as its users allow (reshapes of what it
+// yields move down with it), so that the ops in between run while the rows
+// travel.
 //
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
+
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 
 namespace mlir::tamoe {
 #define GEN_PASS_DEF_TAMOESCHEDULEEXCHANGESPASS
@@ -52,6 +55,24 @@ static Operation *firstUser(Block *block, Operation *op) {
   return first;
 }
 
+/// Moves the reshapes of `op`'s results (which only rename the rows, as the
+/// hierarchical exchange's last stage does) down to their own first users,
+/// so that they do not pin a wait right after its start.
+static void sinkReshapes(Operation *op) {
+  Block *block = op->getBlock();
+  for (Operation *user : llvm::make_early_inc_range(op->getUsers())) {
+    if (user->getBlock() != block ||
+        !isa<tensor::CollapseShapeOp, tensor::ExpandShapeOp, tensor::CastOp>(
+            user))
+      continue;
+    sinkReshapes(user);
+    if (Operation *first = firstUser(block, user))
+      user->moveBefore(first);
+    else
+      user->erase(); // nothing reads it
+  }
+}
+
 void ScheduleExchangesPass::runOnOperation() {
   SmallVector<AllToAllOp> exchanges;
   getOperation().walk([&](AllToAllOp op) { exchanges.push_back(op); });
@@ -74,13 +95,15 @@ void ScheduleExchangesPass::runOnOperation() {
         exchange.getSend(), exchange.getSendCounts(), exchange.getGridAttr(),
         exchange.getGridAxesAttr(), exchange.getLevelAttr());
     lastStart[block] = start;
-    Operation *user = firstUser(block, exchange);
-    b.setInsertionPoint(user ? user : exchange.getOperation());
+    b.setInsertionPoint(exchange);
     auto wait = AllToAllWaitOp::create(
         b, exchange.getLoc(), exchange.getReceived().getType(),
         exchange.getRecvCounts().getType(), start.getExchange());
     exchange.replaceAllUsesWith(wait.getResults());
     exchange.erase();
+    sinkReshapes(wait);
+    if (Operation *user = firstUser(block, wait))
+      wait->moveBefore(user);
     ++numSplit;
   }
 }

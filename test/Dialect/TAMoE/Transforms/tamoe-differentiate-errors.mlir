@@ -159,3 +159,19 @@ func.func @g(%x: tensor<4xf32>, %y: tensor<?xf32>, %d: tensor<4xf32>) {
   %s, %dx, %dy = tamoe.vjp @f(%x, %y) cotangents(%d) : (tensor<4xf32>, tensor<?xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>, tensor<?xf32>)
   return
 }
+
+// -----
+
+// Exchanges already split into start and wait: the rows travel through a
+// token without a gradient.
+shard.grid @ep(shape = 4)
+func.func @f(%x: tensor<8x4xf32>, %c: tensor<4xi32>) -> tensor<?x4xf32> {
+  // expected-error @+1 {{'tamoe.all_to_all_start' op cannot be differentiated: run tamoe-schedule-exchanges after tamoe-differentiate (as --tamoe-pipeline does)}}
+  %t = tamoe.all_to_all_start %x, %c on @ep : tensor<8x4xf32>, tensor<4xi32>
+  %r, %rc = tamoe.all_to_all_wait %t : tensor<?x4xf32>, tensor<4xi32>
+  return %r : tensor<?x4xf32>
+}
+func.func @g(%x: tensor<8x4xf32>, %c: tensor<4xi32>, %d: tensor<?x4xf32>) {
+  %r, %dx = tamoe.vjp @f(%x, %c) cotangents(%d) : (tensor<8x4xf32>, tensor<4xi32>), (tensor<?x4xf32>) -> (tensor<?x4xf32>), (tensor<8x4xf32>)
+  return
+}

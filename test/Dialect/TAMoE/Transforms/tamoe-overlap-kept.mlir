@@ -76,3 +76,35 @@ func.func @plain(%rows: tensor<32x32xf32>, %counts: tensor<8xi32>) -> tensor<32x
   %back, %back_counts = tamoe.all_to_all %recv, %recv_counts on @ep : tensor<?x32xf32>, tensor<8xi32> -> tensor<32x32xf32>
   return %back : tensor<32x32xf32>
 }
+
+// -----
+
+// Only ops of the exchanges' block are cut per chunk: a read of the rows in
+// a nested region keeps the layer whole.
+shard.grid @ep(shape = 8)
+func.func @nested(%tokens: tensor<16x32xf32>, %ids: tensor<16x2xi32>, %cond: i1) -> tensor<32x32xf32> {
+  %c0 = arith.constant 0 : index
+  %rows, %counts, %positions, %dropped = tamoe.dispatch %tokens, %ids : tensor<16x32xf32>, tensor<16x2xi32> -> tensor<32x32xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  // expected-remark @+1 {{kept in one chunk: 'tensor.dim' reads what it received but is not a row-wise step of the experts before the exchange back}}
+  %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x32xf32>, tensor<8xi32> -> tensor<?x32xf32>
+  scf.if %cond {
+    %d = tensor.dim %recv, %c0 : tensor<?x32xf32>
+  }
+  %back, %back_counts = tamoe.all_to_all %recv, %recv_counts on @ep : tensor<?x32xf32>, tensor<8xi32> -> tensor<32x32xf32>
+  return %back : tensor<32x32xf32>
+}
+
+// -----
+
+// A grouped_matmul with the received counts over rows that did not arrive
+// with them cannot be cut with those rows.
+shard.grid @ep(shape = 8)
+func.func @foreign_rows(%tokens: tensor<16x32xf32>, %ids: tensor<16x2xi32>, %other: tensor<?x32xf32>, %w: tensor<1x32x32xf32>) -> tensor<32x32xf32> {
+  %rows, %counts, %positions, %dropped = tamoe.dispatch %tokens, %ids : tensor<16x32xf32>, tensor<16x2xi32> -> tensor<32x32xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  %split = tensor.expand_shape %counts [[0, 1]] output_shape [8, 1] : tensor<8xi32> into tensor<8x1xi32>
+  // expected-remark @+1 {{kept in one chunk: 'tamoe.grouped_matmul' reads rows that did not arrive with the exchange}}
+  %recv, %recv_counts = tamoe.all_to_all %rows, %split on @ep : tensor<32x32xf32>, tensor<8x1xi32> -> tensor<?x32xf32>
+  %y = tamoe.grouped_matmul %other, %recv_counts, %w : tensor<?x32xf32>, tensor<8x1xi32>, tensor<1x32x32xf32> -> tensor<?x32xf32>
+  %back, %back_counts = tamoe.all_to_all %y, %recv_counts on @ep : tensor<?x32xf32>, tensor<8x1xi32> -> tensor<32x32xf32>
+  return %back : tensor<32x32xf32>
+}

@@ -3,6 +3,7 @@
 // exchange early and waits late.
 // RUN: tamoe-opt %s --tamoe-overlap=chunks=2 -split-input-file 2>/dev/null | FileCheck %s --check-prefix=TWO
 // RUN: tamoe-opt %s --tamoe-overlap=chunks=4 --tamoe-schedule-exchanges -split-input-file 2>/dev/null | FileCheck %s --check-prefix=FOUR
+// RUN: tamoe-opt %s --tamoe-overlap=chunks=2 --tamoe-hierarchical-all-to-all=mode=hierarchical --tamoe-schedule-exchanges -split-input-file 2>/dev/null | FileCheck %s --check-prefix=HIER
 // RUN: tamoe-opt %s --tamoe-overlap=device-gflops=50000 -split-input-file -o /dev/null 2>&1 | FileCheck %s --check-prefix=MODEL
 // RUN: tamoe-opt %s --tamoe-overlap=device-gflops=1000000 -split-input-file 2>&1 | FileCheck %s --check-prefix=FAST
 // RUN: tamoe-opt %s --tamoe-overlap -split-input-file 2>&1 | FileCheck %s --check-prefix=UNKNOWN
@@ -58,6 +59,26 @@
 // FOUR-NEXT: tamoe.unchunk %[[B0]]
 // FOUR-NOT: tamoe.all_to_all %
 // FOUR-LABEL: func.func @big
+
+// Hierarchical exchanges: each stage's wait comes before the regroup that
+// feeds the next stage, so the inter-node stages travel while experts
+// compute: part 0's and part 1's go out before part 0's experts, part 0's
+// comes back during part 1's experts.
+// HIER-LABEL: func.func @layer
+// HIER: %[[OUT0:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
+// HIER: tamoe.all_to_all_start {{.*}} axes = [1] level "node"
+// HIER: %[[OUT1:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
+// HIER-NEXT: tamoe.all_to_all_wait %[[OUT0]]
+// HIER: tamoe.grouped_matmul
+// HIER: tamoe.grouped_matmul
+// HIER: %[[BACK0:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
+// HIER-NEXT: tamoe.all_to_all_wait %[[OUT1]]
+// HIER: tamoe.grouped_matmul
+// HIER: tamoe.grouped_matmul
+// HIER: %[[BACK1:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
+// HIER-NEXT: tamoe.all_to_all_wait %[[BACK0]]
+// HIER-NEXT: tamoe.all_to_all_wait %[[BACK1]]
+// HIER-NEXT: tamoe.unchunk
 
 // The cost model weighs the time chunks hide against each chunk's
 // start-ups: this small layer's exchanges are all start-up.

@@ -192,10 +192,12 @@ def TAMoEScheduleExchangesPass
     `tamoe.all_to_all_wait`. The start goes right after the ops that define
     its operands (never before an earlier exchange's start, so that every
     rank starts the group's collectives in the program's order); the wait
-    goes right before the first op that uses what it yields. Ops in between
-    run while the rows travel: in a chunked layer (`tamoe-overlap`), chunk
-    i's experts compute while chunk i + 1's rows arrive and chunk i - 1's
-    results return.
+    goes right before the first op that uses what it yields (reshapes of
+    what it yields move down with it). Ops in between run while the rows
+    travel: in a chunked layer (`tamoe-overlap`), chunk i's experts compute
+    while chunk i + 1's rows arrive and chunk i - 1's results return (for a
+    hierarchical exchange, its inter-node stage; the node stage completes
+    before the regroup that feeds the next stage).
   }];
   let statistics = [
     Statistic<"numSplit", "split-exchanges", "all-to-alls split into start "
