@@ -61,6 +61,10 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
                                      SymbolTableCollection &symbols) {
   int64_t ranks = tree.numRanks();
   AllToAllOp exchange = findSendingAllToAll(dispatch);
+  // A layer planned before whose exchange was since rewritten (hierarchical,
+  // de-duplicated, chunked): the pipeline run again keeps its plan.
+  if (!exchange && dispatch.getPlanAttr())
+    return success();
   if (!exchange) {
     // Every expert is on this rank (a local layer, or a teacher model):
     // no row crosses a link, so there is nothing to plan.
