@@ -3,12 +3,18 @@
 // Both only move rows, so their gradients move the rows' gradients back:
 // a part of the whole's gradient for each part, and a part's gradient put in
 // its place among zeros for the whole. A chunked layer's backward is then
-// chunked too, and tamoe-schedule-exchanges overlaps its exchanges.
+// chunked too, and tamoe-schedule-exchanges overlaps its exchanges. The C
+// parts' gradients of one whole, each among zeros, sum to one unchunk of
+// them all (mergeDisjointUnchunks), not C full buffers added.
 //
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Dialect/TAMoE/Autodiff/Autodiff.h"
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Matchers.h"
 
 using namespace mlir;
 using namespace mlir::tamoe;
@@ -64,4 +70,51 @@ void mlir::tamoe::registerSchedulingVJPExternalModels(
     ChunkOp::attachInterface<ChunkVJP>(*context);
     UnchunkOp::attachInterface<UnchunkVJP>(*context);
   });
+}
+
+/// Whether `value` is zeros (buildZeros: a linalg.fill of 0).
+static bool isZeros(Value value) {
+  auto fill = value.getDefiningOp<linalg::FillOp>();
+  return fill && matchPattern(fill.getInputs()[0], m_AnyZeroFloat());
+}
+
+/// Erases `op` if nothing reads it, then the zero fills (and their empties)
+/// it read that nothing else reads.
+static void eraseIfDead(Operation *op) {
+  if (!op || !op->use_empty())
+    return;
+  SmallVector<Value> operands(op->getOperands());
+  op->erase();
+  for (Value operand : operands)
+    if (auto fill = operand.getDefiningOp<linalg::FillOp>();
+        fill && isZeros(operand) && fill->use_empty()) {
+      Value init = fill.getOutputs()[0];
+      fill->erase();
+      if (auto empty = init.getDefiningOp<tensor::EmptyOp>();
+          empty && empty->use_empty())
+        empty->erase();
+    }
+}
+
+Value mlir::tamoe::mergeDisjointUnchunks(OpBuilder &builder, Value a,
+                                         Value b) {
+  auto x = a.getDefiningOp<UnchunkOp>(), y = b.getDefiningOp<UnchunkOp>();
+  if (!x || !y || x.getCounts() != y.getCounts() ||
+      x.getType() != y.getType() ||
+      x.getParts().size() != y.getParts().size())
+    return {};
+  SmallVector<Value> parts;
+  for (auto [p, q] : llvm::zip_equal(x.getParts(), y.getParts())) {
+    if (isZeros(q))
+      parts.push_back(p);
+    else if (isZeros(p))
+      parts.push_back(q);
+    else
+      return {};
+  }
+  Value merged = UnchunkOp::create(builder, y.getLoc(), y.getType(), parts,
+                                   y.getCounts());
+  eraseIfDead(x);
+  eraseIfDead(y);
+  return merged;
 }

@@ -128,9 +128,12 @@ public:
     if (gradient.getType() != value.getType())
       gradient = tensor::CastOp::create(builder, loc, value.getType(), gradient);
     Value &sum = cotangents[value];
-    sum = sum ? buildElementwise(builder, loc, ElementwiseKind::Add, sum,
-                                 gradient)
-              : gradient;
+    if (!sum)
+      sum = gradient;
+    else if (Value merged = mergeDisjointUnchunks(builder, sum, gradient))
+      sum = merged;
+    else
+      sum = buildElementwise(builder, loc, ElementwiseKind::Add, sum, gradient);
   }
 
   OpBuilder builder;

@@ -77,6 +77,13 @@ Value buildZeros(OpBuilder &builder, Location loc, RankedTensorType type,
 /// Zeros of `like`'s type and sizes.
 Value buildZerosLike(OpBuilder &builder, Location loc, Value like);
 
+/// The sum of two tamoe.unchunk results of the same counts whose parts are,
+/// index by index, zeros (buildZeros) on one side at least: one unchunk of
+/// the other sides' parts, the two (and zeros nothing else reads) erased.
+/// Null when they are not such a pair. How the gradients of a whole's
+/// chunks add up without C full-size additions.
+Value mergeDisjointUnchunks(OpBuilder &builder, Value a, Value b);
+
 } // namespace mlir::tamoe
 
 #endif // TAMOE_DIALECT_TAMOE_AUTODIFF_AUTODIFF_H
