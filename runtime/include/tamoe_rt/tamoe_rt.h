@@ -391,7 +391,8 @@ tamoe_rt_status_t tamoe_rt_all_to_all_start(
  * started with (the program passes it to keep that buffer alive until
  * here). A handle that is not pending on `context`, or another `send`,
  * fails with TAMOE_RT_ERROR_INVALID_ARGUMENT and leaves the exchanges as
- * they are. tamoe_rt_finalize completes the exchanges still in flight. */
+ * they are. tamoe_rt_finalize completes the exchanges still in flight,
+ * without writing their recv_counts (the caller may have freed them). */
 tamoe_rt_status_t tamoe_rt_all_to_all_wait(tamoe_rt_context_t *context,
                                            tamoe_rt_exchange_t *exchange,
                                            const void *send);
