@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -1426,10 +1427,13 @@ tamoe_rt_status_t tamoe_rt_all_to_all_start(
       group, send, send_capacity, row_bytes, send_counts, peers, split,
       received, recv_capacity, recv_counts, pending);
   if (status.ok()) {
+    // Process-wide, starting at 1: never null, never reused.
+    static std::atomic<uintptr_t> lastId{0};
     auto handle = std::make_unique<tamoe_rt_exchange_t>();
     handle->pending = std::move(pending);
     handle->send = send;
-    *exchange = handle.get();
+    handle->id = ++lastId;
+    *exchange = reinterpret_cast<tamoe_rt_exchange_t *>(handle->id);
     context->exchanges.push_back(std::move(handle));
   }
   return finish(context, fn, status);
@@ -1444,13 +1448,14 @@ tamoe_rt_status_t tamoe_rt_all_to_all_wait(tamoe_rt_context_t *context,
     return finish(nullptr, fn, invalid("context is null"));
   if (!exchange)
     return finish(context, fn, invalid("exchange is null"));
-  // Looked up before it is touched: a handle waited already, or another
-  // context's, is freed or not ours.
+  // The handle is an id (see tamoe_rt_exchange), never dereferenced: one
+  // waited already, or another context's, is not found.
   auto &exchanges = context->exchanges;
+  auto id = reinterpret_cast<uintptr_t>(exchange);
   auto found =
       std::find_if(exchanges.begin(), exchanges.end(),
                    [&](const std::unique_ptr<tamoe_rt_exchange_t> &pending) {
-                     return pending.get() == exchange;
+                     return pending->id == id;
                    });
   if (found == exchanges.end())
     return finish(context, fn,

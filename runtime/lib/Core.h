@@ -27,11 +27,15 @@
 #include <utility>
 #include <vector>
 
-/// The handle of tamoe_rt_all_to_all_start: the backend's exchange in
-/// flight and the send buffer the wait must be given back.
+/// An exchange of tamoe_rt_all_to_all_start: the backend's exchange in
+/// flight and the send buffer the wait must be given back. The caller's
+/// handle is its `id`, not its address: ids are never reused in a process,
+/// so a handle waited already (or another context's) is never mistaken for
+/// a later exchange that happens to live at the same address.
 struct tamoe_rt_exchange {
   std::unique_ptr<tamoe_rt::PendingExchange> pending;
   const void *send = nullptr;
+  uintptr_t id = 0;
 };
 
 struct tamoe_rt_context_t {
@@ -49,8 +53,8 @@ struct tamoe_rt_context_t {
   /// fresh memory every time.
   std::vector<std::pair<void *, intptr_t>> workspace;
   /// The exchanges started and not yet waited, in start order. The wait
-  /// finds its handle here before it touches it, so a stale or foreign
-  /// handle is an error, not a use after free.
+  /// finds its handle's id here, so a stale or foreign handle is an error,
+  /// not a use after free or another exchange's wait.
   std::vector<std::unique_ptr<tamoe_rt_exchange_t>> exchanges;
 };
 

@@ -2094,6 +2094,16 @@ TEST_F(Runtime, AllToAllStartAndWaitErrors) {
   EXPECT_EQ(tamoe_rt_all_to_all_wait(ctx, exchange, send.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), twice.str());
+  // Nor once a later exchange is pending (whose bookkeeping may well reuse
+  // the first one's memory): a handle is never given out twice.
+  tamoe_rt_exchange_t *later = nullptr;
+  ASSERT_EQ(start(send.data(), 10, &later), TAMOE_RT_SUCCESS) << error();
+  EXPECT_NE(later, exchange);
+  EXPECT_EQ(tamoe_rt_all_to_all_wait(ctx, exchange, send.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), twice.str());
+  ASSERT_EQ(tamoe_rt_all_to_all_wait(ctx, later, send.data()), TAMOE_RT_SUCCESS)
+      << error();
 
   // Finalizing with an exchange in flight completes it, without writing its
   // recv_counts (a program that never waited may have freed them).

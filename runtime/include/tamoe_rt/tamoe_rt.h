@@ -362,7 +362,8 @@ tamoe_rt_status_t tamoe_rt_all_to_all(
     int32_t *recv_counts);
 
 /* An exchange in flight between tamoe_rt_all_to_all_start and
- * tamoe_rt_all_to_all_wait. */
+ * tamoe_rt_all_to_all_wait: an opaque handle (not an address the caller may
+ * read), never given out twice in a process. */
 typedef struct tamoe_rt_exchange tamoe_rt_exchange_t;
 
 /* tamoe_rt_all_to_all in two halves, so that a rank computes while its rows
