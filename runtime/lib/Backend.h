@@ -300,6 +300,18 @@ public:
     return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
                          "this backend has no unchunk");
   }
+  /// tamoe_rt_chunk_positions (the core has checked sizes, pointers and
+  /// overlaps; the backend checks the counts, ids and positions).
+  virtual Status chunkPositions(const int32_t * /*positions*/,
+                                const int32_t * /*expertIds*/,
+                                intptr_t /*tokens*/, intptr_t /*k*/,
+                                const int32_t * /*expertCounts*/,
+                                intptr_t /*experts*/, intptr_t /*index*/,
+                                intptr_t /*chunks*/,
+                                int32_t * /*chunkPositions*/) {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "this backend has no chunk_positions");
+  }
   /// tamoe_rt_matmul and tamoe_rt_map (the core has checked sizes and
   /// pointers; `op` is a valid tamoe_rt_map_t).
   virtual Status matmul(const float *a, const float *b, intptr_t m, intptr_t k,

@@ -418,18 +418,7 @@ Check chunkArguments(const void *rows, intptr_t rowsCapacity, intptr_t rowBytes,
                      intptr_t chunks, const void *chunkRows,
                      intptr_t chunkCapacity) {
   Check check;
-  // chunks and the counts are ints, so chunk * count fits in int64.
-  check
-      .that(chunks >= 1 && chunks <= INT32_MAX,
-            [&] {
-              return str("chunks must be in [1, ", INT32_MAX, "], got ",
-                         chunks);
-            })
-      .that(chunk >= 0 && chunk < chunks,
-            [&] {
-              return str("chunk must be in [0, chunks), got ", chunk, " for ",
-                         chunks, " chunks");
-            })
+  check.part(chunk, chunks)
       .atLeast(rowBytes, 1, "row_bytes")
       .atLeast(numCounts, 1, "num_counts")
       .atLeast(rowsCapacity, 0, "rows_capacity")
@@ -1313,6 +1302,47 @@ tamoe_rt_status_t tamoe_rt_unchunk(tamoe_rt_context_t *context,
     status = context->backend->unchunk(chunk_rows, chunk_capacity, row_bytes,
                                        counts, num_counts, chunk, chunks, rows,
                                        rows_capacity);
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t
+tamoe_rt_chunk_positions(tamoe_rt_context_t *context, const int32_t *positions,
+                         const int32_t *expert_ids, intptr_t tokens, intptr_t k,
+                         const int32_t *expert_counts, intptr_t experts,
+                         intptr_t chunk, intptr_t chunks,
+                         int32_t *chunk_positions) {
+  const char *fn = "tamoe_rt_chunk_positions";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
+  Check check;
+  check.part(chunk, chunks)
+      .atLeast(tokens, 0, "tokens")
+      .atLeast(k, 1, "k")
+      .atLeast(experts, 1, "experts")
+      .expertIds(experts)
+      .floats(tokens, k, "tokens * k")
+      .notNull(positions, "positions", tokens > 0)
+      .notNull(expert_ids, "expert_ids", tokens > 0)
+      .notNull(expert_counts, "expert_counts")
+      .notNull(chunk_positions, "chunk_positions", tokens > 0);
+  if (check.status.ok()) {
+    intptr_t assignmentBytes = tokens * k * intptr_t(sizeof(int32_t));
+    check
+        .disjoint(positions, assignmentBytes, "positions", chunk_positions,
+                  assignmentBytes, "chunk_positions")
+        .disjoint(expert_ids, assignmentBytes, "expert_ids", chunk_positions,
+                  assignmentBytes, "chunk_positions")
+        .disjoint(expert_counts, experts * intptr_t(sizeof(int32_t)),
+                  "expert_counts", chunk_positions, assignmentBytes,
+                  "chunk_positions");
+  }
+  Status status = check.status;
+  if (status.ok())
+    status = context->backend->chunkPositions(positions, expert_ids, tokens, k,
+                                              expert_counts, experts, chunk,
+                                              chunks, chunk_positions);
   return finish(context, fn, status);
 }
 

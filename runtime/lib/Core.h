@@ -178,6 +178,17 @@ public:
                              " is not a tamoe_rt_score_t");
                 });
   }
+  /// That `chunk` is one of `chunks` parts (chunks and counts are ints, so
+  /// chunk * count fits in int64).
+  Check &part(intptr_t chunk, intptr_t chunks) {
+    that(chunks >= 1 && chunks <= INT32_MAX, [&] {
+      return str("chunks must be in [1, ", INT32_MAX, "], got ", chunks);
+    });
+    return that(chunk >= 0 && chunk < chunks, [&] {
+      return str("chunk must be in [0, chunks), got ", chunk, " for ", chunks,
+                 " chunks");
+    });
+  }
   /// That experts_per_node * nodes experts fit the int32 expert ids.
   Check &nodeExperts(intptr_t expertsPerNode, intptr_t nodes) {
     fits(expertsPerNode, nodes, "experts_per_node * nodes");

@@ -659,6 +659,54 @@ Status CpuBackend::chunk(const void *rows, intptr_t rowsCapacity,
   return Status::success();
 }
 
+Status CpuBackend::chunkPositions(const int32_t *positions,
+                                  const int32_t *expertIds, intptr_t tokens,
+                                  intptr_t k, const int32_t *expertCounts,
+                                  intptr_t experts, intptr_t index,
+                                  intptr_t chunks, int32_t *chunkPositions) {
+  intptr_t total = 0;
+  Status status = checkCounts(expertCounts, experts, INTPTR_MAX, total);
+  if (!status.ok())
+    return status;
+  // Each expert's block among the dispatched rows, and where its part
+  // begins among them and in the packed part.
+  auto size = static_cast<size_t>(experts);
+  std::vector<intptr_t> blockBegin(size), partRow(size), packedRow(size);
+  forEachPart(expertCounts, experts, index, chunks,
+              [&](intptr_t e, intptr_t from, intptr_t to, intptr_t) {
+                partRow[size_t(e)] = from;
+                packedRow[size_t(e)] = to;
+              });
+  for (intptr_t e = 0, row = 0; e < experts; row += expertCounts[e++])
+    blockBegin[size_t(e)] = row;
+  // Check every assignment before writing anything.
+  for (intptr_t a = 0; a < tokens * k; ++a) {
+    if (positions[a] < 0)
+      continue;
+    int32_t e = expertIds[a];
+    if (e < 0 || e >= experts)
+      return invalid(str(entry("expert_ids", a, k), " = ", e,
+                         " is out of range [0, ", experts, ")"));
+    intptr_t begin = blockBegin[size_t(e)];
+    if (positions[a] < begin || positions[a] >= begin + expertCounts[e])
+      return invalid(str(entry("positions", a, k), " = ", positions[a],
+                         " is not a row of expert ", e, "'s block [", begin,
+                         ", ", begin + expertCounts[e],
+                         ") of the dispatched rows"));
+  }
+  for (intptr_t a = 0; a < tokens * k; ++a) {
+    int32_t position = positions[a];
+    int32_t e = position < 0 ? 0 : expertIds[a];
+    intptr_t end =
+        blockBegin[size_t(e)] + partBegin(expertCounts[e], index + 1, chunks);
+    bool inPart = position >= partRow[size_t(e)] && position < end;
+    chunkPositions[a] =
+        inPart ? int32_t(packedRow[size_t(e)] + position - partRow[size_t(e)])
+               : -1;
+  }
+  return Status::success();
+}
+
 Status CpuBackend::unchunk(const void *chunkRows, intptr_t chunkCapacity,
                            intptr_t rowBytes, const int32_t *counts,
                            intptr_t numCounts, intptr_t index, intptr_t chunks,

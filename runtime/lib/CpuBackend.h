@@ -126,6 +126,11 @@ public:
                const int32_t *counts, intptr_t numCounts, intptr_t index,
                intptr_t chunks, void *chunkRows, intptr_t chunkCapacity,
                int32_t *chunkCounts) override;
+  Status chunkPositions(const int32_t *positions, const int32_t *expertIds,
+                        intptr_t tokens, intptr_t k,
+                        const int32_t *expertCounts, intptr_t experts,
+                        intptr_t index, intptr_t chunks,
+                        int32_t *chunkPositions) override;
   Status unchunk(const void *chunkRows, intptr_t chunkCapacity,
                  intptr_t rowBytes, const int32_t *counts, intptr_t numCounts,
                  intptr_t index, intptr_t chunks, void *rows,

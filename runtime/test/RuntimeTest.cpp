@@ -275,6 +275,11 @@ TEST(NullContext, EveryEntryPoint) {
          return tamoe_rt_chunk(nullptr, nullptr, 0, 1, nullptr, 1, 0, 1,
                                nullptr, 0, nullptr);
        }},
+      {"tamoe_rt_chunk_positions",
+       [] {
+         return tamoe_rt_chunk_positions(nullptr, nullptr, nullptr, 0, 1,
+                                         nullptr, 1, 0, 1, nullptr);
+       }},
       {"tamoe_rt_unchunk",
        [] {
          return tamoe_rt_unchunk(nullptr, nullptr, 0, 1, nullptr, 1, 0, 1,
@@ -1294,6 +1299,145 @@ TEST_F(Runtime, ChunkErrors) {
   // Adjacent buffers do not overlap.
   EXPECT_EQ(tamoe_rt_unchunk(ctx, rows.data() + 32, 2, 4, zeros.data(), 3, 0, 2,
                              rows.data(), 8),
+            TAMOE_RT_SUCCESS)
+      << error();
+}
+
+TEST_F(Runtime, ChunkPositionsFindEachAssignmentInItsPart) {
+  // A dispatch with drops: 20 tokens, top-3 over 6 experts, capacity 7.
+  // Each token's row holds its index, so a part's rows say which token
+  // they carry.
+  Random random(44);
+  const int64_t tokens = 20, k = 3, experts = 6;
+  std::vector<int32_t> ids(tokens * k);
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t j = 0; j < k; ++j)
+      ids[t * k + j] = int32_t((t + j * (1 + random.integer(0, 1))) % experts);
+  std::vector<int32_t> data(tokens);
+  std::iota(data.begin(), data.end(), 0);
+  std::vector<int32_t> dispatched(tokens * k, -1), counts(experts),
+      positions(tokens * k);
+  int64_t dropped = 0;
+  ASSERT_EQ(tamoe_rt_dispatch(ctx, data.data(), tokens, 4, ids.data(), k,
+                              experts, nullptr, 7, TAMOE_RT_DROP_POSITION,
+                              dispatched.data(), tokens * k, counts.data(),
+                              positions.data(), &dropped),
+            TAMOE_RT_SUCCESS)
+      << error();
+  ASSERT_GT(dropped, 0);
+  for (int64_t chunks : {1, 2, 3, 8}) {
+    SCOPED_TRACE(testing::Message() << chunks << " chunks");
+    std::vector<int> seen(tokens * k, 0);
+    for (int64_t c = 0; c < chunks; ++c) {
+      std::vector<int32_t> part(tokens * k, -1), partCounts(experts),
+          partPositions(tokens * k, -7);
+      ASSERT_EQ(tamoe_rt_chunk(ctx, dispatched.data(), tokens * k, 4,
+                               counts.data(), experts, c, chunks, part.data(),
+                               tokens * k, partCounts.data()),
+                TAMOE_RT_SUCCESS)
+          << error();
+      ASSERT_EQ(tamoe_rt_chunk_positions(ctx, positions.data(), ids.data(),
+                                         tokens, k, counts.data(), experts, c,
+                                         chunks, partPositions.data()),
+                TAMOE_RT_SUCCESS)
+          << error();
+      int64_t partRows =
+          std::accumulate(partCounts.begin(), partCounts.end(), int64_t(0));
+      int64_t listed = 0;
+      for (int64_t a = 0; a < tokens * k; ++a) {
+        int32_t row = partPositions[a];
+        if (row == -1)
+          continue;
+        ASSERT_GE(row, 0);
+        ASSERT_LT(row, partRows);
+        // The part's row carries the assignment's token, and the dispatch
+        // kept the assignment.
+        EXPECT_EQ(part[row], a / k) << "assignment " << a << ", chunk " << c;
+        EXPECT_GE(positions[a], 0);
+        ++seen[a];
+        ++listed;
+      }
+      EXPECT_EQ(listed, partRows) << "chunk " << c;
+    }
+    // Every kept assignment in exactly one part; a dropped one in none.
+    for (int64_t a = 0; a < tokens * k; ++a)
+      EXPECT_EQ(seen[a], positions[a] >= 0 ? 1 : 0) << "assignment " << a;
+  }
+}
+
+TEST_F(Runtime, ChunkPositionsErrors) {
+  // Two tokens, top-2, three experts of 2, 1 and 0 rows.
+  std::vector<int32_t> ids = {0, 1, 0, 2}, positions = {0, 2, 1, -1},
+                       counts = {2, 1, 0}, out(4);
+  auto call = [&](intptr_t chunk, intptr_t chunks, intptr_t tokens = 2,
+                  intptr_t k = 2, intptr_t experts = 3) {
+    return tamoe_rt_chunk_positions(ctx, positions.data(), ids.data(), tokens,
+                                    k, counts.data(), experts, chunk, chunks,
+                                    out.data());
+  };
+  auto expect = [&](tamoe_rt_status_t got, const std::string &message) {
+    EXPECT_EQ(got, TAMOE_RT_ERROR_INVALID_ARGUMENT)
+        << tamoe_rt_status_name(got);
+    EXPECT_EQ(error(), "tamoe_rt_chunk_positions: " + message);
+  };
+  ASSERT_EQ(call(1, 2), TAMOE_RT_SUCCESS) << error();
+  // Part 1 of 2: expert 0's second row (token 1), expert 1's only row.
+  EXPECT_EQ(out, (std::vector<int32_t>{-1, 1, 0, -1}));
+  expect(call(0, 0), "chunks must be in [1, 2147483647], got 0");
+  expect(call(2, 2), "chunk must be in [0, chunks), got 2 for 2 chunks");
+  expect(call(0, 2, -1), "tokens must be >= 0, got -1");
+  expect(call(0, 2, 2, 0), "k must be >= 1, got 0");
+  expect(call(0, 2, 2, 2, 0), "experts must be >= 1, got 0");
+  expect(call(0, 2, 2, 2, intptr_t(1) << 31),
+         "experts = 2147483648 exceeds the int32 expert ids");
+  counts[2] = -1;
+  expect(call(0, 2), "counts[2] = -1 is negative");
+  counts[2] = 0;
+  ids[1] = 3;
+  expect(call(0, 2), "expert_ids[0, 1] = 3 is out of range [0, 3)");
+  ids[1] = 1;
+  positions[2] = 2;
+  expect(call(0, 2), "positions[1, 0] = 2 is not a row of expert 0's block "
+                     "[0, 2) of the dispatched rows");
+  positions[2] = 1;
+  EXPECT_EQ(tamoe_rt_chunk_positions(ctx, nullptr, ids.data(), 2, 2,
+                                     counts.data(), 3, 0, 1, out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk_positions: positions is null");
+  EXPECT_EQ(tamoe_rt_chunk_positions(ctx, positions.data(), ids.data(), 2, 2,
+                                     nullptr, 3, 0, 1, out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk_positions: expert_counts is null");
+  EXPECT_EQ(tamoe_rt_chunk_positions(ctx, positions.data(), nullptr, 2, 2,
+                                     counts.data(), 3, 0, 1, out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk_positions: expert_ids is null");
+  EXPECT_EQ(tamoe_rt_chunk_positions(ctx, positions.data(), ids.data(), 2, 2,
+                                     counts.data(), 3, 0, 1, nullptr),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk_positions: chunk_positions is null");
+  expect(call(0, 2, intptr_t(1) << 62, 2),
+         "tokens * k * 4 = 4611686018427387904 * 2 * 4 overflows");
+  // What it writes may not overlap what it reads.
+  EXPECT_EQ(tamoe_rt_chunk_positions(ctx, positions.data(), ids.data(), 2, 2,
+                                     counts.data(), 3, 0, 1, positions.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(),
+            "tamoe_rt_chunk_positions: positions and chunk_positions overlap");
+  EXPECT_EQ(tamoe_rt_chunk_positions(ctx, positions.data(), ids.data(), 2, 2,
+                                     counts.data(), 3, 0, 1, ids.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(),
+            "tamoe_rt_chunk_positions: expert_ids and chunk_positions overlap");
+  std::vector<int32_t> shared = {2, 1, 0, 0};
+  EXPECT_EQ(tamoe_rt_chunk_positions(ctx, positions.data(), ids.data(), 2, 2,
+                                     shared.data(), 3, 0, 1, shared.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_chunk_positions: expert_counts and "
+                     "chunk_positions overlap");
+  // No tokens: nothing to read or write.
+  EXPECT_EQ(tamoe_rt_chunk_positions(ctx, nullptr, nullptr, 0, 2, counts.data(),
+                                     3, 0, 1, nullptr),
             TAMOE_RT_SUCCESS)
       << error();
 }

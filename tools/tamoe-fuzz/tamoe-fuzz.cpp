@@ -449,11 +449,15 @@ struct IRTarget {
     if (!module)
       return text.contains("^bb") ? kRestart : 0;
     ++shared->accepted;
-    std::string options[] = {
-        "", "mode=hierarchical dedup=true", "policy=optimal mode=flat",
-        topologyFile.empty() ? std::string("policy=fastermoe")
-                             : "topology=" + topologyFile,
-        "mode=flat chunks=2", "chunks=0 device-gflops=1000"};
+    std::string options[] = {"",
+                             "mode=hierarchical dedup=true",
+                             "policy=optimal mode=flat",
+                             topologyFile.empty()
+                                 ? std::string("policy=fastermoe")
+                                 : "topology=" + topologyFile,
+                             "mode=flat chunks=2",
+                             "chunks=0 device-gflops=1000",
+                             "mode=hierarchical dedup=true chunks=2"};
     std::string pipeline =
         "tamoe-pipeline{" + options[variant % std::size(options)] + "}";
     if (succeeded(run(*module, pipeline))) {

@@ -261,6 +261,21 @@ tamoe_rt_status_t tamoe_rt_unchunk(tamoe_rt_context_t *context,
                                    intptr_t chunk, intptr_t chunks, void *rows,
                                    intptr_t rows_capacity);
 
+/* tamoe.chunk_positions: where a dispatch's assignments land in part
+ * `chunk` of `chunks` of its rows. positions and expert_ids [tokens, k] are
+ * as tamoe_rt_dispatch returned them (the row of each assignment among
+ * blocks of rows per expert, expert_counts [experts]; -1 when dropped).
+ * chunk_positions [tokens, k] gets each assignment's row among part `chunk`
+ * of every block, packed as tamoe_rt_chunk lays them out, or -1 when it was
+ * dropped or belongs to another part. The de-duplicated exchange of one
+ * part packs its tokens from them. All live in the backend's memory. */
+tamoe_rt_status_t
+tamoe_rt_chunk_positions(tamoe_rt_context_t *context, const int32_t *positions,
+                         const int32_t *expert_ids, intptr_t tokens, intptr_t k,
+                         const int32_t *expert_counts, intptr_t experts,
+                         intptr_t chunk, intptr_t chunks,
+                         int32_t *chunk_positions);
+
 /* tamoe.grouped_matmul: the experts of this rank on the rows it received.
  * rows [rows_capacity, hidden] hold chunks in the order of counts
  * [num_counts] (row-major [peers, experts] after an exchange, or

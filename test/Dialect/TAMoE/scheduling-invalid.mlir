@@ -129,6 +129,38 @@ func.func @unchunk_nothing(%counts: tensor<8xi32>) {
 
 // -----
 
+func.func @part_positions_shape(%positions: tensor<16x2xi32>, %ids: tensor<16x4xi32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{expert_ids must have shape [S, k] (the shape of positions) = [16, 2], got [16, 4]}}
+  %p = tamoe.chunk_positions %positions, %ids, %counts chunk 0 of 2 : tensor<16x2xi32>, tensor<16x4xi32>, tensor<8xi32>
+  return
+}
+
+// -----
+
+func.func @part_positions_experts(%positions: tensor<16x2xi32>, %ids: tensor<16x2xi32>, %counts: tensor<0xi32>) {
+  // expected-error @+1 {{expert_counts must have a static size >= 1 (the number of experts)}}
+  %p = tamoe.chunk_positions %positions, %ids, %counts chunk 0 of 2 : tensor<16x2xi32>, tensor<16x2xi32>, tensor<0xi32>
+  return
+}
+
+// -----
+
+func.func @part_positions_range(%positions: tensor<16x2xi32>, %ids: tensor<16x2xi32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{chunk must be in [0, 2), got 2}}
+  %p = tamoe.chunk_positions %positions, %ids, %counts chunk 2 of 2 : tensor<16x2xi32>, tensor<16x2xi32>, tensor<8xi32>
+  return
+}
+
+// -----
+
+func.func @part_positions_none(%positions: tensor<16x2xi32>, %ids: tensor<16x2xi32>, %counts: tensor<8xi32>) {
+  // expected-error @+1 {{chunks must be at least 1, got 0}}
+  %p = tamoe.chunk_positions %positions, %ids, %counts chunk 0 of 0 : tensor<16x2xi32>, tensor<16x2xi32>, tensor<8xi32>
+  return
+}
+
+// -----
+
 func.func @scalar_counts(%rows: tensor<32x64xf32>, %counts: tensor<i32>) {
   // expected-error @+1 {{counts must have at least one dimension}}
   %p, %c = tamoe.chunk %rows, %counts chunk 0 of 2 : tensor<32x64xf32>, tensor<i32> -> tensor<32x64xf32>

@@ -1,4 +1,5 @@
-// The scheduling ops: chunk, unchunk, all_to_all_start and all_to_all_wait.
+// The scheduling ops: chunk, unchunk, chunk_positions, all_to_all_start and
+// all_to_all_wait.
 // RUN: tamoe-opt %s -split-input-file | tamoe-opt -split-input-file | FileCheck %s
 
 // CHECK-LABEL: func.func @chunked
@@ -14,4 +15,13 @@ func.func @chunked(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>) -> (tenso
   %recv, %recv_counts = tamoe.all_to_all_wait %x : tensor<?x64xf32>, tensor<8x2xi32>
   %whole = tamoe.unchunk %p0, %p1 counts %counts : (tensor<32x64xf32>, tensor<32x64xf32>), tensor<8x2xi32> -> tensor<32x64xf32>
   return %recv, %whole : tensor<?x64xf32>, tensor<32x64xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @part_positions
+// CHECK: tamoe.chunk_positions %{{.*}}, %{{.*}}, %{{.*}} chunk 1 of 4 : tensor<16x2xi32>, tensor<16x2xi32>, tensor<8xi32>
+func.func @part_positions(%positions: tensor<16x2xi32>, %ids: tensor<16x2xi32>, %counts: tensor<8xi32>) -> tensor<16x2xi32> {
+  %p = tamoe.chunk_positions %positions, %ids, %counts chunk 1 of 4 : tensor<16x2xi32>, tensor<16x2xi32>, tensor<8xi32>
+  return %p : tensor<16x2xi32>
 }

@@ -859,21 +859,42 @@ static LogicalResult verifyBlockCounts(Operation *op,
   return success();
 }
 
+/// The checks tamoe.chunk and tamoe.chunk_positions share: part `chunk`
+/// of `chunks`.
+static LogicalResult verifyPart(Operation *op, int64_t chunk, int64_t chunks) {
+  if (chunks < 1)
+    return op->emitOpError() << "chunks must be at least 1, got " << chunks;
+  if (chunk < 0 || chunk >= chunks)
+    return op->emitOpError()
+           << "chunk must be in [0, " << chunks << "), got " << chunk;
+  return success();
+}
+
 LogicalResult ChunkOp::verify() {
   RankedTensorType rows = getRows().getType();
   if (rows.getRank() < 1)
     return emitOpError() << "rows must have at least one dimension";
   // I64Attr reads back unsigned: negative values are large.
-  auto chunk = int64_t(getChunk()), chunks = int64_t(getChunks());
-  if (chunks < 1)
-    return emitOpError() << "chunks must be at least 1, got " << chunks;
-  if (chunk < 0 || chunk >= chunks)
-    return emitOpError() << "chunk must be in [0, " << chunks << "), got "
-                         << chunk;
+  if (failed(verifyPart(*this, int64_t(getChunk()), int64_t(getChunks()))))
+    return failure();
   if (failed(verifyBlockCounts(*this, getCounts().getType())))
     return failure();
   return verifySameRowType(*this, "chunk_rows", getChunkRows().getType(),
                            "rows", rows);
+}
+
+LogicalResult ChunkPositionsOp::verify() {
+  // I64Attr reads back unsigned: negative values are large.
+  if (failed(verifyPart(*this, int64_t(getChunk()), int64_t(getChunks()))))
+    return failure();
+  int64_t experts = getExpertCounts().getType().getDimSize(0);
+  if (isDynamic(experts) || experts < 1)
+    return emitOpError() << "expert_counts must have a static size >= 1 (the "
+                            "number of experts)";
+  RankedTensorType positions = getPositions().getType();
+  return verifyShape2D(*this, "expert_ids", getExpertIds().getType(),
+                       positions.getDimSize(0), positions.getDimSize(1),
+                       "[S, k] (the shape of positions)");
 }
 
 LogicalResult UnchunkOp::verify() {

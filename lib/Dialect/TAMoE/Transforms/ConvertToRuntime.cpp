@@ -334,6 +334,7 @@ private:
   DenseMap<Operation *, Exchange> started;
   LogicalResult lower(ChunkOp op);
   LogicalResult lower(UnchunkOp op);
+  LogicalResult lower(ChunkPositionsOp op);
   LogicalResult lower(RegroupOp op);
   /// static-capacity: the rows one counts entry of each exchange stands for
   /// at most (rowsPerCountsEntry), found before the ops it traces through
@@ -760,6 +761,24 @@ LogicalResult ConvertToRuntimePass::lower(RegroupOp op) {
                         l.index(product(countsType, 2)),
                         l.pointer(regrouped), l.pointer(regroupedCounts)});
   l.replace(op, {regrouped, regroupedCounts});
+  return success();
+}
+
+LogicalResult ConvertToRuntimePass::lower(ChunkPositionsOp op) {
+  if (failed(checkElements(op, {}, {},
+                           {op.getPositions(), op.getExpertIds(),
+                            op.getExpertCounts(), op.getChunkPositions()})))
+    return failure();
+  Lowering l = lowering(op);
+  Value positions = op.getPositions();
+  Value partPositions = l.output(op.getChunkPositions().getType(),
+                                 {{positions, 0}, {positions, 1}});
+  l.runtime("chunk_positions",
+            {l.data(positions), l.data(op.getExpertIds()), l.dim(positions, 0),
+             l.dim(positions, 1), l.data(op.getExpertCounts()),
+             l.dim(op.getExpertCounts(), 0), l.index(op.getChunk()),
+             l.index(op.getChunks()), l.pointer(partPositions)});
+  l.replace(op, {partPositions});
   return success();
 }
 
@@ -1395,7 +1414,7 @@ void ConvertToRuntimePass::runOnOperation() {
             .Case<shard::ProcessMultiIndexOp, shard::ProcessLinearIndexOp,
                   AllReduceOp>([&](auto op) { return lower(op, symbols); })
             .Case<GateOp, DispatchOp, RegroupOp, ChunkOp, UnchunkOp,
-                  AllToAllWaitOp, DedupPackOp, DedupExpandOp,
+                  ChunkPositionsOp, AllToAllWaitOp, DedupPackOp, DedupExpandOp,
                   GroupedMatmulOp, CombineOp, AuxLossOp, GateGradOp,
                   CombineGradOp, GroupedMatmulGradOp, AuxLossGradOp,
                   DedupPackGradOp, DedupExpandGradOp, SGDOp, AdamOp>(

@@ -27,6 +27,8 @@ struct Candidate {
   /// The dispatch whose rows the exchange sends, when the de-duplicated
   /// schedule may replace it.
   DispatchOp dedupSource;
+  /// The part of those rows it sends, when tamoe-overlap cut them.
+  ChunkOp dedupPart;
   Form form = Form::Flat;
 };
 
@@ -41,9 +43,10 @@ private:
   /// Why `exchange` cannot be rewritten, or the candidate.
   FailureOr<Candidate> analyse(AllToAllOp exchange,
                                SymbolTableCollection &symbols);
-  /// The dispatch whose rows `exchange` sends, if `dedup` is on and the
-  /// de-duplicated schedule can replace the exchange.
-  DispatchOp findDedupSource(AllToAllOp exchange);
+  /// The dispatch whose rows (or one part of them, `part`) `exchange`
+  /// sends, if `dedup` is on and the de-duplicated schedule can replace the
+  /// exchange.
+  DispatchOp findDedupSource(AllToAllOp exchange, ChunkOp &part);
   /// The form the cost model (or `mode`) chooses; a remark says why.
   Form choose(const Candidate &candidate);
   void rewriteHierarchical(const Candidate &candidate);
@@ -87,19 +90,30 @@ HierarchicalAllToAllPass::analyse(AllToAllOp exchange,
           whyFlat(exchange, grid, candidate.tree, symbols))
     return keepFlat(*why);
   candidate.shape.assign(grid.getShape().begin(), grid.getShape().end());
-  candidate.dedupSource = findDedupSource(exchange);
+  candidate.dedupSource = findDedupSource(exchange, candidate.dedupPart);
   return candidate;
 }
 
-DispatchOp HierarchicalAllToAllPass::findDedupSource(AllToAllOp exchange) {
+DispatchOp HierarchicalAllToAllPass::findDedupSource(AllToAllOp exchange,
+                                                     ChunkOp &part) {
   if (!dedup)
     return {};
-  auto dispatch = exchange.getSend().getDefiningOp<DispatchOp>();
-  if (!dispatch || exchange.getSend() != dispatch.getDispatched())
+  // The dispatch's rows, or one part of them cut by tamoe-overlap: the
+  // part's assignments are de-duplicated alone.
+  Value rows = exchange.getSend();
+  Value counts = exchange.getSendCounts();
+  part = rows.getDefiningOp<ChunkOp>();
+  if (part) {
+    if (counts != part.getChunkCounts())
+      return {};
+    rows = part.getRows();
+    counts = part.getCounts();
+  }
+  auto dispatch = rows.getDefiningOp<DispatchOp>();
+  if (!dispatch || rows != dispatch.getDispatched())
     return {};
   // Counts per expert, as they are (one expert per rank) or as
   // [ranks, experts per rank].
-  Value counts = exchange.getSendCounts();
   if (auto expand = counts.getDefiningOp<tensor::ExpandShapeOp>())
     counts = expand.getSrc();
   if (counts != dispatch.getExpertCounts() ||
@@ -130,10 +144,14 @@ Form HierarchicalAllToAllPass::choose(const Candidate &candidate) {
   }
   // The layer's dispatch gives the row capacity and the plan; the return
   // trip moves the same rows back.
-  DispatchOp dispatch = findLayerDispatch(exchange);
+  // A chunk of a layer (tamoe-overlap) moves about its share of the rows.
+  int64_t parts = 1;
+  DispatchOp dispatch = findLayerDispatch(exchange, &parts);
   RankedTensorType send = exchange.getSend().getType();
   int64_t rows = dispatch ? dispatch.getDispatched().getType().getDimSize(0)
                           : send.getDimSize(0);
+  if (!ShapedType::isDynamic(rows))
+    rows = llvm::divideCeil(rows, parts);
   std::optional<int64_t> bytes = elementBytes(send.getElementType());
   int64_t rowElements = 1;
   for (int64_t dim : send.getShape().drop_front())
@@ -158,6 +176,8 @@ Form HierarchicalAllToAllPass::choose(const Candidate &candidate) {
                                                       : Form::Flat;
   int64_t tokens = source ? source.getTokens().getType().getDimSize(0)
                           : ShapedType::kDynamic;
+  if (!ShapedType::isDynamic(tokens))
+    tokens = llvm::divideCeil(tokens, parts);
   if (ShapedType::isDynamic(tokens)) {
     exchange.emitRemark() << (best == Form::Hierarchical ? "made hierarchical: "
                                                          : "kept flat: ")
@@ -281,11 +301,17 @@ void HierarchicalAllToAllPass::rewriteDeduplicated(
   StringAttr outerLevel =
       builder.getStringAttr(candidate.tree.levels.back().name);
 
+  // One part of a chunked layer packs only its own assignments.
+  Value positions = dispatch.getPositions();
+  if (ChunkOp part = candidate.dedupPart)
+    positions = ChunkPositionsOp::create(
+        builder, loc, positions.getType(), positions, dispatch.getExpertIds(),
+        dispatch.getExpertCounts(), part.getChunkAttr(), part.getChunksAttr());
   // Each token once per node it needs, with the experts it needs there.
   auto pack = DedupPackOp::create(
       builder, loc, rows(uniqueRows, tokensType), rows(uniqueRows, idsType),
-      nodeCountsType, dispatch.getTokens(), dispatch.getExpertIds(),
-      dispatch.getPositions(), builder.getI64IntegerAttr(experts / nodes));
+      nodeCountsType, dispatch.getTokens(), dispatch.getExpertIds(), positions,
+      builder.getI64IntegerAttr(experts / nodes));
   // Across nodes to the rank with the sender's local index.
   auto interRows = AllToAllOp::create(
       builder, loc, rows(ShapedType::kDynamic, tokensType), nodeCountsType,

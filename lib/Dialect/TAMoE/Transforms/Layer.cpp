@@ -31,13 +31,21 @@ AllToAllOp mlir::tamoe::findSendingAllToAll(DispatchOp dispatch) {
   return {};
 }
 
-DispatchOp mlir::tamoe::findLayerDispatch(AllToAllOp exchange) {
+DispatchOp mlir::tamoe::findLayerDispatch(AllToAllOp exchange, int64_t *parts) {
+  int64_t cut = 1;
+  if (parts)
+    *parts = 1;
   Value counts = throughExpandShape(exchange.getSendCounts());
   while (Operation *producer = counts.getDefiningOp()) {
-    if (auto dispatch = dyn_cast<DispatchOp>(producer))
+    if (auto dispatch = dyn_cast<DispatchOp>(producer)) {
+      if (parts)
+        *parts = cut;
       return dispatch;
+    }
     // A chunk of the layer (tamoe-overlap) sends part of its rows.
     if (auto chunk = dyn_cast<ChunkOp>(producer)) {
+      cut = llvm::checkedMul(cut, int64_t(chunk.getChunks()))
+                .value_or(std::numeric_limits<int64_t>::max());
       counts = throughExpandShape(chunk.getCounts());
       continue;
     }

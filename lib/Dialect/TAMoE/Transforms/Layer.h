@@ -24,8 +24,9 @@ AllToAllOp findSendingAllToAll(DispatchOp dispatch);
 
 /// The dispatch whose counts drive `exchange`: directly, through the counts
 /// an earlier all-to-all received (the return trip) or through a chunk of
-/// them (tamoe-overlap). Null if none.
-DispatchOp findLayerDispatch(AllToAllOp exchange);
+/// them (tamoe-overlap). Null if none. `parts`, when given, gets how many
+/// parts the chunks on the way cut the dispatch's rows into (1 if none).
+DispatchOp findLayerDispatch(AllToAllOp exchange, int64_t *parts = nullptr);
 
 /// Ranks in the group of `exchange` (the product of its grid axes); nullopt
 /// when the grid is missing or has a dynamic axis.

@@ -262,3 +262,32 @@ module {
     return %back : tensor<32x64xf32>
   }
 }
+
+// -----
+
+// One part's positions: the dispatch's positions, ids, S and k, its counts
+// and their number, the part, and a fresh [S, k] buffer.
+module {
+  // CHECK-LABEL: func.func @part_positions
+  func.func @part_positions(%positions: tensor<16x2xi32>, %ids: tensor<16x2xi32>, %counts: tensor<8xi32>) -> tensor<16x2xi32> {
+    // CHECK-DAG: %[[C16:.*]] = arith.constant 16 : index
+    // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
+    // CHECK-DAG: %[[C8:.*]] = arith.constant 8 : index
+    // CHECK-DAG: %[[C1:.*]] = arith.constant 1 : index
+    // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+    // CHECK: %[[OUT:.*]] = memref.alloc() : memref<16x2xi32>
+    // CHECK: call @tamoe_rt_chunk_positions(%{{.*}}, %{{.*}}, %{{.*}}, %[[C16]], %[[C2]], %{{.*}}, %[[C8]], %[[C1]], %[[C4]], %{{.*}})
+    %p = tamoe.chunk_positions %positions, %ids, %counts chunk 1 of 4 : tensor<16x2xi32>, tensor<16x2xi32>, tensor<8xi32>
+    return %p : tensor<16x2xi32>
+  }
+}
+
+// -----
+
+module {
+  func.func @i64_part_positions(%positions: tensor<16x2xi64>, %ids: tensor<16x2xi64>, %counts: tensor<8xi64>) {
+    // expected-error @+1 {{'tamoe.chunk_positions' op cannot be lowered to the runtime: ids, positions and counts must be i32, got 'tensor<16x2xi64>'}}
+    %p = tamoe.chunk_positions %positions, %ids, %counts chunk 0 of 2 : tensor<16x2xi64>, tensor<16x2xi64>, tensor<8xi64>
+    return
+  }
+}

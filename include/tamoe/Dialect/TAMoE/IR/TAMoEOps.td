@@ -786,6 +786,42 @@ def TAMoE_UnchunkOp : TAMoE_Op<"unchunk", [Pure]> {
   let hasVerifier = 1;
 }
 
+def TAMoE_ChunkPositionsOp : TAMoE_Op<"chunk_positions", [Pure,
+    AllTypesMatch<["positions", "chunk_positions"]>]> {
+  let summary = "Where a dispatch's assignments land in one part of its rows";
+  let description = [{
+    `positions` and `expert_ids` `[S, k]` are a `tamoe.dispatch`'s: the row
+    of each assignment among blocks of rows per expert (`expert_counts`
+    `[E]`), or -1 when it was dropped. `chunk_positions` gives each
+    assignment's row among part `chunk` of `chunks` of every block, as
+    `tamoe.chunk` lays them out for the same counts, and -1 when the
+    assignment was dropped or belongs to another part.
+
+    tamoe-hierarchical-all-to-all uses it to de-duplicate one part of a
+    chunked dispatch: `tamoe.dedup_pack` on these positions packs the
+    tokens of exactly the part's assignments, once per node.
+
+    ```mlir
+    %part_positions = tamoe.chunk_positions %positions, %ids, %counts
+        chunk 1 of 4 : tensor<16x2xi32>, tensor<16x2xi32>, tensor<8xi32>
+    ```
+  }];
+  let arguments = (ins
+    2DTensorOf<[AnySignlessInteger]>:$positions,
+    2DTensorOf<[AnySignlessInteger]>:$expert_ids,
+    1DTensorOf<[AnySignlessInteger]>:$expert_counts,
+    I64Attr:$chunk,
+    I64Attr:$chunks
+  );
+  let results = (outs 2DTensorOf<[AnySignlessInteger]>:$chunk_positions);
+  let assemblyFormat = [{
+    $positions `,` $expert_ids `,` $expert_counts `chunk` $chunk `of` $chunks
+    attr-dict `:` type($positions) `,` type($expert_ids) `,`
+    type($expert_counts)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Training
 //===----------------------------------------------------------------------===//

@@ -106,7 +106,9 @@ def TAMoEHierarchicalAllToAllPass
     was kept and why. `mode=flat|hierarchical` forces the choice.
 
     With `dedup`, the exchange that sends a `tamoe.dispatch`'s rows (top-k
-    with k > 1) may instead take the de-duplicated schedule, which the cost
+    with k > 1), or one `tamoe.chunk` of them (tamoe-overlap's parts, each
+    de-duplicated alone through `tamoe.chunk_positions`), may instead take
+    the de-duplicated schedule, which the cost
     model then weighs too: a token crosses to each node it needs once
     (`tamoe.dedup_pack`, then the inter-node stage for the rows and their
     routes), the relay of that node expands it into one row per expert
