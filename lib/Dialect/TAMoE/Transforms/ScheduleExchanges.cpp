@@ -1,15 +1,15 @@
 //===- ScheduleExchanges.cpp - Start early, wait late ---------------------===//
 //
 // Every tamoe.all_to_all becomes a start, placed as early as its operands
-// allow, and a wait, placed as late as its users allow (reshapes of what it
-// yields move down with it), so that the ops in between run while the rows
-// travel.
+// allow, and a wait, placed as late as its users allow (the side-effect-free
+// ops that reorder what it yields move down with it), so that the ops in
+// between run while the rows travel.
 //
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
 
-#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 
 namespace mlir::tamoe {
 #define GEN_PASS_DEF_TAMOESCHEDULEEXCHANGESPASS
@@ -55,21 +55,32 @@ static Operation *firstUser(Block *block, Operation *op) {
   return first;
 }
 
-/// Moves the reshapes of `op`'s results (which only rename the rows, as the
-/// hierarchical exchange's last stage does) down to their own first users,
-/// so that they do not pin a wait right after its start.
-static void sinkReshapes(Operation *op) {
-  Block *block = op->getBlock();
-  for (Operation *user : llvm::make_early_inc_range(op->getUsers())) {
-    if (user->getBlock() != block ||
-        !isa<tensor::CollapseShapeOp, tensor::ExpandShapeOp, tensor::CastOp>(
-            user))
-      continue;
-    sinkReshapes(user);
-    if (Operation *first = firstUser(block, user))
-      user->moveBefore(first);
+/// Moves the side-effect-free ops that read `wait`'s results, directly or
+/// through each other (the reshapes and the tamoe.regroup that put a staged
+/// exchange's rows back in the flat order, for instance), down to their
+/// first users, so that they do not pin the wait right after its start.
+/// Ops with regions stay: they are the experts' work, which a wait is meant
+/// to precede; so do the collectives, which are placed in program order.
+/// Each op moves after those that read it, last first.
+static void sinkPureUsers(Operation *wait) {
+  Block *block = wait->getBlock();
+  llvm::SetVector<Operation *> slice;
+  SmallVector<Operation *> worklist{wait};
+  while (!worklist.empty())
+    for (Operation *user : worklist.pop_back_val()->getUsers())
+      if (user->getBlock() == block && user->getNumRegions() == 0 &&
+          !user->hasTrait<OpTrait::IsTerminator>() &&
+          isMemoryEffectFree(user) && !isa<AllToAllOp, AllReduceOp>(user) &&
+          slice.insert(user))
+        worklist.push_back(user);
+  SmallVector<Operation *> ordered(slice.begin(), slice.end());
+  llvm::sort(ordered,
+             [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
+  for (Operation *op : llvm::reverse(ordered)) {
+    if (Operation *first = firstUser(block, op))
+      op->moveBefore(first);
     else
-      user->erase(); // nothing reads it
+      op->erase(); // nothing reads it
   }
 }
 
@@ -101,7 +112,7 @@ void ScheduleExchangesPass::runOnOperation() {
         exchange.getRecvCounts().getType(), start.getExchange());
     exchange.replaceAllUsesWith(wait.getResults());
     exchange.erase();
-    sinkReshapes(wait);
+    sinkPureUsers(wait);
     if (Operation *user = firstUser(block, wait))
       wait->moveBefore(user);
     ++numSplit;
