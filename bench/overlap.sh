@@ -3,7 +3,8 @@
 # x 4) compiled with --tamoe-pipeline chunks=C for C = 1, 2, 4, 8, the step
 # time each takes against the cost model's prediction for the calibrated
 # topology (docs/results/cpu-2x4-calibrated.json), and the chunk count the
-# model picks itself (chunks=0).
+# model picks itself (chunks=0); and the same chunk counts with
+# de-duplicated hierarchical exchanges (mode=hierarchical dedup=true).
 #
 #   bash bench/overlap.sh     (after scripts/setup.sh; ~5 min)
 #
@@ -87,10 +88,12 @@ run profile 1 >/dev/null
 median_us=$(grep -m1 '| tamoe_rt_grouped_matmul |' "$work/profile.log" | awk -F'|' '{print $4}')
 gflops=$(calc "2 * $rows * $HIDDEN * $FFN / ($median_us * 1000)" 2)
 
-declare -A measured predicted
+declare -A measured predicted deduplicated
 for chunks in 1 2 4 8; do
   seconds=$(step "c$chunks" "chunks=$chunks device-gflops=$gflops")
   measured[$chunks]=$(calc "$seconds * 1000" 2)
+  seconds=$(step "d$chunks" "mode=hierarchical dedup=true chunks=$chunks device-gflops=$gflops")
+  deduplicated[$chunks]=$(calc "$seconds * 1000" 2)
   # tamoe-overlap's prediction for this chunk count and for one chunk (us);
   # with chunks=1 the pass does not run.
   if ((chunks > 1)); then
@@ -120,12 +123,14 @@ report() {
   echo "steps minus that of $LOW, over $((HIGH - LOW)) (median of $REPEATS), the whole layer (router,"
   echo "dispatch, combine and loss included). Predicted: the cost model's"
   echo "exchanges and experts (docs/cost-model.md, \"Overlap\"), what chunking"
-  echo "changes."
+  echo "changes. De-duplicated: the same layer with"
+  echo "\`mode=hierarchical dedup=true\` added, each part's exchange out"
+  echo "de-duplicated alone (docs/passes.md, \"De-duplicated parts\")."
   echo
-  echo "| chunks | measured step (ms) | vs 1 chunk | predicted exchanges + experts (ms) | vs 1 chunk |"
-  echo "|---:|---:|---:|---:|---:|"
+  echo "| chunks | measured step (ms) | vs 1 chunk | predicted exchanges + experts (ms) | vs 1 chunk | de-duplicated step (ms) | vs 1 chunk |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|"
   for chunks in 1 2 4 8; do
-    echo "| $chunks | ${measured[$chunks]} | $(ratio "${measured[$chunks]}" "${measured[1]}")x | ${predicted[$chunks]} | $(ratio "${predicted[$chunks]}" "${predicted[1]}")x |"
+    echo "| $chunks | ${measured[$chunks]} | $(ratio "${measured[$chunks]}" "${measured[1]}")x | ${predicted[$chunks]} | $(ratio "${predicted[$chunks]}" "${predicted[1]}")x | ${deduplicated[$chunks]} | $(ratio "${deduplicated[$chunks]}" "${deduplicated[1]}")x |"
   done
   echo
   echo "The model's own choice (\`chunks=0\`): $choice"
