@@ -668,13 +668,15 @@ Status CpuBackend::chunkPositions(const int32_t *positions,
   Status status = checkCounts(expertCounts, experts, INTPTR_MAX, total);
   if (!status.ok())
     return status;
-  // Each expert's block among the dispatched rows, and where its part
-  // begins among them and in the packed part.
+  // Each expert's block among the dispatched rows, its part's rows
+  // [partStart, partEnd) among them, and where the part is packed.
   auto size = static_cast<size_t>(experts);
-  std::vector<intptr_t> blockBegin(size), partRow(size), packedRow(size);
+  std::vector<intptr_t> blockBegin(size), partStart(size), partEnd(size),
+      packedRow(size);
   forEachPart(expertCounts, experts, index, chunks,
-              [&](intptr_t e, intptr_t from, intptr_t to, intptr_t) {
-                partRow[size_t(e)] = from;
+              [&](intptr_t e, intptr_t from, intptr_t to, intptr_t rows) {
+                partStart[size_t(e)] = from;
+                partEnd[size_t(e)] = from + rows;
                 packedRow[size_t(e)] = to;
               });
   for (intptr_t e = 0, row = 0; e < experts; row += expertCounts[e++])
@@ -695,14 +697,12 @@ Status CpuBackend::chunkPositions(const int32_t *positions,
                          ") of the dispatched rows"));
   }
   for (intptr_t a = 0; a < tokens * k; ++a) {
-    int32_t position = positions[a];
-    int32_t e = position < 0 ? 0 : expertIds[a];
-    intptr_t end =
-        blockBegin[size_t(e)] + partBegin(expertCounts[e], index + 1, chunks);
-    bool inPart = position >= partRow[size_t(e)] && position < end;
-    chunkPositions[a] =
-        inPart ? int32_t(packedRow[size_t(e)] + position - partRow[size_t(e)])
-               : -1;
+    chunkPositions[a] = -1;
+    if (positions[a] < 0)
+      continue;
+    auto e = size_t(expertIds[a]);
+    if (positions[a] >= partStart[e] && positions[a] < partEnd[e])
+      chunkPositions[a] = int32_t(packedRow[e] + positions[a] - partStart[e]);
   }
   return Status::success();
 }
