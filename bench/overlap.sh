@@ -62,8 +62,9 @@ run() {
   start=$(date +%s.%N)
   env TAMOE_RANKS_PER_NODE=4 TAMOE_RT_OUTPUT_DIR="$work/$1.out" ${2:+TAMOE_RT_PROFILE=1} \
     timeout 600 "${mpi[@]}" mlir-runner "$work/$1.llvm.mlir" -e main \
-    -entry-point-result=void --shared-libs="$build/runtime/lib/libtamoe_rt.so" \
-    >"$work/$1.log" 2>&1
+    -entry-point-result=i32 --shared-libs="$build/runtime/lib/libtamoe_rt.so" \
+    >"$work/$1.log" 2>&1 ||
+    { cat "$work/$1.log" >&2; echo "overlap.sh: the $1 run failed" >&2; return 1; }
   end=$(date +%s.%N)
   calc "$end - $start"
 }

@@ -691,7 +691,7 @@ func.func @f(%t: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %pos: tensor<16x2xi3
 // -----
 
 func.func @f(%t: tensor<16x64xf32>, %ids: tensor<16x4xi32>, %pos: tensor<16x4xi32>) {
-  // expected-error @+1 {{unique must have 32 rows (S * min(k, nodes)), got 64}}
+  // expected-error @+1 {{unique must have at most 32 rows (S * min(k, nodes)), got 64}}
   %0, %1, %2 = tamoe.dedup_pack %t, %ids, %pos experts_per_node 4 : tensor<16x64xf32>, tensor<16x4xi32>, tensor<16x4xi32> -> tensor<64x64xf32>, tensor<64x4xi32>, tensor<2xi32>
   return
 }

@@ -79,6 +79,9 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
   func.func @dedup(%tokens: tensor<16x64xbf16>, %ids: tensor<16x2xi32>, %positions: tensor<16x2xi32>, %unique: tensor<?x64xbf16>, %routes: tensor<?x2xi32>, %node_counts: tensor<2xi32>) {
     // CHECK: tamoe.dedup_pack %{{.*}}, %{{.*}}, %{{.*}} experts_per_node 8 : tensor<16x64xbf16>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<32x64xbf16>, tensor<32x2xi32>, tensor<2xi32>
     %0, %1, %2 = tamoe.dedup_pack %tokens, %ids, %positions experts_per_node 8 : tensor<16x64xbf16>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<32x64xbf16>, tensor<32x2xi32>, tensor<2xi32>
+    // A smaller capacity, as one part of a chunked layer packs.
+    // CHECK: tamoe.dedup_pack %{{.*}}, %{{.*}}, %{{.*}} experts_per_node 8 : tensor<16x64xbf16>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<12x64xbf16>, tensor<12x2xi32>, tensor<2xi32>
+    %5, %6, %7 = tamoe.dedup_pack %tokens, %ids, %positions experts_per_node 8 : tensor<16x64xbf16>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<12x64xbf16>, tensor<12x2xi32>, tensor<2xi32>
     // CHECK: tamoe.dedup_expand %{{.*}}, %{{.*}}, %{{.*}} experts_per_rank 2 : tensor<?x64xbf16>, tensor<?x2xi32>, tensor<2xi32> -> tensor<?x64xbf16>, tensor<4x2x2xi32>
     %3, %4 = tamoe.dedup_expand %unique, %routes, %node_counts experts_per_rank 2 : tensor<?x64xbf16>, tensor<?x2xi32>, tensor<2xi32> -> tensor<?x64xbf16>, tensor<4x2x2xi32>
     return

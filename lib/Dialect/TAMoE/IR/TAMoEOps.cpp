@@ -461,8 +461,9 @@ LogicalResult DedupPackOp::verify() {
                             "number of nodes)";
   if (!isDynamic(tokens) && !isDynamic(k) &&
       !isDynamic(unique.getDimSize(0)) &&
-      unique.getDimSize(0) != tokens * std::min(k, nodes))
-    return emitOpError() << "unique must have " << tokens * std::min(k, nodes)
+      unique.getDimSize(0) > tokens * std::min(k, nodes))
+    return emitOpError() << "unique must have at most "
+                         << tokens * std::min(k, nodes)
                          << " rows (S * min(k, nodes)), got "
                          << unique.getDimSize(0);
   return success();
@@ -881,6 +882,18 @@ LogicalResult ChunkOp::verify() {
     return failure();
   return verifySameRowType(*this, "chunk_rows", getChunkRows().getType(),
                            "rows", rows);
+}
+
+int64_t ChunkOp::partCapacity(int64_t rows, int64_t entries, int64_t chunks) {
+  if (isDynamic(rows) || isDynamic(entries) || chunks < 1)
+    return rows;
+  // Part c of an entry of n rows is [floor(c n / C), floor((c + 1) n / C)):
+  // at most ceil(n / C) <= (n + C - 1) / C rows, summed over the entries.
+  int64_t slack, sum;
+  if (llvm::MulOverflow(entries, chunks - 1, slack) ||
+      llvm::AddOverflow(rows, slack, sum))
+    return rows;
+  return std::min(rows, sum / chunks);
 }
 
 LogicalResult ChunkPositionsOp::verify() {

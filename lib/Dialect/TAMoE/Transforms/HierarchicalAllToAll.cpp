@@ -301,12 +301,19 @@ void HierarchicalAllToAllPass::rewriteDeduplicated(
   StringAttr outerLevel =
       builder.getStringAttr(candidate.tree.levels.back().name);
 
-  // One part of a chunked layer packs only its own assignments.
+  // One part of a chunked layer packs only its own assignments: at most one
+  // unique row per row of the part.
   Value positions = dispatch.getPositions();
-  if (ChunkOp part = candidate.dedupPart)
+  if (ChunkOp part = candidate.dedupPart) {
     positions = ChunkPositionsOp::create(
         builder, loc, positions.getType(), positions, dispatch.getExpertIds(),
         dispatch.getExpertCounts(), part.getChunkAttr(), part.getChunksAttr());
+    int64_t partRows = part.getChunkRows().getType().getDimSize(0);
+    if (!ShapedType::isDynamic(partRows))
+      uniqueRows = ShapedType::isDynamic(uniqueRows)
+                       ? partRows
+                       : std::min(uniqueRows, partRows);
+  }
   // Each token once per node it needs, with the experts it needs there.
   auto pack = DedupPackOp::create(
       builder, loc, rows(uniqueRows, tokensType), rows(uniqueRows, idsType),

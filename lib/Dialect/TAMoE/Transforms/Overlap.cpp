@@ -287,12 +287,23 @@ void OverlapPass::rewrite(const Chain &chain, int64_t count) {
   OpBuilder b(back);
   // Every part of the dispatch first, so that each part's exchange can
   // start as soon as tamoe-schedule-exchanges lets it.
+  // A part holds about 1/count of the rows (ChunkOp::partCapacity), and so
+  // does what its exchange back returns: the parts together take about the
+  // memory of the whole, not count times it.
+  RankedTensorType sendType = out.getSend().getType();
+  SmallVector<int64_t> partShape(sendType.getShape());
+  partShape[0] = ChunkOp::partCapacity(
+      partShape[0], out.getSendCounts().getType().getNumElements(), count);
+  auto partType = sendType.clone(partShape);
+  RankedTensorType returnedType = back.getReceived().getType();
+  SmallVector<int64_t> returnedShape(returnedType.getShape());
+  returnedShape[0] = partShape[0];
   SmallVector<ChunkOp> parts;
   for (int64_t c = 0; c < count; ++c)
     parts.push_back(ChunkOp::create(
-        b, out.getLoc(), out.getSend().getType(),
-        out.getSendCounts().getType(), out.getSend(), out.getSendCounts(),
-        b.getI64IntegerAttr(c), b.getI64IntegerAttr(count)));
+        b, out.getLoc(), partType, out.getSendCounts().getType(),
+        out.getSend(), out.getSendCounts(), b.getI64IntegerAttr(c),
+        b.getI64IntegerAttr(count)));
   // Then every part's exchange out, in chunk order: a rank starts its
   // collectives in program order, so chunk 1's rows can travel while chunk
   // 0's experts compute only if chunk 1's exchange comes first.
@@ -311,7 +322,7 @@ void OverlapPass::rewrite(const Chain &chain, int64_t count) {
     for (Operation *op : chain.body)
       b.clone(*op, mapping);
     auto brought = AllToAllOp::create(
-        b, back.getLoc(), back.getReceived().getType(),
+        b, back.getLoc(), returnedType.clone(returnedShape),
         back.getRecvCounts().getType(), mapping.lookup(back.getSend()),
         part.getRecvCounts(), back.getGridAttr(), back.getGridAxesAttr(),
         back.getLevelAttr());

@@ -19,18 +19,20 @@
 // TWO-LABEL: func.func @layer
 // TWO: %[[ROWS:.*]], %[[COUNTS:.*]], %{{.*}}, %{{.*}} = tamoe.dispatch
 // TWO: %[[SPLIT:.*]] = tensor.expand_shape %[[COUNTS]]
-// TWO: %[[P0:.*]], %[[C0:.*]] = tamoe.chunk %[[ROWS]], %[[SPLIT]] chunk 0 of 2
+// A part of 32 rows in 16 blocks holds at most (32 + 16) / 2 = 24 rows:
+// the parts, and what comes back for each, take 24 rows, not 32.
+// TWO: %[[P0:.*]], %[[C0:.*]] = tamoe.chunk %[[ROWS]], %[[SPLIT]] chunk 0 of 2 : tensor<32x32xf32>, tensor<8x2xi32> -> tensor<24x32xf32>
 // TWO: %[[P1:.*]], %[[C1:.*]] = tamoe.chunk %[[ROWS]], %[[SPLIT]] chunk 1 of 2
 // TWO: %[[R0:.*]], %[[RC0:.*]] = tamoe.all_to_all %[[P0]], %[[C0]] on @ep
 // TWO: %[[R1:.*]], %[[RC1:.*]] = tamoe.all_to_all %[[P1]], %[[C1]] on @ep
 // TWO: %[[H0:.*]] = tamoe.grouped_matmul %[[R0]], %[[RC0]], %arg2
 // TWO: linalg.generic
 // TWO: %[[Y0:.*]] = tamoe.grouped_matmul %{{.*}}, %[[RC0]], %arg3
-// TWO: %[[B0:.*]], %{{.*}} = tamoe.all_to_all %[[Y0]], %[[RC0]] on @ep
+// TWO: %[[B0:.*]], %{{.*}} = tamoe.all_to_all %[[Y0]], %[[RC0]] on @ep : tensor<?x32xf32>, tensor<8x2xi32> -> tensor<24x32xf32>
 // TWO: tamoe.grouped_matmul %[[R1]], %[[RC1]], %arg2
 // TWO: %[[Y1:.*]] = tamoe.grouped_matmul %{{.*}}, %[[RC1]], %arg3
 // TWO: %[[B1:.*]], %{{.*}} = tamoe.all_to_all %[[Y1]], %[[RC1]] on @ep
-// TWO: %[[WHOLE:.*]] = tamoe.unchunk %[[B0]], %[[B1]] counts %[[SPLIT]]
+// TWO: %[[WHOLE:.*]] = tamoe.unchunk %[[B0]], %[[B1]] counts %[[SPLIT]] : (tensor<24x32xf32>, tensor<24x32xf32>), tensor<8x2xi32> -> tensor<32x32xf32>
 // TWO: %[[TOTAL:.*]] = linalg.add ins(%[[RC0]], %[[RC1]] : tensor<8x2xi32>, tensor<8x2xi32>)
 // TWO: tamoe.combine %[[WHOLE]]
 // TWO: return %{{.*}}, %[[TOTAL]]
@@ -41,7 +43,7 @@
 // result leaves as soon as it is computed; the waits for the results come
 // last, before the unchunk.
 // FOUR-LABEL: func.func @layer
-// FOUR: %[[P0:.*]], %[[C0:.*]] = tamoe.chunk {{.*}} chunk 0 of 4
+// FOUR: %[[P0:.*]], %[[C0:.*]] = tamoe.chunk {{.*}} chunk 0 of 4 : tensor<32x32xf32>, tensor<8x2xi32> -> tensor<20x32xf32>
 // FOUR-NEXT: %[[S0:.*]] = tamoe.all_to_all_start %[[P0]], %[[C0]] on @ep
 // FOUR-NEXT: tamoe.chunk {{.*}} chunk 1 of 4
 // FOUR-NEXT: %[[S1:.*]] = tamoe.all_to_all_start
@@ -89,7 +91,9 @@
 // DEDUP-SAME: (%[[TOKENS:[^:]*]]: tensor<16x32xf32>, %[[IDS:[^:]*]]: tensor<16x2xi32>
 // DEDUP: %{{.*}}, %[[COUNTS:.*]], %[[POS:.*]], %{{.*}} = tamoe.dispatch
 // DEDUP: %[[P0:.*]] = tamoe.chunk_positions %[[POS]], %[[IDS]], %[[COUNTS]] chunk 0 of 2 : tensor<16x2xi32>, tensor<16x2xi32>, tensor<16xi32>
-// DEDUP-NEXT: tamoe.dedup_pack %[[TOKENS]], %[[IDS]], %[[P0]] experts_per_node 8
+// A part packs at most one unique row per row of the part (24), not the
+// whole layer's 16 * min(2, 2) = 32.
+// DEDUP-NEXT: tamoe.dedup_pack %[[TOKENS]], %[[IDS]], %[[P0]] experts_per_node 8 : tensor<16x32xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<24x32xf32>, tensor<24x2xi32>, tensor<2xi32>
 // DEDUP: %[[P1:.*]] = tamoe.chunk_positions %[[POS]], %[[IDS]], %[[COUNTS]] chunk 1 of 2
 // DEDUP-NEXT: tamoe.dedup_pack %[[TOKENS]], %[[IDS]], %[[P1]] experts_per_node 8
 // DEDUP: tamoe.dedup_expand

@@ -227,7 +227,10 @@ def TAMoE_DedupPackOp : TAMoE_Op<"dedup_pack", [Pure, DeclareOpInterfaceMethods<
     counts the rows for each node. Experts are numbered node-major: expert
     e lives on node e / `experts_per_node`.
 
-    The row capacity R is S * min(k, N) (valid rows first).
+    The row capacity R is at most S * min(k, N), which always suffices
+    (valid rows first). A smaller one suits positions that keep fewer
+    assignments, such as one part's of `tamoe.chunk_positions` (at most one
+    row per kept assignment); the runtime refuses rows that do not fit.
 
     ```mlir
     %unique, %routes, %node_counts = tamoe.dedup_pack %tokens, %ids,
@@ -738,6 +741,13 @@ def TAMoE_ChunkOp : TAMoE_Op<"chunk", [Pure,
     rows travel while another's are computed. The dispatch layout, and so
     which assignments a capacity drops, is the same for every chunk count.
 
+    A part of an entry of n rows has at most ceil(n / chunks) of them, so
+    the part of R rows in B entries fits in `partCapacity(R, B, chunks)` =
+    min(R, floor((R + B (chunks - 1)) / chunks)) rows: the capacity
+    tamoe-overlap gives `chunk_rows`, so that C parts take about the memory
+    of the whole. A smaller capacity is valid where the counts allow it;
+    the runtime refuses a part that does not fit.
+
     ```mlir
     %part, %part_counts = tamoe.chunk %rows, %counts chunk 1 of 4
         : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<32x64xf32>
@@ -756,6 +766,11 @@ def TAMoE_ChunkOp : TAMoE_Op<"chunk", [Pure,
   let assemblyFormat = [{
     $rows `,` $counts `chunk` $chunk `of` $chunks attr-dict `:` type($rows)
     `,` type($counts) `->` type($chunk_rows)
+  }];
+  let extraClassDeclaration = [{
+    /// The most rows one of `chunks` parts of `rows` rows in `entries`
+    /// blocks can hold; dynamic where `rows` is.
+    static int64_t partCapacity(int64_t rows, int64_t entries, int64_t chunks);
   }];
   let hasVerifier = 1;
 }
