@@ -119,6 +119,19 @@ public:
                          int64_t rowBytes, const int32_t *counts, int64_t a,
                          int64_t b, int64_t inner, void *regrouped,
                          int32_t *regroupedCounts) = 0;
+  virtual Result chunk(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
+                       const int32_t *counts, int64_t numCounts, int64_t index,
+                       int64_t chunks, void *chunkRows, int64_t chunkCapacity,
+                       int32_t *chunkCounts) = 0;
+  virtual Result unchunk(const void *chunkRows, int64_t chunkCapacity,
+                         int64_t rowBytes, const int32_t *counts,
+                         int64_t numCounts, int64_t index, int64_t chunks,
+                         void *rows, int64_t rowsCapacity) = 0;
+  virtual Result chunkPositions(const int32_t *positions, const int32_t *ids,
+                                int64_t tokens, int64_t k,
+                                const int32_t *expertCounts, int64_t experts,
+                                int64_t index, int64_t chunks,
+                                int32_t *chunkPositions) = 0;
   virtual Result dedupPack(const void *tokens, int64_t numTokens,
                            int64_t rowBytes, const int32_t *ids,
                            const int32_t *positions, int64_t k,
@@ -285,6 +298,29 @@ public:
                  void *regrouped, int32_t *regroupedCounts) override {
     return wrap(tamoe_rt_regroup(context_, rows, rowsCapacity, rowBytes, counts,
                                  a, b, inner, regrouped, regroupedCounts));
+  }
+  Result chunk(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
+               const int32_t *counts, int64_t numCounts, int64_t index,
+               int64_t chunks, void *chunkRows, int64_t chunkCapacity,
+               int32_t *chunkCounts) override {
+    return wrap(tamoe_rt_chunk(context_, rows, rowsCapacity, rowBytes, counts,
+                               numCounts, index, chunks, chunkRows,
+                               chunkCapacity, chunkCounts));
+  }
+  Result unchunk(const void *chunkRows, int64_t chunkCapacity, int64_t rowBytes,
+                 const int32_t *counts, int64_t numCounts, int64_t index,
+                 int64_t chunks, void *rows, int64_t rowsCapacity) override {
+    return wrap(tamoe_rt_unchunk(context_, chunkRows, chunkCapacity, rowBytes,
+                                 counts, numCounts, index, chunks, rows,
+                                 rowsCapacity));
+  }
+  Result chunkPositions(const int32_t *positions, const int32_t *ids,
+                        int64_t tokens, int64_t k, const int32_t *expertCounts,
+                        int64_t experts, int64_t index, int64_t chunks,
+                        int32_t *chunkPositions) override {
+    return wrap(tamoe_rt_chunk_positions(context_, positions, ids, tokens, k,
+                                         expertCounts, experts, index, chunks,
+                                         chunkPositions));
   }
   Result dedupPack(const void *tokens, int64_t numTokens, int64_t rowBytes,
                    const int32_t *ids, const int32_t *positions, int64_t k,
@@ -538,6 +574,29 @@ public:
                  void *regrouped, int32_t *regroupedCounts) override {
     return wrap(backend_->regroup(rows, rowsCapacity, rowBytes, counts, a, b,
                                   inner, regrouped, regroupedCounts));
+  }
+  Result chunk(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
+               const int32_t *counts, int64_t numCounts, int64_t index,
+               int64_t chunks, void *chunkRows, int64_t chunkCapacity,
+               int32_t *chunkCounts) override {
+    return wrap(backend_->chunk(rows, rowsCapacity, rowBytes, counts, numCounts,
+                                index, chunks, chunkRows, chunkCapacity,
+                                chunkCounts));
+  }
+  Result unchunk(const void *chunkRows, int64_t chunkCapacity, int64_t rowBytes,
+                 const int32_t *counts, int64_t numCounts, int64_t index,
+                 int64_t chunks, void *rows, int64_t rowsCapacity) override {
+    return wrap(backend_->unchunk(chunkRows, chunkCapacity, rowBytes, counts,
+                                  numCounts, index, chunks, rows,
+                                  rowsCapacity));
+  }
+  Result chunkPositions(const int32_t *positions, const int32_t *ids,
+                        int64_t tokens, int64_t k, const int32_t *expertCounts,
+                        int64_t experts, int64_t index, int64_t chunks,
+                        int32_t *chunkPositions) override {
+    return wrap(backend_->chunkPositions(positions, ids, tokens, k,
+                                         expertCounts, experts, index, chunks,
+                                         chunkPositions));
   }
   Result dedupPack(const void *tokens, int64_t numTokens, int64_t rowBytes,
                    const int32_t *ids, const int32_t *positions, int64_t k,
@@ -1086,6 +1145,120 @@ void checkRegroup(int64_t a, int64_t b, int64_t inner, int64_t rowBytes,
             s.get(static_cast<unsigned char *>(dOut), total * rowBytes), want,
             rowBytes, "regrouped");
       return problem;
+    });
+}
+
+/// Every part of `chunks` through chunk (against the reference) and back
+/// through unchunk (the parts together give the rows back).
+void checkChunk(int64_t numCounts, int64_t rowBytes, int64_t chunks,
+                uint64_t seed) {
+  std::string name = "chunk + unchunk " + std::to_string(numCounts) +
+                     " blocks, " + std::to_string(chunks) +
+                     " chunks, row_bytes=" + std::to_string(rowBytes);
+  reference::Random random(seed);
+  std::vector<int32_t> counts(static_cast<size_t>(numCounts));
+  int64_t total = 0;
+  for (auto &c : counts)
+    total += c = random.integer(0, 4) == 0 ? 0 : int32_t(random.integer(0, 40));
+  int64_t capacity = total + 2;
+  Bytes rows = random.bytes(size_t(capacity * rowBytes));
+  // Each part fits in (total + blocks (C - 1)) / C rows.
+  int64_t chunkCapacity = (total + numCounts * (chunks - 1)) / chunks;
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      void *dRows = s.put(rows);
+      int32_t *dCounts = s.put(counts);
+      void *dPart = s.raw(chunkCapacity * rowBytes);
+      int32_t *dPartCounts = s.make<int32_t>(numCounts);
+      void *dWhole = s.raw(capacity * rowBytes);
+      for (int64_t c = 0; c < chunks; ++c) {
+        Bytes want;
+        std::vector<int32_t> wantCounts;
+        reference::chunk(rows, rowBytes, counts, c, chunks, want, wantCounts);
+        require(engine->chunk(dRows, capacity, rowBytes, dCounts, numCounts, c,
+                              chunks, dPart, chunkCapacity, dPartCounts),
+                "chunk");
+        std::string problem = firstDifference(s.get(dPartCounts, numCounts),
+                                              wantCounts, "chunk_counts");
+        if (problem.empty())
+          problem = bytesDiffer(
+              s.get(static_cast<unsigned char *>(dPart), int64_t(want.size())),
+              want, rowBytes, "chunk_rows");
+        if (!problem.empty())
+          return "part " + std::to_string(c) + ": " + problem;
+        require(engine->unchunk(dPart, chunkCapacity, rowBytes, dCounts,
+                                numCounts, c, chunks, dWhole, capacity),
+                "unchunk");
+      }
+      return bytesDiffer(
+          s.get(static_cast<unsigned char *>(dWhole), total * rowBytes),
+          Bytes(rows.begin(), rows.begin() + total * rowBytes), rowBytes,
+          "unchunked rows");
+    });
+}
+
+/// chunk_positions of a dispatch layout with drops, every part, against
+/// its definition.
+void checkChunkPositions(int64_t tokens, int64_t k, int64_t experts,
+                         int64_t chunks, uint64_t seed) {
+  std::string name = "chunk_positions T=" + std::to_string(tokens) +
+                     " k=" + std::to_string(k) +
+                     " E=" + std::to_string(experts) +
+                     " chunks=" + std::to_string(chunks);
+  reference::Random random(seed);
+  int64_t n = tokens * k;
+  std::vector<int32_t> ids(static_cast<size_t>(n)),
+      positions(static_cast<size_t>(n), -1),
+      counts(static_cast<size_t>(experts), 0);
+  for (auto &id : ids)
+    id = int32_t(random.integer(0, experts - 1));
+  // The dispatch's layout: by expert, then assignment; about one in five
+  // dropped.
+  std::vector<std::vector<int64_t>> byExpert(static_cast<size_t>(experts));
+  for (int64_t a = 0; a < n; ++a)
+    if (random.integer(0, 4) != 0)
+      byExpert[size_t(ids[size_t(a)])].push_back(a);
+  std::vector<int64_t> blockBegin(static_cast<size_t>(experts));
+  int32_t row = 0;
+  for (int64_t e = 0; e < experts; ++e) {
+    blockBegin[size_t(e)] = row;
+    for (int64_t a : byExpert[size_t(e)])
+      positions[size_t(a)] = row++;
+    counts[size_t(e)] = int32_t(byExpert[size_t(e)].size());
+  }
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      int32_t *dPositions = s.put(positions);
+      int32_t *dIds = s.put(ids);
+      int32_t *dCounts = s.put(counts);
+      int32_t *dOut = s.make<int32_t>(n);
+      for (int64_t c = 0; c < chunks; ++c) {
+        std::vector<int32_t> want(size_t(n), -1);
+        std::vector<int64_t> packed(static_cast<size_t>(experts));
+        for (int64_t e = 0, at = 0; e < experts; ++e) {
+          packed[size_t(e)] = at;
+          int64_t m = counts[size_t(e)];
+          at += (c + 1) * m / chunks - c * m / chunks;
+        }
+        for (int64_t a = 0; a < n; ++a) {
+          if (positions[size_t(a)] < 0)
+            continue;
+          auto e = size_t(ids[size_t(a)]);
+          int64_t m = counts[e], local = positions[size_t(a)] - blockBegin[e];
+          if (c * m / chunks <= local && local < (c + 1) * m / chunks)
+            want[size_t(a)] = int32_t(packed[e] + local - c * m / chunks);
+        }
+        require(engine->chunkPositions(dPositions, dIds, tokens, k, dCounts,
+                                       experts, c, chunks, dOut),
+                "chunk_positions");
+        std::string problem =
+            firstDifference(s.get(dOut, n), want, "chunk_positions");
+        if (!problem.empty())
+          return "part " + std::to_string(c) + ": " + problem;
+      }
+      return std::string();
     });
 }
 
@@ -1726,6 +1899,30 @@ void checkErrors(uint64_t seed) {
                                            2, 2, 1, s.raw(16 * 8),
                                            s.make<int32_t>(4));
                });
+  // Part 1 of 2 of blocks of 3 and 5 rows has 2 + 3 rows.
+  expectStatus("chunk into too small a part", TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+               [&](Scope &s) {
+                 std::vector<int32_t> counts{3, 5};
+                 return s.engine().chunk(s.raw(8 * 8), 8, 8, s.put(counts), 2,
+                                         1, 2, s.raw(4 * 8), 4,
+                                         s.make<int32_t>(2));
+               });
+  expectStatus("unchunk from too small a part", TAMOE_RT_ERROR_INVALID_ARGUMENT,
+               [&](Scope &s) {
+                 std::vector<int32_t> counts{3, 5};
+                 return s.engine().unchunk(s.raw(4 * 8), 4, 8, s.put(counts), 2,
+                                           1, 2, s.raw(8 * 8), 8);
+               });
+  expectStatus("chunk_positions with a position outside its expert's block",
+               TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+                 // Expert 1's block is rows [2, 3).
+                 std::vector<int32_t> positions{0, 3, 1, 2};
+                 std::vector<int32_t> experts{0, 1, 0, 1};
+                 std::vector<int32_t> counts{2, 1};
+                 return s.engine().chunkPositions(
+                     s.put(positions), s.put(experts), 2, 2, s.put(counts), 2,
+                     0, 2, s.make<int32_t>(4));
+               });
   expectStatus("dedup_expand with a route below -1",
                TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
                  std::vector<int32_t> routes{0, -1, -2, 1};
@@ -2104,6 +2301,12 @@ int runChecks() {
   checkRegroup(3, 4, 2, 40, seed++);
   checkRegroup(8, 2, 4, 8192, seed++);
   checkRegroup(5, 1, 3, 7, seed++);
+  // chunk, unchunk and chunk_positions (tamoe-overlap's parts).
+  checkChunk(16, 4096, 4, seed++);
+  checkChunk(7, 6, 3, seed++);
+  checkChunk(64, 2048, 8, seed++);
+  checkChunkPositions(4096, 2, 64, 4, seed++);
+  checkChunkPositions(300, 8, 7, 3, seed++);
   // dedup.
   checkDedup(500, 24, 4, 4, 2, 8, seed++);
   checkDedup(300, 4096, 8, 2, 4, 4, seed++);

@@ -98,6 +98,19 @@ public:
   Status regroup(const void *rows, intptr_t rowsCapacity, intptr_t rowBytes,
                  const int32_t *counts, intptr_t a, intptr_t b, intptr_t inner,
                  void *regrouped, int32_t *regroupedCounts) override;
+  Status chunk(const void *rows, intptr_t rowsCapacity, intptr_t rowBytes,
+               const int32_t *counts, intptr_t numCounts, intptr_t index,
+               intptr_t chunks, void *chunkRows, intptr_t chunkCapacity,
+               int32_t *chunkCounts) override;
+  Status unchunk(const void *chunkRows, intptr_t chunkCapacity,
+                 intptr_t rowBytes, const int32_t *counts, intptr_t numCounts,
+                 intptr_t index, intptr_t chunks, void *rows,
+                 intptr_t rowsCapacity) override;
+  Status chunkPositions(const int32_t *positions, const int32_t *expertIds,
+                        intptr_t tokens, intptr_t k,
+                        const int32_t *expertCounts, intptr_t experts,
+                        intptr_t index, intptr_t chunks,
+                        int32_t *chunkPositions) override;
   Status dedupPack(const void *tokens, intptr_t numTokens, intptr_t rowBytes,
                    const int32_t *expertIds, const int32_t *positions,
                    intptr_t k, intptr_t expertsPerNode, intptr_t nodes,
@@ -181,6 +194,10 @@ private:
   /// device can address.
   Status checkPointer(const void *pointer, int64_t bytes,
                       const char *name) const;
+  /// The sizes and pointers chunk and unchunk share.
+  Status checkPart(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
+                   const int32_t *counts, int64_t numCounts,
+                   const void *chunkRows, int64_t chunkCapacity) const;
   /// Clears the device status before an operation.
   Status beginOperation();
   /// Waits for the operation's work and turns a host-side failure, a CUDA

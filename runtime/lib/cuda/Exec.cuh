@@ -161,13 +161,15 @@ __global__ void __launch_bounds__(kThreads) forEachKernel(int64_t n, F f) {
     f(i);
 }
 
-/// dst row r = src row srcRows[r] for r < min(*numRows, bound), in units of
-/// V (the widest type the row size and both pointers are aligned to). A
-/// block copies a row; four loads are in flight per thread before the stores.
+/// dst row dstRows[r] = src row srcRows[r] for r < min(*numRows, bound)
+/// (a null index list: row r itself), in units of V (the widest type the
+/// row size and both pointers are aligned to). A block copies a row; four
+/// loads are in flight per thread before the stores.
 template <typename V>
 __global__ void copyRowsKernel(V *__restrict__ dst, const V *__restrict__ src,
                                int64_t vectorsPerRow,
                                const int64_t *__restrict__ srcRows,
+                               const int64_t *__restrict__ dstRows,
                                const int64_t *numRowsPointer, int64_t bound,
                                const DeviceStatus *status) {
   if (hasFailed(status))
@@ -177,8 +179,8 @@ __global__ void copyRowsKernel(V *__restrict__ dst, const V *__restrict__ src,
     numRows = bound;
   const int64_t step = blockDim.x;
   for (int64_t r = blockIdx.x; r < numRows; r += gridDim.x) {
-    const V *in = src + srcRows[r] * vectorsPerRow;
-    V *out = dst + r * vectorsPerRow;
+    const V *in = src + (srcRows ? srcRows[r] : r) * vectorsPerRow;
+    V *out = dst + (dstRows ? dstRows[r] : r) * vectorsPerRow;
     int64_t c = threadIdx.x;
     for (; c + 3 * step < vectorsPerRow; c += 4 * step) {
       V v0 = in[c], v1 = in[c + step], v2 = in[c + 2 * step],
@@ -321,28 +323,46 @@ public:
           "cub::DeviceScan::ExclusiveSum");
   }
 
+  /// dst row r = src row srcRows[r], r < *numRows (a gather).
   void copyRows(void *dst, const void *src, int64_t rowBytes,
                 const int64_t *srcRows, const int64_t *numRows, int64_t bound) {
+    moveRows(dst, src, rowBytes, srcRows, nullptr, numRows, bound);
+  }
+
+  /// dst row dstRows[r] = src row r, r < *numRows (a scatter).
+  void scatterRows(void *dst, const void *src, int64_t rowBytes,
+                   const int64_t *dstRows, const int64_t *numRows,
+                   int64_t bound) {
+    moveRows(dst, src, rowBytes, nullptr, dstRows, numRows, bound);
+  }
+
+private:
+  void moveRows(void *dst, const void *src, int64_t rowBytes,
+                const int64_t *srcRows, const int64_t *dstRows,
+                const int64_t *numRows, int64_t bound) {
     if (!ok() || bound <= 0 || rowBytes <= 0)
       return;
     uintptr_t alignment = reinterpret_cast<uintptr_t>(dst) |
                           reinterpret_cast<uintptr_t>(src) |
                           static_cast<uintptr_t>(rowBytes);
     if (alignment % 16 == 0)
-      launchCopy<uint4>(dst, src, rowBytes / 16, srcRows, numRows, bound);
+      launchCopy<uint4>(dst, src, rowBytes / 16, srcRows, dstRows, numRows,
+                        bound);
     else if (alignment % 8 == 0)
-      launchCopy<uint2>(dst, src, rowBytes / 8, srcRows, numRows, bound);
+      launchCopy<uint2>(dst, src, rowBytes / 8, srcRows, dstRows, numRows,
+                        bound);
     else if (alignment % 4 == 0)
-      launchCopy<uint32_t>(dst, src, rowBytes / 4, srcRows, numRows, bound);
+      launchCopy<uint32_t>(dst, src, rowBytes / 4, srcRows, dstRows, numRows,
+                           bound);
     else
-      launchCopy<uint8_t>(dst, src, rowBytes, srcRows, numRows, bound);
+      launchCopy<uint8_t>(dst, src, rowBytes, srcRows, dstRows, numRows,
+                          bound);
   }
 
-private:
   template <typename V>
   void launchCopy(void *dst, const void *src, int64_t vectors,
-                  const int64_t *srcRows, const int64_t *numRows,
-                  int64_t bound) {
+                  const int64_t *srcRows, const int64_t *dstRows,
+                  const int64_t *numRows, int64_t bound) {
     // Enough threads for four vectors each, in whole warps, at most 256.
     int64_t threads = ((vectors + 3) / 4 + 31) / 32 * 32;
     if (threads > 256)
@@ -354,7 +374,7 @@ private:
     copyRowsKernel<V>
         <<<static_cast<unsigned>(blocks), static_cast<unsigned>(threads), 0,
            stream_>>>(static_cast<V *>(dst), static_cast<const V *>(src),
-                      vectors, srcRows, numRows, bound, status_);
+                      vectors, srcRows, dstRows, numRows, bound, status_);
     check(cudaGetLastError(), "launching the row copy");
   }
 

@@ -1008,6 +1008,160 @@ Status CudaBackend::regroup(const void *rows, intptr_t rowsCapacity,
   });
 }
 
+namespace {
+/// The messages of chunk and unchunk for what their pipeline found, as the
+/// cpu backend words them.
+std::string describePart(const DeviceStatus &e, bool chunk, int64_t index,
+                         int64_t chunks) {
+  if (e.kind == kNegativeCount)
+    return "counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
+  if (e.kind == kInputRowsExceedCapacity)
+    return "counts sum to " + num(e.a) + " rows but rows_capacity is " +
+           num(e.b);
+  if (e.kind == kPartRowsExceedCapacity)
+    return chunk ? num(e.a) + " rows of chunk " + num(index) + " of " +
+                       num(chunks) + " exceed chunk_capacity " + num(e.b)
+                 : "counts make " + num(e.a) + " rows in chunk " + num(index) +
+                       " of " + num(chunks) + " but chunk_capacity is " +
+                       num(e.b);
+  return std::string();
+}
+} // namespace
+
+Status CudaBackend::checkPart(const void *rows, int64_t rowsCapacity,
+                              int64_t rowBytes, const int32_t *counts,
+                              int64_t numCounts, const void *chunkRows,
+                              int64_t chunkCapacity) const {
+  if (rowsCapacity < 0 || rowBytes < 0 || numCounts < 0 || chunkCapacity < 0)
+    return invalid("negative size");
+  int64_t rowsBytes, chunkBytes;
+  if (!multiply(rowsCapacity, rowBytes, rowsBytes) ||
+      !multiply(chunkCapacity, rowBytes, chunkBytes) ||
+      numCounts > INT_MAX - 1)
+    return invalid("sizes overflow");
+  for (Status s : {checkPointer(rows, rowsBytes, "rows"),
+                   checkPointer(counts, numCounts * 4, "counts"),
+                   checkPointer(chunkRows, chunkBytes, "chunk_rows")})
+    if (!s.ok())
+      return s;
+  if (overlap(rows, rowsBytes, chunkRows, chunkBytes))
+    return invalid("rows and chunk_rows overlap");
+  return Status::success();
+}
+
+Status CudaBackend::chunk(const void *rows, intptr_t rowsCapacity,
+                          intptr_t rowBytes, const int32_t *counts,
+                          intptr_t numCounts, intptr_t index, intptr_t chunks,
+                          void *chunkRows, intptr_t chunkCapacity,
+                          int32_t *chunkCounts) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  for (Status s : {checkPart(rows, rowsCapacity, rowBytes, counts, numCounts,
+                             chunkRows, chunkCapacity),
+                   checkPointer(chunkCounts, int64_t(numCounts) * 4,
+                                "chunk_counts")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runChunk(x,
+           ChunkLayout{rowsCapacity, rowBytes, counts, numCounts, index, chunks,
+                       chunkCapacity},
+           rows, chunkRows, chunkCounts);
+  x.release();
+  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+    return describePart(e, true, index, chunks);
+  });
+}
+
+Status CudaBackend::unchunk(const void *chunkRows, intptr_t chunkCapacity,
+                            intptr_t rowBytes, const int32_t *counts,
+                            intptr_t numCounts, intptr_t index,
+                            intptr_t chunks, void *rows,
+                            intptr_t rowsCapacity) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (Status s = checkPart(rows, rowsCapacity, rowBytes, counts, numCounts,
+                           chunkRows, chunkCapacity);
+      !s.ok())
+    return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runUnchunk(x,
+             ChunkLayout{rowsCapacity, rowBytes, counts, numCounts, index,
+                         chunks, chunkCapacity},
+             chunkRows, rows);
+  x.release();
+  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+    return describePart(e, false, index, chunks);
+  });
+}
+
+Status CudaBackend::chunkPositions(const int32_t *positions,
+                                   const int32_t *expertIds, intptr_t tokens,
+                                   intptr_t k, const int32_t *expertCounts,
+                                   intptr_t experts, intptr_t index,
+                                   intptr_t chunks, int32_t *chunkPositions) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (tokens < 0 || k < 0 || experts < 0)
+    return invalid("negative size");
+  int64_t assignments;
+  if (!multiply(tokens, k, assignments) || assignments > INT64_MAX / 4 ||
+      experts > INT_MAX - 1)
+    return invalid("sizes overflow");
+  for (Status s : {checkPointer(positions, assignments * 4, "positions"),
+                   checkPointer(expertIds, assignments * 4, "expert_ids"),
+                   checkPointer(expertCounts, int64_t(experts) * 4,
+                                "expert_counts"),
+                   checkPointer(chunkPositions, assignments * 4,
+                                "chunk_positions")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runChunkPositions(x, ChunkPositionsParams{positions, expertIds, tokens, k,
+                                            expertCounts, experts, index,
+                                            chunks, chunkPositions});
+  x.release();
+  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+    if (e.kind == kNegativeCount)
+      return "counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
+    if (e.kind == kExpertOutOfRange)
+      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+             " is out of range [0, " + num(e.c) + ")";
+    if (e.kind == kPositionOutsideBlock) {
+      // The block's bounds, for the message: the counts are small, and this
+      // is the failure path.
+      std::vector<int32_t> counts(static_cast<size_t>(experts));
+      int64_t begin = 0;
+      if (cudaMemcpy(counts.data(), expertCounts, counts.size() * 4,
+                     cudaMemcpyDeviceToHost) != cudaSuccess) {
+        cudaGetLastError();
+        return entry("positions", e.a, k) + " = " + num(e.b) +
+               " is not a row of expert " + num(e.c) +
+               "'s block of the dispatched rows";
+      }
+      for (int64_t i = 0; i < e.c; ++i)
+        begin += counts[static_cast<size_t>(i)];
+      return entry("positions", e.a, k) + " = " + num(e.b) +
+             " is not a row of expert " + num(e.c) + "'s block [" +
+             num(begin) + ", " + num(begin + counts[size_t(e.c)]) +
+             ") of the dispatched rows";
+    }
+    return std::string();
+  });
+}
+
 Status CudaBackend::dedupPack(const void *tokens, intptr_t numTokens,
                               intptr_t rowBytes, const int32_t *expertIds,
                               const int32_t *positions, intptr_t k,

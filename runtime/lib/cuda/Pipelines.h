@@ -17,6 +17,7 @@
 //   Exec::sortPairsDescending   stable sort of (float key, int32 value), desc
 //   Exec::exclusiveSum(in, out, n)  int32 or int64
 //   Exec::copyRows(...)         dst row r = src row srcRows[r], r < *numRows
+//   Exec::scatterRows(...)      dst row dstRows[r] = src row r, r < *numRows
 //   Exec::status()              the DeviceStatus the element functions report
 //   to Exec::ok()                  false once a host-side step failed
 //
@@ -59,6 +60,8 @@ enum ErrorKind : int32_t {
   kInputRowsExceedCapacity, // a = rows the counts describe, b = capacity
   kGradientRowsExceed,      // a = rows the routing makes, b = the capacity
                             // of the gradient that holds them
+  kPartRowsExceedCapacity,  // a = rows of the part, b = chunk capacity
+  kPositionOutsideBlock,    // a = assignment, b = position, c = expert
 };
 
 /// The first error an operation found in its data. Lives in device memory;
@@ -1067,6 +1070,233 @@ void runDedupExpandGrad(Exec &x, const DedupExpandGradParams &p) {
   x.forEach(m, ExpandedRowOf{order.sortedValues, numRows, rowOf, status});
   x.forEach(p.uniqueCapacity * p.hidden,
             ExpandGather{rowOf, p.dExpanded, p.k, p.hidden, p.dUnique, status});
+}
+
+//===----------------------------------------------------------------------===//
+// chunk, unchunk and chunk_positions
+//===----------------------------------------------------------------------===//
+
+/// Where part `index` of `chunks` of an entry of `rows` rows begins (part
+/// index - 1 ends), as partBegin of Backend.h: floor(index * rows / chunks).
+TAMOE_HD inline int64_t partStart(int64_t rows, int64_t index, int64_t chunks) {
+  return index * rows / chunks;
+}
+
+/// The layout tamoe_rt_chunk and tamoe_rt_unchunk share: `rows` of the
+/// whole in blocks by `counts`, part `index` of `chunks` of them in rows of
+/// `chunkCapacity`.
+struct ChunkLayout {
+  int64_t rowsCapacity;
+  int64_t rowBytes;
+  const int32_t *counts;
+  int64_t numCounts;
+  int64_t index, chunks;
+  int64_t chunkCapacity;
+};
+
+/// blockCounts[i] = counts[i] (a negative one reported and taken as 0) and
+/// partCounts[i] = the size of its part; both 0 at i = n, for the scans.
+struct PartCounts {
+  const int32_t *counts;
+  int64_t n, index, chunks;
+  int64_t *blockCounts;
+  int64_t *partCounts;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (i == n) {
+      blockCounts[n] = 0;
+      partCounts[n] = 0;
+      return;
+    }
+    int64_t count = counts[i];
+    if (count < 0) {
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kNegativeCount, i,
+                  count, 0);
+      count = 0;
+    }
+    blockCounts[i] = count;
+    partCounts[i] =
+        partStart(count, index + 1, chunks) - partStart(count, index, chunks);
+  }
+};
+
+/// wholeRows[r] = the row of the whole that row r of the part is.
+struct PartRows {
+  const int64_t *blockCounts;  // [n + 1]
+  const int64_t *blockOffsets; // [n + 1]
+  const int64_t *partOffsets;  // [n + 1]
+  int64_t n, index, chunks;
+  const int64_t *numRows;
+  int64_t *wholeRows;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t r) const {
+    if (hasFailed(status) || r >= *numRows)
+      return;
+    // The entry whose part holds row r: the last one starting at or before
+    // r (an empty part starts where the next begins, so it is never empty).
+    int64_t i = upperBound(partOffsets, n + 1, r) - 1;
+    wholeRows[r] = blockOffsets[i] + partStart(blockCounts[i], index, chunks) +
+                   (r - partOffsets[i]);
+  }
+};
+
+struct WritePartCounts {
+  const int64_t *partCounts;
+  int32_t *out;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (!hasFailed(status))
+      out[i] = static_cast<int32_t>(partCounts[i]);
+  }
+};
+
+/// The part's rows as chunk and unchunk find them: the counts checked
+/// (negative, more rows than rowsCapacity, then a part larger than
+/// chunkCapacity, failing with `partCode`), *numRows the part's rows and
+/// wholeRows[r] where row r of the part is in the whole.
+struct PartRowsOf {
+  int64_t *partCounts = nullptr;
+  int64_t *numRows = nullptr;
+  int64_t *wholeRows = nullptr;
+};
+
+template <typename Exec>
+PartRowsOf partRowsOf(Exec &x, const ChunkLayout &p, int32_t partCode) {
+  DeviceStatus *status = x.status();
+  const int64_t n = p.numCounts;
+  PartRowsOf part;
+  int64_t *blockCounts = x.template scratch<int64_t>(n + 1);
+  int64_t *blockOffsets = x.template scratch<int64_t>(n + 1);
+  int64_t *partOffsets = x.template scratch<int64_t>(n + 1);
+  int64_t *wholeTotal = x.template scratch<int64_t>(1);
+  part.partCounts = x.template scratch<int64_t>(n + 1);
+  part.numRows = x.template scratch<int64_t>(1);
+  part.wholeRows = x.template scratch<int64_t>(p.chunkCapacity);
+  if (!x.ok())
+    return part;
+  x.forEach(n + 1, PartCounts{p.counts, n, p.index, p.chunks, blockCounts,
+                              part.partCounts, status});
+  x.exclusiveSum(blockCounts, blockOffsets, n + 1);
+  x.exclusiveSum(part.partCounts, partOffsets, n + 1);
+  // As the cpu backend checks: the whole first, then the part.
+  x.forEach(1, RowsCheck{blockOffsets + n, p.rowsCapacity,
+                         TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                         kInputRowsExceedCapacity, wholeTotal, status});
+  x.forEach(1, RowsCheck{partOffsets + n, p.chunkCapacity, partCode,
+                         kPartRowsExceedCapacity, part.numRows, status});
+  x.forEach(p.chunkCapacity,
+            PartRows{blockCounts, blockOffsets, partOffsets, n, p.index,
+                     p.chunks, part.numRows, part.wholeRows, status});
+  return part;
+}
+
+/// tamoe_rt_chunk: part `index` of `rows` into `chunkRows`, its sizes into
+/// `chunkCounts`.
+template <typename Exec>
+void runChunk(Exec &x, const ChunkLayout &p, const void *rows, void *chunkRows,
+              int32_t *chunkCounts) {
+  PartRowsOf part = partRowsOf(x, p, TAMOE_RT_ERROR_CAPACITY_EXCEEDED);
+  if (!x.ok())
+    return;
+  x.forEach(p.numCounts,
+            WritePartCounts{part.partCounts, chunkCounts, x.status()});
+  x.copyRows(chunkRows, rows, p.rowBytes, part.wholeRows, part.numRows,
+             p.chunkCapacity);
+}
+
+/// tamoe_rt_unchunk: the rows of part `index` back to their places in
+/// `rows`; the other parts' rows untouched.
+template <typename Exec>
+void runUnchunk(Exec &x, const ChunkLayout &p, const void *chunkRows,
+                void *rows) {
+  PartRowsOf part = partRowsOf(x, p, TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  if (!x.ok())
+    return;
+  x.scatterRows(rows, chunkRows, p.rowBytes, part.wholeRows, part.numRows,
+                p.chunkCapacity);
+}
+
+struct ChunkPositionsParams {
+  const int32_t *positions;
+  const int32_t *expertIds;
+  int64_t tokens, k;
+  const int32_t *expertCounts;
+  int64_t experts;
+  int64_t index, chunks;
+  int32_t *chunkPositions;
+};
+
+/// Every kept assignment's expert must exist and its position lie in that
+/// expert's block of the dispatched rows.
+struct CheckKeptPositions {
+  const int32_t *positions;
+  const int32_t *expertIds;
+  const int64_t *blockCounts;
+  const int64_t *blockOffsets;
+  int64_t experts;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t a) const {
+    if (hasFailed(status) || positions[a] < 0)
+      return;
+    int32_t e = expertIds[a];
+    if (e < 0 || e >= experts) {
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kExpertOutOfRange, a,
+                  e, experts);
+      return;
+    }
+    int64_t begin = blockOffsets[e];
+    if (positions[a] < begin || positions[a] >= begin + blockCounts[e])
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                  kPositionOutsideBlock, a, positions[a], e);
+  }
+};
+
+/// An assignment in the part: its row among the part's rows; any other
+/// (another part's, or dropped): -1.
+struct WriteChunkPositions {
+  const int32_t *positions;
+  const int32_t *expertIds;
+  const int64_t *blockCounts;
+  const int64_t *blockOffsets;
+  const int64_t *partOffsets;
+  int64_t index, chunks;
+  int32_t *out;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t a) const {
+    if (hasFailed(status))
+      return;
+    out[a] = -1;
+    if (positions[a] < 0)
+      return;
+    int32_t e = expertIds[a];
+    int64_t local = positions[a] - blockOffsets[e];
+    int64_t from = partStart(blockCounts[e], index, chunks);
+    int64_t to = partStart(blockCounts[e], index + 1, chunks);
+    if (local >= from && local < to)
+      out[a] = static_cast<int32_t>(partOffsets[e] + local - from);
+  }
+};
+
+template <typename Exec>
+void runChunkPositions(Exec &x, const ChunkPositionsParams &p) {
+  DeviceStatus *status = x.status();
+  const int64_t n = p.experts, m = p.tokens * p.k;
+  int64_t *blockCounts = x.template scratch<int64_t>(n + 1);
+  int64_t *partCounts = x.template scratch<int64_t>(n + 1);
+  int64_t *blockOffsets = x.template scratch<int64_t>(n + 1);
+  int64_t *partOffsets = x.template scratch<int64_t>(n + 1);
+  if (!x.ok())
+    return;
+  x.forEach(n + 1, PartCounts{p.expertCounts, n, p.index, p.chunks, blockCounts,
+                              partCounts, status});
+  x.exclusiveSum(blockCounts, blockOffsets, n + 1);
+  x.exclusiveSum(partCounts, partOffsets, n + 1);
+  // Every assignment checked before any is written.
+  x.forEach(m, CheckKeptPositions{p.positions, p.expertIds, blockCounts,
+                                  blockOffsets, n, status});
+  x.forEach(m, WriteChunkPositions{p.positions, p.expertIds, blockCounts,
+                                   blockOffsets, partOffsets, p.index, p.chunks,
+                                   p.chunkPositions, status});
 }
 
 } // namespace cuda

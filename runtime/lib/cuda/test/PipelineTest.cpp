@@ -113,6 +113,18 @@ public:
                   static_cast<size_t>(rowBytes));
   }
 
+  void scatterRows(void *dst, const void *src, int64_t rowBytes,
+                   const int64_t *dstRows, const int64_t *numRows,
+                   int64_t bound) {
+    if (hasFailed(&status_) || bound <= 0 || rowBytes <= 0)
+      return;
+    int64_t rows = std::min(*numRows, bound);
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(static_cast<char *>(dst) + dstRows[r] * rowBytes,
+                  static_cast<const char *>(src) + r * rowBytes,
+                  static_cast<size_t>(rowBytes));
+  }
+
   static void fail(const std::string &message);
 
 private:
@@ -914,6 +926,235 @@ void testDedupExpandGrad(int64_t nodes, int64_t ranksPerNode,
 
 } // namespace
 
+//===----------------------------------------------------------------------===//
+// chunk, unchunk and chunk_positions
+//===----------------------------------------------------------------------===//
+
+/// Every part of random blocks through chunk, then back through unchunk:
+/// each part has the rows [floor(c n / C), floor((c + 1) n / C)) of every
+/// block, the parts together give the rows back, rows past the valid ones
+/// stay as they were. `error`: 1 a negative count, 2 counts past the rows,
+/// 3 a chunk capacity one row short of the largest part.
+void testChunk(int64_t numCounts, int64_t maxCount, int64_t chunks,
+               int64_t rowBytes, int error) {
+  currentCase = "chunk " + std::to_string(numCounts) +
+                " blocks of <= " + std::to_string(maxCount) + " rows, " +
+                std::to_string(chunks) +
+                " chunks, rb=" + std::to_string(rowBytes) +
+                " error=" + std::to_string(error);
+  std::vector<int32_t> counts(static_cast<size_t>(numCounts));
+  int64_t total = 0;
+  for (auto &c : counts) {
+    c = static_cast<int32_t>(uniform(0, maxCount));
+    total += c;
+  }
+  if (error == 1) {
+    if (numCounts == 0)
+      return;
+    counts[static_cast<size_t>(uniform(0, numCounts - 1))] = -3;
+  }
+  int64_t capacity = total + (error == 2 ? -1 : uniform(0, 2));
+  if (error == 2 && total == 0)
+    return;
+  auto rows = randomRows(std::max<int64_t>(capacity, 0), rowBytes);
+  // The direct semantics: the parts' sizes and rows.
+  std::vector<std::vector<int32_t>> wantCounts(static_cast<size_t>(chunks));
+  std::vector<std::vector<unsigned char>> wantRows(static_cast<size_t>(chunks));
+  int64_t largest = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    int64_t offset = 0;
+    for (int32_t n : counts) {
+      int64_t count = std::max<int32_t>(n, 0);
+      int64_t from = c * count / chunks, to = (c + 1) * count / chunks;
+      wantCounts[c].push_back(static_cast<int32_t>(to - from));
+      if (offset + to <= capacity)
+        wantRows[c].insert(wantRows[c].end(),
+                           rows.begin() + (offset + from) * rowBytes,
+                           rows.begin() + (offset + to) * rowBytes);
+      offset += count;
+    }
+    largest = std::max<int64_t>(largest, int64_t(wantRows[c].size()) /
+                                             std::max<int64_t>(rowBytes, 1));
+  }
+  int64_t chunkCapacity = largest + (error == 3 ? -1 : uniform(0, 2));
+  if (error == 3 && largest == 0)
+    return;
+  int32_t wantCode = error == 0 ? 0 : TAMOE_RT_ERROR_INVALID_ARGUMENT;
+
+  const unsigned char kUntouched = 0xEE;
+  std::vector<unsigned char> whole(rows.size(), kUntouched);
+  for (int64_t c = 0; c < chunks; ++c) {
+    std::vector<unsigned char> part(
+        static_cast<size_t>(chunkCapacity * rowBytes), kUntouched);
+    std::vector<int32_t> partCounts(static_cast<size_t>(numCounts), -99);
+    HostExec x;
+    ChunkLayout layout{capacity, rowBytes, counts.data(), numCounts,
+                       c,        chunks,   chunkCapacity};
+    runChunk(x, layout, rows.data(), part.data(), partCounts.data());
+    int32_t code = x.status()->code;
+    // Only the largest part is too large for a short capacity.
+    int32_t want = wantCode;
+    if (error == 3)
+      want = int64_t(wantRows[c].size()) > chunkCapacity * rowBytes
+                 ? TAMOE_RT_ERROR_CAPACITY_EXCEEDED
+                 : 0;
+    expect(code == want, "chunk " + std::to_string(c) + ": status " +
+                             std::to_string(code) + ", want " +
+                             std::to_string(want));
+    if (code != 0 || want != 0) {
+      expect(std::all_of(part.begin(), part.end(),
+                         [&](unsigned char b) { return b == kUntouched; }),
+             "part rows written on failure");
+      expect(std::all_of(partCounts.begin(), partCounts.end(),
+                         [](int32_t v) { return v == -99; }),
+             "part counts written on failure");
+      if (error == 3)
+        continue;
+      return;
+    }
+    expect(partCounts == wantCounts[c],
+           "chunk " + std::to_string(c) + ": counts differ");
+    expect(std::equal(wantRows[c].begin(), wantRows[c].end(), part.begin()),
+           "chunk " + std::to_string(c) + ": rows differ");
+    HostExec back;
+    runUnchunk(back, layout, part.data(), whole.data());
+    expect(back.status()->code == 0, "unchunk " + std::to_string(c) +
+                                         ": status " +
+                                         std::to_string(back.status()->code));
+  }
+  if (error != 0)
+    return;
+  expect(
+      std::equal(rows.begin(), rows.begin() + total * rowBytes, whole.begin()),
+      "the parts unchunked differ from the rows");
+  expect(std::all_of(whole.begin() + total * rowBytes, whole.end(),
+                     [&](unsigned char b) { return b == kUntouched; }),
+         "unchunk wrote past the valid rows");
+}
+
+/// unchunk's own refusals: a part larger than its capacity is bad input
+/// (INVALID_ARGUMENT), and nothing is written.
+void testUnchunkRefuses(int64_t numCounts, int64_t chunks) {
+  currentCase = "unchunk refuses, " + std::to_string(numCounts) + " blocks, " +
+                std::to_string(chunks) + " chunks";
+  std::vector<int32_t> counts(static_cast<size_t>(numCounts));
+  int64_t total = 0;
+  for (auto &c : counts) {
+    c = static_cast<int32_t>(uniform(1, 9));
+    total += c;
+  }
+  // Part 0 of n rows has floor(n / C) of them.
+  int64_t part0 = 0;
+  for (int32_t c : counts)
+    part0 += c / chunks;
+  if (part0 == 0)
+    return;
+  std::vector<unsigned char> chunkRows(static_cast<size_t>(part0 * 4), 1);
+  std::vector<unsigned char> whole(static_cast<size_t>(total * 4), 0xEE);
+  HostExec x;
+  runUnchunk(
+      x, ChunkLayout{total, 4, counts.data(), numCounts, 0, chunks, part0 - 1},
+      chunkRows.data(), whole.data());
+  expect(x.status()->code == TAMOE_RT_ERROR_INVALID_ARGUMENT &&
+             x.status()->kind == kPartRowsExceedCapacity &&
+             x.status()->a == part0,
+         "status " + std::to_string(x.status()->code) + " kind " +
+             std::to_string(x.status()->kind));
+  expect(std::all_of(whole.begin(), whole.end(),
+                     [](unsigned char b) { return b == 0xEE; }),
+         "rows written on failure");
+}
+
+/// chunk_positions against its definition, on a real dispatch layout (with
+/// drops); `error`: 1 a negative count, 2 an expert id out of range, 3 a
+/// position outside its expert's block.
+void testChunkPositions(int64_t tokens, int64_t k, int64_t experts,
+                        int64_t chunks, int error) {
+  currentCase = "chunk_positions " + std::to_string(tokens) + "x" +
+                std::to_string(k) + ", " + std::to_string(experts) +
+                " experts, " + std::to_string(chunks) +
+                " chunks, error=" + std::to_string(error);
+  int64_t n = tokens * k;
+  std::vector<int32_t> ids(static_cast<size_t>(n)), positions(ids.size(), -1);
+  std::vector<int32_t> counts(static_cast<size_t>(experts), 0);
+  for (auto &id : ids)
+    id = static_cast<int32_t>(uniform(0, experts - 1));
+  // Dispatch order: by expert, then assignment; about one in five dropped.
+  std::vector<int64_t> blockBegin(static_cast<size_t>(experts) + 1, 0);
+  {
+    std::vector<std::vector<int64_t>> byExpert(static_cast<size_t>(experts));
+    for (int64_t a = 0; a < n; ++a)
+      if (uniform(0, 4) != 0)
+        byExpert[ids[a]].push_back(a);
+    int32_t row = 0;
+    for (int64_t e = 0; e < experts; ++e) {
+      blockBegin[e] = row;
+      for (int64_t a : byExpert[e])
+        positions[a] = row++;
+      counts[e] = static_cast<int32_t>(byExpert[e].size());
+    }
+    blockBegin[experts] = row;
+  }
+  int64_t kept = -1;
+  for (int64_t a = 0; a < n; ++a)
+    if (positions[a] >= 0)
+      kept = a;
+  if (error == 1)
+    counts[static_cast<size_t>(uniform(0, experts - 1))] = -1;
+  if (error == 2) {
+    if (kept < 0)
+      return;
+    ids[kept] = static_cast<int32_t>(experts);
+  }
+  if (error == 3) {
+    if (kept < 0)
+      return;
+    // One row past its block.
+    positions[kept] = static_cast<int32_t>(blockBegin[ids[kept] + 1]);
+  }
+  for (int64_t c = 0; c < chunks; ++c) {
+    std::vector<int32_t> want(static_cast<size_t>(n), -1);
+    if (error == 0) {
+      std::vector<int64_t> packed(static_cast<size_t>(experts), 0);
+      for (int64_t e = 0, row = 0; e < experts; ++e) {
+        packed[e] = row;
+        row += (c + 1) * counts[e] / chunks - c * counts[e] / chunks;
+      }
+      for (int64_t a = 0; a < n; ++a) {
+        if (positions[a] < 0)
+          continue;
+        int64_t e = ids[a], local = positions[a] - blockBegin[e];
+        int64_t from = c * counts[e] / chunks,
+                to = (c + 1) * counts[e] / chunks;
+        if (local >= from && local < to)
+          want[a] = static_cast<int32_t>(packed[e] + local - from);
+      }
+    }
+    std::vector<int32_t> out(static_cast<size_t>(n), -99);
+    HostExec x;
+    runChunkPositions(x, ChunkPositionsParams{positions.data(), ids.data(),
+                                              tokens, k, counts.data(), experts,
+                                              c, chunks, out.data()});
+    int32_t code = x.status()->code;
+    int32_t wantCode = error == 0 ? 0 : TAMOE_RT_ERROR_INVALID_ARGUMENT;
+    int32_t wantKind = error == 1   ? kNegativeCount
+                       : error == 2 ? kExpertOutOfRange
+                       : error == 3 ? kPositionOutsideBlock
+                                    : kNoError;
+    expect(code == wantCode && x.status()->kind == wantKind,
+           "chunk " + std::to_string(c) + ": status " + std::to_string(code) +
+               " kind " + std::to_string(x.status()->kind) + ", want " +
+               std::to_string(wantCode) + " kind " + std::to_string(wantKind));
+    if (error != 0) {
+      expect(std::all_of(out.begin(), out.end(),
+                         [](int32_t v) { return v == -99; }),
+             "positions written on failure");
+      return;
+    }
+    expect(out == want, "chunk " + std::to_string(c) + ": positions differ");
+  }
+}
+
 int main() {
   // dispatch: dropless, position, probability; odd row sizes; ties.
   const tamoe_rt_drop_t drops[] = {TAMOE_RT_DROP_POSITION,
@@ -990,6 +1231,19 @@ int main() {
       testDedupExpandGrad(nodes, rpn, epr, k, uniform(0, 12), hidden,
                           uniform(0, 2), error);
     testDedupExpandGrad(nodes, rpn, epr, k, uniform(1, 12), hidden, -1, 0);
+  }
+
+  // chunk, unchunk (every part, back together) and chunk_positions.
+  for (int round = 0; round < 60; ++round) {
+    int64_t numCounts = uniform(0, 3) == 0 ? uniform(0, 2) : uniform(1, 24);
+    int64_t chunks = uniform(1, 9), rowBytes = uniform(1, 20);
+    for (int error = 0; error <= 3; ++error)
+      testChunk(numCounts, uniform(0, 3) == 0 ? 0 : uniform(1, 30), chunks,
+                rowBytes, error);
+    testUnchunkRefuses(uniform(1, 10), uniform(1, 4));
+    int64_t tokens = uniform(0, 3) == 0 ? uniform(0, 2) : uniform(1, 80);
+    for (int error = 0; error <= 3; ++error)
+      testChunkPositions(tokens, uniform(1, 4), uniform(1, 12), chunks, error);
   }
 
   std::printf("%d checks, %d failures\n", checks, failures);
