@@ -36,7 +36,8 @@
 # Environment: TAMOE_BUILD (a configured build of this repository; default
 # ROOT/build, built here when missing), OUT, TOKENS (per rank, default
 # 4096), HIDDEN (1024), FFN (4096), EXPERTS (8 per rank times ranks), TOP_K
-# (2), ITERATIONS (20), MLIR_RUNNER, TAMOE_RT_LIBDIR (--prebuilt).
+# (2), ITERATIONS (20), CHUNKS (1: tamoe-overlap's chunks, the pipeline's
+# chunks=), MLIR_RUNNER, TAMOE_RT_LIBDIR (--prebuilt).
 #
 # Exit status: 0 when every run passed its check.
 #
@@ -78,7 +79,7 @@ if [[ "$MODE" == prebuilt || "$MODE" == check ]]; then
   while IFS='=' read -r key value; do
     [[ "$value" =~ ^[A-Za-z0-9]+$ ]] || die "$DIR/e2e.env: bad line '$key=$value'"
     case "$key" in
-      RANKS|TOKENS|HIDDEN|FFN|EXPERTS|TOP_K|ITERATIONS|DTYPE) printf -v "$key" '%s' "$value" ;;
+      RANKS|TOKENS|HIDDEN|FFN|EXPERTS|TOP_K|ITERATIONS|DTYPE|CHUNKS) printf -v "$key" '%s' "$value" ;;
       *) die "$DIR/e2e.env: unknown key '$key'" ;;
     esac
   done < "$DIR/e2e.env"
@@ -103,6 +104,7 @@ FFN=${FFN:-4096}
 EXPERTS=${EXPERTS:-$((8 * RANKS))}
 TOP_K=${TOP_K:-2}
 ITERATIONS=${ITERATIONS:-20}
+CHUNKS=${CHUNKS:-1}
 BUILD=${TAMOE_BUILD:-$ROOT/build}
 case "$MODE" in
   run) WORK=${OUT:-$BUILD/gpu-e2e} ;;
@@ -114,7 +116,10 @@ RUNNER=${MLIR_RUNNER:-$(command -v mlir-runner || echo /usr/lib/llvm-22/bin/mlir
 mkdir -p "$WORK"
 (( EXPERTS % RANKS == 0 )) || die "EXPERTS ($EXPERTS) must be a multiple of the ranks ($RANKS)"
 (( ITERATIONS >= 1 )) || die "ITERATIONS must be >= 1"
-TITLE="One MoE layer forward on $RANKS rank(s), $BACKEND backend: $TOKENS tokens x $HIDDEN ($DTYPE) per rank, $EXPERTS experts, top-$TOP_K, FFN $FFN"
+[[ "$CHUNKS" =~ ^[1-9][0-9]*$ ]] || die "CHUNKS must be a positive integer, got '$CHUNKS'"
+LAYER="$TOKENS tokens x $HIDDEN ($DTYPE) per rank, $EXPERTS experts, top-$TOP_K, FFN $FFN"
+(( CHUNKS > 1 )) && LAYER+=", $CHUNKS chunks"
+TITLE="One MoE layer forward on $RANKS rank(s), $BACKEND backend: $LAYER"
 
 # Where tamoe is built: every mode but --prebuilt, which runs without LLVM.
 if [[ "$MODE" != prebuilt ]] &&
@@ -169,7 +174,7 @@ if [[ "$MODE" == check ]]; then
   [[ -e "${pieces[0]}" ]] || die "$RESULTS has no results.tgz.* (what --prebuilt packs)"
   cat "${pieces[@]}" | tar -xzf - -C "$WORK" ||
     die "the results in $RESULTS do not unpack (a piece missing?)"
-  echo "== checking the results of $DIR/layer: $RANKS rank(s), $TOKENS tokens x $HIDDEN ($DTYPE) per rank, $EXPERTS experts, top-$TOP_K, FFN $FFN"
+  echo "== checking the results of $DIR/layer: $RANKS rank(s), $LAYER"
   check results "$WORK/results"
   rm -rf "$WORK"
   exit 0
@@ -186,7 +191,7 @@ else
 ]}
 JSON
   PER_RANK=$((EXPERTS / RANKS))
-  echo "== compiling: $RANKS rank(s), $TOKENS tokens x $HIDDEN per rank ($DTYPE), $EXPERTS experts, top-$TOP_K, FFN $FFN"
+  echo "== compiling: $RANKS rank(s), $TOKENS tokens x $HIDDEN per rank ($DTYPE), $EXPERTS experts, top-$TOP_K, FFN $FFN$( ((CHUNKS > 1)) && echo ", $CHUNKS chunks")"
 fi
 # compile NAME FORWARDS: the layer with a main running it FORWARDS times, as
 # $WORK/NAME.llvm.mlir.
@@ -199,7 +204,7 @@ compile() {
       -e "s/@DTYPE@/$DTYPE/g" -e "s/@ROWS_NAME@/$ROWS_NAME/g" \
       -e "s|@ROWS_DECLS@|$ROWS_DECLS|" \
       "$HERE/moe_layer.mlir.in" > "$WORK/$1.mlir"
-  "$BUILD/bin/tamoe-opt" "$WORK/$1.mlir" --tamoe-pipeline="topology=$NODE" \
+  "$BUILD/bin/tamoe-opt" "$WORK/$1.mlir" --tamoe-pipeline="topology=$NODE chunks=$CHUNKS" \
       -o "$WORK/$1.planned.mlir" 2> "$WORK/$1.remarks" ||
     { cat "$WORK/$1.remarks" >&2; die "tamoe-pipeline failed on $WORK/$1.mlir"; }
   "$BUILD/bin/tamoe-opt" "$WORK/$1.planned.mlir" --tamoe-to-llvm=device-resident \
@@ -217,7 +222,7 @@ if [[ "$MODE" == compile-only ]]; then
   # the loader finds the runtime where it runs (TAMOE_RT_LIBDIR).
   ${CC:-cc} "$WORK/layer.o" -o "$WORK/layer" -L"$RTDIR" -ltamoe_rt ||
     die "linking $WORK/layer.o against $RTDIR/libtamoe_rt.so failed"
-  for key in RANKS TOKENS HIDDEN FFN EXPERTS TOP_K ITERATIONS DTYPE; do
+  for key in RANKS TOKENS HIDDEN FFN EXPERTS TOP_K ITERATIONS DTYPE CHUNKS; do
     echo "$key=${!key}"
   done > "$WORK/e2e.env"
   echo "== $WORK/layer: $ITERATIONS layer forwards; run it where the GPU is with"

@@ -20,7 +20,11 @@ STAGES = [
     ("gate", ["tamoe_rt_gate"]),
     ("dispatch", ["tamoe_rt_dispatch", "tamoe_rt_dedup_pack"]),
     ("all-to-all (both)", ["tamoe_rt_all_to_all_counts", "tamoe_rt_all_to_all",
+                           "tamoe_rt_all_to_all_start", "tamoe_rt_all_to_all_wait",
                            "tamoe_rt_regroup", "tamoe_rt_dedup_expand"]),
+    # A chunked layer's parts (tamoe-overlap).
+    ("chunk + unchunk", ["tamoe_rt_chunk", "tamoe_rt_unchunk",
+                         "tamoe_rt_chunk_positions", "tamoe_rt_add_counts"]),
     ("expert GEMMs + relu", ["tamoe_rt_grouped_matmul", "tamoe_rt_map"]),
     ("combine", ["tamoe_rt_combine"]),
     ("aux loss", ["tamoe_rt_aux_loss"]),
@@ -75,6 +79,16 @@ def main():
             else:
                 torch_total += theirs
                 row += f" {theirs:.1f} | {theirs / us:.2f}x |" if us > 0 else f" {theirs:.1f} | - |"
+        print(row)
+    # Operations no stage names still count, so that the layer is whole.
+    named = {op for _, operations in STAGES for op in operations}
+    other = sorted(op for op in profile if op not in named)
+    if other:
+        us = sum(profile[op][1] * profile[op][0] / args.iterations for op in other)
+        total += us
+        row = f"| other ({', '.join(op[len('tamoe_rt_'):] for op in other)}) | {us:.1f} |"
+        if torch:
+            row += " - | - |"
         print(row)
     row = f"| **layer** | **{total:.1f}** |"
     if torch:

@@ -127,6 +127,8 @@ public:
                          int64_t rowBytes, const int32_t *counts,
                          int64_t numCounts, int64_t index, int64_t chunks,
                          void *rows, int64_t rowsCapacity) = 0;
+  virtual Result addCounts(const int32_t *a, const int32_t *b, int64_t n,
+                           int32_t *out) = 0;
   virtual Result chunkPositions(const int32_t *positions, const int32_t *ids,
                                 int64_t tokens, int64_t k,
                                 const int32_t *expertCounts, int64_t experts,
@@ -313,6 +315,10 @@ public:
     return wrap(tamoe_rt_unchunk(context_, chunkRows, chunkCapacity, rowBytes,
                                  counts, numCounts, index, chunks, rows,
                                  rowsCapacity));
+  }
+  Result addCounts(const int32_t *a, const int32_t *b, int64_t n,
+                   int32_t *out) override {
+    return wrap(tamoe_rt_add_counts(context_, a, b, n, out));
   }
   Result chunkPositions(const int32_t *positions, const int32_t *ids,
                         int64_t tokens, int64_t k, const int32_t *expertCounts,
@@ -589,6 +595,10 @@ public:
     return wrap(backend_->unchunk(chunkRows, chunkCapacity, rowBytes, counts,
                                   numCounts, index, chunks, rows,
                                   rowsCapacity));
+  }
+  Result addCounts(const int32_t *a, const int32_t *b, int64_t n,
+                   int32_t *out) override {
+    return wrap(backend_->addCounts(a, b, n, out));
   }
   Result chunkPositions(const int32_t *positions, const int32_t *ids,
                         int64_t tokens, int64_t k, const int32_t *expertCounts,
@@ -1195,6 +1205,25 @@ void checkChunk(int64_t numCounts, int64_t rowBytes, int64_t chunks,
           s.get(static_cast<unsigned char *>(dWhole), total * rowBytes),
           Bytes(rows.begin(), rows.begin() + total * rowBytes), rowBytes,
           "unchunked rows");
+    });
+}
+
+/// The parts' received counts summed, in place.
+void checkAddCounts(int64_t n, uint64_t seed) {
+  std::string name = "add_counts n=" + std::to_string(n);
+  reference::Random random(seed);
+  std::vector<int32_t> a(static_cast<size_t>(n)), b(a.size()), want(a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = int32_t(random.integer(0, 100000));
+    b[i] = int32_t(random.integer(0, 100000));
+    want[i] = a[i] + b[i];
+  }
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      int32_t *dA = s.put(a);
+      require(engine->addCounts(dA, s.put(b), n, dA), "add_counts");
+      return firstDifference(s.get(dA, n), want, "sums");
     });
 }
 
@@ -1923,6 +1952,11 @@ void checkErrors(uint64_t seed) {
                      s.put(positions), s.put(experts), 2, 2, s.put(counts), 2,
                      0, 2, s.make<int32_t>(4));
                });
+  expectStatus(
+      "add_counts past int32", TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+        std::vector<int32_t> a{1, INT32_MAX}, b{2, 1};
+        return s.engine().addCounts(s.put(a), s.put(b), 2, s.make<int32_t>(2));
+      });
   expectStatus("dedup_expand with a route below -1",
                TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
                  std::vector<int32_t> routes{0, -1, -2, 1};
@@ -2307,6 +2341,8 @@ int runChecks() {
   checkChunk(64, 2048, 8, seed++);
   checkChunkPositions(4096, 2, 64, 4, seed++);
   checkChunkPositions(300, 8, 7, 3, seed++);
+  checkAddCounts(64, seed++);
+  checkAddCounts(100000, seed++);
   // dedup.
   checkDedup(500, 24, 4, 4, 2, 8, seed++);
   checkDedup(300, 4096, 8, 2, 4, 4, seed++);

@@ -319,6 +319,10 @@ public:
                         const float *cInit, float *c) = 0;
   virtual Status map(tamoe_rt_map_t op, const float *a, const float *b,
                      intptr_t n, float *out) = 0;
+  /// tamoe_rt_add_counts (the core has checked n and the pointers; the
+  /// backend checks the sums).
+  virtual Status addCounts(const int32_t *a, const int32_t *b, intptr_t n,
+                           int32_t *out) = 0;
   /// tamoe_rt_grouped_matmul. Not pure, so that a backend that lacks it
   /// still builds; it then fails with TAMOE_RT_ERROR_BACKEND_UNAVAILABLE.
   virtual Status groupedMatmul(const float * /*rows*/,

@@ -1178,6 +1178,26 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
   return finish(context, fn, status);
 }
 
+tamoe_rt_status_t tamoe_rt_add_counts(tamoe_rt_context_t *context,
+                                      const int32_t *a, const int32_t *b,
+                                      intptr_t n, int32_t *out) {
+  const char *fn = "tamoe_rt_add_counts";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
+  Status status = Check()
+                      .atLeast(n, 0, "n")
+                      .fits(n, 4, "n * 4")
+                      .notNull(a, "a", n > 0)
+                      .notNull(b, "b", n > 0)
+                      .notNull(out, "out", n > 0)
+                      .status;
+  if (status.ok() && n > 0)
+    status = context->backend->addCounts(a, b, n, out);
+  return finish(context, fn, status);
+}
+
 tamoe_rt_status_t tamoe_rt_convert(tamoe_rt_context_t *context,
                                    tamoe_rt_dtype_t src_type, const void *src,
                                    tamoe_rt_dtype_t dst_type, void *dst,

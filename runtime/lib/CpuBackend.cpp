@@ -490,6 +490,20 @@ Status CpuBackend::matmul(const float *a, const float *b, intptr_t m,
   return Status::success();
 }
 
+Status CpuBackend::addCounts(const int32_t *a, const int32_t *b, intptr_t n,
+                             int32_t *out) {
+  // Every sum checked before out (which may be a or b) is written.
+  for (intptr_t i = 0; i < n; ++i) {
+    int64_t sum = int64_t(a[i]) + b[i];
+    if (sum > INT32_MAX || sum < INT32_MIN)
+      return invalid(str("a[", i, "] + b[", i, "] = ", a[i], " + ", b[i],
+                         " does not fit in int32"));
+  }
+  for (intptr_t i = 0; i < n; ++i)
+    out[i] = a[i] + b[i];
+  return Status::success();
+}
+
 Status CpuBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
                        intptr_t n, float *out) {
   // One branch-free loop per op, so that the compiler vectorises it.

@@ -82,6 +82,8 @@ public:
                 const float *cInit, float *c) override;
   Status map(tamoe_rt_map_t op, const float *a, const float *b, intptr_t n,
              float *out) override;
+  Status addCounts(const int32_t *a, const int32_t *b, intptr_t n,
+                   int32_t *out) override;
   Status auxLoss(const float *probs, const int32_t *expertIds,
                  const int32_t *positions, intptr_t tokens,
                  intptr_t experts, intptr_t k, const float *expertWeights,

@@ -336,6 +336,10 @@ TEST(NullContext, EveryEntryPoint) {
          return tamoe_rt_map(nullptr, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, nullptr,
                              nullptr, 0, nullptr);
        }},
+      {"tamoe_rt_add_counts",
+       [] {
+         return tamoe_rt_add_counts(nullptr, nullptr, nullptr, 0, nullptr);
+       }},
       {"tamoe_rt_all_to_all_hierarchical",
        [] {
          return tamoe_rt_all_to_all_hierarchical(
@@ -1806,6 +1810,40 @@ TEST(Profile, TableAtFinalize) {
       << table;
   EXPECT_NE(table.find("| tamoe_rt_map | 1 | "), std::string::npos) << table;
   EXPECT_EQ(table.find("tamoe_rt_gate"), std::string::npos) << table;
+}
+
+// The counts a chunked layer's parts received, summed: in place too; a sum
+// past int32 is refused before anything is written.
+TEST_F(Runtime, AddCounts) {
+  std::vector<int32_t> a = {0, 5, 7, INT32_MAX - 1}, b = {3, 0, -2, 1};
+  std::vector<int32_t> out(4, -99);
+  ASSERT_EQ(tamoe_rt_add_counts(ctx, a.data(), b.data(), 4, out.data()),
+            TAMOE_RT_SUCCESS);
+  EXPECT_EQ(out, (std::vector<int32_t>{3, 5, 5, INT32_MAX}));
+  ASSERT_EQ(tamoe_rt_add_counts(ctx, a.data(), b.data(), 4, a.data()),
+            TAMOE_RT_SUCCESS);
+  EXPECT_EQ(a, out);
+  ASSERT_EQ(tamoe_rt_add_counts(ctx, nullptr, nullptr, 0, nullptr),
+            TAMOE_RT_SUCCESS);
+
+  std::vector<int32_t> before = out;
+  EXPECT_EQ(tamoe_rt_add_counts(ctx, out.data(), b.data(), 4, out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_add_counts: a[3] + b[3] = 2147483647 + 1 does "
+                     "not fit in int32");
+  EXPECT_EQ(out, before) << "nothing written";
+  std::vector<int32_t> low = {INT32_MIN}, minusOne = {-1};
+  EXPECT_EQ(
+      tamoe_rt_add_counts(ctx, low.data(), minusOne.data(), 1, out.data()),
+      TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_add_counts: a[0] + b[0] = -2147483648 + -1 "
+                     "does not fit in int32");
+  EXPECT_EQ(tamoe_rt_add_counts(ctx, a.data(), nullptr, 4, out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_add_counts: b is null");
+  EXPECT_EQ(tamoe_rt_add_counts(ctx, a.data(), b.data(), -1, out.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_add_counts: n must be >= 0, got -1");
 }
 
 TEST_F(Runtime, MapAgainstReference) {

@@ -330,6 +330,15 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
                                tamoe_rt_dtype_t dtype, const void *a,
                                const void *b, intptr_t n, void *out);
 
+/* out[i] = a[i] + b[i] for i < n, int32 counts in the backend's memory:
+ * what a chunked layer computes when its program reads the counts its
+ * exchanges received in all (the sum of its parts'). A sum past INT32_MAX
+ * or below INT32_MIN fails with TAMOE_RT_ERROR_INVALID_ARGUMENT (counts
+ * that large are corrupt) and leaves out as it was. out may be a or b. */
+tamoe_rt_status_t tamoe_rt_add_counts(tamoe_rt_context_t *context,
+                                      const int32_t *a, const int32_t *b,
+                                      intptr_t n, int32_t *out);
+
 /*===------------------------------------------------------------------===*
  * Per-node de-duplication of top-k tokens
  *===------------------------------------------------------------------===*/

@@ -127,6 +127,8 @@ public:
                 const float *cInit, float *c) override;
   Status map(tamoe_rt_map_t op, const float *a, const float *b, intptr_t n,
              float *out) override;
+  Status addCounts(const int32_t *a, const int32_t *b, intptr_t n,
+                   int32_t *out) override;
   Status groupedMatmul(const float *rows, intptr_t rowsCapacity,
                        intptr_t hidden, const int32_t *counts,
                        intptr_t numCounts, intptr_t experts,

@@ -911,6 +911,32 @@ Status CudaBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
   });
 }
 
+Status CudaBackend::addCounts(const int32_t *a, const int32_t *b, intptr_t n,
+                              int32_t *out) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (n < 0 || n > INT64_MAX / 4)
+    return invalid("n must be in [0, 2^61)");
+  int64_t bytes = int64_t(n) * 4;
+  for (Status s : {checkPointer(a, bytes, "a"), checkPointer(b, bytes, "b"),
+                   checkPointer(out, bytes, "out")})
+    if (!s.ok())
+      return s;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runAddCounts(x, a, b, n, out);
+  x.release();
+  return endOperation(x.failure(), [](const DeviceStatus &e) {
+    if (e.kind == kCountSumOverflows)
+      return "a[" + num(e.a) + "] + b[" + num(e.a) + "] = " + num(e.b) +
+             " + " + num(e.c) + " does not fit in int32";
+    return std::string();
+  });
+}
+
 namespace {
 /// One element through f32 (exact for bf16 and f16), rounded to nearest
 /// even when narrowed; read before written, so same-sized types convert in

@@ -62,6 +62,7 @@ enum ErrorKind : int32_t {
                             // of the gradient that holds them
   kPartRowsExceedCapacity,  // a = rows of the part, b = chunk capacity
   kPositionOutsideBlock,    // a = assignment, b = position, c = expert
+  kCountSumOverflows,       // a = index, b = a[index], c = b[index]
 };
 
 /// The first error an operation found in its data. Lives in device memory;
@@ -1070,6 +1071,41 @@ void runDedupExpandGrad(Exec &x, const DedupExpandGradParams &p) {
   x.forEach(m, ExpandedRowOf{order.sortedValues, numRows, rowOf, status});
   x.forEach(p.uniqueCapacity * p.hidden,
             ExpandGather{rowOf, p.dExpanded, p.k, p.hidden, p.dUnique, status});
+}
+
+//===----------------------------------------------------------------------===//
+// add_counts
+//===----------------------------------------------------------------------===//
+
+/// Reports a sum of two counts that leaves int32.
+struct CheckCountSums {
+  const int32_t *a, *b;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    int64_t sum = int64_t(a[i]) + b[i];
+    if (sum > INT32_MAX || sum < INT32_MIN)
+      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kCountSumOverflows,
+                  i, a[i], b[i]);
+  }
+};
+
+struct AddCounts {
+  const int32_t *a, *b;
+  int32_t *out;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t i) const {
+    if (!hasFailed(status))
+      out[i] = a[i] + b[i];
+  }
+};
+
+/// tamoe_rt_add_counts: every sum checked before out (which may be a or b)
+/// is written.
+template <typename Exec>
+void runAddCounts(Exec &x, const int32_t *a, const int32_t *b, int64_t n,
+                  int32_t *out) {
+  x.forEach(n, CheckCountSums{a, b, x.status()});
+  x.forEach(n, AddCounts{a, b, out, x.status()});
 }
 
 //===----------------------------------------------------------------------===//

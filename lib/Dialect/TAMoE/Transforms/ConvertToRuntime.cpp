@@ -358,6 +358,7 @@ private:
   LogicalResult lowerMap(Operation *op, MapKind kind, Value a, Value b);
   /// A conversion between row types (matchConversion) as tamoe_rt_convert.
   LogicalResult lowerConversion(linalg::GenericOp op, Value input);
+  LogicalResult lowerAddCounts(linalg::AddOp op);
   LogicalResult lower(shard::ProcessLinearIndexOp op,
                       SymbolTableCollection &symbols);
   LogicalResult lower(shard::ProcessMultiIndexOp op,
@@ -1222,6 +1223,28 @@ LogicalResult ConvertToRuntimePass::lowerConversion(linalg::GenericOp op,
   return success();
 }
 
+/// A tensor of int32 counts, such as an exchange's.
+static bool isCountsTensor(Value value) {
+  auto type = dyn_cast<RankedTensorType>(value.getType());
+  return type && type.getElementType().isSignlessInteger(32);
+}
+
+LogicalResult ConvertToRuntimePass::lowerAddCounts(linalg::AddOp op) {
+  Value a = op.getDpsInputs()[0], b = op.getDpsInputs()[1];
+  auto type = cast<RankedTensorType>(op->getResult(0).getType());
+  if (a.getType() != type || b.getType() != type)
+    return op->emitOpError()
+           << "cannot be lowered to the runtime: a sum of counts takes "
+              "operands and a result of one type, got "
+           << a.getType() << ", " << b.getType() << " -> " << type;
+  Lowering l = lowering(op);
+  Value out = l.output(type, dimsOf(a));
+  l.runtime("add_counts",
+            {l.data(a), l.data(b), numElements(l, out), l.pointer(out)});
+  l.replace(op, {out});
+  return success();
+}
+
 /// Ops that may keep tensor types in a device-resident program: they move
 /// or describe buffers, and compute nothing on the host.
 static bool keepsTensorsOffTheHost(Operation *op) {
@@ -1266,7 +1289,14 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
                 return success(); // reported below
               return lowerMap(op, toMapKind(map->kind), map->a, map->b);
             })
-            .Case([&](linalg::AddOp op) { return named(op, MapKind::Add); })
+            .Case([&](linalg::AddOp op) -> LogicalResult {
+              // The counts a chunked layer's parts received, summed
+              // (tamoe-overlap).
+              if (op.hasPureTensorSemantics() &&
+                  llvm::all_of(op->getOperands(), isCountsTensor))
+                return lowerAddCounts(op);
+              return named(op, MapKind::Add);
+            })
             .Case([&](linalg::SubOp op) { return named(op, MapKind::Sub); })
             .Case([&](linalg::MulOp op) { return named(op, MapKind::Mul); })
             .Case([&](arith::AddFOp op) { return arith(op, MapKind::Add); })
@@ -1294,7 +1324,7 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
         << "would run on the host: a device-resident program lowers only "
            "tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, "
            "silu and their gradients, and extf/truncf, on f32, bf16 or f16 "
-           "tensors to the runtime";
+           "tensors, and linalg.add of i32 counts to the runtime";
     return WalkResult::interrupt();
   });
   return failure(left.wasInterrupted());

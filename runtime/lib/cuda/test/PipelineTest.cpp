@@ -927,6 +927,48 @@ void testDedupExpandGrad(int64_t nodes, int64_t ranksPerNode,
 } // namespace
 
 //===----------------------------------------------------------------------===//
+// add_counts
+//===----------------------------------------------------------------------===//
+
+/// Sums of random counts, in place or not; `overflow` puts one sum past
+/// int32, which must be refused with nothing written.
+void testAddCounts(int64_t n, bool inPlace, bool overflow) {
+  currentCase = "add_counts n=" + std::to_string(n) +
+                (inPlace ? " in place" : "") + (overflow ? " overflow" : "");
+  std::vector<int32_t> a(static_cast<size_t>(n)), b(a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = static_cast<int32_t>(uniform(-1000, 100000));
+    b[i] = static_cast<int32_t>(uniform(-1000, 100000));
+  }
+  if (overflow) {
+    if (n == 0)
+      return;
+    size_t at = static_cast<size_t>(uniform(0, n - 1));
+    a[at] = INT32_MAX - 5;
+    b[at] = 6;
+  }
+  std::vector<int32_t> want(a.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    want[i] = a[i] + (overflow ? 0 : b[i]);
+  std::vector<int32_t> out(a.size(), -99);
+  int32_t *target = inPlace ? a.data() : out.data();
+  std::vector<int32_t> before(target, target + n);
+  HostExec x;
+  runAddCounts(x, a.data(), b.data(), n, target);
+  int32_t code = x.status()->code;
+  if (overflow) {
+    expect(code == TAMOE_RT_ERROR_INVALID_ARGUMENT &&
+               x.status()->kind == kCountSumOverflows,
+           "status " + std::to_string(code));
+    expect(std::equal(before.begin(), before.end(), target),
+           "written on failure");
+    return;
+  }
+  expect(code == 0, "status " + std::to_string(code));
+  expect(std::equal(want.begin(), want.end(), target), "sums differ");
+}
+
+//===----------------------------------------------------------------------===//
 // chunk, unchunk and chunk_positions
 //===----------------------------------------------------------------------===//
 
@@ -1233,6 +1275,11 @@ int main() {
     testDedupExpandGrad(nodes, rpn, epr, k, uniform(1, 12), hidden, -1, 0);
   }
 
+  for (int round = 0; round < 20; ++round)
+    for (bool inPlace : {false, true})
+      for (bool overflow : {false, true})
+        testAddCounts(uniform(0, 3) == 0 ? 0 : uniform(1, 300), inPlace,
+                      overflow);
   // chunk, unchunk (every part, back together) and chunk_positions.
   for (int round = 0; round < 60; ++round) {
     int64_t numCounts = uniform(0, 3) == 0 ? uniform(0, 2) : uniform(1, 24);

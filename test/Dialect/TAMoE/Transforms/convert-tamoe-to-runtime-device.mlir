@@ -103,7 +103,7 @@ module {
 module {
   func.func @not_elementwise(%x: tensor<16xf32>) -> tensor<16xf32> {
     %e = tensor.empty() : tensor<16xf32>
-    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, silu and their gradients, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
+    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, silu and their gradients, and extf/truncf, on f32, bf16 or f16 tensors, and linalg.add of i32 counts to the runtime}}
     %y = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%x : tensor<16xf32>) outs(%e : tensor<16xf32>) {
     ^bb0(%in: f32, %out: f32):
       %m = math.exp %in : f32
@@ -115,12 +115,28 @@ module {
 
 // -----
 
+// The counts a chunked layer's parts received, summed (tamoe-overlap), stay
+// on the device: tamoe_rt_add_counts.
 module {
-  func.func @integer_add(%a: tensor<4xi32>, %b: tensor<4xi32>) -> tensor<4xi32> {
-    %e = tensor.empty() : tensor<4xi32>
-    // expected-error @+1 {{'linalg.add' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, silu and their gradients, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
-    %c = linalg.add ins(%a, %b : tensor<4xi32>, tensor<4xi32>) outs(%e : tensor<4xi32>) -> tensor<4xi32>
-    return %c : tensor<4xi32>
+  // CHECK-LABEL: func.func @counts_add
+  // CHECK: %[[OUT:.*]] = memref.alloc() : memref<4x2xi32>
+  // CHECK: call @tamoe_rt_add_counts(%{{.*}}, %{{.*}}, %{{.*}}, %c8{{.*}}, %{{.*}}) : (!llvm.ptr, !llvm.ptr, !llvm.ptr, index, !llvm.ptr) -> i32
+  // CHECK-NOT: linalg.add
+  func.func @counts_add(%a: tensor<4x2xi32>, %b: tensor<4x2xi32>) -> tensor<4x2xi32> {
+    %e = tensor.empty() : tensor<4x2xi32>
+    %c = linalg.add ins(%a, %b : tensor<4x2xi32>, tensor<4x2xi32>) outs(%e : tensor<4x2xi32>) -> tensor<4x2xi32>
+    return %c : tensor<4x2xi32>
+  }
+}
+
+// -----
+
+module {
+  func.func @integer_add(%a: tensor<4xi64>, %b: tensor<4xi64>) -> tensor<4xi64> {
+    %e = tensor.empty() : tensor<4xi64>
+    // expected-error @+1 {{'linalg.add' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, silu and their gradients, and extf/truncf, on f32, bf16 or f16 tensors, and linalg.add of i32 counts to the runtime}}
+    %c = linalg.add ins(%a, %b : tensor<4xi64>, tensor<4xi64>) outs(%e : tensor<4xi64>) -> tensor<4xi64>
+    return %c : tensor<4xi64>
   }
 }
 
@@ -186,7 +202,7 @@ module {
 module {
   func.func @f64_conversion(%x: tensor<4x2xf32>) -> tensor<4x2xf64> {
     %e = tensor.empty() : tensor<4x2xf64>
-    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, silu and their gradients, and extf/truncf, on f32, bf16 or f16 tensors to the runtime}}
+    // expected-error @+1 {{'linalg.generic' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, silu and their gradients, and extf/truncf, on f32, bf16 or f16 tensors, and linalg.add of i32 counts to the runtime}}
     %y = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<4x2xf32>) outs(%e : tensor<4x2xf64>) {
     ^bb0(%in: f32, %out: f64):
       %t = arith.extf %in : f32 to f64
