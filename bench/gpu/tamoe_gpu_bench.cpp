@@ -152,6 +152,12 @@ public:
                                int64_t numCounts, int64_t experts,
                                const float *weights, int64_t outFeatures,
                                float *result) = 0;
+  /// grouped_matmul on rows, weights and result of a 16-bit `dtype`.
+  virtual Result groupedMatmulRows(tamoe_rt_dtype_t dtype, const void *rows,
+                                   int64_t rowsCapacity, int64_t hidden,
+                                   const int32_t *counts, int64_t numCounts,
+                                   int64_t experts, const void *weights,
+                                   int64_t outFeatures, void *result) = 0;
   /// `peers`: the group's size (the public API checks it).
   virtual Result allToAll(tamoe_rt_group_t group, const void *send,
                           int64_t sendCapacity, int64_t rowBytes,
@@ -355,6 +361,15 @@ public:
     return wrap(tamoe_rt_grouped_matmul(context_, TAMOE_RT_F32, rows,
                                         rowsCapacity, hidden, counts, numCounts,
                                         experts, weights, outFeatures, result));
+  }
+  Result groupedMatmulRows(tamoe_rt_dtype_t dtype, const void *rows,
+                           int64_t rowsCapacity, int64_t hidden,
+                           const int32_t *counts, int64_t numCounts,
+                           int64_t experts, const void *weights,
+                           int64_t outFeatures, void *result) override {
+    return wrap(tamoe_rt_grouped_matmul(context_, dtype, rows, rowsCapacity,
+                                        hidden, counts, numCounts, experts,
+                                        weights, outFeatures, result));
   }
   Result allToAll(tamoe_rt_group_t group, const void *send,
                   int64_t sendCapacity, int64_t rowBytes,
@@ -635,6 +650,19 @@ public:
     return wrap(backend_->groupedMatmul(rows, rowsCapacity, hidden, counts,
                                         numCounts, experts, weights,
                                         outFeatures, result));
+  }
+  Result groupedMatmulRows(tamoe_rt_dtype_t dtype, const void *rows,
+                           int64_t rowsCapacity, int64_t hidden,
+                           const int32_t *counts, int64_t numCounts,
+                           int64_t experts, const void *weights,
+                           int64_t outFeatures, void *result) override {
+    // No core here to stage through f32: the backend's own 16-bit path.
+    if (!backend_->groupedMatmulTakes(dtype))
+      return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+              "this backend stages 16-bit rows in the core"};
+    return wrap(backend_->groupedMatmulRows(dtype, rows, rowsCapacity, hidden,
+                                            counts, numCounts, experts, weights,
+                                            outFeatures, result));
   }
   Result allToAll(tamoe_rt_group_t group, const void *send,
                   int64_t sendCapacity, int64_t rowBytes,
@@ -1120,6 +1148,64 @@ void checkGroupedMatmul(int64_t peers, int64_t experts, int64_t hidden,
       // Sums of `hidden` products: FMA on the device rounds differently.
       return floatsDiffer(s.get(dResult, capacity * outFeatures), want,
                           "result", 1e-4f, 1e-4f * float(hidden) / 64);
+    });
+}
+
+/// grouped_matmul on bf16 or f16 rows and weights (the cuda backend's
+/// tensor-core path; the cpu backend stages them in f32): against the f32
+/// reference on the rounded inputs, within the result's own rounding.
+void checkGroupedMatmulRows(tamoe_rt_dtype_t dtype, int64_t peers,
+                            int64_t experts, int64_t hidden,
+                            int64_t outFeatures, int64_t slack, uint64_t seed) {
+  reference::Random random(seed);
+  GroupedCase c =
+      groupedCase(random, peers, experts, hidden, outFeatures, slack);
+  const char *type = dtype == TAMOE_RT_BF16 ? "bf16" : "f16";
+  std::string name = std::string("grouped_matmul ") + type + " " + c.shape;
+  int64_t capacity = c.capacity, weightCount = int64_t(c.weights.size());
+  // Half an ulp of the result's type, relative.
+  float halfUlp = dtype == TAMOE_RT_BF16 ? 0x1p-8f : 0x1p-11f;
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      int64_t rowCount = capacity * hidden;
+      // The inputs in the 16-bit type, and what they are exactly in f32.
+      uint16_t *dRows = s.make<uint16_t>(rowCount);
+      uint16_t *dWeights = s.make<uint16_t>(weightCount);
+      float *wideRows = s.make<float>(rowCount);
+      float *wideWeights = s.make<float>(weightCount);
+      require(
+          engine->convert(TAMOE_RT_F32, s.put(c.rows), dtype, dRows, rowCount),
+          "convert");
+      require(engine->convert(TAMOE_RT_F32, s.put(c.weights), dtype, dWeights,
+                              weightCount),
+              "convert");
+      require(engine->convert(dtype, dRows, TAMOE_RT_F32, wideRows, rowCount),
+              "convert");
+      require(engine->convert(dtype, dWeights, TAMOE_RT_F32, wideWeights,
+                              weightCount),
+              "convert");
+      std::vector<double> rows, weights;
+      for (float v : s.get(wideRows, rowCount))
+        rows.push_back(v);
+      for (float v : s.get(wideWeights, weightCount))
+        weights.push_back(v);
+      std::vector<double> exact = reference::groupedMatmul(
+          rows, hidden, c.counts, experts, weights, outFeatures);
+      std::vector<float> want(exact.begin(), exact.end());
+
+      uint16_t *dResult = s.make<uint16_t>(capacity * outFeatures);
+      require(engine->groupedMatmulRows(
+                  dtype, dRows, capacity, hidden, s.put(c.counts),
+                  peers * experts, experts, dWeights, outFeatures, dResult),
+              "grouped_matmul");
+      float *got = s.make<float>(capacity * outFeatures);
+      require(engine->convert(dtype, dResult, TAMOE_RT_F32, got,
+                              capacity * outFeatures),
+              "convert");
+      // One rounding of the result, plus f32 sums of `hidden` products.
+      return floatsDiffer(s.get(got, capacity * outFeatures), want, "result",
+                          halfUlp, 1e-5f * float(hidden));
     });
 }
 
@@ -2331,6 +2417,10 @@ int runChecks() {
   checkGroupedMatmul(3, 5, 100, 70, 7, seed++);
   checkGroupedMatmul(2, 8, 256, 512, 3, seed++);
   checkGroupedMatmul(1, 1, 1, 1, 2, seed++);
+  for (tamoe_rt_dtype_t dtype : {TAMOE_RT_BF16, TAMOE_RT_F16}) {
+    checkGroupedMatmulRows(dtype, 2, 4, 256, 128, 5, seed++);
+    checkGroupedMatmulRows(dtype, 1, 8, 1024, 512, 0, seed++);
+  }
   // regroup.
   checkRegroup(3, 4, 2, 40, seed++);
   checkRegroup(8, 2, 4, 8192, seed++);

@@ -334,6 +334,24 @@ public:
     return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
                          "this backend has no grouped_matmul");
   }
+  /// Whether groupedMatmulRows takes rows of `dtype` (bf16 or f16) as they
+  /// are; otherwise the core stages them through f32 for groupedMatmul.
+  virtual bool groupedMatmulTakes(tamoe_rt_dtype_t /*dtype*/) const {
+    return false;
+  }
+  /// tamoe_rt_grouped_matmul on rows, weights and result of a 16-bit
+  /// `dtype` that groupedMatmulTakes: products summed in f32 and each
+  /// result rounded once, as the staged path computes up to the order of
+  /// the sums (on the GPU: tensor cores, with no f32 copy of the operands).
+  virtual Status
+  groupedMatmulRows(tamoe_rt_dtype_t /*dtype*/, const void * /*rows*/,
+                    intptr_t /*rowsCapacity*/, intptr_t /*hidden*/,
+                    const int32_t * /*counts*/, intptr_t /*numCounts*/,
+                    intptr_t /*experts*/, const void * /*weights*/,
+                    intptr_t /*outFeatures*/, void * /*result*/) {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "this backend has no 16-bit grouped_matmul");
+  }
 
   /// The gradients of tamoe_rt.h (tamoe_rt_gate_grad, ...). A null output
   /// is not computed; the core has checked that at least one is wanted.

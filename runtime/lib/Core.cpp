@@ -1077,7 +1077,11 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul(
                       .notNull(weights, "weights")
                       .notNull(result, "result", rows_capacity > 0)
                       .status;
-  if (status.ok()) {
+  if (status.ok() && context->backend->groupedMatmulTakes(dtype)) {
+    status = context->backend->groupedMatmulRows(
+        dtype, rows, rows_capacity, hidden, counts, num_counts, experts,
+        weights, out_features, result);
+  } else if (status.ok()) {
     F32Staging f32(*context->backend);
     const float *x = f32.in(dtype, rows, rows_capacity * hidden);
     const float *w = f32.in(dtype, weights, experts * hidden * out_features);

@@ -134,6 +134,15 @@ public:
                        intptr_t numCounts, intptr_t experts,
                        const float *weights, intptr_t outFeatures,
                        float *result) override;
+  /// bf16 and f16 go to cuBLAS as they are (tensor cores, f32 sums).
+  bool groupedMatmulTakes(tamoe_rt_dtype_t dtype) const override {
+    return dtype == TAMOE_RT_BF16 || dtype == TAMOE_RT_F16;
+  }
+  Status groupedMatmulRows(tamoe_rt_dtype_t dtype, const void *rows,
+                           intptr_t rowsCapacity, intptr_t hidden,
+                           const int32_t *counts, intptr_t numCounts,
+                           intptr_t experts, const void *weights,
+                           intptr_t outFeatures, void *result) override;
   Status allToAll(tamoe_rt_group_t group, const void *send,
                   intptr_t sendCapacity, intptr_t rowBytes,
                   const int32_t *sendCounts, intptr_t split, void *received,

@@ -808,6 +808,101 @@ Status CudaBackend::gemm(bool transposeA, bool transposeB, int64_t m, int64_t n,
   return Status::success();
 }
 
+Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
+                                      const void *rows, intptr_t rowsCapacity,
+                                      intptr_t hidden, const int32_t *counts,
+                                      intptr_t numCounts, intptr_t experts,
+                                      const void *weights,
+                                      intptr_t outFeatures, void *result) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (!groupedMatmulTakes(dtype))
+    return invalid("grouped_matmul of 16-bit rows takes bf16 or f16");
+  GroupedBytes bytes; // f32 sizes: twice these operands', so they fit
+  if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
+                                  outFeatures, bytes);
+      !sizes.ok())
+    return sizes;
+  if (hidden > INT_MAX || outFeatures > INT_MAX || rowsCapacity > INT_MAX)
+    return invalid("hidden, out_features and rows_capacity must fit in int "
+                   "for cuBLAS");
+  int64_t rowBytes = bytes.rows / 2, resultBytes = bytes.result / 2;
+  for (Status s : {checkPointer(rows, rowBytes, "rows"),
+                   checkPointer(counts, numCounts * 4, "counts"),
+                   checkPointer(weights, bytes.weights / 2, "weights"),
+                   checkPointer(result, resultBytes, "result")})
+    if (!s.ok())
+      return s;
+  if (overlap(rows, rowBytes, result, resultBytes))
+    return invalid("rows and result overlap");
+  if (Status blas = blasHandle(); !blas.ok())
+    return blas;
+
+  // cuBLAS takes each GEMM's rows from the host: the counts come over
+  // first (the host waits for them, as it does at the end of every
+  // operation), and are checked as the f32 path checks them.
+  std::vector<int32_t> hostCounts(static_cast<size_t>(numCounts));
+  if (numCounts > 0) {
+    cudaError_t error = cudaMemcpyAsync(hostCounts.data(), counts,
+                                        hostCounts.size() * 4,
+                                        cudaMemcpyDeviceToHost, stream_);
+    if (error == cudaSuccess)
+      error = cudaStreamSynchronize(stream_);
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFailure(error, "reading the counts");
+    }
+  }
+  int64_t total = 0;
+  for (intptr_t c = 0; c < numCounts; ++c) {
+    if (hostCounts[size_t(c)] < 0)
+      return invalid("counts[" + num(c) + "] = " + num(hostCounts[size_t(c)]) +
+                     " is negative");
+    total += hostCounts[size_t(c)];
+  }
+  if (total > rowsCapacity)
+    return invalid("counts sum to " + num(total) +
+                   " rows but rows_capacity is " + num(rowsCapacity));
+
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  cudaDataType_t type = dtype == TAMOE_RT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  const char *rowBase = static_cast<const char *>(rows);
+  const char *weightBase = static_cast<const char *>(weights);
+  char *resultBase = static_cast<char *>(result);
+  const float alpha = 1.0f, beta = 0.0f;
+  int64_t row = 0;
+  for (intptr_t c = 0; c < numCounts && x.ok(); ++c) {
+    int64_t n = hostCounts[size_t(c)];
+    if (n == 0)
+      continue;
+    // Row-major result[n, out] = rows[n, hidden] weights[e][hidden, out] is
+    // column-major result^T = weights[e]^T rows^T (see gemm()); hidden and
+    // out_features are >= 1 (groupedBytes).
+    const char *w = weightBase + (c % experts) * hidden * outFeatures * 2;
+    cublasStatus_t error = cublasGemmEx(
+        blas_, CUBLAS_OP_N, CUBLAS_OP_N, int(outFeatures), int(n), int(hidden),
+        &alpha, w, type, int(outFeatures), rowBase + row * hidden * 2, type,
+        int(hidden), &beta, resultBase + row * outFeatures * 2, type,
+        int(outFeatures), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (error != CUBLAS_STATUS_SUCCESS)
+      x.fail(Status::error(TAMOE_RT_ERROR_INTERNAL,
+                           std::string("cublasGemmEx: ") +
+                               cublasGetStatusString(error)));
+    row += n;
+  }
+  // Rows past the valid ones are zero, as the f32 path leaves them.
+  x.zero(resultBase + total * outFeatures * 2,
+         (rowsCapacity - total) * outFeatures * 2);
+  x.release();
+  return endOperation(x.failure(), [](const DeviceStatus &) {
+    return std::string();
+  });
+}
+
 Status CudaBackend::matmul(const float *a, const float *b, intptr_t m,
                            intptr_t k, intptr_t n, bool transposeA,
                            bool transposeB, const float *cInit, float *c) {
