@@ -163,6 +163,58 @@ TEST(CostModelTest, ClosedFormMatchesRouting) {
   }
 }
 
+// A part of a chunked layer (tamoe.chunk) is a range of each expert's rows,
+// and each expert's rows are in token order, so part c of every expert
+// holds about the same range of tokens: the tokens [cT/C, (c+1)T/C). A
+// token's assignments fall in one part, except near the boundaries, where
+// the experts' cuts differ by a row or so. tamoe-hierarchical-all-to-all
+// prices a de-duplicated part as a layer of T/C tokens; a simulation of the
+// dispatch, cut as tamoe.chunk cuts it, agrees, and the parts together
+// carry barely more unique rows than the whole layer.
+TEST(CostModelTest, UniqueTokensOfAPartMatchTheChunkedDispatch) {
+  // 4 nodes of 2 ranks, 2 experts a rank; uniform routing, k choices each
+  // uniform over the experts (as the model's independent choices).
+  Topology topology =
+      makeTree({{"node", 2, 100, 100, 1, LinkSharing::PerRank, 0.5},
+                {"cluster", 4, 10, 10, 10, LinkSharing::PerRank, 2}});
+  const int64_t tokens = 20000, k = 2, nodes = 4, experts = 16, chunks = 4;
+  const int64_t perNode = experts / nodes;
+  std::vector<std::vector<int64_t>> rowsOf(experts); // a token per row
+  uint64_t state = 12345;
+  auto next = [&] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return int64_t(state >> 33);
+  };
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t j = 0; j < k; ++j)
+      rowsOf[next() % experts].push_back(t);
+  std::vector<double> wholeLayer(nodes), allParts(nodes);
+  for (int64_t parts : {int64_t(1), chunks}) {
+    Workload workload{tokens / parts, 256, 2, k};
+    Traffic traffic = expectedTraffic(topology, uniform(topology), workload);
+    for (int64_t c = 0; c < parts; ++c) {
+      std::vector<std::vector<char>> reaches(nodes,
+                                             std::vector<char>(tokens, 0));
+      for (int64_t e = 0; e < experts; ++e) {
+        int64_t n = int64_t(rowsOf[e].size());
+        for (int64_t r = c * n / parts; r < (c + 1) * n / parts; ++r)
+          reaches[e / perNode][rowsOf[e][r]] = 1;
+      }
+      for (int64_t m = 0; m < nodes; ++m) {
+        double simulated = 0;
+        for (char reached : reaches[m])
+          simulated += reached;
+        (parts == 1 ? wholeLayer : allParts)[m] += simulated;
+        double modelled = traffic.uniqueTokens[m]; // rank 0's
+        EXPECT_NEAR(simulated, modelled, 0.03 * modelled)
+            << "part " << c << " of " << parts << ", node " << m;
+      }
+    }
+  }
+  for (int64_t m = 0; m < nodes; ++m)
+    EXPECT_LT(allParts[m], 1.01 * wholeLayer[m]) << "node " << m;
+}
+
 TEST(PolicyTest, PatternsAreValidOnEveryCluster) {
   for (const char *name : kClusters) {
     Topology topology = loadCluster(name);
