@@ -319,6 +319,17 @@ public:
                         const float *cInit, float *c) = 0;
   virtual Status map(tamoe_rt_map_t op, const float *a, const float *b,
                      intptr_t n, float *out) = 0;
+  /// Whether mapRows takes elements of `dtype` (bf16 or f16) as they are;
+  /// otherwise the core stages them through f32 for map.
+  virtual bool mapTakes(tamoe_rt_dtype_t /*dtype*/) const { return false; }
+  /// tamoe_rt_map on 16-bit elements that mapTakes: each computed in f32
+  /// and rounded once, the staged path's result.
+  virtual Status mapRows(tamoe_rt_map_t /*op*/, tamoe_rt_dtype_t /*dtype*/,
+                         const void * /*a*/, const void * /*b*/, intptr_t /*n*/,
+                         void * /*out*/) {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "this backend has no 16-bit map");
+  }
   /// tamoe_rt_add_counts (the core has checked n and the pointers; the
   /// backend checks the sums).
   virtual Status addCounts(const int32_t *a, const int32_t *b, intptr_t n,

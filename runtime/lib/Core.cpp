@@ -1171,7 +1171,10 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
           .notNull(b, "b", n > 0 && !unary)
           .notNull(out, "out", n > 0)
           .status;
-  if (status.ok() && n > 0) {
+  if (status.ok() && n > 0 && context->backend->mapTakes(dtype)) {
+    status =
+        context->backend->mapRows(op, dtype, a, unary ? nullptr : b, n, out);
+  } else if (status.ok() && n > 0) {
     F32Staging f32(*context->backend);
     const float *x = f32.in(dtype, a, n);
     const float *y = f32.in(dtype, b, n);

@@ -127,6 +127,13 @@ public:
                 const float *cInit, float *c) override;
   Status map(tamoe_rt_map_t op, const float *a, const float *b, intptr_t n,
              float *out) override;
+  /// bf16 and f16 elements are widened, mapped in f32 and rounded once in
+  /// one kernel (no f32 copies).
+  bool mapTakes(tamoe_rt_dtype_t dtype) const override {
+    return dtype == TAMOE_RT_BF16 || dtype == TAMOE_RT_F16;
+  }
+  Status mapRows(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype, const void *a,
+                 const void *b, intptr_t n, void *out) override;
   Status addCounts(const int32_t *a, const int32_t *b, intptr_t n,
                    int32_t *out) override;
   Status groupedMatmul(const float *rows, intptr_t rowsCapacity,
@@ -205,6 +212,9 @@ private:
   /// device can address.
   Status checkPointer(const void *pointer, int64_t bytes,
                       const char *name) const;
+  /// tamoe_rt_map on elements of `dtype` (f32, bf16 or f16).
+  Status mapElements(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype, const void *a,
+                     const void *b, intptr_t n, void *out);
   /// The sizes and pointers chunk and unchunk share.
   Status checkPart(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
                    const int32_t *counts, int64_t numCounts,

@@ -942,51 +942,81 @@ Status CudaBackend::matmul(const float *a, const float *b, intptr_t m,
 }
 
 namespace {
-struct MapElement {
+__device__ inline float widen(float v) { return v; }
+__device__ inline float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ inline float widen(__half v) { return __half2float(v); }
+template <typename T> __device__ T narrow(float v);
+template <> __device__ float narrow<float>(float v) { return v; }
+template <> __device__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <> __device__ __half narrow<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+/// One element of tamoe_rt_map in f32, its inputs widened from T and its
+/// output rounded once to T: for bf16 and f16 the staged path's result,
+/// without its copies.
+template <typename T> struct MapElement {
   tamoe_rt_map_t op;
-  const float *a, *b;
-  float *out;
+  const T *a, *b;
+  T *out;
   __device__ void operator()(int64_t i) const {
-    float x = a[i];
+    float x = widen(a[i]), r = 0.0f;
     switch (op) {
     case TAMOE_RT_MAP_ADD:
-      out[i] = x + b[i];
+      r = x + widen(b[i]);
       break;
     case TAMOE_RT_MAP_SUB:
-      out[i] = x - b[i];
+      r = x - widen(b[i]);
       break;
     case TAMOE_RT_MAP_MUL:
-      out[i] = x * b[i];
+      r = x * widen(b[i]);
       break;
     case TAMOE_RT_MAP_RELU:
-      out[i] = isnan(x) || x > 0.0f ? x : 0.0f;
+      r = isnan(x) || x > 0.0f ? x : 0.0f;
       break;
     case TAMOE_RT_MAP_NEG:
-      out[i] = -x;
+      r = -x;
       break;
     case TAMOE_RT_MAP_RELU_GRAD:
       // NaN > 0 is false: a NaN input passes no gradient.
-      out[i] = x > 0.0f ? b[i] : 0.0f;
+      r = x > 0.0f ? widen(b[i]) : 0.0f;
       break;
     case TAMOE_RT_MAP_SILU:
-      out[i] = x / (1.0f + expf(-x));
+      r = x / (1.0f + expf(-x));
       break;
     case TAMOE_RT_MAP_SILU_GRAD: {
       float s = 1.0f / (1.0f + expf(-x));
-      out[i] = b[i] * (s * (1.0f + x * (1.0f - s)));
+      r = widen(b[i]) * (s * (1.0f + x * (1.0f - s)));
       break;
     }
     }
+    out[i] = narrow<T>(r);
   }
 };
 } // namespace
 
 Status CudaBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
                         intptr_t n, float *out) {
+  return mapElements(op, TAMOE_RT_F32, a, b, n, out);
+}
+
+Status CudaBackend::mapRows(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype,
+                            const void *a, const void *b, intptr_t n,
+                            void *out) {
+  if (!mapTakes(dtype))
+    return invalid("map of 16-bit rows takes bf16 or f16");
+  return mapElements(op, dtype, a, b, n, out);
+}
+
+Status CudaBackend::mapElements(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype,
+                                const void *a, const void *b, intptr_t n,
+                                void *out) {
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  int64_t bytes = int64_t(n) * 4;
+  int64_t bytes = int64_t(n) * (dtype == TAMOE_RT_F32 ? 4 : 2);
   bool unary = op == TAMOE_RT_MAP_RELU || op == TAMOE_RT_MAP_NEG ||
                op == TAMOE_RT_MAP_SILU;
   for (Status s : {checkPointer(a, bytes, "a"),
@@ -998,7 +1028,18 @@ Status CudaBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
   if (!begin.ok())
     return begin;
   CudaExec x(*this, deviceStatus_);
-  x.forEach(n, MapElement{op, a, b, out});
+  auto run = [&](auto typed) {
+    using T = decltype(typed);
+    x.forEach(n, MapElement<T>{op, static_cast<const T *>(a),
+                               static_cast<const T *>(b),
+                               static_cast<T *>(out)});
+  };
+  if (dtype == TAMOE_RT_BF16)
+    run(__nv_bfloat16());
+  else if (dtype == TAMOE_RT_F16)
+    run(__half());
+  else
+    run(float());
   Status failure = x.failure();
   x.release();
   return endOperation(failure, [](const DeviceStatus &) {
