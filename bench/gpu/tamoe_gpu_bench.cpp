@@ -206,6 +206,13 @@ public:
                                    const float *weights, int64_t outFeatures,
                                    const float *dResult, float *dRows,
                                    float *dWeights) = 0;
+  /// grouped_matmul_grad on buffers of a 16-bit `dtype`.
+  virtual Result groupedMatmulGradRows(tamoe_rt_dtype_t dtype, const void *rows,
+                                       int64_t rowsCapacity, int64_t hidden,
+                                       const int32_t *counts, int64_t numCounts,
+                                       int64_t experts, const void *weights,
+                                       int64_t outFeatures, const void *dResult,
+                                       void *dRows, void *dWeights) = 0;
   virtual Result auxLossGrad(const int32_t *ids, const int32_t *positions,
                              int64_t tokens, int64_t experts, int64_t k,
                              const float *expertWeights, const float *dLoss,
@@ -463,6 +470,16 @@ public:
     return wrap(tamoe_rt_grouped_matmul_grad(
         context_, TAMOE_RT_F32, rows, rowsCapacity, hidden, counts, numCounts,
         experts, weights, outFeatures, dResult, dRows, dWeights));
+  }
+  Result groupedMatmulGradRows(tamoe_rt_dtype_t dtype, const void *rows,
+                               int64_t rowsCapacity, int64_t hidden,
+                               const int32_t *counts, int64_t numCounts,
+                               int64_t experts, const void *weights,
+                               int64_t outFeatures, const void *dResult,
+                               void *dRows, void *dWeights) override {
+    return wrap(tamoe_rt_grouped_matmul_grad(
+        context_, dtype, rows, rowsCapacity, hidden, counts, numCounts, experts,
+        weights, outFeatures, dResult, dRows, dWeights));
   }
   Result auxLossGrad(const int32_t *ids, const int32_t *positions,
                      int64_t tokens, int64_t experts, int64_t k,
@@ -737,6 +754,20 @@ public:
                            float *dWeights) override {
     return wrap(backend_->groupedMatmulGrad(
         rows, rowsCapacity, hidden, counts, numCounts, experts, weights,
+        outFeatures, dResult, dRows, dWeights));
+  }
+  Result groupedMatmulGradRows(tamoe_rt_dtype_t dtype, const void *rows,
+                               int64_t rowsCapacity, int64_t hidden,
+                               const int32_t *counts, int64_t numCounts,
+                               int64_t experts, const void *weights,
+                               int64_t outFeatures, const void *dResult,
+                               void *dRows, void *dWeights) override {
+    // No core here to stage through f32: the backend's own 16-bit path.
+    if (!backend_->groupedMatmulTakes(dtype))
+      return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+              "this backend stages 16-bit rows in the core"};
+    return wrap(backend_->groupedMatmulGradRows(
+        dtype, rows, rowsCapacity, hidden, counts, numCounts, experts, weights,
         outFeatures, dResult, dRows, dWeights));
   }
   Result auxLossGrad(const int32_t *ids, const int32_t *positions,
@@ -1837,6 +1868,73 @@ void checkGroupedMatmulGrad(int64_t peers, int64_t experts, int64_t hidden,
     });
 }
 
+/// grouped_matmul_grad on bf16 or f16 buffers (the cuda backend's
+/// tensor-core path; the cpu backend stages them in f32): against the
+/// reference on the rounded inputs, within one rounding of each gradient.
+void checkGroupedMatmulGradRows(tamoe_rt_dtype_t dtype, int64_t peers,
+                                int64_t experts, int64_t hidden,
+                                int64_t outFeatures, int64_t slack,
+                                uint64_t seed) {
+  reference::Random random(seed);
+  GroupedCase c =
+      groupedCase(random, peers, experts, hidden, outFeatures, slack);
+  const char *type = dtype == TAMOE_RT_BF16 ? "bf16" : "f16";
+  std::string name = std::string("grouped_matmul_grad ") + type + " " + c.shape;
+  int64_t capacity = c.capacity;
+  std::vector<float> dResult =
+      random.floats(size_t(capacity * outFeatures), -1, 1);
+  float halfUlp = dtype == TAMOE_RT_BF16 ? 0x1p-8f : 0x1p-11f;
+  // An input in the 16-bit type on the engine, and its exact f32 value.
+  auto rounded = [&](Scope &s, Engine &engine, const std::vector<float> &in,
+                     std::vector<double> &exact) {
+    int64_t n = int64_t(in.size());
+    uint16_t *narrowed = s.make<uint16_t>(n);
+    float *wide = s.make<float>(n);
+    require(engine.convert(TAMOE_RT_F32, s.put(in), dtype, narrowed, n),
+            "convert");
+    require(engine.convert(dtype, narrowed, TAMOE_RT_F32, wide, n), "convert");
+    exact.clear();
+    for (float v : s.get(wide, n))
+      exact.push_back(v);
+    return narrowed;
+  };
+  auto widened = [&](Scope &s, Engine &engine, const uint16_t *narrowed,
+                     int64_t n) {
+    float *wide = s.make<float>(n);
+    require(engine.convert(dtype, narrowed, TAMOE_RT_F32, wide, n), "convert");
+    return s.get(wide, n);
+  };
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      std::vector<double> rows, weights, dY;
+      uint16_t *dRowsIn = rounded(s, *engine, c.rows, rows);
+      uint16_t *dWeightsIn = rounded(s, *engine, c.weights, weights);
+      uint16_t *dYIn = rounded(s, *engine, dResult, dY);
+      reference::GroupedMatmulGradOf<double> want =
+          reference::groupedMatmulGrad(rows, hidden, c.counts, experts, weights,
+                                       outFeatures, dY);
+      int64_t rowElements = capacity * hidden,
+              weightElements = experts * hidden * outFeatures;
+      uint16_t *dRows = s.make<uint16_t>(rowElements);
+      uint16_t *dWeights = s.make<uint16_t>(weightElements);
+      require(engine->groupedMatmulGradRows(dtype, dRowsIn, capacity, hidden,
+                                            s.put(c.counts), peers * experts,
+                                            experts, dWeightsIn, outFeatures,
+                                            dYIn, dRows, dWeights),
+              "grouped_matmul_grad");
+      // One rounding of each gradient, plus f32 sums.
+      std::string problem = floatsDiffer(
+          widened(s, *engine, dRows, rowElements), narrow(want.dRows), "d_rows",
+          halfUlp, 1e-5f * float(outFeatures));
+      if (problem.empty())
+        problem = floatsDiffer(widened(s, *engine, dWeights, weightElements),
+                               narrow(want.dWeights), "d_weights", halfUlp,
+                               1e-5f * float(std::max<int64_t>(c.total, 1)));
+      return problem;
+    });
+}
+
 void checkAuxLossGrad(int64_t tokens, int64_t experts, int64_t k, bool weighted,
                       uint64_t seed) {
   std::string name =
@@ -2524,6 +2622,8 @@ int runChecks() {
   checkCombineGrad(333, 1001, 4, 16, true, seed++);
   checkCombineGrad(500, 256, 8, 32, false, seed++);
   checkGroupedMatmulGrad(1, 4, 64, 64, 0, seed++);
+  for (tamoe_rt_dtype_t dtype : {TAMOE_RT_BF16, TAMOE_RT_F16})
+    checkGroupedMatmulGradRows(dtype, 2, 4, 128, 96, 3, seed++);
   checkGroupedMatmulGrad(3, 5, 100, 70, 7, seed++);
   checkGroupedMatmulGrad(2, 8, 256, 512, 3, seed++);
   checkAuxLossGrad(4096, 64, 2, false, seed++);

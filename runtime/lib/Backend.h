@@ -382,6 +382,20 @@ public:
                                    const float *weights, intptr_t outFeatures,
                                    const float *dResult, float *dRows,
                                    float *dWeights) = 0;
+  /// tamoe_rt_grouped_matmul_grad on 16-bit buffers of a `dtype` that
+  /// groupedMatmulTakes: each gradient summed in f32 (d_weights across all
+  /// of an expert's blocks, in order) and rounded once, as the staged path
+  /// computes up to the order of the sums.
+  virtual Status
+  groupedMatmulGradRows(tamoe_rt_dtype_t /*dtype*/, const void * /*rows*/,
+                        intptr_t /*rowsCapacity*/, intptr_t /*hidden*/,
+                        const int32_t * /*counts*/, intptr_t /*numCounts*/,
+                        intptr_t /*experts*/, const void * /*weights*/,
+                        intptr_t /*outFeatures*/, const void * /*dResult*/,
+                        void * /*dRows*/, void * /*dWeights*/) {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "this backend has no 16-bit grouped_matmul_grad");
+  }
   virtual Status auxLossGrad(const int32_t *expertIds, const int32_t *positions,
                              intptr_t tokens, intptr_t experts, intptr_t k,
                              const float *expertWeights, const float *dLoss,

@@ -29,6 +29,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace tamoe_rt {
 namespace cuda {
@@ -150,6 +151,12 @@ public:
                            const int32_t *counts, intptr_t numCounts,
                            intptr_t experts, const void *weights,
                            intptr_t outFeatures, void *result) override;
+  Status groupedMatmulGradRows(tamoe_rt_dtype_t dtype, const void *rows,
+                               intptr_t rowsCapacity, intptr_t hidden,
+                               const int32_t *counts, intptr_t numCounts,
+                               intptr_t experts, const void *weights,
+                               intptr_t outFeatures, const void *dResult,
+                               void *dRows, void *dWeights) override;
   Status allToAll(tamoe_rt_group_t group, const void *send,
                   intptr_t sendCapacity, intptr_t rowBytes,
                   const int32_t *sendCounts, intptr_t split, void *received,
@@ -231,6 +238,18 @@ private:
   /// Row-major c [m, n] = op(a) op(b) + beta c on stream_, where op(a) is a
   /// stored [m, k], or with transposeA [k, m] read transposed (b likewise:
   /// [k, n] or [n, k]). Sizes fit int and are positive.
+  /// gemm on operands of any cuBLAS type (f32 sums): c [m, n] of `cType`
+  /// = op(a) op(b) + beta c.
+  Status gemmEx(bool transposeA, bool transposeB, int64_t m, int64_t n,
+                int64_t k, const void *a, cudaDataType_t aType, const void *b,
+                cudaDataType_t bType, float beta, void *c,
+                cudaDataType_t cType);
+  /// The counts of a grouped GEMM on the host (cuBLAS takes each GEMM's
+  /// size from there), checked as the f32 kernels check them: `total` their
+  /// sum.
+  Status hostCounts(const int32_t *counts, intptr_t numCounts,
+                    intptr_t rowsCapacity, std::vector<int32_t> &host,
+                    int64_t &total);
   Status gemm(bool transposeA, bool transposeB, int64_t m, int64_t n, int64_t k,
               const float *a, const float *b, float beta, float *c);
   /// data[i] /= divisor on stream_ (all_reduce's average).

@@ -808,6 +808,91 @@ Status CudaBackend::gemm(bool transposeA, bool transposeB, int64_t m, int64_t n,
   return Status::success();
 }
 
+namespace {
+/// One element through f32 (exact for bf16 and f16), rounded to nearest
+/// even when narrowed; read before written, so same-sized types convert in
+/// place.
+struct ConvertElement {
+  tamoe_rt_dtype_t from, to;
+  const void *src;
+  void *dst;
+  __device__ void operator()(int64_t i) const {
+    float value;
+    if (from == TAMOE_RT_F32)
+      value = static_cast<const float *>(src)[i];
+    else if (from == TAMOE_RT_BF16)
+      value = __bfloat162float(static_cast<const __nv_bfloat16 *>(src)[i]);
+    else
+      value = __half2float(static_cast<const __half *>(src)[i]);
+    if (to == TAMOE_RT_F32)
+      static_cast<float *>(dst)[i] = value;
+    else if (to == TAMOE_RT_BF16)
+      static_cast<__nv_bfloat16 *>(dst)[i] = __float2bfloat16_rn(value);
+    else
+      static_cast<__half *>(dst)[i] = __float2half_rn(value);
+  }
+};
+
+int64_t elementBytes(tamoe_rt_dtype_t type) {
+  return type == TAMOE_RT_F32 ? 4 : 2;
+}
+} // namespace
+
+Status CudaBackend::gemmEx(bool transposeA, bool transposeB, int64_t m,
+                           int64_t n, int64_t k, const void *a,
+                           cudaDataType_t aType, const void *b,
+                           cudaDataType_t bType, float beta, void *c,
+                           cudaDataType_t cType) {
+  // As gemm(): row-major C = op(A) op(B) is column-major C^T = op(B)^T
+  // op(A)^T, each operand's row length its leading dimension.
+  const float alpha = 1.0f;
+  cublasStatus_t error = cublasGemmEx(
+      blas_, transposeB ? CUBLAS_OP_T : CUBLAS_OP_N,
+      transposeA ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k), &alpha, b,
+      bType, int(transposeB ? k : n), a, aType, int(transposeA ? m : k), &beta,
+      c, cType, int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (error != CUBLAS_STATUS_SUCCESS)
+    return Status::error(TAMOE_RT_ERROR_INTERNAL,
+                         std::string("cublasGemmEx: ") +
+                             cublasGetStatusString(error));
+  return Status::success();
+}
+
+Status CudaBackend::hostCounts(const int32_t *counts, intptr_t numCounts,
+                               intptr_t rowsCapacity,
+                               std::vector<int32_t> &host, int64_t &total) {
+  host.assign(static_cast<size_t>(numCounts), 0);
+  if (numCounts > 0) {
+    cudaError_t error = cudaMemcpyAsync(host.data(), counts, host.size() * 4,
+                                        cudaMemcpyDeviceToHost, stream_);
+    if (error == cudaSuccess)
+      error = cudaStreamSynchronize(stream_);
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFailure(error, "reading the counts");
+    }
+  }
+  total = 0;
+  for (intptr_t c = 0; c < numCounts; ++c) {
+    if (host[size_t(c)] < 0)
+      return invalid("counts[" + num(c) + "] = " + num(host[size_t(c)]) +
+                     " is negative");
+    total += host[size_t(c)];
+  }
+  if (total > rowsCapacity)
+    return invalid("counts sum to " + num(total) +
+                   " rows but rows_capacity is " + num(rowsCapacity));
+  return Status::success();
+}
+
+namespace {
+cudaDataType_t cudaType(tamoe_rt_dtype_t dtype) {
+  return dtype == TAMOE_RT_BF16  ? CUDA_R_16BF
+         : dtype == TAMOE_RT_F16 ? CUDA_R_16F
+                                 : CUDA_R_32F;
+}
+} // namespace
+
 Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
                                       const void *rows, intptr_t rowsCapacity,
                                       intptr_t hidden, const int32_t *counts,
@@ -824,9 +909,8 @@ Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
                                   outFeatures, bytes);
       !sizes.ok())
     return sizes;
-  if (hidden > INT_MAX || outFeatures > INT_MAX || rowsCapacity > INT_MAX)
-    return invalid("hidden, out_features and rows_capacity must fit in int "
-                   "for cuBLAS");
+  if (rowsCapacity > INT_MAX)
+    return invalid("rows_capacity must fit in int for cuBLAS");
   int64_t rowBytes = bytes.rows / 2, resultBytes = bytes.result / 2;
   for (Status s : {checkPointer(rows, rowBytes, "rows"),
                    checkPointer(counts, numCounts * 4, "counts"),
@@ -838,67 +922,116 @@ Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
     return invalid("rows and result overlap");
   if (Status blas = blasHandle(); !blas.ok())
     return blas;
-
-  // cuBLAS takes each GEMM's rows from the host: the counts come over
-  // first (the host waits for them, as it does at the end of every
-  // operation), and are checked as the f32 path checks them.
-  std::vector<int32_t> hostCounts(static_cast<size_t>(numCounts));
-  if (numCounts > 0) {
-    cudaError_t error = cudaMemcpyAsync(hostCounts.data(), counts,
-                                        hostCounts.size() * 4,
-                                        cudaMemcpyDeviceToHost, stream_);
-    if (error == cudaSuccess)
-      error = cudaStreamSynchronize(stream_);
-    if (error != cudaSuccess) {
-      cudaGetLastError();
-      return cudaFailure(error, "reading the counts");
-    }
-  }
+  std::vector<int32_t> chunkRows;
   int64_t total = 0;
-  for (intptr_t c = 0; c < numCounts; ++c) {
-    if (hostCounts[size_t(c)] < 0)
-      return invalid("counts[" + num(c) + "] = " + num(hostCounts[size_t(c)]) +
-                     " is negative");
-    total += hostCounts[size_t(c)];
-  }
-  if (total > rowsCapacity)
-    return invalid("counts sum to " + num(total) +
-                   " rows but rows_capacity is " + num(rowsCapacity));
+  if (Status s = hostCounts(counts, numCounts, rowsCapacity, chunkRows, total);
+      !s.ok())
+    return s;
 
   Status begin = beginOperation();
   if (!begin.ok())
     return begin;
   CudaExec x(*this, deviceStatus_);
-  cudaDataType_t type = dtype == TAMOE_RT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
-  const char *rowBase = static_cast<const char *>(rows);
-  const char *weightBase = static_cast<const char *>(weights);
-  char *resultBase = static_cast<char *>(result);
-  const float alpha = 1.0f, beta = 0.0f;
+  cudaDataType_t type = cudaType(dtype);
+  auto *x16 = static_cast<const uint16_t *>(rows);
+  auto *w16 = static_cast<const uint16_t *>(weights);
+  auto *y16 = static_cast<uint16_t *>(result);
+  const int64_t weightElements = hidden * outFeatures;
+  // Chunk c of the result = chunk c of the rows x weights[c % experts] on
+  // the tensor cores; hidden and out_features are >= 1 (groupedBytes).
   int64_t row = 0;
-  for (intptr_t c = 0; c < numCounts && x.ok(); ++c) {
-    int64_t n = hostCounts[size_t(c)];
-    if (n == 0)
-      continue;
-    // Row-major result[n, out] = rows[n, hidden] weights[e][hidden, out] is
-    // column-major result^T = weights[e]^T rows^T (see gemm()); hidden and
-    // out_features are >= 1 (groupedBytes).
-    const char *w = weightBase + (c % experts) * hidden * outFeatures * 2;
-    cublasStatus_t error = cublasGemmEx(
-        blas_, CUBLAS_OP_N, CUBLAS_OP_N, int(outFeatures), int(n), int(hidden),
-        &alpha, w, type, int(outFeatures), rowBase + row * hidden * 2, type,
-        int(hidden), &beta, resultBase + row * outFeatures * 2, type,
-        int(outFeatures), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    if (error != CUBLAS_STATUS_SUCCESS)
-      x.fail(Status::error(TAMOE_RT_ERROR_INTERNAL,
-                           std::string("cublasGemmEx: ") +
-                               cublasGetStatusString(error)));
-    row += n;
-  }
+  for (intptr_t c = 0; c < numCounts && x.ok(); row += chunkRows[size_t(c++)])
+    if (chunkRows[size_t(c)] > 0)
+      x.fail(gemmEx(false, false, chunkRows[size_t(c)], outFeatures, hidden,
+                    x16 + row * hidden, type,
+                    w16 + (c % experts) * weightElements, type, 0.0f,
+                    y16 + row * outFeatures, type));
   // Rows past the valid ones are zero, as the f32 path leaves them.
-  x.zero(resultBase + total * outFeatures * 2,
-         (rowsCapacity - total) * outFeatures * 2);
+  x.zero(y16 + total * outFeatures, (rowsCapacity - total) * outFeatures * 2);
+  Status failure = x.failure();
   x.release();
-  return endOperation(x.failure(), [](const DeviceStatus &) {
+  return endOperation(failure, [](const DeviceStatus &) {
+    return std::string();
+  });
+}
+
+Status CudaBackend::groupedMatmulGradRows(
+    tamoe_rt_dtype_t dtype, const void *rows, intptr_t rowsCapacity,
+    intptr_t hidden, const int32_t *counts, intptr_t numCounts,
+    intptr_t experts, const void *weights, intptr_t outFeatures,
+    const void *dResult, void *dRows, void *dWeights) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (!groupedMatmulTakes(dtype))
+    return invalid("grouped_matmul_grad of 16-bit rows takes bf16 or f16");
+  GroupedBytes bytes; // f32 sizes: twice these operands'
+  if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
+                                  outFeatures, bytes);
+      !sizes.ok())
+    return sizes;
+  if (rowsCapacity > INT_MAX)
+    return invalid("rows_capacity must fit in int for cuBLAS");
+  for (Status s :
+       {checkPointer(rows, dWeights ? bytes.rows / 2 : 0, "rows"),
+        checkPointer(counts, numCounts * 4, "counts"),
+        checkPointer(weights, dRows ? bytes.weights / 2 : 0, "weights"),
+        checkPointer(dResult, bytes.result / 2, "d_result"),
+        checkPointer(dRows, dRows ? bytes.rows / 2 : 0, "d_rows"),
+        checkPointer(dWeights, dWeights ? bytes.weights / 2 : 0,
+                     "d_weights")})
+    if (!s.ok())
+      return s;
+  if (Status blas = blasHandle(); !blas.ok())
+    return blas;
+  std::vector<int32_t> chunkRows;
+  int64_t total = 0;
+  if (Status s = hostCounts(counts, numCounts, rowsCapacity, chunkRows, total);
+      !s.ok())
+    return s;
+
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  cudaDataType_t type = cudaType(dtype);
+  auto *x16 = static_cast<const uint16_t *>(rows);
+  auto *w16 = static_cast<const uint16_t *>(weights);
+  auto *dy16 = static_cast<const uint16_t *>(dResult);
+  const int64_t weightElements = hidden * outFeatures;
+  if (dRows) {
+    // Chunk c of d_rows = chunk c of d_result x weights[c % experts]^T,
+    // rounded once.
+    auto *dx16 = static_cast<uint16_t *>(dRows);
+    int64_t row = 0;
+    for (intptr_t c = 0; c < numCounts && x.ok();
+         row += chunkRows[size_t(c++)])
+      if (chunkRows[size_t(c)] > 0)
+        x.fail(gemmEx(false, true, chunkRows[size_t(c)], hidden, outFeatures,
+                      dy16 + row * outFeatures, type,
+                      w16 + (c % experts) * weightElements, type, 0.0f,
+                      dx16 + row * hidden, type));
+    x.zero(dx16 + total * hidden, (rowsCapacity - total) * hidden * 2);
+  }
+  if (dWeights) {
+    // Each expert sums rows^T x d_result over its blocks, in order, in f32,
+    // and is rounded once at the end.
+    int64_t elements = experts * weightElements;
+    float *sum = x.scratch<float>(elements);
+    x.zero(sum, elements * 4);
+    int64_t row = 0;
+    for (intptr_t c = 0; c < numCounts && x.ok();
+         row += chunkRows[size_t(c++)])
+      if (chunkRows[size_t(c)] > 0)
+        x.fail(gemmEx(true, false, hidden, outFeatures, chunkRows[size_t(c)],
+                      x16 + row * hidden, type, dy16 + row * outFeatures, type,
+                      1.0f, sum + (c % experts) * weightElements,
+                      CUDA_R_32F));
+    x.forEach(elements, ConvertElement{TAMOE_RT_F32, dtype, sum, dWeights});
+  }
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, [](const DeviceStatus &) {
     return std::string();
   });
 }
@@ -1073,35 +1206,6 @@ Status CudaBackend::addCounts(const int32_t *a, const int32_t *b, intptr_t n,
   });
 }
 
-namespace {
-/// One element through f32 (exact for bf16 and f16), rounded to nearest
-/// even when narrowed; read before written, so same-sized types convert in
-/// place.
-struct ConvertElement {
-  tamoe_rt_dtype_t from, to;
-  const void *src;
-  void *dst;
-  __device__ void operator()(int64_t i) const {
-    float value;
-    if (from == TAMOE_RT_F32)
-      value = static_cast<const float *>(src)[i];
-    else if (from == TAMOE_RT_BF16)
-      value = __bfloat162float(static_cast<const __nv_bfloat16 *>(src)[i]);
-    else
-      value = __half2float(static_cast<const __half *>(src)[i]);
-    if (to == TAMOE_RT_F32)
-      static_cast<float *>(dst)[i] = value;
-    else if (to == TAMOE_RT_BF16)
-      static_cast<__nv_bfloat16 *>(dst)[i] = __float2bfloat16_rn(value);
-    else
-      static_cast<__half *>(dst)[i] = __float2half_rn(value);
-  }
-};
-
-int64_t elementBytes(tamoe_rt_dtype_t type) {
-  return type == TAMOE_RT_F32 ? 4 : 2;
-}
-} // namespace
 
 Status CudaBackend::convert(tamoe_rt_dtype_t srcType, const void *src,
                             tamoe_rt_dtype_t dstType, void *dst, intptr_t n) {
