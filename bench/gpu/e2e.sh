@@ -110,7 +110,9 @@ case "$MODE" in
   run) WORK=${OUT:-$BUILD/gpu-e2e} ;;
   compile-only) WORK=$DIR ;;
   prebuilt) WORK=${OUT:-$DIR/run} ;;
-  check) WORK=$(mktemp -d "${TMPDIR:-/tmp}/tamoe-e2e-check.XXXXXX") ;;
+  check)
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/tamoe-e2e-check.XXXXXX")
+    trap 'rm -rf "$WORK"' EXIT ;;
 esac
 RUNNER=${MLIR_RUNNER:-$(command -v mlir-runner || echo /usr/lib/llvm-22/bin/mlir-runner)}
 mkdir -p "$WORK"
@@ -123,7 +125,8 @@ TITLE="One MoE layer forward on $RANKS rank(s), $BACKEND backend: $LAYER"
 
 # Where tamoe is built: every mode but --prebuilt, which runs without LLVM.
 if [[ "$MODE" != prebuilt ]] &&
-   [[ ! -x "$BUILD/bin/tamoe-opt" || ! -f "$BUILD/runtime/lib/libtamoe_rt.so" ]]; then
+   [[ ! -x "$BUILD/bin/tamoe-opt" || ! -x "$BUILD/bin/tamoe-reference" ||
+      ! -f "$BUILD/runtime/lib/libtamoe_rt.so" ]]; then
   echo "== building tamoe in $BUILD"
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
@@ -176,7 +179,6 @@ if [[ "$MODE" == check ]]; then
     die "the results in $RESULTS do not unpack (a piece missing?)"
   echo "== checking the results of $DIR/layer: $RANKS rank(s), $LAYER"
   check results "$WORK/results"
-  rm -rf "$WORK"
   exit 0
 fi
 

@@ -184,6 +184,12 @@ public:
   virtual Result matmul(const float *a, const float *b, int64_t m, int64_t k,
                         int64_t n, bool transposeA, bool transposeB,
                         const float *cInit, float *c) = 0;
+  /// matmul with a type per operand.
+  virtual Result matmulRows(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
+                            tamoe_rt_dtype_t cType, const void *a,
+                            const void *b, int64_t m, int64_t k, int64_t n,
+                            bool transposeA, bool transposeB, const void *cInit,
+                            void *c) = 0;
   virtual Result map(tamoe_rt_map_t op, const float *a, const float *b,
                      int64_t n, float *out) = 0;
   /// map on elements of a 16-bit `dtype`.
@@ -431,6 +437,13 @@ public:
     return wrap(tamoe_rt_matmul(context_, TAMOE_RT_F32, TAMOE_RT_F32,
                                 TAMOE_RT_F32, a, b, m, k, n, transposeA,
                                 transposeB, cInit, c));
+  }
+  Result matmulRows(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
+                    tamoe_rt_dtype_t cType, const void *a, const void *b,
+                    int64_t m, int64_t k, int64_t n, bool transposeA,
+                    bool transposeB, const void *cInit, void *c) override {
+    return wrap(tamoe_rt_matmul(context_, aType, bType, cType, a, b, m, k, n,
+                                transposeA, transposeB, cInit, c));
   }
   Result map(tamoe_rt_map_t op, const float *a, const float *b, int64_t n,
              float *out) override {
@@ -712,6 +725,17 @@ public:
                 float *c) override {
     return wrap(
         backend_->matmul(a, b, m, k, n, transposeA, transposeB, cInit, c));
+  }
+  Result matmulRows(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
+                    tamoe_rt_dtype_t cType, const void *a, const void *b,
+                    int64_t m, int64_t k, int64_t n, bool transposeA,
+                    bool transposeB, const void *cInit, void *c) override {
+    // No core here to stage through f32: the backend's own 16-bit path.
+    if (!backend_->matmulTakes(aType, bType, cType))
+      return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+              "this backend stages these types in the core"};
+    return wrap(backend_->matmulRows(aType, bType, cType, a, b, m, k, n,
+                                     transposeA, transposeB, cInit, c));
   }
   Result map(tamoe_rt_map_t op, const float *a, const float *b, int64_t n,
              float *out) override {
@@ -1556,6 +1580,89 @@ void checkMatmul(int64_t m, int64_t k, int64_t n, bool transposeA,
     });
 }
 
+/// Host rounding of f32 to a 16-bit type, to nearest even (NaN stays NaN),
+/// and back: what the maps' host reference computes with.
+uint16_t hostNarrow(float value, tamoe_rt_dtype_t dtype) {
+  if (dtype == TAMOE_RT_F16) {
+    _Float16 half = static_cast<_Float16>(value);
+    uint16_t bits;
+    std::memcpy(&bits, &half, sizeof bits);
+    return bits;
+  }
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u)
+    return uint16_t((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return uint16_t(bits >> 16);
+}
+float hostWiden(uint16_t bits, tamoe_rt_dtype_t dtype) {
+  if (dtype == TAMOE_RT_F16) {
+    _Float16 half;
+    std::memcpy(&half, &bits, sizeof half);
+    return static_cast<float>(half);
+  }
+  uint32_t wide = uint32_t(bits) << 16;
+  float value;
+  std::memcpy(&value, &wide, sizeof value);
+  return value;
+}
+
+/// matmul of 16-bit operands (bf16 tokens times a bf16 router give f32
+/// logits; or a 16-bit result), with and without c_init: against the
+/// reference on the rounded inputs, within one rounding of the result.
+void checkMatmulRows(tamoe_rt_dtype_t type, tamoe_rt_dtype_t cType,
+                     bool transposeA, bool transposeB, bool withInit,
+                     uint64_t seed) {
+  const int64_t m = 300, k = 257, n = 64;
+  const char *name16 = type == TAMOE_RT_BF16 ? "bf16" : "f16";
+  std::string name = std::string("matmul ") + name16 + " -> " +
+                     (cType == TAMOE_RT_F32 ? "f32" : name16) +
+                     (transposeA ? " transpose_a" : "") +
+                     (transposeB ? " transpose_b" : "") +
+                     (withInit ? " +c_init" : "");
+  reference::Random random(seed);
+  auto rounded = [&](size_t count, std::vector<uint16_t> &bits,
+                     std::vector<double> &exact) {
+    for (float v : random.floats(count, -1, 1)) {
+      bits.push_back(hostNarrow(v, type));
+      exact.push_back(hostWiden(bits.back(), type));
+    }
+  };
+  std::vector<uint16_t> a16, b16, init16;
+  std::vector<double> a, b, init;
+  rounded(size_t(m * k), a16, a);
+  rounded(size_t(k * n), b16, b);
+  rounded(size_t(m * n), init16, init);
+  std::vector<float> initF32(init.begin(), init.end());
+  std::vector<double> want =
+      reference::matmul(a, b, m, k, n, transposeA, transposeB);
+  if (withInit)
+    for (size_t i = 0; i < want.size(); ++i)
+      want[i] += init[i];
+  bool wide = cType == TAMOE_RT_F32;
+  float halfUlp = wide ? 1e-5f : type == TAMOE_RT_BF16 ? 0x1p-8f : 0x1p-11f;
+  for (Engine *engine : engines)
+    runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
+      Scope s(*engine);
+      void *dC = s.raw(m * n * (wide ? 4 : 2));
+      const void *dInit = !withInit ? nullptr
+                          : wide    ? static_cast<const void *>(s.put(initF32))
+                                    : static_cast<const void *>(s.put(init16));
+      require(engine->matmulRows(type, type, cType, s.put(a16), s.put(b16), m,
+                                 k, n, transposeA, transposeB, dInit, dC),
+              "matmul");
+      std::vector<float> got;
+      if (wide) {
+        got = s.get(static_cast<float *>(dC), m * n);
+      } else {
+        for (uint16_t bits : s.get(static_cast<uint16_t *>(dC), m * n))
+          got.push_back(hostWiden(bits, type));
+      }
+      return floatsDiffer(got, narrow(want), "c", halfUlp, 1e-6f * float(k));
+    });
+}
+
 /// NEG and RELU_GRAD on the values where they are subtle (signed zeros,
 /// NaN, infinities), then random ones; SILU and SILU_GRAD.
 void checkMaps(uint64_t seed) {
@@ -1621,13 +1728,9 @@ void checkMaps(uint64_t seed) {
   }
 }
 
-/// f32 -> bf16 and f16 against hand-computed bits (ties to even, overflow
-/// to infinity, subnormals), and round trips of random values: narrowing
-/// what was widened is exact, widening what was narrowed is within half an
-/// ulp. What the core's staging of bf16 rows runs on (docs/runtime.md).
-/// Every map on bf16 and f16 elements: each the f32 map of the widened
-/// inputs, rounded once, to the bit (the cuda backend's own 16-bit kernel;
-/// the cpu backend stages through f32).
+/// Every map on bf16 and f16 elements against a host computation of its
+/// definition on the rounded inputs, rounded once (within one ulp of the
+/// type: the device's expf may round differently from the host's).
 void checkMapRows(uint64_t seed) {
   reference::Random random(seed);
   std::vector<float> a = random.floats(50000, -6, 6),
@@ -1636,45 +1739,76 @@ void checkMapRows(uint64_t seed) {
   a[1] = 0.0f;
   b[2] = NAN;
   int64_t n = int64_t(a.size());
-  for (tamoe_rt_dtype_t dtype : {TAMOE_RT_BF16, TAMOE_RT_F16})
+  for (tamoe_rt_dtype_t dtype : {TAMOE_RT_BF16, TAMOE_RT_F16}) {
+    std::vector<uint16_t> a16(a.size()), b16(b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      a16[i] = hostNarrow(a[i], dtype);
+      b16[i] = hostNarrow(b[i], dtype);
+    }
+    float ulp = dtype == TAMOE_RT_BF16 ? 0x1p-7f : 0x1p-10f;
     for (Engine *engine : engines)
-      runCase(
-          std::string("map ") + (dtype == TAMOE_RT_BF16 ? "bf16" : "f16") +
-              " every op n=" + std::to_string(n) + " [" + engine->name() + "]",
-          [&]() -> std::string {
-            Scope s(*engine);
-            uint16_t *dA = s.make<uint16_t>(n), *dB = s.make<uint16_t>(n),
-                     *dOut = s.make<uint16_t>(n), *dWant = s.make<uint16_t>(n);
-            float *wideA = s.make<float>(n), *wideB = s.make<float>(n),
-                  *wideOut = s.make<float>(n);
-            require(engine->convert(TAMOE_RT_F32, s.put(a), dtype, dA, n),
-                    "convert");
-            require(engine->convert(TAMOE_RT_F32, s.put(b), dtype, dB, n),
-                    "convert");
-            require(engine->convert(dtype, dA, TAMOE_RT_F32, wideA, n),
-                    "convert");
-            require(engine->convert(dtype, dB, TAMOE_RT_F32, wideB, n),
-                    "convert");
-            for (int op = TAMOE_RT_MAP_ADD; op <= TAMOE_RT_MAP_SILU_GRAD;
-                 ++op) {
-              auto kind = tamoe_rt_map_t(op);
-              require(engine->map(kind, wideA, wideB, n, wideOut), "map");
-              require(engine->convert(TAMOE_RT_F32, wideOut, dtype, dWant, n),
-                      "convert");
-              require(engine->mapRows(kind, dtype, dA, dB, n, dOut), "map");
-              std::vector<uint16_t> got = s.get(dOut, n),
-                                    want = s.get(dWant, n);
-              for (int64_t i = 0; i < n; ++i)
-                if (got[size_t(i)] != want[size_t(i)])
-                  return "op " + std::to_string(op) + ", element " +
-                         std::to_string(i) + ": bits " +
-                         std::to_string(got[size_t(i)]) + ", want " +
-                         std::to_string(want[size_t(i)]);
-            }
-            return std::string();
-          });
+      runCase(std::string("map ") + (dtype == TAMOE_RT_BF16 ? "bf16" : "f16") +
+                  " every op n=" + std::to_string(n) + " [" + engine->name() +
+                  "]",
+              [&]() -> std::string {
+                Scope s(*engine);
+                uint16_t *dA = s.put(a16), *dB = s.put(b16),
+                         *dOut = s.make<uint16_t>(n);
+                for (int op = TAMOE_RT_MAP_ADD; op <= TAMOE_RT_MAP_SILU_GRAD;
+                     ++op) {
+                  auto kind = tamoe_rt_map_t(op);
+                  require(engine->mapRows(kind, dtype, dA, dB, n, dOut), "map");
+                  std::vector<uint16_t> got = s.get(dOut, n);
+                  for (int64_t i = 0; i < n; ++i) {
+                    float x = hostWiden(a16[size_t(i)], dtype),
+                          y = hostWiden(b16[size_t(i)], dtype), r = 0.0f;
+                    float sig = 1.0f / (1.0f + std::exp(-x));
+                    switch (kind) {
+                    case TAMOE_RT_MAP_ADD:
+                      r = x + y;
+                      break;
+                    case TAMOE_RT_MAP_SUB:
+                      r = x - y;
+                      break;
+                    case TAMOE_RT_MAP_MUL:
+                      r = x * y;
+                      break;
+                    case TAMOE_RT_MAP_RELU:
+                      r = std::isnan(x) || x > 0.0f ? x : 0.0f;
+                      break;
+                    case TAMOE_RT_MAP_NEG:
+                      r = -x;
+                      break;
+                    case TAMOE_RT_MAP_RELU_GRAD:
+                      r = x > 0.0f ? y : 0.0f;
+                      break;
+                    case TAMOE_RT_MAP_SILU:
+                      r = x * sig;
+                      break;
+                    case TAMOE_RT_MAP_SILU_GRAD:
+                      r = y * (sig * (1.0f + x * (1.0f - sig)));
+                      break;
+                    }
+                    float want = hostWiden(hostNarrow(r, dtype), dtype);
+                    float have = hostWiden(got[size_t(i)], dtype);
+                    bool same = (std::isnan(want) && std::isnan(have)) ||
+                                want == have ||
+                                std::fabs(have - want) <= ulp * std::fabs(want);
+                    if (!same)
+                      return "op " + std::to_string(op) + ", element " +
+                             std::to_string(i) + ": " + std::to_string(have) +
+                             ", want " + std::to_string(want);
+                  }
+                }
+                return std::string();
+              });
+  }
 }
 
+/// f32 -> bf16 and f16 against hand-computed bits (ties to even, overflow
+/// to infinity, subnormals), and round trips of random values: narrowing
+/// what was widened is exact, widening what was narrowed is within half an
+/// ulp. What the core's staging of bf16 rows runs on (docs/runtime.md).
 void checkConvert(uint64_t seed) {
   struct Case {
     tamoe_rt_dtype_t type;
@@ -2146,6 +2280,30 @@ void checkErrors(uint64_t seed) {
                 return "";
               });
   };
+  // The same, and every engine with the first one's message, word for word.
+  auto expectSameStatus = [&](const std::string &what, int wantCode,
+                              const std::function<Result(Scope &)> &call) {
+    std::string first;
+    bool seen = false;
+    for (Engine *engine : engines)
+      runCase(
+          "error: " + what + " [" + engine->name() + "]", [&]() -> std::string {
+            Scope s(*engine);
+            Result r = call(s);
+            if (r.code != wantCode)
+              return std::string("status ") + statusName(r.code) + " (" +
+                     r.message + "), want " + statusName(wantCode);
+            std::printf("    %s: %s\n", engine->name().c_str(),
+                        r.message.c_str());
+            if (!seen) {
+              first = r.message;
+              seen = true;
+            } else if (r.message != first) {
+              return "message differs from the first engine's (" + first + ")";
+            }
+            return "";
+          });
+  };
   std::vector<int32_t> badIds = ids;
   badIds[37] = int32_t(experts);
   auto dispatchWith = [&](Scope &s, const std::vector<int32_t> &use,
@@ -2179,30 +2337,31 @@ void checkErrors(uint64_t seed) {
                                            s.make<int32_t>(4));
                });
   // Part 1 of 2 of blocks of 3 and 5 rows has 2 + 3 rows.
-  expectStatus("chunk into too small a part", TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
-               [&](Scope &s) {
-                 std::vector<int32_t> counts{3, 5};
-                 return s.engine().chunk(s.raw(8 * 8), 8, 8, s.put(counts), 2,
-                                         1, 2, s.raw(4 * 8), 4,
-                                         s.make<int32_t>(2));
-               });
-  expectStatus("unchunk from too small a part", TAMOE_RT_ERROR_INVALID_ARGUMENT,
-               [&](Scope &s) {
-                 std::vector<int32_t> counts{3, 5};
-                 return s.engine().unchunk(s.raw(4 * 8), 4, 8, s.put(counts), 2,
-                                           1, 2, s.raw(8 * 8), 8);
-               });
-  expectStatus("chunk_positions with a position outside its expert's block",
-               TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
-                 // Expert 1's block is rows [2, 3).
-                 std::vector<int32_t> positions{0, 3, 1, 2};
-                 std::vector<int32_t> experts{0, 1, 0, 1};
-                 std::vector<int32_t> counts{2, 1};
-                 return s.engine().chunkPositions(
-                     s.put(positions), s.put(experts), 2, 2, s.put(counts), 2,
-                     0, 2, s.make<int32_t>(4));
-               });
-  expectStatus(
+  expectSameStatus("chunk into too small a part",
+                   TAMOE_RT_ERROR_CAPACITY_EXCEEDED, [&](Scope &s) {
+                     std::vector<int32_t> counts{3, 5};
+                     return s.engine().chunk(s.raw(8 * 8), 8, 8, s.put(counts),
+                                             2, 1, 2, s.raw(4 * 8), 4,
+                                             s.make<int32_t>(2));
+                   });
+  expectSameStatus("unchunk from too small a part",
+                   TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+                     std::vector<int32_t> counts{3, 5};
+                     return s.engine().unchunk(s.raw(4 * 8), 4, 8,
+                                               s.put(counts), 2, 1, 2,
+                                               s.raw(8 * 8), 8);
+                   });
+  expectSameStatus("chunk_positions with a position outside its expert's block",
+                   TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
+                     // Expert 1's block is rows [2, 3).
+                     std::vector<int32_t> positions{0, 3, 1, 2};
+                     std::vector<int32_t> experts{0, 1, 0, 1};
+                     std::vector<int32_t> counts{2, 1};
+                     return s.engine().chunkPositions(
+                         s.put(positions), s.put(experts), 2, 2, s.put(counts),
+                         2, 0, 2, s.make<int32_t>(4));
+                   });
+  expectSameStatus(
       "add_counts past int32", TAMOE_RT_ERROR_INVALID_ARGUMENT, [&](Scope &s) {
         std::vector<int32_t> a{1, INT32_MAX}, b{2, 1};
         return s.engine().addCounts(s.put(a), s.put(b), 2, s.make<int32_t>(2));
@@ -2608,6 +2767,11 @@ int runChecks() {
       checkMatmul(300, 257, 129, transposeA, transposeB,
                   transposeA != transposeB, seed++);
   checkMatmul(1, 1, 1, true, true, false, seed++);
+  for (tamoe_rt_dtype_t type : {TAMOE_RT_BF16, TAMOE_RT_F16}) {
+    checkMatmulRows(type, TAMOE_RT_F32, false, false, false, seed++);
+    checkMatmulRows(type, TAMOE_RT_F32, true, false, true, seed++);
+    checkMatmulRows(type, type, false, true, true, seed++);
+  }
   checkMaps(seed++);
   checkConvert(seed++);
   checkMapRows(seed++);

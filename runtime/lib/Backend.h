@@ -319,6 +319,26 @@ public:
                         const float *cInit, float *c) = 0;
   virtual Status map(tamoe_rt_map_t op, const float *a, const float *b,
                      intptr_t n, float *out) = 0;
+  /// Whether matmulRows takes operands of these types as they are (some
+  /// 16-bit); otherwise the core stages them through f32 for matmul.
+  virtual bool matmulTakes(tamoe_rt_dtype_t /*aType*/,
+                           tamoe_rt_dtype_t /*bType*/,
+                           tamoe_rt_dtype_t /*cType*/) const {
+    return false;
+  }
+  /// tamoe_rt_matmul on operands of types that matmulTakes: f32 sums (c_init
+  /// added in f32) and c rounded once, the staged path's semantics up to
+  /// the order of the sums.
+  virtual Status matmulRows(tamoe_rt_dtype_t /*aType*/,
+                            tamoe_rt_dtype_t /*bType*/,
+                            tamoe_rt_dtype_t /*cType*/, const void * /*a*/,
+                            const void * /*b*/, intptr_t /*m*/, intptr_t /*k*/,
+                            intptr_t /*n*/, bool /*transposeA*/,
+                            bool /*transposeB*/, const void * /*cInit*/,
+                            void * /*c*/) {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "this backend has no 16-bit matmul");
+  }
   /// Whether mapRows takes elements of `dtype` (bf16 or f16) as they are;
   /// otherwise the core stages them through f32 for map.
   virtual bool mapTakes(tamoe_rt_dtype_t /*dtype*/) const { return false; }

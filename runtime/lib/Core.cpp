@@ -1134,7 +1134,12 @@ tamoe_rt_matmul(tamoe_rt_context_t *context, tamoe_rt_dtype_t a_type,
                  .disjoint(b, typedBytes(b_type, k, n), "b", c,
                            typedBytes(c_type, m, n), "c")
                  .status;
-  if (status.ok() && any) {
+  if (status.ok() && any &&
+      context->backend->matmulTakes(a_type, b_type, c_type)) {
+    status = context->backend->matmulRows(a_type, b_type, c_type, a, b, m, k, n,
+                                          transpose_a != 0, transpose_b != 0,
+                                          c_init, c);
+  } else if (status.ok() && any) {
     F32Staging f32(*context->backend);
     const float *x = f32.in(a_type, a, m * k);
     const float *w = f32.in(b_type, b, k * n);
@@ -1193,13 +1198,18 @@ tamoe_rt_status_t tamoe_rt_add_counts(tamoe_rt_context_t *context,
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
-  Status status = Check()
-                      .atLeast(n, 0, "n")
-                      .fits(n, 4, "n * 4")
-                      .notNull(a, "a", n > 0)
-                      .notNull(b, "b", n > 0)
-                      .notNull(out, "out", n > 0)
-                      .status;
+  Check check;
+  check.atLeast(n, 0, "n")
+      .fits(n, 4, "n * 4")
+      .notNull(a, "a", n > 0)
+      .notNull(b, "b", n > 0)
+      .notNull(out, "out", n > 0);
+  // In place is fine; a shifted overlap would read sums already written.
+  if (check.status.ok() && out != a)
+    check.disjoint(out, n * 4, "out", a, n * 4, "a");
+  if (check.status.ok() && out != b)
+    check.disjoint(out, n * 4, "out", b, n * 4, "b");
+  Status status = check.status;
   if (status.ok() && n > 0)
     status = context->backend->addCounts(a, b, n, out);
   return finish(context, fn, status);

@@ -1844,6 +1844,16 @@ TEST_F(Runtime, AddCounts) {
   EXPECT_EQ(tamoe_rt_add_counts(ctx, a.data(), b.data(), -1, out.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_add_counts: n must be >= 0, got -1");
+  // In place is fine (above); a shifted overlap would read sums already
+  // written.
+  std::vector<int32_t> both = {1, 2, 3, 4, 5};
+  EXPECT_EQ(tamoe_rt_add_counts(ctx, both.data(), b.data(), 4, both.data() + 1),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_add_counts: out and a overlap");
+  EXPECT_EQ(tamoe_rt_add_counts(ctx, a.data(), both.data() + 1, 4, both.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_add_counts: out and b overlap");
+  EXPECT_EQ(both, (std::vector<int32_t>{1, 2, 3, 4, 5})) << "nothing written";
 }
 
 TEST_F(Runtime, MapAgainstReference) {

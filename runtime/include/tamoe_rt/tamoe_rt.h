@@ -334,7 +334,8 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
  * what a chunked layer computes when its program reads the counts its
  * exchanges received in all (the sum of its parts'). A sum past INT32_MAX
  * or below INT32_MIN fails with TAMOE_RT_ERROR_INVALID_ARGUMENT (counts
- * that large are corrupt) and leaves out as it was. out may be a or b. */
+ * that large are corrupt) and leaves out as it was. out may be a or b;
+ * otherwise it must not overlap them. */
 tamoe_rt_status_t tamoe_rt_add_counts(tamoe_rt_context_t *context,
                                       const int32_t *a, const int32_t *b,
                                       intptr_t n, int32_t *out);

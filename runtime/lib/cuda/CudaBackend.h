@@ -126,6 +126,18 @@ public:
   Status matmul(const float *a, const float *b, intptr_t m, intptr_t k,
                 intptr_t n, bool transposeA, bool transposeB,
                 const float *cInit, float *c) override;
+  /// cuBLAS's mixed GEMMs: a and b of one 16-bit type, c of that type or
+  /// f32 (as bf16 tokens times a bf16 router give f32 logits).
+  bool matmulTakes(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
+                   tamoe_rt_dtype_t cType) const override {
+    return aType == bType &&
+           (aType == TAMOE_RT_BF16 || aType == TAMOE_RT_F16) &&
+           (cType == aType || cType == TAMOE_RT_F32);
+  }
+  Status matmulRows(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
+                    tamoe_rt_dtype_t cType, const void *a, const void *b,
+                    intptr_t m, intptr_t k, intptr_t n, bool transposeA,
+                    bool transposeB, const void *cInit, void *c) override;
   Status map(tamoe_rt_map_t op, const float *a, const float *b, intptr_t n,
              float *out) override;
   /// bf16 and f16 elements are widened, mapped in f32 and rounded once in

@@ -786,6 +786,10 @@ Status CudaBackend::blasHandle() {
                              cublasGetStatusString(error));
   }
   cublasSetStream(blas_, stream_);
+  // A 16-bit GEMM sums in f32 and rounds its result once: no split-K
+  // partial sums reduced in the output's type.
+  cublasSetMathMode(blas_, cublasMath_t(CUBLAS_DEFAULT_MATH |
+                                        CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
   return Status::success();
 }
 
@@ -893,6 +897,50 @@ cudaDataType_t cudaType(tamoe_rt_dtype_t dtype) {
 }
 } // namespace
 
+Status CudaBackend::matmulRows(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
+                               tamoe_rt_dtype_t cType, const void *a,
+                               const void *b, intptr_t m, intptr_t k,
+                               intptr_t n, bool transposeA, bool transposeB,
+                               const void *cInit, void *c) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  if (!matmulTakes(aType, bType, cType))
+    return invalid("matmul of 16-bit operands takes a and b of one 16-bit "
+                   "type and c of it or f32");
+  // The core checked that the sizes fit; cuBLAS takes int dimensions.
+  if (m > INT_MAX || k > INT_MAX || n > INT_MAX)
+    return invalid("m, k and n must fit in int for cuBLAS");
+  int64_t cBytes = int64_t(m) * n * (cType == TAMOE_RT_F32 ? 4 : 2);
+  for (Status s : {checkPointer(a, int64_t(m) * k * 2, "a"),
+                   checkPointer(b, int64_t(k) * n * 2, "b"),
+                   checkPointer(cInit, cInit ? cBytes : 0, "c_init"),
+                   checkPointer(c, cBytes, "c")})
+    if (!s.ok())
+      return s;
+  if (Status blas = blasHandle(); !blas.ok())
+    return blas;
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  if (cInit && cInit != c)
+    x.copy(c, cInit, cBytes);
+  if (k == 0) {
+    if (!cInit)
+      x.zero(c, cBytes);
+  } else if (x.ok()) {
+    // cuBLAS adds c_init (beta = 1) in f32 and rounds c once.
+    x.fail(gemmEx(transposeA, transposeB, m, n, k, a, cudaType(aType), b,
+                  cudaType(bType), cInit ? 1.0f : 0.0f, c, cudaType(cType)));
+  }
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, [](const DeviceStatus &) {
+    return std::string();
+  });
+}
+
 Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
                                       const void *rows, intptr_t rowsCapacity,
                                       intptr_t hidden, const int32_t *counts,
@@ -909,8 +957,6 @@ Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
                                   outFeatures, bytes);
       !sizes.ok())
     return sizes;
-  if (rowsCapacity > INT_MAX)
-    return invalid("rows_capacity must fit in int for cuBLAS");
   int64_t rowBytes = bytes.rows / 2, resultBytes = bytes.result / 2;
   for (Status s : {checkPointer(rows, rowBytes, "rows"),
                    checkPointer(counts, numCounts * 4, "counts"),
@@ -970,8 +1016,6 @@ Status CudaBackend::groupedMatmulGradRows(
                                   outFeatures, bytes);
       !sizes.ok())
     return sizes;
-  if (rowsCapacity > INT_MAX)
-    return invalid("rows_capacity must fit in int for cuBLAS");
   for (Status s :
        {checkPointer(rows, dWeights ? bytes.rows / 2 : 0, "rows"),
         checkPointer(counts, numCounts * 4, "counts"),

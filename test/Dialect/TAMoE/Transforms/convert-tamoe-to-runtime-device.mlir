@@ -132,6 +132,17 @@ module {
 // -----
 
 module {
+  func.func @counts_of_two_shapes(%a: tensor<?x2xi32>, %b: tensor<4x2xi32>) -> tensor<4x2xi32> {
+    %e = tensor.empty() : tensor<4x2xi32>
+    // expected-error @+1 {{'linalg.add' op cannot be lowered to the runtime: a sum of counts takes operands and a result of one type, got 'tensor<?x2xi32>', 'tensor<4x2xi32>' -> 'tensor<4x2xi32>'}}
+    %c = linalg.add ins(%a, %b : tensor<?x2xi32>, tensor<4x2xi32>) outs(%e : tensor<4x2xi32>) -> tensor<4x2xi32>
+    return %c : tensor<4x2xi32>
+  }
+}
+
+// -----
+
+module {
   func.func @integer_add(%a: tensor<4xi64>, %b: tensor<4xi64>) -> tensor<4xi64> {
     %e = tensor.empty() : tensor<4xi64>
     // expected-error @+1 {{'linalg.add' op would run on the host: a device-resident program lowers only tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, silu and their gradients, and extf/truncf, on f32, bf16 or f16 tensors, and linalg.add of i32 counts to the runtime}}
