@@ -112,6 +112,11 @@ public:
   virtual Result combine(const float *outputs, int64_t rows, int64_t hidden,
                          const int32_t *positions, const float *weights,
                          int64_t tokens, int64_t k, float *combined) = 0;
+  /// combine on expert outputs and a result of a 16-bit `dtype`.
+  virtual Result combineRows(tamoe_rt_dtype_t dtype, const void *outputs,
+                             int64_t rows, int64_t hidden,
+                             const int32_t *positions, const float *weights,
+                             int64_t tokens, int64_t k, void *combined) = 0;
   virtual Result auxLoss(const float *probs, const int32_t *ids, int64_t tokens,
                          int64_t experts, int64_t k, const float *expertWeights,
                          float *loss) = 0;
@@ -310,6 +315,13 @@ public:
                  const int32_t *positions, const float *weights, int64_t tokens,
                  int64_t k, float *combined) override {
     return wrap(tamoe_rt_combine(context_, TAMOE_RT_F32, outputs, rows, hidden,
+                                 positions, weights, tokens, k, combined));
+  }
+  Result combineRows(tamoe_rt_dtype_t dtype, const void *outputs, int64_t rows,
+                     int64_t hidden, const int32_t *positions,
+                     const float *weights, int64_t tokens, int64_t k,
+                     void *combined) override {
+    return wrap(tamoe_rt_combine(context_, dtype, outputs, rows, hidden,
                                  positions, weights, tokens, k, combined));
   }
   Result auxLoss(const float *probs, const int32_t *ids, int64_t tokens,
@@ -620,6 +632,17 @@ public:
                  int64_t k, float *combined) override {
     return wrap(backend_->combine(outputs, rows, hidden, positions, weights,
                                   tokens, k, combined));
+  }
+  Result combineRows(tamoe_rt_dtype_t dtype, const void *outputs, int64_t rows,
+                     int64_t hidden, const int32_t *positions,
+                     const float *weights, int64_t tokens, int64_t k,
+                     void *combined) override {
+    // No core here to stage through f32: the backend's own 16-bit path.
+    if (!backend_->combineTakes(dtype))
+      return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+              "this backend stages 16-bit rows in the core"};
+    return wrap(backend_->combineRows(dtype, outputs, rows, hidden, positions,
+                                      weights, tokens, k, combined));
   }
   Result auxLoss(const float *probs, const int32_t *ids, int64_t tokens,
                  int64_t experts, int64_t k, const float *expertWeights,
@@ -1728,6 +1751,52 @@ void checkMaps(uint64_t seed) {
   }
 }
 
+/// combine on bf16 and f16 expert outputs: the weighted sum in f32, in slot
+/// order, rounded once, against a host computation (within one ulp of the
+/// type: the device may fuse the multiply-adds).
+void checkCombineRows(uint64_t seed) {
+  const int64_t tokens = 333, hidden = 1001, k = 4, rows = 900;
+  reference::Random random(seed);
+  std::vector<float> outputs = random.floats(size_t(rows * hidden));
+  std::vector<float> weights = random.floats(size_t(tokens * k), 0, 1);
+  std::vector<int32_t> positions(size_t(tokens * k));
+  for (auto &p : positions)
+    p = random.integer(0, 5) == 0 ? -1 : int32_t(random.integer(0, rows - 1));
+  for (tamoe_rt_dtype_t dtype : {TAMOE_RT_BF16, TAMOE_RT_F16}) {
+    std::vector<uint16_t> outputs16;
+    for (float v : outputs)
+      outputs16.push_back(hostNarrow(v, dtype));
+    std::vector<float> want(size_t(tokens * hidden));
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t h = 0; h < hidden; ++h) {
+        float sum = 0.0f;
+        for (int64_t j = 0; j < k; ++j)
+          if (int32_t p = positions[size_t(t * k + j)]; p >= 0)
+            sum += weights[size_t(t * k + j)] *
+                   hostWiden(outputs16[size_t(p * hidden + h)], dtype);
+        want[size_t(t * hidden + h)] = hostWiden(hostNarrow(sum, dtype), dtype);
+      }
+    float ulp = dtype == TAMOE_RT_BF16 ? 0x1p-7f : 0x1p-10f;
+    for (Engine *engine : engines)
+      runCase(
+          std::string("combine ") + (dtype == TAMOE_RT_BF16 ? "bf16" : "f16") +
+              " T=" + std::to_string(tokens) + " H=" + std::to_string(hidden) +
+              " [" + engine->name() + "]",
+          [&]() -> std::string {
+            Scope s(*engine);
+            uint16_t *dCombined = s.make<uint16_t>(tokens * hidden);
+            require(engine->combineRows(dtype, s.put(outputs16), rows, hidden,
+                                        s.put(positions), s.put(weights),
+                                        tokens, k, dCombined),
+                    "combine");
+            std::vector<float> got;
+            for (uint16_t bits : s.get(dCombined, tokens * hidden))
+              got.push_back(hostWiden(bits, dtype));
+            return floatsDiffer(got, want, "combined", ulp, 1e-6f);
+          });
+  }
+}
+
 /// Every map on bf16 and f16 elements against a host computation of its
 /// definition on the rounded inputs, rounded once (within one ulp of the
 /// type: the device's expf may round differently from the host's).
@@ -2776,6 +2845,7 @@ int runChecks() {
   checkConvert(seed++);
   checkMapRows(seed++);
   checkCombine(333, 1001, 4, 900, seed++, false);
+  checkCombineRows(seed++);
   // The gradients: the shapes of the forward checks.
   checkGateGrad(4096, 64, 2, false, false, 0, 0, seed++);
   checkGateGrad(4096, 64, 8, false, true, 0, 0, seed++);

@@ -319,6 +319,19 @@ public:
                         const float *cInit, float *c) = 0;
   virtual Status map(tamoe_rt_map_t op, const float *a, const float *b,
                      intptr_t n, float *out) = 0;
+  /// Whether combineRows takes rows of `dtype` (bf16 or f16) as they are;
+  /// otherwise the core stages them through f32 for combine.
+  virtual bool combineTakes(tamoe_rt_dtype_t /*dtype*/) const { return false; }
+  /// tamoe_rt_combine on 16-bit rows that combineTakes: the weighted sum in
+  /// f32, in slot order, rounded once (the staged path's result).
+  virtual Status combineRows(tamoe_rt_dtype_t /*dtype*/,
+                             const void * /*expertOutputs*/, intptr_t /*rows*/,
+                             intptr_t /*hidden*/, const int32_t * /*positions*/,
+                             const float * /*weights*/, intptr_t /*tokens*/,
+                             intptr_t /*k*/, void * /*combined*/) {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "this backend has no 16-bit combine");
+  }
   /// Whether matmulRows takes operands of these types as they are (some
   /// 16-bit); otherwise the core stages them through f32 for matmul.
   virtual bool matmulTakes(tamoe_rt_dtype_t /*aType*/,

@@ -1020,7 +1020,11 @@ tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
                       .notNull(positions, "positions", tokens > 0)
                       .notNull(combined, "combined", tokens > 0)
                       .status;
-  if (status.ok()) {
+  if (status.ok() && context->backend->combineTakes(dtype)) {
+    status =
+        context->backend->combineRows(dtype, expert_outputs, rows, hidden,
+                                      positions, weights, tokens, k, combined);
+  } else if (status.ok()) {
     F32Staging f32(*context->backend);
     const float *outputs = f32.in(dtype, expert_outputs, rows * hidden);
     float *result = f32.out(dtype, combined, tokens * hidden);

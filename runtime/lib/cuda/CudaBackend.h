@@ -92,6 +92,14 @@ public:
   Status combine(const float *expertOutputs, intptr_t rows, intptr_t hidden,
                  const int32_t *positions, const float *weights,
                  intptr_t tokens, intptr_t k, float *combined) override;
+  /// bf16 and f16 rows are widened in the kernel and the sum rounded once.
+  bool combineTakes(tamoe_rt_dtype_t dtype) const override {
+    return dtype == TAMOE_RT_BF16 || dtype == TAMOE_RT_F16;
+  }
+  Status combineRows(tamoe_rt_dtype_t dtype, const void *expertOutputs,
+                     intptr_t rows, intptr_t hidden, const int32_t *positions,
+                     const float *weights, intptr_t tokens, intptr_t k,
+                     void *combined) override;
   Status auxLoss(const float *probs, const int32_t *expertIds,
                  const int32_t *positions, intptr_t tokens,
                  intptr_t experts, intptr_t k, const float *expertWeights,
@@ -231,6 +239,11 @@ private:
   /// device can address.
   Status checkPointer(const void *pointer, int64_t bytes,
                       const char *name) const;
+  /// tamoe_rt_combine on rows of `dtype` (f32, bf16 or f16).
+  Status combineElements(tamoe_rt_dtype_t dtype, const void *expertOutputs,
+                         intptr_t rows, intptr_t hidden,
+                         const int32_t *positions, const float *weights,
+                         intptr_t tokens, intptr_t k, void *combined);
   /// tamoe_rt_map on elements of `dtype` (f32, bf16 or f16).
   Status mapElements(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype, const void *a,
                      const void *b, intptr_t n, void *out);

@@ -14,6 +14,8 @@
 #include "Pipelines.h"
 
 #include <cub/cub.cuh>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <climits>
 #include <cstdint>
@@ -140,6 +142,20 @@ inline std::string expandError(const DeviceStatus &e, int64_t k) {
     return entry("routes", e.a, k) + " = " + num(e.b) +
            " is neither an expert id nor -1";
   return std::string();
+}
+
+/// An element of a row type as f32 (exact), and an f32 rounded to it (to
+/// nearest even, as tamoe_rt_convert rounds).
+__device__ inline float widen(float v) { return v; }
+__device__ inline float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ inline float widen(__half v) { return __half2float(v); }
+template <typename T> __device__ T narrow(float v);
+template <> __device__ inline float narrow<float>(float v) { return v; }
+template <> __device__ inline __nv_bfloat16 narrow<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <> __device__ inline __half narrow<__half>(float v) {
+  return __float2half_rn(v);
 }
 
 /// Every lane ends with the warp's sum (a fixed tree: deterministic).

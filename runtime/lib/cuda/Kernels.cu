@@ -192,14 +192,15 @@ __global__ void __launch_bounds__(kGateWarps * 32)
 //===----------------------------------------------------------------------===//
 
 /// A block per token (grid-stride); threads across the hidden dimension,
-/// four floats at a time when rows are 16-byte aligned. Sums in slot order.
+/// four floats at a time when f32 rows are 16-byte aligned. Sums in slot
+/// order, in f32: a 16-bit T is widened on load and rounded once on store.
 /// Null weights are all 1.
-template <bool Vectorized>
+template <typename T, bool Vectorized>
 __global__ void __launch_bounds__(kThreads)
-    combineKernel(const float *__restrict__ outputs, int64_t rows,
-                  int64_t hidden, const int32_t *__restrict__ positions,
+    combineKernel(const T *__restrict__ outputs, int64_t rows, int64_t hidden,
+                  const int32_t *__restrict__ positions,
                   const float *__restrict__ weights, int64_t tokens, int64_t k,
-                  float *__restrict__ combined, DeviceStatus *status) {
+                  T *__restrict__ combined, DeviceStatus *status) {
   const int64_t columns = Vectorized ? hidden / 4 : hidden;
   for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
     const int32_t *tokenPositions = positions + t * k;
@@ -237,9 +238,9 @@ __global__ void __launch_bounds__(kThreads)
             continue;
           }
           sum += (tokenWeights ? tokenWeights[j] : 1.0f) *
-                 outputs[int64_t(position) * hidden + c];
+                 widen(outputs[int64_t(position) * hidden + c]);
         }
-        combined[t * hidden + c] = sum;
+        combined[t * hidden + c] = narrow<T>(sum);
       }
     }
     // Tokens whose every assignment was dropped still get their zero row
@@ -557,16 +558,37 @@ Status CudaBackend::combine(const float *expertOutputs, intptr_t rows,
                             intptr_t hidden, const int32_t *positions,
                             const float *weights, intptr_t tokens, intptr_t k,
                             float *combined) {
+  return combineElements(TAMOE_RT_F32, expertOutputs, rows, hidden, positions,
+                         weights, tokens, k, combined);
+}
+
+Status CudaBackend::combineRows(tamoe_rt_dtype_t dtype,
+                                const void *expertOutputs, intptr_t rows,
+                                intptr_t hidden, const int32_t *positions,
+                                const float *weights, intptr_t tokens,
+                                intptr_t k, void *combined) {
+  if (!combineTakes(dtype))
+    return invalid("combine of 16-bit rows takes bf16 or f16");
+  return combineElements(dtype, expertOutputs, rows, hidden, positions,
+                         weights, tokens, k, combined);
+}
+
+Status CudaBackend::combineElements(tamoe_rt_dtype_t dtype,
+                                    const void *expertOutputs, intptr_t rows,
+                                    intptr_t hidden, const int32_t *positions,
+                                    const float *weights, intptr_t tokens,
+                                    intptr_t k, void *combined) {
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
   if (rows < 0 || hidden < 0 || tokens < 0 || k < 0)
     return invalid("negative size");
+  int64_t element = dtype == TAMOE_RT_F32 ? 4 : 2;
   int64_t outputBytes, combinedBytes, picks;
   if (!multiply(rows, hidden, outputBytes) ||
-      !multiply(outputBytes, 4, outputBytes) ||
+      !multiply(outputBytes, element, outputBytes) ||
       !multiply(tokens, hidden, combinedBytes) ||
-      !multiply(combinedBytes, 4, combinedBytes) ||
+      !multiply(combinedBytes, element, combinedBytes) ||
       !multiply(tokens, k, picks) || !multiply(picks, 4, picks))
     return invalid("sizes overflow");
   for (Status s : {checkPointer(expertOutputs, outputBytes, "expert_outputs"),
@@ -583,7 +605,7 @@ Status CudaBackend::combine(const float *expertOutputs, intptr_t rows,
   Status begin = beginOperation();
   if (!begin.ok())
     return begin;
-  bool vectorized = hidden % 4 == 0 &&
+  bool vectorized = dtype == TAMOE_RT_F32 && hidden % 4 == 0 &&
                     reinterpret_cast<uintptr_t>(expertOutputs) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(combined) % 16 == 0;
   int64_t columns = vectorized ? hidden / 4 : hidden;
@@ -591,17 +613,22 @@ Status CudaBackend::combine(const float *expertOutputs, intptr_t rows,
   if (threads > kThreads)
     threads = kThreads;
   int64_t most = int64_t(smCount_) * (2048 / threads);
-  int64_t blocks = tokens < most ? tokens : most;
-  if (vectorized)
-    combineKernel<true>
-        <<<static_cast<unsigned>(blocks), static_cast<unsigned>(threads), 0,
-           stream_>>>(expertOutputs, rows, hidden, positions, weights, tokens,
-                      k, combined, deviceStatus_);
+  auto grid = static_cast<unsigned>(tokens < most ? tokens : most);
+  auto block = static_cast<unsigned>(threads);
+  auto launch = [&](auto typed, auto vector) {
+    using T = decltype(typed);
+    combineKernel<T, decltype(vector)::value><<<grid, block, 0, stream_>>>(
+        static_cast<const T *>(expertOutputs), rows, hidden, positions,
+        weights, tokens, k, static_cast<T *>(combined), deviceStatus_);
+  };
+  if (dtype == TAMOE_RT_BF16)
+    launch(__nv_bfloat16(), std::false_type());
+  else if (dtype == TAMOE_RT_F16)
+    launch(__half(), std::false_type());
+  else if (vectorized)
+    launch(float(), std::true_type());
   else
-    combineKernel<false>
-        <<<static_cast<unsigned>(blocks), static_cast<unsigned>(threads), 0,
-           stream_>>>(expertOutputs, rows, hidden, positions, weights, tokens,
-                      k, combined, deviceStatus_);
+    launch(float(), std::false_type());
   Status failure;
   if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
     failure = cudaFailure(error, "launching the kernel");
@@ -1119,17 +1146,6 @@ Status CudaBackend::matmul(const float *a, const float *b, intptr_t m,
 }
 
 namespace {
-__device__ inline float widen(float v) { return v; }
-__device__ inline float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ inline float widen(__half v) { return __half2float(v); }
-template <typename T> __device__ T narrow(float v);
-template <> __device__ float narrow<float>(float v) { return v; }
-template <> __device__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <> __device__ __half narrow<__half>(float v) {
-  return __float2half_rn(v);
-}
 
 /// One element of tamoe_rt_map in f32, its inputs widened from T and its
 /// output rounded once to T: for bf16 and f16 the staged path's result,
