@@ -277,24 +277,38 @@ fi
 
 # The same layer in PyTorch (one process per GPU), when torch is there.
 TORCH_CSV=""
+TORCH_GROUPED_CSV=""
 if [[ "$BACKEND" == cuda ]] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   echo "== the same layer in PyTorch"
   args=(--tokens "$TOKENS" --hidden "$HIDDEN" --ffn "$FFN" --experts "$EXPERTS"
         --top-k "$TOP_K" --iterations "$ITERATIONS" --dtype "$DTYPE"
         --csv "$WORK/torch.csv")
-  if (( RANKS == 1 )); then
-    python3 "$HERE/torch_layer.py" "${args[@]}" && TORCH_CSV="$WORK/torch.csv"
-  elif command -v torchrun >/dev/null; then
-    torchrun --standalone --nproc-per-node "$RANKS" "$HERE/torch_layer.py" "${args[@]}" &&
-      TORCH_CSV="$WORK/torch.csv"
-  else
-    echo "   (no torchrun: no PyTorch column for $RANKS ranks)"
-  fi
+  # torch_layer.py ARGS...: one process per GPU.
+  torch_layer() {
+    if (( RANKS == 1 )); then
+      python3 "$HERE/torch_layer.py" "$@"
+    elif command -v torchrun >/dev/null; then
+      torchrun --standalone --nproc-per-node "$RANKS" "$HERE/torch_layer.py" "$@"
+    else
+      echo "   (no torchrun: no PyTorch column for $RANKS ranks)"
+      return 1
+    fi
+  }
+  torch_layer "${args[@]}" && TORCH_CSV="$WORK/torch.csv"
   [[ -n "$TORCH_CSV" ]] || echo "   (no PyTorch results; see above)"
+  # In bf16, also with the expert stage in torch._grouped_mm.
+  if [[ "$DTYPE" == bf16 && -n "$TORCH_CSV" ]]; then
+    echo "== the same layer in PyTorch, experts in torch._grouped_mm"
+    args[${#args[@]}-1]="$WORK/torch-grouped.csv"
+    torch_layer "${args[@]}" --experts-impl grouped_mm &&
+      TORCH_GROUPED_CSV="$WORK/torch-grouped.csv" ||
+      echo "   (no _grouped_mm column; see above)"
+  fi
 else
   echo "== no PyTorch with CUDA here: the table has no PyTorch column"
 fi
 
 python3 "$HERE/e2e_report.py" --profile "$WORK/$BACKEND.profile.md" \
     --iterations "$ITERATIONS" ${TORCH_CSV:+--torch "$TORCH_CSV"} \
+    ${TORCH_GROUPED_CSV:+--torch-grouped-mm "$TORCH_GROUPED_CSV"} \
     --title "$TITLE" | tee "$WORK/gpu-e2e.md"

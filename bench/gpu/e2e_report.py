@@ -7,7 +7,12 @@ torch_layer.py's CSV (stage,median_us), and prints one markdown table of a
 layer forward by stage: an operation's share of a layer is its median times
 its calls per layer.
 
-  e2e_report.py --profile FILE --iterations N [--torch CSV] [--title TEXT]
+  e2e_report.py --profile FILE --iterations N [--torch CSV]
+                [--torch-grouped-mm CSV] [--title TEXT]
+
+--torch-grouped-mm adds the same layer with its expert stage in
+torch._grouped_mm (torch_layer.py --experts-impl grouped_mm) as a second
+PyTorch column.
 """
 
 import argparse
@@ -49,36 +54,48 @@ def main():
     parser.add_argument("--profile", required=True)
     parser.add_argument("--iterations", type=int, required=True)
     parser.add_argument("--torch")
+    parser.add_argument("--torch-grouped-mm")
     parser.add_argument("--title", default="One MoE layer forward")
     args = parser.parse_args()
 
     profile = read_profile(args.profile)
-    torch = {}
-    if args.torch:
-        with open(args.torch) as f:
-            torch = {row["stage"]: float(row["median_us"]) for row in csv.DictReader(f)}
+    # The PyTorch columns: (heading, {stage: us}).
+    columns = []
+    for heading, path in (("PyTorch", args.torch),
+                          ("PyTorch, _grouped_mm experts", args.torch_grouped_mm)):
+        if path:
+            with open(path) as f:
+                columns.append((heading, {row["stage"]: float(row["median_us"])
+                                          for row in csv.DictReader(f)}))
 
     print(f"### {args.title}\n")
     header = "| stage | tamoe (us per layer) |"
     rule = "|---|---:|"
-    if torch:
-        header += " PyTorch (us) | PyTorch / tamoe |"
+    for heading, _ in columns:
+        header += f" {heading} (us) | {heading} / tamoe |"
         rule += "---:|---:|"
     print(header)
     print(rule)
-    total = torch_total = 0.0
+
+    def cells(us, values):
+        """A PyTorch column's cells for a row where tamoe took `us`."""
+        if values is None:
+            return " - | - |"
+        theirs = sum(values)
+        return f" {theirs:.1f} | {theirs / us:.2f}x |" if us > 0 else f" {theirs:.1f} | - |"
+
+    total = 0.0
+    totals = [0.0 for _ in columns]
     for stage, operations in STAGES:
         us = sum(profile[op][1] * profile[op][0] / args.iterations
                  for op in operations if op in profile)
         total += us
         row = f"| {stage} | {us:.1f} |"
-        if torch:
-            theirs = torch.get(stage)
-            if theirs is None:
-                row += " - | - |"
-            else:
-                torch_total += theirs
-                row += f" {theirs:.1f} | {theirs / us:.2f}x |" if us > 0 else f" {theirs:.1f} | - |"
+        for i, (_, theirs) in enumerate(columns):
+            value = theirs.get(stage)
+            if value is not None:
+                totals[i] += value
+            row += cells(us, None if value is None else [value])
         print(row)
     # Operations no stage names still count, so that the layer is whole.
     named = {op for _, operations in STAGES for op in operations}
@@ -87,12 +104,11 @@ def main():
         us = sum(profile[op][1] * profile[op][0] / args.iterations for op in other)
         total += us
         row = f"| other ({', '.join(op[len('tamoe_rt_'):] for op in other)}) | {us:.1f} |"
-        if torch:
-            row += " - | - |"
+        row += " - | - |" * len(columns)
         print(row)
     row = f"| **layer** | **{total:.1f}** |"
-    if torch:
-        row += f" **{torch_total:.1f}** | **{torch_total / total:.2f}x** |"
+    for theirs in totals:
+        row += f" **{theirs:.1f}** | **{theirs / total:.2f}x** |"
     print(row)
     print("\nMedians per call from the runtime's profile (each call timed until "
           "its work finished); a stage is the sum of its operations' medians "

@@ -12,6 +12,12 @@ index_copy and a weighted sum over the k slots. Each stage is timed on its
 own (CUDA events, median of --iterations after warm-up) and written to a CSV
 (stage,median_us) with the stage names of e2e_report.py.
 
+--experts loop (default) runs one matmul pair per (source, expert) block, as
+SequentialMLP does; --experts grouped_mm runs each GEMM of the expert stage
+as one torch._grouped_mm over all blocks (bf16, the GPU's grouped GEMM).
+--activation swiglu makes the experts silu(x W1) * (x W3) W2 (Mixtral,
+DeepSeek, Qwen) instead of relu(x W1) W2.
+
 One GPU: python3 torch_layer.py ARGS. Several: torchrun --nproc-per-node N
 torch_layer.py ARGS (NCCL all_to_all_single; rank 0 writes the CSV).
 """
@@ -35,6 +41,10 @@ def main():
     for name in ("tokens", "hidden", "ffn", "experts", "top-k", "iterations"):
         parser.add_argument("--" + name, type=int, required=True)
     parser.add_argument("--dtype", choices=("f32", "bf16"), default="f32")
+    parser.add_argument("--experts-impl", choices=("loop", "grouped_mm"),
+                        default="loop")
+    parser.add_argument("--activation", choices=("relu", "swiglu"),
+                        default="relu")
     parser.add_argument("--csv", required=True)
     args = parser.parse_args()
 
@@ -57,6 +67,9 @@ def main():
     router = uniform(H, E)
     w1 = uniform(local, H, F)
     w2 = uniform(local, F, H)
+    w3 = uniform(local, H, F) if args.activation == "swiglu" else None
+    if args.experts_impl == "grouped_mm" and not hasattr(torch, "_grouped_mm"):
+        raise SystemExit("torch_layer.py: this PyTorch has no torch._grouped_mm")
 
     # --- the stages -----------------------------------------------------------
     def router_matmul():
@@ -97,13 +110,37 @@ def main():
                                recv_counts.sum(1).tolist())
         return back
 
-    def experts(received, recv_counts):
+    def hidden_of(a, b):
+        """The experts' hidden activation from x W1 (and x W3)."""
+        if args.activation == "swiglu":
+            return torch.nn.functional.silu(a) * b
+        return torch.relu(a)
+
+    def experts_loop(received, recv_counts):
         chunks = recv_counts.reshape(-1).tolist()
         outputs = []
         for c, chunk in enumerate(torch.split(received, chunks)):
             e = c % local
-            outputs.append(torch.relu(chunk @ w1[e]) @ w2[e])
+            up = chunk @ w3[e] if w3 is not None else None
+            outputs.append(hidden_of(chunk @ w1[e], up) @ w2[e])
         return torch.cat(outputs)
+
+    def experts_grouped(received, recv_counts):
+        # Block c of the rows (source c / local, expert c % local) times its
+        # expert's weights, every block in one grouped GEMM: offs are the
+        # blocks' ends.
+        blocks = recv_counts.numel()
+        experts_of = torch.arange(blocks, device=device) % local
+        offs = torch.cumsum(recv_counts.reshape(-1), 0).to(torch.int32)
+
+        def gmm(rows, w):
+            weights = w if blocks == local else w.index_select(0, experts_of)
+            return torch._grouped_mm(rows, weights, offs=offs)
+
+        up = gmm(received, w3) if w3 is not None else None
+        return gmm(hidden_of(gmm(received, w1), up), w2)
+
+    experts = experts_grouped if args.experts_impl == "grouped_mm" else experts_loop
 
     def combine(back, order, probs):
         unpermuted = torch.empty_like(back)
@@ -131,7 +168,8 @@ def main():
         ("dispatch", median_us(lambda: dispatch(ids), n)),
         ("all-to-all (both)", median_us(
             lambda: exchange_back(exchange(rows, counts)[0], recv_counts, counts), n)),
-        ("expert GEMMs + relu", median_us(lambda: experts(received, recv_counts), n)),
+        ("expert GEMMs + " + ("swiglu" if w3 is not None else "relu"),
+         median_us(lambda: experts(received, recv_counts), n)),
         ("combine", median_us(lambda: combine(back, order, probs), n)),
         ("aux loss", median_us(lambda: aux_loss(scores, counts), n)),
     ]
