@@ -31,6 +31,7 @@ HIGH=${HIGH:-22}
 REPEATS=${REPEATS:-3}
 OUT=${OUT:-$root/docs/results/overlap.md}
 cd "$root"
+source bench/gpu/layer.sh
 topology=docs/results/cpu-2x4-calibrated.json
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -43,12 +44,8 @@ calc() { awk "BEGIN { printf \"%.${2:-6}f\", $1 }"; }
 
 # The layer, run `$1` times, on the 2 x 4 grid of the topology.
 layer() {
-  sed -e "s/1x@RANKS@/2x4/" -e "s/@RANKS@/8/g" -e "s/@EXPERTS_PER_RANK@/$per_rank/g" \
-      -e "s/@EXPERTS@/$((8 * per_rank))/g" -e "s/@TOP_K@/2/g" \
-      -e "s/@TOKENS@/$TOKENS/g" -e "s/@HIDDEN@/$HIDDEN/g" -e "s/@FFN@/$FFN/g" \
-      -e "s/@ROWS@/$rows/g" -e "s/@ITERATIONS@/$1/g" \
-      -e "s/@WARM_ITERATIONS@/$(($1 - 1))/g" -e "s/@DTYPE@/f32/g" \
-      -e "s/@ROWS_NAME@/F32/g" -e "s|@ROWS_DECLS@||" bench/gpu/moe_layer.mlir.in
+  GRID=2x4 RANKS=8 EXPERTS=$((8 * per_rank)) EXPERTS_PER_RANK=$per_rank \
+    TOP_K=2 DTYPE=f32 ACTIVATION=relu ITERATIONS=$1 layer_mlir
 }
 # Compiles the layer with pipeline options `$2` for `$3` steps into $work/$1.
 compile() {

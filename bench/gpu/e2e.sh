@@ -37,7 +37,8 @@
 # ROOT/build, built here when missing), OUT, TOKENS (per rank, default
 # 4096), HIDDEN (1024), FFN (4096), EXPERTS (8 per rank times ranks), TOP_K
 # (2), ITERATIONS (20), CHUNKS (1: tamoe-overlap's chunks, the pipeline's
-# chunks=), MLIR_RUNNER, TAMOE_RT_LIBDIR (--prebuilt).
+# chunks=), ACTIVATION (relu, or swiglu: silu(x W1) * (x W3) W2),
+# MLIR_RUNNER, TAMOE_RT_LIBDIR (--prebuilt).
 #
 # Exit status: 0 when every run passed its check.
 #
@@ -47,6 +48,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/bench/gpu"
+source "$HERE/layer.sh"
 RANKS=1
 BACKEND=cuda
 DTYPE=f32
@@ -79,20 +81,13 @@ if [[ "$MODE" == prebuilt || "$MODE" == check ]]; then
   while IFS='=' read -r key value; do
     [[ "$value" =~ ^[A-Za-z0-9]+$ ]] || die "$DIR/e2e.env: bad line '$key=$value'"
     case "$key" in
-      RANKS|TOKENS|HIDDEN|FFN|EXPERTS|TOP_K|ITERATIONS|DTYPE|CHUNKS) printf -v "$key" '%s' "$value" ;;
+      RANKS|TOKENS|HIDDEN|FFN|EXPERTS|TOP_K|ITERATIONS|DTYPE|CHUNKS|ACTIVATION) printf -v "$key" '%s' "$value" ;;
       *) die "$DIR/e2e.env: unknown key '$key'" ;;
     esac
   done < "$DIR/e2e.env"
 fi
 [[ "$DTYPE" == f32 || "$DTYPE" == bf16 ]] ||
   { echo "e2e.sh: --dtype must be f32 or bf16, got '$DTYPE'" >&2; exit 2; }
-# The program's helpers for rows of that type (tamoe_rt/program.h).
-ROWS_NAME=F32
-ROWS_DECLS=""
-if [[ "$DTYPE" == bf16 ]]; then
-  ROWS_NAME=BF16
-  ROWS_DECLS='  func.func private @tamoeRandomBF16(memref<*xbf16>, i64) attributes {llvm.emit_c_interface}\n  func.func private @tamoeOutputBF16(memref<*xbf16>, i64) attributes {llvm.emit_c_interface}'
-fi
 [[ "$BACKEND" == cuda || "$BACKEND" == cpu ]] ||
   { echo "e2e.sh: --backend must be cuda or cpu, got '$BACKEND'" >&2; exit 2; }
 [[ "$RANKS" =~ ^[1-9][0-9]*$ ]] ||
@@ -105,6 +100,7 @@ EXPERTS=${EXPERTS:-$((8 * RANKS))}
 TOP_K=${TOP_K:-2}
 ITERATIONS=${ITERATIONS:-20}
 CHUNKS=${CHUNKS:-1}
+ACTIVATION=${ACTIVATION:-relu}
 BUILD=${TAMOE_BUILD:-$ROOT/build}
 case "$MODE" in
   run) WORK=${OUT:-$BUILD/gpu-e2e} ;;
@@ -119,7 +115,10 @@ mkdir -p "$WORK"
 (( EXPERTS % RANKS == 0 )) || die "EXPERTS ($EXPERTS) must be a multiple of the ranks ($RANKS)"
 (( ITERATIONS >= 1 )) || die "ITERATIONS must be >= 1"
 [[ "$CHUNKS" =~ ^[1-9][0-9]*$ ]] || die "CHUNKS must be a positive integer, got '$CHUNKS'"
+[[ "$ACTIVATION" == relu || "$ACTIVATION" == swiglu ]] ||
+  die "ACTIVATION must be relu or swiglu, got '$ACTIVATION'"
 LAYER="$TOKENS tokens x $HIDDEN ($DTYPE) per rank, $EXPERTS experts, top-$TOP_K, FFN $FFN"
+[[ "$ACTIVATION" == swiglu ]] && LAYER+=", SwiGLU"
 (( CHUNKS > 1 )) && LAYER+=", $CHUNKS chunks"
 TITLE="One MoE layer forward on $RANKS rank(s), $BACKEND backend: $LAYER"
 
@@ -165,7 +164,7 @@ check() {
   "$BUILD/bin/tamoe-reference" --outputs="$2" --topology="$NODE" \
       --policy=tamoe --ranks="$RANKS" --ranks-per-node="$RANKS" --tokens="$TOKENS" \
       --hidden="$HIDDEN" --ffn="$FFN" --experts="$EXPERTS" --top-k="$TOP_K" \
-      --dtype="$DTYPE" > "$WORK/$1.check" ||
+      --dtype="$DTYPE" --activation="$ACTIVATION" > "$WORK/$1.check" ||
     { cat "$WORK/$1.check" >&2; die "the $1 results differ from the reference"; }
   grep '^check:' "$WORK/$1.check"
 }
@@ -193,19 +192,12 @@ else
 ]}
 JSON
   PER_RANK=$((EXPERTS / RANKS))
-  echo "== compiling: $RANKS rank(s), $TOKENS tokens x $HIDDEN per rank ($DTYPE), $EXPERTS experts, top-$TOP_K, FFN $FFN$( ((CHUNKS > 1)) && echo ", $CHUNKS chunks")"
+  echo "== compiling: $RANKS rank(s), $TOKENS tokens x $HIDDEN per rank ($DTYPE), $EXPERTS experts, top-$TOP_K, FFN $FFN$( ((CHUNKS > 1)) && echo ", $CHUNKS chunks")$( [[ "$ACTIVATION" == swiglu ]] && echo ", SwiGLU")"
 fi
 # compile NAME FORWARDS: the layer with a main running it FORWARDS times, as
 # $WORK/NAME.llvm.mlir.
 compile() {
-  sed -e "s/@RANKS@/$RANKS/g" -e "s/@EXPERTS_PER_RANK@/$PER_RANK/g" \
-      -e "s/@EXPERTS@/$EXPERTS/g" -e "s/@TOP_K@/$TOP_K/g" \
-      -e "s/@TOKENS@/$TOKENS/g" -e "s/@HIDDEN@/$HIDDEN/g" -e "s/@FFN@/$FFN/g" \
-      -e "s/@ROWS@/$((TOKENS * TOP_K))/g" \
-      -e "s/@ITERATIONS@/$2/g" -e "s/@WARM_ITERATIONS@/$(($2 - 1))/g" \
-      -e "s/@DTYPE@/$DTYPE/g" -e "s/@ROWS_NAME@/$ROWS_NAME/g" \
-      -e "s|@ROWS_DECLS@|$ROWS_DECLS|" \
-      "$HERE/moe_layer.mlir.in" > "$WORK/$1.mlir"
+  GRID=1x$RANKS EXPERTS_PER_RANK=$PER_RANK ITERATIONS=$2 layer_mlir > "$WORK/$1.mlir"
   "$BUILD/bin/tamoe-opt" "$WORK/$1.mlir" --tamoe-pipeline="topology=$NODE chunks=$CHUNKS" \
       -o "$WORK/$1.planned.mlir" 2> "$WORK/$1.remarks" ||
     { cat "$WORK/$1.remarks" >&2; die "tamoe-pipeline failed on $WORK/$1.mlir"; }
@@ -224,7 +216,7 @@ if [[ "$MODE" == compile-only ]]; then
   # the loader finds the runtime where it runs (TAMOE_RT_LIBDIR).
   ${CC:-cc} "$WORK/layer.o" -o "$WORK/layer" -L"$RTDIR" -ltamoe_rt ||
     die "linking $WORK/layer.o against $RTDIR/libtamoe_rt.so failed"
-  for key in RANKS TOKENS HIDDEN FFN EXPERTS TOP_K ITERATIONS DTYPE CHUNKS; do
+  for key in RANKS TOKENS HIDDEN FFN EXPERTS TOP_K ITERATIONS DTYPE CHUNKS ACTIVATION; do
     echo "$key=${!key}"
   done > "$WORK/e2e.env"
   echo "== $WORK/layer: $ITERATIONS layer forwards; run it where the GPU is with"
@@ -282,7 +274,7 @@ if [[ "$BACKEND" == cuda ]] && python3 -c "import torch; assert torch.cuda.is_av
   echo "== the same layer in PyTorch"
   args=(--tokens "$TOKENS" --hidden "$HIDDEN" --ffn "$FFN" --experts "$EXPERTS"
         --top-k "$TOP_K" --iterations "$ITERATIONS" --dtype "$DTYPE"
-        --csv "$WORK/torch.csv")
+        --activation "$ACTIVATION" --csv "$WORK/torch.csv")
   # torch_layer.py ARGS...: one process per GPU.
   torch_layer() {
     if (( RANKS == 1 )); then

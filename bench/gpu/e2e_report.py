@@ -30,7 +30,7 @@ STAGES = [
     # A chunked layer's parts (tamoe-overlap).
     ("chunk + unchunk", ["tamoe_rt_chunk", "tamoe_rt_unchunk",
                          "tamoe_rt_chunk_positions", "tamoe_rt_add_counts"]),
-    ("expert GEMMs + relu", ["tamoe_rt_grouped_matmul", "tamoe_rt_map"]),
+    ("expert GEMMs + activation", ["tamoe_rt_grouped_matmul", "tamoe_rt_map"]),
     ("combine", ["tamoe_rt_combine"]),
     ("aux loss", ["tamoe_rt_aux_loss"]),
 ]

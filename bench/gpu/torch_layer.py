@@ -168,7 +168,7 @@ def main():
         ("dispatch", median_us(lambda: dispatch(ids), n)),
         ("all-to-all (both)", median_us(
             lambda: exchange_back(exchange(rows, counts)[0], recv_counts, counts), n)),
-        ("expert GEMMs + " + ("swiglu" if w3 is not None else "relu"),
+        ("expert GEMMs + activation",
          median_us(lambda: experts(received, recv_counts), n)),
         ("combine", median_us(lambda: combine(back, order, probs), n)),
         ("aux loss", median_us(lambda: aux_loss(scores, counts), n)),
