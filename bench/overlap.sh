@@ -105,6 +105,15 @@ for chunks in 1 2 4 8; do
 done
 compile model "chunks=0 device-gflops=$gflops" "$LOW"
 choice=$(grep -m1 -E 'remark: (cut into|kept in one chunk)' "$work/model.remarks" | sed 's/.*remark: //')
+# What each chunk costs on this machine: the least-squares slope of the
+# measured step over the extra chunks (through the one-chunk step), in us,
+# at least 0; then the model's choice with it as chunk-overhead-us.
+overhead_us=$(awk -v m1="${measured[1]}" -v m2="${measured[2]}" \
+  -v m4="${measured[4]}" -v m8="${measured[8]}" 'BEGIN {
+    s = (1 * (m2 - m1) + 3 * (m4 - m1) + 7 * (m8 - m1)) / (1 + 9 + 49) * 1000
+    printf "%.1f", (s > 0 ? s : 0) }')
+compile calibrated "chunks=0 device-gflops=$gflops chunk-overhead-us=$overhead_us" "$LOW"
+calibrated=$(grep -m1 -E 'remark: (cut into|kept in one chunk)' "$work/calibrated.remarks" | sed 's/.*remark: //')
 
 ratio() { calc "$1 / $2" 2; }
 report() {
@@ -132,6 +141,9 @@ report() {
   done
   echo
   echo "The model's own choice (\`chunks=0\`): $choice"
+  echo
+  echo "With the per-chunk overhead measured here ($overhead_us us: the slope of the"
+  echo "measured step over the extra chunks) as \`chunk-overhead-us\`: $calibrated"
 }
 if [[ "$OUT" == - ]]; then
   report
