@@ -319,10 +319,12 @@ public:
                         const float *cInit, float *c) = 0;
   virtual Status map(tamoe_rt_map_t op, const float *a, const float *b,
                      intptr_t n, float *out) = 0;
-  /// Whether combineRows takes rows of `dtype` (bf16 or f16) as they are;
-  /// otherwise the core stages them through f32 for combine.
-  virtual bool combineTakes(tamoe_rt_dtype_t /*dtype*/) const { return false; }
-  /// tamoe_rt_combine on 16-bit rows that combineTakes: the weighted sum in
+  /// Whether the row operations' 16-bit entry points (combineRows, mapRows,
+  /// groupedMatmulRows, groupedMatmulGradRows) take rows of `dtype` (bf16 or
+  /// f16) as they are; otherwise the core stages them through f32 for the
+  /// f32 primitives.
+  virtual bool takesRows(tamoe_rt_dtype_t /*dtype*/) const { return false; }
+  /// tamoe_rt_combine on 16-bit rows that takesRows: the weighted sum in
   /// f32, in slot order, rounded once (the staged path's result).
   virtual Status combineRows(tamoe_rt_dtype_t /*dtype*/,
                              const void * /*expertOutputs*/, intptr_t /*rows*/,
@@ -352,10 +354,7 @@ public:
     return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
                          "this backend has no 16-bit matmul");
   }
-  /// Whether mapRows takes elements of `dtype` (bf16 or f16) as they are;
-  /// otherwise the core stages them through f32 for map.
-  virtual bool mapTakes(tamoe_rt_dtype_t /*dtype*/) const { return false; }
-  /// tamoe_rt_map on 16-bit elements that mapTakes: each computed in f32
+  /// tamoe_rt_map on 16-bit elements that takesRows: each computed in f32
   /// and rounded once, the staged path's result.
   virtual Status mapRows(tamoe_rt_map_t /*op*/, tamoe_rt_dtype_t /*dtype*/,
                          const void * /*a*/, const void * /*b*/, intptr_t /*n*/,
@@ -378,13 +377,8 @@ public:
     return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
                          "this backend has no grouped_matmul");
   }
-  /// Whether groupedMatmulRows takes rows of `dtype` (bf16 or f16) as they
-  /// are; otherwise the core stages them through f32 for groupedMatmul.
-  virtual bool groupedMatmulTakes(tamoe_rt_dtype_t /*dtype*/) const {
-    return false;
-  }
   /// tamoe_rt_grouped_matmul on rows, weights and result of a 16-bit
-  /// `dtype` that groupedMatmulTakes: products summed in f32 and each
+  /// `dtype` that takesRows: products summed in f32 and each
   /// result rounded once, as the staged path computes up to the order of
   /// the sums (on the GPU: tensor cores, with no f32 copy of the operands).
   virtual Status
@@ -416,7 +410,7 @@ public:
                                    const float *dResult, float *dRows,
                                    float *dWeights) = 0;
   /// tamoe_rt_grouped_matmul_grad on 16-bit buffers of a `dtype` that
-  /// groupedMatmulTakes: each gradient summed in f32 (d_weights across all
+  /// takesRows: each gradient summed in f32 (d_weights across all
   /// of an expert's blocks, in order) and rounded once, as the staged path
   /// computes up to the order of the sums.
   virtual Status

@@ -1020,7 +1020,7 @@ tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
                       .notNull(positions, "positions", tokens > 0)
                       .notNull(combined, "combined", tokens > 0)
                       .status;
-  if (status.ok() && context->backend->combineTakes(dtype)) {
+  if (status.ok() && context->backend->takesRows(dtype)) {
     status =
         context->backend->combineRows(dtype, expert_outputs, rows, hidden,
                                       positions, weights, tokens, k, combined);
@@ -1081,7 +1081,7 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul(
                       .notNull(weights, "weights")
                       .notNull(result, "result", rows_capacity > 0)
                       .status;
-  if (status.ok() && context->backend->groupedMatmulTakes(dtype)) {
+  if (status.ok() && context->backend->takesRows(dtype)) {
     status = context->backend->groupedMatmulRows(
         dtype, rows, rows_capacity, hidden, counts, num_counts, experts,
         weights, out_features, result);
@@ -1180,7 +1180,7 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
           .notNull(b, "b", n > 0 && !unary)
           .notNull(out, "out", n > 0)
           .status;
-  if (status.ok() && n > 0 && context->backend->mapTakes(dtype)) {
+  if (status.ok() && n > 0 && context->backend->takesRows(dtype)) {
     status =
         context->backend->mapRows(op, dtype, a, unary ? nullptr : b, n, out);
   } else if (status.ok() && n > 0) {

@@ -158,7 +158,7 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
   check.disjoint(d_rows, rowBytes, "d_rows", d_weights, weightBytes,
                  "d_weights");
   Status status = check.status;
-  if (status.ok() && context->backend->groupedMatmulTakes(dtype)) {
+  if (status.ok() && context->backend->takesRows(dtype)) {
     status = context->backend->groupedMatmulGradRows(
         dtype, rows, rows_capacity, hidden, counts, num_counts, experts,
         weights, out_features, d_result, d_rows, d_weights);

@@ -92,10 +92,6 @@ public:
   Status combine(const float *expertOutputs, intptr_t rows, intptr_t hidden,
                  const int32_t *positions, const float *weights,
                  intptr_t tokens, intptr_t k, float *combined) override;
-  /// bf16 and f16 rows are widened in the kernel and the sum rounded once.
-  bool combineTakes(tamoe_rt_dtype_t dtype) const override {
-    return dtype == TAMOE_RT_BF16 || dtype == TAMOE_RT_F16;
-  }
   Status combineRows(tamoe_rt_dtype_t dtype, const void *expertOutputs,
                      intptr_t rows, intptr_t hidden, const int32_t *positions,
                      const float *weights, intptr_t tokens, intptr_t k,
@@ -138,8 +134,7 @@ public:
   /// f32 (as bf16 tokens times a bf16 router give f32 logits).
   bool matmulTakes(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
                    tamoe_rt_dtype_t cType) const override {
-    return aType == bType &&
-           (aType == TAMOE_RT_BF16 || aType == TAMOE_RT_F16) &&
+    return aType == bType && takesRows(aType) &&
            (cType == aType || cType == TAMOE_RT_F32);
   }
   Status matmulRows(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
@@ -148,11 +143,6 @@ public:
                     bool transposeB, const void *cInit, void *c) override;
   Status map(tamoe_rt_map_t op, const float *a, const float *b, intptr_t n,
              float *out) override;
-  /// bf16 and f16 elements are widened, mapped in f32 and rounded once in
-  /// one kernel (no f32 copies).
-  bool mapTakes(tamoe_rt_dtype_t dtype) const override {
-    return dtype == TAMOE_RT_BF16 || dtype == TAMOE_RT_F16;
-  }
   Status mapRows(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype, const void *a,
                  const void *b, intptr_t n, void *out) override;
   Status addCounts(const int32_t *a, const int32_t *b, intptr_t n,
@@ -162,8 +152,10 @@ public:
                        intptr_t numCounts, intptr_t experts,
                        const float *weights, intptr_t outFeatures,
                        float *result) override;
-  /// bf16 and f16 go to cuBLAS as they are (tensor cores, f32 sums).
-  bool groupedMatmulTakes(tamoe_rt_dtype_t dtype) const override {
+  /// bf16 and f16 rows as they are: the GEMMs on cuBLAS (tensor cores,
+  /// f32 sums), maps and combine widening in their kernels; each result
+  /// rounded once.
+  bool takesRows(tamoe_rt_dtype_t dtype) const override {
     return dtype == TAMOE_RT_BF16 || dtype == TAMOE_RT_F16;
   }
   Status groupedMatmulRows(tamoe_rt_dtype_t dtype, const void *rows,
@@ -239,6 +231,18 @@ private:
   /// device can address.
   Status checkPointer(const void *pointer, int64_t bytes,
                       const char *name) const;
+  /// tamoe_rt_matmul on operands of these types (f32, bf16 or f16).
+  Status matmulElements(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
+                        tamoe_rt_dtype_t cType, const void *a, const void *b,
+                        intptr_t m, intptr_t k, intptr_t n, bool transposeA,
+                        bool transposeB, const void *cInit, void *c);
+  /// tamoe_rt_grouped_matmul_grad on buffers of `dtype` (f32, bf16 or f16).
+  Status groupedMatmulGradElements(tamoe_rt_dtype_t dtype, const void *rows,
+                                   intptr_t rowsCapacity, intptr_t hidden,
+                                   const int32_t *counts, intptr_t numCounts,
+                                   intptr_t experts, const void *weights,
+                                   intptr_t outFeatures, const void *dResult,
+                                   void *dRows, void *dWeights);
   /// tamoe_rt_combine on rows of `dtype` (f32, bf16 or f16).
   Status combineElements(tamoe_rt_dtype_t dtype, const void *expertOutputs,
                          intptr_t rows, intptr_t hidden,
@@ -262,9 +266,8 @@ private:
   Status blasHandle();
   /// Row-major c [m, n] = op(a) op(b) + beta c on stream_, where op(a) is a
   /// stored [m, k], or with transposeA [k, m] read transposed (b likewise:
-  /// [k, n] or [n, k]). Sizes fit int and are positive.
-  /// gemm on operands of any cuBLAS type (f32 sums): c [m, n] of `cType`
-  /// = op(a) op(b) + beta c.
+  /// [k, n] or [n, k]). Sizes fit int and are positive. Operands of any
+  /// cuBLAS type, c of `cType`, f32 sums (cublasGemmEx).
   Status gemmEx(bool transposeA, bool transposeB, int64_t m, int64_t n,
                 int64_t k, const void *a, cudaDataType_t aType, const void *b,
                 cudaDataType_t bType, float beta, void *c,
@@ -275,8 +278,6 @@ private:
   Status hostCounts(const int32_t *counts, intptr_t numCounts,
                     intptr_t rowsCapacity, std::vector<int32_t> &host,
                     int64_t &total);
-  Status gemm(bool transposeA, bool transposeB, int64_t m, int64_t n, int64_t k,
-              const float *a, const float *b, float beta, float *c);
   /// data[i] /= divisor on stream_ (all_reduce's average).
   Status divide(float *data, int64_t n, float divisor);
 

@@ -297,79 +297,9 @@ Status CudaBackend::groupedMatmulGrad(const float *rows, intptr_t rowsCapacity,
                                       intptr_t outFeatures,
                                       const float *dResult, float *dRows,
                                       float *dWeights) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
-  GroupedBytes bytes;
-  if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
-                                  outFeatures, bytes);
-      !sizes.ok())
-    return sizes;
-  for (Status s :
-       {checkPointer(rows, dWeights ? bytes.rows : 0, "rows"),
-        checkPointer(counts, numCounts * 4, "counts"),
-        checkPointer(weights, dRows ? bytes.weights : 0, "weights"),
-        checkPointer(dResult, bytes.result, "d_result"),
-        checkPointer(dRows, dRows ? bytes.rows : 0, "d_rows"),
-        checkPointer(dWeights, dWeights ? bytes.weights : 0, "d_weights")})
-    if (!s.ok())
-      return s;
-  Status blas = blasHandle();
-  if (!blas.ok())
-    return blas;
-
-  // Each chunk is a GEMM of its own, so its size is needed on the host.
-  std::vector<int32_t> chunkRows(static_cast<size_t>(numCounts));
-  if (numCounts > 0) {
-    cudaError_t error = cudaMemcpyAsync(chunkRows.data(), counts, numCounts * 4,
-                                        cudaMemcpyDeviceToHost, stream_);
-    if (error == cudaSuccess)
-      error = cudaStreamSynchronize(stream_);
-    if (error != cudaSuccess) {
-      cudaGetLastError();
-      return cudaFailure(error, "reading counts");
-    }
-  }
-  int64_t total = 0;
-  for (int64_t c = 0; c < numCounts; ++c) {
-    if (chunkRows[c] < 0)
-      return invalid("counts[" + num(c) + "] = " + num(chunkRows[c]) +
-                     " is negative");
-    total += chunkRows[c];
-  }
-  if (total > rowsCapacity)
-    return invalid("counts sum to " + num(total) +
-                   " rows but rows_capacity is " + num(rowsCapacity));
-
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  const int64_t weightElements = hidden * outFeatures;
-  if (dRows) {
-    // Chunk c of d_rows = chunk c of d_result x weights[c % experts]^T.
-    int64_t row = 0;
-    for (int64_t c = 0; c < numCounts && x.ok(); row += chunkRows[c++])
-      if (chunkRows[c] > 0)
-        x.fail(gemm(false, true, chunkRows[c], hidden, outFeatures,
-                    dResult + row * outFeatures,
-                    weights + (c % experts) * weightElements, 0.0f,
-                    dRows + row * hidden));
-    x.zero(dRows + total * hidden, (rowsCapacity - total) * hidden * 4);
-  }
-  if (dWeights) {
-    // Each expert accumulates rows^T x d_result chunk by chunk, in order.
-    x.zero(dWeights, experts * weightElements * 4);
-    int64_t row = 0;
-    for (int64_t c = 0; c < numCounts && x.ok(); row += chunkRows[c++])
-      if (chunkRows[c] > 0)
-        x.fail(gemm(true, false, hidden, outFeatures, chunkRows[c],
-                    rows + row * hidden, dResult + row * outFeatures, 1.0f,
-                    dWeights + (c % experts) * weightElements));
-  }
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, noMessage);
+  return groupedMatmulGradElements(TAMOE_RT_F32, rows, rowsCapacity, hidden,
+                                   counts, numCounts, experts, weights,
+                                   outFeatures, dResult, dRows, dWeights);
 }
 
 Status CudaBackend::auxLossGrad(const int32_t *expertIds,

@@ -567,7 +567,7 @@ Status CudaBackend::combineRows(tamoe_rt_dtype_t dtype,
                                 intptr_t hidden, const int32_t *positions,
                                 const float *weights, intptr_t tokens,
                                 intptr_t k, void *combined) {
-  if (!combineTakes(dtype))
+  if (!takesRows(dtype))
     return invalid("combine of 16-bit rows takes bf16 or f16");
   return combineElements(dtype, expertOutputs, rows, hidden, positions,
                          weights, tokens, k, combined);
@@ -820,25 +820,6 @@ Status CudaBackend::blasHandle() {
   return Status::success();
 }
 
-Status CudaBackend::gemm(bool transposeA, bool transposeB, int64_t m, int64_t n,
-                         int64_t k, const float *a, const float *b, float beta,
-                         float *c) {
-  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a
-  // row-major matrix read column-major is its transpose: so B goes first,
-  // each operand transposed when the caller's is, with its row length as
-  // the leading dimension.
-  const float alpha = 1.0f;
-  cublasStatus_t error = cublasSgemm(
-      blas_, transposeB ? CUBLAS_OP_T : CUBLAS_OP_N,
-      transposeA ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k), &alpha, b,
-      int(transposeB ? k : n), a, int(transposeA ? m : k), &beta, c, int(n));
-  if (error != CUBLAS_STATUS_SUCCESS)
-    return Status::error(TAMOE_RT_ERROR_INTERNAL,
-                         std::string("cublasSgemm: ") +
-                             cublasGetStatusString(error));
-  return Status::success();
-}
-
 namespace {
 /// One element through f32 (exact for bf16 and f16), rounded to nearest
 /// even when narrowed; read before written, so same-sized types convert in
@@ -874,8 +855,10 @@ Status CudaBackend::gemmEx(bool transposeA, bool transposeB, int64_t m,
                            cudaDataType_t aType, const void *b,
                            cudaDataType_t bType, float beta, void *c,
                            cudaDataType_t cType) {
-  // As gemm(): row-major C = op(A) op(B) is column-major C^T = op(B)^T
-  // op(A)^T, each operand's row length its leading dimension.
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a
+  // row-major matrix read column-major is its transpose: so B goes first,
+  // each operand transposed when the caller's is, with its row length as
+  // the leading dimension.
   const float alpha = 1.0f;
   cublasStatus_t error = cublasGemmEx(
       blas_, transposeB ? CUBLAS_OP_T : CUBLAS_OP_N,
@@ -929,18 +912,32 @@ Status CudaBackend::matmulRows(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
                                const void *b, intptr_t m, intptr_t k,
                                intptr_t n, bool transposeA, bool transposeB,
                                const void *cInit, void *c) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (!matmulTakes(aType, bType, cType))
     return invalid("matmul of 16-bit operands takes a and b of one 16-bit "
                    "type and c of it or f32");
+  return matmulElements(aType, bType, cType, a, b, m, k, n, transposeA,
+                        transposeB, cInit, c);
+}
+
+Status CudaBackend::matmulElements(tamoe_rt_dtype_t aType,
+                                   tamoe_rt_dtype_t bType,
+                                   tamoe_rt_dtype_t cType, const void *a,
+                                   const void *b, intptr_t m, intptr_t k,
+                                   intptr_t n, bool transposeA,
+                                   bool transposeB, const void *cInit,
+                                   void *c) {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
   // The core checked that the sizes fit; cuBLAS takes int dimensions.
   if (m > INT_MAX || k > INT_MAX || n > INT_MAX)
     return invalid("m, k and n must fit in int for cuBLAS");
-  int64_t cBytes = int64_t(m) * n * (cType == TAMOE_RT_F32 ? 4 : 2);
-  for (Status s : {checkPointer(a, int64_t(m) * k * 2, "a"),
-                   checkPointer(b, int64_t(k) * n * 2, "b"),
+  auto bytesOf = [](tamoe_rt_dtype_t type) -> int64_t {
+    return type == TAMOE_RT_F32 ? 4 : 2;
+  };
+  int64_t cBytes = int64_t(m) * n * bytesOf(cType);
+  for (Status s : {checkPointer(a, int64_t(m) * k * bytesOf(aType), "a"),
+                   checkPointer(b, int64_t(k) * n * bytesOf(bType), "b"),
                    checkPointer(cInit, cInit ? cBytes : 0, "c_init"),
                    checkPointer(c, cBytes, "c")})
     if (!s.ok())
@@ -977,7 +974,7 @@ Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  if (!groupedMatmulTakes(dtype))
+  if (!takesRows(dtype))
     return invalid("grouped_matmul of 16-bit rows takes bf16 or f16");
   GroupedBytes bytes; // f32 sizes: twice these operands', so they fit
   if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
@@ -1033,28 +1030,40 @@ Status CudaBackend::groupedMatmulGradRows(
     intptr_t hidden, const int32_t *counts, intptr_t numCounts,
     intptr_t experts, const void *weights, intptr_t outFeatures,
     const void *dResult, void *dRows, void *dWeights) {
+  if (!takesRows(dtype))
+    return invalid("grouped_matmul_grad of 16-bit rows takes bf16 or f16");
+  return groupedMatmulGradElements(dtype, rows, rowsCapacity, hidden, counts,
+                                   numCounts, experts, weights, outFeatures,
+                                   dResult, dRows, dWeights);
+}
+
+Status CudaBackend::groupedMatmulGradElements(
+    tamoe_rt_dtype_t dtype, const void *rows, intptr_t rowsCapacity,
+    intptr_t hidden, const int32_t *counts, intptr_t numCounts,
+    intptr_t experts, const void *weights, intptr_t outFeatures,
+    const void *dResult, void *dRows, void *dWeights) {
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
-  if (!groupedMatmulTakes(dtype))
-    return invalid("grouped_matmul_grad of 16-bit rows takes bf16 or f16");
-  GroupedBytes bytes; // f32 sizes: twice these operands'
+  GroupedBytes bytes; // f32 sizes
   if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
                                   outFeatures, bytes);
       !sizes.ok())
     return sizes;
+  const int64_t element = dtype == TAMOE_RT_F32 ? 4 : 2, shrink = 4 / element;
   for (Status s :
-       {checkPointer(rows, dWeights ? bytes.rows / 2 : 0, "rows"),
+       {checkPointer(rows, dWeights ? bytes.rows / shrink : 0, "rows"),
         checkPointer(counts, numCounts * 4, "counts"),
-        checkPointer(weights, dRows ? bytes.weights / 2 : 0, "weights"),
-        checkPointer(dResult, bytes.result / 2, "d_result"),
-        checkPointer(dRows, dRows ? bytes.rows / 2 : 0, "d_rows"),
-        checkPointer(dWeights, dWeights ? bytes.weights / 2 : 0,
+        checkPointer(weights, dRows ? bytes.weights / shrink : 0, "weights"),
+        checkPointer(dResult, bytes.result / shrink, "d_result"),
+        checkPointer(dRows, dRows ? bytes.rows / shrink : 0, "d_rows"),
+        checkPointer(dWeights, dWeights ? bytes.weights / shrink : 0,
                      "d_weights")})
     if (!s.ok())
       return s;
   if (Status blas = blasHandle(); !blas.ok())
     return blas;
+  // Each chunk is a GEMM of its own, so its size is needed on the host.
   std::vector<int32_t> chunkRows;
   int64_t total = 0;
   if (Status s = hostCounts(counts, numCounts, rowsCapacity, chunkRows, total);
@@ -1066,39 +1075,42 @@ Status CudaBackend::groupedMatmulGradRows(
     return begin;
   CudaExec x(*this, deviceStatus_);
   cudaDataType_t type = cudaType(dtype);
-  auto *x16 = static_cast<const uint16_t *>(rows);
-  auto *w16 = static_cast<const uint16_t *>(weights);
-  auto *dy16 = static_cast<const uint16_t *>(dResult);
+  auto *x8 = static_cast<const char *>(rows);
+  auto *w8 = static_cast<const char *>(weights);
+  auto *dy8 = static_cast<const char *>(dResult);
   const int64_t weightElements = hidden * outFeatures;
   if (dRows) {
     // Chunk c of d_rows = chunk c of d_result x weights[c % experts]^T,
     // rounded once.
-    auto *dx16 = static_cast<uint16_t *>(dRows);
+    auto *dx8 = static_cast<char *>(dRows);
     int64_t row = 0;
     for (intptr_t c = 0; c < numCounts && x.ok();
          row += chunkRows[size_t(c++)])
       if (chunkRows[size_t(c)] > 0)
         x.fail(gemmEx(false, true, chunkRows[size_t(c)], hidden, outFeatures,
-                      dy16 + row * outFeatures, type,
-                      w16 + (c % experts) * weightElements, type, 0.0f,
-                      dx16 + row * hidden, type));
-    x.zero(dx16 + total * hidden, (rowsCapacity - total) * hidden * 2);
+                      dy8 + row * outFeatures * element, type,
+                      w8 + (c % experts) * weightElements * element, type,
+                      0.0f, dx8 + row * hidden * element, type));
+    x.zero(dx8 + total * hidden * element,
+           (rowsCapacity - total) * hidden * element);
   }
   if (dWeights) {
-    // Each expert sums rows^T x d_result over its blocks, in order, in f32,
-    // and is rounded once at the end.
+    // Each expert sums rows^T x d_result over its blocks, in order, in f32
+    // (16-bit gradients in scratch, rounded once at the end).
     int64_t elements = experts * weightElements;
-    float *sum = x.scratch<float>(elements);
+    float *sum = dtype == TAMOE_RT_F32 ? static_cast<float *>(dWeights)
+                                       : x.scratch<float>(elements);
     x.zero(sum, elements * 4);
     int64_t row = 0;
     for (intptr_t c = 0; c < numCounts && x.ok();
          row += chunkRows[size_t(c++)])
       if (chunkRows[size_t(c)] > 0)
         x.fail(gemmEx(true, false, hidden, outFeatures, chunkRows[size_t(c)],
-                      x16 + row * hidden, type, dy16 + row * outFeatures, type,
-                      1.0f, sum + (c % experts) * weightElements,
-                      CUDA_R_32F));
-    x.forEach(elements, ConvertElement{TAMOE_RT_F32, dtype, sum, dWeights});
+                      x8 + row * hidden * element, type,
+                      dy8 + row * outFeatures * element, type, 1.0f,
+                      sum + (c % experts) * weightElements, CUDA_R_32F));
+    if (dtype != TAMOE_RT_F32)
+      x.forEach(elements, ConvertElement{TAMOE_RT_F32, dtype, sum, dWeights});
   }
   Status failure = x.failure();
   x.release();
@@ -1110,39 +1122,8 @@ Status CudaBackend::groupedMatmulGradRows(
 Status CudaBackend::matmul(const float *a, const float *b, intptr_t m,
                            intptr_t k, intptr_t n, bool transposeA,
                            bool transposeB, const float *cInit, float *c) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
-  // The core checked that the sizes fit; cuBLAS takes int dimensions.
-  if (m > INT_MAX || k > INT_MAX || n > INT_MAX)
-    return invalid("m, k and n must fit in int for cuBLAS");
-  int64_t cBytes = int64_t(m) * n * 4;
-  for (Status s : {checkPointer(a, int64_t(m) * k * 4, "a"),
-                   checkPointer(b, int64_t(k) * n * 4, "b"),
-                   checkPointer(cInit, cInit ? cBytes : 0, "c_init"),
-                   checkPointer(c, cBytes, "c")})
-    if (!s.ok())
-      return s;
-  Status blas = blasHandle();
-  if (!blas.ok())
-    return blas;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  if (cInit && cInit != c)
-    x.copy(c, cInit, cBytes);
-  if (k == 0) {
-    if (!cInit)
-      x.zero(c, cBytes);
-  } else if (x.ok()) {
-    x.fail(gemm(transposeA, transposeB, m, n, k, a, b, cInit ? 1.0f : 0.0f, c));
-  }
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, [](const DeviceStatus &) {
-    return std::string();
-  });
+  return matmulElements(TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32, a, b, m, k,
+                        n, transposeA, transposeB, cInit, c);
 }
 
 namespace {
@@ -1198,7 +1179,7 @@ Status CudaBackend::map(tamoe_rt_map_t op, const float *a, const float *b,
 Status CudaBackend::mapRows(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype,
                             const void *a, const void *b, intptr_t n,
                             void *out) {
-  if (!mapTakes(dtype))
+  if (!takesRows(dtype))
     return invalid("map of 16-bit rows takes bf16 or f16");
   return mapElements(op, dtype, a, b, n, out);
 }

@@ -1130,27 +1130,14 @@ struct ChunkLayout {
   int64_t chunkCapacity;
 };
 
-/// blockCounts[i] = counts[i] (a negative one reported and taken as 0) and
-/// partCounts[i] = the size of its part; both 0 at i = n, for the scans.
+/// partCounts[i] = the size of the part of an entry of blockCounts[i] rows
+/// (0 at the scans' sentinel, whose block is empty).
 struct PartCounts {
-  const int32_t *counts;
-  int64_t n, index, chunks;
-  int64_t *blockCounts;
+  const int64_t *blockCounts;
+  int64_t index, chunks;
   int64_t *partCounts;
-  DeviceStatus *status;
   TAMOE_HD void operator()(int64_t i) const {
-    if (i == n) {
-      blockCounts[n] = 0;
-      partCounts[n] = 0;
-      return;
-    }
-    int64_t count = counts[i];
-    if (count < 0) {
-      reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kNegativeCount, i,
-                  count, 0);
-      count = 0;
-    }
-    blockCounts[i] = count;
+    int64_t count = blockCounts[i];
     partCounts[i] =
         partStart(count, index + 1, chunks) - partStart(count, index, chunks);
   }
@@ -1210,8 +1197,8 @@ PartRowsOf partRowsOf(Exec &x, const ChunkLayout &p, int32_t partCode) {
   part.wholeRows = x.template scratch<int64_t>(p.chunkCapacity);
   if (!x.ok())
     return part;
-  x.forEach(n + 1, PartCounts{p.counts, n, p.index, p.chunks, blockCounts,
-                              part.partCounts, status});
+  x.forEach(n + 1, SourceCounts{p.counts, n, blockCounts, status});
+  x.forEach(n + 1, PartCounts{blockCounts, p.index, p.chunks, part.partCounts});
   x.exclusiveSum(blockCounts, blockOffsets, n + 1);
   x.exclusiveSum(part.partCounts, partOffsets, n + 1);
   // As the cpu backend checks: the whole first, then the part.
@@ -1323,8 +1310,8 @@ void runChunkPositions(Exec &x, const ChunkPositionsParams &p) {
   int64_t *partOffsets = x.template scratch<int64_t>(n + 1);
   if (!x.ok())
     return;
-  x.forEach(n + 1, PartCounts{p.expertCounts, n, p.index, p.chunks, blockCounts,
-                              partCounts, status});
+  x.forEach(n + 1, SourceCounts{p.expertCounts, n, blockCounts, status});
+  x.forEach(n + 1, PartCounts{blockCounts, p.index, p.chunks, partCounts});
   x.exclusiveSum(blockCounts, blockOffsets, n + 1);
   x.exclusiveSum(partCounts, partOffsets, n + 1);
   // Every assignment checked before any is written.
