@@ -1497,6 +1497,11 @@ tamoe_rt_status_t tamoe_rt_all_to_all_start(
       context, exchange ? Status::success() : invalid("exchange is null"),
       group, send, send_capacity, row_bytes, send_counts, peers, split,
       received, recv_capacity, recv_counts, pending);
+  // A backend that settles in the background reports the verdict at the
+  // wait; with no handle to give it, wait here.
+  if (status.ok() && !exchange)
+    status =
+        context->backend->allToAllWait(std::move(pending), context->traffic);
   if (status.ok()) {
     // Process-wide, starting at 1: never null, never reused.
     static std::atomic<uintptr_t> lastId{0};

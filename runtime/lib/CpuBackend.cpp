@@ -53,6 +53,10 @@ const std::string &stageName(int stage, tamoe_rt_group_t group) {
   return names[stage][group];
 }
 
+/// The fields before the row counts in an exchange's round 1 (a gathered
+/// block): failure code, recv_capacity, row_bytes, split.
+constexpr int kSettleHeader = 4;
+
 const char *rowOf(const void *base, intptr_t row, intptr_t rowBytes) {
   return static_cast<const char *>(base) + row * rowBytes;
 }
@@ -1156,9 +1160,8 @@ Status CpuBackend::allToAllStart(Launcher & /*launcher*/, Status local,
   int size = launcher.groupSize(group), me = launcher.groupRank(group);
 
   // This rank's counts: they must be non-negative and within `send`. Rows
-  // per peer add up in int64 (slots [0, size) of the reduction below).
-  reduceIn.assign(5 * size, 0);
-  reduceOut.assign(5 * size, 0);
+  // per peer add up in int64.
+  std::vector<int64_t> rowsTo(size, 0);
   int64_t sendTotal = 0;
   for (intptr_t i = 0; local.ok() && i < size * split; ++i) {
     if (sendCounts[i] < 0)
@@ -1166,7 +1169,7 @@ Status CpuBackend::allToAllStart(Launcher & /*launcher*/, Status local,
                                        " is negative")
                                  : str(entry("send_counts", i, split), " = ",
                                        sendCounts[i], " is negative"));
-    reduceIn[i / split] += sendCounts[i];
+    rowsTo[i / split] += sendCounts[i];
     sendTotal += sendCounts[i];
   }
   if (local.ok() && sendTotal > sendCapacity)
@@ -1176,183 +1179,258 @@ Status CpuBackend::allToAllStart(Launcher & /*launcher*/, Status local,
     local = invalid(str("send_counts sum to ", sendTotal, " rows, more than ",
                         INT_MAX, " (MPI counts are int)"));
 
-  // Round 1 settles everything before a row moves: every member learns
-  // each member's failure, capacity, row_bytes, split and receive total,
-  // so all of them reach the same verdict, and the rows each peer sends
-  // here. The messages have sizes independent of the arguments, so they
-  // are safe before the arguments are known to agree. In a small group one
-  // allgather of every member's row counts does it; in a large one, where
-  // that matrix would be big, a SUM reduction in which every member fills
-  // its own slots, alongside an alltoall of the row counts. Either way the
-  // results land in reduceOut as [totals | failures | capacities |
-  // row_bytes | splits] and in rowsOut.
-  rowsIn.assign(size, 0);
-  rowsOut.assign(size, 0);
-  if (local.ok())
-    for (int p = 0; p < size; ++p)
-      rowsIn[p] = int32_t(reduceIn[p]);
-  MPI_Request requests[3];
-  const std::string *what = &stageName(0, group);
-  Status status;
-  constexpr int kGatherLimit = 128, kHeader = 4;
-  if (size <= kGatherLimit) {
-    int block = kHeader + size;
-    reduceIn.assign(block, 0);
-    reduceIn[0] = local.ok() ? 0 : local.code;
-    reduceIn[1] = recvCapacity;
-    reduceIn[2] = rowBytes;
-    reduceIn[3] = split;
-    std::copy(rowsIn.begin(), rowsIn.end(), reduceIn.begin() + kHeader);
-    gathered.assign(size_t(block) * size, 0);
-    status = launcher.check(MPI_Iallgather(reduceIn.data(), block, MPI_INT64_T,
-                                           gathered.data(), block, MPI_INT64_T,
-                                           comm, &requests[0]),
-                            *what);
-    if (status.ok())
-      status = launcher.wait(requests, 1, *what);
-    if (!status.ok())
-      return status;
-    reduceOut.assign(5 * size, 0);
-    for (int p = 0; p < size; ++p) {
-      const int64_t *from = &gathered[size_t(p) * block];
-      reduceOut[size + p] = from[0];
-      reduceOut[2 * size + p] = from[1];
-      reduceOut[3 * size + p] = from[2];
-      reduceOut[4 * size + p] = from[3];
-      for (int q = 0; q < size; ++q)
-        reduceOut[q] += from[kHeader + q];
-      rowsOut[p] = int32_t(from[kHeader + me]);
-    }
-  } else {
-    if (!local.ok()) {
-      std::fill(reduceIn.begin(), reduceIn.begin() + size, 0);
-      reduceIn[size + me] = local.code;
-    }
-    reduceIn[2 * size + me] = recvCapacity;
-    reduceIn[3 * size + me] = rowBytes;
-    reduceIn[4 * size + me] = split;
-    status = launcher.check(MPI_Iallreduce(reduceIn.data(), reduceOut.data(),
-                                           5 * size, MPI_INT64_T, MPI_SUM, comm,
-                                           &requests[0]),
-                            *what);
-    if (status.ok())
-      status = launcher.check(MPI_Ialltoall(rowsIn.data(), 1, MPI_INT32_T,
-                                            rowsOut.data(), 1, MPI_INT32_T,
-                                            comm, &requests[1]),
-                              *what);
-    if (status.ok())
-      status = launcher.wait(requests, 2, *what);
-    if (!status.ok())
-      return status;
-  }
-
-  // The verdict, the same on every member: a failure (only that member
-  // knows why, so it shares its message), a disagreement, a receive that
-  // does not fit.
-  for (int p = 0; p < size; ++p)
-    if (reduceOut[size + p] != 0)
-      return launcher.shareFailure(group, p, local);
-  for (auto [slot, valueName] :
-       {std::pair<int, const char *>{3, "row_bytes"}, {4, "split"}})
-    for (int p = 1; p < size; ++p)
-      if (reduceOut[slot * size + p] != reduceOut[slot * size])
-        return Status::error(TAMOE_RT_ERROR_MISMATCH,
-                             str("ranks disagree on ", valueName, ": rank ",
-                                 launcher.worldRankOf(group, 0), " has ",
-                                 reduceOut[slot * size], ", rank ",
-                                 launcher.worldRankOf(group, p), " has ",
-                                 reduceOut[slot * size + p]));
-  for (int p = 0; p < size; ++p) {
-    int64_t rows = reduceOut[p], capacity = reduceOut[2 * size + p];
-    int64_t rank = launcher.worldRankOf(group, p);
-    if (rows > capacity)
-      return exceeded(str("rank ", rank, ": ", rows,
-                          " rows to receive exceed recv_capacity ", capacity));
-    if (rows > INT_MAX)
-      return invalid(str("rank ", rank, ": ", rows, " rows to receive, more ",
-                         "than ", INT_MAX, " (MPI counts are int)"));
-  }
-
-  // Round 2: the rows, and the counts of the split alongside them, posted
-  // here and completed by allToAllWait; what they use is the exchange's.
   auto exchange = std::make_unique<CpuExchange>();
   CpuExchange &x = *exchange;
   x.group = group;
+  x.send = send;
+  x.received = received;
+  x.rowBytes = rowBytes;
+  x.split = split;
   x.recvCounts = recvCounts;
-  x.sendRows.assign(size, 0);
-  x.sendOffsets.assign(size, 0);
-  x.recvRows.assign(size, 0);
-  x.recvOffsets.assign(size, 0);
-  int sendOffset = 0, recvOffset = 0;
-  for (int p = 0; p < size; ++p) {
-    x.sendRows[p] = rowsIn[p];
-    x.sendOffsets[p] = sendOffset;
-    sendOffset += x.sendRows[p];
-    x.recvRows[p] = rowsOut[p];
-    x.recvOffsets[p] = recvOffset;
-    recvOffset += x.recvRows[p];
-  }
-  // With one count per peer the rows are the counts; otherwise the split
-  // travels alongside the rows.
-  bool exchangeCounts = split > 1;
-  if (exchangeCounts) {
+  x.local = local;
+  // The split's counts travel in round 2; copied now, as the program may
+  // reuse send_counts before then.
+  if (local.ok() && split > 1)
     x.countsIn.assign(sendCounts, sendCounts + size * split);
-    x.countsOut.assign(size * split, 0);
-  } else {
-    x.countsOut.assign(rowsOut.begin(), rowsOut.end());
-  }
-  // Counts and offsets in rows: a row type keeps them far from INT_MAX.
-  what = &stageName(1, group);
-  status = launcher.check(MPI_Type_contiguous(int(rowBytes), MPI_BYTE, &x.row),
-                          *what);
-  if (status.ok()) {
-    MPI_Type_commit(&x.row);
-    status = launcher.check(
-        MPI_Ialltoallv(send, x.sendRows.data(), x.sendOffsets.data(), x.row,
-                       received, x.recvRows.data(), x.recvOffsets.data(), x.row,
-                       comm, &x.requests[0]),
-        *what);
-  }
-  if (status.ok())
-    x.posted = 1;
-  if (status.ok() && exchangeCounts)
+
+  // Round 1: every member learns each member's failure, capacity,
+  // row_bytes, split and receive total, and the rows each peer sends here.
+  // The messages have sizes independent of the arguments, so they are safe
+  // before the arguments are known to agree. In a small group one allgather
+  // of every member's row counts does it; in a large one, where that matrix
+  // would be big, a SUM reduction in which every member fills its own slots
+  // ([totals | failures | capacities | row_bytes | splits]), alongside an
+  // alltoall of the row counts.
+  x.rowsIn.assign(size, 0);
+  x.rowsOut.assign(size, 0);
+  if (local.ok())
+    for (int p = 0; p < size; ++p)
+      x.rowsIn[p] = int32_t(rowsTo[p]);
+  const std::string &what = stageName(0, group);
+  Status status;
+  constexpr int kGatherLimit = 128;
+  x.gathered = size <= kGatherLimit;
+  if (x.gathered) {
+    int block = kSettleHeader + size;
+    x.settleIn.assign(block, 0);
+    x.settleIn[0] = local.ok() ? 0 : local.code;
+    x.settleIn[1] = recvCapacity;
+    x.settleIn[2] = rowBytes;
+    x.settleIn[3] = split;
+    std::copy(x.rowsIn.begin(), x.rowsIn.end(),
+              x.settleIn.begin() + kSettleHeader);
+    x.settleOut.assign(size_t(block) * size, 0);
     status =
-        launcher.check(MPI_Ialltoall(x.countsIn.data(), int(split), MPI_INT32_T,
-                                     x.countsOut.data(), int(split),
-                                     MPI_INT32_T, comm, &x.requests[1]),
-                       *what);
+        launcher.check(MPI_Iallgather(x.settleIn.data(), block, MPI_INT64_T,
+                                      x.settleOut.data(), block, MPI_INT64_T,
+                                      comm, &x.requests[0]),
+                       what);
+    if (status.ok())
+      x.posted = 1;
+  } else {
+    x.settleIn.assign(5 * size, 0);
+    x.settleOut.assign(5 * size, 0);
+    if (local.ok())
+      std::copy(rowsTo.begin(), rowsTo.end(), x.settleIn.begin());
+    else
+      x.settleIn[size + me] = local.code;
+    x.settleIn[2 * size + me] = recvCapacity;
+    x.settleIn[3 * size + me] = rowBytes;
+    x.settleIn[4 * size + me] = split;
+    status = launcher.check(
+        MPI_Iallreduce(x.settleIn.data(), x.settleOut.data(), 5 * size,
+                       MPI_INT64_T, MPI_SUM, comm, &x.requests[0]),
+        what);
+    if (status.ok()) {
+      x.posted = 1;
+      status = launcher.check(MPI_Ialltoall(x.rowsIn.data(), 1, MPI_INT32_T,
+                                            x.rowsOut.data(), 1, MPI_INT32_T,
+                                            comm, &x.requests[1]),
+                              what);
+    }
+    if (status.ok())
+      x.posted = 2;
+  }
   if (!status.ok()) {
     // The launcher is broken; MPI may still complete a posted request into
     // the exchange's buffers.
     (void)exchange.release();
     return status;
   }
+  inFlight.push_back(&x);
+  pending = std::move(exchange);
+  return Status::success();
+}
+
+Status CpuBackend::settle(CpuExchange &x) {
+  tamoe_rt_group_t group = x.group;
+  int size = launcher.groupSize(group), me = launcher.groupRank(group);
+  x.posted = 0;
+  x.requests[0] = x.requests[1] = MPI_REQUEST_NULL;
+
+  // Round 1 as [totals | failures | capacities | row_bytes | splits].
+  std::vector<int64_t> all;
+  if (x.gathered) {
+    int block = kSettleHeader + size;
+    all.assign(5 * size, 0);
+    for (int p = 0; p < size; ++p) {
+      const int64_t *from = &x.settleOut[size_t(p) * block];
+      for (int field = 0; field < kSettleHeader; ++field)
+        all[(1 + field) * size + p] = from[field];
+      for (int q = 0; q < size; ++q)
+        all[q] += from[kSettleHeader + q];
+      x.rowsOut[p] = int32_t(from[kSettleHeader + me]);
+    }
+  } else {
+    all = x.settleOut;
+  }
+
+  // The verdict, the same on every member: a failure (only that member
+  // knows why, so its message follows in round 2), a disagreement, a
+  // receive that does not fit.
+  for (int p = 0; p < size; ++p)
+    if (all[size + p] != 0) {
+      x.failedMember = p;
+      x.phase = CpuExchange::Phase::Sharing;
+      if (p == me) {
+        size_t length = std::min(x.local.message.size(), sizeof x.failure.text);
+        x.failure.code = x.local.code;
+        x.failure.length = int64_t(length);
+        std::memcpy(x.failure.text, x.local.message.data(), length);
+      }
+      Status status = launcher.check(
+          MPI_Ibcast(&x.failure, int(sizeof x.failure), MPI_BYTE, p,
+                     launcher.transferComm(group), &x.requests[0]),
+          str("sharing a failure's message over the ",
+              MpiLauncher::groupName(group), " group"));
+      if (status.ok())
+        x.posted = 1;
+      return status;
+    }
+  x.phase = CpuExchange::Phase::Refused;
+  for (auto [slot, valueName] :
+       {std::pair<int, const char *>{3, "row_bytes"}, {4, "split"}})
+    for (int p = 1; p < size; ++p)
+      if (all[slot * size + p] != all[slot * size]) {
+        x.verdict = Status::error(TAMOE_RT_ERROR_MISMATCH,
+                                  str("ranks disagree on ", valueName,
+                                      ": rank ", launcher.worldRankOf(group, 0),
+                                      " has ", all[slot * size], ", rank ",
+                                      launcher.worldRankOf(group, p), " has ",
+                                      all[slot * size + p]));
+        return Status::success();
+      }
+  for (int p = 0; p < size; ++p) {
+    int64_t rows = all[p], capacity = all[2 * size + p];
+    int64_t rank = launcher.worldRankOf(group, p);
+    if (rows > capacity)
+      x.verdict =
+          exceeded(str("rank ", rank, ": ", rows,
+                       " rows to receive exceed recv_capacity ", capacity));
+    else if (rows > INT_MAX)
+      x.verdict = invalid(str("rank ", rank, ": ", rows, " rows to receive, ",
+                              "more than ", INT_MAX, " (MPI counts are int)"));
+    if (!x.verdict.ok())
+      return Status::success();
+  }
+
+  // Round 2: the rows, and the counts of the split alongside them.
+  x.phase = CpuExchange::Phase::Moving;
+  x.sendRows.assign(size, 0);
+  x.sendOffsets.assign(size, 0);
+  x.recvRows.assign(size, 0);
+  x.recvOffsets.assign(size, 0);
+  int sendOffset = 0, recvOffset = 0;
+  for (int p = 0; p < size; ++p) {
+    x.sendRows[p] = x.rowsIn[p];
+    x.sendOffsets[p] = sendOffset;
+    sendOffset += x.sendRows[p];
+    x.recvRows[p] = x.rowsOut[p];
+    x.recvOffsets[p] = recvOffset;
+    recvOffset += x.recvRows[p];
+  }
+  // With one count per peer the rows are the counts; otherwise the split
+  // travels alongside the rows.
+  bool exchangeCounts = x.split > 1;
   if (exchangeCounts)
+    x.countsOut.assign(size * x.split, 0);
+  else
+    x.countsOut.assign(x.rowsOut.begin(), x.rowsOut.end());
+  // Counts and offsets in rows: a row type keeps them far from INT_MAX.
+  MPI_Comm comm = launcher.transferComm(group);
+  const std::string &what = stageName(1, group);
+  Status status = launcher.check(
+      MPI_Type_contiguous(int(x.rowBytes), MPI_BYTE, &x.row), what);
+  if (status.ok()) {
+    MPI_Type_commit(&x.row);
+    status = launcher.check(
+        MPI_Ialltoallv(x.send, x.sendRows.data(), x.sendOffsets.data(), x.row,
+                       x.received, x.recvRows.data(), x.recvOffsets.data(),
+                       x.row, comm, &x.requests[0]),
+        what);
+  }
+  if (status.ok())
+    x.posted = 1;
+  if (status.ok() && exchangeCounts)
+    status = launcher.check(MPI_Ialltoall(x.countsIn.data(), int(x.split),
+                                          MPI_INT32_T, x.countsOut.data(),
+                                          int(x.split), MPI_INT32_T, comm,
+                                          &x.requests[1]),
+                            what);
+  if (status.ok() && exchangeCounts)
     x.posted = 2;
 
   // Bytes a rank keeps are not traffic.
   for (int p = 0; p < size; ++p) {
     if (p == me)
       continue;
-    int64_t bytes = int64_t(x.sendRows[p]) * rowBytes;
+    int64_t bytes = int64_t(x.sendRows[p]) * x.rowBytes;
     if (launcher.worldRankOf(group, p) / launcher.ranksPerNode() ==
         launcher.node())
       x.traffic.intraNodeBytes += bytes;
     else
       x.traffic.interNodeBytes += bytes;
   }
-  inFlight.push_back(&x);
-  pending = std::move(exchange);
+  return status;
+}
+
+Status CpuBackend::settleInOrder(const CpuExchange *until) {
+  bool waiting = until != nullptr;
+  for (CpuExchange *x : inFlight) {
+    if (x->phase == CpuExchange::Phase::Settling) {
+      const std::string &what = stageName(0, x->group);
+      if (x->error != MPI_SUCCESS)
+        return launcher.check(x->error, what);
+      if (waiting) {
+        if (Status status = launcher.wait(x->requests, x->posted, what);
+            !status.ok())
+          return status;
+      } else {
+        int done = 0;
+        x->error =
+            MPI_Testall(x->posted, x->requests, &done, MPI_STATUSES_IGNORE);
+        if (x->error != MPI_SUCCESS || !done)
+          return Status::success();
+      }
+      if (Status status = settle(*x); !status.ok())
+        return status;
+    }
+    if (x == until)
+      waiting = false;
+  }
   return Status::success();
 }
 
 Status CpuBackend::allToAllWait(std::unique_ptr<PendingExchange> pending,
                                 Traffic &traffic) {
   auto &x = static_cast<CpuExchange &>(*pending);
-  inFlight.erase(std::find(inFlight.begin(), inFlight.end(), &x));
-  const std::string &what = stageName(1, x.group);
   Status status =
-      launcher.broken().ok() ? Status::success() : launcher.brokenStatus();
+      launcher.broken().ok() ? settleInOrder(&x) : launcher.brokenStatus();
+  inFlight.erase(std::find(inFlight.begin(), inFlight.end(), &x));
+  const std::string what = x.phase == CpuExchange::Phase::Sharing
+                               ? str("sharing a failure's message over the ",
+                                     MpiLauncher::groupName(x.group), " group")
+                               : stageName(1, x.group);
   if (status.ok() && x.error != MPI_SUCCESS)
     status = launcher.check(x.error, what);
   if (status.ok())
@@ -1362,6 +1440,20 @@ Status CpuBackend::allToAllWait(std::unique_ptr<PendingExchange> pending,
     // leaked, as a broken launcher's are.
     (void)pending.release();
     return status;
+  }
+  switch (x.phase) {
+  case CpuExchange::Phase::Sharing: {
+    size_t length =
+        size_t(std::clamp<int64_t>(x.failure.length, 0, sizeof x.failure.text));
+    return Status::error(static_cast<tamoe_rt_status_t>(x.failure.code),
+                         str("rank ",
+                             launcher.worldRankOf(x.group, x.failedMember),
+                             ": ", std::string(x.failure.text, length)));
+  }
+  case CpuExchange::Phase::Refused:
+    return x.verdict;
+  default:
+    break;
   }
   if (!x.abandoned)
     std::copy(x.countsOut.begin(), x.countsOut.end(), x.recvCounts);
@@ -1376,7 +1468,10 @@ void CpuBackend::progress() {
   // when this rank calls in: each test runs MPI's progress engine once.
   if (!launcher.broken().ok())
     return;
+  (void)settleInOrder(nullptr);
   for (CpuExchange *x : inFlight) {
+    if (x->phase == CpuExchange::Phase::Settling)
+      break;
     if (x->error != MPI_SUCCESS)
       continue;
     int done = 0;

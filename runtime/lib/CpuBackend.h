@@ -18,19 +18,57 @@
 
 namespace tamoe_rt {
 
-/// An exchange whose rows are in flight: the requests of its second round
-/// and everything they use, which must outlive them (several exchanges may
-/// be in flight, so none of it can be the backend's).
+/// A member's failure as the settle shares it: its status code and
+/// message, the message cut to what fits (the messages are a line).
+struct SharedFailure {
+  int64_t code = 0, length = 0;
+  char text[4080] = {};
+};
+
+/// An exchange in flight: both of its rounds and everything they use, which
+/// must outlive their requests (several exchanges may be in flight, so none
+/// of it can be the backend's).
+///
+/// Round 1, the settle, is posted at start on the group's communicator, in
+/// program order like every other collective there: each member's failure
+/// code, recv_capacity, row_bytes, split and row counts. Once it is in,
+/// every member reaches the same verdict from the same numbers, and round 2
+/// follows on the group's transfer communicator: the rows (with the split's
+/// counts), or, when a member failed, that member's message. Rounds 2 are
+/// posted in start order, which is the same on every rank however far each
+/// has got, but not program order (a later blocking collective may complete
+/// first), hence a communicator of their own.
 struct CpuExchange final : PendingExchange {
   ~CpuExchange() override {
     if (row != MPI_DATATYPE_NULL)
       MPI_Type_free(&row);
   }
+  enum class Phase {
+    Settling, ///< round 1 in flight
+    Moving,   ///< the rows in flight
+    Sharing,  ///< a member's failure message in flight
+    Refused,  ///< a verdict every member reached alone (`verdict`)
+  };
+  Phase phase = Phase::Settling;
   tamoe_rt_group_t group = TAMOE_RT_GROUP_WORLD;
-  /// The rows' MPI_Ialltoallv, then the split counts' MPI_Ialltoall when
-  /// split > 1; `posted` of them were started.
+  /// What round 2 needs of the arguments.
+  const void *send = nullptr;
+  void *received = nullptr;
+  int64_t rowBytes = 0, split = 1;
+  /// This rank's own verdict on its arguments, shared if round 1 names it.
+  Status local;
+  /// Round 1's buffers: this rank's part and every member's (an allgather;
+  /// in a large group a SUM allreduce of per-member slots and an alltoall
+  /// of the row counts, see allToAllStart).
+  bool gathered = true;
+  std::vector<int64_t> settleIn, settleOut;
+  std::vector<int32_t> rowsIn, rowsOut;
+  /// The requests of the current round; `posted` of them were started.
   MPI_Request requests[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
   int posted = 0;
+  Status verdict;
+  SharedFailure failure;
+  int failedMember = -1;
   /// The row type, kept until the requests complete (some MPI versions
   /// mishandle a type freed under a pending nonblocking collective).
   MPI_Datatype row = MPI_DATATYPE_NULL;
@@ -108,21 +146,26 @@ public:
                   const int32_t *sendCounts, intptr_t split, void *received,
                   intptr_t recvCapacity, int32_t *recvCounts,
                   Traffic &traffic) override;
-  /// Settles the core's verdict on this rank's arguments (`local`; the
-  /// pointers are not touched when it failed) and the agreement on
-  /// row_bytes and split in the round that exchanges the counts (blocking),
-  /// then posts the second round, the rows: a checked exchange costs two
-  /// rounds, as MPI_Alltoall + MPI_Alltoallv do. `launcher` is this
-  /// backend's.
+  /// Posts the settle of this rank's arguments with the group (`local`,
+  /// the core's verdict on them; the pointers are not touched when it
+  /// failed) and returns: the verdict, the same on every member, is
+  /// reached when round 1 is in (progress() or the wait), and the wait
+  /// reports it. A checked exchange costs two rounds, as MPI_Alltoall +
+  /// MPI_Alltoallv do, and neither blocks. `launcher` is this backend's.
   Status allToAllStart(Launcher &launcher, Status local, tamoe_rt_group_t group,
                        const void *send, intptr_t sendCapacity,
                        intptr_t rowBytes, const int32_t *sendCounts,
                        intptr_t split, void *received, intptr_t recvCapacity,
                        int32_t *recvCounts,
                        std::unique_ptr<PendingExchange> &pending) override;
+  /// Settles the exchanges started before `pending` and `pending` itself
+  /// (blocking, within the timeout), then completes it and reports its
+  /// verdict.
   Status allToAllWait(std::unique_ptr<PendingExchange> pending,
                       Traffic &traffic) override;
-  /// MPI_Testall on the requests of every exchange in flight.
+  /// Tests every exchange in flight: a settle that is in posts its round 2
+  /// (in start order: an exchange still settling holds back those after
+  /// it), and the rounds 2 move.
   void progress() override;
   Status chunk(const void *rows, intptr_t rowsCapacity, intptr_t rowBytes,
                const int32_t *counts, intptr_t numCounts, intptr_t index,
@@ -203,14 +246,16 @@ private:
   std::vector<intptr_t> rowIndex;
   std::vector<char> kept;
   std::vector<Expansion> arrivals, entries;
-  // Buffers of an exchange's first round; members for the reason given in
-  // MpiLauncher.h (a timed-out operation may still write into them). The
-  // second round's are its CpuExchange's.
-  std::vector<int64_t> reduceIn, reduceOut, gathered;
-  std::vector<int32_t> rowsIn, rowsOut;
-  // The exchanges started and not yet waited (owned by their handles),
-  // which progress() tests.
+  // The exchanges started and not yet waited (owned by their handles), in
+  // start order, which progress() tests.
   std::vector<CpuExchange *> inFlight;
+
+  /// Round 1 of `x` is in: reaches the verdict and posts round 2.
+  Status settle(CpuExchange &x);
+  /// Settles the exchanges in flight in start order: all of them up to and
+  /// including `until` (waiting within the timeout), then those whose round
+  /// 1 is in already, stopping at the first that is not.
+  Status settleInOrder(const CpuExchange *until);
 };
 
 } // namespace tamoe_rt

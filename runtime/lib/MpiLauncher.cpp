@@ -124,11 +124,17 @@ Status MpiLauncher::create(Status local, int64_t ranksPerNode,
   int rc = MPI_Comm_split(self->world, node, index, &self->nodeComm);
   if (rc == MPI_SUCCESS)
     rc = MPI_Comm_split(self->world, index, node, &self->peersComm);
+  for (auto group :
+       {TAMOE_RT_GROUP_WORLD, TAMOE_RT_GROUP_NODE, TAMOE_RT_GROUP_PEERS})
+    if (rc == MPI_SUCCESS)
+      rc = MPI_Comm_dup(self->comm(group), &self->transfer[group]);
   if (rc != MPI_SUCCESS)
-    return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
-                         str("MPI_Comm_split failed: ", mpiErrorString(rc)));
-  MPI_Comm_set_errhandler(self->nodeComm, MPI_ERRORS_RETURN);
-  MPI_Comm_set_errhandler(self->peersComm, MPI_ERRORS_RETURN);
+    return Status::error(
+        TAMOE_RT_ERROR_COMMUNICATION,
+        str("creating the group communicators failed: ", mpiErrorString(rc)));
+  for (MPI_Comm c : {self->nodeComm, self->peersComm, self->transfer[0],
+                     self->transfer[1], self->transfer[2]})
+    MPI_Comm_set_errhandler(c, MPI_ERRORS_RETURN);
   launcher = std::move(self);
   return Status::success();
 }
@@ -140,7 +146,8 @@ MpiLauncher::~MpiLauncher() {
   MPI_Finalized(&finalised);
   if (finalised)
     return;
-  for (MPI_Comm *comm : {&peersComm, &nodeComm, &world})
+  for (MPI_Comm *comm : {&transfer[2], &transfer[1], &transfer[0], &peersComm,
+                         &nodeComm, &world})
     if (*comm != MPI_COMM_NULL)
       MPI_Comm_free(comm);
 }
@@ -154,6 +161,10 @@ MPI_Comm MpiLauncher::comm(tamoe_rt_group_t group) const {
   default:
     return world;
   }
+}
+
+MPI_Comm MpiLauncher::transferComm(tamoe_rt_group_t group) const {
+  return transfer[group];
 }
 
 Status MpiLauncher::fail(tamoe_rt_status_t code, std::string text) {

@@ -52,6 +52,10 @@ public:
   const Status &broken() const override { return brokenBy; }
 
   MPI_Comm comm(tamoe_rt_group_t group) const;
+  /// A duplicate of comm(group) for collectives posted in another order than
+  /// the program's: an exchange's second round (see CpuExchange). MPI
+  /// matches a communicator's collectives by the order they are posted.
+  MPI_Comm transferComm(tamoe_rt_group_t group) const;
 
   /// Waits for `requests` within the timeout. `what` names the operation in
   /// the message ("the exchange of counts over the node group").
@@ -75,6 +79,8 @@ private:
 
   MPI_Comm world = MPI_COMM_NULL, nodeComm = MPI_COMM_NULL,
            peersComm = MPI_COMM_NULL;
+  /// transferComm's, by group.
+  MPI_Comm transfer[3] = {MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
   int64_t worldRank = 0, worldSize = 1, nodeSize = 1;
   double timeout = 60;
   Status brokenBy;

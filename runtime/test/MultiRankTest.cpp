@@ -282,7 +282,8 @@ void asyncChecks(const World &w) {
     }
 
   // Three in flight at once over different groups, a blocking exchange and
-  // compute among them, waited in start order.
+  // compute among them, waited last first: a wait settles the exchanges
+  // started before its own (round 2 goes in start order on every rank).
   std::vector<InFlight> started;
   started.push_back(inFlight(w, TAMOE_RT_GROUP_WORLD, 24, 2, 601));
   started.push_back(inFlight(w, TAMOE_RT_GROUP_NODE, 8, 1, 602));
@@ -304,42 +305,70 @@ void asyncChecks(const World &w) {
   computeWhileInFlight(w);
   EXPECT_OK(startInFlight(w, started[2]), w.ctx);
   computeWhileInFlight(w);
-  for (InFlight &e : started)
-    waitAndCheck(w, e);
+  for (int i : {2, 0, 1})
+    waitAndCheck(w, started[i]);
 
-  // A start that fails on one rank fails on every rank, with that rank's
-  // message, and moves nothing.
+  // An exchange whose arguments are bad on one rank fails on every rank,
+  // with that rank's message, and moves nothing. The settle runs in the
+  // background, so the start succeeds and the wait reports the verdict;
+  // the failed exchanges wait in start order, behind compute.
   int64_t rowBytes = 16;
   std::vector<int32_t> ones(w.ranks, 1), recvCounts(w.ranks, -1);
   Bytes send(2 * w.ranks * rowBytes, 0x11), received(w.ranks * rowBytes);
-  auto failing = [&](const void *from, intptr_t rb, intptr_t capacity) {
-    std::fill(received.begin(), received.end(), 0x5A);
-    tamoe_rt_exchange_t *handle = reinterpret_cast<tamoe_rt_exchange_t *>(1);
-    tamoe_rt_status_t status = tamoe_rt_all_to_all_start(
-        w.ctx, TAMOE_RT_GROUP_WORLD, from, w.ranks, rb, ones.data(), w.ranks, 1,
-        received.data(), capacity, recvCounts.data(), &handle);
-    EXPECT(handle == nullptr, "a failed start returned a handle");
-    return status;
+  struct Failing {
+    const void *from;
+    intptr_t rowBytes, capacity;
+    tamoe_rt_exchange_t *handle = nullptr;
   };
+  std::vector<Failing> failing = {
+      {w.me == 3 ? nullptr : send.data(), rowBytes, w.ranks},
+      {send.data(), rowBytes, w.me == 5 ? w.ranks - 1 : w.ranks},
+      {send.data(), w.me == 3 ? 32 : rowBytes, w.ranks}};
+  std::fill(received.begin(), received.end(), 0x5A);
+  for (Failing &f : failing) {
+    EXPECT_OK(tamoe_rt_all_to_all_start(w.ctx, TAMOE_RT_GROUP_WORLD, f.from,
+                                        w.ranks, f.rowBytes, ones.data(),
+                                        w.ranks, 1, received.data(), f.capacity,
+                                        recvCounts.data(), &f.handle),
+              w.ctx);
+    EXPECT(f.handle != nullptr,
+           "a start that posted its settle gave no handle");
+  }
+  computeWhileInFlight(w);
   auto untouched = [&] {
     for (unsigned char byte : received)
       if (byte != 0x5A)
         return false;
     return recvCounts == std::vector<int32_t>(w.ranks, -1);
   };
-  expectFailure(w,
-                failing(w.me == 3 ? nullptr : send.data(), rowBytes, w.ranks),
-                TAMOE_RT_ERROR_INVALID_ARGUMENT,
-                "tamoe_rt_all_to_all_start: rank 3: send is null");
   expectFailure(
-      w, failing(send.data(), rowBytes, w.me == 5 ? w.ranks - 1 : w.ranks),
+      w, tamoe_rt_all_to_all_wait(w.ctx, failing[0].handle, failing[0].from),
+      TAMOE_RT_ERROR_INVALID_ARGUMENT,
+      "tamoe_rt_all_to_all_wait: rank 3: send is null");
+  expectFailure(
+      w, tamoe_rt_all_to_all_wait(w.ctx, failing[1].handle, failing[1].from),
       TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
-      str("tamoe_rt_all_to_all_start: rank 5: ", w.ranks,
+      str("tamoe_rt_all_to_all_wait: rank 5: ", w.ranks,
           " rows to receive exceed recv_capacity ", w.ranks - 1));
-  expectFailure(w, failing(send.data(), w.me == 3 ? 32 : rowBytes, w.ranks),
-                TAMOE_RT_ERROR_MISMATCH,
-                "tamoe_rt_all_to_all_start: ranks disagree on row_bytes: rank "
-                "0 has 16, rank 3 has 32");
+  expectFailure(
+      w, tamoe_rt_all_to_all_wait(w.ctx, failing[2].handle, failing[2].from),
+      TAMOE_RT_ERROR_MISMATCH,
+      "tamoe_rt_all_to_all_wait: ranks disagree on row_bytes: rank "
+      "0 has 16, rank 3 has 32");
+  // A missing handle: that rank's start waits itself, the others' waits
+  // report it.
+  tamoe_rt_exchange_t *handle = nullptr;
+  tamoe_rt_status_t nullStart = tamoe_rt_all_to_all_start(
+      w.ctx, TAMOE_RT_GROUP_WORLD, send.data(), w.ranks, rowBytes, ones.data(),
+      w.ranks, 1, received.data(), w.ranks, recvCounts.data(),
+      w.me == 6 ? nullptr : &handle);
+  expectFailure(
+      w,
+      w.me == 6 ? nullStart
+                : tamoe_rt_all_to_all_wait(w.ctx, handle, send.data()),
+      TAMOE_RT_ERROR_INVALID_ARGUMENT,
+      w.me == 6 ? "tamoe_rt_all_to_all_start: rank 6: exchange is null"
+                : "tamoe_rt_all_to_all_wait: rank 6: exchange is null");
   EXPECT(untouched(), "rows moved despite a failed start");
 
   // Bad waits name the problem and leave the exchange pending; the right

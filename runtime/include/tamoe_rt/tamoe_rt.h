@@ -392,19 +392,23 @@ tamoe_rt_status_t tamoe_rt_all_to_all(
 typedef struct tamoe_rt_exchange tamoe_rt_exchange_t;
 
 /* tamoe_rt_all_to_all in two halves, so that a rank computes while its rows
- * travel. start takes the same arguments, settles them collectively exactly
- * as tamoe_rt_all_to_all does (same checks, same verdict on every rank, same
- * messages; this first round is blocking: it is small), posts the transfer
- * of the rows and returns at once with *exchange set (NULL on failure).
- * Until the wait, `send` must not change and `received` / `recv_counts` must
- * not be read. Several exchanges may be in flight on a context; every rank
- * of a group must start its exchanges (and call the other collectives) in
- * the same order, as an SPMD program does: MPI matches a communicator's
- * collectives by that order. The rows move while the rank is inside the
- * runtime: each entry point that computes (grouped_matmul, matmul, map,
- * chunk, ...) first lets the exchanges in flight progress (docs/runtime.md,
- * "How progress is made"). On the cuda backend start does the whole
- * exchange (no overlap yet). */
+ * travel. start takes the same arguments and settles them collectively
+ * with the same checks as tamoe_rt_all_to_all (the same verdict on every
+ * rank, the same messages), then the rows move; *exchange is set (NULL on
+ * failure). Neither round blocks on the cpu backend: start posts the
+ * settle and returns, and the wait reports its verdict (so a bad argument
+ * on any rank fails every rank's wait, the rank that knows why sharing its
+ * message; a failure before the settle, such as a bad group, is start's).
+ * A call with exchange NULL settles at once and fails. Until the wait,
+ * `send` must not change and `received` / `recv_counts` must not be read.
+ * Several exchanges may be in flight on a context; every rank of a group
+ * must start its exchanges (and call the other collectives) in the same
+ * order, as an SPMD program does: MPI matches a communicator's collectives
+ * by that order. The exchange moves while the rank is inside the runtime:
+ * each entry point that computes (grouped_matmul, matmul, map, chunk, ...)
+ * first lets the exchanges in flight progress (docs/runtime.md, "How
+ * progress is made"). On the cuda backend start does the whole exchange,
+ * reporting any failure itself (no overlap yet). */
 tamoe_rt_status_t tamoe_rt_all_to_all_start(
     tamoe_rt_context_t *context, tamoe_rt_group_t group, const void *send,
     intptr_t send_capacity, intptr_t row_bytes, const int32_t *send_counts,
