@@ -1497,11 +1497,6 @@ tamoe_rt_status_t tamoe_rt_all_to_all_start(
       context, exchange ? Status::success() : invalid("exchange is null"),
       group, send, send_capacity, row_bytes, send_counts, peers, split,
       received, recv_capacity, recv_counts, pending);
-  // A backend that settles in the background reports the verdict at the
-  // wait; with no handle to give it, wait here.
-  if (status.ok() && !exchange)
-    status =
-        context->backend->allToAllWait(std::move(pending), context->traffic);
   if (status.ok()) {
     // Process-wide, starting at 1: never null, never reused.
     static std::atomic<uintptr_t> lastId{0};
@@ -1509,7 +1504,18 @@ tamoe_rt_status_t tamoe_rt_all_to_all_start(
     handle->pending = std::move(pending);
     handle->send = send;
     handle->id = ++lastId;
-    *exchange = reinterpret_cast<tamoe_rt_exchange_t *>(handle->id);
+    if (exchange) {
+      *exchange = reinterpret_cast<tamoe_rt_exchange_t *>(handle->id);
+    } else {
+      // A backend that settles in the background has posted the settle,
+      // whose verdict the peers' waits report. Without a handle to give,
+      // the exchange stays in flight unreachable, as one never waited
+      // (finalize completes it): waiting here could hold up the peers'
+      // blocking collectives until the timeout.
+      handle->pending->abandoned = true;
+      status = invalid(
+          str("rank ", context->launcher->rank(), ": exchange is null"));
+    }
     context->exchanges.push_back(std::move(handle));
   }
   return finish(context, fn, status);

@@ -1394,15 +1394,19 @@ Status CpuBackend::settle(CpuExchange &x) {
   return status;
 }
 
-Status CpuBackend::settleInOrder(const CpuExchange *until) {
+Status CpuBackend::settleInOrder(const CpuExchange *until,
+                                 Clock::time_point deadline) {
   bool waiting = until != nullptr;
   for (CpuExchange *x : inFlight) {
     if (x->phase == CpuExchange::Phase::Settling) {
       const std::string &what = stageName(0, x->group);
+      // An error that progress() met fails the wait that needs this
+      // exchange, not those of exchanges started before it.
       if (x->error != MPI_SUCCESS)
-        return launcher.check(x->error, what);
+        return waiting ? launcher.check(x->error, what) : Status::success();
       if (waiting) {
-        if (Status status = launcher.wait(x->requests, x->posted, what);
+        if (Status status =
+                launcher.waitUntil(x->requests, x->posted, what, deadline);
             !status.ok())
           return status;
       } else {
@@ -1424,8 +1428,10 @@ Status CpuBackend::settleInOrder(const CpuExchange *until) {
 Status CpuBackend::allToAllWait(std::unique_ptr<PendingExchange> pending,
                                 Traffic &traffic) {
   auto &x = static_cast<CpuExchange &>(*pending);
-  Status status =
-      launcher.broken().ok() ? settleInOrder(&x) : launcher.brokenStatus();
+  // One timeout for the whole wait, however many settles it completes.
+  Clock::time_point deadline = deadlineAfter(launcher.timeoutSeconds());
+  Status status = launcher.broken().ok() ? settleInOrder(&x, deadline)
+                                         : launcher.brokenStatus();
   inFlight.erase(std::find(inFlight.begin(), inFlight.end(), &x));
   const std::string what = x.phase == CpuExchange::Phase::Sharing
                                ? str("sharing a failure's message over the ",
@@ -1434,7 +1440,7 @@ Status CpuBackend::allToAllWait(std::unique_ptr<PendingExchange> pending,
   if (status.ok() && x.error != MPI_SUCCESS)
     status = launcher.check(x.error, what);
   if (status.ok())
-    status = launcher.wait(x.requests, x.posted, what);
+    status = launcher.waitUntil(x.requests, x.posted, what, deadline);
   if (!status.ok()) {
     // MPI may still write into the exchange's buffers (and the program's):
     // leaked, as a broken launcher's are.
@@ -1468,7 +1474,7 @@ void CpuBackend::progress() {
   // when this rank calls in: each test runs MPI's progress engine once.
   if (!launcher.broken().ok())
     return;
-  (void)settleInOrder(nullptr);
+  (void)settleInOrder(nullptr, Clock::time_point());
   for (CpuExchange *x : inFlight) {
     if (x->phase == CpuExchange::Phase::Settling)
       break;

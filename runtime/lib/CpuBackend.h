@@ -253,9 +253,9 @@ private:
   /// Round 1 of `x` is in: reaches the verdict and posts round 2.
   Status settle(CpuExchange &x);
   /// Settles the exchanges in flight in start order: all of them up to and
-  /// including `until` (waiting within the timeout), then those whose round
-  /// 1 is in already, stopping at the first that is not.
-  Status settleInOrder(const CpuExchange *until);
+  /// including `until` (waiting until `deadline`), then those whose round 1
+  /// is in already, stopping at the first that is not.
+  Status settleInOrder(const CpuExchange *until, Clock::time_point deadline);
 };
 
 } // namespace tamoe_rt

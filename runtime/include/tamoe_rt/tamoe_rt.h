@@ -395,20 +395,23 @@ typedef struct tamoe_rt_exchange tamoe_rt_exchange_t;
  * travel. start takes the same arguments and settles them collectively
  * with the same checks as tamoe_rt_all_to_all (the same verdict on every
  * rank, the same messages), then the rows move; *exchange is set (NULL on
- * failure). Neither round blocks on the cpu backend: start posts the
- * settle and returns, and the wait reports its verdict (so a bad argument
- * on any rank fails every rank's wait, the rank that knows why sharing its
- * message; a failure before the settle, such as a bad group, is start's).
- * A call with exchange NULL settles at once and fails. Until the wait,
- * `send` must not change and `received` / `recv_counts` must not be read.
- * Several exchanges may be in flight on a context; every rank of a group
- * must start its exchanges (and call the other collectives) in the same
- * order, as an SPMD program does: MPI matches a communicator's collectives
- * by that order. The exchange moves while the rank is inside the runtime:
- * each entry point that computes (grouped_matmul, matmul, map, chunk, ...)
- * first lets the exchanges in flight progress (docs/runtime.md, "How
- * progress is made"). On the cuda backend start does the whole exchange,
- * reporting any failure itself (no overlap yet). */
+ * failure). On the cpu backend neither round blocks: start posts the settle
+ * and returns, and the wait reports its verdict (a bad argument on any rank
+ * fails every rank's wait, the rank that knows why sharing its message; a
+ * failure before the settle, such as a bad group, is start's). A call with
+ * exchange NULL fails at once on that rank ("rank R: exchange is null",
+ * which the peers' waits report too), its settle left in flight until
+ * finalize. On the cuda backend start settles (blocking) and reports any
+ * failure itself, then queues the rows on the backend's communication
+ * stream, so the operations until the wait compute while they move.
+ * Until the wait, `send` must not change and `received` / `recv_counts`
+ * must not be read. Several exchanges may be in flight on a context; every
+ * rank of a group must start its exchanges (and call the other collectives)
+ * in the same order, as an SPMD program does: MPI matches a communicator's
+ * collectives by that order. On the cpu backend the exchange moves while
+ * the rank is inside the runtime: each entry point that computes
+ * (grouped_matmul, matmul, map, chunk, ...) first lets the exchanges in
+ * flight progress (docs/runtime.md, "How progress is made"). */
 tamoe_rt_status_t tamoe_rt_all_to_all_start(
     tamoe_rt_context_t *context, tamoe_rt_group_t group, const void *send,
     intptr_t send_capacity, intptr_t row_bytes, const int32_t *send_counts,
@@ -421,7 +424,8 @@ tamoe_rt_status_t tamoe_rt_all_to_all_start(
  * started with (the program passes it to keep that buffer alive until
  * here). A handle that is not pending on `context`, or another `send`,
  * fails with TAMOE_RT_ERROR_INVALID_ARGUMENT and leaves the exchanges as
- * they are. tamoe_rt_finalize completes the exchanges still in flight,
+ * they are. tamoe_rt_finalize completes the exchanges still in flight
+ * (so `send` and `received` of one never waited must live until then),
  * without writing their recv_counts (the caller may have freed them). */
 tamoe_rt_status_t tamoe_rt_all_to_all_wait(tamoe_rt_context_t *context,
                                            tamoe_rt_exchange_t *exchange,

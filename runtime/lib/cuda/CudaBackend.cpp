@@ -242,6 +242,11 @@ Status CudaBackend::initDevice(int device) {
   error = cudaStreamCreate(&stream_);
   if (error != cudaSuccess)
     return cudaFailure(error, "creating a stream" + where);
+  error = cudaStreamCreateWithFlags(&commStream_, cudaStreamNonBlocking);
+  if (error != cudaSuccess) {
+    commStream_ = nullptr;
+    return cudaFailure(error, "creating the communication stream" + where);
+  }
   // Temporaries come from a pool of our own that keeps its memory between
   // operations (the default pool would return it at every synchronisation).
   cudaMemPoolProps props;
@@ -334,8 +339,9 @@ Status CudaBackend::initCommunicator(tamoe_rt_group_t group) {
 
 CudaBackend::~CudaBackend() {
   DeviceScope scope(device_);
-  if (stream_ && cudaStreamSynchronize(stream_) != cudaSuccess)
-    cudaGetLastError();
+  for (cudaStream_t stream : {stream_, commStream_})
+    if (stream && cudaStreamSynchronize(stream) != cudaSuccess)
+      cudaGetLastError();
   double timeout = launcher_ ? launcher_->timeoutSeconds() : 60.0;
   for (Communicator &c : comms_) {
     if (!c.comm)
@@ -374,8 +380,9 @@ CudaBackend::~CudaBackend() {
     cudaFreeHost(hostStatus_);
   if (pool_)
     cudaMemPoolDestroy(pool_);
-  if (stream_)
-    cudaStreamDestroy(stream_);
+  for (cudaStream_t stream : {stream_, commStream_})
+    if (stream)
+      cudaStreamDestroy(stream);
   cudaGetLastError();
 }
 
@@ -615,13 +622,26 @@ Status CudaBackend::waitCommunicator(Communicator &c, double deadline,
 
 Status CudaBackend::waitStream(Communicator &c, double deadline,
                                const char *what) {
+  return pollUntilDone(
+      c, [this] { return cudaStreamQuery(stream_); }, deadline, what);
+}
+
+Status CudaBackend::waitEvent(Communicator &c, cudaEvent_t event,
+                              double deadline, const char *what) {
+  return pollUntilDone(
+      c, [event] { return cudaEventQuery(event); }, deadline, what);
+}
+
+Status CudaBackend::pollUntilDone(Communicator &c,
+                                  const std::function<cudaError_t()> &query,
+                                  double deadline, const char *what) {
   for (int poll = 0;; ++poll) {
-    cudaError_t query = cudaStreamQuery(stream_);
-    if (query == cudaSuccess)
+    cudaError_t done = query();
+    if (done == cudaSuccess)
       return Status::success();
-    if (query != cudaErrorNotReady) {
+    if (done != cudaErrorNotReady) {
       cudaGetLastError();
-      return cudaFailure(query, what);
+      return cudaFailure(done, what);
     }
     if (c.comm) {
       ncclResult_t state = ncclSuccess;
@@ -648,8 +668,8 @@ Status CudaBackend::waitStream(Communicator &c, double deadline,
   }
 }
 
-Status CudaBackend::exchange(Communicator &c, const char *send,
-                             const int64_t *sendOffsets,
+Status CudaBackend::exchange(Communicator &c, cudaStream_t stream,
+                             const char *send, const int64_t *sendOffsets,
                              const int64_t *sendBytes, char *recv,
                              const int64_t *recvOffsets,
                              const int64_t *recvBytes, double deadline,
@@ -662,7 +682,7 @@ Status CudaBackend::exchange(Communicator &c, const char *send,
   if (sendBytes[me] > 0) {
     cudaError_t error = cudaMemcpyAsync(
         recv + recvOffsets[me], send + sendOffsets[me],
-        static_cast<size_t>(sendBytes[me]), cudaMemcpyDeviceToDevice, stream_);
+        static_cast<size_t>(sendBytes[me]), cudaMemcpyDeviceToDevice, stream);
     if (error != cudaSuccess) {
       cudaGetLastError();
       return cudaFailure(error, what);
@@ -693,14 +713,14 @@ Status CudaBackend::exchange(Communicator &c, const char *send,
         int64_t bytes =
             sendBytes[to] - done < kChunk ? sendBytes[to] - done : kChunk;
         note(ncclSend(send + sendOffsets[to] + done, static_cast<size_t>(bytes),
-                      ncclUint8, to, c.comm, stream_));
+                      ncclUint8, to, c.comm, stream));
       }
       for (int64_t done = 0; done < recvBytes[from]; done += kChunk) {
         int64_t bytes =
             recvBytes[from] - done < kChunk ? recvBytes[from] - done : kChunk;
         note(ncclRecv(recv + recvOffsets[from] + done,
                       static_cast<size_t>(bytes), ncclUint8, from, c.comm,
-                      stream_));
+                      stream));
       }
     }
     ncclResult_t end = ncclGroupEnd();
@@ -717,7 +737,7 @@ Status CudaBackend::exchange(Communicator &c, const char *send,
         return status;
     }
   }
-  return waitStream(c, deadline, what);
+  return Status::success();
 }
 
 Status CudaBackend::allToAll(tamoe_rt_group_t group, const void *send,
@@ -725,6 +745,42 @@ Status CudaBackend::allToAll(tamoe_rt_group_t group, const void *send,
                              const int32_t *sendCounts, intptr_t split,
                              void *received, intptr_t recvCapacity,
                              int32_t *recvCounts, Traffic &traffic) {
+  CudaExchange x;
+  Status status = startRows(group, send, sendCapacity, rowBytes, sendCounts,
+                            split, received, recvCapacity, recvCounts, x);
+  return status.ok() ? finishRows(x, traffic) : status;
+}
+
+Status CudaBackend::allToAllStart(Launcher &launcher, Status local,
+                                  tamoe_rt_group_t group, const void *send,
+                                  intptr_t sendCapacity, intptr_t rowBytes,
+                                  const int32_t *sendCounts, intptr_t split,
+                                  void *received, intptr_t recvCapacity,
+                                  int32_t *recvCounts,
+                                  std::unique_ptr<PendingExchange> &pending) {
+  Status status = launcher.agreeOn(group, std::move(local),
+                                   {{"row_bytes", rowBytes}, {"split", split}});
+  if (!status.ok())
+    return status;
+  auto x = std::make_unique<CudaExchange>();
+  status = startRows(group, send, sendCapacity, rowBytes, sendCounts, split,
+                     received, recvCapacity, recvCounts, *x);
+  if (status.ok())
+    pending = std::move(x);
+  return status;
+}
+
+Status CudaBackend::allToAllWait(std::unique_ptr<PendingExchange> pending,
+                                 Traffic &traffic) {
+  return finishRows(static_cast<CudaExchange &>(*pending), traffic);
+}
+
+Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
+                              intptr_t sendCapacity, intptr_t rowBytes,
+                              const int32_t *sendCounts, intptr_t split,
+                              void *received, intptr_t recvCapacity,
+                              int32_t *recvCounts, CudaExchange &x) {
+  x.group = group;
   if (group != TAMOE_RT_GROUP_WORLD && group != TAMOE_RT_GROUP_NODE &&
       group != TAMOE_RT_GROUP_PEERS)
     return invalid("group = " + std::to_string(group) +
@@ -800,11 +856,14 @@ Status CudaBackend::allToAll(tamoe_rt_group_t group, const void *send,
     for (int p = 0; p < size; ++p)
       countOffsets[p] = int64_t(p) * split * 4;
     if (entries > 0) {
-      local = exchange(c, reinterpret_cast<const char *>(sendCounts),
-                       countOffsets.data(), countBytes.data(),
-                       reinterpret_cast<char *>(recvCounts),
-                       countOffsets.data(), countBytes.data(), deadline,
-                       ("the exchange of counts" + where).c_str());
+      std::string what = "the exchange of counts" + where;
+      local =
+          exchange(c, stream_, reinterpret_cast<const char *>(sendCounts),
+                   countOffsets.data(), countBytes.data(),
+                   reinterpret_cast<char *>(recvCounts), countOffsets.data(),
+                   countBytes.data(), deadline, what.c_str());
+      if (local.ok())
+        local = waitStream(c, deadline, what.c_str());
       if (local.ok()) {
         cudaError_t error =
             cudaMemcpyAsync(hostRecv.data(), recvCounts, entries * 4,
@@ -844,14 +903,33 @@ Status CudaBackend::allToAll(tamoe_rt_group_t group, const void *send,
       recvBytes[p] = recvRows[p] * rowBytes;
       recvAt += recvRows[p];
     }
-    local = exchange(c, static_cast<const char *>(send), sendOffsets.data(),
-                     sendBytes.data(), static_cast<char *>(received),
-                     recvOffsets.data(), recvBytes.data(), deadline,
-                     ("the exchange of rows" + where).c_str());
-    // (4) One outcome for the group.
-    status = launcher_->agree(group, local);
-    if (!status.ok())
-      return status;
+    // (4) The rows, on the communication stream once the compute stream's
+    // work so far (which wrote `send`) is done.
+    std::string what = "the exchange of rows" + where;
+    cudaError_t error =
+        cudaEventCreateWithFlags(&x.ready, cudaEventDisableTiming);
+    if (error == cudaSuccess)
+      error = cudaEventCreateWithFlags(&x.done, cudaEventDisableTiming);
+    if (error == cudaSuccess)
+      error = cudaEventRecord(x.ready, stream_);
+    if (error == cudaSuccess)
+      error = cudaStreamWaitEvent(commStream_, x.ready, 0);
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      x.posted = cudaFailure(error, what);
+    }
+    if (x.posted.ok())
+      x.posted = exchange(c, commStream_, static_cast<const char *>(send),
+                          sendOffsets.data(), sendBytes.data(),
+                          static_cast<char *>(received), recvOffsets.data(),
+                          recvBytes.data(), deadline, what.c_str());
+    if (x.posted.ok()) {
+      error = cudaEventRecord(x.done, commStream_);
+      if (error != cudaSuccess) {
+        cudaGetLastError();
+        x.posted = cudaFailure(error, what);
+      }
+    }
 
     const int64_t perNode = comms_[TAMOE_RT_GROUP_NODE].size;
     const int64_t myNode = comms_[TAMOE_RT_GROUP_WORLD].index / perNode;
@@ -859,14 +937,42 @@ Status CudaBackend::allToAll(tamoe_rt_group_t group, const void *send,
       if (p == me)
         continue; // rows kept on this rank cross no link
       if (globalRank(group, p) / perNode == myNode)
-        traffic.intraNodeBytes += sendBytes[p];
+        x.traffic.intraNodeBytes += sendBytes[p];
       else
-        traffic.interNodeBytes += sendBytes[p];
+        x.traffic.interNodeBytes += sendBytes[p];
     }
     return Status::success();
   } catch (const std::bad_alloc &) {
     return Status::error(TAMOE_RT_ERROR_OUT_OF_MEMORY, "out of host memory");
   }
+}
+
+Status CudaBackend::finishRows(CudaExchange &x, Traffic &traffic) {
+  Communicator &c = comms_[x.group];
+  DeviceScope scope(device_);
+  Status local = scope.status();
+  if (local.ok())
+    local = x.posted;
+  std::string what = std::string("the exchange of rows over the ") +
+                     groupName(x.group) + " group";
+  if (local.ok())
+    local =
+        waitEvent(c, x.done, now() + launcher_->timeoutSeconds(), what.c_str());
+  // Later work on the compute stream reads what arrived.
+  if (local.ok()) {
+    cudaError_t error = cudaStreamWaitEvent(stream_, x.done, 0);
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      local = cudaFailure(error, what);
+    }
+  }
+  // One outcome for the group.
+  Status status = launcher_->agree(x.group, local);
+  if (!status.ok())
+    return status;
+  traffic.intraNodeBytes += x.traffic.intraNodeBytes;
+  traffic.interNodeBytes += x.traffic.interNodeBytes;
+  return Status::success();
 }
 
 //===----------------------------------------------------------------------===//

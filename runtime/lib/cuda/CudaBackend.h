@@ -11,7 +11,10 @@
 // that they can return the error they found as a Status; gate returns as soon
 // as its kernel is queued. The stream is a blocking stream, so work that a
 // caller queues on the legacy default stream (plain cudaMemcpy, events
-// recorded on stream 0) is ordered with the backend's work.
+// recorded on stream 0) is ordered with the backend's work. The rows of an
+// exchange travel on a second stream, the communication stream, between
+// tamoe_rt_all_to_all_start and _wait, so that the operations in between
+// compute while they move; events order the two.
 //
 // The implementation is split by what needs nvcc: Kernels.cu has the local
 // operations, CudaBackend.cpp the device, memory and communication parts.
@@ -49,6 +52,21 @@ public:
 private:
   int previous_ = -1;
   Status status_;
+};
+
+/// An exchange whose rows are on the communication stream.
+struct CudaExchange final : PendingExchange {
+  ~CudaExchange() override {
+    for (cudaEvent_t event : {ready, done})
+      if (event)
+        cudaEventDestroy(event);
+  }
+  tamoe_rt_group_t group = TAMOE_RT_GROUP_WORLD;
+  /// Recorded on the compute stream before the rows (the communication
+  /// stream waits for it) and on the communication stream after them.
+  cudaEvent_t ready = nullptr, done = nullptr;
+  /// A failure while posting the rows; the wait agrees on it.
+  Status posted;
 };
 
 /// One NCCL communicator and where this rank sits in its group.
@@ -169,11 +187,23 @@ public:
                                intptr_t experts, const void *weights,
                                intptr_t outFeatures, const void *dResult,
                                void *dRows, void *dWeights) override;
+  /// startRows, then finishRows.
   Status allToAll(tamoe_rt_group_t group, const void *send,
                   intptr_t sendCapacity, intptr_t rowBytes,
                   const int32_t *sendCounts, intptr_t split, void *received,
                   intptr_t recvCapacity, int32_t *recvCounts,
                   Traffic &traffic) override;
+  /// The agreement on row_bytes and split, then startRows: the counts and
+  /// the verdict before it returns, the rows on the communication stream.
+  Status allToAllStart(Launcher &launcher, Status local, tamoe_rt_group_t group,
+                       const void *send, intptr_t sendCapacity,
+                       intptr_t rowBytes, const int32_t *sendCounts,
+                       intptr_t split, void *received, intptr_t recvCapacity,
+                       int32_t *recvCounts,
+                       std::unique_ptr<PendingExchange> &pending) override;
+  /// finishRows.
+  Status allToAllWait(std::unique_ptr<PendingExchange> pending,
+                      Traffic &traffic) override;
 
   // GradientKernels.cu.
   Status gateGrad(const float *probs, const int32_t *expertIds, intptr_t tokens,
@@ -287,21 +317,43 @@ private:
   /// seconds), watching the communicator for asynchronous errors; aborts it
   /// on an error or the timeout.
   Status waitStream(Communicator &c, double deadline, const char *what);
+  /// waitStream for the work before `event` (on any stream).
+  Status waitEvent(Communicator &c, cudaEvent_t event, double deadline,
+                   const char *what);
+  /// Polls `query` (cudaStreamQuery or cudaEventQuery) as waitStream says.
+  Status pollUntilDone(Communicator &c,
+                       const std::function<cudaError_t()> &query,
+                       double deadline, const char *what);
+  /// An exchange's checks, its counts and the verdict on them (every rank
+  /// alike), then its rows posted on the communication stream after the
+  /// compute stream's work so far; `x` gets their events and traffic.
+  Status startRows(tamoe_rt_group_t group, const void *send,
+                   intptr_t sendCapacity, intptr_t rowBytes,
+                   const int32_t *sendCounts, intptr_t split, void *received,
+                   intptr_t recvCapacity, int32_t *recvCounts, CudaExchange &x);
+  /// Waits for the rows of `x` within the timeout, orders the compute
+  /// stream after them, agrees on the outcome with the group and adds the
+  /// traffic.
+  Status finishRows(CudaExchange &x, Traffic &traffic);
   /// Waits until a non-blocking NCCL call on `c` has been processed.
   Status waitCommunicator(Communicator &c, double deadline, const char *what);
   /// Aborts the communicator after a failure; later calls fail at once.
   void abortCommunicator(Communicator &c, const std::string &why);
-  /// One pairwise exchange: sendBytes[p] bytes at sendOffsets[p] of `send`
-  /// to peer p, recvBytes[p] bytes into `recv` at recvOffsets[p] from p.
-  Status exchange(Communicator &c, const char *send, const int64_t *sendOffsets,
-                  const int64_t *sendBytes, char *recv,
-                  const int64_t *recvOffsets, const int64_t *recvBytes,
-                  double deadline, const char *what);
+  /// One pairwise exchange queued on `stream`: sendBytes[p] bytes at
+  /// sendOffsets[p] of `send` to peer p, recvBytes[p] bytes into `recv` at
+  /// recvOffsets[p] from p. The caller waits for the stream.
+  Status exchange(Communicator &c, cudaStream_t stream, const char *send,
+                  const int64_t *sendOffsets, const int64_t *sendBytes,
+                  char *recv, const int64_t *recvOffsets,
+                  const int64_t *recvBytes, double deadline, const char *what);
 
   Launcher *launcher_;
   int device_ = -1;
   int smCount_ = 1;
   cudaStream_t stream_ = nullptr;
+  /// The rows of exchanges in flight (non-blocking: never ordered with the
+  /// legacy default stream, only by events).
+  cudaStream_t commStream_ = nullptr;
   cudaMemPool_t pool_ = nullptr;
   DeviceStatus *deviceStatus_ = nullptr;
   DeviceStatus *hostStatus_ = nullptr; // pinned
