@@ -4,7 +4,9 @@
 # time each takes against the cost model's prediction for the calibrated
 # topology (docs/results/cpu-2x4-calibrated.json), and the chunk count the
 # model picks itself (chunks=0); and the same chunk counts with
-# de-duplicated hierarchical exchanges (mode=hierarchical dedup=true).
+# de-duplicated hierarchical exchanges (mode=hierarchical dedup=true), and
+# the runtime's timeline of 1 and 4 chunks (how much of the rows' time in
+# flight the experts hide).
 #
 #   bash bench/overlap.sh     (after scripts/setup.sh; ~5 min)
 #
@@ -52,12 +54,15 @@ compile() {
   layer "$3" | tamoe-opt --tamoe-pipeline="topology=$topology $2" \
     2>"$work/$1.remarks" | tamoe-opt --tamoe-to-llvm -o "$work/$1.llvm.mlir"
 }
-# Runs $work/$1 on 8 ranks; prints the wall seconds.
+# Runs $work/$1 on 8 ranks (with the profile when $2 is set, recording the
+# timeline to $work/$1.timeline.rank<R>.csv when $3 is); prints the wall
+# seconds.
 run() {
   mkdir -p "$work/$1.out"
   local start end
   start=$(date +%s.%N)
   env TAMOE_RANKS_PER_NODE=4 TAMOE_RT_OUTPUT_DIR="$work/$1.out" ${2:+TAMOE_RT_PROFILE=1} \
+    ${3:+TAMOE_RT_TIMELINE="$work/$1.timeline"} \
     timeout 600 "${mpi[@]}" mlir-runner "$work/$1.llvm.mlir" -e main \
     -entry-point-result=i32 --shared-libs="$build/runtime/lib/libtamoe_rt.so" \
     >"$work/$1.log" 2>&1 ||
@@ -115,6 +120,15 @@ overhead_us=$(awk -v m1="${measured[1]}" -v m2="${measured[2]}" \
 compile calibrated "chunks=0 device-gflops=$gflops chunk-overhead-us=$overhead_us" "$LOW"
 calibrated=$(grep -m1 -E 'remark: (cut into|kept in one chunk)' "$work/calibrated.remarks" | sed 's/.*remark: //')
 
+# Where each step's time goes with 1 and 4 chunks: the runtime's timeline
+# of a run of LOW steps (bench/timeline.py), rank 0 charted for 4.
+for chunks in 1 4; do
+  compile "t$chunks" "chunks=$chunks device-gflops=$gflops" "$LOW"
+  run "t$chunks" "" 1 >/dev/null
+done
+timeline1=$(python3 bench/timeline.py "$work"/t1.timeline.rank*.csv | sed -n '1,/^$/p')
+timeline4=$(python3 bench/timeline.py "$work"/t4.timeline.rank*.csv)
+
 ratio() { calc "$1 / $2" 2; }
 report() {
   echo "# Overlapping the exchanges with the experts on 8 CPU ranks"
@@ -144,6 +158,20 @@ report() {
   echo
   echo "With the per-chunk overhead measured here ($overhead_us us: the slope of the"
   echo "measured step over the extra chunks) as \`chunk-overhead-us\`: $calibrated"
+  echo
+  echo "## Where the time goes"
+  echo
+  echo "The runtime's timeline (\`TAMOE_RT_TIMELINE\`, docs/runtime.md) of a run"
+  echo "of $LOW steps, start-up included, summarised by \`bench/timeline.py\`:"
+  echo "compute is every operation but the exchange calls, rows in flight run"
+  echo "from when a rank posted an exchange's rows until it saw them in (it"
+  echo "sees them at its next call into the runtime). One chunk:"
+  echo
+  echo "$timeline1"
+  echo
+  echo "Four chunks:"
+  echo
+  echo "$timeline4"
 }
 if [[ "$OUT" == - ]]; then
   report

@@ -225,13 +225,17 @@ if [[ "$MODE" == compile-only ]]; then
 fi
 
 # run BACKEND FORWARDS COMMAND...: results in $WORK/<backend>, the profile
-# in $WORK/<backend>.profile.md.
+# in $WORK/<backend>.profile.md, the timeline (TAMOE_RT_TIMELINE: on cuda,
+# CUDA events on the compute and communication streams) in
+# $WORK/<backend>.timeline.rank<R>.csv.
 run() {
   local backend=$1 forwards=$2
   shift 2
   rm -rf "$WORK/$backend" && mkdir -p "$WORK/$backend"
   echo "== running on the $backend backend ($forwards layer forwards)"
+  rm -f "$WORK/$backend.timeline".rank*.csv
   env TAMOE_RT_BACKEND="$backend" TAMOE_RT_PROFILE=1 TAMOE_RANKS_PER_NODE="$RANKS" \
+      TAMOE_RT_TIMELINE="$WORK/$backend.timeline" \
       TAMOE_RT_OUTPUT_DIR="$WORK/$backend" "${launch[@]}" "$@" \
       > "$WORK/$backend.log" 2>&1 ||
     { cat "$WORK/$backend.log" >&2; die "the $backend run failed"; }
@@ -304,3 +308,11 @@ python3 "$HERE/e2e_report.py" --profile "$WORK/$BACKEND.profile.md" \
     --iterations "$ITERATIONS" ${TORCH_CSV:+--torch "$TORCH_CSV"} \
     ${TORCH_GROUPED_CSV:+--torch-grouped-mm "$TORCH_GROUPED_CSV"} \
     --title "$TITLE" | tee "$WORK/gpu-e2e.md"
+# When each operation ran and when the rows were in flight (with CHUNKS,
+# how much of the exchanges the experts hide).
+{
+  echo
+  echo "Timeline of the $BACKEND run ($ITERATIONS forwards, start-up included; bench/timeline.py):"
+  echo
+  python3 "$HERE/../timeline.py" "$WORK/$BACKEND.timeline".rank*.csv
+} | tee -a "$WORK/gpu-e2e.md"

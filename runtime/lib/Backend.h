@@ -19,6 +19,7 @@
 #ifndef TAMOE_RT_LIB_BACKEND_H
 #define TAMOE_RT_LIB_BACKEND_H
 
+#include "Timeline.h"
 #include "tamoe_rt/tamoe_rt.h"
 
 #include <cstddef>
@@ -193,6 +194,23 @@ public:
   virtual Status copyToHost(void *hostDestination, const void *source,
                             intptr_t bytes) = 0;
   virtual Status synchronize() = 0;
+
+  /// The timeline of TAMOE_RT_TIMELINE (Timeline.h). The core brackets
+  /// every operation it times with timelineBegin / timelineEnd, and a
+  /// backend adds its exchanges' transfers ("comm"). This default keeps the
+  /// host clock, where a synchronous backend's work happens; the cuda
+  /// backend times its streams with events instead.
+  virtual void startTimeline() { hostTimeline.start(); }
+  virtual void timelineBegin(const char *name) { hostTimeline.begin(name); }
+  virtual void timelineEnd() { hostTimeline.end(); }
+  /// What was recorded, and how many intervals past kTimelineLimit were
+  /// left out.
+  virtual Status timeline(std::vector<TimelineInterval> &intervals,
+                          int64_t &dropped) {
+    intervals = hostTimeline.all();
+    dropped = hostTimeline.droppedCount();
+    return Status::success();
+  }
   /// tamoe_rt_convert (the core has checked the types, sizes and overlap).
   virtual Status convert(tamoe_rt_dtype_t srcType, const void *src,
                          tamoe_rt_dtype_t dstType, void *dst, intptr_t n) = 0;
@@ -451,6 +469,9 @@ public:
   virtual Status adam(float *params, const float *grads, float *m, float *v,
                       intptr_t n, int64_t step, float lr, float beta1,
                       float beta2, float eps, float weightDecay) = 0;
+
+protected:
+  HostTimeline hostTimeline;
 };
 
 } // namespace tamoe_rt

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -62,6 +63,37 @@ tamoe_rt_status_t tamoe_rt::finish(tamoe_rt_context_t *context,
 }
 
 namespace {
+
+/// TAMOE_RT_TIMELINE's file for this rank, PREFIX.rank<R>.csv: a header,
+/// then one line per interval (rank, stream, name, begin and end in
+/// microseconds), and a comment with the count left out past the limit.
+Status writeTimeline(const tamoe_rt_context_t &context) {
+  std::vector<TimelineInterval> intervals;
+  int64_t dropped = 0;
+  Status status = context.backend->timeline(intervals, dropped);
+  if (!status.ok())
+    return status;
+  int64_t rank = context.launcher->rank();
+  std::string path = str(context.timeline, ".rank", rank, ".csv");
+  std::FILE *file = std::fopen(path.c_str(), "w");
+  if (!file)
+    return invalid(str("cannot write the timeline (TAMOE_RT_TIMELINE) to ",
+                       path, ": ", std::strerror(errno)));
+  std::fputs("rank,stream,name,begin_us,end_us\n", file);
+  for (const TimelineInterval &interval : intervals)
+    std::fprintf(file, "%lld,%s,%s,%.3f,%.3f\n", static_cast<long long>(rank),
+                 interval.stream.c_str(), interval.name.c_str(),
+                 interval.beginUs, interval.endUs);
+  if (dropped)
+    std::fprintf(file, "# %lld intervals past the first %zu left out\n",
+                 static_cast<long long>(dropped), kTimelineLimit);
+  bool failed = std::ferror(file) != 0;
+  failed = std::fclose(file) != 0 || failed;
+  if (failed)
+    return invalid(
+        str("cannot write the timeline (TAMOE_RT_TIMELINE) to ", path));
+  return Status::success();
+}
 
 /// The profile table of TAMOE_RT_PROFILE, as markdown.
 std::string profileTable(const tamoe_rt_context_t &context) {
@@ -712,6 +744,8 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
   auto *created = new tamoe_rt_context_t();
   const char *profile = std::getenv("TAMOE_RT_PROFILE");
   created->profile = profile && *profile && std::strcmp(profile, "0") != 0;
+  if (const char *timeline = std::getenv("TAMOE_RT_TIMELINE"))
+    created->timeline = timeline;
   Status status;
   if (overTcp) {
     // The cpu backend's exchanges are MPI's: every rank learns why not.
@@ -749,6 +783,8 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
       finaliseMpiIfLast();
     return finish(nullptr, fn, status);
   }
+  if (!created->timeline.empty())
+    created->backend->startTimeline();
   ++liveContexts;
   *context = created;
   return TAMOE_RT_SUCCESS;
@@ -761,10 +797,13 @@ tamoe_rt_status_t tamoe_rt_finalize(tamoe_rt_context_t *context) {
     std::fputs(profileTable(*context).c_str(), stderr);
     std::fflush(stderr);
   }
+  Status timeline =
+      context->timeline.empty() ? Status::success() : writeTimeline(*context);
   std::lock_guard<std::mutex> lock(globalMutex);
   destroy(context);
   --liveContexts;
-  return finish(nullptr, "tamoe_rt_finalize", finaliseMpiIfLast());
+  Status mpi = finaliseMpiIfLast();
+  return finish(nullptr, "tamoe_rt_finalize", timeline.ok() ? mpi : timeline);
 }
 
 const char *tamoe_rt_last_error(const tamoe_rt_context_t *context) {

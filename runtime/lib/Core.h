@@ -47,6 +47,9 @@ struct tamoe_rt_context_t {
   std::unordered_map<void *, intptr_t> allocations;
   /// TAMOE_RT_PROFILE: seconds of each call of each operation, in order.
   bool profile = false;
+  /// TAMOE_RT_TIMELINE: where tamoe_rt_finalize writes the timeline
+  /// (PREFIX.rank<R>.csv); empty when it is not recorded.
+  std::string timeline;
   std::map<std::string, std::vector<double>> samples;
   /// The composite schedules' temporary buffers (pointer, bytes), kept
   /// between calls so that a layer's exchanges do not allocate and fault in
@@ -71,16 +74,29 @@ tamoe_rt_status_t finish(tamoe_rt_context_t *context, const char *function,
 
 /// Times an operation's call when the context profiles: from the entry to
 /// the end of the backend's work for it (the backend is synchronized, so
-/// asynchronous work is not attributed to a later call).
+/// asynchronous work is not attributed to a later call). When it records a
+/// timeline, brackets the call's interval there (the backend's clock; no
+/// synchronization, so an exchange's rows can travel meanwhile).
 class Timed {
 public:
   Timed(tamoe_rt_context_t *context, const char *name)
-      : context(context && context->profile ? context : nullptr), name(name) {
-    if (this->context)
+      : context(context && (context->profile || !context->timeline.empty())
+                    ? context
+                    : nullptr),
+        name(name) {
+    if (!this->context)
+      return;
+    if (!context->timeline.empty())
+      context->backend->timelineBegin(name);
+    if (context->profile)
       start = std::chrono::steady_clock::now();
   }
   ~Timed() {
     if (!context)
+      return;
+    if (!context->timeline.empty())
+      context->backend->timelineEnd();
+    if (!context->profile)
       return;
     (void)context->backend->synchronize();
     context->samples[name].push_back(

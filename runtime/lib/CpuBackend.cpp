@@ -1336,6 +1336,8 @@ Status CpuBackend::settle(CpuExchange &x) {
 
   // Round 2: the rows, and the counts of the split alongside them.
   x.phase = CpuExchange::Phase::Moving;
+  if (hostTimeline.recording())
+    x.rowsPostedUs = hostTimeline.nowUs();
   x.sendRows.assign(size, 0);
   x.sendOffsets.assign(size, 0);
   x.recvRows.assign(size, 0);
@@ -1447,6 +1449,7 @@ Status CpuBackend::allToAllWait(std::unique_ptr<PendingExchange> pending,
     (void)pending.release();
     return status;
   }
+  timeRows(x);
   switch (x.phase) {
   case CpuExchange::Phase::Sharing: {
     size_t length =
@@ -1482,5 +1485,16 @@ void CpuBackend::progress() {
       continue;
     int done = 0;
     x->error = MPI_Testall(x->posted, x->requests, &done, MPI_STATUSES_IGNORE);
+    if (x->error == MPI_SUCCESS && done)
+      timeRows(*x);
   }
+}
+
+void CpuBackend::timeRows(CpuExchange &x) {
+  if (x.phase != CpuExchange::Phase::Moving || x.rowsPostedUs < 0)
+    return;
+  hostTimeline.add(
+      {"comm", str("rows over the ", MpiLauncher::groupName(x.group), " group"),
+       x.rowsPostedUs, hostTimeline.nowUs()});
+  x.rowsPostedUs = -1;
 }

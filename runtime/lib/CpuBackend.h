@@ -78,6 +78,9 @@ struct CpuExchange final : PendingExchange {
   int32_t *recvCounts = nullptr;
   /// An error that progress() met, reported by the wait.
   int error = MPI_SUCCESS;
+  /// When the rows were posted (timeline microseconds; -1 when no timeline
+  /// is recorded), until the rank saw them in (progress() or the wait).
+  double rowsPostedUs = -1;
 };
 
 class CpuBackend final : public Backend {
@@ -252,6 +255,8 @@ private:
 
   /// Round 1 of `x` is in: reaches the verdict and posts round 2.
   Status settle(CpuExchange &x);
+  /// Adds `x`'s rows to the timeline once the rank has seen them in.
+  void timeRows(CpuExchange &x);
   /// Settles the exchanges in flight in start order: all of them up to and
   /// including `until` (waiting until `deadline`), then those whose round 1
   /// is in already, stopping at the first that is not.

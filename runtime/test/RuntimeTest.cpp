@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <numeric>
 #include <sstream>
@@ -2214,6 +2215,92 @@ TEST_F(Runtime, AllToAllStartAndWaitOnOneRank) {
   tamoe_rt_traffic_t traffic;
   tamoe_rt_traffic(ctx, &traffic);
   EXPECT_EQ(traffic.intra_node_bytes + traffic.inter_node_bytes, 0);
+}
+
+/// One line of a TAMOE_RT_TIMELINE file.
+struct Interval {
+  std::string stream, name;
+  double begin = 0, end = 0;
+};
+
+std::vector<Interval> readTimeline(const std::string &path,
+                                   std::string &header) {
+  std::ifstream in(path);
+  std::vector<Interval> intervals;
+  std::getline(in, header);
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string rank, begin, end;
+    Interval interval;
+    std::getline(fields, rank, ',');
+    std::getline(fields, interval.stream, ',');
+    std::getline(fields, interval.name, ',');
+    std::getline(fields, begin, ',');
+    std::getline(fields, end, ',');
+    interval.begin = std::stod(begin);
+    interval.end = std::stod(end);
+    intervals.push_back(interval);
+  }
+  return intervals;
+}
+
+TEST_F(Runtime, TimelineHasTheOperationsAndTheRowsBetweenStartAndWait) {
+  std::string prefix = testing::TempDir() + "tamoe-timeline";
+  setenv("TAMOE_RT_TIMELINE", prefix.c_str(), 1);
+  tamoe_rt_context_t *traced = nullptr;
+  tamoe_rt_status_t initialised = tamoe_rt_init(nullptr, &traced);
+  unsetenv("TAMOE_RT_TIMELINE");
+  ASSERT_EQ(initialised, TAMOE_RT_SUCCESS);
+  int64_t rowBytes = 16;
+  Bytes send(11 * rowBytes, 0x3C), received(11 * rowBytes);
+  std::vector<int32_t> counts = {11}, recvCounts = {-1};
+  tamoe_rt_exchange_t *exchange = nullptr;
+  ASSERT_EQ(tamoe_rt_all_to_all_start(traced, TAMOE_RT_GROUP_WORLD, send.data(),
+                                      11, rowBytes, counts.data(), 1, 1,
+                                      received.data(), 11, recvCounts.data(),
+                                      &exchange),
+            TAMOE_RT_SUCCESS);
+  std::vector<float> a(1 << 18, 1.0f), out(a.size());
+  ASSERT_EQ(tamoe_rt_map(traced, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, a.data(),
+                         a.data(), intptr_t(a.size()), out.data()),
+            TAMOE_RT_SUCCESS);
+  ASSERT_EQ(tamoe_rt_all_to_all_wait(traced, exchange, send.data()),
+            TAMOE_RT_SUCCESS);
+  ASSERT_EQ(tamoe_rt_finalize(traced), TAMOE_RT_SUCCESS)
+      << tamoe_rt_last_error(nullptr);
+
+  std::string header;
+  std::vector<Interval> intervals = readTimeline(prefix + ".rank0.csv", header);
+  EXPECT_EQ(header, "rank,stream,name,begin_us,end_us");
+  std::vector<Interval> compute, comm;
+  for (const Interval &interval : intervals) {
+    EXPECT_LE(interval.begin, interval.end) << interval.name;
+    (interval.stream == "compute" ? compute : comm).push_back(interval);
+  }
+  ASSERT_EQ(compute.size(), 3u);
+  EXPECT_EQ(compute[0].name, "tamoe_rt_all_to_all_start");
+  EXPECT_EQ(compute[1].name, "tamoe_rt_map");
+  EXPECT_EQ(compute[2].name, "tamoe_rt_all_to_all_wait");
+  for (size_t i = 1; i < compute.size(); ++i)
+    EXPECT_LE(compute[i - 1].end, compute[i].begin) << compute[i].name;
+  // The rows travel between the start's entry and the wait's return.
+  ASSERT_EQ(comm.size(), 1u);
+  EXPECT_EQ(comm[0].stream, "comm");
+  EXPECT_EQ(comm[0].name, "rows over the world group");
+  EXPECT_GE(comm[0].begin, compute[0].begin);
+  EXPECT_LE(comm[0].end, compute[2].end);
+
+  // A file that cannot be written fails finalize, which still releases
+  // the context.
+  setenv("TAMOE_RT_TIMELINE", "/nonexistent-dir/timeline", 1);
+  initialised = tamoe_rt_init(nullptr, &traced);
+  unsetenv("TAMOE_RT_TIMELINE");
+  ASSERT_EQ(initialised, TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_finalize(traced), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(tamoe_rt_last_error(nullptr)),
+            "tamoe_rt_finalize: cannot write the timeline (TAMOE_RT_TIMELINE) "
+            "to /nonexistent-dir/timeline.rank0.csv: No such file or "
+            "directory");
 }
 
 TEST_F(Runtime, AllToAllStartAndWaitErrors) {

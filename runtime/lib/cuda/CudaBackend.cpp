@@ -372,6 +372,12 @@ CudaBackend::~CudaBackend() {
       ncclCommAbort(c.comm);
     c.comm = nullptr;
   }
+  for (const EventInterval &interval : timeline_)
+    for (cudaEvent_t event : {interval.begin, interval.end})
+      if (event)
+        cudaEventDestroy(event);
+  if (timelineEpoch_)
+    cudaEventDestroy(timelineEpoch_);
   if (blas_)
     cublasDestroy(blas_);
   if (deviceStatus_)
@@ -497,6 +503,84 @@ Status CudaBackend::synchronize() {
   if (error != cudaSuccess) {
     cudaGetLastError();
     return cudaFailure(error, "synchronize");
+  }
+  return Status::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Timeline
+//===----------------------------------------------------------------------===//
+
+cudaEvent_t CudaBackend::recordTimed(cudaStream_t stream) {
+  cudaEvent_t event = nullptr;
+  if (cudaEventCreate(&event) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  if (cudaEventRecord(event, stream) != cudaSuccess) {
+    cudaGetLastError();
+    cudaEventDestroy(event);
+    return nullptr;
+  }
+  return event;
+}
+
+void CudaBackend::startTimeline() {
+  DeviceScope scope(device_);
+  timelineEpoch_ = recordTimed(stream_);
+}
+
+int64_t CudaBackend::openInterval(const char *streamName, std::string name,
+                                  cudaStream_t stream) {
+  if (timeline_.size() >= kTimelineLimit) {
+    ++timelineDropped_;
+    return -1;
+  }
+  timeline_.push_back({streamName, std::move(name), recordTimed(stream)});
+  return int64_t(timeline_.size()) - 1;
+}
+
+void CudaBackend::timelineBegin(const char *name) {
+  if (!timelineEpoch_)
+    return;
+  DeviceScope scope(device_);
+  openOperations_.push_back(openInterval("compute", name, stream_));
+}
+
+void CudaBackend::timelineEnd() {
+  if (!timelineEpoch_ || openOperations_.empty())
+    return;
+  DeviceScope scope(device_);
+  int64_t index = openOperations_.back();
+  openOperations_.pop_back();
+  if (index >= 0)
+    timeline_[size_t(index)].end = recordTimed(stream_);
+}
+
+Status CudaBackend::timeline(std::vector<TimelineInterval> &intervals,
+                             int64_t &dropped) {
+  intervals.clear();
+  dropped = timelineDropped_;
+  if (!timelineEpoch_)
+    return Status::success();
+  // The compute stream's events must be in to be read.
+  if (Status status = synchronize(); !status.ok())
+    return status;
+  DeviceScope scope(device_);
+  auto since = [this](cudaEvent_t event, double &us) {
+    float ms = 0;
+    if (!event || cudaEventQuery(event) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, timelineEpoch_, event) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    us = double(ms) * 1000.0;
+    return true;
+  };
+  for (const EventInterval &interval : timeline_) {
+    TimelineInterval read{interval.stream, interval.name, 0, 0};
+    if (since(interval.begin, read.beginUs) && since(interval.end, read.endUs))
+      intervals.push_back(std::move(read));
   }
   return Status::success();
 }
@@ -918,11 +1002,16 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
       cudaGetLastError();
       x.posted = cudaFailure(error, what);
     }
+    int64_t timed = -1;
+    if (x.posted.ok() && timelineEpoch_)
+      timed = openInterval("comm", "rows" + where, commStream_);
     if (x.posted.ok())
       x.posted = exchange(c, commStream_, static_cast<const char *>(send),
                           sendOffsets.data(), sendBytes.data(),
                           static_cast<char *>(received), recvOffsets.data(),
                           recvBytes.data(), deadline, what.c_str());
+    if (timed >= 0)
+      timeline_[size_t(timed)].end = recordTimed(commStream_);
     if (x.posted.ok()) {
       error = cudaEventRecord(x.done, commStream_);
       if (error != cudaSuccess) {

@@ -94,6 +94,17 @@ public:
   Status copyToHost(void *hostDestination, const void *source,
                     intptr_t bytes) override;
   Status synchronize() override;
+  /// The timeline on the device's clock: an event pair on the compute
+  /// stream around each operation, and on the communication stream around
+  /// each exchange's rows, all measured from an event recorded when
+  /// recording began.
+  void startTimeline() override;
+  void timelineBegin(const char *name) override;
+  void timelineEnd() override;
+  /// Waits for the compute stream, then reads the event pairs that have
+  /// completed (an exchange never waited may still be in flight: left out).
+  Status timeline(std::vector<TimelineInterval> &intervals,
+                  int64_t &dropped) override;
   Status convert(tamoe_rt_dtype_t srcType, const void *src,
                  tamoe_rt_dtype_t dstType, void *dst, intptr_t n) override;
 
@@ -347,8 +358,26 @@ private:
                   char *recv, const int64_t *recvOffsets,
                   const int64_t *recvBytes, double deadline, const char *what);
 
+  /// A timed event pair of the timeline, begin recorded, end once closed.
+  struct EventInterval {
+    const char *stream;
+    std::string name;
+    cudaEvent_t begin = nullptr, end = nullptr;
+  };
+  /// A timing event recorded on `stream` now (null if CUDA refused).
+  cudaEvent_t recordTimed(cudaStream_t stream);
+  /// Adds an interval whose begin is recorded now on `stream`; returns its
+  /// index, or -1 past kTimelineLimit.
+  int64_t openInterval(const char *streamName, std::string name,
+                       cudaStream_t stream);
+
   Launcher *launcher_;
   int device_ = -1;
+  cudaEvent_t timelineEpoch_ = nullptr;
+  std::vector<EventInterval> timeline_;
+  /// The operations open on the compute stream, innermost last.
+  std::vector<int64_t> openOperations_;
+  int64_t timelineDropped_ = 0;
   int smCount_ = 1;
   cudaStream_t stream_ = nullptr;
   /// The rows of exchanges in flight (non-blocking: never ordered with the
