@@ -247,6 +247,13 @@ Status CudaBackend::initDevice(int device) {
     commStream_ = nullptr;
     return cudaFailure(error, "creating the communication stream" + where);
   }
+  for (cudaEvent_t *event : {&computeDone_, &commDone_}) {
+    error = cudaEventCreateWithFlags(event, cudaEventDisableTiming);
+    if (error != cudaSuccess) {
+      *event = nullptr;
+      return cudaFailure(error, "creating an event" + where);
+    }
+  }
   // Temporaries come from a pool of our own that keeps its memory between
   // operations (the default pool would return it at every synchronisation).
   cudaMemPoolProps props;
@@ -376,8 +383,9 @@ CudaBackend::~CudaBackend() {
     for (cudaEvent_t event : {interval.begin, interval.end})
       if (event)
         cudaEventDestroy(event);
-  if (timelineEpoch_)
-    cudaEventDestroy(timelineEpoch_);
+  for (cudaEvent_t event : {timelineEpoch_, computeDone_, commDone_})
+    if (event)
+      cudaEventDestroy(event);
   if (blas_)
     cublasDestroy(blas_);
   if (deviceStatus_)
@@ -567,10 +575,13 @@ Status CudaBackend::timeline(std::vector<TimelineInterval> &intervals,
   if (Status status = synchronize(); !status.ok())
     return status;
   DeviceScope scope(device_);
-  auto since = [this](cudaEvent_t event, double &us) {
+  // Milliseconds between two completed events, as a float: measured from
+  // the epoch, a late event loses precision (about 8 us two minutes in), so
+  // each interval's length is measured from its own begin.
+  auto between = [](cudaEvent_t from, cudaEvent_t to, double &us) {
     float ms = 0;
-    if (!event || cudaEventQuery(event) != cudaSuccess ||
-        cudaEventElapsedTime(&ms, timelineEpoch_, event) != cudaSuccess) {
+    if (!from || !to || cudaEventQuery(to) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, from, to) != cudaSuccess) {
       cudaGetLastError();
       return false;
     }
@@ -579,8 +590,12 @@ Status CudaBackend::timeline(std::vector<TimelineInterval> &intervals,
   };
   for (const EventInterval &interval : timeline_) {
     TimelineInterval read{interval.stream, interval.name, 0, 0};
-    if (since(interval.begin, read.beginUs) && since(interval.end, read.endUs))
+    double length = 0;
+    if (between(timelineEpoch_, interval.begin, read.beginUs) &&
+        between(interval.begin, interval.end, length)) {
+      read.endUs = read.beginUs + length;
       intervals.push_back(std::move(read));
+    }
   }
   return Status::success();
 }
@@ -704,20 +719,24 @@ Status CudaBackend::waitCommunicator(Communicator &c, double deadline,
   }
 }
 
-Status CudaBackend::waitStream(Communicator &c, double deadline,
-                               const char *what) {
-  return pollUntilDone(
-      c, [this] { return cudaStreamQuery(stream_); }, deadline, what);
+Status CudaBackend::waitStream(double deadline, const char *what) {
+  return pollUntilDone([this] { return cudaStreamQuery(stream_); }, deadline,
+                       what);
 }
 
-Status CudaBackend::waitEvent(Communicator &c, cudaEvent_t event,
-                              double deadline, const char *what) {
-  return pollUntilDone(
-      c, [event] { return cudaEventQuery(event); }, deadline, what);
+Status CudaBackend::waitEvent(cudaEvent_t event, double deadline,
+                              const char *what) {
+  return pollUntilDone([event] { return cudaEventQuery(event); }, deadline,
+                       what);
 }
 
-Status CudaBackend::pollUntilDone(Communicator &c,
-                                  const std::function<cudaError_t()> &query,
+void CudaBackend::abortCommunicators(const std::string &why) {
+  for (Communicator &c : comms_)
+    if (c.comm)
+      abortCommunicator(c, why);
+}
+
+Status CudaBackend::pollUntilDone(const std::function<cudaError_t()> &query,
                                   double deadline, const char *what) {
   for (int poll = 0;; ++poll) {
     cudaError_t done = query();
@@ -727,7 +746,12 @@ Status CudaBackend::pollUntilDone(Communicator &c,
       cudaGetLastError();
       return cudaFailure(done, what);
     }
-    if (c.comm) {
+    // Every communicator's operations share the communication stream, so
+    // the work waited for may sit behind any of them: a failure of one
+    // stalls the stream, and only aborting them all releases it.
+    for (Communicator &c : comms_) {
+      if (!c.comm)
+        continue;
       ncclResult_t state = ncclSuccess;
       ncclResult_t result = ncclCommGetAsyncError(c.comm, &state);
       if (result != ncclSuccess)
@@ -735,21 +759,36 @@ Status CudaBackend::pollUntilDone(Communicator &c,
       if (state != ncclSuccess && state != ncclInProgress) {
         std::string message =
             std::string(what) + ": " + ncclMessage(state, c.comm);
-        abortCommunicator(c, message);
+        abortCommunicators(message);
         return Status::error(TAMOE_RT_ERROR_COMMUNICATION, message);
       }
     }
     if (now() > deadline) {
       std::string message = std::string(what) + ": did not complete within " +
                             std::to_string(launcher_->timeoutSeconds()) + " s";
-      if (c.comm) {
-        message += "; the communicator was aborted";
-        abortCommunicator(c, message);
+      bool communicators = false;
+      for (const Communicator &c : comms_)
+        communicators = communicators || c.comm;
+      if (communicators) {
+        message += "; the communicators were aborted";
+        abortCommunicators(message);
       }
       return Status::error(TAMOE_RT_ERROR_TIMEOUT, message);
     }
     pause(poll);
   }
+}
+
+Status CudaBackend::orderStreams(cudaStream_t first, cudaEvent_t event,
+                                 cudaStream_t then, const char *what) {
+  cudaError_t error = cudaEventRecord(event, first);
+  if (error == cudaSuccess)
+    error = cudaStreamWaitEvent(then, event, 0);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, what);
+  }
+  return Status::success();
 }
 
 Status CudaBackend::exchange(Communicator &c, cudaStream_t stream,
@@ -939,26 +978,41 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
     std::vector<int64_t> countOffsets(size), countBytes(size, split * 4);
     for (int p = 0; p < size; ++p)
       countOffsets[p] = int64_t(p) * split * 4;
-    if (entries > 0) {
+    // Every NCCL operation runs on the communication stream, in the order
+    // the host issues them (the same on every rank), so the kernels of two
+    // communicators never run at once, which NCCL does not allow to be
+    // relied on. The stream first waits for the compute stream's work so
+    // far, which wrote the counts and the rows.
+    cudaError_t error =
+        cudaEventCreateWithFlags(&x.ready, cudaEventDisableTiming);
+    if (error == cudaSuccess)
+      error = cudaEventCreateWithFlags(&x.done, cudaEventDisableTiming);
+    if (error != cudaSuccess) {
+      cudaGetLastError();
+      local = cudaFailure(error, "creating the exchange's events");
+    }
+    if (local.ok())
+      local = orderStreams(stream_, x.ready, commStream_,
+                           "ordering the exchange after the compute stream");
+    if (local.ok() && entries > 0) {
       std::string what = "the exchange of counts" + where;
       local =
-          exchange(c, stream_, reinterpret_cast<const char *>(sendCounts),
+          exchange(c, commStream_, reinterpret_cast<const char *>(sendCounts),
                    countOffsets.data(), countBytes.data(),
                    reinterpret_cast<char *>(recvCounts), countOffsets.data(),
                    countBytes.data(), deadline, what.c_str());
-      if (local.ok())
-        local = waitStream(c, deadline, what.c_str());
       if (local.ok()) {
-        cudaError_t error =
-            cudaMemcpyAsync(hostRecv.data(), recvCounts, entries * 4,
-                            cudaMemcpyDeviceToHost, stream_);
+        error = cudaMemcpyAsync(hostRecv.data(), recvCounts, entries * 4,
+                                cudaMemcpyDeviceToHost, commStream_);
         if (error == cudaSuccess)
-          error = cudaStreamSynchronize(stream_);
+          error = cudaEventRecord(x.done, commStream_);
         if (error != cudaSuccess) {
           cudaGetLastError();
           local = cudaFailure(error, "reading recv_counts");
         }
       }
+      if (local.ok())
+        local = waitEvent(x.done, deadline, what.c_str());
     }
     int64_t recvTotal = 0;
     for (int64_t i = 0; local.ok() && i < entries; ++i) {
@@ -987,21 +1041,8 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
       recvBytes[p] = recvRows[p] * rowBytes;
       recvAt += recvRows[p];
     }
-    // (4) The rows, on the communication stream once the compute stream's
-    // work so far (which wrote `send`) is done.
+    // (4) The rows, after the counts on the communication stream.
     std::string what = "the exchange of rows" + where;
-    cudaError_t error =
-        cudaEventCreateWithFlags(&x.ready, cudaEventDisableTiming);
-    if (error == cudaSuccess)
-      error = cudaEventCreateWithFlags(&x.done, cudaEventDisableTiming);
-    if (error == cudaSuccess)
-      error = cudaEventRecord(x.ready, stream_);
-    if (error == cudaSuccess)
-      error = cudaStreamWaitEvent(commStream_, x.ready, 0);
-    if (error != cudaSuccess) {
-      cudaGetLastError();
-      x.posted = cudaFailure(error, what);
-    }
     int64_t timed = -1;
     if (x.posted.ok() && timelineEpoch_)
       timed = openInterval("comm", "rows" + where, commStream_);
@@ -1013,7 +1054,7 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
     if (timed >= 0)
       timeline_[size_t(timed)].end = recordTimed(commStream_);
     if (x.posted.ok()) {
-      error = cudaEventRecord(x.done, commStream_);
+      cudaError_t error = cudaEventRecord(x.done, commStream_);
       if (error != cudaSuccess) {
         cudaGetLastError();
         x.posted = cudaFailure(error, what);
@@ -1046,7 +1087,11 @@ Status CudaBackend::finishRows(CudaExchange &x, Traffic &traffic) {
                      groupName(x.group) + " group";
   if (local.ok())
     local =
-        waitEvent(c, x.done, now() + launcher_->timeoutSeconds(), what.c_str());
+        waitEvent(x.done, now() + launcher_->timeoutSeconds(), what.c_str());
+  // An abort since the start (another operation's failure or timeout) may
+  // have cut the rows short and still completed the event.
+  if (local.ok())
+    local = usable(c, x.group);
   // Later work on the compute stream reads what arrived.
   if (local.ok()) {
     cudaError_t error = cudaStreamWaitEvent(stream_, x.done, 0);
@@ -1096,9 +1141,14 @@ Status CudaBackend::allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
       local = Status::error(TAMOE_RT_ERROR_COMMUNICATION,
                             what + ": no communicator");
     } else {
-      // In place; NCCL's sum is the same on every rank.
-      ncclResult_t result = ncclAllReduce(data, data, static_cast<size_t>(n),
-                                          ncclFloat, ncclSum, c.comm, stream_);
+      // In place, on the communication stream like every NCCL operation
+      // (see startRows), between the compute stream's work before and after
+      // it; NCCL's sum is the same on every rank.
+      local = orderStreams(stream_, computeDone_, commStream_, what.c_str());
+      ncclResult_t result = ncclSuccess;
+      if (local.ok())
+        result = ncclAllReduce(data, data, static_cast<size_t>(n), ncclFloat,
+                               ncclSum, c.comm, commStream_);
       if (result == ncclInProgress)
         local = waitCommunicator(c, deadline, what.c_str());
       else if (result != ncclSuccess) {
@@ -1106,12 +1156,14 @@ Status CudaBackend::allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
         abortCommunicator(c, message);
         local = Status::error(TAMOE_RT_ERROR_COMMUNICATION, message);
       }
+      if (local.ok())
+        local = orderStreams(commStream_, commDone_, stream_, what.c_str());
     }
   }
   if (local.ok() && average && n > 0)
     local = divide(data, n, static_cast<float>(c.size));
   if (local.ok())
-    local = waitStream(c, deadline, what.c_str());
+    local = waitStream(deadline, what.c_str());
   // One outcome for the group.
   return launcher_->agree(group, local);
 }

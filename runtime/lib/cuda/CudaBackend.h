@@ -11,10 +11,10 @@
 // that they can return the error they found as a Status; gate returns as soon
 // as its kernel is queued. The stream is a blocking stream, so work that a
 // caller queues on the legacy default stream (plain cudaMemcpy, events
-// recorded on stream 0) is ordered with the backend's work. The rows of an
-// exchange travel on a second stream, the communication stream, between
-// tamoe_rt_all_to_all_start and _wait, so that the operations in between
-// compute while they move; events order the two.
+// recorded on stream 0) is ordered with the backend's work. NCCL runs on a
+// second stream, the communication stream: an exchange's rows travel there
+// between tamoe_rt_all_to_all_start and _wait, so that the operations in
+// between compute while they move; events order the two.
 //
 // The implementation is split by what needs nvcc: Kernels.cu has the local
 // operations, CudaBackend.cpp the device, memory and communication parts.
@@ -324,17 +324,21 @@ private:
 
   /// The global rank of the `peer`-th rank of `group` (this rank's groups).
   int64_t globalRank(tamoe_rt_group_t group, int64_t peer) const;
-  /// Waits for the stream's work, at most until `deadline` (steady clock,
-  /// seconds), watching the communicator for asynchronous errors; aborts it
-  /// on an error or the timeout.
-  Status waitStream(Communicator &c, double deadline, const char *what);
-  /// waitStream for the work before `event` (on any stream).
-  Status waitEvent(Communicator &c, cudaEvent_t event, double deadline,
-                   const char *what);
-  /// Polls `query` (cudaStreamQuery or cudaEventQuery) as waitStream says.
-  Status pollUntilDone(Communicator &c,
-                       const std::function<cudaError_t()> &query,
+  /// Waits for the compute stream's work, at most until `deadline` (steady
+  /// clock, seconds), watching the communicators for asynchronous errors.
+  Status waitStream(double deadline, const char *what);
+  /// waitStream for the work before `event` (on either stream).
+  Status waitEvent(cudaEvent_t event, double deadline, const char *what);
+  /// Polls `query` (cudaStreamQuery or cudaEventQuery). An asynchronous
+  /// NCCL error or the deadline aborts every communicator: their operations
+  /// share the communication stream, where one stuck operation holds up
+  /// the rest.
+  Status pollUntilDone(const std::function<cudaError_t()> &query,
                        double deadline, const char *what);
+  /// Makes `then` wait for the work queued on `first` so far (through
+  /// `event`).
+  Status orderStreams(cudaStream_t first, cudaEvent_t event, cudaStream_t then,
+                      const char *what);
   /// An exchange's checks, its counts and the verdict on them (every rank
   /// alike), then its rows posted on the communication stream after the
   /// compute stream's work so far; `x` gets their events and traffic.
@@ -350,6 +354,7 @@ private:
   Status waitCommunicator(Communicator &c, double deadline, const char *what);
   /// Aborts the communicator after a failure; later calls fail at once.
   void abortCommunicator(Communicator &c, const std::string &why);
+  void abortCommunicators(const std::string &why);
   /// One pairwise exchange queued on `stream`: sendBytes[p] bytes at
   /// sendOffsets[p] of `send` to peer p, recvBytes[p] bytes into `recv` at
   /// recvOffsets[p] from p. The caller waits for the stream.
@@ -380,9 +385,13 @@ private:
   int64_t timelineDropped_ = 0;
   int smCount_ = 1;
   cudaStream_t stream_ = nullptr;
-  /// The rows of exchanges in flight (non-blocking: never ordered with the
-  /// legacy default stream, only by events).
+  /// Every NCCL operation, in the order the host issues them: the counts
+  /// and rows of the exchanges (those in flight too) and the all-reduces.
+  /// Non-blocking: never ordered with the legacy default stream, only by
+  /// events.
   cudaStream_t commStream_ = nullptr;
+  /// The blocking all-reduce's order between the two streams.
+  cudaEvent_t computeDone_ = nullptr, commDone_ = nullptr;
   cudaMemPool_t pool_ = nullptr;
   DeviceStatus *deviceStatus_ = nullptr;
   DeviceStatus *hostStatus_ = nullptr; // pinned
