@@ -1,14 +1,20 @@
 //===- ScheduleExchanges.cpp - Start early, wait late ---------------------===//
 //
 // Every tamoe.all_to_all becomes a start, placed as early as its operands
-// allow, and a wait, placed as late as its users allow (the side-effect-free
-// ops that reorder what it yields move down with it), so that the ops in
-// between run while the rows travel.
+// allow (the side-effect-free ops that compute them move up with it), and a
+// wait, placed as late as its users allow (those that reorder what it
+// yields move down with it), so that the ops in between run while the rows
+// travel. The later stages of a staged exchange (hierarchical, or
+// de-duplicated) start from an earlier stage's wait: that wait, the ops
+// that rearrange its rows and the next stage's start move down together,
+// past the compute that does not need them, so that the first stage's rows
+// travel meanwhile.
 //
 //===----------------------------------------------------------------------===//
 
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
 
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 namespace mlir::tamoe {
@@ -55,23 +61,33 @@ static Operation *firstUser(Block *block, Operation *op) {
   return first;
 }
 
-/// Moves the side-effect-free ops that read `wait`'s results, directly or
-/// through each other (the reshapes and the tamoe.regroup that put a staged
+/// Ops that only compute on their operands, and so may move across others:
+/// no regions (those are the experts' work, which the exchanges are meant
+/// to overlap), no memory effects, not a collective or a terminator.
+static bool isMovable(Operation *op) {
+  return op->getNumRegions() == 0 && !op->hasTrait<OpTrait::IsTerminator>() &&
+         isMemoryEffectFree(op) && !isa<AllToAllOp, AllReduceOp>(op);
+}
+
+/// Movable ops that only rearrange rows or counts between the stages of a
+/// staged exchange (no compute to overlap).
+static bool isRelayOp(Operation *op) {
+  return isMovable(op) && (isa<RegroupOp, DedupExpandOp>(op) ||
+                           isa<tensor::TensorDialect>(op->getDialect()));
+}
+
+/// Moves the movable ops that read `wait`'s results, directly or through
+/// each other (the reshapes and the tamoe.regroup that put a staged
 /// exchange's rows back in the flat order, for instance), down to their
 /// first users, so that they do not pin the wait right after its start.
-/// Ops with regions stay: they are the experts' work, which a wait is meant
-/// to precede; so do the collectives, which are placed in program order.
 /// Each op moves after those that read it, last first.
-static void sinkPureUsers(Operation *wait) {
+static void sinkMovableUsers(Operation *wait) {
   Block *block = wait->getBlock();
   llvm::SetVector<Operation *> slice;
   SmallVector<Operation *> worklist{wait};
   while (!worklist.empty())
     for (Operation *user : worklist.pop_back_val()->getUsers())
-      if (user->getBlock() == block && user->getNumRegions() == 0 &&
-          !user->hasTrait<OpTrait::IsTerminator>() &&
-          isMemoryEffectFree(user) && !isa<AllToAllOp, AllReduceOp>(user) &&
-          slice.insert(user))
+      if (user->getBlock() == block && isMovable(user) && slice.insert(user))
         worklist.push_back(user);
   SmallVector<Operation *> ordered(slice.begin(), slice.end());
   llvm::sort(ordered,
@@ -84,37 +100,131 @@ static void sinkPureUsers(Operation *wait) {
   }
 }
 
+/// Moves `op` up to right after the last definition of its operands in its
+/// block, but not above `floor`; the movable ops that define its operands
+/// move up first, the same way. An op never moves down.
+static void hoist(Operation *op, Operation *floor) {
+  Block *block = op->getBlock();
+  for (Value operand : op->getOperands())
+    if (Operation *def = operand.getDefiningOp();
+        def && def->getBlock() == block && isMovable(def))
+      hoist(def, floor);
+  Operation *after = lastDefinition(block, op->getOperands());
+  if (floor && (!after || after->isBeforeInBlock(floor)))
+    after = floor;
+  if (!after)
+    op->moveBefore(&block->front());
+  else if (after->isBeforeInBlock(op))
+    op->moveAfter(after);
+}
+
+/// When `start` begins a later stage of a staged exchange, the earlier
+/// stage that feeds it: the waits whose rows reach it only through relay
+/// ops, and those ops, in `relay` (block order); false when its operands
+/// come from no wait, or the waits' rows also go elsewhere.
+static bool relayInto(AllToAllStartOp start,
+                      SmallVectorImpl<Operation *> &relay) {
+  Block *block = start->getBlock();
+  llvm::SetVector<Operation *> found;
+  bool fromWait = false;
+  SmallVector<Operation *> worklist{start};
+  while (!worklist.empty())
+    for (Value operand : worklist.pop_back_val()->getOperands()) {
+      Operation *def = operand.getDefiningOp();
+      if (!def || def->getBlock() != block)
+        continue;
+      if (isa<AllToAllWaitOp>(def)) {
+        fromWait = true;
+        found.insert(def);
+      } else if (isRelayOp(def) && found.insert(def)) {
+        worklist.push_back(def);
+      }
+    }
+  if (!fromWait)
+    return false;
+  for (Operation *op : found)
+    for (Operation *user : op->getUsers())
+      if (user != start.getOperation() && !found.contains(user))
+        return false;
+  relay.assign(found.begin(), found.end());
+  llvm::sort(relay,
+             [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
+  return true;
+}
+
+/// Moves a later stage's `start` and its `relay` (relayInto) down, past the
+/// ops after the start that do not need them: up to the next start (so the
+/// stages enter the network in the order of the exchanges), the start's own
+/// wait, or the wait of an exchange started after the relay's first stage
+/// (which that stage's rows would otherwise overtake). The ops passed run
+/// while the first stage's rows travel; a wait right after its start would
+/// hide nothing.
+static void sinkRelay(AllToAllStartOp start, ArrayRef<Operation *> relay) {
+  Operation *firstStage = nullptr;
+  for (Operation *op : relay)
+    if (auto wait = dyn_cast<AllToAllWaitOp>(op);
+        wait && (!firstStage || wait.getStart()->isBeforeInBlock(firstStage)))
+      firstStage = wait.getStart();
+  Operation *target = start->getNextNode();
+  for (; target; target = target->getNextNode()) {
+    if (isa<AllToAllStartOp>(target) || target == start.getWait() ||
+        target->hasTrait<OpTrait::IsTerminator>())
+      break;
+    if (auto wait = dyn_cast<AllToAllWaitOp>(target))
+      if (wait.getStart()->getBlock() != start->getBlock() ||
+          firstStage->isBeforeInBlock(wait.getStart()))
+        break;
+  }
+  if (!target)
+    return;
+  for (Operation *op : relay)
+    op->moveBefore(target);
+  start->moveBefore(target);
+}
+
 void ScheduleExchangesPass::runOnOperation() {
   SmallVector<AllToAllOp> exchanges;
   getOperation().walk([&](AllToAllOp op) { exchanges.push_back(op); });
-  // The latest start placed in each block: a start never goes above it, so
-  // that every rank starts the collectives in the program's order.
-  DenseMap<Block *, Operation *> lastStart;
+  // Each exchange becomes a start and a wait in its place.
+  SmallVector<AllToAllWaitOp> waits;
   for (AllToAllOp exchange : exchanges) {
-    Block *block = exchange->getBlock();
-    Operation *after = lastDefinition(block, exchange->getOperands());
-    if (Operation *previous = lastStart.lookup(block);
-        previous && (!after || after->isBeforeInBlock(previous)))
-      after = previous;
     OpBuilder b(exchange);
-    if (after)
-      b.setInsertionPointAfter(after);
-    else
-      b.setInsertionPointToStart(block);
     auto start = AllToAllStartOp::create(
         b, exchange.getLoc(), ExchangeType::get(b.getContext()),
         exchange.getSend(), exchange.getSendCounts(), exchange.getGridAttr(),
         exchange.getGridAxesAttr(), exchange.getLevelAttr());
-    lastStart[block] = start;
-    b.setInsertionPoint(exchange);
     auto wait = AllToAllWaitOp::create(
         b, exchange.getLoc(), exchange.getReceived().getType(),
         exchange.getRecvCounts().getType(), start.getExchange());
     exchange.replaceAllUsesWith(wait.getResults());
     exchange.erase();
-    sinkPureUsers(wait);
-    if (Operation *user = firstUser(block, wait))
-      wait->moveBefore(user);
+    waits.push_back(wait);
     ++numSplit;
   }
+  // The first stages' starts move up, in the program's order: never above
+  // the one before, so that the exchanges still enter the network in that
+  // order. (Any order would do for correctness: every rank runs the same
+  // program, so the starts come in the same order on every rank, which is
+  // what MPI and NCCL need of a group's collectives.)
+  SmallVector<std::pair<AllToAllStartOp, SmallVector<Operation *>>> relays;
+  DenseMap<Block *, Operation *> lastStart;
+  for (AllToAllWaitOp wait : waits) {
+    AllToAllStartOp start = wait.getStart();
+    SmallVector<Operation *> relay;
+    if (relayInto(start, relay)) {
+      relays.emplace_back(start, std::move(relay));
+      continue;
+    }
+    hoist(start, lastStart.lookup(start->getBlock()));
+    lastStart[start->getBlock()] = start;
+  }
+  // The waits move down to their first users.
+  for (AllToAllWaitOp wait : waits) {
+    sinkMovableUsers(wait);
+    if (Operation *user = firstUser(wait->getBlock(), wait))
+      wait->moveBefore(user);
+  }
+  // The later stages move down with their relays.
+  for (auto &[start, relay] : relays)
+    sinkRelay(start, relay);
 }

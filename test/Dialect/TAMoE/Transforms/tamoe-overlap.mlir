@@ -51,7 +51,8 @@
 // FOUR-NEXT: tamoe.all_to_all_start
 // FOUR-NEXT: tamoe.chunk {{.*}} chunk 3 of 4
 // FOUR-NEXT: tamoe.all_to_all_start
-// FOUR-NEXT: %[[R0:.*]], %[[RC0:.*]] = tamoe.all_to_all_wait %[[S0]]
+// FOUR-NOT: tamoe.
+// FOUR: %[[R0:.*]], %[[RC0:.*]] = tamoe.all_to_all_wait %[[S0]]
 // FOUR-NEXT: tamoe.grouped_matmul %[[R0]], %[[RC0]]
 // FOUR: %[[Y0:.*]] = tamoe.grouped_matmul
 // FOUR-NEXT: %[[T0:.*]] = tamoe.all_to_all_start %[[Y0]], %[[RC0]] on @ep
@@ -64,24 +65,39 @@
 // FOUR-NOT: tamoe.all_to_all %
 // FOUR-LABEL: func.func @big
 
-// Hierarchical exchanges: each stage's wait comes before the regroup that
-// feeds the next stage, so the inter-node stages travel while experts
-// compute: part 0's and part 1's go out before part 0's experts, part 0's
-// comes back during part 1's experts.
+// Hierarchical exchanges: both parts' first (node) stages go out before
+// either is waited; a part's second (inter-node) stage starts as soon as
+// its first is in, and travels while experts compute. Coming back, part 0's
+// node stage travels during part 1's experts, and its wait, the regroup and
+// its inter-node start move down together, to just before part 1's node
+// stage starts.
 // HIER-LABEL: func.func @layer
-// HIER: %[[OUT0:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
-// HIER: tamoe.all_to_all_start {{.*}} axes = [1] level "node"
-// HIER: %[[OUT1:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
-// HIER-NEXT: tamoe.all_to_all_wait %[[OUT0]]
+// HIER: %[[N0:.*]] = tamoe.all_to_all_start {{.*}} axes = [1] level "node"
+// HIER: %[[N1:.*]] = tamoe.all_to_all_start {{.*}} axes = [1] level "node"
+// HIER-NOT: tamoe.
+// HIER: tamoe.all_to_all_wait %[[N0]]
+// HIER-NEXT: tamoe.regroup
+// HIER-NEXT: %[[C0:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
+// HIER-NEXT: tamoe.all_to_all_wait %[[N1]]
+// HIER-NEXT: tamoe.regroup
+// HIER-NEXT: %[[C1:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
+// HIER-NEXT: tamoe.all_to_all_wait %[[C0]]
 // HIER: tamoe.grouped_matmul
 // HIER: tamoe.grouped_matmul
-// HIER: %[[BACK0:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
-// HIER-NEXT: tamoe.all_to_all_wait %[[OUT1]]
+// HIER: %[[NB0:.*]] = tamoe.all_to_all_start {{.*}} axes = [1] level "node"
+// HIER-NEXT: tamoe.all_to_all_wait %[[C1]]
 // HIER: tamoe.grouped_matmul
 // HIER: tamoe.grouped_matmul
-// HIER: %[[BACK1:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
-// HIER: tamoe.all_to_all_wait %[[BACK0]]
-// HIER-NEXT: tamoe.all_to_all_wait %[[BACK1]]
+// HIER: tamoe.all_to_all_wait %[[NB0]]
+// HIER-NEXT: tamoe.regroup
+// HIER-NEXT: %[[CB0:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
+// HIER-NEXT: %[[NB1:.*]] = tamoe.all_to_all_start {{.*}} axes = [1] level "node"
+// HIER-NOT: tamoe.
+// HIER: tamoe.all_to_all_wait %[[CB0]]
+// HIER-NEXT: tamoe.all_to_all_wait %[[NB1]]
+// HIER-NEXT: tamoe.regroup
+// HIER-NEXT: %[[CB1:.*]] = tamoe.all_to_all_start {{.*}} axes = [0] level "cluster"
+// HIER-NEXT: tamoe.all_to_all_wait %[[CB1]]
 // HIER-NEXT: tamoe.unchunk
 
 // De-duplicated: each part's exchange out packs its own assignments, the

@@ -192,14 +192,18 @@ def TAMoEScheduleExchangesPass
   let description = [{
     Splits every `tamoe.all_to_all` into `tamoe.all_to_all_start` and
     `tamoe.all_to_all_wait`. The start goes right after the ops that define
-    its operands (never before an earlier exchange's start, so that every
-    rank starts the group's collectives in the program's order); the wait
-    goes right before the first op that uses what it yields (reshapes of
-    what it yields move down with it). Ops in between run while the rows
-    travel: in a chunked layer (`tamoe-overlap`), chunk i's experts compute
-    while chunk i + 1's rows arrive and chunk i - 1's results return (for a
-    hierarchical exchange, its inter-node stage; the node stage completes
-    before the regroup that feeds the next stage).
+    its operands (side-effect-free ones move up with it; never before an
+    earlier exchange's start, so that the exchanges enter the network in
+    the program's order); the wait goes right before the first op that uses
+    what it yields (reshapes of what it yields move down with it). Ops in
+    between run while the rows travel: in a chunked layer (`tamoe-overlap`),
+    chunk i's experts compute while chunk i + 1's rows arrive and chunk
+    i - 1's results return. A later stage of a staged exchange
+    (hierarchical or de-duplicated) starts from an earlier stage's wait:
+    that wait, the ops that only rearrange its rows (`tamoe.regroup`,
+    `tamoe.dedup_expand`, reshapes) and the next stage's start move down
+    together past the compute that does not need them, up to the next
+    start, so that both stages travel while experts compute.
   }];
   let statistics = [
     Statistic<"numSplit", "split-exchanges", "all-to-alls split into start "
