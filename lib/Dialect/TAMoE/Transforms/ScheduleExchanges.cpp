@@ -101,14 +101,9 @@ static void sinkMovableUsers(Operation *wait) {
 }
 
 /// Moves `op` up to right after the last definition of its operands in its
-/// block, but not above `floor`; the movable ops that define its operands
-/// move up first, the same way. An op never moves down.
-static void hoist(Operation *op, Operation *floor) {
+/// block, but not above `floor`; never down.
+static void hoistOne(Operation *op, Operation *floor) {
   Block *block = op->getBlock();
-  for (Value operand : op->getOperands())
-    if (Operation *def = operand.getDefiningOp();
-        def && def->getBlock() == block && isMovable(def))
-      hoist(def, floor);
   Operation *after = lastDefinition(block, op->getOperands());
   if (floor && (!after || after->isBeforeInBlock(floor)))
     after = floor;
@@ -116,6 +111,29 @@ static void hoist(Operation *op, Operation *floor) {
     op->moveBefore(&block->front());
   else if (after->isBeforeInBlock(op))
     op->moveAfter(after);
+}
+
+/// hoistOne for `op`, after the movable ops of its block that compute its
+/// operands, directly or through each other, each once and in block order
+/// (a walk per path would take exponential time on shared operands). Only
+/// pure ones move: one that may trap (arith.divsi) must not rise above a
+/// check that guards it.
+static void hoist(Operation *op, Operation *floor) {
+  Block *block = op->getBlock();
+  llvm::SetVector<Operation *> defs;
+  SmallVector<Operation *> worklist{op};
+  while (!worklist.empty())
+    for (Value operand : worklist.pop_back_val()->getOperands())
+      if (Operation *def = operand.getDefiningOp();
+          def && def->getBlock() == block && isMovable(def) && isPure(def) &&
+          defs.insert(def))
+        worklist.push_back(def);
+  SmallVector<Operation *> ordered(defs.begin(), defs.end());
+  llvm::sort(ordered,
+             [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
+  for (Operation *def : ordered)
+    hoistOne(def, floor);
+  hoistOne(op, floor);
 }
 
 /// When `start` begins a later stage of a staged exchange, the earlier

@@ -192,7 +192,7 @@ def TAMoEScheduleExchangesPass
   let description = [{
     Splits every `tamoe.all_to_all` into `tamoe.all_to_all_start` and
     `tamoe.all_to_all_wait`. The start goes right after the ops that define
-    its operands (side-effect-free ones move up with it; never before an
+    its operands (pure ones move up with it; never before an
     earlier exchange's start, so that the exchanges enter the network in
     the program's order); the wait goes right before the first op that uses
     what it yields (reshapes of what it yields move down with it). Ops in
@@ -202,8 +202,11 @@ def TAMoEScheduleExchangesPass
     (hierarchical or de-duplicated) starts from an earlier stage's wait:
     that wait, the ops that only rearrange its rows (`tamoe.regroup`,
     `tamoe.dedup_expand`, reshapes) and the next stage's start move down
-    together past the compute that does not need them, up to the next
-    start, so that both stages travel while experts compute.
+    together past the compute that does not need them (up to the next
+    start, the stage's own wait, or the wait of an exchange started after
+    the first stage), so that both stages travel while experts compute.
+    Only pure ops move up with a start: one that may trap stays below the
+    check that guards it.
   }];
   let statistics = [
     Statistic<"numSplit", "split-exchanges", "all-to-alls split into start "
