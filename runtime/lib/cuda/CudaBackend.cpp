@@ -974,15 +974,31 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
 
     double deadline = now() + launcher_->timeoutSeconds();
     std::string where = std::string(" over the ") + groupName(group) + " group";
-    // (2) The counts: `split` int32 to and from every peer.
-    std::vector<int64_t> countOffsets(size), countBytes(size, split * 4);
-    for (int p = 0; p < size; ++p)
-      countOffsets[p] = int64_t(p) * split * 4;
-    // Every NCCL operation runs on the communication stream, in the order
-    // the host issues them (the same on every rank), so the kernels of two
-    // communicators never run at once, which NCCL does not allow to be
-    // relied on. The stream first waits for the compute stream's work so
-    // far, which wrote the counts and the rows.
+    // (2) The counts, `split` int32 to and from every peer: on the host
+    // through the launcher, which has them already, rather than by NCCL
+    // behind the rows of the exchanges in flight (the start would wait for
+    // those); written to recv_counts on the compute stream (idle since
+    // send_counts were read), so the later operations find them there.
+    if (entries > 0) {
+      status = launcher_->allToAllInts(group, hostSend, int(split), hostRecv,
+                                       "the exchange of counts" + where);
+      if (!status.ok())
+        return status;
+      cudaError_t error =
+          cudaMemcpyAsync(recvCounts, hostRecv.data(), entries * 4,
+                          cudaMemcpyHostToDevice, stream_);
+      if (error == cudaSuccess)
+        error = cudaStreamSynchronize(stream_);
+      if (error != cudaSuccess) {
+        cudaGetLastError();
+        local = cudaFailure(error, "writing recv_counts");
+      }
+    }
+    // The rows go on the communication stream, which runs every NCCL
+    // operation in the order the host issues them (the same on every rank:
+    // the kernels of two communicators never run at once, which NCCL does
+    // not allow to be relied on), once the compute stream's work so far,
+    // which wrote them, is done.
     cudaError_t error =
         cudaEventCreateWithFlags(&x.ready, cudaEventDisableTiming);
     if (error == cudaSuccess)
@@ -994,26 +1010,6 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
     if (local.ok())
       local = orderStreams(stream_, x.ready, commStream_,
                            "ordering the exchange after the compute stream");
-    if (local.ok() && entries > 0) {
-      std::string what = "the exchange of counts" + where;
-      local =
-          exchange(c, commStream_, reinterpret_cast<const char *>(sendCounts),
-                   countOffsets.data(), countBytes.data(),
-                   reinterpret_cast<char *>(recvCounts), countOffsets.data(),
-                   countBytes.data(), deadline, what.c_str());
-      if (local.ok()) {
-        error = cudaMemcpyAsync(hostRecv.data(), recvCounts, entries * 4,
-                                cudaMemcpyDeviceToHost, commStream_);
-        if (error == cudaSuccess)
-          error = cudaEventRecord(x.done, commStream_);
-        if (error != cudaSuccess) {
-          cudaGetLastError();
-          local = cudaFailure(error, "reading recv_counts");
-        }
-      }
-      if (local.ok())
-        local = waitEvent(x.done, deadline, what.c_str());
-    }
     int64_t recvTotal = 0;
     for (int64_t i = 0; local.ok() && i < entries; ++i) {
       recvRows[i / split] += hostRecv[i];
