@@ -936,17 +936,8 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
           local = s;
     std::vector<int32_t> hostSend(entries), hostRecv(entries);
     std::vector<int64_t> sendRows(size, 0), recvRows(size, 0);
-    if (local.ok() && entries > 0) {
-      cudaError_t error =
-          cudaMemcpyAsync(hostSend.data(), sendCounts, entries * 4,
-                          cudaMemcpyDeviceToHost, stream_);
-      if (error == cudaSuccess)
-        error = cudaStreamSynchronize(stream_);
-      if (error != cudaSuccess) {
-        cudaGetLastError();
-        local = cudaFailure(error, "reading send_counts");
-      }
-    }
+    if (local.ok())
+      local = copyToHost(hostSend.data(), sendCounts, entries * 4);
     int64_t sendTotal = 0;
     for (int64_t i = 0; local.ok() && i < entries; ++i) {
       if (hostSend[i] < 0) {
@@ -984,15 +975,7 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
                                        "the exchange of counts" + where);
       if (!status.ok())
         return status;
-      cudaError_t error =
-          cudaMemcpyAsync(recvCounts, hostRecv.data(), entries * 4,
-                          cudaMemcpyHostToDevice, stream_);
-      if (error == cudaSuccess)
-        error = cudaStreamSynchronize(stream_);
-      if (error != cudaSuccess) {
-        cudaGetLastError();
-        local = cudaFailure(error, "writing recv_counts");
-      }
+      local = copyToBackend(recvCounts, hostRecv.data(), entries * 4);
     }
     // The rows go on the communication stream, which runs every NCCL
     // operation in the order the host issues them (the same on every rank:
