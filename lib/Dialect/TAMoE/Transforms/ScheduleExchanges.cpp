@@ -113,6 +113,19 @@ static void hoistOne(Operation *op, Operation *floor) {
     op->moveAfter(after);
 }
 
+/// The last op before `op` in its block that a start must not rise above:
+/// one with side effects other than the exchanges' own (a cf.assert, a
+/// call), which may stop this rank while the others' collective waits for
+/// it.
+static Operation *lastBarrier(Operation *op) {
+  for (Operation *previous = op->getPrevNode(); previous;
+       previous = previous->getPrevNode())
+    if (!isa<AllToAllStartOp, AllToAllWaitOp>(previous) &&
+        !isMemoryEffectFree(previous))
+      return previous;
+  return nullptr;
+}
+
 /// hoistOne for `op`, after the movable ops of its block that compute its
 /// operands, directly or through each other, each once and in block order
 /// (a walk per path would take exponential time on shared operands). Only
@@ -221,9 +234,10 @@ void ScheduleExchangesPass::runOnOperation() {
   }
   // The first stages' starts move up, in the program's order: never above
   // the one before, so that the exchanges still enter the network in that
-  // order. (Any order would do for correctness: every rank runs the same
+  // order (any order would do for correctness: every rank runs the same
   // program, so the starts come in the same order on every rank, which is
-  // what MPI and NCCL need of a group's collectives.)
+  // what MPI and NCCL need of a group's collectives), and never above an op
+  // with side effects.
   SmallVector<std::pair<AllToAllStartOp, SmallVector<Operation *>>> relays;
   DenseMap<Block *, Operation *> lastStart;
   for (AllToAllWaitOp wait : waits) {
@@ -233,7 +247,11 @@ void ScheduleExchangesPass::runOnOperation() {
       relays.emplace_back(start, std::move(relay));
       continue;
     }
-    hoist(start, lastStart.lookup(start->getBlock()));
+    Operation *floor = lastStart.lookup(start->getBlock());
+    if (Operation *barrier = lastBarrier(start);
+        barrier && (!floor || floor->isBeforeInBlock(barrier)))
+      floor = barrier;
+    hoist(start, floor);
     lastStart[start->getBlock()] = start;
   }
   // The waits move down to their first users.

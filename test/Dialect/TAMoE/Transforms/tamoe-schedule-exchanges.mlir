@@ -3,9 +3,10 @@
 // between them move down past compute that needs none of them, so that the
 // first stage travels meanwhile; a first stage whose rows are also used
 // elsewhere is no relay and stays where its users need it. The ops that
-// compute a start's operands move up with it only when they cannot trap,
-// each once (a chain of 40 doublings, which a walk per path would take
-// 2^40 steps over, is done at once).
+// compute a start's operands move up with it, each once (a chain of 40
+// doublings, which a walk per path would take 2^40 steps over, is done at
+// once) and only when they cannot trap; a start stays below any op with
+// side effects.
 // RUN: timeout 60 tamoe-opt %s --tamoe-schedule-exchanges -split-input-file | FileCheck %s
 
 module {
@@ -63,6 +64,25 @@ module {
     cf.assert %nz, "per-peer divisor must be nonzero"
     %q = arith.divsi %a, %b : i32
     %counts = tensor.splat %q : tensor<8xi32>
+    %r, %rc = tamoe.all_to_all %rows, %counts on @ep : tensor<16x4xf32>, tensor<8xi32> -> tensor<?x4xf32>
+    return %r : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// A start does not rise above an op with side effects (an assert, a call):
+// a rank stopped there would leave the others' collective waiting for it.
+module {
+  shard.grid @ep(shape = 8)
+  func.func private @log(i32)
+  // CHECK-LABEL: func.func @barriers
+  // CHECK: cf.assert
+  // CHECK-NEXT: call @log
+  // CHECK-NEXT: tamoe.all_to_all_start
+  func.func @barriers(%rows: tensor<16x4xf32>, %counts: tensor<8xi32>, %ok: i1, %step: i32) -> tensor<?x4xf32> {
+    cf.assert %ok, "the counts were checked"
+    func.call @log(%step) : (i32) -> ()
     %r, %rc = tamoe.all_to_all %rows, %counts on @ep : tensor<16x4xf32>, tensor<8xi32> -> tensor<?x4xf32>
     return %r : tensor<?x4xf32>
   }

@@ -194,7 +194,8 @@ def TAMoEScheduleExchangesPass
     `tamoe.all_to_all_wait`. The start goes right after the ops that define
     its operands (pure ones move up with it; never before an
     earlier exchange's start, so that the exchanges enter the network in
-    the program's order); the wait goes right before the first op that uses
+    the program's order, nor before an op with side effects, such as an
+    assert that may stop the rank); the wait goes right before the first op that uses
     what it yields (reshapes of what it yields move down with it). Ops in
     between run while the rows travel: in a chunked layer (`tamoe-overlap`),
     chunk i's experts compute while chunk i + 1's rows arrive and chunk
