@@ -22,6 +22,7 @@ TORCH_IMPLS = [
 OPS = [
     ("gate", "gate (softmax + top-k)"),
     ("permute", "permute (dispatch)"),
+    ("all_to_all", "all-to-all on one rank"),
     ("unpermute_combine", "un-permute + combine"),
 ]
 

@@ -3076,6 +3076,24 @@ int runBench(Engine &engine, const std::string &csvPath, bool quick) {
       csv.row("memcpy", "permute", tokens, hidden, experts, k,
               memcpyMicros(permuteBytes, warmup, iterations), permuteBytes);
 
+      // On one rank, the exchange of the dispatched rows (to itself, by the
+      // counts the timed dispatches left): a device copy and its counts,
+      // against a copy of the same bytes.
+      if (engine.numRanks() == 1) {
+        void *received = s.raw(tokens * k * rowBytes);
+        int32_t *recvCounts = s.make<int32_t>(experts);
+        auto exchange = [&] {
+          require(engine.allToAll(TAMOE_RT_GROUP_WORLD, dispatched, tokens * k,
+                                  rowBytes, counts, 1, experts, received,
+                                  tokens * k, recvCounts),
+                  "all_to_all");
+        };
+        csv.row("tamoe", "all_to_all", tokens, hidden, experts, k,
+                medianMicros(exchange, warmup, iterations), permuteBytes);
+        csv.row("memcpy", "all_to_all", tokens, hidden, experts, k,
+                memcpyMicros(permuteBytes, warmup, iterations), permuteBytes);
+      }
+
       float *outputs = s.make<float>(tokens * k * hidden);
       float *combined = s.make<float>(tokens * hidden);
       auto unpermute = [&] {
