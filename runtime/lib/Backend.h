@@ -262,36 +262,22 @@ public:
                           int32_t *recvCounts, Traffic &traffic) = 0;
   /// tamoe_rt_all_to_all_start: settles the core's verdict on this rank's
   /// arguments (`local`; the pointers are not touched when it failed) and
-  /// the agreement on rowBytes and split with the group, as one collective
-  /// that fails on every rank alike, then starts moving the rows; `pending`
-  /// gets what allToAllWait needs. This default has no overlap: it does
-  /// the whole exchange here, and the wait only counts its traffic.
+  /// the agreement on rowBytes and split with the group, failing on every
+  /// rank alike (at once, or at the wait when the settle runs in the
+  /// background), and starts moving the rows; `pending` gets what
+  /// allToAllWait needs.
   virtual Status allToAllStart(Launcher &launcher, Status local,
                                tamoe_rt_group_t group, const void *send,
                                intptr_t sendCapacity, intptr_t rowBytes,
                                const int32_t *sendCounts, intptr_t split,
                                void *received, intptr_t recvCapacity,
                                int32_t *recvCounts,
-                               std::unique_ptr<PendingExchange> &pending) {
-    Status status = launcher.agreeOn(
-        group, std::move(local), {{"row_bytes", rowBytes}, {"split", split}});
-    auto done = std::make_unique<PendingExchange>();
-    if (status.ok())
-      status = allToAll(group, send, sendCapacity, rowBytes, sendCounts, split,
-                        received, recvCapacity, recvCounts, done->traffic);
-    if (status.ok())
-      pending = std::move(done);
-    return status;
-  }
+                               std::unique_ptr<PendingExchange> &pending) = 0;
   /// Completes `pending` (bounded by the launcher's timeout), fills its
   /// recvCounts, adds its traffic to `traffic` and releases it (or, when MPI
   /// may still write into its buffers after a failure, leaks it).
   virtual Status allToAllWait(std::unique_ptr<PendingExchange> pending,
-                              Traffic &traffic) {
-    traffic.intraNodeBytes += pending->traffic.intraNodeBytes;
-    traffic.interNodeBytes += pending->traffic.interNodeBytes;
-    return Status::success();
-  }
+                              Traffic &traffic) = 0;
   /// Lets the exchanges in flight move. The core calls it at the entry of
   /// every operation that computes, and a backend whose transfers progress
   /// only inside its communication library's calls (MPI) calls it inside

@@ -41,15 +41,19 @@ float orderKey(float value) {
 }
 
 /// "the exchange of counts over the node group" and the like, built once:
-/// the messages of a failed wait, on every call's path.
+/// the messages of a failed wait, on every call's path. Stage 0 is an
+/// exchange's settle, 1 its rows, 2 a failing member's message.
 const std::string &stageName(int stage, tamoe_rt_group_t group) {
-  static const std::string names[2][3] = {
+  static const std::string names[3][3] = {
       {"the exchange of counts over the world group",
        "the exchange of counts over the node group",
        "the exchange of counts over the peers group"},
       {"the exchange of rows over the world group",
        "the exchange of rows over the node group",
-       "the exchange of rows over the peers group"}};
+       "the exchange of rows over the peers group"},
+      {"sharing a failure's message over the world group",
+       "sharing a failure's message over the node group",
+       "sharing a failure's message over the peers group"}};
   return names[stage][group];
 }
 
@@ -1301,8 +1305,7 @@ Status CpuBackend::settle(CpuExchange &x) {
       Status status = launcher.check(
           MPI_Ibcast(&x.failure, int(sizeof x.failure), MPI_BYTE, p,
                      launcher.transferComm(group), &x.requests[0]),
-          str("sharing a failure's message over the ",
-              MpiLauncher::groupName(group), " group"));
+          stageName(2, group));
       if (status.ok())
         x.posted = 1;
       return status;
@@ -1435,10 +1438,8 @@ Status CpuBackend::allToAllWait(std::unique_ptr<PendingExchange> pending,
   Status status = launcher.broken().ok() ? settleInOrder(&x, deadline)
                                          : launcher.brokenStatus();
   inFlight.erase(std::find(inFlight.begin(), inFlight.end(), &x));
-  const std::string what = x.phase == CpuExchange::Phase::Sharing
-                               ? str("sharing a failure's message over the ",
-                                     MpiLauncher::groupName(x.group), " group")
-                               : stageName(1, x.group);
+  const std::string &what =
+      stageName(x.phase == CpuExchange::Phase::Sharing ? 2 : 1, x.group);
   if (status.ok() && x.error != MPI_SUCCESS)
     status = launcher.check(x.error, what);
   if (status.ok())
