@@ -70,9 +70,12 @@ def main():
         if failed:
             lines.append("")
 
-    shapes = sorted({(key[2], key[3]) for key in data if key[0] == "tamoe"})
+    op_names = {op for op, _ in OPS}
+    shapes = sorted({(key[2], key[3]) for key in data
+                     if key[0] == "tamoe" and key[1] in op_names})
     if shapes:
-        any_key = next(key for key in data if key[0] == "tamoe")
+        any_key = next(key for key in data
+                       if key[0] == "tamoe" and key[1] in op_names)
         _, _, hidden, experts = data[any_key]
         header = ["op", "tokens", "k", "tamoe µs", "memcpy µs",
                   "tamoe / memcpy", "tamoe GB/s"]
@@ -118,6 +121,26 @@ def main():
             "- fastest torch / tamoe > 1: tamoe is faster.",
             "",
         ]
+
+    steps = sorted(key for key in data
+                   if key[0] == "tamoe" and key[1] == "layer_step")
+    if steps:
+        lines += ["A bf16 layer step (router GEMM, gate, dispatch with a "
+                  "capacity of 1.25, the one-rank exchanges, the experts' "
+                  "GEMMs and relu, combine), its operations called one by "
+                  "one (each waits for its work) and recorded as one graph "
+                  "(`tamoe_rt_graph_*`: one launch, one wait):", "",
+                  "| tokens | hidden | experts | k | eager µs | graph µs | "
+                  "eager / graph |", "|---|---|---|---|---|---|---|"]
+        for key in steps:
+            eager_us, _, hidden, experts = data[key]
+            graph = data.get(("tamoe_graph",) + key[1:])
+            graph_us = graph[0] if graph else None
+            ratio = eager_us / graph_us if graph_us else None
+            lines.append(f"| {key[2]} | {hidden} | {experts} | {key[3]} | "
+                         f"{fmt(eager_us)} | {fmt(graph_us)} | "
+                         f"{fmt(ratio, 2)} |")
+        lines.append("")
 
     exchange = read(args.exchange)
     if exchange:

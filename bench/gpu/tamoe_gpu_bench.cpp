@@ -191,6 +191,17 @@ public:
   }
   virtual Result traffic(int64_t &intra, int64_t &inter) = 0;
   virtual Result resetTraffic() = 0;
+  /// tamoe_rt_graph_*: the handle is a tamoe_rt_graph_t.
+  virtual Result graphBegin() {
+    return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE, "needs the core"};
+  }
+  virtual Result graphEnd(void **) {
+    return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE, "needs the core"};
+  }
+  virtual Result graphLaunch(void *) {
+    return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE, "needs the core"};
+  }
+  virtual Result graphDestroy(void *) { return {}; }
 
   // The dense compute, the gradients and the training steps.
   virtual Result matmul(const float *a, const float *b, int64_t m, int64_t k,
@@ -576,6 +587,22 @@ public:
 private:
   ApiEngine(tamoe_rt_context_t *context, tamoe_rt_backend_t backend)
       : context_(context), backend_(backend) {}
+  Result graphBegin() override { return wrap(tamoe_rt_graph_begin(context_)); }
+  Result graphEnd(void **graph) override {
+    tamoe_rt_graph_t *recorded = nullptr;
+    Result r = wrap(tamoe_rt_graph_end(context_, &recorded));
+    *graph = recorded;
+    return r;
+  }
+  Result graphLaunch(void *graph) override {
+    return wrap(tamoe_rt_graph_launch(context_,
+                                      static_cast<tamoe_rt_graph_t *>(graph)));
+  }
+  Result graphDestroy(void *graph) override {
+    return wrap(tamoe_rt_graph_destroy(context_,
+                                       static_cast<tamoe_rt_graph_t *>(graph)));
+  }
+
   Result wrap(tamoe_rt_status_t status) {
     if (status == TAMOE_RT_SUCCESS)
       return {};
@@ -2829,6 +2856,405 @@ void checkDispatchDedup(int64_t tokens, int64_t k, int64_t expertsPerRank,
   }
 }
 
+//===----------------------------------------------------------------------===//
+// Graphs
+//===----------------------------------------------------------------------===//
+
+/// The buffers of a one-rank bf16 layer step: the router's GEMM, the gate,
+/// a dispatch with a capacity, the exchange to this rank, the experts
+/// (GEMM, relu, GEMM), the exchange back and the combine.
+struct LayerStep {
+  int64_t tokens, hidden, experts, k, ffn, capacity;
+  uint16_t *input, *router, *w1, *w2;
+  float *logits, *weights, *probs;
+  int32_t *ids, *counts, *positions, *recvCounts, *backCounts;
+  int64_t *dropped;
+  uint16_t *dispatched, *received, *act, *out, *back, *combined;
+
+  LayerStep(Scope &s, reference::Random &random, int64_t tokens, int64_t hidden,
+            int64_t experts, int64_t k, int64_t ffn)
+      : tokens(tokens), hidden(hidden), experts(experts), k(k), ffn(ffn),
+        // 1.25 times the even share, as a capacity factor of 1.25 gives.
+        capacity((tokens * k / experts) * 5 / 4) {
+    Engine &e = s.engine();
+    auto bf16 = [&](int64_t n, float scale) {
+      uint16_t *out = s.make<uint16_t>(n);
+      require(e.convert(TAMOE_RT_F32,
+                        s.put(random.floats(size_t(n), -scale, scale)),
+                        TAMOE_RT_BF16, out, n),
+              "convert");
+      return out;
+    };
+    input = bf16(tokens * hidden, 1.0f);
+    router = bf16(hidden * experts, 1.0f);
+    w1 = bf16(experts * hidden * ffn, 1.0f / std::sqrt(float(hidden)));
+    w2 = bf16(experts * ffn * hidden, 1.0f / std::sqrt(float(ffn)));
+    int64_t slots = experts * capacity;
+    logits = s.make<float>(tokens * experts);
+    weights = s.make<float>(tokens * k);
+    probs = s.make<float>(tokens * experts);
+    ids = s.make<int32_t>(tokens * k);
+    positions = s.make<int32_t>(tokens * k);
+    counts = s.make<int32_t>(experts);
+    recvCounts = s.make<int32_t>(experts);
+    backCounts = s.make<int32_t>(experts);
+    dropped = s.make<int64_t>(1);
+    dispatched = s.make<uint16_t>(slots * hidden);
+    received = s.make<uint16_t>(slots * hidden);
+    act = s.make<uint16_t>(slots * ffn);
+    out = s.make<uint16_t>(slots * hidden);
+    back = s.make<uint16_t>(slots * hidden);
+    combined = s.make<uint16_t>(tokens * hidden);
+  }
+
+  /// The step's operations in order; the first failure.
+  Result run(Engine &e) const {
+    const int64_t slots = experts * capacity, rowBytes = hidden * 2;
+    for (const std::function<Result()> &op :
+         std::vector<std::function<Result()>>{
+             [&] {
+               return e.matmulRows(TAMOE_RT_BF16, TAMOE_RT_BF16, TAMOE_RT_F32,
+                                   input, router, tokens, hidden, experts,
+                                   false, false, nullptr, logits);
+             },
+             [&] {
+               return e.gate(logits, tokens, experts, k, false, false, 0, 0,
+                             ids, weights, probs);
+             },
+             [&] {
+               return e.dispatch(input, tokens, rowBytes, ids, k, experts,
+                                 nullptr, capacity, false, dispatched, slots,
+                                 counts, positions, dropped);
+             },
+             [&] {
+               return e.allToAll(TAMOE_RT_GROUP_WORLD, dispatched, slots,
+                                 rowBytes, counts, 1, experts, received, slots,
+                                 recvCounts);
+             },
+             [&] {
+               return e.groupedMatmulRows(TAMOE_RT_BF16, received, slots,
+                                          hidden, recvCounts, experts, experts,
+                                          w1, ffn, act);
+             },
+             [&] {
+               return e.mapRows(TAMOE_RT_MAP_RELU, TAMOE_RT_BF16, act, nullptr,
+                                slots * ffn, act);
+             },
+             [&] {
+               return e.groupedMatmulRows(TAMOE_RT_BF16, act, slots, ffn,
+                                          recvCounts, experts, experts, w2,
+                                          hidden, out);
+             },
+             [&] {
+               return e.allToAll(TAMOE_RT_GROUP_WORLD, out, slots, rowBytes,
+                                 recvCounts, 1, experts, back, slots,
+                                 backCounts);
+             },
+             [&] {
+               return e.combineRows(TAMOE_RT_BF16, back, slots, hidden,
+                                    positions, weights, tokens, k, combined);
+             }}) {
+      Result r = op();
+      if (!r.ok())
+        return r;
+    }
+    return {};
+  }
+
+  /// The combined rows, widened to f32.
+  std::vector<float> output(Scope &s) const {
+    float *wide = s.make<float>(tokens * hidden);
+    require(s.engine().convert(TAMOE_RT_BF16, combined, TAMOE_RT_F32, wide,
+                               tokens * hidden),
+            "convert");
+    return s.get(wide, tokens * hidden);
+  }
+};
+
+/// Destroys a graph when the case ends, before its buffers go.
+struct GraphGuard {
+  Engine &engine;
+  void *graph = nullptr;
+  ~GraphGuard() { engine.graphDestroy(graph); }
+};
+
+std::string expectFailure(const Result &r, int code, const std::string &want) {
+  if (r.code == code && r.message == want)
+    return "";
+  return std::string("got ") + statusName(r.code) + ": \"" + r.message +
+         "\", want " + statusName(code) + ": \"" + want + "\"";
+}
+
+/// The one-rank layer step recorded as a graph (tamoe_rt_graph_*): its
+/// launches give the eager step's output (within bf16 rounding: the
+/// recorded expert GEMMs run in slots of the capacity, another cuBLAS
+/// kernel), the same bits twice, and follow new inputs. A bad expert id or
+/// a count above its slot fails the launch with the operation's message;
+/// what needs the host fails the recording. The cpu backend refuses
+/// graphs, and an exchange between ranks cannot be recorded.
+void checkGraphs(uint64_t seed) {
+  const std::string refused =
+      ", which a graph cannot record: run it before tamoe_rt_graph_begin or "
+      "after tamoe_rt_graph_end";
+  for (Engine *engine : engines) {
+    if (!engine->hasSchedules())
+      continue; // the direct build has no core, whose calls these are
+    if (!engine->onDevice()) {
+      runCase("graph refused [" + engine->name() + "]", [&]() -> std::string {
+        return expectFailure(
+            engine->graphBegin(), TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+            "tamoe_rt_graph_begin: the cpu backend computes on the host, "
+            "where there is nothing to record; graphs need the cuda backend");
+      });
+      continue;
+    }
+    if (engine->numRanks() > 1) {
+      runCase(
+          "graph refuses an exchange between ranks [" + engine->name() + "]",
+          [&]() -> std::string {
+            Scope s(*engine);
+            int64_t n = engine->numRanks();
+            int32_t *counts = s.put(std::vector<int32_t>(size_t(n), 1));
+            int32_t *recvCounts = s.make<int32_t>(n);
+            void *send = s.raw(n * 16), *received = s.raw(n * 16);
+            require(engine->graphBegin(), "graph_begin");
+            Result exchange =
+                engine->allToAll(TAMOE_RT_GROUP_WORLD, send, n, 16, counts, n,
+                                 1, received, n, recvCounts);
+            void *graph = nullptr;
+            Result end = engine->graphEnd(&graph);
+            std::string want = "tamoe_rt_all_to_all: rank 0: an exchange "
+                               "between " +
+                               std::to_string(n) +
+                               " ranks takes its counts through the "
+                               "launcher on the host" +
+                               refused;
+            std::string problem =
+                expectFailure(exchange, TAMOE_RT_ERROR_INVALID_ARGUMENT, want);
+            if (problem.empty())
+              problem = expectFailure(
+                  end, TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                  "tamoe_rt_graph_end: the recording failed: " + want);
+            return problem.empty() && graph ? "a graph was returned" : problem;
+          });
+      continue;
+    }
+    std::string device = " [" + engine->name() + "]";
+    runCase("graph of a bf16 layer step = eager" + device,
+            [&]() -> std::string {
+              Scope s(*engine);
+              reference::Random random(seed);
+              LayerStep step(s, random, 512, 256, 8, 2, 512);
+              require(step.run(*engine), "eager step");
+              std::vector<float> eager = step.output(s);
+              GraphGuard guard{*engine};
+              require(engine->graphBegin(), "graph_begin");
+              Result recorded = step.run(*engine);
+              Result end = engine->graphEnd(&guard.graph);
+              require(recorded, "recording the step");
+              require(end, "graph_end");
+              // Launches write every output: clear one first.
+              std::vector<uint16_t> zeros(size_t(step.tokens * step.hidden));
+              require(engine->toBackend(step.combined, zeros.data(),
+                                        int64_t(zeros.size() * 2)),
+                      "clear");
+              require(engine->graphLaunch(guard.graph), "graph_launch");
+              std::vector<float> first = step.output(s);
+              require(engine->graphLaunch(guard.graph), "graph_launch");
+              if (std::string d =
+                      firstDifference(step.output(s), first, "second launch");
+                  !d.empty())
+                return d;
+              if (std::string d =
+                      floatsDiffer(first, eager, "graph", 1.0f / 64, 1.0f / 64);
+                  !d.empty())
+                return d;
+              // New tokens: the launch reads them, as the eager step does.
+              std::vector<float> fresh =
+                  random.floats(size_t(step.tokens * step.hidden), -1, 1);
+              require(engine->convert(TAMOE_RT_F32, s.put(fresh), TAMOE_RT_BF16,
+                                      step.input, step.tokens * step.hidden),
+                      "convert");
+              require(engine->graphLaunch(guard.graph), "graph_launch");
+              std::vector<float> replayed = step.output(s);
+              require(step.run(*engine), "eager step");
+              return floatsDiffer(replayed, step.output(s), "new inputs",
+                                  1.0f / 64, 1.0f / 64);
+            });
+    runCase("graph launch reports a bad expert id" + device,
+            [&]() -> std::string {
+              Scope s(*engine);
+              const int64_t tokens = 64, k = 2, experts = 8, rowBytes = 32;
+              reference::Random random(seed + 1);
+              void *rows = s.raw(tokens * rowBytes);
+              std::vector<int32_t> ids(size_t(tokens * k));
+              for (int32_t &id : ids)
+                id = int32_t(random.uniform(0, float(experts) - 0.5f));
+              int32_t *dIds = s.put(ids);
+              void *dispatched = s.raw(tokens * k * rowBytes);
+              int32_t *counts = s.make<int32_t>(experts);
+              int32_t *positions = s.make<int32_t>(tokens * k);
+              int64_t *dropped = s.make<int64_t>(1);
+              auto dispatch = [&] {
+                return engine->dispatch(rows, tokens, rowBytes, dIds, k,
+                                        experts, nullptr, -1, false, dispatched,
+                                        tokens * k, counts, positions, dropped);
+              };
+              // A gate first (of other buffers): a call whose kernels check
+              // nothing still counts among the graph's operations.
+              float *logits = s.put(random.floats(size_t(tokens * experts)));
+              int32_t *gateIds = s.make<int32_t>(tokens * k);
+              float *gateWeights = s.make<float>(tokens * k);
+              float *probs = s.make<float>(tokens * experts);
+              GraphGuard guard{*engine};
+              require(engine->graphBegin(), "graph_begin");
+              Result recorded =
+                  engine->gate(logits, tokens, experts, k, false, false, 0, 0,
+                               gateIds, gateWeights, probs);
+              if (recorded.ok())
+                recorded = dispatch();
+              require(engine->graphEnd(&guard.graph), "graph_end");
+              require(recorded, "recording the gate and the dispatch");
+              require(engine->graphLaunch(guard.graph), "graph_launch");
+              ids[7] = int32_t(experts); // token 3, slot 1
+              require(engine->toBackend(dIds, ids.data(), tokens * k * 4),
+                      "copy_to_backend");
+              Result eager = dispatch();
+              const std::string prefix = "tamoe_rt_dispatch: ";
+              if (eager.ok() || eager.message.rfind(prefix, 0) != 0)
+                return "eager dispatch: " + eager.message;
+              return expectFailure(engine->graphLaunch(guard.graph), eager.code,
+                                   "tamoe_rt_graph_launch: operation 2 of 2 "
+                                   "(tamoe_rt_dispatch): " +
+                                       eager.message.substr(prefix.size()));
+            });
+    runCase("graph launch reports a count above its slot" + device,
+            [&]() -> std::string {
+              Scope s(*engine);
+              const int64_t experts = 4, slot = 16, hidden = 64, out = 32;
+              reference::Random random(seed + 2);
+              void *rows = s.raw(experts * slot * hidden * 2);
+              void *weights = s.raw(experts * hidden * out * 2);
+              require(engine->convert(
+                          TAMOE_RT_F32,
+                          s.put(random.floats(size_t(experts * slot * hidden))),
+                          TAMOE_RT_BF16, rows, experts * slot * hidden),
+                      "convert");
+              require(engine->convert(
+                          TAMOE_RT_F32,
+                          s.put(random.floats(size_t(experts * hidden * out))),
+                          TAMOE_RT_BF16, weights, experts * hidden * out),
+                      "convert");
+              int32_t *counts = s.put(std::vector<int32_t>{16, 3, 0, 9});
+              void *result = s.raw(experts * slot * out * 2);
+              GraphGuard guard{*engine};
+              require(engine->graphBegin(), "graph_begin");
+              Result recorded = engine->groupedMatmulRows(
+                  TAMOE_RT_BF16, rows, experts * slot, hidden, counts, experts,
+                  experts, weights, out, result);
+              require(engine->graphEnd(&guard.graph), "graph_end");
+              require(recorded, "recording the grouped_matmul");
+              require(engine->graphLaunch(guard.graph), "graph_launch");
+              // Within the rows, but past its slot.
+              std::vector<int32_t> over{17, 0, 0, 9};
+              require(engine->toBackend(counts, over.data(), 16),
+                      "copy_to_backend");
+              return expectFailure(
+                  engine->graphLaunch(guard.graph),
+                  TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                  "tamoe_rt_graph_launch: operation 1 of 1 "
+                  "(tamoe_rt_grouped_matmul): counts[0] = 17 exceeds the 16 "
+                  "rows a recorded grouped_matmul gives each count "
+                  "(rows_capacity / the number of counts, as a "
+                  "static-capacity program sizes its buffers)");
+            });
+    runCase("graph calls check their state" + device, [&]() -> std::string {
+      Scope s(*engine);
+      int32_t *counts = s.put(std::vector<int32_t>{2});
+      int32_t *recvCounts = s.make<int32_t>(1);
+      void *send = s.raw(2 * 16), *received = s.raw(2 * 16);
+      void *spare = nullptr;
+      require(engine->alloc(16, &spare), "alloc");
+      auto around = [&](const std::function<Result()> &between) {
+        return engine->allToAllAround(TAMOE_RT_GROUP_WORLD, send, 2, 16, counts,
+                                      1, 1, received, 2, recvCounts, between);
+      };
+      std::vector<std::string> problems;
+      problems.push_back(expectFailure(
+          around([&] { return engine->graphBegin(); }),
+          TAMOE_RT_ERROR_INVALID_ARGUMENT,
+          "tamoe_rt_graph_begin: 1 exchange(s) are in flight: wait for them "
+          "(tamoe_rt_all_to_all_wait) before recording"));
+      // An exchange recorded whole; ending before its wait is refused
+      // without failing the recording.
+      GraphGuard first{*engine};
+      require(engine->graphBegin(), "graph_begin");
+      problems.push_back(expectFailure(
+          around([&] { return engine->graphEnd(&first.graph); }),
+          TAMOE_RT_ERROR_INVALID_ARGUMENT,
+          "tamoe_rt_graph_end: 1 exchange(s) started while recording are in "
+          "flight: wait for them before tamoe_rt_graph_end"));
+      require(engine->graphEnd(&first.graph), "graph_end");
+      require(engine->graphLaunch(first.graph), "graph_launch");
+      GraphGuard second{*engine};
+      require(engine->graphBegin(), "graph_begin");
+      problems.push_back(expectFailure(
+          engine->graphBegin(), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+          "tamoe_rt_graph_begin: a graph is being recorded already (end it "
+          "with tamoe_rt_graph_end)"));
+      problems.push_back(expectFailure(
+          engine->graphLaunch(first.graph), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+          "tamoe_rt_graph_launch: cannot launch a graph while "
+          "recording one"));
+      const std::string freeRefused =
+          "tamoe_rt_free: cannot free while recording a graph: the recorded "
+          "operations may use the buffer at every launch";
+      problems.push_back(expectFailure(
+          engine->free(spare), TAMOE_RT_ERROR_INVALID_ARGUMENT, freeRefused));
+      problems.push_back(expectFailure(
+          engine->graphEnd(&second.graph), TAMOE_RT_ERROR_INVALID_ARGUMENT,
+          "tamoe_rt_graph_end: the recording failed: " + freeRefused));
+      require(engine->free(spare), "free");
+      for (const std::string &problem : problems)
+        if (!problem.empty())
+          return problem;
+      return second.graph ? "a failed recording returned a graph" : "";
+    });
+    runCase(
+        "graph recording refuses what needs the host" + device,
+        [&]() -> std::string {
+          Scope s(*engine);
+          float *buffer = s.make<float>(4);
+          float host[4];
+          require(engine->graphBegin(), "graph_begin");
+          Result read = engine->toHost(host, buffer, 16);
+          void *extra = nullptr;
+          Result alloc = engine->alloc(64, &extra);
+          void *graph = nullptr;
+          Result end = engine->graphEnd(&graph);
+          std::string readWant = "tamoe_rt_copy_to_host: reads device "
+                                 "memory on the host" +
+                                 refused;
+          for (std::string problem :
+               {expectFailure(read, TAMOE_RT_ERROR_INVALID_ARGUMENT, readWant),
+                expectFailure(alloc, TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                              "tamoe_rt_alloc: cannot allocate while "
+                              "recording a graph: allocate the step's "
+                              "buffers before tamoe_rt_graph_begin"),
+                expectFailure(end, TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                              "tamoe_rt_graph_end: the recording failed: " +
+                                  readWant)})
+            if (!problem.empty())
+              return problem;
+          if (graph || extra)
+            return "a graph or an allocation was returned";
+          // The stream runs eagerly again.
+          require(engine->toHost(host, buffer, 16), "copy_to_host");
+          return "";
+        });
+  }
+}
+
 void checkTraffic() {
   if (engines.size() < 2)
     return;
@@ -2954,6 +3380,7 @@ int runChecks() {
   }
   checkHierarchical(4, 40, seed++);
   checkDispatchDedup(300, 4, 4, 48, seed++);
+  checkGraphs(seed++);
   checkTraffic();
   std::printf("[rank %lld] %d passed, %d failed\n", (long long)worldRank,
               passes, failures);
@@ -3107,6 +3534,28 @@ int runBench(Engine &engine, const std::string &csvPath, bool quick) {
       csv.row("memcpy", "unpermute_combine", tokens, hidden, experts, k,
               memcpyMicros(combineBytes, warmup, iterations), combineBytes);
     }
+  // A whole bf16 layer step (LayerStep) at the compiled layer's shape, op by
+  // op (each waits for its own work, so that a failure is its status) and
+  // as one graph (one launch, one wait).
+  if (engine.onDevice() && engine.numRanks() == 1 && engine.hasSchedules()) {
+    Scope s(engine, /*fill=*/false);
+    reference::Random random(7);
+    const int64_t tokens = 4096, hidden = 1024, experts = 8, k = 2;
+    LayerStep step(s, random, tokens, hidden, experts, k, 4096);
+    auto eager = [&] { require(step.run(engine), "layer step"); };
+    csv.row("tamoe", "layer_step", tokens, hidden, experts, k,
+            medianMicros(eager, warmup, iterations), 0);
+    GraphGuard guard{engine};
+    require(engine.graphBegin(), "graph_begin");
+    Result recorded = step.run(engine);
+    require(engine.graphEnd(&guard.graph), "graph_end");
+    require(recorded, "recording the layer step");
+    auto launch = [&] {
+      require(engine.graphLaunch(guard.graph), "graph_launch");
+    };
+    csv.row("tamoe_graph", "layer_step", tokens, hidden, experts, k,
+            medianMicros(launch, warmup, iterations), 0);
+  }
   return 0;
 }
 

@@ -285,6 +285,37 @@ public:
   /// or nothing is in flight.
   virtual void progress() {}
 
+  /// A graph a backend recorded (tamoe_rt_graph_*); freed with it.
+  struct RecordedGraph {
+    virtual ~RecordedGraph() = default;
+    /// The program's calls it recorded (the core counts them).
+    int64_t calls = 0;
+  };
+  /// Graphs: between beginGraph and endGraph the backend records the
+  /// operations it is called for instead of running them, and refuses
+  /// those that need the host mid-step (the core refuses allocation and
+  /// exchanges in flight itself). endGraph always ends the recording;
+  /// `graph` is what it recorded (the core drops it when an operation
+  /// failed meanwhile). launchGraph runs it and waits. This default
+  /// records nothing.
+  virtual Status beginGraph() {
+    return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                         "the cpu backend computes on the host, where there "
+                         "is nothing to record; graphs need the cuda backend");
+  }
+  virtual Status endGraph(std::unique_ptr<RecordedGraph> & /*graph*/) {
+    return Status::success();
+  }
+  virtual Status launchGraph(RecordedGraph & /*graph*/) {
+    return Status::success();
+  }
+  /// The entry point running now ("tamoe_rt_dispatch"; the core sets it),
+  /// so that a recorded operation's failure names it at the launch.
+  const char *operationName = "";
+  /// While recording, which of the recorded calls is running (1-based; a
+  /// composite call's operations share it).
+  int64_t operationCall = 0;
+
   /// tamoe_rt_chunk and tamoe_rt_unchunk (the core has checked the sizes,
   /// pointers and overlaps; the backend checks the counts). Not pure, as
   /// groupedMatmul.

@@ -55,6 +55,8 @@ tamoe_rt_status_t tamoe_rt::finish(tamoe_rt_context_t *context,
   if (status.ok())
     return TAMOE_RT_SUCCESS;
   std::string message = str(function, ": ", status.message);
+  if (context && context->recording && context->recordingFailure.ok())
+    context->recordingFailure = Status::error(status.code, message);
   if (context)
     context->lastError = std::move(message);
   else
@@ -133,6 +135,11 @@ class Scratch {
 public:
   explicit Scratch(tamoe_rt_context_t *context) : context(context) {}
   Status take(std::initializer_list<std::pair<Slot *, intptr_t>> requests) {
+    // Growing the workspace allocates; a graph would own the new block and
+    // the workspace would keep its address past the graph.
+    if (context->recording)
+      return invalid("a composite schedule's workspace cannot be recorded "
+                     "in a graph (it allocates and waits on the host)");
     for (auto [slot, bytes] : requests) {
       auto &workspace = context->workspace;
       if (next == workspace.size())
@@ -337,6 +344,15 @@ Status loadCudaBackend(Launcher &launcher, std::unique_ptr<Backend> &backend) {
   return Status::success();
 }
 
+/// Ends a recording still open, dropping what it recorded.
+void endRecording(tamoe_rt_context_t *context) {
+  if (!context->recording || !context->backend)
+    return;
+  std::unique_ptr<Backend::RecordedGraph> unfinished;
+  (void)context->backend->endGraph(unfinished);
+  context->recording = false;
+}
+
 /// Releases what a context holds. Exchanges still in flight are completed
 /// first, in start order and each bounded by the timeout, rather than
 /// dropped: MPI can neither cancel a nonblocking collective nor free its
@@ -347,6 +363,8 @@ Status loadCudaBackend(Launcher &launcher, std::unique_ptr<Backend> &backend) {
 /// exchange completed here does not write its recv_counts: the program that
 /// never waited for it may have freed them.
 void destroy(tamoe_rt_context_t *context) {
+  endRecording(context);
+  context->graphs.clear();
   for (auto &exchange : context->exchanges) {
     exchange->pending->abandoned = true;
     (void)context->backend->allToAllWait(std::move(exchange->pending),
@@ -793,6 +811,9 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
 tamoe_rt_status_t tamoe_rt_finalize(tamoe_rt_context_t *context) {
   if (!context)
     return TAMOE_RT_SUCCESS;
+  // A recording left open ends unused, so that the profile and the
+  // timeline can wait for the device.
+  endRecording(context);
   if (context->profile && context->launcher->rank() == 0) {
     std::fputs(profileTable(*context).c_str(), stderr);
     std::fflush(stderr);
@@ -861,6 +882,10 @@ tamoe_rt_status_t tamoe_rt_alloc(tamoe_rt_context_t *context, intptr_t bytes,
   if (!status.ok())
     return finish(context, fn, status);
   *pointer = nullptr;
+  if (context->recording)
+    return finish(context, fn,
+                  invalid("cannot allocate while recording a graph: allocate "
+                          "the step's buffers before tamoe_rt_graph_begin"));
   if (bytes == 0)
     return TAMOE_RT_SUCCESS;
   status = context->backend->alloc(bytes, pointer);
@@ -875,6 +900,10 @@ tamoe_rt_status_t tamoe_rt_free(tamoe_rt_context_t *context, void *pointer) {
     return finish(nullptr, fn, invalid("context is null"));
   if (!pointer)
     return TAMOE_RT_SUCCESS;
+  if (context->recording)
+    return finish(context, fn,
+                  invalid("cannot free while recording a graph: the recorded "
+                          "operations may use the buffer at every launch"));
   auto found = context->allocations.find(pointer);
   if (found == context->allocations.end())
     return finish(context, fn,
@@ -923,6 +952,137 @@ tamoe_rt_status_t tamoe_rt_synchronize(tamoe_rt_context_t *context) {
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
   return finish(context, fn, context->backend->synchronize());
+}
+
+//===----------------------------------------------------------------------===//
+// Graphs
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// finish for the graph calls: their own refusals leave a recording as it
+/// was (they recorded nothing, so nothing is missing from it).
+tamoe_rt_status_t finishGraphCall(tamoe_rt_context_t *context,
+                                  const char *function, const Status &status) {
+  Status kept = context ? context->recordingFailure : Status::success();
+  tamoe_rt_status_t code = finish(context, function, status);
+  if (context)
+    context->recordingFailure = kept;
+  return code;
+}
+} // namespace
+
+tamoe_rt_status_t tamoe_rt_graph_begin(tamoe_rt_context_t *context) {
+  const char *fn = "tamoe_rt_graph_begin";
+  if (!context)
+    return finishGraphCall(nullptr, fn, invalid("context is null"));
+  if (context->recording)
+    return finishGraphCall(
+        context, fn,
+        invalid("a graph is being recorded already (end it with "
+                "tamoe_rt_graph_end)"));
+  // A graph replays the operations alone; an exchange in flight would be
+  // waited in the middle of the recording, or by every launch.
+  if (!context->exchanges.empty())
+    return finishGraphCall(
+        context, fn,
+        invalid(str(context->exchanges.size(),
+                    " exchange(s) are in flight: wait for them "
+                    "(tamoe_rt_all_to_all_wait) before recording")));
+  Status status = context->backend->beginGraph();
+  if (status.ok()) {
+    context->recording = true;
+    context->recordingFailure = Status::success();
+    context->recordedCalls = 0;
+  }
+  return finishGraphCall(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_graph_end(tamoe_rt_context_t *context,
+                                     tamoe_rt_graph_t **graph) {
+  const char *fn = "tamoe_rt_graph_end";
+  if (!context)
+    return finishGraphCall(nullptr, fn, invalid("context is null"));
+  if (graph)
+    *graph = nullptr;
+  if (!context->recording)
+    return finishGraphCall(
+        context, fn,
+        invalid("no graph is being recorded (tamoe_rt_graph_begin)"));
+  if (!graph)
+    return finishGraphCall(context, fn, invalid("graph is null"));
+  if (!context->exchanges.empty())
+    return finishGraphCall(
+        context, fn,
+        invalid(str(context->exchanges.size(),
+                    " exchange(s) started while recording are in flight: "
+                    "wait for them before tamoe_rt_graph_end")));
+  std::unique_ptr<Backend::RecordedGraph> recorded;
+  Status status = context->backend->endGraph(recorded);
+  context->recording = false;
+  if (!context->recordingFailure.ok())
+    status = Status::error(context->recordingFailure.code,
+                           "the recording failed: " +
+                               context->recordingFailure.message);
+  if (!status.ok())
+    return finishGraphCall(context, fn, status);
+  recorded->calls = context->recordedCalls;
+  // Process-wide, starting at 1: never null, never reused.
+  static std::atomic<uintptr_t> lastId{0};
+  uintptr_t id = ++lastId;
+  context->graphs.emplace_back(id, std::move(recorded));
+  *graph = reinterpret_cast<tamoe_rt_graph_t *>(id);
+  return TAMOE_RT_SUCCESS;
+}
+
+namespace {
+/// The graph a handle stands for on this context, or null.
+Backend::RecordedGraph *findGraph(tamoe_rt_context_t *context,
+                                  tamoe_rt_graph_t *graph) {
+  auto id = reinterpret_cast<uintptr_t>(graph);
+  for (auto &[known, recorded] : context->graphs)
+    if (known == id)
+      return recorded.get();
+  return nullptr;
+}
+
+Status unknownGraph(tamoe_rt_graph_t *graph) {
+  return invalid(str("graph ", static_cast<const void *>(graph),
+                     " is not a graph of this context (destroyed already?)"));
+}
+} // namespace
+
+tamoe_rt_status_t tamoe_rt_graph_launch(tamoe_rt_context_t *context,
+                                        tamoe_rt_graph_t *graph) {
+  const char *fn = "tamoe_rt_graph_launch";
+  Timed timed(context, fn);
+  if (!context)
+    return finishGraphCall(nullptr, fn, invalid("context is null"));
+  if (!graph)
+    return finishGraphCall(context, fn, invalid("graph is null"));
+  if (context->recording)
+    return finishGraphCall(
+        context, fn, invalid("cannot launch a graph while recording one"));
+  Backend::RecordedGraph *recorded = findGraph(context, graph);
+  if (!recorded)
+    return finishGraphCall(context, fn, unknownGraph(graph));
+  return finishGraphCall(context, fn, context->backend->launchGraph(*recorded));
+}
+
+tamoe_rt_status_t tamoe_rt_graph_destroy(tamoe_rt_context_t *context,
+                                         tamoe_rt_graph_t *graph) {
+  const char *fn = "tamoe_rt_graph_destroy";
+  if (!context)
+    return finishGraphCall(nullptr, fn, invalid("context is null"));
+  if (!graph)
+    return TAMOE_RT_SUCCESS;
+  auto id = reinterpret_cast<uintptr_t>(graph);
+  auto found =
+      std::find_if(context->graphs.begin(), context->graphs.end(),
+                   [&](const auto &entry) { return entry.first == id; });
+  if (found == context->graphs.end())
+    return finishGraphCall(context, fn, unknownGraph(graph));
+  context->graphs.erase(found);
+  return TAMOE_RT_SUCCESS;
 }
 
 //===----------------------------------------------------------------------===//

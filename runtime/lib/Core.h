@@ -59,6 +59,19 @@ struct tamoe_rt_context_t {
   /// finds its handle's id here, so a stale or foreign handle is an error,
   /// not a use after free or another exchange's wait.
   std::vector<std::unique_ptr<tamoe_rt_exchange_t>> exchanges;
+  /// Between tamoe_rt_graph_begin and _end: the backend records the
+  /// operations instead of running them.
+  bool recording = false;
+  /// The first operation that failed while recording (its message with
+  /// the function's name), which tamoe_rt_graph_end reports.
+  tamoe_rt::Status recordingFailure;
+  /// The calls recorded so far (the operations a launch's message counts).
+  int64_t recordedCalls = 0;
+  /// The graphs handed out and not destroyed, by id (the handle, as the
+  /// exchanges': a stale or foreign one is not found).
+  std::vector<
+      std::pair<uintptr_t, std::unique_ptr<tamoe_rt::Backend::RecordedGraph>>>
+      graphs;
 };
 
 namespace tamoe_rt {
@@ -84,6 +97,11 @@ public:
                     ? context
                     : nullptr),
         name(name) {
+    if (context) {
+      context->backend->operationName = name;
+      if (context->recording)
+        context->backend->operationCall = ++context->recordedCalls;
+    }
     if (!this->context)
       return;
     if (!context->timeline.empty())

@@ -245,6 +245,16 @@ TEST(NullContext, EveryEntryPoint) {
       {"tamoe_rt_copy_to_host",
        [] { return tamoe_rt_copy_to_host(nullptr, nullptr, nullptr, 0); }},
       {"tamoe_rt_synchronize", [] { return tamoe_rt_synchronize(nullptr); }},
+      {"tamoe_rt_graph_begin", [] { return tamoe_rt_graph_begin(nullptr); }},
+      {"tamoe_rt_graph_end",
+       [] {
+         tamoe_rt_graph_t *graph;
+         return tamoe_rt_graph_end(nullptr, &graph);
+       }},
+      {"tamoe_rt_graph_launch",
+       [] { return tamoe_rt_graph_launch(nullptr, nullptr); }},
+      {"tamoe_rt_graph_destroy",
+       [] { return tamoe_rt_graph_destroy(nullptr, nullptr); }},
       {"tamoe_rt_gate",
        [] {
          return tamoe_rt_gate(nullptr, nullptr, 0, 8, 2, TAMOE_RT_SCORE_SOFTMAX,
@@ -474,6 +484,39 @@ TEST_F(Runtime, Memory) {
                      "bytes of host memory");
   // Left allocated on purpose: tamoe_rt_finalize releases it.
   ASSERT_EQ(tamoe_rt_alloc(ctx, 64, &buffer), TAMOE_RT_SUCCESS);
+}
+
+// The cuda backend's graphs are checked by bench/gpu/tamoe_gpu_bench
+// ("graph ..." cases); the cpu backend has none, and the handles are
+// checked before any backend sees them.
+TEST_F(Runtime, Graphs) {
+  EXPECT_EQ(tamoe_rt_graph_begin(ctx), TAMOE_RT_ERROR_BACKEND_UNAVAILABLE);
+  EXPECT_EQ(error(), "tamoe_rt_graph_begin: the cpu backend computes on the "
+                     "host, where there is nothing to record; graphs need the "
+                     "cuda backend");
+  // Nothing is recording, so nothing was refused meanwhile.
+  void *buffer = nullptr;
+  ASSERT_EQ(tamoe_rt_alloc(ctx, 64, &buffer), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(tamoe_rt_free(ctx, buffer), TAMOE_RT_SUCCESS);
+
+  tamoe_rt_graph_t *graph = reinterpret_cast<tamoe_rt_graph_t *>(1);
+  EXPECT_EQ(tamoe_rt_graph_end(ctx, &graph), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_graph_end: no graph is being recorded "
+                     "(tamoe_rt_graph_begin)");
+  EXPECT_EQ(graph, nullptr);
+  EXPECT_EQ(tamoe_rt_graph_launch(ctx, nullptr),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_graph_launch: graph is null");
+  auto *stranger = reinterpret_cast<tamoe_rt_graph_t *>(0x1234);
+  EXPECT_EQ(tamoe_rt_graph_launch(ctx, stranger),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_graph_launch: graph 0x1234 is not a graph of "
+                     "this context (destroyed already?)");
+  EXPECT_EQ(tamoe_rt_graph_destroy(ctx, stranger),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_graph_destroy: graph 0x1234 is not a graph of "
+                     "this context (destroyed already?)");
+  EXPECT_EQ(tamoe_rt_graph_destroy(ctx, nullptr), TAMOE_RT_SUCCESS);
 }
 
 TEST_F(Runtime, Traffic) {

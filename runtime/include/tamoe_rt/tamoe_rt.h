@@ -605,6 +605,51 @@ tamoe_rt_status_t tamoe_rt_adam(tamoe_rt_context_t *context, float *params,
                                 float beta1, float beta2, float eps,
                                 float weight_decay);
 
+/*===------------------------------------------------------------------===*
+ * Graphs: a step recorded once, replayed without the host
+ *===------------------------------------------------------------------===*/
+
+/* A recorded sequence of a context's operations: an opaque handle (not an
+ * address the caller may read), never given out twice in a process. */
+typedef struct tamoe_rt_graph tamoe_rt_graph_t;
+
+/* Until tamoe_rt_graph_end, the context's operations are recorded, not
+ * run: each checks its arguments and queues its work into the graph (on
+ * the cuda backend, a CUDA graph captured from the compute stream), so a
+ * step of many operations later runs with one launch and one wait instead
+ * of a launch and a wait each. What needs the host in the middle of a step
+ * cannot be recorded and fails (the recording with it): allocating or
+ * freeing (allocate the step's buffers first), copies to or from the host,
+ * tamoe_rt_synchronize, an exchange's counts read on the host
+ * (tamoe_rt_all_to_all_counts), and collectives over more than one rank
+ * (their counts travel through the launcher on the host). Exchanges over a
+ * group of one rank are device copies and are recorded. No exchange may be
+ * in flight when recording begins or ends. The cpu backend computes on the
+ * host and has no graphs: TAMOE_RT_ERROR_BACKEND_UNAVAILABLE. */
+tamoe_rt_status_t tamoe_rt_graph_begin(tamoe_rt_context_t *context);
+
+/* Ends the recording. *graph gets the graph, or NULL when an operation
+ * failed while recording: then this fails with that first failure
+ * ("the recording failed: tamoe_rt_copy_to_host: ..."). */
+tamoe_rt_status_t tamoe_rt_graph_end(tamoe_rt_context_t *context,
+                                     tamoe_rt_graph_t **graph);
+
+/* Runs the recorded operations on the buffers they were recorded with
+ * (their contents as they are now) and waits for them. The checks that
+ * need the data (expert ids in range, counts within capacity, ...) run on
+ * the device as they do eagerly; the first one that fails stops the
+ * operations after it and fails the launch with the message its operation
+ * would have given, naming it among the calls recorded: "tamoe_rt_graph_launch:
+ * operation 3 of 9 (tamoe_rt_dispatch): expert_ids[3, 1] = 9 is out of range
+ * [0, 8)". */
+tamoe_rt_status_t tamoe_rt_graph_launch(tamoe_rt_context_t *context,
+                                        tamoe_rt_graph_t *graph);
+
+/* Frees a graph of this context (NULL: nothing to do). tamoe_rt_finalize
+ * frees those left, and ends a recording still open. */
+tamoe_rt_status_t tamoe_rt_graph_destroy(tamoe_rt_context_t *context,
+                                         tamoe_rt_graph_t *graph);
+
 #ifdef __cplusplus
 }
 #endif

@@ -408,6 +408,10 @@ Status CudaBackend::alloc(intptr_t bytes, void **pointer) {
   if (!pointer)
     return invalid("alloc: null result pointer");
   *pointer = nullptr;
+  // The core refuses its callers' allocations while recording; this keeps
+  // any other path from handing out memory a graph would own.
+  if (Status s = recordable("allocates"); !s.ok())
+    return s;
   if (bytes < 0)
     return invalid("alloc: negative size");
   DeviceScope scope(device_);
@@ -438,6 +442,8 @@ Status CudaBackend::alloc(intptr_t bytes, void **pointer) {
 Status CudaBackend::free(void *pointer) {
   if (!pointer)
     return Status::success();
+  if (Status s = recordable("frees"); !s.ok())
+    return s;
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
@@ -459,6 +465,10 @@ Status CudaBackend::copyToBackend(void *destination, const void *hostSource,
     return Status::success();
   if (!destination || !hostSource)
     return invalid("copy_to_backend: null pointer");
+  if (Status s = recordable("copies from host memory (write a step's "
+                            "inputs before tamoe_rt_graph_launch)");
+      !s.ok())
+    return s;
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
@@ -485,6 +495,8 @@ Status CudaBackend::copyToHost(void *hostDestination, const void *source,
     return Status::success();
   if (!hostDestination || !source)
     return invalid("copy_to_host: null pointer");
+  if (Status s = recordable("reads device memory on the host"); !s.ok())
+    return s;
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
@@ -504,6 +516,8 @@ Status CudaBackend::copyToHost(void *hostDestination, const void *source,
 }
 
 Status CudaBackend::synchronize() {
+  if (Status s = recordable("waits for the device on the host"); !s.ok())
+    return s;
   DeviceScope scope(device_);
   if (!scope.status().ok())
     return scope.status();
@@ -548,15 +562,17 @@ int64_t CudaBackend::openInterval(const char *streamName, std::string name,
   return int64_t(timeline_.size()) - 1;
 }
 
+// A recorded operation runs at the launches, which the core times as a
+// whole; its events here would be capture dependencies, not timings.
 void CudaBackend::timelineBegin(const char *name) {
-  if (!timelineEpoch_)
+  if (!timelineEpoch_ || recording_)
     return;
   DeviceScope scope(device_);
   openOperations_.push_back(openInterval("compute", name, stream_));
 }
 
 void CudaBackend::timelineEnd() {
-  if (!timelineEpoch_ || openOperations_.empty())
+  if (!timelineEpoch_ || recording_ || openOperations_.empty())
     return;
   DeviceScope scope(device_);
   int64_t index = openOperations_.back();
@@ -633,6 +649,8 @@ Status CudaBackend::checkPointer(const void *pointer, int64_t bytes,
 }
 
 Status CudaBackend::beginOperation() {
+  if (recording_)
+    return Status::success();
   cudaError_t error =
       cudaMemsetAsync(deviceStatus_, 0, sizeof(DeviceStatus), stream_);
   if (error != cudaSuccess) {
@@ -643,6 +661,15 @@ Status CudaBackend::beginOperation() {
 }
 
 Status CudaBackend::endOperation(Status hostFailure, const Describe &describe) {
+  if (recording_) {
+    cudaError_t last = cudaGetLastError();
+    if (!hostFailure.ok())
+      return hostFailure;
+    if (last != cudaSuccess)
+      return cudaFailure(last, "recording the kernels");
+    recorded_.push_back({operationCall, operationName, describe});
+    return stampOperation(int64_t(recorded_.size()));
+  }
   cudaError_t copy =
       cudaMemcpyAsync(hostStatus_, deviceStatus_, sizeof(DeviceStatus),
                       cudaMemcpyDeviceToHost, stream_);
@@ -665,6 +692,124 @@ Status CudaBackend::endOperation(Status hostFailure, const Describe &describe) {
               std::to_string(status.a) + ", " + std::to_string(status.b) +
               ", " + std::to_string(status.c) + ")";
   return Status::error(static_cast<tamoe_rt_status_t>(status.code), message);
+}
+
+//===----------------------------------------------------------------------===//
+// Graphs
+//===----------------------------------------------------------------------===//
+
+namespace {
+struct CudaGraph final : Backend::RecordedGraph {
+  ~CudaGraph() override {
+    if (exec)
+      cudaGraphExecDestroy(exec);
+    if (graph)
+      cudaGraphDestroy(graph);
+  }
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  /// What each stamp's index stands for: the program's call, its name, and
+  /// how the operation describes a failure.
+  struct Stamped {
+    int64_t call;
+    std::string name;
+    std::function<std::string(const DeviceStatus &)> describe;
+  };
+  std::vector<Stamped> operations;
+};
+} // namespace
+
+Status CudaBackend::recordable(const std::string &what) const {
+  if (!recording_)
+    return Status::success();
+  return invalid(what + ", which a graph cannot record: run it before "
+                        "tamoe_rt_graph_begin or after tamoe_rt_graph_end");
+}
+
+Status CudaBackend::beginGraph() {
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  // cuBLAS's handle is created outside the capture, where it may allocate.
+  if (Status blas = blasHandle(); !blas.ok())
+    return blas;
+  // Relaxed: the pointer checks' queries (cudaPointerGetAttributes) must
+  // not end the capture. What would wait for the device mid-step is
+  // refused before CUDA sees it (recordable), and cudaStreamSynchronize on
+  // a capturing stream fails in every mode.
+  cudaError_t error =
+      cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, "beginning to capture the compute stream");
+  }
+  recording_ = true;
+  recorded_.clear();
+  // The graph's first node: every launch starts with a clean status word.
+  error = cudaMemsetAsync(deviceStatus_, 0, sizeof(DeviceStatus), stream_);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    std::unique_ptr<RecordedGraph> dropped;
+    (void)endGraph(dropped);
+    return cudaFailure(error, "clearing the status word");
+  }
+  return Status::success();
+}
+
+Status CudaBackend::endGraph(std::unique_ptr<RecordedGraph> &graph) {
+  DeviceScope scope(device_);
+  auto recorded = std::make_unique<CudaGraph>();
+  cudaError_t error = cudaStreamEndCapture(stream_, &recorded->graph);
+  recording_ = false;
+  for (RecordedOperation &operation : recorded_)
+    recorded->operations.push_back({operation.call, std::move(operation.name),
+                                    std::move(operation.describe)});
+  recorded_.clear();
+  if (error == cudaSuccess)
+    error = cudaGraphInstantiate(&recorded->exec, recorded->graph, 0);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, "ending the capture of the compute stream");
+  }
+  graph = std::move(recorded);
+  return Status::success();
+}
+
+Status CudaBackend::launchGraph(RecordedGraph &recorded) {
+  auto &graph = static_cast<CudaGraph &>(recorded);
+  DeviceScope scope(device_);
+  if (!scope.status().ok())
+    return scope.status();
+  cudaError_t error = cudaGraphLaunch(graph.exec, stream_);
+  if (error == cudaSuccess)
+    error = cudaMemcpyAsync(hostStatus_, deviceStatus_, sizeof(DeviceStatus),
+                            cudaMemcpyDeviceToHost, stream_);
+  if (error == cudaSuccess)
+    error = cudaStreamSynchronize(stream_);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, "running the graph");
+  }
+  const DeviceStatus &status = *hostStatus_;
+  if (status.code == 0)
+    return Status::success();
+  std::string message;
+  std::string which = "an operation";
+  if (status.operation >= 1 &&
+      status.operation <= int64_t(graph.operations.size())) {
+    const CudaGraph::Stamped &stamped =
+        graph.operations[size_t(status.operation - 1)];
+    which = "operation " + std::to_string(stamped.call) + " of " +
+            std::to_string(graph.calls) + " (" + stamped.name + ")";
+    if (stamped.describe)
+      message = stamped.describe(status);
+  }
+  if (message.empty())
+    message = "invalid data (error kind " + std::to_string(status.kind) + ": " +
+              std::to_string(status.a) + ", " + std::to_string(status.b) +
+              ", " + std::to_string(status.c) + ")";
+  return Status::error(static_cast<tamoe_rt_status_t>(status.code),
+                       which + ": " + message);
 }
 
 //===----------------------------------------------------------------------===//
@@ -934,6 +1079,21 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
                        checkPointer(received, recvBytesTotal, "received")})
         if (!s.ok() && local.ok())
           local = s;
+    // A group of one rank: a copy on the compute stream, checked there.
+    if (size == 1) {
+      if (local.ok())
+        local = usable(c, group);
+      Status status = launcher_->agree(group, local);
+      if (!status.ok())
+        return status;
+      x.local = true;
+      return selfExchange(send, sendCapacity, rowBytes, sendCounts, entries,
+                          received, recvCapacity, recvCounts);
+    }
+    if (local.ok())
+      local = recordable("an exchange between " + std::to_string(size) +
+                         " ranks takes its counts through the launcher on "
+                         "the host");
     std::vector<int32_t> hostSend(entries), hostRecv(entries);
     std::vector<int64_t> sendRows(size, 0), recvRows(size, 0);
     if (local.ok())
@@ -1057,6 +1217,8 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
 }
 
 Status CudaBackend::finishRows(CudaExchange &x, Traffic &traffic) {
+  if (x.local)
+    return Status::success(); // rows kept on this rank cross no link
   Communicator &c = comms_[x.group];
   DeviceScope scope(device_);
   Status local = scope.status();
@@ -1105,6 +1267,9 @@ Status CudaBackend::allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
     local = invalid("negative size");
   if (local.ok())
     local = checkPointer(data, int64_t(n) * 4, "data");
+  if (local.ok() && c.size > 1)
+    local = recordable("an all-reduce between " + std::to_string(c.size) +
+                       " ranks waits on the host");
   if (local.ok())
     local = usable(c, group);
   // Agree before NCCL starts, so that no rank waits for one that failed.
@@ -1141,7 +1306,7 @@ Status CudaBackend::allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
   }
   if (local.ok() && average && n > 0)
     local = divide(data, n, static_cast<float>(c.size));
-  if (local.ok())
+  if (local.ok() && !recording_)
     local = waitStream(deadline, what.c_str());
   // One outcome for the group.
   return launcher_->agree(group, local);

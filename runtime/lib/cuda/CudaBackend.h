@@ -67,6 +67,9 @@ struct CudaExchange final : PendingExchange {
   cudaEvent_t ready = nullptr, done = nullptr;
   /// A failure while posting the rows; the wait agrees on it.
   Status posted;
+  /// A group of one rank: the rows were copied on the compute stream at
+  /// the start (selfExchange), so there is nothing to wait for.
+  bool local = false;
 };
 
 /// One NCCL communicator and where this rank sits in its group.
@@ -94,6 +97,14 @@ public:
   Status copyToHost(void *hostDestination, const void *source,
                     intptr_t bytes) override;
   Status synchronize() override;
+  /// A CUDA graph captured from the compute stream. Each
+  /// recorded operation is followed by a one-thread stamp that writes its
+  /// index into the status word if it failed; the launch reads the word
+  /// once, at the end, and describes the failure as that operation would
+  /// have eagerly.
+  Status beginGraph() override;
+  Status endGraph(std::unique_ptr<RecordedGraph> &graph) override;
+  Status launchGraph(RecordedGraph &graph) override;
   /// The timeline on the device's clock: an event pair on the compute
   /// stream around each operation, and on the communication stream around
   /// each exchange's rows, all measured from an event recorded when
@@ -296,12 +307,42 @@ private:
   Status checkPart(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
                    const int32_t *counts, int64_t numCounts,
                    const void *chunkRows, int64_t chunkCapacity) const;
-  /// Clears the device status before an operation.
+  /// Clears the device status before an operation (not while recording: a
+  /// launch clears it once, first).
   Status beginOperation();
   /// Waits for the operation's work and turns a host-side failure, a CUDA
   /// error or the device status (through `describe`) into its Status.
+  /// While recording, keeps `describe` for the launch (so it captures by
+  /// value) and queues the stamp instead.
   using Describe = std::function<std::string(const DeviceStatus &)>;
   Status endOperation(Status hostFailure, const Describe &describe);
+  /// A recorded operation, for the launch's message.
+  struct RecordedOperation {
+    int64_t call; // the program's call it belongs to (operationCall)
+    std::string name;
+    Describe describe;
+  };
+  /// Status::success(), or while recording the failure of `what`, which
+  /// needs the host mid-step ("reads device memory on the host").
+  Status recordable(const std::string &what) const;
+  /// Writes `operation` into the status word if it holds a failure without
+  /// one (Kernels.cu).
+  Status stampOperation(int64_t operation);
+  /// An exchange over a group of one rank (runSelfExchange) as an
+  /// operation of the compute stream; messages as the exchange between
+  /// ranks gives them ("rank R: ...").
+  Status selfExchange(const void *send, intptr_t sendCapacity,
+                      intptr_t rowBytes, const int32_t *sendCounts,
+                      intptr_t entries, void *received, intptr_t recvCapacity,
+                      int32_t *recvCounts);
+  /// groupedMatmulRows without the counts on the host: every count gets a
+  /// slot of rowsCapacity / numCounts rows (runSlotRows), and one strided
+  /// batched GEMM per round of `experts` slots multiplies them.
+  Status groupedMatmulSlots(tamoe_rt_dtype_t dtype, const void *rows,
+                            intptr_t rowsCapacity, intptr_t hidden,
+                            const int32_t *counts, intptr_t numCounts,
+                            intptr_t experts, const void *weights,
+                            intptr_t outFeatures, void *result);
 
   /// cuBLAS on stream_, created by the first operation that needs it.
   Status blasHandle();
@@ -313,6 +354,11 @@ private:
                 int64_t k, const void *a, cudaDataType_t aType, const void *b,
                 cudaDataType_t bType, float beta, void *c,
                 cudaDataType_t cType);
+  /// gemmEx over `batch` problems at fixed strides (elements) apart.
+  Status gemmStridedBatched(int64_t m, int64_t n, int64_t k, const void *a,
+                            int64_t strideA, const void *b, int64_t strideB,
+                            void *c, int64_t strideC, cudaDataType_t type,
+                            int64_t batch);
   /// The counts of a grouped GEMM on the host (cuBLAS takes each GEMM's
   /// size from there), checked as the f32 kernels check them: `total` their
   /// sum.
@@ -397,6 +443,9 @@ private:
   DeviceStatus *hostStatus_ = nullptr; // pinned
   Communicator comms_[3];
   cublasHandle_t blas_ = nullptr;
+  /// Between beginGraph and endGraph, and what was recorded so far.
+  bool recording_ = false;
+  std::vector<RecordedOperation> recorded_;
 };
 
 } // namespace cuda

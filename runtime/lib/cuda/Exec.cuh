@@ -131,6 +131,18 @@ inline std::string packError(const DeviceStatus &e, int64_t k,
          " experts on each of " + num(nodes) + " nodes)";
 }
 
+/// The message of a negative count or of counts past rows_capacity, the
+/// checks of every operation on rows described by `counts`; "" for another
+/// kind.
+inline std::string countsError(const DeviceStatus &e) {
+  if (e.kind == kNegativeCount)
+    return "counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
+  if (e.kind == kInputRowsExceedCapacity)
+    return "counts sum to " + num(e.a) + " rows but rows_capacity is " +
+           num(e.b);
+  return std::string();
+}
+
 /// The same for dedup_expand's.
 inline std::string expandError(const DeviceStatus &e, int64_t k) {
   if (e.kind == kNegativeCount)
@@ -339,7 +351,8 @@ public:
           "cub::DeviceScan::ExclusiveSum");
   }
 
-  /// dst row r = src row srcRows[r], r < *numRows (a gather).
+  /// dst row r = src row srcRows[r] (r itself when srcRows is null),
+  /// r < *numRows (a gather).
   void copyRows(void *dst, const void *src, int64_t rowBytes,
                 const int64_t *srcRows, const int64_t *numRows, int64_t bound) {
     moveRows(dst, src, rowBytes, srcRows, nullptr, numRows, bound);

@@ -231,7 +231,7 @@ Status CudaBackend::gateGrad(const float *probs, const int32_t *expertIds,
   }
   Status failure = x.failure();
   x.release();
-  return endOperation(failure, [&](const DeviceStatus &e) {
+  return endOperation(failure, [=](const DeviceStatus &e) {
     if (e.kind == kExpertOutOfRange)
       return entry("expert_ids", e.a, k) + " = " + num(e.b) +
              " is out of range [0, " + num(e.c) + ")";
@@ -282,7 +282,7 @@ Status CudaBackend::combineGrad(const float *expertOutputs, intptr_t rows,
   }
   Status failure = x.failure();
   x.release();
-  return endOperation(failure, [&](const DeviceStatus &e) {
+  return endOperation(failure, [=](const DeviceStatus &e) {
     if (e.kind == kPositionOutOfRange)
       return entry("positions", e.a, k) + " = " + num(e.b) + " is past the " +
              num(e.c) + " rows of expert_outputs";
@@ -341,7 +341,7 @@ Status CudaBackend::auxLossGrad(const int32_t *expertIds,
                                dProbs, deviceStatus_});
   Status failure = x.failure();
   x.release();
-  return endOperation(failure, [&](const DeviceStatus &e) {
+  return endOperation(failure, [=](const DeviceStatus &e) {
     if (e.kind == kExpertOutOfRange)
       return entry("expert_ids", e.a, k) + " = " + num(e.b) +
              " is out of range [0, " + num(e.c) +
@@ -381,7 +381,7 @@ Status CudaBackend::dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
                                           expertIds, positions, numTokens, k,
                                           expertsPerNode, nodes, dTokens});
   x.release();
-  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+  return endOperation(x.failure(), [=](const DeviceStatus &e) {
     if (e.kind == kGradientRowsExceed)
       return "expert_ids and positions make " + num(e.a) +
              " unique rows but unique_capacity is " + num(e.b);
@@ -424,7 +424,7 @@ Status CudaBackend::dedupExpandGrad(const float *dExpanded,
                                               recvCounts, nodes, ranksPerNode,
                                               expertsPerRank, dUnique});
   x.release();
-  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+  return endOperation(x.failure(), [=](const DeviceStatus &e) {
     if (e.kind == kGradientRowsExceed)
       return "routes make " + num(e.a) +
              " expanded rows but expanded_capacity is " + num(e.b);

@@ -328,16 +328,26 @@ struct ChunkTiles {
 };
 
 /// result rows past the counts' sum are zero.
-struct ZeroTail {
+/// Elements of the rows past *total are zero (T: float, or uint16_t bits
+/// of a 16-bit type).
+template <typename T> struct ZeroTail {
   const int64_t *total;
   int64_t outFeatures;
-  float *result;
+  T *result;
   const DeviceStatus *status;
   __device__ void operator()(int64_t i) const {
     if (!hasFailed(status) && i / outFeatures >= *total)
-      result[i] = 0.0f;
+      result[i] = T(0);
   }
 };
+
+/// Writes the recorded operation's index into a status word that holds a
+/// failure without one: the failure is that operation's (the operations
+/// after it see it and do nothing).
+__global__ void stampKernel(DeviceStatus *status, int64_t operation) {
+  if (status->code != 0 && status->operation == 0)
+    status->operation = operation;
+}
 
 /// One block per (row tile, 64 output features): 256 threads, 4 x 4
 /// outputs each, over the hidden dimension in slices of 16 staged in shared
@@ -544,7 +554,7 @@ Status CudaBackend::dispatch(const void *tokens, intptr_t numTokens,
                                 dispatchedCapacity, expertCounts, positions,
                                 numDropped});
   x.release();
-  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+  return endOperation(x.failure(), [=](const DeviceStatus &e) {
     if (e.kind == kExpertOutOfRange)
       return entry("expert_ids", e.a, k) + " = " + num(e.b) +
              " is out of range [0, " + num(e.c) + ")";
@@ -632,7 +642,7 @@ Status CudaBackend::combineElements(tamoe_rt_dtype_t dtype,
   Status failure;
   if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
     failure = cudaFailure(error, "launching the kernel");
-  return endOperation(failure, [&](const DeviceStatus &e) {
+  return endOperation(failure, [=](const DeviceStatus &e) {
     if (e.kind == kPositionOutOfRange)
       return entry("positions", e.a, k) + " = " + num(e.b) + " is past the " +
              num(e.c) + " rows of expert_outputs";
@@ -661,7 +671,7 @@ Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
     if (!s.ok())
       return s;
 
-  auto describe = [&](const DeviceStatus &e) {
+  auto describe = [=](const DeviceStatus &e) {
     if (e.kind == kExpertOutOfRange)
       return entry("expert_ids", e.a, k) + " = " + num(e.b) +
              " is out of range [0, " + num(e.c) +
@@ -785,17 +795,10 @@ Status CudaBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
       x.fail(cudaFailure(error, "launching the grouped matmul"));
   }
   x.forEach(rowsCapacity * outFeatures,
-            ZeroTail{total, outFeatures, result, status});
+            ZeroTail<float>{total, outFeatures, result, status});
   Status failure = x.failure();
   x.release();
-  return endOperation(failure, [&](const DeviceStatus &e) {
-    if (e.kind == kNegativeCount)
-      return "counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
-    if (e.kind == kInputRowsExceedCapacity)
-      return "counts sum to " + num(e.a) + " rows but rows_capacity is " +
-             num(e.b);
-    return std::string();
-  });
+  return endOperation(failure, countsError);
 }
 
 //===----------------------------------------------------------------------===//
@@ -872,9 +875,38 @@ Status CudaBackend::gemmEx(bool transposeA, bool transposeB, int64_t m,
   return Status::success();
 }
 
+Status CudaBackend::gemmStridedBatched(int64_t m, int64_t n, int64_t k,
+                                       const void *a, int64_t strideA,
+                                       const void *b, int64_t strideB, void *c,
+                                       int64_t strideC, cudaDataType_t type,
+                                       int64_t batch) {
+  // Row-major as in gemmEx: column-major C^T = B^T A^T, B first.
+  const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t error = cublasGemmStridedBatchedEx(
+      blas_, CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(m), int(k), &alpha, b, type,
+      int(n), strideB, a, type, int(k), strideA, &beta, c, type, int(n),
+      strideC, int(batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (error != CUBLAS_STATUS_SUCCESS)
+    return Status::error(TAMOE_RT_ERROR_INTERNAL,
+                         std::string("cublasGemmStridedBatchedEx: ") +
+                             cublasGetStatusString(error));
+  return Status::success();
+}
+
+Status CudaBackend::stampOperation(int64_t operation) {
+  stampKernel<<<1, 1, 0, stream_>>>(deviceStatus_, operation);
+  if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+    return cudaFailure(error, "recording the operation's stamp");
+  return Status::success();
+}
+
 Status CudaBackend::hostCounts(const int32_t *counts, intptr_t numCounts,
                                intptr_t rowsCapacity,
                                std::vector<int32_t> &host, int64_t &total) {
+  if (Status s = recordable("reads its counts on the host (cuBLAS takes "
+                            "each GEMM's size from there)");
+      !s.ok())
+    return s;
   host.assign(static_cast<size_t>(numCounts), 0);
   if (numCounts > 0) {
     cudaError_t error = cudaMemcpyAsync(host.data(), counts, host.size() * 4,
@@ -992,6 +1024,9 @@ Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
     return invalid("rows and result overlap");
   if (Status blas = blasHandle(); !blas.ok())
     return blas;
+  if (recording_)
+    return groupedMatmulSlots(dtype, rows, rowsCapacity, hidden, counts,
+                              numCounts, experts, weights, outFeatures, result);
   std::vector<int32_t> chunkRows;
   int64_t total = 0;
   if (Status s = hostCounts(counts, numCounts, rowsCapacity, chunkRows, total);
@@ -1021,6 +1056,94 @@ Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
   Status failure = x.failure();
   x.release();
   return endOperation(failure, [](const DeviceStatus &) {
+    return std::string();
+  });
+}
+
+Status CudaBackend::groupedMatmulSlots(
+    tamoe_rt_dtype_t dtype, const void *rows, intptr_t rowsCapacity,
+    intptr_t hidden, const int32_t *counts, intptr_t numCounts,
+    intptr_t experts, const void *weights, intptr_t outFeatures,
+    void *result) {
+  // A static-capacity program's receive buffer gives each count its
+  // capacity, so the slots waste only the rows the capacity leaves empty.
+  const int64_t slot = numCounts > 0 ? rowsCapacity / numCounts : 0;
+  if (slot > INT_MAX || hidden > INT_MAX || outFeatures > INT_MAX ||
+      experts > INT_MAX)
+    return invalid("sizes must fit in int for cuBLAS");
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  DeviceStatus *status = deviceStatus_;
+  const int64_t slotRows = numCounts * slot;
+  int64_t *slotOf = x.scratch<int64_t>(rowsCapacity);
+  int64_t *numRows = x.scratch<int64_t>(1);
+  auto *padded = x.scratch<uint16_t>(slotRows * hidden);
+  auto *paddedOut = x.scratch<uint16_t>(slotRows * outFeatures);
+  if (x.ok())
+    runSlotRows(x, SlotRowsParams{counts, numCounts, rowsCapacity, slot,
+                                  slotOf, numRows});
+  // Zero rows past each count, so that their products are zero too.
+  x.zero(padded, slotRows * hidden * 2);
+  x.scatterRows(padded, rows, hidden * 2, slotOf, numRows, rowsCapacity);
+  cudaDataType_t type = cudaType(dtype);
+  auto *w16 = static_cast<const uint16_t *>(weights);
+  for (int64_t first = 0; first < numCounts && slot > 0 && x.ok();
+       first += experts) {
+    // Slot first + j takes weights[j]: chunk c's expert is c % experts.
+    int64_t batch = minOf(experts, numCounts - first);
+    x.fail(gemmStridedBatched(slot, outFeatures, hidden,
+                              padded + first * slot * hidden, slot * hidden,
+                              w16, hidden * outFeatures,
+                              paddedOut + first * slot * outFeatures,
+                              slot * outFeatures, type, batch));
+  }
+  auto *y16 = static_cast<uint16_t *>(result);
+  x.copyRows(y16, paddedOut, outFeatures * 2, slotOf, numRows, rowsCapacity);
+  x.forEach(rowsCapacity * outFeatures,
+            ZeroTail<uint16_t>{numRows, outFeatures, y16, status});
+  Status failure = x.failure();
+  x.release();
+  return endOperation(failure, [=](const DeviceStatus &e) {
+    if (e.kind == kCountExceedsSlot)
+      return "counts[" + num(e.a) + "] = " + num(e.b) + " exceeds the " +
+             num(e.c) +
+             " rows a recorded grouped_matmul gives each count "
+             "(rows_capacity / the number of counts, as a static-capacity "
+             "program sizes its buffers)";
+    return countsError(e);
+  });
+}
+
+Status CudaBackend::selfExchange(const void *send, intptr_t sendCapacity,
+                                 intptr_t rowBytes, const int32_t *sendCounts,
+                                 intptr_t entries, void *received,
+                                 intptr_t recvCapacity, int32_t *recvCounts) {
+  Status begin = beginOperation();
+  if (!begin.ok())
+    return begin;
+  CudaExec x(*this, deviceStatus_);
+  runSelfExchange(x, SelfExchangeParams{send, sendCapacity, rowBytes,
+                                        sendCounts, entries, received,
+                                        recvCapacity, recvCounts});
+  Status failure = x.failure();
+  x.release();
+  const int64_t split = entries; // one peer: its split sub-chunks
+  const std::string rank =
+      "rank " + num(launcher_->rank()) + ": "; // as the launcher's verdicts
+  return endOperation(failure, [=](const DeviceStatus &e) {
+    if (e.kind == kNegativeCount)
+      return rank +
+             (split == 1 ? "send_counts[" + num(e.a) + "]"
+                         : "send_counts[0, " + num(e.a) + "]") +
+             " = " + num(e.b) + " is negative";
+    if (e.kind == kInputRowsExceedCapacity)
+      return rank + "send_counts sum to " + num(e.a) +
+             " rows but send_capacity is " + num(e.b);
+    if (e.kind == kRowsExceedCapacity)
+      return rank + num(e.a) + " rows to receive exceed recv_capacity " +
+             num(e.b);
     return std::string();
   });
 }
@@ -1304,7 +1427,7 @@ Status CudaBackend::regroup(const void *rows, intptr_t rowsCapacity,
   runRegroup(x, RegroupParams{rows, rowsCapacity, rowBytes, counts, a, b, inner,
                               regrouped, regroupedCounts});
   x.release();
-  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+  return endOperation(x.failure(), [=](const DeviceStatus &e) {
     if (e.kind == kNegativeCount)
       return "counts[" + num(e.a / (b * inner)) + ", " + num(e.a / inner % b) +
              ", " + num(e.a % inner) + "] = " + num(e.b) + " is negative";
@@ -1320,18 +1443,13 @@ namespace {
 /// cpu backend words them.
 std::string describePart(const DeviceStatus &e, bool chunk, int64_t index,
                          int64_t chunks) {
-  if (e.kind == kNegativeCount)
-    return "counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
-  if (e.kind == kInputRowsExceedCapacity)
-    return "counts sum to " + num(e.a) + " rows but rows_capacity is " +
-           num(e.b);
   if (e.kind == kPartRowsExceedCapacity)
     return chunk ? num(e.a) + " rows of chunk " + num(index) + " of " +
                        num(chunks) + " exceed chunk_capacity " + num(e.b)
                  : "counts make " + num(e.a) + " rows in chunk " + num(index) +
                        " of " + num(chunks) + " but chunk_capacity is " +
                        num(e.b);
-  return std::string();
+  return countsError(e);
 }
 } // namespace
 
@@ -1379,7 +1497,7 @@ Status CudaBackend::chunk(const void *rows, intptr_t rowsCapacity,
                        chunkCapacity},
            rows, chunkRows, chunkCounts);
   x.release();
-  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+  return endOperation(x.failure(), [=](const DeviceStatus &e) {
     return describePart(e, true, index, chunks);
   });
 }
@@ -1405,7 +1523,7 @@ Status CudaBackend::unchunk(const void *chunkRows, intptr_t chunkCapacity,
                          chunks, chunkCapacity},
              chunkRows, rows);
   x.release();
-  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+  return endOperation(x.failure(), [=](const DeviceStatus &e) {
     return describePart(e, false, index, chunks);
   });
 }
@@ -1440,7 +1558,7 @@ Status CudaBackend::chunkPositions(const int32_t *positions,
                                             expertCounts, experts, index,
                                             chunks, chunkPositions});
   x.release();
-  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+  return endOperation(x.failure(), [=](const DeviceStatus &e) {
     if (e.kind == kNegativeCount)
       return "counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
     if (e.kind == kExpertOutOfRange)
@@ -1509,7 +1627,7 @@ Status CudaBackend::dedupPack(const void *tokens, intptr_t numTokens,
                                   positions, k, expertsPerNode, nodes, unique,
                                   routes, uniqueCapacity, nodeCounts});
   x.release();
-  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+  return endOperation(x.failure(), [=](const DeviceStatus &e) {
     if (e.kind == kRowsExceedCapacity)
       return num(e.a) + " unique rows exceed unique_capacity " + num(e.b);
     return packError(e, k, expertsPerNode, nodes);
@@ -1557,7 +1675,7 @@ Status CudaBackend::dedupExpand(const void *unique, const int32_t *routes,
                                       expertsPerRank, expanded,
                                       expandedCapacity, expandedCounts});
   x.release();
-  return endOperation(x.failure(), [&](const DeviceStatus &e) {
+  return endOperation(x.failure(), [=](const DeviceStatus &e) {
     if (e.kind == kRowsExceedCapacity)
       return num(e.a) + " expanded rows exceed expanded_capacity " + num(e.b);
     return expandError(e, k);

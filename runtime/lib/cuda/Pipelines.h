@@ -16,7 +16,8 @@
 //   Exec::sortPairs(...)        stable sort of (uint32 key, int32 value)
 //   Exec::sortPairsDescending   stable sort of (float key, int32 value), desc
 //   Exec::exclusiveSum(in, out, n)  int32 or int64
-//   Exec::copyRows(...)         dst row r = src row srcRows[r], r < *numRows
+//   Exec::copyRows(...)         dst row r = src row srcRows[r] (or r when
+//                               srcRows is null), r < *numRows
 //   Exec::scatterRows(...)      dst row dstRows[r] = src row r, r < *numRows
 //   Exec::status()              the DeviceStatus the element functions report
 //   to Exec::ok()                  false once a host-side step failed
@@ -63,6 +64,7 @@ enum ErrorKind : int32_t {
   kPartRowsExceedCapacity,  // a = rows of the part, b = chunk capacity
   kPositionOutsideBlock,    // a = assignment, b = position, c = expert
   kCountSumOverflows,       // a = index, b = a[index], c = b[index]
+  kCountExceedsSlot,        // a = index, b = count, c = rows per slot
 };
 
 /// The first error an operation found in its data. Lives in device memory;
@@ -71,6 +73,9 @@ struct DeviceStatus {
   int32_t code; // a tamoe_rt_status_t, 0 while fine
   int32_t kind; // an ErrorKind
   int64_t a, b, c;
+  /// In a recorded graph, which operation failed (1-based; 0 until the
+  /// host's stamp after the failing operation writes it).
+  int64_t operation;
 };
 
 TAMOE_HD inline void reportError(DeviceStatus *status, int32_t code,
@@ -1320,6 +1325,127 @@ void runChunkPositions(Exec &x, const ChunkPositionsParams &p) {
   x.forEach(m, WriteChunkPositions{p.positions, p.expertIds, blockCounts,
                                    blockOffsets, partOffsets, p.index, p.chunks,
                                    p.chunkPositions, status});
+}
+
+//===----------------------------------------------------------------------===//
+// all_to_all over a group of one rank
+//===----------------------------------------------------------------------===//
+
+/// The exchange of a group of one rank: the rows stay where they are, in
+/// order, and recv_counts = send_counts. Checked as an exchange between
+/// ranks checks them (a negative count, more rows than send_capacity holds,
+/// more than recv_capacity takes: then nothing is written), but on the
+/// device, so that no host wait for the counts is needed and a graph can
+/// record it.
+struct SelfExchangeParams {
+  const void *send;
+  int64_t sendCapacity;
+  int64_t rowBytes;
+  const int32_t *sendCounts;
+  int64_t entries;
+  void *received;
+  int64_t recvCapacity;
+  int32_t *recvCounts;
+};
+
+/// The rows of each of `n` counts as int64 (`rows` [n + 1], 0 last) and
+/// where each starts (`start` [n + 1], the total last): a negative count and
+/// a total past `capacity` are errors (INVALID_ARGUMENT), *total the rows
+/// to copy (0 after an error). Null pointers when scratch memory failed.
+struct CountOffsets {
+  int64_t *rows = nullptr, *start = nullptr;
+};
+
+template <typename Exec>
+CountOffsets countOffsets(Exec &x, const int32_t *counts, int64_t n,
+                          int64_t capacity, int64_t *total) {
+  DeviceStatus *status = x.status();
+  CountOffsets o;
+  o.rows = x.template scratch<int64_t>(n + 1);
+  o.start = x.template scratch<int64_t>(n + 1);
+  if (!x.ok())
+    return CountOffsets();
+  x.forEach(n + 1, SourceCounts{counts, n, o.rows, status});
+  x.exclusiveSum(o.rows, o.start, n + 1);
+  x.forEach(1, RowsCheck{o.start + n, capacity, TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                         kInputRowsExceedCapacity, total, status});
+  return o;
+}
+
+template <typename Exec>
+void runSelfExchange(Exec &x, const SelfExchangeParams &p) {
+  DeviceStatus *status = x.status();
+  const int64_t bound = minOf(p.sendCapacity, p.recvCapacity);
+  int64_t *sent = x.template scratch<int64_t>(1);
+  int64_t *numRows = x.template scratch<int64_t>(1);
+  if (!x.ok() ||
+      !countOffsets(x, p.sendCounts, p.entries, p.sendCapacity, sent).rows)
+    return;
+  x.forEach(1, RowsCheck{sent, p.recvCapacity, TAMOE_RT_ERROR_CAPACITY_EXCEEDED,
+                         kRowsExceedCapacity, numRows, status});
+  x.forEach(p.entries, CopyCounts{p.sendCounts, p.recvCounts, status});
+  x.copyRows(p.received, p.send, p.rowBytes, /*srcRows=*/nullptr, numRows,
+             bound);
+}
+
+//===----------------------------------------------------------------------===//
+// Slots of a grouped GEMM whose counts stay on the device
+//===----------------------------------------------------------------------===//
+
+/// Where each row of a grouped GEMM's input goes when every count gets a
+/// slot of `slot` rows: row i of chunk c to slot row c * slot + i. cuBLAS
+/// sizes each GEMM from the host; with the counts on the device (a recorded
+/// graph), the chunks are multiplied in equal slots instead, and this maps
+/// the rows there and back. A count above `slot` is an error, as are a
+/// negative count and counts beyond rows_capacity.
+struct SlotRowsParams {
+  const int32_t *counts;
+  int64_t numCounts;
+  int64_t rowsCapacity;
+  int64_t slot;
+  /// [rowsCapacity]: the slot row of each input row, below *numRows.
+  int64_t *slotOf;
+  /// The rows the counts describe (the copies that use slotOf check the
+  /// status first: after an error it is incomplete).
+  int64_t *numRows;
+};
+
+struct SlotCheck {
+  const int64_t *chunkRows;
+  int64_t slot;
+  DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t c) const {
+    if (chunkRows[c] > slot)
+      reportError(status, TAMOE_RT_ERROR_CAPACITY_EXCEEDED, kCountExceedsSlot,
+                  c, chunkRows[c], slot);
+  }
+};
+
+struct SlotIndex {
+  const int64_t *chunkRows;
+  const int64_t *chunkStart;
+  int64_t slot;
+  int64_t *slotOf;
+  const DeviceStatus *status;
+  TAMOE_HD void operator()(int64_t q) const {
+    if (hasFailed(status))
+      return;
+    int64_t c = q / slot, i = q % slot;
+    if (i < chunkRows[c])
+      slotOf[chunkStart[c] + i] = q;
+  }
+};
+
+template <typename Exec> void runSlotRows(Exec &x, const SlotRowsParams &p) {
+  DeviceStatus *status = x.status();
+  CountOffsets chunks =
+      countOffsets(x, p.counts, p.numCounts, p.rowsCapacity, p.numRows);
+  if (!chunks.rows)
+    return;
+  x.forEach(p.numCounts, SlotCheck{chunks.rows, p.slot, status});
+  if (p.slot > 0)
+    x.forEach(p.numCounts * p.slot,
+              SlotIndex{chunks.rows, chunks.start, p.slot, p.slotOf, status});
 }
 
 } // namespace cuda

@@ -109,7 +109,8 @@ public:
     int64_t rows = std::min(*numRows, bound);
     for (int64_t r = 0; r < rows; ++r)
       std::memcpy(static_cast<char *>(dst) + r * rowBytes,
-                  static_cast<const char *>(src) + srcRows[r] * rowBytes,
+                  static_cast<const char *>(src) +
+                      (srcRows ? srcRows[r] : r) * rowBytes,
                   static_cast<size_t>(rowBytes));
   }
 
@@ -1197,6 +1198,158 @@ void testChunkPositions(int64_t tokens, int64_t k, int64_t experts,
   }
 }
 
+//===----------------------------------------------------------------------===//
+// all_to_all over a group of one rank
+//===----------------------------------------------------------------------===//
+
+/// Random counts sent to oneself: the rows and counts arrive as sent.
+/// `error`: 1 a negative count, 2 counts past send_capacity, 3 more rows
+/// than recv_capacity (CAPACITY_EXCEEDED); nothing is written then.
+void testSelfExchange(int64_t entries, int64_t rowBytes, int error) {
+  currentCase = "self exchange entries=" + std::to_string(entries) +
+                " rb=" + std::to_string(rowBytes) +
+                " error=" + std::to_string(error);
+  std::vector<int32_t> counts(static_cast<size_t>(entries));
+  int64_t total = 0;
+  for (auto &c : counts) {
+    c = static_cast<int32_t>(uniform(0, 9));
+    total += c;
+  }
+  if ((error == 1 && entries == 0) || (error >= 2 && total == 0))
+    return;
+  if (error == 1)
+    counts[static_cast<size_t>(uniform(0, entries - 1))] = -2;
+  int64_t sendCapacity = total + (error == 2 ? -1 : uniform(0, 3));
+  int64_t recvCapacity = total + (error == 3 ? -1 : uniform(0, 3));
+  auto send = randomRows(sendCapacity, rowBytes);
+  const unsigned char kUntouched = 0xEE;
+  std::vector<unsigned char> received(
+      static_cast<size_t>(recvCapacity * rowBytes), kUntouched);
+  std::vector<int32_t> recvCounts(counts.size(), -99);
+  HostExec x;
+  runSelfExchange(x, SelfExchangeParams{send.data(), sendCapacity, rowBytes,
+                                        counts.data(), entries, received.data(),
+                                        recvCapacity, recvCounts.data()});
+  const DeviceStatus &status = *x.status();
+  const int32_t wantCode[] = {0, TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                              TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                              TAMOE_RT_ERROR_CAPACITY_EXCEEDED};
+  const int32_t wantKind[] = {kNoError, kNegativeCount,
+                              kInputRowsExceedCapacity, kRowsExceedCapacity};
+  expect(status.code == wantCode[error] && status.kind == wantKind[error],
+         "status " + std::to_string(status.code) + " kind " +
+             std::to_string(status.kind));
+  if (error) {
+    expect(std::all_of(received.begin(), received.end(),
+                       [&](unsigned char b) { return b == kUntouched; }),
+           "rows written on failure");
+    expect(std::all_of(recvCounts.begin(), recvCounts.end(),
+                       [](int32_t v) { return v == -99; }),
+           "counts written on failure");
+    return;
+  }
+  expect(recvCounts == counts, "counts differ");
+  expect(std::equal(send.begin(), send.begin() + total * rowBytes,
+                    received.begin()),
+         "rows differ");
+  expect(std::all_of(received.begin() + total * rowBytes, received.end(),
+                     [&](unsigned char b) { return b == kUntouched; }),
+         "rows past the counts written");
+}
+
+//===----------------------------------------------------------------------===//
+// Slots of a grouped GEMM
+//===----------------------------------------------------------------------===//
+
+/// Chunks of random rows scattered into slots, multiplied there (a GEMM per
+/// slot, as the strided batch does: rows past a chunk's count are zero) and
+/// gathered back, against the packed grouped GEMM. `error`: 1 a negative
+/// count, 2 counts past rows_capacity, 3 a count above the slot.
+void testSlotRows(int64_t numCounts, int64_t experts, int64_t hidden,
+                  int64_t outFeatures, int error) {
+  currentCase = "slots counts=" + std::to_string(numCounts) +
+                " experts=" + std::to_string(experts) +
+                " hidden=" + std::to_string(hidden) +
+                " out=" + std::to_string(outFeatures) +
+                " error=" + std::to_string(error);
+  int64_t slot = uniform(1, 8);
+  std::vector<int32_t> counts(static_cast<size_t>(numCounts));
+  int64_t total = 0;
+  for (auto &c : counts) {
+    c = static_cast<int32_t>(uniform(0, slot));
+    total += c;
+  }
+  int64_t rowsCapacity = numCounts * slot;
+  if (error == 1)
+    counts[static_cast<size_t>(uniform(0, numCounts - 1))] = -1;
+  if (error == 2) {
+    // Every chunk full, and one row more than the rows hold.
+    for (auto &c : counts)
+      c = static_cast<int32_t>(slot);
+    rowsCapacity = numCounts * slot - 1;
+  }
+  if (error == 3)
+    counts[static_cast<size_t>(uniform(0, numCounts - 1))] =
+        static_cast<int32_t>(slot + 1);
+  // The slot as the backend derives it, from the capacity.
+  int64_t derivedSlot = rowsCapacity / numCounts;
+  std::vector<float> rows = randomFloats(rowsCapacity * hidden);
+  std::vector<float> weights = randomFloats(experts * hidden * outFeatures);
+  std::vector<int64_t> slotOf(static_cast<size_t>(rowsCapacity), -1);
+  int64_t numRows = -1;
+  HostExec x;
+  runSlotRows(x, SlotRowsParams{counts.data(), numCounts, rowsCapacity,
+                                derivedSlot, slotOf.data(), &numRows});
+  const DeviceStatus &status = *x.status();
+  const int32_t wantKind[] = {kNoError, kNegativeCount,
+                              kInputRowsExceedCapacity, kCountExceedsSlot};
+  // Full chunks past the capacity also exceed the smaller derived slot:
+  // either message names a real fault.
+  // A count above the slot may also take the sum past the capacity.
+  bool kindOk = status.kind == wantKind[error] ||
+                (error == 2 && status.kind == kCountExceedsSlot) ||
+                (error == 3 && status.kind == kInputRowsExceedCapacity);
+  expect(kindOk, "kind " + std::to_string(status.kind));
+  if (error)
+    return;
+  expect(status.code == 0 && numRows == total,
+         "rows " + std::to_string(numRows) + ", want " + std::to_string(total));
+  // Scatter, multiply each slot by its chunk's expert, gather back.
+  int64_t slotRows = numCounts * derivedSlot;
+  std::vector<float> padded(static_cast<size_t>(slotRows * hidden), 0.0f);
+  x.scatterRows(padded.data(), rows.data(), hidden * 4, slotOf.data(), &numRows,
+                rowsCapacity);
+  std::vector<float> paddedOut(static_cast<size_t>(slotRows * outFeatures));
+  for (int64_t q = 0; q < slotRows; ++q) {
+    const float *w =
+        weights.data() + (q / derivedSlot % experts) * hidden * outFeatures;
+    for (int64_t o = 0; o < outFeatures; ++o) {
+      float sum = 0;
+      for (int64_t h = 0; h < hidden; ++h)
+        sum += padded[size_t(q * hidden + h)] * w[h * outFeatures + o];
+      paddedOut[size_t(q * outFeatures + o)] = sum;
+    }
+  }
+  std::vector<float> result(static_cast<size_t>(rowsCapacity * outFeatures),
+                            0.0f);
+  x.copyRows(result.data(), paddedOut.data(), outFeatures * 4, slotOf.data(),
+             &numRows, rowsCapacity);
+  // The packed grouped GEMM: chunk c's rows times weights[c % experts].
+  int64_t row = 0;
+  bool same = true;
+  for (int64_t c = 0; c < numCounts; ++c)
+    for (int64_t i = 0; i < counts[size_t(c)]; ++i, ++row) {
+      const float *w = weights.data() + (c % experts) * hidden * outFeatures;
+      for (int64_t o = 0; o < outFeatures; ++o) {
+        float sum = 0;
+        for (int64_t h = 0; h < hidden; ++h)
+          sum += rows[size_t(row * hidden + h)] * w[h * outFeatures + o];
+        same = same && sum == result[size_t(row * outFeatures + o)];
+      }
+    }
+  expect(same, "slot products differ from the packed grouped GEMM");
+}
+
 int main() {
   // dispatch: dropless, position, probability; odd row sizes; ties.
   const tamoe_rt_drop_t drops[] = {TAMOE_RT_DROP_POSITION,
@@ -1291,6 +1444,16 @@ int main() {
     int64_t tokens = uniform(0, 3) == 0 ? uniform(0, 2) : uniform(1, 80);
     for (int error = 0; error <= 3; ++error)
       testChunkPositions(tokens, uniform(1, 4), uniform(1, 12), chunks, error);
+  }
+
+  // all_to_all over one rank, and the slots of a grouped GEMM.
+  for (int round = 0; round < 40; ++round) {
+    int64_t entries = uniform(0, 3) == 0 ? uniform(0, 1) : uniform(1, 16);
+    for (int error = 0; error <= 3; ++error)
+      testSelfExchange(entries, uniform(1, 20), error);
+    int64_t numCounts = uniform(1, 12), experts = uniform(1, 4);
+    for (int error = 0; error <= 3; ++error)
+      testSlotRows(numCounts, experts, uniform(1, 5), uniform(1, 5), error);
   }
 
   std::printf("%d checks, %d failures\n", checks, failures);
