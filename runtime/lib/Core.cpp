@@ -1755,22 +1755,20 @@ tamoe_rt_status_t tamoe_rt_all_to_all_wait(tamoe_rt_context_t *context,
                                                context->traffic));
 }
 
-tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
-                                             tamoe_rt_group_t group,
-                                             const int32_t *send_counts,
-                                             intptr_t peers, intptr_t split,
-                                             int32_t *recv_counts,
-                                             intptr_t *total) {
-  const char *fn = "tamoe_rt_all_to_all_counts";
-  Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
-  if (Status bad = groupCheck(group); !bad.ok())
-    return finish(context, fn, bad);
+namespace {
+/// The counts round that tamoe_rt_all_to_all_counts and _part_totals share:
+/// send_counts [peers, split] checked and exchanged through the launcher
+/// (`local`: this rank's verdict on its other arguments), `received` what
+/// every peer sends here, on the host. Fails on every rank alike.
+Status exchangeCounts(tamoe_rt_context_t *context, tamoe_rt_group_t group,
+                      const int32_t *send_counts, intptr_t peers,
+                      intptr_t split, Status local,
+                      std::vector<int32_t> &received) {
   Launcher &launcher = *context->launcher;
   Backend &backend = *context->backend;
   int size = launcher.groupSize(group);
-  Status local = peersCheck(launcher, group, peers);
+  if (local.ok())
+    local = peersCheck(launcher, group, peers);
   if (local.ok())
     local = Check()
                 .that(split >= 1 && split <= INT_MAX / size,
@@ -1779,8 +1777,6 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
                                    "], got ", split);
                       })
                 .notNull(send_counts, "send_counts")
-                .notNull(recv_counts, "recv_counts")
-                .notNull(total, "total")
                 .status;
   std::vector<int32_t> counts;
   if (local.ok()) {
@@ -1796,20 +1792,74 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
                            "] = ", counts[i], " is negative"));
   Status status =
       launcher.agreeOn(group, local, {{"split", local.ok() ? split : 0}});
-  std::vector<int32_t> received;
   if (status.ok())
     status = launcher.allToAllInts(group, counts, int(split), received,
                                    str("the exchange of counts over the ",
                                        Launcher::groupName(group), " group"));
+  return status;
+}
+} // namespace
+
+tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
+                                             tamoe_rt_group_t group,
+                                             const int32_t *send_counts,
+                                             intptr_t peers, intptr_t split,
+                                             int32_t *recv_counts,
+                                             intptr_t *total) {
+  const char *fn = "tamoe_rt_all_to_all_counts";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  if (Status bad = groupCheck(group); !bad.ok())
+    return finish(context, fn, bad);
+  Status local = Check()
+                     .notNull(recv_counts, "recv_counts")
+                     .notNull(total, "total")
+                     .status;
+  std::vector<int32_t> received;
+  Status status = exchangeCounts(context, group, send_counts, peers, split,
+                                 local, received);
   if (status.ok())
-    status = backend.copyToBackend(recv_counts, received.data(),
-                                   intptr_t(received.size() * sizeof(int32_t)));
+    status = context->backend->copyToBackend(
+        recv_counts, received.data(),
+        intptr_t(received.size() * sizeof(int32_t)));
   if (status.ok()) {
     int64_t rows = 0;
     for (int32_t count : received)
       rows += count;
     *total = intptr_t(rows);
   }
+  return finish(context, fn, status);
+}
+
+tamoe_rt_status_t tamoe_rt_all_to_all_part_totals(
+    tamoe_rt_context_t *context, tamoe_rt_group_t group,
+    const int32_t *send_counts, intptr_t peers, intptr_t split, intptr_t chunks,
+    intptr_t *totals) {
+  const char *fn = "tamoe_rt_all_to_all_part_totals";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  if (Status bad = groupCheck(group); !bad.ok())
+    return finish(context, fn, bad);
+  Status local = Check()
+                     .that(chunks >= 1 && chunks <= INT_MAX,
+                           [&] {
+                             return str("chunks must be in [1, ", INT_MAX,
+                                        "], got ", chunks);
+                           })
+                     .notNull(totals, "totals")
+                     .status;
+  std::vector<int32_t> received;
+  Status status = exchangeCounts(context, group, send_counts, peers, split,
+                                 local, received);
+  if (status.ok())
+    for (intptr_t c = 0; c < chunks; ++c) {
+      int64_t rows = 0;
+      for (int32_t count : received)
+        rows += partBegin(count, c + 1, chunks) - partBegin(count, c, chunks);
+      totals[c] = intptr_t(rows);
+    }
   return finish(context, fn, status);
 }
 

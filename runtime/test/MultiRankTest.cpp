@@ -438,6 +438,16 @@ void exchangeScenario(const World &w) {
                                          countsOnly.data(), &total),
               w.ctx);
     EXPECT(countsOnly == wantCounts && total == rows, "all_to_all_counts");
+    // The totals of the parts of a layer cut in 3, from the whole counts.
+    std::vector<intptr_t> totals(3, -1), wantTotals(3, 0);
+    for (int64_t c = 0; c < 3; ++c)
+      for (int32_t n : wantCounts)
+        wantTotals[c] += (c + 1) * n / 3 - c * n / 3;
+    EXPECT_OK(tamoe_rt_all_to_all_part_totals(w.ctx, TAMOE_RT_GROUP_WORLD,
+                                              x.counts[w.me].data(), w.ranks,
+                                              split, 3, totals.data()),
+              w.ctx);
+    EXPECT(totals == wantTotals, "all_to_all_part_totals");
     EXPECT(Bytes(flat.begin(), flat.begin() + rows * rowBytes) == want,
            "flat rows, row_bytes ", rowBytes);
     EXPECT(flat[rows * rowBytes] == 0xAA, "flat wrote past the rows");

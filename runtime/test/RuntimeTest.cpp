@@ -320,6 +320,11 @@ TEST(NullContext, EveryEntryPoint) {
        }},
       {"tamoe_rt_all_to_all_wait",
        [] { return tamoe_rt_all_to_all_wait(nullptr, nullptr, nullptr); }},
+      {"tamoe_rt_all_to_all_part_totals",
+       [] {
+         return tamoe_rt_all_to_all_part_totals(nullptr, TAMOE_RT_GROUP_WORLD,
+                                                nullptr, 1, 1, 1, nullptr);
+       }},
       {"tamoe_rt_all_to_all_counts",
        [] {
          intptr_t total;
@@ -2197,6 +2202,33 @@ TEST_F(Runtime, AllToAllErrorsOnOneRank) {
                      "tamoe_rt_group_t");
   EXPECT_EQ(counts2(counts.data(), 1, 2, &total), TAMOE_RT_SUCCESS);
   EXPECT_EQ(total, 10);
+
+  // The parts' totals of a layer cut in 3: entry n gives part c
+  // floor((c + 1) n / 3) - floor(c n / 3) rows.
+  std::vector<int32_t> whole = {0, 5, 7, 3};
+  std::vector<intptr_t> totals(3, -1);
+  auto parts = [&](const int32_t *c, intptr_t split, intptr_t chunks,
+                   intptr_t *t) {
+    return tamoe_rt_all_to_all_part_totals(ctx, TAMOE_RT_GROUP_WORLD, c, 1,
+                                           split, chunks, t);
+  };
+  ASSERT_EQ(parts(whole.data(), 4, 3, totals.data()), TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(totals, (std::vector<intptr_t>{0 + 1 + 2 + 1, 0 + 2 + 2 + 1,
+                                           0 + 2 + 3 + 1}));
+  ASSERT_EQ(parts(whole.data(), 4, 1, totals.data()), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(totals[0], 15);
+  EXPECT_EQ(parts(whole.data(), 4, 0, totals.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_part_totals: rank 0: chunks must be "
+                     "in [1, 2147483647], got 0");
+  EXPECT_EQ(parts(whole.data(), 4, 3, nullptr),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_part_totals: rank 0: totals is null");
+  EXPECT_EQ(parts(negative.data(), 2, 3, totals.data()),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_all_to_all_part_totals: rank 0: "
+                     "send_counts[0, 1] = -3 is negative");
 }
 
 TEST_F(Runtime, AllToAllStartAndWaitOnOneRank) {

@@ -441,6 +441,18 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
                                              int32_t *recv_counts,
                                              intptr_t *total);
 
+/* The counts round of a layer cut into `chunks` parts (tamoe_rt_chunk),
+ * once for every part instead of once per part: send_counts [peers, split]
+ * are the whole layer's, before the cut, and totals[c] (host memory,
+ * `chunks` of them) gets the rows part c's exchange will receive, the sum
+ * over what each peer sends here of that entry's part c,
+ * floor((c + 1) n / chunks) - floor(c n / chunks) of its n rows. Fails on
+ * every rank alike, as tamoe_rt_all_to_all_counts. */
+tamoe_rt_status_t tamoe_rt_all_to_all_part_totals(
+    tamoe_rt_context_t *context, tamoe_rt_group_t group,
+    const int32_t *send_counts, intptr_t peers, intptr_t split, intptr_t chunks,
+    intptr_t *totals);
+
 /* The same exchange as tamoe_rt_all_to_all over the world, in the
  * hierarchical schedule: regroup, exchange within the node, regroup,
  * exchange between same-index ranks. Identical results. */

@@ -23,6 +23,7 @@
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/Iterators.h"
 
+#include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 namespace mlir::tamoe {
@@ -340,6 +341,16 @@ private:
   /// at most (rowsPerCountsEntry), found before the ops it traces through
   /// are lowered.
   DenseMap<Operation *, int64_t> rowsPerEntry;
+  /// The receive sizes of the parts of a layer cut by tamoe.chunk: a slot
+  /// of `chunks` totals that one counts round for every part fills
+  /// (tamoe_rt_all_to_all_part_totals), and the part this exchange sends.
+  struct PartTotal {
+    Value totals;
+    int64_t chunk;
+  };
+  DenseMap<Operation *, PartTotal> partTotals;
+  LogicalResult planPartTotals(ArrayRef<Operation *> ops,
+                               SymbolTableCollection &symbols);
   LogicalResult lower(DedupPackOp op);
   LogicalResult lower(DedupExpandOp op);
   LogicalResult lower(GroupedMatmulOp op);
@@ -592,12 +603,81 @@ static std::optional<int64_t> rowsPerCountsEntry(Value counts) {
 }
 
 /// A slot in the entry block of `op`'s function (so that an op in a loop
-/// does not grow the stack) for one value the runtime writes back.
-static Value entrySlot(Lowering &l, Operation *op, Type type) {
+/// does not grow the stack) for values the runtime writes back: one, or
+/// `shape` of them.
+static Value entrySlot(Lowering &l, Operation *op, Type type,
+                       ArrayRef<int64_t> shape = {}) {
   OpBuilder::InsertionGuard guard(l.b);
   if (auto function = op->getParentOfType<func::FuncOp>())
     l.b.setInsertionPointToStart(&function.front());
-  return memref::AllocaOp::create(l.b, l.loc, MemRefType::get({}, type));
+  return memref::AllocaOp::create(l.b, l.loc, MemRefType::get(shape, type));
+}
+
+/// The exchanges of a layer's parts (their send counts a tamoe.chunk's)
+/// whose receive buffers are sized on the host share one counts round: the
+/// whole layer's counts, exchanged once before the first part is cut, give
+/// every part's total (a part of an entry depends only on the entry's
+/// count). Without it each part's exchange waits for a counts round of its
+/// own, every rank in step, C times per layer.
+LogicalResult
+ConvertToRuntimePass::planPartTotals(ArrayRef<Operation *> ops,
+                                     SymbolTableCollection &symbols) {
+  // The parts of one cut: the whole counts, the cut, the grid and axes.
+  using Key = std::tuple<Value, int64_t, Attribute, Attribute>;
+  llvm::MapVector<Key, SmallVector<std::pair<Operation *, ChunkOp>>> cuts;
+  for (Operation *op : ops) {
+    if (!isa<AllToAllOp, AllToAllStartOp>(op) || rowsPerEntry.count(op))
+      continue;
+    auto chunk = op->getOperand(1).getDefiningOp<ChunkOp>();
+    if (!chunk || op->getOperand(1) != chunk.getChunkCounts() ||
+        chunk->getBlock() != op->getBlock())
+      continue;
+    RankedTensorType received =
+        isa<AllToAllOp>(op)
+            ? cast<AllToAllOp>(op).getReceived().getType()
+            : cast<AllToAllStartOp>(op).getWait().getReceived().getType();
+    if (received.hasStaticShape())
+      continue;
+    auto [grid, axes] = isa<AllToAllOp>(op)
+                            ? std::pair<Attribute, Attribute>(
+                                  cast<AllToAllOp>(op).getGridAttr(),
+                                  cast<AllToAllOp>(op).getGridAxesAttr())
+                            : std::pair<Attribute, Attribute>(
+                                  cast<AllToAllStartOp>(op).getGridAttr(),
+                                  cast<AllToAllStartOp>(op).getGridAxesAttr());
+    cuts[Key{chunk.getCounts(), int64_t(chunk.getChunks()), grid, axes}]
+        .push_back({op, chunk});
+  }
+  for (auto &[key, parts] : cuts) {
+    // Before the first part is cut (the whole counts exist there).
+    ChunkOp first = parts.front().second;
+    for (auto &[op, chunk] : parts)
+      if (chunk->isBeforeInBlock(first))
+        first = chunk;
+    Operation *exchange = parts.front().first;
+    FailureOr<Collective> collective =
+        isa<AllToAllOp>(exchange)
+            ? runtimeGroup(cast<AllToAllOp>(exchange), symbols)
+            : runtimeGroup(cast<AllToAllStartOp>(exchange), symbols);
+    if (failed(collective))
+      return failure();
+    auto whole = cast<TypedValue<RankedTensorType>>(std::get<0>(key));
+    RankedTensorType countsType =
+        cast<RankedTensorType>(exchange->getOperand(1).getType());
+    int64_t chunks = std::get<1>(key);
+    Lowering l = lowering(first);
+    checkGrid(l, collective->grid,
+              /*nodes=*/collective->group != Group::World);
+    Value totals = entrySlot(l, first, l.b.getIndexType(), {chunks});
+    l.runtime("all_to_all_part_totals",
+              {l.i32(int32_t(collective->group)), l.data(whole),
+               l.index(countsType.getDimSize(0)),
+               l.index(product(countsType, 1)), l.index(chunks),
+               l.pointer(totals)});
+    for (auto &[op, chunk] : parts)
+      partTotals[op] = {totals, int64_t(chunk.getChunk())};
+  }
+  return success();
 }
 
 FailureOr<ConvertToRuntimePass::Exchange>
@@ -638,6 +718,12 @@ ConvertToRuntimePass::prepareExchange(Lowering &l, Operation *op,
                                                    *perEntry, &rows)) {
     // static-capacity: as many rows as the counts' entries can stand for.
     received = l.output(receivedType, l.index(rows));
+  } else if (auto part = partTotals.find(op); part != partTotals.end()) {
+    // A part of a cut layer: its total from the cut's one counts round.
+    received = l.output(
+        receivedType,
+        memref::LoadOp::create(l.b, l.loc, part->second.totals,
+                               ValueRange{l.index(part->second.chunk)}));
   } else {
     // Size the receive buffer by what the peers will send (the counts
     // first, their total read on the host).
@@ -1433,6 +1519,9 @@ void ConvertToRuntimePass::runOnOperation() {
       if (isa<AllToAllOp, AllToAllStartOp>(op))
         if (std::optional<int64_t> rows = rowsPerCountsEntry(op->getOperand(1)))
           rowsPerEntry[op] = *rows;
+  partTotals.clear();
+  if (failed(planPartTotals(ops, symbols)))
+    return signalPassFailure();
   started.clear();
   for (Operation *op : ops) {
     if (isa<TAMoEDialect>(op->getDialect()) && failed(checkShapes(op)))

@@ -291,3 +291,36 @@ module {
     return
   }
 }
+
+// -----
+
+// The parts of a layer cut in 2 (send counts that a tamoe.chunk cut) whose
+// receive buffers are sized on the host share one counts round: the whole
+// counts' part totals, before the first cut, size every part's buffer.
+module {
+  shard.grid @ep(shape = 8)
+  // CHECK-LABEL: func.func @parts
+  func.func @parts(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+    // CHECK-DAG: %[[C0:.*]] = arith.constant 0 : index
+    // CHECK-DAG: %[[C1:.*]] = arith.constant 1 : index
+    // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
+    // CHECK-DAG: %[[C8:.*]] = arith.constant 8 : index
+    // CHECK: %[[TOTALS:.*]] = memref.alloca() : memref<2xindex>
+    // CHECK-NOT: tamoe_rt_all_to_all_counts
+    // CHECK: call @tamoe_rt_all_to_all_part_totals(%{{.*}}, %{{.*}}, %{{.*}}, %[[C8]], %[[C2]], %[[C2]], %{{.*}})
+    // CHECK: call @tamoe_rt_chunk(
+    // CHECK: call @tamoe_rt_chunk(
+    // CHECK: %[[T0:.*]] = memref.load %[[TOTALS]][%[[C0]]]
+    // CHECK: memref.alloc(%[[T0]]) : memref<?x64xf32>
+    // CHECK: call @tamoe_rt_all_to_all(
+    // CHECK: %[[T1:.*]] = memref.load %[[TOTALS]][%[[C1]]]
+    // CHECK: memref.alloc(%[[T1]]) : memref<?x64xf32>
+    // CHECK: call @tamoe_rt_all_to_all(
+    // CHECK-NOT: tamoe_rt_all_to_all_counts
+    %p0, %c0 = tamoe.chunk %rows, %counts chunk 0 of 2 : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<24x64xf32>
+    %p1, %c1 = tamoe.chunk %rows, %counts chunk 1 of 2 : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<24x64xf32>
+    %r0, %rc0 = tamoe.all_to_all %p0, %c0 on @ep : tensor<24x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
+    %r1, %rc1 = tamoe.all_to_all %p1, %c1 on @ep : tensor<24x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
+    return %r0, %r1 : tensor<?x64xf32>, tensor<?x64xf32>
+  }
+}

@@ -289,7 +289,10 @@ def TAMoEConvertToRuntimePass
     tensors (`bufferization.to_tensor restrict writable`), so that One-Shot
     Bufferize lowers the rest of the program around the calls. An
     all-to-all first exchanges its counts (`tamoe_rt_all_to_all_counts`) to
-    size its receive buffer; its grid axes select the runtime's group (the
+    size its receive buffer, unless its size is static or, for the parts of a
+    layer cut by `tamoe.chunk`, one round of the whole layer's counts sizes
+    every part's (`tamoe_rt_all_to_all_part_totals`, before the first cut);
+    its grid axes select the runtime's group (the
     whole grid, the last axis = the node, or the axes before it).
     `shard.process_linear_index` / `process_multi_index` become this rank's
     index from the runtime, and the `shard.grid`s are erased.
