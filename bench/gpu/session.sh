@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One GPU session in one call: the layers compiled here, then everything
+# run there within a time budget, the results brought back and checked here.
+#
+#   here:  bash bench/gpu/session.sh --prepare DIR
+#          compiles the layers issue 16 and 18 measure into DIR/<name>
+#          (e2e.sh --compile-only): f32, bf16, bf16 SwiGLU, bf16 in 4 chunks
+#   there: OUT=... bash bench/gpu/session.sh --run DIR
+#          run.sh --quick (build, every check, the operation timings and the
+#          layer step eager against its graph), then each layer of DIR
+#          (e2e.sh --prebuilt, next to PyTorch) while BUDGET seconds (420)
+#          last; writes $OUT/runtime (run.sh's report) and $OUT/<name>
+#   here:  bash bench/gpu/session.sh --check DIR RESULTS
+#          e2e.sh --check for each layer whose results came back
+#
+# Environment: BUDGET (--run; a layer is not started past it), LAYERS (the
+# names to prepare or run, default all four), TAMOE_GPU_BUILD (run.sh's
+# build folder, default /tmp/tamoe-gpu-build).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+usage="usage: session.sh --prepare DIR | --run DIR | --check DIR RESULTS"
+die() { echo "session.sh: $*" >&2; exit 2; }
+(( $# >= 2 )) || die "$usage"
+mode=$1 dir=$2
+LAYERS=${LAYERS:-"f32 bf16 swiglu chunks4"}
+BUDGET=${BUDGET:-420}
+[[ "$BUDGET" =~ ^[1-9][0-9]*$ ]] || die "BUDGET must be a positive number of seconds, got '$BUDGET'"
+
+# The e2e.sh arguments and settings of each layer.
+settings() {
+  case $1 in
+  f32) echo "--dtype f32" ;;
+  bf16) echo "--dtype bf16" ;;
+  swiglu) echo "--dtype bf16 ACTIVATION=swiglu" ;;
+  chunks4) echo "--dtype bf16 CHUNKS=4" ;;
+  *) die "unknown layer '$1' (LAYERS takes f32, bf16, swiglu, chunks4)" ;;
+  esac
+}
+for name in $LAYERS; do settings "$name" >/dev/null; done
+
+case $mode in
+--prepare)
+  mkdir -p "$dir"
+  for name in $LAYERS; do
+    read -r flag dtype variables <<<"$(settings "$name")"
+    # shellcheck disable=SC2086
+    env $variables bash "$root/bench/gpu/e2e.sh" "$flag" "$dtype" \
+      --compile-only "$dir/$name"
+  done
+  echo "== prepared $LAYERS in $dir; where the GPU is: OUT=... bash bench/gpu/session.sh --run $dir"
+  ;;
+--run)
+  [[ -n "${OUT:-}" ]] || die "--run writes its results under \$OUT; set it"
+  mkdir -p "$OUT"
+  start=$SECONDS
+  export TAMOE_GPU_BUILD=${TAMOE_GPU_BUILD:-/tmp/tamoe-gpu-build}
+  # The runtime (which the layers link against), its checks and timings.
+  OUT="$OUT/runtime" bash "$root/bench/gpu/run.sh" --quick ||
+    echo "session.sh: run.sh failed; its report is in $OUT/runtime" >&2
+  for name in $LAYERS; do
+    if (( SECONDS - start > BUDGET )); then
+      echo "session.sh: $((SECONDS - start)) s spent (BUDGET $BUDGET): $name not started" >&2
+      continue
+    fi
+    [[ -d "$dir/$name" ]] || { echo "session.sh: $dir/$name is missing (--prepare)" >&2; continue; }
+    OUT="$OUT/$name" bash "$root/bench/gpu/e2e.sh" --prebuilt "$dir/$name" ||
+      echo "session.sh: the $name layer failed; see $OUT/$name" >&2
+  done
+  echo "== session done in $((SECONDS - start)) s; results under $OUT"
+  ;;
+--check)
+  (( $# == 3 )) || die "$usage"
+  results=$3
+  for name in $LAYERS; do
+    if compgen -G "$results/$name/results.tgz.*" >/dev/null; then
+      bash "$root/bench/gpu/e2e.sh" --check "$dir/$name" "$results/$name"
+    else
+      echo "session.sh: no results for $name in $results/$name"
+    fi
+  done
+  ;;
+*) die "$usage" ;;
+esac
