@@ -9,9 +9,13 @@
 #          run.sh --quick (build, every check, the operation timings and the
 #          layer step eager against its graph), then each layer of DIR
 #          (e2e.sh --prebuilt, next to PyTorch) while BUDGET seconds (420)
-#          last; writes $OUT/runtime (run.sh's report) and $OUT/<name>
+#          last: no layer starts past it, and each step is stopped (timeout)
+#          where it would run past BUDGET + 120 s, so a hang leaves the
+#          results packed so far; writes $OUT/runtime (run.sh's report) and
+#          $OUT/<name>; fails if a step failed
 #   here:  bash bench/gpu/session.sh --check DIR RESULTS
-#          e2e.sh --check for each layer whose results came back
+#          e2e.sh --check for each layer whose results came back (all of
+#          them, failing at the end if one failed)
 #
 # Environment: BUDGET (--run; a layer is not started past it), LAYERS (the
 # names to prepare or run, default all four), TAMOE_GPU_BUILD (run.sh's
@@ -52,32 +56,39 @@ case $mode in
 --run)
   [[ -n "${OUT:-}" ]] || die "--run writes its results under \$OUT; set it"
   mkdir -p "$OUT"
-  start=$SECONDS
+  start=$SECONDS failed=0
   export TAMOE_GPU_BUILD=${TAMOE_GPU_BUILD:-/tmp/tamoe-gpu-build}
+  # Seconds a step may take: what is left of BUDGET, plus 120.
+  left() { echo $((BUDGET + 120 - (SECONDS - start))); }
   # The runtime (which the layers link against), its checks and timings.
-  OUT="$OUT/runtime" bash "$root/bench/gpu/run.sh" --quick ||
-    echo "session.sh: run.sh failed; its report is in $OUT/runtime" >&2
+  OUT="$OUT/runtime" timeout "$(left)" bash "$root/bench/gpu/run.sh" --quick ||
+    { echo "session.sh: run.sh failed; its report is in $OUT/runtime" >&2; failed=1; }
   for name in $LAYERS; do
     if (( SECONDS - start > BUDGET )); then
       echo "session.sh: $((SECONDS - start)) s spent (BUDGET $BUDGET): $name not started" >&2
+      failed=1
       continue
     fi
-    [[ -d "$dir/$name" ]] || { echo "session.sh: $dir/$name is missing (--prepare)" >&2; continue; }
-    OUT="$OUT/$name" bash "$root/bench/gpu/e2e.sh" --prebuilt "$dir/$name" ||
-      echo "session.sh: the $name layer failed; see $OUT/$name" >&2
+    [[ -d "$dir/$name" ]] ||
+      { echo "session.sh: $dir/$name is missing (--prepare)" >&2; failed=1; continue; }
+    OUT="$OUT/$name" timeout "$(left)" bash "$root/bench/gpu/e2e.sh" --prebuilt "$dir/$name" ||
+      { echo "session.sh: the $name layer failed; see $OUT/$name" >&2; failed=1; }
   done
   echo "== session done in $((SECONDS - start)) s; results under $OUT"
+  exit "$failed"
   ;;
 --check)
   (( $# == 3 )) || die "$usage"
-  results=$3
+  results=$3 failed=0
   for name in $LAYERS; do
     if compgen -G "$results/$name/results.tgz.*" >/dev/null; then
-      bash "$root/bench/gpu/e2e.sh" --check "$dir/$name" "$results/$name"
+      bash "$root/bench/gpu/e2e.sh" --check "$dir/$name" "$results/$name" ||
+        { echo "session.sh: the check of $name failed" >&2; failed=1; }
     else
       echo "session.sh: no results for $name in $results/$name"
     fi
   done
+  exit "$failed"
   ;;
 *) die "$usage" ;;
 esac

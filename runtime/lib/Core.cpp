@@ -1054,14 +1054,15 @@ Status unknownGraph(tamoe_rt_graph_t *graph) {
 tamoe_rt_status_t tamoe_rt_graph_launch(tamoe_rt_context_t *context,
                                         tamoe_rt_graph_t *graph) {
   const char *fn = "tamoe_rt_graph_launch";
-  Timed timed(context, fn);
   if (!context)
     return finishGraphCall(nullptr, fn, invalid("context is null"));
   if (!graph)
     return finishGraphCall(context, fn, invalid("graph is null"));
+  // Before the timing: a refused launch is no recorded call.
   if (context->recording)
     return finishGraphCall(
         context, fn, invalid("cannot launch a graph while recording one"));
+  Timed timed(context, fn);
   Backend::RecordedGraph *recorded = findGraph(context, graph);
   if (!recorded)
     return finishGraphCall(context, fn, unknownGraph(graph));
@@ -1757,27 +1758,30 @@ tamoe_rt_status_t tamoe_rt_all_to_all_wait(tamoe_rt_context_t *context,
 
 namespace {
 /// The counts round that tamoe_rt_all_to_all_counts and _part_totals share:
-/// send_counts [peers, split] checked and exchanged through the launcher
-/// (`local`: this rank's verdict on its other arguments), `received` what
-/// every peer sends here, on the host. Fails on every rank alike.
+/// send_counts [peers, split] checked, then the caller's other arguments
+/// (`outputs`), then the counts exchanged through the launcher; `received`
+/// what every peer sends here, on the host. Fails on every rank alike.
 Status exchangeCounts(tamoe_rt_context_t *context, tamoe_rt_group_t group,
                       const int32_t *send_counts, intptr_t peers,
-                      intptr_t split, Status local,
+                      intptr_t split,
+                      const std::function<void(Check &)> &outputs,
                       std::vector<int32_t> &received) {
   Launcher &launcher = *context->launcher;
   Backend &backend = *context->backend;
   int size = launcher.groupSize(group);
-  if (local.ok())
-    local = peersCheck(launcher, group, peers);
-  if (local.ok())
-    local = Check()
-                .that(split >= 1 && split <= INT_MAX / size,
-                      [&] {
-                        return str("split must be in [1, ", INT_MAX / size,
-                                   "], got ", split);
-                      })
-                .notNull(send_counts, "send_counts")
-                .status;
+  Status local = peersCheck(launcher, group, peers);
+  if (local.ok()) {
+    Check check;
+    check
+        .that(split >= 1 && split <= INT_MAX / size,
+              [&] {
+                return str("split must be in [1, ", INT_MAX / size, "], got ",
+                           split);
+              })
+        .notNull(send_counts, "send_counts");
+    outputs(check);
+    local = check.status;
+  }
   std::vector<int32_t> counts;
   if (local.ok()) {
     counts.resize(size * split);
@@ -1812,13 +1816,13 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
     return finish(nullptr, fn, invalid("context is null"));
   if (Status bad = groupCheck(group); !bad.ok())
     return finish(context, fn, bad);
-  Status local = Check()
-                     .notNull(recv_counts, "recv_counts")
-                     .notNull(total, "total")
-                     .status;
   std::vector<int32_t> received;
-  Status status = exchangeCounts(context, group, send_counts, peers, split,
-                                 local, received);
+  Status status = exchangeCounts(
+      context, group, send_counts, peers, split,
+      [&](Check &check) {
+        check.notNull(recv_counts, "recv_counts").notNull(total, "total");
+      },
+      received);
   if (status.ok())
     status = context->backend->copyToBackend(
         recv_counts, received.data(),
@@ -1842,17 +1846,19 @@ tamoe_rt_status_t tamoe_rt_all_to_all_part_totals(
     return finish(nullptr, fn, invalid("context is null"));
   if (Status bad = groupCheck(group); !bad.ok())
     return finish(context, fn, bad);
-  Status local = Check()
-                     .that(chunks >= 1 && chunks <= INT_MAX,
-                           [&] {
-                             return str("chunks must be in [1, ", INT_MAX,
-                                        "], got ", chunks);
-                           })
-                     .notNull(totals, "totals")
-                     .status;
   std::vector<int32_t> received;
-  Status status = exchangeCounts(context, group, send_counts, peers, split,
-                                 local, received);
+  Status status = exchangeCounts(
+      context, group, send_counts, peers, split,
+      [&](Check &check) {
+        check
+            .that(chunks >= 1 && chunks <= INT_MAX,
+                  [&] {
+                    return str("chunks must be in [1, ", INT_MAX, "], got ",
+                               chunks);
+                  })
+            .notNull(totals, "totals");
+      },
+      received);
   if (status.ok())
     for (intptr_t c = 0; c < chunks; ++c) {
       int64_t rows = 0;

@@ -2192,6 +2192,8 @@ TEST_F(Runtime, AllToAllErrorsOnOneRank) {
   EXPECT_EQ(error(), "tamoe_rt_all_to_all_counts: rank 0: send_counts are for "
                      "3 peers but the world group has 1 ranks (1 ranks, 1 per "
                      "node)");
+  // The counts' shape is checked before the outputs.
+  EXPECT_EQ(counts2(counts.data(), 3, 2, nullptr), TAMOE_RT_ERROR_MISMATCH);
   EXPECT_EQ(counts2(counts.data(), 1, 0, &total),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_all_to_all_counts: rank 0: split must be in "

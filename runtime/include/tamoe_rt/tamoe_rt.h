@@ -636,8 +636,13 @@ typedef struct tamoe_rt_graph tamoe_rt_graph_t;
  * (tamoe_rt_all_to_all_counts), and collectives over more than one rank
  * (their counts travel through the launcher on the host). Exchanges over a
  * group of one rank are device copies and are recorded. No exchange may be
- * in flight when recording begins or ends. The cpu backend computes on the
- * host and has no graphs: TAMOE_RT_ERROR_BACKEND_UNAVAILABLE. */
+ * in flight when recording begins or ends. A recorded 16-bit
+ * tamoe_rt_grouped_matmul gives each count rows_capacity / num_counts rows
+ * (what a static-capacity program's buffers give it); a count above that
+ * fails the launch. A graph keeps the addresses it was recorded with: its
+ * buffers must outlive it (tamoe_rt_graph_destroy first). The cpu backend
+ * computes on the host and has no graphs: TAMOE_RT_ERROR_BACKEND_UNAVAILABLE.
+ */
 tamoe_rt_status_t tamoe_rt_graph_begin(tamoe_rt_context_t *context);
 
 /* Ends the recording. *graph gets the graph, or NULL when an operation

@@ -1087,8 +1087,10 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
       if (!status.ok())
         return status;
       x.local = true;
-      return selfExchange(send, sendCapacity, rowBytes, sendCounts, entries,
-                          received, recvCapacity, recvCounts);
+      // The verdict as the launcher words an exchange's ("rank R: ...").
+      return launcher_->agree(group, selfExchange(send, sendCapacity, rowBytes,
+                                                  sendCounts, entries, received,
+                                                  recvCapacity, recvCounts));
     }
     if (local.ok())
       local = recordable("an exchange between " + std::to_string(size) +

@@ -330,7 +330,7 @@ private:
   Status stampOperation(int64_t operation);
   /// An exchange over a group of one rank (runSelfExchange) as an
   /// operation of the compute stream; messages as the exchange between
-  /// ranks gives them ("rank R: ...").
+  /// ranks gives them, but for the launcher's "rank R: ".
   Status selfExchange(const void *send, intptr_t sendCapacity,
                       intptr_t rowBytes, const int32_t *sendCounts,
                       intptr_t entries, void *received, intptr_t recvCapacity,

@@ -1130,20 +1130,16 @@ Status CudaBackend::selfExchange(const void *send, intptr_t sendCapacity,
   Status failure = x.failure();
   x.release();
   const int64_t split = entries; // one peer: its split sub-chunks
-  const std::string rank =
-      "rank " + num(launcher_->rank()) + ": "; // as the launcher's verdicts
   return endOperation(failure, [=](const DeviceStatus &e) {
     if (e.kind == kNegativeCount)
-      return rank +
-             (split == 1 ? "send_counts[" + num(e.a) + "]"
+      return (split == 1 ? "send_counts[" + num(e.a) + "]"
                          : "send_counts[0, " + num(e.a) + "]") +
              " = " + num(e.b) + " is negative";
     if (e.kind == kInputRowsExceedCapacity)
-      return rank + "send_counts sum to " + num(e.a) +
-             " rows but send_capacity is " + num(e.b);
-    if (e.kind == kRowsExceedCapacity)
-      return rank + num(e.a) + " rows to receive exceed recv_capacity " +
+      return "send_counts sum to " + num(e.a) + " rows but send_capacity is " +
              num(e.b);
+    if (e.kind == kRowsExceedCapacity)
+      return num(e.a) + " rows to receive exceed recv_capacity " + num(e.b);
     return std::string();
   });
 }

@@ -622,11 +622,17 @@ static Value entrySlot(Lowering &l, Operation *op, Type type,
 LogicalResult
 ConvertToRuntimePass::planPartTotals(ArrayRef<Operation *> ops,
                                      SymbolTableCollection &symbols) {
-  // The parts of one cut: the whole counts, the cut, the grid and axes.
-  using Key = std::tuple<Value, int64_t, Attribute, Attribute>;
+  // The parts of one cut: the whole counts, the cut, the grid and axes,
+  // and the block (parts elsewhere, say in a branch, get a round of their
+  // own, placed where it runs whenever they do).
+  using Key = std::tuple<Value, int64_t, Attribute, Attribute, Block *>;
   llvm::MapVector<Key, SmallVector<std::pair<Operation *, ChunkOp>>> cuts;
   for (Operation *op : ops) {
-    if (!isa<AllToAllOp, AllToAllStartOp>(op) || rowsPerEntry.count(op))
+    if (!isa<AllToAllOp, AllToAllStartOp>(op))
+      continue;
+    // static-capacity sizes it (prepareExchange), no counts round at all.
+    if (auto entry = rowsPerEntry.find(op);
+        entry != rowsPerEntry.end() && entry->second >= 0)
       continue;
     auto chunk = op->getOperand(1).getDefiningOp<ChunkOp>();
     if (!chunk || op->getOperand(1) != chunk.getChunkCounts() ||
@@ -645,7 +651,8 @@ ConvertToRuntimePass::planPartTotals(ArrayRef<Operation *> ops,
                             : std::pair<Attribute, Attribute>(
                                   cast<AllToAllStartOp>(op).getGridAttr(),
                                   cast<AllToAllStartOp>(op).getGridAxesAttr());
-    cuts[Key{chunk.getCounts(), int64_t(chunk.getChunks()), grid, axes}]
+    cuts[Key{chunk.getCounts(), int64_t(chunk.getChunks()), grid, axes,
+             op->getBlock()}]
         .push_back({op, chunk});
   }
   for (auto &[key, parts] : cuts) {

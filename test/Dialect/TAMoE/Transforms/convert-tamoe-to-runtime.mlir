@@ -324,3 +324,37 @@ module {
     return %r0, %r1 : tensor<?x64xf32>, tensor<?x64xf32>
   }
 }
+
+// -----
+
+// A part in a branch gets a round of its own there (the one after the
+// branch must not read totals that a branch not taken never wrote).
+module {
+  shard.grid @ep(shape = 8)
+  // CHECK-LABEL: func.func @part_in_a_branch
+  func.func @part_in_a_branch(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>, %flag: i1) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+    // CHECK-DAG: %[[C0:.*]] = arith.constant 0 : index
+    // CHECK-DAG: %[[C1:.*]] = arith.constant 1 : index
+    // CHECK-DAG: %[[OUTSIDE:.*]] = memref.alloca() : memref<2xindex>
+    // CHECK-DAG: %[[INSIDE:.*]] = memref.alloca() : memref<2xindex>
+    // CHECK: scf.if
+    // CHECK: call @tamoe_rt_all_to_all_part_totals({{.*}}, %{{.*}})
+    // CHECK: memref.load %[[INSIDE]][%[[C1]]]
+    // CHECK: } else {
+    // CHECK: call @tamoe_rt_all_to_all_part_totals({{.*}}, %{{.*}})
+    // CHECK: memref.load %[[OUTSIDE]][%[[C0]]]
+    // CHECK-NOT: tamoe_rt_all_to_all_counts
+    %r1 = scf.if %flag -> tensor<?x64xf32> {
+      %p1, %c1 = tamoe.chunk %rows, %counts chunk 1 of 2 : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<24x64xf32>
+      %x1, %xc1 = tamoe.all_to_all %p1, %c1 on @ep : tensor<24x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
+      scf.yield %x1 : tensor<?x64xf32>
+    } else {
+      %e = tensor.empty() : tensor<0x64xf32>
+      %c = tensor.cast %e : tensor<0x64xf32> to tensor<?x64xf32>
+      scf.yield %c : tensor<?x64xf32>
+    }
+    %p0, %c0 = tamoe.chunk %rows, %counts chunk 0 of 2 : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<24x64xf32>
+    %r0, %rc0 = tamoe.all_to_all %p0, %c0 on @ep : tensor<24x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
+    return %r0, %r1 : tensor<?x64xf32>, tensor<?x64xf32>
+  }
+}
