@@ -765,11 +765,14 @@ Status CudaBackend::endGraph(std::unique_ptr<RecordedGraph> &graph) {
     recorded->operations.push_back({operation.call, std::move(operation.name),
                                     std::move(operation.describe)});
   recorded_.clear();
-  if (error == cudaSuccess)
-    error = cudaGraphInstantiate(&recorded->exec, recorded->graph, 0);
   if (error != cudaSuccess) {
     cudaGetLastError();
     return cudaFailure(error, "ending the capture of the compute stream");
+  }
+  error = cudaGraphInstantiate(&recorded->exec, recorded->graph, 0);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return cudaFailure(error, "instantiating the recorded graph");
   }
   graph = std::move(recorded);
   return Status::success();
