@@ -500,4 +500,9 @@ extern "C" tamoe_rt::Backend *
 tamoe_rt_create_cuda_backend(tamoe_rt::Launcher *launcher,
                              tamoe_rt::Status *error);
 
+/// The TAMOE_RT_BACKEND_ABI the library was built with (BackendAbi.cmake):
+/// the core creates no backend from a library built from other versions
+/// of this interface.
+extern "C" const char *tamoe_rt_cuda_backend_abi(void);
+
 #endif // TAMOE_RT_LIB_BACKEND_H

@@ -330,6 +330,24 @@ Status loadCudaBackend(Launcher &launcher, std::unique_ptr<Backend> &backend) {
   void *library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!library)
     return unavailable(str("cannot load ", path, ": ", dlerror()));
+  // The classes of Backend.h cross this boundary: a library built from
+  // other versions of them would call through the wrong virtual slots.
+  auto abi = reinterpret_cast<decltype(&tamoe_rt_cuda_backend_abi)>(
+      dlsym(library, "tamoe_rt_cuda_backend_abi"));
+  if (!abi)
+    return unavailable(str(path,
+                           " has no tamoe_rt_cuda_backend_abi: it is not a "
+                           "cuda backend of this runtime (or one older than "
+                           "the check); rebuild it with this runtime"));
+  const char *built = abi();
+  if (!built || std::strcmp(built, TAMOE_RT_BACKEND_ABI) != 0)
+    return unavailable(str(path,
+                           " was built for another version of the "
+                           "runtime (backend interface ",
+                           built ? built : "(null)", ", this runtime's ",
+                           TAMOE_RT_BACKEND_ABI,
+                           "): rebuild libtamoe_rt.so and "
+                           "libtamoe_rt_cuda.so from one tree"));
   auto create = reinterpret_cast<decltype(&tamoe_rt_create_cuda_backend)>(
       dlsym(library, "tamoe_rt_create_cuda_backend"));
   if (!create)

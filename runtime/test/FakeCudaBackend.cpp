@@ -2,11 +2,23 @@
 //
 // Lets the unit tests drive tamoe_rt_init's loading of the cuda backend on
 // machines without CUDA: one library that finds "no GPU", one that lacks
-// the entry point.
+// the entry point, one built for another version of the backend interface
+// (TAMOE_RT_FAKE_ABI) and one that predates the interface's version.
 //
 //===----------------------------------------------------------------------===//
 
 #include "Backend.h"
+
+#ifndef TAMOE_RT_FAKE_WITHOUT_ABI
+extern "C" __attribute__((visibility("default"))) const char *
+tamoe_rt_cuda_backend_abi(void) {
+#ifdef TAMOE_RT_FAKE_ABI
+  return TAMOE_RT_FAKE_ABI;
+#else
+  return TAMOE_RT_BACKEND_ABI;
+#endif
+}
+#endif
 
 #ifndef TAMOE_RT_FAKE_WITHOUT_ENTRY_POINT
 extern "C" __attribute__((visibility("default"))) tamoe_rt::Backend *
@@ -17,9 +29,5 @@ tamoe_rt_create_cuda_backend(tamoe_rt::Launcher *launcher,
                                        std::to_string(launcher->numRanks()) +
                                        " ranks)");
   return nullptr;
-}
-#else
-extern "C" __attribute__((visibility("default"))) int tamoe_rt_fake(void) {
-  return 0;
 }
 #endif

@@ -186,6 +186,23 @@ TEST(Init, CudaBackendLibrary) {
             std::string("tamoe_rt_init: rank 0: cuda backend: ") +
                 TAMOE_RT_FAKE_CUDA_NO_ENTRY +
                 " has no tamoe_rt_create_cuda_backend");
+  // Built from another version of Backend.h, or before the check.
+  setenv("TAMOE_RT_CUDA_LIBRARY", TAMOE_RT_FAKE_CUDA_OLD_ABI, 1);
+  EXPECT_EQ(initError(&options, TAMOE_RT_ERROR_BACKEND_UNAVAILABLE),
+            std::string("tamoe_rt_init: rank 0: cuda backend: ") +
+                TAMOE_RT_FAKE_CUDA_OLD_ABI +
+                " was built for another version of the runtime (backend "
+                "interface 0123456789abcdef, this runtime's " +
+                TAMOE_RT_BACKEND_ABI +
+                "): rebuild libtamoe_rt.so and libtamoe_rt_cuda.so from one "
+                "tree");
+  setenv("TAMOE_RT_CUDA_LIBRARY", TAMOE_RT_FAKE_CUDA_NO_ABI, 1);
+  EXPECT_EQ(initError(&options, TAMOE_RT_ERROR_BACKEND_UNAVAILABLE),
+            std::string("tamoe_rt_init: rank 0: cuda backend: ") +
+                TAMOE_RT_FAKE_CUDA_NO_ABI +
+                " has no tamoe_rt_cuda_backend_abi: it is not a cuda backend "
+                "of this runtime (or one older than the check); rebuild it "
+                "with this runtime");
   setenv("TAMOE_RT_CUDA_LIBRARY", TAMOE_RT_TEST_SOURCE, 1);
   std::string message = initError(&options, TAMOE_RT_ERROR_BACKEND_UNAVAILABLE);
   EXPECT_EQ(message.rfind(std::string("tamoe_rt_init: rank 0: cuda backend: "

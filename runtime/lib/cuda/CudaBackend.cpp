@@ -1320,8 +1320,12 @@ Status CudaBackend::allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
 } // namespace cuda
 } // namespace tamoe_rt
 
-// The one exported symbol; the core finds it with dlsym.
+// The exported symbols; the core finds them with dlsym.
 #pragma GCC visibility push(default)
+extern "C" const char *tamoe_rt_cuda_backend_abi(void) {
+  return TAMOE_RT_BACKEND_ABI;
+}
+
 extern "C" tamoe_rt::Backend *
 tamoe_rt_create_cuda_backend(tamoe_rt::Launcher *launcher,
                              tamoe_rt::Status *error) {

@@ -87,6 +87,14 @@ int main(int argc, char **argv) {
     std::printf("FAIL: dlsym tamoe_rt_create_cuda_backend: %s\n", dlerror());
     return 1;
   }
+  // The interface's version, which the core compares with its own.
+  auto abi = reinterpret_cast<const char *(*)()>(
+      dlsym(library, "tamoe_rt_cuda_backend_abi"));
+  if (!abi || !abi() || std::strcmp(abi(), TAMOE_RT_BACKEND_ABI) != 0) {
+    std::printf("FAIL: tamoe_rt_cuda_backend_abi: %s, want %s\n",
+                abi && abi() ? abi() : "missing", TAMOE_RT_BACKEND_ABI);
+    return 1;
+  }
 
   tamoe_rt::SingleRankLauncher launcher(30);
   tamoe_rt::Status error;
