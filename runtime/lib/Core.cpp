@@ -1877,13 +1877,24 @@ tamoe_rt_status_t tamoe_rt_all_to_all_part_totals(
             .notNull(totals, "totals");
       },
       received);
-  if (status.ok())
-    for (intptr_t c = 0; c < chunks; ++c) {
-      int64_t rows = 0;
-      for (int32_t count : received)
-        rows += partBegin(count, c + 1, chunks) - partBegin(count, c, chunks);
-      totals[c] = intptr_t(rows);
+  if (status.ok()) {
+    // Each entry in O(min(n, chunks)), so that many chunks of few rows
+    // cost the rows, not entries x chunks.
+    std::fill(totals, totals + chunks, intptr_t(0));
+    for (int32_t count : received) {
+      int64_t n = count;
+      if (n >= chunks) {
+        for (intptr_t c = 0; c < chunks; ++c)
+          totals[c] +=
+              intptr_t(partBegin(n, c + 1, chunks) - partBegin(n, c, chunks));
+      } else {
+        // Row j is in the part c with floor(c n / C) <= j < floor((c + 1)
+        // n / C): c = ceil((j + 1) C / n) - 1.
+        for (int64_t j = 0; j < n; ++j)
+          ++totals[((j + 1) * chunks + n - 1) / n - 1];
+      }
     }
+  }
   return finish(context, fn, status);
 }
 

@@ -2237,6 +2237,16 @@ TEST_F(Runtime, AllToAllErrorsOnOneRank) {
                                            0 + 2 + 3 + 1}));
   ASSERT_EQ(parts(whole.data(), 4, 1, totals.data()), TAMOE_RT_SUCCESS);
   EXPECT_EQ(totals[0], 15);
+  // More chunks than an entry has rows: the floor formula still, and many
+  // chunks cost the rows, not entries x chunks.
+  for (intptr_t chunks : {intptr_t(10), intptr_t(1) << 18}) {
+    std::vector<intptr_t> many(size_t(chunks), -1), want(size_t(chunks), 0);
+    for (int32_t n : whole)
+      for (intptr_t c = 0; c < chunks && n > 0; ++c)
+        want[size_t(c)] += (c + 1) * n / chunks - c * n / chunks;
+    ASSERT_EQ(parts(whole.data(), 4, chunks, many.data()), TAMOE_RT_SUCCESS);
+    EXPECT_EQ(many, want) << chunks << " chunks";
+  }
   EXPECT_EQ(parts(whole.data(), 4, 0, totals.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_all_to_all_part_totals: rank 0: chunks must be "
