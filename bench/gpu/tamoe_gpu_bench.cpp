@@ -2585,6 +2585,42 @@ void exchangeData(uint64_t seed, int64_t rank, int64_t size, int64_t split,
   rows = random.bytes(size_t(total * rowBytes));
 }
 
+/// One rank's side of an exchange check on an engine: its rows (one zero
+/// row when it sends none, so that the pointer is valid) and counts, and
+/// room for two rows more than should arrive; mismatch() compares what did.
+struct ExchangeCase {
+  ExchangeCase(Scope &s, const Bytes &mine,
+               const std::vector<int32_t> &myCounts, int64_t rowBytes,
+               int64_t wantRows)
+      : scope(s), rowBytes(rowBytes),
+        sendCapacity(std::max<int64_t>(int64_t(mine.size()) / rowBytes, 1)),
+        recvCapacity(wantRows + 2),
+        send(s.put(mine.empty() ? Bytes(size_t(rowBytes)) : mine)),
+        counts(s.put(myCounts)), received(s.raw(recvCapacity * rowBytes)),
+        recvCounts(s.make<int32_t>(int64_t(myCounts.size()))),
+        entries(int64_t(myCounts.size())) {}
+
+  /// "" when recv_counts and the rows received are `wantCounts` and `want`.
+  std::string mismatch(const Bytes &want,
+                       const std::vector<int32_t> &wantCounts) {
+    std::string problem = firstDifference(scope.get(recvCounts, entries),
+                                          wantCounts, "recv_counts");
+    if (problem.empty())
+      problem = bytesDiffer(scope.get(static_cast<unsigned char *>(received),
+                                      int64_t(want.size())),
+                            want, rowBytes, "received");
+    return problem;
+  }
+
+  Scope &scope;
+  int64_t rowBytes, sendCapacity, recvCapacity;
+  void *send;
+  int32_t *counts;
+  void *received;
+  int32_t *recvCounts;
+  int64_t entries;
+};
+
 void checkAllToAll(tamoe_rt_group_t group, int64_t split, int64_t rowBytes,
                    uint64_t seed) {
   const char *groupName = group == TAMOE_RT_GROUP_WORLD  ? "world"
@@ -2615,24 +2651,13 @@ void checkAllToAll(tamoe_rt_group_t group, int64_t split, int64_t rowBytes,
   for (Engine *engine : engines)
     runCase(name + " [" + engine->name() + "]", [&]() -> std::string {
       Scope s(*engine);
-      const Bytes &mine = sends[size_t(me)];
-      int64_t sendRows = int64_t(mine.size()) / rowBytes;
-      void *dSend = s.put(mine.empty() ? Bytes(size_t(rowBytes)) : mine);
-      int32_t *dCounts = s.put(counts[size_t(me)]);
-      int64_t capacity = wantRows + 2;
-      void *dRecv = s.raw(capacity * rowBytes);
-      int32_t *dRecvCounts = s.make<int32_t>(size * split);
-      require(engine->allToAll(group, dSend, std::max<int64_t>(sendRows, 1),
-                               rowBytes, dCounts, size, split, dRecv, capacity,
-                               dRecvCounts),
+      ExchangeCase x(s, sends[size_t(me)], counts[size_t(me)], rowBytes,
+                     wantRows);
+      require(engine->allToAll(group, x.send, x.sendCapacity, rowBytes,
+                               x.counts, size, split, x.received,
+                               x.recvCapacity, x.recvCounts),
               "all_to_all");
-      std::string problem = firstDifference(s.get(dRecvCounts, size * split),
-                                            wantCounts, "recv_counts");
-      if (problem.empty())
-        problem = bytesDiffer(
-            s.get(static_cast<unsigned char *>(dRecv), wantRows * rowBytes),
-            want, rowBytes, "received");
-      return problem;
+      return x.mismatch(want, wantCounts);
     });
   // Start, a map while the rows travel, wait: the same rows, and the map's
   // result (the cuda backend runs them on two streams).
@@ -2643,13 +2668,8 @@ void checkAllToAll(tamoe_rt_group_t group, int64_t split, int64_t rowBytes,
             " [" + engine->name() + "]",
         [&]() -> std::string {
           Scope s(*engine);
-          const Bytes &mine = sends[size_t(me)];
-          int64_t sendRows = int64_t(mine.size()) / rowBytes;
-          void *dSend = s.put(mine.empty() ? Bytes(size_t(rowBytes)) : mine);
-          int32_t *dCounts = s.put(counts[size_t(me)]);
-          int64_t capacity = wantRows + 2;
-          void *dRecv = s.raw(capacity * rowBytes);
-          int32_t *dRecvCounts = s.make<int32_t>(size * split);
+          ExchangeCase x(s, sends[size_t(me)], counts[size_t(me)], rowBytes,
+                         wantRows);
           const int64_t n = 1 << 16;
           std::vector<float> a(n), b(n), sum(n);
           for (int64_t i = 0; i < n; ++i) {
@@ -2659,18 +2679,13 @@ void checkAllToAll(tamoe_rt_group_t group, int64_t split, int64_t rowBytes,
           }
           float *dA = s.put(a), *dB = s.put(b), *dSum = s.make<float>(n);
           require(engine->allToAllAround(
-                      group, dSend, std::max<int64_t>(sendRows, 1), rowBytes,
-                      dCounts, size, split, dRecv, capacity, dRecvCounts,
+                      group, x.send, x.sendCapacity, rowBytes, x.counts, size,
+                      split, x.received, x.recvCapacity, x.recvCounts,
                       [&] {
                         return engine->map(TAMOE_RT_MAP_ADD, dA, dB, n, dSum);
                       }),
                   "all_to_all_start + wait");
-          std::string problem = firstDifference(
-              s.get(dRecvCounts, size * split), wantCounts, "recv_counts");
-          if (problem.empty())
-            problem = bytesDiffer(
-                s.get(static_cast<unsigned char *>(dRecv), wantRows * rowBytes),
-                want, rowBytes, "received");
+          std::string problem = x.mismatch(want, wantCounts);
           if (problem.empty())
             problem = firstDifference(s.get(dSum, n), sum, "map");
           return problem;
@@ -2756,24 +2771,13 @@ void checkHierarchical(int64_t split, int64_t rowBytes, uint64_t seed) {
             std::to_string(split) + " [" + engine->name() + "]",
         [&]() -> std::string {
           Scope s(*engine);
-          const Bytes &mine = sends[size_t(rank)];
-          int64_t sendRows = int64_t(mine.size()) / rowBytes;
-          void *dSend = s.put(mine.empty() ? Bytes(size_t(rowBytes)) : mine);
-          int32_t *dCounts = s.put(counts[size_t(rank)]);
-          int64_t capacity = wantRows + 2;
-          void *dRecv = s.raw(capacity * rowBytes);
-          int32_t *dRecvCounts = s.make<int32_t>(ranks * split);
-          require(engine->hierarchical(dSend, std::max<int64_t>(sendRows, 1),
-                                       rowBytes, dCounts, split, dRecv,
-                                       capacity, dRecvCounts),
+          ExchangeCase x(s, sends[size_t(rank)], counts[size_t(rank)], rowBytes,
+                         wantRows);
+          require(engine->hierarchical(x.send, x.sendCapacity, rowBytes,
+                                       x.counts, split, x.received,
+                                       x.recvCapacity, x.recvCounts),
                   "all_to_all_hierarchical");
-          std::string problem = firstDifference(
-              s.get(dRecvCounts, ranks * split), wantCounts, "recv_counts");
-          if (problem.empty())
-            problem = bytesDiffer(
-                s.get(static_cast<unsigned char *>(dRecv), wantRows * rowBytes),
-                want, rowBytes, "received");
-          return problem;
+          return x.mismatch(want, wantCounts);
         });
   }
 }
