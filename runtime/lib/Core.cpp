@@ -381,7 +381,7 @@ void endRecording(tamoe_rt_context_t *context) {
 /// exchange completed here does not write its recv_counts: the program that
 /// never waited for it may have freed them.
 void destroy(tamoe_rt_context_t *context) {
-  endRecording(context);
+  // tamoe_rt_finalize has ended a recording left open.
   context->graphs.clear();
   for (auto &exchange : context->exchanges) {
     exchange->pending->abandoned = true;
@@ -1053,14 +1053,12 @@ tamoe_rt_status_t tamoe_rt_graph_end(tamoe_rt_context_t *context,
 }
 
 namespace {
-/// The graph a handle stands for on this context, or null.
-Backend::RecordedGraph *findGraph(tamoe_rt_context_t *context,
-                                  tamoe_rt_graph_t *graph) {
+/// Where the graph a handle stands for is in the context's graphs (their
+/// end when it is not one of them).
+auto findGraph(tamoe_rt_context_t *context, tamoe_rt_graph_t *graph) {
   auto id = reinterpret_cast<uintptr_t>(graph);
-  for (auto &[known, recorded] : context->graphs)
-    if (known == id)
-      return recorded.get();
-  return nullptr;
+  return std::find_if(context->graphs.begin(), context->graphs.end(),
+                      [&](const auto &entry) { return entry.first == id; });
 }
 
 Status unknownGraph(tamoe_rt_graph_t *graph) {
@@ -1081,10 +1079,11 @@ tamoe_rt_status_t tamoe_rt_graph_launch(tamoe_rt_context_t *context,
     return finishGraphCall(
         context, fn, invalid("cannot launch a graph while recording one"));
   Timed timed(context, fn);
-  Backend::RecordedGraph *recorded = findGraph(context, graph);
-  if (!recorded)
+  auto found = findGraph(context, graph);
+  if (found == context->graphs.end())
     return finishGraphCall(context, fn, unknownGraph(graph));
-  return finishGraphCall(context, fn, context->backend->launchGraph(*recorded));
+  return finishGraphCall(context, fn,
+                         context->backend->launchGraph(*found->second));
 }
 
 tamoe_rt_status_t tamoe_rt_graph_destroy(tamoe_rt_context_t *context,
@@ -1094,10 +1093,7 @@ tamoe_rt_status_t tamoe_rt_graph_destroy(tamoe_rt_context_t *context,
     return finishGraphCall(nullptr, fn, invalid("context is null"));
   if (!graph)
     return TAMOE_RT_SUCCESS;
-  auto id = reinterpret_cast<uintptr_t>(graph);
-  auto found =
-      std::find_if(context->graphs.begin(), context->graphs.end(),
-                   [&](const auto &entry) { return entry.first == id; });
+  auto found = findGraph(context, graph);
   if (found == context->graphs.end())
     return finishGraphCall(context, fn, unknownGraph(graph));
   context->graphs.erase(found);

@@ -686,12 +686,18 @@ Status CudaBackend::endOperation(Status hostFailure, const Describe &describe) {
   const DeviceStatus &status = *hostStatus_;
   if (status.code == 0)
     return Status::success();
+  return Status::error(static_cast<tamoe_rt_status_t>(status.code),
+                       failureMessage(status, describe));
+}
+
+std::string CudaBackend::failureMessage(const DeviceStatus &status,
+                                        const Describe &describe) {
   std::string message = describe ? describe(status) : std::string();
   if (message.empty())
     message = "invalid data (error kind " + std::to_string(status.kind) + ": " +
               std::to_string(status.a) + ", " + std::to_string(status.b) +
               ", " + std::to_string(status.c) + ")";
-  return Status::error(static_cast<tamoe_rt_status_t>(status.code), message);
+  return message;
 }
 
 //===----------------------------------------------------------------------===//
@@ -708,14 +714,8 @@ struct CudaGraph final : Backend::RecordedGraph {
   }
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
-  /// What each stamp's index stands for: the program's call, its name, and
-  /// how the operation describes a failure.
-  struct Stamped {
-    int64_t call;
-    std::string name;
-    std::function<std::string(const DeviceStatus &)> describe;
-  };
-  std::vector<Stamped> operations;
+  /// By stamp index - 1.
+  std::vector<CudaBackend::RecordedOperation> operations;
 };
 } // namespace
 
@@ -761,9 +761,7 @@ Status CudaBackend::endGraph(std::unique_ptr<RecordedGraph> &graph) {
   auto recorded = std::make_unique<CudaGraph>();
   cudaError_t error = cudaStreamEndCapture(stream_, &recorded->graph);
   recording_ = false;
-  for (RecordedOperation &operation : recorded_)
-    recorded->operations.push_back({operation.call, std::move(operation.name),
-                                    std::move(operation.describe)});
+  recorded->operations = std::move(recorded_);
   recorded_.clear();
   if (error != cudaSuccess) {
     cudaGetLastError();
@@ -796,23 +794,18 @@ Status CudaBackend::launchGraph(RecordedGraph &recorded) {
   const DeviceStatus &status = *hostStatus_;
   if (status.code == 0)
     return Status::success();
-  std::string message;
   std::string which = "an operation";
+  Describe describe;
   if (status.operation >= 1 &&
       status.operation <= int64_t(graph.operations.size())) {
-    const CudaGraph::Stamped &stamped =
+    const RecordedOperation &stamped =
         graph.operations[size_t(status.operation - 1)];
     which = "operation " + std::to_string(stamped.call) + " of " +
             std::to_string(graph.calls) + " (" + stamped.name + ")";
-    if (stamped.describe)
-      message = stamped.describe(status);
+    describe = stamped.describe;
   }
-  if (message.empty())
-    message = "invalid data (error kind " + std::to_string(status.kind) + ": " +
-              std::to_string(status.a) + ", " + std::to_string(status.b) +
-              ", " + std::to_string(status.c) + ")";
   return Status::error(static_cast<tamoe_rt_status_t>(status.code),
-                       which + ": " + message);
+                       which + ": " + failureMessage(status, describe));
 }
 
 //===----------------------------------------------------------------------===//

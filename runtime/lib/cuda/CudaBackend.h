@@ -267,6 +267,16 @@ public:
   Status allReduce(tamoe_rt_group_t group, float *data, intptr_t n,
                    bool average) override;
 
+  /// How an operation turns the device status into its message.
+  using Describe = std::function<std::string(const DeviceStatus &)>;
+  /// A recorded operation, for a launch's message: what its stamp's index
+  /// stands for.
+  struct RecordedOperation {
+    int64_t call; // the program's call it belongs to (operationCall)
+    std::string name;
+    Describe describe;
+  };
+
   // Used by the executor of Kernels.cu.
   cudaStream_t stream() const { return stream_; }
   cudaMemPool_t pool() const { return pool_; }
@@ -314,14 +324,11 @@ private:
   /// error or the device status (through `describe`) into its Status.
   /// While recording, keeps `describe` for the launch (so it captures by
   /// value) and queues the stamp instead.
-  using Describe = std::function<std::string(const DeviceStatus &)>;
   Status endOperation(Status hostFailure, const Describe &describe);
-  /// A recorded operation, for the launch's message.
-  struct RecordedOperation {
-    int64_t call; // the program's call it belongs to (operationCall)
-    std::string name;
-    Describe describe;
-  };
+  /// A failure the device status holds, in `describe`'s words (its raw
+  /// fields where it has none): for the eager wait and a graph's launch.
+  static std::string failureMessage(const DeviceStatus &status,
+                                    const Describe &describe);
   /// Status::success(), or while recording the failure of `what`, which
   /// needs the host mid-step ("reads device memory on the host").
   Status recordable(const std::string &what) const;

@@ -602,6 +602,21 @@ static std::optional<int64_t> rowsPerCountsEntry(Value counts) {
   return std::nullopt;
 }
 
+/// The group of an exchange, blocking (tamoe.all_to_all) or started
+/// (tamoe.all_to_all_start).
+static FailureOr<Collective> exchangeGroup(Operation *op,
+                                           SymbolTableCollection &symbols) {
+  return isa<AllToAllOp>(op) ? runtimeGroup(cast<AllToAllOp>(op), symbols)
+                             : runtimeGroup(cast<AllToAllStartOp>(op), symbols);
+}
+
+/// The rows an exchange receives (a started one's, at its wait).
+static RankedTensorType exchangeReceivedType(Operation *op) {
+  return isa<AllToAllOp>(op)
+             ? cast<AllToAllOp>(op).getReceived().getType()
+             : cast<AllToAllStartOp>(op).getWait().getReceived().getType();
+}
+
 /// A slot in the entry block of `op`'s function (so that an op in a loop
 /// does not grow the stack) for values the runtime writes back: one, or
 /// `shape` of them.
@@ -622,10 +637,10 @@ static Value entrySlot(Lowering &l, Operation *op, Type type,
 LogicalResult
 ConvertToRuntimePass::planPartTotals(ArrayRef<Operation *> ops,
                                      SymbolTableCollection &symbols) {
-  // The parts of one cut: the whole counts, the cut, the grid and axes,
+  // The parts of one cut: the whole counts, the cut, the grid and group,
   // and the block (parts elsewhere, say in a branch, get a round of their
   // own, placed where it runs whenever they do).
-  using Key = std::tuple<Value, int64_t, Attribute, Attribute, Block *>;
+  using Key = std::tuple<Value, int64_t, Operation *, Group, Block *>;
   llvm::MapVector<Key, SmallVector<std::pair<Operation *, ChunkOp>>> cuts;
   for (Operation *op : ops) {
     if (!isa<AllToAllOp, AllToAllStartOp>(op))
@@ -638,20 +653,13 @@ ConvertToRuntimePass::planPartTotals(ArrayRef<Operation *> ops,
     if (!chunk || op->getOperand(1) != chunk.getChunkCounts() ||
         chunk->getBlock() != op->getBlock())
       continue;
-    RankedTensorType received =
-        isa<AllToAllOp>(op)
-            ? cast<AllToAllOp>(op).getReceived().getType()
-            : cast<AllToAllStartOp>(op).getWait().getReceived().getType();
-    if (received.hasStaticShape())
+    if (exchangeReceivedType(op).hasStaticShape())
       continue;
-    auto [grid, axes] = isa<AllToAllOp>(op)
-                            ? std::pair<Attribute, Attribute>(
-                                  cast<AllToAllOp>(op).getGridAttr(),
-                                  cast<AllToAllOp>(op).getGridAxesAttr())
-                            : std::pair<Attribute, Attribute>(
-                                  cast<AllToAllStartOp>(op).getGridAttr(),
-                                  cast<AllToAllStartOp>(op).getGridAxesAttr());
-    cuts[Key{chunk.getCounts(), int64_t(chunk.getChunks()), grid, axes,
+    FailureOr<Collective> collective = exchangeGroup(op, symbols);
+    if (failed(collective))
+      return failure();
+    cuts[Key{chunk.getCounts(), int64_t(chunk.getChunks()),
+             collective->grid.getOperation(), collective->group,
              op->getBlock()}]
         .push_back({op, chunk});
   }
@@ -661,26 +669,16 @@ ConvertToRuntimePass::planPartTotals(ArrayRef<Operation *> ops,
     for (auto &[op, chunk] : parts)
       if (chunk->isBeforeInBlock(first))
         first = chunk;
-    Operation *exchange = parts.front().first;
-    FailureOr<Collective> collective =
-        isa<AllToAllOp>(exchange)
-            ? runtimeGroup(cast<AllToAllOp>(exchange), symbols)
-            : runtimeGroup(cast<AllToAllStartOp>(exchange), symbols);
-    if (failed(collective))
-      return failure();
-    auto whole = cast<TypedValue<RankedTensorType>>(std::get<0>(key));
-    RankedTensorType countsType =
-        cast<RankedTensorType>(exchange->getOperand(1).getType());
-    int64_t chunks = std::get<1>(key);
+    auto [counts, chunks, grid, group, block] = key;
+    auto whole = cast<TypedValue<RankedTensorType>>(counts);
+    RankedTensorType countsType = whole.getType();
     Lowering l = lowering(first);
-    checkGrid(l, collective->grid,
-              /*nodes=*/collective->group != Group::World);
+    checkGrid(l, cast<shard::GridOp>(grid), /*nodes=*/group != Group::World);
     Value totals = entrySlot(l, first, l.b.getIndexType(), {chunks});
-    l.runtime("all_to_all_part_totals",
-              {l.i32(int32_t(collective->group)), l.data(whole),
-               l.index(countsType.getDimSize(0)),
-               l.index(product(countsType, 1)), l.index(chunks),
-               l.pointer(totals)});
+    l.runtime("all_to_all_part_totals", {l.i32(int32_t(group)), l.data(whole),
+                                         l.index(countsType.getDimSize(0)),
+                                         l.index(product(countsType, 1)),
+                                         l.index(chunks), l.pointer(totals)});
     for (auto &[op, chunk] : parts)
       partTotals[op] = {totals, int64_t(chunk.getChunk())};
   }
@@ -694,9 +692,7 @@ ConvertToRuntimePass::prepareExchange(Lowering &l, Operation *op,
   auto sendCountsTensor = cast<TypedValue<RankedTensorType>>(op->getOperand(1));
   if (failed(checkElements(op, {}, {}, {sendCountsTensor})))
     return failure();
-  FailureOr<Collective> collective =
-      isa<AllToAllOp>(op) ? runtimeGroup(cast<AllToAllOp>(op), symbols)
-                          : runtimeGroup(cast<AllToAllStartOp>(op), symbols);
+  FailureOr<Collective> collective = exchangeGroup(op, symbols);
   if (failed(collective))
     return failure();
   Group group = collective->group;
@@ -706,12 +702,7 @@ ConvertToRuntimePass::prepareExchange(Lowering &l, Operation *op,
   checkGrid(l, collective->grid, /*nodes=*/group != Group::World);
   Value sendCounts = l.data(sendCountsTensor);
   Value recvCounts = l.output(countsType);
-  RankedTensorType receivedType =
-      isa<AllToAllOp>(op) ? cast<AllToAllOp>(op).getReceived().getType()
-                          : cast<AllToAllStartOp>(op)
-                                .getWait()
-                                .getReceived()
-                                .getType();
+  RankedTensorType receivedType = exchangeReceivedType(op);
   std::optional<int64_t> perEntry;
   if (auto found = rowsPerEntry.find(op); found != rowsPerEntry.end())
     perEntry = found->second;
