@@ -25,7 +25,7 @@ STAGES = [
     ("gate", ["tamoe_rt_gate"]),
     ("dispatch", ["tamoe_rt_dispatch", "tamoe_rt_dedup_pack"]),
     ("all-to-all (both)", ["tamoe_rt_all_to_all_counts",
-                           "tamoe_rt_all_to_all_part_totals", "tamoe_rt_all_to_all",
+                           "tamoe_rt_all_to_all_totals", "tamoe_rt_all_to_all",
                            "tamoe_rt_all_to_all_start", "tamoe_rt_all_to_all_wait",
                            "tamoe_rt_regroup", "tamoe_rt_dedup_expand"]),
     # A chunked layer's parts (tamoe-overlap).

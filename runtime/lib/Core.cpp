@@ -1850,45 +1850,176 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
   return finish(context, fn, status);
 }
 
-tamoe_rt_status_t tamoe_rt_all_to_all_part_totals(
-    tamoe_rt_context_t *context, tamoe_rt_group_t group,
-    const int32_t *send_counts, intptr_t peers, intptr_t split, intptr_t chunks,
-    intptr_t *totals) {
-  const char *fn = "tamoe_rt_all_to_all_part_totals";
+namespace {
+/// The most steps tamoe_rt_all_to_all_totals takes: a layer's exchanges
+/// are tens of steps; this bounds what a corrupt call makes it check.
+constexpr intptr_t kMaxCountsSteps = 1 << 16;
+
+/// What a step of tamoe_rt_all_to_all_totals makes from its source's
+/// counts, for every rank of the world at once: counts[r] are rank r's.
+/// `launcher` gives the groups' shapes; the step was checked.
+std::vector<std::vector<int32_t>>
+countsStep(const Launcher &launcher, const int64_t *step,
+           const std::vector<std::vector<int32_t>> &counts) {
+  auto kind = tamoe_rt_counts_step_t(step[0]);
+  int64_t x = step[2], y = step[3], z = step[4];
+  std::vector<std::vector<int32_t>> made(counts.size());
+  for (size_t r = 0; r < counts.size(); ++r) {
+    const std::vector<int32_t> &in = counts[r];
+    std::vector<int32_t> &out = made[r];
+    out.resize(in.size());
+    if (kind == TAMOE_RT_COUNTS_CHUNK) {
+      for (size_t e = 0; e < in.size(); ++e)
+        out[e] = int32_t(partBegin(in[e], x + 1, y) - partBegin(in[e], x, y));
+    } else if (kind == TAMOE_RT_COUNTS_REGROUP) {
+      // [a, b, inner] -> [b, a, inner].
+      for (int64_t i = 0; i < x; ++i)
+        for (int64_t j = 0; j < y; ++j)
+          std::copy_n(in.begin() + (i * y + j) * z, z,
+                      out.begin() + (j * x + i) * z);
+    } else {
+      // Member p of rank r's group sends r the row at r's position in it.
+      auto group = tamoe_rt_group_t(x);
+      int64_t perNode = launcher.ranksPerNode();
+      int64_t node = int64_t(r) / perNode, local = int64_t(r) % perNode;
+      int64_t position = group == TAMOE_RT_GROUP_NODE    ? local
+                         : group == TAMOE_RT_GROUP_PEERS ? node
+                                                         : int64_t(r);
+      int64_t row = int64_t(in.size()) / y;
+      for (int64_t p = 0; p < y; ++p) {
+        int64_t member = group == TAMOE_RT_GROUP_NODE    ? node * perNode + p
+                         : group == TAMOE_RT_GROUP_PEERS ? p * perNode + local
+                                                         : p;
+        std::copy_n(counts[size_t(member)].begin() + position * row, row,
+                    out.begin() + p * row);
+      }
+    }
+  }
+  return made;
+}
+} // namespace
+
+tamoe_rt_status_t
+tamoe_rt_all_to_all_totals(tamoe_rt_context_t *context, const int32_t *counts,
+                           intptr_t entries, const int64_t *steps,
+                           intptr_t num_steps, intptr_t *totals) {
+  const char *fn = "tamoe_rt_all_to_all_totals";
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
-  if (Status bad = groupCheck(group); !bad.ok())
-    return finish(context, fn, bad);
-  std::vector<int32_t> received;
-  Status status = exchangeCounts(
-      context, group, send_counts, peers, split,
-      [&](Check &check) {
-        check
-            .that(chunks >= 1 && chunks <= INT_MAX,
-                  [&] {
-                    return str("chunks must be in [1, ", INT_MAX, "], got ",
-                               chunks);
-                  })
-            .notNull(totals, "totals");
-      },
-      received);
-  if (status.ok()) {
-    // Each entry in O(min(n, chunks)), so that many chunks of few rows
-    // cost the rows, not entries x chunks.
-    std::fill(totals, totals + chunks, intptr_t(0));
-    for (int32_t count : received) {
-      int64_t n = count;
-      if (n >= chunks) {
-        for (intptr_t c = 0; c < chunks; ++c)
-          totals[c] +=
-              intptr_t(partBegin(n, c + 1, chunks) - partBegin(n, c, chunks));
+  Launcher &launcher = *context->launcher;
+  int64_t world = launcher.numRanks();
+  Check check;
+  check
+      .that(entries >= 1 && entries <= INT_MAX / world,
+            [&] {
+              return str("entries must be in [1, ", INT_MAX / world,
+                         "] (int32 for every rank of ", world, "), got ",
+                         entries);
+            })
+      .that(num_steps >= 1 && num_steps <= kMaxCountsSteps,
+            [&] {
+              return str("num_steps must be in [1, ", kMaxCountsSteps,
+                         "], got ", num_steps);
+            })
+      .notNull(counts, "counts")
+      .notNull(steps, "steps")
+      .notNull(totals, "totals");
+  // Every step against the counts it reads, before anything is sent; and
+  // the last step that reads each, so that the counts no later step
+  // reads are dropped.
+  std::vector<int64_t> sizes, lastRead;
+  if (check.status.ok()) {
+    sizes.assign(size_t(num_steps) + 1, 0);
+    lastRead.assign(size_t(num_steps) + 1, -1);
+    sizes[0] = entries;
+  }
+  for (intptr_t i = 0; check.status.ok() && i < num_steps; ++i) {
+    const int64_t *step = steps + 5 * i;
+    int64_t kind = step[0], source = step[1], x = step[2], y = step[3],
+            z = step[4];
+    auto fail = [&](auto &&...parts) {
+      check.that(false, [&] { return str("steps[", i, "]: ", parts...); });
+    };
+    if (source < 0 || source > i) {
+      fail("source ", source, " is not the counts or an earlier step's (0 to ",
+           i, ")");
+      break;
+    }
+    int64_t size = sizes[size_t(source)];
+    lastRead[size_t(source)] = i;
+    sizes[size_t(i) + 1] = size;
+    if (kind == TAMOE_RT_COUNTS_CHUNK) {
+      if (y < 1 || y > INT_MAX || x < 0 || x >= y || z != 0)
+        fail("a chunk takes {chunk, chunks, 0} with 0 <= chunk < chunks <= ",
+             INT_MAX, ", got {", x, ", ", y, ", ", z, "}");
+    } else if (kind == TAMOE_RT_COUNTS_REGROUP) {
+      int64_t ab, abInner;
+      if (x < 1 || y < 1 || z < 1 || __builtin_mul_overflow(x, y, &ab) ||
+          __builtin_mul_overflow(ab, z, &abInner) || abInner != size)
+        fail("a regroup of [", x, ", ", y, ", ", z, "] does not fit the ", size,
+             " counts of its source");
+    } else if (kind == TAMOE_RT_COUNTS_EXCHANGE) {
+      if (x != int64_t(int32_t(x)) ||
+          !groupCheck(tamoe_rt_group_t(int32_t(x))).ok()) {
+        fail("group = ", x, " is not a tamoe_rt_group_t");
       } else {
-        // Row j is in the part c with floor(c n / C) <= j < floor((c + 1)
-        // n / C): c = ceil((j + 1) C / n) - 1.
-        for (int64_t j = 0; j < n; ++j)
-          ++totals[((j + 1) * chunks + n - 1) / n - 1];
+        auto group = tamoe_rt_group_t(int32_t(x));
+        int peers = launcher.groupSize(group);
+        if (y != peers || z != 0 || size % peers != 0)
+          fail("an exchange over the ", Launcher::groupName(group),
+               " group takes {group, ", peers, ", 0} and counts in rows of ",
+               peers, ", got {", x, ", ", y, ", ", z, "} for ", size,
+               " counts");
       }
+    } else {
+      fail("kind ", kind, " is not a tamoe_rt_counts_step_t");
+    }
+  }
+  std::vector<int32_t> mine;
+  if (check.status.ok()) {
+    mine.resize(size_t(entries));
+    check.status = context->backend->copyToHost(
+        mine.data(), counts, intptr_t(entries * sizeof(int32_t)));
+  }
+  for (intptr_t e = 0; check.status.ok() && e < entries; ++e)
+    check.that(mine[size_t(e)] >= 0, [&] {
+      return str("counts[", e, "] = ", mine[size_t(e)], " is negative");
+    });
+  Status status =
+      launcher.agreeOn(TAMOE_RT_GROUP_WORLD, check.status,
+                       {{"entries", check.status.ok() ? entries : 0},
+                        {"num_steps", check.status.ok() ? num_steps : 0}});
+  // The gather, as the launchers' one collective of ints: this rank's
+  // counts to every rank.
+  std::vector<int32_t> gathered;
+  if (status.ok()) {
+    std::vector<int32_t> send;
+    send.reserve(size_t(world * entries));
+    for (int64_t r = 0; r < world; ++r)
+      send.insert(send.end(), mine.begin(), mine.end());
+    status =
+        launcher.allToAllInts(TAMOE_RT_GROUP_WORLD, send, int(entries),
+                              gathered, "the gather of counts over the world");
+  }
+  if (status.ok()) {
+    std::vector<std::vector<std::vector<int32_t>>> made(size_t(num_steps) + 1);
+    made[0].resize(size_t(world));
+    for (int64_t r = 0; r < world; ++r)
+      made[0][size_t(r)].assign(gathered.begin() + r * entries,
+                                gathered.begin() + (r + 1) * entries);
+    int64_t me = launcher.rank();
+    for (intptr_t i = 0; i < num_steps; ++i) {
+      const int64_t *step = steps + 5 * i;
+      made[size_t(i) + 1] = countsStep(launcher, step, made[size_t(step[1])]);
+      int64_t total = 0;
+      for (int32_t count : made[size_t(i) + 1][size_t(me)])
+        total += count;
+      totals[i] = intptr_t(total);
+      if (lastRead[size_t(step[1])] == i)
+        made[size_t(step[1])].clear();
+      if (lastRead[size_t(i) + 1] < 0)
+        made[size_t(i) + 1].clear();
     }
   }
   return finish(context, fn, status);

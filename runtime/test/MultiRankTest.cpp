@@ -405,6 +405,82 @@ void asyncScenario(const World &w) {
                       "once; failed starts and bad waits");
 }
 
+/// tamoe_rt_all_to_all_totals against the counts rounds it replaces: part 1
+/// of 3 of `counts` ([ranks, split]) through the hierarchical stages (the
+/// steps convert-tamoe-to-runtime emits for a cut hierarchical layer), each
+/// stage's total against tamoe_rt_all_to_all_counts of the same counts, and
+/// the last against the flat part of what arrives (`wantCounts`).
+void totalsChecks(const World &w, const std::vector<int32_t> &counts,
+                  const std::vector<int32_t> &wantCounts, int64_t split) {
+  int64_t nodes = w.nodes, perNode = w.perNode;
+  std::vector<int64_t> steps = {TAMOE_RT_COUNTS_CHUNK,
+                                0,
+                                1,
+                                3,
+                                0,
+                                TAMOE_RT_COUNTS_REGROUP,
+                                1,
+                                nodes,
+                                perNode,
+                                split,
+                                TAMOE_RT_COUNTS_EXCHANGE,
+                                2,
+                                TAMOE_RT_GROUP_NODE,
+                                perNode,
+                                0,
+                                TAMOE_RT_COUNTS_REGROUP,
+                                3,
+                                perNode,
+                                nodes,
+                                split,
+                                TAMOE_RT_COUNTS_EXCHANGE,
+                                4,
+                                TAMOE_RT_GROUP_PEERS,
+                                nodes,
+                                0};
+  std::vector<intptr_t> totals(5, -1);
+  EXPECT_OK(tamoe_rt_all_to_all_totals(w.ctx, counts.data(),
+                                       intptr_t(counts.size()), steps.data(), 5,
+                                       totals.data()),
+            w.ctx);
+  // The same stages with a counts round each, regrouped here.
+  auto regroup = [](const std::vector<int32_t> &in, int64_t a, int64_t b) {
+    std::vector<int32_t> out(in.size());
+    int64_t inner = int64_t(in.size()) / (a * b);
+    for (int64_t i = 0; i < a; ++i)
+      for (int64_t j = 0; j < b; ++j)
+        for (int64_t k = 0; k < inner; ++k)
+          out[(j * a + i) * inner + k] = in[(i * b + j) * inner + k];
+    return out;
+  };
+  std::vector<int32_t> part(counts.size());
+  int64_t partRows = 0, wantRows = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    part[e] = 2 * counts[e] / 3 - counts[e] / 3;
+    partRows += part[e];
+  }
+  for (int32_t n : wantCounts)
+    wantRows += 2 * n / 3 - n / 3;
+  std::vector<int32_t> inNode(counts.size(), -1), inPeers(counts.size(), -1);
+  intptr_t nodeRows = -1, peersRows = -1;
+  EXPECT_OK(tamoe_rt_all_to_all_counts(w.ctx, TAMOE_RT_GROUP_NODE,
+                                       regroup(part, nodes, perNode).data(),
+                                       perNode, nodes * split, inNode.data(),
+                                       &nodeRows),
+            w.ctx);
+  EXPECT_OK(tamoe_rt_all_to_all_counts(w.ctx, TAMOE_RT_GROUP_PEERS,
+                                       regroup(inNode, perNode, nodes).data(),
+                                       nodes, perNode * split, inPeers.data(),
+                                       &peersRows),
+            w.ctx);
+  EXPECT(totals == (std::vector<intptr_t>{partRows, partRows, nodeRows,
+                                          nodeRows, peersRows}) &&
+             peersRows == wantRows,
+         "all_to_all_totals: ", totals[0], " ", totals[2], " ", totals[4],
+         " against ", partRows, " ", nodeRows, " ", peersRows, " (flat part ",
+         wantRows, "), split ", split);
+}
+
 void exchangeScenario(const World &w) {
   int64_t flatInterTotal = 0, hierInterTotal = 0;
   for (auto [rowBytes, split] :
@@ -438,16 +514,7 @@ void exchangeScenario(const World &w) {
                                          countsOnly.data(), &total),
               w.ctx);
     EXPECT(countsOnly == wantCounts && total == rows, "all_to_all_counts");
-    // The totals of the parts of a layer cut in 3, from the whole counts.
-    std::vector<intptr_t> totals(3, -1), wantTotals(3, 0);
-    for (int64_t c = 0; c < 3; ++c)
-      for (int32_t n : wantCounts)
-        wantTotals[c] += (c + 1) * n / 3 - c * n / 3;
-    EXPECT_OK(tamoe_rt_all_to_all_part_totals(w.ctx, TAMOE_RT_GROUP_WORLD,
-                                              x.counts[w.me].data(), w.ranks,
-                                              split, 3, totals.data()),
-              w.ctx);
-    EXPECT(totals == wantTotals, "all_to_all_part_totals");
+    totalsChecks(w, x.counts[w.me], wantCounts, split);
     EXPECT(Bytes(flat.begin(), flat.begin() + rows * rowBytes) == want,
            "flat rows, row_bytes ", rowBytes);
     EXPECT(flat[rows * rowBytes] == 0xAA, "flat wrote past the rows");

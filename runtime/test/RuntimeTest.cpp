@@ -337,10 +337,10 @@ TEST(NullContext, EveryEntryPoint) {
        }},
       {"tamoe_rt_all_to_all_wait",
        [] { return tamoe_rt_all_to_all_wait(nullptr, nullptr, nullptr); }},
-      {"tamoe_rt_all_to_all_part_totals",
+      {"tamoe_rt_all_to_all_totals",
        [] {
-         return tamoe_rt_all_to_all_part_totals(nullptr, TAMOE_RT_GROUP_WORLD,
-                                                nullptr, 1, 1, 1, nullptr);
+         return tamoe_rt_all_to_all_totals(nullptr, nullptr, 1, nullptr, 1,
+                                           nullptr);
        }},
       {"tamoe_rt_all_to_all_counts",
        [] {
@@ -2221,43 +2221,136 @@ TEST_F(Runtime, AllToAllErrorsOnOneRank) {
                      "tamoe_rt_group_t");
   EXPECT_EQ(counts2(counts.data(), 1, 2, &total), TAMOE_RT_SUCCESS);
   EXPECT_EQ(total, 10);
+}
 
-  // The parts' totals of a layer cut in 3: entry n gives part c
-  // floor((c + 1) n / 3) - floor(c n / 3) rows.
+TEST_F(Runtime, AllToAllTotalsFollowCountsThroughSteps) {
+  // One rank: every group is this rank alone, so an exchange gives back
+  // what it sends and the totals are the sums of the steps' counts (the
+  // order of entries through regroups and exchanges across ranks is
+  // checked in tamoe-rt-mpi-test). Part c of n rows is
+  // floor((c + 1) n / C) - floor(c n / C).
   std::vector<int32_t> whole = {0, 5, 7, 3};
-  std::vector<intptr_t> totals(3, -1);
-  auto parts = [&](const int32_t *c, intptr_t split, intptr_t chunks,
-                   intptr_t *t) {
-    return tamoe_rt_all_to_all_part_totals(ctx, TAMOE_RT_GROUP_WORLD, c, 1,
-                                           split, chunks, t);
+  constexpr int64_t kChunk = TAMOE_RT_COUNTS_CHUNK,
+                    kRegroup = TAMOE_RT_COUNTS_REGROUP,
+                    kExchange = TAMOE_RT_COUNTS_EXCHANGE;
+  auto totalsOf = [&](std::vector<int64_t> steps, std::vector<intptr_t> &totals,
+                      const int32_t *counts = nullptr) {
+    totals.assign(steps.size() / 5, -1);
+    return tamoe_rt_all_to_all_totals(
+        ctx, counts ? counts : whole.data(), intptr_t(whole.size()),
+        steps.data(), intptr_t(steps.size() / 5), totals.data());
   };
-  ASSERT_EQ(parts(whole.data(), 4, 3, totals.data()), TAMOE_RT_SUCCESS)
+  std::vector<intptr_t> totals;
+  // A hierarchical part's way there and back: chunk 1 of 3, regroup,
+  // node stage, regroup, peers stage; and part 0 from the same counts.
+  ASSERT_EQ(totalsOf({kChunk,
+                      0,
+                      1,
+                      3,
+                      0, // 1
+                      kRegroup,
+                      1,
+                      1,
+                      1,
+                      4, // 2
+                      kExchange,
+                      2,
+                      TAMOE_RT_GROUP_NODE,
+                      1,
+                      0, // 3
+                      kRegroup,
+                      3,
+                      1,
+                      1,
+                      4, // 4
+                      kExchange,
+                      4,
+                      TAMOE_RT_GROUP_PEERS,
+                      1,
+                      0,
+                      kChunk,
+                      0,
+                      0,
+                      3,
+                      0,
+                      kExchange,
+                      6,
+                      TAMOE_RT_GROUP_WORLD,
+                      1,
+                      0},
+                     totals),
+            TAMOE_RT_SUCCESS)
       << error();
-  EXPECT_EQ(totals, (std::vector<intptr_t>{0 + 1 + 2 + 1, 0 + 2 + 2 + 1,
-                                           0 + 2 + 3 + 1}));
-  ASSERT_EQ(parts(whole.data(), 4, 1, totals.data()), TAMOE_RT_SUCCESS);
-  EXPECT_EQ(totals[0], 15);
-  // More chunks than an entry has rows: the floor formula still, and many
-  // chunks cost the rows, not entries x chunks.
-  for (intptr_t chunks : {intptr_t(10), intptr_t(1) << 18}) {
-    std::vector<intptr_t> many(size_t(chunks), -1), want(size_t(chunks), 0);
-    for (int32_t n : whole)
-      for (intptr_t c = 0; c < chunks && n > 0; ++c)
-        want[size_t(c)] += (c + 1) * n / chunks - c * n / chunks;
-    ASSERT_EQ(parts(whole.data(), 4, chunks, many.data()), TAMOE_RT_SUCCESS);
-    EXPECT_EQ(many, want) << chunks << " chunks";
+  intptr_t part1 = 0 + 2 + 2 + 1, part0 = 0 + 1 + 2 + 1;
+  EXPECT_EQ(totals, (std::vector<intptr_t>{part1, part1, part1, part1, part1,
+                                           part0, part0}));
+  // More chunks than an entry has rows, up to many.
+  for (int64_t chunks : {int64_t(10), int64_t(2147483647)}) {
+    for (int64_t c : {int64_t(0), int64_t(3), chunks - 1}) {
+      intptr_t want = 0;
+      for (int64_t n : whole)
+        want += intptr_t((c + 1) * n / chunks - c * n / chunks);
+      ASSERT_EQ(totalsOf({kChunk, 0, c, chunks, 0}, totals), TAMOE_RT_SUCCESS);
+      EXPECT_EQ(totals[0], want) << "part " << c << " of " << chunks;
+    }
   }
-  EXPECT_EQ(parts(whole.data(), 4, 0, totals.data()),
-            TAMOE_RT_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(error(), "tamoe_rt_all_to_all_part_totals: rank 0: chunks must be "
-                     "in [1, 2147483647], got 0");
-  EXPECT_EQ(parts(whole.data(), 4, 3, nullptr),
-            TAMOE_RT_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(error(), "tamoe_rt_all_to_all_part_totals: rank 0: totals is null");
-  EXPECT_EQ(parts(negative.data(), 2, 3, totals.data()),
-            TAMOE_RT_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(error(), "tamoe_rt_all_to_all_part_totals: rank 0: "
-                     "send_counts[0, 1] = -3 is negative");
+
+  // Every message, before any rank sends.
+  auto expectInvalid = [&](tamoe_rt_status_t status, const std::string &want) {
+    EXPECT_EQ(status, TAMOE_RT_ERROR_INVALID_ARGUMENT) << want;
+    EXPECT_EQ(error(), "tamoe_rt_all_to_all_totals: rank 0: " + want);
+  };
+  std::vector<int64_t> one = {kChunk, 0, 0, 1, 0};
+  totals.assign(1, -1);
+  expectInvalid(tamoe_rt_all_to_all_totals(ctx, whole.data(), 0, one.data(), 1,
+                                           totals.data()),
+                "entries must be in [1, 2147483647] (int32 for every rank of "
+                "1), got 0");
+  expectInvalid(tamoe_rt_all_to_all_totals(ctx, whole.data(), 4, one.data(), 0,
+                                           totals.data()),
+                "num_steps must be in [1, 65536], got 0");
+  expectInvalid(
+      tamoe_rt_all_to_all_totals(ctx, nullptr, 4, one.data(), 1, totals.data()),
+      "counts is null");
+  expectInvalid(tamoe_rt_all_to_all_totals(ctx, whole.data(), 4, nullptr, 1,
+                                           totals.data()),
+                "steps is null");
+  expectInvalid(
+      tamoe_rt_all_to_all_totals(ctx, whole.data(), 4, one.data(), 1, nullptr),
+      "totals is null");
+  expectInvalid(totalsOf({kChunk, 0, 0, 1, 0, kChunk, 2, 0, 1, 0}, totals),
+                "steps[1]: source 2 is not the counts or an earlier step's (0 "
+                "to 1)");
+  expectInvalid(totalsOf({kChunk, -1, 0, 1, 0}, totals),
+                "steps[0]: source -1 is not the counts or an earlier step's (0 "
+                "to 0)");
+  expectInvalid(totalsOf({kChunk, 0, 3, 3, 0}, totals),
+                "steps[0]: a chunk takes {chunk, chunks, 0} with 0 <= chunk < "
+                "chunks <= 2147483647, got {3, 3, 0}");
+  expectInvalid(totalsOf({kChunk, 0, 0, 0, 0}, totals),
+                "steps[0]: a chunk takes {chunk, chunks, 0} with 0 <= chunk < "
+                "chunks <= 2147483647, got {0, 0, 0}");
+  expectInvalid(totalsOf({kRegroup, 0, 2, 1, 1}, totals),
+                "steps[0]: a regroup of [2, 1, 1] does not fit the 4 counts "
+                "of its source");
+  expectInvalid(totalsOf({kRegroup, 0, int64_t(1) << 62, 4, 1}, totals),
+                "steps[0]: a regroup of [4611686018427387904, 4, 1] does not "
+                "fit the 4 counts of its source");
+  expectInvalid(totalsOf({kExchange, 0, 7, 1, 0}, totals),
+                "steps[0]: group = 7 is not a tamoe_rt_group_t");
+  expectInvalid(totalsOf({kExchange, 0, int64_t(1) << 32, 1, 0}, totals),
+                "steps[0]: group = 4294967296 is not a tamoe_rt_group_t");
+  expectInvalid(totalsOf({kExchange, 0, TAMOE_RT_GROUP_NODE, 2, 0}, totals),
+                "steps[0]: an exchange over the node group takes {group, 1, "
+                "0} and counts in rows of 1, got {1, 2, 0} for 4 counts");
+  expectInvalid(totalsOf({9, 0, 0, 0, 0}, totals),
+                "steps[0]: kind 9 is not a tamoe_rt_counts_step_t");
+  std::vector<int32_t> negative = {1, 2, -3, 4};
+  expectInvalid(totalsOf({kChunk, 0, 0, 1, 0}, totals, negative.data()),
+                "counts[2] = -3 is negative");
+  // The context stays usable after every one of these.
+  ASSERT_EQ(totalsOf({kChunk, 0, 0, 1, 0}, totals), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(totals[0], 15);
 }
 
 TEST_F(Runtime, AllToAllStartAndWaitOnOneRank) {

@@ -8,7 +8,7 @@
 
 // CHECK: remark: made hierarchical
 // CHECK: tamoe.all_to_all {{.*}} level "node"
-// LLVM: llvm.call @tamoe_rt_all_to_all_counts
+// LLVM: llvm.call @tamoe_rt_all_to_all_totals
 // NO-PLUGIN: error: #"tamoe"<{{.*}}> : 'none' attribute created with unregistered dialect
 module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, per_message = 10.0, uplink = shared>]>} {
   shard.grid @ep(shape = 2x4)

@@ -441,17 +441,36 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
                                              int32_t *recv_counts,
                                              intptr_t *total);
 
-/* The counts round of a layer cut into `chunks` parts (tamoe_rt_chunk),
- * once for every part instead of once per part: send_counts [peers, split]
- * are the whole layer's, before the cut, and totals[c] (host memory,
- * `chunks` of them) gets the rows part c's exchange will receive, the sum
- * over what each peer sends here of that entry's part c,
- * floor((c + 1) n / chunks) - floor(c n / chunks) of its n rows. Fails on
- * every rank alike, as tamoe_rt_all_to_all_counts. */
-tamoe_rt_status_t tamoe_rt_all_to_all_part_totals(
-    tamoe_rt_context_t *context, tamoe_rt_group_t group,
-    const int32_t *send_counts, intptr_t peers, intptr_t split, intptr_t chunks,
-    intptr_t *totals);
+/* The steps of tamoe_rt_all_to_all_totals, each five int64:
+ * {kind, source, x, y, z}. `source` names the counts a step reads: 0 the
+ * call's `counts`, i + 1 those step i makes (so source <= i). */
+typedef enum tamoe_rt_counts_step_t {
+  /* {.., chunk, chunks, 0}: part `chunk` of `chunks` of every entry, as
+   * tamoe_rt_chunk cuts it (floor((c + 1) n / C) - floor(c n / C) of n). */
+  TAMOE_RT_COUNTS_CHUNK = 0,
+  /* {.., a, b, inner}: [a, b, inner] reordered to [b, a, inner], as
+   * tamoe_rt_regroup reorders its counts. */
+  TAMOE_RT_COUNTS_REGROUP = 1,
+  /* {.., group, peers, 0}: the recv_counts [peers, ...] of
+   * tamoe_rt_all_to_all over `group` with these as send_counts. */
+  TAMOE_RT_COUNTS_EXCHANGE = 2,
+} tamoe_rt_counts_step_t;
+
+/* The receive sizes of a layer's exchanges whose send counts all follow
+ * from one counts tensor, in one round instead of a counts round per
+ * exchange: a layer cut into parts (tamoe.chunk), a hierarchical schedule's
+ * stages, the way back. `counts` ([entries], int32, on the backend) are this
+ * rank's; they are gathered from every rank of the world (world x entries
+ * int32 on the host, as Megatron-Core gathers its token counts), and every
+ * rank's counts are followed through `steps` ([num_steps, 5], host memory)
+ * on the host. totals[i] (host memory, num_steps of them) gets the sum of
+ * what step i makes on this rank: for an exchange, the rows it receives.
+ * Fails on every rank alike, as tamoe_rt_all_to_all_counts, and before any
+ * rank sends when a step does not fit the counts it reads. */
+tamoe_rt_status_t
+tamoe_rt_all_to_all_totals(tamoe_rt_context_t *context, const int32_t *counts,
+                           intptr_t entries, const int64_t *steps,
+                           intptr_t num_steps, intptr_t *totals);
 
 /* The same exchange as tamoe_rt_all_to_all over the world, in the
  * hierarchical schedule: regroup, exchange within the node, regroup,

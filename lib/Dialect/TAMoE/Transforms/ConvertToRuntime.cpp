@@ -38,6 +38,9 @@ namespace {
 /// The groups of tamoe_rt_group_t.
 enum class Group : int32_t { World = 0, Node = 1, Peers = 2 };
 
+/// The steps of tamoe_rt_counts_step_t.
+enum class CountsStep : int64_t { Chunk = 0, Regroup = 1, Exchange = 2 };
+
 /// The op kinds of tamoe_rt_map_t.
 enum class MapKind : int32_t {
   Add = 0,
@@ -341,16 +344,16 @@ private:
   /// at most (rowsPerCountsEntry), found before the ops it traces through
   /// are lowered.
   DenseMap<Operation *, int64_t> rowsPerEntry;
-  /// The receive sizes of the parts of a layer cut by tamoe.chunk: a slot
-  /// of `chunks` totals that one counts round for every part fills
-  /// (tamoe_rt_all_to_all_part_totals), and the part this exchange sends.
-  struct PartTotal {
+  /// The receive sizes of exchanges whose send counts follow from one
+  /// counts tensor (planExchangeTotals): the host slot that one
+  /// tamoe_rt_all_to_all_totals call fills, and this exchange's step in it.
+  struct ExchangeTotal {
     Value totals;
-    int64_t chunk;
+    int64_t step;
   };
-  DenseMap<Operation *, PartTotal> partTotals;
-  LogicalResult planPartTotals(ArrayRef<Operation *> ops,
-                               SymbolTableCollection &symbols);
+  DenseMap<Operation *, ExchangeTotal> exchangeTotals;
+  LogicalResult planExchangeTotals(ArrayRef<Operation *> ops,
+                                   SymbolTableCollection &symbols);
   LogicalResult lower(DedupPackOp op);
   LogicalResult lower(DedupExpandOp op);
   LogicalResult lower(GroupedMatmulOp op);
@@ -628,59 +631,185 @@ static Value entrySlot(Lowering &l, Operation *op, Type type,
   return memref::AllocaOp::create(l.b, l.loc, MemRefType::get(shape, type));
 }
 
-/// The exchanges of a layer's parts (their send counts a tamoe.chunk's)
-/// whose receive buffers are sized on the host share one counts round: the
-/// whole layer's counts, exchanged once before the first part is cut, give
-/// every part's total (a part of an entry depends only on the entry's
-/// count). Without it each part's exchange waits for a counts round of its
-/// own, every rank in step, C times per layer.
+/// The counts an exchange's send counts follow from: back through the ops
+/// that only move entries or take parts of them (reshapes, regroups,
+/// chunks, earlier exchanges), as far as they go.
+static Value countsRoot(Value counts) {
+  while (Operation *def = counts.getDefiningOp()) {
+    if (auto expand = dyn_cast<tensor::ExpandShapeOp>(def))
+      counts = expand.getSrc();
+    else if (auto collapse = dyn_cast<tensor::CollapseShapeOp>(def))
+      counts = collapse.getSrc();
+    else if (auto cast = dyn_cast<tensor::CastOp>(def))
+      counts = cast.getSource();
+    else if (auto regroup = dyn_cast<RegroupOp>(def);
+             regroup && counts == regroup.getRegroupedCounts())
+      counts = regroup.getCounts();
+    else if (auto exchange = dyn_cast<AllToAllOp>(def);
+             exchange && counts == exchange.getRecvCounts())
+      counts = exchange.getSendCounts();
+    else if (auto wait = dyn_cast<AllToAllWaitOp>(def);
+             wait && counts == wait.getRecvCounts() && wait.getStart())
+      counts = wait.getStart().getSendCounts();
+    else if (auto chunk = dyn_cast<ChunkOp>(def);
+             chunk && counts == chunk.getChunkCounts())
+      counts = chunk.getCounts();
+    else
+      break;
+  }
+  return counts;
+}
+
+namespace {
+/// The steps of one tamoe_rt_all_to_all_totals call: how each counts value
+/// between `root` and the exchanges it sizes follows from the root, five
+/// words a step (tamoe_rt_counts_step_t), a step made once however many
+/// exchanges it leads to.
+struct CountsSteps {
+  Value root;
+  SmallVector<int64_t> words;
+  /// Each traced counts value's source index: 0 the root, i + 1 step i's.
+  DenseMap<Value, int64_t> sources;
+  /// The grids of the exchange steps, and whether one splits at nodes.
+  llvm::SetVector<Operation *> grids;
+  bool nodes = false;
+  /// The ops the steps stand for (where the round must come before).
+  SmallVector<Operation *> ops;
+
+  int64_t add(CountsStep kind, int64_t source, int64_t x, int64_t y,
+              int64_t z) {
+    std::array<int64_t, 5> step = {int64_t(kind), source, x, y, z};
+    for (size_t i = 0; i < words.size(); i += 5)
+      if (std::equal(step.begin(), step.end(), words.begin() + i))
+        return int64_t(i / 5) + 1;
+    words.append(step.begin(), step.end());
+    return int64_t(words.size() / 5);
+  }
+
+  /// The source index of `counts`, adding the steps that lead to it; a
+  /// failure when the way leaves counts of static shape or ops that only
+  /// move entries (a step added before that stays, unused).
+  FailureOr<int64_t> source(Value counts, SymbolTableCollection &symbols) {
+    if (counts == root)
+      return 0;
+    if (auto found = sources.find(counts); found != sources.end())
+      return found->second;
+    auto type = dyn_cast<RankedTensorType>(counts.getType());
+    if (!type || !type.hasStaticShape())
+      return failure();
+    Operation *def = counts.getDefiningOp();
+    if (def)
+      ops.push_back(def);
+    FailureOr<int64_t> index = failure();
+    if (auto expand = dyn_cast_or_null<tensor::ExpandShapeOp>(def))
+      index = source(expand.getSrc(), symbols);
+    else if (auto collapse = dyn_cast_or_null<tensor::CollapseShapeOp>(def))
+      index = source(collapse.getSrc(), symbols);
+    else if (auto cast = dyn_cast_or_null<tensor::CastOp>(def))
+      index = source(cast.getSource(), symbols);
+    else if (auto regroup = dyn_cast_or_null<RegroupOp>(def)) {
+      RankedTensorType from = regroup.getCounts().getType();
+      if (FailureOr<int64_t> in = source(regroup.getCounts(), symbols);
+          succeeded(in) && from.hasStaticShape())
+        index = add(CountsStep::Regroup, *in, from.getDimSize(0),
+                    from.getDimSize(1), product(from, 2));
+    } else if (auto chunk = dyn_cast_or_null<ChunkOp>(def)) {
+      if (FailureOr<int64_t> in = source(chunk.getCounts(), symbols);
+          succeeded(in))
+        index = add(CountsStep::Chunk, *in, int64_t(chunk.getChunk()),
+                    int64_t(chunk.getChunks()), 0);
+    } else if (auto exchange = dyn_cast_or_null<AllToAllOp>(def)) {
+      index = exchangeStep(exchange, symbols);
+    } else if (auto wait = dyn_cast_or_null<AllToAllWaitOp>(def)) {
+      if (wait.getStart())
+        index = exchangeStep(wait.getStart(), symbols);
+    }
+    if (succeeded(index))
+      sources[counts] = *index;
+    return index;
+  }
+
+  /// The step of the exchange `op` (tamoe.all_to_all or a start): the
+  /// counts it receives.
+  FailureOr<int64_t> exchangeStep(Operation *op,
+                                  SymbolTableCollection &symbols) {
+    auto send = cast<TypedValue<RankedTensorType>>(op->getOperand(1));
+    FailureOr<int64_t> in = source(send, symbols);
+    FailureOr<Collective> collective = exchangeGroup(op, symbols);
+    if (failed(in) || failed(collective) || !send.getType().hasStaticShape())
+      return failure();
+    grids.insert(collective->grid);
+    nodes |= collective->group != Group::World;
+    ops.push_back(op);
+    return add(CountsStep::Exchange, *in, int64_t(collective->group),
+               send.getType().getDimSize(0), 0);
+  }
+};
+} // namespace
+
+/// The exchanges whose receive buffers are sized on the host and whose
+/// send counts follow from one counts tensor (the parts of a cut layer,
+/// a hierarchical schedule's stages, the way back) share one round: every
+/// rank's counts gathered once and followed on the host
+/// (tamoe_rt_all_to_all_totals), placed where the counts exist. Without it
+/// each exchange waits for a counts round of its own, every rank in step.
+/// An exchange alone on its counts keeps a round of its own
+/// (tamoe_rt_all_to_all_counts moves its entries, not the world's).
 LogicalResult
-ConvertToRuntimePass::planPartTotals(ArrayRef<Operation *> ops,
-                                     SymbolTableCollection &symbols) {
-  // The parts of one cut: the whole counts, the cut, the grid and group,
-  // and the block (parts elsewhere, say in a branch, get a round of their
-  // own, placed where it runs whenever they do).
-  using Key = std::tuple<Value, int64_t, Operation *, Group, Block *>;
-  llvm::MapVector<Key, SmallVector<std::pair<Operation *, ChunkOp>>> cuts;
+ConvertToRuntimePass::planExchangeTotals(ArrayRef<Operation *> ops,
+                                         SymbolTableCollection &symbols) {
+  // Per root and block (exchanges elsewhere, say in a branch, get a round
+  // of their own, placed where it runs whenever they do).
+  llvm::MapVector<std::pair<Value, Block *>, SmallVector<Operation *>> users;
   for (Operation *op : ops) {
-    if (!isa<AllToAllOp, AllToAllStartOp>(op))
+    if (!isa<AllToAllOp, AllToAllStartOp>(op) ||
+        exchangeReceivedType(op).hasStaticShape())
       continue;
     // static-capacity sizes it (prepareExchange), no counts round at all.
     if (auto entry = rowsPerEntry.find(op);
         entry != rowsPerEntry.end() && entry->second >= 0)
       continue;
-    auto chunk = op->getOperand(1).getDefiningOp<ChunkOp>();
-    if (!chunk || op->getOperand(1) != chunk.getChunkCounts() ||
-        chunk->getBlock() != op->getBlock())
+    Value root = countsRoot(op->getOperand(1));
+    auto rootType = dyn_cast<RankedTensorType>(root.getType());
+    if (!rootType || !rootType.hasStaticShape() ||
+        !rootType.getElementType().isInteger(32) ||
+        rootType.getNumElements() < 1)
       continue;
-    if (exchangeReceivedType(op).hasStaticShape())
-      continue;
-    FailureOr<Collective> collective = exchangeGroup(op, symbols);
-    if (failed(collective))
-      return failure();
-    cuts[Key{chunk.getCounts(), int64_t(chunk.getChunks()),
-             collective->grid.getOperation(), collective->group,
-             op->getBlock()}]
-        .push_back({op, chunk});
+    users[{root, op->getBlock()}].push_back(op);
   }
-  for (auto &[key, parts] : cuts) {
-    // Before the first part is cut (the whole counts exist there).
-    ChunkOp first = parts.front().second;
-    for (auto &[op, chunk] : parts)
-      if (chunk->isBeforeInBlock(first))
-        first = chunk;
-    auto [counts, chunks, grid, group, block] = key;
-    auto whole = cast<TypedValue<RankedTensorType>>(counts);
-    RankedTensorType countsType = whole.getType();
-    Lowering l = lowering(first);
-    checkGrid(l, cast<shard::GridOp>(grid), /*nodes=*/group != Group::World);
-    Value totals = entrySlot(l, first, l.b.getIndexType(), {chunks});
-    l.runtime("all_to_all_part_totals", {l.i32(int32_t(group)), l.data(whole),
-                                         l.index(countsType.getDimSize(0)),
-                                         l.index(product(countsType, 1)),
-                                         l.index(chunks), l.pointer(totals)});
-    for (auto &[op, chunk] : parts)
-      partTotals[op] = {totals, int64_t(chunk.getChunk())};
+  for (auto &[key, exchanges] : users) {
+    auto [root, block] = key;
+    CountsSteps steps;
+    steps.root = root;
+    DenseMap<Operation *, int64_t> stepOf;
+    for (Operation *op : exchanges)
+      if (FailureOr<int64_t> step = steps.exchangeStep(op, symbols);
+          succeeded(step))
+        stepOf[op] = *step - 1;
+    if (stepOf.size() < 2)
+      continue;
+    // Before the first op of the block that the steps stand for (or that
+    // holds one), where the counts exist and whenever the exchanges run.
+    Operation *at = nullptr;
+    for (Operation *op : steps.ops)
+      if (Operation *ancestor = block->findAncestorOpInBlock(*op);
+          ancestor && (!at || ancestor->isBeforeInBlock(at)))
+        at = ancestor;
+    Lowering l = lowering(at);
+    for (Operation *grid : steps.grids)
+      checkGrid(l, cast<shard::GridOp>(grid), steps.nodes);
+    int64_t numSteps = int64_t(steps.words.size() / 5);
+    auto wordsType = RankedTensorType::get({numSteps, 5}, l.b.getI64Type());
+    Value words = arith::ConstantOp::create(
+        l.b, l.loc, DenseElementsAttr::get(wordsType, ArrayRef(steps.words)));
+    Value totals = entrySlot(l, at, l.b.getIndexType(), {numSteps});
+    auto rootType = cast<RankedTensorType>(root.getType());
+    l.runtime("all_to_all_totals",
+              {l.data(cast<TypedValue<RankedTensorType>>(root)),
+               l.index(rootType.getNumElements()), l.pointer(l.input(words)),
+               l.index(numSteps), l.pointer(totals)});
+    for (auto [op, step] : stepOf)
+      exchangeTotals[op] = {totals, step};
   }
   return success();
 }
@@ -716,12 +845,13 @@ ConvertToRuntimePass::prepareExchange(Lowering &l, Operation *op,
                                                    *perEntry, &rows)) {
     // static-capacity: as many rows as the counts' entries can stand for.
     received = l.output(receivedType, l.index(rows));
-  } else if (auto part = partTotals.find(op); part != partTotals.end()) {
-    // A part of a cut layer: its total from the cut's one counts round.
+  } else if (auto traced = exchangeTotals.find(op);
+             traced != exchangeTotals.end()) {
+    // Its total from the one round of the counts it follows from.
     received = l.output(
         receivedType,
-        memref::LoadOp::create(l.b, l.loc, part->second.totals,
-                               ValueRange{l.index(part->second.chunk)}));
+        memref::LoadOp::create(l.b, l.loc, traced->second.totals,
+                               ValueRange{l.index(traced->second.step)}));
   } else {
     // Size the receive buffer by what the peers will send (the counts
     // first, their total read on the host).
@@ -1517,8 +1647,8 @@ void ConvertToRuntimePass::runOnOperation() {
       if (isa<AllToAllOp, AllToAllStartOp>(op))
         if (std::optional<int64_t> rows = rowsPerCountsEntry(op->getOperand(1)))
           rowsPerEntry[op] = *rows;
-  partTotals.clear();
-  if (failed(planPartTotals(ops, symbols)))
+  exchangeTotals.clear();
+  if (failed(planExchangeTotals(ops, symbols)))
     return signalPassFailure();
   started.clear();
   for (Operation *op : ops) {

@@ -56,22 +56,37 @@ module {
 // -----
 
 // Stages of the hierarchical rewrite map to the runtime's node (1) and peers
-// (2) groups; regroup, grouped matmul and this rank's grid index too.
+// (2) groups; regroup, grouped matmul and this rank's grid index too. Both
+// stages' counts follow from %counts, so one round of them sizes both
+// receive buffers: the node stage's exchange (step 0), the regroup (1), the
+// peers stage's (2), as tamoe_rt_counts_step_t words.
 module {
   shard.grid @ep(shape = 2x4)
   // CHECK-LABEL: func.func @stages
   func.func @stages(%rows: tensor<32x64xf32>, %counts: tensor<4x2x2xi32>, %w: tensor<2x64x16xf32>) -> (tensor<?x16xf32>, index, index) {
     // CHECK-DAG: %[[NODE:.*]] = arith.constant 1 : i32
     // CHECK-DAG: %[[PEERS:.*]] = arith.constant 2 : i32
-    // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+    // CHECK-DAG: %[[C0:.*]] = arith.constant 0 : index
     // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
+    // CHECK-DAG: %[[C3:.*]] = arith.constant 3 : index
+    // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+    // CHECK-DAG: %[[C16:.*]] = arith.constant 16 : index
+    // CHECK-DAG: %[[STEPS:.*]] = arith.constant dense<{{\[}}[2, 0, 1, 4, 0], [1, 1, 4, 2, 2], [2, 2, 2, 2, 0]]> : tensor<3x5xi64>
+    // CHECK: %[[TOTALS:.*]] = memref.alloca() : memref<3xindex>
     // The node stage needs the grid's last axis to be a node (1).
-    // CHECK: call @tamoe_rt_program_check_grid(%{{.*}}, %[[C2]], %{{.*}})
-    // CHECK: call @tamoe_rt_all_to_all_counts(%{{.*}}, %[[NODE]], %{{.*}}, %[[C4]], %[[C4]],
+    // CHECK: call @tamoe_rt_program_check_grid(%{{.*}}, %[[C2]], %[[NODE]])
+    // CHECK: bufferization.to_buffer %[[STEPS]]
+    // CHECK: call @tamoe_rt_all_to_all_totals(%{{.*}}, %{{.*}}, %[[C16]], %{{.*}}, %[[C3]], %{{.*}})
+    // CHECK-NOT: tamoe_rt_all_to_all_counts
+    // CHECK: %[[T0:.*]] = memref.load %[[TOTALS]][%[[C0]]]
+    // CHECK: memref.alloc(%[[T0]])
+    // CHECK: call @tamoe_rt_all_to_all(%{{.*}}, %[[NODE]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C4]], %[[C4]],
     %s1, %c1 = tamoe.all_to_all %rows, %counts on @ep axes = [1] level "node" : tensor<32x64xf32>, tensor<4x2x2xi32> -> tensor<?x64xf32>
     // CHECK: call @tamoe_rt_regroup(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C4]], %[[C2]], %[[C2]],
     %r, %rc = tamoe.regroup %s1, %c1 : tensor<?x64xf32>, tensor<4x2x2xi32> -> tensor<?x64xf32>, tensor<2x4x2xi32>
-    // CHECK: call @tamoe_rt_all_to_all_counts(%{{.*}}, %[[PEERS]], %{{.*}}, %[[C2]],
+    // CHECK: %[[T2:.*]] = memref.load %[[TOTALS]][%[[C2]]]
+    // CHECK: memref.alloc(%[[T2]])
+    // CHECK: call @tamoe_rt_all_to_all(%{{.*}}, %[[PEERS]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C2]],
     %s2, %c2 = tamoe.all_to_all %r, %rc on @ep axes = [0] level "cluster" : tensor<?x64xf32>, tensor<2x4x2xi32> -> tensor<?x64xf32>
     // 16 chunks of 2 local experts.
     // CHECK: call @tamoe_rt_grouped_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[C2]], %{{.*}}, %{{.*}}, %{{.*}})
@@ -295,66 +310,85 @@ module {
 // -----
 
 // The parts of a layer cut in 2 (send counts that a tamoe.chunk cut) whose
-// receive buffers are sized on the host share one counts round: the whole
-// counts' part totals, before the first cut, size every part's buffer.
+// receive buffers are sized on the host share one counts round, before the
+// first cut: the whole counts gathered, each part's followed on the host
+// (chunk 0 of 2 (step 0), its exchange over the world's 8 ranks (1),
+// chunk 1 (2), its exchange (3)). A second exchange with the same counts
+// (the routes beside the rows of a de-duplicated exchange) reads the same
+// step.
 module {
   shard.grid @ep(shape = 8)
   // CHECK-LABEL: func.func @parts
-  func.func @parts(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
-    // CHECK-DAG: %[[C0:.*]] = arith.constant 0 : index
+  func.func @parts(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>, %routes: tensor<24x2xi32>) -> (tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x2xi32>) {
     // CHECK-DAG: %[[C1:.*]] = arith.constant 1 : index
-    // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
-    // CHECK-DAG: %[[C8:.*]] = arith.constant 8 : index
-    // CHECK: %[[TOTALS:.*]] = memref.alloca() : memref<2xindex>
+    // CHECK-DAG: %[[C3:.*]] = arith.constant 3 : index
+    // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+    // CHECK-DAG: %[[C16:.*]] = arith.constant 16 : index
+    // CHECK-DAG: %[[STEPS:.*]] = arith.constant dense<{{\[}}[0, 0, 0, 2, 0], [2, 1, 0, 8, 0], [0, 0, 1, 2, 0], [2, 3, 0, 8, 0]]> : tensor<4x5xi64>
+    // CHECK: %[[TOTALS:.*]] = memref.alloca() : memref<4xindex>
     // CHECK-NOT: tamoe_rt_all_to_all_counts
-    // CHECK: call @tamoe_rt_all_to_all_part_totals(%{{.*}}, %{{.*}}, %{{.*}}, %[[C8]], %[[C2]], %[[C2]], %{{.*}})
+    // CHECK: bufferization.to_buffer %[[STEPS]]
+    // CHECK: call @tamoe_rt_all_to_all_totals(%{{.*}}, %{{.*}}, %[[C16]], %{{.*}}, %[[C4]], %{{.*}})
     // CHECK: call @tamoe_rt_chunk(
     // CHECK: call @tamoe_rt_chunk(
-    // CHECK: %[[T0:.*]] = memref.load %[[TOTALS]][%[[C0]]]
-    // CHECK: memref.alloc(%[[T0]]) : memref<?x64xf32>
-    // CHECK: call @tamoe_rt_all_to_all(
     // CHECK: %[[T1:.*]] = memref.load %[[TOTALS]][%[[C1]]]
     // CHECK: memref.alloc(%[[T1]]) : memref<?x64xf32>
+    // CHECK: call @tamoe_rt_all_to_all(
+    // CHECK: %[[T3:.*]] = memref.load %[[TOTALS]][%[[C3]]]
+    // CHECK: memref.alloc(%[[T3]]) : memref<?x64xf32>
+    // CHECK: call @tamoe_rt_all_to_all(
+    // CHECK: %[[T1R:.*]] = memref.load %[[TOTALS]][%[[C1]]]
+    // CHECK: memref.alloc(%[[T1R]]) : memref<?x2xi32>
     // CHECK: call @tamoe_rt_all_to_all(
     // CHECK-NOT: tamoe_rt_all_to_all_counts
     %p0, %c0 = tamoe.chunk %rows, %counts chunk 0 of 2 : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<24x64xf32>
     %p1, %c1 = tamoe.chunk %rows, %counts chunk 1 of 2 : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<24x64xf32>
     %r0, %rc0 = tamoe.all_to_all %p0, %c0 on @ep : tensor<24x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
     %r1, %rc1 = tamoe.all_to_all %p1, %c1 on @ep : tensor<24x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
-    return %r0, %r1 : tensor<?x64xf32>, tensor<?x64xf32>
+    %x0, %xc0 = tamoe.all_to_all %routes, %c0 on @ep : tensor<24x2xi32>, tensor<8x2xi32> -> tensor<?x2xi32>
+    return %r0, %r1, %x0 : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x2xi32>
   }
 }
 
 // -----
 
-// A part in a branch gets a round of its own there (the one after the
-// branch must not read totals that a branch not taken never wrote).
+// Exchanges in a branch get a round of their own there (the one after the
+// branch must not read totals that a branch not taken never wrote). After
+// it, the whole counts' exchange joins its parts' round (step 2).
 module {
   shard.grid @ep(shape = 8)
-  // CHECK-LABEL: func.func @part_in_a_branch
-  func.func @part_in_a_branch(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>, %flag: i1) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
-    // CHECK-DAG: %[[C0:.*]] = arith.constant 0 : index
+  // CHECK-LABEL: func.func @parts_in_a_branch
+  func.func @parts_in_a_branch(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>, %routes: tensor<24x2xi32>, %flag: i1) -> (tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x64xf32>) {
     // CHECK-DAG: %[[C1:.*]] = arith.constant 1 : index
-    // CHECK-DAG: %[[OUTSIDE:.*]] = memref.alloca() : memref<2xindex>
+    // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
+    // CHECK-DAG: %[[OUTSIDE:.*]] = memref.alloca() : memref<3xindex>
     // CHECK-DAG: %[[INSIDE:.*]] = memref.alloca() : memref<2xindex>
     // CHECK: scf.if
-    // CHECK: call @tamoe_rt_all_to_all_part_totals({{.*}}, %{{.*}})
+    // CHECK: call @tamoe_rt_all_to_all_totals({{.*}}, %{{.*}})
+    // CHECK: memref.load %[[INSIDE]][%[[C1]]]
     // CHECK: memref.load %[[INSIDE]][%[[C1]]]
     // CHECK: } else {
-    // CHECK: call @tamoe_rt_all_to_all_part_totals({{.*}}, %{{.*}})
-    // CHECK: memref.load %[[OUTSIDE]][%[[C0]]]
+    // CHECK: call @tamoe_rt_all_to_all_totals({{.*}}, %{{.*}})
+    // CHECK: memref.load %[[OUTSIDE]][%[[C1]]]
+    // CHECK: memref.load %[[OUTSIDE]][%[[C1]]]
+    // CHECK: memref.load %[[OUTSIDE]][%[[C2]]]
     // CHECK-NOT: tamoe_rt_all_to_all_counts
-    %r1 = scf.if %flag -> tensor<?x64xf32> {
+    %r1, %x1 = scf.if %flag -> (tensor<?x64xf32>, tensor<?x2xi32>) {
       %p1, %c1 = tamoe.chunk %rows, %counts chunk 1 of 2 : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<24x64xf32>
-      %x1, %xc1 = tamoe.all_to_all %p1, %c1 on @ep : tensor<24x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
-      scf.yield %x1 : tensor<?x64xf32>
+      %y1, %yc1 = tamoe.all_to_all %p1, %c1 on @ep : tensor<24x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
+      %z1, %zc1 = tamoe.all_to_all %routes, %c1 on @ep : tensor<24x2xi32>, tensor<8x2xi32> -> tensor<?x2xi32>
+      scf.yield %y1, %z1 : tensor<?x64xf32>, tensor<?x2xi32>
     } else {
       %e = tensor.empty() : tensor<0x64xf32>
       %c = tensor.cast %e : tensor<0x64xf32> to tensor<?x64xf32>
-      scf.yield %c : tensor<?x64xf32>
+      %er = tensor.empty() : tensor<0x2xi32>
+      %cr = tensor.cast %er : tensor<0x2xi32> to tensor<?x2xi32>
+      scf.yield %c, %cr : tensor<?x64xf32>, tensor<?x2xi32>
     }
     %p0, %c0 = tamoe.chunk %rows, %counts chunk 0 of 2 : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<24x64xf32>
     %r0, %rc0 = tamoe.all_to_all %p0, %c0 on @ep : tensor<24x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
-    return %r0, %r1 : tensor<?x64xf32>, tensor<?x64xf32>
+    %s0, %sc0 = tamoe.all_to_all %routes, %c0 on @ep : tensor<24x2xi32>, tensor<8x2xi32> -> tensor<?x2xi32>
+    %w, %wc = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
+    return %r0, %r1, %x1, %w : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x64xf32>
   }
 }
