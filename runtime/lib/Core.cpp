@@ -1771,7 +1771,7 @@ tamoe_rt_status_t tamoe_rt_all_to_all_wait(tamoe_rt_context_t *context,
 }
 
 namespace {
-/// The counts round that tamoe_rt_all_to_all_counts and _part_totals share:
+/// The counts round of tamoe_rt_all_to_all_counts:
 /// send_counts [peers, split] checked, then the caller's other arguments
 /// (`outputs`), then the counts exchanged through the launcher; `received`
 /// what every peer sends here, on the host. Fails on every rank alike.
@@ -1851,76 +1851,125 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
 }
 
 namespace {
-/// The most steps tamoe_rt_all_to_all_totals takes: a layer's exchanges
-/// are tens of steps; this bounds what a corrupt call makes it check.
+/// The most steps tamoe_rt_all_to_all_totals takes, and the most counts it
+/// makes (steps x ranks x entries: a layer's tens of steps over the
+/// experts of a thousand ranks fit); these bound the memory and the time a
+/// corrupt call costs.
 constexpr intptr_t kMaxCountsSteps = 1 << 16;
+constexpr int64_t kMaxCountsMade = int64_t(1) << 26;
+
+/// The world rank of member `index` of `rank`'s `group`, and `rank`'s index
+/// in it (Launcher's worldRankOf and groupRank, for any rank).
+int64_t memberOf(const Launcher &launcher, tamoe_rt_group_t group, int64_t rank,
+                 int64_t index) {
+  int64_t perNode = launcher.ranksPerNode();
+  switch (group) {
+  case TAMOE_RT_GROUP_NODE:
+    return rank / perNode * perNode + index;
+  case TAMOE_RT_GROUP_PEERS:
+    return index * perNode + rank % perNode;
+  default:
+    return index;
+  }
+}
+int64_t indexIn(const Launcher &launcher, tamoe_rt_group_t group,
+                int64_t rank) {
+  int64_t perNode = launcher.ranksPerNode();
+  switch (group) {
+  case TAMOE_RT_GROUP_NODE:
+    return rank % perNode;
+  case TAMOE_RT_GROUP_PEERS:
+    return rank / perNode;
+  default:
+    return rank;
+  }
+}
 
 /// What a step of tamoe_rt_all_to_all_totals makes from its source's
-/// counts, for every rank of the world at once: counts[r] are rank r's.
-/// `launcher` gives the groups' shapes; the step was checked.
+/// counts, for every member of the call's `group` at once: counts[i] are
+/// member i's. The step was checked (an exchange's group is `group`, or
+/// `group` is the world).
 std::vector<std::vector<int32_t>>
-countsStep(const Launcher &launcher, const int64_t *step,
+countsStep(const Launcher &launcher, tamoe_rt_group_t group,
+           const int64_t *step,
            const std::vector<std::vector<int32_t>> &counts) {
-  auto kind = tamoe_rt_counts_step_t(step[0]);
-  int64_t x = step[2], y = step[3], z = step[4];
+  int64_t kind = step[0], x = step[2], y = step[3], z = step[4];
   std::vector<std::vector<int32_t>> made(counts.size());
-  for (size_t r = 0; r < counts.size(); ++r) {
-    const std::vector<int32_t> &in = counts[r];
-    std::vector<int32_t> &out = made[r];
+  for (size_t i = 0; i < counts.size(); ++i) {
+    const std::vector<int32_t> &in = counts[i];
+    std::vector<int32_t> &out = made[i];
     out.resize(in.size());
     if (kind == TAMOE_RT_COUNTS_CHUNK) {
       for (size_t e = 0; e < in.size(); ++e)
         out[e] = int32_t(partBegin(in[e], x + 1, y) - partBegin(in[e], x, y));
     } else if (kind == TAMOE_RT_COUNTS_REGROUP) {
       // [a, b, inner] -> [b, a, inner].
-      for (int64_t i = 0; i < x; ++i)
-        for (int64_t j = 0; j < y; ++j)
-          std::copy_n(in.begin() + (i * y + j) * z, z,
-                      out.begin() + (j * x + i) * z);
+      for (int64_t u = 0; u < x; ++u)
+        for (int64_t v = 0; v < y; ++v)
+          std::copy_n(in.begin() + (u * y + v) * z, z,
+                      out.begin() + (v * x + u) * z);
     } else {
-      // Member p of rank r's group sends r the row at r's position in it.
-      auto group = tamoe_rt_group_t(x);
-      int64_t perNode = launcher.ranksPerNode();
-      int64_t node = int64_t(r) / perNode, local = int64_t(r) % perNode;
-      int64_t position = group == TAMOE_RT_GROUP_NODE    ? local
-                         : group == TAMOE_RT_GROUP_PEERS ? node
-                                                         : int64_t(r);
+      // Member p of the exchange's group sends this member the row at its
+      // own index there.
+      auto over = tamoe_rt_group_t(int32_t(x));
+      int64_t rank = memberOf(launcher, group, launcher.rank(), int64_t(i));
+      int64_t position = indexIn(launcher, over, rank);
       int64_t row = int64_t(in.size()) / y;
       for (int64_t p = 0; p < y; ++p) {
-        int64_t member = group == TAMOE_RT_GROUP_NODE    ? node * perNode + p
-                         : group == TAMOE_RT_GROUP_PEERS ? p * perNode + local
-                                                         : p;
-        std::copy_n(counts[size_t(member)].begin() + position * row, row,
+        int64_t from =
+            indexIn(launcher, group, memberOf(launcher, over, rank, p));
+        std::copy_n(counts[size_t(from)].begin() + position * row, row,
                     out.begin() + p * row);
       }
     }
   }
   return made;
 }
+
+/// The steps' words folded into one value that every rank must share
+/// (FNV-1a), so that ranks given different steps fail alike.
+int64_t stepsDigest(const int64_t *steps, intptr_t words) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (intptr_t i = 0; i < words; ++i) {
+    hash ^= uint64_t(steps[i]);
+    hash *= 0x100000001b3ull;
+  }
+  return int64_t(hash >> 1);
+}
 } // namespace
 
 tamoe_rt_status_t
-tamoe_rt_all_to_all_totals(tamoe_rt_context_t *context, const int32_t *counts,
-                           intptr_t entries, const int64_t *steps,
-                           intptr_t num_steps, intptr_t *totals) {
+tamoe_rt_all_to_all_totals(tamoe_rt_context_t *context, tamoe_rt_group_t group,
+                           const int32_t *counts, intptr_t entries,
+                           const int64_t *steps, intptr_t num_steps,
+                           intptr_t *totals) {
   const char *fn = "tamoe_rt_all_to_all_totals";
   Timed timed(context, fn);
   if (!context)
     return finish(nullptr, fn, invalid("context is null"));
+  if (Status bad = groupCheck(group); !bad.ok())
+    return finish(context, fn, bad);
   Launcher &launcher = *context->launcher;
-  int64_t world = launcher.numRanks();
+  int64_t size = launcher.groupSize(group);
   Check check;
   check
-      .that(entries >= 1 && entries <= INT_MAX / world,
+      .that(entries >= 1 && entries <= INT_MAX / size,
             [&] {
-              return str("entries must be in [1, ", INT_MAX / world,
-                         "] (int32 for every rank of ", world, "), got ",
-                         entries);
+              return str("entries must be in [1, ", INT_MAX / size,
+                         "] (int32 for every rank of the ",
+                         Launcher::groupName(group), " group of ", size,
+                         "), got ", entries);
             })
       .that(num_steps >= 1 && num_steps <= kMaxCountsSteps,
             [&] {
               return str("num_steps must be in [1, ", kMaxCountsSteps,
                          "], got ", num_steps);
+            })
+      .that(!check.status.ok() || num_steps * size * entries <= kMaxCountsMade,
+            [&] {
+              return str("num_steps x ranks x entries = ", num_steps, " x ",
+                         size, " x ", entries, " counts exceed ",
+                         kMaxCountsMade);
             })
       .notNull(counts, "counts")
       .notNull(steps, "steps")
@@ -1946,9 +1995,9 @@ tamoe_rt_all_to_all_totals(tamoe_rt_context_t *context, const int32_t *counts,
            i, ")");
       break;
     }
-    int64_t size = sizes[size_t(source)];
+    int64_t in = sizes[size_t(source)];
     lastRead[size_t(source)] = i;
-    sizes[size_t(i) + 1] = size;
+    sizes[size_t(i) + 1] = in;
     if (kind == TAMOE_RT_COUNTS_CHUNK) {
       if (y < 1 || y > INT_MAX || x < 0 || x >= y || z != 0)
         fail("a chunk takes {chunk, chunks, 0} with 0 <= chunk < chunks <= ",
@@ -1956,21 +2005,24 @@ tamoe_rt_all_to_all_totals(tamoe_rt_context_t *context, const int32_t *counts,
     } else if (kind == TAMOE_RT_COUNTS_REGROUP) {
       int64_t ab, abInner;
       if (x < 1 || y < 1 || z < 1 || __builtin_mul_overflow(x, y, &ab) ||
-          __builtin_mul_overflow(ab, z, &abInner) || abInner != size)
-        fail("a regroup of [", x, ", ", y, ", ", z, "] does not fit the ", size,
+          __builtin_mul_overflow(ab, z, &abInner) || abInner != in)
+        fail("a regroup of [", x, ", ", y, ", ", z, "] does not fit the ", in,
              " counts of its source");
     } else if (kind == TAMOE_RT_COUNTS_EXCHANGE) {
-      if (x != int64_t(int32_t(x)) ||
-          !groupCheck(tamoe_rt_group_t(int32_t(x))).ok()) {
+      if (x != TAMOE_RT_GROUP_WORLD && x != TAMOE_RT_GROUP_NODE &&
+          x != TAMOE_RT_GROUP_PEERS) {
         fail("group = ", x, " is not a tamoe_rt_group_t");
+      } else if (auto over = tamoe_rt_group_t(int32_t(x));
+                 group != TAMOE_RT_GROUP_WORLD && over != group) {
+        fail("an exchange over the ", Launcher::groupName(over),
+             " group reads counts from outside the ",
+             Launcher::groupName(group), " group");
       } else {
-        auto group = tamoe_rt_group_t(int32_t(x));
-        int peers = launcher.groupSize(group);
-        if (y != peers || z != 0 || size % peers != 0)
-          fail("an exchange over the ", Launcher::groupName(group),
+        int peers = launcher.groupSize(over);
+        if (y != peers || z != 0 || in % peers != 0)
+          fail("an exchange over the ", Launcher::groupName(over),
                " group takes {group, ", peers, ", 0} and counts in rows of ",
-               peers, ", got {", x, ", ", y, ", ", z, "} for ", size,
-               " counts");
+               peers, ", got {", x, ", ", y, ", ", z, "} for ", in, " counts");
       }
     } else {
       fail("kind ", kind, " is not a tamoe_rt_counts_step_t");
@@ -1986,32 +2038,37 @@ tamoe_rt_all_to_all_totals(tamoe_rt_context_t *context, const int32_t *counts,
     check.that(mine[size_t(e)] >= 0, [&] {
       return str("counts[", e, "] = ", mine[size_t(e)], " is negative");
     });
+  bool ok = check.status.ok();
   Status status =
-      launcher.agreeOn(TAMOE_RT_GROUP_WORLD, check.status,
-                       {{"entries", check.status.ok() ? entries : 0},
-                        {"num_steps", check.status.ok() ? num_steps : 0}});
+      launcher.agreeOn(group, check.status,
+                       {{"entries", ok ? entries : 0},
+                        {"num_steps", ok ? num_steps : 0},
+                        {"steps", ok ? stepsDigest(steps, 5 * num_steps) : 0}});
   // The gather, as the launchers' one collective of ints: this rank's
-  // counts to every rank.
-  std::vector<int32_t> gathered;
+  // counts to every member.
+  std::vector<std::vector<std::vector<int32_t>>> made;
   if (status.ok()) {
-    std::vector<int32_t> send;
-    send.reserve(size_t(world * entries));
-    for (int64_t r = 0; r < world; ++r)
+    std::vector<int32_t> send, gathered;
+    send.reserve(size_t(size * entries));
+    for (int64_t r = 0; r < size; ++r)
       send.insert(send.end(), mine.begin(), mine.end());
-    status =
-        launcher.allToAllInts(TAMOE_RT_GROUP_WORLD, send, int(entries),
-                              gathered, "the gather of counts over the world");
+    status = launcher.allToAllInts(group, send, int(entries), gathered,
+                                   str("the gather of counts over the ",
+                                       Launcher::groupName(group), " group"));
+    if (status.ok()) {
+      made.resize(size_t(num_steps) + 1);
+      made[0].resize(size_t(size));
+      for (int64_t r = 0; r < size; ++r)
+        made[0][size_t(r)].assign(gathered.begin() + r * entries,
+                                  gathered.begin() + (r + 1) * entries);
+    }
   }
   if (status.ok()) {
-    std::vector<std::vector<std::vector<int32_t>>> made(size_t(num_steps) + 1);
-    made[0].resize(size_t(world));
-    for (int64_t r = 0; r < world; ++r)
-      made[0][size_t(r)].assign(gathered.begin() + r * entries,
-                                gathered.begin() + (r + 1) * entries);
-    int64_t me = launcher.rank();
+    int64_t me = launcher.groupRank(group);
     for (intptr_t i = 0; i < num_steps; ++i) {
       const int64_t *step = steps + 5 * i;
-      made[size_t(i) + 1] = countsStep(launcher, step, made[size_t(step[1])]);
+      made[size_t(i) + 1] =
+          countsStep(launcher, group, step, made[size_t(step[1])]);
       int64_t total = 0;
       for (int32_t count : made[size_t(i) + 1][size_t(me)])
         total += count;

@@ -314,7 +314,7 @@ public:
 
 /// That a collective's group is a tamoe_rt_group_t: without one there is
 /// nobody to agree with, so this rank fails alone.
-inline Status groupCheck(tamoe_rt_group_t group) {
+inline Status groupCheck(const tamoe_rt_group_t &group) {
   int value = raw(group);
   if (value == TAMOE_RT_GROUP_WORLD || value == TAMOE_RT_GROUP_NODE ||
       value == TAMOE_RT_GROUP_PEERS)

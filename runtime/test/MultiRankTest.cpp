@@ -439,9 +439,9 @@ void totalsChecks(const World &w, const std::vector<int32_t> &counts,
                                 nodes,
                                 0};
   std::vector<intptr_t> totals(5, -1);
-  EXPECT_OK(tamoe_rt_all_to_all_totals(w.ctx, counts.data(),
-                                       intptr_t(counts.size()), steps.data(), 5,
-                                       totals.data()),
+  EXPECT_OK(tamoe_rt_all_to_all_totals(w.ctx, TAMOE_RT_GROUP_WORLD,
+                                       counts.data(), intptr_t(counts.size()),
+                                       steps.data(), 5, totals.data()),
             w.ctx);
   // The same stages with a counts round each, regrouped here.
   auto regroup = [](const std::vector<int32_t> &in, int64_t a, int64_t b) {
@@ -479,6 +479,47 @@ void totalsChecks(const World &w, const std::vector<int32_t> &counts,
          "all_to_all_totals: ", totals[0], " ", totals[2], " ", totals[4],
          " against ", partRows, " ", nodeRows, " ", peersRows, " (flat part ",
          wantRows, "), split ", split);
+
+  // The node stage alone, its round over the node group only: node 0's
+  // ranks alone call it (a branch that only node 0 takes), the rest wait
+  // for them at the next world collective.
+  if (w.node(w.me) == 0) {
+    std::vector<intptr_t> nodeTotals(3, -1);
+    EXPECT_OK(tamoe_rt_all_to_all_totals(w.ctx, TAMOE_RT_GROUP_NODE,
+                                         counts.data(), intptr_t(counts.size()),
+                                         steps.data(), 3, nodeTotals.data()),
+              w.ctx);
+    EXPECT(nodeTotals[2] == nodeRows,
+           "all_to_all_totals over the node: ", nodeTotals[2], " against ",
+           nodeRows);
+  }
+  // One rank's negative count fails every rank alike, with its message.
+  std::vector<int32_t> bad = counts;
+  if (w.me == 3)
+    bad[1] = -1;
+  tamoe_rt_status_t status = tamoe_rt_all_to_all_totals(
+      w.ctx, TAMOE_RT_GROUP_WORLD, bad.data(), intptr_t(bad.size()),
+      steps.data(), 5, totals.data());
+  EXPECT(status == TAMOE_RT_ERROR_INVALID_ARGUMENT &&
+             std::string(tamoe_rt_last_error(w.ctx)) ==
+                 "tamoe_rt_all_to_all_totals: rank 3: counts[1] = -1 is "
+                 "negative",
+         "all_to_all_totals with rank 3's count negative: ",
+         tamoe_rt_last_error(w.ctx));
+  // Different steps on one rank: every rank fails alike too.
+  std::vector<int64_t> other = steps;
+  if (w.me == 5)
+    other[3] = 2;
+  status = tamoe_rt_all_to_all_totals(w.ctx, TAMOE_RT_GROUP_WORLD,
+                                      counts.data(), intptr_t(counts.size()),
+                                      other.data(), 5, totals.data());
+  EXPECT(status == TAMOE_RT_ERROR_MISMATCH &&
+             std::string(tamoe_rt_last_error(w.ctx))
+                     .find("tamoe_rt_all_to_all_totals: ") == 0 &&
+             std::string(tamoe_rt_last_error(w.ctx)).find("steps") !=
+                 std::string::npos,
+         "all_to_all_totals with rank 5's steps different: ",
+         tamoe_rt_last_error(w.ctx));
 }
 
 void exchangeScenario(const World &w) {

@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include <mpi.h>
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -339,8 +340,8 @@ TEST(NullContext, EveryEntryPoint) {
        [] { return tamoe_rt_all_to_all_wait(nullptr, nullptr, nullptr); }},
       {"tamoe_rt_all_to_all_totals",
        [] {
-         return tamoe_rt_all_to_all_totals(nullptr, nullptr, 1, nullptr, 1,
-                                           nullptr);
+         return tamoe_rt_all_to_all_totals(nullptr, TAMOE_RT_GROUP_WORLD,
+                                           nullptr, 1, nullptr, 1, nullptr);
        }},
       {"tamoe_rt_all_to_all_counts",
        [] {
@@ -2230,67 +2231,51 @@ TEST_F(Runtime, AllToAllTotalsFollowCountsThroughSteps) {
   // checked in tamoe-rt-mpi-test). Part c of n rows is
   // floor((c + 1) n / C) - floor(c n / C).
   std::vector<int32_t> whole = {0, 5, 7, 3};
+  using Step = std::array<int64_t, 5>;
   constexpr int64_t kChunk = TAMOE_RT_COUNTS_CHUNK,
                     kRegroup = TAMOE_RT_COUNTS_REGROUP,
                     kExchange = TAMOE_RT_COUNTS_EXCHANGE;
-  auto totalsOf = [&](std::vector<int64_t> steps, std::vector<intptr_t> &totals,
-                      const int32_t *counts = nullptr) {
-    totals.assign(steps.size() / 5, -1);
-    return tamoe_rt_all_to_all_totals(
-        ctx, counts ? counts : whole.data(), intptr_t(whole.size()),
-        steps.data(), intptr_t(steps.size() / 5), totals.data());
-  };
   std::vector<intptr_t> totals;
-  // A hierarchical part's way there and back: chunk 1 of 3, regroup,
-  // node stage, regroup, peers stage; and part 0 from the same counts.
-  ASSERT_EQ(totalsOf({kChunk,
-                      0,
-                      1,
-                      3,
-                      0, // 1
-                      kRegroup,
-                      1,
-                      1,
-                      1,
-                      4, // 2
-                      kExchange,
-                      2,
-                      TAMOE_RT_GROUP_NODE,
-                      1,
-                      0, // 3
-                      kRegroup,
-                      3,
-                      1,
-                      1,
-                      4, // 4
-                      kExchange,
-                      4,
-                      TAMOE_RT_GROUP_PEERS,
-                      1,
-                      0,
-                      kChunk,
-                      0,
-                      0,
-                      3,
-                      0,
-                      kExchange,
-                      6,
-                      TAMOE_RT_GROUP_WORLD,
-                      1,
-                      0},
-                     totals),
+  auto totalsOf = [&](const std::vector<Step> &steps,
+                      tamoe_rt_group_t group = TAMOE_RT_GROUP_WORLD,
+                      const int32_t *counts = nullptr) {
+    std::vector<int64_t> words;
+    for (const Step &step : steps)
+      words.insert(words.end(), step.begin(), step.end());
+    totals.assign(steps.size(), -1);
+    return tamoe_rt_all_to_all_totals(
+        ctx, group, counts ? counts : whole.data(), intptr_t(whole.size()),
+        words.data(), intptr_t(steps.size()), totals.data());
+  };
+  // A hierarchical part's way there and back: chunk 1 of 3 (step 0),
+  // regroup, node stage, regroup, peers stage; and part 0 from the same
+  // counts, over the world.
+  ASSERT_EQ(totalsOf({{kChunk, 0, 1, 3, 0},
+                      {kRegroup, 1, 1, 1, 4},
+                      {kExchange, 2, TAMOE_RT_GROUP_NODE, 1, 0},
+                      {kRegroup, 3, 1, 1, 4},
+                      {kExchange, 4, TAMOE_RT_GROUP_PEERS, 1, 0},
+                      {kChunk, 0, 0, 3, 0},
+                      {kExchange, 6, TAMOE_RT_GROUP_WORLD, 1, 0}}),
             TAMOE_RT_SUCCESS)
       << error();
   intptr_t part1 = 0 + 2 + 2 + 1, part0 = 0 + 1 + 2 + 1;
   EXPECT_EQ(totals, (std::vector<intptr_t>{part1, part1, part1, part1, part1,
                                            part0, part0}));
+  // Over the node group, exchanges within it.
+  ASSERT_EQ(totalsOf({{kChunk, 0, 1, 3, 0},
+                      {kExchange, 1, TAMOE_RT_GROUP_NODE, 1, 0}},
+                     TAMOE_RT_GROUP_NODE),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(totals, (std::vector<intptr_t>{part1, part1}));
   // More chunks than an entry has rows, up to many.
   for (int64_t chunks : {int64_t(10), int64_t(2147483647)}) {
     for (int64_t c : {int64_t(0), int64_t(3), chunks - 1}) {
       intptr_t want = 0;
       for (int64_t n : whole)
         want += intptr_t((c + 1) * n / chunks - c * n / chunks);
-      ASSERT_EQ(totalsOf({kChunk, 0, c, chunks, 0}, totals), TAMOE_RT_SUCCESS);
+      ASSERT_EQ(totalsOf({{kChunk, 0, c, chunks, 0}}), TAMOE_RT_SUCCESS);
       EXPECT_EQ(totals[0], want) << "part " << c << " of " << chunks;
     }
   }
@@ -2300,56 +2285,77 @@ TEST_F(Runtime, AllToAllTotalsFollowCountsThroughSteps) {
     EXPECT_EQ(status, TAMOE_RT_ERROR_INVALID_ARGUMENT) << want;
     EXPECT_EQ(error(), "tamoe_rt_all_to_all_totals: rank 0: " + want);
   };
+  auto call = [&](const int32_t *counts, intptr_t entries, const int64_t *steps,
+                  intptr_t numSteps, intptr_t *out) {
+    return tamoe_rt_all_to_all_totals(ctx, TAMOE_RT_GROUP_WORLD, counts,
+                                      entries, steps, numSteps, out);
+  };
   std::vector<int64_t> one = {kChunk, 0, 0, 1, 0};
   totals.assign(1, -1);
-  expectInvalid(tamoe_rt_all_to_all_totals(ctx, whole.data(), 0, one.data(), 1,
-                                           totals.data()),
+  expectInvalid(call(whole.data(), 0, one.data(), 1, totals.data()),
                 "entries must be in [1, 2147483647] (int32 for every rank of "
-                "1), got 0");
-  expectInvalid(tamoe_rt_all_to_all_totals(ctx, whole.data(), 4, one.data(), 0,
-                                           totals.data()),
+                "the world group of 1), got 0");
+  expectInvalid(
+      call(whole.data(), intptr_t(1) << 31, one.data(), 1, totals.data()),
+      "entries must be in [1, 2147483647] (int32 for every rank of "
+      "the world group of 1), got 2147483648");
+  expectInvalid(call(whole.data(), 4, one.data(), 0, totals.data()),
                 "num_steps must be in [1, 65536], got 0");
-  expectInvalid(
-      tamoe_rt_all_to_all_totals(ctx, nullptr, 4, one.data(), 1, totals.data()),
-      "counts is null");
-  expectInvalid(tamoe_rt_all_to_all_totals(ctx, whole.data(), 4, nullptr, 1,
-                                           totals.data()),
+  expectInvalid(call(whole.data(), 4, one.data(), 65537, totals.data()),
+                "num_steps must be in [1, 65536], got 65537");
+  expectInvalid(call(whole.data(), 1 << 20, one.data(), 65, totals.data()),
+                "num_steps x ranks x entries = 65 x 1 x 1048576 counts exceed "
+                "67108864");
+  expectInvalid(call(nullptr, 4, one.data(), 1, totals.data()),
+                "counts is null");
+  expectInvalid(call(whole.data(), 4, nullptr, 1, totals.data()),
                 "steps is null");
-  expectInvalid(
-      tamoe_rt_all_to_all_totals(ctx, whole.data(), 4, one.data(), 1, nullptr),
-      "totals is null");
-  expectInvalid(totalsOf({kChunk, 0, 0, 1, 0, kChunk, 2, 0, 1, 0}, totals),
+  expectInvalid(call(whole.data(), 4, one.data(), 1, nullptr),
+                "totals is null");
+  expectInvalid(totalsOf({{kChunk, 0, 0, 1, 0}, {kChunk, 2, 0, 1, 0}}),
                 "steps[1]: source 2 is not the counts or an earlier step's (0 "
                 "to 1)");
-  expectInvalid(totalsOf({kChunk, -1, 0, 1, 0}, totals),
+  expectInvalid(totalsOf({{kChunk, -1, 0, 1, 0}}),
                 "steps[0]: source -1 is not the counts or an earlier step's (0 "
                 "to 0)");
-  expectInvalid(totalsOf({kChunk, 0, 3, 3, 0}, totals),
+  expectInvalid(totalsOf({{kChunk, 0, 3, 3, 0}}),
                 "steps[0]: a chunk takes {chunk, chunks, 0} with 0 <= chunk < "
                 "chunks <= 2147483647, got {3, 3, 0}");
-  expectInvalid(totalsOf({kChunk, 0, 0, 0, 0}, totals),
+  expectInvalid(totalsOf({{kChunk, 0, 0, 0, 0}}),
                 "steps[0]: a chunk takes {chunk, chunks, 0} with 0 <= chunk < "
                 "chunks <= 2147483647, got {0, 0, 0}");
-  expectInvalid(totalsOf({kRegroup, 0, 2, 1, 1}, totals),
+  expectInvalid(totalsOf({{kRegroup, 0, 2, 1, 1}}),
                 "steps[0]: a regroup of [2, 1, 1] does not fit the 4 counts "
                 "of its source");
-  expectInvalid(totalsOf({kRegroup, 0, int64_t(1) << 62, 4, 1}, totals),
+  expectInvalid(totalsOf({{kRegroup, 0, int64_t(1) << 62, 4, 1}}),
                 "steps[0]: a regroup of [4611686018427387904, 4, 1] does not "
                 "fit the 4 counts of its source");
-  expectInvalid(totalsOf({kExchange, 0, 7, 1, 0}, totals),
+  expectInvalid(totalsOf({{kExchange, 0, 7, 1, 0}}),
                 "steps[0]: group = 7 is not a tamoe_rt_group_t");
-  expectInvalid(totalsOf({kExchange, 0, int64_t(1) << 32, 1, 0}, totals),
+  expectInvalid(totalsOf({{kExchange, 0, int64_t(1) << 32, 1, 0}}),
                 "steps[0]: group = 4294967296 is not a tamoe_rt_group_t");
-  expectInvalid(totalsOf({kExchange, 0, TAMOE_RT_GROUP_NODE, 2, 0}, totals),
+  expectInvalid(totalsOf({{kExchange, 0, TAMOE_RT_GROUP_NODE, 2, 0}}),
                 "steps[0]: an exchange over the node group takes {group, 1, "
                 "0} and counts in rows of 1, got {1, 2, 0} for 4 counts");
-  expectInvalid(totalsOf({9, 0, 0, 0, 0}, totals),
+  expectInvalid(totalsOf({{kExchange, 0, TAMOE_RT_GROUP_NODE, 1, 5}}),
+                "steps[0]: an exchange over the node group takes {group, 1, "
+                "0} and counts in rows of 1, got {1, 1, 5} for 4 counts");
+  expectInvalid(totalsOf({{kExchange, 0, TAMOE_RT_GROUP_WORLD, 1, 0}},
+                         TAMOE_RT_GROUP_NODE),
+                "steps[0]: an exchange over the world group reads counts from "
+                "outside the node group");
+  expectInvalid(totalsOf({{9, 0, 0, 0, 0}}),
                 "steps[0]: kind 9 is not a tamoe_rt_counts_step_t");
   std::vector<int32_t> negative = {1, 2, -3, 4};
-  expectInvalid(totalsOf({kChunk, 0, 0, 1, 0}, totals, negative.data()),
-                "counts[2] = -3 is negative");
+  expectInvalid(
+      totalsOf({{kChunk, 0, 0, 1, 0}}, TAMOE_RT_GROUP_WORLD, negative.data()),
+      "counts[2] = -3 is negative");
+  EXPECT_EQ(totalsOf({{kChunk, 0, 0, 1, 0}}, tamoe_rt_group_t(5)),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(),
+            "tamoe_rt_all_to_all_totals: group = 5 is not a tamoe_rt_group_t");
   // The context stays usable after every one of these.
-  ASSERT_EQ(totalsOf({kChunk, 0, 0, 1, 0}, totals), TAMOE_RT_SUCCESS);
+  ASSERT_EQ(totalsOf({{kChunk, 0, 0, 1, 0}}), TAMOE_RT_SUCCESS);
   EXPECT_EQ(totals[0], 15);
 }
 

@@ -460,17 +460,20 @@ typedef enum tamoe_rt_counts_step_t {
  * from one counts tensor, in one round instead of a counts round per
  * exchange: a layer cut into parts (tamoe.chunk), a hierarchical schedule's
  * stages, the way back. `counts` ([entries], int32, on the backend) are this
- * rank's; they are gathered from every rank of the world (world x entries
+ * rank's; they are gathered from every rank of `group` (ranks x entries
  * int32 on the host, as Megatron-Core gathers its token counts), and every
- * rank's counts are followed through `steps` ([num_steps, 5], host memory)
- * on the host. totals[i] (host memory, num_steps of them) gets the sum of
- * what step i makes on this rank: for an exchange, the rows it receives.
- * Fails on every rank alike, as tamoe_rt_all_to_all_counts, and before any
- * rank sends when a step does not fit the counts it reads. */
+ * member's counts are followed through `steps` ([num_steps, 5], host
+ * memory) on the host; an exchange step is over `group`, or over any group
+ * when `group` is the world. totals[i] (host memory, num_steps of them)
+ * gets the sum of what step i makes on this rank: for an exchange, the rows
+ * it receives. Fails on every rank of `group` alike (the steps too must be
+ * the same everywhere), as tamoe_rt_all_to_all_counts, and before any rank
+ * sends when a step does not fit the counts it reads. */
 tamoe_rt_status_t
-tamoe_rt_all_to_all_totals(tamoe_rt_context_t *context, const int32_t *counts,
-                           intptr_t entries, const int64_t *steps,
-                           intptr_t num_steps, intptr_t *totals);
+tamoe_rt_all_to_all_totals(tamoe_rt_context_t *context, tamoe_rt_group_t group,
+                           const int32_t *counts, intptr_t entries,
+                           const int64_t *steps, intptr_t num_steps,
+                           intptr_t *totals);
 
 /* The same exchange as tamoe_rt_all_to_all over the world, in the
  * hierarchical schedule: regroup, exchange within the node, regroup,

@@ -670,9 +670,13 @@ struct CountsSteps {
   SmallVector<int64_t> words;
   /// Each traced counts value's source index: 0 the root, i + 1 step i's.
   DenseMap<Value, int64_t> sources;
-  /// The grids of the exchange steps, and whether one splits at nodes.
-  llvm::SetVector<Operation *> grids;
-  bool nodes = false;
+  /// The grids of the exchange steps, each with whether an exchange on it
+  /// splits it at nodes; and the groups of the exchange steps.
+  llvm::MapVector<Operation *, bool> grids;
+  llvm::SetVector<Group> groups;
+  /// An exchange on the way has no group the runtime knows (its error was
+  /// emitted).
+  bool invalid = false;
   /// The ops the steps stand for (where the round must come before).
   SmallVector<Operation *> ops;
 
@@ -736,10 +740,11 @@ struct CountsSteps {
     auto send = cast<TypedValue<RankedTensorType>>(op->getOperand(1));
     FailureOr<int64_t> in = source(send, symbols);
     FailureOr<Collective> collective = exchangeGroup(op, symbols);
+    invalid |= failed(collective);
     if (failed(in) || failed(collective) || !send.getType().hasStaticShape())
       return failure();
-    grids.insert(collective->grid);
-    nodes |= collective->group != Group::World;
+    grids[collective->grid] |= collective->group != Group::World;
+    groups.insert(collective->group);
     ops.push_back(op);
     return add(CountsStep::Exchange, *in, int64_t(collective->group),
                send.getType().getDimSize(0), 0);
@@ -782,10 +787,13 @@ ConvertToRuntimePass::planExchangeTotals(ArrayRef<Operation *> ops,
     CountsSteps steps;
     steps.root = root;
     DenseMap<Operation *, int64_t> stepOf;
-    for (Operation *op : exchanges)
-      if (FailureOr<int64_t> step = steps.exchangeStep(op, symbols);
-          succeeded(step))
+    for (Operation *op : exchanges) {
+      FailureOr<int64_t> step = steps.exchangeStep(op, symbols);
+      if (steps.invalid)
+        return failure();
+      if (succeeded(step))
         stepOf[op] = *step - 1;
+    }
     if (stepOf.size() < 2)
       continue;
     // Before the first op of the block that the steps stand for (or that
@@ -796,8 +804,13 @@ ConvertToRuntimePass::planExchangeTotals(ArrayRef<Operation *> ops,
           ancestor && (!at || ancestor->isBeforeInBlock(at)))
         at = ancestor;
     Lowering l = lowering(at);
-    for (Operation *grid : steps.grids)
-      checkGrid(l, cast<shard::GridOp>(grid), steps.nodes);
+    for (auto [grid, nodes] : steps.grids)
+      checkGrid(l, cast<shard::GridOp>(grid), nodes);
+    // Over the one group every exchange on the way is over (a node's
+    // exchanges in a branch that only that node takes must not wait for
+    // the rest of the world), else over the world.
+    Group group =
+        steps.groups.size() == 1 ? steps.groups.front() : Group::World;
     int64_t numSteps = int64_t(steps.words.size() / 5);
     auto wordsType = RankedTensorType::get({numSteps, 5}, l.b.getI64Type());
     Value words = arith::ConstantOp::create(
@@ -805,7 +818,8 @@ ConvertToRuntimePass::planExchangeTotals(ArrayRef<Operation *> ops,
     Value totals = entrySlot(l, at, l.b.getIndexType(), {numSteps});
     auto rootType = cast<RankedTensorType>(root.getType());
     l.runtime("all_to_all_totals",
-              {l.data(cast<TypedValue<RankedTensorType>>(root)),
+              {l.i32(int32_t(group)),
+               l.data(cast<TypedValue<RankedTensorType>>(root)),
                l.index(rootType.getNumElements()), l.pointer(l.input(words)),
                l.index(numSteps), l.pointer(totals)});
     for (auto [op, step] : stepOf)

@@ -64,6 +64,7 @@ module {
   shard.grid @ep(shape = 2x4)
   // CHECK-LABEL: func.func @stages
   func.func @stages(%rows: tensor<32x64xf32>, %counts: tensor<4x2x2xi32>, %w: tensor<2x64x16xf32>) -> (tensor<?x16xf32>, index, index) {
+    // CHECK-DAG: %[[WORLD:.*]] = arith.constant 0 : i32
     // CHECK-DAG: %[[NODE:.*]] = arith.constant 1 : i32
     // CHECK-DAG: %[[PEERS:.*]] = arith.constant 2 : i32
     // CHECK-DAG: %[[C0:.*]] = arith.constant 0 : index
@@ -76,7 +77,7 @@ module {
     // The node stage needs the grid's last axis to be a node (1).
     // CHECK: call @tamoe_rt_program_check_grid(%{{.*}}, %[[C2]], %[[NODE]])
     // CHECK: bufferization.to_buffer %[[STEPS]]
-    // CHECK: call @tamoe_rt_all_to_all_totals(%{{.*}}, %{{.*}}, %[[C16]], %{{.*}}, %[[C3]], %{{.*}})
+    // CHECK: call @tamoe_rt_all_to_all_totals(%{{.*}}, %[[WORLD]], %{{.*}}, %[[C16]], %{{.*}}, %[[C3]], %{{.*}})
     // CHECK-NOT: tamoe_rt_all_to_all_counts
     // CHECK: %[[T0:.*]] = memref.load %[[TOTALS]][%[[C0]]]
     // CHECK: memref.alloc(%[[T0]])
@@ -320,6 +321,7 @@ module {
   shard.grid @ep(shape = 8)
   // CHECK-LABEL: func.func @parts
   func.func @parts(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>, %routes: tensor<24x2xi32>) -> (tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x2xi32>) {
+    // CHECK-DAG: %[[WORLD:.*]] = arith.constant 0 : i32
     // CHECK-DAG: %[[C1:.*]] = arith.constant 1 : index
     // CHECK-DAG: %[[C3:.*]] = arith.constant 3 : index
     // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
@@ -328,7 +330,7 @@ module {
     // CHECK: %[[TOTALS:.*]] = memref.alloca() : memref<4xindex>
     // CHECK-NOT: tamoe_rt_all_to_all_counts
     // CHECK: bufferization.to_buffer %[[STEPS]]
-    // CHECK: call @tamoe_rt_all_to_all_totals(%{{.*}}, %{{.*}}, %[[C16]], %{{.*}}, %[[C4]], %{{.*}})
+    // CHECK: call @tamoe_rt_all_to_all_totals(%{{.*}}, %[[WORLD]], %{{.*}}, %[[C16]], %{{.*}}, %[[C4]], %{{.*}})
     // CHECK: call @tamoe_rt_chunk(
     // CHECK: call @tamoe_rt_chunk(
     // CHECK: %[[T1:.*]] = memref.load %[[TOTALS]][%[[C1]]]
@@ -390,5 +392,56 @@ module {
     %s0, %sc0 = tamoe.all_to_all %routes, %c0 on @ep : tensor<24x2xi32>, tensor<8x2xi32> -> tensor<?x2xi32>
     %w, %wc = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
     return %r0, %r1, %x1, %w : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x64xf32>
+  }
+}
+
+// -----
+
+// Exchanges all within the node share a round over the node group alone,
+// so a branch that one node takes alone does not wait for the others.
+module {
+  shard.grid @ep(shape = 2x4)
+  // CHECK-LABEL: func.func @node_stages_in_a_branch
+  func.func @node_stages_in_a_branch(%rows: tensor<32x64xf32>, %counts: tensor<4x2x2xi32>, %first: i1) -> tensor<?x64xf32> {
+    // CHECK-DAG: %[[NODE:.*]] = arith.constant 1 : i32
+    // CHECK: scf.if
+    // CHECK: call @tamoe_rt_all_to_all_totals(%{{.*}}, %[[NODE]],
+    // CHECK-NOT: tamoe_rt_all_to_all_counts
+    %r = scf.if %first -> tensor<?x64xf32> {
+      %s1, %c1 = tamoe.all_to_all %rows, %counts on @ep axes = [1] level "node" : tensor<32x64xf32>, tensor<4x2x2xi32> -> tensor<?x64xf32>
+      %s2, %c2 = tamoe.all_to_all %s1, %c1 on @ep axes = [1] level "node" : tensor<?x64xf32>, tensor<4x2x2xi32> -> tensor<?x64xf32>
+      scf.yield %s2 : tensor<?x64xf32>
+    } else {
+      %e = tensor.empty() : tensor<0x64xf32>
+      %c = tensor.cast %e : tensor<0x64xf32> to tensor<?x64xf32>
+      scf.yield %c : tensor<?x64xf32>
+    }
+    return %r : tensor<?x64xf32>
+  }
+}
+
+// -----
+
+// Exchanges on two grids share the round of their counts; each grid is
+// checked for what its own exchanges need: the node split only for the
+// grid that an exchange splits at nodes.
+module {
+  shard.grid @a(shape = 4x2)
+  shard.grid @h(shape = 2x4)
+  // CHECK-LABEL: func.func @two_grids
+  func.func @two_grids(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+    // CHECK-DAG: %[[WHOLE:.*]] = arith.constant 0 : i32
+    // CHECK-DAG: %[[SPLIT:.*]] = arith.constant 1 : i32
+    // CHECK-DAG: %[[A:.*]] = arith.constant dense<[4, 2]> : tensor<2xi64>
+    // CHECK-DAG: %[[H:.*]] = arith.constant dense<[2, 4]> : tensor<2xi64>
+    // CHECK: bufferization.to_buffer %[[A]]
+    // CHECK: call @tamoe_rt_program_check_grid(%{{.*}}, %{{.*}}, %[[WHOLE]])
+    // CHECK: bufferization.to_buffer %[[H]]
+    // CHECK: call @tamoe_rt_program_check_grid(%{{.*}}, %{{.*}}, %[[SPLIT]])
+    // CHECK: call @tamoe_rt_all_to_all_totals(%{{.*}}, %[[WHOLE]],
+    %w, %wc = tamoe.all_to_all %rows, %counts on @a : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+    %n = tensor.expand_shape %counts [[0, 1]] output_shape [4, 2] : tensor<8xi32> into tensor<4x2xi32>
+    %x, %xc = tamoe.all_to_all %rows, %n on @h axes = [1] level "node" : tensor<32x64xf32>, tensor<4x2xi32> -> tensor<?x64xf32>
+    return %w, %x : tensor<?x64xf32>, tensor<?x64xf32>
   }
 }
