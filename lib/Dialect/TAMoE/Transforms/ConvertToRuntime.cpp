@@ -558,6 +558,33 @@ static void checkGrid(Lowering &l, shard::GridOp grid, bool nodes) {
          {});
 }
 
+/// The counts that `counts` follow from one op back, when that op only
+/// moves their entries or takes a part of each: a reshape or cast, a
+/// regroup, a chunk, an exchange (its received counts are the peers' send
+/// counts); null for any other.
+static Value countsBefore(Value counts) {
+  Operation *def = counts.getDefiningOp();
+  if (auto expand = dyn_cast_or_null<tensor::ExpandShapeOp>(def))
+    return expand.getSrc();
+  if (auto collapse = dyn_cast_or_null<tensor::CollapseShapeOp>(def))
+    return collapse.getSrc();
+  if (auto cast = dyn_cast_or_null<tensor::CastOp>(def))
+    return cast.getSource();
+  if (auto regroup = dyn_cast_or_null<RegroupOp>(def);
+      regroup && counts == regroup.getRegroupedCounts())
+    return regroup.getCounts();
+  if (auto exchange = dyn_cast_or_null<AllToAllOp>(def);
+      exchange && counts == exchange.getRecvCounts())
+    return exchange.getSendCounts();
+  if (auto wait = dyn_cast_or_null<AllToAllWaitOp>(def);
+      wait && counts == wait.getRecvCounts() && wait.getStart())
+    return wait.getStart().getSendCounts();
+  if (auto chunk = dyn_cast_or_null<ChunkOp>(def);
+      chunk && counts == chunk.getChunkCounts())
+    return chunk.getCounts();
+  return {};
+}
+
 /// The most rows one entry of an exchange's counts can stand for: the
 /// capacity of the dispatch the entries come from, through reshapes,
 /// regroups, earlier exchanges and chunks (which move entries or take a part
@@ -579,27 +606,12 @@ static std::optional<int64_t> rowsPerCountsEntry(Value counts) {
         return capacity;
       return (*capacity + parts - 1) / parts;
     }
-    if (auto expand = dyn_cast<tensor::ExpandShapeOp>(def))
-      counts = expand.getSrc();
-    else if (auto collapse = dyn_cast<tensor::CollapseShapeOp>(def))
-      counts = collapse.getSrc();
-    else if (auto cast = dyn_cast<tensor::CastOp>(def))
-      counts = cast.getSource();
-    else if (auto regroup = dyn_cast<RegroupOp>(def);
-             regroup && counts == regroup.getRegroupedCounts())
-      counts = regroup.getCounts();
-    else if (auto exchange = dyn_cast<AllToAllOp>(def);
-             exchange && counts == exchange.getRecvCounts())
-      counts = exchange.getSendCounts();
-    else if (auto wait = dyn_cast<AllToAllWaitOp>(def);
-             wait && counts == wait.getRecvCounts() && wait.getStart())
-      counts = wait.getStart().getSendCounts();
-    else if (auto chunk = dyn_cast<ChunkOp>(def);
-             chunk && counts == chunk.getChunkCounts()) {
-      counts = chunk.getCounts();
-      if (__builtin_mul_overflow(parts, int64_t(chunk.getChunks()), &parts))
-        return std::nullopt;
-    } else
+    if (auto chunk = dyn_cast<ChunkOp>(def);
+        chunk && counts == chunk.getChunkCounts() &&
+        __builtin_mul_overflow(parts, int64_t(chunk.getChunks()), &parts))
+      return std::nullopt;
+    counts = countsBefore(counts);
+    if (!counts)
       return std::nullopt;
   }
   return std::nullopt;
@@ -632,31 +644,10 @@ static Value entrySlot(Lowering &l, Operation *op, Type type,
 }
 
 /// The counts an exchange's send counts follow from: back through the ops
-/// that only move entries or take parts of them (reshapes, regroups,
-/// chunks, earlier exchanges), as far as they go.
+/// that only move entries or take parts of them, as far as they go.
 static Value countsRoot(Value counts) {
-  while (Operation *def = counts.getDefiningOp()) {
-    if (auto expand = dyn_cast<tensor::ExpandShapeOp>(def))
-      counts = expand.getSrc();
-    else if (auto collapse = dyn_cast<tensor::CollapseShapeOp>(def))
-      counts = collapse.getSrc();
-    else if (auto cast = dyn_cast<tensor::CastOp>(def))
-      counts = cast.getSource();
-    else if (auto regroup = dyn_cast<RegroupOp>(def);
-             regroup && counts == regroup.getRegroupedCounts())
-      counts = regroup.getCounts();
-    else if (auto exchange = dyn_cast<AllToAllOp>(def);
-             exchange && counts == exchange.getRecvCounts())
-      counts = exchange.getSendCounts();
-    else if (auto wait = dyn_cast<AllToAllWaitOp>(def);
-             wait && counts == wait.getRecvCounts() && wait.getStart())
-      counts = wait.getStart().getSendCounts();
-    else if (auto chunk = dyn_cast<ChunkOp>(def);
-             chunk && counts == chunk.getChunkCounts())
-      counts = chunk.getCounts();
-    else
-      break;
-  }
+  while (Value before = countsBefore(counts))
+    counts = before;
   return counts;
 }
 
