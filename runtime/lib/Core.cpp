@@ -1433,6 +1433,37 @@ tamoe_rt_status_t tamoe_rt_add_counts(tamoe_rt_context_t *context,
   return finish(context, fn, status);
 }
 
+tamoe_rt_status_t tamoe_rt_counts_total(tamoe_rt_context_t *context,
+                                        const int32_t *counts, intptr_t n,
+                                        intptr_t *total) {
+  const char *fn = "tamoe_rt_counts_total";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  context->backend->progress();
+  Check check;
+  check.atLeast(n, 0, "n")
+      .fits(n, 4, "n * 4")
+      .notNull(counts, "counts", n > 0)
+      .notNull(total, "total");
+  std::vector<int32_t> host;
+  if (check.status.ok() && n > 0) {
+    host.resize(size_t(n));
+    check.status = context->backend->copyToHost(host.data(), counts,
+                                                intptr_t(n * sizeof(int32_t)));
+  }
+  int64_t sum = 0;
+  for (intptr_t i = 0; check.status.ok() && i < n; ++i) {
+    check.that(host[size_t(i)] >= 0, [&] {
+      return str("counts[", i, "] = ", host[size_t(i)], " is negative");
+    });
+    sum += host[size_t(i)];
+  }
+  if (check.status.ok())
+    *total = intptr_t(sum);
+  return finish(context, fn, check.status);
+}
+
 tamoe_rt_status_t tamoe_rt_convert(tamoe_rt_context_t *context,
                                    tamoe_rt_dtype_t src_type, const void *src,
                                    tamoe_rt_dtype_t dst_type, void *dst,

@@ -374,6 +374,8 @@ TEST(NullContext, EveryEntryPoint) {
        [] {
          return tamoe_rt_add_counts(nullptr, nullptr, nullptr, 0, nullptr);
        }},
+      {"tamoe_rt_counts_total",
+       [] { return tamoe_rt_counts_total(nullptr, nullptr, 0, nullptr); }},
       {"tamoe_rt_all_to_all_hierarchical",
        [] {
          return tamoe_rt_all_to_all_hierarchical(
@@ -1921,6 +1923,34 @@ TEST_F(Runtime, AddCounts) {
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_add_counts: out and b overlap");
   EXPECT_EQ(both, (std::vector<int32_t>{1, 2, 3, 4, 5})) << "nothing written";
+}
+
+TEST_F(Runtime, CountsTotal) {
+  // Summed in int64: counts near INT32_MAX add past it.
+  std::vector<int32_t> counts = {3, 0, INT32_MAX, INT32_MAX};
+  intptr_t total = -1;
+  ASSERT_EQ(tamoe_rt_counts_total(ctx, counts.data(), 4, &total),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(total, intptr_t(3) + 2 * intptr_t(INT32_MAX));
+  ASSERT_EQ(tamoe_rt_counts_total(ctx, nullptr, 0, &total), TAMOE_RT_SUCCESS);
+  EXPECT_EQ(total, 0);
+
+  total = -1;
+  std::vector<int32_t> negative = {4, -2};
+  EXPECT_EQ(tamoe_rt_counts_total(ctx, negative.data(), 2, &total),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_counts_total: counts[1] = -2 is negative");
+  EXPECT_EQ(total, -1) << "nothing written";
+  EXPECT_EQ(tamoe_rt_counts_total(ctx, counts.data(), -1, &total),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_counts_total: n must be >= 0, got -1");
+  EXPECT_EQ(tamoe_rt_counts_total(ctx, nullptr, 2, &total),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_counts_total: counts is null");
+  EXPECT_EQ(tamoe_rt_counts_total(ctx, counts.data(), 4, nullptr),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_counts_total: total is null");
 }
 
 TEST_F(Runtime, MapAgainstReference) {

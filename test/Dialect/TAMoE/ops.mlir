@@ -62,6 +62,12 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
     // A grid with a dynamic axis: the group size is known at run time only.
     // CHECK: tamoe.all_to_all %{{.*}}, %{{.*}} on @dyn : tensor<32x64xf32>, tensor<3xi32> -> tensor<?x64xf32>
     %6, %7 = tamoe.all_to_all %rows, %dyn_counts on @dyn : tensor<32x64xf32>, tensor<3xi32> -> tensor<?x64xf32>
+    // The counts it will receive, when the program knows them.
+    // CHECK: tamoe.all_to_all %{{.*}}, %[[C:.*]] expecting %[[C]] on @ep : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+    %8, %9 = tamoe.all_to_all %rows, %counts expecting %counts on @ep : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+    // CHECK: tamoe.all_to_all_start %{{.*}}, %{{.*}} expecting %{{.*}} on @ep axes = [1] level "node" : tensor<32x64xf32>, tensor<4xi32>
+    %10 = tamoe.all_to_all_start %rows, %node_counts expecting %node_counts on @ep axes = [1] level "node" : tensor<32x64xf32>, tensor<4xi32>
+    %11, %12 = tamoe.all_to_all_wait %10 : tensor<?x64xf32>, tensor<4xi32>
     return
   }
 

@@ -625,6 +625,13 @@ static FailureOr<Collective> exchangeGroup(Operation *op,
                              : runtimeGroup(cast<AllToAllStartOp>(op), symbols);
 }
 
+/// The counts an exchange expects to receive, when the program names them
+/// (`expecting`); null otherwise.
+static Value exchangeExpectedCounts(Operation *op) {
+  return isa<AllToAllOp>(op) ? cast<AllToAllOp>(op).getExpectedCounts()
+                             : cast<AllToAllStartOp>(op).getExpectedCounts();
+}
+
 /// The rows an exchange receives (a started one's, at its wait).
 static RankedTensorType exchangeReceivedType(Operation *op) {
   return isa<AllToAllOp>(op)
@@ -759,7 +766,7 @@ ConvertToRuntimePass::planExchangeTotals(ArrayRef<Operation *> ops,
   llvm::MapVector<std::pair<Value, Block *>, SmallVector<Operation *>> users;
   for (Operation *op : ops) {
     if (!isa<AllToAllOp, AllToAllStartOp>(op) ||
-        exchangeReceivedType(op).hasStaticShape())
+        exchangeReceivedType(op).hasStaticShape() || exchangeExpectedCounts(op))
       continue;
     // static-capacity sizes it (prepareExchange), no counts round at all.
     if (auto entry = rowsPerEntry.find(op);
@@ -850,6 +857,16 @@ ConvertToRuntimePass::prepareExchange(Lowering &l, Operation *op,
                                                    *perEntry, &rows)) {
     // static-capacity: as many rows as the counts' entries can stand for.
     received = l.output(receivedType, l.index(rows));
+  } else if (auto expected = dyn_cast_or_null<TypedValue<RankedTensorType>>(
+                 exchangeExpectedCounts(op))) {
+    // It receives what the program knows it will (the exchange back of an
+    // earlier one): their sum on this rank, no round with the peers.
+    Value total = entrySlot(l, op, l.b.getIndexType());
+    l.runtime("counts_total",
+              {l.data(expected), l.index(expected.getType().getNumElements()),
+               l.pointer(total)});
+    received =
+        l.output(receivedType, memref::LoadOp::create(l.b, l.loc, total));
   } else if (auto traced = exchangeTotals.find(op);
              traced != exchangeTotals.end()) {
     // Its total from the one round of the counts it follows from.

@@ -243,8 +243,8 @@ void HierarchicalAllToAllPass::rewriteHierarchical(
                         exchange.getSend(), byDestination);
   auto intra = AllToAllOp::create(
       builder, loc, rowsType, counts(nodeSize, nodes), byIndex.getRegrouped(),
-      byIndex.getRegroupedCounts(), exchange.getGridAttr(),
-      DenseI16ArrayAttr::get(context, {nodeAxis}),
+      byIndex.getRegroupedCounts(), /*expected_counts=*/Value(),
+      exchange.getGridAttr(), DenseI16ArrayAttr::get(context, {nodeAxis}),
       builder.getStringAttr(candidate.tree.levels.front().name));
   // Received by source index a, per destination node: regroup by node, and
   // stage 2 sends them between same-index ranks.
@@ -254,7 +254,8 @@ void HierarchicalAllToAllPass::rewriteHierarchical(
   auto inter = AllToAllOp::create(
       builder, loc, exchange.getReceived().getType(), counts(nodes, nodeSize),
       byNode.getRegrouped(), byNode.getRegroupedCounts(),
-      exchange.getGridAttr(), DenseI16ArrayAttr::get(context, outerAxes),
+      /*expected_counts=*/Value(), exchange.getGridAttr(),
+      DenseI16ArrayAttr::get(context, outerAxes),
       builder.getStringAttr(candidate.tree.levels.back().name));
   // Rows arrive by source (node, index), i.e. by source rank, as the flat
   // exchange delivers them.
@@ -322,12 +323,12 @@ void HierarchicalAllToAllPass::rewriteDeduplicated(
   // Across nodes to the rank with the sender's local index.
   auto interRows = AllToAllOp::create(
       builder, loc, rows(ShapedType::kDynamic, tokensType), nodeCountsType,
-      pack.getUnique(), pack.getNodeCounts(), exchange.getGridAttr(),
-      outerAxes, outerLevel);
+      pack.getUnique(), pack.getNodeCounts(), /*expected_counts=*/Value(),
+      exchange.getGridAttr(), outerAxes, outerLevel);
   auto interRoutes = AllToAllOp::create(
       builder, loc, rows(ShapedType::kDynamic, idsType), nodeCountsType,
-      pack.getRoutes(), pack.getNodeCounts(), exchange.getGridAttr(),
-      outerAxes, outerLevel);
+      pack.getRoutes(), pack.getNodeCounts(), /*expected_counts=*/Value(),
+      exchange.getGridAttr(), outerAxes, outerLevel);
   // The relay expands them per expert and hands them out within the node.
   auto expand = DedupExpandOp::create(
       builder, loc, rows(ShapedType::kDynamic, tokensType),
@@ -337,8 +338,8 @@ void HierarchicalAllToAllPass::rewriteDeduplicated(
   auto intra = AllToAllOp::create(
       builder, loc, rows(ShapedType::kDynamic, tokensType),
       countsOf(nodeSize, nodes), expand.getExpanded(),
-      expand.getExpandedCounts(), exchange.getGridAttr(),
-      DenseI16ArrayAttr::get(context, {nodeAxis}),
+      expand.getExpandedCounts(), /*expected_counts=*/Value(),
+      exchange.getGridAttr(), DenseI16ArrayAttr::get(context, {nodeAxis}),
       builder.getStringAttr(candidate.tree.levels.front().name));
   // Received by (relay index, source node): by source rank once regrouped,
   // each source's rows by expert then token, as the flat exchange delivers.

@@ -312,8 +312,8 @@ void OverlapPass::rewrite(const Chain &chain, int64_t count) {
     sent.push_back(AllToAllOp::create(
         b, out.getLoc(), out.getReceived().getType(),
         out.getRecvCounts().getType(), part.getChunkRows(),
-        part.getChunkCounts(), out.getGridAttr(), out.getGridAxesAttr(),
-        out.getLevelAttr()));
+        part.getChunkCounts(), /*expected_counts=*/Value(), out.getGridAttr(),
+        out.getGridAxesAttr(), out.getLevelAttr()));
   SmallVector<Value> returned, received;
   for (AllToAllOp part : sent) {
     IRMapping mapping;
@@ -324,8 +324,8 @@ void OverlapPass::rewrite(const Chain &chain, int64_t count) {
     auto brought = AllToAllOp::create(
         b, back.getLoc(), returnedType.clone(returnedShape),
         back.getRecvCounts().getType(), mapping.lookup(back.getSend()),
-        part.getRecvCounts(), back.getGridAttr(), back.getGridAxesAttr(),
-        back.getLevelAttr());
+        part.getRecvCounts(), /*expected_counts=*/Value(), back.getGridAttr(),
+        back.getGridAxesAttr(), back.getLevelAttr());
     returned.push_back(brought.getReceived());
     received.push_back(part.getRecvCounts());
   }

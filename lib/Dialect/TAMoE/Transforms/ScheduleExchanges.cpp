@@ -222,7 +222,8 @@ void ScheduleExchangesPass::runOnOperation() {
     OpBuilder b(exchange);
     auto start = AllToAllStartOp::create(
         b, exchange.getLoc(), ExchangeType::get(b.getContext()),
-        exchange.getSend(), exchange.getSendCounts(), exchange.getGridAttr(),
+        exchange.getSend(), exchange.getSendCounts(),
+        exchange.getExpectedCounts(), exchange.getGridAttr(),
         exchange.getGridAxesAttr(), exchange.getLevelAttr());
     auto wait = AllToAllWaitOp::create(
         b, exchange.getLoc(), exchange.getReceived().getType(),

@@ -445,3 +445,27 @@ module {
     return %w, %x : tensor<?x64xf32>, tensor<?x64xf32>
   }
 }
+
+// -----
+
+// An exchange that expects its counts (the reverse of an earlier one)
+// sizes its receive buffer from their sum on this rank: no counts round,
+// and it joins no shared round either (the exchange beside it on the same
+// counts keeps its own).
+module {
+  shard.grid @ep(shape = 8)
+  // CHECK-LABEL: func.func @expecting
+  func.func @expecting(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>, %sent: tensor<8xi32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+    // CHECK-DAG: %[[C8:.*]] = arith.constant 8 : index
+    // CHECK: call @tamoe_rt_counts_total(%{{.*}}, %{{.*}}, %[[C8]], %{{.*}})
+    // CHECK: %[[T:.*]] = memref.load %{{.*}}[] : memref<index>
+    // CHECK: memref.alloc(%[[T]]) : memref<?x64xf32>
+    // CHECK: call @tamoe_rt_all_to_all(
+    // CHECK: call @tamoe_rt_all_to_all_counts(
+    // CHECK: call @tamoe_rt_all_to_all(
+    // CHECK-NOT: tamoe_rt_all_to_all_totals
+    %back, %back_counts = tamoe.all_to_all %rows, %counts expecting %sent on @ep : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+    %other, %other_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
+    return %back, %other : tensor<?x64xf32>, tensor<?x64xf32>
+  }
+}

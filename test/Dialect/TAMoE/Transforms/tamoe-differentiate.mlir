@@ -59,13 +59,14 @@ func.func @use_dispatch(%x: tensor<8x16xf32>, %ids: tensor<8x2xi32>, %d: tensor<
 // -----
 
 // all_to_all: the reverse exchange over the same group and level, sending
-// back by the counts that were received; regroup: the reverse regroup.
+// back by the counts that were received and expecting those that were sent
+// (the forward's own argument here); regroup: the reverse regroup.
 module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   // CHECK-LABEL: func.func @exchange_backward
-  // CHECK-SAME: %[[GC:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.regroup regrouped_counts"}, %[[RC:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.all_to_all recv_counts"}, %[[D:.*]]: tensor<24x8xf32>)
+  // CHECK-SAME: (%{{[^:]*}}: tensor<24x8xf32>, %[[SENTC:[^:]*]]: tensor<2x2x3xi32>, %[[GC:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.regroup regrouped_counts"}, %[[RC:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.all_to_all recv_counts"}, %[[D:.*]]: tensor<24x8xf32>)
   // CHECK: %[[BACK:.*]], %{{.*}} = tamoe.regroup %[[D]], %[[GC]] : tensor<24x8xf32>, tensor<2x2x3xi32> -> tensor<?x8xf32>, tensor<2x2x3xi32>
-  // CHECK: %[[SENT:.*]], %{{.*}} = tamoe.all_to_all %[[BACK]], %[[RC]] on @ep axes = [1] level "node" : tensor<?x8xf32>, tensor<2x2x3xi32> -> tensor<24x8xf32>
+  // CHECK: %[[SENT:.*]], %{{.*}} = tamoe.all_to_all %[[BACK]], %[[RC]] expecting %[[SENTC]] on @ep axes = [1] level "node" : tensor<?x8xf32>, tensor<2x2x3xi32> -> tensor<24x8xf32>
   // CHECK: return %[[SENT]]
   func.func @exchange(%rows: tensor<24x8xf32>, %counts: tensor<2x2x3xi32>) -> tensor<24x8xf32> {
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep axes = [1] level "node" : tensor<24x8xf32>, tensor<2x2x3xi32> -> tensor<?x8xf32>

@@ -126,6 +126,8 @@ def TAMoE_DispatchOp : TAMoE_Op<"dispatch", [Pure, DeclareOpInterfaceMethods<TAM
 
 def TAMoE_AllToAllOp : TAMoE_Op<"all_to_all", [
     Pure, AllTypesMatch<["send_counts", "recv_counts"]>,
+    OptionalTypesMatchWith<"expected counts have the type of send_counts",
+                           "send_counts", "expected_counts", "$_self">,
     DeclareOpInterfaceMethods<SymbolUserOpInterface>, DeclareOpInterfaceMethods<TAMoE_VJPOpInterface>]> {
   let summary = "Variable-count exchange among the ranks of a group";
   let description = [{
@@ -147,6 +149,15 @@ def TAMoE_AllToAllOp : TAMoE_Op<"all_to_all", [
     rows are packed at the front, the rest is padding. After the
     hierarchical rewrite each stage names the topology `level` it runs over.
 
+    `expecting` gives the counts this rank will receive when the program
+    already knows them: the exchange back of an earlier one receives what
+    that one sent (its send counts), so the reverse exchange that
+    tamoe-differentiate builds names them. A receive buffer of dynamic size
+    is then sized from their sum on this rank, without a counts round with
+    the peers. They must have the type of `send_counts`; were more rows to
+    arrive than they promise, the exchange fails on every rank rather than
+    write past the buffer.
+
     ```mlir
     shard.grid @ep(shape = 2x4)
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep
@@ -159,6 +170,7 @@ def TAMoE_AllToAllOp : TAMoE_Op<"all_to_all", [
   let arguments = (ins
     AnyRankedTensor:$send,
     AnyRankedTensor:$send_counts,
+    Optional<AnyRankedTensor>:$expected_counts,
     FlatSymbolRefAttr:$grid,
     OptionalAttr<DenseI16ArrayAttr>:$grid_axes,
     OptionalAttr<StrAttr>:$level
@@ -168,8 +180,8 @@ def TAMoE_AllToAllOp : TAMoE_Op<"all_to_all", [
     AnyRankedTensor:$recv_counts
   );
   let assemblyFormat = [{
-    $send `,` $send_counts `on` $grid (`axes` `=` $grid_axes^)?
-    (`level` $level^)? attr-dict
+    $send `,` $send_counts (`expecting` $expected_counts^)? `on` $grid
+    (`axes` `=` $grid_axes^)? (`level` $level^)? attr-dict
     `:` type($send) `,` type($send_counts) `->` type($received)
   }];
   let hasVerifier = 1;
@@ -657,6 +669,8 @@ def TAMoE_ExchangeType : TypeDef<TAMoE_Dialect, "Exchange"> {
 }
 
 def TAMoE_AllToAllStartOp : TAMoE_Op<"all_to_all_start", [
+    OptionalTypesMatchWith<"expected counts have the type of send_counts",
+                           "send_counts", "expected_counts", "$_self">,
     DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
   let summary = "Start a tamoe.all_to_all and return at once";
   let description = [{
@@ -682,14 +696,16 @@ def TAMoE_AllToAllStartOp : TAMoE_Op<"all_to_all_start", [
   let arguments = (ins
     AnyRankedTensor:$send,
     AnyRankedTensor:$send_counts,
+    Optional<AnyRankedTensor>:$expected_counts,
     FlatSymbolRefAttr:$grid,
     OptionalAttr<DenseI16ArrayAttr>:$grid_axes,
     OptionalAttr<StrAttr>:$level
   );
   let results = (outs TAMoE_ExchangeType:$exchange);
   let assemblyFormat = [{
-    $send `,` $send_counts `on` $grid (`axes` `=` $grid_axes^)?
-    (`level` $level^)? attr-dict `:` type($send) `,` type($send_counts)
+    $send `,` $send_counts (`expecting` $expected_counts^)? `on` $grid
+    (`axes` `=` $grid_axes^)? (`level` $level^)? attr-dict
+    `:` type($send) `,` type($send_counts)
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
