@@ -341,10 +341,11 @@ tamoe_rt_status_t tamoe_rt_add_counts(tamoe_rt_context_t *context,
                                       intptr_t n, int32_t *out);
 
 /* *total (host memory) = the sum of n int32 counts in the backend's
- * memory: the receive size of an exchange whose counts the program knows
- * already (the exchange back of an earlier one receives what that one
- * sent), read on this rank alone, with no counts round. A negative count
- * fails with TAMOE_RT_ERROR_INVALID_ARGUMENT on this rank. */
+ * memory, a negative one counted as 0: the receive size of an exchange
+ * whose counts the program knows already (the exchange back of an earlier
+ * one receives what that one sent), read on this rank alone, with no
+ * counts round. Nothing here fails on the counts' values: the exchange it
+ * sizes fails on every rank alike if more rows arrive than the total. */
 tamoe_rt_status_t tamoe_rt_counts_total(tamoe_rt_context_t *context,
                                         const int32_t *counts, intptr_t n,
                                         intptr_t *total);

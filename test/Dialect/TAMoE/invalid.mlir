@@ -439,6 +439,16 @@ func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>, %expected: tensor
 // -----
 
 shard.grid @ep(shape = 2x4)
+func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>, %expected: tensor<4xi32>) {
+  // expected-error @+1 {{failed to verify that expected counts have the type of send_counts}}
+  %0 = "tamoe.all_to_all_start"(%rows, %counts, %expected) <{grid = @ep}> : (tensor<32x64xf32>, tensor<8xi32>, tensor<4xi32>) -> !tamoe.exchange
+  %1:2 = tamoe.all_to_all_wait %0 : tensor<?x64xf32>, tensor<8xi32>
+  return
+}
+
+// -----
+
+shard.grid @ep(shape = 2x4)
 func.func @f(%rows: tensor<32x64xf32>, %counts: tensor<?xi32>) {
   // expected-error @+1 {{send_counts must have a static shape}}
   %0, %1 = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<?xi32> -> tensor<?x64xf32>

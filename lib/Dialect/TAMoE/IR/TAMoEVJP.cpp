@@ -53,13 +53,15 @@ LogicalResult AllToAllOp::buildVJP(OpBuilder &builder, VJPContext &context) {
   if (!needed(context, dReceived, getSend()))
     return success();
   // The reverse exchange over the same group and level: every rank sends
-  // back what it received, by source, and gets what it sent, so it expects
-  // its own send counts and needs no counts round to size what arrives.
+  // back what it received, by source, and gets what it sent, so a receive
+  // of dynamic size expects its own send counts and needs no counts round.
+  Value expected = getSend().getType().hasStaticShape()
+                       ? Value()
+                       : context.primal(getSendCounts());
   auto reverse = AllToAllOp::create(
       builder, getLoc(), getSend().getType(), getSendCounts().getType(),
-      dReceived, context.primal(getRecvCounts()),
-      context.primal(getSendCounts()), getGridAttr(), getGridAxesAttr(),
-      getLevelAttr());
+      dReceived, context.primal(getRecvCounts()), expected, getGridAttr(),
+      getGridAxesAttr(), getLevelAttr());
   context.addCotangent(getSend(), reverse.getReceived());
   return success();
 }

@@ -22,7 +22,8 @@ AllToAllOp mlir::tamoe::findSendingAllToAll(DispatchOp dispatch) {
   for (Operation *user : counts.getUsers()) {
     if (auto expand = dyn_cast<tensor::ExpandShapeOp>(user))
       for (Operation *reshapedUser : expand.getResult().getUsers())
-        if (auto exchange = dyn_cast<AllToAllOp>(reshapedUser))
+        if (auto exchange = dyn_cast<AllToAllOp>(reshapedUser);
+            exchange && exchange.getSendCounts() == expand.getResult())
           return exchange;
     if (auto exchange = dyn_cast<AllToAllOp>(user))
       if (exchange.getSendCounts() == counts)

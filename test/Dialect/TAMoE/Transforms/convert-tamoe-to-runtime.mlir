@@ -455,17 +455,31 @@ module {
 module {
   shard.grid @ep(shape = 8)
   // CHECK-LABEL: func.func @expecting
-  func.func @expecting(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>, %sent: tensor<8xi32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+  // CHECK-SAME: %[[SENT:[^:]*]]: tensor<8xi32>, %[[SENT2:[^:]*]]: tensor<8xi32>)
+  func.func @expecting(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>, %sent: tensor<8xi32>, %sent2: tensor<8xi32>) -> (tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>) {
     // CHECK-DAG: %[[C8:.*]] = arith.constant 8 : index
-    // CHECK: call @tamoe_rt_counts_total(%{{.*}}, %{{.*}}, %[[C8]], %{{.*}})
+    // CHECK: %[[BUF:.*]] = bufferization.to_buffer %[[SENT]]
+    // CHECK: %[[INT:.*]] = memref.extract_aligned_pointer_as_index %[[BUF]]
+    // CHECK: %[[I64:.*]] = arith.index_cast %[[INT]]
+    // CHECK: %[[PTR:.*]] = llvm.inttoptr %[[I64]]
+    // CHECK: call @tamoe_rt_counts_total(%{{.*}}, %[[PTR]], %[[C8]], %{{.*}})
     // CHECK: %[[T:.*]] = memref.load %{{.*}}[] : memref<index>
     // CHECK: memref.alloc(%[[T]]) : memref<?x64xf32>
     // CHECK: call @tamoe_rt_all_to_all(
     // CHECK: call @tamoe_rt_all_to_all_counts(
     // CHECK: call @tamoe_rt_all_to_all(
+    // A started one the same way.
+    // CHECK: %[[BUF2:.*]] = bufferization.to_buffer %[[SENT2]]
+    // CHECK: call @tamoe_rt_counts_total(
+    // CHECK: call @tamoe_rt_all_to_all_start(
+    // CHECK: call @tamoe_rt_all_to_all_wait(
     // CHECK-NOT: tamoe_rt_all_to_all_totals
+    // CHECK-NOT: tamoe_rt_all_to_all_counts
+    // CHECK: return
     %back, %back_counts = tamoe.all_to_all %rows, %counts expecting %sent on @ep : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
     %other, %other_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
-    return %back, %other : tensor<?x64xf32>, tensor<?x64xf32>
+    %x = tamoe.all_to_all_start %rows, %counts expecting %sent2 on @ep : tensor<32x64xf32>, tensor<8xi32>
+    %started, %started_counts = tamoe.all_to_all_wait %x : tensor<?x64xf32>, tensor<8xi32>
+    return %back, %other, %started : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>
   }
 }

@@ -59,14 +59,14 @@ func.func @use_dispatch(%x: tensor<8x16xf32>, %ids: tensor<8x2xi32>, %d: tensor<
 // -----
 
 // all_to_all: the reverse exchange over the same group and level, sending
-// back by the counts that were received and expecting those that were sent
-// (the forward's own argument here); regroup: the reverse regroup.
+// back by the counts that were received; regroup: the reverse regroup. It
+// receives into the forward's static send buffer, so it names no counts.
 module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2x2)
   // CHECK-LABEL: func.func @exchange_backward
-  // CHECK-SAME: (%{{[^:]*}}: tensor<24x8xf32>, %[[SENTC:[^:]*]]: tensor<2x2x3xi32>, %[[GC:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.regroup regrouped_counts"}, %[[RC:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.all_to_all recv_counts"}, %[[D:.*]]: tensor<24x8xf32>)
+  // CHECK-SAME: %[[GC:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.regroup regrouped_counts"}, %[[RC:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.all_to_all recv_counts"}, %[[D:.*]]: tensor<24x8xf32>)
   // CHECK: %[[BACK:.*]], %{{.*}} = tamoe.regroup %[[D]], %[[GC]] : tensor<24x8xf32>, tensor<2x2x3xi32> -> tensor<?x8xf32>, tensor<2x2x3xi32>
-  // CHECK: %[[SENT:.*]], %{{.*}} = tamoe.all_to_all %[[BACK]], %[[RC]] expecting %[[SENTC]] on @ep axes = [1] level "node" : tensor<?x8xf32>, tensor<2x2x3xi32> -> tensor<24x8xf32>
+  // CHECK: %[[SENT:.*]], %{{.*}} = tamoe.all_to_all %[[BACK]], %[[RC]] on @ep axes = [1] level "node" : tensor<?x8xf32>, tensor<2x2x3xi32> -> tensor<24x8xf32>
   // CHECK: return %[[SENT]]
   func.func @exchange(%rows: tensor<24x8xf32>, %counts: tensor<2x2x3xi32>) -> tensor<24x8xf32> {
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep axes = [1] level "node" : tensor<24x8xf32>, tensor<2x2x3xi32> -> tensor<?x8xf32>
@@ -75,6 +75,29 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
   }
   func.func @use_exchange(%rows: tensor<24x8xf32>, %counts: tensor<2x2x3xi32>, %d: tensor<24x8xf32>) {
     %r, %dr = tamoe.vjp @exchange(%rows, %counts) cotangents(%d) : (tensor<24x8xf32>, tensor<2x2x3xi32>), (tensor<24x8xf32>) -> (tensor<24x8xf32>), (tensor<24x8xf32>)
+    return
+  }
+}
+
+// -----
+
+// Two stages: the reverse of the second receives into a buffer of dynamic
+// size (the first's received rows), so it expects what the second sent,
+// the first's received counts, and its receive is sized on the rank.
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2x2)
+  // CHECK-LABEL: func.func @stages_backward
+  // CHECK-SAME: %[[C1:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.all_to_all recv_counts"}, %[[C2:[^:]*]]: tensor<2x2x3xi32> {tamoe.saved = "tamoe.all_to_all recv_counts"}, %[[D:.*]]: tensor<24x8xf32>)
+  // CHECK: %[[B2:.*]], %{{.*}} = tamoe.all_to_all %[[D]], %[[C2]] expecting %[[C1]] on @ep axes = [0] level "cluster" : tensor<24x8xf32>, tensor<2x2x3xi32> -> tensor<?x8xf32>
+  // CHECK: %[[B1:.*]], %{{.*}} = tamoe.all_to_all %[[B2]], %[[C1]] on @ep axes = [1] level "node" : tensor<?x8xf32>, tensor<2x2x3xi32> -> tensor<24x8xf32>
+  // CHECK: return %[[B1]]
+  func.func @stages(%rows: tensor<24x8xf32>, %counts: tensor<2x2x3xi32>) -> tensor<24x8xf32> {
+    %r1, %c1 = tamoe.all_to_all %rows, %counts on @ep axes = [1] level "node" : tensor<24x8xf32>, tensor<2x2x3xi32> -> tensor<?x8xf32>
+    %r2, %c2 = tamoe.all_to_all %r1, %c1 on @ep axes = [0] level "cluster" : tensor<?x8xf32>, tensor<2x2x3xi32> -> tensor<24x8xf32>
+    return %r2 : tensor<24x8xf32>
+  }
+  func.func @use_stages(%rows: tensor<24x8xf32>, %counts: tensor<2x2x3xi32>, %d: tensor<24x8xf32>) {
+    %r, %dr = tamoe.vjp @stages(%rows, %counts) cotangents(%d) : (tensor<24x8xf32>, tensor<2x2x3xi32>), (tensor<24x8xf32>) -> (tensor<24x8xf32>), (tensor<24x8xf32>)
     return
   }
 }

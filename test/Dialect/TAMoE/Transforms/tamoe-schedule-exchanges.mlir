@@ -140,3 +140,17 @@ module {
     return %r : tensor<?x4xf32>
   }
 }
+
+// -----
+
+// An exchange's expected counts travel with it into its start.
+module {
+  shard.grid @ep(shape = 8)
+  // CHECK-LABEL: func.func @expecting
+  // CHECK-SAME: %[[COUNTS:[^:]*]]: tensor<8xi32>, %[[SENT:[^:]*]]: tensor<8xi32>)
+  // CHECK: tamoe.all_to_all_start %{{.*}}, %[[COUNTS]] expecting %[[SENT]] on @ep
+  func.func @expecting(%rows: tensor<16x4xf32>, %counts: tensor<8xi32>, %sent: tensor<8xi32>) -> tensor<?x4xf32> {
+    %r, %rc = tamoe.all_to_all %rows, %counts expecting %sent on @ep : tensor<16x4xf32>, tensor<8xi32> -> tensor<?x4xf32>
+    return %r : tensor<?x4xf32>
+  }
+}
