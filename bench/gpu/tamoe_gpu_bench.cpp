@@ -180,6 +180,14 @@ public:
                                 int64_t, int32_t *, int64_t *) {
     return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE, "needs the core"};
   }
+  virtual Result allToAllTotals(tamoe_rt_group_t, const int32_t *, int64_t,
+                                const std::vector<int64_t> &,
+                                std::vector<int64_t> &) {
+    return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE, "needs the core"};
+  }
+  virtual Result countsTotal(const int32_t *, int64_t, int64_t *) {
+    return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE, "needs the core"};
+  }
   virtual Result hierarchical(const void *, int64_t, int64_t, const int32_t *,
                               int64_t, void *, int64_t, int32_t *) {
     return {TAMOE_RT_ERROR_BACKEND_UNAVAILABLE, "needs the core"};
@@ -449,6 +457,23 @@ public:
     intptr_t sum = 0;
     Result r = wrap(tamoe_rt_all_to_all_counts(context_, group, sendCounts,
                                                peers, split, recvCounts, &sum));
+    *total = sum;
+    return r;
+  }
+  Result allToAllTotals(tamoe_rt_group_t group, const int32_t *counts,
+                        int64_t entries, const std::vector<int64_t> &steps,
+                        std::vector<int64_t> &totals) override {
+    std::vector<intptr_t> out(steps.size() / 5, -1);
+    Result r = wrap(tamoe_rt_all_to_all_totals(
+        context_, group, counts, entries, steps.data(),
+        intptr_t(steps.size() / 5), out.data()));
+    totals.assign(out.begin(), out.end());
+    return r;
+  }
+  Result countsTotal(const int32_t *counts, int64_t n,
+                     int64_t *total) override {
+    intptr_t sum = -1;
+    Result r = wrap(tamoe_rt_counts_total(context_, counts, n, &sum));
     *total = sum;
     return r;
   }
@@ -2711,6 +2736,44 @@ void checkAllToAll(tamoe_rt_group_t group, int64_t split, int64_t rowBytes,
                           std::to_string(wantRows);
               return problem;
             });
+    // One round for a part of the exchange: part 1 of 3 of every entry
+    // (step 0), then the exchange (step 1), as a cut layer's round; and
+    // this rank's own counts summed on the host.
+    runCase("all_to_all_totals and counts_total " + std::string(groupName) +
+                " (" + std::to_string(size) + " ranks) split=" +
+                std::to_string(split) + " [" + engine->name() + "]",
+            [&]() -> std::string {
+              Scope s(*engine);
+              const std::vector<int32_t> &mine = counts[size_t(me)];
+              int32_t *dCounts = s.put(mine);
+              auto part = [](int64_t n) { return 2 * n / 3 - n / 3; };
+              int64_t wantPart = 0, wantSent = 0, wantMine = 0;
+              for (int32_t n : mine) {
+                wantPart += part(n);
+                wantMine += n;
+              }
+              for (int32_t n : wantCounts)
+                wantSent += part(n);
+              std::vector<int64_t> totals;
+              require(engine->allToAllTotals(group, dCounts, size * split,
+                                             {TAMOE_RT_COUNTS_CHUNK, 0, 1, 3, 0,
+                                              TAMOE_RT_COUNTS_EXCHANGE, 1,
+                                              group, size, 0},
+                                             totals),
+                      "all_to_all_totals");
+              int64_t total = -1;
+              require(engine->countsTotal(dCounts, size * split, &total),
+                      "counts_total");
+              if (totals != std::vector<int64_t>{wantPart, wantSent} ||
+                  total != wantMine)
+                return "totals " + std::to_string(totals[0]) + ", " +
+                       std::to_string(totals[1]) + " and " +
+                       std::to_string(total) + ", want " +
+                       std::to_string(wantPart) + ", " +
+                       std::to_string(wantSent) + " and " +
+                       std::to_string(wantMine);
+              return "";
+            });
   }
 }
 
@@ -3234,6 +3297,14 @@ void checkGraphs(uint64_t seed) {
           Result read = engine->toHost(host, buffer, 16);
           void *extra = nullptr;
           Result alloc = engine->alloc(64, &extra);
+          // Sizes read on the host: what a static-capacity step has none of.
+          int64_t total = -1;
+          Result counted = engine->countsTotal(
+              reinterpret_cast<int32_t *>(buffer), 4, &total);
+          std::vector<int64_t> totals;
+          Result traced = engine->allToAllTotals(
+              TAMOE_RT_GROUP_WORLD, reinterpret_cast<int32_t *>(buffer), 4,
+              {TAMOE_RT_COUNTS_CHUNK, 0, 0, 2, 0}, totals);
           void *graph = nullptr;
           Result end = engine->graphEnd(&graph);
           std::string readWant = "tamoe_rt_copy_to_host: reads device "
@@ -3245,6 +3316,14 @@ void checkGraphs(uint64_t seed) {
                               "tamoe_rt_alloc: cannot allocate while "
                               "recording a graph: allocate the step's "
                               "buffers before tamoe_rt_graph_begin"),
+                expectFailure(counted, TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                              "tamoe_rt_counts_total: reads device memory on "
+                              "the host" +
+                                  refused),
+                expectFailure(traced, TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                              "tamoe_rt_all_to_all_totals: rank 0: reads "
+                              "device memory on the host" +
+                                  refused),
                 expectFailure(end, TAMOE_RT_ERROR_INVALID_ARGUMENT,
                               "tamoe_rt_graph_end: the recording failed: " +
                                   readWant)})
