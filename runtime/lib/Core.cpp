@@ -1800,16 +1800,20 @@ tamoe_rt_status_t tamoe_rt_all_to_all_wait(tamoe_rt_context_t *context,
                                                context->traffic));
 }
 
-namespace {
-/// The counts round of tamoe_rt_all_to_all_counts:
-/// send_counts [peers, split] checked, then the caller's other arguments
-/// (`outputs`), then the counts exchanged through the launcher; `received`
-/// what every peer sends here, on the host. Fails on every rank alike.
-Status exchangeCounts(tamoe_rt_context_t *context, tamoe_rt_group_t group,
-                      const int32_t *send_counts, intptr_t peers,
-                      intptr_t split,
-                      const std::function<void(Check &)> &outputs,
-                      std::vector<int32_t> &received) {
+tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
+                                             tamoe_rt_group_t group,
+                                             const int32_t *send_counts,
+                                             intptr_t peers, intptr_t split,
+                                             int32_t *recv_counts,
+                                             intptr_t *total) {
+  const char *fn = "tamoe_rt_all_to_all_counts";
+  Timed timed(context, fn);
+  if (!context)
+    return finish(nullptr, fn, invalid("context is null"));
+  if (Status bad = groupCheck(group); !bad.ok())
+    return finish(context, fn, bad);
+  // send_counts [peers, split] checked, then the outputs, then the counts
+  // exchanged through the launcher: failing on every rank alike.
   Launcher &launcher = *context->launcher;
   Backend &backend = *context->backend;
   int size = launcher.groupSize(group);
@@ -1822,8 +1826,9 @@ Status exchangeCounts(tamoe_rt_context_t *context, tamoe_rt_group_t group,
                 return str("split must be in [1, ", INT_MAX / size, "], got ",
                            split);
               })
-        .notNull(send_counts, "send_counts");
-    outputs(check);
+        .notNull(send_counts, "send_counts")
+        .notNull(recv_counts, "recv_counts")
+        .notNull(total, "total");
     local = check.status;
   }
   std::vector<int32_t> counts;
@@ -1840,37 +1845,14 @@ Status exchangeCounts(tamoe_rt_context_t *context, tamoe_rt_group_t group,
                            "] = ", counts[i], " is negative"));
   Status status =
       launcher.agreeOn(group, local, {{"split", local.ok() ? split : 0}});
+  std::vector<int32_t> received;
   if (status.ok())
     status = launcher.allToAllInts(group, counts, int(split), received,
                                    str("the exchange of counts over the ",
                                        Launcher::groupName(group), " group"));
-  return status;
-}
-} // namespace
-
-tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
-                                             tamoe_rt_group_t group,
-                                             const int32_t *send_counts,
-                                             intptr_t peers, intptr_t split,
-                                             int32_t *recv_counts,
-                                             intptr_t *total) {
-  const char *fn = "tamoe_rt_all_to_all_counts";
-  Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
-  if (Status bad = groupCheck(group); !bad.ok())
-    return finish(context, fn, bad);
-  std::vector<int32_t> received;
-  Status status = exchangeCounts(
-      context, group, send_counts, peers, split,
-      [&](Check &check) {
-        check.notNull(recv_counts, "recv_counts").notNull(total, "total");
-      },
-      received);
   if (status.ok())
-    status = context->backend->copyToBackend(
-        recv_counts, received.data(),
-        intptr_t(received.size() * sizeof(int32_t)));
+    status = backend.copyToBackend(recv_counts, received.data(),
+                                   intptr_t(received.size() * sizeof(int32_t)));
   if (status.ok()) {
     int64_t rows = 0;
     for (int32_t count : received)
