@@ -4,7 +4,8 @@
 # time each takes against the cost model's prediction for the calibrated
 # topology (docs/results/cpu-2x4-calibrated.json), and the chunk count the
 # model picks itself (chunks=0); and the same chunk counts with
-# de-duplicated hierarchical exchanges (mode=hierarchical dedup=true), and
+# hierarchical exchanges (mode=hierarchical) and de-duplicated ones
+# (mode=hierarchical dedup=true), and
 # the runtime's timeline of 1 and 4 chunks (how much of the rows' time in
 # flight the experts hide).
 #
@@ -91,10 +92,12 @@ run profile 1 >/dev/null
 median_us=$(grep -m1 '| tamoe_rt_grouped_matmul |' "$work/profile.log" | awk -F'|' '{print $4}')
 gflops=$(calc "2 * $rows * $HIDDEN * $FFN / ($median_us * 1000)" 2)
 
-declare -A measured predicted deduplicated
+declare -A measured predicted hierarchical deduplicated
 for chunks in 1 2 4 8; do
   seconds=$(step "c$chunks" "chunks=$chunks device-gflops=$gflops")
   measured[$chunks]=$(calc "$seconds * 1000" 2)
+  seconds=$(step "h$chunks" "mode=hierarchical chunks=$chunks device-gflops=$gflops")
+  hierarchical[$chunks]=$(calc "$seconds * 1000" 2)
   seconds=$(step "d$chunks" "mode=hierarchical dedup=true chunks=$chunks device-gflops=$gflops")
   deduplicated[$chunks]=$(calc "$seconds * 1000" 2)
   # tamoe-overlap's prediction for this chunk count and for one chunk (us);
@@ -144,14 +147,16 @@ report() {
   echo "steps minus that of $LOW, over $((HIGH - LOW)) (median of $REPEATS), the whole layer (router,"
   echo "dispatch, combine and loss included). Predicted: the cost model's"
   echo "exchanges and experts (docs/cost-model.md, \"Overlap\"), what chunking"
-  echo "changes. De-duplicated: the same layer with"
+  echo "changes. Hierarchical: the same layer with \`mode=hierarchical\`"
+  echo "added, each part's exchanges in two stages (node, then peers) and one"
+  echo "counts round for all of them. De-duplicated: with"
   echo "\`mode=hierarchical dedup=true\` added, each part's exchange out"
   echo "de-duplicated alone (docs/passes.md, \"De-duplicated parts\")."
   echo
-  echo "| chunks | measured step (ms) | vs 1 chunk | predicted exchanges + experts (ms) | vs 1 chunk | de-duplicated step (ms) | vs 1 chunk |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| chunks | measured step (ms) | vs 1 chunk | predicted exchanges + experts (ms) | vs 1 chunk | hierarchical step (ms) | vs 1 chunk | de-duplicated step (ms) | vs 1 chunk |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for chunks in 1 2 4 8; do
-    echo "| $chunks | ${measured[$chunks]} | $(ratio "${measured[$chunks]}" "${measured[1]}")x | ${predicted[$chunks]} | $(ratio "${predicted[$chunks]}" "${predicted[1]}")x | ${deduplicated[$chunks]} | $(ratio "${deduplicated[$chunks]}" "${deduplicated[1]}")x |"
+    echo "| $chunks | ${measured[$chunks]} | $(ratio "${measured[$chunks]}" "${measured[1]}")x | ${predicted[$chunks]} | $(ratio "${predicted[$chunks]}" "${predicted[1]}")x | ${hierarchical[$chunks]} | $(ratio "${hierarchical[$chunks]}" "${hierarchical[1]}")x | ${deduplicated[$chunks]} | $(ratio "${deduplicated[$chunks]}" "${deduplicated[1]}")x |"
   done
   echo
   echo "The model's own choice (\`chunks=0\`): $choice"
