@@ -301,7 +301,6 @@ DifferentiatePass::differentiate(func::FuncOp function) {
     Value gradient = reverse.cotangent(argument);
     if (!gradient) {
       // Zeros, for an argument the results do not depend on.
-      auto argumentType = cast<RankedTensorType>(argument.getType());
       gradient = buildZerosLike(reverse.builder, argument.getLoc(),
                                 reverse.primal(argument));
     }
