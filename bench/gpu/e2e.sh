@@ -239,7 +239,11 @@ run() {
       TAMOE_RT_OUTPUT_DIR="$WORK/$backend" "${launch[@]}" "$@" \
       > "$WORK/$backend.log" 2>&1 ||
     { cat "$WORK/$backend.log" >&2; die "the $backend run failed"; }
-  grep -A100 '^tamoe_rt profile' "$WORK/$backend.log" | grep -v '^tamoe_rt profile' > "$WORK/$backend.profile.md" || true
+  # Rank 0's table; the launcher may put another rank's unfinished line
+  # in front of its heading, so the heading is found anywhere in a line and
+  # only the table's own lines are kept.
+  sed -n '/tamoe_rt profile, rank 0 of/,$p' "$WORK/$backend.log" |
+    grep '^|' > "$WORK/$backend.profile.md" || true
 }
 # The layer's main under mlir-runner: its arguments but the program.
 JIT=(-e main -entry-point-result=i32 --shared-libs="$RTDIR/libtamoe_rt.so")

@@ -103,24 +103,31 @@ public:
       return int(numRanks());
     }
   }
-  /// This rank's index in `group`.
+  /// This rank's index in `group`; or world rank `of`'s in its own.
   int groupRank(tamoe_rt_group_t group) const {
+    return int(groupRank(group, rank()));
+  }
+  int64_t groupRank(tamoe_rt_group_t group, int64_t of) const {
     switch (group) {
     case TAMOE_RT_GROUP_NODE:
-      return int(localIndex());
+      return of % ranksPerNode();
     case TAMOE_RT_GROUP_PEERS:
-      return int(node());
+      return of / ranksPerNode();
     default:
-      return int(rank());
+      return of;
     }
   }
-  /// The world rank of member `index` of this rank's `group`.
+  /// The world rank of member `index` of this rank's `group`; or of world
+  /// rank `of`'s.
   int64_t worldRankOf(tamoe_rt_group_t group, int64_t index) const {
+    return worldRankOf(group, index, rank());
+  }
+  int64_t worldRankOf(tamoe_rt_group_t group, int64_t index, int64_t of) const {
     switch (group) {
     case TAMOE_RT_GROUP_NODE:
-      return node() * ranksPerNode() + index;
+      return of / ranksPerNode() * ranksPerNode() + index;
     case TAMOE_RT_GROUP_PEERS:
-      return index * ranksPerNode() + localIndex();
+      return index * ranksPerNode() + of % ranksPerNode();
     default:
       return index;
     }

@@ -1870,33 +1870,6 @@ namespace {
 constexpr intptr_t kMaxCountsSteps = 1 << 16;
 constexpr int64_t kMaxCountsMade = int64_t(1) << 26;
 
-/// The world rank of member `index` of `rank`'s `group`, and `rank`'s index
-/// in it (Launcher's worldRankOf and groupRank, for any rank).
-int64_t memberOf(const Launcher &launcher, tamoe_rt_group_t group, int64_t rank,
-                 int64_t index) {
-  int64_t perNode = launcher.ranksPerNode();
-  switch (group) {
-  case TAMOE_RT_GROUP_NODE:
-    return rank / perNode * perNode + index;
-  case TAMOE_RT_GROUP_PEERS:
-    return index * perNode + rank % perNode;
-  default:
-    return index;
-  }
-}
-int64_t indexIn(const Launcher &launcher, tamoe_rt_group_t group,
-                int64_t rank) {
-  int64_t perNode = launcher.ranksPerNode();
-  switch (group) {
-  case TAMOE_RT_GROUP_NODE:
-    return rank % perNode;
-  case TAMOE_RT_GROUP_PEERS:
-    return rank / perNode;
-  default:
-    return rank;
-  }
-}
-
 /// What a step of tamoe_rt_all_to_all_totals makes from its source's
 /// counts, for every member of the call's `group` at once: counts[i] are
 /// member i's. The step was checked (an exchange's group is `group`, or
@@ -1924,12 +1897,12 @@ countsStep(const Launcher &launcher, tamoe_rt_group_t group,
       // Member p of the exchange's group sends this member the row at its
       // own index there.
       auto over = tamoe_rt_group_t(int32_t(x));
-      int64_t rank = memberOf(launcher, group, launcher.rank(), int64_t(i));
-      int64_t position = indexIn(launcher, over, rank);
+      int64_t rank = launcher.worldRankOf(group, int64_t(i));
+      int64_t position = launcher.groupRank(over, rank);
       int64_t row = int64_t(in.size()) / y;
       for (int64_t p = 0; p < y; ++p) {
         int64_t from =
-            indexIn(launcher, group, memberOf(launcher, over, rank, p));
+            launcher.groupRank(group, launcher.worldRankOf(over, p, rank));
         std::copy_n(counts[size_t(from)].begin() + position * row, row,
                     out.begin() + p * row);
       }

@@ -650,14 +650,6 @@ static Value entrySlot(Lowering &l, Operation *op, Type type,
   return memref::AllocaOp::create(l.b, l.loc, MemRefType::get(shape, type));
 }
 
-/// The counts an exchange's send counts follow from: back through the ops
-/// that only move entries or take parts of them, as far as they go.
-static Value countsRoot(Value counts) {
-  while (Value before = countsBefore(counts))
-    counts = before;
-  return counts;
-}
-
 namespace {
 /// The steps of one tamoe_rt_all_to_all_totals call: how each counts value
 /// between `root` and the exchanges it sizes follows from the root, five
@@ -675,7 +667,8 @@ struct CountsSteps {
   /// An exchange on the way has no group the runtime knows (its error was
   /// emitted).
   bool invalid = false;
-  /// The ops the steps stand for (where the round must come before).
+  /// The ops on the ways to the exchanges (the round comes before the
+  /// first of them; some may be listed twice, or lie on a way that failed).
   SmallVector<Operation *> ops;
 
   int64_t add(CountsStep kind, int64_t source, int64_t x, int64_t y,
@@ -697,34 +690,28 @@ struct CountsSteps {
     if (auto found = sources.find(counts); found != sources.end())
       return found->second;
     auto type = dyn_cast<RankedTensorType>(counts.getType());
-    if (!type || !type.hasStaticShape())
+    Value before = countsBefore(counts);
+    if (!type || !type.hasStaticShape() || !before)
       return failure();
     Operation *def = counts.getDefiningOp();
-    if (def)
-      ops.push_back(def);
+    ops.push_back(def);
     FailureOr<int64_t> index = failure();
-    if (auto expand = dyn_cast_or_null<tensor::ExpandShapeOp>(def))
-      index = source(expand.getSrc(), symbols);
-    else if (auto collapse = dyn_cast_or_null<tensor::CollapseShapeOp>(def))
-      index = source(collapse.getSrc(), symbols);
-    else if (auto cast = dyn_cast_or_null<tensor::CastOp>(def))
-      index = source(cast.getSource(), symbols);
-    else if (auto regroup = dyn_cast_or_null<RegroupOp>(def)) {
+    if (auto regroup = dyn_cast<RegroupOp>(def)) {
       RankedTensorType from = regroup.getCounts().getType();
-      if (FailureOr<int64_t> in = source(regroup.getCounts(), symbols);
-          succeeded(in) && from.hasStaticShape())
+      if (FailureOr<int64_t> in = source(before, symbols); succeeded(in))
         index = add(CountsStep::Regroup, *in, from.getDimSize(0),
                     from.getDimSize(1), product(from, 2));
-    } else if (auto chunk = dyn_cast_or_null<ChunkOp>(def)) {
-      if (FailureOr<int64_t> in = source(chunk.getCounts(), symbols);
-          succeeded(in))
+    } else if (auto chunk = dyn_cast<ChunkOp>(def)) {
+      if (FailureOr<int64_t> in = source(before, symbols); succeeded(in))
         index = add(CountsStep::Chunk, *in, int64_t(chunk.getChunk()),
                     int64_t(chunk.getChunks()), 0);
-    } else if (auto exchange = dyn_cast_or_null<AllToAllOp>(def)) {
+    } else if (auto exchange = dyn_cast<AllToAllOp>(def)) {
       index = exchangeStep(exchange, symbols);
-    } else if (auto wait = dyn_cast_or_null<AllToAllWaitOp>(def)) {
-      if (wait.getStart())
-        index = exchangeStep(wait.getStart(), symbols);
+    } else if (auto wait = dyn_cast<AllToAllWaitOp>(def)) {
+      index = exchangeStep(wait.getStart(), symbols);
+    } else {
+      // Reshapes and casts move no entry.
+      index = source(before, symbols);
     }
     if (succeeded(index))
       sources[counts] = *index;
@@ -735,17 +722,18 @@ struct CountsSteps {
   /// counts it receives.
   FailureOr<int64_t> exchangeStep(Operation *op,
                                   SymbolTableCollection &symbols) {
-    auto send = cast<TypedValue<RankedTensorType>>(op->getOperand(1));
-    FailureOr<int64_t> in = source(send, symbols);
+    auto sendCounts = cast<TypedValue<RankedTensorType>>(op->getOperand(1));
+    FailureOr<int64_t> in = source(sendCounts, symbols);
     FailureOr<Collective> collective = exchangeGroup(op, symbols);
     invalid |= failed(collective);
-    if (failed(in) || failed(collective) || !send.getType().hasStaticShape())
+    if (failed(in) || failed(collective) ||
+        !sendCounts.getType().hasStaticShape())
       return failure();
     grids[collective->grid] |= collective->group != Group::World;
     groups.insert(collective->group);
     ops.push_back(op);
     return add(CountsStep::Exchange, *in, int64_t(collective->group),
-               send.getType().getDimSize(0), 0);
+               sendCounts.getType().getDimSize(0), 0);
   }
 };
 } // namespace
@@ -772,7 +760,11 @@ ConvertToRuntimePass::planExchangeTotals(ArrayRef<Operation *> ops,
     if (auto entry = rowsPerEntry.find(op);
         entry != rowsPerEntry.end() && entry->second >= 0)
       continue;
-    Value root = countsRoot(op->getOperand(1));
+    // The counts they follow from: back through the ops that only move
+    // entries or take parts of them, as far as they go.
+    Value root = op->getOperand(1);
+    while (Value before = countsBefore(root))
+      root = before;
     auto rootType = dyn_cast<RankedTensorType>(root.getType());
     if (!rootType || !rootType.hasStaticShape() ||
         !rootType.getElementType().isInteger(32) ||
@@ -814,12 +806,12 @@ ConvertToRuntimePass::planExchangeTotals(ArrayRef<Operation *> ops,
     Value words = arith::ConstantOp::create(
         l.b, l.loc, DenseElementsAttr::get(wordsType, ArrayRef(steps.words)));
     Value totals = entrySlot(l, at, l.b.getIndexType(), {numSteps});
-    auto rootType = cast<RankedTensorType>(root.getType());
+    auto rootValue = cast<TypedValue<RankedTensorType>>(root);
     l.runtime("all_to_all_totals",
-              {l.i32(int32_t(group)),
-               l.data(cast<TypedValue<RankedTensorType>>(root)),
-               l.index(rootType.getNumElements()), l.pointer(l.input(words)),
-               l.index(numSteps), l.pointer(totals)});
+              {l.i32(int32_t(group)), l.data(rootValue),
+               l.index(rootValue.getType().getNumElements()),
+               l.pointer(l.input(words)), l.index(numSteps),
+               l.pointer(totals)});
     for (auto [op, step] : stepOf)
       exchangeTotals[op] = {totals, step};
   }

@@ -289,12 +289,14 @@ def TAMoEConvertToRuntimePass
     tensors (`bufferization.to_tensor restrict writable`), so that One-Shot
     Bufferize lowers the rest of the program around the calls. An
     all-to-all first exchanges its counts (`tamoe_rt_all_to_all_counts`) to
-    size its receive buffer, unless its size is static or its send counts
-    follow, through chunks, regroups, reshapes and earlier exchanges, from
-    counts that other exchanges' follow from too: those share one round of
-    those counts (`tamoe_rt_all_to_all_totals`, before the first op of the
-    way), which gives every one of them its total (the parts of a cut
-    layer, a hierarchical schedule's stages, the way back);
+    size its receive buffer, unless its size is static, it names the counts
+    it will receive (`expecting`: their sum on the rank,
+    `tamoe_rt_counts_total`, no round), or its send counts follow, through
+    chunks, regroups, reshapes and earlier exchanges, from counts that other
+    exchanges' follow from too: those share one round of those counts
+    (`tamoe_rt_all_to_all_totals`, before the first op of the way), which
+    gives every one of them its total (the parts of a cut layer, a
+    hierarchical schedule's stages, the way back);
     its grid axes select the runtime's group (the
     whole grid, the last axis = the node, or the axes before it).
     `shard.process_linear_index` / `process_multi_index` become this rank's
