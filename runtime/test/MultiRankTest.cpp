@@ -21,11 +21,13 @@
 
 #include <mpi.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <numeric>
 #include <set>
 #include <sstream>
 #include <string>
@@ -413,54 +415,33 @@ void asyncScenario(const World &w) {
 void totalsChecks(const World &w, const std::vector<int32_t> &counts,
                   const std::vector<int32_t> &wantCounts, int64_t split) {
   int64_t nodes = w.nodes, perNode = w.perNode;
-  std::vector<int64_t> steps = {TAMOE_RT_COUNTS_CHUNK,
-                                0,
-                                1,
-                                3,
-                                0,
-                                TAMOE_RT_COUNTS_REGROUP,
-                                1,
-                                nodes,
-                                perNode,
-                                split,
-                                TAMOE_RT_COUNTS_EXCHANGE,
-                                2,
-                                TAMOE_RT_GROUP_NODE,
-                                perNode,
-                                0,
-                                TAMOE_RT_COUNTS_REGROUP,
-                                3,
-                                perNode,
-                                nodes,
-                                split,
-                                TAMOE_RT_COUNTS_EXCHANGE,
-                                4,
-                                TAMOE_RT_GROUP_PEERS,
-                                nodes,
-                                0};
+  std::vector<int64_t> steps;
+  for (std::array<int64_t, 5> step :
+       {std::array<int64_t, 5>{TAMOE_RT_COUNTS_CHUNK, 0, 1, 3, 0},
+        {TAMOE_RT_COUNTS_REGROUP, 1, nodes, perNode, split},
+        {TAMOE_RT_COUNTS_EXCHANGE, 2, TAMOE_RT_GROUP_NODE, perNode, 0},
+        {TAMOE_RT_COUNTS_REGROUP, 3, perNode, nodes, split},
+        {TAMOE_RT_COUNTS_EXCHANGE, 4, TAMOE_RT_GROUP_PEERS, nodes, 0}})
+    steps.insert(steps.end(), step.begin(), step.end());
   std::vector<intptr_t> totals(5, -1);
   EXPECT_OK(tamoe_rt_all_to_all_totals(w.ctx, TAMOE_RT_GROUP_WORLD,
                                        counts.data(), intptr_t(counts.size()),
                                        steps.data(), 5, totals.data()),
             w.ctx);
-  // The same stages with a counts round each, regrouped here.
-  auto regroup = [](const std::vector<int32_t> &in, int64_t a, int64_t b) {
-    std::vector<int32_t> out(in.size());
-    int64_t inner = int64_t(in.size()) / (a * b);
-    for (int64_t i = 0; i < a; ++i)
-      for (int64_t j = 0; j < b; ++j)
-        for (int64_t k = 0; k < inner; ++k)
-          out[(j * a + i) * inner + k] = in[(i * b + j) * inner + k];
+  // The same stages with a counts round each, chunked and regrouped by the
+  // reference (counts only: no rows).
+  Bytes noRows;
+  auto regroup = [&](const std::vector<int32_t> &in, int64_t a, int64_t b) {
+    std::vector<int32_t> out;
+    reference::regroup(Bytes(), 0, in, a, b, split, noRows, out);
     return out;
   };
-  std::vector<int32_t> part(counts.size());
-  int64_t partRows = 0, wantRows = 0;
-  for (size_t e = 0; e < counts.size(); ++e) {
-    part[e] = 2 * counts[e] / 3 - counts[e] / 3;
-    partRows += part[e];
-  }
-  for (int32_t n : wantCounts)
-    wantRows += 2 * n / 3 - n / 3;
+  std::vector<int32_t> part, wantPart;
+  reference::chunk(Bytes(), 0, counts, 1, 3, noRows, part);
+  reference::chunk(Bytes(), 0, wantCounts, 1, 3, noRows, wantPart);
+  int64_t partRows = std::accumulate(part.begin(), part.end(), int64_t(0));
+  int64_t wantRows =
+      std::accumulate(wantPart.begin(), wantPart.end(), int64_t(0));
   std::vector<int32_t> inNode(counts.size(), -1), inPeers(counts.size(), -1);
   intptr_t nodeRows = -1, peersRows = -1;
   EXPECT_OK(tamoe_rt_all_to_all_counts(w.ctx, TAMOE_RT_GROUP_NODE,

@@ -726,8 +726,7 @@ struct CountsSteps {
     FailureOr<int64_t> in = source(sendCounts, symbols);
     FailureOr<Collective> collective = exchangeGroup(op, symbols);
     invalid |= failed(collective);
-    if (failed(in) || failed(collective) ||
-        !sendCounts.getType().hasStaticShape())
+    if (failed(in) || failed(collective))
       return failure();
     grids[collective->grid] |= collective->group != Group::World;
     groups.insert(collective->group);
