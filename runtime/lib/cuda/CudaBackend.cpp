@@ -648,6 +648,22 @@ Status CudaBackend::checkPointer(const void *pointer, int64_t bytes,
   return Status::success();
 }
 
+Status
+CudaBackend::checkOperands(std::initializer_list<Operand> operands) const {
+  for (const Operand &operand : operands)
+    if (Status s = checkPointer(operand.pointer, operand.bytes, operand.name);
+        !s.ok())
+      return s;
+  return Status::success();
+}
+
+CudaBackend::Frame::Frame(CudaBackend &backend,
+                          std::initializer_list<Operand> operands)
+    : backend_(backend), scope_(backend.device_), status_(scope_.status()) {
+  if (status_.ok())
+    status_ = backend.checkOperands(operands);
+}
+
 Status CudaBackend::beginOperation() {
   if (recording_)
     return Status::success();
@@ -1069,12 +1085,10 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
                                 &recvBytesTotal)))
       local = invalid("sizes overflow");
     if (local.ok())
-      for (Status s : {checkPointer(sendCounts, entries * 4, "send_counts"),
-                       checkPointer(recvCounts, entries * 4, "recv_counts"),
-                       checkPointer(send, sendBytesTotal, "send"),
-                       checkPointer(received, recvBytesTotal, "received")})
-        if (!s.ok() && local.ok())
-          local = s;
+      local = checkOperands({{sendCounts, entries * 4, "send_counts"},
+                             {recvCounts, entries * 4, "recv_counts"},
+                             {send, sendBytesTotal, "send"},
+                             {received, recvBytesTotal, "received"}});
     // A group of one rank: a copy on the compute stream, checked there.
     if (size == 1) {
       if (local.ok())

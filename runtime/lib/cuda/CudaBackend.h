@@ -9,9 +9,12 @@
 // Every operation runs on the backend's stream. Operations that validate
 // their data on the device (all but gate) wait for the stream at the end so
 // that they can return the error they found as a Status; gate returns as soon
-// as its kernel is queued. The stream is a blocking stream, so work that a
-// caller queues on the legacy default stream (plain cudaMemcpy, events
-// recorded on stream 0) is ordered with the backend's work. NCCL runs on a
+// as its kernel is queued. They share one frame (CudaBackend::Frame): the
+// device made current, the operands checked, the status word cleared, the
+// work queued through an executor, its temporaries returned, the outcome
+// read. The stream is a blocking stream, so work that a caller queues on the
+// legacy default stream (plain cudaMemcpy, events recorded on stream 0) is
+// ordered with the backend's work. NCCL runs on a
 // second stream, the communication stream: an exchange's rows travel there
 // between tamoe_rt_all_to_all_start and _wait, so that the operations in
 // between compute while they move; events order the two.
@@ -31,6 +34,7 @@
 #include <nccl.h>
 
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -46,6 +50,8 @@ Status cudaFailure(cudaError_t error, const std::string &what);
 class DeviceScope {
 public:
   explicit DeviceScope(int device);
+  DeviceScope(const DeviceScope &) = delete;
+  DeviceScope &operator=(const DeviceScope &) = delete;
   ~DeviceScope();
   const Status &status() const { return status_; }
 
@@ -293,6 +299,35 @@ private:
   /// device can address.
   Status checkPointer(const void *pointer, int64_t bytes,
                       const char *name) const;
+  /// A buffer an operation uses: the bytes it reads or writes there (0 when
+  /// it uses none; the pointer may then be null) and its name in messages.
+  struct Operand {
+    const void *pointer;
+    int64_t bytes;
+    const char *name;
+  };
+  /// checkPointer on each operand in turn: the first failure.
+  Status checkOperands(std::initializer_list<Operand> operands) const;
+  /// The frame every operation on the compute stream shares, entered once
+  /// its sizes are checked on the host. While it lives the backend's device
+  /// is current; it checks the operands (status()). run() clears the device
+  /// status (beginOperation), lets `queue` put the work on the stream
+  /// through an executor, returns the executor's temporaries in stream
+  /// order and reads the outcome through `describe` (endOperation).
+  class Frame {
+  public:
+    Frame(CudaBackend &backend, std::initializer_list<Operand> operands);
+    bool ok() const { return status_.ok(); }
+    const Status &status() const { return status_; }
+    /// In Exec.cuh, with the executor.
+    template <typename Queue>
+    Status run(Queue &&queue, const Describe &describe);
+
+  private:
+    CudaBackend &backend_;
+    DeviceScope scope_;
+    Status status_;
+  };
   /// tamoe_rt_matmul on operands of these types (f32, bf16 or f16).
   Status matmulElements(tamoe_rt_dtype_t aType, tamoe_rt_dtype_t bType,
                         tamoe_rt_dtype_t cType, const void *a, const void *b,
@@ -313,10 +348,6 @@ private:
   /// tamoe_rt_map on elements of `dtype` (f32, bf16 or f16).
   Status mapElements(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype, const void *a,
                      const void *b, intptr_t n, void *out);
-  /// The sizes and pointers chunk and unchunk share.
-  Status checkPart(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
-                   const int32_t *counts, int64_t numCounts,
-                   const void *chunkRows, int64_t chunkCapacity) const;
   /// Clears the device status before an operation (not while recording: a
   /// launch clears it once, first).
   Status beginOperation();
@@ -336,20 +367,23 @@ private:
   /// one (Kernels.cu).
   Status stampOperation(int64_t operation);
   /// An exchange over a group of one rank (runSelfExchange) as an
-  /// operation of the compute stream; messages as the exchange between
-  /// ranks gives them, but for the launcher's "rank R: ".
+  /// operation of the compute stream, in a frame of its own inside
+  /// startRows' device scope (which checked the operands); messages as the
+  /// exchange between ranks gives them, but for the launcher's "rank R: ".
   Status selfExchange(const void *send, intptr_t sendCapacity,
                       intptr_t rowBytes, const int32_t *sendCounts,
                       intptr_t entries, void *received, intptr_t recvCapacity,
                       int32_t *recvCounts);
   /// groupedMatmulRows without the counts on the host: every count gets a
   /// slot of rowsCapacity / numCounts rows (runSlotRows), and one strided
-  /// batched GEMM per round of `experts` slots multiplies them.
-  Status groupedMatmulSlots(tamoe_rt_dtype_t dtype, const void *rows,
-                            intptr_t rowsCapacity, intptr_t hidden,
-                            const int32_t *counts, intptr_t numCounts,
-                            intptr_t experts, const void *weights,
-                            intptr_t outFeatures, void *result);
+  /// batched GEMM per round of `experts` slots multiplies them; in the
+  /// caller's frame, whose operands are checked.
+  Status groupedMatmulSlots(Frame &frame, tamoe_rt_dtype_t dtype,
+                            const void *rows, intptr_t rowsCapacity,
+                            intptr_t hidden, const int32_t *counts,
+                            intptr_t numCounts, intptr_t experts,
+                            const void *weights, intptr_t outFeatures,
+                            void *result);
 
   /// cuBLAS on stream_, created by the first operation that needs it.
   Status blasHandle();

@@ -3,7 +3,8 @@
 // What the files of local operations share: grid-stride kernels over an
 // element function, CUB sorts and scans, a vectorised row copy and
 // temporaries from the backend's pool, behind CudaExec, which runs the
-// pipelines of Pipelines.h; and the helpers of their messages.
+// pipelines of Pipelines.h; the operations' frame (Frame::run); and the
+// helpers of their messages.
 //
 //===----------------------------------------------------------------------===//
 
@@ -436,6 +437,23 @@ private:
   Status failure_;
   std::vector<void *> allocations_;
 };
+
+template <typename Queue>
+Status CudaBackend::Frame::run(Queue &&queue, const Describe &describe) {
+  if (!status_.ok())
+    return status_;
+  if (Status begin = backend_.beginOperation(); !begin.ok())
+    return begin;
+  CudaExec x(backend_, backend_.deviceStatus_);
+  queue(x);
+  Status failure = x.failure();
+  x.release();
+  return backend_.endOperation(failure, describe);
+}
+
+/// The describe of an operation whose kernels find nothing wrong in its
+/// data (their failures are CUDA's own).
+inline std::string noMessage(const DeviceStatus &) { return std::string(); }
 
 } // namespace cuda
 } // namespace tamoe_rt

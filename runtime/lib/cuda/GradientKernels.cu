@@ -183,8 +183,6 @@ struct DivideElement {
   __device__ void operator()(int64_t i) const { data[i] /= divisor; }
 };
 
-std::string noMessage(const DeviceStatus &) { return std::string(); }
-
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -196,47 +194,43 @@ Status CudaBackend::gateGrad(const float *probs, const int32_t *expertIds,
                              tamoe_rt_score_t score, bool renormalize,
                              const float *dWeights, const float *dProbs,
                              float *dLogits) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (tokens < 0 || experts < 1 || k < 1 || k > experts)
     return invalid("tokens must be >= 0 and k in [1, experts]");
   int64_t cells, picks;
   if (!multiply(tokens, experts, cells) || !multiply(tokens, k, picks) ||
       !multiply(cells, 4, cells) || !multiply(picks, 4, picks))
     return invalid("sizes overflow");
-  for (Status s : {checkPointer(probs, cells, "probs"),
-                   checkPointer(expertIds, dWeights ? picks : 0, "expert_ids"),
-                   checkPointer(dWeights, dWeights ? picks : 0, "d_weights"),
-                   checkPointer(dProbs, dProbs ? cells : 0, "d_probs"),
-                   checkPointer(dLogits, cells, "d_logits")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this, {{probs, cells, "probs"},
+                      {expertIds, dWeights ? picks : 0, "expert_ids"},
+                      {dWeights, dWeights ? picks : 0, "d_weights"},
+                      {dProbs, dProbs ? cells : 0, "d_probs"},
+                      {dLogits, cells, "d_logits"}});
+  if (!frame.ok())
+    return frame.status();
   if (tokens == 0)
     return Status::success();
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  if (dWeights)
-    x.forEach(tokens * k, ExpertIdInRange{expertIds, experts, deviceStatus_});
-  if (x.ok()) {
-    gateGradKernel<<<warpBlocks(tokens, smCount_), kWarps * 32, 0, stream_>>>(
-        GateGradParams{probs, expertIds, tokens, experts, k,
-                       score == TAMOE_RT_SCORE_SIGMOID, renormalize, dWeights,
-                       dProbs, dLogits},
-        deviceStatus_);
-    if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
-      x.fail(cudaFailure(error, "launching the kernel"));
-  }
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, [=](const DeviceStatus &e) {
-    if (e.kind == kExpertOutOfRange)
-      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-             " is out of range [0, " + num(e.c) + ")";
-    return std::string();
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        if (dWeights)
+          x.forEach(tokens * k,
+                    ExpertIdInRange{expertIds, experts, deviceStatus_});
+        if (x.ok()) {
+          gateGradKernel<<<warpBlocks(tokens, smCount_), kWarps * 32, 0,
+                           stream_>>>(
+              GateGradParams{probs, expertIds, tokens, experts, k,
+                             score == TAMOE_RT_SCORE_SIGMOID, renormalize,
+                             dWeights, dProbs, dLogits},
+              deviceStatus_);
+          if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+            x.fail(cudaFailure(error, "launching the kernel"));
+        }
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kExpertOutOfRange)
+          return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+                 " is out of range [0, " + num(e.c) + ")";
+        return std::string();
+      });
 }
 
 Status CudaBackend::combineGrad(const float *expertOutputs, intptr_t rows,
@@ -244,9 +238,6 @@ Status CudaBackend::combineGrad(const float *expertOutputs, intptr_t rows,
                                 const float *weights, intptr_t tokens,
                                 intptr_t k, const float *dCombined,
                                 float *dExpertOutputs, float *dWeights) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (rows < 0 || hidden < 1 || tokens < 0 || k < 1)
     return invalid("rows and tokens must be >= 0; hidden and k >= 1");
   int64_t n, outputBytes, combinedBytes;
@@ -255,39 +246,36 @@ Status CudaBackend::combineGrad(const float *expertOutputs, intptr_t rows,
       !multiply(tokens, hidden * 4, combinedBytes))
     return invalid("sizes exceed what the cuda backend takes (tokens * k "
                    "and rows below 2^31 - 1)");
-  for (Status s :
-       {checkPointer(expertOutputs, dWeights ? outputBytes : 0,
-                     "expert_outputs"),
-        checkPointer(positions, n * 4, "positions"),
-        checkPointer(weights, weights ? n * 4 : 0, "weights"),
-        checkPointer(dCombined, combinedBytes, "d_combined"),
-        checkPointer(dExpertOutputs, dExpertOutputs ? outputBytes : 0,
-                     "d_expert_outputs"),
-        checkPointer(dWeights, dWeights ? n * 4 : 0, "d_weights")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runCombineGrad(x, CombineGradParams{rows, hidden, positions, weights, tokens,
-                                      k, dCombined, dExpertOutputs});
-  if (dWeights && n > 0 && x.ok()) {
-    combineWeightsGradKernel<<<warpBlocks(n, smCount_), kWarps * 32, 0,
-                               stream_>>>(expertOutputs, positions, dCombined,
-                                          n, k, hidden, dWeights,
-                                          deviceStatus_);
-    if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
-      x.fail(cudaFailure(error, "launching the kernel"));
-  }
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, [=](const DeviceStatus &e) {
-    if (e.kind == kPositionOutOfRange)
-      return entry("positions", e.a, k) + " = " + num(e.b) + " is past the " +
-             num(e.c) + " rows of expert_outputs";
-    return std::string();
-  });
+  Frame frame(
+      *this,
+      {{expertOutputs, dWeights ? outputBytes : 0, "expert_outputs"},
+       {positions, n * 4, "positions"},
+       {weights, weights ? n * 4 : 0, "weights"},
+       {dCombined, combinedBytes, "d_combined"},
+       {dExpertOutputs, dExpertOutputs ? outputBytes : 0, "d_expert_outputs"},
+       {dWeights, dWeights ? n * 4 : 0, "d_weights"}});
+  if (!frame.ok())
+    return frame.status();
+  return frame.run(
+      [&](CudaExec &x) {
+        runCombineGrad(x,
+                       CombineGradParams{rows, hidden, positions, weights,
+                                         tokens, k, dCombined, dExpertOutputs});
+        if (dWeights && n > 0 && x.ok()) {
+          combineWeightsGradKernel<<<warpBlocks(n, smCount_), kWarps * 32, 0,
+                                     stream_>>>(expertOutputs, positions,
+                                                dCombined, n, k, hidden,
+                                                dWeights, deviceStatus_);
+          if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+            x.fail(cudaFailure(error, "launching the kernel"));
+        }
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kPositionOutOfRange)
+          return entry("positions", e.a, k) + " = " + num(e.b) +
+                 " is past the " + num(e.c) + " rows of expert_outputs";
+        return std::string();
+      });
 }
 
 Status CudaBackend::groupedMatmulGrad(const float *rows, intptr_t rowsCapacity,
@@ -307,47 +295,40 @@ Status CudaBackend::auxLossGrad(const int32_t *expertIds,
                                 intptr_t experts, intptr_t k,
                                 const float *expertWeights, const float *dLoss,
                                 float *dProbs) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   int64_t probBytes, idBytes;
   if (Status sizes = auxBytes(tokens, experts, k, probBytes, idBytes);
       !sizes.ok())
     return sizes;
-  for (Status s :
-       {checkPointer(expertIds, idBytes, "expert_ids"),
-        checkPointer(positions, positions ? idBytes : 0, "positions"),
-        checkPointer(expertWeights, expertWeights ? experts * 4 : 0,
-                     "expert_weights"),
-        checkPointer(dLoss, 4, "d_loss"),
-        checkPointer(dProbs, probBytes, "d_probs")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  int32_t *counts = x.scratch<int32_t>(experts);
-  x.zero(counts, experts * 4);
-  x.forEach(tokens * k, CountAssignments{expertIds, positions, experts, counts,
-                                         deviceStatus_});
-  // The scale of aux_loss (E / (k S^2) in f32), so that the gradient is the
-  // cpu backend's to the bit.
-  float tokensF = static_cast<float>(tokens);
-  float scale = static_cast<float>(experts) /
-                (static_cast<float>(k) * (tokensF * tokensF));
-  x.forEach(tokens * experts,
-            AuxLossGradElement{counts, expertWeights, dLoss, scale, experts,
-                               dProbs, deviceStatus_});
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, [=](const DeviceStatus &e) {
-    if (e.kind == kExpertOutOfRange)
-      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-             " is out of range [0, " + num(e.c) +
-             ") (negative ids are not counted)";
-    return std::string();
-  });
+  Frame frame(*this, {{expertIds, idBytes, "expert_ids"},
+                      {positions, positions ? idBytes : 0, "positions"},
+                      {expertWeights, expertWeights ? experts * 4 : 0,
+                       "expert_weights"},
+                      {dLoss, 4, "d_loss"},
+                      {dProbs, probBytes, "d_probs"}});
+  if (!frame.ok())
+    return frame.status();
+  return frame.run(
+      [&](CudaExec &x) {
+        int32_t *counts = x.scratch<int32_t>(experts);
+        x.zero(counts, experts * 4);
+        x.forEach(tokens * k, CountAssignments{expertIds, positions, experts,
+                                               counts, deviceStatus_});
+        // The scale of aux_loss (E / (k S^2) in f32), so that the gradient is
+        // the cpu backend's to the bit.
+        float tokensF = static_cast<float>(tokens);
+        float scale = static_cast<float>(experts) /
+                      (static_cast<float>(k) * (tokensF * tokensF));
+        x.forEach(tokens * experts,
+                  AuxLossGradElement{counts, expertWeights, dLoss, scale,
+                                     experts, dProbs, deviceStatus_});
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kExpertOutOfRange)
+          return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+                 " is out of range [0, " + num(e.c) +
+                 ") (negative ids are not counted)";
+        return std::string();
+      });
 }
 
 Status CudaBackend::dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
@@ -355,9 +336,6 @@ Status CudaBackend::dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
                                   const int32_t *positions, intptr_t numTokens,
                                   intptr_t k, intptr_t expertsPerNode,
                                   intptr_t nodes, float *dTokens) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (uniqueCapacity < 0 || hidden < 1 || numTokens < 0 || k < 1 ||
       expertsPerNode < 1 || nodes < 1)
     return invalid("unique_capacity and num_tokens must be >= 0; the other "
@@ -367,26 +345,25 @@ Status CudaBackend::dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
       !multiply(uniqueCapacity, hidden * 4, uniqueBytes) ||
       !multiply(numTokens, hidden * 4, tokenBytes))
     return invalid(packTooLarge());
-  for (Status s : {checkPointer(dUnique, uniqueBytes, "d_unique"),
-                   checkPointer(expertIds, n * 4, "expert_ids"),
-                   checkPointer(positions, n * 4, "positions"),
-                   checkPointer(dTokens, tokenBytes, "d_tokens")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runDedupPackGrad(x, DedupPackGradParams{dUnique, uniqueCapacity, hidden,
-                                          expertIds, positions, numTokens, k,
-                                          expertsPerNode, nodes, dTokens});
-  x.release();
-  return endOperation(x.failure(), [=](const DeviceStatus &e) {
-    if (e.kind == kGradientRowsExceed)
-      return "expert_ids and positions make " + num(e.a) +
-             " unique rows but unique_capacity is " + num(e.b);
-    return packError(e, k, expertsPerNode, nodes);
-  });
+  Frame frame(*this, {{dUnique, uniqueBytes, "d_unique"},
+                      {expertIds, n * 4, "expert_ids"},
+                      {positions, n * 4, "positions"},
+                      {dTokens, tokenBytes, "d_tokens"}});
+  if (!frame.ok())
+    return frame.status();
+  return frame.run(
+      [&](CudaExec &x) {
+        runDedupPackGrad(x,
+                         DedupPackGradParams{dUnique, uniqueCapacity, hidden,
+                                             expertIds, positions, numTokens, k,
+                                             expertsPerNode, nodes, dTokens});
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kGradientRowsExceed)
+          return "expert_ids and positions make " + num(e.a) +
+                 " unique rows but unique_capacity is " + num(e.b);
+        return packError(e, k, expertsPerNode, nodes);
+      });
 }
 
 Status CudaBackend::dedupExpandGrad(const float *dExpanded,
@@ -396,9 +373,6 @@ Status CudaBackend::dedupExpandGrad(const float *dExpanded,
                                     const int32_t *recvCounts, intptr_t nodes,
                                     intptr_t ranksPerNode,
                                     intptr_t expertsPerRank, float *dUnique) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (expandedCapacity < 0 || hidden < 1 || uniqueCapacity < 0 || k < 1 ||
       nodes < 1 || ranksPerNode < 1 || expertsPerRank < 1)
     return invalid("expanded_capacity and unique_capacity must be >= 0; the "
@@ -409,27 +383,25 @@ Status CudaBackend::dedupExpandGrad(const float *dExpanded,
       !multiply(expandedCapacity, hidden * 4, expandedBytes) ||
       !multiply(uniqueCapacity, hidden * 4, uniqueBytes))
     return invalid(expandTooLarge());
-  for (Status s : {checkPointer(dExpanded, expandedBytes, "d_expanded"),
-                   checkPointer(routes, m * 4, "routes"),
-                   checkPointer(recvCounts, nodes * 4, "recv_counts"),
-                   checkPointer(dUnique, uniqueBytes, "d_unique")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runDedupExpandGrad(x, DedupExpandGradParams{dExpanded, expandedCapacity,
-                                              hidden, routes, uniqueCapacity, k,
-                                              recvCounts, nodes, ranksPerNode,
-                                              expertsPerRank, dUnique});
-  x.release();
-  return endOperation(x.failure(), [=](const DeviceStatus &e) {
-    if (e.kind == kGradientRowsExceed)
-      return "routes make " + num(e.a) +
-             " expanded rows but expanded_capacity is " + num(e.b);
-    return expandError(e, k);
-  });
+  Frame frame(*this, {{dExpanded, expandedBytes, "d_expanded"},
+                      {routes, m * 4, "routes"},
+                      {recvCounts, nodes * 4, "recv_counts"},
+                      {dUnique, uniqueBytes, "d_unique"}});
+  if (!frame.ok())
+    return frame.status();
+  return frame.run(
+      [&](CudaExec &x) {
+        runDedupExpandGrad(x, DedupExpandGradParams{
+                                  dExpanded, expandedCapacity, hidden, routes,
+                                  uniqueCapacity, k, recvCounts, nodes,
+                                  ranksPerNode, expertsPerRank, dUnique});
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kGradientRowsExceed)
+          return "routes make " + num(e.a) +
+                 " expanded rows but expanded_capacity is " + num(e.b);
+        return expandError(e, k);
+      });
 }
 
 //===----------------------------------------------------------------------===//
@@ -439,46 +411,37 @@ Status CudaBackend::dedupExpandGrad(const float *dExpanded,
 Status CudaBackend::sgd(float *params, const float *grads, float *velocity,
                         intptr_t n, float lr, float momentum,
                         float weightDecay) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   int64_t bytes = int64_t(n) * 4;
-  for (Status s : {checkPointer(params, bytes, "params"),
-                   checkPointer(grads, bytes, "grads"),
-                   checkPointer(velocity, velocity ? bytes : 0, "velocity")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  x.forEach(n, SgdElement{params, grads, velocity, lr, momentum, weightDecay});
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, noMessage);
+  Frame frame(*this, {{params, bytes, "params"},
+                      {grads, bytes, "grads"},
+                      {velocity, velocity ? bytes : 0, "velocity"}});
+  if (!frame.ok())
+    return frame.status();
+  return frame.run(
+      [&](CudaExec &x) {
+        x.forEach(
+            n, SgdElement{params, grads, velocity, lr, momentum, weightDecay});
+      },
+      noMessage);
 }
 
 Status CudaBackend::adam(float *params, const float *grads, float *m, float *v,
                          intptr_t n, int64_t step, float lr, float beta1,
                          float beta2, float eps, float weightDecay) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   int64_t bytes = int64_t(n) * 4;
-  for (Status s : {checkPointer(params, bytes, "params"),
-                   checkPointer(grads, bytes, "grads"),
-                   checkPointer(m, bytes, "m"), checkPointer(v, bytes, "v")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  x.forEach(n, AdamElement{params, grads, m, v,
+  Frame frame(*this, {{params, bytes, "params"},
+                      {grads, bytes, "grads"},
+                      {m, bytes, "m"},
+                      {v, bytes, "v"}});
+  if (!frame.ok())
+    return frame.status();
+  return frame.run(
+      [&](CudaExec &x) {
+        x.forEach(
+            n, AdamElement{params, grads, m, v,
                            AdamStep(step, lr, beta1, beta2, eps, weightDecay)});
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, noMessage);
+      },
+      noMessage);
 }
 
 Status CudaBackend::divide(float *data, int64_t n, float divisor) {

@@ -424,9 +424,6 @@ Status CudaBackend::gate(const float *logits, intptr_t tokens, intptr_t experts,
                          intptr_t k, tamoe_rt_score_t score, bool renormalize,
                          intptr_t numGroups, intptr_t groupsKept,
                          int32_t *expertIds, float *weights, float *probs) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (tokens < 0 || experts < 0 || k < 0 || numGroups < 0 || groupsKept < 0)
     return invalid("negative size");
   if (score != TAMOE_RT_SCORE_SOFTMAX && score != TAMOE_RT_SCORE_SIGMOID)
@@ -454,12 +451,14 @@ Status CudaBackend::gate(const float *logits, intptr_t tokens, intptr_t experts,
   if (!multiply(tokens, experts, cells) || !multiply(tokens, k, picks) ||
       !multiply(cells, 4, cells) || !multiply(picks, 4, picks))
     return invalid("sizes overflow");
-  for (Status s : {checkPointer(logits, cells, "logits"),
-                   checkPointer(probs, cells, "probs"),
-                   checkPointer(expertIds, picks, "expert_ids"),
-                   checkPointer(weights, picks, "weights")})
-    if (!s.ok())
-      return s;
+  // Its kernel checks nothing, so gate returns once it is queued: the
+  // frame without run().
+  Frame frame(*this, {{logits, cells, "logits"},
+                      {probs, cells, "probs"},
+                      {expertIds, picks, "expert_ids"},
+                      {weights, picks, "weights"}});
+  if (!frame.ok())
+    return frame.status();
 
   GateParams params{logits,
                     tokens,
@@ -512,9 +511,6 @@ Status CudaBackend::dispatch(const void *tokens, intptr_t numTokens,
                              void *dispatched, intptr_t dispatchedCapacity,
                              int32_t *expertCounts, int32_t *positions,
                              int64_t *numDropped) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (numTokens < 0 || rowBytes < 0 || k < 0 || experts < 0 ||
       dispatchedCapacity < 0)
     return invalid("negative size");
@@ -532,36 +528,35 @@ Status CudaBackend::dispatch(const void *tokens, intptr_t numTokens,
   if (!multiply(numTokens, rowBytes, tokenBytes) ||
       !multiply(dispatchedCapacity, rowBytes, dispatchedBytes))
     return invalid("sizes overflow");
-  for (Status s : {checkPointer(tokens, tokenBytes, "tokens"),
-                   checkPointer(expertIds, n * 4, "expert_ids"),
-                   checkPointer(byWeight ? weights : nullptr,
-                                byWeight ? n * 4 : 0, "weights"),
-                   checkPointer(dispatched, dispatchedBytes, "dispatched"),
-                   checkPointer(expertCounts, experts * 4, "expert_counts"),
-                   checkPointer(positions, n * 4, "positions"),
-                   checkPointer(numDropped, 8, "num_dropped")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this,
+              {{tokens, tokenBytes, "tokens"},
+               {expertIds, n * 4, "expert_ids"},
+               {byWeight ? weights : nullptr, byWeight ? n * 4 : 0, "weights"},
+               {dispatched, dispatchedBytes, "dispatched"},
+               {expertCounts, experts * 4, "expert_counts"},
+               {positions, n * 4, "positions"},
+               {numDropped, 8, "num_dropped"}});
+  if (!frame.ok())
+    return frame.status();
   if (overlap(tokens, tokenBytes, dispatched, dispatchedBytes))
     return invalid("tokens and dispatched overlap");
 
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runDispatch(x, DispatchParams{tokens, numTokens, rowBytes, expertIds, k,
-                                experts, weights, capacity, drop, dispatched,
-                                dispatchedCapacity, expertCounts, positions,
-                                numDropped});
-  x.release();
-  return endOperation(x.failure(), [=](const DeviceStatus &e) {
-    if (e.kind == kExpertOutOfRange)
-      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-             " is out of range [0, " + num(e.c) + ")";
-    if (e.kind == kRowsExceedCapacity)
-      return num(e.a) + " rows to write exceed dispatched_capacity " + num(e.b);
-    return std::string();
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        runDispatch(x, DispatchParams{tokens, numTokens, rowBytes, expertIds, k,
+                                      experts, weights, capacity, drop,
+                                      dispatched, dispatchedCapacity,
+                                      expertCounts, positions, numDropped});
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kExpertOutOfRange)
+          return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+                 " is out of range [0, " + num(e.c) + ")";
+        if (e.kind == kRowsExceedCapacity)
+          return num(e.a) + " rows to write exceed dispatched_capacity " +
+                 num(e.b);
+        return std::string();
+      });
 }
 
 Status CudaBackend::combine(const float *expertOutputs, intptr_t rows,
@@ -588,9 +583,6 @@ Status CudaBackend::combineElements(tamoe_rt_dtype_t dtype,
                                     intptr_t hidden, const int32_t *positions,
                                     const float *weights, intptr_t tokens,
                                     intptr_t k, void *combined) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (rows < 0 || hidden < 0 || tokens < 0 || k < 0)
     return invalid("negative size");
   int64_t element = dtype == TAMOE_RT_F32 ? 4 : 2;
@@ -601,20 +593,17 @@ Status CudaBackend::combineElements(tamoe_rt_dtype_t dtype,
       !multiply(combinedBytes, element, combinedBytes) ||
       !multiply(tokens, k, picks) || !multiply(picks, 4, picks))
     return invalid("sizes overflow");
-  for (Status s : {checkPointer(expertOutputs, outputBytes, "expert_outputs"),
-                   checkPointer(positions, picks, "positions"),
-                   checkPointer(weights, weights ? picks : 0, "weights"),
-                   checkPointer(combined, combinedBytes, "combined")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this, {{expertOutputs, outputBytes, "expert_outputs"},
+                      {positions, picks, "positions"},
+                      {weights, weights ? picks : 0, "weights"},
+                      {combined, combinedBytes, "combined"}});
+  if (!frame.ok())
+    return frame.status();
   if (overlap(expertOutputs, outputBytes, combined, combinedBytes))
     return invalid("expert_outputs and combined overlap");
   if (tokens == 0 || hidden == 0)
     return Status::success();
 
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
   bool vectorized = dtype == TAMOE_RT_F32 && hidden % 4 == 0 &&
                     reinterpret_cast<uintptr_t>(expertOutputs) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(combined) % 16 == 0;
@@ -631,104 +620,97 @@ Status CudaBackend::combineElements(tamoe_rt_dtype_t dtype,
         static_cast<const T *>(expertOutputs), rows, hidden, positions,
         weights, tokens, k, static_cast<T *>(combined), deviceStatus_);
   };
-  if (dtype == TAMOE_RT_BF16)
-    launch(__nv_bfloat16(), std::false_type());
-  else if (dtype == TAMOE_RT_F16)
-    launch(__half(), std::false_type());
-  else if (vectorized)
-    launch(float(), std::true_type());
-  else
-    launch(float(), std::false_type());
-  Status failure;
-  if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
-    failure = cudaFailure(error, "launching the kernel");
-  return endOperation(failure, [=](const DeviceStatus &e) {
-    if (e.kind == kPositionOutOfRange)
-      return entry("positions", e.a, k) + " = " + num(e.b) + " is past the " +
-             num(e.c) + " rows of expert_outputs";
-    return std::string();
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        if (dtype == TAMOE_RT_BF16)
+          launch(__nv_bfloat16(), std::false_type());
+        else if (dtype == TAMOE_RT_F16)
+          launch(__half(), std::false_type());
+        else if (vectorized)
+          launch(float(), std::true_type());
+        else
+          launch(float(), std::false_type());
+        if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+          x.fail(cudaFailure(error, "launching the kernel"));
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kPositionOutOfRange)
+          return entry("positions", e.a, k) + " = " + num(e.b) +
+                 " is past the " + num(e.c) + " rows of expert_outputs";
+        return std::string();
+      });
 }
 
 Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
                             const int32_t *positions, intptr_t tokens,
                             intptr_t experts, intptr_t k,
                             const float *expertWeights, float *loss) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   int64_t probBytes, idBytes;
   if (Status sizes = auxBytes(tokens, experts, k, probBytes, idBytes);
       !sizes.ok())
     return sizes;
-  for (Status s : {checkPointer(probs, probBytes, "probs"),
-                   checkPointer(expertIds, idBytes, "expert_ids"),
-                   checkPointer(positions, positions ? idBytes : 0,
-                                "positions"),
-                   checkPointer(expertWeights, expertWeights ? experts * 4 : 0,
-                                "expert_weights"),
-                   checkPointer(loss, 4, "loss")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this, {{probs, probBytes, "probs"},
+                      {expertIds, idBytes, "expert_ids"},
+                      {positions, positions ? idBytes : 0, "positions"},
+                      {expertWeights, expertWeights ? experts * 4 : 0,
+                       "expert_weights"},
+                      {loss, 4, "loss"}});
+  if (!frame.ok())
+    return frame.status();
 
-  auto describe = [=](const DeviceStatus &e) {
-    if (e.kind == kExpertOutOfRange)
-      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-             " is out of range [0, " + num(e.c) +
-             ") (negative ids are not counted)";
-    return std::string();
-  };
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
   // The compiler computes E / (k * (S * S)) in f32; so do we (and so does
   // the cpu backend): k = 0 gives 0 * inf = NaN there too.
   float tokensF = static_cast<float>(tokens);
   float scale = static_cast<float>(experts) /
                 (static_cast<float>(k) * (tokensF * tokensF));
-  if (tokens == 0 || experts == 0) {
-    // No tokens: no imbalance (the formula would be 0 / 0). No experts: an
-    // empty sum.
-    storeFloatKernel<<<1, 1, 0, stream_>>>(loss, 0.0f, deviceStatus_);
-    Status failure;
-    if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
-      failure = cudaFailure(error, "launching a kernel");
-    return endOperation(failure, describe);
-  }
-  // Chunks of tokens per column block: enough blocks to fill the device,
-  // few enough partial sums for the final single-block reduction.
-  int64_t columnBlocks = (experts + 31) / 32;
-  int64_t chunks = (int64_t(smCount_) * 4 + columnBlocks - 1) / columnBlocks;
-  int64_t byRows = (tokens + 255) / 256;
-  if (chunks > byRows)
-    chunks = byRows;
-  if (chunks > 65535)
-    chunks = 65535;
-  if (chunks < 1)
-    chunks = 1;
-  int64_t rowsPerChunk = (tokens + chunks - 1) / chunks;
-  chunks = (tokens + rowsPerChunk - 1) / rowsPerChunk;
-  float *partial = x.scratch<float>(chunks * experts);
-  int32_t *counts = x.scratch<int32_t>(experts);
-  x.zero(counts, experts * 4);
-  if (x.ok()) {
-    auxColumnSumsKernel<<<dim3(static_cast<unsigned>(columnBlocks),
-                               static_cast<unsigned>(chunks)),
-                          dim3(32, kAuxRows), 0, stream_>>>(
-        probs, tokens, experts, rowsPerChunk, partial);
-    x.forEach(tokens * k, CountAssignments{expertIds, positions, experts,
-                                           counts, deviceStatus_});
-    auxFinishKernel<<<1, kThreads, 0, stream_>>>(partial, chunks, counts,
-                                                 expertWeights, experts, scale,
-                                                 loss, deviceStatus_);
-  }
-  Status failure = x.failure();
-  if (cudaError_t error = cudaGetLastError();
-      error != cudaSuccess && failure.ok())
-    failure = cudaFailure(error, "launching a kernel");
-  x.release();
-  return endOperation(failure, describe);
+  return frame.run(
+      [&](CudaExec &x) {
+        if (tokens == 0 || experts == 0) {
+          // No tokens: no imbalance (the formula would be 0 / 0). No experts:
+          // an empty sum.
+          storeFloatKernel<<<1, 1, 0, stream_>>>(loss, 0.0f, deviceStatus_);
+        } else {
+          // Chunks of tokens per column block: enough blocks to fill the
+          // device, few enough partial sums for the final single-block
+          // reduction.
+          int64_t columnBlocks = (experts + 31) / 32;
+          int64_t chunks =
+              (int64_t(smCount_) * 4 + columnBlocks - 1) / columnBlocks;
+          int64_t byRows = (tokens + 255) / 256;
+          if (chunks > byRows)
+            chunks = byRows;
+          if (chunks > 65535)
+            chunks = 65535;
+          if (chunks < 1)
+            chunks = 1;
+          int64_t rowsPerChunk = (tokens + chunks - 1) / chunks;
+          chunks = (tokens + rowsPerChunk - 1) / rowsPerChunk;
+          float *partial = x.scratch<float>(chunks * experts);
+          int32_t *counts = x.scratch<int32_t>(experts);
+          x.zero(counts, experts * 4);
+          if (x.ok()) {
+            auxColumnSumsKernel<<<dim3(static_cast<unsigned>(columnBlocks),
+                                       static_cast<unsigned>(chunks)),
+                                  dim3(32, kAuxRows), 0, stream_>>>(
+                probs, tokens, experts, rowsPerChunk, partial);
+            x.forEach(tokens * k,
+                      CountAssignments{expertIds, positions, experts, counts,
+                                       deviceStatus_});
+            auxFinishKernel<<<1, kThreads, 0, stream_>>>(
+                partial, chunks, counts, expertWeights, experts, scale, loss,
+                deviceStatus_);
+          }
+        }
+        if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+          x.fail(cudaFailure(error, "launching a kernel"));
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kExpertOutOfRange)
+          return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+                 " is out of range [0, " + num(e.c) +
+                 ") (negative ids are not counted)";
+        return std::string();
+      });
 }
 
 Status CudaBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
@@ -736,69 +718,65 @@ Status CudaBackend::groupedMatmul(const float *rows, intptr_t rowsCapacity,
                                   intptr_t numCounts, intptr_t experts,
                                   const float *weights, intptr_t outFeatures,
                                   float *result) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   GroupedBytes bytes;
   if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
                                   outFeatures, bytes);
       !sizes.ok())
     return sizes;
   int64_t rowBytes = bytes.rows, resultBytes = bytes.result;
-  for (Status s : {checkPointer(rows, rowBytes, "rows"),
-                   checkPointer(counts, numCounts * 4, "counts"),
-                   checkPointer(weights, bytes.weights, "weights"),
-                   checkPointer(result, resultBytes, "result")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this, {{rows, rowBytes, "rows"},
+                      {counts, numCounts * 4, "counts"},
+                      {weights, bytes.weights, "weights"},
+                      {result, resultBytes, "result"}});
+  if (!frame.ok())
+    return frame.status();
   if (overlap(rows, rowBytes, result, resultBytes))
     return invalid("rows and result overlap");
 
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  DeviceStatus *status = deviceStatus_;
-  int64_t *chunkRows = x.scratch<int64_t>(numCounts + 1);
-  int64_t *chunkStart = x.scratch<int64_t>(numCounts + 1);
-  int64_t *tiles = x.scratch<int64_t>(numCounts + 1);
-  int64_t *tileStart = x.scratch<int64_t>(numCounts + 1);
-  int64_t *total = x.scratch<int64_t>(1);
-  if (x.ok()) {
-    x.forEach(numCounts + 1,
-              SourceCounts{counts, numCounts, chunkRows, status});
-    x.exclusiveSum(chunkRows, chunkStart, numCounts + 1);
-    x.forEach(1, RowsCheck{chunkStart + numCounts, rowsCapacity,
-                           TAMOE_RT_ERROR_INVALID_ARGUMENT,
-                           kInputRowsExceedCapacity, total, status});
-    x.forEach(numCounts + 1, ChunkTiles{chunkRows, numCounts, tiles});
-    x.exclusiveSum(tiles, tileStart, numCounts + 1);
-  }
-  // At most one partial tile per chunk beyond the full ones.
-  int64_t mostTiles = (rowsCapacity + kTileRows - 1) / kTileRows + numCounts;
-  int64_t columnTiles = (outFeatures + kTileColumns - 1) / kTileColumns;
-  if (x.ok() && mostTiles > 0) {
-    // Row tiles in a grid-stride loop: the bound can far exceed the tiles
-    // the counts make.
-    int64_t blocks =
-        mostTiles < int64_t(smCount_) * 16 ? mostTiles : int64_t(smCount_) * 16;
-    if (columnTiles > 65535)
-      x.fail(invalid("out_features above " +
-                     std::to_string(65535 * kTileColumns)));
-    else
-      groupedMatmulKernel<<<dim3(static_cast<unsigned>(blocks),
-                                 static_cast<unsigned>(columnTiles)),
-                            256, 0, stream_>>>(
-          rows, hidden, chunkStart, tileStart, numCounts, experts, weights,
-          outFeatures, result, status);
-    if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
-      x.fail(cudaFailure(error, "launching the grouped matmul"));
-  }
-  x.forEach(rowsCapacity * outFeatures,
-            ZeroTail<float>{total, outFeatures, result, status});
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, countsError);
+  return frame.run(
+      [&](CudaExec &x) {
+        DeviceStatus *status = deviceStatus_;
+        int64_t *chunkRows = x.scratch<int64_t>(numCounts + 1);
+        int64_t *chunkStart = x.scratch<int64_t>(numCounts + 1);
+        int64_t *tiles = x.scratch<int64_t>(numCounts + 1);
+        int64_t *tileStart = x.scratch<int64_t>(numCounts + 1);
+        int64_t *total = x.scratch<int64_t>(1);
+        if (x.ok()) {
+          x.forEach(numCounts + 1,
+                    SourceCounts{counts, numCounts, chunkRows, status});
+          x.exclusiveSum(chunkRows, chunkStart, numCounts + 1);
+          x.forEach(1, RowsCheck{chunkStart + numCounts, rowsCapacity,
+                                 TAMOE_RT_ERROR_INVALID_ARGUMENT,
+                                 kInputRowsExceedCapacity, total, status});
+          x.forEach(numCounts + 1, ChunkTiles{chunkRows, numCounts, tiles});
+          x.exclusiveSum(tiles, tileStart, numCounts + 1);
+        }
+        // At most one partial tile per chunk beyond the full ones.
+        int64_t mostTiles =
+            (rowsCapacity + kTileRows - 1) / kTileRows + numCounts;
+        int64_t columnTiles = (outFeatures + kTileColumns - 1) / kTileColumns;
+        if (x.ok() && mostTiles > 0) {
+          // Row tiles in a grid-stride loop: the bound can far exceed the tiles
+          // the counts make.
+          int64_t blocks = mostTiles < int64_t(smCount_) * 16
+                               ? mostTiles
+                               : int64_t(smCount_) * 16;
+          if (columnTiles > 65535)
+            x.fail(invalid("out_features above " +
+                           std::to_string(65535 * kTileColumns)));
+          else
+            groupedMatmulKernel<<<dim3(static_cast<unsigned>(blocks),
+                                       static_cast<unsigned>(columnTiles)),
+                                  256, 0, stream_>>>(
+                rows, hidden, chunkStart, tileStart, numCounts, experts,
+                weights, outFeatures, result, status);
+          if (cudaError_t error = cudaGetLastError(); error != cudaSuccess)
+            x.fail(cudaFailure(error, "launching the grouped matmul"));
+        }
+        x.forEach(rowsCapacity * outFeatures,
+                  ZeroTail<float>{total, outFeatures, result, status});
+      },
+      countsError);
 }
 
 //===----------------------------------------------------------------------===//
@@ -955,12 +933,8 @@ Status CudaBackend::matmulElements(tamoe_rt_dtype_t aType,
                                    tamoe_rt_dtype_t bType,
                                    tamoe_rt_dtype_t cType, const void *a,
                                    const void *b, intptr_t m, intptr_t k,
-                                   intptr_t n, bool transposeA,
-                                   bool transposeB, const void *cInit,
-                                   void *c) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
+                                   intptr_t n, bool transposeA, bool transposeB,
+                                   const void *cInit, void *c) {
   // The core checked that the sizes fit; cuBLAS takes int dimensions.
   if (m > INT_MAX || k > INT_MAX || n > INT_MAX)
     return invalid("m, k and n must fit in int for cuBLAS");
@@ -968,44 +942,36 @@ Status CudaBackend::matmulElements(tamoe_rt_dtype_t aType,
     return type == TAMOE_RT_F32 ? 4 : 2;
   };
   int64_t cBytes = int64_t(m) * n * bytesOf(cType);
-  for (Status s : {checkPointer(a, int64_t(m) * k * bytesOf(aType), "a"),
-                   checkPointer(b, int64_t(k) * n * bytesOf(bType), "b"),
-                   checkPointer(cInit, cInit ? cBytes : 0, "c_init"),
-                   checkPointer(c, cBytes, "c")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this, {{a, int64_t(m) * k * bytesOf(aType), "a"},
+                      {b, int64_t(k) * n * bytesOf(bType), "b"},
+                      {cInit, cInit ? cBytes : 0, "c_init"},
+                      {c, cBytes, "c"}});
+  if (!frame.ok())
+    return frame.status();
   if (Status blas = blasHandle(); !blas.ok())
     return blas;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  if (cInit && cInit != c)
-    x.copy(c, cInit, cBytes);
-  if (k == 0) {
-    if (!cInit)
-      x.zero(c, cBytes);
-  } else if (x.ok()) {
-    // cuBLAS adds c_init (beta = 1) in f32 and rounds c once.
-    x.fail(gemmEx(transposeA, transposeB, m, n, k, a, cudaType(aType), b,
-                  cudaType(bType), cInit ? 1.0f : 0.0f, c, cudaType(cType)));
-  }
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, [](const DeviceStatus &) {
-    return std::string();
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        if (cInit && cInit != c)
+          x.copy(c, cInit, cBytes);
+        if (k == 0) {
+          if (!cInit)
+            x.zero(c, cBytes);
+        } else if (x.ok()) {
+          // cuBLAS adds c_init (beta = 1) in f32 and rounds c once.
+          x.fail(gemmEx(transposeA, transposeB, m, n, k, a, cudaType(aType), b,
+                        cudaType(bType), cInit ? 1.0f : 0.0f, c,
+                        cudaType(cType)));
+        }
+      },
+      noMessage);
 }
 
-Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
-                                      const void *rows, intptr_t rowsCapacity,
-                                      intptr_t hidden, const int32_t *counts,
-                                      intptr_t numCounts, intptr_t experts,
-                                      const void *weights,
+Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype, const void *rows,
+                                      intptr_t rowsCapacity, intptr_t hidden,
+                                      const int32_t *counts, intptr_t numCounts,
+                                      intptr_t experts, const void *weights,
                                       intptr_t outFeatures, void *result) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (!takesRows(dtype))
     return invalid("grouped_matmul of 16-bit rows takes bf16 or f16");
   GroupedBytes bytes; // f32 sizes: twice these operands', so they fit
@@ -1014,18 +980,18 @@ Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
       !sizes.ok())
     return sizes;
   int64_t rowBytes = bytes.rows / 2, resultBytes = bytes.result / 2;
-  for (Status s : {checkPointer(rows, rowBytes, "rows"),
-                   checkPointer(counts, numCounts * 4, "counts"),
-                   checkPointer(weights, bytes.weights / 2, "weights"),
-                   checkPointer(result, resultBytes, "result")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this, {{rows, rowBytes, "rows"},
+                      {counts, numCounts * 4, "counts"},
+                      {weights, bytes.weights / 2, "weights"},
+                      {result, resultBytes, "result"}});
+  if (!frame.ok())
+    return frame.status();
   if (overlap(rows, rowBytes, result, resultBytes))
     return invalid("rows and result overlap");
   if (Status blas = blasHandle(); !blas.ok())
     return blas;
   if (recording_)
-    return groupedMatmulSlots(dtype, rows, rowsCapacity, hidden, counts,
+    return groupedMatmulSlots(frame, dtype, rows, rowsCapacity, hidden, counts,
                               numCounts, experts, weights, outFeatures, result);
   std::vector<int32_t> chunkRows;
   int64_t total = 0;
@@ -1033,115 +999,109 @@ Status CudaBackend::groupedMatmulRows(tamoe_rt_dtype_t dtype,
       !s.ok())
     return s;
 
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  cudaDataType_t type = cudaType(dtype);
-  auto *x16 = static_cast<const uint16_t *>(rows);
-  auto *w16 = static_cast<const uint16_t *>(weights);
-  auto *y16 = static_cast<uint16_t *>(result);
-  const int64_t weightElements = hidden * outFeatures;
-  // Chunk c of the result = chunk c of the rows x weights[c % experts] on
-  // the tensor cores; hidden and out_features are >= 1 (groupedBytes).
-  int64_t row = 0;
-  for (intptr_t c = 0; c < numCounts && x.ok(); row += chunkRows[size_t(c++)])
-    if (chunkRows[size_t(c)] > 0)
-      x.fail(gemmEx(false, false, chunkRows[size_t(c)], outFeatures, hidden,
-                    x16 + row * hidden, type,
-                    w16 + (c % experts) * weightElements, type, 0.0f,
-                    y16 + row * outFeatures, type));
-  // Rows past the valid ones are zero, as the f32 path leaves them.
-  x.zero(y16 + total * outFeatures, (rowsCapacity - total) * outFeatures * 2);
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, [](const DeviceStatus &) {
-    return std::string();
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        cudaDataType_t type = cudaType(dtype);
+        auto *x16 = static_cast<const uint16_t *>(rows);
+        auto *w16 = static_cast<const uint16_t *>(weights);
+        auto *y16 = static_cast<uint16_t *>(result);
+        const int64_t weightElements = hidden * outFeatures;
+        // Chunk c of the result = chunk c of the rows x weights[c % experts] on
+        // the tensor cores; hidden and out_features are >= 1 (groupedBytes).
+        int64_t row = 0;
+        for (intptr_t c = 0; c < numCounts && x.ok();
+             row += chunkRows[size_t(c++)])
+          if (chunkRows[size_t(c)] > 0)
+            x.fail(gemmEx(false, false, chunkRows[size_t(c)], outFeatures,
+                          hidden, x16 + row * hidden, type,
+                          w16 + (c % experts) * weightElements, type, 0.0f,
+                          y16 + row * outFeatures, type));
+        // Rows past the valid ones are zero, as the f32 path leaves them.
+        x.zero(y16 + total * outFeatures,
+               (rowsCapacity - total) * outFeatures * 2);
+      },
+      noMessage);
 }
 
-Status CudaBackend::groupedMatmulSlots(
-    tamoe_rt_dtype_t dtype, const void *rows, intptr_t rowsCapacity,
-    intptr_t hidden, const int32_t *counts, intptr_t numCounts,
-    intptr_t experts, const void *weights, intptr_t outFeatures,
-    void *result) {
+Status CudaBackend::groupedMatmulSlots(Frame &frame, tamoe_rt_dtype_t dtype,
+                                       const void *rows, intptr_t rowsCapacity,
+                                       intptr_t hidden, const int32_t *counts,
+                                       intptr_t numCounts, intptr_t experts,
+                                       const void *weights,
+                                       intptr_t outFeatures, void *result) {
   // A static-capacity program's receive buffer gives each count its
   // capacity, so the slots waste only the rows the capacity leaves empty.
   const int64_t slot = numCounts > 0 ? rowsCapacity / numCounts : 0;
   if (slot > INT_MAX || hidden > INT_MAX || outFeatures > INT_MAX ||
       experts > INT_MAX)
     return invalid("sizes must fit in int for cuBLAS");
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  DeviceStatus *status = deviceStatus_;
-  const int64_t slotRows = numCounts * slot;
-  int64_t *slotOf = x.scratch<int64_t>(rowsCapacity);
-  int64_t *numRows = x.scratch<int64_t>(1);
-  auto *padded = x.scratch<uint16_t>(slotRows * hidden);
-  auto *paddedOut = x.scratch<uint16_t>(slotRows * outFeatures);
-  if (x.ok())
-    runSlotRows(x, SlotRowsParams{counts, numCounts, rowsCapacity, slot,
-                                  slotOf, numRows});
-  // Zero rows past each count, so that their products are zero too.
-  x.zero(padded, slotRows * hidden * 2);
-  x.scatterRows(padded, rows, hidden * 2, slotOf, numRows, rowsCapacity);
-  cudaDataType_t type = cudaType(dtype);
-  auto *w16 = static_cast<const uint16_t *>(weights);
-  for (int64_t first = 0; first < numCounts && slot > 0 && x.ok();
-       first += experts) {
-    // Slot first + j takes weights[j]: chunk c's expert is c % experts.
-    int64_t batch = minOf(experts, numCounts - first);
-    x.fail(gemmStridedBatched(slot, outFeatures, hidden,
-                              padded + first * slot * hidden, slot * hidden,
-                              w16, hidden * outFeatures,
-                              paddedOut + first * slot * outFeatures,
-                              slot * outFeatures, type, batch));
-  }
-  auto *y16 = static_cast<uint16_t *>(result);
-  x.copyRows(y16, paddedOut, outFeatures * 2, slotOf, numRows, rowsCapacity);
-  x.forEach(rowsCapacity * outFeatures,
-            ZeroTail<uint16_t>{numRows, outFeatures, y16, status});
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, [=](const DeviceStatus &e) {
-    if (e.kind == kCountExceedsSlot)
-      return "counts[" + num(e.a) + "] = " + num(e.b) + " exceeds the " +
-             num(e.c) +
-             " rows a recorded grouped_matmul gives each count "
-             "(rows_capacity / the number of counts, as a static-capacity "
-             "program sizes its buffers)";
-    return countsError(e);
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        DeviceStatus *status = deviceStatus_;
+        const int64_t slotRows = numCounts * slot;
+        int64_t *slotOf = x.scratch<int64_t>(rowsCapacity);
+        int64_t *numRows = x.scratch<int64_t>(1);
+        auto *padded = x.scratch<uint16_t>(slotRows * hidden);
+        auto *paddedOut = x.scratch<uint16_t>(slotRows * outFeatures);
+        if (x.ok())
+          runSlotRows(x, SlotRowsParams{counts, numCounts, rowsCapacity, slot,
+                                        slotOf, numRows});
+        // Zero rows past each count, so that their products are zero too.
+        x.zero(padded, slotRows * hidden * 2);
+        x.scatterRows(padded, rows, hidden * 2, slotOf, numRows, rowsCapacity);
+        cudaDataType_t type = cudaType(dtype);
+        auto *w16 = static_cast<const uint16_t *>(weights);
+        for (int64_t first = 0; first < numCounts && slot > 0 && x.ok();
+             first += experts) {
+          // Slot first + j takes weights[j]: chunk c's expert is c % experts.
+          int64_t batch = minOf(experts, numCounts - first);
+          x.fail(gemmStridedBatched(slot, outFeatures, hidden,
+                                    padded + first * slot * hidden,
+                                    slot * hidden, w16, hidden * outFeatures,
+                                    paddedOut + first * slot * outFeatures,
+                                    slot * outFeatures, type, batch));
+        }
+        auto *y16 = static_cast<uint16_t *>(result);
+        x.copyRows(y16, paddedOut, outFeatures * 2, slotOf, numRows,
+                   rowsCapacity);
+        x.forEach(rowsCapacity * outFeatures,
+                  ZeroTail<uint16_t>{numRows, outFeatures, y16, status});
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kCountExceedsSlot)
+          return "counts[" + num(e.a) + "] = " + num(e.b) + " exceeds the " +
+                 num(e.c) +
+                 " rows a recorded grouped_matmul gives each count "
+                 "(rows_capacity / the number of counts, as a static-capacity "
+                 "program sizes its buffers)";
+        return countsError(e);
+      });
 }
 
 Status CudaBackend::selfExchange(const void *send, intptr_t sendCapacity,
                                  intptr_t rowBytes, const int32_t *sendCounts,
                                  intptr_t entries, void *received,
                                  intptr_t recvCapacity, int32_t *recvCounts) {
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runSelfExchange(x, SelfExchangeParams{send, sendCapacity, rowBytes,
-                                        sendCounts, entries, received,
-                                        recvCapacity, recvCounts});
-  Status failure = x.failure();
-  x.release();
+  Frame frame(*this, {});        // startRows checked the operands
   const int64_t split = entries; // one peer: its split sub-chunks
-  return endOperation(failure, [=](const DeviceStatus &e) {
-    if (e.kind == kNegativeCount)
-      return (split == 1 ? "send_counts[" + num(e.a) + "]"
-                         : "send_counts[0, " + num(e.a) + "]") +
-             " = " + num(e.b) + " is negative";
-    if (e.kind == kInputRowsExceedCapacity)
-      return "send_counts sum to " + num(e.a) + " rows but send_capacity is " +
-             num(e.b);
-    if (e.kind == kRowsExceedCapacity)
-      return num(e.a) + " rows to receive exceed recv_capacity " + num(e.b);
-    return std::string();
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        runSelfExchange(x, SelfExchangeParams{send, sendCapacity, rowBytes,
+                                              sendCounts, entries, received,
+                                              recvCapacity, recvCounts});
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kNegativeCount)
+          return (split == 1 ? "send_counts[" + num(e.a) + "]"
+                             : "send_counts[0, " + num(e.a) + "]") +
+                 " = " + num(e.b) + " is negative";
+        if (e.kind == kInputRowsExceedCapacity)
+          return "send_counts sum to " + num(e.a) +
+                 " rows but send_capacity is " + num(e.b);
+        if (e.kind == kRowsExceedCapacity)
+          return num(e.a) + " rows to receive exceed recv_capacity " + num(e.b);
+        return std::string();
+      });
 }
 
 Status CudaBackend::groupedMatmulGradRows(
@@ -1161,25 +1121,21 @@ Status CudaBackend::groupedMatmulGradElements(
     intptr_t hidden, const int32_t *counts, intptr_t numCounts,
     intptr_t experts, const void *weights, intptr_t outFeatures,
     const void *dResult, void *dRows, void *dWeights) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   GroupedBytes bytes; // f32 sizes
   if (Status sizes = groupedBytes(rowsCapacity, hidden, numCounts, experts,
                                   outFeatures, bytes);
       !sizes.ok())
     return sizes;
   const int64_t element = dtype == TAMOE_RT_F32 ? 4 : 2, shrink = 4 / element;
-  for (Status s :
-       {checkPointer(rows, dWeights ? bytes.rows / shrink : 0, "rows"),
-        checkPointer(counts, numCounts * 4, "counts"),
-        checkPointer(weights, dRows ? bytes.weights / shrink : 0, "weights"),
-        checkPointer(dResult, bytes.result / shrink, "d_result"),
-        checkPointer(dRows, dRows ? bytes.rows / shrink : 0, "d_rows"),
-        checkPointer(dWeights, dWeights ? bytes.weights / shrink : 0,
-                     "d_weights")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this,
+              {{rows, dWeights ? bytes.rows / shrink : 0, "rows"},
+               {counts, numCounts * 4, "counts"},
+               {weights, dRows ? bytes.weights / shrink : 0, "weights"},
+               {dResult, bytes.result / shrink, "d_result"},
+               {dRows, dRows ? bytes.rows / shrink : 0, "d_rows"},
+               {dWeights, dWeights ? bytes.weights / shrink : 0, "d_weights"}});
+  if (!frame.ok())
+    return frame.status();
   if (Status blas = blasHandle(); !blas.ok())
     return blas;
   // Each chunk is a GEMM of its own, so its size is needed on the host.
@@ -1189,53 +1145,49 @@ Status CudaBackend::groupedMatmulGradElements(
       !s.ok())
     return s;
 
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  cudaDataType_t type = cudaType(dtype);
-  auto *x8 = static_cast<const char *>(rows);
-  auto *w8 = static_cast<const char *>(weights);
-  auto *dy8 = static_cast<const char *>(dResult);
-  const int64_t weightElements = hidden * outFeatures;
-  if (dRows) {
-    // Chunk c of d_rows = chunk c of d_result x weights[c % experts]^T,
-    // rounded once.
-    auto *dx8 = static_cast<char *>(dRows);
-    int64_t row = 0;
-    for (intptr_t c = 0; c < numCounts && x.ok();
-         row += chunkRows[size_t(c++)])
-      if (chunkRows[size_t(c)] > 0)
-        x.fail(gemmEx(false, true, chunkRows[size_t(c)], hidden, outFeatures,
-                      dy8 + row * outFeatures * element, type,
-                      w8 + (c % experts) * weightElements * element, type,
-                      0.0f, dx8 + row * hidden * element, type));
-    x.zero(dx8 + total * hidden * element,
-           (rowsCapacity - total) * hidden * element);
-  }
-  if (dWeights) {
-    // Each expert sums rows^T x d_result over its blocks, in order, in f32
-    // (16-bit gradients in scratch, rounded once at the end).
-    int64_t elements = experts * weightElements;
-    float *sum = dtype == TAMOE_RT_F32 ? static_cast<float *>(dWeights)
-                                       : x.scratch<float>(elements);
-    x.zero(sum, elements * 4);
-    int64_t row = 0;
-    for (intptr_t c = 0; c < numCounts && x.ok();
-         row += chunkRows[size_t(c++)])
-      if (chunkRows[size_t(c)] > 0)
-        x.fail(gemmEx(true, false, hidden, outFeatures, chunkRows[size_t(c)],
-                      x8 + row * hidden * element, type,
-                      dy8 + row * outFeatures * element, type, 1.0f,
-                      sum + (c % experts) * weightElements, CUDA_R_32F));
-    if (dtype != TAMOE_RT_F32)
-      x.forEach(elements, ConvertElement{TAMOE_RT_F32, dtype, sum, dWeights});
-  }
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, [](const DeviceStatus &) {
-    return std::string();
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        cudaDataType_t type = cudaType(dtype);
+        auto *x8 = static_cast<const char *>(rows);
+        auto *w8 = static_cast<const char *>(weights);
+        auto *dy8 = static_cast<const char *>(dResult);
+        const int64_t weightElements = hidden * outFeatures;
+        if (dRows) {
+          // Chunk c of d_rows = chunk c of d_result x weights[c % experts]^T,
+          // rounded once.
+          auto *dx8 = static_cast<char *>(dRows);
+          int64_t row = 0;
+          for (intptr_t c = 0; c < numCounts && x.ok();
+               row += chunkRows[size_t(c++)])
+            if (chunkRows[size_t(c)] > 0)
+              x.fail(gemmEx(false, true, chunkRows[size_t(c)], hidden,
+                            outFeatures, dy8 + row * outFeatures * element,
+                            type, w8 + (c % experts) * weightElements * element,
+                            type, 0.0f, dx8 + row * hidden * element, type));
+          x.zero(dx8 + total * hidden * element,
+                 (rowsCapacity - total) * hidden * element);
+        }
+        if (dWeights) {
+          // Each expert sums rows^T x d_result over its blocks, in order, in
+          // f32 (16-bit gradients in scratch, rounded once at the end).
+          int64_t elements = experts * weightElements;
+          float *sum = dtype == TAMOE_RT_F32 ? static_cast<float *>(dWeights)
+                                             : x.scratch<float>(elements);
+          x.zero(sum, elements * 4);
+          int64_t row = 0;
+          for (intptr_t c = 0; c < numCounts && x.ok();
+               row += chunkRows[size_t(c++)])
+            if (chunkRows[size_t(c)] > 0)
+              x.fail(gemmEx(true, false, hidden, outFeatures,
+                            chunkRows[size_t(c)], x8 + row * hidden * element,
+                            type, dy8 + row * outFeatures * element, type, 1.0f,
+                            sum + (c % experts) * weightElements, CUDA_R_32F));
+          if (dtype != TAMOE_RT_F32)
+            x.forEach(elements,
+                      ConvertElement{TAMOE_RT_F32, dtype, sum, dWeights});
+        }
+      },
+      noMessage);
 }
 
 Status CudaBackend::matmul(const float *a, const float *b, intptr_t m,
@@ -1306,100 +1258,71 @@ Status CudaBackend::mapRows(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype,
 Status CudaBackend::mapElements(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype,
                                 const void *a, const void *b, intptr_t n,
                                 void *out) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   int64_t bytes = int64_t(n) * (dtype == TAMOE_RT_F32 ? 4 : 2);
   bool unary = op == TAMOE_RT_MAP_RELU || op == TAMOE_RT_MAP_NEG ||
                op == TAMOE_RT_MAP_SILU;
-  for (Status s : {checkPointer(a, bytes, "a"),
-                   checkPointer(unary ? nullptr : b, unary ? 0 : bytes, "b"),
-                   checkPointer(out, bytes, "out")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  auto run = [&](auto typed) {
-    using T = decltype(typed);
-    x.forEach(n, MapElement<T>{op, static_cast<const T *>(a),
-                               static_cast<const T *>(b),
-                               static_cast<T *>(out)});
-  };
-  if (dtype == TAMOE_RT_BF16)
-    run(__nv_bfloat16());
-  else if (dtype == TAMOE_RT_F16)
-    run(__half());
-  else
-    run(float());
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, [](const DeviceStatus &) {
-    return std::string();
-  });
+  Frame frame(*this, {{a, bytes, "a"},
+                      {unary ? nullptr : b, unary ? 0 : bytes, "b"},
+                      {out, bytes, "out"}});
+  if (!frame.ok())
+    return frame.status();
+  return frame.run(
+      [&](CudaExec &x) {
+        auto run = [&](auto typed) {
+          using T = decltype(typed);
+          x.forEach(n, MapElement<T>{op, static_cast<const T *>(a),
+                                     static_cast<const T *>(b),
+                                     static_cast<T *>(out)});
+        };
+        if (dtype == TAMOE_RT_BF16)
+          run(__nv_bfloat16());
+        else if (dtype == TAMOE_RT_F16)
+          run(__half());
+        else
+          run(float());
+      },
+      noMessage);
 }
 
 Status CudaBackend::addCounts(const int32_t *a, const int32_t *b, intptr_t n,
                               int32_t *out) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (n < 0 || n > INT64_MAX / 4)
     return invalid("n must be in [0, 2^61)");
   int64_t bytes = int64_t(n) * 4;
-  for (Status s : {checkPointer(a, bytes, "a"), checkPointer(b, bytes, "b"),
-                   checkPointer(out, bytes, "out")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runAddCounts(x, a, b, n, out);
-  x.release();
-  return endOperation(x.failure(), [](const DeviceStatus &e) {
-    if (e.kind == kCountSumOverflows)
-      return "a[" + num(e.a) + "] + b[" + num(e.a) + "] = " + num(e.b) +
-             " + " + num(e.c) + " does not fit in int32";
-    return std::string();
-  });
+  Frame frame(*this, {{a, bytes, "a"}, {b, bytes, "b"}, {out, bytes, "out"}});
+  if (!frame.ok())
+    return frame.status();
+  return frame.run([&](CudaExec &x) { runAddCounts(x, a, b, n, out); },
+                   [](const DeviceStatus &e) {
+                     if (e.kind == kCountSumOverflows)
+                       return "a[" + num(e.a) + "] + b[" + num(e.a) +
+                              "] = " + num(e.b) + " + " + num(e.c) +
+                              " does not fit in int32";
+                     return std::string();
+                   });
 }
-
 
 Status CudaBackend::convert(tamoe_rt_dtype_t srcType, const void *src,
                             tamoe_rt_dtype_t dstType, void *dst, intptr_t n) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   int64_t srcBytes = int64_t(n) * elementBytes(srcType);
   int64_t dstBytes = int64_t(n) * elementBytes(dstType);
-  for (Status s : {checkPointer(src, srcBytes, "src"),
-                   checkPointer(dst, dstBytes, "dst")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  if (srcType != dstType)
-    x.forEach(n, ConvertElement{srcType, dstType, src, dst});
-  else if (src != dst)
-    x.copy(dst, src, srcBytes);
-  Status failure = x.failure();
-  x.release();
-  return endOperation(failure, [](const DeviceStatus &) {
-    return std::string();
-  });
+  Frame frame(*this, {{src, srcBytes, "src"}, {dst, dstBytes, "dst"}});
+  if (!frame.ok())
+    return frame.status();
+  return frame.run(
+      [&](CudaExec &x) {
+        if (srcType != dstType)
+          x.forEach(n, ConvertElement{srcType, dstType, src, dst});
+        else if (src != dst)
+          x.copy(dst, src, srcBytes);
+      },
+      noMessage);
 }
 
 Status CudaBackend::regroup(const void *rows, intptr_t rowsCapacity,
                             intptr_t rowBytes, const int32_t *counts,
                             intptr_t a, intptr_t b, intptr_t inner,
                             void *regrouped, int32_t *regroupedCounts) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (rowsCapacity < 0 || rowBytes < 0 || a < 0 || b < 0 || inner < 0)
     return invalid("negative size");
   int64_t n, rowsBytes;
@@ -1407,31 +1330,30 @@ Status CudaBackend::regroup(const void *rows, intptr_t rowsCapacity,
     return invalid("the count grid has more than 2^31 - 2 entries");
   if (!multiply(rowsCapacity, rowBytes, rowsBytes))
     return invalid("sizes overflow");
-  for (Status s : {checkPointer(rows, rowsBytes, "rows"),
-                   checkPointer(counts, n * 4, "counts"),
-                   checkPointer(regrouped, rowsBytes, "regrouped"),
-                   checkPointer(regroupedCounts, n * 4, "regrouped_counts")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this, {{rows, rowsBytes, "rows"},
+                      {counts, n * 4, "counts"},
+                      {regrouped, rowsBytes, "regrouped"},
+                      {regroupedCounts, n * 4, "regrouped_counts"}});
+  if (!frame.ok())
+    return frame.status();
   if (overlap(rows, rowsBytes, regrouped, rowsBytes))
     return invalid("rows and regrouped overlap");
 
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runRegroup(x, RegroupParams{rows, rowsCapacity, rowBytes, counts, a, b, inner,
-                              regrouped, regroupedCounts});
-  x.release();
-  return endOperation(x.failure(), [=](const DeviceStatus &e) {
-    if (e.kind == kNegativeCount)
-      return "counts[" + num(e.a / (b * inner)) + ", " + num(e.a / inner % b) +
-             ", " + num(e.a % inner) + "] = " + num(e.b) + " is negative";
-    if (e.kind == kInputRowsExceedCapacity)
-      return "counts sum to " + num(e.a) + " rows but rows_capacity is " +
-             num(e.b);
-    return std::string();
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        runRegroup(x, RegroupParams{rows, rowsCapacity, rowBytes, counts, a, b,
+                                    inner, regrouped, regroupedCounts});
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kNegativeCount)
+          return "counts[" + num(e.a / (b * inner)) + ", " +
+                 num(e.a / inner % b) + ", " + num(e.a % inner) +
+                 "] = " + num(e.b) + " is negative";
+        if (e.kind == kInputRowsExceedCapacity)
+          return "counts sum to " + num(e.a) + " rows but rows_capacity is " +
+                 num(e.b);
+        return std::string();
+      });
 }
 
 namespace {
@@ -1447,55 +1369,52 @@ std::string describePart(const DeviceStatus &e, bool chunk, int64_t index,
                        num(e.b);
   return countsError(e);
 }
-} // namespace
 
-Status CudaBackend::checkPart(const void *rows, int64_t rowsCapacity,
-                              int64_t rowBytes, const int32_t *counts,
-                              int64_t numCounts, const void *chunkRows,
-                              int64_t chunkCapacity) const {
+/// The sizes chunk and unchunk share, checked: the bytes of the rows and of
+/// the chunk's rows.
+Status partBytes(int64_t rowsCapacity, int64_t rowBytes, int64_t numCounts,
+                 int64_t chunkCapacity, int64_t &rowsBytes,
+                 int64_t &chunkBytes) {
   if (rowsCapacity < 0 || rowBytes < 0 || numCounts < 0 || chunkCapacity < 0)
     return invalid("negative size");
-  int64_t rowsBytes, chunkBytes;
   if (!multiply(rowsCapacity, rowBytes, rowsBytes) ||
       !multiply(chunkCapacity, rowBytes, chunkBytes) ||
       numCounts > INT_MAX - 1)
     return invalid("sizes overflow");
-  for (Status s : {checkPointer(rows, rowsBytes, "rows"),
-                   checkPointer(counts, numCounts * 4, "counts"),
-                   checkPointer(chunkRows, chunkBytes, "chunk_rows")})
-    if (!s.ok())
-      return s;
-  if (overlap(rows, rowsBytes, chunkRows, chunkBytes))
-    return invalid("rows and chunk_rows overlap");
   return Status::success();
 }
+} // namespace
 
 Status CudaBackend::chunk(const void *rows, intptr_t rowsCapacity,
                           intptr_t rowBytes, const int32_t *counts,
                           intptr_t numCounts, intptr_t index, intptr_t chunks,
                           void *chunkRows, intptr_t chunkCapacity,
                           int32_t *chunkCounts) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
-  for (Status s : {checkPart(rows, rowsCapacity, rowBytes, counts, numCounts,
-                             chunkRows, chunkCapacity),
-                   checkPointer(chunkCounts, int64_t(numCounts) * 4,
-                                "chunk_counts")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runChunk(x,
-           ChunkLayout{rowsCapacity, rowBytes, counts, numCounts, index, chunks,
-                       chunkCapacity},
-           rows, chunkRows, chunkCounts);
-  x.release();
-  return endOperation(x.failure(), [=](const DeviceStatus &e) {
-    return describePart(e, true, index, chunks);
-  });
+  int64_t rowsBytes, chunkBytes;
+  if (Status s = partBytes(rowsCapacity, rowBytes, numCounts, chunkCapacity,
+                           rowsBytes, chunkBytes);
+      !s.ok())
+    return s;
+  Frame frame(*this, {{rows, rowsBytes, "rows"},
+                      {counts, numCounts * 4, "counts"},
+                      {chunkRows, chunkBytes, "chunk_rows"}});
+  if (!frame.ok())
+    return frame.status();
+  if (overlap(rows, rowsBytes, chunkRows, chunkBytes))
+    return invalid("rows and chunk_rows overlap");
+  if (Status s = checkOperands({{chunkCounts, numCounts * 4, "chunk_counts"}});
+      !s.ok())
+    return s;
+  return frame.run(
+      [&](CudaExec &x) {
+        runChunk(x,
+                 ChunkLayout{rowsCapacity, rowBytes, counts, numCounts, index,
+                             chunks, chunkCapacity},
+                 rows, chunkRows, chunkCounts);
+      },
+      [=](const DeviceStatus &e) {
+        return describePart(e, true, index, chunks);
+      });
 }
 
 Status CudaBackend::unchunk(const void *chunkRows, intptr_t chunkCapacity,
@@ -1503,25 +1422,28 @@ Status CudaBackend::unchunk(const void *chunkRows, intptr_t chunkCapacity,
                             intptr_t numCounts, intptr_t index,
                             intptr_t chunks, void *rows,
                             intptr_t rowsCapacity) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
-  if (Status s = checkPart(rows, rowsCapacity, rowBytes, counts, numCounts,
-                           chunkRows, chunkCapacity);
+  int64_t rowsBytes, chunkBytes;
+  if (Status s = partBytes(rowsCapacity, rowBytes, numCounts, chunkCapacity,
+                           rowsBytes, chunkBytes);
       !s.ok())
     return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runUnchunk(x,
-             ChunkLayout{rowsCapacity, rowBytes, counts, numCounts, index,
-                         chunks, chunkCapacity},
-             chunkRows, rows);
-  x.release();
-  return endOperation(x.failure(), [=](const DeviceStatus &e) {
-    return describePart(e, false, index, chunks);
-  });
+  Frame frame(*this, {{rows, rowsBytes, "rows"},
+                      {counts, numCounts * 4, "counts"},
+                      {chunkRows, chunkBytes, "chunk_rows"}});
+  if (!frame.ok())
+    return frame.status();
+  if (overlap(rows, rowsBytes, chunkRows, chunkBytes))
+    return invalid("rows and chunk_rows overlap");
+  return frame.run(
+      [&](CudaExec &x) {
+        runUnchunk(x,
+                   ChunkLayout{rowsCapacity, rowBytes, counts, numCounts, index,
+                               chunks, chunkCapacity},
+                   chunkRows, rows);
+      },
+      [=](const DeviceStatus &e) {
+        return describePart(e, false, index, chunks);
+      });
 }
 
 Status CudaBackend::chunkPositions(const int32_t *positions,
@@ -1529,58 +1451,51 @@ Status CudaBackend::chunkPositions(const int32_t *positions,
                                    intptr_t k, const int32_t *expertCounts,
                                    intptr_t experts, intptr_t index,
                                    intptr_t chunks, int32_t *chunkPositions) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (tokens < 0 || k < 0 || experts < 0)
     return invalid("negative size");
   int64_t assignments;
   if (!multiply(tokens, k, assignments) || assignments > INT64_MAX / 4 ||
       experts > INT_MAX - 1)
     return invalid("sizes overflow");
-  for (Status s : {checkPointer(positions, assignments * 4, "positions"),
-                   checkPointer(expertIds, assignments * 4, "expert_ids"),
-                   checkPointer(expertCounts, int64_t(experts) * 4,
-                                "expert_counts"),
-                   checkPointer(chunkPositions, assignments * 4,
-                                "chunk_positions")})
-    if (!s.ok())
-      return s;
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runChunkPositions(x, ChunkPositionsParams{positions, expertIds, tokens, k,
-                                            expertCounts, experts, index,
-                                            chunks, chunkPositions});
-  x.release();
-  return endOperation(x.failure(), [=](const DeviceStatus &e) {
-    if (e.kind == kNegativeCount)
-      return "counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
-    if (e.kind == kExpertOutOfRange)
-      return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-             " is out of range [0, " + num(e.c) + ")";
-    if (e.kind == kPositionOutsideBlock) {
-      // The block's bounds, for the message: the counts are small, and this
-      // is the failure path.
-      std::vector<int32_t> counts(static_cast<size_t>(experts));
-      int64_t begin = 0;
-      if (cudaMemcpy(counts.data(), expertCounts, counts.size() * 4,
-                     cudaMemcpyDeviceToHost) != cudaSuccess) {
-        cudaGetLastError();
-        return entry("positions", e.a, k) + " = " + num(e.b) +
-               " is not a row of expert " + num(e.c) +
-               "'s block of the dispatched rows";
-      }
-      for (int64_t i = 0; i < e.c; ++i)
-        begin += counts[static_cast<size_t>(i)];
-      return entry("positions", e.a, k) + " = " + num(e.b) +
-             " is not a row of expert " + num(e.c) + "'s block [" +
-             num(begin) + ", " + num(begin + counts[size_t(e.c)]) +
-             ") of the dispatched rows";
-    }
-    return std::string();
-  });
+  Frame frame(*this, {{positions, assignments * 4, "positions"},
+                      {expertIds, assignments * 4, "expert_ids"},
+                      {expertCounts, int64_t(experts) * 4, "expert_counts"},
+                      {chunkPositions, assignments * 4, "chunk_positions"}});
+  if (!frame.ok())
+    return frame.status();
+  return frame.run(
+      [&](CudaExec &x) {
+        runChunkPositions(x, ChunkPositionsParams{
+                                 positions, expertIds, tokens, k, expertCounts,
+                                 experts, index, chunks, chunkPositions});
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kNegativeCount)
+          return "counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
+        if (e.kind == kExpertOutOfRange)
+          return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+                 " is out of range [0, " + num(e.c) + ")";
+        if (e.kind == kPositionOutsideBlock) {
+          // The block's bounds, for the message: the counts are small, and this
+          // is the failure path.
+          std::vector<int32_t> counts(static_cast<size_t>(experts));
+          int64_t begin = 0;
+          if (cudaMemcpy(counts.data(), expertCounts, counts.size() * 4,
+                         cudaMemcpyDeviceToHost) != cudaSuccess) {
+            cudaGetLastError();
+            return entry("positions", e.a, k) + " = " + num(e.b) +
+                   " is not a row of expert " + num(e.c) +
+                   "'s block of the dispatched rows";
+          }
+          for (int64_t i = 0; i < e.c; ++i)
+            begin += counts[static_cast<size_t>(i)];
+          return entry("positions", e.a, k) + " = " + num(e.b) +
+                 " is not a row of expert " + num(e.c) + "'s block [" +
+                 num(begin) + ", " + num(begin + counts[size_t(e.c)]) +
+                 ") of the dispatched rows";
+        }
+        return std::string();
+      });
 }
 
 Status CudaBackend::dedupPack(const void *tokens, intptr_t numTokens,
@@ -1589,9 +1504,6 @@ Status CudaBackend::dedupPack(const void *tokens, intptr_t numTokens,
                               intptr_t expertsPerNode, intptr_t nodes,
                               void *unique, int32_t *routes,
                               intptr_t uniqueCapacity, int32_t *nodeCounts) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (numTokens < 0 || rowBytes < 0 || k < 0 || expertsPerNode < 0 ||
       nodes < 0 || uniqueCapacity < 0)
     return invalid("negative size");
@@ -1604,30 +1516,29 @@ Status CudaBackend::dedupPack(const void *tokens, intptr_t numTokens,
       !multiply(uniqueCapacity, k, routeEntries) ||
       routeEntries > INT64_MAX / 4)
     return invalid(packTooLarge());
-  for (Status s : {checkPointer(tokens, tokenBytes, "tokens"),
-                   checkPointer(expertIds, n * 4, "expert_ids"),
-                   checkPointer(positions, n * 4, "positions"),
-                   checkPointer(unique, uniqueBytes, "unique"),
-                   checkPointer(routes, routeEntries * 4, "routes"),
-                   checkPointer(nodeCounts, nodes * 4, "node_counts")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this, {{tokens, tokenBytes, "tokens"},
+                      {expertIds, n * 4, "expert_ids"},
+                      {positions, n * 4, "positions"},
+                      {unique, uniqueBytes, "unique"},
+                      {routes, routeEntries * 4, "routes"},
+                      {nodeCounts, nodes * 4, "node_counts"}});
+  if (!frame.ok())
+    return frame.status();
   if (overlap(tokens, tokenBytes, unique, uniqueBytes))
     return invalid("tokens and unique overlap");
 
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runDedupPack(x, DedupPackParams{tokens, numTokens, rowBytes, expertIds,
-                                  positions, k, expertsPerNode, nodes, unique,
-                                  routes, uniqueCapacity, nodeCounts});
-  x.release();
-  return endOperation(x.failure(), [=](const DeviceStatus &e) {
-    if (e.kind == kRowsExceedCapacity)
-      return num(e.a) + " unique rows exceed unique_capacity " + num(e.b);
-    return packError(e, k, expertsPerNode, nodes);
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        runDedupPack(x, DedupPackParams{tokens, numTokens, rowBytes, expertIds,
+                                        positions, k, expertsPerNode, nodes,
+                                        unique, routes, uniqueCapacity,
+                                        nodeCounts});
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kRowsExceedCapacity)
+          return num(e.a) + " unique rows exceed unique_capacity " + num(e.b);
+        return packError(e, k, expertsPerNode, nodes);
+      });
 }
 
 Status CudaBackend::dedupExpand(const void *unique, const int32_t *routes,
@@ -1637,9 +1548,6 @@ Status CudaBackend::dedupExpand(const void *unique, const int32_t *routes,
                                 intptr_t expertsPerRank, void *expanded,
                                 intptr_t expandedCapacity,
                                 int32_t *expandedCounts) {
-  DeviceScope scope(device_);
-  if (!scope.status().ok())
-    return scope.status();
   if (uniqueCapacity < 0 || rowBytes < 0 || k < 0 || nodes < 0 ||
       ranksPerNode < 0 || expertsPerRank < 0 || expandedCapacity < 0)
     return invalid("negative size");
@@ -1652,30 +1560,29 @@ Status CudaBackend::dedupExpand(const void *unique, const int32_t *routes,
       !multiply(uniqueCapacity, rowBytes, uniqueBytes) ||
       !multiply(expandedCapacity, rowBytes, expandedBytes))
     return invalid(expandTooLarge());
-  for (Status s : {checkPointer(unique, uniqueBytes, "unique"),
-                   checkPointer(routes, m * 4, "routes"),
-                   checkPointer(recvCounts, nodes * 4, "recv_counts"),
-                   checkPointer(expanded, expandedBytes, "expanded"),
-                   checkPointer(expandedCounts, keys * 4, "expanded_counts")})
-    if (!s.ok())
-      return s;
+  Frame frame(*this, {{unique, uniqueBytes, "unique"},
+                      {routes, m * 4, "routes"},
+                      {recvCounts, nodes * 4, "recv_counts"},
+                      {expanded, expandedBytes, "expanded"},
+                      {expandedCounts, keys * 4, "expanded_counts"}});
+  if (!frame.ok())
+    return frame.status();
   if (overlap(unique, uniqueBytes, expanded, expandedBytes))
     return invalid("unique and expanded overlap");
 
-  Status begin = beginOperation();
-  if (!begin.ok())
-    return begin;
-  CudaExec x(*this, deviceStatus_);
-  runDedupExpand(x, DedupExpandParams{unique, routes, uniqueCapacity, rowBytes,
-                                      k, recvCounts, nodes, ranksPerNode,
-                                      expertsPerRank, expanded,
-                                      expandedCapacity, expandedCounts});
-  x.release();
-  return endOperation(x.failure(), [=](const DeviceStatus &e) {
-    if (e.kind == kRowsExceedCapacity)
-      return num(e.a) + " expanded rows exceed expanded_capacity " + num(e.b);
-    return expandError(e, k);
-  });
+  return frame.run(
+      [&](CudaExec &x) {
+        runDedupExpand(x, DedupExpandParams{
+                              unique, routes, uniqueCapacity, rowBytes, k,
+                              recvCounts, nodes, ranksPerNode, expertsPerRank,
+                              expanded, expandedCapacity, expandedCounts});
+      },
+      [=](const DeviceStatus &e) {
+        if (e.kind == kRowsExceedCapacity)
+          return num(e.a) + " expanded rows exceed expanded_capacity " +
+                 num(e.b);
+        return expandError(e, k);
+      });
 }
 
 } // namespace cuda
