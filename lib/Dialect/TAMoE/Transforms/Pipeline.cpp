@@ -55,7 +55,8 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
 /// Upstream passes after convert-tamoe-to-runtime: buffers for the tensors
 /// (function results as plain memrefs, freed where ownership says; a
 /// training loop's parameters carried through scf.for), loops for
-/// the remaining linalg ops (none when device-resident), and the LLVM
+/// the remaining linalg ops and element-wise arith on tensors (none when
+/// device-resident: the runtime maps them), and the LLVM
 /// dialect, with every memref allocation through the runtime
 /// (use-generic-functions).
 LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
@@ -65,7 +66,7 @@ LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
       (llvm::Twine("convert-tamoe-to-runtime{device-resident=") +
        (device ? "true" : "false") +
        " static-capacity=" + (options.staticCapacity ? "true" : "false") +
-       "},one-shot-bufferize{bufferize-function-boundaries "
+       "},convert-elementwise-to-linalg,one-shot-bufferize{bufferize-function-boundaries "
        "function-boundary-type-conversion=identity-layout-map "
        "allow-return-allocs-from-loops},"
        "buffer-deallocation-pipeline,convert-bufferization-to-memref," +

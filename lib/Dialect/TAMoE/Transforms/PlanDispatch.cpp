@@ -152,6 +152,13 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
 }
 
 void PlanDispatchPass::runOnOperation() {
+  // A module without layers has nothing to plan, and needs no topology
+  // (one given as a file is still read and recorded).
+  bool hasLayers = getOperation()
+                       .walk([](DispatchOp) { return WalkResult::interrupt(); })
+                       .wasInterrupted();
+  if (!hasLayers && topologyFile.empty())
+    return;
   FailureOr<TopologyAttr> topology = resolveTopology();
   if (failed(topology))
     return signalPassFailure();
