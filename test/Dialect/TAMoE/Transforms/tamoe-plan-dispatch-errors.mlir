@@ -1,8 +1,13 @@
 // RUN: tamoe-opt %s -split-input-file --tamoe-plan-dispatch -verify-diagnostics
 
+// A layer and no topology (a module without layers needs none:
+// no-moe-ops.mlir).
 // expected-error @+1 {{tamoe-plan-dispatch: no topology: give the pass topology=FILE or the module a 'tamoe.topology' attribute}}
 module {
-  func.func @f() {
+  shard.grid @ep(shape = 2)
+  func.func @f(%tokens: tensor<8x16xf32>, %ids: tensor<8x2xi32>) {
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<8x16xf32>, tensor<8x2xi32> -> tensor<16x16xf32>, tensor<2xi32>, tensor<8x2xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x16xf32>, tensor<2xi32> -> tensor<?x16xf32>
     return
   }
 }
