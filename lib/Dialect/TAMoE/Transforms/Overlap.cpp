@@ -56,11 +56,13 @@ private:
 } // namespace
 
 /// Whether `op` computes each row from the same row of its operands alone:
-/// an elementwise linalg.generic that does not read its position.
-static bool isRowwiseGeneric(linalg::GenericOp generic) {
-  return generic.getNumLoops() == generic.getNumParallelLoops() &&
-         !generic.hasIndexSemantics() &&
-         llvm::all_of(generic.getIndexingMapsArray(),
+/// an element-wise linalg op on tensors (a linalg.generic, or a named op
+/// such as SwiGLU's linalg.mul) that does not read its position.
+static bool isRowwise(linalg::LinalgOp op) {
+  return op.hasPureTensorSemantics() &&
+         op.getNumLoops() == op.getNumParallelLoops() &&
+         !op.hasIndexSemantics() &&
+         llvm::all_of(op.getIndexingMapsArray(),
                       [](AffineMap map) { return map.isIdentity(); });
 }
 
@@ -107,10 +109,10 @@ FailureOr<Chain> OverlapPass::analyse(AllToAllOp out) {
       // nested region keeps the layer whole.
       bool between = ancestor == user && out->isBeforeInBlock(user) &&
                      user->isBeforeInBlock(back);
+      auto linalgOp = dyn_cast<linalg::LinalgOp>(user);
       bool rowwise =
           isa<GroupedMatmulOp, tensor::DimOp, tensor::EmptyOp>(user) ||
-          (isa<linalg::GenericOp>(user) &&
-           isRowwiseGeneric(cast<linalg::GenericOp>(user)));
+          (linalgOp && isRowwise(linalgOp));
       if (value == recvCounts && !isa<GroupedMatmulOp>(user)) {
         // Counts read after the exchange back get the chunks' sum.
         if (!ancestor || !back->isBeforeInBlock(ancestor))
@@ -124,7 +126,7 @@ FailureOr<Chain> OverlapPass::analyse(AllToAllOp out) {
         return keep(Twine("'") + user->getName().getStringRef() +
                     "' reads what it received but is not a row-wise step "
                     "of the experts before the exchange back (grouped_matmul, "
-                    "elementwise linalg.generic)");
+                    "element-wise linalg ops)");
       if (!members.insert(user).second)
         continue;
       for (Value result : user->getResults())
@@ -144,11 +146,11 @@ FailureOr<Chain> OverlapPass::analyse(AllToAllOp out) {
                    !inChain.contains(matmul.getRows()) ||
                    inChain.contains(matmul.getWeights())))
       return notRowwise(op);
-    if (auto generic = dyn_cast<linalg::GenericOp>(op)) {
-      for (Value input : generic.getDpsInputs())
+    if (auto linalgOp = dyn_cast<linalg::LinalgOp>(op)) {
+      for (Value input : linalgOp.getDpsInputs())
         if (!inChain.contains(input))
           return notRowwise(op);
-      for (Value init : generic.getDpsInits())
+      for (Value init : linalgOp.getDpsInits())
         if (!inChain.contains(init) && !init.getDefiningOp<tensor::EmptyOp>())
           return notRowwise(op);
     }

@@ -17,7 +17,7 @@ func.func @no_return(%tokens: tensor<16x32xf32>, %ids: tensor<16x2xi32>) -> tens
 shard.grid @ep(shape = 8)
 func.func @reduction(%tokens: tensor<16x32xf32>, %ids: tensor<16x2xi32>, %init: tensor<32xf32>) -> (tensor<32x32xf32>, tensor<32xf32>) {
   %rows, %counts, %positions, %dropped = tamoe.dispatch %tokens, %ids : tensor<16x32xf32>, tensor<16x2xi32> -> tensor<32x32xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
-  // expected-remark @+1 {{kept in one chunk: 'linalg.generic' reads what it received but is not a row-wise step of the experts before the exchange back (grouped_matmul, elementwise linalg.generic)}}
+  // expected-remark @+1 {{kept in one chunk: 'linalg.generic' reads what it received but is not a row-wise step of the experts before the exchange back (grouped_matmul, element-wise linalg ops)}}
   %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x32xf32>, tensor<8xi32> -> tensor<?x32xf32>
   %sum = linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d1)>], iterator_types = ["reduction", "parallel"]} ins(%recv : tensor<?x32xf32>) outs(%init : tensor<32xf32>) {
   ^bb0(%in: f32, %acc: f32):
@@ -106,5 +106,35 @@ func.func @foreign_rows(%tokens: tensor<16x32xf32>, %ids: tensor<16x2xi32>, %oth
   %recv, %recv_counts = tamoe.all_to_all %rows, %split on @ep : tensor<32x32xf32>, tensor<8x1xi32> -> tensor<?x32xf32>
   %y = tamoe.grouped_matmul %other, %recv_counts, %w : tensor<?x32xf32>, tensor<8x1xi32>, tensor<1x32x32xf32> -> tensor<?x32xf32>
   %back, %back_counts = tamoe.all_to_all %y, %recv_counts on @ep : tensor<?x32xf32>, tensor<8x1xi32> -> tensor<32x32xf32>
+  return %back : tensor<32x32xf32>
+}
+
+// -----
+
+// A named element-wise op is row-wise only on rows that arrived with the
+// exchange: here it multiplies them with rows from elsewhere.
+shard.grid @ep(shape = 8)
+func.func @named_foreign_rows(%tokens: tensor<16x32xf32>, %ids: tensor<16x2xi32>, %other: tensor<?x32xf32>) -> tensor<32x32xf32> {
+  %rows, %counts, %positions, %dropped = tamoe.dispatch %tokens, %ids : tensor<16x32xf32>, tensor<16x2xi32> -> tensor<32x32xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  // expected-remark @+1 {{kept in one chunk: 'linalg.mul' reads rows that did not arrive with the exchange}}
+  %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x32xf32>, tensor<8xi32> -> tensor<?x32xf32>
+  %c0 = arith.constant 0 : index
+  %n = tensor.dim %recv, %c0 : tensor<?x32xf32>
+  %e = tensor.empty(%n) : tensor<?x32xf32>
+  %y = linalg.mul ins(%recv, %other : tensor<?x32xf32>, tensor<?x32xf32>) outs(%e : tensor<?x32xf32>) -> tensor<?x32xf32>
+  %back, %back_counts = tamoe.all_to_all %y, %recv_counts on @ep : tensor<?x32xf32>, tensor<8xi32> -> tensor<32x32xf32>
+  return %back : tensor<32x32xf32>
+}
+
+// -----
+
+// A named op that is not element-wise (a transpose) keeps the layer whole.
+shard.grid @ep(shape = 8)
+func.func @named_not_rowwise(%tokens: tensor<16x32xf32>, %ids: tensor<16x2xi32>, %t: tensor<32x32xf32>) -> tensor<32x32xf32> {
+  %rows, %counts, %positions, %dropped = tamoe.dispatch %tokens, %ids : tensor<16x32xf32>, tensor<16x2xi32> -> tensor<32x32xf32>, tensor<8xi32>, tensor<16x2xi32>, tensor<i64>
+  // expected-remark @+1 {{kept in one chunk: 'linalg.transpose' reads what it received but is not a row-wise step}}
+  %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x32xf32>, tensor<8xi32> -> tensor<32x32xf32>
+  %y = linalg.transpose ins(%recv : tensor<32x32xf32>) outs(%t : tensor<32x32xf32>) permutation = [1, 0]
+  %back, %back_counts = tamoe.all_to_all %y, %recv_counts on @ep : tensor<32x32xf32>, tensor<8xi32> -> tensor<32x32xf32>
   return %back : tensor<32x32xf32>
 }

@@ -141,7 +141,8 @@ def TAMoEOverlapPass : Pass<"tamoe-overlap", "mlir::ModuleOp"> {
   let description = [{
     Finds each layer's chain: the `tamoe.all_to_all` that sends a
     `tamoe.dispatch`'s rows, the expert computation on what it received
-    (`tamoe.grouped_matmul`, elementwise `linalg.generic`, the
+    (`tamoe.grouped_matmul`, element-wise linalg ops such as a
+    `linalg.generic` or SwiGLU's `linalg.mul`, the
     `tensor.dim`/`tensor.empty` that size them) and the `tamoe.all_to_all`
     that brings the results back. It rewrites the chain into C chunks along
     the tokens: `tamoe.chunk` takes part c of every (peer, expert) block of
