@@ -9,6 +9,7 @@
 #ifndef TAMOE_RT_LIB_LAUNCHOPTIONS_H
 #define TAMOE_RT_LIB_LAUNCHOPTIONS_H
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <sstream>
@@ -47,9 +48,14 @@ enum class LauncherKind { Mpi, Tcp };
 std::string requestedLauncher(LauncherKind &kind, bool &forced);
 
 using Clock = std::chrono::steady_clock;
+/// The longest wait a deadline stands for, about 31 years: a longer one
+/// (TAMOE_RT_TIMEOUT=1e300) would overflow the clock's nanoseconds and land
+/// in the past.
+constexpr double kLongestWaitSeconds = 1e9;
 inline Clock::time_point deadlineAfter(double seconds) {
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                            std::chrono::duration<double>(seconds));
+                            std::chrono::duration<double>(
+                                std::min(seconds, kLongestWaitSeconds)));
 }
 
 } // namespace tamoe_rt

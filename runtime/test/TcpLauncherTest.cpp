@@ -274,6 +274,24 @@ TEST(TcpLauncher, CollectivesOverEveryGroup) {
   }
 }
 
+TEST(TcpLauncher, AVeryLongTimeoutIsAWaitNotAnExpiry) {
+  // Past about 9.2e9 s a deadline's nanoseconds would overflow the clock and
+  // land in the past: every rank then timed out at once (TAMOE_RT_TIMEOUT=
+  // 1e10 under mpirun).
+  // Parsed at run time, as TAMOE_RT_TIMEOUT is (a constant would let the
+  // compiler fold the conversion).
+  Clock::time_point now = Clock::now();
+  for (const char *text : {"9e9", "1e10", "1e300"}) {
+    SCOPED_TRACE(std::string("timeout ") + text);
+    double timeout = 0;
+    ASSERT_TRUE(parsePositive(text, timeout));
+    Clock::time_point deadline = deadlineAfter(timeout);
+    EXPECT_GT(deadline, now + std::chrono::hours(24 * 365 * 30));
+    // The rendezvous adds a second to a deadline: that must not overflow.
+    EXPECT_GT(deadline + std::chrono::seconds(1), deadline);
+  }
+}
+
 TEST(TcpLauncher, ARankThatExitsFailsTheOthersAtOnce) {
   // Rank 2 leaves after the rendezvous; the others' next agreement fails
   // when its sockets close, long before their 30 s timeout.
