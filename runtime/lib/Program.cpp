@@ -63,12 +63,22 @@ void finalizeAtExit() {
   for (auto &[key, copy] : constants)
     tamoe_rt_free(programContext, copy);
   constants.clear();
-  tamoe_rt_finalize(programContext);
+  intptr_t rank = tamoe_rt_rank(programContext);
+  tamoe_rt_status_t status = tamoe_rt_finalize(programContext);
   programContext = nullptr;
 #if TAMOE_RT_HAVE_MPI
   if (mpiInitialisedHere)
     MPI_Finalize();
 #endif
+  if (status == TAMOE_RT_SUCCESS)
+    return;
+  // What finalize could not do (write the timeline) fails the program.
+  std::fprintf(stderr, "tamoe_rt: rank %lld: %s: %s\n", (long long)rank,
+               tamoe_rt_status_name(status), tamoe_rt_last_error(nullptr));
+  std::fflush(stdout);
+  std::fflush(stderr);
+  // In an exit handler, exit() again would be undefined.
+  std::_Exit(1);
 }
 
 [[noreturn]] void fail(const std::string &message) {
