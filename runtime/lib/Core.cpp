@@ -231,6 +231,10 @@ const char *const kCpuNeedsMpiLauncher =
     "with torchrun's variables and no MPI launcher, so ranks meet over TCP: "
     "start the ranks with mpirun (or set TAMOE_RT_LAUNCHER=mpi), or use the "
     "cuda backend";
+const char *const kCpuForcedOverTcp =
+    "the cpu backend exchanges rows over MPI, but TAMOE_RT_LAUNCHER=tcp makes "
+    "the ranks meet over TCP: unset it (or set TAMOE_RT_LAUNCHER=mpi) and "
+    "start the ranks with mpirun, or use the cuda backend";
 const char *const kCpuNeedsMpiBuild =
     "the cpu backend exchanges rows over MPI, and this runtime was built "
     "without MPI (TAMOE_RUNTIME_MPI=OFF): use the cuda backend, or build the "
@@ -239,10 +243,10 @@ const char *const kCpuNeedsMpiBuild =
 /// Whether ranks meet over TCP (TcpLauncher) rather than MPI: as the
 /// environment asks (requestedLauncher), except that a process that has
 /// initialised MPI itself stays on MPI unless TAMOE_RT_LAUNCHER says tcp,
-/// and a runtime without MPI meets over TCP unless it says mpi.
-Status chooseLauncher(bool &overTcp) {
+/// and a runtime without MPI meets over TCP unless it says mpi. `forced`:
+/// whether TAMOE_RT_LAUNCHER named the launcher.
+Status chooseLauncher(bool &overTcp, bool &forced) {
   LauncherKind kind;
-  bool forced = false;
   std::string problem = requestedLauncher(kind, forced);
   if (!problem.empty())
     return invalid(problem);
@@ -772,8 +776,8 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
           .status;
 
   std::lock_guard<std::mutex> lock(globalMutex);
-  bool overTcp = false;
-  Status launcherChoice = chooseLauncher(overTcp);
+  bool overTcp = false, forced = false;
+  Status launcherChoice = chooseLauncher(overTcp, forced);
   if (!launcherChoice.ok())
     return finish(nullptr, fn, launcherChoice);
 
@@ -786,9 +790,10 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
   if (overTcp) {
     // The cpu backend's exchanges are MPI's: every rank learns why not.
     if (local.ok() && backend == TAMOE_RT_BACKEND_CPU)
-      local =
-          Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
-                        kHaveMpi ? kCpuNeedsMpiLauncher : kCpuNeedsMpiBuild);
+      local = Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+                            !kHaveMpi ? kCpuNeedsMpiBuild
+                            : forced  ? kCpuForcedOverTcp
+                                      : kCpuNeedsMpiLauncher);
     std::unique_ptr<TcpLauncher> tcp;
     status = TcpLauncher::create(local, chosen.ranks_per_node,
                                  chosen.timeout_seconds, backend, tcp);

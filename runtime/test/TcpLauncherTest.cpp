@@ -516,8 +516,10 @@ TEST(TcpLauncher, InitOverTcpFailsEveryRankAlike) {
   // backend is refused on every rank with one message, and so is a cuda
   // backend that finds no GPU (its library's verdict, agreed over TCP).
   int port = freePort();
-  auto init = [](tamoe_rt_backend_t backend) {
-    return [backend](int, std::string &text) {
+  auto init = [](tamoe_rt_backend_t backend, bool forced = false) {
+    return [backend, forced](int, std::string &text) {
+      if (forced)
+        setenv("TAMOE_RT_LAUNCHER", "tcp", 1);
       tamoe_rt_options_t options = tamoe_rt_default_options();
       options.backend = backend;
       options.timeout_seconds = 10;
@@ -543,6 +545,21 @@ TEST(TcpLauncher, InitOverTcpFailsEveryRankAlike) {
                          "variables and no MPI launcher, so ranks meet over "
                          "TCP: start the ranks with mpirun (or set "
                          "TAMOE_RT_LAUNCHER=mpi), or use the cuda backend"
+                       : "and this runtime was built without MPI "
+                         "(TAMOE_RUNTIME_MPI=OFF): use the cuda backend, or "
+                         "build the runtime with MPI"));
+  // TCP because TAMOE_RT_LAUNCHER says so: the message names it.
+  port = freePort();
+  outcomes = runRanks({0, 1}, 2, 1, port, init(TAMOE_RT_BACKEND_CPU, true));
+  ASSERT_EQ(outcomes.size(), 2u);
+  for (const Outcome &outcome : outcomes)
+    EXPECT_EQ(outcome.text,
+              std::string("TAMOE_RT_ERROR_BACKEND_UNAVAILABLE: tamoe_rt_init: "
+                          "rank 0: the cpu backend exchanges rows over MPI, ") +
+                  (TAMOE_RT_HAVE_MPI
+                       ? "but TAMOE_RT_LAUNCHER=tcp makes the ranks meet over "
+                         "TCP: unset it (or set TAMOE_RT_LAUNCHER=mpi) and "
+                         "start the ranks with mpirun, or use the cuda backend"
                        : "and this runtime was built without MPI "
                          "(TAMOE_RUNTIME_MPI=OFF): use the cuda backend, or "
                          "build the runtime with MPI"));
