@@ -7,6 +7,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 
+#include <cmath>
+
 namespace mlir::tamoe {
 #define GEN_PASS_DEF_TAMOEINJECTTOPOLOGYAUXLOSSPASS
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h.inc"
@@ -221,6 +223,14 @@ LogicalResult InjectTopologyAuxLossPass::addToFunctionLoss(DispatchOp dispatch,
 }
 
 void InjectTopologyAuxLossPass::runOnOperation() {
+  // A negative weight would reward the imbalance the loss measures.
+  if (!std::isfinite(coefficient) || coefficient < 0) {
+    getOperation().emitError()
+        << "tamoe-inject-topology-aux-loss: coefficient: expected a finite "
+           "number >= 0, got "
+        << ::tamoe::formatNumber(coefficient);
+    return signalPassFailure();
+  }
   SymbolTableCollection symbols;
   WalkResult result = getOperation().walk([&](DispatchOp dispatch) {
     return failed(inject(dispatch, symbols)) ? WalkResult::interrupt()

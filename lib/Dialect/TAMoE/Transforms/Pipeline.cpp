@@ -28,16 +28,14 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
   loss.coefficient = options.coefficient;
   pm.addPass(createTAMoEInjectTopologyAuxLossPass(loss));
   // Chunks before the hierarchical rewrite, which then rewrites each
-  // chunk's exchanges.
+  // chunk's exchanges. With chunks=1 the pass only checks its options.
   bool overlap = options.chunks != 1;
-  if (overlap) {
-    TAMoEOverlapPassOptions chunking;
-    chunking.chunks = options.chunks;
-    chunking.maxChunks = options.maxChunks;
-    chunking.deviceGflops = options.deviceGflops;
-    chunking.chunkOverheadUs = options.chunkOverheadUs;
-    pm.addPass(createTAMoEOverlapPass(chunking));
-  }
+  TAMoEOverlapPassOptions chunking;
+  chunking.chunks = options.chunks;
+  chunking.maxChunks = options.maxChunks;
+  chunking.deviceGflops = options.deviceGflops;
+  chunking.chunkOverheadUs = options.chunkOverheadUs;
+  pm.addPass(createTAMoEOverlapPass(chunking));
   TAMoEHierarchicalAllToAllPassOptions hierarchical;
   hierarchical.mode = options.mode;
   hierarchical.dedup = options.dedup;

@@ -152,16 +152,6 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
 }
 
 void PlanDispatchPass::runOnOperation() {
-  // A module without layers has nothing to plan, and needs no topology
-  // (one given as a file is still read and recorded).
-  bool hasLayers = getOperation()
-                       .walk([](DispatchOp) { return WalkResult::interrupt(); })
-                       .wasInterrupted();
-  if (!hasLayers && topologyFile.empty())
-    return;
-  FailureOr<TopologyAttr> topology = resolveTopology();
-  if (failed(topology))
-    return signalPassFailure();
   std::optional<planner::Policy> policyKind = planner::parsePolicy(policy);
   if (!policyKind) {
     getOperation().emitError()
@@ -178,6 +168,16 @@ void PlanDispatchPass::runOnOperation() {
         << "tamoe-plan-dispatch: " << llvm::toString(std::move(error));
     return signalPassFailure();
   }
+  // A module without layers has nothing to plan, and needs no topology
+  // (one given as a file is still read and recorded).
+  bool hasLayers = getOperation()
+                       .walk([](DispatchOp) { return WalkResult::interrupt(); })
+                       .wasInterrupted();
+  if (!hasLayers && topologyFile.empty())
+    return;
+  FailureOr<TopologyAttr> topology = resolveTopology();
+  if (failed(topology))
+    return signalPassFailure();
   topo::Topology tree = topology->toTopology();
   SymbolTableCollection symbols;
   WalkResult result = getOperation().walk([&](DispatchOp dispatch) {

@@ -126,6 +126,21 @@
 // UNKNOWN: remark: kept in one chunk: the experts' compute time is unknown (device-gflops)
 // TOO-MANY: error: chunks=64 is more than the 32 rows this layer dispatches per rank: a chunk would carry no row
 // OPTIONS: error: tamoe-overlap: chunks must be >= 0 and max-chunks >= 1, got 0 and 0
+// Numbers the model cannot use, also through the pipeline with chunks=1
+// (which cuts nothing, but a mistake should not go unseen), and the
+// pipeline's other passes' options.
+// RUN: not tamoe-opt %s --tamoe-overlap=device-gflops=-5 -split-input-file 2>&1 | FileCheck %s --check-prefix=GFLOPS
+// RUN: not tamoe-opt %tamoe_src_root/examples/moe_layer.mlir --tamoe-pipeline="chunks=1 device-gflops=inf" 2>&1 | FileCheck %s --check-prefix=GFLOPS-INF
+// RUN: not tamoe-opt %tamoe_src_root/examples/moe_layer.mlir --tamoe-pipeline="chunk-overhead-us=-3" 2>&1 | FileCheck %s --check-prefix=OVERHEAD
+// RUN: not tamoe-opt %tamoe_src_root/examples/moe_layer.mlir --tamoe-pipeline="coefficient=-1" 2>&1 | FileCheck %s --check-prefix=COEFFICIENT
+// RUN: not tamoe-opt %s --tamoe-inject-topology-aux-loss=coefficient=nan -split-input-file 2>&1 | FileCheck %s --check-prefix=COEFFICIENT-NAN
+// RUN: echo 'module {}' | not tamoe-opt --tamoe-pipeline=policy=bogus 2>&1 | FileCheck %s --check-prefix=POLICY
+// GFLOPS: error: tamoe-overlap: device-gflops: expected a finite number >= 0, got -5
+// GFLOPS-INF: error: tamoe-overlap: device-gflops: expected a finite number >= 0, got inf
+// OVERHEAD: error: tamoe-overlap: chunk-overhead-us: expected a finite number >= 0, got -3
+// COEFFICIENT: error: tamoe-inject-topology-aux-loss: coefficient: expected a finite number >= 0, got -1
+// COEFFICIENT-NAN: error: tamoe-inject-topology-aux-loss: coefficient: expected a finite number >= 0, got nan
+// POLICY: error: tamoe-plan-dispatch: unknown policy 'bogus' (uniform, tamoe, optimal, box, fastermoe, node-limited)
 #map = affine_map<(d0, d1) -> (d0, d1)>
 module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 2.000000e+01, down_bandwidth = 2.000000e+01, latency = 1.000000e+00, per_message = 1.000000e+00, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.000000e+00, down_bandwidth = 5.000000e+00, latency = 1.000000e+01, per_message = 1.000000e+01, uplink = shared>]>} {
   shard.grid @ep(shape = 2x4)

@@ -87,10 +87,10 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
                      "tamoe.vjp ops name")};
 };
 
-/// plan-dispatch, inject-topology-aux-loss, overlap (unless chunks=1),
-/// hierarchical-all-to-all, differentiate (which has nothing to do without
-/// tamoe.vjp ops or `differentiate` functions), then schedule-exchanges
-/// (unless chunks=1).
+/// plan-dispatch, inject-topology-aux-loss, overlap (which with chunks=1
+/// only checks its options), hierarchical-all-to-all, differentiate (which has
+/// nothing to do without tamoe.vjp ops or `differentiate` functions), then
+/// schedule-exchanges (unless chunks=1).
 void buildPipeline(OpPassManager &pm, const PipelineOptions &options);
 
 /// Options of `tamoe-to-llvm`.
