@@ -136,10 +136,12 @@ static double linkGBps(const Topology &topology, size_t level, bool up) {
 /// Probability that a token reaches one given node, when a fraction `q` of
 /// its assignments goes there and each of its k choices is independent. With
 /// node-limited routing the token first picks `maxNodes` of the `nodes`
-/// nodes, uniformly; q then concentrates on the picked ones.
+/// nodes, uniformly; q then concentrates on the picked ones. The limit binds
+/// only below k: a token's k experts lie on at most k nodes anyway, and
+/// with M >= k the nodes kept hold its top k (up to the group score).
 static double touchProbability(double q, int64_t k, int64_t nodes,
                                std::optional<int64_t> maxNodes) {
-  if (maxNodes && *maxNodes < nodes) {
+  if (maxNodes && *maxNodes < std::min(k, nodes)) {
     double picked = static_cast<double>(*maxNodes) / static_cast<double>(nodes);
     double conditional = std::min(1.0, q / picked);
     return picked * (1 - std::pow(1 - conditional, static_cast<double>(k)));

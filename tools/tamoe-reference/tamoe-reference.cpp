@@ -9,7 +9,9 @@
 //   1 + 10000 l, first expert weights 2000 + r + 10000 l, second expert
 //   weights 3000 + r + 10000 l.
 //
-// Each layer: logits = x router, softmax, top-k (ties to the lower id),
+// Each layer: logits = x router, softmax, top-k (ties to the lower id; with
+// --max-nodes, among the experts of the token's best nodes, as the gate's
+// groups keep them),
 // renormalised; each rank keeps at most `capacity` assignments per expert
 // (its earliest tokens); expert e (on rank e / n, n experts per rank) computes
 // relu(x W1[e]) W2[e]; the output sums the kept assignments' weighted
@@ -80,6 +82,13 @@ static cl::opt<int>
     capacity("capacity", cl::init(-1),
              cl::desc("Rows per expert per rank (default -1: none)"),
              cl::cat(category));
+static cl::opt<int> maxNodes(
+    "max-nodes", cl::init(0),
+    cl::desc("Nodes a token may reach: its gate keeps the best M nodes' "
+             "experts (groups = the nodes, as --tamoe-pipeline="
+             "\"policy=node-limited max-nodes=M\" writes it; default 0: "
+             "every node)"),
+    cl::cat(category));
 static cl::opt<int> layers("layers", cl::init(1),
                            cl::desc("MoE layers (default 1)"),
                            cl::cat(category));
@@ -272,6 +281,28 @@ LayerResult runLayer(int layer, const std::vector<Matrix> &inputs) {
       std::iota(order.begin(), order.end(), 0);
       std::stable_sort(order.begin(), order.end(),
                        [&](int a, int b) { return probs[a] > probs[b]; });
+      if (maxNodes > 0) {
+        // A node scores its two best experts' sum (its best when it has
+        // one); the best maxNodes nodes stay, the lower node first on ties.
+        int nodes = ranks / ranksPerNode, perNode = E / nodes;
+        std::vector<double> nodeScores(nodes);
+        for (int n = 0; n < nodes; ++n) {
+          std::vector<double> own(probs.begin() + n * perNode,
+                                  probs.begin() + (n + 1) * perNode);
+          std::sort(own.rbegin(), own.rend());
+          nodeScores[n] = perNode > 1 ? own[0] + own[1] : own[0];
+        }
+        std::vector<int> byScore(nodes);
+        std::iota(byScore.begin(), byScore.end(), 0);
+        std::stable_sort(byScore.begin(), byScore.end(), [&](int a, int b) {
+          return nodeScores[a] > nodeScores[b];
+        });
+        std::vector<bool> nodeKept(nodes, false);
+        for (int n = 0; n < std::min(int(maxNodes), nodes); ++n)
+          nodeKept[byScore[n]] = true;
+        std::stable_partition(order.begin(), order.end(),
+                              [&](int e) { return nodeKept[e / perNode]; });
+      }
       double chosen = 0;
       for (int j = 0; j < k; ++j)
         chosen += probs[order[j]];
@@ -458,6 +489,12 @@ int check() {
     errs() << "tamoe-reference: need ranks >= 1 dividing experts and "
               "ranks-per-node dividing ranks, 1 <= top-k <= experts, "
               "layers >= 1\n";
+    return 2;
+  }
+  if (maxNodes < 0 ||
+      (maxNodes > 0 && topK > maxNodes * (experts / (ranks / ranksPerNode)))) {
+    errs() << "tamoe-reference: --max-nodes must be >= 0 and leave a token "
+              "at least top-k experts\n";
     return 2;
   }
   if (activation == Activation::SwiGlu && backward) {

@@ -413,12 +413,15 @@ static int plan(const topo::Topology &topology, const Workload &workload,
                       options.placement->topK, format("%.4f", *cap),
                       format("%.2f", *cap * double(topology.numRanks())));
   }
+  int64_t nodes = topology.numRanks() / topology.levels.front().fanout;
   outs() << formatv("optimal: KL budget {0}; box bounds: rho = {1}, beta = "
-                    "{2}; fastermoe cap {3}; node-limited to {4} nodes\n\n",
-                    options.klBudget ? formatv("{0:f4}", *options.klBudget).str()
-                                     : std::string("of the tamoe pattern"),
+                    "{2}; fastermoe cap {3}; node-limited to {4} of the {5} "
+                    "nodes\n\n",
+                    options.klBudget
+                        ? formatv("{0:f4}", *options.klBudget).str()
+                        : std::string("of the tamoe pattern"),
                     options.rho, options.beta, options.crossNodeCap,
-                    options.maxNodes);
+                    std::min(options.maxNodes, nodes), nodes);
   outs() << "share of each destination (x P: times its uniform share)\n";
   outs() << formatv("{0,-14}{1,10}", "policy", "self");
   for (const topo::Level &level : topology.levels)

@@ -725,6 +725,29 @@ TEST(PolicyTest, NodeLimitedShrinksDedupTraffic) {
   EXPECT_DOUBLE_EQ(limited.flat.totalUs(), uniformPlan.flat.totalUs());
 }
 
+TEST(PolicyTest, NodeLimitBindsOnlyBelowTopK) {
+  // A token's k experts reach at most k nodes: a limit of k or more nodes
+  // (here 2 and 3 with top-2, on 4 nodes) changes nothing.
+  Topology topology = loadCluster("dgx-h100");
+  Workload workload;
+  workload.topK = 2;
+  Plan uniformPlan = llvm::cantFail(
+      makePlan(topology, Policy::Uniform, PolicyOptions(), workload));
+  for (int64_t maxNodes : {2, 3}) {
+    PolicyOptions options;
+    options.maxNodes = maxNodes;
+    Plan limited = llvm::cantFail(
+        makePlan(topology, Policy::NodeLimited, options, workload));
+    EXPECT_DOUBLE_EQ(limited.dedup.totalUs(), uniformPlan.dedup.totalUs())
+        << "max-nodes " << maxNodes;
+  }
+  PolicyOptions one;
+  one.maxNodes = 1;
+  Plan limited =
+      llvm::cantFail(makePlan(topology, Policy::NodeLimited, one, workload));
+  EXPECT_LT(limited.dedup.totalUs(), uniformPlan.dedup.totalUs());
+}
+
 // dgx-a100 at 512 GPUs, where the hierarchical schedule pays for small
 // messages (docs/results/latency-checks.md).
 TEST(PolicyTest, CrossoverSplitsTheSchedules) {

@@ -162,8 +162,7 @@ Form HierarchicalAllToAllPass::choose(const Candidate &candidate) {
                              "(mode=hierarchical forces the rewrite)";
     return Form::Flat;
   }
-  planner::Pattern pattern = patternOf(
-      dispatch ? dispatch.getPlanAttr() : DispatchPlanAttr(), candidate.tree);
+  planner::Pattern pattern = patternOf(dispatch, candidate.tree);
   auto predict = [&](const planner::Workload &workload,
                      planner::Schedule schedule) {
     return planner::evaluate(candidate.tree, pattern, workload, schedule)

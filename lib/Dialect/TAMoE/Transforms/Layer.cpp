@@ -109,18 +109,38 @@ std::optional<int64_t> mlir::tamoe::elementBytes(Type type) {
   return (int64_t(type.getIntOrFloatBitWidth()) + 7) / 8;
 }
 
+int64_t mlir::tamoe::numNodes(const ::tamoe::topology::Topology &topology) {
+  return topology.numRanks() / topology.levels.front().fanout;
+}
+
+std::optional<int64_t>
+mlir::tamoe::nodesPerToken(DispatchOp dispatch,
+                           const ::tamoe::topology::Topology &topology) {
+  auto gate =
+      dispatch ? dispatch.getExpertIds().getDefiningOp<GateOp>() : GateOp();
+  if (!gate || !gate.getNumGroups() || !gate.getGroupsKept() ||
+      int64_t(*gate.getNumGroups()) != numNodes(topology))
+    return std::nullopt;
+  return int64_t(*gate.getGroupsKept());
+}
+
 planner::Pattern
-mlir::tamoe::patternOf(DispatchPlanAttr plan,
+mlir::tamoe::patternOf(DispatchOp dispatch,
                        const ::tamoe::topology::Topology &topology) {
+  DispatchPlanAttr plan =
+      dispatch ? dispatch.getPlanAttr() : DispatchPlanAttr();
+  planner::Pattern pattern;
   if (plan && plan.getShares()) {
     ArrayRef<double> shares = plan.getShares().asArrayRef();
-    return planner::Pattern{std::vector<double>(shares.begin(), shares.end()),
-                            std::nullopt};
+    pattern.shares.assign(shares.begin(), shares.end());
+  } else {
+    // The topology comes from a verified attribute: the uniform policy
+    // cannot fail on it.
+    pattern = llvm::cantFail(planner::makePattern(
+        topology, planner::Policy::Uniform, planner::PolicyOptions()));
   }
-  // The topology comes from a verified attribute: the uniform policy cannot
-  // fail on it.
-  return llvm::cantFail(planner::makePattern(topology, planner::Policy::Uniform,
-                                             planner::PolicyOptions()));
+  pattern.maxNodesPerToken = nodesPerToken(dispatch, topology);
+  return pattern;
 }
 
 PlanPolicy mlir::tamoe::toPlanPolicy(planner::Policy policy) {

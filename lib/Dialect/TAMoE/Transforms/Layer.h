@@ -44,9 +44,19 @@ std::optional<std::string> whyFlat(AllToAllOp exchange, shard::GridOp grid,
 /// Bytes of one element; nullopt for types without a bit width.
 std::optional<int64_t> elementBytes(Type type);
 
-/// The planner's pattern for a plan with per-level shares (uniform when the
-/// plan is null).
-planner::Pattern patternOf(DispatchPlanAttr plan,
+/// The nodes of `topology`: its ranks over the ranks of a node.
+int64_t numNodes(const ::tamoe::topology::Topology &topology);
+
+/// The nodes a token of `dispatch` may reach when its gate limits them (a
+/// tamoe.gate whose groups are the topology's nodes, `groups N keep M`);
+/// nullopt otherwise.
+std::optional<int64_t>
+nodesPerToken(DispatchOp dispatch, const ::tamoe::topology::Topology &topology);
+
+/// The planner's pattern for the layer of `dispatch`: its plan's per-level
+/// shares (uniform when it has none, or `dispatch` is null) and the nodes
+/// its gate lets a token reach.
+planner::Pattern patternOf(DispatchOp dispatch,
                            const ::tamoe::topology::Topology &topology);
 
 PlanPolicy toPlanPolicy(planner::Policy policy);

@@ -238,7 +238,7 @@ FailureOr<int64_t> OverlapPass::choose(const Chain &chain) {
   if (deviceGflops <= 0)
     return unpredicted("the experts' compute time is unknown (device-gflops)");
   ::tamoe::topology::Topology tree = topology.toTopology();
-  planner::Pattern pattern = patternOf(dispatch.getPlanAttr(), tree);
+  planner::Pattern pattern = patternOf(dispatch, tree);
   planner::Workload perRow{rows, rowElements, *bytes, 1};
   planner::Cost best;
   bool first = true;

@@ -33,6 +33,10 @@ private:
                      planner::Policy policy,
                      const planner::PolicyOptions &options,
                      SymbolTableCollection &symbols);
+  /// Node-limited routing is the gate's to do: its groups become the
+  /// topology's nodes, of which each token keeps `maxNodes`.
+  LogicalResult limitGateToNodes(DispatchOp dispatch,
+                                 const topo::Topology &tree, int64_t maxNodes);
 };
 } // namespace
 
@@ -52,6 +56,44 @@ FailureOr<TopologyAttr> PlanDispatchPass::resolveTopology() {
   auto attr = TopologyAttr::get(module.getContext(), *tree);
   module->setAttr(TAMoEDialect::getTopologyAttrName(), attr);
   return attr;
+}
+
+LogicalResult PlanDispatchPass::limitGateToNodes(DispatchOp dispatch,
+                                                 const topo::Topology &tree,
+                                                 int64_t maxNodes) {
+  int64_t nodes = numNodes(tree);
+  // A limit of every node limits nothing.
+  if (maxNodes >= nodes)
+    return success();
+  auto gate = dispatch.getExpertIds().getDefiningOp<GateOp>();
+  if (!gate)
+    return dispatch.emitError()
+           << "node-limited routing is the gate's, but this layer's expert "
+              "ids do not come from a tamoe.gate";
+  if (gate.getNumGroups()) {
+    // Planned before, or grouped by its author: it must be this limit.
+    if (int64_t(*gate.getNumGroups()) == nodes &&
+        int64_t(*gate.getGroupsKept()) == maxNodes)
+      return success();
+    return gate.emitError()
+           << "node-limited with max-nodes=" << maxNodes << " keeps "
+           << maxNodes << " of the " << nodes << " nodes of topology '"
+           << tree.name << "', but the gate already keeps "
+           << *gate.getGroupsKept() << " of its " << *gate.getNumGroups()
+           << " groups";
+  }
+  int64_t experts = gate.getLogits().getType().getDimSize(1);
+  int64_t k = int64_t(gate.getK());
+  int64_t reachable = maxNodes * (experts / nodes);
+  if (k > reachable)
+    return gate.emitError()
+           << "node-limited with max-nodes=" << maxNodes << " leaves a token "
+           << reachable << " experts (" << experts / nodes
+           << " per node), fewer than its top " << k;
+  OpBuilder builder(gate);
+  gate.setNumGroupsAttr(builder.getI64IntegerAttr(nodes));
+  gate.setGroupsKeptAttr(builder.getI64IntegerAttr(maxNodes));
+  return success();
 }
 
 LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
@@ -105,6 +147,9 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
   if (!bytes)
     return dispatch.emitError()
            << "cannot size token rows of " << tokens.getElementType();
+  if (policy == planner::Policy::NodeLimited &&
+      failed(limitGateToNodes(dispatch, tree, options.maxNodes)))
+    return failure();
   // The rows the exchange moves: all k * S assignments, or fewer when a
   // capacity caps them (the hierarchical rewrite sizes them the same way).
   planner::Workload workload{dispatch.getDispatched().getType().getDimSize(0),

@@ -16,6 +16,16 @@ def TAMoEPlanDispatchPass : Pass<"tamoe-plan-dispatch", "mlir::ModuleOp"> {
     and to the `tamoe.gate` that produced its expert ids. A remark gives the
     predicted all-to-all time against uniform routing.
 
+    `node-limited` routing is the gate's to do: the gate's groups become the
+    topology's nodes, of which each token keeps `max-nodes`
+    (`groups N keep M`; nothing when M is every node). A gate grouped
+    otherwise, a limit that leaves a token fewer than k experts, or expert
+    ids that no `tamoe.gate` chose are errors. Every prediction of the
+    de-duplicated schedule counts the nodes a gate grouped by node lets a
+    token reach.
+
+    A module without layers needs no topology.
+
     The layer's expert-parallel group (the grid of the `tamoe.all_to_all`
     that sends its rows) must have as many ranks as the topology.
   }];
@@ -38,7 +48,8 @@ def TAMoEPlanDispatchPass : Pass<"tamoe-plan-dispatch", "mlir::ModuleOp"> {
            "fastermoe: largest fraction of assignments leaving the node "
            "(default 0.14)">,
     Option<"maxNodes", "max-nodes", "int64_t", /*default=*/"4",
-           "node-limited: nodes a token may reach (default 4)">
+           "node-limited: nodes a token may reach; the gate keeps them "
+           "(default 4)">
   ];
   let statistics = [
     Statistic<"numPlanned", "planned-layers", "MoE layers planned">
