@@ -929,6 +929,24 @@ static Expected<MeasuredTraffic> readTraffic(const topo::Topology &topology,
   if (!unique)
     return unique.takeError();
   result.traffic.uniqueTokens = std::move(*unique);
+  // A token sends a node at most k of its assignments, each to one expert:
+  // a tokens' count outside [assignments / k, assignments] cannot happen.
+  int64_t perNode = topology.levels[0].fanout, k = result.workload.topK;
+  for (int64_t rank = 0; rank < ranks; ++rank)
+    for (int64_t node = 0; node < nodes; ++node) {
+      double sent = 0;
+      for (int64_t j = node * perNode; j < (node + 1) * perNode; ++j)
+        sent += result.traffic.assignments[rank * ranks + j];
+      double tokens = result.traffic.uniqueTokens[rank * nodes + node];
+      double slack = 1e-9 * std::max(1.0, sent);
+      if (tokens > sent + slack || tokens < sent / double(k) - slack)
+        return error(formatv("unique_tokens[{0}][{1}] = {2}, but the {3} "
+                             "assignments rank {0} sends to node {1} come "
+                             "from {4} to {3} tokens at top-{5}",
+                             rank, node, format("%g", tokens),
+                             format("%g", sent), format("%g", sent / double(k)),
+                             k));
+    }
   if (const json::Object *measured = object->getObject("measured")) {
     for (const json::Object::value_type *entry :
          json::sortedElements(*measured))
