@@ -268,18 +268,21 @@ private:
     text.replace(at, length, interesting[pick(std::size(interesting))]);
   }
 
-  /// Whether a linalg op's `dimensions = [...]` is anything but a list of
-  /// small integers. MLIR 22's linalg.reduce, broadcast and transpose
-  /// parsers use the attribute without checking that it parsed, and crash
-  /// (in mlir-opt too) on `[1e308]`, `[0}]` or an overflowing integer: an
-  /// upstream bug, so such inputs are not generated.
+  /// Whether a linalg op's `dimensions = [...]` (reduce, broadcast) or
+  /// `permutation = [...]` (transpose) is anything but a list of small
+  /// integers. MLIR 22's parsers of those ops use the attribute without
+  /// checking that it parsed, and crash (in mlir-opt too) on `[1e308]`,
+  /// `[0}]` or an overflowing integer: an upstream bug, so such inputs are
+  /// not generated.
   static bool hasMalformedDimensions(StringRef text) {
-    static const llvm::Regex wellFormed(
-        "^dimensions = \\[([0-9]{1,9}(, *[0-9]{1,9})*)?\\]");
-    for (size_t at = text.find("dimensions"); at != StringRef::npos;
-         at = text.find("dimensions", at + 1))
-      if (!wellFormed.match(text.substr(at)))
-        return true;
+    for (StringRef keyword : {"dimensions", "permutation"}) {
+      llvm::Regex wellFormed(
+          ("^" + keyword + " = \\[([0-9]{1,9}(, *[0-9]{1,9})*)?\\]").str());
+      for (size_t at = text.find(keyword); at != StringRef::npos;
+           at = text.find(keyword, at + 1))
+        if (!wellFormed.match(text.substr(at)))
+          return true;
+    }
     return false;
   }
 
