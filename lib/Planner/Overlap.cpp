@@ -27,6 +27,23 @@ Error tamoe::planner::verify(const LayerTimes &times) {
   return Error::success();
 }
 
+Error tamoe::planner::verifyOverlapOptions(int64_t chunks, int64_t maxChunks,
+                                           double deviceGflops,
+                                           double chunkOverheadUs) {
+  if (chunks < 0 || maxChunks < 1)
+    return llvm::createStringError("chunks must be >= 0 and max-chunks >= 1, "
+                                   "got " +
+                                   std::to_string(chunks) + " and " +
+                                   std::to_string(maxChunks));
+  for (auto [name, value] : {std::pair{"device-gflops", deviceGflops},
+                             {"chunk-overhead-us", chunkOverheadUs}})
+    if (!std::isfinite(value) || value < 0)
+      return llvm::createStringError(std::string(name) +
+                                     ": expected a finite number >= 0, got " +
+                                     formatNumber(value));
+  return Error::success();
+}
+
 double tamoe::planner::chunkedLayerUs(const LayerTimes &times,
                                       int64_t chunks) {
   double c = double(std::max<int64_t>(chunks, 1));

@@ -40,6 +40,13 @@ struct LayerTimes {
 /// >= 0, got -1").
 llvm::Error verify(const LayerTimes &times);
 
+/// Checks the options of a chunking: `chunks` >= 0 (0: the model's choice),
+/// `maxChunks` >= 1, the device's GFLOP/s (0: unknown) and the overhead
+/// per chunk finite and >= 0 ("device-gflops: expected a finite number >=
+/// 0, got -5"; the options' names as tamoe-overlap's).
+llvm::Error verifyOverlapOptions(int64_t chunks, int64_t maxChunks,
+                                 double deviceGflops, double chunkOverheadUs);
+
 /// Predicted time of the layer cut into `chunks` (>= 1): the first chunk's
 /// exchange out, compute and exchange back in sequence, then one
 /// bottleneck stage (the links' or the compute's) per further chunk.

@@ -118,8 +118,12 @@ mlir::tamoe::nodesPerToken(DispatchOp dispatch,
                            const ::tamoe::topology::Topology &topology) {
   auto gate =
       dispatch ? dispatch.getExpertIds().getDefiningOp<GateOp>() : GateOp();
+  // The groups are the nodes only when the gate's experts are the
+  // dispatch's (which sit node by node).
   if (!gate || !gate.getNumGroups() || !gate.getGroupsKept() ||
-      int64_t(*gate.getNumGroups()) != numNodes(topology))
+      int64_t(*gate.getNumGroups()) != numNodes(topology) ||
+      gate.getLogits().getType().getDimSize(1) !=
+          dispatch.getExpertCounts().getType().getDimSize(0))
     return std::nullopt;
   return int64_t(*gate.getGroupsKept());
 }

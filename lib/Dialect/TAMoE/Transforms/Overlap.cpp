@@ -17,9 +17,6 @@
 
 #include "llvm/ADT/TypeSwitch.h"
 
-#include <cmath>
-#include <utility>
-
 namespace mlir::tamoe {
 #define GEN_PASS_DEF_TAMOEOVERLAPPASS
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h.inc"
@@ -360,24 +357,12 @@ void OverlapPass::rewrite(const Chain &chain, int64_t count) {
 }
 
 void OverlapPass::runOnOperation() {
-  if (chunks < 0 || maxChunks < 1) {
+  if (llvm::Error error = planner::verifyOverlapOptions(
+          chunks, maxChunks, deviceGflops, chunkOverheadUs)) {
     getOperation().emitError()
-        << "tamoe-overlap: chunks must be >= 0 and max-chunks >= 1, got "
-        << int64_t(chunks) << " and " << int64_t(maxChunks);
+        << "tamoe-overlap: " << llvm::toString(std::move(error));
     return signalPassFailure();
   }
-  for (auto [name, value] : {std::pair{"device-gflops", double(deviceGflops)},
-                             {"chunk-overhead-us", double(chunkOverheadUs)}})
-    if (!std::isfinite(value) || value < 0) {
-      getOperation().emitError() << "tamoe-overlap: " << name
-                                 << ": expected a finite number >= 0, got "
-                                 << ::tamoe::formatNumber(value);
-      return signalPassFailure();
-    }
-  // One chunk: every layer stays as it is (the pipeline runs the pass
-  // anyway, for the checks above).
-  if (chunks == 1)
-    return;
   SmallVector<AllToAllOp> exchanges;
   getOperation().walk([&](AllToAllOp op) { exchanges.push_back(op); });
   // The exchanges back that a rewrite erased.

@@ -1,6 +1,7 @@
 //===- Pipeline.cpp - The tamoe pipeline and pass registration ------------===//
 
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
+#include "tamoe/Planner/Overlap.h"
 
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
@@ -28,14 +29,16 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
   loss.coefficient = options.coefficient;
   pm.addPass(createTAMoEInjectTopologyAuxLossPass(loss));
   // Chunks before the hierarchical rewrite, which then rewrites each
-  // chunk's exchanges. With chunks=1 the pass only checks its options.
+  // chunk's exchanges.
   bool overlap = options.chunks != 1;
-  TAMoEOverlapPassOptions chunking;
-  chunking.chunks = options.chunks;
-  chunking.maxChunks = options.maxChunks;
-  chunking.deviceGflops = options.deviceGflops;
-  chunking.chunkOverheadUs = options.chunkOverheadUs;
-  pm.addPass(createTAMoEOverlapPass(chunking));
+  if (overlap) {
+    TAMoEOverlapPassOptions chunking;
+    chunking.chunks = options.chunks;
+    chunking.maxChunks = options.maxChunks;
+    chunking.deviceGflops = options.deviceGflops;
+    chunking.chunkOverheadUs = options.chunkOverheadUs;
+    pm.addPass(createTAMoEOverlapPass(chunking));
+  }
   TAMoEHierarchicalAllToAllPassOptions hierarchical;
   hierarchical.mode = options.mode;
   hierarchical.dedup = options.dedup;
@@ -78,11 +81,30 @@ LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
 
 void mlir::tamoe::registerPasses() {
   registerTAMoEPasses();
-  PassPipelineRegistration<PipelineOptions>(
+  registerPassPipeline(
       "tamoe-pipeline",
       "Plan each MoE layer for the topology, make its loss topology-aware "
       "and its all-to-alls hierarchical where that pays",
-      buildPipeline);
+      [](OpPassManager &pm, StringRef text,
+         function_ref<LogicalResult(const Twine &)> errorHandler) {
+        PipelineOptions options;
+        std::string message;
+        llvm::raw_string_ostream stream(message);
+        if (failed(options.parseFromString(text, stream)))
+          return errorHandler("tamoe-pipeline: " + message);
+        // With chunks=1 tamoe-overlap is left out, and would not see a
+        // mistake in its options.
+        if (llvm::Error error = ::tamoe::planner::verifyOverlapOptions(
+                options.chunks, options.maxChunks, options.deviceGflops,
+                options.chunkOverheadUs))
+          return errorHandler("tamoe-pipeline: " +
+                              llvm::toString(std::move(error)));
+        buildPipeline(pm, options);
+        return success();
+      },
+      [](function_ref<void(const mlir::detail::PassOptions &)> print) {
+        print(PipelineOptions());
+      });
   // The upstream passes are looked up by name, so a tool that did not
   // register them gets an error rather than a crash.
   registerPassPipeline(

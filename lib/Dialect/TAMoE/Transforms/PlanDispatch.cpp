@@ -63,28 +63,45 @@ LogicalResult PlanDispatchPass::limitGateToNodes(DispatchOp dispatch,
                                                  int64_t maxNodes) {
   int64_t nodes = numNodes(tree);
   // A limit of every node limits nothing.
-  if (maxNodes >= nodes)
-    return success();
+  int64_t kept = std::min(maxNodes, nodes);
   auto gate = dispatch.getExpertIds().getDefiningOp<GateOp>();
-  if (!gate)
+  if (!gate) {
+    if (kept == nodes)
+      return success();
     return dispatch.emitError()
            << "node-limited routing is the gate's, but this layer's expert "
               "ids do not come from a tamoe.gate";
-  if (gate.getNumGroups()) {
-    // Planned before, or grouped by its author: it must be this limit.
-    if (int64_t(*gate.getNumGroups()) == nodes &&
-        int64_t(*gate.getGroupsKept()) == maxNodes)
+  }
+  // Its groups are the nodes only if its experts are the dispatch's, which
+  // sit node by node (the caller checked that they divide over the ranks).
+  int64_t experts = dispatch.getExpertCounts().getType().getDimSize(0);
+  if (int64_t scored = gate.getLogits().getType().getDimSize(1);
+      scored != experts) {
+    InFlightDiagnostic error = gate.emitError() << "node-limited: the gate "
+                                                   "scores ";
+    if (ShapedType::isDynamic(scored))
+      error << "a dynamic number of";
+    else
+      error << scored;
+    return error << " experts but its dispatch has " << experts;
+  }
+  if (std::optional<uint64_t> groups = gate.getNumGroups()) {
+    // Planned before, or grouped by its author: it must be this limit (or
+    // none, keeping every group, when the limit is every node).
+    int64_t keep = int64_t(*gate.getGroupsKept());
+    if ((int64_t(*groups) == nodes && keep == kept) ||
+        (kept == nodes && keep == int64_t(*groups)))
       return success();
     return gate.emitError()
-           << "node-limited with max-nodes=" << maxNodes << " keeps "
-           << maxNodes << " of the " << nodes << " nodes of topology '"
-           << tree.name << "', but the gate already keeps "
-           << *gate.getGroupsKept() << " of its " << *gate.getNumGroups()
+           << "node-limited with max-nodes=" << maxNodes << " keeps " << kept
+           << " of the " << nodes << " nodes of topology '" << tree.name
+           << "', but the gate already keeps " << keep << " of its " << *groups
            << " groups";
   }
-  int64_t experts = gate.getLogits().getType().getDimSize(1);
+  if (kept == nodes)
+    return success();
   int64_t k = int64_t(gate.getK());
-  int64_t reachable = maxNodes * (experts / nodes);
+  int64_t reachable = kept * (experts / nodes);
   if (k > reachable)
     return gate.emitError()
            << "node-limited with max-nodes=" << maxNodes << " leaves a token "
@@ -92,7 +109,7 @@ LogicalResult PlanDispatchPass::limitGateToNodes(DispatchOp dispatch,
            << " per node), fewer than its top " << k;
   OpBuilder builder(gate);
   gate.setNumGroupsAttr(builder.getI64IntegerAttr(nodes));
-  gate.setGroupsKeptAttr(builder.getI64IntegerAttr(maxNodes));
+  gate.setGroupsKeptAttr(builder.getI64IntegerAttr(kept));
   return success();
 }
 
@@ -107,6 +124,17 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
   // de-duplicated, chunked): the pipeline run again keeps its plan.
   if (!exchange && dispatch.getPlanAttr())
     return success();
+  if (!exchange && llvm::any_of(dispatch.getDispatched().getUsers(),
+                                llvm::IsaPred<ChunkOp>)) {
+    // Cut by tamoe-overlap first: its parts' exchanges are not the layer's.
+    const char *why = "its rows were cut into chunks (tamoe-overlap) before "
+                      "it was planned; plan first, as --tamoe-pipeline does";
+    if (policy == planner::Policy::NodeLimited)
+      return dispatch.emitError()
+             << "node-limited routing not applied: " << why;
+    dispatch.emitRemark() << "not planned: " << why;
+    return success();
+  }
   if (!exchange) {
     // Every expert is on this rank (a local layer, or a teacher model):
     // no row crosses a link, so there is nothing to plan.

@@ -126,9 +126,9 @@
 // UNKNOWN: remark: kept in one chunk: the experts' compute time is unknown (device-gflops)
 // TOO-MANY: error: chunks=64 is more than the 32 rows this layer dispatches per rank: a chunk would carry no row
 // OPTIONS: error: tamoe-overlap: chunks must be >= 0 and max-chunks >= 1, got 0 and 0
-// Numbers the model cannot use, also through the pipeline with chunks=1
-// (which cuts nothing, but a mistake should not go unseen), and the
-// pipeline's other passes' options.
+// Numbers the model cannot use; the pipeline checks them when it is built,
+// also with chunks=1, which leaves tamoe-overlap out (a mistake should not
+// go unseen); and the pipeline's other passes' options.
 // RUN: not tamoe-opt %s --tamoe-overlap=device-gflops=-5 -split-input-file 2>&1 | FileCheck %s --check-prefix=GFLOPS
 // RUN: not tamoe-opt %tamoe_src_root/examples/moe_layer.mlir --tamoe-pipeline="chunks=1 device-gflops=inf" 2>&1 | FileCheck %s --check-prefix=GFLOPS-INF
 // RUN: not tamoe-opt %tamoe_src_root/examples/moe_layer.mlir --tamoe-pipeline="chunk-overhead-us=-3" 2>&1 | FileCheck %s --check-prefix=OVERHEAD
@@ -136,8 +136,8 @@
 // RUN: not tamoe-opt %s --tamoe-inject-topology-aux-loss=coefficient=nan -split-input-file 2>&1 | FileCheck %s --check-prefix=COEFFICIENT-NAN
 // RUN: echo 'module {}' | not tamoe-opt --tamoe-pipeline=policy=bogus 2>&1 | FileCheck %s --check-prefix=POLICY
 // GFLOPS: error: tamoe-overlap: device-gflops: expected a finite number >= 0, got -5
-// GFLOPS-INF: error: tamoe-overlap: device-gflops: expected a finite number >= 0, got inf
-// OVERHEAD: error: tamoe-overlap: chunk-overhead-us: expected a finite number >= 0, got -3
+// GFLOPS-INF: error: tamoe-pipeline: device-gflops: expected a finite number >= 0, got inf
+// OVERHEAD: error: tamoe-pipeline: chunk-overhead-us: expected a finite number >= 0, got -3
 // COEFFICIENT: error: tamoe-inject-topology-aux-loss: coefficient: expected a finite number >= 0, got -1
 // COEFFICIENT-NAN: error: tamoe-inject-topology-aux-loss: coefficient: expected a finite number >= 0, got nan
 // POLICY: error: tamoe-plan-dispatch: unknown policy 'bogus' (uniform, tamoe, optimal, box, fastermoe, node-limited)

@@ -43,3 +43,33 @@ module attributes {tamoe.topology = #tamoe.topology<"2x2", [<"node", fanout = 2,
     return
   }
 }
+
+// -----
+
+// A gate that scores other experts than the dispatch's: its groups would
+// not be the nodes.
+module attributes {tamoe.topology = #tamoe.topology<"2x2", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 2.0, uplink = shared>]>} {
+  shard.grid @ep(shape = 2x2)
+  func.func @f(%tokens: tensor<8x16xf32>, %logits: tensor<8x6xf32>) {
+    // expected-error @+1 {{node-limited: the gate scores 6 experts but its dispatch has 8}}
+    %ids, %w, %p = tamoe.gate %logits top 2 softmax : tensor<8x6xf32> -> tensor<8x2xi32>, tensor<8x2xf32>, tensor<8x6xf32>
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<8x16xf32>, tensor<8x2xi32> -> tensor<16x16xf32>, tensor<8xi32>, tensor<8x2xi32>, tensor<i64>
+    %split = tensor.expand_shape %counts [[0, 1]] output_shape [4, 2] : tensor<8xi32> into tensor<4x2xi32>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %split on @ep : tensor<16x16xf32>, tensor<4x2xi32> -> tensor<?x16xf32>
+    return
+  }
+}
+
+// -----
+
+module attributes {tamoe.topology = #tamoe.topology<"2x2", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 2.0, uplink = shared>]>} {
+  shard.grid @ep(shape = 2x2)
+  func.func @f(%tokens: tensor<8x16xf32>, %logits: tensor<8x?xf32>) {
+    // expected-error @+1 {{node-limited: the gate scores a dynamic number of experts but its dispatch has 8}}
+    %ids, %w, %p = tamoe.gate %logits top 2 softmax : tensor<8x?xf32> -> tensor<8x2xi32>, tensor<8x2xf32>, tensor<8x?xf32>
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<8x16xf32>, tensor<8x2xi32> -> tensor<16x16xf32>, tensor<8xi32>, tensor<8x2xi32>, tensor<i64>
+    %split = tensor.expand_shape %counts [[0, 1]] output_shape [4, 2] : tensor<8xi32> into tensor<4x2xi32>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %split on @ep : tensor<16x16xf32>, tensor<4x2xi32> -> tensor<?x16xf32>
+    return
+  }
+}

@@ -87,8 +87,8 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
                      "tamoe.vjp ops name")};
 };
 
-/// plan-dispatch, inject-topology-aux-loss, overlap (which with chunks=1
-/// only checks its options), hierarchical-all-to-all, differentiate (which has
+/// plan-dispatch, inject-topology-aux-loss, overlap (unless chunks=1),
+/// hierarchical-all-to-all, differentiate (which has
 /// nothing to do without tamoe.vjp ops or `differentiate` functions), then
 /// schedule-exchanges (unless chunks=1).
 void buildPipeline(OpPassManager &pm, const PipelineOptions &options);
