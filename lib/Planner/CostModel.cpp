@@ -231,7 +231,7 @@ public:
                  const Workload &workload)
       : topology(topology), pattern(pattern), workload(workload),
         levels(topology.levels.size()), ranksPerNode(topology.levels[0].fanout),
-        nodes(topology.numRanks() / topology.levels[0].fanout) {}
+        nodes(topology.numNodes()) {}
 
   /// Fraction of a rank's assignments that leave its level-(l-1) subtree.
   double tail(size_t level) const {

@@ -141,6 +141,10 @@ int64_t Topology::numRanks() const {
   return levels.empty() ? 0 : ranksPerSubtree(levels.size() - 1);
 }
 
+int64_t Topology::numNodes() const {
+  return levels.empty() ? 0 : numRanks() / levels.front().fanout;
+}
+
 int64_t Topology::ranksPerSubtree(size_t level) const {
   int64_t ranks = 1;
   for (size_t index = 0; index <= level && index < levels.size(); ++index)

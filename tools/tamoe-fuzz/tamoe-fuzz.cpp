@@ -275,14 +275,15 @@ private:
   /// `[0}]` or an overflowing integer: an upstream bug, so such inputs are
   /// not generated.
   static bool hasMalformedDimensions(StringRef text) {
-    for (StringRef keyword : {"dimensions", "permutation"}) {
-      llvm::Regex wellFormed(
-          ("^" + keyword + " = \\[([0-9]{1,9}(, *[0-9]{1,9})*)?\\]").str());
+    static const llvm::Regex attribute("^(dimensions|permutation) *="),
+        wellFormed("^(dimensions|permutation) = "
+                   "\\[([0-9]{1,9}(, *[0-9]{1,9})*)?\\]");
+    for (StringRef keyword : {"dimensions", "permutation"})
       for (size_t at = text.find(keyword); at != StringRef::npos;
            at = text.find(keyword, at + 1))
-        if (!wellFormed.match(text.substr(at)))
+        if (attribute.match(text.substr(at)) &&
+            !wellFormed.match(text.substr(at)))
           return true;
-    }
     return false;
   }
 

@@ -413,7 +413,7 @@ static int plan(const topo::Topology &topology, const Workload &workload,
                       options.placement->topK, format("%.4f", *cap),
                       format("%.2f", *cap * double(topology.numRanks())));
   }
-  int64_t nodes = topology.numRanks() / topology.levels.front().fanout;
+  int64_t nodes = topology.numNodes();
   outs() << formatv("optimal: KL budget {0}; box bounds: rho = {1}, beta = "
                     "{2}; fastermoe cap {3}; node-limited to {4} of the {5} "
                     "nodes\n\n",
@@ -916,7 +916,7 @@ static Expected<MeasuredTraffic> readTraffic(const topo::Topology &topology,
   }
   result.workload.bytesPerElement = 1;
   int64_t ranks = topology.numRanks();
-  int64_t nodes = ranks / topology.levels[0].fanout;
+  int64_t nodes = topology.numNodes();
   result.traffic.ranks = ranks;
   result.traffic.nodes = nodes;
   Expected<std::vector<double>> assignments =

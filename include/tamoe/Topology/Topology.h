@@ -69,6 +69,9 @@ struct Topology {
 
   /// Number of ranks: the product of all fanouts (0 without levels).
   int64_t numRanks() const;
+  /// Number of nodes (the subtrees of level 0): the ranks over the first
+  /// fanout (0 without levels).
+  int64_t numNodes() const;
   /// Ranks under one subtree of `level`: the product of the fanouts of levels
   /// 0..level (all of them when `level` is past the top).
   int64_t ranksPerSubtree(size_t level) const;

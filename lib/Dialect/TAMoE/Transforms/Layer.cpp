@@ -109,10 +109,6 @@ std::optional<int64_t> mlir::tamoe::elementBytes(Type type) {
   return (int64_t(type.getIntOrFloatBitWidth()) + 7) / 8;
 }
 
-int64_t mlir::tamoe::numNodes(const ::tamoe::topology::Topology &topology) {
-  return topology.numRanks() / topology.levels.front().fanout;
-}
-
 std::optional<int64_t>
 mlir::tamoe::nodesPerToken(DispatchOp dispatch,
                            const ::tamoe::topology::Topology &topology) {
@@ -121,7 +117,7 @@ mlir::tamoe::nodesPerToken(DispatchOp dispatch,
   // The groups are the nodes only when the gate's experts are the
   // dispatch's (which sit node by node).
   if (!gate || !gate.getNumGroups() || !gate.getGroupsKept() ||
-      int64_t(*gate.getNumGroups()) != numNodes(topology) ||
+      int64_t(*gate.getNumGroups()) != topology.numNodes() ||
       gate.getLogits().getType().getDimSize(1) !=
           dispatch.getExpertCounts().getType().getDimSize(0))
     return std::nullopt;

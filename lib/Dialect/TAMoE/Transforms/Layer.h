@@ -44,9 +44,6 @@ std::optional<std::string> whyFlat(AllToAllOp exchange, shard::GridOp grid,
 /// Bytes of one element; nullopt for types without a bit width.
 std::optional<int64_t> elementBytes(Type type);
 
-/// The nodes of `topology`: its ranks over the ranks of a node.
-int64_t numNodes(const ::tamoe::topology::Topology &topology);
-
 /// The nodes a token of `dispatch` may reach when its gate limits them (a
 /// tamoe.gate whose groups are the topology's nodes, `groups N keep M`);
 /// nullopt otherwise.

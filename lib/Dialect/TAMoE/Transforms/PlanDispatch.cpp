@@ -61,7 +61,7 @@ FailureOr<TopologyAttr> PlanDispatchPass::resolveTopology() {
 LogicalResult PlanDispatchPass::limitGateToNodes(DispatchOp dispatch,
                                                  const topo::Topology &tree,
                                                  int64_t maxNodes) {
-  int64_t nodes = numNodes(tree);
+  int64_t nodes = tree.numNodes();
   // A limit of every node limits nothing.
   int64_t kept = std::min(maxNodes, nodes);
   auto gate = dispatch.getExpertIds().getDefiningOp<GateOp>();
