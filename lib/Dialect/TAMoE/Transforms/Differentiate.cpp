@@ -203,7 +203,10 @@ static std::string describe(Value value) {
 FailureOr<std::pair<func::FuncOp, func::FuncOp>>
 DifferentiatePass::differentiate(func::FuncOp function) {
   ModuleOp module = getOperation();
-  if (function.isExternal() || !function.getBody().hasOneBlock())
+  if (function.isExternal())
+    return function.emitOpError()
+           << "cannot be differentiated: it is a declaration, with no body";
+  if (!function.getBody().hasOneBlock())
     return function.emitOpError()
            << "cannot be differentiated: tamoe-differentiate takes a "
               "function with a body of one block";
@@ -224,14 +227,22 @@ DifferentiatePass::differentiate(func::FuncOp function) {
              << "cannot be differentiated: run tamoe-schedule-exchanges "
                 "after tamoe-differentiate (as --tamoe-pipeline does)";
 
-  // Which values depend on a differentiated argument.
-  DenseSet<Value> active;
+  // Which values depend on a differentiated argument: tensors, and float
+  // scalars, which no rule takes, so that a gradient that would cross one
+  // is an error rather than a silent zero.
+  DenseSet<Value> active, activeScalars;
   for (BlockArgument argument : body.getArguments())
     if (isDifferentiable(argument.getType()))
       active.insert(argument);
+  auto readsScalar = [&](Operation *op) -> Value {
+    for (Value operand : readOperands(op))
+      if (activeScalars.contains(operand))
+        return operand;
+    return {};
+  };
   for (Operation &op : body.without_terminator()) {
     bool reads = llvm::any_of(readOperands(&op), [&](Value operand) {
-      return active.contains(operand);
+      return active.contains(operand) || activeScalars.contains(operand);
     });
     if (!reads)
       continue;
@@ -242,7 +253,30 @@ DifferentiatePass::differentiate(func::FuncOp function) {
     for (Value result : op.getResults())
       if (isDifferentiable(result.getType()))
         active.insert(result);
+      else if (isa<FloatType>(result.getType()))
+        activeScalars.insert(result);
   }
+  FunctionType signature = function.getFunctionType();
+  for (auto [i, result] : llvm::enumerate(ret.getOperands()))
+    if (activeScalars.contains(result)) {
+      std::string type;
+      llvm::raw_string_ostream(type) << result.getType();
+      return function.emitOpError()
+             << "cannot be differentiated: result " << i << " is a scalar "
+             << type
+             << " that depends on the arguments, and tamoe-differentiate "
+                "takes gradients of ranked float tensors (return it as "
+                "tensor<"
+             << type << ">)";
+    }
+  if (llvm::none_of(signature.getResults(), isDifferentiable))
+    return function.emitOpError()
+           << "cannot be differentiated: it returns no ranked float tensor "
+              "to take the gradient of";
+  if (llvm::none_of(signature.getInputs(), isDifferentiable))
+    return function.emitOpError()
+           << "cannot be differentiated: it takes no ranked float tensor to "
+              "take a gradient for";
 
   OpBuilder builder(function);
   builder.setInsertionPointAfter(function);
@@ -289,6 +323,15 @@ DifferentiatePass::differentiate(func::FuncOp function) {
              "silu, "
              "sums (linalg.reduce, linalg.broadcast), reshapes, casts, "
              "slices and constants";
+      return fail();
+    }
+    if (Value scalar = readsScalar(&op)) {
+      std::string type;
+      llvm::raw_string_ostream(type) << scalar.getType();
+      op.emitOpError()
+          << "cannot be differentiated: it reads a scalar " << type
+          << " that depends on the arguments, and tamoe-differentiate takes "
+             "gradients through ranked float tensors only";
       return fail();
     }
     if (failed(rule.buildVJP(reverse.builder, reverse)))

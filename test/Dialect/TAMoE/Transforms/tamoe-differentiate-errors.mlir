@@ -60,6 +60,16 @@ func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
 
 // -----
 
+// A declaration.
+// expected-error @+1 {{'func.func' op cannot be differentiated: it is a declaration, with no body}}
+func.func private @f(tensor<4xf32>) -> tensor<4xf32>
+func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents(%d) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
 // The generated names are taken.
 // expected-error @+1 {{'func.func' op cannot be differentiated: @f_forward already exists}}
 func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
@@ -173,5 +183,80 @@ func.func @f(%x: tensor<8x4xf32>, %c: tensor<4xi32>) -> tensor<?x4xf32> {
 }
 func.func @g(%x: tensor<8x4xf32>, %c: tensor<4xi32>, %d: tensor<?x4xf32>) {
   %r, %dx = tamoe.vjp @f(%x, %c) cotangents(%d) : (tensor<8x4xf32>, tensor<4xi32>), (tensor<?x4xf32>) -> (tensor<?x4xf32>), (tensor<8x4xf32>)
+  return
+}
+
+// -----
+
+// A gradient through a scalar: activity crosses it, so the op that would
+// have to take the scalar's gradient is named (before, the gradient was a
+// silent zero).
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %c0 = arith.constant 0 : index
+  %s = tensor.extract %x[%c0] : tensor<4xf32>
+  // expected-error @+1 {{'tensor.splat' op has no gradient rule}}
+  %r = tensor.splat %s : tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents(%d) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+// An op with a rule that reads such a scalar.
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %c0 = arith.constant 0 : index
+  %s = tensor.extract %x[%c0] : tensor<4xf32>
+  %e = tensor.empty() : tensor<4xf32>
+  // expected-error @+1 {{'linalg.generic' op cannot be differentiated: it reads a scalar f32 that depends on the arguments, and tamoe-differentiate takes gradients through ranked float tensors only}}
+  %r = linalg.generic {indexing_maps = [affine_map<(d0) -> ()>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%s : f32) outs(%e : tensor<4xf32>) {
+  ^bb0(%a: f32, %b: f32):
+    linalg.yield %a : f32
+  } -> tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents(%d) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+// A scalar loss: its gradient would be lost.
+// expected-error @+1 {{'func.func' op cannot be differentiated: result 0 is a scalar f32 that depends on the arguments, and tamoe-differentiate takes gradients of ranked float tensors (return it as tensor<f32>)}}
+func.func @f(%x: tensor<4xf32>) -> f32 {
+  %c0 = arith.constant 0 : index
+  %s = tensor.extract %x[%c0] : tensor<4xf32>
+  return %s : f32
+}
+func.func @g(%x: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents() : (tensor<4xf32>), () -> (f32), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+// Nothing to take a gradient of, or for.
+// expected-error @+1 {{'func.func' op cannot be differentiated: it returns no ranked float tensor to take the gradient of}}
+func.func @f(%x: tensor<4xf32>) -> tensor<4xi32> {
+  %i = arith.fptosi %x : tensor<4xf32> to tensor<4xi32>
+  return %i : tensor<4xi32>
+}
+func.func @g(%x: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents() : (tensor<4xf32>), () -> (tensor<4xi32>), (tensor<4xf32>)
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'func.func' op cannot be differentiated: it takes no ranked float tensor to take a gradient for}}
+func.func @f(%i: tensor<4xi32>) -> tensor<4xf32> {
+  %x = arith.sitofp %i : tensor<4xi32> to tensor<4xf32>
+  return %x : tensor<4xf32>
+}
+func.func @g(%i: tensor<4xi32>, %d: tensor<4xf32>) {
+  %y = tamoe.vjp @f(%i) cotangents(%d) : (tensor<4xi32>), (tensor<4xf32>) -> (tensor<4xf32>), ()
   return
 }
