@@ -45,10 +45,28 @@ namespace {
 /// Guards MPI's initialisation and the count of live contexts.
 std::mutex globalMutex;
 int liveContexts = 0;
+/// The live contexts themselves: a handle used after its finalize is
+/// refused rather than read (its memory is gone).
+std::mutex liveMutex;
+std::unordered_set<const tamoe_rt_context_t *> liveSet;
 bool mpiInitialisedHere = false;
 thread_local std::string threadError;
 
 } // namespace
+
+bool tamoe_rt::isLive(const tamoe_rt_context_t *context) {
+  std::lock_guard<std::mutex> live(liveMutex);
+  return liveSet.count(context) != 0;
+}
+
+Status tamoe_rt::contextStatus(const tamoe_rt_context_t *context) {
+  if (!context)
+    return invalid("context is null");
+  if (!isLive(context))
+    return invalid("context is not live: tamoe_rt_finalize released it "
+                   "(or tamoe_rt_init never returned it)");
+  return Status::success();
+}
 
 tamoe_rt_status_t tamoe_rt::finish(tamoe_rt_context_t *context,
                                    const char *function, const Status &status) {
@@ -274,9 +292,11 @@ Status initialiseMpi() {
   MPI_Finalized(&finalised);
   if (finalised)
     return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
-                         "MPI has been finalized (by the program, or by "
-                         "tamoe_rt_finalize of the last context) and cannot "
-                         "be initialised again");
+                         "MPI has been finalized (by the program, by "
+                         "tamoe_rt_finalize of the last context, or by a "
+                         "failed tamoe_rt_init, which finalizes the MPI it "
+                         "initialised so that the program can exit) and "
+                         "cannot be initialised again");
   MPI_Initialized(&initialised);
   if (initialised)
     return Status::success();
@@ -827,6 +847,10 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
   if (!created->timeline.empty())
     created->backend->startTimeline();
   ++liveContexts;
+  {
+    std::lock_guard<std::mutex> live(liveMutex);
+    liveSet.insert(created);
+  }
   *context = created;
   return TAMOE_RT_SUCCESS;
 }
@@ -834,6 +858,14 @@ tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
 tamoe_rt_status_t tamoe_rt_finalize(tamoe_rt_context_t *context) {
   if (!context)
     return TAMOE_RT_SUCCESS;
+  // Released once: a second finalize finds it gone.
+  bool released;
+  {
+    std::lock_guard<std::mutex> live(liveMutex);
+    released = liveSet.erase(context) != 0;
+  }
+  if (!released)
+    return finish(nullptr, "tamoe_rt_finalize", contextStatus(context));
   // A recording left open ends unused, so that the profile and the
   // timeline can wait for the device.
   endRecording(context);
@@ -851,30 +883,30 @@ tamoe_rt_status_t tamoe_rt_finalize(tamoe_rt_context_t *context) {
 }
 
 const char *tamoe_rt_last_error(const tamoe_rt_context_t *context) {
-  return context ? context->lastError.c_str() : threadError.c_str();
+  return isLive(context) ? context->lastError.c_str() : threadError.c_str();
 }
 
 intptr_t tamoe_rt_rank(const tamoe_rt_context_t *context) {
-  return context ? intptr_t(context->launcher->rank()) : -1;
+  return isLive(context) ? intptr_t(context->launcher->rank()) : -1;
 }
 
 intptr_t tamoe_rt_num_ranks(const tamoe_rt_context_t *context) {
-  return context ? intptr_t(context->launcher->numRanks()) : -1;
+  return isLive(context) ? intptr_t(context->launcher->numRanks()) : -1;
 }
 
 intptr_t tamoe_rt_ranks_per_node(const tamoe_rt_context_t *context) {
-  return context ? intptr_t(context->launcher->ranksPerNode()) : -1;
+  return isLive(context) ? intptr_t(context->launcher->ranksPerNode()) : -1;
 }
 
 tamoe_rt_backend_t tamoe_rt_backend(const tamoe_rt_context_t *context) {
-  return context ? context->backend->kind() : TAMOE_RT_BACKEND_CPU;
+  return isLive(context) ? context->backend->kind() : TAMOE_RT_BACKEND_CPU;
 }
 
 tamoe_rt_status_t tamoe_rt_traffic(const tamoe_rt_context_t *context,
                                    tamoe_rt_traffic_t *traffic) {
   const char *fn = "tamoe_rt_traffic";
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   if (!traffic)
     return finish(const_cast<tamoe_rt_context_t *>(context), fn,
                   invalid("traffic is null"));
@@ -884,9 +916,8 @@ tamoe_rt_status_t tamoe_rt_traffic(const tamoe_rt_context_t *context,
 }
 
 tamoe_rt_status_t tamoe_rt_reset_traffic(tamoe_rt_context_t *context) {
-  if (!context)
-    return finish(nullptr, "tamoe_rt_reset_traffic",
-                  invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, "tamoe_rt_reset_traffic", usable);
   context->traffic = Traffic();
   return TAMOE_RT_SUCCESS;
 }
@@ -898,8 +929,8 @@ tamoe_rt_status_t tamoe_rt_reset_traffic(tamoe_rt_context_t *context) {
 tamoe_rt_status_t tamoe_rt_alloc(tamoe_rt_context_t *context, intptr_t bytes,
                                  void **pointer) {
   const char *fn = "tamoe_rt_alloc";
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Status status =
       Check().notNull(pointer, "pointer").atLeast(bytes, 0, "bytes").status;
   if (!status.ok())
@@ -919,8 +950,8 @@ tamoe_rt_status_t tamoe_rt_alloc(tamoe_rt_context_t *context, intptr_t bytes,
 
 tamoe_rt_status_t tamoe_rt_free(tamoe_rt_context_t *context, void *pointer) {
   const char *fn = "tamoe_rt_free";
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   if (!pointer)
     return TAMOE_RT_SUCCESS;
   if (context->recording)
@@ -942,8 +973,8 @@ tamoe_rt_status_t tamoe_rt_copy_to_backend(tamoe_rt_context_t *context,
                                            const void *host_source,
                                            intptr_t bytes) {
   const char *fn = "tamoe_rt_copy_to_backend";
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Status status = Check()
                       .atLeast(bytes, 0, "bytes")
                       .notNull(destination, "destination", bytes > 0)
@@ -958,8 +989,8 @@ tamoe_rt_status_t tamoe_rt_copy_to_host(tamoe_rt_context_t *context,
                                         void *host_destination,
                                         const void *source, intptr_t bytes) {
   const char *fn = "tamoe_rt_copy_to_host";
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Status status = Check()
                       .atLeast(bytes, 0, "bytes")
                       .notNull(host_destination, "host_destination", bytes > 0)
@@ -972,8 +1003,8 @@ tamoe_rt_status_t tamoe_rt_copy_to_host(tamoe_rt_context_t *context,
 
 tamoe_rt_status_t tamoe_rt_synchronize(tamoe_rt_context_t *context) {
   const char *fn = "tamoe_rt_synchronize";
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   return finish(context, fn, context->backend->synchronize());
 }
 
@@ -996,8 +1027,8 @@ tamoe_rt_status_t finishGraphCall(tamoe_rt_context_t *context,
 
 tamoe_rt_status_t tamoe_rt_graph_begin(tamoe_rt_context_t *context) {
   const char *fn = "tamoe_rt_graph_begin";
-  if (!context)
-    return finishGraphCall(nullptr, fn, invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finishGraphCall(nullptr, fn, usable);
   if (context->recording)
     return finishGraphCall(
         context, fn,
@@ -1023,8 +1054,8 @@ tamoe_rt_status_t tamoe_rt_graph_begin(tamoe_rt_context_t *context) {
 tamoe_rt_status_t tamoe_rt_graph_end(tamoe_rt_context_t *context,
                                      tamoe_rt_graph_t **graph) {
   const char *fn = "tamoe_rt_graph_end";
-  if (!context)
-    return finishGraphCall(nullptr, fn, invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finishGraphCall(nullptr, fn, usable);
   if (graph)
     *graph = nullptr;
   if (!context->recording)
@@ -1075,8 +1106,8 @@ Status unknownGraph(tamoe_rt_graph_t *graph) {
 tamoe_rt_status_t tamoe_rt_graph_launch(tamoe_rt_context_t *context,
                                         tamoe_rt_graph_t *graph) {
   const char *fn = "tamoe_rt_graph_launch";
-  if (!context)
-    return finishGraphCall(nullptr, fn, invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finishGraphCall(nullptr, fn, usable);
   if (!graph)
     return finishGraphCall(context, fn, invalid("graph is null"));
   // Before the timing: a refused launch is no recorded call.
@@ -1094,8 +1125,8 @@ tamoe_rt_status_t tamoe_rt_graph_launch(tamoe_rt_context_t *context,
 tamoe_rt_status_t tamoe_rt_graph_destroy(tamoe_rt_context_t *context,
                                          tamoe_rt_graph_t *graph) {
   const char *fn = "tamoe_rt_graph_destroy";
-  if (!context)
-    return finishGraphCall(nullptr, fn, invalid("context is null"));
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finishGraphCall(nullptr, fn, usable);
   if (!graph)
     return TAMOE_RT_SUCCESS;
   auto found = findGraph(context, graph);
@@ -1115,9 +1146,9 @@ tamoe_rt_gate(tamoe_rt_context_t *context, const float *logits, intptr_t tokens,
               int32_t renormalize, intptr_t num_groups, intptr_t groups_kept,
               int32_t *expert_ids, float *weights, float *probs) {
   const char *fn = "tamoe_rt_gate";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.atLeast(tokens, 0, "tokens")
@@ -1170,9 +1201,9 @@ tamoe_rt_status_t tamoe_rt_dispatch(
     void *dispatched, intptr_t dispatched_capacity, int32_t *expert_counts,
     int32_t *positions, int64_t *num_dropped) {
   const char *fn = "tamoe_rt_dispatch";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   bool byWeight = raw(drop) == TAMOE_RT_DROP_PROBABILITY && capacity >= 0;
   Check check;
@@ -1222,9 +1253,9 @@ tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
                                    const float *weights, intptr_t tokens,
                                    intptr_t k, void *combined) {
   const char *fn = "tamoe_rt_combine";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Status status = Check()
                       .dtype(dtype, "dtype")
@@ -1262,9 +1293,9 @@ tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
                                     intptr_t experts, intptr_t k,
                                     const float *expert_weights, float *loss) {
   const char *fn = "tamoe_rt_aux_loss";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Status status = Check()
                       .atLeast(tokens, 0, "tokens")
@@ -1287,9 +1318,9 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul(
     intptr_t num_counts, intptr_t experts, const void *weights,
     intptr_t out_features, void *result) {
   const char *fn = "tamoe_rt_grouped_matmul";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Status status = Check()
                       .dtype(dtype, "dtype")
@@ -1325,9 +1356,9 @@ tamoe_rt_matmul(tamoe_rt_context_t *context, tamoe_rt_dtype_t a_type,
                 int32_t transpose_a, int32_t transpose_b, const void *c_init,
                 void *c) {
   const char *fn = "tamoe_rt_matmul";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   // Bytes of the matrices as f32 (what staging allocates, at least their
   // own bytes), -1 when the size overflows.
@@ -1380,9 +1411,9 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
                                tamoe_rt_dtype_t dtype, const void *a,
                                const void *b, intptr_t n, void *out) {
   const char *fn = "tamoe_rt_map";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   int kind = raw(op);
   bool valid = kind >= TAMOE_RT_MAP_ADD && kind <= TAMOE_RT_MAP_SILU_GRAD;
@@ -1417,9 +1448,9 @@ tamoe_rt_status_t tamoe_rt_add_counts(tamoe_rt_context_t *context,
                                       const int32_t *a, const int32_t *b,
                                       intptr_t n, int32_t *out) {
   const char *fn = "tamoe_rt_add_counts";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.atLeast(n, 0, "n")
@@ -1442,9 +1473,9 @@ tamoe_rt_status_t tamoe_rt_counts_total(tamoe_rt_context_t *context,
                                         const int32_t *counts, intptr_t n,
                                         intptr_t *total) {
   const char *fn = "tamoe_rt_counts_total";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.atLeast(n, 0, "n")
@@ -1473,9 +1504,9 @@ tamoe_rt_status_t tamoe_rt_convert(tamoe_rt_context_t *context,
                                    tamoe_rt_dtype_t dst_type, void *dst,
                                    intptr_t n) {
   const char *fn = "tamoe_rt_convert";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Status status = Check()
                       .dtype(src_type, "src_type")
@@ -1504,9 +1535,9 @@ tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
                                    intptr_t a, intptr_t b, intptr_t inner,
                                    void *regrouped, int32_t *regrouped_counts) {
   const char *fn = "tamoe_rt_regroup";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.atLeast(rows_capacity, 0, "rows_capacity")
@@ -1544,9 +1575,9 @@ tamoe_rt_status_t tamoe_rt_chunk(tamoe_rt_context_t *context, const void *rows,
                                  void *chunk_rows, intptr_t chunk_capacity,
                                  int32_t *chunk_counts) {
   const char *fn = "tamoe_rt_chunk";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check =
       chunkArguments(rows, rows_capacity, row_bytes, counts, num_counts, chunk,
@@ -1577,9 +1608,9 @@ tamoe_rt_status_t tamoe_rt_unchunk(tamoe_rt_context_t *context,
                                    intptr_t chunk, intptr_t chunks, void *rows,
                                    intptr_t rows_capacity) {
   const char *fn = "tamoe_rt_unchunk";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check = chunkArguments(rows, rows_capacity, row_bytes, counts,
                                num_counts, chunk, chunks, chunk_rows,
@@ -1602,9 +1633,9 @@ tamoe_rt_chunk_positions(tamoe_rt_context_t *context, const int32_t *positions,
                          intptr_t chunk, intptr_t chunks,
                          int32_t *chunk_positions) {
   const char *fn = "tamoe_rt_chunk_positions";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.part(chunk, chunks)
@@ -1646,9 +1677,9 @@ tamoe_rt_status_t tamoe_rt_dedup_pack(
     intptr_t k, intptr_t experts_per_node, intptr_t nodes, void *unique,
     int32_t *routes, intptr_t unique_capacity, int32_t *node_counts) {
   const char *fn = "tamoe_rt_dedup_pack";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Status status =
       Check()
@@ -1678,9 +1709,9 @@ tamoe_rt_status_t tamoe_rt_dedup_expand(
     intptr_t experts_per_rank, void *expanded, intptr_t expanded_capacity,
     int32_t *expanded_counts) {
   const char *fn = "tamoe_rt_dedup_expand";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Status status =
       Check()
@@ -1713,9 +1744,9 @@ tamoe_rt_all_to_all(tamoe_rt_context_t *context, tamoe_rt_group_t group,
                     intptr_t peers, intptr_t split, void *received,
                     intptr_t recv_capacity, int32_t *recv_counts) {
   const char *fn = "tamoe_rt_all_to_all";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   // The halves of tamoe_rt_all_to_all_start and _wait, back to back: one
   // code path for both.
   std::unique_ptr<PendingExchange> pending;
@@ -1734,9 +1765,9 @@ tamoe_rt_status_t tamoe_rt_all_to_all_start(
     intptr_t peers, intptr_t split, void *received, intptr_t recv_capacity,
     int32_t *recv_counts, tamoe_rt_exchange_t **exchange) {
   const char *fn = "tamoe_rt_all_to_all_start";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   if (exchange)
     *exchange = nullptr;
   context->backend->progress();
@@ -1774,9 +1805,9 @@ tamoe_rt_status_t tamoe_rt_all_to_all_wait(tamoe_rt_context_t *context,
                                            tamoe_rt_exchange_t *exchange,
                                            const void *send) {
   const char *fn = "tamoe_rt_all_to_all_wait";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   if (!exchange)
     return finish(context, fn, invalid("exchange is null"));
   // The handle is an id (see tamoe_rt_exchange), never dereferenced: one
@@ -1812,9 +1843,9 @@ tamoe_rt_status_t tamoe_rt_all_to_all_counts(tamoe_rt_context_t *context,
                                              int32_t *recv_counts,
                                              intptr_t *total) {
   const char *fn = "tamoe_rt_all_to_all_counts";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   if (Status bad = groupCheck(group); !bad.ok())
     return finish(context, fn, bad);
   // send_counts [peers, split] checked, then the outputs, then the counts
@@ -1934,9 +1965,9 @@ tamoe_rt_all_to_all_totals(tamoe_rt_context_t *context, tamoe_rt_group_t group,
                            const int64_t *steps, intptr_t num_steps,
                            intptr_t *totals) {
   const char *fn = "tamoe_rt_all_to_all_totals";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   if (Status bad = groupCheck(group); !bad.ok())
     return finish(context, fn, bad);
   Launcher &launcher = *context->launcher;
@@ -2077,9 +2108,9 @@ tamoe_rt_status_t tamoe_rt_all_to_all_hierarchical(
     intptr_t row_bytes, const int32_t *send_counts, intptr_t split,
     void *received, intptr_t recv_capacity, int32_t *recv_counts) {
   const char *fn = "tamoe_rt_all_to_all_hierarchical";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   Status local = allToAllArguments(send, send_capacity, row_bytes, send_counts,
                                    split, context->launcher->numRanks(),
                                    received, recv_capacity, recv_counts)
@@ -2097,9 +2128,9 @@ tamoe_rt_dispatch_dedup(tamoe_rt_context_t *context, const void *tokens,
                         intptr_t k, intptr_t experts, void *received,
                         intptr_t recv_capacity, int32_t *recv_counts) {
   const char *fn = "tamoe_rt_dispatch_dedup";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   intptr_t ranks = context->launcher->numRanks();
   Status local =
       Check()

@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -79,6 +80,13 @@ namespace tamoe_rt {
 inline Status invalid(std::string message) {
   return Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT, std::move(message));
 }
+
+/// Whether `context` is one that tamoe_rt_init returned and tamoe_rt_finalize
+/// has not released.
+bool isLive(const tamoe_rt_context_t *context);
+/// Success for a live context; else why it cannot be used (null, or
+/// finalized already), for the entry points to refuse it before reading it.
+Status contextStatus(const tamoe_rt_context_t *context);
 
 /// Records a failure where tamoe_rt_last_error finds it: on the context, or
 /// per thread when there is none.

@@ -26,9 +26,9 @@ tamoe_rt_gate_grad(tamoe_rt_context_t *context, const float *probs,
                    const float *d_weights, const float *d_probs,
                    float *d_logits) {
   const char *fn = "tamoe_rt_gate_grad";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.atLeast(tokens, 0, "tokens")
@@ -64,9 +64,9 @@ tamoe_rt_status_t tamoe_rt_combine_grad(
     const int32_t *positions, const float *weights, intptr_t tokens, intptr_t k,
     const void *d_combined, void *d_expert_outputs, float *d_weights) {
   const char *fn = "tamoe_rt_combine_grad";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.dtype(dtype, "dtype")
@@ -128,9 +128,9 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
     intptr_t out_features, const void *d_result, void *d_rows,
     void *d_weights) {
   const char *fn = "tamoe_rt_grouped_matmul_grad";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.dtype(dtype, "dtype")
@@ -184,9 +184,9 @@ tamoe_rt_status_t tamoe_rt_aux_loss_grad(
     const int32_t *positions, intptr_t tokens, intptr_t experts, intptr_t k,
     const float *expert_weights, const float *d_loss, float *d_probs) {
   const char *fn = "tamoe_rt_aux_loss_grad";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.atLeast(tokens, 0, "tokens")
@@ -218,9 +218,9 @@ tamoe_rt_status_t tamoe_rt_dedup_pack_grad(
     const int32_t *positions, intptr_t num_tokens, intptr_t k,
     intptr_t experts_per_node, intptr_t nodes, void *d_tokens) {
   const char *fn = "tamoe_rt_dedup_pack_grad";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.dtype(dtype, "dtype")
@@ -256,9 +256,9 @@ tamoe_rt_status_t tamoe_rt_dedup_expand_grad(
     intptr_t nodes, intptr_t ranks_per_node, intptr_t experts_per_rank,
     void *d_unique) {
   const char *fn = "tamoe_rt_dedup_expand_grad";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   Check check;
   check.dtype(dtype, "dtype")
@@ -296,9 +296,9 @@ tamoe_rt_status_t tamoe_rt_all_reduce(tamoe_rt_context_t *context,
                                       tamoe_rt_group_t group, float *data,
                                       intptr_t n, int32_t average) {
   const char *fn = "tamoe_rt_all_reduce";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   if (Status bad = groupCheck(group); !bad.ok())
     return finish(context, fn, bad);
   Status local = Check()
@@ -317,9 +317,9 @@ tamoe_rt_status_t tamoe_rt_sgd(tamoe_rt_context_t *context, float *params,
                                const float *grads, float *velocity, intptr_t n,
                                float lr, float momentum, float weight_decay) {
   const char *fn = "tamoe_rt_sgd";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   intptr_t bytes = floatBytes(n, 1);
   Status status =
@@ -351,9 +351,9 @@ tamoe_rt_status_t tamoe_rt_adam(tamoe_rt_context_t *context, float *params,
                                 intptr_t n, int64_t step, float lr, float beta1,
                                 float beta2, float eps, float weight_decay) {
   const char *fn = "tamoe_rt_adam";
+  if (Status usable = contextStatus(context); !usable.ok())
+    return finish(nullptr, fn, usable);
   Timed timed(context, fn);
-  if (!context)
-    return finish(nullptr, fn, invalid("context is null"));
   context->backend->progress();
   intptr_t bytes = floatBytes(n, 1);
   Check check;

@@ -1462,9 +1462,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   // MPI cannot come back.
-  std::string expected = "tamoe_rt_init: MPI has been finalized (by the "
-                         "program, or by tamoe_rt_finalize of the last "
-                         "context) and cannot be initialised again";
+  std::string expected =
+      "tamoe_rt_init: MPI has been finalized (by the program, by "
+      "tamoe_rt_finalize of the last context, or by a failed tamoe_rt_init, "
+      "which finalizes the MPI it initialised so that the program can exit) "
+      "and cannot be initialised again";
   if (tamoe_rt_init(nullptr, &ctx) != TAMOE_RT_ERROR_COMMUNICATION || ctx ||
       tamoe_rt_last_error(nullptr) != expected) {
     std::fprintf(stderr, "rank %lld: init after finalize: '%s'\n",

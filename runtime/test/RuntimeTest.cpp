@@ -242,205 +242,234 @@ TEST_F(Runtime, LastErrorIsPerContext) {
   tamoe_rt_finalize(other);
 }
 
-TEST(NullContext, EveryEntryPoint) {
-  using Call = std::function<tamoe_rt_status_t()>;
+TEST(DeadContext, EveryEntryPoint) {
+  // A null context, and one finalized already (its memory is gone: it is
+  // refused, not read).
+  clearEnvironment();
+  tamoe_rt_context_t *finalized = nullptr;
+  ASSERT_EQ(tamoe_rt_init(nullptr, &finalized), TAMOE_RT_SUCCESS);
+  ASSERT_EQ(tamoe_rt_finalize(finalized), TAMOE_RT_SUCCESS);
+  using Call = std::function<tamoe_rt_status_t(tamoe_rt_context_t *)>;
   std::vector<std::pair<const char *, Call>> calls = {
       {"tamoe_rt_traffic",
-       [] {
+       [](tamoe_rt_context_t *c) {
          tamoe_rt_traffic_t traffic;
-         return tamoe_rt_traffic(nullptr, &traffic);
+         return tamoe_rt_traffic(c, &traffic);
        }},
       {"tamoe_rt_reset_traffic",
-       [] { return tamoe_rt_reset_traffic(nullptr); }},
+       [](tamoe_rt_context_t *c) { return tamoe_rt_reset_traffic(c); }},
       {"tamoe_rt_alloc",
-       [] {
+       [](tamoe_rt_context_t *c) {
          void *p;
-         return tamoe_rt_alloc(nullptr, 8, &p);
+         return tamoe_rt_alloc(c, 8, &p);
        }},
-      {"tamoe_rt_free", [] { return tamoe_rt_free(nullptr, nullptr); }},
+      {"tamoe_rt_free",
+       [](tamoe_rt_context_t *c) { return tamoe_rt_free(c, nullptr); }},
       {"tamoe_rt_copy_to_backend",
-       [] { return tamoe_rt_copy_to_backend(nullptr, nullptr, nullptr, 0); }},
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_copy_to_backend(c, nullptr, nullptr, 0);
+       }},
       {"tamoe_rt_copy_to_host",
-       [] { return tamoe_rt_copy_to_host(nullptr, nullptr, nullptr, 0); }},
-      {"tamoe_rt_synchronize", [] { return tamoe_rt_synchronize(nullptr); }},
-      {"tamoe_rt_graph_begin", [] { return tamoe_rt_graph_begin(nullptr); }},
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_copy_to_host(c, nullptr, nullptr, 0);
+       }},
+      {"tamoe_rt_synchronize",
+       [](tamoe_rt_context_t *c) { return tamoe_rt_synchronize(c); }},
+      {"tamoe_rt_graph_begin",
+       [](tamoe_rt_context_t *c) { return tamoe_rt_graph_begin(c); }},
       {"tamoe_rt_graph_end",
-       [] {
+       [](tamoe_rt_context_t *c) {
          tamoe_rt_graph_t *graph;
-         return tamoe_rt_graph_end(nullptr, &graph);
+         return tamoe_rt_graph_end(c, &graph);
        }},
       {"tamoe_rt_graph_launch",
-       [] { return tamoe_rt_graph_launch(nullptr, nullptr); }},
+       [](tamoe_rt_context_t *c) { return tamoe_rt_graph_launch(c, nullptr); }},
       {"tamoe_rt_graph_destroy",
-       [] { return tamoe_rt_graph_destroy(nullptr, nullptr); }},
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_graph_destroy(c, nullptr);
+       }},
       {"tamoe_rt_gate",
-       [] {
-         return tamoe_rt_gate(nullptr, nullptr, 0, 8, 2, TAMOE_RT_SCORE_SOFTMAX,
-                              0, 0, 0, nullptr, nullptr, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_gate(c, nullptr, 0, 8, 2, TAMOE_RT_SCORE_SOFTMAX, 0, 0,
+                              0, nullptr, nullptr, nullptr);
        }},
       {"tamoe_rt_dispatch",
-       [] {
-         return tamoe_rt_dispatch(nullptr, nullptr, 0, 4, nullptr, 1, 1,
-                                  nullptr, -1, TAMOE_RT_DROP_POSITION, nullptr,
-                                  0, nullptr, nullptr, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_dispatch(c, nullptr, 0, 4, nullptr, 1, 1, nullptr, -1,
+                                  TAMOE_RT_DROP_POSITION, nullptr, 0, nullptr,
+                                  nullptr, nullptr);
        }},
       {"tamoe_rt_combine",
-       [] {
-         return tamoe_rt_combine(nullptr, TAMOE_RT_F32, nullptr, 0, 1, nullptr,
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_combine(c, TAMOE_RT_F32, nullptr, 0, 1, nullptr,
                                  nullptr, 0, 1, nullptr);
        }},
       {"tamoe_rt_aux_loss",
-       [] {
-         return tamoe_rt_aux_loss(nullptr, nullptr, nullptr, nullptr, 0, 1, 1,
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_aux_loss(c, nullptr, nullptr, nullptr, 0, 1, 1,
                                   nullptr, nullptr);
        }},
       {"tamoe_rt_regroup",
-       [] {
-         return tamoe_rt_regroup(nullptr, nullptr, 0, 1, nullptr, 1, 1, 1,
-                                 nullptr, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_regroup(c, nullptr, 0, 1, nullptr, 1, 1, 1, nullptr,
+                                 nullptr);
        }},
       {"tamoe_rt_chunk",
-       [] {
-         return tamoe_rt_chunk(nullptr, nullptr, 0, 1, nullptr, 1, 0, 1,
-                               nullptr, 0, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_chunk(c, nullptr, 0, 1, nullptr, 1, 0, 1, nullptr, 0,
+                               nullptr);
        }},
       {"tamoe_rt_chunk_positions",
-       [] {
-         return tamoe_rt_chunk_positions(nullptr, nullptr, nullptr, 0, 1,
-                                         nullptr, 1, 0, 1, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_chunk_positions(c, nullptr, nullptr, 0, 1, nullptr, 1,
+                                         0, 1, nullptr);
        }},
       {"tamoe_rt_unchunk",
-       [] {
-         return tamoe_rt_unchunk(nullptr, nullptr, 0, 1, nullptr, 1, 0, 1,
-                                 nullptr, 0);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_unchunk(c, nullptr, 0, 1, nullptr, 1, 0, 1, nullptr,
+                                 0);
        }},
       {"tamoe_rt_dedup_pack",
-       [] {
-         return tamoe_rt_dedup_pack(nullptr, nullptr, 0, 1, nullptr, nullptr, 1,
-                                    1, 1, nullptr, nullptr, 0, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_dedup_pack(c, nullptr, 0, 1, nullptr, nullptr, 1, 1, 1,
+                                    nullptr, nullptr, 0, nullptr);
        }},
       {"tamoe_rt_dedup_expand",
-       [] {
-         return tamoe_rt_dedup_expand(nullptr, nullptr, nullptr, 0, 1, 1,
-                                      nullptr, 1, 1, 1, nullptr, 0, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_dedup_expand(c, nullptr, nullptr, 0, 1, 1, nullptr, 1,
+                                      1, 1, nullptr, 0, nullptr);
        }},
       {"tamoe_rt_all_to_all",
-       [] {
-         return tamoe_rt_all_to_all(nullptr, TAMOE_RT_GROUP_WORLD, nullptr, 0,
-                                    1, nullptr, 1, 1, nullptr, 0, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_all_to_all(c, TAMOE_RT_GROUP_WORLD, nullptr, 0, 1,
+                                    nullptr, 1, 1, nullptr, 0, nullptr);
        }},
       {"tamoe_rt_all_to_all_start",
-       [] {
+       [](tamoe_rt_context_t *c) {
          tamoe_rt_exchange_t *exchange;
-         return tamoe_rt_all_to_all_start(nullptr, TAMOE_RT_GROUP_WORLD,
-                                          nullptr, 0, 1, nullptr, 1, 1, nullptr,
-                                          0, nullptr, &exchange);
+         return tamoe_rt_all_to_all_start(c, TAMOE_RT_GROUP_WORLD, nullptr, 0,
+                                          1, nullptr, 1, 1, nullptr, 0, nullptr,
+                                          &exchange);
        }},
       {"tamoe_rt_all_to_all_wait",
-       [] { return tamoe_rt_all_to_all_wait(nullptr, nullptr, nullptr); }},
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_all_to_all_wait(c, nullptr, nullptr);
+       }},
       {"tamoe_rt_all_to_all_totals",
-       [] {
-         return tamoe_rt_all_to_all_totals(nullptr, TAMOE_RT_GROUP_WORLD,
-                                           nullptr, 1, nullptr, 1, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_all_to_all_totals(c, TAMOE_RT_GROUP_WORLD, nullptr, 1,
+                                           nullptr, 1, nullptr);
        }},
       {"tamoe_rt_all_to_all_counts",
-       [] {
+       [](tamoe_rt_context_t *c) {
          intptr_t total;
-         return tamoe_rt_all_to_all_counts(nullptr, TAMOE_RT_GROUP_WORLD,
-                                           nullptr, 1, 1, nullptr, &total);
+         return tamoe_rt_all_to_all_counts(c, TAMOE_RT_GROUP_WORLD, nullptr, 1,
+                                           1, nullptr, &total);
        }},
       {"tamoe_rt_grouped_matmul",
-       [] {
-         return tamoe_rt_grouped_matmul(nullptr, TAMOE_RT_F32, nullptr, 0, 1,
-                                        nullptr, 0, 1, nullptr, 1, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_grouped_matmul(c, TAMOE_RT_F32, nullptr, 0, 1, nullptr,
+                                        0, 1, nullptr, 1, nullptr);
        }},
       {"tamoe_rt_matmul",
-       [] {
-         return tamoe_rt_matmul(nullptr, TAMOE_RT_F32, TAMOE_RT_F32,
-                                TAMOE_RT_F32, nullptr, nullptr, 0, 0, 0, 0, 0,
-                                nullptr, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_matmul(c, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                                nullptr, nullptr, 0, 0, 0, 0, 0, nullptr,
+                                nullptr);
        }},
       {"tamoe_rt_convert",
-       [] {
-         return tamoe_rt_convert(nullptr, TAMOE_RT_F32, nullptr, TAMOE_RT_BF16,
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_convert(c, TAMOE_RT_F32, nullptr, TAMOE_RT_BF16,
                                  nullptr, 0);
        }},
       {"tamoe_rt_map",
-       [] {
-         return tamoe_rt_map(nullptr, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, nullptr,
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_map(c, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, nullptr,
                              nullptr, 0, nullptr);
        }},
       {"tamoe_rt_add_counts",
-       [] {
-         return tamoe_rt_add_counts(nullptr, nullptr, nullptr, 0, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_add_counts(c, nullptr, nullptr, 0, nullptr);
        }},
       {"tamoe_rt_counts_total",
-       [] { return tamoe_rt_counts_total(nullptr, nullptr, 0, nullptr); }},
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_counts_total(c, nullptr, 0, nullptr);
+       }},
       {"tamoe_rt_all_to_all_hierarchical",
-       [] {
+       [](tamoe_rt_context_t *c) {
          return tamoe_rt_all_to_all_hierarchical(
-             nullptr, nullptr, 0, 1, nullptr, 1, nullptr, 0, nullptr);
+             c, nullptr, 0, 1, nullptr, 1, nullptr, 0, nullptr);
        }},
       {"tamoe_rt_dispatch_dedup",
-       [] {
-         return tamoe_rt_dispatch_dedup(nullptr, nullptr, 0, 1, nullptr,
-                                        nullptr, 1, 1, nullptr, 0, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_dispatch_dedup(c, nullptr, 0, 1, nullptr, nullptr, 1,
+                                        1, nullptr, 0, nullptr);
        }},
       {"tamoe_rt_gate_grad",
-       [] {
-         return tamoe_rt_gate_grad(nullptr, nullptr, nullptr, 0, 8, 2,
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_gate_grad(c, nullptr, nullptr, 0, 8, 2,
                                    TAMOE_RT_SCORE_SOFTMAX, 0, nullptr, nullptr,
                                    nullptr);
        }},
       {"tamoe_rt_combine_grad",
-       [] {
-         return tamoe_rt_combine_grad(nullptr, TAMOE_RT_F32, nullptr, 0, 1,
-                                      nullptr, nullptr, 0, 1, nullptr, nullptr,
-                                      nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_combine_grad(c, TAMOE_RT_F32, nullptr, 0, 1, nullptr,
+                                      nullptr, 0, 1, nullptr, nullptr, nullptr);
        }},
       {"tamoe_rt_grouped_matmul_grad",
-       [] {
-         return tamoe_rt_grouped_matmul_grad(nullptr, TAMOE_RT_F32, nullptr, 0,
-                                             1, nullptr, 0, 1, nullptr, 1,
-                                             nullptr, nullptr, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_grouped_matmul_grad(c, TAMOE_RT_F32, nullptr, 0, 1,
+                                             nullptr, 0, 1, nullptr, 1, nullptr,
+                                             nullptr, nullptr);
        }},
       {"tamoe_rt_aux_loss_grad",
-       [] {
-         return tamoe_rt_aux_loss_grad(nullptr, nullptr, nullptr, 0, 1, 1,
-                                       nullptr, nullptr, nullptr);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_aux_loss_grad(c, nullptr, nullptr, 0, 1, 1, nullptr,
+                                       nullptr, nullptr);
        }},
       {"tamoe_rt_dedup_pack_grad",
-       [] {
-         return tamoe_rt_dedup_pack_grad(nullptr, TAMOE_RT_F32, nullptr, 0, 1,
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_dedup_pack_grad(c, TAMOE_RT_F32, nullptr, 0, 1,
                                          nullptr, nullptr, 0, 1, 1, 1, nullptr);
        }},
       {"tamoe_rt_dedup_expand_grad",
-       [] {
-         return tamoe_rt_dedup_expand_grad(nullptr, TAMOE_RT_F32, nullptr, 0, 1,
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_dedup_expand_grad(c, TAMOE_RT_F32, nullptr, 0, 1,
                                            nullptr, 0, 1, nullptr, 1, 1, 1,
                                            nullptr);
        }},
       {"tamoe_rt_all_reduce",
-       [] {
-         return tamoe_rt_all_reduce(nullptr, TAMOE_RT_GROUP_WORLD, nullptr, 0,
-                                    0);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_all_reduce(c, TAMOE_RT_GROUP_WORLD, nullptr, 0, 0);
        }},
       {"tamoe_rt_sgd",
-       [] {
-         return tamoe_rt_sgd(nullptr, nullptr, nullptr, nullptr, 0, 0.1f, 0, 0);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_sgd(c, nullptr, nullptr, nullptr, 0, 0.1f, 0, 0);
        }},
       {"tamoe_rt_adam",
-       [] {
-         return tamoe_rt_adam(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 1,
-                              0.1f, 0.9f, 0.999f, 1e-8f, 0);
+       [](tamoe_rt_context_t *c) {
+         return tamoe_rt_adam(c, nullptr, nullptr, nullptr, nullptr, 0, 1, 0.1f,
+                              0.9f, 0.999f, 1e-8f, 0);
        }},
   };
+  const std::string dead = ": context is not live: tamoe_rt_finalize "
+                           "released it (or tamoe_rt_init never returned it)";
   for (auto &[name, call] : calls) {
-    EXPECT_EQ(call(), TAMOE_RT_ERROR_INVALID_ARGUMENT) << name;
+    EXPECT_EQ(call(nullptr), TAMOE_RT_ERROR_INVALID_ARGUMENT) << name;
     EXPECT_EQ(std::string(tamoe_rt_last_error(nullptr)),
               std::string(name) + ": context is null");
+    EXPECT_EQ(call(finalized), TAMOE_RT_ERROR_INVALID_ARGUMENT) << name;
+    EXPECT_EQ(std::string(tamoe_rt_last_error(nullptr)), name + dead);
   }
   EXPECT_EQ(tamoe_rt_backend(nullptr), TAMOE_RT_BACKEND_CPU);
+  // Finalized twice: refused the same way; its accessors answer as for null.
+  EXPECT_EQ(tamoe_rt_finalize(finalized), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(tamoe_rt_last_error(nullptr)),
+            "tamoe_rt_finalize" + dead);
+  EXPECT_EQ(tamoe_rt_last_error(finalized), tamoe_rt_last_error(nullptr));
+  EXPECT_EQ(tamoe_rt_rank(finalized), -1);
+  EXPECT_EQ(tamoe_rt_num_ranks(finalized), -1);
+  EXPECT_EQ(tamoe_rt_ranks_per_node(finalized), -1);
 }
 
 //===----------------------------------------------------------------------===//
