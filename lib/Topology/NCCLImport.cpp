@@ -264,9 +264,11 @@ Expected<Topology> tamoe::topology::importNCCLTopology(StringRef text,
   topology.description =
       formatv("Imported from NCCL's topology dump {0}: {1} GPU{2} per node, "
               "{3}; {4}; {5} node{6}. Latencies: {7} us in the node (assumed), "
-              "per-message overhead 0.02 us (docs/cost-model.md, Latency).",
+              "per-message overhead {8} us in the node (docs/cost-model.md, "
+              "Latency).",
               source, perNode, perNode == 1 ? "" : "s", intraHow, interHow,
-              nodes, nodes == 1 ? "" : "s", allNVLink ? 3 : 5)
+              nodes, nodes == 1 ? "" : "s", tamoe::formatNumber(node.latencyUs),
+              tamoe::formatNumber(node.perMessageUs))
           .str();
   if (Error error = verify(topology))
     return fail(source + ": " + toString(std::move(error)));

@@ -470,6 +470,13 @@ Expected<Topology> validationTopology(const Run &run) {
   if (topK < 1 || topK > expertsPerRank * run.ranks)
     return tamoe::fieldError("--topk",
                              formatv("expected in [1, experts], got {0}", topK));
+  // 0, the default, only reports; a ratio below 1 would fail every exact
+  // prediction.
+  if (maxRatio.getNumOccurrences() &&
+      (!std::isfinite(maxRatio) || maxRatio < 1))
+    return tamoe::fieldError("--max-ratio",
+                             "expected a finite number >= 1, got " +
+                                 tamoe::formatNumber(maxRatio));
   return topology;
 }
 

@@ -8,6 +8,8 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -16,6 +18,9 @@ namespace tamoe {
 /// The shortest text that reads back as `value`, so that messages quote
 /// "0.1" as written rather than "0.10000000000000001" or "1.000000e-01".
 inline std::string formatNumber(double value) {
+  // A whole number as one ("200000", not the shorter "2e+05").
+  if (std::abs(value) < 1e15 && value == double(int64_t(value)))
+    return std::to_string(int64_t(value));
   std::string text;
   for (int precision = 1; precision <= 17; ++precision) {
     text.clear();
