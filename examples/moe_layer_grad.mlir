@@ -5,14 +5,18 @@
 //
 // Inputs as in moe_layer.mlir (tokens 1000 + rank, router 1, expert weights
 // 2000 + rank and 3000 + rank); the gradient of the output is random (seed
-// 4000 + rank), that of the loss is 1. Outputs ($TAMOE_RT_OUTPUT_DIR, checked by
-// `tamoe-reference --backward`): out0..out3 as in moe_layer.mlir, then the
-// gradients of the tokens (out4), the router (out5, this rank's part) and
-// this rank's experts (out6, out7).
+// 4000 + rank), that of the loss is 1. Outputs ($TAMOE_RT_OUTPUT_DIR),
+// out0..out3 as in moe_layer.mlir, then the gradients of the tokens (out4),
+// the router (out5, this rank's part) and this rank's experts (out6, out7):
 //
 //   tamoe-opt moe_layer_grad.mlir --tamoe-pipeline --tamoe-to-llvm -o grad.llvm.mlir
-//   mpirun -np 8 mlir-runner grad.llvm.mlir -e main -entry-point-result=void \
-//     --shared-libs=libtamoe_rt.so
+//   TAMOE_RANKS_PER_NODE=4 TAMOE_RT_OUTPUT_DIR=out mpirun -np 8 mlir-runner \
+//     grad.llvm.mlir -e main -entry-point-result=void --shared-libs=libtamoe_rt.so
+//   tamoe-topo to-json moe_layer_grad.mlir > cluster.json
+//   tamoe-reference --backward --outputs=out --topology=cluster.json
+//
+// (--topology gives the reference the plan's loss weights; without it the
+// reference checks the switch loss, which this layer does not use.)
 #map = affine_map<(d0, d1) -> (d0, d1)>
 module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 2.000000e+01, down_bandwidth = 2.000000e+01, latency = 1.000000e+00, per_message = 1.000000e+00, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.000000e+00, down_bandwidth = 5.000000e+00, latency = 1.000000e+01, per_message = 1.000000e+01, uplink = shared>], "two nodes of four CPU ranks">} {
   shard.grid @ep(shape = 2x4)

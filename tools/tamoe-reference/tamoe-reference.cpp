@@ -596,6 +596,10 @@ int check() {
                    int(ranks), verdict(worst <= bound), worst, bound);
   outs() << format("check: aux loss on every rank: %s (max |diff| %.3g)\n",
                    verdict(worstLoss <= tolerance), worstLoss);
+  if (worstLoss > tolerance && topologyFile.empty())
+    outs() << "  (checked as the switch loss, all weights 1: a program "
+              "planned for a cluster needs --topology with its file, e.g. "
+              "from tamoe-topo to-json)\n";
   outs() << "check: realised dispatch counts equal the gate's choice: "
          << verdict(countsMatch) << "\n";
   outs() << "check: dropped assignments " << dropped << " (reference "
