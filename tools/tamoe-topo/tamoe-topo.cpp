@@ -728,6 +728,9 @@ static int explain(const topo::Topology &topology, const Workload &workload,
   outs() << formatv("policy {0}, schedule {1}: {2} us\n",
                     stringifyPolicy(*policy), stringifySchedule(schedule),
                     format("%.1f", cost.totalUs()));
+  if (schedule != Schedule::Flat && topology.levels.size() < 2)
+    outs() << "(one level: no node boundary to stage at, so the schedule is "
+              "the flat one)\n";
   for (const StageCost &stage : cost.stages) {
     outs() << formatv("\nstage '{0}': {1} us = {2} us on the busiest link + "
                       "{3} us latency ({4} messages from the busiest "
