@@ -148,7 +148,7 @@ TEST(NCCLImportTest, Errors) {
   EXPECT_EQ(importError(system(gpuOnPCIe +
                                R"(<nic><net speed="1e12"/></nic>)")),
             "dump.xml: levels[1].up_GBps: expected a number of GB/s in "
-            "[0.001, 100000], got 1.25e+08");
+            "[0.001, 100000], got 125000000");
   // One node without NICs is a single level.
   Topology alone = importOrDie(system(gpuOnPCIe), 1);
   EXPECT_EQ(alone.levels.size(), 1u);

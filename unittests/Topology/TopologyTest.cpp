@@ -544,7 +544,7 @@ const ErrorCase kErrorCases[] = {
      "in [0, 1000000], got \"fast\""},
     {levelWithPerMessage("2e6"),
      "bad.json: levels[0].per_message_us: expected a number of microseconds "
-     "in [0, 1000000], got 2e+06"},
+     "in [0, 1000000], got 2000000"},
     // uplink.
     {levelWith("uplink", ""), "bad.json: levels[0].uplink: missing"},
     {levelWith("uplink", R"("dedicated")"),

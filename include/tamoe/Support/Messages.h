@@ -18,8 +18,10 @@ namespace tamoe {
 /// The shortest text that reads back as `value`, so that messages quote
 /// "0.1" as written rather than "0.10000000000000001" or "1.000000e-01".
 inline std::string formatNumber(double value) {
-  // A whole number as one ("200000", not the shorter "2e+05").
-  if (std::abs(value) < 1e15 && value == double(int64_t(value)))
+  // A whole number as one ("200000", not the shorter "2e+05"); -0 keeps its
+  // sign.
+  if (std::abs(value) < 1e15 && value == double(int64_t(value)) &&
+      !(value == 0 && std::signbit(value)))
     return std::to_string(int64_t(value));
   std::string text;
   for (int precision = 1; precision <= 17; ++precision) {
