@@ -49,6 +49,8 @@ int liveContexts = 0;
 /// refused rather than read (its memory is gone).
 std::mutex liveMutex;
 std::unordered_set<const tamoe_rt_context_t *> liveSet;
+/// The finalized contexts' memory (see destroy).
+std::vector<std::unique_ptr<tamoe_rt_context_t>> retired;
 bool mpiInitialisedHere = false;
 thread_local std::string threadError;
 
@@ -428,7 +430,12 @@ void destroy(tamoe_rt_context_t *context) {
     context->backend.reset();
     context->launcher.reset();
   }
-  delete context;
+  // The context's own few hundred bytes are kept, emptied, for the rest of
+  // the process: a later context never gets its address, so the handle
+  // stays refused (isLive) instead of naming the newcomer.
+  *context = tamoe_rt_context_t();
+  std::lock_guard<std::mutex> live(liveMutex);
+  retired.emplace_back(context);
 }
 
 //===----------------------------------------------------------------------===//

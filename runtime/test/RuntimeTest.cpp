@@ -470,6 +470,14 @@ TEST(DeadContext, EveryEntryPoint) {
   EXPECT_EQ(tamoe_rt_rank(finalized), -1);
   EXPECT_EQ(tamoe_rt_num_ranks(finalized), -1);
   EXPECT_EQ(tamoe_rt_ranks_per_node(finalized), -1);
+  // A later context never takes a finalized one's address, so the stale
+  // handle cannot finalize the newcomer.
+  tamoe_rt_context_t *later = nullptr;
+  ASSERT_EQ(tamoe_rt_init(nullptr, &later), TAMOE_RT_SUCCESS);
+  EXPECT_NE(later, finalized);
+  EXPECT_EQ(tamoe_rt_finalize(finalized), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(tamoe_rt_rank(later), 0);
+  EXPECT_EQ(tamoe_rt_finalize(later), TAMOE_RT_SUCCESS);
 }
 
 //===----------------------------------------------------------------------===//

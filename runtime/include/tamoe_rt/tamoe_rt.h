@@ -89,7 +89,10 @@ tamoe_rt_options_t tamoe_rt_default_options(void);
 tamoe_rt_status_t tamoe_rt_init(const tamoe_rt_options_t *options,
                                 tamoe_rt_context_t **context);
 /* Releases the context (and finalises MPI if tamoe_rt_init initialised it
- * and no other context is alive). Null is allowed. */
+ * and no other context is alive). Null is allowed. Once released, the
+ * context is refused by every call, this one included
+ * (TAMOE_RT_ERROR_INVALID_ARGUMENT, "context is not live"); its accessors
+ * answer as for null. */
 tamoe_rt_status_t tamoe_rt_finalize(tamoe_rt_context_t *context);
 
 /* The message of the last failing call on `context`, or of the last failing
