@@ -34,21 +34,33 @@ bool isDifferentiable(Type type) {
   return tensor && isa<FloatType>(tensor.getElementType());
 }
 
+/// Whether values of `type` carry no gradient at all: integers and
+/// indices, alone or in a shaped type (ids, counts, sizes).
+bool isIntegral(Type type) {
+  return isa<IntegerType, IndexType>(getElementTypeOrSelf(type));
+}
+
+/// What an op's regions use from above.
+SmallVector<Value> capturedValues(Operation *op) {
+  llvm::SetVector<Value> captured;
+  getUsedValuesDefinedAbove(op->getRegions(), captured);
+  return SmallVector<Value>(captured.begin(), captured.end());
+}
+
 /// The values an op reads: its operands (but the inits a linalg op
 /// overwrites without reading) and what its regions use from above.
 SmallVector<Value> readOperands(Operation *op) {
   auto linalgOp = dyn_cast<linalg::LinalgOp>(op);
   if (!linalgOp) {
     SmallVector<Value> read(op->getOperands());
-    llvm::SetVector<Value> captured;
-    getUsedValuesDefinedAbove(op->getRegions(), captured);
-    llvm::append_range(read, captured);
+    llvm::append_range(read, capturedValues(op));
     return read;
   }
   SmallVector<Value> read(linalgOp.getDpsInputs());
   for (OpOperand &init : linalgOp.getDpsInitsMutable())
     if (linalgOp.payloadUsesValueFromOperand(&init))
       read.push_back(init.get());
+  llvm::append_range(read, capturedValues(op));
   return read;
 }
 
@@ -227,47 +239,46 @@ DifferentiatePass::differentiate(func::FuncOp function) {
              << "cannot be differentiated: run tamoe-schedule-exchanges "
                 "after tamoe-differentiate (as --tamoe-pipeline does)";
 
-  // Which values depend on a differentiated argument: tensors, and float
-  // scalars, which no rule takes, so that a gradient that would cross one
-  // is an error rather than a silent zero.
-  DenseSet<Value> active, activeScalars;
+  // Which values depend on a differentiated argument: the ranked float
+  // tensors gradients are taken through, and any other value that can carry
+  // a float (a scalar, a vector, an unranked tensor, a memref), which no
+  // rule takes: a gradient that would cross one is an error rather than a
+  // silent zero.
+  DenseSet<Value> active, activeOther;
   for (BlockArgument argument : body.getArguments())
     if (isDifferentiable(argument.getType()))
       active.insert(argument);
-  auto readsScalar = [&](Operation *op) -> Value {
-    for (Value operand : readOperands(op))
-      if (activeScalars.contains(operand))
-        return operand;
-    return {};
+  auto isActive = [&](Value value) {
+    return active.contains(value) || activeOther.contains(value);
   };
   for (Operation &op : body.without_terminator()) {
-    bool reads = llvm::any_of(readOperands(&op), [&](Value operand) {
-      return active.contains(operand) || activeScalars.contains(operand);
-    });
-    if (!reads)
+    if (llvm::none_of(readOperands(&op), isActive))
       continue;
-    if (op.getNumRegions() > 0 && !isa<linalg::LinalgOp>(op))
+    // Only values that results carry out of a region matter.
+    if (op.getNumRegions() > 0 && !isa<linalg::LinalgOp>(op) &&
+        op.getNumResults() > 0)
       return op.emitOpError()
              << "cannot be differentiated: tamoe-differentiate takes "
                 "straight-line code (no regions, loops or branches)";
     for (Value result : op.getResults())
       if (isDifferentiable(result.getType()))
         active.insert(result);
-      else if (isa<FloatType>(result.getType()))
-        activeScalars.insert(result);
+      else if (!isIntegral(result.getType()))
+        activeOther.insert(result);
   }
   FunctionType signature = function.getFunctionType();
   for (auto [i, result] : llvm::enumerate(ret.getOperands()))
-    if (activeScalars.contains(result)) {
+    if (activeOther.contains(result)) {
       std::string type;
       llvm::raw_string_ostream(type) << result.getType();
-      return function.emitOpError()
-             << "cannot be differentiated: result " << i << " is a scalar "
-             << type
-             << " that depends on the arguments, and tamoe-differentiate "
-                "takes gradients of ranked float tensors (return it as "
-                "tensor<"
-             << type << ">)";
+      InFlightDiagnostic error =
+          function.emitOpError()
+          << "cannot be differentiated: result " << i << " is a " << type
+          << " that depends on the arguments, and tamoe-differentiate takes "
+             "gradients of ranked float tensors";
+      if (isa<FloatType>(result.getType()))
+        error << " (return it as tensor<" << type << ">)";
+      return error;
     }
   if (llvm::none_of(signature.getResults(), isDifferentiable))
     return function.emitOpError()
@@ -325,13 +336,21 @@ DifferentiatePass::differentiate(func::FuncOp function) {
              "slices and constants";
       return fail();
     }
-    if (Value scalar = readsScalar(&op)) {
+    // A rule differentiates an op through its operands: a gradient that
+    // would reach another carrier, or a value its region reads from above
+    // (a captured scalar, a gather), would be lost.
+    for (Value operand : readOperands(&op)) {
+      bool captured = llvm::is_contained(capturedValues(&op), operand);
+      if (!activeOther.contains(operand) &&
+          !(captured && active.contains(operand)))
+        continue;
       std::string type;
-      llvm::raw_string_ostream(type) << scalar.getType();
-      op.emitOpError()
-          << "cannot be differentiated: it reads a scalar " << type
-          << " that depends on the arguments, and tamoe-differentiate takes "
-             "gradients through ranked float tensors only";
+      llvm::raw_string_ostream(type) << operand.getType();
+      op.emitOpError() << "cannot be differentiated: it reads a " << type
+                       << (captured ? " inside its region" : "")
+                       << " that depends on the arguments, and "
+                          "tamoe-differentiate takes gradients through the "
+                          "ranked float tensors an op takes as operands only";
       return fail();
     }
     if (failed(rule.buildVJP(reverse.builder, reverse)))

@@ -210,7 +210,7 @@ func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
   %c0 = arith.constant 0 : index
   %s = tensor.extract %x[%c0] : tensor<4xf32>
   %e = tensor.empty() : tensor<4xf32>
-  // expected-error @+1 {{'linalg.generic' op cannot be differentiated: it reads a scalar f32 that depends on the arguments, and tamoe-differentiate takes gradients through ranked float tensors only}}
+  // expected-error @+1 {{'linalg.generic' op cannot be differentiated: it reads a f32 that depends on the arguments, and tamoe-differentiate takes gradients through the ranked float tensors an op takes as operands only}}
   %r = linalg.generic {indexing_maps = [affine_map<(d0) -> ()>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%s : f32) outs(%e : tensor<4xf32>) {
   ^bb0(%a: f32, %b: f32):
     linalg.yield %a : f32
@@ -225,7 +225,7 @@ func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
 // -----
 
 // A scalar loss: its gradient would be lost.
-// expected-error @+1 {{'func.func' op cannot be differentiated: result 0 is a scalar f32 that depends on the arguments, and tamoe-differentiate takes gradients of ranked float tensors (return it as tensor<f32>)}}
+// expected-error @+1 {{'func.func' op cannot be differentiated: result 0 is a f32 that depends on the arguments, and tamoe-differentiate takes gradients of ranked float tensors (return it as tensor<f32>)}}
 func.func @f(%x: tensor<4xf32>) -> f32 {
   %c0 = arith.constant 0 : index
   %s = tensor.extract %x[%c0] : tensor<4xf32>
@@ -258,5 +258,40 @@ func.func @f(%i: tensor<4xi32>) -> tensor<4xf32> {
 }
 func.func @g(%i: tensor<4xi32>, %d: tensor<4xf32>) {
   %y = tamoe.vjp @f(%i) cotangents(%d) : (tensor<4xi32>), (tensor<4xf32>) -> (tensor<4xf32>), ()
+  return
+}
+
+// -----
+
+// A value a linalg op's region reads from above: a captured scalar, or a
+// gather from a tensor. Its rule differentiates the operands only.
+func.func @f(%x: tensor<4xf32>, %y: tensor<4xf32>) -> tensor<4xf32> {
+  %c0 = arith.constant 0 : index
+  %s = tensor.extract %x[%c0] : tensor<4xf32>
+  %e = tensor.empty() : tensor<4xf32>
+  // expected-error @+1 {{'linalg.generic' op cannot be differentiated: it reads a f32 inside its region that depends on the arguments}}
+  %r = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%y : tensor<4xf32>) outs(%e : tensor<4xf32>) {
+  ^bb0(%a: f32, %b: f32):
+    %m = arith.mulf %a, %s : f32
+    linalg.yield %m : f32
+  } -> tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %y: tensor<4xf32>, %d: tensor<4xf32>) {
+  %r, %dx, %dy = tamoe.vjp @f(%x, %y) cotangents(%d) : (tensor<4xf32>, tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+// An unranked tensor carries the gradient too.
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %u = tensor.cast %x : tensor<4xf32> to tensor<*xf32>
+  // expected-error @+1 {{'tensor.cast' op cannot be differentiated: it reads a tensor<*xf32> that depends on the arguments}}
+  %r = tensor.cast %u : tensor<*xf32> to tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x) cotangents(%d) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
   return
 }
