@@ -20,9 +20,12 @@ if(TAMOE_BUILD_RUNTIME)
   list(APPEND tamoe_libraries tamoe_rt)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/runtime/include/tamoe_rt
           DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-  if(TARGET tamoe-reference)
-    install(TARGETS tamoe-reference RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-  endif()
+  # tamoe-topo calibrate and validate run it from tamoe-topo's directory.
+  foreach(tool tamoe-reference tamoe-topo-measure)
+    if(TARGET ${tool})
+      install(TARGETS ${tool} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+    endif()
+  endforeach()
 endif()
 install(TARGETS ${tamoe_libraries} EXPORT TAMoETargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
@@ -32,7 +35,8 @@ install(TARGETS tamoe-opt tamoe-topo tamoe-topo-mlir RUNTIME DESTINATION ${CMAKE
 
 # Installed tools and the plugin find libLLVM.so / libMLIR.so where they
 # were linked from (Debian's /usr/lib/llvm-22/lib is not in ld.so's cache).
-foreach(target tamoe-opt tamoe-topo-mlir tamoe-reference TAMoEPlugin)
+foreach(target tamoe-opt tamoe-topo-mlir tamoe-reference tamoe-topo-measure
+        TAMoEPlugin)
   if(TARGET ${target})
     set_property(TARGET ${target} APPEND PROPERTY INSTALL_RPATH
                  "${LLVM_LIBRARY_DIR}")

@@ -592,14 +592,20 @@ Error validateCluster(const Run &run) {
   for (size_t s = 0; s < schedules.size(); ++s)
     os << "---:|---:|---:|";
   os << "\n";
-  double worst = 1;
+  double worst = 0;
   std::string worstAt;
   for (const Row &row : rows) {
     os << "| " << row.bytes << " |";
     for (size_t s = 0; s < schedules.size(); ++s) {
-      double ratio = row.predicted[s] / row.measured[s];
+      // Nothing predicted (no row leaves a rank of a single-rank cluster):
+      // no ratio to take.
+      bool comparable = row.predicted[s] > 0 && row.measured[s] > 0;
+      double ratio = comparable ? row.predicted[s] / row.measured[s] : 0;
       os << formatv(" {0} | {1} | {2} |", formatFixed(row.measured[s], 1),
-                    formatFixed(row.predicted[s], 1), formatFixed(ratio, 2));
+                    formatFixed(row.predicted[s], 1),
+                    comparable ? formatFixed(ratio, 2) : std::string("-"));
+      if (!comparable)
+        continue;
       double off = std::max(ratio, 1 / ratio);
       if (off > worst) {
         worst = off;
@@ -610,7 +616,10 @@ Error validateCluster(const Run &run) {
     }
     os << "\n";
   }
-  os << formatv("\nWorst: {0} ({1}x off)\n", worstAt, formatFixed(worst, 2));
+  if (worstAt.empty())
+    os << "\nWorst: none (no prediction to compare: nothing crosses a link)\n";
+  else
+    os << formatv("\nWorst: {0} ({1}x off)\n", worstAt, formatFixed(worst, 2));
   if (maxRatio > 0 && worst > maxRatio)
     return createStringError(inconvertibleErrorCode(),
                              formatv("a prediction is {0}x off the "
