@@ -345,6 +345,10 @@ private:
                          intptr_t rows, intptr_t hidden,
                          const int32_t *positions, const float *weights,
                          intptr_t tokens, intptr_t k, void *combined);
+  /// The sizes, pointers and overlap chunk and unchunk share (in a frame).
+  Status checkPart(const void *rows, int64_t rowsCapacity, int64_t rowBytes,
+                   const int32_t *counts, int64_t numCounts,
+                   const void *chunkRows, int64_t chunkCapacity) const;
   /// tamoe_rt_map on elements of `dtype` (f32, bf16 or f16).
   Status mapElements(tamoe_rt_map_t op, tamoe_rt_dtype_t dtype, const void *a,
                      const void *b, intptr_t n, void *out);

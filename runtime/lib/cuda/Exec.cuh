@@ -451,6 +451,20 @@ Status CudaBackend::Frame::run(Queue &&queue, const Describe &describe) {
   return backend_.endOperation(failure, describe);
 }
 
+/// What a kExpertOutOfRange names: "expert_ids[t, j] = v is out of range
+/// [0, E)", of ids [tokens, k].
+inline std::string expertIdOutOfRange(const DeviceStatus &e, int64_t k) {
+  return entry("expert_ids", e.a, k) + " = " + num(e.b) +
+         " is out of range [0, " + num(e.c) + ")";
+}
+
+/// What a kPositionOutOfRange names: "positions[t, j] = p is past the R rows
+/// of expert_outputs", of positions [tokens, k].
+inline std::string positionPastRows(const DeviceStatus &e, int64_t k) {
+  return entry("positions", e.a, k) + " = " + num(e.b) + " is past the " +
+         num(e.c) + " rows of expert_outputs";
+}
+
 /// The describe of an operation whose kernels find nothing wrong in its
 /// data (their failures are CUDA's own).
 inline std::string noMessage(const DeviceStatus &) { return std::string(); }

@@ -227,8 +227,7 @@ Status CudaBackend::gateGrad(const float *probs, const int32_t *expertIds,
       },
       [=](const DeviceStatus &e) {
         if (e.kind == kExpertOutOfRange)
-          return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-                 " is out of range [0, " + num(e.c) + ")";
+          return expertIdOutOfRange(e, k);
         return std::string();
       });
 }
@@ -272,8 +271,7 @@ Status CudaBackend::combineGrad(const float *expertOutputs, intptr_t rows,
       },
       [=](const DeviceStatus &e) {
         if (e.kind == kPositionOutOfRange)
-          return entry("positions", e.a, k) + " = " + num(e.b) +
-                 " is past the " + num(e.c) + " rows of expert_outputs";
+          return positionPastRows(e, k);
         return std::string();
       });
 }
@@ -324,9 +322,7 @@ Status CudaBackend::auxLossGrad(const int32_t *expertIds,
       },
       [=](const DeviceStatus &e) {
         if (e.kind == kExpertOutOfRange)
-          return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-                 " is out of range [0, " + num(e.c) +
-                 ") (negative ids are not counted)";
+          return expertIdOutOfRange(e, k) + " (negative ids are not counted)";
         return std::string();
       });
 }

@@ -550,8 +550,7 @@ Status CudaBackend::dispatch(const void *tokens, intptr_t numTokens,
       },
       [=](const DeviceStatus &e) {
         if (e.kind == kExpertOutOfRange)
-          return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-                 " is out of range [0, " + num(e.c) + ")";
+          return expertIdOutOfRange(e, k);
         if (e.kind == kRowsExceedCapacity)
           return num(e.a) + " rows to write exceed dispatched_capacity " +
                  num(e.b);
@@ -635,8 +634,7 @@ Status CudaBackend::combineElements(tamoe_rt_dtype_t dtype,
       },
       [=](const DeviceStatus &e) {
         if (e.kind == kPositionOutOfRange)
-          return entry("positions", e.a, k) + " = " + num(e.b) +
-                 " is past the " + num(e.c) + " rows of expert_outputs";
+          return positionPastRows(e, k);
         return std::string();
       });
 }
@@ -706,9 +704,7 @@ Status CudaBackend::auxLoss(const float *probs, const int32_t *expertIds,
       },
       [=](const DeviceStatus &e) {
         if (e.kind == kExpertOutOfRange)
-          return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-                 " is out of range [0, " + num(e.c) +
-                 ") (negative ids are not counted)";
+          return expertIdOutOfRange(e, k) + " (negative ids are not counted)";
         return std::string();
       });
 }
@@ -1370,38 +1366,42 @@ std::string describePart(const DeviceStatus &e, bool chunk, int64_t index,
   return countsError(e);
 }
 
-/// The sizes chunk and unchunk share, checked: the bytes of the rows and of
-/// the chunk's rows.
-Status partBytes(int64_t rowsCapacity, int64_t rowBytes, int64_t numCounts,
-                 int64_t chunkCapacity, int64_t &rowsBytes,
-                 int64_t &chunkBytes) {
+} // namespace
+
+Status CudaBackend::checkPart(const void *rows, int64_t rowsCapacity,
+                              int64_t rowBytes, const int32_t *counts,
+                              int64_t numCounts, const void *chunkRows,
+                              int64_t chunkCapacity) const {
   if (rowsCapacity < 0 || rowBytes < 0 || numCounts < 0 || chunkCapacity < 0)
     return invalid("negative size");
+  int64_t rowsBytes, chunkBytes;
   if (!multiply(rowsCapacity, rowBytes, rowsBytes) ||
       !multiply(chunkCapacity, rowBytes, chunkBytes) ||
       numCounts > INT_MAX - 1)
     return invalid("sizes overflow");
+  if (Status s = checkOperands({{rows, rowsBytes, "rows"},
+                                {counts, numCounts * 4, "counts"},
+                                {chunkRows, chunkBytes, "chunk_rows"}});
+      !s.ok())
+    return s;
+  if (overlap(rows, rowsBytes, chunkRows, chunkBytes))
+    return invalid("rows and chunk_rows overlap");
   return Status::success();
 }
-} // namespace
 
 Status CudaBackend::chunk(const void *rows, intptr_t rowsCapacity,
                           intptr_t rowBytes, const int32_t *counts,
                           intptr_t numCounts, intptr_t index, intptr_t chunks,
                           void *chunkRows, intptr_t chunkCapacity,
                           int32_t *chunkCounts) {
-  int64_t rowsBytes, chunkBytes;
-  if (Status s = partBytes(rowsCapacity, rowBytes, numCounts, chunkCapacity,
-                           rowsBytes, chunkBytes);
-      !s.ok())
-    return s;
-  Frame frame(*this, {{rows, rowsBytes, "rows"},
-                      {counts, numCounts * 4, "counts"},
-                      {chunkRows, chunkBytes, "chunk_rows"}});
+  // The parts' checks in the frame's device scope, chunk_counts last.
+  Frame frame(*this, {});
   if (!frame.ok())
     return frame.status();
-  if (overlap(rows, rowsBytes, chunkRows, chunkBytes))
-    return invalid("rows and chunk_rows overlap");
+  if (Status s = checkPart(rows, rowsCapacity, rowBytes, counts, numCounts,
+                           chunkRows, chunkCapacity);
+      !s.ok())
+    return s;
   if (Status s = checkOperands({{chunkCounts, numCounts * 4, "chunk_counts"}});
       !s.ok())
     return s;
@@ -1422,18 +1422,13 @@ Status CudaBackend::unchunk(const void *chunkRows, intptr_t chunkCapacity,
                             intptr_t numCounts, intptr_t index,
                             intptr_t chunks, void *rows,
                             intptr_t rowsCapacity) {
-  int64_t rowsBytes, chunkBytes;
-  if (Status s = partBytes(rowsCapacity, rowBytes, numCounts, chunkCapacity,
-                           rowsBytes, chunkBytes);
-      !s.ok())
-    return s;
-  Frame frame(*this, {{rows, rowsBytes, "rows"},
-                      {counts, numCounts * 4, "counts"},
-                      {chunkRows, chunkBytes, "chunk_rows"}});
+  Frame frame(*this, {});
   if (!frame.ok())
     return frame.status();
-  if (overlap(rows, rowsBytes, chunkRows, chunkBytes))
-    return invalid("rows and chunk_rows overlap");
+  if (Status s = checkPart(rows, rowsCapacity, rowBytes, counts, numCounts,
+                           chunkRows, chunkCapacity);
+      !s.ok())
+    return s;
   return frame.run(
       [&](CudaExec &x) {
         runUnchunk(x,
@@ -1473,8 +1468,7 @@ Status CudaBackend::chunkPositions(const int32_t *positions,
         if (e.kind == kNegativeCount)
           return "counts[" + num(e.a) + "] = " + num(e.b) + " is negative";
         if (e.kind == kExpertOutOfRange)
-          return entry("expert_ids", e.a, k) + " = " + num(e.b) +
-                 " is out of range [0, " + num(e.c) + ")";
+          return expertIdOutOfRange(e, k);
         if (e.kind == kPositionOutsideBlock) {
           // The block's bounds, for the message: the counts are small, and this
           // is the failure path.
