@@ -533,36 +533,35 @@ TEST(TcpLauncher, InitOverTcpFailsEveryRankAlike) {
       return 0;
     };
   };
+  // The cpu backend's refusal; `why` says why the ranks met over TCP (a
+  // runtime without MPI says that instead).
+  auto cpuRefusal = [](const char *why) {
+    return std::string("TAMOE_RT_ERROR_BACKEND_UNAVAILABLE: tamoe_rt_init: "
+                       "rank 0: the cpu backend exchanges rows over MPI, ") +
+           (TAMOE_RT_HAVE_MPI ? why
+                              : "and this runtime was built without MPI "
+                                "(TAMOE_RUNTIME_MPI=OFF): use the cuda "
+                                "backend, or build the runtime with MPI");
+  };
   std::vector<Outcome> outcomes =
       runRanks({0, 1}, 2, 1, port, init(TAMOE_RT_BACKEND_CPU));
   ASSERT_EQ(outcomes.size(), 2u);
   for (const Outcome &outcome : outcomes)
     EXPECT_EQ(outcome.text,
-              std::string("TAMOE_RT_ERROR_BACKEND_UNAVAILABLE: tamoe_rt_init: "
-                          "rank 0: the cpu backend exchanges rows over MPI, ") +
-                  (TAMOE_RT_HAVE_MPI
-                       ? "but this process was started with torchrun's "
+              cpuRefusal("but this process was started with torchrun's "
                          "variables and no MPI launcher, so ranks meet over "
                          "TCP: start the ranks with mpirun (or set "
-                         "TAMOE_RT_LAUNCHER=mpi), or use the cuda backend"
-                       : "and this runtime was built without MPI "
-                         "(TAMOE_RUNTIME_MPI=OFF): use the cuda backend, or "
-                         "build the runtime with MPI"));
+                         "TAMOE_RT_LAUNCHER=mpi), or use the cuda backend"));
   // TCP because TAMOE_RT_LAUNCHER says so: the message names it.
   port = freePort();
   outcomes = runRanks({0, 1}, 2, 1, port, init(TAMOE_RT_BACKEND_CPU, true));
   ASSERT_EQ(outcomes.size(), 2u);
   for (const Outcome &outcome : outcomes)
     EXPECT_EQ(outcome.text,
-              std::string("TAMOE_RT_ERROR_BACKEND_UNAVAILABLE: tamoe_rt_init: "
-                          "rank 0: the cpu backend exchanges rows over MPI, ") +
-                  (TAMOE_RT_HAVE_MPI
-                       ? "but TAMOE_RT_LAUNCHER=tcp makes the ranks meet over "
+              cpuRefusal("but TAMOE_RT_LAUNCHER=tcp makes the ranks meet over "
                          "TCP: unset it (or set TAMOE_RT_LAUNCHER=mpi) and "
-                         "start the ranks with mpirun, or use the cuda backend"
-                       : "and this runtime was built without MPI "
-                         "(TAMOE_RUNTIME_MPI=OFF): use the cuda backend, or "
-                         "build the runtime with MPI"));
+                         "start the ranks with mpirun, or use the cuda "
+                         "backend"));
   port = freePort();
   outcomes = runRanks({0, 1}, 2, 1, port, init(TAMOE_RT_BACKEND_CUDA));
   ASSERT_EQ(outcomes.size(), 2u);
