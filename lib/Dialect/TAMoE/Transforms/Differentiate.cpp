@@ -16,6 +16,7 @@
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Transforms/RegionUtils.h"
 
 namespace mlir::tamoe {
@@ -254,12 +255,22 @@ DifferentiatePass::differentiate(func::FuncOp function) {
   for (Operation &op : body.without_terminator()) {
     if (llvm::none_of(readOperands(&op), isActive))
       continue;
-    // Only values that results carry out of a region matter.
-    if (op.getNumRegions() > 0 && !isa<linalg::LinalgOp>(op) &&
-        op.getNumResults() > 0)
+    if (op.getNumRegions() > 0 && !isa<linalg::LinalgOp>(op))
       return op.emitOpError()
              << "cannot be differentiated: tamoe-differentiate takes "
                 "straight-line code (no regions, loops or branches)";
+    // Activity follows values: one written to memory (a store, a copy, a
+    // linalg op on buffers) and read back later would lose its gradient.
+    // (An op of unknown effects with results is named where a gradient
+    // reaches them: it has no rule.)
+    auto effects = dyn_cast<MemoryEffectOpInterface>(&op);
+    bool writes = effects ? effects.hasEffect<MemoryEffects::Write>()
+                          : op.getNumResults() == 0 && !isMemoryEffectFree(&op);
+    if (writes)
+      return op.emitOpError()
+             << "cannot be differentiated: it writes a value that depends on "
+                "the arguments to memory, where tamoe-differentiate cannot "
+                "follow it";
     for (Value result : op.getResults())
       if (isDifferentiable(result.getType()))
         active.insert(result);

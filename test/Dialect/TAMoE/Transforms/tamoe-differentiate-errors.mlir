@@ -295,3 +295,20 @@ func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
   %y, %dx = tamoe.vjp @f(%x) cotangents(%d) : (tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
   return
 }
+
+// -----
+
+// A value written to memory and read back: activity follows values only.
+func.func @f(%x: tensor<4xf32>, %m: memref<4xf32>) -> tensor<4xf32> {
+  %c0 = arith.constant 0 : index
+  %s = tensor.extract %x[%c0] : tensor<4xf32>
+  // expected-error @+1 {{'memref.store' op cannot be differentiated: it writes a value that depends on the arguments to memory, where tamoe-differentiate cannot follow it}}
+  memref.store %s, %m[%c0] : memref<4xf32>
+  %t = bufferization.to_tensor %m : memref<4xf32> to tensor<4xf32>
+  %y = arith.addf %t, %x : tensor<4xf32>
+  return %y : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %m: memref<4xf32>, %d: tensor<4xf32>) {
+  %y, %dx = tamoe.vjp @f(%x, %m) cotangents(%d) : (tensor<4xf32>, memref<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>)
+  return
+}
