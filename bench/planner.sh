@@ -48,7 +48,7 @@ clusters=("$root"/configs/clusters/*.json)
   echo
   echo "## Planner run time"
   echo
-  echo "\`plan\`: all five policies, every schedule, closed form."
+  echo "\`plan\`: all six policies, every schedule, closed form."
   echo "\`routed\`: the explicit P x P traffic of one pattern, flat schedule."
   echo
   echo '```'

@@ -24,7 +24,8 @@ static std::string overview() {
           llvm::formatv("  --{0,-34} {1}\n", name, info->getPassDescription());
   for (llvm::StringRef name :
        {"tamoe-plan-dispatch", "tamoe-inject-topology-aux-loss",
-        "tamoe-hierarchical-all-to-all", "tamoe-expand-gate",
+        "tamoe-overlap", "tamoe-hierarchical-all-to-all", "tamoe-differentiate",
+        "tamoe-schedule-exchanges", "tamoe-expand-gate",
         "convert-tamoe-to-runtime", "tamoe-finalize-device-resident"})
     if (const mlir::PassInfo *info = mlir::PassInfo::lookup(name))
       text +=

@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 
 #include <cmath>
+#include <map>
 
 using namespace tamoe::planner;
 using tamoe::topology::Level;
@@ -177,7 +178,7 @@ TEST(CostModelTest, UniqueTokensOfAPartMatchTheChunkedDispatch) {
   Topology topology =
       makeTree({{"node", 2, 100, 100, 1, LinkSharing::PerRank, 0.5},
                 {"cluster", 4, 10, 10, 10, LinkSharing::PerRank, 2}});
-  const int64_t tokens = 20000, k = 2, nodes = 4, experts = 16, chunks = 4;
+  const int64_t tokens = 20000, k = 2, nodes = 4, experts = 16;
   const int64_t perNode = experts / nodes;
   std::vector<std::vector<int64_t>> rowsOf(experts); // a token per row
   uint64_t state = 12345;
@@ -188,8 +189,11 @@ TEST(CostModelTest, UniqueTokensOfAPartMatchTheChunkedDispatch) {
   for (int64_t t = 0; t < tokens; ++t)
     for (int64_t j = 0; j < k; ++j)
       rowsOf[next() % experts].push_back(t);
-  std::vector<double> wholeLayer(nodes), allParts(nodes);
-  for (int64_t parts : {int64_t(1), chunks}) {
+  // Unique rows to each node, summed over the parts, for 1, 4 and 16 parts.
+  std::map<int64_t, std::vector<double>> rowsToNode;
+  for (int64_t parts : {1, 4, 16}) {
+    std::vector<double> &allParts = rowsToNode[parts];
+    allParts.assign(nodes, 0);
     Workload workload{tokens / parts, 256, 2, k};
     Traffic traffic = expectedTraffic(topology, uniform(topology), workload);
     for (int64_t c = 0; c < parts; ++c) {
@@ -204,15 +208,23 @@ TEST(CostModelTest, UniqueTokensOfAPartMatchTheChunkedDispatch) {
         double simulated = 0;
         for (char reached : reaches[m])
           simulated += reached;
-        (parts == 1 ? wholeLayer : allParts)[m] += simulated;
+        allParts[m] += simulated;
+        // A part of 16 has too few tokens (1250) to match within 3%.
         double modelled = traffic.uniqueTokens[m]; // rank 0's
-        EXPECT_NEAR(simulated, modelled, 0.03 * modelled)
-            << "part " << c << " of " << parts << ", node " << m;
+        if (parts <= 4)
+          EXPECT_NEAR(simulated, modelled, 0.03 * modelled)
+              << "part " << c << " of " << parts << ", node " << m;
       }
     }
   }
-  for (int64_t m = 0; m < nodes; ++m)
-    EXPECT_LT(allParts[m], 1.01 * wholeLayer[m]) << "node " << m;
+  // Only a token at a part's edge, where two experts' cuts differ, reaches
+  // a node in two parts: docs/passes.md quotes these bounds.
+  for (int64_t m = 0; m < nodes; ++m) {
+    double whole = rowsToNode[1][m];
+    EXPECT_LT(rowsToNode[4][m], 1.01 * whole) << "node " << m;
+    EXPECT_LT(rowsToNode[16][m], 1.03 * whole) << "node " << m;
+    EXPECT_GT(rowsToNode[16][m], rowsToNode[4][m]) << "node " << m;
+  }
 }
 
 TEST(PolicyTest, PatternsAreValidOnEveryCluster) {
