@@ -471,8 +471,8 @@ static JSONStructure scanStructure(StringRef text, size_t depthLimit) {
   return result;
 }
 
-Expected<Topology> tamoe::topology::parseTopologyJSON(StringRef text,
-                                                      StringRef source) {
+Expected<json::Value> tamoe::topology::parseJSON(StringRef text,
+                                                 StringRef source) {
   JSONStructure structure = scanStructure(text, kMaxJSONDepth);
   if (structure.tooDeep)
     return createStringError(inconvertibleErrorCode(),
@@ -486,6 +486,14 @@ Expected<Topology> tamoe::topology::parseTopologyJSON(StringRef text,
   if (structure.duplicate)
     return createStringError(inconvertibleErrorCode(),
                              source + ": " + *structure.duplicate);
+  return root;
+}
+
+Expected<Topology> tamoe::topology::parseTopologyJSON(StringRef text,
+                                                      StringRef source) {
+  Expected<json::Value> root = parseJSON(text, source);
+  if (!root)
+    return root.takeError();
   Expected<Topology> topology = parseTopology(*root);
   if (!topology)
     return createStringError(inconvertibleErrorCode(),

@@ -902,12 +902,21 @@ static Expected<MeasuredTraffic> readTraffic(const topo::Topology &topology,
   ErrorOr<std::unique_ptr<MemoryBuffer>> buffer = MemoryBuffer::getFile(path);
   if (!buffer)
     return error("cannot read file: " + buffer.getError().message());
-  Expected<json::Value> root = json::parse((*buffer)->getBuffer());
+  Expected<json::Value> root = topo::parseJSON((*buffer)->getBuffer(), path);
   if (!root)
-    return error("invalid JSON: " + toString(root.takeError()));
+    return root.takeError();
   const json::Object *object = root->getAsObject();
   if (!object)
     return error("expected an object");
+  // A misspelt key would leave its part unchecked ("mesured": nothing is
+  // compared, and the check passes).
+  for (const json::Object::value_type *entry : json::sortedElements(*object))
+    if (!is_contained({"row_bytes", "topk", "assignments", "unique_tokens",
+                       "measured"},
+                      StringRef(entry->first)))
+      return error("unknown field '" + entry->first.str() +
+                   "' (row_bytes, topk, assignments, unique_tokens, "
+                   "measured)");
   MeasuredTraffic result;
   for (auto [key, out] : {std::pair<StringRef, int64_t *>{
                               "row_bytes", &result.workload.hidden},
@@ -950,6 +959,8 @@ static Expected<MeasuredTraffic> readTraffic(const topo::Topology &topology,
                              format("%g", sent), format("%g", sent / double(k)),
                              k));
     }
+  if (object->get("measured") && !object->getObject("measured"))
+    return error("measured: expected an object of schedules");
   if (const json::Object *measured = object->getObject("measured")) {
     for (const json::Object::value_type *entry :
          json::sortedElements(*measured))
@@ -1003,6 +1014,12 @@ static int evaluateTraffic(const topo::Topology &topology) {
       for (const StageCost &stage : cost.stages) {
         within += stage.sentWithinNode[rank];
         across += stage.sentAcrossNodes[rank];
+      }
+      if (!std::isfinite(within) || !std::isfinite(across)) {
+        outs().flush();
+        return fail(formatv("{0}: the bytes rank {1} sends overflow: "
+                            "row_bytes times the assignments is too large",
+                            trafficPath, rank));
       }
       outs() << formatv("  rank {0}: {1} within, {2} across", rank,
                         format("%.0f", within), format("%.0f", across));

@@ -89,6 +89,13 @@ struct Topology {
 /// integer >= 1, got 0".
 llvm::Error verify(const Topology &topology);
 
+/// Parses JSON text read from a file, as every tamoe tool reads one: text
+/// nested deeper than 64 levels is refused before the parser recurses into
+/// it, and so is an object with a key twice ("<source>: levels[1]: duplicate
+/// key 'fanout'"), which the parser would silently resolve to the last.
+llvm::Expected<llvm::json::Value> parseJSON(llvm::StringRef text,
+                                            llvm::StringRef source);
+
 /// Parses and verifies a topology from JSON text (the format is documented in
 /// Topology.cpp and docs/topology.md). `source` names the text in error
 /// messages ("<source>: <field>: <reason>", one line). Unknown fields and
