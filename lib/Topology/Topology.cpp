@@ -57,6 +57,10 @@ using namespace tamoe::topology;
 /// overflow.
 static constexpr int64_t kMaxFanout = int64_t(1) << 20;
 static constexpr int64_t kMaxRanks = int64_t(1) << 24;
+/// Fanout-1 levels add no ranks, so the rank bound does not bound the
+/// depth; the cost model's evaluation is cubic in it (a 2000-level file
+/// took minutes to plan).
+static constexpr size_t kMaxLevels = 32;
 
 /// Deeper JSON is rejected before llvm::json::parse sees it: the parser
 /// recurses once per nesting level and overflows the stack near 50000 levels,
@@ -177,6 +181,9 @@ Error tamoe::topology::verify(const Topology &topology) {
     return fieldError("description", "must be valid UTF-8");
   if (topology.levels.empty())
     return fieldError("levels", "expected at least one level");
+  if (topology.levels.size() > kMaxLevels)
+    return fieldError("levels", formatv("expected at most {0} levels, got {1}",
+                                        kMaxLevels, topology.levels.size()));
   StringSet<> names;
   int64_t ranks = 1;
   for (auto [index, level] : enumerate(topology.levels)) {

@@ -597,6 +597,16 @@ TEST(TopologyVerifyTest, MessagesHaveNoSource) {
   topology.levels = {makeLevel("node", 1 << 20), makeLevel("rack", 16)};
   EXPECT_EQ(verifyError(topology), "");
 
+  // Fanout-1 levels add no ranks; the depth has its own bound.
+  topology.levels.clear();
+  for (int level = 0; level < 33; ++level)
+    topology.levels.push_back(
+        makeLevel(("l" + std::to_string(level)).c_str(), 1));
+  EXPECT_EQ(verifyError(topology),
+            "levels: expected at most 32 levels, got 33");
+  topology.levels.pop_back();
+  EXPECT_EQ(verifyError(topology), "");
+
   topology.levels = {makeLevel("node", 2), makeLevel("", 2)};
   EXPECT_EQ(verifyError(topology), "levels[1].name: must not be empty");
   topology.levels = {makeLevel("a\nb", 2), makeLevel("a\nb", 2)};

@@ -82,7 +82,7 @@ struct Topology {
   int lowestCommonLevel(int64_t a, int64_t b) const;
 };
 
-/// Checks every invariant (non-empty UTF-8 names, at least one level, unique
+/// Checks every invariant (non-empty UTF-8 names, 1 to 32 levels, unique
 /// level names, integral fanout in [1, 2^20] with at most 2^24 ranks in all,
 /// bandwidths in [0.001, 100000] GB/s, latency in [0, 1000000] us). The error
 /// is one line that names the field, e.g. "levels[1].fanout: expected an
