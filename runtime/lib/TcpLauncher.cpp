@@ -102,7 +102,7 @@ bool setNonBlocking(int fd) {
 
 /// A non-blocking listening socket on `port` (0: any), or -1 and `error`.
 int listenOn(uint16_t port, std::string &error) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     error = "socket: " + errnoText();
     return -1;
@@ -129,6 +129,18 @@ uint16_t portOf(int fd) {
   return ntohs(address.sin_port);
 }
 
+/// This end's IPv4 address (network order) on a connected socket.
+uint32_t localIpOf(int fd) {
+  sockaddr_in address{};
+  socklen_t length = sizeof address;
+  getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length);
+  return address.sin_addr.s_addr;
+}
+
+bool isLoopback(uint32_t networkOrder) {
+  return ntohl(networkOrder) >> 24 == 127;
+}
+
 std::string ipText(uint32_t networkOrder) {
   char text[INET_ADDRSTRLEN] = "?";
   in_addr address{};
@@ -146,11 +158,12 @@ void configure(int fd) {
 }
 
 /// Accepts a pending connection of a non-blocking listener: the socket
-/// and the peer's IPv4 address (network order), or -1.
+/// and the peer's IPv4 address (network order), or -1 and errno.
 int acceptFrom(int listener, uint32_t &ip) {
   sockaddr_in address{};
   socklen_t length = sizeof address;
-  int fd = ::accept(listener, reinterpret_cast<sockaddr *>(&address), &length);
+  int fd = ::accept4(listener, reinterpret_cast<sockaddr *>(&address), &length,
+                     SOCK_CLOEXEC);
   if (fd >= 0) {
     configure(fd);
     ip = address.sin_addr.s_addr;
@@ -165,7 +178,7 @@ int connectTo(uint32_t ip, uint16_t port, Clock::time_point deadline,
               std::string &error) {
   error = "no attempt";
   while (Clock::now() < deadline) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       error = "socket: " + errnoText();
       return -1;
@@ -288,6 +301,146 @@ std::string readFrame(int fd, uint32_t op, size_t maxBytes,
   return readExact(fd, got.length, payload, deadline);
 }
 
+/// A peer's text as this rank reports it: control bytes (a terminal's
+/// escapes, a NUL that would cut the message) become '?'.
+std::string printable(std::string text) {
+  for (char &c : text)
+    if (uint8_t(c) < 0x20 || c == 0x7f)
+      c = '?';
+  return text;
+}
+
+/// Connections accepted on a listener, each read until it has sent its
+/// greeting: a fixed number of bytes (a hello, a join). Anyone may connect,
+/// so a connection is dropped, and counted with the first reason, when it
+/// closes early, sends no full greeting within kGreetingSeconds, or is the
+/// oldest of more than `cap` waiting at once; and when the process runs
+/// out of file descriptors the listener rests instead of waking poll again
+/// at once.
+class Greetings {
+public:
+  static constexpr int kGreetingSeconds = 5;
+  struct Greeting {
+    int fd;
+    uint32_t ip;
+    std::string bytes;
+  };
+
+  Greetings(int listener, size_t bytes, size_t cap, const char *what)
+      : listener(listener), bytes(bytes), cap(cap), what(what) {}
+  ~Greetings() {
+    for (Pending &p : pending)
+      closeSocket(p.fd);
+  }
+
+  /// Waits until `deadline` (at most a second) for connections and bytes;
+  /// the greetings completed meanwhile, whose sockets are the caller's.
+  std::vector<Greeting> next(Clock::time_point deadline) {
+    Clock::time_point now = Clock::now(), wake = deadline;
+    bool resting = now < restUntil;
+    if (resting)
+      wake = std::min(wake, restUntil);
+    for (const Pending &p : pending)
+      wake = std::min(wake, p.since + std::chrono::seconds(kGreetingSeconds));
+    std::vector<pollfd> fds{{resting ? -1 : listener, POLLIN, 0}};
+    for (const Pending &p : pending)
+      fds.push_back({p.fd, POLLIN, 0});
+    ::poll(fds.data(), fds.size(), millisecondsLeft(wake));
+    if (Clock::now() >= restUntil)
+      acceptAll();
+    std::vector<Greeting> complete;
+    for (Pending &p : pending) {
+      char buffer[64];
+      size_t want = std::min(bytes - p.bytes.size(), sizeof buffer);
+      ssize_t n = ::recv(p.fd, buffer, want, 0);
+      if (n > 0)
+        p.bytes.append(buffer, size_t(n));
+      else if (n == 0 ||
+               (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        drop(p.fd, p.ip,
+             str("closed after ", p.bytes.size(), " of ", bytes,
+                 " bytes of its ", what));
+      if (p.fd >= 0 && p.bytes.size() == bytes) {
+        complete.push_back({p.fd, p.ip, std::move(p.bytes)});
+        p.fd = -1;
+      } else if (p.fd >= 0 && Clock::now() - p.since >=
+                                  std::chrono::seconds(kGreetingSeconds)) {
+        drop(p.fd, p.ip,
+             str("sent ", p.bytes.size(), " of ", bytes, " bytes of its ", what,
+                 " in ", kGreetingSeconds, " s"));
+      }
+    }
+    pending.erase(std::remove_if(pending.begin(), pending.end(),
+                                 [](const Pending &p) { return p.fd < 0; }),
+                  pending.end());
+    return complete;
+  }
+
+  /// Closes a connection that will not join, for `why`.
+  void drop(int &fd, uint32_t ip, const std::string &why) {
+    if (dropped++ == 0)
+      firstDropped = str(ipText(ip), ": ", why);
+    closeSocket(fd);
+  }
+
+  /// "; ignored 2 connection(s) ... (first ...)", or "" when none was.
+  std::string note() const {
+    std::string text =
+        dropped ? str("; ignored ", dropped,
+                      " connection(s) that did not speak tamoe's protocol "
+                      "(first ",
+                      firstDropped, ")")
+                : "";
+    if (!acceptError.empty())
+      text += "; accepting connections failed: " + acceptError;
+    return text;
+  }
+
+private:
+  struct Pending {
+    int fd;
+    uint32_t ip;
+    std::string bytes;
+    Clock::time_point since;
+  };
+
+  void acceptAll() {
+    uint32_t ip = 0;
+    while (true) {
+      int fd = acceptFrom(listener, ip);
+      if (fd >= 0) {
+        if (pending.size() == cap)
+          dropOldest(str("closed with ", cap, " others waiting"));
+        pending.push_back({fd, ip, "", Clock::now()});
+        continue;
+      }
+      if (errno == EMFILE || errno == ENFILE) {
+        // The connection stays queued: make room, or rest a little.
+        acceptError = errnoText();
+        if (!pending.empty())
+          dropOldest("closed: this process is out of file descriptors");
+        else
+          restUntil = Clock::now() + std::chrono::milliseconds(50);
+      }
+      return;
+    }
+  }
+
+  void dropOldest(const std::string &why) {
+    Pending &oldest = pending.front();
+    drop(oldest.fd, oldest.ip, why);
+    pending.erase(pending.begin());
+  }
+
+  int listener;
+  size_t bytes, cap;
+  const char *what;
+  std::vector<Pending> pending;
+  Clock::time_point restUntil{};
+  int dropped = 0;
+  std::string firstDropped, acceptError;
+};
+
 //===----------------------------------------------------------------------===//
 // The environment
 //===----------------------------------------------------------------------===//
@@ -305,6 +458,27 @@ std::string readInteger(const char *name, int64_t minimum, int64_t maximum,
   if (errno || end == text || *end || parsed < minimum || parsed > maximum)
     return str(name, "='", text, "' is not ", range);
   value = parsed;
+  return "";
+}
+
+/// The port rank 0 listens on, and where it comes from (for messages):
+/// TAMOE_RT_MASTER_PORT, or the port above MASTER_PORT. MASTER_PORT itself
+/// is torch's: torchrun's agent serves its store there
+/// (TORCHELASTIC_USE_AGENT_STORE), as does torch.distributed's rank 0
+/// otherwise. "" or why not.
+std::string rendezvousPort(int64_t masterPort, int64_t &port,
+                           std::string &origin) {
+  if (nonEmptyEnv("TAMOE_RT_MASTER_PORT")) {
+    origin = "TAMOE_RT_MASTER_PORT";
+    return readInteger("TAMOE_RT_MASTER_PORT", 1, 65535, port,
+                       "a port in [1, 65535]");
+  }
+  origin = "MASTER_PORT + 1";
+  if (masterPort == 65535)
+    return "MASTER_PORT=65535 leaves no port above it for tamoe's "
+           "rendezvous (MASTER_PORT itself is torch's store's): set "
+           "TAMOE_RT_MASTER_PORT";
+  port = masterPort + 1;
   return "";
 }
 
@@ -354,41 +528,16 @@ size_t tableBytes(int64_t worldSize) {
 
 Status TcpLauncher::rendezvousAsRoot(int listener, const std::string &where,
                                      Clock::time_point deadline) {
-  struct Pending {
-    int fd;
-    uint32_t ip;
-    std::string hello;
-  };
-  std::vector<Pending> pending;
   std::vector<uint32_t> ips(worldSize, 0), ports(worldSize, 0);
   ports[0] = portOf(listener);
   int64_t joined = 1;
-  int ignored = 0, offender = -1;
-  std::string firstIgnored, fatal;
-  auto ignore = [&](Pending &p, const std::string &why) {
-    if (ignored++ == 0)
-      firstIgnored = str(ipText(p.ip), ": ", why);
-    closeSocket(p.fd);
-  };
+  std::string fatal;
+  // Tamoe ranks whose hello was wrong: they hear why, as the others do.
+  std::vector<int> offenders;
+  Greetings hellos(listener, tcp::kHelloBytes, size_t(worldSize) + 64, "hello");
   while (joined < worldSize && fatal.empty() && Clock::now() < deadline) {
-    std::vector<pollfd> fds{{listener, POLLIN, 0}};
-    for (const Pending &p : pending)
-      fds.push_back({p.fd, POLLIN, 0});
-    ::poll(fds.data(), fds.size(), millisecondsLeft(deadline));
-    uint32_t ip = 0;
-    for (int fd; (fd = acceptFrom(listener, ip)) >= 0;)
-      pending.push_back({fd, ip, ""});
-    for (Pending &p : pending) {
-      char buffer[tcp::kHelloBytes];
-      ssize_t n = ::recv(p.fd, buffer, tcp::kHelloBytes - p.hello.size(), 0);
-      if (n > 0)
-        p.hello.append(buffer, size_t(n));
-      else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-        ignore(p, str("closed after ", p.hello.size(), " of ", tcp::kHelloBytes,
-                      " bytes of its hello"));
-      if (p.fd < 0 || p.hello.size() < tcp::kHelloBytes)
-        continue;
-      Reader reader(p.hello);
+    for (Greetings::Greeting &hello : hellos.next(deadline)) {
+      Reader reader(hello.bytes);
       uint32_t magic = 0, version = 0, rank = 0, world = 0, port = 0;
       reader.u32(magic);
       reader.u32(version);
@@ -396,44 +545,40 @@ Status TcpLauncher::rendezvousAsRoot(int listener, const std::string &where,
       reader.u32(world);
       reader.u32(port);
       if (magic != tcp::kMagic) {
-        ignore(p, str("not a tamoe hello (magic 0x", std::hex, magic, ")"));
+        hellos.drop(hello.fd, hello.ip,
+                    str("not a tamoe hello (magic 0x", std::hex, magic, ")"));
         continue;
       }
       // A tamoe rank that is wrong fails the job: it would not join later.
+      std::string wrong;
       if (version != tcp::kVersion)
-        fatal = str("a rank at ", ipText(p.ip), " speaks protocol version ",
+        wrong = str("a rank at ", ipText(hello.ip), " speaks protocol version ",
                     version, ", rank 0 version ", tcp::kVersion,
                     " (different tamoe runtimes)");
       else if (world != uint32_t(worldSize))
-        fatal = str("rank ", rank, " at ", ipText(p.ip),
+        wrong = str("rank ", rank, " at ", ipText(hello.ip),
                     " has WORLD_SIZE=", world, ", rank 0 has ", worldSize);
       else if (rank < 1 || rank >= uint32_t(worldSize))
-        fatal = str("a process at ", ipText(p.ip), " says RANK=", rank,
+        wrong = str("a process at ", ipText(hello.ip), " says RANK=", rank,
                     ", outside [1, WORLD_SIZE=", worldSize, ")");
       else if (sockets[rank] >= 0)
-        fatal = str("two processes say RANK=", rank, " (at ", ipText(ips[rank]),
-                    " and ", ipText(p.ip), ")");
+        wrong = str("two processes say RANK=", rank, " (at ", ipText(ips[rank]),
+                    " and ", ipText(hello.ip), ")");
       else if (port < 1 || port > 65535)
-        fatal = str("rank ", rank, " listens on port ", port,
+        wrong = str("rank ", rank, " listens on port ", port,
                     ", which is not a port");
-      if (!fatal.empty()) {
-        // It hears why too, with the ranks that joined.
-        offender = p.fd;
-        p.fd = -1;
-        break;
+      if (!wrong.empty()) {
+        if (fatal.empty())
+          fatal = wrong;
+        offenders.push_back(hello.fd);
+        continue;
       }
-      sockets[rank] = p.fd;
-      ips[rank] = p.ip;
+      sockets[rank] = hello.fd;
+      ips[rank] = hello.ip;
       ports[rank] = port;
-      p.fd = -1;
       ++joined;
     }
-    pending.erase(std::remove_if(pending.begin(), pending.end(),
-                                 [](const Pending &p) { return p.fd < 0; }),
-                  pending.end());
   }
-  for (Pending &p : pending)
-    closeSocket(p.fd);
 
   Status status;
   if (!fatal.empty()) {
@@ -441,47 +586,48 @@ Status TcpLauncher::rendezvousAsRoot(int listener, const std::string &where,
                            "rendezvous at " + where + ": " + fatal);
   } else if (joined < worldSize) {
     std::string missing = unconnected(sockets, 1, worldSize);
-    std::string note =
-        ignored ? str("; ignored ", ignored,
-                      " connection(s) that did not speak tamoe's protocol "
-                      "(first ",
-                      firstIgnored, ")")
-                : "";
     status =
         timedOut(str("rank(s) ", missing, " did not join the rendezvous at ",
                      where, " within ", timeout,
                      " s (not started, crashed, or a wrong MASTER_ADDR/"
                      "MASTER_PORT)",
-                     note));
+                     hellos.note()));
   }
 
-  // The table, or the failure, to every rank that joined.
+  // The table, or the failure alone, to every rank that joined.
   std::random_device entropy;
   uint64_t session = uint64_t(entropy()) << 32 ^ entropy() ^
                      uint64_t(Clock::now().time_since_epoch().count());
-  std::string payload;
-  putU32(payload, uint32_t(status.code));
-  std::string message = status.message.substr(0, tcp::kMaxMessageBytes);
-  putU32(payload, uint32_t(message.size()));
-  payload += message;
-  putU64(payload, session);
-  for (int64_t r = 0; r < worldSize; ++r) {
-    putU32(payload, ips[r]);
-    putU32(payload, ports[r]);
-  }
-  std::string frame = tcp::encodeFrame(tcp::kTable << 8, payload);
+  auto tableFor = [&](int fd) {
+    std::string payload;
+    putU32(payload, uint32_t(status.code));
+    std::string message = status.message.substr(0, tcp::kMaxMessageBytes);
+    putU32(payload, uint32_t(message.size()));
+    payload += message;
+    putU64(payload, session);
+    // A rank that reached rank 0 over loopback shares its host: another
+    // host reaches it at the address it reached rank 0 at.
+    uint32_t here = localIpOf(fd);
+    for (int64_t r = 0; status.ok() && r < worldSize; ++r) {
+      putU32(payload, isLoopback(ips[r]) ? here : ips[r]);
+      putU32(payload, ports[r]);
+    }
+    return tcp::encodeFrame(tcp::kTable << 8, payload);
+  };
   for (int64_t r = 1; r < worldSize; ++r)
     if (sockets[r] >= 0 && status.ok()) {
-      std::string problem = writeAll(sockets[r], frame, deadline);
+      std::string problem =
+          writeAll(sockets[r], tableFor(sockets[r]), deadline);
       if (!problem.empty())
         status = communication(str("rendezvous at ", where, ": sending rank ",
                                    r, " the table failed: ", problem));
     } else if (sockets[r] >= 0) {
-      (void)writeAll(sockets[r], frame, deadlineAfter(1));
+      (void)writeAll(sockets[r], tableFor(sockets[r]), deadlineAfter(1));
     }
-  if (offender >= 0)
-    (void)writeAll(offender, frame, deadlineAfter(1));
-  closeSocket(offender);
+  for (int &fd : offenders) {
+    (void)writeAll(fd, tableFor(fd), deadlineAfter(1));
+    closeSocket(fd);
+  }
   return status;
 }
 
@@ -521,22 +667,24 @@ Status TcpLauncher::rendezvousAsWorker(const std::string &address,
   if (!problem.empty())
     return communication(
         str("rendezvous at ", where, ": no table from rank 0: ", problem));
+  // A failure carries no addresses, so that a rank whose WORLD_SIZE is
+  // not rank 0's reads why.
   Reader reader(table);
   uint32_t code, length;
   uint64_t session;
   std::string message;
   std::vector<uint32_t> ips(worldSize), ports(worldSize);
-  bool valid = reader.u32(code) && reader.u32(length) &&
-               length <= tcp::kMaxMessageBytes &&
+  bool valid = reader.u32(code) && code <= TAMOE_RT_ERROR_INTERNAL &&
+               reader.u32(length) && length <= tcp::kMaxMessageBytes &&
                reader.text(length, message) && reader.u64(session);
-  for (int64_t r = 0; valid && r < worldSize; ++r)
+  for (int64_t r = 0; valid && code == TAMOE_RT_SUCCESS && r < worldSize; ++r)
     valid = reader.u32(ips[r]) && reader.u32(ports[r]) && ports[r] <= 65535;
-  if (!valid || !reader.atEnd() || code > TAMOE_RT_ERROR_INTERNAL)
+  if (!valid || !reader.atEnd())
     return communication(str("rendezvous at ", where,
                              ": rank 0 sent a malformed table (", table.size(),
                              " bytes)"));
   if (code != TAMOE_RT_SUCCESS)
-    return Status::error(tamoe_rt_status_t(code), message);
+    return Status::error(tamoe_rt_status_t(code), printable(message));
 
   // The mesh: connect to every lower rank (rank 0's socket is the
   // rendezvous's), then accept every higher one.
@@ -554,40 +702,42 @@ Status TcpLauncher::rendezvousAsWorker(const std::string &address,
     }
     sockets[r] = fd;
   }
+  // Then every higher rank: a join frame (rank, session) each. Anything
+  // else is dropped as the rendezvous drops it.
   int64_t expected = worldSize - 1 - worldRank;
+  Greetings joins(listener, tcp::kHeaderBytes + 12, size_t(worldSize) + 64,
+                  "join");
   while (expected > 0 && Clock::now() < deadline) {
-    pollfd waiting{listener, POLLIN, 0};
-    ::poll(&waiting, 1, millisecondsLeft(deadline));
-    uint32_t ip = 0;
-    for (int fd; (fd = acceptFrom(listener, ip)) >= 0;) {
-      // A connection that is not a higher rank of this session is closed.
-      std::string payload;
-      bool valid = readFrame(fd, tcp::kJoin << 8, 12, payload,
-                             std::min(deadline, deadlineAfter(1)))
-                       .empty();
-      Reader fields(payload);
+    for (Greetings::Greeting &greeting : joins.next(deadline)) {
+      Header header = decodeHeader(greeting.bytes);
+      std::string body = greeting.bytes.substr(tcp::kHeaderBytes);
+      Reader fields(body);
       uint32_t rank = 0;
       uint64_t theirs = 0;
-      valid = valid && fields.u32(rank) && fields.u64(theirs) &&
-              theirs == session && int64_t(rank) > worldRank &&
-              int64_t(rank) < worldSize && sockets[rank] < 0;
-      if (!valid) {
-        closeSocket(fd);
+      bool valid = header.magic == tcp::kMagic &&
+                   header.op == tcp::kJoin << 8 && header.length == 12 &&
+                   fields.u32(rank) && fields.u64(theirs) &&
+                   theirs == session && int64_t(rank) > worldRank &&
+                   int64_t(rank) < worldSize && sockets[rank] < 0;
+      if (!valid || expected == 0) {
+        joins.drop(greeting.fd, greeting.ip,
+                   "not a join of a higher rank of this session");
         continue;
       }
-      sockets[rank] = fd;
+      sockets[rank] = greeting.fd;
       --expected;
     }
   }
   if (expected > 0) {
     std::string missing = unconnected(sockets, worldRank + 1, worldSize);
     return timedOut(str("rank(s) ", missing, " did not connect to rank ",
-                        worldRank, " within ", timeout, " s"));
+                        worldRank, " within ", timeout, " s", joins.note()));
   }
   return Status::success();
 }
 
-Status TcpLauncher::rendezvous(const std::string &address, uint16_t port) {
+Status TcpLauncher::rendezvous(const std::string &address, uint16_t port,
+                               const std::string &portOrigin) {
   sockets.assign(worldSize, -1);
   if (worldSize == 1)
     return Status::success();
@@ -597,8 +747,8 @@ Status TcpLauncher::rendezvous(const std::string &address, uint16_t port) {
   std::string problem;
   int listener = listenOn(port, problem);
   if (listener < 0)
-    return communication(
-        str("rank 0 cannot listen on MASTER_PORT=", port, ": ", problem));
+    return communication(str("rank 0 cannot listen on port ", port, " (",
+                             portOrigin, "): ", problem));
   Status status = rendezvousAsRoot(listener, str(address, ":", port), deadline);
   closeSocket(listener);
   return status;
@@ -610,8 +760,8 @@ Status TcpLauncher::create(Status local, int64_t ranksPerNode,
   std::unique_ptr<TcpLauncher> self(new TcpLauncher());
   std::string problem = resolveTimeout(timeoutSeconds, self->timeout);
   // The job's shape: without WORLD_SIZE, a world of one.
-  std::string address;
-  int64_t port = 0;
+  std::string address, portOrigin;
+  int64_t masterPort = 0, port = 0;
   std::string fatal;
   if (nonEmptyEnv("WORLD_SIZE"))
     fatal = readInteger("WORLD_SIZE", 1, 1 << 24, self->worldSize,
@@ -627,13 +777,15 @@ Status TcpLauncher::create(Status local, int64_t ranksPerNode,
       fatal = "MASTER_ADDR is not set: the tcp launcher needs torchrun's "
               "RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT";
     else
-      fatal =
-          readInteger("MASTER_PORT", 1, 65535, port, "a port in [1, 65535]");
+      fatal = readInteger("MASTER_PORT", 1, 65535, masterPort,
+                          "a port in [1, 65535]");
+    if (fatal.empty())
+      fatal = rendezvousPort(masterPort, port, portOrigin);
   }
   if (!fatal.empty())
     return Status::error(TAMOE_RT_ERROR_INVALID_ARGUMENT, fatal);
 
-  Status status = self->rendezvous(address, uint16_t(port));
+  Status status = self->rendezvous(address, uint16_t(port), portOrigin);
   if (!status.ok())
     return status;
 
@@ -856,9 +1008,9 @@ Status TcpLauncher::agreeOn(tamoe_rt_group_t group, Status local,
   }
   for (int member = 0; member < size; ++member)
     if (codes[member] != TAMOE_RT_SUCCESS)
-      return Status::error(
-          tamoe_rt_status_t(codes[member]),
-          str("rank ", worldRankOf(group, member), ": ", messages[member]));
+      return Status::error(tamoe_rt_status_t(codes[member]),
+                           str("rank ", worldRankOf(group, member), ": ",
+                               printable(messages[member])));
   for (size_t i = 0; i < values.size(); ++i)
     for (int member = 1; member < size; ++member)
       if (gathered[member][i] != gathered[0][i])

@@ -4,8 +4,9 @@
 // that sets its variables: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
 // MASTER_ADDR, MASTER_PORT (ranks node-major, as torchrun numbers them).
 //
-// Rendezvous: rank 0 listens on MASTER_PORT; every other rank opens a
-// listening socket of its own, connects to MASTER_ADDR:MASTER_PORT and says
+// Rendezvous: rank 0 listens on the port above MASTER_PORT (MASTER_PORT is
+// torch's store's) or on TAMOE_RT_MASTER_PORT; every other rank opens a
+// listening socket of its own, connects to rank 0 there and says
 // who it is and where it listens (a hello). Rank 0 checks the hellos and
 // sends every rank the table of addresses, or the reason the job cannot
 // start, so that a bad configuration fails everywhere with one message.
@@ -18,10 +19,14 @@
 // Everything read from a socket is untrusted: every message has a magic, a
 // version (hellos), the collective it belongs to and a length bounded by
 // what that collective can carry, and is checked before it is used; a
-// connection that does not speak the protocol at the rendezvous is closed
-// and ignored (its reason named if the rendezvous then times out). Every
-// wait is bounded by the timeout; a peer that exits closes its sockets,
-// which fails the other ranks' next collective at once.
+// connection that does not speak the protocol at the rendezvous, or sends
+// no full greeting within 5 s, is closed and ignored (its reason named if
+// the rendezvous then times out), and so is the oldest of too many waiting.
+// Every wait is bounded by the timeout; a peer that exits closes its
+// sockets (close-on-exec, so that a program it started does not hold them),
+// which fails the other ranks' next collective at once. A rank that
+// reached rank 0 over loopback is listed in the table at the address each
+// other rank reached rank 0 at.
 //
 //===----------------------------------------------------------------------===//
 
@@ -42,7 +47,7 @@ namespace tamoe_rt {
 /// play a malformed peer.
 namespace tcp {
 constexpr uint32_t kMagic = 0x454f4d54; // "TMOE"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 /// Bytes of a frame's header: magic, op, length (u32 each).
 constexpr size_t kHeaderBytes = 12;
 /// Bytes of a hello: magic, version, rank, world size, listening port.
@@ -88,8 +93,10 @@ public:
 
 private:
   TcpLauncher() = default;
-  /// Meets the other ranks; fills `sockets`.
-  Status rendezvous(const std::string &address, uint16_t port);
+  /// Meets the other ranks at address:port; fills `sockets`. `portOrigin`
+  /// says in messages where the port came from.
+  Status rendezvous(const std::string &address, uint16_t port,
+                    const std::string &portOrigin);
   Status rendezvousAsRoot(int listener, const std::string &where,
                           Clock::time_point deadline);
   Status rendezvousAsWorker(const std::string &address, uint16_t port,

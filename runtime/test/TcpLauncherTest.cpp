@@ -16,9 +16,12 @@
 #include "gtest/gtest.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,25 +38,54 @@ using namespace tamoe_rt;
 
 namespace {
 
-/// A port nobody listens on now (the kernel's pick for port 0).
-int freePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+/// A socket bound to `port` (0: the kernel's pick), or -1.
+int bindTo(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in address{};
   address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr *>(&address), sizeof address);
+  address.sin_addr.s_addr = htonl(INADDR_ANY);
+  address.sin_port = htons(uint16_t(port));
+  if (bind(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int portOf(int fd) {
+  sockaddr_in address{};
   socklen_t length = sizeof address;
   getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length);
-  close(fd);
   return ntohs(address.sin_port);
 }
+
+/// A MASTER_PORT whose rendezvous port (the one above it) nobody listens
+/// on now.
+int freePort() {
+  while (true) {
+    int fd = bindTo(0);
+    int port = portOf(fd);
+    close(fd);
+    if (port == 65535)
+      continue;
+    int above = bindTo(port + 1);
+    if (above < 0)
+      continue;
+    close(above);
+    return port;
+  }
+}
+
+/// The port rank 0 listens on for MASTER_PORT=`port`.
+int rendezvousPort(int port) { return port + 1; }
 
 void clearLaunchEnvironment() {
   for (const char *name :
        {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-        "MASTER_PORT", "TAMOE_RANKS_PER_NODE", "TAMOE_RT_TIMEOUT",
-        "TAMOE_RT_LAUNCHER", "TAMOE_RT_CUDA_LIBRARY", "OMPI_COMM_WORLD_SIZE",
-        "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_SIZE", "PMIX_RANK"})
+        "MASTER_PORT", "TAMOE_RT_MASTER_PORT", "TAMOE_RANKS_PER_NODE",
+        "TAMOE_RT_TIMEOUT", "TAMOE_RT_LAUNCHER", "TAMOE_RT_CUDA_LIBRARY",
+        "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_SIZE",
+        "PMIX_RANK"})
     unsetenv(name);
 }
 
@@ -90,7 +122,8 @@ runRanks(const std::vector<int> &ranks, int world, int perNode, int port,
   auto start = std::chrono::steady_clock::now();
   for (int rank : ranks) {
     int fds[2];
-    if (pipe(fds) != 0)
+    // Close-on-exec: a program a rank starts does not hold the pipe open.
+    if (pipe2(fds, O_CLOEXEC) != 0)
       return {};
     pid_t pid = fork();
     if (pid == 0) {
@@ -193,7 +226,7 @@ Outcome rankZeroAgainst(const std::function<void(int)> &peer,
                         double timeout = 3) {
   int port = freePort();
   std::thread fake([&] {
-    int fd = connectToPort(port);
+    int fd = connectToPort(rendezvousPort(port));
     ASSERT_GE(fd, 0);
     peer(fd);
     close(fd);
@@ -294,12 +327,16 @@ TEST(TcpLauncher, AVeryLongTimeoutIsAWaitNotAnExpiry) {
 
 TEST(TcpLauncher, ARankThatExitsFailsTheOthersAtOnce) {
   // Rank 2 leaves after the rendezvous; the others' next agreement fails
-  // when its sockets close, long before their 30 s timeout.
+  // when its sockets close, long before their 30 s timeout. It started a
+  // program first, which outlives it: its sockets are close-on-exec, so the
+  // program does not hold them open.
   int port = freePort();
   std::vector<Outcome> outcomes =
       runRanks({0, 1, 2}, 3, 3, port, [](int rank, std::string &text) {
         std::unique_ptr<TcpLauncher> launcher;
         Status status = create(launcher, 30);
+        if (status.ok() && rank == 2)
+          (void)!std::system("sleep 25 </dev/null >/dev/null 2>&1 &");
         if (!status.ok() || rank == 2) {
           text = describe(status);
           return 0;
@@ -345,7 +382,7 @@ TEST(TcpLauncher, AMissingRankTimesOutEverywhere) {
   std::string expected =
       "TAMOE_RT_ERROR_TIMEOUT: rank(s) 2 did not join the rendezvous at "
       "127.0.0.1:" +
-      std::to_string(port) +
+      std::to_string(rendezvousPort(port)) +
       " within 1 s (not started, crashed, or a wrong MASTER_ADDR/MASTER_PORT)";
   EXPECT_EQ(outcomes[0].text, expected);
   EXPECT_EQ(outcomes[1].text, expected);
@@ -360,7 +397,8 @@ TEST(TcpLauncher, AMissingRankTimesOutEverywhere) {
   ASSERT_EQ(outcomes.size(), 1u);
   EXPECT_EQ(outcomes[0].text.rfind("TAMOE_RT_ERROR_TIMEOUT: could not reach "
                                    "rank 0 at 127.0.0.1:" +
-                                       std::to_string(port) + " within 1 s (",
+                                       std::to_string(rendezvousPort(port)) +
+                                       " within 1 s (",
                                    0),
             0u)
       << outcomes[0].text;
@@ -395,6 +433,21 @@ TEST(TcpLauncher, BadVariables) {
                      {"MASTER_PORT", "70000"}}),
             "TAMOE_RT_ERROR_INVALID_ARGUMENT: MASTER_PORT='70000' is not a "
             "port in [1, 65535]");
+  // tamoe listens on the port above MASTER_PORT, or on its own.
+  EXPECT_EQ(attempt({{"WORLD_SIZE", "4"},
+                     {"RANK", "1"},
+                     {"MASTER_ADDR", "127.0.0.1"},
+                     {"MASTER_PORT", "65535"}}),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: MASTER_PORT=65535 leaves no "
+            "port above it for tamoe's rendezvous (MASTER_PORT itself is "
+            "torch's store's): set TAMOE_RT_MASTER_PORT");
+  EXPECT_EQ(attempt({{"WORLD_SIZE", "4"},
+                     {"RANK", "1"},
+                     {"MASTER_ADDR", "127.0.0.1"},
+                     {"MASTER_PORT", "65535"},
+                     {"TAMOE_RT_MASTER_PORT", "0"}}),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: TAMOE_RT_MASTER_PORT='0' is not "
+            "a port in [1, 65535]");
   // A world of one needs no rendezvous; its variables are still checked.
   EXPECT_EQ(attempt({}), "TAMOE_RT_SUCCESS: ");
   EXPECT_EQ(attempt({{"LOCAL_RANK", "1"}}),
@@ -405,6 +458,204 @@ TEST(TcpLauncher, BadVariables) {
   EXPECT_EQ(attempt({{"LOCAL_WORLD_SIZE", "0"}}),
             "TAMOE_RT_ERROR_INVALID_ARGUMENT: rank 0: LOCAL_WORLD_SIZE='0' is "
             "not a positive integer");
+}
+
+TEST(TcpLauncher, TorchsStoreKeepsMasterPort) {
+  // Under torchrun the agent's store listens on MASTER_PORT (played here by
+  // a listener the test holds): the ranks meet on the port above it, or on
+  // TAMOE_RT_MASTER_PORT.
+  int port = freePort();
+  int store = bindTo(port);
+  ASSERT_GE(store, 0);
+  ASSERT_EQ(listen(store, 16), 0);
+  auto meet = [](int, std::string &text) {
+    std::unique_ptr<TcpLauncher> launcher;
+    text = describe(create(launcher, 10));
+    return 0;
+  };
+  for (const Outcome &outcome : runRanks({0, 1}, 2, 2, port, meet))
+    EXPECT_EQ(outcome.text, "TAMOE_RT_SUCCESS: ");
+  int own = freePort();
+  std::vector<Outcome> outcomes =
+      runRanks({0, 1}, 2, 2, port, [own, meet](int rank, std::string &text) {
+        setenv("TAMOE_RT_MASTER_PORT", std::to_string(own).c_str(), 1);
+        return meet(rank, text);
+      });
+  for (const Outcome &outcome : outcomes)
+    EXPECT_EQ(outcome.text, "TAMOE_RT_SUCCESS: ");
+  // Rank 0 cannot listen where the store is.
+  outcomes = runRanks({0}, 2, 2, port, [port](int rank, std::string &text) {
+    setenv("TAMOE_RT_MASTER_PORT", std::to_string(port).c_str(), 1);
+    std::unique_ptr<TcpLauncher> launcher;
+    text = describe(create(launcher, 1));
+    return 0;
+  });
+  EXPECT_EQ(outcomes.at(0).text,
+            "TAMOE_RT_ERROR_COMMUNICATION: rank 0 cannot listen on port " +
+                std::to_string(port) +
+                " (TAMOE_RT_MASTER_PORT): Address already in use");
+  close(store);
+}
+
+TEST(TcpLauncher, ARankWithAnotherWorldSizeHearsWhy) {
+  // Rank 0 has WORLD_SIZE=2; rank 1 says 3, or 600 (whose table would be
+  // longer than 2's): both sides report rank 0's verdict.
+  for (const char *theirs : {"3", "600"}) {
+    SCOPED_TRACE(theirs);
+    int port = freePort();
+    std::vector<Outcome> outcomes =
+        runRanks({0, 1}, 2, 2, port, [theirs](int rank, std::string &text) {
+          if (rank == 1)
+            setenv("WORLD_SIZE", theirs, 1);
+          std::unique_ptr<TcpLauncher> launcher;
+          text = describe(create(launcher, 5));
+          return 0;
+        });
+    std::string expected = "TAMOE_RT_ERROR_MISMATCH: rendezvous at 127.0.0.1:" +
+                           std::to_string(rendezvousPort(port)) +
+                           ": rank 1 at 127.0.0.1 has WORLD_SIZE=" + theirs +
+                           ", rank 0 has 2";
+    ASSERT_EQ(outcomes.size(), 2u);
+    EXPECT_EQ(outcomes[0].text, expected);
+    EXPECT_EQ(outcomes[1].text, expected);
+  }
+}
+
+TEST(TcpLauncher, APeersMessageIsPrintedSafely) {
+  // The test plays rank 0 and fails the rendezvous with a message holding a
+  // terminal escape and a NUL: rank 1 reports it with both replaced.
+  int port = freePort();
+  int listener = bindTo(rendezvousPort(port));
+  ASSERT_GE(listener, 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  std::thread fake([&] {
+    int fd = accept(listener, nullptr, nullptr);
+    ASSERT_GE(fd, 0);
+    std::string hello;
+    while (hello.size() < tcp::kHelloBytes) {
+      char c;
+      if (recv(fd, &c, 1, 0) != 1)
+        break;
+      hello += c;
+    }
+    std::string message("\x1b[31mred\0hidden", 15);
+    sendBytes(fd, tcp::encodeFrame(tcp::kTable << 8,
+                                   u32(TAMOE_RT_ERROR_MISMATCH) +
+                                       u32(uint32_t(message.size())) + message +
+                                       std::string(8, '\0')));
+    receiveAll(fd, 1);
+    close(fd);
+  });
+  std::vector<Outcome> outcomes =
+      runRanks({1}, 2, 2, port, [](int, std::string &text) {
+        std::unique_ptr<TcpLauncher> launcher;
+        text = describe(create(launcher, 3));
+        return 0;
+      });
+  fake.join();
+  close(listener);
+  EXPECT_EQ(outcomes.at(0).text, "TAMOE_RT_ERROR_MISMATCH: ?[31mred?hidden");
+}
+
+TEST(TcpLauncher, SilentConnectionsDoNotKeepRanksOut) {
+  // 100 connections to rank 0 that say nothing, while rank 0 may hold only
+  // 40 descriptors: it drops the oldest to make room, and rank 1 joins.
+  int port = freePort();
+  std::vector<int> silent;
+  std::thread flood([&] {
+    for (int i = 0; i < 100; ++i) {
+      int fd = connectToPort(rendezvousPort(port));
+      if (fd >= 0)
+        silent.push_back(fd);
+    }
+  });
+  std::vector<Outcome> outcomes =
+      runRanks({0, 1}, 2, 2, port, [](int rank, std::string &text) {
+        if (rank == 0) {
+          rlimit limit{40, 40};
+          setrlimit(RLIMIT_NOFILE, &limit);
+        } else {
+          std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        }
+        std::unique_ptr<TcpLauncher> launcher;
+        text = describe(create(launcher, 10));
+        return 0;
+      });
+  flood.join();
+  for (int fd : silent)
+    close(fd);
+  ASSERT_EQ(outcomes.size(), 2u);
+  EXPECT_EQ(outcomes[0].text, "TAMOE_RT_SUCCESS: ");
+  EXPECT_EQ(outcomes[1].text, "TAMOE_RT_SUCCESS: ");
+
+  // One that stays silent is dropped after 5 s, and named if rank 1 never
+  // comes.
+  std::thread quiet([&] {
+    int fd = connectToPort(rendezvousPort(port));
+    receiveAll(fd, 7);
+    close(fd);
+  });
+  outcomes = runRanks({0}, 2, 2, port, [](int, std::string &text) {
+    std::unique_ptr<TcpLauncher> launcher;
+    text = describe(create(launcher, 6));
+    return 0;
+  });
+  quiet.join();
+  EXPECT_NE(outcomes.at(0).text.find(
+                "; ignored 1 connection(s) that did not speak tamoe's "
+                "protocol (first 127.0.0.1: sent 0 of 20 bytes of its hello "
+                "in 5 s)"),
+            std::string::npos)
+      << outcomes.at(0).text;
+}
+
+TEST(TcpLauncher, LoopbackRanksAreListedAtAReachableAddress) {
+  // Ranks 0 and 1 meet at 127.0.0.1; the test plays rank 2 from another
+  // host, reaching rank 0 at this machine's other address. The table gives
+  // it rank 1 at that address, not at 127.0.0.1 (which is its own host).
+  uint32_t other = 0;
+  ifaddrs *interfaces = nullptr;
+  if (getifaddrs(&interfaces) == 0)
+    for (ifaddrs *i = interfaces; i && !other; i = i->ifa_next)
+      if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET) {
+        uint32_t ip =
+            reinterpret_cast<sockaddr_in *>(i->ifa_addr)->sin_addr.s_addr;
+        if (ntohl(ip) >> 24 != 127)
+          other = ip;
+      }
+  freeifaddrs(interfaces);
+  if (!other)
+    GTEST_SKIP() << "this machine has no IPv4 address but loopback";
+  int port = freePort();
+  std::string table;
+  std::thread remote([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = other;
+    address.sin_port = htons(uint16_t(rendezvousPort(port)));
+    for (int attempt = 0; attempt < 300; ++attempt) {
+      if (connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) ==
+          0)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    sendBytes(fd, tcp::encodeHello(2, 3, 9));
+    table = receiveAll(fd, 1);
+    close(fd);
+  });
+  runRanks({0, 1}, 3, 3, port, [](int, std::string &text) {
+    std::unique_ptr<TcpLauncher> launcher;
+    text = describe(create(launcher, 2));
+    return 0;
+  });
+  remote.join();
+  // Header, code, message length (0), session; then (ip, port) per rank.
+  size_t rankOne = tcp::kHeaderBytes + 4 + 4 + 8 + 8;
+  ASSERT_GE(table.size(), rankOne + 8) << table.size() << " bytes";
+  EXPECT_EQ(table.substr(tcp::kHeaderBytes, 4), u32(TAMOE_RT_SUCCESS));
+  EXPECT_EQ(table.substr(rankOne, 4), u32(other));
 }
 
 TEST(TcpLauncher, MalformedHellosAreIgnoredAndNamed) {
@@ -458,7 +709,7 @@ TEST(TcpLauncher, WrongHellosFailTheRendezvous) {
   hello.replace(4, 4, u32(7));
   outcome = rankZeroAgainst([&](int fd) { sendBytes(fd, hello); });
   EXPECT_NE(outcome.text.find(": a rank at 127.0.0.1 speaks protocol "
-                              "version 7, rank 0 version 1"),
+                              "version 7, rank 0 version 2"),
             std::string::npos)
       << outcome.text;
 }

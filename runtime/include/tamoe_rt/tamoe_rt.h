@@ -82,7 +82,8 @@ tamoe_rt_options_t tamoe_rt_default_options(void);
  * when the process carries torchrun's variables (RANK, WORLD_SIZE,
  * MASTER_ADDR, MASTER_PORT, LOCAL_RANK, LOCAL_WORLD_SIZE) and no MPI
  * launcher's, or TAMOE_RT_LAUNCHER=tcp, or the runtime was built without
- * MPI, over TCP (rank 0 listens on MASTER_PORT; docs/runtime.md). The cpu
+ * MPI, over TCP (rank 0 listens on MASTER_PORT + 1, MASTER_PORT being
+ * torch's store's, or on TAMOE_RT_MASTER_PORT; docs/runtime.md). The cpu
  * backend needs MPI; the cuda backend runs with either. On failure
  * *context is null and tamoe_rt_last_error(NULL) has the message, the same
  * on every rank. */
