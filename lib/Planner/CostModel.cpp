@@ -37,6 +37,17 @@ Error tamoe::planner::verify(const Workload &workload) {
         {"topK", workload.topK}})
     if (value < 1)
       return fieldError(name, formatv("expected >= 1, got {0}", value));
+  // Far above any layer, and small enough that products of the fields
+  // (rows, row bytes, FLOPs) stay exact in int64.
+  for (auto [name, value, limit] :
+       {std::tuple<StringRef, int64_t, int64_t>{
+            "tokensPerRank", workload.tokensPerRank, int64_t(1) << 31},
+        {"hidden", workload.hidden, int64_t(1) << 31},
+        {"bytesPerElement", workload.bytesPerElement, 64},
+        {"topK", workload.topK, int64_t(1) << 16}})
+    if (value > limit)
+      return fieldError(name,
+                        formatv("expected <= {0}, got {1}", limit, value));
   return Error::success();
 }
 

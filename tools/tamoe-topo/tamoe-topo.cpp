@@ -586,6 +586,7 @@ static int overlap(const Workload &workload, const PolicyOptions &options) {
     return fail(formatv("--device-tflops: expected a finite number > 0, got "
                         "{0}",
                         format("%g", double(deviceTFLOPs))));
+  // The workload's bounds keep these products far from overflow.
   int64_t width = ffn.getNumOccurrences() ? int64_t(ffn) : 4 * workload.hidden;
   // Dropless: every assignment is a row, and on average a rank's experts
   // receive as many rows as it sends. Two GEMMs, hidden -> ffn -> hidden.
@@ -633,6 +634,49 @@ static int overlap(const Workload &workload, const PolicyOptions &options) {
                             .str()});
   }
 
+  // Every prediction before the table too.
+  struct Row {
+    const Cluster *cluster;
+    Cost best;
+    LayerTimes times;
+    int64_t chosen;
+  };
+  std::vector<Row> table;
+  for (const Cluster &cluster : clusters) {
+    const topo::Topology &topology = cluster.topology;
+    Expected<Pattern> pattern = makePattern(topology, Policy::TAMoE, options);
+    if (!pattern)
+      return fail(toString(pattern.takeError()));
+    // As tamoe-overlap: the fastest default schedule for the layer's rows,
+    // its bandwidth and start-up parts, the exchange back the same.
+    Workload perRow{rows, workload.hidden, workload.bytesPerElement, 1};
+    std::optional<Cost> best;
+    for (Schedule schedule : defaultSchedules()) {
+      Cost cost = evaluate(topology, *pattern, perRow, schedule);
+      if (!best || fasterThan(cost.totalUs(), best->totalUs()))
+        best = std::move(cost);
+    }
+    LayerTimes times;
+    for (const StageCost &stage : best->stages) {
+      times.dispatchBandwidthUs += stage.bandwidthUs;
+      times.dispatchLatencyUs += stage.latencyUs;
+    }
+    times.returnBandwidthUs = times.dispatchBandwidthUs;
+    times.returnLatencyUs = times.dispatchLatencyUs;
+    times.computeUs = computeUs(flops, cluster.tflops * 1e3);
+    times.chunkOverheadUs = chunkOverheadUs;
+    if (!std::isfinite(times.computeUs))
+      return fail(formatv("{0}: the experts' {1} GFLOP at {2} TFLOP/s take "
+                          "longer than the model counts (--device-tflops)",
+                          topology.name, format("%g", flops / 1e9),
+                          format("%g", cluster.tflops)));
+    if (Error error = verify(times))
+      return fail(topology.name + ": cannot predict the overlap: " +
+                  toString(std::move(error)));
+    table.push_back(
+        {&cluster, std::move(*best), times, bestChunkCount(times, limit)});
+  }
+
   printWorkload(workload,
                 formatv("; experts {0} -> {1} -> {0}: {2} GFLOP per rank",
                         workload.hidden, width, format("%.1f", flops / 1e9))
@@ -657,33 +701,12 @@ static int overlap(const Workload &workload, const PolicyOptions &options) {
             "experts (us) | one chunk (us) | chosen chunks | overlapped (us) "
             "| gain |\n";
   outs() << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-  for (const Cluster &cluster : clusters) {
-    const topo::Topology &topology = cluster.topology;
-    Expected<Pattern> pattern = makePattern(topology, Policy::TAMoE, options);
-    if (!pattern)
-      return fail(toString(pattern.takeError()));
-    // As tamoe-overlap: the fastest default schedule for the layer's rows,
-    // its bandwidth and start-up parts, the exchange back the same.
-    Workload perRow{rows, workload.hidden, workload.bytesPerElement, 1};
-    std::optional<Cost> best;
-    for (Schedule schedule : defaultSchedules()) {
-      Cost cost = evaluate(topology, *pattern, perRow, schedule);
-      if (!best || fasterThan(cost.totalUs(), best->totalUs()))
-        best = std::move(cost);
-    }
-    LayerTimes times;
-    for (const StageCost &stage : best->stages) {
-      times.dispatchBandwidthUs += stage.bandwidthUs;
-      times.dispatchLatencyUs += stage.latencyUs;
-    }
-    times.returnBandwidthUs = times.dispatchBandwidthUs;
-    times.returnLatencyUs = times.dispatchLatencyUs;
-    times.computeUs = computeUs(flops, cluster.tflops * 1e3);
-    times.chunkOverheadUs = chunkOverheadUs;
-    if (Error error = verify(times))
-      return fail(topology.name + ": cannot predict the overlap: " +
-                  toString(std::move(error)));
-    int64_t chosen = bestChunkCount(times, limit);
+  for (const Row &row : table) {
+    const topo::Topology &topology = row.cluster->topology;
+    const Cost *best = &row.best;
+    const LayerTimes &times = row.times;
+    int64_t chosen = row.chosen;
+    const Cluster &cluster = *row.cluster;
     double one = chunkedLayerUs(times, 1);
     double cut = chunkedLayerUs(times, chosen);
     outs() << formatv("| {0} | {1} | {2} | ", topology.name,
