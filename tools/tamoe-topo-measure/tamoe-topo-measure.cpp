@@ -464,9 +464,13 @@ Expected<Topology> validationTopology(const Run &run) {
                 "launched, {4} per node",
                 topologyPath, topology->numRanks(), topology->levels[0].fanout,
                 run.ranks, run.perNode));
-  if (expertsPerRank < 1)
-    return tamoe::fieldError("--experts-per-rank",
-                             formatv("expected >= 1, got {0}", expertsPerRank));
+  // Expert ids are int32; the bound also keeps the products below exact.
+  int64_t mostPerRank = INT32_MAX / run.ranks;
+  if (expertsPerRank < 1 || expertsPerRank > mostPerRank)
+    return tamoe::fieldError(
+        "--experts-per-rank",
+        formatv("expected in [1, {0}] (expert ids are int32), got {1}",
+                mostPerRank, expertsPerRank));
   if (topK < 1 || topK > expertsPerRank * run.ranks)
     return tamoe::fieldError("--topk",
                              formatv("expected in [1, experts], got {0}", topK));
