@@ -782,21 +782,28 @@ static int explain(const topo::Topology &topology, const Workload &workload,
   const StageCost &slowest = cost.slowestStage();
   const LinkLoad &neck = slowest.bottleneck;
   const topo::Level &level = topology.levels[neck.level];
+  // A level-l link joins a child of level l (a rank for l = 0, else a
+  // level-(l-1) subtree) to the level's switch.
+  std::string child =
+      neck.level == 0
+          ? std::string("its rank")
+          : formatv("its '{0}'", topology.levels[neck.level - 1].name).str();
   outs() << formatv(
       "\nwhy: the slowest stage is '{0}'. Its busiest link is "
       "a '{1}' {2}-link, {3} GB/s ({4}), carrying {5} MiB: "
-      "every byte that leaves a level-{6} subtree crosses "
-      "it.",
+      "every byte that {6} {7} crosses it.",
       slowest.name, level.name, neck.up ? "up" : "down",
       format("%g", neck.linkGBps),
       level.sharing == topo::LinkSharing::Shared
           ? "shared by the ranks below it"
           : formatv("{0} GB/s for each of {1} ranks below it",
-                    format("%g", level.upBandwidthGBps),
+                    format("%g", neck.up ? level.upBandwidthGBps
+                                         : level.downBandwidthGBps),
                     neck.level == 0 ? 1
                                     : topology.ranksPerSubtree(neck.level - 1))
                 .str(),
-      format("%.3f", neck.bytes / (1 << 20)), neck.level);
+      format("%.3f", neck.bytes / (1 << 20)), neck.up ? "leaves" : "enters",
+      child);
   if (slowest.latencyUs > slowest.bandwidthUs)
     outs() << formatv(" Latency dominates: {0} messages cost more than the "
                       "bytes; a hierarchical schedule sends fewer, larger "
