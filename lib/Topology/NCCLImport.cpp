@@ -100,12 +100,15 @@ struct Reader {
   /// An integer attribute >= `least`.
   std::optional<int64_t> integer(xmlNode *node, const char *name,
                                  const Twine &where, int64_t least,
-                                 StringRef meaning) {
+                                 int64_t most, StringRef meaning) {
     std::string text = attribute(node, name);
     int64_t value;
-    if (StringRef(text).trim().getAsInteger(10, value) || value < least) {
+    bool parsed = !StringRef(text).trim().getAsInteger(10, value);
+    if (!parsed || value < least || value > most) {
       fail(where + "." + name,
-           formatv("expected an integer >= {0}{1}, got {2}", least, meaning,
+           formatv("expected an integer {0} {1}{2}, got {3}",
+                   parsed && value > most ? "<=" : ">=",
+                   parsed && value > most ? most : least, meaning,
                    text.empty() ? "nothing" : quoted(text)));
       return std::nullopt;
     }
@@ -165,13 +168,14 @@ Expected<Topology> tamoe::topology::importNCCLTopology(StringRef text,
     double gbps;
     std::string how;
     if (!links.empty()) {
-      std::optional<int64_t> sm = reader.integer(
-          gpu, "sm", where, 60, " (compute capability x 10, NVLink needs 60)");
+      std::optional<int64_t> sm =
+          reader.integer(gpu, "sm", where, 60, 1000,
+                         " (compute capability x 10, NVLink needs 60)");
       int64_t count = 0;
       for (auto [linkIndex, link] : llvm::enumerate(links))
         if (std::optional<int64_t> n = reader.integer(
-                link, "count", formatv("{0}.nvlink[{1}]", where, linkIndex),
-                1, ""))
+                link, "count", formatv("{0}.nvlink[{1}]", where, linkIndex), 1,
+                64, ""))
           count += *n;
       if (reader.error)
         return fail(*reader.error);
@@ -195,7 +199,7 @@ Expected<Topology> tamoe::topology::importNCCLTopology(StringRef text,
         return fail(source + ": " + where + ": pci link_speed: expected "
                     "'<rate> GT/s PCIe', got " + quoted(speed));
       std::optional<int64_t> width =
-          reader.integer(pci, "link_width", where + ": pci", 0, "");
+          reader.integer(pci, "link_width", where + ": pci", 0, 32, "");
       if (reader.error)
         return fail(*reader.error);
       // A virtual machine reports width 0: take the x16 of a GPU slot.
@@ -228,10 +232,13 @@ Expected<Topology> tamoe::topology::importNCCLTopology(StringRef text,
     std::string where = formatv("net[{0}]", index);
     std::string speed = attribute(net, "speed");
     double megabits;
-    if (StringRef(speed).trim().getAsDouble(megabits) || !(megabits > 0) ||
-        !std::isfinite(megabits))
-      return fail(source + ": " + where + ".speed: expected a number of Mb/s "
-                  "> 0, got " + (speed.empty() ? "nothing" : quoted(speed)));
+    // A topology's bandwidths are in [0.001, 100000] GB/s.
+    if (StringRef(speed).trim().getAsDouble(megabits) || !(megabits >= 8) ||
+        !(megabits <= 8e8))
+      return fail(source + ": " + where +
+                  ".speed: expected a number of Mb/s "
+                  "in [8, 800000000], got " +
+                  (speed.empty() ? "nothing" : quoted(speed)));
     nicGBps += megabits / 8000;
     std::string latency = attribute(net, "latency");
     double us;
@@ -270,7 +277,10 @@ Expected<Topology> tamoe::topology::importNCCLTopology(StringRef text,
               nodes, nodes == 1 ? "" : "s", tamoe::formatNumber(node.latencyUs),
               tamoe::formatNumber(node.perMessageUs))
           .str();
+  // What is still out of range comes from several elements or --nodes.
   if (Error error = verify(topology))
-    return fail(source + ": " + toString(std::move(error)));
+    return fail(source + ": the imported topology's " +
+                toString(std::move(error)) + " (from " + intraHow + "; " +
+                interHow + "; " + Twine(nodes) + " nodes)");
   return topology;
 }

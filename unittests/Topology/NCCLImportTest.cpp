@@ -135,20 +135,41 @@ TEST(NCCLImportTest, Errors) {
             "dump.xml: gpu[0].nvlink[1].count: expected an integer >= 1, "
             "got '0'");
   EXPECT_EQ(importError(system(gpuOnPCIe + R"(<nic><net speed="-5"/></nic>)")),
-            "dump.xml: net[0].speed: expected a number of Mb/s > 0, got '-5'");
+            "dump.xml: net[0].speed: expected a number of Mb/s in [8, "
+            "800000000], got '-5'");
   EXPECT_EQ(importError(system(gpuOnPCIe + R"(<nic><net/></nic>)")),
-            "dump.xml: net[0].speed: expected a number of Mb/s > 0, got "
-            "nothing");
+            "dump.xml: net[0].speed: expected a number of Mb/s in [8, "
+            "800000000], got nothing");
   EXPECT_EQ(importError(system(gpuOnPCIe)),
             "dump.xml: no <net> element: nothing joins this node to the 3 "
             "others (import with --nodes 1, or a dump from a node with NICs)");
   EXPECT_EQ(importError(system(gpuOnPCIe + net), 0),
             "nodes: expected >= 1, got 0");
-  // A NIC of 10^12 Mb/s is outside every physical range.
-  EXPECT_EQ(importError(system(gpuOnPCIe +
-                               R"(<nic><net speed="1e12"/></nic>)")),
-            "dump.xml: levels[1].up_GBps: expected a number of GB/s in "
-            "[0.001, 100000], got 125000000");
+  // A NIC of 10^12 Mb/s (or 10^-300) is outside every physical range.
+  EXPECT_EQ(
+      importError(system(gpuOnPCIe + R"(<nic><net speed="1e12"/></nic>)")),
+      "dump.xml: net[0].speed: expected a number of Mb/s in [8, "
+      "800000000], got '1e12'");
+  EXPECT_EQ(
+      importError(system(gpuOnPCIe + R"(<nic><net speed="1e-300"/></nic>)")),
+      "dump.xml: net[0].speed: expected a number of Mb/s in [8, "
+      "800000000], got '1e-300'");
+  // Counts whose sum overflowed int64 (and gave -41.2 GB/s).
+  EXPECT_EQ(
+      importError(system(
+          R"(<gpu sm="90"><nvlink count="9223372036854775807"/></gpu>)" + net)),
+      "dump.xml: gpu[0].nvlink[0].count: expected an integer <= 64, got "
+      "'9223372036854775807'");
+  // A value in range that only several elements together push out of it:
+  // the derivation is named with the field.
+  std::string links;
+  for (int i = 0; i < 400; ++i)
+    links += R"(<nvlink count="64"/>)";
+  EXPECT_EQ(importError(system(R"(<gpu sm="90">)" + links + "</gpu>" + net)),
+            "dump.xml: the imported topology's levels[0].up_GBps: expected a "
+            "number of GB/s in [0.001, 100000], got 527360 (from 25600 "
+            "NVLinks x 20.6 GB/s (sm 90); 1 NIC, 12.5 GB/s in all, one or more "
+            "per GPU (per-rank); latency 7 us (assumed); 4 nodes)");
   // One node without NICs is a single level.
   Topology alone = importOrDie(system(gpuOnPCIe), 1);
   EXPECT_EQ(alone.levels.size(), 1u);
