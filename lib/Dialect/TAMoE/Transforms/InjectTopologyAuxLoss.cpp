@@ -157,6 +157,21 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
   builder.setInsertionPointAfter(gate);
   Location loc = dispatch.getLoc();
   auto floatType = cast<FloatType>(probs.getType().getElementType());
+  // A share too small for the probabilities' type would make a weight inf.
+  for (auto [distance, share] : llvm::enumerate(shares)) {
+    double weight =
+        double(experts / tree.numRanks()) / (double(experts) * share);
+    APFloat converted(weight);
+    bool losesInfo = false;
+    converted.convert(floatType.getFloatSemantics(),
+                      APFloat::rmNearestTiesToEven, &losesInfo);
+    if (!std::isfinite(weight) || !converted.isFinite())
+      return dispatch.emitError()
+             << "the plan's shares[" << distance << "] = " << share
+             << " gives its experts the weight " << weight << ", which "
+             << floatType << " cannot hold; the topology loss weighs experts "
+             << "by 1 / share";
+  }
   FailureOr<Value> rank = groupRank(builder, loc, exchange, symbols);
   if (failed(rank))
     return failure();

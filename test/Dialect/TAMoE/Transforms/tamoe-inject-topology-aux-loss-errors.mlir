@@ -34,6 +34,37 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 
 // -----
 
+#plan = #tamoe.dispatch_plan<optimal, shares = [1.0, 1.0e-300], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2)
+  // A share that is not 0 but too small for the weights' type: 1 / (2 x
+  // 1e-300) is no f32.
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
+    // expected-error @+1 {{the plan's shares[1] = 1.000000e-300 gives its experts the weight 5.000000e+299, which 'f32' cannot hold; the topology loss weighs experts by 1 / share}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x8xf32>, tensor<2xi32> -> tensor<?x8xf32>
+    return
+  }
+}
+
+// -----
+
+#plan = #tamoe.dispatch_plan<optimal, shares = [0.999999, 1.0e-6], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2)
+  // f16 holds no weight above 65504: 1 / (2 x 1e-6) is one.
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf16>) {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf16> -> tensor<16x1xi32>, tensor<16x1xf16>, tensor<16x2xf16>
+    // expected-error @+1 {{the plan's shares[1] = 1.000000e-06 gives its experts the weight 5.000000e+05, which 'f16' cannot hold; the topology loss weighs experts by 1 / share}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x8xf32>, tensor<2xi32> -> tensor<?x8xf32>
+    return
+  }
+}
+
+// -----
+
 #plan = #tamoe.dispatch_plan<optimal, shares = [1.0, 0.0], predicted_us = 1.0>
 module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2)
