@@ -177,6 +177,12 @@ Error tamoe::topology::verify(const Topology &topology) {
   // toJSON() builds json::Values from the strings, which must be UTF-8.
   if (!json::isUTF8(topology.name))
     return fieldError("name", "must be valid UTF-8");
+  // Names are quoted in remarks and tables, one line each.
+  auto hasControl = [](StringRef text) {
+    return any_of(text, [](char c) { return uint8_t(c) < 0x20 || c == 0x7f; });
+  };
+  if (hasControl(topology.name))
+    return fieldError("name", "must not contain control characters");
   if (!json::isUTF8(topology.description))
     return fieldError("description", "must be valid UTF-8");
   if (topology.levels.empty())
@@ -192,6 +198,8 @@ Error tamoe::topology::verify(const Topology &topology) {
       return fieldError(field + ".name", "must not be empty");
     if (!json::isUTF8(level.name))
       return fieldError(field + ".name", "must be valid UTF-8");
+    if (hasControl(level.name))
+      return fieldError(field + ".name", "must not contain control characters");
     if (!names.insert(level.name).second)
       return fieldError(field + ".name",
                         "duplicate level name " + quoteName(level.name));

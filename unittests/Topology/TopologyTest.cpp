@@ -264,8 +264,8 @@ TEST(TopologyJSONTest, IntegralFanoutWrittenAsFloat) {
 
 TEST(TopologyJSONTest, RoundTripsAwkwardValues) {
   Topology topology;
-  topology.name = "quote\" and\nnewline";
-  topology.description = "µs, \t tab";
+  topology.name = "quote\" and µs";
+  topology.description = "µs, \t tab and\nnewline";
   topology.levels = {
       Level{"a", 1, 0.1, 1e-3, 0, LinkSharing::Shared},
       Level{"b", 1 << 20, 1e5, 1.0 / 3, 1e6, LinkSharing::PerRank},
@@ -609,9 +609,9 @@ TEST(TopologyVerifyTest, MessagesHaveNoSource) {
 
   topology.levels = {makeLevel("node", 2), makeLevel("", 2)};
   EXPECT_EQ(verifyError(topology), "levels[1].name: must not be empty");
-  topology.levels = {makeLevel("a\nb", 2), makeLevel("a\nb", 2)};
+  topology.levels = {makeLevel("a b", 2), makeLevel("a b", 2)};
   EXPECT_EQ(verifyError(topology),
-            "levels[1].name: duplicate level name 'a\\nb'");
+            "levels[1].name: duplicate level name 'a b'");
 }
 
 TEST(TopologyVerifyTest, RejectsNonFiniteNumbers) {
@@ -642,6 +642,22 @@ TEST(TopologyVerifyTest, RejectsInvalidUTF8) {
   topology.description = "";
   topology.levels = {makeLevel("\xe2\x82", 2)};
   EXPECT_EQ(verifyError(topology), "levels[0].name: must be valid UTF-8");
+}
+
+TEST(TopologyVerifyTest, NamesAreOneLine) {
+  // A remark quotes them: a newline would split it.
+  Topology topology;
+  topology.name = "two\nlines";
+  topology.levels = {makeLevel("node", 2)};
+  EXPECT_EQ(verifyError(topology), "name: must not contain control characters");
+  topology.name = "t";
+  topology.levels = {makeLevel("no\tde", 2)};
+  EXPECT_EQ(verifyError(topology),
+            "levels[0].name: must not contain control characters");
+  // The description is free text.
+  topology.levels = {makeLevel("node", 2)};
+  topology.description = "line one\nline two";
+  EXPECT_EQ(verifyError(topology), "");
 }
 
 TEST(TopologyMessageTest, LongValuesAreCut) {
