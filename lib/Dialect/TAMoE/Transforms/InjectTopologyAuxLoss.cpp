@@ -157,6 +157,15 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
   builder.setInsertionPointAfter(gate);
   Location loc = dispatch.getLoc();
   auto floatType = cast<FloatType>(probs.getType().getElementType());
+  // The table is a constant of the module: bounded, as at 4096 ranks of
+  // 4096 experts (64 MiB of f32).
+  constexpr int64_t kMostWeights = int64_t(1) << 24;
+  if (tree.numRanks() > kMostWeights / experts)
+    return dispatch.emitError()
+           << "the topology loss's weight table would hold "
+           << tree.numRanks() << " ranks x " << experts
+           << " experts, more than " << kMostWeights
+           << " weights in one constant";
   // A share too small for the probabilities' type would make a weight inf.
   for (auto [distance, share] : llvm::enumerate(shares)) {
     double weight =

@@ -65,6 +65,22 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
 
 // -----
 
+#plan = #tamoe.dispatch_plan<uniform, shares = [1.220703125e-4, 1.220703125e-4], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"wide", [<"node", fanout = 8192, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 8192)
+  // The weights are one constant [ranks, experts] table: 8192 x 8192 is
+  // past its bound.
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x8192xf32>) {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x8192xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x8192xf32>
+    // expected-error @+1 {{the topology loss's weight table would hold 8192 ranks x 8192 experts, more than 16777216 weights in one constant}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<8192xi32>, tensor<16x1xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x8xf32>, tensor<8192xi32> -> tensor<?x8xf32>
+    return
+  }
+}
+
+// -----
+
 #plan = #tamoe.dispatch_plan<optimal, shares = [1.0, 0.0], predicted_us = 1.0>
 module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
   shard.grid @ep(shape = 2)
