@@ -39,7 +39,9 @@
 #include "tamoe/Support/Messages.h"
 
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringSet.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -516,14 +518,44 @@ Expected<Topology> tamoe::topology::parseTopologyJSON(StringRef text,
   return topology;
 }
 
+Expected<std::string> tamoe::topology::readTextFile(StringRef path,
+                                                    size_t limit) {
+  auto cannotRead = [&](std::error_code error) {
+    return createStringError(error,
+                             path + ": cannot read file: " + error.message());
+  };
+  Expected<sys::fs::file_t> file =
+      path == "-" ? Expected<sys::fs::file_t>(sys::fs::getStdinHandle())
+                  : sys::fs::openNativeFileForRead(path);
+  if (!file)
+    return cannotRead(errorToErrorCode(file.takeError()));
+  auto closeFile = make_scope_exit([&] {
+    if (path != "-")
+      sys::fs::closeFile(*file);
+  });
+  // Read in chunks up to one byte past the limit: a pipe has no size.
+  std::string text;
+  char chunk[65536];
+  while (true) {
+    Expected<size_t> read =
+        sys::fs::readNativeFile(*file, MutableArrayRef<char>(chunk));
+    if (!read)
+      return cannotRead(errorToErrorCode(read.takeError()));
+    if (*read == 0)
+      return text;
+    text.append(chunk, *read);
+    if (text.size() > limit)
+      return createStringError(inconvertibleErrorCode(),
+                               path + ": larger than " + Twine(limit >> 20) +
+                                   " MiB");
+  }
+}
+
 Expected<Topology> tamoe::topology::loadTopologyFile(StringRef path) {
-  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
-      MemoryBuffer::getFile(path, /*IsText=*/true);
-  if (!buffer)
-    return createStringError(
-        buffer.getError(),
-        path + ": cannot read file: " + buffer.getError().message());
-  return parseTopologyJSON((*buffer)->getBuffer(), path);
+  Expected<std::string> text = readTextFile(path);
+  if (!text)
+    return text.takeError();
+  return parseTopologyJSON(*text, path);
 }
 
 json::Value tamoe::topology::toJSON(const Topology &topology) {

@@ -929,10 +929,10 @@ static Expected<MeasuredTraffic> readTraffic(const topo::Topology &topology,
   auto error = [&](const Twine &message) {
     return createStringError(inconvertibleErrorCode(), path + ": " + message);
   };
-  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer = MemoryBuffer::getFile(path);
-  if (!buffer)
-    return error("cannot read file: " + buffer.getError().message());
-  Expected<json::Value> root = topo::parseJSON((*buffer)->getBuffer(), path);
+  Expected<std::string> text = topo::readTextFile(path);
+  if (!text)
+    return text.takeError();
+  Expected<json::Value> root = topo::parseJSON(*text, path);
   if (!root)
     return root.takeError();
   const json::Object *object = root->getAsObject();
@@ -1156,13 +1156,11 @@ int main(int argc, char **argv) {
   if (importNCCLCommand) {
     if (importNodes < 1)
       return fail(formatv("--nodes: expected >= 1, got {0}", importNodes));
-    ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
-        MemoryBuffer::getFileOrSTDIN(inputPath);
-    if (!buffer)
-      return fail(inputPath + ": cannot read file: " +
-                  buffer.getError().message());
-    Expected<topo::Topology> topology = topo::importNCCLTopology(
-        (*buffer)->getBuffer(), inputPath, importNodes, importName);
+    Expected<std::string> text = topo::readTextFile(inputPath);
+    if (!text)
+      return fail(toString(text.takeError()));
+    Expected<topo::Topology> topology =
+        topo::importNCCLTopology(*text, inputPath, importNodes, importName);
     if (!topology)
       return fail(toString(topology.takeError()));
     outs() << formatv("{0:2}", topo::toJSON(*topology)) << "\n";

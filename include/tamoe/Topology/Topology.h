@@ -89,6 +89,13 @@ struct Topology {
 /// integer >= 1, got 0".
 llvm::Error verify(const Topology &topology);
 
+/// The whole of a file a tool reads as text (a topology, a traffic file,
+/// NCCL's dump; "-": standard input), refused past `limit` bytes: a pipe or
+/// /dev/zero would otherwise take all memory. Errors are "<path>: cannot
+/// read file: <reason>" and "<path>: larger than 64 MiB".
+llvm::Expected<std::string> readTextFile(llvm::StringRef path,
+                                         size_t limit = size_t(64) << 20);
+
 /// Parses JSON text read from a file, as every tamoe tool reads one: text
 /// nested deeper than 64 levels is refused before the parser recurses into
 /// it, and so is an object with a key twice ("<source>: levels[1]: duplicate
