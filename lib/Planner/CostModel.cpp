@@ -145,19 +145,26 @@ static double linkGBps(const Topology &topology, size_t level, bool up) {
 }
 
 /// Probability that a token reaches one given node, when a fraction `q` of
-/// its assignments goes there and each of its k choices is independent. With
-/// node-limited routing the token first picks `maxNodes` of the `nodes`
-/// nodes, uniformly; q then concentrates on the picked ones. The limit binds
-/// only below k: a token's k experts lie on at most k nodes anyway, and
-/// with M >= k the nodes kept hold its top k (up to the group score).
-static double touchProbability(double q, int64_t k, int64_t nodes,
-                               std::optional<int64_t> maxNodes) {
-  if (maxNodes && *maxNodes < std::min(k, nodes)) {
-    double picked = static_cast<double>(*maxNodes) / static_cast<double>(nodes);
-    double conditional = std::min(1.0, q / picked);
-    return picked * (1 - std::pow(1 - conditional, static_cast<double>(k)));
-  }
+/// its assignments goes there and each of its k choices is independent.
+static double touchProbability(double q, int64_t k) {
   return 1 - std::pow(1 - q, static_cast<double>(k));
+}
+
+/// What node-limited routing does to the touch probabilities of a token
+/// that would reach `nodesReached` nodes on average unlimited: at most M
+/// of them. The gate keeps the M nodes whose best experts score highest,
+/// so with k > M its top k nearly always reach every node kept (a
+/// simulation of the gate on i.i.d. scores, 16 nodes of 8 experts, top-8,
+/// M = 4: 3.99 nodes); the probabilities are scaled to M in all, keeping
+/// their proportions. The limit binds only below k: a token's k experts
+/// lie on at most k nodes anyway, and with M >= k the nodes kept hold its
+/// top k (up to the group score).
+static double nodeLimitScale(double nodesReached, int64_t k, int64_t nodes,
+                             std::optional<int64_t> maxNodes) {
+  if (!maxNodes || *maxNodes >= std::min(k, nodes) ||
+      nodesReached <= double(*maxNodes))
+    return 1;
+  return double(*maxNodes) / nodesReached;
 }
 
 /// Time of `bytes` over a link of `gbps` GB/s, in microseconds.
@@ -242,7 +249,16 @@ public:
                  const Workload &workload)
       : topology(topology), pattern(pattern), workload(workload),
         levels(topology.levels.size()), ranksPerNode(topology.levels[0].fanout),
-        nodes(topology.numNodes()) {}
+        nodes(topology.numNodes()) {
+    // The nodes a token reaches: its own, and those at each distance.
+    double own = pattern.shares[0] + count(0) * pattern.shares[1];
+    double reached = touchProbability(own, workload.topK);
+    for (size_t level = 1; level < levels; ++level)
+      reached += nodesAt(level) *
+                 touchProbability(shareOfNodeAt(level), workload.topK);
+    limitScale =
+        nodeLimitScale(reached, workload.topK, nodes, pattern.maxNodesPerToken);
+  }
 
   /// Fraction of a rank's assignments that leave its level-(l-1) subtree.
   double tail(size_t level) const {
@@ -264,9 +280,14 @@ public:
 
   /// Distinct tokens a rank sends to one node at distance `level` >= 1.
   double uniqueTokensTo(size_t level) const {
-    double q = static_cast<double>(ranksPerNode) * pattern.shares[level + 1];
-    return static_cast<double>(workload.tokensPerRank) *
-           touchProbability(q, workload.topK, nodes, pattern.maxNodesPerToken);
+    return static_cast<double>(workload.tokensPerRank) * limitScale *
+           touchProbability(shareOfNodeAt(level), workload.topK);
+  }
+
+  /// The share of a rank's assignments that goes to one node at distance
+  /// `level` >= 1.
+  double shareOfNodeAt(size_t level) const {
+    return static_cast<double>(ranksPerNode) * pattern.shares[level + 1];
   }
 
   /// Bytes a level-l link carries when every rank sends `perRank(m)` bytes
@@ -364,6 +385,8 @@ private:
   size_t levels;
   int64_t ranksPerNode;
   int64_t nodes;
+  /// nodeLimitScale for this pattern's tokens.
+  double limitScale = 1;
 };
 } // namespace
 
@@ -407,10 +430,16 @@ Traffic tamoe::planner::expectedTraffic(const Topology &topology,
       // Accumulate q, the share of node j / ranksPerNode, then convert.
       traffic.uniqueTokens[i * traffic.nodes + j / ranksPerNode] += share;
     }
-  for (double &value : traffic.uniqueTokens)
-    value = static_cast<double>(workload.tokensPerRank) *
-            touchProbability(value, workload.topK, traffic.nodes,
-                             pattern.maxNodesPerToken);
+  for (int64_t i = 0; i < traffic.ranks; ++i) {
+    double *row = &traffic.uniqueTokens[i * traffic.nodes];
+    double reached = 0;
+    for (int64_t node = 0; node < traffic.nodes; ++node)
+      reached += row[node] = touchProbability(row[node], workload.topK);
+    double scale = nodeLimitScale(reached, workload.topK, traffic.nodes,
+                                  pattern.maxNodesPerToken);
+    for (int64_t node = 0; node < traffic.nodes; ++node)
+      row[node] *= double(workload.tokensPerRank) * scale;
+  }
   return traffic;
 }
 

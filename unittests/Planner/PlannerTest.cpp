@@ -6,6 +6,8 @@
 #include "gtest/gtest.h"
 
 #include <cmath>
+#include <random>
+#include <set>
 #include <map>
 
 using namespace tamoe::planner;
@@ -728,13 +730,65 @@ TEST(PolicyTest, NodeLimitedShrinksDedupTraffic) {
   Plan limited = llvm::cantFail(
       makePlan(topology, Policy::NodeLimited, options, workload));
   // 4 nodes, top-8: a token reaches 4 * (1 - (3/4)^8) nodes when free and
-  // 2 * (1 - (1/2)^8) when limited to 2, its own included.
+  // 2 when limited to 2 (the gate fills every node it keeps), its own
+  // included, 3/4 of them remote.
   double free = 4 * (1 - std::pow(0.75, 8)) * 3 / 4;
-  double capped = 2 * (1 - std::pow(0.5, 8)) * 3 / 4;
+  double capped = 2.0 * 3 / 4;
   double ratio = limited.dedup.stages[0].levels[2].bytes /
                  uniformPlan.dedup.stages[0].levels[2].bytes;
   EXPECT_NEAR(ratio, capped / free, 1e-12);
   EXPECT_DOUBLE_EQ(limited.flat.totalUs(), uniformPlan.flat.totalUs());
+}
+
+TEST(CostModelTest, NodeLimitMatchesTheGate) {
+  // The gate's own rule on i.i.d. scores: keep the M nodes whose best two
+  // experts score highest, then the top k of their experts. 16 nodes of 8
+  // ranks, an expert each; the model's nodes per token (rank 0's unique
+  // tokens over all nodes, per token) within 3% of the simulation.
+  Topology topology =
+      makeTree({{"node", 8, 100, 100, 1, LinkSharing::PerRank, 0.5},
+                {"cluster", 16, 10, 10, 10, LinkSharing::PerRank, 2}});
+  const int nodes = 16, perNode = 8, tokens = 4000;
+  std::mt19937 random(7);
+  std::normal_distribution<double> score;
+  for (auto [k, kept] : {std::pair{8, 4}, {8, 2}, {2, 4}, {4, 2}}) {
+    double simulated = 0;
+    for (int t = 0; t < tokens; ++t) {
+      std::vector<double> scores(nodes * perNode);
+      for (double &s : scores)
+        s = score(random);
+      std::vector<std::pair<double, int>> groups;
+      for (int n = 0; n < nodes; ++n) {
+        std::vector<double> own(scores.begin() + n * perNode,
+                                scores.begin() + (n + 1) * perNode);
+        std::partial_sort(own.begin(), own.begin() + 2, own.end(),
+                          std::greater<>());
+        groups.push_back({own[0] + own[1], n});
+      }
+      std::partial_sort(groups.begin(), groups.begin() + kept, groups.end(),
+                        std::greater<>());
+      std::vector<std::pair<double, int>> candidates;
+      for (int g = 0; g < kept; ++g)
+        for (int e = 0; e < perNode; ++e)
+          candidates.push_back({scores[groups[g].second * perNode + e],
+                                groups[g].second});
+      std::partial_sort(candidates.begin(), candidates.begin() + k,
+                        candidates.end(), std::greater<>());
+      std::set<int> reached;
+      for (int c = 0; c < k; ++c)
+        reached.insert(candidates[c].second);
+      simulated += double(reached.size()) / tokens;
+    }
+    Pattern pattern = uniform(topology);
+    pattern.maxNodesPerToken = kept;
+    Workload workload{1000, 256, 2, k};
+    Traffic traffic = expectedTraffic(topology, pattern, workload);
+    double modelled = 0;
+    for (int n = 0; n < nodes; ++n)
+      modelled += traffic.uniqueTokens[n] / double(workload.tokensPerRank);
+    EXPECT_NEAR(modelled, simulated, 0.03 * simulated)
+        << "top-" << k << ", " << kept << " nodes kept";
+  }
 }
 
 TEST(PolicyTest, NodeLimitBindsOnlyBelowTopK) {
