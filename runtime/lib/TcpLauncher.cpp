@@ -87,11 +87,12 @@ void closeSocket(int &fd) {
   fd = -1;
 }
 
-/// Milliseconds left until `deadline` (0 when past), for poll.
+/// Milliseconds left until `deadline` (0 when past), for poll; rounded up,
+/// so that poll does not return early and spin through the last one.
 int millisecondsLeft(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                  deadline - Clock::now())
-                  .count();
+  auto left =
+      std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now())
+          .count();
   return int(std::clamp<int64_t>(left, 0, 1000));
 }
 
@@ -304,9 +305,15 @@ std::string readFrame(int fd, uint32_t op, size_t maxBytes,
 /// A peer's text as this rank reports it: control bytes (a terminal's
 /// escapes, a NUL that would cut the message) become '?'.
 std::string printable(std::string text) {
-  for (char &c : text)
-    if (uint8_t(c) < 0x20 || c == 0x7f)
-      c = '?';
+  for (size_t i = 0; i < text.size(); ++i) {
+    uint8_t c = uint8_t(text[i]);
+    // C1 controls are U+0080-U+009F, C2 80 to C2 9F in UTF-8.
+    if (c == 0xc2 && i + 1 < text.size() && uint8_t(text[i + 1]) >= 0x80 &&
+        uint8_t(text[i + 1]) <= 0x9f)
+      text.replace(i, 2, "?");
+    else if (c < 0x20 || c == 0x7f)
+      text[i] = '?';
+  }
   return text;
 }
 
@@ -336,8 +343,8 @@ public:
   /// Waits until `deadline` (at most a second) for connections and bytes;
   /// the greetings completed meanwhile, whose sockets are the caller's.
   std::vector<Greeting> next(Clock::time_point deadline) {
-    Clock::time_point now = Clock::now(), wake = deadline;
-    bool resting = now < restUntil;
+    Clock::time_point wake = deadline;
+    bool resting = Clock::now() < restUntil;
     if (resting)
       wake = std::min(wake, restUntil);
     for (const Pending &p : pending)
@@ -346,8 +353,43 @@ public:
     for (const Pending &p : pending)
       fds.push_back({p.fd, POLLIN, 0});
     ::poll(fds.data(), fds.size(), millisecondsLeft(wake));
-    if (Clock::now() >= restUntil)
-      acceptAll();
+    // Complete greetings leave first, so that making room for a new
+    // connection never closes one that has said all it had to.
+    std::vector<Greeting> complete = readPending();
+    if (fds[0].revents & POLLIN)
+      acceptQueued();
+    return complete;
+  }
+
+  /// Closes a connection that will not join, for `why`.
+  void drop(int &fd, uint32_t ip, const std::string &why) {
+    if (dropped++ == 0)
+      firstDropped = str(ipText(ip), ": ", why);
+    closeSocket(fd);
+  }
+
+  /// "; closed 2 connection(s) that did not join (first ...)", or "".
+  std::string note() const {
+    std::string text = dropped ? str("; closed ", dropped,
+                                     " connection(s) that did not join "
+                                     "(first ",
+                                     firstDropped, ")")
+                               : "";
+    if (!acceptError.empty())
+      text += "; accepting connections failed: " + acceptError;
+    return text;
+  }
+
+private:
+  struct Pending {
+    int fd;
+    uint32_t ip;
+    std::string bytes;
+    Clock::time_point since;
+  };
+
+  /// Reads what the pending connections sent; the completed greetings.
+  std::vector<Greeting> readPending() {
     std::vector<Greeting> complete;
     for (Pending &p : pending) {
       char buffer[64];
@@ -376,52 +418,31 @@ public:
     return complete;
   }
 
-  /// Closes a connection that will not join, for `why`.
-  void drop(int &fd, uint32_t ip, const std::string &why) {
-    if (dropped++ == 0)
-      firstDropped = str(ipText(ip), ": ", why);
-    closeSocket(fd);
-  }
-
-  /// "; ignored 2 connection(s) ... (first ...)", or "" when none was.
-  std::string note() const {
-    std::string text =
-        dropped ? str("; ignored ", dropped,
-                      " connection(s) that did not speak tamoe's protocol "
-                      "(first ",
-                      firstDropped, ")")
-                : "";
-    if (!acceptError.empty())
-      text += "; accepting connections failed: " + acceptError;
-    return text;
-  }
-
-private:
-  struct Pending {
-    int fd;
-    uint32_t ip;
-    std::string bytes;
-    Clock::time_point since;
-  };
-
-  void acceptAll() {
+  /// Accepts what the listener has queued (poll said it has).
+  void acceptQueued() {
     uint32_t ip = 0;
     while (true) {
       int fd = acceptFrom(listener, ip);
       if (fd >= 0) {
-        if (pending.size() == cap)
+        if (pending.size() >= cap)
           dropOldest(str("closed with ", cap, " others waiting"));
         pending.push_back({fd, ip, "", Clock::now()});
         continue;
       }
-      if (errno == EMFILE || errno == ENFILE) {
-        // The connection stays queued: make room, or rest a little.
-        acceptError = errnoText();
-        if (!pending.empty())
-          dropOldest("closed: this process is out of file descriptors");
-        else
-          restUntil = Clock::now() + std::chrono::milliseconds(50);
-      }
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return;
+      // Linux says EMFILE at the limit even when nothing is queued: make
+      // room only for a connection that is there.
+      acceptError = errnoText();
+      bool outOfDescriptors = errno == EMFILE || errno == ENFILE;
+      pollfd queued{listener, POLLIN, 0};
+      if (outOfDescriptors && !pending.empty() && ::poll(&queued, 1, 0) > 0)
+        dropOldest("closed to make room: this process is out of file "
+                   "descriptors");
+      else // nothing to close, or another failure: do not spin on it
+        restUntil = Clock::now() + std::chrono::milliseconds(50);
       return;
     }
   }
@@ -632,9 +653,8 @@ Status TcpLauncher::rendezvousAsRoot(int listener, const std::string &where,
 }
 
 Status TcpLauncher::rendezvousAsWorker(const std::string &address,
-                                       uint16_t port,
+                                       uint16_t port, const std::string &where,
                                        Clock::time_point deadline) {
-  std::string where = str(address, ":", port);
   uint32_t masterIp = 0;
   std::string problem = resolve(address, masterIp);
   if (!problem.empty())
@@ -742,14 +762,16 @@ Status TcpLauncher::rendezvous(const std::string &address, uint16_t port,
   if (worldSize == 1)
     return Status::success();
   Clock::time_point deadline = deadlineAfter(timeout);
+  // Messages name the port's origin: it is not MASTER_PORT itself.
+  std::string where = str(address, ":", port, " (", portOrigin, ")");
   if (worldRank > 0)
-    return rendezvousAsWorker(address, port, deadline);
+    return rendezvousAsWorker(address, port, where, deadline);
   std::string problem;
   int listener = listenOn(port, problem);
   if (listener < 0)
     return communication(str("rank 0 cannot listen on port ", port, " (",
                              portOrigin, "): ", problem));
-  Status status = rendezvousAsRoot(listener, str(address, ":", port), deadline);
+  Status status = rendezvousAsRoot(listener, where, deadline);
   closeSocket(listener);
   return status;
 }

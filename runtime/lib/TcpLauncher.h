@@ -100,6 +100,7 @@ private:
   Status rendezvousAsRoot(int listener, const std::string &where,
                           Clock::time_point deadline);
   Status rendezvousAsWorker(const std::string &address, uint16_t port,
+                            const std::string &where,
                             Clock::time_point deadline);
   /// Sends out[m] to each member m of `group` in `sendTo` and receives
   /// in[m] from each member m in `receiveFrom`, concurrently (no size
