@@ -203,6 +203,21 @@ int connectTo(uint32_t ip, uint16_t port, Clock::time_point deadline,
       rc = soError == 0 ? 0 : -1;
       errno = soError;
     }
+    // A connection to a port of this host that nobody listens on yet can
+    // be made to itself (TCP's simultaneous open, when the kernel picks
+    // that very port as the source): not the peer, so try again.
+    sockaddr_in self{}, peer{};
+    socklen_t selfLength = sizeof self, peerLength = sizeof peer;
+    if (rc == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr *>(&self), &selfLength) ==
+            0 &&
+        getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &peerLength) ==
+            0 &&
+        self.sin_port == peer.sin_port &&
+        self.sin_addr.s_addr == peer.sin_addr.s_addr) {
+      rc = -1;
+      errno = ECONNREFUSED;
+    }
     if (rc == 0)
       return fd;
     error = errnoText();
