@@ -1197,8 +1197,17 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulGradOp op) {
     op.erase();
     return success();
   }
+  // The rows both tensors hold. They are one size but under
+  // static-capacity: the forward's rows (saved) have the receive buffer's
+  // bound, while the gradient that the exchange back delivers has only
+  // the rows sent. Rows past the counts are unspecified either way.
+  Value rowsCapacity = l.dim(rows, 0);
+  if (op.getRows().getType().isDynamicDim(0) ||
+      op.getDResult().getType().isDynamicDim(0))
+    rowsCapacity = arith::MinUIOp::create(l.b, l.loc, rowsCapacity,
+                                          l.dim(op.getDResult(), 0));
   l.runtime("grouped_matmul_grad",
-            {l.dtype(rows), l.data(rows), l.dim(rows, 0), l.dim(rows, 1),
+            {l.dtype(rows), l.data(rows), rowsCapacity, l.dim(rows, 1),
              l.data(op.getCounts()), l.index(countsType.getNumElements()),
              l.index(countsType.getShape().back()), l.data(weights),
              l.dim(weights, 2), l.data(op.getDResult()), l.pointerOrNull(dRows),
