@@ -522,8 +522,12 @@ int check() {
       errs() << "tamoe-reference: unknown policy '" << policyName << "'\n";
       return 2;
     }
+    // As tamoe-plan-dispatch: shares no router can realise with these
+    // experts and k are capped (with k = E, routing is uniform).
+    planner::PolicyOptions options;
+    options.placement = planner::ExpertPlacement{E, topK};
     Expected<planner::Pattern> pattern =
-        planner::makePattern(*tree, *policy, planner::PolicyOptions());
+        planner::makePattern(*tree, *policy, options);
     if (!pattern) {
       errs() << "tamoe-reference: " << toString(pattern.takeError()) << "\n";
       return 2;
