@@ -168,9 +168,6 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
                                 << " ranks of topology '" << tree.name << "'";
   RankedTensorType tokens = dispatch.getTokens().getType();
   int64_t k = dispatch.getExpertIds().getType().getDimSize(1);
-  if (!tokens.hasStaticShape() || ShapedType::isDynamic(k))
-    return dispatch.emitError() << "needs static token, hidden and k sizes "
-                                   "to predict the all-to-all time";
   std::optional<int64_t> bytes = elementBytes(tokens.getElementType());
   if (!bytes)
     return dispatch.emitError()
@@ -180,11 +177,23 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
     return failure();
   // The rows the exchange moves: all k * S assignments, or fewer when a
   // capacity caps them (the hierarchical rewrite sizes them the same way).
-  planner::Workload workload{dispatch.getDispatched().getType().getDimSize(0),
-                             tokens.getDimSize(1), *bytes, 1};
+  // A size the program leaves dynamic is the cost model's default one
+  // (4096 tokens of 4096, top-2): the pattern hardly depends on it, and the
+  // remark says what the prediction is for.
+  planner::Workload nominal;
+  int64_t rows = dispatch.getDispatched().getType().getDimSize(0);
+  int64_t hidden = tokens.getDimSize(1);
+  bool dynamic = ShapedType::isDynamic(rows) || ShapedType::isDynamic(hidden);
+  if (ShapedType::isDynamic(rows))
+    rows =
+        nominal.tokensPerRank * (ShapedType::isDynamic(k) ? nominal.topK : k);
+  if (ShapedType::isDynamic(hidden))
+    hidden = nominal.hidden;
+  planner::Workload workload{rows, hidden, *bytes, 1};
   // Shares no router can realise with these experts are capped.
   planner::PolicyOptions layerOptions = options;
-  layerOptions.placement = planner::ExpertPlacement{experts, k};
+  if (!ShapedType::isDynamic(k))
+    layerOptions.placement = planner::ExpertPlacement{experts, k};
   llvm::Expected<planner::Plan> planned =
       planner::makePlan(tree, policy, layerOptions, workload);
   if (!planned)
@@ -220,6 +229,9 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
          << planner::formatSpeedup(
                 planner::speedupOverUniform(*planned, uniform, schedules))
          << ")";
+  if (dynamic)
+    remark << ", predicted for " << rows << " rows of " << hidden
+           << " elements: the layer's sizes are dynamic";
   ++numPlanned;
   return success();
 }

@@ -37,17 +37,6 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
   }
 }
 
-// -----
-
-module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
-  shard.grid @ep(shape = 2)
-  func.func @f(%tokens: tensor<?x16xf32>, %ids: tensor<?x2xi32>) {
-    // expected-error @+1 {{needs static token, hidden and k sizes to predict the all-to-all time}}
-    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x16xf32>, tensor<2xi32>, tensor<?x2xi32>, tensor<i64>
-    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<?x16xf32>, tensor<2xi32> -> tensor<?x16xf32>
-    return
-  }
-}
 
 // -----
 
