@@ -1556,6 +1556,19 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
            return isa<bufferization::ToBufferOp>(user);
          })))
       return WalkResult::advance();
+    if (isa<arith::ConstantOp>(op)) {
+      Operation *user = *llvm::find_if(op->getUsers(), [](Operation *user) {
+        return !isa<bufferization::ToBufferOp>(user);
+      });
+      op->emitOpError()
+          << "would run on the host: a dense constant becomes device memory "
+             "(tamoe_rt_program_constant) where runtime calls read it, but '"
+          << user->getName()
+          << "' takes it as a tensor (a loop's initial value or a call's "
+             "argument is copied on the host); compute it with a runtime "
+             "op, or pass it in";
+      return WalkResult::interrupt();
+    }
     op->emitOpError()
         << "would run on the host: a device-resident program lowers only "
            "tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, "

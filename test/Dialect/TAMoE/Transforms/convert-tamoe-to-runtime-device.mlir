@@ -355,3 +355,23 @@ module {
     return %s : tensor<4x8xf32>
   }
 }
+
+// -----
+
+// A dense constant that a loop carries (it would be copied on the host):
+// named with the op that takes it.
+module {
+  func.func @carried(%x: tensor<4xf32>) -> tensor<4xf32> {
+    // expected-error @+1 {{'arith.constant' op would run on the host: a dense constant becomes device memory (tamoe_rt_program_constant) where runtime calls read it, but 'scf.for' takes it as a tensor (a loop's initial value or a call's argument is copied on the host); compute it with a runtime op, or pass it in}}
+    %c = arith.constant dense<0.0> : tensor<4xf32>
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %c3 = arith.constant 3 : index
+    %r = scf.for %i = %c0 to %c3 step %c1 iter_args(%acc = %c) -> tensor<4xf32> {
+      %e = tensor.empty() : tensor<4xf32>
+      %s = linalg.add ins(%acc, %x : tensor<4xf32>, tensor<4xf32>) outs(%e : tensor<4xf32>) -> tensor<4xf32>
+      scf.yield %s : tensor<4xf32>
+    }
+    return %r : tensor<4xf32>
+  }
+}
