@@ -592,19 +592,68 @@ static Value countsBefore(Value counts) {
 /// none when they are not bounded so. Every rank runs the same program, so
 /// a peer's entries have the same bound; and were one larger, the exchange
 /// would fail on every rank with CAPACITY_EXCEEDED, never overrun a buffer.
-static std::optional<int64_t> rowsPerCountsEntry(Value counts) {
+///
+/// Counts that a function takes as an argument are traced to what every
+/// call passes there, when that is a value another function returns: a
+/// backward's saved counts are its forward's, so its exchanges get the
+/// forward's bound (and the gradients they deliver have as many rows as the
+/// saved rows they meet).
+static std::optional<int64_t> rowsPerCountsEntry(Value counts, int depth = 0);
+
+/// The bound of counts a function takes as argument `argument`: the one
+/// every call passes, each a result of a call whose callee returns it.
+static std::optional<int64_t> rowsPerArgumentEntry(BlockArgument argument,
+                                                   int depth) {
+  auto function = dyn_cast<func::FuncOp>(argument.getOwner()->getParentOp());
+  auto module = function ? function->getParentOfType<ModuleOp>() : ModuleOp();
+  if (!function || !module || !argument.getOwner()->isEntryBlock() || depth > 4)
+    return std::nullopt;
+  std::optional<SymbolTable::UseRange> uses =
+      SymbolTable::getSymbolUses(function, module);
+  std::optional<int64_t> bound;
+  bool any = false;
+  for (const SymbolTable::SymbolUse &use :
+       uses ? *uses : SymbolTable::UseRange({})) {
+    auto call = dyn_cast<func::CallOp>(use.getUser());
+    if (!call)
+      return std::nullopt;
+    auto passed = dyn_cast<OpResult>(call.getOperand(argument.getArgNumber()));
+    auto producer =
+        passed ? dyn_cast<func::CallOp>(passed.getOwner()) : func::CallOp();
+    auto callee =
+        producer ? module.lookupSymbol<func::FuncOp>(producer.getCalleeAttr())
+                 : func::FuncOp();
+    if (!callee || callee.isExternal() || !callee.getBody().hasOneBlock())
+      return std::nullopt;
+    auto ret = cast<func::ReturnOp>(callee.getBody().front().getTerminator());
+    std::optional<int64_t> here =
+        rowsPerCountsEntry(ret.getOperand(passed.getResultNumber()), depth + 1);
+    if (!here || (any && here != bound))
+      return std::nullopt;
+    bound = here;
+    any = true;
+  }
+  return bound;
+}
+
+static std::optional<int64_t> rowsPerCountsEntry(Value counts, int depth) {
   // A chunk's part of an entry of n rows has at most ceil(n / chunks); parts
   // of parts, ceil(n / (the product)).
   int64_t parts = 1;
-  while (Operation *def = counts.getDefiningOp()) {
+  auto partOf = [&](std::optional<int64_t> rows) -> std::optional<int64_t> {
+    if (!rows || *rows < 0)
+      return rows;
+    return (*rows + parts - 1) / parts;
+  };
+  while (true) {
+    if (auto argument = dyn_cast<BlockArgument>(counts))
+      return partOf(rowsPerArgumentEntry(argument, depth));
+    Operation *def = counts.getDefiningOp();
     if (auto dispatch = dyn_cast<DispatchOp>(def)) {
       if (counts != dispatch.getExpertCounts())
         return std::nullopt;
-      std::optional<int64_t> capacity =
-          dispatch.getCapacityFor(dispatch.getTokens().getType().getDimSize(0));
-      if (!capacity || *capacity < 0)
-        return capacity;
-      return (*capacity + parts - 1) / parts;
+      return partOf(dispatch.getCapacityFor(
+          dispatch.getTokens().getType().getDimSize(0)));
     }
     if (auto chunk = dyn_cast<ChunkOp>(def);
         chunk && counts == chunk.getChunkCounts() &&
@@ -614,7 +663,6 @@ static std::optional<int64_t> rowsPerCountsEntry(Value counts) {
     if (!counts)
       return std::nullopt;
   }
-  return std::nullopt;
 }
 
 /// The group of an exchange, blocking (tamoe.all_to_all) or started
