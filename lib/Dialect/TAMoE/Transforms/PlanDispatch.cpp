@@ -184,9 +184,19 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
   int64_t rows = dispatch.getDispatched().getType().getDimSize(0);
   int64_t hidden = tokens.getDimSize(1);
   bool dynamic = ShapedType::isDynamic(rows) || ShapedType::isDynamic(hidden);
-  if (ShapedType::isDynamic(rows))
-    rows =
-        nominal.tokensPerRank * (ShapedType::isDynamic(k) ? nominal.topK : k);
+  if (ShapedType::isDynamic(rows)) {
+    int64_t numTokens = tokens.getDimSize(0);
+    if (ShapedType::isDynamic(numTokens))
+      numTokens = nominal.tokensPerRank;
+    rows = numTokens * (ShapedType::isDynamic(k) ? nominal.topK : k);
+    // A capacity caps them as it would the static rows.
+    std::optional<int64_t> capacity =
+        dispatch.getCapacity() || !ShapedType::isDynamic(k)
+            ? dispatch.getCapacityFor(numTokens)
+            : std::nullopt;
+    if (capacity && *capacity >= 0)
+      rows = std::min(rows, experts * *capacity);
+  }
   if (ShapedType::isDynamic(hidden))
     hidden = nominal.hidden;
   planner::Workload workload{rows, hidden, *bytes, 1};

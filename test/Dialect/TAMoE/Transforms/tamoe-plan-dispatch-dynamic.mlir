@@ -17,9 +17,18 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
   // CHECK-LABEL: func.func @hidden_and_k
   func.func @hidden_and_k(%tokens: tensor<8x?xf32>, %ids: tensor<8x?xi32>) {
     // CHECK: tamoe.dispatch {{.*}} {plan = #tamoe.dispatch_plan<tamoe
-    // expected-remark @+1 {{predicted for 8192 rows of 4096 elements: the layer's sizes are dynamic}}
+    // expected-remark @+1 {{predicted for 16 rows of 4096 elements: the layer's sizes are dynamic}}
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<8x?xf32>, tensor<8x?xi32> -> tensor<?x?xf32>, tensor<2xi32>, tensor<8x?xi32>, tensor<i64>
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<?x?xf32>, tensor<2xi32> -> tensor<?x?xf32>
+    return
+  }
+  // A capacity caps the rows as it would static ones: 4096 x 2 assignments,
+  // at most 3 rows for each of 2 experts.
+  // CHECK-LABEL: func.func @capacity
+  func.func @capacity(%tokens: tensor<?x16xf32>, %ids: tensor<?x2xi32>) {
+    // expected-remark @+1 {{predicted for 6 rows of 16 elements: the layer's sizes are dynamic}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity 3 : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x16xf32>, tensor<2xi32>, tensor<?x2xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<?x16xf32>, tensor<2xi32> -> tensor<?x16xf32>
     return
   }
 }
