@@ -46,7 +46,11 @@ using Parameters = std::array<double, 3>;
 /// Empty when the free columns are (nearly) dependent.
 std::optional<Parameters> solve(ArrayRef<ExchangeSample> samples,
                                 ArrayRef<int> free) {
+  // At most the three parameters (which also tells the compiler the sizes
+  // below are small).
   size_t n = free.size();
+  if (n == 0 || n > 3)
+    return std::nullopt;
   auto feature = [](const ExchangeSample &s, int j) {
     double f = j == 0 ? 1.0 : j == 1 ? double(s.messages) : s.bytesPerRank;
     return f / s.microseconds;

@@ -529,7 +529,7 @@ Expected<std::string> tamoe::topology::readTextFile(StringRef path,
                   : sys::fs::openNativeFileForRead(path);
   if (!file)
     return cannotRead(errorToErrorCode(file.takeError()));
-  auto closeFile = make_scope_exit([&] {
+  scope_exit closeFile([&] {
     if (path != "-")
       sys::fs::closeFile(*file);
   });
