@@ -51,7 +51,10 @@ std::mutex liveMutex;
 std::unordered_set<const tamoe_rt_context_t *> liveSet;
 /// The finalized contexts' memory (see destroy).
 std::vector<std::unique_ptr<tamoe_rt_context_t>> retired;
+#if TAMOE_RT_HAVE_MPI
+/// Whether tamoe_rt_init initialised MPI (and the last finalize ends it).
 bool mpiInitialisedHere = false;
+#endif
 thread_local std::string threadError;
 
 } // namespace

@@ -32,8 +32,10 @@ std::once_flag created;
 std::map<std::pair<const void *, intptr_t>, void *> constants;
 std::mutex constantsMutex;
 
+#if TAMOE_RT_HAVE_MPI
 /// Whether create() initialised MPI (and exit finalises it).
 bool mpiInitialisedHere = false;
+#endif
 /// The outputs (indices) this process wrote or was asked to write, for
 /// the summary at exit; the first append to an index replaces its file.
 std::mutex outputsMutex;
@@ -83,8 +85,8 @@ void finalizeAtExit() {
 
 [[noreturn]] void fail(const std::string &message) {
   int64_t rank = programContext ? tamoe_rt_rank(programContext) : -1;
-  int initialized = 0, finalized = 0;
 #if TAMOE_RT_HAVE_MPI
+  int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   // MPI is finalized once the program has exited.
   MPI_Finalized(&finalized);

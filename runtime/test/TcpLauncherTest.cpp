@@ -486,7 +486,7 @@ TEST(TcpLauncher, TorchsStoreKeepsMasterPort) {
   for (const Outcome &outcome : outcomes)
     EXPECT_EQ(outcome.text, "TAMOE_RT_SUCCESS: ");
   // Rank 0 cannot listen where the store is.
-  outcomes = runRanks({0}, 2, 2, port, [port](int rank, std::string &text) {
+  outcomes = runRanks({0}, 2, 2, port, [port](int, std::string &text) {
     setenv("TAMOE_RT_MASTER_PORT", std::to_string(port).c_str(), 1);
     std::unique_ptr<TcpLauncher> launcher;
     text = describe(create(launcher, 1));

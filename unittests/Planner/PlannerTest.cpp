@@ -213,9 +213,10 @@ TEST(CostModelTest, UniqueTokensOfAPartMatchTheChunkedDispatch) {
         allParts[m] += simulated;
         // A part of 16 has too few tokens (1250) to match within 3%.
         double modelled = traffic.uniqueTokens[m]; // rank 0's
-        if (parts <= 4)
+        if (parts <= 4) {
           EXPECT_NEAR(simulated, modelled, 0.03 * modelled)
               << "part " << c << " of " << parts << ", node " << m;
+        }
       }
     }
   }
