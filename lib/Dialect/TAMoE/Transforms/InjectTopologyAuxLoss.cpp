@@ -34,24 +34,34 @@ private:
 };
 } // namespace
 
+/// The weight of an expert on a rank at each distance, w = 1 / (E q) with
+/// q = share / (experts per rank): index 0 for this rank's own experts,
+/// l + 1 for a rank whose lowest common ancestor with it is at level l.
+static SmallVector<double> weightsByDistance(ArrayRef<double> shares,
+                                             int64_t experts, int64_t ranks) {
+  SmallVector<double> weights;
+  for (double share : shares)
+    weights.push_back(double(experts / ranks) / (double(experts) * share));
+  return weights;
+}
+
 /// This rank's weight for every expert, w_e = 1 / (E q_e): row `rank` of a
 /// [P, E] table computed here. Expert e lives on rank e / (E / P), and the
 /// plan's share for that rank depends only on the level of the lowest
 /// common ancestor of the two ranks. A constant table and a row select keep
 /// the weights out of the layer's run-time compute: a device-resident
 /// lowering uploads the table once and does no host work per step.
+/// `weightByDistance` holds one weight per distance (weightsByDistance).
 static Value buildExpertWeights(OpBuilder &builder, Location loc,
                                 const topo::Topology &tree,
-                                ArrayRef<double> shares, int64_t experts,
-                                FloatType floatType, Value rank) {
+                                ArrayRef<double> weightByDistance,
+                                int64_t experts, FloatType floatType,
+                                Value rank) {
   int64_t ranks = tree.numRanks();
   int64_t perRank = experts / ranks;
-  // One weight per distance: shares[0] is this rank's own, shares[l + 1] a
-  // rank whose lowest common ancestor with it is at level l.
   SmallVector<Attribute> byDistance;
-  for (double share : shares)
-    byDistance.push_back(builder.getFloatAttr(
-        floatType, double(perRank) / (double(experts) * share)));
+  for (double weight : weightByDistance)
+    byDistance.push_back(builder.getFloatAttr(floatType, weight));
   SmallVector<Attribute> table;
   table.reserve(ranks * experts);
   for (int64_t self = 0; self < ranks; ++self)
@@ -167,16 +177,16 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
            << " experts, more than " << kMostWeights
            << " weights in one constant";
   // A share too small for the probabilities' type would make a weight inf.
-  for (auto [distance, share] : llvm::enumerate(shares)) {
-    double weight =
-        double(experts / tree.numRanks()) / (double(experts) * share);
+  SmallVector<double> weightByDistance =
+      weightsByDistance(shares, experts, tree.numRanks());
+  for (auto [distance, weight] : llvm::enumerate(weightByDistance)) {
     APFloat converted(weight);
     bool losesInfo = false;
     converted.convert(floatType.getFloatSemantics(),
                       APFloat::rmNearestTiesToEven, &losesInfo);
     if (!std::isfinite(weight) || !converted.isFinite())
       return dispatch.emitError()
-             << "the plan's shares[" << distance << "] = " << share
+             << "the plan's shares[" << distance << "] = " << shares[distance]
              << " gives its experts the weight " << weight << ", which "
              << floatType << " cannot hold; the topology loss weighs experts "
              << "by 1 / share";
@@ -184,8 +194,8 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
   FailureOr<Value> rank = groupRank(builder, loc, exchange, symbols);
   if (failed(rank))
     return failure();
-  Value weights =
-      buildExpertWeights(builder, loc, tree, shares, experts, floatType, *rank);
+  Value weights = buildExpertWeights(builder, loc, tree, weightByDistance,
+                                     experts, floatType, *rank);
   // With a capacity the loss counts what was dispatched: the dispatch's
   // positions say which assignments it dropped.
   Value positions = mayDrop ? dispatch.getPositions() : Value();
