@@ -610,10 +610,10 @@ static std::optional<int64_t> rowsPerArgumentEntry(BlockArgument argument,
     return std::nullopt;
   std::optional<SymbolTable::UseRange> uses =
       SymbolTable::getSymbolUses(function, module);
+  if (!uses)
+    return std::nullopt;
   std::optional<int64_t> bound;
-  bool any = false;
-  for (const SymbolTable::SymbolUse &use :
-       uses ? *uses : SymbolTable::UseRange({})) {
+  for (const SymbolTable::SymbolUse &use : *uses) {
     auto call = dyn_cast<func::CallOp>(use.getUser());
     if (!call)
       return std::nullopt;
@@ -628,10 +628,9 @@ static std::optional<int64_t> rowsPerArgumentEntry(BlockArgument argument,
     auto ret = cast<func::ReturnOp>(callee.getBody().front().getTerminator());
     std::optional<int64_t> here =
         rowsPerCountsEntry(ret.getOperand(passed.getResultNumber()), depth + 1);
-    if (!here || (any && here != bound))
+    if (!here || (bound && here != bound))
       return std::nullopt;
     bound = here;
-    any = true;
   }
   return bound;
 }
@@ -1245,10 +1244,11 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulGradOp op) {
     op.erase();
     return success();
   }
-  // The rows both tensors hold. They are one size but under
-  // static-capacity: the forward's rows (saved) have the receive buffer's
-  // bound, while the gradient that the exchange back delivers has only
-  // the rows sent. Rows past the counts are unspecified either way.
+  // The rows both tensors hold. They are one size but where static-capacity
+  // could not trace a backward's counts to its forward's (rowsPerCountsEntry):
+  // then the forward's rows (saved) have the receive buffer's bound, while
+  // the gradient that the exchange back delivers has only the rows sent.
+  // Rows past the counts are unspecified either way.
   Value rowsCapacity = l.dim(rows, 0);
   if (op.getRows().getType().isDynamicDim(0) ||
       op.getDResult().getType().isDynamicDim(0))
