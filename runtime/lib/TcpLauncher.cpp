@@ -123,20 +123,19 @@ int listenOn(uint16_t port, std::string &error) {
   return fd;
 }
 
-uint16_t portOf(int fd) {
+/// This end's IPv4 address and port of a socket, or with `peer` the other
+/// end's; zeros when it has none.
+sockaddr_in endpointOf(int fd, bool peer = false) {
   sockaddr_in address{};
   socklen_t length = sizeof address;
-  getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length);
-  return ntohs(address.sin_port);
+  auto *generic = reinterpret_cast<sockaddr *>(&address);
+  if ((peer ? getpeername(fd, generic, &length)
+            : getsockname(fd, generic, &length)) != 0)
+    return sockaddr_in{};
+  return address;
 }
 
-/// This end's IPv4 address (network order) on a connected socket.
-uint32_t localIpOf(int fd) {
-  sockaddr_in address{};
-  socklen_t length = sizeof address;
-  getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length);
-  return address.sin_addr.s_addr;
-}
+uint16_t portOf(int fd) { return ntohs(endpointOf(fd).sin_port); }
 
 bool isLoopback(uint32_t networkOrder) {
   return ntohl(networkOrder) >> 24 == 127;
@@ -206,17 +205,13 @@ int connectTo(uint32_t ip, uint16_t port, Clock::time_point deadline,
     // A connection to a port of this host that nobody listens on yet can
     // be made to itself (TCP's simultaneous open, when the kernel picks
     // that very port as the source): not the peer, so try again.
-    sockaddr_in self{}, peer{};
-    socklen_t selfLength = sizeof self, peerLength = sizeof peer;
-    if (rc == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr *>(&self), &selfLength) ==
-            0 &&
-        getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &peerLength) ==
-            0 &&
-        self.sin_port == peer.sin_port &&
-        self.sin_addr.s_addr == peer.sin_addr.s_addr) {
-      rc = -1;
-      errno = ECONNREFUSED;
+    if (rc == 0) {
+      sockaddr_in self = endpointOf(fd), peer = endpointOf(fd, /*peer=*/true);
+      if (self.sin_port != 0 && self.sin_port == peer.sin_port &&
+          self.sin_addr.s_addr == peer.sin_addr.s_addr) {
+        rc = -1;
+        errno = ECONNREFUSED;
+      }
     }
     if (rc == 0)
       return fd;
@@ -643,7 +638,7 @@ Status TcpLauncher::rendezvousAsRoot(int listener, const std::string &where,
     putU64(payload, session);
     // A rank that reached rank 0 over loopback shares its host: another
     // host reaches it at the address it reached rank 0 at.
-    uint32_t here = localIpOf(fd);
+    uint32_t here = endpointOf(fd).sin_addr.s_addr;
     for (int64_t r = 0; status.ok() && r < worldSize; ++r) {
       putU32(payload, isLoopback(ips[r]) ? here : ips[r]);
       putU32(payload, ports[r]);
