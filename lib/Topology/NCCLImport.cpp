@@ -97,7 +97,7 @@ struct Reader {
       error = (source + ": " + where + ": " + reason).str();
   }
 
-  /// An integer attribute >= `least`.
+  /// An integer attribute in [`least`, `most`].
   std::optional<int64_t> integer(xmlNode *node, const char *name,
                                  const Twine &where, int64_t least,
                                  int64_t most, StringRef meaning) {
@@ -105,10 +105,10 @@ struct Reader {
     int64_t value;
     bool parsed = !StringRef(text).trim().getAsInteger(10, value);
     if (!parsed || value < least || value > most) {
+      bool tooLarge = parsed && value > most;
       fail(where + "." + name,
            formatv("expected an integer {0} {1}{2}, got {3}",
-                   parsed && value > most ? "<=" : ">=",
-                   parsed && value > most ? most : least, meaning,
+                   tooLarge ? "<=" : ">=", tooLarge ? most : least, meaning,
                    text.empty() ? "nothing" : quoted(text)));
       return std::nullopt;
     }

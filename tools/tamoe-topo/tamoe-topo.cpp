@@ -701,19 +701,13 @@ static int overlap(const Workload &workload, const PolicyOptions &options) {
             "experts (us) | one chunk (us) | chosen chunks | overlapped (us) "
             "| gain |\n";
   outs() << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-  for (const Row &row : table) {
-    const topo::Topology &topology = row.cluster->topology;
-    const Cost *best = &row.best;
-    const LayerTimes &times = row.times;
-    int64_t chosen = row.chosen;
-    const Cluster &cluster = *row.cluster;
+  for (const auto &[cluster, best, times, chosen] : table) {
     double one = chunkedLayerUs(times, 1);
     double cut = chunkedLayerUs(times, chosen);
-    outs() << formatv("| {0} | {1} | {2} | ", topology.name,
-                      topology.numRanks(), cluster.figure)
-           << format("%.1f %s | %.1f | %.1f | ", best->totalUs(),
-                     scheduleLetter(best->schedule).data(), times.computeUs,
-                     one)
+    outs() << formatv("| {0} | {1} | {2} | ", cluster->topology.name,
+                      cluster->topology.numRanks(), cluster->figure)
+           << format("%.1f %s | %.1f | %.1f | ", best.totalUs(),
+                     scheduleLetter(best.schedule).data(), times.computeUs, one)
            << chosen << format(" | %.1f | ", cut)
            << formatSpeedup(cut > 0 ? std::optional<double>(one / cut)
                                     : std::nullopt)
