@@ -95,8 +95,10 @@ static void sinkMovableUsers(Operation *wait) {
   for (Operation *op : llvm::reverse(ordered)) {
     if (Operation *first = firstUser(block, op))
       op->moveBefore(first);
-    else
+    else if (op->use_empty())
       op->erase(); // nothing reads it
+    else if (block->mightHaveTerminator())
+      op->moveBefore(block->getTerminator()); // read in later blocks only
   }
 }
 

@@ -154,3 +154,30 @@ module {
     return %r : tensor<?x4xf32>
   }
 }
+
+// -----
+
+// A reshape of a wait's results that only a later block reads stays alive:
+// it moves down to its block's terminator, and the wait before it; a
+// reshape nothing reads goes.
+module {
+  shard.grid @ep(shape = 8)
+  // CHECK-LABEL: func.func @read_in_a_later_block
+  // CHECK: %[[X:.*]] = tamoe.all_to_all_start
+  // CHECK-NEXT: arith.addi
+  // CHECK-NEXT: %{{.*}}, %[[RC:.*]] = tamoe.all_to_all_wait %[[X]]
+  // CHECK-NEXT: %[[FLAT:.*]] = tensor.collapse_shape %[[RC]]
+  // CHECK-NEXT: cf.br ^bb1
+  // CHECK: tensor.expand_shape %[[FLAT]]
+  // CHECK-NOT: tensor.collapse_shape
+  func.func @read_in_a_later_block(%rows: tensor<32x32xf32>, %counts: tensor<8x2xi32>, %a: tensor<8xi32>) -> (tensor<8x2xi32>, tensor<8xi32>) {
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<32x32xf32>, tensor<8x2xi32> -> tensor<?x32xf32>
+    %flat = tensor.collapse_shape %recv_counts [[0, 1]] : tensor<8x2xi32> into tensor<16xi32>
+    %unused = tensor.collapse_shape %recv_counts [[0, 1]] : tensor<8x2xi32> into tensor<16xi32>
+    %sum = arith.addi %a, %a : tensor<8xi32>
+    cf.br ^bb1
+  ^bb1:
+    %again = tensor.expand_shape %flat [[0, 1]] output_shape [8, 2] : tensor<16xi32> into tensor<8x2xi32>
+    return %again, %sum : tensor<8x2xi32>, tensor<8xi32>
+  }
+}
