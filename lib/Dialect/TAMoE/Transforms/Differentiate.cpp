@@ -319,6 +319,9 @@ DifferentiatePass::differentiate(func::FuncOp function) {
       builder, function.getLoc(), backwardName,
       builder.getFunctionType(backwardInputs, gradientTypes));
   backward.setVisibility(function.getVisibility());
+  // What the function's discardable attributes ask of it, the backward
+  // gets as the forward (a clone) does: llvm.emit_c_interface, say.
+  backward->setDiscardableAttrs(function->getDiscardableAttrDictionary());
   Block *backwardBody = backward.addEntryBlock();
   Reverse reverse(backward, body.getArguments(), active);
   auto fail = [&] {
