@@ -1103,16 +1103,22 @@ std::vector<Engine *> engines;
 // Local operations
 //===----------------------------------------------------------------------===//
 
+/// With `withNaN`, every third token's logits are NaN from its first expert
+/// on through a random count: overflowed logits, which rank as -inf.
 void checkGate(int64_t tokens, int64_t experts, int64_t k, bool sigmoid,
-               bool renormalize, int64_t groups, int64_t kept, uint64_t seed) {
+               bool renormalize, int64_t groups, int64_t kept, uint64_t seed,
+               bool withNaN = false) {
   std::string name =
       std::string("gate ") + (sigmoid ? "sigmoid" : "softmax") +
       (renormalize ? "+renorm" : "") + " T=" + std::to_string(tokens) +
       " E=" + std::to_string(experts) + " k=" + std::to_string(k) +
       (groups ? " groups=" + std::to_string(groups) + "/" + std::to_string(kept)
-              : "");
+              : "") +
+      (withNaN ? " NaN logits" : "");
   reference::Random random(seed);
   std::vector<float> logits = random.floats(size_t(tokens * experts), -4, 4);
+  for (int64_t t = 0; withNaN && t < tokens; t += 3)
+    std::fill_n(logits.begin() + t * experts, random.integer(1, experts), NAN);
   reference::Gate want = reference::gate(logits, tokens, experts, k, sigmoid,
                                          renormalize, groups, kept);
   for (Engine *engine : engines)
@@ -1143,7 +1149,7 @@ void checkGate(int64_t tokens, int64_t experts, int64_t k, bool sigmoid,
                    "] = " + std::to_string(ids[i]) + " out of range";
           float a = want.probs[t * experts + ids[i]],
                 b = want.probs[t * experts + want.ids[i]];
-          if (!close(a, b, 2e-6f, 1e-9f))
+          if (std::isnan(a) || std::isnan(b) || !close(a, b, 2e-6f, 1e-9f))
             return "ids[" + std::to_string(i) +
                    "] = " + std::to_string(ids[i]) + ", want " +
                    std::to_string(want.ids[i]) + " (no tie)";
@@ -1174,8 +1180,10 @@ void checkDispatch(int64_t tokens, int64_t rowBytes, int64_t k, int64_t experts,
   std::vector<float> weights(ids.size());
   for (size_t a = 0; a < ids.size(); ++a) {
     ids[a] = int32_t(random.integer(0, experts - 1));
-    // Eight levels: plenty of ties, which must go to the earlier token.
-    weights[a] = float(random.integer(0, 7)) / 8.0f;
+    // Eight levels: plenty of ties, which must go to the earlier token;
+    // and NaN of either sign, which ranks as -inf.
+    int64_t level = random.integer(0, 8);
+    weights[a] = level < 8 ? float(level) / 8.0f : a % 2 ? NAN : -NAN;
   }
   reference::Dispatch want = reference::dispatch(
       rows, rowBytes, ids, k, experts, capacity, byProbability, weights);
@@ -3371,6 +3379,8 @@ int runChecks() {
   checkGate(200, 64, 1, true, false, 64, 2, seed++); // groups of one
   checkGate(50, 3000, 4, false, true, 0, 0, seed++); // workspace in global
   checkGate(0, 64, 2, false, false, 0, 0, seed++);
+  checkGate(999, 64, 4, false, true, 0, 0, seed++, true);
+  checkGate(999, 64, 6, true, false, 8, 3, seed++, true);
   // dispatch: row sizes for each copy width, drops both ways.
   for (int64_t rowBytes : {8192, 6, 12, 24, 1})
     checkDispatch(1000, rowBytes, 2, 64, -1, false, seed++);

@@ -47,6 +47,11 @@ struct Random {
   std::mt19937_64 engine;
 };
 
+/// The ranking of scores and weights: NaN as -inf (tamoe_rt.h).
+template <typename T> T rankOf(T value) {
+  return std::isnan(value) ? -INFINITY : value;
+}
+
 template <typename T> struct GateOf {
   std::vector<int32_t> ids;
   std::vector<T> weights, probs;
@@ -80,9 +85,12 @@ GateOf<T> gate(const std::vector<T> &logits, int64_t tokens, int64_t experts,
     std::iota(candidates.begin(), candidates.end(), 0);
     if (groups > 0) {
       int64_t size = experts / groups;
-      std::vector<std::pair<T, int64_t>> scored; // (-score, group)
+      std::vector<std::pair<T, int64_t>> scored; // (-rank, group)
       for (int64_t g = 0; g < groups; ++g) {
-        std::vector<T> members(p + g * size, p + (g + 1) * size);
+        // The two best of the group's numbers (NaN members count for none).
+        std::vector<T> members(2, -INFINITY);
+        for (int64_t e = g * size; e < (g + 1) * size; ++e)
+          members.push_back(rankOf(p[e]));
         std::sort(members.rbegin(), members.rend());
         scored.push_back(
             {-(size > 1 ? members[0] + members[1] : members[0]), g});
@@ -95,7 +103,8 @@ GateOf<T> gate(const std::vector<T> &logits, int64_t tokens, int64_t experts,
     }
     std::stable_sort(candidates.begin(), candidates.end(),
                      [&](int64_t a, int64_t b) {
-                       return p[a] > p[b] || (p[a] == p[b] && a < b);
+                       T x = rankOf(p[a]), y = rankOf(p[b]);
+                       return x > y || (x == y && a < b);
                      });
     T sum = 0;
     for (int64_t j = 0; j < k; ++j) {
@@ -136,7 +145,7 @@ inline Dispatch dispatch(const Bytes &tokens, int64_t rowBytes,
     if (capacity >= 0 && int64_t(keep.size()) > capacity) {
       if (byProbability)
         std::stable_sort(keep.begin(), keep.end(), [&](int64_t a, int64_t b) {
-          return weights[a] > weights[b];
+          return rankOf(weights[a]) > rankOf(weights[b]);
         });
       keep.resize(capacity);
       std::sort(keep.begin(), keep.end());

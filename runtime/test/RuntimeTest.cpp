@@ -738,6 +738,29 @@ TEST_F(Runtime, GateTiesGoToTheLowerId) {
   EXPECT_EQ(got.out.ids, (std::vector<int32_t>{0, 1, 0, 1}));
 }
 
+TEST_F(Runtime, GateRanksNaNBelowEveryNumber) {
+  // Sigmoid scores, 4 groups of 2, 2 groups kept, top-2. Token 0: groups 0
+  // and 2 hold a NaN, so they score -inf and groups 1 and 3 stay. Token 1:
+  // NaN everywhere; the lower groups and ids stay, their weights NaN (for a
+  // loss scaler to see), where choosing only among numbers would pick
+  // experts of the groups not kept.
+  const float nan = NAN;
+  std::vector<float> logits = {nan, nan, 1.0f, 0.5f, nan, 3.0f, -1.0f, -2.0f,
+                               nan, nan, nan,  nan,  nan, nan,  nan,   nan};
+  GateResult got = runGate(ctx, logits, 2, 8, 2, true, false, 4, 2);
+  ASSERT_EQ(got.status, TAMOE_RT_SUCCESS) << error();
+  EXPECT_EQ(got.out.ids, (std::vector<int32_t>{2, 3, 0, 1}));
+  EXPECT_NEAR(got.out.weights[0], 0.731059f, 1e-6);
+  EXPECT_TRUE(std::isnan(got.out.weights[2]) && std::isnan(got.out.weights[3]));
+  reference::Gate want = reference::gate(logits, 2, 8, 2, true, false, 4, 2);
+  EXPECT_EQ(got.out.ids, want.ids);
+  // Softmax: one NaN logit makes the whole row NaN: the first k ids.
+  std::vector<float> row = {0.5f, 2.0f, nan, 1.0f, 3.0f, -1.0f};
+  got = runGate(ctx, row, 1, 6, 3, false, true);
+  ASSERT_EQ(got.status, TAMOE_RT_SUCCESS) << error();
+  EXPECT_EQ(got.out.ids, (std::vector<int32_t>{0, 1, 2}));
+}
+
 TEST_F(Runtime, GateErrors) {
   std::vector<float> logits(4 * 8, 0), weights(4 * 8), probs(4 * 8);
   std::vector<int32_t> ids(4 * 8);
@@ -880,6 +903,14 @@ TEST_F(Runtime, DispatchEdgeCases) {
   got = runDispatch(ctx, data, rowBytes, one, 1, 4, 3, true, weights, 3);
   EXPECT_EQ(got.out.positions,
             (std::vector<int32_t>{-1, 0, -1, 1, -1, 2, -1, -1, -1, -1}));
+  // NaN of either sign ranks as -inf: below every number, tied with -inf
+  // (the earlier token first).
+  weights = {0.4f, 0.1f, -NAN, -INFINITY, 0.2f, NAN, -1.0f, 0.0f, 0.3f, NAN};
+  got = runDispatch(ctx, data, rowBytes, one, 1, 4, 8, true, weights, 8);
+  EXPECT_EQ(got.out.positions,
+            (std::vector<int32_t>{0, 1, 2, 3, 4, -1, 5, 6, 7, -1}));
+  expectDispatch(
+      got, reference::dispatch(data, rowBytes, one, 1, 4, 8, true, weights));
   // Capacity 0 drops everything.
   got = runDispatch(ctx, data, rowBytes, one, 1, 4, 0, false, {}, 0);
   ASSERT_EQ(got.status, TAMOE_RT_SUCCESS) << error();

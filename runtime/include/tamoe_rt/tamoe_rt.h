@@ -178,7 +178,10 @@ typedef enum tamoe_rt_score_t {
  * probs [tokens, experts]. num_groups = 0 disables group-limited routing;
  * otherwise the experts form num_groups groups and each token keeps the
  * groups_kept groups with the highest group score (sum of the group's top-2
- * scores, its top score for groups of one expert). */
+ * scores, its top score for groups of one expert). A NaN score ranks as -inf
+ * (below every probability), so a token whose logits overflowed still gets k
+ * experts (the lower ids) and its NaN weights carry on to the loss, where a
+ * loss scaler sees them, rather than failing the layer. */
 tamoe_rt_status_t tamoe_rt_gate(tamoe_rt_context_t *context,
                                 const float *logits, intptr_t tokens,
                                 intptr_t experts, intptr_t k,
@@ -189,7 +192,8 @@ tamoe_rt_status_t tamoe_rt_gate(tamoe_rt_context_t *context,
 
 typedef enum tamoe_rt_drop_t {
   TAMOE_RT_DROP_POSITION = 0,    /* keep each expert's earliest tokens */
-  TAMOE_RT_DROP_PROBABILITY = 1, /* keep the highest weights (then earliest) */
+  TAMOE_RT_DROP_PROBABILITY = 1, /* keep the highest weights (then earliest;
+                                    NaN ranks as -inf) */
 } tamoe_rt_drop_t;
 
 /* tamoe.dispatch: rows of `tokens` [tokens, row_bytes] copied into

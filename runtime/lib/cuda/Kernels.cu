@@ -42,12 +42,16 @@ struct GateParams {
 
 constexpr int kGateWarps = 4;
 
-/// Whether (v, i) beats the best so far (bv, bi): the higher score, the
-/// lower index on ties; bi < 0 means nothing yet. NaN never wins.
+/// A score's rank, as the cpu backend's: NaN as -inf, so a
+/// row of NaN scores (overflowed logits) still picks k experts, the lower
+/// ids, and its NaN reaches the loss for the host to see.
+__device__ inline float rankOf(float v) { return v != v ? -INFINITY : v; }
+
+/// Whether (v, i) beats the best so far (bv, bi): the higher rank, the
+/// lower index on ties; bi < 0 means nothing yet.
 __device__ inline bool beats(float v, int i, float bv, int bi) {
-  if (v != v)
-    return false;
-  return bi < 0 || v > bv || (v == bv && i < bi);
+  return bi < 0 || rankOf(v) > rankOf(bv) ||
+         (rankOf(v) == rankOf(bv) && i < bi);
 }
 
 /// Every lane ends with the warp's best (value, index).
@@ -148,10 +152,11 @@ __global__ void __launch_bounds__(kGateWarps * 32)
           taken[E + bestIndex] = 1;
         __syncwarp();
       }
-      // Experts of the groups not kept cannot be chosen.
+      // Experts of the groups not kept cannot be chosen (marked taken:
+      // a score of -inf would still beat a NaN).
       for (int e = lane; e < E; e += 32)
         if (!taken[E + e / perGroup])
-          scores[e] = -INFINITY;
+          taken[e] = 1;
       __syncwarp();
     }
 
@@ -167,11 +172,11 @@ __global__ void __launch_bounds__(kGateWarps * 32)
         }
       warpArgMax(best, bestIndex);
       if (lane == 0) {
-        // No candidate only when every score is NaN.
+        // k is at most the experts allowed (the core checks), so every
+        // round finds one.
         ids[j] = bestIndex;
-        weights[j] = bestIndex >= 0 ? best : 0.0f;
-        if (bestIndex >= 0)
-          taken[bestIndex] = 1;
+        weights[j] = best;
+        taken[bestIndex] = 1;
       }
       __syncwarp();
     }

@@ -39,6 +39,7 @@
 
 #include "tamoe_rt/tamoe_rt.h"
 
+#include <cmath>
 #include <cstdint>
 
 #ifdef __CUDACC__
@@ -308,15 +309,16 @@ struct KeptByPosition {
   }
 };
 
-/// Sort keys for "highest weight first": -0 and +0 compare equal, as on the
-/// host, so they must not differ in the radix sort either.
+/// Sort keys for "highest weight first", ranked as on the host: -0 and +0
+/// compare equal and NaN ranks as -inf, while a radix sort orders
+/// their bits (-0 below +0, +NaN above +inf).
 struct WeightKeys {
   const float *weights;
   float *keys;
   int32_t *values;
   TAMOE_HD void operator()(int64_t i) const {
     float w = weights[i];
-    keys[i] = w == 0.0f ? 0.0f : w;
+    keys[i] = w != w ? -INFINITY : w == 0.0f ? 0.0f : w;
     values[i] = static_cast<int32_t>(i);
   }
 };

@@ -81,13 +81,20 @@ public:
       valuesOut[i] = valuesIn[order[i]];
     }
   }
+  /// As CUB's radix sort orders floats: by their bits, made unsigned
+  /// (negative ones flipped), so -0 < +0 and +NaN above +inf.
   void sortPairsDescending(const float *keysIn, float *keysOut,
                            const int32_t *valuesIn, int32_t *valuesOut,
                            int64_t n) {
+    auto radixKey = [](float key) {
+      uint32_t bits;
+      std::memcpy(&bits, &key, sizeof bits);
+      return bits ^ (bits >> 31 ? 0xffffffffu : 0x80000000u);
+    };
     std::vector<int64_t> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-      return keysIn[a] > keysIn[b];
+      return radixKey(keysIn[a]) > radixKey(keysIn[b]);
     });
     for (int64_t i = 0; i < n; ++i) {
       keysOut[i] = keysIn[order[i]];
@@ -200,10 +207,15 @@ DispatchResult referenceDispatch(const std::vector<unsigned char> &tokens,
   if (capacity >= 0)
     for (auto &list : byExpert) {
       std::vector<int64_t> ranked = list;
-      if (drop == TAMOE_RT_DROP_PROBABILITY)
+      if (drop == TAMOE_RT_DROP_PROBABILITY) {
+        // As tamoe_rt.h ranks them: NaN as -inf.
+        auto rank = [&](int64_t a) {
+          return std::isnan(weights[a]) ? -INFINITY : weights[a];
+        };
         std::stable_sort(
             ranked.begin(), ranked.end(),
-            [&](int64_t a, int64_t b) { return weights[a] > weights[b]; });
+            [&](int64_t a, int64_t b) { return rank(a) > rank(b); });
+      }
       for (size_t i = static_cast<size_t>(capacity); i < ranked.size(); ++i)
         kept[ranked[i]] = 0;
     }
@@ -253,6 +265,9 @@ void testDispatch(int64_t numTokens, int64_t rowBytes, int64_t k,
             : static_cast<float>(uniform(0, 1 << 20)) / (1 << 20);
     if (weights[a] == 0.0f && uniform(0, 1))
       weights[a] = -0.0f; // equal to +0 for the ranking
+    // NaN (either sign; overflowed logits) ranks as -inf.
+    if (uniform(0, 15) == 0)
+      weights[a] = uniform(0, 1) ? NAN : -NAN;
   }
   if (injectBadId && n > 0)
     ids[uniform(0, n - 1)] = uniform(0, 1) ? -1 : static_cast<int32_t>(experts);
@@ -780,6 +795,7 @@ void testCountAssignments(int64_t tokens, int64_t k, int64_t experts,
 void testDedupPackGrad(int64_t numTokens, int64_t k, int64_t expertsPerNode,
                        int64_t nodes, int64_t hidden, int64_t slack,
                        bool injectBad) {
+  injectBad = injectBad && numTokens * k > 0; // no id to make bad otherwise
   currentCase =
       "dedup_pack_grad T=" + std::to_string(numTokens) +
       " k=" + std::to_string(k) + " epn=" + std::to_string(expertsPerNode) +
