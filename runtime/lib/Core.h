@@ -207,6 +207,12 @@ public:
       return str(name, " must be finite and >= 0, got ", value);
     });
   }
+  /// That a hyperparameter is a number > 0 (a divisor).
+  Check &positive(double value, const char *name) {
+    return that(value > 0 && std::isfinite(value), [&] {
+      return str(name, " must be positive and finite, got ", value);
+    });
+  }
   /// That a decay rate is in [0, 1).
   Check &fraction(double value, const char *name) {
     return that(value >= 0 && value < 1,

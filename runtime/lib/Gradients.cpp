@@ -368,7 +368,9 @@ tamoe_rt_status_t tamoe_rt_adam(tamoe_rt_context_t *context, float *params,
       .nonNegative(lr, "lr")
       .fraction(beta1, "beta1")
       .fraction(beta2, "beta2")
-      .nonNegative(eps, "eps")
+      // eps = 0 would make 0 / 0 of a parameter whose gradients were all
+      // zero so far (an expert that received no rows).
+      .positive(eps, "eps")
       .nonNegative(weight_decay, "weight_decay");
   std::pair<const float *, const char *> buffers[] = {
       {params, "params"}, {grads, "grads"}, {m, "m"}, {v, "v"}};

@@ -1066,7 +1066,9 @@ TEST_F(Runtime, OptimizerErrors) {
   expectAdam(adam(1, 0.9f, -0.5f, 1e-8f, m.data(), v.data()),
              "beta2 must be in [0, 1), got -0.5");
   expectAdam(adam(1, 0.9f, 0.999f, -1e-8f, m.data(), v.data()),
-             "eps must be finite and >= 0, got -1e-08");
+             "eps must be positive and finite, got -1e-08");
+  expectAdam(adam(1, 0.9f, 0.999f, 0.0f, m.data(), v.data()),
+             "eps must be positive and finite, got 0");
   expectAdam(adam(1, 0.9f, 0.999f, 1e-8f, nullptr, v.data()), "m is null");
   expectAdam(adam(1, 0.9f, 0.999f, 1e-8f, m.data(), m.data()),
              "m and v overlap");

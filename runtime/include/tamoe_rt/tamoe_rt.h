@@ -650,7 +650,7 @@ tamoe_rt_status_t tamoe_rt_sgd(tamoe_rt_context_t *context, float *params,
  * decoupled weight decay as AdamW): step >= 1 counts the updates, this one
  * included; m = beta1 m + (1 - beta1) g; v = beta2 v + (1 - beta2) g^2;
  * params -= lr * (weight_decay * params + (m / (1 - beta1^step)) /
- * (sqrt(v / (1 - beta2^step)) + eps)). */
+ * (sqrt(v / (1 - beta2^step)) + eps)), eps > 0. */
 tamoe_rt_status_t tamoe_rt_adam(tamoe_rt_context_t *context, float *params,
                                 const float *grads, float *m, float *v,
                                 intptr_t n, int64_t step, float lr,
