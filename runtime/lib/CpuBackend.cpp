@@ -337,7 +337,7 @@ Status CpuBackend::gate(const float *logits, intptr_t tokens, intptr_t experts,
     }
     if (renormalize)
       for (intptr_t j = 0; j < k; ++j)
-        weights[t * k + j] /= sum;
+        weights[t * k + j] /= sum + TAMOE_RT_RENORMALIZE_EPSILON;
   }
   return Status::success();
 }
@@ -911,7 +911,7 @@ Status CpuBackend::gateGrad(const float *probs, const int32_t *expertIds,
       const float *dw = dWeights + t * k;
       if (renormalize) {
         // w_j = p_j / s gives dp_m = (dw_m - sum_j dw_j w_j) / s.
-        float s = 0, dot = 0;
+        float s = TAMOE_RT_RENORMALIZE_EPSILON, dot = 0;
         for (intptr_t j = 0; j < k; ++j)
           s += p[ids[j]];
         for (intptr_t j = 0; j < k; ++j)

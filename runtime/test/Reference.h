@@ -11,6 +11,8 @@
 #ifndef TAMOE_RT_TEST_REFERENCE_H
 #define TAMOE_RT_TEST_REFERENCE_H
 
+#include "tamoe_rt/tamoe_rt.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -114,7 +116,7 @@ GateOf<T> gate(const std::vector<T> &logits, int64_t tokens, int64_t experts,
     }
     if (renormalize)
       for (int64_t j = 0; j < k; ++j)
-        out.weights[t * k + j] /= sum;
+        out.weights[t * k + j] /= sum + T(TAMOE_RT_RENORMALIZE_EPSILON);
   }
   return out;
 }
@@ -397,6 +399,7 @@ gateGrad(const std::vector<T> &probs, const std::vector<int32_t> &ids,
     T sum = 0;
     for (int64_t j = 0; j < k; ++j)
       sum += p[ids[t * k + j]];
+    sum += T(TAMOE_RT_RENORMALIZE_EPSILON);
     std::vector<T> dScores(experts, T(0));
     for (int64_t e = 0; e < experts; ++e) {
       if (!dProbs.empty())

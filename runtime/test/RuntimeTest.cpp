@@ -738,7 +738,32 @@ TEST_F(Runtime, GateTiesGoToTheLowerId) {
   EXPECT_EQ(got.out.ids, (std::vector<int32_t>{0, 1, 0, 1}));
 }
 
-TEST_F(Runtime, GateRanksNaNBelowEveryNumber) {
+TEST_F(Runtime, GateRenormalizesScoresThatUnderflowed) {
+  // sigmoid(-100) is 0 in f32: the chosen scores sum to 0, and the weights
+  // are 0 over (0 + TAMOE_RT_RENORMALIZE_EPSILON) rather than NaN; so are
+  // the logits' gradients. The second token is unchanged by the epsilon.
+  std::vector<float> logits = {-100.0f, -101.0f, -102.0f, -103.0f,
+                               1.0f,    -1.0f,   2.0f,    0.0f};
+  GateResult got = runGate(ctx, logits, 2, 4, 2, true, true);
+  ASSERT_EQ(got.status, TAMOE_RT_SUCCESS) << error();
+  EXPECT_EQ(got.out.ids, (std::vector<int32_t>{0, 1, 2, 0}));
+  EXPECT_EQ(got.out.weights[0], 0.0f);
+  EXPECT_EQ(got.out.weights[1], 0.0f);
+  float a = 1 / (1 + std::exp(-2.0f)), b = 1 / (1 + std::exp(-1.0f));
+  EXPECT_FLOAT_EQ(got.out.weights[2], a / (a + b));
+  std::vector<float> dWeights = {1.0f, -2.0f, 0.5f, 0.25f},
+                     dLogits(8, NAN);
+  ASSERT_EQ(tamoe_rt_gate_grad(ctx, got.out.probs.data(), got.out.ids.data(),
+                               2, 4, 2, TAMOE_RT_SCORE_SIGMOID, 1,
+                               dWeights.data(), nullptr, dLogits.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  for (float d : dLogits)
+    EXPECT_TRUE(std::isfinite(d)) << d;
+  EXPECT_EQ(dLogits[0], 0.0f);
+}
+
+TEST_F(Runtime, GateRanksNaNAsMinusInfinity) {
   // Sigmoid scores, 4 groups of 2, 2 groups kept, top-2. Token 0: groups 0
   // and 2 hold a NaN, so they score -inf and groups 1 and 3 stay. Token 1:
   // NaN everywhere; the lower groups and ids stay, their weights NaN (for a

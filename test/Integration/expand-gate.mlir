@@ -74,5 +74,16 @@ func.func @main() {
   %gw_u = memref.cast %gw_m : memref<3x2xf32> to memref<*xf32>
   call @printMemrefF32(%gw_u) : (memref<*xf32>) -> ()
   // CHECK: [0.982014,   0.952574]
+
+  // Sigmoid top-2 renormalised, where every score of row 0 underflows to 0
+  // in f32: its weights are 0 over (0 + 1e-20), not NaN; row 1 keeps
+  // sigmoid(2) / (sigmoid(2) + sigmoid(1)) = 0.546449.
+  %under = arith.constant dense<[[-100.0, -101.0, -102.0, -103.0], [1.0, -1.0, 2.0, 0.0]]> : tensor<2x4xf32>
+  %uids, %uw, %up = tamoe.gate %under top 2 sigmoid renormalize : tensor<2x4xf32> -> tensor<2x2xi32>, tensor<2x2xf32>, tensor<2x4xf32>
+  %uw_m = bufferization.to_buffer %uw : tensor<2x2xf32> to memref<2x2xf32>
+  %uw_u = memref.cast %uw_m : memref<2x2xf32> to memref<*xf32>
+  call @printMemrefF32(%uw_u) : (memref<*xf32>) -> ()
+  // CHECK: {{\[\[}}0,   0]
+  // CHECK-NEXT: [0.546449,   0.453551]
   return
 }

@@ -182,6 +182,12 @@ typedef enum tamoe_rt_score_t {
  * (below every probability), so a token whose logits overflowed still gets k
  * experts (the lower ids) and its NaN weights carry on to the loss, where a
  * loss scaler sees them, rather than failing the layer. */
+/* Renormalised weights are the chosen scores over (their sum + this), as in
+ * DeepSeek-V3's reference: sigmoid scores of logits below about -88 are 0
+ * in f32, and a token whose chosen scores all are gets weights 0, not
+ * 0 / 0. Sums of representable size are unchanged. */
+#define TAMOE_RT_RENORMALIZE_EPSILON 1e-20f
+
 tamoe_rt_status_t tamoe_rt_gate(tamoe_rt_context_t *context,
                                 const float *logits, intptr_t tokens,
                                 intptr_t experts, intptr_t k,

@@ -186,7 +186,7 @@ __global__ void __launch_bounds__(kGateWarps * 32)
       for (int j = 0; j < p.k; ++j)
         sum += weights[j];
       for (int j = 0; j < p.k; ++j)
-        weights[j] = weights[j] / sum;
+        weights[j] = weights[j] / (sum + TAMOE_RT_RENORMALIZE_EPSILON);
     }
     __syncwarp();
   }

@@ -327,9 +327,13 @@ void expandGate(GateOp gate) {
                                             offsets, sizes, strides);
   }
   if (gate.getRenormalize()) {
+    // Over (sum + 1e-20), as the runtime's gate divides
+    // (TAMOE_RT_RENORMALIZE_EPSILON): weights 0, not 0 / 0, where every
+    // chosen sigmoid score underflowed.
     Value sum = g.generic(
         2, {{0, 1}}, {weights}, {{0}},
-        {g.filled(tokenShape, element, dynamic, g.constantFloat(element, 0))},
+        {g.filled(tokenShape, element, dynamic,
+                  g.constantFloat(element, 1e-20))},
         {kParallel, kReduction},
         [&](OpBuilder &b, Location l, ValueRange args) {
           linalg::YieldOp::create(

@@ -22,7 +22,8 @@ def TAMoE_GateOp : TAMoE_Op<"gate", [Pure, DeclareOpInterfaceMethods<TAMoE_VJPOp
 
     Results: `expert_ids` `[S, k]` (ordered by descending score),
     `weights` `[S, k]` (the chosen scores, divided by their sum per token
-    when `renormalize` is set) and `probs` `[S, E]` (all scores, used by the
+    plus 1e-20 when `renormalize` is set: a token whose chosen sigmoid
+    scores all underflow to 0 gets weights 0, as in DeepSeek-V3) and `probs` `[S, E]` (all scores, used by the
     auxiliary loss).
 
     Group-limited routing (`groups G keep M`, DeepSeek-V3's node-limited
