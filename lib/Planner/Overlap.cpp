@@ -41,6 +41,18 @@ Error tamoe::planner::verifyOverlapOptions(int64_t chunks, int64_t maxChunks,
       return llvm::createStringError(std::string(name) +
                                      ": expected a finite number >= 0, got " +
                                      formatNumber(value));
+  // Past these a device or an overhead is no longer one (a rate of 1e-320
+  // makes any layer's compute time infinite): a typo, named here rather
+  // than as a prediction that cannot be made.
+  if (deviceGflops != 0 && (deviceGflops < 1e-3 || deviceGflops > 1e9))
+    return llvm::createStringError(
+        "device-gflops: expected 0 (unknown) or a rate in [0.001, 1e9] "
+        "GFLOP/s, got " +
+        formatNumber(deviceGflops));
+  if (chunkOverheadUs > 1e6)
+    return llvm::createStringError(
+        "chunk-overhead-us: expected at most 1e6 us (a second), got " +
+        formatNumber(chunkOverheadUs));
   return Error::success();
 }
 

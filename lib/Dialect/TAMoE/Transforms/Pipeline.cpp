@@ -90,8 +90,11 @@ void mlir::tamoe::registerPasses() {
         PipelineOptions options;
         std::string message;
         llvm::raw_string_ostream stream(message);
+        // The option parser names a bad value on stderr itself.
         if (failed(options.parseFromString(text, stream)))
-          return errorHandler("tamoe-pipeline: " + message);
+          return errorHandler("tamoe-pipeline: cannot read the options '" +
+                              text + "'" +
+                              (message.empty() ? "" : ": " + message));
         // With chunks=1 tamoe-overlap is left out, and would not see a
         // mistake in its options.
         if (llvm::Error error = ::tamoe::planner::verifyOverlapOptions(
@@ -117,7 +120,9 @@ void mlir::tamoe::registerPasses() {
         std::string message;
         llvm::raw_string_ostream stream(message);
         if (failed(options.parseFromString(text, stream)))
-          return errorHandler("tamoe-to-llvm: " + message);
+          return errorHandler("tamoe-to-llvm: cannot read the options '" +
+                              text + "'" +
+                              (message.empty() ? "" : ": " + message));
         return buildLowering(pm, options);
       },
       [](function_ref<void(const mlir::detail::PassOptions &)> print) {

@@ -1,6 +1,6 @@
 // RUN: tamoe-opt %s -split-input-file --convert-tamoe-to-runtime --canonicalize -verify-diagnostics | FileCheck %s
 // RUN: not tamoe-opt %s --tamoe-to-llvm="x=1" 2>&1 | FileCheck %s --check-prefix=OPTIONS
-// OPTIONS: error: tamoe-to-llvm: <Pass-Options-Parser>: no such option x
+// OPTIONS: error: tamoe-to-llvm: cannot read the options 'x=1': <Pass-Options-Parser>: no such option x
 
 // Every op becomes its runtime call on the buffers' pointers; results are
 // fresh buffers handed back as tensors. The all-to-all sizes its receive

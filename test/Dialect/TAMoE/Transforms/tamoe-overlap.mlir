@@ -135,12 +135,22 @@
 // RUN: not tamoe-opt %tamoe_src_root/examples/moe_layer.mlir --tamoe-pipeline="coefficient=-1" 2>&1 | FileCheck %s --check-prefix=COEFFICIENT
 // RUN: not tamoe-opt %s --tamoe-inject-topology-aux-loss=coefficient=nan -split-input-file 2>&1 | FileCheck %s --check-prefix=COEFFICIENT-NAN
 // RUN: echo 'module {}' | not tamoe-opt --tamoe-pipeline=policy=bogus 2>&1 | FileCheck %s --check-prefix=POLICY
+// A rate or an overhead past any device's, and options that do not parse.
+// RUN: not tamoe-opt %tamoe_src_root/examples/moe_layer.mlir --tamoe-pipeline="chunks=2 device-gflops=1e-320" 2>&1 | FileCheck %s --check-prefix=GFLOPS-TINY
+// RUN: not tamoe-opt %tamoe_src_root/examples/moe_layer.mlir --tamoe-pipeline="chunk-overhead-us=1e308" 2>&1 | FileCheck %s --check-prefix=OVERHEAD-HUGE
+// RUN: echo 'module {}' | not tamoe-opt --tamoe-pipeline=chunks=abc 2>&1 | FileCheck %s --check-prefix=UNPARSED
+// RUN: echo 'module {}' | not tamoe-opt --tamoe-to-llvm=static-capacity=maybe 2>&1 | FileCheck %s --check-prefix=UNPARSED-LOWERING
 // GFLOPS: error: tamoe-overlap: device-gflops: expected a finite number >= 0, got -5
 // GFLOPS-INF: error: tamoe-pipeline: device-gflops: expected a finite number >= 0, got inf
 // OVERHEAD: error: tamoe-pipeline: chunk-overhead-us: expected a finite number >= 0, got -3
 // COEFFICIENT: error: tamoe-inject-topology-aux-loss: coefficient: expected a finite number >= 0, got -1
 // COEFFICIENT-NAN: error: tamoe-inject-topology-aux-loss: coefficient: expected a finite number >= 0, got nan
 // POLICY: error: tamoe-plan-dispatch: unknown policy 'bogus' (uniform, tamoe, optimal, box, fastermoe, node-limited)
+// GFLOPS-TINY: error: tamoe-pipeline: device-gflops: expected 0 (unknown) or a rate in [0.001, 1e9] GFLOP/s, got 1e-320
+// OVERHEAD-HUGE: error: tamoe-pipeline: chunk-overhead-us: expected at most 1e6 us (a second), got 1e+308
+// UNPARSED: 'abc' value invalid
+// UNPARSED: error: tamoe-pipeline: cannot read the options 'chunks=abc'
+// UNPARSED-LOWERING: error: tamoe-to-llvm: cannot read the options 'static-capacity=maybe'
 #map = affine_map<(d0, d1) -> (d0, d1)>
 module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 2.000000e+01, down_bandwidth = 2.000000e+01, latency = 1.000000e+00, per_message = 1.000000e+00, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.000000e+00, down_bandwidth = 5.000000e+00, latency = 1.000000e+01, per_message = 1.000000e+01, uplink = shared>]>} {
   shard.grid @ep(shape = 2x4)

@@ -74,12 +74,13 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
       llvm::cl::init(8)};
   Option<double> deviceGflops{
       *this, "device-gflops",
-      llvm::cl::desc("GFLOP/s of one rank's expert GEMMs, for the overlap's "
-                     "prediction (default 0: unknown)"),
+      llvm::cl::desc("GFLOP/s of one rank's expert GEMMs, in [0.001, 1e9], "
+                     "for the overlap's prediction (default 0: unknown)"),
       llvm::cl::init(0.0)};
   Option<double> chunkOverheadUs{
       *this, "chunk-overhead-us",
-      llvm::cl::desc("Microseconds each chunk of compute adds (default 10)"),
+      llvm::cl::desc("Microseconds each chunk of compute adds, at most 1e6 "
+                     "(default 10)"),
       llvm::cl::init(10.0)};
   ListOption<std::string> differentiate{
       *this, "differentiate",

@@ -181,11 +181,12 @@ def TAMoEOverlapPass : Pass<"tamoe-overlap", "mlir::ModuleOp"> {
     Option<"maxChunks", "max-chunks", "int64_t", /*default=*/"8",
            "Most chunks the cost model considers (default 8)">,
     Option<"deviceGflops", "device-gflops", "double", /*default=*/"0.0",
-           "GFLOP/s of one rank's expert GEMMs; 0: unknown, which the cost "
-           "model cannot weigh (default 0)">,
+           "GFLOP/s of one rank's expert GEMMs, in [0.001, 1e9]; 0: unknown, "
+           "which the cost model cannot weigh (default 0)">,
     Option<"chunkOverheadUs", "chunk-overhead-us", "double",
            /*default=*/"10.0",
-           "Microseconds each chunk of compute adds (default 10)">
+           "Microseconds each chunk of compute adds, at most 1e6 (default "
+           "10)">
   ];
   let statistics = [
     Statistic<"numChunked", "chunked-layers", "layers cut into chunks">,
