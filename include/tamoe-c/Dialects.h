@@ -18,12 +18,13 @@ extern "C" {
 
 MLIR_DECLARE_CAPI_DIALECT_REGISTRATION(TAMoE, tamoe);
 
-/// Inserts the tamoe dialect and the upstream dialects tamoe programs are
-/// written with (func, arith, tensor, linalg, shard, ...) into `registry`.
+/// Inserts the tamoe dialect and every upstream dialect, with the external
+/// models and extensions that tamoe-to-llvm's passes need, into `registry`.
 MLIR_CAPI_EXPORTED void tamoeRegisterAllDialects(MlirDialectRegistry registry);
 
 /// Registers tamoe's passes and pipelines (tamoe-pipeline, tamoe-to-llvm)
-/// with the global pass registry, so that mlirParsePassPipeline finds them.
+/// and the upstream passes with the global pass registry, so that
+/// mlirParsePassPipeline finds them and tamoe-to-llvm's own.
 MLIR_CAPI_EXPORTED void tamoeRegisterPasses(void);
 
 #ifdef __cplusplus

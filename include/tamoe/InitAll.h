@@ -24,12 +24,14 @@
 #include "mlir/Dialect/Tensor/Extensions/AllExtensions.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/DialectRegistry.h"
+#include "mlir/InitAllDialects.h"
+#include "mlir/InitAllExtensions.h"
 
 namespace tamoe {
 
 /// Registers the tamoe dialect and the upstream dialects (with their
-/// extensions) that tamoe programs use, and the gradient rules of the
-/// upstream ops.
+/// extensions) that tamoe programs use, the extensions `tamoe-to-llvm`
+/// needs, and the gradient rules of the upstream ops.
 inline void registerAllDialects(mlir::DialectRegistry &registry) {
   registry.insert<mlir::tamoe::TAMoEDialect, mlir::arith::ArithDialect,
                   mlir::bufferization::BufferizationDialect,
@@ -39,18 +41,25 @@ inline void registerAllDialects(mlir::DialectRegistry &registry) {
                   mlir::tensor::TensorDialect>();
   mlir::func::registerAllExtensions(registry);
   mlir::tensor::registerAllExtensions(registry);
+  // What tamoe-to-llvm's upstream passes need of the ops a program holds (a
+  // host's own functions pass through it too): the dialects' bufferization
+  // and other external models, and the ConvertToLLVM interfaces. Without
+  // them it fails ("op was not bufferized") or leaves ops it cannot
+  // convert.
+  mlir::registerAllDialects(registry);
+  mlir::registerAllExtensions(registry);
   mlir::tamoe::registerVJPExternalModels(registry);
 }
 
 /// Registers tamoe's passes and pipelines (`tamoe-pipeline`,
-/// `tamoe-to-llvm`).
+/// `tamoe-to-llvm`) and the upstream passes `tamoe-to-llvm` runs.
 inline void registerAllPasses() { mlir::tamoe::registerPasses(); }
 
 /// The single entry point for a compiler that links tamoe: the dialects into
 /// `registry`, the passes and pipelines into the global registry.
 inline void registerAll(mlir::DialectRegistry &registry) {
-  registerAllDialects(registry);
-  registerAllPasses();
+  tamoe::registerAllDialects(registry);
+  tamoe::registerAllPasses();
 }
 
 } // namespace tamoe

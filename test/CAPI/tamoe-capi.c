@@ -1,8 +1,9 @@
 /*===- tamoe-capi.c - tamoe through the MLIR C API ------------------------===*\
  *
- * Loads a module with the tamoe dialect, runs the tamoe pipeline and prints
- * the result, as a compiler driven from C (or from Python bindings) would.
- * Usage: tamoe-capi-test FILE.mlir
+ * Loads a module with the tamoe dialect, runs the tamoe pipeline (or the
+ * pipeline given) and prints the result, as a compiler driven from C (or
+ * from Python bindings) would.
+ * Usage: tamoe-capi-test FILE.mlir [PIPELINE]
  *
 \*===----------------------------------------------------------------------===*/
 
@@ -33,8 +34,8 @@ static char *readFile(const char *path) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: tamoe-capi-test FILE.mlir\n");
+  if (argc != 2 && argc != 3) {
+    fprintf(stderr, "usage: tamoe-capi-test FILE.mlir [PIPELINE]\n");
     return 2;
   }
   char *source = readFile(argv[1]);
@@ -62,7 +63,9 @@ int main(int argc, char **argv) {
   MlirPassManager pm = mlirPassManagerCreate(context);
   MlirOpPassManager opm = mlirPassManagerGetAsOpPassManager(pm);
   MlirLogicalResult parsed = mlirParsePassPipeline(
-      opm, mlirStringRefCreateFromCString("builtin.module(tamoe-pipeline)"),
+      opm,
+      mlirStringRefCreateFromCString(argc == 3 ? argv[2]
+                                               : "builtin.module(tamoe-pipeline)"),
       print, stderr);
   if (mlirLogicalResultIsFailure(parsed))
     return 1;

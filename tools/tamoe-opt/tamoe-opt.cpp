@@ -3,9 +3,6 @@
 #include "tamoe/InitAll.h"
 #include "tamoe/Support/Version.h"
 
-#include "mlir/InitAllDialects.h"
-#include "mlir/InitAllExtensions.h"
-#include "mlir/InitAllPasses.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "llvm/Support/CommandLine.h"
@@ -42,13 +39,9 @@ int main(int argc, char **argv) {
   llvm::cl::AddExtraVersionPrinter(tamoe::printVersion);
   // Programs leave tamoe's passes for upstream ones (bufferization, lowering
   // to LLVM), so the driver offers every upstream dialect, interface model
-  // and pass, as mlir-opt does.
-  mlir::registerAllPasses();
-  tamoe::registerAllPasses();
+  // and pass, as mlir-opt does: tamoe's registration includes them.
   mlir::DialectRegistry registry;
-  mlir::registerAllDialects(registry);
-  mlir::registerAllExtensions(registry);
-  tamoe::registerAllDialects(registry);
+  tamoe::registerAll(registry);
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, overview(), registry));
 }

@@ -3,6 +3,7 @@
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
 #include "tamoe/Planner/Overlap.h"
 
+#include "mlir/InitAllPasses.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 
@@ -80,6 +81,10 @@ LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
 }
 
 void mlir::tamoe::registerPasses() {
+  // tamoe-to-llvm parses its upstream passes by name; a compiler that
+  // registered only tamoe's would get "does not refer to a registered
+  // pass". Registering a pass again is harmless (the same TypeID).
+  registerAllPasses();
   registerTAMoEPasses();
   registerPassPipeline(
       "tamoe-pipeline",

@@ -115,7 +115,8 @@ struct LoweringOptions : public PassPipelineOptions<LoweringOptions> {
 LogicalResult buildLowering(OpPassManager &pm,
                             const LoweringOptions &options = {});
 
-/// Registers the passes and the `tamoe-pipeline`.
+/// Registers tamoe's passes, `tamoe-pipeline` and `tamoe-to-llvm`, and the
+/// upstream passes `tamoe-to-llvm` runs, which it names as text.
 void registerPasses();
 
 } // namespace mlir::tamoe
