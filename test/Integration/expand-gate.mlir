@@ -85,5 +85,22 @@ func.func @main() {
   call @printMemrefF32(%uw_u) : (memref<*xf32>) -> ()
   // CHECK: {{\[\[}}0,   0]
   // CHECK-NEXT: [0.546449,   0.453551]
+
+  // NaN logits (overflowed) rank as -inf, as the runtime's gate ranks them.
+  // Row 0, 2 groups of 2, keep 1: group 0 holds NaN only and scores -inf,
+  // so both picks come from group 1. Row 1, NaN everywhere: the lower group
+  // and ids, weights NaN; no expert twice.
+  %nan = arith.constant dense<[[0x7FC00000, 0x7FC00000, 1.0, 0.5], [0x7FC00000, 0x7FC00000, 0x7FC00000, 0x7FC00000]]> : tensor<2x4xf32>
+  %nids, %nw, %np = tamoe.gate %nan top 2 sigmoid groups 2 keep 1 : tensor<2x4xf32> -> tensor<2x2xi32>, tensor<2x2xf32>, tensor<2x4xf32>
+  %nids_m = bufferization.to_buffer %nids : tensor<2x2xi32> to memref<2x2xi32>
+  %nids_u = memref.cast %nids_m : memref<2x2xi32> to memref<*xi32>
+  call @printMemrefI32(%nids_u) : (memref<*xi32>) -> ()
+  // CHECK: {{\[\[}}2,   3]
+  // CHECK-NEXT: [0,   1]
+  %nw_m = bufferization.to_buffer %nw : tensor<2x2xf32> to memref<2x2xf32>
+  %nw_u = memref.cast %nw_m : memref<2x2xf32> to memref<*xf32>
+  call @printMemrefF32(%nw_u) : (memref<*xf32>) -> ()
+  // CHECK: {{\[\[}}0.731059,   0.622459]
+  // CHECK-NEXT: [{{-?nan}},   {{-?nan}}]
   return
 }

@@ -76,6 +76,11 @@ Value negativeInfinity(OpBuilder &b, Location loc, Type type) {
       b, loc, b.getFloatAttr(type, -std::numeric_limits<double>::infinity()));
 }
 
+Value notANumber(OpBuilder &b, Location loc, Type type) {
+  return arith::ConstantOp::create(
+      b, loc, b.getFloatAttr(type, std::numeric_limits<double>::quiet_NaN()));
+}
+
 /// Router scores: softmax over the experts, or the element-wise sigmoid.
 Value scores(Builder &g, Value logits, ScoreFunction function,
              ValueRange rowDynamic, ValueRange fullDynamic) {
@@ -130,8 +135,28 @@ Value scores(Builder &g, Value logits, ScoreFunction function,
       })[0];
 }
 
-/// Along the last of `rank` dimensions: the largest value and its index
-/// (the first on ties). Results have the leading dimensions.
+/// NaN marks the entries the arg-max rounds below may not choose (chosen
+/// already, or in a group not kept); a score that is NaN itself ranks as
+/// -inf, as the runtime's gate ranks it (tamoe_rt.h), so it stays a
+/// candidate: `ranks` maps it there before the rounds.
+Value ranks(Builder &g, Value scores, ValueRange dynamic) {
+  auto type = cast<RankedTensorType>(scores.getType());
+  return g.generic(
+      2, {{0, 1}}, {scores}, {{0, 1}},
+      {g.empty(type.getShape(), type.getElementType(), dynamic)},
+      {kParallel, kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
+        Value isNaN = arith::CmpFOp::create(b, l, arith::CmpFPredicate::UNO,
+                                            args[0], args[0]);
+        linalg::YieldOp::create(
+            b, l,
+            Value(arith::SelectOp::create(
+                b, l, isNaN, negativeInfinity(b, l, args[0].getType()),
+                args[0])));
+      })[0];
+}
+
+/// Along the last of `rank` dimensions: the largest value that is not NaN
+/// and its index (the first on ties). Results have the leading dimensions.
 std::pair<Value, Value> argMax(Builder &g, Value values, unsigned rank,
                                ArrayRef<int64_t> leadingShape,
                                ValueRange dynamic) {
@@ -148,11 +173,21 @@ std::pair<Value, Value> argMax(Builder &g, Value values, unsigned rank,
       rank, {all}, {values}, {leading, leading},
       {g.filled(leadingShape, element, dynamic,
                 negativeInfinity(g.b, g.loc, element)),
-       g.filled(leadingShape, g.b.getIndexType(), dynamic, g.constantIndex(0))},
+       g.filled(leadingShape, g.b.getIndexType(), dynamic,
+                g.constantIndex(-1))},
       iterators, [&](OpBuilder &b, Location l, ValueRange args) {
         Value index = linalg::IndexOp::create(b, l, rank - 1);
-        Value better = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT,
-                                             args[0], args[1]);
+        // Not NaN, and the first such or above the best so far (-inf
+        // included, which beats nothing but stays a candidate).
+        Value candidate = arith::CmpFOp::create(
+            b, l, arith::CmpFPredicate::ORD, args[0], args[0]);
+        Value none = arith::CmpIOp::create(
+            b, l, arith::CmpIPredicate::eq, args[2],
+            arith::ConstantIndexOp::create(b, l, -1));
+        Value above = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT,
+                                            args[0], args[1]);
+        Value better = arith::AndIOp::create(
+            b, l, candidate, arith::OrIOp::create(b, l, none, above));
         linalg::YieldOp::create(
             b, l,
             ValueRange{arith::SelectOp::create(b, l, better, args[0], args[1]),
@@ -161,7 +196,7 @@ std::pair<Value, Value> argMax(Builder &g, Value values, unsigned rank,
   return {results[0], results[1]};
 }
 
-/// `values` with entry [s, chosen[s]] of the last dimension set to -inf.
+/// `values` with entry [s, chosen[s]] of the last dimension set to NaN.
 Value maskChosen(Builder &g, Value values, Value chosen, unsigned rank,
                  ValueRange dynamic) {
   auto type = cast<RankedTensorType>(values.getType());
@@ -182,14 +217,13 @@ Value maskChosen(Builder &g, Value values, Value chosen, unsigned rank,
         linalg::YieldOp::create(
             b, l,
             Value(arith::SelectOp::create(
-                b, l, hit, negativeInfinity(b, l, args[0].getType()),
-                args[0])));
+                b, l, hit, notANumber(b, l, args[0].getType()), args[0])));
       })[0];
 }
 
-/// The scores with every expert outside the token's `kept` best groups set
-/// to -inf. A group scores the sum of its two best experts (its best when it
-/// has one), as in DeepSeek-V3.
+/// The ranked scores (no NaN) with every expert outside the token's `kept`
+/// best groups marked NaN. A group scores the sum of its two best experts
+/// (its best when it has one), as in DeepSeek-V3.
 Value limitGroups(Builder &g, Value probs, int64_t groups, int64_t kept,
                   ValueRange dynamic) {
   auto type = cast<RankedTensorType>(probs.getType());
@@ -233,15 +267,15 @@ Value limitGroups(Builder &g, Value probs, int64_t groups, int64_t kept,
           linalg::YieldOp::create(
               b, l, Value(arith::AddFOp::create(b, l, args[0], args[1])));
         })[0];
-  // Choose the kept groups one at a time; chosen ones score -inf.
+  // Choose the kept groups one at a time; chosen ones are marked NaN.
   SmallVector<int64_t> tokenShape{tokens};
   Value chosenGroups = groupScores;
   for (int64_t round = 0; round < kept; ++round) {
     Value pick = argMax(g, chosenGroups, 2, tokenShape, dynamic).second;
     chosenGroups = maskChosen(g, chosenGroups, pick, 2, dynamic);
   }
-  // A group is kept when a round turned its score into -inf (scores are
-  // probabilities, never -inf themselves).
+  // A group is kept when a round marked it (group scores of ranked scores
+  // are never NaN themselves).
   return g.generic(
       2, {{0, 1}}, {probs}, {{0, 1}},
       {g.empty(type.getShape(), element, dynamic)}, {kParallel, kParallel},
@@ -252,13 +286,12 @@ Value limitGroups(Builder &g, Value probs, int64_t groups, int64_t kept,
             b, l, expert, arith::ConstantIndexOp::create(b, l, perGroup));
         Value mark = tensor::ExtractOp::create(b, l, chosenGroups,
                                                ValueRange{token, group});
-        Value isKept =
-            arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, mark,
-                                  negativeInfinity(b, l, element));
+        Value isKept = arith::CmpFOp::create(
+            b, l, arith::CmpFPredicate::UNO, mark, mark);
         linalg::YieldOp::create(
             b, l,
             Value(arith::SelectOp::create(b, l, isKept, args[0],
-                                          negativeInfinity(b, l, element))));
+                                          notANumber(b, l, element))));
       })[0];
 }
 
@@ -289,9 +322,10 @@ void expandGate(GateOp gate) {
     return sizes;
   };
   Value probs = scores(g, logits, gate.getScore(), dynamic, fullDynamic);
-  Value candidates = probs;
+  Value candidates = ranks(g, probs, fullDynamic);
   if (std::optional<int64_t> groups = gate.getNumGroups())
-    candidates = limitGroups(g, probs, *groups, *gate.getGroupsKept(), dynamic);
+    candidates =
+        limitGroups(g, candidates, *groups, *gate.getGroupsKept(), dynamic);
 
   auto idsType = gate.getExpertIds().getType();
   auto weightsType = gate.getWeights().getType();
@@ -305,8 +339,19 @@ void expandGate(GateOp gate) {
           ? OpFoldResult(tokens)
           : OpFoldResult(builder.getIndexAttr(type.getDimSize(0)));
   for (int64_t round = 0; round < k; ++round) {
-    auto [value, index] = argMax(g, candidates, 2, tokenShape, dynamic);
+    Value index = argMax(g, candidates, 2, tokenShape, dynamic).second;
     candidates = maskChosen(g, candidates, index, 2, fullDynamic);
+    // The chosen score itself (a NaN one too, for the loss to show).
+    Value value = g.generic(
+        1, {{0}}, {index}, {{0}},
+        {g.empty(tokenShape, element, dynamic)}, {kParallel},
+        [&](OpBuilder &b, Location l, ValueRange args) {
+          Value token = linalg::IndexOp::create(b, l, 0);
+          linalg::YieldOp::create(
+              b, l,
+              Value(tensor::ExtractOp::create(b, l, probs,
+                                              ValueRange{token, args[0]})));
+        })[0];
     Value id =
         g.generic(1, {{0}}, {index}, {{0}},
                   {g.empty(tokenShape, idsType.getElementType(), dynamic)},
