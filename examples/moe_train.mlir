@@ -19,7 +19,11 @@
 // and every gradient; W_in and W_out are replicated (their gradients are
 // averaged over the ranks with tamoe.all_reduce), the router is this rank's
 // own (as in the TA-MoE implementation: each sender learns its own
-// preference), the experts are this rank's shard. Per step it appends to
+// preference), the experts are this rank's shard. The router's and the
+// experts' gradients are thus of the sum of the ranks' losses, W_in's and
+// W_out's of their mean: Adam does not see that scale, SGD would (scale
+// its learning rates by the ranks, or average those gradients too). Per
+// step it appends to
 // $TAMOE_RT_OUTPUT_DIR the task loss (out0), the auxiliary loss (out1), the
 // rows it received per source rank and local expert (out2) and the bytes it
 // sent within and across nodes (out3); bench/training.sh turns them into
