@@ -9,9 +9,12 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tamoe
                   ${PROJECT_SOURCE_DIR}/include/tamoe-c
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.h" PATTERN "*.td")
+# The generated ones: the .inc files and Support/VersionInfo.h, which
+# Support/Version.h includes.
 install(DIRECTORY ${PROJECT_BINARY_DIR}/include/tamoe
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
-        FILES_MATCHING PATTERN "*.inc" PATTERN "CMakeFiles" EXCLUDE)
+        FILES_MATCHING PATTERN "*.inc" PATTERN "*.h"
+        PATTERN "CMakeFiles" EXCLUDE)
 
 set(tamoe_libraries MLIRTAMoE MLIRTAMoEAutodiff MLIRTAMoETransforms TAMoEPlanner
     TAMoETopology
@@ -51,5 +54,11 @@ configure_package_config_file(
   ${PROJECT_BINARY_DIR}/cmake/TAMoEConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/tamoe
   PATH_VARS CMAKE_INSTALL_INCLUDEDIR CMAKE_INSTALL_BINDIR CMAKE_INSTALL_LIBDIR)
+# find_package(TAMoE 0.1) compares with project()'s version; a later
+# minor version may change the runtime's ABI, so only the same one matches.
+write_basic_package_version_file(
+  ${PROJECT_BINARY_DIR}/cmake/TAMoEConfigVersion.cmake
+  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/cmake/TAMoEConfig.cmake
+              ${PROJECT_BINARY_DIR}/cmake/TAMoEConfigVersion.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/tamoe)
