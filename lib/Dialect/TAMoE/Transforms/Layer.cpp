@@ -91,8 +91,13 @@ mlir::tamoe::whyFlat(AllToAllOp exchange, shard::GridOp grid,
     if (!llvm::equal(*axes, llvm::seq<int16_t>(0, shape.size())))
       return "it runs over part of grid @" + name;
   int64_t nodeSize = tree.levels[0].fanout;
-  if (shape.size() < 2 || ShapedType::isDynamic(shape.back()) ||
-      shape.back() != nodeSize)
+  if (shape.size() < 2)
+    return "grid @" + name + " has one axis; the stages need a last axis of " +
+           "the " + std::to_string(nodeSize) + " ranks of a '" +
+           tree.levels[0].name + "' of topology '" + tree.name +
+           "' (shape " + std::to_string(tree.numRanks() / nodeSize) + "x" +
+           std::to_string(nodeSize) + ")";
+  if (ShapedType::isDynamic(shape.back()) || shape.back() != nodeSize)
     return "the last axis of grid @" + name + " is not the " +
            std::to_string(nodeSize) + " ranks of a '" + tree.levels[0].name +
            "' of topology '" + tree.name + "'";

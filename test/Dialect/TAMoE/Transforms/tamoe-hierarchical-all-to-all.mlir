@@ -70,7 +70,7 @@ module attributes {tamoe.topology = #topology} {
   shard.grid @ep(shape = 2x4)
   shard.grid @wrong(shape = 4x2)
   func.func @not_rewritten(%rows: tensor<32x64xf32>, %c8: tensor<8xi32>, %c4: tensor<4xi32>, %dyn: tensor<?x64xf32>) {
-    // expected-remark @+1 {{kept flat: the last axis of grid @flat8 is not the 4 ranks of a 'node' of topology 'cpu-2x4'}}
+    // expected-remark @+1 {{kept flat: grid @flat8 has one axis; the stages need a last axis of the 4 ranks of a 'node' of topology 'cpu-2x4' (shape 2x4)}}
     %0, %1 = tamoe.all_to_all %rows, %c8 on @flat8 : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>
     // expected-remark @+1 {{kept flat: the last axis of grid @wrong is not the 4 ranks of a 'node' of topology 'cpu-2x4'}}
     %2, %3 = tamoe.all_to_all %rows, %c8 on @wrong : tensor<32x64xf32>, tensor<8xi32> -> tensor<?x64xf32>

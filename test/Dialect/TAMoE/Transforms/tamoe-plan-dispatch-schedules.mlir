@@ -13,9 +13,9 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
   // CHECK-LABEL: func.func @flat_grid
   func.func @flat_grid(%tokens: tensor<10x500xbf16>, %ids: tensor<10x2xi32>) -> tensor<?x500xbf16> {
     // CHECK: tamoe.dispatch {{.*}}predicted_us = 3.001200e+03
-    // expected-remark @+1 {{planned 'tamoe' dispatch on 'two-by-two': 3001.2 us (flat: the last axis of grid @ep is not the 2 ranks of a 'node' of topology 'two-by-two') vs 3002.0 us with uniform routing (1.00x)}}
+    // expected-remark @+1 {{planned 'tamoe' dispatch on 'two-by-two': 3001.2 us (flat: grid @ep has one axis; the stages need a last axis of the 2 ranks of a 'node' of topology 'two-by-two' (shape 2x2)) vs 3002.0 us with uniform routing (1.00x)}}
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<10x500xbf16>, tensor<10x2xi32> -> tensor<20x500xbf16>, tensor<4xi32>, tensor<10x2xi32>, tensor<i64>
-    // expected-remark @+1 {{kept flat: the last axis of grid @ep is not the 2 ranks of a 'node' of topology 'two-by-two'}}
+    // expected-remark @+1 {{kept flat: grid @ep has one axis; the stages need a last axis of the 2 ranks of a 'node' of topology 'two-by-two' (shape 2x2)}}
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<20x500xbf16>, tensor<4xi32> -> tensor<?x500xbf16>
     return %recv : tensor<?x500xbf16>
   }
