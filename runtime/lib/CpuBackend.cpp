@@ -911,9 +911,11 @@ Status CpuBackend::gateGrad(const float *probs, const int32_t *expertIds,
       const float *dw = dWeights + t * k;
       if (renormalize) {
         // w_j = p_j / s gives dp_m = (dw_m - sum_j dw_j w_j) / s.
-        float s = TAMOE_RT_RENORMALIZE_EPSILON, dot = 0;
+        // s as the gate divided by: the sum, then the epsilon.
+        float s = 0, dot = 0;
         for (intptr_t j = 0; j < k; ++j)
           s += p[ids[j]];
+        s += TAMOE_RT_RENORMALIZE_EPSILON;
         for (intptr_t j = 0; j < k; ++j)
           dot += dw[j] * (p[ids[j]] / s);
         for (intptr_t j = 0; j < k; ++j)

@@ -11,6 +11,8 @@ func.func private @printMemrefI32(memref<*xi32>)
 func.func private @printMemrefF32(memref<*xf32>)
 
 func.func @main() {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
   %logits = arith.constant dense<[[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [0.0, 0.0, 5.0, 0.0]]> : tensor<3x4xf32>
 
   // Softmax top-2, renormalised. softmax([1, 2, 3, 4]) =
@@ -85,6 +87,20 @@ func.func @main() {
   call @printMemrefF32(%uw_u) : (memref<*xf32>) -> ()
   // CHECK: {{\[\[}}0,   0]
   // CHECK-NEXT: [0.546449,   0.453551]
+
+  // The same in f16, where 1e-20 is 0: its smallest number instead, so the
+  // weights are 0 again rather than NaN.
+  %under16 = arith.constant dense<[[-20.0, -21.0, -22.0, -23.0]]> : tensor<1x4xf16>
+  %hids, %hw, %hp = tamoe.gate %under16 top 2 sigmoid renormalize : tensor<1x4xf16> -> tensor<1x2xi32>, tensor<1x2xf16>, tensor<1x4xf16>
+  %h0 = tensor.extract %hw[%c0, %c0] : tensor<1x2xf16>
+  %h1 = tensor.extract %hw[%c0, %c1] : tensor<1x2xf16>
+  %h0f = arith.extf %h0 : f16 to f32
+  %h1f = arith.extf %h1 : f16 to f32
+  %hwf = tensor.from_elements %h0f, %h1f : tensor<2xf32>
+  %hw_m = bufferization.to_buffer %hwf : tensor<2xf32> to memref<2xf32>
+  %hw_u = memref.cast %hw_m : memref<2xf32> to memref<*xf32>
+  call @printMemrefF32(%hw_u) : (memref<*xf32>) -> ()
+  // CHECK: [0,  0]
 
   // NaN logits (overflowed) rank as -inf, as the runtime's gate ranks them.
   // Row 0, 2 groups of 2, keep 1: group 0 holds NaN only and scores -inf,

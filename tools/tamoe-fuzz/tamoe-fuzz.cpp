@@ -33,9 +33,6 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
-#include "mlir/InitAllDialects.h"
-#include "mlir/InitAllExtensions.h"
-#include "mlir/InitAllPasses.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
@@ -768,11 +765,9 @@ int main(int argc, char **argv) {
     return result.empty() ? seeds : result;
   };
   if (irCommand) {
-    // As tamoe-opt: programs go on to upstream passes and dialects.
-    mlir::registerAllPasses();
+    // As tamoe-opt: programs go on to upstream passes (and dialects, which
+    // the registry above holds), which tamoe's registration includes.
     tamoe::registerAllPasses();
-    mlir::registerAllDialects(registry);
-    mlir::registerAllExtensions(registry);
     IRTarget target(registry);
     if (!replayFile.empty()) {
       ErrorOr<std::unique_ptr<MemoryBuffer>> file =

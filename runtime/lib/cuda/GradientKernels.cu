@@ -73,9 +73,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     // w_j = p_j / s gives dp_m = (dw_m - sum_j dw_j w_j) / s.
     float s = 1.0f, dot = 0.0f;
     if (dw && p.renormalize) {
-      s = TAMOE_RT_RENORMALIZE_EPSILON;
+      // As the gate divided by: the sum, then the epsilon.
+      s = 0.0f;
       for (int64_t j = 0; j < k; ++j)
         s += probs[ids[j]];
+      s += TAMOE_RT_RENORMALIZE_EPSILON;
       for (int64_t j = 0; j < k; ++j)
         dot += dw[j] * (probs[ids[j]] / s);
     }

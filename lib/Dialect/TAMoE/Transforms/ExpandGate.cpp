@@ -340,6 +340,16 @@ void expandGate(GateOp gate) {
           : OpFoldResult(builder.getIndexAttr(type.getDimSize(0)));
   for (int64_t round = 0; round < k; ++round) {
     Value index = argMax(g, candidates, 2, tokenShape, dynamic).second;
+    // -1 when a row has no candidate left (dynamic experts fewer than k at
+    // run time): expert 0, a read in bounds, rather than probs[t, -1].
+    index = g.generic(
+        1, {{0}}, {index}, {{0}},
+        {g.empty(tokenShape, builder.getIndexType(), dynamic)}, {kParallel},
+        [&](OpBuilder &b, Location l, ValueRange args) {
+          Value zero = arith::ConstantIndexOp::create(b, l, 0);
+          linalg::YieldOp::create(
+              b, l, Value(arith::MaxSIOp::create(b, l, args[0], zero)));
+        })[0];
     candidates = maskChosen(g, candidates, index, 2, fullDynamic);
     // The chosen score itself (a NaN one too, for the loss to show).
     Value value = g.generic(
@@ -372,13 +382,20 @@ void expandGate(GateOp gate) {
                                             offsets, sizes, strides);
   }
   if (gate.getRenormalize()) {
-    // Over (sum + 1e-20), as the runtime's gate divides
+    // Over (sum + 1e-20), the sum first, as the runtime's gate divides
     // (TAMOE_RT_RENORMALIZE_EPSILON): weights 0, not 0 / 0, where every
-    // chosen sigmoid score underflowed.
+    // chosen sigmoid score underflowed. In a type where 1e-20 is 0 (f16),
+    // its smallest number, still below half an ulp of any sum that did not
+    // underflow.
+    auto &semantics = cast<FloatType>(element).getFloatSemantics();
+    llvm::APFloat epsilon(1e-20);
+    bool lossy;
+    epsilon.convert(semantics, llvm::APFloat::rmNearestTiesToEven, &lossy);
+    if (epsilon.isZero())
+      epsilon = llvm::APFloat::getSmallest(semantics);
     Value sum = g.generic(
         2, {{0, 1}}, {weights}, {{0}},
-        {g.filled(tokenShape, element, dynamic,
-                  g.constantFloat(element, 1e-20))},
+        {g.filled(tokenShape, element, dynamic, g.constantFloat(element, 0))},
         {kParallel, kReduction},
         [&](OpBuilder &b, Location l, ValueRange args) {
           linalg::YieldOp::create(
@@ -388,8 +405,12 @@ void expandGate(GateOp gate) {
         2, {{0, 1}, {0}}, {weights, sum}, {{0, 1}},
         {g.empty(weightsType.getShape(), element, resultDynamic(weightsType))},
         {kParallel, kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
+          Value divisor = arith::AddFOp::create(
+              b, l, args[1],
+              arith::ConstantOp::create(b, l,
+                                        b.getFloatAttr(element, epsilon)));
           linalg::YieldOp::create(
-              b, l, Value(arith::DivFOp::create(b, l, args[0], args[1])));
+              b, l, Value(arith::DivFOp::create(b, l, args[0], divisor)));
         })[0];
   }
   gate.replaceAllUsesWith(ValueRange{ids, weights, probs});

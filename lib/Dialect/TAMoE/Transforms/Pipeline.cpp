@@ -83,8 +83,11 @@ LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
 void mlir::tamoe::registerPasses() {
   // tamoe-to-llvm parses its upstream passes by name; a compiler that
   // registered only tamoe's would get "does not refer to a registered
-  // pass". Registering a pass again is harmless (the same TypeID).
-  registerAllPasses();
+  // pass". Upstream's pipelines may be registered only once (an MLIR built
+  // with assertions aborts on the second), so not where the host (mlir-opt
+  // with the plugin, the Python bindings) registered them already.
+  if (!PassPipelineInfo::lookup("buffer-deallocation-pipeline"))
+    registerAllPasses();
   registerTAMoEPasses();
   registerPassPipeline(
       "tamoe-pipeline",
