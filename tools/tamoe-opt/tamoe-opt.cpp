@@ -23,7 +23,8 @@ static std::string overview() {
        {"tamoe-plan-dispatch", "tamoe-inject-topology-aux-loss",
         "tamoe-overlap", "tamoe-hierarchical-all-to-all", "tamoe-differentiate",
         "tamoe-schedule-exchanges", "tamoe-expand-gate",
-        "convert-tamoe-to-runtime", "tamoe-finalize-device-resident"})
+        "convert-tamoe-to-runtime", "tamoe-finalize-device-resident",
+        "tamoe-check-lowered"})
     if (const mlir::PassInfo *info = mlir::PassInfo::lookup(name))
       text +=
           llvm::formatv("  --{0,-34} {1}\n", name, info->getPassDescription());

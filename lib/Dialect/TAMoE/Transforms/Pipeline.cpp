@@ -60,7 +60,8 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
 /// the remaining linalg ops and element-wise arith on tensors (none when
 /// device-resident: the runtime maps them), and the LLVM
 /// dialect, with every memref allocation through the runtime
-/// (use-generic-functions).
+/// (use-generic-functions); then tamoe-check-lowered names what the partial
+/// conversions left.
 LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
                                          const LoweringOptions &options) {
   bool device = options.deviceResident;
@@ -75,7 +76,7 @@ LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
        (device ? "tamoe-finalize-device-resident," : "") +
        "convert-linalg-to-loops,lower-affine,expand-strided-metadata,"
        "convert-scf-to-cf,finalize-memref-to-llvm{use-generic-functions},"
-       "convert-to-llvm,reconcile-unrealized-casts")
+       "convert-to-llvm,reconcile-unrealized-casts,tamoe-check-lowered")
           .str();
   return parsePassPipeline(pipeline, pm, llvm::errs());
 }

@@ -386,4 +386,20 @@ def TAMoEFinalizeDeviceResidentPass
   let dependentDialects = ["mlir::memref::MemRefDialect"];
 }
 
+def TAMoECheckLoweredPass : Pass<"tamoe-check-lowered", "mlir::ModuleOp"> {
+  let summary = "Fail where tamoe-to-llvm left an op it should have lowered";
+  let description = [{
+    The last pass of `tamoe-to-llvm`. Upstream's `convert-to-llvm` converts
+    what it can and leaves the rest, so an op of a dialect without a
+    lowering in the pipeline (`vector.transfer_write`, say) or a cast it
+    could not reconcile would come out silently, and fail only later in
+    `mlir-translate` (``Dialect `vector' not found``). This pass names the
+    first such op with its location and counts the rest: ops of the
+    dialects the pipeline lowers (builtin casts, func, arith, cf, math,
+    index, ub, memref, tensor, linalg, scf, affine, bufferization, vector,
+    complex, shard, tamoe). Ops of other dialects (`omp`, `nvvm`, ...) are
+    left for their own translations.
+  }];
+}
+
 #endif // TAMOE_DIALECT_TAMOE_TRANSFORMS_PASSES_TD
