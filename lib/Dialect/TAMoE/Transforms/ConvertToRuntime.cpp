@@ -1617,6 +1617,13 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
              "op, or pass it in";
       return WalkResult::interrupt();
     }
+    if (isa<BranchOpInterface>(op)) {
+      op->emitOpError()
+          << "passes tensors between blocks, which bufferization does not "
+             "handle: write the branch or loop with scf.if, scf.for or "
+             "scf.while, whose tensors stay in the backend's memory";
+      return WalkResult::interrupt();
+    }
     op->emitOpError()
         << "would run on the host: a device-resident program lowers only "
            "tamoe ops, linalg.matmul, elementwise add, sub, mul, neg, relu, "

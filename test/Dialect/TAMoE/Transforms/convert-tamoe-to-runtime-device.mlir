@@ -153,6 +153,20 @@ module {
 
 // -----
 
+// A branch that passes tensors between blocks: bufferization does not
+// handle it, which the message says (rather than that the branch computes
+// on the host).
+module {
+  func.func @branch(%a: tensor<4xf32>, %b: tensor<4xf32>, %p: i1) -> tensor<4xf32> {
+    // expected-error @+1 {{'cf.cond_br' op passes tensors between blocks, which bufferization does not handle: write the branch or loop with scf.if, scf.for or scf.while, whose tensors stay in the backend's memory}}
+    cf.cond_br %p, ^bb1(%a : tensor<4xf32>), ^bb1(%b : tensor<4xf32>)
+  ^bb1(%x: tensor<4xf32>):
+    return %x : tensor<4xf32>
+  }
+}
+
+// -----
+
 // Rows of bf16 and f16: each operand's tamoe_rt_dtype_t (f32 0, bf16 1,
 // f16 2) goes with it, as in mixed-precision programs (bf16 tokens times a
 // bf16 router into f32 logits); conversions are tamoe_rt_convert.
