@@ -81,6 +81,20 @@ LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
   return parsePassPipeline(pipeline, pm, llvm::errs());
 }
 
+/// Reads pipeline `name`'s options from `text`, failing through
+/// `errorHandler` with the text when they do not parse (the option parser
+/// names a bad value on stderr itself).
+static LogicalResult
+parseOptions(StringRef name, mlir::detail::PassOptions &options, StringRef text,
+             function_ref<LogicalResult(const Twine &)> errorHandler) {
+  std::string message;
+  llvm::raw_string_ostream stream(message);
+  if (succeeded(options.parseFromString(text, stream)))
+    return success();
+  return errorHandler(name + ": cannot read the options '" + text + "'" +
+                      (message.empty() ? "" : ": " + message));
+}
+
 void mlir::tamoe::registerPasses() {
   // tamoe-to-llvm parses its upstream passes by name; a compiler that
   // registered only tamoe's would get "does not refer to a registered
@@ -97,13 +111,8 @@ void mlir::tamoe::registerPasses() {
       [](OpPassManager &pm, StringRef text,
          function_ref<LogicalResult(const Twine &)> errorHandler) {
         PipelineOptions options;
-        std::string message;
-        llvm::raw_string_ostream stream(message);
-        // The option parser names a bad value on stderr itself.
-        if (failed(options.parseFromString(text, stream)))
-          return errorHandler("tamoe-pipeline: cannot read the options '" +
-                              text + "'" +
-                              (message.empty() ? "" : ": " + message));
+        if (failed(parseOptions("tamoe-pipeline", options, text, errorHandler)))
+          return failure();
         // With chunks=1 tamoe-overlap is left out, and would not see a
         // mistake in its options.
         if (llvm::Error error = ::tamoe::planner::verifyOverlapOptions(
@@ -126,12 +135,8 @@ void mlir::tamoe::registerPasses() {
       [](OpPassManager &pm, StringRef text,
          function_ref<LogicalResult(const Twine &)> errorHandler) {
         LoweringOptions options;
-        std::string message;
-        llvm::raw_string_ostream stream(message);
-        if (failed(options.parseFromString(text, stream)))
-          return errorHandler("tamoe-to-llvm: cannot read the options '" +
-                              text + "'" +
-                              (message.empty() ? "" : ": " + message));
+        if (failed(parseOptions("tamoe-to-llvm", options, text, errorHandler)))
+          return failure();
         return buildLowering(pm, options);
       },
       [](function_ref<void(const mlir::detail::PassOptions &)> print) {
