@@ -155,11 +155,12 @@ Value ranks(Builder &g, Value scores, ValueRange dynamic) {
       })[0];
 }
 
-/// Along the last of `rank` dimensions: the largest value that is not NaN
-/// and its index (the first on ties). Results have the leading dimensions.
-std::pair<Value, Value> argMax(Builder &g, Value values, unsigned rank,
-                               ArrayRef<int64_t> leadingShape,
-                               ValueRange dynamic) {
+/// Along the last of `rank` dimensions: the index of the largest value
+/// that is not NaN (the first on ties; 0 when every value is NaN, a read in
+/// bounds for a row with no candidate left, e.g. dynamic experts fewer than
+/// k at run time). The result has the leading dimensions.
+Value argMax(Builder &g, Value values, unsigned rank,
+             ArrayRef<int64_t> leadingShape, ValueRange dynamic) {
   Type element = cast<RankedTensorType>(values.getType()).getElementType();
   SmallVector<unsigned> all, leading;
   for (unsigned dim = 0; dim < rank; ++dim) {
@@ -169,31 +170,29 @@ std::pair<Value, Value> argMax(Builder &g, Value values, unsigned rank,
   }
   SmallVector<utils::IteratorType> iterators(rank - 1, kParallel);
   iterators.push_back(kReduction);
+  // The best so far starts as NaN, nothing yet: the first value that is not
+  // NaN takes it (-inf included, which stays a candidate).
   SmallVector<Value> results = g.generic(
       rank, {all}, {values}, {leading, leading},
       {g.filled(leadingShape, element, dynamic,
-                negativeInfinity(g.b, g.loc, element)),
-       g.filled(leadingShape, g.b.getIndexType(), dynamic,
-                g.constantIndex(-1))},
+                notANumber(g.b, g.loc, element)),
+       g.filled(leadingShape, g.b.getIndexType(), dynamic, g.constantIndex(0))},
       iterators, [&](OpBuilder &b, Location l, ValueRange args) {
         Value index = linalg::IndexOp::create(b, l, rank - 1);
-        // Not NaN, and the first such or above the best so far (-inf
-        // included, which beats nothing but stays a candidate).
-        Value candidate = arith::CmpFOp::create(
-            b, l, arith::CmpFPredicate::ORD, args[0], args[0]);
-        Value none = arith::CmpIOp::create(
-            b, l, arith::CmpIPredicate::eq, args[2],
-            arith::ConstantIndexOp::create(b, l, -1));
-        Value above = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT,
-                                            args[0], args[1]);
+        // Not NaN, and above the best so far or the first such (UGT: the
+        // best is NaN, or below).
         Value better = arith::AndIOp::create(
-            b, l, candidate, arith::OrIOp::create(b, l, none, above));
+            b, l,
+            arith::CmpFOp::create(b, l, arith::CmpFPredicate::ORD, args[0],
+                                  args[0]),
+            arith::CmpFOp::create(b, l, arith::CmpFPredicate::UGT, args[0],
+                                  args[1]));
         linalg::YieldOp::create(
             b, l,
             ValueRange{arith::SelectOp::create(b, l, better, args[0], args[1]),
                        arith::SelectOp::create(b, l, better, index, args[2])});
       });
-  return {results[0], results[1]};
+  return results[1];
 }
 
 /// `values` with entry [s, chosen[s]] of the last dimension set to NaN.
@@ -271,7 +270,7 @@ Value limitGroups(Builder &g, Value probs, int64_t groups, int64_t kept,
   SmallVector<int64_t> tokenShape{tokens};
   Value chosenGroups = groupScores;
   for (int64_t round = 0; round < kept; ++round) {
-    Value pick = argMax(g, chosenGroups, 2, tokenShape, dynamic).second;
+    Value pick = argMax(g, chosenGroups, 2, tokenShape, dynamic);
     chosenGroups = maskChosen(g, chosenGroups, pick, 2, dynamic);
   }
   // A group is kept when a round marked it (group scores of ranked scores
@@ -339,17 +338,7 @@ void expandGate(GateOp gate) {
           ? OpFoldResult(tokens)
           : OpFoldResult(builder.getIndexAttr(type.getDimSize(0)));
   for (int64_t round = 0; round < k; ++round) {
-    Value index = argMax(g, candidates, 2, tokenShape, dynamic).second;
-    // -1 when a row has no candidate left (dynamic experts fewer than k at
-    // run time): expert 0, a read in bounds, rather than probs[t, -1].
-    index = g.generic(
-        1, {{0}}, {index}, {{0}},
-        {g.empty(tokenShape, builder.getIndexType(), dynamic)}, {kParallel},
-        [&](OpBuilder &b, Location l, ValueRange args) {
-          Value zero = arith::ConstantIndexOp::create(b, l, 0);
-          linalg::YieldOp::create(
-              b, l, Value(arith::MaxSIOp::create(b, l, args[0], zero)));
-        })[0];
+    Value index = argMax(g, candidates, 2, tokenShape, dynamic);
     candidates = maskChosen(g, candidates, index, 2, fullDynamic);
     // The chosen score itself (a NaN one too, for the loss to show).
     Value value = g.generic(

@@ -16,7 +16,7 @@
 // CHECK: linalg.generic
 // CHECK:   arith.divf
 // Two rounds of arg-max (value and index), each masking its pick.
-// CHECK-COUNT-2: arith.cmpf ogt
+// CHECK-COUNT-2: arith.cmpf ugt
 // CHECK: tensor.insert_slice {{.*}}[0, 1] [16, 1] [1, 1] : tensor<16xi32> into tensor<16x2xi32>
 // Counts, mean probabilities and the weighted sum of the loss.
 // CHECK: linalg.generic {{.*}}iterator_types = ["reduction", "reduction", "parallel"]
