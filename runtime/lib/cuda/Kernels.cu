@@ -42,16 +42,11 @@ struct GateParams {
 
 constexpr int kGateWarps = 4;
 
-/// A score's rank, as the cpu backend's: NaN as -inf, so a
-/// row of NaN scores (overflowed logits) still picks k experts, the lower
-/// ids, and its NaN reaches the loss for the host to see.
-__device__ inline float rankOf(float v) { return v != v ? -INFINITY : v; }
-
-/// Whether (v, i) beats the best so far (bv, bi): the higher rank, the
-/// lower index on ties; bi < 0 means nothing yet.
+/// Whether (v, i) beats the best so far (bv, bi): the higher rank
+/// (rankOf), the lower index on ties; bi < 0 means nothing yet.
 __device__ inline bool beats(float v, int i, float bv, int bi) {
-  return bi < 0 || rankOf(v) > rankOf(bv) ||
-         (rankOf(v) == rankOf(bv) && i < bi);
+  float rank = rankOf(v), best = rankOf(bv);
+  return bi < 0 || rank > best || (rank == best && i < bi);
 }
 
 /// Every lane ends with the warp's best (value, index).

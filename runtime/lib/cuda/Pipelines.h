@@ -101,6 +101,11 @@ TAMOE_HD inline bool hasFailed(const DeviceStatus *status) {
   return *static_cast<const volatile int32_t *>(&status->code) != 0;
 }
 
+/// A score's or weight's rank, as the cpu backend's (tamoe_rt.h): NaN as
+/// -inf, so a row of NaN scores (overflowed logits) still picks k experts
+/// and its NaN reaches the loss for the host to see.
+TAMOE_HD inline float rankOf(float v) { return v != v ? -INFINITY : v; }
+
 /// First index in sorted a[0, n) whose value is not below v.
 template <typename T>
 TAMOE_HD inline int64_t lowerBound(const T *a, int64_t n, T v) {
@@ -318,7 +323,7 @@ struct WeightKeys {
   int32_t *values;
   TAMOE_HD void operator()(int64_t i) const {
     float w = weights[i];
-    keys[i] = w != w ? -INFINITY : w == 0.0f ? 0.0f : w;
+    keys[i] = w == 0.0f ? 0.0f : rankOf(w);
     values[i] = static_cast<int32_t>(i);
   }
 };
