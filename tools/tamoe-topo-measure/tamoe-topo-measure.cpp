@@ -646,9 +646,20 @@ int main(int argc, char **argv) {
   auto fail = [&](Error error) {
     // Every rank reaches the same verdict (arguments and collectives fail
     // alike everywhere); one of them says so.
-    std::string message = toString(std::move(error));
-    if (run.reports())
-      WithColor::error(errs(), "tamoe-topo") << message << "\n";
+    if (!run.reports()) {
+      consumeError(std::move(error));
+      return 1;
+    }
+    // mpirun forwards stdout and stderr through separate pipes and may
+    // splice a piece of one into a line of the other: the table goes out
+    // first and the diagnostic leaves in a single write, so neither line
+    // is cut.
+    outs().flush();
+    std::string line;
+    raw_string_ostream lineStream(line);
+    WithColor::error(lineStream, "tamoe-topo")
+        << toString(std::move(error)) << "\n";
+    errs() << line;
     return 1;
   };
   if (!calibrateCommand && !validateCommand)
