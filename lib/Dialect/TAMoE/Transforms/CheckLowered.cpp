@@ -37,10 +37,10 @@ void CheckLoweredPass::runOnOperation() {
   Operation *first = nullptr, *firstCast = nullptr;
   int64_t count = 0;
   getOperation()->walk([&](Operation *op) {
-    if (isa<ModuleOp>(op) || !lowered.contains(op->getDialect()
-                                                   ? op->getDialect()
-                                                         ->getNamespace()
-                                                   : "builtin"))
+    // An unregistered op has no translation either.
+    if (isa<ModuleOp>(op) ||
+        (op->getDialect() &&
+         !lowered.contains(op->getDialect()->getNamespace())))
       return;
     Operation *&slot =
         isa<UnrealizedConversionCastOp>(op) ? firstCast : first;
@@ -55,7 +55,7 @@ void CheckLoweredPass::runOnOperation() {
   first->emitError() << "tamoe-to-llvm left '" << first->getName()
                      << "' unconverted"
                      << (count > 1 ? " (and " + std::to_string(count - 1) +
-                                         " more op(s) of dialects it lowers)"
+                                         " more op(s) left)"
                                    : std::string())
                      << ": lower it before tamoe-to-llvm, or to ops the "
                         "pipeline converts";

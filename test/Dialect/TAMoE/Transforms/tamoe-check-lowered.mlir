@@ -3,8 +3,9 @@
 // mlir-translate refuses; ops of other dialects are left alone.
 // RUN: not tamoe-opt %s --split-input-file --tamoe-to-llvm 2>&1 | FileCheck %s
 // RUN: not tamoe-opt %s --split-input-file --tamoe-check-lowered 2>&1 | FileCheck %s --check-prefix=ALONE
+// RUN: not tamoe-opt %s --split-input-file --allow-unregistered-dialect --tamoe-check-lowered 2>&1 | FileCheck %s --check-prefix=UNREGISTERED
 
-// CHECK: :[[@LINE+3]]:3: error: tamoe-to-llvm left 'vector.transfer_write' unconverted (and {{[0-9]+}} more op(s) of dialects it lowers): lower it before tamoe-to-llvm, or to ops the pipeline converts
+// CHECK: :[[@LINE+3]]:3: error: tamoe-to-llvm left 'vector.transfer_write' unconverted (and {{[0-9]+}} more op(s) left): lower it before tamoe-to-llvm, or to ops the pipeline converts
 func.func @f(%m: memref<8xf32>, %v: vector<8xf32>) {
   %c0 = arith.constant 0 : index
   vector.transfer_write %v, %m[%c0] : vector<8xf32>, memref<8xf32>
@@ -21,5 +22,14 @@ func.func @f(%m: memref<8xf32>, %v: vector<8xf32>) {
 // ALONE-NEXT: omp.barrier
 llvm.func @g() {
   omp.barrier
+  llvm.return
+}
+
+// -----
+
+// An op of no registered dialect has no translation to LLVM IR either.
+// UNREGISTERED: :[[@LINE+2]]:3: error: tamoe-to-llvm left 'foo.bar' unconverted: lower it before tamoe-to-llvm, or to ops the pipeline converts
+llvm.func @h() {
+  "foo.bar"() : () -> ()
   llvm.return
 }
