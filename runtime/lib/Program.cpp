@@ -242,7 +242,16 @@ private:
 
 extern "C" {
 
-tamoe_rt_context_t *tamoe_rt_program_context(int32_t host_loops) {
+tamoe_rt_context_t *tamoe_rt_program_context(int32_t host_loops,
+                                             int32_t abi_version) {
+  // Checked first: with another version, even host_loops may mean
+  // something else.
+  if (abi_version != TAMOE_RT_ABI_VERSION)
+    fail("this program was compiled for version " +
+         std::to_string(abi_version) + " of the runtime's interface, but " +
+         "this libtamoe_rt implements version " +
+         std::to_string(TAMOE_RT_ABI_VERSION) +
+         ": compile it again with the tamoe-opt of this runtime's release");
   // Host loops would read and write device memory. Checked on the request,
   // before a context exists, so that the message does not depend on
   // whether there is a GPU.

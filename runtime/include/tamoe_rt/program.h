@@ -25,9 +25,13 @@ extern "C" {
  * finalised at exit; TAMOE_RT_BACKEND=cpu|cuda picks the backend. Code
  * lowered with host loops for its non-tamoe ops (tamoe-to-llvm without
  * device-resident) passes host_loops = 1: it reads and writes its buffers on
- * the host, so any backend but cpu ends the program with a message. When the
- * context cannot be created the program ends with the runtime's message. */
-tamoe_rt_context_t *tamoe_rt_program_context(int32_t host_loops);
+ * the host, so any backend but cpu ends the program with a message.
+ * abi_version is the TAMOE_RT_ABI_VERSION the code was compiled against; a
+ * program built for another version than this library's ends with a
+ * message that names both. When the context cannot be created the program
+ * ends with the runtime's message. */
+tamoe_rt_context_t *tamoe_rt_program_context(int32_t host_loops,
+                                             int32_t abi_version);
 
 /* A copy in the backend's memory of `bytes` of constant host data (a global
  * of the program), made on first use and kept until exit; on the cpu

@@ -11,6 +11,7 @@
 
 #include "tamoe/Dialect/TAMoE/Autodiff/Autodiff.h"
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
+#include "tamoe_rt/tamoe_rt.h"
 
 #include "mlir/Dialect/Affine/IR/AffineOps.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
@@ -35,42 +36,24 @@ using namespace mlir;
 using namespace mlir::tamoe;
 
 namespace {
-/// The groups of tamoe_rt_group_t.
-enum class Group : int32_t { World = 0, Node = 1, Peers = 2 };
-
-/// The steps of tamoe_rt_counts_step_t.
-enum class CountsStep : int64_t { Chunk = 0, Regroup = 1, Exchange = 2 };
-
-/// The op kinds of tamoe_rt_map_t.
-enum class MapKind : int32_t {
-  Add = 0,
-  Sub = 1,
-  Mul = 2,
-  Relu = 3,
-  Neg = 4,
-  ReluGrad = 5,
-  Silu = 6,
-  SiluGrad = 7
-};
-
-MapKind toMapKind(ElementwiseKind kind) {
+tamoe_rt_map_t toMapKind(ElementwiseKind kind) {
   switch (kind) {
   case ElementwiseKind::Add:
-    return MapKind::Add;
+    return TAMOE_RT_MAP_ADD;
   case ElementwiseKind::Sub:
-    return MapKind::Sub;
+    return TAMOE_RT_MAP_SUB;
   case ElementwiseKind::Mul:
-    return MapKind::Mul;
+    return TAMOE_RT_MAP_MUL;
   case ElementwiseKind::Relu:
-    return MapKind::Relu;
+    return TAMOE_RT_MAP_RELU;
   case ElementwiseKind::Neg:
-    return MapKind::Neg;
+    return TAMOE_RT_MAP_NEG;
   case ElementwiseKind::ReluGrad:
-    return MapKind::ReluGrad;
+    return TAMOE_RT_MAP_RELU_GRAD;
   case ElementwiseKind::Silu:
-    return MapKind::Silu;
+    return TAMOE_RT_MAP_SILU;
   case ElementwiseKind::SiluGrad:
-    return MapKind::SiluGrad;
+    return TAMOE_RT_MAP_SILU_GRAD;
   }
   llvm_unreachable("unknown elementwise kind");
 }
@@ -128,11 +111,11 @@ static std::optional<ConstantPiece> constantPiece(OpBuilder &b, Location loc,
 /// one.
 static std::optional<int32_t> runtimeDtype(Type element) {
   if (element.isF32())
-    return 0;
+    return TAMOE_RT_F32;
   if (element.isBF16())
-    return 1;
+    return TAMOE_RT_BF16;
   if (element.isF16())
-    return 2;
+    return TAMOE_RT_F16;
   return std::nullopt;
 }
 
@@ -153,8 +136,8 @@ public:
   /// the program's other compute stays host loops (see
   /// tamoe_rt_program_context).
   Value programContext(bool hostLoops) {
-    return call("tamoe_rt_program_context", {i32(hostLoops ? 1 : 0)},
-                ptrType);
+    return call("tamoe_rt_program_context",
+                {i32(hostLoops ? 1 : 0), i32(TAMOE_RT_ABI_VERSION)}, ptrType);
   }
 
   Value index(int64_t value) {
@@ -369,7 +352,7 @@ private:
   LogicalResult lower(SGDOp op);
   LogicalResult lower(AdamOp op);
   LogicalResult lower(linalg::MatmulOp op);
-  LogicalResult lowerMap(Operation *op, MapKind kind, Value a, Value b);
+  LogicalResult lowerMap(Operation *op, tamoe_rt_map_t kind, Value a, Value b);
   /// A conversion between row types (matchConversion) as tamoe_rt_convert.
   LogicalResult lowerConversion(linalg::GenericOp op, Value input);
   LogicalResult lowerAddCounts(linalg::AddOp op);
@@ -392,7 +375,7 @@ private:
 /// A collective's grid and the runtime's group for its axes.
 struct Collective {
   shard::GridOp grid;
-  Group group;
+  tamoe_rt_group_t group;
 };
 
 /// The runtime's group for a collective over `op`'s grid and axes: the
@@ -408,11 +391,11 @@ static FailureOr<Collective> runtimeGroup(OpTy op,
   int64_t rank = grid.getRank();
   SmallVector<int16_t> axes = op.getGroupAxes(rank);
   if (llvm::equal(axes, llvm::seq<int16_t>(0, rank)))
-    return Collective{grid, Group::World};
+    return Collective{grid, TAMOE_RT_GROUP_WORLD};
   if (rank >= 2 && axes == SmallVector<int16_t>{int16_t(rank - 1)})
-    return Collective{grid, Group::Node};
+    return Collective{grid, TAMOE_RT_GROUP_NODE};
   if (rank >= 2 && llvm::equal(axes, llvm::seq<int16_t>(0, rank - 1)))
-    return Collective{grid, Group::Peers};
+    return Collective{grid, TAMOE_RT_GROUP_PEERS};
   return op.emitOpError()
          << "cannot be lowered to the runtime: its groups are the whole "
             "grid, its last axis (a node) or the axes before it";
@@ -483,14 +466,15 @@ LogicalResult ConvertToRuntimePass::lower(GateOp op) {
   Value ids = l.output(op.getExpertIds().getType(), tokens);
   Value weights = l.output(op.getWeights().getType(), tokens);
   Value probs = l.output(op.getProbs().getType(), tokens);
-  l.runtime("gate",
-            {l.data(logits), tokens, l.dim(logits, 1),
-             l.index(op.getK()),
-             l.i32(op.getScore() == ScoreFunction::Sigmoid ? 1 : 0),
-             l.i32(op.getRenormalize() ? 1 : 0),
-             l.index(op.getNumGroups().value_or(0)),
-             l.index(op.getGroupsKept().value_or(0)), l.pointer(ids),
-             l.pointer(weights), l.pointer(probs)});
+  l.runtime(
+      "gate",
+      {l.data(logits), tokens, l.dim(logits, 1), l.index(op.getK()),
+       l.i32(op.getScore() == ScoreFunction::Sigmoid ? TAMOE_RT_SCORE_SIGMOID
+                                                     : TAMOE_RT_SCORE_SOFTMAX),
+       l.i32(op.getRenormalize() ? 1 : 0),
+       l.index(op.getNumGroups().value_or(0)),
+       l.index(op.getGroupsKept().value_or(0)), l.pointer(ids),
+       l.pointer(weights), l.pointer(probs)});
   l.replace(op, {ids, weights, probs});
   return success();
 }
@@ -531,10 +515,12 @@ LogicalResult ConvertToRuntimePass::lower(DispatchOp op) {
       op.getDropPolicy().value_or(DropPolicy::Position) ==
       DropPolicy::Probability;
   l.runtime("dispatch",
-            {l.data(tokens), numTokens, l.rowBytes(tokensType),
-             l.data(ids), l.dim(ids, 1),
+            {l.data(tokens), numTokens, l.rowBytes(tokensType), l.data(ids),
+             l.dim(ids, 1),
              l.index(op.getExpertCounts().getType().getDimSize(0)), weights,
-             l.index(capacity.value_or(-1)), l.i32(byProbability ? 1 : 0),
+             l.index(capacity.value_or(-1)),
+             l.i32(byProbability ? TAMOE_RT_DROP_PROBABILITY
+                                 : TAMOE_RT_DROP_POSITION),
              l.pointer(dispatched), l.dim(dispatched, 0), l.pointer(counts),
              l.pointer(positions), l.pointer(dropped)});
   l.replace(op, {dispatched, counts, positions, dropped});
@@ -710,7 +696,7 @@ struct CountsSteps {
   /// The grids of the exchange steps, each with whether an exchange on it
   /// splits it at nodes; and the groups of the exchange steps.
   llvm::MapVector<Operation *, bool> grids;
-  llvm::SetVector<Group> groups;
+  llvm::SetVector<tamoe_rt_group_t> groups;
   /// An exchange on the way has no group the runtime knows (its error was
   /// emitted).
   bool invalid = false;
@@ -718,7 +704,7 @@ struct CountsSteps {
   /// first of them; some may be listed twice, or lie on a way that failed).
   SmallVector<Operation *> ops;
 
-  int64_t add(CountsStep kind, int64_t source, int64_t x, int64_t y,
+  int64_t add(tamoe_rt_counts_step_t kind, int64_t source, int64_t x, int64_t y,
               int64_t z) {
     std::array<int64_t, 5> step = {int64_t(kind), source, x, y, z};
     for (size_t i = 0; i < words.size(); i += 5)
@@ -746,11 +732,11 @@ struct CountsSteps {
     if (auto regroup = dyn_cast<RegroupOp>(def)) {
       RankedTensorType from = regroup.getCounts().getType();
       if (FailureOr<int64_t> in = source(before, symbols); succeeded(in))
-        index = add(CountsStep::Regroup, *in, from.getDimSize(0),
+        index = add(TAMOE_RT_COUNTS_REGROUP, *in, from.getDimSize(0),
                     from.getDimSize(1), product(from, 2));
     } else if (auto chunk = dyn_cast<ChunkOp>(def)) {
       if (FailureOr<int64_t> in = source(before, symbols); succeeded(in))
-        index = add(CountsStep::Chunk, *in, int64_t(chunk.getChunk()),
+        index = add(TAMOE_RT_COUNTS_CHUNK, *in, int64_t(chunk.getChunk()),
                     int64_t(chunk.getChunks()), 0);
     } else if (auto exchange = dyn_cast<AllToAllOp>(def)) {
       index = exchangeStep(exchange, symbols);
@@ -775,10 +761,10 @@ struct CountsSteps {
     invalid |= failed(collective);
     if (failed(in) || failed(collective))
       return failure();
-    grids[collective->grid] |= collective->group != Group::World;
+    grids[collective->grid] |= collective->group != TAMOE_RT_GROUP_WORLD;
     groups.insert(collective->group);
     ops.push_back(op);
-    return add(CountsStep::Exchange, *in, int64_t(collective->group),
+    return add(TAMOE_RT_COUNTS_EXCHANGE, *in, int64_t(collective->group),
                sendCounts.getType().getDimSize(0), 0);
   }
 };
@@ -845,8 +831,8 @@ ConvertToRuntimePass::planExchangeTotals(ArrayRef<Operation *> ops,
     // Over the one group every exchange on the way is over (a node's
     // exchanges in a branch that only that node takes must not wait for
     // the rest of the world), else over the world.
-    Group group =
-        steps.groups.size() == 1 ? steps.groups.front() : Group::World;
+    tamoe_rt_group_t group =
+        steps.groups.size() == 1 ? steps.groups.front() : TAMOE_RT_GROUP_WORLD;
     int64_t numSteps = int64_t(steps.words.size() / 5);
     auto wordsType = RankedTensorType::get({numSteps, 5}, l.b.getI64Type());
     Value words = arith::ConstantOp::create(
@@ -874,11 +860,11 @@ ConvertToRuntimePass::prepareExchange(Lowering &l, Operation *op,
   FailureOr<Collective> collective = exchangeGroup(op, symbols);
   if (failed(collective))
     return failure();
-  Group group = collective->group;
+  tamoe_rt_group_t group = collective->group;
   RankedTensorType countsType = sendCountsTensor.getType();
   int64_t peers = countsType.getDimSize(0);
   int64_t split = product(countsType, 1);
-  checkGrid(l, collective->grid, /*nodes=*/group != Group::World);
+  checkGrid(l, collective->grid, /*nodes=*/group != TAMOE_RT_GROUP_WORLD);
   Value sendCounts = l.data(sendCountsTensor);
   Value recvCounts = l.output(countsType);
   RankedTensorType receivedType = exchangeReceivedType(op);
@@ -1191,13 +1177,14 @@ LogicalResult ConvertToRuntimePass::lower(GateGradOp op) {
   Value probs = op.getProbs();
   Value tokens = l.dim(probs, 0);
   Value dLogits = l.output(op.getDLogits().getType(), tokens);
-  l.runtime("gate_grad",
-            {l.data(probs), l.data(op.getExpertIds()), tokens,
-             l.dim(probs, 1), l.dim(op.getExpertIds(), 1),
-             l.i32(op.getScore() == ScoreFunction::Sigmoid ? 1 : 0),
-             l.i32(op.getRenormalize() ? 1 : 0),
-             l.optionalData(op.getDWeights()), l.optionalData(op.getDProbs()),
-             l.pointer(dLogits)});
+  l.runtime(
+      "gate_grad",
+      {l.data(probs), l.data(op.getExpertIds()), tokens, l.dim(probs, 1),
+       l.dim(op.getExpertIds(), 1),
+       l.i32(op.getScore() == ScoreFunction::Sigmoid ? TAMOE_RT_SCORE_SIGMOID
+                                                     : TAMOE_RT_SCORE_SOFTMAX),
+       l.i32(op.getRenormalize() ? 1 : 0), l.optionalData(op.getDWeights()),
+       l.optionalData(op.getDProbs()), l.pointer(dLogits)});
   l.replace(op, {dLogits});
   return success();
 }
@@ -1348,7 +1335,8 @@ LogicalResult ConvertToRuntimePass::lower(AllReduceOp op,
   if (failed(collective))
     return failure();
   Lowering l = lowering(op);
-  checkGrid(l, collective->grid, /*nodes=*/collective->group != Group::World);
+  checkGrid(l, collective->grid,
+            /*nodes=*/collective->group != TAMOE_RT_GROUP_WORLD);
   Value input = op.getInput();
   Value buffer = l.inPlace(input);
   l.runtime("all_reduce", {l.i32(int32_t(collective->group)), l.pointer(buffer),
@@ -1479,7 +1467,7 @@ LogicalResult ConvertToRuntimePass::lower(linalg::MatmulOp op) {
   return success();
 }
 
-LogicalResult ConvertToRuntimePass::lowerMap(Operation *op, MapKind kind,
+LogicalResult ConvertToRuntimePass::lowerMap(Operation *op, tamoe_rt_map_t kind,
                                              Value a, Value b) {
   auto type = cast<RankedTensorType>(op->getResult(0).getType());
   if (b && (a.getType() != b.getType() || a.getType() != type))
@@ -1549,7 +1537,7 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
       ops.push_back(op);
   });
   for (Operation *op : ops) {
-    auto named = [&](auto op, MapKind kind) -> LogicalResult {
+    auto named = [&](auto op, tamoe_rt_map_t kind) -> LogicalResult {
       // Others are reported below (tensors) or by
       // tamoe-finalize-device-resident (buffers).
       if (!op.hasPureTensorSemantics() ||
@@ -1557,7 +1545,7 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
         return success();
       return lowerMap(op, kind, op.getDpsInputs()[0], op.getDpsInputs()[1]);
     };
-    auto arith = [&](Operation *op, MapKind kind) -> LogicalResult {
+    auto arith = [&](Operation *op, tamoe_rt_map_t kind) -> LogicalResult {
       if (!isRowTensor(op->getResult(0)))
         return success(); // scalar arithmetic stays
       return lowerMap(op, kind, op->getOperand(0), op->getOperand(1));
@@ -1579,13 +1567,14 @@ LogicalResult ConvertToRuntimePass::lowerDenseCompute() {
               if (op.hasPureTensorSemantics() &&
                   llvm::all_of(op->getOperands(), isCountsTensor))
                 return lowerAddCounts(op);
-              return named(op, MapKind::Add);
+              return named(op, TAMOE_RT_MAP_ADD);
             })
-            .Case([&](linalg::SubOp op) { return named(op, MapKind::Sub); })
-            .Case([&](linalg::MulOp op) { return named(op, MapKind::Mul); })
-            .Case([&](arith::AddFOp op) { return arith(op, MapKind::Add); })
-            .Case([&](arith::SubFOp op) { return arith(op, MapKind::Sub); })
-            .Case([&](arith::MulFOp op) { return arith(op, MapKind::Mul); });
+            .Case([&](linalg::SubOp op) { return named(op, TAMOE_RT_MAP_SUB); })
+            .Case([&](linalg::MulOp op) { return named(op, TAMOE_RT_MAP_MUL); })
+            .Case([&](arith::AddFOp op) { return arith(op, TAMOE_RT_MAP_ADD); })
+            .Case([&](arith::SubFOp op) { return arith(op, TAMOE_RT_MAP_SUB); })
+            .Case(
+                [&](arith::MulFOp op) { return arith(op, TAMOE_RT_MAP_MUL); });
     if (failed(lowered))
       return failure();
   }

@@ -316,7 +316,8 @@ def TAMoEConvertToRuntimePass
     index from the runtime, and the `shard.grid`s are erased.
 
     Calls go through the process-wide context of
-    `tamoe_rt_program_context(host_loops)`, and every status through
+    `tamoe_rt_program_context(host_loops, abi_version)`, which refuses a
+    runtime of another interface version, and every status through
     `tamoe_rt_program_check`, which ends the program on every rank with the
     runtime's message when a call fails (`runtime/include/tamoe_rt/program.h`).
     The runtime computes in f32 and takes ids, positions and counts as i32;
