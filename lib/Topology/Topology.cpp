@@ -176,7 +176,7 @@ int Topology::lowestCommonLevel(int64_t a, int64_t b) const {
 Error tamoe::topology::verify(const Topology &topology) {
   if (topology.name.empty())
     return fieldError("name", "must not be empty");
-  // toJSON() builds json::Values from the strings, which must be UTF-8.
+  // writeTopologyJSON() writes the strings as JSON, which must be UTF-8.
   if (!json::isUTF8(topology.name))
     return fieldError("name", "must be valid UTF-8");
   // Names are quoted in remarks and tables, one line each.
@@ -558,20 +558,30 @@ Expected<Topology> tamoe::topology::loadTopologyFile(StringRef path) {
   return parseTopologyJSON(*text, path);
 }
 
-json::Value tamoe::topology::toJSON(const Topology &topology) {
-  json::Array levels;
-  for (const Level &level : topology.levels)
-    levels.push_back(json::Object{
-        {"name", level.name},
-        {"fanout", level.fanout},
-        {"up_GBps", level.upBandwidthGBps},
-        {"down_GBps", level.downBandwidthGBps},
-        {"latency_us", level.latencyUs},
-        {"per_message_us", level.perMessageUs},
-        {"uplink", stringifyLinkSharing(level.sharing)},
+void tamoe::topology::writeTopologyJSON(const Topology &topology,
+                                        raw_ostream &os, unsigned indent) {
+  json::OStream out(os, indent);
+  // llvm::json writes a double with 17 digits.
+  auto number = [&](StringRef key, double value) {
+    out.attributeBegin(key);
+    out.rawValue(formatNumber(value));
+    out.attributeEnd();
+  };
+  out.object([&] {
+    out.attribute("name", topology.name);
+    if (!topology.description.empty())
+      out.attribute("description", topology.description);
+    out.attributeArray("levels", [&] {
+      for (const Level &level : topology.levels)
+        out.object([&] {
+          out.attribute("name", level.name);
+          out.attribute("fanout", level.fanout);
+          number("up_GBps", level.upBandwidthGBps);
+          number("down_GBps", level.downBandwidthGBps);
+          number("latency_us", level.latencyUs);
+          number("per_message_us", level.perMessageUs);
+          out.attribute("uplink", stringifyLinkSharing(level.sharing));
+        });
     });
-  json::Object object{{"name", topology.name}, {"levels", std::move(levels)}};
-  if (!topology.description.empty())
-    object["description"] = topology.description;
-  return object;
+  });
 }

@@ -558,8 +558,11 @@ struct JSONTarget {
 
   /// What must hold of every topology the loader accepts.
   int checkAccepted(const topo::Topology &tree) {
-    Expected<topo::Topology> again = topo::parseTopologyJSON(
-        formatv("{0}", topo::toJSON(tree)).str(), "round trip");
+    std::string json;
+    raw_string_ostream jsonStream(json);
+    topo::writeTopologyJSON(tree, jsonStream, /*indent=*/0);
+    Expected<topo::Topology> again =
+        topo::parseTopologyJSON(json, "round trip");
     if (!again || !(*again == tree))
       return broken("the JSON form does not read back equal");
     auto attr = mlir::tamoe::TopologyAttr::get(&context, tree);

@@ -367,7 +367,8 @@ Error calibrateCluster(const Run &run) {
   raw_fd_ostream file(outputPath, ec);
   if (ec)
     return tamoe::fieldError(outputPath, "cannot write file: " + ec.message());
-  file << formatv("{0:2}", topo::toJSON(fitted)) << "\n";
+  topo::writeTopologyJSON(fitted, file);
+  file << "\n";
 
   raw_ostream &os = outs();
   os << formatv("Calibrated {0} ({1} ranks) -> {2}\n\n", fitted.name,

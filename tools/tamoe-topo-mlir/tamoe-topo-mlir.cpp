@@ -42,7 +42,8 @@ static int printAsJSON(mlir::MLIRContext &context, StringRef path) {
     return fail(path + ": module has no '" +
                 mlir::tamoe::TAMoEDialect::getTopologyAttrName() +
                 "' attribute");
-  outs() << formatv("{0:2}", topo::toJSON(attr.toTopology())) << "\n";
+  topo::writeTopologyJSON(attr.toTopology(), outs());
+  outs() << "\n";
   return 0;
 }
 

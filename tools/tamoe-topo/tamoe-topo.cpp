@@ -1144,7 +1144,8 @@ int main(int argc, char **argv) {
     Expected<topo::Topology> topology = loadTopology(inputPath);
     if (!topology)
       return fail(toString(topology.takeError()));
-    outs() << formatv("{0:2}", topo::toJSON(*topology)) << "\n";
+    topo::writeTopologyJSON(*topology, outs());
+    outs() << "\n";
     return 0;
   }
   if (importNCCLCommand) {
@@ -1157,7 +1158,8 @@ int main(int argc, char **argv) {
         topo::importNCCLTopology(*text, inputPath, importNodes, importName);
     if (!topology)
       return fail(toString(topology.takeError()));
-    outs() << formatv("{0:2}", topo::toJSON(*topology)) << "\n";
+    topo::writeTopologyJSON(*topology, outs());
+    outs() << "\n";
     return 0;
   }
   if (checkCommand) {

@@ -114,9 +114,13 @@ llvm::Expected<Topology> parseTopologyJSON(llvm::StringRef text,
 /// "<path>: cannot read file: <reason>".
 llvm::Expected<Topology> loadTopologyFile(llvm::StringRef path);
 
-/// The JSON form of a verified topology, the inverse of parseTopologyJSON.
-/// "description" is left out when empty.
-llvm::json::Value toJSON(const Topology &topology);
+/// Writes the JSON form of a verified topology, the inverse of
+/// parseTopologyJSON, with `indent` spaces per level (0: one line). Fields
+/// come in the order of the cluster files; numbers in the shortest form
+/// that reads back exactly ("0.1", not 0.10000000000000001); "description"
+/// is left out when empty.
+void writeTopologyJSON(const Topology &topology, llvm::raw_ostream &os,
+                       unsigned indent = 2);
 
 } // namespace tamoe::topology
 
