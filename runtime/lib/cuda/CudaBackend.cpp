@@ -1140,14 +1140,12 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
     // (2) The counts, `split` int32 to and from every peer: on the host
     // through the launcher, which has them already, rather than by NCCL
     // behind the rows of the exchanges in flight (the start would wait for
-    // those); written to recv_counts on the compute stream (idle since
-    // send_counts were read), so the later operations find them there.
+    // those).
     if (entries > 0) {
       status = launcher_->allToAllInts(group, hostSend, int(split), hostRecv,
                                        "the exchange of counts" + where);
       if (!status.ok())
         return status;
-      local = copyToBackend(recvCounts, hostRecv.data(), entries * 4);
     }
     // The rows go on the communication stream, which runs every NCCL
     // operation in the order the host issues them (the same on every rank:
@@ -1180,6 +1178,12 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
     status = launcher_->agree(group, local);
     if (!status.ok())
       return status;
+    // Only now, so that a failed exchange writes nothing: the counts go to
+    // recv_counts on the compute stream (idle since send_counts were read),
+    // where the later operations find them. Past the verdict, a failure is
+    // the wait's, like a failed post of the rows.
+    if (entries > 0)
+      x.posted = copyToBackend(recvCounts, hostRecv.data(), entries * 4);
 
     std::vector<int64_t> sendOffsets(size), sendBytes(size), recvOffsets(size),
         recvBytes(size);
