@@ -12,8 +12,8 @@ index_copy and a weighted sum over the k slots. Each stage is timed on its
 own (CUDA events, median of --iterations after warm-up) and written to a CSV
 (stage,median_us) with the stage names of e2e_report.py.
 
---experts loop (default) runs one matmul pair per (source, expert) block, as
-SequentialMLP does; --experts grouped_mm runs each GEMM of the expert stage
+--experts-impl loop (default) runs one matmul pair per (source, expert) block, as
+SequentialMLP does; --experts-impl grouped_mm runs each GEMM of the expert stage
 as one torch._grouped_mm over all blocks (bf16, the GPU's grouped GEMM).
 --activation swiglu makes the experts silu(x W1) * (x W3) W2 (Mixtral,
 DeepSeek, Qwen) instead of relu(x W1) W2.
