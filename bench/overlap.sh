@@ -38,8 +38,9 @@ source bench/gpu/layer.sh
 topology=docs/results/cpu-2x4-calibrated.json
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mpi=(mpirun -np 8)
-[[ $(id -u) == 0 ]] && mpi+=(--allow-run-as-root --oversubscribe)
+# 8 ranks on however many cores: oversubscribed for any user.
+mpi=(mpirun -np 8 --oversubscribe)
+[[ $(id -u) -ne 0 ]] || mpi+=(--allow-run-as-root)
 per_rank=2
 rows=$((TOKENS * 2))
 # Arithmetic on decimals, to `$2` places (6 by default).

@@ -16,6 +16,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -23,6 +24,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 using reference::Bytes;
@@ -2578,7 +2580,9 @@ std::vector<Interval> readTimeline(const std::string &path,
 }
 
 TEST_F(Runtime, TimelineHasTheOperationsAndTheRowsBetweenStartAndWait) {
-  std::string prefix = testing::TempDir() + "tamoe-timeline";
+  // Per process: unit.test and unit-asan.test run this test at once.
+  std::string prefix =
+      testing::TempDir() + "tamoe-timeline." + std::to_string(getpid());
   setenv("TAMOE_RT_TIMELINE", prefix.c_str(), 1);
   tamoe_rt_context_t *traced = nullptr;
   tamoe_rt_status_t initialised = tamoe_rt_init(nullptr, &traced);
@@ -2604,6 +2608,7 @@ TEST_F(Runtime, TimelineHasTheOperationsAndTheRowsBetweenStartAndWait) {
 
   std::string header;
   std::vector<Interval> intervals = readTimeline(prefix + ".rank0.csv", header);
+  std::remove((prefix + ".rank0.csv").c_str());
   EXPECT_EQ(header, "rank,stream,name,begin_us,end_us");
   std::vector<Interval> compute, comm;
   for (const Interval &interval : intervals) {
