@@ -30,29 +30,31 @@ Error tamoe::planner::verify(const LayerTimes &times) {
 Error tamoe::planner::verifyOverlapOptions(int64_t chunks, int64_t maxChunks,
                                            double deviceGflops,
                                            double chunkOverheadUs) {
-  if (chunks < 0 || maxChunks < 1)
-    return llvm::createStringError("chunks must be >= 0 and max-chunks >= 1, "
-                                   "got " +
-                                   std::to_string(chunks) + " and " +
-                                   std::to_string(maxChunks));
+  if (chunks < 0 || chunks > kMaxChunks || maxChunks < 1 ||
+      maxChunks > kMaxChunks)
+    return llvm::createStringError(
+        "chunks must be in [0, " + std::to_string(kMaxChunks) +
+        "] and max-chunks in [1, " + std::to_string(kMaxChunks) + "], got " +
+        std::to_string(chunks) + " and " + std::to_string(maxChunks));
   for (auto [name, value] : {std::pair{"device-gflops", deviceGflops},
                              {"chunk-overhead-us", chunkOverheadUs}})
     if (!std::isfinite(value) || value < 0)
       return llvm::createStringError(std::string(name) +
                                      ": expected a finite number >= 0, got " +
                                      formatNumber(value));
-  // Past these a device or an overhead is no longer one (a rate of 1e-320
-  // makes any layer's compute time infinite): a typo, named here rather
-  // than as a prediction that cannot be made.
-  if (deviceGflops != 0 && (deviceGflops < 1e-3 || deviceGflops > 1e9))
+  // Past these a device or an overhead is no longer one: a typo, named
+  // here rather than as a prediction that cannot be made.
+  if (deviceGflops != 0 &&
+      (deviceGflops < kMinDeviceGflops || deviceGflops > kMaxDeviceGflops))
     return llvm::createStringError(
-        "device-gflops: expected 0 (unknown) or a rate in [0.001, 1e9] "
-        "GFLOP/s, got " +
-        formatNumber(deviceGflops));
-  if (chunkOverheadUs > 1e6)
-    return llvm::createStringError(
-        "chunk-overhead-us: expected at most 1e6 us (a second), got " +
-        formatNumber(chunkOverheadUs));
+        "device-gflops: expected 0 (unknown) or a rate in [" +
+        formatNumber(kMinDeviceGflops) + ", " + formatNumber(kMaxDeviceGflops) +
+        "] GFLOP/s, got " + formatNumber(deviceGflops));
+  if (chunkOverheadUs > kMaxChunkOverheadUs)
+    return llvm::createStringError("chunk-overhead-us: expected at most " +
+                                   formatNumber(kMaxChunkOverheadUs) +
+                                   " us (a second), got " +
+                                   formatNumber(chunkOverheadUs));
   return Error::success();
 }
 

@@ -27,8 +27,9 @@
 
 #include "tamoe/Planner/Overlap.h"
 #include "tamoe/Planner/Policies.h"
-#include "tamoe/Topology/NCCLImport.h"
+#include "tamoe/Support/Messages.h"
 #include "tamoe/Support/Version.h"
+#include "tamoe/Topology/NCCLImport.h"
 #include "tamoe/Topology/Topology.h"
 
 #include "llvm/ADT/StringSwitch.h"
@@ -575,17 +576,23 @@ static const DeviceRate deviceRates[] = {
 static int overlap(const Workload &workload, const PolicyOptions &options) {
   if (ffn.getNumOccurrences() && ffn < 1)
     return fail(formatv("--ffn: expected >= 1, got {0}", ffn));
-  if (maxChunks < 1)
-    return fail(formatv("--max-chunks: expected >= 1, got {0}", maxChunks));
-  if (!std::isfinite(chunkOverheadUs) || chunkOverheadUs < 0)
-    return fail(formatv("--chunk-overhead-us: expected a finite number >= 0, "
-                        "got {0}",
-                        format("%g", double(chunkOverheadUs))));
+  // tamoe-overlap's bounds (planner::verifyOverlapOptions), in this
+  // command's units.
+  if (maxChunks < 1 || maxChunks > kMaxChunks)
+    return fail(formatv("--max-chunks: expected in [1, {0}], got {1}",
+                        kMaxChunks, maxChunks));
+  if (!(chunkOverheadUs >= 0 && chunkOverheadUs <= kMaxChunkOverheadUs))
+    return fail(formatv("--chunk-overhead-us: expected in [0, {0}], got {1}",
+                        tamoe::formatNumber(kMaxChunkOverheadUs),
+                        tamoe::formatNumber(chunkOverheadUs)));
   bool given = deviceTFLOPs.getNumOccurrences();
-  if (given && (!std::isfinite(deviceTFLOPs) || deviceTFLOPs <= 0))
-    return fail(formatv("--device-tflops: expected a finite number > 0, got "
-                        "{0}",
-                        format("%g", double(deviceTFLOPs))));
+  if (given && !(deviceTFLOPs >= kMinDeviceGflops / 1e3 &&
+                 deviceTFLOPs <= kMaxDeviceGflops / 1e3))
+    return fail(formatv("--device-tflops: expected a rate in [{0}, {1}] "
+                        "TFLOP/s, got {2}",
+                        tamoe::formatNumber(kMinDeviceGflops / 1e3),
+                        tamoe::formatNumber(kMaxDeviceGflops / 1e3),
+                        tamoe::formatNumber(deviceTFLOPs)));
   // The workload's bounds keep these products far from overflow.
   int64_t width = ffn.getNumOccurrences() ? int64_t(ffn) : 4 * workload.hidden;
   // Dropless: every assignment is a row, and on average a rank's experts
@@ -665,11 +672,6 @@ static int overlap(const Workload &workload, const PolicyOptions &options) {
     times.returnLatencyUs = times.dispatchLatencyUs;
     times.computeUs = computeUs(flops, cluster.tflops * 1e3);
     times.chunkOverheadUs = chunkOverheadUs;
-    if (!std::isfinite(times.computeUs))
-      return fail(formatv("{0}: the experts' {1} GFLOP at {2} TFLOP/s take "
-                          "longer than the model counts (--device-tflops)",
-                          topology.name, format("%g", flops / 1e9),
-                          format("%g", cluster.tflops)));
     if (Error error = verify(times))
       return fail(topology.name + ": cannot predict the overlap: " +
                   toString(std::move(error)));

@@ -18,6 +18,17 @@
 
 namespace tamoe::planner {
 
+/// The bounds of a chunking's options, for tamoe-overlap and tamoe-topo
+/// overlap alike. A layer is unrolled into its chunks, and the model's
+/// search tries every count: past a thousand chunks neither is reasonable,
+/// and no start-up-bound exchange gains from it.
+constexpr int64_t kMaxChunks = 1024;
+/// A rank's GEMM rate, GFLOP/s: past these a rate is a typo (1e-320 makes
+/// any layer's compute time infinite).
+constexpr double kMinDeviceGflops = 1e-3, kMaxDeviceGflops = 1e9;
+/// What one chunk of compute may add: a second.
+constexpr double kMaxChunkOverheadUs = 1e6;
+
 /// One layer's parts, each as the cost model predicts it for the whole
 /// batch (one chunk), microseconds.
 struct LayerTimes {
@@ -40,10 +51,11 @@ struct LayerTimes {
 /// >= 0, got -1").
 llvm::Error verify(const LayerTimes &times);
 
-/// Checks the options of a chunking: `chunks` >= 0 (0: the model's choice),
-/// `maxChunks` >= 1, the device's GFLOP/s (0: unknown) and the overhead
-/// per chunk finite and >= 0 ("device-gflops: expected a finite number >=
-/// 0, got -5"; the options' names as tamoe-overlap's).
+/// Checks the options of a chunking against the bounds above: `chunks` in
+/// [0, kMaxChunks] (0: the model's choice), `maxChunks` in [1, kMaxChunks],
+/// the device's GFLOP/s 0 (unknown) or in range, and the overhead per
+/// chunk finite and in [0, kMaxChunkOverheadUs] ("device-gflops: expected
+/// a finite number >= 0, got -5"; the options' names as tamoe-overlap's).
 llvm::Error verifyOverlapOptions(int64_t chunks, int64_t maxChunks,
                                  double deviceGflops, double chunkOverheadUs);
 

@@ -11,6 +11,7 @@
 // RUN: tamoe-opt %s --tamoe-overlap -split-input-file 2>&1 | FileCheck %s --check-prefix=UNKNOWN
 // RUN: not tamoe-opt %s --tamoe-overlap=chunks=64 -split-input-file 2>&1 | FileCheck %s --check-prefix=TOO-MANY
 // RUN: not tamoe-opt %s --tamoe-overlap=max-chunks=0 -split-input-file 2>&1 | FileCheck %s --check-prefix=OPTIONS
+// RUN: not tamoe-opt %s --tamoe-overlap=max-chunks=1025 -split-input-file 2>&1 | FileCheck %s --check-prefix=MANY
 
 // Part c of every (peer, expert) block, then every part's exchange, then
 // per part the experts (cloned) and the exchange back; unchunk restores the
@@ -125,7 +126,8 @@
 // FAST: remark: kept in one chunk: {{[0-9.]+}} us predicted (exchanges 2 x {{[0-9.]+}} us {{flat|hierarchical}}, experts 0.0 us at 1000000.0 GFLOP/s, best of 1-8)
 // UNKNOWN: remark: kept in one chunk: the experts' compute time is unknown (device-gflops)
 // TOO-MANY: error: chunks=64 is more than the 32 rows this layer dispatches per rank: a chunk would carry no row
-// OPTIONS: error: tamoe-overlap: chunks must be >= 0 and max-chunks >= 1, got 0 and 0
+// OPTIONS: error: tamoe-overlap: chunks must be in [0, 1024] and max-chunks in [1, 1024], got 0 and 0
+// MANY: error: tamoe-overlap: chunks must be in [0, 1024] and max-chunks in [1, 1024], got 0 and 1025
 // Numbers the model cannot use; the pipeline checks them when it is built,
 // also with chunks=1, which leaves tamoe-overlap out (a mistake should not
 // go unseen); and the pipeline's other passes' options.
@@ -146,8 +148,8 @@
 // COEFFICIENT: error: tamoe-inject-topology-aux-loss: coefficient: expected a finite number >= 0, got -1
 // COEFFICIENT-NAN: error: tamoe-inject-topology-aux-loss: coefficient: expected a finite number >= 0, got nan
 // POLICY: error: tamoe-plan-dispatch: unknown policy 'bogus' (uniform, tamoe, optimal, box, fastermoe, node-limited)
-// GFLOPS-TINY: error: tamoe-pipeline: device-gflops: expected 0 (unknown) or a rate in [0.001, 1e9] GFLOP/s, got 1e-320
-// OVERHEAD-HUGE: error: tamoe-pipeline: chunk-overhead-us: expected at most 1e6 us (a second), got 1e+308
+// GFLOPS-TINY: error: tamoe-pipeline: device-gflops: expected 0 (unknown) or a rate in [0.001, 1000000000] GFLOP/s, got 1e-320
+// OVERHEAD-HUGE: error: tamoe-pipeline: chunk-overhead-us: expected at most 1000000 us (a second), got 1e+308
 // UNPARSED: 'abc' value invalid
 // UNPARSED: error: tamoe-pipeline: cannot read the options 'chunks=abc'
 // UNPARSED-LOWERING: error: tamoe-to-llvm: cannot read the options 'static-capacity=maybe'

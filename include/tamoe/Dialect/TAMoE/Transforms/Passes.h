@@ -65,12 +65,14 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
   Option<int64_t> chunks{
       *this, "chunks",
       llvm::cl::desc("Chunks per layer whose exchanges overlap the experts' "
-                     "compute: 1 keeps layers whole (the default), 0 lets "
-                     "the cost model choose (with device-gflops)"),
+                     "compute, at most 1024: 1 keeps layers whole (the "
+                     "default), 0 lets the cost model choose (with "
+                     "device-gflops)"),
       llvm::cl::init(1)};
   Option<int64_t> maxChunks{
       *this, "max-chunks",
-      llvm::cl::desc("Most chunks the cost model considers (default 8)"),
+      llvm::cl::desc("Most chunks the cost model considers, in [1, 1024] "
+                     "(default 8)"),
       llvm::cl::init(8)};
   Option<double> deviceGflops{
       *this, "device-gflops",

@@ -177,9 +177,10 @@ def TAMoEOverlapPass : Pass<"tamoe-overlap", "mlir::ModuleOp"> {
   }];
   let options = [
     Option<"chunks", "chunks", "int64_t", /*default=*/"0",
-           "Chunks per layer; 0 lets the cost model choose (default 0)">,
+           "Chunks per layer, at most 1024; 0 lets the cost model choose "
+           "(default 0)">,
     Option<"maxChunks", "max-chunks", "int64_t", /*default=*/"8",
-           "Most chunks the cost model considers (default 8)">,
+           "Most chunks the cost model considers, in [1, 1024] (default 8)">,
     Option<"deviceGflops", "device-gflops", "double", /*default=*/"0.0",
            "GFLOP/s of one rank's expert GEMMs, in [0.001, 1e9]; 0: unknown, "
            "which the cost model cannot weigh (default 0)">,
