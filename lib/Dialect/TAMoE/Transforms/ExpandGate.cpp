@@ -337,7 +337,10 @@ void expandGate(GateOp gate) {
       type.isDynamicDim(0)
           ? OpFoldResult(tokens)
           : OpFoldResult(builder.getIndexAttr(type.getDimSize(0)));
-  for (int64_t round = 0; round < k; ++round) {
+  // No rounds for no tokens: the empty results are complete, and a column
+  // of a tensor with 0 rows is no slice the verifier takes.
+  int64_t rounds = type.getDimSize(0) == 0 ? 0 : k;
+  for (int64_t round = 0; round < rounds; ++round) {
     Value index = argMax(g, candidates, 2, tokenShape, dynamic);
     candidates = maskChosen(g, candidates, index, 2, fullDynamic);
     // The chosen score itself (a NaN one too, for the loss to show).

@@ -34,14 +34,26 @@ private:
 };
 } // namespace
 
+/// Whether any rank is at `distance` from a rank (0: itself, l + 1: lowest
+/// common ancestor at level l): none where level l has fanout 1, and then
+/// no expert takes that distance's share or weight.
+static bool hasRanks(const topo::Topology &tree, size_t distance) {
+  return ::tamoe::planner::ranksAtDistance(tree, int(distance) - 1) > 0;
+}
+
 /// The weight of an expert on a rank at each distance, w = 1 / (E q) with
 /// q = share / (experts per rank): index 0 for this rank's own experts,
-/// l + 1 for a rank whose lowest common ancestor with it is at level l.
-static SmallVector<double> weightsByDistance(ArrayRef<double> shares,
-                                             int64_t experts, int64_t ranks) {
+/// l + 1 for a rank whose lowest common ancestor with it is at level l; 0
+/// at a distance without ranks.
+static SmallVector<double> weightsByDistance(const topo::Topology &tree,
+                                             ArrayRef<double> shares,
+                                             int64_t experts) {
+  int64_t ranks = tree.numRanks();
   SmallVector<double> weights;
-  for (double share : shares)
-    weights.push_back(double(experts / ranks) / (double(experts) * share));
+  for (auto [distance, share] : llvm::enumerate(shares))
+    weights.push_back(hasRanks(tree, distance)
+                          ? double(experts / ranks) / (double(experts) * share)
+                          : 0.0);
   return weights;
 }
 
@@ -143,7 +155,9 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
     return dispatch.emitError()
            << "the plan does not fit topology '" << tree.name << "' and "
            << experts << " experts (run tamoe-plan-dispatch)";
-  if (llvm::is_contained(shares, 0.0))
+  if (llvm::any_of(llvm::enumerate(shares), [&](auto entry) {
+        return entry.value() == 0 && hasRanks(tree, entry.index());
+      }))
     return dispatch.emitError()
            << "the plan gives some ranks no share; the topology loss weighs "
               "experts by 1 / share";
@@ -178,7 +192,7 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
            << " weights in one constant";
   // A share too small for the probabilities' type would make a weight inf.
   SmallVector<double> weightByDistance =
-      weightsByDistance(shares, experts, tree.numRanks());
+      weightsByDistance(tree, shares, experts);
   for (auto [distance, weight] : llvm::enumerate(weightByDistance)) {
     APFloat converted(weight);
     bool losesInfo = false;
@@ -245,6 +259,21 @@ LogicalResult InjectTopologyAuxLossPass::addToFunctionLoss(DispatchOp dispatch,
                             << ", into result #" << operand.getOperandNumber();
       return success();
     }
+  // A new result would leave the function's callers (and a tamoe.vjp that
+  // names it) with the old signature, and the loss unseen by their loss.
+  std::optional<SymbolTable::UseRange> uses =
+      SymbolTable::getSymbolUses(function, function->getParentOp());
+  if (!uses || !uses->empty()) {
+    InFlightDiagnostic error =
+        dispatch.emitError()
+        << "cannot return the inserted topology loss as a new result of @"
+        << function.getSymName()
+        << ", which is used elsewhere: give it a tensor<f32> result (its "
+           "loss) to add the topology loss into";
+    if (uses)
+      error.attachNote(uses->begin()->getUser()->getLoc()) << "used here";
+    return failure();
+  }
   ret->insertOperands(ret->getNumOperands(), scaled);
   SmallVector<Type> results(function.getResultTypes());
   results.push_back(lossType);

@@ -55,3 +55,13 @@ func.func @dynamic_sizes(%logits: tensor<?x?xf32>, %ids: tensor<4x?xi32>) -> (te
   %l = tamoe.aux_loss switch %p, %ids : tensor<?x?xf32>, tensor<4x?xi32> -> tensor<f32>
   return %i, %w, %l : tensor<4x2xi32>, tensor<?x?xf32>, tensor<f32>
 }
+
+// No tokens: no rounds of arg-max (a column of a 0-row tensor is no slice
+// the verifier takes); the empty results are complete.
+// CHECK-LABEL: func.func @no_tokens
+// CHECK-NOT: tensor.insert_slice
+// CHECK: return
+func.func @no_tokens(%logits: tensor<0x16xf32>) -> (tensor<0x2xi32>, tensor<0x2xf32>, tensor<0x16xf32>) {
+  %ids, %weights, %probs = tamoe.gate %logits top 2 softmax renormalize : tensor<0x16xf32> -> tensor<0x2xi32>, tensor<0x2xf32>, tensor<0x16xf32>
+  return %ids, %weights, %probs : tensor<0x2xi32>, tensor<0x2xf32>, tensor<0x16xf32>
+}

@@ -37,6 +37,28 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
 
 // -----
 
+// A level of fanout 1 puts no rank at its distance: its share may be 0 (box
+// with rho = 0 plans one), as no expert takes its weight. 2 experts per
+// rank, shares [0.5, 0, 1/2]: 2 / (4 * 0.5) = 1 for this rank's own, and
+// 2 / (4 * 0.5) = 1 for the other rank's.
+#box = #tamoe.dispatch_plan<box, shares = [0.5, 0.0, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"lone-nodes", [<"node", fanout = 1, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2x1)
+  // CHECK-LABEL: func.func @empty_distance
+  func.func @empty_distance(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
+    %ids, %w, %p = tamoe.gate %logits top 2 softmax {plan = #box} : tensor<16x4xf32> -> tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x4xf32>
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #box} : tensor<16x8xf32>, tensor<16x2xi32> -> tensor<32x8xf32>, tensor<4xi32>, tensor<16x2xi32>, tensor<i64>
+    // CHECK: arith.constant dense<1.000000e+00> : tensor<2x4xf32>
+    // CHECK: tamoe.aux_loss topology
+    %per_rank = tensor.expand_shape %counts [[0, 1]] output_shape [2, 2] : tensor<4xi32> into tensor<2x2xi32>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %per_rank on @ep : tensor<32x8xf32>, tensor<2x2xi32> -> tensor<?x8xf32>
+    %loss = tamoe.aux_loss switch %p, %ids : tensor<16x4xf32>, tensor<16x2xi32> -> tensor<f32>
+    return %loss : tensor<f32>
+  }
+}
+
+// -----
+
 // With a uniform plan every weight is 1: the topology loss is the switch loss.
 #uniform = #tamoe.dispatch_plan<uniform, shares = [0.25, 0.25, 0.25], predicted_us = 121.0>
 module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 10.0, uplink = per_rank>]>} {

@@ -77,7 +77,8 @@ def TAMoEInjectTopologyAuxLossPass
 
     A layer without a loss gets one, scaled by `coefficient` and added to
     the function's scalar loss result (a 0-d float tensor result), or
-    returned as a new result when the function has none.
+    returned as a new result when the function has none and nothing calls
+    or names it (otherwise an error asks for the loss result).
   }];
   let options = [
     Option<"coefficient", "coefficient", "double", /*default=*/"0.01",
