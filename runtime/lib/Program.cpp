@@ -352,6 +352,45 @@ void _mlir_memref_to_llvm_free(void *pointer) {
     tamoe_rt_program_check(tamoe_rt_free(context(), pointer));
 }
 
+void memrefCopy(int64_t element_bytes, tamoe_rt_unranked_memref_t *source,
+                tamoe_rt_unranked_memref_t *target) {
+  // Host loops only: a device-resident lowering refuses memref.copy on the
+  // host, so both are host memory.
+  struct View {
+    char *data;
+    const int64_t *sizes, *strides;
+  };
+  auto view = [&](const tamoe_rt_unranked_memref_t *memref) {
+    // {allocated, aligned, offset, sizes[rank], strides[rank]}
+    auto *fields = static_cast<const int64_t *>(memref->descriptor);
+    char *aligned = reinterpret_cast<char *>(fields[1]);
+    return View{aligned + fields[2] * element_bytes, fields + 3,
+                fields + 3 + memref->rank};
+  };
+  View from = view(source), to = view(target);
+  int64_t rank = source->rank;
+  for (int64_t d = 0; d < rank; ++d)
+    if (from.sizes[d] == 0)
+      return;
+  // Every index in row-major order, one element at a time: the copies
+  // bufferization leaves around host loops are small (a branch's results).
+  std::vector<int64_t> index(size_t(rank), 0);
+  for (;;) {
+    int64_t fromOffset = 0, toOffset = 0;
+    for (int64_t d = 0; d < rank; ++d) {
+      fromOffset += index[size_t(d)] * from.strides[d];
+      toOffset += index[size_t(d)] * to.strides[d];
+    }
+    std::memcpy(to.data + toOffset * element_bytes,
+                from.data + fromOffset * element_bytes, size_t(element_bytes));
+    int64_t d = rank - 1;
+    for (; d >= 0 && ++index[size_t(d)] == from.sizes[d]; --d)
+      index[size_t(d)] = 0;
+    if (d < 0)
+      return;
+  }
+}
+
 void _mlir_ciface_tamoeRandomF32(tamoe_rt_unranked_memref_t *memref,
                                  int64_t seed) {
   auto [data, elements] = contiguous<float>(memref, "tamoeRandomF32");

@@ -78,6 +78,14 @@ typedef struct tamoe_rt_unranked_memref_t {
   void *descriptor;
 } tamoe_rt_unranked_memref_t;
 
+/* What MLIR's LLVM lowering calls for a memref.copy between memrefs that
+ * are not both contiguous (bufferization leaves one where an scf.if or
+ * scf.for yields tensors), as MLIR's runner utilities define it: copies
+ * every element of `source` to `target`, of the same shape, both in host
+ * memory. */
+void memrefCopy(int64_t element_bytes, tamoe_rt_unranked_memref_t *source,
+                tamoe_rt_unranked_memref_t *target);
+
 /* For test programs (declare them in MLIR as
  * `func.func private @tamoeRandomF32(memref<*xf32>, i64)
  * attributes {llvm.emit_c_interface}`; the memrefs must be contiguous):
