@@ -350,9 +350,11 @@ static Error writeSVG(StringRef path, const topo::Topology &topology,
   raw_ostream &os = file.os();
   const double cell = std::max(1.0, 640.0 / double(ranks));
   const double size = cell * double(ranks), margin = 40;
+  // Over the distances that have ranks: a level of fanout 1 has none, and
+  // its share (no cell shows it) must not stretch the scale.
   double lo = INFINITY, hi = 0;
-  for (double share : plan.pattern.shares)
-    if (share > 0) {
+  for (auto [distance, share] : enumerate(plan.pattern.shares))
+    if (share > 0 && ranksAtDistance(topology, int(distance) - 1) > 0) {
       lo = std::min(lo, share);
       hi = std::max(hi, share);
     }
