@@ -118,12 +118,14 @@ static cl::list<std::string> clusterPaths(cl::Positional, cl::OneOrMore,
                                           cl::sub(compareCommand),
                                           cl::sub(overlapCommand));
 
-// Workload and policy options, shared by plan, compare, overlap and explain.
+// Workload options, shared by plan, compare, overlap, explain and evaluate;
+// policy options by the commands that plan a pattern (evaluate is given
+// one).
 static cl::OptionCategory plannerOptions("Workload and policy options");
-#define PLANNER_SUBCOMMANDS                                                    \
+#define POLICY_SUBCOMMANDS                                                     \
   cl::sub(planCommand), cl::sub(compareCommand), cl::sub(overlapCommand),      \
-      cl::sub(explainCommand), cl::sub(evaluateCommand),                       \
-      cl::cat(plannerOptions)
+      cl::sub(explainCommand), cl::cat(plannerOptions)
+#define PLANNER_SUBCOMMANDS POLICY_SUBCOMMANDS, cl::sub(evaluateCommand)
 static cl::opt<int64_t> tokens("tokens",
                                cl::desc("Tokens per rank (default 4096)"),
                                cl::init(4096), PLANNER_SUBCOMMANDS);
@@ -141,30 +143,29 @@ static cl::opt<int64_t>
             cl::desc("Experts of the layer, E / P on every rank: caps every "
                      "share at min(k, E / P) / k, what routing can realise "
                      "(default: not given, no cap)"),
-            PLANNER_SUBCOMMANDS);
+            POLICY_SUBCOMMANDS);
 static cl::opt<double>
     klBudget("kl-budget",
              cl::desc("optimal: largest KL divergence from uniform routing "
                       "(default: the tamoe pattern's)"),
-             PLANNER_SUBCOMMANDS);
+             POLICY_SUBCOMMANDS);
 static cl::opt<double> rho("rho",
                            cl::desc("box: least fraction of the uniform "
                                     "share kept for every destination "
                                     "(default 0.25)"),
-                           cl::init(PolicyOptions().rho), PLANNER_SUBCOMMANDS);
+                           cl::init(PolicyOptions().rho), POLICY_SUBCOMMANDS);
 static cl::opt<double> beta("beta",
                             cl::desc("box: largest multiple of the uniform "
                                      "share for any destination (default 4)"),
-                            cl::init(PolicyOptions().beta),
-                            PLANNER_SUBCOMMANDS);
+                            cl::init(PolicyOptions().beta), POLICY_SUBCOMMANDS);
 static cl::opt<double>
     crossNodeCap("cross-node-cap",
                  cl::desc("fastermoe: largest fraction leaving the node "
                           "(default 0.14)"),
-                 cl::init(PolicyOptions().crossNodeCap), PLANNER_SUBCOMMANDS);
+                 cl::init(PolicyOptions().crossNodeCap), POLICY_SUBCOMMANDS);
 static cl::opt<int64_t>
     maxNodes("max-nodes", cl::desc("node-limited: nodes per token (default 4)"),
-             cl::init(PolicyOptions().maxNodes), PLANNER_SUBCOMMANDS);
+             cl::init(PolicyOptions().maxNodes), POLICY_SUBCOMMANDS);
 static cl::opt<int64_t>
     topFanout("top-fanout",
               cl::desc("Replace the outermost level's fanout (scale the "
@@ -1021,6 +1022,12 @@ static Expected<MeasuredTraffic> readTraffic(const topo::Topology &topology,
 static int evaluateTraffic(const topo::Topology &topology) {
   if (!levelFractions.empty())
     return fail("--traffic and --level-fractions: give one of them");
+  for (const cl::Option *option : std::initializer_list<const cl::Option *>{
+           &tokens, &hidden, &dtype, &topK})
+    if (option->getNumOccurrences())
+      return fail("--" + option->ArgStr +
+                  ": not with --traffic, whose file gives the workload "
+                  "(row_bytes, topk, assignments)");
   Expected<MeasuredTraffic> input = readTraffic(topology, trafficPath);
   if (!input)
     return fail(toString(input.takeError()));
