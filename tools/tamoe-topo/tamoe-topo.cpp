@@ -444,7 +444,8 @@ static int plan(const topo::Topology &topology, const Workload &workload,
       if (ranksAtDistance(topology, int(index) - 1) == 0)
         outs() << formatv("{0,10}", "-");
       else
-        outs() << format("%10.4f", share * double(topology.numRanks()));
+        // A space of its own: a value wider than the column stays apart.
+        outs() << format(" %9.4f", share * double(topology.numRanks()));
     }
     outs() << format("%8.3f   %5.2f .. %-5.2f\n", p.deviation.kl,
                      p.deviation.minRatio, p.deviation.maxRatio);
@@ -462,12 +463,12 @@ static int plan(const topo::Topology &topology, const Workload &workload,
     if (!optimal)
       return fail(toString(optimal.takeError()));
     outs() << formatv("{0,-14}", stringifyPolicy(p.policy))
-           << format("%10.1f%14.1f%20.1f", p.flat.totalUs(),
+           << format(" %9.1f %13.1f %19.1f", p.flat.totalUs(),
                      p.hierarchical.totalUs(), p.dedup.totalUs())
            << formatv("{0,22}{1,12}", stringifySchedule(p.best),
                       formatSpeedup(speedupOverUniform(p, plans.front(),
                                                        defaultSchedules())))
-           << format("%16.1f\n",
+           << format(" %15.1f\n",
                      evaluate(topology, *optimal, workload, Schedule::Flat)
                          .totalUs());
   }
