@@ -333,21 +333,33 @@ static int printSummary(const topo::Topology &topology) {
   return 0;
 }
 
-/// Draws p̂ as a P x P heat map (log colour scale), with the node and
-/// higher-level blocks outlined.
-static Error writeSVG(StringRef path, const topo::Topology &topology,
-                      const Plan &plan) {
-  int64_t ranks = topology.numRanks();
-  if (ranks > 1024)
+/// The file --svg draws to, opened before anything is printed: a bad
+/// --svg prints no tables.
+static Expected<std::unique_ptr<ToolOutputFile>>
+openSVG(const topo::Topology &topology) {
+  if (svgPath.empty())
+    return createStringError(inconvertibleErrorCode(),
+                             "--svg: expected a file name");
+  // A cell per pair of ranks: past a thousand ranks the drawing is
+  // megabytes no viewer shows.
+  if (int64_t ranks = topology.numRanks(); ranks > 1024)
     return createStringError(inconvertibleErrorCode(),
                              formatv("--svg: {0} ranks are too many to draw "
                                      "(at most 1024)",
                                      ranks));
   std::error_code ec;
-  ToolOutputFile file(path, ec, sys::fs::OF_Text);
+  auto file = std::make_unique<ToolOutputFile>(svgPath, ec, sys::fs::OF_Text);
   if (ec)
-    return createStringError(ec, "--svg: cannot write " + path + ": " +
+    return createStringError(ec, "--svg: cannot write " + svgPath + ": " +
                                      ec.message());
+  return std::move(file);
+}
+
+/// Draws p̂ as a P x P heat map (log colour scale), with the node and
+/// higher-level blocks outlined.
+static void writeSVG(ToolOutputFile &file, const topo::Topology &topology,
+                     const Plan &plan) {
+  int64_t ranks = topology.numRanks();
   raw_ostream &os = file.os();
   const double cell = std::max(1.0, 640.0 / double(ranks));
   const double size = cell * double(ranks), margin = 40;
@@ -393,7 +405,6 @@ static Error writeSVG(StringRef path, const topo::Topology &topology,
   }
   os << "</svg>\n";
   file.keep();
-  return Error::success();
 }
 
 static int plan(const topo::Topology &topology, const Workload &workload,
@@ -403,6 +414,13 @@ static int plan(const topo::Topology &topology, const Workload &workload,
   Expected<Policy> drawnPolicy = policyFromFlag();
   if (!drawnPolicy)
     return fail(toString(drawnPolicy.takeError()));
+  std::unique_ptr<ToolOutputFile> svg;
+  if (svgPath.getNumOccurrences()) {
+    Expected<std::unique_ptr<ToolOutputFile>> opened = openSVG(topology);
+    if (!opened)
+      return fail(toString(opened.takeError()));
+    svg = std::move(*opened);
+  }
   outs() << topology.name << ": " << describeTree(topology) << "\n";
   printWorkload(workload);
   if (options.placement) {
@@ -496,18 +514,25 @@ static int plan(const topo::Topology &topology, const Workload &workload,
       outs() << "; at every size";
     outs() << "\n";
   }
-  if (!svgPath.empty()) {
+  if (svg) {
     const Plan &drawn = plans[std::find(allPolicies().begin(),
                                         allPolicies().end(), *drawnPolicy) -
                               allPolicies().begin()];
-    if (Error error = writeSVG(svgPath, topology, drawn))
-      return fail(toString(std::move(error)));
+    writeSVG(*svg, topology, drawn);
     outs() << "wrote " << svgPath << "\n";
   }
   return 0;
 }
 
 static int compare(const Workload &workload, const PolicyOptions &options) {
+  // Every file first, so that a bad one prints no table (as overlap).
+  std::vector<topo::Topology> topologies;
+  for (const std::string &path : clusterPaths) {
+    Expected<topo::Topology> topology = loadTopology(path);
+    if (!topology)
+      return fail(toString(topology.takeError()));
+    topologies.push_back(std::move(*topology));
+  }
   printWorkload(workload);
   outs() << "\nPredicted dispatch all-to-all time in us with the fastest "
             "schedule (F flat, H hierarchical, D hierarchical+dedup), and "
@@ -522,14 +547,11 @@ static int compare(const Workload &workload, const PolicyOptions &options) {
   for (size_t i = 0; i < allPolicies().size(); ++i)
     outs() << "---:|";
   outs() << "\n";
-  for (const std::string &path : clusterPaths) {
-    Expected<topo::Topology> topology = loadTopology(path);
-    if (!topology)
-      return fail(toString(topology.takeError()));
-    outs() << "| " << topology->name << " | " << topology->numRanks() << " |";
+  for (const topo::Topology &topology : topologies) {
+    outs() << "| " << topology.name << " | " << topology.numRanks() << " |";
     std::optional<Plan> uniform;
     for (Policy policy : allPolicies()) {
-      Expected<Plan> result = makePlan(*topology, policy, options, workload);
+      Expected<Plan> result = makePlan(topology, policy, options, workload);
       if (!result)
         return fail(toString(result.takeError()));
       if (!uniform)
