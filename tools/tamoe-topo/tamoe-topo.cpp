@@ -258,9 +258,20 @@ static Expected<Workload> workloadFromOptions() {
         inconvertibleErrorCode(),
         "--dtype: expected fp8, bf16, fp16 or fp32, got '" + dtype + "'");
   Workload workload{tokens, hidden, *bytes, topK};
-  if (Error error = verify(workload))
-    return createStringError(inconvertibleErrorCode(),
-                             "workload: " + toString(std::move(error)));
+  if (Error error = verify(workload)) {
+    // verify() names the fields (--dtype cannot be wrong here); the user
+    // gave flags.
+    std::string message = toString(std::move(error));
+    for (auto [field, flag] :
+         {std::pair<StringRef, StringRef>{"tokensPerRank: ", "--tokens: "},
+          {"hidden: ", "--hidden: "},
+          {"topK: ", "--topk: "}})
+      if (StringRef(message).starts_with(field)) {
+        message = (flag + StringRef(message).drop_front(field.size())).str();
+        break;
+      }
+    return createStringError(inconvertibleErrorCode(), message);
+  }
   return workload;
 }
 
