@@ -536,7 +536,9 @@ std::optional<double> tamoe::planner::crossoverTokens(const Topology &topology,
   if (slope == flatSlope)
     return std::nullopt;
   double tokens = (flatFixed - fixed) / (slope - flatSlope);
-  if (!(tokens > 0) || !std::isfinite(tokens))
+  // Below one token per rank the order is the same at every size there is
+  // (and equal fixed parts leave rounding noise here, not a crossing).
+  if (!(tokens >= 1) || !std::isfinite(tokens))
     return std::nullopt;
   return tokens;
 }
