@@ -1025,6 +1025,10 @@ static Expected<MeasuredTraffic> readTraffic(const topo::Topology &topology,
   if (object->get("measured") && !object->getObject("measured"))
     return error("measured: expected an object of schedules");
   if (const json::Object *measured = object->getObject("measured")) {
+    // Present but empty would compare nothing and pass.
+    if (measured->empty())
+      return error("measured: expected the counters of at least one "
+                   "schedule (flat, hierarchical, hierarchical+dedup)");
     for (const json::Object::value_type *entry :
          json::sortedElements(*measured))
       if (none_of(allSchedules(), [&](Schedule s) {
