@@ -1181,9 +1181,10 @@ Status CudaBackend::startRows(tamoe_rt_group_t group, const void *send,
     // Only now, so that a failed exchange writes nothing: the counts go to
     // recv_counts on the compute stream (idle since send_counts were read),
     // where the later operations find them. Past the verdict, a failure is
-    // the wait's, like a failed post of the rows.
+    // the wait's, and the rows still go: the peers' exchange completes, and
+    // every rank fails at the wait, at once.
     if (entries > 0)
-      x.posted = copyToBackend(recvCounts, hostRecv.data(), entries * 4);
+      x.countsWritten = copyToBackend(recvCounts, hostRecv.data(), entries * 4);
 
     std::vector<int64_t> sendOffsets(size), sendBytes(size), recvOffsets(size),
         recvBytes(size);
@@ -1245,6 +1246,8 @@ Status CudaBackend::finishRows(CudaExchange &x, Traffic &traffic) {
   if (local.ok())
     local =
         waitEvent(x.done, now() + launcher_->timeoutSeconds(), what.c_str());
+  if (local.ok())
+    local = x.countsWritten;
   // An abort since the start (another operation's failure or timeout) may
   // have cut the rows short and still completed the event.
   if (local.ok())

@@ -71,8 +71,10 @@ struct CudaExchange final : PendingExchange {
   /// Recorded on the compute stream before the rows (the communication
   /// stream waits for it) and on the communication stream after them.
   cudaEvent_t ready = nullptr, done = nullptr;
-  /// A failure while posting the rows; the wait agrees on it.
-  Status posted;
+  /// A failure while posting the rows, or while writing recv_counts after
+  /// the verdict (the rows are posted all the same, so that the peers'
+  /// exchange completes); the wait agrees on them.
+  Status posted, countsWritten;
   /// A group of one rank: the rows were copied on the compute stream at
   /// the start (selfExchange), so there is nothing to wait for.
   bool local = false;
