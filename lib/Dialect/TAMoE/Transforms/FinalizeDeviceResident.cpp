@@ -75,7 +75,19 @@ void FinalizeDeviceResidentPass::runOnOperation() {
     }
   });
   WalkResult left = getOperation().walk([](Operation *op) {
-    if (isa<memref::CopyOp, bufferization::CloneOp>(op))
+    // A function that returns an argument gets a copy of it for its result.
+    auto copy = dyn_cast<memref::CopyOp>(op);
+    auto argument =
+        copy ? dyn_cast<BlockArgument>(copy.getSource()) : BlockArgument();
+    if (argument && argument.getOwner()->isEntryBlock() &&
+        isa<func::FuncOp>(argument.getOwner()->getParentOp()) &&
+        llvm::any_of(copy.getTarget().getUsers(),
+                     llvm::IsaPred<func::ReturnOp>))
+      op->emitOpError() << "copies argument #" << argument.getArgNumber()
+                        << " on the host to return it, which a "
+                           "device-resident program cannot do: return "
+                           "values the function computes";
+    else if (isa<memref::CopyOp, bufferization::CloneOp>(op))
       op->emitOpError() << "copies a buffer on the host, which a "
                            "device-resident program cannot do (a tensor "
                            "written in place while still read?)";

@@ -89,3 +89,15 @@ module {
     return
   }
 }
+
+// -----
+
+// What bufferization makes of a function that returns its argument.
+module {
+  func.func @returns_argument(%a: memref<4xf32>) -> memref<4xf32> {
+    %b = memref.alloc() : memref<4xf32>
+    // expected-error @+1 {{'memref.copy' op copies argument #0 on the host to return it, which a device-resident program cannot do: return values the function computes}}
+    memref.copy %a, %b : memref<4xf32> to memref<4xf32>
+    return %b : memref<4xf32>
+  }
+}
