@@ -261,15 +261,18 @@ LogicalResult InjectTopologyAuxLossPass::addToFunctionLoss(DispatchOp dispatch,
     }
   // A new result would leave the function's callers (and a tamoe.vjp that
   // names it) with the old signature, and the loss unseen by their loss.
+  // From the root, so that a nested reference (@inner::@f) counts too.
   std::optional<SymbolTable::UseRange> uses =
-      SymbolTable::getSymbolUses(function, function->getParentOp());
+      SymbolTable::getSymbolUses(function, getOperation());
   if (!uses || !uses->empty()) {
     InFlightDiagnostic error =
         dispatch.emitError()
         << "cannot return the inserted topology loss as a new result of @"
         << function.getSymName()
-        << ", which is used elsewhere: give it a tensor<f32> result (its "
-           "loss) to add the topology loss into";
+        << (uses ? ", which is used elsewhere"
+                 : ", whose uses an unknown op may hide")
+        << ": give it a " << lossType
+        << " result (its loss) to add the topology loss into";
     if (uses)
       error.attachNote(uses->begin()->getUser()->getLoc()) << "used here";
     return failure();

@@ -1,4 +1,4 @@
-// RUN: tamoe-opt %s -split-input-file --tamoe-inject-topology-aux-loss -verify-diagnostics
+// RUN: tamoe-opt %s -split-input-file -allow-unregistered-dialect --tamoe-inject-topology-aux-loss -verify-diagnostics
 
 #dense = #tamoe.dispatch_plan<optimal, matrix = [1.0, 0.0, 0.0, 1.0], predicted_us = 1.0>
 module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
@@ -146,7 +146,7 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
   // the old signature (and @g's loss without the topology loss).
   func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) {
     %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
-    // expected-error @+1 {{cannot return the inserted topology loss as a new result of @f, which is used elsewhere: give it a tensor<f32> result (its loss) to add the topology loss into}}
+    // expected-error @+1 {{cannot return the inserted topology loss as a new result of @f, which is used elsewhere: give it a 'tensor<f32>' result (its loss) to add the topology loss into}}
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x8xf32>, tensor<2xi32> -> tensor<?x8xf32>
     return
@@ -154,6 +154,28 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
   func.func @g(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) {
     // expected-note @+1 {{used here}}
     call @f(%tokens, %logits) : (tensor<16x8xf32>, tensor<16x2xf32>) -> ()
+    return
+  }
+}
+
+// -----
+
+// A use from an enclosing symbol table counts too.
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
+  builtin.module @inner attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
+    shard.grid @ep(shape = 2)
+    func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) {
+      %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
+      // expected-error @+1 {{cannot return the inserted topology loss as a new result of @f, which is used elsewhere}}
+      %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
+      %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x8xf32>, tensor<2xi32> -> tensor<?x8xf32>
+      return
+    }
+  }
+  func.func @g() {
+    // expected-note @+1 {{used here}}
+    "test.use"() {callee = @inner::@f} : () -> ()
     return
   }
 }
