@@ -175,13 +175,15 @@ Status create(std::unique_ptr<TcpLauncher> &launcher, double timeout) {
   return TcpLauncher::create(Status::success(), 0, timeout, 1, launcher);
 }
 
-/// A connection to the launcher listening on `port` (the test as a peer).
-int connectToPort(int port) {
-  for (int attempt = 0; attempt < 500; ++attempt) {
+/// A connection to the launcher listening on `port` at `ip` (network
+/// order; the test as a peer), tried for up to 10 s with a fresh socket
+/// each time (a socket whose connect failed is not tried again).
+int connectToPort(int port, uint32_t ip = htonl(INADDR_LOOPBACK)) {
+  for (int attempt = 0; attempt < 1000; ++attempt) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in address{};
     address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_addr.s_addr = ip;
     address.sin_port = htons(uint16_t(port));
     if (connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) ==
         0)
@@ -662,17 +664,8 @@ TEST(TcpLauncher, LoopbackRanksAreListedAtAReachableAddress) {
   std::string table;
   std::thread remote([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = other;
-    address.sin_port = htons(uint16_t(rendezvousPort(port)));
-    for (int attempt = 0; attempt < 300; ++attempt) {
-      if (connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof address) ==
-          0)
-        break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    int fd = connectToPort(rendezvousPort(port), other);
+    ASSERT_GE(fd, 0);
     sendBytes(fd, tcp::encodeHello(2, 3, 9));
     table = receiveAll(fd, 10, rankOne + 16);
     close(fd);
