@@ -242,8 +242,8 @@ private:
 
 extern "C" {
 
-tamoe_rt_context_t *tamoe_rt_program_context(int32_t host_loops,
-                                             int32_t abi_version) {
+tamoe_rt_context_t *tamoe_rt_program_enter(int32_t host_loops,
+                                           int32_t abi_version) {
   // Checked first: with another version, even host_loops may mean
   // something else.
   if (abi_version != TAMOE_RT_ABI_VERSION)
@@ -352,6 +352,9 @@ void _mlir_memref_to_llvm_free(void *pointer) {
     tamoe_rt_program_check(tamoe_rt_free(context(), pointer));
 }
 
+// Declared here, not in program.h (see there).
+void memrefCopy(int64_t element_bytes, tamoe_rt_unranked_memref_t *source,
+                tamoe_rt_unranked_memref_t *target);
 void memrefCopy(int64_t element_bytes, tamoe_rt_unranked_memref_t *source,
                 tamoe_rt_unranked_memref_t *target) {
   // Host loops only: a device-resident lowering refuses memref.copy on the

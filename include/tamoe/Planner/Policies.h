@@ -129,8 +129,8 @@ std::string formatSpeedup(std::optional<double> speedup);
 
 /// Tokens per rank at which `schedule` and the flat one take equal time
 /// (both are affine in the tokens per rank for a fixed pattern); std::nullopt
-/// when one is faster at every size of at least one token per rank. `schedule` is faster below it when its
-/// fixed (latency) part is smaller.
+/// when one is faster at every size of at least one token per rank.
+/// `schedule` is faster below it when its fixed (latency) part is smaller.
 std::optional<double> crossoverTokens(const Topology &topology,
                                       const Pattern &pattern,
                                       const Workload &workload,

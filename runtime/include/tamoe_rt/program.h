@@ -21,8 +21,9 @@
 extern "C" {
 #endif
 
-/* The process's context, created on first use with the default options,
- * finalised at exit; TAMOE_RT_BACKEND=cpu|cuda picks the backend. Code
+/* Called at the entry of every compiled function: the process's context,
+ * created on first use with the default options, finalised at exit;
+ * TAMOE_RT_BACKEND=cpu|cuda picks the backend. Code
  * lowered with host loops for its non-tamoe ops (tamoe-to-llvm without
  * device-resident) passes host_loops = 1: it reads and writes its buffers on
  * the host, so any backend but cpu ends the program with a message.
@@ -30,8 +31,8 @@ extern "C" {
  * program built for another version than this library's ends with a
  * message that names both. When the context cannot be created the program
  * ends with the runtime's message. */
-tamoe_rt_context_t *tamoe_rt_program_context(int32_t host_loops,
-                                             int32_t abi_version);
+tamoe_rt_context_t *tamoe_rt_program_enter(int32_t host_loops,
+                                           int32_t abi_version);
 
 /* A copy in the backend's memory of `bytes` of constant host data (a global
  * of the program), made on first use and kept until exit; on the cpu
@@ -70,6 +71,12 @@ void *_mlir_memref_to_llvm_alloc(size_t size);
 void *_mlir_memref_to_llvm_aligned_alloc(size_t alignment, size_t size);
 void _mlir_memref_to_llvm_free(void *pointer);
 
+/* The library also defines memrefCopy, what MLIR's LLVM lowering calls for
+ * a memref.copy between memrefs that are not both contiguous (bufferization
+ * leaves one where an scf.if yields views), as MLIR's runner utilities
+ * define it (mlir/ExecutionEngine/CRunnerUtils.h declares it; a second
+ * declaration here would clash with that one). Host memory only. */
+
 /* An unranked memref as MLIR passes it to an llvm.emit_c_interface
  * function: the rank and a pointer to the ranked descriptor
  * {allocated, aligned, offset, sizes[rank], strides[rank]}. */
@@ -77,14 +84,6 @@ typedef struct tamoe_rt_unranked_memref_t {
   int64_t rank;
   void *descriptor;
 } tamoe_rt_unranked_memref_t;
-
-/* What MLIR's LLVM lowering calls for a memref.copy between memrefs that
- * are not both contiguous (bufferization leaves one where an scf.if or
- * scf.for yields tensors), as MLIR's runner utilities define it: copies
- * every element of `source` to `target`, of the same shape, both in host
- * memory. */
-void memrefCopy(int64_t element_bytes, tamoe_rt_unranked_memref_t *source,
-                tamoe_rt_unranked_memref_t *target);
 
 /* For test programs (declare them in MLIR as
  * `func.func private @tamoeRandomF32(memref<*xf32>, i64)

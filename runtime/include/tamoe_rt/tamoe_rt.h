@@ -26,7 +26,7 @@
 /* The version of this interface that compiled code is built against:
  * raised whenever a function, struct or enumerator that code lowered by
  * convert-tamoe-to-runtime relies on changes. tamoe-opt writes it into
- * every program (tamoe_rt_program_context), and a library of another
+ * every program (tamoe_rt_program_enter), and a library of another
  * version ends the program with a message instead of running it. */
 #define TAMOE_RT_ABI_VERSION 1
 

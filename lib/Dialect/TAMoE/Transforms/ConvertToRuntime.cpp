@@ -134,9 +134,9 @@ public:
 
   /// Asks for the process's context, at the insertion point. `hostLoops`:
   /// the program's other compute stays host loops (see
-  /// tamoe_rt_program_context).
+  /// tamoe_rt_program_enter).
   Value programContext(bool hostLoops) {
-    return call("tamoe_rt_program_context",
+    return call("tamoe_rt_program_enter",
                 {i32(hostLoops ? 1 : 0), i32(TAMOE_RT_ABI_VERSION)}, ptrType);
   }
 

@@ -21,7 +21,7 @@ module {
     // CHECK-NOT: linalg.
     // A zero fill is what a plain product starts from: no init (null).
     // host_loops = 0; the interface version, TAMOE_RT_ABI_VERSION = 1.
-    // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context(%[[ADD]], %[[SUB]])
+    // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_enter(%[[ADD]], %[[SUB]])
     // CHECK: %[[P:.*]] = memref.alloc() : memref<16x8xf32>
     // Neither operand transposed (0, 0).
     // Every operand f32 (0, the code of ADD too).
@@ -69,7 +69,7 @@ module {
     // CHECK-NOT: linalg.
     return %p, %acc, %relu, %sub, %mul : tensor<16x8xf32>, tensor<16x8xf32>, tensor<?x8xf32>, tensor<16x8xf32>, tensor<16x8xf32>
   }
-  // CHECK-DAG: func.func private @tamoe_rt_program_context(i32, i32) -> !llvm.ptr
+  // CHECK-DAG: func.func private @tamoe_rt_program_enter(i32, i32) -> !llvm.ptr
   // CHECK-DAG: func.func private @tamoe_rt_matmul(!llvm.ptr, i32, i32, i32, !llvm.ptr, !llvm.ptr, index, index, index, i32, i32, !llvm.ptr, !llvm.ptr) -> i32
   // CHECK-DAG: func.func private @tamoe_rt_map(!llvm.ptr, i32, i32, !llvm.ptr, !llvm.ptr, index, !llvm.ptr) -> i32
 }

@@ -25,7 +25,7 @@ module {
     // function asks first (before the slot above), so that a cuda backend
     // is refused before any allocation (program-errors.test); then each op.
     // The second 1 is the interface version, TAMOE_RT_ABI_VERSION.
-    // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_context(%[[ONE]], %[[ONE]])
+    // CHECK: %[[CTX:.*]] = call @tamoe_rt_program_enter(%[[ONE]], %[[ONE]])
     // CHECK: %[[IDS:.*]] = memref.alloc() : memref<16x2xi32>
     // CHECK: %[[STATUS:.*]] = call @tamoe_rt_gate(%[[CTX]], %{{.*}}, %[[C16]], %[[C8]], %[[C2]], %[[SOFTMAX]], %[[ONE]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})
     // CHECK: call @tamoe_rt_program_check(%[[STATUS]])

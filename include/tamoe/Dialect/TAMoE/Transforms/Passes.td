@@ -318,7 +318,7 @@ def TAMoEConvertToRuntimePass
     index from the runtime, and the `shard.grid`s are erased.
 
     Calls go through the process-wide context of
-    `tamoe_rt_program_context(host_loops, abi_version)`, which refuses a
+    `tamoe_rt_program_enter(host_loops, abi_version)`, which refuses a
     runtime of another interface version, and every status through
     `tamoe_rt_program_check`, which ends the program on every rank with the
     runtime's message when a call fails (`runtime/include/tamoe_rt/program.h`).
@@ -400,8 +400,9 @@ def TAMoECheckLoweredPass : Pass<"tamoe-check-lowered", "mlir::ModuleOp"> {
     first such op with its location and counts the rest: ops of the
     dialects the pipeline lowers (builtin casts, func, arith, cf, math,
     index, ub, memref, tensor, linalg, scf, affine, bufferization, vector,
-    complex, shard, tamoe). Ops of other dialects (`omp`, `nvvm`, ...) are
-    left for their own translations.
+    complex, shard, tamoe), and ops of no registered dialect, which have no
+    translation either. Ops of other dialects (`omp`, `nvvm`, ...) are left
+    for their own translations.
   }];
 }
 
