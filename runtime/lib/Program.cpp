@@ -375,18 +375,24 @@ void memrefCopy(int64_t element_bytes, tamoe_rt_unranked_memref_t *source,
   for (int64_t d = 0; d < rank; ++d)
     if (from.sizes[d] == 0)
       return;
-  // Every index in row-major order, one element at a time: the copies
-  // bufferization leaves around host loops are small (a branch's results).
-  std::vector<int64_t> index(size_t(rank), 0);
+  // Every index of the outer dimensions in row-major order; the innermost
+  // one in a single move where both are contiguous along it (a slice's
+  // rows), else element by element.
+  bool rows =
+      rank > 0 && from.strides[rank - 1] == 1 && to.strides[rank - 1] == 1;
+  int64_t outer = rows ? rank - 1 : rank;
+  size_t runBytes = size_t((rows ? from.sizes[rank - 1] : 1) * element_bytes);
+  std::vector<int64_t> index(size_t(outer), 0);
   for (;;) {
     int64_t fromOffset = 0, toOffset = 0;
-    for (int64_t d = 0; d < rank; ++d) {
+    for (int64_t d = 0; d < outer; ++d) {
       fromOffset += index[size_t(d)] * from.strides[d];
       toOffset += index[size_t(d)] * to.strides[d];
     }
-    std::memcpy(to.data + toOffset * element_bytes,
-                from.data + fromOffset * element_bytes, size_t(element_bytes));
-    int64_t d = rank - 1;
+    // memmove: views of one buffer may overlap.
+    std::memmove(to.data + toOffset * element_bytes,
+                 from.data + fromOffset * element_bytes, runBytes);
+    int64_t d = outer - 1;
     for (; d >= 0 && ++index[size_t(d)] == from.sizes[d]; --d)
       index[size_t(d)] = 0;
     if (d < 0)
