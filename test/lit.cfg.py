@@ -62,5 +62,13 @@ if config.tamoe_build_runtime:
 mpirun = shutil.which("mpirun", path=config.environment["PATH"])
 if mpirun:
     config.available_features.add("mpirun")
+    # Every mpirun a test starts (the scripts' too) goes through a wrapper
+    # that gives its job a session directory of its own (Inputs/bin/mpirun
+    # says why).
+    wrapper_dir = os.path.join(config.test_source_root, "Inputs", "bin")
+    config.environment["TAMOE_REAL_MPIRUN"] = mpirun
+    config.environment["PATH"] = os.pathsep.join(
+        [wrapper_dir, config.environment["PATH"]])
     config.substitutions.append(
-        ("%mpirun", mpirun + " --allow-run-as-root --oversubscribe"))
+        ("%mpirun", os.path.join(wrapper_dir, "mpirun") +
+         " --allow-run-as-root --oversubscribe"))
