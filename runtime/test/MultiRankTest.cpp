@@ -1350,8 +1350,8 @@ void timeoutScenario(const World &w) {
   const char *env = std::getenv("TAMOE_RT_TIMEOUT");
   if (!env || !*env)
     options.timeout_seconds = 2;
-  // The 2 s bound the init too: ranks that left the previous scenario
-  // seconds apart on a loaded machine start it together.
+  // The 2 s bound covers the init too: ranks that left the previous
+  // scenario seconds apart on a loaded machine start it together.
   MPI_Barrier(MPI_COMM_WORLD);
   tamoe_rt_context_t *ctx = nullptr;
   EXPECT_OK(tamoe_rt_init(&options, &ctx), nullptr);
