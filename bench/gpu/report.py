@@ -5,8 +5,9 @@
                     [--check check.log] [--title TEXT] [--out FILE]
 
 Prints the report; --out also writes it to FILE. The CSVs have the columns
-impl,op,tokens,hidden,experts,k,median_us,bytes (tamoe_gpu_bench writes the
-"tamoe" and "memcpy" rows, torch_reference.py the others).
+impl,op,tokens,hidden,experts,k,median_us,bytes and optionally flops
+(tamoe_gpu_bench writes the "tamoe", "memcpy", "cublas_*" and
+"tamoe_graph" rows, torch_reference.py the others).
 """
 
 import argparse
@@ -25,6 +26,14 @@ OPS = [
     ("all_to_all", "all-to-all on one rank"),
     ("unpermute_combine", "un-permute + combine"),
 ]
+EXPERT_STAGE_IMPLS = [
+    ("tamoe", "tamoe: grouped_matmul, relu, grouped_matmul"),
+    ("cublas_loop", "cuBLAS, a GEMM per expert"),
+    ("cublas_grouped", "cuBLAS, cublasGemmGroupedBatchedEx"),
+    ("cublas_dense", "cuBLAS, dense pair over all rows"),
+]
+# The expert stage's target: this share of the dense pair's TFLOP/s.
+EXPERT_STAGE_TARGET = 0.75
 
 
 def read(path):
@@ -35,7 +44,8 @@ def read(path):
         for row in csv.DictReader(f):
             key = (row["impl"], row["op"], int(row["tokens"]), int(row["k"]))
             rows[key] = (float(row["median_us"]), int(row["bytes"]),
-                         int(row["hidden"]), int(row["experts"]))
+                         int(row["hidden"]), int(row["experts"]),
+                         int(row.get("flops") or 0))
     return rows
 
 
@@ -76,7 +86,7 @@ def main():
     if shapes:
         any_key = next(key for key in data
                        if key[0] == "tamoe" and key[1] in op_names)
-        _, _, hidden, experts = data[any_key]
+        _, _, hidden, experts, _ = data[any_key]
         header = ["op", "tokens", "k", "tamoe µs", "memcpy µs",
                   "tamoe / memcpy", "tamoe GB/s"]
         header += [f"{name} µs" for _, name in TORCH_IMPLS]
@@ -133,7 +143,7 @@ def main():
                   "| tokens | hidden | experts | k | eager µs | graph µs | "
                   "eager / graph |", "|---|---|---|---|---|---|---|"]
         for key in steps:
-            eager_us, _, hidden, experts = data[key]
+            eager_us, _, hidden, experts, _ = data[key]
             graph = data.get(("tamoe_graph",) + key[1:])
             graph_us = graph[0] if graph else None
             ratio = eager_us / graph_us if graph_us else None
@@ -142,12 +152,46 @@ def main():
                          f"{fmt(ratio, 2)} |")
         lines.append("")
 
+    stages = sorted(key for key in data
+                    if key[0] == "tamoe" and key[1] == "expert_stage")
+    if stages:
+        lines += ["The expert stage in bf16 (f32 sums), rows spread over the "
+                  "experts at random; the cuBLAS rows are the two GEMMs "
+                  "alone, the dense pair the same FLOPs over all rows at "
+                  "once:", "",
+                  "| tokens | hidden | ffn | experts | k | implementation | "
+                  "µs | TFLOP/s | of dense |", "|---|---|---|---|---|---|---|"
+                  "---|---|"]
+        verdicts = []
+        for key in stages:
+            _, _, hidden, experts, flops = data[key]
+            rows = key[2] * key[3]
+            ffn = flops // (4 * rows * hidden)
+            dense = data.get(("cublas_dense",) + key[1:])
+            dense_tflops = dense[4] / dense[0] / 1e6 if dense else None
+            for impl, label in EXPERT_STAGE_IMPLS:
+                entry = data.get((impl,) + key[1:])
+                if entry is None:
+                    continue
+                tflops = entry[4] / entry[0] / 1e6
+                share = tflops / dense_tflops if dense_tflops else None
+                lines.append(f"| {key[2]} | {hidden} | {ffn} | {experts} | "
+                             f"{key[3]} | {label} | {fmt(entry[0])} | "
+                             f"{fmt(tflops)} | {fmt(share, 2)} |")
+                if impl == "tamoe" and share is not None:
+                    met = "meets" if share >= EXPERT_STAGE_TARGET else "MISSES"
+                    verdicts.append(
+                        f"- {key[2]} tokens x {hidden}: tamoe's expert stage "
+                        f"reaches {share:.2f} of the dense pair's TFLOP/s: "
+                        f"{met} the target of {EXPERT_STAGE_TARGET}.")
+        lines += [""] + verdicts + [""]
+
     exchange = read(args.exchange)
     if exchange:
         lines += ["Exchanges over all GPUs (rank 0's medians):", "",
                   "| op | tokens | k | µs | GB/s sent per rank |",
                   "|---|---|---|---|---|"]
-        for (impl, op, tokens, k), (us, moved, _, _) in sorted(
+        for (impl, op, tokens, k), (us, moved, *_) in sorted(
                 exchange.items()):
             lines.append(f"| {op} | {tokens} | {k} | {fmt(us)} | "
                          f"{fmt(moved / us / 1e3 if us > 0 else None)} |")

@@ -132,7 +132,7 @@ if [[ "$MODE" == "core" ]]; then
 was the cuda backend enabled (TAMOE_RUNTIME_CUDA)? See $WORK/cmake-runtime.log"
   "$CXX_BIN" -O2 -std=c++17 "$HERE/tamoe_gpu_bench.cpp" \
     -I "$ROOT/runtime/include" -I "$ROOT/runtime/test" -I "$CUDA_HOME/include" \
-    -L "$LIBDIR" -ltamoe_rt -L "$CUDA_LIBDIR" -lcudart \
+    -L "$LIBDIR" -ltamoe_rt -L "$CUDA_LIBDIR" -lcudart -lcublas \
     -Wl,-rpath,"$LIBDIR:$CUDA_LIBDIR" -o "$BENCH" ||
     die "compiling tamoe_gpu_bench failed"
   BENCH_ARGS=()
@@ -147,7 +147,7 @@ else
   LIBRARY=$(find "$BUILD/cuda" -name libtamoe_rt_cuda.so | head -1)
   "$CXX_BIN" -O2 -std=c++17 -DTAMOE_GPU_BENCH_DIRECT "$HERE/tamoe_gpu_bench.cpp" \
     -I "$ROOT/runtime/include" -I "$ROOT/runtime/lib" -I "$ROOT/runtime/test" \
-    -I "$CUDA_HOME/include" -L "$CUDA_LIBDIR" -lcudart -ldl \
+    -I "$CUDA_HOME/include" -L "$CUDA_LIBDIR" -lcudart -lcublas -ldl \
     -Wl,-rpath,"$CUDA_LIBDIR" -o "$BENCH" ||
     die "compiling tamoe_gpu_bench (direct) failed"
   BENCH_ARGS=(--library "$LIBRARY")

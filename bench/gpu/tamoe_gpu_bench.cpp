@@ -9,7 +9,10 @@
 //   tamoe_gpu_bench bench --csv FILE [--quick]
 //       Medians (CUDA events) of gate, dispatch (permute) and combine
 //       (un-permute + weighted sum) on the cuda engine at a few shapes, and of
-//       a device-to-device cudaMemcpy moving the same bytes (read + write).
+//       a device-to-device cudaMemcpy moving the same bytes (read + write);
+//       of the bf16 expert stage against cuBLAS (per expert, grouped, and a
+//       dense GEMM pair of the same FLOPs); of a layer step, eager and as a
+//       graph.
 //   tamoe_gpu_bench exchange --csv FILE
 //       Under mpirun on several GPUs: times the flat and hierarchical
 //       all_to_all and dispatch_dedup (after `check` has verified them).
@@ -30,6 +33,7 @@
 
 #include "Reference.h" // runtime/test: the serial semantics
 
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -3536,26 +3540,243 @@ double memcpyMicros(int64_t bytesMoved, int warmup, int iterations) {
 
 struct CsvWriter {
   std::ofstream file;
+  /// `bytes` moved by a memory-bound operation, or the `flops` of a
+  /// compute-bound one.
   void row(const std::string &impl, const std::string &op, int64_t tokens,
            int64_t hidden, int64_t experts, int64_t k, double micros,
-           int64_t bytes) {
+           int64_t bytes, int64_t flops = 0) {
     file << impl << "," << op << "," << tokens << "," << hidden << ","
-         << experts << "," << k << "," << micros << "," << bytes << "\n";
-    std::printf("%-10s %-18s T=%-6lld H=%-5lld E=%-4lld k=%-2lld %10.1f us "
-                "%8.1f GB/s\n",
+         << experts << "," << k << "," << micros << "," << bytes << "," << flops
+         << "\n";
+    std::printf("%-14s %-18s T=%-6lld H=%-5lld E=%-4lld k=%-2lld %10.1f us "
+                "%8.1f %s\n",
                 impl.c_str(), op.c_str(), (long long)tokens, (long long)hidden,
                 (long long)experts, (long long)k, micros,
-                micros > 0 ? double(bytes) / micros / 1e3 : 0.0);
+                micros <= 0 ? 0.0
+                : flops > 0 ? double(flops) / micros / 1e6
+                            : double(bytes) / micros / 1e3,
+                flops > 0 ? "TFLOP/s" : "GB/s");
     std::fflush(stdout);
   }
 };
+
+//===----------------------------------------------------------------------===//
+// The expert stage against cuBLAS
+//===----------------------------------------------------------------------===//
+
+void blasCheck(cublasStatus_t status, const char *what) {
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throw Failure(std::string(what) + ": " + cublasGetStatusString(status));
+}
+
+/// cuBLAS on the legacy default stream, where the timing events are, in the
+/// runtime's math mode (f32 sums, no split-K reduced in bf16).
+struct BlasHandle {
+  cublasHandle_t handle = nullptr;
+  BlasHandle() {
+    blasCheck(cublasCreate(&handle), "cublasCreate");
+    cublasSetMathMode(
+        handle, cublasMath_t(CUBLAS_DEFAULT_MATH |
+                             CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+  }
+  ~BlasHandle() { cublasDestroy(handle); }
+  BlasHandle(const BlasHandle &) = delete;
+  BlasHandle &operator=(const BlasHandle &) = delete;
+};
+
+/// Row-major bf16 c[m x n] = a[m x k] b[k x n] with f32 sums: column-major
+/// c^T = b^T a^T, so b goes first.
+void gemmBf16(cublasHandle_t blas, int64_t m, int64_t n, int64_t k,
+              const uint16_t *a, const uint16_t *b, uint16_t *c) {
+  const float alpha = 1.0f, beta = 0.0f;
+  blasCheck(cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(m), int(k),
+                         &alpha, b, CUDA_R_16BF, int(n), a, CUDA_R_16BF, int(k),
+                         &beta, c, CUDA_R_16BF, int(n), CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT),
+            "cublasGemmEx");
+}
+
+/// One cublasGemmGroupedBatchedEx: group g multiplies expert g's rows by its
+/// weights (row-major, as gemmBf16), each group one problem of its own size.
+/// Empty groups are left out. The pointer arrays live on the device.
+class GroupedGemm {
+public:
+  GroupedGemm(Scope &s, const std::vector<int32_t> &counts, int64_t in,
+              int64_t out, const uint16_t *rows, const uint16_t *weights,
+              uint16_t *result) {
+    std::vector<const void *> a, b;
+    std::vector<void *> c;
+    int64_t row = 0;
+    for (size_t e = 0; e < counts.size(); row += counts[e++]) {
+      if (counts[e] == 0)
+        continue;
+      // Column-major: c_g^T [out x rows] = w_e^T [out x in] rows_g^T.
+      m_.push_back(int(out));
+      n_.push_back(counts[e]);
+      k_.push_back(int(in));
+      lda_.push_back(int(out));
+      ldb_.push_back(int(in));
+      ldc_.push_back(int(out));
+      a.push_back(weights + int64_t(e) * in * out);
+      b.push_back(rows + row * in);
+      c.push_back(result + row * out);
+    }
+    size_t groups = m_.size();
+    ops_.assign(groups, CUBLAS_OP_N);
+    alpha_.assign(groups, 1.0f);
+    beta_.assign(groups, 0.0f);
+    sizes_.assign(groups, 1);
+    a_ = s.put(a);
+    b_ = s.put(b);
+    c_ = s.put(c);
+  }
+  cublasStatus_t run(cublasHandle_t blas) const {
+    return cublasGemmGroupedBatchedEx(
+        blas, ops_.data(), ops_.data(), m_.data(), n_.data(), k_.data(),
+        alpha_.data(), a_, CUDA_R_16BF, lda_.data(), b_, CUDA_R_16BF,
+        ldb_.data(), beta_.data(), c_, CUDA_R_16BF, ldc_.data(), int(m_.size()),
+        sizes_.data(), CUBLAS_COMPUTE_32F);
+  }
+
+private:
+  std::vector<int> m_, n_, k_, lda_, ldb_, ldc_, sizes_;
+  std::vector<cublasOperation_t> ops_;
+  std::vector<float> alpha_, beta_;
+  const void *const *a_ = nullptr;
+  const void *const *b_ = nullptr;
+  void *const *c_ = nullptr;
+};
+
+/// Where two bf16 results differ by more than two roundings of bf16 (the
+/// kernels may sum in another order), relative to the larger magnitude;
+/// "" when they agree.
+std::string bf16Differ(Scope &s, const uint16_t *got, const uint16_t *want,
+                       int64_t n) {
+  std::vector<uint16_t> g = s.get(got, n), w = s.get(want, n);
+  for (int64_t i = 0; i < n; ++i) {
+    float x = hostWiden(g[size_t(i)], TAMOE_RT_BF16);
+    float y = hostWiden(w[size_t(i)], TAMOE_RT_BF16);
+    if (!(std::fabs(x - y) <=
+          2 * 0x1p-8f * std::max(std::fabs(x), std::fabs(y))))
+      return "element " + std::to_string(i) + ": " + std::to_string(x) +
+             " against " + std::to_string(y);
+  }
+  return "";
+}
+
+/// The expert stage of a layer (rows x W1, relu, x W2 per expert; bf16,
+/// f32 sums) with tokens * k rows spread over the experts at random: tamoe's
+/// grouped_matmul + map + grouped_matmul, against the same GEMMs as cuBLAS
+/// calls per expert, as one cublasGemmGroupedBatchedEx pair, and as a dense
+/// pair over all rows with the same FLOPs (the bound). The cuBLAS rows are
+/// the GEMMs alone (no relu). Each row carries the pair's FLOPs; the report
+/// gives TFLOP/s and the ratio to the dense pair.
+void benchExpertStage(Engine &engine, CsvWriter &csv, int64_t tokens,
+                      int64_t hidden, int64_t ffn, int64_t experts, int64_t k,
+                      int warmup, int iterations) {
+  Scope s(engine, /*fill=*/false);
+  reference::Random random(uint64_t(tokens * 7 + hidden));
+  const int64_t rows = tokens * k;
+  std::vector<int32_t> counts(size_t(experts), 0);
+  for (int64_t r = 0; r < rows; ++r)
+    ++counts[size_t(random.integer(0, experts - 1))];
+  auto bf16 = [&](int64_t n, float scale) {
+    uint16_t *out = s.make<uint16_t>(n);
+    require(engine.convert(TAMOE_RT_F32,
+                           s.put(random.floats(size_t(n), -scale, scale)),
+                           TAMOE_RT_BF16, out, n),
+            "convert");
+    return out;
+  };
+  uint16_t *x = bf16(rows * hidden, 1.0f);
+  uint16_t *w1 = bf16(experts * hidden * ffn, 1.0f / std::sqrt(float(hidden)));
+  uint16_t *w2 = bf16(experts * ffn * hidden, 1.0f / std::sqrt(float(ffn)));
+  uint16_t *act = s.make<uint16_t>(rows * ffn);
+  uint16_t *y = s.make<uint16_t>(rows * hidden);
+  uint16_t *actBlas = s.make<uint16_t>(rows * ffn);
+  uint16_t *yBlas = s.make<uint16_t>(rows * hidden);
+  int32_t *deviceCounts = s.put(counts);
+  const int64_t flops = 2 * 2 * rows * hidden * ffn;
+  BlasHandle blas;
+
+  auto stage = [&] {
+    require(engine.groupedMatmulRows(TAMOE_RT_BF16, x, rows, hidden,
+                                     deviceCounts, experts, experts, w1, ffn,
+                                     act),
+            "grouped_matmul");
+    require(engine.mapRows(TAMOE_RT_MAP_RELU, TAMOE_RT_BF16, act, nullptr,
+                           rows * ffn, act),
+            "map");
+    require(engine.groupedMatmulRows(TAMOE_RT_BF16, act, rows, ffn,
+                                     deviceCounts, experts, experts, w2, hidden,
+                                     y),
+            "grouped_matmul");
+  };
+  auto perExpert = [&](const uint16_t *in, int64_t inFeatures,
+                       const uint16_t *weights, int64_t outFeatures,
+                       uint16_t *out) {
+    int64_t row = 0;
+    for (size_t e = 0; e < counts.size(); row += counts[e++])
+      if (counts[e] > 0)
+        gemmBf16(blas.handle, counts[e], outFeatures, inFeatures,
+                 in + row * inFeatures,
+                 weights + int64_t(e) * inFeatures * outFeatures,
+                 out + row * outFeatures);
+  };
+  auto loop = [&] {
+    perExpert(x, hidden, w1, ffn, actBlas);
+    perExpert(actBlas, ffn, w2, hidden, yBlas);
+  };
+  // tamoe's first GEMM against cuBLAS's per expert, before either is timed.
+  require(engine.groupedMatmulRows(TAMOE_RT_BF16, x, rows, hidden, deviceCounts,
+                                   experts, experts, w1, ffn, act),
+          "grouped_matmul");
+  perExpert(x, hidden, w1, ffn, actBlas);
+  if (std::string d = bf16Differ(s, act, actBlas, rows * ffn); !d.empty())
+    throw Failure("expert stage: tamoe's first GEMM differs from cuBLAS's "
+                  "per expert at " +
+                  d);
+  csv.row("tamoe", "expert_stage", tokens, hidden, experts, k,
+          medianMicros(stage, warmup, iterations), 0, flops);
+  csv.row("cublas_loop", "expert_stage", tokens, hidden, experts, k,
+          medianMicros(loop, warmup, iterations), 0, flops);
+
+  GroupedGemm first(s, counts, hidden, ffn, x, w1, actBlas);
+  GroupedGemm second(s, counts, ffn, hidden, actBlas, w2, yBlas);
+  if (cublasStatus_t status = first.run(blas.handle);
+      status == CUBLAS_STATUS_SUCCESS) {
+    uint16_t *loopAct = s.make<uint16_t>(rows * ffn);
+    perExpert(x, hidden, w1, ffn, loopAct);
+    if (std::string d = bf16Differ(s, actBlas, loopAct, rows * ffn); !d.empty())
+      throw Failure("expert stage: cublasGemmGroupedBatchedEx differs from "
+                    "the per-expert GEMMs at " +
+                    d);
+    auto grouped = [&] {
+      blasCheck(first.run(blas.handle), "cublasGemmGroupedBatchedEx");
+      blasCheck(second.run(blas.handle), "cublasGemmGroupedBatchedEx");
+    };
+    csv.row("cublas_grouped", "expert_stage", tokens, hidden, experts, k,
+            medianMicros(grouped, warmup, iterations), 0, flops);
+  } else {
+    std::printf("cublasGemmGroupedBatchedEx: %s (bf16, f32 sums): no "
+                "cublas_grouped row\n",
+                cublasGetStatusString(status));
+  }
+
+  auto dense = [&] {
+    gemmBf16(blas.handle, rows, ffn, hidden, x, w1, actBlas);
+    gemmBf16(blas.handle, rows, hidden, ffn, actBlas, w2, yBlas);
+  };
+  csv.row("cublas_dense", "expert_stage", tokens, hidden, experts, k,
+          medianMicros(dense, warmup, iterations), 0, flops);
+}
 
 int runBench(Engine &engine, const std::string &csvPath, bool quick) {
   CsvWriter csv;
   csv.file.open(csvPath);
   if (!csv.file)
     throw Failure("cannot write " + csvPath);
-  csv.file << "impl,op,tokens,hidden,experts,k,median_us,bytes\n";
+  csv.file << "impl,op,tokens,hidden,experts,k,median_us,bytes,flops\n";
   const int warmup = quick ? 2 : 5, iterations = quick ? 5 : 30;
   const int64_t hidden = 4096, experts = 64;
   const int64_t rowBytes = hidden * 2; // bf16 tokens
@@ -3627,6 +3848,14 @@ int runBench(Engine &engine, const std::string &csvPath, bool quick) {
       csv.row("memcpy", "unpermute_combine", tokens, hidden, experts, k,
               memcpyMicros(combineBytes, warmup, iterations), combineBytes);
     }
+  // The expert stage at the compiled layer's shape (4096 tokens x 1024,
+  // 8 experts, top-2, FFN 4096), and at a wider one.
+  if (engine.onDevice()) {
+    benchExpertStage(engine, csv, 4096, 1024, 4096, 8, 2, warmup, iterations);
+    if (!quick)
+      benchExpertStage(engine, csv, 16384, 4096, 4096, 8, 2, warmup,
+                       iterations);
+  }
   // A whole bf16 layer step (LayerStep) at the compiled layer's shape, op by
   // op (each waits for its own work, so that a failure is its status) and
   // as one graph (one launch, one wait).
@@ -3657,7 +3886,7 @@ int runExchangeBench(Engine &engine, const std::string &csvPath) {
   CsvWriter csv;
   if (engine.rank() == 0) {
     csv.file.open(csvPath);
-    csv.file << "impl,op,tokens,hidden,experts,k,median_us,bytes\n";
+    csv.file << "impl,op,tokens,hidden,experts,k,median_us,bytes,flops\n";
   }
   const int64_t tokens = 4096, hidden = 4096, rowBytes = hidden * 2, k = 8;
   const int64_t ranks = engine.numRanks(), perRank = 8;
