@@ -118,10 +118,12 @@ if [[ "$MODE" == "core" ]]; then
   else
     tail -25 "$WORK/cmake-runtime.log"
     echo ""
-    echo "bench/gpu/run.sh: the core runtime cannot be configured here (it"
-    echo "needs MPI: see above). Falling back to the direct mode: only"
-    echo "libtamoe_rt_cuda.so, checked against the serial reference on one"
-    echo "GPU (no comparison with the cpu backend, no composed schedules)."
+    echo "bench/gpu/run.sh: the core runtime cannot be configured here (see"
+    echo "CMake's error above: the core needs MPI, and the cuda backend NCCL"
+    echo "from NCCL_ROOT, the toolkit or the nvidia-nccl-cu13 wheel). Falling"
+    echo "back to the direct mode: only libtamoe_rt_cuda.so, checked against"
+    echo "the serial reference on one GPU (no comparison with the cpu backend,"
+    echo "no composed schedules); without NCCL it fails too."
     MODE=direct
   fi
 fi
@@ -132,7 +134,7 @@ if [[ "$MODE" == "core" ]]; then
 was the cuda backend enabled (TAMOE_RUNTIME_CUDA)? See $WORK/cmake-runtime.log"
   "$CXX_BIN" -O2 -std=c++17 "$HERE/tamoe_gpu_bench.cpp" \
     -I "$ROOT/runtime/include" -I "$ROOT/runtime/test" -I "$CUDA_HOME/include" \
-    -L "$LIBDIR" -ltamoe_rt -L "$CUDA_LIBDIR" -lcudart -lcublas \
+    -L "$LIBDIR" -ltamoe_rt -L "$CUDA_LIBDIR" -lcudart -lcublas -lcublasLt \
     -Wl,-rpath,"$LIBDIR:$CUDA_LIBDIR" -o "$BENCH" ||
     die "compiling tamoe_gpu_bench failed"
   BENCH_ARGS=()
@@ -147,7 +149,7 @@ else
   LIBRARY=$(find "$BUILD/cuda" -name libtamoe_rt_cuda.so | head -1)
   "$CXX_BIN" -O2 -std=c++17 -DTAMOE_GPU_BENCH_DIRECT "$HERE/tamoe_gpu_bench.cpp" \
     -I "$ROOT/runtime/include" -I "$ROOT/runtime/lib" -I "$ROOT/runtime/test" \
-    -I "$CUDA_HOME/include" -L "$CUDA_LIBDIR" -lcudart -lcublas -ldl \
+    -I "$CUDA_HOME/include" -L "$CUDA_LIBDIR" -lcudart -lcublas -lcublasLt -ldl \
     -Wl,-rpath,"$CUDA_LIBDIR" -o "$BENCH" ||
     die "compiling tamoe_gpu_bench (direct) failed"
   BENCH_ARGS=(--library "$LIBRARY")

@@ -33,6 +33,7 @@
 
 #include "Reference.h" // runtime/test: the serial semantics
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -45,11 +46,13 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #ifdef TAMOE_GPU_BENCH_DIRECT
@@ -3647,17 +3650,126 @@ private:
   void *const *c_ = nullptr;
 };
 
-/// Where two bf16 results differ by more than two roundings of bf16 (the
-/// kernels may sum in another order), relative to the larger magnitude;
-/// "" when they agree.
-std::string bf16Differ(Scope &s, const uint16_t *got, const uint16_t *want,
-                       int64_t n) {
-  std::vector<uint16_t> g = s.get(got, n), w = s.get(want, n);
-  for (int64_t i = 0; i < n; ++i) {
-    float x = hostWiden(g[size_t(i)], TAMOE_RT_BF16);
-    float y = hostWiden(w[size_t(i)], TAMOE_RT_BF16);
+/// Row-major bf16 c = relu(a b) with f32 sums on cuBLASLt, relu in the
+/// GEMM's epilogue (CUBLASLT_EPILOGUE_RELU), no workspace, no split-K
+/// reduced in bf16. Each shape's descriptors and algorithm are made once.
+class LtReluGemm {
+public:
+  LtReluGemm() { blasCheck(cublasLtCreate(&lt_), "cublasLtCreate"); }
+  ~LtReluGemm() {
+    for (auto &[shape, plan] : plans_) {
+      cublasLtMatrixLayoutDestroy(plan.a);
+      cublasLtMatrixLayoutDestroy(plan.b);
+      cublasLtMatrixLayoutDestroy(plan.c);
+      cublasLtMatmulDescDestroy(plan.desc);
+    }
+    cublasLtDestroy(lt_);
+  }
+  LtReluGemm(const LtReluGemm &) = delete;
+  LtReluGemm &operator=(const LtReluGemm &) = delete;
+
+  void run(int64_t m, int64_t n, int64_t k, const uint16_t *a,
+           const uint16_t *b, uint16_t *c) {
+    const Plan &p = plan(m, n, k);
+    const float alpha = 1.0f, beta = 0.0f;
+    // Column-major c^T = b^T a^T, as gemmBf16.
+    blasCheck(cublasLtMatmul(lt_, p.desc, &alpha, b, p.a, a, p.b, &beta, c, p.c,
+                             c, p.c, &p.algo, nullptr, 0, 0),
+              "cublasLtMatmul");
+  }
+
+private:
+  struct Plan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo;
+  };
+  const Plan &plan(int64_t m, int64_t n, int64_t k) {
+    auto [it, fresh] = plans_.try_emplace({m, n, k});
+    Plan &p = it->second;
+    if (!fresh)
+      return p;
+    blasCheck(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+              "cublasLtMatmulDescCreate");
+    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_RELU;
+    blasCheck(cublasLtMatmulDescSetAttribute(p.desc,
+                                             CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                             &epilogue, sizeof(epilogue)),
+              "cublasLtMatmulDescSetAttribute");
+    blasCheck(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, uint64_t(n),
+                                         uint64_t(k), n),
+              "cublasLtMatrixLayoutCreate");
+    blasCheck(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, uint64_t(k),
+                                         uint64_t(m), k),
+              "cublasLtMatrixLayoutCreate");
+    blasCheck(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_16BF, uint64_t(n),
+                                         uint64_t(m), n),
+              "cublasLtMatrixLayoutCreate");
+    cublasLtMatmulPreference_t preference = nullptr;
+    blasCheck(cublasLtMatmulPreferenceCreate(&preference),
+              "cublasLtMatmulPreferenceCreate");
+    uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    size_t workspace = 0;
+    blasCheck(cublasLtMatmulPreferenceSetAttribute(
+                  preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                  &schemes, sizeof(schemes)),
+              "cublasLtMatmulPreferenceSetAttribute");
+    blasCheck(cublasLtMatmulPreferenceSetAttribute(
+                  preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                  &workspace, sizeof(workspace)),
+              "cublasLtMatmulPreferenceSetAttribute");
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+        lt_, p.desc, p.a, p.b, p.c, p.c, preference, 1, &result, &found);
+    cublasLtMatmulPreferenceDestroy(preference);
+    blasCheck(status, "cublasLtMatmulAlgoGetHeuristic");
+    if (found == 0)
+      throw Failure("cublasLtMatmulAlgoGetHeuristic: no algorithm for a bf16 "
+                    "GEMM with a relu epilogue");
+    p.algo = result.algo;
+    return p;
+  }
+  cublasLtHandle_t lt_ = nullptr;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, Plan> plans_;
+};
+
+/// What cuBLASLt's relu epilogue makes of a NaN sum: TAMOE_RT_MAP_RELU
+/// keeps NaN (arith.maximumf), so fusing relu into the GEMM is exact only
+/// where the epilogue does too.
+std::string ltReluOfNaN(Scope &s, LtReluGemm &lt) {
+  const int64_t n = 16;
+  std::vector<uint16_t> ones(size_t(n * n), hostNarrow(1.0f, TAMOE_RT_BF16));
+  std::vector<uint16_t> a = ones;
+  a[0] = hostNarrow(NAN, TAMOE_RT_BF16);               // row 0's sums are NaN
+  a[size_t(n)] = hostNarrow(-INFINITY, TAMOE_RT_BF16); // row 1's are -inf
+  uint16_t *c = s.make<uint16_t>(n * n);
+  lt.run(n, n, n, s.put(a), s.put(ones), c);
+  std::vector<uint16_t> got = s.get(c, n * n);
+  float nan = hostWiden(got[0], TAMOE_RT_BF16);
+  float negInf = hostWiden(got[size_t(n)], TAMOE_RT_BF16);
+  float plain = hostWiden(got[size_t(2 * n)], TAMOE_RT_BF16);
+  char text[160];
+  std::snprintf(text, sizeof text,
+                "relu(NaN) = %g, relu(-inf) = %g, relu(16) = %g: %s", nan,
+                negInf, plain,
+                std::isnan(nan) && negInf == 0 && plain == 16
+                    ? "as TAMOE_RT_MAP_RELU"
+                    : "NOT as TAMOE_RT_MAP_RELU (NaN stays NaN)");
+  return text;
+}
+
+/// Where two bf16 results of the expert stage's first GEMM differ by more
+/// than two roundings of bf16 relative to the larger, plus 1e-3 for sums
+/// that cancel and that another kernel adds in another order (its terms are
+/// below 1/32, the results around 0.3); "" when they agree.
+std::string bf16Differ(const std::vector<uint16_t> &got,
+                       const std::vector<uint16_t> &want) {
+  for (size_t i = 0; i < got.size(); ++i) {
+    float x = hostWiden(got[i], TAMOE_RT_BF16);
+    float y = hostWiden(want[i], TAMOE_RT_BF16);
     if (!(std::fabs(x - y) <=
-          2 * 0x1p-8f * std::max(std::fabs(x), std::fabs(y))))
+          2 * 0x1p-8f * std::max(std::fabs(x), std::fabs(y)) + 1e-3f))
       return "element " + std::to_string(i) + ": " + std::to_string(x) +
              " against " + std::to_string(y);
   }
@@ -3668,8 +3780,9 @@ std::string bf16Differ(Scope &s, const uint16_t *got, const uint16_t *want,
 /// f32 sums) with tokens * k rows spread over the experts at random: tamoe's
 /// grouped_matmul + map + grouped_matmul, against the same GEMMs as cuBLAS
 /// calls per expert, as one cublasGemmGroupedBatchedEx pair, and as a dense
-/// pair over all rows with the same FLOPs (the bound). The cuBLAS rows are
-/// the GEMMs alone (no relu). Each row carries the pair's FLOPs; the report
+/// pair over all rows with the same FLOPs (the bound), and per expert on
+/// cuBLASLt with relu in the first GEMM's epilogue. The other cuBLAS rows
+/// are the GEMMs alone (no relu). Each row carries the pair's FLOPs; the report
 /// gives TFLOP/s and the ratio to the dense pair.
 void benchExpertStage(Engine &engine, CsvWriter &csv, int64_t tokens,
                       int64_t hidden, int64_t ffn, int64_t experts, int64_t k,
@@ -3732,9 +3845,29 @@ void benchExpertStage(Engine &engine, CsvWriter &csv, int64_t tokens,
                                    experts, experts, w1, ffn, act),
           "grouped_matmul");
   perExpert(x, hidden, w1, ffn, actBlas);
-  if (std::string d = bf16Differ(s, act, actBlas, rows * ffn); !d.empty())
+  std::vector<uint16_t> firstGemm = s.get(actBlas, rows * ffn);
+  if (std::string d = bf16Differ(s.get(act, rows * ffn), firstGemm); !d.empty())
     throw Failure("expert stage: tamoe's first GEMM differs from cuBLAS's "
                   "per expert at " +
+                  d);
+  // cuBLASLt with relu in the first GEMM's epilogue, against relu applied
+  // on the host to the per-expert GEMM's result.
+  LtReluGemm lt;
+  std::printf("cuBLASLt relu epilogue: %s\n", ltReluOfNaN(s, lt).c_str());
+  auto ltFirst = [&](uint16_t *out) {
+    int64_t row = 0;
+    for (size_t e = 0; e < counts.size(); row += counts[e++])
+      if (counts[e] > 0)
+        lt.run(counts[e], ffn, hidden, x + row * hidden,
+               w1 + int64_t(e) * hidden * ffn, out + row * ffn);
+  };
+  ltFirst(act);
+  for (uint16_t &bits : firstGemm)
+    if (hostWiden(bits, TAMOE_RT_BF16) <= 0)
+      bits = 0; // +0, as TAMOE_RT_MAP_RELU gives for -0 too
+  if (std::string d = bf16Differ(s.get(act, rows * ffn), firstGemm); !d.empty())
+    throw Failure("expert stage: cuBLASLt's GEMM with a relu epilogue "
+                  "differs from relu of the per-expert GEMM at " +
                   d);
   csv.row("tamoe", "expert_stage", tokens, hidden, experts, k,
           medianMicros(stage, warmup, iterations), 0, flops);
@@ -3747,7 +3880,9 @@ void benchExpertStage(Engine &engine, CsvWriter &csv, int64_t tokens,
       status == CUBLAS_STATUS_SUCCESS) {
     uint16_t *loopAct = s.make<uint16_t>(rows * ffn);
     perExpert(x, hidden, w1, ffn, loopAct);
-    if (std::string d = bf16Differ(s, actBlas, loopAct, rows * ffn); !d.empty())
+    if (std::string d =
+            bf16Differ(s.get(actBlas, rows * ffn), s.get(loopAct, rows * ffn));
+        !d.empty())
       throw Failure("expert stage: cublasGemmGroupedBatchedEx differs from "
                     "the per-expert GEMMs at " +
                     d);
@@ -3762,6 +3897,13 @@ void benchExpertStage(Engine &engine, CsvWriter &csv, int64_t tokens,
                 "cublas_grouped row\n",
                 cublasGetStatusString(status));
   }
+
+  auto fused = [&] {
+    ltFirst(actBlas);
+    perExpert(actBlas, ffn, w2, hidden, yBlas);
+  };
+  csv.row("cublaslt_relu", "expert_stage", tokens, hidden, experts, k,
+          medianMicros(fused, warmup, iterations), 0, flops);
 
   auto dense = [&] {
     gemmBf16(blas.handle, rows, ffn, hidden, x, w1, actBlas);
