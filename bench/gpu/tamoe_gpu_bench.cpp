@@ -3210,6 +3210,48 @@ void checkGraphs(uint64_t seed) {
                                    "(tamoe_rt_dispatch): " +
                                        eager.message.substr(prefix.size()));
             });
+    runCase("graph launch: the operations after a failure change nothing" +
+                device,
+            [&]() -> std::string {
+              Scope s(*engine);
+              const int64_t tokens = 64, k = 2, experts = 8, rowBytes = 32,
+                            n = 4096;
+              reference::Random random(seed + 3);
+              void *rows = s.raw(tokens * rowBytes);
+              std::vector<int32_t> ids(size_t(tokens * k), 0);
+              ids[5] = int32_t(experts); // out of range: the dispatch fails
+              int32_t *dIds = s.put(ids);
+              void *dispatched = s.raw(tokens * k * rowBytes);
+              int32_t *counts = s.make<int32_t>(experts);
+              int32_t *positions = s.make<int32_t>(tokens * k);
+              int64_t *dropped = s.make<int64_t>(1);
+              std::vector<float> params = random.floats(size_t(n));
+              float *dParams = s.put(params);
+              float *grads = s.put(random.floats(size_t(n)));
+              float *velocity = s.put(std::vector<float>(size_t(n), 0.0f));
+              float *negated = s.put(params);
+              GraphGuard guard{*engine};
+              require(engine->graphBegin(), "graph_begin");
+              Result recorded = engine->dispatch(
+                  rows, tokens, rowBytes, dIds, k, experts, nullptr, -1, false,
+                  dispatched, tokens * k, counts, positions, dropped);
+              if (recorded.ok())
+                recorded =
+                    engine->map(TAMOE_RT_MAP_NEG, negated, nullptr, n, negated);
+              if (recorded.ok())
+                recorded =
+                    engine->sgd(dParams, grads, velocity, n, 0.1f, 0.9f, 0.0f);
+              require(engine->graphEnd(&guard.graph), "graph_end");
+              require(recorded, "recording");
+              if (engine->graphLaunch(guard.graph).ok())
+                return "the launch passed a bad expert id";
+              if (std::string d = firstDifference(s.get(dParams, n), params,
+                                                  "sgd's parameters");
+                  !d.empty())
+                return d;
+              return firstDifference(s.get(negated, n), params,
+                                     "an in-place map's output");
+            });
     runCase("graph launch reports a count above its slot" + device,
             [&]() -> std::string {
               Scope s(*engine);

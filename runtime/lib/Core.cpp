@@ -482,9 +482,21 @@ Check allToAllArguments(const void *send, intptr_t sendCapacity,
       .notNull(sendCounts, "send_counts")
       .notNull(received, "received", recvCapacity > 0)
       .notNull(recvCounts, "recv_counts");
+  // What is written (received, recv_counts) apart from everything else;
+  // the counts are [group size, split] each.
+  const intptr_t sendBytes = sendCapacity * rowBytes,
+                 recvBytes = recvCapacity * rowBytes,
+                 countBytes = groupSize * split * intptr_t(sizeof(int32_t));
   if (check.status.ok())
-    check.disjoint(send, sendCapacity * rowBytes, "send", received,
-                   recvCapacity * rowBytes, "received");
+    check.disjoint(send, sendBytes, "send", received, recvBytes, "received")
+        .disjoint(sendCounts, countBytes, "send_counts", received, recvBytes,
+                  "received")
+        .disjoint(send, sendBytes, "send", recvCounts, countBytes,
+                  "recv_counts")
+        .disjoint(sendCounts, countBytes, "send_counts", recvCounts, countBytes,
+                  "recv_counts")
+        .disjoint(received, recvBytes, "received", recvCounts, countBytes,
+                  "recv_counts");
   return check;
 }
 
@@ -1392,12 +1404,17 @@ tamoe_rt_matmul(tamoe_rt_context_t *context, tamoe_rt_dtype_t a_type,
                       .notNull(c, "c", any)
                       .status;
   if (status.ok())
-    status = Check()
-                 .disjoint(a, typedBytes(a_type, m, k), "a", c,
-                           typedBytes(c_type, m, n), "c")
-                 .disjoint(b, typedBytes(b_type, k, n), "b", c,
-                           typedBytes(c_type, m, n), "c")
-                 .status;
+    status =
+        Check()
+            .disjoint(a, typedBytes(a_type, m, k), "a", c,
+                      typedBytes(c_type, m, n), "c")
+            .disjoint(b, typedBytes(b_type, k, n), "b", c,
+                      typedBytes(c_type, m, n), "c")
+            // c_init = c accumulates; a part of c would be read after
+            // the rows before it were written.
+            .disjoint(c_init == c ? nullptr : c_init, typedBytes(c_type, m, n),
+                      "c_init", c, typedBytes(c_type, m, n), "c")
+            .status;
   if (status.ok() && any &&
       context->backend->matmulTakes(a_type, b_type, c_type)) {
     status = context->backend->matmulRows(a_type, b_type, c_type, a, b, m, k, n,

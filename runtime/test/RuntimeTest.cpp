@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <numeric>
@@ -1942,6 +1943,12 @@ TEST_F(Runtime, MatmulAgainstReference) {
   expect(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
                          a.data(), b.data(), m, k, n, 1, 0, nullptr, a.data()),
          "a and c overlap");
+  // c_init may be c (an accumulation), not a part of it.
+  std::vector<float> big(m * n + 1, 1.0f);
+  expect(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
+                         a.data(), b.data(), m, k, n, 0, 0, big.data() + 1,
+                         big.data()),
+         "c_init and c overlap");
   expect(tamoe_rt_matmul(ctx, TAMOE_RT_F32, TAMOE_RT_F32, TAMOE_RT_F32,
                          a.data(), b.data(), INTPTR_MAX / 2, 4, n, 0, 0,
                          nullptr, c.data()),
@@ -2297,6 +2304,28 @@ TEST_F(Runtime, AllToAllErrorsOnOneRank) {
                     recvCounts.data()),
            TAMOE_RT_ERROR_INVALID_ARGUMENT,
            "rank 0: send and received overlap");
+    // What is written overlaps nothing else: the counts in a row buffer
+    // (send_counts valid there, so that only the overlap is wrong).
+    auto *countsInSend = reinterpret_cast<int32_t *>(send.data());
+    auto *countsInReceived = reinterpret_cast<int32_t *>(received.data());
+    std::memcpy(received.data(), counts.data(), 8);
+    expect(exchange(send.data(), 10, 8, countsInReceived, 2, received.data(),
+                    10, recvCounts.data()),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rank 0: send_counts and received overlap");
+    expect(exchange(send.data(), 10, 8, counts.data(), 2, received.data(), 10,
+                    countsInSend),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rank 0: send and recv_counts overlap");
+    expect(exchange(send.data(), 10, 8, counts.data(), 2, received.data(), 10,
+                    counts.data()),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rank 0: send_counts and recv_counts overlap");
+    expect(exchange(send.data(), 10, 8, counts.data(), 2, received.data(), 10,
+                    countsInReceived),
+           TAMOE_RT_ERROR_INVALID_ARGUMENT,
+           "rank 0: received and recv_counts overlap");
+    std::fill(received.begin(), received.end(), 0x5A);
     expect(exchange(send.data(), 10, 8, counts.data(), 2, received.data(), 10,
                     nullptr),
            TAMOE_RT_ERROR_INVALID_ARGUMENT, "rank 0: recv_counts is null");

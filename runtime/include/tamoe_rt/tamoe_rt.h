@@ -318,9 +318,9 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul(
  * (linalg.matmul accumulates into its init). op(a) [m, k] is a as stored
  * ([m, k]) or, with transpose_a, the transpose of a stored as [k, m]; op(b)
  * [k, n] likewise ([k, n], or [n, k] with transpose_b). The gradients of a
- * matmul are matmuls with one transposed operand. c may be c_init. a, b
- * and c (with c_init) have their own element types, as in linalg.matmul:
- * bf16 tokens times a bf16 router give f32 logits. */
+ * matmul are matmuls with one transposed operand. c may be c_init, but
+ * not a part of it. a, b and c (with c_init) have their own element types,
+ * as in linalg.matmul: bf16 tokens times a bf16 router give f32 logits. */
 tamoe_rt_status_t
 tamoe_rt_matmul(tamoe_rt_context_t *context, tamoe_rt_dtype_t a_type,
                 tamoe_rt_dtype_t b_type, tamoe_rt_dtype_t c_type, const void *a,
@@ -410,7 +410,9 @@ tamoe_rt_status_t tamoe_rt_dedup_expand(
  * `received` holds those rows by source. `peers` must be G (a program
  * compiled for another layout fails with TAMOE_RT_ERROR_MISMATCH). The
  * capacities bound the rows read and written; a receive that would exceed
- * recv_capacity fails on every rank before any row moves. */
+ * recv_capacity fails on every rank before any row moves. What is written,
+ * received and recv_counts, overlaps neither the other nor send or
+ * send_counts. */
 tamoe_rt_status_t tamoe_rt_all_to_all(
     tamoe_rt_context_t *context, tamoe_rt_group_t group, const void *send,
     intptr_t send_capacity, intptr_t row_bytes, const int32_t *send_counts,
@@ -708,10 +710,13 @@ tamoe_rt_status_t tamoe_rt_graph_end(tamoe_rt_context_t *context,
  * (their contents as they are now) and waits for them. The checks that
  * need the data (expert ids in range, counts within capacity, ...) run on
  * the device as they do eagerly; the first one that fails stops the
- * operations after it and fails the launch with the message its operation
- * would have given, naming it among the calls recorded: "tamoe_rt_graph_launch:
- * operation 3 of 9 (tamoe_rt_dispatch): expert_ids[3, 1] = 9 is out of range
- * [0, 8)". */
+ * kernels of the operations after it and fails the launch with the message
+ * its operation would have given, naming it among the calls recorded:
+ * "tamoe_rt_graph_launch: operation 3 of 9 (tamoe_rt_dispatch):
+ * expert_ids[3, 1] = 9 is out of range [0, 8)". Only cuBLAS's GEMMs and
+ * plain device copies and fills, which cannot read the status, still run:
+ * a matmul into c_init = c still changes c, while tamoe_rt_sgd and
+ * tamoe_rt_adam change nothing. */
 tamoe_rt_status_t tamoe_rt_graph_launch(tamoe_rt_context_t *context,
                                         tamoe_rt_graph_t *graph);
 

@@ -182,8 +182,13 @@ __device__ inline float warpSum(float value) {
 // The executor of the pipelines
 //===----------------------------------------------------------------------===//
 
+/// f(i) for i < n, unless an operation before has failed: in a graph launch
+/// the failure stops the kernels of the operations after it (tamoe_rt.h).
 template <typename F>
-__global__ void __launch_bounds__(kThreads) forEachKernel(int64_t n, F f) {
+__global__ void __launch_bounds__(kThreads)
+    forEachKernel(int64_t n, F f, const DeviceStatus *status) {
+  if (hasFailed(status))
+    return;
   int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride)
@@ -292,7 +297,7 @@ public:
     int64_t blocks = (n + kThreads - 1) / kThreads;
     int64_t most = int64_t(smCount_) * 8;
     forEachKernel<<<static_cast<unsigned>(blocks < most ? blocks : most),
-                    kThreads, 0, stream_>>>(n, f);
+                    kThreads, 0, stream_>>>(n, f, status_);
     check(cudaGetLastError(), "launching a kernel");
   }
 

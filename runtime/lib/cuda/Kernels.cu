@@ -72,8 +72,11 @@ __device__ inline float warpMax(float value) {
 /// experts do not fit): scores [experts] floats, group scores [groups]
 /// floats, then experts + groups flag bytes.
 __global__ void __launch_bounds__(kGateWarps * 32)
-    gateKernel(GateParams p, float *globalWorkspace, int64_t workspaceFloats) {
+    gateKernel(GateParams p, float *globalWorkspace, int64_t workspaceFloats,
+               const DeviceStatus *status) {
   extern __shared__ float sharedWorkspace[];
+  if (hasFailed(status))
+    return;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int64_t slot = int64_t(blockIdx.x) * kGateWarps + warp;
@@ -201,6 +204,8 @@ __global__ void __launch_bounds__(kThreads)
                   const int32_t *__restrict__ positions,
                   const float *__restrict__ weights, int64_t tokens, int64_t k,
                   T *__restrict__ combined, DeviceStatus *status) {
+  if (hasFailed(status))
+    return;
   const int64_t columns = Vectorized ? hidden / 4 : hidden;
   for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
     const int32_t *tokenPositions = positions + t * k;
@@ -495,7 +500,7 @@ Status CudaBackend::gate(const float *logits, intptr_t tokens, intptr_t experts,
   }
   gateKernel<<<static_cast<unsigned>(blocks), kGateWarps * 32,
                static_cast<size_t>(sharedBytes), stream_>>>(
-      params, globalWorkspace, workspaceFloats);
+      params, globalWorkspace, workspaceFloats, deviceStatus_);
   cudaError_t launch = cudaGetLastError();
   if (globalWorkspace)
     cudaFreeAsync(globalWorkspace, stream_);
