@@ -311,6 +311,11 @@ Status initialiseMpi() {
     return Status::error(TAMOE_RT_ERROR_COMMUNICATION,
                          "MPI_Init_thread failed");
   mpiInitialisedHere = true;
+  // Open MPI raises the errors of nonblocking collectives on MPI_COMM_WORLD,
+  // not on the runtime's communicators: fatal there by default, two ranks
+  // calling different collectives would end the job without a status. The
+  // runtime owns MPI here, so no caller's own MPI calls change.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   return Status::success();
 }
 #endif
@@ -1208,6 +1213,11 @@ tamoe_rt_gate(tamoe_rt_context_t *context, const float *logits, intptr_t tokens,
       .notNull(expert_ids, "expert_ids", tokens > 0)
       .notNull(weights, "weights", tokens > 0)
       .notNull(probs, "probs", tokens > 0);
+  if (check.status.ok())
+    check.apart({{expert_ids, product(tokens, k), 4, "expert_ids"},
+                 {weights, product(tokens, k), 4, "weights"},
+                 {probs, product(tokens, experts), 4, "probs"}},
+                {{logits, product(tokens, experts), 4, "logits"}});
   Status status = check.status;
   if (status.ok())
     status = context->backend->gate(logits, tokens, experts, k, score,
@@ -1241,7 +1251,7 @@ tamoe_rt_status_t tamoe_rt_dispatch(
             })
       .atLeast(dispatched_capacity, 0, "dispatched_capacity")
       .fits(num_tokens, k, "num_tokens * k")
-      .that(num_tokens * k <= INT32_MAX,
+      .that(product(num_tokens, k) <= INT32_MAX,
             [&] {
               return str("num_tokens * k = ", num_tokens * k,
                          " exceeds the int32 positions");
@@ -1259,6 +1269,16 @@ tamoe_rt_status_t tamoe_rt_dispatch(
       .notNull(expert_counts, "expert_counts")
       .notNull(positions, "positions", num_tokens > 0)
       .notNull(num_dropped, "num_dropped");
+  if (check.status.ok()) {
+    intptr_t assignments = product(num_tokens, k);
+    check.apart({{dispatched, dispatched_capacity, row_bytes, "dispatched"},
+                 {expert_counts, experts, 4, "expert_counts"},
+                 {positions, assignments, 4, "positions"},
+                 {num_dropped, 1, 8, "num_dropped"}},
+                {{tokens, num_tokens, row_bytes, "tokens"},
+                 {expert_ids, assignments, 4, "expert_ids"},
+                 {weights, assignments, 4, "weights"}});
+  }
   Status status = check.status;
   if (status.ok())
     status = context->backend->dispatch(
@@ -1292,6 +1312,17 @@ tamoe_rt_status_t tamoe_rt_combine(tamoe_rt_context_t *context,
                       .notNull(positions, "positions", tokens > 0)
                       .notNull(combined, "combined", tokens > 0)
                       .status;
+  if (status.ok()) {
+    intptr_t element = dtypeBytes(raw(dtype));
+    status =
+        Check()
+            .apart({{combined, product(tokens, hidden), element, "combined"}},
+                   {{expert_outputs, product(rows, hidden), element,
+                     "expert_outputs"},
+                    {positions, product(tokens, k), 4, "positions"},
+                    {weights, product(tokens, k), 4, "weights"}})
+            .status;
+  }
   if (status.ok() && context->backend->takesRows(dtype)) {
     status =
         context->backend->combineRows(dtype, expert_outputs, rows, hidden,
@@ -1329,6 +1360,14 @@ tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
                       .notNull(loss, "loss")
                       .status;
   if (status.ok())
+    status = Check()
+                 .apart({{loss, 1, 4, "loss"}},
+                        {{probs, product(tokens, experts), 4, "probs"},
+                         {expert_ids, product(tokens, k), 4, "expert_ids"},
+                         {positions, product(tokens, k), 4, "positions"},
+                         {expert_weights, experts, 4, "expert_weights"}})
+                 .status;
+  if (status.ok())
     status = context->backend->auxLoss(probs, expert_ids, positions, tokens,
                                        experts, k, expert_weights, loss);
   return finish(context, fn, status);
@@ -1353,6 +1392,18 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul(
                       .notNull(weights, "weights")
                       .notNull(result, "result", rows_capacity > 0)
                       .status;
+  if (status.ok()) {
+    intptr_t element = dtypeBytes(raw(dtype));
+    status =
+        Check()
+            .apart({{result, product(rows_capacity, out_features), element,
+                     "result"}},
+                   {{rows, product(rows_capacity, hidden), element, "rows"},
+                    {counts, num_counts, 4, "counts"},
+                    {weights, product(product(experts, hidden), out_features),
+                     element, "weights"}})
+            .status;
+  }
   if (status.ok() && context->backend->takesRows(dtype)) {
     status = context->backend->groupedMatmulRows(
         dtype, rows, rows_capacity, hidden, counts, num_counts, experts,
@@ -1457,6 +1508,17 @@ tamoe_rt_status_t tamoe_rt_map(tamoe_rt_context_t *context, tamoe_rt_map_t op,
           .notNull(b, "b", n > 0 && !unary)
           .notNull(out, "out", n > 0)
           .status;
+  // In place (out = a or b) is fine; a shifted overlap would read results
+  // already written.
+  if (status.ok()) {
+    intptr_t element = dtypeBytes(raw(dtype));
+    status = Check()
+                 .apart({{out, out == a ? 0 : n, element, "out"}},
+                        {{a, n, element, "a"}})
+                 .apart({{out, out == b || unary ? 0 : n, element, "out"}},
+                        {{b, n, element, "b"}})
+                 .status;
+  }
   if (status.ok() && n > 0 && context->backend->takesRows(dtype)) {
     status =
         context->backend->mapRows(op, dtype, a, unary ? nullptr : b, n, out);
@@ -1573,7 +1635,7 @@ tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
       .atLeast(b, 1, "b")
       .atLeast(inner, 1, "inner")
       .fits(a, b, "a * b")
-      .fits(a * b, inner, "a * b * inner")
+      .fits(product(a, b), inner, "a * b * inner")
       .fits(rows_capacity, row_bytes, "rows_capacity * row_bytes")
       .notNull(rows, "rows", rows_capacity > 0)
       .notNull(counts, "counts")
@@ -1722,6 +1784,17 @@ tamoe_rt_status_t tamoe_rt_dedup_pack(
           .notNull(routes, "routes", unique_capacity > 0)
           .notNull(node_counts, "node_counts")
           .status;
+  if (status.ok()) {
+    intptr_t assignments = product(num_tokens, k);
+    status = Check()
+                 .apart({{unique, unique_capacity, row_bytes, "unique"},
+                         {routes, product(unique_capacity, k), 4, "routes"},
+                         {node_counts, nodes, 4, "node_counts"}},
+                        {{tokens, num_tokens, row_bytes, "tokens"},
+                         {expert_ids, assignments, 4, "expert_ids"},
+                         {positions, assignments, 4, "positions"}})
+                 .status;
+  }
   if (status.ok())
     status = context->backend->dedupPack(
         tokens, num_tokens, row_bytes, expert_ids, positions, k,
@@ -1752,6 +1825,17 @@ tamoe_rt_status_t tamoe_rt_dedup_expand(
           .notNull(expanded, "expanded", expanded_capacity > 0)
           .notNull(expanded_counts, "expanded_counts")
           .status;
+  if (status.ok())
+    status =
+        Check()
+            .apart({{expanded, expanded_capacity, row_bytes, "expanded"},
+                    {expanded_counts,
+                     product(product(ranks_per_node, nodes), experts_per_rank),
+                     4, "expanded_counts"}},
+                   {{unique, unique_capacity, row_bytes, "unique"},
+                    {routes, product(unique_capacity, k), 4, "routes"},
+                    {recv_counts, nodes, 4, "recv_counts"}})
+            .status;
   if (status.ok())
     status = context->backend->dedupExpand(
         unique, routes, unique_capacity, row_bytes, k, recv_counts, nodes,

@@ -323,6 +323,35 @@ public:
     return that(!overlap,
                 [&] { return str(xName, " and ", yName, " overlap"); });
   }
+  /// A buffer an entry point reads or writes: `count` elements of `size`
+  /// bytes. The byte count saturates, as no buffer reaches INTPTR_MAX; a
+  /// size that overflows is refused by the entry point's own checks.
+  struct Buffer {
+    Buffer(const void *pointer, intptr_t count, intptr_t size, const char *name)
+        : pointer(pointer), name(name) {
+      if (count <= 0 || size <= 0)
+        bytes = 0;
+      else if (__builtin_mul_overflow(count, size, &bytes))
+        bytes = INTPTR_MAX;
+    }
+    const void *pointer;
+    intptr_t bytes = 0;
+    const char *name;
+  };
+  /// That each buffer `written` overlaps no other written one and nothing
+  /// `read`: an output laid over an input (positions, ids, counts) would
+  /// change the indices the backend reads after checking them.
+  Check &apart(std::initializer_list<Buffer> written,
+               std::initializer_list<Buffer> read) {
+    for (const Buffer *w = written.begin(); w != written.end(); ++w) {
+      for (const Buffer &r : read)
+        disjoint(w->pointer, w->bytes, w->name, r.pointer, r.bytes, r.name);
+      for (const Buffer *other = w + 1; other != written.end(); ++other)
+        disjoint(w->pointer, w->bytes, w->name, other->pointer, other->bytes,
+                 other->name);
+    }
+    return *this;
+  }
   Status status;
 };
 

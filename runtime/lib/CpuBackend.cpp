@@ -832,10 +832,13 @@ Status CpuBackend::expand(const int32_t *routes, intptr_t uniqueCapacity,
   if (rows > uniqueCapacity)
     return invalid(str("recv_counts sum to ", rows,
                        " rows but unique_capacity is ", uniqueCapacity));
+  // The core checked that the experts' slots, and so their count, fit.
+  const intptr_t experts = nodes * ranksPerNode * expertsPerRank;
   for (intptr_t i = 0; i < rows * k; ++i)
-    if (routes[i] < -1)
+    if (routes[i] < -1 || routes[i] >= experts)
       return invalid(str(entry("routes", i, k), " = ", routes[i],
-                         " is neither an expert id nor -1"));
+                         " is neither an expert id in [0, ", experts,
+                         ") nor -1"));
 
   // One entry per listed expert, sorted by (destination index, source
   // node, expert), arrival order breaking ties.

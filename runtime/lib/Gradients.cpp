@@ -46,10 +46,14 @@ tamoe_rt_gate_grad(tamoe_rt_context_t *context, const float *probs,
       .notNull(probs, "probs", tokens > 0)
       .notNull(expert_ids, "expert_ids", tokens > 0 && d_weights)
       .notNull(d_logits, "d_logits", tokens > 0);
-  intptr_t cells = floatBytes(tokens, experts), picks = floatBytes(tokens, k);
-  check.disjoint(d_logits, cells, "d_logits", probs, cells, "probs")
-      .disjoint(d_logits, cells, "d_logits", d_probs, cells, "d_probs")
-      .disjoint(d_logits, cells, "d_logits", d_weights, picks, "d_weights");
+  if (check.status.ok()) {
+    intptr_t cells = product(tokens, experts), picks = product(tokens, k);
+    check.apart({{d_logits, cells, 4, "d_logits"}},
+                {{probs, cells, 4, "probs"},
+                 {d_probs, cells, 4, "d_probs"},
+                 {d_weights, picks, 4, "d_weights"},
+                 {expert_ids, picks, 4, "expert_ids"}});
+  }
   Status status = check.status;
   if (status.ok())
     status = context->backend->gateGrad(probs, expert_ids, tokens, experts, k,
@@ -91,21 +95,16 @@ tamoe_rt_status_t tamoe_rt_combine_grad(
       .notNull(expert_outputs, "expert_outputs", rows > 0 && d_weights)
       .notNull(positions, "positions", tokens > 0)
       .notNull(d_combined, "d_combined", tokens > 0);
-  intptr_t outputBytes = typedBytes(dtype, rows, hidden);
-  intptr_t combinedBytes = typedBytes(dtype, tokens, hidden);
-  intptr_t picks = floatBytes(tokens, k);
-  for (auto [out, outBytes, outName] :
-       {std::tuple<const void *, intptr_t, const char *>{
-            d_expert_outputs, outputBytes, "d_expert_outputs"},
-        {d_weights, picks, "d_weights"}})
-    check
-        .disjoint(out, outBytes, outName, expert_outputs, outputBytes,
-                  "expert_outputs")
-        .disjoint(out, outBytes, outName, weights, picks, "weights")
-        .disjoint(out, outBytes, outName, d_combined, combinedBytes,
-                  "d_combined");
-  check.disjoint(d_expert_outputs, outputBytes, "d_expert_outputs", d_weights,
-                 picks, "d_weights");
+  if (check.status.ok()) {
+    intptr_t element = dtypeBytes(raw(dtype)), cells = product(rows, hidden),
+             picks = product(tokens, k);
+    check.apart({{d_expert_outputs, cells, element, "d_expert_outputs"},
+                 {d_weights, picks, 4, "d_weights"}},
+                {{expert_outputs, cells, element, "expert_outputs"},
+                 {weights, picks, 4, "weights"},
+                 {d_combined, product(tokens, hidden), element, "d_combined"},
+                 {positions, picks, 4, "positions"}});
+  }
   Status status = check.status;
   if (status.ok()) {
     F32Staging f32(*context->backend);
@@ -144,19 +143,18 @@ tamoe_rt_status_t tamoe_rt_grouped_matmul_grad(
       .notNull(counts, "counts", num_counts > 0)
       .notNull(weights, "weights", d_rows)
       .notNull(d_result, "d_result", rows_capacity > 0);
-  intptr_t rowBytes = typedBytes(dtype, rows_capacity, hidden);
-  intptr_t resultBytes = typedBytes(dtype, rows_capacity, out_features);
-  intptr_t weightBytes =
-      typedBytes(dtype, experts, product(hidden, out_features));
-  for (auto [out, outBytes, outName] :
-       {std::tuple<const void *, intptr_t, const char *>{d_rows, rowBytes,
-                                                         "d_rows"},
-        {d_weights, weightBytes, "d_weights"}})
-    check.disjoint(out, outBytes, outName, rows, rowBytes, "rows")
-        .disjoint(out, outBytes, outName, weights, weightBytes, "weights")
-        .disjoint(out, outBytes, outName, d_result, resultBytes, "d_result");
-  check.disjoint(d_rows, rowBytes, "d_rows", d_weights, weightBytes,
-                 "d_weights");
+  if (check.status.ok()) {
+    intptr_t element = dtypeBytes(raw(dtype)),
+             rowCells = product(rows_capacity, hidden),
+             weightCells = product(experts, product(hidden, out_features));
+    check.apart(
+        {{d_rows, rowCells, element, "d_rows"},
+         {d_weights, weightCells, element, "d_weights"}},
+        {{rows, rowCells, element, "rows"},
+         {weights, weightCells, element, "weights"},
+         {d_result, product(rows_capacity, out_features), element, "d_result"},
+         {counts, num_counts, 4, "counts"}});
+  }
   Status status = check.status;
   if (status.ok() && context->backend->takesRows(dtype)) {
     status = context->backend->groupedMatmulGradRows(
@@ -198,12 +196,12 @@ tamoe_rt_status_t tamoe_rt_aux_loss_grad(
       .notNull(expert_ids, "expert_ids", tokens > 0)
       .notNull(d_loss, "d_loss")
       .notNull(d_probs, "d_probs", tokens > 0);
-  intptr_t probBytes = floatBytes(tokens, experts);
-  check
-      .disjoint(d_probs, probBytes, "d_probs", expert_weights,
-                floatBytes(experts, 1), "expert_weights")
-      .disjoint(d_probs, probBytes, "d_probs", d_loss, intptr_t(sizeof(float)),
-                "d_loss");
+  if (check.status.ok())
+    check.apart({{d_probs, product(tokens, experts), 4, "d_probs"}},
+                {{expert_weights, experts, 4, "expert_weights"},
+                 {d_loss, 1, 4, "d_loss"},
+                 {expert_ids, product(tokens, k), 4, "expert_ids"},
+                 {positions, product(tokens, k), 4, "positions"}});
   Status status = check.status;
   if (status.ok())
     status =

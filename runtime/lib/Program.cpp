@@ -141,6 +141,8 @@ void create() {
         MPI_SUCCESS)
       fail("MPI_Init_thread failed");
     mpiInitialisedHere = true;
+    // As initialiseMpi (Core.cpp): a mismatched collective returns a status.
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   }
 #endif
   std::atexit(finalizeAtExit);

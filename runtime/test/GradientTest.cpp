@@ -1005,7 +1005,10 @@ TEST_F(Runtime, DedupGradErrors) {
                "expanded_capacity must be >= 0, got -1");
   routes[2] = -2;
   expectExpand(expand(5, 3, dOut.data()),
-               "routes[1, 0] = -2 is neither an expert id nor -1");
+               "routes[1, 0] = -2 is neither an expert id in [0, 8) nor -1");
+  routes[2] = 8; // 2 nodes x 2 ranks x 2 experts
+  expectExpand(expand(5, 3, dOut.data()),
+               "routes[1, 0] = 8 is neither an expert id in [0, 8) nor -1");
   routes[2] = 1;
   recvCounts[1] = -1;
   expectExpand(expand(5, 3, dOut.data()), "recv_counts[1] = -1 is negative");

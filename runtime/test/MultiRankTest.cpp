@@ -1404,6 +1404,48 @@ void timeoutScenario(const World &w) {
                             absent, " stayed away"));
 }
 
+//===----------------------------------------------------------------------===//
+// mismatch: ranks that call different collectives
+//===----------------------------------------------------------------------===//
+
+void mismatchScenario(const World &w) {
+  // Rank 0 all-reduces while the others exchange, over one group: their
+  // agreements are different collectives on one communicator. Each rank
+  // gets a status (the message MPI truncated, or a timeout) instead of MPI
+  // aborting the job, and only that context is lost.
+  tamoe_rt_options_t options = tamoe_rt_default_options();
+  options.timeout_seconds = 2;
+  MPI_Barrier(MPI_COMM_WORLD);
+  tamoe_rt_context_t *ctx = nullptr;
+  EXPECT_OK(tamoe_rt_init(&options, &ctx), nullptr);
+  int64_t rowBytes = 8;
+  std::vector<int32_t> ones(w.ranks, 1), recvCounts(w.ranks);
+  Bytes send(w.ranks * rowBytes), received(w.ranks * rowBytes);
+  std::vector<float> data(16, 1.0f);
+  auto start = std::chrono::steady_clock::now();
+  tamoe_rt_status_t status =
+      w.me == 0
+          ? tamoe_rt_all_reduce(ctx, TAMOE_RT_GROUP_WORLD, data.data(),
+                                int64_t(data.size()), 0)
+          : tamoe_rt_all_to_all(ctx, TAMOE_RT_GROUP_WORLD, send.data(), w.ranks,
+                                rowBytes, ones.data(), w.ranks, 1,
+                                received.data(), w.ranks, recvCounts.data());
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  EXPECT(status == TAMOE_RT_ERROR_COMMUNICATION ||
+             status == TAMOE_RT_ERROR_TIMEOUT,
+         tamoe_rt_status_name(status), ": ", tamoe_rt_last_error(ctx));
+  EXPECT(seconds < 30, "failed after ", seconds, " s");
+  EXPECT_OK(tamoe_rt_finalize(ctx), nullptr);
+  EXPECT_OK(tamoe_rt_all_to_all(w.ctx, TAMOE_RT_GROUP_WORLD, send.data(),
+                                w.ranks, rowBytes, ones.data(), w.ranks, 1,
+                                received.data(), w.ranks, recvCounts.data()),
+            w.ctx);
+  tester.end("mismatch", "a status on every rank when rank 0 called "
+                         "all_reduce and the others all_to_all");
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -1427,8 +1469,8 @@ int main(int argc, char **argv) {
 
   std::vector<std::string> scenarios(argv + 1, argv + argc);
   if (scenarios.empty())
-    scenarios = {"exchange", "dedup",      "layer",
-                 "errors",   "all_reduce", "timeout"};
+    scenarios = {"exchange",   "dedup",   "layer",   "errors",
+                 "all_reduce", "timeout", "mismatch"};
   for (const std::string &name : scenarios) {
     if (name == "exchange")
       exchangeScenario(w);
@@ -1442,6 +1484,8 @@ int main(int argc, char **argv) {
       allReduceScenario(w);
     else if (name == "timeout")
       timeoutScenario(w);
+    else if (name == "mismatch")
+      mismatchScenario(w);
     else if (name == "async")
       asyncScenario(w);
     else

@@ -1738,10 +1738,14 @@ TEST_F(Runtime, DedupExpandAgainstReference) {
                          std::to_string(rows) +
                          " rows but unique_capacity is " +
                          std::to_string(rows - 1));
-  routes[4] = -2;
-  EXPECT_EQ(expand(rows, expandedRows), TAMOE_RT_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(error(), "tamoe_rt_dedup_expand: routes[1, 1] = -2 is neither an "
-                     "expert id nor -1");
+  // An id that is no expert (of nodes * perNode * perRank) or -1 padding.
+  for (int32_t id : {-2, int32_t(experts), 1000}) {
+    routes[4] = id;
+    EXPECT_EQ(expand(rows, expandedRows), TAMOE_RT_ERROR_INVALID_ARGUMENT);
+    EXPECT_EQ(error(),
+              "tamoe_rt_dedup_expand: routes[1, 1] = " + std::to_string(id) +
+                  " is neither an expert id in [0, 12) nor -1");
+  }
   recvCounts[1] = -3;
   EXPECT_EQ(expand(rows, expandedRows), TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_dedup_expand: recv_counts[1] = -3 is negative");
@@ -2236,6 +2240,51 @@ TEST_F(Runtime, AllToAllOnOneRank) {
             TAMOE_RT_SUCCESS)
       << error();
   EXPECT_EQ(recvZero[0], 0);
+}
+
+/// An output laid over an input would rewrite the ids, positions or counts
+/// the backend reads again after checking them (out-of-range reads and
+/// writes), or inputs not yet read: every such call is refused, in place
+/// maps excepted.
+TEST_F(Runtime, OutputsOverlappingInputsAreRefused) {
+  std::vector<float> buffer(64, 0.0f);
+  float *f = buffer.data();
+  auto *i = reinterpret_cast<int32_t *>(buffer.data());
+  int64_t dropped = 0;
+  auto expect = [&](tamoe_rt_status_t status, const std::string &message) {
+    EXPECT_EQ(status, TAMOE_RT_ERROR_INVALID_ARGUMENT) << message;
+    EXPECT_EQ(error(), message);
+  };
+  expect(tamoe_rt_gate(ctx, f, 2, 4, 2, TAMOE_RT_SCORE_SOFTMAX, 0, 0, 0, i + 1,
+                       f + 32, f + 40),
+         "tamoe_rt_gate: expert_ids and logits overlap");
+  expect(tamoe_rt_dispatch(ctx, f, 4, 4, i + 32, 1, 2, nullptr, -1,
+                           TAMOE_RT_DROP_POSITION, f + 2, 4, i + 40, i + 48,
+                           &dropped),
+         "tamoe_rt_dispatch: dispatched and tokens overlap");
+  expect(tamoe_rt_combine(ctx, TAMOE_RT_F32, f + 32, 2, 2, i, nullptr, 2, 1, f),
+         "tamoe_rt_combine: combined and positions overlap");
+  expect(tamoe_rt_grouped_matmul(ctx, TAMOE_RT_F32, f + 32, 4, 1, i, 2, 1,
+                                 f + 40, 1, f),
+         "tamoe_rt_grouped_matmul: result and counts overlap");
+  expect(tamoe_rt_map(ctx, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, f, f + 32, 4, f + 1),
+         "tamoe_rt_map: out and a overlap");
+  expect(tamoe_rt_gate_grad(ctx, f + 32, i, 2, 4, 1, TAMOE_RT_SCORE_SOFTMAX, 0,
+                            f + 48, nullptr, f),
+         "tamoe_rt_gate_grad: d_logits and expert_ids overlap");
+  expect(tamoe_rt_combine_grad(ctx, TAMOE_RT_F32, nullptr, 2, 2, i, nullptr, 2,
+                               1, f + 32, f, nullptr),
+         "tamoe_rt_combine_grad: d_expert_outputs and positions overlap");
+  expect(tamoe_rt_grouped_matmul_grad(ctx, TAMOE_RT_F32, f + 32, 4, 1, i, 2, 1,
+                                      f + 40, 1, f + 48, f, nullptr),
+         "tamoe_rt_grouped_matmul_grad: d_rows and counts overlap");
+  // In place is an exact alias, which maps take.
+  std::vector<float> a = {1, 2, 3, 4}, b = {1, 1, 1, 1};
+  ASSERT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, a.data(),
+                         b.data(), 4, a.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(a, (std::vector<float>{2, 3, 4, 5}));
 }
 
 TEST_F(Runtime, AllToAllErrorsOnOneRank) {

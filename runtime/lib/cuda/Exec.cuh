@@ -153,7 +153,7 @@ inline std::string expandError(const DeviceStatus &e, int64_t k) {
            num(e.b);
   if (e.kind == kRouteInvalid)
     return entry("routes", e.a, k) + " = " + num(e.b) +
-           " is neither an expert id nor -1";
+           " is neither an expert id in [0, " + num(e.c) + ") nor -1";
   return std::string();
 }
 

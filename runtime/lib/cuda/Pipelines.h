@@ -58,7 +58,7 @@ enum ErrorKind : int32_t {
   kRowsExceedCapacity,      // a = rows, b = capacity
   kNegativeCount,           // a = index, b = count
   kPositionOutOfRange,      // a = assignment, b = position, c = rows
-  kRouteInvalid,            // a = route entry, b = value (below -1)
+  kRouteInvalid,            // a = route entry, b = value, c = experts
   kInputRowsExceedCapacity, // a = rows the counts describe, b = capacity
   kGradientRowsExceed,      // a = rows the routing makes, b = the capacity
                             // of the gradient that holds them
@@ -750,8 +750,8 @@ struct SourceCounts {
 /// key of route entry q = (row, slot): (destination local index, source
 /// node, expert within its rank); the sentinel for -1 padding and rows past
 /// the received ones. values keep the entry, so a stable sort orders equal
-/// keys by arrival. As on the cpu, any expert id >= 0 is taken (the key
-/// stays in range whatever its node); below -1 is an error.
+/// keys by arrival. As on the cpu, an id that is neither one of the
+/// nodes * ranks_per_node * experts_per_rank experts nor -1 is an error.
 struct ExpandKeys {
   const int32_t *routes;
   const int64_t *sourceOffsets; // [nodes + 1]
@@ -769,9 +769,10 @@ struct ExpandKeys {
     if (row >= sourceOffsets[nodes])
       return;
     int32_t expert = routes[q];
-    if (expert < -1) {
+    const int64_t experts = nodes * ranksPerNode * expertsPerRank;
+    if (expert < -1 || expert >= experts) {
       reportError(status, TAMOE_RT_ERROR_INVALID_ARGUMENT, kRouteInvalid, q,
-                  expert, 0);
+                  expert, experts);
       return;
     }
     if (expert < 0)
