@@ -13,7 +13,9 @@
 // rounds where the runtime does:
 //
 //   tamoe-opt moe_layer_bf16.mlir --tamoe-pipeline --tamoe-to-llvm -o layer.llvm.mlir
-//   mpirun -np 8 mlir-runner layer.llvm.mlir -e main -entry-point-result=void \
+//   mkdir -p out
+//   TAMOE_RANKS_PER_NODE=4 TAMOE_RT_OUTPUT_DIR=out \
+//     mpirun -np 8 mlir-runner layer.llvm.mlir -e main -entry-point-result=void \
 //     --shared-libs=libtamoe_rt.so
 #map = affine_map<(d0, d1) -> (d0, d1)>
 #map3 = affine_map<(d0, d1, d2) -> (d0, d1, d2)>

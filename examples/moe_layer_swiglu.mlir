@@ -9,7 +9,9 @@
 // `tamoe-reference --activation=swiglu` checks the outputs:
 //
 //   tamoe-opt moe_layer_swiglu.mlir --tamoe-pipeline --tamoe-to-llvm -o layer.llvm.mlir
-//   mpirun -np 8 mlir-runner layer.llvm.mlir -e main -entry-point-result=void \
+//   mkdir -p out
+//   TAMOE_RANKS_PER_NODE=4 TAMOE_RT_OUTPUT_DIR=out \
+//     mpirun -np 8 mlir-runner layer.llvm.mlir -e main -entry-point-result=void \
 //     --shared-libs=libtamoe_rt.so
 #map = affine_map<(d0, d1) -> (d0, d1)>
 module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 2.000000e+01, down_bandwidth = 2.000000e+01, latency = 1.000000e+00, per_message = 1.000000e+00, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.000000e+00, down_bandwidth = 5.000000e+00, latency = 1.000000e+01, per_message = 1.000000e+01, uplink = shared>], "two nodes of four CPU ranks">} {

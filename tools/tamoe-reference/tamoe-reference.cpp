@@ -491,6 +491,25 @@ int check() {
               "layers >= 1\n";
     return 2;
   }
+  // The reference indexes its arrays with int: each must stay below 2^31
+  // elements (the experts' weights are the largest).
+  auto fitsInt = [](std::initializer_list<int64_t> factors) {
+    int64_t product = 1;
+    for (int64_t factor : factors)
+      if (__builtin_mul_overflow(product, factor, &product))
+        return false;
+    return product <= INT32_MAX;
+  };
+  if (tokens < 1 || hidden < 1 || ffn < 1 || capacity < -1 ||
+      !fitsInt({tokens, hidden}) || !fitsInt({tokens, experts}) ||
+      !fitsInt({experts, hidden, ffn}) ||
+      !fitsInt({ranks, tokens, topK, hidden})) {
+    errs() << "tamoe-reference: need --tokens, --hidden and --ffn >= 1, "
+              "--capacity >= -1, and the layer's arrays below 2^31 elements "
+              "(tokens x hidden, tokens x experts, experts x hidden x ffn, "
+              "the exchanged rows)\n";
+    return 2;
+  }
   if (maxNodes < 0 ||
       (maxNodes > 0 && topK > maxNodes * (experts / (ranks / ranksPerNode)))) {
     errs() << "tamoe-reference: --max-nodes must be >= 0 and leave a token "

@@ -40,8 +40,10 @@ tamoe_rt_context_t *tamoe_rt_program_enter(int32_t host_loops,
 const void *tamoe_rt_program_constant(const void *host, intptr_t bytes);
 
 /* Ends the program when `status` is a failure: prints
- * "tamoe_rt: rank R: <message>" to stderr and aborts every rank (a
- * collective fails on every rank alike, so every rank prints its message). */
+ * "tamoe_rt: rank R: <STATUS>: <message>" to stderr (the status's name, as
+ * tamoe_rt_status_name gives it, then the runtime's last error) and aborts
+ * every rank (a collective fails on every rank alike, so every rank prints
+ * its message). */
 void tamoe_rt_program_check(tamoe_rt_status_t status);
 
 /* This rank in the program context's world. */

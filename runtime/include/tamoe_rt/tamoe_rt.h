@@ -13,6 +13,9 @@
  * - Buffers are host memory on the cpu backend and device memory on the cuda
  *   backend; tamoe_rt_alloc returns memory of the right kind. Every output
  *   buffer has an explicit capacity and is never written past it.
+ * - Outputs overlap neither inputs nor each other ("X and Y overlap"),
+ *   except the exact aliases a function allows (tamoe_rt_map,
+ *   tamoe_rt_add_counts and tamoe_rt_convert in place, c_init = c).
  * - The semantics of each function are those of the tamoe dialect op of the
  *   same name (docs/design.md, docs/Dialects/TAMoEDialect.md).
  *

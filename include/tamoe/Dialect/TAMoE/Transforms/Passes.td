@@ -241,12 +241,13 @@ def TAMoEDifferentiatePass : Pass<"tamoe-differentiate", "mlir::ModuleOp"> {
     - `@f_forward(args) -> (results, saved...)`: `@f`, also returning the
       values its backward reads (results marked `tamoe.saved`, with what
       each one is);
-    - `@f_backward(saved..., d_results) -> (d_args)`: the gradients of the
-      float tensor arguments for the gradients of the float tensor results.
+    - `@f_backward(args, saved..., d_results) -> (d_args)`: the gradients
+      of the float tensor arguments for the gradients of the float tensor
+      results.
 
     Each op of `@f` contributes its vector-Jacobian product through
     `VJPOpInterface`: the tamoe ops, and through external models
-    `linalg.matmul`, elementwise add/sub/mul/neg/relu, sums
+    `linalg.matmul`, elementwise add/sub/mul/neg/relu/silu, sums
     (`linalg.reduce`/`linalg.broadcast`), reshapes, casts and slices of
     `tensor`, and constants. Any other op that a gradient flows through is
     an error naming it. Backward exchanges are ordinary `tamoe.all_to_all`
@@ -322,8 +323,10 @@ def TAMoEConvertToRuntimePass
     runtime of another interface version, and every status through
     `tamoe_rt_program_check`, which ends the program on every rank with the
     runtime's message when a call fails (`runtime/include/tamoe_rt/program.h`).
-    The runtime computes in f32 and takes ids, positions and counts as i32;
-    other element types are rejected with an error. Constant operands (a
+    Rows (tokens, exchanged rows, expert weights and activations, their
+    gradients) may be f32, bf16 or f16; routing (logits, gate weights and
+    probabilities, losses) is f32; ids, positions and counts are i32. Other
+    element types are rejected with an error. Constant operands (a
     dense `arith.constant`, or a contiguous `tensor.extract_slice` of one,
     such as the topology loss's row of weights) are passed through
     `tamoe_rt_program_constant`, which uploads them to the backend once.
@@ -335,10 +338,12 @@ def TAMoEConvertToRuntimePass
     `linalg.matmul` (default maps; a zero `linalg.fill` init is dropped,
     any other init accumulated) -> `tamoe_rt_matmul`; elementwise
     add/sub/mul (`linalg.add`/`sub`/`mul`, `arith.addf`/`subf`/`mulf` on
-    tensors, or a `linalg.generic` of one such op) and relu (a
-    `linalg.generic` of `arith.maximumf(x, 0.0)`) -> `tamoe_rt_map`; a
-    `linalg.generic` of one `arith.extf` or `arith.truncf` ->
-    `tamoe_rt_convert`. Any other op that computes on tensors is an error naming it. Without it, such
+    tensors, or a `linalg.generic` of one such op), relu (a
+    `linalg.generic` of `arith.maximumf(x, 0.0)`), neg, silu, and the
+    gradients of relu and silu as `tamoe-differentiate` writes them ->
+    `tamoe_rt_map`; a `linalg.generic` of one `arith.extf` or
+    `arith.truncf` -> `tamoe_rt_convert`; `linalg.add` of i32 counts (a
+    chunked layer's parts, summed) -> `tamoe_rt_add_counts`. Any other op that computes on tensors is an error naming it. Without it, such
     ops stay for upstream bufferization and become host loops, which the
     runtime refuses to run on the cuda backend.
   }];
@@ -377,7 +382,7 @@ def TAMoEFinalizeDeviceResidentPass
     entry, so a loop does not grow it). Only buffers that are loaded,
     stored, freed or passed to a call where they are allocated move; tensor
     data is never `index` or `i1` in a device-resident program (the runtime
-    takes f32, i32 and i64).
+    takes f32, bf16, f16, i32 and i64).
 
     It then fails on the host copies and loops that bufferization can leave
     behind: a `memref.copy` (for a conflicting in-place write, or a
