@@ -3252,6 +3252,44 @@ void checkGraphs(uint64_t seed) {
               return firstDifference(s.get(negated, n), params,
                                      "an in-place map's output");
             });
+    runCase(
+        "an eager gate after a failed operation" + device,
+        [&]() -> std::string {
+          // The failure stays in the status word until the next
+          // operation begins: gate, which has no frame run, must clear
+          // it too, or its kernel does nothing.
+          Scope s(*engine);
+          const int64_t tokens = 64, k = 2, experts = 8, rowBytes = 32;
+          reference::Random random(seed + 4);
+          float *logits = s.put(random.floats(size_t(tokens * experts)));
+          auto gate = [&](int32_t *ids, float *weights, float *probs) {
+            require(engine->gate(logits, tokens, experts, k, false, false, 0, 0,
+                                 ids, weights, probs),
+                    "gate");
+            require(engine->synchronize(), "synchronize");
+            return std::make_pair(s.get(ids, tokens * k),
+                                  s.get(weights, tokens * k));
+          };
+          auto before =
+              gate(s.make<int32_t>(tokens * k), s.make<float>(tokens * k),
+                   s.make<float>(tokens * experts));
+          std::vector<int32_t> ids(size_t(tokens * k), int32_t(experts));
+          if (engine
+                  ->dispatch(s.raw(tokens * rowBytes), tokens, rowBytes,
+                             s.put(ids), k, experts, nullptr, -1, false,
+                             s.raw(tokens * k * rowBytes), tokens * k,
+                             s.make<int32_t>(experts),
+                             s.make<int32_t>(tokens * k), s.make<int64_t>(1))
+                  .ok())
+            return "the dispatch passed bad expert ids";
+          auto after =
+              gate(s.make<int32_t>(tokens * k), s.make<float>(tokens * k),
+                   s.make<float>(tokens * experts));
+          if (std::string d = firstDifference(after.first, before.first, "ids");
+              !d.empty())
+            return d;
+          return firstDifference(after.second, before.second, "weights");
+        });
     runCase("graph launch reports a count above its slot" + device,
             [&]() -> std::string {
               Scope s(*engine);

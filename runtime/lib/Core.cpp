@@ -489,10 +489,10 @@ Check allToAllArguments(const void *send, intptr_t sendCapacity,
       .notNull(recvCounts, "recv_counts");
   // What is written (received, recv_counts) apart from everything else;
   // the counts are [group size, split] each.
-  const intptr_t sendBytes = sendCapacity * rowBytes,
-                 recvBytes = recvCapacity * rowBytes,
-                 countBytes = groupSize * split * intptr_t(sizeof(int32_t));
-  if (check.status.ok())
+  if (check.status.ok()) {
+    const intptr_t sendBytes = sendCapacity * rowBytes,
+                   recvBytes = recvCapacity * rowBytes,
+                   countBytes = groupSize * split * intptr_t(sizeof(int32_t));
     check.disjoint(send, sendBytes, "send", received, recvBytes, "received")
         .disjoint(sendCounts, countBytes, "send_counts", received, recvBytes,
                   "received")
@@ -502,6 +502,7 @@ Check allToAllArguments(const void *send, intptr_t sendCapacity,
                   "recv_counts")
         .disjoint(received, recvBytes, "received", recvCounts, countBytes,
                   "recv_counts");
+  }
   return check;
 }
 
@@ -1643,11 +1644,16 @@ tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
       .notNull(regrouped_counts, "regrouped_counts");
   if (check.status.ok()) {
     intptr_t countBytes = a * b * inner * intptr_t(sizeof(int32_t));
-    check
-        .disjoint(rows, rows_capacity * row_bytes, "rows", regrouped,
-                  rows_capacity * row_bytes, "regrouped")
+    intptr_t rowBytes = rows_capacity * row_bytes;
+    check.disjoint(rows, rowBytes, "rows", regrouped, rowBytes, "regrouped")
         .disjoint(counts, countBytes, "counts", regrouped_counts, countBytes,
-                  "regrouped_counts");
+                  "regrouped_counts")
+        .disjoint(counts, countBytes, "counts", regrouped, rowBytes,
+                  "regrouped")
+        .disjoint(rows, rowBytes, "rows", regrouped_counts, countBytes,
+                  "regrouped_counts")
+        .disjoint(regrouped, rowBytes, "regrouped", regrouped_counts,
+                  countBytes, "regrouped_counts");
   }
   Status status = check.status;
   if (status.ok())
@@ -1680,7 +1686,9 @@ tamoe_rt_status_t tamoe_rt_chunk(tamoe_rt_context_t *context, const void *rows,
         .disjoint(counts, countBytes, "counts", chunk_rows,
                   chunk_capacity * row_bytes, "chunk_rows")
         .disjoint(chunk_counts, countBytes, "chunk_counts", chunk_rows,
-                  chunk_capacity * row_bytes, "chunk_rows");
+                  chunk_capacity * row_bytes, "chunk_rows")
+        .disjoint(rows, rows_capacity * row_bytes, "rows", chunk_counts,
+                  countBytes, "chunk_counts");
   }
   Status status = check.status;
   if (status.ok())
@@ -2269,6 +2277,14 @@ tamoe_rt_dispatch_dedup(tamoe_rt_context_t *context, const void *tokens,
           .notNull(received, "received", recv_capacity > 0)
           .notNull(recv_counts, "recv_counts")
           .status;
+  if (local.ok())
+    local = Check()
+                .apart({{received, recv_capacity, row_bytes, "received"},
+                        {recv_counts, experts, 4, "recv_counts"}},
+                       {{tokens, num_tokens, row_bytes, "tokens"},
+                        {expert_ids, product(num_tokens, k), 4, "expert_ids"},
+                        {positions, product(num_tokens, k), 4, "positions"}})
+                .status;
   return finish(context, fn,
                 dispatchDedup(context, local, tokens, num_tokens, row_bytes,
                               expert_ids, positions, k, experts, received,

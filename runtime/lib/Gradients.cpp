@@ -229,10 +229,16 @@ tamoe_rt_status_t tamoe_rt_dedup_pack_grad(
       .floats(unique_capacity, hidden, "unique_capacity * hidden")
       .floats(num_tokens, hidden, "num_tokens * hidden")
       .notNull(d_unique, "d_unique", unique_capacity > 0)
-      .notNull(d_tokens, "d_tokens", num_tokens > 0)
-      .disjoint(d_tokens, typedBytes(dtype, num_tokens, hidden), "d_tokens",
-                d_unique, typedBytes(dtype, unique_capacity, hidden),
-                "d_unique");
+      .notNull(d_tokens, "d_tokens", num_tokens > 0);
+  if (check.status.ok()) {
+    intptr_t element = dtypeBytes(raw(dtype)),
+             assignments = product(num_tokens, k);
+    check.apart(
+        {{d_tokens, product(num_tokens, hidden), element, "d_tokens"}},
+        {{d_unique, product(unique_capacity, hidden), element, "d_unique"},
+         {expert_ids, assignments, 4, "expert_ids"},
+         {positions, assignments, 4, "positions"}});
+  }
   Status status = check.status;
   if (status.ok()) {
     F32Staging f32(*context->backend);
@@ -267,10 +273,16 @@ tamoe_rt_status_t tamoe_rt_dedup_expand_grad(
       .floats(expanded_capacity, hidden, "expanded_capacity * hidden")
       .floats(unique_capacity, hidden, "unique_capacity * hidden")
       .notNull(d_expanded, "d_expanded", expanded_capacity > 0)
-      .notNull(d_unique, "d_unique", unique_capacity > 0)
-      .disjoint(d_unique, typedBytes(dtype, unique_capacity, hidden),
-                "d_unique", d_expanded,
-                typedBytes(dtype, expanded_capacity, hidden), "d_expanded");
+      .notNull(d_unique, "d_unique", unique_capacity > 0);
+  if (check.status.ok()) {
+    intptr_t element = dtypeBytes(raw(dtype));
+    check.apart(
+        {{d_unique, product(unique_capacity, hidden), element, "d_unique"}},
+        {{d_expanded, product(expanded_capacity, hidden), element,
+          "d_expanded"},
+         {routes, product(unique_capacity, k), 4, "routes"},
+         {recv_counts, nodes, 4, "recv_counts"}});
+  }
   Status status = check.status;
   if (status.ok()) {
     F32Staging f32(*context->backend);

@@ -2278,6 +2278,19 @@ TEST_F(Runtime, OutputsOverlappingInputsAreRefused) {
   expect(tamoe_rt_grouped_matmul_grad(ctx, TAMOE_RT_F32, f + 32, 4, 1, i, 2, 1,
                                       f + 40, 1, f + 48, f, nullptr),
          "tamoe_rt_grouped_matmul_grad: d_rows and counts overlap");
+  expect(tamoe_rt_regroup(ctx, f + 32, 4, 4, i, 2, 1, 1, f, i + 48),
+         "tamoe_rt_regroup: counts and regrouped overlap");
+  expect(tamoe_rt_chunk(ctx, f, 4, 4, i + 32, 2, 0, 2, f + 40, 4, i + 2),
+         "tamoe_rt_chunk: rows and chunk_counts overlap");
+  expect(tamoe_rt_dedup_pack_grad(ctx, TAMOE_RT_F32, f + 32, 2, 2, i + 48,
+                                  i + 56, 2, 1, 2, 1, f + 55),
+         "tamoe_rt_dedup_pack_grad: d_tokens and positions overlap");
+  expect(tamoe_rt_dedup_expand_grad(ctx, TAMOE_RT_F32, f + 32, 2, 2, i, 2, 1,
+                                    i + 48, 1, 1, 2, f),
+         "tamoe_rt_dedup_expand_grad: d_unique and routes overlap");
+  expect(tamoe_rt_dispatch_dedup(ctx, f, 2, 4, i + 48, i + 56, 1, 2, f + 1, 4,
+                                 i + 40),
+         "tamoe_rt_dispatch_dedup: rank 0: received and tokens overlap");
   // In place is an exact alias, which maps take.
   std::vector<float> a = {1, 2, 3, 4}, b = {1, 1, 1, 1};
   ASSERT_EQ(tamoe_rt_map(ctx, TAMOE_RT_MAP_ADD, TAMOE_RT_F32, a.data(),

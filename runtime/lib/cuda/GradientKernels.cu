@@ -443,6 +443,10 @@ Status CudaBackend::adam(float *params, const float *grads, float *m, float *v,
 }
 
 Status CudaBackend::divide(float *data, int64_t n, float divisor) {
+  // all_reduce's last step, outside a frame: a failure an earlier
+  // operation left in the status word would stop the division.
+  if (Status begun = beginOperation(); !begun.ok())
+    return begun;
   CudaExec x(*this, deviceStatus_);
   x.forEach(n, DivideElement{data, divisor});
   return x.failure();

@@ -457,13 +457,16 @@ Status CudaBackend::gate(const float *logits, intptr_t tokens, intptr_t experts,
       !multiply(cells, 4, cells) || !multiply(picks, 4, picks))
     return invalid("sizes overflow");
   // Its kernel checks nothing, so gate returns once it is queued: the
-  // frame without run().
+  // frame without run(). It still begins an operation: eagerly, a failure
+  // an earlier operation left in the status word would stop its kernel.
   Frame frame(*this, {{logits, cells, "logits"},
                       {probs, cells, "probs"},
                       {expertIds, picks, "expert_ids"},
                       {weights, picks, "weights"}});
   if (!frame.ok())
     return frame.status();
+  if (Status begun = beginOperation(); !begun.ok())
+    return begun;
 
   GateParams params{logits,
                     tokens,
