@@ -50,6 +50,11 @@ def read(path):
     return rows
 
 
+def tamoe_keys(data, op):
+    """The keys of tamoe's rows of `op`, by shape."""
+    return sorted(key for key in data if key[0] == "tamoe" and key[1] == op)
+
+
 def fmt(value, digits=1):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -133,8 +138,7 @@ def main():
             "",
         ]
 
-    steps = sorted(key for key in data
-                   if key[0] == "tamoe" and key[1] == "layer_step")
+    steps = tamoe_keys(data, "layer_step")
     if steps:
         lines += ["A bf16 layer step (router GEMM, gate, dispatch with a "
                   "capacity of 1.25, the one-rank exchanges, the experts' "
@@ -153,8 +157,7 @@ def main():
                          f"{fmt(ratio, 2)} |")
         lines.append("")
 
-    stages = sorted(key for key in data
-                    if key[0] == "tamoe" and key[1] == "expert_stage")
+    stages = tamoe_keys(data, "expert_stage")
     if stages:
         lines += ["The expert stage in bf16 (f32 sums), rows spread over the "
                   "experts at random; the cuBLAS rows are the two GEMMs "

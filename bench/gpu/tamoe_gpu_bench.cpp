@@ -2945,6 +2945,17 @@ void checkDispatchDedup(int64_t tokens, int64_t k, int64_t expertsPerRank,
 /// The buffers of a one-rank bf16 layer step: the router's GEMM, the gate,
 /// a dispatch with a capacity, the exchange to this rank, the experts
 /// (GEMM, relu, GEMM), the exchange back and the combine.
+/// n bf16 values drawn uniformly from [-scale, scale] on the engine.
+uint16_t *randomBf16(Scope &s, reference::Random &random, int64_t n,
+                     float scale) {
+  uint16_t *out = s.make<uint16_t>(n);
+  require(s.engine().convert(TAMOE_RT_F32,
+                             s.put(random.floats(size_t(n), -scale, scale)),
+                             TAMOE_RT_BF16, out, n),
+          "convert");
+  return out;
+}
+
 struct LayerStep {
   int64_t tokens, hidden, experts, k, ffn, capacity;
   uint16_t *input, *router, *w1, *w2;
@@ -2958,14 +2969,8 @@ struct LayerStep {
       : tokens(tokens), hidden(hidden), experts(experts), k(k), ffn(ffn),
         // 1.25 times the even share, as a capacity factor of 1.25 gives.
         capacity((tokens * k / experts) * 5 / 4) {
-    Engine &e = s.engine();
     auto bf16 = [&](int64_t n, float scale) {
-      uint16_t *out = s.make<uint16_t>(n);
-      require(e.convert(TAMOE_RT_F32,
-                        s.put(random.floats(size_t(n), -scale, scale)),
-                        TAMOE_RT_BF16, out, n),
-              "convert");
-      return out;
+      return randomBf16(s, random, n, scale);
     };
     input = bf16(tokens * hidden, 1.0f);
     router = bf16(hidden * experts, 1.0f);
@@ -3874,12 +3879,7 @@ void benchExpertStage(Engine &engine, CsvWriter &csv, int64_t tokens,
   for (int64_t r = 0; r < rows; ++r)
     ++counts[size_t(random.integer(0, experts - 1))];
   auto bf16 = [&](int64_t n, float scale) {
-    uint16_t *out = s.make<uint16_t>(n);
-    require(engine.convert(TAMOE_RT_F32,
-                           s.put(random.floats(size_t(n), -scale, scale)),
-                           TAMOE_RT_BF16, out, n),
-            "convert");
-    return out;
+    return randomBf16(s, random, n, scale);
   };
   uint16_t *x = bf16(rows * hidden, 1.0f);
   uint16_t *w1 = bf16(experts * hidden * ffn, 1.0f / std::sqrt(float(hidden)));

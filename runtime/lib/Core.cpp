@@ -487,21 +487,13 @@ Check allToAllArguments(const void *send, intptr_t sendCapacity,
       .notNull(sendCounts, "send_counts")
       .notNull(received, "received", recvCapacity > 0)
       .notNull(recvCounts, "recv_counts");
-  // What is written (received, recv_counts) apart from everything else;
-  // the counts are [group size, split] each.
+  // The counts are [group size, split] each.
   if (check.status.ok()) {
-    const intptr_t sendBytes = sendCapacity * rowBytes,
-                   recvBytes = recvCapacity * rowBytes,
-                   countBytes = groupSize * split * intptr_t(sizeof(int32_t));
-    check.disjoint(send, sendBytes, "send", received, recvBytes, "received")
-        .disjoint(sendCounts, countBytes, "send_counts", received, recvBytes,
-                  "received")
-        .disjoint(send, sendBytes, "send", recvCounts, countBytes,
-                  "recv_counts")
-        .disjoint(sendCounts, countBytes, "send_counts", recvCounts, countBytes,
-                  "recv_counts")
-        .disjoint(received, recvBytes, "received", recvCounts, countBytes,
-                  "recv_counts");
+    intptr_t countCells = groupSize * split;
+    check.apart({{received, recvCapacity, rowBytes, "received"},
+                 {recvCounts, countCells, 4, "recv_counts"}},
+                {{send, sendCapacity, rowBytes, "send"},
+                 {sendCounts, countCells, 4, "send_counts"}});
   }
   return check;
 }
@@ -1643,17 +1635,11 @@ tamoe_rt_status_t tamoe_rt_regroup(tamoe_rt_context_t *context,
       .notNull(regrouped, "regrouped", rows_capacity > 0)
       .notNull(regrouped_counts, "regrouped_counts");
   if (check.status.ok()) {
-    intptr_t countBytes = a * b * inner * intptr_t(sizeof(int32_t));
-    intptr_t rowBytes = rows_capacity * row_bytes;
-    check.disjoint(rows, rowBytes, "rows", regrouped, rowBytes, "regrouped")
-        .disjoint(counts, countBytes, "counts", regrouped_counts, countBytes,
-                  "regrouped_counts")
-        .disjoint(counts, countBytes, "counts", regrouped, rowBytes,
-                  "regrouped")
-        .disjoint(rows, rowBytes, "rows", regrouped_counts, countBytes,
-                  "regrouped_counts")
-        .disjoint(regrouped, rowBytes, "regrouped", regrouped_counts,
-                  countBytes, "regrouped_counts");
+    intptr_t countCells = a * b * inner;
+    check.apart({{regrouped, rows_capacity, row_bytes, "regrouped"},
+                 {regrouped_counts, countCells, 4, "regrouped_counts"}},
+                {{rows, rows_capacity, row_bytes, "rows"},
+                 {counts, countCells, 4, "counts"}});
   }
   Status status = check.status;
   if (status.ok())

@@ -1209,11 +1209,11 @@ TEST_F(Runtime, RegroupErrors) {
   EXPECT_EQ(tamoe_rt_regroup(ctx, rows.data(), 10, 4, counts.data(), 2, 3, 1,
                              rows.data() + 4, out.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(error(), "tamoe_rt_regroup: rows and regrouped overlap");
+  EXPECT_EQ(error(), "tamoe_rt_regroup: regrouped and rows overlap");
   EXPECT_EQ(tamoe_rt_regroup(ctx, rows.data(), 10, 4, counts.data(), 2, 3, 1,
                              regrouped.data(), counts.data()),
             TAMOE_RT_ERROR_INVALID_ARGUMENT);
-  EXPECT_EQ(error(), "tamoe_rt_regroup: counts and regrouped_counts overlap");
+  EXPECT_EQ(error(), "tamoe_rt_regroup: regrouped_counts and counts overlap");
 }
 
 //===----------------------------------------------------------------------===//
@@ -2279,7 +2279,7 @@ TEST_F(Runtime, OutputsOverlappingInputsAreRefused) {
                                       f + 40, 1, f + 48, f, nullptr),
          "tamoe_rt_grouped_matmul_grad: d_rows and counts overlap");
   expect(tamoe_rt_regroup(ctx, f + 32, 4, 4, i, 2, 1, 1, f, i + 48),
-         "tamoe_rt_regroup: counts and regrouped overlap");
+         "tamoe_rt_regroup: regrouped and counts overlap");
   expect(tamoe_rt_chunk(ctx, f, 4, 4, i + 32, 2, 0, 2, f + 40, 4, i + 2),
          "tamoe_rt_chunk: rows and chunk_counts overlap");
   expect(tamoe_rt_dedup_pack_grad(ctx, TAMOE_RT_F32, f + 32, 2, 2, i + 48,
@@ -2365,7 +2365,7 @@ TEST_F(Runtime, AllToAllErrorsOnOneRank) {
     expect(exchange(send.data(), 10, 8, counts.data(), 2, send.data() + 8, 10,
                     recvCounts.data()),
            TAMOE_RT_ERROR_INVALID_ARGUMENT,
-           "rank 0: send and received overlap");
+           "rank 0: received and send overlap");
     // What is written overlaps nothing else: the counts in a row buffer
     // (send_counts valid there, so that only the overlap is wrong).
     auto *countsInSend = reinterpret_cast<int32_t *>(send.data());
@@ -2374,15 +2374,15 @@ TEST_F(Runtime, AllToAllErrorsOnOneRank) {
     expect(exchange(send.data(), 10, 8, countsInReceived, 2, received.data(),
                     10, recvCounts.data()),
            TAMOE_RT_ERROR_INVALID_ARGUMENT,
-           "rank 0: send_counts and received overlap");
+           "rank 0: received and send_counts overlap");
     expect(exchange(send.data(), 10, 8, counts.data(), 2, received.data(), 10,
                     countsInSend),
            TAMOE_RT_ERROR_INVALID_ARGUMENT,
-           "rank 0: send and recv_counts overlap");
+           "rank 0: recv_counts and send overlap");
     expect(exchange(send.data(), 10, 8, counts.data(), 2, received.data(), 10,
                     counts.data()),
            TAMOE_RT_ERROR_INVALID_ARGUMENT,
-           "rank 0: send_counts and recv_counts overlap");
+           "rank 0: recv_counts and send_counts overlap");
     expect(exchange(send.data(), 10, 8, counts.data(), 2, received.data(), 10,
                     countsInReceived),
            TAMOE_RT_ERROR_INVALID_ARGUMENT,
