@@ -122,7 +122,8 @@ def main():
         compute, _, comm = lanes(intervals)
         span = (max(i[4] for i in intervals) - min(i[3] for i in intervals))
         hidden = intersection(compute, comm)
-        share = f"{100 * hidden / length(comm):.0f}%" if comm else "-"
+        share = (f"{100 * hidden / length(comm):.0f}%" if length(comm) > 0
+                 else "-")
         print(f"| {rank} | {span / 1000:.2f} | {length(compute) / 1000:.2f} | "
               f"{length(comm) / 1000:.2f} | {hidden / 1000:.2f} | {share} |")
     first = min(ranks)

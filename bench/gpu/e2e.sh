@@ -76,6 +76,10 @@ die() { echo "e2e.sh: $*" >&2; exit 1; }
 
 # --prebuilt and --check take the shapes the layer was compiled with.
 if [[ "$MODE" == prebuilt || "$MODE" == check ]]; then
+  # A copy of the working tree may not keep the executable bit.
+  if [[ -f "$DIR/layer" && ! -x "$DIR/layer" ]]; then
+    chmod u+x "$DIR/layer" 2>/dev/null || true
+  fi
   [[ -x "$DIR/layer" && -f "$DIR/e2e.env" && -f "$DIR/node.json" ]] ||
     die "$DIR is not what --compile-only writes (layer, e2e.env, node.json)"
   while IFS='=' read -r key value; do
@@ -240,10 +244,12 @@ run() {
       > "$WORK/$backend.log" 2>&1 ||
     { cat "$WORK/$backend.log" >&2; die "the $backend run failed"; }
   # Rank 0's table; the launcher may put another rank's unfinished line
-  # in front of its heading, so the heading is found anywhere in a line and
-  # only the table's own lines are kept.
-  sed -n '/tamoe_rt profile, rank 0 of/,$p' "$WORK/$backend.log" |
-    grep '^|' > "$WORK/$backend.profile.md" || true
+  # in front of its heading, so the heading is found anywhere in a line,
+  # and the table ends at its first line that is not a row (other ranks'
+  # tables follow).
+  awk '/tamoe_rt profile, rank 0 of/ { on = 1; next }
+       on && /^\|/ { print; next }
+       on { exit }' "$WORK/$backend.log" > "$WORK/$backend.profile.md" || true
 }
 # The layer's main under mlir-runner: its arguments but the program.
 JIT=(-e main -entry-point-result=i32 --shared-libs="$RTDIR/libtamoe_rt.so")

