@@ -9,13 +9,14 @@
 #          run.sh --quick (build, every check, the operation timings and the
 #          layer step eager against its graph), then each layer of DIR
 #          (e2e.sh --prebuilt, next to PyTorch) while BUDGET seconds (420)
-#          last: run.sh may take half of it, no layer starts past it, and
-#          each step is stopped (timeout) where it would run past BUDGET +
-#          120 s, so a hang leaves the results so far. The device returns at
-#          most 8 files of 16 MiB (64 MiB in all), so $OUT gets two kinds:
-#          summary.md (run.sh's report and each layer's table) and
-#          session.tgz.NN, everything (runtime/, <name>/) as one archive in
-#          15 MiB pieces, packed on any exit; fails if a step failed
+#          last: run.sh may take half of it and a minute, no layer starts
+#          past it, and each step is stopped (timeout) where it would run
+#          past BUDGET + 120 s, so a hang leaves the results so far. The
+#          device returns at most 8 files of 16 MiB (64 MiB in all), so $OUT
+#          gets two kinds: summary.md (run.sh's report and each layer's
+#          table) and session.tgz.NN, everything (runtime/, <name>/) as one
+#          archive in 15 MiB pieces, packed on any exit; fails if a step
+#          failed
 #   here:  bash bench/gpu/session.sh --check DIR RESULTS
 #          unpacks RESULTS/session.tgz.* (what --run returns; RESULTS may
 #          also be an unpacked folder), then e2e.sh --check for each layer
