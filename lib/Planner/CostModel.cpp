@@ -62,6 +62,10 @@ int64_t tamoe::planner::ranksAtDistance(const Topology &topology, int level) {
   return subtreeRanks(topology, level) - subtreeRanks(topology, level - 1);
 }
 
+int64_t tamoe::planner::ranksAtShare(const Topology &topology, size_t share) {
+  return ranksAtDistance(topology, int(share) - 1);
+}
+
 double Pattern::at(const Topology &topology, int64_t i, int64_t j) const {
   return shares[topology.lowestCommonLevel(i, j) + 1];
 }
@@ -69,8 +73,7 @@ double Pattern::at(const Topology &topology, int64_t i, int64_t j) const {
 double Pattern::rowSum(const Topology &topology) const {
   double sum = 0;
   for (auto [index, share] : enumerate(shares))
-    sum +=
-        share * static_cast<double>(ranksAtDistance(topology, int(index) - 1));
+    sum += share * static_cast<double>(ranksAtShare(topology, index));
   return sum;
 }
 

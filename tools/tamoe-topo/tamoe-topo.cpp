@@ -378,7 +378,7 @@ static void writeSVG(ToolOutputFile &file, const topo::Topology &topology,
   // its share (no cell shows it) must not stretch the scale.
   double lo = INFINITY, hi = 0;
   for (auto [distance, share] : enumerate(plan.pattern.shares))
-    if (share > 0 && ranksAtDistance(topology, int(distance) - 1) > 0) {
+    if (share > 0 && ranksAtShare(topology, distance) > 0) {
       lo = std::min(lo, share);
       hi = std::max(hi, share);
     }
@@ -470,7 +470,7 @@ static int plan(const topo::Topology &topology, const Workload &workload,
     outs() << formatv("{0,-14}", stringifyPolicy(policy));
     for (auto [index, share] : enumerate(p.pattern.shares)) {
       // A level of fanout 1 adds no destination: its share goes nowhere.
-      if (ranksAtDistance(topology, int(index) - 1) == 0)
+      if (ranksAtShare(topology, index) == 0)
         outs() << formatv("{0,10}", "-");
       else
         // A space of its own: a value wider than the column stays apart.
@@ -864,7 +864,7 @@ static Expected<Pattern> patternFromLevelFractions(const topo::Topology &topolog
           inconvertibleErrorCode(),
           formatv("--level-fractions: fraction {0} must be in [0, 1], got {1}",
                   index, format("%g", fraction)));
-    int64_t destinations = ranksAtDistance(topology, int(index) - 1);
+    int64_t destinations = ranksAtShare(topology, index);
     if (destinations == 0 && fraction > 0)
       return createStringError(
           inconvertibleErrorCode(),

@@ -69,6 +69,10 @@ struct Pattern {
 /// (-1: the rank itself).
 int64_t ranksAtDistance(const Topology &topology, int level);
 
+/// The same by a pattern's share index: 0 the rank itself, l + 1 level l.
+/// 0 where level l has fanout 1, whose share goes nowhere.
+int64_t ranksAtShare(const Topology &topology, size_t share);
+
 /// Checks that a pattern fits the topology: one share per distance, shares
 /// in [0, 1], rows summing to 1.
 llvm::Error verify(const Topology &topology, const Pattern &pattern);

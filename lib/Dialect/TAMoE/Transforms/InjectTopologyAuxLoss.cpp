@@ -34,13 +34,6 @@ private:
 };
 } // namespace
 
-/// Whether any rank is at `distance` from a rank (0: itself, l + 1: lowest
-/// common ancestor at level l): none where level l has fanout 1, and then
-/// no expert takes that distance's share or weight.
-static bool hasRanks(const topo::Topology &tree, size_t distance) {
-  return ::tamoe::planner::ranksAtDistance(tree, int(distance) - 1) > 0;
-}
-
 /// The weight of an expert on a rank at each distance, w = 1 / (E q) with
 /// q = share / (experts per rank): index 0 for this rank's own experts,
 /// l + 1 for a rank whose lowest common ancestor with it is at level l; 0
@@ -51,7 +44,7 @@ static SmallVector<double> weightsByDistance(const topo::Topology &tree,
   int64_t ranks = tree.numRanks();
   SmallVector<double> weights;
   for (auto [distance, share] : llvm::enumerate(shares))
-    weights.push_back(hasRanks(tree, distance)
+    weights.push_back(::tamoe::planner::ranksAtShare(tree, distance) > 0
                           ? double(experts / ranks) / (double(experts) * share)
                           : 0.0);
   return weights;
@@ -156,7 +149,9 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
            << "the plan does not fit topology '" << tree.name << "' and "
            << experts << " experts (run tamoe-plan-dispatch)";
   if (llvm::any_of(llvm::enumerate(shares), [&](auto entry) {
-        return entry.value() == 0 && hasRanks(tree, entry.index());
+        // A distance without ranks (fanout 1) may have no share.
+        return entry.value() == 0 &&
+               ::tamoe::planner::ranksAtShare(tree, entry.index()) > 0;
       }))
     return dispatch.emitError()
            << "the plan gives some ranks no share; the topology loss weighs "
