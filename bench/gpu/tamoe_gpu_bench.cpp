@@ -3684,36 +3684,48 @@ void gemmBf16(cublasHandle_t blas, int64_t m, int64_t n, int64_t k,
             "cublasGemmEx");
 }
 
+/// The rows of an expert in a grouped layout: rows [row, row + rows) take
+/// the weights of `expert`.
+struct ExpertRows {
+  int64_t expert, row, rows;
+};
+
+/// The experts that have rows, in order, from their counts.
+std::vector<ExpertRows> expertRows(const std::vector<int32_t> &counts) {
+  std::vector<ExpertRows> groups;
+  int64_t row = 0;
+  for (size_t e = 0; e < counts.size(); row += counts[e++])
+    if (counts[e] > 0)
+      groups.push_back({int64_t(e), row, counts[e]});
+  return groups;
+}
+
 /// One cublasGemmGroupedBatchedEx: group g multiplies expert g's rows by its
 /// weights (row-major, as gemmBf16), each group one problem of its own size.
 /// Empty groups are left out. The pointer arrays live on the device.
 class GroupedGemm {
 public:
-  GroupedGemm(Scope &s, const std::vector<int32_t> &counts, int64_t in,
+  GroupedGemm(Scope &s, const std::vector<ExpertRows> &groups, int64_t in,
               int64_t out, const uint16_t *rows, const uint16_t *weights,
               uint16_t *result) {
     std::vector<const void *> a, b;
     std::vector<void *> c;
-    int64_t row = 0;
-    for (size_t e = 0; e < counts.size(); row += counts[e++]) {
-      if (counts[e] == 0)
-        continue;
+    for (const ExpertRows &g : groups) {
       // Column-major: c_g^T [out x rows] = w_e^T [out x in] rows_g^T.
       m_.push_back(int(out));
-      n_.push_back(counts[e]);
+      n_.push_back(int(g.rows));
       k_.push_back(int(in));
       lda_.push_back(int(out));
       ldb_.push_back(int(in));
       ldc_.push_back(int(out));
-      a.push_back(weights + int64_t(e) * in * out);
-      b.push_back(rows + row * in);
-      c.push_back(result + row * out);
+      a.push_back(weights + g.expert * in * out);
+      b.push_back(rows + g.row * in);
+      c.push_back(result + g.row * out);
     }
-    size_t groups = m_.size();
-    ops_.assign(groups, CUBLAS_OP_N);
-    alpha_.assign(groups, 1.0f);
-    beta_.assign(groups, 0.0f);
-    sizes_.assign(groups, 1);
+    ops_.assign(groups.size(), CUBLAS_OP_N);
+    alpha_.assign(groups.size(), 1.0f);
+    beta_.assign(groups.size(), 0.0f);
+    sizes_.assign(groups.size(), 1);
     a_ = s.put(a);
     b_ = s.put(b);
     c_ = s.put(c);
@@ -3905,16 +3917,15 @@ void benchExpertStage(Engine &engine, CsvWriter &csv, int64_t tokens,
                                      y),
             "grouped_matmul");
   };
+  const std::vector<ExpertRows> groups = expertRows(counts);
   auto perExpert = [&](const uint16_t *in, int64_t inFeatures,
                        const uint16_t *weights, int64_t outFeatures,
                        uint16_t *out) {
-    int64_t row = 0;
-    for (size_t e = 0; e < counts.size(); row += counts[e++])
-      if (counts[e] > 0)
-        gemmBf16(blas.handle, counts[e], outFeatures, inFeatures,
-                 in + row * inFeatures,
-                 weights + int64_t(e) * inFeatures * outFeatures,
-                 out + row * outFeatures);
+    for (const ExpertRows &g : groups)
+      gemmBf16(blas.handle, g.rows, outFeatures, inFeatures,
+               in + g.row * inFeatures,
+               weights + g.expert * inFeatures * outFeatures,
+               out + g.row * outFeatures);
   };
   auto loop = [&] {
     perExpert(x, hidden, w1, ffn, actBlas);
@@ -3935,11 +3946,9 @@ void benchExpertStage(Engine &engine, CsvWriter &csv, int64_t tokens,
   LtReluGemm lt;
   std::printf("cuBLASLt relu epilogue: %s\n", ltReluOfNaN(s, lt).c_str());
   auto ltFirst = [&](uint16_t *out) {
-    int64_t row = 0;
-    for (size_t e = 0; e < counts.size(); row += counts[e++])
-      if (counts[e] > 0)
-        lt.run(counts[e], ffn, hidden, x + row * hidden,
-               w1 + int64_t(e) * hidden * ffn, out + row * ffn);
+    for (const ExpertRows &g : groups)
+      lt.run(g.rows, ffn, hidden, x + g.row * hidden,
+             w1 + g.expert * hidden * ffn, out + g.row * ffn);
   };
   ltFirst(act);
   for (uint16_t &bits : firstGemm)
@@ -3954,8 +3963,8 @@ void benchExpertStage(Engine &engine, CsvWriter &csv, int64_t tokens,
   csv.row("cublas_loop", "expert_stage", tokens, hidden, experts, k,
           medianMicros(loop, warmup, iterations), 0, flops);
 
-  GroupedGemm first(s, counts, hidden, ffn, x, w1, actBlas);
-  GroupedGemm second(s, counts, ffn, hidden, actBlas, w2, yBlas);
+  GroupedGemm first(s, groups, hidden, ffn, x, w1, actBlas);
+  GroupedGemm second(s, groups, ffn, hidden, actBlas, w2, yBlas);
   if (cublasStatus_t status = first.run(blas.handle);
       status == CUBLAS_STATUS_SUCCESS) {
     uint16_t *loopAct = s.make<uint16_t>(rows * ffn);
