@@ -1173,7 +1173,8 @@ TEST_F(Runtime, RegroupAgainstReference) {
       count = int32_t(random.integer(0, 4));
     counts[0] = 0;
     int64_t rows = std::accumulate(counts.begin(), counts.end(), int64_t(0));
-    Bytes data = random.bytes(rows * rowBytes);
+    // Both buffers hold the capacity (rows + 2) that the call states.
+    Bytes data = random.bytes((rows + 2) * rowBytes);
     Bytes out((rows + 2) * rowBytes, 0xCD);
     std::vector<int32_t> outCounts(counts.size(), -1);
     ASSERT_EQ(tamoe_rt_regroup(ctx, data.data(), rows + 2, rowBytes,
