@@ -336,7 +336,8 @@ Status finaliseMpiIfLast() {
 // The cuda backend's library
 //===----------------------------------------------------------------------===//
 
-Status loadCudaBackend(Launcher &launcher, std::unique_ptr<Backend> &backend) {
+/// Finds the cuda backend's library and its entry point (no collectives).
+Status findCudaBackend(decltype(&tamoe_rt_create_cuda_backend) &create) {
   auto unavailable = [](std::string message) {
     return Status::error(TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
                          str("cuda backend: ", message));
@@ -382,16 +383,30 @@ Status loadCudaBackend(Launcher &launcher, std::unique_ptr<Backend> &backend) {
                            TAMOE_RT_BACKEND_ABI,
                            "): rebuild libtamoe_rt.so and "
                            "libtamoe_rt_cuda.so from one tree"));
-  auto create = reinterpret_cast<decltype(&tamoe_rt_create_cuda_backend)>(
+  create = reinterpret_cast<decltype(&tamoe_rt_create_cuda_backend)>(
       dlsym(library, "tamoe_rt_create_cuda_backend"));
   if (!create)
     return unavailable(str(path, " has no tamoe_rt_create_cuda_backend"));
+  return Status::success();
+}
+
+Status loadCudaBackend(Launcher &launcher, std::unique_ptr<Backend> &backend) {
+  decltype(&tamoe_rt_create_cuda_backend) create = nullptr;
+  Status local = findCudaBackend(create);
+  // Every rank runs the library's collectives or none does: a rank that
+  // cannot load it would answer the library's first agreement with init's
+  // last, then leave, and the others would report that it left, not why.
+  Status agreed = launcher.agree(TAMOE_RT_GROUP_WORLD, local);
+  if (!agreed.ok())
+    return local.ok() ? agreed : local;
   Status error;
   Backend *created = create(&launcher, &error);
   if (!created)
-    return unavailable(error.message.empty() ? "the library returned no "
-                                               "backend"
-                                             : error.message);
+    return Status::error(
+        TAMOE_RT_ERROR_BACKEND_UNAVAILABLE,
+        str("cuda backend: ", error.message.empty()
+                                  ? "the library returned no backend"
+                                  : error.message));
   backend.reset(created);
   return Status::success();
 }

@@ -428,15 +428,24 @@ private:
     return complete;
   }
 
-  /// Accepts what the listener has queued (poll said it has).
+  /// Accepts what the listener has queued (poll said it has). A connection
+  /// accepted here is read (readPending) before it can be dropped to make
+  /// room: a rank whose hello waits in the queue behind a flood of silent
+  /// connections must not be closed unread. The rest wait in the queue.
   void acceptQueued() {
     uint32_t ip = 0;
+    // The oldest pending connection was accepted in this call: unread.
+    size_t accepted = 0;
+    auto oldestUnread = [&] { return accepted >= pending.size(); };
     while (true) {
+      if (pending.size() >= cap && oldestUnread())
+        return;
       int fd = acceptFrom(listener, ip);
       if (fd >= 0) {
         if (pending.size() >= cap)
           dropOldest(str("closed with ", cap, " others waiting"));
         pending.push_back({fd, ip, "", Clock::now()});
+        ++accepted;
         continue;
       }
       if (errno == EINTR || errno == ECONNABORTED)
@@ -448,7 +457,8 @@ private:
       acceptError = errnoText();
       bool outOfDescriptors = errno == EMFILE || errno == ENFILE;
       pollfd queued{listener, POLLIN, 0};
-      if (outOfDescriptors && !pending.empty() && ::poll(&queued, 1, 0) > 0)
+      if (outOfDescriptors && !pending.empty() && !oldestUnread() &&
+          ::poll(&queued, 1, 0) > 0)
         dropOldest("closed to make room: this process is out of file "
                    "descriptors");
       else // nothing to close, or another failure: do not spin on it
@@ -797,7 +807,7 @@ Status TcpLauncher::create(Status local, int64_t ranksPerNode,
   std::string fatal;
   if (nonEmptyEnv("WORLD_SIZE"))
     fatal = readInteger("WORLD_SIZE", 1, 1 << 24, self->worldSize,
-                        "a positive integer");
+                        "a positive integer up to 16777216");
   if (fatal.empty() && self->worldSize > 1)
     fatal = readInteger(
         "RANK", 0, self->worldSize - 1, self->worldRank,

@@ -427,7 +427,11 @@ TEST(TcpLauncher, BadVariables) {
                       "WORLD_SIZE, MASTER_ADDR and MASTER_PORT";
   EXPECT_EQ(attempt({{"WORLD_SIZE", "two"}}),
             "TAMOE_RT_ERROR_INVALID_ARGUMENT: WORLD_SIZE='two' is not a "
-            "positive integer");
+            "positive integer up to 16777216");
+  // A positive integer, but more ranks than the launcher takes.
+  EXPECT_EQ(attempt({{"WORLD_SIZE", "16777217"}}),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: WORLD_SIZE='16777217' is not a "
+            "positive integer up to 16777216");
   EXPECT_EQ(attempt({{"WORLD_SIZE", "4"}}),
             "TAMOE_RT_ERROR_INVALID_ARGUMENT: RANK" + needs);
   EXPECT_EQ(attempt({{"WORLD_SIZE", "4"}, {"RANK", "4"}}),
@@ -615,6 +619,50 @@ TEST(TcpLauncher, SilentConnectionsDoNotKeepRanksOut) {
                 "127.0.0.1: sent 0 of 20 bytes of its hello in 5 s)"),
             std::string::npos)
       << outcomes.at(0).text;
+}
+
+TEST(TcpLauncher, ARankQueuedBehindSilentConnectionsIsRead) {
+  // Rank 0 is stopped (descheduled) while rank 1's connection and its whole
+  // hello, then 200 silent connections, queue at its listener. Running
+  // again, it accepts more than WORLD_SIZE + 64 at once: it must read rank
+  // 1's hello before closing the oldest to make room (it closed rank 1
+  // unread, which then failed, and rank 0 timed out waiting for it).
+  int port = freePort();
+  int pids[2];
+  ASSERT_EQ(pipe2(pids, O_CLOEXEC), 0);
+  std::string table;
+  std::thread peers([&] {
+    pid_t pid = 0;
+    ASSERT_EQ(read(pids[0], &pid, sizeof pid), ssize_t(sizeof pid));
+    int probe = connectToPort(rendezvousPort(port)); // rank 0 listens
+    ASSERT_GE(probe, 0);
+    kill(pid, SIGSTOP);
+    int fd = connectToPort(rendezvousPort(port));
+    sendBytes(fd, tcp::encodeHello(1, 2, 9));
+    std::vector<int> silent;
+    for (int i = 0; i < 200; ++i)
+      silent.push_back(connectToPort(rendezvousPort(port)));
+    kill(pid, SIGCONT);
+    table = receiveAll(fd, 10, tcp::kHeaderBytes + 4);
+    for (int s : silent)
+      close(s);
+    close(probe);
+    close(fd);
+  });
+  std::vector<Outcome> outcomes =
+      runRanks({0}, 2, 2, port, [&](int, std::string &text) {
+        pid_t self = getpid();
+        (void)!write(pids[1], &self, sizeof self);
+        std::unique_ptr<TcpLauncher> launcher;
+        text = describe(create(launcher, 3));
+        return 0;
+      });
+  peers.join();
+  close(pids[0]);
+  close(pids[1]);
+  ASSERT_GE(table.size(), tcp::kHeaderBytes + 4)
+      << "rank 1 got no table; rank 0: " << outcomes.at(0).text;
+  EXPECT_EQ(table.substr(tcp::kHeaderBytes, 4), u32(TAMOE_RT_SUCCESS));
 }
 
 TEST(TcpLauncher, RankZeroAtItsDescriptorLimitKeepsItsRanks) {
@@ -843,6 +891,31 @@ TEST(TcpLauncher, InitOverTcpFailsEveryRankAlike) {
     EXPECT_EQ(outcome.text,
               "TAMOE_RT_ERROR_BACKEND_UNAVAILABLE: tamoe_rt_init: rank 0: "
               "cuda backend: no GPU: fake device for the tests (2 ranks)");
+
+  // Rank 0 cannot load the library; rank 1's agrees on its device first,
+  // as the real one does: rank 1 hears rank 0's reason, not that rank 0
+  // left (rank 0's agreement on init's outcome met the library's).
+  port = freePort();
+  outcomes = runRanks({0, 1}, 2, 1, port, [](int rank, std::string &text) {
+    setenv("TAMOE_RT_CUDA_LIBRARY",
+           rank == 0 ? "/nonexistent/libtamoe_rt_cuda.so"
+                     : TAMOE_RT_FAKE_CUDA_AGREES,
+           1);
+    tamoe_rt_options_t options = tamoe_rt_default_options();
+    options.backend = TAMOE_RT_BACKEND_CUDA;
+    options.timeout_seconds = 10;
+    tamoe_rt_context_t *context = nullptr;
+    tamoe_rt_status_t status = tamoe_rt_init(&options, &context);
+    text = std::string(tamoe_rt_status_name(status)) + ": " +
+           tamoe_rt_last_error(nullptr);
+    return 0;
+  });
+  ASSERT_EQ(outcomes.size(), 2u);
+  for (const Outcome &outcome : outcomes)
+    EXPECT_EQ(outcome.text,
+              "TAMOE_RT_ERROR_BACKEND_UNAVAILABLE: tamoe_rt_init: rank 0: "
+              "cuda backend: libtamoe_rt_cuda.so not found (built without "
+              "CUDA?): no /nonexistent/libtamoe_rt_cuda.so");
 
   clearLaunchEnvironment();
   setenv("TAMOE_RT_LAUNCHER", "carrier-pigeon", 1);
