@@ -108,9 +108,9 @@ struct GenericVJP
   LogicalResult buildVJP(Operation *op, OpBuilder &b,
                          VJPContext &context) const {
     auto generic = cast<linalg::GenericOp>(op);
-    Value d = context.cotangent(op->getResult(0));
-    if (!d)
-      return success();
+    // Matched before looking at result 0's gradient: the pass calls a rule
+    // when any result has one, and a generic of several results (whose
+    // result 0 may have none) has no rule.
     std::optional<Elementwise> match = matchElementwise(generic);
     if (!match)
       return op->emitOpError()
@@ -118,6 +118,9 @@ struct GenericVJP
                 "that is one elementwise add, sub, mul, neg, relu "
                 "(max(x, 0)) or silu (x / (1 + exp(-x))) on operands of one "
                 "shape";
+    Value d = context.cotangent(op->getResult(0));
+    if (!d)
+      return success();
     return addElementwiseVJP(b, op->getLoc(), context, match->kind, match->a,
                              match->b, op->getResult(0), d);
   }

@@ -78,9 +78,7 @@ static bool isZeros(Value value) {
   return fill && matchPattern(fill.getInputs()[0], m_AnyZeroFloat());
 }
 
-/// Erases `op` if nothing reads it, then the zero fills (and their empties)
-/// it read that nothing else reads.
-static void eraseIfDead(Operation *op) {
+void mlir::tamoe::eraseDeadUnchunk(Operation *op) {
   if (!op || !op->use_empty())
     return;
   SmallVector<Value> operands(op->getOperands());
@@ -112,9 +110,6 @@ Value mlir::tamoe::mergeDisjointUnchunks(OpBuilder &builder, Value a,
     else
       return {};
   }
-  Value merged = UnchunkOp::create(builder, y.getLoc(), y.getType(), parts,
-                                   y.getCounts());
-  eraseIfDead(x);
-  eraseIfDead(y);
-  return merged;
+  return UnchunkOp::create(builder, y.getLoc(), y.getType(), parts,
+                           y.getCounts());
 }

@@ -141,12 +141,33 @@ public:
     if (gradient.getType() != value.getType())
       gradient = tensor::CastOp::create(builder, loc, value.getType(), gradient);
     Value &sum = cotangents[value];
-    if (!sum)
+    if (!sum) {
       sum = gradient;
-    else if (Value merged = mergeDisjointUnchunks(builder, sum, gradient))
+    } else if (Value merged = mergeDisjointUnchunks(builder, sum, gradient)) {
+      // The two may still be another value's gradient (a rule adds one
+      // gradient to several operands): erased at the end if dead.
+      for (Value part : {sum, gradient})
+        if (!llvm::is_contained(mergedUnchunks, part.getDefiningOp()))
+          mergedUnchunks.push_back(part.getDefiningOp());
       sum = merged;
-    else
+    } else {
       sum = buildElementwise(builder, loc, ElementwiseKind::Add, sum, gradient);
+    }
+  }
+
+  /// Erases the unchunks that merges replaced and nothing reads any more
+  /// (one may be a part of another), once the backward is built.
+  void eraseMergedUnchunks() {
+    for (bool erased = true; erased;) {
+      erased = false;
+      for (Operation *&op : mergedUnchunks)
+        if (op && op->use_empty()) {
+          eraseDeadUnchunk(op);
+          op = nullptr;
+          erased = true;
+        }
+    }
+    mergedUnchunks.clear();
   }
 
   OpBuilder builder;
@@ -182,6 +203,8 @@ private:
   DenseMap<Value, Value> mapped;
   DenseMap<Value, Value> cotangents;
   DenseMap<Operation *, bool> rebuildable;
+  /// Unchunks that mergeDisjointUnchunks replaced in a sum.
+  SmallVector<Operation *> mergedUnchunks;
 };
 
 struct DifferentiatePass
@@ -383,6 +406,7 @@ DifferentiatePass::differentiate(func::FuncOp function) {
     gradients.push_back(gradient);
   }
   func::ReturnOp::create(reverse.builder, ret.getLoc(), gradients);
+  reverse.eraseMergedUnchunks();
   backward.setType(builder.getFunctionType(backwardBody->getArgumentTypes(),
                                            gradientTypes));
 

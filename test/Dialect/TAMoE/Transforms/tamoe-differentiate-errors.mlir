@@ -120,6 +120,27 @@ func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
 
 // -----
 
+// A generic of two results, of which only the second is used: no rule
+// (rather than a zero gradient, result 0 having none).
+#map = affine_map<(d0) -> (d0)>
+func.func @f(%x: tensor<4xf32>, %y: tensor<4xf32>) -> tensor<4xf32> {
+  %e = tensor.empty() : tensor<4xf32>
+  // expected-error @+1 {{'linalg.generic' op has no gradient rule: tamoe differentiates a linalg.generic that is one elementwise add}}
+  %r:2 = linalg.generic {indexing_maps = [#map, #map, #map, #map], iterator_types = ["parallel"]} ins(%x, %y : tensor<4xf32>, tensor<4xf32>) outs(%e, %e : tensor<4xf32>, tensor<4xf32>) {
+  ^bb0(%a: f32, %b: f32, %o0: f32, %o1: f32):
+    %s = arith.addf %a, %b : f32
+    %m = arith.mulf %a, %b : f32
+    linalg.yield %s, %m : f32, f32
+  } -> (tensor<4xf32>, tensor<4xf32>)
+  return %r#1 : tensor<4xf32>
+}
+func.func @g(%x: tensor<4xf32>, %y: tensor<4xf32>, %d: tensor<4xf32>) {
+  %r, %dx, %dy = tamoe.vjp @f(%x, %y) cotangents(%d) : (tensor<4xf32>, tensor<4xf32>), (tensor<4xf32>) -> (tensor<4xf32>), (tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
 // Second derivatives: relu's gradient is not differentiated.
 #map = affine_map<(d0) -> (d0)>
 func.func @f(%x: tensor<4xf32>, %dy: tensor<4xf32>) -> tensor<4xf32> {

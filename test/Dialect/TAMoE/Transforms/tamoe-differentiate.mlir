@@ -332,3 +332,50 @@ func.func @use_silu(%x: tensor<4x8xf32>, %d: tensor<4x8xf32>) {
   %r, %dx = tamoe.vjp @silu(%x) cotangents(%d) : (tensor<4x8xf32>), (tensor<4x8xf32>) -> (tensor<4x8xf32>), (tensor<4x8xf32>)
   return
 }
+
+// -----
+
+// Fan-out of chunk gradients: %a's gradient from its own chunk and the one
+// through the add merge into one unchunk, while %b keeps the add's (one
+// gradient given to two operands: the merge must not erase it).
+// CHECK-LABEL: func.func @chunk_fanout_backward
+// CHECK-SAME: %[[COUNTS:[^:]*]]: tensor<8xi32>, %[[D0:[^:]*]]: tensor<16x8xf32>, %[[D1:[^:]*]]: tensor<16x8xf32>)
+// CHECK: %[[ZEROS:.*]] = linalg.fill
+// CHECK: %[[DB:.*]] = tamoe.unchunk %[[D0]], %[[ZEROS]] counts %[[COUNTS]]
+// CHECK-NOT: tamoe.unchunk
+// CHECK: %[[DA:.*]] = tamoe.unchunk %[[D0]], %[[D1]] counts %[[COUNTS]]
+// CHECK-NOT: tamoe.unchunk
+// CHECK: return %[[DA]], %[[DB]]
+func.func @chunk_fanout(%a: tensor<32x8xf32>, %b: tensor<32x8xf32>, %counts: tensor<8xi32>) -> (tensor<16x8xf32>, tensor<16x8xf32>) {
+  %p1, %c1 = tamoe.chunk %a, %counts chunk 1 of 2 : tensor<32x8xf32>, tensor<8xi32> -> tensor<16x8xf32>
+  %rows = arith.addf %a, %b : tensor<32x8xf32>
+  %p0, %c0 = tamoe.chunk %rows, %counts chunk 0 of 2 : tensor<32x8xf32>, tensor<8xi32> -> tensor<16x8xf32>
+  return %p0, %p1 : tensor<16x8xf32>, tensor<16x8xf32>
+}
+func.func @use_chunk_fanout(%a: tensor<32x8xf32>, %b: tensor<32x8xf32>, %counts: tensor<8xi32>, %d0: tensor<16x8xf32>, %d1: tensor<16x8xf32>) {
+  %p0, %p1, %da, %db = tamoe.vjp @chunk_fanout(%a, %b, %counts) cotangents(%d0, %d1) : (tensor<32x8xf32>, tensor<32x8xf32>, tensor<8xi32>), (tensor<16x8xf32>, tensor<16x8xf32>) -> (tensor<16x8xf32>, tensor<16x8xf32>), (tensor<32x8xf32>, tensor<32x8xf32>)
+  return
+}
+
+// -----
+
+// The same with the chunks in the other order: %a's gradient is first the
+// add's, which %b also holds when %a's own chunk's merges into it.
+// CHECK-LABEL: func.func @chunk_fanout_after_backward
+// CHECK-SAME: %[[COUNTS:[^:]*]]: tensor<8xi32>, %[[D0:[^:]*]]: tensor<16x8xf32>, %[[D1:[^:]*]]: tensor<16x8xf32>)
+// CHECK: %[[ZEROS:.*]] = linalg.fill
+// CHECK: %[[DB:.*]] = tamoe.unchunk %[[D0]], %[[ZEROS]] counts %[[COUNTS]]
+// CHECK-NOT: tamoe.unchunk
+// CHECK: %[[DA:.*]] = tamoe.unchunk %[[D0]], %[[D1]] counts %[[COUNTS]]
+// CHECK-NOT: tamoe.unchunk
+// CHECK: return %[[DA]], %[[DB]]
+func.func @chunk_fanout_after(%a: tensor<32x8xf32>, %b: tensor<32x8xf32>, %counts: tensor<8xi32>) -> (tensor<16x8xf32>, tensor<16x8xf32>) {
+  %rows = arith.addf %a, %b : tensor<32x8xf32>
+  %p0, %c0 = tamoe.chunk %rows, %counts chunk 0 of 2 : tensor<32x8xf32>, tensor<8xi32> -> tensor<16x8xf32>
+  %p1, %c1 = tamoe.chunk %a, %counts chunk 1 of 2 : tensor<32x8xf32>, tensor<8xi32> -> tensor<16x8xf32>
+  return %p0, %p1 : tensor<16x8xf32>, tensor<16x8xf32>
+}
+func.func @use_chunk_fanout_after(%a: tensor<32x8xf32>, %b: tensor<32x8xf32>, %counts: tensor<8xi32>, %d0: tensor<16x8xf32>, %d1: tensor<16x8xf32>) {
+  %p0, %p1, %da, %db = tamoe.vjp @chunk_fanout_after(%a, %b, %counts) cotangents(%d0, %d1) : (tensor<32x8xf32>, tensor<32x8xf32>, tensor<8xi32>), (tensor<16x8xf32>, tensor<16x8xf32>) -> (tensor<16x8xf32>, tensor<16x8xf32>), (tensor<32x8xf32>, tensor<32x8xf32>)
+  return
+}

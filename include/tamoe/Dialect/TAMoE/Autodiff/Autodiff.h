@@ -79,10 +79,16 @@ Value buildZerosLike(OpBuilder &builder, Location loc, Value like);
 
 /// The sum of two tamoe.unchunk results of the same counts whose parts are,
 /// index by index, zeros (buildZeros) on one side at least: one unchunk of
-/// the other sides' parts, the two (and zeros nothing else reads) erased.
-/// Null when they are not such a pair. How the gradients of a whole's
-/// chunks add up without C full-size additions.
+/// the other sides' parts. Null when they are not such a pair. How the
+/// gradients of a whole's chunks add up without C full-size additions. The
+/// two are left in place: the caller may still hold them (a rule adds one
+/// gradient to several operands), and erases them with eraseDeadUnchunk
+/// once it does not.
 Value mergeDisjointUnchunks(OpBuilder &builder, Value a, Value b);
+
+/// Erases the tamoe.unchunk `op` if nothing reads it, then the zero fills
+/// (and their empties) it read that nothing else reads.
+void eraseDeadUnchunk(Operation *op);
 
 } // namespace mlir::tamoe
 
