@@ -69,12 +69,13 @@ LogicalResult mlir::tamoe::buildLowering(OpPassManager &pm,
       (llvm::Twine("convert-tamoe-to-runtime{device-resident=") +
        (device ? "true" : "false") +
        " static-capacity=" + (options.staticCapacity ? "true" : "false") +
-       "},convert-elementwise-to-linalg,one-shot-bufferize{bufferize-function-boundaries "
+       "},convert-elementwise-to-linalg,one-shot-bufferize{bufferize-function-"
+       "boundaries "
        "function-boundary-type-conversion=identity-layout-map "
        "allow-return-allocs-from-loops},"
        "buffer-deallocation-pipeline,convert-bufferization-to-memref," +
        (device ? "tamoe-finalize-device-resident," : "") +
-       "convert-linalg-to-loops,lower-affine,expand-strided-metadata,"
+       "convert-linalg-to-loops,expand-strided-metadata,lower-affine,"
        "convert-scf-to-cf,finalize-memref-to-llvm{use-generic-functions},"
        "convert-to-llvm,reconcile-unrealized-casts,tamoe-check-lowered")
           .str();
