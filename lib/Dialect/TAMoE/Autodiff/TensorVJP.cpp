@@ -8,6 +8,7 @@
 #include "tamoe/Dialect/TAMoE/Autodiff/Autodiff.h"
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
 using namespace mlir;
@@ -64,10 +65,31 @@ struct CollapseShapeVJP
                                                    primalSource, dim)
                                  .getResult())
               : OpFoldResult(b.getIndexAttr(type.getDimSize(dim))));
-    context.addCotangent(source, tensor::ExpandShapeOp::create(
-                                     b, op->getLoc(), type, d,
-                                     collapse.getReassociationIndices(),
-                                     sizes));
+    // MLIR 22's expand-strided-metadata crashes on an expand_shape whose
+    // group has two dynamic sizes or more (batch x sequence flattened into
+    // rows): such a gradient is a tensor.reshape to the sizes instead.
+    bool twoDynamicInAGroup = llvm::any_of(
+        collapse.getReassociationIndices(), [&](ReassociationIndices group) {
+          return llvm::count_if(group, [&](int64_t dim) {
+                   return type.isDynamicDim(dim);
+                 }) > 1;
+        });
+    if (!twoDynamicInAGroup) {
+      context.addCotangent(source,
+                           tensor::ExpandShapeOp::create(
+                               b, op->getLoc(), type, d,
+                               collapse.getReassociationIndices(), sizes));
+      return success();
+    }
+    SmallVector<Value> shape;
+    for (auto [dim, size] : llvm::enumerate(sizes))
+      shape.push_back(type.isDynamicDim(dim)
+                          ? cast<Value>(size)
+                          : arith::ConstantIndexOp::create(
+                                b, op->getLoc(), type.getDimSize(dim)));
+    Value shapeTensor = tensor::FromElementsOp::create(b, op->getLoc(), shape);
+    context.addCotangent(source, tensor::ReshapeOp::create(
+                                     b, op->getLoc(), type, d, shapeTensor));
     return success();
   }
 };
