@@ -3,10 +3,12 @@
 // Several processes on this machine, forked with torchrun's variables, meet
 // through TcpLauncher: the collectives over every group, a rank that exits
 // or never starts (the others fail with a message, in bounded time), bad
-// variables, and a peer (played by the test) that sends malformed,
-// truncated or oversized messages at the rendezvous and afterwards. Last,
-// tamoe_rt_init itself over TCP: every rank fails alike, with the cpu
-// backend (which needs MPI) and with a cuda backend that finds no GPU.
+// variables, and a peer (played by the test, as rank 0 or as another rank)
+// that sends malformed, truncated or oversized messages at the rendezvous
+// and afterwards, says the wrong things in its hello, vanishes, or leaves a
+// collective or the mesh of connections unfinished. Last, tamoe_rt_init
+// itself over TCP: every rank fails alike, with the cpu backend (which
+// needs MPI) and with a cuda backend that finds no GPU.
 //
 //===----------------------------------------------------------------------===//
 
@@ -19,6 +21,7 @@
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -225,11 +228,28 @@ std::string u32(uint32_t value) {
   return out;
 }
 
-/// Rank 0 of a world of two creating its launcher, while the test plays
-/// rank 1 with `peer` (given the connected socket); rank 0's outcome.
+std::string u64(uint64_t value) {
+  return u32(uint32_t(value)) + u32(uint32_t(value >> 32));
+}
+
+/// What a rank does with its launcher once created: the outcome's status.
+using Then = std::function<Status(TcpLauncher &)>;
+
+/// Creates a launcher, then runs `then` on it if given; the status.
+std::string createThen(double timeout, const Then &then) {
+  std::unique_ptr<TcpLauncher> launcher;
+  Status status = create(launcher, timeout);
+  if (status.ok() && then)
+    status = then(*launcher);
+  return describe(status);
+}
+
+/// Rank 0 of a world of two creating its launcher (with MASTER_PORT=`port`)
+/// and running `then`, while the test plays rank 1 with `peer` (given the
+/// connected socket); rank 0's outcome.
 Outcome rankZeroAgainst(const std::function<void(int)> &peer,
-                        double timeout = 3) {
-  int port = freePort();
+                        double timeout = 3, int port = freePort(),
+                        const Then &then = {}) {
   std::thread fake([&] {
     int fd = connectToPort(rendezvousPort(port));
     ASSERT_GE(fd, 0);
@@ -238,12 +258,64 @@ Outcome rankZeroAgainst(const std::function<void(int)> &peer,
   });
   std::vector<Outcome> outcomes =
       runRanks({0}, 2, 2, port, [&](int, std::string &text) {
-        std::unique_ptr<TcpLauncher> launcher;
-        text = describe(create(launcher, timeout));
+        text = createThen(timeout, then);
         return 0;
       });
   fake.join();
   return outcomes.at(0);
+}
+
+/// Rank `rank` of a world of `world` (one node) creating its launcher and
+/// running `then`, while the test plays rank 0 with `peer` (given the
+/// accepted socket, once the rank's hello is read, and the port the hello
+/// says the rank listens on); the rank's outcome.
+Outcome againstFakeRankZero(int rank, int world, int port,
+                            const std::function<void(int, int)> &peer,
+                            double timeout = 2, const Then &then = {}) {
+  int listener = bindTo(rendezvousPort(port));
+  EXPECT_GE(listener, 0);
+  EXPECT_EQ(listen(listener, 4), 0);
+  std::thread fake([&] {
+    // Bounded: a rank that never connects fails the test, not hangs it.
+    pollfd waiting{listener, POLLIN, 0};
+    ASSERT_EQ(poll(&waiting, 1, 20000), 1) << "the rank did not connect";
+    int fd = accept(listener, nullptr, nullptr);
+    ASSERT_GE(fd, 0);
+    std::string hello = receiveAll(fd, 10, tcp::kHelloBytes);
+    if (hello.size() == tcp::kHelloBytes) {
+      int listens = 0;
+      for (int i = 3; i >= 0; --i)
+        listens = listens << 8 | uint8_t(hello[16 + i]);
+      peer(fd, listens);
+    }
+    EXPECT_EQ(hello.size(), tcp::kHelloBytes) << "no hello from the rank";
+    close(fd);
+  });
+  std::vector<Outcome> outcomes =
+      runRanks({rank}, world, world, port, [&](int, std::string &text) {
+        text = createThen(timeout, then);
+        return 0;
+      });
+  fake.join();
+  close(listener);
+  return outcomes.at(0);
+}
+
+/// The table of a rendezvous that succeeded (session 1): each rank's
+/// (ip, port), the ips in network order.
+std::string tableOf(const std::vector<std::pair<uint32_t, uint32_t>> &ranks) {
+  std::string payload = u32(TAMOE_RT_SUCCESS) + u32(0) + u64(1);
+  for (auto [ip, port] : ranks)
+    payload += u32(ip) + u32(port);
+  return tcp::encodeFrame(tcp::kTable << 8, payload);
+}
+
+/// The agreement TcpLauncher::create makes in a world of two on one node
+/// (2 ranks per node, backend kind 1), as a peer that agrees sends it.
+std::string createsAgreement() {
+  return tcp::encodeFrame(tcp::kAgree << 8 | TAMOE_RT_GROUP_WORLD,
+                          u32(TAMOE_RT_SUCCESS) + u32(2) + u64(2) + u64(1) +
+                              u32(0));
 }
 
 /// The valid start of rank 1: its hello, then rank 0's table read.
@@ -831,6 +903,308 @@ TEST(TcpLauncher, MalformedMessagesAfterTheRendezvous) {
       "TAMOE_RT_ERROR_MISMATCH: " + agreement.substr(0, agreement.size() - 7) +
           "rank 1 sent a malformed agreement (28 bytes, 2 values where "
           "2 were expected)");
+}
+
+TEST(TcpLauncher, HellosNoRankCanHaveFailTheRendezvous) {
+  // A rank that says it listens on no port cannot be reached by the others.
+  for (uint32_t listens : {0u, 70000u}) {
+    SCOPED_TRACE(listens);
+    int port = freePort();
+    std::string answer;
+    Outcome outcome = rankZeroAgainst(
+        [&](int fd) {
+          sendBytes(fd, tcp::encodeHello(1, 2, listens));
+          answer = receiveAll(fd, 10); // until rank 0 closes
+        },
+        10, port);
+    std::string failure =
+        "rendezvous at 127.0.0.1:" + std::to_string(rendezvousPort(port)) +
+        " (MASTER_PORT + 1): rank 1 listens on port " +
+        std::to_string(listens) + ", which is not a port";
+    EXPECT_EQ(outcome.text, "TAMOE_RT_ERROR_MISMATCH: " + failure);
+    EXPECT_EQ(answer.substr(tcp::kHeaderBytes, 4),
+              u32(TAMOE_RT_ERROR_MISMATCH));
+    EXPECT_NE(answer.find(failure), std::string::npos);
+  }
+
+  // Two processes of a world of three say they are rank 1: both hear why.
+  int port = freePort();
+  std::string first, second;
+  std::thread peers([&] {
+    int a = connectToPort(rendezvousPort(port));
+    int b = connectToPort(rendezvousPort(port));
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    sendBytes(a, tcp::encodeHello(1, 3, 9));
+    sendBytes(b, tcp::encodeHello(1, 3, 10));
+    first = receiveAll(a, 10);
+    second = receiveAll(b, 10);
+    close(a);
+    close(b);
+  });
+  std::vector<Outcome> outcomes =
+      runRanks({0}, 3, 3, port, [](int, std::string &text) {
+        text = createThen(10, {});
+        return 0;
+      });
+  peers.join();
+  std::string failure =
+      "rendezvous at 127.0.0.1:" + std::to_string(rendezvousPort(port)) +
+      " (MASTER_PORT + 1): two processes say RANK=1 (at "
+      "127.0.0.1 and 127.0.0.1)";
+  EXPECT_EQ(outcomes.at(0).text, "TAMOE_RT_ERROR_MISMATCH: " + failure);
+  for (const std::string &answer : {first, second}) {
+    EXPECT_EQ(answer.substr(tcp::kHeaderBytes, 4),
+              u32(TAMOE_RT_ERROR_MISMATCH));
+    EXPECT_NE(answer.find(failure), std::string::npos);
+  }
+}
+
+TEST(TcpLauncher, ARankThatVanishesBeforeItsTableFailsTheRendezvous) {
+  // Rank 1 of 3 says hello and resets its connection; rank 2 joins after:
+  // rank 0 cannot send rank 1 the table, and tells rank 2 so.
+  int port = freePort();
+  std::string answer;
+  std::thread peers([&] {
+    int one = connectToPort(rendezvousPort(port));
+    ASSERT_GE(one, 0);
+    sendBytes(one, tcp::encodeHello(1, 3, 9));
+    // The hello stays readable after the reset; the connection does not.
+    linger reset{1, 0};
+    setsockopt(one, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    close(one);
+    int two = connectToPort(rendezvousPort(port));
+    ASSERT_GE(two, 0);
+    sendBytes(two, tcp::encodeHello(2, 3, 9));
+    answer = receiveAll(two, 10);
+    close(two);
+  });
+  std::vector<Outcome> outcomes =
+      runRanks({0}, 3, 3, port, [](int, std::string &text) {
+        text = createThen(10, {});
+        return 0;
+      });
+  peers.join();
+  // The errno's text is the kernel's (a reset, or a broken pipe).
+  std::string failure =
+      "rendezvous at 127.0.0.1:" + std::to_string(rendezvousPort(port)) +
+      " (MASTER_PORT + 1): sending rank 1 the table "
+      "failed: the connection is closed (";
+  const std::string &text = outcomes.at(0).text;
+  EXPECT_EQ(text.rfind("TAMOE_RT_ERROR_COMMUNICATION: " + failure, 0), 0u)
+      << text;
+  EXPECT_EQ(text.back(), ')') << text;
+  EXPECT_EQ(answer.substr(tcp::kHeaderBytes, 4),
+            u32(TAMOE_RT_ERROR_COMMUNICATION));
+  EXPECT_NE(answer.find(failure), std::string::npos);
+}
+
+TEST(TcpLauncher, AnUnresolvableMasterAddrIsNamed) {
+  // Not a host name (a space): refused by the resolver without a lookup on
+  // the network. The reason is the resolver's.
+  const char *host = "not a host";
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo *found = nullptr;
+  int rc = getaddrinfo(host, nullptr, &hints, &found);
+  ASSERT_NE(rc, 0);
+  std::vector<Outcome> outcomes =
+      runRanks({1}, 2, 2, freePort(), [host](int, std::string &text) {
+        setenv("MASTER_ADDR", host, 1);
+        text = createThen(1, {});
+        return 0;
+      });
+  EXPECT_EQ(outcomes.at(0).text,
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: MASTER_ADDR='not a host' does "
+            "not resolve to an IPv4 address: " +
+                std::string(gai_strerror(rc)));
+}
+
+TEST(TcpLauncher, ATableThatIsNotOneFailsTheRank) {
+  // The test plays rank 0 (or whatever listens on its port) and answers
+  // rank 1's hello with something else than a table. A fresh port each
+  // time, which the messages call PORT.
+  auto answer = [](const std::string &bytes) {
+    int port = freePort();
+    std::string text = againstFakeRankZero(
+                           1, 2, port,
+                           [&](int fd, int) {
+                             sendBytes(fd, bytes);
+                             receiveAll(fd, 10); // until rank 1 closes
+                           },
+                           10)
+                           .text;
+    std::string where = "127.0.0.1:" + std::to_string(rendezvousPort(port));
+    if (size_t at = text.find(where); at != std::string::npos)
+      text.replace(at, where.size(), "127.0.0.1:PORT");
+    return text;
+  };
+  std::string failure = "TAMOE_RT_ERROR_COMMUNICATION: rendezvous at "
+                        "127.0.0.1:PORT (MASTER_PORT + 1): ";
+  // Another server on the port: an ssh daemon's greeting.
+  EXPECT_EQ(answer("SSH-2.0-OpenSSH_9.2\r\n"),
+            failure + "no table from rank 0: it is not a tamoe message "
+                      "(magic 0x2d485353)");
+  EXPECT_EQ(answer(tcp::encodeFrame(tcp::kJoin << 8, u32(1) + u64(1))),
+            failure + "no table from rank 0: it is message 512 where 256 "
+                      "was expected");
+  // Larger than any table of a world of two: refused before it is read.
+  // Status, message length, message, session, then (ip, port) per rank.
+  size_t bound = 4 + 4 + tcp::kMaxMessageBytes + 8 + 2 * 8;
+  EXPECT_EQ(answer(u32(tcp::kMagic) + u32(tcp::kTable << 8) + u32(0xffffffffu)),
+            failure +
+                "no table from rank 0: it announces 4294967295 bytes "
+                "where at most " +
+                std::to_string(bound) + " were expected");
+  // Well framed, but rank 1 would listen on no port; or a byte too many.
+  uint32_t loopback = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(answer(tableOf({{loopback, 1}, {loopback, 70000}})),
+            failure + "rank 0 sent a malformed table (32 bytes)");
+  std::string table = tableOf({{loopback, 1}, {loopback, 9}});
+  table.replace(8, 4, u32(33));
+  EXPECT_EQ(answer(table + "x"),
+            failure + "rank 0 sent a malformed table (33 bytes)");
+}
+
+TEST(TcpLauncher, TheMeshNamesTheRankThatIsNotThere) {
+  // The test plays rank 0 of 3 and lists rank 1 at a port where nothing
+  // listens (bound, so that nothing else takes it): rank 2 tries until its
+  // timeout, then names rank 1 and the last error.
+  int port = freePort();
+  int closed = bindTo(0);
+  ASSERT_GE(closed, 0);
+  uint32_t loopback = htonl(INADDR_LOOPBACK);
+  Outcome outcome = againstFakeRankZero(
+      2, 3, port,
+      [&](int fd, int listens) {
+        sendBytes(fd, tableOf({{loopback, 1},
+                               {loopback, uint32_t(portOf(closed))},
+                               {loopback, uint32_t(listens)}}));
+        receiveAll(fd, 10); // until rank 2 closes
+      },
+      3);
+  EXPECT_EQ(outcome.text,
+            "TAMOE_RT_ERROR_COMMUNICATION: could not connect to rank 1 at "
+            "127.0.0.1:" +
+                std::to_string(portOf(closed)) + ": Connection refused");
+  close(closed);
+
+  // Rank 1 waits for rank 2, which never comes; a connection with a join
+  // of another session (an earlier job's rank 2) is closed and named.
+  outcome = againstFakeRankZero(
+      1, 3, freePort(),
+      [&](int fd, int listens) {
+        sendBytes(fd, tableOf({{loopback, 1},
+                               {loopback, uint32_t(listens)},
+                               {loopback, 1}}));
+        int stale = connectToPort(listens);
+        ASSERT_GE(stale, 0);
+        sendBytes(stale, tcp::encodeFrame(tcp::kJoin << 8, u32(2) + u64(2)));
+        receiveAll(fd, 10); // until rank 1 closes
+        close(stale);
+      },
+      3);
+  EXPECT_EQ(outcome.text,
+            "TAMOE_RT_ERROR_TIMEOUT: rank(s) 2 did not connect to rank 1 "
+            "within 3 s; closed 1 connection(s) that did not join (first "
+            "127.0.0.1: not a join of a higher rank of this session)");
+}
+
+TEST(TcpLauncher, ACollectiveAPeerDoesNotJoinTimesOut) {
+  // Rank 1 (the test) joins and then says nothing: rank 0's agreement in
+  // create hears no message.
+  Outcome outcome = rankZeroAgainst(
+      [](int fd) {
+        joinAsRankOne(fd);
+        receiveAll(fd, 10); // until rank 0 closes
+      },
+      2);
+  EXPECT_EQ(outcome.text,
+            "TAMOE_RT_ERROR_TIMEOUT: the agreement on arguments and status "
+            "over the world group did not complete within 2 s: no message "
+            "from rank 1 (a peer died or did not call it)");
+
+  // Rank 1 agrees, then reads nothing while rank 0 broadcasts more than
+  // the sockets' buffers hold: rank 0 cannot send it all. Rank 1 stays
+  // connected until rank 0 has given up (a byte on `done`).
+  int done[2];
+  ASSERT_EQ(pipe2(done, O_CLOEXEC), 0);
+  outcome = rankZeroAgainst(
+      [&](int fd) {
+        // A small window: whatever the machine's buffer sizes, 64 MiB
+        // cannot all be in flight.
+        int small = 4096;
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        joinAsRankOne(fd);
+        sendBytes(fd, createsAgreement());
+        pollfd waiting{done[0], POLLIN, 0};
+        poll(&waiting, 1, 20000);
+      },
+      2, freePort(),
+      [&](TcpLauncher &launcher) {
+        std::string bytes(64 << 20, 'x');
+        Status status = launcher.broadcast(TAMOE_RT_GROUP_WORLD, bytes.data(),
+                                           bytes.size());
+        (void)!write(done[1], "", 1);
+        return status;
+      });
+  close(done[0]);
+  close(done[1]);
+  EXPECT_EQ(outcome.text,
+            "TAMOE_RT_ERROR_TIMEOUT: a broadcast over the world group did not "
+            "complete within 2 s: could not send to rank 1 (a peer died or "
+            "did not call it)");
+}
+
+TEST(TcpLauncher, AMessageOfAnotherSizeIsRefused) {
+  // The test plays rank 1 and sends rank 0 half its counts.
+  Outcome outcome = rankZeroAgainst(
+      [](int fd) {
+        joinAsRankOne(fd);
+        sendBytes(fd, createsAgreement());
+        sendBytes(fd, tcp::encodeFrame(tcp::kAllToAll << 8,
+                                       std::string("\x01\x00", 2)));
+        receiveAll(fd, 10); // until rank 0 closes
+      },
+      10, freePort(),
+      [](TcpLauncher &launcher) {
+        std::vector<int32_t> recv;
+        return launcher.allToAllInts(TAMOE_RT_GROUP_WORLD, {7, 8}, 1, recv,
+                                     "counts");
+      });
+  EXPECT_EQ(outcome.text, "TAMOE_RT_ERROR_MISMATCH: counts: rank 1 sent 2 "
+                          "bytes, this rank expected 4");
+
+  // The test plays rank 0 and broadcasts 2 bytes where rank 1 expects 4.
+  uint32_t loopback = htonl(INADDR_LOOPBACK);
+  outcome = againstFakeRankZero(
+      1, 2, freePort(),
+      [&](int fd, int listens) {
+        sendBytes(fd, tableOf({{loopback, 1}, {loopback, uint32_t(listens)}}));
+        sendBytes(fd, createsAgreement());
+        sendBytes(fd, tcp::encodeFrame(tcp::kBroadcast << 8, "ab"));
+        receiveAll(fd, 10); // until rank 1 closes
+      },
+      10,
+      [](TcpLauncher &launcher) {
+        int32_t value = 0;
+        return launcher.broadcast(TAMOE_RT_GROUP_WORLD, &value, sizeof value);
+      });
+  EXPECT_EQ(outcome.text,
+            "TAMOE_RT_ERROR_MISMATCH: a broadcast over the world group: rank 0 "
+            "sent 2 bytes, this rank expected 4");
+}
+
+TEST(TcpLauncher, ABroadcastOfBytesFromNowhereIsRefused) {
+  clearLaunchEnvironment();
+  std::unique_ptr<TcpLauncher> launcher;
+  ASSERT_TRUE(create(launcher, 1).ok());
+  EXPECT_EQ(describe(launcher->broadcast(TAMOE_RT_GROUP_WORLD, nullptr, 4)),
+            "TAMOE_RT_ERROR_INVALID_ARGUMENT: broadcast: hostData is null");
+  // Nothing to broadcast needs no buffer.
+  EXPECT_EQ(describe(launcher->broadcast(TAMOE_RT_GROUP_WORLD, nullptr, 0)),
+            "TAMOE_RT_SUCCESS: ");
 }
 
 TEST(TcpLauncher, InitOverTcpFailsEveryRankAlike) {
