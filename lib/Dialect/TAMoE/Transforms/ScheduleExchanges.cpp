@@ -128,6 +128,18 @@ static Operation *lastBarrier(Operation *op) {
   return nullptr;
 }
 
+/// The first op after `op` in its block that a wait must not sink below:
+/// one with side effects other than the exchanges' own (a call, a store),
+/// which may write the memory of the rows the runtime is still sending
+/// (a tensor from bufferization.to_tensor), or stop this rank.
+static Operation *nextBarrier(Operation *op) {
+  for (Operation *next = op->getNextNode(); next; next = next->getNextNode())
+    if (!isa<AllToAllStartOp, AllToAllWaitOp>(next) &&
+        !isMemoryEffectFree(next))
+      return next;
+  return nullptr;
+}
+
 /// hoistOne for `op`, after the movable ops of its block that compute its
 /// operands, directly or through each other, each once and in block order
 /// (a walk per path would take exponential time on shared operands). Only
@@ -201,7 +213,8 @@ static void sinkRelay(AllToAllStartOp start, ArrayRef<Operation *> relay) {
   Operation *target = start->getNextNode();
   for (; target; target = target->getNextNode()) {
     if (isa<AllToAllStartOp>(target) || target == start.getWait() ||
-        target->hasTrait<OpTrait::IsTerminator>())
+        target->hasTrait<OpTrait::IsTerminator>() ||
+        (!isa<AllToAllWaitOp>(target) && !isMemoryEffectFree(target)))
       break;
     if (auto wait = dyn_cast<AllToAllWaitOp>(target))
       if (wait.getStart()->getBlock() != start->getBlock() ||
@@ -210,6 +223,13 @@ static void sinkRelay(AllToAllStartOp start, ArrayRef<Operation *> relay) {
   }
   if (!target)
     return;
+  // Nor past an op with side effects: the earlier stage's rows are read
+  // until its wait.
+  for (Operation *op : relay)
+    if (isa<AllToAllWaitOp>(op))
+      if (Operation *barrier = nextBarrier(op);
+          barrier && barrier->isBeforeInBlock(target))
+        return;
   for (Operation *op : relay)
     op->moveBefore(target);
   start->moveBefore(target);
@@ -257,11 +277,16 @@ void ScheduleExchangesPass::runOnOperation() {
     hoist(start, floor);
     lastStart[start->getBlock()] = start;
   }
-  // The waits move down to their first users.
+  // The waits move down to their first users, but not below an op with
+  // side effects: the rows in flight are read until the wait.
   for (AllToAllWaitOp wait : waits) {
     sinkMovableUsers(wait);
-    if (Operation *user = firstUser(wait->getBlock(), wait))
+    if (Operation *user = firstUser(wait->getBlock(), wait)) {
+      if (Operation *barrier = nextBarrier(wait);
+          barrier && barrier->isBeforeInBlock(user))
+        user = barrier;
       wait->moveBefore(user);
+    }
   }
   // The later stages move down with their relays.
   for (auto &[start, relay] : relays)

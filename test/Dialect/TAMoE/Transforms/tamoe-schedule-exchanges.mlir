@@ -6,7 +6,7 @@
 // compute a start's operands move up with it, each once (a chain of 40
 // doublings, which a walk per path would take 2^40 steps over, is done at
 // once) and only when they cannot trap; a start stays below any op with
-// side effects.
+// side effects, and a wait above it.
 // RUN: timeout 60 tamoe-opt %s --tamoe-schedule-exchanges -split-input-file | FileCheck %s
 
 module {
@@ -85,6 +85,49 @@ module {
     func.call @log(%step) : (i32) -> ()
     %r, %rc = tamoe.all_to_all %rows, %counts on @ep : tensor<16x4xf32>, tensor<8xi32> -> tensor<?x4xf32>
     return %r : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// Nor does a wait sink below one: the rows in flight are still read, and
+// the call overwrites the buffer they were read from.
+module {
+  shard.grid @ep(shape = 8)
+  func.func private @refill(memref<16x4xf32>)
+  // CHECK-LABEL: func.func @refilled
+  // CHECK: tamoe.all_to_all_start
+  // CHECK-NEXT: tamoe.all_to_all_wait
+  // CHECK-NEXT: call @refill
+  func.func @refilled(%buffer: memref<16x4xf32>, %counts: tensor<8xi32>) -> tensor<?x4xf32> {
+    %rows = bufferization.to_tensor %buffer restrict : memref<16x4xf32> to tensor<16x4xf32>
+    %r, %rc = tamoe.all_to_all %rows, %counts on @ep : tensor<16x4xf32>, tensor<8xi32> -> tensor<?x4xf32>
+    func.call @refill(%buffer) : (memref<16x4xf32>) -> ()
+    return %r : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// The same for the wait of a staged exchange's first stage: its relay does
+// not move down past the call that overwrites the rows it sent.
+module {
+  shard.grid @ep(shape = 2x4)
+  func.func private @refill(memref<24x32xf32>)
+  // CHECK-LABEL: func.func @refilled_relay
+  // CHECK: tamoe.all_to_all_start {{.*}} level "node"
+  // CHECK-NEXT: tamoe.all_to_all_wait
+  // CHECK-NEXT: call @refill
+  // CHECK-NEXT: tamoe.regroup
+  // CHECK-NEXT: tamoe.all_to_all_start {{.*}} level "cluster"
+  func.func @refilled_relay(%buffer: memref<24x32xf32>, %counts: tensor<4x2x2xi32>, %x: tensor<8x32xf32>, %xc: tensor<1xi32>, %w: tensor<1x32x32xf32>) -> (tensor<?x32xf32>, tensor<?x32xf32>) {
+    %rows = bufferization.to_tensor %buffer restrict : memref<24x32xf32> to tensor<24x32xf32>
+    %r1, %rc1 = tamoe.all_to_all %rows, %counts on @ep axes = [1] level "node" : tensor<24x32xf32>, tensor<4x2x2xi32> -> tensor<?x32xf32>
+    %g, %gc = tamoe.regroup %r1, %rc1 : tensor<?x32xf32>, tensor<4x2x2xi32> -> tensor<?x32xf32>, tensor<2x4x2xi32>
+    func.call @refill(%buffer) : (memref<24x32xf32>) -> ()
+    %r2, %rc2 = tamoe.all_to_all %g, %gc on @ep axes = [0] level "cluster" : tensor<?x32xf32>, tensor<2x4x2xi32> -> tensor<?x32xf32>
+    %y = tamoe.grouped_matmul %x, %xc, %w : tensor<8x32xf32>, tensor<1xi32>, tensor<1x32x32xf32> -> tensor<?x32xf32>
+    return %r2, %y : tensor<?x32xf32>, tensor<?x32xf32>
   }
 }
 

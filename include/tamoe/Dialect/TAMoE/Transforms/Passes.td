@@ -211,7 +211,9 @@ def TAMoEScheduleExchangesPass
     earlier exchange's start, so that the exchanges enter the network in
     the program's order, nor before an op with side effects, such as an
     assert that may stop the rank); the wait goes right before the first op that uses
-    what it yields (reshapes of what it yields move down with it). Ops in
+    what it yields (reshapes of what it yields move down with it), or
+    before an earlier op with side effects, which may write the memory of
+    the rows still being sent. Ops in
     between run while the rows travel: in a chunked layer (`tamoe-overlap`),
     chunk i's experts compute while chunk i + 1's rows arrive and chunk
     i - 1's results return. A later stage of a staged exchange
