@@ -182,6 +182,10 @@ FailureOr<int64_t> OverlapPass::choose(const Chain &chain) {
   int64_t rows = dispatch.getDispatched().getType().getDimSize(0);
   std::optional<int64_t> capacity =
       dispatch.getCapacityFor(tokensType.getDimSize(0));
+  // A capacity_factor of a dynamic token count (or k) has no capacity
+  // until run time (getCapacityFor is negative then).
+  if (capacity && *capacity < 0)
+    capacity.reset();
   // More chunks than rows, or than an expert's capacity, leave chunks that
   // carry nothing of a full expert: a request for them is a mistake.
   // (An Option streams as a char: read it as a number.)

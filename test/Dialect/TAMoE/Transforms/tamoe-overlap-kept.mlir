@@ -69,6 +69,19 @@ func.func @capacity(%tokens: tensor<16x32xf32>, %ids: tensor<16x2xi32>) -> tenso
 
 // -----
 
+// A capacity_factor of a dynamic token count gives no capacity before run
+// time: nothing to check the chunks against (the layer is cut).
+shard.grid @ep(shape = 8)
+func.func @dynamic_capacity_factor(%tokens: tensor<?x32xf32>, %ids: tensor<?x2xi32>) -> tensor<?x32xf32> {
+  %rows, %counts, %positions, %dropped = tamoe.dispatch %tokens, %ids capacity_factor 1.0 : tensor<?x32xf32>, tensor<?x2xi32> -> tensor<?x32xf32>, tensor<8xi32>, tensor<?x2xi32>, tensor<i64>
+  // expected-remark @+1 {{cut into 2 chunks along the tokens (chunks=2; no prediction: the module has no tamoe.topology)}}
+  %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<?x32xf32>, tensor<8xi32> -> tensor<?x32xf32>
+  %back, %back_counts = tamoe.all_to_all %recv, %recv_counts on @ep : tensor<?x32xf32>, tensor<8xi32> -> tensor<?x32xf32>
+  return %back : tensor<?x32xf32>
+}
+
+// -----
+
 // An exchange that does not send a dispatch's rows is not a layer's.
 shard.grid @ep(shape = 8)
 func.func @plain(%rows: tensor<32x32xf32>, %counts: tensor<8xi32>) -> tensor<32x32xf32> {
