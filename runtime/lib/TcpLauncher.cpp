@@ -704,9 +704,12 @@ Status TcpLauncher::rendezvousAsWorker(const std::string &address,
   if (problem.empty())
     problem = readFrame(master, tcp::kTable << 8, tableBytes(worldSize), table,
                         deadline + std::chrono::seconds(1));
-  if (!problem.empty())
-    return communication(
-        str("rendezvous at ", where, ": no table from rank 0: ", problem));
+  if (!problem.empty()) {
+    std::string message =
+        str("rendezvous at ", where, ": no table from rank 0: ", problem);
+    return problem.rfind("timed out", 0) == 0 ? timedOut(message)
+                                              : communication(message);
+  }
   // A failure carries no addresses, so that a rank whose WORLD_SIZE is
   // not rank 0's reads why.
   Reader reader(table);
@@ -727,18 +730,28 @@ Status TcpLauncher::rendezvousAsWorker(const std::string &address,
     return Status::error(tamoe_rt_status_t(code), printable(message));
 
   // The mesh: connect to every lower rank (rank 0's socket is the
-  // rendezvous's), then accept every higher one.
+  // rendezvous's), then accept every higher one. A phase of its own, with
+  // the whole timeout: every rank got its table when the last one joined,
+  // which may have been at the end of this rank's time.
+  deadline = deadlineAfter(timeout);
   std::string join;
   putU32(join, uint32_t(worldRank));
   putU64(join, session);
   for (int64_t r = 1; r < worldRank; ++r) {
     int fd = connectTo(ips[r], uint16_t(ports[r]), deadline, problem);
-    if (fd >= 0)
-      problem = writeAll(fd, tcp::encodeFrame(tcp::kJoin << 8, join), deadline);
-    if (fd < 0 || !problem.empty()) {
-      closeSocket(fd);
+    if (fd < 0 && Clock::now() >= deadline) // tried until the deadline
+      return timedOut(str("could not connect to rank ", r, " at ",
+                          ipText(ips[r]), ":", ports[r], " within ", timeout,
+                          " s (", problem, ")"));
+    if (fd < 0)
       return communication(str("could not connect to rank ", r, " at ",
                                ipText(ips[r]), ":", ports[r], ": ", problem));
+    problem = writeAll(fd, tcp::encodeFrame(tcp::kJoin << 8, join), deadline);
+    if (!problem.empty()) {
+      closeSocket(fd);
+      return communication(str("could not send rank ", r, " at ",
+                               ipText(ips[r]), ":", ports[r],
+                               " this rank's join: ", problem));
     }
     sockets[r] = fd;
   }

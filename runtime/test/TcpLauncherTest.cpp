@@ -1085,9 +1085,10 @@ TEST(TcpLauncher, TheMeshNamesTheRankThatIsNotThere) {
       },
       3);
   EXPECT_EQ(outcome.text,
-            "TAMOE_RT_ERROR_COMMUNICATION: could not connect to rank 1 at "
+            "TAMOE_RT_ERROR_TIMEOUT: could not connect to rank 1 at "
             "127.0.0.1:" +
-                std::to_string(portOf(closed)) + ": Connection refused");
+                std::to_string(portOf(closed)) +
+                " within 3 s (Connection refused)");
   close(closed);
 
   // Rank 1 waits for rank 2, which never comes; a connection with a join
@@ -1109,6 +1110,43 @@ TEST(TcpLauncher, TheMeshNamesTheRankThatIsNotThere) {
             "TAMOE_RT_ERROR_TIMEOUT: rank(s) 2 did not connect to rank 1 "
             "within 3 s; closed 1 connection(s) that did not join (first "
             "127.0.0.1: not a join of a higher rank of this session)");
+}
+
+TEST(TcpLauncher, ALateTableStillGetsItsMesh) {
+  // Rank 0 (the test) reads rank 2's hello and stays silent: rank 2 times
+  // out waiting for the table, a TIMEOUT like every other wait.
+  int port = freePort();
+  Outcome outcome = againstFakeRankZero(
+      2, 3, port, [](int fd, int) { receiveAll(fd, 10); }, 1);
+  EXPECT_EQ(outcome.text,
+            "TAMOE_RT_ERROR_TIMEOUT: rendezvous at 127.0.0.1:" +
+                std::to_string(rendezvousPort(port)) +
+                " (MASTER_PORT + 1): no table from rank 0: timed out after 0 "
+                "of 12 bytes");
+
+  // The table comes in the second of grace after rank 2's timeout (rank 0
+  // answers at its own deadline), listing rank 1 where nothing listens:
+  // rank 2 tries to connect for its whole timeout again, the mesh being a
+  // phase of its own, and names the last error (it made no attempt).
+  int closed = bindTo(0);
+  ASSERT_GE(closed, 0);
+  uint32_t loopback = htonl(INADDR_LOOPBACK);
+  outcome = againstFakeRankZero(
+      2, 3, freePort(),
+      [&](int fd, int listens) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2300));
+        sendBytes(fd, tableOf({{loopback, 1},
+                               {loopback, uint32_t(portOf(closed))},
+                               {loopback, uint32_t(listens)}}));
+        receiveAll(fd, 10); // until rank 2 closes
+      },
+      2);
+  EXPECT_EQ(outcome.text,
+            "TAMOE_RT_ERROR_TIMEOUT: could not connect to rank 1 at "
+            "127.0.0.1:" +
+                std::to_string(portOf(closed)) +
+                " within 2 s (Connection refused)");
+  close(closed);
 }
 
 TEST(TcpLauncher, ACollectiveAPeerDoesNotJoinTimesOut) {
