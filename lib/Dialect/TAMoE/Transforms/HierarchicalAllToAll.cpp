@@ -358,12 +358,9 @@ void HierarchicalAllToAllPass::rewriteDeduplicated(
 }
 
 void HierarchicalAllToAllPass::runOnOperation() {
-  if (mode != "auto" && mode != "flat" && mode != "hierarchical") {
-    getOperation().emitError() << "tamoe-hierarchical-all-to-all: unknown "
-                                  "mode '"
-                               << mode << "' (auto, flat, hierarchical)";
+  if (failed(verifyExchangeMode(getOperation(), "tamoe-hierarchical-all-to-all",
+                                mode)))
     return signalPassFailure();
-  }
   SymbolTableCollection symbols;
   SmallVector<AllToAllOp> flat;
   // Stages of an earlier rewrite name their level: leave them alone.

@@ -58,6 +58,14 @@ DispatchOp mlir::tamoe::findLayerDispatch(AllToAllOp exchange, int64_t *parts) {
   return {};
 }
 
+LogicalResult mlir::tamoe::verifyExchangeMode(Operation *module, StringRef pass,
+                                              StringRef mode) {
+  if (mode == "auto" || mode == "flat" || mode == "hierarchical")
+    return success();
+  return module->emitError() << pass << ": unknown mode '" << mode
+                             << "' (auto, flat, hierarchical)";
+}
+
 std::optional<int64_t> mlir::tamoe::groupSize(AllToAllOp exchange,
                                               SymbolTableCollection &symbols) {
   shard::GridOp grid =

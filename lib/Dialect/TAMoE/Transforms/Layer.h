@@ -28,6 +28,11 @@ AllToAllOp findSendingAllToAll(DispatchOp dispatch);
 /// parts the chunks on the way cut the dispatch's rows into (1 if none).
 DispatchOp findLayerDispatch(AllToAllOp exchange, int64_t *parts = nullptr);
 
+/// Whether `mode` is one of tamoe-hierarchical-all-to-all's (auto, flat,
+/// hierarchical); an error on `module` naming `pass` if not.
+LogicalResult verifyExchangeMode(Operation *module, StringRef pass,
+                                 StringRef mode);
+
 /// Ranks in the group of `exchange` (the product of its grid axes); nullopt
 /// when the grid is missing or has a dynamic axis.
 std::optional<int64_t> groupSize(AllToAllOp exchange,

@@ -212,9 +212,8 @@ FailureOr<int64_t> OverlapPass::choose(const Chain &chain) {
   if (capacity)
     limit = std::min(limit, std::max<int64_t>(*capacity, 1));
 
-  // The prediction: both exchanges move the dispatch's rows; the cheaper
-  // of the flat and hierarchical schedules, as tamoe-hierarchical-all-to-all
-  // chooses.
+  // The prediction: both exchanges move the dispatch's rows, in the
+  // schedule tamoe-hierarchical-all-to-all will give them under `mode`.
   TopologyAttr topology = TopologyAttr::lookup(out);
   RankedTensorType send = out.getSend().getType();
   std::optional<int64_t> bytes = elementBytes(send.getElementType());
@@ -241,9 +240,16 @@ FailureOr<int64_t> OverlapPass::choose(const Chain &chain) {
   ::tamoe::topology::Topology tree = topology.toTopology();
   planner::Pattern pattern = patternOf(dispatch, tree);
   planner::Workload perRow{rows, rowElements, *bytes, 1};
+  SmallVector<planner::Schedule> schedules = {planner::Schedule::Flat};
+  SymbolTableCollection symbols;
+  shard::GridOp grid = shard::getGridOrNull(out, out.getGridAttr(), symbols);
+  if (mode != "flat" && grid && !whyFlat(out, grid, tree, symbols))
+    schedules.assign(mode == "hierarchical"
+                         ? ArrayRef{planner::Schedule::Hierarchical}
+                         : planner::defaultSchedules());
   planner::Cost best;
   bool first = true;
-  for (planner::Schedule schedule : planner::defaultSchedules()) {
+  for (planner::Schedule schedule : schedules) {
     planner::Cost cost = planner::evaluate(tree, pattern, perRow, schedule);
     if (first || planner::fasterThan(cost.totalUs(), best.totalUs()))
       best = cost;
@@ -367,6 +373,8 @@ void OverlapPass::runOnOperation() {
         << "tamoe-overlap: " << llvm::toString(std::move(error));
     return signalPassFailure();
   }
+  if (failed(verifyExchangeMode(getOperation(), "tamoe-overlap", mode)))
+    return signalPassFailure();
   SmallVector<AllToAllOp> exchanges;
   getOperation().walk([&](AllToAllOp op) { exchanges.push_back(op); });
   // The exchanges back that a rewrite erased.

@@ -38,6 +38,7 @@ void mlir::tamoe::buildPipeline(OpPassManager &pm,
     chunking.maxChunks = options.maxChunks;
     chunking.deviceGflops = options.deviceGflops;
     chunking.chunkOverheadUs = options.chunkOverheadUs;
+    chunking.mode = options.mode;
     pm.addPass(createTAMoEOverlapPass(chunking));
   }
   TAMoEHierarchicalAllToAllPassOptions hierarchical;

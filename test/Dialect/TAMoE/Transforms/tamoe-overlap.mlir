@@ -7,6 +7,10 @@
 // RUN: tamoe-opt %s --tamoe-overlap=chunks=2 --tamoe-hierarchical-all-to-all=dedup=true -split-input-file 2>/dev/null | FileCheck %s --check-prefix=DEDUP
 // RUN: tamoe-opt %s --tamoe-overlap=chunks=2 --tamoe-hierarchical-all-to-all=dedup=true -split-input-file -o /dev/null 2>&1 | FileCheck %s --check-prefix=DEDUP-REMARK
 // RUN: tamoe-opt %s --tamoe-overlap=device-gflops=50000 -split-input-file -o /dev/null 2>&1 | FileCheck %s --check-prefix=MODEL
+// RUN: tamoe-opt %s --tamoe-overlap="device-gflops=50000 mode=flat" -split-input-file -o /dev/null 2>&1 | FileCheck %s --check-prefix=FLATMODEL
+// RUN: tamoe-opt %s --tamoe-overlap="device-gflops=50000 mode=hierarchical" -split-input-file -o /dev/null 2>&1 | FileCheck %s --check-prefix=HIERMODEL
+// RUN: echo 'module {}' | not tamoe-opt --tamoe-overlap=mode=ring 2>&1 | FileCheck %s --check-prefix=RING
+// RING: error: tamoe-overlap: unknown mode 'ring' (auto, flat, hierarchical)
 // RUN: tamoe-opt %s --tamoe-overlap=device-gflops=1000000 -split-input-file 2>&1 | FileCheck %s --check-prefix=FAST
 // RUN: tamoe-opt %s --tamoe-overlap -split-input-file 2>&1 | FileCheck %s --check-prefix=UNKNOWN
 // RUN: not tamoe-opt %s --tamoe-overlap=chunks=64 -split-input-file 2>&1 | FileCheck %s --check-prefix=TOO-MANY
@@ -123,6 +127,10 @@
 // The cost model weighs the time chunks hide against each chunk's
 // start-ups: this small layer's exchanges are all start-up.
 // MODEL: remark: kept in one chunk: 61.6 us predicted (exchanges 2 x 25.8 us hierarchical, experts 0.0 us at 50000.0 GFLOP/s, best of 1-8)
+// With mode=flat the exchanges stay flat (tamoe-hierarchical-all-to-all's
+// 54.6 us), and the prediction prices them so.
+// FLATMODEL: remark: kept in one chunk: 119.3 us predicted (exchanges 2 x 54.6 us flat, experts 0.0 us at 50000.0 GFLOP/s, best of 1-8)
+// HIERMODEL: remark: kept in one chunk: 61.6 us predicted (exchanges 2 x 25.8 us hierarchical, experts 0.0 us at 50000.0 GFLOP/s, best of 1-8)
 // FAST: remark: kept in one chunk: {{[0-9.]+}} us predicted (exchanges 2 x {{[0-9.]+}} us {{flat|hierarchical}}, experts 0.0 us at 1000000.0 GFLOP/s, best of 1-8)
 // UNKNOWN: remark: kept in one chunk: the experts' compute time is unknown (device-gflops)
 // TOO-MANY: error: chunks=64 is more than the 32 rows this layer dispatches per rank: a chunk would carry no row
@@ -183,6 +191,9 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout 
 // 2 x 4 ranks): its exchanges are mostly bytes, which chunks hide behind
 // the experts.
 // MODEL: remark: cut into 5 chunks along the tokens: 14511.5 us predicted vs 16286.6 us in one chunk (exchanges 2 x 6763.9 us flat, experts 2748.8 us at 50000.0 GFLOP/s, best of 1-8)
+// FLATMODEL: remark: cut into 5 chunks along the tokens: 14511.5 us predicted vs 16286.6 us in one chunk (exchanges 2 x 6763.9 us flat
+// With mode=hierarchical, the dearer hierarchical exchanges.
+// HIERMODEL: remark: cut into 8 chunks along the tokens: 15417.7 us predicted vs 17486.8 us in one chunk (exchanges 2 x 7364.0 us hierarchical, experts 2748.8 us at 50000.0 GFLOP/s, best of 1-8)
 module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 2.000000e+01, down_bandwidth = 2.000000e+01, latency = 1.000000e+00, per_message = 1.000000e+00, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.000000e+00, down_bandwidth = 5.000000e+00, latency = 1.000000e+01, per_message = 1.000000e+01, uplink = shared>]>} {
   shard.grid @ep(shape = 2x4)
   func.func @big(%tokens: tensor<4096x1024xbf16>, %ids: tensor<4096x2xi32>, %w1: tensor<2x1024x4096xbf16>, %w2: tensor<2x4096x1024xbf16>, %weights: tensor<4096x2xf32>) -> tensor<4096x1024xbf16> {

@@ -171,7 +171,11 @@ def TAMoEOverlapPass : Pass<"tamoe-overlap", "mlir::ModuleOp"> {
     a part that shrinks with the chunk and a start-up that every chunk pays
     again, the experts' GEMM FLOPs at `device-gflops`, and
     `chunk-overhead-us` per chunk of compute, as a pipeline of the links
-    and the compute. A remark gives the prediction for one chunk and for C.
+    and the compute. The exchanges are priced in the schedule that
+    `tamoe-hierarchical-all-to-all` will give them under the same `mode`:
+    the cheaper of flat and hierarchical with `auto`, flat where the
+    exchange must stay flat. A remark gives the prediction for one chunk
+    and for C.
 
     The chunks overlap once `tamoe-schedule-exchanges` splits every
     exchange into a start and a wait.
@@ -188,7 +192,10 @@ def TAMoEOverlapPass : Pass<"tamoe-overlap", "mlir::ModuleOp"> {
     Option<"chunkOverheadUs", "chunk-overhead-us", "double",
            /*default=*/"10.0",
            "Microseconds each chunk of compute adds, at most 1e6 (default "
-           "10)">
+           "10)">,
+    Option<"mode", "mode", "std::string", /*default=*/"\"auto\"",
+           "The exchanges' schedule, as tamoe-hierarchical-all-to-all's "
+           "mode: auto (the cheaper, the default), flat or hierarchical">
   ];
   let statistics = [
     Statistic<"numChunked", "chunked-layers", "layers cut into chunks">,
