@@ -1522,10 +1522,19 @@ LogicalResult ConvertToRuntimePass::lowerAddCounts(linalg::AddOp op) {
 static bool keepsTensorsOffTheHost(Operation *op) {
   if (isa<scf::SCFDialect>(op->getDialect()))
     return true;
+  // The shape of a tensor.reshape (collapse_shape's gradient where a group
+  // has two dynamic sizes): host scalars, which
+  // tamoe-finalize-device-resident puts on the stack.
+  if (auto shape = dyn_cast<tensor::FromElementsOp>(op))
+    return shape.getType().getElementType().isIndex() &&
+           llvm::all_of(shape->getUses(), [](OpOperand &use) {
+             auto reshape = dyn_cast<tensor::ReshapeOp>(use.getOwner());
+             return reshape && use.get() == reshape.getShape();
+           });
   return isa<func::FuncOp, func::CallOp, func::ReturnOp, tensor::EmptyOp,
              tensor::DimOp, tensor::CastOp, tensor::ExpandShapeOp,
-             tensor::CollapseShapeOp, bufferization::ToTensorOp,
-             bufferization::ToBufferOp>(op);
+             tensor::CollapseShapeOp, tensor::ReshapeOp,
+             bufferization::ToTensorOp, bufferization::ToBufferOp>(op);
 }
 
 LogicalResult ConvertToRuntimePass::lowerDenseCompute() {

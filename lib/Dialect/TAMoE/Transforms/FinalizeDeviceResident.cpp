@@ -41,10 +41,15 @@ static bool isHostBookkeeping(memref::AllocOp alloc) {
   if (!type.hasStaticShape() || !type.getLayout().isIdentity() ||
       !(element.isIndex() || element.isInteger(1)))
     return false;
-  return llvm::all_of(alloc->getUsers(), [](Operation *user) {
+  return llvm::all_of(alloc->getUsers(), [&](Operation *user) {
     if (isa<memref::LoadOp, memref::StoreOp, memref::DeallocOp,
             memref::ExtractAlignedPointerAsIndexOp>(user))
       return true;
+    // The shape of a memref.reshape (a tensor.reshape's sizes), which the
+    // host reads to build the view.
+    if (auto reshape = dyn_cast<memref::ReshapeOp>(user))
+      return reshape.getShape() == alloc.getResult() &&
+             reshape.getSource() != alloc.getResult();
     auto cast = dyn_cast<memref::CastOp>(user);
     return cast && llvm::all_of(cast->getUsers(), [](Operation *castUser) {
              return isa<func::CallOp>(castUser);

@@ -101,3 +101,25 @@ module {
     return %b : memref<4xf32>
   }
 }
+
+// -----
+
+// A reshape's shape (a collapse_shape's gradient, as tensor.reshape) is
+// sizes the host writes and reads to build the view: it moves to the
+// stack; the data it views stays.
+module {
+  // CHECK-LABEL: func.func @reshape_shape
+  func.func @reshape_shape(%data: memref<12xf32>, %m: index, %n: index) -> memref<?x?xf32> {
+    // CHECK: %[[SHAPE:.*]] = memref.alloca() : memref<2xindex>
+    // CHECK: memref.reshape %{{.*}}(%[[SHAPE]])
+    // CHECK-NOT: memref.dealloc %[[SHAPE]]
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %shape = memref.alloc() : memref<2xindex>
+    memref.store %m, %shape[%c0] : memref<2xindex>
+    memref.store %n, %shape[%c1] : memref<2xindex>
+    %view = memref.reshape %data(%shape) : (memref<12xf32>, memref<2xindex>) -> memref<?x?xf32>
+    memref.dealloc %shape : memref<2xindex>
+    return %view : memref<?x?xf32>
+  }
+}
