@@ -450,10 +450,15 @@ static int plan(const topo::Topology &topology, const Workload &workload,
   outs() << formatv("optimal: KL budget {0}; box bounds: rho = {1}, beta = "
                     "{2}; fastermoe cap {3}; node-limited to {4} of the {5} "
                     "nodes\n\n",
+                    // formatFixed, not formatv's own double style: that
+                    // cuts a number past 31 characters (a budget or beta
+                    // of 1e300 read as 1.00000000000000005e30).
                     options.klBudget
-                        ? formatv("{0:f4}", *options.klBudget).str()
+                        ? tamoe::formatFixed(*options.klBudget, 4)
                         : std::string("of the tamoe pattern"),
-                    options.rho, options.beta, options.crossNodeCap,
+                    tamoe::formatFixed(options.rho, 2),
+                    tamoe::formatFixed(options.beta, 2),
+                    tamoe::formatFixed(options.crossNodeCap, 2),
                     std::min(options.maxNodes, nodes), nodes);
   outs() << "share of each destination (x P: times its uniform share)\n";
   outs() << formatv("{0,-14}{1,10}", "policy", "self");
