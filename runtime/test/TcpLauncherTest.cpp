@@ -244,6 +244,19 @@ std::string createThen(double timeout, const Then &then) {
   return describe(status);
 }
 
+/// Rank 0 of a world of three creating its launcher (MASTER_PORT=`port`)
+/// while the test plays the other ranks with `peers`; rank 0's outcome.
+Outcome rankZeroOfThree(int port, const std::function<void()> &peers) {
+  std::thread fake(peers);
+  std::vector<Outcome> outcomes =
+      runRanks({0}, 3, 3, port, [](int, std::string &text) {
+        text = createThen(10, {});
+        return 0;
+      });
+  fake.join();
+  return outcomes.at(0);
+}
+
 /// Rank 0 of a world of two creating its launcher (with MASTER_PORT=`port`)
 /// and running `then`, while the test plays rank 1 with `peer` (given the
 /// connected socket); rank 0's outcome.
@@ -930,7 +943,7 @@ TEST(TcpLauncher, HellosNoRankCanHaveFailTheRendezvous) {
   // Two processes of a world of three say they are rank 1: both hear why.
   int port = freePort();
   std::string first, second;
-  std::thread peers([&] {
+  Outcome outcome = rankZeroOfThree(port, [&] {
     int a = connectToPort(rendezvousPort(port));
     int b = connectToPort(rendezvousPort(port));
     ASSERT_GE(a, 0);
@@ -942,17 +955,11 @@ TEST(TcpLauncher, HellosNoRankCanHaveFailTheRendezvous) {
     close(a);
     close(b);
   });
-  std::vector<Outcome> outcomes =
-      runRanks({0}, 3, 3, port, [](int, std::string &text) {
-        text = createThen(10, {});
-        return 0;
-      });
-  peers.join();
   std::string failure =
       "rendezvous at 127.0.0.1:" + std::to_string(rendezvousPort(port)) +
       " (MASTER_PORT + 1): two processes say RANK=1 (at "
       "127.0.0.1 and 127.0.0.1)";
-  EXPECT_EQ(outcomes.at(0).text, "TAMOE_RT_ERROR_MISMATCH: " + failure);
+  EXPECT_EQ(outcome.text, "TAMOE_RT_ERROR_MISMATCH: " + failure);
   for (const std::string &answer : {first, second}) {
     EXPECT_EQ(answer.substr(tcp::kHeaderBytes, 4),
               u32(TAMOE_RT_ERROR_MISMATCH));
@@ -965,7 +972,7 @@ TEST(TcpLauncher, ARankThatVanishesBeforeItsTableFailsTheRendezvous) {
   // rank 0 cannot send rank 1 the table, and tells rank 2 so.
   int port = freePort();
   std::string answer;
-  std::thread peers([&] {
+  Outcome outcome = rankZeroOfThree(port, [&] {
     int one = connectToPort(rendezvousPort(port));
     ASSERT_GE(one, 0);
     sendBytes(one, tcp::encodeHello(1, 3, 9));
@@ -979,18 +986,12 @@ TEST(TcpLauncher, ARankThatVanishesBeforeItsTableFailsTheRendezvous) {
     answer = receiveAll(two, 10);
     close(two);
   });
-  std::vector<Outcome> outcomes =
-      runRanks({0}, 3, 3, port, [](int, std::string &text) {
-        text = createThen(10, {});
-        return 0;
-      });
-  peers.join();
   // The errno's text is the kernel's (a reset, or a broken pipe).
   std::string failure =
       "rendezvous at 127.0.0.1:" + std::to_string(rendezvousPort(port)) +
       " (MASTER_PORT + 1): sending rank 1 the table "
       "failed: the connection is closed (";
-  const std::string &text = outcomes.at(0).text;
+  const std::string &text = outcome.text;
   EXPECT_EQ(text.rfind("TAMOE_RT_ERROR_COMMUNICATION: " + failure, 0), 0u)
       << text;
   EXPECT_EQ(text.back(), ')') << text;
@@ -1070,30 +1071,35 @@ TEST(TcpLauncher, ATableThatIsNotOneFailsTheRank) {
 TEST(TcpLauncher, TheMeshNamesTheRankThatIsNotThere) {
   // The test plays rank 0 of 3 and lists rank 1 at a port where nothing
   // listens (bound, so that nothing else takes it): rank 2 tries until its
-  // timeout, then names rank 1 and the last error.
-  int port = freePort();
+  // timeout, then names rank 1 and the last error. Also when the table
+  // comes in the second of grace after rank 2's own timeout (rank 0
+  // answers at its deadline): the mesh is a phase of its own, with the
+  // whole timeout again (rank 2 made no attempt).
   int closed = bindTo(0);
   ASSERT_GE(closed, 0);
   uint32_t loopback = htonl(INADDR_LOOPBACK);
-  Outcome outcome = againstFakeRankZero(
-      2, 3, port,
-      [&](int fd, int listens) {
-        sendBytes(fd, tableOf({{loopback, 1},
-                               {loopback, uint32_t(portOf(closed))},
-                               {loopback, uint32_t(listens)}}));
-        receiveAll(fd, 10); // until rank 2 closes
-      },
-      3);
-  EXPECT_EQ(outcome.text,
-            "TAMOE_RT_ERROR_TIMEOUT: could not connect to rank 1 at "
-            "127.0.0.1:" +
-                std::to_string(portOf(closed)) +
-                " within 3 s (Connection refused)");
+  for (auto [delayMs, timeout] : {std::pair{0, 3}, std::pair{2300, 2}}) {
+    Outcome outcome = againstFakeRankZero(
+        2, 3, freePort(),
+        [&](int fd, int listens) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(delayMs));
+          sendBytes(fd, tableOf({{loopback, 1},
+                                 {loopback, uint32_t(portOf(closed))},
+                                 {loopback, uint32_t(listens)}}));
+          receiveAll(fd, 10); // until rank 2 closes
+        },
+        timeout);
+    EXPECT_EQ(outcome.text,
+              "TAMOE_RT_ERROR_TIMEOUT: could not connect to rank 1 at "
+              "127.0.0.1:" +
+                  std::to_string(portOf(closed)) + " within " +
+                  std::to_string(timeout) + " s (Connection refused)");
+  }
   close(closed);
 
   // Rank 1 waits for rank 2, which never comes; a connection with a join
   // of another session (an earlier job's rank 2) is closed and named.
-  outcome = againstFakeRankZero(
+  Outcome outcome = againstFakeRankZero(
       1, 3, freePort(),
       [&](int fd, int listens) {
         sendBytes(fd, tableOf({{loopback, 1},
@@ -1112,7 +1118,7 @@ TEST(TcpLauncher, TheMeshNamesTheRankThatIsNotThere) {
             "127.0.0.1: not a join of a higher rank of this session)");
 }
 
-TEST(TcpLauncher, ALateTableStillGetsItsMesh) {
+TEST(TcpLauncher, ATableThatDoesNotComeTimesOut) {
   // Rank 0 (the test) reads rank 2's hello and stays silent: rank 2 times
   // out waiting for the table, a TIMEOUT like every other wait.
   int port = freePort();
@@ -1123,30 +1129,6 @@ TEST(TcpLauncher, ALateTableStillGetsItsMesh) {
                 std::to_string(rendezvousPort(port)) +
                 " (MASTER_PORT + 1): no table from rank 0: timed out after 0 "
                 "of 12 bytes");
-
-  // The table comes in the second of grace after rank 2's timeout (rank 0
-  // answers at its own deadline), listing rank 1 where nothing listens:
-  // rank 2 tries to connect for its whole timeout again, the mesh being a
-  // phase of its own, and names the last error (it made no attempt).
-  int closed = bindTo(0);
-  ASSERT_GE(closed, 0);
-  uint32_t loopback = htonl(INADDR_LOOPBACK);
-  outcome = againstFakeRankZero(
-      2, 3, freePort(),
-      [&](int fd, int listens) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(2300));
-        sendBytes(fd, tableOf({{loopback, 1},
-                               {loopback, uint32_t(portOf(closed))},
-                               {loopback, uint32_t(listens)}}));
-        receiveAll(fd, 10); // until rank 2 closes
-      },
-      2);
-  EXPECT_EQ(outcome.text,
-            "TAMOE_RT_ERROR_TIMEOUT: could not connect to rank 1 at "
-            "127.0.0.1:" +
-                std::to_string(portOf(closed)) +
-                " within 2 s (Connection refused)");
-  close(closed);
 }
 
 TEST(TcpLauncher, ACollectiveAPeerDoesNotJoinTimesOut) {
