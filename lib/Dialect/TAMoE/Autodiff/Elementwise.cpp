@@ -35,6 +35,11 @@ std::optional<Elementwise> mlir::tamoe::matchElementwise(linalg::GenericOp op) {
   auto zero = [](Value value) {
     return matchPattern(value, m_AnyZeroFloat());
   };
+  // What relu and its gradient produce for the inputs they drop: +0, which
+  // is what the runtime writes (max(x, -0.0) is -0.0 for a negative x).
+  auto positiveZero = [](Value value) {
+    return matchPattern(value, m_PosZeroFloat());
+  };
   // Anything in the body besides `ops` and constants would be dropped.
   auto only = [&](ArrayRef<Operation *> ops) {
     return llvm::all_of(body->without_terminator(), [&](Operation &inner) {
@@ -117,7 +122,7 @@ std::optional<Elementwise> mlir::tamoe::matchElementwise(linalg::GenericOp op) {
     auto compare = select.getCondition().getDefiningOp<arith::CmpFOp>();
     if (inputs != 2 || !compare || compare->getBlock() != body ||
         compare.getPredicate() != arith::CmpFPredicate::OGT ||
-        !zero(compare.getRhs()) || !zero(select.getFalseValue()) ||
+        !zero(compare.getRhs()) || !positiveZero(select.getFalseValue()) ||
         !only({select, compare}))
       return std::nullopt;
     Value a = input(compare.getLhs()), b = input(select.getTrueValue());
@@ -137,9 +142,9 @@ std::optional<Elementwise> mlir::tamoe::matchElementwise(linalg::GenericOp op) {
     return std::nullopt;
   Value x = input(compute->getOperand(0)), y = input(compute->getOperand(1));
   if (isa<arith::MaximumFOp>(compute) && inputs == 1) {
-    if (x && zero(compute->getOperand(1)))
+    if (x && positiveZero(compute->getOperand(1)))
       return Elementwise{ElementwiseKind::Relu, x, Value()};
-    if (y && zero(compute->getOperand(0)))
+    if (y && positiveZero(compute->getOperand(0)))
       return Elementwise{ElementwiseKind::Relu, y, Value()};
     return std::nullopt;
   }

@@ -1446,10 +1446,12 @@ LogicalResult ConvertToRuntimePass::lower(linalg::MatmulOp op) {
   Value a = op.getDpsInputs()[0], b = op.getDpsInputs()[1];
   Value init = op.getDpsInits()[0];
   Lowering l = lowering(op);
-  // A zero init (linalg.fill of 0.0) is what a plain product starts from.
+  // A zero init (linalg.fill of 0.0) is what a plain product starts from;
+  // -0.0 is not (-0.0 + -0.0 stays -0.0, as an empty sum does), so it is
+  // accumulated into.
   Value initPointer = l.null();
   auto fill = init.getDefiningOp<linalg::FillOp>();
-  if (!fill || !matchPattern(fill.getInputs()[0], m_AnyZeroFloat()))
+  if (!fill || !matchPattern(fill.getInputs()[0], m_PosZeroFloat()))
     initPointer = l.data(init);
   auto resultType = cast<RankedTensorType>(op->getResult(0).getType());
   auto [transposeA, transposeB] = *transposes;

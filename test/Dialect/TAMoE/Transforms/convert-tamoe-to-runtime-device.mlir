@@ -390,3 +390,57 @@ module {
     return %r : tensor<4xf32>
   }
 }
+
+// -----
+
+// max(x, -0.0) is -0.0 for a negative x, which relu (tamoe_rt_map RELU
+// writes +0) is not: it is not taken for relu.
+module {
+  func.func @max_negative_zero(%x: tensor<16xf32>) -> tensor<16xf32> {
+    %e = tensor.empty() : tensor<16xf32>
+    // expected-error @+1 {{'linalg.generic' op would run on the host}}
+    %y = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%x : tensor<16xf32>) outs(%e : tensor<16xf32>) {
+    ^bb0(%in: f32, %out: f32):
+      %z = arith.constant -0.0 : f32
+      %m = arith.maximumf %in, %z : f32
+      linalg.yield %m : f32
+    } -> tensor<16xf32>
+    return %y : tensor<16xf32>
+  }
+}
+
+// -----
+
+// Nor is a select of -0.0 where a <= 0 relu's gradient (RELU_GRAD writes
+// +0 there).
+module {
+  func.func @select_negative_zero(%a: tensor<16xf32>, %b: tensor<16xf32>) -> tensor<16xf32> {
+    %e = tensor.empty() : tensor<16xf32>
+    // expected-error @+1 {{'linalg.generic' op would run on the host}}
+    %y = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]} ins(%a, %b : tensor<16xf32>, tensor<16xf32>) outs(%e : tensor<16xf32>) {
+    ^bb0(%in: f32, %g: f32, %out: f32):
+      %z = arith.constant 0.0 : f32
+      %nz = arith.constant -0.0 : f32
+      %p = arith.cmpf ogt, %in, %z : f32
+      %s = arith.select %p, %g, %nz : f32
+      linalg.yield %s : f32
+    } -> tensor<16xf32>
+    return %y : tensor<16xf32>
+  }
+}
+
+// -----
+
+// A matmul into a fill of -0.0 starts from it, not from no init: a sum of
+// -0.0 products (or of none) is -0.0 there. The fill itself then has no
+// runtime call.
+module {
+  func.func @matmul_negative_zero_init(%a: tensor<4x8xf32>, %b: tensor<8x2xf32>) -> tensor<4x2xf32> {
+    %zero = arith.constant -0.0 : f32
+    %e = tensor.empty() : tensor<4x2xf32>
+    // expected-error @+1 {{'linalg.fill' op would run on the host}}
+    %f = linalg.fill ins(%zero : f32) outs(%e : tensor<4x2xf32>) -> tensor<4x2xf32>
+    %c = linalg.matmul ins(%a, %b : tensor<4x8xf32>, tensor<8x2xf32>) outs(%f : tensor<4x2xf32>) -> tensor<4x2xf32>
+    return %c : tensor<4x2xf32>
+  }
+}
