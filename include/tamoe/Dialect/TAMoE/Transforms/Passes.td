@@ -173,9 +173,11 @@ def TAMoEOverlapPass : Pass<"tamoe-overlap", "mlir::ModuleOp"> {
     `chunk-overhead-us` per chunk of compute, as a pipeline of the links
     and the compute. The exchanges are priced in the schedule that
     `tamoe-hierarchical-all-to-all` will give them under the same `mode`:
-    the cheaper of flat and hierarchical with `auto`, flat where the
-    exchange must stay flat. A remark gives the prediction for one chunk
-    and for C.
+    flat where the exchange must stay flat, else the `mode`'s; with `auto`
+    the cheaper of flat and hierarchical for the whole layer's rows (that
+    pass then decides per chunk, on its part of the rows, and does not
+    price de-duplication here). A remark gives the prediction for one
+    chunk and for C.
 
     The chunks overlap once `tamoe-schedule-exchanges` splits every
     exchange into a start and a wait.
