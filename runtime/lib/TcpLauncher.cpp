@@ -195,6 +195,12 @@ int connectTo(uint32_t ip, uint16_t port, Clock::time_point deadline,
       while (Clock::now() < deadline &&
              ::poll(&waiting, 1, millisecondsLeft(deadline)) == 0) {
       }
+      // The deadline came during this attempt: an earlier attempt's error
+      // (say, that nobody listens) says more than a time-out.
+      if (!waiting.revents && error != "no attempt") {
+        closeSocket(fd);
+        return -1;
+      }
       int soError = ETIMEDOUT;
       socklen_t length = sizeof soError;
       if (waiting.revents)
