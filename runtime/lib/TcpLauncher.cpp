@@ -886,6 +886,11 @@ TcpLauncher::~TcpLauncher() {
 
 Status TcpLauncher::fail(tamoe_rt_status_t code, std::string message) {
   brokenBy = Status::error(code, std::move(message));
+  // A broken launcher sends nothing more, and its context is leaked rather
+  // than destroyed: closing the sockets now lets every peer hear that this
+  // rank failed at its next collective, instead of when its timeout ends.
+  for (int &fd : sockets)
+    closeSocket(fd);
   return brokenBy;
 }
 

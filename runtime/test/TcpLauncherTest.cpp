@@ -459,6 +459,49 @@ TEST(TcpLauncher, ARankThatExitsFailsTheOthersAtOnce) {
   }
 }
 
+TEST(TcpLauncher, ARankThatFailsButLivesFailsTheOthersAtOnce) {
+  // Rank 2 calls a broadcast where the others agree: it hears rank 0's
+  // agreement, fails, and stays alive. Its broken launcher closes its
+  // sockets, so the others' agreement fails long before their 30 s timeout.
+  int port = freePort();
+  std::vector<Outcome> outcomes =
+      runRanks({0, 1, 2}, 3, 3, port, [](int rank, std::string &text) {
+        std::unique_ptr<TcpLauncher> launcher;
+        Status status = create(launcher, 30);
+        if (!status.ok()) {
+          text = describe(status);
+          return 1;
+        }
+        auto start = std::chrono::steady_clock::now();
+        if (rank == 2) {
+          int value = 0;
+          text = describe(
+              launcher->broadcast(TAMOE_RT_GROUP_WORLD, &value, sizeof value));
+          std::this_thread::sleep_for(std::chrono::seconds(6));
+          return 0;
+        }
+        text =
+            describe(launcher->agree(TAMOE_RT_GROUP_WORLD, Status::success()));
+        double seconds = std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - start)
+                             .count();
+        return seconds < 5 ? 0 : 2;
+      });
+  ASSERT_EQ(outcomes.size(), 3u);
+  EXPECT_EQ(outcomes[2].text,
+            "TAMOE_RT_ERROR_MISMATCH: a broadcast over the world group: rank 0 "
+            "is in another collective (op 768, this rank's 1024): the ranks "
+            "called different operations");
+  for (int rank = 0; rank < 2; ++rank) {
+    SCOPED_TRACE("rank " + std::to_string(rank));
+    EXPECT_EQ(outcomes[rank].exitCode, 0) << "took 5 s or more";
+    EXPECT_EQ(outcomes[rank].text,
+              "TAMOE_RT_ERROR_COMMUNICATION: the agreement on arguments and "
+              "status over the world group: rank 2 closed its connection (it "
+              "exited or failed)");
+  }
+}
+
 TEST(TcpLauncher, AMissingRankTimesOutEverywhere) {
   // Rank 2 of 3 never starts: rank 0 names it after the timeout (3 s, time
   // for rank 1 to start on a loaded machine) and tells rank 1, which fails
