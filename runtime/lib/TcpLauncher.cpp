@@ -78,6 +78,10 @@ Status communication(std::string message) {
 Status timedOut(std::string message) {
   return Status::error(TAMOE_RT_ERROR_TIMEOUT, std::move(message));
 }
+/// `problem` with `context` before its message, its code kept.
+Status within(const std::string &context, const Status &problem) {
+  return Status::error(problem.code, context + problem.message);
+}
 
 std::string errnoText() { return std::strerror(errno); }
 
@@ -229,9 +233,8 @@ int connectTo(uint32_t ip, uint16_t port, Clock::time_point deadline,
 }
 
 /// Writes all of `bytes` to a non-blocking socket before `deadline`;
-/// "" or why not.
-std::string writeAll(int fd, const std::string &bytes,
-                     Clock::time_point deadline) {
+/// Why not: COMMUNICATION, or TIMEOUT at the deadline.
+Status writeAll(int fd, const std::string &bytes, Clock::time_point deadline) {
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n =
@@ -241,19 +244,20 @@ std::string writeAll(int fd, const std::string &bytes,
       continue;
     }
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-      return "the connection is closed (" + errnoText() + ")";
+      return communication("the connection is closed (" + errnoText() + ")");
     if (Clock::now() >= deadline)
-      return "timed out";
+      return timedOut("timed out");
     pollfd waiting{fd, POLLOUT, 0};
     ::poll(&waiting, 1, millisecondsLeft(deadline));
   }
-  return "";
+  return Status::success();
 }
 
 /// Reads exactly `length` bytes from a non-blocking socket before
-/// `deadline`; "" or why not ("closed after 3 of 20 bytes").
-std::string readExact(int fd, size_t length, std::string &bytes,
-                      Clock::time_point deadline) {
+/// `deadline`; why not ("closed after 3 of 20 bytes") as COMMUNICATION, or
+/// TIMEOUT at the deadline.
+Status readExact(int fd, size_t length, std::string &bytes,
+                 Clock::time_point deadline) {
   bytes.assign(length, '\0');
   size_t done = 0;
   while (done < length) {
@@ -263,17 +267,16 @@ std::string readExact(int fd, size_t length, std::string &bytes,
       continue;
     }
     if (n == 0)
-      return "the connection closed after " + std::to_string(done) + " of " +
-             std::to_string(length) + " bytes";
+      return communication(
+          str("the connection closed after ", done, " of ", length, " bytes"));
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-      return "the connection failed (" + errnoText() + ")";
+      return communication("the connection failed (" + errnoText() + ")");
     if (Clock::now() >= deadline)
-      return "timed out after " + std::to_string(done) + " of " +
-             std::to_string(length) + " bytes";
+      return timedOut(str("timed out after ", done, " of ", length, " bytes"));
     pollfd waiting{fd, POLLIN, 0};
     ::poll(&waiting, 1, millisecondsLeft(deadline));
   }
-  return "";
+  return Status::success();
 }
 
 /// A frame's header (tcp::kHeaderBytes of them), its fields not checked.
@@ -299,22 +302,25 @@ std::string unconnected(const std::vector<int> &sockets, int64_t from,
   return list;
 }
 
-/// Reads one frame of `op` whose payload is at most `maxBytes`; "" or what
-/// was wrong with it.
-std::string readFrame(int fd, uint32_t op, size_t maxBytes,
-                      std::string &payload, Clock::time_point deadline) {
+/// Reads one frame of `op` whose payload is at most `maxBytes`; what was
+/// wrong with it, as readExact says it.
+Status readFrame(int fd, uint32_t op, size_t maxBytes, std::string &payload,
+                 Clock::time_point deadline) {
   std::string header;
-  std::string problem = readExact(fd, tcp::kHeaderBytes, header, deadline);
-  if (!problem.empty())
-    return problem;
+  Status status = readExact(fd, tcp::kHeaderBytes, header, deadline);
+  if (!status.ok())
+    return status;
   Header got = decodeHeader(header);
   if (got.magic != tcp::kMagic)
-    return str("it is not a tamoe message (magic 0x", std::hex, got.magic, ")");
+    return communication(
+        str("it is not a tamoe message (magic 0x", std::hex, got.magic, ")"));
   if (got.op != op)
-    return str("it is message ", got.op, " where ", op, " was expected");
+    return communication(
+        str("it is message ", got.op, " where ", op, " was expected"));
   if (got.length > maxBytes)
-    return str("it announces ", got.length, " bytes where at most ", maxBytes,
-               " were expected");
+    return communication(str("it announces ", got.length,
+                             " bytes where at most ", maxBytes,
+                             " were expected"));
   return readExact(fd, got.length, payload, deadline);
 }
 
@@ -663,11 +669,11 @@ Status TcpLauncher::rendezvousAsRoot(int listener, const std::string &where,
   };
   for (int64_t r = 1; r < worldSize; ++r)
     if (sockets[r] >= 0 && status.ok()) {
-      std::string problem =
-          writeAll(sockets[r], tableFor(sockets[r]), deadline);
-      if (!problem.empty())
-        status = communication(str("rendezvous at ", where, ": sending rank ",
-                                   r, " the table failed: ", problem));
+      Status sent = writeAll(sockets[r], tableFor(sockets[r]), deadline);
+      if (!sent.ok())
+        status = within(str("rendezvous at ", where, ": sending rank ", r,
+                            " the table failed: "),
+                        sent);
     } else if (sockets[r] >= 0) {
       (void)writeAll(sockets[r], tableFor(sockets[r]), deadlineAfter(1));
     }
@@ -700,22 +706,20 @@ Status TcpLauncher::rendezvousAsWorker(const std::string &address,
                         "; is rank 0 running, and MASTER_ADDR/MASTER_PORT "
                         "right?)"));
   sockets[0] = master;
-  problem = writeAll(master,
-                     tcp::encodeHello(uint32_t(worldRank), uint32_t(worldSize),
-                                      portOf(listener)),
-                     deadline);
+  Status heard =
+      writeAll(master,
+               tcp::encodeHello(uint32_t(worldRank), uint32_t(worldSize),
+                                portOf(listener)),
+               deadline);
   std::string table;
   // Rank 0 answers at its own deadline at the latest, which may be a
   // little after this rank's: a second's grace to hear why.
-  if (problem.empty())
-    problem = readFrame(master, tcp::kTable << 8, tableBytes(worldSize), table,
-                        deadline + std::chrono::seconds(1));
-  if (!problem.empty()) {
-    std::string message =
-        str("rendezvous at ", where, ": no table from rank 0: ", problem);
-    return problem.rfind("timed out", 0) == 0 ? timedOut(message)
-                                              : communication(message);
-  }
+  if (heard.ok())
+    heard = readFrame(master, tcp::kTable << 8, tableBytes(worldSize), table,
+                      deadline + std::chrono::seconds(1));
+  if (!heard.ok())
+    return within(str("rendezvous at ", where, ": no table from rank 0: "),
+                  heard);
   // A failure carries no addresses, so that a rank whose WORLD_SIZE is
   // not rank 0's reads why.
   Reader reader(table);
@@ -752,12 +756,13 @@ Status TcpLauncher::rendezvousAsWorker(const std::string &address,
     if (fd < 0)
       return communication(str("could not connect to rank ", r, " at ",
                                ipText(ips[r]), ":", ports[r], ": ", problem));
-    problem = writeAll(fd, tcp::encodeFrame(tcp::kJoin << 8, join), deadline);
-    if (!problem.empty()) {
+    Status sent =
+        writeAll(fd, tcp::encodeFrame(tcp::kJoin << 8, join), deadline);
+    if (!sent.ok()) {
       closeSocket(fd);
-      return communication(str("could not send rank ", r, " at ",
-                               ipText(ips[r]), ":", ports[r],
-                               " this rank's join: ", problem));
+      return within(str("could not send rank ", r, " at ", ipText(ips[r]), ":",
+                        ports[r], " this rank's join: "),
+                    sent);
     }
     sockets[r] = fd;
   }
