@@ -1719,8 +1719,39 @@ static LogicalResult checkDimIndices(ModuleOp module) {
   return failure(walk.wasInterrupted());
 }
 
+/// With host loops, a linalg.matmul whose result is bf16 or f16 adds up in
+/// f32 and rounds once, as tamoe_rt_matmul does (and cuBLAS and PyTorch):
+/// upstream's loops add up in the result type, one rounding per product,
+/// so a weight gradient summed over thousands of tokens would keep few of
+/// its bits, and the two lowerings of one program would disagree.
+static void widenNarrowMatmuls(ModuleOp module) {
+  SmallVector<linalg::MatmulOp> narrow;
+  module.walk([&](linalg::MatmulOp op) {
+    auto type = dyn_cast<RankedTensorType>(op->getResult(0).getType());
+    if (op.hasPureTensorSemantics() && type &&
+        isa<BFloat16Type, Float16Type>(type.getElementType()))
+      narrow.push_back(op);
+  });
+  for (linalg::MatmulOp op : narrow) {
+    OpBuilder b(op);
+    Location loc = op.getLoc();
+    auto type = cast<RankedTensorType>(op->getResult(0).getType());
+    RankedTensorType wide = type.clone(b.getF32Type());
+    Value init = arith::ExtFOp::create(b, loc, wide, op.getDpsInits()[0]);
+    // The same maps and operand casts; the payload is built for f32.
+    auto widened =
+        linalg::MatmulOp::create(b, loc, TypeRange{wide}, op.getDpsInputs(),
+                                 ValueRange{init}, op->getAttrs());
+    Value result = arith::TruncFOp::create(b, loc, type, widened->getResult(0));
+    op->getResult(0).replaceAllUsesWith(result);
+    op->erase();
+  }
+}
+
 void ConvertToRuntimePass::runOnOperation() {
   ModuleOp module = getOperation();
+  if (!deviceResident)
+    widenNarrowMatmuls(module);
   if (failed(checkDimIndices(module)))
     return signalPassFailure();
   SymbolTableCollection symbols;

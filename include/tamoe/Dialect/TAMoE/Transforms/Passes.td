@@ -356,7 +356,10 @@ def TAMoEConvertToRuntimePass
     `arith.truncf` -> `tamoe_rt_convert`; `linalg.add` of i32 counts (a
     chunked layer's parts, summed) -> `tamoe_rt_add_counts`. Any other op that computes on tensors is an error naming it. Without it, such
     ops stay for upstream bufferization and become host loops, which the
-    runtime refuses to run on the cuda backend.
+    runtime refuses to run on the cuda backend; a `linalg.matmul` into
+    bf16 or f16 then adds up in f32 (its init widened with `arith.extf`,
+    its result rounded once with `arith.truncf`), as `tamoe_rt_matmul`
+    does, rather than in its result type.
   }];
   let options = [
     Option<"deviceResident", "device-resident", "bool",
