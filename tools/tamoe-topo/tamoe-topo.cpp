@@ -616,8 +616,10 @@ static const DeviceRate deviceRates[] = {
 /// exchange in one chunk and cut into the chunks the overlap model picks,
 /// predicted as tamoe-overlap predicts them for the tamoe pattern.
 static int overlap(const Workload &workload, const PolicyOptions &options) {
-  if (ffn.getNumOccurrences() && ffn < 1)
-    return fail(formatv("--ffn: expected >= 1, got {0}", ffn));
+  // --hidden's bounds (planner::verify(Workload)): far above any layer.
+  constexpr int64_t kMaxFfn = int64_t(1) << 31;
+  if (ffn.getNumOccurrences() && (ffn < 1 || ffn > kMaxFfn))
+    return fail(formatv("--ffn: expected in [1, {0}], got {1}", kMaxFfn, ffn));
   // tamoe-overlap's bounds (planner::verifyOverlapOptions), in this
   // command's units.
   if (maxChunks < 1 || maxChunks > kMaxChunks)
