@@ -1196,7 +1196,10 @@ void errorsScenario(const World &w) {
     }
   Bytes tokensData(tokens * rowBytes, 0x22),
       dedupReceived(w.ranks * tokens * rowBytes);
-  std::vector<int32_t> dedupCounts(w.ranks);
+  // Room for the experts rank 7 claims below: its recv_counts must pass
+  // the local checks (a shorter buffer could overlap another, depending on
+  // where the heap put them) so that the disagreement is what fails.
+  std::vector<int32_t> dedupCounts(2 * experts);
   status = tamoe_rt_dispatch_dedup(
       w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
       k, experts, dedupReceived.data(),
@@ -1218,6 +1221,7 @@ void errorsScenario(const World &w) {
       w.ctx, tokensData.data(), tokens, rowBytes, ids.data(), positions.data(),
       k, experts, dedupReceived.data(), w.ranks * tokens, dedupCounts.data());
   EXPECT(status == TAMOE_RT_SUCCESS, tamoe_rt_last_error(w.ctx));
+  dedupCounts.resize(experts);
   EXPECT(dedupCounts == std::vector<int32_t>(w.ranks, int32_t(tokens)),
          "dedup counts after the errors");
 
