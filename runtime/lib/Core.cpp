@@ -1361,6 +1361,7 @@ tamoe_rt_status_t tamoe_rt_aux_loss(tamoe_rt_context_t *context,
   Status status = Check()
                       .atLeast(tokens, 0, "tokens")
                       .atLeast(experts, 1, "experts")
+                      .expertIds(experts)
                       .topK(k, experts)
                       .fits(tokens, experts, "tokens * experts")
                       .notNull(probs, "probs", tokens > 0)

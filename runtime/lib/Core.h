@@ -275,6 +275,14 @@ public:
         .fits(ranksPerNode, nodes, "ranks_per_node * nodes")
         .fits(product(ranksPerNode, nodes), expertsPerRank,
               "ranks_per_node * nodes * experts_per_rank");
+    // Routes name experts by int32 id; more experts than that would only
+    // size the backend's tables (and expanded_counts) past any route.
+    that(product(product(ranksPerNode, nodes), expertsPerRank) <= INT32_MAX,
+         [&] {
+           return str("ranks_per_node * nodes * experts_per_rank = ",
+                      ranksPerNode * nodes * expertsPerRank,
+                      " exceeds the int32 expert ids");
+         });
     return notNull(routes, "routes", uniqueCapacity > 0)
         .notNull(recvCounts, "recv_counts");
   }

@@ -134,12 +134,16 @@ Status countAssignments(const int32_t *expertIds, const int32_t *positions,
   return Status::success();
 }
 
-/// dedup_pack's layout: rows[node * tokens + t] is the row that token t
-/// makes for `node` (node, then token order), -1 when it sends the node
-/// nothing; `total` counts the rows.
+/// dedup_pack's layout: rows[a] is the row that assignment a (t * k + j)
+/// goes out in, one row per token and node it reaches, numbered by node,
+/// then token; -1 when it was dropped. `total` counts the rows. The kept
+/// assignments are sorted (in `order`) rather than laid out in a table per
+/// node and token: that would grow with nodes x tokens, while the buffers
+/// grow with nodes + tokens.
 Status packRows(const int32_t *expertIds, const int32_t *positions,
                 intptr_t numTokens, intptr_t k, intptr_t expertsPerNode,
-                intptr_t nodes, std::vector<intptr_t> &rows, intptr_t &total) {
+                intptr_t nodes, std::vector<intptr_t> &order,
+                std::vector<intptr_t> &rows, intptr_t &total) {
   intptr_t experts = expertsPerNode * nodes;
   for (intptr_t a = 0; a < numTokens * k; ++a)
     if (positions[a] >= 0 && (expertIds[a] < 0 || expertIds[a] >= experts))
@@ -147,14 +151,24 @@ Status packRows(const int32_t *expertIds, const int32_t *positions,
                          " is out of range [0, ", experts, ") (",
                          expertsPerNode, " experts on each of ", nodes,
                          " nodes)"));
-  rows.assign(nodes * numTokens, -1);
+  auto node = [&](intptr_t a) { return expertIds[a] / expertsPerNode; };
+  order.clear();
   for (intptr_t a = 0; a < numTokens * k; ++a)
     if (positions[a] >= 0)
-      rows[expertIds[a] / expertsPerNode * numTokens + a / k] = 0;
+      order.push_back(a);
+  // By node, then token (assignments ascend within a token).
+  std::sort(order.begin(), order.end(), [&](intptr_t x, intptr_t y) {
+    return node(x) != node(y) ? node(x) < node(y) : x < y;
+  });
+  rows.assign(numTokens * k, -1);
   total = 0;
-  for (intptr_t &row : rows)
-    if (row >= 0)
-      row = total++;
+  for (size_t i = 0; i < order.size(); ++i) {
+    intptr_t a = order[i];
+    if (i > 0 && node(order[i - 1]) == node(a) && order[i - 1] / k == a / k)
+      rows[a] = total - 1;
+    else
+      rows[a] = total++;
+  }
   return Status::success();
 }
 
@@ -265,6 +279,10 @@ Status CpuBackend::gate(const float *logits, intptr_t tokens, intptr_t experts,
                         intptr_t k, tamoe_rt_score_t score, bool renormalize,
                         intptr_t numGroups, intptr_t groupsKept,
                         int32_t *expertIds, float *weights, float *probs) {
+  // No token, no work: the tables below are sized by `experts`, which no
+  // buffer of an empty call backs.
+  if (tokens == 0)
+    return Status::success();
   const float minusInf = -std::numeric_limits<float>::infinity();
   intptr_t perGroup = numGroups > 0 ? experts / numGroups : experts;
   std::vector<char> allowed(experts), chosen(experts);
@@ -563,16 +581,17 @@ Status CpuBackend::auxLoss(const float *probs, const int32_t *expertIds,
                            const int32_t *positions, intptr_t tokens,
                            intptr_t experts, intptr_t k,
                            const float *expertWeights, float *loss) {
+  if (tokens == 0) {
+    // No assignments, no imbalance (the lowering would divide 0 by 0); and
+    // no per-expert table, which no buffer of an empty call backs.
+    *loss = 0;
+    return Status::success();
+  }
   std::vector<float> counts;
   Status status =
       countAssignments(expertIds, positions, tokens, experts, k, counts);
   if (!status.ok())
     return status;
-  if (tokens == 0) {
-    // No assignments, no imbalance (the lowering would divide 0 by 0).
-    *loss = 0;
-    return Status::success();
-  }
   // As tamoe-expand-gate lowers it: E / (k S^2) * sum_e count_e *
   // probSum_e (* w_e), in f32 and in this order. f_e divides by all k S
   // assignments, dropped ones included.
@@ -766,29 +785,26 @@ Status CpuBackend::dedupPack(const void *tokens, intptr_t numTokens,
                              intptr_t uniqueCapacity, int32_t *nodeCounts) {
   intptr_t total = 0;
   Status status = packRows(expertIds, positions, numTokens, k, expertsPerNode,
-                           nodes, rowIndex, total);
+                           nodes, order, rowIndex, total);
   if (!status.ok())
     return status;
   if (total > uniqueCapacity)
     return exceeded(
         str(total, " unique rows exceed unique_capacity ", uniqueCapacity));
-  for (intptr_t node = 0; node < nodes; ++node) {
-    int32_t count = 0;
-    for (intptr_t t = 0; t < numTokens; ++t) {
-      intptr_t row = rowIndex[node * numTokens + t];
-      if (row < 0)
-        continue;
-      std::memcpy(rowOf(unique, row, rowBytes), rowOf(tokens, t, rowBytes),
+  std::fill(nodeCounts, nodeCounts + nodes, 0);
+  std::fill(routes, routes + total * k, -1);
+  // In node, then token order (`order`), so each route lists its experts
+  // in the token's top-k order; a row's first assignment makes the row.
+  intptr_t listed = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    intptr_t a = order[i], row = rowIndex[size_t(a)];
+    if (i == 0 || rowIndex[size_t(order[i - 1])] != row) {
+      std::memcpy(rowOf(unique, row, rowBytes), rowOf(tokens, a / k, rowBytes),
                   size_t(rowBytes));
-      int32_t *route = routes + row * k;
-      intptr_t listed = 0;
-      for (intptr_t a = t * k; a < (t + 1) * k; ++a)
-        if (positions[a] >= 0 && expertIds[a] / expertsPerNode == node)
-          route[listed++] = expertIds[a];
-      std::fill(route + listed, route + k, -1);
-      ++count;
+      ++nodeCounts[expertIds[a] / expertsPerNode];
+      listed = 0;
     }
-    nodeCounts[node] = count;
+    routes[row * k + listed++] = expertIds[a];
   }
   return Status::success();
 }
@@ -858,7 +874,13 @@ Status CpuBackend::expand(const int32_t *routes, intptr_t uniqueCapacity,
           expertNode = expert / expertsPerNode;
         oneNode &= expert / expertsPerNode == expertNode;
       }
-  if (!oneNode) {
+  // The counting sort's table has a slot per (destination, source, expert
+  // index): more slots than rows would cost memory no buffer backs (the
+  // gradient has no expanded_counts), so few rows take the comparison sort,
+  // which gives the same order (on one node, a destination's experts are
+  // one rank's, ordered by their index there).
+  intptr_t slots = ranksPerNode * nodes * expertsPerRank;
+  if (!oneNode || slots > intptr_t(arrivals.size())) {
     // Only a hand-made call lists other nodes' experts (a relay receives
     // routes to its own): a comparison sort keeps the documented order.
     entries = arrivals;
@@ -879,7 +901,7 @@ Status CpuBackend::expand(const int32_t *routes, intptr_t uniqueCapacity,
     return (e.destination * nodes + e.source) * expertsPerRank +
            e.expert % expertsPerRank;
   };
-  start.assign(ranksPerNode * nodes * expertsPerRank + 1, 0);
+  start.assign(slots + 1, 0);
   for (const Expansion &e : arrivals)
     ++start[slot(e) + 1];
   std::partial_sum(start.begin(), start.end(), start.begin());
@@ -903,6 +925,8 @@ Status CpuBackend::gateGrad(const float *probs, const int32_t *expertIds,
       if (expertIds[a] < 0 || expertIds[a] >= experts)
         return invalid(str(entry("expert_ids", a, k), " = ", expertIds[a],
                            " is out of range [0, ", experts, ")"));
+  if (tokens == 0)
+    return Status::success();
   std::vector<float> g(experts);
   for (intptr_t t = 0; t < tokens; ++t) {
     const float *p = probs + t * experts;
@@ -1025,10 +1049,13 @@ Status CpuBackend::auxLossGrad(const int32_t *expertIds,
                                intptr_t experts, intptr_t k,
                                const float *expertWeights, const float *dLoss,
                                float *dProbs) {
+  // Nothing to write, and no per-expert table for an empty call.
+  if (tokens == 0)
+    return Status::success();
   std::vector<float> counts;
   Status status =
       countAssignments(expertIds, positions, tokens, experts, k, counts);
-  if (!status.ok() || tokens == 0)
+  if (!status.ok())
     return status;
   // The loss's scale as auxLoss computes it; a weight of 1 changes nothing,
   // so a uniform plan's gradient is the switch loss's to the bit.
@@ -1052,15 +1079,22 @@ Status CpuBackend::dedupPackGrad(const float *dUnique, intptr_t uniqueCapacity,
                                  intptr_t nodes, float *dTokens) {
   intptr_t total = 0;
   Status status = packRows(expertIds, positions, numTokens, k, expertsPerNode,
-                           nodes, rowIndex, total);
+                           nodes, order, rowIndex, total);
   if (!status.ok())
     return status;
   if (total > uniqueCapacity)
     return invalid(str("expert_ids and positions make ", total,
                        " unique rows but unique_capacity is ", uniqueCapacity));
-  // A token's rows, node by node.
-  gatherRows(dUnique, hidden, rowIndex, numTokens, nodes, 1, numTokens,
-             dTokens);
+  // A token's rows, node by node: its assignments' rows ascending (rows are
+  // numbered by node first), each once.
+  for (intptr_t t = 0; t < numTokens; ++t) {
+    auto first = rowIndex.begin() + t * k, last = first + k;
+    std::sort(first, last);
+    for (auto row = first + 1; row < last; ++row)
+      if (*row == *(row - 1))
+        *(row - 1) = -1;
+  }
+  gatherRows(dUnique, hidden, rowIndex, numTokens, k, k, 1, dTokens);
   return Status::success();
 }
 

@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <sys/resource.h>
 
 namespace runtime_test {
 
@@ -23,6 +24,15 @@ inline void clearEnvironment() {
   for (const char *name :
        {"TAMOE_RANKS_PER_NODE", "TAMOE_RT_TIMEOUT", "TAMOE_RT_CUDA_LIBRARY"})
     unsetenv(name);
+}
+
+/// The peak resident memory of the process so far, in MiB: a test of
+/// scratch that must not grow with a count no buffer backs compares it
+/// before and after.
+inline long peakMiB() {
+  rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024;
 }
 
 class Runtime : public ::testing::Test {

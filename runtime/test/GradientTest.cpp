@@ -36,6 +36,7 @@
 
 using reference::Bytes;
 using reference::Random;
+using runtime_test::peakMiB;
 using runtime_test::Runtime;
 
 namespace {
@@ -1012,6 +1013,61 @@ TEST_F(Runtime, DedupGradErrors) {
   routes[2] = 1;
   recvCounts[1] = -1;
   expectExpand(expand(5, 3, dOut.data()), "recv_counts[1] = -1 is negative");
+}
+
+/// The gradients' scratch grows with their buffers: dedup_pack_grad's not
+/// with nodes x tokens, an empty call's not with the experts (no buffer
+/// backs them), and dedup_expand_grad refuses more experts than int32 ids
+/// name. Each of these once allocated gigabytes, or ended the process when
+/// the allocation failed.
+TEST_F(Runtime, GradientScratchGrowsWithTheBuffers) {
+  long before = peakMiB();
+  // A million nodes of one expert; token t to experts t and t + 1, each
+  // unique row's gradient its row index.
+  int64_t nodes = int64_t(1) << 20, tokens = int64_t(1) << 16, k = 2;
+  std::vector<int32_t> ids(tokens * k), positions(tokens * k, 0);
+  for (int64_t t = 0; t < tokens; ++t) {
+    ids[t * k] = int32_t(t);
+    ids[t * k + 1] = int32_t(t + 1);
+  }
+  std::vector<float> dUnique(tokens * k), dTokens(tokens, -1.0f);
+  std::iota(dUnique.begin(), dUnique.end(), 0.0f);
+  ASSERT_EQ(tamoe_rt_dedup_pack_grad(
+                ctx, TAMOE_RT_F32, dUnique.data(), tokens * k, 1, ids.data(),
+                positions.data(), tokens, k, 1, nodes, dTokens.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  // Node 0 has row 0 (token 0); node n >= 1 rows 2n - 1 (token n - 1) and
+  // 2n (token n): token t's rows are 2t and 2t + 1.
+  EXPECT_EQ(dTokens[0], 0.0f + 1.0f);
+  EXPECT_EQ(dTokens[7], 14.0f + 15.0f);
+
+  float dLoss = 1, dProbs = -9;
+  EXPECT_EQ(tamoe_rt_gate_grad(ctx, nullptr, nullptr, 0, INT32_MAX, 1,
+                               TAMOE_RT_SCORE_SOFTMAX, 0, nullptr, &dProbs,
+                               &dProbs + 1),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(tamoe_rt_aux_loss_grad(ctx, nullptr, nullptr, 0, INT32_MAX, 1,
+                                   nullptr, &dLoss, nullptr),
+            TAMOE_RT_SUCCESS)
+      << error();
+  int32_t route = -1, recvCounts = 0;
+  float dExpanded = 0, dOut = -9;
+  EXPECT_EQ(tamoe_rt_dedup_expand_grad(ctx, TAMOE_RT_F32, &dExpanded, 1, 1,
+                                       &route, 1, 1, &recvCounts, 1, 1,
+                                       intptr_t(1) << 30, &dOut),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(dOut, 0.0f);
+  EXPECT_LT(peakMiB() - before, 256) << "MiB of scratch";
+
+  Expect expectExpand(ctx, "tamoe_rt_dedup_expand_grad");
+  expectExpand(tamoe_rt_dedup_expand_grad(ctx, TAMOE_RT_F32, &dExpanded, 1, 1,
+                                          &route, 1, 1, &recvCounts, 1, 2,
+                                          intptr_t(1) << 40, &dOut),
+               "ranks_per_node * nodes * experts_per_rank = 2199023255552 "
+               "exceeds the int32 expert ids");
 }
 
 TEST_F(Runtime, AllReduceErrors) {

@@ -32,6 +32,7 @@ using reference::Bytes;
 using reference::Random;
 
 using runtime_test::clearEnvironment;
+using runtime_test::peakMiB;
 using runtime_test::Runtime;
 
 namespace {
@@ -1750,6 +1751,73 @@ TEST_F(Runtime, DedupExpandAgainstReference) {
   recvCounts[1] = -3;
   EXPECT_EQ(expand(rows, expandedRows), TAMOE_RT_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(error(), "tamoe_rt_dedup_expand: recv_counts[1] = -3 is negative");
+}
+
+/// The scratch of dedup_pack grows with its buffers (nodes + tokens), not
+/// with nodes x tokens: a million nodes and 65536 tokens once needed a
+/// 512 GiB table, and the allocation's failure ended the process.
+TEST_F(Runtime, DedupPackScratchGrowsWithTheBuffers) {
+  int64_t nodes = int64_t(1) << 20, tokens = int64_t(1) << 16, k = 2;
+  Bytes data(tokens), unique(tokens * k);
+  std::vector<int32_t> ids(tokens * k), positions(tokens * k, 0),
+      routes(tokens * k * k, -9), counts(nodes, -9);
+  // Token t to nodes t and t + 1 (one expert per node); token 3 twice to
+  // node 3; token 5's second assignment dropped.
+  for (int64_t t = 0; t < tokens; ++t) {
+    data[t] = uint8_t(t);
+    ids[t * k] = int32_t(t);
+    ids[t * k + 1] = int32_t(t + 1);
+  }
+  ids[3 * k + 1] = 3;
+  positions[5 * k + 1] = -1;
+  ASSERT_EQ(tamoe_rt_dedup_pack(ctx, data.data(), tokens, 1, ids.data(),
+                                positions.data(), k, 1, nodes, unique.data(),
+                                routes.data(), tokens * k, counts.data()),
+            TAMOE_RT_SUCCESS)
+      << error();
+  // Node n gets token n - 1 and token n, except that token 3 reaches node 4
+  // no longer and token 5 does not reach node 6.
+  EXPECT_EQ(counts[0], 1);
+  EXPECT_EQ(counts[3], 2);
+  EXPECT_EQ(counts[4], 1);
+  EXPECT_EQ(counts[6], 1);
+  EXPECT_EQ(counts[tokens], 1);
+  EXPECT_EQ(counts[tokens + 1], 0);
+  EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), int64_t(0)),
+            2 * tokens - 2);
+  // Rows by node, then token: node 0 {0}, node 1 {0, 1}, node 2 {1, 2},
+  // node 3 {2, 3 (routed to expert 3 twice)}, node 4 {4}.
+  std::vector<uint8_t> wantTokens = {0, 0, 1, 1, 2, 2, 3, 4};
+  std::vector<int32_t> wantRoutes = {0, -1, 1, -1, 1, -1, 2, -1,
+                                     2, -1, 3, -1, 3, 3,  4, -1};
+  EXPECT_EQ(Bytes(unique.begin(), unique.begin() + 8), Bytes(wantTokens));
+  EXPECT_EQ(std::vector<int32_t>(routes.begin(), routes.begin() + 16),
+            wantRoutes);
+}
+
+/// An empty call of the routing ops allocates nothing per expert: no
+/// buffer of one backs `experts`, which may be as large as the int32 ids.
+TEST_F(Runtime, EmptyRoutingCallsAllocateNothingPerExpert) {
+  long before = peakMiB();
+  int32_t ids = -9;
+  float weights = -9, probs = -9, loss = -1;
+  EXPECT_EQ(tamoe_rt_gate(ctx, nullptr, 0, INT32_MAX, 1, TAMOE_RT_SCORE_SOFTMAX,
+                          0, 0, 0, &ids, &weights, &probs),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(tamoe_rt_aux_loss(ctx, nullptr, nullptr, nullptr, 0, INT32_MAX, 1,
+                              nullptr, &loss),
+            TAMOE_RT_SUCCESS)
+      << error();
+  EXPECT_EQ(loss, 0.0f);
+  EXPECT_LT(peakMiB() - before, 256) << "MiB of scratch for empty calls";
+  // Past the int32 ids, aux_loss refuses the count (it once ended the
+  // process allocating a table of them), as the other routing ops do.
+  EXPECT_EQ(tamoe_rt_aux_loss(ctx, nullptr, nullptr, nullptr, 0,
+                              intptr_t(1) << 40, 1, nullptr, &loss),
+            TAMOE_RT_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(error(), "tamoe_rt_aux_loss: experts = 1099511627776 exceeds the "
+                     "int32 expert ids");
 }
 
 /// The de-duplicated schedule of tamoe_rt_dispatch_dedup with the exchanges
