@@ -11,6 +11,7 @@
 
 #include "tamoe/Dialect/TAMoE/Autodiff/Autodiff.h"
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
+#include "tamoe/Planner/Overlap.h"
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -27,6 +28,14 @@ struct ChunkVJP : public VJPOpInterface::ExternalModel<ChunkVJP, ChunkOp> {
     Value d = context.cotangent(chunk.getChunkRows());
     if (!d || !context.needsCotangent(chunk.getRows()))
       return success();
+    // The gradient lists every part, one per operand: a count as large as
+    // the attribute allows (2^63) would be built for ever.
+    if (chunk.getChunks() > uint64_t(::tamoe::planner::kMaxChunks))
+      return op->emitOpError()
+             << "cannot be differentiated: its gradient lists all "
+             << chunk.getChunks() << " parts, and tamoe differentiates at most "
+             << ::tamoe::planner::kMaxChunks
+             << " (the most tamoe-overlap makes)";
     // This part's gradient in its place, the other parts' zero.
     SmallVector<Value> parts;
     for (int64_t part = 0; part < int64_t(chunk.getChunks()); ++part)

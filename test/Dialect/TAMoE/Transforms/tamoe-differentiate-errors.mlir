@@ -319,6 +319,20 @@ func.func @g(%x: tensor<4xf32>, %d: tensor<4xf32>) {
 
 // -----
 
+// A chunk of more parts than tamoe-overlap makes: its gradient would list
+// them all (2^31 of them took for ever).
+func.func @f(%rows: tensor<32x8xf32>, %counts: tensor<8xi32>) -> tensor<16x8xf32> {
+  // expected-error @+1 {{'tamoe.chunk' op cannot be differentiated: its gradient lists all 2147483647 parts, and tamoe differentiates at most 1024 (the most tamoe-overlap makes)}}
+  %part, %part_counts = tamoe.chunk %rows, %counts chunk 1 of 2147483647 : tensor<32x8xf32>, tensor<8xi32> -> tensor<16x8xf32>
+  return %part : tensor<16x8xf32>
+}
+func.func @g(%rows: tensor<32x8xf32>, %counts: tensor<8xi32>, %d: tensor<16x8xf32>) {
+  %part, %drows = tamoe.vjp @f(%rows, %counts) cotangents(%d) : (tensor<32x8xf32>, tensor<8xi32>), (tensor<16x8xf32>) -> (tensor<16x8xf32>), (tensor<32x8xf32>)
+  return
+}
+
+// -----
+
 // A value written to memory and read back: activity follows values only.
 func.func @f(%x: tensor<4xf32>, %m: memref<4xf32>) -> tensor<4xf32> {
   %c0 = arith.constant 0 : index
