@@ -585,6 +585,26 @@ func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %w: tensor<4xf32>
 
 // -----
 
+// No assignments to take fractions of (tamoe-expand-gate's loss was 0 / 0,
+// the runtime's an abort).
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x0xi32>) {
+  // expected-error @+1 {{k must be >= 1, got 0 (expert_ids [16, 0])}}
+  %0 = tamoe.aux_loss switch %probs, %ids : tensor<16x8xf32>, tensor<16x0xi32> -> tensor<f32>
+  return
+}
+
+// -----
+
+// Weights of another type made tamoe-expand-gate build an arith.mulf of f32
+// and f64.
+func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %w: tensor<8xf64>) {
+  // expected-error @+1 {{weights must have the probs' element type 'f32', got 'f64'}}
+  %0 = tamoe.aux_loss topology %probs, %ids weights %w : tensor<16x8xf32>, tensor<16x2xi32>, tensor<8xf64> -> tensor<f32>
+  return
+}
+
+// -----
+
 func.func @f(%probs: tensor<16x8xf32>, %ids: tensor<16x2xi32>, %pos: tensor<16x1xi32>) {
   // expected-error @+1 {{dispatched positions must have the shape of expert_ids [16, 2], got [16, 1]}}
   %0 = tamoe.aux_loss switch %probs, %ids dispatched %pos : tensor<16x8xf32>, tensor<16x2xi32>, tensor<16x1xi32> -> tensor<f32>
@@ -920,6 +940,22 @@ func.func @f(%ids: tensor<16x2xi32>, %d: tensor<f32>, %w: tensor<8xf32>) {
 func.func @f(%ids: tensor<16x2xi32>, %d: tensor<f32>, %w: tensor<4xf32>) {
   // expected-error @+1 {{weights must have one entry per expert (8), got 4}}
   %0 = tamoe.aux_loss_grad topology %ids, %d weights %w : tensor<16x2xi32>, tensor<f32>, tensor<4xf32> -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<16x2xi32>, %d: tensor<f32>, %w: tensor<8xbf16>) {
+  // expected-error @+1 {{weights must have the d_probs' element type 'f32', got 'bf16'}}
+  %0 = tamoe.aux_loss_grad topology %ids, %d weights %w : tensor<16x2xi32>, tensor<f32>, tensor<8xbf16> -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<16x0xi32>, %d: tensor<f32>) {
+  // expected-error @+1 {{k must be >= 1, got 0 (expert_ids [16, 0])}}
+  %0 = tamoe.aux_loss_grad switch %ids, %d : tensor<16x0xi32>, tensor<f32> -> tensor<16x8xf32>
   return
 }
 

@@ -578,6 +578,11 @@ LogicalResult AuxLossOp::verify() {
                             "token, got "
                          << formatShape(probs.getShape()) << " and "
                          << formatShape(ids.getShape());
+  // f_e divides by the k * S assignments: with k = 0 there are none, and
+  // the loss would be 0 / 0.
+  if (ids.getDimSize(1) == 0)
+    return emitOpError() << "k must be >= 1, got 0 (expert_ids "
+                         << formatShape(ids.getShape()) << ")";
   if (!isDynamic(experts) && !isDynamic(ids.getDimSize(1)) &&
       ids.getDimSize(1) > experts)
     return emitOpError() << "k = " << ids.getDimSize(1)
@@ -594,6 +599,11 @@ LogicalResult AuxLossOp::verify() {
     if (!compatible(type.getDimSize(0), experts))
       return emitOpError() << "weights must have one entry per expert ("
                            << experts << "), got " << type.getDimSize(0);
+    // The loss multiplies them into the probabilities' terms.
+    if (type.getElementType() != probs.getElementType())
+      return emitOpError() << "weights must have the probs' element type "
+                           << probs.getElementType() << ", got "
+                           << type.getElementType();
   }
   if (Value positions = getPositions()) {
     auto type = cast<RankedTensorType>(positions.getType());
@@ -718,6 +728,9 @@ LogicalResult AuxLossGradOp::verify() {
                          << formatShape(ids.getShape());
   if (isDynamic(experts))
     return emitOpError() << "d_probs must have a static number of experts";
+  if (ids.getDimSize(1) == 0)
+    return emitOpError() << "k must be >= 1, got 0 (expert_ids "
+                         << formatShape(ids.getShape()) << ")";
   bool topologyAware = getKind() == AuxLossKind::Topology;
   if (topologyAware != bool(getExpertWeights()))
     return emitOpError() << (topologyAware
@@ -729,6 +742,10 @@ LogicalResult AuxLossGradOp::verify() {
     if (!compatible(type.getDimSize(0), experts))
       return emitOpError() << "weights must have one entry per expert ("
                            << experts << "), got " << type.getDimSize(0);
+    if (type.getElementType() != probs.getElementType())
+      return emitOpError() << "weights must have the d_probs' element type "
+                           << probs.getElementType() << ", got "
+                           << type.getElementType();
   }
   if (failed(verifyGradientOf(*this, "dispatched positions", getPositions(),
                               ids, "expert_ids")))

@@ -10,6 +10,10 @@
 
 #include "tamoe/Dialect/TAMoE/IR/TAMoE.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
 using namespace mlir;
 using namespace mlir::tamoe;
 
@@ -142,17 +146,55 @@ LogicalResult CombineOp::buildVJP(OpBuilder &builder, VJPContext &context) {
 
 LogicalResult AuxLossOp::buildVJP(OpBuilder &builder, VJPContext &context) {
   Value dLoss = context.cotangent(getLoss());
-  if (!needed(context, dLoss, getProbs()))
-    return success();
-  // The topology weights come from the plan: constants, not trained.
   Value weights = getExpertWeights();
+  SmallVector<Value> operands{getProbs()};
+  if (weights)
+    operands.push_back(weights);
+  if (!needed(context, dLoss, operands))
+    return success();
   Value positions = getPositions();
-  Value dProbs = AuxLossGradOp::create(
-      builder, getLoc(), getProbs().getType(), getKind(),
-      context.primal(getExpertIds()), dLoss,
-      weights ? context.primal(weights) : Value(),
-      positions ? context.primal(positions) : Value());
-  context.addCotangent(getProbs(), dProbs);
+  Value ids = context.primal(getExpertIds());
+  Value primalPositions = positions ? context.primal(positions) : Value();
+  if (context.needsCotangent(getProbs())) {
+    Value dProbs = AuxLossGradOp::create(
+        builder, getLoc(), getProbs().getType(), getKind(), ids, dLoss,
+        weights ? context.primal(weights) : Value(), primalPositions);
+    context.addCotangent(getProbs(), dProbs);
+  }
+  // The weights tamoe-inject-topology-aux-loss builds are constants, but
+  // weights computed from an argument get their gradient, not silently 0:
+  // L is linear in w, dL/dw_e = dL * E f_e P_e = sum_t probs[t, e] *
+  // (the switch loss's d_probs)[t, e], a column sum of a product.
+  if (weights && context.needsCotangent(weights)) {
+    auto probsType = getProbs().getType();
+    Value dSwitch =
+        AuxLossGradOp::create(builder, getLoc(), probsType, AuxLossKind::Switch,
+                              ids, dLoss, Value(), primalPositions);
+    auto weightsType = cast<RankedTensorType>(weights.getType());
+    auto zerosType = RankedTensorType::get(probsType.getDimSize(1),
+                                           probsType.getElementType());
+    Value zeros = arith::ConstantOp::create(builder, getLoc(),
+                                            builder.getZeroAttr(zerosType));
+    MLIRContext *ctx = builder.getContext();
+    AffineMap all = AffineMap::getMultiDimIdentityMap(2, ctx);
+    AffineMap expert = AffineMap::get(2, 0, builder.getAffineDimExpr(1), ctx);
+    auto sum = linalg::GenericOp::create(
+        builder, getLoc(), TypeRange{zerosType},
+        ValueRange{context.primal(getProbs()), dSwitch}, ValueRange{zeros},
+        ArrayRef<AffineMap>{all, all, expert},
+        ArrayRef<utils::IteratorType>{utils::IteratorType::reduction,
+                                      utils::IteratorType::parallel},
+        [](OpBuilder &b, Location loc, ValueRange args) {
+          Value product = arith::MulFOp::create(b, loc, args[0], args[1]);
+          linalg::YieldOp::create(
+              b, loc, Value(arith::AddFOp::create(b, loc, args[2], product)));
+        });
+    Value dWeights = sum.getResult(0);
+    if (dWeights.getType() != weightsType)
+      dWeights =
+          tensor::CastOp::create(builder, getLoc(), weightsType, dWeights);
+    context.addCotangent(weights, dWeights);
+  }
   return success();
 }
 

@@ -417,12 +417,23 @@ void expandAuxLoss(AuxLossOp loss) {
   Value probs = loss.getProbs();
   auto type = cast<RankedTensorType>(probs.getType());
   Type element = type.getElementType();
+  // Counts, sums and S^2 in at least f32: f16 overflows S^2 from S = 256
+  // (the loss was 0, or NaN) and bf16 stops counting at 256 (1 + 256 rounds
+  // back to 256), so a half-precision loss was wrong at ordinary sizes.
+  // f32 is the type the runtime computes in, and keeps f32 losses as they
+  // were.
+  Type acc =
+      element.getIntOrFloatBitWidth() < 32 ? builder.getF32Type() : element;
+  auto widen = [&](OpBuilder &b, Location l, Value value) -> Value {
+    return value.getType() == acc ? value
+                                  : arith::ExtFOp::create(b, l, acc, value);
+  };
   Value ids = loss.getExpertIds();
   SmallVector<Value> dynamicExperts;
   if (type.isDynamicDim(1))
     dynamicExperts.push_back(tensor::DimOp::create(builder, g.loc, probs, 1));
   SmallVector<int64_t> expertShape{type.getDimSize(1)};
-  Value zero = g.constantFloat(element, 0);
+  Value zero = g.constantFloat(acc, 0);
   // Assignments to each expert, without those the dispatch dropped.
   SmallVector<Value> countInputs{ids};
   if (Value positions = loss.getPositions())
@@ -430,7 +441,7 @@ void expandAuxLoss(AuxLossOp loss) {
   SmallVector<SmallVector<unsigned>> countDims(countInputs.size(), {0, 1});
   Value counts = g.generic(
       3, countDims, countInputs, {{2}},
-      {g.filled(expertShape, element, dynamicExperts, zero)},
+      {g.filled(expertShape, acc, dynamicExperts, zero)},
       {kReduction, kReduction, kParallel},
       [&](OpBuilder &b, Location l, ValueRange args) {
         Value sum = args.back();
@@ -455,15 +466,16 @@ void expandAuxLoss(AuxLossOp loss) {
       })[0];
   Value probSums = g.generic(
       2, {{0, 1}}, {probs}, {{1}},
-      {g.filled(expertShape, element, dynamicExperts, zero)},
+      {g.filled(expertShape, acc, dynamicExperts, zero)},
       {kReduction, kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
         linalg::YieldOp::create(
-            b, l, Value(arith::AddFOp::create(b, l, args[0], args[1])));
+            b, l,
+            Value(arith::AddFOp::create(b, l, widen(b, l, args[0]), args[1])));
       })[0];
   // E / (k S^2): f and P are both per-token averages.
   auto asFloat = [&](Value index) -> Value {
     return arith::UIToFPOp::create(
-        builder, g.loc, element,
+        builder, g.loc, acc,
         arith::IndexCastOp::create(builder, g.loc, builder.getI64Type(),
                                    index));
   };
@@ -475,24 +487,33 @@ void expandAuxLoss(AuxLossOp loss) {
           builder, g.loc,
           asFloat(tensor::DimOp::create(builder, g.loc, ids, 1)),
           arith::MulFOp::create(builder, g.loc, tokens, tokens)));
+  // No tokens, no assignments and no imbalance: 0, as the runtime has it,
+  // where the scale would be E / 0 and the loss 0 * inf.
+  Value noTokens =
+      arith::CmpFOp::create(builder, g.loc, arith::CmpFPredicate::OEQ, tokens,
+                            g.constantFloat(acc, 0));
+  scale = arith::SelectOp::create(builder, g.loc, noTokens,
+                                  g.constantFloat(acc, 0), scale);
   SmallVector<Value> inputs{counts, probSums};
   if (Value weights = loss.getExpertWeights())
     inputs.push_back(weights);
   SmallVector<SmallVector<unsigned>> inputDims(inputs.size(), {0});
   Value total = g.generic(
-      1, inputDims, inputs, {{}}, {g.filled({}, element, {}, zero)},
-      {kReduction}, [&](OpBuilder &b, Location l, ValueRange args) {
+      1, inputDims, inputs, {{}}, {g.filled({}, acc, {}, zero)}, {kReduction},
+      [&](OpBuilder &b, Location l, ValueRange args) {
         Value term = arith::MulFOp::create(b, l, args[0], args[1]);
         if (args.size() == 4)
-          term = arith::MulFOp::create(b, l, term, args[2]);
+          term = arith::MulFOp::create(b, l, term, widen(b, l, args[2]));
         linalg::YieldOp::create(
             b, l, Value(arith::AddFOp::create(b, l, args.back(), term)));
       })[0];
   Value scaled =
       g.generic(0, {{}}, {total}, {{}}, {g.empty({}, element, {})}, {},
                 [&](OpBuilder &b, Location l, ValueRange args) {
-                  linalg::YieldOp::create(
-                      b, l, Value(arith::MulFOp::create(b, l, args[0], scale)));
+                  Value product = arith::MulFOp::create(b, l, args[0], scale);
+                  if (acc != element)
+                    product = arith::TruncFOp::create(b, l, element, product);
+                  linalg::YieldOp::create(b, l, product);
                 })[0];
   loss.replaceAllUsesWith(scaled);
   loss.erase();

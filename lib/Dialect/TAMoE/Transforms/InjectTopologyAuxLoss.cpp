@@ -6,6 +6,8 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/Dominance.h"
+#include "llvm/Support/CheckedArithmetic.h"
 
 #include <cmath>
 
@@ -27,7 +29,8 @@ struct InjectTopologyAuxLossPass
   void runOnOperation() override;
 
 private:
-  LogicalResult inject(DispatchOp dispatch, SymbolTableCollection &symbols);
+  LogicalResult inject(DispatchOp dispatch, SymbolTableCollection &symbols,
+                       DominanceInfo &dominance);
   /// Adds `coefficient * loss` to the function's scalar loss result, or
   /// returns it as a new result.
   LogicalResult addToFunctionLoss(DispatchOp dispatch, Value loss);
@@ -86,9 +89,12 @@ static Value buildExpertWeights(OpBuilder &builder, Location loc,
 }
 
 /// This rank's index in the exchange's group: the linear index over the
-/// grid axes the exchange spans (all of them when it names none).
+/// grid axes the exchange spans (all of them when it names none). The group
+/// must be the topology's `ranks`: the index selects a row of a table with
+/// one row per rank of the topology.
 static FailureOr<Value> groupRank(OpBuilder &builder, Location loc,
-                                  AllToAllOp exchange,
+                                  AllToAllOp exchange, int64_t ranks,
+                                  StringRef topologyName,
                                   SymbolTableCollection &symbols) {
   shard::GridOp grid =
       shard::getGridOrNull(exchange, exchange.getGridAttr(), symbols);
@@ -96,6 +102,26 @@ static FailureOr<Value> groupRank(OpBuilder &builder, Location loc,
     return exchange.emitError()
            << "'@" << exchange.getGrid() << "' does not name a shard.grid";
   SmallVector<int16_t> axes = exchange.getGroupAxes(grid.getRank());
+  // A larger group would read past the table's rows on its last ranks.
+  std::optional<int64_t> groupSize = 1;
+  for (int16_t axis : axes) {
+    int64_t size = grid.getShape()[axis];
+    groupSize = ShapedType::isDynamic(size) || !groupSize
+                    ? std::nullopt
+                    : llvm::checkedMul(*groupSize, size);
+  }
+  if (groupSize != ranks) {
+    InFlightDiagnostic error = exchange.emitError()
+                               << "the layer's exchange runs over a group of ";
+    if (groupSize)
+      error << *groupSize;
+    else
+      error << "a size known only at run time";
+    return error << " ranks on @" << exchange.getGrid() << ", but topology '"
+                 << topologyName << "' has " << ranks
+                 << ": the topology loss needs a weight row for every rank "
+                    "of the group";
+  }
   SmallVector<Type> indexTypes(axes.size(), builder.getIndexType());
   auto multi = shard::ProcessMultiIndexOp::create(
       builder, loc, TypeRange(indexTypes), exchange.getGridAttr(),
@@ -112,9 +138,9 @@ static FailureOr<Value> groupRank(OpBuilder &builder, Location loc,
   return rank;
 }
 
-LogicalResult
-InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
-                                  SymbolTableCollection &symbols) {
+LogicalResult InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
+                                                SymbolTableCollection &symbols,
+                                                DominanceInfo &dominance) {
   DispatchPlanAttr plan = dispatch.getPlanAttr();
   if (!plan)
     return success();
@@ -162,10 +188,21 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
     return dispatch.emitError() << "cannot tell this rank: the layer's "
                                    "counts feed no tamoe.all_to_all";
 
+  // The weights are a row per expert of the dispatch: the gate must route
+  // over the dispatch's experts, or the loss would get weights of another
+  // size than its probabilities.
+  int64_t gateExperts = probs.getType().getDimSize(1);
+  if (!ShapedType::isDynamic(gateExperts) && gateExperts != experts)
+    return dispatch.emitError()
+           << "the layer's tamoe.gate scores " << gateExperts
+           << " experts but the dispatch counts " << experts
+           << "; the topology loss weighs the gate's experts";
+
+  // The positions are read by the loss: the dispatch must dominate it, in a
+  // nested region as well as in its block.
   bool mayDrop = dispatch.getCapacity() || dispatch.getCapacityFactor();
   for (AuxLossOp loss : losses)
-    if (mayDrop && loss->getBlock() == dispatch->getBlock() &&
-        loss->isBeforeInBlock(dispatch))
+    if (mayDrop && !dominance.properlyDominates(dispatch.getPositions(), loss))
       return loss.emitError() << "the loss must follow the layer's "
                                  "tamoe.dispatch: with a capacity it may "
                                  "count only the dispatched assignments";
@@ -200,7 +237,8 @@ InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
              << floatType << " cannot hold; the topology loss weighs experts "
              << "by 1 / share";
   }
-  FailureOr<Value> rank = groupRank(builder, loc, exchange, symbols);
+  FailureOr<Value> rank =
+      groupRank(builder, loc, exchange, tree.numRanks(), tree.name, symbols);
   if (failed(rank))
     return failure();
   Value weights = buildExpertWeights(builder, loc, tree, weightByDistance,
@@ -240,6 +278,20 @@ LogicalResult InjectTopologyAuxLossPass::addToFunctionLoss(DispatchOp dispatch,
   OpBuilder builder(ret);
   Location loc = dispatch.getLoc();
   auto lossType = cast<RankedTensorType>(loss.getType());
+  // In the loss's type the coefficient must stay finite and, unless it is
+  // 0, not round to 0: inf would make the function's loss inf (NaN where
+  // the loss is 0), and 0 would drop the loss without a word.
+  auto lossElement = cast<FloatType>(lossType.getElementType());
+  APFloat converted(static_cast<double>(coefficient));
+  bool losesInfo = false;
+  converted.convert(lossElement.getFloatSemantics(),
+                    APFloat::rmNearestTiesToEven, &losesInfo);
+  if (!converted.isFinite() || (converted.isZero() && coefficient != 0))
+    return dispatch.emitError()
+           << "tamoe-inject-topology-aux-loss: coefficient "
+           << ::tamoe::formatNumber(coefficient) << " becomes "
+           << (converted.isZero() ? "0" : "inf") << " in the loss's type "
+           << lossElement;
   Value coefficientValue = arith::ConstantOp::create(
       builder, loc,
       DenseElementsAttr::get(lossType,
@@ -293,9 +345,11 @@ void InjectTopologyAuxLossPass::runOnOperation() {
     return signalPassFailure();
   }
   SymbolTableCollection symbols;
+  DominanceInfo dominance(getOperation());
   WalkResult result = getOperation().walk([&](DispatchOp dispatch) {
-    return failed(inject(dispatch, symbols)) ? WalkResult::interrupt()
-                                             : WalkResult::advance();
+    return failed(inject(dispatch, symbols, dominance))
+               ? WalkResult::interrupt()
+               : WalkResult::advance();
   });
   if (result.wasInterrupted())
     signalPassFailure();

@@ -154,6 +154,32 @@ module {
 
 // -----
 
+// aux_loss with weights that are an argument: L is linear in them, and their
+// gradient is the column sum of probs times the switch loss's d_probs
+// (before, the rule gave the weights none and the backward returned zeros).
+module {
+  // CHECK-LABEL: func.func @weighted_loss_backward
+  // CHECK-SAME: (%[[PROBS:[^:]*]]: tensor<8x4xf32>, %[[IDS:[^:]*]]: tensor<8x2xi32>, %[[W:[^:]*]]: tensor<4xf32>, %[[DL:[^:]*]]: tensor<f32>) -> (tensor<8x4xf32>, tensor<4xf32>)
+  // CHECK: %[[DP:.*]] = tamoe.aux_loss_grad topology %[[IDS]], %[[DL]] weights %[[W]] :
+  // CHECK: %[[DS:.*]] = tamoe.aux_loss_grad switch %[[IDS]], %[[DL]] :
+  // CHECK: %[[ZEROS:.*]] = arith.constant dense<0.000000e+00> : tensor<4xf32>
+  // CHECK: %[[DW:.*]] = linalg.generic {{.*}}iterator_types = ["reduction", "parallel"]{{.*}} ins(%[[PROBS]], %[[DS]] : tensor<8x4xf32>, tensor<8x4xf32>) outs(%[[ZEROS]] : tensor<4xf32>)
+  // CHECK: arith.mulf
+  // CHECK: arith.addf
+  // CHECK: return %[[DP]], %[[DW]]
+  // REMARK: remark: @weighted_loss_forward saves 0 values for @weighted_loss_backward: 0 bytes
+  func.func @weighted_loss(%probs: tensor<8x4xf32>, %ids: tensor<8x2xi32>, %w: tensor<4xf32>) -> tensor<f32> {
+    %l = tamoe.aux_loss topology %probs, %ids weights %w : tensor<8x4xf32>, tensor<8x2xi32>, tensor<4xf32> -> tensor<f32>
+    return %l : tensor<f32>
+  }
+  func.func @use_weighted_loss(%probs: tensor<8x4xf32>, %ids: tensor<8x2xi32>, %w: tensor<4xf32>, %d: tensor<f32>) {
+    %l, %dp, %dw = tamoe.vjp @weighted_loss(%probs, %ids, %w) cotangents(%d) : (tensor<8x4xf32>, tensor<8x2xi32>, tensor<4xf32>), (tensor<f32>) -> (tensor<f32>), (tensor<8x4xf32>, tensor<4xf32>)
+    return
+  }
+}
+
+// -----
+
 // De-duplication: the relay's expansion becomes a reduction at the relay
 // (tamoe.dedup_expand_grad), the pack a sum onto the tokens
 // (tamoe.dedup_pack_grad), each with the forward's parameters.

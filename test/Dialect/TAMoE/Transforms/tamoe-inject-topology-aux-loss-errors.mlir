@@ -179,3 +179,61 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
     return
   }
 }
+
+// -----
+
+// The exchange's group has 4 ranks but the topology 2: ranks 2 and 3 would
+// select rows past the end of the 2-row weight table.
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 4)
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x4xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x4xf32>
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<4xi32>, tensor<16x1xi32>, tensor<i64>
+    // expected-error @+1 {{the layer's exchange runs over a group of 4 ranks on @ep, but topology 'pair' has 2: the topology loss needs a weight row for every rank of the group}}
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x8xf32>, tensor<4xi32> -> tensor<?x8xf32>
+    %loss = tamoe.aux_loss switch %p, %ids : tensor<16x4xf32>, tensor<16x1xi32> -> tensor<f32>
+    return %loss : tensor<f32>
+  }
+}
+
+// -----
+
+// The gate scores 2 experts, the dispatch counts 4: weights for 4 experts
+// would not fit the loss of 2.
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2)
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>) -> tensor<f32> {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
+    // expected-error @+1 {{the layer's tamoe.gate scores 2 experts but the dispatch counts 4; the topology loss weighs the gate's experts}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<4xi32>, tensor<16x1xi32>, tensor<i64>
+    %per_rank = tensor.expand_shape %counts [[0, 1]] output_shape [2, 2] : tensor<4xi32> into tensor<2x2xi32>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %per_rank on @ep : tensor<16x8xf32>, tensor<2x2xi32> -> tensor<?x8xf32>
+    %loss = tamoe.aux_loss switch %p, %ids : tensor<16x2xf32>, tensor<16x1xi32> -> tensor<f32>
+    return %loss : tensor<f32>
+  }
+}
+
+// -----
+
+// A loss in a region before the dispatch cannot read its positions (it
+// became an operand that does not dominate its use).
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2)
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x2xf32>, %c: i1) -> tensor<f32> {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x2xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x2xf32>
+    %loss = scf.if %c -> tensor<f32> {
+      // expected-error @+1 {{the loss must follow the layer's tamoe.dispatch: with a capacity it may count only the dispatched assignments}}
+      %l = tamoe.aux_loss switch %p, %ids : tensor<16x2xf32>, tensor<16x1xi32> -> tensor<f32>
+      scf.yield %l : tensor<f32>
+    } else {
+      %z = arith.constant dense<0.0> : tensor<f32>
+      scf.yield %z : tensor<f32>
+    }
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids capacity 4 {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<8x8xf32>, tensor<2xi32>, tensor<16x1xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<8x8xf32>, tensor<2xi32> -> tensor<?x8xf32>
+    return %loss : tensor<f32>
+  }
+}

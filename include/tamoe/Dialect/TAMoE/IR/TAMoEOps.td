@@ -395,7 +395,10 @@ def TAMoE_AuxLossOp : TAMoE_Op<"aux_loss", [Pure, AttrSizedOperandSegments,
     Assignments whose expert id is negative are not counted, nor, with
     `dispatched` (a `tamoe.dispatch`'s `positions` `[S, k]`), those the
     dispatch dropped (position -1): with a capacity the loss then sees what
-    was sent.
+    was sent. k is at least 1, `weights` have the element type of `probs`,
+    and without tokens (S = 0) the loss is 0. f is held constant in the
+    gradient (counts are not differentiable); `probs` and, where they are
+    computed rather than the plan's constants, `weights` get one.
 
     ```mlir
     %l = tamoe.aux_loss switch %probs, %ids
