@@ -126,21 +126,13 @@ struct GenericVJP
   }
 };
 
-/// Whether `body` is a sum: one arith.addf of its two arguments.
-bool isSum(Block &body) {
-  auto yield = cast<linalg::YieldOp>(body.getTerminator());
-  auto add = yield.getValues()[0].getDefiningOp<arith::AddFOp>();
-  return add && add->getBlock() == &body && body.getOperations().size() == 2 &&
-         llvm::is_contained(add->getOperands(), body.getArgument(0)) &&
-         llvm::is_contained(add->getOperands(), body.getArgument(1));
-}
-
 struct ReduceVJP
     : public VJPOpInterface::ExternalModel<ReduceVJP, linalg::ReduceOp> {
   LogicalResult buildVJP(Operation *op, OpBuilder &b,
                          VJPContext &context) const {
     auto reduce = cast<linalg::ReduceOp>(op);
-    if (reduce.getInputs().size() != 1 || !isSum(reduce.getCombiner().front()))
+    if (reduce.getInputs().size() != 1 ||
+        !isSumCombiner(reduce.getCombiner().front()))
       return op->emitOpError() << "has no gradient rule: tamoe differentiates "
                                   "a linalg.reduce that sums one input "
                                   "(arith.addf)";
@@ -202,6 +194,14 @@ struct BroadcastVJP
 };
 
 } // namespace
+
+bool mlir::tamoe::isSumCombiner(Block &body) {
+  auto yield = cast<linalg::YieldOp>(body.getTerminator());
+  auto add = yield.getValues()[0].getDefiningOp<arith::AddFOp>();
+  return add && add->getBlock() == &body && body.getOperations().size() == 2 &&
+         llvm::is_contained(add->getOperands(), body.getArgument(0)) &&
+         llvm::is_contained(add->getOperands(), body.getArgument(1));
+}
 
 void mlir::tamoe::registerLinalgVJPExternalModels(DialectRegistry &registry) {
   registry.addExtension(+[](MLIRContext *context, linalg::LinalgDialect *) {

@@ -1719,31 +1719,61 @@ static LogicalResult checkDimIndices(ModuleOp module) {
   return failure(walk.wasInterrupted());
 }
 
-/// With host loops, a linalg.matmul whose result is bf16 or f16 adds up in
-/// f32 and rounds once, as tamoe_rt_matmul does (and cuBLAS and PyTorch):
-/// upstream's loops add up in the result type, one rounding per product,
-/// so a weight gradient summed over thousands of tokens would keep few of
-/// its bits, and the two lowerings of one program would disagree.
-static void widenNarrowMatmuls(ModuleOp module) {
-  SmallVector<linalg::MatmulOp> narrow;
-  module.walk([&](linalg::MatmulOp op) {
-    auto type = dyn_cast<RankedTensorType>(op->getResult(0).getType());
-    if (op.hasPureTensorSemantics() && type &&
-        isa<BFloat16Type, Float16Type>(type.getElementType()))
+/// Whether `value` is a tensor of bf16 or f16.
+static bool isNarrowFloatTensor(Value value) {
+  auto type = dyn_cast<RankedTensorType>(value.getType());
+  return type && isa<BFloat16Type, Float16Type>(type.getElementType());
+}
+
+/// With host loops, sums into bf16 or f16 (a linalg.matmul, a linalg.reduce
+/// of arith.addf) add up in f32 and round once, as tamoe_rt_matmul does
+/// (and cuBLAS and PyTorch): upstream's loops add up in the result type,
+/// one rounding per term, so a weight or bias gradient summed over
+/// thousands of tokens would keep few of its bits, and the two lowerings of
+/// one program would disagree.
+static void widenNarrowSums(ModuleOp module) {
+  SmallVector<Operation *> narrow;
+  module.walk([&](linalg::LinalgOp op) {
+    if (!op.hasPureTensorSemantics() || op->getNumResults() != 1 ||
+        !isNarrowFloatTensor(op->getResult(0)))
+      return;
+    auto reduce = dyn_cast<linalg::ReduceOp>(op.getOperation());
+    if (isa<linalg::MatmulOp>(op) ||
+        (reduce && reduce.getInputs().size() == 1 &&
+         isSumCombiner(reduce.getCombiner().front())))
       narrow.push_back(op);
   });
-  for (linalg::MatmulOp op : narrow) {
+  for (Operation *op : narrow) {
     OpBuilder b(op);
-    Location loc = op.getLoc();
+    Location loc = op->getLoc();
+    auto widen = [&](Value value) -> Value {
+      auto type = cast<RankedTensorType>(value.getType());
+      return arith::ExtFOp::create(b, loc, type.clone(b.getF32Type()), value);
+    };
     auto type = cast<RankedTensorType>(op->getResult(0).getType());
     RankedTensorType wide = type.clone(b.getF32Type());
-    Value init = arith::ExtFOp::create(b, loc, wide, op.getDpsInits()[0]);
-    // The same maps and operand casts; the payload is built for f32.
-    auto widened =
-        linalg::MatmulOp::create(b, loc, TypeRange{wide}, op.getDpsInputs(),
-                                 ValueRange{init}, op->getAttrs());
-    Value result = arith::TruncFOp::create(b, loc, type, widened->getResult(0));
-    op->getResult(0).replaceAllUsesWith(result);
+    Value init = widen(cast<DestinationStyleOpInterface>(op).getDpsInits()[0]);
+    Value sum;
+    if (auto matmul = dyn_cast<linalg::MatmulOp>(op)) {
+      // The same maps and operand casts; the payload is built for f32.
+      sum = linalg::MatmulOp::create(b, loc, TypeRange{wide},
+                                     matmul.getDpsInputs(), ValueRange{init},
+                                     op->getAttrs())
+                ->getResult(0);
+    } else {
+      auto reduce = cast<linalg::ReduceOp>(op);
+      sum = linalg::ReduceOp::create(
+                b, loc, widen(reduce.getInputs()[0]), init,
+                reduce.getDimensions(),
+                [](OpBuilder &body, Location at, ValueRange args) {
+                  linalg::YieldOp::create(
+                      body, at,
+                      Value(arith::AddFOp::create(body, at, args[0], args[1])));
+                })
+                ->getResult(0);
+    }
+    op->getResult(0).replaceAllUsesWith(
+        arith::TruncFOp::create(b, loc, type, sum));
     op->erase();
   }
 }
@@ -1751,7 +1781,7 @@ static void widenNarrowMatmuls(ModuleOp module) {
 void ConvertToRuntimePass::runOnOperation() {
   ModuleOp module = getOperation();
   if (!deviceResident)
-    widenNarrowMatmuls(module);
+    widenNarrowSums(module);
   if (failed(checkDimIndices(module)))
     return signalPassFailure();
   SymbolTableCollection symbols;

@@ -66,6 +66,10 @@ LogicalResult addElementwiseVJP(OpBuilder &builder, Location loc,
                                 VJPContext &context, ElementwiseKind kind,
                                 Value a, Value b, Value result, Value d);
 
+/// Whether a linalg.reduce's combiner is a sum: one arith.addf of its two
+/// arguments.
+bool isSumCombiner(Block &body);
+
 /// A tensor.empty of `like`'s type and sizes.
 Value buildEmptyLike(OpBuilder &builder, Location loc, Value like);
 

@@ -357,9 +357,10 @@ def TAMoEConvertToRuntimePass
     chunked layer's parts, summed) -> `tamoe_rt_add_counts`. Any other op that computes on tensors is an error naming it. Without it, such
     ops stay for upstream bufferization and become host loops, which the
     runtime refuses to run on the cuda backend; a `linalg.matmul` into
-    bf16 or f16 then adds up in f32 (its init widened with `arith.extf`,
-    its result rounded once with `arith.truncf`), as `tamoe_rt_matmul`
-    does, rather than in its result type.
+    bf16 or f16, and a `linalg.reduce` that sums into one, then add up in
+    f32 (init and summed input widened with `arith.extf`, the result
+    rounded once with `arith.truncf`), as `tamoe_rt_matmul` does, rather
+    than in the result type.
   }];
   let options = [
     Option<"deviceResident", "device-resident", "bool",
