@@ -112,15 +112,15 @@ static FailureOr<Value> groupRank(OpBuilder &builder, Location loc,
   }
   if (groupSize != ranks) {
     InFlightDiagnostic error = exchange.emitError()
-                               << "the layer's exchange runs over a group of ";
+                               << "the layer's exchange runs over a group ";
     if (groupSize)
-      error << *groupSize;
+      error << "of " << *groupSize << " ranks on @" << exchange.getGrid();
     else
-      error << "a size known only at run time";
-    return error << " ranks on @" << exchange.getGrid() << ", but topology '"
-                 << topologyName << "' has " << ranks
-                 << ": the topology loss needs a weight row for every rank "
-                    "of the group";
+      error << "on @" << exchange.getGrid()
+            << " whose size is known only at run time";
+    return error << ", but topology '" << topologyName << "' has " << ranks
+                 << " ranks: the topology loss needs a weight row for every "
+                    "rank of the group";
   }
   SmallVector<Type> indexTypes(axes.size(), builder.getIndexType());
   auto multi = shard::ProcessMultiIndexOp::create(

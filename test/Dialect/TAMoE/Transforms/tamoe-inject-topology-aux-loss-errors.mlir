@@ -190,7 +190,23 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
   func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
     %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x4xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x4xf32>
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<4xi32>, tensor<16x1xi32>, tensor<i64>
-    // expected-error @+1 {{the layer's exchange runs over a group of 4 ranks on @ep, but topology 'pair' has 2: the topology loss needs a weight row for every rank of the group}}
+    // expected-error @+1 {{the layer's exchange runs over a group of 4 ranks on @ep, but topology 'pair' has 2 ranks: the topology loss needs a weight row for every rank of the group}}
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x8xf32>, tensor<4xi32> -> tensor<?x8xf32>
+    %loss = tamoe.aux_loss switch %p, %ids : tensor<16x4xf32>, tensor<16x1xi32> -> tensor<f32>
+    return %loss : tensor<f32>
+  }
+}
+
+// -----
+
+// A grid whose size is known only at run time may not be the topology's.
+#plan = #tamoe.dispatch_plan<uniform, shares = [0.5, 0.5], predicted_us = 1.0>
+module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 1.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = ?)
+  func.func @f(%tokens: tensor<16x8xf32>, %logits: tensor<16x4xf32>) -> tensor<f32> {
+    %ids, %w, %p = tamoe.gate %logits top 1 softmax {plan = #plan} : tensor<16x4xf32> -> tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x4xf32>
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #plan} : tensor<16x8xf32>, tensor<16x1xi32> -> tensor<16x8xf32>, tensor<4xi32>, tensor<16x1xi32>, tensor<i64>
+    // expected-error @+1 {{the layer's exchange runs over a group on @ep whose size is known only at run time, but topology 'pair' has 2 ranks: the topology loss needs a weight row for every rank of the group}}
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<16x8xf32>, tensor<4xi32> -> tensor<?x8xf32>
     %loss = tamoe.aux_loss switch %p, %ids : tensor<16x4xf32>, tensor<16x1xi32> -> tensor<f32>
     return %loss : tensor<f32>
