@@ -93,6 +93,15 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [
     return
   }
 
+  // S * min(k, nodes) past int64 bounds no capacity: any static one is
+  // accepted (it was compared with the wrapped, negative product).
+  // CHECK-LABEL: func.func @dedup_huge
+  // CHECK: tamoe.dedup_pack {{.*}} -> tensor<9223372036854775807x64xf32>
+  func.func @dedup_huge(%tokens: tensor<6917529027641081856x64xf32>, %ids: tensor<6917529027641081856x4xi32>) {
+    %0, %1, %2 = tamoe.dedup_pack %tokens, %ids, %ids experts_per_node 8 : tensor<6917529027641081856x64xf32>, tensor<6917529027641081856x4xi32>, tensor<6917529027641081856x4xi32> -> tensor<9223372036854775807x64xf32>, tensor<9223372036854775807x4xi32>, tensor<2xi32>
+    return
+  }
+
   // CHECK-LABEL: func.func @grouped_matmul
   func.func @grouped_matmul(%rows: tensor<?x32xf32>, %counts: tensor<8x2xi32>, %w: tensor<2x32x64xf32>) -> tensor<?x64xf32> {
     // CHECK: tamoe.grouped_matmul %{{.*}}, %{{.*}}, %{{.*}} : tensor<?x32xf32>, tensor<8x2xi32>, tensor<2x32x64xf32> -> tensor<?x64xf32>

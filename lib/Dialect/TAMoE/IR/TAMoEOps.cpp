@@ -459,11 +459,12 @@ LogicalResult DedupPackOp::verify() {
   if (isDynamic(nodes) || nodes < 1)
     return emitOpError() << "node_counts must have a static size >= 1 (the "
                             "number of nodes)";
-  if (!isDynamic(tokens) && !isDynamic(k) &&
-      !isDynamic(unique.getDimSize(0)) &&
-      unique.getDimSize(0) > tokens * std::min(k, nodes))
-    return emitOpError() << "unique must have at most "
-                         << tokens * std::min(k, nodes)
+  // S * min(k, nodes) past int64 bounds no capacity.
+  std::optional<int64_t> most;
+  if (!isDynamic(tokens) && !isDynamic(k))
+    most = llvm::checkedMul(tokens, std::min(k, nodes));
+  if (most && !isDynamic(unique.getDimSize(0)) && unique.getDimSize(0) > *most)
+    return emitOpError() << "unique must have at most " << *most
                          << " rows (S * min(k, nodes)), got "
                          << unique.getDimSize(0);
   return success();

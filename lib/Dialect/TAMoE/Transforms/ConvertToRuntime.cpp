@@ -163,6 +163,25 @@ public:
     return tensor::DimOp::create(b, loc, shaped, dim);
   }
 
+  /// The fewest rows (first dimension) of `shaped`: the capacity of buffers
+  /// that the runtime fills or reads up to one count of rows.
+  Value minDim(ArrayRef<Value> shaped) {
+    int64_t fewest = ShapedType::kDynamic;
+    SmallVector<Value> dynamic;
+    for (Value value : shaped) {
+      int64_t rows = cast<ShapedType>(value.getType()).getDimSize(0);
+      if (ShapedType::isDynamic(rows))
+        dynamic.push_back(dim(value, 0));
+      else if (ShapedType::isDynamic(fewest) || rows < fewest)
+        fewest = rows;
+    }
+    Value result = ShapedType::isDynamic(fewest) ? Value() : index(fewest);
+    for (Value rows : dynamic)
+      result = result ? arith::MinSIOp::create(b, loc, result, rows).getResult()
+                      : rows;
+    return result;
+  }
+
   /// The buffer of a tensor operand, only read by the runtime.
   Value input(Value tensor) {
     auto type = cast<RankedTensorType>(tensor.getType());
@@ -1014,13 +1033,15 @@ LogicalResult ConvertToRuntimePass::lower(RegroupOp op) {
   Value rows = op.getRows();
   Value regrouped = l.output(op.getRegrouped().getType(), l.dim(rows, 0));
   Value regroupedCounts = l.output(op.getRegroupedCounts().getType());
-  l.runtime("regroup", {l.data(rows), l.dim(rows, 0),
-                        l.rowBytes(op.getRows().getType()),
-                        l.data(op.getCounts()),
-                        l.index(countsType.getDimSize(0)),
-                        l.index(countsType.getDimSize(1)),
-                        l.index(product(countsType, 2)),
-                        l.pointer(regrouped), l.pointer(regroupedCounts)});
+  // The runtime takes one capacity for both buffers: the smaller, so that a
+  // result of fewer static rows than the input refuses rows that do not fit
+  // rather than be overrun.
+  l.runtime("regroup",
+            {l.data(rows), l.minDim({rows, regrouped}),
+             l.rowBytes(op.getRows().getType()), l.data(op.getCounts()),
+             l.index(countsType.getDimSize(0)),
+             l.index(countsType.getDimSize(1)), l.index(product(countsType, 2)),
+             l.pointer(regrouped), l.pointer(regroupedCounts)});
   l.replace(op, {regrouped, regroupedCounts});
   return success();
 }
@@ -1064,13 +1085,14 @@ LogicalResult ConvertToRuntimePass::lower(DedupPackOp op) {
   Value unique = l.output(op.getUnique().getType(), capacity);
   Value routes = l.output(op.getRoutes().getType(), capacity);
   Value nodeCounts = l.output(nodeCountsType);
+  // Both buffers hold the unique rows, up to one capacity: the smaller (a
+  // static routes type may have fewer rows than unique's).
+  Value uniqueCapacity = l.minDim({unique, routes});
   l.runtime("dedup_pack",
-            {l.data(tokens), numTokens,
-             l.rowBytes(op.getTokens().getType()), l.data(ids),
-             l.data(op.getPositions()), k,
-             l.index(op.getExpertsPerNode()), l.index(nodes),
-             l.pointer(unique), l.pointer(routes), l.dim(unique, 0),
-             l.pointer(nodeCounts)});
+            {l.data(tokens), numTokens, l.rowBytes(op.getTokens().getType()),
+             l.data(ids), l.data(op.getPositions()), k,
+             l.index(op.getExpertsPerNode()), l.index(nodes), l.pointer(unique),
+             l.pointer(routes), uniqueCapacity, l.pointer(nodeCounts)});
   l.replace(op, {unique, routes, nodeCounts});
   return success();
 }
@@ -1090,14 +1112,15 @@ LogicalResult ConvertToRuntimePass::lower(DedupExpandOp op) {
       arith::MulIOp::create(l.b, l.loc, l.dim(unique, 0), k).getResult();
   Value expanded = l.output(op.getExpanded().getType(), capacity);
   Value expandedCounts = l.output(countsType);
+  // The unique rows and their routes are read up to one capacity: the
+  // smaller of the two buffers'.
   l.runtime("dedup_expand",
-            {l.data(unique), l.data(routes), l.dim(unique, 0),
-             l.rowBytes(op.getUnique().getType()), k,
-             l.data(op.getCounts()),
+            {l.data(unique), l.data(routes), l.minDim({unique, routes}),
+             l.rowBytes(op.getUnique().getType()), k, l.data(op.getCounts()),
              l.index(countsType.getDimSize(1)),
-             l.index(countsType.getDimSize(0)),
-             l.index(op.getExpertsPerRank()), l.pointer(expanded),
-             l.dim(expanded, 0), l.pointer(expandedCounts)});
+             l.index(countsType.getDimSize(0)), l.index(op.getExpertsPerRank()),
+             l.pointer(expanded), l.dim(expanded, 0),
+             l.pointer(expandedCounts)});
   l.replace(op, {expanded, expandedCounts});
   return success();
 }

@@ -5,6 +5,7 @@
 #include "tamoe/Support/Messages.h"
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "llvm/Support/CheckedArithmetic.h"
 
 namespace mlir::tamoe {
 #define GEN_PASS_DEF_TAMOEHIERARCHICALALLTOALLPASS
@@ -284,9 +285,12 @@ void HierarchicalAllToAllPass::rewriteDeduplicated(
   RankedTensorType idsType = dispatch.getExpertIds().getType();
   int64_t tokens = tokensType.getDimSize(0);
   int64_t k = idsType.getDimSize(1);
-  int64_t uniqueRows = ShapedType::isDynamic(tokens)
-                           ? ShapedType::kDynamic
-                           : tokens * std::min(k, nodes);
+  // S * min(k, nodes) rows, dynamic when S is or the product overflows (a
+  // negative size would be no type at all).
+  int64_t uniqueRows = ShapedType::kDynamic;
+  if (!ShapedType::isDynamic(tokens))
+    uniqueRows = llvm::checkedMul(tokens, std::min(k, nodes))
+                     .value_or(ShapedType::kDynamic);
   auto rows = [&](int64_t count, RankedTensorType like) {
     return RankedTensorType::get({count, like.getDimSize(1)},
                                  like.getElementType());
@@ -334,11 +338,15 @@ void HierarchicalAllToAllPass::rewriteDeduplicated(
       countsOf(nodeSize, nodes), interRows.getReceived(),
       interRoutes.getReceived(), interRows.getRecvCounts(),
       builder.getI64IntegerAttr(expertsPerRank));
+  // The node stage delivers every row the flat exchange would, so it
+  // receives into the flat exchange's buffer type: a static one keeps its
+  // capacity check on every rank, which the regroup after it (which trusts
+  // its input's capacity) cannot make.
   auto intra = AllToAllOp::create(
-      builder, loc, rows(ShapedType::kDynamic, tokensType),
-      countsOf(nodeSize, nodes), expand.getExpanded(),
-      expand.getExpandedCounts(), /*expected_counts=*/Value(),
-      exchange.getGridAttr(), DenseI16ArrayAttr::get(context, {nodeAxis}),
+      builder, loc, exchange.getReceived().getType(), countsOf(nodeSize, nodes),
+      expand.getExpanded(), expand.getExpandedCounts(),
+      /*expected_counts=*/Value(), exchange.getGridAttr(),
+      DenseI16ArrayAttr::get(context, {nodeAxis}),
       builder.getStringAttr(candidate.tree.levels.front().name));
   // Received by (relay index, source node): by source rank once regrouped,
   // each source's rows by expert then token, as the flat exchange delivers.

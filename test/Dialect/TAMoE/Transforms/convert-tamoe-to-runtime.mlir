@@ -229,6 +229,33 @@ module {
 
 // -----
 
+// The runtime fills (or reads) a regroup's two row buffers, and dedup_pack's
+// and dedup_expand's unique rows and routes, up to one capacity: it gets the
+// smaller, so that a static result of fewer rows than the other's capacity
+// refuses rows that do not fit instead of being overrun.
+module {
+  // CHECK-LABEL: func.func @capacities
+  func.func @capacities(%rows: tensor<?x64xf32>, %counts: tensor<2x2xi32>, %tokens: tensor<16x64xf32>, %ids: tensor<16x2xi32>, %unique: tensor<?x64xf32>, %routes: tensor<4x2xi32>, %nc: tensor<2xi32>) -> (tensor<8x64xf32>, tensor<3x2xi32>, tensor<?x64xf32>) {
+    // CHECK-DAG: %[[C3:.*]] = arith.constant 3 : index
+    // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+    // CHECK-DAG: %[[C8:.*]] = arith.constant 8 : index
+    // CHECK: %[[ROWS:.*]] = tensor.dim %{{.*}}, %{{.*}} : tensor<?x64xf32>
+    // CHECK: %[[REGROUP_CAP:.*]] = arith.minsi %[[ROWS]], %[[C8]] : index
+    // CHECK: call @tamoe_rt_regroup(%{{.*}}, %{{.*}}, %[[REGROUP_CAP]],
+    %r, %rc = tamoe.regroup %rows, %counts : tensor<?x64xf32>, tensor<2x2xi32> -> tensor<8x64xf32>, tensor<2x2xi32>
+    // Unique rows for 32, routes for 3.
+    // CHECK: call @tamoe_rt_dedup_pack(
+    // CHECK-SAME: , %[[C3]], %{{[^,]*}}) :
+    %u, %ro, %c = tamoe.dedup_pack %tokens, %ids, %ids experts_per_node 4 : tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xi32> -> tensor<?x64xf32>, tensor<3x2xi32>, tensor<2xi32>
+    // CHECK: %[[EXPAND_CAP:.*]] = arith.minsi %{{.*}}, %[[C4]] : index
+    // CHECK: call @tamoe_rt_dedup_expand(%{{.*}}, %{{.*}}, %{{.*}}, %[[EXPAND_CAP]],
+    %e, %ec = tamoe.dedup_expand %unique, %routes, %nc experts_per_rank 1 : tensor<?x64xf32>, tensor<4x2xi32>, tensor<2xi32> -> tensor<?x64xf32>, tensor<4x2x1xi32>
+    return %r, %ro, %e : tensor<8x64xf32>, tensor<3x2xi32>, tensor<?x64xf32>
+  }
+}
+
+// -----
+
 // Reductions and optimizer steps update their operands' buffers in place
 // (to_buffer without read_only, handed back as the results).
 module {

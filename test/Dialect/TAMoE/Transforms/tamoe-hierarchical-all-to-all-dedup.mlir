@@ -4,6 +4,7 @@
 // RUN: tamoe-opt %t.once -split-input-file --tamoe-hierarchical-all-to-all=dedup=true 2>/dev/null | diff %t.once -
 // Forced: the dispatch exchange is de-duplicated whatever the cost model says.
 // RUN: tamoe-opt %s -split-input-file --tamoe-hierarchical-all-to-all="mode=hierarchical dedup=true" 2>&1 | FileCheck %s --check-prefix=FORCED
+// RUN: tamoe-opt %s -split-input-file --tamoe-hierarchical-all-to-all="mode=hierarchical dedup=true" 2>/dev/null | FileCheck %s --check-prefix=FORCED-IR
 // Off (the default): the plain hierarchical schedule.
 // RUN: tamoe-opt %s -split-input-file --tamoe-hierarchical-all-to-all 2>&1 | FileCheck %s --check-prefix=OFF
 
@@ -104,5 +105,43 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout 
     // expected-remark @+1 {{made hierarchical:}}
     %r2, %rc2 = tamoe.all_to_all %foreign, %foreign_counts on @ep : tensor<64x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
     return %recv, %r2 : tensor<?x64xf32>, tensor<?x64xf32>
+  }
+}
+
+// -----
+
+// A static receive buffer: the node stage, which delivers every row the flat
+// exchange would, receives into it, so that rows past it fail the exchange
+// on every rank (as the flat one does) rather than overrun the regroup's
+// result.
+module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, per_message = 10.0, uplink = shared>]>} {
+  shard.grid @ep(shape = 2x4)
+  // CHECK-LABEL: func.func @static_receive
+  func.func @static_receive(%tokens: tensor<16x64xf32>, %ids: tensor<16x4xi32>) -> tensor<48x64xf32> {
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<16x64xf32>, tensor<16x4xi32> -> tensor<64x64xf32>, tensor<16xi32>, tensor<16x4xi32>, tensor<i64>
+    %split = tensor.expand_shape %counts [[0, 1]] output_shape [8, 2] : tensor<16xi32> into tensor<8x2xi32>
+    // CHECK: tamoe.dedup_expand
+    // CHECK: %[[S:.*]], %[[SC:.*]] = tamoe.all_to_all {{.*}} on @ep axes = [1] level "node" : tensor<?x64xf32>, tensor<4x2x2xi32> -> tensor<48x64xf32>
+    // CHECK: tamoe.regroup %[[S]], %[[SC]] : tensor<48x64xf32>, tensor<4x2x2xi32> -> tensor<48x64xf32>, tensor<2x4x2xi32>
+    // expected-remark @+1 {{made hierarchical with per-node de-duplication}}
+    %recv, %recv_counts = tamoe.all_to_all %rows, %split on @ep : tensor<64x64xf32>, tensor<8x2xi32> -> tensor<48x64xf32>
+    return %recv : tensor<48x64xf32>
+  }
+}
+
+// -----
+
+// S * min(k, nodes) past int64: the unique rows are dynamic, not a wrapped
+// negative size.
+module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, per_message = 10.0, uplink = shared>]>} {
+  shard.grid @ep(shape = 2x4)
+  // FORCED-IR-LABEL: func.func @huge
+  // FORCED-IR: tamoe.dedup_pack {{.*}} -> tensor<?x64xf32>, tensor<?x4xi32>, tensor<2xi32>
+  func.func @huge(%tokens: tensor<6917529027641081856x64xf32>, %ids: tensor<6917529027641081856x4xi32>) -> tensor<?x64xf32> {
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<6917529027641081856x64xf32>, tensor<6917529027641081856x4xi32> -> tensor<?x64xf32>, tensor<16xi32>, tensor<6917529027641081856x4xi32>, tensor<i64>
+    %split = tensor.expand_shape %counts [[0, 1]] output_shape [8, 2] : tensor<16xi32> into tensor<8x2xi32>
+    // expected-remark @+1 {{kept flat: its size is unknown at compile time}}
+    %recv, %recv_counts = tamoe.all_to_all %rows, %split on @ep : tensor<?x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
+    return %recv : tensor<?x64xf32>
   }
 }
