@@ -432,22 +432,19 @@ TEST(TcpLauncher, ARankThatExitsFailsTheOthersAtOnce) {
           text = describe(status);
           return 0;
         }
-        auto start = std::chrono::steady_clock::now();
         text =
             describe(launcher->agree(TAMOE_RT_GROUP_WORLD, Status::success()));
         // A broken launcher refuses what follows.
         int value = 0;
         text += "\n" + describe(launcher->broadcast(TAMOE_RT_GROUP_WORLD,
                                                     &value, sizeof value));
-        double seconds = std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - start)
-                             .count();
-        return seconds < 5 ? 0 : 2;
+        return 0;
       });
   ASSERT_EQ(outcomes.size(), 3u);
   for (int rank = 0; rank < 2; ++rank) {
     SCOPED_TRACE("rank " + std::to_string(rank));
-    EXPECT_EQ(outcomes[rank].exitCode, 0) << "took 5 s or more";
+    EXPECT_EQ(outcomes[rank].exitCode, 0);
+    EXPECT_LT(outcomes[rank].seconds, 5);
     std::string failure =
         "the agreement on arguments and status over the world group: rank 2 "
         "closed its connection (it exited or failed)";
@@ -472,7 +469,6 @@ TEST(TcpLauncher, ARankThatFailsButLivesFailsTheOthersAtOnce) {
           text = describe(status);
           return 1;
         }
-        auto start = std::chrono::steady_clock::now();
         if (rank == 2) {
           int value = 0;
           text = describe(
@@ -482,10 +478,7 @@ TEST(TcpLauncher, ARankThatFailsButLivesFailsTheOthersAtOnce) {
         }
         text =
             describe(launcher->agree(TAMOE_RT_GROUP_WORLD, Status::success()));
-        double seconds = std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - start)
-                             .count();
-        return seconds < 5 ? 0 : 2;
+        return 0;
       });
   ASSERT_EQ(outcomes.size(), 3u);
   EXPECT_EQ(outcomes[2].text,
@@ -494,7 +487,8 @@ TEST(TcpLauncher, ARankThatFailsButLivesFailsTheOthersAtOnce) {
             "called different operations");
   for (int rank = 0; rank < 2; ++rank) {
     SCOPED_TRACE("rank " + std::to_string(rank));
-    EXPECT_EQ(outcomes[rank].exitCode, 0) << "took 5 s or more";
+    EXPECT_EQ(outcomes[rank].exitCode, 0);
+    EXPECT_LT(outcomes[rank].seconds, 5);
     EXPECT_EQ(outcomes[rank].text,
               "TAMOE_RT_ERROR_COMMUNICATION: the agreement on arguments and "
               "status over the world group: rank 2 closed its connection (it "
