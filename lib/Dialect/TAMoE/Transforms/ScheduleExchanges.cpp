@@ -115,27 +115,30 @@ static void hoistOne(Operation *op, Operation *floor) {
     op->moveAfter(after);
 }
 
+/// Whether an exchange's start or wait must not move past `op`: an op with
+/// side effects other than the exchanges' own.
+static bool isBarrier(Operation *op) {
+  return !isa<AllToAllStartOp, AllToAllWaitOp>(op) && !isMemoryEffectFree(op);
+}
+
 /// The last op before `op` in its block that a start must not rise above:
-/// one with side effects other than the exchanges' own (a cf.assert, a
-/// call), which may stop this rank while the others' collective waits for
-/// it.
+/// a barrier (a cf.assert, a call), which may stop this rank while the
+/// others' collective waits for it.
 static Operation *lastBarrier(Operation *op) {
   for (Operation *previous = op->getPrevNode(); previous;
        previous = previous->getPrevNode())
-    if (!isa<AllToAllStartOp, AllToAllWaitOp>(previous) &&
-        !isMemoryEffectFree(previous))
+    if (isBarrier(previous))
       return previous;
   return nullptr;
 }
 
 /// The first op after `op` in its block that a wait must not sink below:
-/// one with side effects other than the exchanges' own (a call, a store),
-/// which may write the memory of the rows the runtime is still sending
-/// (a tensor from bufferization.to_tensor), or stop this rank.
+/// a barrier (a call, a store), which may write the memory of the rows the
+/// runtime is still sending (a tensor from bufferization.to_tensor), or stop
+/// this rank.
 static Operation *nextBarrier(Operation *op) {
   for (Operation *next = op->getNextNode(); next; next = next->getNextNode())
-    if (!isa<AllToAllStartOp, AllToAllWaitOp>(next) &&
-        !isMemoryEffectFree(next))
+    if (isBarrier(next))
       return next;
   return nullptr;
 }
@@ -213,8 +216,7 @@ static void sinkRelay(AllToAllStartOp start, ArrayRef<Operation *> relay) {
   Operation *target = start->getNextNode();
   for (; target; target = target->getNextNode()) {
     if (isa<AllToAllStartOp>(target) || target == start.getWait() ||
-        target->hasTrait<OpTrait::IsTerminator>() ||
-        (!isa<AllToAllWaitOp>(target) && !isMemoryEffectFree(target)))
+        target->hasTrait<OpTrait::IsTerminator>() || isBarrier(target))
       break;
     if (auto wait = dyn_cast<AllToAllWaitOp>(target))
       if (wait.getStart()->getBlock() != start->getBlock() ||
