@@ -251,11 +251,17 @@ void HierarchicalAllToAllPass::rewriteHierarchical(
   auto byNode =
       RegroupOp::create(builder, loc, rowsType, counts(nodes, nodeSize),
                         intra.getReceived(), intra.getRecvCounts());
+  // Stage 2 delivers what the flat exchange would, by source (node, index),
+  // so counts it was promised (`expecting`) still size it without a round.
+  // Stage 1's depend on the node peers' routes, which no rank knows alone.
+  Value expected;
+  if (Value flatExpected = exchange.getExpectedCounts())
+    expected = tensor::ExpandShapeOp::create(
+        builder, loc, counts(nodes, nodeSize), flatExpected, merged);
   auto inter = AllToAllOp::create(
       builder, loc, exchange.getReceived().getType(), counts(nodes, nodeSize),
-      byNode.getRegrouped(), byNode.getRegroupedCounts(),
-      /*expected_counts=*/Value(), exchange.getGridAttr(),
-      DenseI16ArrayAttr::get(context, outerAxes),
+      byNode.getRegrouped(), byNode.getRegroupedCounts(), expected,
+      exchange.getGridAttr(), DenseI16ArrayAttr::get(context, outerAxes),
       builder.getStringAttr(candidate.tree.levels.back().name));
   // Rows arrive by source (node, index), i.e. by source rank, as the flat
   // exchange delivers them.

@@ -105,6 +105,25 @@ module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout 
 
 // -----
 
+// An exchange told what it will receive (a backward's way back): stage 2
+// receives exactly that, by source (node, index), and keeps the promise;
+// stage 1's counts depend on the node peers' routes and are exchanged.
+module attributes {tamoe.topology = #tamoe.topology<"cpu-2x4", [<"node", fanout = 4, up_bandwidth = 20.0, down_bandwidth = 20.0, latency = 1.0, per_message = 1.0, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 5.0, down_bandwidth = 5.0, latency = 10.0, per_message = 10.0, uplink = shared>]>} {
+  shard.grid @ep(shape = 2x4)
+  // CHECK-LABEL: func.func @expecting
+  // CHECK-SAME: %[[SENT:[^:]*]]: tensor<8x2xi32>)
+  func.func @expecting(%rows: tensor<32x64xf32>, %counts: tensor<8x2xi32>, %sent: tensor<8x2xi32>) -> tensor<?x64xf32> {
+    // CHECK: tamoe.all_to_all %{{.*}}, %{{.*}} on @ep axes = [1] level "node"
+    // CHECK: %[[BY_SOURCE:.*]] = tensor.expand_shape %[[SENT]] {{\[\[}}0, 1], [2]] output_shape [2, 4, 2] : tensor<8x2xi32> into tensor<2x4x2xi32>
+    // CHECK: tamoe.all_to_all %{{.*}}, %{{.*}} expecting %[[BY_SOURCE]] on @ep axes = [0] level "cluster"
+    // expected-remark @+1 {{made hierarchical: 27.6 us predicted hierarchical vs 56.3 us flat for 32 rows of 256 bytes}}
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts expecting %sent on @ep : tensor<32x64xf32>, tensor<8x2xi32> -> tensor<?x64xf32>
+    return %recv : tensor<?x64xf32>
+  }
+}
+
+// -----
+
 module {
   shard.grid @ep(shape = 2x4)
   func.func @no_topology(%rows: tensor<32x64xf32>, %counts: tensor<8xi32>) {

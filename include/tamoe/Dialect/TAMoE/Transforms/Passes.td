@@ -114,7 +114,9 @@ def TAMoEHierarchicalAllToAllPass
        ranks (`level` = the outermost level).
 
     Rows arrive in the flat exchange's order (by source rank), so the result
-    and its counts replace the flat ones unchanged. A remark says which form
+    and its counts replace the flat ones unchanged, and counts the flat
+    exchange was promised (`expecting`) are stage 2's, by source node and
+    index. A remark says which form
     was kept and why. `mode=flat|hierarchical` forces the choice.
 
     With `dedup`, the exchange that sends a `tamoe.dispatch`'s rows (top-k
