@@ -1,6 +1,6 @@
 // A bf16 bias's gradient sums the rows' gradients: y = x + bias broadcast
 // over 64 rows, so dbias = the column sums of dy (a linalg.reduce).
-// bf16-sum-accumulation.test runs it with host loops (device-resident
+// bf16-rounds-once.test runs it with host loops (device-resident
 // lowering takes no linalg.reduce). Outputs (widened to f32): dy (out0),
 // dbias (out1).
 func.func private @tamoeOutputBF16(memref<*xbf16>, i64) attributes {llvm.emit_c_interface}

@@ -1,5 +1,5 @@
 // A bf16 layer's weight gradient sums over its tokens: c = a b sums 8
-// products per element, db = a^T dc sums 64. bf16-sum-accumulation.test
+// products per element, db = a^T dc sums 64. bf16-rounds-once.test
 // runs it with host loops and device-resident. Outputs (widened to f32):
 // a (out0), b (out1), dc (out2), c (out3), db (out4).
 func.func private @tamoeOutputBF16(memref<*xbf16>, i64) attributes {llvm.emit_c_interface}

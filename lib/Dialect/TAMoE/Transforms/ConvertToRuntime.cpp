@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "NarrowFloats.h"
 #include "tamoe/Dialect/TAMoE/Autodiff/Autodiff.h"
 #include "tamoe/Dialect/TAMoE/Transforms/Passes.h"
 #include "tamoe_rt/tamoe_rt.h"
@@ -1742,69 +1743,10 @@ static LogicalResult checkDimIndices(ModuleOp module) {
   return failure(walk.wasInterrupted());
 }
 
-/// Whether `value` is a tensor of bf16 or f16.
-static bool isNarrowFloatTensor(Value value) {
-  auto type = dyn_cast<RankedTensorType>(value.getType());
-  return type && isa<BFloat16Type, Float16Type>(type.getElementType());
-}
-
-/// With host loops, sums into bf16 or f16 (a linalg.matmul, a linalg.reduce
-/// of arith.addf) add up in f32 and round once, as tamoe_rt_matmul does
-/// (and cuBLAS and PyTorch): upstream's loops add up in the result type,
-/// one rounding per term, so a weight or bias gradient summed over
-/// thousands of tokens would keep few of its bits, and the two lowerings of
-/// one program would disagree.
-static void widenNarrowSums(ModuleOp module) {
-  SmallVector<Operation *> narrow;
-  module.walk([&](linalg::LinalgOp op) {
-    if (!op.hasPureTensorSemantics() || op->getNumResults() != 1 ||
-        !isNarrowFloatTensor(op->getResult(0)))
-      return;
-    auto reduce = dyn_cast<linalg::ReduceOp>(op.getOperation());
-    if (isa<linalg::MatmulOp>(op) ||
-        (reduce && reduce.getInputs().size() == 1 &&
-         isSumCombiner(reduce.getCombiner().front())))
-      narrow.push_back(op);
-  });
-  for (Operation *op : narrow) {
-    OpBuilder b(op);
-    Location loc = op->getLoc();
-    auto widen = [&](Value value) -> Value {
-      auto type = cast<RankedTensorType>(value.getType());
-      return arith::ExtFOp::create(b, loc, type.clone(b.getF32Type()), value);
-    };
-    auto type = cast<RankedTensorType>(op->getResult(0).getType());
-    RankedTensorType wide = type.clone(b.getF32Type());
-    Value init = widen(cast<DestinationStyleOpInterface>(op).getDpsInits()[0]);
-    Value sum;
-    if (auto matmul = dyn_cast<linalg::MatmulOp>(op)) {
-      // The same maps and operand casts; the payload is built for f32.
-      sum = linalg::MatmulOp::create(b, loc, TypeRange{wide},
-                                     matmul.getDpsInputs(), ValueRange{init},
-                                     op->getAttrs())
-                ->getResult(0);
-    } else {
-      auto reduce = cast<linalg::ReduceOp>(op);
-      sum = linalg::ReduceOp::create(
-                b, loc, widen(reduce.getInputs()[0]), init,
-                reduce.getDimensions(),
-                [](OpBuilder &body, Location at, ValueRange args) {
-                  linalg::YieldOp::create(
-                      body, at,
-                      Value(arith::AddFOp::create(body, at, args[0], args[1])));
-                })
-                ->getResult(0);
-    }
-    op->getResult(0).replaceAllUsesWith(
-        arith::TruncFOp::create(b, loc, type, sum));
-    op->erase();
-  }
-}
-
 void ConvertToRuntimePass::runOnOperation() {
   ModuleOp module = getOperation();
   if (!deviceResident)
-    widenNarrowSums(module);
+    computeNarrowFloatsInF32(module);
   if (failed(checkDimIndices(module)))
     return signalPassFailure();
   SymbolTableCollection symbols;

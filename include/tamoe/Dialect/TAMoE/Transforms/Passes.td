@@ -362,7 +362,9 @@ def TAMoEConvertToRuntimePass
     bf16 or f16, and a `linalg.reduce` that sums into one, then add up in
     f32 (init and summed input widened with `arith.extf`, the result
     rounded once with `arith.truncf`), as `tamoe_rt_matmul` does, rather
-    than in the result type.
+    than in the result type; so does an elementwise `linalg.generic` on
+    bf16 or f16 whose body rounds more than once (silu and its gradient),
+    as `tamoe_rt_map` does.
   }];
   let options = [
     Option<"deviceResident", "device-resident", "bool",
