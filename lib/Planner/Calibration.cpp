@@ -218,6 +218,9 @@ std::vector<int64_t> tamoe::planner::calibrationPeers(const Topology &shape,
 std::vector<int64_t>
 tamoe::planner::calibrationMessageCounts(const Topology &shape, size_t level) {
   int64_t most = ranksAtDistance(shape, int(level));
+  // A level of fanout 1 has no rank at its distance: nothing to send to.
+  if (most == 0)
+    return {};
   std::set<int64_t> counts = {1, std::max<int64_t>(1, (most + 1) / 2), most};
   return std::vector<int64_t>(counts.begin(), counts.end());
 }
@@ -226,8 +229,23 @@ Expected<Calibration>
 tamoe::planner::calibrate(const Topology &shape,
                           ArrayRef<ExchangeSample> samples, StringRef how) {
   Calibration result{shape, {}};
-  std::string fits;
+  std::string fits, untimed;
   for (size_t l = 0; l < shape.levels.size(); ++l) {
+    topology::Level &out = result.topology.levels[l];
+    out.sharing = topology::LinkSharing::PerRank;
+    if (ranksAtDistance(shape, int(l)) == 0) {
+      // A level of fanout 1 joins no two ranks, so no exchange reaches it
+      // alone: whatever crosses its links also crosses a level above, whose
+      // fit already holds that cost. The widest, instant link leaves the
+      // model's predictions those of the levels that were timed.
+      LevelFit free;
+      free.bandwidthGBps = topology::kMaxBandwidthGBps;
+      out.latencyUs = out.perMessageUs = 0;
+      out.upBandwidthGBps = out.downBandwidthGBps = free.bandwidthGBps;
+      untimed += (untimed.empty() ? "" : ", ") + out.name;
+      result.fits.push_back(free);
+      continue;
+    }
     Expected<LevelFit> fit = fitLevel(shape, samples, l);
     if (!fit)
       return fit.takeError();
@@ -240,18 +258,19 @@ tamoe::planner::calibrate(const Topology &shape,
               formatFixed(fit->bandwidthGBps, 3) + " GB/s, is outside [" +
               formatNumber(kLeast) + ", " + formatFixed(kMost, 0) +
               "]: times barely grow with the bytes; sweep larger sizes");
-    topology::Level &out = result.topology.levels[l];
     out.latencyUs = fit->latencyUs;
     out.perMessageUs = fit->perMessageUs;
     out.upBandwidthGBps = out.downBandwidthGBps = fit->bandwidthGBps;
-    out.sharing = topology::LinkSharing::PerRank;
-    fits += formatv("{0}{1} within {2}%", l ? ", " : "", out.name,
+    fits += formatv("{0}{1} within {2}%", fits.empty() ? "" : ", ", out.name,
                     formatFixed(100 * fit->worstRelativeError, 0))
                 .str();
     result.fits.push_back(*fit);
   }
   result.topology.description =
-      (how + "; fit to the samples: " + fits + " (worst relative error)")
+      (how + "; fit to the samples: " + fits + " (worst relative error)" +
+       (untimed.empty() ? ""
+                        : "; not timed, fanout 1: " + untimed +
+                              " (no latency, widest bandwidth)"))
           .str();
   if (Error error = topology::verify(result.topology))
     return std::move(error);

@@ -28,6 +28,7 @@
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -66,11 +67,23 @@ void collect(xmlNode *root, StringRef name, SmallVectorImpl<xmlNode *> &out) {
   }
 }
 
-/// A value quoted in a message, cut so that the line stays readable.
+/// A value quoted in a message: escaped as in a JSON string, so that a
+/// character reference such as &#10; cannot break the message's line, and
+/// cut on a UTF-8 character boundary so that the line stays readable.
 std::string quoted(StringRef text) {
-  std::string shown =
-      text.size() > 40 ? text.take_front(40).str() + "..." : text.str();
-  return "'" + shown + "'";
+  std::string escaped =
+      formatv("{0}", json::Value(json::isUTF8(text) ? text.str()
+                                                    : json::fixUTF8(text)))
+          .str();
+  // Without the double quotes JSON adds.
+  escaped = escaped.substr(1, escaped.size() - 2);
+  if (escaped.size() > 40) {
+    size_t cut = 40;
+    while (cut > 0 && (static_cast<unsigned char>(escaped[cut]) & 0xC0) == 0x80)
+      --cut;
+    escaped = escaped.substr(0, cut) + "...";
+  }
+  return "'" + escaped + "'";
 }
 
 /// NCCL's bandwidth of one NVLink, GB/s per direction, by compute capability
@@ -240,10 +253,18 @@ Expected<Topology> tamoe::topology::importNCCLTopology(StringRef text,
                   "in [8, 800000000], got " +
                   (speed.empty() ? "nothing" : quoted(speed)));
     nicGBps += megabits / 8000;
+    // NCCL writes 0 when it does not know the latency; anything but a
+    // number of microseconds a topology accepts is an error here rather
+    // than silently the assumed figure, or a level's range further on.
     std::string latency = attribute(net, "latency");
     double us;
-    if (!latency.empty() && !StringRef(latency).trim().getAsDouble(us) &&
-        us > 0 && std::isfinite(us))
+    if (!latency.empty() && (StringRef(latency).trim().getAsDouble(us) ||
+                             !(us >= 0) || !(us <= 1e6)))
+      return fail(source + ": " + where +
+                  ".latency: expected a number of microseconds in [0, "
+                  "1000000], got " +
+                  quoted(latency));
+    if (!latency.empty())
       netLatencyUs = std::max(netLatencyUs, us);
   }
   std::string interHow = "no NIC";

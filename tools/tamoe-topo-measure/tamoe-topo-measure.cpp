@@ -280,7 +280,11 @@ Expected<Topology> calibrationShape(const Run &run) {
     if (fanout < 1)
       return tamoe::fieldError(formatv("--fanouts[{0}]", l),
                                formatv("expected >= 1, got {0}", fanout));
-    product *= fanout;
+    // Saturated past the ranks launched: a product that wrapped around
+    // could equal them and let fanouts past the world pick peers outside
+    // it.
+    product = product > run.ranks || fanout > run.ranks ? run.ranks + 1
+                                                        : product * fanout;
     topo::Level level;
     level.name = l == 0                  ? "node"
                  : l + 1 == shape.size() ? "cluster"
@@ -289,6 +293,11 @@ Expected<Topology> calibrationShape(const Run &run) {
     level.upBandwidthGBps = level.downBandwidthGBps = 1; // fitted below
     topology.levels.push_back(level);
   }
+  if (product > run.ranks)
+    return tamoe::fieldError("--fanouts",
+                             formatv("their product is more than the {0} ranks "
+                                     "launched",
+                                     run.ranks));
   if (product != run.ranks)
     return tamoe::fieldError(
         "--fanouts", formatv("their product, {0}, is not the {1} ranks "
@@ -298,6 +307,15 @@ Expected<Topology> calibrationShape(const Run &run) {
     return createStringError(inconvertibleErrorCode(),
                              "calibration needs at least 2 ranks to time "
                              "exchanges: launch it with mpirun -np N");
+  // What only the fitted file's check would refuse (a bad --name, too many
+  // levels), refused before minutes of timing.
+  if (Error error = topo::verify(topology)) {
+    std::string message = toString(std::move(error));
+    return createStringError(inconvertibleErrorCode(),
+                             (StringRef(message).starts_with("name: ")
+                                  ? "--" + message
+                                  : "--fanouts: " + message));
+  }
   return topology;
 }
 
@@ -375,12 +393,15 @@ Error calibrateCluster(const Run &run) {
                 run.ranks, outputPath);
   os << "| level | latency us | per message us | GB/s per rank | worst "
         "error |\n|---|---:|---:|---:|---:|\n";
-  for (auto [level, fit] : llvm::zip_equal(fitted.levels, calibration->fits))
-    os << formatv("| {0} | {1} | {2} | {3} | {4}% |\n", level.name,
+  for (auto [index, level, fit] :
+       llvm::enumerate(fitted.levels, calibration->fits))
+    os << formatv("| {0} | {1} | {2} | {3} | {4} |\n", level.name,
                   formatFixed(fit.latencyUs, 2),
                   formatFixed(fit.perMessageUs, 2),
                   formatFixed(fit.bandwidthGBps, 3),
-                  formatFixed(100 * fit.worstRelativeError, 0));
+                  ranksAtDistance(fitted, int(index)) == 0
+                      ? std::string("not timed (fanout 1)")
+                      : formatFixed(100 * fit.worstRelativeError, 0) + "%");
   os << "\n| level | messages | bytes per rank | measured us | fitted us | "
         "fitted / measured |\n|---|---:|---:|---:|---:|---:|\n";
   for (const ExchangeSample &s : samples) {

@@ -32,6 +32,7 @@
 #include "tamoe/Topology/NCCLImport.h"
 #include "tamoe/Topology/Topology.h"
 
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
@@ -366,6 +367,15 @@ openSVG(const topo::Topology &topology) {
   return std::move(file);
 }
 
+/// `text` as XML character data: a cluster name such as "a<b & c" would
+/// otherwise leave a file that no SVG viewer opens.
+static std::string escapeXML(StringRef text) {
+  std::string escaped;
+  raw_string_ostream os(escaped);
+  printHTMLEscaped(text, os);
+  return escaped;
+}
+
 /// Draws p̂ as a P x P heat map (log colour scale), with the node and
 /// higher-level blocks outlined.
 static void writeSVG(ToolOutputFile &file, const topo::Topology &topology,
@@ -398,7 +408,7 @@ static void writeSVG(ToolOutputFile &file, const topo::Topology &topology,
                 size + 2 * margin, size + 2 * margin + 20);
   os << formatv("<text x=\"{0}\" y=\"20\">{1}: {2} target pattern (row: "
                 "sender, column: destination), {3}</text>\n",
-                margin, topology.name, stringifyPolicy(plan.policy),
+                margin, escapeXML(topology.name), stringifyPolicy(plan.policy),
                 format("share %.3g .. %.3g", lo, hi));
   for (int64_t i = 0; i < ranks; ++i)
     for (int64_t j = 0; j < ranks; ++j)

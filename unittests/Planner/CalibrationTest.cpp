@@ -208,6 +208,44 @@ TEST(CalibrationTest, MessageCounts) {
   Topology pairs;
   pairs.levels = {Level{"node", 2}, Level{"cluster", 2}};
   EXPECT_EQ(calibrationMessageCounts(pairs, 0), (std::vector<int64_t>{1}));
+  // A level of fanout 1 has no rank at its distance: no message to time (a
+  // count of 0 divided the sweep's bytes by zero).
+  Topology single;
+  single.levels = {Level{"node", 1}, Level{"cluster", 4}};
+  EXPECT_EQ(calibrationMessageCounts(single, 0), std::vector<int64_t>{});
+  EXPECT_EQ(calibrationMessageCounts(single, 1),
+            (std::vector<int64_t>{1, 2, 3}));
+}
+
+TEST(CalibrationTest, FanoutOneLevelIsNotTimed) {
+  // One rank per node: only the cluster level can be timed; the node's
+  // level must add nothing to what the cluster's fit predicts.
+  Topology truth;
+  truth.name = "measured";
+  truth.levels = {Level{"node", 1}, Level{"cluster", 4}};
+  truth.levels[1].latencyUs = 30;
+  truth.levels[1].perMessageUs = 2;
+  truth.levels[1].upBandwidthGBps = truth.levels[1].downBandwidthGBps = 3;
+  Topology shape = truth;
+  shape.levels[1].latencyUs = shape.levels[1].perMessageUs = 0;
+  std::vector<ExchangeSample> samples = sweep(truth);
+  for (const ExchangeSample &s : samples)
+    EXPECT_EQ(s.level, 1u);
+  Calibration calibration =
+      llvm::cantFail(calibrate(shape, samples, "4 ranks, one per node"));
+  const Level &node = calibration.topology.levels[0];
+  EXPECT_EQ(node.latencyUs, 0);
+  EXPECT_EQ(node.perMessageUs, 0);
+  EXPECT_EQ(node.upBandwidthGBps, tamoe::topology::kMaxBandwidthGBps);
+  EXPECT_EQ(node.downBandwidthGBps, tamoe::topology::kMaxBandwidthGBps);
+  EXPECT_EQ(calibration.fits[0].bandwidthGBps,
+            tamoe::topology::kMaxBandwidthGBps);
+  EXPECT_NEAR(calibration.topology.levels[1].latencyUs, 30, 1e-6);
+  EXPECT_NEAR(calibration.topology.levels[1].upBandwidthGBps, 3, 1e-6);
+  EXPECT_EQ(calibration.topology.description,
+            "4 ranks, one per node; fit to the samples: cluster within 0% "
+            "(worst relative error); not timed, fanout 1: node (no latency, "
+            "widest bandwidth)");
 }
 
 } // namespace

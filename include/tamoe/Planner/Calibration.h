@@ -70,7 +70,8 @@ std::vector<int64_t> calibrationPeers(const Topology &shape, int64_t rank,
                                       size_t level, int64_t messages);
 
 /// The message counts a sweep uses for `level`: 1, about half and all of
-/// the ranks at that distance (without repeats).
+/// the ranks at that distance (without repeats); none for a level of
+/// fanout 1, which has no rank at its distance.
 std::vector<int64_t> calibrationMessageCounts(const Topology &shape,
                                               size_t level);
 
@@ -81,7 +82,10 @@ struct Calibration {
 };
 
 /// `shape` (its names and fanouts) with every level's parameters fitted,
-/// per-rank bandwidth in both directions, and a description of the fit.
+/// per-rank bandwidth in both directions, and a description of the fit. A
+/// level of fanout 1 is not timed (no exchange reaches it alone): it gets
+/// the widest bandwidth and no latency, so that it adds nothing to the
+/// levels whose fits include what crosses it.
 /// The result is verified: a fitted value outside the topology's ranges
 /// fails with the field's message.
 llvm::Expected<Calibration> calibrate(const Topology &shape,
