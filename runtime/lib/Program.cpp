@@ -22,6 +22,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -311,6 +312,18 @@ void tamoe_rt_program_check_grid(const int64_t *shape, intptr_t rank,
          std::to_string(perNode) +
          " per node (set TAMOE_RANKS_PER_NODE, or the launcher's ranks per "
          "node)");
+}
+
+void tamoe_rt_program_check_step_sizes(int32_t adam, intptr_t params,
+                                       intptr_t grads, intptr_t first,
+                                       intptr_t second) {
+  std::pair<intptr_t, const char *> operands[] = {
+      {grads, "grads"}, {first, adam ? "m" : "velocity"}, {second, "v"}};
+  for (int i = 0; i < (adam ? 3 : 2); ++i)
+    if (auto [size, name] = operands[i]; size != params)
+      fail(std::string(adam ? "tamoe.adam" : "tamoe.sgd") + ": " + name +
+           " has " + std::to_string(size) + " elements but params has " +
+           std::to_string(params));
 }
 
 void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed) {

@@ -59,6 +59,17 @@ intptr_t tamoe_rt_program_rank(void);
 void tamoe_rt_program_check_grid(const int64_t *shape, intptr_t rank,
                                  int32_t nodes);
 
+/* Ends the program when the operands of an optimizer step do not all have
+ * params elements: tamoe.sgd (adam = 0) passes the sizes of grads and
+ * velocity (second unused), tamoe.adam (adam = 1) those of grads, m and v.
+ * tamoe_rt_sgd and tamoe_rt_adam take one n for every buffer, so a smaller
+ * operand would be read or written past its end. The code
+ * convert-tamoe-to-runtime emits calls it before a step whose operands
+ * have dynamic sizes: "tamoe.adam: m has 2 elements but params has 16". */
+void tamoe_rt_program_check_step_sizes(int32_t adam, intptr_t params,
+                                       intptr_t grads, intptr_t first,
+                                       intptr_t second);
+
 /* Fills data[0..n) with numbers uniform in [-1, 1): element i depends only on
  * (seed, i), so a reference can regenerate any part of an input. */
 void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed);

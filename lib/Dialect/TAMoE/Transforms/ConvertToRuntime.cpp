@@ -1370,8 +1370,26 @@ LogicalResult ConvertToRuntimePass::lower(AllReduceOp op,
   return success();
 }
 
+/// tamoe_rt_sgd and tamoe_rt_adam take one element count for every
+/// buffer, the parameters'. The operands' types match, but dynamic sizes
+/// may still differ at run time, so a step with dynamic sizes first checks
+/// them (tamoe_rt_program_check_step_sizes) rather than have the runtime
+/// read or write past the end of a smaller operand.
+static void checkStepSizes(Lowering &l, bool adam, ValueRange operands) {
+  if (cast<ShapedType>(operands.front().getType()).hasStaticShape())
+    return;
+  SmallVector<Value> sizes{l.i32(adam ? 1 : 0)};
+  for (Value operand : operands)
+    sizes.push_back(numElements(l, operand));
+  if (!adam)
+    sizes.push_back(l.index(-1));
+  l.call("tamoe_rt_program_check_step_sizes", sizes, {});
+}
+
 LogicalResult ConvertToRuntimePass::lower(SGDOp op) {
   Lowering l = lowering(op);
+  checkStepSizes(l, /*adam=*/false,
+                 {op.getParams(), op.getGrads(), op.getVelocity()});
   Value params = l.inPlace(op.getParams());
   Value velocity = l.inPlace(op.getVelocity());
   l.runtime("sgd",
@@ -1385,6 +1403,8 @@ LogicalResult ConvertToRuntimePass::lower(SGDOp op) {
 
 LogicalResult ConvertToRuntimePass::lower(AdamOp op) {
   Lowering l = lowering(op);
+  checkStepSizes(l, /*adam=*/true,
+                 {op.getParams(), op.getGrads(), op.getM(), op.getV()});
   Value params = l.inPlace(op.getParams());
   Value m = l.inPlace(op.getM());
   Value v = l.inPlace(op.getV());

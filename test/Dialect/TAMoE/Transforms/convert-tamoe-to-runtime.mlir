@@ -279,6 +279,43 @@ module {
 
 // -----
 
+// The runtime's steps take one element count, the parameters': with
+// dynamic sizes the program first checks that every operand has as many
+// (static sizes are equal by the ops' types).
+// CHECK-LABEL: func.func @dynamic_steps
+// CHECK-SAME: (%[[P:.*]]: tensor<?x8xf32>, %[[G:.*]]: tensor<?x8xf32>, %[[M:.*]]: tensor<?x8xf32>, %[[V:.*]]: tensor<?x8xf32>
+func.func @dynamic_steps(%p: tensor<?x8xf32>, %g: tensor<?x8xf32>, %m: tensor<?x8xf32>, %v: tensor<?x8xf32>, %lr: f32, %step: i64) -> (tensor<?x8xf32>, tensor<?x8xf32>) {
+  // CHECK-DAG: %[[SGD:.*]] = arith.constant 0 : i32
+  // CHECK-DAG: %[[ABSENT:.*]] = arith.constant -1 : index
+  // CHECK-DAG: %[[ADAM:.*]] = arith.constant 1 : i32
+  // CHECK: %[[PR:.*]] = tensor.dim %[[P]], %{{.*}}
+  // CHECK: %[[PN:.*]] = arith.muli %[[PR]], %{{.*}}
+  // CHECK: %[[GR:.*]] = tensor.dim %[[G]], %{{.*}}
+  // CHECK: %[[GN:.*]] = arith.muli %[[GR]], %{{.*}}
+  // CHECK: %[[VR:.*]] = tensor.dim %[[V]], %{{.*}}
+  // CHECK: %[[VN:.*]] = arith.muli %[[VR]], %{{.*}}
+  // CHECK: call @tamoe_rt_program_check_step_sizes(%[[SGD]], %[[PN]], %[[GN]], %[[VN]], %[[ABSENT]])
+  // CHECK: call @tamoe_rt_sgd(
+  %s:2 = tamoe.sgd %p, %g, %v lr %lr momentum 0.9 : tensor<?x8xf32>
+  // CHECK: call @tamoe_rt_program_check_step_sizes(%[[ADAM]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})
+  // CHECK: call @tamoe_rt_adam(
+  %a:3 = tamoe.adam %p, %g, %m, %v step %step lr %lr : tensor<?x8xf32>
+  return %s#0, %a#0 : tensor<?x8xf32>, tensor<?x8xf32>
+}
+// CHECK-DAG: func.func private @tamoe_rt_program_check_step_sizes(i32, index, index, index, index)
+
+// -----
+
+// CHECK-LABEL: func.func @static_steps
+// CHECK-NOT: tamoe_rt_program_check_step_sizes
+// CHECK: call @tamoe_rt_sgd(
+func.func @static_steps(%p: tensor<4x8xf32>, %g: tensor<4x8xf32>, %v: tensor<4x8xf32>, %lr: f32) -> tensor<4x8xf32> {
+  %s:2 = tamoe.sgd %p, %g, %v lr %lr momentum 0.9 : tensor<4x8xf32>
+  return %s#0 : tensor<4x8xf32>
+}
+
+// -----
+
 func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
   return %x : tensor<4xf32>
 }
