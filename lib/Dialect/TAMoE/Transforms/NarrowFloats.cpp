@@ -90,16 +90,19 @@ static bool roundsRepeatedly(linalg::GenericOp generic) {
         return narrowElementType(operand) != narrow;
       }))
     return false;
-  auto isOtherFloat = [&](Type type) {
-    return isa<FloatType>(type) && type != narrow;
+  // Scalars of the narrow type, integers and indices only: an op of
+  // another float type or of vectors would not fit among f32 values.
+  auto isForeign = [&](Type type) {
+    return !type.isIntOrIndexOrFloat() ||
+           (isa<FloatType>(type) && type != narrow);
   };
   int roundings = 0;
   for (Operation &op : generic.getBody()->without_terminator()) {
     if (!isa<arith::ArithDialect, math::MathDialect>(op.getDialect()) ||
         op.getNumRegions() != 0 ||
         isa<arith::ExtFOp, arith::TruncFOp, arith::BitcastOp>(op) ||
-        llvm::any_of(op.getOperandTypes(), isOtherFloat) ||
-        llvm::any_of(op.getResultTypes(), isOtherFloat))
+        llvm::any_of(op.getOperandTypes(), isForeign) ||
+        llvm::any_of(op.getResultTypes(), isForeign))
       return false;
     if (!isa<arith::ConstantOp>(op) &&
         llvm::is_contained(op.getResultTypes(), narrow))
@@ -145,7 +148,8 @@ static void computeInF32(linalg::GenericOp generic) {
         mapping.map(body->getArguments(), arguments);
         for (Operation &op : body->without_terminator()) {
           Operation *copy = nested.clone(op, mapping);
-          if (isa<arith::ConstantOp>(copy)) {
+          if (isa<arith::ConstantOp>(copy) &&
+              copy->getResult(0).getType() == narrow) {
             mapping.map(op.getResult(0),
                         extendToF32(nested, at, copy->getResult(0)));
             continue;

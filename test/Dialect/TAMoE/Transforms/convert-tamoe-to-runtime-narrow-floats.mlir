@@ -39,14 +39,19 @@ func.func @several_ops(%x: tensor<4x8xf16>) -> tensor<4x8xf16> {
 // CHECK-LABEL: func.func @accumulates_and_two_results
 // CHECK-SAME: (%[[X:.*]]: tensor<4x8xbf16>, %[[ACC:.*]]: tensor<4x8xbf16>)
 func.func @accumulates_and_two_results(%x: tensor<4x8xbf16>, %acc: tensor<4x8xbf16>) -> (tensor<4x8xbf16>, tensor<4x8xbf16>) {
-  // An output the body reads is extended; a body constant is extended
-  // where it stands; each result is truncated.
+  // An output the body reads is extended; a bf16 constant in the body is
+  // extended where it stands, an integer one kept; each result is
+  // truncated.
   // CHECK: %[[WIDE_X:.*]] = arith.extf %[[X]]
   // CHECK: %[[WIDE_ACC:.*]] = arith.extf %[[ACC]]
   // CHECK: %[[EMPTY:.*]] = tensor.empty() : tensor<4x8xf32>
   // CHECK: %[[R:.*]]:2 = linalg.generic {{.*}} ins(%[[WIDE_X]] : tensor<4x8xf32>) outs(%[[WIDE_ACC]], %[[EMPTY]] : tensor<4x8xf32>, tensor<4x8xf32>)
   // CHECK: %[[ONE:.*]] = arith.constant 1.000000e+00 : bf16
-  // CHECK-NEXT: arith.extf %[[ONE]] : bf16 to f32
+  // CHECK-NEXT: %[[WIDE_ONE:.*]] = arith.extf %[[ONE]] : bf16 to f32
+  // CHECK-NEXT: %[[TWO:.*]] = arith.constant 2 : i32
+  // CHECK-NEXT: %[[FLOAT_TWO:.*]] = arith.sitofp %[[TWO]] : i32 to f32
+  // CHECK-NEXT: %[[SUM:.*]] = arith.addf %{{.*}}, %[[WIDE_ONE]] : f32
+  // CHECK-NEXT: arith.mulf %[[SUM]], %[[FLOAT_TWO]] : f32
   // CHECK: linalg.yield %{{.*}}, %{{.*}} : f32, f32
   // CHECK: arith.truncf %[[R]]#0 : tensor<4x8xf32> to tensor<4x8xbf16>
   // CHECK: arith.truncf %[[R]]#1 : tensor<4x8xf32> to tensor<4x8xbf16>
@@ -54,8 +59,11 @@ func.func @accumulates_and_two_results(%x: tensor<4x8xbf16>, %acc: tensor<4x8xbf
   %y:2 = linalg.generic {indexing_maps = [#map, #map, #map], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<4x8xbf16>) outs(%acc, %empty : tensor<4x8xbf16>, tensor<4x8xbf16>) {
   ^bb0(%in: bf16, %a: bf16, %out: bf16):
     %one = arith.constant 1.0 : bf16
+    %two = arith.constant 2 : i32
+    %t = arith.sitofp %two : i32 to bf16
     %p = arith.addf %in, %one : bf16
-    %s = arith.mulf %p, %a : bf16
+    %q = arith.mulf %p, %t : bf16
+    %s = arith.mulf %q, %a : bf16
     linalg.yield %s, %p : bf16, bf16
   } -> (tensor<4x8xbf16>, tensor<4x8xbf16>)
   return %y#0, %y#1 : tensor<4x8xbf16>, tensor<4x8xbf16>
