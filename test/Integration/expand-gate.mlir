@@ -88,19 +88,40 @@ func.func @main() {
   // CHECK: {{\[\[}}0,   0]
   // CHECK-NEXT: [0.546449,   0.453551]
 
-  // The same in f16, where 1e-20 is 0: its smallest number instead, so the
-  // weights are 0 again rather than NaN.
-  %under16 = arith.constant dense<[[-20.0, -21.0, -22.0, -23.0]]> : tensor<1x4xf16>
-  %hids, %hw, %hp = tamoe.gate %under16 top 2 sigmoid renormalize : tensor<1x4xf16> -> tensor<1x2xi32>, tensor<1x2xf16>, tensor<1x4xf16>
-  %h0 = tensor.extract %hw[%c0, %c0] : tensor<1x2xf16>
-  %h1 = tensor.extract %hw[%c0, %c1] : tensor<1x2xf16>
+  // The same in f16, whose scores are computed in f32 and rounded once:
+  // sigmoid(-20) is no f16 0 there, and the weights are the f32 runtime's
+  // 0.731059 and 0.268941, rounded to f16. Logits whose f32 sigmoid
+  // underflows too give weights 0, not NaN.
+  %under16 = arith.constant dense<[[-20.0, -21.0, -22.0, -23.0], [-200.0, -210.0, -220.0, -230.0]]> : tensor<2x4xf16>
+  %hids, %hw, %hp = tamoe.gate %under16 top 2 sigmoid renormalize : tensor<2x4xf16> -> tensor<2x2xi32>, tensor<2x2xf16>, tensor<2x4xf16>
+  %h0 = tensor.extract %hw[%c0, %c0] : tensor<2x2xf16>
+  %h1 = tensor.extract %hw[%c0, %c1] : tensor<2x2xf16>
+  %h2 = tensor.extract %hw[%c1, %c0] : tensor<2x2xf16>
+  %h3 = tensor.extract %hw[%c1, %c1] : tensor<2x2xf16>
   %h0f = arith.extf %h0 : f16 to f32
   %h1f = arith.extf %h1 : f16 to f32
-  %hwf = tensor.from_elements %h0f, %h1f : tensor<2xf32>
-  %hw_m = bufferization.to_buffer %hwf : tensor<2xf32> to memref<2xf32>
-  %hw_u = memref.cast %hw_m : memref<2xf32> to memref<*xf32>
+  %h2f = arith.extf %h2 : f16 to f32
+  %h3f = arith.extf %h3 : f16 to f32
+  %hwf = tensor.from_elements %h0f, %h1f, %h2f, %h3f : tensor<4xf32>
+  %hw_m = bufferization.to_buffer %hwf : tensor<4xf32> to memref<4xf32>
+  %hw_u = memref.cast %hw_m : memref<4xf32> to memref<*xf32>
   call @printMemrefF32(%hw_u) : (memref<*xf32>) -> ()
-  // CHECK: [0,  0]
+  // CHECK: [0.730957,  0.269043,  0,  0]
+
+  // A bf16 softmax over 512 equal logits: 1/512 = 0.00195312 each. Summed
+  // in bf16 the row stopped at 256 (256 + 1 rounds to 256), which gave
+  // 1/256 = 0.00390625.
+  %flat = arith.constant dense<0.0> : tensor<1x512xbf16>
+  %bids, %bw, %bp = tamoe.gate %flat top 2 softmax : tensor<1x512xbf16> -> tensor<1x2xi32>, tensor<1x2xbf16>, tensor<1x512xbf16>
+  %b0 = tensor.extract %bw[%c0, %c0] : tensor<1x2xbf16>
+  %b1 = tensor.extract %bw[%c0, %c1] : tensor<1x2xbf16>
+  %b0f = arith.extf %b0 : bf16 to f32
+  %b1f = arith.extf %b1 : bf16 to f32
+  %bwf = tensor.from_elements %b0f, %b1f : tensor<2xf32>
+  %bw_m = bufferization.to_buffer %bwf : tensor<2xf32> to memref<2xf32>
+  %bw_u = memref.cast %bw_m : memref<2xf32> to memref<*xf32>
+  call @printMemrefF32(%bw_u) : (memref<*xf32>) -> ()
+  // CHECK: [0.00195312,  0.00195312]
 
   // NaN logits (overflowed) rank as -inf, as the runtime's gate ranks them.
   // Row 0, 2 groups of 2, keep 1: group 0 holds NaN only and scores -inf,

@@ -183,6 +183,23 @@ func.func @f(%logits: tensor<16x8xf32>) {
 
 // -----
 
+// Expert 150 would be -106 in i8, an id that counts as dropped.
+func.func @f(%logits: tensor<16x200xf32>) {
+  // expected-error @+1 {{expert_ids of 'i8' cannot hold the ids of 200 experts}}
+  %0:3 = tamoe.gate %logits top 2 softmax : tensor<16x200xf32> -> tensor<16x2xi8>, tensor<16x2xf32>, tensor<16x200xf32>
+  return
+}
+
+// -----
+
+// 128 experts: ids up to 127 fit i8.
+func.func @f(%logits: tensor<16x128xf32>) {
+  %0:3 = tamoe.gate %logits top 2 softmax : tensor<16x128xf32> -> tensor<16x2xi8>, tensor<16x2xf32>, tensor<16x128xf32>
+  return
+}
+
+// -----
+
 func.func @f(%logits: tensor<16x8xf32>) {
   // expected-error @+1 {{num_groups and groups_kept must be given together}}
   %0:3 = "tamoe.gate"(%logits) {k = 2 : i64, score = 0 : i32, num_groups = 4 : i64} : (tensor<16x8xf32>) -> (tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x8xf32>)

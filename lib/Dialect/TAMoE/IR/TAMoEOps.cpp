@@ -179,6 +179,15 @@ LogicalResult GateOp::verify() {
                          << logits.getElementType();
   if (getProbs().getType() != logits)
     return emitOpError() << "probs must have the logits' type " << logits;
+  // Ids are signed (-1 marks a dropped assignment downstream): an id past
+  // the type's largest would wrap to a negative one, and the expert's
+  // tokens would count as dropped.
+  unsigned idBits = getExpertIds().getType().getElementTypeBitWidth();
+  if (!isDynamic(experts) && idBits < 64 &&
+      experts - 1 > (int64_t(1) << (idBits - 1)) - 1)
+    return emitOpError() << "expert_ids of "
+                         << getExpertIds().getType().getElementType()
+                         << " cannot hold the ids of " << experts << " experts";
 
   std::optional<int64_t> groups = getNumGroups();
   std::optional<int64_t> kept = getGroupsKept();

@@ -294,6 +294,22 @@ Value limitGroups(Builder &g, Value probs, int64_t groups, int64_t kept,
       })[0];
 }
 
+/// `values` converted element-wise to `element` (extf or truncf).
+Value convert(Builder &g, Value values, Type element, ValueRange dynamic) {
+  auto type = cast<RankedTensorType>(values.getType());
+  bool widen = element.getIntOrFloatBitWidth() >
+               type.getElementType().getIntOrFloatBitWidth();
+  return g.generic(
+      2, {{0, 1}}, {values}, {{0, 1}},
+      {g.empty(type.getShape(), element, dynamic)}, {kParallel, kParallel},
+      [&](OpBuilder &b, Location l, ValueRange args) {
+        Value converted =
+            widen ? Value(arith::ExtFOp::create(b, l, element, args[0]))
+                  : Value(arith::TruncFOp::create(b, l, element, args[0]));
+        linalg::YieldOp::create(b, l, converted);
+      })[0];
+}
+
 /// tamoe.gate: scores, optional group limit, k rounds of arg-max, weights.
 void expandGate(GateOp gate) {
   OpBuilder builder(gate);
@@ -301,6 +317,14 @@ void expandGate(GateOp gate) {
   Value logits = gate.getLogits();
   auto type = cast<RankedTensorType>(logits.getType());
   Type element = type.getElementType();
+  // Scores, ranks and sums in at least f32, rounded once to the logits' type
+  // at the end: a bf16 row sum stops growing at 256 (a softmax over 512
+  // equal logits gave every expert 1/256), and the f8 and f4 types have no
+  // infinity, some no NaN, for the ranks to mark entries with (-inf became
+  // NaN, or 0). f32 is the type the runtime's gate computes in, and f32
+  // gates expand as they did.
+  Type acc =
+      element.getIntOrFloatBitWidth() < 32 ? builder.getF32Type() : element;
   int64_t k = gate.getK();
   // Dynamic sizes of the [S] and [S, E] tensors built below, and the value
   // of each dimension for the [S, k] results.
@@ -320,7 +344,9 @@ void expandGate(GateOp gate) {
       sizes.push_back(g.constantIndex(k));
     return sizes;
   };
-  Value probs = scores(g, logits, gate.getScore(), dynamic, fullDynamic);
+  Value wideLogits =
+      acc == element ? logits : convert(g, logits, acc, fullDynamic);
+  Value probs = scores(g, wideLogits, gate.getScore(), dynamic, fullDynamic);
   Value candidates = ranks(g, probs, fullDynamic);
   if (std::optional<int64_t> groups = gate.getNumGroups())
     candidates =
@@ -332,7 +358,7 @@ void expandGate(GateOp gate) {
   Value ids = g.empty(idsType.getShape(), idsType.getElementType(),
                       resultDynamic(idsType));
   Value weights =
-      g.empty(weightsType.getShape(), element, resultDynamic(weightsType));
+      g.empty(weightsType.getShape(), acc, resultDynamic(weightsType));
   OpFoldResult rows =
       type.isDynamicDim(0)
           ? OpFoldResult(tokens)
@@ -345,9 +371,8 @@ void expandGate(GateOp gate) {
     candidates = maskChosen(g, candidates, index, 2, fullDynamic);
     // The chosen score itself (a NaN one too, for the loss to show).
     Value value = g.generic(
-        1, {{0}}, {index}, {{0}},
-        {g.empty(tokenShape, element, dynamic)}, {kParallel},
-        [&](OpBuilder &b, Location l, ValueRange args) {
+        1, {{0}}, {index}, {{0}}, {g.empty(tokenShape, acc, dynamic)},
+        {kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
           Value token = linalg::IndexOp::create(b, l, 0);
           linalg::YieldOp::create(
               b, l,
@@ -376,18 +401,10 @@ void expandGate(GateOp gate) {
   if (gate.getRenormalize()) {
     // Over (sum + 1e-20), the sum first, as the runtime's gate divides
     // (TAMOE_RT_RENORMALIZE_EPSILON): weights 0, not 0 / 0, where every
-    // chosen sigmoid score underflowed. In a type where 1e-20 is 0 (f16),
-    // its smallest number, still below half an ulp of any sum that did not
-    // underflow.
-    auto &semantics = cast<FloatType>(element).getFloatSemantics();
-    llvm::APFloat epsilon(1e-20);
-    bool lossy;
-    epsilon.convert(semantics, llvm::APFloat::rmNearestTiesToEven, &lossy);
-    if (epsilon.isZero())
-      epsilon = llvm::APFloat::getSmallest(semantics);
+    // chosen sigmoid score underflowed.
     Value sum = g.generic(
         2, {{0, 1}}, {weights}, {{0}},
-        {g.filled(tokenShape, element, dynamic, g.constantFloat(element, 0))},
+        {g.filled(tokenShape, acc, dynamic, g.constantFloat(acc, 0))},
         {kParallel, kReduction},
         [&](OpBuilder &b, Location l, ValueRange args) {
           linalg::YieldOp::create(
@@ -395,15 +412,18 @@ void expandGate(GateOp gate) {
         })[0];
     weights = g.generic(
         2, {{0, 1}, {0}}, {weights, sum}, {{0, 1}},
-        {g.empty(weightsType.getShape(), element, resultDynamic(weightsType))},
+        {g.empty(weightsType.getShape(), acc, resultDynamic(weightsType))},
         {kParallel, kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
           Value divisor = arith::AddFOp::create(
               b, l, args[1],
-              arith::ConstantOp::create(b, l,
-                                        b.getFloatAttr(element, epsilon)));
+              arith::ConstantOp::create(b, l, b.getFloatAttr(acc, 1e-20)));
           linalg::YieldOp::create(
               b, l, Value(arith::DivFOp::create(b, l, args[0], divisor)));
         })[0];
+  }
+  if (acc != element) {
+    probs = convert(g, probs, element, fullDynamic);
+    weights = convert(g, weights, element, resultDynamic(weightsType));
   }
   gate.replaceAllUsesWith(ValueRange{ids, weights, probs});
   gate.erase();

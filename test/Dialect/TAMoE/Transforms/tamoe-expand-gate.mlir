@@ -30,16 +30,33 @@ func.func @softmax_top2(%logits: tensor<16x8xf32>, %w: tensor<8xf32>) -> (tensor
   return %ids, %weights, %loss : tensor<16x2xi32>, tensor<16x2xf32>, tensor<f32>
 }
 
-// Sigmoid, group-limited, dynamic token count.
+// Sigmoid, group-limited, dynamic token count. bf16 logits are scored,
+// ranked and summed in f32, and the probabilities and weights rounded once
+// at the end.
 // CHECK-LABEL: func.func @grouped
 // CHECK: %[[TOKENS:.*]] = tensor.dim %{{.*}}, %{{.*}} : tensor<?x8xbf16>
-// CHECK: math.exp
-// CHECK: tensor.expand_shape %{{.*}} {{\[\[}}0], [1, 2]] output_shape [%[[TOKENS]], 4, 2] : tensor<?x8xbf16> into tensor<?x4x2xbf16>
+// CHECK: arith.extf %{{.*}} : bf16 to f32
+// CHECK: math.exp %{{.*}} : f32
+// CHECK: tensor.expand_shape %{{.*}} {{\[\[}}0], [1, 2]] output_shape [%[[TOKENS]], 4, 2] : tensor<?x8xf32> into tensor<?x4x2xf32>
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
 // CHECK-NOT: tamoe.
 // CHECK: return
-func.func @grouped(%logits: tensor<?x8xbf16>) -> tensor<?x2xi64> {
+func.func @grouped(%logits: tensor<?x8xbf16>) -> (tensor<?x2xi64>, tensor<?x2xbf16>, tensor<?x8xbf16>) {
   %ids, %weights, %probs = tamoe.gate %logits top 2 sigmoid groups 4 keep 2 : tensor<?x8xbf16> -> tensor<?x2xi64>, tensor<?x2xbf16>, tensor<?x8xbf16>
-  return %ids : tensor<?x2xi64>
+  return %ids, %weights, %probs : tensor<?x2xi64>, tensor<?x2xbf16>, tensor<?x8xbf16>
+}
+
+// f8E4M3FN has no infinity: its -inf is NaN, which made the row maximum,
+// and so every score, NaN. Computed in f32, the type needs no constant.
+// CHECK-LABEL: func.func @f8
+// CHECK-NOT: arith.constant {{.*}} : f8E4M3FN
+// CHECK: arith.constant 0xFF800000 : f32
+// CHECK-NOT: arith.constant {{.*}} : f8E4M3FN
+// CHECK: return
+func.func @f8(%logits: tensor<4x8xf8E4M3FN>) -> (tensor<4x2xi32>, tensor<4x2xf8E4M3FN>) {
+  %ids, %weights, %probs = tamoe.gate %logits top 2 softmax renormalize groups 4 keep 2 : tensor<4x8xf8E4M3FN> -> tensor<4x2xi32>, tensor<4x2xf8E4M3FN>, tensor<4x8xf8E4M3FN>
+  return %ids, %weights : tensor<4x2xi32>, tensor<4x2xf8E4M3FN>
 }
 
 // Dynamic experts, result sizes that differ from the logits' in which

@@ -297,7 +297,8 @@ def TAMoEExpandGatePass : Pass<"tamoe-expand-gate", "mlir::ModuleOp"> {
     softmax (max-subtracted) or sigmoid of the logits, group-limited routing
     (each group scored by the sum of its two best scores, the best groups
     kept) and k rounds of arg-max with masking (ties go to the lower expert
-    id), then the optional renormalisation; `tamoe.aux_loss` becomes the
+    id), then the optional renormalisation, all in f32 at least (rounded
+    once to the logits' type); `tamoe.aux_loss` becomes the
     per-expert counts of the ids (negative ids skipped), the mean router
     probabilities and the weighted sum E * sum_e w_e f_e P_e.
   }];
