@@ -314,16 +314,11 @@ void tamoe_rt_program_check_grid(const int64_t *shape, intptr_t rank,
          "node)");
 }
 
-void tamoe_rt_program_check_step_sizes(int32_t adam, intptr_t params,
-                                       intptr_t grads, intptr_t first,
-                                       intptr_t second) {
-  std::pair<intptr_t, const char *> operands[] = {
-      {grads, "grads"}, {first, adam ? "m" : "velocity"}, {second, "v"}};
-  for (int i = 0; i < (adam ? 3 : 2); ++i)
-    if (auto [size, name] = operands[i]; size != params)
-      fail(std::string(adam ? "tamoe.adam" : "tamoe.sgd") + ": " + name +
-           " has " + std::to_string(size) + " elements but params has " +
-           std::to_string(params));
+void tamoe_rt_program_check_extent(const char *message, intptr_t length,
+                                   intptr_t got, intptr_t want) {
+  if (got != want)
+    fail(std::string(message, message && length > 0 ? size_t(length) : 0) +
+         " (" + std::to_string(got) + " vs " + std::to_string(want) + ")");
 }
 
 void tamoe_rt_program_random_f32(float *data, intptr_t n, uint64_t seed) {

@@ -59,16 +59,16 @@ intptr_t tamoe_rt_program_rank(void);
 void tamoe_rt_program_check_grid(const int64_t *shape, intptr_t rank,
                                  int32_t nodes);
 
-/* Ends the program when the operands of an optimizer step do not all have
- * params elements: tamoe.sgd (adam = 0) passes the sizes of grads and
- * velocity (second unused), tamoe.adam (adam = 1) those of grads, m and v.
- * tamoe_rt_sgd and tamoe_rt_adam take one n for every buffer, so a smaller
- * operand would be read or written past its end. The code
- * convert-tamoe-to-runtime emits calls it before a step whose operands
- * have dynamic sizes: "tamoe.adam: m has 2 elements but params has 16". */
-void tamoe_rt_program_check_step_sizes(int32_t adam, intptr_t params,
-                                       intptr_t grads, intptr_t first,
-                                       intptr_t second);
+/* Ends the program on every rank when got != want: prints
+ * "tamoe_rt: rank R: <message> (<got> vs <want>)", message being
+ * `length` bytes (no terminator needed). A runtime call takes one extent
+ * (rows, elements) for buffers that may have different dynamic sizes at
+ * run time, and would read or write past the end of a smaller one; the
+ * code convert-tamoe-to-runtime emits calls this first, with a message
+ * that names the op and the operands: "tamoe.combine: weights and
+ * positions have different numbers of rows (2 vs 4)". */
+void tamoe_rt_program_check_extent(const char *message, intptr_t length,
+                                   intptr_t got, intptr_t want);
 
 /* Fills data[0..n) with numbers uniform in [-1, 1): element i depends only on
  * (seed, i), so a reference can regenerate any part of an input. */

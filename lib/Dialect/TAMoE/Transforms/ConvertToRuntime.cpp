@@ -296,6 +296,56 @@ public:
     call("tamoe_rt_program_check", {status}, {});
   }
 
+  /// Ends the program on every rank, before the op runs, when the extents
+  /// `got` and `want` differ (tamoe_rt_program_check_extent, which adds
+  /// both to `message`): for buffers that a runtime call reads or writes up
+  /// to an extent taken from another buffer. Nothing when both are the
+  /// same constant; different static sizes are refused by the verifiers
+  /// already.
+  void requireEqual(Value got, Value want, const Twine &message) {
+    APInt gotSize, wantSize;
+    if (matchPattern(got, m_ConstantInt(&gotSize)) &&
+        matchPattern(want, m_ConstantInt(&wantSize)) && gotSize == wantSize)
+      return;
+    // The message as bytes of a dense constant, which bufferizes to a
+    // global that the call reads on the host.
+    std::string text = message.str();
+    auto type =
+        RankedTensorType::get({int64_t(text.size())}, b.getIntegerType(8));
+    Value bytes = arith::ConstantOp::create(
+        b, loc,
+        DenseElementsAttr::getFromRawBuffer(
+            type, ArrayRef(text.data(), text.size())));
+    call("tamoe_rt_program_check_extent",
+         {pointer(input(bytes)), index(int64_t(text.size())), got, want}, {});
+  }
+
+  /// An operand that a check names: its name in the op's syntax and its
+  /// value (null for an absent optional operand, which is not checked).
+  using Named = std::pair<StringRef, Value>;
+
+  /// requireEqual for the rows (first dimension) of each of `others` and
+  /// those of `reference`, the operand whose rows the runtime call is given:
+  /// "tamoe.combine: weights and positions have different numbers of rows".
+  void requireSameRows(Operation *op, Named reference, ArrayRef<Named> others) {
+    auto staticRows = [](Value value) {
+      auto type = cast<ShapedType>(value.getType());
+      return type.getRank() == 0 || !type.isDynamicDim(0);
+    };
+    Value want;
+    for (auto [name, value] : others) {
+      if (!value || value == reference.second ||
+          (staticRows(value) && staticRows(reference.second)))
+        continue;
+      if (!want)
+        want = dim(reference.second, 0);
+      Value got = dim(value, 0);
+      requireEqual(got, want,
+                   op->getName().getStringRef() + ": " + name + " and " +
+                       reference.first + " have different numbers of rows");
+    }
+  }
+
   /// Calls `name`, declaring it (private, C ABI types) on first use.
   Value call(StringRef name, ValueRange args, TypeRange results) {
     auto function = module.lookupSymbol<func::FuncOp>(name);
@@ -517,6 +567,9 @@ LogicalResult ConvertToRuntimePass::lower(DispatchOp op) {
   Lowering l = lowering(op);
   Value tokens = op.getTokens();
   Value ids = op.getExpertIds();
+  // The ids (and weights) are read for the tokens' rows.
+  l.requireSameRows(op, {"tokens", tokens},
+                    {{"expert_ids", ids}, {"weights", op.getWeights()}});
   Value numTokens = l.dim(tokens, 0);
   RankedTensorType rowsType = op.getDispatched().getType();
   // Dynamic only with a dynamic token count and no capacity: S * k rows.
@@ -1054,6 +1107,9 @@ LogicalResult ConvertToRuntimePass::lower(ChunkPositionsOp op) {
     return failure();
   Lowering l = lowering(op);
   Value positions = op.getPositions();
+  // The ids are read for the positions' rows.
+  l.requireSameRows(op, {"positions", positions},
+                    {{"expert_ids", op.getExpertIds()}});
   Value partPositions = l.output(op.getChunkPositions().getType(),
                                  {{positions, 0}, {positions, 1}});
   l.runtime("chunk_positions",
@@ -1074,6 +1130,9 @@ LogicalResult ConvertToRuntimePass::lower(DedupPackOp op) {
   Lowering l = lowering(op);
   Value tokens = op.getTokens();
   Value ids = op.getExpertIds();
+  // The ids and positions are read for the tokens' rows.
+  l.requireSameRows(op, {"tokens", tokens},
+                    {{"expert_ids", ids}, {"positions", op.getPositions()}});
   Value numTokens = l.dim(tokens, 0);
   Value k = l.dim(ids, 1);
   int64_t nodes = nodeCountsType.getDimSize(0);
@@ -1126,6 +1185,17 @@ LogicalResult ConvertToRuntimePass::lower(DedupExpandOp op) {
   return success();
 }
 
+/// tamoe_rt_grouped_matmul and its gradient read one matrix of `weights`
+/// per expert of `counts` (its last dimension): a dynamic number of
+/// matrices must be that many.
+static void requireExperts(Lowering &l, Operation *op, Value weights,
+                           RankedTensorType counts) {
+  l.requireEqual(l.dim(weights, 0), l.index(counts.getShape().back()),
+                 op->getName().getStringRef() +
+                     ": weights and counts have different numbers of "
+                     "experts");
+}
+
 LogicalResult ConvertToRuntimePass::lower(GroupedMatmulOp op) {
   if (failed(checkElements(op, {op.getRows(), op.getWeights()}, {},
                            {op.getCounts()})))
@@ -1134,6 +1204,7 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulOp op) {
   Lowering l = lowering(op);
   Value rows = op.getRows();
   Value weights = op.getWeights();
+  requireExperts(l, op, weights, countsType);
   Value result = l.output(op.getResult().getType(), l.dim(rows, 0));
   l.runtime("grouped_matmul",
             {l.dtype(rows), l.data(rows), l.dim(rows, 0), l.dim(rows, 1),
@@ -1154,6 +1225,9 @@ LogicalResult ConvertToRuntimePass::lower(CombineOp op) {
   Lowering l = lowering(op);
   Value outputs = op.getExpertOutputs();
   Value positions = op.getPositions();
+  // The weights are read for the positions' rows.
+  l.requireSameRows(op, {"positions", positions},
+                    {{"weights", op.getWeights()}});
   Value tokens = l.dim(positions, 0);
   Value combined = l.output(op.getCombined().getType(), tokens);
   l.runtime("combine", {l.dtype(outputs), l.data(outputs), l.dim(outputs, 0),
@@ -1176,8 +1250,16 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossOp op) {
   Lowering l = lowering(op);
   Value probs = op.getProbs();
   Value ids = op.getExpertIds();
+  // The ids and positions are read for the probs' rows, the weights for
+  // their experts.
+  l.requireSameRows(op, {"probs", probs},
+                    {{"expert_ids", ids}, {"positions", op.getPositions()}});
   Value loss = l.output(op.getLoss().getType());
   bool topology = op.getKind() == AuxLossKind::Topology;
+  if (topology && op.getExpertWeights())
+    l.requireEqual(l.dim(op.getExpertWeights(), 0), l.dim(probs, 1),
+                   "tamoe.aux_loss: expert_weights and probs have different "
+                   "numbers of experts");
   Value weights = topology && op.getExpertWeights()
                       ? l.data(op.getExpertWeights())
                       : l.null();
@@ -1199,6 +1281,12 @@ LogicalResult ConvertToRuntimePass::lower(GateGradOp op) {
     return failure();
   Lowering l = lowering(op);
   Value probs = op.getProbs();
+  // Every operand is read for the probs' rows; the ids only with d_weights.
+  l.requireSameRows(
+      op, {"probs", probs},
+      {{"expert_ids", op.getDWeights() ? op.getExpertIds() : Value()},
+       {"d_weights", op.getDWeights()},
+       {"d_probs", op.getDProbs()}});
   Value tokens = l.dim(probs, 0);
   Value dLogits = l.output(op.getDLogits().getType(), tokens);
   l.runtime(
@@ -1223,6 +1311,10 @@ LogicalResult ConvertToRuntimePass::lower(CombineGradOp op) {
   Lowering l = lowering(op);
   Value outputs = op.getExpertOutputs();
   Value positions = op.getPositions();
+  // The weights and d_combined are read for the positions' rows.
+  l.requireSameRows(
+      op, {"positions", positions},
+      {{"weights", op.getWeights()}, {"d_combined", op.getDCombined()}});
   Value dOutputs =
       l.output(op.getDExpertOutputs().getType(), l.dim(outputs, 0));
   Value dWeights = op.getDWeights()
@@ -1250,11 +1342,16 @@ LogicalResult ConvertToRuntimePass::lower(GroupedMatmulGradOp op) {
   Value rows = op.getRows();
   Value weights = op.getWeights();
   Value dRows = l.outputIfUsed(op.getDRows(), l.dim(rows, 0));
-  Value dWeights = l.outputIfUsed(op.getDWeights());
+  // d_weights has the experts of counts (requireExperts).
+  Value dWeights =
+      l.outputIfUsed(op.getDWeights(), l.index(countsType.getShape().back()));
   if (!dRows && !dWeights) {
     op.erase();
     return success();
   }
+  // The weights are read only for d_rows.
+  if (dRows)
+    requireExperts(l, op, weights, countsType);
   // The rows both tensors hold. They are one size but where static-capacity
   // could not trace a backward's counts to its forward's (rowsPerCountsEntry):
   // then the forward's rows (saved) have the receive buffer's bound, while
@@ -1286,6 +1383,14 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossGradOp op) {
     return failure();
   Lowering l = lowering(op);
   Value ids = op.getExpertIds();
+  // The positions are read for the ids' rows, the weights for the experts
+  // of d_probs.
+  l.requireSameRows(op, {"expert_ids", ids},
+                    {{"positions", op.getPositions()}});
+  if (Value weights = op.getExpertWeights())
+    l.requireEqual(l.dim(weights, 0), l.dim(op.getDProbs(), 1),
+                   "tamoe.aux_loss_grad: expert_weights and d_probs have "
+                   "different numbers of experts");
   Value tokens = l.dim(ids, 0);
   Value dProbs = l.output(op.getDProbs().getType(), tokens);
   l.runtime("aux_loss_grad",
@@ -1304,6 +1409,9 @@ LogicalResult ConvertToRuntimePass::lower(DedupPackGradOp op) {
   Lowering l = lowering(op);
   Value dUnique = op.getDUnique();
   Value ids = op.getExpertIds();
+  // The positions are read for the ids' rows.
+  l.requireSameRows(op, {"expert_ids", ids},
+                    {{"positions", op.getPositions()}});
   Value tokens = l.dim(ids, 0);
   Value dTokens = l.output(op.getDTokens().getType(), tokens);
   l.runtime("dedup_pack_grad",
@@ -1372,24 +1480,28 @@ LogicalResult ConvertToRuntimePass::lower(AllReduceOp op,
 
 /// tamoe_rt_sgd and tamoe_rt_adam take one element count for every
 /// buffer, the parameters'. The operands' types match, but dynamic sizes
-/// may still differ at run time, so a step with dynamic sizes first checks
-/// them (tamoe_rt_program_check_step_sizes) rather than have the runtime
-/// read or write past the end of a smaller operand.
-static void checkStepSizes(Lowering &l, bool adam, ValueRange operands) {
-  if (cast<ShapedType>(operands.front().getType()).hasStaticShape())
+/// may still differ at run time: a step with dynamic sizes first checks
+/// each operand's elements against the parameters'.
+static void requireSameElements(Lowering &l, Operation *op,
+                                Lowering::Named params,
+                                ArrayRef<Lowering::Named> others) {
+  if (cast<ShapedType>(params.second.getType()).hasStaticShape())
     return;
-  SmallVector<Value> sizes{l.i32(adam ? 1 : 0)};
-  for (Value operand : operands)
-    sizes.push_back(numElements(l, operand));
-  if (!adam)
-    sizes.push_back(l.index(-1));
-  l.call("tamoe_rt_program_check_step_sizes", sizes, {});
+  Value want = numElements(l, params.second);
+  for (auto [name, value] : others)
+    if (value != params.second) {
+      Value got = numElements(l, value);
+      l.requireEqual(got, want,
+                     op->getName().getStringRef() + ": " + name + " and " +
+                         params.first + " have different numbers of elements");
+    }
 }
 
 LogicalResult ConvertToRuntimePass::lower(SGDOp op) {
   Lowering l = lowering(op);
-  checkStepSizes(l, /*adam=*/false,
-                 {op.getParams(), op.getGrads(), op.getVelocity()});
+  requireSameElements(
+      l, op, {"params", op.getParams()},
+      {{"grads", op.getGrads()}, {"velocity", op.getVelocity()}});
   Value params = l.inPlace(op.getParams());
   Value velocity = l.inPlace(op.getVelocity());
   l.runtime("sgd",
@@ -1403,8 +1515,9 @@ LogicalResult ConvertToRuntimePass::lower(SGDOp op) {
 
 LogicalResult ConvertToRuntimePass::lower(AdamOp op) {
   Lowering l = lowering(op);
-  checkStepSizes(l, /*adam=*/true,
-                 {op.getParams(), op.getGrads(), op.getM(), op.getV()});
+  requireSameElements(
+      l, op, {"params", op.getParams()},
+      {{"grads", op.getGrads()}, {"m", op.getM()}, {"v", op.getV()}});
   Value params = l.inPlace(op.getParams());
   Value m = l.inPlace(op.getM());
   Value v = l.inPlace(op.getV());

@@ -281,37 +281,112 @@ module {
 
 // The runtime's steps take one element count, the parameters': with
 // dynamic sizes the program first checks that every operand has as many
-// (static sizes are equal by the ops' types).
+// (tamoe_rt_program_check_extent, with the message's bytes, its length, the
+// operand's count and the parameters'; static sizes are equal by the ops'
+// types).
 // CHECK-LABEL: func.func @dynamic_steps
 // CHECK-SAME: (%[[P:.*]]: tensor<?x8xf32>, %[[G:.*]]: tensor<?x8xf32>, %[[M:.*]]: tensor<?x8xf32>, %[[V:.*]]: tensor<?x8xf32>
 func.func @dynamic_steps(%p: tensor<?x8xf32>, %g: tensor<?x8xf32>, %m: tensor<?x8xf32>, %v: tensor<?x8xf32>, %lr: f32, %step: i64) -> (tensor<?x8xf32>, tensor<?x8xf32>) {
-  // CHECK-DAG: %[[SGD:.*]] = arith.constant 0 : i32
-  // CHECK-DAG: %[[ABSENT:.*]] = arith.constant -1 : index
-  // CHECK-DAG: %[[ADAM:.*]] = arith.constant 1 : i32
   // CHECK: %[[PR:.*]] = tensor.dim %[[P]], %{{.*}}
   // CHECK: %[[PN:.*]] = arith.muli %[[PR]], %{{.*}}
   // CHECK: %[[GR:.*]] = tensor.dim %[[G]], %{{.*}}
   // CHECK: %[[GN:.*]] = arith.muli %[[GR]], %{{.*}}
+  // CHECK: %[[MSG:.*]] = bufferization.to_buffer %{{.*}} read_only : tensor<[[LEN:[0-9]+]]xi8>
+  // CHECK: memref.extract_aligned_pointer_as_index %[[MSG]]
+  // CHECK: call @tamoe_rt_program_check_extent(%{{.*}}, %c[[LEN]], %[[GN]], %[[PN]])
   // CHECK: %[[VR:.*]] = tensor.dim %[[V]], %{{.*}}
   // CHECK: %[[VN:.*]] = arith.muli %[[VR]], %{{.*}}
-  // CHECK: call @tamoe_rt_program_check_step_sizes(%[[SGD]], %[[PN]], %[[GN]], %[[VN]], %[[ABSENT]])
+  // CHECK: call @tamoe_rt_program_check_extent(%{{.*}}, %{{.*}}, %[[VN]], %[[PN]])
   // CHECK: call @tamoe_rt_sgd(
   %s:2 = tamoe.sgd %p, %g, %v lr %lr momentum 0.9 : tensor<?x8xf32>
-  // CHECK: call @tamoe_rt_program_check_step_sizes(%[[ADAM]], %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}})
+  // grads, m and v.
+  // CHECK-COUNT-3: call @tamoe_rt_program_check_extent(
   // CHECK: call @tamoe_rt_adam(
   %a:3 = tamoe.adam %p, %g, %m, %v step %step lr %lr : tensor<?x8xf32>
   return %s#0, %a#0 : tensor<?x8xf32>, tensor<?x8xf32>
 }
-// CHECK-DAG: func.func private @tamoe_rt_program_check_step_sizes(i32, index, index, index, index)
+// CHECK-DAG: func.func private @tamoe_rt_program_check_extent(!llvm.ptr, index, index, index)
 
 // -----
 
 // CHECK-LABEL: func.func @static_steps
-// CHECK-NOT: tamoe_rt_program_check_step_sizes
+// CHECK-NOT: tamoe_rt_program_check_extent
 // CHECK: call @tamoe_rt_sgd(
 func.func @static_steps(%p: tensor<4x8xf32>, %g: tensor<4x8xf32>, %v: tensor<4x8xf32>, %lr: f32) -> tensor<4x8xf32> {
   %s:2 = tamoe.sgd %p, %g, %v lr %lr momentum 0.9 : tensor<4x8xf32>
   return %s#0 : tensor<4x8xf32>
+}
+
+// -----
+
+// A runtime call that reads several operands up to one extent taken from
+// one of them gets only that extent: where the others' sizes are dynamic,
+// the program first checks that they have as many rows (or experts), and
+// ends with a message that names both operands rather than let the runtime
+// read past the end of a smaller one.
+// CHECK-LABEL: func.func @dynamic_rows
+// CHECK-SAME: (%[[OUT:.*]]: tensor<8x16xf32>, %[[POS:.*]]: tensor<?x2xi32>, %[[W:.*]]: tensor<?x2xf32>, %[[TOKENS:.*]]: tensor<?x16xf32>, %[[IDS:.*]]: tensor<?x2xi32>, %[[PROBS:.*]]: tensor<?x4xf32>, %[[EW:.*]]: tensor<?xf32>, %[[ROWS:.*]]: tensor<?x16xf32>, %[[COUNTS:.*]]: tensor<2xi32>, %[[WEIGHTS:.*]]: tensor<?x16x8xf32>, %[[D:.*]]: tensor<?x16xf32>)
+func.func @dynamic_rows(%outputs: tensor<8x16xf32>, %pos: tensor<?x2xi32>, %w: tensor<?x2xf32>, %tokens: tensor<?x16xf32>, %ids: tensor<?x2xi32>, %probs: tensor<?x4xf32>, %ew: tensor<?xf32>, %rows: tensor<?x16xf32>, %counts: tensor<2xi32>, %weights: tensor<?x16x8xf32>, %d: tensor<?x16xf32>) -> (tensor<?x16xf32>, tensor<?x16xf32>, tensor<f32>, tensor<?x8xf32>, tensor<8x16xf32>) {
+  // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : index
+  // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : index
+  // The weights against the positions.
+  // CHECK: %[[TOKENS_0:.*]] = tensor.dim %[[POS]], %{{.*}}
+  // CHECK: %[[W_ROWS:.*]] = tensor.dim %[[W]], %{{.*}}
+  // CHECK: call @tamoe_rt_program_check_extent(%{{.*}}, %{{.*}}, %[[W_ROWS]], %[[TOKENS_0]])
+  // CHECK: call @tamoe_rt_combine(
+  %c = tamoe.combine %outputs, %pos, %w : tensor<8x16xf32>, tensor<?x2xi32>, tensor<?x2xf32> -> tensor<?x16xf32>
+  // The ids against the tokens.
+  // CHECK: %[[TOKENS_1:.*]] = tensor.dim %[[TOKENS]], %{{.*}}
+  // CHECK: %[[IDS_ROWS:.*]] = tensor.dim %[[IDS]], %{{.*}}
+  // CHECK: call @tamoe_rt_program_check_extent(%{{.*}}, %{{.*}}, %[[IDS_ROWS]], %[[TOKENS_1]])
+  // CHECK: call @tamoe_rt_dispatch(
+  %r, %rc, %rp, %dr = tamoe.dispatch %tokens, %ids : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x16xf32>, tensor<4xi32>, tensor<?x2xi32>, tensor<i64>
+  // The ids and positions against the probs, the weights against the
+  // experts.
+  // CHECK: %[[TOKENS_2:.*]] = tensor.dim %[[PROBS]], %{{.*}}
+  // CHECK: %[[IDS_ROWS_2:.*]] = tensor.dim %[[IDS]], %{{.*}}
+  // CHECK: call @tamoe_rt_program_check_extent(%{{.*}}, %{{.*}}, %[[IDS_ROWS_2]], %[[TOKENS_2]])
+  // CHECK: %[[POS_ROWS:.*]] = tensor.dim %[[POS]], %{{.*}}
+  // CHECK: call @tamoe_rt_program_check_extent(%{{.*}}, %{{.*}}, %[[POS_ROWS]], %[[TOKENS_2]])
+  // CHECK: %[[EXPERTS:.*]] = tensor.dim %[[EW]], %{{.*}}
+  // CHECK: call @tamoe_rt_program_check_extent(%{{.*}}, %{{.*}}, %[[EXPERTS]], %[[C4]])
+  // CHECK: call @tamoe_rt_aux_loss(
+  %l = tamoe.aux_loss topology %probs, %ids weights %ew dispatched %pos : tensor<?x4xf32>, tensor<?x2xi32>, tensor<?xf32>, tensor<?x2xi32> -> tensor<f32>
+  // The weights' matrices against the experts of the counts.
+  // CHECK: %[[MATRICES:.*]] = tensor.dim %[[WEIGHTS]], %{{.*}}
+  // CHECK: call @tamoe_rt_program_check_extent(%{{.*}}, %{{.*}}, %[[MATRICES]], %[[C2]])
+  // CHECK: call @tamoe_rt_grouped_matmul(
+  %m = tamoe.grouped_matmul %rows, %counts, %weights : tensor<?x16xf32>, tensor<2xi32>, tensor<?x16x8xf32> -> tensor<?x8xf32>
+  // The weights and d_combined against the positions.
+  // CHECK: %[[TOKENS_4:.*]] = tensor.dim %[[POS]], %{{.*}}
+  // CHECK: %[[W_ROWS_2:.*]] = tensor.dim %[[W]], %{{.*}}
+  // CHECK: call @tamoe_rt_program_check_extent(%{{.*}}, %{{.*}}, %[[W_ROWS_2]], %[[TOKENS_4]])
+  // CHECK: %[[D_ROWS:.*]] = tensor.dim %[[D]], %{{.*}}
+  // CHECK: call @tamoe_rt_program_check_extent(%{{.*}}, %{{.*}}, %[[D_ROWS]], %[[TOKENS_4]])
+  // CHECK: call @tamoe_rt_combine_grad(
+  %g:2 = tamoe.combine_grad %d, %outputs, %pos weights %w : tensor<?x16xf32>, tensor<8x16xf32>, tensor<?x2xi32>, tensor<?x2xf32> -> tensor<8x16xf32>, tensor<?x2xf32>
+  return %c, %r, %l, %m, %g#0 : tensor<?x16xf32>, tensor<?x16xf32>, tensor<f32>, tensor<?x8xf32>, tensor<8x16xf32>
+}
+
+// -----
+
+// Operands with static rows need no check, nor a dynamic operand that the
+// runtime reads up to its own capacity (expert_outputs, the rows of a
+// grouped matmul) or not at all (gate_grad's expert_ids without d_weights).
+// CHECK-LABEL: func.func @own_rows
+// CHECK-NOT: tamoe_rt_program_check_extent
+// CHECK: call @tamoe_rt_combine(
+// CHECK-NOT: tamoe_rt_program_check_extent
+// CHECK: call @tamoe_rt_grouped_matmul(
+// CHECK-NOT: tamoe_rt_program_check_extent
+// CHECK: call @tamoe_rt_gate_grad(
+// CHECK-NOT: tamoe_rt_program_check_extent
+// CHECK-LABEL: func.func private
+func.func @own_rows(%outputs: tensor<?x16xf32>, %pos: tensor<4x2xi32>, %w: tensor<4x2xf32>, %rows: tensor<?x16xf32>, %counts: tensor<2xi32>, %weights: tensor<2x16x8xf32>, %probs: tensor<?x4xf32>, %ids: tensor<?x2xi32>) -> (tensor<4x16xf32>, tensor<?x8xf32>, tensor<?x4xf32>) {
+  %c = tamoe.combine %outputs, %pos, %w : tensor<?x16xf32>, tensor<4x2xi32>, tensor<4x2xf32> -> tensor<4x16xf32>
+  %m = tamoe.grouped_matmul %rows, %counts, %weights : tensor<?x16xf32>, tensor<2xi32>, tensor<2x16x8xf32> -> tensor<?x8xf32>
+  %d = tamoe.gate_grad %probs, %ids softmax d_probs %probs : tensor<?x4xf32>, tensor<?x2xi32>, tensor<?x4xf32> -> tensor<?x4xf32>
+  return %c, %m, %d : tensor<4x16xf32>, tensor<?x8xf32>, tensor<?x4xf32>
 }
 
 // -----
