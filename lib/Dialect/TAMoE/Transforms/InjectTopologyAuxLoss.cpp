@@ -21,6 +21,9 @@ using namespace mlir::tamoe;
 namespace topo = ::tamoe::topology;
 
 namespace {
+/// The first planned dispatch of each tamoe.gate seen in one run.
+using GateLayers = llvm::DenseMap<Operation *, DispatchOp>;
+
 struct InjectTopologyAuxLossPass
     : public mlir::tamoe::impl::TAMoEInjectTopologyAuxLossPassBase<
           InjectTopologyAuxLossPass> {
@@ -30,7 +33,7 @@ struct InjectTopologyAuxLossPass
 
 private:
   LogicalResult inject(DispatchOp dispatch, SymbolTableCollection &symbols,
-                       DominanceInfo &dominance);
+                       DominanceInfo &dominance, GateLayers &gateLayers);
   /// Adds `coefficient * loss` to the function's scalar loss result, or
   /// returns it as a new result.
   LogicalResult addToFunctionLoss(DispatchOp dispatch, Value loss);
@@ -140,7 +143,8 @@ static FailureOr<Value> groupRank(OpBuilder &builder, Location loc,
 
 LogicalResult InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
                                                 SymbolTableCollection &symbols,
-                                                DominanceInfo &dominance) {
+                                                DominanceInfo &dominance,
+                                                GateLayers &gateLayers) {
   DispatchPlanAttr plan = dispatch.getPlanAttr();
   if (!plan)
     return success();
@@ -153,6 +157,26 @@ LogicalResult InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
     return dispatch.emitError() << "the topology loss needs the tamoe.gate "
                                    "that chose the experts (for the router "
                                    "probabilities)";
+  // A gate that routes several layers gets one loss, weighed by the first
+  // layer's plan: the others must have been planned for the same pattern,
+  // or theirs would be ignored without a word.
+  auto [entry, first] = gateLayers.try_emplace(gate, dispatch);
+  if (!first) {
+    DispatchPlanAttr other = entry->second.getPlanAttr();
+    if (other.getPolicy() != plan.getPolicy() ||
+        other.getShares() != plan.getShares() ||
+        other.getMatrix() != plan.getMatrix()) {
+      InFlightDiagnostic error =
+          dispatch.emitError()
+          << "the tamoe.gate that routes this layer also routes another, "
+             "planned for another pattern: its topology loss can weigh "
+             "experts by one plan only (this layer's "
+          << plan << ", the other's " << other << ")";
+      error.attachNote(entry->second.getLoc()) << "the other layer";
+      error.attachNote(gate.getLoc()) << "the shared tamoe.gate";
+      return failure();
+    }
+  }
   TypedValue<RankedTensorType> probs = gate.getProbs();
   SmallVector<AuxLossOp> losses;
   for (Operation *user : probs.getUsers())
@@ -346,8 +370,9 @@ void InjectTopologyAuxLossPass::runOnOperation() {
   }
   SymbolTableCollection symbols;
   DominanceInfo dominance(getOperation());
+  GateLayers gateLayers;
   WalkResult result = getOperation().walk([&](DispatchOp dispatch) {
-    return failed(inject(dispatch, symbols, dominance))
+    return failed(inject(dispatch, symbols, dominance, gateLayers))
                ? WalkResult::interrupt()
                : WalkResult::advance();
   });

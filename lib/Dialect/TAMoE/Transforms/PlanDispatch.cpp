@@ -19,6 +19,11 @@ using namespace mlir::tamoe;
 namespace topo = ::tamoe::topology;
 
 namespace {
+/// The dispatches planned so far in one run, by the tamoe.gate that routes
+/// them, with the plan the gate carries.
+using GatePlans =
+    llvm::DenseMap<Operation *, std::pair<DispatchOp, DispatchPlanAttr>>;
+
 struct PlanDispatchPass
     : public mlir::tamoe::impl::TAMoEPlanDispatchPassBase<PlanDispatchPass> {
   using Base::Base;
@@ -32,7 +37,7 @@ private:
   LogicalResult plan(DispatchOp dispatch, const topo::Topology &tree,
                      planner::Policy policy,
                      const planner::PolicyOptions &options,
-                     SymbolTableCollection &symbols);
+                     SymbolTableCollection &symbols, GatePlans &gatePlans);
   /// Node-limited routing is the gate's to do: its groups become the
   /// topology's nodes, of which each token keeps `maxNodes`.
   LogicalResult limitGateToNodes(DispatchOp dispatch,
@@ -113,17 +118,59 @@ LogicalResult PlanDispatchPass::limitGateToNodes(DispatchOp dispatch,
   return success();
 }
 
+/// The gate's plan is the pattern its router realises, so every dispatch of
+/// its ids (a router shared by layers, a forward computed again) must have
+/// been planned for the same one; it is recorded once, with the predicted
+/// times of all of those exchanges added up. A gate planned in an earlier
+/// run is planned afresh.
+static LogicalResult recordOnGate(DispatchOp dispatch, DispatchPlanAttr plan,
+                                  GatePlans &gatePlans) {
+  auto gate = dispatch.getExpertIds().getDefiningOp<GateOp>();
+  if (!gate)
+    return success();
+  auto [entry, first] = gatePlans.try_emplace(gate, dispatch, plan);
+  if (first) {
+    gate.setPlanAttr(plan);
+    return success();
+  }
+  auto [earlier, recorded] = entry->second;
+  if (recorded.getPolicy() != plan.getPolicy() ||
+      recorded.getShares() != plan.getShares() ||
+      recorded.getMatrix() != plan.getMatrix()) {
+    InFlightDiagnostic error =
+        dispatch.emitError()
+        << "the tamoe.gate that routes this layer also routes another, and "
+           "one router realises one dispatch pattern: this layer's plan is "
+        << plan << ", the other's " << recorded;
+    error.attachNote(earlier.getLoc()) << "the other layer";
+    error.attachNote(gate.getLoc()) << "the shared tamoe.gate";
+    return failure();
+  }
+  // Tenths of a microsecond, as each prediction is.
+  double total = std::round((recorded.getPredictedUs().convertToDouble() +
+                             plan.getPredictedUs().convertToDouble()) *
+                            10) /
+                 10;
+  auto summed = DispatchPlanAttr::get(
+      dispatch.getContext(), recorded.getPolicy(), recorded.getShares(),
+      recorded.getMatrix(), llvm::APFloat(total));
+  entry->second.second = summed;
+  gate.setPlanAttr(summed);
+  return success();
+}
+
 LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
                                      const topo::Topology &tree,
                                      planner::Policy policy,
                                      const planner::PolicyOptions &options,
-                                     SymbolTableCollection &symbols) {
+                                     SymbolTableCollection &symbols,
+                                     GatePlans &gatePlans) {
   int64_t ranks = tree.numRanks();
   AllToAllOp exchange = findSendingAllToAll(dispatch);
   // A layer planned before whose exchange was since rewritten (hierarchical,
   // de-duplicated, chunked): the pipeline run again keeps its plan.
   if (!exchange && dispatch.getPlanAttr())
-    return success();
+    return recordOnGate(dispatch, dispatch.getPlanAttr(), gatePlans);
   if (!exchange && llvm::any_of(dispatch.getDispatched().getUsers(),
                                 llvm::IsaPred<ChunkOp>)) {
     // Cut by tamoe-overlap first: its parts' exchanges are not the layer's.
@@ -226,8 +273,8 @@ LogicalResult PlanDispatchPass::plan(DispatchOp dispatch,
   if (!attr)
     return failure();
   dispatch.setPlanAttr(attr);
-  if (auto gate = dispatch.getExpertIds().getDefiningOp<GateOp>())
-    gate.setPlanAttr(attr);
+  if (failed(recordOnGate(dispatch, attr, gatePlans)))
+    return failure();
   InFlightDiagnostic remark = dispatch.emitRemark();
   remark << "planned '" << planner::stringifyPolicy(policy) << "' dispatch on '"
          << tree.name << "': " << ::tamoe::formatFixed(predicted, 1) << " us ("
@@ -275,8 +322,10 @@ void PlanDispatchPass::runOnOperation() {
     return signalPassFailure();
   topo::Topology tree = topology->toTopology();
   SymbolTableCollection symbols;
+  GatePlans gatePlans;
   WalkResult result = getOperation().walk([&](DispatchOp dispatch) {
-    return failed(plan(dispatch, tree, *policyKind, options, symbols))
+    return failed(
+               plan(dispatch, tree, *policyKind, options, symbols, gatePlans))
                ? WalkResult::interrupt()
                : WalkResult::advance();
   });

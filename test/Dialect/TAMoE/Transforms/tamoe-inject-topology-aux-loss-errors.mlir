@@ -253,3 +253,24 @@ module attributes {tamoe.topology = #tamoe.topology<"pair", [<"node", fanout = 2
     return %loss : tensor<f32>
   }
 }
+
+// -----
+
+// One router, two layers planned for different patterns: the one topology
+// loss of the gate cannot weigh its experts by both (it took the first
+// layer's weights and ignored the second's plan).
+module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fanout = 2, up_bandwidth = 100.0, down_bandwidth = 100.0, latency = 1.0, per_message = 0.5, uplink = per_rank>, <"cluster", fanout = 2, up_bandwidth = 10.0, down_bandwidth = 10.0, latency = 10.0, per_message = 2.0, uplink = per_rank>]>} {
+  shard.grid @ep(shape = 2x2)
+  func.func @shared_router(%tokens: tensor<8x16xf32>, %logits: tensor<8x4xf32>) -> (tensor<?x16xf32>, tensor<?x16xf32>, tensor<f32>) {
+    // expected-note @+1 {{the shared tamoe.gate}}
+    %ids, %w, %p = tamoe.gate %logits top 2 softmax : tensor<8x4xf32> -> tensor<8x2xi32>, tensor<8x2xf32>, tensor<8x4xf32>
+    // expected-note @+1 {{the other layer}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #tamoe.dispatch_plan<uniform, shares = [0.25, 0.25, 0.25], predicted_us = 1.0>} : tensor<8x16xf32>, tensor<8x2xi32> -> tensor<16x16xf32>, tensor<4xi32>, tensor<8x2xi32>, tensor<i64>
+    %recv, %rc = tamoe.all_to_all %rows, %counts on @ep : tensor<16x16xf32>, tensor<4xi32> -> tensor<?x16xf32>
+    // expected-error @+1 {{the tamoe.gate that routes this layer also routes another, planned for another pattern: its topology loss can weigh experts by one plan only (this layer's #tamoe.dispatch_plan<tamoe, shares = [4.000000e-01, 4.000000e-01, 1.000000e-01], predicted_us = 1.000000e+00>, the other's #tamoe.dispatch_plan<uniform, shares = [2.500000e-01, 2.500000e-01, 2.500000e-01], predicted_us = 1.000000e+00>)}}
+    %rows2, %counts2, %pos2, %dropped2 = tamoe.dispatch %tokens, %ids {plan = #tamoe.dispatch_plan<tamoe, shares = [0.4, 0.4, 0.1], predicted_us = 1.0>} : tensor<8x16xf32>, tensor<8x2xi32> -> tensor<16x16xf32>, tensor<4xi32>, tensor<8x2xi32>, tensor<i64>
+    %recv2, %rc2 = tamoe.all_to_all %rows2, %counts2 on @ep : tensor<16x16xf32>, tensor<4xi32> -> tensor<?x16xf32>
+    %loss = tamoe.aux_loss switch %p, %ids : tensor<8x4xf32>, tensor<8x2xi32> -> tensor<f32>
+    return %recv, %recv2, %loss : tensor<?x16xf32>, tensor<?x16xf32>, tensor<f32>
+  }
+}

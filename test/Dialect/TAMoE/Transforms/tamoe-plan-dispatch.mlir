@@ -18,5 +18,23 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
     %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<2000x500xbf16>, tensor<4xi32> -> tensor<?x500xbf16>
     return %recv : tensor<?x500xbf16>
   }
-}
 
+  // One router for two layers (a shared gate, or a forward computed again):
+  // both dispatches are planned for the same pattern, and the gate carries
+  // it once with both exchanges' predicted times added (32.7 + 305.4 us), not
+  // the last layer's alone. The second run plans the same.
+  // CHECK-LABEL: func.func @shared_router
+  func.func @shared_router(%tokens: tensor<1000x500xbf16>, %wide: tensor<1000x4000xf32>, %logits: tensor<1000x4xf32>) -> (tensor<?x500xbf16>, tensor<?x4000xf32>) {
+    // CHECK: tamoe.gate {{.*}} {plan = #tamoe.dispatch_plan<tamoe, shares = [4.545455e-01, 4.545455e-01, 4.545455e-02], predicted_us = 3.381000e+02>}
+    %ids, %w, %p = tamoe.gate %logits top 2 softmax : tensor<1000x4xf32> -> tensor<1000x2xi32>, tensor<1000x2xf32>, tensor<1000x4xf32>
+    // CHECK: tamoe.dispatch {{.*}} {plan = #tamoe.dispatch_plan<tamoe, shares = [4.545455e-01, 4.545455e-01, 4.545455e-02], predicted_us = 3.270000e+01>}
+    // expected-remark @+1 {{planned 'tamoe' dispatch on 'two-by-two': 32.7 us (flat)}}
+    %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids : tensor<1000x500xbf16>, tensor<1000x2xi32> -> tensor<2000x500xbf16>, tensor<4xi32>, tensor<1000x2xi32>, tensor<i64>
+    %recv, %recv_counts = tamoe.all_to_all %rows, %counts on @ep : tensor<2000x500xbf16>, tensor<4xi32> -> tensor<?x500xbf16>
+    // CHECK: tamoe.dispatch {{.*}} {plan = #tamoe.dispatch_plan<tamoe, shares = [4.545455e-01, 4.545455e-01, 4.545455e-02], predicted_us = 3.054000e+02>}
+    // expected-remark @+1 {{planned 'tamoe' dispatch on 'two-by-two': 305.4 us (flat)}}
+    %rows2, %counts2, %pos2, %dropped2 = tamoe.dispatch %wide, %ids : tensor<1000x4000xf32>, tensor<1000x2xi32> -> tensor<2000x4000xf32>, tensor<4xi32>, tensor<1000x2xi32>, tensor<i64>
+    %recv2, %recv_counts2 = tamoe.all_to_all %rows2, %counts2 on @ep : tensor<2000x4000xf32>, tensor<4xi32> -> tensor<?x4000xf32>
+    return %recv, %recv2 : tensor<?x500xbf16>, tensor<?x4000xf32>
+  }
+}
