@@ -139,5 +139,59 @@ func.func @main() {
   call @printMemrefF32(%nw_u) : (memref<*xf32>) -> ()
   // CHECK: {{\[\[}}0.731059,   0.622459]
   // CHECK-NEXT: [{{-?nan}},   {{-?nan}}]
+
+  // Fewer experts than k, known at run time only (the runtime's gate
+  // refuses it): the picks past the last expert are id -1 with weight 0,
+  // and renormalisation spreads over the real picks. Not expert 0 again,
+  // which sent a token to it twice with its weight counted twice. Two
+  // experts, top 3; then none, where every pick is missing and nothing is
+  // read.
+  %two = arith.constant dense<[[1.0, 2.0], [4.0, 3.0]]> : tensor<2x2xf32>
+  %two_d = tensor.cast %two : tensor<2x2xf32> to tensor<?x?xf32>
+  %fids, %fw = call @top3(%two_d) : (tensor<?x?xf32>) -> (tensor<?x3xi32>, tensor<?x3xf32>)
+  %fids_m = bufferization.to_buffer %fids : tensor<?x3xi32> to memref<?x3xi32>
+  %fids_u = memref.cast %fids_m : memref<?x3xi32> to memref<*xi32>
+  call @printMemrefI32(%fids_u) : (memref<*xi32>) -> ()
+  // CHECK: {{\[\[}}1,   0,   -1]
+  // CHECK-NEXT: [0,   1,   -1]
+  %fw_m = bufferization.to_buffer %fw : tensor<?x3xf32> to memref<?x3xf32>
+  %fw_u = memref.cast %fw_m : memref<?x3xf32> to memref<*xf32>
+  call @printMemrefF32(%fw_u) : (memref<*xf32>) -> ()
+  // CHECK: {{\[\[}}0.731059,   0.268941,   0]
+  // CHECK-NEXT: [0.731059,   0.268941,   0]
+  // The loss counts the real picks only (over all k S assignments, as for
+  // dropped ones): E / (k S^2) * sum_e count_e * sum_s probs[s, e]
+  // = 2 / (3 * 4) * (2 * 1 + 2 * 1) = 0.666667.
+  %fp = call @top3_probs(%two_d) : (tensor<?x?xf32>) -> tensor<?x?xf32>
+  %floss = tamoe.aux_loss switch %fp, %fids : tensor<?x?xf32>, tensor<?x3xi32> -> tensor<f32>
+  %fl = tensor.extract %floss[] : tensor<f32>
+  %fl_t = tensor.from_elements %fl : tensor<1xf32>
+  %fl_m = bufferization.to_buffer %fl_t : tensor<1xf32> to memref<1xf32>
+  %fl_u = memref.cast %fl_m : memref<1xf32> to memref<*xf32>
+  call @printMemrefF32(%fl_u) : (memref<*xf32>) -> ()
+  // CHECK: [0.666667]
+  %none = tensor.empty() : tensor<2x0xf32>
+  %none_d = tensor.cast %none : tensor<2x0xf32> to tensor<?x?xf32>
+  %zids, %zw = call @top3(%none_d) : (tensor<?x?xf32>) -> (tensor<?x3xi32>, tensor<?x3xf32>)
+  %zids_m = bufferization.to_buffer %zids : tensor<?x3xi32> to memref<?x3xi32>
+  %zids_u = memref.cast %zids_m : memref<?x3xi32> to memref<*xi32>
+  call @printMemrefI32(%zids_u) : (memref<*xi32>) -> ()
+  // CHECK: {{\[\[}}-1,   -1,   -1]
+  // CHECK-NEXT: [-1,   -1,   -1]
+  %zw_m = bufferization.to_buffer %zw : tensor<?x3xf32> to memref<?x3xf32>
+  %zw_u = memref.cast %zw_m : memref<?x3xf32> to memref<*xf32>
+  call @printMemrefF32(%zw_u) : (memref<*xf32>) -> ()
+  // CHECK: {{\[\[}}0,   0,   0]
+  // CHECK-NEXT: [0,   0,   0]
   return
+}
+
+func.func @top3(%logits: tensor<?x?xf32>) -> (tensor<?x3xi32>, tensor<?x3xf32>) {
+  %ids, %weights, %probs = tamoe.gate %logits top 3 softmax renormalize : tensor<?x?xf32> -> tensor<?x3xi32>, tensor<?x3xf32>, tensor<?x?xf32>
+  return %ids, %weights : tensor<?x3xi32>, tensor<?x3xf32>
+}
+
+func.func @top3_probs(%logits: tensor<?x?xf32>) -> tensor<?x?xf32> {
+  %ids, %weights, %probs = tamoe.gate %logits top 3 softmax renormalize : tensor<?x?xf32> -> tensor<?x3xi32>, tensor<?x3xf32>, tensor<?x?xf32>
+  return %probs : tensor<?x?xf32>
 }

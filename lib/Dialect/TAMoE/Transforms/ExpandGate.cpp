@@ -156,9 +156,9 @@ Value ranks(Builder &g, Value scores, ValueRange dynamic) {
 }
 
 /// Along the last of `rank` dimensions: the index of the largest value
-/// that is not NaN (the first on ties; 0 when every value is NaN, a read in
-/// bounds for a row with no candidate left, e.g. dynamic experts fewer than
-/// k at run time). The result has the leading dimensions.
+/// that is not NaN (the first on ties; 0 when every value is NaN: a row with
+/// no candidate left, which expandGate marks as no pick). The result has the
+/// leading dimensions.
 Value argMax(Builder &g, Value values, unsigned rank,
              ArrayRef<int64_t> leadingShape, ValueRange dynamic) {
   Type element = cast<RankedTensorType>(values.getType()).getElementType();
@@ -369,25 +369,58 @@ void expandGate(GateOp gate) {
   for (int64_t round = 0; round < rounds; ++round) {
     Value index = argMax(g, candidates, 2, tokenShape, dynamic);
     candidates = maskChosen(g, candidates, index, 2, fullDynamic);
-    // The chosen score itself (a NaN one too, for the loss to show).
-    Value value = g.generic(
-        1, {{0}}, {index}, {{0}}, {g.empty(tokenShape, acc, dynamic)},
-        {kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
-          Value token = linalg::IndexOp::create(b, l, 0);
-          linalg::YieldOp::create(
-              b, l,
-              Value(tensor::ExtractOp::create(b, l, probs,
-                                              ValueRange{token, args[0]})));
+    // With a dynamic number of experts, fewer than k at run time (the
+    // verifier refuses it when static, the runtime's gate at run time), the
+    // rounds past the last expert have no pick: id -1, which the loss does
+    // not count and the runtime's dispatch refuses as no expert, and weight
+    // 0, so that renormalisation spreads over the real picks. The arg-max
+    // of such a round is 0, no expert of a row of none (E = 0): it is never
+    // read.
+    Value picked;
+    if (type.isDynamicDim(1))
+      picked = arith::CmpIOp::create(builder, g.loc, arith::CmpIPredicate::ult,
+                                     g.constantIndex(round), experts);
+    Value value;
+    if (!picked) {
+      // The chosen score itself (a NaN one too, for the loss to show).
+      value = g.generic(1, {{0}}, {index}, {{0}},
+                        {g.empty(tokenShape, acc, dynamic)}, {kParallel},
+                        [&](OpBuilder &b, Location l, ValueRange args) {
+                          Value token = linalg::IndexOp::create(b, l, 0);
+                          linalg::YieldOp::create(
+                              b, l,
+                              Value(tensor::ExtractOp::create(
+                                  b, l, probs, ValueRange{token, args[0]})));
+                        })[0];
+    } else {
+      // The chosen score, read along the row (0 where there is no pick).
+      value = g.generic(
+          2, {{0, 1}, {0}}, {probs, index}, {{0}},
+          {g.filled(tokenShape, acc, dynamic, g.constantFloat(acc, 0))},
+          {kParallel, kReduction},
+          [&](OpBuilder &b, Location l, ValueRange args) {
+            Value expert = linalg::IndexOp::create(b, l, 1);
+            Value hit = arith::AndIOp::create(
+                b, l, picked,
+                arith::CmpIOp::create(b, l, arith::CmpIPredicate::eq, expert,
+                                      args[1]));
+            linalg::YieldOp::create(
+                b, l,
+                Value(arith::SelectOp::create(b, l, hit, args[0], args[2])));
+          })[0];
+    }
+    Value id = g.generic(
+        1, {{0}}, {index}, {{0}},
+        {g.empty(tokenShape, idsType.getElementType(), dynamic)}, {kParallel},
+        [&](OpBuilder &b, Location l, ValueRange args) {
+          Type idType = idsType.getElementType();
+          Value id = arith::IndexCastOp::create(b, l, idType, args[0]);
+          if (picked)
+            id = arith::SelectOp::create(
+                b, l, picked, id,
+                arith::ConstantOp::create(b, l, b.getIntegerAttr(idType, -1)));
+          linalg::YieldOp::create(b, l, id);
         })[0];
-    Value id =
-        g.generic(1, {{0}}, {index}, {{0}},
-                  {g.empty(tokenShape, idsType.getElementType(), dynamic)},
-                  {kParallel}, [&](OpBuilder &b, Location l, ValueRange args) {
-                    linalg::YieldOp::create(
-                        b, l,
-                        Value(arith::IndexCastOp::create(
-                            b, l, idsType.getElementType(), args[0])));
-                  })[0];
     // Column `round` of the [S, k] results.
     SmallVector<OpFoldResult> offsets{builder.getIndexAttr(0),
                                       builder.getIndexAttr(round)};

@@ -62,8 +62,15 @@ func.func @f8(%logits: tensor<4x8xf8E4M3FN>) -> (tensor<4x2xi32>, tensor<4x2xf8E
 // Dynamic experts, result sizes that differ from the logits' in which
 // dimensions are static, and a dynamic k in the loss: the expansion is valid
 // IR (every tensor.empty gets its sizes) and k is read at run time.
+// (test/Integration/expand-gate.mlir runs the missing picks.)
 // CHECK-LABEL: func.func @dynamic_sizes
 // CHECK-NOT: tamoe.
+// Fewer experts than k at run time: a round past the last expert has no
+// pick, id -1 (not expert 0 again) and weight 0.
+// CHECK: %[[E:.*]] = tensor.dim %arg0, %c1 : tensor<?x?xf32>
+// CHECK: %[[PICKED:.*]] = arith.cmpi ult, %{{.*}}, %[[E]] : index
+// CHECK: %[[NONE:.*]] = arith.constant -1 : i32
+// CHECK-NEXT: arith.select %[[PICKED]], %{{.*}}, %[[NONE]] : i32
 // CHECK: %[[K:.*]] = tensor.dim %{{.*}}, %{{.*}} : tensor<4x?xi32>
 // CHECK: arith.index_cast %[[K]]
 // CHECK: return

@@ -14,7 +14,10 @@ def TAMoEPlanDispatchPass : Pass<"tamoe-plan-dispatch", "mlir::ModuleOp"> {
     element type, k). Runs the planner (`docs/cost-model.md`) with the chosen
     policy and attaches the resulting `#tamoe.dispatch_plan` to the dispatch
     and to the `tamoe.gate` that produced its expert ids. A remark gives the
-    predicted all-to-all time against uniform routing.
+    predicted all-to-all time against uniform routing. A gate whose ids
+    several dispatches send (a router shared by layers, a forward computed
+    again) carries their common plan with the predicted times added up;
+    layers of one gate planned for different patterns are an error.
 
     `node-limited` routing is the gate's to do: the gate's groups become the
     topology's nodes, of which each token keeps `max-nodes`
@@ -79,6 +82,10 @@ def TAMoEInjectTopologyAuxLossPass
     the function's scalar loss result (a 0-d float tensor result), or
     returned as a new result when the function has none and nothing calls
     or names it (otherwise an error asks for the loss result).
+
+    A gate whose ids several layers dispatch gets one topology loss, from
+    the first of them: their plans must be the same pattern, as
+    tamoe-plan-dispatch makes them, or the pass names both.
   }];
   let options = [
     Option<"coefficient", "coefficient", "double", /*default=*/"0.01",
@@ -298,7 +305,11 @@ def TAMoEExpandGatePass : Pass<"tamoe-expand-gate", "mlir::ModuleOp"> {
     (each group scored by the sum of its two best scores, the best groups
     kept) and k rounds of arg-max with masking (ties go to the lower expert
     id), then the optional renormalisation, all in f32 at least (rounded
-    once to the logits' type); `tamoe.aux_loss` becomes the
+    once to the logits' type). With a dynamic number of experts that is
+    below k at run time (the runtime's gate refuses it), the picks past the
+    last expert get id -1 and weight 0: the loss skips them, the runtime's
+    dispatch refuses them, and the renormalisation spreads over the real
+    picks. `tamoe.aux_loss` becomes the
     per-expert counts of the ids (negative ids skipped), the mean router
     probabilities and the weighted sum E * sum_e w_e f_e P_e.
   }];
