@@ -17,6 +17,7 @@ PyTorch column.
 
 import argparse
 import csv
+import math
 import sys
 
 # The runtime's operations in the stages of an MoE layer.
@@ -37,6 +38,38 @@ STAGES = [
 ]
 
 
+def number(text):
+    """`text` as a finite float, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_torch(path):
+    """{stage: us} from torch_layer.py's CSV, or a reason it has none."""
+    try:
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+    except OSError as error:
+        return f"{path}: {error.strerror}"
+    if not rows or "stage" not in rows[0] or "median_us" not in rows[0]:
+        return f"{path}: no stage,median_us rows"
+    values = {}
+    for row in rows:
+        us = number(row["median_us"] or "")
+        if us is None or us < 0:
+            return f"{path}: stage '{row['stage']}' has median '{row['median_us']}' us"
+        values[row["stage"]] = us
+    return values
+
+
+def ratio(theirs, ours):
+    """theirs / ours as "N.NNx", or "-" where tamoe took no time."""
+    return f"{theirs / ours:.2f}x" if ours > 0 else "-"
+
+
 def read_profile(path):
     """{operation: (calls, median_us)} from the profile's markdown rows."""
     rows = {}
@@ -44,7 +77,14 @@ def read_profile(path):
         for line in f:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if len(cells) == 4 and cells[0].startswith("tamoe_rt_"):
-                rows[cells[0]] = (int(cells[1]), float(cells[2]))
+                # A NaN or missing median made the layer "nan" and a
+                # truncated row a traceback.
+                calls, median = number(cells[1]), number(cells[2])
+                if calls is None or calls < 0 or calls != int(calls) or \
+                        median is None or median < 0:
+                    sys.exit(f"e2e_report.py: {path}: bad row for {cells[0]}: "
+                             f"calls '{cells[1]}', median '{cells[2]}' us")
+                rows[cells[0]] = (int(calls), median)
     if not rows:
         sys.exit(f"e2e_report.py: no profile rows in {path}")
     return rows
@@ -58,16 +98,23 @@ def main():
     parser.add_argument("--torch-grouped-mm")
     parser.add_argument("--title", default="One MoE layer forward")
     args = parser.parse_args()
+    if args.iterations < 1:
+        parser.error(f"--iterations must be >= 1, got {args.iterations}")
 
     profile = read_profile(args.profile)
-    # The PyTorch columns: (heading, {stage: us}).
+    # The PyTorch columns: (heading, {stage: us}). A column whose CSV cannot
+    # be read (a failed or cut-short PyTorch run) is left out, and the table
+    # says so, rather than costing the tamoe table.
     columns = []
+    left_out = []
     for heading, path in (("PyTorch", args.torch),
                           ("PyTorch, _grouped_mm experts", args.torch_grouped_mm)):
         if path:
-            with open(path) as f:
-                columns.append((heading, {row["stage"]: float(row["median_us"])
-                                          for row in csv.DictReader(f)}))
+            values = read_torch(path)
+            if isinstance(values, str):
+                left_out.append(f"{heading}: {values}")
+            else:
+                columns.append((heading, values))
 
     print(f"### {args.title}\n")
     header = "| stage | tamoe (us per layer) |"
@@ -83,7 +130,7 @@ def main():
         if values is None:
             return " - | - |"
         theirs = sum(values)
-        return f" {theirs:.1f} | {theirs / us:.2f}x |" if us > 0 else f" {theirs:.1f} | - |"
+        return f" {theirs:.1f} | {ratio(theirs, us)} |"
 
     total = 0.0
     totals = [0.0 for _ in columns]
@@ -109,8 +156,10 @@ def main():
         print(row)
     row = f"| **layer** | **{total:.1f}** |"
     for theirs in totals:
-        row += f" **{theirs:.1f}** | **{theirs / total:.2f}x** |"
+        row += f" **{theirs:.1f}** | **{ratio(theirs, total)}** |"
     print(row)
+    for reason in left_out:
+        print(f"\nNo {reason}.")
     print("\nMedians per call from the runtime's profile (each call timed until "
           "its work finished); a stage is the sum of its operations' medians "
           "times their calls per layer.")
