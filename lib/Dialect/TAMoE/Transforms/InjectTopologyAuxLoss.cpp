@@ -161,22 +161,9 @@ LogicalResult InjectTopologyAuxLossPass::inject(DispatchOp dispatch,
   // layer's plan: the others must have been planned for the same pattern,
   // or theirs would be ignored without a word.
   auto [entry, first] = gateLayers.try_emplace(gate, dispatch);
-  if (!first) {
-    DispatchPlanAttr other = entry->second.getPlanAttr();
-    if (other.getPolicy() != plan.getPolicy() ||
-        other.getShares() != plan.getShares() ||
-        other.getMatrix() != plan.getMatrix()) {
-      InFlightDiagnostic error =
-          dispatch.emitError()
-          << "the tamoe.gate that routes this layer also routes another, "
-             "planned for another pattern: its topology loss can weigh "
-             "experts by one plan only (this layer's "
-          << plan << ", the other's " << other << ")";
-      error.attachNote(entry->second.getLoc()) << "the other layer";
-      error.attachNote(gate.getLoc()) << "the shared tamoe.gate";
-      return failure();
-    }
-  }
+  if (!first && failed(verifySharedRouter(gate, dispatch, plan, entry->second,
+                                          entry->second.getPlanAttr())))
+    return failure();
   TypedValue<RankedTensorType> probs = gate.getProbs();
   SmallVector<AuxLossOp> losses;
   for (Operation *user : probs.getUsers())

@@ -173,3 +173,22 @@ PlanPolicy mlir::tamoe::toPlanPolicy(planner::Policy policy) {
   }
   llvm_unreachable("unknown policy");
 }
+
+LogicalResult mlir::tamoe::verifySharedRouter(GateOp gate, DispatchOp dispatch,
+                                              DispatchPlanAttr plan,
+                                              DispatchOp other,
+                                              DispatchPlanAttr otherPlan) {
+  if (plan.getPolicy() == otherPlan.getPolicy() &&
+      plan.getShares() == otherPlan.getShares() &&
+      plan.getMatrix() == otherPlan.getMatrix())
+    return success();
+  InFlightDiagnostic error =
+      dispatch.emitError()
+      << "the tamoe.gate that routes this layer also routes another, planned "
+         "for another pattern: one router realises one dispatch pattern, and "
+         "its topology loss weighs the experts by one plan (this layer's "
+      << plan << ", the other's " << otherPlan << ")";
+  error.attachNote(other.getLoc()) << "the other layer";
+  error.attachNote(gate.getLoc()) << "the shared tamoe.gate";
+  return failure();
+}

@@ -63,6 +63,14 @@ planner::Pattern patternOf(DispatchOp dispatch,
 
 PlanPolicy toPlanPolicy(planner::Policy policy);
 
+/// Fails, with notes at `other` and `gate`, when `dispatch` (planned `plan`)
+/// and `other` (planned `otherPlan`), both routed by `gate`, were planned
+/// for different patterns: one router realises one dispatch pattern, and
+/// its topology loss weighs the experts by one plan.
+LogicalResult verifySharedRouter(GateOp gate, DispatchOp dispatch,
+                                 DispatchPlanAttr plan, DispatchOp other,
+                                 DispatchPlanAttr otherPlan);
+
 } // namespace mlir::tamoe
 
 #endif // TAMOE_LIB_DIALECT_TAMOE_TRANSFORMS_LAYER_H

@@ -134,18 +134,8 @@ static LogicalResult recordOnGate(DispatchOp dispatch, DispatchPlanAttr plan,
     return success();
   }
   auto [earlier, recorded] = entry->second;
-  if (recorded.getPolicy() != plan.getPolicy() ||
-      recorded.getShares() != plan.getShares() ||
-      recorded.getMatrix() != plan.getMatrix()) {
-    InFlightDiagnostic error =
-        dispatch.emitError()
-        << "the tamoe.gate that routes this layer also routes another, and "
-           "one router realises one dispatch pattern: this layer's plan is "
-        << plan << ", the other's " << recorded;
-    error.attachNote(earlier.getLoc()) << "the other layer";
-    error.attachNote(gate.getLoc()) << "the shared tamoe.gate";
+  if (failed(verifySharedRouter(gate, dispatch, plan, earlier, recorded)))
     return failure();
-  }
   // Tenths of a microsecond, as each prediction is.
   double total = std::round((recorded.getPredictedUs().convertToDouble() +
                              plan.getPredictedUs().convertToDouble()) *

@@ -62,7 +62,7 @@ module attributes {tamoe.topology = #tamoe.topology<"two-by-two", [<"node", fano
     %ids, %w, %p = tamoe.gate %logits top 2 softmax : tensor<1000x4xf32> -> tensor<1000x2xi32>, tensor<1000x2xf32>, tensor<1000x4xf32>
     // expected-note @+1 {{the other layer}}
     %rows, %counts, %pos, %dropped = tamoe.dispatch %tokens, %ids {plan = #tamoe.dispatch_plan<uniform, shares = [0.25, 0.25, 0.25], predicted_us = 114.5>} : tensor<1000x500xbf16>, tensor<1000x2xi32> -> tensor<2000x500xbf16>, tensor<4xi32>, tensor<1000x2xi32>, tensor<i64>
-    // expected-error @+1 {{the tamoe.gate that routes this layer also routes another, and one router realises one dispatch pattern: this layer's plan is #tamoe.dispatch_plan<tamoe, shares = [4.545455e-01, 4.545455e-01, 4.545455e-02], predicted_us = 3.270000e+01>, the other's #tamoe.dispatch_plan<uniform, shares = [2.500000e-01, 2.500000e-01, 2.500000e-01], predicted_us = 1.145000e+02>}}
+    // expected-error @+1 {{the tamoe.gate that routes this layer also routes another, planned for another pattern: one router realises one dispatch pattern, and its topology loss weighs the experts by one plan (this layer's #tamoe.dispatch_plan<tamoe, shares = [4.545455e-01, 4.545455e-01, 4.545455e-02], predicted_us = 3.270000e+01>, the other's #tamoe.dispatch_plan<uniform, shares = [2.500000e-01, 2.500000e-01, 2.500000e-01], predicted_us = 1.145000e+02>)}}
     %rows2, %counts2, %pos2, %dropped2 = tamoe.dispatch %tokens, %ids : tensor<1000x500xbf16>, tensor<1000x2xi32> -> tensor<2000x500xbf16>, tensor<4xi32>, tensor<1000x2xi32>, tensor<i64>
     %recv2, %recv_counts2 = tamoe.all_to_all %rows2, %counts2 on @ep : tensor<2000x500xbf16>, tensor<4xi32> -> tensor<?x500xbf16>
     return %rows, %recv2 : tensor<2000x500xbf16>, tensor<?x500xbf16>
