@@ -16,13 +16,14 @@ busy for most of the slice, '+' where partly.
 
 import argparse
 import csv
+import math
 import sys
 
 
 def read(path):
     intervals = []
     try:
-        file = open(path, newline="")
+        file = open(path, newline="", errors="replace")
     except OSError as error:
         raise SystemExit(f"timeline.py: cannot read {path}: {error.strerror}")
     with file:
@@ -36,14 +37,22 @@ def read(path):
                 raise SystemExit(f"timeline.py: {path}:{number}: expected 5 "
                                  f"fields, got {len(row)}")
             try:
+                rank = int(row[0])
+            except ValueError:
+                raise SystemExit(f"timeline.py: {path}:{number}: the rank must "
+                                 f"be an integer, got '{row[0]}'")
+            try:
                 begin, end = float(row[3]), float(row[4])
             except ValueError:
+                begin = end = math.nan
+            # nan or inf would carry into every sum and print in the table.
+            if not (math.isfinite(begin) and math.isfinite(end)):
                 raise SystemExit(f"timeline.py: {path}:{number}: begin_us and "
                                  f"end_us must be numbers")
             if end < begin:
                 raise SystemExit(f"timeline.py: {path}:{number}: ends before "
                                  f"it begins")
-            intervals.append((int(row[0]), row[1], row[2], begin, end))
+            intervals.append((rank, row[1], row[2], begin, end))
     return intervals
 
 

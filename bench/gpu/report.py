@@ -12,7 +12,9 @@ impl,op,tokens,hidden,experts,k,median_us,bytes and optionally flops
 
 import argparse
 import csv
+import math
 import os
+import re
 import sys
 
 TORCH_IMPLS = [
@@ -38,15 +40,31 @@ EXPERT_STAGE_TARGET = 0.75
 
 
 def read(path):
+    """The rows of `path` by (impl, op, tokens, k). A row that is cut short
+    (a run stopped by its timeout leaves a partly written last line) or
+    holds a timing that is not a positive number is left out with a warning:
+    the rest of the report still comes out, and no ratio is taken over it."""
     rows = {}
     if not path or not os.path.exists(path):
         return rows
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            key = (row["impl"], row["op"], int(row["tokens"]), int(row["k"]))
-            rows[key] = (float(row["median_us"]), int(row["bytes"]),
+    with open(path, newline="", errors="replace") as f:
+        for number, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                key = (row["impl"], row["op"], int(row["tokens"]),
+                       int(row["k"]))
+                value = (float(row["median_us"]), int(row["bytes"]),
                          int(row["hidden"]), int(row["experts"]),
                          int(row.get("flops") or 0))
+            except (KeyError, TypeError, ValueError):
+                print(f"report.py: {path}:{number}: not a whole row, left out",
+                      file=sys.stderr)
+                continue
+            if not math.isfinite(value[0]) or value[0] <= 0:
+                print(f"report.py: {path}:{number}: median_us "
+                      f"{row['median_us']} is not a positive time, left out",
+                      file=sys.stderr)
+                continue
+            rows[key] = value
     return rows
 
 
@@ -78,7 +96,18 @@ def main():
             log = f.read().splitlines()
         passed = [l for l in log if " PASS " in l]
         failed = [l for l in log if " FAIL " in l]
-        verdict = "all passed" if not failed else f"{len(failed)} FAILED"
+        # tamoe_gpu_bench ends its checks with "N passed, M failed"; a log
+        # without that line was cut short (a timeout, a crash), and the
+        # cases it never reached are not a pass.
+        finished = any(re.search(r"\] \d+ passed, \d+ failed$", l)
+                       for l in log)
+        if failed:
+            verdict = f"{len(failed)} FAILED"
+        elif not finished:
+            verdict = "INCOMPLETE: the log has no final count (the checks " \
+                      "stopped early)"
+        else:
+            verdict = "all passed"
         lines += [f"Correctness (`tamoe_gpu_bench check`): {len(passed)} "
                   f"cases passed, {len(failed)} failed: {verdict}.", ""]
         for l in failed:

@@ -31,7 +31,14 @@ HERE="$ROOT/bench/gpu"
 BUILD=${TAMOE_GPU_BUILD:-/tmp/tamoe-gpu-build}
 WORK=${OUT:-$BUILD/out}
 QUICK=""
-[[ "${1:-}" == "--quick" ]] && QUICK="--quick"
+# Anything but --quick is refused: a misspelt flag would otherwise run the
+# full timings, several times longer, on a GPU lent for minutes.
+case "$*" in
+  "") ;;
+  --quick) QUICK="--quick" ;;
+  *) echo "bench/gpu/run.sh: unknown arguments '$*' (usage: run.sh [--quick])" >&2
+     exit 2 ;;
+esac
 mkdir -p "$BUILD" "$WORK"
 
 die() {

@@ -15,13 +15,14 @@
 #          device returns at most 8 files of 16 MiB (64 MiB in all), so $OUT
 #          gets two kinds: summary.md (run.sh's report and each layer's
 #          table) and session.tgz.NN, everything (runtime/, <name>/) as one
-#          archive in 15 MiB pieces, packed on any exit; fails if a step
-#          failed
+#          archive in 15 MiB pieces, packed on any exit, with steps.txt,
+#          each step's exit status; fails if a step failed
 #   here:  bash bench/gpu/session.sh --check DIR RESULTS
 #          unpacks RESULTS/session.tgz.* (what --run returns; RESULTS may
 #          also be an unpacked folder), then e2e.sh --check for each layer
 #          whose results came back (all of them, failing at the end if one
-#          failed)
+#          failed, if a layer of LAYERS has no results, or if steps.txt
+#          records a failed step)
 #
 # Environment: BUDGET (--run; a layer is not started past it), LAYERS (the
 # names to prepare or run, default all four), TAMOE_GPU_BUILD (run.sh's
@@ -75,7 +76,7 @@ case $mode in
     done >"$OUT/summary.md"
     local parts=()
     local part pieces=()
-    for part in runtime $LAYERS; do [[ -e "$stage/$part" ]] && parts+=("$part"); done
+    for part in steps.txt runtime $LAYERS; do [[ -e "$stage/$part" ]] && parts+=("$part"); done
     if (( ${#parts[@]} > 0 )); then
       tar -czf - -C "$stage" "${parts[@]}" | split -b 15M -d - "$OUT/session.tgz."
       pieces=("$OUT"/session.tgz.*)
@@ -87,20 +88,27 @@ case $mode in
   trap pack EXIT
   # Seconds a step may take: what is left of BUDGET, plus 120.
   left() { echo $((BUDGET + 120 - (SECONDS - start))); }
+  # Each step's exit status goes into the archive (steps.txt), so that
+  # --check sees a failed step, not only the missing results it leaves.
+  step() { echo "$1 $2" >>"$stage/steps.txt"; [[ "$2" == 0 ]] || failed=1; }
   # The runtime (which the layers link against), its checks and timings,
   # within half the budget: the layers are what is measured.
+  rc=0
   OUT="$stage/runtime" timeout $((BUDGET / 2 + 60)) bash "$root/bench/gpu/run.sh" --quick ||
-    { echo "session.sh: run.sh failed; its report is in runtime/" >&2; failed=1; }
+    { rc=$?; echo "session.sh: run.sh failed; its report is in runtime/" >&2; }
+  step runtime "$rc"
   for name in $LAYERS; do
     if (( SECONDS - start > BUDGET )); then
       echo "session.sh: $((SECONDS - start)) s spent (BUDGET $BUDGET): $name not started" >&2
-      failed=1
+      step "$name" not-started
       continue
     fi
     [[ -d "$dir/$name" ]] ||
-      { echo "session.sh: $dir/$name is missing (--prepare)" >&2; failed=1; continue; }
+      { echo "session.sh: $dir/$name is missing (--prepare)" >&2; step "$name" not-prepared; continue; }
+    rc=0
     OUT="$stage/$name" timeout "$(left)" bash "$root/bench/gpu/e2e.sh" --prebuilt "$dir/$name" ||
-      { echo "session.sh: the $name layer failed; see $name/" >&2; failed=1; }
+      { rc=$?; echo "session.sh: the $name layer failed; see $name/" >&2; }
+    step "$name" "$rc"
   done
   echo "== session done in $((SECONDS - start)) s"
   exit "$failed"
@@ -108,18 +116,32 @@ case $mode in
 --check)
   (( $# == 3 )) || die "$usage"
   results=$3 failed=0
+  [[ -d "$results" ]] || die "no results folder '$results'"
   if compgen -G "$results/session.tgz.*" >/dev/null; then
+    # Kept, and named, for reading the raw results after the check.
     unpacked=$(mktemp -d "${TMPDIR:-/tmp}/tamoe-results.XXXXXX")
+    echo "session.sh: unpacking $results/session.tgz.* into $unpacked"
     cat "$results"/session.tgz.* | tar -xzf - -C "$unpacked" ||
       { echo "session.sh: $results/session.tgz.* is incomplete; checking what unpacked" >&2; failed=1; }
     results=$unpacked
+  fi
+  # The steps that failed there (a layer may have packed its results and
+  # then failed, e.g. in its report or past its timeout).
+  if [[ -f "$results/steps.txt" ]]; then
+    while read -r what rc; do
+      [[ "$rc" == 0 ]] ||
+        { echo "session.sh: the $what step failed there ($rc)"; failed=1; }
+    done <"$results/steps.txt"
   fi
   for name in $LAYERS; do
     if compgen -G "$results/$name/results.tgz.*" >/dev/null; then
       bash "$root/bench/gpu/e2e.sh" --check "$dir/$name" "$results/$name" ||
         { echo "session.sh: the check of $name failed" >&2; failed=1; }
     else
+      # A layer that was to run and brought nothing back is not a pass
+      # (LAYERS names the layers the session ran).
       echo "session.sh: no results for $name in $results/$name"
+      failed=1
     fi
   done
   exit "$failed"
