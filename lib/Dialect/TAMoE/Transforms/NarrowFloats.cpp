@@ -78,7 +78,8 @@ static void sumInF32(linalg::LinalgOp op) {
 /// Whether `generic` is elementwise on tensors of one narrow float type and
 /// rounds more than once per element: its body is arith and math ops on that
 /// type (no cast between float types, which asks for a rounding of its own),
-/// more than one of which computes a value of it. One such op rounds once
+/// more than one of which computes a value of it, and none of which compares
+/// or classifies a value it computed. One such op rounds once
 /// either way: f32 keeps enough of a sum, product or quotient of two bf16 or
 /// f16 values that rounding it again to the narrow type changes nothing.
 static bool roundsRepeatedly(linalg::GenericOp generic) {
@@ -96,10 +97,25 @@ static bool roundsRepeatedly(linalg::GenericOp generic) {
     return !type.isIntOrIndexOrFloat() ||
            (isa<FloatType>(type) && type != narrow);
   };
+  // A comparison or classification of a value the body computed observes
+  // how that value was rounded, overflow included: an f16 product past
+  // 65504 is inf, which a loss-scaling guard tests for and replaces, while
+  // in f32 it stays finite, passes the test and becomes inf only when the
+  // result is truncated.
+  Block *body = generic.getBody();
+  auto observesRounding = [&](Operation &op) {
+    return isa<arith::CmpFOp, math::IsInfOp, math::IsNaNOp, math::IsFiniteOp,
+               math::IsNormalOp>(op) &&
+           llvm::any_of(op.getOperands(), [&](Value operand) {
+             Operation *def = operand.getDefiningOp();
+             return def && def->getBlock() == body &&
+                    !isa<arith::ConstantOp>(def);
+           });
+  };
   int roundings = 0;
-  for (Operation &op : generic.getBody()->without_terminator()) {
+  for (Operation &op : body->without_terminator()) {
     if (!isa<arith::ArithDialect, math::MathDialect>(op.getDialect()) ||
-        op.getNumRegions() != 0 ||
+        observesRounding(op) || op.getNumRegions() != 0 ||
         isa<arith::ExtFOp, arith::TruncFOp, arith::BitcastOp>(op) ||
         llvm::any_of(op.getOperandTypes(), isForeign) ||
         llvm::any_of(op.getResultTypes(), isForeign))

@@ -111,3 +111,56 @@ func.func @kept(%x: tensor<4x8xbf16>, %f: tensor<4x8xf32>) -> (tensor<4x8xbf16>,
   } -> tensor<4xbf16>
   return %relu, %rounded, %mixed, %norm : tensor<4x8xbf16>, tensor<4x8xbf16>, tensor<4x8xbf16>, tensor<4xbf16>
 }
+
+// -----
+
+// A comparison of a value the body computed sees how it was rounded: an
+// f16 product past 65504 is inf, which this loss-scaling guard replaces by
+// 0; in f32 it would stay finite, pass the test and become inf when
+// truncated. The body is left in f16.
+#map = affine_map<(d0) -> (d0)>
+// CHECK-LABEL: func.func @guards_overflow
+// CHECK-NOT: arith.extf
+// CHECK: arith.mulf %{{.*}}, %{{.*}} : f16
+// CHECK: arith.cmpf oeq, %{{.*}}, %{{.*}} : f16
+// CHECK-NOT: arith.truncf
+// CHECK: return
+func.func @guards_overflow(%g: tensor<4xf16>) -> tensor<4xf16> {
+  %empty = tensor.empty() : tensor<4xf16>
+  %r = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel"]} ins(%g : tensor<4xf16>) outs(%empty : tensor<4xf16>) {
+  ^bb0(%x: f16, %out: f16):
+    %scale = arith.constant 256.0 : f16
+    %zero = arith.constant 0.0 : f16
+    %inf = arith.constant 0x7C00 : f16
+    %y = arith.mulf %x, %scale : f16
+    %a = math.absf %y : f16
+    %bad = arith.cmpf oeq, %a, %inf : f16
+    %z = arith.select %bad, %zero, %y : f16
+    linalg.yield %z : f16
+  } -> tensor<4xf16>
+  return %r : tensor<4xf16>
+}
+
+// -----
+
+// A comparison of an input (as in relu's gradient) is exact in f32: the
+// body is widened.
+#map = affine_map<(d0) -> (d0)>
+// CHECK-LABEL: func.func @compares_input
+// CHECK: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<4xf32>, tensor<4xf32>)
+// CHECK: arith.cmpf ogt, %{{.*}}, %{{.*}} : f32
+// CHECK: arith.truncf %{{.*}} : tensor<4xf32> to tensor<4xbf16>
+func.func @compares_input(%x: tensor<4xbf16>, %dy: tensor<4xbf16>) -> tensor<4xbf16> {
+  %empty = tensor.empty() : tensor<4xbf16>
+  %r = linalg.generic {indexing_maps = [#map, #map, #map], iterator_types = ["parallel"]} ins(%x, %dy : tensor<4xbf16>, tensor<4xbf16>) outs(%empty : tensor<4xbf16>) {
+  ^bb0(%in: bf16, %d: bf16, %out: bf16):
+    %zero = arith.constant 0.0 : bf16
+    %half = arith.constant 0.5 : bf16
+    %pos = arith.cmpf ogt, %in, %zero : bf16
+    %s = arith.mulf %d, %half : bf16
+    %t = arith.addf %s, %in : bf16
+    %z = arith.select %pos, %t, %zero : bf16
+    linalg.yield %z : bf16
+  } -> tensor<4xbf16>
+  return %r : tensor<4xbf16>
+}

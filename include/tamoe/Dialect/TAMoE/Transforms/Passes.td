@@ -376,7 +376,8 @@ def TAMoEConvertToRuntimePass
     rounded once with `arith.truncf`), as `tamoe_rt_matmul` does, rather
     than in the result type; so does an elementwise `linalg.generic` on
     bf16 or f16 whose body rounds more than once (silu and its gradient),
-    as `tamoe_rt_map` does.
+    as `tamoe_rt_map` does, unless it compares or classifies a value it
+    computed (an overflow guard), which would then see the f32 value.
   }];
   let options = [
     Option<"deviceResident", "device-resident", "bool",
