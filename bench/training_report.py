@@ -67,6 +67,10 @@ class Run:
                         level[1] += rows
                     else:
                         level[2] += rows
+            if sum(level) == 0:
+                # Shares of no rows mean nothing: the run is broken.
+                sys.exit(f"training_report: {directory}: step {s + 1} "
+                         f"routed no rows")
             self.levels.append(level)
             self.matrix.append(matrix)
         self.intra_bytes = [sum(traffic[r][s][0] for r in range(ranks)) for s in range(n)]
@@ -181,19 +185,30 @@ def targets(runs, target, ranks, per_node, first, steps):
         return []
     a, b = by_name["switch"], by_name["topology"]
     l1 = sum(abs(x - y) for x, y in zip(b.shares(first, steps), target))
-    task = b.mean(b.task, first, steps) / a.mean(a.task, first, steps)
-    factor = (ranks - per_node) / ranks / target[2]
-    inter = b.mean(b.inter_bytes, first, steps) * factor / a.mean(a.inter_bytes, first, steps)
+    a_task = a.mean(a.task, first, steps)
+    a_inter = a.mean(a.inter_bytes, first, steps)
 
     def verdict(value, bound):
         return "met" if value <= bound else f"missed by {100 * (value / bound - 1):.2f}%"
-    return [
-        "Targets for (b) topology:", "",
-        f"- realised shares within 0.05 of the plan (L1): {l1:.3f}, {verdict(l1, 0.05)}",
-        f"- task loss at most 1.02x (a)'s: {task:.3f}x, {verdict(task, 1.02)}",
-        f"- inter-node bytes at most (a)'s / {factor:.2f} (the plan's reduction "
-        f"factor) x 1.10: (b) x {factor:.2f} / (a) = {inter:.4f}, {verdict(inter, 1.10)}",
-    ]
+    lines = ["Targets for (b) topology:", "",
+             f"- realised shares within 0.05 of the plan (L1): {l1:.3f}, {verdict(l1, 0.05)}"]
+    if a_task > 0:
+        task = b.mean(b.task, first, steps) / a_task
+        lines.append(f"- task loss at most 1.02x (a)'s: {task:.3f}x, {verdict(task, 1.02)}")
+    else:
+        lines.append("- task loss at most 1.02x (a)'s: (a)'s is 0, no ratio")
+    # One node, or a plan that sends nothing across nodes, or a baseline
+    # that sent nothing: no reduction factor to hold (b) to.
+    if target[2] > 0 and a_inter > 0:
+        factor = (ranks - per_node) / ranks / target[2]
+        inter = b.mean(b.inter_bytes, first, steps) * factor / a_inter
+        lines.append(
+            f"- inter-node bytes at most (a)'s / {factor:.2f} (the plan's reduction "
+            f"factor) x 1.10: (b) x {factor:.2f} / (a) = {inter:.4f}, {verdict(inter, 1.10)}")
+    else:
+        lines.append("- inter-node bytes: no target, (a) sent none or the plan "
+                     "sends none across nodes")
+    return lines
 
 
 def main():
