@@ -579,6 +579,33 @@ LogicalResult CombineOp::verify() {
 // AuxLossOp
 //===----------------------------------------------------------------------===//
 
+/// The expert weights of aux_loss and aux_loss_grad: given exactly for the
+/// topology loss, one per expert of `probs` (named `probsName`), in its
+/// element type, since the loss multiplies them into the probabilities'
+/// terms.
+static LogicalResult verifyLossWeights(Operation *op, AuxLossKind kind,
+                                       Value weights, RankedTensorType probs,
+                                       StringRef probsName) {
+  bool topologyAware = kind == AuxLossKind::Topology;
+  if (topologyAware != bool(weights))
+    return op->emitOpError()
+           << (topologyAware ? "'topology' loss needs the per-expert "
+                               "weights of this rank"
+                             : "'switch' loss takes no weights");
+  if (!weights)
+    return success();
+  auto type = cast<RankedTensorType>(weights.getType());
+  int64_t experts = probs.getDimSize(1);
+  if (!compatible(type.getDimSize(0), experts))
+    return op->emitOpError() << "weights must have one entry per expert ("
+                             << experts << "), got " << type.getDimSize(0);
+  if (type.getElementType() != probs.getElementType())
+    return op->emitOpError()
+           << "weights must have the " << probsName << "' element type "
+           << probs.getElementType() << ", got " << type.getElementType();
+  return success();
+}
+
 LogicalResult AuxLossOp::verify() {
   RankedTensorType probs = getProbs().getType();
   RankedTensorType ids = getExpertIds().getType();
@@ -598,23 +625,9 @@ LogicalResult AuxLossOp::verify() {
     return emitOpError() << "k = " << ids.getDimSize(1)
                          << " exceeds the number of experts (" << experts
                          << ")";
-  bool topologyAware = getKind() == AuxLossKind::Topology;
-  if (topologyAware && !getExpertWeights())
-    return emitOpError() << "'topology' loss needs the per-expert weights of "
-                            "this rank";
-  if (!topologyAware && getExpertWeights())
-    return emitOpError() << "'switch' loss takes no weights";
-  if (Value weights = getExpertWeights()) {
-    auto type = cast<RankedTensorType>(weights.getType());
-    if (!compatible(type.getDimSize(0), experts))
-      return emitOpError() << "weights must have one entry per expert ("
-                           << experts << "), got " << type.getDimSize(0);
-    // The loss multiplies them into the probabilities' terms.
-    if (type.getElementType() != probs.getElementType())
-      return emitOpError() << "weights must have the probs' element type "
-                           << probs.getElementType() << ", got "
-                           << type.getElementType();
-  }
+  if (failed(verifyLossWeights(*this, getKind(), getExpertWeights(), probs,
+                               "probs")))
+    return failure();
   if (Value positions = getPositions()) {
     auto type = cast<RankedTensorType>(positions.getType());
     if (!compatible(type.getDimSize(0), ids.getDimSize(0)) ||
@@ -741,22 +754,9 @@ LogicalResult AuxLossGradOp::verify() {
   if (ids.getDimSize(1) == 0)
     return emitOpError() << "k must be >= 1, got 0 (expert_ids "
                          << formatShape(ids.getShape()) << ")";
-  bool topologyAware = getKind() == AuxLossKind::Topology;
-  if (topologyAware != bool(getExpertWeights()))
-    return emitOpError() << (topologyAware
-                                 ? "'topology' loss needs the per-expert "
-                                   "weights of this rank"
-                                 : "'switch' loss takes no weights");
-  if (Value weights = getExpertWeights()) {
-    auto type = cast<RankedTensorType>(weights.getType());
-    if (!compatible(type.getDimSize(0), experts))
-      return emitOpError() << "weights must have one entry per expert ("
-                           << experts << "), got " << type.getDimSize(0);
-    if (type.getElementType() != probs.getElementType())
-      return emitOpError() << "weights must have the d_probs' element type "
-                           << probs.getElementType() << ", got "
-                           << type.getElementType();
-  }
+  if (failed(verifyLossWeights(*this, getKind(), getExpertWeights(), probs,
+                               "d_probs")))
+    return failure();
   if (failed(verifyGradientOf(*this, "dispatched positions", getPositions(),
                               ids, "expert_ids")))
     return failure();
