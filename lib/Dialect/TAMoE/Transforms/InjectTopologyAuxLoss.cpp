@@ -7,7 +7,6 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Dominance.h"
-#include "llvm/Support/CheckedArithmetic.h"
 
 #include <cmath>
 
@@ -106,18 +105,12 @@ static FailureOr<Value> groupRank(OpBuilder &builder, Location loc,
            << "'@" << exchange.getGrid() << "' does not name a shard.grid";
   SmallVector<int16_t> axes = exchange.getGroupAxes(grid.getRank());
   // A larger group would read past the table's rows on its last ranks.
-  std::optional<int64_t> groupSize = 1;
-  for (int16_t axis : axes) {
-    int64_t size = grid.getShape()[axis];
-    groupSize = ShapedType::isDynamic(size) || !groupSize
-                    ? std::nullopt
-                    : llvm::checkedMul(*groupSize, size);
-  }
-  if (groupSize != ranks) {
+  std::optional<int64_t> size = groupSize(exchange, symbols);
+  if (size != ranks) {
     InFlightDiagnostic error = exchange.emitError()
                                << "the layer's exchange runs over a group ";
-    if (groupSize)
-      error << "of " << *groupSize << " ranks on @" << exchange.getGrid();
+    if (size)
+      error << "of " << *size << " ranks on @" << exchange.getGrid();
     else
       error << "on @" << exchange.getGrid()
             << " whose size is known only at run time";
