@@ -320,6 +320,15 @@ public:
          {pointer(input(bytes)), index(int64_t(text.size())), got, want}, {});
   }
 
+  /// requireEqual with the message every such check gives: "<op>: <name>
+  /// and <reference> have different numbers of <what>".
+  void requireSame(Operation *op, StringRef what, StringRef name, Value got,
+                   StringRef reference, Value want) {
+    requireEqual(got, want,
+                 op->getName().getStringRef() + ": " + name + " and " +
+                     reference + " have different numbers of " + what);
+  }
+
   /// An operand that a check names: its name in the op's syntax and its
   /// value (null for an absent optional operand, which is not checked).
   using Named = std::pair<StringRef, Value>;
@@ -339,10 +348,7 @@ public:
         continue;
       if (!want)
         want = dim(reference.second, 0);
-      Value got = dim(value, 0);
-      requireEqual(got, want,
-                   op->getName().getStringRef() + ": " + name + " and " +
-                       reference.first + " have different numbers of rows");
+      requireSame(op, "rows", name, dim(value, 0), reference.first, want);
     }
   }
 
@@ -1190,10 +1196,8 @@ LogicalResult ConvertToRuntimePass::lower(DedupExpandOp op) {
 /// matrices must be that many.
 static void requireExperts(Lowering &l, Operation *op, Value weights,
                            RankedTensorType counts) {
-  l.requireEqual(l.dim(weights, 0), l.index(counts.getShape().back()),
-                 op->getName().getStringRef() +
-                     ": weights and counts have different numbers of "
-                     "experts");
+  l.requireSame(op, "experts", "weights", l.dim(weights, 0), "counts",
+                l.index(counts.getShape().back()));
 }
 
 LogicalResult ConvertToRuntimePass::lower(GroupedMatmulOp op) {
@@ -1257,9 +1261,8 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossOp op) {
   Value loss = l.output(op.getLoss().getType());
   bool topology = op.getKind() == AuxLossKind::Topology;
   if (topology && op.getExpertWeights())
-    l.requireEqual(l.dim(op.getExpertWeights(), 0), l.dim(probs, 1),
-                   "tamoe.aux_loss: expert_weights and probs have different "
-                   "numbers of experts");
+    l.requireSame(op, "experts", "expert_weights",
+                  l.dim(op.getExpertWeights(), 0), "probs", l.dim(probs, 1));
   Value weights = topology && op.getExpertWeights()
                       ? l.data(op.getExpertWeights())
                       : l.null();
@@ -1388,9 +1391,8 @@ LogicalResult ConvertToRuntimePass::lower(AuxLossGradOp op) {
   l.requireSameRows(op, {"expert_ids", ids},
                     {{"positions", op.getPositions()}});
   if (Value weights = op.getExpertWeights())
-    l.requireEqual(l.dim(weights, 0), l.dim(op.getDProbs(), 1),
-                   "tamoe.aux_loss_grad: expert_weights and d_probs have "
-                   "different numbers of experts");
+    l.requireSame(op, "experts", "expert_weights", l.dim(weights, 0), "d_probs",
+                  l.dim(op.getDProbs(), 1));
   Value tokens = l.dim(ids, 0);
   Value dProbs = l.output(op.getDProbs().getType(), tokens);
   l.runtime("aux_loss_grad",
@@ -1489,12 +1491,9 @@ static void requireSameElements(Lowering &l, Operation *op,
     return;
   Value want = numElements(l, params.second);
   for (auto [name, value] : others)
-    if (value != params.second) {
-      Value got = numElements(l, value);
-      l.requireEqual(got, want,
-                     op->getName().getStringRef() + ": " + name + " and " +
-                         params.first + " have different numbers of elements");
-    }
+    if (value != params.second)
+      l.requireSame(op, "elements", name, numElements(l, value), params.first,
+                    want);
 }
 
 LogicalResult ConvertToRuntimePass::lower(SGDOp op) {
