@@ -23,6 +23,7 @@
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -33,6 +34,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <set>
 
@@ -280,11 +282,10 @@ Expected<Topology> calibrationShape(const Run &run) {
     if (fanout < 1)
       return tamoe::fieldError(formatv("--fanouts[{0}]", l),
                                formatv("expected >= 1, got {0}", fanout));
-    // Saturated past the ranks launched: a product that wrapped around
-    // could equal them and let fanouts past the world pick peers outside
-    // it.
-    product = product > run.ranks || fanout > run.ranks ? run.ranks + 1
-                                                        : product * fanout;
+    // Saturated: a product that wrapped around could equal the ranks
+    // launched and let fanouts past the world pick peers outside it.
+    product = llvm::checkedMul(product, fanout)
+                  .value_or(std::numeric_limits<int64_t>::max());
     topo::Level level;
     level.name = l == 0                  ? "node"
                  : l + 1 == shape.size() ? "cluster"
